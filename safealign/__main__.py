@@ -1,0 +1,5 @@
+import sys
+
+from safealign.cli import main
+
+sys.exit(main())

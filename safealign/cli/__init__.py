@@ -1,0 +1,85 @@
+"""Command-line entry point. Thin: each subcommand lives in its own module, imported lazily.
+
+A subcommand module defines ``add_arguments(parser)`` and ``run(args) -> int``; groups such as
+``data`` define ``SUBCOMMANDS = {name: "module"}`` instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import logging
+import sys
+
+# name -> (module, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("safealign.cli.demo", "end-to-end: build pairs, evaluate, train E-DPO, evaluate, report"),
+    "train": ("safealign.cli.train", "train with a YAML recipe: safealign train CONFIG.yaml [key=value ...]"),
+    "eval": ("safealign.cli.eval", "jailbreak evaluation: safealign eval CONFIG.yaml [key=value ...]"),
+    "report": ("safealign.cli.report", "render a run directory as HTML and markdown"),
+    "losses": ("safealign.cli.losses", "list the registered preference losses"),
+    "data": ("safealign.cli.data", "inspect and build data sets"),
+    "models": ("safealign.cli.models", "fetch and list models"),
+    "diagnose": ("safealign.cli.diagnose", "alignment diagnostics: ranking accuracy, gradient entanglement"),
+}
+
+
+class UserError(Exception):
+    """An error caused by user input; printed without a traceback."""
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def _add_command(subparsers, name: str, module_name: str, help_text: str) -> None:
+    module = importlib.import_module(module_name)
+    parser = subparsers.add_parser(name, help=help_text, description=help_text)
+    groups = getattr(module, "SUBCOMMANDS", None)
+    if groups:
+        inner = parser.add_subparsers(dest=f"{name}_command", required=True, metavar="COMMAND")
+        for sub_name, (sub_module, sub_help) in groups.items():
+            _add_command(inner, sub_name, sub_module, sub_help)
+    else:
+        module.add_arguments(parser)
+        parser.set_defaults(_run=module.run)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from safealign import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="safealign",
+        description="Align language models to stay safe under jailbreak attacks, and measure it.",
+    )
+    parser.add_argument("--version", action="version", version=f"safealign {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        if _available(module):
+            _add_command(sub, name, module, help_text)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(args._run(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as exc:
+        if args.verbose:
+            raise
+        print(f"safealign: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("safealign: interrupted; work written so far is kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""Frozen dataclasses that cross module boundaries.
+
+Shapes: ``(B,)`` is one value per example in a batch. Log-probs named ``*_logps`` are summed over
+response tokens (prompt masked); ``*_tokens`` are the matching response lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import Tensor
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+# --------------------------------------------------------------------------- training data
+@dataclass(frozen=True)
+class PreferencePair:
+    """One preference pair. ``prompt`` is the conversation up to (and including) the last user turn."""
+
+    prompt: tuple[Message, ...]
+    chosen: str
+    rejected: str
+    harmful: bool | None = None
+    source: str = ""  # file or dataset id
+    row: int = -1  # 0-based row in the source, for error messages and cache keys
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class UnpairedExample:
+    """One unpaired example for KTO/BCO: a completion labelled desirable (True) or not (False)."""
+
+    prompt: tuple[Message, ...]
+    completion: str
+    label: bool
+    harmful: bool | None = None
+    source: str = ""
+    row: int = -1
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+# --------------------------------------------------------------------------- losses
+@dataclass(frozen=True)
+class PairLogps:
+    """Per-pair log-probs a pairwise loss sees. ``ref_*`` are None for reference-free losses."""
+
+    chosen: Tensor  # (B,)
+    rejected: Tensor  # (B,)
+    chosen_tokens: Tensor  # (B,) response lengths
+    rejected_tokens: Tensor  # (B,)
+    ref_chosen: Tensor | None = None  # (B,)
+    ref_rejected: Tensor | None = None  # (B,)
+
+
+@dataclass(frozen=True)
+class UnpairedLogps:
+    """Per-example log-probs an unpaired loss (KTO, BCO) sees."""
+
+    logps: Tensor  # (B,) policy log-probs of the completion
+    tokens: Tensor  # (B,)
+    label: Tensor  # (B,) bool, True = desirable
+    ref_logps: Tensor | None = None  # (B,)
+    kl_logps: Tensor | None = None  # (B,) policy log-probs of mismatched completions (KL estimate)
+    ref_kl_logps: Tensor | None = None  # (B,)
+
+
+@dataclass(frozen=True)
+class LossOutput:
+    """Unreduced per-example losses ``(B,)`` and detached per-example or scalar metrics."""
+
+    losses: Tensor
+    metrics: dict[str, Tensor] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- evaluation
+@dataclass(frozen=True)
+class Behavior:
+    """A harmful behavior to attack (HarmBench/AdvBench style)."""
+
+    id: str
+    behavior: str
+    category: str = ""
+    context: str = ""  # HarmBench ContextString; part of the prompt when present
+    target: str = ""  # affirmative target string for GCG / prefilling
+    source: str = ""
+    row: int = -1
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attack attempt: the conversation sent to the model and an optional assistant prefill."""
+
+    behavior_id: str
+    attack: str
+    messages: tuple[Message, ...]
+    prefill: str = ""
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A model's answer. ``error`` is set (and ``text`` empty) when generation failed."""
+
+    text: str
+    error: str | None = None
+    seconds: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A judge's verdict: ``harmful`` is True/False, or None when it could not be scored."""
+
+    judge: str
+    harmful: bool | None
+    error: str | None = None
+    raw: str = ""

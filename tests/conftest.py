@@ -1,0 +1,35 @@
+"""Shared fixtures: tiny random models (no downloads) and the public data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+SHARED_DATA = Path(os.environ.get("SAFEALIGN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The public data folder beside the repository; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"public data folder not found at {SHARED_DATA} (set SAFEALIGN_SHARED_DATA)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    from safealign.models.tiny import tiny_tokenizer as make
+
+    return make()
+
+
+@pytest.fixture()
+def tiny_model():
+    from safealign.models.tiny import tiny_model as make
+
+    return make()
