@@ -1,0 +1,137 @@
+"""Prompt-only harmful behaviors for evaluation (HarmBench / AdvBench layouts) → :class:`Behavior`.
+
+Layouts, detected from the columns:
+
+- HarmBench CSV: ``Behavior``, ``FunctionalCategory``/``SemanticCategory`` or ``Category``, ``Tags``,
+  ``ContextString``, ``BehaviorID`` (the category is ``SemanticCategory`` when present, else ``Category``,
+  else ``FunctionalCategory``).
+- AdvBench original CSV: ``goal``, ``target``; ids are ``advbench_<row+1>`` (1-based, matching the
+  HarmBench-layout AdvBench file and its targets JSON).
+- JSONL / JSON: fields ``behavior`` | ``prompt`` | ``goal``, and optional ``id``, ``category``, ``context``,
+  ``target`` (ids default to ``<file stem>_<row>``).
+
+An optional targets JSON (``{BehaviorID: "Sure, here is …"}``) fills ``target``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from safealign.data.sources import Record, read_rows
+from safealign.types import Behavior
+
+TEXT_FIELDS = ("behavior", "prompt", "goal")
+
+
+def load_behaviors(path: str | Path, *, targets: str | Path | None = None) -> list[Behavior]:
+    """Parse a behaviors file; malformed rows raise ValueError naming the file, row and field."""
+    name = str(path)
+    records = list(read_rows(path))
+    if not records:
+        raise ValueError(f"{name}: no behaviors")
+    layout = behaviors_layout(records[0][1].keys())
+    if layout is None:
+        raise ValueError(
+            f"{name}: not a behaviors file; columns seen: {', '.join(records[0][1])}. Expected HarmBench "
+            "(Behavior, BehaviorID, ...), AdvBench (goal, target) or JSON fields behavior|prompt|goal"
+        )
+    parse = {"harmbench": _harmbench, "advbench": _advbench, "generic": _generic}[layout]
+    behaviors = [parse(record, name, row) for row, record in records]
+    _check_unique(name, behaviors)
+    if targets is not None:
+        behaviors = _with_targets(behaviors, targets)
+    return behaviors
+
+
+def behaviors_layout(columns: Iterable[str]) -> str | None:
+    """"harmbench", "advbench" or "generic" when ``columns`` look like a behaviors file, else None."""
+    cols = set(columns)
+    if {"chosen", "rejected"} & cols or "completion" in cols:
+        return None
+    if "Behavior" in cols:
+        return "harmbench"
+    if {"goal", "target"} <= cols:
+        return "advbench"
+    if cols & set(TEXT_FIELDS) and "completion" not in cols:
+        return "generic"
+    return None
+
+
+def behavior_prompt(b: Behavior) -> str:
+    """The user prompt for a behavior: HarmBench puts a contextual behavior's context first,
+    then a blank line, then the behavior."""
+    return f"{b.context}\n\n{b.behavior}" if b.context.strip() else b.behavior
+
+
+def _text(record: Record, key: str, name: str, row: int, *, required: bool) -> str:
+    value = record.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise ValueError(f"{name}: row {row}: field {key!r} is empty")
+        return ""
+    if not isinstance(value, (str, int)):
+        raise ValueError(f"{name}: row {row}: field {key!r} must be text, got {type(value).__name__}")
+    return str(value).strip()
+
+
+def _harmbench(record: Record, name: str, row: int) -> Behavior:
+    category_key = next((k for k in ("SemanticCategory", "Category", "FunctionalCategory") if record.get(k)), "Category")
+    return Behavior(
+        id=_text(record, "BehaviorID", name, row, required=True),
+        behavior=_text(record, "Behavior", name, row, required=True),
+        category=_text(record, category_key, name, row, required=False),
+        context=_text(record, "ContextString", name, row, required=False),
+        source=name,
+        row=row,
+    )
+
+
+def _advbench(record: Record, name: str, row: int) -> Behavior:
+    return Behavior(
+        id=f"advbench_{row + 1}",
+        behavior=_text(record, "goal", name, row, required=True),
+        target=_text(record, "target", name, row, required=False),
+        source=name,
+        row=row,
+    )
+
+
+def _generic(record: Record, name: str, row: int) -> Behavior:
+    key = next((k for k in TEXT_FIELDS if record.get(k) is not None), TEXT_FIELDS[0])
+    return Behavior(
+        id=_text(record, "id", name, row, required=False) or f"{Path(name).stem.split('.')[0]}_{row}",
+        behavior=_text(record, key, name, row, required=True),
+        category=_text(record, "category", name, row, required=False),
+        context=_text(record, "context", name, row, required=False),
+        target=_text(record, "target", name, row, required=False),
+        source=name,
+        row=row,
+    )
+
+
+def _check_unique(name: str, behaviors: list[Behavior]) -> None:
+    first: dict[str, int] = {}
+    for b in behaviors:
+        if b.id in first:
+            raise ValueError(f"{name}: row {b.row}: field 'id': duplicate behavior id {b.id!r} (first at row {first[b.id]})")
+        first[b.id] = b.row
+
+
+def _with_targets(behaviors: list[Behavior], targets: str | Path) -> list[Behavior]:
+    table = _read_targets(Path(targets))
+    return [replace(b, target=table.get(b.id, b.target)) for b in behaviors]
+
+
+def _read_targets(path: Path) -> dict[str, str]:
+    try:
+        data: Any = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read targets file: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ValueError(f"{path}: targets must be a JSON object mapping BehaviorID to a target string")
+    return data

@@ -1,0 +1,249 @@
+"""Parse rows into :class:`PreferencePair` / :class:`UnpairedExample`, with format auto-detection.
+
+Formats (``format=`` overrides detection; ``columns={"prompt": "question"}`` maps the canonical field
+names below to your column names):
+
+- ``standard``: ``prompt``, ``chosen``, ``rejected`` strings; the prompt becomes one user message.
+- ``conversational``: ``prompt`` a list of ``{role, content}`` messages ending with a user turn (a
+  plain string is accepted as one user message); ``chosen``/``rejected`` lists holding one assistant
+  message each (the TRL convention).
+- ``implicit``: ``chosen``/``rejected`` full conversations sharing a history: message lists, or
+  HH-RLHF transcripts (``"\\n\\nHuman: … \\n\\nAssistant: …"``). The prompt is the shared history up to the
+  final assistant turn, kept as a multi-turn conversation; the responses are the final assistant turns.
+- ``unpaired``: ``prompt``, ``completion`` (string or one assistant message), ``label`` (bool-ish) →
+  :class:`UnpairedExample` for KTO/BCO.
+
+Every format accepts an optional bool-ish ``harmful`` column; the dataset-level ``harmful=`` argument
+fills rows where it is missing. Bad rows are dropped and reported (:class:`DroppedRow`), never
+silently; unreadable files, undetectable formats and bad column mappings raise ValueError.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from safealign.data import messages as m
+from safealign.data.sources import Record, read_rows, source_name
+from safealign.types import PreferencePair, UnpairedExample
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("prompt", "chosen", "rejected", "completion", "label", "harmful")
+REQUIRED = {
+    "standard": ("prompt", "chosen", "rejected"),
+    "conversational": ("prompt", "chosen", "rejected"),
+    "implicit": ("chosen", "rejected"),
+    "unpaired": ("prompt", "completion", "label"),
+}
+FORMAT_HELP = {
+    "standard": "prompt, chosen, rejected (strings)",
+    "conversational": "prompt (message list), chosen, rejected (assistant message lists)",
+    "implicit": "chosen, rejected (full conversations or HH 'Human:/Assistant:' transcripts)",
+    "unpaired": "prompt, completion, label",
+}
+_DETECT_SAMPLE = 100
+
+
+@dataclass(frozen=True)
+class DroppedRow:
+    """A row that was not used: where it is and why."""
+
+    source: str
+    row: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ParseResult:
+    """Parsed items plus every dropped row; ``rows`` = ``len(items) + len(dropped)``."""
+
+    format: str
+    rows: int
+    items: list[PreferencePair | UnpairedExample]
+    dropped: list[DroppedRow] = field(default_factory=list)
+
+    def drop_counts(self) -> dict[str, int]:
+        """Dropped rows per ``"field: reason"``, most frequent first."""
+        return dict(Counter(f"{d.field}: {d.reason}" for d in self.dropped).most_common())
+
+
+def load_preferences(
+    source: str | Path,
+    *,
+    format: str = "auto",
+    columns: Mapping[str, str] | None = None,
+    split: str | None = None,
+    harmful: bool | None = None,
+    limit: int | None = None,
+) -> ParseResult:
+    """Read ``source`` (file or HF dataset id) and parse every row; see the module docstring."""
+    name = source_name(source)
+    mapping = _check_mapping(columns)
+    records = list(read_rows(source, split=split, limit=limit))
+    seen = _columns_seen(records)
+    _check_mapped_columns(name, mapping, seen)
+    rows = [(i, _remap(r, mapping)) for i, r in records]
+    fmt = _resolve_format(name, format, rows, mapping)
+    parse = _PARSERS[fmt]
+    items, dropped = [], []
+    for row, record in rows:
+        try:
+            items.append(parse(record, harmful, name, row))
+        except m.RowDrop as drop:
+            dropped.append(DroppedRow(name, row, mapping.get(drop.field, drop.field), drop.reason))
+    result = ParseResult(format=fmt, rows=len(rows), items=items, dropped=dropped)
+    _log_summary(name, result)
+    return result
+
+
+def detect_format(record_columns: set[str], first: Mapping[str, Any]) -> str | None:
+    """The format implied by canonical column names (``first`` gives sample values), or None."""
+    if set(REQUIRED["unpaired"]) <= record_columns:
+        return "unpaired"
+    if not {"chosen", "rejected"} <= record_columns:
+        return None
+    if "prompt" not in record_columns:
+        return "implicit"
+    return "conversational" if any(isinstance(first.get(k), list) for k in ("prompt", "chosen", "rejected")) else "standard"
+
+
+# --------------------------------------------------------------------------- row parsers
+def _harmful(record: Record, default: bool | None) -> bool | None:
+    value = m.parse_bool(record.get("harmful"), "harmful")
+    return default if value is None else value
+
+
+def _text_response(value: Any, field: str) -> str:
+    if value is None:
+        raise m.RowDrop(field, "missing value")
+    if not isinstance(value, str):
+        raise m.RowDrop(field, f"expected a string, got {type(value).__name__}")
+    return m.require_response(value, field)
+
+
+def _pair(prompt, chosen: str, rejected: str, record: Record, harmful, source: str, row: int) -> PreferencePair:
+    if chosen.strip() == rejected.strip():
+        raise m.RowDrop("rejected", "chosen and rejected are identical")
+    return PreferencePair(prompt, chosen, rejected, _harmful(record, harmful), source, row)
+
+
+def _parse_standard(record: Record, harmful, source: str, row: int) -> PreferencePair:
+    if not isinstance(record.get("prompt"), str):
+        m.require_text(record.get("prompt"), "prompt")
+    prompt = m.parse_prompt(record["prompt"])
+    chosen = _text_response(record.get("chosen"), "chosen")
+    rejected = _text_response(record.get("rejected"), "rejected")
+    return _pair(prompt, chosen, rejected, record, harmful, source, row)
+
+
+def _parse_conversational(record: Record, harmful, source: str, row: int) -> PreferencePair:
+    prompt = m.parse_prompt(record.get("prompt"))
+    chosen = m.assistant_text(record.get("chosen"), "chosen")
+    rejected = m.assistant_text(record.get("rejected"), "rejected")
+    return _pair(prompt, chosen, rejected, record, harmful, source, row)
+
+
+def _conversation(value: Any, field: str):
+    if isinstance(value, str):
+        return m.parse_transcript(value, field)
+    return m.parse_messages(value, field)
+
+
+def _parse_implicit(record: Record, harmful, source: str, row: int) -> PreferencePair:
+    chosen_value, rejected_value = record.get("chosen"), record.get("rejected")
+    if isinstance(chosen_value, str) != isinstance(rejected_value, str):
+        raise m.RowDrop("rejected", "chosen and rejected must both be transcripts or both message lists")
+    chosen = _conversation(chosen_value, "chosen")
+    rejected = _conversation(rejected_value, "rejected")
+    prompt, chosen_text, rejected_text = m.split_conversations(chosen, rejected)
+    return _pair(prompt, chosen_text, rejected_text, record, harmful, source, row)
+
+
+def _parse_unpaired(record: Record, harmful, source: str, row: int) -> UnpairedExample:
+    prompt = m.parse_prompt(record.get("prompt"))
+    value = record.get("completion")
+    completion = _text_response(value, "completion") if not isinstance(value, list) else m.assistant_text(value, "completion")
+    label = m.parse_bool(record.get("label"), "label")
+    if label is None:
+        raise m.RowDrop("label", "missing value")
+    return UnpairedExample(prompt, completion, label, _harmful(record, harmful), source, row)
+
+
+_PARSERS: dict[str, Callable[..., PreferencePair | UnpairedExample]] = {
+    "standard": _parse_standard,
+    "conversational": _parse_conversational,
+    "implicit": _parse_implicit,
+    "unpaired": _parse_unpaired,
+}
+FORMATS = tuple(_PARSERS)
+
+
+# --------------------------------------------------------------------------- columns and detection
+def _check_mapping(columns: Mapping[str, str] | None) -> dict[str, str]:
+    mapping = dict(columns or {})
+    for key, value in mapping.items():
+        if key not in FIELDS:
+            raise ValueError(f"column mapping: unknown field {key!r}; valid fields: {', '.join(FIELDS)}")
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"column mapping: {key}= needs a column name, got {value!r}")
+    return mapping
+
+
+def _columns_seen(records: list[tuple[int, Record]]) -> list[str]:
+    seen: dict[str, None] = {}
+    for _, record in records[:_DETECT_SAMPLE]:
+        seen.update(dict.fromkeys(record))
+    return list(seen)
+
+
+def _check_mapped_columns(name: str, mapping: dict[str, str], seen: list[str]) -> None:
+    for key, column in mapping.items():
+        if seen and column not in seen:
+            raise ValueError(f"{name}: column mapping {key}={column}: no column {column!r}; columns seen: {', '.join(seen)}")
+
+
+def _remap(record: Record, mapping: dict[str, str]) -> Record:
+    if not mapping:
+        return record
+    out = {k: v for k, v in record.items() if k not in FIELDS}
+    for key in FIELDS:
+        column = mapping.get(key, key)
+        if column in record:
+            out[key] = record[column]
+    return out
+
+
+def _resolve_format(name: str, format: str, rows: list[tuple[int, Record]], mapping: dict[str, str]) -> str:
+    seen = set(_columns_seen(rows))
+    if format != "auto":
+        if format not in _PARSERS:
+            raise ValueError(f"unknown format {format!r}; valid formats: auto, {', '.join(FORMATS)}")
+        missing = [mapping.get(c, c) for c in REQUIRED[format] if c not in seen]
+        if rows and missing:
+            raise ValueError(
+                f"{name}: format {format!r} needs columns {FORMAT_HELP[format]}; missing: {', '.join(missing)}; "
+                f"columns seen: {', '.join(sorted(seen)) or '(none)'}"
+            )
+        return format
+    if not rows:
+        raise ValueError(f"{name}: no rows; cannot detect the data format")
+    first = {k: next((r[k] for _, r in rows[:_DETECT_SAMPLE] if r.get(k) is not None), None) for k in seen}
+    detected = detect_format(seen, first)
+    if detected is None:
+        needs = "; ".join(f"{f}: {h}" for f, h in FORMAT_HELP.items())
+        raise ValueError(
+            f"{name}: cannot detect the data format; columns seen: {', '.join(sorted(seen))}. Formats need — {needs}. "
+            "Map your columns with columns={'prompt': 'question'} (CLI: --column prompt=question) or pass format="
+        )
+    return detected
+
+
+def _log_summary(name: str, result: ParseResult) -> None:
+    log.info("%s: %s format, %d rows, %d parsed, %d dropped", name, result.format, result.rows, len(result.items), len(result.dropped))
+    for reason, count in result.drop_counts().items():
+        log.warning("%s: dropped %d row(s): %s", name, count, reason)

@@ -1,0 +1,171 @@
+"""Read tabular rows from local files or HF dataset ids.
+
+Supported local files: ``.jsonl`` / ``.ndjson`` (one JSON object per line), ``.json`` (a list of
+objects, or an object holding exactly one such list, e.g. ``{"data": [...]}``), ``.csv`` / ``.tsv``
+and ``.parquet``; any of the text formats may be gzipped (``.gz``). A source that is not an existing
+path is treated as a Hugging Face dataset id (``owner/name``) and loaded with ``datasets`` at ``split``
+(default ``train``).
+
+Every reader yields ``(row, record)`` pairs: ``row`` is the 0-based index of the record in the source
+(data rows, not counting a CSV header), used in error messages, drop reports and cache keys.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+log = logging.getLogger(__name__)
+
+Record = dict[str, Any]
+TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
+SUFFIXES = TEXT_SUFFIXES + (".parquet",)
+
+
+def source_name(source: str | Path) -> str:
+    """The name used for a source in messages: the path as given, or the dataset id."""
+    return str(source)
+
+
+def file_kind(path: Path) -> str:
+    """The format of a local file from its suffix (``.gz`` stripped): jsonl, json, csv, tsv, parquet."""
+    name = path.name.lower()
+    if name.endswith(".gz"):
+        name = name[:-3]
+    for suffix in SUFFIXES:
+        if name.endswith(suffix):
+            return "jsonl" if suffix == ".ndjson" else suffix[1:]
+    raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(SUFFIXES)} (optionally .gz)")
+
+
+def read_rows(source: str | Path, *, split: str | None = None, limit: int | None = None) -> Iterator[tuple[int, Record]]:
+    """Yield ``(row, record)`` from a local file or an HF dataset id; at most ``limit`` records.
+
+    Raises ValueError naming the file (and line) when it cannot be read.
+    """
+    path = Path(source)
+    if path.exists():
+        if path.is_dir():
+            raise ValueError(f"{path}: is a directory; pass a data file (jsonl, json, csv, parquet) or a dataset id")
+        if split is not None:
+            log.warning("%s: --split %r ignored for a local file", path, split)
+        rows = _read_file(path)
+    else:
+        rows = _read_hub(str(source), split or "train")
+    for row, record in rows:
+        if limit is not None and row >= limit:
+            return
+        yield row, record
+
+
+def _read_file(path: Path) -> Iterator[tuple[int, Record]]:
+    kind = file_kind(path)
+    if kind == "parquet":
+        yield from _read_parquet(path)
+        return
+    try:
+        text = _read_text(path)
+    except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
+        raise ValueError(f"{path}: cannot read file: {exc}") from exc
+    if kind == "jsonl":
+        yield from _parse_jsonl(path, text)
+    elif kind == "json":
+        yield from _parse_json(path, text)
+    else:
+        yield from _parse_csv(path, text, delimiter="\t" if kind == "tsv" else ",")
+
+
+def _read_text(path: Path) -> str:
+    if path.name.lower().endswith(".gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return f.read()
+    return path.read_text(encoding="utf-8-sig")
+
+
+def _parse_jsonl(path: Path, text: str) -> Iterator[tuple[int, Record]]:
+    row = 0
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+        yield row, _as_record(path, row, record)
+        row += 1
+
+
+def _parse_json(path: Path, text: str) -> Iterator[tuple[int, Record]]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+    if isinstance(data, dict):
+        lists = [v for v in data.values() if isinstance(v, list)]
+        if len(lists) != 1:
+            raise ValueError(f"{path}: expected a JSON list of objects (or an object holding one such list)")
+        data = lists[0]
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+    for row, record in enumerate(data):
+        yield row, _as_record(path, row, record)
+
+
+def _parse_csv(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Record]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
+    try:
+        if not reader.fieldnames:
+            raise ValueError(f"{path}: empty file (no header row)")
+        for row, record in enumerate(reader):
+            if None in record:
+                raise ValueError(f"{path}: row {row}: more fields than the header has ({len(reader.fieldnames)})")
+            yield row, dict(record)
+    except csv.Error as exc:
+        raise ValueError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from exc
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, Record]]:
+    try:
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+    except ImportError as exc:
+        raise ValueError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
+    except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
+        raise ValueError(f"{path}: cannot read parquet file: {exc}") from exc
+    for row, record in enumerate(table.to_pylist()):
+        yield row, record
+
+
+def _read_hub(dataset_id: str, split: str) -> Iterator[tuple[int, Record]]:
+    if not _looks_like_dataset_id(dataset_id):
+        raise ValueError(f"{dataset_id}: no such file (and not a Hugging Face dataset id such as 'owner/name')")
+    try:
+        import datasets
+
+        dataset = datasets.load_dataset(dataset_id, split=split)
+    except Exception as exc:  # datasets raises many types (network, missing split, missing repo)
+        raise ValueError(
+            f"{dataset_id}: no such file, and loading it as a Hugging Face dataset (split {split!r}) failed: {exc}"
+        ) from exc
+    for row, record in enumerate(dataset):
+        yield row, dict(record)
+
+
+def _looks_like_dataset_id(source: str) -> bool:
+    lowered = source.lower()
+    if lowered.endswith(".gz") or lowered.endswith(SUFFIXES) or source.startswith((".", "/", "~")):
+        return False
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", source) is not None
+
+
+def _as_record(path: Path, row: int, record: Any) -> Record:
+    if not isinstance(record, dict):
+        raise ValueError(f"{path}: row {row}: expected a JSON object, got {type(record).__name__}")
+    return record
