@@ -1,0 +1,213 @@
+"""Chat-template rendering and tokenization of pairs, with the E-RLHF reference view.
+
+A prompt is rendered with the tokenizer's chat template (``add_generation_prompt=True``). A response is
+rendered as the suffix the template adds for an assistant turn (render prompt + assistant message and
+strip the rendered prompt; when the prompt rendering is not a prefix of it, fall back to
+``response + eos_token`` with a warning). The response is tokenized ONCE; its ids are concatenated to
+the policy prompt ids and, when the transform changes the prompt, to the reference prompt ids, so both
+models score identical response tokens. Prompt + response are never re-tokenized as one string.
+
+Truncation (counted in a :class:`TruncationReport` and logged, never silent): prompts longer than
+``max_prompt_length`` keep their END (left truncation); responses are cut so that the longer of the
+policy/reference prompt plus the response fits ``max_length``. A row whose prompt leaves no room for a
+response token is dropped and counted.
+
+Tokenizers without a chat template raise a ValueError naming the fix: pass ``chat_template=`` (e.g.
+:data:`safealign.models.tiny.CHATML_TEMPLATE`). No silent fallback — a wrong template trains a
+different prompt format than the model will see at inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from jinja2 import TemplateError
+from tqdm.auto import tqdm
+
+from safealign.data.transforms import IdentityTransform, PromptTransform
+from safealign.types import Message, PreferencePair, UnpairedExample
+
+log = logging.getLogger(__name__)
+
+Ids = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class EncodedPair:
+    """Token ids of one pair. ``ref_prompt_ids`` is None when the reference sees the policy prompt."""
+
+    index: int
+    prompt_ids: Ids
+    ref_prompt_ids: Ids | None
+    chosen_ids: Ids
+    rejected_ids: Ids
+    harmful: bool | None
+
+
+@dataclass(frozen=True)
+class EncodedUnpaired:
+    """Token ids of one unpaired example (KTO/BCO)."""
+
+    index: int
+    prompt_ids: Ids
+    ref_prompt_ids: Ids | None
+    completion_ids: Ids
+    label: bool
+    harmful: bool | None
+
+
+@dataclass(frozen=True)
+class TruncationReport:
+    """What truncation did: examples seen, prompts left-truncated (policy or reference view),
+    responses cut (chosen and rejected counted separately) and indices dropped as too long."""
+
+    examples: int
+    prompts_truncated: int
+    responses_truncated: int
+    dropped: tuple[int, ...] = ()
+
+    def summary(self) -> str:
+        return (
+            f"{self.examples} examples: {self.prompts_truncated} prompts left-truncated, "
+            f"{self.responses_truncated} responses cut, {len(self.dropped)} dropped (prompt leaves no room for a response)"
+        )
+
+
+class PromptTooLong(ValueError):
+    """The prompt leaves no room for a single response token within ``max_length``."""
+
+
+@dataclass
+class _Counts:
+    prompts: int = 0
+    responses: int = 0
+
+
+class PairEncoder:
+    """Encode :class:`PreferencePair` / :class:`UnpairedExample` items into token ids."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        transform: PromptTransform | None = None,
+        max_length: int = 512,
+        max_prompt_length: int | None = 256,
+        chat_template: str | None = None,
+    ) -> None:
+        if max_prompt_length is not None and not 0 < max_prompt_length < max_length:
+            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be positive and below max_length ({max_length})")
+        if chat_template is None and not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} has no chat template; "
+                "pass chat_template= (a Jinja template, e.g. safealign.models.tiny.CHATML_TEMPLATE for ChatML) "
+                "or use the chat/instruct variant of the model's tokenizer"
+            )
+        self.tokenizer = tokenizer
+        self.transform = transform or IdentityTransform()
+        self.max_length = max_length
+        self.max_prompt_length = max_prompt_length
+        self.chat_template = chat_template
+        self._warned_fallback = False
+
+    # ----------------------------------------------------------------------- rendering
+    def render_prompt(self, prompt: tuple[Message, ...]) -> str:
+        """The prompt as the template renders it, ending with the assistant generation header."""
+        return self._render(list(prompt), add_generation_prompt=True)
+
+    def render_response(self, prompt: tuple[Message, ...], response: str) -> str:
+        """The text the template adds after the rendered prompt for an assistant turn ``response``."""
+        rendered_prompt = self.render_prompt(prompt)
+        full = self._render([*prompt, {"role": "assistant", "content": response}], add_generation_prompt=False)
+        if full.startswith(rendered_prompt) and len(full) > len(rendered_prompt):
+            return full[len(rendered_prompt) :]
+        if not self._warned_fallback:
+            log.warning("chat template does not render the prompt as a prefix of prompt+response; using response + eos_token")
+            self._warned_fallback = True
+        return response + (self.tokenizer.eos_token or "")
+
+    def _render(self, messages: list[Message], add_generation_prompt: bool) -> str:
+        return self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=add_generation_prompt, chat_template=self.chat_template
+        )
+
+    def _ids(self, text: str) -> Ids:
+        return tuple(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # ----------------------------------------------------------------------- encoding
+    def encode(self, pair: PreferencePair, index: int) -> EncodedPair:
+        """Encode one pair (``index`` is its position in the data set, kept for cache lookups)."""
+        return self._encode_pair(pair, index, _Counts())
+
+    def encode_unpaired(self, example: UnpairedExample, index: int) -> EncodedUnpaired:
+        return self._encode_unpaired(example, index, _Counts())
+
+    def encode_all(self, pairs: Iterable[PreferencePair]) -> tuple[list[EncodedPair], TruncationReport]:
+        """Encode every pair; index = position in ``pairs``. Too-long prompts are dropped and counted."""
+        return self._encode_many(list(pairs), self._encode_pair)
+
+    def encode_all_unpaired(self, examples: Iterable[UnpairedExample]) -> tuple[list[EncodedUnpaired], TruncationReport]:
+        return self._encode_many(list(examples), self._encode_unpaired)
+
+    def _encode_many(self, items: list, encode_one) -> tuple[list, TruncationReport]:
+        counts, encoded, dropped = _Counts(), [], []
+        for index, item in enumerate(tqdm(items, desc="tokenizing", disable=len(items) < 2000)):
+            try:
+                encoded.append(encode_one(item, index, counts))
+            except PromptTooLong as exc:
+                log.debug("%s", exc)
+                dropped.append(index)
+        report = TruncationReport(len(items), counts.prompts, counts.responses, tuple(dropped))
+        (log.warning if counts.prompts or counts.responses or dropped else log.info)("tokenization: %s", report.summary())
+        return encoded, report
+
+    def _encode_pair(self, pair: PreferencePair, index: int, counts: _Counts) -> EncodedPair:
+        prompt_ids, ref_ids = self._prompt_views(pair.prompt, pair.harmful, pair, counts)
+        budget = self._response_budget(prompt_ids, ref_ids, pair)
+        chosen = self._response_ids(pair.prompt, pair.chosen, budget, counts, pair)
+        rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair)
+        return EncodedPair(index, prompt_ids, ref_ids, chosen, rejected, pair.harmful)
+
+    def _encode_unpaired(self, example: UnpairedExample, index: int, counts: _Counts) -> EncodedUnpaired:
+        prompt_ids, ref_ids = self._prompt_views(example.prompt, example.harmful, example, counts)
+        budget = self._response_budget(prompt_ids, ref_ids, example)
+        completion = self._response_ids(example.prompt, example.completion, budget, counts, example)
+        return EncodedUnpaired(index, prompt_ids, ref_ids, completion, example.label, example.harmful)
+
+    def _prompt_views(self, prompt, harmful, item, counts: _Counts) -> tuple[Ids, Ids | None]:
+        """(policy prompt ids, reference prompt ids or None when the transform leaves it unchanged)."""
+        policy = self._guarded(item, lambda: self._ids(self.render_prompt(prompt)))
+        ref_prompt = self.transform(prompt, harmful)
+        ref = None
+        if ref_prompt is not prompt and ref_prompt != prompt:
+            ref = self._guarded(item, lambda: self._ids(self.render_prompt(ref_prompt)))
+            ref = None if ref == policy else ref
+        policy_cut, ref_cut = self._left_truncate(policy), self._left_truncate(ref) if ref is not None else None
+        counts.prompts += int(policy_cut != policy or (ref is not None and ref_cut != ref))
+        return policy_cut, ref_cut
+
+    def _left_truncate(self, ids: Ids) -> Ids:
+        limit = self.max_prompt_length
+        return ids[-limit:] if limit is not None and len(ids) > limit else ids
+
+    def _response_budget(self, prompt_ids: Ids, ref_ids: Ids | None, item) -> int:
+        longest = max(len(prompt_ids), len(ref_ids) if ref_ids is not None else 0)
+        budget = self.max_length - longest
+        if budget < 1:
+            raise PromptTooLong(f"{item.source} row {item.row}: prompt of {longest} tokens leaves no room within max_length={self.max_length}")
+        return budget
+
+    def _response_ids(self, prompt, response: str, budget: int, counts: _Counts, item) -> Ids:
+        ids = self._guarded(item, lambda: self._ids(self.render_response(prompt, response)))
+        if len(ids) > budget:
+            counts.responses += 1
+            return ids[:budget]
+        return ids
+
+    @staticmethod
+    def _guarded(item, fn):
+        try:
+            return fn()
+        except TemplateError as exc:
+            raise ValueError(f"{item.source} row {item.row}: the chat template rejected this conversation: {exc}") from exc
