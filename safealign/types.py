@@ -52,6 +52,9 @@ class PairLogps:
     rejected_tokens: Tensor  # (B,)
     ref_chosen: Tensor | None = None  # (B,)
     ref_rejected: Tensor | None = None  # (B,)
+    # (B, K) per-token-averaged log-probs of the chosen response under K other aligned models,
+    # precomputed once (POFT, arXiv 2412.12865); None for every other loss.
+    chosen_scores: Tensor | None = None
 
 
 @dataclass(frozen=True)

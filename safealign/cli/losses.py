@@ -1,0 +1,36 @@
+"""``safealign losses [--json]``: the registered preference losses and their parameters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+
+
+def _params_text(params: dict) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items()) or "-"
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.losses import loss_info, loss_names
+
+    infos = [loss_info(name) for name in loss_names()]
+    if args.json:
+        json.dump([asdict(i) for i in infos], sys.stdout, indent=2, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    header = ("name", "reference", "input", "parameters", "paper")
+    rows = [(i.name, "yes" if i.needs_reference else "no", i.input, _params_text(i.params), i.paper) for i in infos]
+    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header) - 1)]
+    for row in [header, *rows]:
+        cells = [cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]
+        sys.stdout.write("  ".join(cells).rstrip() + "\n")
+    sys.stdout.write(
+        "\nE-variants (E-DPO, ...) are any reference-based loss with a prompt transform on the reference view.\n"
+    )
+    return 0

@@ -1,0 +1,51 @@
+"""Alignment via Optimal Transport: aot (paired), aot_unpaired.
+
+Both are batch-level: the loss at slot i compares the i-th smallest values of two batch
+distributions, so per-example entries are in *sorted* order, not aligned with the input rows. Only
+their mean (what the trainer optimises) is meaningful; use batches larger than 1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from safealign.losses.base import log_ratios, register_loss, require, reward_metrics
+from safealign.types import LossOutput, PairLogps
+
+_PAPER = "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport (AOT), arXiv:2406.05882"
+
+
+def _smoothed_logistic(delta: Tensor, beta: float, epsilon: float) -> Tensor:
+    return -(1 - epsilon) * F.logsigmoid(beta * delta) - epsilon * F.logsigmoid(-beta * delta)
+
+
+@register_loss("aot", needs_reference=True, paper=_PAPER)
+def aot(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
+    """AOT, paired: ``δ_(i) = sort(pc − pr)_(i) − sort(rc − rr)_(i)``, then cDPO on δ:
+    ``−(1−ε)logσ(βδ) − ε logσ(−βδ)``.
+
+    First-order stochastic dominance of the policy's margin distribution over the reference's, via the
+    1-D optimal transport (sorting) plan. ``epsilon`` is label smoothing. Matches TRL ``aot``.
+    """
+    require(0.0 <= epsilon <= 0.5, "aot", f"epsilon must be in [0, 0.5], got {epsilon}")
+    cl, rl = log_ratios(x)
+    assert x.ref_chosen is not None and x.ref_rejected is not None
+    policy_sorted, _ = torch.sort(x.chosen - x.rejected, dim=0)
+    ref_sorted, _ = torch.sort(x.ref_chosen - x.ref_rejected, dim=0)
+    return LossOutput(_smoothed_logistic(policy_sorted - ref_sorted, beta, epsilon), reward_metrics(beta * cl, beta * rl))
+
+
+@register_loss("aot_unpaired", needs_reference=True, paper=_PAPER)
+def aot_unpaired(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
+    """AOT, unpaired: ``δ_(i) = sort(cl)_(i) − sort(rl)_(i)``, then cDPO on δ.
+
+    Dominance of the chosen log-ratio distribution over the rejected one; the pairing inside a row is
+    ignored, so chosen and rejected may come from unrelated examples. Still takes :class:`PairLogps`
+    (two equally long columns). Matches TRL ``aot_unpaired``.
+    """
+    require(0.0 <= epsilon <= 0.5, "aot_unpaired", f"epsilon must be in [0, 0.5], got {epsilon}")
+    cl, rl = log_ratios(x)
+    delta = torch.sort(cl, dim=0)[0] - torch.sort(rl, dim=0)[0]
+    return LossOutput(_smoothed_logistic(delta, beta, epsilon), reward_metrics(beta * cl, beta * rl))

@@ -1,0 +1,77 @@
+"""Logistic (Bradley–Terry) losses on the DPO margin: dpo, cdpo, robust, rpo, jpo.
+
+Notation (ALGORITHMS.md): cl = pc − rc, rl = pr − rr, Δ = cl − rl, all summed over response tokens.
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+
+from safealign.losses.base import chosen_nll, log_ratios, register_loss, require, reward_metrics
+from safealign.types import LossOutput, PairLogps
+
+
+def _dpo_parts(x: PairLogps, beta: float):
+    cl, rl = log_ratios(x)
+    return beta * (cl - rl), reward_metrics(beta * cl, beta * rl)
+
+
+@register_loss("dpo", needs_reference=True, paper="Rafailov et al. 2023, DPO, arXiv:2305.18290")
+def dpo(x: PairLogps, *, beta: float = 0.1) -> LossOutput:
+    """DPO: ``−logσ(βΔ)`` (Rafailov et al. 2023, Eq. 7).
+
+    ``beta`` is the KL coefficient. Zero margin gives log 2. TRL's ``loss_type="sigmoid"``.
+    """
+    z, metrics = _dpo_parts(x, beta)
+    return LossOutput(-F.logsigmoid(z), metrics)
+
+
+@register_loss("cdpo", needs_reference=True, paper="Mitchell 2023, 'A note on DPO with noisy preferences' (cDPO)")
+def cdpo(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.1) -> LossOutput:
+    """Conservative DPO (label smoothing): ``−(1−ε)logσ(βΔ) − ε logσ(−βΔ)``.
+
+    ``epsilon`` is the assumed probability that a preference label is flipped; ε = 0 is DPO.
+    TRL 1.16 has no equivalent: its ``sigmoid`` ignores ``label_smoothing`` (docs/trl-differences.md).
+    """
+    require(0.0 <= epsilon <= 0.5, "cdpo", f"epsilon must be in [0, 0.5], got {epsilon}")
+    z, metrics = _dpo_parts(x, beta)
+    return LossOutput(-(1 - epsilon) * F.logsigmoid(z) - epsilon * F.logsigmoid(-z), metrics)
+
+
+@register_loss("robust", needs_reference=True, paper="Chowdhury et al. 2024, Provably Robust DPO, arXiv:2403.00409")
+def robust(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.1) -> LossOutput:
+    """rDPO: ``(−(1−ε)logσ(βΔ) + ε logσ(−βΔ)) / (1−2ε)`` (the unbiased de-noised loss, §3).
+
+    ``epsilon`` is the label-flip rate, 0 ≤ ε < ½; ε = 0 is DPO. Note the *plus* sign: the loss is an
+    unbiased estimate of the clean-label loss, unlike cdpo's smoothing. Matches TRL ``robust``.
+    """
+    require(0.0 <= epsilon < 0.5, "robust", f"epsilon must be in [0, 0.5), got {epsilon}")
+    z, metrics = _dpo_parts(x, beta)
+    losses = (-(1 - epsilon) * F.logsigmoid(z) + epsilon * F.logsigmoid(-z)) / (1 - 2 * epsilon)
+    return LossOutput(losses, metrics)
+
+
+@register_loss("rpo", needs_reference=True, paper="Liu et al. 2024, 'Your SFT loss is implicitly an adversarial regularizer', arXiv:2405.16436")
+def rpo(x: PairLogps, *, beta: float = 0.1, eta: float = 1.0) -> LossOutput:
+    """RPO: ``−logσ(βΔ) + η · NLL(y_w)`` with ``NLL(y_w) = −pc / Lw``.
+
+    Deviation: the paper's SFT term is the summed log-likelihood of y_w; we use the per-token average
+    (as TRL's ``rpo_alpha`` did) so that η does not scale with response length. ``sft/nll`` is logged.
+    """
+    z, metrics = _dpo_parts(x, beta)
+    nll = chosen_nll(x)
+    return LossOutput(-F.logsigmoid(z) + eta * nll, {**metrics, "sft/nll": nll.detach()})
+
+
+@register_loss("jpo", needs_reference=True, paper="Bansal et al. 2024, Joint Preference Optimization, arXiv:2404.00530")
+def jpo(x: PairLogps, *, beta: float = 0.1) -> LossOutput:
+    """JPO: ``−logσ(β[(pc − rc) − (pr − rr)])`` where row i's y_w and y_l may answer *different* prompts.
+
+    Input contract: ``chosen[i] = log π(y_w|x_w)``, ``rejected[i] = log π(y_l|x_l)`` with x_w ≠ x_l allowed
+    (the data layer pairs instruction–response tuples across prompts); ``ref_*`` are the reference on the
+    same (prompt, response) tuples (or their safe views for E-JPO). With joint log-probs (the paper's
+    log π(x, y), prompt tokens scored too) the token counts include the prompt. The arithmetic is DPO's;
+    a separate name keeps the data contract explicit.
+    """
+    z, metrics = _dpo_parts(x, beta)
+    return LossOutput(-F.logsigmoid(z), metrics)
