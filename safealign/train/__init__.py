@@ -1,0 +1,1 @@
+"""Preference training: log-probs (logps), reference log-probs, the trainer."""

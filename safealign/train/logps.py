@@ -1,0 +1,221 @@
+"""The only place logits become log-probs: summed response log-probs per sequence, computed in chunks.
+
+Convention: ``response_mask[n, t] == 1`` means token ``input_ids[n, t]`` is a response token; it is
+scored by the model's prediction at position ``t - 1``.
+
+Fast path: the decoder's final hidden states ``(N, T, H)`` are gathered at the ``P`` positions that
+predict response tokens ``(P, H)``; the LM head and a float32 log-softmax then run over chunks of
+``chunk_size`` positions ``(chunk, V)``. Under autograd each chunk is checkpointed, so the backward pass
+recomputes a chunk's logits instead of keeping all ``(P, V)`` of them: neither the full logits nor the
+full float32 log-softmax ever exist. Where the model does something between its decoder and its head
+(logit soft-capping, logit scaling, prompt-learning adapters, a DDP/FSDP wrapper), that split is not
+safe; this is detected once per model and the model's own logits are used, still with a chunked
+float32 log-softmax.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from dataclasses import dataclass
+from functools import partial
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+logger = logging.getLogger(__name__)
+
+# Config attributes under which transformers models transform logits after the LM head.
+LOGIT_TRANSFORM_ATTRS = ("final_logit_softcapping", "logit_softcapping", "output_logit_soft_cap", "logits_soft_cap",
+                         "logit_scale", "logits_scaling", "logits_mup_width_multiplier", "lm_head_multiplier",
+                         "output_multiplier_scale", "dim_model_base")
+_NEUTRAL = (None, False, 0, 1, 1.0)
+_split_cache: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True)
+class SequenceLogps:
+    """Summed log-probs of each sequence's response tokens and the number of those tokens."""
+
+    logps: Tensor  # (N,) float32
+    tokens: Tensor  # (N,) float32
+
+
+def sequence_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
+                   chunk_size: int = 1024, position_ids: Tensor | None = None) -> SequenceLogps:
+    """Summed response log-probs ``(N,)`` and response token counts ``(N,)`` for ``(N, T)`` inputs."""
+    rows, _, token_lp = _response_token_logps(model, input_ids, attention_mask, response_mask,
+                                              chunk_size=chunk_size, position_ids=position_ids)
+    n = input_ids.shape[0]
+    logps = token_lp.new_zeros(n).index_add(0, rows, token_lp)
+    tokens = torch.bincount(rows, minlength=n).to(torch.float32)
+    return SequenceLogps(logps=logps, tokens=tokens)
+
+
+def token_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
+                chunk_size: int = 1024, position_ids: Tensor | None = None) -> Tensor:
+    """Per-token log-probs ``(N, T)`` aligned with ``input_ids``; 0 where ``response_mask`` is 0."""
+    rows, cols, token_lp = _response_token_logps(model, input_ids, attention_mask, response_mask,
+                                                 chunk_size=chunk_size, position_ids=position_ids)
+    out = token_lp.new_zeros(input_ids.shape)
+    return out.index_put((rows, cols + 1), token_lp)
+
+
+def pair_logps(model: nn.Module, batch: Mapping[str, Tensor] | Any, *, reference: bool = False,
+               chunk_size: int = 1024) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(chosen_logps, rejected_logps, chosen_tokens, rejected_tokens)``, each ``(B,)``.
+
+    ``batch`` holds ``input_ids``, ``attention_mask``, ``response_mask`` of shape ``(2B, T)``: chosen
+    rows first, then rejected rows. ``reference=True`` scores the reference view (``ref_*`` keys when
+    present, else the policy keys) without gradients.
+    """
+    prefix = "ref_" if reference and _field(batch, "ref_input_ids") is not None else ""
+    ids, attn, resp = (_field(batch, prefix + key) for key in ("input_ids", "attention_mask", "response_mask"))
+    missing = [prefix + k for k, v in zip(("input_ids", "attention_mask", "response_mask"), (ids, attn, resp)) if v is None]
+    if missing:
+        raise ValueError(f"batch lacks {', '.join(missing)}; it has {', '.join(_keys(batch))}")
+    if ids.shape[0] % 2:
+        raise ValueError(f"a pair batch needs 2B rows (chosen then rejected), got {ids.shape[0]}")
+    with torch.no_grad() if reference else contextlib.nullcontext():
+        out = sequence_logps(model, ids, attn, resp, chunk_size=chunk_size,
+                             position_ids=_field(batch, prefix + "position_ids"))
+    b = ids.shape[0] // 2
+    return out.logps[:b], out.logps[b:], out.tokens[:b], out.tokens[b:]
+
+
+def _field(batch: Any, key: str) -> Any:
+    if isinstance(batch, Mapping):
+        return batch.get(key)
+    return getattr(batch, key, None)
+
+
+def _keys(batch: Any) -> list[str]:
+    return sorted(batch.keys()) if isinstance(batch, Mapping) else sorted(vars(batch))
+
+
+# --------------------------------------------------------------------------- core
+def _response_token_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
+                          chunk_size: int, position_ids: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rows, cols, token_logps)``, each ``(P,)``: position ``(row, col)`` predicts ``input_ids[row, col + 1]``."""
+    _check_inputs(input_ids, attention_mask, response_mask, chunk_size)
+    rows, cols = response_mask[:, 1:].bool().nonzero(as_tuple=True)  # (P,) each
+    targets = input_ids[rows, cols + 1]  # (P,)
+    forward_kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if position_ids is not None:
+        forward_kwargs["position_ids"] = position_ids
+    split = _head_split(model, input_ids, attention_mask)
+    if split is not None:
+        decoder, head = split
+        hidden = _last_hidden_state(decoder(**forward_kwargs))  # (N, T, H)
+        states = hidden[rows, cols]  # (P, H)
+        chunk_logits = lambda sl: head(states[sl])  # noqa: E731  (chunk, V)
+    else:
+        logits = model(**forward_kwargs).logits  # (N, T, V), in the model's dtype
+        chunk_logits = lambda sl: logits[rows[sl], cols[sl]]  # noqa: E731  (chunk, V)
+    return rows, cols, _chunked_logps(chunk_logits, targets, chunk_size)
+
+
+def _check_inputs(input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, chunk_size: int) -> None:
+    if input_ids.dim() != 2:
+        raise ValueError(f"input_ids must be (N, T), got shape {tuple(input_ids.shape)}")
+    for name, mask in (("attention_mask", attention_mask), ("response_mask", response_mask)):
+        if mask.shape != input_ids.shape:
+            raise ValueError(f"{name} has shape {tuple(mask.shape)}, input_ids {tuple(input_ids.shape)}")
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if bool(response_mask[:, 0].any()):
+        rows = response_mask[:, 0].nonzero().flatten()[:5].tolist()
+        raise ValueError(f"response_mask marks position 0 in rows {rows}: a first token has no context to score it")
+
+
+def _chunked_logps(chunk_logits: Callable[[slice], Tensor], targets: Tensor, chunk_size: int) -> Tensor:
+    """Log-probs ``(P,)`` of ``targets`` under logits produced ``chunk_size`` rows at a time."""
+    pieces = []
+    for start in range(0, targets.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        fn = partial(_target_logps, chunk_logits, sl, targets[sl])
+        # Checkpointing keeps only the chunk's inputs for backward and recomputes its logits there.
+        pieces.append(checkpoint(fn, use_reentrant=False) if torch.is_grad_enabled() else fn())
+    if not pieces:
+        return torch.zeros(0, dtype=torch.float32, device=targets.device)
+    return torch.cat(pieces)
+
+
+def _target_logps(chunk_logits: Callable[[slice], Tensor], sl: slice, targets: Tensor) -> Tensor:
+    logits = chunk_logits(sl).float()  # (chunk, V)
+    return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _last_hidden_state(output: Any) -> Tensor:
+    hidden = getattr(output, "last_hidden_state", None)
+    return hidden if hidden is not None else output[0]
+
+
+# --------------------------------------------------------------------------- decoder / head split
+def _head_split(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> tuple[nn.Module, nn.Module] | None:
+    """``(decoder, lm_head)`` when ``lm_head(decoder(x))`` equals the model's logits, else None.
+
+    Decided once per model: a static check of the structure and config, then a short numerical probe
+    that catches transformations the static check does not know about.
+    """
+    if model in _split_cache:
+        return _modules(model) if _split_cache[model] else None
+    reason = _static_split_problem(model) or _probe_split_problem(model, input_ids, attention_mask)
+    _split_cache[model] = reason is None
+    if reason is None:
+        logger.debug("log-probs for %s: decoder + chunked LM head", type(model).__name__)
+        return _modules(model)
+    logger.info("log-probs for %s: using the model's logits (chunked log-softmax) because %s",
+                type(model).__name__, reason)
+    return None
+
+
+def _modules(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    return model.get_decoder(), model.get_output_embeddings()
+
+
+def _static_split_problem(model: nn.Module) -> str | None:
+    if not (callable(getattr(model, "get_decoder", None)) and callable(getattr(model, "get_output_embeddings", None))):
+        return "it exposes no get_decoder()/get_output_embeddings() (e.g. a DDP/FSDP wrapper)"
+    peft_config = getattr(model, "active_peft_config", None)
+    if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
+        return "a prompt-learning adapter changes the forward pass"
+    try:
+        decoder, head = _modules(model)
+    except (AttributeError, NotImplementedError, TypeError) as exc:
+        return f"its decoder or head cannot be found ({exc})"
+    if not isinstance(decoder, nn.Module) or not isinstance(head, nn.Module):
+        return "its decoder or LM head is not a module"
+    config = getattr(model, "config", None)
+    if config is not None and callable(getattr(config, "get_text_config", None)):
+        config = config.get_text_config()
+    for attr in LOGIT_TRANSFORM_ATTRS:
+        value = getattr(config, attr, None)
+        if value not in _NEUTRAL:
+            return f"config.{attr}={value!r} transforms the logits after the LM head"
+    return None
+
+
+def _probe_split_problem(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> str | None:
+    """Compare ``lm_head(decoder(x))`` with the model's logits on up to 16 real tokens of row 0."""
+    ids = input_ids[0][attention_mask[0].bool()][:16][None]  # (1, t)
+    if ids.shape[1] == 0:
+        return None
+    mask = torch.ones_like(ids)
+    decoder, head = _modules(model)
+    was_training = model.training
+    model.eval()  # dropout would make the two forwards differ
+    try:
+        with torch.no_grad():
+            expected = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
+            actual = head(_last_hidden_state(decoder(input_ids=ids, attention_mask=mask, use_cache=False))).float()
+    finally:
+        model.train(was_training)
+    tol = 1e-4 if expected.dtype == torch.float32 and head.weight.dtype == torch.float32 else 2e-2
+    if actual.shape != expected.shape or not torch.allclose(actual, expected, rtol=tol, atol=tol):
+        diff = (actual - expected).abs().max().item() if actual.shape == expected.shape else float("nan")
+        return f"lm_head(decoder(x)) differs from its logits (max abs diff {diff:.3g})"
+    return None
