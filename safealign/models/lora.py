@@ -1,0 +1,84 @@
+"""LoRA adapters through peft: settings, applying them, and loading a saved adapter folder."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA hyperparameters. ``target_modules="all-linear"`` adapts every linear layer but the LM head."""
+
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: str | tuple[str, ...] = "all-linear"
+    bias: str = "none"  # peft: "none" | "all" | "lora_only"
+
+    def __post_init__(self) -> None:
+        if self.r <= 0:
+            raise ValueError(f"LoRA r must be a positive integer, got {self.r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+        if self.bias not in {"none", "all", "lora_only"}:
+            raise ValueError(f"LoRA bias must be one of none, all, lora_only; got {self.bias!r}")
+
+
+def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
+    """Wrap ``model`` in a trainable peft LoRA adapter (base weights frozen); returns the PeftModel."""
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = settings.target_modules
+    if not isinstance(targets, str):
+        targets = list(targets)
+    config = LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=targets,
+        bias=settings.bias,
+        task_type="CAUSAL_LM",
+    )
+    peft_model = get_peft_model(model, config)
+    trainable, total = _count_parameters(peft_model)
+    logger.info("LoRA r=%d on %s: %d of %d parameters trainable (%.2f%%)",
+                settings.r, settings.target_modules, trainable, total, 100.0 * trainable / max(total, 1))
+    return peft_model
+
+
+def _count_parameters(model: nn.Module) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return trainable, sum(p.numel() for p in model.parameters())
+
+
+def is_adapter_dir(path: str | Path) -> bool:
+    return (Path(path) / ADAPTER_CONFIG).is_file()
+
+
+def adapter_base_spec(path: str | Path) -> str:
+    """The base model an adapter folder was trained on (``base_model_name_or_path``)."""
+    config_path = Path(path) / ADAPTER_CONFIG
+    try:
+        base = json.loads(config_path.read_text()).get("base_model_name_or_path")
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{config_path}: unreadable adapter config ({exc})") from None
+    if not base or not isinstance(base, str):
+        raise ValueError(f"{config_path}: field base_model_name_or_path is missing; cannot tell which base model to load")
+    return base
+
+
+def load_adapter(base: nn.Module, path: str | Path, *, trainable: bool) -> nn.Module:
+    """Attach the saved adapter in ``path`` to ``base``; frozen unless ``trainable``."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
