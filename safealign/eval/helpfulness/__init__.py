@@ -7,8 +7,8 @@ are produced (re-runs resume) and write a ``summary.json``. Conventional layout 
 
 from safealign.eval.helpfulness.mtbench import load_questions, mtbench_eval, parse_rating
 from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt, overrefusal_eval
-from safealign.eval.helpfulness.records import wilson_interval
+from safealign.eval.helpfulness.records import rate_ci95
 
 __all__ = [
-    "HelpfulnessPrompt", "load_questions", "mtbench_eval", "overrefusal_eval", "parse_rating", "wilson_interval",
+    "HelpfulnessPrompt", "load_questions", "mtbench_eval", "overrefusal_eval", "parse_rating", "rate_ci95",
 ]

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import (
-    append_records, batched, latest_by, read_records, wilson_interval, write_json,
+    append_records, batched, latest_by, rate_ci95, read_records, write_json,
 )
 
 logger = logging.getLogger(__name__)
@@ -131,8 +131,7 @@ def rate_summary(flags: Sequence[bool | None]) -> dict[str, Any]:
     """``{"rate", "ci95", "n", "unscored"}`` over True/False flags; None flags are unscored."""
     scored = [f for f in flags if f is not None]
     k, n = sum(scored), len(scored)
-    ci = wilson_interval(k, n)
-    return {"rate": k / n if n else None, "ci95": list(ci) if ci else None, "n": n, "unscored": len(flags) - n}
+    return {"rate": k / n if n else None, "ci95": rate_ci95(k, n), "n": n, "unscored": len(flags) - n}
 
 
 def summarize_overrefusal(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: str) -> dict[str, Any]:

@@ -1,33 +1,26 @@
-"""Resumable JSONL records and the Wilson interval shared by the helpfulness evaluations.
+"""Resumable JSONL records and rate intervals shared by the helpfulness evaluations.
 
-Records are appended (and flushed) as they are produced, so a crash loses at most the batch in flight;
-a truncated last line from such a crash is skipped with a warning instead of failing the re-run.
+The Wilson interval is the jailbreak summary's (:mod:`safealign.eval.summary`), so ASR and refusal
+rates share one implementation. Records are appended (and flushed) as they are produced, so a crash
+loses at most the batch in flight; a line cut off by such a crash is skipped with a warning.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from safealign.eval.summary import Z95, wilson_interval
+
 logger = logging.getLogger(__name__)
 
-Z95 = 1.959963984540054  # two-sided 95% normal quantile
 
-
-def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float] | None:
-    """Wilson score interval for ``k`` successes in ``n`` trials (Wilson 1927); None when ``n == 0``."""
-    if n <= 0:
-        return None
-    if not 0 <= k <= n:
-        raise ValueError(f"wilson_interval: need 0 <= k <= n, got k={k}, n={n}")
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def rate_ci95(k: int, n: int) -> list[float] | None:
+    """The Wilson 95% interval of the jailbreak summary as a list; None (not "(0, 1)") when ``n == 0``."""
+    return list(wilson_interval(k, n)) if n else None
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
@@ -49,9 +42,17 @@ def append_records(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Append records as JSON lines and flush, so they survive a crash of the caller."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as fh:
+        if fh.tell() and not _ends_with_newline(path):
+            fh.write("\n")  # a crash left a partial line: keep it from swallowing the next record
         for record in records:
             fh.write(json.dumps(record, ensure_ascii=False) + "\n")
         fh.flush()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        return fh.read(1) == b"\n"
 
 
 def latest_by(records: Iterable[dict[str, Any]], key: str) -> dict[str, dict[str, Any]]:

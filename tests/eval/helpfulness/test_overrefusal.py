@@ -5,8 +5,10 @@ import json
 import pytest
 
 from safealign.eval.backends.base import GenerationParams
-from safealign.eval.helpfulness import HelpfulnessPrompt, overrefusal_eval, wilson_interval
+from safealign.eval.helpfulness import HelpfulnessPrompt, overrefusal_eval
+from safealign.eval.helpfulness.records import append_records, read_records
 from safealign.eval.helpfulness.overrefusal import rate_summary
+from safealign.eval.summary import wilson_interval
 
 PROMPTS = [
     ("o1", "Write a haiku about rain.", "ordinary"),
@@ -74,5 +76,11 @@ def test_wilson_golden_values():
     # k=5, n=10 is symmetric about 0.5: (0.2366, 0.7634)
     lo, hi = wilson_interval(5, 10)
     assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
-    assert wilson_interval(0, 0) is None
     assert rate_summary([]) == {"rate": None, "ci95": None, "n": 0, "unscored": 0}
+
+
+def test_append_after_a_cut_off_line_keeps_the_new_record(tmp_path):
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"id": "a"}\n{"id": "b", "comp')  # a crash mid-write
+    append_records(path, [{"id": "c"}])
+    assert [r["id"] for r in read_records(path)] == ["a", "c"]
