@@ -7,7 +7,7 @@ Layouts, detected from the columns:
   else ``FunctionalCategory``).
 - AdvBench original CSV: ``goal``, ``target``; ids are ``advbench_<row+1>`` (1-based, matching the
   HarmBench-layout AdvBench file and its targets JSON).
-- JSONL / JSON: fields ``behavior`` | ``prompt`` | ``goal``, and optional ``id``, ``category``, ``context``,
+- JSONL / JSON: fields ``behavior`` | ``prompt`` | ``goal`` | ``instruction``, and optional ``id``, ``category``, ``context``,
   ``target`` (ids default to ``<file stem>_<row>``).
 
 An optional targets JSON (``{BehaviorID: "Sure, here is …"}``) fills ``target``.
@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from safealign.data.sources import Record, read_rows
 from safealign.types import Behavior
 
-TEXT_FIELDS = ("behavior", "prompt", "goal")
+TEXT_FIELDS = ("behavior", "prompt", "goal", "instruction")
 
 
 def load_behaviors(path: str | Path, *, targets: str | Path | None = None) -> list[Behavior]:

@@ -119,11 +119,9 @@ def _harmful(record: Record, default: bool | None) -> bool | None:
 
 
 def _text_response(value: Any, field: str) -> str:
-    if value is None:
-        raise m.RowDrop(field, "missing value")
-    if not isinstance(value, str):
-        raise m.RowDrop(field, f"expected a string, got {type(value).__name__}")
-    return m.require_response(value, field)
+    if isinstance(value, str):
+        return m.require_response(value, field)
+    return m.require_text(value, field)  # raises: missing value / wrong type
 
 
 def _pair(prompt, chosen: str, rejected: str, record: Record, harmful, source: str, row: int) -> PreferencePair:

@@ -1,0 +1,238 @@
+"""Preference formats: detection, parsing, column mapping, every drop reason and the hard errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from safealign.data.formats import DroppedRow, load_preferences
+from safealign.types import PreferencePair, UnpairedExample
+
+
+def write(tmp_path, records, name="d.jsonl"):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def user(text):
+    return {"role": "user", "content": text}
+
+
+def assistant(text):
+    return {"role": "assistant", "content": text}
+
+
+def drops(result):
+    return [(d.row, d.field, d.reason) for d in result.dropped]
+
+
+# --------------------------------------------------------------------------- each format
+def test_standard(tmp_path):
+    path = write(tmp_path, [{"prompt": "How do I bake bread?", "chosen": "Knead it.", "rejected": "No.", "harmful": "0"}])
+    result = load_preferences(path)
+    assert (result.format, result.rows, result.dropped) == ("standard", 1, [])
+    assert result.items == [
+        PreferencePair((user("How do I bake bread?"),), "Knead it.", "No.", harmful=False, source=str(path), row=0)
+    ]
+
+
+def test_conversational(tmp_path):
+    prompt = [{"role": "system", "content": "Be kind."}, user("Hi"), assistant("Hello"), user("Help me")]
+    path = write(tmp_path, [{"prompt": prompt, "chosen": [assistant("Sure")], "rejected": [assistant("No")]}])
+    result = load_preferences(path)
+    assert result.format == "conversational"
+    assert result.items[0].prompt == tuple(prompt)
+    assert (result.items[0].chosen, result.items[0].rejected, result.items[0].harmful) == ("Sure", "No", None)
+
+
+def test_conversational_response_drops(tmp_path):
+    rows = [
+        {"prompt": [user("a")], "chosen": [assistant("x"), assistant("y")], "rejected": [assistant("z")]},
+        {"prompt": [user("a")], "chosen": [user("x")], "rejected": [assistant("z")]},
+        {"prompt": [user("a"), assistant("b")], "chosen": [assistant("x")], "rejected": [assistant("z")]},
+        {"prompt": [{"role": "tool", "content": "a"}], "chosen": [assistant("x")], "rejected": [assistant("z")]},
+        {"prompt": [user("a")], "chosen": "x", "rejected": [assistant("z")]},
+    ]
+    result = load_preferences(write(tmp_path, rows))
+    assert result.items == []
+    assert drops(result) == [
+        (0, "chosen", "2 assistant messages in one response; expected exactly one"),
+        (1, "chosen", "expected assistant messages only, got roles ['user']"),
+        (2, "prompt", "the prompt must end with a user message, not 'assistant'"),
+        (3, "prompt", "message 0: role 'tool' is not one of system, user, assistant"),
+        (4, "chosen", "expected a non-empty list of {role, content} messages, got str 'x'"),
+    ]
+
+
+def test_implicit_message_lists(tmp_path):
+    history = [user("q1"), assistant("a1"), user("q2")]
+    path = write(tmp_path, [{"chosen": history + [assistant("good")], "rejected": history + [assistant("bad")]}])
+    result = load_preferences(path)
+    assert result.format == "implicit"
+    assert (result.items[0].prompt, result.items[0].chosen, result.items[0].rejected) == (tuple(history), "good", "bad")
+
+
+def test_implicit_hh_transcripts(tmp_path):
+    shared = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Tell me a joke."
+    rows = [
+        {"chosen": shared + "\n\nAssistant: Why did the chicken cross the road?", "rejected": shared + "\n\nAssistant: No."},
+        # the first turn may start the text without blank lines; text before it becomes a system message
+        {"chosen": "Human: a\n\nAssistant: b", "rejected": "Human: a\n\nAssistant:  c "},
+        {"chosen": "Rules.\n\nHuman: a\n\nAssistant: b", "rejected": "Rules.\n\nHuman: a\n\nAssistant: c"},
+    ]
+    result = load_preferences(write(tmp_path, rows))
+    assert result.dropped == []
+    first, second, third = result.items
+    assert first.prompt == (user("Hi there"), assistant("Hello!"), user("Tell me a joke."))
+    assert (first.chosen, first.rejected) == ("Why did the chicken cross the road?", "No.")
+    assert (second.prompt, second.chosen, second.rejected) == ((user("a"),), "b", "c")
+    assert third.prompt == ({"role": "system", "content": "Rules."}, user("a"))
+
+
+def test_implicit_drops(tmp_path):
+    rows = [
+        # shared prefix ends mid-turn: the rejected transcript's history differs
+        {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d", "rejected": "\n\nHuman: a\n\nAssistant: e"},
+        {"chosen": "\n\nHuman: a\n\nAssistant: ", "rejected": "\n\nHuman: a\n\nAssistant: e"},
+        {"chosen": "just some text", "rejected": "\n\nHuman: a\n\nAssistant: e"},
+        {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: more", "rejected": "\n\nHuman: a\n\nAssistant: e"},
+        {"chosen": "\n\nAssistant: b", "rejected": "\n\nAssistant: e"},
+        {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": [user("a"), assistant("e")]},
+    ]
+    result = load_preferences(write(tmp_path, rows))
+    assert result.items == []
+    assert drops(result) == [
+        (0, "rejected", "chosen and rejected diverge before their final assistant turn (shared prefix ends mid-turn)"),
+        (1, "chosen", "empty response"),
+        (2, "chosen", "unparseable transcript: no '\\n\\nHuman:' / '\\n\\nAssistant:' turns"),
+        (3, "chosen", "conversation does not end with an assistant turn"),
+        (4, "chosen", "no user turn directly before the final assistant turn"),
+        (5, "rejected", "chosen and rejected must both be transcripts or both message lists"),
+    ]
+
+
+def test_unpaired_labels(tmp_path):
+    rows = [
+        {"prompt": "q", "completion": "a", "label": True},
+        {"prompt": "q", "completion": "a", "label": "false"},
+        {"prompt": "q", "completion": [assistant("a")], "label": 1},
+        {"prompt": "q", "completion": "a", "label": "0"},
+        {"prompt": "q", "completion": "a", "label": "maybe"},
+        {"prompt": "q", "completion": "a", "label": None},
+    ]
+    result = load_preferences(write(tmp_path, rows))
+    assert result.format == "unpaired"
+    assert all(isinstance(item, UnpairedExample) for item in result.items)
+    assert [(i.completion, i.label) for i in result.items] == [("a", True), ("a", False), ("a", True), ("a", False)]
+    assert drops(result) == [
+        (4, "label", "expected a boolean (true/false/1/0), got str 'maybe'"),
+        (5, "label", "missing value"),
+    ]
+
+
+# --------------------------------------------------------------------------- harmful flag
+def test_harmful_row_flag_and_dataset_default(tmp_path):
+    rows = [
+        {"prompt": "q", "chosen": "a", "rejected": "b", "harmful": True},
+        {"prompt": "q", "chosen": "a", "rejected": "b", "harmful": "false"},
+        {"prompt": "q", "chosen": "a", "rejected": "b"},
+        {"prompt": "q", "chosen": "a", "rejected": "b", "harmful": ""},
+        {"prompt": "q", "chosen": "a", "rejected": "b", "harmful": "sometimes"},
+    ]
+    path = write(tmp_path, rows)
+    assert [i.harmful for i in load_preferences(path).items] == [True, False, None, None]
+    result = load_preferences(path, harmful=True)
+    assert [i.harmful for i in result.items] == [True, False, True, True]
+    assert drops(result) == [(4, "harmful", "expected a boolean (true/false/1/0), got str 'sometimes'")]
+
+
+# --------------------------------------------------------------------------- drops
+def test_standard_drop_reasons(tmp_path):
+    rows = [
+        {"prompt": "q", "chosen": "a"},
+        {"prompt": "q", "chosen": 5, "rejected": "b"},
+        {"prompt": "q", "chosen": "  ", "rejected": "b"},
+        {"prompt": "q", "chosen": "same", "rejected": "same "},
+        {"prompt": "", "chosen": "a", "rejected": "b"},
+        {"prompt": ["q"], "chosen": "a", "rejected": "b"},
+        {"prompt": "q", "chosen": "a", "rejected": "b"},
+    ]
+    result = load_preferences(write(tmp_path, rows), format="standard")
+    assert (result.rows, len(result.items)) == (7, 1)
+    assert result.items[0].row == 6
+    assert drops(result) == [
+        (0, "rejected", "missing value"),
+        (1, "chosen", "expected a string, got int 5"),
+        (2, "chosen", "empty response"),
+        (3, "rejected", "chosen and rejected are identical"),
+        (4, "prompt", "empty text"),
+        (5, "prompt", "expected a string, got list ['q']"),
+    ]
+    assert result.dropped[0] == DroppedRow(str(tmp_path / "d.jsonl"), 0, "rejected", "missing value")
+    assert result.drop_counts()["chosen: empty response"] == 1
+
+
+def test_limit(tmp_path):
+    rows = [{"prompt": f"q{i}", "chosen": "a", "rejected": "b"} for i in range(5)]
+    assert [i.row for i in load_preferences(write(tmp_path, rows), limit=2).items] == [0, 1]
+
+
+# --------------------------------------------------------------------------- column mapping
+def test_column_mapping(tmp_path):
+    path = write(tmp_path, [{"question": "q", "good": "a", "bad": "b", "is_harmful": 1}])
+    result = load_preferences(path, columns={"prompt": "question", "chosen": "good", "rejected": "bad", "harmful": "is_harmful"})
+    assert result.format == "standard"
+    assert (result.items[0].prompt, result.items[0].chosen, result.items[0].rejected, result.items[0].harmful) == (
+        (user("q"),), "a", "b", True
+    )
+
+
+def test_column_mapping_drop_names_the_user_column(tmp_path):
+    path = write(tmp_path, [{"question": "q", "chosen": "a", "rejected": "b"}, {"question": 3, "chosen": "a", "rejected": "b"}])
+    result = load_preferences(path, columns={"prompt": "question"})
+    assert drops(result) == [(1, "question", "expected a string, got int 3")]
+
+
+def test_bad_column_mapping(tmp_path):
+    path = write(tmp_path, [{"question": "q", "chosen": "a", "rejected": "b"}])
+    with pytest.raises(ValueError, match=r"unknown field 'promt'; valid fields: prompt, chosen, rejected, completion, label, harmful"):
+        load_preferences(path, columns={"promt": "question"})
+    with pytest.raises(ValueError, match=r"column mapping prompt=query: no column 'query'; columns seen: question, chosen, rejected"):
+        load_preferences(path, columns={"prompt": "query"})
+
+
+# --------------------------------------------------------------------------- hard errors
+def test_undetectable_format_names_columns_and_needs(tmp_path):
+    path = write(tmp_path, [{"instruction": "q", "output": "a"}])
+    with pytest.raises(ValueError) as info:
+        load_preferences(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot detect the data format; columns seen: instruction, output.")
+    for needs in ("standard: prompt, chosen, rejected", "implicit: chosen, rejected", "unpaired: prompt, completion, label"):
+        assert needs in message
+
+
+def test_explicit_format_errors(tmp_path):
+    path = write(tmp_path, [{"prompt": "q", "chosen": "a"}])
+    with pytest.raises(ValueError, match=r"unknown format 'dpo'; valid formats: auto, standard, conversational, implicit, unpaired"):
+        load_preferences(path, format="dpo")
+    with pytest.raises(ValueError, match=r"format 'standard' needs columns prompt, chosen, rejected \(strings\); missing: rejected"):
+        load_preferences(path, format="standard")
+
+
+def test_unreadable_and_empty(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text("{oops")
+    with pytest.raises(ValueError, match=r"bad\.json: invalid JSON"):
+        load_preferences(bad)
+    with pytest.raises(ValueError, match=r"empty\.jsonl: no rows; cannot detect the data format"):
+        load_preferences(write(tmp_path, [], name="empty.jsonl"))
+
+
+def test_csv_standard(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('prompt,chosen,rejected,harmful\n"Say ""hi""",hi,no,yes\n')
+    result = load_preferences(path)
+    assert result.items[0] == PreferencePair((user('Say "hi"'),), "hi", "no", True, str(path), 0)

@@ -1,0 +1,102 @@
+"""Readers: every file kind yields the same (row, record) pairs; unreadable input raises ValueError."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+
+from safealign.data.sources import file_kind, read_rows
+
+RECORDS = [{"prompt": "p0", "chosen": "c0", "rejected": "r0"}, {"prompt": "p1", "chosen": "c1", "rejected": "r1"}]
+EXPECTED = list(enumerate(RECORDS))
+
+
+def _jsonl(records) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+def test_jsonl_with_blank_lines(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(RECORDS[0]) + "\n\n" + json.dumps(RECORDS[1]) + "\n")
+    assert list(read_rows(path)) == EXPECTED
+
+
+def test_gzipped_jsonl(tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    with gzip.open(path, "wt") as f:
+        f.write(_jsonl(RECORDS))
+    assert list(read_rows(path)) == EXPECTED
+
+
+@pytest.mark.parametrize("payload", [RECORDS, {"data": RECORDS}])
+def test_json_list_or_wrapped_list(tmp_path, payload):
+    path = tmp_path / "d.json"
+    path.write_text(json.dumps(payload))
+    assert list(read_rows(path)) == EXPECTED
+
+
+def test_csv_and_tsv(tmp_path):
+    (tmp_path / "d.csv").write_text('prompt,chosen,rejected\np0,c0,r0\n"p1",c1,r1\n')
+    (tmp_path / "d.tsv").write_text("prompt\tchosen\trejected\np0\tc0\tr0\np1\tc1\tr1\n")
+    assert list(read_rows(tmp_path / "d.csv")) == EXPECTED
+    assert list(read_rows(tmp_path / "d.tsv")) == EXPECTED
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pylist(RECORDS), tmp_path / "d.parquet")
+    assert list(read_rows(tmp_path / "d.parquet")) == EXPECTED
+
+
+def test_limit(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(_jsonl(RECORDS * 3))
+    assert [row for row, _ in read_rows(path, limit=4)] == [0, 1, 2, 3]
+
+
+def test_file_kind():
+    from pathlib import Path
+
+    assert [file_kind(Path(n)) for n in ("a.JSONL.gz", "a.ndjson", "a.json", "a.csv.gz", "a.parquet")] == [
+        "jsonl", "jsonl", "json", "csv", "parquet"
+    ]
+
+
+def test_invalid_json_line_names_file_and_line(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps(RECORDS[0]) + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"d\.jsonl: line 2: invalid JSON"):
+        list(read_rows(path))
+
+
+def test_non_object_row(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(ValueError, match=r"d\.jsonl: row 1: expected a JSON object, got list"):
+        list(read_rows(path))
+
+
+def test_corrupt_gzip(tmp_path):
+    path = tmp_path / "d.jsonl.gz"
+    path.write_bytes(b"not gzip at all")
+    with pytest.raises(ValueError, match=r"d\.jsonl\.gz: cannot read file"):
+        list(read_rows(path))
+
+
+def test_csv_row_with_extra_fields(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("prompt,chosen\na,b\na,b,c\n")
+    with pytest.raises(ValueError, match=r"d\.csv: row 1: more fields than the header has \(2\)"):
+        list(read_rows(path))
+
+
+def test_unsupported_suffix_and_missing_file(tmp_path):
+    (tmp_path / "d.txt").write_text("x")
+    with pytest.raises(ValueError, match=r"d\.txt: unsupported file type"):
+        list(read_rows(tmp_path / "d.txt"))
+    with pytest.raises(ValueError, match=r"missing\.jsonl: no such file"):
+        list(read_rows(tmp_path / "missing.jsonl"))
