@@ -1,0 +1,35 @@
+"""``safealign eval CONFIG.yaml [key=value ...]``: run or resume a jailbreak evaluation."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", nargs="?", help="eval YAML (see configs/eval/); omit to use defaults")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. attacks=[direct,prefill]")
+    parser.add_argument("--list", action="store_true", help="list the registered attacks and judges, then exit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.eval.registries import ATTACKS, BACKENDS, JUDGES
+
+    if args.list:
+        print(f"attacks:  {', '.join(ATTACKS.names())}")
+        print(f"judges:   {', '.join(JUDGES.names())}")
+        print(f"backends: {', '.join(BACKENDS.names())}")
+        return 0
+    config_path, overrides = args.config, list(args.overrides)
+    if config_path and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
+        config_path, overrides = None, [config_path, *overrides]
+
+    from safealign.config import load_config
+    from safealign.eval.config import EvalConfig
+    from safealign.eval.pipeline import run_eval
+    from safealign.eval.summary import format_table
+
+    config = load_config(EvalConfig, config_path, overrides)
+    summary = run_eval(config)
+    print(format_table(summary))
+    print(f"\nrecords and summary in {config.output_dir}")
+    return 0

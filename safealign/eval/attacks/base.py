@@ -1,0 +1,68 @@
+"""The Attack base class and the shared services an attack may use (AttackContext).
+
+Each attempt carries a stable ``meta["id"]`` (unique within one behavior and attack) so that a
+re-run can tell which attempts are already recorded. Attacks that need the model (GCG: gradients;
+PAIR: target replies and a judge) get it from the context, never by loading their own copy.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from safealign.data.behaviors import behavior_prompt
+from safealign.eval.backends.base import ChatModel, GenerationParams
+from safealign.types import Attempt, Behavior
+
+
+@dataclass(frozen=True)
+class AttackContext:
+    """Shared services: the target ChatModel, generation settings, an early-stop judge and, for
+    white-box attacks, the HF model and tokenizer behind the target (None for remote targets)."""
+
+    target: ChatModel | None = None
+    generation: GenerationParams = GenerationParams()
+    judge: Any = None  # safealign.eval.judges.Judge
+    model: Any = None
+    tokenizer: Any = None
+
+
+class Attack(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any, context: AttackContext | None = None) -> None:
+        self.config = config
+        self.context = context or AttackContext()
+
+    @abstractmethod
+    def attack(self, behavior: Behavior) -> list[Attempt]:
+        """Attempts for one behavior, each with a stable ``meta["id"]``."""
+
+    def __call__(self, behavior: Behavior) -> list[Attempt]:
+        return self.attack(behavior)
+
+    def user_attempt(self, behavior: Behavior, content: str, attempt_id: str, **meta: Any) -> Attempt:
+        """A single-user-turn attempt (the common case)."""
+        messages = ({"role": "user", "content": content},)
+        return Attempt(behavior.id, self.name, messages, meta={"id": attempt_id, **meta})
+
+
+def require_target(behavior: Behavior, attack: str) -> str:
+    if not behavior.target:
+        raise ValueError(
+            f"{attack} attack: behavior {behavior.id!r} ({behavior.source or 'no source'}, row {behavior.row}) "
+            "has no target string; pass behaviors.targets=<targets JSON keyed by behavior id>"
+        )
+    return behavior.target
+
+
+def build_attack(name: str, params: dict[str, Any] | None = None, context: AttackContext | None = None) -> Attack:
+    from safealign.eval.registries import ATTACKS, make_config
+
+    cls = ATTACKS.get(name)
+    return cls(make_config(cls.config_class, params, f"attack {name!r}"), context)
+
+
+__all__ = ["Attack", "AttackContext", "build_attack", "behavior_prompt", "require_target"]

@@ -1,0 +1,115 @@
+"""``template``: wrap the behavior in jailbreak prompt templates (one attempt per template).
+
+Templates live in a user-extendable YAML or JSONL file (format documented in the shipped
+``templates.yaml``): ``name``, ``family``, ``template`` with ``{behavior}`` (or ``{part_a}``/``{part_b}``),
+optional ``transform``. Placeholders are replaced literally, so templates may contain other braces.
+"""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import yaml
+
+from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
+from safealign.types import Attempt, Behavior
+
+BUILTIN_FILE = Path(__file__).with_name("templates.yaml")
+_LEET = str.maketrans({"a": "4", "e": "3", "i": "1", "o": "0", "s": "5", "t": "7"})
+
+TRANSFORMS: dict[str, Callable[[str], str]] = {
+    "none": lambda s: s,
+    "base64": lambda s: base64.b64encode(s.encode("utf-8")).decode("ascii"),
+    "rot13": lambda s: codecs.encode(s, "rot13"),
+    "leetspeak": lambda s: s.lower().translate(_LEET),
+    "reverse_words": lambda s: " ".join(reversed(s.split())),
+}
+
+
+@dataclass(frozen=True)
+class JailbreakTemplate:
+    name: str
+    family: str
+    template: str
+    transform: str = "none"
+
+    def render(self, request: str) -> str:
+        words = request.split()
+        half = (len(words) + 1) // 2
+        return (
+            self.template.replace("{behavior}", TRANSFORMS[self.transform](request))
+            .replace("{part_a}", " ".join(words[:half]))
+            .replace("{part_b}", " ".join(words[half:]))
+        )
+
+
+@dataclass(frozen=True)
+class TemplateConfig:
+    files: tuple[str, ...] = ()  # extra template files, added to (or overriding by name) the built-ins
+    builtin: bool = True
+    names: tuple[str, ...] = ()  # keep only these (empty: all)
+    families: tuple[str, ...] = ()  # keep only these families (empty: all)
+
+
+def load_templates(path: str | Path) -> list[JailbreakTemplate]:
+    """Read a YAML list or JSONL file of templates; a bad entry raises ValueError naming file and entry."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    else:
+        entries = yaml.safe_load(text) or []
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: expected a list of templates, got {type(entries).__name__}")
+    return [_parse_entry(entry, path, i) for i, entry in enumerate(entries)]
+
+
+def _parse_entry(entry: Any, path: Path, index: int) -> JailbreakTemplate:
+    where = f"{path}: template #{index}"
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: expected a mapping with name, family, template")
+    missing = [k for k in ("name", "family", "template") if not entry.get(k)]
+    if missing:
+        raise ValueError(f"{where}: missing {', '.join(missing)}")
+    unknown = sorted(set(entry) - {"name", "family", "template", "transform"})
+    if unknown:
+        raise ValueError(f"{where} ({entry['name']}): unknown field(s) {unknown}")
+    transform = entry.get("transform") or "none"
+    if transform not in TRANSFORMS:
+        raise ValueError(f"{where} ({entry['name']}): unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
+    if not any(p in entry["template"] for p in ("{behavior}", "{part_a}")):
+        raise ValueError(f"{where} ({entry['name']}): template has no {{behavior}} or {{part_a}} placeholder")
+    return JailbreakTemplate(str(entry["name"]), str(entry["family"]), str(entry["template"]), transform)
+
+
+class TemplateAttack(Attack):
+    name: ClassVar[str] = "template"
+    config_class: ClassVar[type] = TemplateConfig
+
+    def __init__(self, config: TemplateConfig, context: AttackContext | None = None) -> None:
+        super().__init__(config, context)
+        by_name: dict[str, JailbreakTemplate] = {}
+        for path in ([BUILTIN_FILE] if config.builtin else []) + [Path(p) for p in config.files]:
+            by_name.update({t.name: t for t in load_templates(path)})
+        unknown = sorted(set(config.names) - set(by_name))
+        if unknown:
+            raise ValueError(f"template attack: unknown template(s) {unknown}; valid: {', '.join(sorted(by_name))}")
+        self.templates = [
+            t
+            for t in by_name.values()
+            if (not config.names or t.name in config.names) and (not config.families or t.family in config.families)
+        ]
+        if not self.templates:
+            raise ValueError("template attack: no templates left after the names/families filters")
+
+    def attack(self, behavior: Behavior) -> list[Attempt]:
+        request = behavior_prompt(behavior)
+        return [
+            self.user_attempt(behavior, t.render(request), t.name, family=t.family, transform=t.transform)
+            for t in self.templates
+        ]

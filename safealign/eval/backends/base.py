@@ -1,0 +1,55 @@
+"""The ChatModel protocol every backend implements, and the generation parameters it takes.
+
+A conversation is a tuple of ``{"role", "content"}`` messages. When its last message has role
+``assistant`` it is a *prefill*: the model continues that text instead of starting a fresh turn, and
+the returned ``Completion.text`` holds only the continuation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence, runtime_checkable
+
+from safealign.types import Completion, Message
+
+Conversation = tuple[Message, ...]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    max_new_tokens: int = 128
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    batch_size: int = 16
+    seed: int = 0
+    # False: send the single message's content as the raw prompt, no chat template (classifier judges)
+    chat_template: bool = True
+
+
+@runtime_checkable
+class ChatModel(Protocol):
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
+        """One Completion per conversation, in order; failures are ``Completion(text="", error=...)``."""
+        ...
+
+
+def split_prefill(conversation: Conversation) -> tuple[Conversation, str]:
+    """``(messages, prefill)``: a trailing assistant message is a prefill, not a finished turn."""
+    if conversation and conversation[-1].get("role") == "assistant":
+        return conversation[:-1], conversation[-1].get("content", "")
+    return conversation, ""
+
+
+def with_system_prompt(conversation: Conversation, system_prompt: str | None) -> Conversation:
+    """Prepend a default system prompt unless the conversation already has one."""
+    if not system_prompt or any(m.get("role") == "system" for m in conversation):
+        return conversation
+    return ({"role": "system", "content": system_prompt}, *conversation)
+
+
+def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """Cut ``text`` at the earliest stop string; ``(text, stopped)``."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
+    return (text[:cut], True) if cut >= 0 else (text, False)

@@ -1,0 +1,108 @@
+"""Local Hugging Face causal LM backend: batched generation with left padding and the chat template."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import torch
+
+from safealign.eval.backends.base import (
+    Conversation,
+    GenerationParams,
+    split_prefill,
+    truncate_at_stop,
+    with_system_prompt,
+)
+from safealign.types import Completion
+
+logger = logging.getLogger(__name__)
+
+
+class HFChatModel:
+    """Wraps an already-loaded ``(model, tokenizer)``; see :meth:`from_config` to load one."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, system_prompt: str | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.system_prompt = system_prompt
+
+    @classmethod
+    def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> "HFChatModel":
+        if model is None or tokenizer is None:
+            from safealign.models.load import load_model
+
+            model, tokenizer = load_model(
+                config.name, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
+            )
+        return cls(model, tokenizer, system_prompt=config.system_prompt)
+
+    def render(self, conversation: Conversation, params: GenerationParams) -> str:
+        """The exact prompt text the model sees (chat template + generation prompt + any prefill)."""
+        messages, prefill = split_prefill(conversation)
+        if not params.chat_template:
+            return "".join(m["content"] for m in messages) + prefill
+        messages = with_system_prompt(messages, self.system_prompt)
+        # tokenize=False then tokenize: transformers 5 returns a BatchEncoding when tokenize=True.
+        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+        return text + prefill
+
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
+        prompts = [self.render(c, params) for c in conversations]
+        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        # Sort by length so each batch pads little; results are put back in input order.
+        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
+        out: list[Completion | None] = [None] * len(prompts)
+        for start in range(0, len(order), max(1, params.batch_size)):
+            idx = order[start : start + params.batch_size]
+            for i, completion in zip(idx, self._generate_batch([prompts[i] for i in idx], params)):
+                out[i] = completion
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(self, prompts: list[str], params: GenerationParams) -> list[Completion]:
+        tok = self.tokenizer
+        old_side = tok.padding_side
+        tok.padding_side = "left"
+        try:
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        finally:
+            tok.padding_side = old_side
+        device = next(self.model.parameters()).device
+        enc = {k: v.to(device) for k, v in enc.items()}
+        start = time.perf_counter()
+        try:
+            with torch.no_grad():
+                torch.manual_seed(params.seed)
+                output = self.model.generate(**enc, **self._generate_kwargs(params))
+        except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: recorded per attempt, run goes on
+            logger.warning("generation failed for a batch of %d: %s", len(prompts), exc)
+            return [Completion(text="", error=f"{type(exc).__name__}: {exc}") for _ in prompts]
+        seconds = (time.perf_counter() - start) / len(prompts)
+        new_tokens = output[:, enc["input_ids"].shape[1] :]  # (B, T_new)
+        return [self._completion(row, params, seconds) for row in new_tokens]
+
+    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        tok = self.tokenizer
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": params.do_sample,
+            "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        }
+        if params.do_sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:  # keep a model's sampling defaults from triggering "flags ignored" warnings
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        if params.stop:
+            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
+        return kwargs
+
+    def _completion(self, row: torch.Tensor, params: GenerationParams, seconds: float) -> Completion:
+        tok = self.tokenizer
+        ids = row.tolist()
+        special = {tok.pad_token_id, tok.eos_token_id}
+        n_tokens = next((i for i, t in enumerate(ids) if t in special), len(ids))
+        text = tok.decode(ids[:n_tokens], skip_special_tokens=True)
+        text, stopped = truncate_at_stop(text, params.stop)
+        finish = "stop" if stopped or n_tokens < len(ids) else "length"
+        return Completion(text=text, seconds=seconds, meta={"tokens": n_tokens, "finish": finish})

@@ -1,0 +1,143 @@
+"""OpenAI-compatible chat endpoint over stdlib HTTP: timeouts, retries with backoff, bounded concurrency.
+
+The base URL and API key are read from environment variables named in the config; the key is sent
+only in the Authorization header and never logged or stored. A call that still fails after the
+retries becomes ``Completion(text="", error=...)`` — never a fake answer.
+
+Prefill (a trailing assistant message) is sent as-is together with ``prefill_params`` (by default
+vLLM's ``continue_final_message``); servers that do not support it answer a fresh turn instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Sequence
+
+from safealign.eval.backends.base import Conversation, GenerationParams, split_prefill, with_system_prompt
+from safealign.types import Completion
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+DEFAULT_PREFILL_PARAMS = {"continue_final_message": True, "add_generation_prompt": False}
+
+
+class _Retryable(Exception):
+    pass
+
+
+class OpenAIChatModel:
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str,
+        api_key: str | None = None,
+        timeout_s: float = 60.0,
+        max_retries: int = 3,
+        concurrency: int = 4,
+        backoff_s: float = 0.5,
+        system_prompt: str | None = None,
+        prefill_params: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self._api_key = api_key
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.concurrency = max(1, concurrency)
+        self.backoff_s = backoff_s
+        self.system_prompt = system_prompt
+        self.prefill_params = DEFAULT_PREFILL_PARAMS if prefill_params is None else prefill_params
+
+    def __repr__(self) -> str:  # no key in reprs or logs
+        return f"OpenAIChatModel(model={self.model!r}, url={self.url!r})"
+
+    @classmethod
+    def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> "OpenAIChatModel":
+        base_url = os.environ.get(config.base_url_env)
+        if not base_url:
+            raise ValueError(f"openai backend: set the base URL in the environment variable {config.base_url_env}")
+        return cls(
+            config.name,
+            base_url=base_url,
+            api_key=os.environ.get(config.api_key_env),
+            timeout_s=config.timeout_s,
+            max_retries=config.max_retries,
+            concurrency=config.concurrency,
+            system_prompt=config.system_prompt,
+        )
+
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda c: self._one(c, params), conversations))
+
+    def _payload(self, conversation: Conversation, params: GenerationParams) -> dict[str, Any]:
+        messages, prefill = split_prefill(conversation)
+        messages = with_system_prompt(messages, self.system_prompt)
+        body: dict[str, Any] = {
+            "model": self.model,
+            "messages": list(messages),
+            "max_tokens": params.max_new_tokens,
+            "temperature": params.temperature if params.do_sample else 0.0,
+            "top_p": params.top_p if params.do_sample else 1.0,
+            "seed": params.seed,
+        }
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if prefill:
+            body["messages"].append({"role": "assistant", "content": prefill})
+            body.update(self.prefill_params)
+        return body
+
+    def _one(self, conversation: Conversation, params: GenerationParams) -> Completion:
+        data = json.dumps(self._payload(conversation, params)).encode()
+        start = time.perf_counter()
+        error = "no attempt made"
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1) * (1 + random.random()))
+            try:
+                text = self._post(data)
+                return Completion(text=text, seconds=time.perf_counter() - start, meta={"attempts": attempt + 1})
+            except _Retryable as exc:
+                error = str(exc)
+                logger.debug("retryable error from %s (try %d): %s", self.url, attempt + 1, error)
+            except ValueError as exc:
+                error = str(exc)
+                break
+        return Completion(text="", error=error, seconds=time.perf_counter() - start)
+
+    def _post(self, data: bytes) -> str:
+        headers = {"Content-Type": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read()[:300].decode("utf-8", "replace")
+            message = f"HTTP {exc.code}: {detail}"
+            raise (_Retryable(message) if exc.code in RETRY_STATUS else ValueError(message)) from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise _Retryable(f"{type(exc).__name__}: {reason}") from None
+        return _parse_content(body)
+
+
+def _parse_content(body: bytes) -> str:
+    try:
+        content = json.loads(body)["choices"][0]["message"]["content"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise ValueError(f"malformed response: {body[:200]!r}") from None
+    if not isinstance(content, str):
+        raise ValueError(f"malformed response: content is {type(content).__name__}")
+    return content

@@ -1,0 +1,95 @@
+"""Behavior selection for a run: load (via ``safealign.data.behaviors``), filter, sample, limit.
+
+Order of operations: load → categories → ids/ranges → rows → seeded sample → limit. Sampling keeps file
+order among the chosen behaviors so results line up with the source file.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Any, Sequence
+
+from safealign.types import Behavior
+
+
+def load_benchmark(config: Any) -> list[Behavior]:
+    """Behaviors for a :class:`~safealign.eval.config.BehaviorsConfig`."""
+    from safealign.data.behaviors import load_behaviors
+
+    if not config.path:
+        raise ValueError("behaviors.path is not set: point it at a HarmBench/AdvBench CSV or a JSONL file")
+    behaviors = load_behaviors(config.path, targets=config.targets)
+    return select_behaviors(
+        behaviors,
+        categories=config.categories,
+        ids=config.ids,
+        rows=config.rows,
+        sample=config.sample,
+        seed=config.seed,
+        limit=config.limit,
+    )
+
+
+def select_behaviors(
+    behaviors: Sequence[Behavior],
+    *,
+    categories: Sequence[str] = (),
+    ids: Sequence[str] = (),
+    rows: str | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    limit: int | None = None,
+) -> list[Behavior]:
+    chosen = list(behaviors)
+    if categories:
+        known = sorted({b.category for b in chosen})
+        unknown = sorted(set(categories) - set(known))
+        if unknown:
+            raise ValueError(f"unknown behavior categories {unknown}; present: {', '.join(map(repr, known))}")
+        chosen = [b for b in chosen if b.category in set(categories)]
+    if ids:
+        wanted = expand_ids(ids, [b.id for b in chosen])
+        chosen = [b for b in chosen if b.id in wanted]
+    if rows:
+        positions = parse_rows(rows, len(chosen))
+        chosen = [b for i, b in enumerate(chosen) if i in positions]
+    if sample is not None and sample < len(chosen):
+        picked = set(random.Random(seed).sample(range(len(chosen)), sample))
+        chosen = [b for i, b in enumerate(chosen) if i in picked]
+    return chosen[:limit] if limit is not None else chosen
+
+
+def expand_ids(specs: Sequence[str], available: Sequence[str]) -> set[str]:
+    """Exact ids plus inclusive ranges ``prefix_1..prefix_50`` (numeric suffixes, same prefix)."""
+    present = set(available)
+    out: set[str] = set()
+    for spec in specs:
+        if ".." in spec:
+            lo, hi = spec.split("..", 1)
+            m_lo, m_hi = re.fullmatch(r"(.*?)(\d+)", lo), re.fullmatch(r"(.*?)(\d+)", hi)
+            if not (m_lo and m_hi and m_lo.group(1) == m_hi.group(1)):
+                raise ValueError(f"id range {spec!r} must look like name_1..name_50 (same prefix, numeric ends)")
+            prefix = m_lo.group(1)
+            out |= {f"{prefix}{n}" for n in range(int(m_lo.group(2)), int(m_hi.group(2)) + 1)} & present
+        elif spec not in present:
+            raise ValueError(f"unknown behavior id {spec!r}")
+        else:
+            out.add(spec)
+    return out
+
+
+def parse_rows(spec: str, n: int) -> set[int]:
+    """Positions from ``"0:50"``, ``"3"`` or ``"0:10,20:30"`` (Python slice semantics)."""
+    out: set[int] = set()
+    for part in spec.split(","):
+        part = part.strip()
+        try:
+            if ":" in part:
+                lo, hi = part.split(":", 1)
+                out |= set(range(n)[slice(int(lo) if lo else None, int(hi) if hi else None)])
+            else:
+                out.add(int(part))
+        except ValueError:
+            raise ValueError(f"behaviors.rows: cannot parse {part!r}; use e.g. 0:50 or 0:10,20:30") from None
+    return out

@@ -1,0 +1,43 @@
+"""The Judge base class: scores responses to behaviors; failures are ``Verdict(harmful=None, error=...)``."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar, Sequence
+
+from safealign.types import Behavior, Completion, Verdict
+
+
+class Judge(ABC):
+    name: ClassVar[str]
+    config_class: ClassVar[type]
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def __call__(self, behaviors: Sequence[Behavior], completions: Sequence[Completion]) -> list[Verdict]:
+        """One verdict per (behavior, completion) pair; failed generations are not scored."""
+        if len(behaviors) != len(completions):
+            raise ValueError(f"{self.name}: {len(behaviors)} behaviors but {len(completions)} completions")
+        todo = [i for i, c in enumerate(completions) if c.error is None]
+        scored = self.score([behaviors[i] for i in todo], [completions[i].text for i in todo]) if todo else []
+        verdicts = [Verdict(self.name, None, error=f"generation failed: {c.error}") for c in completions]
+        for i, verdict in zip(todo, scored):
+            verdicts[i] = verdict
+        return verdicts
+
+    def describe(self) -> dict[str, Any]:
+        """What a reader needs to reproduce this judge's numbers (written to summary.json)."""
+        return {}
+
+    @abstractmethod
+    def score(self, behaviors: Sequence[Behavior], responses: Sequence[str]) -> list[Verdict]:
+        """Score each response (the full assistant answer, prefill included) against its behavior."""
+
+
+def build_judge(name: str, params: dict[str, Any] | None = None, **resources: Any) -> Judge:
+    """Instantiate a registered judge; ``resources`` (e.g. ``chat_model=``) go to its constructor."""
+    from safealign.eval.registries import JUDGES, make_config
+
+    cls = JUDGES.get(name)
+    return cls(make_config(cls.config_class, params, f"judge {name!r}"), **resources)

@@ -1,0 +1,187 @@
+"""The evaluation run: behaviors → attacks → target ChatModel → judges → records.jsonl → summary.json.
+
+Resumable: every attempt is appended to ``records.jsonl`` as soon as it is judged; a re-run with the
+same ``output_dir`` skips recorded (behavior, attack, attempt) keys, so Ctrl-C or a crash loses at most
+the batch in flight. Programmatic entry point: :func:`run_eval`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from tqdm.auto import tqdm
+
+from safealign.config import save_config
+from safealign.eval.attacks.base import Attack, AttackContext, build_attack
+from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model
+from safealign.eval.config import EvalConfig
+from safealign.eval.judges.base import Judge, build_judge
+from safealign.eval.records import RecordStore
+from safealign.eval.registries import ATTACKS, JUDGES
+from safealign.eval.summary import format_table, summarize
+from safealign.types import Attempt, Behavior, Completion
+
+logger = logging.getLogger(__name__)
+
+
+def run_eval(
+    config: EvalConfig,
+    model: Any = None,
+    tokenizer: Any = None,
+    *,
+    chat_model: ChatModel | None = None,
+    behaviors: Sequence[Behavior] | None = None,
+    judges: dict[str, Judge] | None = None,
+) -> dict[str, Any]:
+    """Run (or resume) an evaluation and return the summary (also written to ``summary.json``).
+
+    ``model``/``tokenizer``: an already-loaded HF model to attack (no reload). ``chat_model``: any
+    ChatModel instead (remote endpoint, fake). ``behaviors``/``judges`` override what the config names.
+    """
+    _check_names(config, judges)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_config(config, out / "config.yaml")
+    if behaviors is None:
+        from safealign.eval.benchmarks import load_benchmark
+
+        behaviors = load_benchmark(config.behaviors)
+    if not behaviors:
+        raise ValueError("no behaviors selected: check behaviors.path and its filters")
+    target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
+    judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
+    params = generation_params(config)
+    model, tokenizer = _white_box(target, model, tokenizer)
+    early_stop = judges[config.early_stop_judge or next(iter(judges))]
+    context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer)
+    store = RecordStore(out / "records.jsonl")
+    started = time.perf_counter()
+    complete = False
+    try:
+        for name in config.attacks:
+            attack = build_attack(name, config.attack_params.get(name), context)
+            _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors)
+        complete = True
+    finally:  # also on Ctrl-C: the summary reflects what is recorded so far
+        summary = _write_summary(out, store, behaviors, config, judges, complete, time.perf_counter() - started)
+    logger.info("evaluation summary (%s):\n%s", out, format_table(summary))
+    return summary
+
+
+def generation_params(config: EvalConfig) -> GenerationParams:
+    g = config.generation
+    return GenerationParams(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample, temperature=g.temperature,
+                            top_p=g.top_p, stop=tuple(g.stop), batch_size=g.batch_size, seed=g.seed)  # fmt: skip
+
+
+def _white_box(target: ChatModel, model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    """The HF model and tokenizer behind the target, for white-box attacks (None for remote targets)."""
+    from safealign.eval.backends.hf import HFChatModel
+
+    if isinstance(target, HFChatModel):
+        return target.model, target.tokenizer
+    return model, tokenizer
+
+
+def _check_names(config: EvalConfig, judges: dict[str, Judge] | None) -> None:
+    """Fail before any work on unknown attack/judge names or params for plug-ins not in the run."""
+    for name in config.attacks:
+        ATTACKS.get(name)
+    for name in [] if judges else config.judges:
+        JUDGES.get(name)
+    if not (judges or config.judges):
+        raise ValueError(f"no judges configured; valid: {', '.join(JUDGES.names())}")
+    for kind, params, used in (("attack_params", config.attack_params, config.attacks),
+                               ("judge_params", config.judge_params, judges or config.judges)):  # fmt: skip
+        stray = sorted(set(params) - set(used))
+        if stray:
+            raise ValueError(f"{kind} given for {stray}, which are not in this run ({', '.join(used)})")
+    if config.early_stop_judge and config.early_stop_judge not in (judges or config.judges):
+        raise ValueError(f"early_stop_judge {config.early_stop_judge!r} is not one of the run's judges")
+
+
+def _run_attack(attack: Attack, behaviors: Sequence[Behavior], target: ChatModel, judges: dict[str, Judge],
+                params: GenerationParams, store: RecordStore, retry_errors: bool) -> None:  # fmt: skip
+    pending: list[tuple[Behavior, Attempt, dict[str, Any]]] = []
+    skipped = 0
+    for behavior in tqdm(behaviors, desc=f"attack {attack.name}", unit="behavior"):
+        if store.is_complete(behavior.id, attack.name, retry_errors=retry_errors):
+            skipped += 1
+            continue
+        start = time.perf_counter()
+        attempts = attack(behavior)
+        base = {"n_attempts": len(attempts), "attack_s": (time.perf_counter() - start) / max(1, len(attempts))}
+        for attempt in attempts:
+            key = (behavior.id, attempt.attack, str(attempt.meta["id"]))
+            if not store.is_done(key, retry_errors=retry_errors):
+                pending.append((behavior, attempt, base))
+        while len(pending) >= params.batch_size:
+            _generate_and_record(pending[: params.batch_size], target, judges, params, store)
+            del pending[: params.batch_size]
+    if pending:
+        _generate_and_record(pending, target, judges, params, store)
+    if skipped:
+        logger.info("attack %s: %d behaviors already complete in the records, skipped", attack.name, skipped)
+
+
+def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], target: ChatModel,
+                         judges: dict[str, Judge], params: GenerationParams, store: RecordStore) -> None:  # fmt: skip
+    behaviors = [b for b, _, _ in batch]
+    completions = target.generate([conversation(a) for _, a, _ in batch], params)
+    # Judges see what a user would: the prefill followed by the model's continuation.
+    answers = [dataclasses.replace(c, text=a.prefill + c.text) if c.error is None else c
+               for (_, a, _), c in zip(batch, completions)]  # fmt: skip
+    verdicts: dict[str, list] = {}
+    judge_s: dict[str, float] = {}
+    for name, judge in judges.items():
+        start = time.perf_counter()
+        verdicts[name] = judge(behaviors, answers)
+        judge_s[name] = (time.perf_counter() - start) / len(batch)
+    store.append([
+        make_record(b, a, c, {n: v[i] for n, v in verdicts.items()}, {**base, "judge_s": judge_s})
+        for i, ((b, a, base), c) in enumerate(zip(batch, completions))
+    ])  # fmt: skip
+
+
+def conversation(attempt: Attempt) -> tuple[dict[str, str], ...]:
+    """The attempt as a ChatModel conversation: a prefill becomes a trailing assistant message."""
+    if attempt.prefill:
+        return (*attempt.messages, {"role": "assistant", "content": attempt.prefill})
+    return attempt.messages
+
+
+def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, verdicts: dict[str, Any],
+                timing: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    return {
+        "behavior_id": behavior.id,
+        "category": behavior.category,
+        "attack": attempt.attack,
+        "attempt_id": str(attempt.meta["id"]),
+        "n_attempts": timing["n_attempts"],
+        "messages": list(attempt.messages),
+        "prefill": attempt.prefill,
+        "attempt_meta": {k: v for k, v in attempt.meta.items() if k != "id"},
+        "completion": {"text": completion.text, "error": completion.error, "meta": completion.meta},
+        "verdicts": {n: {"harmful": v.harmful, "error": v.error, "raw": v.raw} for n, v in verdicts.items()},
+        "timings": {"attack_s": timing["attack_s"], "generate_s": completion.seconds, "judge_s": timing["judge_s"]},
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
+                   judges: dict[str, Judge], complete: bool, seconds: float) -> dict[str, Any]:  # fmt: skip
+    summary = summarize(store, behaviors, list(config.attacks), list(judges))
+    summary.update(
+        complete=complete,
+        wall_s=round(seconds, 2),
+        model=config.model.name,
+        judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
+        records=str(out / "records.jsonl"),
+    )
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary

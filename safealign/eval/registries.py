@@ -1,0 +1,45 @@
+"""The evaluation plug-in registries (backends, attacks, judges) and their built-ins, registered lazily.
+
+Adding an attack or judge means one file plus one line here; the pipeline never changes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from safealign.registry import Registry
+
+T = TypeVar("T")
+
+BACKENDS: Registry[Any] = Registry("backend")
+ATTACKS: Registry[Any] = Registry("attack")
+JUDGES: Registry[Any] = Registry("judge")
+
+BACKENDS.register_lazy("hf", "safealign.eval.backends.hf:HFChatModel")
+BACKENDS.register_lazy("openai", "safealign.eval.backends.openai_http:OpenAIChatModel")
+BACKENDS.register_lazy("vllm", "safealign.eval.backends.vllm:VLLMChatModel")
+
+ATTACKS.register_lazy("direct", "safealign.eval.attacks.direct:DirectAttack")
+ATTACKS.register_lazy("template", "safealign.eval.attacks.template:TemplateAttack")
+ATTACKS.register_lazy("prefill", "safealign.eval.attacks.prefill:PrefillAttack")
+ATTACKS.register_lazy("gcg", "safealign.eval.attacks.gcg:GCGAttack")
+ATTACKS.register_lazy("pair", "safealign.eval.attacks.pair:PAIRAttack")
+
+JUDGES.register_lazy("refusal", "safealign.eval.judges.refusal:RefusalJudge")
+JUDGES.register_lazy("classifier", "safealign.eval.judges.classifier:ClassifierJudge")
+JUDGES.register_lazy("llm", "safealign.eval.judges.llm:LLMJudge")
+
+
+def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T:
+    """Build a plug-in Config dataclass from a params mapping; unknown keys fail with the valid ones."""
+    params = dict(params or {})
+    names = {f.name for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    unknown = sorted(set(params) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown parameter(s) {unknown}; valid: {', '.join(sorted(names))}")
+    for f in dataclasses.fields(schema):  # type: ignore[arg-type]
+        # YAML lists arrive as lists; tuple-typed fields stay hashable and immutable.
+        if f.name in params and isinstance(params[f.name], list) and "tuple" in str(f.type):
+            params[f.name] = tuple(params[f.name])
+    return schema(**params)

@@ -1,0 +1,140 @@
+"""The resumable pipeline against a scripted fake backend: records, resume without duplicates, summary."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from safealign.eval.config import EvalConfig
+from safealign.eval.pipeline import run_eval
+from safealign.eval.summary import format_table, wilson_interval
+from safealign.types import Behavior, Completion
+
+from .fakes import KeywordJudge, ScriptedChatModel, user_text
+
+BEHAVIORS = [
+    Behavior(f"b{i}", f"behavior {i}", category="cyber" if i < 3 else "bio", target=f"Sure, here is {i}")
+    for i in range(5)
+]
+
+
+def _config(tmp_path, attacks=("direct", "prefill"), batch_size=2, **extra) -> EvalConfig:
+    config = EvalConfig(attacks=list(attacks), judges=["kw"], output_dir=str(tmp_path / "run"), **extra)
+    config.generation.batch_size = batch_size
+    return config
+
+
+def _reply(conversation):
+    # b0 and b1 comply when attacked directly; every prefill works except for b4, whose answer is garbage
+    text = user_text(conversation)
+    if conversation[-1]["role"] == "assistant":
+        return "??? garbled" if text.endswith("4") else " HARMFUL details"
+    return "HARMFUL" if text.endswith(("0", "1")) else "I refuse"
+
+
+def _records(tmp_path):
+    lines = (tmp_path / "run" / "records.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_summary_values_and_records(tmp_path):
+    fake = ScriptedChatModel(_reply)
+    summary = run_eval(_config(tmp_path), chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    direct, prefill = summary["attacks"]["direct"]["kw"], summary["attacks"]["prefill"]["kw"]
+    # direct: 2 of 5 jailbroken; Wilson(2, 5) written out: p=.4, z²=3.8415, centre=(.4+.3841)/1.7683=.4434,
+    # half=1.96*sqrt(.048+.0384)/1.7683=.3257 -> [.1176, .7693]
+    assert direct["asr"] == pytest.approx(0.4) and direct["n"] == 5 and direct["unscored"] == 0
+    assert direct["ci95"] == pytest.approx([0.1176, 0.7693], abs=1e-4)
+    # prefill: b0..b3 harmful, b4 unscored -> 4/4, one unscored attempt and behavior
+    assert prefill["asr"] == 1.0 and prefill["n"] == 4 and prefill["unscored"] == 1
+    assert prefill["unscored_behaviors"] == 1
+    # any attack: b4 is refused directly (False) and unscored with prefill (None) -> unscored behavior
+    assert summary["attacks"]["any_attack"]["kw"]["asr"] == 1.0
+    by_cat = summary["by_category"]["direct"]["kw"]
+    assert by_cat["cyber"]["asr"] == pytest.approx(2 / 3) and by_cat["bio"]["asr"] == 0.0
+    records = _records(tmp_path)
+    assert len(records) == 10
+    prefill_rec = next(r for r in records if r["attack"] == "prefill" and r["behavior_id"] == "b0")
+    assert prefill_rec["prefill"] == "Sure, here is 0" and prefill_rec["verdicts"]["kw"]["harmful"] is True
+    assert set(prefill_rec["timings"]) == {"attack_s", "generate_s", "judge_s"}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["complete"] is True
+    assert "direct" in format_table(summary)
+    # batched: 5 attempts per attack in batches of 2 -> 3 calls each
+    assert [len(c) for c in fake.calls] == [2, 2, 1, 2, 2, 1]
+
+
+def test_interrupted_run_resumes_without_duplicates(tmp_path):
+    config = _config(tmp_path)
+    judges = {"kw": KeywordJudge()}
+    crashing = ScriptedChatModel(_reply, interrupt_after=4)  # Ctrl-C during the 4th batch
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(config, chat_model=crashing, behaviors=BEHAVIORS, judges=judges)
+    partial = _records(tmp_path)
+    assert len(partial) == 5  # direct's batches of 2+2+1 are recorded; the first prefill batch was lost
+    partial_summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert partial_summary["complete"] is False and partial_summary["missing"]["prefill"] > 0
+
+    resumed = ScriptedChatModel(_reply)
+    summary = run_eval(config, chat_model=resumed, behaviors=BEHAVIORS, judges=judges)
+    records = _records(tmp_path)
+    keys = [(r["behavior_id"], r["attack"], r["attempt_id"]) for r in records]
+    assert len(keys) == len(set(keys)) == 10
+    assert resumed.n_generated == 10 - len(partial)  # only the missing attempts were generated
+    assert summary["complete"] is True and summary["attacks"]["prefill"]["kw"]["n"] == 4
+    # a third run has nothing left to do
+    idle = ScriptedChatModel(_reply)
+    run_eval(config, chat_model=idle, behaviors=BEHAVIORS, judges=judges)
+    assert idle.n_generated == 0 and len(_records(tmp_path)) == 10
+
+
+def test_failed_generations_are_recorded_then_retried(tmp_path):
+    config = _config(tmp_path, attacks=("direct",))
+    judges = {"kw": KeywordJudge()}
+    failing = ScriptedChatModel(lambda c: Completion("", error="HTTP 503") if user_text(c).endswith("2") else "ok")
+    summary = run_eval(config, chat_model=failing, behaviors=BEHAVIORS, judges=judges)
+    assert summary["attacks"]["direct"]["kw"]["unscored"] == 1 and summary["attacks"]["direct"]["kw"]["n"] == 4
+    failed = [r for r in _records(tmp_path) if r["completion"]["error"]]
+    assert len(failed) == 1 and failed[0]["completion"]["text"] == ""
+    healed = ScriptedChatModel(lambda c: "HARMFUL")
+    summary = run_eval(config, chat_model=healed, behaviors=BEHAVIORS, judges=judges)
+    assert healed.n_generated == 1  # only the failed attempt is redone; its new record supersedes the old
+    assert summary["attacks"]["direct"]["kw"] == {**summary["attacks"]["direct"]["kw"], "n": 5, "unscored": 0}
+
+
+def test_truncated_last_line_is_tolerated(tmp_path):
+    config = _config(tmp_path, attacks=("direct",))
+    run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    path = tmp_path / "run" / "records.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])  # a write cut off mid-line
+    again = ScriptedChatModel(_reply)
+    run_eval(config, chat_model=again, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert again.n_generated == 1
+    readable = [json.loads(x) for i, x in enumerate(path.read_text().splitlines()) if i != 4]
+    assert sorted(r["behavior_id"] for r in readable) == [f"b{i}" for i in range(5)]
+
+
+def test_unknown_names_fail_before_any_work(tmp_path):
+    fake = ScriptedChatModel(_reply)
+    with pytest.raises(ValueError, match="unknown attack 'gbg'; valid names: direct, gcg, pair, prefill, template"):
+        run_eval(_config(tmp_path, attacks=("gbg",)), chat_model=fake, behaviors=BEHAVIORS)
+    config = _config(tmp_path, attacks=("direct",))
+    config.judges = ["refusal", "harmbench"]
+    with pytest.raises(ValueError, match="unknown judge 'harmbench'; valid names: classifier, llm, refusal"):
+        run_eval(config, chat_model=fake, behaviors=BEHAVIORS)
+    config = _config(tmp_path, attacks=("direct",))
+    config.judges = ["refusal"]
+    config.attack_params = {"gcg": {"steps": 3}}
+    with pytest.raises(ValueError, match=r"attack_params given for \['gcg'\]"):
+        run_eval(config, chat_model=fake, behaviors=BEHAVIORS)
+    assert fake.calls == []
+
+
+def test_wilson_interval_golden_values():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    lo, hi = wilson_interval(0, 10)  # centre = z²/2n / (1+z²/n) = .19207/1.38415; half equal to it
+    assert lo == 0.0 and hi == pytest.approx(0.27753, abs=1e-5)
+    lo, hi = wilson_interval(50, 100)
+    assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 103.84), abs=1e-3)
