@@ -1,0 +1,156 @@
+"""Tokenization: chat-template rendering, the reference view, one tokenization per response, truncation."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from safealign.data.tokenize import EncodedPair, EncodedUnpaired, PairEncoder, PromptTooLong, TruncationReport
+from safealign.data.transforms import PREFIXES, IdentityTransform, SafetyPrefix
+from safealign.models.tiny import CHATML_TEMPLATE
+from safealign.types import PreferencePair, UnpairedExample
+
+CG = PREFIXES["community_guidelines"]
+Q = "How do I pick a lock?"
+
+
+def pair(prompt=Q, chosen="No.", rejected="Sure.", harmful=True, row=7):
+    return PreferencePair(({"role": "user", "content": prompt},), chosen, rejected, harmful, "d.jsonl", row)
+
+
+def ids(tok, text):
+    return tuple(tok(text, add_special_tokens=False)["input_ids"])
+
+
+def chatml_prompt(content):
+    return f"<|im_start|>user\n{content}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_policy_and_reference_ids(tiny_tokenizer):
+    enc = PairEncoder(tiny_tokenizer, SafetyPrefix())
+    encoded = enc.encode(pair(), index=3)
+    assert encoded == EncodedPair(
+        index=3,
+        prompt_ids=ids(tiny_tokenizer, chatml_prompt(Q)),
+        ref_prompt_ids=ids(tiny_tokenizer, chatml_prompt(CG + Q)),
+        chosen_ids=ids(tiny_tokenizer, "No.<|im_end|>\n"),
+        rejected_ids=ids(tiny_tokenizer, "Sure.<|im_end|>\n"),
+        harmful=True,
+    )
+    # the reference prompt is the policy prompt with exactly the prefix's tokens inserted after the user header
+    head = len(ids(tiny_tokenizer, "<|im_start|>user\n"))
+    prefix_ids = ids(tiny_tokenizer, CG)
+    assert encoded.ref_prompt_ids[head : head + len(prefix_ids)] == prefix_ids
+    assert encoded.ref_prompt_ids[:head] + encoded.ref_prompt_ids[head + len(prefix_ids) :] == encoded.prompt_ids
+
+
+def test_no_reference_view_when_unchanged(tiny_tokenizer):
+    assert PairEncoder(tiny_tokenizer).encode(pair(), 0).ref_prompt_ids is None
+    assert PairEncoder(tiny_tokenizer, IdentityTransform()).encode(pair(), 0).ref_prompt_ids is None
+    prefixed = PairEncoder(tiny_tokenizer, SafetyPrefix())
+    assert prefixed.encode(pair(harmful=False), 0).ref_prompt_ids is None
+    assert prefixed.encode(pair(harmful=None), 0).ref_prompt_ids is None
+
+
+class SpyTokenizer:
+    """Records every text tokenized, to prove responses are tokenized once and never joined to a prompt."""
+
+    def __init__(self, inner):
+        self.inner, self.texts = inner, []
+        self.chat_template, self.eos_token = inner.chat_template, inner.eos_token
+
+    def apply_chat_template(self, *args, **kwargs):
+        return self.inner.apply_chat_template(*args, **kwargs)
+
+    def __call__(self, text, **kwargs):
+        self.texts.append(text)
+        return self.inner(text, **kwargs)
+
+
+def test_each_response_is_tokenized_once_alone(tiny_tokenizer):
+    spy = SpyTokenizer(tiny_tokenizer)
+    PairEncoder(spy, SafetyPrefix()).encode(pair(), 0)
+    assert spy.texts == [chatml_prompt(Q), chatml_prompt(CG + Q), "No.<|im_end|>\n", "Sure.<|im_end|>\n"]
+
+
+def test_multi_turn_prompt_rendering(tiny_tokenizer):
+    prompt = ({"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"})
+    enc = PairEncoder(tiny_tokenizer)
+    assert enc.render_prompt(prompt) == "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n" + chatml_prompt("c")
+    assert enc.render_response(prompt, "d") == "d<|im_end|>\n"
+
+
+def test_missing_chat_template(tiny_tokenizer):
+    from safealign.models.tiny import tiny_tokenizer as make
+
+    bare = make()
+    bare.chat_template = None
+    with pytest.raises(ValueError, match=r"has no chat template; pass chat_template= \(a Jinja template, e\.g\. safealign\.models\.tiny\.CHATML_TEMPLATE"):
+        PairEncoder(bare)
+    encoded = PairEncoder(bare, chat_template=CHATML_TEMPLATE).encode(pair(), 0)
+    assert encoded.prompt_ids == ids(tiny_tokenizer, chatml_prompt(Q))
+
+
+def test_fallback_when_prompt_is_not_a_prefix(tiny_tokenizer, caplog):
+    template = (
+        "{% for m in messages %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'ASSISTANT>' }}{% endif %}"
+    )
+    enc = PairEncoder(tiny_tokenizer, chat_template=template)
+    with caplog.at_level(logging.WARNING):
+        encoded = enc.encode(pair(), 0)
+    assert encoded.prompt_ids == ids(tiny_tokenizer, f"user: {Q}\nASSISTANT>")
+    assert encoded.chosen_ids == ids(tiny_tokenizer, "No.<|im_end|>")
+    assert "using response + eos_token" in caplog.text
+
+
+def test_template_error_names_row(tiny_tokenizer):
+    template = "{{ raise_exception('Conversation roles must alternate') }}"
+    with pytest.raises(ValueError, match=r"d\.jsonl row 7: the chat template rejected this conversation: Conversation roles must alternate"):
+        PairEncoder(tiny_tokenizer, chat_template=template).encode(pair(), 0)
+
+
+def test_truncation_keeps_prompt_end_and_response_start(tiny_tokenizer, caplog):
+    long_prompt = "x" * 40 + Q
+    full_prompt = ids(tiny_tokenizer, chatml_prompt(long_prompt))
+    full_chosen = ids(tiny_tokenizer, "A long refusal.<|im_end|>\n")
+    enc = PairEncoder(tiny_tokenizer, max_length=30, max_prompt_length=20)
+    with caplog.at_level(logging.WARNING):
+        encoded, report = enc.encode_all([pair(prompt=long_prompt, chosen="A long refusal.", rejected="Ok"), pair(prompt="hi", chosen="y", rejected="n")])
+    first = encoded[0]
+    assert first.prompt_ids == full_prompt[-20:]
+    assert first.chosen_ids == full_chosen[:10]
+    assert first.rejected_ids == ids(tiny_tokenizer, "Ok<|im_end|>\n")  # 5 tokens: fits
+    assert encoded[1].index == 1 and encoded[1].prompt_ids == ids(tiny_tokenizer, chatml_prompt("hi"))[-20:]  # 21 → 20
+    assert report == TruncationReport(examples=2, prompts_truncated=2, responses_truncated=1, dropped=())
+    assert "2 prompts left-truncated, 1 responses cut, 0 dropped" in caplog.text
+
+
+def test_response_budget_uses_the_longer_reference_prompt(tiny_tokenizer):
+    enc = PairEncoder(tiny_tokenizer, SafetyPrefix(prefix="PREFIX "), max_length=50, max_prompt_length=None)
+    encoded = enc.encode(pair(chosen="c" * 40, rejected="r"), 0)
+    # byte-level tokens: 1 + len("user\n") + 21 + 1 + 1 + 1 + len("assistant\n") = 40; the prefix adds 7
+    assert len(encoded.prompt_ids) == 40 and len(encoded.ref_prompt_ids) == 47
+    assert encoded.chosen_ids == ids(tiny_tokenizer, "c" * 3)  # 50 - 47
+
+
+def test_prompts_that_cannot_fit_are_dropped_and_counted(tiny_tokenizer):
+    enc = PairEncoder(tiny_tokenizer, max_length=30, max_prompt_length=None)
+    encoded, report = enc.encode_all([pair(prompt="a" * 30), pair(prompt="b")])
+    assert [e.index for e in encoded] == [1]
+    assert report.dropped == (0,) and report.examples == 2
+    with pytest.raises(PromptTooLong, match=r"d\.jsonl row 7: prompt of 49 tokens leaves no room within max_length=30"):
+        enc.encode(pair(prompt="a" * 30), 0)
+    with pytest.raises(ValueError, match=r"max_prompt_length \(20\) must be positive and below max_length \(20\)"):
+        PairEncoder(tiny_tokenizer, max_length=20, max_prompt_length=20)
+
+
+def test_encode_unpaired(tiny_tokenizer):
+    example = UnpairedExample(({"role": "user", "content": Q},), "No.", False, True, "u.jsonl", 0)
+    enc = PairEncoder(tiny_tokenizer, SafetyPrefix())
+    assert enc.encode_unpaired(example, 5) == EncodedUnpaired(
+        5, ids(tiny_tokenizer, chatml_prompt(Q)), ids(tiny_tokenizer, chatml_prompt(CG + Q)), ids(tiny_tokenizer, "No.<|im_end|>\n"), False, True
+    )
+    encoded, report = enc.encode_all_unpaired([example])
+    assert encoded[0].index == 0 and report == TruncationReport(1, 0, 0, ())
