@@ -1,0 +1,47 @@
+"""Score encoded pairs with a model (no gradients): the policy view, adapter on.
+
+Reference log-probs (adapter off, reference view) come from
+:func:`safealign.train.reference.compute_reference_table`; this is its counterpart for the model
+being diagnosed, which also needs the response lengths.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from safealign.train.logps import pair_logps
+from safealign.types import PairLogps
+
+
+@torch.no_grad()
+def score_pairs(
+    model: nn.Module,
+    encoded: Sequence[Any],
+    collate: Callable[[list[Any]], dict[str, Tensor]],
+    *,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+    desc: str = "model log-probs",
+) -> PairLogps:
+    """Policy log-probs and response lengths of every pair, in ``encoded`` order (``ref_*`` unset)."""
+    if not encoded:
+        raise ValueError("no pairs to score")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].prompt_ids)
+                   + max(len(encoded[i].chosen_ids), len(encoded[i].rejected_ids)))
+    table = torch.empty(len(encoded), 4, dtype=torch.float32)  # chosen, rejected, chosen_tokens, rejected_tokens
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+            rows = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows]).items()}
+            values = pair_logps(model, batch, chunk_size=chunk_size)
+            table[rows] = torch.stack([v.float().cpu() for v in values], dim=1)
+    finally:
+        model.train(was_training)
+    return PairLogps(chosen=table[:, 0], rejected=table[:, 1], chosen_tokens=table[:, 2], rejected_tokens=table[:, 3])
