@@ -1,0 +1,23 @@
+"""``safealign train CONFIG.yaml [key=value ...] [--resume]``."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML recipe (see configs/train/)")
+    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. learning_rate=1e-4 losses.0.params.beta=0.5")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.config import load_config
+    from safealign.train.config import TrainConfig
+    from safealign.train.run import run_training
+
+    config = load_config(TrainConfig, args.config, args.overrides)
+    result = run_training(config, resume=args.resume)
+    print(f"trained {result.steps} steps in {result.wall_seconds:.0f} s; reference: {result.reference}")
+    print(f"final model: {result.final_dir}\nmetrics: {result.metrics_path}")
+    return 0

@@ -1,0 +1,81 @@
+"""The training recipe schema (``safealign train CONFIG.yaml key=value ...``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+@dataclass
+class DataConfig:
+    path: str = "???"
+    format: str = "auto"
+    split: Optional[str] = None
+    columns: dict[str, str] = field(default_factory=dict)
+    harmful: Optional[bool] = None  # dataset-level switch: fills rows without a `harmful` flag
+    limit: Optional[int] = None
+    max_length: int = 512
+    max_prompt_length: int = 256
+
+
+@dataclass
+class LossConfig:
+    name: str = "dpo"
+    weight: float = 1.0
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReferenceConfig:
+    """Where reference log-probs come from and which prompt view the reference sees.
+
+    ``transform`` selects the E-variant: ``identity`` is the plain loss; ``safety_prefix`` makes
+    E-DPO/E-IPO/... (params e.g. ``{prefix: community_guidelines, apply_to: harmful}``).
+    ``mode``: ``cache`` precomputes once and reuses across runs; ``live`` runs a no-grad forward
+    each step (adapter disabled for LoRA, else a frozen copy or ``model``).
+    """
+
+    transform: str = "identity"
+    transform_params: dict[str, Any] = field(default_factory=dict)
+    mode: str = "cache"
+    model: Optional[str] = None  # a separate reference model; default: the policy's starting weights
+    cache_dir: Optional[str] = None  # default: <safealign cache>/reference
+    batch_size: int = 8
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = True
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: Any = "all-linear"
+
+
+@dataclass
+class TrainConfig:
+    model: str = "smollm2-135m-instruct"
+    output_dir: str = "runs/train"
+    trust_remote_code: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    losses: list[LossConfig] = field(default_factory=lambda: [LossConfig()])
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    learning_rate: float = 5e-4
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    gradient_accumulation_steps: int = 1
+    warmup_steps: float = 0.0  # int = steps, float in [0, 1) = ratio of total steps
+    lr_scheduler_type: str = "linear"
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    logging_steps: int = 1
+    save_steps: int = 50
+    save_total_limit: Optional[int] = 2
+    seed: int = 0
+    gradient_checkpointing: bool = False
+    logps_chunk_size: int = 1024
+    report_to: list[str] = field(default_factory=lambda: ["none"])
+    # anything else transformers.TrainingArguments accepts (e.g. {deepspeed: ds.json, fsdp: ...})
+    training_args: dict[str, Any] = field(default_factory=dict)

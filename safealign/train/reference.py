@@ -1,0 +1,198 @@
+"""Reference log-probs: precomputed once and cached on disk, or a live no-grad forward.
+
+The reference may see a different prompt than the policy (the E-RLHF reference view): the collated
+batch then carries ``ref_*`` tensors, and everything here scores those. A cache entry is keyed by
+a fingerprint of the reference weights and by the exact reference-view token ids (which already
+encode the dataset content, the prompt transform, the chat template and the truncation settings),
+so runs that share them — β sweeps, loss comparisons — reuse it, and a prefix ablation does not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from safealign.train.logps import pair_logps
+
+logger = logging.getLogger(__name__)
+
+_SAMPLE = 4096  # elements hashed per parameter tensor
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """Hash of the reference weights: names, shapes, dtypes and a strided sample of every tensor.
+
+    LoRA parameters are excluded: with the adapter disabled the reference is the base model.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        if "lora_" in name:
+            continue
+        flat = param.detach().reshape(-1)
+        stride = max(1, flat.numel() // _SAMPLE)
+        sample = flat[::stride][:_SAMPLE].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def reference_view_hash(encoded: Sequence[Any]) -> str:
+    """Hash of the token ids the reference scores, row by row (prompt view + both responses)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for item in encoded:
+        prompt = item.ref_prompt_ids if item.ref_prompt_ids is not None else item.prompt_ids
+        for ids in (prompt, item.chosen_ids, item.rejected_ids):
+            digest.update(len(ids).to_bytes(4, "little"))
+            digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def adapter_disabled(model: nn.Module):
+    """Run the base weights of a peft-wrapped model; a no-op for plain models."""
+    disable = getattr(model, "disable_adapter", None)
+    if callable(disable) and hasattr(model, "peft_config"):
+        with disable():
+            yield
+    else:
+        yield
+
+
+@torch.no_grad()
+def compute_reference_table(
+    model: nn.Module,
+    encoded: Sequence[Any],
+    collate: Callable[[list[Any]], dict[str, Tensor]],
+    *,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+) -> Tensor:
+    """Reference log-probs ``(N, 2)`` = (chosen, rejected) for every encoded pair, in row order.
+
+    Pairs are batched by length so little compute goes to padding; results are scattered back.
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    lengths = [_reference_length(item) for item in encoded]
+    order = sorted(range(len(encoded)), key=lambda i: lengths[i])
+    table = torch.empty(len(encoded), 2, dtype=torch.float32)
+    try:
+        with adapter_disabled(model):
+            for start in tqdm(range(0, len(order), batch_size), desc="reference log-probs", unit="batch"):
+                rows = order[start : start + batch_size]
+                batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows]).items()}
+                chosen, rejected, _, _ = pair_logps(model, batch, reference=True, chunk_size=chunk_size)
+                table[rows, 0] = chosen.float().cpu()
+                table[rows, 1] = rejected.float().cpu()
+    finally:
+        model.train(was_training)
+    return table
+
+
+def _reference_length(item: Any) -> int:
+    prompt = item.ref_prompt_ids if item.ref_prompt_ids is not None else item.prompt_ids
+    return len(prompt) + max(len(item.chosen_ids), len(item.rejected_ids))
+
+
+@dataclass(frozen=True)
+class ReferenceCache:
+    """A reference table and where it came from (for the run's log and summary)."""
+
+    table: Tensor  # (N, 2)
+    path: Path
+    key: str
+    reused: bool
+
+    def describe(self) -> str:
+        verb = "reused" if self.reused else "computed"
+        return f"precomputed reference log-probs ({verb}, {self.table.shape[0]} pairs, cache {self.path})"
+
+
+def load_or_compute_reference(
+    model: nn.Module,
+    encoded: Sequence[Any],
+    collate: Callable[[list[Any]], dict[str, Tensor]],
+    cache_dir: str | Path,
+    *,
+    batch_size: int = 8,
+    chunk_size: int = 1024,
+    describe: dict[str, Any] | None = None,
+) -> ReferenceCache:
+    """Return the cached reference table for this (weights, reference view), computing it once."""
+    key = hashlib.blake2b(
+        f"{model_fingerprint(model)}:{reference_view_hash(encoded)}".encode(), digest_size=16
+    ).hexdigest()
+    path = Path(cache_dir) / f"{key}.safetensors"
+    if path.exists():
+        table = load_file(str(path))["reference_logps"]
+        if table.shape == (len(encoded), 2):
+            logger.info("reference log-probs: reusing cache %s", path)
+            return ReferenceCache(table, path, key, reused=True)
+        logger.warning("reference cache %s has shape %s, expected (%d, 2); recomputing", path, tuple(table.shape), len(encoded))
+    table = compute_reference_table(model, encoded, collate, batch_size=batch_size, chunk_size=chunk_size)
+    if not torch.isfinite(table).all():
+        bad = torch.nonzero(~torch.isfinite(table).all(dim=1)).flatten()[:5].tolist()
+        raise ValueError(f"reference log-probs are not finite for pairs at rows {bad}; check the data and model")
+    _save_atomic(table, path, {"key": key, "rows": str(len(encoded)), "describe": json.dumps(describe or {})})
+    logger.info("reference log-probs: computed and cached at %s", path)
+    return ReferenceCache(table, path, key, reused=False)
+
+
+def _save_atomic(table: Tensor, path: Path, metadata: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file({"reference_logps": table.contiguous()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class LiveReference:
+    """A no-grad reference forward each step: a separate model, or the policy with its adapter off."""
+
+    def __init__(self, model: nn.Module | None = None, chunk_size: int = 1024) -> None:
+        self.model = model
+        self.chunk_size = chunk_size
+
+    def describe(self) -> str:
+        return "live reference forward (" + ("separate reference model" if self.model is not None else "policy with LoRA adapter disabled") + ")"
+
+    @torch.no_grad()
+    def __call__(self, policy: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        if self.model is not None:
+            chosen, rejected, _, _ = pair_logps(self.model, batch, reference=True, chunk_size=self.chunk_size)
+        else:
+            with adapter_disabled(policy):
+                chosen, rejected, _, _ = pair_logps(policy, batch, reference=True, chunk_size=self.chunk_size)
+        return chosen.detach(), rejected.detach()
+
+
+class CachedReferenceCollator:
+    """Wraps a collator: adds ``ref_chosen_logps`` / ``ref_rejected_logps`` (B,) from the table."""
+
+    def __init__(self, collate: Callable[[list[Any]], dict[str, Tensor]], table: Tensor) -> None:
+        self.collate = collate
+        self.table = table
+
+    def __call__(self, items: list[Any]) -> dict[str, Tensor]:
+        batch = self.collate(items)
+        rows = batch["index"]
+        batch["ref_chosen_logps"] = self.table[rows, 0]
+        batch["ref_rejected_logps"] = self.table[rows, 1]
+        return batch

@@ -1,0 +1,145 @@
+"""PreferenceTrainer on a tiny random model: E-view reference, cache reuse, metrics, resume."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from safealign.train.config import LossConfig, TrainConfig
+from safealign.train.run import run_training
+
+
+def tiny_config(tmp_path, pairs_file, **overrides) -> TrainConfig:
+    config = TrainConfig(model="tiny-random", output_dir=str(tmp_path / "run"))
+    config.data.path = str(pairs_file)
+    config.reference.cache_dir = str(tmp_path / "refcache")
+    config.lora.r = 4
+    config.lora.alpha = 8
+    config.per_device_train_batch_size = 4
+    config.max_steps = 4
+    config.save_steps = 2
+    config.learning_rate = 1e-2
+    config.logging_steps = 1
+    for key, value in overrides.items():
+        setattr(config, key, value)
+    return config
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_dpo_run_writes_metrics_final_adapter_and_summary(tmp_path, pairs_file):
+    result = run_training(tiny_config(tmp_path, pairs_file))
+    rows = [r for r in read_metrics(result.output_dir) if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for key in ("rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies",
+                "logps/chosen", "logps/rejected", "ranking_accuracy"):
+        assert key in rows[0], key
+    # step 1 of DPO starts at the reference: margin 0, loss log 2
+    assert rows[0]["loss"] == pytest.approx(0.6931, abs=1e-3)
+    assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+    assert (result.final_dir / "adapter_config.json").exists()
+    summary = json.loads((result.output_dir / "train_summary.json").read_text())
+    assert summary["steps"] == 4 and summary["pairs"] == 8
+    assert "computed" in summary["reference"]
+
+
+def test_reference_cache_is_reused_across_runs_and_keyed_by_transform(tmp_path, pairs_file):
+    first = run_training(tiny_config(tmp_path, pairs_file, max_steps=1))
+    second = run_training(tiny_config(tmp_path, pairs_file, max_steps=1, output_dir=str(tmp_path / "run2")))
+    assert "computed" in first.reference and "reused" in second.reference
+    config = tiny_config(tmp_path, pairs_file, max_steps=1, output_dir=str(tmp_path / "run3"))
+    config.reference.transform = "safety_prefix"
+    third = run_training(config)
+    assert "computed" in third.reference  # a different reference view is a different cache entry
+    assert len(list((tmp_path / "refcache").glob("*.safetensors"))) == 2
+
+
+def test_e_dpo_step0_loss_differs_from_log2_only_through_harmful_rows(tmp_path, pairs_file):
+    config = tiny_config(tmp_path, pairs_file, max_steps=1, per_device_train_batch_size=8)
+    config.reference.transform = "safety_prefix"
+    config.learning_rate = 0.0
+    result = run_training(config)
+    first = read_metrics(result.output_dir)[0]
+    # benign rows keep margin 0; harmful rows get a non-zero anchor shift, so the mean margin is non-zero
+    assert first["rewards/margins"] != pytest.approx(0.0, abs=1e-6)
+    assert first["loss"] != pytest.approx(0.693147, abs=1e-6)
+
+
+def test_live_and_cached_reference_give_the_same_first_step(tmp_path, pairs_file):
+    results = {}
+    for mode in ("cache", "live"):
+        config = tiny_config(tmp_path, pairs_file, max_steps=1, output_dir=str(tmp_path / mode))
+        config.reference.transform = "safety_prefix"
+        config.reference.mode = mode
+        results[mode] = read_metrics(run_training(config).output_dir)[0]
+    for key in ("loss", "rewards/chosen", "rewards/rejected"):
+        assert results["cache"][key] == pytest.approx(results["live"][key], abs=1e-5), key
+    assert "live" in json.loads((tmp_path / "live" / "train_summary.json").read_text())["reference"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, pairs_file, monkeypatch):
+    full = run_training(tiny_config(tmp_path, pairs_file, output_dir=str(tmp_path / "full"),
+                                    per_device_train_batch_size=2))
+    config = tiny_config(tmp_path, pairs_file, output_dir=str(tmp_path / "cut"), per_device_train_batch_size=2)
+
+    from safealign.train import trainer as trainer_module
+
+    original = trainer_module.PreferenceTrainer.compute_loss
+
+    def dying(self, *args, **kwargs):
+        if self.state.global_step == 3:  # checkpoint-2 exists; die during step 3
+            raise Interrupt()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.PreferenceTrainer, "compute_loss", dying)
+    with pytest.raises(Interrupt):
+        run_training(config)
+    monkeypatch.setattr(trainer_module.PreferenceTrainer, "compute_loss", original)
+    resumed = run_training(config, resume=True)
+    a = [r for r in read_metrics(full.output_dir) if "loss" in r]
+    b = [r for r in read_metrics(resumed.output_dir) if "loss" in r]
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    for ra, rb in zip(a, b):
+        assert rb["loss"] == pytest.approx(ra["loss"], abs=1e-6)
+        assert rb["rewards/margins"] == pytest.approx(ra["rewards/margins"], abs=1e-6)
+    from safetensors.torch import load_file
+
+    wa = load_file(str(full.final_dir / "adapter_model.safetensors"))
+    wb = load_file(str(resumed.final_dir / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
+
+
+def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, pairs_file, monkeypatch):
+    config = tiny_config(tmp_path, pairs_file, per_device_train_batch_size=2)
+    from safealign.train import trainer as trainer_module
+
+    original = trainer_module.PreferenceTrainer._pair_logps
+
+    def poisoned(self, model, inputs):
+        x = original(self, model, inputs)
+        if self.state.global_step == 2:
+            return type(x)(**{**x.__dict__, "chosen": x.chosen * float("nan")})
+        return x
+
+    monkeypatch.setattr(trainer_module.PreferenceTrainer, "_pair_logps", poisoned)
+    with pytest.raises(trainer_module.NonFiniteLossError, match="at step 2"):
+        run_training(config)
+    assert (tmp_path / "run" / "checkpoint-2").is_dir()
+
+
+def test_reference_free_loss_runs_without_reference(tmp_path, pairs_file):
+    config = tiny_config(tmp_path, pairs_file, max_steps=1)
+    config.losses = [LossConfig(name="simpo", params={"beta": 2.0, "gamma": 0.5})]
+    result = run_training(config)
+    assert result.reference.startswith("none")
+    assert not (tmp_path / "refcache").exists()
