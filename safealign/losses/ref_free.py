@@ -50,8 +50,9 @@ def orpo(x: PairLogps, *, lam: float = 0.1) -> LossOutput:
 def cpo(x: PairLogps, *, beta: float = 0.1, alpha: float = 1.0) -> LossOutput:
     """CPO: ``−logσ(β(pc − pr)) + α · NLL_w`` (the paper's L_prefer + L_NLL, §3), pc/pr summed.
 
-    Deviation: the paper's NLL is the summed log-likelihood of y_w; we use the per-token average
-    −pc/Lw (as TRL's CPOTrainer does) so α does not scale with length. Rewards: β·pc.
+    Deviation: the paper's NLL is the summed log-likelihood of y_w; we use each example's per-token
+    average −pc/Lw so α does not scale with length (TRL's CPOTrainer averages over all chosen tokens of
+    the batch). Rewards: β·pc.
     """
     require(alpha >= 0, "cpo", f"alpha must be >= 0, got {alpha}")
     c, r = beta * x.chosen, beta * x.rejected

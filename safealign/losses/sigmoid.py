@@ -55,8 +55,9 @@ def robust(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.1) -> LossOutp
 def rpo(x: PairLogps, *, beta: float = 0.1, eta: float = 1.0) -> LossOutput:
     """RPO: ``−logσ(βΔ) + η · NLL(y_w)`` with ``NLL(y_w) = −pc / Lw``.
 
-    Deviation: the paper's SFT term is the summed log-likelihood of y_w; we use the per-token average
-    (as TRL's ``rpo_alpha`` did) so that η does not scale with response length. ``sft/nll`` is logged.
+    Deviation: the paper's SFT term is the summed log-likelihood of y_w; we use each example's per-token
+    average so that η does not scale with response length (TRL's ``sft`` term instead averages over all
+    chosen tokens of the batch; docs/trl-differences.md). ``sft/nll`` is logged.
     """
     z, metrics = _dpo_parts(x, beta)
     nll = chosen_nll(x)
