@@ -94,3 +94,10 @@ def test_not_a_behaviors_file(tmp_path):
     ok.write_text(json.dumps({"behavior": "x"}) + "\n")
     with pytest.raises(ValueError, match=r"t\.json: targets must be a JSON object mapping BehaviorID to a target string"):
         load_behaviors(ok, targets=bad_targets)
+
+
+def test_instruction_lists_parse_as_behaviors(shared_data):
+    behaviors = load_behaviors(shared_data / "harmful_train.json")
+    assert len(behaviors) == 260
+    assert (behaviors[0].id, behaviors[-1].id) == ("harmful_train_0", "harmful_train_259")
+    assert all(b.behavior and b.category for b in behaviors)

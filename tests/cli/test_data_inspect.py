@@ -1,0 +1,59 @@
+"""``safealign data inspect``: JSON summary on the real HH file, behaviors, rendering, one-line errors."""
+
+from __future__ import annotations
+
+import json
+
+from safealign.cli import main
+
+
+def run_json(capsys, *argv):
+    assert main(["data", "inspect", *map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_hh_json_summary(shared_data, capsys):
+    summary = run_json(capsys, shared_data / "hh_rlhf_harmless_base_test.jsonl.gz", "--examples", "1")
+    assert (summary["rows"], summary["parsed"], summary["dropped"], summary["format"]) == (2312, 2303, 9, "implicit")
+    assert summary["rows"] == summary["parsed"] + summary["dropped"]
+    assert [d["row"] for d in summary["drops"]] == [86, 516, 925, 1103, 1254, 1688, 1950, 1952, 2036]
+    assert summary["drop_reasons"]["chosen: empty response"] == 4
+    assert summary["examples"][0]["prompt"][2] == {"role": "user", "content": "yep"}
+
+
+def test_behaviors_json(shared_data, capsys):
+    summary = run_json(capsys, shared_data / "harmbench_behaviors_text_val.csv", "--examples", "0")
+    assert (summary["format"], summary["behaviors"], summary["contextual"]) == ("behaviors", 80, 19)
+    assert summary["categories"]["copyright"] == 20
+    advbench = run_json(capsys, shared_data / "advbench_behaviors.csv", "--format", "behaviors", "--examples", "0")
+    assert (advbench["rows"], advbench["categories"]) == (520, {"(none)": 520})
+
+
+def test_column_mapping_harmful_and_rendering(tmp_path, capsys):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"q": "Hi", "chosen": "Hello", "rejected": "Go away"}) + "\n")
+    summary = run_json(capsys, path, "--column", "prompt=q", "--harmful", "--tokenizer", "tiny-random")
+    assert (summary["format"], summary["parsed"], summary["harmful"]) == ("standard", 1, {"true": 1})
+    example = summary["examples"][0]
+    assert example["rendered_prompt"] == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    assert example["rendered_chosen"] == "Hello<|im_end|>\n"
+
+
+def test_text_output_lists_drops(tmp_path, capsys):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"prompt": "q", "chosen": "a", "rejected": r}) + "\n" for r in ["b", "a", ""]))
+    assert main(["data", "inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "rows:    3  parsed: 1  dropped: 2" in out
+    assert "dropped 1: rejected: chosen and rejected are identical (rows 1)" in out
+    assert "dropped 1: rejected: empty response (rows 2)" in out
+
+
+def test_errors_are_one_line(tmp_path, capsys):
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "a"}) + "\n")
+    assert main(["data", "inspect", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"safealign: error: {path}: cannot detect the data format; columns seen: answer, question.")
+    assert main(["data", "inspect", str(path), "--column", "prompt"]) == 2
+    assert capsys.readouterr().err.strip() == "safealign: error: --column 'prompt': expected FIELD=COLUMN, e.g. --column prompt=question"
