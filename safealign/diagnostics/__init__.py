@@ -1,0 +1,46 @@
+"""Alignment diagnostics: gradient entanglement, ranking accuracy, the E-transform anchor gap.
+
+They read the same encoded pairs and models as training (``safealign.data`` / ``safealign.models``) and
+score with ``safealign.train.logps`` — the one place logits become log-probs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from safealign.diagnostics.anchor import AnchorGap, measure_anchor_gap
+from safealign.diagnostics.entanglement import (
+    EntanglementReport,
+    PairEntanglement,
+    measure_entanglement,
+    pair_entanglement,
+    select_parameters,
+    summarize_entanglement,
+)
+from safealign.diagnostics.ranking import (
+    RankingReport,
+    difficulty,
+    dpo_loss_threshold,
+    fixed_by_model,
+    idealized_correct,
+    ranking_accuracy,
+    ranking_report,
+    rater_alpha,
+)
+from safealign.diagnostics.scoring import score_pairs
+
+__all__ = [
+    "AnchorGap", "EntanglementCallback", "EntanglementReport", "PairEntanglement", "RankingReport", "choose_probe",
+    "difficulty", "dpo_loss_threshold", "fixed_by_model", "idealized_correct", "measure_anchor_gap",
+    "measure_entanglement", "pair_entanglement", "ranking_accuracy", "ranking_report", "rater_alpha",
+    "score_pairs", "select_parameters", "summarize_entanglement",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # The callback pulls in transformers.Trainer machinery; import it only when asked for.
+    if name in ("EntanglementCallback", "choose_probe"):
+        from safealign.diagnostics import callback
+
+        return getattr(callback, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
