@@ -1,0 +1,262 @@
+"""The report as a renderer-neutral document: sections of paragraphs, tables, plots, examples, code.
+
+Every string in a block is plain, untrusted text; the renderers escape it. Numbers are formatted
+here once, so the HTML and markdown reports show the same values.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Sequence, Union
+
+from safealign.report import plots
+from safealign.report.load import RunData
+from safealign.report.results import (
+    Example, Metric, asr_by_category, asr_rows, examples, headline, judge_descriptions, mtbench_scores,
+    refusal_rates,
+)
+
+OVERREFUSAL_NOTE = ("Refusal = the answer contains a refusal substring (AdvBench list) or is empty. Polite "
+                    "deflections without those phrases are not counted, so this is a lower bound on unhelpful answers.")  # fmt: skip
+MTBENCH_NOTE = ("Single-answer grading, 1–10 per assistant turn, parsed strictly from 'Rating: [[N]]'; unparseable "
+                "judge outputs are unscored (counted, never guessed). Interval: mean ± 1.96·sd/√n.")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Para:
+    text: str
+    tone: str = "plain"  # plain | note | warn
+
+
+@dataclass(frozen=True)
+class Table:
+    columns: tuple[str, ...]
+    rows: tuple[tuple[str, ...], ...]
+    caption: str = ""
+    collapsed: bool = False
+
+
+@dataclass(frozen=True)
+class Plot:
+    png: bytes
+    alt: str
+
+
+@dataclass(frozen=True)
+class Examples:
+    items: tuple[Example, ...]
+    max_chars: int = 600
+
+
+@dataclass(frozen=True)
+class Code:
+    title: str
+    text: str
+
+
+Block = Union[Para, Table, Plot, Examples, Code]
+
+
+@dataclass
+class Section:
+    title: str
+    anchor: str
+    blocks: list[Block] = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    title: str
+    subtitle: str
+    sections: list[Section]
+
+
+def fmt(m: Metric | None, *, percent: bool = True) -> str:
+    if m is None or m.value is None:
+        return "—" if m is None or not m.unscored else f"— ({m.unscored} unscored)"
+    scale, unit, digits = (100.0, "%", 1) if percent else (1.0, "", 2)
+    text = f"{m.value * scale:.{digits}f}{unit}"
+    if m.ci95:
+        text += f" [{m.ci95[0] * scale:.{digits}f}–{m.ci95[1] * scale:.{digits}f}]"
+    if m.n is not None:
+        text += f" n={m.n}"
+    if m.unscored:
+        text += f", {m.unscored} unscored"
+    return text
+
+
+def _delta(before: Metric | None, after: Metric | None) -> str:
+    if before is None or after is None or before.value is None or after.value is None:
+        return "—"
+    points = (after.value - before.value) * 100
+    rel = f", {points / (before.value * 100):+.0%} rel." if before.value else ""
+    return f"{points:+.1f} pts{rel}"
+
+
+def _headline(data: RunData) -> Section | None:
+    columns, rows = headline(data)
+    if not rows:
+        return None
+    base = columns.index("before") if "before" in columns else None
+    deltas = [c for c in columns if c != "before"] if base is not None else []
+    table_rows = []
+    for key, metrics in rows:
+        cells = [fmt(m) for m in metrics]
+        cells += [_delta(metrics[base], metrics[columns.index(c)]) for c in deltas]
+        table_rows.append((key.replace("_", " "), *cells))
+    cols = ("metric", *columns, *(f"Δ {c.removeprefix('after: ')} vs before" for c in deltas))
+    blocks: list[Block] = [Table(cols, tuple(table_rows), "Values with 95% Wilson intervals where the run recorded them.")]
+    wall = (data.demo_summary or {}).get("wall_seconds")
+    if isinstance(wall, (int, float)):
+        blocks.append(Para(f"Wall clock for the whole run: {wall / 60:.1f} min.", "note"))
+    blocks.append(Para("ASR here is scored by the judge(s) listed under Jailbreak attacks; with the refusal-substring "
+                       "judge it is a rough upper bound (deflections count as jailbreaks).", "note"))  # fmt: skip
+    return Section("Before / after", "summary", blocks)
+
+
+def _training(data: RunData, with_plots: bool) -> Section | None:
+    if not data.trainings:
+        return None
+    keys = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected", "ranking_accuracy")
+    rows = []
+    for run in data.trainings:
+        last = next((r for r in reversed(run.metrics) if "loss" in r), {})
+        s = run.summary or {}
+        info = [str(s.get(k, "—")) for k in ("steps", "pairs", "reference", "transform")]
+        wall = s.get("wall_seconds")
+        info.append(f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "—")
+        values = [f"{last[k]:.3f}" if isinstance(last.get(k), (int, float)) else "—" for k in keys]
+        rows.append((run.name, *info, *values))
+    cols = ("variant", "steps", "pairs", "reference", "transform", "wall", *(f"final {k}" for k in keys))
+    blocks: list[Block] = [Table(cols, tuple(rows), "Final logged values (last logging step).")]
+    png = plots.training_curves(data.trainings) if with_plots else None
+    if png:
+        blocks.insert(0, Plot(png, "Training curves: loss, reward margin, chosen/rejected log-probs, accuracies per variant"))
+    for run in data.trainings:
+        if s := run.summary:
+            blocks.append(Code(f"{run.name}: train_summary.json", json.dumps(s, indent=2, ensure_ascii=False)))
+    return Section("Training", "training", blocks)
+
+
+def _entanglement(data: RunData, with_plots: bool) -> Section | None:
+    runs = [r for r in data.trainings if r.diagnostics or r.diagnostic_files]
+    if not runs:
+        return None
+    blocks: list[Block] = [Para("Gradient entanglement probe: a positive cosine between the gradients of the chosen and "
+                                "rejected log-probs means pushing the margin up also moves both log-probs together, so "
+                                "a wider margin need not make the chosen (refusal) answer more likely.", "note")]  # fmt: skip
+    png = plots.entanglement_curves(runs) if with_plots else None
+    if png:
+        blocks.append(Plot(png, "Entanglement probe: gradient cosine and log-prob changes over training"))
+    cols = ("variant", "step", "cosine", "ratio", "delta_chosen", "delta_rejected")
+    rows = tuple((r.name, *(_num(d.get(c)) for c in cols[1:])) for r in runs for d in r.diagnostics[-1:])
+    if rows:
+        blocks.append(Table(cols, rows, "Last probe of each run."))
+    for run in runs:
+        for name, content in run.diagnostic_files.items():
+            blocks.append(Code(f"{run.name}: diagnostics/{name}", json.dumps(content, indent=2, ensure_ascii=False)))
+    return Section("Gradient entanglement", "entanglement", blocks)
+
+
+def _num(v: object) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return "—" if v is None else str(v)
+    return str(v) if isinstance(v, int) else f"{v:.4g}"
+
+
+def _per_stage(data: RunData, getter: Callable, title: str, anchor: str, note: str, *, percent: bool,
+               ylabel: str, ylim: tuple[float, float] | None, with_plots: bool) -> Section | None:  # fmt: skip
+    per_stage = {s.name: getter(s) for s in data.stages}
+    per_stage = {k: v for k, v in per_stage.items() if v}
+    if not per_stage:
+        return None
+    groups = list(dict.fromkeys(g for v in per_stage.values() for g in v))
+    rows = tuple((g, *(fmt(per_stage[s].get(g), percent=percent) for s in per_stage)) for g in groups)
+    blocks: list[Block] = [Table(("", *per_stage), rows), Para(note, "note")]
+    png = plots.grouped_bars(groups, per_stage, ylabel=ylabel, ylim=ylim, percent=percent) if with_plots else None
+    if png:
+        blocks.insert(0, Plot(png, f"{title}: before vs after with 95% intervals"))
+    return Section(title, anchor, blocks)
+
+
+def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
+    rows = {s.name: asr_rows(s) for s in data.stages}
+    if not any(rows.values()):
+        return None
+    judges = list(dict.fromkeys(r.judge for rs in rows.values() for r in rs))
+    blocks: list[Block] = []
+    for judge in judges:
+        series = {s: {r.attack: r.metric for r in rs if r.judge == judge} for s, rs in rows.items()}
+        series = {s: m for s, m in series.items() if m}
+        attacks = list(dict.fromkeys(a for m in series.values() for a in m))
+        table = tuple((a, *(fmt(series[s].get(a)) for s in series)) for a in attacks)
+        blocks.append(Table(("attack", *series), table, f"ASR by judge '{judge}' (95% Wilson intervals; n = behaviors)."))
+        png = plots.grouped_bars(attacks, series, ylabel=f"ASR, judge {judge} (%)", ylim=(0, 100), percent=True) \
+            if with_plots else None  # fmt: skip
+        if png:
+            blocks.insert(len(blocks) - 1, Plot(png, f"Attack success rate per attack, judge {judge}"))
+    for judge, desc in judge_descriptions(data.stages).items():
+        blocks.append(Para(f"Judge '{judge}': {desc or 'no description recorded'}", "note"))
+    sources = {r.source for rs in rows.values() for r in rs}
+    if any("recomputed" in s for s in sources):
+        blocks.append(Para("Some ASR values were recomputed from records.jsonl because summary.json was absent.", "warn"))
+    blocks += _category_tables(data)
+    return Section("Jailbreak attacks", "asr", blocks)
+
+
+def _category_tables(data: RunData) -> list[Block]:
+    """One collapsed table per attack × judge: categories down, stages across."""
+    per_stage = {s.name: asr_by_category(s) for s in data.stages}
+    keys = list(dict.fromkeys(k for cats in per_stage.values() for k in cats))
+    tables: list[Block] = []
+    for attack, judge in keys:
+        stages = [s for s, cats in per_stage.items() if cats.get((attack, judge))]
+        categories = list(dict.fromkeys(c for s in stages for c in per_stage[s][(attack, judge)]))
+        rows = tuple((c, *(fmt(per_stage[s][(attack, judge)].get(c)) for s in stages)) for c in categories)
+        tables.append(Table(("category", *stages), rows, f"ASR by category: {attack}, judge {judge}", True))
+    return tables
+
+
+def _examples(data: RunData) -> Section | None:
+    items = examples([s for s in data.stages if s.jailbreak_records])
+    if not items:
+        return None
+    note = Para("Model outputs are shown as inert text and truncated; they are adversarial and may be offensive.", "note")
+    return Section("Example completions", "examples", [note, Examples(tuple(items))])
+
+
+def _configs(data: RunData) -> Section | None:
+    if not data.configs:
+        return None
+    return Section("Resolved configurations", "configs", [Code(name, text) for name, text in data.configs.items()])
+
+
+def _missing(data: RunData) -> Section | None:
+    blocks: list[Block] = [Para(f"Not found: {m}", "warn") for m in data.missing]
+    blocks += [Para(p, "warn") for p in data.problems]
+    return Section("Missing or unreadable pieces", "missing", blocks) if blocks else None
+
+
+def build_document(data: RunData, *, with_plots: bool = True) -> Document:
+    helpfulness_judge = next((s.mtbench.get("judge") for s in data.stages if s.mtbench), None)
+    overrefusal_judge = next((s.overrefusal.get("judge") for s in data.stages if s.overrefusal), None)
+    sections: Sequence[Section | None] = [
+        _headline(data),
+        _jailbreak(data, with_plots),
+        _per_stage(data, refusal_rates, "Over-refusal", "overrefusal",
+                   f"Judge: {overrefusal_judge or 'not recorded'}. {OVERREFUSAL_NOTE}", percent=True,
+                   ylabel="refusal rate on benign prompts (%)", ylim=(0, 100), with_plots=with_plots),
+        _per_stage(data, mtbench_scores, "Helpfulness (MT-Bench-style)", "mtbench",
+                   f"Judge model: {helpfulness_judge or 'not recorded'}. {MTBENCH_NOTE}", percent=False,
+                   ylabel="mean rating (1–10)", ylim=(0, 10.5), with_plots=with_plots),
+        _training(data, with_plots),
+        _entanglement(data, with_plots),
+        _examples(data),
+        _configs(data),
+        _missing(data),
+    ]  # fmt: skip
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    subtitle = f"{data.kind} run · {data.root} · generated {stamp}"
+    return Document(f"safealign report — {data.root.name}", subtitle, [s for s in sections if s])

@@ -1,0 +1,177 @@
+"""Read a run directory (demo, training run, or evaluation) into plain data for the report.
+
+Everything is optional: a missing or unreadable file becomes an entry in ``RunData.missing`` /
+``RunData.problems`` and the report renders what exists. Nothing here formats or escapes text.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    name: str
+    path: Path
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    diagnostics: list[dict[str, Any]]
+    diagnostic_files: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One evaluated model: ``before`` (the base model) or a trained variant."""
+
+    name: str
+    path: Path
+    jailbreak_summary: dict[str, Any] | None
+    jailbreak_records: list[dict[str, Any]]
+    overrefusal: dict[str, Any] | None
+    mtbench: dict[str, Any] | None
+
+
+@dataclass
+class RunData:
+    root: Path
+    kind: str  # "demo" | "train" | "eval" | "unknown"
+    demo_summary: dict[str, Any] | None = None
+    trainings: list[TrainingRun] = field(default_factory=list)
+    stages: list[Stage] = field(default_factory=list)
+    configs: dict[str, str] = field(default_factory=dict)  # relative path -> raw YAML text
+    missing: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _read_json(path: Path, data: RunData, *, required: bool = False) -> Any:
+    if not path.is_file():
+        if required:
+            data.missing.append(_rel(path, data.root))
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        data.problems.append(f"{_rel(path, data.root)}: unreadable JSON ({exc})")
+        return None
+
+
+def _read_jsonl(path: Path, data: RunData) -> list[dict[str, Any]]:
+    if not path.is_file():
+        return []
+    rows, bad = [], 0
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                bad += 1
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+    if bad:
+        data.problems.append(f"{_rel(path, data.root)}: skipped {bad} unreadable line(s)")
+    return rows
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _load_training(name: str, path: Path, data: RunData) -> TrainingRun:
+    metrics = _read_jsonl(path / "metrics.jsonl", data)
+    if not metrics:
+        data.missing.append(_rel(path / "metrics.jsonl", data.root))
+    files = {}
+    for file in sorted((path / "diagnostics").glob("*.json")):
+        value = _read_json(file, data)
+        if value is not None:
+            files[file.name] = value
+    return TrainingRun(
+        name=name, path=path, metrics=metrics, summary=_read_json(path / "train_summary.json", data, required=True),
+        diagnostics=_read_jsonl(path / "diagnostics.jsonl", data), diagnostic_files=files,
+    )
+
+
+def _find(path: Path, *candidates: str) -> Path | None:
+    return next((path / c for c in candidates if (path / c).is_file()), None)
+
+
+def _load_stage(name: str, path: Path, data: RunData) -> Stage:
+    jb = path / "jailbreak" if (path / "jailbreak").is_dir() else path
+    help_dir = path / "helpfulness"
+    over = _find(help_dir, "overrefusal/summary.json", "overrefusal_summary.json")
+    mt = _find(help_dir, "mtbench/summary.json", "mtbench_summary.json")
+    jb_summary = _read_json(jb / "summary.json", data)
+    records = _read_jsonl(jb / "records.jsonl", data)
+    if jb_summary is None and not records:
+        data.missing.append(f"{_rel(jb, data.root)}/summary.json (jailbreak evaluation)")
+    for label, found in (("over-refusal", over), ("MT-Bench", mt)):
+        if found is None:
+            data.missing.append(f"{_rel(help_dir, data.root)}/ ({label} results)")
+    return Stage(
+        name=name, path=path, jailbreak_summary=jb_summary, jailbreak_records=records,
+        overrefusal=_read_json(over, data) if over else None, mtbench=_read_json(mt, data) if mt else None,
+    )
+
+
+def _collect_configs(data: RunData) -> None:
+    patterns = ("config.yaml", "train/*/config.yaml", "eval/*/config.yaml", "eval/*/*/config.yaml")
+    for pattern in patterns:
+        for path in sorted(data.root.glob(pattern)):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            try:
+                yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                data.problems.append(f"{_rel(path, data.root)}: not valid YAML ({exc.__class__.__name__})")
+            data.configs[_rel(path, data.root)] = text
+
+
+def _stage_order(root: Path, summary: dict[str, Any] | None) -> list[str]:
+    names = sorted(p.name for p in (root / "eval").iterdir() if p.is_dir()) if (root / "eval").is_dir() else []
+    after = (summary or {}).get("after")
+    preferred = ["before", *(after.keys() if isinstance(after, dict) and not _is_metrics(after) else [])]
+    return [n for n in preferred if n in names] + [n for n in names if n not in preferred]
+
+
+def _is_metrics(block: dict[str, Any]) -> bool:
+    """True for a ``{"direct_asr": ..., ...}`` block, False for ``{"dpo": {...}, "e-dpo": {...}}``."""
+    return any(k.endswith(("_asr", "_rate")) for k in block)
+
+
+def load_run(root: str | Path) -> RunData:
+    """Load whatever a run directory holds; see the module docstring."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"run directory not found: {root}")
+    data = RunData(root=root, kind="unknown")
+    top = _read_json(root / "summary.json", data)
+    if isinstance(top, dict) and ("before" in top or "after" in top):
+        data.kind, data.demo_summary = "demo", top
+    elif (root / "metrics.jsonl").is_file() or (root / "train_summary.json").is_file():
+        data.kind = "train"
+        data.trainings.append(_load_training(root.name, root, data))
+    elif top is not None or (root / "records.jsonl").is_file() or (root / "jailbreak").is_dir():
+        data.kind = "eval"
+        data.stages.append(_load_stage(root.name, root, data))
+    if data.kind == "demo":
+        train_dirs = sorted(p for p in (root / "train").glob("*") if p.is_dir()) if (root / "train").is_dir() else []
+        if not train_dirs:
+            data.missing.append("train/ (training runs)")
+        data.trainings += [_load_training(p.name, p, data) for p in train_dirs]
+        stage_names = _stage_order(root, top)
+        if not stage_names:
+            data.missing.append("eval/ (evaluations)")
+        data.stages += [_load_stage(n, root / "eval" / n, data) for n in stage_names]
+    _collect_configs(data)
+    return data

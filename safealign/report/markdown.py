@@ -1,0 +1,69 @@
+"""Render a :class:`Document` as markdown for terminals: the same numbers as the HTML, no plots.
+
+Untrusted text in table cells and paragraphs is escaped (``| < > & \\`` and newlines); model output
+and configs go in fenced blocks whose fence is longer than any backtick run inside them.
+"""
+
+from __future__ import annotations
+
+import re
+
+from safealign.report.document import Block, Code, Document, Examples, Para, Plot, Table
+
+
+def md_escape(text: object) -> str:
+    text = str(text).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return re.sub(r"\s*[\r\n]+\s*", " ", text.replace("|", "\\|").replace("`", "\\`"))
+
+
+def fenced(text: str, info: str = "") -> str:
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text.rstrip()}\n{fence}"
+
+
+def _table(block: Table) -> str:
+    lines = []
+    if block.caption:
+        lines.append(f"_{md_escape(block.caption)}_\n")
+    lines.append("| " + " | ".join(md_escape(c) or " " for c in block.columns) + " |")
+    lines.append("|" + "|".join("---" for _ in block.columns) + "|")
+    lines += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in block.rows]
+    return "\n".join(lines)
+
+
+def _examples(block: Examples) -> str:
+    out = []
+    for ex in block.items:
+        out.append(f"#### {md_escape(ex.attack)} · {md_escape(ex.behavior_id)}\n\nPrompt:\n\n"
+                   + fenced(_cut(ex.prompt, block.max_chars), "text"))  # fmt: skip
+        for stage, text, verdict in ex.answers:
+            out.append(f"**{md_escape(stage)}** ({md_escape(verdict)}):\n\n" + fenced(_cut(text, block.max_chars), "text"))
+    return "\n\n".join(out)
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]} … [truncated; {len(text)} characters in all]"
+
+
+def _block(block: Block) -> str:
+    if isinstance(block, Para):
+        prefix = {"note": "> ", "warn": "> **Warning:** "}.get(block.tone, "")
+        return prefix + md_escape(block.text)
+    if isinstance(block, Table):
+        return _table(block)
+    if isinstance(block, Plot):
+        return ""  # plots only in the HTML report
+    if isinstance(block, Examples):
+        return _examples(block)
+    if isinstance(block, Code):
+        return f"**{md_escape(block.title)}**\n\n{fenced(block.text)}"
+    raise TypeError(f"unknown report block {type(block).__name__}")
+
+
+def render_markdown(doc: Document) -> str:
+    parts = [f"# {md_escape(doc.title)}", md_escape(doc.subtitle)]
+    for section in doc.sections:
+        parts.append(f"## {md_escape(section.title)}")
+        parts += [text for text in (_block(b) for b in section.blocks) if text]
+    return "\n\n".join(parts) + "\n"

@@ -1,0 +1,120 @@
+"""Report plots as PNG bytes (matplotlib's Agg canvas through ``Figure``: no pyplot, no display).
+
+Labels come from files (attack, category, variant names), so ``$`` is escaped to keep matplotlib's
+mathtext from interpreting (or choking on) them.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Sequence
+
+from matplotlib.figure import Figure
+
+from safealign.report.load import TrainingRun
+from safealign.report.results import Metric
+
+PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+TRAIN_PANELS = (
+    ("loss", (("loss", "loss", "-"),)),
+    ("reward margin (chosen − rejected)", (("rewards/margins", "margin", "-"),)),
+    ("policy log-probs", (("logps/chosen", "chosen", "-"), ("logps/rejected", "rejected", "--"))),
+    ("accuracy", (("rewards/accuracies", "reward acc.", "-"), ("ranking_accuracy", "ranking acc.", ":"))),
+)
+
+
+def _label(text: object) -> str:
+    return str(text).replace("$", r"\$")
+
+
+def _png(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)  # layout is already tight: skip a second draw
+    return buf.getvalue()
+
+
+def _series(rows: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
+    points = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float)) and "step" in r]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def training_curves(runs: Sequence[TrainingRun]) -> bytes | None:
+    """2×2 panels: loss, margin, chosen/rejected log-probs, accuracies; one colour per variant."""
+    if not any(_series(r.metrics, k)[0] for r in runs for _, keys in TRAIN_PANELS for k, _, _ in keys):
+        return None
+    fig = Figure(figsize=(10, 6.4))
+    for ax, (title, keys) in zip(fig.subplots(2, 2).flat, TRAIN_PANELS):
+        for colour, run in zip(PALETTE * 4, runs):
+            for key, name, style in keys:
+                steps, values = _series(run.metrics, key)
+                if steps:
+                    label = _label(run.name if len(keys) == 1 else f"{run.name}: {name}")
+                    ax.plot(steps, values, style, color=colour, label=label, linewidth=1.6)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+        else:
+            ax.text(0.5, 0.5, "not logged", ha="center", va="center", transform=ax.transAxes, color="#888")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def grouped_bars(groups: Sequence[str], series: dict[str, dict[str, Metric]], *, ylabel: str,
+                 ylim: tuple[float, float] | None = None, percent: bool = False) -> bytes | None:  # fmt: skip
+    """Bars per group, one series per stage, with 95% CI error bars where the metric carries one."""
+    if not groups or not series:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.1 * len(groups) * max(1, len(series)) / 2 + 3), 3.6))
+    ax = fig.subplots()
+    width = 0.8 / len(series)
+    scale = 100.0 if percent else 1.0
+    for i, (name, metrics) in enumerate(series.items()):
+        xs, ys, lo, hi = [], [], [], []
+        for g, group in enumerate(groups):
+            m = metrics.get(group)
+            if m is None or m.value is None:
+                continue
+            xs.append(g - 0.4 + width * (i + 0.5))
+            ys.append(m.value * scale)
+            lo.append(max(0.0, (m.value - m.ci95[0]) * scale) if m.ci95 else 0.0)
+            hi.append(max(0.0, (m.ci95[1] - m.value) * scale) if m.ci95 else 0.0)
+        ax.bar(xs, ys, width * 0.92, yerr=[lo, hi], capsize=3, color=PALETTE[i % len(PALETTE)],
+               label=_label(name), error_kw={"elinewidth": 1, "ecolor": "#333"})  # fmt: skip
+    ax.set_xticks(range(len(groups)), [_label(g) for g in groups], fontsize=8, rotation=20 if len(groups) > 5 else 0)
+    ax.set_ylabel(_label(ylabel), fontsize=9)
+    if ylim:
+        ax.set_ylim(*ylim)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, ncols=min(4, len(series)))
+    fig.tight_layout()
+    return _png(fig)
+
+
+def entanglement_curves(runs: Sequence[TrainingRun]) -> bytes | None:
+    """Gradient cosine between chosen and rejected log-prob gradients, and per-step log-prob changes."""
+    runs = [r for r in runs if r.diagnostics]
+    if not runs:
+        return None
+    fig = Figure(figsize=(10, 3.4))
+    left, right = fig.subplots(1, 2)
+    for colour, run in zip(PALETTE * 4, runs):
+        steps, cos = _series(run.diagnostics, "cosine")
+        left.plot(steps, cos, "-o", color=colour, markersize=3, label=_label(run.name))
+        for key, style in (("delta_chosen", "-"), ("delta_rejected", "--")):
+            steps, values = _series(run.diagnostics, key)
+            right.plot(steps, values, style, color=colour, label=_label(f"{run.name}: {key.split('_')[1]}"))
+    left.axhline(0, color="#888", linewidth=0.8)
+    right.axhline(0, color="#888", linewidth=0.8)
+    left.set_title("cos(∇ log π(chosen), ∇ log π(rejected))", fontsize=10)
+    right.set_title("log-prob change per probe step", fontsize=10)
+    for ax in (left, right):
+        ax.set_xlabel("step", fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=8)
+        if ax.has_data():
+            ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _png(fig)

@@ -1,0 +1,133 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import argparse
+
+from safealign.cli import report as report_cli
+from safealign.report import build_report
+from safealign.report.document import build_document, fmt
+from safealign.report.load import load_run
+from safealign.report.markdown import fenced, render_markdown
+from safealign.report.results import Metric, as_metric, headline
+
+
+def test_fmt_golden():
+    assert fmt(Metric(0.125, (0.081, 0.18), 64, 2)) == "12.5% [8.1–18.0] n=64, 2 unscored"
+    assert fmt(Metric(6.5, (5.9, 7.1), 20), percent=False) == "6.50 [5.90–7.10] n=20"
+    assert fmt(Metric(None, None, 0, 3)) == "— (3 unscored)" and fmt(None) == "—"
+
+
+def test_as_metric_accepts_numbers_and_dicts():
+    assert as_metric(0.25) == Metric(0.25)
+    assert as_metric({"value": 0.5, "ci95": [0.4, 0.6], "n": 30}) == Metric(0.5, (0.4, 0.6), 30)
+    assert as_metric({"asr": None, "ci95": [0.0, 1.0], "n": 0, "unscored": 4}, "asr") == Metric(None, (0.0, 1.0), 0, 4)
+    assert as_metric("high") is None and as_metric(True) is None
+
+
+def test_same_numbers_in_html_and_markdown(demo_run, demo_report):
+    html_path, md_path = demo_report
+    html, md = html_path.read_text(), md_path.read_text()
+    direct = json.loads((demo_run / "summary.json").read_text())["before"]["direct_asr"]
+    lo, hi = direct["ci95"]
+    cell = f"{direct['value'] * 100:.1f}% [{lo * 100:.1f}–{hi * 100:.1f}] n={direct['n']}"
+    assert cell in html and cell in md
+    for heading in ("Before / after", "Jailbreak attacks", "Over-refusal", "Helpfulness (MT-Bench-style)", "Training",
+                    "Gradient entanglement", "Example completions", "Resolved configurations"):  # fmt: skip
+        assert f"## {heading}" in md and f"<h2>{heading}</h2>".replace("/", "/") in html
+    assert "rough upper bound" in html and "rough upper bound" in md
+    assert "Judge model: fixture-judge" in md
+    assert "![" not in md and "data:image" not in md  # no plots in markdown
+
+
+def test_headline_single_variant_and_plain_numbers(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"before": {"direct_asr": 0.8, "benign_refusal_rate": 0.0},
+                                                  "after": {"direct_asr": 0.2, "benign_refusal_rate": 0.05}}))
+    columns, rows = headline(load_run(run))
+    assert columns == ["before", "after"]
+    assert rows[0] == ("direct_asr", [Metric(0.8), Metric(0.2)])
+    md = render_markdown(build_document(load_run(run), with_plots=False))
+    # -60 points, relative -75%: (0.2 - 0.8) / 0.8
+    assert "| direct asr | 80.0% | 20.0% | -60.0 pts, -75% rel. |" in md
+
+
+def test_missing_pieces_are_reported_not_fatal(tmp_path):
+    run = tmp_path / "partial"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"before": {"direct_asr": {"value": 0.9, "n": 10}}}))
+    (run / "eval" / "before" / "jailbreak").mkdir(parents=True)
+    (run / "eval" / "before" / "jailbreak" / "summary.json").write_text("{not json")
+    html_path, md_path = build_report(run)
+    md = md_path.read_text()
+    assert "Missing or unreadable pieces" in md
+    assert "Not found: train/ (training runs)" in md
+    assert "unreadable JSON" in md and "over-refusal results" in md
+    assert "90.0% n=10" in html_path.read_text()
+
+
+def test_training_run_only(tmp_path):
+    run = tmp_path / "train-run"
+    run.mkdir()
+    rows = [{"step": s, "loss": 0.69 - 0.01 * s, "rewards/margins": 0.1 * s} for s in range(1, 6)]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 6, "lo')
+    data = load_run(run)
+    assert data.kind == "train" and len(data.trainings[0].metrics) == 5
+    assert any("skipped 1 unreadable" in p for p in data.problems)
+    doc = build_document(data)
+    assert [s.title for s in doc.sections] == ["Training", "Missing or unreadable pieces"]
+    md = render_markdown(build_document(data, with_plots=False))
+    assert "| train-run | — | — | — | — | — | 0.640 | 0.500 |" in md
+
+
+def test_eval_dir_without_summary_recomputes_from_records(tmp_path):
+    run = tmp_path / "eval-only"
+    run.mkdir()
+    records = [{"behavior_id": f"b{i}", "attack": "direct", "attempt_id": "0", "messages": [{"role": "user", "content": "x"}],
+                "completion": {"text": "ok", "error": None},
+                "verdicts": {"refusal": {"harmful": i < 3, "error": None}}} for i in range(4)]  # fmt: skip
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    md = render_markdown(build_document(load_run(run), with_plots=False))
+    assert "| direct | 75.0% [30.1–95.4] n=4 |" in md  # Wilson(3, 4)
+    assert "recomputed from records.jsonl" in md
+
+
+def test_fence_outgrows_backticks_in_text():
+    text = "look ```` here"
+    block = fenced(text)
+    assert block.startswith("`````\n") and block.endswith("\n`````")
+
+
+def test_plot_labels_with_dollar_signs_do_not_break_matplotlib():
+    from safealign.report.plots import grouped_bars
+
+    png = grouped_bars(["$x$", "cost $5 and $"], {"be$fore": {"$x$": Metric(0.5, (0.3, 0.7), 10)}}, ylabel="$", percent=True)
+    assert png is not None and png.startswith(b"\x89PNG")
+
+
+def _cli(argv: list[str]) -> int:
+    # The subcommand module directly: `safealign.cli.main` would import every other subcommand too.
+    parser = argparse.ArgumentParser()
+    report_cli.add_arguments(parser)
+    return report_cli.run(parser.parse_args(argv))
+
+
+def test_cli_report_writes_both_files(demo_run, tmp_path, capsys):
+    out = tmp_path / "elsewhere" / "r.html"
+    assert _cli([str(demo_run), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert str(out) in printed and str(out.with_suffix(".md")) in printed
+    assert out.read_text().startswith("<!DOCTYPE html>") and out.with_suffix(".md").is_file()
+
+
+def test_cli_report_missing_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run directory not found"):  # main() prints it, exit code 2
+        _cli([str(tmp_path / "nope")])
+
+
+@pytest.mark.parametrize("name", ["report.html", "report.md"])
+def test_default_outputs_land_in_run_dir(demo_run, demo_report, name):
+    assert (demo_run / name) in demo_report and (demo_run / name).stat().st_size > 0
