@@ -51,9 +51,10 @@ def _is_behaviors(path: str) -> bool:
 
 
 def _behaviors_summary(args: argparse.Namespace) -> dict[str, Any]:
-    from safealign.data.behaviors import behavior_prompt, load_behaviors
+    from safealign.data.behaviors import load_behaviors
 
     behaviors = load_behaviors(args.path)
+    render = _renderer(args.tokenizer) if args.tokenizer else None
     categories = Counter(b.category or "(none)" for b in behaviors)
     return {
         "source": args.path,
@@ -65,8 +66,17 @@ def _behaviors_summary(args: argparse.Namespace) -> dict[str, Any]:
         "behaviors": len(behaviors),
         "contextual": sum(1 for b in behaviors if b.context),
         "categories": dict(categories.most_common()),
-        "examples": [{"id": b.id, "category": b.category, "prompt": behavior_prompt(b)} for b in behaviors[: args.examples]],
+        "examples": [_behavior_example(b, render) for b in behaviors[: args.examples]],
     }
+
+
+def _behavior_example(b: Any, render: Any) -> dict[str, Any]:
+    from safealign.data.behaviors import behavior_prompt
+
+    out = {"id": b.id, "category": b.category, "prompt": behavior_prompt(b)}
+    if render is not None:
+        out["rendered_prompt"] = render.render_prompt(({"role": "user", "content": out["prompt"]},))
+    return out
 
 
 def _preferences_summary(args: argparse.Namespace) -> dict[str, Any]:
@@ -110,9 +120,12 @@ def _renderer(spec: str) -> Any:
 
         tokenizer = tiny_tokenizer()
     else:
-        from safealign.models import load_tokenizer
+        try:
+            from safealign.models import load_tokenizer
 
-        tokenizer = load_tokenizer(spec)
+            tokenizer = load_tokenizer(spec)
+        except (ImportError, OSError) as exc:  # a missing module, or a hub/dir that does not resolve
+            raise ValueError(f"--tokenizer {spec}: cannot load the tokenizer: {exc}") from exc
     return PairEncoder(tokenizer)
 
 

@@ -100,3 +100,22 @@ def test_unsupported_suffix_and_missing_file(tmp_path):
         list(read_rows(tmp_path / "d.txt"))
     with pytest.raises(ValueError, match=r"missing\.jsonl: no such file"):
         list(read_rows(tmp_path / "missing.jsonl"))
+
+
+def test_hf_dataset_id_uses_datasets_with_split(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, split):
+        calls.append((name, split))
+        if name == "owner/missing":
+            raise FileNotFoundError("Dataset 'owner/missing' doesn't exist on the Hub")
+        return RECORDS
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert list(read_rows("owner/prefs", split="test")) == EXPECTED
+    assert list(read_rows("owner/prefs")) == EXPECTED
+    assert calls == [("owner/prefs", "test"), ("owner/prefs", "train")]
+    with pytest.raises(ValueError, match=r"owner/missing: no such file, and loading it as a Hugging Face dataset \(split 'train'\) failed"):
+        list(read_rows("owner/missing"))
