@@ -7,12 +7,13 @@ model is loaded from ``base_model_name_or_path``), or a Hugging Face hub id.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from torch import nn
@@ -49,9 +50,10 @@ def resolve_spec(spec: str) -> ModelSource:
         return ModelSource("gguf", str(path.resolve()))
     if path.is_dir():
         if is_adapter_dir(path):
-            return ModelSource("adapter", str(path))
+            return ModelSource("adapter", str(path.resolve()))
         if (path / "config.json").is_file():
-            return ModelSource("dir", str(path))
+            # absolute, so an adapter trained on it records a base that loads from any working dir
+            return ModelSource("dir", str(path.resolve()))
         raise ValueError(f"{spec}: folder has neither config.json (a model) nor adapter_config.json (a LoRA adapter)")
     if spec.startswith((".", "/", "~")) or path.exists() or not _HUB_ID.match(spec):
         raise ValueError(
@@ -182,8 +184,10 @@ def _pretrained_args(source: ModelSource) -> tuple[tuple[str, ...], dict[str, An
 
 
 def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -> Any:
+    offline = source.kind != "hub" or bool(kwargs.get("local_files_only"))
     try:
-        return cls.from_pretrained(*args, **kwargs)
+        with _hub_offline(offline):
+            return cls.from_pretrained(*args, **kwargs)
     except OSError as exc:
         if source.kind == "hub" and kwargs.get("local_files_only"):
             raise ModelUnavailableError(
@@ -192,6 +196,23 @@ def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -
                 "and pass DIR as the model spec."
             ) from exc
         raise
+
+
+@contextlib.contextmanager
+def _hub_offline(enabled: bool) -> Iterator[None]:
+    """Hub offline mode for one call: even with ``local_files_only`` transformers otherwise probes the
+    hub (for adapter configs) with retries, which takes half a minute when the network is down."""
+    if not enabled:
+        yield
+        return
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = previous
 
 
 def _set_mode(model: nn.Module, for_training: bool) -> None:

