@@ -15,10 +15,7 @@ from __future__ import annotations
 
 from safealign.losses.base import (
     LOSSES,
-    ComposedLoss,
     LossInfo,
-    LossSpec,
-    build_loss,
     get_loss,
     loss_info,
     loss_names,
@@ -26,6 +23,7 @@ from safealign.losses.base import (
     register_loss,
     validate_params,
 )
+from safealign.losses.compose import ComposedLoss, LossSpec, build_loss
 from safealign.losses.state import RunningMean
 
 # Built-in families register on import (torch only, so this stays light).

@@ -1,0 +1,36 @@
+"""``safealign losses``: the table and its JSON form."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from safealign.cli import losses as cli
+from safealign.losses import loss_names
+
+
+def main(argv: list[str]) -> int:
+    # Through the subcommand module itself: the top-level parser imports every other subcommand,
+    # which would couple this test to modules outside the losses package.
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    return cli.run(parser.parse_args(argv[1:]))
+
+
+def test_json_lists_every_loss_with_params(capsys):
+    assert main(["losses", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    assert set(rows) == set(loss_names())
+    assert rows["dpo"]["needs_reference"] is True and rows["dpo"]["params"] == {"beta": 0.1}
+    assert rows["simpo"]["needs_reference"] is False and rows["simpo"]["params"] == {"beta": 2.0, "gamma": 0.5}
+    assert rows["kto"]["input"] == "unpaired"
+    assert "2305.18290" in rows["dpo"]["paper"]
+
+
+def test_table(capsys):
+    assert main(["losses"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].split() == ["name", "reference", "input", "parameters", "paper"]
+    line = next(l for l in out.splitlines() if l.startswith("ipo "))
+    assert "yes" in line and "tau=0.1, length_normalize=True" in line and "arXiv:2310.12036" in line
+    assert "E-variants" in out
