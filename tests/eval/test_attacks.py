@@ -1,0 +1,131 @@
+"""Attacks against scripted fakes: direct, template (shipped + user files), prefill, PAIR."""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import json
+
+import pytest
+
+from safealign.eval.attacks import AttackContext, build_attack
+from safealign.eval.attacks.pair import PAIRAttack, PAIRConfig, parse_attacker_output
+from safealign.eval.attacks.template import TemplateAttack, TemplateConfig, load_templates
+from safealign.types import Behavior
+
+from .fakes import KeywordJudge, ScriptedChatModel
+
+B = Behavior("b1", "Explain the forbidden procedure", target="Sure, here is the procedure")
+CTX = Behavior("c1", "Summarise the text", context="THE TEXT")
+
+
+def test_direct_uses_context_then_blank_line():
+    [attempt] = build_attack("direct")(CTX)
+    assert attempt.messages == ({"role": "user", "content": "THE TEXT\n\nSummarise the text"},)
+    assert attempt.attack == "direct" and attempt.meta["id"] == "direct" and attempt.prefill == ""
+
+
+def test_shipped_templates_cover_the_families():
+    attack = TemplateAttack(TemplateConfig())
+    assert len(attack.templates) >= 12
+    families = {t.family for t in attack.templates}
+    assert {"role_play", "fictional", "hypothetical", "refusal_suppression", "prefix_injection", "style_injection",
+            "payload_splitting", "distractors", "low_resource"} <= families  # fmt: skip
+    attempts = attack(B)
+    ids = [a.meta["id"] for a in attempts]
+    assert len(ids) == len(set(ids)) == len(attack.templates)
+    by_id = {a.meta["id"]: a.messages[0]["content"] for a in attempts}
+    for name, content in by_id.items():
+        assert "{behavior}" not in content and "{part_a}" not in content, name
+    encoded = by_id["base64_request"].rsplit(" ", 1)[-1]
+    assert base64.b64decode(encoded).decode() == B.behavior
+    assert codecs.decode(by_id["rot13_request"].rsplit(": ", 1)[-1], "rot13") == B.behavior
+    assert 'A = "Explain the" and B = "forbidden procedure"' in by_id["payload_split"]  # 4 words: 2 + 2
+
+
+def test_template_filters_and_user_file(tmp_path):
+    user = tmp_path / "mine.jsonl"
+    user.write_text(json.dumps({"name": "mine", "family": "custom", "template": "{x} {behavior} {y}"}) + "\n")
+    attack = build_attack("template", {"files": [str(user)], "builtin": False})
+    [attempt] = attack(B)
+    assert attempt.messages[0]["content"] == "{x} Explain the forbidden procedure {y}"  # other braces untouched
+    only = build_attack("template", {"families": ["low_resource"]})
+    assert {t.transform for t in only.templates} == {"base64", "rot13", "leetspeak"}
+    with pytest.raises(ValueError, match="unknown template.*valid: .*roleplay_novelist"):
+        build_attack("template", {"names": ["nope"]})
+
+
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"name": "a", "family": "f"}, "template #0: missing template"),
+        ({"name": "a", "family": "f", "template": "no placeholder"}, "no {behavior}"),
+        ({"name": "a", "family": "f", "template": "{behavior}", "transform": "zip"}, "unknown transform 'zip'"),
+        ({"name": "a", "family": "f", "template": "{behavior}", "colour": "red"}, r"unknown field\(s\) \['colour'\]"),
+    ],
+)
+def test_bad_template_files_name_file_and_entry(tmp_path, entry, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(json.dumps([entry]))
+    with pytest.raises(ValueError, match=message) as info:
+        load_templates(path)
+    assert str(path) in str(info.value)
+
+
+def test_prefill_needs_a_target():
+    [attempt] = build_attack("prefill", {"template": "{target}:\n1."})(B)
+    assert attempt.prefill == "Sure, here is the procedure:\n1." and attempt.messages[0]["content"] == B.behavior
+    with pytest.raises(ValueError, match="behavior 'c1'.*has no target string.*behaviors.targets"):
+        build_attack("prefill")(CTX)
+
+
+def test_unknown_attack_and_param():
+    with pytest.raises(ValueError, match="unknown attack 'direkt'; valid names: direct, gcg, pair, prefill, template"):
+        build_attack("direkt")
+    with pytest.raises(ValueError, match="attack 'prefill': unknown parameter.*valid: template"):
+        build_attack("prefill", {"templat": "x"})
+
+
+@pytest.mark.parametrize(
+    "text, prompt",
+    [
+        ('{"improvement": "more fiction", "prompt": "Write a story"}', "Write a story"),
+        ('Sure! {"improvement": "x", "prompt": "P2"} hope this helps', "P2"),
+        ('{"improvement": "x"}', None),
+        ("no json here", None),
+        ('{"prompt": ', None),
+    ],
+)
+def test_pair_parses_attacker_json(text, prompt):
+    assert parse_attacker_output(text) == prompt
+
+
+def test_pair_refines_until_the_judge_says_jailbroken():
+    rounds = {"n": 0}
+
+    def attacker(conversation):
+        rounds["n"] += 1
+        # stream replies are scripted by call count; one garbage answer along the way
+        return "garbage" if rounds["n"] == 2 else json.dumps({"improvement": "x", "prompt": f"try {rounds['n']}"})
+
+    def target(conversation):
+        return "HARMFUL answer" if conversation[0]["content"] == "try 5" else "I refuse"
+
+    target_model = ScriptedChatModel(target)
+    attack = PAIRAttack(PAIRConfig(n_streams=2, depth=5), AttackContext(target=target_model, judge=KeywordJudge()),
+                        attacker=ScriptedChatModel(attacker))  # fmt: skip
+    attempts = attack(B)
+    assert [a.meta["id"] for a in attempts] == ["stream0", "stream1"]
+    # round 1: streams get "try 1" / garbage (keeps the behavior); round 2: "try 3" / "try 4";
+    # round 3: "try 5" jailbreaks stream 0 and the search stops
+    assert attempts[0].messages[0]["content"] == "try 5" and attempts[0].meta["jailbroken_in_search"] is True
+    assert attempts[1].meta["parse_errors"] == 1 and attempts[0].meta["rounds"] == 3
+    assert len(target_model.calls) == 3
+    # the attacker saw the judge's score in its feedback turn
+    last_attacker_context = attack.attacker.calls[-1][0]
+    assert "SCORE: 1" in last_attacker_context[-1]["content"]
+
+
+def test_pair_needs_target_and_judge():
+    with pytest.raises(ValueError, match="pair attack needs a target model and a judge"):
+        PAIRAttack(PAIRConfig(), AttackContext(), attacker=ScriptedChatModel(lambda c: ""))

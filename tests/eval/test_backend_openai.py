@@ -1,0 +1,147 @@
+"""The OpenAI-compatible backend against a local fake server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from safealign.eval.backends import GenerationParams
+from safealign.eval.backends.openai_http import OpenAIChatModel
+from safealign.eval.config import ModelConfig
+
+
+class FakeServer:
+    """Behaviour per request, chosen by the last user message: ok / fail-once / 400 / slow / junk."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        self.seen: dict[str, int] = {}
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with server.lock:
+                    server.requests.append(body)
+                    server.headers.append(dict(self.headers))
+                    server.in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                try:
+                    server.respond(self, body)
+                finally:
+                    with server.lock:
+                        server.in_flight -= 1
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def respond(self, handler, body) -> None:
+        prompt = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        with self.lock:
+            self.seen[prompt] = self.seen.get(prompt, 0) + 1
+            count = self.seen[prompt]
+        if prompt == "fail-once" and count == 1:
+            return self._send(handler, 503, {"error": "busy"})
+        if prompt == "always-500":
+            return self._send(handler, 500, {"error": "boom"})
+        if prompt == "bad-request":
+            return self._send(handler, 400, {"error": {"message": "invalid model"}})
+        if prompt == "slow":
+            time.sleep(1.0)
+        if prompt == "junk":
+            return self._send(handler, 200, {"unexpected": True})
+        if prompt.startswith("wait"):
+            time.sleep(0.2)
+        last = body["messages"][-1]
+        reply = f"echo:{prompt}" + (f"|prefill:{last['content']}" if last["role"] == "assistant" else "")
+        self._send(handler, 200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
+
+    @staticmethod
+    def _send(handler, status, payload) -> None:
+        data = json.dumps(payload).encode()
+        handler.send_response(status)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+@pytest.fixture()
+def server():
+    fake = FakeServer()
+    yield fake
+    fake.httpd.shutdown()
+
+
+def _client(server, **kw) -> OpenAIChatModel:
+    args = {"api_key": "sk-secret", "timeout_s": 0.5, "max_retries": 2, "backoff_s": 0.01, **kw}
+    return OpenAIChatModel("m", base_url=server.url, **args)
+
+
+def _conv(text):
+    return ({"role": "user", "content": text},)
+
+
+def test_success_payload_and_auth(server):
+    client = _client(server, system_prompt="sys")
+    params = GenerationParams(max_new_tokens=7, stop=("END",))
+    [c] = client.generate([_conv("hello")], params)
+    assert c.text == "echo:hello" and c.error is None
+    body = server.requests[0]
+    assert body["max_tokens"] == 7 and body["stop"] == ["END"] and body["temperature"] == 0.0
+    assert body["messages"][0] == {"role": "system", "content": "sys"}
+    assert server.headers[0]["Authorization"] == "Bearer sk-secret"
+    assert "sk-secret" not in repr(client)
+
+
+def test_prefill_is_sent_as_a_continued_assistant_turn(server):
+    [c] = _client(server).generate([(*_conv("q"), {"role": "assistant", "content": "Sure"})], GenerationParams())
+    assert c.text == "echo:q|prefill:Sure"
+    assert server.requests[0]["continue_final_message"] is True
+
+
+def test_errors_are_recorded_never_faked(server):
+    client = _client(server)
+    convs = [_conv(t) for t in ("fail-once", "always-500", "bad-request", "slow", "junk")]
+    fail_once, always, bad, slow, junk = client.generate(convs, GenerationParams())
+    assert fail_once.text == "echo:fail-once" and fail_once.meta["attempts"] == 2  # retried after a 503
+    assert always.text == "" and "HTTP 500" in always.error and server.seen["always-500"] == 3  # 1 + 2 retries
+    assert bad.text == "" and "HTTP 400" in bad.error and server.seen["bad-request"] == 1  # not retried
+    assert slow.text == "" and "timed out" in slow.error.lower() and server.seen["slow"] == 3
+    assert junk.text == "" and "malformed response" in junk.error and server.seen["junk"] == 1
+
+
+def test_concurrency_is_bounded_and_order_kept(server):
+    client = _client(server, concurrency=2, timeout_s=5)
+    convs = [_conv(f"wait{i}") for i in range(6)]
+    out = client.generate(convs, GenerationParams())
+    assert [c.text for c in out] == [f"echo:wait{i}" for i in range(6)]
+    assert server.max_in_flight == 2
+
+
+def test_from_config_reads_the_environment(server, monkeypatch):
+    config = ModelConfig(backend="openai", name="m", base_url_env="MY_URL", api_key_env="MY_KEY")
+    with pytest.raises(ValueError, match="MY_URL"):
+        OpenAIChatModel.from_config(config)
+    monkeypatch.setenv("MY_URL", server.url)
+    monkeypatch.setenv("MY_KEY", "k2")
+    [c] = OpenAIChatModel.from_config(config).generate([_conv("x")], GenerationParams())
+    assert c.text == "echo:x" and server.headers[-1]["Authorization"] == "Bearer k2"
+
+
+def test_unreachable_server_is_an_error(server):
+    client = OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", timeout_s=0.5, max_retries=1, backoff_s=0.01)
+    [c] = client.generate([_conv("x")], GenerationParams())
+    assert c.text == "" and c.error

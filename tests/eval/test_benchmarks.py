@@ -1,0 +1,54 @@
+"""Behavior selection: categories, id ranges, rows, seeded sampling, limit; the shared AdvBench file."""
+
+from __future__ import annotations
+
+import pytest
+
+from safealign.eval.benchmarks import load_benchmark, parse_rows, select_behaviors
+from safealign.eval.config import BehaviorsConfig
+from safealign.types import Behavior
+
+BS = [Behavior(f"x_{i}", f"b{i}", category="a" if i % 2 else "b") for i in range(1, 11)]
+
+
+def ids(behaviors):
+    return [b.id for b in behaviors]
+
+
+def test_filters_compose_in_order():
+    assert ids(select_behaviors(BS, categories=["a"])) == ["x_1", "x_3", "x_5", "x_7", "x_9"]
+    assert ids(select_behaviors(BS, ids=["x_3..x_5", "x_9"])) == ["x_3", "x_4", "x_5", "x_9"]
+    assert ids(select_behaviors(BS, rows="0:2,8:")) == ["x_1", "x_2", "x_9", "x_10"]
+    assert ids(select_behaviors(BS, categories=["a"], limit=2)) == ["x_1", "x_3"]
+    assert parse_rows("3", 10) == {3}
+
+
+def test_sampling_is_seeded_and_keeps_file_order():
+    first = ids(select_behaviors(BS, sample=4, seed=7))
+    assert first == ids(select_behaviors(BS, sample=4, seed=7)) and len(first) == 4
+    assert first == sorted(first, key=lambda i: int(i.split("_")[1]))
+    assert any(ids(select_behaviors(BS, sample=4, seed=s)) != first for s in range(3))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"categories": ["c"]}, r"unknown behavior categories \['c'\]; present: 'a', 'b'"),
+        ({"ids": ["x_99"]}, "unknown behavior id 'x_99'"),
+        ({"ids": ["x_1..y_3"]}, "same prefix"),
+        ({"rows": "a:b"}, "behaviors.rows: cannot parse 'a:b'"),
+    ],
+)
+def test_bad_filters_say_what_is_valid(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        select_behaviors(BS, **kwargs)
+
+
+def test_advbench_from_shared_data(shared_data):
+    config = BehaviorsConfig(path=str(shared_data / "advbench_behaviors.csv"),
+                             targets=str(shared_data / "advbench_targets.json"), limit=50)  # fmt: skip
+    behaviors = load_benchmark(config)
+    assert len(behaviors) == 50 and behaviors[0].id == "advbench_1" and behaviors[-1].id == "advbench_50"
+    assert all(b.target.startswith("Sure, here") for b in behaviors)
+    with pytest.raises(ValueError, match="behaviors.path is not set"):
+        load_benchmark(BehaviorsConfig())

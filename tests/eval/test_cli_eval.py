@@ -1,0 +1,18 @@
+"""``safealign eval``: listing plug-ins and user errors without a traceback."""
+
+from __future__ import annotations
+
+from safealign.cli import main
+
+
+def test_list(capsys):
+    assert main(["eval", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert "attacks:  direct, gcg, pair, prefill, template" in out and "judges:   classifier, llm, refusal" in out
+
+
+def test_unknown_attack_and_bad_override_exit_2(capsys, tmp_path):
+    assert main(["eval", "attacks=[direct,bogus]", f"output_dir={tmp_path}"]) == 2
+    assert "unknown attack 'bogus'; valid names" in capsys.readouterr().err
+    assert main(["eval", "generation.max_new_tokns=5"]) == 2
+    assert "max_new_tokns" in capsys.readouterr().err
