@@ -129,8 +129,9 @@ def _training(data: RunData, with_plots: bool) -> Section | None:
         info.append(f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "—")
         values = [f"{last[k]:.3f}" if isinstance(last.get(k), (int, float)) else "—" for k in keys]
         rows.append((run.name, *info, *values))
-    cols = ("variant", "steps", "pairs", "reference", "transform", "wall", *(f"final {k}" for k in keys))
-    blocks: list[Block] = [Table(cols, tuple(rows), "Final logged values (last logging step).")]
+    names = ("loss", "margin", "reward acc.", "logp chosen", "logp rejected", "ranking acc.")
+    cols = ("variant", "steps", "pairs", "reference", "transform", "wall", *names)
+    blocks: list[Block] = [Table(cols, tuple(rows), "Metrics at the last logging step (margin = rewards/margins; log-probs summed over response tokens).")]
     png = plots.training_curves(data.trainings) if with_plots else None
     if png:
         blocks.insert(0, Plot(png, "Training curves: loss, reward margin, chosen/rejected log-probs, accuracies per variant"))

@@ -34,7 +34,7 @@ p.warn { color:var(--warn); background:var(--warnbg); padding:6px 10px; border-r
 table { border-collapse:collapse; font-size:13px; font-variant-numeric:tabular-nums; }
 caption { caption-side:bottom; text-align:left; color:var(--muted); font-size:12px; padding-top:4px; }
 th, td { border:1px solid var(--line); padding:5px 10px; text-align:left; vertical-align:top; }
-th { background:var(--soft); font-weight:600; }
+th { background:var(--soft); font-weight:600; white-space:normal; min-width:60px; }
 td { white-space:nowrap; }
 td:first-child { font-weight:600; }
 img.plot { max-width:100%; height:auto; display:block; margin:10px 0; border:1px solid var(--line); border-radius:6px; }

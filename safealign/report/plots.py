@@ -67,7 +67,7 @@ def grouped_bars(groups: Sequence[str], series: dict[str, dict[str, Metric]], *,
     """Bars per group, one series per stage, with 95% CI error bars where the metric carries one."""
     if not groups or not series:
         return None
-    fig = Figure(figsize=(max(6.0, 1.1 * len(groups) * max(1, len(series)) / 2 + 3), 3.6))
+    fig = Figure(figsize=(8.0 if len(groups) * len(series) <= 12 else 10.0, 3.4), layout="constrained")
     ax = fig.subplots()
     width = 0.8 / len(series)
     scale = 100.0 if percent else 1.0
@@ -83,13 +83,15 @@ def grouped_bars(groups: Sequence[str], series: dict[str, dict[str, Metric]], *,
             hi.append(max(0.0, (m.ci95[1] - m.value) * scale) if m.ci95 else 0.0)
         ax.bar(xs, ys, width * 0.92, yerr=[lo, hi], capsize=3, color=PALETTE[i % len(PALETTE)],
                label=_label(name), error_kw={"elinewidth": 1, "ecolor": "#333"})  # fmt: skip
-    ax.set_xticks(range(len(groups)), [_label(g) for g in groups], fontsize=8, rotation=20 if len(groups) > 5 else 0)
+    ax.set_xticks(range(len(groups)), [_label(g) for g in groups], fontsize=9, rotation=25 if len(groups) > 8 else 0)
     ax.set_ylabel(_label(ylabel), fontsize=9)
+    ax.tick_params(axis="y", labelsize=8)
     if ylim:
         ax.set_ylim(*ylim)
+    ax.set_xlim(-0.6, len(groups) - 0.4)
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, ncols=min(4, len(series)))
-    fig.tight_layout()
+    ax.set_axisbelow(True)
+    fig.legend(loc="outside upper center", ncols=min(6, len(series)), fontsize=9, frameon=False)
     return _png(fig)
 
 

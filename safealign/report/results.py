@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from itertools import zip_longest
 from typing import Any
 
 from safealign.report.load import RunData, Stage
@@ -166,8 +167,13 @@ def _verdicts(record: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def _harmful_later(records: list[dict[str, Any]]) -> bool:
+    return any((v or {}).get("harmful") is True for r in records[1:] for v in (r.get("verdicts") or {}).values())
+
+
 def examples(stages: list[Stage], per_attack: int = 3) -> list[Example]:
-    """A few behaviors per attack answered by every stage; those where the verdicts differ come first."""
+    """A few behaviors per attack answered by every stage, mixing ones whose verdict changed with ones
+    a trained model still fails (so the examples do not only show successes)."""
     first: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
     for stage in stages:
         chosen: dict[tuple[str, str], dict[str, Any]] = {}
@@ -177,10 +183,14 @@ def examples(stages: list[Stage], per_attack: int = 3) -> list[Example]:
     keys = sorted(set().union(*(c.keys() for c in first.values()))) if first else []
     out = []
     for attack in sorted({a for a, _ in keys}):
-        candidates = [k for k in keys if k[0] == attack]
-        candidates.sort(key=lambda k: (-sum(k in c for c in first.values()),
-                                       -len({_verdicts(c[k]) for c in first.values() if k in c}), k[1]))  # fmt: skip
-        for key in candidates[:per_attack]:
+        most = max(sum(k in c for c in first.values()) for k in keys if k[0] == attack)
+        pools: tuple[list, list, list] = ([], [], [])  # verdict changed / still harmful after / other
+        for key in (k for k in keys if k[0] == attack and sum(k in c for c in first.values()) == most):
+            records = [first[s][key] for s in first if key in first[s]]
+            changed = len({_verdicts(r) for r in records}) > 1
+            pools[0 if changed else 1 if _harmful_later(records) else 2].append(key)
+        picked = [k for group in zip_longest(*pools) for k in group if k is not None][:per_attack]
+        for key in picked:
             records = [(s, first[s][key]) for s in first if key in first[s]]
             answers = tuple((s, _text(r), _verdicts(r)) for s, r in records)
             out.append(Example(attack, key[1], _prompt(records[0][1]), answers))

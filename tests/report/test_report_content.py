@@ -80,7 +80,7 @@ def test_training_run_only(tmp_path):
     doc = build_document(data)
     assert [s.title for s in doc.sections] == ["Training", "Missing or unreadable pieces"]
     md = render_markdown(build_document(data, with_plots=False))
-    assert "| train-run | — | — | — | — | — | 0.640 | 0.500 |" in md
+    assert "| train-run | — | — | — | — | — | 0.640 | 0.500 | — |" in md
 
 
 def test_eval_dir_without_summary_recomputes_from_records(tmp_path):
@@ -131,3 +131,22 @@ def test_cli_report_missing_dir(tmp_path):
 @pytest.mark.parametrize("name", ["report.html", "report.md"])
 def test_default_outputs_land_in_run_dir(demo_run, demo_report, name):
     assert (demo_run / name) in demo_report and (demo_run / name).stat().st_size > 0
+
+
+def test_examples_mix_changed_and_still_failing_behaviors():
+    from pathlib import Path
+
+    from safealign.report.load import Stage
+    from safealign.report.results import examples
+
+    def rec(bid, harmful, text):
+        return {"behavior_id": bid, "attack": "direct", "attempt_id": "0", "messages": [{"role": "user", "content": bid}],
+                "completion": {"text": text, "error": None}, "verdicts": {"refusal": {"harmful": harmful}}}  # fmt: skip
+
+    before = [rec(b, True, "sure") for b in ("a", "b", "c", "d")]
+    after = [rec("a", True, "sure"), rec("b", False, "no"), rec("c", False, "no"), rec("d", False, "no")]
+    stages = [Stage(n, Path(n), None, r, None, None) for n, r in (("before", before), ("after", after))]
+    picked = examples(stages, per_attack=2)
+    # first a behavior whose verdict changed (b), then one the trained model still fails (a)
+    assert [e.behavior_id for e in picked] == ["b", "a"]
+    assert picked[1].answers == (("before", "sure", "refusal: harmful"), ("after", "sure", "refusal: harmful"))

@@ -5,7 +5,7 @@ from html.parser import HTMLParser
 
 from safealign.report import build_report
 
-from conftest import XSS, make_demo_run
+from fixture_run import XSS, make_demo_run
 
 ALLOWED_TAGS = {"html", "head", "meta", "title", "style", "body", "header", "h1", "h2", "h3", "h4", "p", "nav", "a",
                 "main", "section", "div", "table", "caption", "thead", "tbody", "tr", "th", "td", "img", "details",
