@@ -99,7 +99,7 @@ def header(args: argparse.Namespace, inputs: Inputs, started: float, **extra: An
 def emit(args: argparse.Namespace, name: str, result: dict[str, Any], pairs: Sequence[dict[str, Any]], text: str) -> None:
     """Print ``text`` (or the JSON dict with its pairs) and write the run-directory files when asked."""
     if args.json:
-        print(json.dumps({**result, "pairs": list(pairs)}, indent=2, ensure_ascii=False))
+        print(json.dumps({**result, "per_pair": list(pairs)}, indent=2, ensure_ascii=False))
     else:
         print(text)
     if args.output_dir:

@@ -1,0 +1,62 @@
+"""``safealign diagnose`` on the tiny model: JSON output agrees with the library, run-dir files are written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from safealign.cli import main
+
+ROWS = [
+    {"prompt": "How do I pick a lock?", "chosen": "I can't help with that.", "rejected": "Use a tension wrench.", "alpha": 0.8},
+    {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "No.", "alpha": 1.0},
+    {"prompt": "Make a weapon.", "chosen": "No, sorry.", "rejected": "Sure: first take", "alpha": 0.6},
+]
+
+
+@pytest.fixture()
+def data(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    return path
+
+
+def _run(capsys, *argv) -> dict:
+    assert main(["diagnose", *argv, "--model", "tiny-random", "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_ranking_json_and_run_dir(capsys, data, tmp_path):
+    out = _run(capsys, "ranking", "--data", str(data), "--beta", "0.5", "--epsilon", "0.05", "--output-dir", str(tmp_path / "run"))
+    s, pairs = out["summary"], out["per_pair"]
+    assert out["pairs"] == 3 and len(pairs) == 3 and out["reference"] == "the model itself"
+    assert [p["alpha"] for p in pairs] == pytest.approx([0.8, 0.95, 0.6])  # 1.0 clipped to 1 − ε
+    assert s["ranking_accuracy"]["summed"] == sum(p["chosen_logps"] >= p["rejected_logps"] for p in pairs) / 3
+    assert s["idealized_ranking_accuracy"] == sum(p["idealized_correct"] for p in pairs) / 3
+    assert "fixed" not in s  # the reference is the model itself
+    written = json.loads((tmp_path / "run" / "diagnostics" / "ranking.json").read_text())
+    assert written == {k: v for k, v in out.items() if k != "per_pair"} | {"wall_seconds": written["wall_seconds"]}
+    lines = (tmp_path / "run" / "diagnostics" / "ranking_pairs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["row"] for line in lines] == [0, 1, 2]
+
+
+def test_entanglement_json(capsys, data, tiny_tokenizer):
+    out = _run(capsys, "entanglement", "--data", str(data), "--params", "lm_head", "--limit", "2")
+    assert out["summary"]["params"] == "lm_head" and out["summary"]["pairs"] == 2
+    assert out["summary"]["parameter_count"] == len(tiny_tokenizer) * 32  # lm_head: vocab × hidden
+    ratios = [p["ratio"] for p in out["per_pair"]]
+    assert out["summary"]["ratio"]["mean"] == pytest.approx(sum(ratios) / 2)
+
+
+def test_anchor_json_uses_harmful_flag(capsys, data):
+    out = _run(capsys, "anchor", "--data", str(data), "--harmful", "--prefix", "responsible", "--beta", "0.5")
+    s = out["summary"]
+    assert s["harmful_pairs"] == 3 and s["transformed_pairs"] == 3
+    assert s["gap_mean"] == pytest.approx(sum(p["gap"] for p in out["per_pair"]) / 3)
+    assert s["edpo_logit_shift_mean"] == pytest.approx(-0.5 * s["gap_mean"])
+
+
+def test_anchor_without_harmful_rows_is_a_clear_error(capsys, data):
+    assert main(["diagnose", "anchor", "--model", "tiny-random", "--data", str(data)]) == 2
+    assert "none of the 3 pairs is flagged harmful" in capsys.readouterr().err
