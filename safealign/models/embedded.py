@@ -116,7 +116,12 @@ def _publish(staging: Path, target: Path, *, force: bool) -> None:
     """Move a complete staging folder into place; a concurrent fetch that finished first wins."""
     _make_readable(staging)
     if force and target.exists():
-        shutil.rmtree(target)
+        # Swap, so readers never see the name missing for longer than two renames.
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        os.rename(target, old)
+        os.rename(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
+        return
     try:
         os.rename(staging, target)
     except OSError:
