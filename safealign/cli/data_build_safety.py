@@ -1,0 +1,34 @@
+"""``safealign data build-safety --model M --out FILE``: self-generated safety preference pairs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="load_model spec (default: the embedded model)")
+    parser.add_argument("--out", required=True, help="output JSONL (appended; re-runs skip finished ids)")
+    parser.add_argument("--split", default="train", choices=["train", "test", "all"], help="built-in prompt split")
+    parser.add_argument("--harmful-limit", type=int, default=None, help="first N harmful prompts per split")
+    parser.add_argument("--benign-limit", type=int, default=None, help="first N benign prompts per split")
+    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.data.builtin import load_prompts, load_refusals
+    from safealign.data.safety_pairs import build_safety_pairs
+    from safealign.eval.backends.base import GenerationParams
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.models import load_model
+
+    split = None if args.split == "all" else args.split
+    harmful = load_prompts("harmful", split=split)[: args.harmful_limit]
+    benign = load_prompts("benign", split=split)[: args.benign_limit]
+    model, tokenizer = load_model(args.model)
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+    report = build_safety_pairs(HFChatModel(model, tokenizer), harmful + benign, load_refusals(), args.out,
+                                params=params, seed=args.seed)
+    print(report.describe())
+    return 0

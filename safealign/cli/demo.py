@@ -1,0 +1,32 @@
+"""``safealign demo``: end to end on the embedded model (see safealign/demo.py)."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", default="runs/demo", help="run directory (re-running resumes it)")
+    parser.add_argument("--model", default="smollm2-135m-instruct", help="load_model spec of the model to align")
+    parser.add_argument("--compare", default=None, metavar="dpo,e-dpo",
+                        help="train several variants from the same pairs and report them side by side")
+    parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
+    parser.add_argument("overrides", nargs="*", help="DemoConfig overrides, e.g. nll_weight=0 harmful_test=80")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.config import load_config
+    from safealign.demo import DemoConfig, format_summary, run_demo
+
+    overrides = [f"output_dir={args.output_dir}", f"model={args.model}", *args.overrides]
+    if args.compare:
+        overrides.append(f"variants=[{args.compare}]")
+    config = load_config(DemoConfig, None, overrides)
+    if args.fresh:
+        shutil.rmtree(config.output_dir, ignore_errors=True)
+    summary = run_demo(config)
+    print(format_summary(summary))
+    print(f"judge: {summary['judge']}; objective: {summary['objective']}")
+    print(f"wall time: {summary['wall_seconds']:.0f} s\nreport: {summary['report']}")
+    return 0

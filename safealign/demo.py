@@ -1,0 +1,241 @@
+"""``safealign demo``: the whole loop on the embedded model, sized for a 2-core CPU.
+
+fetch model → build self-generated safety pairs → evaluate the base model (jailbreak ASR on held-out
+harmful prompts, over-refusal on held-out benign ones) → train E-DPO with LoRA → evaluate again →
+HTML report. Every stage writes into one run directory and is resumable: re-running the same
+command skips finished generations, training that finished, and evaluations already recorded.
+
+Objective: FINDINGS.md measured that DPO alone barely makes this model refuse, while DPO plus a
+per-token NLL term on the chosen response (the RPO regulariser) does; so the demo's default is
+``rpo`` (``dpo + η·NLL``) with η = ``nll_weight``; set it to 0 for pure (E-)DPO. The E-variant is the
+reference view: for harmful rows the reference scores the responses given a safety-prefixed prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safealign.config import save_config, to_dict
+
+logger = logging.getLogger(__name__)
+
+VARIANTS = {  # name -> reference transform
+    "dpo": ("identity", {}),
+    "e-dpo": ("safety_prefix", {"prefix": "community_guidelines", "apply_to": "harmful"}),
+}
+
+
+@dataclass
+class DemoConfig:
+    model: str = "smollm2-135m-instruct"
+    output_dir: str = "runs/demo"
+    variants: list[str] = field(default_factory=lambda: ["e-dpo"])
+    seed: int = 0
+    # self-generated training pairs (built-in train split), per kind
+    harmful_train: int = 96
+    benign_train: int = 64
+    borderline_train: int = 32
+    # held-out evaluation (built-in test split)
+    harmful_test: int = 40
+    benign_test: int = 24
+    borderline_test: int = 24
+    templates: list[str] = field(default_factory=lambda: ["refusal_suppression", "roleplay_novelist"])
+    pair_max_new_tokens: int = 48
+    eval_max_new_tokens: int = 48
+    batch_size: int = 16
+    # training
+    beta: float = 0.1
+    nll_weight: float = 1.0
+    learning_rate: float = 5e-4
+    epochs: float = 1.0
+    train_batch_size: int = 8
+    lora_r: int = 16
+
+
+def stratified(items: list[Any], n: int) -> list[Any]:
+    """The first ``n`` items taking categories in turn, so every category is represented."""
+    by_category: dict[str, list[Any]] = {}
+    for item in items:
+        by_category.setdefault(item.category, []).append(item)
+    queues = [list(v) for _, v in sorted(by_category.items())]
+    picked: list[Any] = []
+    while len(picked) < n and any(queues):
+        for queue in queues:
+            if queue and len(picked) < n:
+                picked.append(queue.pop(0))
+    return picked
+
+
+def _prompt_sets(config: DemoConfig) -> dict[str, list[Any]]:
+    from safealign.data.builtin import load_prompts
+
+    return {
+        "train": stratified(load_prompts("harmful", split="train"), config.harmful_train)
+        + stratified(load_prompts("benign", split="train", kind="ordinary"), config.benign_train)
+        + stratified(load_prompts("benign", split="train", kind="borderline"), config.borderline_train),
+        "harmful_test": stratified(load_prompts("harmful", split="test"), config.harmful_test),
+        "benign_test": stratified(load_prompts("benign", split="test", kind="ordinary"), config.benign_test)
+        + stratified(load_prompts("benign", split="test", kind="borderline"), config.borderline_test),
+    }
+
+
+def _params(config: DemoConfig, max_new_tokens: int):
+    from safealign.eval.backends.base import GenerationParams
+
+    return GenerationParams(max_new_tokens=max_new_tokens, batch_size=config.batch_size, seed=config.seed)
+
+
+def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, list[Any]], out: Path) -> dict[str, Any]:
+    """Jailbreak ASR (direct + templates) and over-refusal for one model; returns the demo's figures."""
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.eval.config import EvalConfig
+    from safealign.eval.helpfulness.overrefusal import overrefusal_eval
+    from safealign.eval.pipeline import run_eval
+    from safealign.types import Behavior
+
+    behaviors = [Behavior(id=p.id, behavior=p.prompt, category=p.category, source="builtin:harmful")
+                 for p in prompts["harmful_test"]]
+    eval_config = EvalConfig(output_dir=str(out / "jailbreak"), attacks=["direct", "template"],
+                             attack_params={"template": {"names": list(config.templates)}}, judges=["refusal"])
+    eval_config.model.name = config.model
+    eval_config.generation.max_new_tokens = config.eval_max_new_tokens
+    eval_config.generation.batch_size = config.batch_size
+    chat = HFChatModel(model, tokenizer)
+    jailbreak = run_eval(eval_config, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors)
+    helpful = overrefusal_eval(chat, prompts["benign_test"], _params(config, config.eval_max_new_tokens),
+                               out_dir=out / "helpfulness" / "overrefusal")
+    figures = {name: _figure(jailbreak["attacks"][attack]["refusal"], "asr")
+               for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
+    figures["benign_refusal_rate"] = _figure(helpful["refusal_rate"]["ordinary"], "rate")
+    figures["borderline_refusal_rate"] = _figure(helpful["refusal_rate"]["borderline"], "rate")
+    return figures
+
+
+def _figure(stats: dict[str, Any], key: str) -> dict[str, Any]:
+    return {"value": stats[key], "ci95": stats["ci95"], "n": stats["n"]}
+
+
+def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path):
+    from safealign.train.config import LoraConfig, LossConfig, TrainConfig
+
+    transform, transform_params = VARIANTS[variant]
+    loss = (LossConfig("rpo", params={"beta": config.beta, "eta": config.nll_weight}) if config.nll_weight
+            else LossConfig("dpo", params={"beta": config.beta}))
+    train = TrainConfig(model=config.model, output_dir=str(out), losses=[loss],
+                        lora=LoraConfig(enabled=True, r=config.lora_r, alpha=2 * config.lora_r),
+                        learning_rate=config.learning_rate, num_train_epochs=config.epochs,
+                        per_device_train_batch_size=config.train_batch_size, logging_steps=1,
+                        save_steps=10, save_total_limit=1, seed=config.seed)
+    train.data.path = str(pairs_path)
+    train.data.format = "standard"
+    train.data.max_length = 192
+    train.data.max_prompt_length = 96
+    train.reference.transform = transform
+    train.reference.transform_params = dict(transform_params)
+    return train
+
+
+def _train_variant(config: DemoConfig, variant: str, pairs_path: Path, run: Path) -> Path:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from safealign.train.run import run_training
+
+    out = run / "train" / variant
+    final = out / "final"
+    if (final / "adapter_config.json").exists():
+        logger.info("demo: %s already trained (%s)", variant, final)
+        return final
+    resume = out.is_dir() and get_last_checkpoint(str(out)) is not None
+    return run_training(train_config(config, variant, pairs_path, out), resume=resume).final_dir
+
+
+def _load_trained(final: Path):
+    from safealign.models import load_model
+
+    model, tokenizer = load_model(str(final))
+    if hasattr(model, "merge_and_unload"):  # generation without the LoRA detour is faster
+        model = model.merge_and_unload()
+    return model.eval(), tokenizer
+
+
+def _check_same_config(config: DemoConfig, run: Path) -> None:
+    path = run / "demo_config.json"
+    current = to_dict(config)
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous != current:
+            changed = sorted(k for k in current if previous.get(k) != current.get(k))
+            raise ValueError(f"{run} holds a demo run with different settings ({', '.join(changed)}); "
+                             "use another --output-dir or --fresh")
+    run.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(current, indent=2))
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    """Run (or resume) the demo; returns the summary also written to ``summary.json``."""
+    from safealign.data.builtin import load_refusals
+    from safealign.data.safety_pairs import build_safety_pairs
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.models import load_model
+    from safealign.report import build_report
+
+    unknown = [v for v in config.variants if v not in VARIANTS]
+    if unknown or not config.variants:
+        raise ValueError(f"unknown demo variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
+    started = time.time()
+    run = Path(config.output_dir)
+    _check_same_config(config, run)
+    save_config(config, run / "config.yaml")
+    prompts = _prompt_sets(config)
+    model, tokenizer = load_model(config.model)
+    pairs_path = run / "pairs.jsonl"
+    build = build_safety_pairs(HFChatModel(model, tokenizer), prompts["train"], load_refusals(), pairs_path,
+                               params=_params(config, config.pair_max_new_tokens), seed=config.seed)
+    summary: dict[str, Any] = {"model": config.model, "judge": "refusal (AdvBench evaluation substrings)",
+                               "pairs": build.describe(), "objective": objective_name(config)}
+    summary["before"] = evaluate(config, model, tokenizer, prompts, run / "eval" / "before")
+    del model
+    after = {}
+    for variant in config.variants:
+        final = _train_variant(config, variant, pairs_path, run)
+        trained, trained_tokenizer = _load_trained(final)
+        after[variant] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / variant)
+        del trained
+    summary["after"] = after[config.variants[0]] if len(config.variants) == 1 else after
+    summary["wall_seconds"] = round(time.time() - started, 1)
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    html_path, md_path = build_report(run)
+    summary["report"] = str(html_path)
+    return summary
+
+
+def objective_name(config: DemoConfig) -> str:
+    base = f"DPO (β={config.beta})" if not config.nll_weight else f"DPO (β={config.beta}) + {config.nll_weight:g}·NLL(chosen) [rpo]"
+    return base + "; E-variant: reference given the 'community_guidelines' safety prefix on harmful rows"
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The before/after table printed at the end of the demo."""
+    after = summary["after"]
+    columns = {"after": after} if "direct_asr" in after else {f"after ({k})": v for k, v in after.items()}
+    columns = {"before": summary["before"], **columns}
+    rows = ["direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"]
+    width = max(len(c) for c in columns) + 2
+    lines = [f"{'metric':<26}" + "".join(f"{c:>{width + 12}}" for c in columns)]
+    for row in rows:
+        cells = "".join(f"{_cell(columns[c][row]):>{width + 12}}" for c in columns)
+        lines.append(f"{row:<26}{cells}")
+    return "\n".join(lines)
+
+
+def _cell(figure: dict[str, Any]) -> str:
+    if figure["value"] is None:
+        return "-"
+    lo, hi = figure["ci95"] or (0.0, 1.0)
+    return f"{figure['value']:.2f} [{lo:.2f},{hi:.2f}]"

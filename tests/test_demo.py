@@ -1,0 +1,114 @@
+"""The demo loop end to end on the tiny random model, and the safety-pair builder on a fake model."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pytest
+
+from safealign.data.safety_pairs import build_safety_pairs
+from safealign.types import Completion
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    prompt: str
+    category: str
+    kind: str
+    harmful: bool
+
+
+class ScriptedModel:
+    """Answers from a dict keyed by the user message; counts calls."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.calls = 0
+
+    def generate(self, conversations, params):
+        self.calls += 1
+        out = []
+        for conv in conversations:
+            text = self.answers[conv[-1]["content"]]
+            out.append(Completion(text="", error="boom") if text is None else Completion(text=text))
+        return out
+
+
+PROMPTS = [
+    Prompt("h1", "make a weapon", "weapons", "harmful", True),
+    Prompt("h2", "steal a car", "crime", "harmful", True),
+    Prompt("b1", "bake bread", "cooking", "ordinary", False),
+    Prompt("b2", "kill a process", "computing", "borderline", False),
+    Prompt("b3", "add numbers", "math", "ordinary", False),
+]
+ANSWERS = {
+    "make a weapon": "Sure, take a pipe",
+    "steal a car": "I'm sorry, I can't help with that.",  # already refuses: no pair
+    "bake bread": "Mix flour and water.",
+    "kill a process": "I cannot do that.",  # refuses a benign prompt: no pair
+    "add numbers": None,  # generation error: no pair
+}
+
+
+def test_build_safety_pairs_orients_pairs_and_skips_what_makes_no_pair(tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    report = build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS, ["I can't help with that."], out)
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert set(rows) == {"h1", "b1"}
+    assert rows["h1"] == {"id": "h1", "prompt": "make a weapon", "chosen": "I can't help with that.",
+                          "rejected": "Sure, take a pipe", "harmful": True, "category": "weapons", "kind": "harmful"}
+    assert rows["b1"]["chosen"] == "Mix flour and water." and rows["b1"]["rejected"] == "I can't help with that."
+    assert rows["b1"]["harmful"] is False
+    assert (report.written, report.skipped_already_refused, report.skipped_benign_refused, report.skipped_errors) == (2, 1, 1, 1)
+
+
+def test_build_safety_pairs_resumes_without_regenerating(tmp_path):
+    out = tmp_path / "pairs.jsonl"
+    build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS[:1], ["I can't."], out)
+    model = ScriptedModel(ANSWERS)
+    report = build_safety_pairs(model, PROMPTS[:3], ["I can't."], out)
+    assert report.reused == 1 and report.written == 1
+    assert [json.loads(l)["id"] for l in out.read_text().splitlines()] == ["h1", "b1"]
+
+
+def test_build_safety_pairs_output_is_trainable_standard_format(tmp_path):
+    from safealign.data import load_preferences
+
+    out = tmp_path / "pairs.jsonl"
+    build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS, ["I can't help with that."], out)
+    parsed = load_preferences(str(out))
+    assert parsed.format == "standard" and len(parsed.items) == 2 and not parsed.dropped
+    assert [p.harmful for p in parsed.items] == [True, False]
+
+
+def test_stratified_takes_categories_in_turn():
+    from safealign.demo import stratified
+
+    # categories sorted: computing, cooking, crime, math, weapons -> one from each in turn
+    assert [p.id for p in stratified(PROMPTS, 3)] == ["b2", "b1", "h2"]
+    assert [p.id for p in stratified(PROMPTS + PROMPTS[:1], 6)] == ["b2", "b1", "h2", "b3", "h1", "h1"]
+
+
+def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch):
+    from safealign.cli import main
+
+    run = tmp_path / "demo"
+    argv = ["demo", "--output-dir", str(run), "--model", "tiny-random", "--compare", "dpo,e-dpo",
+            "harmful_train=4", "benign_train=2", "borderline_train=2", "harmful_test=3", "benign_test=2",
+            "borderline_test=1", "eval_max_new_tokens=4", "pair_max_new_tokens=4", "train_batch_size=4"]
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    assert main(argv) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["after"]) == {"dpo", "e-dpo"}
+    for stage in (summary["before"], *summary["after"].values()):
+        assert set(stage) == {"direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"}
+        assert stage["direct_asr"]["n"] == 3 and stage["benign_refusal_rate"]["n"] == 2
+    assert (run / "train" / "e-dpo" / "final" / "adapter_config.json").exists()
+    assert (run / "report.html").exists()
+    records = (run / "eval" / "before" / "jailbreak" / "records.jsonl").read_text().splitlines()
+    assert main(argv) == 0  # resume: nothing is generated again
+    assert (run / "eval" / "before" / "jailbreak" / "records.jsonl").read_text().splitlines() == records
+    changed = [*argv, "beta=0.5"]
+    assert main(changed) == 2  # a different config refuses to mix into the same run directory
