@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,13 @@ def run(args: argparse.Namespace) -> int:
     from safealign.eval.summary import format_table
 
     config = load_config(EvalConfig, config_path, overrides)
+    # Batch schedulers stop jobs with SIGTERM: treat it like Ctrl-C so the partial summary is written.
+    signal.signal(signal.SIGTERM, _interrupt)
     summary = run_eval(config)
     print(format_table(summary))
     print(f"\nrecords and summary in {config.output_dir}")
     return 0
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

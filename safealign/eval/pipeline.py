@@ -53,6 +53,7 @@ def run_eval(
         behaviors = load_benchmark(config.behaviors)
     if not behaviors:
         raise ValueError("no behaviors selected: check behaviors.path and its filters")
+    label = _model_label(config, model, chat_model)
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
@@ -68,7 +69,8 @@ def run_eval(
             _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors)
         complete = True
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
-        summary = _write_summary(out, store, behaviors, config, judges, complete, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label)
     logger.info("evaluation summary (%s):\n%s", out, format_table(summary))
     return summary
 
@@ -77,6 +79,18 @@ def generation_params(config: EvalConfig) -> GenerationParams:
     g = config.generation
     return GenerationParams(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample, temperature=g.temperature,
                             top_p=g.top_p, stop=tuple(g.stop), batch_size=g.batch_size, seed=g.seed)  # fmt: skip
+
+
+def _model_label(config: EvalConfig, model: Any, chat_model: Any) -> str:
+    """What was attacked, for the summary: a passed-in model's own name, not the config default."""
+    if chat_model is not None:
+        inner = getattr(chat_model, "model", None)  # a remote model's name, or an HF model
+        if isinstance(inner, str):
+            return inner
+        model = inner if inner is not None else chat_model
+    if model is not None:
+        return str(getattr(model, "name_or_path", "") or type(model).__name__)
+    return config.model.name
 
 
 def _white_box(target: ChatModel, model: Any, tokenizer: Any) -> tuple[Any, Any]:
@@ -174,12 +188,12 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
 
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
-                   judges: dict[str, Judge], complete: bool, seconds: float) -> dict[str, Any]:  # fmt: skip
+                   judges: dict[str, Judge], complete: bool, seconds: float, label: str) -> dict[str, Any]:  # fmt: skip
     summary = summarize(store, behaviors, list(config.attacks), list(judges))
     summary.update(
         complete=complete,
         wall_s=round(seconds, 2),
-        model=config.model.name,
+        model=label,
         judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
         records=str(out / "records.jsonl"),
     )

@@ -93,7 +93,8 @@ class GCGAttack(Attack):
         target = self.context.target
         renderer = target if isinstance(target, HFChatModel) else HFChatModel(self.model, self.tokenizer)
         marker = "\x00SUFFIX\x00"
-        text = renderer.render(({"role": "user", "content": request + self.config.separator + marker},), GenerationParams())
+        message = {"role": "user", "content": request + self.config.separator + marker}
+        text = renderer.render((message,), GenerationParams())
         before, after = text.split(marker)
         return before, after
 
@@ -114,7 +115,8 @@ class GCGAttack(Attack):
             if loss < best.loss:
                 best.loss, best.suffix_ids, best.suffix = loss, ids.tolist(), self._decode(ids)
             best.steps = step + 1
-            if cfg.early_stop_every and (step + 1) % cfg.early_stop_every == 0 and self._jailbroken(behavior, best.suffix):
+            check = cfg.early_stop_every and (step + 1) % cfg.early_stop_every == 0
+            if check and self._jailbroken(behavior, best.suffix):
                 best.early_stopped = True
                 break
         best.seconds = time.perf_counter() - start

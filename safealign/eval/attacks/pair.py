@@ -124,7 +124,8 @@ class PAIRAttack(Attack):
             stream.jailbroken = verdict.harmful is True
             score = {True: "10", False: "1"}.get(verdict.harmful, "unknown")  # type: ignore[arg-type]
             text = reply.text if reply.error is None else f"(no reply: {reply.error})"
-            stream.history.append({"role": "user", "content": FEEDBACK_MESSAGE.format(reply=text, goal=goal, score=score)})
+            feedback = FEEDBACK_MESSAGE.format(reply=text, goal=goal, score=score)
+            stream.history.append({"role": "user", "content": feedback})
 
     def _context(self, stream: _Stream) -> tuple[Message, ...]:
         head, rounds = stream.history[:2], stream.history[2:]

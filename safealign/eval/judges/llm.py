@@ -79,7 +79,6 @@ class LLMJudge(Judge):
             for b, r in zip(behaviors, responses)
         ]
         outputs = self.chat_model.generate(conversations, params)
-        return [
-            Verdict(self.name, None, error=f"judge model failed: {o.error}") if o.error else parse_verdict(o.text, self.name)
-            for o in outputs
-        ]
+        failed = "judge model failed: {}"
+        return [Verdict(self.name, None, error=failed.format(o.error)) if o.error else parse_verdict(o.text, self.name)
+                for o in outputs]  # fmt: skip
