@@ -6,13 +6,16 @@ rejected log-probs actually moved since the start, and appends one JSON record p
 ``<output_dir>/diagnostics.jsonl``:
 
     {"step": 10, "epoch": 0.5, "params": "lora", "parameter_count": 921600, "probe_pairs": 16,
+     "cosine": <mean cos(g_w, g_l)>, "ratio": <median ratio>,
+     "delta_chosen": <mean change of log π(y_w|x) since step 0>, "delta_rejected": <same for y_l>,
      "entanglement": {<summarize_entanglement figures>},
      "movement": {"chosen_change_mean", "rejected_change_mean", "share_chosen_fell",
                   "share_rejected_rose", "share_both_fell"},
      "pairs": [{"index", "ratio", "cosine", "dot", "chosen_norm", "rejected_norm", "chosen_logps",
                 "rejected_logps", "chosen_change", "rejected_change", ...}, ...]}
 
-The step-0 record holds the starting log-probs; a resumed run reads them back from it (and drops
+The flat ``cosine``/``ratio``/``delta_*`` keys are what the HTML report plots; the nested dicts hold
+everything. The step-0 record holds the starting log-probs; a resumed run reads them back from it (and drops
 records written after the checkpoint), so "movement" is always measured from the true start.
 Rank 0 measures; sharded-parameter engines (FSDP, ZeRO-3) are not supported.
 """
@@ -122,7 +125,9 @@ class EntanglementCallback(TrainerCallback):
         }
         summary = report.summary()
         head = {"step": state.global_step, "epoch": state.epoch, "params": summary.pop("params"),
-                "parameter_count": summary.pop("parameter_count"), "probe_pairs": n}
+                "parameter_count": summary.pop("parameter_count"), "probe_pairs": n,
+                "cosine": summary["cosine"]["mean"], "ratio": summary["ratio"]["median"],
+                "delta_chosen": movement["chosen_change_mean"], "delta_rejected": movement["rejected_change_mean"]}
         return {**head, "entanglement": summary, "movement": movement, "pairs": rows}
 
 

@@ -59,6 +59,11 @@ def test_callback_writes_measurements_and_movement(tiny_model, tiny_tokenizer, e
     assert final["movement"]["share_both_fell"] == sum(r["chosen_change"] < 0 and r["rejected_change"] < 0 for r in rows) / 2
     ratios = [r["ratio"] for r in rows]
     assert final["entanglement"]["ratio"]["median"] == pytest.approx(sum(ratios) / 2)  # median of two
+    # flat keys the HTML report plots
+    assert final["ratio"] == final["entanglement"]["ratio"]["median"]
+    assert final["cosine"] == pytest.approx(sum(r["cosine"] for r in rows) / 2)
+    assert (final["delta_chosen"], final["delta_rejected"]) == (
+        final["movement"]["chosen_change_mean"], final["movement"]["rejected_change_mean"])
     # a learning rate of 5e-2 on CPO must have moved the probes' log-probs
     assert any(r["chosen_change"] != 0.0 for r in rows)
 

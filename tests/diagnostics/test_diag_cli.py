@@ -23,7 +23,8 @@ def data(tmp_path):
 
 
 def _run(capsys, *argv) -> dict:
-    assert main(["diagnose", *argv, "--model", "tiny-random", "--json"]) == 0
+    model = [] if "--model" in argv else ["--model", "tiny-random"]
+    assert main(["diagnose", *argv, *model, "--json"]) == 0
     return json.loads(capsys.readouterr().out)
 
 
@@ -60,3 +61,30 @@ def test_anchor_json_uses_harmful_flag(capsys, data):
 def test_anchor_without_harmful_rows_is_a_clear_error(capsys, data):
     assert main(["diagnose", "anchor", "--model", "tiny-random", "--data", str(data)]) == 2
     assert "none of the 3 pairs is flagged harmful" in capsys.readouterr().err
+
+
+def test_ranking_on_an_adapter_dir_uses_the_base_as_reference(capsys, data, tmp_path):
+    import torch
+
+    from safealign.models import LoraSettings, load_model
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    base = tmp_path / "base"
+    tiny_model().save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    model, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # a trained-looking adapter: B away from its zero init
+            torch.nn.init.normal_(p, std=0.5)
+    model.save_pretrained(tmp_path / "final")
+    trained = _run(capsys, "ranking", "--data", str(data), "--model", str(tmp_path / "final"))
+    plain = _run(capsys, "ranking", "--data", str(data), "--model", str(base))
+    assert trained["reference"] == "base model (adapter disabled)"
+    for t, b in zip(trained["per_pair"], plain["per_pair"]):
+        assert (t["ref_chosen_logps"], t["ref_rejected_logps"]) == pytest.approx((b["chosen_logps"], b["rejected_logps"]), abs=1e-4)
+        assert t["chosen_logps"] != pytest.approx(b["chosen_logps"], abs=1e-2)
+    misranked = [p for p in trained["per_pair"] if p["ref_chosen_logps"] < p["ref_rejected_logps"]]
+    s = trained["summary"]
+    assert s["reference_misranked"] == len(misranked)
+    assert s["fixed"] == sum(p["chosen_logps"] >= p["rejected_logps"] for p in misranked)
