@@ -43,7 +43,9 @@ def select_parameters(model: nn.Module, spec: str = "auto") -> list[tuple[str, n
     """The named parameters ``spec`` selects (tied weights once).
 
     ``all``: every parameter, frozen ones included. ``trainable``: those with ``requires_grad`` (what
-    an optimiser updates). ``lora``: LoRA adapter weights. ``lm_head``: the output embedding.
+    an optimiser updates). ``lora``: LoRA adapter weights. ``lm_head``: the output embedding (with tied
+embeddings, as in SmolLM2, that is the shared matrix: its gradient includes the input side and costs a
+full backward pass; ``last:N`` is then the cheap choice).
     ``last:N``: every parameter of the last N transformer blocks (the model's largest ModuleList).
     ``auto``: ``lora`` when the model has LoRA weights, else ``all``.
     """
