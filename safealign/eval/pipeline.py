@@ -148,7 +148,8 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
     behaviors = [b for b, _, _ in batch]
     completions = target.generate([conversation(a) for _, a, _ in batch], params)
     # Judges see what a user would: the prefill followed by the model's continuation.
-    answers = [dataclasses.replace(c, text=a.prefill + c.text) if c.error is None else c
+    answers = [dataclasses.replace(c, text=a.prefill + c.text, meta={**c.meta, "prefill": a.prefill})
+               if c.error is None and a.prefill else c
                for (_, a, _), c in zip(batch, completions)]  # fmt: skip
     verdicts: dict[str, list] = {}
     judge_s: dict[str, float] = {}

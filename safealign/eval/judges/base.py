@@ -11,6 +11,9 @@ from safealign.types import Behavior, Completion, Verdict
 class Judge(ABC):
     name: ClassVar[str]
     config_class: ClassVar[type]
+    # Whether score() sees an assistant prefill (``Completion.meta["prefill"]``) before the model's own
+    # text. Content judges should; string matchers should not, or words in the prefill decide.
+    sees_prefill: ClassVar[bool] = True
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -20,11 +23,18 @@ class Judge(ABC):
         if len(behaviors) != len(completions):
             raise ValueError(f"{self.name}: {len(behaviors)} behaviors but {len(completions)} completions")
         todo = [i for i, c in enumerate(completions) if c.error is None]
-        scored = self.score([behaviors[i] for i in todo], [completions[i].text for i in todo]) if todo else []
+        texts = [self._visible(completions[i]) for i in todo]
+        scored = self.score([behaviors[i] for i in todo], texts) if todo else []
         verdicts = [Verdict(self.name, None, error=f"generation failed: {c.error}") for c in completions]
         for i, verdict in zip(todo, scored):
             verdicts[i] = verdict
         return verdicts
+
+    def _visible(self, completion: Completion) -> str:
+        prefill = completion.meta.get("prefill", "")
+        if self.sees_prefill or not prefill or not completion.text.startswith(prefill):
+            return completion.text
+        return completion.text[len(prefill) :]
 
     def describe(self) -> dict[str, Any]:
         """What a reader needs to reproduce this judge's numbers (written to summary.json)."""
