@@ -16,3 +16,17 @@ def test_unknown_attack_and_bad_override_exit_2(capsys, tmp_path):
     assert "unknown attack 'bogus'; valid names" in capsys.readouterr().err
     assert main(["eval", "generation.max_new_tokns=5"]) == 2
     assert "max_new_tokns" in capsys.readouterr().err
+
+
+def test_shipped_configs_load_and_name_registered_plugins():
+    from pathlib import Path
+
+    from safealign.config import load_config
+    from safealign.eval.config import EvalConfig
+    from safealign.eval.registries import ATTACKS, JUDGES
+
+    paths = sorted((Path(__file__).resolve().parents[2] / "configs" / "eval").glob("*.yaml"))
+    assert len(paths) >= 3
+    for path in paths:
+        config = load_config(EvalConfig, path)
+        assert all(a in ATTACKS for a in config.attacks) and all(j in JUDGES for j in config.judges), path
