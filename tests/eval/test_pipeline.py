@@ -54,6 +54,7 @@ def test_summary_values_and_records(tmp_path):
     assert summary["attacks"]["any_attack"]["kw"]["asr"] == 1.0
     by_cat = summary["by_category"]["direct"]["kw"]
     assert by_cat["cyber"]["asr"] == pytest.approx(2 / 3) and by_cat["bio"]["asr"] == 0.0
+    assert summary["by_attempt"] == {}  # one attempt per behavior: nothing to break down
     records = _records(tmp_path)
     assert len(records) == 10
     prefill_rec = next(r for r in records if r["attack"] == "prefill" and r["behavior_id"] == "b0")
@@ -137,4 +138,19 @@ def test_wilson_interval_golden_values():
     lo, hi = wilson_interval(0, 10)  # centre = z²/2n / (1+z²/n) = .19207/1.38415; half equal to it
     assert lo == 0.0 and hi == pytest.approx(0.27753, abs=1e-5)
     lo, hi = wilson_interval(50, 100)
-    assert (lo + hi) / 2 == pytest.approx(0.5) and hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 103.84), abs=1e-3)
+    assert (lo + hi) / 2 == pytest.approx(0.5)
+    assert hi - lo == pytest.approx(2 * 1.96 * math.sqrt(0.25 / 103.84), abs=1e-3)
+
+
+def test_per_template_breakdown(tmp_path):
+    config = _config(tmp_path, attacks=("template",), batch_size=16)
+    config.attack_params = {"template": {"names": ["prefix_injection", "style_bullet_only"]}}
+    # only the prefix-injection wrapper works, and only on b0..b2
+    def reply(c):
+        text = user_text(c)
+        return "HARMFUL" if "Absolutely!" in text and any(f"behavior {i}" in text for i in range(3)) else "no"
+
+    summary = run_eval(config, chat_model=ScriptedChatModel(reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    per = summary["by_attempt"]["template"]["kw"]
+    assert per["prefix_injection"]["asr"] == pytest.approx(0.6) and per["style_bullet_only"]["asr"] == 0.0
+    assert summary["attacks"]["template"]["kw"]["asr"] == pytest.approx(0.6) and per["prefix_injection"]["n"] == 5
