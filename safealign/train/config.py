@@ -13,6 +13,9 @@ class DataConfig:
     split: Optional[str] = None
     columns: dict[str, str] = field(default_factory=dict)
     harmful: Optional[bool] = None  # dataset-level switch: fills rows without a `harmful` flag
+    # split each preference pair into a desirable (chosen) and an undesirable (rejected) example, for
+    # unpaired losses (KTO, BCO) on paired data such as HH-RLHF (TRL's unpair_preference_dataset)
+    unpair: bool = False
     limit: Optional[int] = None
     max_length: int = 512
     max_prompt_length: int = 256

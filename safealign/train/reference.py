@@ -5,6 +5,8 @@ batch then carries ``ref_*`` tensors, and everything here scores those. A cache 
 a fingerprint of the reference weights and by the exact reference-view token ids (which already
 encode the dataset content, the prompt transform, the chat template and the truncation settings),
 so runs that share them — β sweeps, loss comparisons — reuse it, and a prefix ablation does not.
+A table has two columns per row: (chosen, rejected) for pairs; (completion, KL-partner completion)
+for unpaired rows (KTO/BCO), so the mismatched sequences of KTO's KL estimate are cached and keyed too.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from safealign.train.logps import pair_logps
+from safealign.data.collate import pad_sequences
+from safealign.data.tokenize import Ids
+from safealign.train.logps import SequenceLogps, pair_logps, sequence_logps
+from safealign.train.unpaired import UnpairedItem
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +53,25 @@ def model_fingerprint(model: nn.Module) -> str:
     return digest.hexdigest()
 
 
+def reference_view(item: Any) -> tuple[Ids, tuple[Ids, Ids]]:
+    """(prompt ids the reference sees, the two responses it scores): the columns of the cache table.
+
+    A pair: (chosen, rejected). An unpaired row: (its completion, its KL partner's completion).
+    """
+    if isinstance(item, UnpairedItem):
+        ex = item.example
+        prompt = ex.ref_prompt_ids if ex.ref_prompt_ids is not None else ex.prompt_ids
+        return prompt, (ex.completion_ids, item.kl_completion_ids)
+    prompt = item.ref_prompt_ids if item.ref_prompt_ids is not None else item.prompt_ids
+    return prompt, (item.chosen_ids, item.rejected_ids)
+
+
 def reference_view_hash(encoded: Sequence[Any]) -> str:
-    """Hash of the token ids the reference scores, row by row (prompt view + both responses)."""
+    """Hash of the token ids the reference scores, row by row (prompt view + both response columns)."""
     digest = hashlib.blake2b(digest_size=16)
     for item in encoded:
-        prompt = item.ref_prompt_ids if item.ref_prompt_ids is not None else item.prompt_ids
-        for ids in (prompt, item.chosen_ids, item.rejected_ids):
+        prompt, responses = reference_view(item)
+        for ids in (prompt, *responses):
             digest.update(len(ids).to_bytes(4, "little"))
             digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
     return digest.hexdigest()
@@ -102,6 +120,36 @@ def compute_reference_table(
     return table
 
 
+@torch.no_grad()
+def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_size: int = 8,
+                              chunk_size: int = 1024) -> Tensor:
+    """Reference log-probs ``(N, 2)`` of the two :func:`reference_view` columns of every row, in row order.
+
+    Works for pairs and unpaired rows alike; rows are batched by length and both columns of a batch go
+    through one forward (``2b`` sequences, right-padded, like the collators lay them out).
+    """
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    views = [reference_view(item) for item in items]
+    order = sorted(range(len(views)), key=lambda i: len(views[i][0]) + max(map(len, views[i][1])))
+    table = torch.empty(len(views), 2, dtype=torch.float32)
+    try:
+        with adapter_disabled(model):
+            for start in tqdm(range(0, len(order), batch_size), desc="reference log-probs", unit="batch"):
+                rows = order[start : start + batch_size]
+                prompts = [views[i][0] for i in rows] * 2
+                responses = [views[i][1][0] for i in rows] + [views[i][1][1] for i in rows]
+                # pad id 0: padded positions are masked out of attention and never scored
+                ids, attention, response = (t.to(device) for t in pad_sequences(prompts, responses, 0))
+                logps = sequence_logps(model, ids, attention, response, chunk_size=chunk_size).logps.float().cpu()
+                table[rows, 0] = logps[: len(rows)]
+                table[rows, 1] = logps[len(rows) :]
+    finally:
+        model.train(was_training)
+    return table
+
+
 def _reference_length(item: Any) -> int:
     prompt = item.ref_prompt_ids if item.ref_prompt_ids is not None else item.prompt_ids
     return len(prompt) + max(len(item.chosen_ids), len(item.rejected_ids))
@@ -118,13 +166,12 @@ class ReferenceCache:
 
     def describe(self) -> str:
         verb = "reused" if self.reused else "computed"
-        return f"precomputed reference log-probs ({verb}, {self.table.shape[0]} pairs, cache {self.path})"
+        return f"precomputed reference log-probs ({verb}, {self.table.shape[0]} rows, cache {self.path})"
 
 
 def load_or_compute_reference(
     model: nn.Module,
     encoded: Sequence[Any],
-    collate: Callable[[list[Any]], dict[str, Tensor]],
     cache_dir: str | Path,
     *,
     batch_size: int = 8,
@@ -142,10 +189,10 @@ def load_or_compute_reference(
             logger.info("reference log-probs: reusing cache %s", path)
             return ReferenceCache(table, path, key, reused=True)
         logger.warning("reference cache %s has shape %s, expected (%d, 2); recomputing", path, tuple(table.shape), len(encoded))
-    table = compute_reference_table(model, encoded, collate, batch_size=batch_size, chunk_size=chunk_size)
+    table = compute_reference_columns(model, encoded, batch_size=batch_size, chunk_size=chunk_size)
     if not torch.isfinite(table).all():
         bad = torch.nonzero(~torch.isfinite(table).all(dim=1)).flatten()[:5].tolist()
-        raise ValueError(f"reference log-probs are not finite for pairs at rows {bad}; check the data and model")
+        raise ValueError(f"reference log-probs are not finite for rows {bad}; check the data and model")
     _save_atomic(table, path, {"key": key, "rows": str(len(encoded)), "describe": json.dumps(describe or {})})
     logger.info("reference log-probs: computed and cached at %s", path)
     return ReferenceCache(table, path, key, reused=False)
@@ -174,25 +221,40 @@ class LiveReference:
         return "live reference forward (" + ("separate reference model" if self.model is not None else "policy with LoRA adapter disabled") + ")"
 
     @torch.no_grad()
-    def __call__(self, policy: nn.Module, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    def logps(self, policy: nn.Module, batch: Mapping[str, Tensor], prefix: str = "") -> Tensor:
+        """Summed reference log-probs ``(N,)`` of the ``prefix`` sequences, in their reference view."""
         if self.model is not None:
-            chosen, rejected, _, _ = pair_logps(self.model, batch, reference=True, chunk_size=self.chunk_size)
-        else:
-            with adapter_disabled(policy):
-                chosen, rejected, _, _ = pair_logps(policy, batch, reference=True, chunk_size=self.chunk_size)
-        return chosen.detach(), rejected.detach()
+            return view_logps(self.model, batch, prefix, reference=True, chunk_size=self.chunk_size).logps.detach()
+        with adapter_disabled(policy):
+            return view_logps(policy, batch, prefix, reference=True, chunk_size=self.chunk_size).logps.detach()
+
+
+def view_logps(model: nn.Module, batch: Mapping[str, Tensor], prefix: str = "", *, reference: bool = False,
+               chunk_size: int = 1024) -> SequenceLogps:
+    """Log-probs of the ``prefix`` sequences of a batch (``""`` the main ones, ``"kl_"`` KTO's mismatched
+    ones); ``reference=True`` scores their ``ref_`` view when the batch has one, without gradients."""
+    view = f"ref_{prefix}" if reference and f"ref_{prefix}input_ids" in batch else prefix
+    keys = [f"{view}{k}" for k in ("input_ids", "attention_mask", "response_mask")]
+    missing = [k for k in keys if k not in batch]
+    if missing:
+        raise ValueError(f"batch lacks {', '.join(missing)}; it has {', '.join(sorted(batch))}")
+    with torch.no_grad() if reference else contextlib.nullcontext():
+        return sequence_logps(model, *(batch[k] for k in keys), chunk_size=chunk_size)
 
 
 class CachedReferenceCollator:
-    """Wraps a collator: adds ``ref_chosen_logps`` / ``ref_rejected_logps`` (B,) from the table."""
+    """Wraps a collator: adds the table's two columns under ``columns`` as ``(B,)`` tensors (default
+    ``ref_chosen_logps`` / ``ref_rejected_logps``; unpaired: ``ref_logps`` / ``ref_kl_logps``)."""
 
-    def __init__(self, collate: Callable[[list[Any]], dict[str, Tensor]], table: Tensor) -> None:
+    def __init__(self, collate: Callable[[list[Any]], dict[str, Tensor]], table: Tensor,
+                 columns: tuple[str, str] = ("ref_chosen_logps", "ref_rejected_logps")) -> None:
         self.collate = collate
         self.table = table
+        self.columns = columns
 
     def __call__(self, items: list[Any]) -> dict[str, Tensor]:
         batch = self.collate(items)
         rows = batch["index"]
-        batch["ref_chosen_logps"] = self.table[rows, 0]
-        batch["ref_rejected_logps"] = self.table[rows, 1]
+        for k, name in enumerate(self.columns):
+            batch[name] = self.table[rows, k]
         return batch

@@ -64,27 +64,19 @@ def _load_policy(config: TrainConfig, model=None, tokenizer=None):
     return model, tokenizer
 
 
-def encode_training_data(config: TrainConfig, tokenizer):
-    """Load, parse and tokenize the preference data with the configured reference view."""
-    from safealign.data import PairEncoder, build_transform, load_preferences
-
-    parsed = load_preferences(config.data.path, format=config.data.format, columns=dict(config.data.columns) or None,
-                              split=config.data.split, harmful=config.data.harmful, limit=config.data.limit)
-    for drop in parsed.dropped[:20]:
-        logger.warning("dropped %s row %s (%s): %s", drop.source, drop.row, drop.field, drop.reason)
-    if parsed.dropped:
-        logger.warning("dropped %d of %d rows in total", len(parsed.dropped), parsed.rows)
-    if not parsed.items:
-        raise ValueError(f"{config.data.path}: no usable rows ({len(parsed.dropped)} dropped)")
-    transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
-    encoder = PairEncoder(tokenizer, transform=transform, max_length=config.data.max_length,
-                          max_prompt_length=config.data.max_prompt_length)
-    encoded, report = encoder.encode_all(parsed.items)
-    encoded = [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)]
-    return parsed, encoded, report, transform
+REFERENCE_MODES = ("cache", "live")
 
 
-def _reference_setup(config, model, encoded, collate, loss):
+def check_config(config: TrainConfig) -> None:
+    """Checks that need no model (the loss is checked by building it): fail before anything loads."""
+    from safealign.data import build_transform
+
+    if config.reference.mode not in REFERENCE_MODES:
+        raise ValueError(f"reference.mode must be one of {', '.join(REFERENCE_MODES)}, got {config.reference.mode!r}")
+    build_transform(config.reference.transform, **dict(config.reference.transform_params))
+
+
+def _reference_setup(config, model, encoded, kind, collate, loss):
     """Return (collator, live_reference, description, encoded_for_training)."""
     from safealign.train.reference import CachedReferenceCollator, LiveReference, load_or_compute_reference
 
@@ -100,16 +92,14 @@ def _reference_setup(config, model, encoded, collate, loss):
         from safealign.models.embedded import cache_root
 
         cache_dir = config.reference.cache_dir or str(cache_root() / "reference")
-        cache = load_or_compute_reference(ref_model or model, encoded, collate, cache_dir,
+        cache = load_or_compute_reference(ref_model or model, encoded, cache_dir,
                                           batch_size=config.reference.batch_size,
                                           chunk_size=config.logps_chunk_size,
                                           describe={"model": config.reference.model or config.model,
-                                                    "transform": config.reference.transform})
+                                                    "transform": config.reference.transform, "kind": kind.name})
         # the policy never needs the reference view once the table exists
-        stripped = [dataclasses.replace(item, ref_prompt_ids=None) for item in encoded]
-        return CachedReferenceCollator(collate, cache.table), None, cache.describe(), stripped
-    if config.reference.mode != "live":
-        raise ValueError(f"reference.mode must be 'cache' or 'live', got {config.reference.mode!r}")
+        stripped = [kind.strip_reference_view(item) for item in encoded]
+        return CachedReferenceCollator(collate, cache.table, kind.ref_columns), None, cache.describe(), stripped
     if ref_model is None and not hasattr(model, "peft_config"):
         ref_model = copy.deepcopy(model).requires_grad_(False).eval()  # full fine-tuning: a frozen copy
     live = LiveReference(ref_model, chunk_size=config.logps_chunk_size)
@@ -147,18 +137,22 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
 
 def run_training(config: TrainConfig, *, resume: bool = False, model=None, tokenizer=None) -> TrainResult:
     """Train according to ``config``; ``model``/``tokenizer`` may be passed to skip loading."""
-    from safealign.data import PreferenceCollator
+    from safealign.train.data import DATA_KINDS, encode_training_items, load_training_items
     from safealign.train.trainer import PreferenceTrainer
 
     start = time.time()
+    # fail fast on a bad loss, config or data/loss mismatch before loading anything heavy
+    loss = build_loss_from_config(config)
+    check_config(config)
+    parsed, items = load_training_items(config, loss.input_kind)
+    kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_config(config, out / "config.yaml")
-    loss = build_loss_from_config(config)  # fail fast on a bad loss before loading anything heavy
     model, tokenizer = _load_policy(config, model, tokenizer)
-    parsed, encoded, report, _ = encode_training_data(config, tokenizer)
-    collate = PreferenceCollator(tokenizer.pad_token_id)
-    collator, live, ref_desc, encoded = _reference_setup(config, model, encoded, collate, loss)
+    encoded, report = encode_training_items(config, tokenizer, items, kind)
+    collate = kind.collator(tokenizer.pad_token_id)
+    collator, live, ref_desc, encoded = _reference_setup(config, model, encoded, kind, collate, loss)
     logger.info("reference: %s", ref_desc)
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
@@ -177,7 +171,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
     trainer.save_model(str(final))
     summary = {
         "reference": ref_desc, "transform": config.reference.transform, "losses": to_dict(config)["losses"],
-        "pairs": len(encoded), "rows": parsed.rows, "dropped": len(parsed.dropped),
+        "input": loss.input_kind, "examples": len(encoded), "rows": parsed.rows, "dropped": len(parsed.dropped),
         "truncation": dataclasses.asdict(report) if dataclasses.is_dataclass(report) else str(report),
         "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
     }

@@ -1,7 +1,7 @@
 """PreferenceTrainer: transformers.Trainer with a pluggable preference loss.
 
 The engine (accelerate) brings DDP/FSDP/DeepSpeed, gradient accumulation, mixed precision,
-checkpoints and resume; this class only turns a collated batch into per-pair log-probs, asks the
+checkpoints and resume; this class only turns a collated batch into per-example log-probs, asks the
 loss for per-example values, and logs alignment metrics.
 """
 
@@ -10,18 +10,24 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from safealign.types import PairLogps
 from safealign.train.logps import pair_logps
+from safealign.train.metrics import MetricWindow, pair_stats, unpaired_stats
+from safealign.train.reference import view_logps
+from safealign.types import PairLogps, UnpairedLogps
 
 logger = logging.getLogger(__name__)
+
+LOSS_STATE_NAME = "loss_state.json"
+# loss input kind -> (PreferenceTrainer method building the loss input, metric statistics)
+_INPUTS = {"pair": ("_pair_logps", pair_stats), "unpaired": ("_unpaired_logps", unpaired_stats)}
 
 
 class NonFiniteLossError(RuntimeError):
@@ -29,11 +35,15 @@ class NonFiniteLossError(RuntimeError):
 
 
 class PreferenceTrainer(Trainer):
-    """``Trainer`` for offline pairwise preference losses (DPO family and their E-variants).
+    """``Trainer`` for offline preference losses: pairwise (DPO family) and unpaired (KTO, BCO), and
+    their E-variants.
 
-    ``loss`` is a composed loss from ``safealign.losses.build_loss``. ``reference`` is a
-    ``LiveReference`` or None; when the batch carries ``ref_chosen_logps`` (precomputed cache),
-    those are used and no reference forward runs.
+    ``loss`` is a composed loss from ``safealign.losses.build_loss``; its ``input_kind`` ("pair" or
+    "unpaired") selects how a batch becomes log-probs — the only dispatch here, never on the loss name.
+    ``reference`` is a ``LiveReference`` or None; when the batch carries precomputed reference columns
+    (``ref_chosen_logps``/``ref_rejected_logps``, or ``ref_logps``/``ref_kl_logps``), those are used
+    and no reference forward runs. The loss's state (e.g. BCO's running mean) is saved with every
+    checkpoint and restored on resume (:class:`LossStateCallback`).
     """
 
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
@@ -45,11 +55,14 @@ class PreferenceTrainer(Trainer):
         self.reference = reference
         self.logps_chunk_size = logps_chunk_size
         self.metrics_path = Path(metrics_path) if metrics_path else None
-        self._sums: dict[str, float] = defaultdict(float)
-        self._counts: dict[str, int] = defaultdict(int)
+        self._window = MetricWindow()
+        if loss.input_kind not in _INPUTS:
+            raise ValueError(f"loss input kind {loss.input_kind!r} is not supported; known: {', '.join(_INPUTS)}")
+        self.add_callback(LossStateCallback(loss))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        logps = self._pair_logps(model, inputs)
+        build, stats = _INPUTS[self.preference_loss.input_kind]
+        logps = getattr(self, build)(model, inputs)
         out = self.preference_loss(logps)
         loss = out.losses.mean()
         if not torch.isfinite(loss.detach()).all():
@@ -57,50 +70,71 @@ class PreferenceTrainer(Trainer):
                 f"loss is {loss.item()} at step {self.state.global_step}; stopping. The last checkpoint in "
                 f"{self.args.output_dir} is kept. Lower the learning rate or check the data."
             )
-        self._record(logps, out.metrics)
+        self._window.add(stats(logps, out.metrics), self.accelerator.gather)
         return (loss, out) if return_outputs else loss
 
     def _pair_logps(self, model, inputs: dict[str, Tensor]) -> PairLogps:
         chosen, rejected, chosen_tokens, rejected_tokens = pair_logps(model, inputs, chunk_size=self.logps_chunk_size)
-        ref_chosen = ref_rejected = None
-        if "ref_chosen_logps" in inputs:
-            ref_chosen, ref_rejected = inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]
-        elif self.reference is not None:
-            ref_chosen, ref_rejected = self.reference(model, inputs)
-        elif self.preference_loss.needs_reference:
-            raise ValueError("this loss needs reference log-probs, but neither a cache nor a live reference is set")
-        return PairLogps(
-            chosen=chosen, rejected=rejected, chosen_tokens=chosen_tokens, rejected_tokens=rejected_tokens,
-            ref_chosen=ref_chosen, ref_rejected=ref_rejected,
-        )
+        ref = self._reference(model, inputs, ("ref_chosen_logps", "ref_rejected_logps"),
+                              lambda live: live.logps(model, inputs).chunk(2))
+        return PairLogps(chosen=chosen, rejected=rejected, chosen_tokens=chosen_tokens,
+                         rejected_tokens=rejected_tokens, ref_chosen=ref[0], ref_rejected=ref[1])
 
-    def _record(self, x: PairLogps, metrics: dict[str, Tensor]) -> None:
-        values = {
-            "logps/chosen": x.chosen.detach().mean(),
-            "logps/rejected": x.rejected.detach().mean(),
-            "ranking_accuracy": (x.chosen.detach() > x.rejected.detach()).float().mean(),
-            "ranking_accuracy/normalized": (
-                x.chosen.detach() / x.chosen_tokens.clamp(min=1) > x.rejected.detach() / x.rejected_tokens.clamp(min=1)
-            ).float().mean(),
-        }
-        values.update({k: v.detach().float().mean() for k, v in metrics.items()})
-        stacked = torch.stack([v.float().reshape(()) for v in values.values()])
-        gathered = self.accelerator.gather_for_metrics(stacked.unsqueeze(0)).reshape(-1, len(values)).mean(0)
-        for name, value in zip(values, gathered.tolist()):
-            self._sums[name] += value
-            self._counts[name] += 1
+    def _unpaired_logps(self, model, inputs: dict[str, Tensor]) -> UnpairedLogps:
+        own = view_logps(model, inputs, chunk_size=self.logps_chunk_size)
+        with torch.no_grad():  # KTO's KL reference point is detached: the policy scores it without a graph
+            kl = view_logps(model, inputs, "kl_", chunk_size=self.logps_chunk_size).logps
+        ref, ref_kl = self._reference(model, inputs, ("ref_logps", "ref_kl_logps"),
+                                      lambda live: (live.logps(model, inputs), live.logps(model, inputs, "kl_")))
+        return UnpairedLogps(logps=own.logps, tokens=own.tokens, label=inputs["label"], ref_logps=ref,
+                             kl_logps=kl, ref_kl_logps=ref_kl)
+
+    def _reference(self, model, inputs, columns: tuple[str, str], live) -> tuple[Tensor | None, Tensor | None]:
+        """Reference columns from the batch (cache), else from the live reference, else None."""
+        if columns[0] in inputs:
+            return inputs[columns[0]], inputs[columns[1]]
+        if self.reference is not None:
+            first, second = live(self.reference)
+            return first.detach(), second.detach()
+        if self.preference_loss.needs_reference:
+            raise ValueError("this loss needs reference log-probs, but neither a cache nor a live reference is set")
+        return None, None
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._counts:  # a training log: attach the averaged alignment metrics
-            for name in list(self._sums):
-                logs[name] = self._sums[name] / self._counts[name]
-            self._sums.clear()
-            self._counts.clear()
+        if "loss" in logs and self._window:  # a training log: attach the averaged alignment metrics
+            logs.update(self._window.flush())
         super().log(logs, start_time)
         if self.metrics_path is not None and self.is_world_process_zero():
             record = {"step": self.state.global_step, **{k: _plain(v) for k, v in logs.items()}}
             with self.metrics_path.open("a") as fh:
                 fh.write(json.dumps(record) + "\n")
+
+
+class LossStateCallback(TrainerCallback):
+    """Saves ``loss.state_dict()`` as ``loss_state.json`` in every checkpoint; restores it on resume.
+
+    Restoring reads ``<output_dir>/checkpoint-<global_step>/loss_state.json`` at train begin, i.e. the
+    checkpoint the Trainer resumed from (its state already holds that step).
+    """
+
+    def __init__(self, loss: Any) -> None:
+        self.loss = loss
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero and self.loss.states:
+            path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / LOSS_STATE_NAME
+            path.write_text(json.dumps(self.loss.state_dict(), indent=2))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step == 0 or not self.loss.states:
+            return
+        path = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}" / LOSS_STATE_NAME
+        if not path.is_file():
+            logger.warning("resuming at step %d without %s: the loss state (%s) restarts from scratch",
+                           state.global_step, path, ", ".join(self.loss.states))
+            return
+        self.loss.load_state_dict(json.loads(path.read_text()))
+        logger.info("restored loss state from %s", path)
 
 
 def _plain(value: Any) -> Any:

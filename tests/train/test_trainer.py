@@ -43,7 +43,7 @@ def test_dpo_run_writes_metrics_final_adapter_and_summary(tmp_path, pairs_file):
     assert rows[0]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
     assert (result.final_dir / "adapter_config.json").exists()
     summary = json.loads((result.output_dir / "train_summary.json").read_text())
-    assert summary["steps"] == 4 and summary["pairs"] == 8
+    assert summary["steps"] == 4 and summary["examples"] == 8 and summary["input"] == "pair"
     assert "computed" in summary["reference"]
 
 

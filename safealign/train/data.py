@@ -1,0 +1,99 @@
+"""A run's training data: parse, optionally unpair, check against the loss's input kind, encode.
+
+Parsing and the kind check need no model, so :func:`load_training_items` runs before the model loads
+and a data/loss mismatch fails in seconds. The loss's ``input_kind`` selects a :class:`DataKind`:
+how rows are encoded and collated and which reference columns the cache provides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+from safealign.data import PairEncoder, PreferenceCollator, build_transform, load_preferences
+from safealign.data.formats import ParseResult
+from safealign.train.config import TrainConfig
+from safealign.train.unpaired import UnpairedKLCollator, strip_reference_view, unpair_pairs, with_kl_partners
+from safealign.types import UnpairedExample
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataKind:
+    """How one input kind of loss is fed: encoding, collation, cached reference columns."""
+
+    name: str
+    encode: Callable[[PairEncoder, Sequence[Any], int], tuple[list[Any], Any]]  # (encoder, items, max_length)
+    collator: Callable[[int], Callable[[list[Any]], dict]]  # pad_token_id -> collate
+    ref_columns: tuple[str, str]
+    strip_reference_view: Callable[[Any], Any]  # drop the reference prompt once it is cached
+
+
+def _encode_pairs(encoder: PairEncoder, items: Sequence[Any], max_length: int):
+    encoded, report = encoder.encode_all(items)
+    return [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)], report
+
+
+def _encode_unpaired(encoder: PairEncoder, items: Sequence[Any], max_length: int):
+    encoded, report = encoder.encode_all_unpaired(items)
+    encoded = [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)]
+    return with_kl_partners(encoded, max_length), report
+
+
+DATA_KINDS = {
+    "pair": DataKind("pair", _encode_pairs, PreferenceCollator, ("ref_chosen_logps", "ref_rejected_logps"),
+                     lambda item: dataclasses.replace(item, ref_prompt_ids=None)),
+    "unpaired": DataKind("unpaired", _encode_unpaired, UnpairedKLCollator, ("ref_logps", "ref_kl_logps"),
+                         strip_reference_view),
+}
+
+
+def load_training_items(config: TrainConfig, input_kind: str) -> tuple[ParseResult, list[Any]]:
+    """Parse the data, apply ``data.unpair``, and check the rows suit a loss taking ``input_kind``."""
+    data = config.data
+    parsed = load_preferences(data.path, format=data.format, columns=dict(data.columns) or None,
+                              split=data.split, harmful=data.harmful, limit=data.limit)
+    for drop in parsed.dropped[:20]:
+        logger.warning("dropped %s row %s (%s): %s", drop.source, drop.row, drop.field, drop.reason)
+    if parsed.dropped:
+        logger.warning("dropped %d of %d rows in total", len(parsed.dropped), parsed.rows)
+    if not parsed.items:
+        raise ValueError(f"{data.path}: no usable rows ({len(parsed.dropped)} dropped)")
+    unpaired = isinstance(parsed.items[0], UnpairedExample)
+    items = list(parsed.items)
+    if data.unpair:
+        if unpaired:
+            raise ValueError(f"data.unpair=true splits preference pairs, but {data.path} already holds unpaired "
+                             f"examples (format {parsed.format!r}); remove data.unpair")
+        items, unpaired = unpair_pairs(items), True
+        logger.info("data.unpair: %d pairs -> %d unpaired examples", len(parsed.items), len(items))
+    check_input_kind(config, parsed.format, "unpaired" if unpaired else "pair", input_kind)
+    return parsed, items
+
+
+def check_input_kind(config: TrainConfig, data_format: str, data_kind: str, loss_kind: str) -> None:
+    """ValueError naming the data format and the loss when the data's kind is not the loss's."""
+    if data_kind == loss_kind:
+        return
+    from safealign.losses import LOSSES, loss_names
+
+    names = " + ".join(repr(spec.name) for spec in config.losses)
+    where = f"{config.data.path} (format {data_format!r}{', data.unpair=true' if config.data.unpair else ''})"
+    if loss_kind == "unpaired":
+        raise ValueError(f"{where} gives preference pairs, but loss {names} takes unpaired examples "
+                         "(prompt, completion, label); set data.unpair=true to split each pair into a desirable "
+                         "(chosen) and an undesirable (rejected) example, or use unpaired data")
+    unpaired_losses = [n for n in loss_names() if LOSSES.meta(n)["input"] == "unpaired"]
+    raise ValueError(f"{where} gives unpaired examples, but loss {names} takes preference pairs; use an unpaired "
+                     f"loss ({', '.join(unpaired_losses)}) or paired data (prompt, chosen, rejected)")
+
+
+def encode_training_items(config: TrainConfig, tokenizer: Any, items: Sequence[Any], kind: DataKind):
+    """Tokenize with the configured reference view: (encoded rows with ``index`` = position, report)."""
+    transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
+    encoder = PairEncoder(tokenizer, transform=transform, max_length=config.data.max_length,
+                          max_prompt_length=config.data.max_prompt_length)
+    return kind.encode(encoder, items, config.data.max_length)
