@@ -24,6 +24,8 @@ class LoraSettings:
     dropout: float = 0.05
     target_modules: str | tuple[str, ...] = "all-linear"
     bias: str = "none"  # peft: "none" | "all" | "lora_only"
+    # adapt only the last N transformer blocks: backward then stops there, so a step costs less
+    last_layers: int | None = None
 
     def __post_init__(self) -> None:
         if self.r <= 0:
@@ -32,6 +34,8 @@ class LoraSettings:
             raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         if self.bias not in {"none", "all", "lora_only"}:
             raise ValueError(f"LoRA bias must be one of none, all, lora_only; got {self.bias!r}")
+        if self.last_layers is not None and self.last_layers <= 0:
+            raise ValueError(f"LoRA last_layers must be a positive integer or None, got {self.last_layers}")
 
 
 def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
@@ -41,6 +45,8 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
     targets: Any = settings.target_modules
     if not isinstance(targets, str):
         targets = list(targets)
+    elif targets == "all-linear" and settings.last_layers is not None:
+        targets = _linear_names(model)  # peft's layer selection needs explicit module names
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -48,12 +54,28 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
         target_modules=targets,
         bias=settings.bias,
         task_type="CAUSAL_LM",
+        layers_to_transform=_last_layers(model, settings.last_layers),
     )
     peft_model = get_peft_model(model, config)
     trainable, total = _count_parameters(peft_model)
     logger.info("LoRA r=%d on %s: %d of %d parameters trainable (%.2f%%)",
                 settings.r, settings.target_modules, trainable, total, 100.0 * trainable / max(total, 1))
     return peft_model
+
+
+def _linear_names(model: nn.Module) -> list[str]:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                   if isinstance(module, nn.Linear) and module is not head})
+
+
+def _last_layers(model: nn.Module, last: int | None) -> list[int] | None:
+    if last is None:
+        return None
+    total = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    if not isinstance(total, int):
+        raise ValueError("LoRA last_layers needs a model config with num_hidden_layers")
+    return list(range(max(0, total - last), total))
 
 
 def _count_parameters(model: nn.Module) -> tuple[int, int]:
