@@ -143,3 +143,37 @@ def test_reference_free_loss_runs_without_reference(tmp_path, pairs_file):
     result = run_training(config)
     assert result.reference.startswith("none")
     assert not (tmp_path / "refcache").exists()
+
+
+def test_loss_state_is_checkpointed_and_resume_matches_uninterrupted(tmp_path, pairs_file, monkeypatch):
+    # bco_pair's running mean δ spans steps: a resume that lost it would log a different δ and loss at step 3
+    def bco(run):
+        config = tiny_config(tmp_path, pairs_file, output_dir=str(tmp_path / run), per_device_train_batch_size=2)
+        config.losses = [LossConfig(name="bco_pair", params={"beta": 0.5})]
+        return config
+
+    full = run_training(bco("full"))
+    saved = json.loads((tmp_path / "full" / "checkpoint-2" / "loss_state.json").read_text())
+    assert saved["bco_pair"]["count"] == 8  # 2 steps x 2 pairs x (chosen, rejected) rewards
+
+    from safealign.train import trainer as trainer_module
+
+    original = trainer_module.PreferenceTrainer.compute_loss
+
+    def dying(self, *args, **kwargs):
+        if self.state.global_step == 3:
+            raise Interrupt()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.PreferenceTrainer, "compute_loss", dying)
+    with pytest.raises(Interrupt):
+        run_training(bco("cut"))
+    monkeypatch.setattr(trainer_module.PreferenceTrainer, "compute_loss", original)
+    resumed = run_training(bco("cut"), resume=True)
+    a = [r for r in read_metrics(full.output_dir) if "loss" in r]
+    b = [r for r in read_metrics(resumed.output_dir) if "loss" in r]
+    assert [r["step"] for r in b] == [1, 2, 3, 4]
+    assert a[2]["bco/delta"] != pytest.approx(a[1]["bco/delta"], abs=1e-9)
+    for ra, rb in zip(a, b):
+        for key in ("loss", "bco/delta", "rewards/margins"):
+            assert rb[key] == pytest.approx(ra[key], abs=1e-6), (ra["step"], key)

@@ -1,0 +1,64 @@
+"""Bad recipes fail through ``safealign train`` with exit code 2 and a message naming the fix, before
+any model loads."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from safealign.cli import main
+
+
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    from safealign.train import run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(run, "_load_policy", refuse)
+
+
+@pytest.fixture()
+def unpaired_file(tmp_path):
+    path = tmp_path / "unpaired.jsonl"
+    rows = [{"prompt": "Hi?", "completion": "Hello.", "label": True}, {"prompt": "Yo?", "completion": "No.", "label": False}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def recipe(tmp_path, data, fields):
+    config = {"model": "tiny-random", "output_dir": str(tmp_path / "run"), "losses": [{"name": "dpo"}], **fields,
+              "data": {"path": str(data), **fields.get("data", {})}}
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+CASES = {
+    "unknown loss": ({"losses": [{"name": "dpoo"}]}, ["'dpoo'", "dpo", "kto", "simpo"]),
+    "mistyped param": ({"losses": [{"name": "dpo", "params": {"betta": 0.1}}]}, ["'betta'", "beta (default 0.1)"]),
+    "bad reference mode": ({"reference": {"mode": "cached"}}, ["reference.mode", "cache, live", "'cached'"]),
+    "pairs to unpaired loss": ({"losses": [{"name": "kto"}]}, ["format 'standard'", "'kto'", "data.unpair=true"]),
+    "unpair already unpaired": ({"losses": [{"name": "kto"}], "data": {"unpair": True}}, ["already holds unpaired"]),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_recipe_exits_2_before_loading_the_model(case, tmp_path, pairs_file, unpaired_file, no_model_load, capsys):
+    fields, expected = CASES[case]
+    data = unpaired_file if case == "unpair already unpaired" else pairs_file
+    assert main(["train", str(recipe(tmp_path, data, fields))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("safealign: error:")
+    for text in expected:
+        assert text in err, (text, err)
+
+
+def test_unpaired_data_to_a_paired_loss_names_format_and_loss(tmp_path, unpaired_file, no_model_load, capsys):
+    assert main(["train", str(recipe(tmp_path, unpaired_file, {"losses": [{"name": "ipo"}]}))]) == 2
+    err = capsys.readouterr().err
+    for text in ("format 'unpaired'", "'ipo'", "takes preference pairs", "kto", "bco"):
+        assert text in err, (text, err)

@@ -1,0 +1,48 @@
+"""E-DPO's reference table vs DPO's on the tiny model: rows differ exactly where the transform acts."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from safealign.data import PairEncoder, build_transform
+from safealign.data.formats import load_preferences
+from safealign.models.tiny import tiny_model, tiny_tokenizer
+from safealign.train.reference import compute_reference_columns, load_or_compute_reference
+
+
+def encode(pairs, transform=None):
+    encoded, _ = PairEncoder(tiny_tokenizer(), transform=transform).encode_all(pairs)
+    return encoded
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny_model()
+
+
+@pytest.mark.parametrize("batch_size", [1, 8])
+def test_e_dpo_reference_differs_from_dpo_exactly_on_transformed_rows(pairs_file, model, batch_size):
+    pairs = load_preferences(str(pairs_file)).items  # 4 harmful, 4 benign rows
+    plain = compute_reference_columns(model, encode(pairs), batch_size=batch_size)
+    e_view = compute_reference_columns(model, encode(pairs, build_transform("safety_prefix")), batch_size=batch_size)
+    flagged = torch.tensor([p.harmful is True for p in pairs])
+    assert 0 < int(flagged.sum()) < len(pairs)
+    assert torch.equal(e_view[~flagged], plain[~flagged])  # bit for bit where the prompt is unchanged
+    assert bool((e_view[flagged] != plain[flagged]).all())  # both columns of every flagged row move
+
+
+def test_identity_transform_reproduces_dpo_bit_for_bit_and_shares_its_cache(pairs_file, model, tmp_path):
+    pairs = load_preferences(str(pairs_file)).items
+    plain = encode(pairs)
+    benign = [dataclasses.replace(p, harmful=False) for p in pairs]
+    for view in (encode(pairs, build_transform("identity")), encode(benign, build_transform("safety_prefix"))):
+        assert all(item.ref_prompt_ids is None for item in view)
+        assert torch.equal(compute_reference_columns(model, view), compute_reference_columns(model, plain))
+    first = load_or_compute_reference(model, plain, tmp_path)
+    again = load_or_compute_reference(model, encode(pairs, build_transform("identity")), tmp_path)
+    e_dpo = load_or_compute_reference(model, encode(pairs, build_transform("safety_prefix")), tmp_path)
+    assert again.reused and again.key == first.key and torch.equal(again.table, first.table)
+    assert not e_dpo.reused and e_dpo.key != first.key
