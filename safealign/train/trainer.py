@@ -7,6 +7,7 @@ loss for per-example values, and logs alignment metrics.
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -59,6 +60,7 @@ class PreferenceTrainer(Trainer):
         if loss.input_kind not in _INPUTS:
             raise ValueError(f"loss input kind {loss.input_kind!r} is not supported; known: {', '.join(_INPUTS)}")
         self.add_callback(LossStateCallback(loss))
+        self.add_callback(AdapterSaveCallback())
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         build, stats = _INPUTS[self.preference_loss.input_kind]
@@ -135,6 +137,23 @@ class LossStateCallback(TrainerCallback):
             return
         self.loss.load_state_dict(json.loads(path.read_text()))
         logger.info("restored loss state from %s", path)
+
+
+class AdapterSaveCallback(TrainerCallback):
+    """Saves LoRA adapters with ``save_embedding_layers=False``.
+
+    peft's default ("auto") decides whether the vocabulary was resized by fetching the base model's
+    config from the Hub whenever the base is not a local folder (built-in names, ``tiny-random``): a
+    network lookup and two warnings on every checkpoint, offline a failed one. safealign never resizes
+    embeddings (a missing pad token becomes the eos token), so the base embeddings never need saving.
+    The Trainer calls ``model.save_pretrained`` for checkpoints and the final model; this binds the
+    argument on the model instance at train begin.
+    """
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        save = getattr(model, "save_pretrained", None)
+        if hasattr(model, "peft_config") and save is not None and not isinstance(save, functools.partial):
+            model.save_pretrained = functools.partial(save, save_embedding_layers=False)
 
 
 def _plain(value: Any) -> Any:
