@@ -1,0 +1,70 @@
+"""bench/dpo_throughput.py on a tiny random model, one step per system: the table's shape and a
+correctness guard (both systems train on the same ids and start from the same loss). No timing."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("trl")
+pytest.importorskip("psutil")
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import dpo_throughput as bench  # noqa: E402
+
+SYSTEMS = ("safealign-dpo-cached", "safealign-edpo-cached", "safealign-dpo-live", "trl", "trl-liger")
+
+
+@pytest.fixture(scope="module")
+def result():
+    cfg = bench.BenchConfig(shape="tiny", device="cpu", prompt_len=12, response_len=8, prefix_len=4, batch=2,
+                            ref_batch=2, warmup=0, steps=1, reps=1, systems=SYSTEMS)
+    return bench.run_benchmark(cfg)
+
+
+def test_table_has_one_row_per_system_and_every_column(result):
+    table = bench.table_rows(result)
+    assert [cells[0] for cells in table] == [bench.SYSTEMS[key][0] for key in SYSTEMS]
+    assert all(len(cells) == len(bench.COLUMNS) for cells in table)
+    text = bench.format_table(result).splitlines()
+    assert text[0] == "| " + " | ".join(bench.COLUMNS) + " |" and len(text) == 2 + len(SYSTEMS)
+    liger = table[SYSTEMS.index("trl-liger")]
+    assert set(liger[1:]) == {"n/a (needs CUDA)"}  # CPU: Liger's Triton kernels cannot run
+    trl = table[SYSTEMS.index("trl")]
+    assert trl[8:11] == ["1.00", "1.00", "1.00"]  # TRL over itself
+    for row in result.rows[:3]:
+        assert row.median("tokens_per_s") > 0 and row.median("epoch_cpu_s") > 0 and len(row.runs) == 1
+
+
+def test_safealign_and_trl_start_from_the_same_loss_on_the_same_ids(result):
+    by_key = {row.key: row for row in result.rows}
+    trl = by_key["trl"]
+    for key in ("safealign-dpo-cached", "safealign-dpo-live"):
+        ours = by_key[key]
+        # DPO starts at the reference: log 2 for both
+        assert ours.median("first_loss") == pytest.approx(trl.median("first_loss"), abs=1e-4)
+        assert ours.median("first_loss") == pytest.approx(math.log(2), abs=1e-4)
+        # the policy's summed chosen log-probs of the first batch: equal only if the ids and batches are
+        assert ours.median("first_chosen_logps") == pytest.approx(trl.median("first_chosen_logps"), rel=1e-5)
+    notes = bench.sanity_notes(result)
+    assert any(n.startswith("safealign-dpo-cached vs trl") and n.endswith("same") for n in notes)
+
+
+def test_e_dpo_moves_the_first_loss_through_its_reference_view(result):
+    by_key = {row.key: row for row in result.rows}
+    # the prefixed reference view on the harmful half shifts the first-step margin away from zero
+    assert by_key["safealign-edpo-cached"].median("first_loss") != pytest.approx(math.log(2), abs=1e-6)
+    assert by_key["safealign-edpo-cached"].median("first_chosen_logps") == pytest.approx(
+        by_key["safealign-dpo-cached"].median("first_chosen_logps"), rel=1e-5)  # same policy, same ids
+
+
+def test_cli_arguments_map_to_the_config():
+    cfg = bench.parse_args(["--device", "cuda", "--shape", "8b", "--lora", "--seq", "2048", "--batch", "2",
+                            "--gradient-checkpointing", "--systems", "safealign-dpo-cached,trl"])
+    assert (cfg.prompt_len, cfg.response_len, cfg.batch, cfg.ref_batch) == (512, 1536, 2, 2)
+    assert cfg.lora and cfg.gradient_checkpointing and cfg.systems == ("safealign-dpo-cached", "trl")
+    with pytest.raises(ValueError, match="unknown systems"):
+        bench.run_benchmark(bench.BenchConfig(systems=("nope",)))
