@@ -30,18 +30,33 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             if not isinstance(data, dict):
                 raise ValueError(f"{path}: top level must be a mapping of config keys, got {type(data).__name__}")
             layers.append(OmegaConf.create(data))
-        if overrides:
-            where = "command-line overrides"
-            bad = [o for o in overrides if "=" not in o]
-            if bad:
-                raise ValueError(f"overrides must look like key=value, got {bad}")
-            layers.append(OmegaConf.from_dotlist(list(overrides)))
         merged = OmegaConf.merge(*layers)
+        where = "command-line overrides"
+        for override in overrides or []:
+            _apply_override(merged, override)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ValueError(f"{where}: invalid config: {_describe(exc, schema)}") from None
     except yaml.YAMLError as exc:
         raise ValueError(f"{where}: not valid YAML: {exc}") from None
+
+
+def _apply_override(config: Any, override: str) -> None:
+    """``key=value`` with a dotted key (list items by index: ``losses.0.params.beta=0.5``)."""
+    key, sep, raw = override.partition("=")
+    if not sep or not key:
+        raise ValueError(f"overrides must look like key=value, got {override!r}")
+    value = OmegaConf.from_dotlist([f"value={raw}"])["value"]  # OmegaConf's value grammar: 1e-4, [a,b], null
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(config, parent_key) if parent_key else config
+    if parent is None:
+        raise ValueError(f"command-line overrides: {key}: no such key {parent_key!r}")
+    if OmegaConf.is_list(parent):
+        if not leaf.isdigit() or int(leaf) >= len(parent):
+            raise ValueError(f"command-line overrides: {key}: list index {leaf!r} out of range (length {len(parent)})")
+        parent[int(leaf)] = value
+    else:
+        parent[leaf] = value
 
 
 def _describe(exc: OmegaConfBaseException, schema: type) -> str:

@@ -53,6 +53,7 @@ class LoraConfig:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: Any = "all-linear"
+    last_layers: Optional[int] = None  # adapt only the last N blocks (cheaper backward)
 
 
 @dataclass

@@ -54,7 +54,7 @@ def _load_policy(config: TrainConfig, model=None, tokenizer=None):
     lora = None
     if config.lora.enabled:
         lora = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
-                            target_modules=config.lora.target_modules)
+                            target_modules=config.lora.target_modules, last_layers=config.lora.last_layers)
     if model is None:
         return load_model(config.model, trust_remote_code=config.trust_remote_code, lora=lora, for_training=True)
     if lora is not None and not hasattr(model, "peft_config"):

@@ -1,0 +1,60 @@
+"""YAML + key=value overrides: list items by index, typed values, loud errors naming the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from safealign.config import load_config, save_config
+from safealign.train.config import TrainConfig
+
+
+@pytest.fixture()
+def recipe(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {path: pairs.jsonl}\nlosses:\n  - name: dpo\n    params: {beta: 0.1}\n")
+    return path
+
+
+def test_overrides_reach_list_items_dicts_and_typed_fields(recipe):
+    config = load_config(TrainConfig, recipe, ["losses.0.params.beta=0.5", "learning_rate=1e-4",
+                                               "report_to=[none,tensorboard]", "data.columns.prompt=question",
+                                               "data.limit=null"])
+    assert config.losses[0].params == {"beta": 0.5}
+    assert config.learning_rate == 1e-4
+    assert config.report_to == ["none", "tensorboard"]
+    assert config.data.columns == {"prompt": "question"} and config.data.limit is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("losses.3.params.beta=1", "no such key 'losses.3.params'"),
+    ("learning_rate=abc", "learning_rate: Value 'abc'"),
+    ("data.bogus=1", "Key 'bogus' not in 'DataConfig'; valid keys here: columns"),
+    ("noequals", "key=value"),
+])
+def test_bad_overrides_name_the_key(recipe, override, message):
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        load_config(TrainConfig, recipe, [override])
+
+
+def test_yaml_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("losses: [unclosed\n")
+    with pytest.raises(ValueError, match="bad.yaml: not valid YAML"):
+        load_config(TrainConfig, bad)
+    bad.write_text("- a list\n")
+    with pytest.raises(ValueError, match="top level must be a mapping"):
+        load_config(TrainConfig, bad)
+    bad.write_text("lerning_rate: 0.1\ndata: {path: x}\n")
+    with pytest.raises(ValueError, match="lerning_rate"):
+        load_config(TrainConfig, bad)
+
+
+def test_missing_mandatory_value_is_an_error():
+    with pytest.raises(ValueError, match="data.path"):
+        load_config(TrainConfig, None, [])
+
+
+def test_saved_config_loads_back_identically(recipe, tmp_path):
+    config = load_config(TrainConfig, recipe, ["losses.0.params.beta=0.25"])
+    saved = save_config(config, tmp_path / "out" / "config.yaml")
+    assert load_config(TrainConfig, saved) == config
