@@ -19,7 +19,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from safealign.config import save_config, to_dict
 
@@ -56,6 +56,9 @@ class DemoConfig:
     epochs: float = 1.0
     train_batch_size: int = 8
     lora_r: int = 16
+    lora_last_layers: Optional[int] = None  # adapt only the top N blocks: cheaper steps on CPU
+    entanglement_every: int = 8  # gradient-entanglement probe every N steps (0 = off)
+    entanglement_probe: int = 4
 
 
 def stratified(items: list[Any], n: int) -> list[Any]:
@@ -128,7 +131,8 @@ def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path):
     loss = (LossConfig("rpo", params={"beta": config.beta, "eta": config.nll_weight}) if config.nll_weight
             else LossConfig("dpo", params={"beta": config.beta}))
     train = TrainConfig(model=config.model, output_dir=str(out), losses=[loss],
-                        lora=LoraConfig(enabled=True, r=config.lora_r, alpha=2 * config.lora_r),
+                        lora=LoraConfig(enabled=True, r=config.lora_r, alpha=2 * config.lora_r,
+                                        last_layers=config.lora_last_layers),
                         learning_rate=config.learning_rate, num_train_epochs=config.epochs,
                         per_device_train_batch_size=config.train_batch_size, logging_steps=1,
                         save_steps=10, save_total_limit=1, seed=config.seed)
@@ -137,6 +141,8 @@ def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path):
     train.data.max_length = 192
     train.data.max_prompt_length = 96
     train.reference.transform = transform
+    train.diagnostics.entanglement_every = config.entanglement_every
+    train.diagnostics.probe_pairs = config.entanglement_probe
     train.reference.transform_params = dict(transform_params)
     return train
 

@@ -57,6 +57,15 @@ class LoraConfig:
 
 
 @dataclass
+class DiagnosticsConfig:
+    """Gradient-entanglement probe during training (arXiv 2410.13828), written to diagnostics.jsonl."""
+
+    entanglement_every: int = 0  # measure every N optimizer steps (and at start and end); 0 = off
+    probe_pairs: int = 16
+    params: str = "trainable"  # see safealign.diagnostics.select_parameters
+
+
+@dataclass
 class TrainConfig:
     model: str = "smollm2-135m-instruct"
     output_dir: str = "runs/train"
@@ -65,6 +74,7 @@ class TrainConfig:
     losses: list[LossConfig] = field(default_factory=lambda: [LossConfig()])
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     learning_rate: float = 5e-4
     num_train_epochs: float = 1.0
     max_steps: int = -1

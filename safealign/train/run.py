@@ -165,6 +165,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
         model=model, args=training_arguments(config), train_dataset=ListDataset(encoded),
         data_collator=collator, processing_class=tokenizer, loss=loss, reference=live,
         logps_chunk_size=config.logps_chunk_size, metrics_path=metrics_path,
+        callbacks=_diagnostic_callbacks(config, encoded, loss, tokenizer),
     )
     trainer.train(resume_from_checkpoint=checkpoint)
     final = out / "final"
@@ -177,6 +178,20 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     return TrainResult(out, final, metrics_path, ref_desc, trainer.state.global_step, summary["wall_seconds"])
+
+
+def _diagnostic_callbacks(config: TrainConfig, encoded: list, loss, tokenizer) -> list:
+    every = config.diagnostics.entanglement_every
+    if every <= 0:
+        return []
+    if loss.input_kind != "pair":
+        raise ValueError("diagnostics.entanglement_every needs a paired loss (chosen and rejected per row)")
+    from safealign.data import PreferenceCollator
+    from safealign.diagnostics.callback import EntanglementCallback, choose_probe
+
+    probe = choose_probe(encoded, config.diagnostics.probe_pairs, seed=config.seed)
+    return [EntanglementCallback(probe, PreferenceCollator(tokenizer.pad_token_id), every_n_steps=every,
+                                 params=config.diagnostics.params, chunk_size=config.logps_chunk_size)]
 
 
 def _checkpoint_step(checkpoint: str) -> int:

@@ -177,3 +177,14 @@ def test_loss_state_is_checkpointed_and_resume_matches_uninterrupted(tmp_path, p
     for ra, rb in zip(a, b):
         for key in ("loss", "bco/delta", "rewards/margins"):
             assert rb[key] == pytest.approx(ra[key], abs=1e-6), (ra["step"], key)
+
+
+def test_entanglement_probe_is_written_when_configured(tmp_path, pairs_file):
+    config = tiny_config(tmp_path, pairs_file, max_steps=2)
+    config.diagnostics.entanglement_every = 1
+    config.diagnostics.probe_pairs = 2
+    result = run_training(config)
+    rows = [json.loads(line) for line in (result.output_dir / "diagnostics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]
+    assert all(r["probe_pairs"] == 2 for r in rows)
+    assert rows[0]["delta_chosen"] == pytest.approx(0.0, abs=1e-6)  # movement is measured from step 0
