@@ -71,7 +71,7 @@ def run_eval(
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
         summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label)
-    logger.info("evaluation summary (%s):\n%s", out, format_table(summary))
+    logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 
 
