@@ -135,8 +135,9 @@ def model_factory(cfg: BenchConfig):
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     if cfg.model:
         from safealign.models import load_model
+        from safealign.models.load import load_tokenizer
 
-        _, tokenizer = load_model(cfg.model)
+        tokenizer = load_tokenizer(cfg.model)
         make = lambda: load_model(cfg.model, device=cfg.device, dtype=dtype, for_training=True)[0]  # noqa: E731
         return make, tokenizer, len(tokenizer)
     from transformers import AutoModelForCausalLM, LlamaConfig
