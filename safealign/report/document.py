@@ -124,13 +124,13 @@ def _training(data: RunData, with_plots: bool) -> Section | None:
     for run in data.trainings:
         last = next((r for r in reversed(run.metrics) if "loss" in r), {})
         s = run.summary or {}
-        info = [str(s.get(k, "—")) for k in ("steps", "pairs", "reference", "transform")]
+        info = [str(s.get(k, "—")) for k in ("steps", "examples", "reference", "transform")]
         wall = s.get("wall_seconds")
         info.append(f"{wall / 60:.1f} min" if isinstance(wall, (int, float)) else "—")
         values = [f"{last[k]:.3f}" if isinstance(last.get(k), (int, float)) else "—" for k in keys]
         rows.append((run.name, *info, *values))
     names = ("loss", "margin", "reward acc.", "logp chosen", "logp rejected", "ranking acc.")
-    cols = ("variant", "steps", "pairs", "reference", "transform", "wall", *names)
+    cols = ("variant", "steps", "examples", "reference", "transform", "wall", *names)
     blocks: list[Block] = [Table(cols, tuple(rows), "Metrics at the last logging step (margin = rewards/margins; log-probs summed over response tokens).")]
     png = plots.training_curves(data.trainings) if with_plots else None
     if png:

@@ -53,7 +53,7 @@ def _training(path: Path, variant: str, steps: int, rng: random.Random, diagnost
     rows.append({"step": steps, "train_runtime": 412.5, "train_loss": 0.31})
     _write_jsonl(path / "metrics.jsonl", rows)
     summary = {"reference": "precomputed cache", "transform": "safe_prefix" if variant == "e-dpo" else "none",
-               "pairs": 960, "steps": steps, "wall_seconds": 431.2}  # fmt: skip
+               "examples": 960, "steps": steps, "wall_seconds": 431.2}  # fmt: skip
     path.joinpath("train_summary.json").write_text(json.dumps(summary))
     if diagnostics:
         probes = [{"step": s, "inner": 3.1 - s / 20, "cosine": 0.82 - s / 80, "norm_w": 12.0, "norm_l": 9.5, "ratio": 1.26,
