@@ -49,6 +49,17 @@ def with_system_prompt(conversation: Conversation, system_prompt: str | None) ->
     return ({"role": "system", "content": system_prompt}, *conversation)
 
 
+def render_prompt(tokenizer, conversation: Conversation, params: GenerationParams, system_prompt: str | None) -> str:
+    """The exact prompt text a local model sees: chat template + generation prompt + any prefill."""
+    messages, prefill = split_prefill(conversation)
+    if not params.chat_template:
+        return "".join(m["content"] for m in messages) + prefill
+    messages = with_system_prompt(messages, system_prompt)
+    # tokenize=False then tokenize: transformers 5 returns a BatchEncoding when tokenize=True.
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    return text + prefill
+
+
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the earliest stop string; ``(text, stopped)``."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)

@@ -11,9 +11,8 @@ import torch
 from safealign.eval.backends.base import (
     Conversation,
     GenerationParams,
-    split_prefill,
+    render_prompt,
     truncate_at_stop,
-    with_system_prompt,
 )
 from safealign.types import Completion
 
@@ -40,13 +39,7 @@ class HFChatModel:
 
     def render(self, conversation: Conversation, params: GenerationParams) -> str:
         """The exact prompt text the model sees (chat template + generation prompt + any prefill)."""
-        messages, prefill = split_prefill(conversation)
-        if not params.chat_template:
-            return "".join(m["content"] for m in messages) + prefill
-        messages = with_system_prompt(messages, self.system_prompt)
-        # tokenize=False then tokenize: transformers 5 returns a BatchEncoding when tokenize=True.
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return text + prefill
+        return render_prompt(self.tokenizer, conversation, params, self.system_prompt)
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         prompts = [self.render(c, params) for c in conversations]

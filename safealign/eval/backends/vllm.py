@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
-from safealign.eval.backends.base import Conversation, GenerationParams, split_prefill, with_system_prompt
+from safealign.eval.backends.base import Conversation, GenerationParams, render_prompt
 from safealign.types import Completion
 
 
@@ -28,12 +28,7 @@ class VLLMChatModel:
         return cls(config.name, system_prompt=config.system_prompt, **kwargs)
 
     def _render(self, conversation: Conversation, params: GenerationParams) -> str:
-        messages, prefill = split_prefill(conversation)
-        if not params.chat_template:
-            return "".join(m["content"] for m in messages) + prefill
-        messages = with_system_prompt(messages, self.system_prompt)
-        text = self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-        return text + prefill
+        return render_prompt(self.tokenizer, conversation, params, self.system_prompt)
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         sampling = self._vllm.SamplingParams(
