@@ -58,3 +58,13 @@ def test_saved_config_loads_back_identically(recipe, tmp_path):
     config = load_config(TrainConfig, recipe, ["losses.0.params.beta=0.25"])
     saved = save_config(config, tmp_path / "out" / "config.yaml")
     assert load_config(TrainConfig, saved) == config
+
+
+@pytest.mark.parametrize("recipe_path", sorted((__import__("pathlib").Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_train_recipes_load_and_name_registered_losses(recipe_path):
+    from safealign.losses import loss_names
+
+    config = load_config(TrainConfig, recipe_path)
+    assert config.data.path.endswith("hh_rlhf_harmless_base_test.jsonl.gz")
+    assert all(loss.name in loss_names() for loss in config.losses)
