@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from safealign.config import load_config, save_config
@@ -60,7 +62,7 @@ def test_saved_config_loads_back_identically(recipe, tmp_path):
     assert load_config(TrainConfig, saved) == config
 
 
-@pytest.mark.parametrize("recipe_path", sorted((__import__("pathlib").Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")),
+@pytest.mark.parametrize("recipe_path", sorted((Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")),
                          ids=lambda p: p.name)
 def test_shipped_train_recipes_load_and_name_registered_losses(recipe_path):
     from safealign.losses import loss_names
