@@ -39,12 +39,13 @@ _SAMPLE = 4096  # elements hashed per parameter tensor
 def model_fingerprint(model: nn.Module) -> str:
     """Hash of the reference weights: names, shapes, dtypes and a strided sample of every tensor.
 
-    LoRA parameters are excluded: with the adapter disabled the reference is the base model.
+    LoRA parameters are excluded: with the adapter disabled the reference is the base model. Names
+    are taken as in the unwrapped base model, so the same weights give the same fingerprint whichever
+    layers an adapter wraps (or none).
     """
     digest = hashlib.blake2b(digest_size=16)
-    for name, param in sorted(model.named_parameters(), key=lambda kv: kv[0]):
-        if "lora_" in name:
-            continue
+    named = ((_base_name(n), p) for n, p in model.named_parameters() if "lora_" not in n)
+    for name, param in sorted(named, key=lambda kv: kv[0]):
         flat = param.detach().reshape(-1)
         stride = max(1, flat.numel() // _SAMPLE)
         sample = flat[::stride][:_SAMPLE].to("cpu", torch.float32).contiguous()
@@ -64,6 +65,11 @@ def reference_view(item: Any) -> tuple[Ids, tuple[Ids, Ids]]:
         return prompt, (ex.completion_ids, item.kl_completion_ids)
     prompt = item.ref_prompt_ids if item.ref_prompt_ids is not None else item.prompt_ids
     return prompt, (item.chosen_ids, item.rejected_ids)
+
+
+def _base_name(name: str) -> str:
+    """``base_model.model.x.q_proj.base_layer.weight`` (peft) -> ``x.q_proj.weight``."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
 
 
 def reference_view_hash(encoded: Sequence[Any]) -> str:

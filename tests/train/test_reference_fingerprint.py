@@ -1,0 +1,21 @@
+"""The reference cache key follows the base weights, not how an adapter wraps them."""
+
+from __future__ import annotations
+
+import torch
+
+from safealign.models import LoraSettings, apply_lora
+from safealign.models.tiny import tiny_model
+from safealign.train.reference import model_fingerprint
+
+
+def test_fingerprint_ignores_adapter_wrapping_but_sees_weight_changes():
+    plain = model_fingerprint(tiny_model(num_layers=4))
+    all_layers = model_fingerprint(apply_lora(tiny_model(num_layers=4), LoraSettings(r=2, alpha=4)))
+    top_layer = model_fingerprint(apply_lora(tiny_model(num_layers=4), LoraSettings(r=2, alpha=4, last_layers=1)))
+    assert plain == all_layers == top_layer
+    changed = tiny_model(num_layers=4)
+    with torch.no_grad():
+        changed.model.layers[0].mlp.up_proj.weight[0, 0] += 1.0  # element 0 is always in the sample
+    assert model_fingerprint(changed) != plain
+    assert model_fingerprint(tiny_model(num_layers=4, seed=1)) != plain
