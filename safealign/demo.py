@@ -46,8 +46,8 @@ class DemoConfig:
     benign_test: int = 24
     borderline_test: int = 24
     templates: list[str] = field(default_factory=lambda: ["refusal_suppression", "roleplay_novelist"])
-    pair_max_new_tokens: int = 40
-    eval_max_new_tokens: int = 32  # refusals show in the first tokens; the refusal judge reads it all
+    pair_max_new_tokens: int = 48
+    eval_max_new_tokens: int = 48
     batch_size: int = 16
     # training
     beta: float = 0.1
@@ -56,7 +56,7 @@ class DemoConfig:
     epochs: float = 1.0
     train_batch_size: int = 8
     lora_r: int = 16
-    lora_last_layers: Optional[int] = 16  # adapt only the top 16 of 30 blocks: backward stops there
+    lora_last_layers: Optional[int] = None  # adapt only the top N blocks (backward stops there)
     entanglement_every: int = 8  # gradient-entanglement probe every N steps (0 = off)
     entanglement_probe: int = 4
 
