@@ -11,9 +11,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
-from safealign.train.logps import pair_logps
+from safealign.train.reference import score_in_length_order
 from safealign.types import PairLogps
 
 
@@ -30,18 +29,6 @@ def score_pairs(
     """Policy log-probs and response lengths of every pair, in ``encoded`` order (``ref_*`` unset)."""
     if not encoded:
         raise ValueError("no pairs to score")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i].prompt_ids)
-                   + max(len(encoded[i].chosen_ids), len(encoded[i].rejected_ids)))
-    table = torch.empty(len(encoded), 4, dtype=torch.float32)  # chosen, rejected, chosen_tokens, rejected_tokens
-    try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-            rows = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows]).items()}
-            values = pair_logps(model, batch, chunk_size=chunk_size)
-            table[rows] = torch.stack([v.float().cpu() for v in values], dim=1)
-    finally:
-        model.train(was_training)
+    table = score_in_length_order(model, encoded, collate, reference=False, batch_size=batch_size,
+                                  chunk_size=chunk_size, desc=desc)
     return PairLogps(chosen=table[:, 0], rejected=table[:, 1], chosen_tokens=table[:, 2], rejected_tokens=table[:, 3])
