@@ -16,9 +16,9 @@ Memory stays bounded: one pair at a time, one forward and two backward passes, a
 accumulated tensor by tensor (float64) over the selected parameters only — never a flattened copy of
 the whole model.
 
-Not implemented: the paper's pairwise-normalised update ``θ ← θ + η(g_w/‖g_w‖ − g_l/‖g_l‖)``. It needs
-per-pair gradient norms inside the optimisation step, which neither a loss over log-probs nor a trainer
-callback can supply without special-casing the trainer's step.
+The paper's remedy, the pairwise-normalised update ``θ ← θ + η(g_w/‖g_w‖ − g_l/‖g_l‖)``, is a training
+option (``normalize_pair_gradients``, :mod:`safealign.train.normalized`) that reuses
+:func:`pair_entanglement` for the per-pair norms.
 """
 
 from __future__ import annotations

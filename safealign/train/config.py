@@ -90,6 +90,9 @@ class TrainConfig:
     seed: int = 0
     gradient_checkpointing: bool = False
     logps_chunk_size: int = 1024
+    # pairwise-normalised update (arXiv 2410.13828): each pair's chosen and rejected log-prob gradients are
+    # normalised to unit length before the loss weights them; ~2x the cost of a step (safealign.train.normalized)
+    normalize_pair_gradients: bool = False
     report_to: list[str] = field(default_factory=lambda: ["none"])
     # anything else transformers.TrainingArguments accepts (e.g. {deepspeed: ds.json, fsdp: ...})
     training_args: dict[str, Any] = field(default_factory=dict)

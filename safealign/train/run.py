@@ -144,6 +144,9 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
     # fail fast on a bad loss, config or data/loss mismatch before loading anything heavy
     loss = build_loss_from_config(config)
     check_config(config)
+    if config.normalize_pair_gradients and loss.input_kind != "pair":
+        raise ValueError(f"normalize_pair_gradients needs a paired loss (chosen and rejected per row), not an "
+                         f"{loss.input_kind} one ({', '.join(c.name for c in config.losses)})")
     parsed, items = load_training_items(config, loss.input_kind)
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
@@ -165,6 +168,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
         model=model, args=training_arguments(config), train_dataset=ListDataset(encoded),
         data_collator=collator, processing_class=tokenizer, loss=loss, reference=live,
         logps_chunk_size=config.logps_chunk_size, metrics_path=metrics_path,
+        normalize_pair_gradients=config.normalize_pair_gradients,
         callbacks=_diagnostic_callbacks(config, encoded, loss, tokenizer),
     )
     trainer.train(resume_from_checkpoint=checkpoint)

@@ -21,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from safealign.train.logps import pair_logps
 from safealign.train.metrics import MetricWindow, pair_stats, unpaired_stats
+from safealign.train.normalized import normalized_objective, pair_gradient_norms
 from safealign.train.reference import view_logps
 from safealign.types import PairLogps, UnpairedLogps
 
@@ -50,11 +51,16 @@ class PreferenceTrainer(Trainer):
     loss_is_scaled_for_ga = False  # compute_loss returns a per-batch mean
 
     def __init__(self, *args: Any, loss: Any, reference: Any = None, logps_chunk_size: int = 1024,
-                 metrics_path: str | Path | None = None, **kwargs: Any) -> None:
+                 metrics_path: str | Path | None = None, normalize_pair_gradients: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.preference_loss = loss
         self.reference = reference
         self.logps_chunk_size = logps_chunk_size
+        self.normalize_pair_gradients = normalize_pair_gradients
+        if normalize_pair_gradients and loss.input_kind != "pair":
+            raise ValueError("normalize_pair_gradients needs a paired loss (chosen and rejected per row), "
+                             f"not an {loss.input_kind} one")
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self._window = MetricWindow()
         if loss.input_kind not in _INPUTS:
@@ -64,9 +70,13 @@ class PreferenceTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         build, stats = _INPUTS[self.preference_loss.input_kind]
+        norms = self._pair_gradient_norms(model, inputs) if self.normalize_pair_gradients else None
         logps = getattr(self, build)(model, inputs)
         out = self.preference_loss(logps)
         loss = out.losses.mean()
+        if norms is not None:
+            loss = normalized_objective(loss, logps.chosen, logps.rejected, *norms)
+            out.metrics.update({"grad_norm/chosen": norms[0], "grad_norm/rejected": norms[1]})
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at step {self.state.global_step}; stopping. The last checkpoint in "
@@ -74,6 +84,14 @@ class PreferenceTrainer(Trainer):
             )
         self._window.add(stats(logps, out.metrics), self.accelerator.gather)
         return (loss, out) if return_outputs else loss
+
+    def _pair_gradient_norms(self, model, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+        """Per-pair ‖g_w‖, ‖g_l‖ over the trainable parameters (see ``safealign.train.normalized``)."""
+        if self.is_fsdp_enabled or self.is_deepspeed_enabled:
+            raise ValueError("normalize_pair_gradients needs whole (unsharded) parameters: not with FSDP or DeepSpeed")
+        unwrapped = self.accelerator.unwrap_model(model)
+        params = [p for p in unwrapped.parameters() if p.requires_grad]
+        return pair_gradient_norms(unwrapped, inputs, params, chunk_size=self.logps_chunk_size)
 
     def _pair_logps(self, model, inputs: dict[str, Tensor]) -> PairLogps:
         chosen, rejected, chosen_tokens, rejected_tokens = pair_logps(model, inputs, chunk_size=self.logps_chunk_size)
