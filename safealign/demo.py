@@ -36,7 +36,8 @@ class DemoConfig:
     model: str = "smollm2-135m-instruct"
     output_dir: str = "runs/demo"
     variants: list[str] = field(default_factory=lambda: ["e-dpo"])
-    seed: int = 0
+    seed: int = 0  # generation and pair building
+    train_seeds: list[int] = field(default_factory=lambda: [0])  # one trained model per variant and seed
     # self-generated training pairs (built-in train split), per kind
     harmful_train: int = 96
     benign_train: int = 64
@@ -46,6 +47,10 @@ class DemoConfig:
     benign_test: int = 24
     borderline_test: int = 24
     templates: list[str] = field(default_factory=lambda: ["refusal_suppression", "roleplay_novelist"])
+    # behavior files from elsewhere (AdvBench/HarmBench CSV): direct-request ASR on up to extra_limit of each,
+    # spread evenly over the file -- prompts unlike the built-in ones the pairs were made from
+    extra_harmful: list[str] = field(default_factory=list)
+    extra_limit: int = 50
     pair_max_new_tokens: int = 48
     eval_max_new_tokens: int = 48
     batch_size: int = 16
@@ -117,14 +122,66 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
                for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
     figures["benign_refusal_rate"] = _figure(helpful["refusal_rate"]["ordinary"], "rate")
     figures["borderline_refusal_rate"] = _figure(helpful["refusal_rate"]["borderline"], "rate")
+    for name, extra in _extra_sets(config).items():
+        extra_config = dataclasses.replace(eval_config, output_dir=str(out / "extra" / name), attacks=["direct"],
+                                           attack_params={})
+        summary = run_eval(extra_config, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=extra)
+        figures[f"{name}_direct_asr"] = _figure(summary["attacks"]["direct"]["refusal"], "asr")
     return figures
+
+
+def _extra_sets(config: DemoConfig) -> dict[str, list[Any]]:
+    """name (file stem) -> up to ``extra_limit`` behaviors spread evenly over the file. HarmBench's
+    copyright behaviors are left out: reproducing a text is judged by hashing, not by refusal."""
+    from safealign.data.behaviors import load_behaviors
+
+    sets = {}
+    for path in config.extra_harmful:
+        behaviors = [b for b in load_behaviors(path) if b.category != "copyright"]
+        step = max(1, len(behaviors) // max(1, config.extra_limit))
+        sets[_extra_name(path)] = behaviors[::step][: config.extra_limit]
+    return sets
+
+
+def _extra_name(path: str) -> str:
+    return Path(path).name.split(".")[0]
+
+
+def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, bool]]:
+    """metric -> prompt id -> outcome (attack succeeded / benign prompt refused), read back from a
+    stage's evaluation records; unscored prompts are left out."""
+    from safealign.eval.helpfulness.records import latest_by, read_records
+    from safealign.eval.summary import behavior_outcomes
+
+    jailbreak = read_records(eval_dir / "jailbreak" / "records.jsonl")
+    out = {"direct_asr": behavior_outcomes(jailbreak, "direct", "refusal"),
+           "template_asr": behavior_outcomes(jailbreak, "template", "refusal")}
+    for name in map(_extra_name, config.extra_harmful):
+        records = read_records(eval_dir / "extra" / name / "records.jsonl")
+        out[f"{name}_direct_asr"] = behavior_outcomes(records, "direct", "refusal")
+    benign = latest_by(read_records(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl"), "id").values()
+    for kind, metric in (("ordinary", "benign_refusal_rate"), ("borderline", "borderline_refusal_rate")):
+        out[metric] = {r["id"]: r["refused"] for r in benign if r.get("kind") == kind}
+    return {m: {k: v for k, v in o.items() if v is not None} for m, o in out.items()}
+
+
+def compare_variants(config: DemoConfig, run: Path, a: str, b: str) -> dict[str, Any]:
+    """Paired difference ``a − b`` of every metric over the training seeds (safealign.eval.paired)."""
+    from safealign.eval.paired import paired_difference
+
+    outcomes = {v: {seed: stage_outcomes(config, run / "eval" / stage)
+                    for stage, variant, seed in stages(config) if variant == v} for v in (a, b)}
+    metrics = next(iter(outcomes[a].values()))
+    return {"a": a, "b": b, "metrics": {
+        m: paired_difference({s: o[m] for s, o in outcomes[a].items()}, {s: o[m] for s, o in outcomes[b].items()})
+        for m in metrics}}
 
 
 def _figure(stats: dict[str, Any], key: str) -> dict[str, Any]:
     return {"value": stats[key], "ci95": stats["ci95"], "n": stats["n"]}
 
 
-def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path):
+def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path, seed: int = 0):
     from safealign.train.config import LoraConfig, LossConfig, TrainConfig
 
     transform, transform_params = VARIANTS[variant]
@@ -135,7 +192,7 @@ def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path):
                                         last_layers=config.lora_last_layers),
                         learning_rate=config.learning_rate, num_train_epochs=config.epochs,
                         per_device_train_batch_size=config.train_batch_size, logging_steps=1,
-                        save_steps=10, save_total_limit=1, seed=config.seed)
+                        save_steps=10, save_total_limit=1, seed=seed)
     train.data.path = str(pairs_path)
     train.data.format = "standard"
     train.data.max_length = 192
@@ -147,18 +204,25 @@ def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path):
     return train
 
 
-def _train_variant(config: DemoConfig, variant: str, pairs_path: Path, run: Path) -> Path:
+def stages(config: DemoConfig) -> list[tuple[str, str, int]]:
+    """``(stage name, variant, training seed)`` for every model the demo trains; with one seed the
+    stage is named after the variant, else ``<variant>-seed<N>``."""
+    several = len(config.train_seeds) > 1
+    return [(f"{v}-seed{s}" if several else v, v, s) for v in config.variants for s in config.train_seeds]
+
+
+def _train(config: DemoConfig, stage: str, variant: str, seed: int, pairs_path: Path, run: Path) -> Path:
     from transformers.trainer_utils import get_last_checkpoint
 
     from safealign.train.run import run_training
 
-    out = run / "train" / variant
+    out = run / "train" / stage
     final = out / "final"
     if (final / "adapter_config.json").exists():
-        logger.info("demo: %s already trained (%s)", variant, final)
+        logger.info("demo: %s already trained (%s)", stage, final)
         return final
     resume = out.is_dir() and get_last_checkpoint(str(out)) is not None
-    return run_training(train_config(config, variant, pairs_path, out), resume=resume).final_dir
+    return run_training(train_config(config, variant, pairs_path, out, seed), resume=resume).final_dir
 
 
 def _load_trained(final: Path):
@@ -175,8 +239,9 @@ def _check_same_config(config: DemoConfig, run: Path) -> None:
     current = to_dict(config)
     if path.exists():
         previous = json.loads(path.read_text())
-        if previous != current:
-            changed = sorted(k for k in current if previous.get(k) != current.get(k))
+        defaults = to_dict(DemoConfig())  # a setting added since that run counts as its default
+        changed = sorted(k for k in current if previous.get(k, defaults.get(k)) != current[k])
+        if changed:
             raise ValueError(f"{run} holds a demo run with different settings ({', '.join(changed)}); "
                              "use another --output-dir or --fresh")
     run.mkdir(parents=True, exist_ok=True)
@@ -194,6 +259,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown or not config.variants:
         raise ValueError(f"unknown demo variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
+    if not config.train_seeds or len(set(config.train_seeds)) != len(config.train_seeds):
+        raise ValueError(f"train_seeds must be distinct and non-empty, got {config.train_seeds}")
     started = time.time()
     run = Path(config.output_dir)
     _check_same_config(config, run)
@@ -208,12 +275,14 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     summary["before"] = evaluate(config, model, tokenizer, prompts, run / "eval" / "before")
     del model
     after = {}
-    for variant in config.variants:
-        final = _train_variant(config, variant, pairs_path, run)
+    for stage, variant, seed in stages(config):
+        final = _train(config, stage, variant, seed, pairs_path, run)
         trained, trained_tokenizer = _load_trained(final)
-        after[variant] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / variant)
+        after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage)
         del trained
-    summary["after"] = after[config.variants[0]] if len(config.variants) == 1 else after
+    summary["after"] = next(iter(after.values())) if len(after) == 1 else after
+    if {"dpo", "e-dpo"} <= set(config.variants):
+        summary["comparison"] = compare_variants(config, run, "e-dpo", "dpo")
     summary["wall_seconds"] = round(time.time() - started, 1)
     (run / "summary.json").write_text(json.dumps(summary, indent=2))
     html_path, md_path = build_report(run)
@@ -232,16 +301,28 @@ def format_summary(summary: dict[str, Any]) -> str:
     columns = {"after": after} if "direct_asr" in after else {f"after ({k})": v for k, v in after.items()}
     columns = {"before": summary["before"], **columns}
     rows = ["direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"]
-    width = max(len(c) for c in columns) + 2
-    lines = [f"{'metric':<26}" + "".join(f"{c:>{width + 12}}" for c in columns)]
+    rows += sorted({k for c in columns.values() for k in c if k not in rows})
+    with_ci = len(columns) <= 3  # wider tables show values only; summary.json keeps the intervals
+    width = max(len(c) for c in columns) + 2 + (12 if with_ci else 0)
+    label = max(len(r) for r in rows) + 2
+    lines = [f"{'metric':<{label}}" + "".join(f"{c:>{width}}" for c in columns)]
     for row in rows:
-        cells = "".join(f"{_cell(columns[c][row]):>{width + 12}}" for c in columns)
-        lines.append(f"{row:<26}{cells}")
+        cells = "".join(f"{_cell(columns[c].get(row), with_ci):>{width}}" for c in columns)
+        lines.append(f"{row:<{label}}{cells}")
+    if comparison := summary.get("comparison"):
+        lines.append(f"\npaired difference {comparison['a']} − {comparison['b']} (mean over seeds, 95% bootstrap "
+                     "interval over prompts; discordant prompt×seed counts):")
+        for metric, d in comparison["metrics"].items():
+            lo, hi = d["ci95"]
+            lines.append(f"{metric:<{label}}{d['diff']:+.3f} [{lo:+.3f},{hi:+.3f}]  {d['seeds']} seed(s) × "
+                         f"{d['n_prompts']} prompts; only {comparison['a']}: {d['only_a']}, only {comparison['b']}: {d['only_b']}")
     return "\n".join(lines)
 
 
-def _cell(figure: dict[str, Any]) -> str:
-    if figure["value"] is None:
+def _cell(figure: dict[str, Any] | None, with_ci: bool = True) -> str:
+    if figure is None or figure["value"] is None:
         return "-"
+    if not with_ci:
+        return f"{figure['value']:.2f}"
     lo, hi = figure["ci95"] or (0.0, 1.0)
     return f"{figure['value']:.2f} [{lo:.2f},{hi:.2f}]"

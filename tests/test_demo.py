@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 import pytest
+import yaml
 
 from safealign.data.safety_pairs import build_safety_pairs
 from safealign.types import Completion
@@ -112,3 +113,52 @@ def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch):
     assert (run / "eval" / "before" / "jailbreak" / "records.jsonl").read_text().splitlines() == records
     changed = [*argv, "beta=0.5"]
     assert main(changed) == 2  # a different config refuses to mix into the same run directory
+    comparison = summary["comparison"]["metrics"]
+    for metric in ("direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"):
+        after = summary["after"]
+        values = after["e-dpo"][metric]["value"], after["dpo"][metric]["value"]
+        if None not in values:  # one seed: the paired difference is the difference of the two rates
+            assert comparison[metric]["diff"] == pytest.approx(values[0] - values[1])
+
+
+def test_demo_with_training_seeds_and_an_extra_behavior_set(tmp_path, monkeypatch, shared_data):
+    from safealign.cli import main
+
+    run = tmp_path / "demo"
+    argv = ["demo", "--output-dir", str(run), "--model", "tiny-random", "--compare", "dpo,e-dpo",
+            "harmful_train=4", "benign_train=2", "borderline_train=0", "harmful_test=2", "benign_test=1",
+            "borderline_test=1", "eval_max_new_tokens=3", "pair_max_new_tokens=3", "train_batch_size=4",
+            "train_seeds=[0,1]", f"extra_harmful=[{shared_data / 'advbench_behaviors.csv'}]", "extra_limit=4",
+            "templates=[refusal_suppression]", "entanglement_every=0"]
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    assert main(argv) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["after"]) == {"dpo-seed0", "dpo-seed1", "e-dpo-seed0", "e-dpo-seed1"}
+    for stage in (summary["before"], *summary["after"].values()):
+        assert stage["advbench_behaviors_direct_asr"]["n"] == 4
+    ids = [json.loads(line)["behavior_id"] for line in
+           (run / "eval" / "before" / "extra" / "advbench_behaviors" / "records.jsonl").read_text().splitlines()]
+    assert len(set(ids)) == 4 and ids != ["0", "1", "2", "3"]  # spread over the file, not its first rows
+    seeds = [yaml.safe_load((run / "train" / f"dpo-seed{s}" / "config.yaml").read_text())["seed"] for s in (0, 1)]
+    assert seeds == [0, 1]
+    comparison = summary["comparison"]["metrics"]["advbench_behaviors_direct_asr"]
+    assert comparison["seeds"] == 2 and comparison["n_prompts"] == 4
+    per_seed = [summary["after"][f"e-dpo-seed{s}"]["advbench_behaviors_direct_asr"]["value"]
+                - summary["after"][f"dpo-seed{s}"]["advbench_behaviors_direct_asr"]["value"] for s in (0, 1)]
+    assert comparison["diff"] == pytest.approx(sum(per_seed) / 2)
+    html = (run / "report.html").read_text()
+    assert "Paired comparison: e-dpo vs dpo" in html and "advbench behaviors direct asr" in html
+
+
+def test_run_directory_from_before_a_setting_existed_still_resumes(tmp_path):
+    from safealign.config import to_dict
+    from safealign.demo import DemoConfig, _check_same_config
+
+    config = DemoConfig(output_dir=str(tmp_path))
+    old = to_dict(config)
+    del old["train_seeds"]  # written by a version without this setting
+    (tmp_path / "demo_config.json").write_text(json.dumps(old))
+    _check_same_config(config, tmp_path)  # the default value matches: accepted
+    (tmp_path / "demo_config.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="train_seeds"):
+        _check_same_config(DemoConfig(output_dir=str(tmp_path), train_seeds=[0, 1]), tmp_path)

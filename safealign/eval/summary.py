@@ -52,6 +52,16 @@ def asr_stats(per_behavior: dict[str, list[bool | None]]) -> dict[str, Any]:
     }
 
 
+def behavior_outcomes(records: Iterable[dict[str, Any]], attack: str, judge: str) -> dict[str, bool | None]:
+    """behavior id -> outcome of ``attack`` under ``judge`` (True if any attempt succeeded; None unscored)."""
+    per_behavior: dict[str, list[bool | None]] = defaultdict(list)
+    for record in records:
+        if record.get("attack") == attack:
+            verdict = (record.get("verdicts") or {}).get(judge)
+            per_behavior[str(record.get("behavior_id"))].append(verdict.get("harmful") if isinstance(verdict, dict) else None)
+    return {b: _outcome(v) for b, v in per_behavior.items()}
+
+
 def summarize(records: Iterable[dict[str, Any]], behaviors: Sequence[Behavior], attacks: Sequence[str],
               judges: Sequence[str]) -> dict[str, Any]:  # fmt: skip
     """Summary dict for the given attacks and judges; records of other attacks/behaviors are ignored."""

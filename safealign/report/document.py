@@ -116,6 +116,30 @@ def _headline(data: RunData) -> Section | None:
     return Section("Before / after", "summary", blocks)
 
 
+def _comparison(data: RunData) -> Section | None:
+    """The demo's paired difference of two variants (e.g. E-DPO − DPO) per metric, over training seeds."""
+    comparison = (data.demo_summary or {}).get("comparison")
+    if not isinstance(comparison, dict) or not isinstance(comparison.get("metrics"), dict):
+        return None
+    a, b = str(comparison.get("a")), str(comparison.get("b"))
+    rows = []
+    for metric, d in comparison["metrics"].items():
+        if not isinstance(d, dict) or not isinstance(d.get("ci95"), list):
+            continue
+        lo, hi = d["ci95"]
+        rows.append((metric.replace("_", " "), f"{d['rate_a'] * 100:.1f}%", f"{d['rate_b'] * 100:.1f}%",
+                     f"{d['diff'] * 100:+.1f} pts [{lo * 100:+.1f}, {hi * 100:+.1f}]", str(d["seeds"]),
+                     str(d["n_prompts"]), f"{d['only_a']} / {d['only_b']}"))
+    if not rows:
+        return None
+    table = Table(("metric", a, b, f"{a} − {b} (95% CI)", "seeds", "prompts", f"only {a} / only {b}"), tuple(rows),
+                  "Rates are means over training seeds on the prompts scored for both variants.")
+    note = Para(f"Both variants trained from the same pairs with the same seeds and evaluated on the same prompts. "
+                f"The interval is a paired bootstrap over prompts (seeds kept as run); the last column counts "
+                f"prompt×seed cases where only one variant's outcome was positive.", "note")
+    return Section(f"Paired comparison: {a} vs {b}", "comparison", [table, note])
+
+
 def _training(data: RunData, with_plots: bool) -> Section | None:
     if not data.trainings:
         return None
@@ -245,6 +269,7 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
     overrefusal_judge = next((s.overrefusal.get("judge") for s in data.stages if s.overrefusal), None)
     sections: Sequence[Section | None] = [
         _headline(data),
+        _comparison(data),
         _jailbreak(data, with_plots),
         _per_stage(data, refusal_rates, "Over-refusal", "overrefusal",
                    f"Judge: {overrefusal_judge or 'not recorded'}. {OVERREFUSAL_NOTE}", percent=True,
