@@ -110,8 +110,10 @@ def test_normalized_step_raises_chosen_and_lowers_rejected_where_dpo_lowers_both
     assert normalized_chosen > 0 and normalized_rejected < 0
 
 
-def test_trainer_option_logs_gradient_norms(tmp_path, pairs_file):
-    config = tiny_config(tmp_path, pairs_file, max_steps=2, normalize_pair_gradients=True)
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_trainer_option_logs_gradient_norms(tmp_path, pairs_file, checkpointing):
+    config = tiny_config(tmp_path, pairs_file, max_steps=2, normalize_pair_gradients=True,
+                         gradient_checkpointing=checkpointing)
     rows = read_metrics(run_training_(config))
     assert len(rows) >= 2
     assert all(row["grad_norm/chosen"] > 0 and row["grad_norm/rejected"] > 0 for row in rows[:2])
