@@ -34,3 +34,9 @@ def tiny_model():
     from safealign.models.tiny import tiny_model as make
 
     return make()
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Model and reference caches go to this session's temporary folder, never the user's cache."""
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "safealign-cache"))

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     transform = build_transform("safety_prefix", prefix=args.prefix)
     inputs = load_inputs(args, transform=transform)
-    gap = measure_anchor_gap(inputs.model, inputs.encoded, inputs.collate, batch_size=args.batch_size,
+    gap = measure_anchor_gap(inputs.model, inputs.encoded, batch_size=args.batch_size,
                              chunk_size=args.chunk_size)
     result = {"diagnostic": "anchor", **header(args, inputs, started, prefix=transform.prefix),
               "summary": gap.summary(beta=args.beta)}

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> int:
                   ref_chosen=ref_table[:, 0], ref_rejected=ref_table[:, 1])
     report = ranking_report(x, beta=args.beta, alpha=alpha, epsilon=args.epsilon)
     summary = report.summary()
-    if ref_desc == "the model itself":
+    if ref_desc.startswith("the model itself"):
         for key in ("reference_misranked", "fixed", "fixed_share", "reference_ranked", "broken", "broken_share"):
             summary.pop(key)
     result = {"diagnostic": "ranking", **header(args, inputs, started, reference=ref_desc, alpha=alpha_desc,
@@ -61,22 +61,32 @@ def _transform(prefix: str | None):
 
 
 def _reference(args: argparse.Namespace, inputs: Inputs, policy: Any, transform: Any):
-    """Reference table ``(N, 2)`` and a description of where it came from."""
+    """Reference table ``(N, 2)`` and a description of where it came from.
+
+    A reference computed from a model goes through the training's on-disk reference cache (same key:
+    base-weight fingerprint + reference-view token ids), so diagnosing several checkpoints against one
+    reference, or a run against the reference it trained with, scores the reference once.
+    """
     import torch
 
-    from safealign.train.reference import compute_reference_table
+    from safealign.models.embedded import cache_root
+    from safealign.train.reference import load_or_compute_reference
 
-    kwargs = {"batch_size": args.batch_size, "chunk_size": args.chunk_size}
+    def cached(model: Any, description: str):
+        cache = load_or_compute_reference(model, inputs.encoded, cache_root() / "reference",
+                                          batch_size=args.batch_size, chunk_size=args.chunk_size)
+        return cache.table, f"{description}; {'reused' if cache.reused else 'cached'} at {cache.path}"
+
     if args.ref:
         ref_model, ref_tokenizer = load_model(args, args.ref)
         if ref_tokenizer.get_vocab() != inputs.tokenizer.get_vocab():
             raise ValueError(f"--ref {args.ref} uses a different tokenizer than --model {args.model}; "
                              "the two must score the same token ids")
-        return compute_reference_table(ref_model, inputs.encoded, inputs.collate, **kwargs), f"--ref {args.ref}"
+        return cached(ref_model, f"--ref {args.ref}")
     if hasattr(inputs.model, "peft_config"):
-        return compute_reference_table(inputs.model, inputs.encoded, inputs.collate, **kwargs), "base model (adapter disabled)"
+        return cached(inputs.model, "base model (adapter disabled)")
     if transform is not None:
-        return compute_reference_table(inputs.model, inputs.encoded, inputs.collate, **kwargs), "the model itself"
+        return cached(inputs.model, "the model itself")
     return torch.stack([policy.chosen, policy.rejected], dim=1), "the model itself"
 
 

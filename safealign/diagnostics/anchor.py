@@ -18,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from torch import Tensor, nn
 
-from safealign.train.reference import compute_reference_table
+from safealign.train.reference import compute_reference_columns
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,6 @@ class AnchorGap:
 def measure_anchor_gap(
     model: nn.Module,
     encoded: Sequence[Any],
-    collate: Callable[[list[Any]], dict[str, Tensor]],
     *,
     batch_size: int = 8,
     chunk_size: int = 1024,
@@ -87,9 +86,9 @@ def measure_anchor_gap(
     if not harmful:
         raise ValueError(f"none of the {len(encoded)} pairs is flagged harmful; mark the data set harmful "
                          "(a 'harmful' column, or the dataset-level harmful switch) to measure the anchor gap")
-    transformed = compute_reference_table(model, harmful, collate, batch_size=batch_size, chunk_size=chunk_size)
+    transformed = compute_reference_columns(model, harmful, batch_size=batch_size, chunk_size=chunk_size)
     plain_view = [dataclasses.replace(item, ref_prompt_ids=None) for item in harmful]
-    plain = compute_reference_table(model, plain_view, collate, batch_size=batch_size, chunk_size=chunk_size)
+    plain = compute_reference_columns(model, plain_view, batch_size=batch_size, chunk_size=chunk_size)
     changed = sum(item.ref_prompt_ids is not None for item in harmful)
     return AnchorGap(tuple(item.index for item in harmful), plain, transformed, changed)
 

@@ -1,8 +1,8 @@
-"""Score encoded pairs with a model (no gradients): the policy view, adapter on.
+"""Score encoded pairs with the model being diagnosed (no gradients): the policy view, adapter on.
 
-Reference log-probs (adapter off, reference view) come from
-:func:`safealign.train.reference.compute_reference_table`; this is its counterpart for the model
-being diagnosed, which also needs the response lengths.
+Reference log-probs (adapter off, reference view) come from the training's cached reference table,
+:func:`safealign.train.reference.load_or_compute_reference`; this is its counterpart for the model
+itself, which also needs the response lengths.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
-from safealign.train.reference import score_in_length_order
+from safealign.train.logps import pair_logps
 from safealign.types import PairLogps
 
 
@@ -26,9 +27,27 @@ def score_pairs(
     chunk_size: int = 1024,
     desc: str = "model log-probs",
 ) -> PairLogps:
-    """Policy log-probs and response lengths of every pair, in ``encoded`` order (``ref_*`` unset)."""
+    """Policy log-probs and response lengths of every pair, in ``encoded`` order (``ref_*`` unset).
+
+    Pairs are batched by length so little compute goes to padding; results are scattered back. The
+    model runs in eval mode and is restored afterwards.
+    """
     if not encoded:
         raise ValueError("no pairs to score")
-    table = score_in_length_order(model, encoded, collate, reference=False, batch_size=batch_size,
-                                  chunk_size=chunk_size, desc=desc)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(encoded)), key=lambda i: _length(encoded[i]))
+    table = torch.empty(len(encoded), 4, dtype=torch.float32)  # chosen, rejected, their token counts
+    try:
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
+            rows = order[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows]).items()}
+            table[rows] = torch.stack([v.float().cpu() for v in pair_logps(model, batch, chunk_size=chunk_size)], dim=1)
+    finally:
+        model.train(was_training)
     return PairLogps(chosen=table[:, 0], rejected=table[:, 1], chosen_tokens=table[:, 2], rejected_tokens=table[:, 3])
+
+
+def _length(item: Any) -> int:
+    return len(item.prompt_ids) + max(len(item.chosen_ids), len(item.rejected_ids))

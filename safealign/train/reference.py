@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from safealign.data.collate import pad_sequences
 from safealign.data.tokenize import Ids
-from safealign.train.logps import SequenceLogps, pair_logps, sequence_logps
+from safealign.train.logps import SequenceLogps, sequence_logps
 from safealign.train.unpaired import UnpairedItem
 
 logger = logging.getLogger(__name__)
@@ -95,58 +95,6 @@ def adapter_disabled(model: nn.Module):
 
 
 @torch.no_grad()
-def compute_reference_table(
-    model: nn.Module,
-    encoded: Sequence[Any],
-    collate: Callable[[list[Any]], dict[str, Tensor]],
-    *,
-    batch_size: int = 8,
-    chunk_size: int = 1024,
-) -> Tensor:
-    """Reference log-probs ``(N, 2)`` = (chosen, rejected) for every encoded pair, in row order."""
-    with adapter_disabled(model):
-        table = score_in_length_order(model, encoded, collate, reference=True, batch_size=batch_size,
-                                      chunk_size=chunk_size, desc="reference log-probs")
-    return table[:, :2].contiguous()
-
-
-@torch.no_grad()
-def score_in_length_order(
-    model: nn.Module,
-    encoded: Sequence[Any],
-    collate: Callable[[list[Any]], dict[str, Tensor]],
-    *,
-    reference: bool,
-    batch_size: int = 8,
-    chunk_size: int = 1024,
-    desc: str = "log-probs",
-) -> Tensor:
-    """``(N, 4)`` = (chosen, rejected, chosen_tokens, rejected_tokens) of every pair, in row order.
-
-    ``reference=True`` scores the reference view. Pairs are batched by length so little compute goes
-    to padding; results are scattered back. The model runs in eval mode and is restored afterwards.
-    """
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    prompt = _reference_length if reference else _policy_length
-    order = sorted(range(len(encoded)), key=lambda i: prompt(encoded[i]))
-    table = torch.empty(len(encoded), 4, dtype=torch.float32)
-    try:
-        for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
-            rows = order[start : start + batch_size]
-            batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows]).items()}
-            values = pair_logps(model, batch, reference=reference, chunk_size=chunk_size)
-            table[rows] = torch.stack([v.float().cpu() for v in values], dim=1)
-    finally:
-        model.train(was_training)
-    return table
-
-
-def _policy_length(item: Any) -> int:
-    return len(item.prompt_ids) + max(len(item.chosen_ids), len(item.rejected_ids))
-
-
 @torch.no_grad()
 def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_size: int = 8,
                               chunk_size: int = 1024) -> Tensor:
@@ -175,11 +123,6 @@ def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_s
     finally:
         model.train(was_training)
     return table
-
-
-def _reference_length(item: Any) -> int:
-    prompt = item.ref_prompt_ids if item.ref_prompt_ids is not None else item.prompt_ids
-    return len(prompt) + max(len(item.chosen_ids), len(item.rejected_ids))
 
 
 @dataclass(frozen=True)

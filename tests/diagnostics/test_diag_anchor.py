@@ -17,10 +17,10 @@ def _prompt_ids(tokenizer, messages):
 
 
 @torch.no_grad()
-def test_anchor_gap_matches_brute_force(tiny_model, tiny_tokenizer, encode, collate, pairs):
+def test_anchor_gap_matches_brute_force(tiny_model, tiny_tokenizer, encode, pairs):
     prefix = PREFIXES["responsible"]
     encoded = encode(pairs, SafetyPrefix(prefix="responsible"))
-    gap = measure_anchor_gap(tiny_model, encoded, collate, batch_size=2)
+    gap = measure_anchor_gap(tiny_model, encoded, batch_size=2)
     assert gap.index == (0, 2)  # pair 1 is benign
     assert gap.transformed_pairs == 2
     expected = []
@@ -41,12 +41,12 @@ def test_anchor_gap_matches_brute_force(tiny_model, tiny_tokenizer, encode, coll
     assert [row["index"] for row in gap.pairs()] == [0, 2]
 
 
-def test_identity_view_gives_zero_gap_and_no_harmful_pairs_is_an_error(tiny_model, encode, collate, pairs):
-    gap = measure_anchor_gap(tiny_model, encode(pairs), collate)
+def test_identity_view_gives_zero_gap_and_no_harmful_pairs_is_an_error(tiny_model, encode, pairs):
+    gap = measure_anchor_gap(tiny_model, encode(pairs))
     assert gap.transformed_pairs == 0
     assert gap.gap.tolist() == [0.0, 0.0]
     with pytest.raises(ValueError, match="none of the 1 pairs is flagged harmful"):
-        measure_anchor_gap(tiny_model, encode(pairs[1:2], SafetyPrefix()), collate)
+        measure_anchor_gap(tiny_model, encode(pairs[1:2], SafetyPrefix()))
 
 
 def test_summary_hand_computed():

@@ -80,7 +80,10 @@ def test_ranking_on_an_adapter_dir_uses_the_base_as_reference(capsys, data, tmp_
     model.save_pretrained(tmp_path / "final")
     trained = _run(capsys, "ranking", "--data", str(data), "--model", str(tmp_path / "final"))
     plain = _run(capsys, "ranking", "--data", str(data), "--model", str(base))
-    assert trained["reference"] == "base model (adapter disabled)"
+    assert trained["reference"].startswith("base model (adapter disabled); ")
+    again = _run(capsys, "ranking", "--data", str(data), "--model", str(tmp_path / "final"), "--ref", str(base))
+    assert again["reference"].startswith(f"--ref {base}; reused at ")  # the base's table, from the same cache entry
+    assert again["per_pair"] == trained["per_pair"]
     for t, b in zip(trained["per_pair"], plain["per_pair"]):
         assert (t["ref_chosen_logps"], t["ref_rejected_logps"]) == pytest.approx((b["chosen_logps"], b["rejected_logps"]), abs=1e-4)
         assert t["chosen_logps"] != pytest.approx(b["chosen_logps"], abs=1e-2)
