@@ -171,10 +171,14 @@ def compare_variants(config: DemoConfig, run: Path, a: str, b: str) -> dict[str,
 
     outcomes = {v: {seed: stage_outcomes(config, run / "eval" / stage)
                     for stage, variant, seed in stages(config) if variant == v} for v in (a, b)}
-    metrics = next(iter(outcomes[a].values()))
-    return {"a": a, "b": b, "metrics": {
-        m: paired_difference({s: o[m] for s, o in outcomes[a].items()}, {s: o[m] for s, o in outcomes[b].items()})
-        for m in metrics}}
+    compared = {}
+    for metric in next(iter(outcomes[a].values())):
+        try:
+            compared[metric] = paired_difference({s: o[metric] for s, o in outcomes[a].items()},
+                                                 {s: o[metric] for s, o in outcomes[b].items()})
+        except ValueError as err:  # e.g. nothing scored for both: report the rest, never lose the run
+            logger.warning("demo: no paired comparison of %s: %s", metric, err)
+    return {"a": a, "b": b, "metrics": compared}
 
 
 def _figure(stats: dict[str, Any], key: str) -> dict[str, Any]:

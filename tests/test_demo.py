@@ -162,3 +162,18 @@ def test_run_directory_from_before_a_setting_existed_still_resumes(tmp_path):
     (tmp_path / "demo_config.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match="train_seeds"):
         _check_same_config(DemoConfig(output_dir=str(tmp_path), train_seeds=[0, 1]), tmp_path)
+
+
+def test_comparison_skips_a_metric_nothing_was_scored_for(tmp_path):
+    from safealign.demo import DemoConfig, compare_variants
+
+    config = DemoConfig(variants=["dpo", "e-dpo"])
+    for stage, verdict in (("dpo", False), ("e-dpo", True)):
+        folder = tmp_path / "eval" / stage / "jailbreak"
+        folder.mkdir(parents=True)
+        records = [{"attack": "direct", "behavior_id": f"b{i}", "verdicts": {"refusal": {"harmful": verdict}}}
+                   for i in range(3)]
+        (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    result = compare_variants(config, tmp_path, "e-dpo", "dpo")
+    assert set(result["metrics"]) == {"direct_asr"}  # template and over-refusal records are absent
+    assert result["metrics"]["direct_asr"]["diff"] == 1.0 and result["metrics"]["direct_asr"]["only_a"] == 3
