@@ -80,7 +80,8 @@ def stratified(items: list[Any], n: int) -> list[Any]:
     return picked
 
 
-def _prompt_sets(config: DemoConfig) -> dict[str, list[Any]]:
+def _prompt_sets(config: DemoConfig) -> dict[str, Any]:
+    """Every prompt set of the run, built once (before the model loads, so a bad file fails fast)."""
     from safealign.data.builtin import load_prompts
 
     return {
@@ -90,6 +91,7 @@ def _prompt_sets(config: DemoConfig) -> dict[str, list[Any]]:
         "harmful_test": stratified(load_prompts("harmful", split="test"), config.harmful_test),
         "benign_test": stratified(load_prompts("benign", split="test", kind="ordinary"), config.benign_test)
         + stratified(load_prompts("benign", split="test", kind="borderline"), config.borderline_test),
+        "extra_harmful": _extra_sets(config),
     }
 
 
@@ -99,7 +101,7 @@ def _params(config: DemoConfig, max_new_tokens: int):
     return GenerationParams(max_new_tokens=max_new_tokens, batch_size=config.batch_size, seed=config.seed)
 
 
-def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, list[Any]], out: Path) -> dict[str, Any]:
+def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path) -> dict[str, Any]:
     """Jailbreak ASR (direct + templates) and over-refusal for one model; returns the demo's figures."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.config import EvalConfig
@@ -122,7 +124,7 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
                for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
     figures["benign_refusal_rate"] = _figure(helpful["refusal_rate"]["ordinary"], "rate")
     figures["borderline_refusal_rate"] = _figure(helpful["refusal_rate"]["borderline"], "rate")
-    for name, extra in _extra_sets(config).items():
+    for name, extra in prompts["extra_harmful"].items():
         extra_config = dataclasses.replace(eval_config, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
         summary = run_eval(extra_config, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=extra)
