@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -153,19 +154,57 @@ def load_or_compute_reference(
         f"{model_fingerprint(model)}:{reference_view_hash(encoded)}".encode(), digest_size=16
     ).hexdigest()
     path = Path(cache_dir) / f"{key}.safetensors"
-    if path.exists():
-        table = load_file(str(path))["reference_logps"]
-        if table.shape == (len(encoded), 2):
-            logger.info("reference log-probs: reusing cache %s", path)
-            return ReferenceCache(table, path, key, reused=True)
-        logger.warning("reference cache %s has shape %s, expected (%d, 2); recomputing", path, tuple(table.shape), len(encoded))
+    table = _read_verified(path, len(encoded)) if path.exists() else None
+    if table is not None:
+        logger.info("reference log-probs: reusing cache %s", path)
+        return ReferenceCache(table, path, key, reused=True)
     table = compute_reference_columns(model, encoded, batch_size=batch_size, chunk_size=chunk_size)
     if not torch.isfinite(table).all():
         bad = torch.nonzero(~torch.isfinite(table).all(dim=1)).flatten()[:5].tolist()
         raise ValueError(f"reference log-probs are not finite for rows {bad}; check the data and model")
-    _save_atomic(table, path, {"key": key, "rows": str(len(encoded)), "describe": json.dumps(describe or {})})
+    metadata = {"key": key, "rows": str(len(encoded)), "checksum": table_checksum(table),
+                "describe": json.dumps(describe or {})}
+    _save_atomic(table, path, metadata)
     logger.info("reference log-probs: computed and cached at %s", path)
     return ReferenceCache(table, path, key, reused=False)
+
+
+def table_checksum(table: Tensor) -> str:
+    """blake2b of the table's float32 bytes: stored with a cache entry, checked before it is reused."""
+    data = table.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_verified(path: Path, rows: int) -> Tensor | None:
+    """The cached table if it is readable, has ``rows`` rows, matches its stored checksum and holds
+    plausible log-probs (finite, <= 0: a summed log-probability can't be positive); else a warning
+    saying what is wrong and None, so the caller recomputes and replaces the entry."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            stored = (handle.metadata() or {}).get("checksum")
+            table = handle.get_tensor("reference_logps")
+    except (SafetensorError, OSError) as exc:  # e.g. a file cut short by a crash or a full disk
+        problem = f"unreadable ({exc})"
+    else:
+        problem = _table_problem(table, rows, stored)
+        if problem is None:
+            return table
+    logger.warning("reference cache %s is %s; recomputing it", path, problem)
+    return None
+
+
+def _table_problem(table: Tensor, rows: int, stored_checksum: str | None) -> str | None:
+    if table.shape != (rows, 2):
+        return f"of shape {tuple(table.shape)}, expected ({rows}, 2)"
+    if stored_checksum is None:  # written before entries carried a checksum: can't be verified
+        return "without a checksum"
+    if stored_checksum != table_checksum(table):
+        return "corrupt (its values do not match the stored checksum)"
+    bad = ~torch.isfinite(table) | (table > 0)
+    if bool(bad.any()):
+        rows_bad = torch.nonzero(bad.any(dim=1)).flatten()[:5].tolist()
+        return f"implausible (non-finite or positive log-probs in rows {rows_bad})"
+    return None
 
 
 def _save_atomic(table: Tensor, path: Path, metadata: dict[str, str]) -> None:
