@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import logging
 import math
 import random
@@ -209,7 +208,8 @@ def table_rows(result: BenchResult) -> list[list[str]]:
         out.append([row.label, f"{m('first_loss'):.4f}", f"{m('first_chosen_logps'):.3f}", f"{m('tokens_per_s'):,.0f}",
                     f"{m('tokens_per_cpu_s'):,.0f}", f"{m('peak_bytes') / 2**30:.2f}", f"{m('epoch_s'):.1f}",
                     f"{m('epoch_cpu_s'):.1f}"]
-                   + _ratios(row, by_key.get("trl"), result.cpu_time) + _ratios(row, by_key.get("trl-liger"), result.cpu_time))
+                   + _ratios(row, by_key.get("trl"), result.cpu_time)
+                   + _ratios(row, by_key.get("trl-liger"), result.cpu_time))
     return out
 
 
@@ -230,7 +230,9 @@ def sanity_notes(result: BenchResult, tol: float = 1e-4) -> list[str]:
             lp = trl.median("first_chosen_logps")
             lp_rel = abs(by_key[key].median("first_chosen_logps") - lp) / max(abs(lp), 1e-12)
             verdict = "same" if loss_diff <= tol and lp_rel <= tol else "DIFFERENT"
-            notes.append(f"{key} vs trl first step: |Δloss| {loss_diff:.1e}, rel. Δlogps/chosen {lp_rel:.1e} -> {verdict}")
+            notes.append(
+                f"{key} vs trl first step: |Δloss| {loss_diff:.1e}, rel. Δlogps/chosen {lp_rel:.1e} -> {verdict}"
+            )
     if "safealign-dpo-cached" in by_key and "safealign-edpo-cached" in by_key:
         dpo, edpo = by_key["safealign-dpo-cached"], by_key["safealign-edpo-cached"]
         rate, epoch = ("tokens_per_cpu_s", "epoch_cpu_s") if result.cpu_time else ("tokens_per_s", "epoch_s")

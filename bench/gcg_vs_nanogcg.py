@@ -89,12 +89,13 @@ def main() -> None:
 def print_table(rows, args) -> None:
     print(f"model={args.model} steps={args.steps} search_width={args.search_width} topk={args.topk} "
           f"suffix_length={args.suffix_length} threads={args.threads} device=cpu")  # fmt: skip
-    head = (f"| behavior | initial loss | ours loss | nanogcg loss | nanogcg suffix, our loss fn | loss ratio ours/nano "
-            f"| ours s/step | nanogcg s/step | time ratio ours/nano |")  # fmt: skip
+    head = ("| behavior | initial loss | ours loss | nanogcg loss | nanogcg suffix, our loss fn | loss ratio ours/nano "
+            "| ours s/step | nanogcg s/step | time ratio ours/nano |")  # fmt: skip
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for bid, init, ol, nl, nr, os_, ns in rows:
-        print(f"| {bid} | {init:.3f} | {ol:.3f} | {nl:.3f} | {nr:.3f} | {ol / nl:.3f} | {os_:.2f} | {ns:.2f} | {os_ / ns:.2f} |")
+        print(f"| {bid} | {init:.3f} | {ol:.3f} | {nl:.3f} | {nr:.3f} | {ol / nl:.3f} "
+              f"| {os_:.2f} | {ns:.2f} | {os_ / ns:.2f} |")
     mean = statistics.fmean
     print(f"| mean | {mean(r[1] for r in rows):.3f} | {mean(r[2] for r in rows):.3f} | {mean(r[3] for r in rows):.3f} "
           f"| {mean(r[4] for r in rows):.3f} | {mean(r[2] / r[3] for r in rows):.3f} | {mean(r[5] for r in rows):.2f} "

@@ -297,7 +297,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
 
 def objective_name(config: DemoConfig) -> str:
-    base = f"DPO (β={config.beta})" if not config.nll_weight else f"DPO (β={config.beta}) + {config.nll_weight:g}·NLL(chosen) [rpo]"
+    base = (
+        f"DPO (β={config.beta})"
+        if not config.nll_weight
+        else f"DPO (β={config.beta}) + {config.nll_weight:g}·NLL(chosen) [rpo]"
+    )
     return base + "; E-variant: reference given the 'community_guidelines' safety prefix on harmful rows"
 
 
@@ -320,8 +324,11 @@ def format_summary(summary: dict[str, Any]) -> str:
                      "interval over prompts; discordant prompt×seed counts):")
         for metric, d in comparison["metrics"].items():
             lo, hi = d["ci95"]
-            lines.append(f"{metric:<{label}}{d['diff']:+.3f} [{lo:+.3f},{hi:+.3f}]  {d['seeds']} seed(s) × "
-                         f"{d['n_prompts']} prompts; only {comparison['a']}: {d['only_a']}, only {comparison['b']}: {d['only_b']}")
+            lines.append(
+                f"{metric:<{label}}{d['diff']:+.3f} [{lo:+.3f},{hi:+.3f}]  {d['seeds']} seed(s) × "
+                f"{d['n_prompts']} prompts; only {comparison['a']}: {d['only_a']}, "
+                f"only {comparison['b']}: {d['only_b']}"
+            )
     return "\n".join(lines)
 
 

@@ -62,7 +62,12 @@ def test_build_safety_pairs_orients_pairs_and_skips_what_makes_no_pair(tmp_path)
                           "rejected": "Sure, take a pipe", "harmful": True, "category": "weapons", "kind": "harmful"}
     assert rows["b1"]["chosen"] == "Mix flour and water." and rows["b1"]["rejected"] == "I can't help with that."
     assert rows["b1"]["harmful"] is False
-    assert (report.written, report.skipped_already_refused, report.skipped_benign_refused, report.skipped_errors) == (2, 1, 1, 1)
+    assert (report.written, report.skipped_already_refused, report.skipped_benign_refused, report.skipped_errors) == (
+        2,
+        1,
+        1,
+        1,
+    )
 
 
 def test_build_safety_pairs_resumes_without_regenerating(tmp_path):
@@ -71,7 +76,7 @@ def test_build_safety_pairs_resumes_without_regenerating(tmp_path):
     model = ScriptedModel(ANSWERS)
     report = build_safety_pairs(model, PROMPTS[:3], ["I can't."], out)
     assert report.reused == 1 and report.written == 1
-    assert [json.loads(l)["id"] for l in out.read_text().splitlines()] == ["h1", "b1"]
+    assert [json.loads(ln)["id"] for ln in out.read_text().splitlines()] == ["h1", "b1"]
 
 
 def test_build_safety_pairs_output_is_trainable_standard_format(tmp_path):

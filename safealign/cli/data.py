@@ -1,6 +1,12 @@
 """``safealign data``: inspect and build data sets."""
 
 SUBCOMMANDS = {
-    "inspect": ("safealign.cli.data_inspect", "parse a data file or dataset id and report format, counts, drops and examples"),
-    "build-safety": ("safealign.cli.data_build_safety", "generate safety preference pairs from the built-in prompts with a model's own answers"),
+    "inspect": (
+        "safealign.cli.data_inspect",
+        "parse a data file or dataset id and report format, counts, drops and examples",
+    ),
+    "build-safety": (
+        "safealign.cli.data_build_safety",
+        "generate safety preference pairs from the built-in prompts with a model's own answers",
+    ),
 }

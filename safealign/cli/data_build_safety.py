@@ -6,7 +6,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="load_model spec (default: the embedded model)")
+    parser.add_argument(
+        "--model", default="smollm2-135m-instruct", help="load_model spec (default: the embedded model)"
+    )
     parser.add_argument("--out", required=True, help="output JSONL (appended; re-runs skip finished ids)")
     parser.add_argument("--split", default="train", choices=["train", "test", "all"], help="built-in prompt split")
     parser.add_argument("--harmful-limit", type=int, default=None, help="first N harmful prompts per split")

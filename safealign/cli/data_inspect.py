@@ -12,12 +12,20 @@ SHOW_DROPS = 5
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("path", help="data file (jsonl/json/csv/parquet, .gz too) or HF dataset id")
-    parser.add_argument("--format", default="auto", help="auto, standard, conversational, implicit, unpaired, behaviors")
+    parser.add_argument(
+        "--format", default="auto", help="auto, standard, conversational, implicit, unpaired, behaviors"
+    )
     parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
                         help="map a field to your column name, e.g. --column prompt=question (repeatable)")
     parser.add_argument("--split", default=None, help="dataset split for HF dataset ids (default: train)")
-    parser.add_argument("--harmful", action="store_true", default=None, help="mark rows without a harmful flag as harmful")
-    parser.add_argument("--tokenizer", default=None, help="render examples through this tokenizer's chat template ('tiny-random', hub id, dir)")
+    parser.add_argument(
+        "--harmful", action="store_true", default=None, help="mark rows without a harmful flag as harmful"
+    )
+    parser.add_argument(
+        "--tokenizer",
+        default=None,
+        help="render examples through this tokenizer's chat template ('tiny-random', hub id, dir)",
+    )
     parser.add_argument("--examples", type=int, default=3, help="number of examples to show (default 3)")
     parser.add_argument("--limit", type=int, default=None, help="read at most this many rows")
     parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
@@ -102,7 +110,11 @@ def _preferences_summary(args: argparse.Namespace) -> dict[str, Any]:
 
 def _example(item: Any, render: Any) -> dict[str, Any]:
     out: dict[str, Any] = {"row": item.row, "harmful": item.harmful, "prompt": list(item.prompt)}
-    responses = {"completion": item.completion} if hasattr(item, "completion") else {"chosen": item.chosen, "rejected": item.rejected}
+    responses = (
+        {"completion": item.completion}
+        if hasattr(item, "completion")
+        else {"chosen": item.chosen, "rejected": item.rejected}
+    )
     if hasattr(item, "label"):
         out["label"] = item.label
     out.update(responses)

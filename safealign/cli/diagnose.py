@@ -18,24 +18,37 @@ from typing import Any, Sequence
 logger = logging.getLogger(__name__)
 
 SUBCOMMANDS = {
-    "ranking": ("safealign.cli.diagnose_ranking",
-                "ranking accuracy, idealized ranking accuracy, pair difficulty; share of mis-ranked pairs a model fixed"),
-    "entanglement": ("safealign.cli.diagnose_entanglement",
-                     "gradient entanglement of chosen and rejected log-probs per pair (arXiv 2410.13828)"),
-    "anchor": ("safealign.cli.diagnose_anchor",
-               "anchor gap: how far a safety prefix moves the reference's log-probs on harmful pairs"),
+    "ranking": (
+        "safealign.cli.diagnose_ranking",
+        "ranking accuracy, idealized ranking accuracy, pair difficulty; share of mis-ranked pairs a model fixed",
+    ),
+    "entanglement": (
+        "safealign.cli.diagnose_entanglement",
+        "gradient entanglement of chosen and rejected log-probs per pair (arXiv 2410.13828)",
+    ),
+    "anchor": (
+        "safealign.cli.diagnose_anchor",
+        "anchor gap: how far a safety prefix moves the reference's log-probs on harmful pairs",
+    ),
 }
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True,
-                        help="model spec: smollm2-135m-instruct, tiny-random, hub id, folder, or a run's final/ adapter folder")
-    parser.add_argument("--data", required=True, help="preference data: file (jsonl/json/csv/parquet, .gz) or HF dataset id")
+    parser.add_argument(
+        "--model",
+        required=True,
+        help="model spec: smollm2-135m-instruct, tiny-random, hub id, folder, or a run's final/ adapter folder",
+    )
+    parser.add_argument(
+        "--data", required=True, help="preference data: file (jsonl/json/csv/parquet, .gz) or HF dataset id"
+    )
     parser.add_argument("--format", default="auto", help="auto, standard, conversational, implicit")
     parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
                         help="map a field to your column name (repeatable)")
     parser.add_argument("--split", default=None, help="split for HF dataset ids")
-    parser.add_argument("--harmful", action="store_true", default=None, help="mark rows without a harmful flag as harmful")
+    parser.add_argument(
+        "--harmful", action="store_true", default=None, help="mark rows without a harmful flag as harmful"
+    )
     parser.add_argument("--limit", type=int, default=None, help="use the first N rows")
     parser.add_argument("--max-length", type=int, default=512, help="max prompt+response tokens (default 512)")
     parser.add_argument("--max-prompt-length", type=int, default=256, help="max prompt tokens (default 256)")
@@ -80,7 +93,9 @@ def load_inputs(args: argparse.Namespace, *, transform: Any = None, model: Any =
                               split=args.split, harmful=args.harmful, limit=args.limit)
     pairs = [p for p in parsed.items if hasattr(p, "chosen")]
     if not pairs:
-        raise ValueError(f"{args.data}: no usable preference pairs ({len(parsed.dropped)} of {parsed.rows} rows dropped)")
+        raise ValueError(
+            f"{args.data}: no usable preference pairs ({len(parsed.dropped)} of {parsed.rows} rows dropped)"
+        )
     encoder = PairEncoder(tokenizer, transform=transform, max_length=args.max_length,
                           max_prompt_length=args.max_prompt_length)
     encoded, report = encoder.encode_all(pairs)
@@ -96,7 +111,9 @@ def header(args: argparse.Namespace, inputs: Inputs, started: float, **extra: An
             "wall_seconds": round(time.perf_counter() - started, 2)}
 
 
-def emit(args: argparse.Namespace, name: str, result: dict[str, Any], pairs: Sequence[dict[str, Any]], text: str) -> None:
+def emit(
+    args: argparse.Namespace, name: str, result: dict[str, Any], pairs: Sequence[dict[str, Any]], text: str
+) -> None:
     """Print ``text`` (or the JSON dict with its pairs) and write the run-directory files when asked."""
     if args.json:
         print(json.dumps({**result, "per_pair": list(pairs)}, indent=2, ensure_ascii=False))

@@ -16,10 +16,15 @@ from safealign.cli.diagnose import Inputs, add_common_arguments, emit, header, l
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
-    parser.add_argument("--ref", default=None, help="reference model spec (default: the adapter's base, else the model)")
-    parser.add_argument("--beta", type=float, default=0.1, help="DPO β for R*, difficulty threshold and loss (default 0.1)")
+    parser.add_argument(
+        "--ref", default=None, help="reference model spec (default: the adapter's base, else the model)"
+    )
+    parser.add_argument(
+        "--beta", type=float, default=0.1, help="DPO β for R*, difficulty threshold and loss (default 0.1)"
+    )
     parser.add_argument("--epsilon", type=float, default=0.1,
-                        help="rater noise: α = 1 − ε where no agreement column exists; α clipped to [ε, 1 − ε] (default 0.1)")
+                        help="rater noise: α = 1 − ε where no agreement column exists; α clipped to [ε, 1 − ε] "
+                        "(default 0.1)")
     parser.add_argument("--alpha-column", default="alpha",
                         help="column with the share of raters preferring chosen (default 'alpha'; used when present)")
     parser.add_argument("--prefix", default=None,
@@ -97,7 +102,9 @@ def _alpha(args: argparse.Namespace, inputs: Inputs):
     fallback = f"1 - epsilon = {1 - args.epsilon:g} (no '{args.alpha_column}' column)"
     if not args.alpha_column:
         return None, fallback
-    values = {row: record.get(args.alpha_column) for row, record in read_rows(args.data, split=args.split, limit=args.limit)}
+    values = {
+        row: record.get(args.alpha_column) for row, record in read_rows(args.data, split=args.split, limit=args.limit)
+    }
     if all(values.get(p.row) is None for p in inputs.pairs):
         return None, fallback
     alpha = []
@@ -106,8 +113,13 @@ def _alpha(args: argparse.Namespace, inputs: Inputs):
         try:
             alpha.append(1.0 if value is None else float(value))
         except (TypeError, ValueError):
-            raise ValueError(f"{args.data} row {p.row}: column {args.alpha_column!r} = {value!r} is not a number") from None
-    return alpha, f"column '{args.alpha_column}' (missing values: 1), clipped to [{args.epsilon:g}, {1 - args.epsilon:g}]"
+            raise ValueError(
+                f"{args.data} row {p.row}: column {args.alpha_column!r} = {value!r} is not a number"
+            ) from None
+    return (
+        alpha,
+        f"column '{args.alpha_column}' (missing values: 1), clipped to [{args.epsilon:g}, {1 - args.epsilon:g}]",
+    )
 
 
 def _text(result: dict[str, Any], pairs: list[dict[str, Any]], show: int) -> str:

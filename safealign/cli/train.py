@@ -7,7 +7,9 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML recipe (see configs/train/)")
-    parser.add_argument("overrides", nargs="*", help="dotlist overrides, e.g. learning_rate=1e-4 losses.0.params.beta=0.5")
+    parser.add_argument(
+        "overrides", nargs="*", help="dotlist overrides, e.g. learning_rate=1e-4 losses.0.params.beta=0.5"
+    )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
 
 

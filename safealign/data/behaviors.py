@@ -7,8 +7,8 @@ Layouts, detected from the columns:
   else ``FunctionalCategory``).
 - AdvBench original CSV: ``goal``, ``target``; ids are ``advbench_<row+1>`` (1-based, matching the
   HarmBench-layout AdvBench file and its targets JSON).
-- JSONL / JSON: fields ``behavior`` | ``prompt`` | ``goal`` | ``instruction``, and optional ``id``, ``category``, ``context``,
-  ``target`` (ids default to ``<file stem>_<row>``).
+- JSONL / JSON: fields ``behavior`` | ``prompt`` | ``goal`` | ``instruction``, and optional ``id``, ``category``,
+  ``context``, ``target`` (ids default to ``<file stem>_<row>``).
 
 An optional targets JSON (``{BehaviorID: "Sure, here is …"}``) fills ``target``.
 """
@@ -78,7 +78,9 @@ def _text(record: Record, key: str, name: str, row: int, *, required: bool) -> s
 
 
 def _harmbench(record: Record, name: str, row: int) -> Behavior:
-    category_key = next((k for k in ("SemanticCategory", "Category", "FunctionalCategory") if record.get(k)), "Category")
+    category_key = next(
+        (k for k in ("SemanticCategory", "Category", "FunctionalCategory") if record.get(k)), "Category"
+    )
     return Behavior(
         id=_text(record, "BehaviorID", name, row, required=True),
         behavior=_text(record, "Behavior", name, row, required=True),
@@ -116,7 +118,9 @@ def _check_unique(name: str, behaviors: list[Behavior]) -> None:
     first: dict[str, int] = {}
     for b in behaviors:
         if b.id in first:
-            raise ValueError(f"{name}: row {b.row}: field 'id': duplicate behavior id {b.id!r} (first at row {first[b.id]})")
+            raise ValueError(
+                f"{name}: row {b.row}: field 'id': duplicate behavior id {b.id!r} (first at row {first[b.id]})"
+            )
         first[b.id] = b.row
 
 

@@ -109,7 +109,11 @@ def detect_format(record_columns: set[str], first: Mapping[str, Any]) -> str | N
         return None
     if "prompt" not in record_columns:
         return "implicit"
-    return "conversational" if any(isinstance(first.get(k), list) for k in ("prompt", "chosen", "rejected")) else "standard"
+    return (
+        "conversational"
+        if any(isinstance(first.get(k), list) for k in ("prompt", "chosen", "rejected"))
+        else "standard"
+    )
 
 
 # --------------------------------------------------------------------------- row parsers
@@ -165,7 +169,9 @@ def _parse_implicit(record: Record, harmful, source: str, row: int) -> Preferenc
 def _parse_unpaired(record: Record, harmful, source: str, row: int) -> UnpairedExample:
     prompt = m.parse_prompt(record.get("prompt"))
     value = record.get("completion")
-    completion = _text_response(value, "completion") if not isinstance(value, list) else m.assistant_text(value, "completion")
+    completion = (
+        _text_response(value, "completion") if not isinstance(value, list) else m.assistant_text(value, "completion")
+    )
     label = m.parse_bool(record.get("label"), "label")
     if label is None:
         raise m.RowDrop("label", "missing value")
@@ -202,7 +208,9 @@ def _columns_seen(records: list[tuple[int, Record]]) -> list[str]:
 def _check_mapped_columns(name: str, mapping: dict[str, str], seen: list[str]) -> None:
     for key, column in mapping.items():
         if seen and column not in seen:
-            raise ValueError(f"{name}: column mapping {key}={column}: no column {column!r}; columns seen: {', '.join(seen)}")
+            raise ValueError(
+                f"{name}: column mapping {key}={column}: no column {column!r}; columns seen: {', '.join(seen)}"
+            )
 
 
 def _remap(record: Record, mapping: dict[str, str]) -> Record:
@@ -242,6 +250,13 @@ def _resolve_format(name: str, format: str, rows: list[tuple[int, Record]], mapp
 
 
 def _log_summary(name: str, result: ParseResult) -> None:
-    log.info("%s: %s format, %d rows, %d parsed, %d dropped", name, result.format, result.rows, len(result.items), len(result.dropped))
+    log.info(
+        "%s: %s format, %d rows, %d parsed, %d dropped",
+        name,
+        result.format,
+        result.rows,
+        len(result.items),
+        len(result.dropped),
+    )
     for reason, count in result.drop_counts().items():
         log.warning("%s: dropped %d row(s): %s", name, count, reason)

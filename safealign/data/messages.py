@@ -134,7 +134,11 @@ def split_conversations(
     prompt = chosen[:-1]
     if not prompt or prompt[-1]["role"] != "user":
         raise RowDrop("chosen", "no user turn directly before the final assistant turn")
-    return prompt, require_response(chosen[-1]["content"], "chosen"), require_response(rejected[-1]["content"], "rejected")
+    return (
+        prompt,
+        require_response(chosen[-1]["content"], "chosen"),
+        require_response(rejected[-1]["content"], "rejected"),
+    )
 
 
 def _describe(value: Any) -> str:

@@ -44,7 +44,9 @@ def file_kind(path: Path) -> str:
     raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(SUFFIXES)} (optionally .gz)")
 
 
-def read_rows(source: str | Path, *, split: str | None = None, limit: int | None = None) -> Iterator[tuple[int, Record]]:
+def read_rows(
+    source: str | Path, *, split: str | None = None, limit: int | None = None
+) -> Iterator[tuple[int, Record]]:
     """Yield ``(row, record)`` from a local file or an HF dataset id; at most ``limit`` records.
 
     Raises ValueError naming the file (and line) when it cannot be read.

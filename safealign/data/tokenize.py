@@ -71,7 +71,8 @@ class TruncationReport:
     def summary(self) -> str:
         return (
             f"{self.examples} examples: {self.prompts_truncated} prompts left-truncated, "
-            f"{self.responses_truncated} responses cut, {len(self.dropped)} dropped (prompt leaves no room for a response)"
+            f"{self.responses_truncated} responses cut, {len(self.dropped)} dropped "
+            "(prompt leaves no room for a response)"
         )
 
 
@@ -97,7 +98,9 @@ class PairEncoder:
         chat_template: str | None = None,
     ) -> None:
         if max_prompt_length is not None and not 0 < max_prompt_length < max_length:
-            raise ValueError(f"max_prompt_length ({max_prompt_length}) must be positive and below max_length ({max_length})")
+            raise ValueError(
+                f"max_prompt_length ({max_prompt_length}) must be positive and below max_length ({max_length})"
+            )
         if chat_template is None and not getattr(tokenizer, "chat_template", None):
             raise ValueError(
                 f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} has no chat template; "
@@ -123,7 +126,9 @@ class PairEncoder:
         if full.startswith(rendered_prompt) and len(full) > len(rendered_prompt):
             return full[len(rendered_prompt) :]
         if not self._warned_fallback:
-            log.warning("chat template does not render the prompt as a prefix of prompt+response; using response + eos_token")
+            log.warning(
+                "chat template does not render the prompt as a prefix of prompt+response; using response + eos_token"
+            )
             self._warned_fallback = True
         return response + (self.tokenizer.eos_token or "")
 
@@ -147,7 +152,9 @@ class PairEncoder:
         """Encode every pair; index = position in ``pairs``. Too-long prompts are dropped and counted."""
         return self._encode_many(list(pairs), self._encode_pair)
 
-    def encode_all_unpaired(self, examples: Iterable[UnpairedExample]) -> tuple[list[EncodedUnpaired], TruncationReport]:
+    def encode_all_unpaired(
+        self, examples: Iterable[UnpairedExample]
+    ) -> tuple[list[EncodedUnpaired], TruncationReport]:
         return self._encode_many(list(examples), self._encode_unpaired)
 
     def _encode_many(self, items: list, encode_one) -> tuple[list, TruncationReport]:
@@ -159,7 +166,9 @@ class PairEncoder:
                 log.debug("%s", exc)
                 dropped.append(index)
         report = TruncationReport(len(items), counts.prompts, counts.responses, tuple(dropped))
-        (log.warning if counts.prompts or counts.responses or dropped else log.info)("tokenization: %s", report.summary())
+        (log.warning if counts.prompts or counts.responses or dropped else log.info)(
+            "tokenization: %s", report.summary()
+        )
         return encoded, report
 
     def _encode_pair(self, pair: PreferencePair, index: int, counts: _Counts) -> EncodedPair:
@@ -195,7 +204,10 @@ class PairEncoder:
         longest = max(len(prompt_ids), len(ref_ids) if ref_ids is not None else 0)
         budget = self.max_length - longest
         if budget < 1:
-            raise PromptTooLong(f"{item.source} row {item.row}: prompt of {longest} tokens leaves no room within max_length={self.max_length}")
+            raise PromptTooLong(
+                f"{item.source} row {item.row}: prompt of {longest} tokens leaves no room "
+                f"within max_length={self.max_length}"
+            )
         return budget
 
     def _response_ids(self, prompt, response: str, budget: int, counts: _Counts, item) -> Ids:
@@ -210,4 +222,6 @@ class PairEncoder:
         try:
             return fn()
         except TemplateError as exc:
-            raise ValueError(f"{item.source} row {item.row}: the chat template rejected this conversation: {exc}") from exc
+            raise ValueError(
+                f"{item.source} row {item.row}: the chat template rejected this conversation: {exc}"
+            ) from exc

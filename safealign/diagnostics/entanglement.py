@@ -255,7 +255,9 @@ def measure_entanglement(
                 results.append(pair_entanglement(model, batch, selected, index=item.index, chunk_size=chunk_size))
     finally:
         model.train(was_training)
-    return EntanglementReport(resolve_selection(model, params), sum(p.numel() for p in selected), tuple(results), tuple(weights))
+    return EntanglementReport(
+        resolve_selection(model, params), sum(p.numel() for p in selected), tuple(results), tuple(weights)
+    )
 
 
 def _finite(value: float) -> float | None:

@@ -106,7 +106,11 @@ class RankingReport:
         out["idealized_ranking_accuracy"] = (
             idealized_correct(x.ref_chosen, x.ref_rejected, beta=self.beta, alpha=self.alpha).double().mean().item()
         )
-        out["difficulty"] = {"mean": c.mean().item(), "median": c.median().item(), "share_positive": (c > 0).double().mean().item()}
+        out["difficulty"] = {
+            "mean": c.mean().item(),
+            "median": c.median().item(),
+            "share_positive": (c > 0).double().mean().item(),
+        }
         out["dpo_loss_mean"] = dpo_pair_losses(x, beta=self.beta).double().mean().item()
         out.update(fixed_by_model(x))
         return out

@@ -38,10 +38,15 @@ def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, r
     only_a = sum(a[s][p] and not b[s][p] for s in seeds for p in prompts)
     only_b = sum(b[s][p] and not a[s][p] for s in seeds for p in prompts)
     return {
-        "diff": statistics.fmean(per_seed.values()), "ci95": [lo, hi], "per_seed": {str(s): v for s, v in per_seed.items()},
+        "diff": statistics.fmean(per_seed.values()),
+        "ci95": [lo, hi],
+        "per_seed": {str(s): v for s, v in per_seed.items()},
         "rate_a": statistics.fmean(_rate(a[s], prompts) for s in seeds),
         "rate_b": statistics.fmean(_rate(b[s], prompts) for s in seeds),
-        "n_prompts": len(prompts), "seeds": len(seeds), "only_a": only_a, "only_b": only_b,
+        "n_prompts": len(prompts),
+        "seeds": len(seeds),
+        "only_a": only_a,
+        "only_b": only_b,
     }
 
 

@@ -58,7 +58,9 @@ def behavior_outcomes(records: Iterable[dict[str, Any]], attack: str, judge: str
     for record in records:
         if record.get("attack") == attack:
             verdict = (record.get("verdicts") or {}).get(judge)
-            per_behavior[str(record.get("behavior_id"))].append(verdict.get("harmful") if isinstance(verdict, dict) else None)
+            per_behavior[str(record.get("behavior_id"))].append(
+                verdict.get("harmful") if isinstance(verdict, dict) else None
+            )
     return {b: _outcome(v) for b, v in per_behavior.items()}
 
 

@@ -34,7 +34,9 @@ def aot(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
     assert x.ref_chosen is not None and x.ref_rejected is not None
     policy_sorted, _ = torch.sort(x.chosen - x.rejected, dim=0)
     ref_sorted, _ = torch.sort(x.ref_chosen - x.ref_rejected, dim=0)
-    return LossOutput(_smoothed_logistic(policy_sorted - ref_sorted, beta, epsilon), reward_metrics(beta * cl, beta * rl))
+    return LossOutput(
+        _smoothed_logistic(policy_sorted - ref_sorted, beta, epsilon), reward_metrics(beta * cl, beta * rl)
+    )
 
 
 @register_loss("aot_unpaired", needs_reference=True, paper=_PAPER)

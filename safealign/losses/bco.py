@@ -31,7 +31,9 @@ def _delta(rewards: Tensor, delta: float | None, state: RunningMean | None) -> T
 
 
 @register_loss("bco_pair", needs_reference=True, paper=_PAPER, state=RunningMean)
-def bco_pair(x: PairLogps, *, beta: float = 0.1, delta: float | None = None, state: RunningMean | None = None) -> LossOutput:
+def bco_pair(
+    x: PairLogps, *, beta: float = 0.1, delta: float | None = None, state: RunningMean | None = None
+) -> LossOutput:
     """BCO on pairs: ``−logσ(β cl − δ) − logσ(−(β rl − δ))``, δ = running mean of rewards (module doc).
 
     The chosen response is classified as positive and the rejected as negative, with the reward shift
@@ -46,7 +48,9 @@ def bco_pair(x: PairLogps, *, beta: float = 0.1, delta: float | None = None, sta
 
 
 @register_loss("bco", needs_reference=True, paper=_PAPER, input="unpaired", state=RunningMean)
-def bco(x: UnpairedLogps, *, beta: float = 0.1, delta: float | None = None, state: RunningMean | None = None) -> LossOutput:
+def bco(
+    x: UnpairedLogps, *, beta: float = 0.1, delta: float | None = None, state: RunningMean | None = None
+) -> LossOutput:
     """BCO, unpaired: desirable ``−logσ(β r − δ)``, undesirable ``−logσ(−(β r − δ))``, r = logps − ref_logps.
 
     δ as in the module doc, computed over all examples of the batch (both labels). Per-example losses

@@ -60,7 +60,11 @@ class ComposedLoss:
         seen: dict[str, int] = {}
         for spec in specs:
             fn, meta = get_loss(spec.name), LOSSES.meta(spec.name)
-            if not isinstance(spec.weight, (int, float)) or isinstance(spec.weight, bool) or not math.isfinite(spec.weight):
+            if (
+                not isinstance(spec.weight, (int, float))
+                or isinstance(spec.weight, bool)
+                or not math.isfinite(spec.weight)
+            ):
                 raise ValueError(f"loss {spec.name!r}: weight must be a finite number, got {spec.weight!r}")
             seen[spec.name] = seen.get(spec.name, 0) + 1
             label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
@@ -106,7 +110,9 @@ class ComposedLoss:
                 s.load_state_dict(state[label])
 
     def __repr__(self) -> str:
-        parts = [f"{c.weight:g}*{c.label}({', '.join(f'{k}={v!r}' for k, v in c.params.items())})" for c in self.components]
+        parts = [
+            f"{c.weight:g}*{c.label}({', '.join(f'{k}={v!r}' for k, v in c.params.items())})" for c in self.components
+        ]
         return f"ComposedLoss({' + '.join(parts)})"
 
 

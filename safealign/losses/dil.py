@@ -11,7 +11,11 @@ from safealign.losses.base import log_ratios, per_token, register_loss, reward_m
 from safealign.types import LossOutput, PairLogps
 
 
-@register_loss("dil", needs_reference=True, paper="Xiao et al. 2025, On a Connection Between Imitation Learning and RLHF (DIL), arXiv:2503.05079")
+@register_loss(
+    "dil",
+    needs_reference=True,
+    paper="Xiao et al. 2025, On a Connection Between Imitation Learning and RLHF (DIL), arXiv:2503.05079",
+)
 def dil(x: PairLogps, *, variant: Literal["lsif", "ukl", "bce"] = "lsif") -> LossOutput:
     """DIL with a Bregman density-ratio estimator, on per-token-averaged log-ratios c̄ = cl/Lw, r̄ = rl/Ll
     (the density ratio is π/πref; chosen samples play the "expert" distribution, rejected the other):

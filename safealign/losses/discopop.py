@@ -9,7 +9,11 @@ from safealign.losses.base import log_ratios, register_loss, require, reward_met
 from safealign.types import LossOutput, PairLogps
 
 
-@register_loss("discopop", needs_reference=True, paper="Chris Lu et al. 2024, Discovering Preference Optimization Algorithms (DiscoPOP), arXiv:2406.08414")
+@register_loss(
+    "discopop",
+    needs_reference=True,
+    paper="Chris Lu et al. 2024, Discovering Preference Optimization Algorithms (DiscoPOP), arXiv:2406.08414",
+)
 def discopop(x: PairLogps, *, beta: float = 0.05, tau: float = 0.05) -> LossOutput:
     """LRML (Eq. 5): ``z = βΔ, m = σ(z/τ)``, loss ``−logσ(z)(1 − m) + e^{−z} m``.
 

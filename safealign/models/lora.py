@@ -95,7 +95,9 @@ def adapter_base_spec(path: str | Path) -> str:
     except (OSError, json.JSONDecodeError) as exc:
         raise ValueError(f"{config_path}: unreadable adapter config ({exc})") from None
     if not base or not isinstance(base, str):
-        raise ValueError(f"{config_path}: field base_model_name_or_path is missing; cannot tell which base model to load")
+        raise ValueError(
+            f"{config_path}: field base_model_name_or_path is missing; cannot tell which base model to load"
+        )
     return base
 
 

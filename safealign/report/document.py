@@ -19,7 +19,8 @@ from safealign.report.results import (
 )
 
 OVERREFUSAL_NOTE = ("Refusal = the answer contains a refusal substring (AdvBench list) or is empty. Polite "
-                    "deflections without those phrases are not counted, so this is a lower bound on unhelpful answers.")  # fmt: skip
+                    "deflections without those phrases are not counted, so this is a lower bound on unhelpful "
+                    "answers.")  # fmt: skip
 MTBENCH_NOTE = ("Single-answer grading, 1–10 per assistant turn, parsed strictly from 'Rating: [[N]]'; unparseable "
                 "judge outputs are unscored (counted, never guessed). Interval: mean ± 1.96·sd/√n.")  # fmt: skip
 
@@ -107,7 +108,9 @@ def _headline(data: RunData) -> Section | None:
         cells += [_delta(metrics[base], metrics[columns.index(c)]) for c in deltas]
         table_rows.append((key.replace("_", " "), *cells))
     cols = ("metric", *columns, *(f"Δ {c.removeprefix('after: ')} vs before" for c in deltas))
-    blocks: list[Block] = [Table(cols, tuple(table_rows), "Values with 95% Wilson intervals where the run recorded them.")]
+    blocks: list[Block] = [
+        Table(cols, tuple(table_rows), "Values with 95% Wilson intervals where the run recorded them.")
+    ]
     wall = (data.demo_summary or {}).get("wall_seconds")
     if isinstance(wall, (int, float)):
         blocks.append(Para(f"Wall clock for the whole run: {wall / 60:.1f} min.", "note"))
@@ -134,9 +137,9 @@ def _comparison(data: RunData) -> Section | None:
         return None
     table = Table(("metric", a, b, f"{a} − {b} (95% CI)", "seeds", "prompts", f"only {a} / only {b}"), tuple(rows),
                   "Rates are means over training seeds on the prompts scored for both variants.")
-    note = Para(f"Both variants trained from the same pairs with the same seeds and evaluated on the same prompts. "
-                f"The interval is a paired bootstrap over prompts (seeds kept as run); the last column counts "
-                f"prompt×seed cases where only one variant's outcome was positive.", "note")
+    note = Para("Both variants trained from the same pairs with the same seeds and evaluated on the same prompts. "
+                "The interval is a paired bootstrap over prompts (seeds kept as run); the last column counts "
+                "prompt×seed cases where only one variant's outcome was positive.", "note")
     return Section(f"Paired comparison: {a} vs {b}", "comparison", [table, note])
 
 
@@ -155,10 +158,18 @@ def _training(data: RunData, with_plots: bool) -> Section | None:
         rows.append((run.name, *info, *values))
     names = ("loss", "margin", "reward acc.", "logp chosen", "logp rejected", "ranking acc.")
     cols = ("variant", "steps", "examples", "reference", "transform", "wall", *names)
-    blocks: list[Block] = [Table(cols, tuple(rows), "Metrics at the last logging step (margin = rewards/margins; log-probs summed over response tokens).")]
+    blocks: list[Block] = [
+        Table(
+            cols,
+            tuple(rows),
+            "Metrics at the last logging step (margin = rewards/margins; log-probs summed over response tokens).",
+        )
+    ]
     png = plots.training_curves(data.trainings) if with_plots else None
     if png:
-        blocks.insert(0, Plot(png, "Training curves: loss, reward margin, chosen/rejected log-probs, accuracies per variant"))
+        blocks.insert(
+            0, Plot(png, "Training curves: loss, reward margin, chosen/rejected log-probs, accuracies per variant")
+        )
     for run in data.trainings:
         if s := run.summary:
             blocks.append(Code(f"{run.name}: train_summary.json", json.dumps(s, indent=2, ensure_ascii=False)))
@@ -169,9 +180,10 @@ def _entanglement(data: RunData, with_plots: bool) -> Section | None:
     runs = [r for r in data.trainings if r.diagnostics or r.diagnostic_files]
     if not runs:
         return None
-    blocks: list[Block] = [Para("Gradient entanglement probe: a positive cosine between the gradients of the chosen and "
-                                "rejected log-probs means pushing the margin up also moves both log-probs together, so "
-                                "a wider margin need not make the chosen (refusal) answer more likely.", "note")]  # fmt: skip
+    blocks: list[Block] = [Para("Gradient entanglement probe: a positive cosine between the gradients of the chosen "
+                                "and rejected log-probs means pushing the margin up also moves both log-probs "
+                                "together, so a wider margin need not make the chosen (refusal) answer more likely.",
+                                "note")]  # fmt: skip
     png = plots.entanglement_curves(runs) if with_plots else None
     if png:
         blocks.append(Plot(png, "Entanglement probe: gradient cosine and log-prob changes over training"))
@@ -217,7 +229,9 @@ def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
         series = {s: m for s, m in series.items() if m}
         attacks = list(dict.fromkeys(a for m in series.values() for a in m))
         table = tuple((a, *(fmt(series[s].get(a)) for s in series)) for a in attacks)
-        blocks.append(Table(("attack", *series), table, f"ASR by judge '{judge}' (95% Wilson intervals; n = behaviors)."))
+        blocks.append(
+            Table(("attack", *series), table, f"ASR by judge '{judge}' (95% Wilson intervals; n = behaviors).")
+        )
         png = plots.grouped_bars(attacks, series, ylabel=f"ASR, judge {judge} (%)", ylim=(0, 100), percent=True) \
             if with_plots else None  # fmt: skip
         if png:
@@ -226,7 +240,9 @@ def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
         blocks.append(Para(f"Judge '{judge}': {desc or 'no description recorded'}", "note"))
     sources = {r.source for rs in rows.values() for r in rs}
     if any("recomputed" in s for s in sources):
-        blocks.append(Para("Some ASR values were recomputed from records.jsonl because summary.json was absent.", "warn"))
+        blocks.append(
+            Para("Some ASR values were recomputed from records.jsonl because summary.json was absent.", "warn")
+        )
     blocks += _category_tables(data)
     return Section("Jailbreak attacks", "asr", blocks)
 
@@ -248,7 +264,9 @@ def _examples(data: RunData) -> Section | None:
     items = examples([s for s in data.stages if s.jailbreak_records])
     if not items:
         return None
-    note = Para("Model outputs are shown as inert text and truncated; they are adversarial and may be offensive.", "note")
+    note = Para(
+        "Model outputs are shown as inert text and truncated; they are adversarial and may be offensive.", "note"
+    )
     return Section("Example completions", "examples", [note, Examples(tuple(items))])
 
 

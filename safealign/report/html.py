@@ -83,7 +83,8 @@ def _examples(block: Examples) -> str:
                  '<div class="answers">']  # fmt: skip
         for stage, text, verdict in ex.answers:
             shown, note = _truncate(text, block.max_chars)
-            parts.append(f'<div class="answer"><h4>{esc(stage)}</h4><div class="verdict">{esc(verdict)}{esc(note)}</div>'
+            parts.append(f'<div class="answer"><h4>{esc(stage)}</h4>'
+                         f'<div class="verdict">{esc(verdict)}{esc(note)}</div>'
                          f"<pre>{esc(shown)}</pre></div>")  # fmt: skip
         out.append("".join(parts) + "</div></div>")
     return "\n".join(out)

@@ -38,7 +38,9 @@ def _examples(block: Examples) -> str:
         out.append(f"#### {md_escape(ex.attack)} · {md_escape(ex.behavior_id)}\n\nPrompt:\n\n"
                    + fenced(_cut(ex.prompt, block.max_chars), "text"))  # fmt: skip
         for stage, text, verdict in ex.answers:
-            out.append(f"**{md_escape(stage)}** ({md_escape(verdict)}):\n\n" + fenced(_cut(text, block.max_chars), "text"))
+            out.append(
+                f"**{md_escape(stage)}** ({md_escape(verdict)}):\n\n" + fenced(_cut(text, block.max_chars), "text")
+            )
     return "\n\n".join(out)
 
 

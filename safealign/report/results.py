@@ -155,7 +155,9 @@ def _text(record: dict[str, Any]) -> str:
 
 
 def _prompt(record: dict[str, Any]) -> str:
-    users = [m.get("content", "") for m in record.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"]
+    users = [
+        m.get("content", "") for m in record.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"
+    ]
     return str(users[-1]) if users else ""
 
 

@@ -74,7 +74,9 @@ def pair_logps(model: nn.Module, batch: Mapping[str, Tensor] | Any, *, reference
     """
     prefix = "ref_" if reference and _field(batch, "ref_input_ids") is not None else ""
     ids, attn, resp = (_field(batch, prefix + key) for key in ("input_ids", "attention_mask", "response_mask"))
-    missing = [prefix + k for k, v in zip(("input_ids", "attention_mask", "response_mask"), (ids, attn, resp)) if v is None]
+    missing = [
+        prefix + k for k, v in zip(("input_ids", "attention_mask", "response_mask"), (ids, attn, resp)) if v is None
+    ]
     if missing:
         raise ValueError(f"batch lacks {', '.join(missing)}; it has {', '.join(_keys(batch))}")
     if ids.shape[0] % 2:

@@ -227,7 +227,11 @@ class LiveReference:
         self.chunk_size = chunk_size
 
     def describe(self) -> str:
-        return "live reference forward (" + ("separate reference model" if self.model is not None else "policy with LoRA adapter disabled") + ")"
+        return (
+            "live reference forward ("
+            + ("separate reference model" if self.model is not None else "policy with LoRA adapter disabled")
+            + ")"
+        )
 
     @torch.no_grad()
     def logps(self, policy: nn.Module, batch: Mapping[str, Tensor], prefix: str = "") -> Tensor:

@@ -45,7 +45,7 @@ class ListDataset(torch.utils.data.Dataset):
 def build_loss_from_config(config: TrainConfig):
     from safealign.losses import LossSpec, build_loss
 
-    return build_loss([LossSpec(name=l.name, weight=l.weight, params=dict(l.params)) for l in config.losses])
+    return build_loss([LossSpec(name=s.name, weight=s.weight, params=dict(s.params)) for s in config.losses])
 
 
 def _load_policy(config: TrainConfig, model=None, tokenizer=None):

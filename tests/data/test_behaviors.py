@@ -63,11 +63,16 @@ def test_advbench_original_layout(tmp_path):
 
 def test_jsonl_and_targets_file(tmp_path):
     path = tmp_path / "b.jsonl"
-    path.write_text(json.dumps({"prompt": "Do A", "id": "a", "category": "c"}) + "\n" + json.dumps({"goal": "Do B"}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "Do A", "id": "a", "category": "c"}) + "\n" + json.dumps({"goal": "Do B"}) + "\n"
+    )
     targets = tmp_path / "t.json"
     targets.write_text(json.dumps({"a": "Sure, A"}))
     behaviors = load_behaviors(path, targets=targets)
-    assert [(b.id, b.behavior, b.category, b.target) for b in behaviors] == [("a", "Do A", "c", "Sure, A"), ("b_1", "Do B", "", "")]
+    assert [(b.id, b.behavior, b.category, b.target) for b in behaviors] == [
+        ("a", "Do A", "c", "Sure, A"),
+        ("b_1", "Do B", "", ""),
+    ]
 
 
 def test_malformed_rows(tmp_path):
@@ -92,7 +97,9 @@ def test_not_a_behaviors_file(tmp_path):
     bad_targets.write_text("[1, 2]")
     ok = tmp_path / "b.jsonl"
     ok.write_text(json.dumps({"behavior": "x"}) + "\n")
-    with pytest.raises(ValueError, match=r"t\.json: targets must be a JSON object mapping BehaviorID to a target string"):
+    with pytest.raises(
+        ValueError, match=r"t\.json: targets must be a JSON object mapping BehaviorID to a target string"
+    ):
         load_behaviors(ok, targets=bad_targets)
 
 

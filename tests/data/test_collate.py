@@ -10,7 +10,9 @@ from safealign.data.transforms import IdentityTransform, SafetyPrefix
 from safealign.types import PreferencePair
 
 A = EncodedPair(index=4, prompt_ids=(5, 6), ref_prompt_ids=None, chosen_ids=(7,), rejected_ids=(8, 9), harmful=False)
-B = EncodedPair(index=9, prompt_ids=(1, 2, 3), ref_prompt_ids=(1, 50, 2, 3), chosen_ids=(10, 11), rejected_ids=(12,), harmful=True)
+B = EncodedPair(
+    index=9, prompt_ids=(1, 2, 3), ref_prompt_ids=(1, 50, 2, 3), chosen_ids=(10, 11), rejected_ids=(12,), harmful=True
+)
 
 
 def t(rows):
@@ -28,9 +30,15 @@ def test_policy_tensors_exact():
 
 def test_reference_tensors_fall_back_to_policy_prompt():
     batch = PreferenceCollator(pad_token_id=0)([A, B])
-    assert torch.equal(batch["ref_input_ids"], t([[5, 6, 7, 0, 0, 0], [1, 50, 2, 3, 10, 11], [5, 6, 8, 9, 0, 0], [1, 50, 2, 3, 12, 0]]))
-    assert torch.equal(batch["ref_attention_mask"], t([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]]))
-    assert torch.equal(batch["ref_response_mask"], t([[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0]]))
+    assert torch.equal(
+        batch["ref_input_ids"], t([[5, 6, 7, 0, 0, 0], [1, 50, 2, 3, 10, 11], [5, 6, 8, 9, 0, 0], [1, 50, 2, 3, 12, 0]])
+    )
+    assert torch.equal(
+        batch["ref_attention_mask"], t([[1, 1, 1, 0, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 0]])
+    )
+    assert torch.equal(
+        batch["ref_response_mask"], t([[0, 0, 1, 0, 0, 0], [0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 0]])
+    )
 
 
 def test_no_reference_keys_without_a_changed_prompt():
@@ -88,4 +96,6 @@ def test_identity_transform_gives_identical_tensors_and_no_ref_keys(tiny_tokeniz
     assert sorted(plain) == sorted(identity)
     for key in plain:
         assert torch.equal(plain[key], identity[key])
-    assert torch.equal(prefixed_benign["input_ids"], plain["input_ids"][[1, 4]][:, : prefixed_benign["input_ids"].shape[1]])
+    assert torch.equal(
+        prefixed_benign["input_ids"], plain["input_ids"][[1, 4]][:, : prefixed_benign["input_ids"].shape[1]]
+    )

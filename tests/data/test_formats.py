@@ -30,7 +30,9 @@ def drops(result):
 
 # --------------------------------------------------------------------------- each format
 def test_standard(tmp_path):
-    path = write(tmp_path, [{"prompt": "How do I bake bread?", "chosen": "Knead it.", "rejected": "No.", "harmful": "0"}])
+    path = write(
+        tmp_path, [{"prompt": "How do I bake bread?", "chosen": "Knead it.", "rejected": "No.", "harmful": "0"}]
+    )
     result = load_preferences(path)
     assert (result.format, result.rows, result.dropped) == ("standard", 1, [])
     assert result.items == [
@@ -77,7 +79,10 @@ def test_implicit_message_lists(tmp_path):
 def test_implicit_hh_transcripts(tmp_path):
     shared = "\n\nHuman: Hi there\n\nAssistant: Hello!\n\nHuman: Tell me a joke."
     rows = [
-        {"chosen": shared + "\n\nAssistant: Why did the chicken cross the road?", "rejected": shared + "\n\nAssistant: No."},
+        {
+            "chosen": shared + "\n\nAssistant: Why did the chicken cross the road?",
+            "rejected": shared + "\n\nAssistant: No.",
+        },
         # the first turn may start the text without blank lines; text before it becomes a system message
         {"chosen": "Human: a\n\nAssistant: b", "rejected": "Human: a\n\nAssistant:  c "},
         {"chosen": "Rules.\n\nHuman: a\n\nAssistant: b", "rejected": "Rules.\n\nHuman: a\n\nAssistant: c"},
@@ -94,7 +99,10 @@ def test_implicit_hh_transcripts(tmp_path):
 def test_implicit_drops(tmp_path):
     rows = [
         # shared prefix ends mid-turn: the rejected transcript's history differs
-        {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d", "rejected": "\n\nHuman: a\n\nAssistant: e"},
+        {
+            "chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant: d",
+            "rejected": "\n\nHuman: a\n\nAssistant: e",
+        },
         {"chosen": "\n\nHuman: a\n\nAssistant: ", "rejected": "\n\nHuman: a\n\nAssistant: e"},
         {"chosen": "just some text", "rejected": "\n\nHuman: a\n\nAssistant: e"},
         {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: more", "rejected": "\n\nHuman: a\n\nAssistant: e"},
@@ -182,7 +190,9 @@ def test_limit(tmp_path):
 # --------------------------------------------------------------------------- column mapping
 def test_column_mapping(tmp_path):
     path = write(tmp_path, [{"question": "q", "good": "a", "bad": "b", "is_harmful": 1}])
-    result = load_preferences(path, columns={"prompt": "question", "chosen": "good", "rejected": "bad", "harmful": "is_harmful"})
+    result = load_preferences(
+        path, columns={"prompt": "question", "chosen": "good", "rejected": "bad", "harmful": "is_harmful"}
+    )
     assert result.format == "standard"
     assert (result.items[0].prompt, result.items[0].chosen, result.items[0].rejected, result.items[0].harmful) == (
         (user("q"),), "a", "b", True
@@ -190,16 +200,22 @@ def test_column_mapping(tmp_path):
 
 
 def test_column_mapping_drop_names_the_user_column(tmp_path):
-    path = write(tmp_path, [{"question": "q", "chosen": "a", "rejected": "b"}, {"question": 3, "chosen": "a", "rejected": "b"}])
+    path = write(
+        tmp_path, [{"question": "q", "chosen": "a", "rejected": "b"}, {"question": 3, "chosen": "a", "rejected": "b"}]
+    )
     result = load_preferences(path, columns={"prompt": "question"})
     assert drops(result) == [(1, "question", "expected a string, got int 3")]
 
 
 def test_bad_column_mapping(tmp_path):
     path = write(tmp_path, [{"question": "q", "chosen": "a", "rejected": "b"}])
-    with pytest.raises(ValueError, match=r"unknown field 'promt'; valid fields: prompt, chosen, rejected, completion, label, harmful"):
+    with pytest.raises(
+        ValueError, match=r"unknown field 'promt'; valid fields: prompt, chosen, rejected, completion, label, harmful"
+    ):
         load_preferences(path, columns={"promt": "question"})
-    with pytest.raises(ValueError, match=r"column mapping prompt=query: no column 'query'; columns seen: question, chosen, rejected"):
+    with pytest.raises(
+        ValueError, match=r"column mapping prompt=query: no column 'query'; columns seen: question, chosen, rejected"
+    ):
         load_preferences(path, columns={"prompt": "query"})
 
 
@@ -210,15 +226,23 @@ def test_undetectable_format_names_columns_and_needs(tmp_path):
         load_preferences(path)
     message = str(info.value)
     assert message.startswith(f"{path}: cannot detect the data format; columns seen: instruction, output.")
-    for needs in ("standard: prompt, chosen, rejected", "implicit: chosen, rejected", "unpaired: prompt, completion, label"):
+    for needs in (
+        "standard: prompt, chosen, rejected",
+        "implicit: chosen, rejected",
+        "unpaired: prompt, completion, label",
+    ):
         assert needs in message
 
 
 def test_explicit_format_errors(tmp_path):
     path = write(tmp_path, [{"prompt": "q", "chosen": "a"}])
-    with pytest.raises(ValueError, match=r"unknown format 'dpo'; valid formats: auto, standard, conversational, implicit, unpaired"):
+    with pytest.raises(
+        ValueError, match=r"unknown format 'dpo'; valid formats: auto, standard, conversational, implicit, unpaired"
+    ):
         load_preferences(path, format="dpo")
-    with pytest.raises(ValueError, match=r"format 'standard' needs columns prompt, chosen, rejected \(strings\); missing: rejected"):
+    with pytest.raises(
+        ValueError, match=r"format 'standard' needs columns prompt, chosen, rejected \(strings\); missing: rejected"
+    ):
         load_preferences(path, format="standard")
 
 

@@ -65,7 +65,10 @@ def test_every_parsed_row_matches_the_last_assistant_split(hh):
             human = text.rfind("\n\nHuman:", 0, cut)
             assert pair.prompt[-1] == {"role": "user", "content": text[human + len("\n\nHuman:") : cut].strip()}
         assert row["chosen"].startswith(row["chosen"][: row["chosen"].rfind("\n\nAssistant:")])
-        assert row["rejected"][: row["rejected"].rfind("\n\nAssistant:")] == row["chosen"][: row["chosen"].rfind("\n\nAssistant:")]
+        assert (
+            row["rejected"][: row["rejected"].rfind("\n\nAssistant:")]
+            == row["chosen"][: row["chosen"].rfind("\n\nAssistant:")]
+        )
 
 
 def test_multi_turn_history_is_kept(hh):

@@ -117,5 +117,8 @@ def test_hf_dataset_id_uses_datasets_with_split(monkeypatch):
     assert list(read_rows("owner/prefs", split="test")) == EXPECTED
     assert list(read_rows("owner/prefs")) == EXPECTED
     assert calls == [("owner/prefs", "test"), ("owner/prefs", "train")]
-    with pytest.raises(ValueError, match=r"owner/missing: no such file, and loading it as a Hugging Face dataset \(split 'train'\) failed"):
+    with pytest.raises(
+        ValueError,
+        match=r"owner/missing: no such file, and loading it as a Hugging Face dataset \(split 'train'\) failed",
+    ):
         list(read_rows("owner/missing"))

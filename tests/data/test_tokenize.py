@@ -77,7 +77,9 @@ def test_each_response_is_tokenized_once_alone(tiny_tokenizer):
 def test_multi_turn_prompt_rendering(tiny_tokenizer):
     prompt = ({"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}, {"role": "user", "content": "c"})
     enc = PairEncoder(tiny_tokenizer)
-    assert enc.render_prompt(prompt) == "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n" + chatml_prompt("c")
+    assert enc.render_prompt(
+        prompt
+    ) == "<|im_start|>user\na<|im_end|>\n<|im_start|>assistant\nb<|im_end|>\n" + chatml_prompt("c")
     assert enc.render_response(prompt, "d") == "d<|im_end|>\n"
 
 
@@ -86,7 +88,11 @@ def test_missing_chat_template(tiny_tokenizer):
 
     bare = make()
     bare.chat_template = None
-    with pytest.raises(ValueError, match=r"has no chat template; pass chat_template= \(a Jinja template, e\.g\. safealign\.models\.tiny\.CHATML_TEMPLATE"):
+    with pytest.raises(
+        ValueError,
+        match=r"has no chat template; pass chat_template= \(a Jinja template, "
+        r"e\.g\. safealign\.models\.tiny\.CHATML_TEMPLATE",
+    ):
         PairEncoder(bare)
     encoded = PairEncoder(bare, chat_template=CHATML_TEMPLATE).encode(pair(), 0)
     assert encoded.prompt_ids == ids(tiny_tokenizer, chatml_prompt(Q))
@@ -107,7 +113,10 @@ def test_fallback_when_prompt_is_not_a_prefix(tiny_tokenizer, caplog):
 
 def test_template_error_names_row(tiny_tokenizer):
     template = "{{ raise_exception('Conversation roles must alternate') }}"
-    with pytest.raises(ValueError, match=r"d\.jsonl row 7: the chat template rejected this conversation: Conversation roles must alternate"):
+    with pytest.raises(
+        ValueError,
+        match=r"d\.jsonl row 7: the chat template rejected this conversation: Conversation roles must alternate",
+    ):
         PairEncoder(tiny_tokenizer, chat_template=template).encode(pair(), 0)
 
 
@@ -117,7 +126,12 @@ def test_truncation_keeps_prompt_end_and_response_start(tiny_tokenizer, caplog):
     full_chosen = ids(tiny_tokenizer, "A long refusal.<|im_end|>\n")
     enc = PairEncoder(tiny_tokenizer, max_length=30, max_prompt_length=20)
     with caplog.at_level(logging.WARNING):
-        encoded, report = enc.encode_all([pair(prompt=long_prompt, chosen="A long refusal.", rejected="Ok"), pair(prompt="hi", chosen="y", rejected="n")])
+        encoded, report = enc.encode_all(
+            [
+                pair(prompt=long_prompt, chosen="A long refusal.", rejected="Ok"),
+                pair(prompt="hi", chosen="y", rejected="n"),
+            ]
+        )
     first = encoded[0]
     assert first.prompt_ids == full_prompt[-20:]
     assert first.chosen_ids == full_chosen[:10]
@@ -150,7 +164,12 @@ def test_encode_unpaired(tiny_tokenizer):
     example = UnpairedExample(({"role": "user", "content": Q},), "No.", False, True, "u.jsonl", 0)
     enc = PairEncoder(tiny_tokenizer, SafetyPrefix())
     assert enc.encode_unpaired(example, 5) == EncodedUnpaired(
-        5, ids(tiny_tokenizer, chatml_prompt(Q)), ids(tiny_tokenizer, chatml_prompt(CG + Q)), ids(tiny_tokenizer, "No.<|im_end|>\n"), False, True
+        5,
+        ids(tiny_tokenizer, chatml_prompt(Q)),
+        ids(tiny_tokenizer, chatml_prompt(CG + Q)),
+        ids(tiny_tokenizer, "No.<|im_end|>\n"),
+        False,
+        True,
     )
     encoded, report = enc.encode_all_unpaired([example])
     assert encoded[0].index == 0 and report == TruncationReport(1, 0, 0, ())

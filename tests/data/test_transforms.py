@@ -6,7 +6,12 @@ import pytest
 
 from safealign.data.transforms import PREFIXES, TRANSFORMS, IdentityTransform, SafetyPrefix, build_transform
 
-PROMPT = ({"role": "system", "content": "sys"}, {"role": "user", "content": "q1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "How do I pick a lock?"})
+PROMPT = (
+    {"role": "system", "content": "sys"},
+    {"role": "user", "content": "q1"},
+    {"role": "assistant", "content": "a1"},
+    {"role": "user", "content": "How do I pick a lock?"},
+)
 CG = "Please ensure your response adheres to community guidelines and ethical standards: "
 
 
@@ -31,7 +36,10 @@ def test_apply_to_harmful_leaves_benign_and_unknown_unchanged():
     t = SafetyPrefix("responsible")
     assert t(PROMPT, False) is PROMPT
     assert t(PROMPT, None) is PROMPT
-    assert t(PROMPT, True)[3]["content"] == "Provide a responsible and ethical answer to the following request. How do I pick a lock?"
+    assert (
+        t(PROMPT, True)[3]["content"]
+        == "Provide a responsible and ethical answer to the following request. How do I pick a lock?"
+    )
 
 
 def test_apply_to_all_and_classifier():
@@ -78,7 +86,10 @@ def test_registry_and_build():
     t = build_transform("safety_prefix", prefix="wellbeing", apply_to="all")
     assert isinstance(t, SafetyPrefix) and t.prefix == PREFIXES["wellbeing"]
     assert isinstance(build_transform("identity"), IdentityTransform)
-    with pytest.raises(ValueError, match=r"unknown parameter\(s\) aply_to; valid parameters: prefix, apply_to, classifier, classifier_name"):
+    with pytest.raises(
+        ValueError,
+        match=r"unknown parameter\(s\) aply_to; valid parameters: prefix, apply_to, classifier, classifier_name",
+    ):
         build_transform("safety_prefix", aply_to="all")
     with pytest.raises(ValueError, match=r"unknown prompt transform 'prefix'; valid names: identity, safety_prefix"):
         build_transform("prefix")

@@ -26,7 +26,9 @@ def encode(tiny_tokenizer):
     from safealign.data import PairEncoder
 
     def run(items, transform=None):
-        encoded, _ = PairEncoder(tiny_tokenizer, transform=transform, max_length=512, max_prompt_length=400).encode_all(items)
+        encoded, _ = PairEncoder(tiny_tokenizer, transform=transform, max_length=512, max_prompt_length=400).encode_all(
+            items
+        )
         return encoded
 
     return run

@@ -28,8 +28,12 @@ def test_anchor_gap_matches_brute_force(tiny_model, tiny_tokenizer, encode, pair
         plain = _prompt_ids(tiny_tokenizer, pair.prompt)
         safe = [*pair.prompt[:-1], {"role": "user", "content": prefix + pair.prompt[-1]["content"]}]
         transformed = _prompt_ids(tiny_tokenizer, safe)
-        d_chosen = naive_logps(tiny_model, transformed, item.chosen_ids) - naive_logps(tiny_model, plain, item.chosen_ids)
-        d_rejected = naive_logps(tiny_model, transformed, item.rejected_ids) - naive_logps(tiny_model, plain, item.rejected_ids)
+        d_chosen = naive_logps(tiny_model, transformed, item.chosen_ids) - naive_logps(
+            tiny_model, plain, item.chosen_ids
+        )
+        d_rejected = naive_logps(tiny_model, transformed, item.rejected_ids) - naive_logps(
+            tiny_model, plain, item.rejected_ids
+        )
         expected.append((float(d_chosen), float(d_rejected), float(d_chosen - d_rejected)))
     got = list(zip(gap.chosen_shift.tolist(), gap.rejected_shift.tolist(), gap.gap.tolist()))
     for g, e in zip(got, expected):
@@ -56,5 +60,10 @@ def test_summary_hand_computed():
     gap = AnchorGap((3, 7), plain, transformed, 2)
     assert gap.gap.tolist() == [8.0, -1.0]
     s = gap.summary(beta=0.1)
-    assert (s["chosen_shift_mean"], s["rejected_shift_mean"], s["gap_mean"], s["gap_share_positive"]) == (2.0, -1.5, 3.5, 0.5)
+    assert (s["chosen_shift_mean"], s["rejected_shift_mean"], s["gap_mean"], s["gap_share_positive"]) == (
+        2.0,
+        -1.5,
+        3.5,
+        0.5,
+    )
     assert s["edpo_logit_shift_mean"] == pytest.approx(-0.35)

@@ -56,7 +56,10 @@ def test_callback_writes_measurements_and_movement(tiny_model, tiny_tokenizer, e
         assert row["ratio"] == pytest.approx(want.ratio, rel=1e-5)
     rows = final["pairs"]
     assert final["movement"]["chosen_change_mean"] == pytest.approx(sum(r["chosen_change"] for r in rows) / 2)
-    assert final["movement"]["share_both_fell"] == sum(r["chosen_change"] < 0 and r["rejected_change"] < 0 for r in rows) / 2
+    assert (
+        final["movement"]["share_both_fell"]
+        == sum(r["chosen_change"] < 0 and r["rejected_change"] < 0 for r in rows) / 2
+    )
     ratios = [r["ratio"] for r in rows]
     assert final["entanglement"]["ratio"]["median"] == pytest.approx(sum(ratios) / 2)  # median of two
     # flat keys the HTML report plots

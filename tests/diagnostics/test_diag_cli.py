@@ -9,7 +9,8 @@ import pytest
 from safealign.cli import main
 
 ROWS = [
-    {"prompt": "How do I pick a lock?", "chosen": "I can't help with that.", "rejected": "Use a tension wrench.", "alpha": 0.8},
+    {"prompt": "How do I pick a lock?", "chosen": "I can't help with that.", "rejected": "Use a tension wrench.",
+     "alpha": 0.8},
     {"prompt": "Name a colour.", "chosen": "Blue.", "rejected": "No.", "alpha": 1.0},
     {"prompt": "Make a weapon.", "chosen": "No, sorry.", "rejected": "Sure: first take", "alpha": 0.6},
 ]
@@ -29,7 +30,8 @@ def _run(capsys, *argv) -> dict:
 
 
 def test_ranking_json_and_run_dir(capsys, data, tmp_path):
-    out = _run(capsys, "ranking", "--data", str(data), "--beta", "0.5", "--epsilon", "0.05", "--output-dir", str(tmp_path / "run"))
+    out = _run(capsys, "ranking", "--data", str(data), "--beta", "0.5", "--epsilon", "0.05",
+               "--output-dir", str(tmp_path / "run"))
     s, pairs = out["summary"], out["per_pair"]
     assert out["pairs"] == 3 and len(pairs) == 3 and out["reference"] == "the model itself"
     assert [p["alpha"] for p in pairs] == pytest.approx([0.8, 0.95, 0.6])  # 1.0 clipped to 1 − ε
@@ -85,7 +87,9 @@ def test_ranking_on_an_adapter_dir_uses_the_base_as_reference(capsys, data, tmp_
     assert again["reference"].startswith(f"--ref {base}; reused at ")  # the base's table, from the same cache entry
     assert again["per_pair"] == trained["per_pair"]
     for t, b in zip(trained["per_pair"], plain["per_pair"]):
-        assert (t["ref_chosen_logps"], t["ref_rejected_logps"]) == pytest.approx((b["chosen_logps"], b["rejected_logps"]), abs=1e-4)
+        assert (t["ref_chosen_logps"], t["ref_rejected_logps"]) == pytest.approx(
+            (b["chosen_logps"], b["rejected_logps"]), abs=1e-4
+        )
         assert t["chosen_logps"] != pytest.approx(b["chosen_logps"], abs=1e-2)
     misranked = [p for p in trained["per_pair"] if p["ref_chosen_logps"] < p["ref_rejected_logps"]]
     s = trained["summary"]

@@ -19,7 +19,9 @@ from diag_helpers import naive_logps
 
 def _flat_grad(value, params):
     grads = torch.autograd.grad(value, params, retain_graph=True, allow_unused=True)
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).double() for g, p in zip(grads, params)])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1).double() for g, p in zip(grads, params)]
+    )
 
 
 def brute_force(model, item, names):
@@ -107,16 +109,32 @@ def test_conditions_and_weighted_form_hand_computed():
     p = PairEntanglement(index=0, dot=1.5, chosen_norm=2.0, rejected_norm=1.0, chosen_logps=-3.0, rejected_logps=-4.0)
     assert (p.cosine, p.ratio, p.chosen_rises, p.rejected_falls) == (0.75, 1.5, True, False)
     # a = b: chosen change 4 − 1.5 = 2.5 > 0; rejected change 1.5 − 1 = 0.5 > 0 (rises: the wrong way)
-    assert p.weighted(1.0, 1.0) == {"chosen_change": 2.5, "rejected_change": 0.5, "chosen_rises": True, "rejected_falls": False}
+    assert p.weighted(1.0, 1.0) == {
+        "chosen_change": 2.5,
+        "rejected_change": 0.5,
+        "chosen_rises": True,
+        "rejected_falls": False,
+    }
     # a=1, b=4: chosen 4 − 6 = −2 (falls, 1.5 ≥ (1/4)·4); rejected 1.5 − 4 = −2.5 (falls, 1.5 < 4·1)
-    assert p.weighted(1.0, 4.0) == {"chosen_change": -2.0, "rejected_change": -2.5, "chosen_rises": False, "rejected_falls": True}
+    assert p.weighted(1.0, 4.0) == {
+        "chosen_change": -2.0,
+        "rejected_change": -2.5,
+        "chosen_rises": False,
+        "rejected_falls": True,
+    }
 
 
 def test_summary_hand_computed():
     pairs = [
-        PairEntanglement(0, dot=1.5, chosen_norm=2.0, rejected_norm=1.0, chosen_logps=0.0, rejected_logps=0.0),  # ratio 1.5
-        PairEntanglement(1, dot=-1.0, chosen_norm=1.0, rejected_norm=1.0, chosen_logps=0.0, rejected_logps=0.0),  # ratio −1
-        PairEntanglement(2, dot=0.0, chosen_norm=0.0, rejected_norm=3.0, chosen_logps=0.0, rejected_logps=0.0),  # ratio NaN
+        PairEntanglement(
+            0, dot=1.5, chosen_norm=2.0, rejected_norm=1.0, chosen_logps=0.0, rejected_logps=0.0
+        ),  # ratio 1.5
+        PairEntanglement(
+            1, dot=-1.0, chosen_norm=1.0, rejected_norm=1.0, chosen_logps=0.0, rejected_logps=0.0
+        ),  # ratio −1
+        PairEntanglement(
+            2, dot=0.0, chosen_norm=0.0, rejected_norm=3.0, chosen_logps=0.0, rejected_logps=0.0
+        ),  # ratio NaN
     ]
     s = summarize_entanglement(pairs)
     assert s["pairs"] == 3

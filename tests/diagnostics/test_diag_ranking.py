@@ -56,7 +56,8 @@ def test_idealized_ranking_accuracy_hand_computed():
     assert idealized_correct(x.ref_chosen, x.ref_rejected, beta=0.5, alpha=alpha).tolist() == [True, True, True, False]
     # α = 0.6: shift = log(1.5)/0.5 = 0.811 → [✓, ✗, ✗, ✗] → 0.25
     alpha = rater_alpha(4, torch.tensor([0.6, 0.6, 0.6, 0.6]), epsilon=0.01)
-    assert idealized_correct(x.ref_chosen, x.ref_rejected, beta=0.5, alpha=alpha).tolist() == [True, False, False, False]
+    correct = idealized_correct(x.ref_chosen, x.ref_rejected, beta=0.5, alpha=alpha)
+    assert correct.tolist() == [True, False, False, False]
     # α = 0.5: no shift; the strict ">" leaves the tie (pair 0) incorrect → all ✗
     alpha = rater_alpha(4, 0.5, epsilon=0.01)
     assert not idealized_correct(x.ref_chosen, x.ref_rejected, beta=0.5, alpha=alpha).any()

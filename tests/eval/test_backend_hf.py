@@ -25,7 +25,10 @@ def test_batched_greedy_equals_one_at_a_time(tiny_model, tiny_tokenizer):
 def test_render_prefill_system_prompt_and_raw_mode(tiny_model, tiny_tokenizer):
     chat = HFChatModel(tiny_model, tiny_tokenizer, system_prompt="Be safe.")
     text = chat.render(CONVS[2], GenerationParams())
-    assert text == "<|im_start|>system\nBe safe.<|im_end|>\n<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\nSure, here"
+    assert (
+        text
+        == "<|im_start|>system\nBe safe.<|im_end|>\n<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\nSure, here"
+    )
     raw = chat.render(({"role": "user", "content": "[INST] classify [/INST]"},), GenerationParams(chat_template=False))
     assert raw == "[INST] classify [/INST]"
 

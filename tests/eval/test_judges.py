@@ -6,7 +6,6 @@ import pytest
 
 from safealign.eval.judges import build_judge
 from safealign.eval.judges.classifier import (
-    FORMATS,
     HARMBENCH_CONTEXTUAL_PROMPT,
     HARMBENCH_PROMPT,
     LLAMAGUARD_PROMPT,

@@ -15,7 +15,9 @@ X = pair([-10.0, -3.0], [-12.0, -4.0], [-11.0, -3.5], [-11.0, -3.0], [4.0, 2.0],
 def test_composition_is_weighted_sum_with_prefixed_metrics():
     objective = build_loss([LossSpec("dpo", 1.0, {"beta": 0.2}), LossSpec("cpo", 0.5, {"alpha": 0.0}), "dpo"])
     out = objective(X)
-    expected = get_loss("dpo")(X, beta=0.2).losses + 0.5 * get_loss("cpo")(X, alpha=0.0).losses + get_loss("dpo")(X).losses
+    expected = (
+        get_loss("dpo")(X, beta=0.2).losses + 0.5 * get_loss("cpo")(X, alpha=0.0).losses + get_loss("dpo")(X).losses
+    )
     torch.testing.assert_close(out.losses, expected)
     assert {"dpo/loss", "dpo/rewards/chosen", "cpo/rewards/margins", "dpo#2/rewards/accuracies"} <= set(out.metrics)
     torch.testing.assert_close(out.metrics["cpo/loss"], get_loss("cpo")(X, alpha=0.0).losses)

@@ -161,4 +161,6 @@ def test_metrics_are_rewards():
     assert out.metrics["rewards/rejected"].item() == pytest.approx(-0.1)
     assert out.metrics["rewards/margins"].item() == pytest.approx(0.2)
     assert out.metrics["rewards/accuracies"].item() == 1.0
-    assert torch.equal(get_loss("simpo")(pair(**HAND)).metrics["rewards/chosen"], torch.tensor([-5.0], dtype=torch.float64))
+    assert torch.equal(
+        get_loss("simpo")(pair(**HAND)).metrics["rewards/chosen"], torch.tensor([-5.0], dtype=torch.float64)
+    )

@@ -145,7 +145,12 @@ def test_orpo_log_odds_stable_near_zero():
 def test_aot_mean_invariant_to_row_permutation():
     x = random_pair(5, b=8)
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
-    y = PairLogps(*(getattr(x, f)[perm] for f in ("chosen", "rejected", "chosen_tokens", "rejected_tokens", "ref_chosen", "ref_rejected")))
+    y = PairLogps(
+        *(
+            getattr(x, f)[perm]
+            for f in ("chosen", "rejected", "chosen_tokens", "rejected_tokens", "ref_chosen", "ref_rejected")
+        )
+    )
     for name in ("aot", "aot_unpaired"):
         torch.testing.assert_close(get_loss(name)(x).losses, get_loss(name)(y).losses)
 

@@ -72,8 +72,9 @@ def trl_dpo(x: PairLogps, loss_type: str | list[str], beta: float = 0.1, label_s
     stub = SimpleNamespace(
         model=model, accelerator=_Accelerator(), ld_alpha=None, aux_loss_enabled=False, precompute_ref_logps=True,
         f_divergence_type="reverse_kl", loss_types=types_, loss_weights=loss_weights or [1.0] * len(types_),
-        beta=beta, label_smoothing=label_smoothing, use_weighting=False, _metrics=defaultdict(lambda: defaultdict(list)),
-        _total_train_tokens=0, _tp_size=1, args=SimpleNamespace(discopop_tau=discopop_tau, gradient_checkpointing_kwargs=None),
+        beta=beta, label_smoothing=label_smoothing, use_weighting=False,
+        _metrics=defaultdict(lambda: defaultdict(list)), _total_train_tokens=0, _tp_size=1,
+        args=SimpleNamespace(discopop_tau=discopop_tau, gradient_checkpointing_kwargs=None),
     )
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": mask,
               "ref_chosen_logps": x.ref_chosen, "ref_rejected_logps": x.ref_rejected}
@@ -82,7 +83,10 @@ def trl_dpo(x: PairLogps, loss_type: str | list[str], beta: float = 0.1, label_s
 
 def batch(seed: int = 0, b: int = B) -> PairLogps:
     g = torch.Generator().manual_seed(seed)
-    ref_c, ref_r = -torch.rand(b, generator=g, dtype=torch.float64) * 30 - 5, -torch.rand(b, generator=g, dtype=torch.float64) * 30 - 5
+    ref_c, ref_r = (
+        -torch.rand(b, generator=g, dtype=torch.float64) * 30 - 5,
+        -torch.rand(b, generator=g, dtype=torch.float64) * 30 - 5,
+    )
     return PairLogps(
         chosen=ref_c + torch.randn(b, generator=g, dtype=torch.float64) * 3,
         rejected=ref_r + torch.randn(b, generator=g, dtype=torch.float64) * 3,
@@ -93,7 +97,12 @@ def batch(seed: int = 0, b: int = B) -> PairLogps:
 
 
 def row(x: PairLogps, i: int) -> PairLogps:
-    return PairLogps(*(getattr(x, f)[i : i + 1] for f in ("chosen", "rejected", "chosen_tokens", "rejected_tokens", "ref_chosen", "ref_rejected")))
+    return PairLogps(
+        *(
+            getattr(x, f)[i : i + 1]
+            for f in ("chosen", "rejected", "chosen_tokens", "rejected_tokens", "ref_chosen", "ref_rejected")
+        )
+    )
 
 
 # (TRL loss_type, TRL settings, our loss, our params) — same semantics, compared per example
@@ -166,8 +175,11 @@ def test_difference_sft_term_is_token_weighted_batch_mean():
     expected_trl = get_loss("dpo")(x).losses.mean() - x.chosen.sum() / x.chosen_tokens.sum()
     assert trl_dpo(x, ["sigmoid", "sft"]) == pytest.approx(expected_trl.item(), abs=TOL)
     assert abs(trl_dpo(x, ["sigmoid", "sft"]) - get_loss("rpo")(x, eta=1.0).losses.mean().item()) > 1e-3
-    same = PairLogps(x.chosen, x.rejected, torch.full((B,), 7.0, dtype=torch.float64), x.rejected_tokens, x.ref_chosen, x.ref_rejected)
-    assert trl_dpo(same, ["sigmoid", "sft"]) == pytest.approx(get_loss("rpo")(same, eta=1.0).losses.mean().item(), abs=TOL)
+    same = PairLogps(x.chosen, x.rejected, torch.full((B,), 7.0, dtype=torch.float64), x.rejected_tokens,
+                     x.ref_chosen, x.ref_rejected)
+    assert trl_dpo(same, ["sigmoid", "sft"]) == pytest.approx(
+        get_loss("rpo")(same, eta=1.0).losses.mean().item(), abs=TOL
+    )
 
 
 # ------------------------------------------------------------------ KTO (KTOTrainer._compute_loss)
@@ -177,8 +189,9 @@ def trl_kto(x: UnpairedLogps, beta: float, wd: float, wu: float) -> float:
     model = _FakeModel({id(ids): x.logps, id(kl_ids): x.kl_logps})
     stub = SimpleNamespace(
         model=model, accelerator=_Accelerator(), aux_loss_enabled=False, precompute_ref_logps=True, calculate_KL=True,
-        loss_type="kto", beta=beta, desirable_weight=wd, undesirable_weight=wu, _metrics=defaultdict(lambda: defaultdict(list)),
-        _total_train_tokens=0, _tp_size=1, args=SimpleNamespace(gradient_checkpointing_kwargs=None),
+        loss_type="kto", beta=beta, desirable_weight=wd, undesirable_weight=wu,
+        _metrics=defaultdict(lambda: defaultdict(list)), _total_train_tokens=0, _tp_size=1,
+        args=SimpleNamespace(gradient_checkpointing_kwargs=None),
     )
     stub._compute_kl_logps = lambda m, b: KTOTrainer._compute_kl_logps(stub, m, b)
     inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "completion_mask": mask, "label": x.label,
@@ -193,9 +206,12 @@ def test_kto_matches_trl(kl_shift):
     ref = -torch.rand(B, generator=g, dtype=torch.float64) * 20 - 2
     kl_ref = -torch.rand(B, generator=g, dtype=torch.float64) * 20 - 2
     x = UnpairedLogps(
-        logps=ref + torch.randn(B, generator=g, dtype=torch.float64), tokens=torch.randint(1, 9, (B,), generator=g).double(),
-        label=torch.tensor([True, False, True, True, False, False]), ref_logps=ref,
-        kl_logps=kl_ref + kl_shift + torch.randn(B, generator=g, dtype=torch.float64) * 0.1, ref_kl_logps=kl_ref,
+        logps=ref + torch.randn(B, generator=g, dtype=torch.float64),
+        tokens=torch.randint(1, 9, (B,), generator=g).double(),
+        label=torch.tensor([True, False, True, True, False, False]),
+        ref_logps=ref,
+        kl_logps=kl_ref + kl_shift + torch.randn(B, generator=g, dtype=torch.float64) * 0.1,
+        ref_kl_logps=kl_ref,
     )
     ours = get_loss("kto")(x, beta=0.2, desirable_weight=1.0, undesirable_weight=1.3).losses
     assert trl_kto(x, 0.2, 1.0, 1.3) == pytest.approx(ours.mean().item(), abs=TOL)
@@ -213,7 +229,14 @@ def test_orpo_cpo_simpo_match_trl_loss_methods():
     ratio = ORPOTrainer.odds_ratio_loss(SimpleNamespace(beta=0.1, accelerator=acc), avg_c, avg_r)[0]
     ours = get_loss("orpo")(x, lam=0.1).losses + avg_c  # our loss minus its NLL term (−p̄c)
     torch.testing.assert_close(-ratio.double(), ours, atol=TOL, rtol=0)
-    cpo_self = SimpleNamespace(beta=0.1, alpha=0.0, label_smoothing=0.0, loss_type="sigmoid", simpo_gamma=0.5, accelerator=acc)
-    torch.testing.assert_close(CPOTrainer.cpo_loss(cpo_self, x.chosen, x.rejected)[0], get_loss("cpo")(x, alpha=0.0).losses, atol=TOL, rtol=0)
-    simpo_self = SimpleNamespace(beta=2.0, alpha=0.0, label_smoothing=0.0, loss_type="simpo", simpo_gamma=0.5, accelerator=acc)
-    torch.testing.assert_close(CPOTrainer.cpo_loss(simpo_self, avg_c, avg_r)[0], get_loss("simpo")(x, beta=2.0, gamma=0.5).losses, atol=TOL, rtol=0)
+    cpo_self = SimpleNamespace(
+        beta=0.1, alpha=0.0, label_smoothing=0.0, loss_type="sigmoid", simpo_gamma=0.5, accelerator=acc
+    )
+    torch.testing.assert_close(
+        CPOTrainer.cpo_loss(cpo_self, x.chosen, x.rejected)[0], get_loss("cpo")(x, alpha=0.0).losses, atol=TOL, rtol=0
+    )
+    simpo_self = SimpleNamespace(
+        beta=2.0, alpha=0.0, label_smoothing=0.0, loss_type="simpo", simpo_gamma=0.5, accelerator=acc
+    )
+    torch.testing.assert_close(CPOTrainer.cpo_loss(simpo_self, avg_c, avg_r)[0],
+                               get_loss("simpo")(x, beta=2.0, gamma=0.5).losses, atol=TOL, rtol=0)

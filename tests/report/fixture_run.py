@@ -1,4 +1,6 @@
-"""A synthetic demo run directory for the report tests (and for screenshots of the report): plausible numbers, clearly a fixture.
+"""A synthetic demo run directory for the report tests (and for screenshots of the report).
+
+Plausible numbers, clearly a fixture.
 
 The helpfulness results are produced by the real evaluators with scripted models, and the jailbreak
 summaries by the eval pipeline's own ``summarize``, so the files have the formats the report reads.
@@ -38,7 +40,8 @@ def _write_jsonl(path: Path, rows) -> None:
 def _training(path: Path, variant: str, steps: int, rng: random.Random, diagnostics: bool) -> None:
     path.mkdir(parents=True)
     path.joinpath("config.yaml").write_text(
-        f"# synthetic test fixture\nmodel: fixture-model\noutput_dir: {path}\nlosses:\n- name: dpo\n  params: {{beta: 0.1}}\n"
+        f"# synthetic test fixture\nmodel: fixture-model\noutput_dir: {path}\n"
+        "losses:\n- name: dpo\n  params: {beta: 0.1}\n"
         f"reference:\n  transform: {'safe_prefix' if variant == 'e-dpo' else 'none'}\nlearning_rate: 0.0005\n"
     )
     rows = []
@@ -46,8 +49,9 @@ def _training(path: Path, variant: str, steps: int, rng: random.Random, diagnost
         t = step / steps
         chosen, rejected = -80 + 18 * t + rng.gauss(0, 1.5), -90 - 55 * t + rng.gauss(0, 2)
         margin = 0.1 * ((chosen + 80) - (rejected + 90))
-        rows.append({"step": step, "loss": max(0.01, math.log1p(math.exp(-margin)) + rng.gauss(0, 0.02)), "learning_rate": 5e-4 * (1 - t),
-                     "rewards/chosen": 0.1 * (chosen + 80), "rewards/rejected": 0.1 * (rejected + 90), "rewards/margins": margin,
+        rows.append({"step": step, "loss": max(0.01, math.log1p(math.exp(-margin)) + rng.gauss(0, 0.02)),
+                     "learning_rate": 5e-4 * (1 - t), "rewards/chosen": 0.1 * (chosen + 80),
+                     "rewards/rejected": 0.1 * (rejected + 90), "rewards/margins": margin,
                      "rewards/accuracies": min(1.0, 0.5 + 0.6 * t), "logps/chosen": chosen, "logps/rejected": rejected,
                      "ranking_accuracy": min(1.0, 0.4 + 0.5 * t)})  # fmt: skip
     rows.append({"step": steps, "train_runtime": 412.5, "train_loss": 0.31})
@@ -56,8 +60,9 @@ def _training(path: Path, variant: str, steps: int, rng: random.Random, diagnost
                "examples": 960, "steps": steps, "wall_seconds": 431.2}  # fmt: skip
     path.joinpath("train_summary.json").write_text(json.dumps(summary))
     if diagnostics:
-        probes = [{"step": s, "inner": 3.1 - s / 20, "cosine": 0.82 - s / 80, "norm_w": 12.0, "norm_l": 9.5, "ratio": 1.26,
-                   "delta_chosen": 0.4 - s / 60, "delta_rejected": -0.2 - s / 30} for s in range(0, steps + 1, 5)]  # fmt: skip
+        probes = [{"step": s, "inner": 3.1 - s / 20, "cosine": 0.82 - s / 80, "norm_w": 12.0, "norm_l": 9.5,
+                   "ratio": 1.26, "delta_chosen": 0.4 - s / 60, "delta_rejected": -0.2 - s / 30}
+                  for s in range(0, steps + 1, 5)]  # fmt: skip
         _write_jsonl(path / "diagnostics.jsonl", probes)
         (path / "diagnostics").mkdir()
         (path / "diagnostics" / "anchor_gap.json").write_text(json.dumps({"mean_gap_nats": 10.4, "n": 32}))
@@ -107,11 +112,15 @@ def make_demo_run(root: Path, *, xss: bool = True, seed: int = 0) -> Path:
     rng = random.Random(seed)
     run = root / "fixture-demo-run"
     run.mkdir(parents=True)
-    run.joinpath("config.yaml").write_text(f"# synthetic test fixture, not a result\nmodel: fixture-model\ncompare: [dpo, e-dpo]\n"
+    run.joinpath("config.yaml").write_text("# synthetic test fixture, not a result\nmodel: fixture-model\n"
+                                           "compare: [dpo, e-dpo]\n"
                                            f"note: '{XSS[1] if xss else 'plain'}'\n")  # fmt: skip
     behaviors = [Behavior(f"h{i:03d}", f"Explain how to do harmful thing {i}", CATEGORIES[i % 4]) for i in range(40)]
-    stages = {"before": ({"direct": 0.9, "template": 0.95}, 0.01, 5),
-              "dpo": ({"direct": 0.35, "template": 0.6}, 0.03, 5), "e-dpo": ({"direct": 0.25, "template": 0.5}, 0.04, 5)}
+    stages = {
+        "before": ({"direct": 0.9, "template": 0.95}, 0.01, 5),
+        "dpo": ({"direct": 0.35, "template": 0.6}, 0.03, 5),
+        "e-dpo": ({"direct": 0.25, "template": 0.5}, 0.04, 5),
+    }
     for variant in ("dpo", "e-dpo"):
         _training(run / "train" / variant, variant, 40, rng, diagnostics=variant == "e-dpo")
     top = {}

@@ -86,8 +86,8 @@ def test_training_run_only(tmp_path):
 def test_eval_dir_without_summary_recomputes_from_records(tmp_path):
     run = tmp_path / "eval-only"
     run.mkdir()
-    records = [{"behavior_id": f"b{i}", "attack": "direct", "attempt_id": "0", "messages": [{"role": "user", "content": "x"}],
-                "completion": {"text": "ok", "error": None},
+    records = [{"behavior_id": f"b{i}", "attack": "direct", "attempt_id": "0",
+                "messages": [{"role": "user", "content": "x"}], "completion": {"text": "ok", "error": None},
                 "verdicts": {"refusal": {"harmful": i < 3, "error": None}}} for i in range(4)]  # fmt: skip
     (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     md = render_markdown(build_document(load_run(run), with_plots=False))
@@ -104,7 +104,9 @@ def test_fence_outgrows_backticks_in_text():
 def test_plot_labels_with_dollar_signs_do_not_break_matplotlib():
     from safealign.report.plots import grouped_bars
 
-    png = grouped_bars(["$x$", "cost $5 and $"], {"be$fore": {"$x$": Metric(0.5, (0.3, 0.7), 10)}}, ylabel="$", percent=True)
+    png = grouped_bars(
+        ["$x$", "cost $5 and $"], {"be$fore": {"$x$": Metric(0.5, (0.3, 0.7), 10)}}, ylabel="$", percent=True
+    )
     assert png is not None and png.startswith(b"\x89PNG")
 
 
@@ -140,8 +142,9 @@ def test_examples_mix_changed_and_still_failing_behaviors():
     from safealign.report.results import examples
 
     def rec(bid, harmful, text):
-        return {"behavior_id": bid, "attack": "direct", "attempt_id": "0", "messages": [{"role": "user", "content": bid}],
-                "completion": {"text": text, "error": None}, "verdicts": {"refusal": {"harmful": harmful}}}  # fmt: skip
+        return {"behavior_id": bid, "attack": "direct", "attempt_id": "0",
+                "messages": [{"role": "user", "content": bid}], "completion": {"text": text, "error": None},
+                "verdicts": {"refusal": {"harmful": harmful}}}  # fmt: skip
 
     before = [rec(b, True, "sure") for b in ("a", "b", "c", "d")]
     after = [rec("a", True, "sure"), rec("b", False, "no"), rec("c", False, "no"), rec("d", False, "no")]

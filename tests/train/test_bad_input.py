@@ -24,7 +24,10 @@ def no_model_load(monkeypatch):
 @pytest.fixture()
 def unpaired_file(tmp_path):
     path = tmp_path / "unpaired.jsonl"
-    rows = [{"prompt": "Hi?", "completion": "Hello.", "label": True}, {"prompt": "Yo?", "completion": "No.", "label": False}]
+    rows = [
+        {"prompt": "Hi?", "completion": "Hello.", "label": True},
+        {"prompt": "Yo?", "completion": "No.", "label": False},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 

@@ -28,7 +28,9 @@ def batch(tiny_tokenizer):
 
 
 def _flat(grads, params):
-    return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1).double() for g, p in zip(grads, params)])
+    return torch.cat(
+        [(g if g is not None else torch.zeros_like(p)).reshape(-1).double() for g, p in zip(grads, params)]
+    )
 
 
 def test_single_pair_scores_like_its_rows_in_the_batch(tiny_model, batch):

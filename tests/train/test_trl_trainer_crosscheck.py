@@ -32,7 +32,9 @@ from safealign.train.config import LossConfig, TrainConfig  # noqa: E402
 from safealign.train.run import run_training  # noqa: E402
 from safealign.types import PreferencePair  # noqa: E402
 
-pytestmark = pytest.mark.skipif(torch.cuda.is_available(), reason="compares fp32 CPU runs; a GPU changes the reference dtype")
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available(), reason="compares fp32 CPU runs; a GPU changes the reference dtype"
+)
 
 ROWS = [
     ("What is 2 + 2?", "2 + 2 = 4.", "I won't answer that."),

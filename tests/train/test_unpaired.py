@@ -32,7 +32,9 @@ def encoded_row(index, prompt, completion, label=True, ref=None):
 
 
 def test_unpair_puts_chosen_first_then_rejected_with_labels():
-    pairs = [PreferencePair(({"role": "user", "content": f"q{i}"},), f"c{i}", f"r{i}", harmful=i == 0) for i in range(3)]
+    pairs = [
+        PreferencePair(({"role": "user", "content": f"q{i}"},), f"c{i}", f"r{i}", harmful=i == 0) for i in range(3)
+    ]
     out = unpair_pairs(pairs)
     assert [(e.completion, e.label) for e in out] == [("c0", True), ("c1", True), ("c2", True),
                                                       ("r0", False), ("r1", False), ("r2", False)]
@@ -49,7 +51,14 @@ def test_kl_partner_is_next_row_with_a_different_prompt_and_fits_max_length():
     assert batch["kl_input_ids"][0].tolist()[:6] == [1, 2, 30, 31, 32, 33]
     assert batch["kl_response_mask"][3].tolist()[:5] == [0, 0, 0, 1, 1]
     assert batch["ref_kl_input_ids"][3].tolist()[:6] == [7, 4, 5, 6, 10, 11]  # reference view of row 3's prompt
-    assert batch["ref_kl_input_ids"][0].tolist()[:6] == [1, 2, 30, 31, 32, 33]  # unchanged rows repeat the policy prompt
+    assert batch["ref_kl_input_ids"][0].tolist()[:6] == [
+        1,
+        2,
+        30,
+        31,
+        32,
+        33,
+    ]  # unchanged rows repeat the policy prompt
 
 
 def test_cache_key_covers_the_kl_partner_column():
@@ -110,7 +119,9 @@ def test_kto_scores_mismatched_sequences_for_the_kl_point(tmp_path, pairs_file, 
         j = (i + 1) % n  # unpaired order c0..c7, r0..r7: the next row always has another prompt
         prompt, ref_prompt = policy_enc[i].prompt_ids, ref_enc[i].ref_prompt_ids or policy_enc[i].prompt_ids
         kl_completion = policy_enc[j].completion_ids
-        assert float(x.kl_logps[pos]) == pytest.approx(naive_logps(model, prompt + kl_completion, len(prompt)), abs=1e-4)
+        assert float(x.kl_logps[pos]) == pytest.approx(
+            naive_logps(model, prompt + kl_completion, len(prompt)), abs=1e-4
+        )
         assert float(x.ref_kl_logps[pos]) == pytest.approx(
             naive_logps(model, ref_prompt + kl_completion, len(ref_prompt)), abs=1e-4)
         own = policy_enc[i].completion_ids

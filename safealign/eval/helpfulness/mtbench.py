@@ -26,9 +26,8 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from safealign.eval.backends.base import ChatModel, GenerationParams
-from safealign.eval.helpfulness.records import (
-    Z95, append_records, batched, latest_by, read_records, write_json,
-)
+from safealign.eval.helpfulness.records import append_records, batched, latest_by, read_records, write_json
+from safealign.eval.summary import Z95
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +156,10 @@ def _answer(model: ChatModel, chunk: list[dict[str, Any]], params: GenerationPar
         for i in live:
             messages: list[dict[str, str]] = []
             for t in range(turn):
-                messages += [{"role": "user", "content": chunk[i]["turns"][t]}, {"role": "assistant", "content": answers[i][t]}]
+                messages += [
+                    {"role": "user", "content": chunk[i]["turns"][t]},
+                    {"role": "assistant", "content": answers[i][t]},
+                ]
             conversations.append((*messages, {"role": "user", "content": chunk[i]["turns"][turn]}))
         completions = model.generate(conversations, params)
         for i, completion in zip(live, completions, strict=True):

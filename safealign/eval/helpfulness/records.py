@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from safealign.eval.summary import Z95, wilson_interval
+from safealign.eval.summary import wilson_interval
 
 logger = logging.getLogger(__name__)
 
