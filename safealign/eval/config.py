@@ -25,6 +25,7 @@ class ModelConfig:
     api_key_env: str = "OPENAI_API_KEY"
     timeout_s: float = 60.0
     max_retries: int = 3
+    retry_budget_s: float = 120.0  # most seconds one request may spend waiting on Retry-After before it fails
     concurrency: int = 4
 
 

@@ -1,7 +1,8 @@
 """Render a :class:`Document` as markdown for terminals: the same numbers as the HTML, no plots.
 
-Untrusted text in table cells and paragraphs is escaped (``| < > & \\`` and newlines); model output
-and configs go in fenced blocks whose fence is longer than any backtick run inside them.
+Untrusted text in table cells and paragraphs is escaped (``| < > & \\``, the ``](``, ``][``, ``]:`` and
+``![`` of link and image syntax, and newlines), so an id or category cannot become a link, image or HTML;
+model output and configs go in fenced blocks whose fence is longer than any backtick run inside them.
 """
 
 from __future__ import annotations
@@ -13,7 +14,11 @@ from safealign.report.document import Block, Code, Document, Examples, Para, Plo
 
 def md_escape(text: object) -> str:
     text = str(text).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    return re.sub(r"\s*[\r\n]+\s*", " ", text.replace("|", "\\|").replace("`", "\\`"))
+    text = text.replace("|", "\\|").replace("`", "\\`")
+    # A link or image needs "](", "][" or a "[..]:" definition, an image also "![": break exactly those, so
+    # bracketed numbers such as a confidence interval [73.9–94.5] stay readable in a terminal.
+    text = re.sub(r"\](?=\s*[(\[:])", r"\\]", text).replace("![", "\\![")
+    return re.sub(r"\s*[\r\n]+\s*", " ", text)
 
 
 def fenced(text: str, info: str = "") -> str:

@@ -62,6 +62,12 @@ class FakeServer:
             time.sleep(1.0)
         if prompt == "junk":
             return self._send(handler, 200, {"unexpected": True})
+        if prompt.startswith("echo-headers"):  # a server that echoes the request headers in its error body
+            status = 200 if prompt.endswith("200") else 401
+            echoed = {"Authorization": handler.headers["Authorization"], "api-key": "sk-live-0123456789"}
+            return self._send(handler, status, {"error": "denied", "headers": echoed})
+        if prompt.startswith("rate-limited") and count == 1:
+            return self._send(handler, 429, {"error": "slow down"}, {"Retry-After": prompt.split(":")[1]})
         if prompt.startswith("wait"):
             time.sleep(0.2)
         last = body["messages"][-1]
@@ -69,9 +75,11 @@ class FakeServer:
         self._send(handler, 200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
 
     @staticmethod
-    def _send(handler, status, payload) -> None:
+    def _send(handler, status, payload, headers=None) -> None:
         data = json.dumps(payload).encode()
         handler.send_response(status)
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
         handler.end_headers()
@@ -145,3 +153,37 @@ def test_unreachable_server_is_an_error(server):
     client = OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", timeout_s=0.5, max_retries=1, backoff_s=0.01)
     [c] = client.generate([_conv("x")], GenerationParams())
     assert c.text == "" and c.error
+
+
+def test_api_key_and_auth_headers_are_redacted_from_error_text(server):
+    client = _client(server, api_key="sk-live-0123456789")
+    unauthorized, junk = client.generate([_conv("echo-headers"), _conv("echo-headers-200")], GenerationParams())
+    for completion in (unauthorized, junk):
+        assert completion.error and "sk-live-0123456789" not in completion.error
+        assert "Bearer" not in completion.error and "[REDACTED]" in completion.error
+    assert "HTTP 401" in unauthorized.error and "malformed response" in junk.error
+
+
+@pytest.mark.parametrize("text", [
+    "Authorization: Bearer abc.def",
+    "{'authorization': 'Bearer abc.def'}",
+    '{"Api-Key": "abc.def", "x-api-key": "abc.def"}',
+    "https://host/v1?api_key=abc.def&x=1",
+])  # fmt: skip
+def test_redact_covers_header_forms(text):
+    from safealign.eval.backends.openai_http import redact
+
+    assert "abc.def" not in redact(text, None)
+
+
+def test_retry_after_is_honoured_within_the_budget(server, monkeypatch):
+    import safealign.eval.backends.openai_http as http
+
+    slept: list[float] = []
+    monkeypatch.setattr(http.time, "sleep", slept.append)
+    client = _client(server, backoff_s=0.01, retry_budget_s=5)
+    ok, too_long = client.generate([_conv("rate-limited:3"), _conv("rate-limited:60")], GenerationParams())
+    assert ok.text == "echo:rate-limited:3" and ok.meta["attempts"] == 2
+    assert slept == [3.0]  # the server's wait, not the 0.01 s backoff; the 60 s wait was never slept
+    assert too_long.text == "" and "HTTP 429" in too_long.error and "retry budget" in too_long.error
+    assert server.seen["rate-limited:60"] == 1

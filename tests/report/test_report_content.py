@@ -153,3 +153,21 @@ def test_examples_mix_changed_and_still_failing_behaviors():
     # first a behavior whose verdict changed (b), then one the trained model still fails (a)
     assert [e.behavior_id for e in picked] == ["b", "a"]
     assert picked[1].answers == (("before", "sure", "refusal: harmful"), ("after", "sure", "refusal: harmful"))
+
+
+def test_markdown_escapes_link_and_image_syntax_in_ids_and_categories():
+    markdown_it = pytest.importorskip("markdown_it")
+    from safealign.report.document import Document, Examples, Para, Section, Table
+    from safealign.report.results import Example
+
+    image, link = "![px](http://attacker.example/p.png)", "[click](javascript:alert(1))"
+    example = Example(attack=link, behavior_id=image, prompt="p", answers=(("before", "a", image),))
+    table = Table(columns=("category", "ASR"), rows=((link, "1"), (image, "2")), caption=image)
+    definition = Para("[x]: javascript:alert(1)")  # a reference definition that would make "[x]" a link
+    doc = Document(title=link, subtitle=image, sections=[Section(title="[x]", anchor="a", blocks=[
+        definition, Para("see [x] and [x][x]"), table, Examples(items=(example,))])])  # fmt: skip
+    md = markdown_it.MarkdownIt("commonmark").enable("table")
+    md.validateLink = lambda url: True  # judge the escaping, not the parser's own URL filter
+    tokens = md.parse(render_markdown(doc))
+    kinds = {t.type for t in tokens} | {c.type for t in tokens for c in (t.children or [])}
+    assert "inline" in kinds and not kinds & {"link_open", "image", "html_inline", "html_block"}

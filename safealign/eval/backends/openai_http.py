@@ -1,8 +1,10 @@
 """OpenAI-compatible chat endpoint over stdlib HTTP: timeouts, retries with backoff, bounded concurrency.
 
 The base URL and API key are read from environment variables named in the config; the key is sent
-only in the Authorization header and never logged or stored. A call that still fails after the
-retries becomes ``Completion(text="", error=...)`` — never a fake answer.
+only in the Authorization header and never logged or stored: error text from the server is redacted
+(the key itself, and any ``Authorization``/``api-key`` header value it echoes) before it is kept. A call
+that still fails after the retries becomes ``Completion(text="", error=...)`` — never a fake answer.
+A 429/503 with ``Retry-After`` waits that long when it fits in the remaining ``retry_budget_s``.
 
 Prefill (a trailing assistant message) is sent as-is together with ``prefill_params`` (by default
 vLLM's ``continue_final_message``); servers that do not support it answer a fresh turn instead.
@@ -14,6 +16,7 @@ import json
 import logging
 import os
 import random
+import re
 import time
 import urllib.error
 import urllib.request
@@ -29,8 +32,25 @@ RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DEFAULT_PREFILL_PARAMS = {"continue_final_message": True, "add_generation_prompt": False}
 
 
+# Header values a server may echo back in an error body (JSON, "Key: value" or key=value forms).
+_SECRET_HEADERS = re.compile(
+    r"""(?P<name>["']?(?:authorization|proxy-authorization|x-api-key|api[-_]key)["']?\s*[:=]\s*)"""
+    r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;}&]+(?:[ \t]+[^\s,;}&"']+)?)""",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with the API key and any auth header values replaced by ``[REDACTED]``."""
+    if secret:
+        text = text.replace(secret, "[REDACTED]")
+    return _SECRET_HEADERS.sub(lambda m: m.group("name") + "[REDACTED]", text)
+
+
 class _Retryable(Exception):
-    pass
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class OpenAIChatModel:
@@ -44,6 +64,7 @@ class OpenAIChatModel:
         max_retries: int = 3,
         concurrency: int = 4,
         backoff_s: float = 0.5,
+        retry_budget_s: float = 120.0,
         system_prompt: str | None = None,
         prefill_params: dict[str, Any] | None = None,
     ) -> None:
@@ -54,6 +75,7 @@ class OpenAIChatModel:
         self.max_retries = max_retries
         self.concurrency = max(1, concurrency)
         self.backoff_s = backoff_s
+        self.retry_budget_s = retry_budget_s
         self.system_prompt = system_prompt
         self.prefill_params = DEFAULT_PREFILL_PARAMS if prefill_params is None else prefill_params
 
@@ -71,6 +93,7 @@ class OpenAIChatModel:
             api_key=os.environ.get(config.api_key_env),
             timeout_s=config.timeout_s,
             max_retries=config.max_retries,
+            retry_budget_s=config.retry_budget_s,
             concurrency=config.concurrency,
             system_prompt=config.system_prompt,
         )
@@ -101,19 +124,32 @@ class OpenAIChatModel:
         data = json.dumps(self._payload(conversation, params)).encode()
         start = time.perf_counter()
         error = "no attempt made"
+        wait = 0.0
+        waited = 0.0
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(self.backoff_s * 2 ** (attempt - 1) * (1 + random.random()))
+                time.sleep(wait)
+                waited += wait
             try:
                 text = self._post(data)
                 return Completion(text=text, seconds=time.perf_counter() - start, meta={"attempts": attempt + 1})
             except _Retryable as exc:
                 error = str(exc)
                 logger.debug("retryable error from %s (try %d): %s", self.url, attempt + 1, error)
+                wait = self._wait(attempt, exc.retry_after)
+                if exc.retry_after is not None and attempt < self.max_retries and waited + wait > self.retry_budget_s:
+                    error += f" (Retry-After {exc.retry_after:g} s is past the retry budget, {self.retry_budget_s:g} s)"
+                    break
             except ValueError as exc:
                 error = str(exc)
                 break
         return Completion(text="", error=error, seconds=time.perf_counter() - start)
+
+    def _wait(self, attempt: int, retry_after: float | None) -> float:
+        """The server's Retry-After when it sent one, else exponential backoff with jitter."""
+        if retry_after is not None:
+            return retry_after
+        return self.backoff_s * 2**attempt * (1 + random.random())
 
     def _post(self, data: bytes) -> str:
         headers = {"Content-Type": "application/json"}
@@ -124,20 +160,41 @@ class OpenAIChatModel:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode("utf-8", "replace")
+            # Redact before cutting, so a key straddling the cut cannot survive in part.
+            detail = redact(exc.read(64_000).decode("utf-8", "replace"), self._api_key)[:300]
             message = f"HTTP {exc.code}: {detail}"
-            raise (_Retryable(message) if exc.code in RETRY_STATUS else ValueError(message)) from None
+            if exc.code in RETRY_STATUS:
+                raise _Retryable(message, _retry_after(exc.headers.get("Retry-After"))) from None
+            raise ValueError(message) from None
         except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
-            raise _Retryable(f"{type(exc).__name__}: {reason}") from None
-        return _parse_content(body)
+            raise _Retryable(redact(f"{type(exc).__name__}: {reason}", self._api_key)) from None
+        return _parse_content(body, self._api_key)
 
 
-def _parse_content(body: bytes) -> str:
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _parse_content(body: bytes, secret: str | None = None) -> str:
     try:
         content = json.loads(body)["choices"][0]["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
-        raise ValueError(f"malformed response: {body[:200]!r}") from None
+        text = body[:64_000].decode("utf-8", "replace")
+        raise ValueError(f"malformed response: {redact(text, secret)[:200]!r}") from None
     if not isinstance(content, str):
         raise ValueError(f"malformed response: content is {type(content).__name__}")
     return content
