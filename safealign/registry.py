@@ -1,15 +1,25 @@
-"""One small generic registry for plug-ins (losses, attacks, judges, backends, transforms).
+"""One generic registry for every plug-in kind (losses, attacks, judges, backends, prompt transforms).
 
-Built-ins register lazily as ``"module:attr"`` strings so that ``import safealign`` stays light and
-optional heavy dependencies are imported only when the plug-in is used.
+One mechanism: ``registry.register(name, target)``. ``target`` is the plug-in object, or a
+``"package.module:attr"`` string imported on first :meth:`Registry.get` (built-ins whose module is
+heavy or pulls optional dependencies register this way, so ``import safealign`` stays light). Called
+with the name only, ``register`` is a decorator. Either way the registry key is the plug-in's ONLY
+name: a plug-in that needs its own name (an attack stamping its attempts, a judge its verdicts)
+asks the registry (:meth:`Registry.name_of`, or a :class:`RegisteredName` class attribute) instead
+of spelling it a second time, so the two can never disagree.
 """
 
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Generic, Iterator, TypeVar
 
 T = TypeVar("T")
+
+
+def _target_of(obj: Any) -> str:
+    """The ``"module:qualname"`` string a lazy registration of ``obj`` would use."""
+    return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', '?')}"
 
 
 class Registry(Generic[T]):
@@ -20,24 +30,27 @@ class Registry(Generic[T]):
         self._entries: dict[str, T | str] = {}
         self._meta: dict[str, dict[str, Any]] = {}
 
-    def register(self, name: str, **meta: Any) -> Callable[[T], T]:
-        """Decorator: register ``obj`` under ``name`` with optional metadata."""
+    def register(self, name: str, target: T | str | None = None, **meta: Any) -> Any:
+        """Register ``target`` (an object or a lazy ``"module:attr"``) under ``name``; with no target,
+        return a decorator that registers the decorated object. ``meta`` is kept for :meth:`meta`."""
+        if target is None:
 
-        def deco(obj: T) -> T:
-            self._add(name, obj, meta)
-            return obj
+            def deco(obj: T) -> T:
+                self._add(name, obj, meta)
+                return obj
 
-        return deco
-
-    def register_lazy(self, name: str, target: str, **meta: Any) -> None:
-        """Register ``"package.module:attr"``; imported on first ``get``."""
-        if ":" not in target:
+            return deco
+        if isinstance(target, str) and ":" not in target:
             raise ValueError(f"lazy {self.kind} target must be 'module:attr', got {target!r}")
         self._add(name, target, meta)
+        return target
 
     def _add(self, name: str, obj: T | str, meta: dict[str, Any]) -> None:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"{self.kind} name must be a non-empty string, got {name!r}")
         existing = self._entries.get(name)
-        if existing is not None and existing is not obj and not isinstance(existing, str):
+        same = existing is obj or (isinstance(existing, str) and existing == _target_of(obj))
+        if existing is not None and not same:
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = obj
         self._meta[name] = dict(meta)
@@ -48,9 +61,20 @@ class Registry(Generic[T]):
         entry = self._entries[name]
         if isinstance(entry, str):
             module, attr = entry.split(":", 1)
-            entry = getattr(importlib.import_module(module), attr)
+            loaded = importlib.import_module(module)
+            for part in attr.split("."):
+                loaded = getattr(loaded, part)
+            entry = loaded
             self._entries[name] = entry
         return entry  # type: ignore[return-value]
+
+    def name_of(self, obj: Any) -> str:
+        """The key ``obj`` is registered under (loaded or still lazy); ValueError if it is not registered."""
+        target = _target_of(obj)
+        for name, entry in self._entries.items():
+            if entry is obj or entry == target:
+                return name
+        raise ValueError(f"{target} is not a registered {self.kind}; registered: {', '.join(self.names())}")
 
     def meta(self, name: str) -> dict[str, Any]:
         self.get(name)
@@ -64,3 +88,18 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+class RegisteredName:
+    """Class attribute whose value is the key the class is registered under in a registry.
+
+    ``name = RegisteredName(ATTACKS)`` on a base class gives every registered subclass
+    ``cls.name == <its registry key>`` without the subclass writing its name. A subclass may still
+    assign a plain ``name`` (test doubles that are never registered).
+    """
+
+    def __init__(self, registry: Registry[Any]) -> None:
+        self.registry = registry
+
+    def __get__(self, instance: Any, owner: type) -> str:
+        return self.registry.name_of(owner)

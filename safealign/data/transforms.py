@@ -17,7 +17,7 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
-from safealign.registry import Registry
+from safealign.registry import RegisteredName, Registry
 from safealign.types import Message
 
 # The paper's four prefixes (its Table 8), verbatim, each ending with the space that separates it from
@@ -36,6 +36,8 @@ TRANSFORMS: Registry[type["PromptTransform"]] = Registry("prompt transform")
 
 class PromptTransform(ABC):
     """Maps a policy prompt to the prompt the reference model scores the same response under."""
+
+    name = RegisteredName(TRANSFORMS)  # the registry key is a transform's only name
 
     @abstractmethod
     def __call__(self, prompt: tuple[Message, ...], harmful: bool | None) -> tuple[Message, ...]:
@@ -58,7 +60,7 @@ class IdentityTransform(PromptTransform):
         return prompt
 
     def key(self) -> str:
-        return "identity"
+        return self.name
 
     @property
     def is_identity(self) -> bool:
@@ -117,7 +119,7 @@ class SafetyPrefix(PromptTransform):
     def key(self) -> str:
         digest = hashlib.sha256(self.prefix.encode("utf-8")).hexdigest()[:12]
         extra = f",classifier={self.classifier_name}" if self.classifier_name else ""
-        return f"safety_prefix(prefix={digest},apply_to={self.apply_to}{extra})"
+        return f"{self.name}(prefix={digest},apply_to={self.apply_to}{extra})"
 
     def __repr__(self) -> str:
         return f"SafetyPrefix(prefix={self.prefix!r}, apply_to={self.apply_to!r})"

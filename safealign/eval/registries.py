@@ -1,6 +1,7 @@
 """The evaluation plug-in registries (backends, attacks, judges) and their built-ins, registered lazily.
 
-Adding an attack or judge means one file plus one line here; the pipeline never changes.
+Adding an attack or judge means one file plus one line here; the pipeline never changes. The key in
+this table is the plug-in's only name: ``Attack.name`` / ``Judge.name`` read it back from the registry.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ BACKENDS: Registry[Any] = Registry("backend")
 ATTACKS: Registry[Any] = Registry("attack")
 JUDGES: Registry[Any] = Registry("judge")
 
-BACKENDS.register_lazy("hf", "safealign.eval.backends.hf:HFChatModel")
-BACKENDS.register_lazy("openai", "safealign.eval.backends.openai_http:OpenAIChatModel")
-BACKENDS.register_lazy("vllm", "safealign.eval.backends.vllm:VLLMChatModel")
+BACKENDS.register("hf", "safealign.eval.backends.hf:HFChatModel")
+BACKENDS.register("openai", "safealign.eval.backends.openai_http:OpenAIChatModel")
+BACKENDS.register("vllm", "safealign.eval.backends.vllm:VLLMChatModel")
 
-ATTACKS.register_lazy("direct", "safealign.eval.attacks.direct:DirectAttack")
-ATTACKS.register_lazy("template", "safealign.eval.attacks.template:TemplateAttack")
-ATTACKS.register_lazy("prefill", "safealign.eval.attacks.prefill:PrefillAttack")
-ATTACKS.register_lazy("gcg", "safealign.eval.attacks.gcg:GCGAttack")
-ATTACKS.register_lazy("pair", "safealign.eval.attacks.pair:PAIRAttack")
+ATTACKS.register("direct", "safealign.eval.attacks.direct:DirectAttack")
+ATTACKS.register("template", "safealign.eval.attacks.template:TemplateAttack")
+ATTACKS.register("prefill", "safealign.eval.attacks.prefill:PrefillAttack")
+ATTACKS.register("gcg", "safealign.eval.attacks.gcg:GCGAttack")
+ATTACKS.register("pair", "safealign.eval.attacks.pair:PAIRAttack")
 
-JUDGES.register_lazy("refusal", "safealign.eval.judges.refusal:RefusalJudge")
-JUDGES.register_lazy("classifier", "safealign.eval.judges.classifier:ClassifierJudge")
-JUDGES.register_lazy("llm", "safealign.eval.judges.llm:LLMJudge")
+JUDGES.register("refusal", "safealign.eval.judges.refusal:RefusalJudge")
+JUDGES.register("classifier", "safealign.eval.judges.classifier:ClassifierJudge")
+JUDGES.register("llm", "safealign.eval.judges.llm:LLMJudge")
 
 
 def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T:

@@ -9,6 +9,7 @@ import pytest
 
 from safealign.eval.config import EvalConfig
 from safealign.eval.pipeline import run_eval
+from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, wilson_interval
 from safealign.types import Behavior, Completion
 
@@ -119,11 +120,11 @@ def test_truncated_last_line_is_tolerated(tmp_path):
 
 def test_unknown_names_fail_before_any_work(tmp_path):
     fake = ScriptedChatModel(_reply)
-    with pytest.raises(ValueError, match="unknown attack 'gbg'; valid names: direct, gcg, pair, prefill, template"):
+    with pytest.raises(ValueError, match=f"unknown attack 'gbg'; valid names: {', '.join(ATTACKS.names())}$"):
         run_eval(_config(tmp_path, attacks=("gbg",)), chat_model=fake, behaviors=BEHAVIORS)
     config = _config(tmp_path, attacks=("direct",))
     config.judges = ["refusal", "harmbench"]
-    with pytest.raises(ValueError, match="unknown judge 'harmbench'; valid names: classifier, llm, refusal"):
+    with pytest.raises(ValueError, match=f"unknown judge 'harmbench'; valid names: {', '.join(JUDGES.names())}$"):
         run_eval(config, chat_model=fake, behaviors=BEHAVIORS)
     config = _config(tmp_path, attacks=("direct",))
     config.judges = ["refusal"]

@@ -13,6 +13,8 @@ from typing import Any, ClassVar
 
 from safealign.data.behaviors import behavior_prompt
 from safealign.eval.backends.base import ChatModel, GenerationParams
+from safealign.eval.registries import ATTACKS
+from safealign.registry import RegisteredName
 from safealign.types import Attempt, Behavior
 
 
@@ -29,7 +31,8 @@ class AttackContext:
 
 
 class Attack(ABC):
-    name: ClassVar[str]
+    # The registry key in safealign/eval/registries.py is the attack's only name.
+    name: ClassVar[str] = RegisteredName(ATTACKS)  # type: ignore[assignment]
     config_class: ClassVar[type]
 
     def __init__(self, config: Any, context: AttackContext | None = None) -> None:
@@ -59,7 +62,7 @@ def require_target(behavior: Behavior, attack: str) -> str:
 
 
 def build_attack(name: str, params: dict[str, Any] | None = None, context: AttackContext | None = None) -> Attack:
-    from safealign.eval.registries import ATTACKS, make_config
+    from safealign.eval.registries import make_config
 
     cls = ATTACKS.get(name)
     return cls(make_config(cls.config_class, params, f"attack {name!r}"), context)

@@ -15,7 +15,6 @@ class DirectConfig:
 
 
 class DirectAttack(Attack):
-    name: ClassVar[str] = "direct"
     config_class: ClassVar[type] = DirectConfig
 
     def attack(self, behavior: Behavior) -> list[Attempt]:

@@ -69,7 +69,6 @@ class _Problem:
 
 
 class GCGAttack(Attack):
-    name: ClassVar[str] = "gcg"
     config_class: ClassVar[type] = GCGConfig
 
     def __init__(self, config: GCGConfig, context: AttackContext | None = None) -> None:

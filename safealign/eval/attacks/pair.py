@@ -74,7 +74,6 @@ class _Stream:
 
 
 class PAIRAttack(Attack):
-    name: ClassVar[str] = "pair"
     config_class: ClassVar[type] = PAIRConfig
 
     def __init__(self, config: PAIRConfig, context: AttackContext | None = None, attacker: ChatModel | None = None):

@@ -19,7 +19,6 @@ class PrefillConfig:
 
 
 class PrefillAttack(Attack):
-    name: ClassVar[str] = "prefill"
     config_class: ClassVar[type] = PrefillConfig
 
     def attack(self, behavior: Behavior) -> list[Attempt]:

@@ -88,7 +88,6 @@ def _parse_entry(entry: Any, path: Path, index: int) -> JailbreakTemplate:
 
 
 class TemplateAttack(Attack):
-    name: ClassVar[str] = "template"
     config_class: ClassVar[type] = TemplateConfig
 
     def __init__(self, config: TemplateConfig, context: AttackContext | None = None) -> None:

@@ -5,11 +5,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar, Sequence
 
+from safealign.eval.registries import JUDGES
+from safealign.registry import RegisteredName
 from safealign.types import Behavior, Completion, Verdict
 
 
 class Judge(ABC):
-    name: ClassVar[str]
+    # The registry key in safealign/eval/registries.py is the judge's only name.
+    name: ClassVar[str] = RegisteredName(JUDGES)  # type: ignore[assignment]
     config_class: ClassVar[type]
     # Whether score() sees an assistant prefill (``Completion.meta["prefill"]``) before the model's own
     # text. Content judges should; string matchers should not, or words in the prefill decide.
@@ -47,7 +50,7 @@ class Judge(ABC):
 
 def build_judge(name: str, params: dict[str, Any] | None = None, **resources: Any) -> Judge:
     """Instantiate a registered judge; ``resources`` (e.g. ``chat_model=``) go to its constructor."""
-    from safealign.eval.registries import JUDGES, make_config
+    from safealign.eval.registries import make_config
 
     cls = JUDGES.get(name)
     return cls(make_config(cls.config_class, params, f"judge {name!r}"), **resources)

@@ -131,7 +131,6 @@ def parse_output(fmt: str, text: str, judge: str = "classifier") -> Verdict:
 
 
 class ClassifierJudge(Judge):
-    name: ClassVar[str] = "classifier"
     config_class: ClassVar[type] = ClassifierConfig
 
     def __init__(self, config: ClassifierConfig, chat_model: Any = None) -> None:

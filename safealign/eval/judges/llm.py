@@ -53,7 +53,6 @@ class LLMJudgeConfig:
 
 
 class LLMJudge(Judge):
-    name: ClassVar[str] = "llm"
     config_class: ClassVar[type] = LLMJudgeConfig
 
     def __init__(self, config: LLMJudgeConfig, chat_model: Any = None) -> None:

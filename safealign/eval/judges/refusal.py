@@ -42,7 +42,6 @@ class RefusalConfig:
 
 
 class RefusalJudge(Judge):
-    name: ClassVar[str] = "refusal"
     config_class: ClassVar[type] = RefusalConfig
     sees_prefill: ClassVar[bool] = False  # some AdvBench targets contain "illegal", "unethical", ...
 
