@@ -92,5 +92,6 @@ def test_registry_and_build():
         match=r"unknown parameter\(s\) aply_to; valid parameters: prefix, apply_to, classifier, classifier_name",
     ):
         build_transform("safety_prefix", aply_to="all")
-    with pytest.raises(ValueError, match=f"unknown prompt transform 'prefix'; valid names: {', '.join(TRANSFORMS.names())}$"):
+    valid = ", ".join(TRANSFORMS.names())
+    with pytest.raises(ValueError, match=f"unknown prompt transform 'prefix'; valid names: {valid}$"):
         build_transform("prefix")
