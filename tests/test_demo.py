@@ -79,6 +79,21 @@ def test_build_safety_pairs_resumes_without_regenerating(tmp_path):
     assert [json.loads(ln)["id"] for ln in out.read_text().splitlines()] == ["h1", "b1"]
 
 
+def test_build_safety_pairs_after_a_cut_off_last_line_leaves_a_readable_file(tmp_path):
+    """Issue 19 item 3: an interrupted build left half a row without a newline; the resumed build
+    used to append onto that fragment, making one permanently unreadable line."""
+    from safealign.data import load_preferences
+
+    out = tmp_path / "pairs.jsonl"
+    build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS[:1], ["I can't."], out)
+    with out.open("a") as fh:
+        fh.write('{"id": "b1", "prompt": "bake br')  # killed mid-write
+    report = build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS[:3], ["I can't."], out)
+    assert report.reused == 1 and report.written == 1
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["h1", "b1"]
+    assert len(load_preferences(str(out)).items) == 2
+
+
 def test_build_safety_pairs_output_is_trainable_standard_format(tmp_path):
     from safealign.data import load_preferences
 

@@ -12,7 +12,6 @@ of this shape and are skipped; the counts are returned and logged.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from tqdm.auto import tqdm
+
+from safealign.io import append_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +43,8 @@ class SafetyBuildReport:
 
 
 def existing_ids(path: Path) -> set[str]:
-    if not path.exists():
-        return set()
-    ids = set()
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            ids.add(json.loads(line)["id"])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            continue  # a line cut off by an interrupted write: regenerated below
-    return ids
+    """Ids of the pairs already in ``path``; a line cut off by an interrupted build is regenerated."""
+    return {row["id"] for row in read_jsonl(path) if "id" in row}
 
 
 def build_safety_pairs(
@@ -85,8 +79,7 @@ def build_safety_pairs(
                 row = _pair_row(p, completion, refusals, judge, refusal_verdict, seed, counts)
                 if row is not None:
                     rows.append(row)
-            with path.open("a", encoding="utf-8") as fh:
-                fh.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+            append_jsonl(path, rows)
             counts["written"] += len(rows)
             bar.update(len(chunk))
     report = SafetyBuildReport(path, counts["written"], len(done), counts["harmful_refused"],

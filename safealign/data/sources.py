@@ -21,6 +21,8 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from safealign.io import parse_jsonl
+
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
@@ -91,16 +93,8 @@ def _read_text(path: Path) -> str:
 
 
 def _parse_jsonl(path: Path, text: str) -> Iterator[tuple[int, Record]]:
-    row = 0
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
+    for row, record in enumerate(parse_jsonl(text, path)):
         yield row, _as_record(path, row, record)
-        row += 1
 
 
 def _parse_json(path: Path, text: str) -> Iterator[tuple[int, Record]]:

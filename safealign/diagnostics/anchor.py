@@ -16,12 +16,12 @@ adapter disabled (the same forward the trainer uses for reference log-probs).
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
 from torch import Tensor, nn
 
+from safealign.io import finite_or_none
 from safealign.train.reference import compute_reference_columns
 
 
@@ -68,7 +68,7 @@ class AnchorGap:
             "chosen_shift": self.chosen_shift, "rejected_shift": self.rejected_shift, "gap": self.gap,
         }
         lists = {k: v.tolist() for k, v in columns.items()}
-        return [{"index": idx, **{k: _plain(lists[k][i]) for k in lists}} for i, idx in enumerate(self.index)]
+        return [{"index": idx, **{k: finite_or_none(lists[k][i]) for k in lists}} for i, idx in enumerate(self.index)]
 
 
 def measure_anchor_gap(
@@ -91,9 +91,3 @@ def measure_anchor_gap(
     plain = compute_reference_columns(model, plain_view, batch_size=batch_size, chunk_size=chunk_size)
     changed = sum(item.ref_prompt_ids is not None for item in harmful)
     return AnchorGap(tuple(item.index for item in harmful), plain, transformed, changed)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -22,7 +22,6 @@ Rank 0 measures; sharded-parameter engines (FSDP, ZeRO-3) are not supported.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from pathlib import Path
@@ -32,6 +31,7 @@ from torch import Tensor
 from transformers import TrainerCallback
 
 from safealign.diagnostics.entanglement import EntanglementReport, measure_entanglement
+from safealign.io import append_jsonl, read_jsonl, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,8 @@ class EntanglementCallback(TrainerCallback):
             return
         path = Path(args.output_dir) / self.filename
         path.parent.mkdir(parents=True, exist_ok=True)
-        kept = _records_up_to(path, state.global_step) if state.global_step > 0 else []
-        path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        kept = [r for r in read_jsonl(path) if r.get("step", 0) <= state.global_step] if state.global_step > 0 else []
+        write_jsonl(path, kept)
         if kept and kept[0].get("step") == 0:
             self._start = {row["index"]: (row["chosen_logps"], row["rejected_logps"]) for row in kept[0]["pairs"]}
             self._last_step = kept[-1]["step"]
@@ -101,8 +101,7 @@ class EntanglementCallback(TrainerCallback):
         if not self._start:
             self._start = {p.index: (p.chosen_logps, p.rejected_logps) for p in report.pairs}
         record = self._record(report, state)
-        with (Path(args.output_dir) / self.filename).open("a") as fh:
-            fh.write(json.dumps(record) + "\n")
+        append_jsonl(Path(args.output_dir) / self.filename, [record])
         self._last_step = state.global_step
         e, m = record["entanglement"], record["movement"]
         logger.info("step %d entanglement: ratio median %.3g, chosen fell on %.0f%% of probes, both fell on %.0f%%",
@@ -129,10 +128,3 @@ class EntanglementCallback(TrainerCallback):
                 "cosine": summary["cosine"]["mean"], "ratio": summary["ratio"]["median"],
                 "delta_chosen": movement["chosen_change_mean"], "delta_rejected": movement["rejected_change_mean"]}
         return {**head, "entanglement": summary, "movement": movement, "pairs": rows}
-
-
-def _records_up_to(path: Path, step: int) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if r.get("step", 0) <= step]

@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from safealign.io import finite_or_none
 from safealign.train.logps import pair_logps
 
 PARAM_CHOICES = "auto, all, trainable, lora, lm_head, last:N"
@@ -161,8 +162,9 @@ class PairEntanglement:
     def as_dict(self, weights: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
         w = self.weighted(*weights)
         return {
-            "index": self.index, "dot": self.dot, "cosine": _finite(self.cosine), "chosen_norm": self.chosen_norm,
-            "rejected_norm": self.rejected_norm, "ratio": _finite(self.ratio), "chosen_rises": self.chosen_rises,
+            "index": self.index, "dot": self.dot, "cosine": finite_or_none(self.cosine),
+            "chosen_norm": self.chosen_norm, "rejected_norm": self.rejected_norm,
+            "ratio": finite_or_none(self.ratio), "chosen_rises": self.chosen_rises,
             "rejected_falls": self.rejected_falls, "weighted_chosen_rises": w["chosen_rises"],
             "weighted_rejected_falls": w["rejected_falls"], "chosen_logps": self.chosen_logps,
             "rejected_logps": self.rejected_logps,
@@ -258,7 +260,3 @@ def measure_entanglement(
     return EntanglementReport(
         resolve_selection(model, params), sum(p.numel() for p in selected), tuple(results), tuple(weights)
     )
-
-
-def _finite(value: float) -> float | None:
-    return value if math.isfinite(value) else None

@@ -18,7 +18,6 @@ Pure functions over :class:`~safealign.types.PairLogps`; scoring a model lives i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from safealign.io import finite_or_none
 from safealign.losses.base import per_token
 from safealign.types import PairLogps
 
@@ -134,7 +134,7 @@ class RankingReport:
                 "idealized_correct": idealized_correct(x.ref_chosen, x.ref_rejected, beta=self.beta, alpha=self.alpha),
             })
         columns = {k: v.detach().cpu().tolist() for k, v in rows.items()}
-        return [{k: _plain(columns[k][i]) for k in columns} for i in range(int(x.chosen.shape[0]))]
+        return [{k: finite_or_none(columns[k][i]) for k in columns} for i in range(int(x.chosen.shape[0]))]
 
 
 def ranking_report(x: PairLogps, *, beta: float = 0.1, alpha: Tensor | float | None = None,
@@ -168,9 +168,3 @@ def fixed_by_model(x: PairLogps) -> dict[str, Any]:
 def _check_nonempty(t: Tensor) -> None:
     if t.numel() == 0:
         raise ValueError("no pairs to rank")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

@@ -1,16 +1,18 @@
 """Append-only ``records.jsonl``: one line per attempt, written and flushed as soon as it is judged.
 
 A record's key is ``(behavior_id, attack, attempt_id)``; the last record for a key wins, so a retried
-attempt supersedes its failed first try. A line cut off by a crash is skipped with a warning.
+attempt supersedes its failed first try. Reading and appending go through :mod:`safealign.io.jsonl`:
+a line cut off by a crash is skipped with a warning, and repaired before the next append.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Iterator
+
+from safealign.errors import UserError
+from safealign.io import append_jsonl, read_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +33,12 @@ class RecordStore:
             self._load()
 
     def _load(self) -> None:
-        with self.path.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    self._remember(json.loads(line))
-                except (json.JSONDecodeError, KeyError):
-                    logger.warning("%s:%d: skipping an unreadable record (interrupted write?)", self.path, lineno)
+        for index, record in enumerate(read_jsonl(self.path)):
+            try:
+                self._remember(record)
+            except KeyError as exc:
+                raise UserError(f"{self.path}: record #{index + 1} has no {exc.args[0]!r}: not an attempt record "
+                                "of safealign eval; use another output_dir") from exc
         logger.info("resuming: %d records in %s", len(self._records), self.path)
 
     def _remember(self, record: dict[str, Any]) -> None:
@@ -48,22 +48,9 @@ class RecordStore:
         self._attempt_ids.setdefault(pair, set()).add(record["attempt_id"])
 
     def append(self, records: list[dict[str, Any]]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a", encoding="utf-8") as f:
-            # A previous crash may have left a partial line; start on a fresh one.
-            if f.tell() and not self._ends_with_newline():
-                f.write("\n")
-            for record in records:
-                f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, records)
         for record in records:
             self._remember(record)
-
-    def _ends_with_newline(self) -> bool:
-        with self.path.open("rb") as f:
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) == b"\n"
 
     def is_done(self, key: Key, *, retry_errors: bool) -> bool:
         record = self._records.get(key)

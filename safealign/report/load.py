@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from safealign.io import load_jsonl
+
 logger = logging.getLogger(__name__)
 
 
@@ -64,21 +66,17 @@ def _read_json(path: Path, data: RunData, *, required: bool = False) -> Any:
 
 
 def _read_jsonl(path: Path, data: RunData) -> list[dict[str, Any]]:
+    """The rows of a run file; the report shows what it can, so bad lines are skipped and listed."""
     if not path.is_file():
         return []
-    rows, bad = [], 0
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-        if line.strip():
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                bad += 1
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    if bad:
-        data.problems.append(f"{_rel(path, data.root)}: skipped {bad} unreadable line(s)")
-    return rows
+    read = load_jsonl(path, strict=False)
+    notes = [f"line(s) {', '.join(map(str, read.skipped[:5]))}{', ...' if len(read.skipped) > 5 else ''}"
+             ] if read.skipped else []  # fmt: skip
+    notes += ["a cut-off last line (interrupted write?)"] if read.cut_off else []
+    if notes:
+        count = len(read.skipped) + read.cut_off
+        data.problems.append(f"{_rel(path, data.root)}: skipped {count} unreadable line(s): {'; '.join(notes)}")
+    return read.rows
 
 
 def _rel(path: Path, root: Path) -> str:

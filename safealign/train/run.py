@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from safealign.config import save_config, to_dict
+from safealign.io import read_jsonl, write_json, write_jsonl
 from safealign.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
         "truncation": dataclasses.asdict(report) if dataclasses.is_dataclass(report) else str(report),
         "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
     }
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "train_summary.json", summary)
     return TrainResult(out, final, metrics_path, ref_desc, trainer.state.global_step, summary["wall_seconds"])
 
 
@@ -209,5 +209,4 @@ def _truncate_metrics(path: Path, step: int) -> None:
     if step == 0:
         path.unlink()
         return
-    kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    write_jsonl(path, [row for row in read_jsonl(path) if row.get("step", 0) <= step])

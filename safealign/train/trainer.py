@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from torch import Tensor
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from safealign.io import append_jsonl, finite_or_none
 from safealign.train.logps import pair_logps
 from safealign.train.metrics import MetricWindow, pair_stats, unpaired_stats
 from safealign.train.normalized import normalized_objective, pair_gradient_norms
@@ -125,9 +125,8 @@ class PreferenceTrainer(Trainer):
             logs.update(self._window.flush())
         super().log(logs, start_time)
         if self.metrics_path is not None and self.is_world_process_zero():
-            record = {"step": self.state.global_step, **{k: _plain(v) for k, v in logs.items()}}
-            with self.metrics_path.open("a") as fh:
-                fh.write(json.dumps(record) + "\n")
+            record = {"step": self.state.global_step, **{k: finite_or_none(v) for k, v in logs.items()}}
+            append_jsonl(self.metrics_path, [record])
 
 
 class LossStateCallback(TrainerCallback):
@@ -173,8 +172,3 @@ class AdapterSaveCallback(TrainerCallback):
         if hasattr(model, "peft_config") and save is not None and not isinstance(save, functools.partial):
             model.save_pretrained = functools.partial(save, save_embedding_layers=False)
 
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

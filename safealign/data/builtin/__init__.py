@@ -6,12 +6,13 @@ install and from a wheel alike. See README.md in this folder for the sets, the s
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
+
+from safealign.io import parse_jsonl
 
 __all__ = [
     "BuiltinPrompt",
@@ -54,7 +55,7 @@ def _resource(filename: str):
 
 def _read_jsonl(filename: str) -> list[dict[str, Any]]:
     text = _resource(filename).read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return parse_jsonl(text, filename)
 
 
 def _check_choice(field: str, value: str | None, choices: tuple[str, ...]) -> None:

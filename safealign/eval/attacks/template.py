@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import codecs
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, ClassVar
@@ -17,6 +16,7 @@ from typing import Any, Callable, ClassVar
 import yaml
 
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
+from safealign.io import parse_jsonl
 from safealign.types import Attempt, Behavior
 
 BUILTIN_FILE = Path(__file__).with_name("templates.yaml")
@@ -61,7 +61,7 @@ def load_templates(path: str | Path) -> list[JailbreakTemplate]:
     path = Path(path)
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+        entries = parse_jsonl(text, path)
     else:
         entries = yaml.safe_load(text) or []
     if not isinstance(entries, list):

@@ -15,7 +15,6 @@ questions already graded and retries those whose generation or judge call failed
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -26,8 +25,9 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from safealign.eval.backends.base import ChatModel, GenerationParams
-from safealign.eval.helpfulness.records import append_records, batched, latest_by, read_records, write_json
+from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.summary import Z95
+from safealign.io import append_jsonl, parse_jsonl, read_jsonl, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ def judge_prompt(question: dict[str, Any], answers: Sequence[str], turn: int) ->
 def load_questions(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Questions from a JSONL path or a list of dicts, validated (``ValueError`` names row and field)."""
     if isinstance(source, (str, Path)):
-        lines = Path(source).read_text(encoding="utf-8").splitlines()
-        rows = [json.loads(line) for line in lines if line.strip()]
+        rows = parse_jsonl(Path(source).read_text(encoding="utf-8"), source)
     else:
         rows = list(source)
     seen: set[str] = set()
@@ -127,18 +126,18 @@ def mtbench_eval(
     judge = judge_name or getattr(judge_model, "name", None) or type(judge_model).__name__
     out = Path(out_dir)
     path = out / "records.jsonl"
-    done = {k for k, r in latest_by(read_records(path), "question_id").items() if _record_done(r)}
+    done = {k for k, r in latest_by(read_jsonl(path), "question_id").items() if _record_done(r)}
     todo = [q for q in rows if str(q["question_id"]) not in done]
     logger.info("mt-bench: %d questions, %d already graded", len(rows), len(rows) - len(todo))
     with tqdm(total=len(todo), desc="mt-bench", disable=not progress or not todo) as bar:
         for chunk in batched(todo, params.batch_size):
             answers, errors, secs = _answer(model, chunk, params)
             graded = _grade(judge_model, chunk, answers, errors, judge_params)
-            append_records(path, [
+            append_jsonl(path, [
                 _record(q, a, e, s, g, judge) for q, a, e, s, g in zip(chunk, answers, errors, secs, graded)
             ])
             bar.update(len(chunk))
-    summary = summarize_mtbench(read_records(path), [str(q["question_id"]) for q in rows], judge)
+    summary = summarize_mtbench(read_jsonl(path), [str(q["question_id"]) for q in rows], judge)
     write_json(out / "summary.json", summary)
     return summary
 

@@ -24,9 +24,8 @@ from typing import Any, Protocol, Sequence
 from tqdm.auto import tqdm
 
 from safealign.eval.backends.base import ChatModel, GenerationParams
-from safealign.eval.helpfulness.records import (
-    append_records, batched, latest_by, rate_ci95, read_records, write_json,
-)
+from safealign.eval.helpfulness.records import batched, latest_by, rate_ci95
+from safealign.io import append_jsonl, read_jsonl, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -101,7 +100,7 @@ def overrefusal_eval(
         raise ValueError(f"over-refusal: duplicate prompt ids {dupes[:5]}")
     out = Path(out_dir)
     path = out / "records.jsonl"
-    done = {k for k, r in latest_by(read_records(path), "id").items() if r.get("error") is None}
+    done = {k for k, r in latest_by(read_jsonl(path), "id").items() if r.get("error") is None}
     todo = [p for p in items if p.id not in done]
     logger.info("over-refusal: %d prompts, %d already done", len(items), len(items) - len(todo))
     name = describe_detector(judge)
@@ -111,9 +110,9 @@ def overrefusal_eval(
             completions = model.generate(conversations, params)
             if len(completions) != len(chunk):
                 raise RuntimeError(f"backend returned {len(completions)} completions for {len(chunk)} prompts")
-            append_records(path, [_record(p, c, judge, name) for p, c in zip(chunk, completions)])
+            append_jsonl(path, [_record(p, c, judge, name) for p, c in zip(chunk, completions)])
             bar.update(len(chunk))
-    summary = summarize_overrefusal(read_records(path), ids, name)
+    summary = summarize_overrefusal(read_jsonl(path), ids, name)
     write_json(out / "summary.json", summary)
     return summary
 

@@ -6,9 +6,9 @@ import pytest
 
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.helpfulness import HelpfulnessPrompt, overrefusal_eval
-from safealign.eval.helpfulness.records import append_records, read_records
 from safealign.eval.helpfulness.overrefusal import rate_summary
 from safealign.eval.summary import wilson_interval
+from safealign.io import append_jsonl, read_jsonl
 
 PROMPTS = [
     ("o1", "Write a haiku about rain.", "ordinary"),
@@ -82,5 +82,5 @@ def test_wilson_golden_values():
 def test_append_after_a_cut_off_line_keeps_the_new_record(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_text('{"id": "a"}\n{"id": "b", "comp')  # a crash mid-write
-    append_records(path, [{"id": "c"}])
-    assert [r["id"] for r in read_records(path)] == ["a", "c"]
+    append_jsonl(path, [{"id": "c"}])
+    assert [r["id"] for r in read_jsonl(path)] == ["a", "c"]
