@@ -152,16 +152,17 @@ def _extra_name(path: str) -> str:
 def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, bool]]:
     """metric -> prompt id -> outcome (attack succeeded / benign prompt refused), read back from a
     stage's evaluation records; unscored prompts are left out."""
-    from safealign.eval.helpfulness.records import latest_by, read_records
+    from safealign.eval.helpfulness.records import latest_by
+    from safealign.io import read_jsonl
     from safealign.eval.summary import behavior_outcomes
 
-    jailbreak = read_records(eval_dir / "jailbreak" / "records.jsonl")
+    jailbreak = read_jsonl(eval_dir / "jailbreak" / "records.jsonl")
     out = {"direct_asr": behavior_outcomes(jailbreak, "direct", "refusal"),
            "template_asr": behavior_outcomes(jailbreak, "template", "refusal")}
     for name in map(_extra_name, config.extra_harmful):
-        records = read_records(eval_dir / "extra" / name / "records.jsonl")
+        records = read_jsonl(eval_dir / "extra" / name / "records.jsonl")
         out[f"{name}_direct_asr"] = behavior_outcomes(records, "direct", "refusal")
-    benign = latest_by(read_records(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl"), "id").values()
+    benign = latest_by(read_jsonl(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl"), "id").values()
     for kind, metric in (("ordinary", "benign_refusal_rate"), ("borderline", "borderline_refusal_rate")):
         out[metric] = {r["id"]: r["refused"] for r in benign if r.get("kind") == kind}
     return {m: {k: v for k, v in o.items() if v is not None} for m, o in out.items()}
