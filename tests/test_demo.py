@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
-from safealign.data.safety_pairs import build_safety_pairs
+from safealign.pipelines.build_safety import build_safety_pairs
 from safealign.types import Completion
 
 
@@ -105,7 +105,7 @@ def test_build_safety_pairs_output_is_trainable_standard_format(tmp_path):
 
 
 def test_stratified_takes_categories_in_turn():
-    from safealign.demo import stratified
+    from safealign.pipelines.demo import stratified
 
     # categories sorted: computing, cooking, crime, math, weapons -> one from each in turn
     assert [p.id for p in stratified(PROMPTS, 3)] == ["b2", "b1", "h2"]
@@ -172,7 +172,7 @@ def test_demo_with_training_seeds_and_an_extra_behavior_set(tmp_path, monkeypatc
 
 def test_run_directory_from_before_a_setting_existed_still_resumes(tmp_path):
     from safealign.config import to_dict
-    from safealign.demo import DemoConfig, _check_same_config
+    from safealign.pipelines.demo import DemoConfig, _check_same_config
 
     config = DemoConfig(output_dir=str(tmp_path))
     old = to_dict(config)
@@ -185,7 +185,7 @@ def test_run_directory_from_before_a_setting_existed_still_resumes(tmp_path):
 
 
 def test_comparison_skips_a_metric_nothing_was_scored_for(tmp_path):
-    from safealign.demo import DemoConfig, compare_variants
+    from safealign.pipelines.demo import DemoConfig, compare_variants
 
     config = DemoConfig(variants=["dpo", "e-dpo"])
     for stage, verdict in (("dpo", False), ("e-dpo", True)):

@@ -19,18 +19,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safealign.data.builtin import load_prompts, load_refusals
-    from safealign.data.safety_pairs import build_safety_pairs
-    from safealign.eval.backends.base import GenerationParams
-    from safealign.eval.backends.hf import HFChatModel
-    from safealign.models import load_model
+    from safealign.pipelines.build_safety import build_from_builtin
 
-    split = None if args.split == "all" else args.split
-    harmful = load_prompts("harmful", split=split)[: args.harmful_limit]
-    benign = load_prompts("benign", split=split)[: args.benign_limit]
-    model, tokenizer = load_model(args.model)
-    params = GenerationParams(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
-    report = build_safety_pairs(HFChatModel(model, tokenizer), harmful + benign, load_refusals(), args.out,
-                                params=params, seed=args.seed)
+    report = build_from_builtin(args.model, args.out, split=None if args.split == "all" else args.split,
+                                harmful_limit=args.harmful_limit, benign_limit=args.benign_limit,
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
     print(report.describe())
     return 0

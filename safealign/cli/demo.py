@@ -1,4 +1,4 @@
-"""``safealign demo``: end to end on the embedded model (see safealign/demo.py)."""
+"""``safealign demo``: end to end on the embedded model (see safealign/pipelines/demo.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safealign.config import load_config
-    from safealign.demo import DemoConfig, format_summary, run_demo
+    from safealign.pipelines.demo import DemoConfig, format_summary, run_demo
 
     overrides = [f"output_dir={args.output_dir}", f"model={args.model}", *args.overrides]
     if args.compare:

@@ -258,7 +258,7 @@ def _check_same_config(config: DemoConfig, run: Path) -> None:
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     """Run (or resume) the demo; returns the summary also written to ``summary.json``."""
     from safealign.data.builtin import load_refusals
-    from safealign.data.safety_pairs import build_safety_pairs
+    from safealign.pipelines.build_safety import build_safety_pairs
     from safealign.eval.backends.hf import HFChatModel
     from safealign.models import load_model
     from safealign.report import build_report

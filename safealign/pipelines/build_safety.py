@@ -1,0 +1,89 @@
+"""Build self-generated safety pairs: generate with the model, judge refusals, append the pairs.
+
+The row shape and the file live in :mod:`safealign.data.safety_pairs` (no model calls); this module
+adds the generation backend and the refusal judge from ``eval``, which ``data`` may not import.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from tqdm.auto import tqdm
+
+from safealign.data.safety_pairs import SafetyBuildReport, existing_ids, pair_row
+from safealign.io import append_jsonl
+
+logger = logging.getLogger(__name__)
+
+
+def build_safety_pairs(
+    chat_model: Any,
+    prompts: Sequence[Any],
+    refusals: Sequence[str],
+    out_path: str | Path,
+    *,
+    params: Any = None,
+    judge: Any = None,
+    seed: int = 0,
+) -> SafetyBuildReport:
+    """Generate, pair and append. ``prompts`` have ``id``, ``prompt``, ``category``, ``kind``, ``harmful``."""
+    from safealign.eval.backends.base import GenerationParams
+    from safealign.eval.helpfulness.overrefusal import default_detector
+
+    if not refusals:
+        raise ValueError("build-safety needs at least one refusal response")
+    params = params or GenerationParams(max_new_tokens=48)
+    judge = judge or default_detector()
+    path = Path(out_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    done = existing_ids(path)
+    todo = [p for p in prompts if p.id not in done]
+    counts = {"written": 0, "harmful_refused": 0, "benign_refused": 0, "errors": 0}
+    with tqdm(total=len(todo), desc="building safety pairs", unit="prompt") as bar:
+        for start in range(0, len(todo), params.batch_size):
+            chunk = todo[start : start + params.batch_size]
+            completions = chat_model.generate([({"role": "user", "content": p.prompt},) for p in chunk], params)
+            rows = [row for p, c in zip(chunk, completions)
+                    if (row := _judged_row(p, c, refusals, judge, seed, counts)) is not None]
+            append_jsonl(path, rows)
+            counts["written"] += len(rows)
+            bar.update(len(chunk))
+    report = SafetyBuildReport(path, counts["written"], len(done), counts["harmful_refused"],
+                               counts["benign_refused"], counts["errors"])
+    logger.info("%s", report.describe())
+    return report
+
+
+def _judged_row(prompt: Any, completion: Any, refusals: Sequence[str], judge: Any, seed: int,
+                counts: dict[str, int]) -> Optional[dict[str, Any]]:
+    from safealign.eval.helpfulness.overrefusal import refusal_verdict
+
+    if completion.error:
+        counts["errors"] += 1
+        return None
+    own = completion.text.strip()
+    refused, _ = refusal_verdict(judge, own)
+    row = pair_row(prompt, own, refused, refusals, seed)
+    if row is None:
+        counts["harmful_refused" if prompt.harmful else "benign_refused"] += 1
+    return row
+
+
+def build_from_builtin(model_spec: str, out_path: str | Path, *, split: Optional[str] = "train",
+                       harmful_limit: Optional[int] = None, benign_limit: Optional[int] = None,
+                       max_new_tokens: int = 48, batch_size: int = 16, seed: int = 0) -> SafetyBuildReport:
+    """``safealign data build-safety``: pairs from the built-in prompt sets (``split`` None = all) and
+    the model ``model_spec`` (any ``load_model`` spec)."""
+    from safealign.data.builtin import load_prompts, load_refusals
+    from safealign.eval.backends.base import GenerationParams
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.models import load_model
+
+    harmful = load_prompts("harmful", split=split)[:harmful_limit]
+    benign = load_prompts("benign", split=split)[:benign_limit]
+    model, tokenizer = load_model(model_spec)
+    params = GenerationParams(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
+    return build_safety_pairs(HFChatModel(model, tokenizer), harmful + benign, load_refusals(), out_path,
+                              params=params, seed=seed)
