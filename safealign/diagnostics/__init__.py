@@ -1,7 +1,9 @@
 """Alignment diagnostics: gradient entanglement, ranking accuracy, the E-transform anchor gap.
 
 They read the same encoded pairs and models as training (``safealign.data`` / ``safealign.models``) and
-score with ``safealign.train.logps`` — the one place logits become log-probs.
+score with ``safealign.train.logps`` — the one place logits become log-probs. The gradient-entanglement
+measurement lives in ``safealign.train.grads`` (training uses it for its probe and the pairwise-normalised
+update, and ``train`` never imports this package); it is re-exported here with the other diagnostics.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from safealign.diagnostics.anchor import AnchorGap, measure_anchor_gap
-from safealign.diagnostics.entanglement import (
+from safealign.train.grads import (
     EntanglementReport,
     PairEntanglement,
     measure_entanglement,
@@ -40,7 +42,7 @@ __all__ = [
 def __getattr__(name: str) -> Any:
     # The callback pulls in transformers.Trainer machinery; import it only when asked for.
     if name in ("EntanglementCallback", "choose_probe"):
-        from safealign.diagnostics import callback
+        from safealign.train import probe
 
-        return getattr(callback, name)
+        return getattr(probe, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -62,7 +62,7 @@ class DiagnosticsConfig:
 
     entanglement_every: int = 0  # measure every N optimizer steps (and at start and end); 0 = off
     probe_pairs: int = 16
-    params: str = "trainable"  # see safealign.diagnostics.select_parameters
+    params: str = "trainable"  # see safealign.train.grads.select_parameters
 
 
 @dataclass

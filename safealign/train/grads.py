@@ -1,4 +1,4 @@
-"""Gradient entanglement (Yuan et al., "A Common Pitfall of Margin-based Language Model Alignment",
+"""Per-pair gradients: gradient entanglement (Yuan et al., "A Common Pitfall of Margin-based Language Model Alignment",
 ICLR 2025, arXiv:2410.13828).
 
 For a pair, ``g_w = ∇θ log πθ(y_w|x)`` and ``g_l = ∇θ log πθ(y_l|x)`` (summed response log-probs, over a
@@ -19,6 +19,9 @@ the whole model.
 The paper's remedy, the pairwise-normalised update ``θ ← θ + η(g_w/‖g_w‖ − g_l/‖g_l‖)``, is a training
 option (``normalize_pair_gradients``, :mod:`safealign.train.normalized`) that reuses
 :func:`pair_entanglement` for the per-pair norms.
+
+This lives in ``train/`` because training itself uses it (the probe callback in :mod:`safealign.train.probe`
+and the normalised update); ``safealign diagnose entanglement`` reaches it through the diagnostics package.
 """
 
 from __future__ import annotations

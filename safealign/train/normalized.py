@@ -23,7 +23,7 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from safealign.diagnostics.entanglement import pair_entanglement
+from safealign.train.grads import pair_entanglement
 
 POLICY_KEYS = ("input_ids", "attention_mask", "response_mask", "position_ids")
 

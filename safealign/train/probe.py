@@ -1,7 +1,7 @@
 """A trainer callback that tracks gradient entanglement on a fixed probe set during training.
 
 Every ``every_n_steps`` optimizer steps (and at the start and end of training) it measures the probe
-pairs (:func:`~safealign.diagnostics.entanglement.measure_entanglement`) and how far their chosen and
+pairs (:func:`~safealign.train.grads.measure_entanglement`) and how far their chosen and
 rejected log-probs actually moved since the start, and appends one JSON record per measurement to
 ``<output_dir>/diagnostics.jsonl``:
 
@@ -30,8 +30,8 @@ from typing import Any, Callable, Sequence
 from torch import Tensor
 from transformers import TrainerCallback
 
-from safealign.diagnostics.entanglement import EntanglementReport, measure_entanglement
 from safealign.io import append_jsonl, read_jsonl, write_jsonl
+from safealign.train.grads import EntanglementReport, measure_entanglement
 
 logger = logging.getLogger(__name__)
 

@@ -191,7 +191,7 @@ def _diagnostic_callbacks(config: TrainConfig, encoded: list, loss, tokenizer) -
     if loss.input_kind != "pair":
         raise ValueError("diagnostics.entanglement_every needs a paired loss (chosen and rejected per row)")
     from safealign.data import PreferenceCollator
-    from safealign.diagnostics.callback import EntanglementCallback, choose_probe
+    from safealign.train.probe import EntanglementCallback, choose_probe
 
     probe = choose_probe(encoded, config.diagnostics.probe_pairs, seed=config.seed)
     return [EntanglementCallback(probe, PreferenceCollator(tokenizer.pad_token_id), every_n_steps=every,

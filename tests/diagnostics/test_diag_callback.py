@@ -9,8 +9,8 @@ import pytest
 import torch
 from transformers import TrainingArguments
 
-from safealign.diagnostics.callback import EntanglementCallback, choose_probe
-from safealign.diagnostics.entanglement import measure_entanglement
+from safealign.train.probe import EntanglementCallback, choose_probe
+from safealign.train.grads import measure_entanglement
 
 from diag_helpers import naive_logps
 

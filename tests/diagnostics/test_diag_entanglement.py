@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from safealign.diagnostics.entanglement import (
+from safealign.train.grads import (
     PairEntanglement,
     measure_entanglement,
     select_parameters,
