@@ -18,18 +18,23 @@ from omegaconf.errors import OmegaConfBaseException
 T = TypeVar("T")
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """Build ``schema`` from an optional YAML file and ``key=value`` dotlist overrides."""
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None, *,
+                values: dict[str, Any] | None = None) -> T:
+    """Build ``schema`` from an optional YAML file and ``key=value`` dotlist overrides.
+
+    Layers, later wins: the schema's defaults, the YAML file (after the recipe it extends with ``base:``),
+    ``values`` (e.g. parsed command-line flags), then the overrides.
+    """
     base = OmegaConf.structured(schema)
     layers = [base]
     where = "defaults"
     try:
         if path is not None:
             where = str(path)
-            data = yaml.safe_load(Path(path).read_text()) or {}
-            if not isinstance(data, dict):
-                raise ValueError(f"{path}: top level must be a mapping of config keys, got {type(data).__name__}")
-            layers.append(OmegaConf.create(data))
+            layers.extend(OmegaConf.create(data) for data in read_recipe(Path(path)))
+        if values:
+            where = "command-line options"
+            layers.append(OmegaConf.create(values))
         merged = OmegaConf.merge(*layers)
         where = "command-line overrides"
         for override in overrides or []:
@@ -37,26 +42,69 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise ValueError(f"{where}: invalid config: {_describe(exc, schema)}") from None
+
+
+def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+    """The YAML mappings of a recipe, base first: a recipe may extend another with ``base: other.yaml``
+    (a path relative to the recipe's own folder); the recipe's keys then override the base's (mappings
+    merge key by key, lists and scalars are replaced)."""
+    resolved = path.resolve()
+    if resolved in _seen:
+        chain = " -> ".join(str(p) for p in (*_seen, resolved))
+        raise ValueError(f"{path}: recipes extend each other in a cycle: {chain}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{where}: not valid YAML: {exc}") from None
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: top level must be a mapping of config keys, got {type(data).__name__}")
+    parent = data.pop("base", None)
+    if parent is None:
+        return [data]
+    if not isinstance(parent, str) or not parent:
+        raise ValueError(f"{path}: 'base' must be the path of another recipe, got {parent!r}")
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise ValueError(f"{path}: base recipe {parent!r} not found (looked for {parent_path})")
+    return [*read_recipe(parent_path, (*_seen, resolved)), data]
 
 
 def _apply_override(config: Any, override: str) -> None:
-    """``key=value`` with a dotted key (list items by index: ``losses.0.params.beta=0.5``)."""
+    """``key=value`` with a dotted key (list items by index: ``losses.0.params.beta=0.5``). Inside a
+    free-form mapping (``attack_params``, ``data.columns``) a missing key is created, so
+    ``attack_params.template.names=[a]`` works before ``template`` has any parameters."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
         raise ValueError(f"overrides must look like key=value, got {override!r}")
     value = OmegaConf.from_dotlist([f"value={raw}"])["value"]  # OmegaConf's value grammar: 1e-4, [a,b], null
-    parent_key, _, leaf = key.rpartition(".")
-    parent = OmegaConf.select(config, parent_key) if parent_key else config
-    if parent is None:
-        raise ValueError(f"command-line overrides: {key}: no such key {parent_key!r}")
+    *path, leaf = key.split(".")
+    parent = config
+    for depth, part in enumerate(path):
+        parent = _child(parent, part, key, ".".join(path[: depth + 1]))
     if OmegaConf.is_list(parent):
         if not leaf.isdigit() or int(leaf) >= len(parent):
             raise ValueError(f"command-line overrides: {key}: list index {leaf!r} out of range (length {len(parent)})")
         parent[int(leaf)] = value
     else:
         parent[leaf] = value
+
+
+def _child(node: Any, part: str, key: str, so_far: str) -> Any:
+    if OmegaConf.is_list(node):
+        if not part.isdigit() or int(part) >= len(node):
+            raise ValueError(f"command-line overrides: {key}: no such key {so_far!r} (a list of length {len(node)})")
+        child = node[int(part)]
+    else:
+        if part not in node:
+            if OmegaConf.get_type(node) is not dict:  # a schema section: a missing key is a typo, not a new entry
+                valid = ", ".join(sorted(str(k) for k in node.keys()))
+                raise ValueError(f"command-line overrides: {key}: no such key {so_far!r}; valid keys here: {valid}")
+            node[part] = {}
+        child = node[part]
+    if not (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
+        raise ValueError(f"command-line overrides: {key}: no such key {key.rpartition('.')[0]!r} "
+                         f"({so_far} is a value, not a mapping)")
+    return child
 
 
 def _describe(exc: OmegaConfBaseException, schema: type) -> str:

@@ -95,3 +95,19 @@ def test_ranking_on_an_adapter_dir_uses_the_base_as_reference(capsys, data, tmp_
     s = trained["summary"]
     assert s["reference_misranked"] == len(misranked)
     assert s["fixed"] == sum(p["chosen_logps"] >= p["rejected_logps"] for p in misranked)
+
+
+def test_yaml_config_flags_and_overrides_compose(capsys, data, tmp_path):
+    """YAML < flags < key=value: the same run three ways gives the same figures."""
+    config = tmp_path / "diag.yaml"
+    config.write_text(f"model: tiny-random\ndata: {data}\nbeta: 0.3\nepsilon: 0.2\nlimit: 1\n")
+    flags = _run(capsys, "ranking", "--data", str(data), "--beta", "0.5", "--epsilon", "0.05")
+    mixed = _run(capsys, "ranking", str(config), "epsilon=0.05", "limit=null", "--beta", "0.5")
+    assert mixed["summary"] == flags["summary"] and mixed["per_pair"] == flags["per_pair"]
+    only_yaml = _run(capsys, "ranking", str(config))
+    assert only_yaml["pairs"] == 1 and only_yaml["summary"]["beta"] == 0.3
+
+
+def test_unknown_config_key_is_a_clear_error(capsys, data):
+    assert main(["diagnose", "entanglement", "--model", "tiny-random", "--data", str(data), "parms=lm_head"]) == 2
+    assert "parms" in capsys.readouterr().err

@@ -1,0 +1,151 @@
+"""The ``safealign diagnose`` runners: ranking accuracy, gradient entanglement, the anchor gap.
+
+Each runner takes its config (YAML + ``key=value`` like ``train`` and ``eval``; the CLI's flags are the
+same keys), loads the model and the pairs, measures, and returns a :class:`Diagnosis`: a summary dict
+(what ``RUN_DIR/diagnostics/<name>.json`` holds and the HTML report embeds) and one row per pair.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+@dataclass
+class DiagnoseConfig:
+    """What every diagnostic reads: the model, the preference data and how to encode and score it."""
+
+    model: str = "???"  # load_model spec: built-in name, hub id, folder, or a run's final/ adapter folder
+    data: str = "???"  # preference data: file (jsonl/json/csv/parquet, .gz) or HF dataset id
+    format: str = "auto"  # auto, standard, conversational, implicit
+    columns: dict[str, str] = field(default_factory=dict)  # field -> your column name
+    split: Optional[str] = None  # split for HF dataset ids
+    harmful: Optional[bool] = None  # fills rows without a harmful flag
+    limit: Optional[int] = None  # the first N rows
+    max_length: int = 512  # prompt + response tokens
+    max_prompt_length: int = 256
+    batch_size: int = 8  # pairs per forward pass when scoring
+    chunk_size: int = 1024  # positions per log-softmax chunk
+    device: Optional[str] = None  # cpu, cuda, cuda:1 (default: cuda when available)
+    dtype: Optional[str] = None  # float32, bfloat16, float16 (default: bf16 on GPU, fp32 on CPU)
+    trust_remote_code: bool = False
+    output_dir: Optional[str] = None  # also write RUN_DIR/diagnostics/<name>.json and <name>_pairs.jsonl
+
+
+@dataclass
+class EntanglementConfig(DiagnoseConfig):
+    params: str = "auto"  # auto, all, trainable, lora, lm_head, last:N (safealign.train.grads)
+    loss_weights: list[float] = field(default_factory=lambda: [1.0, 1.0])  # a, b on log π(chosen), log π(rejected)
+
+
+@dataclass
+class AnchorConfig(DiagnoseConfig):
+    prefix: str = "community_guidelines"  # a built-in safety prefix name or your own text
+    beta: float = 0.1  # β of the E-DPO logit shift −β·gap
+
+
+@dataclass
+class Inputs:
+    model: Any
+    tokenizer: Any
+    pairs: list  # PreferencePair, in encoded order
+    encoded: list  # EncodedPair, index = position in this list
+    collate: Any
+    rows: int
+    dropped: int
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    name: str  # ranking, entanglement, anchor: the file stem under RUN_DIR/diagnostics/
+    result: dict[str, Any]
+    pairs: list[dict[str, Any]]
+
+
+def load_model(config: DiagnoseConfig, spec: str | None = None):
+    from safealign.models import load_model as load
+
+    return load(spec or config.model, device=config.device, dtype=config.dtype,
+                trust_remote_code=config.trust_remote_code)
+
+
+def load_inputs(config: DiagnoseConfig, *, transform: Any = None) -> Inputs:
+    """Load the model and the data, and encode the pairs (reference view from ``transform``)."""
+    from safealign.data import PairEncoder, PreferenceCollator, load_preferences
+
+    model, tokenizer = load_model(config)
+    parsed = load_preferences(config.data, format=config.format, columns=dict(config.columns) or None,
+                              split=config.split, harmful=config.harmful, limit=config.limit)
+    pairs = [p for p in parsed.items if hasattr(p, "chosen")]
+    if not pairs:
+        raise ValueError(f"{config.data}: no usable preference pairs "
+                         f"({len(parsed.dropped)} of {parsed.rows} rows dropped)")
+    encoder = PairEncoder(tokenizer, transform=transform, max_length=config.max_length,
+                          max_prompt_length=config.max_prompt_length)
+    encoded, report = encoder.encode_all(pairs)
+    kept = [pairs[item.index] for item in encoded]  # encode_all drops too-long prompts
+    encoded = [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)]
+    return Inputs(model, tokenizer, kept, encoded, PreferenceCollator(tokenizer.pad_token_id), parsed.rows,
+                  len(parsed.dropped) + len(report.dropped))
+
+
+def header(config: DiagnoseConfig, inputs: Inputs, started: float, **extra: Any) -> dict[str, Any]:
+    return {"model": config.model, "data": config.data, "limit": config.limit, "rows": inputs.rows,
+            "pairs": len(inputs.encoded), "dropped": inputs.dropped, **extra,
+            "wall_seconds": round(time.perf_counter() - started, 2)}
+
+
+def write_outputs(diagnosis: Diagnosis, output_dir: str | Path) -> Path:
+    """``output_dir/diagnostics/<name>.json`` (the summary) and ``<name>_pairs.jsonl`` (one row per pair)."""
+    folder = Path(output_dir) / "diagnostics"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{diagnosis.name}.json"
+    path.write_text(json.dumps(diagnosis.result, indent=2, ensure_ascii=False) + "\n")
+    (folder / f"{diagnosis.name}_pairs.jsonl").write_text(
+        "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in diagnosis.pairs))
+    return path
+
+
+def run_entanglement(config: EntanglementConfig) -> Diagnosis:
+    """Gradient entanglement of chosen and rejected log-probs per pair (arXiv 2410.13828)."""
+    from safealign.diagnostics import measure_entanglement
+
+    started = time.perf_counter()
+    inputs = load_inputs(config)
+    report = measure_entanglement(inputs.model, inputs.encoded, inputs.collate, params=config.params,
+                                  weights=_weights(config.loss_weights), chunk_size=config.chunk_size)
+    result = {"diagnostic": "entanglement", **header(config, inputs, started), "summary": report.summary()}
+    pairs = [{"row": inputs.pairs[i].row, **row} for i, row in enumerate(report.rows())]
+    return finish(config, Diagnosis("entanglement", result, pairs))
+
+
+def run_anchor(config: AnchorConfig) -> Diagnosis:
+    """How far the safety prefix moves the reference's log-probs on harmful pairs (safealign.diagnostics.anchor)."""
+    from safealign.data import build_transform
+    from safealign.diagnostics import measure_anchor_gap
+
+    started = time.perf_counter()
+    transform = build_transform("safety_prefix", prefix=config.prefix)
+    inputs = load_inputs(config, transform=transform)
+    gap = measure_anchor_gap(inputs.model, inputs.encoded, batch_size=config.batch_size,
+                             chunk_size=config.chunk_size)
+    result = {"diagnostic": "anchor", **header(config, inputs, started, prefix=transform.prefix),
+              "summary": gap.summary(beta=config.beta)}
+    pairs = [{"row": inputs.pairs[row["index"]].row, **row} for row in gap.pairs()]
+    return finish(config, Diagnosis("anchor", result, pairs))
+
+
+def _weights(values: list[float]) -> tuple[float, float]:
+    if len(values) != 2:
+        raise ValueError(f"loss_weights must be two numbers [a, b], got {list(values)}")
+    return float(values[0]), float(values[1])
+
+
+def finish(config: DiagnoseConfig, diagnosis: Diagnosis) -> Diagnosis:
+    if config.output_dir:
+        write_outputs(diagnosis, config.output_dir)
+    return diagnosis

@@ -1,0 +1,106 @@
+"""Plain-text tables of a diagnosis, as ``safealign diagnose`` prints them."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from safealign.pipelines.diagnose import Diagnosis
+
+
+def format_diagnosis(diagnosis: Diagnosis, show: int = 10) -> str:
+    """The figures of ``diagnosis`` and its first ``show`` pairs as text tables."""
+    formatter = {"ranking": format_ranking, "entanglement": format_entanglement, "anchor": format_anchor}
+    return formatter[diagnosis.name](diagnosis.result, diagnosis.pairs, show)
+
+
+def format_ranking(result: dict[str, Any], pairs: list[dict[str, Any]], show: int) -> str:
+    s = result["summary"]
+    acc, ref_acc = s["ranking_accuracy"], s.get("reference_ranking_accuracy", {})
+    rows: list[tuple[str, Any]] = [
+        ("ranking accuracy, summed log-probs", acc["summed"]),
+        ("ranking accuracy, per-token log-probs", acc["normalized"]),
+        ("reference ranking accuracy, summed", ref_acc.get("summed")),
+        ("reference ranking accuracy, per-token", ref_acc.get("normalized")),
+        (f"idealized ranking accuracy R* (β={s['beta']:g}, mean α={s.get('alpha_mean', 0):.3g})",
+         s.get("idealized_ranking_accuracy")),
+        ("difficulty c = rr − rc: mean", s.get("difficulty", {}).get("mean")),
+        ("difficulty c: median", s.get("difficulty", {}).get("median")),
+        ("share of pairs the reference mis-ranks (c > 0)", s.get("difficulty", {}).get("share_positive")),
+        ("mean DPO loss vs reference", s.get("dpo_loss_mean")),
+    ]
+    if "fixed" in s:
+        rows.append(("reference mis-ranked pairs the model fixed", f"{s['fixed']} / {s['reference_misranked']}"
+                     + (f" ({s['fixed_share']:.1%})" if s["fixed_share"] is not None else "")))
+        rows.append(("reference-correct pairs the model broke", f"{s['broken']} / {s['reference_ranked']}"))
+    head = (f"ranking: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped)\n"
+            f"model: {result['model']}   reference: {result['reference']}   α: {result['alpha']}\n")
+    per_pair = table(("row", "pc", "pr", "ok", "rc", "rr", "c", "dpo loss", "≤ softplus(−βc)", "R* ok"),
+                     [(p["row"], p["chosen_logps"], p["rejected_logps"], p["correct"], p.get("ref_chosen_logps"),
+                       p.get("ref_rejected_logps"), p.get("difficulty"), p.get("dpo_loss"), p.get("dpo_loss_threshold"),
+                       p.get("idealized_correct")) for p in pairs[:show]])
+    return (head + "\n" + table(("figure", "value"), rows) + f"\n\nfirst {min(show, len(pairs))} pairs:\n" + per_pair
+            + f"\n\nwall time: {result['wall_seconds']:.1f} s")
+
+
+def format_entanglement(result: dict[str, Any], pairs: list[dict[str, Any]], show: int) -> str:
+    s = result["summary"]
+    a, b = s["weights"]
+    figures = table(("figure", "mean", "median"), [
+        ("⟨g_w, g_l⟩", s["dot"]["mean"], s["dot"]["median"]),
+        ("cos(g_w, g_l)", s["cosine"]["mean"], s["cosine"]["median"]),
+        ("‖g_w‖ (chosen)", s["chosen_norm"]["mean"], s["chosen_norm"]["median"]),
+        ("‖g_l‖ (rejected)", s["rejected_norm"]["mean"], s["rejected_norm"]["median"]),
+        ("ratio ⟨g_w,g_l⟩ / min(‖g_w‖², ‖g_l‖²)", s["ratio"]["mean"], s["ratio"]["median"]),
+    ])
+    shares = table(("share of pairs", "value"), [
+        ("chosen log-prob falls (⟨g_w,g_l⟩ > ‖g_w‖²)", s["share_chosen_falls"]),
+        ("rejected log-prob rises (⟨g_w,g_l⟩ > ‖g_l‖²)", s["share_rejected_rises"]),
+        ("ratio > 1 (one side moves the wrong way)", s["share_ratio_above_1"]),
+        (f"chosen falls, weighted (⟨g_w,g_l⟩ ≥ (a/b)‖g_w‖², a={a:g}, b={b:g})", s["share_chosen_falls_weighted"]),
+        (f"rejected rises, weighted (⟨g_w,g_l⟩ ≥ (b/a)‖g_l‖²)", s["share_rejected_rises_weighted"]),
+    ])
+    per_pair = table(("row", "⟨g_w,g_l⟩", "cos", "‖g_w‖", "‖g_l‖", "ratio", "chosen rises", "rejected falls"),
+                     [(p["row"], p["dot"], p["cosine"], p["chosen_norm"], p["rejected_norm"], p["ratio"],
+                       p["chosen_rises"], p["rejected_falls"]) for p in pairs[:show]])
+    head = (f"gradient entanglement: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped)\n"
+            f"model: {result['model']}   parameters: {s['params']} ({s['parameter_count']:,} scalars)\n")
+    return (head + "\n" + figures + "\n\n" + shares + f"\n\nfirst {min(show, len(pairs))} pairs:\n" + per_pair
+            + f"\n\nwall time: {result['wall_seconds']:.1f} s")
+
+
+def format_anchor(result: dict[str, Any], pairs: list[dict[str, Any]], show: int) -> str:
+    s = result["summary"]
+    figures = table(("figure", "value"), [
+        ("harmful pairs (prompt changed by the prefix)", f"{s['harmful_pairs']} ({s['transformed_pairs']})"),
+        ("Δchosen = log πref(y_w|x_s) − log πref(y_w|x), mean", s["chosen_shift_mean"]),
+        ("Δrejected, mean", s["rejected_shift_mean"]),
+        ("anchor gap Δchosen − Δrejected, mean", s["gap_mean"]),
+        ("anchor gap, median", s["gap_median"]),
+        ("share of pairs with a positive gap", s["gap_share_positive"]),
+        (f"E-DPO − DPO starting logit, −β·gap (β={s['beta']:g})", s["edpo_logit_shift_mean"]),
+    ])
+    per_pair = table(("row", "Δchosen", "Δrejected", "gap"),
+                     [(p["row"], p["chosen_shift"], p["rejected_shift"], p["gap"]) for p in pairs[:show]])
+    head = (f"anchor gap: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped)\n"
+            f"model: {result['model']}   prefix: {result['prefix']!r}\n")
+    return (head + "\n" + figures + f"\n\nfirst {min(show, len(pairs))} harmful pairs:\n" + per_pair
+            + f"\n\nwall time: {result['wall_seconds']:.1f} s")
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A plain left-aligned text table; floats with 4 significant digits."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
