@@ -67,9 +67,56 @@ def test_saved_config_loads_back_identically(recipe, tmp_path):
 
 @pytest.mark.parametrize("recipe_path", sorted((Path(__file__).parents[1] / "configs" / "train").glob("*.yaml")),
                          ids=lambda p: p.name)
-def test_shipped_train_recipes_load_and_name_registered_losses(recipe_path):
+def test_shipped_train_recipes_load_train_on_a_train_split_and_name_registered_losses(recipe_path):
     from safealign.losses import loss_names
 
     config = load_config(TrainConfig, recipe_path)
-    assert config.data.path.endswith("hh_rlhf_harmless_base_test.jsonl.gz")
+    assert config.data.split == "train" and "test" not in config.data.path
     assert all(loss.name in loss_names() for loss in config.losses)
+
+
+def test_e_dpo_recipe_is_dpo_plus_its_reference_block():
+    import dataclasses
+
+    recipes = Path(__file__).parents[1] / "configs" / "train"
+    dpo, e_dpo = load_config(TrainConfig, recipes / "dpo_hh.yaml"), load_config(TrainConfig, recipes / "e_dpo_hh.yaml")
+    assert e_dpo.reference.transform == "safety_prefix"
+    assert e_dpo.reference.transform_params == {"prefix": "community_guidelines", "apply_to": "harmful"}
+    assert dataclasses.replace(e_dpo, output_dir=dpo.output_dir, reference=dpo.reference) == dpo
+
+
+def test_base_recipe_is_resolved_relative_to_the_recipe_and_merged(tmp_path):
+    (tmp_path / "bases").mkdir()
+    (tmp_path / "bases" / "root.yaml").write_text(
+        "data: {path: pairs.jsonl, limit: 8}\nlosses: [{name: dpo}, {name: sft, weight: 0.5}]\nlearning_rate: 0.1\n")
+    (tmp_path / "bases" / "mid.yaml").write_text("base: root.yaml\ndata: {limit: 16}\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: bases/mid.yaml\nlosses: [{name: ipo}]\n")
+    config = load_config(TrainConfig, child, ["learning_rate=0.2"])
+    assert (config.data.path, config.data.limit) == ("pairs.jsonl", 16)  # mappings merge key by key
+    assert [loss.name for loss in config.losses] == ["ipo"]  # lists are replaced, not concatenated
+    assert config.learning_rate == 0.2
+
+
+def test_base_recipe_errors_name_the_file(tmp_path):
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text("base: b.yaml\n")
+    b.write_text("base: a.yaml\n")
+    with pytest.raises(ValueError, match="extend each other in a cycle"):
+        load_config(TrainConfig, a)
+    a.write_text("base: nowhere.yaml\n")
+    with pytest.raises(ValueError, match=r"a\.yaml: base recipe 'nowhere\.yaml' not found"):
+        load_config(TrainConfig, a)
+
+
+def test_a_new_key_inside_a_free_form_mapping_is_created():
+    """``attack_params.template.names=[...]`` before ``template`` has parameters (issue 11)."""
+    from safealign.eval.config import EvalConfig
+
+    smoke = Path(__file__).parents[1] / "configs" / "eval" / "advbench_smoke.yaml"
+    config = load_config(EvalConfig, smoke, ["attack_params.template.names=[prefix_injection]",
+                                             "attack_params.gcg.steps=50", "judge_params.refusal.extra=[x]"])
+    assert config.attack_params == {"template": {"names": ["prefix_injection"]}, "gcg": {"steps": 50}}
+    assert config.judge_params == {"refusal": {"extra": ["x"]}}
+    with pytest.raises(ValueError, match="no such key 'generation.bogus'; valid keys here: batch_size"):
+        load_config(EvalConfig, smoke, ["generation.bogus.x=1"])

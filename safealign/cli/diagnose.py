@@ -14,7 +14,8 @@ from typing import Any, Callable
 
 SUBCOMMANDS = {
     "ranking": ("safealign.cli.diagnose_ranking",
-                "ranking accuracy, idealized ranking accuracy, pair difficulty; share of mis-ranked pairs a model fixed"),
+                "ranking accuracy, idealized ranking accuracy, pair difficulty; share of mis-ranked pairs a model "
+                "fixed"),
     "entanglement": ("safealign.cli.diagnose_entanglement",
                      "gradient entanglement of chosen and rejected log-probs per pair (arXiv 2410.13828)"),
     "anchor": ("safealign.cli.diagnose_anchor",

@@ -139,16 +139,22 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Record]]:
         yield row, record
 
 
-def _read_hub(dataset_id: str, split: str) -> Iterator[tuple[int, Record]]:
-    if not _looks_like_dataset_id(dataset_id):
-        raise ValueError(f"{dataset_id}: no such file (and not a Hugging Face dataset id such as 'owner/name')")
+def _read_hub(source: str, split: str) -> Iterator[tuple[int, Record]]:
+    """``owner/name`` or ``owner/name/folder`` (a subset stored in a folder of the dataset repository, e.g.
+    ``Anthropic/hh-rlhf/harmless-base``: the folder is passed to ``load_dataset`` as ``data_dir``)."""
+    if not _looks_like_dataset_id(source):
+        raise ValueError(f"{source}: no such file (and not a Hugging Face dataset id such as 'owner/name')")
+    owner, _, rest = source.partition("/")
+    name, _, data_dir = rest.partition("/")
+    dataset_id = f"{owner}/{name}" if name else owner
     try:
         import datasets
 
-        dataset = datasets.load_dataset(dataset_id, split=split)
+        extra = {"data_dir": data_dir} if data_dir else {}
+        dataset = datasets.load_dataset(dataset_id, split=split, **extra)
     except Exception as exc:  # datasets raises many types (network, missing split, missing repo)
         raise ValueError(
-            f"{dataset_id}: no such file, and loading it as a Hugging Face dataset (split {split!r}) failed: {exc}"
+            f"{source}: no such file, and loading it as a Hugging Face dataset (split {split!r}) failed: {exc}"
         ) from exc
     for row, record in enumerate(dataset):
         yield row, dict(record)
@@ -158,7 +164,7 @@ def _looks_like_dataset_id(source: str) -> bool:
     lowered = source.lower()
     if lowered.endswith(".gz") or lowered.endswith(SUFFIXES) or source.startswith((".", "/", "~")):
         return False
-    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?", source) is not None
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)*", source) is not None
 
 
 def _as_record(path: Path, row: int, record: Any) -> Record:

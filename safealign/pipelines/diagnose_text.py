@@ -57,7 +57,7 @@ def format_entanglement(result: dict[str, Any], pairs: list[dict[str, Any]], sho
         ("rejected log-prob rises (⟨g_w,g_l⟩ > ‖g_l‖²)", s["share_rejected_rises"]),
         ("ratio > 1 (one side moves the wrong way)", s["share_ratio_above_1"]),
         (f"chosen falls, weighted (⟨g_w,g_l⟩ ≥ (a/b)‖g_w‖², a={a:g}, b={b:g})", s["share_chosen_falls_weighted"]),
-        (f"rejected rises, weighted (⟨g_w,g_l⟩ ≥ (b/a)‖g_l‖²)", s["share_rejected_rises_weighted"]),
+        ("rejected rises, weighted (⟨g_w,g_l⟩ ≥ (b/a)‖g_l‖²)", s["share_rejected_rises_weighted"]),
     ])
     per_pair = table(("row", "⟨g_w,g_l⟩", "cos", "‖g_w‖", "‖g_l‖", "ratio", "chosen rises", "rejected falls"),
                      [(p["row"], p["dot"], p["cosine"], p["chosen_norm"], p["rejected_norm"], p["ratio"],

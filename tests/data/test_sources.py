@@ -122,3 +122,18 @@ def test_hf_dataset_id_uses_datasets_with_split(monkeypatch):
         match=r"owner/missing: no such file, and loading it as a Hugging Face dataset \(split 'train'\) failed",
     ):
         list(read_rows("owner/missing"))
+
+
+def test_hf_dataset_folder_is_passed_as_data_dir(monkeypatch):
+    """The shipped HH recipes read ``Anthropic/hh-rlhf/harmless-base`` (its train split), not the whole repo."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, split, **kwargs):
+        calls.append((name, split, kwargs))
+        return RECORDS
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    assert list(read_rows("Anthropic/hh-rlhf/harmless-base", split="train")) == EXPECTED
+    assert calls == [("Anthropic/hh-rlhf", "train", {"data_dir": "harmless-base"})]
