@@ -1,6 +1,6 @@
 """The anchor gap: how far an E-RLHF prompt transform moves the reference on harmful pairs.
 
-For each harmful pair (FINDINGS.md, "anchor gap"):
+For each harmful pair (docs/findings.md, "Anchor gap"):
 
     Δchosen   = log πref(y_w | x_s) − log πref(y_w | x)
     Δrejected = log πref(y_l | x_s) − log πref(y_l | x)

@@ -1,7 +1,7 @@
 """Ranking accuracy and idealized ranking accuracy (Chen et al. 2024, arXiv:2405.19534).
 
-Notation (ALGORITHMS.md §3): pc, pr = summed log-probs of chosen / rejected under the model scored;
-rc, rr = the same under the reference.
+Notation (docs/algorithms.md, "Ranking accuracy"): pc, pr = summed log-probs of chosen / rejected under the
+model scored; rc, rr = the same under the reference.
 
 - Ranking accuracy ``R = mean 1[pc ≥ pr]`` (the paper's ``≥``), also length-normalised
   (``pc/Lw ≥ pr/Ll``).

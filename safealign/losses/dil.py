@@ -21,8 +21,8 @@ def dil(x: PairLogps, *, variant: Literal["lsif", "ukl", "bce"] = "lsif") -> Los
     (the density ratio is π/πref; chosen samples play the "expert" distribution, rejected the other):
 
     - ``lsif``: ``−e^{c̄} + ½ e^{2r̄}`` (least-squares importance fitting)
-    - ``ukl``:  ``−c̄ + e^{r̄}`` (unnormalised KL). ALGORITHMS.md writes ``−p̄c + e^{r̄}``; the two differ
-      by the constant p̄ref_c (same gradient). We keep −c̄ so the value is the paper's UKL estimator.
+    - ``ukl``:  ``−c̄ + e^{r̄}`` (unnormalised KL; docs/algorithms.md). The form ``−p̄c + e^{r̄}`` differs by
+      the constant p̄ref_c (same gradient); we keep −c̄ so the value is the paper's UKL estimator.
     - ``bce``:  ``−logσ(c̄) − logσ(−r̄)`` (binary classification of chosen vs rejected)
 
     One name with a ``variant`` parameter (not three names): the estimators share data, reference and

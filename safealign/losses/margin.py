@@ -24,7 +24,7 @@ def ipo(x: PairLogps, *, tau: float = 0.1, length_normalize: bool = True) -> Los
     """IPO: ``(cl/Lw − rl/Ll − 1/(2τ))²`` (Azar et al. 2023, Eq. 17); minimum at margin 1/(2τ).
 
     ``tau`` is the regularisation strength (TRL reuses ``beta`` for it). ``length_normalize`` (default,
-    as in ALGORITHMS.md and TRL 1.16) averages each log-ratio over its response tokens; the paper writes
+    as in docs/algorithms.md and TRL 1.16) averages each log-ratio over its response tokens; the paper writes
     sequence-level log-ratios (``length_normalize=False``: ``(cl − rl − 1/(2τ))²``). Rewards are τ·cl.
     """
     require(tau > 0, "ipo", f"tau must be > 0, got {tau}")

@@ -21,7 +21,7 @@ def poft(x: PairLogps, *, beta: float = 1.0) -> LossOutput:
     Input: the SFT response is ``chosen``; ``rejected`` is not used (pass the chosen columns again, or
     any same-shaped tensor). ``chosen_scores`` are precomputed once by scoring the data with K aligned
     models (use the same tokenisation; the average is per token so tokenisers may differ). ``beta``
-    scales the Bradley–Terry logit (1.0 = the formula in ALGORITHMS.md). Rewards: p̄c − mean_j s_j.
+    scales the Bradley–Terry logit (1.0 = the formula in docs/algorithms.md). Rewards: p̄c − mean_j s_j.
     """
     if x.chosen_scores is None:
         raise ValueError(

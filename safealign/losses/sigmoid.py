@@ -1,6 +1,6 @@
 """Logistic (Bradley–Terry) losses on the DPO margin: dpo, cdpo, robust, rpo, jpo.
 
-Notation (ALGORITHMS.md): cl = pc − rc, rl = pr − rr, Δ = cl − rl, all summed over response tokens.
+Notation (docs/algorithms.md): cl = pc − rc, rl = pr − rr, Δ = cl − rl, all summed over response tokens.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ harmful prompts, over-refusal on held-out benign ones) → train E-DPO with LoRA
 HTML report. Every stage writes into one run directory and is resumable: re-running the same
 command skips finished generations, training that finished, and evaluations already recorded.
 
-Objective: FINDINGS.md measured that DPO alone barely makes this model refuse, while DPO plus a
+Objective: docs/findings.md records that DPO alone barely makes this model refuse, while DPO plus a
 per-token NLL term on the chosen response (the RPO regulariser) does; so the demo's default is
 ``rpo`` (``dpo + η·NLL``) with η = ``nll_weight``; set it to 0 for pure (E-)DPO. The E-variant is the
 reference view: for harmful rows the reference scores the responses given a safety-prefixed prompt.

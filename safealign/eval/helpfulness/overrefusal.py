@@ -5,7 +5,7 @@ model that refuses them has traded helpfulness for safety. A response counts as 
 refusal detector finds one of its substrings in it, or when it is empty (the user got nothing).
 The default detector is the AdvBench refusal-substring judge (:mod:`safealign.eval.judges.refusal`),
 so the same list scores jailbreak ASR and over-refusal. Substring matching misses polite deflections,
-so this rate is a lower bound on unhelpfulness (see FINDINGS.md).
+so this rate is a lower bound on unhelpfulness (see docs/findings.md).
 
 Output in ``out_dir``: ``records.jsonl`` (one record per prompt, appended as produced; a re-run
 skips prompts already answered and retries those whose generation failed) and ``summary.json``::
