@@ -20,6 +20,8 @@ SUBCOMMANDS = {
                      "gradient entanglement of chosen and rejected log-probs per pair (arXiv 2410.13828)"),
     "anchor": ("safealign.cli.diagnose_anchor",
                "anchor gap: how far a safety prefix moves the reference's log-probs on harmful pairs"),
+    "paired-margin": ("safealign.cli.diagnose_paired_margin",
+                      "paired log-prob margins of two variants' ranking outputs (seeds × pairs, bootstrap interval)"),
 }
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

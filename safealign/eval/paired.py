@@ -5,7 +5,9 @@ same prompts give paired per-prompt outcomes. The difference of their rates is e
 over seeds of ``rate_a − rate_b``; its 95% interval comes from a paired bootstrap that resamples
 prompts (the same resample for every seed and both variants), so the interval reflects prompt sampling
 while the seeds are kept as run. Discordant prompts (one variant succeeds, the other not) are counted
-too: they are what the difference is made of.
+too: they are what the difference is made of. Per-prompt numbers (log-prob margins from
+``safealign diagnose ranking``) are compared the same way by :func:`paired_mean_difference`
+(``safealign diagnose paired-margin``; docs/algorithms.md, "Paired comparison of two variants").
 """
 
 from __future__ import annotations
@@ -15,40 +17,65 @@ import statistics
 from typing import Any, Mapping
 
 Outcomes = Mapping[str, bool]  # prompt id -> outcome (True = attack succeeded / model refused ...)
+Values = Mapping[str, float]  # prompt id -> a per-prompt number (e.g. a log-prob margin in nats)
 
 
 def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, resamples: int = 2000,
                       seed: int = 0) -> dict[str, Any]:
     """``a`` and ``b``: seed -> prompt id -> outcome. Only prompts scored for both variants under every
     shared seed are compared; a seed present for one variant only is an error."""
+    seeds, prompts = _paired_keys(a, b)
+    # the key order of earlier summaries: rate_a, rate_b where the numeric comparison says mean_a, mean_b
+    out = {("rate" + k[4:] if k.startswith("mean_") else k): v
+           for k, v in _compare(a, b, seeds, prompts, resamples, seed).items()}
+    out["only_a"] = sum(a[s][p] and not b[s][p] for s in seeds for p in prompts)
+    out["only_b"] = sum(b[s][p] and not a[s][p] for s in seeds for p in prompts)
+    return out
+
+
+def paired_mean_difference(a: Mapping[Any, Values], b: Mapping[Any, Values], *, resamples: int = 2000,
+                           seed: int = 0) -> dict[str, Any]:
+    """The same comparison for per-prompt numbers (seed -> prompt id -> value): mean over seeds of
+    ``mean_a − mean_b``, a paired bootstrap interval over prompts, and ``a_higher``/``b_higher``: in how
+    many prompt×seed cases one variant's value exceeds the other's."""
+    seeds, prompts = _paired_keys(a, b)
+    out = _compare(a, b, seeds, prompts, resamples, seed)
+    out["a_higher"] = sum(a[s][p] > b[s][p] for s in seeds for p in prompts)
+    out["b_higher"] = sum(b[s][p] > a[s][p] for s in seeds for p in prompts)
+    return out
+
+
+def _paired_keys(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]]) -> tuple[list, list]:
     if set(a) != set(b) or not a:
         raise ValueError(f"paired comparison needs the same seeds for both variants, got {sorted(a)} and {sorted(b)}")
     seeds = sorted(a)
     prompts = sorted(set.intersection(*(set(a[s]) & set(b[s]) for s in seeds)))
     if not prompts:
         raise ValueError("paired comparison: no prompt was scored for both variants")
-    per_seed = {s: _rate(a[s], prompts) - _rate(b[s], prompts) for s in seeds}
+    return seeds, prompts
+
+
+def _compare(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], seeds: list, prompts: list,
+             resamples: int, seed: int) -> dict[str, Any]:
+    per_seed = {s: _mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds}
     rng = random.Random(seed)
     boot = []
     for _ in range(resamples):
         sample = rng.choices(prompts, k=len(prompts))
-        boot.append(statistics.fmean(_rate(a[s], sample) - _rate(b[s], sample) for s in seeds))
+        boot.append(statistics.fmean(_mean(a[s], sample) - _mean(b[s], sample) for s in seeds))
     boot.sort()
     lo, hi = boot[int(0.025 * resamples)], boot[min(resamples - 1, int(0.975 * resamples))]
-    only_a = sum(a[s][p] and not b[s][p] for s in seeds for p in prompts)
-    only_b = sum(b[s][p] and not a[s][p] for s in seeds for p in prompts)
     return {
         "diff": statistics.fmean(per_seed.values()),
         "ci95": [lo, hi],
         "per_seed": {str(s): v for s, v in per_seed.items()},
-        "rate_a": statistics.fmean(_rate(a[s], prompts) for s in seeds),
-        "rate_b": statistics.fmean(_rate(b[s], prompts) for s in seeds),
+        "mean_a": statistics.fmean(_mean(a[s], prompts) for s in seeds),
+        "mean_b": statistics.fmean(_mean(b[s], prompts) for s in seeds),
         "n_prompts": len(prompts),
         "seeds": len(seeds),
-        "only_a": only_a,
-        "only_b": only_b,
     }
 
 
-def _rate(outcomes: Outcomes, prompts: list[str]) -> float:
-    return sum(bool(outcomes[p]) for p in prompts) / len(prompts)
+def _mean(values: Mapping[str, Any], prompts: list[str]) -> float:
+    # sum()/len rather than fmean: for outcomes this is the same rate the comparison always reported
+    return sum(float(values[p]) for p in prompts) / len(prompts)
