@@ -60,7 +60,8 @@ def test_paired_margin_over_tiny_model_rankings(tmp_path, adapters, capsys):
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     per_pair = {}
     for name, path in adapters.items():
-        diagnosis = run_ranking(RankingConfig(model=str(path), data=str(data), output_dir=str(tmp_path / "diag" / name)))
+        config = RankingConfig(model=str(path), data=str(data), output_dir=str(tmp_path / "diag" / name))
+        diagnosis = run_ranking(config)
         per_pair[name] = {p["row"]: p for p in diagnosis.pairs}
     runs = {name: str(tmp_path / "diag" / name) for name in adapters}
     assert main(["diagnose", "paired-margin", "--a", runs["a0"], runs["a1"], "--b", runs["b0"], runs["b1"],
