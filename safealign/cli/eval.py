@@ -10,6 +10,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", nargs="?", help="eval YAML (see configs/eval/); omit to use defaults")
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. attacks=[direct,prefill]")
     parser.add_argument("--list", action="store_true", help="list the registered attacks and judges, then exit")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the outputs of an earlier run with other settings in output_dir, then start over")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -32,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(EvalConfig, config_path, overrides)
     # Batch schedulers stop jobs with SIGTERM: treat it like Ctrl-C so the partial summary is written.
     signal.signal(signal.SIGTERM, _interrupt)
-    summary = run_eval(config)
+    summary = run_eval(config, overwrite=args.overwrite)
     print(format_table(summary))
     print(f"\nrecords and summary in {config.output_dir}")
     return 0

@@ -11,6 +11,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "overrides", nargs="*", help="dotlist overrides, e.g. learning_rate=1e-4 losses.0.params.beta=0.5"
     )
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete the outputs of an earlier run in output_dir (checkpoints, metrics, final/) first")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -19,7 +21,7 @@ def run(args: argparse.Namespace) -> int:
     from safealign.train.run import run_training
 
     config = load_config(TrainConfig, args.config, args.overrides)
-    result = run_training(config, resume=args.resume)
+    result = run_training(config, resume=args.resume, overwrite=args.overwrite)
     print(f"trained {result.steps} steps in {result.wall_seconds:.0f} s; reference: {result.reference}")
     print(f"final model: {result.final_dir}\nmetrics: {result.metrics_path}")
     return 0

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
-from safealign.config import save_config
+from safealign.config import load_config, save_config, to_dict
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model
 from safealign.eval.config import EvalConfig
@@ -28,6 +28,8 @@ from safealign.types import Attempt, Behavior, Completion
 
 logger = logging.getLogger(__name__)
 
+EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml")  # what --overwrite removes
+
 
 def run_eval(
     config: EvalConfig,
@@ -37,16 +39,17 @@ def run_eval(
     chat_model: ChatModel | None = None,
     behaviors: Sequence[Behavior] | None = None,
     judges: dict[str, Judge] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Run (or resume) an evaluation and return the summary (also written to ``summary.json``).
 
     ``model``/``tokenizer``: an already-loaded HF model to attack (no reload). ``chat_model``: any
     ChatModel instead (remote endpoint, fake). ``behaviors``/``judges`` override what the config names.
+    Resuming requires the run directory's fingerprint to match (safealign.io.rundir); ``overwrite``
+    deletes an earlier run's outputs there instead.
     """
     _check_names(config, judges)
-    out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    save_config(config, out / "config.yaml")
+    passed_in = behaviors is not None
     if behaviors is None:
         from safealign.eval.benchmarks import load_benchmark
 
@@ -54,6 +57,9 @@ def run_eval(
     if not behaviors:
         raise ValueError("no behaviors selected: check behaviors.path and its filters")
     label = _model_label(config, model, chat_model)
+    out = Path(config.output_dir)
+    _claim(out, config, label if model is not None or chat_model is not None else None,
+           behaviors if passed_in else None, overwrite)
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
@@ -73,6 +79,19 @@ def run_eval(
         summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
+
+
+def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Sequence[Behavior] | None,
+           overwrite: bool) -> None:  # fmt: skip
+    """Check ``out`` may hold this run before anything is written there, then save its config."""
+    from safealign.io.rundir import claim_run_dir, eval_fingerprint, legacy_fingerprint
+
+    def legacy(run: Path):
+        return legacy_fingerprint(run / "config.yaml", lambda p: to_dict(load_config(EvalConfig, p)), eval_fingerprint)
+
+    fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors)
+    claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy)
+    save_config(config, out / "config.yaml")
 
 
 def generation_params(config: EvalConfig) -> GenerationParams:

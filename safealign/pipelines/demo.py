@@ -242,17 +242,14 @@ def _load_trained(final: Path):
 
 
 def _check_same_config(config: DemoConfig, run: Path) -> None:
-    path = run / "demo_config.json"
-    current = to_dict(config)
-    if path.exists():
-        previous = json.loads(path.read_text())
-        defaults = to_dict(DemoConfig())  # a setting added since that run counts as its default
-        changed = sorted(k for k in current if previous.get(k, defaults.get(k)) != current[k])
-        if changed:
-            raise ValueError(f"{run} holds a demo run with different settings ({', '.join(changed)}); "
-                             "use another --output-dir or --fresh")
-    run.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(current, indent=2))
+    """A demo run directory holds one configuration (safealign.io.rundir); ``--fresh`` starts over."""
+    from safealign.io.rundir import claim_run_dir, demo_fingerprint, legacy_fingerprint
+
+    def legacy(path: Path):  # demo_config.json, as written before fingerprints; a newer setting counts as its default
+        return legacy_fingerprint(path / "demo_config.json",
+                                  lambda p: {**to_dict(DemoConfig()), **json.loads(p.read_text())}, demo_fingerprint)
+
+    claim_run_dir(run, demo_fingerprint(to_dict(config)), outputs=(), legacy=legacy, overwrite_flag="--fresh")
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:

@@ -14,7 +14,8 @@ import torch
 from transformers import TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
-from safealign.config import save_config, to_dict
+from safealign.config import load_config, save_config, to_dict
+from safealign.errors import UserError
 from safealign.io import read_jsonl, write_json, write_jsonl
 from safealign.train.config import TrainConfig
 
@@ -135,8 +136,13 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
     )
 
 
-def run_training(config: TrainConfig, *, resume: bool = False, model=None, tokenizer=None) -> TrainResult:
-    """Train according to ``config``; ``model``/``tokenizer`` may be passed to skip loading."""
+def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, model=None,
+                 tokenizer=None) -> TrainResult:  # fmt: skip
+    """Train according to ``config``; ``model``/``tokenizer`` may be passed to skip loading.
+
+    ``resume`` continues the last checkpoint of a run with the same fingerprint (safealign.io.rundir);
+    ``overwrite`` deletes an earlier run's outputs in ``output_dir`` first.
+    """
     from safealign.train.data import DATA_KINDS, encode_training_items, load_training_items
     from safealign.train.trainer import PreferenceTrainer
 
@@ -150,7 +156,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
     parsed, items = load_training_items(config, loss.input_kind)
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = _claim(out, config, resume, overwrite)
     save_config(config, out / "config.yaml")
     model, tokenizer = _load_policy(config, model, tokenizer)
     encoded, report = encode_training_items(config, tokenizer, items, kind)
@@ -160,9 +166,6 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     metrics_path = out / "metrics.jsonl"
-    checkpoint = get_last_checkpoint(str(out)) if resume else None
-    if resume and checkpoint is None:
-        raise ValueError(f"--resume: no checkpoint found in {out}")
     _truncate_metrics(metrics_path, _checkpoint_step(checkpoint) if checkpoint else 0)
     trainer = PreferenceTrainer(
         model=model, args=training_arguments(config), train_dataset=ListDataset(encoded),
@@ -182,6 +185,35 @@ def run_training(config: TrainConfig, *, resume: bool = False, model=None, token
     }
     write_json(out / "train_summary.json", summary)
     return TrainResult(out, final, metrics_path, ref_desc, trainer.state.global_step, summary["wall_seconds"])
+
+
+TRAIN_OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "diagnostics.jsonl", "train_summary.json", "config.yaml",
+                 "runs")  # what --overwrite removes; "runs" is TrainingArguments' default logging_dir
+
+
+def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> str | None:
+    """Check ``out`` may hold this run before anything is written there; the checkpoint to resume, if any."""
+    from safealign.io.rundir import claim_run_dir, legacy_fingerprint, train_fingerprint
+
+    if resume and overwrite:
+        raise UserError("--resume continues the run in output_dir and --overwrite deletes it: pass one of them")
+    found: list[str | None] = [None]
+
+    def legacy(run: Path):
+        return legacy_fingerprint(run / "config.yaml", lambda p: to_dict(load_config(TrainConfig, p)),
+                                  train_fingerprint)
+
+    def check(continues: bool) -> None:
+        found[0] = get_last_checkpoint(str(out)) if continues and not overwrite else None
+        if resume and found[0] is None:
+            raise UserError(f"--resume: no checkpoint of this run found in {out}")
+        if not resume and found[0] is not None:
+            raise UserError(f"{out} holds a run with the same settings and checkpoint {Path(found[0]).name}; "
+                            "pass --resume to continue it, or --overwrite to delete it and start over")
+
+    claim_run_dir(out, train_fingerprint(to_dict(config)), outputs=TRAIN_OUTPUTS, overwrite=overwrite,
+                  legacy=legacy, check=check)
+    return found[0]
 
 
 def _diagnostic_callbacks(config: TrainConfig, encoded: list, loss, tokenizer) -> list:

@@ -1,0 +1,244 @@
+"""A run directory belongs to one configuration: a fingerprint of everything that determines its results.
+
+``fingerprint.json`` in a run directory holds the settings (flattened to dotted keys) that decide what
+the run produces -- model, data content, generation, attack/judge or loss/optimiser settings -- and
+leaves out what only says where or how fast (output_dir, logging, batch sizes of cached passes...).
+The excluded keys are listed below, one tuple per kind of run, each with why.
+
+:func:`claim_run_dir` runs before anything is written: continuing a run requires the same fingerprint;
+a different one is a :class:`~safealign.errors.UserError` naming the differing keys, unless the caller
+asked to overwrite, in which case the old run's outputs are removed first so nothing mixes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fnmatch
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from safealign.errors import UserError
+from safealign.io.jsonfile import write_json
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_NAME = "fingerprint.json"
+_VERSION = 1
+
+# Not part of an eval's fingerprint: where it writes, how it resumes, how a backend is reached or batched,
+# and which behaviors are selected (records are keyed by behavior, so widening a selection extends a run;
+# the behaviors file's *content* is in the fingerprint instead of its path).
+EVAL_EXCLUDED = (
+    "output_dir", "retry_errors", "generation.batch_size",
+    "model.device", "model.trust_remote_code", "model.base_url_env", "model.api_key_env", "model.timeout_s",
+    "model.max_retries", "model.concurrency",
+    "behaviors.path", "behaviors.targets", "behaviors.categories", "behaviors.ids", "behaviors.rows",
+    "behaviors.sample", "behaviors.seed", "behaviors.limit",
+)  # fmt: skip
+# Not part of a training run's fingerprint: where it writes, logging/checkpoint cadence, measurement-only
+# diagnostics, and settings that change speed or memory but not the numbers (cache location and batching,
+# live vs cached reference, log-prob chunking, gradient checkpointing); data.path is replaced by its content.
+TRAIN_EXCLUDED = (
+    "output_dir", "trust_remote_code", "logging_steps", "save_steps", "save_total_limit", "report_to",
+    "diagnostics", "reference.cache_dir", "reference.batch_size", "reference.mode", "logps_chunk_size",
+    "gradient_checkpointing", "data.path",
+)  # fmt: skip
+# Not part of the demo's fingerprint: only where it writes.
+DEMO_EXCLUDED = ("output_dir",)
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """``kind`` (eval, train, demo) and the result-determining settings as dotted key -> JSON value."""
+
+    kind: str
+    values: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return _json_digest({"kind": self.kind, "values": dict(self.values)})
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": _VERSION, "kind": self.kind, "digest": self.digest, "values": dict(self.values)}
+
+
+def make_fingerprint(kind: str, settings: Mapping[str, Any], *, exclude: Collection[str] = (),
+                     extra: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
+    """Flatten ``settings`` (a nested config dict) to dotted keys, drop ``exclude`` keys and everything
+    under them, add ``extra`` (e.g. a data file's content digest)."""
+    flat = _flatten(settings)
+    kept = {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in exclude)}
+    return Fingerprint(kind, {**kept, **(extra or {})})
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, Mapping) and value:
+        out: dict[str, Any] = {}
+        for key in sorted(value, key=str):
+            out.update(_flatten(value[key], f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: list(value) if isinstance(value, tuple) else value}
+
+
+def file_digest(path: str | os.PathLike | None) -> str | None:
+    """sha256 of a local file's bytes (the data a run read, wherever it lives); None if not a file."""
+    if not path or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()[:16]
+
+
+def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None,
+                     behaviors: Sequence[Any] | None = None) -> Fingerprint:  # fmt: skip
+    """An eval run: its config (``to_dict(EvalConfig)``) less :data:`EVAL_EXCLUDED`, the behaviors data
+    (files' content, or ``behaviors`` passed in by a caller) and the label of a passed-in model."""
+    chosen = settings.get("behaviors", {})
+    extra = {f"behaviors.{key}_data": _data_identity(chosen.get(key)) for key in ("path", "targets") if chosen.get(key)}
+    if behaviors is not None:
+        extra["behaviors.passed_in"] = _json_digest([_behavior_json(b) for b in behaviors])
+    if attacked is not None:
+        extra["model.attacked"] = attacked
+    return make_fingerprint("eval", settings, exclude=EVAL_EXCLUDED, extra=extra)
+
+
+def train_fingerprint(settings: Mapping[str, Any]) -> Fingerprint:
+    """A training run: its config (``to_dict(TrainConfig)``) less :data:`TRAIN_EXCLUDED`, plus the data's content."""
+    path = settings.get("data", {}).get("path")
+    return make_fingerprint("train", settings, exclude=TRAIN_EXCLUDED, extra={"data.content": _data_identity(path)})
+
+
+def demo_fingerprint(settings: Mapping[str, Any]) -> Fingerprint:
+    return make_fingerprint("demo", settings, exclude=DEMO_EXCLUDED)
+
+
+def legacy_fingerprint(path: Path, load: Callable[[Path], Mapping[str, Any]],
+                       build: Callable[[Mapping[str, Any]], Fingerprint]) -> Fingerprint | None:  # fmt: skip
+    """The fingerprint of a run made before fingerprints, from the config it saved at ``path`` (``load``
+    should fill settings added since with their defaults); None when there is none or it can't be read."""
+    if not path.is_file():
+        return None
+    try:
+        return build(load(path))
+    except (ValueError, OSError) as exc:  # UserError is a ValueError; yaml/json errors are converted by load
+        logger.warning("%s: cannot read the saved config to check this run against (%s)", path, exc)
+        return None
+
+
+def _data_identity(path: Any) -> str:
+    """A local file by its content (it may move); anything else (a hub dataset, a built-in name) by name."""
+    return file_digest(path) or str(path)
+
+
+def _behavior_json(behavior: Any) -> Any:
+    return dataclasses.asdict(behavior) if dataclasses.is_dataclass(behavior) else behavior
+
+
+def _json_digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = False) -> list[str]:
+    """Keys whose values differ; ``only_recorded`` ignores keys the old fingerprint does not hold."""
+    keys = set(old.values) if only_recorded else set(old.values) | set(new.values)
+    if old.kind != new.kind:
+        return ["kind"]
+    return sorted(k for k in keys if old.values.get(k) != new.values.get(k))
+
+
+def read_fingerprint(run: Path) -> Fingerprint | None:
+    path = run / FINGERPRINT_NAME
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return Fingerprint(str(data["kind"]), dict(data["values"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable run fingerprint ({exc}); pass --overwrite to start this run over, "
+                        "or use another output directory") from None
+
+
+def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: Sequence[str], overwrite: bool = False,
+                  legacy: Callable[[Path], Fingerprint | None] | None = None,
+                  check: Callable[[bool], None] | None = None,
+                  overwrite_flag: str = "--overwrite") -> bool:  # fmt: skip
+    """Check that ``run`` may hold this run, then record its fingerprint; True when it continues a run.
+
+    ``outputs``: names (glob patterns) of what the run writes, removed on ``overwrite``. ``legacy``:
+    builds the fingerprint of a directory made before fingerprints existed (from its saved config),
+    or None when it has no saved config. ``check(continues)``: the caller's own conditions (e.g. a
+    checkpoint to resume from). Every check raises UserError before anything is written or removed;
+    its message offers ``overwrite_flag``, the caller's name for ``overwrite``.
+    """
+    run = Path(run)
+    if run.exists() and not run.is_dir():
+        raise UserError(f"output directory {run} is a file; name a directory")
+    existing = _existing_outputs(run, outputs)
+    previous = None
+    if not overwrite:
+        previous, only_recorded = read_fingerprint(run), False
+        if previous is None and legacy is not None and run.is_dir():
+            previous, only_recorded = legacy(run), True
+        if previous is None and existing:
+            raise UserError(f"{run} holds outputs of an earlier run ({', '.join(existing[:5])}) with no fingerprint "
+                            "or config.yaml to check them against; use another output directory or pass "
+                            f"{overwrite_flag}")
+        if previous is not None:
+            _check_same(run, previous, fingerprint, only_recorded, overwrite_flag)
+    if check is not None:
+        check(previous is not None)
+    if overwrite:
+        _remove(run, existing)
+    run.mkdir(parents=True, exist_ok=True)
+    write_json(run / FINGERPRINT_NAME, fingerprint.to_json())
+    return previous is not None
+
+
+def _check_same(run: Path, previous: Fingerprint, current: Fingerprint, only_recorded: bool,
+                overwrite_flag: str) -> None:  # fmt: skip
+    if only_recorded:
+        unchecked = sorted(set(current.values) - set(previous.values))
+        not_checked = f"; not recorded there, not checked: {', '.join(unchecked)}" if unchecked else ""
+        logger.info("%s has no %s (made before run fingerprints); checked this run against its config.yaml%s",
+                    run, FINGERPRINT_NAME, not_checked)
+    changed = differing_keys(previous, current, only_recorded=only_recorded)
+    if changed:
+        shown = "; ".join(f"{k}: {_short(previous.values.get(k))} -> {_short(current.values.get(k))}"
+                          for k in changed[:8])
+        more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+        raise UserError(f"{run} holds an earlier {previous.kind} run with different settings ({shown}{more}); its "
+                        "results would mix with this run's. Use another output directory, or pass "
+                        f"{overwrite_flag} to delete that run's outputs and start over")
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = json.dumps(value, default=str) if value is not None else "(unset)"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _existing_outputs(run: Path, outputs: Sequence[str]) -> list[str]:
+    if not run.is_dir():
+        return []
+    names = sorted(p.name for p in run.iterdir())
+    return [n for n in names if any(fnmatch.fnmatch(n, pattern) for pattern in (*outputs, FINGERPRINT_NAME))]
+
+
+def _remove(run: Path, names: Sequence[str]) -> None:
+    """Delete only what the run itself writes, so an output_dir pointed at a shared folder loses nothing else."""
+    for name in names:
+        target = run / name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    if names:
+        logger.info("--overwrite: removed the earlier run's outputs from %s (%s)", run, ", ".join(names))

@@ -1,0 +1,105 @@
+"""An eval run directory belongs to one configuration (safealign.io.rundir): a re-run with other
+settings fails before any work instead of mixing its verdicts with the earlier run's; --overwrite
+starts over; nothing is written by a run that fails validation."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from safealign.cli import main
+from safealign.io.rundir import FINGERPRINT_NAME
+
+
+@pytest.fixture()
+def behaviors_file(tmp_path):
+    path = tmp_path / "behaviors.jsonl"
+    rows = [{"id": f"b{i}", "behavior": f"Explain step {i} of something harmful", "category": "test"} for i in range(3)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _args(run, behaviors_file, *extra):
+    return ["eval", f"output_dir={run}", "model.name=tiny-random", f"behaviors.path={behaviors_file}",
+            "generation.max_new_tokens=3", "generation.batch_size=2", *extra]  # fmt: skip
+
+
+def _snapshot(run):
+    names = ("records.jsonl", "summary.json", "config.yaml", FINGERPRINT_NAME)
+    return {name: (run / name).read_bytes() for name in names}
+
+
+@pytest.fixture()
+def finished(tmp_path, behaviors_file):
+    run = tmp_path / "run"
+    assert main(_args(run, behaviors_file)) == 0
+    assert len((run / "records.jsonl").read_text().splitlines()) == 3
+    return run
+
+
+@pytest.mark.parametrize("change, key", [
+    ("model.name=another-model", "model.name"),
+    ("generation.max_new_tokens=5", "generation.max_new_tokens"),
+    ("judges=[refusal,classifier]", "judges"),
+    ("attacks=[direct,template]", "attacks"),
+])  # fmt: skip
+def test_different_settings_fail_before_any_work_and_name_the_key(finished, behaviors_file, change, key, capsys):
+    before = _snapshot(finished)
+    assert main(_args(finished, behaviors_file, change)) == 2
+    err = capsys.readouterr().err
+    assert f"{finished} holds an earlier eval run with different settings" in err
+    assert key in err and "--overwrite" in err
+    assert _snapshot(finished) == before  # records, summary, config and fingerprint untouched
+
+
+def test_same_settings_resume_and_a_wider_selection_extends_the_run(finished, behaviors_file):
+    records = (finished / "records.jsonl").read_text()
+    assert main(_args(finished, behaviors_file)) == 0
+    assert (finished / "records.jsonl").read_text() == records  # everything was complete: nothing redone
+    assert main(_args(finished, behaviors_file, "behaviors.limit=2")) == 0  # selection is not a setting
+    assert (finished / "records.jsonl").read_text() == records
+
+
+def test_overwrite_removes_the_old_run_so_nothing_mixes(finished, behaviors_file):
+    old = [json.loads(line) for line in (finished / "records.jsonl").read_text().splitlines()]
+    assert main(_args(finished, behaviors_file, "generation.max_new_tokens=1", "--overwrite")) == 0
+    new = [json.loads(line) for line in (finished / "records.jsonl").read_text().splitlines()]
+    assert len(new) == len(old) == 3  # redone, not skipped as "complete" and not appended to the old records
+    assert all(r["completion"]["meta"]["tokens"] <= 1 for r in new)
+    fingerprint = json.loads((finished / FINGERPRINT_NAME).read_text())
+    assert fingerprint["values"]["generation.max_new_tokens"] == 1
+    assert "max_new_tokens: 1" in (finished / "config.yaml").read_text()
+
+
+def test_failed_validation_leaves_the_existing_run_untouched(finished, tmp_path, capsys):
+    before = _snapshot(finished)
+    unreadable = tmp_path / "nothing.jsonl"
+    assert main(_args(finished, unreadable, "generation.max_new_tokens=7")) == 2
+    assert "nothing.jsonl" in capsys.readouterr().err
+    assert _snapshot(finished) == before
+
+
+def test_behaviors_file_with_other_content_is_a_different_run(finished, behaviors_file, capsys):
+    behaviors_file.write_text(behaviors_file.read_text().replace("step 1", "step one"))
+    assert main(_args(finished, behaviors_file)) == 2
+    assert "behaviors.path_data" in capsys.readouterr().err
+
+
+def test_run_dir_without_fingerprint_is_checked_against_its_config_yaml(finished, behaviors_file, capsys, caplog):
+    (finished / FINGERPRINT_NAME).unlink()  # as made by the code before fingerprints
+    assert main(_args(finished, behaviors_file, "model.name=another-model")) == 2
+    assert "model.name" in capsys.readouterr().err
+    with caplog.at_level(logging.INFO, logger="safealign.io.rundir"):
+        assert main(_args(finished, behaviors_file)) == 0
+    assert "made before run fingerprints" in caplog.text and "checked this run against its config.yaml" in caplog.text
+    assert (finished / FINGERPRINT_NAME).is_file()
+
+
+def test_outputs_without_any_record_of_their_settings_are_not_resumed(finished, behaviors_file, capsys):
+    (finished / FINGERPRINT_NAME).unlink()
+    (finished / "config.yaml").unlink()
+    assert main(_args(finished, behaviors_file)) == 2
+    assert "no fingerprint or config.yaml" in capsys.readouterr().err
+    assert main(_args(finished, behaviors_file, "--overwrite")) == 0

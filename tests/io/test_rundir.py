@@ -1,0 +1,65 @@
+"""safealign.io.rundir: fingerprints, the excluded keys, and what claiming a directory may touch."""
+
+from __future__ import annotations
+
+import pytest
+
+from safealign.config import to_dict
+from safealign.errors import UserError
+from safealign.eval.config import EvalConfig
+from safealign.io.rundir import (
+    EVAL_EXCLUDED,
+    FINGERPRINT_NAME,
+    TRAIN_EXCLUDED,
+    _flatten,
+    claim_run_dir,
+    eval_fingerprint,
+    make_fingerprint,
+    train_fingerprint,
+)
+from safealign.train.config import TrainConfig
+
+
+@pytest.mark.parametrize("schema, excluded", [(EvalConfig, EVAL_EXCLUDED), (TrainConfig, TRAIN_EXCLUDED)])
+def test_every_excluded_key_names_a_config_key(schema, excluded):
+    keys = set(_flatten(to_dict(schema())))
+    assert all(any(k == e or k.startswith(e + ".") for k in keys) for e in excluded), set(excluded) - keys
+
+
+def test_excluded_keys_do_not_change_the_fingerprint_and_the_others_do():
+    config = EvalConfig()
+    base = eval_fingerprint(to_dict(config))
+    config.output_dir, config.generation.batch_size, config.model.concurrency = "elsewhere", 1, 99
+    assert eval_fingerprint(to_dict(config)) == base
+    config.generation.temperature = 0.5
+    assert eval_fingerprint(to_dict(config)).values["generation.temperature"] == 0.5
+    train = TrainConfig()
+    train.data.path = "some/hub-dataset"
+    moved = TrainConfig(output_dir="x", save_steps=7, logging_steps=3)
+    moved.data.path = "some/hub-dataset"
+    assert train_fingerprint(to_dict(train)) == train_fingerprint(to_dict(moved))
+    assert train_fingerprint(to_dict(train)).values["data.content"] == "some/hub-dataset"  # not a file: by name
+
+
+def test_overwrite_removes_only_the_runs_own_outputs(tmp_path):
+    first = make_fingerprint("eval", {"a": 1})
+    claim_run_dir(tmp_path, first, outputs=("records.jsonl", "checkpoint-*"))
+    for name in ("records.jsonl", "notes.txt"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "checkpoint-3").mkdir()
+    with pytest.raises(UserError, match=r"a: 1 -> 2"):
+        claim_run_dir(tmp_path, make_fingerprint("eval", {"a": 2}), outputs=("records.jsonl", "checkpoint-*"))
+    claim_run_dir(tmp_path, make_fingerprint("eval", {"a": 2}), outputs=("records.jsonl", "checkpoint-*"),
+                  overwrite=True)  # fmt: skip
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FINGERPRINT_NAME, "notes.txt"]
+
+
+def test_unusable_directory_or_fingerprint_is_a_user_error(tmp_path):
+    file = tmp_path / "f"
+    file.write_text("")
+    with pytest.raises(UserError, match="is a file"):
+        claim_run_dir(file, make_fingerprint("eval", {}), outputs=())
+    (tmp_path / FINGERPRINT_NAME).write_text("{not json")
+    with pytest.raises(UserError, match=f"{FINGERPRINT_NAME}: unreadable run fingerprint"):
+        claim_run_dir(tmp_path, make_fingerprint("eval", {}), outputs=())
+    assert claim_run_dir(tmp_path, make_fingerprint("eval", {}), outputs=(), overwrite=True) is False
