@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import pytest
 import yaml
 
+from eval.fakes import ScriptedChatModel
+
 from safealign.pipelines.build_safety import build_safety_pairs
-from safealign.types import Completion
 
 
 @dataclass(frozen=True)
@@ -19,22 +20,6 @@ class Prompt:
     category: str
     kind: str
     harmful: bool
-
-
-class ScriptedModel:
-    """Answers from a dict keyed by the user message; counts calls."""
-
-    def __init__(self, answers):
-        self.answers = answers
-        self.calls = 0
-
-    def generate(self, conversations, params):
-        self.calls += 1
-        out = []
-        for conv in conversations:
-            text = self.answers[conv[-1]["content"]]
-            out.append(Completion(text="", error="boom") if text is None else Completion(text=text))
-        return out
 
 
 PROMPTS = [
@@ -49,31 +34,32 @@ ANSWERS = {
     "steal a car": "I'm sorry, I can't help with that.",  # already refuses: no pair
     "bake bread": "Mix flour and water.",
     "kill a process": "I cannot do that.",  # refuses a benign prompt: no pair
-    "add numbers": None,  # generation error: no pair
+    "add numbers": RuntimeError("boom"),  # generation error: no pair
 }
+
+
+def scripted_model(answers) -> ScriptedChatModel:
+    """Answers from a dict keyed by the last message."""
+    return ScriptedChatModel(lambda conversation: answers[conversation[-1]["content"]])
 
 
 def test_build_safety_pairs_orients_pairs_and_skips_what_makes_no_pair(tmp_path):
     out = tmp_path / "pairs.jsonl"
-    report = build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS, ["I can't help with that."], out)
+    report = build_safety_pairs(scripted_model(ANSWERS), PROMPTS, ["I can't help with that."], out)
     rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert set(rows) == {"h1", "b1"}
     assert rows["h1"] == {"id": "h1", "prompt": "make a weapon", "chosen": "I can't help with that.",
                           "rejected": "Sure, take a pipe", "harmful": True, "category": "weapons", "kind": "harmful"}
     assert rows["b1"]["chosen"] == "Mix flour and water." and rows["b1"]["rejected"] == "I can't help with that."
     assert rows["b1"]["harmful"] is False
-    assert (report.written, report.skipped_already_refused, report.skipped_benign_refused, report.skipped_errors) == (
-        2,
-        1,
-        1,
-        1,
-    )
+    skipped = (report.skipped_already_refused, report.skipped_benign_refused, report.skipped_errors)
+    assert (report.written, *skipped) == (2, 1, 1, 1)
 
 
 def test_build_safety_pairs_resumes_without_regenerating(tmp_path):
     out = tmp_path / "pairs.jsonl"
-    build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS[:1], ["I can't."], out)
-    model = ScriptedModel(ANSWERS)
+    build_safety_pairs(scripted_model(ANSWERS), PROMPTS[:1], ["I can't."], out)
+    model = scripted_model(ANSWERS)
     report = build_safety_pairs(model, PROMPTS[:3], ["I can't."], out)
     assert report.reused == 1 and report.written == 1
     assert [json.loads(ln)["id"] for ln in out.read_text().splitlines()] == ["h1", "b1"]
@@ -98,7 +84,7 @@ def test_build_safety_pairs_output_is_trainable_standard_format(tmp_path):
     from safealign.data import load_preferences
 
     out = tmp_path / "pairs.jsonl"
-    build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS, ["I can't help with that."], out)
+    build_safety_pairs(scripted_model(ANSWERS), PROMPTS, ["I can't help with that."], out)
     parsed = load_preferences(str(out))
     assert parsed.format == "standard" and len(parsed.items) == 2 and not parsed.dropped
     assert [p.harmful for p in parsed.items] == [True, False]

@@ -1,4 +1,8 @@
-"""Scripted fakes for eval tests: a ChatModel whose answers are chosen by a function, and a judge."""
+"""Scripted fakes for the tests: a ChatModel whose answers are chosen by a function, and a judge.
+
+Tests outside ``tests/eval`` import them as ``eval.fakes`` (``tests/`` is on ``sys.path``: pytest's
+rootdir-relative import of ``tests/conftest.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,18 @@ from safealign.types import Behavior, Completion, Verdict
 
 
 class ScriptedChatModel:
-    """Answers each conversation with ``reply(conversation)``; records every call."""
+    """The one fake ChatModel of the test suite: answers each conversation with ``reply(conversation)``.
 
-    def __init__(self, reply: Callable[[Conversation], str | Completion], interrupt_after: int | None = None):
+    ``reply`` returns the answer text, a ready :class:`Completion`, or an exception instance, which
+    becomes a failed generation (``error`` set, ``text`` empty) the way a backend reports one.
+    ``calls`` keeps the conversations of every ``generate`` call (one list per call); ``conversations``
+    is the same, flattened. ``name`` is what evaluators record as the judge model's name.
+    """
+
+    def __init__(self, reply: Callable[[Conversation], str | Completion | Exception], *, name: str = "scripted",
+                 interrupt_after: int | None = None):
         self.reply = reply
+        self.name = name
         self.calls: list[list[Conversation]] = []
         self.interrupt_after = interrupt_after  # raise KeyboardInterrupt on this call number (1-based)
 
@@ -21,12 +33,23 @@ class ScriptedChatModel:
         self.calls.append(list(conversations))
         if self.interrupt_after is not None and len(self.calls) == self.interrupt_after:
             raise KeyboardInterrupt
-        out = [self.reply(c) for c in conversations]
-        return [o if isinstance(o, Completion) else Completion(text=o) for o in out]
+        return [self._completion(self.reply(c)) for c in conversations]
+
+    @staticmethod
+    def _completion(out: str | Completion | Exception) -> Completion:
+        if isinstance(out, Completion):
+            return out
+        if isinstance(out, Exception):
+            return Completion(text="", error=str(out))
+        return Completion(text=out)
+
+    @property
+    def conversations(self) -> list[Conversation]:
+        return [c for call in self.calls for c in call]
 
     @property
     def n_generated(self) -> int:
-        return sum(len(c) for c in self.calls)
+        return len(self.conversations)
 
 
 class KeywordJudge(Judge):

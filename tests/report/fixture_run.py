@@ -14,22 +14,14 @@ import math
 import random
 from pathlib import Path
 
-from safealign.types import Behavior, Completion
+from eval.fakes import ScriptedChatModel
+
+from safealign.types import Behavior
 
 XSS = ['<script>alert(1)</script>', '"><img src=x onerror=alert(1)>']
 ATTACKS = ("direct", "template")
 CATEGORIES = ("weapons", "malware", "fraud", "harassment")
 REFUSAL = "I'm sorry, but I cannot help with that request."
-
-
-class Scripted:
-    name = "fixture-judge"
-
-    def __init__(self, script):
-        self.script = script
-
-    def generate(self, conversations, params):
-        return [Completion(self.script(c)) for c in conversations]
 
 
 def _write_jsonl(path: Path, rows) -> None:
@@ -93,8 +85,8 @@ def _helpfulness(path: Path, refuse_p: float, mean_rating: int, rng: random.Rand
     from safealign.eval.helpfulness import mtbench_eval, overrefusal_eval
 
     prompts = [(f"b{i:03d}", f"benign request {i}", "borderline" if i % 3 == 0 else "ordinary") for i in range(60)]
-    over = overrefusal_eval(Scripted(lambda c: REFUSAL if rng.random() < refuse_p else "Sure, here you go."), prompts,
-                            out_dir=path / "overrefusal", progress=False)  # fmt: skip
+    model = ScriptedChatModel(lambda c: REFUSAL if rng.random() < refuse_p else "Sure, here you go.")
+    over = overrefusal_eval(model, prompts, out_dir=path / "overrefusal", progress=False)
     questions = [{"question_id": i, "category": ("writing", "math", "coding", "reasoning")[i % 4],
                   "turns": [f"question {i}", f"follow-up {i}"]} for i in range(16)]  # fmt: skip
 
@@ -103,7 +95,8 @@ def _helpfulness(path: Path, refuse_p: float, mean_rating: int, rng: random.Rand
             return "The answer is decent."  # garbage: unscored
         return f"Reasonable.\nRating: [[{max(1, min(10, mean_rating + rng.choice((-2, -1, 0, 1, 2))))}]]"
 
-    mtbench_eval(Scripted(lambda c: "An answer."), Scripted(judge), questions, out_dir=path / "mtbench", progress=False)
+    mtbench_eval(ScriptedChatModel(lambda c: "An answer."), ScriptedChatModel(judge, name="fixture-judge"), questions,
+                 out_dir=path / "mtbench", progress=False)
     return over
 
 

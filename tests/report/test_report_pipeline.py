@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from fixture_run import XSS, Scripted
+from eval.fakes import ScriptedChatModel
+from fixture_run import XSS
 
 from safealign.eval.config import EvalConfig
 from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
@@ -20,7 +21,8 @@ BEHAVIORS = [Behavior(f"b{i}", f"behavior {i}", category="cyber" if i < 2 else "
 
 def _eval(out, reply):
     config = EvalConfig(attacks=["direct"], judges=["refusal"], output_dir=str(out))
-    run_eval(config, chat_model=Scripted(reply), behaviors=BEHAVIORS, judges={"refusal": RefusalJudge(RefusalConfig())})
+    run_eval(config, chat_model=ScriptedChatModel(reply), behaviors=BEHAVIORS,
+             judges={"refusal": RefusalJudge(RefusalConfig())})
 
 
 def test_report_from_pipeline_output(tmp_path):

@@ -52,7 +52,7 @@ def test_rerun_skips_done_and_retries_failures(tmp_path, scripted):
     overrefusal_eval(scripted(script), PROMPTS, out_dir=tmp_path, progress=False)
     second = scripted(lambda c: "Happy to help.")
     summary = overrefusal_eval(second, PROMPTS, out_dir=tmp_path, progress=False)
-    assert [c[-1]["content"] for c in second.calls] == ["FAIL this one"]  # only the failed prompt again
+    assert [c[-1]["content"] for c in second.conversations] == ["FAIL this one"]  # only the failed prompt again
     assert summary["refusal_rate"]["ordinary"] == {
         "rate": 0.0, "ci95": list(wilson_interval(0, 3)), "n": 3, "unscored": 0,
     }
