@@ -49,7 +49,8 @@ def build_loss_from_config(config: TrainConfig):
     return build_loss([LossSpec(name=s.name, weight=s.weight, params=dict(s.params)) for s in config.losses])
 
 
-def _load_policy(config: TrainConfig, model=None, tokenizer=None):
+def _load_policy(config: TrainConfig, device: torch.device, model=None, tokenizer=None):
+    """Load the policy on the device training runs on (``use_cpu`` means CPU and fp32, even where CUDA exists)."""
     from safealign.models import LoraSettings, load_model
 
     lora = None
@@ -57,7 +58,8 @@ def _load_policy(config: TrainConfig, model=None, tokenizer=None):
         lora = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                             target_modules=config.lora.target_modules, last_layers=config.lora.last_layers)
     if model is None:
-        return load_model(config.model, trust_remote_code=config.trust_remote_code, lora=lora, for_training=True)
+        return load_model(config.model, device=device, trust_remote_code=config.trust_remote_code, lora=lora,
+                          for_training=True)
     if lora is not None and not hasattr(model, "peft_config"):
         from safealign.models import apply_lora
 
@@ -77,8 +79,12 @@ def check_config(config: TrainConfig) -> None:
     build_transform(config.reference.transform, **dict(config.reference.transform_params))
 
 
-def _reference_setup(config, model, encoded, kind, collate, loss):
-    """Return (collator, live_reference, description, encoded_for_training)."""
+def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.device):
+    """Return (collator, live_reference, description, encoded_for_training).
+
+    A separate reference model is loaded on the training device in the policy's dtype, so cached and live
+    reference log-probs come from the same precision the policy trains in.
+    """
     from safealign.train.reference import CachedReferenceCollator, LiveReference, load_or_compute_reference
 
     if not loss.needs_reference:
@@ -87,7 +93,9 @@ def _reference_setup(config, model, encoded, kind, collate, loss):
     if config.reference.model:
         from safealign.models import load_model
 
-        ref_model, _ = load_model(config.reference.model, trust_remote_code=config.trust_remote_code)
+        dtype = next(model.parameters()).dtype
+        ref_model, _ = load_model(config.reference.model, device=device, dtype=dtype,
+                                  trust_remote_code=config.trust_remote_code)
         ref_model.requires_grad_(False).eval()
     if config.reference.mode == "cache":
         from safealign.models.embedded import cache_root
@@ -158,17 +166,18 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     out = Path(config.output_dir)
     checkpoint = _claim(out, config, resume, overwrite)
     save_config(config, out / "config.yaml")
-    model, tokenizer = _load_policy(config, model, tokenizer)
+    args = training_arguments(config)
+    model, tokenizer = _load_policy(config, args.device, model, tokenizer)
     encoded, report = encode_training_items(config, tokenizer, items, kind)
     collate = kind.collator(tokenizer.pad_token_id)
-    collator, live, ref_desc, encoded = _reference_setup(config, model, encoded, kind, collate, loss)
+    collator, live, ref_desc, encoded = _reference_setup(config, model, encoded, kind, collate, loss, args.device)
     logger.info("reference: %s", ref_desc)
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     metrics_path = out / "metrics.jsonl"
     _truncate_metrics(metrics_path, _checkpoint_step(checkpoint) if checkpoint else 0)
     trainer = PreferenceTrainer(
-        model=model, args=training_arguments(config), train_dataset=ListDataset(encoded),
+        model=model, args=args, train_dataset=ListDataset(encoded),
         data_collator=collator, processing_class=tokenizer, loss=loss, reference=live,
         logps_chunk_size=config.logps_chunk_size, metrics_path=metrics_path,
         normalize_pair_gradients=config.normalize_pair_gradients,

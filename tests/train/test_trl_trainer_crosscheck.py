@@ -13,7 +13,9 @@ both produce exactly the same prompt/chosen/rejected ids before comparing any lo
 pre-tokenized data, and its plain-text format appends an EOS to completions, which would differ.)
 
 TRL's config defaults that would otherwise differ are set explicitly: ``bf16=False`` (TRL defaults to
-bf16 autocast even on CPU) and ``gradient_checkpointing=False``.
+bf16 autocast even on CPU) and ``gradient_checkpointing=False``. Both trainers get ``use_cpu=True``, so
+the comparison runs in fp32 on CPU also where CUDA exists (safealign then loads its reference model on
+CPU in the policy's dtype: ``tests/train/test_training_device.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 trl = pytest.importorskip("trl", reason="TRL is a test-only dependency (pip install trl) for the cross-check")
 datasets = pytest.importorskip("datasets", reason="TRL's DPOTrainer needs the datasets package")
@@ -31,10 +32,6 @@ from safealign.models.tiny import tiny_model, tiny_tokenizer  # noqa: E402
 from safealign.train.config import LossConfig, TrainConfig  # noqa: E402
 from safealign.train.run import run_training  # noqa: E402
 from safealign.types import PreferencePair  # noqa: E402
-
-pytestmark = pytest.mark.skipif(
-    torch.cuda.is_available(), reason="compares fp32 CPU runs; a GPU changes the reference dtype"
-)
 
 ROWS = [
     ("What is 2 + 2?", "2 + 2 = 4.", "I won't answer that."),
