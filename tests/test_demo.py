@@ -71,10 +71,10 @@ def test_build_safety_pairs_after_a_cut_off_last_line_leaves_a_readable_file(tmp
     from safealign.data import load_preferences
 
     out = tmp_path / "pairs.jsonl"
-    build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS[:1], ["I can't."], out)
+    build_safety_pairs(scripted_model(ANSWERS), PROMPTS[:1], ["I can't."], out)
     with out.open("a") as fh:
         fh.write('{"id": "b1", "prompt": "bake br')  # killed mid-write
-    report = build_safety_pairs(ScriptedModel(ANSWERS), PROMPTS[:3], ["I can't."], out)
+    report = build_safety_pairs(scripted_model(ANSWERS), PROMPTS[:3], ["I can't."], out)
     assert report.reused == 1 and report.written == 1
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["h1", "b1"]
     assert len(load_preferences(str(out)).items) == 2
