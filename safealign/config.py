@@ -15,6 +15,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from safealign.errors import UserError, reading
+
 T = TypeVar("T")
 
 
@@ -41,7 +43,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
             _apply_override(merged, override)
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
-        raise ValueError(f"{where}: invalid config: {_describe(exc, schema)}") from None
+        raise UserError(f"{where}: invalid config: {_describe(exc, schema)}") from None
 
 
 def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
@@ -51,21 +53,23 @@ def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> list[dict[str, Any]
     resolved = path.resolve()
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
-        raise ValueError(f"{path}: recipes extend each other in a cycle: {chain}")
+        raise UserError(f"{path}: recipes extend each other in a cycle: {chain}")
+    with reading(path, "config file"):
+        text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: top level must be a mapping of config keys, got {type(data).__name__}")
+        raise UserError(f"{path}: top level must be a mapping of config keys, got {type(data).__name__}")
     parent = data.pop("base", None)
     if parent is None:
         return [data]
     if not isinstance(parent, str) or not parent:
-        raise ValueError(f"{path}: 'base' must be the path of another recipe, got {parent!r}")
+        raise UserError(f"{path}: 'base' must be the path of another recipe, got {parent!r}")
     parent_path = path.parent / parent
     if not parent_path.is_file():
-        raise ValueError(f"{path}: base recipe {parent!r} not found (looked for {parent_path})")
+        raise UserError(f"{path}: base recipe {parent!r} not found (looked for {parent_path})")
     return [*read_recipe(parent_path, (*_seen, resolved)), data]
 
 
@@ -75,7 +79,7 @@ def _apply_override(config: Any, override: str) -> None:
     ``attack_params.template.names=[a]`` works before ``template`` has any parameters."""
     key, sep, raw = override.partition("=")
     if not sep or not key:
-        raise ValueError(f"overrides must look like key=value, got {override!r}")
+        raise UserError(f"overrides must look like key=value, got {override!r}")
     value = OmegaConf.from_dotlist([f"value={raw}"])["value"]  # OmegaConf's value grammar: 1e-4, [a,b], null
     *path, leaf = key.split(".")
     parent = config
@@ -83,7 +87,7 @@ def _apply_override(config: Any, override: str) -> None:
         parent = _child(parent, part, key, ".".join(path[: depth + 1]))
     if OmegaConf.is_list(parent):
         if not leaf.isdigit() or int(leaf) >= len(parent):
-            raise ValueError(f"command-line overrides: {key}: list index {leaf!r} out of range (length {len(parent)})")
+            raise UserError(f"command-line overrides: {key}: list index {leaf!r} out of range (length {len(parent)})")
         parent[int(leaf)] = value
     else:
         parent[leaf] = value
@@ -92,18 +96,18 @@ def _apply_override(config: Any, override: str) -> None:
 def _child(node: Any, part: str, key: str, so_far: str) -> Any:
     if OmegaConf.is_list(node):
         if not part.isdigit() or int(part) >= len(node):
-            raise ValueError(f"command-line overrides: {key}: no such key {so_far!r} (a list of length {len(node)})")
+            raise UserError(f"command-line overrides: {key}: no such key {so_far!r} (a list of length {len(node)})")
         child = node[int(part)]
     else:
         if part not in node:
             if OmegaConf.get_type(node) is not dict:  # a schema section: a missing key is a typo, not a new entry
                 valid = ", ".join(sorted(str(k) for k in node.keys()))
-                raise ValueError(f"command-line overrides: {key}: no such key {so_far!r}; valid keys here: {valid}")
+                raise UserError(f"command-line overrides: {key}: no such key {so_far!r}; valid keys here: {valid}")
             node[part] = {}
         child = node[part]
     if not (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
-        raise ValueError(f"command-line overrides: {key}: no such key {key.rpartition('.')[0]!r} "
-                         f"({so_far} is a value, not a mapping)")
+        raise UserError(f"command-line overrides: {key}: no such key {key.rpartition('.')[0]!r} "
+                        f"({so_far} is a value, not a mapping)")
     return child
 
 

@@ -8,6 +8,31 @@ library callers that already catch ``ValueError`` keep working.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
 
 class UserError(ValueError):
     """A problem with the user's input; the message names the file, row, field or key and the fix."""
+
+
+@contextlib.contextmanager
+def reading(path: str | Path, what: str = "file") -> Iterator[None]:
+    """Turn the errors of opening or decoding a user-named ``path`` into a ``UserError`` naming it.
+
+    Use it only around reads of paths the user gave (a config, a data file, a run directory): an
+    unreadable file the program itself wrote is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except FileNotFoundError:
+        raise UserError(f"{path}: {what} not found") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory, expected a {what}") from None
+    except NotADirectoryError:
+        raise UserError(f"{path}: a parent of this {what} is not a directory") from None
+    except PermissionError:
+        raise UserError(f"{path}: permission denied reading this {what}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: {what} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None

@@ -14,6 +14,8 @@ from __future__ import annotations
 import importlib
 from typing import Any, Generic, Iterator, TypeVar
 
+from safealign.errors import UserError
+
 T = TypeVar("T")
 
 
@@ -57,7 +59,7 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")
+            raise UserError(f"unknown {self.kind} {name!r}; valid names: {', '.join(self.names())}")
         entry = self._entries[name]
         if isinstance(entry, str):
             module, attr = entry.split(":", 1)

@@ -12,6 +12,8 @@ import importlib.util
 import logging
 import sys
 
+from safealign.errors import UserError
+
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("safealign.cli.demo", "end-to-end: build pairs, evaluate, train E-DPO, evaluate, report"),
@@ -23,10 +25,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("safealign.cli.models", "fetch and list models"),
     "diagnose": ("safealign.cli.diagnose", "alignment diagnostics: ranking accuracy, gradient entanglement"),
 }
-
-
-class UserError(Exception):
-    """An error caused by user input; printed without a traceback."""
 
 
 def _available(module: str) -> bool:
@@ -71,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args._run(args) or 0)
-    except (UserError, ValueError, FileNotFoundError) as exc:
+    except UserError as exc:  # anything else is a bug: let its traceback show
         if args.verbose:
             raise
         print(f"safealign: error: {exc}", file=sys.stderr)

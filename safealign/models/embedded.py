@@ -28,6 +28,8 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from safealign.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -62,16 +64,17 @@ BUILTIN_MODELS: dict[str, EmbeddedModel] = {
 }
 
 
-class ModelUnavailableError(FileNotFoundError):
+class ModelUnavailableError(UserError, FileNotFoundError):
     """No source for a model could be reached; the message says what to install or download.
 
-    A FileNotFoundError so that command-line tools report it as a user-facing error, not a traceback.
+    A UserError so that the command line reports it in one message, not a traceback; still a
+    FileNotFoundError for callers that catch that.
     """
 
 
 def builtin(name: str) -> EmbeddedModel:
     if name not in BUILTIN_MODELS:
-        raise ValueError(f"unknown built-in model {name!r}; valid names: {', '.join(sorted(BUILTIN_MODELS))}")
+        raise UserError(f"unknown built-in model {name!r}; valid names: {', '.join(sorted(BUILTIN_MODELS))}")
     return BUILTIN_MODELS[name]
 
 

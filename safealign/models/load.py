@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
+from safealign.errors import UserError
 from safealign.models.embedded import BUILTIN_MODELS, ModelUnavailableError, ensure_embedded, hub_reachable
 from safealign.models.lora import LoraSettings, adapter_base_spec, apply_lora, is_adapter_dir, load_adapter
 
@@ -46,7 +47,7 @@ def resolve_spec(spec: str) -> ModelSource:
     path = Path(spec).expanduser()
     if spec.lower().endswith(".gguf"):
         if not path.is_file():
-            raise FileNotFoundError(f"GGUF file not found: {spec}")
+            raise UserError(f"GGUF file not found: {spec}")
         return ModelSource("gguf", str(path.resolve()))
     if path.is_dir():
         if is_adapter_dir(path):
@@ -54,9 +55,9 @@ def resolve_spec(spec: str) -> ModelSource:
         if (path / "config.json").is_file():
             # absolute, so an adapter trained on it records a base that loads from any working dir
             return ModelSource("dir", str(path.resolve()))
-        raise ValueError(f"{spec}: folder has neither config.json (a model) nor adapter_config.json (a LoRA adapter)")
+        raise UserError(f"{spec}: folder has neither config.json (a model) nor adapter_config.json (a LoRA adapter)")
     if spec.startswith((".", "/", "~")) or path.exists() or not _HUB_ID.match(spec):
-        raise ValueError(
+        raise UserError(
             f"model spec {spec!r} is not an existing folder or .gguf file, a hub id (owner/name), "
             f"or a built-in name ({', '.join(sorted(BUILTIN_MODELS))}, {TINY_RANDOM})"
         )
@@ -74,7 +75,7 @@ def resolve_device_dtype(device: str | torch.device | None = None,
     if isinstance(dtype, torch.dtype):
         return resolved_device, dtype
     if dtype not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
+        raise UserError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
     return resolved_device, _DTYPES[dtype]
 
 
@@ -97,7 +98,7 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> Any:
 def _prepare_tokenizer(tokenizer: Any) -> Any:
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ValueError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
+            raise UserError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
     if not getattr(tokenizer, "chat_template", None):
         logger.warning("tokenizer %s has no chat template; chat formatting will fail", tokenizer.name_or_path)
@@ -123,7 +124,7 @@ def load_model(
     started = time.perf_counter()
     if source.kind == "adapter":
         if lora is not None:
-            raise ValueError(f"{spec} already is a LoRA adapter; pass lora=None to load (and continue training) it")
+            raise UserError(f"{spec} already is a LoRA adapter; pass lora=None to load (and continue training) it")
         base, tokenizer = load_model(_adapter_base(source), device=resolved_device, dtype=resolved_dtype,
                                      trust_remote_code=trust_remote_code)
         if (Path(source.location) / "tokenizer_config.json").is_file():
@@ -147,11 +148,11 @@ def _adapter_base(source: ModelSource) -> str:
     base = adapter_base_spec(source.location)
     try:
         kind = resolve_spec(base).kind
-    except (ValueError, FileNotFoundError) as exc:
-        raise ValueError(f"adapter {source.location} was trained on base model {base!r}, which cannot be loaded "
+    except UserError as exc:
+        raise UserError(f"adapter {source.location} was trained on base model {base!r}, which cannot be loaded "
                          f"here ({exc}); fix base_model_name_or_path in its adapter_config.json") from None
     if kind == "adapter":
-        raise ValueError(f"adapter {source.location}: its base {base!r} is itself an adapter; merge it first")
+        raise UserError(f"adapter {source.location}: its base {base!r} is itself an adapter; merge it first")
     return base
 
 

@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from safealign.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -29,13 +31,13 @@ class LoraSettings:
 
     def __post_init__(self) -> None:
         if self.r <= 0:
-            raise ValueError(f"LoRA r must be a positive integer, got {self.r}")
+            raise UserError(f"LoRA r must be a positive integer, got {self.r}")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
+            raise UserError(f"LoRA dropout must be in [0, 1), got {self.dropout}")
         if self.bias not in {"none", "all", "lora_only"}:
-            raise ValueError(f"LoRA bias must be one of none, all, lora_only; got {self.bias!r}")
+            raise UserError(f"LoRA bias must be one of none, all, lora_only; got {self.bias!r}")
         if self.last_layers is not None and self.last_layers <= 0:
-            raise ValueError(f"LoRA last_layers must be a positive integer or None, got {self.last_layers}")
+            raise UserError(f"LoRA last_layers must be a positive integer or None, got {self.last_layers}")
 
 
 def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
@@ -74,7 +76,7 @@ def _last_layers(model: nn.Module, last: int | None) -> list[int] | None:
         return None
     total = getattr(getattr(model, "config", None), "num_hidden_layers", None)
     if not isinstance(total, int):
-        raise ValueError("LoRA last_layers needs a model config with num_hidden_layers")
+        raise UserError("LoRA last_layers needs a model config with num_hidden_layers")
     return list(range(max(0, total - last), total))
 
 
@@ -93,9 +95,9 @@ def adapter_base_spec(path: str | Path) -> str:
     try:
         base = json.loads(config_path.read_text()).get("base_model_name_or_path")
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{config_path}: unreadable adapter config ({exc})") from None
+        raise UserError(f"{config_path}: unreadable adapter config ({exc})") from None
     if not base or not isinstance(base, str):
-        raise ValueError(
+        raise UserError(
             f"{config_path}: field base_model_name_or_path is missing; cannot tell which base model to load"
         )
     return base

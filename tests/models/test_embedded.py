@@ -11,6 +11,7 @@ import zipfile
 import pytest
 
 from safealign.cli import main
+from safealign.errors import UserError
 from safealign.models import embedded
 from safealign.models.embedded import DEFAULT_MODEL, ModelUnavailableError, cached_path, ensure_embedded, is_cached
 
@@ -41,7 +42,7 @@ def assert_nothing_published(cache):
 def test_cache_location_follows_env(cache):
     assert cached_path(DEFAULT_MODEL) == cache / "models" / DEFAULT_MODEL
     assert not is_cached(DEFAULT_MODEL)
-    with pytest.raises(ValueError, match="unknown built-in model 'gpt-5'; valid names: smollm2-135m-instruct"):
+    with pytest.raises(UserError, match="unknown built-in model 'gpt-5'; valid names: smollm2-135m-instruct"):
         cached_path("gpt-5")
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 import transformers
 
+from safealign.errors import UserError
 from safealign.models import load as load_module
 from safealign.models.embedded import ModelUnavailableError
 from safealign.models.load import load_model, load_tokenizer, resolve_device_dtype, resolve_spec
@@ -31,11 +32,11 @@ def test_resolve_spec_kinds(tmp_path, tiny_dir):
     gguf = tmp_path / "m.gguf"
     gguf.write_bytes(b"GGUF")
     assert resolve_spec(str(gguf)) == load_module.ModelSource("gguf", str(gguf.resolve()))
-    with pytest.raises(FileNotFoundError, match="GGUF file not found: .*missing.gguf"):
+    with pytest.raises(UserError, match="GGUF file not found: .*missing.gguf"):
         resolve_spec(str(tmp_path / "missing.gguf"))
-    with pytest.raises(ValueError, match="neither config.json"):
+    with pytest.raises(UserError, match="neither config.json"):
         resolve_spec(str(tmp_path))
-    with pytest.raises(ValueError, match="not an existing folder"):
+    with pytest.raises(UserError, match="not an existing folder"):
         resolve_spec("./no/such/folder")
 
 
@@ -44,7 +45,7 @@ def test_resolve_device_dtype(monkeypatch):
     assert resolve_device_dtype() == (torch.device("cpu"), torch.float32)
     assert resolve_device_dtype("cpu", "bf16") == (torch.device("cpu"), torch.bfloat16)
     assert resolve_device_dtype(None, torch.float16) == (torch.device("cpu"), torch.float16)
-    with pytest.raises(ValueError, match="unknown dtype 'half'; valid: fp32"):
+    with pytest.raises(UserError, match="unknown dtype 'half'; valid: fp32"):
         resolve_device_dtype(None, "half")
 
 
@@ -92,7 +93,7 @@ def test_lora_settings_and_application():
     assert targets == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}  # no lm_head
     assert model.peft_config["default"].r == 4 and model.peft_config["default"].lora_alpha == 32
     assert model.training
-    with pytest.raises(ValueError, match="LoRA r must be a positive integer"):
+    with pytest.raises(UserError, match="LoRA r must be a positive integer"):
         LoraSettings(r=0)
 
 
@@ -112,11 +113,11 @@ def test_saved_adapter_round_trip(tmp_path):
     trainable, _ = load_model(str(tmp_path / "adapter"), for_training=True)
     assert any(p.requires_grad for p in trainable.parameters())
     assert tokenizer.pad_token == "<|endoftext|>"
-    with pytest.raises(ValueError, match="already is a LoRA adapter"):
+    with pytest.raises(UserError, match="already is a LoRA adapter"):
         load_model(str(tmp_path / "adapter"), lora=LoraSettings())
     config["base_model_name_or_path"] = "/nowhere/base"
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="trained on base model '/nowhere/base', which cannot be loaded"):
+    with pytest.raises(UserError, match="trained on base model '/nowhere/base', which cannot be loaded"):
         load_model(str(tmp_path / "adapter"))
 
 

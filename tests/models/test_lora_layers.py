@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from safealign.errors import UserError
 from safealign.models import LoraSettings, apply_lora
 from safealign.models.tiny import tiny_model
 
@@ -15,5 +16,5 @@ def test_last_layers_adapts_only_the_top_blocks():
 
 
 def test_last_layers_must_be_positive():
-    with pytest.raises(ValueError, match="last_layers"):
+    with pytest.raises(UserError, match="last_layers"):
         LoraSettings(last_layers=0)
