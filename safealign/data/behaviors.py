@@ -21,20 +21,21 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from safealign.data.sources import Record, read_rows
+from safealign.errors import UserError
 from safealign.types import Behavior
 
 TEXT_FIELDS = ("behavior", "prompt", "goal", "instruction")
 
 
 def load_behaviors(path: str | Path, *, targets: str | Path | None = None) -> list[Behavior]:
-    """Parse a behaviors file; malformed rows raise ValueError naming the file, row and field."""
+    """Parse a behaviors file; malformed rows raise UserError naming the file, row and field."""
     name = str(path)
     records = list(read_rows(path))
     if not records:
-        raise ValueError(f"{name}: no behaviors")
+        raise UserError(f"{name}: no behaviors")
     layout = behaviors_layout(records[0][1].keys())
     if layout is None:
-        raise ValueError(
+        raise UserError(
             f"{name}: not a behaviors file; columns seen: {', '.join(records[0][1])}. Expected HarmBench "
             "(Behavior, BehaviorID, ...), AdvBench (goal, target) or JSON fields behavior|prompt|goal"
         )
@@ -70,10 +71,10 @@ def _text(record: Record, key: str, name: str, row: int, *, required: bool) -> s
     value = record.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
-            raise ValueError(f"{name}: row {row}: field {key!r} is empty")
+            raise UserError(f"{name}: row {row}: field {key!r} is empty")
         return ""
     if not isinstance(value, (str, int)):
-        raise ValueError(f"{name}: row {row}: field {key!r} must be text, got {type(value).__name__}")
+        raise UserError(f"{name}: row {row}: field {key!r} must be text, got {type(value).__name__}")
     return str(value).strip()
 
 
@@ -118,7 +119,7 @@ def _check_unique(name: str, behaviors: list[Behavior]) -> None:
     first: dict[str, int] = {}
     for b in behaviors:
         if b.id in first:
-            raise ValueError(
+            raise UserError(
                 f"{name}: row {b.row}: field 'id': duplicate behavior id {b.id!r} (first at row {first[b.id]})"
             )
         first[b.id] = b.row
@@ -133,9 +134,9 @@ def _read_targets(path: Path) -> dict[str, str]:
     try:
         data: Any = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read targets file: {exc}") from exc
+        raise UserError(f"{path}: cannot read targets file: {exc}") from exc
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
+        raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from exc
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise ValueError(f"{path}: targets must be a JSON object mapping BehaviorID to a target string")
+        raise UserError(f"{path}: targets must be a JSON object mapping BehaviorID to a target string")
     return data

@@ -15,7 +15,7 @@ names below to your column names):
 
 Every format accepts an optional bool-ish ``harmful`` column; the dataset-level ``harmful=`` argument
 fills rows where it is missing. Bad rows are dropped and reported (:class:`DroppedRow`), never
-silently; unreadable files, undetectable formats and bad column mappings raise ValueError.
+silently; unreadable files, undetectable formats and bad column mappings raise UserError.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping
 
 from safealign.data import messages as m
 from safealign.data.sources import Record, read_rows, source_name
+from safealign.errors import UserError
 from safealign.types import PreferencePair, UnpairedExample
 
 log = logging.getLogger(__name__)
@@ -192,9 +193,9 @@ def _check_mapping(columns: Mapping[str, str] | None) -> dict[str, str]:
     mapping = dict(columns or {})
     for key, value in mapping.items():
         if key not in FIELDS:
-            raise ValueError(f"column mapping: unknown field {key!r}; valid fields: {', '.join(FIELDS)}")
+            raise UserError(f"column mapping: unknown field {key!r}; valid fields: {', '.join(FIELDS)}")
         if not isinstance(value, str) or not value:
-            raise ValueError(f"column mapping: {key}= needs a column name, got {value!r}")
+            raise UserError(f"column mapping: {key}= needs a column name, got {value!r}")
     return mapping
 
 
@@ -208,7 +209,7 @@ def _columns_seen(records: list[tuple[int, Record]]) -> list[str]:
 def _check_mapped_columns(name: str, mapping: dict[str, str], seen: list[str]) -> None:
     for key, column in mapping.items():
         if seen and column not in seen:
-            raise ValueError(
+            raise UserError(
                 f"{name}: column mapping {key}={column}: no column {column!r}; columns seen: {', '.join(seen)}"
             )
 
@@ -228,21 +229,21 @@ def _resolve_format(name: str, format: str, rows: list[tuple[int, Record]], mapp
     seen = set(_columns_seen(rows))
     if format != "auto":
         if format not in _PARSERS:
-            raise ValueError(f"unknown format {format!r}; valid formats: auto, {', '.join(FORMATS)}")
+            raise UserError(f"unknown format {format!r}; valid formats: auto, {', '.join(FORMATS)}")
         missing = [mapping.get(c, c) for c in REQUIRED[format] if c not in seen]
         if rows and missing:
-            raise ValueError(
+            raise UserError(
                 f"{name}: format {format!r} needs columns {FORMAT_HELP[format]}; missing: {', '.join(missing)}; "
                 f"columns seen: {', '.join(sorted(seen)) or '(none)'}"
             )
         return format
     if not rows:
-        raise ValueError(f"{name}: no rows; cannot detect the data format")
+        raise UserError(f"{name}: no rows; cannot detect the data format")
     first = {k: next((r[k] for _, r in rows[:_DETECT_SAMPLE] if r.get(k) is not None), None) for k in seen}
     detected = detect_format(seen, first)
     if detected is None:
         needs = "; ".join(f"{f}: {h}" for f, h in FORMAT_HELP.items())
-        raise ValueError(
+        raise UserError(
             f"{name}: cannot detect the data format; columns seen: {', '.join(sorted(seen))}. Formats need — {needs}. "
             "Map your columns with columns={'prompt': 'question'} (CLI: --column prompt=question) or pass format="
         )

@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any, Iterator
 
+from safealign.errors import UserError
 from safealign.io import parse_jsonl
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def file_kind(path: Path) -> str:
     for suffix in SUFFIXES:
         if name.endswith(suffix):
             return "jsonl" if suffix == ".ndjson" else suffix[1:]
-    raise ValueError(f"{path}: unsupported file type; expected one of {', '.join(SUFFIXES)} (optionally .gz)")
+    raise UserError(f"{path}: unsupported file type; expected one of {', '.join(SUFFIXES)} (optionally .gz)")
 
 
 def read_rows(
@@ -51,12 +52,12 @@ def read_rows(
 ) -> Iterator[tuple[int, Record]]:
     """Yield ``(row, record)`` from a local file or an HF dataset id; at most ``limit`` records.
 
-    Raises ValueError naming the file (and line) when it cannot be read.
+    Raises UserError naming the file (and line) when it cannot be read.
     """
     path = Path(source)
     if path.exists():
         if path.is_dir():
-            raise ValueError(f"{path}: is a directory; pass a data file (jsonl, json, csv, parquet) or a dataset id")
+            raise UserError(f"{path}: is a directory; pass a data file (jsonl, json, csv, parquet) or a dataset id")
         if split is not None:
             log.warning("%s: --split %r ignored for a local file", path, split)
         rows = _read_file(path)
@@ -76,7 +77,7 @@ def _read_file(path: Path) -> Iterator[tuple[int, Record]]:
     try:
         text = _read_text(path)
     except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
-        raise ValueError(f"{path}: cannot read file: {exc}") from exc
+        raise UserError(f"{path}: cannot read file: {exc}") from exc
     if kind == "jsonl":
         yield from _parse_jsonl(path, text)
     elif kind == "json":
@@ -101,14 +102,14 @@ def _parse_json(path: Path, text: str) -> Iterator[tuple[int, Record]]:
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
+        raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from exc
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
-            raise ValueError(f"{path}: expected a JSON list of objects (or an object holding one such list)")
+            raise UserError(f"{path}: expected a JSON list of objects (or an object holding one such list)")
         data = lists[0]
     if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a JSON list of objects, got {type(data).__name__}")
     for row, record in enumerate(data):
         yield row, _as_record(path, row, record)
 
@@ -117,13 +118,13 @@ def _parse_csv(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Rec
     reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         if not reader.fieldnames:
-            raise ValueError(f"{path}: empty file (no header row)")
+            raise UserError(f"{path}: empty file (no header row)")
         for row, record in enumerate(reader):
             if None in record:
-                raise ValueError(f"{path}: row {row}: more fields than the header has ({len(reader.fieldnames)})")
+                raise UserError(f"{path}: row {row}: more fields than the header has ({len(reader.fieldnames)})")
             yield row, dict(record)
     except csv.Error as exc:
-        raise ValueError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from exc
+        raise UserError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from exc
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, Record]]:
@@ -132,9 +133,9 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Record]]:
 
         table = pq.read_table(path)
     except ImportError as exc:
-        raise ValueError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
+        raise UserError(f"{path}: reading parquet needs pyarrow (pip install pyarrow)") from exc
     except Exception as exc:  # pyarrow raises several unrelated types for corrupt files
-        raise ValueError(f"{path}: cannot read parquet file: {exc}") from exc
+        raise UserError(f"{path}: cannot read parquet file: {exc}") from exc
     for row, record in enumerate(table.to_pylist()):
         yield row, record
 
@@ -143,7 +144,7 @@ def _read_hub(source: str, split: str) -> Iterator[tuple[int, Record]]:
     """``owner/name`` or ``owner/name/folder`` (a subset stored in a folder of the dataset repository, e.g.
     ``Anthropic/hh-rlhf/harmless-base``: the folder is passed to ``load_dataset`` as ``data_dir``)."""
     if not _looks_like_dataset_id(source):
-        raise ValueError(f"{source}: no such file (and not a Hugging Face dataset id such as 'owner/name')")
+        raise UserError(f"{source}: no such file (and not a Hugging Face dataset id such as 'owner/name')")
     owner, _, rest = source.partition("/")
     name, _, data_dir = rest.partition("/")
     dataset_id = f"{owner}/{name}" if name else owner
@@ -153,7 +154,7 @@ def _read_hub(source: str, split: str) -> Iterator[tuple[int, Record]]:
         extra = {"data_dir": data_dir} if data_dir else {}
         dataset = datasets.load_dataset(dataset_id, split=split, **extra)
     except Exception as exc:  # datasets raises many types (network, missing split, missing repo)
-        raise ValueError(
+        raise UserError(
             f"{source}: no such file, and loading it as a Hugging Face dataset (split {split!r}) failed: {exc}"
         ) from exc
     for row, record in enumerate(dataset):
@@ -169,5 +170,5 @@ def _looks_like_dataset_id(source: str) -> bool:
 
 def _as_record(path: Path, row: int, record: Any) -> Record:
     if not isinstance(record, dict):
-        raise ValueError(f"{path}: row {row}: expected a JSON object, got {type(record).__name__}")
+        raise UserError(f"{path}: row {row}: expected a JSON object, got {type(record).__name__}")
     return record

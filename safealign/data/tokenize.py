@@ -12,7 +12,7 @@ Truncation (counted in a :class:`TruncationReport` and logged, never silent): pr
 policy/reference prompt plus the response fits ``max_length``. A row whose prompt leaves no room for a
 response token is dropped and counted.
 
-Tokenizers without a chat template raise a ValueError naming the fix: pass ``chat_template=`` (e.g.
+Tokenizers without a chat template raise a UserError naming the fix: pass ``chat_template=`` (e.g.
 :data:`safealign.models.tiny.CHATML_TEMPLATE`). No silent fallback — a wrong template trains a
 different prompt format than the model will see at inference.
 """
@@ -27,6 +27,7 @@ from jinja2 import TemplateError
 from tqdm.auto import tqdm
 
 from safealign.data.transforms import IdentityTransform, PromptTransform
+from safealign.errors import UserError
 from safealign.types import Message, PreferencePair, UnpairedExample
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,11 @@ class PairEncoder:
         chat_template: str | None = None,
     ) -> None:
         if max_prompt_length is not None and not 0 < max_prompt_length < max_length:
-            raise ValueError(
+            raise UserError(
                 f"max_prompt_length ({max_prompt_length}) must be positive and below max_length ({max_length})"
             )
         if chat_template is None and not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
+            raise UserError(
                 f"tokenizer {getattr(tokenizer, 'name_or_path', '') or type(tokenizer).__name__} has no chat template; "
                 "pass chat_template= (a Jinja template, e.g. safealign.models.tiny.CHATML_TEMPLATE for ChatML) "
                 "or use the chat/instruct variant of the model's tokenizer"
@@ -222,6 +223,6 @@ class PairEncoder:
         try:
             return fn()
         except TemplateError as exc:
-            raise ValueError(
+            raise UserError(
                 f"{item.source} row {item.row}: the chat template rejected this conversation: {exc}"
             ) from exc

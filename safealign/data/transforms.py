@@ -17,6 +17,7 @@ import inspect
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
+from safealign.errors import UserError
 from safealign.registry import RegisteredName, Registry
 from safealign.types import Message
 
@@ -92,11 +93,11 @@ class SafetyPrefix(PromptTransform):
         classifier_name: str | None = None,
     ) -> None:
         if apply_to not in APPLY_TO:
-            raise ValueError(f"safety_prefix: apply_to={apply_to!r}; valid values: {', '.join(APPLY_TO)}")
+            raise UserError(f"safety_prefix: apply_to={apply_to!r}; valid values: {', '.join(APPLY_TO)}")
         if (apply_to == "classifier") != (classifier is not None):
-            raise ValueError("safety_prefix: pass classifier= exactly when apply_to='classifier'")
+            raise UserError("safety_prefix: pass classifier= exactly when apply_to='classifier'")
         if not isinstance(prefix, str) or not prefix.strip():
-            raise ValueError("safety_prefix: prefix must be non-empty text or one of " + ", ".join(PREFIXES))
+            raise UserError("safety_prefix: prefix must be non-empty text or one of " + ", ".join(PREFIXES))
         self.prefix = PREFIXES.get(prefix, prefix)
         self.apply_to = apply_to
         self.classifier = classifier
@@ -131,7 +132,7 @@ def build_transform(name: str, **params: Any) -> PromptTransform:
     valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise ValueError(
+        raise UserError(
             f"prompt transform {name!r}: unknown parameter(s) {', '.join(unknown)}; "
             f"valid parameters: {', '.join(valid) or '(none)'}"
         )
@@ -142,7 +143,7 @@ def _last_user_index(prompt: tuple[Message, ...]) -> int:
     for i in range(len(prompt) - 1, -1, -1):
         if prompt[i]["role"] == "user":
             return i
-    raise ValueError("prompt has no user message to transform")
+    raise UserError("prompt has no user message to transform")
 
 
 def _qualname(fn: Callable[..., Any]) -> str:

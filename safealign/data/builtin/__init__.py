@@ -12,6 +12,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from safealign.errors import UserError
 from safealign.io import parse_jsonl
 
 __all__ = [
@@ -60,7 +61,7 @@ def _read_jsonl(filename: str) -> list[dict[str, Any]]:
 
 def _check_choice(field: str, value: str | None, choices: tuple[str, ...]) -> None:
     if value is not None and value not in choices:
-        raise ValueError(f"{field}={value!r} is not valid; choose one of {', '.join(choices)} (or None)")
+        raise UserError(f"{field}={value!r} is not valid; choose one of {', '.join(choices)} (or None)")
 
 
 @lru_cache(maxsize=None)

@@ -1,0 +1,52 @@
+"""The CLI's error boundary: a UserError is one message and exit 2; anything else is a bug and keeps its traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from safealign.cli import losses as losses_cli
+from safealign.cli import main
+from safealign.errors import UserError, reading
+
+
+def test_bad_user_input_is_one_line_and_exit_2(tmp_path):
+    missing = tmp_path / "no_such_recipe.yaml"
+    done = subprocess.run([sys.executable, "-m", "safealign", "train", str(missing)],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"safealign: error: {missing}: config file not found"]
+
+
+@pytest.mark.parametrize("bug", [ValueError("internal invariant broken"), RuntimeError("boom"),
+                                 FileNotFoundError("/tmp/internal-cache-file")])  # fmt: skip
+def test_a_bug_propagates_with_its_traceback(monkeypatch, bug):
+    def broken(args):
+        raise bug
+
+    monkeypatch.setattr(losses_cli, "run", broken)
+    with pytest.raises(type(bug), match=str(bug.args[0])):
+        main(["losses"])
+
+
+def test_user_error_from_a_command_exits_2(monkeypatch, capsys):
+    def rejects(args):
+        raise UserError("data.jsonl: row 3: field 'prompt' is empty")
+
+    monkeypatch.setattr(losses_cli, "run", rejects)
+    assert main(["losses"]) == 2
+    assert capsys.readouterr().err == "safealign: error: data.jsonl: row 3: field 'prompt' is empty\n"
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: None, "config file not found"),
+    (lambda p: p.mkdir(), "is a directory, expected a config file"),
+    (lambda p: p.write_bytes(b"\xff\xfe\x00bad"), "config file is not UTF-8 text"),
+])  # fmt: skip
+def test_reading_names_the_path(tmp_path, make, message):
+    path = tmp_path / "recipe.yaml"
+    make(path)
+    with pytest.raises(UserError, match=f"{path}: {message}"), reading(path, "config file"):
+        path.read_text(encoding="utf-8")
