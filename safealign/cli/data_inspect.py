@@ -7,6 +7,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from safealign.errors import UserError
+
 SHOW_DROPS = 5
 
 
@@ -45,7 +47,7 @@ def parse_columns(items: list[str]) -> dict[str, str]:
     for item in items:
         field, sep, column = item.partition("=")
         if not sep or not field or not column:
-            raise ValueError(f"--column {item!r}: expected FIELD=COLUMN, e.g. --column prompt=question")
+            raise UserError(f"--column {item!r}: expected FIELD=COLUMN, e.g. --column prompt=question")
         mapping[field.strip()] = column.strip()
     return mapping
 
@@ -137,7 +139,7 @@ def _renderer(spec: str) -> Any:
 
             tokenizer = load_tokenizer(spec)
         except (ImportError, OSError) as exc:  # a missing module, or a hub/dir that does not resolve
-            raise ValueError(f"--tokenizer {spec}: cannot load the tokenizer: {exc}") from exc
+            raise UserError(f"--tokenizer {spec}: cannot load the tokenizer: {exc}") from exc
     return PairEncoder(tokenizer)
 
 

@@ -12,6 +12,8 @@ import argparse
 import json
 from typing import Any, Callable
 
+from safealign.errors import UserError
+
 SUBCOMMANDS = {
     "ranking": ("safealign.cli.diagnose_ranking",
                 "ranking accuracy, idealized ranking accuracy, pair difficulty; share of mis-ranked pairs a model "
@@ -69,7 +71,7 @@ def load(schema: type, args: argparse.Namespace) -> Any:
 
     paths = [s for s in args.settings if "=" not in s]
     if len(paths) > 1:
-        raise ValueError(f"diagnose takes one YAML config, got {paths}; overrides look like key=value")
+        raise UserError(f"diagnose takes one YAML config, got {paths}; overrides look like key=value")
     values = {k: getattr(args, k) for k in args._config_keys if hasattr(args, k)}
     if "column" in values:
         values["columns"] = parse_columns(values.pop("column"))
