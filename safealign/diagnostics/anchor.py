@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
+from safealign.errors import UserError
 from safealign.io import finite_or_none
 from safealign.train.reference import compute_reference_columns
 
@@ -80,12 +81,12 @@ def measure_anchor_gap(
 ) -> AnchorGap:
     """Anchor gap over the harmful pairs of ``encoded`` (EncodedPairs built with the transform).
 
-    Raises ValueError when no pair is flagged harmful: the E-transform applies to harmful prompts only.
+    Raises UserError when no pair is flagged harmful: the E-transform applies to harmful prompts only.
     """
     harmful = [item for item in encoded if item.harmful is True]
     if not harmful:
-        raise ValueError(f"none of the {len(encoded)} pairs is flagged harmful; mark the data set harmful "
-                         "(a 'harmful' column, or the dataset-level harmful switch) to measure the anchor gap")
+        raise UserError(f"none of the {len(encoded)} pairs is flagged harmful; mark the data set harmful "
+                        "(a 'harmful' column, or the dataset-level harmful switch) to measure the anchor gap")
     transformed = compute_reference_columns(model, harmful, batch_size=batch_size, chunk_size=chunk_size)
     plain_view = [dataclasses.replace(item, ref_prompt_ids=None) for item in harmful]
     plain = compute_reference_columns(model, plain_view, batch_size=batch_size, chunk_size=chunk_size)

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from safealign.errors import UserError
 from safealign.io import finite_or_none
 from safealign.losses.base import per_token
 from safealign.types import PairLogps
@@ -48,20 +49,20 @@ def ranking_accuracy(x: PairLogps) -> dict[str, float]:
 def rater_alpha(n: int, alpha: Tensor | float | None = None, *, epsilon: float = DEFAULT_EPSILON) -> Tensor:
     """Rater agreement ``(N,)`` clipped to ``[ε, 1 − ε]``; ``None`` means unanimous raters (α = 1 − ε)."""
     if not 0.0 < epsilon < 0.5:
-        raise ValueError(f"epsilon must be in (0, 0.5), got {epsilon}")
+        raise UserError(f"epsilon must be in (0, 0.5), got {epsilon}")
     if alpha is None:
         alpha = 1.0
     values = torch.as_tensor(alpha, dtype=torch.float64).expand(n).clone()
     if bool(((values < 0) | (values > 1) | values.isnan()).any()):
         bad = ((values < 0) | (values > 1) | values.isnan()).nonzero().flatten()[:5].tolist()
-        raise ValueError(f"rater agreement alpha must lie in [0, 1]; rows {bad} do not")
+        raise UserError(f"rater agreement alpha must lie in [0, 1]; rows {bad} do not")
     return values.clamp(epsilon, 1.0 - epsilon)
 
 
 def idealized_correct(ref_chosen: Tensor, ref_rejected: Tensor, *, beta: float, alpha: Tensor) -> Tensor:
     """``(N,)`` bool: would the pair be ranked correctly at the exact DPO/RLHF optimum (Thm 3.1)?"""
     if beta <= 0:
-        raise ValueError(f"beta must be positive, got {beta}")
+        raise UserError(f"beta must be positive, got {beta}")
     shift = torch.log(alpha / (1 - alpha)) / beta  # (N,) float64
     return (ref_chosen.double() - ref_rejected.double()) + shift > 0
 
@@ -142,7 +143,7 @@ def ranking_report(x: PairLogps, *, beta: float = 0.1, alpha: Tensor | float | N
     """Bundle the model's (and optionally the reference's) log-probs with β and α for reporting."""
     _check_nonempty(x.chosen)
     if beta <= 0:
-        raise ValueError(f"beta must be positive, got {beta}")
+        raise UserError(f"beta must be positive, got {beta}")
     has_ref = x.ref_chosen is not None and x.ref_rejected is not None
     alphas = rater_alpha(int(x.chosen.shape[0]), alpha, epsilon=epsilon) if has_ref else None
     return RankingReport(logps=x, beta=beta, alpha=alphas, epsilon=epsilon)
@@ -167,4 +168,4 @@ def fixed_by_model(x: PairLogps) -> dict[str, Any]:
 
 def _check_nonempty(t: Tensor) -> None:
     if t.numel() == 0:
-        raise ValueError("no pairs to rank")
+        raise UserError("no pairs to rank")

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from safealign.errors import UserError
 from safealign.train.logps import pair_logps
 from safealign.types import PairLogps
 
@@ -33,7 +34,7 @@ def score_pairs(
     model runs in eval mode and is restored afterwards.
     """
     if not encoded:
-        raise ValueError("no pairs to score")
+        raise UserError("no pairs to score")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()

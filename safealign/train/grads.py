@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from safealign.errors import UserError
 from safealign.io import finite_or_none
 from safealign.train.logps import pair_logps
 
@@ -66,10 +67,10 @@ full backward pass; ``last:N`` is then the cheap choice).
     elif spec.startswith("last:"):
         chosen = _members(named, *last_blocks(model, _block_count(spec)))
     else:
-        raise ValueError(f"unknown parameter selection {spec!r}; valid choices: {PARAM_CHOICES}")
+        raise UserError(f"unknown parameter selection {spec!r}; valid choices: {PARAM_CHOICES}")
     if not chosen:
-        raise ValueError(f"parameter selection {spec!r} matches no parameters of {type(model).__name__}; "
-                         f"valid choices: {PARAM_CHOICES}")
+        raise UserError(f"parameter selection {spec!r} matches no parameters of {type(model).__name__}; "
+                        f"valid choices: {PARAM_CHOICES}")
     return chosen
 
 
@@ -84,24 +85,24 @@ def last_blocks(model: nn.Module, n: int) -> list[nn.Module]:
     """The last ``n`` transformer blocks: the tail of the model's largest ``nn.ModuleList``."""
     lists = [m for m in model.modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     if not lists:
-        raise ValueError(f"{type(model).__name__} has no ModuleList of blocks; use --params all, lora or lm_head")
+        raise UserError(f"{type(model).__name__} has no ModuleList of blocks; use --params all, lora or lm_head")
     blocks = max(lists, key=len)
     if n > len(blocks):
-        raise ValueError(f"last:{n} asks for more blocks than the model has ({len(blocks)})")
+        raise UserError(f"last:{n} asks for more blocks than the model has ({len(blocks)})")
     return list(blocks)[-n:]
 
 
 def _block_count(spec: str) -> int:
     text = spec.split(":", 1)[1]
     if not text.isdigit() or int(text) < 1:
-        raise ValueError(f"parameter selection {spec!r}: N in last:N must be a positive integer")
+        raise UserError(f"parameter selection {spec!r}: N in last:N must be a positive integer")
     return int(text)
 
 
 def _output_embeddings(model: nn.Module) -> nn.Module:
     head = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
     if not isinstance(head, nn.Module):
-        raise ValueError(f"{type(model).__name__} exposes no output embedding (LM head); use --params all or last:N")
+        raise UserError(f"{type(model).__name__} exposes no output embedding (LM head); use --params all or last:N")
     return head
 
 
@@ -245,9 +246,9 @@ def measure_entanglement(
 ) -> EntanglementReport:
     """Entanglement of every encoded pair (policy view), in eval mode; the model's mode is restored."""
     if not encoded:
-        raise ValueError("no pairs to measure")
+        raise UserError("no pairs to measure")
     if weights[0] <= 0 or weights[1] <= 0:
-        raise ValueError(f"loss weights (a, b) must be positive, got {weights}")
+        raise UserError(f"loss weights (a, b) must be positive, got {weights}")
     selected = [p for _, p in select_parameters(model, params)]
     device = next(model.parameters()).device
     was_training = model.training

@@ -30,6 +30,7 @@ from typing import Any, Callable, Sequence
 from torch import Tensor
 from transformers import TrainerCallback
 
+from safealign.errors import UserError
 from safealign.io import append_jsonl, read_jsonl, write_jsonl
 from safealign.train.grads import EntanglementReport, measure_entanglement
 
@@ -41,7 +42,7 @@ FILENAME = "diagnostics.jsonl"
 def choose_probe(encoded: Sequence[Any], n: int = 16, *, seed: int = 0) -> list[Any]:
     """A fixed, seeded sample of ``n`` encoded pairs (all of them when there are fewer), in data order."""
     if n < 1:
-        raise ValueError(f"probe size must be at least 1, got {n}")
+        raise UserError(f"probe size must be at least 1, got {n}")
     picks = sorted(random.Random(seed).sample(range(len(encoded)), min(n, len(encoded))))
     return [encoded[i] for i in picks]
 
@@ -58,9 +59,9 @@ class EntanglementCallback(TrainerCallback):
                  every_n_steps: int = 50, params: str = "trainable", weights: tuple[float, float] = (1.0, 1.0),
                  chunk_size: int = 1024, filename: str = FILENAME) -> None:
         if every_n_steps < 1:
-            raise ValueError(f"every_n_steps must be at least 1, got {every_n_steps}")
+            raise UserError(f"every_n_steps must be at least 1, got {every_n_steps}")
         if not probe:
-            raise ValueError("the probe set is empty")
+            raise UserError("the probe set is empty")
         self.probe = list(probe)
         self.collate = collate
         self.every_n_steps = every_n_steps

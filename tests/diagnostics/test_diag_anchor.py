@@ -7,6 +7,7 @@ import torch
 
 from safealign.data import PREFIXES, SafetyPrefix
 from safealign.diagnostics.anchor import AnchorGap, measure_anchor_gap
+from safealign.errors import UserError
 
 from diag_helpers import naive_logps
 
@@ -49,7 +50,7 @@ def test_identity_view_gives_zero_gap_and_no_harmful_pairs_is_an_error(tiny_mode
     gap = measure_anchor_gap(tiny_model, encode(pairs))
     assert gap.transformed_pairs == 0
     assert gap.gap.tolist() == [0.0, 0.0]
-    with pytest.raises(ValueError, match="none of the 1 pairs is flagged harmful"):
+    with pytest.raises(UserError, match="none of the 1 pairs is flagged harmful"):
         measure_anchor_gap(tiny_model, encode(pairs[1:2], SafetyPrefix()))
 
 

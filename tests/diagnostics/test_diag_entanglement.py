@@ -13,6 +13,7 @@ from safealign.train.grads import (
     select_parameters,
     summarize_entanglement,
 )
+from safealign.errors import UserError
 
 from diag_helpers import naive_logps
 
@@ -89,18 +90,18 @@ def test_frozen_parameters_are_measured_and_left_frozen(tiny_model, encode, coll
     report = measure_entanglement(tiny_model, encode(pairs)[:1], collate, params="lm_head", progress=False)
     assert report.pairs[0].chosen_norm > 0
     assert not any(p.requires_grad for p in tiny_model.parameters())
-    with pytest.raises(ValueError, match="matches no parameters"):
+    with pytest.raises(UserError, match="matches no parameters"):
         select_parameters(tiny_model, "trainable")
 
 
 def test_selection_errors(tiny_model):
-    with pytest.raises(ValueError, match="valid choices: auto, all, trainable, lora, lm_head, last:N"):
+    with pytest.raises(UserError, match="valid choices: auto, all, trainable, lora, lm_head, last:N"):
         select_parameters(tiny_model, "head")
-    with pytest.raises(ValueError, match="more blocks than the model has \\(2\\)"):
+    with pytest.raises(UserError, match="more blocks than the model has \\(2\\)"):
         select_parameters(tiny_model, "last:3")
-    with pytest.raises(ValueError, match="positive integer"):
+    with pytest.raises(UserError, match="positive integer"):
         select_parameters(tiny_model, "last:0")
-    with pytest.raises(ValueError, match="no parameters"):
+    with pytest.raises(UserError, match="no parameters"):
         select_parameters(tiny_model, "lora")
 
 

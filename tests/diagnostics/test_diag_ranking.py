@@ -16,6 +16,7 @@ from safealign.diagnostics.ranking import (
     ranking_report,
     rater_alpha,
 )
+from safealign.errors import UserError
 from safealign.types import PairLogps
 
 
@@ -66,9 +67,9 @@ def test_idealized_ranking_accuracy_hand_computed():
 def test_rater_alpha_default_is_one_minus_epsilon_and_clips():
     assert rater_alpha(3, None, epsilon=0.1).tolist() == pytest.approx([0.9, 0.9, 0.9])
     assert rater_alpha(2, torch.tensor([0.0, 1.0]), epsilon=0.05).tolist() == pytest.approx([0.05, 0.95])
-    with pytest.raises(ValueError, match="rows \\[1\\]"):
+    with pytest.raises(UserError, match="rows \\[1\\]"):
         rater_alpha(2, torch.tensor([0.5, 1.5]))
-    with pytest.raises(ValueError, match="epsilon"):
+    with pytest.raises(UserError, match="epsilon"):
         rater_alpha(2, None, epsilon=0.0)
 
 
