@@ -16,6 +16,8 @@ import random
 import statistics
 from typing import Any, Mapping
 
+from safealign.errors import UserError
+
 Outcomes = Mapping[str, bool]  # prompt id -> outcome (True = attack succeeded / model refused ...)
 Values = Mapping[str, float]  # prompt id -> a per-prompt number (e.g. a log-prob margin in nats)
 
@@ -47,11 +49,11 @@ def paired_mean_difference(a: Mapping[Any, Values], b: Mapping[Any, Values], *, 
 
 def _paired_keys(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]]) -> tuple[list, list]:
     if set(a) != set(b) or not a:
-        raise ValueError(f"paired comparison needs the same seeds for both variants, got {sorted(a)} and {sorted(b)}")
+        raise UserError(f"paired comparison needs the same seeds for both variants, got {sorted(a)} and {sorted(b)}")
     seeds = sorted(a)
     prompts = sorted(set.intersection(*(set(a[s]) & set(b[s]) for s in seeds)))
     if not prompts:
-        raise ValueError("paired comparison: no prompt was scored for both variants")
+        raise UserError("paired comparison: no prompt was scored for both variants")
     return seeds, prompts
 
 

@@ -17,6 +17,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from safealign.config import load_config, save_config, to_dict
+from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model
 from safealign.eval.config import EvalConfig
@@ -55,7 +56,7 @@ def run_eval(
 
         behaviors = load_benchmark(config.behaviors)
     if not behaviors:
-        raise ValueError("no behaviors selected: check behaviors.path and its filters")
+        raise UserError("no behaviors selected: check behaviors.path and its filters")
     label = _model_label(config, model, chat_model)
     out = Path(config.output_dir)
     _claim(out, config, label if model is not None or chat_model is not None else None,
@@ -128,14 +129,14 @@ def _check_names(config: EvalConfig, judges: dict[str, Judge] | None) -> None:
     for name in [] if judges else config.judges:
         JUDGES.get(name)
     if not (judges or config.judges):
-        raise ValueError(f"no judges configured; valid: {', '.join(JUDGES.names())}")
+        raise UserError(f"no judges configured; valid: {', '.join(JUDGES.names())}")
     for kind, params, used in (("attack_params", config.attack_params, config.attacks),
                                ("judge_params", config.judge_params, judges or config.judges)):  # fmt: skip
         stray = sorted(set(params) - set(used))
         if stray:
-            raise ValueError(f"{kind} given for {stray}, which are not in this run ({', '.join(used)})")
+            raise UserError(f"{kind} given for {stray}, which are not in this run ({', '.join(used)})")
     if config.early_stop_judge and config.early_stop_judge not in (judges or config.judges):
-        raise ValueError(f"early_stop_judge {config.early_stop_judge!r} is not one of the run's judges")
+        raise UserError(f"early_stop_judge {config.early_stop_judge!r} is not one of the run's judges")
 
 
 def _run_attack(attack: Attack, behaviors: Sequence[Behavior], target: ChatModel, judges: dict[str, Judge],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
+from safealign.errors import UserError
 from safealign.registry import Registry
 
 T = TypeVar("T")
@@ -38,7 +39,7 @@ def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T
     names = {f.name for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
     unknown = sorted(set(params) - names)
     if unknown:
-        raise ValueError(f"{where}: unknown parameter(s) {unknown}; valid: {', '.join(sorted(names))}")
+        raise UserError(f"{where}: unknown parameter(s) {unknown}; valid: {', '.join(sorted(names))}")
     for f in dataclasses.fields(schema):  # type: ignore[arg-type]
         # YAML lists arrive as lists; tuple-typed fields stay hashable and immutable.
         if f.name in params and isinstance(params[f.name], list) and "tuple" in str(f.type):

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from safealign.data.behaviors import behavior_prompt
+from safealign.errors import UserError
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.registries import ATTACKS
 from safealign.registry import RegisteredName
@@ -54,7 +55,7 @@ class Attack(ABC):
 
 def require_target(behavior: Behavior, attack: str) -> str:
     if not behavior.target:
-        raise ValueError(
+        raise UserError(
             f"{attack} attack: behavior {behavior.id!r} ({behavior.source or 'no source'}, row {behavior.row}) "
             "has no target string; pass behaviors.targets=<targets JSON keyed by behavior id>"
         )

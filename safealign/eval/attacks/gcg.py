@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, require_target
 from safealign.eval.backends.base import GenerationParams
 from safealign.types import Attempt, Behavior, Completion
@@ -74,7 +75,7 @@ class GCGAttack(Attack):
     def __init__(self, config: GCGConfig, context: AttackContext | None = None) -> None:
         super().__init__(config, context)
         if self.context.model is None or self.context.tokenizer is None:
-            raise ValueError("gcg attack needs white-box access: a local HF model (model.backend=hf)")
+            raise UserError("gcg attack needs white-box access: a local HF model (model.backend=hf)")
         self.model, self.tokenizer = self.context.model, self.context.tokenizer
         self._not_allowed: Tensor | None = None
 

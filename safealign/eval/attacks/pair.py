@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.types import Attempt, Behavior, Message
@@ -79,7 +80,7 @@ class PAIRAttack(Attack):
     def __init__(self, config: PAIRConfig, context: AttackContext | None = None, attacker: ChatModel | None = None):
         super().__init__(config, context)
         if self.context.target is None or self.context.judge is None:
-            raise ValueError("pair attack needs a target model and a judge (set `judges` in the eval config)")
+            raise UserError("pair attack needs a target model and a judge (set `judges` in the eval config)")
         self.attacker = attacker or self._build_attacker()
 
     def _build_attacker(self) -> ChatModel:

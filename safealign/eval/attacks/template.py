@@ -15,6 +15,7 @@ from typing import Any, Callable, ClassVar
 
 import yaml
 
+from safealign.errors import UserError, reading
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
 from safealign.io import parse_jsonl
 from safealign.types import Attempt, Behavior
@@ -57,33 +58,37 @@ class TemplateConfig:
 
 
 def load_templates(path: str | Path) -> list[JailbreakTemplate]:
-    """Read a YAML list or JSONL file of templates; a bad entry raises ValueError naming file and entry."""
+    """Read a YAML list or JSONL file of templates; a bad entry raises UserError naming file and entry."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    with reading(path, "template file"):
+        text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
         entries = parse_jsonl(text, path)
     else:
-        entries = yaml.safe_load(text) or []
+        try:
+            entries = yaml.safe_load(text) or []
+        except yaml.YAMLError as exc:
+            raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(entries, list):
-        raise ValueError(f"{path}: expected a list of templates, got {type(entries).__name__}")
+        raise UserError(f"{path}: expected a list of templates, got {type(entries).__name__}")
     return [_parse_entry(entry, path, i) for i, entry in enumerate(entries)]
 
 
 def _parse_entry(entry: Any, path: Path, index: int) -> JailbreakTemplate:
     where = f"{path}: template #{index}"
     if not isinstance(entry, dict):
-        raise ValueError(f"{where}: expected a mapping with name, family, template")
+        raise UserError(f"{where}: expected a mapping with name, family, template")
     missing = [k for k in ("name", "family", "template") if not entry.get(k)]
     if missing:
-        raise ValueError(f"{where}: missing {', '.join(missing)}")
+        raise UserError(f"{where}: missing {', '.join(missing)}")
     unknown = sorted(set(entry) - {"name", "family", "template", "transform"})
     if unknown:
-        raise ValueError(f"{where} ({entry['name']}): unknown field(s) {unknown}")
+        raise UserError(f"{where} ({entry['name']}): unknown field(s) {unknown}")
     transform = entry.get("transform") or "none"
     if transform not in TRANSFORMS:
-        raise ValueError(f"{where} ({entry['name']}): unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
+        raise UserError(f"{where} ({entry['name']}): unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
     if not any(p in entry["template"] for p in ("{behavior}", "{part_a}")):
-        raise ValueError(f"{where} ({entry['name']}): template has no {{behavior}} or {{part_a}} placeholder")
+        raise UserError(f"{where} ({entry['name']}): template has no {{behavior}} or {{part_a}} placeholder")
     return JailbreakTemplate(str(entry["name"]), str(entry["family"]), str(entry["template"]), transform)
 
 
@@ -97,14 +102,14 @@ class TemplateAttack(Attack):
             by_name.update({t.name: t for t in load_templates(path)})
         unknown = sorted(set(config.names) - set(by_name))
         if unknown:
-            raise ValueError(f"template attack: unknown template(s) {unknown}; valid: {', '.join(sorted(by_name))}")
+            raise UserError(f"template attack: unknown template(s) {unknown}; valid: {', '.join(sorted(by_name))}")
         self.templates = [
             t
             for t in by_name.values()
             if (not config.names or t.name in config.names) and (not config.families or t.family in config.families)
         ]
         if not self.templates:
-            raise ValueError("template attack: no templates left after the names/families filters")
+            raise UserError("template attack: no templates left after the names/families filters")
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
         request = behavior_prompt(behavior)

@@ -23,6 +23,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
+from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams, split_prefill, with_system_prompt
 from safealign.types import Completion
 
@@ -86,7 +87,7 @@ class OpenAIChatModel:
     def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> "OpenAIChatModel":
         base_url = os.environ.get(config.base_url_env)
         if not base_url:
-            raise ValueError(f"openai backend: set the base URL in the environment variable {config.base_url_env}")
+            raise UserError(f"openai backend: set the base URL in the environment variable {config.base_url_env}")
         return cls(
             config.name,
             base_url=base_url,

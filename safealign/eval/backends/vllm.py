@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams, render_prompt
 from safealign.types import Completion
 
@@ -14,7 +15,7 @@ class VLLMChatModel:
         try:
             import vllm
         except ImportError:
-            raise ValueError("the vllm backend needs the optional package 'vllm' (pip install vllm)") from None
+            raise UserError("the vllm backend needs the optional package 'vllm' (pip install vllm)") from None
         self._vllm = vllm
         self.llm = vllm.LLM(model=model_name, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()

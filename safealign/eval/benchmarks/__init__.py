@@ -10,6 +10,7 @@ import random
 import re
 from typing import Any, Sequence
 
+from safealign.errors import UserError
 from safealign.types import Behavior
 
 
@@ -18,7 +19,7 @@ def load_benchmark(config: Any) -> list[Behavior]:
     from safealign.data.behaviors import load_behaviors
 
     if not config.path:
-        raise ValueError("behaviors.path is not set: point it at a HarmBench/AdvBench CSV or a JSONL file")
+        raise UserError("behaviors.path is not set: point it at a HarmBench/AdvBench CSV or a JSONL file")
     behaviors = load_behaviors(config.path, targets=config.targets)
     return select_behaviors(
         behaviors,
@@ -46,7 +47,7 @@ def select_behaviors(
         known = sorted({b.category for b in chosen})
         unknown = sorted(set(categories) - set(known))
         if unknown:
-            raise ValueError(f"unknown behavior categories {unknown}; present: {', '.join(map(repr, known))}")
+            raise UserError(f"unknown behavior categories {unknown}; present: {', '.join(map(repr, known))}")
         chosen = [b for b in chosen if b.category in set(categories)]
     if ids:
         wanted = expand_ids(ids, [b.id for b in chosen])
@@ -69,11 +70,11 @@ def expand_ids(specs: Sequence[str], available: Sequence[str]) -> set[str]:
             lo, hi = spec.split("..", 1)
             m_lo, m_hi = re.fullmatch(r"(.*?)(\d+)", lo), re.fullmatch(r"(.*?)(\d+)", hi)
             if not (m_lo and m_hi and m_lo.group(1) == m_hi.group(1)):
-                raise ValueError(f"id range {spec!r} must look like name_1..name_50 (same prefix, numeric ends)")
+                raise UserError(f"id range {spec!r} must look like name_1..name_50 (same prefix, numeric ends)")
             prefix = m_lo.group(1)
             out |= {f"{prefix}{n}" for n in range(int(m_lo.group(2)), int(m_hi.group(2)) + 1)} & present
         elif spec not in present:
-            raise ValueError(f"unknown behavior id {spec!r}")
+            raise UserError(f"unknown behavior id {spec!r}")
         else:
             out.add(spec)
     return out
@@ -91,5 +92,5 @@ def parse_rows(spec: str, n: int) -> set[int]:
             else:
                 out.add(int(part))
         except ValueError:
-            raise ValueError(f"behaviors.rows: cannot parse {part!r}; use e.g. 0:50 or 0:10,20:30") from None
+            raise UserError(f"behaviors.rows: cannot parse {part!r}; use e.g. 0:50 or 0:10,20:30") from None
     return out

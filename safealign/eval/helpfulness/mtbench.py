@@ -24,6 +24,7 @@ from typing import Any, Sequence
 
 from tqdm.auto import tqdm
 
+from safealign.errors import UserError
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.summary import Z95
@@ -94,12 +95,12 @@ def load_questions(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[s
     seen: set[str] = set()
     for i, row in enumerate(rows):
         if "question_id" not in row:
-            raise ValueError(f"question row {i}: missing field 'question_id'")
+            raise UserError(f"question row {i}: missing field 'question_id'")
         turns = row.get("turns")
         if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
-            raise ValueError(f"question row {i}: field 'turns' must be a non-empty list of strings")
+            raise UserError(f"question row {i}: field 'turns' must be a non-empty list of strings")
         if str(row["question_id"]) in seen:
-            raise ValueError(f"question row {i}: duplicate question_id {row['question_id']!r}")
+            raise UserError(f"question row {i}: duplicate question_id {row['question_id']!r}")
         seen.add(str(row["question_id"]))
     return rows
 

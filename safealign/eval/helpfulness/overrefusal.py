@@ -23,6 +23,7 @@ from typing import Any, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
+from safealign.errors import UserError
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import batched, latest_by, rate_ci95
 from safealign.io import append_jsonl, read_jsonl, write_json
@@ -47,14 +48,14 @@ def as_prompt(item: Any, index: int) -> HelpfulnessPrompt:
     """Accept a ``(id, text, kind)`` tuple or an object with ``id``, ``prompt``/``text`` and ``kind``."""
     if isinstance(item, (tuple, list)):
         if len(item) != 3:
-            raise ValueError(f"prompt #{index}: expected (id, text, kind), got {len(item)} fields")
+            raise UserError(f"prompt #{index}: expected (id, text, kind), got {len(item)} fields")
         pid, text, kind = item
     else:
         pid, kind = getattr(item, "id", None), getattr(item, "kind", None)
         text = getattr(item, "prompt", None) or getattr(item, "text", None)
     for field, value in (("id", pid), ("text", text), ("kind", kind)):
         if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"prompt #{index}: field {field!r} must be a non-empty string, got {value!r}")
+            raise UserError(f"prompt #{index}: field {field!r} must be a non-empty string, got {value!r}")
     return HelpfulnessPrompt(pid, text, kind)
 
 
@@ -92,12 +93,12 @@ def overrefusal_eval(
     params = params or GenerationParams()
     judge = judge or default_detector()
     if not callable(getattr(judge, "refusal_match", None)):
-        raise ValueError(f"over-refusal judge {type(judge).__name__} has no refusal_match(text); use the refusal judge")
+        raise UserError(f"over-refusal judge {type(judge).__name__} has no refusal_match(text); use the refusal judge")
     items = [as_prompt(p, i) for i, p in enumerate(prompts)]
     ids = [p.id for p in items]
     if len(set(ids)) != len(ids):
         dupes = sorted({i for i in ids if ids.count(i) > 1})
-        raise ValueError(f"over-refusal: duplicate prompt ids {dupes[:5]}")
+        raise UserError(f"over-refusal: duplicate prompt ids {dupes[:5]}")
     out = Path(out_dir)
     path = out / "records.jsonl"
     done = {k for k, r in latest_by(read_jsonl(path), "id").items() if r.get("error") is None}

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Sequence
 
 from safealign.data.behaviors import behavior_prompt
+from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.judges.base import Judge
 from safealign.types import Behavior, Verdict
@@ -136,7 +137,7 @@ class ClassifierJudge(Judge):
     def __init__(self, config: ClassifierConfig, chat_model: Any = None) -> None:
         super().__init__(config)
         if config.format not in FORMATS:
-            raise ValueError(f"classifier judge: unknown format {config.format!r}; valid: {', '.join(FORMATS)}")
+            raise UserError(f"classifier judge: unknown format {config.format!r}; valid: {', '.join(FORMATS)}")
         if chat_model is None:
             from safealign.eval.backends.hf import HFChatModel
             from safealign.models.load import load_model

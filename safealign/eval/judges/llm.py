@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 from safealign.data.behaviors import behavior_prompt
+from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.judges.base import Judge
 from safealign.eval.judges.classifier import prompt_sha256
@@ -59,7 +60,7 @@ class LLMJudge(Judge):
         super().__init__(config)
         if chat_model is None:
             if not config.backend:
-                raise ValueError("llm judge: set judge_params.llm.backend (e.g. {backend: openai, name: MODEL})")
+                raise UserError("llm judge: set judge_params.llm.backend (e.g. {backend: openai, name: MODEL})")
             from safealign.config import load_config
             from safealign.eval.backends import build_chat_model
             from safealign.eval.config import ModelConfig

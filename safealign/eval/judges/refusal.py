@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Optional, Sequence
 
+from safealign.errors import UserError
 from safealign.eval.judges.base import Judge
 from safealign.types import Behavior, Verdict
 
@@ -49,12 +50,12 @@ class RefusalJudge(Judge):
         super().__init__(config)
         if config.list == "custom":
             if not config.custom:
-                raise ValueError("refusal judge: list=custom needs a non-empty 'custom' list of substrings")
+                raise UserError("refusal judge: list=custom needs a non-empty 'custom' list of substrings")
             prefixes = tuple(config.custom)
         elif config.list in LISTS:
             prefixes = LISTS[config.list]
         else:
-            raise ValueError(f"refusal judge: unknown list {config.list!r}; valid: {', '.join([*LISTS, 'custom'])}")
+            raise UserError(f"refusal judge: unknown list {config.list!r}; valid: {', '.join([*LISTS, 'custom'])}")
         self.prefixes = prefixes if config.case_sensitive else tuple(p.lower() for p in prefixes)
 
     def refusal_match(self, response: str) -> str | None:
