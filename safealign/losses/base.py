@@ -17,6 +17,7 @@ from typing import Any, Callable, Literal, Mapping, Union
 import torch
 from torch import Tensor
 
+from safealign.errors import UserError
 from safealign.registry import Registry
 from safealign.types import LossOutput, PairLogps, UnpairedLogps
 
@@ -147,9 +148,9 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     listing = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
     for key, value in params.items():
         if key not in allowed:
-            raise ValueError(f"loss {name!r} has no parameter {key!r}; allowed: {listing}")
+            raise UserError(f"loss {name!r} has no parameter {key!r}; allowed: {listing}")
         if not _type_ok(value, hints.get(key, Any)):
-            raise ValueError(
+            raise UserError(
                 f"loss {name!r} parameter {key!r} must be {_type_name(hints[key])}, "
                 f"got {type(value).__name__} {value!r}"
             )
@@ -203,9 +204,9 @@ def reward_metrics(chosen: Tensor, rejected: Tensor) -> dict[str, Tensor]:
 
 
 def require(ok: bool, loss: str, message: str) -> None:
-    """Parameter range check inside a loss: ValueError naming the loss."""
+    """Parameter range check inside a loss: UserError naming the loss."""
     if not ok:
-        raise ValueError(f"loss {loss!r}: {message}")
+        raise UserError(f"loss {loss!r}: {message}")
 
 
 def as_tensor(value: float | Tensor, like: Tensor) -> Tensor:

@@ -8,6 +8,7 @@ from typing import Any, Mapping
 
 from torch import Tensor
 
+from safealign.errors import UserError
 from safealign.losses.base import LOSSES, InputKind, LossFn, check_input, get_loss, loss_names, validate_params
 from safealign.types import LossOutput, PairLogps, UnpairedLogps
 
@@ -30,9 +31,9 @@ class LossSpec:
         if isinstance(obj, Mapping):
             extra = set(obj) - {"name", "weight", "params"}
             if "name" not in obj or extra:
-                raise ValueError(f"loss entry needs 'name' and optional 'weight', 'params'; got keys {sorted(obj)}")
+                raise UserError(f"loss entry needs 'name' and optional 'weight', 'params'; got keys {sorted(obj)}")
             return cls(obj["name"], obj.get("weight", 1.0), dict(obj.get("params") or {}))
-        raise ValueError(f"cannot read a loss spec from {type(obj).__name__} {obj!r}")
+        raise UserError(f"cannot read a loss spec from {type(obj).__name__} {obj!r}")
 
 
 @dataclass
@@ -54,7 +55,7 @@ class ComposedLoss:
 
     def __init__(self, specs: list[LossSpec]) -> None:
         if not specs:
-            raise ValueError(f"no loss given; registered losses: {', '.join(loss_names())}")
+            raise UserError(f"no loss given; registered losses: {', '.join(loss_names())}")
         self.specs = tuple(specs)
         self.components: list[_Component] = []
         seen: dict[str, int] = {}
@@ -65,7 +66,7 @@ class ComposedLoss:
                 or isinstance(spec.weight, bool)
                 or not math.isfinite(spec.weight)
             ):
-                raise ValueError(f"loss {spec.name!r}: weight must be a finite number, got {spec.weight!r}")
+                raise UserError(f"loss {spec.name!r}: weight must be a finite number, got {spec.weight!r}")
             seen[spec.name] = seen.get(spec.name, 0) + 1
             label = spec.name if seen[spec.name] == 1 else f"{spec.name}#{seen[spec.name]}"
             state = meta["state"]() if meta["state"] is not None else None
@@ -74,7 +75,7 @@ class ComposedLoss:
         kinds = {LOSSES.meta(s.name)["input"] for s in specs}
         if len(kinds) > 1:
             detail = ", ".join(f"{s.name} ({LOSSES.meta(s.name)['input']})" for s in specs)
-            raise ValueError(f"cannot combine pair and unpaired losses in one objective: {detail}")
+            raise UserError(f"cannot combine pair and unpaired losses in one objective: {detail}")
         self.input_kind: InputKind = kinds.pop()
         self.needs_reference = any(LOSSES.meta(s.name)["needs_reference"] for s in specs)
 

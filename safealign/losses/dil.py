@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from safealign.errors import UserError
 from safealign.losses.base import log_ratios, per_token, register_loss, reward_metrics
 from safealign.types import LossOutput, PairLogps
 
@@ -37,5 +38,5 @@ def dil(x: PairLogps, *, variant: Literal["lsif", "ukl", "bce"] = "lsif") -> Los
     elif variant == "bce":
         losses = -F.logsigmoid(c) - F.logsigmoid(-r)
     else:
-        raise ValueError(f"loss 'dil': variant must be one of 'lsif', 'ukl', 'bce'; got {variant!r}")
+        raise UserError(f"loss 'dil': variant must be one of 'lsif', 'ukl', 'bce'; got {variant!r}")
     return LossOutput(losses, reward_metrics(c, r))

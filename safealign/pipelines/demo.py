@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from safealign.config import save_config, to_dict
+from safealign.errors import UserError
 
 logger = logging.getLogger(__name__)
 
@@ -262,9 +263,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
     unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown or not config.variants:
-        raise ValueError(f"unknown demo variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
+        raise UserError(f"unknown demo variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
     if not config.train_seeds or len(set(config.train_seeds)) != len(config.train_seeds):
-        raise ValueError(f"train_seeds must be distinct and non-empty, got {config.train_seeds}")
+        raise UserError(f"train_seeds must be distinct and non-empty, got {config.train_seeds}")
     started = time.time()
     run = Path(config.output_dir)
     _check_same_config(config, run)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from safealign.errors import UserError
 from safealign.io import load_jsonl
 
 logger = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def load_run(root: str | Path) -> RunData:
     """Load whatever a run directory holds; see the module docstring."""
     root = Path(root)
     if not root.is_dir():
-        raise FileNotFoundError(f"run directory not found: {root}")
+        raise UserError(f"run directory not found: {root}")
     data = RunData(root=root, kind="unknown")
     top = _read_json(root / "summary.json", data)
     if isinstance(top, dict) and ("before" in top or "after" in top):

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 from safealign.data import PairEncoder, PreferenceCollator, build_transform, load_preferences
 from safealign.data.formats import ParseResult
+from safealign.errors import UserError
 from safealign.train.config import TrainConfig
 from safealign.train.unpaired import UnpairedKLCollator, strip_reference_view, unpair_pairs, with_kl_partners
 from safealign.types import UnpairedExample
@@ -61,12 +62,12 @@ def load_training_items(config: TrainConfig, input_kind: str) -> tuple[ParseResu
     if parsed.dropped:
         logger.warning("dropped %d of %d rows in total", len(parsed.dropped), parsed.rows)
     if not parsed.items:
-        raise ValueError(f"{data.path}: no usable rows ({len(parsed.dropped)} dropped)")
+        raise UserError(f"{data.path}: no usable rows ({len(parsed.dropped)} dropped)")
     unpaired = isinstance(parsed.items[0], UnpairedExample)
     items = list(parsed.items)
     if data.unpair:
         if unpaired:
-            raise ValueError(f"data.unpair=true splits preference pairs, but {data.path} already holds unpaired "
+            raise UserError(f"data.unpair=true splits preference pairs, but {data.path} already holds unpaired "
                              f"examples (format {parsed.format!r}); remove data.unpair")
         items, unpaired = unpair_pairs(items), True
         logger.info("data.unpair: %d pairs -> %d unpaired examples", len(parsed.items), len(items))
@@ -83,11 +84,11 @@ def check_input_kind(config: TrainConfig, data_format: str, data_kind: str, loss
     names = " + ".join(repr(spec.name) for spec in config.losses)
     where = f"{config.data.path} (format {data_format!r}{', data.unpair=true' if config.data.unpair else ''})"
     if loss_kind == "unpaired":
-        raise ValueError(f"{where} gives preference pairs, but loss {names} takes unpaired examples "
+        raise UserError(f"{where} gives preference pairs, but loss {names} takes unpaired examples "
                          "(prompt, completion, label); set data.unpair=true to split each pair into a desirable "
                          "(chosen) and an undesirable (rejected) example, or use unpaired data")
     unpaired_losses = [n for n in loss_names() if LOSSES.meta(n)["input"] == "unpaired"]
-    raise ValueError(f"{where} gives unpaired examples, but loss {names} takes preference pairs; use an unpaired "
+    raise UserError(f"{where} gives unpaired examples, but loss {names} takes preference pairs; use an unpaired "
                      f"loss ({', '.join(unpaired_losses)}) or paired data (prompt, chosen, rejected)")
 
 

@@ -26,6 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from safealign.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 # Config attributes under which transformers models transform logits after the LM head.
@@ -127,7 +129,7 @@ def _check_inputs(input_ids: Tensor, attention_mask: Tensor, response_mask: Tens
         if mask.shape != input_ids.shape:
             raise ValueError(f"{name} has shape {tuple(mask.shape)}, input_ids {tuple(input_ids.shape)}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise UserError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if bool(response_mask[:, 0].any()):
         rows = response_mask[:, 0].nonzero().flatten()[:5].tolist()
         raise ValueError(f"response_mask marks position 0 in rows {rows}: a first token has no context to score it")

@@ -75,7 +75,7 @@ def check_config(config: TrainConfig) -> None:
     from safealign.data import build_transform
 
     if config.reference.mode not in REFERENCE_MODES:
-        raise ValueError(f"reference.mode must be one of {', '.join(REFERENCE_MODES)}, got {config.reference.mode!r}")
+        raise UserError(f"reference.mode must be one of {', '.join(REFERENCE_MODES)}, got {config.reference.mode!r}")
     build_transform(config.reference.transform, **dict(config.reference.transform_params))
 
 
@@ -159,8 +159,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     loss = build_loss_from_config(config)
     check_config(config)
     if config.normalize_pair_gradients and loss.input_kind != "pair":
-        raise ValueError(f"normalize_pair_gradients needs a paired loss (chosen and rejected per row), not an "
-                         f"{loss.input_kind} one ({', '.join(c.name for c in config.losses)})")
+        raise UserError(f"normalize_pair_gradients needs a paired loss (chosen and rejected per row), not an "
+                        f"{loss.input_kind} one ({', '.join(c.name for c in config.losses)})")
     parsed, items = load_training_items(config, loss.input_kind)
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
@@ -230,7 +230,7 @@ def _diagnostic_callbacks(config: TrainConfig, encoded: list, loss, tokenizer) -
     if every <= 0:
         return []
     if loss.input_kind != "pair":
-        raise ValueError("diagnostics.entanglement_every needs a paired loss (chosen and rejected per row)")
+        raise UserError("diagnostics.entanglement_every needs a paired loss (chosen and rejected per row)")
     from safealign.data import PreferenceCollator
     from safealign.train.probe import EntanglementCallback, choose_probe
 

@@ -18,6 +18,7 @@ from torch import Tensor
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from safealign.errors import UserError
 from safealign.io import append_jsonl, finite_or_none
 from safealign.train.logps import pair_logps
 from safealign.train.metrics import MetricWindow, pair_stats, unpaired_stats
@@ -59,7 +60,7 @@ class PreferenceTrainer(Trainer):
         self.logps_chunk_size = logps_chunk_size
         self.normalize_pair_gradients = normalize_pair_gradients
         if normalize_pair_gradients and loss.input_kind != "pair":
-            raise ValueError("normalize_pair_gradients needs a paired loss (chosen and rejected per row), "
+            raise UserError("normalize_pair_gradients needs a paired loss (chosen and rejected per row), "
                              f"not an {loss.input_kind} one")
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self._window = MetricWindow()
@@ -88,7 +89,7 @@ class PreferenceTrainer(Trainer):
     def _pair_gradient_norms(self, model, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Per-pair ‖g_w‖, ‖g_l‖ over the trainable parameters (see ``safealign.train.normalized``)."""
         if self.is_fsdp_enabled or self.is_deepspeed_enabled:
-            raise ValueError("normalize_pair_gradients needs whole (unsharded) parameters: not with FSDP or DeepSpeed")
+            raise UserError("normalize_pair_gradients needs whole (unsharded) parameters: not with FSDP or DeepSpeed")
         unwrapped = self.accelerator.unwrap_model(model)
         params = [p for p in unwrapped.parameters() if p.requires_grad]
         return pair_gradient_norms(unwrapped, inputs, params, chunk_size=self.logps_chunk_size)

@@ -7,6 +7,7 @@ import pytest
 import argparse
 
 from safealign.cli import report as report_cli
+from safealign.errors import UserError
 from safealign.report import build_report
 from safealign.report.document import build_document, fmt
 from safealign.report.load import load_run
@@ -126,7 +127,7 @@ def test_cli_report_writes_both_files(demo_run, tmp_path, capsys):
 
 
 def test_cli_report_missing_dir(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run directory not found"):  # main() prints it, exit code 2
+    with pytest.raises(UserError, match="run directory not found"):  # main() prints it, exit code 2
         _cli([str(tmp_path / "nope")])
 
 

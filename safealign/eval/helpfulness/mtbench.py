@@ -87,7 +87,7 @@ def judge_prompt(question: dict[str, Any], answers: Sequence[str], turn: int) ->
 
 
 def load_questions(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Questions from a JSONL path or a list of dicts, validated (``ValueError`` names row and field)."""
+    """Questions from a JSONL path or a list of dicts, validated (``UserError`` names row and field)."""
     if isinstance(source, (str, Path)):
         rows = parse_jsonl(Path(source).read_text(encoding="utf-8"), source)
     else:
