@@ -150,7 +150,7 @@ def _adapter_base(source: ModelSource) -> str:
         kind = resolve_spec(base).kind
     except UserError as exc:
         raise UserError(f"adapter {source.location} was trained on base model {base!r}, which cannot be loaded "
-                         f"here ({exc}); fix base_model_name_or_path in its adapter_config.json") from None
+                        f"here ({exc}); fix base_model_name_or_path in its adapter_config.json") from None
     if kind == "adapter":
         raise UserError(f"adapter {source.location}: its base {base!r} is itself an adapter; merge it first")
     return base

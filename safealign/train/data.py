@@ -68,7 +68,7 @@ def load_training_items(config: TrainConfig, input_kind: str) -> tuple[ParseResu
     if data.unpair:
         if unpaired:
             raise UserError(f"data.unpair=true splits preference pairs, but {data.path} already holds unpaired "
-                             f"examples (format {parsed.format!r}); remove data.unpair")
+                            f"examples (format {parsed.format!r}); remove data.unpair")
         items, unpaired = unpair_pairs(items), True
         logger.info("data.unpair: %d pairs -> %d unpaired examples", len(parsed.items), len(items))
     check_input_kind(config, parsed.format, "unpaired" if unpaired else "pair", input_kind)
@@ -85,11 +85,11 @@ def check_input_kind(config: TrainConfig, data_format: str, data_kind: str, loss
     where = f"{config.data.path} (format {data_format!r}{', data.unpair=true' if config.data.unpair else ''})"
     if loss_kind == "unpaired":
         raise UserError(f"{where} gives preference pairs, but loss {names} takes unpaired examples "
-                         "(prompt, completion, label); set data.unpair=true to split each pair into a desirable "
-                         "(chosen) and an undesirable (rejected) example, or use unpaired data")
+                        "(prompt, completion, label); set data.unpair=true to split each pair into a desirable "
+                        "(chosen) and an undesirable (rejected) example, or use unpaired data")
     unpaired_losses = [n for n in loss_names() if LOSSES.meta(n)["input"] == "unpaired"]
     raise UserError(f"{where} gives unpaired examples, but loss {names} takes preference pairs; use an unpaired "
-                     f"loss ({', '.join(unpaired_losses)}) or paired data (prompt, chosen, rejected)")
+                    f"loss ({', '.join(unpaired_losses)}) or paired data (prompt, chosen, rejected)")
 
 
 def encode_training_items(config: TrainConfig, tokenizer: Any, items: Sequence[Any], kind: DataKind):

@@ -61,7 +61,7 @@ class PreferenceTrainer(Trainer):
         self.normalize_pair_gradients = normalize_pair_gradients
         if normalize_pair_gradients and loss.input_kind != "pair":
             raise UserError("normalize_pair_gradients needs a paired loss (chosen and rejected per row), "
-                             f"not an {loss.input_kind} one")
+                            f"not an {loss.input_kind} one")
         self.metrics_path = Path(metrics_path) if metrics_path else None
         self._window = MetricWindow()
         if loss.input_kind not in _INPUTS:
