@@ -13,6 +13,7 @@ from typing import Any, Optional, Sequence
 from tqdm.auto import tqdm
 
 from safealign.data.safety_pairs import SafetyBuildReport, existing_ids, pair_row
+from safealign.errors import UserError
 from safealign.io import append_jsonl
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def build_safety_pairs(
     from safealign.eval.helpfulness.overrefusal import default_detector
 
     if not refusals:
-        raise ValueError("build-safety needs at least one refusal response")
+        raise UserError("build-safety needs at least one refusal response")
     params = params or GenerationParams(max_new_tokens=48)
     judge = judge or default_detector()
     path = Path(out_path)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from safealign.errors import UserError
+
 
 @dataclass
 class DiagnoseConfig:
@@ -82,8 +84,8 @@ def load_inputs(config: DiagnoseConfig, *, transform: Any = None) -> Inputs:
                               split=config.split, harmful=config.harmful, limit=config.limit)
     pairs = [p for p in parsed.items if hasattr(p, "chosen")]
     if not pairs:
-        raise ValueError(f"{config.data}: no usable preference pairs "
-                         f"({len(parsed.dropped)} of {parsed.rows} rows dropped)")
+        raise UserError(f"{config.data}: no usable preference pairs "
+                        f"({len(parsed.dropped)} of {parsed.rows} rows dropped)")
     encoder = PairEncoder(tokenizer, transform=transform, max_length=config.max_length,
                           max_prompt_length=config.max_prompt_length)
     encoded, report = encoder.encode_all(pairs)
@@ -141,7 +143,7 @@ def run_anchor(config: AnchorConfig) -> Diagnosis:
 
 def _weights(values: list[float]) -> tuple[float, float]:
     if len(values) != 2:
-        raise ValueError(f"loss_weights must be two numbers [a, b], got {list(values)}")
+        raise UserError(f"loss_weights must be two numbers [a, b], got {list(values)}")
     return float(values[0]), float(values[1])
 
 

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from safealign.errors import UserError
 from safealign.pipelines.diagnose import DiagnoseConfig, Diagnosis, Inputs, finish, header, load_inputs, load_model
 
 SELF_REFERENCE_KEYS = ("reference_misranked", "fixed", "fixed_share", "reference_ranked", "broken", "broken_share")
@@ -77,8 +78,8 @@ def _reference(config: RankingConfig, inputs: Inputs, policy: Any, transform: An
     if config.ref:
         ref_model, ref_tokenizer = load_model(config, config.ref)
         if ref_tokenizer.get_vocab() != inputs.tokenizer.get_vocab():
-            raise ValueError(f"--ref {config.ref} uses a different tokenizer than --model {config.model}; "
-                             "the two must score the same token ids")
+            raise UserError(f"--ref {config.ref} uses a different tokenizer than --model {config.model}; "
+                            "the two must score the same token ids")
         return cached(ref_model, f"--ref {config.ref}")
     if hasattr(inputs.model, "peft_config"):
         return cached(inputs.model, "base model (adapter disabled)")
@@ -105,5 +106,5 @@ def _alpha(config: RankingConfig, inputs: Inputs):
         try:
             alpha.append(1.0 if value is None else float(value))
         except (TypeError, ValueError):
-            raise ValueError(f"{config.data} row {p.row}: column {column!r} = {value!r} is not a number") from None
+            raise UserError(f"{config.data} row {p.row}: column {column!r} = {value!r} is not a number") from None
     return alpha, f"column '{column}' (missing values: 1), clipped to [{config.epsilon:g}, {1 - config.epsilon:g}]"

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from safealign.errors import UserError, reading
+from safealign.io import parse_jsonl
+
 PAIRS_FILE = "ranking_pairs.jsonl"
 
 
@@ -40,20 +43,25 @@ def read_ranking_pairs(path: str | Path) -> list[dict[str, Any]]:
         candidates = [path / "diagnostics" / PAIRS_FILE, path / PAIRS_FILE]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise ValueError(f"{path}: no {PAIRS_FILE} (looked in {path / 'diagnostics'} and {path})")
+            raise UserError(f"{path}: no {PAIRS_FILE} (looked in {path / 'diagnostics'} and {path})")
         path = found
     if not path.is_file():
-        raise ValueError(f"{path}: no such ranking output")
-    text = path.read_text(encoding="utf-8")
+        raise UserError(f"{path}: no such ranking output")
+    with reading(path, "ranking output"):
+        text = path.read_text(encoding="utf-8")
     if path.suffix == ".json":
-        rows = json.loads(text).get("per_pair")
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+        rows = data.get("per_pair") if isinstance(data, dict) else None
         if rows is None:
-            raise ValueError(f"{path}: not a 'diagnose ranking --json' output (no 'per_pair' list)")
+            raise UserError(f"{path}: not a 'diagnose ranking --json' output (no 'per_pair' list)")
     else:
-        rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+        rows = parse_jsonl(text, path)
     for i, row in enumerate(rows):
         if not {"row", "chosen_logps", "rejected_logps"} <= set(row):
-            raise ValueError(f"{path}: pair {i} lacks row/chosen_logps/rejected_logps; is it a ranking output?")
+            raise UserError(f"{path}: pair {i} lacks row/chosen_logps/rejected_logps; is it a ranking output?")
     return rows
 
 
@@ -68,10 +76,10 @@ def compare_margins(config: PairedMarginConfig) -> dict[str, Any]:
     from safealign.eval.paired import paired_mean_difference
 
     if not config.a or len(config.a) != len(config.b):
-        raise ValueError(f"paired-margin needs one ranking output per seed for both variants, in the same "
-                         f"order; got {len(config.a)} and {len(config.b)}")
+        raise UserError(f"paired-margin needs one ranking output per seed for both variants, in the same "
+                        f"order; got {len(config.a)} and {len(config.b)}")
     if len(config.names) != 2:
-        raise ValueError(f"names must be two names (a, b), got {config.names}")
+        raise UserError(f"names must be two names (a, b), got {config.names}")
     outputs = {v: [read_ranking_pairs(p) for p in paths] for v, paths in (("a", config.a), ("b", config.b))}
     groups = _groups(config.data, config.format)
     result: dict[str, Any] = {"a": config.names[0], "b": config.names[1], "seeds": len(config.a), "groups": {}}
@@ -84,7 +92,7 @@ def compare_margins(config: PairedMarginConfig) -> dict[str, Any]:
         comparison["reference_margin"] = statistics.fmean(reference.values()) if reference else None
         result["groups"][group] = comparison
     if not result["groups"]:
-        raise ValueError("paired-margin: no pair of the data appears in the ranking outputs")
+        raise UserError("paired-margin: no pair of the data appears in the ranking outputs")
     return result
 
 
