@@ -68,12 +68,13 @@ def run_eval(
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer)
     store = RecordStore(out / "records.jsonl")
+    first_batch = FirstBatchCheck(f"{type(target).__name__} for model {label!r}")
     started = time.perf_counter()
     complete = False
     try:
         for name in config.attacks:
             attack = build_attack(name, config.attack_params.get(name), context)
-            _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors)
+            _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors, first_batch)
         complete = True
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
@@ -140,7 +141,8 @@ def _check_names(config: EvalConfig, judges: dict[str, Judge] | None) -> None:
 
 
 def _run_attack(attack: Attack, behaviors: Sequence[Behavior], target: ChatModel, judges: dict[str, Judge],
-                params: GenerationParams, store: RecordStore, retry_errors: bool) -> None:  # fmt: skip
+                params: GenerationParams, store: RecordStore, retry_errors: bool,
+                first_batch: FirstBatchCheck) -> None:  # fmt: skip
     pending: list[tuple[Behavior, Attempt, dict[str, Any]]] = []
     skipped = 0
     for behavior in tqdm(behaviors, desc=f"attack {attack.name}", unit="behavior"):
@@ -155,16 +157,17 @@ def _run_attack(attack: Attack, behaviors: Sequence[Behavior], target: ChatModel
             if not store.is_done(key, retry_errors=retry_errors):
                 pending.append((behavior, attempt, base))
         while len(pending) >= params.batch_size:
-            _generate_and_record(pending[: params.batch_size], target, judges, params, store)
+            _generate_and_record(pending[: params.batch_size], target, judges, params, store, first_batch)
             del pending[: params.batch_size]
     if pending:
-        _generate_and_record(pending, target, judges, params, store)
+        _generate_and_record(pending, target, judges, params, store, first_batch)
     if skipped:
         logger.info("attack %s: %d behaviors already complete in the records, skipped", attack.name, skipped)
 
 
 def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], target: ChatModel,
-                         judges: dict[str, Judge], params: GenerationParams, store: RecordStore) -> None:  # fmt: skip
+                         judges: dict[str, Judge], params: GenerationParams, store: RecordStore,
+                         first_batch: FirstBatchCheck) -> None:  # fmt: skip
     behaviors = [b for b, _, _ in batch]
     completions = target.generate([conversation(a) for _, a, _ in batch], params)
     # Judges see what a user would: the prefill followed by the model's continuation.
@@ -181,6 +184,33 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
         make_record(b, a, c, {n: v[i] for n, v in verdicts.items()}, {**base, "judge_s": judge_s})
         for i, ((b, a, base), c) in enumerate(zip(batch, completions))
     ])  # fmt: skip
+    first_batch(completions)
+
+
+class BackendFailing(UserError):
+    """Most generations of an evaluation's first batch failed: the backend is down or misconfigured."""
+
+
+@dataclasses.dataclass
+class FirstBatchCheck:
+    """Stops a run whose first generation batch mostly failed, naming the backend and its first error.
+
+    Without it a broken backend (wrong URL, missing key, out of memory) runs through every behavior and
+    the run ends "complete" with every record unscored. The batch's records are written first, so a
+    re-run after the fix resumes (and retries them with ``retry_errors``).
+    """
+
+    backend: str
+    checked: bool = False
+
+    def __call__(self, completions: Sequence[Completion]) -> None:
+        if self.checked:
+            return
+        self.checked = True
+        failed = [c.error for c in completions if c.error is not None]
+        if 2 * len(failed) > len(completions):
+            raise BackendFailing(f"evaluation stopped: {len(failed)} of {len(completions)} generations of the first "
+                                 f"batch failed on backend {self.backend}; first error: {failed[0]}")
 
 
 def conversation(attempt: Attempt) -> tuple[dict[str, str], ...]:

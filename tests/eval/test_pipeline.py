@@ -8,7 +8,7 @@ import math
 import pytest
 
 from safealign.eval.config import EvalConfig
-from safealign.eval.pipeline import run_eval
+from safealign.eval.pipeline import BackendFailing, run_eval
 from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, wilson_interval
 from safealign.types import Behavior, Completion
@@ -156,3 +156,23 @@ def test_per_template_breakdown(tmp_path):
     per = summary["by_attempt"]["template"]["kw"]
     assert per["prefix_injection"]["asr"] == pytest.approx(0.6) and per["style_bullet_only"]["asr"] == 0.0
     assert summary["attacks"]["template"]["kw"]["asr"] == pytest.approx(0.6) and per["prefix_injection"]["n"] == 5
+
+
+def test_a_backend_failing_most_of_the_first_batch_stops_the_run(tmp_path):
+    config = _config(tmp_path, attacks=("direct",), batch_size=4)
+    broken = ScriptedChatModel(lambda c: ConnectionError("connection refused") if not user_text(c).endswith("3")
+                               else "ok", name="endpoint")  # fmt: skip
+    with pytest.raises(BackendFailing, match=r"3 of 4 generations of the first batch failed on backend "
+                                             r"ScriptedChatModel .*first error: connection refused"):  # fmt: skip
+        run_eval(config, chat_model=broken, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert len(broken.calls) == 1  # no later batch was sent to the broken backend
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["complete"] is False and len(_records(tmp_path)) == 4  # the failed batch is kept, as data
+
+
+def test_half_a_failed_first_batch_and_later_failures_do_not_stop_the_run(tmp_path):
+    config = _config(tmp_path, attacks=("direct",), batch_size=2)
+    # first batch b0, b1: one of two fails (not more than half); b2..b4 all fail later: recorded, unscored
+    flaky = ScriptedChatModel(lambda c: "ok" if user_text(c).endswith("0") else TimeoutError("timed out"))
+    summary = run_eval(config, chat_model=flaky, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert summary["complete"] is True and summary["attacks"]["direct"]["kw"]["unscored"] == 4
