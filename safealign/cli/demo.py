@@ -12,17 +12,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compare", default=None, metavar="dpo,e-dpo",
                         help="train several variants from the same pairs and report them side by side")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
-    parser.add_argument("overrides", nargs="*", help="DemoConfig overrides, e.g. nll_weight=0 harmful_test=80")
+    parser.add_argument("overrides", nargs="*",
+                        help="DemoConfig overrides, e.g. harmful_test=80 train.learning_rate=1e-3 "
+                        "eval.generation.max_new_tokens=64; earlier flat keys (nll_weight=0 beta=0.5 ...) still work")
 
 
 def run(args: argparse.Namespace) -> int:
-    from safealign.config import load_config
-    from safealign.pipelines.demo import DemoConfig, format_summary, run_demo
+    from safealign.pipelines.demo import format_summary, run_demo
+    from safealign.pipelines.demo_config import load_demo_config
 
     overrides = [f"output_dir={args.output_dir}", f"model={args.model}", *args.overrides]
     if args.compare:
         overrides.append(f"variants=[{args.compare}]")
-    config = load_config(DemoConfig, None, overrides)
+    config = load_demo_config(overrides)
     if args.fresh:
         shutil.rmtree(config.output_dir, ignore_errors=True)
     summary = run_demo(config)

@@ -17,55 +17,14 @@ import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from safealign.config import save_config, to_dict
 from safealign.errors import UserError
+from safealign.pipelines.demo_config import VARIANTS, DemoConfig, eval_config, from_saved, objective_name, train_config
 
 logger = logging.getLogger(__name__)
-
-VARIANTS = {  # name -> reference transform
-    "dpo": ("identity", {}),
-    "e-dpo": ("safety_prefix", {"prefix": "community_guidelines", "apply_to": "harmful"}),
-}
-
-
-@dataclass
-class DemoConfig:
-    model: str = "smollm2-135m-instruct"
-    output_dir: str = "runs/demo"
-    variants: list[str] = field(default_factory=lambda: ["e-dpo"])
-    seed: int = 0  # generation and pair building
-    train_seeds: list[int] = field(default_factory=lambda: [0])  # one trained model per variant and seed
-    # self-generated training pairs (built-in train split), per kind
-    harmful_train: int = 96
-    benign_train: int = 64
-    borderline_train: int = 32
-    # held-out evaluation (built-in test split)
-    harmful_test: int = 40
-    benign_test: int = 24
-    borderline_test: int = 24
-    templates: list[str] = field(default_factory=lambda: ["refusal_suppression", "roleplay_novelist"])
-    # behavior files from elsewhere (AdvBench/HarmBench CSV): direct-request ASR on up to extra_limit of each,
-    # spread evenly over the file -- prompts unlike the built-in ones the pairs were made from
-    extra_harmful: list[str] = field(default_factory=list)
-    extra_limit: int = 50
-    pair_max_new_tokens: int = 48
-    eval_max_new_tokens: int = 48
-    batch_size: int = 16
-    # training
-    beta: float = 0.1
-    nll_weight: float = 1.0
-    learning_rate: float = 2e-3  # one short epoch on CPU: measured 5e-4 too weak (direct ASR 0.93 -> 0.60)
-    epochs: float = 1.0
-    train_batch_size: int = 8
-    lora_r: int = 16
-    lora_last_layers: Optional[int] = None  # adapt only the top N blocks (backward stops there)
-    entanglement_every: int = 8  # gradient-entanglement probe every N steps (0 = off)
-    entanglement_probe: int = 4
-
 
 def stratified(items: list[Any], n: int) -> list[Any]:
     """The first ``n`` items taking categories in turn, so every category is represented."""
@@ -99,34 +58,30 @@ def _prompt_sets(config: DemoConfig) -> dict[str, Any]:
 def _params(config: DemoConfig, max_new_tokens: int):
     from safealign.eval.backends.base import GenerationParams
 
-    return GenerationParams(max_new_tokens=max_new_tokens, batch_size=config.batch_size, seed=config.seed)
+    return GenerationParams(max_new_tokens=max_new_tokens, batch_size=config.eval.generation.batch_size,
+                            seed=config.seed)
 
 
 def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path) -> dict[str, Any]:
     """Jailbreak ASR (direct + templates) and over-refusal for one model; returns the demo's figures."""
     from safealign.eval.backends.hf import HFChatModel
-    from safealign.eval.config import EvalConfig
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
     from safealign.eval.pipeline import run_eval
     from safealign.types import Behavior
 
     behaviors = [Behavior(id=p.id, behavior=p.prompt, category=p.category, source="builtin:harmful")
                  for p in prompts["harmful_test"]]
-    eval_config = EvalConfig(output_dir=str(out / "jailbreak"), attacks=["direct", "template"],
-                             attack_params={"template": {"names": list(config.templates)}}, judges=["refusal"])
-    eval_config.model.name = config.model
-    eval_config.generation.max_new_tokens = config.eval_max_new_tokens
-    eval_config.generation.batch_size = config.batch_size
+    evaluation = eval_config(config, out)
     chat = HFChatModel(model, tokenizer)
-    jailbreak = run_eval(eval_config, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors)
-    helpful = overrefusal_eval(chat, prompts["benign_test"], _params(config, config.eval_max_new_tokens),
+    jailbreak = run_eval(evaluation, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors)
+    helpful = overrefusal_eval(chat, prompts["benign_test"], _params(config, evaluation.generation.max_new_tokens),
                                out_dir=out / "helpfulness" / "overrefusal")
     figures = {name: _figure(jailbreak["attacks"][attack]["refusal"], "asr")
                for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
     figures["benign_refusal_rate"] = _figure(helpful["refusal_rate"]["ordinary"], "rate")
     figures["borderline_refusal_rate"] = _figure(helpful["refusal_rate"]["borderline"], "rate")
     for name, extra in prompts["extra_harmful"].items():
-        extra_config = dataclasses.replace(eval_config, output_dir=str(out / "extra" / name), attacks=["direct"],
+        extra_config = dataclasses.replace(evaluation, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
         summary = run_eval(extra_config, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=extra)
         figures[f"{name}_direct_asr"] = _figure(summary["attacks"]["direct"]["refusal"], "asr")
@@ -189,29 +144,6 @@ def _figure(stats: dict[str, Any], key: str) -> dict[str, Any]:
     return {"value": stats[key], "ci95": stats["ci95"], "n": stats["n"]}
 
 
-def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path, seed: int = 0):
-    from safealign.train.config import LoraConfig, LossConfig, TrainConfig
-
-    transform, transform_params = VARIANTS[variant]
-    loss = (LossConfig("rpo", params={"beta": config.beta, "eta": config.nll_weight}) if config.nll_weight
-            else LossConfig("dpo", params={"beta": config.beta}))
-    train = TrainConfig(model=config.model, output_dir=str(out), losses=[loss],
-                        lora=LoraConfig(enabled=True, r=config.lora_r, alpha=2 * config.lora_r,
-                                        last_layers=config.lora_last_layers),
-                        learning_rate=config.learning_rate, num_train_epochs=config.epochs,
-                        per_device_train_batch_size=config.train_batch_size, logging_steps=1,
-                        save_steps=10, save_total_limit=1, seed=seed)
-    train.data.path = str(pairs_path)
-    train.data.format = "standard"
-    train.data.max_length = 192
-    train.data.max_prompt_length = 96
-    train.reference.transform = transform
-    train.diagnostics.entanglement_every = config.entanglement_every
-    train.diagnostics.probe_pairs = config.entanglement_probe
-    train.reference.transform_params = dict(transform_params)
-    return train
-
-
 def stages(config: DemoConfig) -> list[tuple[str, str, int]]:
     """``(stage name, variant, training seed)`` for every model the demo trains; with one seed the
     stage is named after the variant, else ``<variant>-seed<N>``."""
@@ -247,8 +179,9 @@ def _check_same_config(config: DemoConfig, run: Path) -> None:
     from safealign.io.rundir import claim_run_dir, demo_fingerprint, legacy_fingerprint
 
     def legacy(path: Path):  # demo_config.json, as written before fingerprints; a newer setting counts as its default
-        return legacy_fingerprint(path / "demo_config.json",
-                                  lambda p: {**to_dict(DemoConfig()), **json.loads(p.read_text())}, demo_fingerprint)
+        return legacy_fingerprint(path / "demo_config.json",  # flat keys of older versions go through the aliases
+                                  lambda p: {**to_dict(DemoConfig()), **from_saved(json.loads(p.read_text()))},
+                                  demo_fingerprint)
 
     claim_run_dir(run, demo_fingerprint(to_dict(config)), outputs=(), legacy=legacy, overwrite_flag="--fresh")
 
@@ -293,15 +226,6 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     html_path, md_path = build_report(run)
     summary["report"] = str(html_path)
     return summary
-
-
-def objective_name(config: DemoConfig) -> str:
-    base = (
-        f"DPO (β={config.beta})"
-        if not config.nll_weight
-        else f"DPO (β={config.beta}) + {config.nll_weight:g}·NLL(chosen) [rpo]"
-    )
-    return base + "; E-variant: reference given the 'community_guidelines' safety prefix on harmful rows"
 
 
 def format_summary(summary: dict[str, Any]) -> str:

@@ -1,0 +1,177 @@
+"""``DemoConfig``: the demo's own settings, with the training and evaluation configs nested inside.
+
+The demo's own keys choose the prompt sets, seeds and variants. How each model trains is ``train`` (a
+:class:`~safealign.train.config.TrainConfig`, e.g. ``train.learning_rate=1e-3``, ``train.losses.0.params.beta=0.5``)
+and how it is evaluated is ``eval`` (an :class:`~safealign.eval.config.EvalConfig`, e.g.
+``eval.generation.max_new_tokens=64``). Per stage the demo sets ``train.model``, ``train.output_dir``,
+``train.seed``, ``train.data.path``, the reference view (``train.reference.transform`` and its params, from
+the variant), ``eval.model.name`` and ``eval.output_dir``; values given for those are replaced.
+
+The flat keys of earlier versions keep working as aliases (:data:`ALIASES`), so ``nll_weight=0 beta=0.5
+learning_rate=1e-3`` means what it always meant. ``nll_weight`` W picks the objective: ``rpo`` (DPO + W·NLL
+on the chosen response) for W ≠ 0, plain ``dpo`` for 0, keeping β; it is applied after every other
+override, so its position on the command line does not matter.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from safealign.config import load_config, to_dict
+from safealign.errors import UserError
+from safealign.eval.config import EvalConfig
+from safealign.train.config import DataConfig, DiagnosticsConfig, LoraConfig, LossConfig, TrainConfig
+
+VARIANTS = {  # name -> reference transform
+    "dpo": ("identity", {}),
+    "e-dpo": ("safety_prefix", {"prefix": "community_guidelines", "apply_to": "harmful"}),
+}
+
+# earlier flat key -> its path in the nested config (lora_r and nll_weight: see _COMPOSITE)
+ALIASES = {
+    "beta": "train.losses.0.params.beta",
+    "learning_rate": "train.learning_rate",
+    "epochs": "train.num_train_epochs",
+    "train_batch_size": "train.per_device_train_batch_size",
+    "lora_last_layers": "train.lora.last_layers",
+    "entanglement_every": "train.diagnostics.entanglement_every",
+    "entanglement_probe": "train.diagnostics.probe_pairs",
+    "eval_max_new_tokens": "eval.generation.max_new_tokens",
+    "batch_size": "eval.generation.batch_size",
+    "templates": "eval.attack_params.template.names",
+    "lora_r": "train.lora.r (and train.lora.alpha = 2 × r)",
+    "nll_weight": "train.losses: [rpo(beta, eta=W)], or [dpo(beta)] for W = 0",
+}
+_FLOATS = ("beta", "learning_rate", "epochs")  # typed float before, so beta=1 still means 1.0
+
+
+def _demo_train() -> TrainConfig:
+    """One short epoch of LoRA RPO on CPU (docs/findings.md: DPO alone barely makes this model refuse);
+    lr 2e-3 because 5e-4 measured too weak in one epoch (direct ASR 0.93 -> 0.60)."""
+    return TrainConfig(
+        losses=[LossConfig("rpo", params={"beta": 0.1, "eta": 1.0})],
+        lora=LoraConfig(enabled=True, r=16, alpha=32),
+        data=DataConfig(path="pairs.jsonl", format="standard", max_length=192, max_prompt_length=96),
+        diagnostics=DiagnosticsConfig(entanglement_every=8, probe_pairs=4),
+        learning_rate=2e-3, num_train_epochs=1.0, per_device_train_batch_size=8, logging_steps=1, save_steps=10,
+        save_total_limit=1)
+
+
+def _demo_eval() -> EvalConfig:
+    config = EvalConfig(attacks=["direct", "template"], judges=["refusal"],
+                        attack_params={"template": {"names": ["refusal_suppression", "roleplay_novelist"]}})
+    config.generation.max_new_tokens = 48
+    config.generation.batch_size = 16  # also the batch of pair generation and the over-refusal evaluation
+    return config
+
+
+@dataclass
+class DemoConfig:
+    model: str = "smollm2-135m-instruct"
+    output_dir: str = "runs/demo"
+    variants: list[str] = field(default_factory=lambda: ["e-dpo"])
+    seed: int = 0  # generation and pair building
+    train_seeds: list[int] = field(default_factory=lambda: [0])  # one trained model per variant and seed
+    # self-generated training pairs (built-in train split), per kind
+    harmful_train: int = 96
+    benign_train: int = 64
+    borderline_train: int = 32
+    # held-out evaluation (built-in test split)
+    harmful_test: int = 40
+    benign_test: int = 24
+    borderline_test: int = 24
+    # behavior files from elsewhere (AdvBench/HarmBench CSV): direct-request ASR on up to extra_limit of each,
+    # spread evenly over the file -- prompts unlike the built-in ones the pairs were made from
+    extra_harmful: list[str] = field(default_factory=list)
+    extra_limit: int = 50
+    pair_max_new_tokens: int = 48
+    train: TrainConfig = field(default_factory=_demo_train)
+    eval: EvalConfig = field(default_factory=_demo_eval)
+
+
+def load_demo_config(overrides: list[str]) -> DemoConfig:
+    """``DemoConfig`` from ``key=value`` overrides, old flat keys included (see :data:`ALIASES`)."""
+    translated: list[str] = []
+    nll_weight = None
+    for override in overrides:
+        key, sep, raw = override.partition("=")
+        if not sep or key not in ALIASES:
+            translated.append(override)
+        elif key == "nll_weight":
+            nll_weight = _number(key, raw)
+        elif key == "lora_r":
+            translated += [f"train.lora.r={raw}", f"train.lora.alpha={2 * int(_number(key, raw))}"]
+        else:
+            translated.append(f"{ALIASES[key]}={_number(key, raw) if key in _FLOATS else raw}")
+    config = load_config(DemoConfig, None, translated)
+    if nll_weight is not None:
+        set_nll_weight(config, nll_weight)
+    return config
+
+
+def set_nll_weight(config: DemoConfig, weight: float) -> None:
+    """The demo's objective with NLL weight ``weight``: rpo (DPO + weight·NLL), or dpo for 0; β is kept."""
+    beta = config.train.losses[0].params.get("beta", 0.1) if config.train.losses else 0.1
+    config.train.losses = [LossConfig("rpo", params={"beta": beta, "eta": weight}) if weight
+                           else LossConfig("dpo", params={"beta": beta})]
+
+
+def _number(key: str, raw: str) -> float:
+    value = OmegaConf.from_dotlist([f"value={raw}"])["value"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise UserError(f"command-line overrides: {key}: expected a number, got {raw!r}")
+    return float(value)
+
+
+def from_saved(saved: dict[str, Any]) -> dict[str, Any]:
+    """A run directory's saved ``demo_config.json`` in today's shape: files from before the nesting hold the
+    flat keys, which go through the aliases (an unknown key of an old file is ignored)."""
+    if "train" in saved or "eval" in saved:
+        return saved
+    known = {f.name for f in dataclasses.fields(DemoConfig)} | set(ALIASES)
+    overrides = [f"{k}={json.dumps(v)}" for k, v in saved.items() if k in known]
+    return to_dict(load_demo_config(overrides))
+
+
+def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path, seed: int = 0) -> TrainConfig:
+    """The training config of one stage: ``config.train`` with the stage's model, folders, seed and
+    reference view."""
+    transform, transform_params = VARIANTS[variant]
+    train = copy.deepcopy(config.train)
+    train.model, train.output_dir, train.seed = config.model, str(out), seed
+    train.data.path = str(pairs_path)
+    train.reference.transform = transform
+    train.reference.transform_params = dict(transform_params)
+    return train
+
+
+def eval_config(config: DemoConfig, out: Path) -> EvalConfig:
+    """The jailbreak evaluation of one stage: ``config.eval`` aimed at the stage's model and folder."""
+    evaluation = copy.deepcopy(config.eval)
+    evaluation.model.name = config.model
+    evaluation.output_dir = str(out / "jailbreak")
+    return evaluation
+
+
+def objective_name(config: DemoConfig) -> str:
+    """E.g. ``DPO (β=0.1) + 1·NLL(chosen) [rpo]``; other objectives by loss name and parameters."""
+    losses = config.train.losses
+    first = losses[0] if losses else None
+    if len(losses) == 1 and first.name == "dpo":
+        base = f"DPO (β={first.params.get('beta', 0.1)})"
+    elif len(losses) == 1 and first.name == "rpo":
+        base = f"DPO (β={first.params.get('beta', 0.1)}) + {first.params.get('eta', 1.0):g}·NLL(chosen) [rpo]"
+    else:
+        base = " + ".join(f"{loss.weight:g}·{loss.name}({_params_text(loss.params)})" for loss in losses)
+    return base + "; E-variant: reference given the 'community_guidelines' safety prefix on harmful rows"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in params.items())

@@ -1,0 +1,104 @@
+"""DemoConfig nests TrainConfig and EvalConfig; the flat keys of earlier versions keep their meaning."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from safealign.config import to_dict
+from safealign.eval.config import EvalConfig
+from safealign.pipelines.demo_config import DemoConfig, eval_config, load_demo_config, objective_name, train_config
+from safealign.train.config import DataConfig, DiagnosticsConfig, LoraConfig, LossConfig, TrainConfig
+
+README = ["nll_weight=0", "beta=0.5", "learning_rate=1e-3", "train_seeds=[0,1,2]", "entanglement_every=0",
+          "extra_harmful=[a.csv,b.csv]"]
+
+
+def expected_train(*, loss: LossConfig, lr: float = 2e-3, r: int = 16, every: int = 8, seed: int = 0,
+                   transform: str = "identity", transform_params: dict | None = None) -> TrainConfig:
+    """What the flat DemoConfig built for a stage, written out field by field."""
+    train = TrainConfig(model="tiny-random", output_dir="out", losses=[loss],
+                        lora=LoraConfig(enabled=True, r=r, alpha=2 * r, last_layers=None), learning_rate=lr,
+                        num_train_epochs=1.0, per_device_train_batch_size=8, logging_steps=1, save_steps=10,
+                        save_total_limit=1, seed=seed,
+                        data=DataConfig(path="run/pairs.jsonl", format="standard", max_length=192,
+                                        max_prompt_length=96),
+                        diagnostics=DiagnosticsConfig(entanglement_every=every, probe_pairs=4))
+    train.reference.transform = transform
+    train.reference.transform_params = transform_params or {}
+    return train
+
+
+def stage(config: DemoConfig, variant: str = "dpo", seed: int = 0) -> TrainConfig:
+    return train_config(config, variant, Path("run/pairs.jsonl"), Path("out"), seed)
+
+
+def test_defaults_build_the_same_training_config_as_before():
+    config = load_demo_config(["model=tiny-random"])
+    assert stage(config) == expected_train(loss=LossConfig("rpo", params={"beta": 0.1, "eta": 1.0}))
+    assert stage(config, "e-dpo", 2) == expected_train(
+        loss=LossConfig("rpo", params={"beta": 0.1, "eta": 1.0}), seed=2, transform="safety_prefix",
+        transform_params={"prefix": "community_guidelines", "apply_to": "harmful"})
+    assert objective_name(config).startswith("DPO (β=0.1) + 1·NLL(chosen) [rpo]; E-variant")
+
+
+def test_readme_overrides_keep_their_meaning_in_any_order():
+    config = load_demo_config(["model=tiny-random", *README])
+    want = expected_train(loss=LossConfig("dpo", params={"beta": 0.5}), lr=1e-3, every=0)
+    assert stage(config) == want
+    assert config.train_seeds == [0, 1, 2] and config.extra_harmful == ["a.csv", "b.csv"]
+    assert stage(load_demo_config(["model=tiny-random", *reversed(README)])) == want
+    assert objective_name(config).startswith("DPO (β=0.5); E-variant")
+
+
+def test_flat_aliases_equal_the_nested_paths():
+    flat = load_demo_config(["lora_r=8", "epochs=2", "train_batch_size=4", "lora_last_layers=2",
+                             "entanglement_probe=3", "eval_max_new_tokens=7", "batch_size=5",
+                             "templates=[roleplay_novelist]", "beta=1"])
+    nested = load_demo_config(["train.lora.r=8", "train.lora.alpha=16", "train.num_train_epochs=2",
+                               "train.per_device_train_batch_size=4", "train.lora.last_layers=2",
+                               "train.diagnostics.probe_pairs=3", "eval.generation.max_new_tokens=7",
+                               "eval.generation.batch_size=5", "eval.attack_params.template.names=[roleplay_novelist]",
+                               "train.losses.0.params.beta=1.0"])
+    assert flat == nested
+    assert flat.train.losses[0].params["beta"] == 1.0 and isinstance(flat.train.losses[0].params["beta"], float)
+
+
+def test_eval_config_of_a_stage():
+    config = load_demo_config(["model=tiny-random", "eval_max_new_tokens=4"])
+    evaluation = eval_config(config, Path("run/eval/before"))
+    want = EvalConfig(output_dir="run/eval/before/jailbreak", attacks=["direct", "template"], judges=["refusal"],
+                      attack_params={"template": {"names": ["refusal_suppression", "roleplay_novelist"]}})
+    want.model.name = "tiny-random"
+    want.generation.max_new_tokens, want.generation.batch_size = 4, 16
+    assert evaluation == want
+
+
+@pytest.mark.parametrize("override, message", [("nll_weight=abc", "nll_weight: expected a number"),
+                                               ("train.lerning_rate=1", "lerning_rate")])
+def test_bad_demo_overrides_name_the_key(override, message):
+    with pytest.raises(ValueError, match=message):
+        load_demo_config([override])
+
+
+def test_a_run_directory_written_with_flat_keys_resumes(tmp_path):
+    from safealign.pipelines.demo import _check_same_config
+
+    flat = {"model": "tiny-random", "output_dir": str(tmp_path), "variants": ["e-dpo"], "seed": 0,
+            "train_seeds": [0], "harmful_train": 96, "benign_train": 64, "borderline_train": 32, "harmful_test": 40,
+            "benign_test": 24, "borderline_test": 24, "templates": ["refusal_suppression", "roleplay_novelist"],
+            "extra_harmful": [], "extra_limit": 50, "pair_max_new_tokens": 48, "eval_max_new_tokens": 48,
+            "batch_size": 16, "beta": 0.5, "nll_weight": 0.0, "learning_rate": 0.001, "epochs": 1.0,
+            "train_batch_size": 8, "lora_r": 16, "lora_last_layers": None, "entanglement_every": 8,
+            "entanglement_probe": 4}
+    (tmp_path / "demo_config.json").write_text(json.dumps(flat))
+    same = load_demo_config([f"output_dir={tmp_path}", "model=tiny-random", "nll_weight=0", "beta=0.5",
+                             "learning_rate=1e-3"])
+    _check_same_config(same, tmp_path)  # accepted, and rewritten in the nested shape
+    assert json.loads((tmp_path / "demo_config.json").read_text()) == to_dict(same)
+    (tmp_path / "demo_config.json").write_text(json.dumps(flat))
+    with pytest.raises(ValueError, match=r"different settings \(train\.learning_rate\)"):
+        _check_same_config(load_demo_config([f"output_dir={tmp_path}", "model=tiny-random", "nll_weight=0",
+                                             "beta=0.5"]), tmp_path)
