@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from safealign.config import to_dict
 from safealign.eval.config import EvalConfig
 from safealign.pipelines.demo_config import DemoConfig, eval_config, load_demo_config, objective_name, train_config
 from safealign.train.config import DataConfig, DiagnosticsConfig, LoraConfig, LossConfig, TrainConfig
@@ -93,12 +92,13 @@ def test_a_run_directory_written_with_flat_keys_resumes(tmp_path):
             "batch_size": 16, "beta": 0.5, "nll_weight": 0.0, "learning_rate": 0.001, "epochs": 1.0,
             "train_batch_size": 8, "lora_r": 16, "lora_last_layers": None, "entanglement_every": 8,
             "entanglement_probe": 4}
-    (tmp_path / "demo_config.json").write_text(json.dumps(flat))
-    same = load_demo_config([f"output_dir={tmp_path}", "model=tiny-random", "nll_weight=0", "beta=0.5",
+    for folder in ("same", "changed"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "demo_config.json").write_text(json.dumps({**flat, "output_dir": str(tmp_path / folder)}))
+    same = load_demo_config([f"output_dir={tmp_path / 'same'}", "model=tiny-random", "nll_weight=0", "beta=0.5",
                              "learning_rate=1e-3"])
-    _check_same_config(same, tmp_path)  # accepted, and rewritten in the nested shape
-    assert json.loads((tmp_path / "demo_config.json").read_text()) == to_dict(same)
-    (tmp_path / "demo_config.json").write_text(json.dumps(flat))
-    with pytest.raises(ValueError, match=r"different settings \(train\.learning_rate\)"):
-        _check_same_config(load_demo_config([f"output_dir={tmp_path}", "model=tiny-random", "nll_weight=0",
-                                             "beta=0.5"]), tmp_path)
+    _check_same_config(same, tmp_path / "same")  # the flat keys went through the aliases: accepted
+    changed = load_demo_config([f"output_dir={tmp_path / 'changed'}", "model=tiny-random", "nll_weight=0",
+                                "beta=0.5"])
+    with pytest.raises(ValueError, match=r"different settings \(train\.learning_rate: 0\.001 -> 0\.002\)"):
+        _check_same_config(changed, tmp_path / "changed")
