@@ -86,13 +86,25 @@ def reference_view_hash(encoded: Sequence[Any]) -> str:
 
 @contextlib.contextmanager
 def adapter_disabled(model: nn.Module):
-    """Run the base weights of a peft-wrapped model; a no-op for plain models."""
-    disable = getattr(model, "disable_adapter", None)
-    if callable(disable) and hasattr(model, "peft_config"):
-        with disable():
-            yield
-    else:
+    """Run the base weights of a peft-wrapped model; a no-op for plain models.
+
+    Under ``accelerate launch`` the trainer's model is a DDP/FSDP wrapper holding the peft model as
+    ``.module``: the adapter is switched off on that inner model while forwards keep going through the
+    wrapper (FSDP needs it to gather sharded weights). Looking only at the wrapper itself missed the
+    adapter, so the "reference" was the policy.
+    """
+    inner: nn.Module | None = model
+    while inner is not None and not _is_peft(inner):
+        inner = getattr(inner, "module", None)
+    if inner is None:
         yield
+        return
+    with inner.disable_adapter():
+        yield
+
+
+def _is_peft(model: nn.Module) -> bool:
+    return hasattr(model, "peft_config") and callable(getattr(model, "disable_adapter", None))
 
 
 @torch.no_grad()
