@@ -164,18 +164,28 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     parsed, items = load_training_items(config, loss.input_kind)
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
-    checkpoint = _claim(out, config, resume, overwrite)
-    save_config(config, out / "config.yaml")
     args = training_arguments(config)
+    # Under accelerate launch every process runs this function: the main process claims the run directory
+    # and computes the reference cache first; the others wait, then resume its checkpoint and reuse its cache.
+    main = args.process_index == 0
+    with args.main_process_first(local=False, desc="claiming the run directory"):
+        if main:
+            checkpoint = _claim(out, config, resume, overwrite)
+            save_config(config, out / "config.yaml")
+        else:
+            checkpoint = get_last_checkpoint(str(out)) if resume else None
     model, tokenizer = _load_policy(config, args.device, model, tokenizer)
     encoded, report = encode_training_items(config, tokenizer, items, kind)
     collate = kind.collator(tokenizer.pad_token_id)
-    collator, live, ref_desc, encoded = _reference_setup(config, model, encoded, kind, collate, loss, args.device)
+    with args.main_process_first(local=False, desc="reference log-probs"):
+        collator, live, ref_desc, encoded = _reference_setup(config, model, encoded, kind, collate, loss,
+                                                             args.device)
     logger.info("reference: %s", ref_desc)
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     metrics_path = out / "metrics.jsonl"
-    _truncate_metrics(metrics_path, _checkpoint_step(checkpoint) if checkpoint else 0)
+    if main:
+        _truncate_metrics(metrics_path, _checkpoint_step(checkpoint) if checkpoint else 0)
     trainer = PreferenceTrainer(
         model=model, args=args, train_dataset=ListDataset(encoded),
         data_collator=collator, processing_class=tokenizer, loss=loss, reference=live,
@@ -192,7 +202,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         "truncation": dataclasses.asdict(report) if dataclasses.is_dataclass(report) else str(report),
         "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
     }
-    write_json(out / "train_summary.json", summary)
+    if main:
+        write_json(out / "train_summary.json", summary)
     return TrainResult(out, final, metrics_path, ref_desc, trainer.state.global_step, summary["wall_seconds"])
 
 
