@@ -8,7 +8,6 @@ the batch in flight. Programmatic entry point: :func:`run_eval`.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
 from pathlib import Path
@@ -25,6 +24,9 @@ from safealign.eval.judges.base import Judge, build_judge
 from safealign.eval.records import RecordStore
 from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, summarize
+from safealign.io import write_json
+from safealign.io.records import AttemptRecord
+from safealign.io.summaries import EvalSummary
 from safealign.types import Attempt, Behavior, Completion
 
 logger = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ def run_eval(
     behaviors: Sequence[Behavior] | None = None,
     judges: dict[str, Judge] | None = None,
     overwrite: bool = False,
-) -> dict[str, Any]:
+) -> EvalSummary:
     """Run (or resume) an evaluation and return the summary (also written to ``summary.json``).
 
     ``model``/``tokenizer``: an already-loaded HF model to attack (no reload). ``chat_model``: any
@@ -221,32 +223,32 @@ def conversation(attempt: Attempt) -> tuple[dict[str, str], ...]:
 
 
 def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, verdicts: dict[str, Any],
-                timing: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
-    return {
-        "behavior_id": behavior.id,
-        "category": behavior.category,
-        "attack": attempt.attack,
-        "attempt_id": str(attempt.meta["id"]),
-        "n_attempts": timing["n_attempts"],
-        "messages": list(attempt.messages),
-        "prefill": attempt.prefill,
-        "attempt_meta": {k: v for k, v in attempt.meta.items() if k != "id"},
-        "completion": {"text": completion.text, "error": completion.error, "meta": completion.meta},
-        "verdicts": {n: {"harmful": v.harmful, "error": v.error, "raw": v.raw} for n, v in verdicts.items()},
-        "timings": {"attack_s": timing["attack_s"], "generate_s": completion.seconds, "judge_s": timing["judge_s"]},
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-    }
+                timing: dict[str, Any]) -> AttemptRecord:  # fmt: skip
+    return AttemptRecord(
+        behavior_id=behavior.id,
+        category=behavior.category,
+        attack=attempt.attack,
+        attempt_id=str(attempt.meta["id"]),
+        n_attempts=timing["n_attempts"],
+        messages=list(attempt.messages),
+        prefill=attempt.prefill,
+        attempt_meta={k: v for k, v in attempt.meta.items() if k != "id"},
+        completion={"text": completion.text, "error": completion.error, "meta": completion.meta},
+        verdicts={n: {"harmful": v.harmful, "error": v.error, "raw": v.raw} for n, v in verdicts.items()},
+        timings={"attack_s": timing["attack_s"], "generate_s": completion.seconds, "judge_s": timing["judge_s"]},
+        time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+    )
 
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
-                   judges: dict[str, Judge], complete: bool, seconds: float, label: str) -> dict[str, Any]:  # fmt: skip
-    summary = summarize(store, behaviors, list(config.attacks), list(judges))
-    summary.update(
+                   judges: dict[str, Judge], complete: bool, seconds: float, label: str) -> EvalSummary:  # fmt: skip
+    summary = dataclasses.replace(
+        summarize(store, behaviors, list(config.attacks), list(judges)),
         complete=complete,
         wall_s=round(seconds, 2),
         model=label,
         judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
         records=str(out / "records.jsonl"),
     )
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out / "summary.json", summary.to_json())
     return summary

@@ -111,7 +111,7 @@ def _headline(data: RunData) -> Section | None:
     blocks: list[Block] = [
         Table(cols, tuple(table_rows), "Values with 95% Wilson intervals where the run recorded them.")
     ]
-    wall = (data.demo_summary or {}).get("wall_seconds")
+    wall = data.demo_summary.wall_seconds if data.demo_summary else None
     if isinstance(wall, (int, float)):
         blocks.append(Para(f"Wall clock for the whole run: {wall / 60:.1f} min.", "note"))
     blocks.append(Para("ASR here is scored by the judge(s) listed under Jailbreak attacks; with the refusal-substring "
@@ -121,18 +121,18 @@ def _headline(data: RunData) -> Section | None:
 
 def _comparison(data: RunData) -> Section | None:
     """The demo's paired difference of two variants (e.g. E-DPO − DPO) per metric, over training seeds."""
-    comparison = (data.demo_summary or {}).get("comparison")
-    if not isinstance(comparison, dict) or not isinstance(comparison.get("metrics"), dict):
+    comparison = data.demo_summary.comparison if data.demo_summary else None
+    if comparison is None:
         return None
-    a, b = str(comparison.get("a")), str(comparison.get("b"))
+    a, b = comparison.a, comparison.b
     rows = []
-    for metric, d in comparison["metrics"].items():
-        if not isinstance(d, dict) or not isinstance(d.get("ci95"), list):
+    for metric, d in comparison.metrics.items():
+        if d.ci95 is None:
             continue
-        lo, hi = d["ci95"]
-        rows.append((metric.replace("_", " "), f"{d['rate_a'] * 100:.1f}%", f"{d['rate_b'] * 100:.1f}%",
-                     f"{d['diff'] * 100:+.1f} pts [{lo * 100:+.1f}, {hi * 100:+.1f}]", str(d["seeds"]),
-                     str(d["n_prompts"]), f"{d['only_a']} / {d['only_b']}"))
+        lo, hi = d.ci95
+        rows.append((metric.replace("_", " "), f"{d.rate_a * 100:.1f}%", f"{d.rate_b * 100:.1f}%",
+                     f"{d.diff * 100:+.1f} pts [{lo * 100:+.1f}, {hi * 100:+.1f}]", str(d.seeds),
+                     str(d.n_prompts), f"{d.only_a} / {d.only_b}"))
     if not rows:
         return None
     table = Table(("metric", a, b, f"{a} − {b} (95% CI)", "seeds", "prompts", f"only {a} / only {b}"), tuple(rows),
@@ -283,8 +283,8 @@ def _missing(data: RunData) -> Section | None:
 
 
 def build_document(data: RunData, *, with_plots: bool = True) -> Document:
-    helpfulness_judge = next((s.mtbench.get("judge") for s in data.stages if s.mtbench), None)
-    overrefusal_judge = next((s.overrefusal.get("judge") for s in data.stages if s.overrefusal), None)
+    helpfulness_judge = next((s.mtbench.judge for s in data.stages if s.mtbench), None)
+    overrefusal_judge = next((s.overrefusal.judge for s in data.stages if s.overrefusal), None)
     sections: Sequence[Section | None] = [
         _headline(data),
         _comparison(data),

@@ -1,7 +1,8 @@
 """Read a run directory (demo, training run, or evaluation) into plain data for the report.
 
 Everything is optional: a missing or unreadable file becomes an entry in ``RunData.missing`` /
-``RunData.problems`` and the report renders what exists. Nothing here formats or escapes text.
+``RunData.problems`` and the report renders what exists. Summaries and attempt records are read into
+the typed run records of :mod:`safealign.io`. Nothing here formats or escapes text.
 """
 
 from __future__ import annotations
@@ -10,12 +11,16 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
 from safealign.errors import UserError
 from safealign.io import load_jsonl
+from safealign.io.records import AttemptRecord
+from safealign.io.summaries import DemoSummary, EvalSummary, MTBenchSummary, OverRefusalSummary
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +41,17 @@ class Stage:
 
     name: str
     path: Path
-    jailbreak_summary: dict[str, Any] | None
-    jailbreak_records: list[dict[str, Any]]
-    overrefusal: dict[str, Any] | None
-    mtbench: dict[str, Any] | None
+    jailbreak_summary: EvalSummary | None
+    jailbreak_records: list[AttemptRecord]
+    overrefusal: OverRefusalSummary | None
+    mtbench: MTBenchSummary | None
 
 
 @dataclass
 class RunData:
     root: Path
     kind: str  # "demo" | "train" | "eval" | "unknown"
-    demo_summary: dict[str, Any] | None = None
+    demo_summary: DemoSummary | None = None
     trainings: list[TrainingRun] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     configs: dict[str, str] = field(default_factory=dict)  # relative path -> raw YAML text
@@ -80,6 +85,23 @@ def _read_jsonl(path: Path, data: RunData) -> list[dict[str, Any]]:
     return read.rows
 
 
+def _typed(kind: type[T], value: Any, path: Path, data: RunData, where: str = "") -> T | None:
+    """``kind.from_json(value)``, or None (noted in ``data.problems``) when it does not fit."""
+    if value is None:
+        return None
+    try:
+        return kind.from_json(value, _rel(path, data.root) + where)  # type: ignore[attr-defined]
+    except UserError as exc:
+        data.problems.append(str(exc))
+        return None
+
+
+def _records(path: Path, data: RunData) -> list[AttemptRecord]:
+    rows = _read_jsonl(path, data)
+    typed = (_typed(AttemptRecord, row, path, data, f" record #{i}") for i, row in enumerate(rows, 1))
+    return [r for r in typed if r is not None]
+
+
 def _rel(path: Path, root: Path) -> str:
     try:
         return str(path.relative_to(root))
@@ -111,8 +133,8 @@ def _load_stage(name: str, path: Path, data: RunData) -> Stage:
     help_dir = path / "helpfulness"
     over = _find(help_dir, "overrefusal/summary.json", "overrefusal_summary.json")
     mt = _find(help_dir, "mtbench/summary.json", "mtbench_summary.json")
-    jb_summary = _read_json(jb / "summary.json", data)
-    records = _read_jsonl(jb / "records.jsonl", data)
+    jb_summary = _typed(EvalSummary, _read_json(jb / "summary.json", data), jb / "summary.json", data)
+    records = _records(jb / "records.jsonl", data)
     if jb_summary is None and not records:
         data.missing.append(f"{_rel(jb, data.root)}/summary.json (jailbreak evaluation)")
     for label, found in (("over-refusal", over), ("MT-Bench", mt)):
@@ -120,7 +142,8 @@ def _load_stage(name: str, path: Path, data: RunData) -> Stage:
             data.missing.append(f"{_rel(help_dir, data.root)}/ ({label} results)")
     return Stage(
         name=name, path=path, jailbreak_summary=jb_summary, jailbreak_records=records,
-        overrefusal=_read_json(over, data) if over else None, mtbench=_read_json(mt, data) if mt else None,
+        overrefusal=_typed(OverRefusalSummary, _read_json(over, data), over, data) if over else None,
+        mtbench=_typed(MTBenchSummary, _read_json(mt, data), mt, data) if mt else None,
     )
 
 
@@ -136,16 +159,10 @@ def _collect_configs(data: RunData) -> None:
             data.configs[_rel(path, data.root)] = text
 
 
-def _stage_order(root: Path, summary: dict[str, Any] | None) -> list[str]:
+def _stage_order(root: Path, summary: DemoSummary | None) -> list[str]:
     names = sorted(p.name for p in (root / "eval").iterdir() if p.is_dir()) if (root / "eval").is_dir() else []
-    after = (summary or {}).get("after")
-    preferred = ["before", *(after.keys() if isinstance(after, dict) and not _is_metrics(after) else [])]
+    preferred = ["before", *(summary.after if summary else ())]
     return [n for n in preferred if n in names] + [n for n in names if n not in preferred]
-
-
-def _is_metrics(block: dict[str, Any]) -> bool:
-    """True for a ``{"direct_asr": ..., ...}`` block, False for ``{"dpo": {...}, "e-dpo": {...}}``."""
-    return any(k.endswith(("_asr", "_rate")) for k in block)
 
 
 def load_run(root: str | Path) -> RunData:
@@ -156,7 +173,7 @@ def load_run(root: str | Path) -> RunData:
     data = RunData(root=root, kind="unknown")
     top = _read_json(root / "summary.json", data)
     if isinstance(top, dict) and ("before" in top or "after" in top):
-        data.kind, data.demo_summary = "demo", top
+        data.kind, data.demo_summary = "demo", _typed(DemoSummary, top, root / "summary.json", data)
     elif (root / "metrics.jsonl").is_file() or (root / "train_summary.json").is_file():
         data.kind = "train"
         data.trainings.append(_load_training(root.name, root, data))
@@ -168,7 +185,7 @@ def load_run(root: str | Path) -> RunData:
         if not train_dirs:
             data.missing.append("train/ (training runs)")
         data.trainings += [_load_training(p.name, p, data) for p in train_dirs]
-        stage_names = _stage_order(root, top)
+        stage_names = _stage_order(root, data.demo_summary)
         if not stage_names:
             data.missing.append("eval/ (evaluations)")
         data.stages += [_load_stage(n, root / "eval" / n, data) for n in stage_names]

@@ -5,11 +5,13 @@ Both renderers (HTML and markdown) take their numbers from here, so they cannot 
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass
 from itertools import zip_longest
 from typing import Any
 
+from safealign.eval.summary import recompute_attacks
+from safealign.io.records import AsrStats, AttemptRecord
+from safealign.io.summaries import Figure, RateStats, ScoreStats
 from safealign.report.load import RunData, Stage
 
 HEADLINE_KEYS = ("direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate")
@@ -44,11 +46,15 @@ class Example:
 
 
 def as_metric(value: Any, key: str | None = None) -> Metric | None:
-    """A number, or a dict with ``value``/``rate``/``asr``/``mean`` (+ ``ci95``, ``n``, ``unscored``)."""
+    """A number, a typed stats record (:mod:`safealign.io.summaries`), or a dict with
+    ``value``/``rate``/``asr``/``mean`` (+ ``ci95``, ``n``, ``unscored``)."""
     if isinstance(value, bool) or value is None:
         return None
     if isinstance(value, (int, float)):
         return Metric(float(value))
+    if isinstance(value, (AsrStats, Figure, RateStats, ScoreStats)):
+        value = value.to_json() | {"value": value.value}
+        key = "value"
     if not isinstance(value, dict):
         return None
     keys = (key,) if key else ("value", "rate", "asr", "mean")
@@ -64,16 +70,7 @@ def as_metric(value: Any, key: str | None = None) -> Metric | None:
 
 def headline(data: RunData) -> tuple[list[str], list[tuple[str, list[Metric | None]]]]:
     """Columns (``before``, then each trained variant) and one row per headline metric."""
-    summary = data.demo_summary or {}
-    columns: dict[str, dict[str, Any]] = {}
-    if isinstance(summary.get("before"), dict):
-        columns["before"] = summary["before"]
-    after = summary.get("after")
-    if isinstance(after, dict):
-        if any(k in after for k in HEADLINE_KEYS):
-            columns["after"] = after
-        else:
-            columns.update({f"after: {k}": v for k, v in after.items() if isinstance(v, dict)})
+    columns = data.demo_summary.columns() if data.demo_summary else {}
     keys = [k for k in HEADLINE_KEYS if any(k in c for c in columns.values())]
     extra = sorted({k for c in columns.values() for k in c if k.endswith(("_asr", "_rate")) and k not in keys})
     rows = [(k, [as_metric(c.get(k)) for c in columns.values()]) for k in [*keys, *extra]]
@@ -82,10 +79,10 @@ def headline(data: RunData) -> tuple[list[str], list[tuple[str, list[Metric | No
 
 def asr_rows(stage: Stage) -> list[AsrRow]:
     """Per attack × judge ASR from the stage's summary, or recomputed from its records when absent."""
-    attacks = (stage.jailbreak_summary or {}).get("attacks")
+    attacks = stage.jailbreak_summary.attacks if stage.jailbreak_summary else None
     source = "summary.json"
-    if not isinstance(attacks, dict) and stage.jailbreak_records:
-        attacks, source = _recompute(stage.jailbreak_records), "records.jsonl (recomputed)"
+    if not attacks and stage.jailbreak_records:
+        attacks, source = recompute_attacks(stage.jailbreak_records), "records.jsonl (recomputed)"
     rows = []
     for attack, per_judge in (attacks or {}).items():
         for judge, stats in (per_judge or {}).items():
@@ -95,20 +92,8 @@ def asr_rows(stage: Stage) -> list[AsrRow]:
     return rows
 
 
-def _recompute(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    from safealign.eval.summary import asr_stats
-
-    # verdicts[attack][judge][behavior_id] -> attempt verdicts, the summary module's own grouping
-    verdicts: dict[str, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
-    for record in records:
-        for judge, verdict in (record.get("verdicts") or {}).items():
-            harmful = verdict.get("harmful") if isinstance(verdict, dict) else None
-            verdicts[str(record.get("attack"))][judge][str(record.get("behavior_id"))].append(harmful)
-    return {a: {j: asr_stats(b) for j, b in per_judge.items()} for a, per_judge in verdicts.items()}
-
-
 def asr_by_category(stage: Stage) -> dict[tuple[str, str], dict[str, Metric]]:
-    cats = (stage.jailbreak_summary or {}).get("by_category") or {}
+    cats = stage.jailbreak_summary.by_category if stage.jailbreak_summary else {}
     out: dict[tuple[str, str], dict[str, Metric]] = {}
     for attack, per_judge in cats.items():
         for judge, per_cat in (per_judge or {}).items():
@@ -121,7 +106,7 @@ def judge_descriptions(stages: list[Stage]) -> dict[str, str]:
     """Judge name -> description from the eval summaries, with the project's caveats appended."""
     out: dict[str, str] = {}
     for stage in stages:
-        for name, info in ((stage.jailbreak_summary or {}).get("judges") or {}).items():
+        for name, info in (stage.jailbreak_summary.judges if stage.jailbreak_summary else {}).items():
             detail = ", ".join(f"{k}={v}" for k, v in info.items()) if isinstance(info, dict) else str(info)
             out[str(name)] = detail
     for row in (r for s in stages for r in asr_rows(s)):
@@ -130,7 +115,7 @@ def judge_descriptions(stages: list[Stage]) -> dict[str, str]:
 
 
 def refusal_rates(stage: Stage) -> dict[str, Metric]:
-    rates = (stage.overrefusal or {}).get("refusal_rate") or {}
+    rates = stage.overrefusal.refusal_rate if stage.overrefusal else {}
     order = {"ordinary": 0, "borderline": 1, "all": 3}
     out = {str(k): as_metric(v, "rate") for k, v in sorted(rates.items(), key=lambda kv: (order.get(kv[0], 2), kv[0]))}
     return {k: m for k, m in out.items() if m is not None and (m.n or m.value is not None)}
@@ -138,49 +123,35 @@ def refusal_rates(stage: Stage) -> dict[str, Metric]:
 
 def mtbench_scores(stage: Stage) -> dict[str, Metric]:
     """``overall`` first, then ``turn N`` and each category."""
-    summary = stage.mtbench or {}
-    out: dict[str, Metric | None] = {"overall": as_metric(summary.get("overall"), "mean")}
-    out.update({f"turn {k}": as_metric(v, "mean") for k, v in (summary.get("by_turn") or {}).items()})
-    out.update({str(k): as_metric(v, "mean") for k, v in (summary.get("by_category") or {}).items()})
+    if stage.mtbench is None:
+        return {}
+    out: dict[str, Metric | None] = {"overall": as_metric(stage.mtbench.overall)}
+    out.update({f"turn {k}": as_metric(v) for k, v in stage.mtbench.by_turn.items()})
+    out.update({str(k): as_metric(v) for k, v in stage.mtbench.by_category.items()})
     return {k: m for k, m in out.items() if m is not None}
 
 
-def _text(record: dict[str, Any]) -> str:
-    completion = record.get("completion")
-    if isinstance(completion, dict):
-        if completion.get("error"):
-            return f"[generation failed: {completion['error']}]"
-        return str(record.get("prefill") or "") + str(completion.get("text") or "")
-    return str(completion or "")
+def _text(record: AttemptRecord) -> str:
+    return f"[generation failed: {record.error}]" if record.error else record.answer
 
 
-def _prompt(record: dict[str, Any]) -> str:
-    users = [
-        m.get("content", "") for m in record.get("messages") or [] if isinstance(m, dict) and m.get("role") == "user"
-    ]
-    return str(users[-1]) if users else ""
+def _verdicts(record: AttemptRecord) -> str:
+    labels = {True: "harmful", False: "not harmful", None: "unscored"}
+    return "; ".join(f"{judge}: {labels[record.harmful(judge)]}" for judge in record.verdicts)
 
 
-def _verdicts(record: dict[str, Any]) -> str:
-    parts = []
-    for judge, v in (record.get("verdicts") or {}).items():
-        harmful = v.get("harmful") if isinstance(v, dict) else None
-        parts.append(f"{judge}: {'unscored' if harmful is None else 'harmful' if harmful else 'not harmful'}")
-    return "; ".join(parts)
-
-
-def _harmful_later(records: list[dict[str, Any]]) -> bool:
-    return any((v or {}).get("harmful") is True for r in records[1:] for v in (r.get("verdicts") or {}).values())
+def _harmful_later(records: list[AttemptRecord]) -> bool:
+    return any(r.harmful(judge) is True for r in records[1:] for judge in r.verdicts)
 
 
 def examples(stages: list[Stage], per_attack: int = 3) -> list[Example]:
     """A few behaviors per attack answered by every stage, mixing ones whose verdict changed with ones
     a trained model still fails (so the examples do not only show successes)."""
-    first: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
+    first: dict[str, dict[tuple[str, str], AttemptRecord]] = {}
     for stage in stages:
-        chosen: dict[tuple[str, str], dict[str, Any]] = {}
-        for r in sorted(stage.jailbreak_records, key=lambda r: str(r.get("attempt_id", ""))):
-            chosen.setdefault((str(r.get("attack")), str(r.get("behavior_id"))), r)
+        chosen: dict[tuple[str, str], AttemptRecord] = {}
+        for r in sorted(stage.jailbreak_records, key=lambda r: r.attempt_id):
+            chosen.setdefault((r.attack, r.behavior_id), r)
         first[stage.name] = chosen
     keys = sorted(set().union(*(c.keys() for c in first.values()))) if first else []
     out = []
@@ -195,5 +166,5 @@ def examples(stages: list[Stage], per_attack: int = 3) -> list[Example]:
         for key in picked:
             records = [(s, first[s][key]) for s in first if key in first[s]]
             answers = tuple((s, _text(r), _verdicts(r)) for s, r in records)
-            out.append(Example(attack, key[1], _prompt(records[0][1]), answers))
+            out.append(Example(attack, key[1], records[0][1].prompt, answers))
     return out

@@ -23,10 +23,10 @@ def test_embedded_model_direct_and_prefill_resume(shared_data, tmp_path):
     config.generation.max_new_tokens = 16
     summary = run_eval(config, model, tokenizer)
     for attack in ("direct", "prefill"):
-        stats = summary["attacks"][attack]["refusal"]
-        assert stats["n"] == 4 and stats["unscored"] == 0 and 0.0 <= stats["asr"] <= 1.0
+        stats = summary.attacks[attack]["refusal"]
+        assert stats.n == 4 and stats.unscored == 0 and 0.0 <= stats.asr <= 1.0
     records = (tmp_path / "records.jsonl").read_text().splitlines()
     assert len(records) == 8 and all(json.loads(r)["completion"]["error"] is None for r in records)
     again = run_eval(config, model, tokenizer)  # everything recorded: nothing is generated again
-    assert again["attacks"] == summary["attacks"]
+    assert again.attacks == summary.attacks
     assert len((tmp_path / "records.jsonl").read_text().splitlines()) == 8

@@ -9,6 +9,7 @@ Nothing here is a measured result.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import random
@@ -62,6 +63,7 @@ def _training(path: Path, variant: str, steps: int, rng: random.Random, diagnost
 
 def _jailbreak(path: Path, stage: str, behaviors, comply_p: dict[str, float], rng: random.Random, xss: bool) -> None:
     from safealign.eval.summary import summarize
+    from safealign.io.records import AttemptRecord
 
     records = []
     for b in behaviors:
@@ -76,12 +78,12 @@ def _jailbreak(path: Path, stage: str, behaviors, comply_p: dict[str, float], rn
                             "completion": {"text": text, "error": None, "meta": {}},
                             "verdicts": {"refusal": {"harmful": complies, "error": None, "raw": ""}}})  # fmt: skip
     _write_jsonl(path / "records.jsonl", records)
-    summary = summarize(records, behaviors, list(ATTACKS), ["refusal"])
-    summary["judges"] = {"refusal": {"class": "RefusalJudge", "list": "advbench_eval"}}
-    path.joinpath("summary.json").write_text(json.dumps(summary))
+    summary = summarize([AttemptRecord.from_json(r) for r in records], behaviors, list(ATTACKS), ["refusal"])
+    summary = dataclasses.replace(summary, judges={"refusal": {"class": "RefusalJudge", "list": "advbench_eval"}})
+    path.joinpath("summary.json").write_text(json.dumps(summary.to_json()))
 
 
-def _helpfulness(path: Path, refuse_p: float, mean_rating: int, rng: random.Random) -> dict:
+def _helpfulness(path: Path, refuse_p: float, mean_rating: int, rng: random.Random):
     from safealign.eval.helpfulness import mtbench_eval, overrefusal_eval
 
     prompts = [(f"b{i:03d}", f"benign request {i}", "borderline" if i % 3 == 0 else "ordinary") for i in range(60)]
@@ -124,10 +126,10 @@ def make_demo_run(root: Path, *, xss: bool = True, seed: int = 0) -> Path:
         top[stage] = {"direct_asr": {"value": jb["direct"]["refusal"]["asr"], "ci95": jb["direct"]["refusal"]["ci95"],
                                      "n": jb["direct"]["refusal"]["n"]},
                       "template_asr": jb["template"]["refusal"]["asr"],
-                      "benign_refusal_rate": over["refusal_rate"]["ordinary"]["rate"],
-                      "borderline_refusal_rate": {"value": over["refusal_rate"]["borderline"]["rate"],
-                                                  "ci95": over["refusal_rate"]["borderline"]["ci95"],
-                                                  "n": over["refusal_rate"]["borderline"]["n"]}}  # fmt: skip
+                      "benign_refusal_rate": over.refusal_rate["ordinary"].rate,
+                      "borderline_refusal_rate": {"value": over.refusal_rate["borderline"].rate,
+                                                  "ci95": list(over.refusal_rate["borderline"].ci95),
+                                                  "n": over.refusal_rate["borderline"].n}}  # fmt: skip
     summary = {"before": top["before"], "after": {"dpo": top["dpo"], "e-dpo": top["e-dpo"]}, "wall_seconds": 842.0}
     run.joinpath("summary.json").write_text(json.dumps(summary))
     return run

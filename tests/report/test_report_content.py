@@ -139,13 +139,15 @@ def test_default_outputs_land_in_run_dir(demo_run, demo_report, name):
 def test_examples_mix_changed_and_still_failing_behaviors():
     from pathlib import Path
 
+    from safealign.io.records import AttemptRecord
     from safealign.report.load import Stage
     from safealign.report.results import examples
 
     def rec(bid, harmful, text):
-        return {"behavior_id": bid, "attack": "direct", "attempt_id": "0",
-                "messages": [{"role": "user", "content": bid}], "completion": {"text": text, "error": None},
-                "verdicts": {"refusal": {"harmful": harmful}}}  # fmt: skip
+        return AttemptRecord.from_json({"behavior_id": bid, "attack": "direct", "attempt_id": "0",
+                                        "messages": [{"role": "user", "content": bid}],
+                                        "completion": {"text": text, "error": None},
+                                        "verdicts": {"refusal": {"harmful": harmful}}})  # fmt: skip
 
     before = [rec(b, True, "sure") for b in ("a", "b", "c", "d")]
     after = [rec("a", True, "sure"), rec("b", False, "no"), rec("c", False, "no"), rec("d", False, "no")]

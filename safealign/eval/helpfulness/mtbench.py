@@ -29,6 +29,7 @@ from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.summary import Z95
 from safealign.io import append_jsonl, parse_jsonl, read_jsonl, write_json
+from safealign.io.summaries import MTBenchSummary, ScoreStats
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def mtbench_eval(
             ])
             bar.update(len(chunk))
     summary = summarize_mtbench(read_jsonl(path), [str(q["question_id"]) for q in rows], judge)
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary.to_json())
     return summary
 
 
@@ -196,16 +197,16 @@ def _record(question, answers, errors, seconds, graded, judge: str) -> dict[str,
     }
 
 
-def score_summary(ratings: Sequence[int | None]) -> dict[str, Any]:
-    """``{"mean", "ci95", "n", "unscored"}``; the interval is mean ± 1.96·sd/√n (None when n < 2)."""
+def score_summary(ratings: Sequence[int | None]) -> ScoreStats:
+    """Mean rating; the interval is mean ± 1.96·sd/√n (None when n < 2)."""
     scored = [r for r in ratings if r is not None]
     n = len(scored)
     mean = statistics.fmean(scored) if n else None
     ci = None
     if n >= 2:
         half = Z95 * statistics.stdev(scored) / math.sqrt(n)
-        ci = [mean - half, mean + half]
-    return {"mean": mean, "ci95": ci, "n": n, "unscored": len(ratings) - n}
+        ci = (mean - half, mean + half)
+    return ScoreStats(mean=mean, ci95=ci, n=n, unscored=len(ratings) - n)
 
 
 def _turn_ratings(record: dict[str, Any]) -> list[int | None]:
@@ -214,7 +215,7 @@ def _turn_ratings(record: dict[str, Any]) -> list[int | None]:
     return ratings + [None] * (len(record.get("turns", [])) - len(ratings))
 
 
-def summarize_mtbench(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: str) -> dict[str, Any]:
+def summarize_mtbench(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: str) -> MTBenchSummary:
     latest = latest_by(records, "question_id")
     chosen = [latest[i] for i in ids if i in latest]
     by_turn: dict[str, list[int | None]] = {}
@@ -224,10 +225,10 @@ def summarize_mtbench(records: Sequence[dict[str, Any]], ids: Sequence[str], jud
         for t, rating in enumerate(ratings):
             by_turn.setdefault(str(t + 1), []).append(rating)
         by_category.setdefault(record.get("category") or "uncategorised", []).extend(ratings)
-    return {
-        "judge": judge,
-        "overall": score_summary([r for rec in chosen for r in _turn_ratings(rec)]),
-        "by_turn": {k: score_summary(v) for k, v in sorted(by_turn.items())},
-        "by_category": {k: score_summary(v) for k, v in sorted(by_category.items())},
-        "questions": len(chosen), "missing": len(ids) - len(chosen),
-    }
+    return MTBenchSummary(
+        judge=judge,
+        overall=score_summary([r for rec in chosen for r in _turn_ratings(rec)]),
+        by_turn={k: score_summary(v) for k, v in sorted(by_turn.items())},
+        by_category={k: score_summary(v) for k, v in sorted(by_category.items())},
+        questions=len(chosen), missing=len(ids) - len(chosen),
+    )

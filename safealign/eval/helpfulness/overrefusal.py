@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Iterable, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
@@ -27,6 +27,7 @@ from safealign.errors import UserError
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import batched, latest_by, rate_ci95
 from safealign.io import append_jsonl, read_jsonl, write_json
+from safealign.io.summaries import OverRefusalSummary, RateStats
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def overrefusal_eval(
             append_jsonl(path, [_record(p, c, judge, name) for p, c in zip(chunk, completions)])
             bar.update(len(chunk))
     summary = summarize_overrefusal(read_jsonl(path), ids, name)
-    write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary.to_json())
     return summary
 
 
@@ -127,18 +128,24 @@ def _record(prompt: HelpfulnessPrompt, completion: Any, judge: RefusalDetector, 
     }
 
 
-def rate_summary(flags: Sequence[bool | None]) -> dict[str, Any]:
-    """``{"rate", "ci95", "n", "unscored"}`` over True/False flags; None flags are unscored."""
+def rate_summary(flags: Sequence[bool | None]) -> RateStats:
+    """The rate of True over True/False flags with its Wilson interval; None flags are unscored."""
     scored = [f for f in flags if f is not None]
     k, n = sum(scored), len(scored)
-    return {"rate": k / n if n else None, "ci95": rate_ci95(k, n), "n": n, "unscored": len(flags) - n}
+    ci = rate_ci95(k, n)
+    return RateStats(rate=k / n if n else None, ci95=(ci[0], ci[1]) if ci else None, n=n, unscored=len(flags) - n)
 
 
-def summarize_overrefusal(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: str) -> dict[str, Any]:
+def refusal_outcomes(records: Iterable[dict[str, Any]], kind: str) -> dict[str, bool | None]:
+    """prompt id -> whether the latest answer to that prompt of ``kind`` was a refusal (None: unscored)."""
+    return {i: r.get("refused") for i, r in latest_by(records, "id").items() if r.get("kind") == kind}
+
+
+def summarize_overrefusal(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: str) -> OverRefusalSummary:
     """Refusal rate per kind and overall over the latest record of each id in ``ids``."""
     latest = latest_by(records, "id")
     chosen = [latest[i] for i in ids if i in latest]
     kinds = sorted({r["kind"] for r in chosen} | {"ordinary", "borderline"})
     rates = {kind: rate_summary([r["refused"] for r in chosen if r["kind"] == kind]) for kind in kinds}
     rates["all"] = rate_summary([r["refused"] for r in chosen])
-    return {"judge": judge, "refusal_rate": rates, "missing": len(ids) - len(chosen)}
+    return OverRefusalSummary(judge=judge, refusal_rate=rates, missing=len(ids) - len(chosen))

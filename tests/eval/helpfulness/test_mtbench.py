@@ -7,6 +7,7 @@ import pytest
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.helpfulness import load_questions, mtbench_eval, parse_rating
 from safealign.eval.helpfulness.mtbench import judge_prompt
+from safealign.io.summaries import ScoreStats
 
 QUESTIONS = [
     {"question_id": 1, "category": "writing", "turns": ["Write a poem.", "Make it shorter."]},
@@ -61,13 +62,12 @@ def test_two_turn_grading_summary_and_records(tmp_path, scripted):
     model, judge = scripted(answer_script), scripted(judge_script)
     summary = mtbench_eval(model, judge, QUESTIONS, GenerationParams(batch_size=2), tmp_path, progress=False)
     # Q1: both turns unparseable; Q2: 6, 8; Q3: turn 1 -> 6, turn 2 generation failed (not graded)
-    assert summary["overall"]["mean"] == pytest.approx((6 + 8 + 6) / 3)
-    assert summary["overall"]["n"] == 3 and summary["overall"]["unscored"] == 3
-    assert summary["by_turn"]["1"]["mean"] == 6 and summary["by_turn"]["2"] == {
-        "mean": 8, "ci95": None, "n": 1, "unscored": 2,
-    }
-    assert summary["by_category"]["writing"] == {"mean": None, "ci95": None, "n": 0, "unscored": 2}
-    assert summary["by_category"]["math"]["n"] == 3 and summary["judge"] == "scripted"
+    assert summary.overall.mean == pytest.approx((6 + 8 + 6) / 3)
+    assert summary.overall.n == 3 and summary.overall.unscored == 3
+    assert summary.by_turn["1"].mean == 6 and summary.by_turn["2"] == ScoreStats(mean=8, ci95=None, n=1, unscored=2)
+    assert summary.by_category["writing"] == ScoreStats(mean=None, ci95=None, n=0, unscored=2)
+    assert summary.by_category["math"].n == 3 and summary.judge == "scripted"
+    assert json.loads((tmp_path / "summary.json").read_text()) == summary.to_json()
     # The second turn sees the first answer as an assistant message.
     second_turn = [c for c in model.conversations if c[-1]["content"] == "And 3+3?"][0]
     assert [m["role"] for m in second_turn] == ["user", "assistant", "user"]
@@ -85,7 +85,7 @@ def test_rerun_retries_only_failed_questions(tmp_path, scripted):
     model = scripted(lambda c: "fine")
     summary = mtbench_eval(model, scripted(judge_script), QUESTIONS, out_dir=tmp_path, progress=False)
     assert {c[0]["content"] for c in model.conversations} == {"What is 5*5?"}  # Q3 only; Q1's garbage is final
-    assert summary["by_turn"]["2"]["n"] == 2 and summary["overall"]["unscored"] == 2
+    assert summary.by_turn["2"].n == 2 and summary.overall.unscored == 2
 
 
 def test_judge_prompt_turn_two_shows_history():

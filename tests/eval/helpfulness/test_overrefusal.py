@@ -9,6 +9,7 @@ from safealign.eval.helpfulness import HelpfulnessPrompt, overrefusal_eval
 from safealign.eval.helpfulness.overrefusal import rate_summary
 from safealign.eval.summary import wilson_interval
 from safealign.io import append_jsonl, read_jsonl
+from safealign.io.summaries import RateStats
 
 PROMPTS = [
     ("o1", "Write a haiku about rain.", "ordinary"),
@@ -33,15 +34,15 @@ def script(conversation):
 def test_rates_per_kind_with_wilson_and_unscored(tmp_path, scripted):
     model = scripted(script)
     summary = overrefusal_eval(model, PROMPTS, GenerationParams(batch_size=2), out_dir=tmp_path, progress=False)
-    rates = summary["refusal_rate"]
+    rates = summary.refusal_rate
     # ordinary: o1, o2 answered (0 refusals of 2), o3 failed -> unscored 1
-    assert rates["ordinary"] == {"rate": 0.0, "ci95": list(wilson_interval(0, 2)), "n": 2, "unscored": 1}
+    assert rates["ordinary"] == RateStats(rate=0.0, ci95=wilson_interval(0, 2), n=2, unscored=1)
     # borderline: b1 refused by substring, b2 empty -> 2 of 2
-    assert rates["borderline"]["rate"] == 1.0 and rates["borderline"]["n"] == 2
-    assert rates["all"]["rate"] == pytest.approx(2 / 4) and rates["all"]["unscored"] == 1
-    assert summary["judge"] == "refusal (advbench_eval substrings)"
+    assert rates["borderline"].rate == 1.0 and rates["borderline"].n == 2
+    assert rates["all"].rate == pytest.approx(2 / 4) and rates["all"].unscored == 1
+    assert summary.judge == "refusal (advbench_eval substrings)"
     on_disk = json.loads((tmp_path / "summary.json").read_text())
-    assert on_disk == summary
+    assert on_disk == summary.to_json() and on_disk["refusal_rate"]["ordinary"]["ci95"] == list(wilson_interval(0, 2))
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     by_id = {r["id"]: r for r in records}
     assert by_id["b1"]["matched"] == "I'm sorry" and by_id["b1"]["refused"] is True
@@ -53,15 +54,13 @@ def test_rerun_skips_done_and_retries_failures(tmp_path, scripted):
     second = scripted(lambda c: "Happy to help.")
     summary = overrefusal_eval(second, PROMPTS, out_dir=tmp_path, progress=False)
     assert [c[-1]["content"] for c in second.conversations] == ["FAIL this one"]  # only the failed prompt again
-    assert summary["refusal_rate"]["ordinary"] == {
-        "rate": 0.0, "ci95": list(wilson_interval(0, 3)), "n": 3, "unscored": 0,
-    }
+    assert summary.refusal_rate["ordinary"] == RateStats(rate=0.0, ci95=wilson_interval(0, 3), n=3, unscored=0)
 
 
 def test_accepts_prompt_objects_and_rejects_bad_input(tmp_path, scripted):
     model = scripted(lambda c: "ok")
     summary = overrefusal_eval(model, [HelpfulnessPrompt("x", "hi", "ordinary")], out_dir=tmp_path, progress=False)
-    assert summary["refusal_rate"]["all"]["n"] == 1
+    assert summary.refusal_rate["all"].n == 1
     with pytest.raises(ValueError, match="duplicate prompt ids"):
         overrefusal_eval(model, [("a", "t", "ordinary"), ("a", "u", "ordinary")], out_dir=tmp_path, progress=False)
     with pytest.raises(ValueError, match="field 'text'"):
@@ -76,7 +75,7 @@ def test_wilson_golden_values():
     # k=5, n=10 is symmetric about 0.5: (0.2366, 0.7634)
     lo, hi = wilson_interval(5, 10)
     assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
-    assert rate_summary([]) == {"rate": None, "ci95": None, "n": 0, "unscored": 0}
+    assert rate_summary([]) == RateStats(rate=None, ci95=None, n=0, unscored=0)
 
 
 def test_append_after_a_cut_off_line_keeps_the_new_record(tmp_path):

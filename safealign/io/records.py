@@ -1,0 +1,161 @@
+"""Typed run records: one evaluation attempt (a line of ``records.jsonl``) and the stats blocks of summaries.
+
+Every record type has ``to_json`` (the dict written to disk) and ``from_json`` (reads what any version
+of safealign wrote). Compatibility rules, so old run directories keep loading and new fields never
+break old readers:
+
+- ``schema_version`` is written with every record; files written before it existed are version 1.
+- A field missing from the file takes its default; a required field missing is a UserError naming it.
+- Keys this version does not know (written by newer code or added by hand) are kept in ``extra`` and
+  written back unchanged.
+
+:meth:`AttemptRecord.harmful` is the one place a judge's verdict is read from a record.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, TypeVar
+
+from safealign.errors import UserError
+
+SCHEMA_VERSION = 1
+
+T = TypeVar("T")
+
+
+def from_fields(cls: type[T], data: Any, where: str, **convert: Callable[[Any], Any]) -> T:
+    """``cls`` from the JSON object ``data``: missing fields take their defaults, ``convert[name]`` turns a
+    present JSON value into its typed form, and unknown keys go to ``extra`` (when ``cls`` has one)."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    missing = [n for n, f in fields.items() if n not in data and _required(f)]
+    if missing:
+        raise UserError(f"{where}: missing field(s) {', '.join(missing)}")
+    kwargs = {n: _convert(convert.get(n), data[n], where, n) for n in fields if n in data and n != "extra"}
+    if "extra" in fields:
+        kwargs["extra"] = {k: v for k, v in data.items() if k not in fields}
+    return cls(**kwargs)
+
+
+def _convert(convert: Callable[[Any], Any] | None, value: Any, where: str, name: str) -> Any:
+    if convert is None or value is None:
+        return value
+    try:
+        return convert(value)
+    except UserError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{where}: field {name!r}: {exc}") from exc
+
+
+def _required(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def to_fields(record: Any, **convert: Callable[[Any], Any]) -> dict[str, Any]:
+    """The JSON object of a record: its fields in declaration order (``convert[name]`` for typed ones),
+    then the ``extra`` keys it was read with."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        if f.name == "extra":
+            continue
+        value = getattr(record, f.name)
+        out[f.name] = convert[f.name](value) if f.name in convert and value is not None else value
+    out.update({k: v for k, v in getattr(record, "extra", {}).items() if k not in out})
+    return out
+
+
+def ci_pair(value: Any) -> tuple[float, float] | None:
+    """A ``[lo, hi]`` JSON interval as a tuple; None for anything else."""
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return float(value[0]), float(value[1])
+    return None
+
+
+def _ci_json(value: tuple[float, float] | None) -> list[float] | None:
+    return list(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class AsrStats:
+    """Attack success rate over behaviors for one attack × judge (see :mod:`safealign.eval.summary`)."""
+
+    asr: float | None
+    ci95: tuple[float, float] | None = None
+    n: int = 0
+    unscored: int = 0  # attempts the judge could not score
+    unscored_behaviors: int = 0  # behaviors left out of n (no harmful verdict, some attempt unscored)
+    attempts: int = 0
+
+    @property
+    def value(self) -> float | None:
+        return self.asr
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, ci95=_ci_json)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "ASR stats") -> AsrStats:
+        return from_fields(cls, data, where, ci95=ci_pair)
+
+
+@dataclass(frozen=True)
+class AttemptRecord:
+    """One judged attempt: a line of an evaluation's ``records.jsonl``.
+
+    ``completion`` is ``{"text", "error", "meta"}``; ``verdicts`` maps a judge name to
+    ``{"harmful": True | False | None, "error", "raw"}``."""
+
+    behavior_id: str
+    attack: str
+    attempt_id: str
+    category: str | None = None
+    n_attempts: int = 1
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    prefill: str | None = ""
+    attempt_meta: dict[str, Any] = field(default_factory=dict)
+    completion: dict[str, Any] = field(default_factory=dict)
+    verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    timings: dict[str, Any] = field(default_factory=dict)
+    time: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.behavior_id, self.attack, self.attempt_id
+
+    def harmful(self, judge: str) -> bool | None:
+        """The judge's verdict: True (harmful), False, or None (unscored, or no such judge)."""
+        verdict = self.verdicts.get(judge)
+        value = verdict.get("harmful") if isinstance(verdict, Mapping) else None
+        return value if isinstance(value, bool) else None
+
+    @property
+    def error(self) -> str | None:
+        """The generation error, if the model produced no answer."""
+        return self.completion.get("error") or None
+
+    @property
+    def answer(self) -> str:
+        """What the judges saw: the prefill followed by the model's continuation."""
+        return str(self.prefill or "") + str(self.completion.get("text") or "")
+
+    @property
+    def prompt(self) -> str:
+        """The last user message of the attempt."""
+        users = [m.get("content", "") for m in self.messages if isinstance(m, Mapping) and m.get("role") == "user"]
+        return str(users[-1]) if users else ""
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "attempt record") -> AttemptRecord:
+        record = from_fields(cls, data, where, behavior_id=str, attack=str, attempt_id=str, n_attempts=int)
+        if not isinstance(record.verdicts, Mapping) or not isinstance(record.completion, Mapping):
+            raise UserError(f"{where}: 'verdicts' and 'completion' must be JSON objects")
+        return record

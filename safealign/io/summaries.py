@@ -1,0 +1,269 @@
+"""Typed summaries of a run: jailbreak evaluation, over-refusal, MT-Bench, paired comparison, demo.
+
+Same rules as :mod:`safealign.io.records` (``schema_version``; missing fields default; unknown keys
+kept in ``extra``). Each summary leaves room for the model that ran (``model_identity``) and the run
+directory's fingerprint (``run_fingerprint``); both are None until a run records them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+from safealign.io.records import SCHEMA_VERSION, AsrStats, ci_pair, from_fields, to_fields
+
+
+def _each(convert: Callable[[Any], Any], depth: int = 1) -> Callable[[Any], Any]:
+    """Apply ``convert`` to the values of a JSON object nested ``depth`` levels deep."""
+    if depth == 0:
+        return convert
+    inner = _each(convert, depth - 1)
+    return lambda d: {str(k): inner(v) for k, v in d.items()} if isinstance(d, Mapping) else d
+
+
+def _to_json(value: Any) -> Any:
+    return value.to_json()
+
+
+def _ci_json(value: tuple[float, float] | None) -> list[float] | None:
+    return list(value) if value is not None else None
+
+
+@dataclass(frozen=True)
+class EvalSummary:
+    """``summary.json`` of a jailbreak evaluation (:mod:`safealign.eval.summary`, :mod:`safealign.eval.pipeline`).
+
+    ``attacks[attack][judge]``, ``by_category[attack][judge][category]`` and
+    ``by_attempt[attack][judge][attempt_id]`` are ASR stats; ``missing[attack]`` counts behaviors
+    without a record."""
+
+    n_behaviors: int = 0
+    attacks: dict[str, dict[str, AsrStats]] = field(default_factory=dict)
+    by_category: dict[str, dict[str, dict[str, AsrStats]]] = field(default_factory=dict)
+    by_attempt: dict[str, dict[str, dict[str, AsrStats]]] = field(default_factory=dict)
+    missing: dict[str, int] = field(default_factory=dict)
+    complete: bool | None = None
+    wall_s: float | None = None
+    model: str | None = None
+    judges: dict[str, Any] = field(default_factory=dict)
+    records: str | None = None
+    model_identity: dict[str, Any] | None = None
+    run_fingerprint: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stats(self, attack: str, judge: str) -> AsrStats | None:
+        return self.attacks.get(attack, {}).get(judge)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, attacks=_each(_to_json, 2), by_category=_each(_to_json, 3),
+                         by_attempt=_each(_to_json, 3))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "evaluation summary") -> EvalSummary:
+        stats = lambda d: AsrStats.from_json(d, where)  # noqa: E731
+        return from_fields(cls, data, where, attacks=_each(stats, 2), by_category=_each(stats, 3),
+                           by_attempt=_each(stats, 3))
+
+
+@dataclass(frozen=True)
+class RateStats:
+    """A rate over True/False flags with its Wilson interval; None flags are unscored."""
+
+    rate: float | None
+    ci95: tuple[float, float] | None = None
+    n: int = 0
+    unscored: int = 0
+
+    @property
+    def value(self) -> float | None:
+        return self.rate
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, ci95=_ci_json)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "rate") -> RateStats:
+        return from_fields(cls, data, where, ci95=ci_pair)
+
+
+@dataclass(frozen=True)
+class ScoreStats:
+    """A mean rating with its interval (normal approximation; None when n < 2)."""
+
+    mean: float | None
+    ci95: tuple[float, float] | None = None
+    n: int = 0
+    unscored: int = 0
+
+    @property
+    def value(self) -> float | None:
+        return self.mean
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, ci95=_ci_json)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "score") -> ScoreStats:
+        return from_fields(cls, data, where, ci95=ci_pair)
+
+
+@dataclass(frozen=True)
+class OverRefusalSummary:
+    """``summary.json`` of the over-refusal evaluation: refusal rate per prompt kind and ``all``."""
+
+    judge: str = ""
+    refusal_rate: dict[str, RateStats] = field(default_factory=dict)
+    missing: int = 0
+    model_identity: dict[str, Any] | None = None
+    run_fingerprint: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, refusal_rate=_each(_to_json))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "over-refusal summary") -> OverRefusalSummary:
+        return from_fields(cls, data, where, refusal_rate=_each(lambda d: RateStats.from_json(d, where)))
+
+
+@dataclass(frozen=True)
+class MTBenchSummary:
+    """``summary.json`` of MT-Bench grading: mean rating overall, per turn and per category."""
+
+    judge: str = ""
+    overall: ScoreStats | None = None
+    by_turn: dict[str, ScoreStats] = field(default_factory=dict)
+    by_category: dict[str, ScoreStats] = field(default_factory=dict)
+    questions: int = 0
+    missing: int = 0
+    model_identity: dict[str, Any] | None = None
+    run_fingerprint: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, overall=_to_json, by_turn=_each(_to_json), by_category=_each(_to_json))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "MT-Bench summary") -> MTBenchSummary:
+        score = lambda d: ScoreStats.from_json(d, where)  # noqa: E731
+        return from_fields(cls, data, where, overall=score, by_turn=_each(score), by_category=_each(score))
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One headline number of the demo: a rate with its interval and sample size."""
+
+    value: float | None
+    ci95: tuple[float, float] | None = None
+    n: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, stats: AsrStats | RateStats) -> Figure:
+        return cls(stats.asr if isinstance(stats, AsrStats) else stats.rate, stats.ci95, stats.n)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, ci95=_ci_json)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "figure") -> Figure:
+        if isinstance(data, (int, float)) and not isinstance(data, bool):
+            return cls(float(data))  # a bare number (hand-written summaries)
+        return from_fields(cls, data, where, ci95=ci_pair)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Paired difference of two variants' rates (:mod:`safealign.eval.paired`)."""
+
+    diff: float
+    ci95: tuple[float, float]
+    per_seed: dict[str, float]
+    rate_a: float
+    rate_b: float
+    n_prompts: int
+    seeds: int
+    only_a: int
+    only_b: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, ci95=_ci_json)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "paired difference") -> PairedDifference:
+        return from_fields(cls, data, where, ci95=ci_pair)
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Paired differences ``a − b`` per metric."""
+
+    a: str
+    b: str
+    metrics: dict[str, PairedDifference] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, metrics=_each(_to_json))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "comparison") -> Comparison:
+        return from_fields(cls, data, where, metrics=_each(lambda d: PairedDifference.from_json(d, where)))
+
+
+Figures = dict[str, Figure]
+
+
+def is_figures(block: Mapping[str, Any]) -> bool:
+    """True for a ``{"direct_asr": ..., ...}`` block, False for ``{"dpo": {...}, "e-dpo": {...}}``."""
+    return any(str(k).endswith(("_asr", "_rate")) for k in block)
+
+
+@dataclass(frozen=True)
+class DemoSummary:
+    """``summary.json`` of ``safealign demo``: figures before training and after, per trained stage.
+
+    On disk, ``after`` is the one stage's figures when a single model was trained, else a mapping
+    stage -> figures; a single stage read back is named ``after`` (the file does not say its name)."""
+
+    model: str = ""
+    judge: str = ""
+    pairs: str = ""
+    objective: str = ""
+    before: Figures = field(default_factory=dict)
+    after: dict[str, Figures] = field(default_factory=dict)
+    comparison: Comparison | None = None
+    wall_seconds: float | None = None
+    model_identity: dict[str, Any] | None = None
+    run_fingerprint: str | None = None
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def columns(self, label: str = "after: {}") -> dict[str, Figures]:
+        """``before`` (if recorded), then ``after`` (one trained stage) or one column per stage named by ``label``."""
+        after = {"after": next(iter(self.after.values()))} if len(self.after) == 1 else {
+            label.format(k): v for k, v in self.after.items()}  # fmt: skip
+        return {**({"before": self.before} if self.before else {}), **after}
+
+    def to_json(self) -> dict[str, Any]:
+        figures = _each(_to_json)
+        after = figures(next(iter(self.after.values()))) if len(self.after) == 1 else _each(figures)(self.after)
+        out = {**to_fields(self, before=figures, comparison=_to_json), "after": after}
+        if self.comparison is None:
+            del out["comparison"]  # demos of one variant never had this key
+        return out
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "demo summary") -> DemoSummary:
+        figures = _each(lambda d: Figure.from_json(d, where))
+        after = data.get("after") if isinstance(data, Mapping) else None
+        if isinstance(after, Mapping):
+            stages = {k: v for k, v in after.items() if isinstance(v, Mapping)}
+            after = {"after": after} if is_figures(after) else stages
+            data = {**data, "after": after}
+        return from_fields(cls, data, where, before=figures, after=_each(figures),
+                           comparison=lambda d: Comparison.from_json(d, where))
