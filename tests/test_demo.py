@@ -181,5 +181,5 @@ def test_comparison_skips_a_metric_nothing_was_scored_for(tmp_path):
                    for i in range(3)]
         (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     result = compare_variants(config, tmp_path, "e-dpo", "dpo")
-    assert set(result["metrics"]) == {"direct_asr"}  # template and over-refusal records are absent
-    assert result["metrics"]["direct_asr"]["diff"] == 1.0 and result["metrics"]["direct_asr"]["only_a"] == 3
+    assert set(result.metrics) == {"direct_asr"}  # template and over-refusal records are absent
+    assert result.metrics["direct_asr"].diff == 1.0 and result.metrics["direct_asr"].only_a == 3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,6 +30,6 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(config.output_dir, ignore_errors=True)
     summary = run_demo(config)
     print(format_summary(summary))
-    print(f"judge: {summary['judge']}; objective: {summary['objective']}")
-    print(f"wall time: {summary['wall_seconds']:.0f} s\nreport: {summary['report']}")
+    print(f"judge: {summary.judge}; objective: {summary.objective}")
+    print(f"wall time: {summary.wall_seconds:.0f} s\nreport: {Path(config.output_dir) / 'report.html'}")
     return 0

@@ -17,13 +17,14 @@ import statistics
 from typing import Any, Mapping
 
 from safealign.errors import UserError
+from safealign.io.summaries import PairedDifference
 
 Outcomes = Mapping[str, bool]  # prompt id -> outcome (True = attack succeeded / model refused ...)
 Values = Mapping[str, float]  # prompt id -> a per-prompt number (e.g. a log-prob margin in nats)
 
 
 def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, resamples: int = 2000,
-                      seed: int = 0) -> dict[str, Any]:
+                      seed: int = 0) -> PairedDifference:
     """``a`` and ``b``: seed -> prompt id -> outcome. Only prompts scored for both variants under every
     shared seed are compared; a seed present for one variant only is an error."""
     seeds, prompts = _paired_keys(a, b)
@@ -32,7 +33,7 @@ def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, r
            for k, v in _compare(a, b, seeds, prompts, resamples, seed).items()}
     out["only_a"] = sum(a[s][p] and not b[s][p] for s in seeds for p in prompts)
     out["only_b"] = sum(b[s][p] and not a[s][p] for s in seeds for p in prompts)
-    return out
+    return PairedDifference.from_json(out)
 
 
 def paired_mean_difference(a: Mapping[Any, Values], b: Mapping[Any, Values], *, resamples: int = 2000,

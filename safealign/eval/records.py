@@ -20,6 +20,11 @@ logger = logging.getLogger(__name__)
 Key = tuple[str, str, str]
 
 
+def load_records(path: str | Path) -> list[AttemptRecord]:
+    """Every attempt record in ``path`` (none when it does not exist), in file order."""
+    return [AttemptRecord.from_json(row, f"{path}: record #{i}") for i, row in enumerate(read_jsonl(path), 1)]
+
+
 class RecordStore:
     """The attempts of one evaluation, read from and appended to ``path`` as typed records."""
 
@@ -32,8 +37,8 @@ class RecordStore:
             self._load()
 
     def _load(self) -> None:
-        for index, row in enumerate(read_jsonl(self.path), 1):
-            self._remember(AttemptRecord.from_json(row, f"{self.path}: record #{index}"))
+        for record in load_records(self.path):
+            self._remember(record)
         logger.info("resuming: %d records in %s", len(self._records), self.path)
 
     def _remember(self, record: AttemptRecord) -> None:

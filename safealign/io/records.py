@@ -111,7 +111,7 @@ class AttemptRecord:
 
     behavior_id: str
     attack: str
-    attempt_id: str
+    attempt_id: str = "0"  # a hand-written record without one is its behavior's only attempt
     category: str | None = None
     n_attempts: int = 1
     messages: list[dict[str, Any]] = field(default_factory=list)

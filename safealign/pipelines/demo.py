@@ -22,6 +22,8 @@ from typing import Any
 
 from safealign.config import save_config, to_dict
 from safealign.errors import UserError
+from safealign.io import write_json
+from safealign.io.summaries import Comparison, DemoSummary, Figure, Figures
 from safealign.pipelines.demo_config import VARIANTS, DemoConfig, eval_config, from_saved, objective_name, train_config
 
 logger = logging.getLogger(__name__)
@@ -62,7 +64,7 @@ def _params(config: DemoConfig, max_new_tokens: int):
                             seed=config.seed)
 
 
-def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path) -> dict[str, Any]:
+def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path) -> Figures:
     """Jailbreak ASR (direct + templates) and over-refusal for one model; returns the demo's figures."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
@@ -76,15 +78,15 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     jailbreak = run_eval(evaluation, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors)
     helpful = overrefusal_eval(chat, prompts["benign_test"], _params(config, evaluation.generation.max_new_tokens),
                                out_dir=out / "helpfulness" / "overrefusal")
-    figures = {name: _figure(jailbreak["attacks"][attack]["refusal"], "asr")
+    figures = {name: Figure.of(jailbreak.attacks[attack]["refusal"])
                for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
-    figures["benign_refusal_rate"] = _figure(helpful["refusal_rate"]["ordinary"], "rate")
-    figures["borderline_refusal_rate"] = _figure(helpful["refusal_rate"]["borderline"], "rate")
+    figures["benign_refusal_rate"] = Figure.of(helpful.refusal_rate["ordinary"])
+    figures["borderline_refusal_rate"] = Figure.of(helpful.refusal_rate["borderline"])
     for name, extra in prompts["extra_harmful"].items():
         extra_config = dataclasses.replace(evaluation, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
         summary = run_eval(extra_config, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=extra)
-        figures[f"{name}_direct_asr"] = _figure(summary["attacks"]["direct"]["refusal"], "asr")
+        figures[f"{name}_direct_asr"] = Figure.of(summary.attacks["direct"]["refusal"])
     return figures
 
 
@@ -108,23 +110,24 @@ def _extra_name(path: str) -> str:
 def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, bool]]:
     """metric -> prompt id -> outcome (attack succeeded / benign prompt refused), read back from a
     stage's evaluation records; unscored prompts are left out."""
-    from safealign.eval.helpfulness.records import latest_by
-    from safealign.io import read_jsonl
+    from safealign.eval.helpfulness.overrefusal import refusal_outcomes
+    from safealign.eval.records import load_records
     from safealign.eval.summary import behavior_outcomes
+    from safealign.io import read_jsonl
 
-    jailbreak = read_jsonl(eval_dir / "jailbreak" / "records.jsonl")
+    jailbreak = load_records(eval_dir / "jailbreak" / "records.jsonl")
     out = {"direct_asr": behavior_outcomes(jailbreak, "direct", "refusal"),
            "template_asr": behavior_outcomes(jailbreak, "template", "refusal")}
     for name in map(_extra_name, config.extra_harmful):
-        records = read_jsonl(eval_dir / "extra" / name / "records.jsonl")
+        records = load_records(eval_dir / "extra" / name / "records.jsonl")
         out[f"{name}_direct_asr"] = behavior_outcomes(records, "direct", "refusal")
-    benign = latest_by(read_jsonl(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl"), "id").values()
+    benign = read_jsonl(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl")
     for kind, metric in (("ordinary", "benign_refusal_rate"), ("borderline", "borderline_refusal_rate")):
-        out[metric] = {r["id"]: r["refused"] for r in benign if r.get("kind") == kind}
+        out[metric] = refusal_outcomes(benign, kind)
     return {m: {k: v for k, v in o.items() if v is not None} for m, o in out.items()}
 
 
-def compare_variants(config: DemoConfig, run: Path, a: str, b: str) -> dict[str, Any]:
+def compare_variants(config: DemoConfig, run: Path, a: str, b: str) -> Comparison:
     """Paired difference ``a − b`` of every metric over the training seeds (safealign.eval.paired)."""
     from safealign.eval.paired import paired_difference
 
@@ -137,11 +140,7 @@ def compare_variants(config: DemoConfig, run: Path, a: str, b: str) -> dict[str,
                                                  {s: o[metric] for s, o in outcomes[b].items()})
         except ValueError as err:  # e.g. nothing scored for both: report the rest, never lose the run
             logger.warning("demo: no paired comparison of %s: %s", metric, err)
-    return {"a": a, "b": b, "metrics": compared}
-
-
-def _figure(stats: dict[str, Any], key: str) -> dict[str, Any]:
-    return {"value": stats[key], "ci95": stats["ci95"], "n": stats["n"]}
+    return Comparison(a, b, compared)
 
 
 def stages(config: DemoConfig) -> list[tuple[str, str, int]]:
@@ -186,8 +185,9 @@ def _check_same_config(config: DemoConfig, run: Path) -> None:
     claim_run_dir(run, demo_fingerprint(to_dict(config)), outputs=(), legacy=legacy, overwrite_flag="--fresh")
 
 
-def run_demo(config: DemoConfig) -> dict[str, Any]:
-    """Run (or resume) the demo; returns the summary also written to ``summary.json``."""
+def run_demo(config: DemoConfig) -> DemoSummary:
+    """Run (or resume) the demo; returns the summary also written to ``summary.json`` (the report is
+    written beside it, ``report.html`` and ``report.md``)."""
     from safealign.data.builtin import load_refusals
     from safealign.pipelines.build_safety import build_safety_pairs
     from safealign.eval.backends.hf import HFChatModel
@@ -208,9 +208,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     pairs_path = run / "pairs.jsonl"
     build = build_safety_pairs(HFChatModel(model, tokenizer), prompts["train"], load_refusals(), pairs_path,
                                params=_params(config, config.pair_max_new_tokens), seed=config.seed)
-    summary: dict[str, Any] = {"model": config.model, "judge": "refusal (AdvBench evaluation substrings)",
-                               "pairs": build.describe(), "objective": objective_name(config)}
-    summary["before"] = evaluate(config, model, tokenizer, prompts, run / "eval" / "before")
+    before = evaluate(config, model, tokenizer, prompts, run / "eval" / "before")
     del model
     after = {}
     for stage, variant, seed in stages(config):
@@ -218,21 +216,18 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         trained, trained_tokenizer = _load_trained(final)
         after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage)
         del trained
-    summary["after"] = next(iter(after.values())) if len(after) == 1 else after
-    if {"dpo", "e-dpo"} <= set(config.variants):
-        summary["comparison"] = compare_variants(config, run, "e-dpo", "dpo")
-    summary["wall_seconds"] = round(time.time() - started, 1)
-    (run / "summary.json").write_text(json.dumps(summary, indent=2))
-    html_path, md_path = build_report(run)
-    summary["report"] = str(html_path)
+    comparison = compare_variants(config, run, "e-dpo", "dpo") if {"dpo", "e-dpo"} <= set(config.variants) else None
+    summary = DemoSummary(model=config.model, judge="refusal (AdvBench evaluation substrings)",
+                          pairs=build.describe(), objective=objective_name(config), before=before, after=after,
+                          comparison=comparison, wall_seconds=round(time.time() - started, 1))
+    write_json(run / "summary.json", summary.to_json())
+    build_report(run)
     return summary
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: DemoSummary) -> str:
     """The before/after table printed at the end of the demo."""
-    after = summary["after"]
-    columns = {"after": after} if "direct_asr" in after else {f"after ({k})": v for k, v in after.items()}
-    columns = {"before": summary["before"], **columns}
+    columns = summary.columns("after ({})")
     rows = ["direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"]
     rows += sorted({k for c in columns.values() for k in c if k not in rows})
     with_ci = len(columns) <= 3  # wider tables show values only; summary.json keeps the intervals
@@ -242,23 +237,23 @@ def format_summary(summary: dict[str, Any]) -> str:
     for row in rows:
         cells = "".join(f"{_cell(columns[c].get(row), with_ci):>{width}}" for c in columns)
         lines.append(f"{row:<{label}}{cells}")
-    if comparison := summary.get("comparison"):
-        lines.append(f"\npaired difference {comparison['a']} − {comparison['b']} (mean over seeds, 95% bootstrap "
+    if comparison := summary.comparison:
+        lines.append(f"\npaired difference {comparison.a} − {comparison.b} (mean over seeds, 95% bootstrap "
                      "interval over prompts; discordant prompt×seed counts):")
-        for metric, d in comparison["metrics"].items():
-            lo, hi = d["ci95"]
+        for metric, d in comparison.metrics.items():
+            lo, hi = d.ci95
             lines.append(
-                f"{metric:<{label}}{d['diff']:+.3f} [{lo:+.3f},{hi:+.3f}]  {d['seeds']} seed(s) × "
-                f"{d['n_prompts']} prompts; only {comparison['a']}: {d['only_a']}, "
-                f"only {comparison['b']}: {d['only_b']}"
+                f"{metric:<{label}}{d.diff:+.3f} [{lo:+.3f},{hi:+.3f}]  {d.seeds} seed(s) × "
+                f"{d.n_prompts} prompts; only {comparison.a}: {d.only_a}, "
+                f"only {comparison.b}: {d.only_b}"
             )
     return "\n".join(lines)
 
 
-def _cell(figure: dict[str, Any] | None, with_ci: bool = True) -> str:
-    if figure is None or figure["value"] is None:
+def _cell(figure: Figure | None, with_ci: bool = True) -> str:
+    if figure is None or figure.value is None:
         return "-"
     if not with_ci:
-        return f"{figure['value']:.2f}"
-    lo, hi = figure["ci95"] or (0.0, 1.0)
-    return f"{figure['value']:.2f} [{lo:.2f},{hi:.2f}]"
+        return f"{figure.value:.2f}"
+    lo, hi = figure.ci95 or (0.0, 1.0)
+    return f"{figure.value:.2f} [{lo:.2f},{hi:.2f}]"

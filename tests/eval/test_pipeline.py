@@ -105,6 +105,22 @@ def test_failed_generations_are_recorded_then_retried(tmp_path):
     assert (summary.attacks["direct"]["kw"].n, summary.attacks["direct"]["kw"].unscored) == (5, 0)
 
 
+def test_summary_file_is_the_typed_summary_and_old_records_resume(tmp_path):
+    from safealign.io.summaries import EvalSummary
+
+    config = _config(tmp_path, attacks=("direct",))
+    summary = run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert EvalSummary.from_json(on_disk) == summary and on_disk["attacks"]["direct"]["kw"]["n"] == 5
+    path = tmp_path / "run" / "records.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert all(r.pop("schema_version") == 1 for r in rows)  # as written before records were typed
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    again = ScriptedChatModel(_reply)
+    resumed = run_eval(config, chat_model=again, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert again.n_generated == 0 and resumed.attacks == summary.attacks
+
+
 def test_truncated_last_line_is_tolerated(tmp_path):
     config = _config(tmp_path, attacks=("direct",))
     run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
