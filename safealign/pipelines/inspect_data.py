@@ -1,55 +1,27 @@
-"""``safealign data inspect PATH``: detected format, parsed and dropped rows, a few examples."""
+"""Inspect a data file: detected format, parsed and dropped rows, a few examples (``safealign data inspect``).
+
+With a tokenizer the examples are also rendered through its chat template, as training would see them.
+"""
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections import Counter
-from typing import Any
+from typing import Any, Optional
 
 from safealign.errors import UserError
 
 SHOW_DROPS = 5
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", help="data file (jsonl/json/csv/parquet, .gz too) or HF dataset id")
-    parser.add_argument(
-        "--format", default="auto", help="auto, standard, conversational, implicit, unpaired, behaviors"
-    )
-    parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
-                        help="map a field to your column name, e.g. --column prompt=question (repeatable)")
-    parser.add_argument("--split", default=None, help="dataset split for HF dataset ids (default: train)")
-    parser.add_argument(
-        "--harmful", action="store_true", default=None, help="mark rows without a harmful flag as harmful"
-    )
-    parser.add_argument(
-        "--tokenizer",
-        default=None,
-        help="render examples through this tokenizer's chat template ('tiny-random', hub id, dir)",
-    )
-    parser.add_argument("--examples", type=int, default=3, help="number of examples to show (default 3)")
-    parser.add_argument("--limit", type=int, default=None, help="read at most this many rows")
-    parser.add_argument("--json", action="store_true", help="print a machine-readable summary")
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.format == "behaviors" or (args.format == "auto" and _is_behaviors(args.path)):
-        summary = _behaviors_summary(args)
-    else:
-        summary = _preferences_summary(args)
-    print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else _text(summary))
-    return 0
-
-
-def parse_columns(items: list[str]) -> dict[str, str]:
-    mapping = {}
-    for item in items:
-        field, sep, column = item.partition("=")
-        if not sep or not field or not column:
-            raise UserError(f"--column {item!r}: expected FIELD=COLUMN, e.g. --column prompt=question")
-        mapping[field.strip()] = column.strip()
-    return mapping
+def inspect_data(path: str, *, format: str = "auto", columns: Optional[dict[str, str]] = None,
+                 split: Optional[str] = None, harmful: Optional[bool] = None, tokenizer: Optional[str] = None,
+                 examples: int = 3, limit: Optional[int] = None) -> dict[str, Any]:
+    """A summary dict of ``path`` (a file or an HF dataset id): preference data, or a behaviors file."""
+    if format == "behaviors" or (format == "auto" and _is_behaviors(path)):
+        return _behaviors_summary(path, tokenizer, examples)
+    return _preferences_summary(path, tokenizer, examples, format=format, columns=columns or {}, split=split,
+                                harmful=harmful, limit=limit)
 
 
 def _is_behaviors(path: str) -> bool:
@@ -60,14 +32,14 @@ def _is_behaviors(path: str) -> bool:
     return first is not None and behaviors_layout(first[1].keys()) is not None
 
 
-def _behaviors_summary(args: argparse.Namespace) -> dict[str, Any]:
+def _behaviors_summary(path: str, tokenizer: Optional[str], examples: int) -> dict[str, Any]:
     from safealign.data.behaviors import load_behaviors
 
-    behaviors = load_behaviors(args.path)
-    render = _renderer(args.tokenizer) if args.tokenizer else None
+    behaviors = load_behaviors(path)
+    render = _renderer(tokenizer) if tokenizer else None  # after the data: a bad file is reported first
     categories = Counter(b.category or "(none)" for b in behaviors)
     return {
-        "source": args.path,
+        "source": path,
         "format": "behaviors",
         "rows": len(behaviors),
         "parsed": len(behaviors),
@@ -76,7 +48,7 @@ def _behaviors_summary(args: argparse.Namespace) -> dict[str, Any]:
         "behaviors": len(behaviors),
         "contextual": sum(1 for b in behaviors if b.context),
         "categories": dict(categories.most_common()),
-        "examples": [_behavior_example(b, render) for b in behaviors[: args.examples]],
+        "examples": [_behavior_example(b, render) for b in behaviors[:examples]],
     }
 
 
@@ -89,16 +61,13 @@ def _behavior_example(b: Any, render: Any) -> dict[str, Any]:
     return out
 
 
-def _preferences_summary(args: argparse.Namespace) -> dict[str, Any]:
+def _preferences_summary(path: str, tokenizer: Optional[str], examples: int, **options: Any) -> dict[str, Any]:
     from safealign.data.formats import load_preferences
 
-    result = load_preferences(
-        args.path, format=args.format, columns=parse_columns(args.column), split=args.split,
-        harmful=args.harmful, limit=args.limit,
-    )
-    render = _renderer(args.tokenizer) if args.tokenizer else None
+    result = load_preferences(path, **options)
+    render = _renderer(tokenizer) if tokenizer else None
     return {
-        "source": args.path,
+        "source": path,
         "format": result.format,
         "rows": result.rows,
         "parsed": len(result.items),
@@ -106,7 +75,7 @@ def _preferences_summary(args: argparse.Namespace) -> dict[str, Any]:
         "drop_reasons": result.drop_counts(),
         "drops": [{"row": d.row, "field": d.field, "reason": d.reason} for d in result.dropped],
         "harmful": dict(Counter(str(item.harmful).lower() for item in result.items)),
-        "examples": [_example(item, render) for item in result.items[: args.examples]],
+        "examples": [_example(item, render) for item in result.items[:examples]],
     }
 
 
@@ -143,7 +112,8 @@ def _renderer(spec: str) -> Any:
     return PairEncoder(tokenizer)
 
 
-def _text(summary: dict[str, Any]) -> str:
+def format_inspection(summary: dict[str, Any]) -> str:
+    """The summary as ``safealign data inspect`` prints it."""
     lines = [f"source:  {summary['source']}", f"format:  {summary['format']}",
              f"rows:    {summary['rows']}  parsed: {summary['parsed']}  dropped: {summary['dropped']}"]
     if summary["format"] == "behaviors":
