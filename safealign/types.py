@@ -26,6 +26,12 @@ class PreferencePair:
     source: str = ""  # file or dataset id
     row: int = -1  # 0-based row in the source, for error messages and cache keys
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The prompt ``rejected`` answers when it is not ``prompt``: a cross-prompt ("joint") preference
+    # (x_w, y_w) ≻ (x_l, y_l) for JPO (docs/loss-inputs.md). None: both answer ``prompt``.
+    rejected_prompt: tuple[Message, ...] | None = None
+    # Per-token-averaged log-probs of ``chosen`` under K aligned models, precomputed (PoFT,
+    # docs/loss-inputs.md); None when the data has no ``chosen_scores`` column.
+    chosen_scores: tuple[float, ...] | None = None
 
 
 @dataclass(frozen=True)

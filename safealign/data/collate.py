@@ -4,7 +4,8 @@
 scores token ``t`` from the logits at position ``t - 1``. Reference tensors (``ref_*``) are present
 only when some example in the batch has a reference prompt that differs from its policy prompt (rows
 whose prompt is unchanged repeat their policy prompt there), so plain DPO batches carry no extra
-tensors. Batches are plain dicts (TypedDicts), which ``transformers.Trainer`` moves to the device.
+tensors. ``chosen_scores`` (PoFT's aligned-model scores) is present when every pair carries K of them.
+Batches are plain dicts (TypedDicts), which ``transformers.Trainer`` moves to the device.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ class _RefTensors(TypedDict, total=False):
     ref_response_mask: Tensor  # (N, T')
 
 
-class PreferenceBatch(_RefTensors):
+class _ScoreTensors(TypedDict, total=False):
+    chosen_scores: Tensor  # (B, K) float32: the chosen response's scores under K aligned models
+
+
+class PreferenceBatch(_RefTensors, _ScoreTensors):
     """Pairs as ``2B`` sequences: rows ``0..B-1`` prompt+chosen, rows ``B..2B-1`` prompt+rejected."""
 
     input_ids: Tensor  # (2B, T) long, right-padded
@@ -86,6 +91,11 @@ class PreferenceCollator:
             batch.update(_views(ref_prompts, responses, self.pad_token_id, prefix="ref_"))
         batch["index"] = torch.tensor([p.index for p in pairs], dtype=torch.long)
         batch["harmful"] = harmful_tensor([p.harmful for p in pairs])
+        scores = [p.chosen_scores for p in pairs]
+        # Only whole batches of K scores each; a loss that needs them had every row checked up front
+        # (safealign/train/data.py), and nothing else reads them.
+        if scores[0] is not None and all(s is not None and len(s) == len(scores[0]) for s in scores):
+            batch["chosen_scores"] = torch.tensor(scores, dtype=torch.float32)
         return batch  # type: ignore[return-value]
 
 

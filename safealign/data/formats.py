@@ -10,17 +10,23 @@ names below to your column names):
 - ``implicit``: ``chosen``/``rejected`` full conversations sharing a history: message lists, or
   HH-RLHF transcripts (``"\\n\\nHuman: … \\n\\nAssistant: …"``). The prompt is the shared history up to the
   final assistant turn, kept as a multi-turn conversation; the responses are the final assistant turns.
+- ``joint``: ``chosen_prompt``, ``chosen``, ``rejected_prompt``, ``rejected``: a preference between two
+  (prompt, response) pairs whose prompts may differ (JPO; docs/loss-inputs.md). Prompts as in
+  ``conversational`` (string or message list), responses a string or one assistant message.
 - ``unpaired``: ``prompt``, ``completion`` (string or one assistant message), ``label`` (bool-ish) →
   :class:`UnpairedExample` for KTO/BCO.
 
 Every format accepts an optional bool-ish ``harmful`` column; the dataset-level ``harmful=`` argument
-fills rows where it is missing. Bad rows are dropped and reported (:class:`DroppedRow`), never
+fills rows where it is missing. Every pair format accepts an optional ``chosen_scores`` column: a list
+of K finite numbers, the chosen response's per-token-averaged log-probs under K aligned models (PoFT;
+docs/loss-inputs.md). Bad rows are dropped and reported (:class:`DroppedRow`), never
 silently; unreadable files, undetectable formats and bad column mappings raise UserError.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,17 +39,20 @@ from safealign.types import PreferencePair, UnpairedExample
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("prompt", "chosen", "rejected", "completion", "label", "harmful")
+FIELDS = ("prompt", "chosen", "rejected", "completion", "label", "harmful", "chosen_prompt", "rejected_prompt",
+          "chosen_scores")
 REQUIRED = {
     "standard": ("prompt", "chosen", "rejected"),
     "conversational": ("prompt", "chosen", "rejected"),
     "implicit": ("chosen", "rejected"),
+    "joint": ("chosen_prompt", "chosen", "rejected_prompt", "rejected"),
     "unpaired": ("prompt", "completion", "label"),
 }
 FORMAT_HELP = {
     "standard": "prompt, chosen, rejected (strings)",
     "conversational": "prompt (message list), chosen, rejected (assistant message lists)",
     "implicit": "chosen, rejected (full conversations or HH 'Human:/Assistant:' transcripts)",
+    "joint": "chosen_prompt, chosen, rejected_prompt, rejected (a prompt per response)",
     "unpaired": "prompt, completion, label",
 }
 _DETECT_SAMPLE = 100
@@ -108,6 +117,8 @@ def detect_format(record_columns: set[str], first: Mapping[str, Any]) -> str | N
         return "unpaired"
     if not {"chosen", "rejected"} <= record_columns:
         return None
+    if {"chosen_prompt", "rejected_prompt"} <= record_columns:
+        return "joint"
     if "prompt" not in record_columns:
         return "implicit"
     return (
@@ -129,10 +140,27 @@ def _text_response(value: Any, field: str) -> str:
     return m.require_text(value, field)  # raises: missing value / wrong type
 
 
-def _pair(prompt, chosen: str, rejected: str, record: Record, harmful, source: str, row: int) -> PreferencePair:
-    if chosen.strip() == rejected.strip():
+def _pair(prompt, chosen: str, rejected: str, record: Record, harmful, source: str, row: int,
+          rejected_prompt=None) -> PreferencePair:
+    if rejected_prompt == prompt:
+        rejected_prompt = None
+    # The same text can rightly win for one prompt and lose for another; for one prompt it is no preference.
+    if rejected_prompt is None and chosen.strip() == rejected.strip():
         raise m.RowDrop("rejected", "chosen and rejected are identical")
-    return PreferencePair(prompt, chosen, rejected, _harmful(record, harmful), source, row)
+    return PreferencePair(prompt, chosen, rejected, _harmful(record, harmful), source, row,
+                          rejected_prompt=rejected_prompt, chosen_scores=_scores(record.get("chosen_scores")))
+
+
+def _scores(value: Any) -> tuple[float, ...] | None:
+    """The optional ``chosen_scores`` column: None, or a non-empty list of finite numbers."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise m.RowDrop("chosen_scores", f"expected a non-empty list of numbers, got {type(value).__name__}")
+    for i, v in enumerate(value):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise m.RowDrop("chosen_scores", f"item {i} is {v!r:.20}, not a finite number")
+    return tuple(float(v) for v in value)
 
 
 def _parse_standard(record: Record, harmful, source: str, row: int) -> PreferencePair:
@@ -167,6 +195,17 @@ def _parse_implicit(record: Record, harmful, source: str, row: int) -> Preferenc
     return _pair(prompt, chosen_text, rejected_text, record, harmful, source, row)
 
 
+def _response(value: Any, field: str) -> str:
+    return m.assistant_text(value, field) if isinstance(value, list) else _text_response(value, field)
+
+
+def _parse_joint(record: Record, harmful, source: str, row: int) -> PreferencePair:
+    chosen_prompt = m.parse_prompt(record.get("chosen_prompt"), "chosen_prompt")
+    rejected_prompt = m.parse_prompt(record.get("rejected_prompt"), "rejected_prompt")
+    chosen, rejected = _response(record.get("chosen"), "chosen"), _response(record.get("rejected"), "rejected")
+    return _pair(chosen_prompt, chosen, rejected, record, harmful, source, row, rejected_prompt=rejected_prompt)
+
+
 def _parse_unpaired(record: Record, harmful, source: str, row: int) -> UnpairedExample:
     prompt = m.parse_prompt(record.get("prompt"))
     value = record.get("completion")
@@ -183,6 +222,7 @@ _PARSERS: dict[str, Callable[..., PreferencePair | UnpairedExample]] = {
     "standard": _parse_standard,
     "conversational": _parse_conversational,
     "implicit": _parse_implicit,
+    "joint": _parse_joint,
     "unpaired": _parse_unpaired,
 }
 FORMATS = tuple(_PARSERS)

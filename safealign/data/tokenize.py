@@ -12,6 +12,13 @@ Truncation (counted in a :class:`TruncationReport` and logged, never silent): pr
 policy/reference prompt plus the response fits ``max_length``. A row whose prompt leaves no room for a
 response token is dropped and counted.
 
+Joint log-probs (``joint_logps=True``, for losses over log π(x, y) such as JPO; docs/loss-inputs.md):
+each side's own prompt (a pair may answer two prompts, ``PreferencePair.rejected_prompt``) is rendered
+and tokenized, its response ids appended as above, and every token after the first is scored: the
+encoded pair keeps the shared first token as its "prompt" and the rest of each sequence as its
+"response", so collation, reference caching and log-prob code work unchanged on cross-prompt pairs.
+Without ``joint_logps`` a cross-prompt pair is refused (its two sides have no common prompt).
+
 Tokenizers without a chat template raise a UserError naming the fix: pass ``chat_template=`` (e.g.
 :data:`safealign.models.tiny.CHATML_TEMPLATE`). No silent fallback — a wrong template trains a
 different prompt format than the model will see at inference.
@@ -45,6 +52,7 @@ class EncodedPair:
     chosen_ids: Ids
     rejected_ids: Ids
     harmful: bool | None
+    chosen_scores: tuple[float, ...] | None = None  # PreferencePair.chosen_scores, passed through
 
 
 @dataclass(frozen=True)
@@ -97,6 +105,7 @@ class PairEncoder:
         max_length: int = 512,
         max_prompt_length: int | None = 256,
         chat_template: str | None = None,
+        joint_logps: bool = False,
     ) -> None:
         if max_prompt_length is not None and not 0 < max_prompt_length < max_length:
             raise UserError(
@@ -108,6 +117,10 @@ class PairEncoder:
                 "pass chat_template= (a Jinja template, e.g. safealign.models.tiny.CHATML_TEMPLATE for ChatML) "
                 "or use the chat/instruct variant of the model's tokenizer"
             )
+        if joint_logps and transform is not None and not transform.is_identity:
+            raise UserError("joint log-probs score the prompt tokens, so the reference must see the policy's "
+                             f"prompt; got prompt transform {transform.key()}")
+        self.joint_logps = joint_logps
         self.tokenizer = tokenizer
         self.transform = transform or IdentityTransform()
         self.max_length = max_length
@@ -173,11 +186,30 @@ class PairEncoder:
         return encoded, report
 
     def _encode_pair(self, pair: PreferencePair, index: int, counts: _Counts) -> EncodedPair:
+        if self.joint_logps:
+            return self._encode_joint(pair, index, counts)
+        if pair.rejected_prompt is not None:
+            raise UserError(f"{pair.source} row {pair.row}: chosen and rejected answer different prompts; only a "
+                             "loss over joint log-probs (jpo) can score such a pair (docs/loss-inputs.md)")
         prompt_ids, ref_ids = self._prompt_views(pair.prompt, pair.harmful, pair, counts)
         budget = self._response_budget(prompt_ids, ref_ids, pair)
         chosen = self._response_ids(pair.prompt, pair.chosen, budget, counts, pair)
         rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair)
-        return EncodedPair(index, prompt_ids, ref_ids, chosen, rejected, pair.harmful)
+        return EncodedPair(index, prompt_ids, ref_ids, chosen, rejected, pair.harmful, pair.chosen_scores)
+
+    def _encode_joint(self, pair: PreferencePair, index: int, counts: _Counts) -> EncodedPair:
+        """Each side as its own prompt + response; all but the shared first token are scored."""
+        sides = []
+        for prompt, response in ((pair.prompt, pair.chosen), (pair.rejected_prompt or pair.prompt, pair.rejected)):
+            full = self._guarded(pair, lambda: self._ids(self.render_prompt(prompt)))  # noqa: B023 (called now)
+            prompt_ids = self._left_truncate(full)
+            counts.prompts += int(prompt_ids != full)
+            budget = self._response_budget(prompt_ids, None, pair)
+            sides.append(prompt_ids + self._response_ids(prompt, response, budget, counts, pair))
+        if sides[0][:1] != sides[1][:1]:
+            raise UserError(f"{pair.source} row {pair.row}: the two rendered prompts start with different tokens "
+                             f"({sides[0][:1]} vs {sides[1][:1]}); joint log-probs need a common first token")
+        return EncodedPair(index, sides[0][:1], None, sides[0][1:], sides[1][1:], pair.harmful, pair.chosen_scores)
 
     def _encode_unpaired(self, example: UnpairedExample, index: int, counts: _Counts) -> EncodedUnpaired:
         prompt_ids, ref_ids = self._prompt_views(example.prompt, example.harmful, example, counts)

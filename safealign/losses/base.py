@@ -41,8 +41,17 @@ def register_loss(
     input: InputKind = "pair",
     state: Callable[[], Any] | None = None,
     policy_inputs: tuple[str, ...] | None = None,
+    needs_scores: bool = False,
+    needs_cross_prompt_pairs: bool = False,
+    joint_logps: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Register a pure loss function under ``name``.
+
+    The inputs a loss cannot train without are declared here, and ``safealign train`` checks them against
+    the data and recipe before any model loads (docs/loss-inputs.md): ``needs_reference`` (reference
+    log-probs), ``needs_scores`` (``PairLogps.chosen_scores`` from a ``chosen_scores`` data column),
+    ``needs_cross_prompt_pairs`` (rows whose chosen and rejected answer different prompts; losses without
+    it refuse such rows), ``joint_logps`` (log-probs over prompt and response tokens, log π(x, y)).
 
     ``state``: optional factory for a state object a :class:`ComposedLoss` keeps across calls and
     passes as ``state=`` (e.g. BCO's :class:`~safealign.losses.state.RunningMean`). Called directly,
@@ -67,6 +76,9 @@ def register_loss(
             input=input,
             state=state,
             policy_inputs=policy_inputs or _POLICY_INPUTS[input],
+            needs_scores=needs_scores,
+            needs_cross_prompt_pairs=needs_cross_prompt_pairs,
+            joint_logps=joint_logps,
         )(wrapper)
         return wrapper
 

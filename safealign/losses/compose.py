@@ -77,7 +77,16 @@ class ComposedLoss:
             detail = ", ".join(f"{s.name} ({LOSSES.meta(s.name)['input']})" for s in specs)
             raise UserError(f"cannot combine pair and unpaired losses in one objective: {detail}")
         self.input_kind: InputKind = kinds.pop()
-        self.needs_reference = any(LOSSES.meta(s.name)["needs_reference"] for s in specs)
+        metas = [LOSSES.meta(s.name) for s in specs]
+        self.needs_reference = any(m["needs_reference"] for m in metas)
+        self.needs_scores = any(m["needs_scores"] for m in metas)
+        self.needs_cross_prompt_pairs = any(m["needs_cross_prompt_pairs"] for m in metas)
+        if len({m["joint_logps"] for m in metas}) > 1:
+            detail = ", ".join(f"{s.name} ({'joint' if m['joint_logps'] else 'response'})"
+                               for s, m in zip(specs, metas))
+            raise UserError(f"cannot combine losses over joint (prompt + response) log-probs with losses over response "
+                            f"log-probs in one objective: {detail}; a batch is scored one way (docs/loss-inputs.md)")
+        self.joint_logps: bool = metas[0]["joint_logps"]
 
     @property
     def states(self) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from safealign.types import LossOutput, PairLogps
     needs_reference=False,
     paper="Fan et al. 2024, Preference-Oriented Supervised Fine-Tuning (PoFT), arXiv:2412.12865",
     policy_inputs=("chosen",),
+    needs_scores=True,
 )
 def poft(x: PairLogps, *, beta: float = 1.0) -> LossOutput:
     """POFT: ``−logσ(β(p̄c − mean_j s_j))`` with p̄c = pc/Lw the policy's per-token-averaged log-prob of
@@ -20,8 +21,9 @@ def poft(x: PairLogps, *, beta: float = 1.0) -> LossOutput:
 
     Input: the SFT response is ``chosen``; ``rejected`` is not used (pass the chosen columns again, or
     any same-shaped tensor). ``chosen_scores`` are precomputed once by scoring the data with K aligned
-    models (use the same tokenisation; the average is per token so tokenisers may differ). ``beta``
-    scales the Bradley–Terry logit (1.0 = the formula in docs/algorithms.md). Rewards: p̄c − mean_j s_j.
+    models and come from the data's ``chosen_scores`` column (docs/loss-inputs.md; the average is per
+    token, so tokenisers may differ). ``beta`` scales the Bradley–Terry logit (1.0 = the formula in
+    docs/algorithms.md). Rewards: p̄c − mean_j s_j.
     """
     if x.chosen_scores is None:
         raise ValueError(

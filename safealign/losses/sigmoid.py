@@ -68,15 +68,17 @@ def rpo(x: PairLogps, *, beta: float = 0.1, eta: float = 1.0) -> LossOutput:
     return LossOutput(-F.logsigmoid(z) + eta * nll, {**metrics, "sft/nll": nll.detach()})
 
 
-@register_loss("jpo", needs_reference=True, paper="Bansal et al. 2024, Joint Preference Optimization, arXiv:2404.00530")
+@register_loss("jpo", needs_reference=True, needs_cross_prompt_pairs=True, joint_logps=True,
+               paper="Bansal et al. 2024, Joint Preference Optimization, arXiv:2404.00530")
 def jpo(x: PairLogps, *, beta: float = 0.1) -> LossOutput:
-    """JPO: ``−logσ(β[(pc − rc) − (pr − rr)])`` where row i's y_w and y_l may answer *different* prompts.
+    """JPO: ``−logσ(β[(pc − rc) − (pr − rr)])`` over joint log-probs of two (prompt, response) pairs.
 
-    Input contract: ``chosen[i] = log π(y_w|x_w)``, ``rejected[i] = log π(y_l|x_l)`` with x_w ≠ x_l allowed
-    (the data layer pairs instruction–response tuples across prompts); ``ref_*`` are the reference on the
-    same (prompt, response) tuples (or their safe views for E-JPO). With joint log-probs (the paper's
-    log π(x, y), prompt tokens scored too) the token counts include the prompt. The arithmetic is DPO's;
-    a separate name keeps the data contract explicit.
+    Row i is a preference (x_w, y_w) ≻ (x_l, y_l) whose prompts may differ (data format ``joint``);
+    ``chosen[i] = log π(x_w, y_w)`` and ``rejected[i] = log π(x_l, y_l)`` score the prompt tokens too (the
+    paper's joint probability; its released trainer with ``joint_distribution`` on), ``ref_*`` the same
+    sequences under the reference, and the token counts include the prompt. The arithmetic is DPO's: when
+    x_w = x_l the prompt terms cancel and JPO is DPO. The registration declares the cross-prompt data and
+    joint log-probs, which the data layer and trainer supply (docs/loss-inputs.md).
     """
     z, metrics = _dpo_parts(x, beta)
     return LossOutput(-F.logsigmoid(z), metrics)

@@ -1,7 +1,7 @@
 """A run's training data: parse, optionally unpair, check against the loss's input kind, encode.
 
-Parsing and the kind check need no model, so :func:`load_training_items` runs before the model loads
-and a data/loss mismatch fails in seconds. The loss's ``input_kind`` selects a :class:`DataKind`:
+Parsing and the checks need no model, so :func:`load_training_items` and :func:`check_loss_inputs` run
+before the model loads and a data/loss mismatch fails in seconds. The loss's ``input_kind`` selects a :class:`DataKind`:
 how rows are encoded and collated and which reference columns the cache provides.
 """
 
@@ -92,9 +92,49 @@ def check_input_kind(config: TrainConfig, data_format: str, data_kind: str, loss
                     f"loss ({', '.join(unpaired_losses)}) or paired data (prompt, chosen, rejected)")
 
 
-def encode_training_items(config: TrainConfig, tokenizer: Any, items: Sequence[Any], kind: DataKind):
-    """Tokenize with the configured reference view: (encoded rows with ``index`` = position, report)."""
+def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any], loss: Any) -> None:
+    """UserError when the data or recipe cannot supply an input the loss declares (docs/loss-inputs.md):
+    aligned-model scores, cross-prompt pairs, and for joint log-probs a reference that sees the same prompt."""
+    if loss.input_kind != "pair":
+        return
+    names = " + ".join(repr(spec.name) for spec in config.losses)
+    where = f"{config.data.path} (format {data_format!r})"
+    if loss.needs_scores:
+        _check_scores(names, where, items)
+    cross = [item.row for item in items if item.rejected_prompt is not None]
+    if loss.needs_cross_prompt_pairs and not cross:
+        raise UserError(f"loss {names} learns from preferences between answers to different prompts, but no row of "
+                        f"{where} has one (on same-prompt pairs it is dpo); give the 'joint' format: chosen_prompt, "
+                        "chosen, rejected_prompt, rejected (docs/loss-inputs.md)")
+    if cross and not loss.needs_cross_prompt_pairs:
+        raise UserError(f"{where}: {len(cross)} row(s) (e.g. row {', '.join(map(str, cross[:5]))}) pair answers to "
+                        f"different prompts, but loss {names} compares two answers to one prompt; use 'jpo' "
+                        "(docs/loss-inputs.md) or give same-prompt pairs")
+    transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
+    if loss.joint_logps and not transform.is_identity:
+        raise UserError(f"loss {names} scores the prompt tokens (joint log-probs), so the reference must score the "
+                        f"same prompt; reference.transform={config.reference.transform!r} changes it: use identity")
+
+
+def _check_scores(names: str, where: str, items: Sequence[Any]) -> None:
+    missing = [item.row for item in items if item.chosen_scores is None]
+    if missing:
+        raise UserError(f"loss {names} needs each chosen response's scores under aligned models, but {len(missing)} "
+                        f"of {len(items)} rows of {where} have no 'chosen_scores' (e.g. row "
+                        f"{', '.join(map(str, missing[:5]))}); add a list of K per-token-averaged log-probs per row, "
+                        "or map your column with data.columns.chosen_scores (docs/loss-inputs.md)")
+    k = len(items[0].chosen_scores)
+    odd = next((item for item in items if len(item.chosen_scores) != k), None)
+    if odd is not None:
+        raise UserError(f"{where}: 'chosen_scores' has {len(odd.chosen_scores)} values in row {odd.row} but {k} in "
+                        f"row {items[0].row}; every row needs one score per aligned model, the same K models")
+
+
+def encode_training_items(config: TrainConfig, tokenizer: Any, items: Sequence[Any], kind: DataKind,
+                          *, joint_logps: bool = False):
+    """Tokenize with the configured reference view: (encoded rows with ``index`` = position, report).
+    ``joint_logps``: score prompt and response tokens (the loss's declaration; docs/loss-inputs.md)."""
     transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
     encoder = PairEncoder(tokenizer, transform=transform, max_length=config.data.max_length,
-                          max_prompt_length=config.data.max_prompt_length)
+                          max_prompt_length=config.data.max_prompt_length, joint_logps=joint_logps)
     return kind.encode(encoder, items, config.data.max_length)

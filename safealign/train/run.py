@@ -151,7 +151,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     ``resume`` continues the last checkpoint of a run with the same fingerprint (safealign.io.rundir);
     ``overwrite`` deletes an earlier run's outputs in ``output_dir`` first.
     """
-    from safealign.train.data import DATA_KINDS, encode_training_items, load_training_items
+    from safealign.train.data import DATA_KINDS, check_loss_inputs, encode_training_items, load_training_items
     from safealign.train.trainer import PreferenceTrainer
 
     start = time.time()
@@ -162,6 +162,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         raise UserError(f"normalize_pair_gradients needs a paired loss (chosen and rejected per row), not an "
                         f"{loss.input_kind} one ({', '.join(c.name for c in config.losses)})")
     parsed, items = load_training_items(config, loss.input_kind)
+    check_loss_inputs(config, parsed.format, items, loss)
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
     args = training_arguments(config)
@@ -175,7 +176,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         else:
             checkpoint = get_last_checkpoint(str(out)) if resume else None
     model, tokenizer = _load_policy(config, args.device, model, tokenizer)
-    encoded, report = encode_training_items(config, tokenizer, items, kind)
+    encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps)
     collate = kind.collator(tokenizer.pad_token_id)
     with args.main_process_first(local=False, desc="reference log-probs"):
         collator, live, ref_desc, encoded = _reference_setup(config, model, encoded, kind, collate, loss,

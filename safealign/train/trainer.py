@@ -99,7 +99,8 @@ class PreferenceTrainer(Trainer):
         ref = self._reference(model, inputs, ("ref_chosen_logps", "ref_rejected_logps"),
                               lambda live: live.logps(model, inputs).chunk(2))
         return PairLogps(chosen=chosen, rejected=rejected, chosen_tokens=chosen_tokens,
-                         rejected_tokens=rejected_tokens, ref_chosen=ref[0], ref_rejected=ref[1])
+                         rejected_tokens=rejected_tokens, ref_chosen=ref[0], ref_rejected=ref[1],
+                         chosen_scores=inputs.get("chosen_scores"))
 
     def _unpaired_logps(self, model, inputs: dict[str, Tensor]) -> UnpairedLogps:
         own = view_logps(model, inputs, chunk_size=self.logps_chunk_size)

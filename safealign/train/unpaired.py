@@ -41,11 +41,13 @@ class UnpairedItem:
 def unpair_pairs(pairs: Sequence[PreferencePair]) -> list[UnpairedExample]:
     """TRL's ``unpair_preference_dataset``: every chosen response as a desirable example, then every
     rejected one as undesirable (this order keeps neighbouring rows on different prompts)."""
-    def one(pair: PreferencePair, completion: str, label: bool) -> UnpairedExample:
-        return UnpairedExample(prompt=pair.prompt, completion=completion, label=label, harmful=pair.harmful,
+    def one(pair: PreferencePair, prompt, completion: str, label: bool) -> UnpairedExample:
+        return UnpairedExample(prompt=prompt, completion=completion, label=label, harmful=pair.harmful,
                                source=pair.source, row=pair.row, meta=pair.meta)
 
-    return [one(p, p.chosen, True) for p in pairs] + [one(p, p.rejected, False) for p in pairs]
+    # a cross-prompt ("joint") pair's rejected response answers its own prompt
+    return ([one(p, p.prompt, p.chosen, True) for p in pairs]
+            + [one(p, p.rejected_prompt or p.prompt, p.rejected, False) for p in pairs])
 
 
 def with_kl_partners(encoded: Sequence[EncodedUnpaired], max_length: int) -> list[UnpairedItem]:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from safealign.data.formats import DroppedRow, load_preferences
+from safealign.data.formats import FORMATS, DroppedRow, load_preferences
 from safealign.types import PreferencePair, UnpairedExample
 
 
@@ -236,9 +236,7 @@ def test_undetectable_format_names_columns_and_needs(tmp_path):
 
 def test_explicit_format_errors(tmp_path):
     path = write(tmp_path, [{"prompt": "q", "chosen": "a"}])
-    with pytest.raises(
-        ValueError, match=r"unknown format 'dpo'; valid formats: auto, standard, conversational, implicit, unpaired"
-    ):
+    with pytest.raises(ValueError, match=f"unknown format 'dpo'; valid formats: auto, {', '.join(FORMATS)}$"):
         load_preferences(path, format="dpo")
     with pytest.raises(
         ValueError, match=r"format 'standard' needs columns prompt, chosen, rejected \(strings\); missing: rejected"
@@ -260,3 +258,50 @@ def test_csv_standard(tmp_path):
     path.write_text('prompt,chosen,rejected,harmful\n"Say ""hi""",hi,no,yes\n')
     result = load_preferences(path)
     assert result.items[0] == PreferencePair((user('Say "hi"'),), "hi", "no", True, str(path), 0)
+
+
+# --------------------------------------------------------------------------- loss inputs (docs/loss-inputs.md)
+def test_joint_format_is_detected_and_keeps_a_prompt_per_response(tmp_path):
+    path = write(tmp_path, [
+        {"chosen_prompt": "Give me a pasta recipe.", "chosen": "Boil pasta.", "rejected_prompt": "What is 2 + 2?",
+         "rejected": "I won't answer that."},
+        {"chosen_prompt": [user("Hi?")], "chosen": [assistant("Hello.")], "rejected_prompt": "Hi?", "rejected": "No."},
+        {"chosen_prompt": "A?", "chosen": "Same.", "rejected_prompt": "B?", "rejected": "Same."},
+        {"chosen_prompt": "A?", "chosen": "Same.", "rejected_prompt": "A?", "rejected": "Same."},
+    ])
+    result = load_preferences(path)
+    assert result.format == "joint" and "joint" in FORMATS
+    cross, same, same_text = result.items
+    assert cross.prompt == (user("Give me a pasta recipe."),) and cross.rejected_prompt == (user("What is 2 + 2?"),)
+    assert (cross.chosen, cross.rejected) == ("Boil pasta.", "I won't answer that.")
+    assert same.rejected_prompt is None  # one prompt: an ordinary pair
+    assert same_text.chosen == same_text.rejected and same_text.rejected_prompt == (user("B?"),)
+    assert drops(result) == [(3, "rejected", "chosen and rejected are identical")]
+
+
+def test_joint_format_reads_the_jpo_authors_columns_through_a_mapping(tmp_path):
+    path = write(tmp_path, [{"i_chosen": "A?", "r_chosen": "Yes.", "i_reject": "B?", "r_reject": "No."}])
+    columns = {"chosen_prompt": "i_chosen", "chosen": "r_chosen", "rejected_prompt": "i_reject", "rejected": "r_reject"}
+    [item] = load_preferences(path, columns=columns).items
+    got = (item.prompt, item.chosen, item.rejected_prompt, item.rejected)
+    assert got == ((user("A?"),), "Yes.", (user("B?"),), "No.")
+
+
+def test_chosen_scores_are_parsed_on_any_pair_format_and_bad_ones_dropped(tmp_path):
+    good = {"prompt": "q", "chosen": "a", "rejected": "b"}
+    path = write(tmp_path, [
+        {**good, "chosen_scores": [-1.5, -2]}, good, {**good, "chosen_scores": []},
+        {**good, "chosen_scores": [-1.0, float("nan")]}, {**good, "chosen_scores": "-1.0"},
+        {**good, "chosen_scores": [True]},
+    ])
+    result = load_preferences(path)
+    assert [item.chosen_scores for item in result.items] == [(-1.5, -2.0), None]
+    assert drops(result) == [
+        (2, "chosen_scores", "expected a non-empty list of numbers, got list"),
+        (3, "chosen_scores", "item 1 is nan, not a finite number"),
+        (4, "chosen_scores", "expected a non-empty list of numbers, got str"),
+        (5, "chosen_scores", "item 0 is True, not a finite number"),
+    ]
+    path = write(tmp_path, [{"q": "q", "chosen": "a", "rejected": "b", "aligned": [-3.0]}], name="mapped.jsonl")
+    [item] = load_preferences(path, columns={"prompt": "q", "chosen_scores": "aligned"}).items
+    assert item.chosen_scores == (-3.0,)

@@ -173,3 +173,28 @@ def test_encode_unpaired(tiny_tokenizer):
     )
     encoded, report = enc.encode_all_unpaired([example])
     assert encoded[0].index == 0 and report == TruncationReport(1, 0, 0, ())
+
+
+# --------------------------------------------------------------------------- joint log-probs (JPO)
+def test_joint_encoding_scores_each_side_with_its_own_prompt(tiny_tokenizer):
+    cross = PreferencePair((user("A?"),), "Yes.", "No.", None, "d.jsonl", 2, rejected_prompt=(user("Bee?"),),
+                           chosen_scores=(-1.0,))
+    encoded = PairEncoder(tiny_tokenizer, joint_logps=True).encode(cross, index=0)
+    chosen_full = ids(tiny_tokenizer, chatml_prompt("A?") + "Yes.<|im_end|>\n")
+    rejected_full = ids(tiny_tokenizer, chatml_prompt("Bee?") + "No.<|im_end|>\n")
+    assert encoded.prompt_ids == chosen_full[:1] == rejected_full[:1]  # the shared, unscored first token
+    assert encoded.prompt_ids + encoded.chosen_ids == chosen_full
+    assert encoded.prompt_ids + encoded.rejected_ids == rejected_full
+    assert encoded.ref_prompt_ids is None and encoded.chosen_scores == (-1.0,)
+
+
+def test_a_cross_prompt_pair_needs_joint_log_probs_and_joint_needs_the_identity_view(tiny_tokenizer):
+    cross = PreferencePair((user("A?"),), "Yes.", "No.", None, "d.jsonl", 2, rejected_prompt=(user("B?"),))
+    with pytest.raises(ValueError, match="d.jsonl row 2: chosen and rejected answer different prompts.*jpo"):
+        PairEncoder(tiny_tokenizer).encode(cross, index=0)
+    with pytest.raises(ValueError, match="joint log-probs score the prompt tokens.*safety_prefix"):
+        PairEncoder(tiny_tokenizer, SafetyPrefix(), joint_logps=True)
+
+
+def user(text):
+    return {"role": "user", "content": text}

@@ -46,6 +46,11 @@ CASES = {
     "bad reference mode": ({"reference": {"mode": "cached"}}, ["reference.mode", "cache, live", "'cached'"]),
     "pairs to unpaired loss": ({"losses": [{"name": "kto"}]}, ["format 'standard'", "'kto'", "data.unpair=true"]),
     "unpair already unpaired": ({"losses": [{"name": "kto"}], "data": {"unpair": True}}, ["already holds unpaired"]),
+    "poft without scores": ({"losses": [{"name": "poft"}]}, ["'poft'", "8 of 8 rows", "no 'chosen_scores'",
+                                                             "docs/loss-inputs.md"]),
+    "jpo on same-prompt pairs": ({"losses": [{"name": "jpo"}]}, ["'jpo'", "no row of", "it is dpo", "'joint' format"]),
+    "jpo with dpo": ({"losses": [{"name": "jpo"}, {"name": "dpo"}]},
+                     ["cannot combine", "jpo (joint)", "dpo (response)"]),
 }
 
 
@@ -58,6 +63,28 @@ def test_bad_recipe_exits_2_before_loading_the_model(case, tmp_path, pairs_file,
     assert err.startswith("safealign: error:")
     for text in expected:
         assert text in err, (text, err)
+
+
+def joint_file(tmp_path, rows):
+    path = tmp_path / "joint.jsonl"
+    path.write_text("".join(json.dumps({"chosen_prompt": a, "chosen": "Yes.", "rejected_prompt": b, "rejected": "No."})
+                            + "\n" for a, b in rows))
+    return path
+
+
+def test_cross_prompt_rows_to_a_same_prompt_loss_name_the_rows(tmp_path, no_model_load, capsys):
+    data = joint_file(tmp_path, [("A?", "A?"), ("A?", "B?"), ("C?", "D?")])
+    assert main(["train", str(recipe(tmp_path, data, {}))]) == 2
+    err = capsys.readouterr().err
+    expected = ("format 'joint'", "2 row(s) (e.g. row 1, 2)", "loss 'dpo' compares two answers to one prompt", "'jpo'")
+    for text in expected:
+        assert text in err, (text, err)
+
+
+def test_joint_log_probs_refuse_a_changed_reference_prompt(tmp_path, no_model_load, capsys):
+    fields = {"losses": [{"name": "jpo"}], "reference": {"transform": "safety_prefix"}}
+    assert main(["train", str(recipe(tmp_path, joint_file(tmp_path, [("A?", "B?")]), fields))]) == 2
+    assert "reference.transform='safety_prefix' changes it: use identity" in capsys.readouterr().err
 
 
 def test_unpaired_data_to_a_paired_loss_names_format_and_loss(tmp_path, unpaired_file, no_model_load, capsys):

@@ -41,6 +41,12 @@ def test_unpair_puts_chosen_first_then_rejected_with_labels():
     assert [e.harmful for e in out] == [True, False, False, True, False, False]
 
 
+def test_unpair_gives_a_cross_prompt_rejected_response_its_own_prompt():
+    a, b = ({"role": "user", "content": "a?"},), ({"role": "user", "content": "b?"},)
+    chosen, rejected = unpair_pairs([PreferencePair(a, "yes", "no", rejected_prompt=b)])
+    assert (chosen.prompt, chosen.completion, rejected.prompt, rejected.completion) == (a, "yes", b, "no")
+
+
 def test_kl_partner_is_next_row_with_a_different_prompt_and_fits_max_length():
     rows = [encoded_row(0, [1, 2], [10, 11]), encoded_row(1, [1, 2], [20]), encoded_row(2, [3], [30, 31, 32, 33]),
             encoded_row(3, [4, 5, 6], [40], ref=[7, 4, 5, 6])]
