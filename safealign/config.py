@@ -41,6 +41,10 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         where = "command-line overrides"
         for override in overrides or []:
             _apply_override(merged, override)
+        missing = sorted(OmegaConf.missing_keys(merged))
+        if missing:  # the one setting has no default and nobody gave it: say where it can be given
+            raise UserError(f"no value for {', '.join(missing)}: set it in the YAML config or on the command line "
+                            f"({missing[0]}=...)")
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise UserError(f"{where}: invalid config: {_describe(exc, schema)}") from None

@@ -55,7 +55,7 @@ def test_yaml_errors_name_the_file(tmp_path):
 
 
 def test_missing_mandatory_value_is_an_error():
-    with pytest.raises(ValueError, match="data.path"):
+    with pytest.raises(ValueError, match=r"no value for data\.path: set it in the YAML config or on the command line"):
         load_config(TrainConfig, None, [])
 
 
@@ -120,3 +120,15 @@ def test_a_new_key_inside_a_free_form_mapping_is_created():
     assert config.judge_params == {"refusal": {"extra": ["x"]}}
     with pytest.raises(ValueError, match="no such key 'generation.bogus'; valid keys here: batch_size"):
         load_config(EvalConfig, smoke, ["generation.bogus.x=1"])
+
+
+@pytest.mark.parametrize("name, schema", [("ranking_hh.yaml", "RankingConfig"),
+                                          ("entanglement_hh.yaml", "EntanglementConfig"),
+                                          ("anchor_hh.yaml", "AnchorConfig")])
+def test_shipped_diagnose_recipes_load_through_their_base(name, schema):
+    from safealign.pipelines import diagnose, diagnose_ranking
+
+    schema_type = getattr(diagnose, schema, None) or getattr(diagnose_ranking, schema)
+    config = load_config(schema_type, Path(__file__).parents[1] / "configs" / "diagnose" / name, ["limit=5"])
+    assert (config.data, config.split, config.harmful, config.limit) == ("Anthropic/hh-rlhf/harmless-base", "test",
+                                                                         True, 5)
