@@ -74,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"safealign: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("safealign: interrupted; work written so far is kept", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a StopRequested (SIGTERM) with its own message and exit code
+        print(f"safealign: {exc or 'interrupted; work written so far is kept'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":  # pragma: no cover

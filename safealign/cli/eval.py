@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -32,13 +31,7 @@ def run(args: argparse.Namespace) -> int:
     from safealign.eval.summary import format_table
 
     config = load_config(EvalConfig, config_path, overrides)
-    # Batch schedulers stop jobs with SIGTERM: treat it like Ctrl-C so the partial summary is written.
-    signal.signal(signal.SIGTERM, _interrupt)
     summary = run_eval(config, overwrite=args.overwrite)
     print(format_table(summary))
     print(f"\nrecords and summary in {config.output_dir}")
     return 0
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt

@@ -24,6 +24,7 @@ from safealign.eval.judges.base import Judge, build_judge
 from safealign.eval.records import RecordStore
 from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, summarize
+from safealign.interrupt import raise_if_stop_requested, stop_on_sigterm
 from safealign.io import write_json
 from safealign.io.records import AttemptRecord
 from safealign.io.summaries import EvalSummary
@@ -74,9 +75,10 @@ def run_eval(
     started = time.perf_counter()
     complete = False
     try:
-        for name in config.attacks:
-            attack = build_attack(name, config.attack_params.get(name), context)
-            _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors, first_batch)
+        with stop_on_sigterm():  # SIGTERM ends the run at the next generation step, keeping the records
+            for name in config.attacks:
+                attack = build_attack(name, config.attack_params.get(name), context)
+                _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors, first_batch)
         complete = True
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
@@ -148,6 +150,7 @@ def _run_attack(attack: Attack, behaviors: Sequence[Behavior], target: ChatModel
     pending: list[tuple[Behavior, Attempt, dict[str, Any]]] = []
     skipped = 0
     for behavior in tqdm(behaviors, desc=f"attack {attack.name}", unit="behavior"):
+        raise_if_stop_requested()  # attacks such as GCG work for long before anything is generated
         if store.is_complete(behavior.id, attack.name, retry_errors=retry_errors):
             skipped += 1
             continue
@@ -172,6 +175,7 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
                          first_batch: FirstBatchCheck) -> None:  # fmt: skip
     behaviors = [b for b, _, _ in batch]
     completions = target.generate([conversation(a) for _, a, _ in batch], params)
+    raise_if_stop_requested()  # whatever a backend returned after a stop request may be cut short: not recorded
     # Judges see what a user would: the prefill followed by the model's continuation.
     answers = [dataclasses.replace(c, text=a.prefill + c.text, meta={**c.meta, "prefill": a.prefill})
                if c.error is None and a.prefill else c

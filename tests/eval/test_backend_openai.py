@@ -180,7 +180,7 @@ def test_retry_after_is_honoured_within_the_budget(server, monkeypatch):
     import safealign.eval.backends.openai_http as http
 
     slept: list[float] = []
-    monkeypatch.setattr(http.time, "sleep", slept.append)
+    monkeypatch.setattr(http, "wait_or_stop", lambda seconds: slept.append(seconds) or False)  # no stop requested
     client = _client(server, backoff_s=0.01, retry_budget_s=5)
     ok, too_long = client.generate([_conv("rate-limited:3"), _conv("rate-limited:60")], GenerationParams())
     assert ok.text == "echo:rate-limited:3" and ok.meta["attempts"] == 2

@@ -7,6 +7,7 @@ import time
 from typing import Any, Sequence
 
 import torch
+from transformers import StoppingCriteria, StoppingCriteriaList
 
 from safealign.eval.backends.base import (
     Conversation,
@@ -14,9 +15,18 @@ from safealign.eval.backends.base import (
     render_prompt,
     truncate_at_stop,
 )
+from safealign.interrupt import raise_if_stop_requested, stop_requested
 from safealign.types import Completion
 
 logger = logging.getLogger(__name__)
+
+
+class _StopFlag(StoppingCriteria):
+    """Ends generation at the next token once a stop is requested (SIGTERM), instead of after
+    ``max_new_tokens`` more steps; the backend then drops the cut batch."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), stop_requested(), dtype=torch.bool, device=input_ids.device)
 
 
 class HFChatModel:
@@ -48,6 +58,7 @@ class HFChatModel:
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])
         out: list[Completion | None] = [None] * len(prompts)
         for start in range(0, len(order), max(1, params.batch_size)):
+            raise_if_stop_requested()
             idx = order[start : start + params.batch_size]
             for i, completion in zip(idx, self._generate_batch([prompts[i] for i in idx], params)):
                 out[i] = completion
@@ -67,10 +78,12 @@ class HFChatModel:
         try:
             with torch.no_grad():
                 torch.manual_seed(params.seed)
-                output = self.model.generate(**enc, **self._generate_kwargs(params))
+                output = self.model.generate(**enc, **self._generate_kwargs(params),
+                                             stopping_criteria=StoppingCriteriaList([_StopFlag()]))
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: recorded per attempt, run goes on
             logger.warning("generation failed for a batch of %d: %s", len(prompts), exc)
             return [Completion(text="", error=f"{type(exc).__name__}: {exc}") for _ in prompts]
+        raise_if_stop_requested()  # a batch cut short by a stop request is not a completion
         seconds = (time.perf_counter() - start) / len(prompts)
         new_tokens = output[:, enc["input_ids"].shape[1] :]  # (B, T_new)
         return [self._completion(row, params, seconds) for row in new_tokens]

@@ -17,18 +17,20 @@ import logging
 import os
 import random
 import re
+import threading
 import time
 import urllib.error
 import urllib.request
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams, split_prefill, with_system_prompt
+from safealign.interrupt import raise_if_stop_requested, wait_or_stop
 from safealign.types import Completion
 
 logger = logging.getLogger(__name__)
 
+_POLL_S = 0.1  # how often a waiting generate() checks for a stop request
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DEFAULT_PREFILL_PARAMS = {"continue_final_message": True, "add_generation_prompt": False}
 
@@ -100,8 +102,34 @@ class OpenAIChatModel:
         )
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
-        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-            return list(pool.map(lambda c: self._one(c, params), conversations))
+        """Up to ``concurrency`` requests at a time, on daemon threads: on a stop request (SIGTERM) this
+        raises at once, abandoning the requests in flight instead of waiting out their timeouts and retries."""
+        results: list[Any] = [None] * len(conversations)
+        slots = threading.BoundedSemaphore(self.concurrency)
+
+        def work(i: int, conversation: Conversation) -> None:
+            try:
+                results[i] = self._one(conversation, params)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
+                results[i] = exc
+            finally:
+                slots.release()
+
+        threads = []
+        for i, conversation in enumerate(conversations):
+            while not slots.acquire(timeout=_POLL_S):
+                raise_if_stop_requested()
+            raise_if_stop_requested()
+            threads.append(threading.Thread(target=work, args=(i, conversation), daemon=True))
+            threads[-1].start()
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(_POLL_S)
+                raise_if_stop_requested()
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return results
 
     def _payload(self, conversation: Conversation, params: GenerationParams) -> dict[str, Any]:
         messages, prefill = split_prefill(conversation)
@@ -129,7 +157,8 @@ class OpenAIChatModel:
         waited = 0.0
         for attempt in range(self.max_retries + 1):
             if attempt:
-                time.sleep(wait)
+                if wait_or_stop(wait):  # stopping: the caller drops this batch anyway
+                    break
                 waited += wait
             try:
                 text = self._post(data)
