@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
-from safealign.io import append_jsonl, read_jsonl
+from safealign.io import append_jsonl, load_jsonl
 from safealign.io.records import AttemptRecord
 
 logger = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ Key = tuple[str, str, str]
 
 def load_records(path: str | Path) -> list[AttemptRecord]:
     """Every attempt record in ``path`` (none when it does not exist), in file order."""
-    return [AttemptRecord.from_json(row, f"{path}: record #{i}") for i, row in enumerate(read_jsonl(path), 1)]
+    return [AttemptRecord.from_json(row, f"{path}:{line}") for line, row in load_jsonl(path).numbered()]
 
 
 class RecordStore:

@@ -39,6 +39,11 @@ class JsonlRows:
     rows: list[dict[str, Any]]
     cut_off: bool = False  # the last line was cut off by an interrupted write and skipped
     skipped: tuple[int, ...] = ()  # line numbers of other unreadable lines (only with ``strict=False``)
+    lines: tuple[int, ...] = ()  # the line number of each row, for messages about a row's content
+
+    def numbered(self) -> list[tuple[int, dict[str, Any]]]:
+        """``(line number, row)`` pairs."""
+        return list(zip(self.lines, self.rows))
 
 
 def dumps_line(row: Any) -> str:
@@ -128,13 +133,14 @@ def load_jsonl(path: str | Path, *, strict: bool = True) -> JsonlRows:
         raise UserError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     lines = raw.removeprefix(b"\xef\xbb\xbf").split(b"\n")
     unterminated = lines.pop()  # b"" when the file ends with a newline
-    rows, skipped = [], []
+    rows, skipped, numbers = [], [], []
     for lineno, line in enumerate(lines, 1):
         row = _parse_line(line, path, lineno, strict)
         if row is _BAD:
             skipped.append(lineno)
         elif row is not _BLANK:
             rows.append(row)
+            numbers.append(lineno)
     cut_off = False
     if unterminated.strip():
         row = _parse_line(unterminated, path, len(lines) + 1, strict=False)
@@ -143,7 +149,8 @@ def load_jsonl(path: str | Path, *, strict: bool = True) -> JsonlRows:
             logger.warning("%s:%d: skipping a cut-off last line (interrupted write?)", path, len(lines) + 1)
         else:
             rows.append(row)
-    return JsonlRows(rows, cut_off, tuple(skipped))
+            numbers.append(len(lines) + 1)
+    return JsonlRows(rows, cut_off, tuple(skipped), tuple(numbers))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -8,13 +8,13 @@ same keys), loads the model and the pairs, measures, and returns a :class:`Diagn
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from safealign.errors import UserError
+from safealign.io import write_json, write_jsonl
 
 
 @dataclass
@@ -104,11 +104,9 @@ def header(config: DiagnoseConfig, inputs: Inputs, started: float, **extra: Any)
 def write_outputs(diagnosis: Diagnosis, output_dir: str | Path) -> Path:
     """``output_dir/diagnostics/<name>.json`` (the summary) and ``<name>_pairs.jsonl`` (one row per pair)."""
     folder = Path(output_dir) / "diagnostics"
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{diagnosis.name}.json"
-    path.write_text(json.dumps(diagnosis.result, indent=2, ensure_ascii=False) + "\n")
-    (folder / f"{diagnosis.name}_pairs.jsonl").write_text(
-        "".join(json.dumps(p, ensure_ascii=False) + "\n" for p in diagnosis.pairs))
+    write_json(path, diagnosis.result)
+    write_jsonl(folder / f"{diagnosis.name}_pairs.jsonl", diagnosis.pairs)
     return path
 
 

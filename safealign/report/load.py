@@ -73,6 +73,10 @@ def _read_json(path: Path, data: RunData, *, required: bool = False) -> Any:
 
 def _read_jsonl(path: Path, data: RunData) -> list[dict[str, Any]]:
     """The rows of a run file; the report shows what it can, so bad lines are skipped and listed."""
+    return [row for _, row in _read_numbered(path, data)]
+
+
+def _read_numbered(path: Path, data: RunData) -> list[tuple[int, dict[str, Any]]]:
     if not path.is_file():
         return []
     read = load_jsonl(path, strict=False)
@@ -82,7 +86,7 @@ def _read_jsonl(path: Path, data: RunData) -> list[dict[str, Any]]:
     if notes:
         count = len(read.skipped) + read.cut_off
         data.problems.append(f"{_rel(path, data.root)}: skipped {count} unreadable line(s): {'; '.join(notes)}")
-    return read.rows
+    return read.numbered()
 
 
 def _typed(kind: type[T], value: Any, path: Path, data: RunData, where: str = "") -> T | None:
@@ -97,8 +101,7 @@ def _typed(kind: type[T], value: Any, path: Path, data: RunData, where: str = ""
 
 
 def _records(path: Path, data: RunData) -> list[AttemptRecord]:
-    rows = _read_jsonl(path, data)
-    typed = (_typed(AttemptRecord, row, path, data, f" record #{i}") for i, row in enumerate(rows, 1))
+    typed = (_typed(AttemptRecord, row, path, data, f":{line}") for line, row in _read_numbered(path, data))
     return [r for r in typed if r is not None]
 
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
 from safealign.eval.pipeline import BackendFailing, run_eval
 from safealign.eval.registries import ATTACKS, JUDGES
@@ -192,3 +193,17 @@ def test_half_a_failed_first_batch_and_later_failures_do_not_stop_the_run(tmp_pa
     flaky = ScriptedChatModel(lambda c: "ok" if user_text(c).endswith("0") else TimeoutError("timed out"))
     summary = run_eval(config, chat_model=flaky, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
     assert summary.complete is True and summary.attacks["direct"]["kw"].unscored == 4
+
+
+def test_a_foreign_records_file_is_named_with_its_line(tmp_path):
+    """A records.jsonl whose line is not an attempt record (edited by hand, or another tool's file) stops
+    the resume before any work, naming file and line; a damaged middle line likewise."""
+    from safealign.eval.records import RecordStore
+
+    path = tmp_path / "records.jsonl"
+    path.write_text('{"behavior_id": "b0", "attack": "direct", "attempt_id": "0"}\n{"id": "x"}\n')
+    with pytest.raises(UserError, match=r"records\.jsonl:2: missing field\(s\) behavior_id, attack"):
+        RecordStore(path)
+    path.write_text('{"behavior_id": "b0", "att\n{"behavior_id": "b1", "attack": "direct", "attempt_id": "0"}\n')
+    with pytest.raises(UserError, match=r"records\.jsonl:1: invalid JSON"):
+        RecordStore(path)

@@ -46,7 +46,7 @@ def test_append_after_cut_off_line_drops_the_fragment_and_stays_readable(tmp_pat
     path.write_text('{"id": "a"}\n{"id": "b", "te')
     append_jsonl(path, [{"id": "b"}, {"id": "c"}])
     assert path.read_text() == '{"id": "a"}\n{"id": "b"}\n{"id": "c"}\n'
-    assert load_jsonl(path) == jsonl.JsonlRows([{"id": "a"}, {"id": "b"}, {"id": "c"}])
+    assert load_jsonl(path) == jsonl.JsonlRows([{"id": "a"}, {"id": "b"}, {"id": "c"}], lines=(1, 2, 3))
 
 
 def test_append_after_complete_unterminated_line_keeps_it(tmp_path):
@@ -85,6 +85,7 @@ def test_bad_middle_line_names_file_and_line(tmp_path, bad, problem):
         load_jsonl(path)
     lenient = load_jsonl(path, strict=False)
     assert lenient.rows == [{"id": "a"}, {"id": "c"}] and lenient.skipped == (3,) and not lenient.cut_off
+    assert lenient.numbered() == [(1, {"id": "a"}), (4, {"id": "c"})]
 
 
 def test_missing_file_reads_empty_and_directory_is_named(tmp_path):

@@ -174,3 +174,18 @@ def test_markdown_escapes_link_and_image_syntax_in_ids_and_categories():
     tokens = md.parse(render_markdown(doc))
     kinds = {t.type for t in tokens} | {c.type for t in tokens for c in (t.children or [])}
     assert "inline" in kinds and not kinds & {"link_open", "image", "html_inline", "html_block"}
+
+
+def test_report_skips_damaged_lines_and_records_and_names_them(tmp_path):
+    """The report shows what it can: a damaged middle line and a record without its key fields are
+    listed under problems (file, line or record number) instead of failing the whole report."""
+    run = tmp_path / "eval-only"
+    run.mkdir()
+    good = {"behavior_id": "b0", "attack": "direct", "attempt_id": "0", "messages": [{"role": "user", "content": "x"}],
+            "completion": {"text": "ok", "error": None}, "verdicts": {"refusal": {"harmful": True}}}  # fmt: skip
+    lines = [json.dumps(good), '{"behavior_id": "b1", "att', json.dumps({"behavior_id": "b2"}), json.dumps(good)]
+    (run / "records.jsonl").write_text("\n".join(lines) + "\n")
+    data = load_run(run)
+    assert len(data.stages[0].jailbreak_records) == 2
+    assert any("records.jsonl: skipped 1 unreadable line(s): line(s) 2" in p for p in data.problems)
+    assert any("records.jsonl:3: missing field(s) attack" in p for p in data.problems)
