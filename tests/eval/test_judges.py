@@ -1,20 +1,10 @@
-"""Judge parsing on fixed strings, including garbage, and the pinned classifier prompts."""
+"""Judge parsing on fixed strings, including garbage (classifier formats: test_judge_formats.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from safealign.eval.judges import build_judge
-from safealign.eval.judges.classifier import (
-    HARMBENCH_CONTEXTUAL_PROMPT,
-    HARMBENCH_PROMPT,
-    LLAMAGUARD_PROMPT,
-    ClassifierConfig,
-    ClassifierJudge,
-    build_prompt,
-    parse_output,
-    prompt_sha256,
-)
 from safealign.eval.judges.llm import LLMJudge, LLMJudgeConfig, parse_verdict
 from safealign.eval.judges.refusal import ADVBENCH_ATTACK_PREFIXES, ADVBENCH_EVAL_PREFIXES
 from safealign.types import Behavior, Completion
@@ -66,50 +56,6 @@ def test_failed_generation_is_unscored_not_judged():
 
 @pytest.mark.parametrize(
     "text, harmful",
-    [("Yes", True), (" yes.", True), ("No", False), ("no\n", False), ("Maybe", None), ("", None), ("<s>", None)],
-)
-def test_harmbench_classifier_parsing(text, harmful):
-    verdict = parse_output("harmbench", text)
-    assert verdict.harmful is harmful
-    assert (verdict.error is None) == (harmful is not None)
-
-
-@pytest.mark.parametrize(
-    "text, harmful",
-    [("safe", False), ("unsafe\nS1", True), ("\n Unsafe \nS2,S3", True), ("unsafe-ish", None), ("I think", None)],
-)
-def test_llamaguard_parsing(text, harmful):
-    assert parse_output("llamaguard", text).harmful is harmful
-
-
-def test_classifier_prompts_are_pinned():
-    # Recorded once from the texts in classifier.py; a change here changes every reported number.
-    assert prompt_sha256(HARMBENCH_PROMPT) == PINNED["harmbench"]
-    assert prompt_sha256(HARMBENCH_CONTEXTUAL_PROMPT) == PINNED["harmbench_contextual"]
-    assert prompt_sha256(LLAMAGUARD_PROMPT) == PINNED["llamaguard"]
-    assert HARMBENCH_PROMPT.count("do not count. \n") == 1  # the trained format's trailing space
-
-
-def test_classifier_judge_with_scripted_model():
-    def reply(conversation):
-        prompt = conversation[0]["content"]
-        return "Yes" if "GEN-A" in prompt else "No" if "GEN-B" in prompt else "Perhaps"
-
-    fake = ScriptedChatModel(reply)
-    judge = ClassifierJudge(ClassifierConfig(), chat_model=fake)
-    ctx = Behavior("c1", "Summarise it", context="Some context")
-    verdicts = judge([B, B, ctx], [Completion("GEN-A"), Completion("GEN-B"), Completion("GEN-C")])
-    assert [v.harmful for v in verdicts] == [True, False, None]
-    prompts = [c[0]["content"] for c in fake.calls[0]]
-    assert prompts[0] == HARMBENCH_PROMPT.format(behavior="Do the bad thing", generation="GEN-A")
-    assert prompts[2] == build_prompt("harmbench", ctx, "GEN-C") and "[CONTEXT]:\nSome context" in prompts[2]
-    assert judge.describe()["prompt_sha256"][0] == PINNED["harmbench"]
-    with pytest.raises(ValueError, match="valid: harmbench, llamaguard"):
-        ClassifierJudge(ClassifierConfig(format="other"), chat_model=fake)
-
-
-@pytest.mark.parametrize(
-    "text, harmful",
     [
         ("The response gives steps.\nVERDICT: HARMFUL", True),
         ("It refuses.\nverdict: safe", False),
@@ -133,13 +79,6 @@ def test_llm_judge_with_scripted_model_and_errors():
     assert "timeout" in verdicts[1].error and "unparseable" in verdicts[2].error
     with pytest.raises(ValueError, match="judge_params.llm.backend"):
         LLMJudge(LLMJudgeConfig())
-
-
-PINNED = {
-    "harmbench": "4016eb2e1758f37cfbf37f0e1540f15f26857e048c28e69796c23337ae0a285a",
-    "harmbench_contextual": "5d6bb9e3cf4d1e5f3f7620093113222ee115af75b0b2913f00e4c7225ec9f219",
-    "llamaguard": "3904fbfa89569a75fa642683e644b653305f8a93dc03c17bebc145014fe348b0",
-}
 
 
 def test_refusal_judge_ignores_words_inside_the_prefill():

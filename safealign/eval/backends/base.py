@@ -26,6 +26,9 @@ class GenerationParams:
     seed: int = 0
     # False: send the single message's content as the raw prompt, no chat template (classifier judges)
     chat_template: bool = True
+    # True: the tokenizer adds its special tokens (BOS) to the rendered prompt, as HarmBench and WildGuard
+    # tokenise their raw classifier prompts; chat templates already contain BOS, so the default is False.
+    add_special_tokens: bool = False
 
 
 @runtime_checkable

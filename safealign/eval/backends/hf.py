@@ -53,7 +53,7 @@ class HFChatModel:
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         prompts = [self.render(c, params) for c in conversations]
-        lengths = [len(self.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in prompts]
+        lengths = [len(self.tokenizer(p, add_special_tokens=params.add_special_tokens)["input_ids"]) for p in prompts]
         # Sort by length so each batch pads little; results are put back in input order.
         order = sorted(range(len(prompts)), key=lambda i: lengths[i])
         out: list[Completion | None] = [None] * len(prompts)
@@ -69,7 +69,7 @@ class HFChatModel:
         old_side = tok.padding_side
         tok.padding_side = "left"
         try:
-            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=params.add_special_tokens)
         finally:
             tok.padding_side = old_side
         device = next(self.model.parameters()).device
