@@ -25,12 +25,14 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write("\n")
         return 0
     header = ("name", "reference", "input", "parameters", "paper")
-    rows = [(i.name, "yes" if i.needs_reference else "no", i.input, _params_text(i.params), i.paper) for i in infos]
+    rows = [(i.name, "yes" if i.needs_reference else "no", "+".join((i.input, *i.needs)), _params_text(i.params),
+             i.paper) for i in infos]
     widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header) - 1)]
     for row in [header, *rows]:
         cells = [cell.ljust(w) for cell, w in zip(row, widths)] + [row[-1]]
         sys.stdout.write("  ".join(cells).rstrip() + "\n")
     sys.stdout.write(
         "\nE-variants (E-DPO, ...) are any reference-based loss with a prompt transform on the reference view.\n"
+        "Inputs beyond pairs (chosen_scores, cross_prompt_pairs, joint_logps): docs/loss-inputs.md\n"
     )
     return 0

@@ -130,6 +130,12 @@ class LossInfo:
     paper: str
     params: dict[str, Any]
     summary: str
+    needs: tuple[str, ...] = ()  # declared inputs beyond a pair's log-probs (docs/loss-inputs.md)
+
+
+# declaration -> what the data must carry for it
+_NEEDS = {"needs_scores": "chosen_scores", "needs_cross_prompt_pairs": "cross_prompt_pairs",
+          "joint_logps": "joint_logps"}
 
 
 def get_loss(name: str) -> LossFn:
@@ -150,7 +156,8 @@ def loss_params(name: str) -> dict[str, Any]:
 def loss_info(name: str) -> LossInfo:
     fn, meta = get_loss(name), LOSSES.meta(name)
     summary = (inspect.getdoc(fn) or "").split("\n", 1)[0]
-    return LossInfo(name, meta["needs_reference"], meta["input"], meta["paper"], loss_params(name), summary)
+    needs = tuple(text for key, text in _NEEDS.items() if meta[key])
+    return LossInfo(name, meta["needs_reference"], meta["input"], meta["paper"], loss_params(name), summary, needs)
 
 
 def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:

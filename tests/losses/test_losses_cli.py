@@ -25,6 +25,8 @@ def test_json_lists_every_loss_with_params(capsys):
     assert rows["simpo"]["needs_reference"] is False and rows["simpo"]["params"] == {"beta": 2.0, "gamma": 0.5}
     assert rows["kto"]["input"] == "unpaired"
     assert "2305.18290" in rows["dpo"]["paper"]
+    assert rows["dpo"]["needs"] == [] and rows["poft"]["needs"] == ["chosen_scores"]
+    assert rows["jpo"]["needs"] == ["cross_prompt_pairs", "joint_logps"]
 
 
 def test_table(capsys):
@@ -34,3 +36,4 @@ def test_table(capsys):
     line = next(ln for ln in out.splitlines() if ln.startswith("ipo "))
     assert "yes" in line and "tau=0.1, length_normalize=True" in line and "arXiv:2310.12036" in line
     assert "E-variants" in out
+    assert next(ln for ln in out.splitlines() if ln.startswith("poft ")).split()[2] == "pair+chosen_scores"

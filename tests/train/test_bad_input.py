@@ -92,3 +92,12 @@ def test_unpaired_data_to_a_paired_loss_names_format_and_loss(tmp_path, unpaired
     err = capsys.readouterr().err
     for text in ("format 'unpaired'", "'ipo'", "takes preference pairs", "kto", "bco"):
         assert text in err, (text, err)
+
+
+def test_poft_scores_from_different_numbers_of_models_name_the_rows(tmp_path, no_model_load, capsys):
+    data = tmp_path / "scored.jsonl"
+    rows = [{"prompt": "A?", "chosen": "Yes.", "rejected": "No.", "chosen_scores": scores}
+            for scores in ([-1.0], [-1.0], [-1.0, -2.0])]
+    data.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    assert main(["train", str(recipe(tmp_path, data, {"losses": [{"name": "poft"}]}))]) == 2
+    assert "'chosen_scores' has 2 values in row 2 but 1 in row 0" in capsys.readouterr().err
