@@ -9,4 +9,8 @@ SUBCOMMANDS = {
         "safealign.cli.data_build_safety",
         "generate safety preference pairs from the built-in prompts with a model's own answers",
     ),
+    "score": (
+        "safealign.cli.data_score",
+        "add aligned models' scores of each chosen response (the chosen_scores column poft trains on)",
+    ),
 }

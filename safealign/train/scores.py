@@ -1,0 +1,47 @@
+"""Aligned-model scores of responses: the ``chosen_scores`` column PoFT trains on (docs/loss-inputs.md).
+
+PoFT compares the policy's per-token-averaged log-prob of each SFT (chosen) response with the same
+quantity under K aligned models. :func:`chosen_scores` computes one aligned model's column with the
+trainer's own rendering, truncation and log-prob code, so with the same ``max_length`` and
+``max_prompt_length`` the two sides of PoFT's comparison average over the same response tokens.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from safealign.data import PairEncoder
+from safealign.data.collate import pad_sequences
+from safealign.train.logps import sequence_logps
+from safealign.types import PreferencePair
+
+
+@torch.no_grad()
+def chosen_scores(model: nn.Module, tokenizer: Any, pairs: Sequence[PreferencePair], *, max_length: int = 512,
+                  max_prompt_length: int | None = 256, batch_size: int = 8,
+                  chunk_size: int = 1024) -> list[float | None]:
+    """Per-token-averaged log-prob of each pair's chosen response after its prompt, in ``pairs`` order;
+    None where the prompt leaves no room for a response token within ``max_length``."""
+    encoder = PairEncoder(tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
+    # only the chosen side is scored, after its own prompt, so a cross-prompt pair needs no joint view
+    encoded, _ = encoder.encode_all(dataclasses.replace(p, rejected_prompt=None) for p in pairs)
+    device = next(model.parameters()).device
+    scores: list[float | None] = [None] * len(pairs)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in tqdm(range(0, len(encoded), batch_size), desc="scoring chosen responses", unit="batch"):
+            batch = encoded[start : start + batch_size]
+            # pad id 0: padded positions are masked out of attention and never scored
+            tensors = pad_sequences([e.prompt_ids for e in batch], [e.chosen_ids for e in batch], 0)
+            out = sequence_logps(model, *(t.to(device) for t in tensors), chunk_size=chunk_size)
+            for item, total, count in zip(batch, out.logps.tolist(), out.tokens.tolist()):
+                scores[item.index] = total / max(count, 1.0)  # the loss's per_token rule
+    finally:
+        model.train(was_training)
+    return scores
