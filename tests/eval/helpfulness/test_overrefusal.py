@@ -83,3 +83,12 @@ def test_append_after_a_cut_off_line_keeps_the_new_record(tmp_path):
     path.write_text('{"id": "a"}\n{"id": "b", "comp')  # a crash mid-write
     append_jsonl(path, [{"id": "c"}])
     assert [r["id"] for r in read_jsonl(path)] == ["a", "c"]
+
+
+def test_refusal_outcomes_take_the_latest_record_of_the_kind():
+    from safealign.eval.helpfulness.overrefusal import refusal_outcomes
+
+    records = [{"id": "a", "kind": "ordinary", "refused": None}, {"id": "b", "kind": "borderline", "refused": True},
+               {"id": "a", "kind": "ordinary", "refused": False}, {"id": "c", "kind": "ordinary", "refused": None}]
+    assert refusal_outcomes(records, "ordinary") == {"a": False, "c": None}  # a retried: the latest answer counts
+    assert refusal_outcomes(records, "borderline") == {"b": True}
