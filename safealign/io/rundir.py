@@ -171,7 +171,8 @@ def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: 
                   legacy: Callable[[Path], Fingerprint | None] | None = None,
                   check: Callable[[bool], None] | None = None,
                   overwrite_flag: str = "--overwrite") -> bool:  # fmt: skip
-    """Check that ``run`` may hold this run, then record its fingerprint; True when it continues a run.
+    """Check that ``run`` may hold this run, then record its fingerprint; True when it continues a run
+    (one that recorded results; settings alone, from a run that failed early, are simply replaced).
 
     ``outputs``: names (glob patterns) of what the run writes, removed on ``overwrite``. ``legacy``:
     builds the fingerprint of a directory made before fingerprints existed (from its saved config),
@@ -183,24 +184,27 @@ def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: 
     if run.exists() and not run.is_dir():
         raise UserError(f"output directory {run} is a file; name a directory")
     existing = _existing_outputs(run, outputs)
-    previous = None
+    # a run that failed before recording anything (a model that would not load) has nothing to mix
+    results = [name for name in existing if name not in (FINGERPRINT_NAME, "config.yaml")]
+    continues = False
     if not overwrite:
         previous, only_recorded = read_fingerprint(run), False
         if previous is None and legacy is not None and run.is_dir():
             previous, only_recorded = legacy(run), True
-        if previous is None and existing:
-            raise UserError(f"{run} holds outputs of an earlier run ({', '.join(existing[:5])}) with no fingerprint "
+        if previous is None and results:
+            raise UserError(f"{run} holds outputs of an earlier run ({', '.join(results[:5])}) with no fingerprint "
                             "or config.yaml to check them against; use another output directory or pass "
                             f"{overwrite_flag}")
-        if previous is not None:
+        if previous is not None and results:
             _check_same(run, previous, fingerprint, only_recorded, overwrite_flag)
+            continues = True
     if check is not None:
-        check(previous is not None)
+        check(continues)
     if overwrite:
         _remove(run, existing)
     run.mkdir(parents=True, exist_ok=True)
     write_json(run / FINGERPRINT_NAME, fingerprint.to_json())
-    return previous is not None
+    return continues
 
 
 def _check_same(run: Path, previous: Fingerprint, current: Fingerprint, only_recorded: bool,

@@ -182,7 +182,9 @@ def _check_same_config(config: DemoConfig, run: Path) -> None:
                                   lambda p: {**to_dict(DemoConfig()), **from_saved(json.loads(p.read_text()))},
                                   demo_fingerprint)
 
-    claim_run_dir(run, demo_fingerprint(to_dict(config)), outputs=(), legacy=legacy, overwrite_flag="--fresh")
+    outputs = ("pairs.jsonl", "eval", "train", "summary.json", "report.html", "report.md", "config.yaml",
+               "demo_config.json")  # fmt: skip
+    claim_run_dir(run, demo_fingerprint(to_dict(config)), outputs=outputs, legacy=legacy, overwrite_flag="--fresh")
 
 
 def run_demo(config: DemoConfig) -> DemoSummary:

@@ -103,3 +103,11 @@ def test_outputs_without_any_record_of_their_settings_are_not_resumed(finished, 
     assert main(_args(finished, behaviors_file)) == 2
     assert "no fingerprint or config.yaml" in capsys.readouterr().err
     assert main(_args(finished, behaviors_file, "--overwrite")) == 0
+
+
+def test_a_run_that_failed_before_recording_anything_may_be_rerun_with_other_settings(tmp_path, behaviors_file):
+    run = tmp_path / "fresh"
+    assert main(_args(run, behaviors_file, "model.name=/nonexistent/model-dir")) == 2  # fails after the claim
+    assert (run / FINGERPRINT_NAME).is_file() and not (run / "records.jsonl").exists()
+    assert main(_args(run, behaviors_file)) == 0  # nothing was recorded, so nothing can mix: no --overwrite needed
+    assert json.loads((run / FINGERPRINT_NAME).read_text())["values"]["model.name"] == "tiny-random"
