@@ -64,6 +64,25 @@ def test_stop_request_ends_generation_at_the_next_step_and_drops_the_batch(tiny_
     assert len(steps) == 3  # not 50 steps, and the second batch never started
 
 
+def test_stop_request_ends_a_gcg_search_at_the_next_step(tiny_model, tiny_tokenizer):
+    from .test_gcg import B, _attack
+
+    attack = _attack(tiny_model, tiny_tokenizer, steps=50)
+    gradients = attack._token_gradients
+    steps = []
+
+    def gradient_step(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 2:
+            request_stop()
+        return gradients(*args, **kwargs)
+
+    attack._token_gradients = gradient_step
+    with stop_on_sigterm(), pytest.raises(StopRequested):
+        attack.optimize(B)
+    assert len(steps) == 2  # of 50
+
+
 @pytest.fixture()
 def behaviors_file(tmp_path):
     path = tmp_path / "behaviors.jsonl"

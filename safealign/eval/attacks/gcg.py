@@ -26,6 +26,7 @@ from torch import Tensor
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, require_target
 from safealign.eval.backends.base import GenerationParams
+from safealign.interrupt import raise_if_stop_requested
 from safealign.types import Attempt, Behavior, Completion
 
 logger = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ class GCGAttack(Attack):
         best = GCGResult(suffix=self._decode(ids), suffix_ids=ids.tolist(), loss=float("inf"))
         start = time.perf_counter()
         for step in range(cfg.steps):
+            raise_if_stop_requested()  # a search runs minutes per behavior: SIGTERM ends it at the next step
             grad = self._token_gradients(problem, ids)  # (L, V)
             candidates = self._sample_candidates(ids, grad, generator)  # (W, L)
             losses = self._candidate_losses(problem, candidates)  # (W,)
