@@ -10,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. attacks=[direct,prefill]")
     parser.add_argument("--list", action="store_true", help="list the registered attacks and judges, then exit")
     parser.add_argument("--overwrite", action="store_true",
-                        help="delete the outputs of an earlier run with other settings in output_dir, then start over")
+                        help="delete an earlier run's records and summary in output_dir, then start over")
 
 
 def run(args: argparse.Namespace) -> int:

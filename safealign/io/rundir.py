@@ -204,6 +204,8 @@ def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: 
         _remove(run, existing)
     run.mkdir(parents=True, exist_ok=True)
     write_json(run / FINGERPRINT_NAME, fingerprint.to_json())
+    logger.info("%s: %s %s run, fingerprint %s", run, "continuing the" if continues else "a new", fingerprint.kind,
+                fingerprint.digest)
     return continues
 
 
