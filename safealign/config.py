@@ -15,7 +15,8 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from safealign.errors import UserError, reading
+from safealign.errors import UserError
+from safealign.files import read_text
 
 T = TypeVar("T")
 
@@ -58,10 +59,8 @@ def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> list[dict[str, Any]
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise UserError(f"{path}: recipes extend each other in a cycle: {chain}")
-    with reading(path, "config file"):
-        text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(read_text(path, "config file")) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):

@@ -40,3 +40,16 @@ def tiny_model():
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Model and reference caches go to this session's temporary folder, never the user's cache."""
     monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "safealign-cache"))
+
+
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    """Any model load is a test failure: every check here must come first."""
+    import safealign.models
+    import safealign.models.load
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("a model was loaded before the config was checked")
+
+    for module in (safealign.models, safealign.models.load):  # both import paths the runs use
+        monkeypatch.setattr(module, "load_model", forbidden)

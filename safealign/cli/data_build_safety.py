@@ -11,11 +11,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output JSONL (appended; re-runs skip finished ids)")
     parser.add_argument("--split", default="train", choices=["train", "test", "all"], help="built-in prompt split")
-    parser.add_argument("--harmful-limit", type=int, default=None, help="first N harmful prompts per split")
-    parser.add_argument("--benign-limit", type=int, default=None, help="first N benign prompts per split")
-    parser.add_argument("--max-new-tokens", type=int, default=48)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--harmful-limit", type=_count(0), default=None, help="first N harmful prompts per split")
+    parser.add_argument("--benign-limit", type=_count(0), default=None, help="first N benign prompts per split")
+    parser.add_argument("--max-new-tokens", type=_count(1), default=48)
+    parser.add_argument("--batch-size", type=_count(1), default=16)
     parser.add_argument("--seed", type=int, default=0)
+
+
+def _count(low: int):
+    """An argparse type: an integer >= ``low``, so a bad value fails at parse time, before the model loads."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
 
 
 def run(args: argparse.Namespace) -> int:

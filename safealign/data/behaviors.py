@@ -67,14 +67,15 @@ def behavior_prompt(b: Behavior) -> str:
     return f"{b.context}\n\n{b.behavior}" if b.context.strip() else b.behavior
 
 
-def _text(record: Record, key: str, name: str, row: int, *, required: bool) -> str:
+def _text(record: Record, key: str, name: str, row: int, *, required: bool, number_ok: bool = False) -> str:
+    """A text field; ``number_ok`` lets ids and categories be numbers. A bool is never text (YAML/JSON ``true``)."""
     value = record.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
             raise UserError(f"{name}: row {row}: field {key!r} is empty")
         return ""
-    if not isinstance(value, (str, int)):
-        raise UserError(f"{name}: row {row}: field {key!r} must be text, got {type(value).__name__}")
+    if isinstance(value, bool) or not isinstance(value, (str, int) if number_ok else str):
+        raise UserError(f"{name}: row {row}: field {key!r} must be text, got {type(value).__name__} {value!r}")
     return str(value).strip()
 
 
@@ -83,9 +84,9 @@ def _harmbench(record: Record, name: str, row: int) -> Behavior:
         (k for k in ("SemanticCategory", "Category", "FunctionalCategory") if record.get(k)), "Category"
     )
     return Behavior(
-        id=_text(record, "BehaviorID", name, row, required=True),
+        id=_text(record, "BehaviorID", name, row, required=True, number_ok=True),
         behavior=_text(record, "Behavior", name, row, required=True),
-        category=_text(record, category_key, name, row, required=False),
+        category=_text(record, category_key, name, row, required=False, number_ok=True),
         context=_text(record, "ContextString", name, row, required=False),
         source=name,
         row=row,
@@ -105,9 +106,9 @@ def _advbench(record: Record, name: str, row: int) -> Behavior:
 def _generic(record: Record, name: str, row: int) -> Behavior:
     key = next((k for k in TEXT_FIELDS if record.get(k) is not None), TEXT_FIELDS[0])
     return Behavior(
-        id=_text(record, "id", name, row, required=False) or f"{Path(name).stem.split('.')[0]}_{row}",
+        id=_text(record, "id", name, row, required=False, number_ok=True) or f"{Path(name).stem.split('.')[0]}_{row}",
         behavior=_text(record, key, name, row, required=True),
-        category=_text(record, "category", name, row, required=False),
+        category=_text(record, "category", name, row, required=False, number_ok=True),
         context=_text(record, "context", name, row, required=False),
         target=_text(record, "target", name, row, required=False),
         source=name,

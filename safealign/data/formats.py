@@ -25,6 +25,8 @@ silently; unreadable files, undetectable formats and bad column mappings raise U
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import math
 from collections import Counter
@@ -80,6 +82,21 @@ class ParseResult:
     def drop_counts(self) -> dict[str, int]:
         """Dropped rows per ``"field: reason"``, most frequent first."""
         return dict(Counter(f"{d.field}: {d.reason}" for d in self.dropped).most_common())
+
+    def duplicates(self) -> list[tuple[int, int]]:
+        """``(row, first_row)`` for each parsed row identical to an earlier one (prompt, responses, flags).
+
+        Reported, not dropped: a repeated pair weighs twice in the loss, which may be deliberate."""
+        first: dict[str, int] = {}
+        out = []
+        for item in self.items:
+            content = {k: v for k, v in dataclasses.asdict(item).items() if k not in ("row", "source", "meta")}
+            key = json.dumps(content, sort_keys=True, default=str)
+            if key in first:
+                out.append((item.row, first[key]))
+            else:
+                first[key] = item.row
+        return out
 
 
 def load_preferences(
@@ -301,3 +318,8 @@ def _log_summary(name: str, result: ParseResult) -> None:
     )
     for reason, count in result.drop_counts().items():
         log.warning("%s: dropped %d row(s): %s", name, count, reason)
+    duplicates = result.duplicates()
+    if duplicates:
+        examples = ", ".join(f"row {row} = row {first}" for row, first in duplicates[:3])
+        log.warning("%s: %d duplicate row(s) (%s%s); kept, so each weighs more than once", name, len(duplicates),
+                    examples, ", ..." if len(duplicates) > 3 else "")

@@ -88,7 +88,7 @@ def _read_file(path: Path) -> Iterator[tuple[int, Record]]:
 
 def _read_text(path: Path) -> str:
     if path.name.lower().endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8") as f:
+        with gzip.open(path, "rt", encoding="utf-8-sig") as f:  # a BOM is dropped as for plain files
             return f.read()
     return path.read_text(encoding="utf-8-sig")
 

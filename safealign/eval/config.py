@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from safealign import checks
+
 
 @dataclass
 class ModelConfig:
@@ -28,6 +30,12 @@ class ModelConfig:
     retry_budget_s: float = 120.0  # most seconds one request may spend waiting on Retry-After before it fails
     concurrency: int = 4
 
+    def validate(self, prefix: str = "model.") -> None:
+        checks.positive(prefix + "timeout_s", self.timeout_s)
+        checks.at_least(prefix + "max_retries", self.max_retries, 0)
+        checks.at_least(prefix + "retry_budget_s", self.retry_budget_s, 0)
+        checks.at_least(prefix + "concurrency", self.concurrency, 1)
+
 
 @dataclass
 class BehaviorsConfig:
@@ -41,6 +49,16 @@ class BehaviorsConfig:
     sample: Optional[int] = None  # seeded random subset after filtering
     seed: int = 0
     limit: Optional[int] = None  # first N after filtering/sampling
+    # a behavior prompt (context + request) over max_chars characters, or over generation.max_prompt_tokens
+    # tokens, is rejected (the run stops before any work), skipped or truncated (counted in the summary)
+    max_chars: Optional[int] = 32_000
+    too_long: str = "reject"  # reject | skip | truncate
+
+    def validate(self, prefix: str = "behaviors.") -> None:
+        checks.at_least(prefix + "sample", self.sample, 1)
+        checks.at_least(prefix + "limit", self.limit, 1)
+        checks.at_least(prefix + "max_chars", self.max_chars, 1)
+        checks.one_of(prefix + "too_long", self.too_long, ("reject", "skip", "truncate"))
 
 
 @dataclass
@@ -52,6 +70,16 @@ class GenerationConfig:
     stop: list[str] = field(default_factory=list)
     batch_size: int = 16
     seed: int = 0
+    max_prompt_tokens: Optional[int] = None  # default: the model's context length minus max_new_tokens
+
+    def validate(self, prefix: str = "generation.") -> None:
+        checks.at_least(prefix + "max_prompt_tokens", self.max_prompt_tokens, 1)
+        checks.at_least(prefix + "max_new_tokens", self.max_new_tokens, 1, "every attempt would be empty and unscored")
+        checks.at_least(prefix + "batch_size", self.batch_size, 1)
+        checks.at_least(prefix + "temperature", self.temperature, 0)
+        if self.do_sample:
+            checks.positive(prefix + "temperature", self.temperature, "sampling divides the logits by it")
+        checks.within(prefix + "top_p", self.top_p, 0, 1, open_low=True)
 
 
 @dataclass
@@ -66,3 +94,12 @@ class EvalConfig:
     early_stop_judge: Optional[str] = None  # judge GCG/PAIR consult; default: the first in `judges`
     retry_errors: bool = True  # on resume, redo attempts whose generation failed
     output_dir: str = "runs/eval"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Value ranges, before anything loads (the pipeline calls it again: fields may be set after init)."""
+        self.model.validate()
+        self.behaviors.validate()
+        self.generation.validate()

@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 
 from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
-from safealign.eval.attacks.base import Attack, AttackContext, build_attack
+from safealign.eval.attacks.base import Attack, AttackContext, build_attack, check_attack
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model
+from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
 from safealign.eval.judges.base import Judge, build_judge
 from safealign.eval.records import RecordStore
@@ -52,6 +53,7 @@ def run_eval(
     Resuming requires the run directory's fingerprint to match (safealign.io.rundir); ``overwrite``
     deletes an earlier run's outputs there instead.
     """
+    config.validate()
     _check_names(config, judges)
     passed_in = behaviors is not None
     if behaviors is None:
@@ -60,6 +62,9 @@ def run_eval(
         behaviors = load_benchmark(config.behaviors)
     if not behaviors:
         raise UserError("no behaviors selected: check behaviors.path and its filters")
+    behaviors, bounded = bound_by_chars(config.behaviors, behaviors)  # a 5 MB behavior must not reach the model
+    for name in config.attacks:  # before the model loads and before any attack generates
+        check_attack(name, config.attack_params.get(name), behaviors)
     label = _model_label(config, model, chat_model)
     out = Path(config.output_dir)
     _claim(out, config, label if model is not None or chat_model is not None else None,
@@ -67,6 +72,10 @@ def run_eval(
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
+    behaviors, by_tokens = bound_by_tokens(config.behaviors, behaviors, target, params)
+    if not behaviors:
+        raise UserError("no behaviors left: every one is too long (behaviors.too_long=skip)")
+    bounds = {"too_long": config.behaviors.too_long, **_add_counts(bounded, by_tokens)}
     model, tokenizer = _white_box(target, model, tokenizer)
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer)
@@ -82,7 +91,7 @@ def run_eval(
         complete = True
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
-        summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label)
+        summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 
@@ -103,7 +112,16 @@ def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Seque
 def generation_params(config: EvalConfig) -> GenerationParams:
     g = config.generation
     return GenerationParams(max_new_tokens=g.max_new_tokens, do_sample=g.do_sample, temperature=g.temperature,
-                            top_p=g.top_p, stop=tuple(g.stop), batch_size=g.batch_size, seed=g.seed)  # fmt: skip
+                            top_p=g.top_p, stop=tuple(g.stop), batch_size=g.batch_size, seed=g.seed,
+                            max_prompt_tokens=g.max_prompt_tokens)  # fmt: skip
+
+
+def _add_counts(*counts: dict[str, int]) -> dict[str, int]:
+    total = {"skipped": 0, "truncated": 0}
+    for c in counts:
+        for key, n in c.items():
+            total[key] += n
+    return total
 
 
 def _model_label(config: EvalConfig, model: Any, chat_model: Any) -> str:
@@ -245,9 +263,11 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
 
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
-                   judges: dict[str, Judge], complete: bool, seconds: float, label: str) -> EvalSummary:  # fmt: skip
+                   judges: dict[str, Judge], complete: bool, seconds: float, label: str,
+                   bounds: dict[str, Any]) -> EvalSummary:  # fmt: skip
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
+        input_bounds=bounds,  # behaviors skipped or truncated for length (safealign.eval.bounds)
         complete=complete,
         wall_s=round(seconds, 2),
         model=label,

@@ -49,6 +49,7 @@ class EvalSummary:
     records: str | None = None
     model_identity: dict[str, Any] | None = None
     run_fingerprint: str | None = None
+    input_bounds: dict[str, Any] = field(default_factory=dict)  # behaviors skipped/truncated for length
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

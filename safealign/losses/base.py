@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -173,7 +174,22 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
                 f"loss {name!r} parameter {key!r} must be {_type_name(hints[key])}, "
                 f"got {type(value).__name__} {value!r}"
             )
+        _check_range(name, key, value)
     return dict(params)
+
+
+# A hyperparameter name means one thing in every loss (docs/DESIGN.md §3), so its valid range is stated once.
+_POSITIVE = {
+    "beta": "beta = 0 makes the loss a constant (log 2 for DPO): nothing trains; beta < 0 flips the preference",
+    "tau": "tau is a scale (IPO's target margin 1/(2·tau), DiscoPOP's temperature) and divides",
+}
+
+
+def _check_range(name: str, key: str, value: Any) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UserError(f"loss {name!r} parameter {key!r} must be finite, got {value}")
+    if key in _POSITIVE and isinstance(value, (int, float)) and value <= 0:
+        raise UserError(f"loss {name!r} parameter {key!r} must be > 0, got {value}: {_POSITIVE[key]}")
 
 
 def _type_ok(value: Any, ann: Any) -> bool:

@@ -80,8 +80,10 @@ def build_from_builtin(model_spec: str, out_path: str | Path, *, split: Optional
     from safealign.data.builtin import load_prompts, load_refusals
     from safealign.eval.backends.base import GenerationParams
     from safealign.eval.backends.hf import HFChatModel
+    from safealign.files import check_output_file
     from safealign.models import load_model
 
+    check_output_file(out_path, "output JSONL")  # before the model loads: a directory or binary file fails now
     harmful = load_prompts("harmful", split=split)[:harmful_limit]
     benign = load_prompts("benign", split=split)[:benign_limit]
     model, tokenizer = load_model(model_spec)

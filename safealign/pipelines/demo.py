@@ -196,6 +196,7 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     from safealign.models import load_model
     from safealign.report import build_report
 
+    config.validate()
     unknown = [v for v in config.variants if v not in VARIANTS]
     if unknown or not config.variants:
         raise UserError(f"unknown demo variant(s) {unknown}; valid: {', '.join(VARIANTS)}")

@@ -95,6 +95,24 @@ class DemoConfig:
     train: TrainConfig = field(default_factory=_demo_train)
     eval: EvalConfig = field(default_factory=_demo_eval)
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Value ranges and loss parameters, checked before the model loads (the pair build runs first)."""
+        from safealign import checks
+        from safealign.losses import validate_params
+
+        checks.at_least("pair_max_new_tokens", self.pair_max_new_tokens, 1)
+        checks.at_least("extra_limit", self.extra_limit, 1)
+        for key in ("harmful_train", "benign_train", "borderline_train", "harmful_test", "benign_test",
+                    "borderline_test"):  # fmt: skip
+            checks.at_least(key, getattr(self, key), 0)
+        self.train.validate()
+        self.eval.validate()
+        for loss in self.train.losses:  # e.g. beta = 0 would otherwise fail only when the first stage trains
+            validate_params(loss.name, loss.params)
+
 
 def load_demo_config(overrides: list[str]) -> DemoConfig:
     """``DemoConfig`` from ``key=value`` overrides, old flat keys included (see :data:`ALIASES`)."""

@@ -74,6 +74,8 @@ def _preferences_summary(path: str, tokenizer: Optional[str], examples: int, **o
         "dropped": len(result.dropped),
         "drop_reasons": result.drop_counts(),
         "drops": [{"row": d.row, "field": d.field, "reason": d.reason} for d in result.dropped],
+        "duplicates": len(duplicates := result.duplicates()),
+        "duplicate_rows": [{"row": row, "same_as": first} for row, first in duplicates],
         "harmful": dict(Counter(str(item.harmful).lower() for item in result.items)),
         "examples": [_example(item, render) for item in result.items[:examples]],
     }
@@ -115,7 +117,8 @@ def _renderer(spec: str) -> Any:
 def format_inspection(summary: dict[str, Any]) -> str:
     """The summary as ``safealign data inspect`` prints it."""
     lines = [f"source:  {summary['source']}", f"format:  {summary['format']}",
-             f"rows:    {summary['rows']}  parsed: {summary['parsed']}  dropped: {summary['dropped']}"]
+             f"rows:    {summary['rows']}  parsed: {summary['parsed']}  dropped: {summary['dropped']}"
+             + (f"  duplicates: {summary['duplicates']}" if "duplicates" in summary else "")]
     if summary["format"] == "behaviors":
         lines.append(f"contextual behaviors: {summary['contextual']}")
         lines += ["categories:"] + [f"  {n:5d}  {c}" for c, n in summary["categories"].items()]

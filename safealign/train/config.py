@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from safealign import checks
+from safealign.errors import UserError
+
 
 @dataclass
 class DataConfig:
@@ -20,12 +23,24 @@ class DataConfig:
     max_length: int = 512
     max_prompt_length: int = 256
 
+    def validate(self, prefix: str = "data.") -> None:
+        checks.at_least(prefix + "limit", self.limit, 1)
+        checks.at_least(prefix + "max_length", self.max_length, 2)
+        checks.at_least(prefix + "max_prompt_length", self.max_prompt_length, 1)
+        if self.max_prompt_length >= self.max_length:
+            raise UserError(f"{prefix}max_prompt_length ({self.max_prompt_length}) must be below "
+                                   f"{prefix}max_length ({self.max_length}), or no response token fits")
+
 
 @dataclass
 class LossConfig:
     name: str = "dpo"
     weight: float = 1.0
     params: dict[str, Any] = field(default_factory=dict)
+
+    def validate(self, prefix: str = "losses.0.") -> None:
+        checks.at_least(prefix + "weight", self.weight, 0)
+        # the loss's own parameters are checked against its signature and ranges when the loss is built
 
 
 @dataclass
@@ -45,6 +60,9 @@ class ReferenceConfig:
     cache_dir: Optional[str] = None  # default: <safealign cache>/reference
     batch_size: int = 8
 
+    def validate(self, prefix: str = "reference.") -> None:
+        checks.at_least(prefix + "batch_size", self.batch_size, 1)
+
 
 @dataclass
 class LoraConfig:
@@ -55,6 +73,13 @@ class LoraConfig:
     target_modules: Any = "all-linear"
     last_layers: Optional[int] = None  # adapt only the last N blocks (cheaper backward)
 
+    def validate(self, prefix: str = "lora.") -> None:
+        if self.enabled:
+            checks.at_least(prefix + "r", self.r, 1)
+            checks.positive(prefix + "alpha", self.alpha)
+            checks.within(prefix + "dropout", self.dropout, 0, 1, open_high=True)
+            checks.at_least(prefix + "last_layers", self.last_layers, 1)
+
 
 @dataclass
 class DiagnosticsConfig:
@@ -63,6 +88,10 @@ class DiagnosticsConfig:
     entanglement_every: int = 0  # measure every N optimizer steps (and at start and end); 0 = off
     probe_pairs: int = 16
     params: str = "trainable"  # see safealign.train.grads.select_parameters
+
+    def validate(self, prefix: str = "diagnostics.") -> None:
+        checks.at_least(prefix + "entanglement_every", self.entanglement_every, 0)
+        checks.at_least(prefix + "probe_pairs", self.probe_pairs, 1)
 
 
 @dataclass
@@ -96,3 +125,30 @@ class TrainConfig:
     report_to: list[str] = field(default_factory=lambda: ["none"])
     # anything else transformers.TrainingArguments accepts (e.g. {deepspeed: ds.json, fsdp: ...})
     training_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Value ranges, before anything loads (training calls it again: fields may be set after init)."""
+        self.data.validate()
+        if not self.losses:
+            raise UserError("losses is empty: name at least one loss, e.g. losses: [{name: dpo}]")
+        for i, loss in enumerate(self.losses):
+            loss.validate(f"losses.{i}.")
+        if not any(loss.weight > 0 for loss in self.losses):
+            raise UserError("losses: every weight is 0, so nothing would be trained")
+        self.reference.validate()
+        self.lora.validate()
+        self.diagnostics.validate()
+        checks.at_least("learning_rate", self.learning_rate, 0, "0 is allowed: a run that only measures")
+        checks.positive("num_train_epochs", self.num_train_epochs)
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise UserError(f"max_steps must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
+        for key in ("per_device_train_batch_size", "gradient_accumulation_steps", "logging_steps", "save_steps",
+                    "logps_chunk_size"):  # fmt: skip
+            checks.at_least(key, getattr(self, key), 1)
+        checks.at_least("warmup_steps", self.warmup_steps, 0)
+        checks.at_least("weight_decay", self.weight_decay, 0)
+        checks.at_least("max_grad_norm", self.max_grad_norm, 0)
+        checks.at_least("save_total_limit", self.save_total_limit, 1)

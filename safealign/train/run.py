@@ -74,6 +74,7 @@ def check_config(config: TrainConfig) -> None:
     """Checks that need no model (the loss is checked by building it): fail before anything loads."""
     from safealign.data import build_transform
 
+    config.validate()  # again here: fields may have been set after the config was built
     if config.reference.mode not in REFERENCE_MODES:
         raise UserError(f"reference.mode must be one of {', '.join(REFERENCE_MODES)}, got {config.reference.mode!r}")
     build_transform(config.reference.transform, **dict(config.reference.transform_params))
@@ -200,6 +201,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     summary = {
         "reference": ref_desc, "transform": config.reference.transform, "losses": to_dict(config)["losses"],
         "input": loss.input_kind, "examples": len(encoded), "rows": parsed.rows, "dropped": len(parsed.dropped),
+        "duplicate_rows": len(parsed.duplicates()),
         "truncation": dataclasses.asdict(report) if dataclasses.is_dataclass(report) else str(report),
         "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
     }

@@ -33,8 +33,15 @@ LOSS_STATE_NAME = "loss_state.json"
 _INPUTS = {"pair": ("_pair_logps", pair_stats), "unpaired": ("_unpaired_logps", unpaired_stats)}
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised when the loss is NaN or infinite; the last saved checkpoint is kept."""
+class NonFiniteLossError(UserError):
+    """Training diverged: the loss is NaN or infinite at ``step``; the last saved checkpoint is kept.
+
+    A UserError because the fix is the user's (learning rate, beta, data), so the CLI prints the one-line
+    message with the step instead of a traceback."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
 
 
 class PreferenceTrainer(Trainer):
@@ -81,7 +88,8 @@ class PreferenceTrainer(Trainer):
         if not torch.isfinite(loss.detach()).all():
             raise NonFiniteLossError(
                 f"loss is {loss.item()} at step {self.state.global_step}; stopping. The last checkpoint in "
-                f"{self.args.output_dir} is kept. Lower the learning rate or check the data."
+                f"{self.args.output_dir} is kept. Lower the learning rate or check the data.",
+                self.state.global_step,
             )
         self._window.add(stats(logps, out.metrics), self.accelerator.gather)
         return (loss, out) if return_outputs else loss

@@ -68,3 +68,16 @@ def test_errors_are_one_line(tmp_path, capsys):
         capsys.readouterr().err.strip()
         == "safealign: error: --column 'prompt': expected FIELD=COLUMN, e.g. --column prompt=question"
     )
+
+
+def test_duplicate_preference_rows_are_counted(tmp_path, capsys, caplog):
+    rows = [{"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "q", "chosen": "a", "rejected": "b"},
+            {"prompt": "p", "chosen": "a", "rejected": "b"}, {"prompt": "p", "chosen": "a", "rejected": "b"}]
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = run_json(capsys, path)
+    assert summary["duplicates"] == 2
+    assert summary["duplicate_rows"] == [{"row": 2, "same_as": 0}, {"row": 3, "same_as": 0}]
+    assert "2 duplicate row(s) (row 2 = row 0, row 3 = row 0)" in caplog.text  # what training logs too
+    assert main(["data", "inspect", str(path)]) == 0
+    assert "duplicates: 2" in capsys.readouterr().out

@@ -188,3 +188,24 @@ def test_entanglement_probe_is_written_when_configured(tmp_path, pairs_file):
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert all(r["probe_pairs"] == 2 for r in rows)
     assert rows[0]["delta_chosen"] == pytest.approx(0.0, abs=1e-6)  # movement is measured from step 0
+
+
+def test_non_finite_loss_is_a_one_line_cli_error_with_the_step(tmp_path, pairs_file, monkeypatch, capsys):
+    import yaml
+
+    from safealign.cli import main
+    from safealign.config import to_dict
+    from safealign.train import trainer as trainer_module
+
+    original = trainer_module.PreferenceTrainer._pair_logps
+
+    def poisoned(self, model, inputs):
+        x = original(self, model, inputs)
+        return type(x)(**{**x.__dict__, "chosen": x.chosen * float("nan")}) if self.state.global_step == 1 else x
+
+    monkeypatch.setattr(trainer_module.PreferenceTrainer, "_pair_logps", poisoned)
+    config = tmp_path / "train.yaml"
+    config.write_text(yaml.safe_dump(to_dict(tiny_config(tmp_path, pairs_file, per_device_train_batch_size=2))))
+    assert main(["train", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert "loss is nan at step 1" in err and "Traceback" not in err

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Sequence
 
 from safealign.data.behaviors import behavior_prompt
 from safealign.errors import UserError
@@ -35,6 +35,20 @@ class Attack(ABC):
     # The registry key in safealign/eval/registries.py is the attack's only name.
     name: ClassVar[str] = RegisteredName(ATTACKS)  # type: ignore[assignment]
     config_class: ClassVar[type]
+    needs_target: ClassVar[bool] = False  # every behavior must carry a target string ("Sure, here is ...")
+
+    @classmethod
+    def check(cls, config: Any, behaviors: Sequence[Behavior]) -> None:
+        """Checks that need no model, run for every attack before any model loads or any attack generates,
+        so a run cannot fail after hours of other attacks' work. Subclasses extend it (e.g. their files)."""
+        missing = [b for b in behaviors if not b.target] if cls.needs_target else []
+        if missing:
+            first = missing[0]
+            raise UserError(
+                f"{cls.name} attack: {len(missing)} of {len(behaviors)} behaviors have no target string (first: "
+                f"{first.id!r}, {first.source or 'no source'} row {first.row}); pass behaviors.targets=<targets "
+                "JSON keyed by behavior id>, or drop the attack"
+            )
 
     def __init__(self, config: Any, context: AttackContext | None = None) -> None:
         self.config = config
@@ -62,6 +76,14 @@ def require_target(behavior: Behavior, attack: str) -> str:
     return behavior.target
 
 
+def check_attack(name: str, params: dict[str, Any] | None, behaviors: Sequence[Behavior]) -> None:
+    """Parameters and :meth:`Attack.check` of one attack, before any model loads."""
+    from safealign.eval.registries import ATTACKS, make_config
+
+    cls = ATTACKS.get(name)
+    cls.check(make_config(cls.config_class, params, f"attack {name!r}"), behaviors)
+
+
 def build_attack(name: str, params: dict[str, Any] | None = None, context: AttackContext | None = None) -> Attack:
     from safealign.eval.registries import make_config
 
@@ -69,4 +91,4 @@ def build_attack(name: str, params: dict[str, Any] | None = None, context: Attac
     return cls(make_config(cls.config_class, params, f"attack {name!r}"), context)
 
 
-__all__ = ["Attack", "AttackContext", "build_attack", "behavior_prompt", "require_target"]
+__all__ = ["Attack", "AttackContext", "build_attack", "check_attack", "behavior_prompt", "require_target"]

@@ -72,6 +72,7 @@ class _Problem:
 
 class GCGAttack(Attack):
     config_class: ClassVar[type] = GCGConfig
+    needs_target: ClassVar[bool] = True
 
     def __init__(self, config: GCGConfig, context: AttackContext | None = None) -> None:
         super().__init__(config, context)

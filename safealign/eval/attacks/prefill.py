@@ -20,6 +20,7 @@ class PrefillConfig:
 
 class PrefillAttack(Attack):
     config_class: ClassVar[type] = PrefillConfig
+    needs_target: ClassVar[bool] = True
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
         prefill = self.config.template.replace("{target}", require_target(behavior, self.name))

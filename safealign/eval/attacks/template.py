@@ -11,12 +11,13 @@ import base64
 import codecs
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import yaml
 
-from safealign.errors import UserError, reading
+from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
+from safealign.files import read_text
 from safealign.io import parse_jsonl
 from safealign.types import Attempt, Behavior
 
@@ -58,20 +59,23 @@ class TemplateConfig:
 
 
 def load_templates(path: str | Path) -> list[JailbreakTemplate]:
-    """Read a YAML list or JSONL file of templates; a bad entry raises UserError naming file and entry."""
+    """Read a YAML list or JSONL file of templates; a bad file or entry raises UserError naming file and entry."""
     path = Path(path)
-    with reading(path, "template file"):
-        text = path.read_text(encoding="utf-8")
+    text = read_text(path, "template file (YAML list or JSONL)")
     if path.suffix == ".jsonl":
         entries = parse_jsonl(text, path)
     else:
         try:
             entries = yaml.safe_load(text) or []
-        except yaml.YAMLError as exc:
-            raise UserError(f"{path}: not valid YAML: {exc}") from None
+        except yaml.YAMLError as exc:  # also python/* tags, which safe_load refuses to construct
+            raise UserError(f"{path}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(entries, list):
         raise UserError(f"{path}: expected a list of templates, got {type(entries).__name__}")
     return [_parse_entry(entry, path, i) for i, entry in enumerate(entries)]
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
 
 
 def _parse_entry(entry: Any, path: Path, index: int) -> JailbreakTemplate:
@@ -81,15 +85,37 @@ def _parse_entry(entry: Any, path: Path, index: int) -> JailbreakTemplate:
     missing = [k for k in ("name", "family", "template") if not entry.get(k)]
     if missing:
         raise UserError(f"{where}: missing {', '.join(missing)}")
+    wrong = [k for k in ("name", "family", "template") if not isinstance(entry[k], str)]
+    if wrong:
+        raise UserError(f"{where}: field(s) {', '.join(wrong)} must be text, got "
+                        + ", ".join(type(entry[k]).__name__ for k in wrong))
     unknown = sorted(set(entry) - {"name", "family", "template", "transform"})
     if unknown:
         raise UserError(f"{where} ({entry['name']}): unknown field(s) {unknown}")
     transform = entry.get("transform") or "none"
-    if transform not in TRANSFORMS:
+    if not isinstance(transform, str) or transform not in TRANSFORMS:
         raise UserError(f"{where} ({entry['name']}): unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
     if not any(p in entry["template"] for p in ("{behavior}", "{part_a}")):
         raise UserError(f"{where} ({entry['name']}): template has no {{behavior}} or {{part_a}} placeholder")
     return JailbreakTemplate(str(entry["name"]), str(entry["family"]), str(entry["template"]), transform)
+
+
+def select_templates(config: TemplateConfig) -> list[JailbreakTemplate]:
+    """The built-ins and ``config.files`` (later files override by name), filtered by names and families."""
+    by_name: dict[str, JailbreakTemplate] = {}
+    for path in ([BUILTIN_FILE] if config.builtin else []) + [Path(p) for p in config.files]:
+        by_name.update({t.name: t for t in load_templates(path)})
+    unknown = sorted(set(config.names) - set(by_name))
+    if unknown:
+        raise UserError(f"template attack: unknown template(s) {unknown}; valid: {', '.join(sorted(by_name))}")
+    templates = [
+        t
+        for t in by_name.values()
+        if (not config.names or t.name in config.names) and (not config.families or t.family in config.families)
+    ]
+    if not templates:
+        raise UserError("template attack: no templates left after the names/families filters")
+    return templates
 
 
 class TemplateAttack(Attack):
@@ -97,19 +123,12 @@ class TemplateAttack(Attack):
 
     def __init__(self, config: TemplateConfig, context: AttackContext | None = None) -> None:
         super().__init__(config, context)
-        by_name: dict[str, JailbreakTemplate] = {}
-        for path in ([BUILTIN_FILE] if config.builtin else []) + [Path(p) for p in config.files]:
-            by_name.update({t.name: t for t in load_templates(path)})
-        unknown = sorted(set(config.names) - set(by_name))
-        if unknown:
-            raise UserError(f"template attack: unknown template(s) {unknown}; valid: {', '.join(sorted(by_name))}")
-        self.templates = [
-            t
-            for t in by_name.values()
-            if (not config.names or t.name in config.names) and (not config.families or t.family in config.families)
-        ]
-        if not self.templates:
-            raise UserError("template attack: no templates left after the names/families filters")
+        self.templates = select_templates(config)
+
+    @classmethod
+    def check(cls, config: TemplateConfig, behaviors: Sequence[Behavior]) -> None:
+        super().check(config, behaviors)
+        select_templates(config)  # every template file read and parsed before the model loads
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
         request = behavior_prompt(behavior)

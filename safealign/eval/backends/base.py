@@ -29,6 +29,14 @@ class GenerationParams:
     # True: the tokenizer adds its special tokens (BOS) to the rendered prompt, as HarmBench and WildGuard
     # tokenise their raw classifier prompts; chat templates already contain BOS, so the default is False.
     add_special_tokens: bool = False
+    max_prompt_tokens: int | None = None  # local backends: longer prompts are not run (an error per attempt)
+
+    def __post_init__(self) -> None:  # library callers get the same range checks as EvalConfig.generation
+        from safealign.checks import at_least
+
+        at_least("generation.max_new_tokens", self.max_new_tokens, 1)
+        at_least("generation.batch_size", self.batch_size, 1)
+        at_least("generation.temperature", self.temperature, 0)
 
 
 @runtime_checkable

@@ -51,12 +51,42 @@ class HFChatModel:
         """The exact prompt text the model sees (chat template + generation prompt + any prefill)."""
         return render_prompt(self.tokenizer, conversation, params, self.system_prompt)
 
+    def prompt_tokens(self, conversation: Conversation, params: GenerationParams) -> int:
+        """Tokens of the prompt as the model sees it (chat template included)."""
+        text = self.render(conversation, params)
+        return len(self.tokenizer(text, add_special_tokens=params.add_special_tokens)["input_ids"])
+
+    def context_length(self) -> int | None:
+        config = getattr(self.model, "config", None)
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def prompt_limit(self, params: GenerationParams) -> tuple[int | None, str]:
+        """The most prompt tokens a generation may start from, and where that number comes from."""
+        if params.max_prompt_tokens is not None:
+            return params.max_prompt_tokens, "generation.max_prompt_tokens"
+        context = self.context_length()
+        if context is None:
+            return None, "unknown context length"
+        return context - params.max_new_tokens, f"context length {context} - max_new_tokens {params.max_new_tokens}"
+
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         prompts = [self.render(c, params) for c in conversations]
         lengths = [len(self.tokenizer(p, add_special_tokens=params.add_special_tokens)["input_ids"]) for p in prompts]
-        # Sort by length so each batch pads little; results are put back in input order.
-        order = sorted(range(len(prompts)), key=lambda i: lengths[i])
         out: list[Completion | None] = [None] * len(prompts)
+        limit, source = self.prompt_limit(params)
+        for i, n in enumerate(lengths):
+            if limit is not None and n > limit:  # past the context the model would produce garbage, or fail
+                out[i] = Completion(text="", error=f"prompt too long: {n} tokens, over {limit} ({source})",
+                                    meta={"prompt_tokens": n, "too_long": True})  # fmt: skip
+        if any(c is not None for c in out):
+            logger.warning("%d of %d prompts are longer than %s tokens (%s): not run, recorded as errors",
+                           sum(c is not None for c in out), len(out), limit, source)  # fmt: skip
+        # Sort by length so each batch pads little; results are put back in input order.
+        order = sorted((i for i in range(len(prompts)) if out[i] is None), key=lambda i: lengths[i])
         for start in range(0, len(order), max(1, params.batch_size)):
             raise_if_stop_requested()
             idx = order[start : start + params.batch_size]

@@ -1,0 +1,46 @@
+"""Reading a user's text file (config, template, targets) and checking an output file, with named errors.
+
+Every failure is a UserError that names the path and what was expected: a missing file, a directory,
+a binary file, bytes that are not UTF-8 (with the line), a BOM is dropped. Data files with rows have
+their own readers (``safealign.data.sources``); this module is for the small files around them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safealign.errors import UserError, reading
+
+
+def read_text(path: str | Path, what: str = "text file") -> str:
+    """The UTF-8 text of ``path`` (a leading BOM dropped); UserError naming the path when it cannot be."""
+    path = Path(path)
+    with reading(path, what):  # missing, a directory, no permission
+        data = path.read_bytes()
+    return decode_text(data, path, what)
+
+
+def decode_text(data: bytes, path: str | Path, what: str = "text file") -> str:
+    if b"\x00" in data[:65536]:  # UTF-8 text never holds NUL; a zip, pickle or model file does
+        raise UserError(f"{path}: is a binary file, not a {what}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise UserError(
+            f"{path}: line {line}: not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            f"save the {what} as UTF-8"
+        ) from None
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """An output file a run appends to: not a directory, inside a directory, and (if present) UTF-8 text."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; expected an {what} path (e.g. {path / 'pairs.jsonl'})")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise UserError(f"{path}: {parent} is a file, not a directory")
+    if path.exists():
+        read_text(path, what)  # appending to a binary or non-UTF-8 file would leave it unreadable
+    return path
