@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pytest
 
+from safealign.data.formats import PREFERENCE_FORMATS
 from safealign.data.transforms import TRANSFORMS
 from safealign.eval.registries import ATTACKS, BACKENDS, JUDGES
 from safealign.losses import LOSSES
 from safealign.registry import RegisteredName, Registry
 
-ALL = {"attack": ATTACKS, "judge": JUDGES, "backend": BACKENDS, "loss": LOSSES, "prompt transform": TRANSFORMS}
+ALL = {"attack": ATTACKS, "judge": JUDGES, "backend": BACKENDS, "loss": LOSSES, "prompt transform": TRANSFORMS,
+       "format": PREFERENCE_FORMATS}
 
 
 class Widget:

@@ -11,7 +11,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", action="append", required=True, metavar="MODEL",
                         help="an aligned model to score with (load_model spec; repeat for K models)")
     parser.add_argument("--out", required=True, help="output JSONL: the parsed rows plus chosen_scores")
-    parser.add_argument("--format", default="auto", help="auto, standard, conversational, implicit, joint")
+    parser.add_argument("--format", default="auto", help="auto or a pair format (safealign.data.formats)")
     parser.add_argument("--column", action="append", default=[], metavar="FIELD=COLUMN",
                         help="map a field to your column name, e.g. --column prompt=question (repeatable)")
     parser.add_argument("--split", default=None, help="dataset split for HF dataset ids (default: train)")

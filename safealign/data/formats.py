@@ -1,6 +1,7 @@
 """Parse rows into :class:`PreferencePair` / :class:`UnpairedExample`, with format auto-detection.
 
-Formats (``format=`` overrides detection; ``columns={"prompt": "question"}`` maps the canonical field
+Formats (each a row parser registered in :data:`PREFERENCE_FORMATS` with its required columns;
+``format=`` overrides detection; ``columns={"prompt": "question"}`` maps the canonical field
 names below to your column names):
 
 - ``standard``: ``prompt``, ``chosen``, ``rejected`` strings; the prompt becomes one user message.
@@ -37,26 +38,16 @@ from typing import Any, Callable, Mapping
 from safealign.data import messages as m
 from safealign.data.sources import Record, read_rows, source_name
 from safealign.errors import UserError
+from safealign.registry import Registry
 from safealign.types import PreferencePair, UnpairedExample
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("prompt", "chosen", "rejected", "completion", "label", "harmful", "chosen_prompt", "rejected_prompt",
           "chosen_scores")
-REQUIRED = {
-    "standard": ("prompt", "chosen", "rejected"),
-    "conversational": ("prompt", "chosen", "rejected"),
-    "implicit": ("chosen", "rejected"),
-    "joint": ("chosen_prompt", "chosen", "rejected_prompt", "rejected"),
-    "unpaired": ("prompt", "completion", "label"),
-}
-FORMAT_HELP = {
-    "standard": "prompt, chosen, rejected (strings)",
-    "conversational": "prompt (message list), chosen, rejected (assistant message lists)",
-    "implicit": "chosen, rejected (full conversations or HH 'Human:/Assistant:' transcripts)",
-    "joint": "chosen_prompt, chosen, rejected_prompt, rejected (a prompt per response)",
-    "unpaired": "prompt, completion, label",
-}
+# A format is a row parser registered under its name with the columns it needs and a one-line help;
+# the registry key is the format's only name (safealign/registry.py).
+PREFERENCE_FORMATS: Registry[Callable[..., PreferencePair | UnpairedExample]] = Registry("format")
 _DETECT_SAMPLE = 100
 
 
@@ -116,7 +107,7 @@ def load_preferences(
     _check_mapped_columns(name, mapping, seen)
     rows = [(i, _remap(r, mapping)) for i, r in records]
     fmt = _resolve_format(name, format, rows, mapping)
-    parse = _PARSERS[fmt]
+    parse = PREFERENCE_FORMATS.get(fmt)
     items, dropped = [], []
     for row, record in rows:
         try:
@@ -130,7 +121,7 @@ def load_preferences(
 
 def detect_format(record_columns: set[str], first: Mapping[str, Any]) -> str | None:
     """The format implied by canonical column names (``first`` gives sample values), or None."""
-    if set(REQUIRED["unpaired"]) <= record_columns:
+    if set(_required("unpaired")) <= record_columns:
         return "unpaired"
     if not {"chosen", "rejected"} <= record_columns:
         return None
@@ -180,6 +171,8 @@ def _scores(value: Any) -> tuple[float, ...] | None:
     return tuple(float(v) for v in value)
 
 
+@PREFERENCE_FORMATS.register("standard", required=("prompt", "chosen", "rejected"),
+                            help="prompt, chosen, rejected (strings)")
 def _parse_standard(record: Record, harmful, source: str, row: int) -> PreferencePair:
     if not isinstance(record.get("prompt"), str):
         m.require_text(record.get("prompt"), "prompt")
@@ -189,6 +182,8 @@ def _parse_standard(record: Record, harmful, source: str, row: int) -> Preferenc
     return _pair(prompt, chosen, rejected, record, harmful, source, row)
 
 
+@PREFERENCE_FORMATS.register("conversational", required=("prompt", "chosen", "rejected"),
+                            help="prompt (message list), chosen, rejected (assistant message lists)")
 def _parse_conversational(record: Record, harmful, source: str, row: int) -> PreferencePair:
     prompt = m.parse_prompt(record.get("prompt"))
     chosen = m.assistant_text(record.get("chosen"), "chosen")
@@ -202,6 +197,8 @@ def _conversation(value: Any, field: str):
     return m.parse_messages(value, field)
 
 
+@PREFERENCE_FORMATS.register("implicit", required=("chosen", "rejected"),
+                            help="chosen, rejected (full conversations or HH 'Human:/Assistant:' transcripts)")
 def _parse_implicit(record: Record, harmful, source: str, row: int) -> PreferencePair:
     chosen_value, rejected_value = record.get("chosen"), record.get("rejected")
     if isinstance(chosen_value, str) != isinstance(rejected_value, str):
@@ -216,6 +213,8 @@ def _response(value: Any, field: str) -> str:
     return m.assistant_text(value, field) if isinstance(value, list) else _text_response(value, field)
 
 
+@PREFERENCE_FORMATS.register("joint", required=("chosen_prompt", "chosen", "rejected_prompt", "rejected"),
+                            help="chosen_prompt, chosen, rejected_prompt, rejected (a prompt per response)")
 def _parse_joint(record: Record, harmful, source: str, row: int) -> PreferencePair:
     chosen_prompt = m.parse_prompt(record.get("chosen_prompt"), "chosen_prompt")
     rejected_prompt = m.parse_prompt(record.get("rejected_prompt"), "rejected_prompt")
@@ -223,6 +222,8 @@ def _parse_joint(record: Record, harmful, source: str, row: int) -> PreferencePa
     return _pair(chosen_prompt, chosen, rejected, record, harmful, source, row, rejected_prompt=rejected_prompt)
 
 
+@PREFERENCE_FORMATS.register("unpaired", required=("prompt", "completion", "label"),
+                            help="prompt, completion, label")
 def _parse_unpaired(record: Record, harmful, source: str, row: int) -> UnpairedExample:
     prompt = m.parse_prompt(record.get("prompt"))
     value = record.get("completion")
@@ -235,14 +236,15 @@ def _parse_unpaired(record: Record, harmful, source: str, row: int) -> UnpairedE
     return UnpairedExample(prompt, completion, label, _harmful(record, harmful), source, row)
 
 
-_PARSERS: dict[str, Callable[..., PreferencePair | UnpairedExample]] = {
-    "standard": _parse_standard,
-    "conversational": _parse_conversational,
-    "implicit": _parse_implicit,
-    "joint": _parse_joint,
-    "unpaired": _parse_unpaired,
-}
-FORMATS = tuple(_PARSERS)
+FORMATS = tuple(PREFERENCE_FORMATS.names())  # the built-in formats
+
+
+def _required(fmt: str) -> tuple[str, ...]:
+    return PREFERENCE_FORMATS.meta(fmt)["required"]
+
+
+def _help(fmt: str) -> str:
+    return PREFERENCE_FORMATS.meta(fmt)["help"]
 
 
 # --------------------------------------------------------------------------- columns and detection
@@ -285,12 +287,12 @@ def _remap(record: Record, mapping: dict[str, str]) -> Record:
 def _resolve_format(name: str, format: str, rows: list[tuple[int, Record]], mapping: dict[str, str]) -> str:
     seen = set(_columns_seen(rows))
     if format != "auto":
-        if format not in _PARSERS:
-            raise UserError(f"unknown format {format!r}; valid formats: auto, {', '.join(FORMATS)}")
-        missing = [mapping.get(c, c) for c in REQUIRED[format] if c not in seen]
+        if format not in PREFERENCE_FORMATS:
+            raise UserError(f"unknown format {format!r}; valid formats: auto, {', '.join(PREFERENCE_FORMATS.names())}")
+        missing = [mapping.get(c, c) for c in _required(format) if c not in seen]
         if rows and missing:
             raise UserError(
-                f"{name}: format {format!r} needs columns {FORMAT_HELP[format]}; missing: {', '.join(missing)}; "
+                f"{name}: format {format!r} needs columns {_help(format)}; missing: {', '.join(missing)}; "
                 f"columns seen: {', '.join(sorted(seen)) or '(none)'}"
             )
         return format
@@ -299,7 +301,7 @@ def _resolve_format(name: str, format: str, rows: list[tuple[int, Record]], mapp
     first = {k: next((r[k] for _, r in rows[:_DETECT_SAMPLE] if r.get(k) is not None), None) for k in seen}
     detected = detect_format(seen, first)
     if detected is None:
-        needs = "; ".join(f"{f}: {h}" for f, h in FORMAT_HELP.items())
+        needs = "; ".join(f"{f}: {_help(f)}" for f in PREFERENCE_FORMATS.names())
         raise UserError(
             f"{name}: cannot detect the data format; columns seen: {', '.join(sorted(seen))}. Formats need — {needs}. "
             "Map your columns with columns={'prompt': 'question'} (CLI: --column prompt=question) or pass format="
