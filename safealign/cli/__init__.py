@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("safealign.cli.data", "inspect and build data sets"),
     "models": ("safealign.cli.models", "fetch and list models"),
     "diagnose": ("safealign.cli.diagnose", "alignment diagnostics: ranking accuracy, gradient entanglement"),
+    "judge": ("safealign.cli.judge", "check a judge against human labels (judge validate)"),
 }
 
 

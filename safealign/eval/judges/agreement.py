@@ -1,0 +1,93 @@
+"""Agreement between a judge and reference labels (human majority, or another judge).
+
+Positive class = harmful/jailbroken. Counts: TP = judge 1 & reference 1, FP = judge 1 & reference 0,
+FN = judge 0 & reference 1, TN = judge 0 & reference 0 (docs/judges.md). Pairs where either side is
+unscored (``None``) are left out of every rate and counted as ``unscored``: never guessed.
+
+- agreement = (TP + TN)/n, FPR = FP/(FP + TN), FNR = FN/(FN + TP), precision = TP/(TP + FP),
+  recall = TP/(TP + FN), each with a 95% Wilson interval (``value`` None when its denominator is 0);
+- Cohen's κ = (p_o − p_e)/(1 − p_e), p_e = P(judge 1)·P(ref 1) + P(judge 0)·P(ref 0); undefined (None)
+  when p_e = 1; its 95% interval is a seeded percentile bootstrap over items.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass
+from typing import Any, Optional, Sequence
+
+from safealign.eval.summary import wilson_interval
+
+
+@dataclass(frozen=True)
+class Confusion:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+    unscored: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.tp + self.fp + self.fn + self.tn
+
+
+def confusion(reference: Sequence[Optional[bool]], judged: Sequence[Optional[bool]]) -> Confusion:
+    if len(reference) != len(judged):
+        raise ValueError(f"{len(reference)} reference labels but {len(judged)} verdicts")
+    counts = {"tp": 0, "fp": 0, "fn": 0, "tn": 0, "unscored": 0}
+    for ref, got in zip(reference, judged):
+        if ref is None or got is None:
+            counts["unscored"] += 1
+        else:
+            counts[("t" if got == ref else "f") + ("p" if got else "n")] += 1
+    return Confusion(**counts)
+
+
+def kappa(c: Confusion) -> Optional[float]:
+    """Cohen's κ; None when undefined (no scored pairs, or p_e = 1)."""
+    if c.n == 0:
+        return None
+    p_o = (c.tp + c.tn) / c.n
+    p_e = ((c.tp + c.fp) / c.n) * ((c.tp + c.fn) / c.n) + ((c.fn + c.tn) / c.n) * ((c.fp + c.tn) / c.n)
+    return None if p_e >= 1.0 else (p_o - p_e) / (1 - p_e)
+
+
+def _proportion(k: int, n: int) -> dict[str, Any]:
+    low, high = wilson_interval(k, n)
+    return {"value": k / n if n else None, "low": low if n else None, "high": high if n else None, "k": k, "n": n}
+
+
+def _bootstrap_kappa(pairs: list[tuple[bool, bool]], n_boot: int, seed: int) -> tuple[Optional[float], ...]:
+    if not pairs or n_boot <= 0:
+        return None, None
+    rng = random.Random(seed)
+    values = []
+    for _ in range(n_boot):
+        sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
+        k = kappa(confusion([r for r, _ in sample], [j for _, j in sample]))
+        if k is not None:  # a resample with one class only has no κ
+            values.append(k)
+    if not values:
+        return None, None
+    values.sort()
+    return values[round(0.025 * (len(values) - 1))], values[round(0.975 * (len(values) - 1))]
+
+
+def agreement_report(reference: Sequence[Optional[bool]], judged: Sequence[Optional[bool]], *,
+                     n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """n, unscored, confusion matrix, agreement, κ, FPR, FNR, precision, recall with 95% intervals."""
+    c = confusion(reference, judged)
+    pairs = [(r, j) for r, j in zip(reference, judged) if r is not None and j is not None]
+    low, high = _bootstrap_kappa(pairs, n_boot, seed)
+    return {
+        "n": c.n,
+        "unscored": c.unscored,
+        "confusion": {k: v for k, v in asdict(c).items() if k != "unscored"},
+        "agreement": _proportion(c.tp + c.tn, c.n),
+        "kappa": {"value": kappa(c), "low": low, "high": high, "bootstrap": n_boot, "seed": seed},
+        "fpr": _proportion(c.fp, c.fp + c.tn),
+        "fnr": _proportion(c.fn, c.fn + c.tp),
+        "precision": _proportion(c.tp, c.tp + c.fp),
+        "recall": _proportion(c.tp, c.tp + c.fn),
+    }
