@@ -90,10 +90,20 @@ def _example(item: Any, render: Any) -> dict[str, Any]:
     )
     if hasattr(item, "label"):
         out["label"] = item.label
+    # a cross-prompt ("joint") pair's rejected response answers its own prompt (docs/loss-inputs.md)
+    rejected_prompt = getattr(item, "rejected_prompt", None)
+    if rejected_prompt is not None:
+        out["rejected_prompt"] = list(rejected_prompt)
+    if getattr(item, "chosen_scores", None) is not None:
+        out["chosen_scores"] = list(item.chosen_scores)
     out.update(responses)
     if render is not None:
         out["rendered_prompt"] = render.render_prompt(item.prompt)
-        out.update({f"rendered_{k}": render.render_response(item.prompt, v) for k, v in responses.items()})
+        prompts = {"rejected": rejected_prompt} if rejected_prompt is not None else {}
+        out.update({f"rendered_{k}": render.render_response(prompts.get(k, item.prompt), v)
+                    for k, v in responses.items()})
+        if rejected_prompt is not None:
+            out["rendered_rejected_prompt"] = render.render_prompt(rejected_prompt)
     return out
 
 

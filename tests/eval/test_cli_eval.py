@@ -6,9 +6,12 @@ from safealign.cli import main
 
 
 def test_list(capsys):
+    from safealign.eval.registries import ATTACKS, BACKENDS, JUDGES
+
     assert main(["eval", "--list"]) == 0
     out = capsys.readouterr().out
-    assert "attacks:  direct, gcg, pair, prefill, template" in out and "judges:   classifier, llm, refusal" in out
+    for label, registry in (("attacks: ", ATTACKS), ("judges:  ", JUDGES), ("backends:", BACKENDS)):
+        assert f"{label} {', '.join(registry.names())}" in out
 
 
 def test_unknown_attack_and_bad_override_exit_2(capsys, tmp_path):

@@ -17,3 +17,13 @@ def test_inspect_preferences_counts_drops_and_renders_examples(tmp_path):
     assert summary["drops"][0]["row"] == 1 and len(summary["examples"]) == 1
     assert "hi" in summary["examples"][0]["rendered_prompt"]
     assert "dropped 1:" in format_inspection(summary)
+
+
+def test_inspect_shows_a_joint_pairs_second_prompt_and_scores(tmp_path):
+    path = tmp_path / "j.jsonl"
+    row = {"chosen_prompt": "A?", "chosen": "Yes.", "rejected_prompt": "B?", "rejected": "No.", "chosen_scores": [-2]}
+    path.write_text(json.dumps(row) + "\n")
+    [example] = inspect_data(str(path), tokenizer="tiny-random")["examples"]
+    assert example["prompt"] == [{"role": "user", "content": "A?"}]
+    assert example["rejected_prompt"] == [{"role": "user", "content": "B?"}] and example["chosen_scores"] == [-2.0]
+    assert "B?" in example["rendered_rejected_prompt"] and "B?" not in example["rendered_prompt"]
