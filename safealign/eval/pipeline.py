@@ -81,6 +81,7 @@ def run_eval(
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer)
     store = RecordStore(out / "records.jsonl")
     first_batch = FirstBatchCheck(f"{type(target).__name__} for model {label!r}")
+    identity = target_identity(config, target)
     started = time.perf_counter()
     complete = False
     try:
@@ -91,7 +92,8 @@ def run_eval(
         complete = True
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
-        summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds)
+        summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds,
+                                 identity)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 
@@ -134,6 +136,24 @@ def _model_label(config: EvalConfig, model: Any, chat_model: Any) -> str:
     if model is not None:
         return str(getattr(model, "name_or_path", "") or type(model).__name__)
     return config.model.name
+
+
+def target_identity(config: EvalConfig, target: ChatModel) -> dict[str, Any]:
+    """Which weights answer (safealign.models.identity): a local model's load spec or parameters, else the
+    name a remote endpoint or vLLM server was asked for."""
+    from safealign.models.identity import loaded_identity, model_identity, remote_identity
+
+    inner = getattr(target, "model", None)  # an HF model, or a remote model's name
+    if hasattr(inner, "state_dict"):
+        return loaded_identity(inner)
+    if isinstance(inner, str):
+        return remote_identity(type(target).__name__, inner)
+    if config.model.backend == "vllm":  # vLLM loads config.model.name itself: a local folder or hub id
+        try:
+            return model_identity(config.model.name)
+        except UserError:
+            return remote_identity("vllm", config.model.name)
+    return {"spec": type(target).__name__, "kind": "unknown", "fingerprint": None}
 
 
 def _white_box(target: ChatModel, model: Any, tokenizer: Any) -> tuple[Any, Any]:
@@ -264,13 +284,14 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
                    judges: dict[str, Judge], complete: bool, seconds: float, label: str,
-                   bounds: dict[str, Any]) -> EvalSummary:  # fmt: skip
+                   bounds: dict[str, Any], identity: dict[str, Any]) -> EvalSummary:  # fmt: skip
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
         input_bounds=bounds,  # behaviors skipped or truncated for length (safealign.eval.bounds)
         complete=complete,
         wall_s=round(seconds, 2),
         model=label,
+        model_identity=identity,
         judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
         records=str(out / "records.jsonl"),
     )

@@ -207,3 +207,24 @@ def test_a_foreign_records_file_is_named_with_its_line(tmp_path):
     path.write_text('{"behavior_id": "b0", "att\n{"behavior_id": "b1", "attack": "direct", "attempt_id": "0"}\n')
     with pytest.raises(UserError, match=r"records\.jsonl:1: invalid JSON"):
         RecordStore(path)
+
+
+def test_summary_names_the_weights_that_ran(tmp_path):
+    from safealign.models.identity import model_identity
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    folder = tmp_path / "model"
+    tiny_model().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    config = _config(tmp_path, attacks=("direct",))
+    config.model.name, config.generation.max_new_tokens = str(folder), 2
+    summary = run_eval(config, behaviors=BEHAVIORS[:2], judges={"kw": KeywordJudge()})
+    expected = model_identity(str(folder))
+    assert summary.model_identity == expected and expected["fingerprint"].startswith("sha256:")
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["model_identity"] == expected
+
+
+def test_summary_of_an_opaque_backend_says_its_weights_are_unknown(tmp_path):
+    summary = run_eval(_config(tmp_path, attacks=("direct",)), chat_model=ScriptedChatModel(lambda c: "ok"),
+                       behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})  # fmt: skip
+    assert summary.model_identity == {"spec": "ScriptedChatModel", "kind": "unknown", "fingerprint": None}
