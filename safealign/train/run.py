@@ -17,6 +17,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
 from safealign.io import read_jsonl, write_json, write_jsonl
+from safealign.models.identity import loaded_identity, model_identity
 from safealign.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         else:
             checkpoint = get_last_checkpoint(str(out)) if resume else None
     model, tokenizer = _load_policy(config, args.device, model, tokenizer)
+    identities = _starting_identities(config, model)  # before training changes the weights
     encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps)
     collate = kind.collator(tokenizer.pad_token_id)
     with args.main_process_first(local=False, desc="reference log-probs"):
@@ -204,6 +206,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         "duplicate_rows": len(parsed.duplicates()),
         "truncation": dataclasses.asdict(report) if dataclasses.is_dataclass(report) else str(report),
         "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
+        **identities, "final_identity": model_identity(str(final)),
     }
     if main:
         write_json(out / "train_summary.json", summary)
@@ -237,6 +240,14 @@ def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> str
     claim_run_dir(out, train_fingerprint(to_dict(config)), outputs=TRAIN_OUTPUTS, overwrite=overwrite,
                   legacy=legacy, check=check)
     return found[0]
+
+
+def _starting_identities(config: TrainConfig, model: Any) -> dict[str, Any]:
+    """What training starts from (safealign.models.identity): the policy's weights and a separate reference's."""
+    identities = {"model_identity": loaded_identity(model)}
+    if config.reference.model:
+        identities["reference_identity"] = model_identity(config.reference.model)
+    return identities
 
 
 def _diagnostic_callbacks(config: TrainConfig, encoded: list, loss, tokenizer) -> list:

@@ -209,3 +209,17 @@ def test_non_finite_loss_is_a_one_line_cli_error_with_the_step(tmp_path, pairs_f
     assert main(["train", str(config)]) == 2
     err = capsys.readouterr().err
     assert "loss is nan at step 1" in err and "Traceback" not in err
+
+
+def test_train_summary_names_starting_and_final_weights(tmp_path, pairs_file):
+    from safealign.models.identity import model_identity, weights_fingerprint
+
+    config = tiny_config(tmp_path, pairs_file, max_steps=2)
+    config.reference.model = "tiny-random"
+    result = run_training(config)
+    summary = json.loads((result.output_dir / "train_summary.json").read_text())
+    start = model_identity("tiny-random")
+    assert summary["model_identity"] == start and summary["reference_identity"] == start
+    final = summary["final_identity"]
+    assert final["kind"] == "adapter" and final["path"] == str(result.final_dir.resolve())
+    assert final["fingerprint"] == weights_fingerprint(result.final_dir) and final["base"] == start
