@@ -10,6 +10,7 @@ import yaml
 
 from eval.fakes import ScriptedChatModel
 
+from safealign.models.identity import weights_fingerprint
 from safealign.pipelines.build_safety import build_safety_pairs
 
 
@@ -114,6 +115,15 @@ def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch):
         assert stage["direct_asr"]["n"] == 3 and stage["benign_refusal_rate"]["n"] == 2
     assert (run / "train" / "e-dpo" / "final" / "adapter_config.json").exists()
     assert (run / "report.html").exists()
+    assert summary["model_identity"]["kind"] == "tiny"
+    for stage in ("dpo", "e-dpo"):  # each trained model: its adapter's fingerprint on the tiny base
+        identity = summary["trained_identity"][stage]
+        assert identity["kind"] == "adapter" and identity["base"] == summary["model_identity"]
+        assert identity["fingerprint"] == weights_fingerprint(run / "train" / stage / "final")
+        stage_summary = json.loads((run / "eval" / stage / "jailbreak" / "summary.json").read_text())
+        assert stage_summary["model_identity"] == identity
+        assert identity["fingerprint"][:19] in (run / "report.md").read_text()
+    assert summary["trained_identity"]["dpo"]["fingerprint"] != summary["trained_identity"]["e-dpo"]["fingerprint"]
     records = (run / "eval" / "before" / "jailbreak" / "records.jsonl").read_text().splitlines()
     assert main(argv) == 0  # resume: nothing is generated again
     assert (run / "eval" / "before" / "jailbreak" / "records.jsonl").read_text().splitlines() == records

@@ -240,6 +240,7 @@ class DemoSummary:
     comparison: Comparison | None = None
     wall_seconds: float | None = None
     model_identity: dict[str, Any] | None = None
+    trained_identity: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> the trained model's
     run_fingerprint: str | None = None
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)

@@ -194,6 +194,7 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     from safealign.pipelines.build_safety import build_safety_pairs
     from safealign.eval.backends.hf import HFChatModel
     from safealign.models import load_model
+    from safealign.models.identity import loaded_identity
     from safealign.report import build_report
 
     config.validate()
@@ -211,18 +212,21 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     pairs_path = run / "pairs.jsonl"
     build = build_safety_pairs(HFChatModel(model, tokenizer), prompts["train"], load_refusals(), pairs_path,
                                params=_params(config, config.pair_max_new_tokens), seed=config.seed)
+    model_identity = loaded_identity(model)
     before = evaluate(config, model, tokenizer, prompts, run / "eval" / "before")
     del model
-    after = {}
+    after, trained_identity = {}, {}
     for stage, variant, seed in stages(config):
         final = _train(config, stage, variant, seed, pairs_path, run)
         trained, trained_tokenizer = _load_trained(final)
+        trained_identity[stage] = loaded_identity(trained)
         after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage)
         del trained
     comparison = compare_variants(config, run, "e-dpo", "dpo") if {"dpo", "e-dpo"} <= set(config.variants) else None
     summary = DemoSummary(model=config.model, judge="refusal (AdvBench evaluation substrings)",
                           pairs=build.describe(), objective=objective_name(config), before=before, after=after,
-                          comparison=comparison, wall_seconds=round(time.time() - started, 1))
+                          comparison=comparison, wall_seconds=round(time.time() - started, 1),
+                          model_identity=model_identity, trained_identity=trained_identity)
     write_json(run / "summary.json", summary.to_json())
     build_report(run)
     return summary

@@ -13,6 +13,9 @@ from typing import Callable, Sequence, Union
 
 from safealign.report import plots
 from safealign.report.load import RunData
+from safealign.report.models import CAPTION as MODELS_CAPTION
+from safealign.report.models import COLUMNS as MODELS_COLUMNS
+from safealign.report.models import identity_rows
 from safealign.report.results import (
     Example, Metric, asr_by_category, asr_rows, examples, headline, judge_descriptions, mtbench_scores,
     refusal_rates,
@@ -141,6 +144,11 @@ def _comparison(data: RunData) -> Section | None:
                 "The interval is a paired bootstrap over prompts (seeds kept as run); the last column counts "
                 "prompt×seed cases where only one variant's outcome was positive.", "note")
     return Section(f"Paired comparison: {a} vs {b}", "comparison", [table, note])
+
+
+def _models(data: RunData) -> Section | None:
+    rows = identity_rows(data)
+    return Section("Models", "models", [Table(MODELS_COLUMNS, tuple(rows), MODELS_CAPTION)]) if rows else None
 
 
 def _training(data: RunData, with_plots: bool) -> Section | None:
@@ -288,6 +296,7 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
     sections: Sequence[Section | None] = [
         _headline(data),
         _comparison(data),
+        _models(data),
         _jailbreak(data, with_plots),
         _per_stage(data, refusal_rates, "Over-refusal", "overrefusal",
                    f"Judge: {overrefusal_judge or 'not recorded'}. {OVERREFUSAL_NOTE}", percent=True,
