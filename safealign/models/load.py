@@ -146,6 +146,22 @@ def load_model(
     return model, tokenizer
 
 
+def merge_adapter(model: nn.Module) -> nn.Module:
+    """Fold a loaded LoRA adapter into its base weights (generation skips the LoRA detour); other models pass.
+
+    The merged model keeps the adapter's spec, which names exactly these weights; without one (an adapter
+    attached in memory) the base's spec would be wrong for them, so it is dropped.
+    """
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    spec = model.__dict__.get(SPEC_ATTR)  # the adapter's own, not the base's that peft would forward to
+    merged = model.merge_and_unload()
+    merged.__dict__.pop(SPEC_ATTR, None)
+    if spec is not None:
+        setattr(merged, SPEC_ATTR, spec)
+    return merged
+
+
 def _adapter_base(source: ModelSource) -> str:
     base = adapter_base_spec(source.location)
     try:

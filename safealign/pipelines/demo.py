@@ -165,12 +165,10 @@ def _train(config: DemoConfig, stage: str, variant: str, seed: int, pairs_path: 
 
 
 def _load_trained(final: Path):
-    from safealign.models import load_model
+    from safealign.models.load import load_model, merge_adapter
 
     model, tokenizer = load_model(str(final))
-    if hasattr(model, "merge_and_unload"):  # generation without the LoRA detour is faster
-        model = model.merge_and_unload()
-    return model.eval(), tokenizer
+    return merge_adapter(model).eval(), tokenizer
 
 
 def _check_same_config(config: DemoConfig, run: Path) -> None:

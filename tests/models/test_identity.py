@@ -128,3 +128,16 @@ def test_hub_id_names_the_cached_snapshot_revision(monkeypatch, tmp_path):
     got = model_identity("o/m")
     assert got == {"spec": "o/m", "kind": "hub", "hub_id": "o/m", "revision": "c" * 40,
                    "fingerprint": weights_fingerprint(snapshot)}  # fmt: skip
+
+
+def test_a_merged_adapter_keeps_the_adapter_identity(tmp_path):
+    from safealign.models.load import apply_lora, merge_adapter
+
+    base = save_tiny(tmp_path / "base")
+    model, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    model.save_pretrained(tmp_path / "adapter")
+    adapter, _ = load_model(str(tmp_path / "adapter"))
+    assert loaded_identity(merge_adapter(adapter)) == model_identity(str(tmp_path / "adapter"))
+    loaded, _ = load_model("tiny-random")
+    in_memory = merge_adapter(apply_lora(loaded, LoraSettings(r=2, alpha=4, dropout=0.0)))
+    assert loaded_identity(in_memory)["kind"] == "in-memory"  # never the base's identity for other weights
