@@ -99,7 +99,8 @@ def test_demo_summary_with_one_stage_keeps_the_flat_after_block():
            "before": {"direct_asr": FIG}, "after": {"direct_asr": {**FIG, "value": 0.0}}, "wall_seconds": 3.0}
     summary = DemoSummary.from_json(old)
     assert summary.after == {"after": {"direct_asr": Figure(0.0, (0.1, 0.5), 8)}} and summary.comparison is None
-    assert summary.to_json() == {**old, "model_identity": None, "run_fingerprint": None, "schema_version": 1}
+    assert summary.to_json() == {**old, "model_identity": None, "trained_identity": {}, "run_fingerprint": None,
+                                 "schema_version": 1}
     assert list(summary.columns()) == ["before", "after"]
 
 
@@ -111,7 +112,8 @@ def test_demo_summary_with_stages_and_comparison_round_trips():
     assert summary.comparison == Comparison("e-dpo", "dpo", {"direct_asr": PairedDifference(
         -0.1, (-0.3, 0.1), {"0": -0.1}, 0.2, 0.3, 10, 1, 1, 2)})  # fmt: skip
     assert list(summary.columns("after ({})")) == ["before", "after (dpo)", "after (e-dpo)"]
-    assert summary.to_json() == {**old, "model_identity": None, "run_fingerprint": None, "schema_version": 1}
+    assert summary.to_json() == {**old, "model_identity": None, "trained_identity": {}, "run_fingerprint": None,
+                                 "schema_version": 1}
 
 
 def test_a_bare_number_is_a_figure():
