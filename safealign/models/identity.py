@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from safealign.errors import UserError
 from safealign.models.embedded import BUILTIN_MODELS, MARKER, cache_root, cached_path, is_cached, sha256_file
 from safealign.models.load import SPEC_ATTR, TINY_RANDOM, resolve_spec
 from safealign.models.lora import adapter_base_spec
@@ -56,8 +57,17 @@ def model_identity(spec: str) -> dict[str, Any]:
     identity: dict[str, Any] = {"spec": spec, "kind": kind, "path": location,
                                 "fingerprint": weights_fingerprint(Path(location))}  # fmt: skip
     if kind == "adapter":
-        identity["base"] = model_identity(adapter_base_spec(location))
+        identity["base"] = _base_identity(location)
     return identity
+
+
+def _base_identity(adapter: str) -> dict[str, Any]:
+    """The base's identity; an adapter saved from a model not loaded by spec names no loadable base, and
+    recording that beats failing the run that saved it."""
+    try:
+        return model_identity(adapter_base_spec(adapter))
+    except UserError as exc:
+        return {"spec": None, "kind": "unknown", "fingerprint": None, "error": str(exc)}
 
 
 def loaded_identity(model: nn.Module) -> dict[str, Any]:

@@ -206,9 +206,10 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         "duplicate_rows": len(parsed.duplicates()),
         "truncation": dataclasses.asdict(report) if dataclasses.is_dataclass(report) else str(report),
         "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
-        **identities, "final_identity": model_identity(str(final)),
+        **identities,
     }
-    if main:
+    if main:  # only the main process saved the final weights
+        summary["final_identity"] = model_identity(str(final))
         write_json(out / "train_summary.json", summary)
     return TrainResult(out, final, metrics_path, ref_desc, trainer.state.global_step, summary["wall_seconds"])
 

@@ -141,3 +141,12 @@ def test_a_merged_adapter_keeps_the_adapter_identity(tmp_path):
     loaded, _ = load_model("tiny-random")
     in_memory = merge_adapter(apply_lora(loaded, LoraSettings(r=2, alpha=4, dropout=0.0)))
     assert loaded_identity(in_memory)["kind"] == "in-memory"  # never the base's identity for other weights
+
+
+def test_an_adapter_without_a_loadable_base_records_why(tmp_path):
+    from safealign.models.load import apply_lora
+
+    apply_lora(tiny_model(), LoraSettings(r=2, alpha=4, dropout=0.0)).save_pretrained(tmp_path / "adapter")
+    got = model_identity(str(tmp_path / "adapter"))
+    assert got["fingerprint"] == weights_fingerprint(tmp_path / "adapter")
+    assert got["base"]["kind"] == "unknown" and "base_model_name_or_path" in got["base"]["error"]
