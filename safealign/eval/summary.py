@@ -11,7 +11,7 @@ with :meth:`safealign.io.records.AttemptRecord.harmful`, the one place that know
 from __future__ import annotations
 
 import math
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
 
 from safealign.io.records import AsrStats, AttemptRecord
@@ -77,6 +77,7 @@ def summarize(records: Iterable[AttemptRecord], behaviors: Sequence[Behavior], a
               judges: Sequence[str]) -> EvalSummary:  # fmt: skip
     """ASR blocks for the given attacks and judges; records of other attacks/behaviors are ignored. The
     caller adds the run's facts (completeness, timing, model, judges) with ``dataclasses.replace``."""
+    records = list(records)  # read twice: verdicts, then the prefill checks
     category = {b.id: b.category or "uncategorized" for b in behaviors}
     # verdicts[attack][judge][behavior_id] -> list of attempt verdicts
     verdicts: dict[str, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
@@ -103,7 +104,31 @@ def summarize(records: Iterable[AttemptRecord], behaviors: Sequence[Behavior], a
             blocks["by_attempt"][attack] = {
                 j: {a: asr_stats(per_attempt[attack][j][a]) for a in sorted(per_attempt[attack][j])} for j in judges
             }
-    return EvalSummary(n_behaviors=len(behaviors), **blocks)
+    return EvalSummary(n_behaviors=len(behaviors), prefill_check=prefill_check(records, attacks), **blocks)
+
+
+def prefill_check(records: Iterable[AttemptRecord], attacks: Sequence[str]) -> dict[str, dict[str, int]]:
+    """Per attack, how many attempts each remote prefill-probe verdict covers (empty for local models)."""
+    counts: dict[str, Counter] = defaultdict(Counter)
+    for record in records:
+        verdict = (record.completion.get("meta") or {}).get("prefill_honoured")
+        if verdict and record.attack in attacks:
+            counts[record.attack][verdict] += 1
+    return {attack: dict(c) for attack, c in counts.items()}
+
+
+def prefill_warnings(summary: EvalSummary) -> list[str]:
+    """One line per attack whose attempts came from a server that did not continue the prefill."""
+    from safealign.eval.backends.prefill_probe import MEANING, NOT_CONTINUED
+
+    lines = []
+    for attack, counts in summary.prefill_check.items():
+        flagged = {v: n for v, n in counts.items() if v in NOT_CONTINUED}
+        if flagged:
+            reasons = "; ".join(f"{n} attempt(s): the server {MEANING.get(v, v)}" for v, n in flagged.items())
+            lines.append(f"attack {attack!r}: not a prefill attack where the server did not continue the prefill "
+                         f"({reasons}); its ASR there measures a fresh turn")  # fmt: skip
+    return lines
 
 
 def _by_category(per_behavior: dict[str, list], category: dict[str, str]) -> dict[str, AsrStats]:
@@ -123,4 +148,5 @@ def format_table(summary: EvalSummary) -> str:
             lo, hi = s.ci95 or (0.0, 1.0)
             ci = f"[{lo:.3f}, {hi:.3f}]"
             lines.append(f"{attack:<14} {judge:<12} {asr:>6}  {ci:<15} {s.n:>5} {s.unscored:>8}")
+    lines += [f"warning: {line}" for line in prefill_warnings(summary)]
     return "\n".join(lines)

@@ -50,6 +50,8 @@ class EvalSummary:
     model_identity: dict[str, Any] | None = None
     run_fingerprint: str | None = None
     input_bounds: dict[str, Any] = field(default_factory=dict)  # behaviors skipped/truncated for length
+    # attack -> {prefill probe verdict: attempts}: whether a remote server continued the prefill (prefill_probe)
+    prefill_check: dict[str, dict[str, int]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -24,6 +24,7 @@ class FakeServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
+        self.prefill_mode = "ignore"  # how this fake treats an assistant prefill: continue | echo | ignore
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -49,6 +50,12 @@ class FakeServer:
 
     def respond(self, handler, body) -> None:
         prompt = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
+        last = body["messages"][-1]
+        if prompt.startswith("Count from 1 to 20"):  # the prefill probe
+            reply = {"continue": " 8, 9, 10", "echo": last["content"] + " 8, 9", "ignore": "1, 2, 3"}
+            return self._send(handler, 200, {"choices": [{"message": {"content": reply[self.prefill_mode]}}]})
+        if self.prefill_mode == "echo" and last["role"] == "assistant":
+            return self._send(handler, 200, {"choices": [{"message": {"content": last["content"] + " more"}}]})
         with self.lock:
             self.seen[prompt] = self.seen.get(prompt, 0) + 1
             count = self.seen[prompt]
@@ -70,7 +77,6 @@ class FakeServer:
             return self._send(handler, 429, {"error": "slow down"}, {"Retry-After": prompt.split(":")[1]})
         if prompt.startswith("wait"):
             time.sleep(0.2)
-        last = body["messages"][-1]
         reply = f"echo:{prompt}" + (f"|prefill:{last['content']}" if last["role"] == "assistant" else "")
         self._send(handler, 200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
 
@@ -117,7 +123,7 @@ def test_success_payload_and_auth(server):
 def test_prefill_is_sent_as_a_continued_assistant_turn(server):
     [c] = _client(server).generate([(*_conv("q"), {"role": "assistant", "content": "Sure"})], GenerationParams())
     assert c.text == "echo:q|prefill:Sure"
-    assert server.requests[0]["continue_final_message"] is True
+    assert server.requests[-1]["continue_final_message"] is True  # requests[0] is the prefill probe
 
 
 def test_errors_are_recorded_never_faked(server):
@@ -187,3 +193,54 @@ def test_retry_after_is_honoured_within_the_budget(server, monkeypatch):
     assert slept == [3.0]  # the server's wait, not the 0.01 s backoff; the 60 s wait was never slept
     assert too_long.text == "" and "HTTP 429" in too_long.error and "retry budget" in too_long.error
     assert server.seen["rate-limited:60"] == 1
+
+
+PREFILLED = (*_conv("q"), {"role": "assistant", "content": "Sure, here is"})
+
+
+def _probes(server) -> int:
+    return sum(r["messages"][0]["content"].startswith("Count from 1 to 20") for r in server.requests)
+
+
+@pytest.mark.parametrize(("mode", "verdict", "text"), [
+    ("continue", "honoured", "echo:q|prefill:Sure, here is"),
+    ("ignore", "ignored", "echo:q|prefill:Sure, here is"),
+    ("echo", "echoed", " more"),  # the repeated prefix is cut: the pipeline puts the prefill in front itself
+])  # fmt: skip
+def test_prefill_probe_runs_once_and_is_recorded_per_prefill_attempt(server, mode, verdict, text):
+    server.prefill_mode = mode
+    client = _client(server)
+    assert client.generate([_conv("plain")], GenerationParams())[0].meta.get("prefill_honoured") is None
+    assert _probes(server) == 0  # no prefill, no probe
+    first, plain = client.generate([PREFILLED, _conv("plain")], GenerationParams())
+    [second] = client.generate([PREFILLED], GenerationParams())
+    assert _probes(server) == 1 and client.prefill_support == verdict
+    assert first.meta["prefill_honoured"] == second.meta["prefill_honoured"] == verdict
+    assert "prefill_honoured" not in plain.meta and first.text == text
+
+
+def test_failed_probe_is_unknown_not_honoured(server):
+    client = OpenAIChatModel("m", base_url="http://127.0.0.1:9/v1", timeout_s=0.5, max_retries=0)
+    [c] = client.generate([PREFILLED], GenerationParams())
+    assert c.error and c.meta["prefill_honoured"] == "unknown"
+
+
+def test_summary_and_report_flag_prefill_from_a_server_that_ignores_it(server, tmp_path):
+    from safealign.eval.config import EvalConfig
+    from safealign.eval.pipeline import run_eval
+    from safealign.eval.summary import format_table
+    from safealign.report import build_report
+    from safealign.types import Behavior
+
+    from .fakes import KeywordJudge
+
+    behaviors = [Behavior(f"b{i}", f"do {i}", target="Sure, here is") for i in range(3)]
+    config = EvalConfig(attacks=["direct", "prefill"], judges=["kw"], output_dir=str(tmp_path / "run"))
+    summary = run_eval(config, chat_model=_client(server), behaviors=behaviors, judges={"kw": KeywordJudge()})
+    assert summary.prefill_check == {"prefill": {"ignored": 3}}
+    assert "warning: attack 'prefill': not a prefill attack" in format_table(summary)
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    assert {r["attack"]: r["completion"]["meta"].get("prefill_honoured") for r in records} == {
+        "direct": None, "prefill": "ignored"}
+    _, md = build_report(tmp_path / "run")
+    assert "not a prefill attack where the server did not continue the prefill" in md.read_text()

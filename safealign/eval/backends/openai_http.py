@@ -7,7 +7,9 @@ that still fails after the retries becomes ``Completion(text="", error=...)`` â€
 A 429/503 with ``Retry-After`` waits that long when it fits in the remaining ``retry_budget_s``.
 
 Prefill (a trailing assistant message) is sent as-is together with ``prefill_params`` (by default
-vLLM's ``continue_final_message``); servers that do not support it answer a fresh turn instead.
+vLLM's ``continue_final_message``); servers that do not support it answer a fresh turn instead, so the
+first batch with a prefill runs one probe (:mod:`safealign.eval.backends.prefill_probe`) whose verdict
+is recorded on every prefill attempt.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import urllib.request
 from typing import Any, Sequence
 
 from safealign.errors import UserError
+from safealign.eval.backends import prefill_probe
 from safealign.eval.backends.base import Conversation, GenerationParams, split_prefill, with_system_prompt
 from safealign.interrupt import raise_if_stop_requested, wait_or_stop
 from safealign.types import Completion
@@ -81,6 +84,8 @@ class OpenAIChatModel:
         self.retry_budget_s = retry_budget_s
         self.system_prompt = system_prompt
         self.prefill_params = DEFAULT_PREFILL_PARAMS if prefill_params is None else prefill_params
+        self.prefill_support: str | None = None  # the probe's verdict, once a prefill has been sent
+        self._probe_lock = threading.Lock()
 
     def __repr__(self) -> str:  # no key in reprs or logs
         return f"OpenAIChatModel(model={self.model!r}, url={self.url!r})"
@@ -104,6 +109,8 @@ class OpenAIChatModel:
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         """Up to ``concurrency`` requests at a time, on daemon threads: on a stop request (SIGTERM) this
         raises at once, abandoning the requests in flight instead of waiting out their timeouts and retries."""
+        has_prefill = any(split_prefill(c)[1] for c in conversations)
+        verdict = self.probe_prefill(params) if has_prefill else None
         results: list[Any] = [None] * len(conversations)
         slots = threading.BoundedSemaphore(self.concurrency)
 
@@ -129,7 +136,17 @@ class OpenAIChatModel:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
-        return results
+        return prefill_probe.mark(conversations, results, verdict) if verdict else results
+
+    def probe_prefill(self, params: GenerationParams) -> str:
+        """Whether this server continues an assistant prefill (one request, the first time it is asked)."""
+        with self._probe_lock:
+            if self.prefill_support is None:
+                probe = GenerationParams(max_new_tokens=16, seed=params.seed)
+                self.prefill_support = prefill_probe.classify(self._one(prefill_probe.PROBE, probe))
+                log = logger.info if self.prefill_support == prefill_probe.HONOURED else logger.warning
+                log("%s: prefill probe: the server %s", self.url, prefill_probe.MEANING[self.prefill_support])
+            return self.prefill_support
 
     def _payload(self, conversation: Conversation, params: GenerationParams) -> dict[str, Any]:
         messages, prefill = split_prefill(conversation)
