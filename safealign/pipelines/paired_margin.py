@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from safealign.errors import UserError, reading
+from safealign.errors import UserError
+from safealign.files import read_text
 from safealign.io import parse_jsonl
 
 PAIRS_FILE = "ranking_pairs.jsonl"
@@ -47,8 +48,7 @@ def read_ranking_pairs(path: str | Path) -> list[dict[str, Any]]:
         path = found
     if not path.is_file():
         raise UserError(f"{path}: no such ranking output")
-    with reading(path, "ranking output"):
-        text = path.read_text(encoding="utf-8")
+    text = read_text(path, "ranking output")
     if path.suffix == ".json":
         try:
             data = json.loads(text)

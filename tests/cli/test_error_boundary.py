@@ -50,3 +50,20 @@ def test_reading_names_the_path(tmp_path, make, message):
     make(path)
     with pytest.raises(UserError, match=f"{path}: {message}"), reading(path, "config file"):
         path.read_text(encoding="utf-8")
+
+
+def test_user_files_read_by_the_pipelines_fail_with_the_path_named(tmp_path):
+    from safealign.eval.helpfulness.mtbench import load_questions
+    from safealign.eval.judges.labels import load_labels
+    from safealign.pipelines.paired_margin import read_ranking_pairs
+
+    with pytest.raises(UserError, match=f"{tmp_path / 'questions.jsonl'}: questions file .* not found"):
+        load_questions(tmp_path / "questions.jsonl")
+    binary = tmp_path / "labels.json"
+    binary.write_bytes(b"PK\x03\x04\x00\x00")
+    with pytest.raises(UserError, match=f"{binary}: is a binary file, not a labels file"):
+        load_labels(binary)
+    broken = tmp_path / "ranking_pairs.jsonl"
+    broken.write_text('{"row": 0, "chosen_logps": -1.0, "rejected_logps": -2.0}\n{"row": 1,\n')
+    with pytest.raises(UserError, match="ranking_pairs.jsonl"):
+        read_ranking_pairs(broken)

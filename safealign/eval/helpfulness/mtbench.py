@@ -28,6 +28,7 @@ from safealign.errors import UserError
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.summary import Z95
+from safealign.files import read_text
 from safealign.io import append_jsonl, parse_jsonl, read_jsonl, write_json
 from safealign.io.summaries import MTBenchSummary, ScoreStats
 
@@ -90,7 +91,7 @@ def judge_prompt(question: dict[str, Any], answers: Sequence[str], turn: int) ->
 def load_questions(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Questions from a JSONL path or a list of dicts, validated (``UserError`` names row and field)."""
     if isinstance(source, (str, Path)):
-        rows = parse_jsonl(Path(source).read_text(encoding="utf-8"), source)
+        rows = parse_jsonl(read_text(source, "questions file (JSONL)"), source)
     else:
         rows = list(source)
     seen: set[str] = set()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from safealign.errors import UserError
+from safealign.files import read_text
 from safealign.types import Behavior
 
 logger = logging.getLogger(__name__)
@@ -101,7 +102,7 @@ def _read_json(path: Path) -> Any:
         return dict(pairs)
 
     try:
-        return json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=no_duplicates)
+        return json.loads(read_text(path, "labels file"), object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: not valid JSON: line {exc.lineno}: {exc.msg}") from exc
 
