@@ -68,7 +68,7 @@ def run_eval(
     label = _model_label(config, model, chat_model)
     out = Path(config.output_dir)
     _claim(out, config, label if model is not None or chat_model is not None else None,
-           behaviors if passed_in else None, overwrite)
+           behaviors if passed_in else None, overwrite, _weights_before_load(config, model, chat_model))
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
@@ -99,16 +99,34 @@ def run_eval(
 
 
 def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Sequence[Behavior] | None,
-           overwrite: bool) -> None:  # fmt: skip
+           overwrite: bool, weights: str | None) -> None:  # fmt: skip
     """Check ``out`` may hold this run before anything is written there, then save its config."""
     from safealign.io.rundir import claim_run_dir, eval_fingerprint, legacy_fingerprint
 
     def legacy(run: Path):
         return legacy_fingerprint(run / "config.yaml", lambda p: to_dict(load_config(EvalConfig, p)), eval_fingerprint)
 
-    fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors)
+    fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors, weights=weights)
     claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy)
     save_config(config, out / "config.yaml")
+
+
+def _weights_before_load(config: EvalConfig, model: Any, chat_model: Any) -> str | None:
+    """The attacked weights' fingerprint (safealign.models.identity), known before anything loads: a
+    passed-in model's, or that of the weights the spec names; None where none can be seen (endpoints)."""
+    from safealign.models.identity import loaded_identity, model_identity
+
+    if model is not None or chat_model is not None:
+        inner = model if model is not None else getattr(chat_model, "model", None)
+        return loaded_identity(inner).get("fingerprint") if hasattr(inner, "state_dict") else None
+    if config.model.backend == "hf":  # a spec that names nothing fails here, before the run directory is touched
+        return model_identity(config.model.name).get("fingerprint")
+    if config.model.backend == "vllm":  # vLLM also takes names that are not local or hub specs
+        try:
+            return model_identity(config.model.name).get("fingerprint")
+        except UserError:
+            return None
+    return None
 
 
 def generation_params(config: EvalConfig) -> GenerationParams:

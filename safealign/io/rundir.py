@@ -50,6 +50,9 @@ TRAIN_EXCLUDED = (
     "diagnostics", "reference.cache_dir", "reference.batch_size", "reference.mode", "logps_chunk_size",
     "gradient_checkpointing", "data.path",
 )  # fmt: skip
+# Fingerprints of weights: None where they can't be seen (an endpoint, a built-in model not fetched yet, a run
+# directory from before fingerprints), so compared only when both runs know them; the spec is compared anyway.
+WHEN_KNOWN = ("model.weights", "reference.weights")
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)
 
@@ -99,22 +102,27 @@ def file_digest(path: str | os.PathLike | None) -> str | None:
 
 
 def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None,
-                     behaviors: Sequence[Any] | None = None) -> Fingerprint:  # fmt: skip
+                     behaviors: Sequence[Any] | None = None, weights: str | None = None) -> Fingerprint:  # fmt: skip
     """An eval run: its config (``to_dict(EvalConfig)``) less :data:`EVAL_EXCLUDED`, the behaviors data
-    (files' content, or ``behaviors`` passed in by a caller) and the label of a passed-in model."""
+    (files' content, or ``behaviors`` passed in by a caller), the label of a passed-in model and the
+    attacked ``weights``' fingerprint (safealign.models.identity; None where they can't be seen)."""
     chosen = settings.get("behaviors", {})
     extra = {f"behaviors.{key}_data": _data_identity(chosen.get(key)) for key in ("path", "targets") if chosen.get(key)}
     if behaviors is not None:
         extra["behaviors.passed_in"] = _json_digest([_behavior_json(b) for b in behaviors])
     if attacked is not None:
         extra["model.attacked"] = attacked
+    extra["model.weights"] = weights
     return make_fingerprint("eval", settings, exclude=EVAL_EXCLUDED, extra=extra)
 
 
-def train_fingerprint(settings: Mapping[str, Any]) -> Fingerprint:
-    """A training run: its config (``to_dict(TrainConfig)``) less :data:`TRAIN_EXCLUDED`, plus the data's content."""
+def train_fingerprint(settings: Mapping[str, Any], *, weights: str | None = None,
+                      reference_weights: str | None = None) -> Fingerprint:  # fmt: skip
+    """A training run: its config (``to_dict(TrainConfig)``) less :data:`TRAIN_EXCLUDED`, plus the data's
+    content and the fingerprints of the starting policy's and a separate reference's weights."""
     path = settings.get("data", {}).get("path")
-    return make_fingerprint("train", settings, exclude=TRAIN_EXCLUDED, extra={"data.content": _data_identity(path)})
+    extra = {"data.content": _data_identity(path), "model.weights": weights, "reference.weights": reference_weights}
+    return make_fingerprint("train", settings, exclude=TRAIN_EXCLUDED, extra=extra)
 
 
 def demo_fingerprint(settings: Mapping[str, Any]) -> Fingerprint:
@@ -148,11 +156,13 @@ def _json_digest(value: Any) -> str:
 
 
 def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = False) -> list[str]:
-    """Keys whose values differ; ``only_recorded`` ignores keys the old fingerprint does not hold."""
+    """Keys whose values differ; ``only_recorded`` ignores keys the old fingerprint does not hold.
+    Weights fingerprints (:data:`WHEN_KNOWN`) are compared only when both runs could see the weights."""
     keys = set(old.values) if only_recorded else set(old.values) | set(new.values)
     if old.kind != new.kind:
         return ["kind"]
-    return sorted(k for k in keys if old.values.get(k) != new.values.get(k))
+    unknown = {k for k in WHEN_KNOWN if old.values.get(k) is None or new.values.get(k) is None}
+    return sorted(k for k in keys - unknown if old.values.get(k) != new.values.get(k))
 
 
 def read_fingerprint(run: Path) -> Fingerprint | None:

@@ -173,7 +173,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     main = args.process_index == 0
     with args.main_process_first(local=False, desc="claiming the run directory"):
         if main:
-            checkpoint = _claim(out, config, resume, overwrite)
+            checkpoint = _claim(out, config, resume, overwrite, model)
             save_config(config, out / "config.yaml")
         else:
             checkpoint = get_last_checkpoint(str(out)) if resume else None
@@ -218,7 +218,7 @@ TRAIN_OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "diagnostics.jsonl", 
                  "runs")  # what --overwrite removes; "runs" is TrainingArguments' default logging_dir
 
 
-def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> str | None:
+def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool, model: Any = None) -> str | None:
     """Check ``out`` may hold this run before anything is written there; the checkpoint to resume, if any."""
     from safealign.io.rundir import claim_run_dir, legacy_fingerprint, train_fingerprint
 
@@ -238,7 +238,11 @@ def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool) -> str
             raise UserError(f"{out} holds a run with the same settings and checkpoint {Path(found[0]).name}; "
                             "pass --resume to continue it, or --overwrite to delete it and start over")
 
-    claim_run_dir(out, train_fingerprint(to_dict(config)), outputs=TRAIN_OUTPUTS, overwrite=overwrite,
+    # the weights training starts from, known before loading: a passed-in model's, or the ones the spec names
+    weights = (loaded_identity(model) if model is not None else model_identity(config.model)).get("fingerprint")
+    reference = model_identity(config.reference.model).get("fingerprint") if config.reference.model else None
+    fingerprint = train_fingerprint(to_dict(config), weights=weights, reference_weights=reference)
+    claim_run_dir(out, fingerprint, outputs=TRAIN_OUTPUTS, overwrite=overwrite,
                   legacy=legacy, check=check)
     return found[0]
 

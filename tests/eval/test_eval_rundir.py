@@ -107,7 +107,21 @@ def test_outputs_without_any_record_of_their_settings_are_not_resumed(finished, 
 
 def test_a_run_that_failed_before_recording_anything_may_be_rerun_with_other_settings(tmp_path, behaviors_file):
     run = tmp_path / "fresh"
-    assert main(_args(run, behaviors_file, "model.name=/nonexistent/model-dir")) == 2  # fails after the claim
+    assert main(_args(run, behaviors_file, "judge_params={refusal: {bogus: 1}}")) == 2  # fails after the claim
     assert (run / FINGERPRINT_NAME).is_file() and not (run / "records.jsonl").exists()
     assert main(_args(run, behaviors_file)) == 0  # nothing was recorded, so nothing can mix: no --overwrite needed
-    assert json.loads((run / FINGERPRINT_NAME).read_text())["values"]["model.name"] == "tiny-random"
+    assert "judge_params.refusal.bogus" not in json.loads((run / FINGERPRINT_NAME).read_text())["values"]
+
+
+def test_same_spec_with_other_weights_is_a_different_run(tmp_path, behaviors_file, capsys):
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    folder = tmp_path / "model"
+    tiny_model().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    run = tmp_path / "run"
+    args = [a.replace("model.name=tiny-random", f"model.name={folder}") for a in _args(run, behaviors_file)]
+    assert main(args) == 0
+    tiny_model(seed=1).save_pretrained(folder)  # retrained in place: same path, other weights
+    assert main(args) == 2
+    assert "model.weights: " in capsys.readouterr().err

@@ -63,3 +63,13 @@ def test_unusable_directory_or_fingerprint_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match=f"{FINGERPRINT_NAME}: unreadable run fingerprint"):
         claim_run_dir(tmp_path, make_fingerprint("eval", {}), outputs=())
     assert claim_run_dir(tmp_path, make_fingerprint("eval", {}), outputs=(), overwrite=True) is False
+
+
+def test_weights_are_compared_only_when_both_runs_could_see_them():
+    from safealign.io.rundir import differing_keys
+
+    settings = to_dict(TrainConfig())
+    unseen, seen = train_fingerprint(settings), train_fingerprint(settings, weights="sha256:aa")
+    assert differing_keys(unseen, seen) == []  # e.g. a built-in model fetched by the first run itself
+    assert differing_keys(seen, train_fingerprint(settings, weights="sha256:bb")) == ["model.weights"]
+    assert differing_keys(seen, train_fingerprint(settings, weights="sha256:aa", reference_weights="sha256:cc")) == []
