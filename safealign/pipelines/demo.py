@@ -138,7 +138,7 @@ def compare_variants(config: DemoConfig, run: Path, a: str, b: str) -> Compariso
         try:
             compared[metric] = paired_difference({s: o[metric] for s, o in outcomes[a].items()},
                                                  {s: o[metric] for s, o in outcomes[b].items()})
-        except ValueError as err:  # e.g. nothing scored for both: report the rest, never lose the run
+        except UserError as err:  # e.g. nothing scored for both: report the rest, never lose the run
             logger.warning("demo: no paired comparison of %s: %s", metric, err)
     return Comparison(a, b, compared)
 
