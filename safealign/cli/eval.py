@@ -29,9 +29,12 @@ def run(args: argparse.Namespace) -> int:
     from safealign.eval.config import EvalConfig
     from safealign.eval.pipeline import run_eval
     from safealign.eval.summary import format_table
+    from safealign.report.models import identity_cells
 
     config = load_config(EvalConfig, config_path, overrides)
     summary = run_eval(config, overwrite=args.overwrite)
     print(format_table(summary))
+    if summary.model_identity:
+        print("\nmodel: " + " | ".join(identity_cells(summary.model_identity)))
     print(f"\nrecords and summary in {config.output_dir}")
     return 0

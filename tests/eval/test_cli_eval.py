@@ -33,3 +33,15 @@ def test_shipped_configs_load_and_name_registered_plugins():
     for path in paths:
         config = load_config(EvalConfig, path)
         assert all(a in ATTACKS for a in config.attacks) and all(j in JUDGES for j in config.judges), path
+
+
+def test_eval_prints_which_weights_ran(capsys, tmp_path):
+    from safealign.models.identity import model_identity
+
+    behaviors = tmp_path / "behaviors.jsonl"
+    behaviors.write_text('{"id": "b0", "behavior": "say hi"}\n')
+    argv = ["eval", "model.name=tiny-random", f"behaviors.path={behaviors}", "attacks=[direct]", "judges=[refusal]",
+            "generation.max_new_tokens=2", f"output_dir={tmp_path / 'run'}"]  # fmt: skip
+    assert main(argv) == 0
+    fingerprint = model_identity("tiny-random")["fingerprint"]
+    assert f"model: tiny-random (tiny) | random initialisation, seed 0 | {fingerprint}" in capsys.readouterr().out
