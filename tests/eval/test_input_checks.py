@@ -58,3 +58,17 @@ def test_template_file_that_is_a_directory(tmp_path, no_model_load):
 
     with pytest.raises(UserError, match=f"{tmp_path}: is a directory"):
         check_attack("template", {"files": [str(tmp_path)]}, NO_TARGETS)
+
+
+@pytest.mark.parametrize(("attack", "params", "key"), [
+    ("gcg", {"steps": 0}, "attack_params.gcg.steps"),
+    ("gcg", {"search_width": 0}, "attack_params.gcg.search_width"),
+    ("gcg", {"n_replace": 30, "suffix_length": 20}, "attack_params.gcg.n_replace"),
+    ("pair", {"n_streams": 0}, "attack_params.pair.n_streams"),
+    ("pair", {"attacker_temperature": 0.0}, "attack_params.pair.attacker_temperature"),
+])  # fmt: skip
+def test_attack_parameter_ranges_fail_before_the_model_loads(tmp_path, no_model_load, attack, params, key):
+    behaviors = [Behavior("b0", "do x", target="Sure", source="b.jsonl", row=0)]
+    config = EvalConfig(attacks=[attack], output_dir=str(tmp_path / "run"), attack_params={attack: params})
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        run_eval(config, behaviors=behaviors)

@@ -223,3 +223,12 @@ def test_train_summary_names_starting_and_final_weights(tmp_path, pairs_file):
     final = summary["final_identity"]
     assert final["kind"] == "adapter" and final["path"] == str(result.final_dir.resolve())
     assert final["fingerprint"] == weights_fingerprint(result.final_dir) and final["base"] == start
+
+
+def test_duplicate_rows_are_counted_in_the_training_summary(tmp_path, pairs_file, caplog):
+    lines = pairs_file.read_text().splitlines()
+    pairs_file.write_text("\n".join([*lines, lines[0], lines[0]]) + "\n")  # row 0 twice more
+    result = run_training(tiny_config(tmp_path, pairs_file, max_steps=1))
+    summary = json.loads((result.output_dir / "train_summary.json").read_text())
+    assert summary["duplicate_rows"] == 2
+    assert f"2 duplicate row(s) (row {len(lines)} = row 0, row {len(lines) + 1} = row 0)" in caplog.text

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from safealign.checks import at_least
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, require_target
 from safealign.eval.backends.base import GenerationParams
@@ -47,6 +48,15 @@ class GCGConfig:
     early_stop_every: int = 10  # generate + judge every N steps (0: never)
     early_stop_max_new_tokens: int = 32
     seed: int = 0
+
+    def __post_init__(self) -> None:  # runs when the run checks its attacks, before the model loads
+        for key in ("steps", "search_width", "topk", "n_replace", "suffix_length", "early_stop_max_new_tokens"):
+            at_least(f"attack_params.gcg.{key}", getattr(self, key), 1)
+        at_least("attack_params.gcg.batch_size", self.batch_size, 1)
+        at_least("attack_params.gcg.early_stop_every", self.early_stop_every, 0)
+        if self.n_replace > self.suffix_length:
+            raise UserError(f"attack_params.gcg.n_replace ({self.n_replace}) must be at most suffix_length "
+                            f"({self.suffix_length})")
 
 
 @dataclass

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from safealign.checks import at_least, positive
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
 from safealign.eval.backends.base import ChatModel, GenerationParams
@@ -63,6 +64,11 @@ class PAIRConfig:
     attacker_temperature: float = 1.0
     keep_last_rounds: int = 3  # attacker context: system + first message + last N rounds
     seed: int = 0
+
+    def __post_init__(self) -> None:  # runs when the run checks its attacks, before the model loads
+        for key in ("n_streams", "depth", "attacker_max_new_tokens", "keep_last_rounds"):
+            at_least(f"attack_params.pair.{key}", getattr(self, key), 1)
+        positive("attack_params.pair.attacker_temperature", self.attacker_temperature, "the attacker samples")
 
 
 @dataclass
