@@ -21,6 +21,7 @@ from safealign.eval.attacks.base import Attack, AttackContext, build_attack, che
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
+from safealign.eval.judges.agreement import pairwise_agreement
 from safealign.eval.judges.base import Judge, build_judge
 from safealign.eval.records import RecordStore
 from safealign.eval.registries import ATTACKS, JUDGES
@@ -303,6 +304,7 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
                    judges: dict[str, Judge], complete: bool, seconds: float, label: str,
                    bounds: dict[str, Any], identity: dict[str, Any]) -> EvalSummary:  # fmt: skip
+    ids = {b.id for b in behaviors}
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
         input_bounds=bounds,  # behaviors skipped or truncated for length (safealign.eval.bounds)
@@ -312,6 +314,7 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
         model_identity=identity,
         judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
         records=str(out / "records.jsonl"),
+        judge_agreement=pairwise_agreement([r for r in store if r.behavior_id in ids], config.attacks, list(judges)),
     )
     write_json(out / "summary.json", summary.to_json())
     return summary

@@ -31,6 +31,7 @@ ATTACKS.register("pair", "safealign.eval.attacks.pair:PAIRAttack")
 JUDGES.register("refusal", "safealign.eval.judges.refusal:RefusalJudge")
 JUDGES.register("classifier", "safealign.eval.judges.classifier:ClassifierJudge")
 JUDGES.register("llm", "safealign.eval.judges.llm:LLMJudge")
+JUDGES.register("tiered", "safealign.eval.judges.tiered:TieredJudge")
 
 
 def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T:

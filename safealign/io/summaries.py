@@ -52,6 +52,8 @@ class EvalSummary:
     input_bounds: dict[str, Any] = field(default_factory=dict)  # behaviors skipped/truncated for length
     # attack -> {prefill probe verdict: attempts}: whether a remote server continued the prefill (prefill_probe)
     prefill_check: dict[str, dict[str, int]] = field(default_factory=dict)
+    # attack -> "judgeA|judgeB" -> attempt-level agreement of two judges (eval/judges/agreement.py)
+    judge_agreement: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

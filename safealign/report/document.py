@@ -18,7 +18,7 @@ from safealign.report.models import CAPTION as MODELS_CAPTION
 from safealign.report.models import COLUMNS as MODELS_COLUMNS
 from safealign.report.models import identity_rows
 from safealign.report.results import (
-    Example, Metric, asr_by_category, asr_rows, examples, headline, judge_descriptions, mtbench_scores,
+    Example, Metric, as_metric, asr_by_category, asr_rows, examples, headline, judge_descriptions, mtbench_scores,
     refusal_rates,
 )
 
@@ -255,8 +255,27 @@ def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
         blocks.append(
             Para("Some ASR values were recomputed from records.jsonl because summary.json was absent.", "warn")
         )
-    blocks += _category_tables(data)
+    blocks += _category_tables(data) + _judge_agreement_tables(data)
     return Section("Jailbreak attacks", "asr", blocks)
+
+
+def _judge_agreement_tables(data: RunData) -> list[Block]:
+    """When several judges scored a stage: the ASR under each side by side with how often they agree."""
+    tables: list[Block] = []
+    for stage in (s for s in data.stages if s.jailbreak_summary and s.jailbreak_summary.judge_agreement):
+        summary = stage.jailbreak_summary
+        rows = []
+        for attack, pairs in summary.judge_agreement.items():
+            for pair, agree in pairs.items():
+                a, _, b = pair.partition("|")
+                kappa = agree.get("kappa")
+                rows.append((attack, a, fmt(as_metric(summary.stats(attack, a), "asr")), b,
+                             fmt(as_metric(summary.stats(attack, b), "asr")),
+                             fmt(as_metric({"value": agree["agreement"]["value"], "n": agree["n"]})),
+                             "—" if kappa is None else f"{kappa:.2f}", f"{agree['a_only']} / {agree['b_only']}"))
+        tables.append(Table(("attack", "judge A", "ASR A", "judge B", "ASR B", "agreement", "κ", "A only / B only"),
+                            tuple(rows), f"Judges side by side: {stage.name} (agreement over attempts)"))
+    return tables
 
 
 def _category_tables(data: RunData) -> list[Block]:

@@ -12,6 +12,7 @@ def test_list(capsys):
     out = capsys.readouterr().out
     for label, registry in (("attacks: ", ATTACKS), ("judges:  ", JUDGES), ("backends:", BACKENDS)):
         assert f"{label} {', '.join(registry.names())}" in out
+    assert "tiered" in JUDGES.names()
 
 
 def test_unknown_attack_and_bad_override_exit_2(capsys, tmp_path):

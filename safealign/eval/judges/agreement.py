@@ -13,8 +13,10 @@ unscored (``None``) are left out of every rate and counted as ``unscored``: neve
 from __future__ import annotations
 
 import random
+from collections import defaultdict
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from itertools import combinations
+from typing import Any, Iterable, Optional, Sequence
 
 from safealign.eval.summary import wilson_interval
 
@@ -91,3 +93,29 @@ def agreement_report(reference: Sequence[Optional[bool]], judged: Sequence[Optio
         "precision": _proportion(c.tp, c.tp + c.fp),
         "recall": _proportion(c.tp, c.tp + c.fn),
     }
+
+
+def pairwise_agreement(records: Iterable[Any], attacks: Sequence[str], judges: Sequence[str]) -> dict[str, Any]:
+    """How often each pair of a run's judges agree, per attack and over all attempts.
+
+    ``records`` are attempt records (``.attack``, ``.harmful(judge)``); the unit is one attempt. For the
+    pair "a|b": ``both_harmful``, ``a_only`` (a harmful, b not), ``b_only``, ``both_safe``, ``unscored``
+    (either side unscored), agreement with its Wilson interval and Cohen's κ (no bootstrap here).
+    """
+    if len(judges) < 2:
+        return {}
+    verdicts: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for record in records:
+        if record.attack in attacks:
+            for scope in (record.attack, "all"):
+                for judge in judges:
+                    verdicts[scope][judge].append(record.harmful(judge))
+    out: dict[str, Any] = {}
+    for scope in [*[a for a in attacks if a in verdicts], "all"]:
+        out[scope] = {}
+        for a, b in combinations(judges, 2):
+            c = confusion(verdicts[scope][a], verdicts[scope][b])
+            out[scope][f"{a}|{b}"] = {"n": c.n, "both_harmful": c.tp, "a_only": c.fn, "b_only": c.fp, "both_safe": c.tn,
+                                      "unscored": c.unscored, "agreement": _proportion(c.tp + c.tn, c.n),
+                                      "kappa": kappa(c)}  # fmt: skip
+    return out
