@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack, check_attack
-from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model
+from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model, chat_model_identity
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
 from safealign.eval.judges.agreement import pairwise_agreement
@@ -158,21 +158,15 @@ def _model_label(config: EvalConfig, model: Any, chat_model: Any) -> str:
 
 
 def target_identity(config: EvalConfig, target: ChatModel) -> dict[str, Any]:
-    """Which weights answer (safealign.models.identity): a local model's load spec or parameters, else the
-    name a remote endpoint or vLLM server was asked for."""
-    from safealign.models.identity import loaded_identity, model_identity, remote_identity
+    """Which weights answer (safealign.models.identity); vLLM loads ``config.model.name`` itself."""
+    from safealign.models.identity import model_identity, remote_identity
 
-    inner = getattr(target, "model", None)  # an HF model, or a remote model's name
-    if hasattr(inner, "state_dict"):
-        return loaded_identity(inner)
-    if isinstance(inner, str):
-        return remote_identity(type(target).__name__, inner)
-    if config.model.backend == "vllm":  # vLLM loads config.model.name itself: a local folder or hub id
+    if config.model.backend == "vllm" and not hasattr(target, "model"):  # a local folder or hub id
         try:
             return model_identity(config.model.name)
         except UserError:
             return remote_identity("vllm", config.model.name)
-    return {"spec": type(target).__name__, "kind": "unknown", "fingerprint": None}
+    return chat_model_identity(target)
 
 
 def _white_box(target: ChatModel, model: Any, tokenizer: Any) -> tuple[Any, Any]:

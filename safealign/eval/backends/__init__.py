@@ -2,7 +2,7 @@
 
 from safealign.eval.backends.base import ChatModel, Conversation, GenerationParams, split_prefill
 
-__all__ = ["ChatModel", "Conversation", "GenerationParams", "split_prefill", "build_chat_model"]
+__all__ = ["ChatModel", "Conversation", "GenerationParams", "split_prefill", "build_chat_model", "chat_model_identity"]
 
 
 def build_chat_model(config, *, model=None, tokenizer=None) -> ChatModel:
@@ -14,3 +14,16 @@ def build_chat_model(config, *, model=None, tokenizer=None) -> ChatModel:
 
     cls = BACKENDS.get(config.backend)
     return cls.from_config(config, model=model, tokenizer=tokenizer)
+
+
+def chat_model_identity(target: ChatModel) -> dict:
+    """Which weights answer through ``target`` (safealign.models.identity): a local model's load spec or
+    parameters, the model name a remote endpoint was asked for, else unknown (a fake, a custom backend)."""
+    from safealign.models.identity import loaded_identity, remote_identity
+
+    inner = getattr(target, "model", None)  # an HF model, or a remote model's name
+    if hasattr(inner, "state_dict"):
+        return loaded_identity(inner)
+    if isinstance(inner, str):
+        return remote_identity(type(target).__name__, inner)
+    return {"spec": type(target).__name__, "kind": "unknown", "fingerprint": None}

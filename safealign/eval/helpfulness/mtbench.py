@@ -15,6 +15,7 @@ questions already graded and retries those whose generation or judge call failed
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import re
@@ -25,6 +26,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from safealign.errors import UserError
+from safealign.eval.backends import chat_model_identity
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.summary import Z95
@@ -140,7 +142,8 @@ def mtbench_eval(
                 _record(q, a, e, s, g, judge) for q, a, e, s, g in zip(chunk, answers, errors, secs, graded)
             ])
             bar.update(len(chunk))
-    summary = summarize_mtbench(read_jsonl(path), [str(q["question_id"]) for q in rows], judge)
+    summary = dataclasses.replace(summarize_mtbench(read_jsonl(path), [str(q["question_id"]) for q in rows], judge),
+                                  model_identity=chat_model_identity(model))
     write_json(out / "summary.json", summary.to_json())
     return summary
 

@@ -16,6 +16,7 @@ skips prompts already answered and retries those whose generation failed) and ``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from typing import Any, Iterable, Protocol, Sequence
 from tqdm.auto import tqdm
 
 from safealign.errors import UserError
+from safealign.eval.backends import chat_model_identity
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import batched, latest_by, rate_ci95
 from safealign.io import append_jsonl, read_jsonl, write_json
@@ -114,7 +116,8 @@ def overrefusal_eval(
                 raise RuntimeError(f"backend returned {len(completions)} completions for {len(chunk)} prompts")
             append_jsonl(path, [_record(p, c, judge, name) for p, c in zip(chunk, completions)])
             bar.update(len(chunk))
-    summary = summarize_overrefusal(read_jsonl(path), ids, name)
+    summary = dataclasses.replace(summarize_overrefusal(read_jsonl(path), ids, name),
+                                  model_identity=chat_model_identity(model))
     write_json(out / "summary.json", summary.to_json())
     return summary
 

@@ -67,6 +67,7 @@ def test_two_turn_grading_summary_and_records(tmp_path, scripted):
     assert summary.by_turn["1"].mean == 6 and summary.by_turn["2"] == ScoreStats(mean=8, ci95=None, n=1, unscored=2)
     assert summary.by_category["writing"] == ScoreStats(mean=None, ci95=None, n=0, unscored=2)
     assert summary.by_category["math"].n == 3 and summary.judge == "scripted"
+    assert summary.model_identity == {"spec": "ScriptedChatModel", "kind": "unknown", "fingerprint": None}
     assert json.loads((tmp_path / "summary.json").read_text()) == summary.to_json()
     # The second turn sees the first answer as an assistant message.
     second_turn = [c for c in model.conversations if c[-1]["content"] == "And 3+3?"][0]

@@ -92,3 +92,17 @@ def test_refusal_outcomes_take_the_latest_record_of_the_kind():
                {"id": "a", "kind": "ordinary", "refused": False}, {"id": "c", "kind": "ordinary", "refused": None}]
     assert refusal_outcomes(records, "ordinary") == {"a": False, "c": None}  # a retried: the latest answer counts
     assert refusal_outcomes(records, "borderline") == {"b": True}
+
+
+def test_summary_names_the_weights_that_answered(tmp_path, scripted):
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.models.identity import model_identity
+    from safealign.models.load import load_model
+
+    model, tokenizer = load_model("tiny-random")
+    params = GenerationParams(max_new_tokens=2, batch_size=5)
+    summary = overrefusal_eval(HFChatModel(model, tokenizer), PROMPTS, params, out_dir=tmp_path / "hf", progress=False)
+    assert summary.model_identity == model_identity("tiny-random")
+    assert json.loads((tmp_path / "hf" / "summary.json").read_text())["model_identity"] == summary.model_identity
+    opaque = overrefusal_eval(scripted(script), PROMPTS, out_dir=tmp_path / "fake", progress=False)
+    assert opaque.model_identity == {"spec": "ScriptedChatModel", "kind": "unknown", "fingerprint": None}
