@@ -185,3 +185,13 @@ def test_pair_formats_fill_their_own_fields_and_resolve_defaults():
     assert "<BEGIN REQUEST>Do the bad thing<END REQUEST>" in build_prompt(FORMATS["jbb-jailbreak"], B, "R")
     assert resolve_format(MISTRAL, None).name == "harmbench-mistral"
     assert resolve_format(LLAMA2, None).name == "harmbench-llama2"
+
+
+def test_raw_formats_refuse_a_chat_endpoint_that_would_wrap_them():
+    from safealign.eval.backends.openai_http import OpenAIChatModel
+
+    endpoint = OpenAIChatModel("cls", base_url="http://127.0.0.1:9")  # never contacted
+    with pytest.raises(UserError, match="would wrap it in the server's chat template"):
+        ClassifierJudge(ClassifierConfig(), chat_model=endpoint)
+    judge = ClassifierJudge(ClassifierConfig(model="meta-llama/Llama-3-70b-chat-hf"), chat_model=endpoint)
+    assert judge.format.name == "jbb-jailbreak"  # a chat-format judge prompt is fine on an endpoint

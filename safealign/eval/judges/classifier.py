@@ -53,6 +53,16 @@ def parse_output(fmt: ClassifierFormat, text: str, judge: str = "classifier") ->
     return Verdict(judge, harmful, raw=text[:200])
 
 
+def _check_backend(fmt: ClassifierFormat, chat_model: Any) -> None:
+    """A chat endpoint wraps every message in the server's chat template, so a raw trained format sent
+    there would reach the model inside a second [INST] block: refuse instead of scoring it silently."""
+    from safealign.eval.backends.openai_http import OpenAIChatModel
+
+    if fmt.mode != "chat" and isinstance(chat_model, OpenAIChatModel):
+        raise UserError(f"classifier judge: format {fmt.name!r} is a raw prompt; an OpenAI-compatible chat "
+                        "endpoint would wrap it in the server's chat template. Run the classifier locally (hf)")
+
+
 class ClassifierJudge(Judge):
     config_class: ClassVar[type] = ClassifierConfig
 
@@ -65,6 +75,7 @@ class ClassifierJudge(Judge):
 
             model, tokenizer = load_model(config.model, device=config.device, dtype=config.dtype)
             chat_model = HFChatModel(model, tokenizer)
+        _check_backend(self.format, chat_model)
         if self.format.mode == "guard_chat" and getattr(chat_model, "tokenizer", None) is None:
             raise UserError(f"classifier judge: format {self.format.name!r} renders the model's own chat template "
                             "and needs a local model with a tokenizer (backend hf)")  # fmt: skip
