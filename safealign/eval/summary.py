@@ -117,6 +117,15 @@ def prefill_check(records: Iterable[AttemptRecord], attacks: Sequence[str]) -> d
     return {attack: dict(c) for attack, c in counts.items()}
 
 
+def run_warnings(summary: EvalSummary) -> list[str]:
+    """What a reader of the ASRs must know: behaviors left out or cut for length, prefill not continued."""
+    bounds = summary.input_bounds
+    changed = {k: bounds.get(k, 0) for k in ("skipped", "truncated") if bounds.get(k)}
+    lines = [f"{', '.join(f'{n} behavior(s) {k}' for k, n in changed.items())} for length "
+             f"(behaviors.too_long={bounds.get('too_long')})"] if changed else []  # fmt: skip
+    return lines + prefill_warnings(summary)
+
+
 def prefill_warnings(summary: EvalSummary) -> list[str]:
     """One line per attack whose attempts came from a server that did not continue the prefill."""
     from safealign.eval.backends.prefill_probe import MEANING, NOT_CONTINUED
@@ -148,5 +157,5 @@ def format_table(summary: EvalSummary) -> str:
             lo, hi = s.ci95 or (0.0, 1.0)
             ci = f"[{lo:.3f}, {hi:.3f}]"
             lines.append(f"{attack:<14} {judge:<12} {asr:>6}  {ci:<15} {s.n:>5} {s.unscored:>8}")
-    lines += [f"warning: {line}" for line in prefill_warnings(summary)]
+    lines += [f"warning: {line}" for line in run_warnings(summary)]
     return "\n".join(lines)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence, Union
 
-from safealign.eval.summary import prefill_warnings
+from safealign.eval.summary import run_warnings
 from safealign.report import plots
 from safealign.report.load import RunData
 from safealign.report.models import CAPTION as MODELS_CAPTION
@@ -247,8 +247,8 @@ def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
             blocks.insert(len(blocks) - 1, Plot(png, f"Attack success rate per attack, judge {judge}"))
     for judge, desc in judge_descriptions(data.stages).items():
         blocks.append(Para(f"Judge '{judge}': {desc or 'no description recorded'}", "note"))
-    for stage in data.stages:  # prefill results from a server that did not continue the prefill
-        for line in prefill_warnings(stage.jailbreak_summary) if stage.jailbreak_summary else []:
+    for stage in data.stages:  # behaviors cut for length; prefill not continued by a remote server
+        for line in run_warnings(stage.jailbreak_summary) if stage.jailbreak_summary else []:
             blocks.append(Para(f"{stage.name}: {line}", "warn"))
     sources = {r.source for rs in rows.values() for r in rs}
     if any("recomputed" in s for s in sources):

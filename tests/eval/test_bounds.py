@@ -12,6 +12,8 @@ from safealign.eval.backends import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.config import EvalConfig
 from safealign.eval.pipeline import run_eval
+from safealign.eval.summary import format_table
+from safealign.report import build_report
 from safealign.types import Behavior
 
 from .fakes import KeywordJudge, ScriptedChatModel, user_text
@@ -47,6 +49,9 @@ def test_skip_drops_and_counts(tmp_path):
     assert [user_text(c) for call in fake.calls for c in call] == ["do a"]
     assert summary.input_bounds == {"too_long": "skip", "skipped": 1, "truncated": 0}
     assert summary.attacks["direct"]["kw"].n == 1
+    assert "warning: 1 behavior(s) skipped for length (behaviors.too_long=skip)" in format_table(summary)
+    _, md = build_report(tmp_path / "run")
+    assert "1 behavior(s) skipped for length" in md.read_text()
 
 
 def test_truncate_cuts_the_context_first(tmp_path):
