@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from safealign.data.collate import pad_sequences
 from safealign.data.tokenize import Ids
+from safealign.errors import UserError
 from safealign.train.logps import SequenceLogps, sequence_logps
 from safealign.train.unpaired import UnpairedItem
 
@@ -173,7 +174,7 @@ def load_or_compute_reference(
     table = compute_reference_columns(model, encoded, batch_size=batch_size, chunk_size=chunk_size)
     if not torch.isfinite(table).all():
         bad = torch.nonzero(~torch.isfinite(table).all(dim=1)).flatten()[:5].tolist()
-        raise ValueError(f"reference log-probs are not finite for rows {bad}; check the data and model")
+        raise UserError(f"reference log-probs are not finite for rows {bad}; check the data and model")
     metadata = {"key": key, "rows": str(len(encoded)), "checksum": table_checksum(table),
                 "describe": json.dumps(describe or {})}
     _save_atomic(table, path, metadata)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from safealign.errors import UserError
 from safealign.models import LoraSettings, apply_lora
 from safealign.models.tiny import tiny_model
+from safealign.train import reference
 from safealign.train.reference import model_fingerprint
 
 
@@ -19,3 +22,10 @@ def test_fingerprint_ignores_adapter_wrapping_but_sees_weight_changes():
         changed.model.layers[0].mlp.up_proj.weight[0, 0] += 1.0  # element 0 is always in the sample
     assert model_fingerprint(changed) != plain
     assert model_fingerprint(tiny_model(num_layers=4, seed=1)) != plain
+
+
+def test_non_finite_reference_log_probs_are_a_user_error_naming_the_rows(tmp_path, monkeypatch):
+    table = torch.tensor([[-1.0, -2.0], [float("nan"), -2.0], [-1.0, float("-inf")]])
+    monkeypatch.setattr(reference, "compute_reference_columns", lambda *args, **kwargs: table)
+    with pytest.raises(UserError, match=r"not finite for rows \[1, 2\]"):
+        reference.load_or_compute_reference(tiny_model(), [], tmp_path)
