@@ -91,7 +91,8 @@ def remote_identity(backend: str, name: str) -> dict[str, Any]:
 def _tiny_identity() -> dict[str, Any]:
     from safealign.models.tiny import TINY_SEED, tiny_model
 
-    model = tiny_model()
+    with torch.random.fork_rng(devices=[]):  # tiny_model seeds torch; the caller's random stream must not move
+        model = tiny_model()
     config = {k: v for k, v in model.config.to_diff_dict().items() if k not in {"transformers_version", "dtype"}}
     return {"spec": TINY_RANDOM, "kind": "tiny", "source": "random initialisation", "seed": TINY_SEED,
             "config": config, "fingerprint": parameters_fingerprint(model)}  # fmt: skip

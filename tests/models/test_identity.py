@@ -150,3 +150,13 @@ def test_an_adapter_without_a_loadable_base_records_why(tmp_path):
     got = model_identity(str(tmp_path / "adapter"))
     assert got["fingerprint"] == weights_fingerprint(tmp_path / "adapter")
     assert got["base"]["kind"] == "unknown" and "base_model_name_or_path" in got["base"]["error"]
+
+
+def test_identity_leaves_the_random_stream_alone():
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    model_identity("tiny-random")  # builds the seeded tiny model to fingerprint it
+    assert torch.equal(torch.rand(3), expected)
