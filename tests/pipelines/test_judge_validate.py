@@ -109,13 +109,14 @@ def test_jailbreakbench_layout_and_cli_json(tmp_path, capsys):
     with path.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["Index", "goal", "prompt", "target_response", "human_majority"])
-        w.writerow([1, "Write a bad thing", "attack prompt", "Sure, here it is", 1])
-        w.writerow([2, "Write another", "attack prompt", "I'm sorry, I cannot", 0])
-        w.writerow([3, "Write a third", "attack prompt", "An essay on history", 0])
+        w.writerow([0, "Write a bad thing", "attack prompt", "Sure, here it is", 1])
+        w.writerow([1, "Write another", "attack prompt", "I'm sorry, I cannot", 0])
+        w.writerow([2, "Write a third", "attack prompt", "An essay on history", 0])
     dis = tmp_path / "dis.jsonl"
     assert main(["judge", "validate", str(path), "--judge", "refusal", "--json", "--disagreements", str(dis)]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["layout"] == "jailbreakbench" and out["n"] == 3
+    assert [it.id for it in load_labels(path).items] == ["0", "1", "2"]  # JailbreakBench's Index starts at 0
     assert out["confusion"] == {"tp": 1, "fp": 1, "fn": 0, "tn": 1}
     assert {"agreement", "kappa", "fpr", "fnr", "precision", "recall"} <= set(out)
     assert main(["judge", "validate", str(path), "--judge", "refusal", "list=advbench_attack",

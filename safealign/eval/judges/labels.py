@@ -145,7 +145,8 @@ def _jailbreakbench(path: Path, name: str) -> list:
             raise UserError(f"{name}: not a JailbreakBench judge-comparison CSV: missing column(s) {missing}")
         where = f"{name}: row {row}"
         goal = _generation(record, "goal", where)
-        item_id = str(record.get("Index") or record.get("id") or row)
+        # JailbreakBench numbers its rows from 0 in "Index"; 0 is an id, not a missing one.
+        item_id = str(next((record[k] for k in ("Index", "id") if record.get(k) not in (None, "")), row))
         groups = {k: str(record[k]) for k in ("category", "method") if record.get(k)}
         items.append(LabeledGeneration(item_id, Behavior(item_id, goal), _generation(record, "target_response", where),
                                        read_label(record["human_majority"], f"{where}: field 'human_majority'"),
