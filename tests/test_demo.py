@@ -116,6 +116,7 @@ def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch):
     assert (run / "train" / "e-dpo" / "final" / "adapter_config.json").exists()
     assert (run / "report.html").exists()
     assert summary["model_identity"]["kind"] == "tiny"
+    assert summary["run_fingerprint"] == json.loads((run / "fingerprint.json").read_text())["digest"]
     for stage in ("dpo", "e-dpo"):  # each trained model: its adapter's fingerprint on the tiny base
         identity = summary["trained_identity"][stage]
         assert identity["kind"] == "adapter" and identity["base"] == summary["model_identity"]

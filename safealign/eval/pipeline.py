@@ -68,8 +68,8 @@ def run_eval(
         check_attack(name, config.attack_params.get(name), behaviors)
     label = _model_label(config, model, chat_model)
     out = Path(config.output_dir)
-    _claim(out, config, label if model is not None or chat_model is not None else None,
-           behaviors if passed_in else None, overwrite, _weights_before_load(config, model, chat_model))
+    fingerprint = _claim(out, config, label if model is not None or chat_model is not None else None,
+                         behaviors if passed_in else None, overwrite, _weights_before_load(config, model, chat_model))
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
@@ -94,14 +94,15 @@ def run_eval(
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
         summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds,
-                                 identity)
+                                 identity, fingerprint)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 
 
 def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Sequence[Behavior] | None,
-           overwrite: bool, weights: str | None) -> None:  # fmt: skip
-    """Check ``out`` may hold this run before anything is written there, then save its config."""
+           overwrite: bool, weights: str | None) -> str:  # fmt: skip
+    """Check ``out`` may hold this run before anything is written there, then save its config; returns
+    the run's fingerprint digest (recorded in ``summary.json``)."""
     from safealign.io.rundir import claim_run_dir, eval_fingerprint, legacy_fingerprint
 
     def legacy(run: Path):
@@ -110,6 +111,7 @@ def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Seque
     fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors, weights=weights)
     claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy)
     save_config(config, out / "config.yaml")
+    return fingerprint.digest
 
 
 def _weights_before_load(config: EvalConfig, model: Any, chat_model: Any) -> str | None:
@@ -297,7 +299,7 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
                    judges: dict[str, Judge], complete: bool, seconds: float, label: str,
-                   bounds: dict[str, Any], identity: dict[str, Any]) -> EvalSummary:  # fmt: skip
+                   bounds: dict[str, Any], identity: dict[str, Any], fingerprint: str) -> EvalSummary:  # fmt: skip
     ids = {b.id for b in behaviors}
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
@@ -306,6 +308,7 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
         wall_s=round(seconds, 2),
         model=label,
         model_identity=identity,
+        run_fingerprint=fingerprint,
         judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
         records=str(out / "records.jsonl"),
         judge_agreement=pairwise_agreement([r for r in store if r.behavior_id in ids], config.attacks, list(judges)),

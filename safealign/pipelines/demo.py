@@ -171,8 +171,9 @@ def _load_trained(final: Path):
     return merge_adapter(model).eval(), tokenizer
 
 
-def _check_same_config(config: DemoConfig, run: Path) -> None:
-    """A demo run directory holds one configuration (safealign.io.rundir); ``--fresh`` starts over."""
+def _check_same_config(config: DemoConfig, run: Path) -> str:
+    """A demo run directory holds one configuration (safealign.io.rundir); ``--fresh`` starts over.
+    Returns the run's fingerprint digest."""
     from safealign.io.rundir import claim_run_dir, demo_fingerprint, legacy_fingerprint
 
     def legacy(path: Path):  # demo_config.json, as written before fingerprints; a newer setting counts as its default
@@ -182,7 +183,9 @@ def _check_same_config(config: DemoConfig, run: Path) -> None:
 
     outputs = ("pairs.jsonl", "eval", "train", "summary.json", "report.html", "report.md", "config.yaml",
                "demo_config.json")  # fmt: skip
-    claim_run_dir(run, demo_fingerprint(to_dict(config)), outputs=outputs, legacy=legacy, overwrite_flag="--fresh")
+    fingerprint = demo_fingerprint(to_dict(config))
+    claim_run_dir(run, fingerprint, outputs=outputs, legacy=legacy, overwrite_flag="--fresh")
+    return fingerprint.digest
 
 
 def run_demo(config: DemoConfig) -> DemoSummary:
@@ -203,7 +206,7 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         raise UserError(f"train_seeds must be distinct and non-empty, got {config.train_seeds}")
     started = time.time()
     run = Path(config.output_dir)
-    _check_same_config(config, run)
+    fingerprint = _check_same_config(config, run)
     save_config(config, run / "config.yaml")
     prompts = _prompt_sets(config)
     model, tokenizer = load_model(config.model)
@@ -224,7 +227,8 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     summary = DemoSummary(model=config.model, judge="refusal (AdvBench evaluation substrings)",
                           pairs=build.describe(), objective=objective_name(config), before=before, after=after,
                           comparison=comparison, wall_seconds=round(time.time() - started, 1),
-                          model_identity=model_identity, trained_identity=trained_identity)
+                          model_identity=model_identity, trained_identity=trained_identity,
+                          run_fingerprint=fingerprint)
     write_json(run / "summary.json", summary.to_json())
     build_report(run)
     return summary

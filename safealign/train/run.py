@@ -208,8 +208,11 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
         **identities,
     }
-    if main:  # only the main process saved the final weights
+    if main:  # only the main process saved the final weights and claimed the run directory
+        from safealign.io.rundir import read_fingerprint
+
         summary["final_identity"] = model_identity(str(final))
+        summary["run_fingerprint"] = read_fingerprint(out).digest
         write_json(out / "train_summary.json", summary)
     return TrainResult(out, final, metrics_path, ref_desc, trainer.state.global_step, summary["wall_seconds"])
 

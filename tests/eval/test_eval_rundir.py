@@ -125,3 +125,10 @@ def test_same_spec_with_other_weights_is_a_different_run(tmp_path, behaviors_fil
     tiny_model(seed=1).save_pretrained(folder)  # retrained in place: same path, other weights
     assert main(args) == 2
     assert "model.weights: " in capsys.readouterr().err
+
+
+def test_summary_names_the_fingerprint_of_its_run_directory(finished):
+    summary = json.loads((finished / "summary.json").read_text())
+    recorded = json.loads((finished / FINGERPRINT_NAME).read_text())
+    assert summary["run_fingerprint"] == recorded["digest"]
+    assert len(summary["run_fingerprint"]) == 16

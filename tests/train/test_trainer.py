@@ -223,6 +223,8 @@ def test_train_summary_names_starting_and_final_weights(tmp_path, pairs_file):
     final = summary["final_identity"]
     assert final["kind"] == "adapter" and final["path"] == str(result.final_dir.resolve())
     assert final["fingerprint"] == weights_fingerprint(result.final_dir) and final["base"] == start
+    recorded = json.loads((result.output_dir / "fingerprint.json").read_text())
+    assert summary["run_fingerprint"] == recorded["digest"]
 
 
 def test_duplicate_rows_are_counted_in_the_training_summary(tmp_path, pairs_file, caplog):
