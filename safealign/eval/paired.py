@@ -8,6 +8,10 @@ while the seeds are kept as run. Discordant prompts (one variant succeeds, the o
 too: they are what the difference is made of. Per-prompt numbers (log-prob margins from
 ``safealign diagnose ranking``) are compared the same way by :func:`paired_mean_difference`
 (``safealign diagnose paired-margin``; docs/algorithms.md, "Paired comparison of two variants").
+
+:func:`hierarchical_difference` is the interval for a sweep over several training seeds (``safealign
+sweep``): it resamples the seeds too, then prompts within each resampled seed, so the interval covers
+seed-to-seed variation as well as prompt sampling instead of holding the seeds fixed.
 """
 
 from __future__ import annotations
@@ -66,17 +70,54 @@ def _compare(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, An
     for _ in range(resamples):
         sample = rng.choices(prompts, k=len(prompts))
         boot.append(statistics.fmean(_mean(a[s], sample) - _mean(b[s], sample) for s in seeds))
-    boot.sort()
-    lo, hi = boot[int(0.025 * resamples)], boot[min(resamples - 1, int(0.975 * resamples))]
     return {
         "diff": statistics.fmean(per_seed.values()),
-        "ci95": [lo, hi],
+        "ci95": _interval(boot),
         "per_seed": {str(s): v for s, v in per_seed.items()},
         "mean_a": statistics.fmean(_mean(a[s], prompts) for s in seeds),
         "mean_b": statistics.fmean(_mean(b[s], prompts) for s in seeds),
         "n_prompts": len(prompts),
         "seeds": len(seeds),
     }
+
+
+def hierarchical_difference(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], *,
+                            resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Mean over seeds of ``mean_a − mean_b`` (seed -> prompt id -> outcome or number, paired as in
+    :func:`paired_difference`) with a two-level bootstrap interval: each draw resamples the seeds with
+    replacement, then, independently for every drawn seed, the prompts (the same prompt sample for both
+    variants, keeping the pairing). ``a_higher``/``b_higher`` count prompt×seed cases where one side
+    exceeds the other (for outcomes: prompts only one variant failed)."""
+    seeds, prompts = _paired_keys(a, b)
+    rng = random.Random(seed)
+    boot = []
+    for _ in range(resamples):
+        # one seed is drawn without touching the stream, so the one-seed case is exactly the prompt bootstrap
+        drawn = rng.choices(seeds, k=len(seeds)) if len(seeds) > 1 else seeds
+        total = 0.0
+        for s in drawn:
+            sample = rng.choices(prompts, k=len(prompts))
+            total += _mean(a[s], sample) - _mean(b[s], sample)
+        boot.append(total / len(drawn))
+    per_seed = {s: _mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds}
+    return {
+        "diff": statistics.fmean(per_seed.values()),
+        "ci95": _interval(boot),
+        "interval": "hierarchical bootstrap (seeds, then prompts within seed)",
+        "per_seed": {str(s): v for s, v in per_seed.items()},
+        "mean_a": statistics.fmean(_mean(a[s], prompts) for s in seeds),
+        "mean_b": statistics.fmean(_mean(b[s], prompts) for s in seeds),
+        "n_prompts": len(prompts),
+        "seeds": len(seeds),
+        "a_higher": sum(a[s][p] > b[s][p] for s in seeds for p in prompts),
+        "b_higher": sum(b[s][p] > a[s][p] for s in seeds for p in prompts),
+    }
+
+
+def _interval(boot: list[float]) -> list[float]:
+    """The 2.5th and 97.5th percentiles of the bootstrap draws (nearest rank)."""
+    boot = sorted(boot)
+    return [boot[int(0.025 * len(boot))], boot[min(len(boot) - 1, int(0.975 * len(boot)))]]
 
 
 def _mean(values: Mapping[str, Any], prompts: list[str]) -> float:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from safealign.eval.paired import paired_difference
+from safealign.eval.paired import hierarchical_difference, paired_difference
 
 
 def test_one_seed_difference_and_discordant_counts():
@@ -38,3 +38,62 @@ def test_mismatched_seeds_or_no_common_prompt_is_an_error():
         paired_difference({0: {"p": True}}, {1: {"p": True}})
     with pytest.raises(ValueError, match="no prompt"):
         paired_difference({0: {"p": True}}, {0: {"q": True}})
+
+
+# hierarchical_difference: seeds resampled, then prompts within each drawn seed (safealign sweep)
+
+
+def test_hierarchical_one_seed_is_exactly_the_prompt_bootstrap():
+    import random
+
+    rng = random.Random(7)
+    a = {0: {f"p{i}": rng.random() < 0.4 for i in range(25)}}
+    b = {0: {f"p{i}": rng.random() < 0.6 for i in range(25)}}
+    h = hierarchical_difference(a, b, resamples=500, seed=3)
+    d = paired_difference(a, b, resamples=500, seed=3)
+    assert h["ci95"] == list(d.ci95) and h["diff"] == d.diff and h["seeds"] == 1
+    assert (h["a_higher"], h["b_higher"]) == (d.only_a, d.only_b)
+
+
+def test_hierarchical_golden_two_prompts_one_seed():
+    # per-prompt differences (+1, 0): a resample of two prompts has mean 1 (p=1/4), 0.5 (p=1/2) or 0 (p=1/4);
+    # both tails hold far more than 2.5% of 2000 draws, so the interval is the extremes [0, 1]
+    h = hierarchical_difference({0: {"p1": True, "p2": False}}, {0: {"p1": False, "p2": False}})
+    assert h["diff"] == 0.5 and h["ci95"] == [0.0, 1.0]
+
+
+def test_hierarchical_golden_seeds_that_disagree():
+    # seed 0: a fails every prompt, b none (difference 1 under any prompt resample); seed 1: identical (0).
+    # Drawing two seeds gives mean 1 (p=1/4), 0.5 (p=1/2), 0 (p=1/4): interval [0, 1]. The prompt bootstrap
+    # keeps both seeds every draw, so its interval is the single point 0.5.
+    prompts = ("p1", "p2", "p3")
+    a = {0: dict.fromkeys(prompts, True), 1: dict.fromkeys(prompts, False)}
+    b = {0: dict.fromkeys(prompts, False), 1: dict.fromkeys(prompts, False)}
+    h = hierarchical_difference(a, b)
+    assert h["diff"] == 0.5 and h["per_seed"] == {"0": 1.0, "1": 0.0} and h["ci95"] == [0.0, 1.0]
+    assert paired_difference(a, b).ci95 == (0.5, 0.5)
+
+
+def test_hierarchical_identical_variants_give_a_zero_interval():
+    a = {s: {f"p{i}": (i + s) % 3 == 0 for i in range(12)} for s in range(4)}
+    h = hierarchical_difference(a, {s: dict(v) for s, v in a.items()})
+    assert h["diff"] == 0 and h["ci95"] == [0.0, 0.0] and h["a_higher"] == h["b_higher"] == 0
+
+
+@pytest.mark.parametrize("case", range(5))
+def test_hierarchical_interval_widens_as_seeds_disagree(case):
+    """Property: adding seed effects that cancel on average (+d, −d, +d, −d) leaves the estimate where it
+    was and widens the interval, strictly more the larger d is."""
+    import random
+
+    rng = random.Random(case)
+    base = {f"p{i}": rng.gauss(0, 1) for i in range(15)}
+    zero = {s: dict.fromkeys(base, 0.0) for s in range(4)}
+    widths, diffs = [], []
+    for d in (0.0, 1.0, 3.0):
+        a = {s: {p: v + (d if s % 2 else -d) for p, v in base.items()} for s in range(4)}
+        h = hierarchical_difference(a, zero, resamples=1000, seed=case)
+        widths.append(h["ci95"][1] - h["ci95"][0])
+        diffs.append(h["diff"])
+    assert diffs == pytest.approx([diffs[0]] * 3)
+    assert widths[0] < widths[1] < widths[2]
