@@ -134,6 +134,48 @@ class OverRefusalSummary:
 
 
 @dataclass(frozen=True)
+class QualitySummary:
+    """Response-quality flags of one model's benign answers (:mod:`safealign.eval.helpfulness.quality`):
+    ``flags[name]`` is the share of answers flagged; ``rules`` states each flag's rule."""
+
+    flags: dict[str, RateStats] = field(default_factory=dict)
+    rules: dict[str, str] = field(default_factory=dict)
+    missing: int = 0
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, flags=_each(_to_json))
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "quality summary") -> QualitySummary:
+        return from_fields(cls, data, where, flags=_each(lambda d: RateStats.from_json(d, where)))
+
+
+@dataclass(frozen=True)
+class RetentionSummary:
+    """Answer retention of a trained model against its base (:mod:`safealign.eval.helpfulness.retention`),
+    mean per-token log-prob differences over prompts with their interval:
+
+    ``base_answers``: log p_trained(y_base|x) − log p_base(y_base|x); ``trained_answers``: log
+    p_base(y_trained|x) − log p_trained(y_trained|x). Both are 0 for identical models."""
+
+    base_answers: ScoreStats | None = None
+    trained_answers: ScoreStats | None = None
+    prompts: int = 0
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, base_answers=_to_json, trained_answers=_to_json)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "retention summary") -> RetentionSummary:
+        score = lambda d: ScoreStats.from_json(d, where)  # noqa: E731
+        return from_fields(cls, data, where, base_answers=score, trained_answers=score)
+
+
+@dataclass(frozen=True)
 class MTBenchSummary:
     """``summary.json`` of MT-Bench grading: mean rating overall, per turn and per category."""
 
@@ -167,8 +209,8 @@ class Figure:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, stats: AsrStats | RateStats) -> Figure:
-        return cls(stats.asr if isinstance(stats, AsrStats) else stats.rate, stats.ci95, stats.n)
+    def of(cls, stats: AsrStats | RateStats | ScoreStats) -> Figure:
+        return cls(stats.asr if isinstance(stats, AsrStats) else stats.value, stats.ci95, stats.n)
 
     def to_json(self) -> dict[str, Any]:
         return to_fields(self, ci95=_ci_json)

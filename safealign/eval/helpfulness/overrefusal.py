@@ -128,6 +128,9 @@ def _record(prompt: HelpfulnessPrompt, completion: Any, judge: RefusalDetector, 
         "id": prompt.id, "kind": prompt.kind, "prompt": prompt.text, "completion": completion.text,
         "error": completion.error, "refused": refused, "matched": match, "judge": name,
         "seconds": round(completion.seconds, 3),
+        # why generation stopped ("length" = hit max_new_tokens; None when the backend does not say):
+        # the quality flags (quality.py) tell an answer cut at the limit from one that ended
+        "finish": (completion.meta or {}).get("finish"), "tokens": (completion.meta or {}).get("tokens"),
     }
 
 

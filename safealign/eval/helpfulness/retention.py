@@ -1,0 +1,95 @@
+"""Answer retention: how much less likely a trained model finds its base model's answers, and back.
+
+The substring over-refusal rate counts a worse answer as helpful as long as it is not a refusal
+(issue 14). Retention needs no judge: for each benign prompt x with base answer y_b and trained answer
+y_t (the over-refusal records of the two models),
+
+    base_answers[x]    = (log p_trained(y_b|x) − log p_base(y_b|x)) / |y_b|
+    trained_answers[x] = (log p_base(y_t|x) − log p_trained(y_t|x)) / |y_t|
+
+in nats per response token (|y| counts the tokens the chat template adds after the prompt, the end-of-
+turn marker included). Both are exactly 0 for identical models. A negative ``base_answers`` says the
+trained model has moved away from what the base model answered; a negative ``trained_answers`` says the
+trained model's own answers are ones the base model would not give. Each is reported as the mean over
+prompts with a paired bootstrap 95% interval over prompts (:func:`safealign.eval.paired.paired_mean_difference`).
+
+Log-probs come from :func:`safealign.train.scores.chosen_scores` (the trainer's rendering, truncation
+and log-prob code, per-token averaged), so no second scoring loop exists. Only prompts both models
+answered without a generation error are scored; the rest are counted as ``unscored``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from torch import nn
+
+from safealign.eval.helpfulness.records import latest_by
+from safealign.eval.paired import paired_mean_difference
+from safealign.io.summaries import RetentionSummary, ScoreStats
+from safealign.train.scores import chosen_scores
+from safealign.types import PreferencePair
+
+SIDES = ("base_answers", "trained_answers")
+Scores = dict[str, dict[str, float]]  # side -> prompt id -> per-token log-prob of that side's answer
+
+
+@dataclass(frozen=True)
+class AnswerPair:
+    """One benign prompt with the base model's and the trained model's answers to it."""
+
+    id: str
+    prompt: str
+    base: str
+    trained: str
+
+
+def answer_pairs(base_records: Iterable[dict[str, Any]], trained_records: Iterable[dict[str, Any]],
+                 ids: Sequence[str]) -> list[AnswerPair]:
+    """The prompts of ``ids`` that both models answered without a generation error, in ``ids`` order."""
+    base, trained = latest_by(base_records, "id"), latest_by(trained_records, "id")
+    ok = lambda r: r is not None and r.get("error") is None  # noqa: E731
+    return [AnswerPair(i, str(base[i]["prompt"]), str(base[i].get("completion") or ""),
+                       str(trained[i].get("completion") or ""))
+            for i in ids if ok(base.get(i)) and ok(trained.get(i))]
+
+
+def score_answers(model: nn.Module, tokenizer: Any, pairs: Sequence[AnswerPair], *, max_length: int = 1024,
+                  max_prompt_length: int | None = 512, batch_size: int = 8) -> Scores:
+    """Per-token log-probs ``model`` gives both answers of every pair (None-scored prompts left out)."""
+    out: Scores = {}
+    for side, answer in zip(SIDES, (lambda p: p.base, lambda p: p.trained)):
+        rows = [PreferencePair(prompt=({"role": "user", "content": p.prompt},), chosen=answer(p), rejected="",
+                               source="over-refusal records", row=i) for i, p in enumerate(pairs)]
+        scores = chosen_scores(model, tokenizer, rows, max_length=max_length, max_prompt_length=max_prompt_length,
+                               batch_size=batch_size) if rows else []
+        out[side] = {p.id: s for p, s in zip(pairs, scores) if s is not None}
+    return out
+
+
+def summarize_retention(base: Mapping[str, Mapping[str, float]], trained: Mapping[str, Mapping[str, float]],
+                        prompts: int) -> RetentionSummary:
+    """Retention from the base model's and the trained model's :func:`score_answers` of the same pairs;
+    ``prompts`` counts every prompt asked, so those not scored show as ``unscored``."""
+    views = {"base_answers": (trained["base_answers"], base["base_answers"]),
+             "trained_answers": (base["trained_answers"], trained["trained_answers"])}
+    stats = {side: _mean_difference(a, b, prompts) for side, (a, b) in views.items()}
+    return RetentionSummary(**stats, prompts=prompts)
+
+
+def answer_retention(base_model: nn.Module, trained_model: nn.Module, tokenizer: Any, pairs: Sequence[AnswerPair],
+                     *, prompts: int | None = None, **scoring: Any) -> RetentionSummary:
+    """Score ``pairs`` with both models (both in memory) and summarize."""
+    base = score_answers(base_model, tokenizer, pairs, **scoring)
+    trained = score_answers(trained_model, tokenizer, pairs, **scoring)
+    return summarize_retention(base, trained, len(pairs) if prompts is None else prompts)
+
+
+def _mean_difference(a: Mapping[str, float], b: Mapping[str, float], prompts: int) -> ScoreStats:
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        return ScoreStats(mean=None, n=0, unscored=prompts)
+    d = paired_mean_difference({0: {i: a[i] for i in shared}}, {0: {i: b[i] for i in shared}})
+    return ScoreStats(mean=d["diff"], ci95=(d["ci95"][0], d["ci95"][1]), n=len(shared),
+                      unscored=prompts - len(shared))
