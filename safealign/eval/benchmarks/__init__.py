@@ -1,4 +1,4 @@
-"""Behavior selection for a run: load (via ``safealign.data.behaviors``), filter, sample, limit.
+"""Behavior selection for a run: load (:mod:`safealign.eval.benchmarks.loaders`), filter, sample, limit.
 
 Order of operations: load → categories → ids/ranges → rows → seeded sample → limit. Sampling keeps file
 order among the chosen behaviors so results line up with the source file.
@@ -11,18 +11,25 @@ import re
 from typing import Any, Sequence
 
 from safealign.errors import UserError
+from safealign.eval.benchmarks.loaders import BenchmarkSet, read_benchmark
 from safealign.types import Behavior
 
 
 def load_benchmark(config: Any) -> list[Behavior]:
-    """Behaviors for a :class:`~safealign.eval.config.BehaviorsConfig`."""
-    from safealign.data.behaviors import load_behaviors
+    """The harmful behaviors a :class:`~safealign.eval.config.BehaviorsConfig` selects."""
+    return select_behaviors(list(load_benchmark_set(config).harmful), **_filters(config))
 
+
+def load_benchmark_set(config: Any) -> BenchmarkSet:
+    """The whole file ``config.path`` names: harmful behaviors, benign prompts, skipped rows (unfiltered)."""
     if not config.path:
-        raise UserError("behaviors.path is not set: point it at a HarmBench/AdvBench CSV or a JSONL file")
-    behaviors = load_behaviors(config.path, targets=config.targets)
-    return select_behaviors(
-        behaviors,
+        raise UserError("behaviors.path is not set: point it at a behaviors or benchmark file (HarmBench/AdvBench/"
+                        "StrongREJECT/XSTest/JailbreakBench CSV, SORRY-Bench JSONL, WildJailbreak TSV)")
+    return read_benchmark(config.path, targets=config.targets)
+
+
+def _filters(config: Any) -> dict[str, Any]:
+    return dict(
         categories=config.categories,
         ids=config.ids,
         rows=config.rows,

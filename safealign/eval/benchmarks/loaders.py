@@ -1,0 +1,193 @@
+"""Public benchmark files → harmful behaviors and benign prompts, the layout detected from the columns.
+
+Layouts (column names as the upstream files spell them; see docs/benchmarks.md):
+
+- StrongREJECT CSV: ``category, source, forbidden_prompt`` — every row harmful.
+- XSTest CSV: ``prompt, type, label`` (``label`` safe | unsafe; ``id`` optional) — safe rows are benign
+  prompts, unsafe rows (the ``contrast_*`` types) harmful; the type is the category.
+- JailbreakBench behaviors CSV: ``Goal, Target, Behavior, Category`` (``Index``, ``Source`` optional) — the
+  file holds one split; a file whose name contains "benign" is the benign split, any other the harmful one.
+- SORRY-Bench JSONL: ``question_id, category, turns`` (a list holding the request) — every row harmful.
+- WildJailbreak TSV: ``data_type`` (vanilla_harmful | vanilla_benign | adversarial_harmful |
+  adversarial_benign) with the ``vanilla`` and/or ``adversarial`` text column the type names.
+- Anything else goes to :func:`safealign.data.behaviors.load_behaviors` (HarmBench, AdvBench, generic
+  JSONL); HarmBench copyright behaviors are skipped and counted, since they need a hashing judge.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from safealign.data.sources import Record, read_rows
+from safealign.errors import UserError
+from safealign.types import Behavior
+
+logger = logging.getLogger(__name__)
+
+WILDJAILBREAK_TYPES = ("vanilla_harmful", "vanilla_benign", "adversarial_harmful", "adversarial_benign")
+
+
+@dataclass(frozen=True)
+class BenchmarkSet:
+    """One benchmark file read: its layout, harmful behaviors, benign prompts and rows left out (reason → count)."""
+
+    layout: str
+    harmful: tuple[Behavior, ...] = ()
+    benign: tuple[Behavior, ...] = ()
+    skipped: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> dict[str, Any]:
+        """What a summary records about the file."""
+        return {"layout": self.layout, "harmful": len(self.harmful), "benign": len(self.benign),
+                "skipped": dict(self.skipped)}  # fmt: skip
+
+
+def benchmark_layout(columns: Iterable[str]) -> str | None:
+    """The benchmark layout ``columns`` match (checked before the generic behaviors layouts), else None."""
+    cols = set(columns)
+    if {"forbidden_prompt", "category", "source"} <= cols:
+        return "strongreject"
+    if {"prompt", "type", "label"} <= cols:
+        return "xstest"
+    if {"Goal", "Target", "Behavior", "Category"} <= cols:
+        return "jailbreakbench"
+    if {"question_id", "category", "turns"} <= cols:
+        return "sorry_bench"
+    if "data_type" in cols and cols & {"vanilla", "adversarial"}:
+        return "wildjailbreak"
+    return None
+
+
+def read_benchmark(path: str | Path, *, targets: str | Path | None = None) -> BenchmarkSet:
+    """Read ``path`` in whichever layout its columns match; bad rows raise UserError naming file, row and field."""
+    name = str(path)
+    records = list(read_rows(path))
+    if not records:
+        raise UserError(f"{name}: no rows")
+    layout = benchmark_layout(records[0][1].keys())
+    if layout is None:
+        return _behaviors_file(path, records, targets)
+    parse = PARSERS[layout]
+    harmful: list[Behavior] = []
+    benign: list[Behavior] = []
+    for row, record in records:
+        behavior, is_harmful = parse(record, name, row)
+        (harmful if is_harmful else benign).append(behavior)
+    _check_unique(name, harmful + benign)
+    result = BenchmarkSet(layout, tuple(harmful), tuple(benign))
+    if targets is not None:
+        from safealign.data.behaviors import _with_targets
+
+        result = replace(result, harmful=tuple(_with_targets(list(result.harmful), targets)))
+    return result
+
+
+def _behaviors_file(path: str | Path, records: list[tuple[int, Record]], targets: Any) -> BenchmarkSet:
+    from safealign.data.behaviors import behaviors_layout, load_behaviors
+
+    layout = behaviors_layout(records[0][1].keys())
+    if layout is None:
+        raise UserError(
+            f"{path}: not a behaviors or benchmark file; columns seen: {', '.join(map(str, records[0][1]))}. "
+            "Expected one of: HarmBench (Behavior, BehaviorID, ...), AdvBench (goal, target), StrongREJECT "
+            "(category, source, forbidden_prompt), XSTest (prompt, type, label), JailbreakBench (Goal, Target, "
+            "Behavior, Category), SORRY-Bench JSONL (question_id, category, turns), WildJailbreak TSV "
+            "(data_type + vanilla/adversarial), or JSON fields behavior|prompt|goal"
+        )
+    behaviors = load_behaviors(path, targets=targets)
+    if layout != "harmbench":
+        return BenchmarkSet(layout, tuple(behaviors))
+    copyright_rows = {row for row, record in records if _is_copyright(record)}
+    kept = tuple(b for b in behaviors if b.row not in copyright_rows)
+    if copyright_rows:
+        logger.warning("%s: %d HarmBench copyright behaviors skipped (they need a hashing judge)",
+                       path, len(copyright_rows))  # fmt: skip
+    return BenchmarkSet(layout, kept, skipped={"copyright": len(copyright_rows)} if copyright_rows else {})
+
+
+def _is_copyright(record: Record) -> bool:
+    """HarmBench marks copyright behaviors by functional category and the ``hash_check`` tag."""
+    categories = {str(record.get(k) or "").strip().lower() for k in ("FunctionalCategory", "SemanticCategory")}
+    return "copyright" in categories or "hash_check" in str(record.get("Tags") or "")
+
+
+def _text(record: Record, key: str, name: str, row: int, *, required: bool = True) -> str:
+    value = record.get(key)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            raise UserError(f"{name}: row {row}: field {key!r} is empty")
+        return ""
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise UserError(f"{name}: row {row}: field {key!r} must be text, got {type(value).__name__} {value!r}")
+    return str(value).strip()
+
+
+def _stem(name: str) -> str:
+    return Path(name).name.split(".")[0]
+
+
+def _strongreject(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
+    return Behavior(f"strongreject_{row}", _text(record, "forbidden_prompt", name, row),
+                    category=_text(record, "category", name, row, required=False), source=name, row=row), True
+
+
+def _xstest(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
+    label = _text(record, "label", name, row).lower()
+    if label not in ("safe", "unsafe"):
+        raise UserError(f"{name}: row {row}: field 'label' is {label!r}; XSTest labels are 'safe' or 'unsafe'")
+    pid = _text(record, "id", name, row, required=False) or str(row)
+    behavior = Behavior(f"xstest_{pid}", _text(record, "prompt", name, row),
+                        category=_text(record, "type", name, row), source=name, row=row)
+    return behavior, label == "unsafe"
+
+
+def _jailbreakbench(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
+    split = "benign" if "benign" in Path(name).name.lower() else "harmful"
+    index = _text(record, "Index", name, row, required=False) or str(row)
+    behavior = Behavior(f"jbb_{split}_{index}", _text(record, "Goal", name, row),
+                        category=_text(record, "Category", name, row, required=False),
+                        target=_text(record, "Target", name, row, required=False), source=name, row=row)
+    return behavior, split == "harmful"
+
+
+def _sorry_bench(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
+    turns = record.get("turns")
+    if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
+        raise UserError(f"{name}: row {row}: field 'turns' must be a non-empty list of text, got {turns!r}")
+    # SORRY-Bench questions are single-turn; a multi-turn entry would be joined silently otherwise.
+    if len(turns) > 1:
+        raise UserError(f"{name}: row {row}: field 'turns' has {len(turns)} turns; only single-turn is supported")
+    qid = _text(record, "question_id", name, row)
+    style = _text(record, "prompt_style", name, row, required=False)
+    suffix = f"_{style}" if style and style != "base" else ""
+    return Behavior(f"sorry_{qid}{suffix}", turns[0].strip(), category=_text(record, "category", name, row),
+                    source=name, row=row), True
+
+
+def _wildjailbreak(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
+    kind = _text(record, "data_type", name, row)
+    if kind not in WILDJAILBREAK_TYPES:
+        raise UserError(f"{name}: row {row}: field 'data_type' is {kind!r}; valid: {', '.join(WILDJAILBREAK_TYPES)}")
+    column = kind.split("_")[0]  # vanilla_* rows carry their text in 'vanilla', adversarial_* in 'adversarial'
+    return Behavior(f"{_stem(name)}_{row}", _text(record, column, name, row), category=kind, source=name,
+                    row=row), kind.endswith("_harmful")
+
+
+PARSERS: dict[str, Callable[[Record, str, int], tuple[Behavior, bool]]] = {
+    "strongreject": _strongreject,
+    "xstest": _xstest,
+    "jailbreakbench": _jailbreakbench,
+    "sorry_bench": _sorry_bench,
+    "wildjailbreak": _wildjailbreak,
+}
+
+
+def _check_unique(name: str, behaviors: list[Behavior]) -> None:
+    first: dict[str, int] = {}
+    for b in behaviors:
+        if b.id in first:
+            raise UserError(f"{name}: row {b.row}: duplicate id {b.id!r} (first at row {first[b.id]})")
+        first[b.id] = b.row
