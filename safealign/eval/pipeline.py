@@ -57,10 +57,13 @@ def run_eval(
     config.validate()
     _check_names(config, judges)
     passed_in = behaviors is not None
+    benchmark: dict[str, Any] = {}
     if behaviors is None:
-        from safealign.eval.benchmarks import load_benchmark
+        from safealign.eval.benchmarks import load_benchmark_set, select_configured
 
-        behaviors = load_benchmark(config.behaviors)
+        loaded = load_benchmark_set(config.behaviors)
+        benchmark = loaded.describe()  # e.g. how many HarmBench copyright rows were left out
+        behaviors = select_configured(loaded.harmful, config.behaviors)
     if not behaviors:
         raise UserError("no behaviors selected: check behaviors.path and its filters")
     behaviors, bounded = bound_by_chars(config.behaviors, behaviors)  # a 5 MB behavior must not reach the model
@@ -94,7 +97,7 @@ def run_eval(
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
         summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds,
-                                 identity, fingerprint)
+                                 identity, fingerprint, benchmark)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 
@@ -299,7 +302,8 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
                    judges: dict[str, Judge], complete: bool, seconds: float, label: str,
-                   bounds: dict[str, Any], identity: dict[str, Any], fingerprint: str) -> EvalSummary:  # fmt: skip
+                   bounds: dict[str, Any], identity: dict[str, Any], fingerprint: str,
+                   benchmark: dict[str, Any]) -> EvalSummary:  # fmt: skip
     ids = {b.id for b in behaviors}
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
@@ -309,6 +313,7 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
         model=label,
         model_identity=identity,
         run_fingerprint=fingerprint,
+        benchmark=benchmark,
         judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
         records=str(out / "records.jsonl"),
         judge_agreement=pairwise_agreement([r for r in store if r.behavior_id in ids], config.attacks, list(judges)),

@@ -27,6 +27,7 @@ ATTACKS.register("template", "safealign.eval.attacks.template:TemplateAttack")
 ATTACKS.register("prefill", "safealign.eval.attacks.prefill:PrefillAttack")
 ATTACKS.register("gcg", "safealign.eval.attacks.gcg:GCGAttack")
 ATTACKS.register("pair", "safealign.eval.attacks.pair:PAIRAttack")
+ATTACKS.register("best_of_n", "safealign.eval.attacks.best_of_n:BestOfNAttack")
 
 JUDGES.register("refusal", "safealign.eval.judges.refusal:RefusalJudge")
 JUDGES.register("classifier", "safealign.eval.judges.classifier:ClassifierJudge")

@@ -14,6 +14,7 @@ import math
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
 
+from safealign.eval.asr_at_n import asr_at_n_block
 from safealign.io.records import AsrStats, AttemptRecord
 from safealign.io.summaries import EvalSummary
 from safealign.types import Behavior
@@ -104,7 +105,8 @@ def summarize(records: Iterable[AttemptRecord], behaviors: Sequence[Behavior], a
             blocks["by_attempt"][attack] = {
                 j: {a: asr_stats(per_attempt[attack][j][a]) for a in sorted(per_attempt[attack][j])} for j in judges
             }
-    return EvalSummary(n_behaviors=len(behaviors), prefill_check=prefill_check(records, attacks), **blocks)
+    return EvalSummary(n_behaviors=len(behaviors), prefill_check=prefill_check(records, attacks),
+                       asr_at_n=asr_at_n_block(records, category, judges, attacks), **blocks)
 
 
 def prefill_check(records: Iterable[AttemptRecord], attacks: Sequence[str]) -> dict[str, dict[str, int]]:

@@ -54,6 +54,10 @@ class EvalSummary:
     prefill_check: dict[str, dict[str, int]] = field(default_factory=dict)
     # attack -> "judgeA|judgeB" -> attempt-level agreement of two judges (eval/judges/agreement.py)
     judge_agreement: dict[str, Any] = field(default_factory=dict)
+    # attack -> judge -> ASR@N curves and power-law forecast, for sampling attacks (eval/asr_at_n.py)
+    asr_at_n: dict[str, Any] = field(default_factory=dict)
+    # the behaviors file read: layout, harmful/benign counts, rows skipped by reason (eval/benchmarks/loaders.py)
+    benchmark: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

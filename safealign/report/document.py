@@ -255,8 +255,39 @@ def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
         blocks.append(
             Para("Some ASR values were recomputed from records.jsonl because summary.json was absent.", "warn")
         )
-    blocks += _category_tables(data) + _judge_agreement_tables(data)
+    blocks += _category_tables(data) + _judge_agreement_tables(data) + _asr_at_n_blocks(data, with_plots)
     return Section("Jailbreak attacks", "asr", blocks)
+
+
+def _asr_at_n_blocks(data: RunData, with_plots: bool) -> list[Block]:
+    """ASR@N curves of sampling attacks (best_of_n) and the power-law forecast (safealign/eval/asr_at_n.py)."""
+    curves: dict[str, list] = {}
+    rows = []
+    for stage in data.stages:
+        block = stage.jailbreak_summary.asr_at_n if stage.jailbreak_summary else {}
+        for attack, per_judge in block.items():
+            for judge, result in per_judge.items():
+                label = f"{stage.name}: {attack}, judge {judge}"
+                curves[label] = result.get("overall") or []
+                rows.append((stage.name, attack, judge, *_forecast_cells(result.get("fit") or {})))
+    if not rows:
+        return []
+    table = Table(("stage", "attack", "judge", "fit range of N", "N for 50% ASR", "N for 90% ASR"), tuple(rows),
+                  "Budget forecast from the fit -log ASR@N = a*N^-b; '(extrapolated)' lies beyond the fitted range.")
+    png = plots.asr_at_n_curves(curves) if with_plots else None
+    return ([Plot(png, "ASR@N against the number of attempts per behavior")] if png else []) + [table]
+
+
+def _forecast_cells(fit: dict) -> tuple[str, str, str]:
+    if not fit.get("fit_range"):
+        return ("no fit: " + str(fit.get("reason", "no data")), "-", "-")
+    lo, hi = fit["fit_range"]
+    cells = []
+    for target in ("0.5", "0.9"):
+        f = (fit.get("forecast") or {}).get(target) or {}
+        n = f.get("n")
+        cells.append("-" if n is None else f"{n:,.1f}" + (" (extrapolated)" if f.get("extrapolated") else ""))
+    return (f"{lo}..{hi}", cells[0], cells[1])
 
 
 def _judge_agreement_tables(data: RunData) -> list[Block]:

@@ -120,3 +120,23 @@ def entanglement_curves(runs: Sequence[TrainingRun]) -> bytes | None:
             ax.legend(fontsize=7)
     fig.tight_layout()
     return _png(fig)
+
+
+def asr_at_n_curves(curves: dict[str, Sequence[dict]]) -> bytes | None:
+    """ASR@N against the budget N (log axis), one line per ``label → [{"n", "asr"}, ...]`` curve."""
+    curves = {k: v for k, v in curves.items() if v}
+    if not curves:
+        return None
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    ax = fig.subplots()
+    for colour, (label, points) in zip(PALETTE * 4, curves.items()):
+        ax.plot([p["n"] for p in points], [100.0 * p["asr"] for p in points], "-o", color=colour, markersize=2.5,
+                linewidth=1.6, label=_label(label))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("attempts per behavior N", fontsize=8)
+    ax.set_ylabel("ASR@N (%)", fontsize=8)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7)
+    return _png(fig)

@@ -17,7 +17,7 @@ from safealign.types import Behavior
 
 def load_benchmark(config: Any) -> list[Behavior]:
     """The harmful behaviors a :class:`~safealign.eval.config.BehaviorsConfig` selects."""
-    return select_behaviors(list(load_benchmark_set(config).harmful), **_filters(config))
+    return select_configured(load_benchmark_set(config).harmful, config)
 
 
 def load_benchmark_set(config: Any) -> BenchmarkSet:
@@ -28,8 +28,10 @@ def load_benchmark_set(config: Any) -> BenchmarkSet:
     return read_benchmark(config.path, targets=config.targets)
 
 
-def _filters(config: Any) -> dict[str, Any]:
-    return dict(
+def select_configured(behaviors: Sequence[Behavior], config: Any) -> list[Behavior]:
+    """:func:`select_behaviors` with the filters of a BehaviorsConfig."""
+    return select_behaviors(
+        behaviors,
         categories=config.categories,
         ids=config.ids,
         rows=config.rows,
