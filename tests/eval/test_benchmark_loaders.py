@@ -9,7 +9,7 @@ import pytest
 from safealign.errors import UserError
 from safealign.eval.benchmarks import load_benchmark, load_benchmark_set
 from safealign.eval.benchmarks.loaders import read_benchmark
-from safealign.eval.config import BehaviorsConfig
+from safealign.eval.config import BehaviorsConfig, EvalConfig
 
 STRONGREJECT = (
     "category,source,forbidden_prompt\n"
@@ -125,3 +125,16 @@ def test_config_filters_apply_to_the_harmful_split(tmp_path):
     sr = write(tmp_path, "sr.csv", STRONGREJECT)
     chosen = load_benchmark(BehaviorsConfig(path=str(sr), categories=["Disinformation and deception"]))
     assert [b.id for b in chosen] == ["strongreject_0"]
+
+
+def test_eval_summary_names_the_file_layout_and_skipped_copyright_rows(tmp_path):
+    from safealign.eval.pipeline import run_eval
+
+    from .fakes import KeywordJudge, ScriptedChatModel
+
+    config = EvalConfig(judges=["kw"], output_dir=str(tmp_path / "run"))
+    config.behaviors.path = str(write(tmp_path, "harmbench.csv", HARMBENCH))
+    summary = run_eval(config, chat_model=ScriptedChatModel(lambda c: "no"), judges={"kw": KeywordJudge()})
+    assert summary.n_behaviors == 1
+    assert summary.benchmark == {"layout": "harmbench", "harmful": 1, "benign": 0, "skipped": {"copyright": 2}}
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["benchmark"]["skipped"] == {"copyright": 2}
