@@ -17,6 +17,7 @@ from safealign.errors import UserError
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("safealign.cli.demo", "end-to-end: build pairs, evaluate, train E-DPO, evaluate, report"),
+    "sweep": ("safealign.cli.sweep", "demo training over a grid of settings × variants × seeds, paired table"),
     "train": ("safealign.cli.train", "train with a YAML recipe: safealign train CONFIG.yaml [key=value ...]"),
     "eval": ("safealign.cli.eval", "jailbreak evaluation: safealign eval CONFIG.yaml [key=value ...]"),
     "report": ("safealign.cli.report", "render a run directory as HTML and markdown"),

@@ -42,7 +42,7 @@ def stratified(items: list[Any], n: int) -> list[Any]:
     return picked
 
 
-def _prompt_sets(config: DemoConfig) -> dict[str, Any]:
+def prompt_sets(config: DemoConfig) -> dict[str, Any]:
     """Every prompt set of the run, built once (before the model loads, so a bad file fails fast)."""
     from safealign.data.builtin import load_prompts
 
@@ -150,25 +150,35 @@ def stages(config: DemoConfig) -> list[tuple[str, str, int]]:
     return [(f"{v}-seed{s}" if several else v, v, s) for v in config.variants for s in config.train_seeds]
 
 
-def _train(config: DemoConfig, stage: str, variant: str, seed: int, pairs_path: Path, run: Path) -> Path:
+def train_stage(config: DemoConfig, variant: str, seed: int, pairs_path: Path, out: Path) -> Path:
+    """Train one variant and seed into ``out`` (resuming its last checkpoint); returns the final adapter."""
     from transformers.trainer_utils import get_last_checkpoint
 
     from safealign.train.run import run_training
 
-    out = run / "train" / stage
     final = out / "final"
     if (final / "adapter_config.json").exists():
-        logger.info("demo: %s already trained (%s)", stage, final)
+        logger.info("demo: %s already trained", final)
         return final
     resume = out.is_dir() and get_last_checkpoint(str(out)) is not None
     return run_training(train_config(config, variant, pairs_path, out, seed), resume=resume).final_dir
 
 
-def _load_trained(final: Path):
+def load_trained(final: Path):
     from safealign.models.load import load_model, merge_adapter
 
     model, tokenizer = load_model(str(final))
     return merge_adapter(model).eval(), tokenizer
+
+
+def build_pairs(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], pairs_path: Path):
+    """Self-generated safety pairs from the train prompts (resumable); returns the build report."""
+    from safealign.data.builtin import load_refusals
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.pipelines.build_safety import build_safety_pairs
+
+    return build_safety_pairs(HFChatModel(model, tokenizer), prompts["train"], load_refusals(), pairs_path,
+                              params=_params(config, config.pair_max_new_tokens), seed=config.seed)
 
 
 def _check_same_config(config: DemoConfig, run: Path) -> str:
@@ -191,9 +201,6 @@ def _check_same_config(config: DemoConfig, run: Path) -> str:
 def run_demo(config: DemoConfig) -> DemoSummary:
     """Run (or resume) the demo; returns the summary also written to ``summary.json`` (the report is
     written beside it, ``report.html`` and ``report.md``)."""
-    from safealign.data.builtin import load_refusals
-    from safealign.pipelines.build_safety import build_safety_pairs
-    from safealign.eval.backends.hf import HFChatModel
     from safealign.models import load_model
     from safealign.models.identity import loaded_identity
     from safealign.report import build_report
@@ -208,18 +215,17 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     run = Path(config.output_dir)
     fingerprint = _check_same_config(config, run)
     save_config(config, run / "config.yaml")
-    prompts = _prompt_sets(config)
+    prompts = prompt_sets(config)
     model, tokenizer = load_model(config.model)
     pairs_path = run / "pairs.jsonl"
-    build = build_safety_pairs(HFChatModel(model, tokenizer), prompts["train"], load_refusals(), pairs_path,
-                               params=_params(config, config.pair_max_new_tokens), seed=config.seed)
+    build = build_pairs(config, model, tokenizer, prompts, pairs_path)
     model_identity = loaded_identity(model)
     before = evaluate(config, model, tokenizer, prompts, run / "eval" / "before")
     del model
     after, trained_identity = {}, {}
     for stage, variant, seed in stages(config):
-        final = _train(config, stage, variant, seed, pairs_path, run)
-        trained, trained_tokenizer = _load_trained(final)
+        final = train_stage(config, variant, seed, pairs_path, run / "train" / stage)
+        trained, trained_tokenizer = load_trained(final)
         trained_identity[stage] = loaded_identity(trained)
         after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage)
         del trained

@@ -1,0 +1,299 @@
+"""``safealign sweep GRID.yaml``: the demo's training over a grid of settings × variants × seeds.
+
+A grid file (configs/sweep/e_effect.yaml) holds:
+
+- ``demo``: the base :class:`~safealign.pipelines.demo_config.DemoConfig` as a mapping of its keys (nested
+  ``train:``/``eval:`` mappings or dotted keys, the demo's flat aliases such as ``beta`` included);
+- ``axes``: key -> list of values; every combination is one setting. Axes vary training only (``train.*``
+  keys and the aliases that stand for them, ``nll_weight`` and ``lora_r`` included), so every cell trains
+  from the *same* self-generated pairs and is evaluated on the *same* held-out prompts;
+- ``variants`` (e.g. ``[dpo, e-dpo]``), ``seeds`` (training seeds), ``output_dir``, ``resamples``.
+
+Layout under ``output_dir``: ``pairs.jsonl`` (built once from the base model), ``reference_cache/`` (the
+reference log-probs, shared by every cell with the same reference view), and one directory per cell,
+``cells/<setting>/<variant>-seed<N>/`` with the demo's ``train/`` and ``eval/`` folders, a
+``fingerprint.json`` (safealign/io/rundir.py) and, written last, ``cell.json``. A cell whose ``cell.json``
+carries the current fingerprint is finished and never recomputed; an interrupted one resumes its
+training checkpoint and its evaluation records.
+
+The table (``sweep_summary.json``, ``sweep_summary.md`` and the console) gives, per setting, each metric's
+mean over seeds per variant and the paired E-DPO − DPO difference with a hierarchical bootstrap interval
+(safealign/eval/paired.py: seeds resampled, then prompts within each seed).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from safealign.config import to_dict
+from safealign.errors import UserError
+from safealign.files import read_text
+from safealign.io import write_json
+from safealign.io.summaries import Figure
+from safealign.pipelines.demo_config import ALIASES, VARIANTS, DemoConfig, load_demo_config
+
+logger = logging.getLogger(__name__)
+
+GRID_KEYS = ("demo", "axes", "variants", "seeds", "output_dir", "resamples")
+# the sweep owns these: a setting's config gets them from the grid, not from ``demo:``
+_SWEEP_OWNED = ("output_dir", "variants", "train_seeds")
+_COMPARED = ("e-dpo", "dpo")  # the table's paired difference: a − b
+
+
+@dataclass
+class Grid:
+    demo: list[str]  # the base DemoConfig as key=value overrides
+    axes: dict[str, list[Any]]
+    variants: list[str] = field(default_factory=lambda: ["dpo", "e-dpo"])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    output_dir: str = "runs/sweep"
+    resamples: int = 2000
+
+    def settings(self) -> list[dict[str, Any]]:
+        """Every combination of axis values, the first axis varying slowest."""
+        keys = list(self.axes)
+        return [dict(zip(keys, values)) for values in itertools.product(*self.axes.values())]
+
+    def setting_config(self, setting: dict[str, Any]) -> DemoConfig:
+        axes = [f"{k}={json.dumps(v)}" for k, v in setting.items()]
+        config = load_demo_config([*self.demo, *axes, f"output_dir={self.output_dir}",
+                                   f"variants={json.dumps(self.variants)}", f"train_seeds={json.dumps(self.seeds)}"])
+        # one cache folder for the sweep: cells with the same reference view reuse one table
+        config.train.reference.cache_dir = str(Path(self.output_dir) / "reference_cache")
+        return config
+
+
+def setting_name(setting: dict[str, Any]) -> str:
+    """E.g. ``nll_weight=0,beta=0.1,learning_rate=0.0005``: the setting's folder and table row."""
+    return ",".join(f"{k}={v}" for k, v in setting.items()) or "base"
+
+
+def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
+    """The grid file with command-line ``key=value`` overrides: grid keys (``seeds=[0,1]``,
+    ``output_dir=...``, ``axes.beta=[0.1]``) set the grid; any other key overrides the base demo config."""
+    from omegaconf import OmegaConf
+
+    try:
+        data = yaml.safe_load(read_text(path, "sweep grid")) or {}
+    except yaml.YAMLError as exc:
+        raise UserError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or set(data) - set(GRID_KEYS):
+        raise UserError(f"{path}: a sweep grid is a mapping of {', '.join(GRID_KEYS)}; unknown key(s) "
+                        f"{sorted(set(data) - set(GRID_KEYS)) if isinstance(data, dict) else data!r}")
+    grid_overrides, demo_overrides = [], []
+    for override in overrides or []:
+        key = override.partition("=")[0]
+        (grid_overrides if key.split(".")[0] in GRID_KEYS else demo_overrides).append(override)
+    if grid_overrides:
+        data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(grid_overrides)))
+    demo = data.get("demo") or {}
+    if not isinstance(demo, dict):
+        raise UserError(f"{path}: demo: expected a mapping of DemoConfig keys, got {demo!r}")
+    owned = [k for k in demo if k in _SWEEP_OWNED]
+    if owned:
+        raise UserError(f"{path}: demo: {', '.join(owned)} are set by the sweep (output_dir, variants, seeds)")
+    grid = Grid(demo=[f"{k}={json.dumps(v)}" for k, v in _flatten(demo).items()] + demo_overrides,
+                axes=_axes(path, data.get("axes") or {}),
+                **{k: data[k] for k in ("variants", "seeds", "output_dir", "resamples") if k in data})
+    _validate(path, grid)
+    return grid
+
+
+def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _axes(path: str | Path, axes: Any) -> dict[str, list[Any]]:
+    if not isinstance(axes, dict):
+        raise UserError(f"{path}: axes: expected a mapping of key -> list of values, got {axes!r}")
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{path}: axes.{key}: expected a non-empty list of values, got {values!r}")
+        target = ALIASES.get(key, key)
+        if not target.startswith("train."):
+            raise UserError(f"{path}: axes.{key}: a sweep varies training only (train.* keys or the aliases "
+                            f"{', '.join(k for k, v in ALIASES.items() if v.startswith('train.'))}), so every "
+                            "cell shares the same pairs and held-out prompts")
+    return axes
+
+
+def _validate(path: str | Path, grid: Grid) -> None:
+    unknown = [v for v in grid.variants if v not in VARIANTS]
+    if unknown or not grid.variants or len(set(grid.variants)) != len(grid.variants):
+        raise UserError(f"{path}: variants: distinct names from {', '.join(VARIANTS)}, got {grid.variants}")
+    if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds) or not all(isinstance(s, int) for s in grid.seeds):
+        raise UserError(f"{path}: seeds: distinct integers, non-empty, got {grid.seeds}")
+    if not isinstance(grid.resamples, int) or grid.resamples < 100:
+        raise UserError(f"{path}: resamples: an integer of at least 100, got {grid.resamples!r}")
+    for setting in grid.settings():  # every setting's config is checked before any model loads
+        grid.setting_config(setting)
+
+
+def cell_dir(grid: Grid, setting: dict[str, Any], variant: str, seed: int) -> Path:
+    return Path(grid.output_dir) / "cells" / setting_name(setting) / f"{variant}-seed{seed}"
+
+
+def _cell_fingerprint(config: DemoConfig, variant: str, seed: int, pairs: Path):
+    from safealign.io.rundir import DEMO_EXCLUDED, file_digest, make_fingerprint
+
+    return make_fingerprint("sweep-cell", to_dict(config), exclude=(*DEMO_EXCLUDED, "variants", "train_seeds",
+                                                                    "train.reference.cache_dir"),
+                            extra={"variant": variant, "train_seed": seed, "pairs": file_digest(pairs)})
+
+
+def _finished(cell: Path, digest: str) -> dict[str, Any] | None:
+    """The cell's record when it finished under this fingerprint; None otherwise."""
+    try:
+        record = json.loads((cell / "cell.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return record if record.get("fingerprint") == digest else None
+
+
+def _check_sweep_dir(grid: Grid, base: DemoConfig) -> None:
+    """The pairs and held-out prompts belong to the base config's non-training keys: a sweep directory
+    holds one of them (adding settings, variants or seeds extends it; each cell checks its own)."""
+    from safealign.io.rundir import claim_run_dir, make_fingerprint
+
+    settings = {k: v for k, v in to_dict(base).items() if k not in ("train", *_SWEEP_OWNED)}
+    claim_run_dir(grid.output_dir, make_fingerprint("sweep", settings), outputs=("pairs.jsonl", "cells"),
+                  overwrite_flag="--fresh")
+
+
+def run_sweep(grid: Grid) -> dict[str, Any]:
+    """Train and evaluate every unfinished cell, then write and return the sweep table."""
+    from safealign.pipelines.demo import build_pairs, prompt_sets
+
+    started = time.time()
+    root = Path(grid.output_dir)
+    base = grid.setting_config(grid.settings()[0])
+    _check_sweep_dir(grid, base)
+    prompts = prompt_sets(base)  # the same for every setting: axes vary training only
+    pairs = root / "pairs.jsonl"
+    cells = [(s, v, seed) for s in grid.settings() for v in grid.variants for seed in grid.seeds]
+    if not pairs.exists() or any(not (cell_dir(grid, *c) / "cell.json").exists() for c in cells):
+        from safealign.models import load_model
+
+        model, tokenizer = load_model(base.model)  # only to build (or finish building) the shared pairs
+        build_pairs(base, model, tokenizer, prompts, pairs)
+        del model
+    computed = skipped = 0
+    for setting, variant, seed in cells:
+        config = grid.setting_config(setting)
+        cell = cell_dir(grid, setting, variant, seed)
+        fingerprint = _cell_fingerprint(config, variant, seed, pairs)
+        if _finished(cell, fingerprint.digest) is not None:
+            skipped += 1
+            continue
+        _run_cell(config, variant, seed, pairs, prompts, cell, fingerprint)
+        computed += 1
+    logger.info("sweep: %d cell(s) computed, %d already finished", computed, skipped)
+    table = sweep_table(grid)
+    table.update(computed=computed, skipped=skipped, wall_seconds=round(time.time() - started, 1))
+    write_json(root / "sweep_summary.json", table)
+    (root / "sweep_summary.md").write_text(format_table(table, markdown=True) + "\n")
+    return table
+
+
+def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts: dict[str, Any], cell: Path,
+              fingerprint) -> None:  # fmt: skip
+    from safealign.io.rundir import claim_run_dir
+    from safealign.pipelines.demo import evaluate, load_trained, train_stage
+
+    started = time.time()
+    claim_run_dir(cell, fingerprint, outputs=("train", "eval", "cell.json"), overwrite_flag="--fresh")
+    logger.info("sweep: cell %s", cell)
+    final = train_stage(config, variant, seed, pairs, cell / "train")
+    model, tokenizer = load_trained(final)
+    figures = evaluate(config, model, tokenizer, prompts, cell / "eval")
+    del model
+    write_json(cell / "cell.json", {"fingerprint": fingerprint.digest, "variant": variant, "seed": seed,
+                                    "figures": {k: f.to_json() for k, f in figures.items()},
+                                    "wall_seconds": round(time.time() - started, 1)})
+    # a finished cell is never resumed: its checkpoints (optimizer state) would only fill the disk over 120 cells
+    for checkpoint in (cell / "train").glob("checkpoint-*"):
+        shutil.rmtree(checkpoint)
+
+
+def sweep_table(grid: Grid) -> dict[str, Any]:
+    """Per setting: each metric's mean over seeds per variant, and the hierarchical paired difference
+    ``e-dpo − dpo`` per metric (when both variants are in the grid), from the finished cells' records."""
+    from safealign.eval.paired import hierarchical_difference
+    from safealign.pipelines.demo import stage_outcomes
+
+    rows = []
+    for setting in grid.settings():
+        config = grid.setting_config(setting)
+        cells = {(v, s): cell_dir(grid, setting, v, s) for v in grid.variants for s in grid.seeds}
+        done = {key: json.loads((path / "cell.json").read_text())
+                for key, path in cells.items() if (path / "cell.json").exists()}
+        means: dict[str, dict[str, float | None]] = {}
+        for variant in grid.variants:
+            per_metric: dict[str, list[float]] = {}
+            for record in (r for (v, _), r in done.items() if v == variant):
+                for metric, figure in record["figures"].items():
+                    value = Figure.from_json(figure).value
+                    per_metric.setdefault(metric, []).extend([] if value is None else [value])
+            means[variant] = {m: statistics.fmean(vs) if vs else None for m, vs in per_metric.items()}
+        row = {"setting": setting, "name": setting_name(setting), "cells_finished": len(done),
+               "cells": len(cells), "means": means, "difference": {}}
+        a, b = _COMPARED
+        seeds = [s for s in grid.seeds if (a, s) in done and (b, s) in done]
+        if seeds:
+            outcomes = {v: {s: stage_outcomes(config, cells[(v, s)] / "eval") for s in seeds} for v in (a, b)}
+            for metric in outcomes[a][seeds[0]]:
+                try:
+                    row["difference"][metric] = hierarchical_difference(
+                        {s: outcomes[a][s][metric] for s in seeds}, {s: outcomes[b][s][metric] for s in seeds},
+                        resamples=grid.resamples)
+                except UserError as err:  # nothing scored for both: report the other metrics
+                    logger.warning("sweep: %s: no paired comparison of %s: %s", row["name"], metric, err)
+        rows.append(row)
+    return {"output_dir": grid.output_dir, "variants": grid.variants, "seeds": grid.seeds,
+            "axes": grid.axes, "compared": list(_COMPARED), "resamples": grid.resamples, "settings": rows}
+
+
+def format_table(table: dict[str, Any], *, markdown: bool = False) -> str:
+    """One block per metric: a row per setting with each variant's mean and the paired difference."""
+    a, b = table["compared"]
+    metrics = list(dict.fromkeys(m for row in table["settings"] for v in row["means"].values() for m in v))
+    header = ["setting", *table["variants"], f"{a} − {b} [95% hierarchical]", "cells"]
+    lines = [f"sweep {table['output_dir']}: means over seeds {table['seeds']}; interval resamples seeds, then "
+             "prompts within each seed"]
+    for metric in metrics:
+        body = []
+        for row in table["settings"]:
+            d = row["difference"].get(metric)
+            diff = f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f},{d['ci95'][1]:+.3f}]" if d else "-"
+            values = [_value(row["means"][v].get(metric)) for v in table["variants"]]
+            body.append([row["name"], *values, diff, f"{row['cells_finished']}/{row['cells']}"])
+        lines += ["", f"### {metric}" if markdown else metric, *_render([header, *body], markdown)]
+    return "\n".join(lines)
+
+
+def _value(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _render(rows: list[list[str]], markdown: bool) -> list[str]:
+    if markdown:
+        out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        return out + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
+    return ["".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

@@ -1,0 +1,124 @@
+"""``safealign sweep`` end to end on the tiny random model: 2 settings × 2 variants × 2 seeds, resumed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+GRID = """
+output_dir: {out}
+demo:
+  model: tiny-random
+  harmful_train: 4
+  benign_train: 2
+  borderline_train: 0
+  harmful_test: 3
+  benign_test: 2
+  borderline_test: 0
+  pair_max_new_tokens: 3
+  eval_max_new_tokens: 3
+  train_batch_size: 4
+  templates: [refusal_suppression]
+  entanglement_every: 0
+axes:
+  beta: [0.1, 0.5]
+variants: [dpo, e-dpo]
+seeds: [0, 1]
+resamples: 200
+"""
+
+
+@pytest.fixture()
+def grid_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID.format(out=tmp_path / "sweep"))
+    return path
+
+
+def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, monkeypatch, capsys):
+    from safealign.cli import main
+    from safealign.pipelines import demo
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(grid_file)]) == 0
+    table = json.loads((out / "sweep_summary.json").read_text())
+    assert table["computed"] == 8 and table["skipped"] == 0
+    assert [row["name"] for row in table["settings"]] == ["beta=0.1", "beta=0.5"]
+    for row in table["settings"]:
+        assert row["cells_finished"] == 8 // 2 and set(row["means"]) == {"dpo", "e-dpo"}
+        direct = row["difference"]["direct_asr"]
+        assert direct["seeds"] == 2 and direct["n_prompts"] == 3 and "hierarchical" in direct["interval"]
+        assert direct["ci95"][0] <= direct["diff"] <= direct["ci95"][1]
+        mean_diff = row["means"]["e-dpo"]["direct_asr"] - row["means"]["dpo"]["direct_asr"]
+        assert direct["diff"] == pytest.approx(mean_diff)  # every prompt scored: difference of the means
+    cell = out / "cells" / "beta=0.5" / "e-dpo-seed1"
+    assert (cell / "cell.json").exists() and (out / "pairs.jsonl").exists()
+    config = (cell / "train" / "config.yaml").read_text()
+    assert "beta: 0.5" in config and "seed: 1" in config and "safety_prefix" in config
+    assert not list((cell / "train").glob("checkpoint-*"))  # a finished cell keeps its adapter, not its optimizer
+    assert list((out / "reference_cache").glob("*.safetensors"))  # shared by the cells, not per cell
+    printed = capsys.readouterr().out
+    assert "direct_asr" in printed and "e-dpo − dpo" in printed
+    assert "| setting | dpo | e-dpo |" in (out / "sweep_summary.md").read_text()
+
+    # resume: nothing finished is recomputed (no model load, no training, no evaluation) ...
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished cell was recomputed")
+
+    monkeypatch.setattr(demo, "train_stage", refuse)
+    monkeypatch.setattr(demo, "evaluate", refuse)
+    monkeypatch.setattr("safealign.models.load_model", refuse)
+    assert main(["sweep", str(grid_file)]) == 0
+    resumed = json.loads((out / "sweep_summary.json").read_text())
+    assert (resumed["computed"], resumed["skipped"]) == (0, 8)
+    assert [r["difference"] for r in resumed["settings"]] == [r["difference"] for r in table["settings"]]
+
+    # ... and a cell whose record is gone is the only one redone
+    monkeypatch.undo()
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    (cell / "cell.json").unlink()
+    assert main(["sweep", str(grid_file)]) == 0
+    again = json.loads((out / "sweep_summary.json").read_text())
+    assert (again["computed"], again["skipped"]) == (1, 7) and (cell / "cell.json").exists()
+
+
+def test_grid_errors_name_the_file_and_key(tmp_path):
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("axes: {harmful_test: [2, 4]}\n")
+    with pytest.raises(ValueError, match=r"grid.yaml: axes.harmful_test: a sweep varies training only"):
+        load_grid(path)
+    path.write_text("axes: {beta: [0.1]}\nvariants: [dpo, e-ddpo]\n")
+    with pytest.raises(ValueError, match="grid.yaml: variants"):
+        load_grid(path)
+    path.write_text("axes: {beta: 0.1}\n")
+    with pytest.raises(ValueError, match=r"axes.beta: expected a non-empty list"):
+        load_grid(path)
+    path.write_text("demo: {output_dir: x}\n")
+    with pytest.raises(ValueError, match="set by the sweep"):
+        load_grid(path)
+    path.write_text("axes: {beta: [0]}\n")  # every setting's config is validated before a model loads
+    with pytest.raises(ValueError, match="beta"):
+        load_grid(path)
+
+
+def test_command_line_overrides_reach_the_grid_and_the_base_config(tmp_path):
+    from safealign.pipelines.sweep import load_grid
+
+    grid = load_grid("configs/sweep/e_effect.yaml", ["seeds=[0,1]", f"output_dir={tmp_path}", "axes.beta=[0.5]",
+                                                     "model=tiny-random", "harmful_test=2"])
+    assert grid.seeds == [0, 1] and grid.output_dir == str(tmp_path) and len(grid.settings()) == 3 * 1 * 2
+    config = grid.setting_config(grid.settings()[0])
+    assert (config.model, config.harmful_test, config.train.losses[0].name) == ("tiny-random", 2, "dpo")
+    assert config.train.reference.cache_dir == str(tmp_path / "reference_cache")
+
+
+def test_the_shipped_grid_is_the_issue_grid():
+    from safealign.pipelines.sweep import load_grid
+
+    grid = load_grid("configs/sweep/e_effect.yaml")
+    assert grid.axes == {"nll_weight": [0, 0.2, 1], "beta": [0.1, 0.5], "learning_rate": [5e-4, 2e-3]}
+    assert grid.seeds == [0, 1, 2, 3, 4] and grid.variants == ["dpo", "e-dpo"] and len(grid.settings()) == 12
