@@ -83,6 +83,10 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     again = json.loads((out / "sweep_summary.json").read_text())
     assert (again["computed"], again["skipped"]) == (1, 7) and (cell / "cell.json").exists()
 
+    # a changed training setting never mixes into finished cells: the first cell's fingerprint refuses it
+    assert main(["sweep", str(grid_file), "epochs=2"]) == 2
+    assert "train.num_train_epochs" in capsys.readouterr().err
+
 
 def test_grid_errors_name_the_file_and_key(tmp_path):
     from safealign.pipelines.sweep import load_grid
