@@ -38,11 +38,19 @@ class FakeServer:
                     server.headers.append(dict(self.headers))
                     server.in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server.in_flight)
+                left = []
+
+                def leave():  # once, before the answer goes out: the client may start its next request
+                    with server.lock:  # as soon as it reads this one, before this handler returns
+                        if not left:
+                            left.append(True)
+                            server.in_flight -= 1
+
+                self.leave = leave
                 try:
                     server.respond(self, body)
                 finally:
-                    with server.lock:
-                        server.in_flight -= 1
+                    leave()
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
@@ -83,6 +91,7 @@ class FakeServer:
     @staticmethod
     def _send(handler, status, payload, headers=None) -> None:
         data = json.dumps(payload).encode()
+        handler.leave()
         handler.send_response(status)
         for name, value in (headers or {}).items():
             handler.send_header(name, value)
