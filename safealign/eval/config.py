@@ -83,10 +83,23 @@ class GenerationConfig:
 
 
 @dataclass
+class BenignConfig:
+    """Over-refusal prompts answered in the same run (safealign/eval/benign.py, docs/benchmarks.md)."""
+
+    path: str = ""  # a benign prompt file: its benign split, or every row when the file has no split
+    from_behaviors: bool = True  # also the behaviors file's benign split (XSTest safe, JBB benign, WildJailbreak)
+    limit: Optional[int] = None  # first N benign prompts (and first N XSTest contrast prompts)
+
+    def validate(self, prefix: str = "benign.") -> None:
+        checks.at_least(prefix + "limit", self.limit, 1)
+
+
+@dataclass
 class EvalConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     behaviors: BehaviorsConfig = field(default_factory=BehaviorsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    benign: BenignConfig = field(default_factory=BenignConfig)
     attacks: list[str] = field(default_factory=lambda: ["direct"])
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     judges: list[str] = field(default_factory=lambda: ["refusal"])
@@ -103,3 +116,4 @@ class EvalConfig:
         self.model.validate()
         self.behaviors.validate()
         self.generation.validate()
+        self.benign.validate()

@@ -19,6 +19,7 @@ from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack, check_attack
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model, chat_model_identity
+from safealign.eval.benign import benign_set, refusal_detector, run_benign
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
 from safealign.eval.judges.agreement import pairwise_agreement
@@ -34,7 +35,7 @@ from safealign.types import Attempt, Behavior, Completion
 
 logger = logging.getLogger(__name__)
 
-EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml")  # what --overwrite removes
+EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml", "benign")  # what --overwrite removes
 
 
 def run_eval(
@@ -58,6 +59,7 @@ def run_eval(
     _check_names(config, judges)
     passed_in = behaviors is not None
     benchmark: dict[str, Any] = {}
+    loaded = None
     if behaviors is None:
         from safealign.eval.benchmarks import load_benchmark_set, select_configured
 
@@ -66,6 +68,7 @@ def run_eval(
         behaviors = select_configured(loaded.harmful, config.behaviors)
     if not behaviors:
         raise UserError("no behaviors selected: check behaviors.path and its filters")
+    benign = benign_set(config, loaded)  # its files are read before the model loads
     behaviors, bounded = bound_by_chars(config.behaviors, behaviors)  # a 5 MB behavior must not reach the model
     for name in config.attacks:  # before the model loads and before any attack generates
         check_attack(name, config.attack_params.get(name), behaviors)
@@ -88,16 +91,19 @@ def run_eval(
     identity = target_identity(config, target)
     started = time.perf_counter()
     complete = False
+    over_refusal: dict[str, Any] = {}
     try:
         with stop_on_sigterm():  # SIGTERM ends the run at the next generation step, keeping the records
             for name in config.attacks:
                 attack = build_attack(name, config.attack_params.get(name), context)
                 _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors, first_batch)
+            if benign:
+                over_refusal = run_benign(target, benign, params, refusal_detector(judges), out / "benign")
         complete = True
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
         summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds,
-                                 identity, fingerprint, benchmark)
+                                 identity, fingerprint, benchmark, over_refusal)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 
@@ -303,7 +309,7 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
                    judges: dict[str, Judge], complete: bool, seconds: float, label: str,
                    bounds: dict[str, Any], identity: dict[str, Any], fingerprint: str,
-                   benchmark: dict[str, Any]) -> EvalSummary:  # fmt: skip
+                   benchmark: dict[str, Any], over_refusal: dict[str, Any]) -> EvalSummary:  # fmt: skip
     ids = {b.id for b in behaviors}
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
@@ -314,6 +320,7 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
         model_identity=identity,
         run_fingerprint=fingerprint,
         benchmark=benchmark,
+        over_refusal=over_refusal,
         judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
         records=str(out / "records.jsonl"),
         judge_agreement=pairwise_agreement([r for r in store if r.behavior_id in ids], config.attacks, list(judges)),

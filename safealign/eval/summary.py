@@ -159,5 +159,22 @@ def format_table(summary: EvalSummary) -> str:
             lo, hi = s.ci95 or (0.0, 1.0)
             ci = f"[{lo:.3f}, {hi:.3f}]"
             lines.append(f"{attack:<14} {judge:<12} {asr:>6}  {ci:<15} {s.n:>5} {s.unscored:>8}")
+    lines += _over_refusal_lines(summary.over_refusal)
     lines += [f"warning: {line}" for line in run_warnings(summary)]
     return "\n".join(lines)
+
+
+def _over_refusal_lines(block: dict[str, Any]) -> list[str]:
+    """Benign-prompt refusal rate (and XSTest's safe/unsafe pair) under the jailbreak table."""
+    if not block:
+        return []
+
+    def rate(r: dict[str, Any]) -> str:
+        lo, hi = r.get("ci95") or (0.0, 1.0)
+        return "-" if r.get("rate") is None else f"{r['rate']:.3f} [{lo:.3f}, {hi:.3f}] n={r.get('n')}"
+
+    lines = [f"over-refusal ({block.get('judge')}): {rate(block['refusal_rate']['all'])}"]
+    if "contrast" in block:
+        pair = block["contrast"]
+        lines.append(f"XSTest refusal: safe {rate(pair['safe'])} / unsafe {rate(pair['unsafe'])}")
+    return lines

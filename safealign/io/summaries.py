@@ -58,6 +58,8 @@ class EvalSummary:
     asr_at_n: dict[str, Any] = field(default_factory=dict)
     # the behaviors file read: layout, harmful/benign counts, rows skipped by reason (eval/benchmarks/loaders.py)
     benchmark: dict[str, Any] = field(default_factory=dict)
+    # refusal rates on benign prompts answered in the same run, XSTest contrast pair (eval/benign.py)
+    over_refusal: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

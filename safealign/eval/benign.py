@@ -1,0 +1,101 @@
+"""Over-refusal as part of ``safealign eval``: benign prompts from the ``benign:`` section or the behaviors
+file's benign split, answered by the same target and scored by the refusal detector (docs/benchmarks.md).
+
+The generation, records and resume are :func:`safealign.eval.helpfulness.overrefusal.overrefusal_eval`'s,
+written under ``<output_dir>/benign/``. XSTest's unsafe contrast prompts are run with the safe ones, so
+the summary can put the two refusal rates side by side: a model that refuses both equally is matching
+keywords, not judging the request. ``refusal_rate.all`` covers the benign prompts only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+from safealign.errors import UserError
+from safealign.eval.benchmarks.loaders import BenchmarkSet, read_benchmark
+from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt, rate_summary, summarize_overrefusal
+from safealign.eval.helpfulness.records import latest_by
+from safealign.io import read_jsonl
+from safealign.types import Behavior
+
+SPLIT_LAYOUTS = ("xstest", "jailbreakbench", "wildjailbreak")  # files that say which rows are benign
+
+
+@dataclasses.dataclass(frozen=True)
+class BenignSet:
+    """Benign prompts and, for XSTest, the unsafe contrast prompts run beside them."""
+
+    benign: tuple[HelpfulnessPrompt, ...] = ()
+    contrast: tuple[HelpfulnessPrompt, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.benign)
+
+
+def _prompts(behaviors: Sequence[Behavior], default_kind: str) -> tuple[HelpfulnessPrompt, ...]:
+    return tuple(HelpfulnessPrompt(b.id, b.behavior, b.category or default_kind) for b in behaviors)
+
+
+def from_file(loaded: BenchmarkSet, *, whole_file: bool) -> BenignSet:
+    """A file with a benign split gives that split (XSTest also its unsafe contrast prompts); with
+    ``whole_file`` any other file's rows are all benign prompts (a user's own list reads as behaviors)."""
+    if loaded.layout in SPLIT_LAYOUTS:
+        contrast = _prompts(loaded.harmful, "unsafe") if loaded.layout == "xstest" else ()
+        return BenignSet(_prompts(loaded.benign, "benign"), contrast)
+    return BenignSet(_prompts(loaded.harmful, "benign")) if whole_file else BenignSet()
+
+
+def benign_set(config: Any, behaviors_file: BenchmarkSet | None) -> BenignSet:
+    """The prompts of ``config.benign`` (a :class:`~safealign.eval.config.BenignConfig`), with the behaviors
+    file's benign split when ``benign.from_behaviors``; ids must not repeat across the two."""
+    parts = []
+    if config.benign.path:
+        parts.append(from_file(read_benchmark(config.benign.path), whole_file=True))
+    if config.benign.from_behaviors and behaviors_file is not None:
+        parts.append(from_file(behaviors_file, whole_file=False))
+    benign = tuple(p for part in parts for p in part.benign)
+    contrast = tuple(p for part in parts for p in part.contrast)
+    ids = [p.id for p in benign + contrast]
+    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    if dupes:
+        raise UserError(f"benign prompts: ids {dupes[:5]} appear in both benign.path and behaviors.path; "
+                        "set benign.from_behaviors=false or use different files")  # fmt: skip
+    limit = config.benign.limit
+    return BenignSet(benign[:limit] if limit else benign, contrast[:limit] if limit else contrast)
+
+
+def run_benign(target: Any, prompts: BenignSet, params: Any, judge: Any, out: Path) -> dict[str, Any]:
+    """Generate and judge (resuming ``out/records.jsonl``); the over-refusal block of the eval summary."""
+    from safealign.eval.helpfulness.overrefusal import overrefusal_eval
+
+    result = overrefusal_eval(target, [*prompts.benign, *prompts.contrast], params, judge, out, progress=True)
+    return benign_summary(read_jsonl(out / "records.jsonl"), prompts, result.judge)
+
+
+def benign_summary(records: Sequence[dict[str, Any]], prompts: BenignSet, judge: str) -> dict[str, Any]:
+    """Refusal rate over the benign prompts (``all``) and per type, each with its Wilson interval; for
+    XSTest, ``contrast`` = {"safe": rate on safe prompts, "unsafe": rate on their unsafe contrasts}."""
+    summary = summarize_overrefusal(records, [p.id for p in prompts.benign + prompts.contrast], judge)
+    kinds = {p.kind for p in prompts.benign + prompts.contrast}
+    benign_all = summarize_overrefusal(records, [p.id for p in prompts.benign], judge).refusal_rate["all"]
+    rates = {k: v for k, v in summary.refusal_rate.items() if k in kinds}  # not the helper's fixed kinds
+    out: dict[str, Any] = {
+        "judge": judge, "prompts": len(prompts.benign), "missing": summary.missing,
+        "refusal_rate": {"all": benign_all.to_json(), **{k: v.to_json() for k, v in rates.items()}},
+        "full_vs_partial": "not distinguished: the refusal detector is a substring match",
+    }  # fmt: skip
+    if prompts.contrast:
+        latest = latest_by(records, "id")
+        pair = {label: rate_summary([latest[p.id].get("refused") for p in group if p.id in latest]).to_json()
+                for label, group in (("safe", prompts.benign), ("unsafe", prompts.contrast))}  # fmt: skip
+        out["contrast"] = pair
+    return out
+
+
+def refusal_detector(judges: dict[str, Any]) -> Any:
+    """The run's own refusal judge when it has one (same substring list as its ASR), else the default."""
+    from safealign.eval.helpfulness.overrefusal import default_detector
+
+    return next((j for j in judges.values() if callable(getattr(j, "refusal_match", None))), None) or default_detector()
