@@ -110,9 +110,22 @@ def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch):
     assert main(argv) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["after"]) == {"dpo", "e-dpo"}
+    headline = {"direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"}
+    quality = {"empty_answer_rate", "truncated_answer_rate", "repetitive_answer_rate", "off_language_answer_rate"}
+    retention = {"retention_of_base_answers", "retention_of_own_answers"}
+    assert set(summary["before"]) == headline | quality  # retention compares a trained model with the base
     for stage in (summary["before"], *summary["after"].values()):
-        assert set(stage) == {"direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"}
         assert stage["direct_asr"]["n"] == 3 and stage["benign_refusal_rate"]["n"] == 2
+        for flag in quality:  # 3 benign prompts (2 ordinary + 1 borderline), each flag with a Wilson interval
+            assert stage[flag]["n"] == 3 and len(stage[flag]["ci95"]) == 2
+    for name, stage in summary["after"].items():
+        assert set(stage) == headline | quality | retention
+        for figure in retention:  # mean per-token log-prob shift over the 3 prompts, bootstrap interval
+            lo, hi = stage[figure]["ci95"]
+            assert stage[figure]["n"] == 3 and lo <= stage[figure]["value"] <= hi
+        written = json.loads((run / "eval" / name / "helpfulness" / "retention" / "summary.json").read_text())
+        assert written["base_answers"]["mean"] == stage["retention_of_base_answers"]["value"]
+    assert "trained − base log-prob per token" in (run / "report.md").read_text()
     assert (run / "train" / "e-dpo" / "final" / "adapter_config.json").exists()
     assert (run / "report.html").exists()
     assert summary["model_identity"]["kind"] == "tiny"

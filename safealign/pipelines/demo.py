@@ -25,6 +25,7 @@ from safealign.errors import UserError
 from safealign.io import write_json
 from safealign.io.summaries import Comparison, DemoSummary, Figure, Figures
 from safealign.pipelines.demo_config import VARIANTS, DemoConfig, eval_config, from_saved, objective_name, train_config
+from safealign.pipelines.demo_helpfulness import Retention, quality_figures
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +83,7 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
                for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
     figures["benign_refusal_rate"] = Figure.of(helpful.refusal_rate["ordinary"])
     figures["borderline_refusal_rate"] = Figure.of(helpful.refusal_rate["borderline"])
+    figures.update(quality_figures(out, [p.id for p in prompts["benign_test"]]))
     for name, extra in prompts["extra_harmful"].items():
         extra_config = dataclasses.replace(evaluation, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
@@ -223,12 +225,18 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     before = evaluate(config, model, tokenizer, prompts, run / "eval" / "before")
     del model
     after, trained_identity = {}, {}
+    retention = Retention(run / "eval" / "before", [p.id for p in prompts["benign_test"]])
     for stage, variant, seed in stages(config):
         final = train_stage(config, variant, seed, pairs_path, run / "train" / stage)
         trained, trained_tokenizer = load_trained(final)
         trained_identity[stage] = loaded_identity(trained)
         after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage)
+        retention.score_trained(stage, run / "eval" / stage, trained, trained_tokenizer)
         del trained
+    model, tokenizer = load_model(config.model)  # the base model again, to score the trained models' answers
+    for stage, figures in retention.finish(model, tokenizer).items():
+        after[stage].update(figures)
+    del model
     comparison = compare_variants(config, run, "e-dpo", "dpo") if {"dpo", "e-dpo"} <= set(config.variants) else None
     summary = DemoSummary(model=config.model, judge="refusal (AdvBench evaluation substrings)",
                           pairs=build.describe(), objective=objective_name(config), before=before, after=after,

@@ -42,6 +42,7 @@ RULES = {
     "off_language": f"<{LATIN_SHARE:.0%} of letters Latin-script (answers of ≥{SCRIPT_MIN_LETTERS} letters)",
 }  # fmt: skip
 FLAGS: tuple[str, ...] = ("empty", "truncated", "repetitive", "off_language")
+FIGURES = {flag: f"{flag}_answer_rate" for flag in FLAGS}  # the demo summary's names for the flag rates
 _TOKENS = re.compile(r"\w+|[^\w\s]")
 
 

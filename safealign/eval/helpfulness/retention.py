@@ -32,6 +32,7 @@ from safealign.train.scores import chosen_scores
 from safealign.types import PreferencePair
 
 SIDES = ("base_answers", "trained_answers")
+FIGURES = {"base_answers": "retention_of_base_answers", "trained_answers": "retention_of_own_answers"}  # demo names
 Scores = dict[str, dict[str, float]]  # side -> prompt id -> per-token log-prob of that side's answer
 
 
