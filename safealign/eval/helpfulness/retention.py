@@ -15,7 +15,8 @@ prompts with a paired bootstrap 95% interval over prompts (:func:`safealign.eval
 
 Log-probs come from :func:`safealign.train.scores.chosen_scores` (the trainer's rendering, truncation
 and log-prob code, per-token averaged), so no second scoring loop exists. Only prompts both models
-answered without a generation error are scored; the rest are counted as ``unscored``.
+answered without a generation error are scored; the rest are counted as ``unscored``. Retention
+measures change, not quality (docs/algorithms.md, "Answer retention and quality flags").
 """
 
 from __future__ import annotations
