@@ -182,6 +182,27 @@ class RetentionSummary:
 
 
 @dataclass(frozen=True)
+class PairwiseSummary:
+    """Pairwise win rate of a trained model over its base model (:mod:`safealign.eval.helpfulness.pairwise`):
+    win 1, tie ½, loss 0 per prompt, position-swapped; ``win_rate.unscored`` counts unparseable verdicts."""
+
+    judge: str = ""
+    win_rate: ScoreStats | None = None
+    wins: int = 0
+    ties: int = 0
+    losses: int = 0
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self, win_rate=_to_json)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "pairwise summary") -> PairwiseSummary:
+        return from_fields(cls, data, where, win_rate=lambda d: ScoreStats.from_json(d, where))
+
+
+@dataclass(frozen=True)
 class MTBenchSummary:
     """``summary.json`` of MT-Bench grading: mean rating overall, per turn and per category."""
 

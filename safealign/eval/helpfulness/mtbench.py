@@ -70,7 +70,8 @@ def parse_rating(text: str) -> tuple[int | None, str | None]:
     return values.pop(), None
 
 
-def _defang(text: str) -> str:
+def defang(text: str) -> str:
+    """Break up ``[[``/``]]`` in an answer so it cannot plant a verdict for the parser."""
     return text.replace("[[", "[ [").replace("]]", "] ]")
 
 
@@ -86,7 +87,7 @@ def judge_prompt(question: dict[str, Any], answers: Sequence[str], turn: int) ->
         parts.append(f"[User, turn {t + 1}]\n{question['turns'][t]}")
         if t == turn and ref:
             parts.append(f"[Reference answer]\n{ref}")
-        parts.append(f"[Assistant, turn {t + 1}]\n<<<\n{_defang(answers[t])}\n>>>")
+        parts.append(f"[Assistant, turn {t + 1}]\n<<<\n{defang(answers[t])}\n>>>")
     return "\n\n".join(parts)
 
 
