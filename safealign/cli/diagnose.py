@@ -24,6 +24,8 @@ SUBCOMMANDS = {
                "anchor gap: how far a safety prefix moves the reference's log-probs on harmful pairs"),
     "paired-margin": ("safealign.cli.diagnose_paired_margin",
                       "paired log-prob margins of two variants' ranking outputs (seeds × pairs, bootstrap interval)"),
+    "win-rate": ("safealign.cli.diagnose_win_rate",
+                 "pairwise win rate of a trained model's benign answers over the base model's, by any judge"),
 }
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -1,0 +1,31 @@
+"""``safealign diagnose win-rate --before EVAL_DIR --after EVAL_DIR --judge-model NAME``: pairwise win rate.
+
+See :mod:`safealign.pipelines.win_rate`. The judge is any backend (``--judge-backend openai`` reads
+``OPENAI_BASE_URL``/``OPENAI_API_KEY`` from the environment; ``hf`` loads a local model).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--before", required=True, metavar="EVAL_DIR", help="the base model's evaluation (eval/before)")
+    parser.add_argument("--after", required=True, metavar="EVAL_DIR", help="the trained model's (eval/<stage>)")
+    parser.add_argument("--judge-model", required=True, help="the judge: a remote model name or a load_model spec")
+    parser.add_argument("--judge-backend", default="openai", help="hf, openai or vllm (default openai)")
+    parser.add_argument("--max-new-tokens", type=int, default=256, help="judge tokens per verdict (default 256)")
+    parser.add_argument("--limit", type=int, default=None, help="judge the first N prompts (by id)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.eval.backends import build_chat_model
+    from safealign.eval.backends.base import GenerationParams
+    from safealign.eval.config import ModelConfig
+    from safealign.pipelines.win_rate import format_win_rate, win_rate
+
+    judge = build_chat_model(ModelConfig(backend=args.judge_backend, name=args.judge_model))
+    params = GenerationParams(max_new_tokens=args.max_new_tokens)
+    summary = win_rate(args.before, args.after, judge, judge_name=args.judge_model, params=params, limit=args.limit)
+    print(format_win_rate(summary))
+    return 0
