@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 GRID_KEYS = ("demo", "axes", "variants", "seeds", "output_dir", "resamples")
 # the sweep owns these: a setting's config gets them from the grid, not from ``demo:``
 _SWEEP_OWNED = ("output_dir", "variants", "train_seeds")
+# what each stage sets itself (safealign/pipelines/demo_config.py, train_config) or the sweep shares
+_SET_PER_CELL = ("train.model", "train.output_dir", "train.seed", "train.data.path", "train.reference.transform",
+                 "train.reference.transform_params", "train.reference.cache_dir")
 _COMPARED = ("e-dpo", "dpo")  # the table's paired difference: a − b
 
 
@@ -130,6 +133,9 @@ def _axes(path: str | Path, axes: Any) -> dict[str, list[Any]]:
             raise UserError(f"{path}: axes.{key}: a sweep varies training only (train.* keys or the aliases "
                             f"{', '.join(k for k, v in ALIASES.items() if v.startswith('train.'))}), so every "
                             "cell shares the same pairs and held-out prompts")
+        if any(target == k or target.startswith(k + ".") for k in _SET_PER_CELL):
+            raise UserError(f"{path}: axes.{key}: every cell sets {target} itself (from its variant, seed and "
+                            "folder), so an axis on it would be silently replaced")
     return axes
 
 

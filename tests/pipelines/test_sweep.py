@@ -104,6 +104,9 @@ def test_grid_errors_name_the_file_and_key(tmp_path):
     path.write_text("demo: {output_dir: x}\n")
     with pytest.raises(ValueError, match="set by the sweep"):
         load_grid(path)
+    path.write_text("axes: {train.reference.transform_params.prefix: [a, b]}\n")  # the variant sets it
+    with pytest.raises(ValueError, match=r"axes.train.reference.transform_params.prefix: every cell sets"):
+        load_grid(path)
     path.write_text("axes: {beta: [0]}\n")  # every setting's config is validated before a model loads
     with pytest.raises(ValueError, match="beta"):
         load_grid(path)
