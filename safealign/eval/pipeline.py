@@ -67,6 +67,9 @@ def run_eval(
         benchmark = loaded.describe()  # e.g. how many HarmBench copyright rows were left out
         behaviors = select_configured(loaded.harmful, config.behaviors)
     if not behaviors:
+        if loaded is not None and loaded.benign and not loaded.harmful:
+            raise UserError(f"behaviors.path {config.behaviors.path} holds only benign prompts ({len(loaded.benign)}, "
+                            f"{loaded.layout} layout): pass it as benign.path with a harmful behaviors file")
         raise UserError("no behaviors selected: check behaviors.path and its filters")
     benign = benign_set(config, loaded)  # its files are read before the model loads
     behaviors, bounded = bound_by_chars(config.behaviors, behaviors)  # a 5 MB behavior must not reach the model

@@ -80,3 +80,12 @@ def test_no_benign_prompts_no_block_and_duplicate_ids_fail(tmp_path):
     again.behaviors.path = config.behaviors.path
     with pytest.raises(UserError, match=r"ids \['xstest_1', 'xstest_2', 'xstest_3'\] appear in both benign.path"):
         run_eval(again, chat_model=ScriptedChatModel(_reply), judges={"kw": KeywordJudge()})
+
+
+def test_a_benign_only_behaviors_file_says_where_it_belongs(tmp_path):
+    from .test_benchmark_loaders import JBB_HEADER, JBB_ROWS
+
+    config = _config(tmp_path)
+    config.behaviors.path = str(write(tmp_path, "benign-behaviors.csv", JBB_HEADER + JBB_ROWS))
+    with pytest.raises(UserError, match=r"holds only benign prompts \(2, jailbreakbench layout\): pass it as benign"):
+        run_eval(config, chat_model=ScriptedChatModel(_reply), judges={"kw": KeywordJudge()})
