@@ -1,4 +1,4 @@
-"""Import directions between safealign's layers (docs: DESIGN layering; an arrow may only point down).
+"""Import directions between safealign's layers (docs/design.md, "Layers"; an arrow may only point down).
 
 Every ``import safealign.X`` / ``from safealign.X import ...`` in safealign/, including the lazy ones inside
 functions, is read with ``ast``. A module may import its own layer's package and any layer below it.

@@ -178,7 +178,7 @@ def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params)
 
 
-# A hyperparameter name means one thing in every loss (docs/DESIGN.md §3), so its valid range is stated once.
+# A hyperparameter name means one thing in every loss (docs/design.md, "Losses"), so its valid range is stated once.
 _POSITIVE = {
     "beta": "beta = 0 makes the loss a constant (log 2 for DPO): nothing trains; beta < 0 flips the preference",
     "tau": "tau is a scale (IPO's target margin 1/(2·tau), DiscoPOP's temperature) and divides",
