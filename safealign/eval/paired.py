@@ -34,7 +34,7 @@ def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, r
     seeds, prompts = _paired_keys(a, b)
     # the key order of earlier summaries: rate_a, rate_b where the numeric comparison says mean_a, mean_b
     out = {("rate" + k[4:] if k.startswith("mean_") else k): v
-           for k, v in _compare(a, b, seeds, prompts, resamples, seed).items()}
+           for k, v in _summary(a, b, seeds, prompts, _prompt_draws(a, b, seeds, prompts, resamples, seed)).items()}
     out["only_a"] = sum(a[s][p] and not b[s][p] for s in seeds for p in prompts)
     out["only_b"] = sum(b[s][p] and not a[s][p] for s in seeds for p in prompts)
     return PairedDifference.from_json(out)
@@ -46,10 +46,8 @@ def paired_mean_difference(a: Mapping[Any, Values], b: Mapping[Any, Values], *, 
     ``mean_a − mean_b``, a paired bootstrap interval over prompts, and ``a_higher``/``b_higher``: in how
     many prompt×seed cases one variant's value exceeds the other's."""
     seeds, prompts = _paired_keys(a, b)
-    out = _compare(a, b, seeds, prompts, resamples, seed)
-    out["a_higher"] = sum(a[s][p] > b[s][p] for s in seeds for p in prompts)
-    out["b_higher"] = sum(b[s][p] > a[s][p] for s in seeds for p in prompts)
-    return out
+    boot = _prompt_draws(a, b, seeds, prompts, resamples, seed)
+    return {**_summary(a, b, seeds, prompts, boot), **_higher_counts(a, b, seeds, prompts)}
 
 
 def _paired_keys(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]]) -> tuple[list, list]:
@@ -62,23 +60,37 @@ def _paired_keys(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str
     return seeds, prompts
 
 
-def _compare(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], seeds: list, prompts: list,
-             resamples: int, seed: int) -> dict[str, Any]:
-    per_seed = {s: _mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds}
+def _prompt_draws(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], seeds: list,
+                  prompts: list, resamples: int, seed: int) -> list[float]:
+    """Bootstrap draws of the mean-over-seeds difference, resampling prompts (one sample for every seed)."""
     rng = random.Random(seed)
     boot = []
     for _ in range(resamples):
         sample = rng.choices(prompts, k=len(prompts))
         boot.append(statistics.fmean(_mean(a[s], sample) - _mean(b[s], sample) for s in seeds))
+    return boot
+
+
+def _summary(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], seeds: list, prompts: list,
+             boot: list[float], **extra: Any) -> dict[str, Any]:
+    """The point estimates of a paired comparison and the interval of its bootstrap draws."""
+    per_seed = {s: _mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds}
     return {
         "diff": statistics.fmean(per_seed.values()),
         "ci95": _interval(boot),
+        **extra,
         "per_seed": {str(s): v for s, v in per_seed.items()},
         "mean_a": statistics.fmean(_mean(a[s], prompts) for s in seeds),
         "mean_b": statistics.fmean(_mean(b[s], prompts) for s in seeds),
         "n_prompts": len(prompts),
         "seeds": len(seeds),
     }
+
+
+def _higher_counts(a: Mapping[Any, Values], b: Mapping[Any, Values], seeds: list, prompts: list) -> dict[str, int]:
+    """In how many prompt×seed cases each side's value exceeds the other's."""
+    return {"a_higher": sum(a[s][p] > b[s][p] for s in seeds for p in prompts),
+            "b_higher": sum(b[s][p] > a[s][p] for s in seeds for p in prompts)}
 
 
 def hierarchical_difference(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], *,
@@ -99,19 +111,8 @@ def hierarchical_difference(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, 
             sample = rng.choices(prompts, k=len(prompts))
             total += _mean(a[s], sample) - _mean(b[s], sample)
         boot.append(total / len(drawn))
-    per_seed = {s: _mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds}
-    return {
-        "diff": statistics.fmean(per_seed.values()),
-        "ci95": _interval(boot),
-        "interval": "hierarchical bootstrap (seeds, then prompts within seed)",
-        "per_seed": {str(s): v for s, v in per_seed.items()},
-        "mean_a": statistics.fmean(_mean(a[s], prompts) for s in seeds),
-        "mean_b": statistics.fmean(_mean(b[s], prompts) for s in seeds),
-        "n_prompts": len(prompts),
-        "seeds": len(seeds),
-        "a_higher": sum(a[s][p] > b[s][p] for s in seeds for p in prompts),
-        "b_higher": sum(b[s][p] > a[s][p] for s in seeds for p in prompts),
-    }
+    return {**_summary(a, b, seeds, prompts, boot, interval="hierarchical bootstrap (seeds, then prompts within seed)"),
+            **_higher_counts(a, b, seeds, prompts)}
 
 
 def _interval(boot: list[float]) -> list[float]:
