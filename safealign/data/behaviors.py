@@ -39,11 +39,17 @@ def load_behaviors(path: str | Path, *, targets: str | Path | None = None) -> li
             f"{name}: not a behaviors file; columns seen: {', '.join(records[0][1])}. Expected HarmBench "
             "(Behavior, BehaviorID, ...), AdvBench (goal, target) or JSON fields behavior|prompt|goal"
         )
+    return parse_behaviors(name, records, layout, targets=targets)
+
+
+def parse_behaviors(name: str, records: list[tuple[int, Record]], layout: str, *,
+                    targets: str | Path | None = None) -> list[Behavior]:
+    """Behaviors from rows already read (``read_rows``) in a ``behaviors_layout``; ``name`` names the file."""
     parse = {"harmbench": _harmbench, "advbench": _advbench, "generic": _generic}[layout]
     behaviors = [parse(record, name, row) for row, record in records]
     _check_unique(name, behaviors)
     if targets is not None:
-        behaviors = _with_targets(behaviors, targets)
+        behaviors = with_targets(behaviors, targets)
     return behaviors
 
 
@@ -126,7 +132,7 @@ def _check_unique(name: str, behaviors: list[Behavior]) -> None:
         first[b.id] = b.row
 
 
-def _with_targets(behaviors: list[Behavior], targets: str | Path) -> list[Behavior]:
+def with_targets(behaviors: list[Behavior], targets: str | Path) -> list[Behavior]:
     table = _read_targets(Path(targets))
     return [replace(b, target=table.get(b.id, b.target)) for b in behaviors]
 

@@ -79,14 +79,14 @@ def read_benchmark(path: str | Path, *, targets: str | Path | None = None) -> Be
     _check_unique(name, harmful + benign)
     result = BenchmarkSet(layout, tuple(harmful), tuple(benign))
     if targets is not None:
-        from safealign.data.behaviors import _with_targets
+        from safealign.data.behaviors import with_targets
 
-        result = replace(result, harmful=tuple(_with_targets(list(result.harmful), targets)))
+        result = replace(result, harmful=tuple(with_targets(list(result.harmful), targets)))
     return result
 
 
 def _behaviors_file(path: str | Path, records: list[tuple[int, Record]], targets: Any) -> BenchmarkSet:
-    from safealign.data.behaviors import behaviors_layout, load_behaviors
+    from safealign.data.behaviors import behaviors_layout, parse_behaviors
 
     layout = behaviors_layout(records[0][1].keys())
     if layout is None:
@@ -97,7 +97,7 @@ def _behaviors_file(path: str | Path, records: list[tuple[int, Record]], targets
             "Behavior, Category), SORRY-Bench JSONL (question_id, category, turns), WildJailbreak TSV "
             "(data_type + vanilla/adversarial), or JSON fields behavior|prompt|goal"
         )
-    behaviors = load_behaviors(path, targets=targets)
+    behaviors = parse_behaviors(str(path), records, layout, targets=targets)
     if layout != "harmbench":
         return BenchmarkSet(layout, tuple(behaviors))
     copyright_rows = {row for row, record in records if _is_copyright(record)}
