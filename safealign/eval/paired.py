@@ -21,7 +21,7 @@ import statistics
 from typing import Any, Mapping
 
 from safealign.errors import UserError
-from safealign.io.summaries import PairedDifference
+from safealign.io.summaries import PairedDifference, ScoreStats
 
 Outcomes = Mapping[str, bool]  # prompt id -> outcome (True = attack succeeded / model refused ...)
 Values = Mapping[str, float]  # prompt id -> a per-prompt number (e.g. a log-prob margin in nats)
@@ -48,6 +48,16 @@ def paired_mean_difference(a: Mapping[Any, Values], b: Mapping[Any, Values], *, 
     seeds, prompts = _paired_keys(a, b)
     boot = _prompt_draws(a, b, seeds, prompts, resamples, seed)
     return {**_summary(a, b, seeds, prompts, boot), **_higher_counts(a, b, seeds, prompts)}
+
+
+def mean_difference_stats(a: Values, b: Values, total: int) -> ScoreStats:
+    """``mean(a − b)`` over the prompt ids both mappings score, with the paired bootstrap interval of
+    :func:`paired_mean_difference`; ``total`` prompts were asked, the ones not scored by both are unscored."""
+    shared = sorted(set(a) & set(b))
+    if not shared:
+        return ScoreStats(mean=None, n=0, unscored=total)
+    d = paired_mean_difference({0: {i: a[i] for i in shared}}, {0: {i: b[i] for i in shared}})
+    return ScoreStats(mean=d["diff"], ci95=(d["ci95"][0], d["ci95"][1]), n=len(shared), unscored=total - len(shared))
 
 
 def _paired_keys(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]]) -> tuple[list, list]:

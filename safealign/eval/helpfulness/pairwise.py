@@ -22,8 +22,8 @@ from typing import Any, Sequence
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.mtbench import JUDGE_SYSTEM, defang
 from safealign.eval.helpfulness.retention import AnswerPair
-from safealign.eval.paired import paired_mean_difference
-from safealign.io.summaries import PairwiseSummary, ScoreStats
+from safealign.eval.paired import mean_difference_stats
+from safealign.io.summaries import PairwiseSummary
 
 PAIRWISE_INSTRUCTIONS = """\
 Compare two AI assistant answers to the same user request. Judge helpfulness, relevance, correctness, depth
@@ -83,10 +83,6 @@ def pairwise_win_rate(judge: ChatModel, pairs: Sequence[AnswerPair], params: Gen
 def summarize_pairwise(records: Sequence[dict[str, Any]], judge: str) -> PairwiseSummary:
     scores = {r["id"]: SCORES[r["outcome"]] for r in records if r.get("outcome") in SCORES}
     counts = {k: sum(r.get("outcome") == k for r in records) for k in SCORES}
-    stats = ScoreStats(mean=None, n=0, unscored=len(records))
-    if scores:
-        d = paired_mean_difference({0: scores}, {0: dict.fromkeys(scores, 0.0)})
-        stats = ScoreStats(mean=d["diff"], ci95=(d["ci95"][0], d["ci95"][1]), n=len(scores),
-                           unscored=len(records) - len(scores))
+    stats = mean_difference_stats(scores, dict.fromkeys(scores, 0.0), len(records))
     return PairwiseSummary(judge=judge, win_rate=stats, wins=counts["win"], ties=counts["tie"],
                            losses=counts["loss"])

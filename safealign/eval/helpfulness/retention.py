@@ -11,7 +11,7 @@ in nats per response token (|y| counts the tokens the chat template adds after t
 turn marker included). Both are exactly 0 for identical models. A negative ``base_answers`` says the
 trained model has moved away from what the base model answered; a negative ``trained_answers`` says the
 trained model's own answers are ones the base model would not give. Each is reported as the mean over
-prompts with a paired bootstrap 95% interval over prompts (:func:`safealign.eval.paired.paired_mean_difference`).
+prompts with a paired bootstrap 95% interval over prompts (:func:`safealign.eval.paired.mean_difference_stats`).
 
 Log-probs come from :func:`safealign.train.scores.chosen_scores` (the trainer's rendering, truncation
 and log-prob code, per-token averaged), so no second scoring loop exists. Only prompts both models
@@ -27,8 +27,8 @@ from typing import Any, Iterable, Mapping, Sequence
 from torch import nn
 
 from safealign.eval.helpfulness.records import latest_by
-from safealign.eval.paired import paired_mean_difference
-from safealign.io.summaries import RetentionSummary, ScoreStats
+from safealign.eval.paired import mean_difference_stats
+from safealign.io.summaries import RetentionSummary
 from safealign.train.scores import chosen_scores
 from safealign.types import PreferencePair
 
@@ -76,7 +76,7 @@ def summarize_retention(base: Mapping[str, Mapping[str, float]], trained: Mappin
     ``prompts`` counts every prompt asked, so those not scored show as ``unscored``."""
     views = {"base_answers": (trained["base_answers"], base["base_answers"]),
              "trained_answers": (base["trained_answers"], trained["trained_answers"])}
-    stats = {side: _mean_difference(a, b, prompts) for side, (a, b) in views.items()}
+    stats = {side: mean_difference_stats(a, b, prompts) for side, (a, b) in views.items()}
     return RetentionSummary(**stats, prompts=prompts)
 
 
@@ -86,12 +86,3 @@ def answer_retention(base_model: nn.Module, trained_model: nn.Module, tokenizer:
     base = score_answers(base_model, tokenizer, pairs, **scoring)
     trained = score_answers(trained_model, tokenizer, pairs, **scoring)
     return summarize_retention(base, trained, len(pairs) if prompts is None else prompts)
-
-
-def _mean_difference(a: Mapping[str, float], b: Mapping[str, float], prompts: int) -> ScoreStats:
-    shared = sorted(set(a) & set(b))
-    if not shared:
-        return ScoreStats(mean=None, n=0, unscored=prompts)
-    d = paired_mean_difference({0: {i: a[i] for i in shared}}, {0: {i: b[i] for i in shared}})
-    return ScoreStats(mean=d["diff"], ci95=(d["ci95"][0], d["ci95"][1]), n=len(shared),
-                      unscored=prompts - len(shared))
