@@ -75,7 +75,7 @@ def ci_pair(value: Any) -> tuple[float, float] | None:
     return None
 
 
-def _ci_json(value: tuple[float, float] | None) -> list[float] | None:
+def ci_json(value: tuple[float, float] | None) -> list[float] | None:
     return list(value) if value is not None else None
 
 
@@ -95,7 +95,7 @@ class AsrStats:
         return self.asr
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, ci95=_ci_json)
+        return to_fields(self, ci95=ci_json)
 
     @classmethod
     def from_json(cls, data: Any, where: str = "ASR stats") -> AsrStats:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from safealign.io.records import SCHEMA_VERSION, AsrStats, ci_pair, from_fields, to_fields
+from safealign.io.records import SCHEMA_VERSION, AsrStats, ci_json, ci_pair, from_fields, to_fields
 
 
 def _each(convert: Callable[[Any], Any], depth: int = 1) -> Callable[[Any], Any]:
@@ -23,10 +23,6 @@ def _each(convert: Callable[[Any], Any], depth: int = 1) -> Callable[[Any], Any]
 
 def _to_json(value: Any) -> Any:
     return value.to_json()
-
-
-def _ci_json(value: tuple[float, float] | None) -> list[float] | None:
-    return list(value) if value is not None else None
 
 
 @dataclass(frozen=True)
@@ -91,7 +87,7 @@ class RateStats:
         return self.rate
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, ci95=_ci_json)
+        return to_fields(self, ci95=ci_json)
 
     @classmethod
     def from_json(cls, data: Any, where: str = "rate") -> RateStats:
@@ -112,7 +108,7 @@ class ScoreStats:
         return self.mean
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, ci95=_ci_json)
+        return to_fields(self, ci95=ci_json)
 
     @classmethod
     def from_json(cls, data: Any, where: str = "score") -> ScoreStats:
@@ -237,10 +233,10 @@ class Figure:
 
     @classmethod
     def of(cls, stats: AsrStats | RateStats | ScoreStats) -> Figure:
-        return cls(stats.asr if isinstance(stats, AsrStats) else stats.value, stats.ci95, stats.n)
+        return cls(stats.value, stats.ci95, stats.n)  # every stats type names its number .value
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, ci95=_ci_json)
+        return to_fields(self, ci95=ci_json)
 
     @classmethod
     def from_json(cls, data: Any, where: str = "figure") -> Figure:
@@ -265,7 +261,7 @@ class PairedDifference:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, ci95=_ci_json)
+        return to_fields(self, ci95=ci_json)
 
     @classmethod
     def from_json(cls, data: Any, where: str = "paired difference") -> PairedDifference:

@@ -53,7 +53,10 @@ class HFChatModel:
 
     def prompt_tokens(self, conversation: Conversation, params: GenerationParams) -> int:
         """Tokens of the prompt as the model sees it (chat template included)."""
-        text = self.render(conversation, params)
+        return self._n_tokens(self.render(conversation, params), params)
+
+    def _n_tokens(self, text: str, params: GenerationParams) -> int:
+        # one count for the pre-run bound (prompt_tokens) and the check at generation time
         return len(self.tokenizer(text, add_special_tokens=params.add_special_tokens)["input_ids"])
 
     def context_length(self) -> int | None:
@@ -75,7 +78,7 @@ class HFChatModel:
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         prompts = [self.render(c, params) for c in conversations]
-        lengths = [len(self.tokenizer(p, add_special_tokens=params.add_special_tokens)["input_ids"]) for p in prompts]
+        lengths = [self._n_tokens(p, params) for p in prompts]
         out: list[Completion | None] = [None] * len(prompts)
         limit, source = self.prompt_limit(params)
         for i, n in enumerate(lengths):
