@@ -24,11 +24,17 @@ def finite_or_none(value: Any) -> Any:
 
 def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> None:
     """Write ``data`` as JSON to ``path`` atomically (temporary file, fsync, rename)."""
+    write_atomic(path, (json.dumps(data, indent=indent, ensure_ascii=False) + "\n").encode("utf-8"))
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a temporary file beside it, fsynced, then renamed over it, so a
+    reader sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+    with tmp.open("wb") as fh:
+        fh.write(data)
         fh.flush()
         os.fsync(fh.fileno())
     tmp.replace(path)

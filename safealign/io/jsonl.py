@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from safealign.errors import UserError
+from safealign.io.jsonfile import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -68,14 +69,7 @@ def append_jsonl(path: str | Path, rows: Iterable[Any], *, fsync: bool = True) -
 
 def write_jsonl(path: str | Path, rows: Iterable[Any]) -> None:
     """Replace ``path`` with ``rows`` atomically (write a temporary file, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("wb") as fh:
-        fh.write("".join(dumps_line(row) for row in rows).encode("utf-8"))
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    write_atomic(path, "".join(dumps_line(row) for row in rows).encode("utf-8"))
 
 
 def _repair_tail(path: Path, fh) -> None:
