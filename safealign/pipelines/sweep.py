@@ -155,12 +155,12 @@ def cell_dir(grid: Grid, setting: dict[str, Any], variant: str, seed: int) -> Pa
     return Path(grid.output_dir) / "cells" / setting_name(setting) / f"{variant}-seed{seed}"
 
 
-def _cell_fingerprint(config: DemoConfig, variant: str, seed: int, pairs: Path):
-    from safealign.io.rundir import DEMO_EXCLUDED, file_digest, make_fingerprint
+def _cell_fingerprint(config: DemoConfig, variant: str, seed: int, pairs_digest: str | None):
+    from safealign.io.rundir import DEMO_EXCLUDED, make_fingerprint
 
     return make_fingerprint("sweep-cell", to_dict(config), exclude=(*DEMO_EXCLUDED, "variants", "train_seeds",
                                                                     "train.reference.cache_dir"),
-                            extra={"variant": variant, "train_seed": seed, "pairs": file_digest(pairs)})
+                            extra={"variant": variant, "train_seed": seed, "pairs": pairs_digest})
 
 
 def _finished(cell: Path, digest: str) -> dict[str, Any] | None:
@@ -199,11 +199,14 @@ def run_sweep(grid: Grid) -> dict[str, Any]:
         model, tokenizer = load_model(base.model)  # only to build (or finish building) the shared pairs
         build_pairs(base, model, tokenizer, prompts, pairs)
         del model
+    from safealign.io.rundir import file_digest
+
+    pairs_digest = file_digest(pairs)  # the pairs are final here: hashed once, not once per cell
     computed = skipped = 0
     for setting, variant, seed in cells:
         config = grid.setting_config(setting)
         cell = cell_dir(grid, setting, variant, seed)
-        fingerprint = _cell_fingerprint(config, variant, seed, pairs)
+        fingerprint = _cell_fingerprint(config, variant, seed, pairs_digest)
         if _finished(cell, fingerprint.digest) is not None:
             skipped += 1
             continue
