@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Callable, Sequence, Union
 
+from safealign.eval.asr_at_n import TARGETS as FORECAST_TARGETS
 from safealign.eval.summary import run_warnings
 from safealign.report import plots
 from safealign.eval.helpfulness.quality import RULES as QUALITY_RULES
@@ -289,22 +290,23 @@ def _asr_at_n_blocks(data: RunData, with_plots: bool) -> list[Block]:
                 rows.append((stage.name, attack, judge, *_forecast_cells(result.get("fit") or {})))
     if not rows:
         return []
-    table = Table(("stage", "attack", "judge", "fit range of N", "N for 50% ASR", "N for 90% ASR"), tuple(rows),
+    headers = ("stage", "attack", "judge", "fit range of N", *(f"N for {t:.0%} ASR" for t in FORECAST_TARGETS))
+    table = Table(headers, tuple(rows),
                   "Budget forecast from the fit -log ASR@N = a*N^-b; '(extrapolated)' lies beyond the fitted range.")
     png = plots.asr_at_n_curves(curves) if with_plots else None
     return ([Plot(png, "ASR@N against the number of attempts per behavior")] if png else []) + [table]
 
 
-def _forecast_cells(fit: dict) -> tuple[str, str, str]:
+def _forecast_cells(fit: dict) -> tuple[str, ...]:
     if not fit.get("fit_range"):
-        return ("no fit: " + str(fit.get("reason", "no data")), "-", "-")
+        return ("no fit: " + str(fit.get("reason", "no data")), *("-" for _ in FORECAST_TARGETS))
     lo, hi = fit["fit_range"]
     cells = []
-    for target in ("0.5", "0.9"):
-        f = (fit.get("forecast") or {}).get(target) or {}
+    for target in FORECAST_TARGETS:  # the keys eval.asr_at_n writes: str(target)
+        f = (fit.get("forecast") or {}).get(str(target)) or {}
         n = f.get("n")
         cells.append("-" if n is None else f"{n:,.1f}" + (" (extrapolated)" if f.get("extrapolated") else ""))
-    return (f"{lo}..{hi}", cells[0], cells[1])
+    return (f"{lo}..{hi}", *cells)
 
 
 def _judge_agreement_tables(data: RunData) -> list[Block]:
