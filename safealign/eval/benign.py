@@ -15,8 +15,7 @@ from typing import Any, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.benchmarks.loaders import BenchmarkSet, read_benchmark
-from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt, rate_summary, summarize_overrefusal
-from safealign.eval.helpfulness.records import latest_by
+from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt, summarize_overrefusal
 from safealign.io import read_jsonl
 from safealign.types import Behavior
 
@@ -86,11 +85,9 @@ def benign_summary(records: Sequence[dict[str, Any]], prompts: BenignSet, judge:
         "refusal_rate": {"all": benign_all.to_json(), **{k: v.to_json() for k, v in rates.items()}},
         "full_vs_partial": "not distinguished: the refusal detector is a substring match",
     }  # fmt: skip
-    if prompts.contrast:
-        latest = latest_by(records, "id")
-        pair = {label: rate_summary([latest[p.id].get("refused") for p in group if p.id in latest]).to_json()
-                for label, group in (("safe", prompts.benign), ("unsafe", prompts.contrast))}  # fmt: skip
-        out["contrast"] = pair
+    if prompts.contrast:  # the safe side is the benign rate above; the unsafe side the same rule on the contrasts
+        unsafe = summarize_overrefusal(records, [p.id for p in prompts.contrast], judge).refusal_rate["all"]
+        out["contrast"] = {"safe": benign_all.to_json(), "unsafe": unsafe.to_json()}
     return out
 
 
