@@ -20,6 +20,7 @@ weights that changed; a stale entry cannot survive a rewrite because the rewrite
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -70,6 +71,9 @@ def _base_identity(adapter: str) -> dict[str, Any]:
         return {"spec": None, "kind": "unknown", "fingerprint": None, "error": str(exc)}
 
 
+_IDENTITY_ATTR = "_safealign_identity"  # (spec, identity) memo on a loaded model
+
+
 def loaded_identity(model: nn.Module) -> dict[str, Any]:
     """The identity of an already loaded model: its load spec's identity, else a fingerprint of its parameters.
 
@@ -77,7 +81,13 @@ def loaded_identity(model: nn.Module) -> dict[str, Any]:
     """
     spec = getattr(model, SPEC_ATTR, None)
     if isinstance(spec, str):
-        return model_identity(spec)
+        # A spec's identity depends only on the files it names, so it is computed once per loaded model (the
+        # demo and the eval pipelines ask several times per model); in __dict__, not through peft's forwarding.
+        cached = model.__dict__.get(_IDENTITY_ATTR)
+        if cached is None or cached[0] != spec:
+            cached = (spec, model_identity(spec))
+            model.__dict__[_IDENTITY_ATTR] = cached
+        return copy.deepcopy(cached[1])
     return {"spec": str(getattr(model, "name_or_path", "") or type(model).__name__), "kind": "in-memory",
             "class": type(model).__name__, "fingerprint": parameters_fingerprint(model)}  # fmt: skip
 

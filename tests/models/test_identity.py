@@ -85,6 +85,19 @@ def test_loaded_models_carry_their_spec(tmp_path):
     assert loaded_identity(tiny)["kind"] == "tiny"  # a fresh adapter: the identity of what it starts from
 
 
+def test_a_loaded_models_identity_is_computed_once_and_handed_out_as_a_copy(tmp_path, monkeypatch):
+    folder = save_tiny(tmp_path / "m")
+    model, _ = load_model(str(folder))
+    calls = []
+    real = identity.model_identity
+    monkeypatch.setattr(identity, "model_identity", lambda spec: calls.append(spec) or real(spec))
+    first = loaded_identity(model)
+    first["fingerprint"] = "changed by a caller"
+    second = loaded_identity(model)
+    assert calls == [str(folder)]  # the second call reused the first one's result
+    assert second == real(str(folder)) and second["fingerprint"] != "changed by a caller"
+
+
 def test_a_model_from_elsewhere_is_fingerprinted_in_memory():
     got = loaded_identity(tiny_model())
     assert got["kind"] == "in-memory" and got["fingerprint"] == model_identity("tiny-random")["fingerprint"]
