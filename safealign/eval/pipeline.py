@@ -77,8 +77,11 @@ def run_eval(
         check_attack(name, config.attack_params.get(name), behaviors)
     label = _model_label(config, model, chat_model)
     out = Path(config.output_dir)
-    fingerprint = _claim(out, config, label if model is not None or chat_model is not None else None,
-                         behaviors if passed_in else None, overwrite, _weights_before_load(config, model, chat_model))
+    handed_in = model is not None or chat_model is not None
+    # hashed once: the target's identity below reuses it (an in-memory model's parameters are costly to hash)
+    inner, early = _passed_in_identity(model, chat_model)
+    fingerprint = _claim(out, config, label if handed_in else None, behaviors if passed_in else None, overwrite,
+                         _weights_before_load(config, handed_in, early))
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
@@ -91,7 +94,8 @@ def run_eval(
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer)
     store = RecordStore(out / "records.jsonl")
     first_batch = FirstBatchCheck(f"{type(target).__name__} for model {label!r}")
-    identity = target_identity(config, target)
+    reuse = inner is not None and getattr(target, "model", None) is inner  # the same local model answers
+    identity = early if reuse else target_identity(config, target)
     started = time.perf_counter()
     complete = False
     over_refusal: dict[str, Any] = {}
@@ -126,14 +130,21 @@ def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Seque
     return fingerprint.digest
 
 
-def _weights_before_load(config: EvalConfig, model: Any, chat_model: Any) -> str | None:
+def _passed_in_identity(model: Any, chat_model: Any) -> tuple[Any, dict[str, Any] | None]:
+    """The local model handed in (directly or inside a chat model) and its identity; (None, None) otherwise."""
+    from safealign.models.identity import loaded_identity
+
+    inner = model if model is not None else getattr(chat_model, "model", None)
+    return (inner, loaded_identity(inner)) if hasattr(inner, "state_dict") else (None, None)
+
+
+def _weights_before_load(config: EvalConfig, passed: bool, identity: dict[str, Any] | None) -> str | None:
     """The attacked weights' fingerprint (safealign.models.identity), known before anything loads: a
     passed-in model's, or that of the weights the spec names; None where none can be seen (endpoints)."""
-    from safealign.models.identity import loaded_identity, model_identity
+    from safealign.models.identity import model_identity
 
-    if model is not None or chat_model is not None:
-        inner = model if model is not None else getattr(chat_model, "model", None)
-        return loaded_identity(inner).get("fingerprint") if hasattr(inner, "state_dict") else None
+    if passed:
+        return identity.get("fingerprint") if identity is not None else None
     if config.model.backend == "hf":  # a spec that names nothing fails here, before the run directory is touched
         return model_identity(config.model.name).get("fingerprint")
     if config.model.backend == "vllm":  # vLLM also takes names that are not local or hub specs

@@ -224,6 +224,22 @@ def test_summary_names_the_weights_that_ran(tmp_path):
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["model_identity"] == expected
 
 
+def test_a_handed_in_models_parameters_are_hashed_once(tmp_path, monkeypatch):
+    from safealign.models import identity
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    calls = []
+    real = identity.parameters_fingerprint
+    monkeypatch.setattr(identity, "parameters_fingerprint", lambda m: calls.append(1) or real(m))
+    model = tiny_model()  # no load spec: identified by hashing its parameters
+    config = _config(tmp_path, attacks=("direct",))
+    config.generation.max_new_tokens = 2
+    summary = run_eval(config, model, tiny_tokenizer(), behaviors=BEHAVIORS[:2], judges={"kw": KeywordJudge()})
+    assert len(calls) == 1  # the run directory's fingerprint and the summary share one hash
+    assert summary.model_identity["kind"] == "in-memory"
+    assert summary.model_identity["fingerprint"] == real(model)
+
+
 def test_summary_of_an_opaque_backend_says_its_weights_are_unknown(tmp_path):
     summary = run_eval(_config(tmp_path, attacks=("direct",)), chat_model=ScriptedChatModel(lambda c: "ok"),
                        behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})  # fmt: skip
