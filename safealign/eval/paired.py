@@ -29,14 +29,17 @@ Values = Mapping[str, float]  # prompt id -> a per-prompt number (e.g. a log-pro
 
 def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, resamples: int = 2000,
                       seed: int = 0) -> PairedDifference:
-    """``a`` and ``b``: seed -> prompt id -> outcome. Only prompts scored for both variants under every
-    shared seed are compared; a seed present for one variant only is an error."""
+    """``a`` and ``b``: seed -> prompt id -> outcome (or a per-prompt number such as a margin: the rates are
+    then means, and ``only_a``/``only_b`` count the cases where that side's value is the higher). Only prompts
+    scored for both variants under every shared seed are compared; a seed present for one variant only is an
+    error."""
     seeds, prompts = _paired_keys(a, b)
     # the key order of earlier summaries: rate_a, rate_b where the numeric comparison says mean_a, mean_b
     out = {("rate" + k[4:] if k.startswith("mean_") else k): v
            for k, v in _summary(a, b, seeds, prompts, _prompt_draws(a, b, seeds, prompts, resamples, seed)).items()}
-    out["only_a"] = sum(a[s][p] and not b[s][p] for s in seeds for p in prompts)
-    out["only_b"] = sum(b[s][p] and not a[s][p] for s in seeds for p in prompts)
+    # for outcomes a > b is "a succeeded, b not"; for per-prompt numbers, "a's value is the higher"
+    out["only_a"] = sum(a[s][p] > b[s][p] for s in seeds for p in prompts)
+    out["only_b"] = sum(b[s][p] > a[s][p] for s in seeds for p in prompts)
     return PairedDifference.from_json(out)
 
 

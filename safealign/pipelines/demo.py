@@ -24,6 +24,7 @@ from safealign.config import save_config, to_dict
 from safealign.errors import UserError
 from safealign.io import write_json
 from safealign.io.summaries import Comparison, DemoSummary, Figure, Figures
+from safealign.pipelines import demo_margin
 from safealign.pipelines.demo_config import VARIANTS, DemoConfig, eval_config, from_saved, objective_name, train_config
 from safealign.pipelines.demo_helpfulness import Retention, quality_figures
 
@@ -55,6 +56,7 @@ def prompt_sets(config: DemoConfig) -> dict[str, Any]:
         "benign_test": stratified(load_prompts("benign", split="test", kind="ordinary"), config.benign_test)
         + stratified(load_prompts("benign", split="test", kind="borderline"), config.borderline_test),
         "extra_harmful": _extra_sets(config),
+        "extra_benign": _extra_benign(config),
     }
 
 
@@ -65,8 +67,11 @@ def _params(config: DemoConfig, max_new_tokens: int):
                             seed=config.seed)
 
 
-def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path) -> Figures:
-    """Jailbreak ASR (direct + templates) and over-refusal for one model; returns the demo's figures."""
+def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path,
+             before: Path | None = None) -> Figures:
+    """Jailbreak ASR (direct + templates), over-refusal and the held-out refusal margin for one model;
+    returns the demo's figures. ``before``: the base model's evaluation (the margin scores its direct
+    answers); None when this is the base model's evaluation itself."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
     from safealign.eval.pipeline import run_eval
@@ -77,13 +82,18 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     evaluation = eval_config(config, out)
     chat = HFChatModel(model, tokenizer)
     jailbreak = run_eval(evaluation, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors)
-    helpful = overrefusal_eval(chat, prompts["benign_test"], _params(config, evaluation.generation.max_new_tokens),
+    untuned = [p for extra in prompts["extra_benign"].values() for p in extra]
+    helpful = overrefusal_eval(chat, prompts["benign_test"] + untuned,
+                               _params(config, evaluation.generation.max_new_tokens),
                                out_dir=out / "helpfulness" / "overrefusal")
     figures = {name: Figure.of(jailbreak.attacks[attack]["refusal"])
                for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
     figures["benign_refusal_rate"] = Figure.of(helpful.refusal_rate["ordinary"])
     figures["borderline_refusal_rate"] = Figure.of(helpful.refusal_rate["borderline"])
+    for name in prompts["extra_benign"]:
+        figures[f"{name}_refusal_rate"] = Figure.of(helpful.refusal_rate[name])
     figures.update(quality_figures(out, [p.id for p in prompts["benign_test"]]))
+    figures[demo_margin.FIGURE] = _margin(config, model, tokenizer, prompts["harmful_test"], before or out, out)
     for name, extra in prompts["extra_harmful"].items():
         extra_config = dataclasses.replace(evaluation, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
@@ -109,9 +119,39 @@ def _extra_name(path: str) -> str:
     return Path(path).name.split(".")[0]
 
 
-def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, bool]]:
-    """metric -> prompt id -> outcome (attack succeeded / benign prompt refused), read back from a
-    stage's evaluation records; unscored prompts are left out."""
+def _extra_benign(config: DemoConfig) -> dict[str, list[Any]]:
+    """name (file stem) -> a seeded sample of up to ``extra_benign_limit`` of the file's prompts, as over-refusal
+    prompts of kind ``name`` (ids prefixed with it, so they never collide with the built-in benign ids)."""
+    import random
+
+    from safealign.data.behaviors import load_behaviors
+    from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt
+
+    sets = {}
+    for path in config.extra_benign:
+        name = _extra_name(path)
+        rows = load_behaviors(path)
+        picked = random.Random(config.seed).sample(rows, min(len(rows), config.extra_benign_limit))
+        sets[name] = [HelpfulnessPrompt(f"{name}:{b.id}", b.behavior, name) for b in picked]
+    if len(sets) != len(config.extra_benign):
+        raise UserError(f"extra_benign: two files share a name ({config.extra_benign}); rename one")
+    return sets
+
+
+def _margin(config: DemoConfig, model: Any, tokenizer: Any, harmful: list[Any], before: Path, out: Path) -> Figure:
+    from safealign.data.builtin import load_refusals
+
+    prompts = {p.id: p.prompt for p in harmful}
+    answers = demo_margin.base_answers(before, list(prompts))
+    margins = demo_margin.score_margins(model, tokenizer, prompts, answers, load_refusals(),
+                                        max_length=config.train.data.max_length,
+                                        max_prompt_length=config.train.data.max_prompt_length)
+    return demo_margin.margin_figure(out, margins, len(prompts))
+
+
+def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, Any]]:
+    """metric -> prompt id -> outcome (attack succeeded / benign prompt refused) or, for the held-out refusal
+    margin, the prompt's margin in nats; read back from a stage's evaluation; unscored prompts are left out."""
     from safealign.eval.helpfulness.overrefusal import refusal_outcomes
     from safealign.eval.records import load_records
     from safealign.eval.summary import behavior_outcomes
@@ -126,6 +166,10 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, bo
     benign = read_jsonl(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl")
     for kind, metric in (("ordinary", "benign_refusal_rate"), ("borderline", "borderline_refusal_rate")):
         out[metric] = refusal_outcomes(benign, kind)
+    for name in map(_extra_name, config.extra_benign):
+        out[f"{name}_refusal_rate"] = refusal_outcomes(benign, name)
+    if (margins := demo_margin.read_margins(eval_dir)) is not None:
+        out[demo_margin.FIGURE] = margins
     return {m: {k: v for k, v in o.items() if v is not None} for m, o in out.items()}
 
 
@@ -230,7 +274,8 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         final = train_stage(config, variant, seed, pairs_path, run / "train" / stage)
         trained, trained_tokenizer = load_trained(final)
         trained_identity[stage] = loaded_identity(trained)
-        after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage)
+        after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage,
+                                before=run / "eval" / "before")
         retention.score_trained(stage, run / "eval" / stage, trained, trained_tokenizer)
         del trained
     model, tokenizer = load_model(config.model)  # the base model again, to score the trained models' answers

@@ -91,6 +91,13 @@ class DemoConfig:
     # spread evenly over the file -- prompts unlike the built-in ones the pairs were made from
     extra_harmful: list[str] = field(default_factory=list)
     extra_limit: int = 50
+    # benign prompt files from elsewhere (e.g. an Alpaca-style instruction list): over-refusal on a seeded sample of
+    # up to extra_benign_limit prompts of each -- a set the demo's data and defaults were not tuned on (issue 14)
+    extra_benign: list[str] = field(default_factory=list)
+    extra_benign_limit: int = 50
+    # the safety prefix of the E-variant's reference view: a built-in name (safealign/data/transforms.py PREFIXES)
+    # or the text itself
+    prefix: str = "community_guidelines"
     pair_max_new_tokens: int = 48
     train: TrainConfig = field(default_factory=_demo_train)
     eval: EvalConfig = field(default_factory=_demo_eval)
@@ -105,6 +112,9 @@ class DemoConfig:
 
         checks.at_least("pair_max_new_tokens", self.pair_max_new_tokens, 1)
         checks.at_least("extra_limit", self.extra_limit, 1)
+        checks.at_least("extra_benign_limit", self.extra_benign_limit, 1)
+        if not str(self.prefix).strip():
+            raise UserError("prefix: a built-in prefix name or non-empty text")
         for key in ("harmful_train", "benign_train", "borderline_train", "harmful_test", "benign_test",
                     "borderline_test"):  # fmt: skip
             checks.at_least(key, getattr(self, key), 0)
@@ -167,6 +177,8 @@ def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path, 
     train.data.path = str(pairs_path)
     train.reference.transform = transform
     train.reference.transform_params = dict(transform_params)
+    if "prefix" in train.reference.transform_params:
+        train.reference.transform_params["prefix"] = config.prefix
     return train
 
 
@@ -188,7 +200,7 @@ def objective_name(config: DemoConfig) -> str:
         base = f"DPO (β={first.params.get('beta', 0.1)}) + {first.params.get('eta', 1.0):g}·NLL(chosen) [rpo]"
     else:
         base = " + ".join(f"{loss.weight:g}·{loss.name}({_params_text(loss.params)})" for loss in losses)
-    return base + "; E-variant: reference given the 'community_guidelines' safety prefix on harmful rows"
+    return base + f"; E-variant: reference given the {config.prefix!r} safety prefix on harmful rows"
 
 
 def _params_text(params: dict[str, Any]) -> str:

@@ -5,7 +5,8 @@ A grid file (configs/sweep/e_effect.yaml) holds:
 - ``demo``: the base :class:`~safealign.pipelines.demo_config.DemoConfig` as a mapping of its keys (nested
   ``train:``/``eval:`` mappings or dotted keys, the demo's flat aliases such as ``beta`` included);
 - ``axes``: key -> list of values; every combination is one setting. Axes vary training only (``train.*``
-  keys and the aliases that stand for them, ``nll_weight`` and ``lora_r`` included), so every cell trains
+  keys and the aliases that stand for them, ``nll_weight`` and ``lora_r`` included, and ``prefix``, the
+  E-variant's safety prefix), so every cell trains
   from the *same* self-generated pairs and is evaluated on the *same* held-out prompts;
 - ``variants`` (e.g. ``[dpo, e-dpo]``), ``seeds`` (training seeds), ``output_dir``, ``resamples``.
 
@@ -51,6 +52,8 @@ _SWEEP_OWNED = ("output_dir", "variants", "train_seeds")
 _SET_PER_CELL = ("train.model", "train.output_dir", "train.seed", "train.data.path", "train.reference.transform",
                  "train.reference.transform_params", "train.reference.cache_dir")
 _COMPARED = ("e-dpo", "dpo")  # the table's paired difference: a − b
+_TRAINING_DEMO_KEYS = ("prefix",)  # demo keys that change training only (the E-variant's reference view)
+BEFORE = "before"  # the base model's evaluation under output_dir: its direct answers anchor the refusal margin
 
 
 @dataclass
@@ -129,6 +132,8 @@ def _axes(path: str | Path, axes: Any) -> dict[str, list[Any]]:
         if not isinstance(values, list) or not values:
             raise UserError(f"{path}: axes.{key}: expected a non-empty list of values, got {values!r}")
         target = ALIASES.get(key, key)
+        if key in _TRAINING_DEMO_KEYS:
+            continue
         if not target.startswith("train."):
             raise UserError(f"{path}: axes.{key}: a sweep varies training only (train.* keys or the aliases "
                             f"{', '.join(k for k, v in ALIASES.items() if v.startswith('train.'))}), so every "
@@ -184,7 +189,7 @@ def _check_sweep_dir(grid: Grid, base: DemoConfig) -> None:
 
 def run_sweep(grid: Grid) -> dict[str, Any]:
     """Train and evaluate every unfinished cell, then write and return the sweep table."""
-    from safealign.pipelines.demo import build_pairs, prompt_sets
+    from safealign.pipelines.demo import build_pairs, evaluate, prompt_sets
 
     started = time.time()
     root = Path(grid.output_dir)
@@ -192,12 +197,16 @@ def run_sweep(grid: Grid) -> dict[str, Any]:
     _check_sweep_dir(grid, base)
     prompts = prompt_sets(base)  # the same for every setting: axes vary training only
     pairs = root / "pairs.jsonl"
-    cells = [(s, v, seed) for s in grid.settings() for v in grid.variants for seed in grid.seeds]
+    # seeds outermost: every setting and variant gets its first seed before any gets a second, so a sweep
+    # stopped part-way still compares every setting (on fewer seeds) instead of a few settings fully
+    cells = [(s, v, seed) for seed in grid.seeds for s in grid.settings() for v in grid.variants]
     if not pairs.exists() or any(not (cell_dir(grid, *c) / "cell.json").exists() for c in cells):
         from safealign.models import load_model
 
-        model, tokenizer = load_model(base.model)  # only to build (or finish building) the shared pairs
+        model, tokenizer = load_model(base.model)  # the shared pairs, and the base model's evaluation
         build_pairs(base, model, tokenizer, prompts, pairs)
+        figures = evaluate(base, model, tokenizer, prompts, root / BEFORE)  # resumes its records
+        write_json(root / BEFORE / "figures.json", {k: f.to_json() for k, f in figures.items()})
         del model
     from safealign.io.rundir import file_digest
 
@@ -210,7 +219,7 @@ def run_sweep(grid: Grid) -> dict[str, Any]:
         if _finished(cell, fingerprint.digest) is not None:
             skipped += 1
             continue
-        _run_cell(config, variant, seed, pairs, prompts, cell, fingerprint)
+        _run_cell(config, variant, seed, pairs, prompts, cell, fingerprint, root / BEFORE)
         computed += 1
     logger.info("sweep: %d cell(s) computed, %d already finished", computed, skipped)
     table = sweep_table(grid)
@@ -221,7 +230,7 @@ def run_sweep(grid: Grid) -> dict[str, Any]:
 
 
 def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts: dict[str, Any], cell: Path,
-              fingerprint) -> None:  # fmt: skip
+              fingerprint, before: Path) -> None:  # fmt: skip
     from safealign.io.rundir import claim_run_dir
     from safealign.pipelines.demo import evaluate, load_trained, train_stage
 
@@ -230,7 +239,7 @@ def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts:
     logger.info("sweep: cell %s", cell)
     final = train_stage(config, variant, seed, pairs, cell / "train")
     model, tokenizer = load_trained(final)
-    figures = evaluate(config, model, tokenizer, prompts, cell / "eval")
+    figures = evaluate(config, model, tokenizer, prompts, cell / "eval", before=before)
     del model
     write_json(cell / "cell.json", {"fingerprint": fingerprint.digest, "variant": variant, "seed": seed,
                                     "figures": {k: f.to_json() for k, f in figures.items()},
@@ -274,8 +283,11 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
                 except UserError as err:  # nothing scored for both: report the other metrics
                     logger.warning("sweep: %s: no paired comparison of %s: %s", row["name"], metric, err)
         rows.append(row)
+    before = Path(grid.output_dir) / BEFORE / "figures.json"
+    base = {k: Figure.from_json(v).value for k, v in json.loads(before.read_text()).items()} if before.is_file() else {}
     return {"output_dir": grid.output_dir, "variants": grid.variants, "seeds": grid.seeds,
-            "axes": grid.axes, "compared": list(_COMPARED), "resamples": grid.resamples, "settings": rows}
+            "axes": grid.axes, "compared": list(_COMPARED), "resamples": grid.resamples, "base": base,
+            "settings": rows}
 
 
 def format_table(table: dict[str, Any], *, markdown: bool = False) -> str:
@@ -292,6 +304,8 @@ def format_table(table: dict[str, Any], *, markdown: bool = False) -> str:
             diff = f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f},{d['ci95'][1]:+.3f}]" if d else "-"
             values = [_value(row["means"][v].get(metric)) for v in table["variants"]]
             body.append([row["name"], *values, diff, f"{row['cells_finished']}/{row['cells']}"])
+        if metric in table.get("base", {}):  # the untrained model, for scale
+            body.append(["(base model)", *[_value(table["base"][metric])] * len(table["variants"]), "-", "-"])
         lines += ["", f"### {metric}" if markdown else metric, *_render([header, *body], markdown)]
     return "\n".join(lines)
 

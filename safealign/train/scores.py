@@ -24,9 +24,10 @@ from safealign.types import PreferencePair
 @torch.no_grad()
 def chosen_scores(model: nn.Module, tokenizer: Any, pairs: Sequence[PreferencePair], *, max_length: int = 512,
                   max_prompt_length: int | None = 256, batch_size: int = 8,
-                  chunk_size: int = 1024) -> list[float | None]:
-    """Per-token-averaged log-prob of each pair's chosen response after its prompt, in ``pairs`` order;
-    None where the prompt leaves no room for a response token within ``max_length``."""
+                  chunk_size: int = 1024, per_token: bool = True) -> list[float | None]:
+    """Per-token-averaged log-prob of each pair's chosen response after its prompt (``per_token=False``:
+    summed over its tokens), in ``pairs`` order; None where the prompt leaves no room for a response token
+    within ``max_length``."""
     encoder = PairEncoder(tokenizer, max_length=max_length, max_prompt_length=max_prompt_length)
     # only the chosen side is scored, after its own prompt, so a cross-prompt pair needs no joint view
     encoded, _ = encoder.encode_all(dataclasses.replace(p, rejected_prompt=None) for p in pairs)
@@ -41,7 +42,7 @@ def chosen_scores(model: nn.Module, tokenizer: Any, pairs: Sequence[PreferencePa
             tensors = pad_sequences([e.prompt_ids for e in batch], [e.chosen_ids for e in batch], 0)
             out = sequence_logps(model, *(t.to(device) for t in tensors), chunk_size=chunk_size)
             for item, total, count in zip(batch, out.logps.tolist(), out.tokens.tolist()):
-                scores[item.index] = total / max(count, 1.0)  # the loss's per_token rule
+                scores[item.index] = total / max(count, 1.0) if per_token else total  # the loss's per_token rule
     finally:
         model.train(was_training)
     return scores

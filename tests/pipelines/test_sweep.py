@@ -29,6 +29,12 @@ resamples: 200
 """
 
 
+def printed_table(table):
+    from safealign.pipelines.sweep import format_table
+
+    return format_table(table)
+
+
 @pytest.fixture()
 def grid_file(tmp_path, monkeypatch):
     monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
@@ -53,6 +59,14 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
         assert direct["ci95"][0] <= direct["diff"] <= direct["ci95"][1]
         mean_diff = row["means"]["e-dpo"]["direct_asr"] - row["means"]["dpo"]["direct_asr"]
         assert direct["diff"] == pytest.approx(mean_diff)  # every prompt scored: difference of the means
+    for row in table["settings"]:  # the refusal margin compares per-prompt numbers the same way
+        margin = row["difference"]["heldout_refusal_margin"]
+        assert margin["n_prompts"] == 3 and margin["ci95"][0] <= margin["diff"] <= margin["ci95"][1]
+    assert set(table["base"]) >= {"direct_asr", "heldout_refusal_margin"}  # the base model, evaluated once
+    assert "(base model)" in printed_table(table)
+    finished = sorted(out.glob("cells/*/*/cell.json"), key=lambda p: p.stat().st_mtime_ns)
+    # seeds outermost: all four seed-0 cells finish before any seed-1 cell
+    assert [p.parent.name.endswith("seed0") for p in finished] == [True] * 4 + [False] * 4
     cell = out / "cells" / "beta=0.5" / "e-dpo-seed1"
     assert (cell / "cell.json").exists() and (out / "pairs.jsonl").exists()
     config = (cell / "train" / "config.yaml").read_text()
@@ -129,3 +143,22 @@ def test_the_shipped_grid_is_the_issue_grid():
     grid = load_grid("configs/sweep/e_effect.yaml")
     assert grid.axes == {"nll_weight": [0, 0.2, 1], "beta": [0.1, 0.5], "learning_rate": [5e-4, 2e-3]}
     assert grid.seeds == [0, 1, 2, 3, 4] and grid.variants == ["dpo", "e-dpo"] and len(grid.settings()) == 12
+
+
+def test_the_safety_prefix_is_an_axis_and_reaches_only_the_e_variant(tmp_path):
+    from pathlib import Path
+
+    from safealign.pipelines.demo_config import train_config
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("axes: {prefix: [responsible, community_guidelines]}\n")
+    grid = load_grid(path)
+    prefixes = []
+    for setting in grid.settings():
+        config = grid.setting_config(setting)
+        e_dpo = train_config(config, "e-dpo", Path("pairs.jsonl"), tmp_path / "x")
+        dpo = train_config(config, "dpo", Path("pairs.jsonl"), tmp_path / "y")
+        prefixes.append(e_dpo.reference.transform_params["prefix"])
+        assert dpo.reference.transform == "identity" and "prefix" not in dpo.reference.transform_params
+    assert prefixes == ["responsible", "community_guidelines"]
