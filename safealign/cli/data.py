@@ -13,4 +13,8 @@ SUBCOMMANDS = {
         "safealign.cli.data_score",
         "add aligned models' scores of each chosen response (the chosen_scores column poft trains on)",
     ),
+    "select": (
+        "safealign.cli.data_select",
+        "keep the pairs whose two responses differ most (REAL), writing a filtered file",
+    ),
 }
