@@ -91,7 +91,7 @@ def run_eval(
     bounds = {"too_long": config.behaviors.too_long, **_add_counts(bounded, by_tokens)}
     model, tokenizer = _white_box(target, model, tokenizer)
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
-    context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer)
+    context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer, work_dir=out)
     store = RecordStore(out / "records.jsonl")
     first_batch = FirstBatchCheck(f"{type(target).__name__} for model {label!r}")
     reuse = inner is not None and getattr(target, "model", None) is inner  # the same local model answers
@@ -225,6 +225,7 @@ def _run_attack(attack: Attack, behaviors: Sequence[Behavior], target: ChatModel
                 first_batch: FirstBatchCheck) -> None:  # fmt: skip
     pending: list[tuple[Behavior, Attempt, dict[str, Any]]] = []
     skipped = 0
+    attack.prepare(behaviors)
     for behavior in tqdm(behaviors, desc=f"attack {attack.name}", unit="behavior"):
         raise_if_stop_requested()  # attacks such as GCG work for long before anything is generated
         if store.is_complete(behavior.id, attack.name, retry_errors=retry_errors):

@@ -29,6 +29,7 @@ class AttackContext:
     judge: Any = None  # safealign.eval.judges.Judge
     model: Any = None
     tokenizer: Any = None
+    work_dir: Any = None  # the run's output folder (pathlib.Path), for attack state such as a universal suffix
 
 
 class Attack(ABC):
@@ -53,6 +54,11 @@ class Attack(ABC):
     def __init__(self, config: Any, context: AttackContext | None = None) -> None:
         self.config = config
         self.context = context or AttackContext()
+
+    def prepare(self, behaviors: Sequence[Behavior]) -> None:
+        """Work over the whole behavior set before the per-behavior loop (gcg_multi's shared suffix); the
+        pipeline calls it once per run, resumed runs included, so it must reuse what it already saved."""
+        return None
 
     @abstractmethod
     def attack(self, behavior: Behavior) -> list[Attempt]:

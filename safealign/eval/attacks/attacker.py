@@ -1,0 +1,175 @@
+"""Shared pieces of the attacker-driven attacks (tap, pap, zero_shot, crescendo, autodan mutation).
+
+- :func:`build_llm`: an attacker or evaluator LLM from a ``ModelConfig``-like mapping (any backend), or
+  the target itself when the mapping is empty, so the embedded model can stand in on CPU.
+- :class:`Budget`: the per-behavior query/time budget every search attack enforces.
+- :func:`ask`: one batched generate call for many conversations, with unparseable answers retried (only
+  those) up to ``retries`` times within the budget; what stays unparseable comes back as None, a failed
+  attempt for the caller to record, never an exception.
+- :func:`parse_json_field`, :func:`parse_rating`, :func:`parse_yes_no`: the answer formats of docs/attacks.md.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, TypeVar
+
+from safealign.checks import at_least, positive
+from safealign.errors import UserError
+from safealign.eval.backends.base import ChatModel, Conversation, GenerationParams
+from safealign.interrupt import raise_if_stop_requested
+
+T = TypeVar("T")
+
+_JSON_OBJECT = re.compile(r"\{.*?\}", re.DOTALL)
+_RATING = re.compile(r"\[\[\s*(\d+)\s*\]\]")
+_YES_NO = re.compile(r"\[\[\s*(YES|NO)\s*\]\]", re.IGNORECASE)
+
+
+def build_llm(spec: dict[str, Any], fallback: ChatModel | None, role: str) -> ChatModel:
+    """The ChatModel a ``ModelConfig`` mapping names (``{"backend": "openai", "name": ...}``), or
+    ``fallback`` (the target) when the mapping is empty."""
+    if not spec:
+        if fallback is None:
+            raise UserError(f"{role}: no model configured and no target to fall back on")
+        return fallback
+    from safealign.config import load_config
+    from safealign.eval.backends import build_chat_model
+    from safealign.eval.config import ModelConfig
+
+    return build_chat_model(load_config(ModelConfig, None, [f"{k}={v}" for k, v in spec.items()]))
+
+
+def check_llm_spec(spec: dict[str, Any], where: str) -> None:
+    """Unknown ``ModelConfig`` keys in an attacker/evaluator mapping fail before any model loads."""
+    import dataclasses
+
+    from safealign.eval.config import ModelConfig
+
+    valid = {f.name for f in dataclasses.fields(ModelConfig)}
+    unknown = sorted(set(spec) - valid)
+    if unknown:
+        raise UserError(f"{where}: unknown model key(s) {unknown}; valid: {', '.join(sorted(valid))}")
+
+
+@dataclass
+class Budget:
+    """Target queries and seconds one behavior may use; None means no limit on that axis (the attack's own
+    structure, e.g. depth × width, still bounds it)."""
+
+    max_queries: Optional[int] = None
+    max_seconds: Optional[float] = None
+    queries: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def take(self, wanted: int) -> int:
+        """How many of ``wanted`` target queries may still be sent (charged now); 0 once time is up."""
+        if self.timed_out:
+            return 0
+        allowed = wanted if self.max_queries is None else max(0, min(wanted, self.max_queries - self.queries))
+        self.queries += allowed
+        return allowed
+
+    @property
+    def timed_out(self) -> bool:
+        return self.max_seconds is not None and time.perf_counter() - self.started >= self.max_seconds
+
+    @property
+    def exhausted(self) -> bool:
+        return self.timed_out or (self.max_queries is not None and self.queries >= self.max_queries)
+
+    def describe(self) -> dict[str, Any]:
+        return {"target_queries": self.queries, "seconds": round(time.perf_counter() - self.started, 3),
+                "budget_exhausted": self.exhausted}  # fmt: skip
+
+
+def check_budget(prefix: str, max_queries: Optional[int], max_seconds: Optional[float]) -> None:
+    at_least(f"{prefix}.max_queries", max_queries, 1)
+    if max_seconds is not None:
+        positive(f"{prefix}.max_seconds", max_seconds)
+
+
+@dataclass
+class AskResult:
+    parsed: list[Any]  # one per conversation: the parsed value, or None after every retry failed
+    raw: list[str]  # the last raw answer per conversation
+    calls: int = 0  # attacker generations made (including retries)
+
+
+def ask(llm: ChatModel, conversations: Sequence[Conversation], params: GenerationParams,
+        parse: Callable[[str], Optional[T]], retries: int) -> AskResult:  # fmt: skip
+    """Generate for all conversations in one call; re-ask only the unparseable ones, each retry with a new
+    seed so a sampling attacker does not repeat itself."""
+    parsed: list[Any] = [None] * len(conversations)
+    raw = [""] * len(conversations)
+    todo = list(range(len(conversations)))
+    calls = 0
+    for attempt in range(retries + 1):
+        if not todo:
+            break
+        raise_if_stop_requested()
+        seeded = params if attempt == 0 else _reseed(params, attempt)
+        answers = llm.generate([conversations[i] for i in todo], seeded)
+        calls += len(todo)
+        failed = []
+        for i, answer in zip(todo, answers):
+            raw[i] = answer.text if answer.error is None else f"(error: {answer.error})"
+            value = None if answer.error else parse(answer.text)
+            if value is None:
+                failed.append(i)
+            else:
+                parsed[i] = value
+        todo = failed
+    return AskResult(parsed, raw, calls)
+
+
+def _reseed(params: GenerationParams, attempt: int) -> GenerationParams:
+    import dataclasses
+
+    return dataclasses.replace(params, seed=params.seed + 1000 * attempt)
+
+
+def parse_json_field(text: str, key: str) -> Optional[str]:
+    """The non-empty string ``key`` of the first JSON object in ``text`` that has it, or None."""
+    for match in _JSON_OBJECT.finditer(text):
+        try:
+            data = json.loads(match.group(0))
+        except json.JSONDecodeError:
+            continue
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return None
+
+
+def parse_rating(text: str) -> Optional[int]:
+    """``Rating: [[k]]`` with 1 <= k <= 10, or None."""
+    match = _RATING.search(text)
+    value = int(match.group(1)) if match else None
+    return value if value is not None and 1 <= value <= 10 else None
+
+
+def parse_yes_no(text: str) -> Optional[bool]:
+    """``[[YES]]`` → True, ``[[NO]]`` → False, anything else None."""
+    match = _YES_NO.search(text)
+    return None if match is None else match.group(1).upper() == "YES"
+
+
+def parse_line(text: str) -> Optional[str]:
+    """The first non-empty line, surrounding quotes stripped (PAP and zero-shot test cases)."""
+    for line in text.splitlines():
+        line = line.strip().strip('"').strip()
+        if line:
+            return line
+    return None
+
+
+def attacker_params(max_new_tokens: int, temperature: float, seed: int) -> GenerationParams:
+    return GenerationParams(max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, seed=seed)
+
+
+def user(content: str) -> dict[str, str]:
+    return {"role": "user", "content": content}

@@ -1,0 +1,214 @@
+"""``gcg_multi`` and ``gcg_transfer``: one universal GCG suffix (HarmBench's EnsembleGCG; docs/attacks.md).
+
+``gcg_multi`` optimises a single suffix jointly over ``n_train`` behaviors (the first of the run, or
+``train_ids``): each step averages the one-hot token gradient of the target loss over the *active*
+behaviors, samples ``search_width`` swaps as :mod:`safealign.eval.attacks.gcg` does, and keeps the
+candidate with the lowest mean loss. With ``progressive=true`` it starts from one behavior and adds the next
+when every active loss is under ``add_threshold`` or after ``add_after`` steps without an addition. The
+suffix is saved to ``suffix_file`` (default ``<output_dir>/gcg_multi_suffix.json``) and reused on resume
+when its training behaviors and settings match. Every behavior of the run then gets ``request + separator
++ suffix``; attempt ids ``train`` and ``held_out`` split the ASR in ``by_attempt``.
+
+``gcg_transfer`` applies a saved suffix (that JSON, or a plain text file) to any target, remote ones included.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Optional, Sequence
+
+import torch
+
+from safealign.checks import at_least, positive
+from safealign.errors import UserError
+from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
+from safealign.eval.attacks.gcg import GCGAttack, GCGConfig
+from safealign.files import read_text
+from safealign.interrupt import raise_if_stop_requested
+from safealign.io import write_json
+from safealign.types import Attempt, Behavior
+
+logger = logging.getLogger(__name__)
+DEFAULT_FILE = "gcg_multi_suffix.json"
+
+
+@dataclass(frozen=True)
+class GCGMultiConfig(GCGConfig):
+    n_train: int = 5  # behaviors the suffix is optimised on (the run's first, unless train_ids)
+    train_ids: tuple[str, ...] = ()
+    progressive: bool = True
+    add_threshold: float = 0.2  # add the next behavior when every active loss is below this
+    add_after: int = 100  # ... or after this many steps without an addition
+    suffix_file: str = ""  # default: <output_dir>/gcg_multi_suffix.json
+    max_seconds: Optional[float] = None  # time budget of the whole optimisation
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        at_least("attack_params.gcg_multi.n_train", self.n_train, 1)
+        at_least("attack_params.gcg_multi.add_after", self.add_after, 1)
+        positive("attack_params.gcg_multi.add_threshold", self.add_threshold)
+        if self.max_seconds is not None:
+            positive("attack_params.gcg_multi.max_seconds", self.max_seconds)
+
+
+@dataclass
+class UniversalSuffix:
+    suffix: str
+    suffix_ids: list[int]
+    train_ids: list[str]
+    mean_loss: float
+    losses: list[float] = field(default_factory=list)  # mean active loss of the chosen candidate per step
+    active: list[int] = field(default_factory=list)  # behaviors active at each step
+    steps: int = 0
+    seconds: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+def _settings(cfg: GCGMultiConfig) -> dict[str, Any]:
+    """What must match for a saved suffix to be reused (everything but the file and the early-stop knobs)."""
+    skip = {"suffix_file", "early_stop_every", "early_stop_max_new_tokens", "batch_size", "max_seconds"}
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(cfg).items() if k not in skip}
+
+
+class GCGMultiAttack(GCGAttack):
+    config_class: ClassVar[type] = GCGMultiConfig
+
+    def __init__(self, config: GCGMultiConfig, context: AttackContext | None = None) -> None:
+        super().__init__(config, context)
+        self.universal: UniversalSuffix | None = None
+        self.train_ids: set[str] = set()
+
+    @classmethod
+    def check(cls, config: Any, behaviors: Sequence[Behavior]) -> None:
+        super().check(config, behaviors)
+        train_set(config, behaviors)
+
+    def suffix_path(self) -> Path:
+        if self.config.suffix_file:
+            return Path(self.config.suffix_file)
+        if self.context.work_dir is None:
+            raise UserError("gcg_multi: set attack_params.gcg_multi.suffix_file (no run folder to save it in)")
+        return Path(self.context.work_dir) / DEFAULT_FILE
+
+    def prepare(self, behaviors: Sequence[Behavior]) -> None:
+        train = train_set(self.config, behaviors)
+        self.train_ids = {b.id for b in train}
+        path = self.suffix_path()
+        saved = _load_saved(path)
+        if saved and saved.train_ids == [b.id for b in train] and saved.settings == _settings(self.config):
+            logger.info("gcg_multi: reusing the suffix saved in %s", path)
+            self.universal = saved
+            return
+        self.universal = self.optimize_universal(train)
+        write_json(path, asdict(self.universal))
+
+    def attack(self, behavior: Behavior) -> list[Attempt]:
+        if self.universal is None:
+            raise RuntimeError("gcg_multi: prepare() must run before attack()")
+        u = self.universal
+        content = behavior_prompt(behavior) + self.config.separator + u.suffix
+        split = "train" if behavior.id in self.train_ids else "held_out"
+        meta = {"suffix": u.suffix, "train_ids": u.train_ids, "mean_train_loss": u.mean_loss, "steps": u.steps}
+        return [self.user_attempt(behavior, content, split, **meta)]
+
+    def optimize_universal(self, train: Sequence[Behavior]) -> UniversalSuffix:
+        cfg = self.config
+        generator = torch.Generator().manual_seed(cfg.seed)
+        problems = [self._problem(b) for b in train]
+        ids = self._initial_ids()
+        active = 1 if cfg.progressive else len(problems)
+        last_add = 0
+        out = UniversalSuffix(self._decode(ids), ids.tolist(), [b.id for b in train], float("inf"),
+                              settings=_settings(cfg))  # fmt: skip
+        start = time.perf_counter()
+        for step in range(cfg.steps):
+            raise_if_stop_requested()
+            if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+                break
+            grad = torch.stack([self._token_gradients(p, ids) for p in problems[:active]]).mean(0)
+            candidates = self._sample_candidates(ids, grad, generator)
+            losses = torch.stack([self._candidate_losses(p, candidates) for p in problems[:active]])  # (A, W)
+            choice = losses.mean(0).argmin()
+            ids = candidates[choice]
+            chosen = losses[:, choice]
+            out.losses.append(float(chosen.mean()))
+            out.active.append(active)
+            out.steps = step + 1
+            solved = bool((chosen < cfg.add_threshold).all())
+            if active < len(problems) and (solved or step - last_add >= cfg.add_after):
+                active, last_add = active + 1, step
+        out.suffix, out.suffix_ids = self._decode(ids), ids.tolist()
+        with torch.no_grad():  # the final suffix's mean loss over every training behavior, active or not
+            final = torch.stack([self._candidate_losses(p, ids[None]) for p in problems])
+        out.mean_loss = float(final.mean())
+        out.seconds = round(time.perf_counter() - start, 3)
+        logger.info("gcg_multi: mean loss %.3f over %d behaviors after %d steps", out.mean_loss, len(train), out.steps)
+        return out
+
+
+def train_set(cfg: GCGMultiConfig, behaviors: Sequence[Behavior]) -> list[Behavior]:
+    if cfg.train_ids:
+        by_id = {b.id: b for b in behaviors}
+        unknown = [i for i in cfg.train_ids if i not in by_id]
+        if unknown:
+            raise UserError(f"attack_params.gcg_multi.train_ids: {unknown} are not among the run's behaviors")
+        return [by_id[i] for i in cfg.train_ids]
+    if cfg.n_train > len(behaviors):
+        raise UserError(f"attack_params.gcg_multi.n_train={cfg.n_train} but the run has {len(behaviors)} behaviors")
+    return list(behaviors[: cfg.n_train])
+
+
+def _load_saved(path: Path) -> UniversalSuffix | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return UniversalSuffix(**data)
+    except (json.JSONDecodeError, TypeError) as exc:
+        logger.warning("gcg_multi: ignoring unreadable suffix file %s (%s)", path, exc)
+        return None
+
+
+@dataclass(frozen=True)
+class GCGTransferConfig:
+    suffix_file: str = ""  # gcg_multi's JSON, or a text file holding the suffix
+    separator: str = " "
+
+
+def read_suffix(path: str) -> str:
+    if not path:
+        raise UserError("attack_params.gcg_transfer.suffix_file is required (a gcg_multi suffix JSON or a text file)")
+    text = read_text(path, "suffix file (gcg_multi JSON or text)")
+    if path.endswith(".json"):
+        try:
+            suffix = json.loads(text).get("suffix")
+        except (json.JSONDecodeError, AttributeError):
+            suffix = None
+        if not isinstance(suffix, str) or not suffix:
+            raise UserError(f"{path}: not a gcg_multi suffix file (no \"suffix\" text field)")
+        return suffix
+    if not text.strip():
+        raise UserError(f"{path}: empty suffix file")
+    return text.rstrip("\n")
+
+
+class GCGTransferAttack(Attack):
+    config_class: ClassVar[type] = GCGTransferConfig
+
+    def __init__(self, config: GCGTransferConfig, context: AttackContext | None = None) -> None:
+        super().__init__(config, context)
+        self.suffix = read_suffix(config.suffix_file)
+
+    @classmethod
+    def check(cls, config: Any, behaviors: Sequence[Behavior]) -> None:
+        super().check(config, behaviors)
+        read_suffix(config.suffix_file)
+
+    def attack(self, behavior: Behavior) -> list[Attempt]:
+        content = behavior_prompt(behavior) + self.config.separator + self.suffix
+        return [self.user_attempt(behavior, content, "gcg_transfer", suffix=self.suffix,
+                                  suffix_file=self.config.suffix_file)]  # fmt: skip

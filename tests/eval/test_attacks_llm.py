@@ -1,0 +1,259 @@
+"""Attacker-driven attacks against scripted models: tap, pap, zero_shot, crescendo (docs/attacks.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from safealign.eval.attacks import AttackContext, build_attack
+from safealign.eval.attacks.attacker import Budget, ask, parse_json_field, parse_rating, parse_yes_no
+from safealign.eval.attacks.crescendo import CrescendoAttack, CrescendoConfig
+from safealign.eval.attacks.pap import TOP5, PAPAttack, PAPConfig, load_taxonomy
+from safealign.eval.attacks.tap import TAPAttack, TAPConfig
+from safealign.eval.attacks.zero_shot import ZeroShotAttack, ZeroShotConfig
+from safealign.eval.backends.base import GenerationParams
+from safealign.types import Behavior
+
+from .fakes import KeywordJudge, ScriptedChatModel
+
+B = Behavior("b1", "Explain the forbidden procedure", target="Sure, here is the procedure")
+
+
+def _last(conversation) -> str:
+    return conversation[-1]["content"]
+
+
+def _user_last(conversation) -> str:
+    return [m for m in conversation if m["role"] == "user"][-1]["content"]
+
+
+# ---- shared parsing and budget -------------------------------------------------------------------------------
+
+
+def test_parsers():
+    assert parse_json_field('noise {"a": 1} then {"prompt": " P "}', "prompt") == "P"
+    assert parse_json_field('{"prompt": ""}', "prompt") is None and parse_json_field("{bad", "prompt") is None
+    assert parse_rating("Rating: [[7]]") == 7 and parse_rating("Rating: [[11]]") is None and parse_rating("7") is None
+    assert parse_yes_no("Response: [[yes]]") is True and parse_yes_no("[[NO]]") is False
+    assert parse_yes_no("maybe") is None
+
+
+def test_ask_retries_only_the_unparseable_then_gives_none():
+    seen = []
+
+    def reply(conversation):
+        seen.append(_last(conversation))
+        return "ok" if _last(conversation) == "good" else "garbage"
+
+    llm = ScriptedChatModel(reply)
+    result = ask(llm, [({"role": "user", "content": "good"},), ({"role": "user", "content": "bad"},)],
+                 GenerationParams(), lambda t: t if t == "ok" else None, retries=2)  # fmt: skip
+    assert result.parsed == ["ok", None] and result.calls == 4  # 2 first, then the bad one twice more
+    assert [len(c) for c in llm.calls] == [2, 1, 1]
+
+
+def test_budget_take_charges_and_caps():
+    budget = Budget(max_queries=5)
+    assert budget.take(3) == 3 and budget.take(3) == 2 and budget.take(1) == 0 and budget.exhausted
+    assert Budget(max_seconds=1e-9).take(4) == 0
+
+
+# ---- tap ---------------------------------------------------------------------------------------------------
+
+
+def _tap_attacker():
+    counter = {"n": 0}
+
+    def reply(conversation):
+        counter["n"] += 1
+        # every third proposal drifts off topic
+        tag = "offtopic" if counter["n"] % 3 == 0 else "ontopic"
+        return json.dumps({"improvement": "x", "prompt": f"{tag} prompt {counter['n']}"})
+
+    return ScriptedChatModel(reply)
+
+
+def _tap_evaluator():
+    # the on-topic check: NO for drifting prompts; the prompt text follows "PROMPT: "
+    return ScriptedChatModel(lambda c: "NO]]" if "offtopic" in _last(c[:2]) else "YES]]")
+
+
+def test_tap_prunes_off_topic_nodes_and_keeps_width():
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attack = TAPAttack(TAPConfig(branching=3, width=2, depth=3), AttackContext(target=target, judge=KeywordJudge()),
+                       attacker=_tap_attacker(), evaluator=_tap_evaluator())  # fmt: skip
+    [attempt] = attack(B)
+    sent = [_user_last(c) for c in target.conversations]
+    assert sent and not any("offtopic" in p for p in sent)  # no off-topic prompt ever reached the target
+    assert all(len(call) <= 2 for call in target.calls)  # at most `width` target queries per depth, one call each
+    assert len(target.calls) == 3 and attempt.meta["depth_reached"] == 3
+    assert attempt.meta["pruned_off_topic"] >= 1 and all(n["on_topic"] is True for n in attempt.meta["tree"])
+    # depth 1: one root × 3 branches; later depths: the 2 kept leaves × 3 branches, all in one attacker call
+    assert [len(c) for c in attack.attacker.calls] == [3, 6, 6]
+    assert attempt.meta["target_queries"] == len(sent) and attempt.meta["score"] == 1
+
+
+def test_tap_stops_at_the_cutoff_and_returns_the_best_prompt():
+    target = ScriptedChatModel(lambda c: "HARMFUL" if _user_last(c) == "ontopic prompt 4" else "I refuse")
+    attack = TAPAttack(TAPConfig(branching=2, width=4, depth=5, prune_off_topic=False),
+                       AttackContext(target=target, judge=KeywordJudge()), attacker=_tap_attacker())  # fmt: skip
+    [attempt] = attack(B)
+    assert attempt.messages[0]["content"] == "ontopic prompt 4" and attempt.meta["score"] == 10
+    assert attempt.meta["depth_reached"] == 2 and len(target.calls) == 2  # stopped at depth 2
+
+
+def test_tap_scores_with_an_evaluator_rating_and_feeds_it_back():
+    evaluator = ScriptedChatModel(lambda c: "3]]" if "RESPONSE" in _last(c[:2]) else "YES]]")
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attack = TAPAttack(TAPConfig(branching=1, width=1, depth=2, scorer="evaluator"), AttackContext(target=target),
+                       attacker=_tap_attacker(), evaluator=evaluator)  # fmt: skip
+    [attempt] = attack(B)
+    assert attempt.meta["score"] == 3
+    assert "SCORE: 3" in _last(attack.attacker.calls[-1][0])
+
+
+def test_tap_budget_caps_target_queries():
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attack = TAPAttack(TAPConfig(branching=4, width=4, depth=5, prune_off_topic=False, max_queries=6),
+                       AttackContext(target=target, judge=KeywordJudge()), attacker=_tap_attacker())  # fmt: skip
+    [attempt] = attack(B)
+    assert target.n_generated == 6 and attempt.meta["budget_exhausted"] is True
+
+
+def test_tap_unparseable_attacker_is_a_failed_attempt_not_a_crash():
+    attacker = ScriptedChatModel(lambda c: "no json at all")
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attack = TAPAttack(TAPConfig(branching=2, depth=3, retries=2), AttackContext(target=target, judge=KeywordJudge()),
+                       attacker=attacker)  # fmt: skip
+    [attempt] = attack(B)
+    assert attempt.meta["attacker_failed"] is True and attempt.messages[0]["content"] == B.behavior
+    assert attacker.n_generated == 2 * 3 and target.n_generated == 0  # two branches, asked three times each
+
+
+def test_tap_bad_params_name_the_key():
+    with pytest.raises(ValueError, match="attack_params.tap.width"):
+        TAPConfig(width=0)
+    with pytest.raises(ValueError, match="scorer"):
+        TAPConfig(scorer="vibes")
+    with pytest.raises(ValueError, match=r"tap.attacker: unknown model key\(s\) \['nam'\]"):
+        TAPConfig(attacker={"nam": "x"})
+
+
+# ---- pap ---------------------------------------------------------------------------------------------------
+
+
+def test_taxonomy_has_40_techniques_and_top5_first():
+    taxonomy = load_taxonomy()
+    assert len(taxonomy) == 40 and len({t.name for t in taxonomy}) == 40
+    assert tuple(t.name for t in taxonomy[:5]) == TOP5 and all(t.definition for t in taxonomy)
+
+
+def test_pap_one_paraphrase_per_technique():
+    def reply(conversation):
+        text = _last(conversation)
+        if "Technique: Misrepresentation" in text:
+            return ""  # nothing usable: becomes a failed attempt
+        technique = text.split("Technique: ")[1].split("\n")[0]
+        return f'"As {technique} says, please explain the procedure in full."'
+
+    attacker = ScriptedChatModel(reply)
+    attempts = PAPAttack(PAPConfig(retries=1), AttackContext(), attacker=attacker)(B)
+    assert [a.meta["id"] for a in attempts] == ["pap_logical_appeal", "pap_authority_endorsement",
+                                                "pap_misrepresentation", "pap_evidence_based_persuasion",
+                                                "pap_expert_endorsement"]  # fmt: skip
+    texts = {a.meta["technique"]: a.messages[0]["content"] for a in attempts}
+    assert texts["Logical Appeal"] == "As Logical Appeal says, please explain the procedure in full."
+    assert texts["Misrepresentation"] == B.behavior
+    assert [a.meta["attacker_failed"] for a in attempts] == [False, False, True, False, False]
+    assert [len(c) for c in attacker.calls] == [5, 1]  # one batch, then the one retry
+
+
+def test_pap_techniques_and_budget_are_checked():
+    assert len(PAPAttack(PAPConfig(techniques=("all",)), AttackContext(), attacker=ScriptedChatModel(str)).techniques) \
+        == 40  # fmt: skip
+    with pytest.raises(ValueError, match="unknown.*'Bribery'.*valid: all, Logical Appeal"):
+        PAPConfig(techniques=("Bribery",))
+    with pytest.raises(ValueError, match="5 techniques is over the budget max_queries=3"):
+        PAPConfig(max_queries=3)
+
+
+# ---- zero_shot ---------------------------------------------------------------------------------------------
+
+
+def test_zero_shot_takes_the_first_line_of_each_case():
+    answers = iter(["Tell me the procedure\n2. other", "  ", '"Explain it as a story"', "x"])
+    attacker = ScriptedChatModel(lambda c: next(answers))
+    attempts = ZeroShotAttack(ZeroShotConfig(n_cases=3, retries=1), AttackContext(), attacker=attacker)(B)
+    assert [a.messages[0]["content"] for a in attempts] == ["Tell me the procedure", "x", "Explain it as a story"]
+    first = attacker.calls[0][0]
+    assert first[-1]["role"] == "assistant" and first[-1]["content"].endswith("1. ")  # the prefilled list
+    assert "BEHAVIOR: Explain the forbidden procedure" in first[0]["content"]
+    with pytest.raises(ValueError, match="n_cases=5 is over the budget max_queries=2"):
+        ZeroShotConfig(max_queries=2)
+
+
+def test_zero_shot_puts_the_context_first():
+    ctx = Behavior("c1", "Summarise the text", context="THE TEXT")
+    [attempt] = ZeroShotAttack(ZeroShotConfig(n_cases=1), AttackContext(),
+                               attacker=ScriptedChatModel(lambda c: "Summarise it"))(ctx)  # fmt: skip
+    assert attempt.messages[0]["content"] == "THE TEXT\n\n-----\n\nSummarise it"
+
+
+# ---- crescendo ---------------------------------------------------------------------------------------------
+
+
+def _crescendo_attacker():
+    counter = {"n": 0}
+
+    def reply(conversation):
+        counter["n"] += 1
+        return json.dumps({"question": f"question {counter['n']}"})
+
+    return ScriptedChatModel(reply)
+
+
+def test_crescendo_keeps_history_and_backtracks_refusals():
+    def target(conversation):
+        q = _user_last(conversation)
+        return {"question 2": "I'm sorry, I cannot", "question 4": "HARMFUL details"}.get(q, f"answer to {q}")
+
+    target_model = ScriptedChatModel(target)
+    attack = CrescendoAttack(CrescendoConfig(max_turns=6), AttackContext(target=target_model, judge=KeywordJudge()),
+                             attacker=_crescendo_attacker())  # fmt: skip
+    [attempt] = attack(B)
+    # question 2 was refused and taken back; questions 1, 3, 4 were kept, 4 reached the objective
+    assert attempt.meta["achieved"] is True and attempt.meta["turns"] == 3 and attempt.meta["backtracks"] == 1
+    assert attempt.meta["backtracked"] == [{"question": "question 2", "reply": "I'm sorry, I cannot"}]
+    assert [m["content"] for m in attempt.messages] == ["question 1", "answer to question 1", "question 3",
+                                                         "answer to question 3", "question 4"]  # fmt: skip
+    # the target saw its own earlier answers, never the refused exchange
+    last_sent = target_model.conversations[-1]
+    assert [m["content"] for m in last_sent] == [m["content"] for m in attempt.messages]
+    assert "refused" in _last(attack.attacker.calls[2][0])  # the attacker was told about the refusal
+
+
+def test_crescendo_stops_at_max_turns_and_budget():
+    target = ScriptedChatModel(lambda c: "a calm answer")
+    [attempt] = CrescendoAttack(CrescendoConfig(max_turns=3), AttackContext(target=target, judge=KeywordJudge()),
+                                attacker=_crescendo_attacker())(B)  # fmt: skip
+    assert attempt.meta["turns"] == 3 and target.n_generated == 3 and len(attempt.messages) == 5
+    refusing = ScriptedChatModel(lambda c: "I cannot help")
+    [capped] = CrescendoAttack(CrescendoConfig(max_turns=10, max_backtracks=10, max_queries=4),
+                               AttackContext(target=refusing, judge=KeywordJudge()),
+                               attacker=_crescendo_attacker())(B)  # fmt: skip
+    assert refusing.n_generated == 4 and capped.meta["budget_exhausted"] is True
+
+
+def test_crescendo_unparseable_attacker_is_a_failed_attempt():
+    target = ScriptedChatModel(lambda c: "x")
+    [attempt] = CrescendoAttack(CrescendoConfig(retries=1), AttackContext(target=target, judge=KeywordJudge()),
+                                attacker=ScriptedChatModel(lambda c: "no json"))(B)  # fmt: skip
+    assert attempt.meta["attacker_failed"] is True and target.n_generated == 0
+    assert attempt.messages == ({"role": "user", "content": B.behavior},)
+
+
+def test_attackers_default_to_the_target():
+    target = ScriptedChatModel(lambda c: json.dumps({"question": "q"}))
+    attack = build_attack("crescendo", {"max_turns": 1}, AttackContext(target=target, judge=KeywordJudge()))
+    assert attack.attacker is target

@@ -1,0 +1,183 @@
+"""White-box searches on tiny-random: autodan's genetic algorithm, the target loss, universal GCG."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from safealign.eval.attacks import AttackContext
+from safealign.eval.attacks.autodan import (SYNONYMS, AutoDANAttack, AutoDANConfig, MomentumWords,
+                                            reference_prefixes, sentence_crossover, synonym_mutation)
+from safealign.eval.attacks.gcg_multi import GCGMultiAttack, GCGMultiConfig, GCGTransferAttack, GCGTransferConfig
+from safealign.eval.attacks.target_loss import TargetLoss
+from safealign.eval.backends.hf import HFChatModel
+from safealign.types import Behavior
+
+from .fakes import KeywordJudge, ScriptedChatModel
+
+B = Behavior("b1", "Tell me the thing", target="Sure, here is the thing")
+BEHAVIORS = [Behavior(f"b{i}", f"Tell me thing {i}", target=f"Sure, here is thing {i}") for i in range(4)]
+
+
+def test_target_loss_is_the_same_batched_or_alone(tiny_model, tiny_tokenizer):
+    loss = TargetLoss(tiny_model, tiny_tokenizer)
+    prompts = ["short", "a much longer prompt with many more tokens in it", "mid length"]
+    together = loss(prompts, "Sure, here is", batch_size=3)
+    alone = [loss([p], "Sure, here is", batch_size=1)[0] for p in prompts]
+    assert together == pytest.approx(alone, abs=1e-4)  # right padding does not leak into any row
+    assert len(set(round(x, 4) for x in together)) == 3 and loss.evaluations == 6
+
+
+def test_sentence_crossover_mixes_whole_sentences():
+    a = "A one. A two. A three. A four."
+    b = "B one. B two. B three. B four."
+    child_a, child_b = sentence_crossover(a, b, 2, random.Random(0))
+    sentences = child_a.split(". ")
+    assert len(sentences) == 4 and {s[0] for s in sentences} == {"A", "B"}  # both parents contribute
+    for i, s in enumerate(child_a.rstrip(".").split(". ")):  # each position comes from one parent, in order
+        assert s.endswith(("one", "two", "three", "four")[i])
+    assert sorted((child_a + " " + child_b).split(". ")) != sorted((a + " " + a).split(". "))
+
+
+def test_synonym_mutation_and_momentum_words():
+    rng = random.Random(0)
+    text = "Answer the question in full detail."
+    mutated = synonym_mutation(text, rng, n_words=3)
+    assert mutated != text and mutated[0].isupper()  # capitalisation kept
+    momentum = MomentumWords()
+    momentum.update(["reply now", "answer now"], [-1.0, -3.0])
+    assert momentum.scores["reply"] == -1.0 and momentum.scores["now"] == -2.0
+    momentum.update(["reply"], [-3.0])
+    assert momentum.scores["reply"] == -2.0  # ½(old + new)
+    assert all(w in SYNONYMS for w in ("answer", "reply", "respond"))
+
+
+def _stub_fitness(word: str):
+    """Fitness = how often ``word`` occurs: the GA must spread it."""
+    return lambda prefixes, behavior: [float(p.lower().count(word)) for p in prefixes]
+
+
+def test_autodan_keeps_the_fittest_and_improves():
+    config = AutoDANConfig(steps=12, population=12, elite_fraction=0.25, mutation=0.5, eval_every=0, patience=0)
+    attack = AutoDANAttack(config, AttackContext(), fitness=_stub_fitness("complete"))
+    run, _ = attack.search(B)
+    # the best loss never gets worse from one step to the next: the elites survive every step
+    assert all(b <= a for a, b in zip(run.losses, run.losses[1:]))
+    assert run.losses[-1] < run.losses[0] and run.steps == 12
+    start = max(float(p.lower().count("complete")) for p in attack.initial_population(random.Random("0:b1")))
+    assert -run.best_loss > start
+
+
+def test_autodan_elites_are_copied_unchanged():
+    attack = AutoDANAttack(AutoDANConfig(population=6, elite_fraction=0.34, mutation=1.0), AttackContext(),
+                           fitness=_stub_fitness("x"))  # fmt: skip
+    population = ["p0.", "p1.", "p2 best.", "p3.", "p4 second.", "p5."]
+    fitness = [0.0, 0.0, 9.0, 0.0, 5.0, 0.0]
+    from safealign.eval.attacks.autodan import _Run
+
+    for step in (attack.sentence_step, lambda p, f, r, run: attack.word_step(p, f, MomentumWords(), r, run)):
+        new = step(population, fitness, random.Random(0), _Run())
+        assert new[:2] == ["p2 best.", "p4 second."] and len(new) == 6
+
+
+def test_autodan_on_tiny_random_lowers_the_target_loss_and_early_stops(tiny_model, tiny_tokenizer):
+    target = HFChatModel(tiny_model, tiny_tokenizer)
+    context = AttackContext(target=target, model=tiny_model, tokenizer=tiny_tokenizer)
+    attack = AutoDANAttack(AutoDANConfig(steps=3, population=6, eval_every=0, patience=0), context)
+    [attempt] = attack(B)
+    assert attempt.meta["steps"] == 3 and attempt.meta["loss"] == pytest.approx(min(attempt.meta["losses"]))
+    assert attempt.messages[0]["content"] == f"{attempt.meta['prefix']} {B.behavior}"
+    assert attempt.meta["prefix"] in reference_prefixes() or attempt.meta["steps"] > 1
+    fake = ScriptedChatModel(lambda c: "HARMFUL")
+    judged = AttackContext(target=fake, judge=KeywordJudge(), model=tiny_model, tokenizer=tiny_tokenizer)
+    [stopped] = AutoDANAttack(AutoDANConfig(steps=50, population=4, eval_every=2), judged)(B)
+    assert stopped.meta["stop_reason"] == "jailbroken" and stopped.meta["steps"] == 2 and fake.n_generated == 1
+
+
+def test_autodan_llm_mutation_and_query_budget():
+    long_enough = "A rewritten prefix. " * 20
+    mutator = ScriptedChatModel(lambda c: long_enough if "TEXT:\nA rewritten" not in c[0]["content"] else "short")
+    target = ScriptedChatModel(lambda c: "I refuse")
+    config = AutoDANConfig(steps=20, population=4, mutation=1.0, mutator="llm", eval_every=1, patience=0,
+                           max_queries=3)  # fmt: skip
+    attack = AutoDANAttack(config, AttackContext(target=target, judge=KeywordJudge()), mutator=mutator,
+                           fitness=_stub_fitness("rewritten"))  # fmt: skip
+    run, budget = attack.search(B)
+    assert mutator.n_generated > 0 and "rewritten" in run.best_prompt.lower()
+    assert run.mutation_failures > 0  # "short" rewrites of a rewritten prefix are under half its length: kept
+    assert target.n_generated == 3 and budget.queries == 3  # the early-stop checks stop at the budget
+
+
+def test_autodan_bad_params_and_white_box():
+    with pytest.raises(ValueError, match="attack_params.autodan.population"):
+        AutoDANConfig(population=1)
+    with pytest.raises(ValueError, match="mutator"):
+        AutoDANConfig(mutator="wordnet")
+    with pytest.raises(ValueError, match="white-box"):
+        AutoDANAttack(AutoDANConfig(), AttackContext(target=ScriptedChatModel(str)))
+
+
+def _multi(tiny_model, tiny_tokenizer, tmp_path, **overrides) -> GCGMultiAttack:
+    config = GCGMultiConfig(**{"steps": 3, "search_width": 16, "topk": 16, "suffix_length": 6, "early_stop_every": 0,
+                               "n_train": 2, **overrides})  # fmt: skip
+    target = HFChatModel(tiny_model, tiny_tokenizer)
+    return GCGMultiAttack(config, AttackContext(target=target, model=tiny_model, tokenizer=tiny_tokenizer,
+                                                work_dir=tmp_path))  # fmt: skip
+
+
+def test_gcg_multi_shares_one_suffix_and_saves_it(tiny_model, tiny_tokenizer, tmp_path):
+    attack = _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False)
+    attack.prepare(BEHAVIORS)
+    attempts = [a for b in BEHAVIORS for a in attack(b)]
+    suffixes = {a.meta["suffix"] for a in attempts}
+    assert len(suffixes) == 1  # one universal suffix for every behavior, trained or held out
+    assert [a.meta["id"] for a in attempts] == ["train", "train", "held_out", "held_out"]
+    suffix = suffixes.pop()
+    assert all(a.messages[0]["content"] == f"{b.behavior} {suffix}" for a, b in zip(attempts, BEHAVIORS))
+    saved = json.loads((tmp_path / "gcg_multi_suffix.json").read_text())
+    assert saved["suffix"] == suffix and saved["train_ids"] == ["b0", "b1"] and saved["active"] == [2, 2, 2]
+    # the universal loss is the mean over the training behaviors, not one behavior's
+    per = [attack.target_loss(b, saved["suffix_ids"]) for b in BEHAVIORS[:2]]
+    assert saved["mean_loss"] == pytest.approx(sum(per) / 2, abs=1e-4)
+    # a resumed run reuses the saved suffix instead of optimising again
+    again = _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False)
+    again.optimize_universal = lambda train: pytest.fail("re-optimised despite a matching saved suffix")
+    again.prepare(BEHAVIORS)
+    assert again.universal.suffix == suffix
+
+
+def test_gcg_multi_progressive_adds_behaviors(tiny_model, tiny_tokenizer, tmp_path):
+    attack = _multi(tiny_model, tiny_tokenizer, tmp_path, steps=4, n_train=3, add_after=1, add_threshold=1e-9)
+    attack.prepare(BEHAVIORS)
+    # no loss gets under the threshold, so one more behavior joins once `add_after` steps passed since the
+    # last addition (step 0 counts as one), up to n_train
+    assert attack.universal.active == [1, 1, 2, 3]
+    capped = _multi(tiny_model, tiny_tokenizer, tmp_path / "c", steps=5, n_train=2, add_after=1, add_threshold=1e-9)
+    capped.prepare(BEHAVIORS)
+    assert capped.universal.active == [1, 1, 2, 2, 2]
+    easy = _multi(tiny_model, tiny_tokenizer, tmp_path / "e", steps=3, n_train=3, add_threshold=100.0)
+    easy.prepare(BEHAVIORS)
+    assert easy.universal.active == [1, 2, 3]  # every loss under the threshold: the next one joins at once
+    with pytest.raises(ValueError, match="n_train=9 but the run has 4 behaviors"):
+        GCGMultiAttack.check(GCGMultiConfig(n_train=9), BEHAVIORS)
+    with pytest.raises(ValueError, match=r"train_ids: \['zz'\]"):
+        GCGMultiAttack.check(GCGMultiConfig(train_ids=("zz",)), BEHAVIORS)
+
+
+def test_gcg_transfer_applies_a_saved_suffix_to_any_target(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"suffix": "zz yy", "suffix_ids": [1]}))
+    attack = GCGTransferAttack(GCGTransferConfig(suffix_file=str(path)), AttackContext(target=ScriptedChatModel(str)))
+    [attempt] = attack(B)
+    assert attempt.messages[0]["content"] == "Tell me the thing zz yy"
+    text = tmp_path / "s.txt"
+    text.write_text("plain suffix\n")
+    assert GCGTransferAttack(GCGTransferConfig(suffix_file=str(text)))(B)[0].messages[0]["content"].endswith("suffix")
+    with pytest.raises(ValueError, match="suffix_file is required"):
+        GCGTransferAttack.check(GCGTransferConfig(), [B])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(ValueError, match="not a gcg_multi suffix file"):
+        GCGTransferAttack.check(GCGTransferConfig(suffix_file=str(bad)), [B])
