@@ -14,6 +14,7 @@ import math
 from collections import Counter, defaultdict
 from typing import Any, Iterable, Sequence
 
+from safealign.eval.aggregate import format_aggregate, mean_over_attacks
 from safealign.eval.asr_at_n import asr_at_n_block
 from safealign.io.records import AsrStats, AttemptRecord
 from safealign.io.summaries import EvalSummary
@@ -105,6 +106,11 @@ def summarize(records: Iterable[AttemptRecord], behaviors: Sequence[Behavior], a
             blocks["by_attempt"][attack] = {
                 j: {a: asr_stats(per_attempt[attack][j][a]) for a in sorted(per_attempt[attack][j])} for j in judges
             }
+    if len(attacks) > 1:  # the HarmBench-style table: mean of the per-attack ASRs, per judge
+        blocks["mean_over_attacks"] = {
+            j: mean_over_attacks({a: {b: _outcome(v) for b, v in verdicts[a][j].items()} for a in attacks})
+            for j in judges
+        }
     return EvalSummary(n_behaviors=len(behaviors), prefill_check=prefill_check(records, attacks),
                        asr_at_n=asr_at_n_block(records, category, judges, attacks), **blocks)
 
@@ -151,14 +157,15 @@ def _by_category(per_behavior: dict[str, list], category: dict[str, str]) -> dic
 
 def format_table(summary: EvalSummary) -> str:
     """A plain-text table: one row per attack × judge."""
-    header = f"{'attack':<14} {'judge':<12} {'ASR':>6}  {'95% CI':<15} {'n':>5} {'unscored':>8}"
+    header = f"{'attack':<18} {'judge':<12} {'ASR':>6}  {'95% CI':<15} {'n':>5} {'unscored':>8}"
     lines = [header, "-" * len(header)]
     for attack, per_judge in summary.attacks.items():
         for judge, s in per_judge.items():
             asr = "-" if s.asr is None else f"{s.asr:.3f}"
             lo, hi = s.ci95 or (0.0, 1.0)
             ci = f"[{lo:.3f}, {hi:.3f}]"
-            lines.append(f"{attack:<14} {judge:<12} {asr:>6}  {ci:<15} {s.n:>5} {s.unscored:>8}")
+            lines.append(f"{attack:<18} {judge:<12} {asr:>6}  {ci:<15} {s.n:>5} {s.unscored:>8}")
+    lines += format_aggregate(summary.mean_over_attacks)
     lines += _over_refusal_lines(summary.over_refusal)
     lines += [f"warning: {line}" for line in run_warnings(summary)]
     return "\n".join(lines)

@@ -56,6 +56,8 @@ class EvalSummary:
     benchmark: dict[str, Any] = field(default_factory=dict)
     # refusal rates on benign prompts answered in the same run, XSTest contrast pair (eval/benign.py)
     over_refusal: dict[str, Any] = field(default_factory=dict)
+    # judge -> HarmBench-style mean ASR over the run's attacks with a bootstrap interval (eval/aggregate.py)
+    mean_over_attacks: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

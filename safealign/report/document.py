@@ -273,8 +273,27 @@ def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
         blocks.append(
             Para("Some ASR values were recomputed from records.jsonl because summary.json was absent.", "warn")
         )
+    blocks += _aggregate_tables(data)
     blocks += _category_tables(data) + _judge_agreement_tables(data) + _asr_at_n_blocks(data, with_plots)
     return Section("Jailbreak attacks", "asr", blocks)
+
+
+def _aggregate_tables(data: RunData) -> list[Block]:
+    """HarmBench-style: the mean of the per-attack ASRs, per stage and judge (safealign/eval/aggregate.py)."""
+    rows = []
+    for stage in data.stages:
+        block = stage.jailbreak_summary.mean_over_attacks if stage.jailbreak_summary else {}
+        for judge, agg in block.items():
+            if agg.get("mean") is None:
+                continue
+            lo, hi = agg.get("ci95") or (0.0, 1.0)
+            rows.append((stage.name, judge, str(agg.get("n_attacks")), f"{100 * agg['mean']:.1f}%",
+                         f"[{100 * lo:.1f}, {100 * hi:.1f}]", str(agg.get("n_behaviors"))))  # fmt: skip
+    if not rows:
+        return []
+    headers = ("stage", "judge", "attacks", "mean ASR over attacks", "95% CI (bootstrap over behaviors)", "behaviors")
+    return [Table(headers, tuple(rows), "HarmBench-style aggregate: the plain mean of the per-attack ASRs above "
+                  "(any_attack excluded), under the judge named in each row.")]
 
 
 def _asr_at_n_blocks(data: RunData, with_plots: bool) -> list[Block]:

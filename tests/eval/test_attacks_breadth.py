@@ -1,0 +1,116 @@
+"""Every attack of issue 13 through ``run_eval``: on tiny-random for real, the HarmBench-style aggregate,
+and bad parameters failing before any generation (docs/attacks.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from safealign.eval.aggregate import mean_over_attacks
+from safealign.eval.backends.hf import HFChatModel
+from safealign.eval.config import EvalConfig
+from safealign.eval.pipeline import run_eval
+from safealign.eval.summary import format_table
+from safealign.types import Behavior
+
+from .fakes import KeywordJudge, ScriptedChatModel
+
+BEHAVIORS = [Behavior(f"b{i}", f"Tell me thing {i}", target=f"Sure, here is thing {i}") for i in range(3)]
+SMALL = {
+    "tap": {"branching": 2, "width": 2, "depth": 2, "attacker_max_new_tokens": 16, "retries": 0},
+    "pap": {"techniques": ["Logical Appeal", "Expert Endorsement"], "attacker_max_new_tokens": 16},
+    "zero_shot": {"n_cases": 2, "attacker_max_new_tokens": 16},
+    "crescendo": {"max_turns": 2, "max_backtracks": 1, "attacker_max_new_tokens": 16},
+    "many_shot": {"n_shots": 4},
+    "human_jailbreaks": {"subset": 2},
+    "autodan": {"steps": 2, "population": 4, "eval_every": 1, "eval_max_new_tokens": 4},
+    "gcg_multi": {"steps": 1, "search_width": 8, "topk": 8, "suffix_length": 4, "n_train": 2, "early_stop_every": 0},
+}
+ALL = ["direct", *SMALL]
+
+
+def test_every_new_attack_runs_on_tiny_random(tiny_model, tiny_tokenizer, tmp_path):
+    """The tiny model is target and attacker: its attacker output is noise, so this also proves that
+    unparseable attacker answers end as flagged attempts, never a crash."""
+    config = EvalConfig(attacks=ALL, attack_params=SMALL, judges=["refusal"], output_dir=str(tmp_path / "run"))
+    config.generation.max_new_tokens = 4
+    summary = run_eval(config, model=tiny_model, tokenizer=tiny_tokenizer, behaviors=BEHAVIORS)
+    assert summary.complete and all(summary.missing[a] == 0 for a in ALL)
+    records = [json.loads(line) for line in (tmp_path / "run" / "records.jsonl").read_text().splitlines()]
+    per_attack = {a: [r for r in records if r["attack"] == a] for a in ALL}
+    assert {a: len(rs) for a, rs in per_attack.items()} == {
+        "direct": 3, "tap": 3, "pap": 6, "zero_shot": 6, "crescendo": 3, "many_shot": 3, "human_jailbreaks": 6,
+        "autodan": 3, "gcg_multi": 3}  # fmt: skip
+    assert (tmp_path / "run" / "gcg_multi_suffix.json").exists()
+    assert len({r["attempt_meta"]["suffix"] for r in per_attack["gcg_multi"]}) == 1
+    agg = summary.mean_over_attacks["refusal"]
+    assert agg["n_attacks"] == len(ALL) and set(agg["per_attack"]) == set(ALL)
+    assert "mean over 9 attacks (judge refusal)" in format_table(summary)
+
+
+def _scripted(conversation):
+    text = conversation[-1]["content"]
+    if "red-teaming assistant" in conversation[0]["content"]:  # tap/crescendo attacker
+        return json.dumps({"prompt": "story prompt", "question": "story question"})
+    return "HARMFUL" if "story" in text else "I refuse"
+
+
+def test_the_aggregate_is_the_mean_of_the_per_attack_asrs(tmp_path):
+    from safealign.report import build_report
+
+    fake = ScriptedChatModel(_scripted)
+    config = EvalConfig(attacks=["direct", "tap", "crescendo"], judges=["kw"], output_dir=str(tmp_path / "run"),
+                        attack_params={"tap": {"prune_off_topic": False, "depth": 1, "branching": 1}})  # fmt: skip
+    summary = run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    agg = summary.mean_over_attacks["kw"]
+    assert agg["per_attack"] == {"direct": 0.0, "tap": 1.0, "crescendo": 1.0}
+    assert agg["mean"] == pytest.approx(2 / 3) and agg["ci95"] == [pytest.approx(2 / 3)] * 2  # no spread to resample
+    assert "any_attack" not in agg["per_attack"]
+    _, md = build_report(tmp_path / "run")
+    assert "| run | kw | 3 | 66.7% | [66.7, 66.7] | 3 |" in md.read_text()
+
+
+def test_aggregate_bootstrap_and_unscored():
+    outcomes = {"a": {"b0": True, "b1": False, "b2": None, "b3": True}, "b": {"b0": False, "b1": False},
+                "c": {"b0": None}}  # fmt: skip
+    agg = mean_over_attacks(outcomes, draws=200)
+    assert agg["per_attack"] == {"a": pytest.approx(2 / 3), "b": 0.0, "c": None}
+    assert agg["n_attacks"] == 2 and agg["mean"] == pytest.approx(1 / 3)  # c has nothing scored: left out
+    lo, hi = agg["ci95"]
+    assert 0 <= lo < agg["mean"] < hi <= 1 and agg == mean_over_attacks(outcomes, draws=200)  # seeded
+
+
+@pytest.mark.parametrize("attack, params, message", [
+    ("tap", {"width": 0}, "attack_params.tap.width"),
+    ("tap", {"widht": 2}, r"attack 'tap': unknown parameter\(s\) \['widht'\]; valid: .*width"),
+    ("autodan", {"mutator": "gpt"}, "attack_params.autodan.mutator"),
+    ("crescendo", {"max_queries": 0}, "attack_params.crescendo.max_queries"),
+    ("many_shot", {"n_shots": 5000}, "over the budget"),
+    ("pap", {"techniques": ["nope"]}, "unknown"),
+    ("zero_shot", {"n_cases": 9, "max_queries": 2}, "over the budget"),
+    ("human_jailbreaks", {"families": ["nope"]}, "unknown"),
+    ("gcg_multi", {"n_train": 50}, "n_train=50"),
+    ("gcg_transfer", {}, "suffix_file is required"),
+])  # fmt: skip
+def test_bad_params_fail_before_any_generation(tmp_path, attack, params, message):
+    fake = ScriptedChatModel(lambda c: "x")
+    config = EvalConfig(attacks=["direct", attack], attack_params={attack: params}, judges=["kw"],
+                        output_dir=str(tmp_path / "run"))  # fmt: skip
+    with pytest.raises(ValueError, match=message):
+        run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert fake.n_generated == 0  # not even the direct attack listed before it ran
+
+
+def test_tap_batches_all_streams_of_a_depth_in_one_call(tiny_model, tiny_tokenizer):
+    from safealign.eval.attacks import AttackContext
+    from safealign.eval.attacks.tap import TAPAttack, TAPConfig
+
+    target = HFChatModel(tiny_model, tiny_tokenizer)
+    calls = []
+    original = target.generate
+    target.generate = lambda convs, params: calls.append(len(convs)) or original(convs, params)  # type: ignore
+    attacker = ScriptedChatModel(lambda c: json.dumps({"prompt": "p"}))
+    TAPAttack(TAPConfig(branching=3, width=3, depth=2, prune_off_topic=False),
+              AttackContext(target=target, judge=KeywordJudge()), attacker=attacker)(BEHAVIORS[0])  # fmt: skip
+    assert calls == [3, 3]  # one target call per depth, every kept node in it
