@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep": ("safealign.cli.sweep", "demo training over a grid of settings × variants × seeds, paired table"),
     "train": ("safealign.cli.train", "train with a YAML recipe: safealign train CONFIG.yaml [key=value ...]"),
     "eval": ("safealign.cli.eval", "jailbreak evaluation: safealign eval CONFIG.yaml [key=value ...]"),
+    "eval-mtbench": ("safealign.cli.eval_mtbench", "MT-Bench: answer the 80 questions, grade them with a judge model"),
     "report": ("safealign.cli.report", "render a run directory as HTML and markdown"),
     "losses": ("safealign.cli.losses", "list the registered preference losses"),
     "data": ("safealign.cli.data", "inspect and build data sets"),

@@ -1,11 +1,14 @@
-"""MT-Bench-style single-answer grading (after Zheng et al. 2023, arXiv:2306.05685).
+"""MT-Bench single-answer grading (after Zheng et al. 2023, arXiv:2306.05685).
 
 Each question (``question_id, category, turns``, optional ``reference``) is asked as a multi-turn
 conversation of the evaluated model; a judge ChatModel (any backend) then rates each assistant turn
-1–10 with the project's own grading prompt below. The rating must appear as ``Rating: [[N]]`` with an
+1–10. ``judge_format="fastchat"`` uses FastChat's own judge prompts, reference answers and parser
+(:mod:`.mtbench_fastchat`: the published MT-Bench protocol); the default ``"project"`` uses the
+project's own grading prompt below. The rating must appear as ``Rating: [[N]]`` with an
 integer N in 1..10; anything else (no rating, out of range, decimals, conflicting ratings) is
-*unscored* and counted, never guessed. Deviation from the paper's prompts: the evaluated answer is
-shown with its ``[[``/``]]`` broken up, so an answer cannot plant a rating for the parser to pick up.
+*unscored* and counted, never guessed. The project prompt shows the evaluated answer with its
+``[[``/``]]`` broken up, so an answer cannot plant a rating for the parser to pick up (FastChat's prompts
+are sent as published, unchanged).
 
 Output in ``out_dir``: ``records.jsonl`` (one record per question, appended per batch; a re-run skips
 questions already graded and retries those whose generation or judge call failed) and
@@ -16,18 +19,20 @@ questions already graded and retries those whose generation or judge call failed
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import math
 import re
 import statistics
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from tqdm.auto import tqdm
 
 from safealign.errors import UserError
 from safealign.eval.backends import chat_model_identity
 from safealign.eval.backends.base import ChatModel, GenerationParams
+from safealign.eval.helpfulness import mtbench_fastchat as fastchat
 from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.summary import Z95
 from safealign.files import read_text
@@ -124,11 +129,25 @@ def mtbench_eval(
     judge_params: GenerationParams | None = None,
     judge_name: str | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """Answer each question turn by turn, have ``judge_model`` grade every turn, write records + summary."""
+    judge_format: str = "project",
+    references: Mapping[str, Sequence[str]] | None = None,
+) -> MTBenchSummary:
+    """Answer each question turn by turn, have ``judge_model`` grade every turn, write records + summary.
+
+    ``judge_format``: ``"project"`` or ``"fastchat"``. ``references`` (by ``str(question_id)``) override the
+    questions' own ``reference`` fields; FastChat's format refuses a math/reasoning/coding question without one.
+    """
+    if judge_format not in JUDGE_FORMATS:
+        raise UserError(f"mt-bench: judge_format {judge_format!r} is not one of {', '.join(JUDGE_FORMATS)}")
     params = params or GenerationParams(max_new_tokens=256)
-    judge_params = judge_params or GenerationParams(max_new_tokens=256, batch_size=params.batch_size)
     rows = load_questions(questions)
+    refs = {str(q["question_id"]): q["reference"] for q in rows if q.get("reference")}
+    refs.update({str(k): list(v) for k, v in (references or {}).items()})
+    if judge_format == "fastchat":
+        fastchat.check_references(rows, refs)
+        judge_params = judge_params or GenerationParams(max_new_tokens=fastchat.JUDGE_MAX_NEW_TOKENS, temperature=0,
+                                                        batch_size=params.batch_size)
+    judge_params = judge_params or GenerationParams(max_new_tokens=256, batch_size=params.batch_size)
     judge = judge_name or getattr(judge_model, "name", None) or type(judge_model).__name__
     out = Path(out_dir)
     path = out / "records.jsonl"
@@ -138,13 +157,14 @@ def mtbench_eval(
     with tqdm(total=len(todo), desc="mt-bench", disable=not progress or not todo) as bar:
         for chunk in batched(todo, params.batch_size):
             answers, errors, secs = _answer(model, chunk, params)
-            graded = _grade(judge_model, chunk, answers, errors, judge_params)
+            graded = _grade(judge_model, chunk, answers, errors, judge_params, judge_format, refs)
             append_jsonl(path, [
-                _record(q, a, e, s, g, judge) for q, a, e, s, g in zip(chunk, answers, errors, secs, graded)
+                _record(q, a, e, s, g, judge, judge_format)
+                for q, a, e, s, g in zip(chunk, answers, errors, secs, graded)
             ])
             bar.update(len(chunk))
     summary = dataclasses.replace(summarize_mtbench(read_jsonl(path), [str(q["question_id"]) for q in rows], judge),
-                                  model_identity=chat_model_identity(model))
+                                  model_identity=chat_model_identity(model), extra=_format_note(judge_format))
     write_json(out / "summary.json", summary.to_json())
     return summary
 
@@ -175,34 +195,55 @@ def _answer(model: ChatModel, chunk: list[dict[str, Any]], params: GenerationPar
     return answers, errors, seconds
 
 
-def _grade(judge_model: ChatModel, chunk, answers, errors, params: GenerationParams) -> list[list[dict[str, Any]]]:
-    """Per question, per answered turn: ``{"rating", "raw", "error", "parse_error"}``."""
+JUDGE_FORMATS = ("project", "fastchat")
+
+
+def _format_note(judge_format: str) -> dict[str, Any]:
+    """What ``summary.json`` records about the grading prompts (under ``extra``)."""
+    if judge_format == "fastchat":
+        return {"judge_format": "fastchat", "judge_prompts": "FastChat fastchat/llm_judge/data/judge_prompts.jsonl "
+                "(single-v1, single-math-v1 and their -multi-turn forms)"}
+    return {"judge_format": "project", "judge_prompt_sha256": hashlib.sha256(JUDGE_INSTRUCTIONS.encode()).hexdigest()}
+
+
+def _judge_conversation(question, answers, turn: int, judge_format: str, refs) -> tuple[str, tuple]:
+    """(prompt name, judge conversation) for one answered turn."""
+    if judge_format == "fastchat":
+        name, messages = fastchat.judge_messages(question, answers, turn, refs.get(str(question["question_id"])))
+        return name, tuple(messages)
+    question = {**question, "reference": refs.get(str(question["question_id"]))}
+    return "project", ({"role": "system", "content": JUDGE_SYSTEM},
+                       {"role": "user", "content": judge_prompt(question, answers, turn)})
+
+
+def _grade(judge_model: ChatModel, chunk, answers, errors, params: GenerationParams, judge_format: str = "project",
+           refs: Mapping[str, Sequence[str]] | None = None) -> list[list[dict[str, Any]]]:
+    """Per question, per answered turn: ``{"rating", "raw", "error", "parse_error", "prompt"}``."""
     jobs = [(i, t) for i, q in enumerate(chunk) for t in range(len(answers[i])) if errors[i][t] is None]
-    conversations = [
-        ({"role": "system", "content": JUDGE_SYSTEM},
-         {"role": "user", "content": judge_prompt(chunk[i], answers[i], t)})
-        for i, t in jobs
-    ]
-    completions = judge_model.generate(conversations, params) if jobs else []
-    graded: list[list[dict[str, Any]]] = [[{"rating": None, "raw": "", "error": None, "parse_error": None}
-                                           for _ in answers[i]] for i in range(len(chunk))]
-    for (i, t), completion in zip(jobs, completions, strict=True):
-        rating, why = (None, None) if completion.error else parse_rating(completion.text)
-        graded[i][t] = {"rating": rating, "raw": completion.text, "error": completion.error, "parse_error": why}
+    prompts = [_judge_conversation(chunk[i], answers[i], t, judge_format, refs or {}) for i, t in jobs]
+    completions = judge_model.generate([c for _, c in prompts], params) if jobs else []
+    parse = fastchat.parse_fastchat_rating if judge_format == "fastchat" else parse_rating
+    graded: list[list[dict[str, Any]]] = [[{"rating": None, "raw": "", "error": None, "parse_error": None,
+                                            "prompt": None} for _ in answers[i]] for i in range(len(chunk))]
+    for (i, t), (name, _), completion in zip(jobs, prompts, completions, strict=True):
+        rating, why = (None, None) if completion.error else parse(completion.text)
+        graded[i][t] = {"rating": rating, "raw": completion.text, "error": completion.error, "parse_error": why,
+                        "prompt": name}
     return graded
 
 
-def _record(question, answers, errors, seconds, graded, judge: str) -> dict[str, Any]:
+def _record(question, answers, errors, seconds, graded, judge: str, judge_format: str = "project") -> dict[str, Any]:
     return {
         "question_id": question["question_id"], "category": question.get("category", ""),
         "turns": question["turns"], "answers": answers, "errors": errors,
         "ratings": [g["rating"] for g in graded], "judge_outputs": [g["raw"] for g in graded],
         "judge_errors": [g["error"] for g in graded], "parse_errors": [g["parse_error"] for g in graded],
+        "judge_prompts": [g["prompt"] for g in graded], "judge_format": judge_format,
         "judge": judge, "seconds": round(seconds, 3),
     }
 
 
-def score_summary(ratings: Sequence[int | None]) -> ScoreStats:
+def score_summary(ratings: Sequence[float | None]) -> ScoreStats:
     """Mean rating; the interval is mean ± 1.96·sd/√n (None when n < 2)."""
     scored = [r for r in ratings if r is not None]
     n = len(scored)

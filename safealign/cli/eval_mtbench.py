@@ -1,0 +1,46 @@
+"""``safealign eval-mtbench --model SPEC --judge-model NAME``: MT-Bench, answered and graded end to end.
+
+See :mod:`safealign.pipelines.mtbench`. Both models go through any backend: ``--backend``/``--judge-backend``
+``hf`` (a local load spec), ``openai`` (an OpenAI-compatible endpoint; ``OPENAI_BASE_URL``/``OPENAI_API_KEY``
+from the environment) or ``vllm``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="the model to evaluate: a load spec or a remote model name")
+    parser.add_argument("--backend", default="hf", help="hf, openai or vllm for --model (default hf)")
+    parser.add_argument("--judge-model", required=True, help="the judge: a remote model name or a load spec")
+    parser.add_argument("--judge-backend", default="openai", help="hf, openai or vllm (default openai)")
+    parser.add_argument("--questions", default=None,
+                        help="question JSONL (question_id, category, turns[, reference]); default FastChat's 80")
+    parser.add_argument("--references", default=None,
+                        help="reference answers JSONL (FastChat answer file or question_id + reference); default "
+                             "FastChat's GPT-4 answers for its own questions")
+    parser.add_argument("--judge-format", default="fastchat", choices=["fastchat", "project"],
+                        help="FastChat's judge prompts and parser (default) or the project's strict prompt")
+    parser.add_argument("--output-dir", default="runs/mtbench", help="records.jsonl and summary.json go here")
+    parser.add_argument("--max-new-tokens", type=int, default=1024, help="answer tokens per turn (FastChat: 1024)")
+    parser.add_argument("--batch-size", type=int, default=8, help="questions answered and graded per batch")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--json", action="store_true", help="print summary.json instead of the table")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.eval.backends import build_chat_model
+    from safealign.eval.backends.base import GenerationParams
+    from safealign.eval.config import ModelConfig
+    from safealign.pipelines.mtbench import format_mtbench, run_mtbench
+
+    model = build_chat_model(ModelConfig(backend=args.backend, name=args.model))
+    judge = build_chat_model(ModelConfig(backend=args.judge_backend, name=args.judge_model))
+    params = GenerationParams(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+    summary = run_mtbench(model, judge, args.output_dir, questions=args.questions, references=args.references,
+                          judge_format=args.judge_format, judge_name=args.judge_model, params=params,
+                          limit=args.limit)
+    print(json.dumps(summary.to_json(), indent=2) if args.json else format_mtbench(summary))
+    return 0

@@ -1,0 +1,52 @@
+"""``safealign eval-mtbench``: MT-Bench single-answer grading of one model by a judge model, end to end.
+
+By default the 80 FastChat MT-Bench questions, GPT-4's reference answers for the math, reasoning and
+coding questions, and FastChat's judge prompts (:mod:`safealign.eval.helpfulness.mtbench_fastchat`).
+Writes ``records.jsonl`` and ``summary.json`` in the output folder (a re-run resumes) and returns the
+summary; :func:`format_mtbench` renders the per-category table the paper reports.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safealign.eval.backends.base import ChatModel, GenerationParams
+from safealign.io.summaries import MTBenchSummary, ScoreStats
+
+
+def run_mtbench(model: ChatModel, judge: ChatModel, out_dir: str | Path, *, questions: str | Path | None = None,
+                references: str | Path | None = None, judge_format: str = "fastchat", judge_name: str | None = None,
+                params: GenerationParams | None = None, limit: int | None = None,
+                progress: bool = True) -> MTBenchSummary:
+    """Questions default to FastChat's file; references default to FastChat's GPT-4 file for those questions
+    (a user file replaces them) and to the questions' own ``reference`` fields for any other question file."""
+    from safealign.eval.helpfulness import mtbench_fastchat as fastchat
+    from safealign.eval.helpfulness.mtbench import load_questions, mtbench_eval
+
+    rows = load_questions(questions or fastchat.data_path("question.jsonl"))[:limit]
+    refs: dict[str, Any] | None = None
+    if references is not None:
+        refs = fastchat.load_references(references)
+    elif questions is None:
+        refs = fastchat.builtin_references()
+    return mtbench_eval(model, judge, rows, params, out_dir, judge_name=judge_name, progress=progress,
+                        judge_format=judge_format, references=refs)
+
+
+def _cell(s: ScoreStats | None) -> str:
+    if s is None or s.mean is None:
+        return f"{'-':>6}  {'':<15} {s.n if s else 0:>4} {s.unscored if s else 0:>8}"
+    ci = f"[{s.ci95[0]:.2f}, {s.ci95[1]:.2f}]" if s.ci95 else ""
+    return f"{s.mean:>6.2f}  {ci:<15} {s.n:>4} {s.unscored:>8}"
+
+
+def format_mtbench(summary: MTBenchSummary) -> str:
+    """Mean rating (1–10) per category, per turn and overall, with n ratings and unscored counts."""
+    fmt = summary.extra.get("judge_format", "project")
+    lines = [f"MT-Bench single-answer grading, judge {summary.judge} ({fmt} prompts), {summary.questions} questions",
+             f"{'':<14} {'mean':>6}  {'95% CI':<15} {'n':>4} {'unscored':>8}"]
+    lines += [f"{k:<14} {_cell(v)}" for k, v in summary.by_category.items()]
+    lines += [f"{'turn ' + k:<14} {_cell(v)}" for k, v in summary.by_turn.items()]
+    lines.append(f"{'overall':<14} {_cell(summary.overall)}")
+    return "\n".join(lines)

@@ -1,0 +1,189 @@
+"""MT-Bench with FastChat's files, judge prompts and parser, against a scripted judge (garbage included)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+
+import pytest
+
+from safealign.errors import UserError
+from safealign.eval.backends.base import GenerationParams
+from safealign.eval.helpfulness import mtbench_fastchat as fastchat
+from safealign.eval.helpfulness.mtbench import mtbench_eval
+from safealign.pipelines.mtbench import format_mtbench, run_mtbench
+
+# SHA-256 of the files at lm-sys/FastChat@0e6d3e4beaab66f4d3f93db72541a4abab8af28d (git show HEAD:<path>).
+FASTCHAT = {
+    "question.jsonl": ("fastchat/llm_judge/data/mt_bench/question.jsonl",
+                       "119565adbab82227089cefdb44c8d7e2cf04dc0a0ec233634c82e7d4e2a944f7"),
+    "reference_answer_gpt-4.jsonl": ("fastchat/llm_judge/data/mt_bench/reference_answer/gpt-4.jsonl",
+                                     "f957a5bc977badb66885ec970e6cd08527845780313f0995764260e5777b9b3f"),
+    "judge_prompts.jsonl": ("fastchat/llm_judge/data/judge_prompts.jsonl",
+                            "fd283293406d024f44c174b094ef48031d0687a4682fd3a56b29b138f80281b6"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FASTCHAT))
+def test_shipped_files_are_fastchats_bytes(name):
+    upstream, sha = FASTCHAT[name]
+    assert hashlib.sha256(fastchat.data_path(name).read_bytes()).hexdigest() == sha, upstream
+
+
+def test_questions_and_references_cover_mtbench():
+    from safealign.eval.helpfulness.mtbench import load_questions
+
+    rows = load_questions(fastchat.data_path("question.jsonl"))
+    assert len(rows) == 80 and all(len(q["turns"]) == 2 for q in rows)
+    assert set(Counter(q["category"] for q in rows).values()) == {10} and len({q["category"] for q in rows}) == 8
+    refs = fastchat.builtin_references()
+    need = {str(q["question_id"]) for q in rows if fastchat.needs_reference(q)}
+    assert len(need) == 30 and need <= set(refs) and all(len(refs[k]) == 2 for k in need)
+    fastchat.check_references(rows, refs)  # no question of a reference category is left without one
+    assert {"single-v1", "single-v1-multi-turn", "single-math-v1", "single-math-v1-multi-turn"} <= set(
+        fastchat.judge_prompts())
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Good answer.\nRating: [[7]]", 7),
+    ("Rating: [[7.5]]", 7.5),  # FastChat reads the number with ast.literal_eval: decimals count
+    ("Rating: [[3]] ... later [[9]]", 3),  # the first match, as re.search
+    ("no double brackets, score [8]", 8),  # the backup pattern
+    ("Rating: [[10]]", 10),
+])
+def test_fastchat_parser_reads_ratings_like_fastchat(text, expected):
+    assert fastchat.parse_fastchat_rating(text) == (expected, None)
+
+
+@pytest.mark.parametrize("text, reason", [
+    ("I would give it a seven.", "no '[[rating]]'"),
+    ("", "no '[[rating]]'"),
+    ("Rating: [[N]]", "no '[[rating]]'"),
+    ("\x00\ufffd garbage", "no '[[rating]]'"),
+    ("Rating: [[0]]", "outside 1..10"),
+    ("Rating: [[11]]", "outside 1..10"),
+    ("as reported in [2023], fine", "outside 1..10"),  # FastChat would average in 2023
+])
+def test_fastchat_parser_leaves_garbage_unscored(text, reason):
+    rating, why = fastchat.parse_fastchat_rating(text)
+    assert rating is None and reason in why
+
+
+QUESTIONS = [
+    {"question_id": 81, "category": "writing", "turns": ["Write a blog post.", "Start every sentence with A."]},
+    {"question_id": 111, "category": "math", "turns": ["Area of the triangle?", "Area of the circle?"]},
+    {"question_id": 121, "category": "coding", "turns": ["Write a function.", "Make it faster."]},
+]
+REFS = {"111": ["Area is 3", "Area is 5pi"], "121": ["def f(): ...", "use a set"]}
+
+
+def judge_script(conversation):
+    user = conversation[-1]["content"]
+    if "Write a function." in user:
+        return "I cannot decide."  # garbage -> unscored, both turns of Q121
+    if "Start every sentence with A." in user:
+        return "Follows the instruction. Rating: [[7.5]]"
+    return "Rating: [[6]]"
+
+
+def test_end_to_end_uses_fastchats_prompts_and_references(tmp_path, scripted):
+    model = scripted(lambda c: f"answer to {c[-1]['content']}")
+    judge = scripted(judge_script, name="gpt-4")
+    summary = mtbench_eval(model, judge, QUESTIONS, GenerationParams(batch_size=3), tmp_path, progress=False,
+                           judge_format="fastchat", references=REFS)
+    prompts = fastchat.judge_prompts()
+    by_user = {c[-1]["content"]: c for c in judge.conversations}
+    assert len(judge.conversations) == 6
+    # Turn 1 of a writing question: single-v1 with its own system prompt, filled exactly.
+    t1 = prompts["single-v1"]
+    want = t1["prompt_template"].format(question="Write a blog post.", answer="answer to Write a blog post.")
+    assert by_user[want][0] == {"role": "system", "content": t1["system_prompt"]}
+    # Turn 2 of a math question: the multi-turn math prompt shows both turns and both reference answers.
+    t2 = prompts["single-math-v1-multi-turn"]
+    want = t2["prompt_template"].format(question_1="Area of the triangle?", question_2="Area of the circle?",
+                                        answer_1="answer to Area of the triangle?",
+                                        answer_2="answer to Area of the circle?",
+                                        ref_answer_1="Area is 3", ref_answer_2="Area is 5pi")
+    assert by_user[want][0]["content"] == t2["system_prompt"]
+    assert judge.calls and len(judge.calls) == 1  # one batch: every judge prompt in one generate call
+    records = {r["question_id"]: r for r in map(json.loads, (tmp_path / "records.jsonl").read_text().splitlines())}
+    assert records[81]["judge_prompts"] == ["single-v1", "single-v1-multi-turn"]
+    assert records[111]["judge_prompts"] == ["single-math-v1", "single-math-v1-multi-turn"]
+    assert records[121]["ratings"] == [None, None] and "no '[[rating]]'" in records[121]["parse_errors"][0]
+    assert records[81]["ratings"] == [6, 7.5] and records[81]["judge_format"] == "fastchat"
+    assert summary.by_category["writing"].mean == pytest.approx(6.75)
+    assert summary.by_category["coding"].n == 0 and summary.by_category["coding"].unscored == 2
+    assert summary.overall.n == 4 and summary.overall.unscored == 2
+    assert summary.extra["judge_format"] == "fastchat"
+    table = format_mtbench(summary)
+    assert "coding" in table and "overall" in table and "turn 2" in table and "fastchat prompts" in table
+
+
+def test_judge_runs_at_fastchats_settings(tmp_path, scripted):
+    seen = []
+
+    class Recording:
+        name = "judge"
+
+        def generate(self, conversations, params):
+            seen.append(params)
+            return scripted(lambda c: "Rating: [[5]]").generate(conversations, params)
+
+    mtbench_eval(scripted(lambda c: "ok"), Recording(), QUESTIONS[:1], out_dir=tmp_path, progress=False,
+                 judge_format="fastchat")
+    assert seen[0].max_new_tokens == 2048 and seen[0].temperature == 0 and not seen[0].do_sample
+
+
+def test_missing_reference_is_refused_before_anything_runs(tmp_path, scripted):
+    model = scripted(lambda c: "ok")
+    with pytest.raises(UserError, match="question 121 .coding. needs a reference"):
+        mtbench_eval(model, scripted(lambda c: "Rating: [[5]]"), QUESTIONS, out_dir=tmp_path, progress=False,
+                     judge_format="fastchat", references={"111": REFS["111"]})
+    assert model.calls == []
+    with pytest.raises(UserError, match="judge_format"):
+        mtbench_eval(model, model, QUESTIONS, out_dir=tmp_path, progress=False, judge_format="gpt")
+
+
+def test_reference_files_in_both_layouts(tmp_path):
+    path = tmp_path / "refs.jsonl"
+    path.write_text(json.dumps({"question_id": 1, "choices": [{"index": 0, "turns": ["a", "b"]}]}) + "\n"
+                    + json.dumps({"question_id": 2, "reference": ["c", "d"]}) + "\n")
+    assert fastchat.load_references(path) == {"1": ["a", "b"], "2": ["c", "d"]}
+    path.write_text(json.dumps({"question_id": 3, "choices": []}) + "\n")
+    with pytest.raises(UserError, match="row 0: no reference turns"):
+        fastchat.load_references(path)
+    path.write_text(json.dumps({"reference": ["x"]}) + "\n")
+    with pytest.raises(UserError, match="row 0: missing field 'question_id'"):
+        fastchat.load_references(path)
+
+
+def test_run_mtbench_defaults_to_fastchats_questions_and_gpt4_references(tmp_path, scripted):
+    judge = scripted(lambda c: "Rating: [[4]]")
+    summary = run_mtbench(scripted(lambda c: "ok"), judge, tmp_path, limit=80, progress=False,
+                          params=GenerationParams(batch_size=40))
+    assert summary.questions == 80 and summary.overall.n == 160 and summary.overall.mean == 4
+    assert set(summary.by_category) == {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem",
+                                        "humanities"}
+    refs = fastchat.builtin_references()
+    assert any(refs["101"][0] in c[-1]["content"] for c in judge.conversations)  # GPT-4's reference is shown
+
+
+def test_cli_eval_mtbench_runs_against_an_endpoint_stand_in(tmp_path, monkeypatch, capsys, scripted):
+    import safealign.eval.backends as backends
+    from safealign.cli import main
+
+    def fake_build(config, **_):
+        if config.name == "the-judge":
+            return scripted(lambda c: "garbage" if "every sentence" in c[-1]["content"] else "Rating: [[9]]")
+        return scripted(lambda c: "an answer")
+
+    monkeypatch.setattr(backends, "build_chat_model", fake_build)
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("\n".join(json.dumps(q) for q in QUESTIONS[:1]) + "\n")
+    rc = main(["eval-mtbench", "--model", "m", "--backend", "openai", "--judge-model", "the-judge",
+               "--questions", str(questions), "--output-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert rc == 0 and "writing" in out and "overall" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["judge"] == "the-judge" and summary["overall"]["n"] == 1 and summary["overall"]["unscored"] == 1
