@@ -120,9 +120,11 @@ class Completion:
 
 @dataclass(frozen=True)
 class Verdict:
-    """A judge's verdict: ``harmful`` is True/False, or None when it could not be scored."""
+    """A judge's verdict: ``harmful`` is True/False, or None when it could not be scored. ``score``: a graded
+    judge's number behind the verdict (StrongREJECT's harmfulness in [0, 1]), None for yes/no judges."""
 
     judge: str
     harmful: bool | None
     error: str | None = None
     raw: str = ""
+    score: float | None = None

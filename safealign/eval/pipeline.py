@@ -315,7 +315,8 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
         prefill=attempt.prefill,
         attempt_meta={k: v for k, v in attempt.meta.items() if k != "id"},
         completion={"text": completion.text, "error": completion.error, "meta": completion.meta},
-        verdicts={n: {"harmful": v.harmful, "error": v.error, "raw": v.raw} for n, v in verdicts.items()},
+        verdicts={n: {"harmful": v.harmful, "error": v.error, "raw": v.raw,
+                      **({"score": v.score} if v.score is not None else {})} for n, v in verdicts.items()},
         timings={"attack_s": timing["attack_s"], "generate_s": completion.seconds, "judge_s": timing["judge_s"]},
         time=time.strftime("%Y-%m-%dT%H:%M:%S"),
     )

@@ -42,6 +42,7 @@ JUDGES.register("refusal", "safealign.eval.judges.refusal:RefusalJudge")
 JUDGES.register("classifier", "safealign.eval.judges.classifier:ClassifierJudge")
 JUDGES.register("llm", "safealign.eval.judges.llm:LLMJudge")
 JUDGES.register("tiered", "safealign.eval.judges.tiered:TieredJudge")
+JUDGES.register("strongreject", "safealign.eval.judges.strongreject:StrongRejectJudge")
 
 
 def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T:

@@ -9,7 +9,7 @@ import pytest
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
-from safealign.eval.judges import templates
+from safealign.eval.judges import strongreject_templates, templates
 from safealign.eval.judges.classifier import ClassifierConfig, ClassifierJudge, build_prompt, parse_output
 from safealign.eval.judges.formats import FORMATS, MODEL_FORMATS, resolve_format
 from safealign.types import Behavior, Completion
@@ -58,6 +58,8 @@ def test_every_shipped_template_is_checked_against_upstream():
     shipped = {n for n in dir(templates) if n.isupper() and isinstance(getattr(templates, n), str)}
     assert shipped == set(UPSTREAM)
     texts = {getattr(templates, n) for n in shipped}
+    # StrongREJECT's texts are checked against public copies, not upstream (tests/eval/test_strongreject.py)
+    texts |= {getattr(strongreject_templates, n) for n in dir(strongreject_templates) if n.isupper()}
     for fmt in FORMATS.values():
         assert {t for t in (fmt.standard, fmt.contextual) if t} <= texts, fmt.name
 

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 from safealign.errors import UserError
 from safealign.eval.judges import templates
+from safealign.eval.judges.strongreject_templates import STRONGREJECT_FINETUNED
 
 # A parser maps the classifier's raw answer to (harmful, error): harmful None means unscored.
 Parsed = tuple[Optional[bool], Optional[str]]
@@ -74,6 +75,11 @@ def parse_jbb_refusal(text: str) -> Parsed:
     return None, f"neither 'Yes' nor 'No' in {text[:40]!r}"
 
 
+def parse_logits_only(text: str) -> Parsed:
+    """Formats scored from next-token logits (``mode="expected_grade"``) have no text answer to parse."""
+    return None, "this format is scored from the judge's logits, not from generated text"
+
+
 @dataclass(frozen=True)
 class ClassifierFormat:
     """How to prompt one kind of classifier and read its answer.
@@ -83,7 +89,9 @@ class ClassifierFormat:
     context is folded into the behavior text. ``chat`` formats are sent as one user turn through the
     model's chat template; raw formats are sent as text with the tokenizer's special tokens (BOS) added,
     as HarmBench (vLLM) and WildGuard (``add_special_tokens=True``) tokenise them. ``guard_chat`` renders
-    the (user, assistant) pair with the guard model's own chat template (Llama Guard 3).
+    the (user, assistant) pair with the guard model's own chat template (Llama Guard 3). ``expected_grade``
+    formats are not generated from: the score is read from the next-token logits (StrongREJECT's fine-tuned
+    judge, :mod:`.strongreject`).
     """
 
     name: str
@@ -91,7 +99,7 @@ class ClassifierFormat:
     max_new_tokens: int
     standard: str = ""
     contextual: Optional[str] = None
-    mode: str = "raw"  # raw | chat | guard_chat
+    mode: str = "raw"  # raw | chat | guard_chat | expected_grade
     fields: tuple[str, str] = ("behavior", "generation")
     source: str = ""
 
@@ -113,6 +121,10 @@ FORMATS: dict[str, ClassifierFormat] = {
                          fields=("goal", "response"), source="JailbreakBench classifier.py Llama3JailbreakJudge"),
         ClassifierFormat("jbb-refusal", parse_jbb_refusal, 10, templates.JBB_REFUSAL, mode="chat",
                          fields=("goal", "response"), source="JailbreakBench classifier.py Llama3RefusalJudge"),
+        ClassifierFormat("strongreject-finetuned", parse_logits_only, 1, STRONGREJECT_FINETUNED,
+                         mode="expected_grade", fields=("forbidden_prompt", "response"),
+                         source="dsbowen/strong_reject judge_templates.json strongreject_finetuned, as reproduced by "
+                                "public copies (docs/judges.md)"),
     )
 }  # fmt: skip
 
@@ -129,6 +141,7 @@ MODEL_FORMATS: dict[str, tuple[str, ...]] = {
     "meta-llama/Meta-Llama-3-70B-Instruct": ("jbb-jailbreak",),
     "meta-llama/Llama-3-8b-chat-hf": ("jbb-refusal",),
     "meta-llama/Meta-Llama-3-8B-Instruct": ("jbb-refusal",),
+    "qylu4156/strongreject-15k-v1": ("strongreject-finetuned",),
 }
 
 
