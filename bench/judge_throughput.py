@@ -1,5 +1,8 @@
 """Judgements per second of the classifier judge on the HF backend, and what the tiered judge saves.
 
+Also the StrongREJECT fine-tuned judge's path (format ``strongreject-finetuned``): no generation, one
+forward pass per length-sorted batch, the score read from the logits of the grade tokens "1".."5".
+
 The embedded model stands in for a classifier (``format=harmbench-mistral`` named explicitly: the
 prompt and the one-token answer are what a HarmBench classifier gets; the verdicts themselves mean
 nothing here). Responses mix short refusals with compliant answers of several lengths, so batching
@@ -71,6 +74,11 @@ def main() -> None:
         wall, cpu = timed(tiered, behaviors, answers)
         print(f"| tiered (refusal, then classifier) | {bs} | {wall:.2f} | {args.n / wall:.2f} | {args.n / cpu:.2f} "
               f"| {tiered.then_calls} (saved {tiered.describe()['then_calls_saved']}) |")
+        graded = ClassifierJudge(ClassifierConfig(model=args.model, format="strongreject-finetuned", batch_size=bs),
+                                 chat_model=chat)
+        wall, cpu = timed(graded, behaviors, answers)
+        print(f"| strongreject-finetuned format (one forward) | {bs} | {wall:.2f} | {args.n / wall:.2f} "
+              f"| {args.n / cpu:.2f} | {args.n} |")
 
 
 if __name__ == "__main__":
