@@ -33,8 +33,10 @@ RETENTION_NOTE = ("Mean over benign prompts of the per-token log-prob difference
                   "= the trained model moved away from the base model's answers (or the base model would not give "
                   "the trained model's).")  # fmt: skip
 QUALITY_NOTE = "; ".join(f"{k}: {v}" for k, v in {"empty": "whitespace only", **QUALITY_RULES}.items())
-MTBENCH_NOTE = ("Single-answer grading, 1–10 per assistant turn, parsed strictly from 'Rating: [[N]]'; unparseable "
-                "judge outputs are unscored (counted, never guessed). Interval: mean ± 1.96·sd/√n.")  # fmt: skip
+MTBENCH_NOTE = ("Single-answer grading, 1–10 per assistant turn; unparseable judge outputs are unscored (counted, "
+                "never guessed). Interval: mean ± 1.96·sd/√n.")  # fmt: skip
+MTBENCH_FORMATS = {"fastchat": "FastChat's MT-Bench judge prompts and rating parser (docs/judges.md)",
+                   "project": "the project's grading prompt, rating parsed strictly from 'Rating: [[N]]'"}
 
 
 @dataclass(frozen=True)
@@ -384,6 +386,7 @@ def _missing(data: RunData) -> Section | None:
 
 def build_document(data: RunData, *, with_plots: bool = True) -> Document:
     helpfulness_judge = next((s.mtbench.judge for s in data.stages if s.mtbench), None)
+    mt_format = next((s.mtbench.extra.get("judge_format", "project") for s in data.stages if s.mtbench), "project")
     overrefusal_judge = next((s.overrefusal.judge for s in data.stages if s.overrefusal), None)
     sections: Sequence[Section | None] = [
         _headline(data),
@@ -395,7 +398,8 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
                    ylabel="refusal rate on benign prompts (%)", ylim=(0, 100), with_plots=with_plots),
         _answers(data),
         _per_stage(data, mtbench_scores, "Helpfulness (MT-Bench-style)", "mtbench",
-                   f"Judge model: {helpfulness_judge or 'not recorded'}. {MTBENCH_NOTE}", percent=False,
+                   f"Judge model: {helpfulness_judge or 'not recorded'}; {MTBENCH_FORMATS.get(mt_format, mt_format)}. "
+                   f"{MTBENCH_NOTE}", percent=False,
                    ylabel="mean rating (1–10)", ylim=(0, 10.5), with_plots=with_plots),
         _training(data, with_plots),
         _entanglement(data, with_plots),
