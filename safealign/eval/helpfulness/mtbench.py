@@ -151,7 +151,9 @@ def mtbench_eval(
     judge = judge_name or getattr(judge_model, "name", None) or type(judge_model).__name__
     out = Path(out_dir)
     path = out / "records.jsonl"
-    done = {k for k, r in latest_by(read_jsonl(path), "question_id").items() if _record_done(r)}
+    # A record graded with the other prompt format is graded again: the two scales are not comparable.
+    done = {k for k, r in latest_by(read_jsonl(path), "question_id").items()
+            if _record_done(r) and r.get("judge_format", "project") == judge_format}
     todo = [q for q in rows if str(q["question_id"]) not in done]
     logger.info("mt-bench: %d questions, %d already graded", len(rows), len(rows) - len(todo))
     with tqdm(total=len(todo), desc="mt-bench", disable=not progress or not todo) as bar:

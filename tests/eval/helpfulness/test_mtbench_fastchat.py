@@ -187,3 +187,14 @@ def test_cli_eval_mtbench_runs_against_an_endpoint_stand_in(tmp_path, monkeypatc
     assert rc == 0 and "writing" in out and "overall" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["judge"] == "the-judge" and summary["overall"]["n"] == 1 and summary["overall"]["unscored"] == 1
+
+
+def test_rerun_with_the_other_judge_format_grades_again(tmp_path, scripted):
+    judge = scripted(lambda c: "Rating: [[5]]")
+    mtbench_eval(scripted(lambda c: "ok"), judge, QUESTIONS[:1], out_dir=tmp_path, progress=False)
+    summary = mtbench_eval(scripted(lambda c: "ok"), judge, QUESTIONS[:1], out_dir=tmp_path, progress=False,
+                           judge_format="fastchat")
+    assert len(judge.conversations) == 4  # two turns under each format
+    assert summary.overall.n == 2 and summary.extra["judge_format"] == "fastchat"
+    records = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert [r["judge_format"] for r in records] == ["project", "fastchat"]
