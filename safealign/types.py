@@ -47,6 +47,20 @@ class UnpairedExample:
     meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
 
+@dataclass(frozen=True)
+class JudgmentExample:
+    """A response with a natural-language judgment of it and a score (CUT, docs/seed-methods.md)."""
+
+    prompt: tuple[Message, ...]
+    completion: str
+    judgment: str
+    score: float  # the judge's score; at or above the objective's ``positive_score`` the example is positive
+    harmful: bool | None = None
+    source: str = ""
+    row: int = -1
+    meta: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
 # --------------------------------------------------------------------------- losses
 @dataclass(frozen=True)
 class PairLogps:

@@ -16,11 +16,14 @@ names below to your column names):
   ``conversational`` (string or message list), responses a string or one assistant message.
 - ``unpaired``: ``prompt``, ``completion`` (string or one assistant message), ``label`` (bool-ish) →
   :class:`UnpairedExample` for KTO/BCO.
+- ``judgment``: ``prompt``, ``completion``, ``judgment`` (text), ``score`` (a finite number) →
+  :class:`JudgmentExample` for CUT (docs/seed-methods.md).
 
 Every format accepts an optional bool-ish ``harmful`` column; the dataset-level ``harmful=`` argument
 fills rows where it is missing. Every pair format accepts an optional ``chosen_scores`` column: a list
 of K finite numbers, the chosen response's per-token-averaged log-probs under K aligned models (PoFT;
-docs/loss-inputs.md). Bad rows are dropped and reported (:class:`DroppedRow`), never
+docs/loss-inputs.md), and an optional ``attribute`` column naming the objective the preference is about
+(MAH-DPO; docs/seed-methods.md). Bad rows are dropped and reported (:class:`DroppedRow`), never
 silently; unreadable files, undetectable formats and bad column mappings raise UserError.
 """
 
@@ -39,15 +42,15 @@ from safealign.data import messages as m
 from safealign.data.sources import Record, read_rows, source_name
 from safealign.errors import UserError
 from safealign.registry import Registry
-from safealign.types import PreferencePair, UnpairedExample
+from safealign.types import JudgmentExample, PreferencePair, UnpairedExample
 
 log = logging.getLogger(__name__)
 
 FIELDS = ("prompt", "chosen", "rejected", "completion", "label", "harmful", "chosen_prompt", "rejected_prompt",
-          "chosen_scores")
+          "chosen_scores", "judgment", "score", "attribute")
 # A format is a row parser registered under its name with the columns it needs and a one-line help;
 # the registry key is the format's only name (safealign/registry.py).
-PREFERENCE_FORMATS: Registry[Callable[..., PreferencePair | UnpairedExample]] = Registry("format")
+PREFERENCE_FORMATS: Registry[Callable[..., PreferencePair | UnpairedExample | JudgmentExample]] = Registry("format")
 _DETECT_SAMPLE = 100
 
 
@@ -67,7 +70,7 @@ class ParseResult:
 
     format: str
     rows: int
-    items: list[PreferencePair | UnpairedExample]
+    items: list[PreferencePair | UnpairedExample | JudgmentExample]
     dropped: list[DroppedRow] = field(default_factory=list)
 
     def drop_counts(self) -> dict[str, int]:
@@ -123,6 +126,8 @@ def detect_format(record_columns: set[str], first: Mapping[str, Any]) -> str | N
     """The format implied by canonical column names (``first`` gives sample values), or None."""
     if set(_required("unpaired")) <= record_columns:
         return "unpaired"
+    if set(_required("judgment")) <= record_columns:
+        return "judgment"
     if not {"chosen", "rejected"} <= record_columns:
         return None
     if {"chosen_prompt", "rejected_prompt"} <= record_columns:
@@ -156,7 +161,18 @@ def _pair(prompt, chosen: str, rejected: str, record: Record, harmful, source: s
     if rejected_prompt is None and chosen.strip() == rejected.strip():
         raise m.RowDrop("rejected", "chosen and rejected are identical")
     return PreferencePair(prompt, chosen, rejected, _harmful(record, harmful), source, row,
-                          rejected_prompt=rejected_prompt, chosen_scores=_scores(record.get("chosen_scores")))
+                          meta=_attribute(record.get("attribute")), rejected_prompt=rejected_prompt,
+                          chosen_scores=_scores(record.get("chosen_scores")))
+
+
+def _attribute(value: Any) -> dict[str, str]:
+    """The optional ``attribute`` column: the objective a pair's preference is about (MAH-DPO routes it to
+    that attribute's head; docs/seed-methods.md), kept in ``meta["attribute"]``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return {}
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise m.RowDrop("attribute", f"expected a name, got {type(value).__name__}")
+    return {"attribute": str(value).strip()}
 
 
 def _scores(value: Any) -> tuple[float, ...] | None:
@@ -234,6 +250,24 @@ def _parse_unpaired(record: Record, harmful, source: str, row: int) -> UnpairedE
     if label is None:
         raise m.RowDrop("label", "missing value")
     return UnpairedExample(prompt, completion, label, _harmful(record, harmful), source, row)
+
+
+@PREFERENCE_FORMATS.register("judgment", required=("prompt", "completion", "judgment", "score"),
+                            help="prompt, completion, judgment (text), score (number)")
+def _parse_judgment(record: Record, harmful, source: str, row: int) -> JudgmentExample:
+    prompt = m.parse_prompt(record.get("prompt"))
+    value = record.get("completion")
+    completion = _response(value, "completion")
+    judgment = m.require_text(record.get("judgment"), "judgment")
+    score = record.get("score")
+    if isinstance(score, str):
+        try:
+            score = float(score)  # CSV cells are text
+        except ValueError:
+            raise m.RowDrop("score", f"expected a number, got {score!r:.20}") from None
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise m.RowDrop("score", f"expected a finite number, got {score!r:.20}")
+    return JudgmentExample(prompt, completion, judgment, float(score), _harmful(record, harmful), source, row)
 
 
 FORMATS = tuple(PREFERENCE_FORMATS.names())  # the built-in formats

@@ -139,6 +139,11 @@ def load_model(
         tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
         if lora is not None:
             model = apply_lora(model, lora)
+    if source.kind in ("dir", "adapter"):
+        from safealign.models.heads import load_heads
+
+        if load_heads(model, source.location):  # a multi-head (MAH-DPO) model's extra heads
+            logger.info("%s: attached its extra LM heads", spec)
     _set_mode(model, for_training)
     setattr(model, SPEC_ATTR, source.location)
     logger.info("loaded %s (%s, %s on %s) in %.1f s", spec, source.kind, resolved_dtype, resolved_device,

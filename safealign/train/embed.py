@@ -35,14 +35,23 @@ def embed_texts(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, max_l
                 continue
             # the "prompt" slot is empty: the whole sequence is the response, and only it is pooled
             input_ids, attention, _ = pad_sequences([() for _ in rows], [ids[i] for i in rows], 0)
-            hidden = model(input_ids=input_ids.to(device), attention_mask=attention.to(device),
-                           output_hidden_states=True, use_cache=False).hidden_states[-1].float()
+            hidden = _last_hidden(model, input_ids.to(device), attention.to(device)).float()
             mask = attention.to(device, hidden.dtype)[..., None]
             pooled = (hidden * mask).sum(1) / mask.sum(1)
             out[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
     finally:
         model.train(was_training)
     return out
+
+
+def _last_hidden(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    """The last hidden layer (after the final norm, as ``output_hidden_states`` gives it); through the decoder
+    alone when the model exposes it, so the LM head's ``T × V`` logits are never computed."""
+    get_decoder = getattr(model, "get_decoder", None)
+    if callable(get_decoder):
+        return get_decoder()(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).last_hidden_state
+    return model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True,
+                 use_cache=False).hidden_states[-1]
 
 
 def _hidden_size(model: nn.Module) -> int:

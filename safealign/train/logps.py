@@ -20,7 +20,7 @@ import logging
 import weakref
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -223,3 +223,42 @@ def _probe_split_problem(model: nn.Module, input_ids: Tensor, attention_mask: Te
         diff = (actual - expected).abs().max().item() if actual.shape == expected.shape else float("nan")
         return f"lm_head(decoder(x)) differs from its logits (max abs diff {diff:.3g})"
     return None
+
+
+# --------------------------------------------------------------------------- full distributions, routed heads
+def response_log_softmax(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor
+                         ) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rows, cols, log_probs)``: the full next-token log-softmax ``(P, V)`` float32 at every position that
+    predicts a response token (same ``(rows, cols)`` order as :func:`token_logps`), for losses over a whole
+    distribution (DCKD, ADPA; safealign/losses/distill.py). Memory is ``P × V``: keep batches small."""
+    _check_inputs(input_ids, attention_mask, response_mask, 1)
+    rows, cols = response_mask[:, 1:].bool().nonzero(as_tuple=True)
+    split = _head_split(model, input_ids, attention_mask)
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    if split is not None:
+        decoder, head = split
+        logits = head(_last_hidden_state(decoder(**kwargs))[rows, cols])
+    else:
+        logits = model(**kwargs).logits[rows, cols]
+    return rows, cols, torch.log_softmax(logits.float(), dim=-1)
+
+
+def routed_sequence_logps(decoder: nn.Module, heads: Sequence[nn.Module], head_of_row: Tensor, input_ids: Tensor,
+                          attention_mask: Tensor, response_mask: Tensor, *, chunk_size: int = 1024) -> SequenceLogps:
+    """Like :func:`sequence_logps`, with row ``i``'s tokens scored by ``heads[head_of_row[i]]`` on the shared
+    ``decoder``'s last hidden state (a multi-head model, MAH-DPO; safealign/models/heads.py)."""
+    _check_inputs(input_ids, attention_mask, response_mask, chunk_size)
+    rows, cols = response_mask[:, 1:].bool().nonzero(as_tuple=True)
+    targets = input_ids[rows, cols + 1]
+    hidden = _last_hidden_state(decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False))
+    states = hidden[rows, cols]
+    token_head = head_of_row[rows]
+    token_lp = torch.zeros(rows.shape[0], dtype=torch.float32, device=input_ids.device)
+    for k in token_head.unique().tolist():
+        sel = (token_head == k).nonzero(as_tuple=True)[0]
+        # default arguments bind this head's values: checkpointed chunks call the function again in backward
+        chunk = lambda sl, head=heads[k], picked=states[sel]: head(picked[sl])  # noqa: E731
+        token_lp = token_lp.index_put((sel,), _chunked_logps(chunk, targets[sel], chunk_size))
+    n = input_ids.shape[0]
+    return SequenceLogps(token_lp.new_zeros(n).index_add(0, rows, token_lp),
+                         torch.bincount(rows, minlength=n).to(torch.float32))

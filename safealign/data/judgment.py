@@ -1,0 +1,96 @@
+"""CUT's two views of a judged response: the plain prompt and the judgment-conditioned prompt.
+
+CUT (Xu et al., "Reasons to Reject?", ACL 2024; docs/seed-methods.md) scores the same response tokens
+after two prompts: the instruction x alone, and x with the judgment j of the response, under a template
+that asks for a response matching the judgment. Here the judgment view rewrites the last user turn with
+:data:`JUDGMENT_TEMPLATE` and is rendered by the model's own chat template. As with the E-RLHF reference
+view (safealign/data/tokenize.py), the response is tokenized once and its ids follow both prompts, so the
+two views score identical tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from safealign.data.collate import pad_sequences
+from safealign.data.tokenize import Ids, PairEncoder, TruncationReport
+from safealign.errors import UserError
+from safealign.types import JudgmentExample, Message
+
+# Our wording of CUT's judgment-conditioned instruction ("write a response that matches the judgment").
+JUDGMENT_TEMPLATE = ("{request}\n\nWrite a response to the request above that matches the following judgment "
+                     "of it.\nJudgment: {judgment}")
+
+
+def judgment_prompt(prompt: tuple[Message, ...], judgment: str) -> tuple[Message, ...]:
+    """``prompt`` with its last user turn rewritten to carry ``judgment`` (the Align-N / detection view)."""
+    last = next((i for i in range(len(prompt) - 1, -1, -1) if prompt[i]["role"] == "user"), None)
+    if last is None:
+        raise UserError("a judged example's prompt needs a user turn to attach the judgment to")
+    turn = {**prompt[last], "content": JUDGMENT_TEMPLATE.format(request=prompt[last]["content"], judgment=judgment)}
+    return (*prompt[:last], turn, *prompt[last + 1 :])
+
+
+@dataclass(frozen=True)
+class EncodedJudgment:
+    """Token ids of one judged example: both prompt views and the shared response."""
+
+    index: int
+    prompt_ids: Ids
+    judged_prompt_ids: Ids
+    response_ids: Ids
+    score: float
+
+
+def encode_judgments(encoder: PairEncoder, examples: Sequence[JudgmentExample]
+                     ) -> tuple[list[EncodedJudgment], TruncationReport]:
+    """Encode every example (``index`` = position); prompts keep their end, the response is cut so the longer
+    view fits ``max_length``; a row whose judged prompt leaves no room for a response token is dropped."""
+    out, dropped, prompts_cut, responses_cut = [], [], 0, 0
+    limit = encoder.max_prompt_length
+    for index, ex in enumerate(examples):
+        views = []
+        for prompt in (ex.prompt, judgment_prompt(ex.prompt, ex.judgment)):
+            ids = _ids(encoder, encoder.render_prompt(prompt))
+            cut = ids[-limit:] if limit is not None and len(ids) > limit else ids
+            prompts_cut += int(cut != ids)
+            views.append(cut)
+        budget = encoder.max_length - max(map(len, views))
+        if budget < 1:
+            dropped.append(index)
+            continue
+        response = _ids(encoder, encoder.render_response(ex.prompt, ex.completion))
+        responses_cut += int(len(response) > budget)
+        out.append(EncodedJudgment(index, views[0], views[1], response[:budget], ex.score))
+    return out, TruncationReport(len(examples), prompts_cut, responses_cut, tuple(dropped))
+
+
+def _ids(encoder: PairEncoder, text: str) -> Ids:
+    return tuple(encoder.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+class JudgmentCollator:
+    """``list[EncodedJudgment]`` → plain view (``input_ids``, ``attention_mask``, ``response_mask``), judgment
+    view (``judged_*``), ``score`` ``(B,)`` and ``index`` ``(B,)``."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, items: Sequence[EncodedJudgment]) -> dict[str, Tensor]:
+        if not items:
+            raise ValueError("cannot collate an empty batch")
+        batch: dict[str, Tensor] = {}
+        responses = [it.response_ids for it in items]
+        for prefix, prompts in (("", [it.prompt_ids for it in items]), ("judged_", [it.judged_prompt_ids
+                                                                                    for it in items])):
+            ids, attention, response = pad_sequences(prompts, responses, self.pad_token_id)
+            batch.update({f"{prefix}input_ids": ids, f"{prefix}attention_mask": attention,
+                          f"{prefix}response_mask": response})
+        batch["score"] = torch.tensor([it.score for it in items], dtype=torch.float32)
+        batch["index"] = torch.tensor([it.index for it in items], dtype=torch.long)
+        return batch
+

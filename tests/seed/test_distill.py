@@ -1,0 +1,108 @@
+"""DCKD / ADPA (docs/seed-methods.md): the top-k terms by hand and against the full-vocabulary formulas, the
+teacher cache's key and verification, and the batched terms against a per-pair brute force on tiny-random."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from safealign.data import PairEncoder, PreferenceCollator
+from safealign.losses.distill import advantage_loss, topk_forward_kl
+from safealign.models.tiny import tiny_model, tiny_tokenizer
+from safealign.train.distill import adpa_terms, dckd_terms
+from safealign.train.teacher import TeacherCollator, load_or_compute_teacher
+from safealign.types import PreferencePair
+
+PAIRS = [("Name a prime.", "7 is prime.", "9 is prime."), ("Say hi.", "Hi there!", "No."),
+         ("Add 2 and 2.", "It is 4.", "It is 5, I think.")]
+
+
+def test_topk_terms_by_hand_and_exact_with_the_whole_vocabulary():
+    student = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    teacher = torch.tensor([[0.7, 0.2, 0.1]]).log()
+    ids = torch.tensor([[0, 1]])  # the teacher's top-2
+    kl = topk_forward_kl(student, ids, teacher.gather(-1, ids))
+    assert kl.item() == pytest.approx(0.7 * math.log(0.7 / 0.5) + 0.2 * math.log(0.2 / 0.3), rel=1e-6)
+    advantage = torch.tensor([[1.5, -2.0]])
+    assert advantage_loss(student, ids, advantage).item() == pytest.approx(-(0.5 * 1.5 - 0.3 * 2.0), rel=1e-6)
+
+    s, t = torch.randn(5, 11).log_softmax(-1), torch.randn(5, 11).log_softmax(-1)
+    full = t.topk(11, dim=-1)
+    exact = F.kl_div(s, t, log_target=True, reduction="none").sum(-1)
+    assert torch.allclose(topk_forward_kl(s, full.indices, full.values), exact, atol=1e-6)
+
+
+def encoded_pairs():
+    tok = tiny_tokenizer()
+    pairs = [PreferencePair(({"role": "user", "content": p},), c, r) for p, c, r in PAIRS]
+    encoded, _ = PairEncoder(tok).encode_all(pairs)
+    return tok, encoded
+
+
+@torch.no_grad()
+def full_distributions(model, encoded, side):
+    """Per pair, the full next-token log-softmax at each response position of one side, unbatched."""
+    out = []
+    for item in encoded:
+        response = item.chosen_ids if side == 0 else item.rejected_ids
+        ids = torch.tensor([item.prompt_ids + response])
+        logits = model(input_ids=ids).logits[0].float()
+        start = len(item.prompt_ids)
+        out.append((logits[start - 1 : ids.shape[1] - 1].log_softmax(-1), ids[0, start:]))
+    return out
+
+
+def test_teacher_cache_is_reused_keyed_by_k_and_recomputed_when_damaged(tmp_path, caplog):
+    tok, encoded = encoded_pairs()
+    teacher = tiny_model(seed=1).eval()
+    first = load_or_compute_teacher(teacher, encoded, tmp_path, 8)
+    again = load_or_compute_teacher(teacher, encoded, tmp_path, 8)
+    assert not first.reused and again.reused and again.path == first.path
+    assert torch.equal(again.table.ids, first.table.ids)
+    expected = full_distributions(teacher, encoded, side=1)[2][0].topk(8, dim=-1)
+    rejected = first.table.segments([2], 1)[0]
+    assert torch.equal(first.table.ids[rejected], expected.indices)
+    assert torch.allclose(first.table.logps[rejected], expected.values, atol=1e-5)
+    assert load_or_compute_teacher(teacher, encoded, tmp_path, 4).path != first.path  # k is part of the key
+    data = bytearray(first.path.read_bytes())
+    data[-8:] = b"\x00" * 8  # flip stored values: the checksum no longer matches
+    first.path.write_bytes(bytes(data))
+    with caplog.at_level(logging.WARNING):
+        redone = load_or_compute_teacher(teacher, encoded, tmp_path, 8)
+    assert not redone.reused and "recomputing" in caplog.text
+    assert torch.equal(redone.table.logps, first.table.logps)
+
+
+def batch_with_teacher(tmp_path, teacher, reference=None):
+    tok, encoded = encoded_pairs()
+    vocab = teacher.get_output_embeddings().weight.shape[0]
+    cache = load_or_compute_teacher(teacher, encoded, tmp_path, vocab, reference=reference)  # k = V: exact
+    return encoded, TeacherCollator(PreferenceCollator(tok.pad_token_id), cache.table)(encoded)
+
+
+def test_dckd_terms_match_the_exact_forward_kl_per_pair_and_vanish_when_teacher_is_student(tmp_path):
+    student, teacher = tiny_model().eval(), tiny_model(seed=1).eval()
+    encoded, batch = batch_with_teacher(tmp_path, teacher)
+    terms = dckd_terms(student, batch)
+    for side, name in ((0, "kl_chosen"), (1, "kl_rejected")):
+        s, t = full_distributions(student, encoded, side), full_distributions(teacher, encoded, side)
+        expected = [F.kl_div(sp, tp, log_target=True, reduction="none").sum(-1).mean().item()
+                    for (sp, _), (tp, _) in zip(s, t)]
+        assert terms[name].tolist() == pytest.approx(expected, rel=1e-4)
+    nll = [-sp.gather(-1, y[:, None]).mean().item() for sp, y in full_distributions(student, encoded, 0)]
+    assert terms["nll_chosen"].tolist() == pytest.approx(nll, rel=1e-5)
+    _, own = batch_with_teacher(tmp_path / "own", student)
+    assert dckd_terms(student, own)["kl_chosen"].abs().max().item() < 1e-5
+
+
+def test_adpa_term_matches_the_advantage_over_the_whole_vocabulary_on_the_student_samples(tmp_path):
+    student, teacher, reference = tiny_model().eval(), tiny_model(seed=1).eval(), tiny_model(seed=2).eval()
+    encoded, batch = batch_with_teacher(tmp_path, teacher, reference)
+    terms = adpa_terms(student, batch)
+    rows = zip(*(full_distributions(m, encoded, 1) for m in (student, teacher, reference)))
+    expected = [-(sp.exp() * (tp - rp)).sum(-1).mean().item() for (sp, _), (tp, _), (rp, _) in rows]
+    assert terms["advantage_rejected"].tolist() == pytest.approx(expected, rel=1e-4)

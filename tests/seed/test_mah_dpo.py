@@ -1,0 +1,122 @@
+"""MAH-DPO (docs/seed-methods.md): extra heads, per-row routing against a brute force, the per-attribute mean by
+hand, saving and loading the heads with a full model and a LoRA adapter, and mixing heads at inference."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from safealign.data import PairEncoder, PreferenceCollator
+from safealign.models import LoraSettings, load_model
+from safealign.models.heads import HEADS_FILE, add_heads, lm_heads, mixed_heads, save_heads
+from safealign.models.tiny import tiny_model, tiny_tokenizer
+from safealign.train.multihead import mah_dpo_losses, routed_pair_logps
+from safealign.types import PreferencePair
+
+PAIRS = [("Name a prime.", "7 is prime.", "9 is prime."), ("Say hi.", "Hi there!", "No."),
+         ("Add 2 and 2.", "It is 4.", "It is 5, I think.")]
+
+
+def three_head_model():
+    model = add_heads(tiny_model(), 3)
+    with torch.no_grad():  # make the heads differ, as training would
+        for i, head in enumerate(lm_heads(model)[1:], start=1):
+            head.weight.add_(0.05 * i * torch.randn(head.weight.shape, generator=torch.Generator().manual_seed(i)))
+    return model.eval()
+
+
+def batch(heads):
+    tok = tiny_tokenizer()
+    pairs = [PreferencePair(({"role": "user", "content": p},), c, r) for p, c, r in PAIRS]
+    encoded, _ = PairEncoder(tok).encode_all(pairs)
+    out = PreferenceCollator(tok.pad_token_id)(encoded)
+    out["head"] = torch.tensor(heads)
+    return encoded, out
+
+
+@torch.no_grad()
+def brute_force_logp(model, head, prompt_ids, response_ids) -> float:
+    ids = torch.tensor([prompt_ids + response_ids])
+    hidden = model.model(input_ids=ids).last_hidden_state[0]
+    logps = head(hidden).float().log_softmax(-1)
+    start = len(prompt_ids)
+    return sum(logps[t - 1, ids[0, t]].item() for t in range(start, ids.shape[1]))
+
+
+def test_new_heads_copy_head_0_and_rows_are_scored_by_their_own_head():
+    plain = add_heads(tiny_model(), 2)
+    assert torch.equal(lm_heads(plain)[1].weight, lm_heads(plain)[0].weight)
+    model = three_head_model()
+    encoded, b = batch([2, 0, 1])
+    chosen, rejected = routed_pair_logps(model, b)
+    heads = lm_heads(model)
+    for i, item in enumerate(encoded):
+        head = heads[[2, 0, 1][i]]
+        assert chosen[i].item() == pytest.approx(brute_force_logp(model, head, item.prompt_ids, item.chosen_ids),
+                                                 rel=1e-5)
+        assert rejected[i].item() == pytest.approx(brute_force_logp(model, head, item.prompt_ids,
+                                                                    item.rejected_ids), rel=1e-5)
+
+
+def test_loss_is_the_mean_over_attributes_of_each_attributes_mean_dpo_loss():
+    chosen, rejected = torch.tensor([-1.0, -2.0, -3.0]), torch.tensor([-2.0, -1.0, -3.5])
+    zeros = torch.zeros(3)
+    losses, metrics = mah_dpo_losses(chosen, rejected, zeros, zeros, torch.tensor([0, 0, 2]), beta=0.5,
+                                      heads=3)
+    dpo = [math.log1p(math.exp(-0.5 * m)) for m in (1.0, -1.0, 0.5)]
+    assert losses.mean().item() == pytest.approx(0.5 * ((dpo[0] + dpo[1]) / 2 + dpo[2]), rel=1e-6)
+    assert metrics["head0/accuracy"].tolist() == [1.0, 0.0] and metrics["head2/accuracy"].tolist() == [1.0]
+    assert metrics["head1/accuracy"].numel() == 0
+
+
+def test_heads_are_saved_and_loaded_with_a_full_model_and_with_a_lora_adapter(tmp_path):
+    model = three_head_model()
+    model.save_pretrained(tmp_path / "full")
+    tiny_tokenizer().save_pretrained(tmp_path / "full")
+    save_heads(model, tmp_path / "full")
+    loaded, _ = load_model(str(tmp_path / "full"))
+    for a, b in zip(lm_heads(model), lm_heads(loaded)):
+        assert torch.equal(a.weight, b.weight)
+
+    lora = add_heads(load_model("tiny-random", lora=LoraSettings(r=2, alpha=4))[0], 2)
+    with torch.no_grad():
+        lm_heads(lora)[1].weight.mul_(1.5)
+    lora.save_pretrained(tmp_path / "adapter", save_embedding_layers=False)
+    assert save_heads(lora, tmp_path / "adapter") == tmp_path / "adapter" / HEADS_FILE
+    back, _ = load_model(str(tmp_path / "adapter"))
+    assert len(lm_heads(back)) == 2 and torch.equal(lm_heads(back)[1].weight, lm_heads(lora)[1].weight)
+
+
+def test_mixed_heads_give_the_weighted_sum_of_logits_and_restore_the_head():
+    model = three_head_model()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        hidden = model.model(input_ids=ids).last_hidden_state
+        per_head = [head(hidden) for head in lm_heads(model)]
+        with mixed_heads(model, [0.2, 0.0, 0.8]):
+            mixed = model(input_ids=ids).logits
+            generated = model.generate(ids, max_new_tokens=2, do_sample=False)
+        after = model(input_ids=ids).logits
+    assert torch.allclose(mixed, 0.2 * per_head[0] + 0.8 * per_head[2], atol=1e-5)
+    assert generated.shape == (1, 6)
+    assert torch.allclose(after, per_head[0], atol=1e-5)
+    with pytest.raises(Exception, match="2 given for a model with 3 heads"):
+        with mixed_heads(model, [0.5, 0.5]):
+            pass
+
+
+def test_an_attribute_column_is_kept_per_pair_and_a_bad_one_drops_the_row(tmp_path):
+    import json
+
+    from safealign.data import load_preferences
+
+    rows = [{"prompt": "a", "chosen": "b", "rejected": "c", "attribute": "harmless"},
+            {"prompt": "d", "chosen": "e", "rejected": "f"},
+            {"prompt": "g", "chosen": "h", "rejected": "i", "attribute": ["x"]}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parsed = load_preferences(path)
+    assert [p.meta.get("attribute") for p in parsed.items] == ["harmless", None]
+    assert [(d.row, d.field) for d in parsed.dropped] == [(2, "attribute")]
