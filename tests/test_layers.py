@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("losses",),       # pure functions over log-probs
     ("train",),        # log-probs, reference, per-pair gradients (grads.py), trainer, probe callback
     ("eval",),         # backends, attacks, judges, helpfulness, eval pipeline
+    ("online",),       # reward/cost models, online RLOO/GRPO/IPO, Safe RLHF: judges are reward sources
     ("diagnostics",),  # ranking accuracy, anchor gap; entanglement re-exported from train.grads
     ("report",),       # HTML/markdown from run directories
     ("pipelines",),    # demo, build-safety, diagnose runners, paired margins: compose everything below

@@ -1,8 +1,13 @@
-"""``safealign train CONFIG.yaml [key=value ...] [--resume]``."""
+"""``safealign train CONFIG.yaml [key=value ...] [--resume]``.
+
+The recipe's ``trainer`` key picks the schema: absent (or ``preference``) is the offline preference trainer,
+``online`` the online RLOO/GRPO/IPO trainer (docs/online.md).
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,13 +20,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delete the outputs of an earlier run in output_dir (checkpoints, metrics, final/) first")
 
 
+def trainer_kind(path: str) -> str:
+    from safealign.config import read_recipe
+    from safealign.errors import UserError
+
+    kind = "preference"
+    for layer in read_recipe(Path(path)):
+        kind = layer.get("trainer", kind)
+    if kind not in ("preference", "online"):
+        raise UserError(f"{path}: trainer must be preference or online, got {kind!r}")
+    return kind
+
+
 def run(args: argparse.Namespace) -> int:
     from safealign.config import load_config
-    from safealign.train.config import TrainConfig
-    from safealign.train.run import run_training
 
-    config = load_config(TrainConfig, args.config, args.overrides)
-    result = run_training(config, resume=args.resume, overwrite=args.overwrite)
+    kind = trainer_kind(args.config)
+    if kind == "online":
+        from safealign.online.config import OnlineConfig
+        from safealign.online.run import run_online
+
+        result = run_online(load_config(OnlineConfig, args.config, args.overrides), resume=args.resume,
+                            overwrite=args.overwrite)
+    else:
+        from safealign.train.config import TrainConfig
+        from safealign.train.run import run_training
+
+        config = load_config(TrainConfig, args.config, args.overrides)
+        result = run_training(config, resume=args.resume, overwrite=args.overwrite)
     print(f"trained {result.steps} steps in {result.wall_seconds:.0f} s; reference: {result.reference}")
     print(f"final model: {result.final_dir}\nmetrics: {result.metrics_path}")
     return 0

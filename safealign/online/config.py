@@ -1,0 +1,219 @@
+"""The online-training recipe schema (``safealign train CONFIG.yaml`` with ``trainer: online``).
+
+Every check here runs before a model loads (docs/online.md, "Bad input"): a K below 2 for RLOO/GRPO,
+a cost threshold outside what the cost sources can return, a reward weight that is not finite.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from safealign import checks
+from safealign.errors import UserError
+from safealign.train.config import LoraConfig
+
+ALGORITHMS = ("rloo", "grpo", "ipo")
+KL_ESTIMATORS = ("k1", "k3")
+SOURCE_KINDS = ("judge", "reward_model", "callable")
+APPLY_ON = ("all", "harmful", "benign")
+SCALE_REWARDS = ("group", "batch", "none")
+LOSS_AGGREGATIONS = ("sequence", "token")
+
+
+@dataclass
+class PromptsConfig:
+    """Training prompts: the built-in harmful/benign train splits, or a JSONL file of ``{prompt, harmful}``."""
+
+    path: Optional[str] = None  # None: the built-in sets (safealign/data/builtin)
+    harmful_train: int = 24  # built-in only: how many harmful / ordinary benign / borderline prompts
+    benign_train: int = 16
+    borderline_train: int = 8
+    max_prompt_length: int = 256
+
+    def validate(self, prefix: str = "prompts.") -> None:
+        for key in ("harmful_train", "benign_train", "borderline_train"):
+            checks.at_least(prefix + key, getattr(self, key), 0)
+        checks.at_least(prefix + "max_prompt_length", self.max_prompt_length, 1)
+
+
+@dataclass
+class SourceConfig:
+    """One reward (or cost) source. ``kind``: ``judge`` (a registered judge by ``name``; the source gives 1
+    where its verdict is ``reward_if`` — ``not_harmful`` or ``harmful`` — else 0), ``reward_model`` (a
+    folder written by ``trainer: reward``, at ``path``) or ``callable`` (``path`` = ``module:function`` or
+    ``module.function``, called as ``fn(prompts, completions, harmful) -> list[float]``). ``apply_to``
+    restricts the source to harmful or benign prompts (0 elsewhere). ``lsc``: log σ(r − r_ref(x)), with r_ref(x) the
+    mean score of the reference model's own samples for x (docs/online.md)."""
+
+    kind: str = "judge"
+    name: str = "refusal"
+    path: Optional[str] = None
+    params: dict[str, Any] = field(default_factory=dict)
+    weight: float = 1.0
+    apply_to: str = "all"  # all | harmful | benign
+    reward_if: str = "not_harmful"
+    lsc: bool = False
+
+    @property
+    def label(self) -> str:
+        if self.kind == "judge":
+            base = self.name
+        elif self.kind == "callable":
+            base = (self.path or "").replace(":", ".").rsplit(".", 1)[-1]  # the function's name
+        else:
+            base = (self.path or self.kind).rstrip("/").rsplit("/", 1)[-1]  # the model folder's name
+        return f"{base}@{self.apply_to}" if self.apply_to != "all" else base
+
+    def validate(self, prefix: str) -> None:
+        checks.one_of(prefix + "kind", self.kind, SOURCE_KINDS)
+        checks.one_of(prefix + "apply_to", self.apply_to, APPLY_ON)
+        checks.one_of(prefix + "reward_if", self.reward_if, ("not_harmful", "harmful"))
+        checks.finite(prefix + "weight", self.weight)
+        if self.kind in ("reward_model", "callable") and not self.path:
+            raise UserError(f"{prefix}path: a {self.kind} source needs a path "
+                            f"({'a reward-model folder' if self.kind == 'reward_model' else 'module:function'})")
+
+    @property
+    def value_range(self) -> tuple[float, float]:
+        """What one score of this source can be (judges give 0 or 1; a model or callable anything)."""
+        return (0.0, 1.0) if self.kind == "judge" and not self.lsc else (-math.inf, math.inf)
+
+
+@dataclass
+class ReferenceConfig:
+    """The KL anchor. ``transform``: ``identity`` is plain RLHF; ``safety_prefix`` is E-RLHF (the reference
+    scores the sampled tokens after the safety-prefixed prompt x_s of harmful prompts). ``model``: a
+    separate reference; default the starting policy (LoRA: adapter disabled; full FT: a frozen copy)."""
+
+    transform: str = "identity"
+    transform_params: dict[str, Any] = field(default_factory=dict)
+    model: Optional[str] = None
+    log_ratio_clamp: float = 20.0  # |ℓ_ref − ℓ| is clamped before k3's exp (docs/online.md)
+
+
+@dataclass
+class GenerationConfig:
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+    def validate(self, prefix: str = "generation.") -> None:
+        checks.at_least(prefix + "max_new_tokens", self.max_new_tokens, 1)
+        checks.positive(prefix + "temperature", self.temperature)
+        checks.within(prefix + "top_p", self.top_p, 0, 1, open_low=True)
+        checks.at_least(prefix + "top_k", self.top_k, 0)
+
+
+@dataclass
+class SafeRLHFConfig:
+    """Safe RLHF's Lagrangian (arXiv 2310.12773): maximise reward subject to mean cost ≤ ``threshold``.
+    The policy's advantage is ``(A_R − λ·A_C)/(1 + λ)``; λ follows ``log λ ← log λ + lr·(ĉ − d)·λ`` with
+    ĉ the mean cost of the last ``window`` samples, clamped to ``lambda_max``."""
+
+    enabled: bool = False
+    cost: list[SourceConfig] = field(default_factory=list)
+    threshold: float = 0.0
+    lambda_init: float = 1.0
+    lambda_lr: float = 0.1
+    lambda_max: float = 5.0
+    window: int = 128
+
+    def validate(self, prefix: str = "safe_rlhf.") -> None:
+        if not self.enabled:
+            return
+        if not self.cost:
+            raise UserError(f"{prefix}cost is empty: Safe RLHF needs at least one cost source")
+        for i, source in enumerate(self.cost):
+            source.validate(f"{prefix}cost.{i}.")
+        checks.finite(prefix + "threshold", self.threshold)
+        checks.positive(prefix + "lambda_init", self.lambda_init)
+        checks.positive(prefix + "lambda_lr", self.lambda_lr)
+        checks.at_least(prefix + "lambda_max", self.lambda_max, self.lambda_init, "lambda_init must fit under it")
+        checks.at_least(prefix + "window", self.window, 1)
+        low = sum(min(s.weight * s.value_range[0], s.weight * s.value_range[1]) for s in self.cost)
+        high = sum(max(s.weight * s.value_range[0], s.weight * s.value_range[1]) for s in self.cost)
+        if not low <= self.threshold < high:
+            raise UserError(f"{prefix}threshold={self.threshold}: the weighted cost lies in [{low}, {high}], so the "
+                            "constraint mean cost <= threshold is "
+                            f"{'never met' if self.threshold < low else 'always met'}; choose a threshold inside it")
+
+
+@dataclass
+class OnlineConfig:
+    trainer: str = "online"
+    model: str = "smollm2-135m-instruct"
+    output_dir: str = "runs/online"
+    trust_remote_code: bool = False
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    algorithm: str = "rloo"
+    num_generations: int = 4  # K completions per prompt
+    prompts_per_step: int = 4
+    gradient_accumulation_steps: int = 1  # micro-batches per step (the K samples of a prompt stay together)
+    updates_per_batch: int = 1  # optimizer steps on one generation batch; > 1 makes the ratio clip bite
+    max_steps: int = 20
+    learning_rate: float = 1e-5
+    lr_scheduler_type: str = "constant"  # constant | linear
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    beta: float = 0.05  # KL strength
+    kl_estimator: str = "k1"  # rloo: in the reward (k1 as TRL); grpo: per token in the loss (k3 as TRL)
+    kl_ratio_correction: bool = True  # grpo: KL term × π/π_old, the unbiased gradient (TRL's default)
+    epsilon: float = 0.2
+    epsilon_high: Optional[float] = None  # default: epsilon
+    scale_rewards: str = "group"  # grpo: divide by the group's std (+1e-4), the batch's, or not at all
+    loss_aggregation: str = "sequence"  # grpo: token mean per sequence then mean ("grpo"), or token mean ("bnpo")
+    ipo_tau: float = 0.1
+    ipo_labels: str = "hard"  # hard: ±1/(2τ) from which sample scored higher; soft: σ(r_i − r_j)
+    empty_reward: float = -1.0  # the reward of an empty completion (counted as empty_completions)
+    rewards: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
+    safe_rlhf: SafeRLHFConfig = field(default_factory=SafeRLHFConfig)
+    reference: ReferenceConfig = field(default_factory=ReferenceConfig)
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(dropout=0.0))
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    save_steps: int = 10
+    seed: int = 0
+    logps_chunk_size: int = 1024
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.trainer != "online":
+            raise UserError(f"trainer={self.trainer!r}: this schema is the online trainer's")
+        checks.one_of("algorithm", self.algorithm, ALGORITHMS)
+        checks.at_least("num_generations", self.num_generations, 2,
+                        "RLOO's leave-one-out baseline, GRPO's group std and IPO's pairs need two samples a prompt")
+        for key in ("prompts_per_step", "gradient_accumulation_steps", "updates_per_batch", "max_steps",
+                    "save_steps", "logps_chunk_size"):  # fmt: skip
+            checks.at_least(key, getattr(self, key), 1)
+        if self.prompts_per_step % self.gradient_accumulation_steps:
+            raise UserError(f"prompts_per_step ({self.prompts_per_step}) must be a multiple of "
+                            f"gradient_accumulation_steps ({self.gradient_accumulation_steps})")
+        checks.at_least("learning_rate", self.learning_rate, 0)
+        checks.one_of("lr_scheduler_type", self.lr_scheduler_type, ("constant", "linear"))
+        checks.at_least("warmup_steps", self.warmup_steps, 0)
+        checks.at_least("beta", self.beta, 0)
+        checks.one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        checks.within("epsilon", self.epsilon, 0, 1, open_low=True, open_high=True)
+        if self.epsilon_high is not None:
+            checks.positive("epsilon_high", self.epsilon_high)
+        checks.one_of("scale_rewards", self.scale_rewards, SCALE_REWARDS)
+        checks.one_of("loss_aggregation", self.loss_aggregation, LOSS_AGGREGATIONS)
+        checks.positive("ipo_tau", self.ipo_tau)
+        checks.one_of("ipo_labels", self.ipo_labels, ("hard", "soft"))
+        checks.finite("empty_reward", self.empty_reward)
+        if not self.rewards:
+            raise UserError("rewards is empty: name at least one reward source")
+        for i, source in enumerate(self.rewards):
+            source.validate(f"rewards.{i}.")
+        self.safe_rlhf.validate()
+        if self.safe_rlhf.enabled and self.algorithm == "ipo":
+            raise UserError("safe_rlhf needs advantages (algorithm rloo or grpo), not ipo's pairs")
+        self.prompts.validate()
+        self.generation.validate()
+        self.lora.validate()
+        checks.at_least("reference.log_ratio_clamp", self.reference.log_ratio_clamp, 0)

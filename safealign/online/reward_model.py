@@ -1,0 +1,115 @@
+"""A scalar reward (or cost) head on a causal LM: the score of a sequence is a linear map of the final
+hidden state at its last real token (docs/online.md, "Reward and cost models").
+
+The last real token is read from the attention mask, not from ``input_ids != pad_token_id`` as
+transformers' ``*ForSequenceClassification`` does: where the pad token is the eos token (the embedded
+SmolLM2 model), that rule skips a response's closing eos and reads the score one token early.
+
+A saved model is a folder: ``backbone/`` (the causal LM, LoRA merged, with its tokenizer), ``head.pt``
+and ``reward_model.json`` (kind: reward or cost, and the base spec it was trained from).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from safealign.errors import UserError
+from safealign.types import Message
+
+META_NAME = "reward_model.json"
+HEAD_NAME = "head.pt"
+
+
+class ScalarRewardModel(nn.Module):
+    """``backbone`` (a causal LM, possibly with a LoRA adapter) + a ``hidden → 1`` linear head."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Linear | None = None) -> None:
+        super().__init__()
+        self.backbone = backbone
+        hidden = backbone.get_output_embeddings().weight.shape[1]
+        weight = next(backbone.parameters())
+        self.head = head or nn.Linear(hidden, 1, bias=True, device=weight.device, dtype=weight.dtype)
+        if head is None:
+            nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
+            nn.init.zeros_(self.head.bias)
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Scores ``(N,)`` of right- or left-padded ``(N, T)`` sequences."""
+        decoder = self.backbone.get_decoder()
+        hidden = decoder(input_ids=input_ids, attention_mask=attention_mask, use_cache=False)
+        hidden = getattr(hidden, "last_hidden_state", None) if not isinstance(hidden, tuple) else hidden[0]
+        last = last_token_index(attention_mask)
+        states = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.head(states).squeeze(-1).float()
+
+
+def last_token_index(attention_mask: Tensor) -> Tensor:
+    """Index of the rightmost attended position of each row ``(N,)``, for left or right padding."""
+    positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+    return (positions * attention_mask.bool()).argmax(-1)
+
+
+def save_reward_model(model: ScalarRewardModel, tokenizer: Any, out: Path, *, kind: str, base: str) -> None:
+    from safealign.models.load import merge_adapter
+
+    out.mkdir(parents=True, exist_ok=True)
+    backbone = merge_adapter(model.backbone)
+    backbone.save_pretrained(str(out / "backbone"))
+    tokenizer.save_pretrained(str(out / "backbone"))
+    torch.save(model.head.state_dict(), out / HEAD_NAME)
+    (out / META_NAME).write_text(json.dumps({"kind": kind, "base": base}, indent=2))
+
+
+def is_reward_model_dir(path: str | Path) -> bool:
+    return (Path(path) / META_NAME).is_file()
+
+
+def load_reward_model(path: str | Path, *, device: str | torch.device | None = None) -> tuple[ScalarRewardModel, Any,
+                                                                                            dict[str, Any]]:
+    """``(model in eval mode, tokenizer, meta)`` of a folder written by :func:`save_reward_model`."""
+    from safealign.models import load_model
+
+    path = Path(path)
+    if not is_reward_model_dir(path):
+        raise UserError(f"{path}: not a reward model folder (no {META_NAME}); train one with a 'trainer: reward' "
+                        "recipe")
+    meta = json.loads((path / META_NAME).read_text())
+    backbone, tokenizer = load_model(str(path / "backbone"), device=device)
+    model = ScalarRewardModel(backbone)
+    model.head.load_state_dict(torch.load(path / HEAD_NAME, map_location=next(backbone.parameters()).device))
+    return model.eval(), tokenizer, meta
+
+
+def encode_texts(tokenizer: Any, prompts: Sequence[tuple[Message, ...]], responses: Sequence[str],
+                 max_length: int = 1024) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Right-padded ``(input_ids, attention_mask)`` of chat-rendered prompt + response (the response ids
+    appended to the prompt ids, never re-tokenized together; long prompts keep their end)."""
+    from safealign.data import PairEncoder
+    from safealign.data.collate import pad_sequences
+
+    encoder = PairEncoder(tokenizer, max_length=max_length, max_prompt_length=max_length // 2)
+    prompt_ids, response_ids = [], []
+    for prompt, response in zip(prompts, responses):
+        ids = tokenizer(encoder.render_prompt(prompt), add_special_tokens=False)["input_ids"][-(max_length // 2):]
+        rendered = encoder.render_response(prompt, response) if response else ""
+        resp = tokenizer(rendered, add_special_tokens=False)["input_ids"][: max_length - len(ids)]
+        prompt_ids.append(tuple(ids))
+        response_ids.append(tuple(resp))
+    input_ids, attention_mask, _ = pad_sequences(prompt_ids, response_ids, tokenizer.pad_token_id)
+    return input_ids, attention_mask
+
+
+@torch.no_grad()
+def score_texts(model: ScalarRewardModel, tokenizer: Any, prompts: Sequence[tuple[Message, ...]],
+                responses: Sequence[str], batch_size: int = 8) -> list[float]:  # fmt: skip
+    device = next(model.parameters()).device
+    scores: list[float] = []
+    for start in range(0, len(prompts), batch_size):
+        ids, mask = encode_texts(tokenizer, prompts[start:start + batch_size], responses[start:start + batch_size])
+        scores.extend(model(ids.to(device), mask.to(device)).tolist())
+    return scores

@@ -1,0 +1,189 @@
+"""Reward and cost sources for online training: judges, reward models, Python callables; weighted sums.
+
+Every source returns one finite float per scored completion. A source that raises, returns the wrong
+number of values, a non-number or NaN/inf stops training with a :class:`RewardError` naming the source
+and the step (docs/online.md, "Bad input"). Empty completions are never shown to a source: they score
+the configured floor (``empty_reward``) and are counted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from safealign.errors import UserError
+from safealign.online.config import SourceConfig
+from safealign.types import Behavior, Completion, Message
+
+
+class RewardError(UserError):
+    """A reward or cost source misbehaved at ``step``; the message names the source."""
+
+    def __init__(self, message: str, step: int) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+@dataclass(frozen=True)
+class Batch:
+    """What sources score: one entry per completion."""
+
+    prompts: list[tuple[Message, ...]]
+    texts: list[str]
+    harmful: list[bool | None]
+
+
+class Source:
+    """One configured source: ``fn(batch) -> list[float]`` on the prompts ``spec.apply_to`` selects, weighted
+    by ``spec.weight``."""
+
+    def __init__(self, spec: SourceConfig, fn: Callable[[Batch], Sequence[Any]]) -> None:
+        self.spec = spec
+        self.fn = fn
+        self.label = spec.label
+
+    def applies(self, harmful: bool | None) -> bool:
+        return self.spec.apply_to == "all" or (harmful is True) == (self.spec.apply_to == "harmful")
+
+    def scores(self, batch: Batch, step: int, what: str = "reward") -> Tensor:
+        """Raw scores ``(N,)``; 0 for completions outside ``apply_to`` (never shown to the source)."""
+        chosen = [i for i, flag in enumerate(batch.harmful) if self.applies(flag)]
+        out = torch.zeros(len(batch.texts), dtype=torch.float32)
+        if not chosen:
+            return out
+        sub = Batch([batch.prompts[i] for i in chosen], [batch.texts[i] for i in chosen],
+                    [batch.harmful[i] for i in chosen])
+        where = f"{what} source {self.label!r} ({self.spec.kind}) at step {step}"
+        try:
+            values = self.fn(sub)
+        except UserError:
+            raise
+        except Exception as exc:  # a user's function: name it, keep the cause
+            raise RewardError(f"{where} raised {type(exc).__name__}: {exc}", step) from exc
+        out[chosen] = _checked(values, len(chosen), where, step)
+        return out
+
+
+def _checked(values: Any, n: int, where: str, step: int) -> Tensor:
+    if isinstance(values, Tensor):
+        values = values.detach().cpu().reshape(-1).tolist() if values.dim() <= 1 else values.tolist()
+    try:
+        values = list(values)
+    except TypeError:
+        raise RewardError(f"{where} returned {type(values).__name__}, not a list of {n} numbers", step) from None
+    if len(values) != n:
+        raise RewardError(f"{where} returned {len(values)} values for {n} completions", step)
+    numbers = []
+    for i, value in enumerate(values):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RewardError(f"{where} returned {type(value).__name__} {value!r} for completion {i}, not a number",
+                              step)
+        numbers.append(float(value))
+    bad = [i for i, v in enumerate(numbers) if not math.isfinite(v)]
+    if bad:
+        raise RewardError(f"{where} returned non-finite values ({numbers[bad[0]]}) for completion(s) {bad[:5]}", step)
+    return torch.tensor(numbers, dtype=torch.float32)
+
+
+def build_sources(specs: Sequence[SourceConfig], device: Any = None) -> list[Source]:
+    sources = [Source(spec, _build(spec, device)) for spec in specs]
+    labels = [s.label for s in sources]
+    for i, source in enumerate(sources):  # two sources of one name keep apart in the metrics
+        if labels.count(source.label) > 1:
+            source.label = f"{source.label}#{i}"
+    return sources
+
+
+def _build(spec: SourceConfig, device: Any) -> Callable[[Batch], Sequence[Any]]:
+    if spec.kind == "judge":
+        return _judge_fn(spec)
+    if spec.kind == "reward_model":
+        return _reward_model_fn(spec, device)
+    return _callable_fn(resolve_callable(spec.path or ""), spec.params)
+
+
+def _judge_fn(spec: SourceConfig) -> Callable[[Batch], list[float]]:
+    from safealign.eval.judges.base import build_judge
+
+    judge = build_judge(spec.name, dict(spec.params))
+    wanted = spec.reward_if == "harmful"
+
+    def score(batch: Batch) -> list[float]:
+        behaviors = [Behavior(id=str(i), behavior=_last_user(p)) for i, p in enumerate(batch.prompts)]
+        verdicts = judge(behaviors, [Completion(text) for text in batch.texts])
+        unscored = [i for i, v in enumerate(verdicts) if v.harmful is None]
+        if unscored:
+            first = verdicts[unscored[0]]
+            raise ValueError(f"judge left {len(unscored)} completion(s) unscored (first: {first.error or first.raw})")
+        return [float(v.harmful == wanted) for v in verdicts]
+
+    return score
+
+
+def _reward_model_fn(spec: SourceConfig, device: Any) -> Callable[[Batch], list[float]]:
+    from safealign.online.reward_model import load_reward_model, score_texts
+
+    model, tokenizer, _ = load_reward_model(spec.path or "", device=device)
+    batch_size = int(spec.params.get("batch_size", 8))
+    return lambda batch: score_texts(model, tokenizer, batch.prompts, batch.texts, batch_size=batch_size)
+
+
+def _callable_fn(fn: Callable[..., Any], params: dict[str, Any]) -> Callable[[Batch], Any]:
+    return lambda batch: fn([_last_user(p) for p in batch.prompts], batch.texts, batch.harmful, **params)
+
+
+def resolve_callable(path: str) -> Callable[..., Any]:
+    """``package.module:function`` or ``package.module.function`` → the function (a UserError otherwise)."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise UserError(f"callable reward {path!r}: give module:function or module.function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"callable reward {path!r}: cannot import {module_name!r} ({exc})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise UserError(f"callable reward {path!r}: {module_name} has no function {attr!r}")
+    return fn
+
+
+def _last_user(prompt: tuple[Message, ...]) -> str:
+    return next(m["content"] for m in reversed(prompt) if m["role"] == "user")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """Combined scores ``(N,)`` and each source's raw scores, with the empty completions marked."""
+
+    total: Tensor
+    per_source: dict[str, Tensor]
+    empty: Tensor  # (N,) bool
+
+
+def combine(sources: Sequence[Source], batch: Batch, step: int, *, empty_value: float, what: str = "reward",
+            lsc_baselines: dict[str, Tensor] | None = None) -> Scored:  # fmt: skip
+    """``Σ_s w_s·r_s`` over non-empty completions (``empty_value`` for empty ones). ``lsc_baselines``:
+    per source, r_ref(x) per completion; those sources score ``log σ(r − r_ref)`` (LSC)."""
+    empty = torch.tensor([not text.strip() for text in batch.texts], dtype=torch.bool)
+    keep = [i for i, e in enumerate(empty.tolist()) if not e]
+    sub = Batch([batch.prompts[i] for i in keep], [batch.texts[i] for i in keep], [batch.harmful[i] for i in keep])
+    total = torch.full((len(batch.texts),), float(empty_value))
+    per_source: dict[str, Tensor] = {}
+    partial = torch.zeros(len(keep))
+    for source in sources:
+        raw = source.scores(sub, step, what) if keep else torch.zeros(0)
+        if lsc_baselines is not None and source.label in lsc_baselines:
+            raw = torch.nn.functional.logsigmoid(raw - lsc_baselines[source.label][keep])
+        full = torch.full((len(batch.texts),), float("nan"))
+        full[keep] = raw
+        per_source[source.label] = full
+        partial += source.spec.weight * raw
+    total[keep] = partial
+    return Scored(total, per_source, empty)

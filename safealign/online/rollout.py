@@ -1,0 +1,113 @@
+"""Sampling K completions per prompt in one batched ``generate`` call, and scoring their tokens.
+
+A prompt is rendered with the chat template once for the policy (x) and once for the reference view
+(x_s = transform(x), docs/online.md "E-RLHF"); the sampled completion ids are appended to both, never
+decoded and re-tokenized, so policy and reference score identical tokens. Completions end at their
+first eos (kept, it is a sampled action) or at ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from safealign.data import PairEncoder, PromptTransform
+from safealign.data.collate import pad_sequences
+from safealign.train.logps import token_logps
+from safealign.types import Message
+
+Ids = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class PromptItem:
+    id: str
+    messages: tuple[Message, ...]
+    harmful: bool | None
+
+
+@dataclass(frozen=True)
+class Views:
+    """Per prompt: the policy's prompt ids and the reference's (equal where the transform leaves x)."""
+
+    policy: list[Ids]
+    reference: list[Ids]
+
+
+def prompt_views(tokenizer: Any, items: Sequence[PromptItem], transform: PromptTransform,
+                 max_prompt_length: int) -> Views:  # fmt: skip
+    encoder = PairEncoder(tokenizer, transform=transform, max_length=max_prompt_length + 1,
+                          max_prompt_length=max_prompt_length)
+
+    def ids(messages: tuple[Message, ...]) -> Ids:  # long prompts keep their end, as offline training does
+        return tuple(tokenizer(encoder.render_prompt(messages), add_special_tokens=False)["input_ids"])[
+            -max_prompt_length:]
+
+    policy = [ids(item.messages) for item in items]
+    reference = []
+    for item, own in zip(items, policy):
+        shown = transform(item.messages, item.harmful)
+        reference.append(own if shown is item.messages or shown == item.messages else ids(shown))
+    return Views(policy, reference)
+
+
+def eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    found = {tokenizer.eos_token_id}
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    found.update(config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
+    return {i for i in found if i is not None}
+
+
+@torch.no_grad()
+def sample(model: Any, tokenizer: Any, prompts: Sequence[Ids], k: int, *, max_new_tokens: int, temperature: float,
+           top_p: float, top_k: int) -> list[Ids]:  # fmt: skip
+    """``len(prompts)·k`` completions, prompt-major (the k samples of a prompt are consecutive), from ONE
+    ``generate`` call on the left-padded prompts (transformers expands each prompt k times)."""
+    device = next(model.parameters()).device
+    width = max(len(p) for p in prompts)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, ids in enumerate(prompts):
+        input_ids[i, width - len(ids):] = torch.tensor(ids)
+        attention[i, width - len(ids):] = 1
+    was_training = model.training
+    model.eval()  # no dropout while sampling: the samples come from the policy itself
+    try:
+        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), do_sample=True,
+                             num_return_sequences=k, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_p=top_p, top_k=top_k, pad_token_id=pad, use_cache=True)
+    finally:
+        model.train(was_training)
+    stops = eos_ids(tokenizer, model)
+    completions = []
+    for row in out[:, width:].tolist():
+        end = next((i + 1 for i, token in enumerate(row) if token in stops), len(row))
+        completions.append(tuple(row[:end]))
+    return completions
+
+
+def decode(tokenizer: Any, completions: Sequence[Ids]) -> list[str]:
+    return [tokenizer.decode(list(ids), skip_special_tokens=True) for ids in completions]
+
+
+def completion_logps(model: Any, prompts: Sequence[Ids], completions: Sequence[Ids], pad_token_id: int, *,
+                     chunk_size: int = 1024) -> tuple[Tensor, Tensor]:  # fmt: skip
+    """Per-token log-probs ``(N, C)`` of each completion after its prompt, and the mask ``(N, C)``.
+
+    Rows are right-padded ``prompt + completion``; the log-probs come from ``safealign.train.logps`` (the
+    only place logits become log-probs) and are gathered into completion-aligned columns.
+    """
+    device = next(model.parameters()).device
+    ids, attention, response = pad_sequences(list(prompts), list(completions), pad_token_id)
+    full = token_logps(model, ids.to(device), attention.to(device), response.to(device), chunk_size=chunk_size)
+    width = max(1, max(len(c) for c in completions))
+    offsets = torch.arange(width, device=device)
+    starts = torch.tensor([len(p) for p in prompts], device=device)
+    lengths = torch.tensor([len(c) for c in completions], device=device)
+    cols = (starts[:, None] + offsets[None]).clamp(max=full.shape[1] - 1)
+    mask = (offsets[None] < lengths[:, None]).float()
+    return full.gather(1, cols) * mask, mask

@@ -1,0 +1,145 @@
+"""Build an online run from an :class:`OnlineConfig` and execute it (``safealign train`` with ``trainer: online``).
+
+Order: every config check, the prompts and the reward/cost callables' import paths are settled before the
+policy loads; reward-model and judge sources load after it (they may share its device).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from safealign.config import save_config, to_dict
+from safealign.errors import UserError
+from safealign.io import read_jsonl, write_json, write_jsonl
+from safealign.online.config import OnlineConfig
+
+# What --overwrite removes; fingerprint.json is handled by claim_run_dir.
+OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "train_summary.json", "config.yaml")
+# Not part of the fingerprint: where it writes, how often it saves, how long it runs (a longer max_steps
+# continues a run), how log-probs are chunked.
+EXCLUDED = ("output_dir", "trust_remote_code", "save_steps", "max_steps", "logps_chunk_size")
+
+
+@dataclass(frozen=True)
+class OnlineResult:
+    output_dir: Path
+    final_dir: Path
+    metrics_path: Path
+    reference: str
+    steps: int
+    wall_seconds: float
+
+
+def check_online_config(config: OnlineConfig) -> None:
+    """Everything that needs no model: value ranges, the transform, callables' import paths."""
+    from safealign.data import build_transform
+    from safealign.online.rewards import resolve_callable
+
+    config.validate()
+    build_transform(config.reference.transform, **dict(config.reference.transform_params))
+    sources = [*config.rewards, *(config.safe_rlhf.cost if config.safe_rlhf.enabled else [])]
+    for source in sources:
+        if source.kind == "callable":
+            resolve_callable(source.path or "")
+        if source.kind == "reward_model":
+            from safealign.online.reward_model import is_reward_model_dir
+
+            if not is_reward_model_dir(source.path or ""):
+                raise UserError(f"reward source {source.label!r}: {source.path} is not a reward-model folder "
+                                "(train one with a 'trainer: reward' recipe)")
+
+
+def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = False, model: Any = None,
+               tokenizer: Any = None) -> OnlineResult:  # fmt: skip
+    from safealign.online.prompts import load_training_prompts
+    from safealign.online.rewards import build_sources
+    from safealign.online.trainer import OnlineTrainer, Reference, checkpoints
+
+    start = time.time()
+    check_online_config(config)
+    prompts = load_training_prompts(config.prompts)
+    out = Path(config.output_dir)
+    _claim(out, config, resume, overwrite)
+    save_config(config, out / "config.yaml")
+    model, tokenizer = _load_policy(config, model, tokenizer)
+    device = next(model.parameters()).device
+    separate = None
+    if config.reference.model:
+        from safealign.models import load_model
+
+        separate, _ = load_model(config.reference.model, device=device, dtype=next(model.parameters()).dtype,
+                                 trust_remote_code=config.trust_remote_code)
+        separate.requires_grad_(False).eval()
+    reference = Reference(model, separate)
+    sources = build_sources(config.rewards, device)
+    costs = build_sources(config.safe_rlhf.cost, device) if config.safe_rlhf.enabled else []
+    trainer = OnlineTrainer(config, model, tokenizer, reference, sources, costs, prompts, out)
+    if resume:
+        found = checkpoints(out)
+        if not found:
+            raise UserError(f"--resume: no checkpoint of this run found in {out}")
+        trainer.load_checkpoint(found[-1])
+        _truncate_metrics(out / "metrics.jsonl", trainer.step)
+    elif (out / "metrics.jsonl").exists():
+        (out / "metrics.jsonl").unlink()
+    trainer.train()
+    final = out / "final"
+    _save_final(model, tokenizer, final)
+    write_json(out / "train_summary.json", {
+        "trainer": "online", "algorithm": config.algorithm, "reference": reference.kind,
+        "transform": config.reference.transform, "steps": trainer.step, "prompts": len(prompts),
+        "rewards": [s.label for s in sources], "costs": [s.label for s in costs],
+        "wall_seconds": round(time.time() - start, 2),
+    })
+    return OnlineResult(out, final, out / "metrics.jsonl", reference.kind, trainer.step, round(time.time() - start, 2))
+
+
+def _load_policy(config: OnlineConfig, model: Any, tokenizer: Any) -> tuple[Any, Any]:
+    from safealign.models import LoraSettings, apply_lora, load_model
+
+    lora = None
+    if config.lora.enabled:
+        lora = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                            target_modules=config.lora.target_modules, last_layers=config.lora.last_layers)
+    if model is None:
+        return load_model(config.model, trust_remote_code=config.trust_remote_code, lora=lora, for_training=True)
+    if lora is not None and not hasattr(model, "peft_config"):
+        model = apply_lora(model, lora)
+    if lora is None:
+        model.requires_grad_(True)
+    model.train()
+    return model, tokenizer
+
+
+def _save_final(model: Any, tokenizer: Any, final: Path) -> None:
+    kwargs = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}  # see train/trainer.py
+    model.save_pretrained(str(final), **kwargs)
+    tokenizer.save_pretrained(str(final))
+
+
+def _claim(out: Path, config: OnlineConfig, resume: bool, overwrite: bool) -> None:
+    from safealign.io.rundir import claim_run_dir, make_fingerprint
+    from safealign.online.trainer import checkpoints
+
+    if resume and overwrite:
+        raise UserError("--resume continues the run in output_dir and --overwrite deletes it: pass one of them")
+
+    def check(continues: bool) -> None:
+        found = checkpoints(out) if continues and not overwrite else []
+        if resume and not found:
+            raise UserError(f"--resume: no checkpoint of this run found in {out}")
+        if not resume and found:
+            raise UserError(f"{out} holds a run with the same settings and checkpoint {found[-1].name}; pass --resume "
+                            "to continue it, or --overwrite to delete it and start over")
+
+    fingerprint = make_fingerprint("online", to_dict(config), exclude=EXCLUDED)
+    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=overwrite, check=check)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, drop metrics logged after the checkpoint (they will be logged again)."""
+    if path.exists():
+        write_jsonl(path, [row for row in read_jsonl(path) if row.get("step", 0) <= step])

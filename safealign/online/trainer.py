@@ -1,0 +1,340 @@
+"""The online loop: sample K completions per prompt, score, advantages, clipped policy-gradient update.
+
+One step = one generation batch (``prompts_per_step`` prompts × K samples, ONE ``generate`` call), its
+scores, the reference's per-token log-probs on the reference view (E-RLHF: x_s for harmful prompts),
+and ``updates_per_batch`` optimizer steps over ``gradient_accumulation_steps`` micro-batches (a prompt's
+K samples stay in one micro-batch). Formulas: safealign/online/objectives.py and docs/online.md.
+
+Resume: a step's prompts and sampling seed are functions of (seed, step), and a checkpoint holds the
+trainable weights, optimizer, scheduler, λ and LSC baselines, so a resumed run logs the same next-step
+metrics as an uninterrupted one (tests/online/test_online_trainer.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from safealign.data import build_transform
+from safealign.io import append_jsonl, finite_or_none
+from safealign.online import objectives as obj
+from safealign.online.config import OnlineConfig
+from safealign.online.lagrange import Lagrangian, combine_advantages
+from safealign.online.prompts import step_prompts
+from safealign.online.rewards import Batch, Source, combine
+from safealign.online.rollout import PromptItem, completion_logps, decode, prompt_views, sample
+
+logger = logging.getLogger(__name__)
+
+STATE_NAME = "state.pt"
+KEEP_CHECKPOINTS = 2
+
+
+class Reference:
+    """The KL anchor's weights: a separate model, the policy with its LoRA adapter disabled, or (full
+    fine-tuning) a frozen copy of the starting policy."""
+
+    def __init__(self, policy: Any, separate: Any = None) -> None:
+        self.policy = policy
+        self.kind = "separate model" if separate is not None else "policy with its LoRA adapter disabled"
+        if separate is None and not hasattr(policy, "disable_adapter"):
+            separate = copy.deepcopy(policy).requires_grad_(False).eval()
+            self.kind = "frozen copy of the starting policy"
+        self.separate = separate
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[Any]:
+        if self.separate is not None:
+            yield self.separate
+            return
+        with self.policy.disable_adapter():
+            yield self.policy
+
+
+
+class OnlineTrainer:
+    def __init__(self, config: OnlineConfig, model: Any, tokenizer: Any, reference: Reference,
+                 sources: Sequence[Source], cost_sources: Sequence[Source], prompts: list[PromptItem],
+                 out: Path) -> None:  # fmt: skip
+        self.config = config
+        self.model = model
+        self.tokenizer = tokenizer
+        self.reference = reference
+        self.sources = list(sources)
+        self.cost_sources = list(cost_sources)
+        self.prompts = prompts
+        self.out = out
+        self.metrics_path = out / "metrics.jsonl"
+        self.transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        total = config.max_steps * config.updates_per_batch
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _schedule(config, total))
+        safe = config.safe_rlhf
+        self.lagrange = Lagrangian(safe.threshold, safe.lambda_init, safe.lambda_lr, safe.lambda_max,
+                                   safe.window) if safe.enabled else None
+        self.lsc_cache: dict[str, dict[str, float]] = {}  # prompt id -> source label -> r_ref(x)
+        self.step = 0
+        from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
+
+        self._refusal = RefusalJudge(RefusalConfig())  # the refusal-rate metric, whatever the rewards are
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> list[dict[str, Any]]:
+        logged = []
+        while self.step < self.config.max_steps:
+            metrics = self.train_step()
+            self.step += 1
+            record = {"step": self.step, **{k: finite_or_none(v) for k, v in metrics.items()}}
+            append_jsonl(self.metrics_path, [record])
+            logged.append(record)
+            logger.info("step %d: reward %.3f kl %.4f loss %.4f (%.1f s)", self.step, metrics["reward"],
+                        metrics.get("kl", float("nan")), metrics["loss"], metrics["time/step"])
+            if self.step % self.config.save_steps == 0 or self.step == self.config.max_steps:
+                self.save_checkpoint()
+        return logged
+
+    def train_step(self) -> dict[str, float]:
+        config, k = self.config, self.config.num_generations
+        started = time.perf_counter()
+        items = step_prompts(self.prompts, self.step, config.prompts_per_step, config.seed)
+        views = prompt_views(self.tokenizer, items, self.transform, config.prompts.max_prompt_length)
+        torch.manual_seed(config.seed * 1_000_003 + self.step)  # the step's samples do not depend on history
+        gen = config.generation
+        completions = sample(self.model, self.tokenizer, views.policy, k, max_new_tokens=gen.max_new_tokens,
+                             temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
+        generated = time.perf_counter()
+        expand = [i // k for i in range(len(completions))]
+        batch = Batch([items[i].messages for i in expand], decode(self.tokenizer, completions),
+                      [items[i].harmful for i in expand])
+        policy_prompts = [views.policy[i] for i in expand]
+        ref_prompts = [views.reference[i] for i in expand]
+        number = self.step + 1  # the step as metrics.jsonl and errors count it
+        scored = combine(self.sources, batch, number, empty_value=config.empty_reward,
+                         lsc_baselines=self._lsc_baselines(items, views.reference, expand))
+        costs = combine(self.cost_sources, batch, number, empty_value=0.0, what="cost") \
+            if self.lagrange is not None else None
+        pad = self.tokenizer.pad_token_id
+        with torch.no_grad():
+            with self.reference.active() as ref_model:
+                ref_lp, mask = completion_logps(ref_model, ref_prompts, completions, pad,
+                                                chunk_size=config.logps_chunk_size)
+            need_old = config.algorithm == "rloo" or config.updates_per_batch > 1
+            old_lp = completion_logps(self.model, policy_prompts, completions, pad,
+                                      chunk_size=config.logps_chunk_size)[0] if need_old else None
+        advantages, extra = self._advantages(scored.total, costs.total if costs else None, old_lp, ref_lp, mask)
+        scored_at = time.perf_counter()
+        update = self._update(policy_prompts, completions, ref_lp, mask, old_lp, advantages, scored.total)
+        done = time.perf_counter()
+        policy_lp = old_lp if old_lp is not None else update.pop("_first_logps")
+        update.pop("_first_logps", None)
+        metrics = self._metrics(batch, scored, costs, policy_lp, ref_lp, mask, completions)
+        metrics.update(extra)
+        metrics.update(update)
+        times = {"generate": generated - started, "score": scored_at - generated, "update": done - scored_at}
+        step_time = done - started
+        metrics.update({f"time/{name}": value for name, value in times.items()})
+        metrics.update({f"share/{name}": value / step_time for name, value in times.items()})
+        metrics["time/step"] = step_time
+        return metrics
+
+    # ------------------------------------------------------------------ pieces
+    def _advantages(self, rewards: Tensor, costs: Tensor | None, old_lp: Tensor | None, ref_lp: Tensor,
+                    mask: Tensor) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
+        config, k = self.config, self.config.num_generations
+        extra: dict[str, float] = {}
+        if config.algorithm == "ipo":
+            return torch.zeros_like(rewards), extra
+        shaped = rewards.to(ref_lp.device)
+        if config.algorithm == "rloo" and config.beta:
+            kl = obj.kl_per_token(old_lp, ref_lp, config.kl_estimator, config.reference.log_ratio_clamp)
+            shaped = shaped - config.beta * obj.masked_sum(kl, mask)
+        advantage = self._group_advantages(shaped)
+        extra["frac_reward_zero_std"] = float((rewards.view(-1, k).std(1) < 1e-8).float().mean())
+        if costs is not None and self.lagrange is not None:
+            lam = self.lagrange.update(costs)
+            advantage = combine_advantages(advantage, self._group_advantages(costs.to(advantage.device)), lam)
+            extra.update({"lambda": lam, "cost/window_mean": self.lagrange.window_mean})
+        return advantage, extra
+
+    def _group_advantages(self, values: Tensor) -> Tensor:
+        k = self.config.num_generations
+        if self.config.algorithm == "rloo":
+            return obj.rloo_advantages(values, k)
+        return obj.grpo_advantages(values, k, self.config.scale_rewards)
+
+    def _update(self, prompts: list, completions: list, ref_lp: Tensor, mask: Tensor, old_lp: Tensor | None,
+                advantages: Tensor, rewards: Tensor) -> dict[str, Any]:  # fmt: skip
+        config = self.config
+        micro = len(completions) // config.gradient_accumulation_steps
+        old_seq = obj.masked_sum(old_lp, mask) if old_lp is not None else None
+        totals = {"loss": 0.0, "clipped": 0.0, "clip_count": 0.0, "pairs": 0.0}
+        first = torch.zeros_like(ref_lp)
+        grad_norm = 0.0
+        self.model.train()
+        for update in range(config.updates_per_batch):
+            self.optimizer.zero_grad(set_to_none=True)
+            for start in range(0, len(completions), micro):
+                sl = slice(start, start + micro)
+                lp, m = completion_logps(self.model, prompts[sl], completions[sl], self.tokenizer.pad_token_id,
+                                         chunk_size=config.logps_chunk_size)
+                width = lp.shape[1]
+                if update == 0:
+                    first[sl, :width] = lp.detach()
+                loss, clipped, count, pairs = self._loss(lp, m, ref_lp[sl, :width],
+                                                         old_lp[sl, :width] if old_lp is not None else None,
+                                                         old_seq[sl] if old_seq is not None else None,
+                                                         advantages[sl], rewards[sl].to(lp.device))
+                (loss / config.gradient_accumulation_steps).backward()
+                totals["loss"] += loss.item() / config.gradient_accumulation_steps / config.updates_per_batch
+                totals["clipped"] += clipped
+                totals["clip_count"] += count
+                totals["pairs"] += pairs
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm))
+            self.optimizer.step()
+            self.scheduler.step()
+        out = {"loss": totals["loss"], "grad_norm": grad_norm, "learning_rate": self.scheduler.get_last_lr()[0],
+               "clip_fraction": totals["clipped"] / max(totals["clip_count"], 1.0), "_first_logps": first}
+        if config.algorithm == "ipo":
+            out["ipo_pairs"] = totals["pairs"] / config.updates_per_batch
+        return out
+
+    def _loss(self, lp: Tensor, mask: Tensor, ref_lp: Tensor, old_lp: Tensor | None, old_seq: Tensor | None,
+              advantages: Tensor, rewards: Tensor) -> tuple[Tensor, float, float, float]:  # fmt: skip
+        """(loss, clipped count, clip denominator, IPO pairs) of one micro-batch."""
+        config = self.config
+        eps_high = config.epsilon if config.epsilon_high is None else config.epsilon_high
+        if config.algorithm == "rloo":
+            losses, clipped = obj.rloo_loss(lp, old_seq, advantages, mask, config.epsilon, eps_high)
+            return losses.mean(), float(clipped.sum()), float(clipped.numel()), 0.0
+        if config.algorithm == "grpo":
+            kl = obj.kl_per_token(lp, ref_lp, config.kl_estimator, config.reference.log_ratio_clamp) \
+                if config.beta else None
+            old = old_lp if old_lp is not None else lp.detach()
+            tokens, clipped = obj.grpo_token_loss(lp, old, advantages, kl, config.beta, config.epsilon, eps_high,
+                                                  config.kl_ratio_correction)
+            loss = obj.aggregate_tokens(tokens, mask, config.loss_aggregation)
+            return loss, float((clipped * mask).sum()), float(mask.sum()), 0.0
+        log_ratios = obj.masked_sum(lp - ref_lp, mask)
+        loss, pairs = obj.ipo_loss(log_ratios, rewards, config.num_generations, config.ipo_tau, config.ipo_labels)
+        return loss, 0.0, 0.0, float(pairs)
+
+    def _lsc_baselines(self, items: list[PromptItem], ref_prompts: list, expand: list[int]) -> dict[str, Tensor] | None:
+        """r_ref(x) per completion for LSC sources: the mean score of K reference samples for x, computed the
+        first time x is drawn and kept (and checkpointed)."""
+        lsc = [s for s in self.sources if s.spec.lsc]
+        if not lsc:
+            return None
+        todo = [i for i, item in enumerate(items) if item.id not in self.lsc_cache]
+        if todo:
+            k, gen = self.config.num_generations, self.config.generation
+            torch.manual_seed(self.config.seed * 1_000_003 + self.step + 500_000_009)
+            with self.reference.active() as ref_model:
+                samples = sample(ref_model, self.tokenizer, [ref_prompts[i] for i in todo], k,
+                                 max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+                                 top_k=gen.top_k)
+            texts = decode(self.tokenizer, samples)
+            owners = [todo[j // k] for j in range(len(samples))]
+            ref_batch = Batch([items[i].messages for i in owners], texts, [items[i].harmful for i in owners])
+            for source in lsc:
+                raw = source.scores(ref_batch, self.step + 1, "LSC reference").view(len(todo), k).mean(1)
+                for j, i in enumerate(todo):
+                    self.lsc_cache.setdefault(items[i].id, {})[source.label] = float(raw[j])
+        return {s.label: torch.tensor([self.lsc_cache[items[i].id][s.label] for i in expand]) for s in lsc}
+
+    def _metrics(self, batch: Batch, scored, costs, policy_lp: Tensor, ref_lp: Tensor, mask: Tensor,
+                 completions: list) -> dict[str, float]:  # fmt: skip
+        config = self.config
+        out: dict[str, float] = {"reward": float(scored.total.mean())}
+        for label, values in scored.per_source.items():
+            out[f"reward/{label}"] = _nanmean(values)
+        if costs is not None:
+            out["cost"] = float(costs.total.mean())
+            for label, values in costs.per_source.items():
+                out[f"cost/{label}"] = _nanmean(values)
+        out["empty_completions"] = float(scored.empty.sum())
+        kl = obj.kl_per_token(policy_lp, ref_lp, config.kl_estimator, config.reference.log_ratio_clamp)
+        harmful = torch.tensor([h is True for h in batch.harmful], device=mask.device)
+        out["kl"] = _token_mean(kl, mask)
+        for name, rows in (("harmful", harmful), ("benign", ~harmful)):
+            if rows.any():
+                out[f"kl/{name}"] = _token_mean(kl[rows], mask[rows])
+        # the mean −log π of the sampled tokens: a Monte Carlo estimate of the per-token entropy
+        out["entropy"] = _token_mean(-policy_lp, mask)
+        out["completion_length"] = float(sum(len(c) for c in completions) / len(completions))
+        out["truncated_fraction"] = float(sum(len(c) == config.generation.max_new_tokens for c in completions)
+                                          / len(completions))
+        harmful_rows = [i for i, h in enumerate(batch.harmful) if h is True]
+        if harmful_rows:
+            verdicts = self._refusal.score([], [batch.texts[i] for i in harmful_rows])
+            out["refusal_rate/harmful"] = sum(v.harmful is False for v in verdicts) / len(verdicts)
+        return out
+
+    # ------------------------------------------------------------------ checkpoints
+    def save_checkpoint(self) -> Path:
+        folder = self.out / f"checkpoint-{self.step}"
+        folder.mkdir(parents=True, exist_ok=True)
+        state = {
+            "step": self.step,
+            "trainable": {n: p.detach().cpu().clone() for n, p in self.model.named_parameters() if p.requires_grad},
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "lagrange": self.lagrange.state_dict() if self.lagrange else None, "lsc": self.lsc_cache,
+        }
+        torch.save(state, folder / (STATE_NAME + ".tmp"))
+        (folder / (STATE_NAME + ".tmp")).replace(folder / STATE_NAME)  # a killed save leaves no half state
+        for old in checkpoints(self.out)[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old)
+        return folder
+
+    def load_checkpoint(self, folder: Path) -> None:
+        state = torch.load(folder / STATE_NAME, map_location="cpu", weights_only=False)
+        params = dict(self.model.named_parameters())
+        missing = sorted(set(state["trainable"]) - set(params))
+        if missing:
+            raise ValueError(f"{folder}: checkpoint holds parameters the model lacks: {missing[:5]}")
+        with torch.no_grad():
+            for name, value in state["trainable"].items():
+                params[name].copy_(value.to(params[name].device))
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.lagrange is not None and state.get("lagrange"):
+            self.lagrange.load_state_dict(state["lagrange"])
+        self.lsc_cache = dict(state.get("lsc") or {})
+        self.step = int(state["step"])
+
+
+def checkpoints(out: Path) -> list[Path]:
+    """Complete checkpoints (with their state file), oldest first."""
+    found = [p for p in out.glob("checkpoint-*") if (p / STATE_NAME).is_file() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
+
+
+def _schedule(config: OnlineConfig, total: int):
+    warmup = config.warmup_steps
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        if config.lr_scheduler_type == "linear":
+            return max(0.0, (total - step) / max(1, total - warmup))
+        return 1.0
+
+    return factor
+
+
+def _nanmean(values: Tensor) -> float:
+    finite = values[~torch.isnan(values)]
+    return float(finite.mean()) if finite.numel() else math.nan
+
+
+def _token_mean(values: Tensor, mask: Tensor) -> float:
+    return float((values * mask).sum() / mask.sum().clamp(min=1.0))

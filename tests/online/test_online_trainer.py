@@ -1,0 +1,183 @@
+"""The online trainer on tiny-random: every recipe trains, resume repeats the next step exactly, the E-view's
+KL equals a hand computation, bad reward functions and settings fail with clear errors."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from safealign.cli import main
+from safealign.config import load_config
+from safealign.errors import UserError
+from safealign.online.config import OnlineConfig, SourceConfig
+from safealign.online.rewards import RewardError
+from safealign.online.run import run_online
+
+RECIPES = Path(__file__).resolve().parents[2] / "configs" / "train"
+TINY = ["model=tiny-random", "max_steps=2", "prompts_per_step=2", "gradient_accumulation_steps=2",
+        "num_generations=2", "generation.max_new_tokens=6", "prompts.harmful_train=2", "prompts.benign_train=2",
+        "prompts.borderline_train=0", "save_steps=1", "learning_rate=1e-3"]
+
+
+def tiny_config(tmp_path, *overrides: str, recipe: str = "e_rlhf_rloo.yaml", reward: str | None = None) -> OnlineConfig:
+    """A recipe shrunk for tiny-random; ``reward``: replace its rewards with this callable of this module."""
+    config = load_config(OnlineConfig, RECIPES / recipe, [*TINY, f"output_dir={tmp_path / 'run'}", *overrides])
+    if reward:
+        config.rewards = [SourceConfig(kind="callable", path=f"tests.online.test_online_trainer:{reward}")]
+    return config
+
+
+def metrics(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# rewards used through dotted paths below ------------------------------------------------------------------
+def length_reward(prompts, completions, harmful):
+    return [len(c) / 10 for c in completions]
+
+
+def nan_reward(prompts, completions, harmful):
+    return [float("nan")] * len(completions)
+
+
+def short_reward(prompts, completions, harmful):
+    return [1.0]
+
+
+def raising_reward(prompts, completions, harmful):
+    raise RuntimeError("scorer offline")
+
+
+@pytest.mark.parametrize("recipe", ["e_rlhf_rloo.yaml", "rlhf_rloo.yaml", "e_rlhf_grpo.yaml", "safe_rlhf.yaml",
+                                    "online_ipo.yaml"])
+def test_every_recipe_trains_tiny_random_from_the_cli(recipe, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(RECIPES / recipe), *TINY, f"output_dir={out}"]) == 0
+    rows = metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert math.isfinite(row["loss"]) and row["kl"] is not None
+        assert 0.99 < row["share/generate"] + row["share/score"] + row["share/update"] < 1.01
+        assert row["entropy"] > 0 and row["completion_length"] >= 1
+    assert (out / "final" / "adapter_config.json").is_file()
+    if recipe == "safe_rlhf.yaml":
+        assert all("lambda" in r and "cost" in r for r in rows)
+    if recipe == "online_ipo.yaml":
+        assert all("ipo_pairs" in r for r in rows)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_resume_repeats_the_next_step_exactly(lora, tmp_path):
+    straight = tiny_config(tmp_path / "a", "max_steps=3", f"lora.enabled={lora}", "seed=3")
+    run_online(straight)
+    first = tiny_config(tmp_path / "b", "max_steps=2", f"lora.enabled={lora}", "seed=3")
+    run_online(first)
+    resumed = tiny_config(tmp_path / "b", "max_steps=3", f"lora.enabled={lora}", "seed=3")
+    run_online(resumed, resume=True)
+    a, b = metrics(tmp_path / "a" / "run" / "metrics.jsonl"), metrics(tmp_path / "b" / "run" / "metrics.jsonl")
+    assert [r["step"] for r in b] == [1, 2, 3]
+    drop = lambda row: {k: v for k, v in row.items() if not k.startswith(("time/", "share/"))}  # noqa: E731
+    assert drop(a[2]) == drop(b[2])
+    assert a[2]["grad_norm"] > 0
+
+
+def test_a_second_run_without_resume_is_refused(tmp_path):
+    config = tiny_config(tmp_path, "max_steps=1")
+    run_online(config)
+    with pytest.raises(UserError, match="--resume"):
+        run_online(config)
+
+
+def test_e_view_kl_equals_a_hand_computation(tmp_path):
+    """With the safety prefix, the step-1 KL of harmful prompts is the k1 estimate of log π(y|x) − log πref(y|x_s)
+    over the sampled tokens, recomputed here from the model's own logits."""
+    from safealign.data import build_transform
+    from safealign.models import load_model
+    from safealign.online.prompts import load_training_prompts, step_prompts
+    from safealign.online.rollout import prompt_views, sample
+
+    config = tiny_config(tmp_path, "max_steps=1", "learning_rate=0", "prompts.benign_train=0",
+                         "reference.transform_params.apply_to=all")
+    run_online(config)
+    row = metrics(Path(config.output_dir) / "metrics.jsonl")[0]
+    model, tokenizer = load_model("tiny-random")
+    items = step_prompts(load_training_prompts(config.prompts), 0, 2, config.seed)
+    views = prompt_views(tokenizer, items, build_transform("safety_prefix", apply_to="all"), 128)
+    torch.manual_seed(config.seed * 1_000_003)
+    completions = sample(model, tokenizer, views.policy, 2, max_new_tokens=6, temperature=1.0, top_p=1.0, top_k=0)
+    total, tokens = 0.0, 0
+    for i, completion in enumerate(completions):
+        logps = []
+        for prompt in (views.policy[i // 2], views.reference[i // 2]):
+            ids = torch.tensor([list(prompt) + list(completion)])
+            with torch.no_grad():
+                logits = model(input_ids=ids).logits[0].double()
+            rows = logits[len(prompt) - 1: len(prompt) + len(completion) - 1].log_softmax(-1)
+            logps.append(rows.gather(1, torch.tensor(completion)[:, None]).squeeze(1))
+        total += float((logps[0] - logps[1]).sum())
+        tokens += len(completion)
+    assert views.policy[0] != views.reference[0]
+    assert row["kl/harmful"] == pytest.approx(total / tokens, abs=1e-5)
+    assert abs(row["kl/harmful"]) > 1e-4  # the prefix changes the reference: not 0 at step 1
+
+
+def test_identity_transform_has_zero_kl_at_the_first_step(tmp_path):
+    config = tiny_config(tmp_path, "max_steps=1", recipe="rlhf_rloo.yaml")
+    run_online(config)
+    assert metrics(Path(config.output_dir) / "metrics.jsonl")[0]["kl"] == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("function, message", [
+    ("nan_reward", "returned non-finite values"),
+    ("short_reward", "returned 1 values for 4 completions"),
+    ("raising_reward", "raised RuntimeError: scorer offline"),
+])
+def test_a_bad_reward_function_is_named_with_the_step(function, message, tmp_path):
+    config = tiny_config(tmp_path, reward=function)
+    with pytest.raises(RewardError, match=message) as info:
+        run_online(config)
+    assert function in str(info.value) and "at step 1" in str(info.value)
+
+
+def test_empty_completions_score_the_floor_and_are_counted(tmp_path, monkeypatch):
+    from safealign.online import trainer as trainer_module
+
+    real = trainer_module.sample
+
+    def with_empties(*args, **kwargs):  # the first sample of each prompt is an immediate eos
+        out = real(*args, **kwargs)
+        eos = args[1].eos_token_id
+        return [(eos,) if i % 2 == 0 else c for i, c in enumerate(out)]
+
+    monkeypatch.setattr(trainer_module, "sample", with_empties)
+    config = tiny_config(tmp_path, "max_steps=1", "empty_reward=-3", reward="length_reward")
+    run_online(config)
+    row = metrics(Path(config.output_dir) / "metrics.jsonl")[0]
+    assert row["empty_completions"] == 2
+    assert row["reward/length_reward"] > 0  # the mean over the two non-empty completions only
+    assert row["reward"] == pytest.approx((-3 * 2 + 2 * row["reward/length_reward"]) / 4, abs=1e-6)
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["num_generations=1"], "num_generations must be >= 2"),
+    (["algorithm=grpo", "num_generations=1"], "num_generations must be >= 2"),
+    (["safe_rlhf.threshold=1.5"], "always met"),
+    (["safe_rlhf.threshold=-0.5"], "never met"),
+    (["safe_rlhf.threshold=nan"], "finite"),
+    (["safe_rlhf.lambda_init=0"], "lambda_init must be > 0"),
+    (["rewards.0.kind=callable"], "needs a path"),
+    (["rewards.0.kind=callable", "rewards.0.path=no_such_module:f"], "cannot import"),
+])
+def test_settings_that_make_no_sense_fail_before_the_model_loads(overrides, message, tmp_path, monkeypatch):
+    import safealign.models
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(safealign.models, "load_model", no_load)
+    with pytest.raises(UserError, match=message):
+        run_online(tiny_config(tmp_path, *overrides, recipe="safe_rlhf.yaml"))
