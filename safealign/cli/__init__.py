@@ -27,6 +27,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "models": ("safealign.cli.models", "fetch and list models"),
     "diagnose": ("safealign.cli.diagnose", "alignment diagnostics: ranking accuracy, gradient entanglement"),
     "judge": ("safealign.cli.judge", "check a judge against human labels (judge validate)"),
+    "rm": ("safealign.cli.rm", "reward and cost models: rm score"),
+    "compare-online": ("safealign.cli.compare_online",
+                       "online E-RLHF vs plain RLHF over seeds: held-out ASR and over-refusal before/after"),
 }
 
 

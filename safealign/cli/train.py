@@ -1,7 +1,7 @@
 """``safealign train CONFIG.yaml [key=value ...] [--resume]``.
 
 The recipe's ``trainer`` key picks the schema: absent (or ``preference``) is the offline preference trainer,
-``online`` the online RLOO/GRPO/IPO trainer (docs/online.md).
+``online`` the online RLOO/GRPO/IPO trainer, ``reward`` a reward or cost model (docs/online.md).
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def trainer_kind(path: str) -> str:
     kind = "preference"
     for layer in read_recipe(Path(path)):
         kind = layer.get("trainer", kind)
-    if kind not in ("preference", "online"):
-        raise UserError(f"{path}: trainer must be preference or online, got {kind!r}")
+    if kind not in ("preference", "online", "reward"):
+        raise UserError(f"{path}: trainer must be preference, online or reward, got {kind!r}")
     return kind
 
 
@@ -36,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
     from safealign.config import load_config
 
     kind = trainer_kind(args.config)
-    if kind == "online":
+    if kind == "reward":
+        from safealign.online.reward_train import RewardConfig, run_reward_training
+
+        result = run_reward_training(load_config(RewardConfig, args.config, args.overrides), overwrite=args.overwrite)
+    elif kind == "online":
         from safealign.online.config import OnlineConfig
         from safealign.online.run import run_online
 

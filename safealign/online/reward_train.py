@@ -1,0 +1,298 @@
+"""Training a reward or cost model (``safealign train`` with ``trainer: reward``; docs/online.md).
+
+Reward model (Bradley–Terry): ``L = −mean log σ(r_w − r_l − m)`` on any preference-pair data, with ``m`` a
+constant ``margin`` or a per-row ``margin_column`` of a local JSON/JSONL file (TRL's ``margin`` column).
+Cost model (Safe RLHF, arXiv 2310.12773; PKU-SafeRLHF layout: ``prompt``, ``response_0``, ``response_1``,
+``safer_response_id``, ``is_response_0_safe``, ``is_response_1_safe``): cost > 0 means unsafe, ``s = +1``
+for an unsafe response and −1 for a safe one,
+``L = −log σ(c_unsafer − c_safer) − log σ(s_safer·c_safer) − log σ(s_unsafer·c_unsafer)``.
+Both add ``regularization·½·mean(score²)``. Metrics: pair accuracy ``mean[r_w > r_l]`` (ties wrong), the
+mean margin, and for costs ``accuracy_sign = mean[s·c > 0]``; on a held-out split (``eval_fraction``) at the
+end of training and every ``eval_steps``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from safealign import checks
+from safealign.config import save_config
+from safealign.errors import UserError
+from safealign.io import append_jsonl, read_jsonl, write_json
+from safealign.train.config import DataConfig, LoraConfig
+from safealign.types import PreferencePair
+
+logger = logging.getLogger(__name__)
+
+PKU_COLUMNS = ("prompt", "response_0", "response_1", "safer_response_id", "is_response_0_safe", "is_response_1_safe")
+
+
+@dataclass
+class RewardConfig:
+    trainer: str = "reward"
+    kind: str = "reward"  # reward | cost
+    model: str = "smollm2-135m-instruct"
+    output_dir: str = "runs/reward_model"
+    trust_remote_code: bool = False
+    data: DataConfig = field(default_factory=DataConfig)
+    margin: float = 0.0
+    margin_column: Optional[str] = None
+    regularization: float = 0.0  # safe-rlhf uses 0.001
+    eval_fraction: float = 0.1
+    eval_steps: int = 0
+    learning_rate: float = 1e-4
+    num_train_epochs: int = 1
+    max_steps: int = -1
+    per_device_train_batch_size: int = 4
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    lora: LoraConfig = field(default_factory=lambda: LoraConfig(dropout=0.0))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.trainer != "reward":
+            raise UserError(f"trainer={self.trainer!r}: this schema is the reward-model trainer's")
+        checks.one_of("kind", self.kind, ("reward", "cost"))
+        self.data.validate()
+        checks.finite("margin", self.margin)
+        checks.at_least("regularization", self.regularization, 0)
+        checks.within("eval_fraction", self.eval_fraction, 0, 1, open_high=True)
+        checks.at_least("eval_steps", self.eval_steps, 0)
+        checks.at_least("learning_rate", self.learning_rate, 0)
+        checks.at_least("num_train_epochs", self.num_train_epochs, 1)
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise UserError(f"max_steps must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
+        checks.at_least("per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        self.lora.validate()
+        if self.kind == "cost" and self.margin_column:
+            raise UserError("margin_column is for reward models; a cost model learns from safety labels")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One training pair: ``chosen`` is the better (reward) or safer (cost) response."""
+
+    pair: PreferencePair
+    margin: float = 0.0
+    signs: tuple[float, float] = (0.0, 0.0)  # cost: (s_safer, s_unsafer), +1 unsafe / −1 safe
+
+
+@dataclass(frozen=True)
+class RewardResult:
+    output_dir: Path
+    final_dir: Path
+    metrics_path: Path
+    reference: str
+    steps: int
+    wall_seconds: float
+    eval_metrics: dict[str, float]
+
+
+def load_rows(config: RewardConfig) -> list[Row]:
+    rows = _cost_rows(config) if config.kind == "cost" else _reward_rows(config)
+    if len(rows) < 2:
+        raise UserError(f"{config.data.path}: {len(rows)} usable row(s); a reward model needs at least 2")
+    return rows
+
+
+def _reward_rows(config: RewardConfig) -> list[Row]:
+    from safealign.data import load_preferences
+
+    data = config.data
+    parsed = load_preferences(data.path, format=data.format, columns=dict(data.columns) or None, split=data.split,
+                              harmful=data.harmful, limit=data.limit)
+    pairs = [p for p in parsed.items if isinstance(p, PreferencePair)]
+    if len(pairs) != len(parsed.items):
+        raise UserError(f"{data.path}: a reward model learns from preference pairs (prompt, chosen, rejected), "
+                        f"not unpaired examples (format {parsed.format!r})")
+    margins = _margins(config, pairs)
+    return [Row(pair, margin) for pair, margin in zip(pairs, margins)]
+
+
+def _margins(config: RewardConfig, pairs: list[PreferencePair]) -> list[float]:
+    if not config.margin_column:
+        return [config.margin] * len(pairs)
+    path = Path(config.data.path)
+    if not path.is_file() or not path.name.endswith((".json", ".jsonl", ".jsonl.gz")):
+        raise UserError(f"margin_column needs a local JSON/JSONL data file, got {config.data.path}")
+    records = read_jsonl(path)
+    margins = []
+    for pair in pairs:
+        value = records[pair.row].get(config.margin_column)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{path} row {pair.row}: field {config.margin_column!r} must be a number, got {value!r}")
+        margins.append(float(value))
+    return margins
+
+
+def _cost_rows(config: RewardConfig) -> list[Row]:
+    """The PKU-SafeRLHF layout from a local JSONL file (see the module docstring)."""
+    from safealign.data.messages import RowDrop, parse_bool, parse_prompt, require_text
+
+    path = config.data.path
+    rows = []
+    for index, record in enumerate(read_jsonl(path)):
+        if config.data.limit is not None and len(rows) >= config.data.limit:
+            break
+        missing = [c for c in PKU_COLUMNS if c not in record]
+        if missing:
+            raise UserError(f"{path} row {index}: missing field(s) {', '.join(missing)}; a cost model reads the "
+                            f"PKU-SafeRLHF layout ({', '.join(PKU_COLUMNS)})")
+        try:
+            prompt = parse_prompt(record["prompt"])
+            responses = [require_text(record[f"response_{i}"], f"response_{i}") for i in (0, 1)]
+            safe = [parse_bool(record[f"is_response_{i}_safe"], f"is_response_{i}_safe") for i in (0, 1)]
+        except RowDrop as exc:
+            raise UserError(f"{path} row {index}: {exc.field}: {exc.reason}") from None
+        safer = record["safer_response_id"]
+        if safer not in (0, 1) or any(s is None for s in safe):
+            raise UserError(f"{path} row {index}: safer_response_id must be 0 or 1 and both safety flags set")
+        unsafer = 1 - safer
+        pair = PreferencePair(prompt, responses[safer], responses[unsafer], harmful=None, source=str(path), row=index)
+        rows.append(Row(pair, 0.0, (-1.0 if safe[safer] else 1.0, -1.0 if safe[unsafer] else 1.0)))
+    return rows
+
+
+def split_rows(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+    """(train, held-out), a seeded shuffle; at least one row each side when held-out is asked for."""
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    held = min(len(rows) - 1, max(1, round(fraction * len(rows)))) if fraction > 0 else 0
+    return [rows[i] for i in order[held:]], [rows[i] for i in order[:held]]
+
+
+def pair_loss(chosen: Tensor, rejected: Tensor, rows: list[Row], kind: str, regularization: float) -> Tensor:
+    if kind == "reward":
+        margins = torch.tensor([r.margin for r in rows], device=chosen.device)
+        loss = -F.logsigmoid(chosen - rejected - margins).mean()
+    else:  # chosen = safer (lower cost), rejected = unsafer
+        signs = torch.tensor([r.signs for r in rows], device=chosen.device)
+        loss = (-F.logsigmoid(rejected - chosen) - F.logsigmoid(signs[:, 0] * chosen)
+                - F.logsigmoid(signs[:, 1] * rejected)).mean()
+    if regularization:
+        loss = loss + regularization * 0.5 * torch.cat([chosen, rejected]).pow(2).mean()
+    return loss
+
+
+def pair_metrics(chosen: Tensor, rejected: Tensor, rows: list[Row], kind: str) -> dict[str, float]:
+    better = chosen > rejected if kind == "reward" else rejected > chosen
+    margin = chosen - rejected if kind == "reward" else rejected - chosen
+    out = {"accuracy": float(better.float().mean()), "margin": float(margin.mean())}
+    if kind == "cost":
+        signs = torch.tensor([r.signs for r in rows], device=chosen.device)
+        out["accuracy_sign"] = float(((signs[:, 0] * chosen > 0).float().mean()
+                                      + (signs[:, 1] * rejected > 0).float().mean()) / 2)
+    return out
+
+
+def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> RewardResult:
+    from safealign.data import PairEncoder, PreferenceCollator
+    from safealign.models import LoraSettings, load_model
+    from safealign.online.reward_model import ScalarRewardModel, save_reward_model
+
+    start = time.time()
+    config.validate()
+    rows = load_rows(config)
+    train_rows, held_rows = split_rows(rows, config.eval_fraction, config.seed)
+    out = Path(config.output_dir)
+    _claim(out, config, overwrite)
+    save_config(config, out / "config.yaml")
+    torch.manual_seed(config.seed)
+    lora = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
+                        target_modules=config.lora.target_modules,
+                        last_layers=config.lora.last_layers) if config.lora.enabled else None
+    backbone, tokenizer = load_model(config.model, lora=lora, for_training=True,
+                                     trust_remote_code=config.trust_remote_code)
+    model = ScalarRewardModel(backbone).train()
+    device = next(backbone.parameters()).device
+    encoder = PairEncoder(tokenizer, max_length=config.data.max_length, max_prompt_length=config.data.max_prompt_length)
+    collate = PreferenceCollator(tokenizer.pad_token_id)
+
+    def encode(subset: list[Row]) -> list[tuple[Any, Row]]:
+        return [(encoder.encode(row.pair, i), row) for i, row in enumerate(subset)]
+
+    train_items, held_items = encode(train_rows), encode(held_rows)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    size = config.per_device_train_batch_size
+    per_epoch = -(-len(train_items) // size)
+    total = config.max_steps if config.max_steps > 0 else per_epoch * config.num_train_epochs
+    metrics_path = out / "metrics.jsonl"
+    step, eval_metrics = 0, {}
+    rng = random.Random(config.seed)
+    while step < total:
+        order = list(range(len(train_items)))
+        rng.shuffle(order)
+        for begin in range(0, len(order), size):
+            if step >= total:
+                break
+            chunk = [train_items[i] for i in order[begin:begin + size]]
+            chosen, rejected = _scores(model, collate, chunk, device)
+            loss = pair_loss(chosen, rejected, [r for _, r in chunk], config.kind, config.regularization)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+            optimizer.step()
+            step += 1
+            record = {"step": step, "loss": loss.item(), "grad_norm": grad_norm,
+                      **pair_metrics(chosen.detach(), rejected.detach(), [r for _, r in chunk], config.kind)}
+            if held_items and (step == total or (config.eval_steps and step % config.eval_steps == 0)):
+                eval_metrics = {f"eval/{k}": v for k, v in evaluate(model, collate, held_items, device, config).items()}
+                record.update(eval_metrics)
+            append_jsonl(metrics_path, [record])
+    final = out / "final"
+    save_reward_model(model, tokenizer, final, kind=config.kind, base=config.model)
+    wall = round(time.time() - start, 2)
+    write_json(out / "train_summary.json", {"trainer": "reward", "kind": config.kind, "steps": step,
+                                            "train_pairs": len(train_items), "held_out_pairs": len(held_items),
+                                            **eval_metrics, "wall_seconds": wall})
+    return RewardResult(out, final, metrics_path, "none (reward model)", step, wall, eval_metrics)
+
+
+def _scores(model: Any, collate: Any, chunk: list, device: Any) -> tuple[Tensor, Tensor]:
+    batch = collate([item for item, _ in chunk])
+    scores = model(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+    return scores[: len(chunk)], scores[len(chunk):]
+
+
+@torch.no_grad()
+def evaluate(model: Any, collate: Any, items: list, device: Any, config: RewardConfig) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    chosen, rejected = [], []
+    for begin in range(0, len(items), config.per_device_train_batch_size):
+        c, r = _scores(model, collate, items[begin:begin + config.per_device_train_batch_size], device)
+        chosen.append(c)
+        rejected.append(r)
+    model.train(was_training)
+    c, r = torch.cat(chosen), torch.cat(rejected)
+    rows = [row for _, row in items]
+    return {**pair_metrics(c, r, rows, config.kind), "loss": float(pair_loss(c, r, rows, config.kind, 0.0))}
+
+
+def _claim(out: Path, config: RewardConfig, overwrite: bool) -> None:
+    from safealign.config import to_dict
+    from safealign.io.rundir import claim_run_dir, file_digest, make_fingerprint
+
+    fingerprint = make_fingerprint("reward", to_dict(config), exclude=("output_dir", "trust_remote_code", "data.path"),
+                                   extra={"data.content": file_digest(config.data.path) or config.data.path})
+
+    def check(continues: bool) -> None:
+        if continues and not overwrite:
+            raise UserError(f"{out} holds a trained reward model with these settings; pass --overwrite to train "
+                            "it again, or use another output_dir")
+
+    claim_run_dir(out, fingerprint, outputs=("final", "metrics.jsonl", "train_summary.json", "config.yaml"),
+                  overwrite=overwrite, check=check)

@@ -1,0 +1,35 @@
+"""Score a file of (prompt, response) rows with a trained reward or cost model (``safealign rm score``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from safealign import checks
+from safealign.errors import UserError
+
+
+def score_file(model_dir: str, data: str, out: str, *, batch_size: int = 8) -> tuple[int, str]:
+    """Write ``data``'s rows to ``out`` with ``score`` added; returns (rows, model kind). Every row is checked
+    before the model loads."""
+    from safealign.data.messages import RowDrop, parse_prompt, require_text
+    from safealign.io import read_jsonl, write_jsonl
+    from safealign.online.reward_model import is_reward_model_dir, load_reward_model, score_texts
+
+    checks.at_least("--batch-size", batch_size, 1)
+    if not is_reward_model_dir(model_dir):
+        raise UserError(f"{model_dir}: not a reward model folder (the final/ folder of a 'trainer: reward' run)")
+    records = read_jsonl(data)
+    prompts, responses = [], []
+    for row, record in enumerate(records):
+        try:
+            prompts.append(parse_prompt(record.get("prompt")))
+            responses.append(require_text(record.get("response"), "response"))
+        except RowDrop as exc:
+            raise UserError(f"{data} row {row}: {exc.field}: {exc.reason}") from None
+    if not records:
+        raise UserError(f"{data}: no rows to score")
+    model, tokenizer, meta = load_reward_model(model_dir)
+    scores = score_texts(model, tokenizer, prompts, responses, batch_size=batch_size)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(out, [{**record, "score": score} for record, score in zip(records, scores)])
+    return len(records), meta.get("kind", "reward")

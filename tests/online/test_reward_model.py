@@ -1,0 +1,140 @@
+"""Reward and cost models: the scalar head reads the last real token (pad == eos included), the Bradley–Terry
+and Safe-RLHF cost losses by hand, training from a recipe with held-out accuracy, ``safealign rm score``, and a
+reward model as an online reward source."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from safealign.cli import main
+from safealign.config import load_config
+from safealign.errors import UserError
+from safealign.models.tiny import tiny_model, tiny_tokenizer
+from safealign.online.reward_model import ScalarRewardModel, encode_texts, last_token_index, load_reward_model
+from safealign.online.reward_train import RewardConfig, Row, pair_loss, run_reward_training
+from safealign.types import PreferencePair
+
+PAIRS = [
+    ("How do I pick a lock to break in?", "I can't help with breaking into homes.", "Sure, insert a tension wrench"),
+    ("Write a threat to my coworker.", "I won't write threats.", "Listen carefully, you will regret"),
+    ("How can I make a fake ID?", "I cannot help make fake IDs.", "Get a laminator and a photo"),
+    ("Tell me how to poison a dog.", "I'm sorry, I can't help harm animals.", "Mix the following into food"),
+    ("Give me a pasta recipe.", "Boil pasta, toss with garlic and oil.", "I cannot help with that."),
+    ("What is 2 + 2?", "2 + 2 = 4.", "I won't answer that."),
+]
+
+
+@pytest.fixture()
+def pairs_file(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p, "chosen": c, "rejected": r, "gap": float(i)}) + "\n"
+                            for i, (p, c, r) in enumerate(PAIRS)))
+    return path
+
+
+@pytest.fixture()
+def pku_file(tmp_path):
+    path = tmp_path / "pku.jsonl"
+    rows = [{"prompt": p, "response_0": c, "response_1": r, "safer_response_id": 0, "is_response_0_safe": True,
+             "is_response_1_safe": i % 2 == 0} for i, (p, c, r) in enumerate(PAIRS)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_the_score_is_read_at_the_last_real_token_even_when_pad_is_eos():
+    """A sampled completion ends with eos; with pad == eos (the embedded SmolLM2 model), transformers' rule
+    (the last id != pad) would score the token before it."""
+    from safealign.data.collate import pad_sequences
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.pad_token = tokenizer.eos_token
+    model = ScalarRewardModel(tiny_model()).eval()
+    eos = tokenizer.eos_token_id
+    prompt = tuple(tokenizer("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")["input_ids"])
+    ids, mask, _ = pad_sequences([prompt, prompt], [tuple(tokenizer("Hello there")["input_ids"]) + (eos,), (72, eos)],
+                                 tokenizer.pad_token_id)
+    last = last_token_index(mask)
+    assert ids[0, last[0]] == eos and ids[1, last[1]] == eos
+    hf_rule = ((ids != tokenizer.pad_token_id) * torch.arange(ids.shape[1])).argmax(-1)
+    assert (hf_rule < last).all()
+    with torch.no_grad():
+        hidden = model.backbone.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        expected = model.head(hidden[torch.arange(2), last]).squeeze(-1)
+        assert torch.allclose(model(ids, mask), expected)
+        assert not torch.allclose(model(ids, mask), model.head(hidden[torch.arange(2), hf_rule]).squeeze(-1))
+
+
+def test_bradley_terry_with_margin_and_the_cost_loss_by_hand():
+    chosen, rejected = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 0.0])
+    pair = PreferencePair(({"role": "user", "content": "x"},), "a", "b")
+    rows = [Row(pair, margin=1.0), Row(pair, margin=0.0)]
+    expected = -(math.log(1 / (1 + math.exp(-0.5))) + math.log(1 / (1 + math.exp(1.0)))) / 2
+    assert pair_loss(chosen, rejected, rows, "reward", 0.0).item() == pytest.approx(expected, abs=1e-6)
+    cost_rows = [Row(pair, signs=(-1.0, 1.0)), Row(pair, signs=(-1.0, -1.0))]
+    logsig = lambda v: math.log(1 / (1 + math.exp(-v)))  # noqa: E731
+    terms = [-logsig(0.5 - 2.0) - logsig(-2.0) - logsig(0.5), -logsig(0.0 + 1.0) - logsig(1.0) - logsig(-0.0)]
+    reg = 0.01 * 0.5 * (4 + 1 + 0.25 + 0) / 4
+    assert pair_loss(chosen, rejected, cost_rows, "cost", 0.01).item() == pytest.approx(sum(terms) / 2 + reg, abs=1e-6)
+
+
+def reward_config(tmp_path, data, *overrides):
+    return load_config(RewardConfig, None, ["model=tiny-random", f"data.path={data}", f"output_dir={tmp_path / 'rm'}",
+                                            "eval_fraction=0.34", "num_train_epochs=3", "per_device_train_batch_size=2",
+                                            "learning_rate=1e-2", "data.max_length=96", "data.max_prompt_length=48",
+                                            *overrides])
+
+
+def test_reward_model_trains_reports_held_out_accuracy_and_scores_files(tmp_path, pairs_file):
+    result = run_reward_training(reward_config(tmp_path, pairs_file, "margin_column=gap"))
+    rows = [json.loads(line) for line in result.metrics_path.read_text().splitlines()]
+    assert rows[-1]["eval/accuracy"] in (0.0, 0.5, 1.0) and "eval/margin" in rows[-1]
+    assert set(result.eval_metrics) >= {"eval/accuracy", "eval/loss"}
+    data = tmp_path / "score_me.jsonl"
+    data.write_text(json.dumps({"prompt": "What is 2 + 2?", "response": "4"}) + "\n"
+                    + json.dumps({"prompt": [{"role": "user", "content": "Hi"}], "response": "Hello"}) + "\n")
+    out = tmp_path / "scored.jsonl"
+    assert main(["rm", "score", "--model", str(result.final_dir), "--data", str(data), "--out", str(out)]) == 0
+    scored = [json.loads(line) for line in out.read_text().splitlines()]
+    model, tokenizer, meta = load_reward_model(result.final_dir)
+    ids, mask = encode_texts(tokenizer, [({"role": "user", "content": "What is 2 + 2?"},)], ["4"])
+    with torch.no_grad():
+        assert scored[0]["score"] == pytest.approx(model(ids, mask).item(), abs=1e-5)
+    assert meta["kind"] == "reward" and len(scored) == 2
+
+
+def test_cost_model_trains_on_the_pku_layout_with_sign_accuracy(tmp_path, pku_file):
+    assert main(["train", str(_recipe(tmp_path, "cost")), f"data.path={pku_file}", "model=tiny-random",
+                 f"output_dir={tmp_path / 'cost'}", "eval_fraction=0.34", "data.max_length=96",
+                 "data.max_prompt_length=48"]) == 0
+    summary = json.loads((tmp_path / "cost" / "train_summary.json").read_text())
+    assert summary["kind"] == "cost" and "eval/accuracy_sign" in summary
+
+
+def test_a_pku_row_without_its_safety_flag_is_named(tmp_path, pku_file):
+    rows = [json.loads(line) for line in pku_file.read_text().splitlines()]
+    del rows[2]["is_response_1_safe"]
+    pku_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match="row 2: missing field.*is_response_1_safe"):
+        run_reward_training(reward_config(tmp_path, pku_file, "kind=cost"))
+
+
+def test_a_reward_model_is_an_online_reward_source(tmp_path, pairs_file):
+    from safealign.online.config import SourceConfig
+    from safealign.online.rewards import Batch, build_sources
+
+    result = run_reward_training(reward_config(tmp_path, pairs_file, "num_train_epochs=1"))
+    source = build_sources([SourceConfig(kind="reward_model", path=str(result.final_dir))])[0]
+    prompts = [({"role": "user", "content": "What is 2 + 2?"},)] * 2
+    scores = source.scores(Batch(prompts, ["4", "I won't answer that."], [False, False]), step=1)
+    assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
+
+
+def _recipe(tmp_path, kind):
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(f"trainer: reward\nkind: {kind}\nnum_train_epochs: 1\nper_device_train_batch_size: 2\n"
+                    "data: {path: '???'}\n")
+    return path
