@@ -181,3 +181,13 @@ def test_settings_that_make_no_sense_fail_before_the_model_loads(overrides, mess
     monkeypatch.setattr(safealign.models, "load_model", no_load)
     with pytest.raises(UserError, match=message):
         run_online(tiny_config(tmp_path, *overrides, recipe="safe_rlhf.yaml"))
+
+
+def test_lsc_scores_log_sigmoid_of_the_reward_above_the_reference_samples(tmp_path):
+    config = tiny_config(tmp_path, "max_steps=2", reward="length_reward")
+    config.rewards[0].lsc = True
+    run_online(config)
+    rows = metrics(Path(config.output_dir) / "metrics.jsonl")
+    assert all(r["reward/length_reward"] < 0 for r in rows)  # log σ(·) < 0
+    state = torch.load(Path(config.output_dir) / "checkpoint-2" / "state.pt", weights_only=False)
+    assert len(state["lsc"]) == 4 and all("length_reward" in v for v in state["lsc"].values())

@@ -138,3 +138,14 @@ def _recipe(tmp_path, kind):
     path.write_text(f"trainer: reward\nkind: {kind}\nnum_train_epochs: 1\nper_device_train_batch_size: 2\n"
                     "data: {path: '???'}\n")
     return path
+
+
+def test_shipped_reward_recipes_load():
+    from pathlib import Path
+
+    from safealign.cli.train import trainer_kind
+
+    recipes = [p for p in sorted((Path(__file__).parents[2] / "configs" / "train").glob("*.yaml"))
+               if trainer_kind(str(p)) == "reward"]
+    kinds = {load_config(RewardConfig, p).kind for p in recipes}
+    assert kinds == {"reward", "cost"}
