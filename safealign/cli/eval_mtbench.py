@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="answer tokens per turn (FastChat: 1024)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions answered and graded per batch")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
+    parser.add_argument("--fastchat-temperatures", action="store_true",
+                        help="answer each category at FastChat's temperature (writing 0.7, stem 0.1, math 0, ...); "
+                             "default greedy")
     parser.add_argument("--json", action="store_true", help="print summary.json instead of the table")
 
 
@@ -41,6 +44,6 @@ def run(args: argparse.Namespace) -> int:
     params = GenerationParams(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     summary = run_mtbench(model, judge, args.output_dir, questions=args.questions, references=args.references,
                           judge_format=args.judge_format, judge_name=args.judge_model, params=params,
-                          limit=args.limit)
+                          limit=args.limit, fastchat_temperatures=args.fastchat_temperatures)
     print(json.dumps(summary.to_json(), indent=2) if args.json else format_mtbench(summary))
     return 0

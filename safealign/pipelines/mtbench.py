@@ -18,9 +18,10 @@ from safealign.io.summaries import MTBenchSummary, ScoreStats
 def run_mtbench(model: ChatModel, judge: ChatModel, out_dir: str | Path, *, questions: str | Path | None = None,
                 references: str | Path | None = None, judge_format: str = "fastchat", judge_name: str | None = None,
                 params: GenerationParams | None = None, limit: int | None = None,
-                progress: bool = True) -> MTBenchSummary:
+                fastchat_temperatures: bool = False, progress: bool = True) -> MTBenchSummary:
     """Questions default to FastChat's file; references default to FastChat's GPT-4 file for those questions
-    (a user file replaces them) and to the questions' own ``reference`` fields for any other question file."""
+    (a user file replaces them) and to the questions' own ``reference`` fields for any other question file.
+    ``fastchat_temperatures``: answer each category at FastChat's temperature instead of ``params``'."""
     from safealign.eval.helpfulness import mtbench_fastchat as fastchat
     from safealign.eval.helpfulness.mtbench import load_questions, mtbench_eval
 
@@ -31,7 +32,8 @@ def run_mtbench(model: ChatModel, judge: ChatModel, out_dir: str | Path, *, ques
     elif questions is None:
         refs = fastchat.builtin_references()
     return mtbench_eval(model, judge, rows, params, out_dir, judge_name=judge_name, progress=progress,
-                        judge_format=judge_format, references=refs)
+                        judge_format=judge_format, references=refs,
+                        answer_temperatures=fastchat.TEMPERATURES if fastchat_temperatures else None)
 
 
 def _cell(s: ScoreStats | None) -> str:

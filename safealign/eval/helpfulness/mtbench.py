@@ -131,11 +131,14 @@ def mtbench_eval(
     progress: bool = True,
     judge_format: str = "project",
     references: Mapping[str, Sequence[str]] | None = None,
+    answer_temperatures: Mapping[str, float] | None = None,
 ) -> MTBenchSummary:
     """Answer each question turn by turn, have ``judge_model`` grade every turn, write records + summary.
 
     ``judge_format``: ``"project"`` or ``"fastchat"``. ``references`` (by ``str(question_id)``) override the
     questions' own ``reference`` fields; FastChat's format refuses a math/reasoning/coding question without one.
+    ``answer_temperatures`` (category -> temperature; ``mtbench_fastchat.TEMPERATURES`` is FastChat's) samples
+    each question's answers at its category's temperature instead of ``params``' setting.
     """
     if judge_format not in JUDGE_FORMATS:
         raise UserError(f"mt-bench: judge_format {judge_format!r} is not one of {', '.join(JUDGE_FORMATS)}")
@@ -158,7 +161,7 @@ def mtbench_eval(
     logger.info("mt-bench: %d questions, %d already graded", len(rows), len(rows) - len(todo))
     with tqdm(total=len(todo), desc="mt-bench", disable=not progress or not todo) as bar:
         for chunk in batched(todo, params.batch_size):
-            answers, errors, secs = _answer(model, chunk, params)
+            answers, errors, secs = _answer(model, chunk, params, answer_temperatures)
             graded = _grade(judge_model, chunk, answers, errors, judge_params, judge_format, refs)
             append_jsonl(path, [
                 _record(q, a, e, s, g, judge, judge_format)
@@ -166,12 +169,15 @@ def mtbench_eval(
             ])
             bar.update(len(chunk))
     summary = dataclasses.replace(summarize_mtbench(read_jsonl(path), [str(q["question_id"]) for q in rows], judge),
-                                  model_identity=chat_model_identity(model), extra=_format_note(judge_format))
+                                  model_identity=chat_model_identity(model),
+                                  extra={**_format_note(judge_format),
+                                         "answer_temperatures": dict(answer_temperatures or {}) or None})
     write_json(out / "summary.json", summary.to_json())
     return summary
 
 
-def _answer(model: ChatModel, chunk: list[dict[str, Any]], params: GenerationParams):
+def _answer(model: ChatModel, chunk: list[dict[str, Any]], params: GenerationParams,
+            temperatures: Mapping[str, float] | None = None):
     """Answers per question and turn; a failed turn stops that question's later turns."""
     answers: list[list[str]] = [[] for _ in chunk]
     errors: list[list[str | None]] = [[] for _ in chunk]
@@ -189,12 +195,31 @@ def _answer(model: ChatModel, chunk: list[dict[str, Any]], params: GenerationPar
                     {"role": "assistant", "content": answers[i][t]},
                 ]
             conversations.append((*messages, {"role": "user", "content": chunk[i]["turns"][turn]}))
-        completions = model.generate(conversations, params)
+        completions = _generate_by_temperature(model, [chunk[i] for i in live], conversations, params, temperatures)
         for i, completion in zip(live, completions, strict=True):
             answers[i].append(completion.text)
             errors[i].append(completion.error)
             seconds[i] += completion.seconds
     return answers, errors, seconds
+
+
+def _generate_by_temperature(model: ChatModel, questions, conversations, params: GenerationParams,
+                             temperatures: Mapping[str, float] | None):
+    """One ``generate`` call, or with ``temperatures`` (category -> temperature, FastChat's
+    ``temperature_config``) one per temperature: greedy below 1e-4, else sampled, as gen_model_answer.py."""
+    if not temperatures:
+        return model.generate(conversations, params)
+    groups: dict[float, list[int]] = {}
+    for k, q in enumerate(questions):
+        groups.setdefault(temperatures.get(q.get("category", ""), fastchat.DEFAULT_TEMPERATURE), []).append(k)
+    out: list[Any] = [None] * len(conversations)
+    for temperature, idx in groups.items():
+        sampled = temperature >= 1e-4
+        group_params = dataclasses.replace(params, do_sample=sampled,
+                                           temperature=temperature if sampled else params.temperature)
+        for k, completion in zip(idx, model.generate([conversations[k] for k in idx], group_params), strict=True):
+            out[k] = completion
+    return out
 
 
 JUDGE_FORMATS = ("project", "fastchat")

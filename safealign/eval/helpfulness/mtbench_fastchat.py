@@ -35,6 +35,11 @@ from safealign.io import parse_jsonl
 NEED_REF_CATS = ("math", "reasoning", "coding", "arena-hard-200")  # FastChat common.py
 ONE_SCORE = re.compile(r"\[\[(\d+\.?\d*)\]\]")  # FastChat one_score_pattern
 ONE_SCORE_BACKUP = re.compile(r"\[(\d+\.?\d*)\]")  # FastChat one_score_pattern_backup
+# FastChat common.py temperature_config: the temperature gen_model_answer.py answers each category at
+# (greedy below 1e-4); a category not listed gets 0.7.
+TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0, "coding": 0.0, "reasoning": 0.0,
+                "stem": 0.1, "humanities": 0.1, "arena-hard-200": 0.0}
+DEFAULT_TEMPERATURE = 0.7
 JUDGE_MAX_NEW_TOKENS = 2048  # FastChat chat_completion_openai(..., temperature=0, max_tokens=2048)
 DATA = "mtbench_fastchat"
 

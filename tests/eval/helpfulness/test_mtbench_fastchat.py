@@ -198,3 +198,24 @@ def test_rerun_with_the_other_judge_format_grades_again(tmp_path, scripted):
     assert summary.overall.n == 2 and summary.extra["judge_format"] == "fastchat"
     records = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert [r["judge_format"] for r in records] == ["project", "fastchat"]
+
+
+def test_fastchat_temperatures_answer_each_category_at_its_own(tmp_path, scripted):
+    seen = {}
+
+    class Recording:
+        name = "target"
+
+        def generate(self, conversations, params):
+            for c in conversations:
+                seen.setdefault(c[0]["content"], set()).add((params.do_sample, params.temperature))
+            return scripted(lambda c: "ok").generate(conversations, params)
+
+    questions = QUESTIONS + [{"question_id": 131, "category": "stem", "turns": ["Why is the sky blue?"]},
+                             {"question_id": 132, "category": "unlisted", "turns": ["Hm?"]}]
+    summary = mtbench_eval(Recording(), scripted(lambda c: "Rating: [[5]]"), questions, GenerationParams(batch_size=8),
+                           tmp_path, progress=False, judge_format="fastchat", references=REFS,
+                           answer_temperatures=fastchat.TEMPERATURES)
+    assert seen["Write a blog post."] == {(True, 0.7)} and seen["Area of the triangle?"] == {(False, 1.0)}
+    assert seen["Why is the sky blue?"] == {(True, 0.1)} and seen["Hm?"] == {(True, 0.7)}  # FastChat's default
+    assert summary.extra["answer_temperatures"]["writing"] == 0.7 and summary.overall.n == 2 + 2 + 2 + 1 + 1
