@@ -114,3 +114,23 @@ def test_tap_batches_all_streams_of_a_depth_in_one_call(tiny_model, tiny_tokeniz
     TAPAttack(TAPConfig(branching=3, width=3, depth=2, prune_off_topic=False),
               AttackContext(target=target, judge=KeywordJudge()), attacker=attacker)(BEHAVIORS[0])  # fmt: skip
     assert calls == [3, 3]  # one target call per depth, every kept node in it
+
+
+def test_the_breadth_recipe_checks_on_its_behaviors(shared_data, no_model_load):
+    """Every attack of the shipped recipe passes its checks on the 20 behaviors it names, targets included."""
+    from pathlib import Path
+
+    from safealign.config import load_config
+    from safealign.eval.attacks.base import check_attack
+    from safealign.eval.benchmarks import load_benchmark_set, select_configured
+
+    root = Path(__file__).resolve().parents[2]
+    config = load_config(EvalConfig, root / "configs" / "eval" / "harmbench_breadth.yaml",
+                         [f"behaviors.path={shared_data / 'harmbench_behaviors_text_val.csv'}",
+                          f"behaviors.targets={root / 'configs' / 'eval' / 'harmbench_val_targets.json'}"])  # fmt: skip
+    behaviors = select_configured(load_benchmark_set(config.behaviors).harmful, config.behaviors)
+    assert len(behaviors) == 20 and all(b.target for b in behaviors)
+    assert {"tap", "pap", "zero_shot", "crescendo", "many_shot", "human_jailbreaks", "autodan", "gcg_multi",
+            "pair", "gcg", "best_of_n", "direct"} <= set(config.attacks)  # fmt: skip
+    for name in config.attacks:
+        check_attack(name, config.attack_params.get(name), behaviors)
