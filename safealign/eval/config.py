@@ -95,6 +95,14 @@ class BenignConfig:
 
 
 @dataclass
+class DefenseConfig:
+    """One inference-time defense wrapped around the target (safealign/eval/defenses, docs/defenses.md)."""
+
+    name: str = "self_reminder"
+    params: dict[str, Any] = field(default_factory=dict)  # checked against the defense's Config when it is built
+
+
+@dataclass
 class EvalConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     behaviors: BehaviorsConfig = field(default_factory=BehaviorsConfig)
@@ -104,6 +112,8 @@ class EvalConfig:
     attack_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     judges: list[str] = field(default_factory=lambda: ["refusal"])
     judge_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # inference-time defenses around the target, outermost first: the first one sees the conversation first
+    defenses: list[DefenseConfig] = field(default_factory=list)
     early_stop_judge: Optional[str] = None  # judge GCG/PAIR consult; default: the first in `judges`
     retry_errors: bool = True  # on resume, redo attempts whose generation failed
     output_dir: str = "runs/eval"

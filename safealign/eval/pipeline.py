@@ -57,6 +57,10 @@ def run_eval(
     """
     config.validate()
     _check_names(config, judges)
+    from safealign.eval.defenses.base import check_defenses, wrap_target
+
+    # built and checked against the backend before anything loads (a token-level defense on an endpoint fails here)
+    defenses = check_defenses(config.defenses, None if chat_model is not None else config.model.backend)
     passed_in = behaviors is not None
     benchmark: dict[str, Any] = {}
     loaded = None
@@ -89,7 +93,8 @@ def run_eval(
     if not behaviors:
         raise UserError("no behaviors left: every one is too long (behaviors.too_long=skip)")
     bounds = {"too_long": config.behaviors.too_long, **_add_counts(bounded, by_tokens)}
-    model, tokenizer = _white_box(target, model, tokenizer)
+    model, tokenizer = _white_box(target, model, tokenizer)  # white-box attacks optimise against the bare model
+    target = wrap_target(target, defenses, params)  # calibrates and loads scorers, still before any generation
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer, work_dir=out)
     store = RecordStore(out / "records.jsonl")
@@ -110,7 +115,7 @@ def run_eval(
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
         summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds,
-                                 identity, fingerprint, benchmark, over_refusal)
+                                 identity, fingerprint, benchmark, over_refusal, defenses)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 
@@ -314,18 +319,24 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
         messages=list(attempt.messages),
         prefill=attempt.prefill,
         attempt_meta={k: v for k, v in attempt.meta.items() if k != "id"},
-        completion={"text": completion.text, "error": completion.error, "meta": completion.meta},
+        completion={"text": completion.text, "error": completion.error,
+                    "meta": {k: v for k, v in completion.meta.items() if k != "defense"}},  # steps: in `defense`
         verdicts={n: {"harmful": v.harmful, "error": v.error, "raw": v.raw,
                       **({"score": v.score} if v.score is not None else {})} for n, v in verdicts.items()},
         timings={"attack_s": timing["attack_s"], "generate_s": completion.seconds, "judge_s": timing["judge_s"]},
         time=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        defense=list(completion.meta.get("defense", [])),
     )
 
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,
                    judges: dict[str, Judge], complete: bool, seconds: float, label: str,
                    bounds: dict[str, Any], identity: dict[str, Any], fingerprint: str,
-                   benchmark: dict[str, Any], over_refusal: dict[str, Any]) -> EvalSummary:  # fmt: skip
+                   benchmark: dict[str, Any], over_refusal: dict[str, Any],
+                   defenses: Sequence[Any] = ()) -> EvalSummary:  # fmt: skip
+    from safealign.eval.cost import cost_summary
+    from safealign.io import read_jsonl
+
     ids = {b.id for b in behaviors}
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
@@ -340,6 +351,8 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
         judges={name: {"class": type(j).__name__, **j.describe()} for name, j in judges.items()},
         records=str(out / "records.jsonl"),
         judge_agreement=pairwise_agreement([r for r in store if r.behavior_id in ids], config.attacks, list(judges)),
+        defenses=[{"name": d.name, **d.describe()} for d in defenses],
+        cost=cost_summary([r for r in store if r.behavior_id in ids], read_jsonl(out / "benign" / "records.jsonl")),
     )
     write_json(out / "summary.json", summary.to_json())
     return summary

@@ -1,4 +1,4 @@
-"""The evaluation plug-in registries (backends, attacks, judges) and their built-ins, registered lazily.
+"""The evaluation plug-in registries (backends, attacks, judges, defenses) and their built-ins, registered lazily.
 
 Adding an attack or judge means one file plus one line here; the pipeline never changes. The key in
 this table is the plug-in's only name: ``Attack.name`` / ``Judge.name`` read it back from the registry.
@@ -17,6 +17,7 @@ T = TypeVar("T")
 BACKENDS: Registry[Any] = Registry("backend")
 ATTACKS: Registry[Any] = Registry("attack")
 JUDGES: Registry[Any] = Registry("judge")
+DEFENSES: Registry[Any] = Registry("defense")
 
 BACKENDS.register("hf", "safealign.eval.backends.hf:HFChatModel")
 BACKENDS.register("openai", "safealign.eval.backends.openai_http:OpenAIChatModel")
@@ -43,6 +44,15 @@ JUDGES.register("classifier", "safealign.eval.judges.classifier:ClassifierJudge"
 JUDGES.register("llm", "safealign.eval.judges.llm:LLMJudge")
 JUDGES.register("tiered", "safealign.eval.judges.tiered:TieredJudge")
 JUDGES.register("strongreject", "safealign.eval.judges.strongreject:StrongRejectJudge")
+
+DEFENSES.register("self_reminder", "safealign.eval.defenses.prompting:SelfReminder")
+DEFENSES.register("in_context", "safealign.eval.defenses.prompting:InContext")
+DEFENSES.register("urial", "safealign.eval.defenses.prompting:Urial")
+DEFENSES.register("perplexity_filter", "safealign.eval.defenses.perplexity:PerplexityFilter")
+DEFENSES.register("smoothllm", "safealign.eval.defenses.smoothllm:SmoothLLM")
+DEFENSES.register("deal", "safealign.eval.defenses.deal:DeAL")
+DEFENSES.register("mpo", "safealign.eval.defenses.mpo:MPO")
+DEFENSES.register("align_pro", "safealign.eval.defenses.align_pro:AlignPro")
 
 
 def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T:

@@ -121,8 +121,15 @@ class AttemptRecord:
     verdicts: dict[str, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, Any] = field(default_factory=dict)
     time: str | None = None
+    # what each inference-time defense did, outermost first (DefenseStep JSON; empty for a bare model)
+    defense: list[dict[str, Any]] = field(default_factory=list)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def defense_steps(self) -> list[DefenseStep]:
+        """The defense steps, typed; a record written before defenses existed has none."""
+        return [DefenseStep.from_json(s, f"attempt {self.key} defense step {i}") for i, s in enumerate(self.defense)]
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -151,11 +158,48 @@ class AttemptRecord:
         return str(users[-1]) if users else ""
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self)
+        out = to_fields(self)
+        if not self.defense:  # a bare model's record is written as before defenses existed
+            del out["defense"]
+        return out
 
     @classmethod
     def from_json(cls, data: Any, where: str = "attempt record") -> AttemptRecord:
         record = from_fields(cls, data, where, behavior_id=str, attack=str, attempt_id=str, n_attempts=int)
         if not isinstance(record.verdicts, Mapping) or not isinstance(record.completion, Mapping):
             raise UserError(f"{where}: 'verdicts' and 'completion' must be JSON objects")
+        if not isinstance(record.defense, list):
+            raise UserError(f"{where}: 'defense' must be a JSON list of defense steps")
         return record
+
+
+@dataclass(frozen=True)
+class DefenseStep:
+    """What one inference-time defense did to one answer (safealign/eval/defenses, docs/defenses.md).
+
+    ``action``: ``pass`` (the answer went through unchanged), ``rewrite`` (the next layer saw
+    ``rewritten`` instead of the conversation), ``select`` (one of ``candidates`` was chosen), ``refuse``
+    (the defense answered with a refusal itself; ``refusal`` says why) or ``decode`` (the defense decoded
+    the answer with the model itself). ``score`` is the defense's own number (log-perplexity, vote share,
+    search score) and ``detail`` the rest. Cost of this answer, this layer and everything below it:
+    ``generated_tokens`` (every token generated, candidates and lookahead included), ``forward_passes``
+    (model passes that generated nothing: scoring, mixing), ``wall_s`` (this answer's share of the time)."""
+
+    name: str
+    action: str = "pass"
+    rewritten: list[dict[str, Any]] | None = None
+    candidates: list[str] = field(default_factory=list)
+    score: float | None = None
+    refusal: str | None = None
+    generated_tokens: int = 0
+    forward_passes: int = 0
+    wall_s: float = 0.0
+    detail: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return to_fields(self)
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = "defense step") -> DefenseStep:
+        return from_fields(cls, data, where, name=str, generated_tokens=int, forward_passes=int, wall_s=float)

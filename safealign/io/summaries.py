@@ -58,6 +58,10 @@ class EvalSummary:
     over_refusal: dict[str, Any] = field(default_factory=dict)
     # judge -> HarmBench-style mean ASR over the run's attacks with a bootstrap interval (eval/aggregate.py)
     mean_over_attacks: dict[str, Any] = field(default_factory=dict)
+    # the inference-time defenses around the target, outermost first (name, params, calibration; eval/defenses)
+    defenses: list[dict[str, Any]] = field(default_factory=list)
+    # cost per answer: generated tokens, non-generating forward passes, seconds, defense refusals (eval/cost.py)
+    cost: dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
 

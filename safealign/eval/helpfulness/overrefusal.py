@@ -131,6 +131,9 @@ def _record(prompt: HelpfulnessPrompt, completion: Any, judge: RefusalDetector, 
         # why generation stopped ("length" = hit max_new_tokens; None when the backend does not say):
         # the quality flags (quality.py) tell an answer cut at the limit from one that ended
         "finish": (completion.meta or {}).get("finish"), "tokens": (completion.meta or {}).get("tokens"),
+        # what an inference-time defense did and the whole answer's cost (safealign/eval/defenses/base.py)
+        **({"defense": completion.meta["defense"], "cost": completion.meta.get("cost")}
+           if (completion.meta or {}).get("defense") else {}),
     }
 
 

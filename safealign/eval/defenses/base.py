@@ -1,0 +1,208 @@
+"""The defense layer: a :class:`Defense` sits between the evaluation and the target ChatModel.
+
+A defense sees each conversation before the model does and may rewrite it, generate several candidates
+and pick one, filter (answer with a refusal itself), or decode with the model's own next-token
+distributions. :class:`DefendedChatModel` makes a defense a ChatModel, so attacks, judges and the
+over-refusal prompts reach a defended model exactly as they reach a bare one (docs/defenses.md).
+
+Every answer carries what each layer did and what it cost in ``Completion.meta``: ``defense`` (a list of
+:class:`~safealign.io.records.DefenseStep` JSON, outermost first) and ``cost`` (tokens generated and
+non-generating forward passes for this answer, all layers included). The evaluation copies both into
+its records; :func:`answer_cost` reads them back, for a bare model too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Sequence
+
+from safealign.errors import UserError
+from safealign.eval.backends.base import Conversation, GenerationParams
+from safealign.eval.registries import DEFENSES
+from safealign.io.records import DefenseStep
+from safealign.registry import RegisteredName
+from safealign.types import Completion
+
+# What a filtering defense answers: a refusal the refusal judge and the over-refusal detector both see
+# ("I'm sorry", "I cannot" are on the AdvBench list), so a filtered prompt counts like a model's refusal.
+REFUSAL = "I'm sorry, but I cannot help with that request."
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A defense's answer to one conversation: the completion passed up and the step describing it.
+
+    ``step`` holds the whole cost under this layer (the inner answers it consumed plus its own work);
+    its ``wall_s`` is filled in by :class:`DefendedChatModel`."""
+
+    completion: Completion
+    step: DefenseStep
+
+
+def answer_cost(completion: Completion | dict[str, Any]) -> tuple[int, int]:
+    """``(generated tokens, non-generating forward passes)`` spent on one answer, every defense layer
+    included; a bare backend's answer costs its own tokens (0 when the backend does not report them)."""
+    meta = completion.meta if isinstance(completion, Completion) else (completion.get("meta") or {})
+    cost = meta.get("cost")
+    if isinstance(cost, dict):
+        return int(cost.get("generated_tokens") or 0), int(cost.get("forward_passes") or 0)
+    return int(meta.get("tokens") or 0), 0
+
+
+def total_cost(completions: Sequence[Completion]) -> tuple[int, int]:
+    tokens, passes = zip(*(answer_cost(c) for c in completions)) if completions else ((), ())
+    return sum(tokens), sum(passes)
+
+
+def last_user_index(conversation: Conversation) -> int:
+    """Index of the last user message: the part an attack writes and a defense perturbs or scores."""
+    for i in range(len(conversation) - 1, -1, -1):
+        if conversation[i].get("role") == "user":
+            return i
+    raise UserError("defense: the conversation has no user message")
+
+
+def with_user_text(conversation: Conversation, text: str) -> Conversation:
+    """The conversation with its last user message's content replaced by ``text``."""
+    i = last_user_index(conversation)
+    return (*conversation[:i], {**conversation[i], "content": text}, *conversation[i + 1 :])
+
+
+def stable_seed(*parts: Any) -> int:
+    """A seed from the text of ``parts``: the same conversation gets the same random draws in any batch
+    and on resume (Python's ``hash`` of a str changes between processes)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+class Defense(ABC):
+    """One inference-time defense. Subclasses set ``config_class`` and implement :meth:`respond`."""
+
+    # The registry key in safealign/eval/registries.py is the defense's only name.
+    name: ClassVar[str] = RegisteredName(DEFENSES)  # type: ignore[assignment]
+    config_class: ClassVar[type]
+    # "chat": works over any ChatModel (a remote endpoint too). "tokens": decodes with the model's own
+    # next-token distributions, so it needs the local HF model and must be the innermost defense.
+    access: ClassVar[str] = "chat"
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def prepare(self, inner: Any, params: GenerationParams) -> None:
+        """One-time work before any generation (calibration, loading a scorer); raise UserError to stop."""
+        return None
+
+    @abstractmethod
+    def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
+        """One :class:`Answer` per conversation, in order."""
+
+    def describe(self) -> dict[str, Any]:
+        """What a reader needs to reproduce this defense (written to the evaluation summary)."""
+        return {"params": dataclasses.asdict(self.config)}
+
+    def step(self, action: str, inner: Sequence[Completion] = (), *, own_tokens: int = 0, own_passes: int = 0,
+             **fields: Any) -> DefenseStep:  # fmt: skip
+        """A step whose cost is the ``inner`` answers it consumed plus this layer's own tokens and passes."""
+        tokens, passes = total_cost(inner)
+        return DefenseStep(self.name, action, generated_tokens=tokens + own_tokens, forward_passes=passes + own_passes,
+                           **fields)  # fmt: skip
+
+
+def refusal_answer(step: DefenseStep, text: str = REFUSAL) -> Answer:
+    return Answer(Completion(text=text, meta={"tokens": 0, "finish": "defense"}), step)
+
+
+class DefendedChatModel:
+    """A ChatModel that answers through ``defense`` over ``inner``; every other attribute (tokenizer,
+    prompt_tokens, the model behind a local backend) is the inner model's."""
+
+    def __init__(self, inner: Any, defense: Defense) -> None:
+        self.inner = inner
+        self.defense = defense
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("inner", "defense"):  # not set yet (copy/pickle): no recursion through __getattr__
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
+        start = time.perf_counter()
+        answers = self.defense.respond(self.inner, conversations, params)
+        if len(answers) != len(conversations):
+            raise RuntimeError(f"defense {self.defense.name} gave {len(answers)} answers for {len(conversations)}")
+        seconds = (time.perf_counter() - start) / max(1, len(conversations))
+        return [self._completion(a, seconds) for a in answers]
+
+    @staticmethod
+    def _completion(answer: Answer, seconds: float) -> Completion:
+        c, step = answer.completion, dataclasses.replace(answer.step, wall_s=round(seconds, 4))
+        meta = {**c.meta, "defense": [step.to_json(), *c.meta.get("defense", [])],
+                "cost": {"generated_tokens": step.generated_tokens, "forward_passes": step.forward_passes}}
+        return Completion(text=c.text, error=c.error, seconds=seconds, meta=meta)
+
+
+def defense_layers(target: Any) -> list[Defense]:
+    """The defenses around ``target``, outermost first."""
+    layers = []
+    while isinstance(target, DefendedChatModel):
+        layers.append(target.defense)
+        target = target.inner
+    return layers
+
+
+def bare_model(target: Any) -> Any:
+    while isinstance(target, DefendedChatModel):
+        target = target.inner
+    return target
+
+
+def build_defense(name: str, params: dict[str, Any] | None = None) -> Defense:
+    from safealign.eval.registries import make_config
+
+    cls = DEFENSES.get(name)
+    return cls(make_config(cls.config_class, params, f"defense {name!r}"))
+
+
+def check_defenses(configs: Sequence[Any], backend: str | None) -> list[Defense]:
+    """Build the configured defenses and check they can run on ``backend`` (a ModelConfig.backend name,
+    or None when a chat model is handed in): before anything loads or generates."""
+    defenses = [build_defense(c.name, c.params) for c in configs]
+    for i, defense in enumerate(defenses):
+        if defense.access != "tokens":
+            continue
+        if i != len(defenses) - 1:
+            raise UserError(f"defenses: {defense.name!r} decodes with the model itself, so it must be the last "
+                            f"(innermost) defense; got order {[d.name for d in defenses]}")  # fmt: skip
+        if backend is not None and backend != "hf":
+            raise UserError(_token_access_error(defense.name, f"the {backend!r} backend"))
+    return defenses
+
+
+def _token_access_error(name: str, what: str) -> str:
+    return (f"defense {name!r} needs token-level access (the model's next-token distributions), which {what} does "
+            "not give: use model.backend=hf (vLLM is not supported by this defense yet)")  # fmt: skip
+
+
+def token_model(name: str, inner: Any) -> tuple[Any, Any]:
+    """The local HF ``(model, tokenizer)`` behind ``inner``, or a UserError naming what ``inner`` is."""
+    model, tokenizer = getattr(inner, "model", None), getattr(inner, "tokenizer", None)
+    if isinstance(inner, DefendedChatModel):
+        raise UserError(f"defense {name!r} must be the last (innermost) defense: it decodes with the model itself")
+    if not hasattr(model, "forward") or tokenizer is None:
+        raise UserError(_token_access_error(name, f"backend {type(inner).__name__}"))
+    return model, tokenizer
+
+
+def wrap_target(target: Any, defenses: Sequence[Defense], params: GenerationParams) -> Any:
+    """``target`` wrapped in ``defenses`` (outermost first); each is prepared (calibrated, its scorer
+    loaded, its backend access checked) innermost first, before any generation."""
+    for defense in reversed(defenses):
+        if defense.access == "tokens":
+            token_model(defense.name, target)
+        defense.prepare(target, params)
+        target = DefendedChatModel(target, defense)
+    return target

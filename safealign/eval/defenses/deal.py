@@ -1,0 +1,199 @@
+"""DeAL (Huang et al. 2024, arXiv 2402.06147): decoding as search, scored by log-prob + λ·reward.
+
+At each step, for every prompt: the model's top-k next tokens are the candidates; each is extended by a
+greedy lookahead of ``lookahead − 1`` tokens (all B·k rollouts in ONE generate call); a candidate's
+score is the log-prob of the answer so far plus the candidate, ``log π(y_≤t+L | x)``, plus λ times the
+reward of the partial answer ``R(x, y_≤t+L)``. The best candidate's first ``commit`` tokens are kept
+(``commit`` = None keeps the whole rollout: chunk-level search, ``lookahead``× fewer steps than the
+token-level search of ``commit: 1``) and the search goes on until an end token or ``max_new_tokens``.
+
+Reward: ``judge`` (1 when the named judge finds the partial answer not harmful, 0 when harmful, 0.5
+unscored; the refusal judge steers towards refusals, so over-refusal is the price to watch) or
+``model`` (the first logit of any HF sequence-classification reward model on the chat-formatted
+prompt and answer). Needs the local HF model (docs/defenses.md).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+
+from safealign.errors import UserError
+from safealign.eval.backends.base import Conversation, GenerationParams
+from safealign.eval.defenses.base import Answer, Defense, last_user_index, token_model
+from safealign.eval.defenses.tokens import Batch, encode, next_logprobs, pad_id, stop_ids, to_completion
+from safealign.types import Behavior, Completion
+
+Reward = Callable[[Sequence[Conversation], Sequence[str]], list[float]]
+
+
+@dataclass(frozen=True)
+class DeALConfig:
+    top_k: int = 4
+    lookahead: int = 8  # tokens per candidate, its first token included
+    commit: Optional[int] = None  # tokens kept per step; None: the whole winning rollout
+    reward_weight: float = 1.0  # λ
+    reward: str = "judge"  # judge | model
+    judge: str = "refusal"
+    judge_params: dict[str, Any] = field(default_factory=dict)
+    reward_model: str = ""  # reward=model: a sequence-classification model folder or hub id
+
+
+@dataclass(frozen=True)
+class Candidate:
+    tokens: list[int]
+    token_logps: list[float]  # log π of each token given the prompt, the answer so far and the tokens before
+    reward: float
+    score: float  # log π(answer so far + these tokens | prompt) + λ·reward
+    text: str  # the answer so far + these tokens, decoded
+
+
+class DeAL(Defense):
+    config_class = DeALConfig
+    access = "tokens"
+
+    def __init__(self, config: DeALConfig) -> None:
+        super().__init__(config)
+        if config.top_k < 1 or config.lookahead < 1 or (config.commit is not None and config.commit < 1):
+            raise UserError("defense 'deal': top_k, lookahead and commit must be >= 1")
+        if config.reward not in ("judge", "model"):
+            raise UserError(f"defense 'deal': reward must be 'judge' or 'model', got {config.reward!r}")
+        if config.reward == "model" and not config.reward_model:
+            raise UserError("defense 'deal': reward=model needs reward_model (a sequence-classification model)")
+        self.reward_fn: Reward | None = None  # set by prepare(), or by a caller before it
+        self.reward_passes = 0  # forward passes one reward call costs per candidate (a reward model: 1)
+
+    def prepare(self, inner: Any, params: GenerationParams) -> None:
+        self.model, self.tokenizer = token_model(self.name, inner)
+        if self.reward_fn is None:
+            self.reward_fn, self.reward_passes = build_reward(self.config)
+
+    def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
+        answers: list[Answer] = []
+        for start in range(0, len(conversations), params.batch_size):
+            answers += self.search(inner, conversations[start : start + params.batch_size], params)
+        return answers
+
+    def search(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
+        device = next(self.model.parameters()).device
+        prompts = encode(self.tokenizer, [inner.render(c, params) for c in conversations], params, device)
+        n = len(conversations)
+        answer: list[list[int]] = [[] for _ in range(n)]
+        logp, ended = [0.0] * n, [False] * n
+        last: list[list[Candidate]] = [[] for _ in range(n)]
+        spent, passes, steps = [0] * n, [0] * n, [0] * n
+        started = time.perf_counter()
+        while active := [i for i in range(n) if not ended[i] and len(answer[i]) < params.max_new_tokens]:
+            rows = prompts.rows(active)
+            if answer[active[0]]:  # every active row has kept the same number of tokens so far
+                rows = rows.extend(torch.tensor([answer[i] for i in active], device=device))
+            length = min(self.config.lookahead, params.max_new_tokens - len(answer[active[0]]))
+            candidates = self.candidates([conversations[i] for i in active], rows, [answer[i] for i in active],
+                                         [logp[i] for i in active], length)  # fmt: skip
+            for i, options in zip(active, candidates):
+                best = max(options, key=lambda c: c.score)  # first of equal scores: the likelier top-k token
+                keep = best.tokens[: self.config.commit or len(best.tokens)]
+                answer[i] += keep
+                logp[i] += sum(best.token_logps[: len(keep)])  # log π of the answer kept so far
+                ended[i] = any(t in stop_ids(self.tokenizer) for t in keep)
+                last[i] = options
+                spent[i] += sum(len(c.tokens) for c in options)
+                passes[i] += 1 + self.reward_passes * len(options)
+                steps[i] += 1
+        seconds = (time.perf_counter() - started) / n
+        out = []
+        for i in range(n):
+            completion = to_completion(self.tokenizer, answer[i], params, ended=ended[i], seconds=seconds)
+            best = max(last[i], key=lambda c: c.score) if last[i] else None
+            step = self.step("decode", own_tokens=spent[i], own_passes=passes[i],
+                             candidates=[c.text for c in last[i]], score=best.score if best else None,
+                             detail={"steps": steps[i], "last_scores": [round(c.score, 4) for c in last[i]],
+                                     "last_rewards": [c.reward for c in last[i]], "logp": round(logp[i], 4),
+                                     "last_tokens": [c.tokens for c in last[i]]})
+            out.append(Answer(completion, step))
+        return out
+
+    def candidates(self, conversations: Sequence[Conversation], rows: Batch, answers: Sequence[list[int]],
+                   logps: Sequence[float], length: int) -> list[list[Candidate]]:  # fmt: skip
+        """Top-k next tokens per row, each rolled out greedily to ``length`` tokens, scored."""
+        k = self.config.top_k
+        first_lp, first = next_logprobs(self.model, rows).topk(k, dim=-1)  # (A, k)
+        expanded = rows.repeat(k).extend(first.reshape(-1))
+        tokens, token_lps = self.rollout(expanded, length - 1)  # (A·k, ≤ length−1)
+        ends = stop_ids(self.tokenizer)
+        flat: list[tuple[int, list[int], list[float]]] = []
+        for j in range(expanded.ids.shape[0]):
+            row, col = divmod(j, k)
+            ids = [int(first[row, col])] + tokens[j].tolist()
+            lps = [float(first_lp[row, col])] + token_lps[j].tolist()
+            cut = next((p + 1 for p, t in enumerate(ids) if t in ends), len(ids))  # keep the end token itself
+            flat.append((row, ids[:cut], lps[:cut]))
+        texts = [self.tokenizer.decode(answers[r] + ids, skip_special_tokens=True) for r, ids, _ in flat]
+        rewards = self.reward_fn([conversations[r] for r, _, _ in flat], texts)
+        out: list[list[Candidate]] = [[] for _ in range(rows.ids.shape[0])]
+        for (row, ids, lps), text, reward in zip(flat, texts, rewards):
+            score = logps[row] + sum(lps) + self.config.reward_weight * float(reward)
+            out[row].append(Candidate(ids, lps, float(reward), score, text))
+        return out
+
+    def rollout(self, batch: Batch, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Greedy continuations of ``n`` tokens for every row in one generate call, with their log-probs
+        under the model's own (unprocessed) distribution; ``(N, ≤ n)`` each (generation stops early when
+        every row has ended; an ended row is padded)."""
+        rows = batch.ids.shape[0]
+        if n <= 0:
+            return batch.ids.new_zeros((rows, 0)), torch.zeros((rows, 0))
+        with torch.no_grad():
+            out = self.model.generate(input_ids=batch.ids, attention_mask=batch.mask, max_new_tokens=n,
+                                      do_sample=False, temperature=None, top_p=None, top_k=None,
+                                      pad_token_id=pad_id(self.tokenizer), return_dict_in_generate=True,
+                                      output_logits=True)  # fmt: skip
+        new = out.sequences[:, batch.ids.shape[1] :]
+        logits = torch.stack(out.logits, 1).float()  # (N, n', V)
+        return new, torch.log_softmax(logits, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "search": "chunk" if self.config.commit is None else "token",
+                "reward_passes_per_candidate": self.reward_passes}  # fmt: skip
+
+
+def build_reward(config: DeALConfig) -> tuple[Reward, int]:
+    """The reward function of ``config`` and the forward passes one call costs per candidate."""
+    if config.reward == "judge":
+        from safealign.eval.judges.base import build_judge
+
+        judge = build_judge(config.judge, config.judge_params)
+
+        def judged(conversations: Sequence[Conversation], texts: Sequence[str]) -> list[float]:
+            behaviors = [Behavior("deal", c[last_user_index(c)]["content"]) for c in conversations]
+            verdicts = judge(behaviors, [Completion(text=t) for t in texts])
+            return [0.5 if v.harmful is None else float(not v.harmful) for v in verdicts]
+
+        return judged, 0
+    return reward_model(config.reward_model), 1
+
+
+def reward_model(spec: str) -> Reward:
+    """The first logit of a sequence-classification model on the chat-formatted conversation + answer."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(spec).eval()
+        tokenizer = AutoTokenizer.from_pretrained(spec)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"defense 'deal': cannot load reward_model {spec!r}: {exc}") from exc
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+
+    def score(conversations: Sequence[Conversation], texts: Sequence[str]) -> list[float]:
+        full = [[*c, {"role": "assistant", "content": t}] for c, t in zip(conversations, texts)]
+        rendered = [tokenizer.apply_chat_template(m, tokenize=False) if tokenizer.chat_template
+                    else "\n".join(x["content"] for x in m) for m in full]  # fmt: skip
+        enc = tokenizer(rendered, return_tensors="pt", padding=True)
+        with torch.no_grad():
+            return model(**enc).logits[:, 0].float().tolist()
+
+    return score

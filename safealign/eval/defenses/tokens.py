@@ -1,0 +1,76 @@
+"""Token-level decoding helpers shared by the defenses that decode with the model itself (DeAL, MPO).
+
+Prompts are left-padded so every row's next token sits in the last column; position ids follow the
+attention mask (a left-padded row starts at position 0 at its first real token, as ``generate`` does).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from safealign.eval.backends.base import GenerationParams, truncate_at_stop
+from safealign.types import Completion
+
+
+@dataclass
+class Batch:
+    """Left-padded rows: ``ids`` ``(B, T)`` and ``mask`` ``(B, T)``."""
+
+    ids: Tensor
+    mask: Tensor
+
+    @property
+    def positions(self) -> Tensor:
+        return (self.mask.cumsum(-1) - 1).clamp(min=0)
+
+    def extend(self, tokens: Tensor) -> Batch:
+        """Append one column ``(B,)`` or several ``(B, n)`` of real tokens."""
+        tokens = tokens.view(tokens.shape[0], -1)
+        return Batch(torch.cat([self.ids, tokens], 1), torch.cat([self.mask, torch.ones_like(tokens)], 1))
+
+    def rows(self, index: Sequence[int] | Tensor) -> Batch:
+        index = torch.as_tensor(index, dtype=torch.long, device=self.ids.device)
+        return Batch(self.ids[index], self.mask[index])
+
+    def repeat(self, k: int) -> Batch:
+        return Batch(self.ids.repeat_interleave(k, 0), self.mask.repeat_interleave(k, 0))
+
+
+def pad_id(tokenizer: Any) -> int:
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def encode(tokenizer: Any, prompts: Sequence[str], params: GenerationParams, device: Any) -> Batch:
+    old = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        enc = tokenizer(list(prompts), return_tensors="pt", padding=True, add_special_tokens=params.add_special_tokens)
+    finally:
+        tokenizer.padding_side = old
+    return Batch(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+
+
+def next_logprobs(model: Any, batch: Batch) -> Tensor:
+    """``log p(· | row)`` for the next token of every row, ``(B, V)`` float32 (one forward pass)."""
+    with torch.no_grad():
+        logits = model(input_ids=batch.ids, attention_mask=batch.mask, position_ids=batch.positions,
+                       use_cache=False).logits[:, -1]  # fmt: skip
+    return torch.log_softmax(logits.float(), -1)
+
+
+def stop_ids(tokenizer: Any) -> set[int]:
+    return {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+
+
+def to_completion(tokenizer: Any, tokens: Sequence[int], params: GenerationParams, *, ended: bool,
+                  seconds: float = 0.0) -> Completion:  # fmt: skip
+    """The answer text of ``tokens`` (up to the first end token), cut at any stop string."""
+    ends = stop_ids(tokenizer)
+    n = next((i for i, t in enumerate(tokens) if t in ends), len(tokens))
+    text, stopped = truncate_at_stop(tokenizer.decode(list(tokens[:n]), skip_special_tokens=True), params.stop)
+    finish = "stop" if stopped or ended or n < len(tokens) else "length"
+    return Completion(text=text, seconds=seconds, meta={"tokens": n, "finish": finish})

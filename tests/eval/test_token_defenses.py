@@ -1,0 +1,141 @@
+"""DeAL and MPO on tiny random models: the search picks the best-scored candidate, the mixture is the
+normalised geometric mean, mirror descent minimises MPO's objective."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from safealign.eval.backends.base import GenerationParams
+from safealign.eval.backends.hf import HFChatModel
+from safealign.eval.defenses.base import build_defense, wrap_target
+from safealign.eval.defenses.deal import DeALConfig, build_reward
+from safealign.eval.defenses.mpo import fit_weights, mixture_logprobs, mpo_gradient, mpo_objective
+from safealign.eval.defenses.tokens import encode, next_logprobs
+from safealign.models.tiny import tiny_model as make_tiny
+
+USER = ({"role": "user", "content": "Tell me about bread."},)
+
+
+def _logp(model, tokenizer, prompt: str, tokens: list[int]) -> float:
+    """log π(tokens | prompt) by one plain forward pass (no cache, no search): the independent check."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    full = torch.tensor([ids + tokens])
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=full).logits[0].float(), -1)
+    return sum(float(lp[len(ids) - 1 + i, t]) for i, t in enumerate(tokens))
+
+
+@pytest.mark.parametrize("weight", [0.0, 50.0])
+def test_deal_picks_the_candidate_with_the_best_score(tiny_model, tiny_tokenizer, weight):
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=3, batch_size=2)
+    defense = build_defense("deal", {"top_k": 4, "lookahead": 3, "reward_weight": weight})
+    # a reward that disagrees with the model: it likes answers with many distinct characters, deterministic
+    defense.reward_fn = lambda conversations, texts: [len(set(t)) / 3 for t in texts]
+    target = wrap_target(chat, [defense], params)
+    [out] = target.generate([USER], params)
+    step = out.meta["defense"][0]
+    assert step["action"] == "decode" and step["detail"]["steps"] == 1 and len(step["candidates"]) == 4
+    prompt = chat.render(USER, params)
+    scores = []
+    for text, tokens in zip(step["candidates"], step["detail"]["last_tokens"]):  # recomputed without the search
+        assert text == tiny_tokenizer.decode(tokens, skip_special_tokens=True)
+        scores.append(_logp(tiny_model, tiny_tokenizer, prompt, tokens) + weight * len(set(text)) / 3)
+    assert scores == pytest.approx(step["detail"]["last_scores"], abs=1e-3)
+    assert out.text == step["candidates"][max(range(4), key=scores.__getitem__)]
+    assert step["generated_tokens"] == 12 and step["forward_passes"] == 1  # 4 candidates × 3 tokens, 1 top-k pass
+
+
+def test_deal_weight_changes_the_choice_and_runs_in_steps(tiny_model, tiny_tokenizer):
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=6, batch_size=2)
+    picks: list[str] = []
+    for weight in (0.0, 50.0):
+        defense = build_defense("deal", {"top_k": 4, "lookahead": 3, "reward_weight": weight})
+        # the reward punishes the answer the model alone prefers, so a heavy weight must steer away from it
+        defense.reward_fn = lambda conversations, texts: [float(not picks or not t.startswith(picks[0][:1]))
+                                                          for t in texts]  # fmt: skip
+        outs = wrap_target(chat, [defense], params).generate([USER, ({"role": "user", "content": "Hi"},)], params)
+        assert all(o.meta["defense"][0]["detail"]["steps"] == 2 for o in outs)  # 6 tokens in chunks of 3
+        picks.append(outs[0].text)
+    assert picks[0] and picks[1][:1] != picks[0][:1]
+
+
+def test_deal_judge_reward_defaults_to_the_refusal_judge(tiny_model, tiny_tokenizer):
+    defense = build_defense("deal", {"top_k": 2, "lookahead": 2})
+    params = GenerationParams(max_new_tokens=2, batch_size=2)
+    target = wrap_target(HFChatModel(tiny_model, tiny_tokenizer), [defense], params)
+    [out] = target.generate([USER], params)
+    # random bytes hold no refusal phrase: the refusal judge reads them as compliance, reward 0
+    assert out.meta["defense"][0]["detail"]["last_rewards"] == [0.0, 0.0]
+    reward, passes = build_reward(DeALConfig())
+    assert reward([USER, USER], ["I'm sorry, I cannot help.", "Sure, here it is"]) == [1.0, 0.0] and passes == 0
+
+
+def test_mixture_equals_the_normalised_geometric_mean():
+    torch.manual_seed(0)
+    p1, p2 = torch.softmax(torch.randn(5), -1), torch.softmax(torch.randn(5), -1)
+    lam = (0.3, 0.7)
+    by_hand = p1**lam[0] * p2**lam[1]
+    by_hand = by_hand / by_hand.sum()
+    assert torch.allclose(mixture_logprobs([p1.log(), p2.log()], lam).exp(), by_hand, atol=1e-6)
+    assert torch.allclose(mixture_logprobs([p1.log(), p2.log()], (1.0, 0.0)).exp(), p1, atol=1e-6)
+
+
+def test_mpo_decodes_from_the_mixture_of_two_tiny_models(tiny_tokenizer):
+    base, other = make_tiny(seed=0), make_tiny(seed=1)
+    chat = HFChatModel(base, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=5, batch_size=2)
+    defense = build_defense("mpo", {"policies": ["target", "tiny-random"], "weights": [0.25, 0.75]})
+    wrap_target(chat, [defense], params)
+    defense.models[1] = other  # the second policy: a differently initialised model with the same tokenizer
+    conversations = [USER, ({"role": "user", "content": "Hi"},)]
+    outs = defense.respond(chat, conversations, params)
+    # greedy decoding re-done by hand without a KV cache: each step mixes fresh full forward passes
+    for conversation, answer in zip(conversations, outs):
+        batch = encode(tiny_tokenizer, [chat.render(conversation, params)], params, "cpu")
+        tokens = []
+        for _ in range(5):
+            lp = mixture_logprobs([next_logprobs(m, batch)[0] for m in (base, other)], [0.25, 0.75])
+            token = int(lp.argmax())
+            tokens.append(token)
+            if token in (tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id):
+                break
+            batch = batch.extend(torch.tensor([token]))
+        expected = tiny_tokenizer.decode([t for t in tokens if t not in (0,)], skip_special_tokens=True)
+        assert answer.completion.text == expected
+        assert answer.step.forward_passes == answer.step.generated_tokens  # one extra policy pass per token
+
+
+def test_mirror_descent_minimises_the_mpo_objective():
+    torch.manual_seed(3)
+    ell = torch.randn(20, 6, 2, dtype=torch.float64)
+    ell[..., 0] = 0.0  # policy 0 is the reference
+    ell[..., 1] -= 0.5
+    fitted = fit_weights(ell, steps=500, eta=1.0)
+    assert fitted.sum().item() == pytest.approx(1.0) and bool((fitted >= 0).all())
+    grid = [torch.tensor([1 - a, a], dtype=torch.float64) for a in torch.linspace(0, 1, 1001).tolist()]
+    best = min(grid, key=lambda w: float(mpo_objective(ell, w)))
+    assert float(mpo_objective(ell, fitted)) <= float(mpo_objective(ell, best)) + 1e-6
+    assert fitted[1].item() == pytest.approx(best[1].item(), abs=2e-3)
+
+
+def test_mpo_gradient_matches_autograd():
+    torch.manual_seed(4)
+    ell = torch.randn(7, 5, 3, dtype=torch.float64)
+    weights = torch.tensor([0.2, 0.5, 0.3], dtype=torch.float64, requires_grad=True)
+    mpo_objective(ell, weights).backward()
+    assert torch.allclose(mpo_gradient(ell, weights.detach()), weights.grad)
+
+
+def test_mpo_fits_weights_on_prompts(tiny_tokenizer, tiny_model):
+    params = GenerationParams(max_new_tokens=3, batch_size=8)
+    defense = build_defense("mpo", {"policies": ["target", "tiny-random"], "fit_prompts": 2, "fit_samples": 2,
+                                    "fit_max_new_tokens": 4, "steps": 5})  # fmt: skip
+    chat = HFChatModel(make_tiny(seed=2), tiny_tokenizer)
+    wrap_target(chat, [defense], params)
+    assert len(defense.weights) == 2 and sum(defense.weights) == pytest.approx(1.0)
+    assert defense.fit["prompts"] == 2 and defense.fit["objective"] <= defense.fit["objective_uniform"] + 1e-9
+    assert all(0 < w < 1 for w in defense.weights)
+
