@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("safealign.cli.train", "train with a YAML recipe: safealign train CONFIG.yaml [key=value ...]"),
     "eval": ("safealign.cli.eval", "jailbreak evaluation: safealign eval CONFIG.yaml [key=value ...]"),
     "eval-mtbench": ("safealign.cli.eval_mtbench", "MT-Bench: answer the 80 questions, grade them with a judge model"),
+    "defenses": ("safealign.cli.defenses", "compare inference-time defenses with the bare model: ASR, over-refusal, "
+                 "cost"),
     "report": ("safealign.cli.report", "render a run directory as HTML and markdown"),
     "losses": ("safealign.cli.losses", "list the registered preference losses"),
     "data": ("safealign.cli.data", "inspect and build data sets"),

@@ -19,7 +19,7 @@ from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack, check_attack
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model, chat_model_identity
-from safealign.eval.benign import benign_set, refusal_detector, run_benign
+from safealign.eval.benign import BenignSet, benign_set, refusal_detector, run_benign
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
 from safealign.eval.judges.agreement import pairwise_agreement
@@ -47,11 +47,13 @@ def run_eval(
     behaviors: Sequence[Behavior] | None = None,
     judges: dict[str, Judge] | None = None,
     overwrite: bool = False,
+    benign: BenignSet | None = None,
 ) -> EvalSummary:
     """Run (or resume) an evaluation and return the summary (also written to ``summary.json``).
 
     ``model``/``tokenizer``: an already-loaded HF model to attack (no reload). ``chat_model``: any
-    ChatModel instead (remote endpoint, fake). ``behaviors``/``judges`` override what the config names.
+    ChatModel instead (remote endpoint, fake). ``behaviors``/``judges``/``benign`` (over-refusal prompts)
+    override what the config names.
     Resuming requires the run directory's fingerprint to match (safealign.io.rundir); ``overwrite``
     deletes an earlier run's outputs there instead.
     """
@@ -75,7 +77,8 @@ def run_eval(
             raise UserError(f"behaviors.path {config.behaviors.path} holds only benign prompts ({len(loaded.benign)}, "
                             f"{loaded.layout} layout): pass it as benign.path with a harmful behaviors file")
         raise UserError("no behaviors selected: check behaviors.path and its filters")
-    benign = benign_set(config, loaded)  # its files are read before the model loads
+    if benign is None:
+        benign = benign_set(config, loaded)  # its files are read before the model loads
     behaviors, bounded = bound_by_chars(config.behaviors, behaviors)  # a 5 MB behavior must not reach the model
     for name in config.attacks:  # before the model loads and before any attack generates
         check_attack(name, config.attack_params.get(name), behaviors)

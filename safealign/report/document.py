@@ -15,6 +15,8 @@ from safealign.eval.asr_at_n import TARGETS as FORECAST_TARGETS
 from safealign.eval.summary import run_warnings
 from safealign.report import plots
 from safealign.eval.helpfulness.quality import RULES as QUALITY_RULES
+from safealign.report.defenses import COST_NOTE as DEFENSE_COST_NOTE
+from safealign.report.defenses import defense_rows
 from safealign.report.helpfulness import flagged_examples, retention_rows
 from safealign.report.load import RunData
 from safealign.report.models import CAPTION as MODELS_CAPTION
@@ -155,6 +157,33 @@ def _comparison(data: RunData) -> Section | None:
                 "The interval is a paired bootstrap over prompts (seeds kept as run); the last column counts "
                 "prompt×seed cases where only one variant's outcome was positive.", "note")
     return Section(f"Paired comparison: {a} vs {b}", "comparison", [table, note])
+
+
+def _defenses(data: RunData, with_plots: bool) -> Section | None:
+    """ASR, over-refusal and cost per answer of the bare model and each defense (issue 17)."""
+    attacks, rows = defense_rows(data)
+    if not rows:
+        return None
+    cols = ("model", "defenses", *(f"{a} ASR" for a in attacks), "over-refusal", "tokens/answer", "s/answer",
+            "× base tokens", "× base s", "defense refusals")  # fmt: skip
+    table = tuple((r.name, r.defenses, *(fmt(r.asr.get(a)) for a in attacks), fmt(r.over_refusal),
+                   _num(r.cost.get("generated_tokens")), _num(r.cost.get("seconds")),
+                   _times(r.tokens_multiple), _times(r.seconds_multiple), str(r.cost.get("defense_refusals", "—")))
+                  for r in rows)  # fmt: skip
+    blocks: list[Block] = [Table(cols, table, "Rates with 95% Wilson intervals; ASR by the first judge."),
+                           Para(DEFENSE_COST_NOTE, "note")]  # fmt: skip
+    first = attacks[0] if attacks else None
+    points = [(r.name, r.over_refusal.value, r.asr[first].value, r.tokens_multiple) for r in rows
+              if first and r.over_refusal and r.over_refusal.value is not None and r.asr.get(first)
+              and r.asr[first].value is not None]  # fmt: skip
+    png = plots.cost_scatter(points) if with_plots else None
+    if png:
+        blocks.insert(1, Plot(png, f"{first} ASR against over-refusal; marker area = tokens per answer × bare model"))
+    return Section("Defenses: safety, helpfulness and cost", "defenses", blocks)
+
+
+def _times(value: float | None) -> str:
+    return f"{value:.2f}×" if value is not None else "—"
 
 
 def _answers(data: RunData) -> Section | None:
@@ -391,6 +420,7 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
     sections: Sequence[Section | None] = [
         _headline(data),
         _comparison(data),
+        _defenses(data, with_plots),
         _models(data),
         _jailbreak(data, with_plots),
         _per_stage(data, refusal_rates, "Over-refusal", "overrefusal",

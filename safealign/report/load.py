@@ -50,7 +50,7 @@ class Stage:
 @dataclass
 class RunData:
     root: Path
-    kind: str  # "demo" | "train" | "eval" | "unknown"
+    kind: str  # "demo" | "train" | "eval" | "defenses" | "unknown"
     demo_summary: DemoSummary | None = None
     trainings: list[TrainingRun] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
@@ -175,7 +175,11 @@ def load_run(root: str | Path) -> RunData:
         raise UserError(f"run directory not found: {root}")
     data = RunData(root=root, kind="unknown")
     top = _read_json(root / "summary.json", data)
-    if isinstance(top, dict) and ("before" in top or "after" in top):
+    if isinstance(top, dict) and top.get("kind") == "defense_comparison":  # safealign defenses: eval/<method>/
+        data.kind = "defenses"
+        data.stages += [_load_stage(n, root / "eval" / n, data) for n in top.get("methods", {})
+                        if (root / "eval" / n).is_dir()]  # fmt: skip
+    elif isinstance(top, dict) and ("before" in top or "after" in top):
         data.kind, data.demo_summary = "demo", _typed(DemoSummary, top, root / "summary.json", data)
     elif (root / "metrics.jsonl").is_file() or (root / "train_summary.json").is_file():
         data.kind = "train"

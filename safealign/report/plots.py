@@ -140,3 +140,24 @@ def asr_at_n_curves(curves: dict[str, Sequence[dict]]) -> bytes | None:
     ax.tick_params(labelsize=8)
     ax.legend(fontsize=7)
     return _png(fig)
+
+
+def cost_scatter(points: Sequence[tuple[str, float, float, float | None]]) -> bytes | None:
+    """ASR (y, %) against over-refusal (x, %) per model, marker area proportional to the cost multiple of
+    the bare model (1 when unknown); ``points`` are ``(label, over_refusal, asr, cost_multiple)`` in 0..1."""
+    if not points:
+        return None
+    fig = Figure(figsize=(6.4, 4.2), layout="constrained")
+    ax = fig.subplots()
+    for i, (label, x, y, multiple) in enumerate(points):
+        size = 60.0 * max(0.25, multiple if multiple is not None else 1.0)
+        ax.scatter([x * 100], [y * 100], s=size, color=PALETTE[i % len(PALETTE)], alpha=0.7, edgecolors="#333")
+        suffix = f" ({multiple:.1f}×)" if multiple is not None else ""
+        ax.annotate(_label(label + suffix), (x * 100, y * 100), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xlabel("over-refusal on benign prompts (%)", fontsize=9)
+    ax.set_ylabel("attack success rate (%)", fontsize=9)
+    ax.set_xlim(-5, 105)
+    ax.set_ylim(-5, 105)
+    ax.grid(alpha=0.3)
+    ax.set_title("lower left is better; marker area = cost per answer × bare model", fontsize=9)
+    return _png(fig)
