@@ -59,7 +59,7 @@ def run_eval(
     """
     config.validate()
     _check_names(config, judges)
-    from safealign.eval.defenses.base import check_defenses, wrap_target
+    from safealign.eval.defenses.base import check_defenses, defense_layers, wrap_target
 
     # built and checked against the backend before anything loads (a token-level defense on an endpoint fails here)
     defenses = check_defenses(config.defenses, None if chat_model is not None else config.model.backend)
@@ -98,6 +98,7 @@ def run_eval(
     bounds = {"too_long": config.behaviors.too_long, **_add_counts(bounded, by_tokens)}
     model, tokenizer = _white_box(target, model, tokenizer)  # white-box attacks optimise against the bare model
     target = wrap_target(target, defenses, params)  # calibrates and loads scorers, still before any generation
+    layers = defense_layers(target)  # the configured defenses and any around a handed-in chat model
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer, work_dir=out)
     store = RecordStore(out / "records.jsonl")
@@ -118,7 +119,7 @@ def run_eval(
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
         summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds,
-                                 identity, fingerprint, benchmark, over_refusal, defenses)
+                                 identity, fingerprint, benchmark, over_refusal, layers)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 

@@ -252,3 +252,25 @@ def test_align_pro_with_one_candidate_is_a_plain_rewriter_and_falls_back_on_fail
     [out] = _wrap("align_pro", fake).generate([USER], PARAMS)
     step = out.meta["defense"][0]
     assert step["detail"]["fallback"] is True and step["rewritten"] == list(USER) and out.text == "answer"
+
+
+def test_a_failing_decode_batch_is_recorded_as_errors_not_a_crash(tiny_model, tiny_tokenizer):
+    from safealign.eval.backends.hf import HFChatModel
+
+    defense = build_defense("mpo", {"weights": [1.0]})
+    target = wrap_target(HFChatModel(tiny_model, tiny_tokenizer), [defense], PARAMS)
+
+    def broken(batch, params):
+        raise RuntimeError("CUDA out of memory")
+
+    defense.decode = broken
+    out = target.generate([USER, USER], PARAMS)
+    assert [o.error for o in out] == ["RuntimeError: CUDA out of memory"] * 2
+
+
+def test_a_handed_in_defended_chat_model_is_named_in_the_summary(tmp_path):
+    fake = ScriptedChatModel(lambda c: "I refuse")
+    target = _wrap("self_reminder", fake)
+    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(tmp_path / "run"))
+    summary = run_eval(config, chat_model=target, behaviors=[Behavior("b0", "x")], judges={"kw": KeywordJudge()})
+    assert [d["name"] for d in summary.defenses] == ["self_reminder"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from safealign.io.records import DefenseStep
 from safealign.registry import RegisteredName
 from safealign.types import Completion
 
+logger = logging.getLogger(__name__)
 # What a filtering defense answers: a refusal the refusal judge and the over-refusal detector both see
 # ("I'm sorry", "I cannot" are on the AdvBench list), so a filtered prompt counts like a model's refusal.
 REFUSAL = "I'm sorry, but I cannot help with that request."
@@ -110,6 +112,22 @@ class Defense(ABC):
         tokens, passes = total_cost(inner)
         return DefenseStep(self.name, action, generated_tokens=tokens + own_tokens, forward_passes=passes + own_passes,
                            **fields)  # fmt: skip
+
+
+def batched_answers(defense: Defense, conversations: Sequence[Conversation], params: GenerationParams,
+                    run: Any) -> list[Answer]:  # fmt: skip
+    """``run(chunk)`` over ``params.batch_size`` chunks; a chunk that fails (e.g. out of memory) becomes
+    failed answers, as a backend records a failed batch, and the evaluation goes on."""
+    answers: list[Answer] = []
+    for start in range(0, len(conversations), params.batch_size):
+        chunk = conversations[start : start + params.batch_size]
+        try:
+            answers += run(chunk)
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("defense %s: a batch of %d failed: %s", defense.name, len(chunk), exc)
+            error = f"{type(exc).__name__}: {exc}"
+            answers += [Answer(Completion(text="", error=error), defense.step("decode")) for _ in chunk]
+    return answers
 
 
 def refusal_answer(step: DefenseStep, text: str = REFUSAL) -> Answer:

@@ -23,7 +23,7 @@ import torch
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams
-from safealign.eval.defenses.base import Answer, Defense, last_user_index, token_model
+from safealign.eval.defenses.base import Answer, Defense, batched_answers, last_user_index, token_model
 from safealign.eval.defenses.tokens import Batch, encode, next_logprobs, pad_id, stop_ids, to_completion
 from safealign.types import Behavior, Completion
 
@@ -72,10 +72,7 @@ class DeAL(Defense):
             self.reward_fn, self.reward_passes = build_reward(self.config)
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
-        answers: list[Answer] = []
-        for start in range(0, len(conversations), params.batch_size):
-            answers += self.search(inner, conversations[start : start + params.batch_size], params)
-        return answers
+        return batched_answers(self, conversations, params, lambda chunk: self.search(inner, chunk, params))
 
     def search(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         device = next(self.model.parameters()).device

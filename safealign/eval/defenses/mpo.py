@@ -24,7 +24,7 @@ from torch import Tensor
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams
-from safealign.eval.defenses.base import Answer, Defense, token_model
+from safealign.eval.defenses.base import Answer, Defense, batched_answers, token_model
 from safealign.eval.defenses.tokens import Batch, encode, pad_id, stop_ids, to_completion
 
 logger = logging.getLogger(__name__)
@@ -155,21 +155,22 @@ class MPO(Defense):
         return torch.cat(out)
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
-        answers: list[Answer] = []
-        for start in range(0, len(conversations), params.batch_size):
-            chunk = conversations[start : start + params.batch_size]
-            device = next(self.models[0].parameters()).device
-            batch = encode(self.tokenizer, [inner.render(c, params) for c in chunk], params, device)
-            started = time.perf_counter()
-            tokens, ended = self.decode(batch, params)
-            seconds = (time.perf_counter() - started) / len(chunk)
-            for row, done in zip(tokens, ended):
-                completion = to_completion(self.tokenizer, row, params, ended=done, seconds=seconds)
-                n = completion.meta["tokens"] + (1 if done else 0)  # the end token was generated too
-                # the first policy's passes are the answer's own generation; each other policy adds one per token
-                step = self.step("decode", own_tokens=n, own_passes=(len(self.models) - 1) * n,
-                                 detail={"weights": self.weights, "policies": list(self.config.policies)})
-                answers.append(Answer(completion, step))
+        return batched_answers(self, conversations, params, lambda chunk: self.answer(inner, chunk, params))
+
+    def answer(self, inner: Any, chunk: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
+        device = next(self.models[0].parameters()).device
+        batch = encode(self.tokenizer, [inner.render(c, params) for c in chunk], params, device)
+        started = time.perf_counter()
+        tokens, ended = self.decode(batch, params)
+        seconds = (time.perf_counter() - started) / len(chunk)
+        answers = []
+        for row, done in zip(tokens, ended):
+            completion = to_completion(self.tokenizer, row, params, ended=done, seconds=seconds)
+            n = completion.meta["tokens"] + (1 if done else 0)  # the end token was generated too
+            # the first policy's passes are the answer's own generation; each other policy adds one per token
+            step = self.step("decode", own_tokens=n, own_passes=(len(self.models) - 1) * n,
+                             detail={"weights": self.weights, "policies": list(self.config.policies)})
+            answers.append(Answer(completion, step))
         return answers
 
     def decode(self, batch: Batch, params: GenerationParams) -> tuple[list[list[int]], list[bool]]:
