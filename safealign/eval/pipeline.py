@@ -22,13 +22,15 @@ from safealign.eval.backends import ChatModel, GenerationParams, build_chat_mode
 from safealign.eval.benign import BenignSet, benign_set, refusal_detector, run_benign
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
+from safealign.eval.cost import cost_summary
+from safealign.eval.defenses.base import check_defenses, defense_layers, wrap_target
 from safealign.eval.judges.agreement import pairwise_agreement
 from safealign.eval.judges.base import Judge, build_judge
 from safealign.eval.records import RecordStore
 from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, summarize
 from safealign.interrupt import raise_if_stop_requested, stop_on_sigterm
-from safealign.io import write_json
+from safealign.io import read_jsonl, write_json
 from safealign.io.records import AttemptRecord
 from safealign.io.summaries import EvalSummary
 from safealign.types import Attempt, Behavior, Completion
@@ -59,8 +61,6 @@ def run_eval(
     """
     config.validate()
     _check_names(config, judges)
-    from safealign.eval.defenses.base import check_defenses, defense_layers, wrap_target
-
     # built and checked against the backend before anything loads (a token-level defense on an endpoint fails here)
     defenses = check_defenses(config.defenses, None if chat_model is not None else config.model.backend)
     passed_in = behaviors is not None
@@ -338,9 +338,6 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
                    bounds: dict[str, Any], identity: dict[str, Any], fingerprint: str,
                    benchmark: dict[str, Any], over_refusal: dict[str, Any],
                    defenses: Sequence[Any] = ()) -> EvalSummary:  # fmt: skip
-    from safealign.eval.cost import cost_summary
-    from safealign.io import read_jsonl
-
     ids = {b.id for b in behaviors}
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
