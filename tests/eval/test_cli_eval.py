@@ -25,14 +25,22 @@ def test_unknown_attack_and_bad_override_exit_2(capsys, tmp_path):
 def test_shipped_configs_load_and_name_registered_plugins():
     from pathlib import Path
 
+    import yaml
+
     from safealign.config import load_config
     from safealign.eval.config import EvalConfig
-    from safealign.eval.registries import ATTACKS, JUDGES
+    from safealign.eval.registries import ATTACKS, DEFENSES, JUDGES
+    from safealign.pipelines.defenses import DefenseCompareConfig
 
     paths = sorted((Path(__file__).resolve().parents[2] / "configs" / "eval").glob("*.yaml"))
     assert len(paths) >= 3
     for path in paths:
-        config = load_config(EvalConfig, path)
+        if "methods" in yaml.safe_load(path.read_text()):  # a defense comparison (safealign defenses)
+            compare = load_config(DefenseCompareConfig, path)
+            config = compare.eval
+            assert all(d.name in DEFENSES for m in compare.methods for d in m.defenses), path
+        else:
+            config = load_config(EvalConfig, path)
         assert all(a in ATTACKS for a in config.attacks) and all(j in JUDGES for j in config.judges), path
 
 
