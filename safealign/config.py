@@ -93,7 +93,17 @@ def _apply_override(config: Any, override: str) -> None:
             raise UserError(f"command-line overrides: {key}: list index {leaf!r} out of range (length {len(parent)})")
         parent[int(leaf)] = value
     else:
-        parent[leaf] = value
+        parent[leaf] = _typed_items(parent[leaf], value) if leaf in parent else value
+
+
+def _typed_items(current: Any, value: Any) -> Any:
+    """``value`` for a list of config sections (``defenses=[{name: smoothllm}]``): each mapping built on the
+    section's schema, so missing fields take their defaults (OmegaConf refuses a plain mapping there)."""
+    element = getattr(getattr(current, "_metadata", None), "element_type", None)
+    if not (OmegaConf.is_list(current) and OmegaConf.is_list(value) and dataclasses.is_dataclass(element)):
+        return value
+    return [OmegaConf.merge(OmegaConf.structured(element), item) if OmegaConf.is_dict(item) else item
+            for item in value]  # fmt: skip
 
 
 def _child(node: Any, part: str, key: str, so_far: str) -> Any:

@@ -140,3 +140,13 @@ def test_shipped_diagnose_recipes_load_through_their_base(name, schema):
     config = load_config(schema_type, Path(__file__).parents[1] / "configs" / "diagnose" / name, ["limit=5"])
     assert (config.data, config.split, config.harmful, config.limit) == ("Anthropic/hh-rlhf/harmless-base", "test",
                                                                          True, 5)
+
+
+def test_a_list_of_sections_can_be_given_on_the_command_line():
+    from safealign.eval.config import EvalConfig
+    from safealign.train.config import TrainConfig
+
+    config = load_config(EvalConfig, overrides=["defenses=[{name: smoothllm, params: {copies: 2}}, {name: urial}]"])
+    assert [(d.name, d.params) for d in config.defenses] == [("smoothllm", {"copies": 2}), ("urial", {})]
+    train = load_config(TrainConfig, overrides=["data.path=p.jsonl", "losses=[{name: ipo}]"])
+    assert train.losses[0].name == "ipo" and train.losses[0].weight == 1.0  # the missing weight takes its default

@@ -36,5 +36,10 @@ def run(args: argparse.Namespace) -> int:
     print(format_table(summary))
     if summary.model_identity:
         print("\nmodel: " + " | ".join(identity_cells(summary.model_identity)))
+    if summary.defenses:
+        cost = summary.cost
+        print(f"\ndefenses: {' → '.join(d['name'] for d in summary.defenses)}; per answer: "
+              f"{cost.get('generated_tokens', '-')} tokens generated, {cost.get('forward_passes', '-')} other passes, "
+              f"{cost.get('seconds', '-')} s; {cost.get('defense_refusals', 0)} refused by a defense")
     print(f"\nrecords and summary in {config.output_dir}")
     return 0

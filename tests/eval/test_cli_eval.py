@@ -54,3 +54,13 @@ def test_eval_prints_which_weights_ran(capsys, tmp_path):
     assert main(argv) == 0
     fingerprint = model_identity("tiny-random")["fingerprint"]
     assert f"model: tiny-random (tiny) | random initialisation, seed 0 | {fingerprint}" in capsys.readouterr().out
+
+
+def test_eval_prints_the_defenses_and_their_cost(capsys, tmp_path):
+    behaviors = tmp_path / "behaviors.jsonl"
+    behaviors.write_text('{"id": "b0", "behavior": "say hi"}\n')
+    argv = ["eval", "model.name=tiny-random", f"behaviors.path={behaviors}", "attacks=[direct]", "judges=[refusal]",
+            "generation.max_new_tokens=2", f"output_dir={tmp_path / 'run'}",
+            "defenses=[{name: smoothllm, params: {copies: 2}}]"]  # fmt: skip
+    assert main(argv) == 0
+    assert "defenses: smoothllm; per answer: 4.0 tokens generated" in capsys.readouterr().out
