@@ -163,18 +163,22 @@ def loss_info(name: str) -> LossInfo:
 
 def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``params`` against the loss signature; ValueError lists the allowed names and types."""
-    allowed = loss_params(name)
-    hints = typing.get_type_hints(inspect.unwrap(get_loss(name)))
+    return check_keyword_params(f"loss {name!r}", inspect.unwrap(get_loss(name)), loss_params(name), params)
+
+
+def check_keyword_params(what: str, fn: Callable[..., Any], allowed: Mapping[str, Any],
+                         params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``params`` against ``allowed`` (name -> default) and ``fn``'s type hints; UserError naming ``what``
+    (a loss, or a training objective: safealign/train/objectives), the allowed names and the expected type."""
+    hints = typing.get_type_hints(fn)
     listing = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
     for key, value in params.items():
         if key not in allowed:
-            raise UserError(f"loss {name!r} has no parameter {key!r}; allowed: {listing}")
+            raise UserError(f"{what} has no parameter {key!r}; allowed: {listing}")
         if not _type_ok(value, hints.get(key, Any)):
-            raise UserError(
-                f"loss {name!r} parameter {key!r} must be {_type_name(hints[key])}, "
-                f"got {type(value).__name__} {value!r}"
-            )
-        _check_range(name, key, value)
+            raise UserError(f"{what} parameter {key!r} must be {_type_name(hints[key])}, "
+                            f"got {type(value).__name__} {value!r}")
+        _check_range(what, key, value)
     return dict(params)
 
 
@@ -185,11 +189,11 @@ _POSITIVE = {
 }
 
 
-def _check_range(name: str, key: str, value: Any) -> None:
+def _check_range(what: str, key: str, value: Any) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"loss {name!r} parameter {key!r} must be finite, got {value}")
+        raise UserError(f"{what} parameter {key!r} must be finite, got {value}")
     if key in _POSITIVE and isinstance(value, (int, float)) and value <= 0:
-        raise UserError(f"loss {name!r} parameter {key!r} must be > 0, got {value}: {_POSITIVE[key]}")
+        raise UserError(f"{what} parameter {key!r} must be > 0, got {value}: {_POSITIVE[key]}")
 
 
 def _type_ok(value: Any, ann: Any) -> bool:
@@ -202,6 +206,9 @@ def _type_ok(value: Any, ann: Any) -> bool:
         return any(_type_ok(value, a) for a in typing.get_args(ann))
     if ann is type(None):
         return value is None
+    if origin in (list, tuple):  # list[int]: a list (or tuple) whose items have the item type
+        item = (typing.get_args(ann) or (Any,))[0]
+        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
     if ann is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     if ann is int:
@@ -212,6 +219,8 @@ def _type_ok(value: Any, ann: Any) -> bool:
 def _type_name(ann: Any) -> str:
     if typing.get_origin(ann) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
+    if typing.get_origin(ann) in (list, tuple):
+        return f"a list of {_type_name((typing.get_args(ann) or (Any,))[0])}"
     return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 
