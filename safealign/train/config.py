@@ -95,12 +95,23 @@ class DiagnosticsConfig:
 
 
 @dataclass
+class ObjectiveConfig:
+    """A training objective over hidden states (circuit breakers, ReFAT; docs/objectives.md) that replaces the
+    preference ``losses``: ``name`` as listed by ``safealign losses``, ``params`` its parameters. Unset: the
+    ``losses`` train. Its parameters and data needs are checked against the objective before any model loads."""
+
+    name: Optional[str] = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class TrainConfig:
     model: str = "smollm2-135m-instruct"
     output_dir: str = "runs/train"
     trust_remote_code: bool = False
     data: DataConfig = field(default_factory=DataConfig)
     losses: list[LossConfig] = field(default_factory=lambda: [LossConfig()])
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
     diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)

@@ -153,6 +153,10 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     ``resume`` continues the last checkpoint of a run with the same fingerprint (safealign.io.rundir);
     ``overwrite`` deletes an earlier run's outputs in ``output_dir`` first.
     """
+    if config.objective.name:  # the second plug-in kind: a hidden-state objective (docs/objectives.md)
+        from safealign.train.objectives.run import run_objective_training
+
+        return run_objective_training(config, resume=resume, overwrite=overwrite, model=model, tokenizer=tokenizer)
     from safealign.train.data import DATA_KINDS, check_loss_inputs, encode_training_items, load_training_items
     from safealign.train.trainer import PreferenceTrainer
 
@@ -168,15 +172,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
     args = training_arguments(config)
-    # Under accelerate launch every process runs this function: the main process claims the run directory
-    # and computes the reference cache first; the others wait, then resume its checkpoint and reuse its cache.
-    main = args.process_index == 0
-    with args.main_process_first(local=False, desc="claiming the run directory"):
-        if main:
-            checkpoint = _claim(out, config, resume, overwrite, model)
-            save_config(config, out / "config.yaml")
-        else:
-            checkpoint = get_last_checkpoint(str(out)) if resume else None
+    checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model)
     model, tokenizer = _load_policy(config, args.device, model, tokenizer)
     identities = _starting_identities(config, model)  # before training changes the weights
     encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps)
@@ -188,8 +184,6 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
     metrics_path = out / "metrics.jsonl"
-    if main:
-        _truncate_metrics(metrics_path, _checkpoint_step(checkpoint) if checkpoint else 0)
     trainer = PreferenceTrainer(
         model=model, args=args, train_dataset=ListDataset(encoded),
         data_collator=collator, processing_class=tokenizer, loss=loss, reference=live,
@@ -197,24 +191,52 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         normalize_pair_gradients=config.normalize_pair_gradients,
         callbacks=_diagnostic_callbacks(config, encoded, loss, tokenizer),
     )
-    trainer.train(resume_from_checkpoint=checkpoint)
-    final = out / "final"
-    trainer.save_model(str(final))
     summary = {
         "reference": ref_desc, "transform": config.reference.transform, "losses": to_dict(config)["losses"],
         "input": loss.input_kind, "examples": len(encoded), "rows": parsed.rows, "dropped": len(parsed.dropped),
         "duplicate_rows": len(parsed.duplicates()),
         "truncation": dataclasses.asdict(report) if dataclasses.is_dataclass(report) else str(report),
-        "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
         **identities,
     }
-    if main:  # only the main process saved the final weights and claimed the run directory
-        from safealign.io.rundir import read_fingerprint
+    return finish_run(trainer, checkpoint, summary, start)
 
+
+def open_run(config: TrainConfig, args: TrainingArguments, *, resume: bool, overwrite: bool, model=None,
+             ) -> str | None:
+    """Claim ``output_dir`` for this run and save its config; the checkpoint to resume, if any.
+
+    Under accelerate launch every process runs the training function: the main process claims the run directory
+    (and computes a reference cache) first; the others wait, then resume its checkpoint and reuse its cache.
+    """
+    out = Path(config.output_dir)
+    main = args.process_index == 0
+    with args.main_process_first(local=False, desc="claiming the run directory"):
+        if main:
+            checkpoint = _claim(out, config, resume, overwrite, model)
+            save_config(config, out / "config.yaml")
+        else:
+            checkpoint = get_last_checkpoint(str(out)) if resume else None
+    if main:
+        _truncate_metrics(out / "metrics.jsonl", _checkpoint_step(checkpoint) if checkpoint else 0)
+    return checkpoint
+
+
+def finish_run(trainer: Any, checkpoint: str | None, summary: dict[str, Any], start: float) -> TrainResult:
+    """Train (from ``checkpoint``), save the final weights and write ``train_summary.json`` (``summary`` plus the
+    steps, wall time, final weights' identity and the run's fingerprint)."""
+    from safealign.io.rundir import read_fingerprint
+
+    trainer.train(resume_from_checkpoint=checkpoint)
+    out = Path(trainer.args.output_dir)
+    final = out / "final"
+    trainer.save_model(str(final))
+    summary = {**summary, "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2)}
+    if trainer.args.process_index == 0:  # only the main process saved the final weights and claimed the run dir
         summary["final_identity"] = model_identity(str(final))
         summary["run_fingerprint"] = read_fingerprint(out).digest
         write_json(out / "train_summary.json", summary)
-    return TrainResult(out, final, metrics_path, ref_desc, trainer.state.global_step, summary["wall_seconds"])
+    return TrainResult(out, final, out / "metrics.jsonl", summary["reference"], trainer.state.global_step,
+                       summary["wall_seconds"])
 
 
 TRAIN_OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "diagnostics.jsonl", "train_summary.json", "config.yaml",

@@ -44,7 +44,29 @@ class NonFiniteLossError(UserError):
         self.step = step
 
 
-class PreferenceTrainer(Trainer):
+class RunLog:
+    """What every safealign trainer does around its loss (mixed into a ``transformers.Trainer``): stop on a
+    non-finite loss, and attach the window's averaged metrics to each training log, also appended to
+    ``metrics.jsonl``. The subclass sets ``self._window`` (a MetricWindow) and ``self.metrics_path``."""
+
+    def _stop_if_not_finite(self, loss: Tensor) -> None:
+        if not torch.isfinite(loss.detach()).all():
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} at step {self.state.global_step}; stopping. The last checkpoint in "
+                f"{self.args.output_dir} is kept. Lower the learning rate or check the data.",
+                self.state.global_step,
+            )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._window:  # a training log: attach the averaged alignment metrics
+            logs.update(self._window.flush())
+        super().log(logs, start_time)
+        if self.metrics_path is not None and self.is_world_process_zero():
+            record = {"step": self.state.global_step, **{k: finite_or_none(v) for k, v in logs.items()}}
+            append_jsonl(self.metrics_path, [record])
+
+
+class PreferenceTrainer(RunLog, Trainer):
     """``Trainer`` for offline preference losses: pairwise (DPO family) and unpaired (KTO, BCO), and
     their E-variants.
 
@@ -85,12 +107,7 @@ class PreferenceTrainer(Trainer):
         if norms is not None:
             loss = normalized_objective(loss, logps.chosen, logps.rejected, *norms)
             out.metrics.update({"grad_norm/chosen": norms[0], "grad_norm/rejected": norms[1]})
-        if not torch.isfinite(loss.detach()).all():
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {self.state.global_step}; stopping. The last checkpoint in "
-                f"{self.args.output_dir} is kept. Lower the learning rate or check the data.",
-                self.state.global_step,
-            )
+        self._stop_if_not_finite(loss)
         self._window.add(stats(logps, out.metrics), self.accelerator.gather)
         return (loss, out) if return_outputs else loss
 
@@ -129,14 +146,6 @@ class PreferenceTrainer(Trainer):
         if self.preference_loss.needs_reference:
             raise ValueError("this loss needs reference log-probs, but neither a cache nor a live reference is set")
         return None, None
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._window:  # a training log: attach the averaged alignment metrics
-            logs.update(self._window.flush())
-        super().log(logs, start_time)
-        if self.metrics_path is not None and self.is_world_process_zero():
-            record = {"step": self.state.global_step, **{k: finite_or_none(v) for k, v in logs.items()}}
-            append_jsonl(self.metrics_path, [record])
 
 
 class LossStateCallback(TrainerCallback):

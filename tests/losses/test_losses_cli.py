@@ -19,7 +19,7 @@ def main(argv: list[str]) -> int:
 
 def test_json_lists_every_loss_with_params(capsys):
     assert main(["losses", "--json"]) == 0
-    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out) if r["kind"] == "loss"}
     assert set(rows) == set(loss_names())
     assert rows["dpo"]["needs_reference"] is True and rows["dpo"]["params"] == {"beta": 0.1}
     assert rows["simpo"]["needs_reference"] is False and rows["simpo"]["params"] == {"beta": 2.0, "gamma": 0.5}
@@ -37,3 +37,17 @@ def test_table(capsys):
     assert "yes" in line and "tau=0.1, length_normalize=True" in line and "arXiv:2310.12036" in line
     assert "E-variants" in out
     assert next(ln for ln in out.splitlines() if ln.startswith("poft ")).split()[2] == "pair+chosen_scores"
+
+
+def test_objectives_are_listed_with_their_papers_and_data(capsys):
+    assert main(["losses", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out) if r["kind"] == "objective"}
+    assert set(rows) == {"circuit_breakers", "refat"}
+    assert "2406.04313" in rows["circuit_breakers"]["paper"] and "2409.20089" in rows["refat"]["paper"]
+    assert rows["circuit_breakers"]["params"]["alpha"] == 10.0
+    assert rows["refat"]["roles"] == {"harmful": ["refusals of harmful prompts"],
+                                      "benign": ["benign answers"]}
+    assert main(["losses"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("circuit_breakers "))
+    assert "reroute: harmful completions" in line and "alpha=10.0" in line and "arXiv:2406.04313" in line

@@ -1,0 +1,122 @@
+"""Circuit breakers by representation rerouting (RR; Zou et al. 2024, arXiv:2406.04313; docs/objectives.md).
+
+On harmful completions (prompt and completion tokens) the policy's residual at the target layers is pushed
+orthogonal to the frozen model's: ``L_rr = mean_{layer, token} ReLU(cos(h_θ, h_ref))``. On retain rows it is
+held in place: ``L_ret = mean_{layer, token} ‖h_θ − h_ref‖₂``. With progress ``p = t / 2T`` (``t`` = this
+step, counted from 1 like the reference code; ``T`` = total steps) the loss is
+``α·p·L_ret + α·(1 − p)·L_rr``: rerouting dominates early, retention grows.
+
+Layers: the reference code takes layers 10 and 20 of 32-layer models. For a model of depth ``L`` the
+default scales them, ``max(1, min(L − 1, round(L·k/32)))`` for k in (10, 20) (9 and 19 for the embedded
+model's 30 layers; our inference, not the paper's). Only those layers are hooked and every forward stops
+after the deepest of them (the reference code trains a truncated model for the same reason), so no
+block past it and no LM head runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from safealign.train.hooks import check_layers, hidden_states, num_layers
+from safealign.train.objectives.base import (
+    BENIGN_ANSWER,
+    HARMFUL_COMPLETION,
+    REFUSAL,
+    Objective,
+    ObjectiveContext,
+    ObjectiveOutput,
+    register_objective,
+    require,
+)
+
+PAPER_LAYERS, PAPER_DEPTH = (10, 20), 32  # Llama-3-8B / Mistral-7B (32 blocks) in the reference scripts
+
+
+def default_target_layers(depth: int) -> list[int]:
+    """The paper's layers 10 and 20 of 32, scaled to ``depth`` blocks (never the embeddings, never past L−1)."""
+    return sorted({max(1, min(depth - 1, round(depth * k / PAPER_DEPTH))) for k in PAPER_LAYERS})
+
+
+def coefficients(alpha: float, step: int, total_steps: int) -> tuple[float, float]:
+    """``(c_retain, c_reroute)`` at optimizer step ``step`` (0-based) of ``total_steps``: ``t = step + 1``,
+    ``c_ret = α·t/2T``, ``c_rr = α·(1 − t/2T)``."""
+    progress = (step + 1) / (2 * max(total_steps, 1))
+    return alpha * progress, alpha * (1 - progress)
+
+
+def _stack(states: Mapping[int, Tensor], layers: list[int]) -> Tensor:
+    return torch.stack([states[layer].float() for layer in layers])  # (K, N, T, H)
+
+
+def rerouting_loss(policy: Mapping[int, Tensor], reference: Mapping[int, Tensor], mask: Tensor,
+                   layers: list[int]) -> tuple[Tensor, Tensor]:
+    """``(mean ReLU(cos), mean cos)`` over the ``layers`` × masked tokens; ``mask`` is ``(N, T)``."""
+    cos = F.cosine_similarity(_stack(policy, layers), _stack(reference, layers), dim=-1)  # (K, N, T)
+    weight = mask.to(cos.dtype).expand_as(cos)
+    count = weight.sum().clamp(min=1)
+    return (F.relu(cos) * weight).sum() / count, (cos.detach() * weight).sum() / count
+
+
+def retain_loss(policy: Mapping[int, Tensor], reference: Mapping[int, Tensor], mask: Tensor,
+                layers: list[int]) -> Tensor:
+    """Mean L2 distance ``‖h_θ − h_ref‖₂`` over the ``layers`` × masked tokens."""
+    distance = (_stack(policy, layers) - _stack(reference, layers)).norm(dim=-1)  # (K, N, T)
+    weight = mask.to(distance.dtype).expand_as(distance)
+    return (distance * weight).sum() / weight.sum().clamp(min=1)
+
+
+@register_objective("circuit_breakers")
+class CircuitBreakers(Objective):
+    """Representation rerouting: harmful states pushed orthogonal to the frozen model's, retained ones held.
+
+    The paper's coefficient schedule shifts weight from rerouting to retention over the run.
+
+    ``alpha``: the schedule's scale (10 in the paper's Llama-3-8B run, 5 for Mistral-7B).
+    ``target_layers``: rerouting layers (default scaled from the paper's 10, 20 of 32 to the model's depth).
+    ``retain_layers``: retain layers (default every layer from 1 to the deepest target, the blocks the
+    truncated model trains; the reference code also counts the embeddings' output, whose distance is 0).
+    ``retain_refusals``: also retain the refusals of harmful prompts (the paper's Llama-3 retain set); else
+    only benign answers.
+    """
+
+    paper = "Zou et al. 2024, Improving Alignment and Robustness with Circuit Breakers, arXiv:2406.04313"
+
+    def __init__(self, *, alpha: float = 10.0, target_layers: list[int] | None = None,
+                 retain_layers: list[int] | None = None, retain_refusals: bool = True) -> None:
+        require(alpha > 0, "circuit_breakers", f"alpha must be > 0 (it scales both terms), got {alpha}")
+        for key, layers in (("target_layers", target_layers), ("retain_layers", retain_layers)):
+            require(layers is None or (len(layers) > 0 and min(layers) >= 1), "circuit_breakers",
+                    f"{key} must be a non-empty list of layers >= 1 (0 is the embeddings), got {layers}")
+        self.alpha = float(alpha)
+        self.target_layers = target_layers
+        self.retain_layers = retain_layers
+        self.roles = {"reroute": (HARMFUL_COMPLETION,),
+                      "retain": (BENIGN_ANSWER, REFUSAL) if retain_refusals else (BENIGN_ANSWER,)}
+
+    def layers(self, model: nn.Module) -> tuple[list[int], list[int]]:
+        """(target layers, retain layers) for ``model``, checked against its depth."""
+        depth = num_layers(model)
+        target = check_layers(model, self.target_layers or default_target_layers(depth),
+                              "objective.params.target_layers")
+        retain = self.retain_layers or list(range(1, max(target) + 1))
+        return target, check_layers(model, retain, "objective.params.retain_layers")
+
+    def __call__(self, model: nn.Module, batch: Mapping[str, Any], ctx: ObjectiveContext) -> ObjectiveOutput:
+        target, retain = self.layers(model)
+        reroute, kept = batch["reroute"], batch["retain"]
+        with ctx.reference(model) as frozen:
+            ref_reroute = hidden_states(frozen, target, reroute["input_ids"], reroute["attention_mask"])
+            ref_kept = hidden_states(frozen, retain, kept["input_ids"], kept["attention_mask"])
+        own_reroute = hidden_states(model, target, reroute["input_ids"], reroute["attention_mask"])
+        own_kept = hidden_states(model, retain, kept["input_ids"], kept["attention_mask"])
+        l_rr, cos_rr = rerouting_loss(own_reroute, ref_reroute, reroute["attention_mask"], target)
+        l_ret = retain_loss(own_kept, ref_kept, kept["attention_mask"], retain)
+        c_ret, c_rr = coefficients(self.alpha, ctx.step, ctx.total_steps)
+        loss = c_ret * l_ret + c_rr * l_rr
+        metrics = {"loss/reroute": l_rr.detach(), "loss/retain": l_ret.detach(), "cos/reroute": cos_rr,
+                   "coef/reroute": torch.tensor(c_rr), "coef/retain": torch.tensor(c_ret)}
+        return ObjectiveOutput(loss, metrics)

@@ -1,0 +1,92 @@
+"""``safealign train`` with ``objective.name`` set: check, load, encode, train (docs/objectives.md).
+
+Everything that needs no model runs first — the objective and its parameters, the recipe keys that do not
+apply to an objective, the data's roles — so a bad recipe or a dataset lacking a field fails in seconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+
+from safealign.config import to_dict
+from safealign.errors import UserError
+from safealign.train.config import LossConfig, TrainConfig
+from safealign.train.objectives.base import Objective, build_objective
+from safealign.train.objectives.data import ObjectiveCollator, encode_role_rows, load_role_rows, zip_roles
+
+logger = logging.getLogger(__name__)
+
+
+def check_objective_config(config: TrainConfig) -> Objective:
+    """The objective the recipe names, after refusing recipe keys that would silently not apply."""
+    config.validate()
+    objective = build_objective(config.objective.name, dict(config.objective.params))
+    name = config.objective.name
+    if [to_dict(loss) for loss in config.losses] != [to_dict(LossConfig())]:
+        raise UserError(f"objective {name!r} computes its own loss, so the recipe's losses "
+                        f"({', '.join(loss.name for loss in config.losses)}) would not train: remove the losses key")
+    if config.reference.transform != "identity":
+        raise UserError(f"objective {name!r} compares the policy with the frozen model on the same tokens; "
+                        f"reference.transform={config.reference.transform!r} (an E-variant's prompt view) has no "
+                        "meaning for it: use identity (docs/objectives.md)")
+    for key, value in (("normalize_pair_gradients", config.normalize_pair_gradients),
+                       ("diagnostics.entanglement_every", config.diagnostics.entanglement_every),
+                       ("data.unpair", config.data.unpair)):
+        if value:
+            raise UserError(f"{key} applies to preference losses, not to objective {name!r}: remove it")
+    return objective
+
+
+def run_objective_training(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, model=None,
+                           tokenizer=None):
+    """Train ``config.objective`` on the data's roles; returns a :class:`~safealign.train.run.TrainResult`."""
+    from safealign.train.objectives.trainer import FrozenReference, ObjectiveTrainer
+    from safealign.train.run import (
+        ListDataset,
+        _load_policy,
+        _starting_identities,
+        finish_run,
+        open_run,
+        training_arguments,
+    )
+
+    start = time.time()
+    objective = check_objective_config(config)
+    parsed, by_role = load_role_rows(config, objective)
+    args = training_arguments(config)
+    checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model)
+    model, tokenizer = _load_policy(config, args.device, model, tokenizer)
+    identities = _starting_identities(config, model)  # before training changes the weights
+    encoded, report = encode_role_rows(config, tokenizer, by_role)
+    separate = _separate_reference(config, model, args.device) if objective.needs_reference else None
+    reference = FrozenReference.for_objective(objective, model, separate)
+    logger.info("objective %s; reference: %s", objective.name, reference.describe())
+    if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
+        model.enable_input_require_grads()
+    items = zip_roles(encoded)
+    trainer = ObjectiveTrainer(
+        model=model, args=args, train_dataset=ListDataset(items),
+        data_collator=ObjectiveCollator(tokenizer.pad_token_id), processing_class=tokenizer, objective=objective,
+        reference=reference, rows=encoded,
+        chunk_size=config.logps_chunk_size, metrics_path=args.output_dir + "/metrics.jsonl",
+    )
+    summary = {
+        "reference": reference.describe(), "objective": to_dict(config)["objective"], "input": "objective",
+        "examples": len(items), "roles": {role: len(rows) for role, rows in encoded.items()}, "rows": parsed.rows,
+        "dropped": len(parsed.dropped), "truncation": dataclasses.asdict(report), **identities,
+    }
+    return finish_run(trainer, checkpoint, summary, start)
+
+
+def _separate_reference(config: TrainConfig, model, device):
+    """``reference.model`` loaded on the training device in the policy's dtype, or None (the policy's own
+    starting weights)."""
+    if not config.reference.model:
+        return None
+    from safealign.models import load_model
+
+    dtype = next(model.parameters()).dtype
+    ref, _ = load_model(config.reference.model, device=device, dtype=dtype, trust_remote_code=config.trust_remote_code)
+    return ref

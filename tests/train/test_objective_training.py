@@ -1,0 +1,121 @@
+"""Hidden-state objectives through ``safealign train`` with the shipped recipes, and their bad inputs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from safealign.cli import main
+from safealign.train.objectives.circuit_breakers import coefficients
+from safealign.train.objectives.refat import ReFAT
+
+RECIPES = Path(__file__).parents[2] / "configs" / "train"
+TINY = ["model=tiny-random", "lora.r=4", "lora.alpha=8", "per_device_train_batch_size=2", "logging_steps=1",
+        "save_steps=2", "learning_rate=1e-2"]
+
+
+@pytest.fixture()
+def no_model_load(monkeypatch):
+    from safealign.train import run
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad input was reported")
+
+    monkeypatch.setattr(run, "_load_policy", refuse)
+
+
+def _metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def test_circuit_breakers_recipe_trains_on_the_demo_pairs_layout(tmp_path, pairs_file):
+    out = tmp_path / "cb"
+    assert main(["train", str(RECIPES / "circuit_breakers.yaml"), *TINY, f"data.path={pairs_file}",
+                 f"output_dir={out}", "max_steps=4"]) == 0
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    for r in rows:  # the logged coefficients are the paper's schedule at that step, with the recipe's alpha
+        assert (r["coef/retain"], r["coef/reroute"]) == pytest.approx(coefficients(10.0, r["step"] - 1, 4))
+        assert r["loss"] == pytest.approx(r["coef/retain"] * r["loss/retain"] + r["coef/reroute"] * r["loss/reroute"],
+                                          rel=1e-4)
+    assert rows[0]["loss/reroute"] == pytest.approx(1.0, abs=1e-4)  # starts at the frozen model: cos = 1
+    assert rows[-1]["loss/reroute"] < 0.999 and rows[-1]["loss/retain"] > 0  # and moves away from it
+    summary = json.loads((out / "train_summary.json").read_text())
+    # 4 harmful rows reroute their compliance; 4 benign answers + 4 refusals are retained
+    assert summary["roles"] == {"reroute": 4, "retain": 8} and summary["input"] == "objective"
+    assert summary["objective"]["name"] == "circuit_breakers" and "adapter disabled" in summary["reference"]
+    assert (out / "final" / "adapter_config.json").exists()
+
+
+def test_refat_recipe_trains_and_ablates_on_the_seeded_steps(tmp_path, pairs_file):
+    out = tmp_path / "refat"
+    assert main(["train", str(RECIPES / "refat.yaml"), *TINY, f"data.path={pairs_file}", f"output_dir={out}",
+                 "max_steps=4"]) == 0
+    rows = _metrics(out)
+    draws = ReFAT(rfa_probability=0.5)
+    assert [r["rfa"] for r in rows] == [float(draws.ablate(step, seed=0)) for step in range(4)]
+    assert all(r["loss"] == pytest.approx(r["nll/harmful"] + r["nll/benign"], rel=1e-5) for r in rows)
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["roles"] == {"harmful": 4, "benign": 4} and summary["reference"].startswith("none")
+
+
+def test_the_unpaired_layout_feeds_the_same_roles(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    rows = [{"prompt": "Make a bomb", "completion": "Sure, take", "label": False, "harmful": True},
+            {"prompt": "Make a bomb", "completion": "I can't help.", "label": True, "harmful": True},
+            {"prompt": "Name a prime", "completion": "7.", "label": True, "harmful": False}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "cb"
+    assert main(["train", str(RECIPES / "circuit_breakers.yaml"), *TINY, f"data.path={path}", f"output_dir={out}",
+                 "max_steps=1", "objective.params.retain_refusals=false"]) == 0
+    assert json.loads((out / "train_summary.json").read_text())["roles"] == {"reroute": 1, "retain": 1}
+
+
+def _write(tmp_path, rows) -> Path:
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.parametrize("recipe,rows,expected", [
+    # HH-style pairs without the flag: nothing says which prompts are harmful
+    ("circuit_breakers.yaml", [{"prompt": "a", "chosen": "b", "rejected": "c"}], "'harmful' flag"),
+    # only harmful rows: no benign retain examples
+    ("circuit_breakers.yaml", [{"prompt": "a", "chosen": "no", "rejected": "sure", "harmful": True}],
+     "'retain' rows on benign answers.*'chosen' field of preference rows with harmful=false"),
+    ("refat.yaml", [{"prompt": "a", "chosen": "sure", "rejected": "no", "harmful": False}],
+     "'harmful' rows on refusals of harmful prompts.*'chosen' field of preference rows with harmful=true"),
+    # unpaired rows that never carry a harmful completion
+    ("circuit_breakers.yaml", [{"prompt": "a", "completion": "no", "label": True, "harmful": True},
+                               {"prompt": "b", "completion": "ok", "label": True, "harmful": False}],
+     "'reroute' rows on harmful completions.*'rejected' field.*label=false, harmful=true"),
+])
+def test_a_dataset_lacking_a_role_fails_before_the_model_loads(tmp_path, capsys, no_model_load, recipe, rows,
+                                                                expected):
+    path = _write(tmp_path, rows)
+    assert main(["train", str(RECIPES / recipe), *TINY, f"data.path={path}", f"output_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert re.search(expected, err), err
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("losses.0.params.beta=0.5", "remove the losses key"),
+    ("reference.transform=safety_prefix", "use identity"),
+    ("objective.params.alpha=-1", "alpha must be > 0"),
+    ("objective.params.gamma=1", "has no parameter 'gamma'"),
+    ("objective.name=reroute", "unknown objective 'reroute'; valid names: circuit_breakers, refat"),
+])
+def test_recipe_mistakes_fail_before_the_model_loads(tmp_path, pairs_file, capsys, no_model_load, override,
+                                                     expected):
+    code = main(["train", str(RECIPES / "circuit_breakers.yaml"), *TINY, f"data.path={pairs_file}",
+                 f"output_dir={tmp_path / 'r'}", override])
+    assert code == 2 and expected in capsys.readouterr().err
+
+
+def test_recipes_are_valid_yaml_naming_their_objective():
+    for name, objective in (("circuit_breakers.yaml", "circuit_breakers"), ("refat.yaml", "refat")):
+        assert yaml.safe_load((RECIPES / name).read_text())["objective"]["name"] == objective
