@@ -41,8 +41,9 @@ class RowKind:
 
     @property
     def what(self) -> str:
-        return {(True, False): "harmful completions", (True, True): "refusals of harmful prompts",
-                (False, True): "benign answers", (False, False): "refusals of benign prompts"}[(self.harmful, self.desirable)]
+        names = {(True, False): "harmful completions", (True, True): "refusals of harmful prompts",
+                 (False, True): "benign answers", (False, False): "refusals of benign prompts"}
+        return names[(self.harmful, self.desirable)]
 
     @property
     def provided_by(self) -> str:
