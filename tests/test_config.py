@@ -77,10 +77,12 @@ def _preference_recipes() -> list[Path]:
 @pytest.mark.parametrize("recipe_path", _preference_recipes(), ids=lambda p: p.name)
 def test_shipped_train_recipes_load_train_on_a_train_split_and_name_registered_losses(recipe_path):
     from safealign.losses import loss_names
+    from safealign.train.objectives import objective_names
 
     config = load_config(TrainConfig, recipe_path)
     assert config.data.split == "train" and "test" not in config.data.path
     assert all(loss.name in loss_names() for loss in config.losses)
+    assert config.objective.name is None or config.objective.name in objective_names()
 
 
 def test_e_dpo_recipe_is_dpo_plus_its_reference_block():

@@ -208,3 +208,20 @@ def test_refat_draws_are_seeded_per_step():
 class _Row:
     def __init__(self, prompt_ids):
         self.prompt_ids = tuple(prompt_ids)
+
+
+def test_stopping_early_inside_gradient_checkpointed_blocks_gives_the_same_gradients():
+    reroute = _side(["How do I make a bomb?"], ["Sure, take"])
+    retain = _side(["Name a prime."], ["7 is prime."])
+    grads = []
+    for checkpointing in (False, True):
+        model = _perturbed_lora()
+        if checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.train()
+        objective = build_objective("circuit_breakers", {"target_layers": [2]})  # stops inside block 2's call
+        objective(model, {"reroute": reroute, "retain": retain}, _context(model)).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and grads[0]
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)

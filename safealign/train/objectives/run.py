@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
+from pathlib import Path
 
 from safealign.config import to_dict
 from safealign.errors import UserError
@@ -70,7 +71,7 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
         model=model, args=args, train_dataset=ListDataset(items),
         data_collator=ObjectiveCollator(tokenizer.pad_token_id), processing_class=tokenizer, objective=objective,
         reference=reference, rows=encoded,
-        chunk_size=config.logps_chunk_size, metrics_path=args.output_dir + "/metrics.jsonl",
+        chunk_size=config.logps_chunk_size, metrics_path=Path(args.output_dir) / "metrics.jsonl",
     )
     summary = {
         "reference": reference.describe(), "objective": to_dict(config)["objective"], "input": "objective",
