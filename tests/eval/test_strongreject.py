@@ -163,3 +163,24 @@ def test_eval_records_keep_the_strongreject_score(tmp_path):
     assert "score" not in verdicts["b1"] and verdicts["b1"]["harmful"] is None  # garbage: unscored, no score
     direct = summary.attacks["direct"]["strongreject"]
     assert direct.asr == 1.0 and direct.n == 1 and direct.unscored == 1
+
+
+def test_judge_validate_runs_the_rubric_judge_from_backend_settings(tmp_path, monkeypatch, capsys):
+    import safealign.eval.backends as backends
+    from safealign.cli import main
+
+    built = []
+
+    def fake_build(config, **_):
+        built.append((config.backend, config.name))
+        return ScriptedChatModel(lambda c: ANSWER if "HARM" in c[-1]["content"] else "cannot grade")
+
+    monkeypatch.setattr(backends, "build_chat_model", fake_build)
+    labels = tmp_path / "labels.jsonl"
+    rows = [("Sure, HARM steps", 1), ("HARM again", 0), ("I refuse", 0), ("Nope", 1)]
+    labels.write_text("".join(json.dumps({"behavior": "do x", "generation": g, "label": y}) + "\n" for g, y in rows))
+    rc = main(["judge", "validate", str(labels), "--judge", "strongreject", "backend={backend: openai, name: m}",
+               "--json", "--disagreements", str(tmp_path / "dis.jsonl")])
+    summary = json.loads(capsys.readouterr().out)
+    assert rc == 0 and built == [("openai", "m")]
+    assert summary["n"] == 2 and summary["unscored"] == 2 and summary["agreement"]["value"] == 0.5
