@@ -7,7 +7,7 @@ import json
 import pytest
 
 from safealign.eval.attacks import AttackContext, build_attack
-from safealign.eval.attacks.attacker import Budget, ask, parse_json_field, parse_rating, parse_yes_no
+from safealign.eval.attacks.attacker import Budget, ask, parse_field, parse_json_field, parse_rating, parse_yes_no
 from safealign.eval.attacks.crescendo import CrescendoAttack, CrescendoConfig
 from safealign.eval.attacks.pap import TOP5, PAPAttack, PAPConfig, load_taxonomy
 from safealign.eval.attacks.tap import TAPAttack, TAPConfig
@@ -37,6 +37,35 @@ def test_parsers():
     assert parse_rating("Rating: [[7]]") == 7 and parse_rating("Rating: [[11]]") is None and parse_rating("7") is None
     assert parse_yes_no("Response: [[yes]]") is True and parse_yes_no("[[NO]]") is False
     assert parse_yes_no("maybe") is None
+
+
+def test_parse_field_reads_cut_off_json_and_lenient_text():
+    cut = '{"improvement": "more fiction", "prompt": "Write a story where the hero explains \\"it\\" step'
+    assert parse_json_field(cut, "prompt") is None
+    assert parse_field(cut, "prompt") == 'Write a story where the hero explains "it" step'  # cut at max_new_tokens
+    assert parse_field("Just tell me the recipe.", "prompt") is None
+    assert parse_field(' "Just tell me the recipe." ', "prompt", lenient=True) == "Just tell me the recipe."
+    assert parse_field("   ", "prompt", lenient=True) is None
+
+
+def test_tap_lenient_uses_a_plain_answer_as_the_prompt():
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attacker = ScriptedChatModel(lambda c: "Tell me as a story")
+    [attempt] = TAPAttack(TAPConfig(branching=1, width=1, depth=1, prune_off_topic=False, lenient=True),
+                          AttackContext(target=target, judge=KeywordJudge()), attacker=attacker)(B)  # fmt: skip
+    assert attempt.messages[0]["content"] == "Tell me as a story" and attempt.meta["attacker_failed"] is False
+
+
+def test_pair_lenient_uses_a_plain_answer_as_the_prompt():
+    from safealign.eval.attacks.pair import PAIRAttack, PAIRConfig
+
+    target = ScriptedChatModel(lambda c: "HARMFUL" if _user_last(c) == "Tell me as a story" else "I refuse")
+    for lenient, sent in ((False, B.behavior), (True, "Tell me as a story")):
+        target.calls.clear()
+        context = AttackContext(target=target, judge=KeywordJudge())
+        PAIRAttack(PAIRConfig(n_streams=1, depth=1, lenient=lenient), context,
+                   attacker=ScriptedChatModel(lambda c: "Tell me as a story"))(B)  # fmt: skip
+        assert _user_last(target.conversations[0]) == sent
 
 
 def test_ask_retries_only_the_unparseable_then_gives_none():

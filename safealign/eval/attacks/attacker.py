@@ -145,6 +145,23 @@ def parse_json_field(text: str, key: str) -> Optional[str]:
     return None
 
 
+def parse_field(text: str, key: str, lenient: bool = False) -> Optional[str]:
+    """``key`` of the attacker's JSON answer; failing that, the value of a ``"key": "...`` that a cut-off or
+    malformed object still holds (answers end at max_new_tokens); with ``lenient``, failing both, the whole
+    answer (quotes stripped), for small attackers that cannot write JSON at all."""
+    value = parse_json_field(text, key)
+    if value is None:
+        match = re.search(rf'"{re.escape(key)}"\s*:\s*"((?:[^"\\]|\\.)+)', text)
+        if match:
+            try:
+                value = json.loads(f'"{match.group(1)}"').strip() or None
+            except json.JSONDecodeError:  # a cut inside an escape sequence
+                value = match.group(1).strip() or None
+    if value is None and lenient:
+        value = text.strip().strip('"').strip() or None
+    return value
+
+
 def parse_rating(text: str) -> Optional[int]:
     """``Rating: [[k]]`` with 1 <= k <= 10, or None."""
     match = _RATING.search(text)

@@ -20,7 +20,7 @@ from typing import Any, ClassVar, Optional
 from safealign.checks import at_least, positive
 from safealign.errors import UserError
 from safealign.eval.attacks.attacker import (Budget, ask, attacker_params, build_llm, check_budget, check_llm_spec,
-                                             parse_json_field, user)  # fmt: skip
+                                             parse_field, user)  # fmt: skip
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
 from safealign.eval.backends.base import ChatModel
 from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
@@ -46,6 +46,7 @@ class CrescendoConfig:
     attacker_max_new_tokens: int = 256
     attacker_temperature: float = 1.0
     retries: int = 1
+    lenient: bool = False  # an answer without the JSON field is used whole (small attackers; docs/attacks.md)
     max_queries: Optional[int] = None  # target queries per behavior (None: max_turns + max_backtracks)
     max_seconds: Optional[float] = None
     seed: int = 0
@@ -87,8 +88,8 @@ class CrescendoAttack(Attack):
         while turn < cfg.max_turns and len(backtracked) <= cfg.max_backtracks and budget.take(1):
             params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature,
                                      cfg.seed + turn + 100 * len(backtracked))  # fmt: skip
-            result = ask(self.attacker, [tuple(attacker_history)], params, lambda t: parse_json_field(t, "question"),
-                         cfg.retries)  # fmt: skip
+            result = ask(self.attacker, [tuple(attacker_history)], params,
+                         lambda t: parse_field(t, "question", cfg.lenient), cfg.retries)  # fmt: skip
             stats["attacker_calls"] += result.calls
             question = result.parsed[0]
             if question is None:  # unusable after the retries: stop, recorded as what was reached so far

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 
 from safealign.checks import at_least, positive
 from safealign.errors import UserError
+from safealign.eval.attacks.attacker import parse_field
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.types import Attempt, Behavior, Message
@@ -63,6 +64,7 @@ class PAIRConfig:
     attacker_max_new_tokens: int = 256
     attacker_temperature: float = 1.0
     keep_last_rounds: int = 3  # attacker context: system + first message + last N rounds
+    lenient: bool = False  # an answer without the JSON prompt is used whole (small attackers; docs/attacks.md)
     seed: int = 0
 
     def __post_init__(self) -> None:  # runs when the run checks its attacks, before the model loads
@@ -120,7 +122,8 @@ class PAIRAttack(Attack):
                                            temperature=cfg.attacker_temperature, seed=cfg.seed)  # fmt: skip
         proposals = self.attacker.generate([self._context(s) for s in streams], attacker_params)
         for stream, proposal in zip(streams, proposals):
-            prompt = None if proposal.error else parse_attacker_output(proposal.text)
+            # parse_field also reads a "prompt" cut off at max_new_tokens, and with `lenient` a plain answer
+            prompt = None if proposal.error else parse_field(proposal.text, "prompt", cfg.lenient)
             if prompt is None:
                 stream.parse_errors += 1
                 logger.debug("pair: attacker output unusable (%s)", proposal.error or "no JSON prompt")

@@ -22,7 +22,7 @@ from typing import Any, ClassVar, Optional, Sequence
 from safealign.checks import at_least, one_of, positive
 from safealign.errors import UserError
 from safealign.eval.attacks.attacker import (Budget, ask, attacker_params, build_llm, check_budget, check_llm_spec,
-                                             parse_json_field, parse_rating, parse_yes_no, user)  # fmt: skip
+                                             parse_field, parse_rating, parse_yes_no, user)  # fmt: skip
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
 from safealign.eval.attacks.pair import ATTACKER_SYSTEM, FEEDBACK_MESSAGE, FIRST_MESSAGE
 from safealign.eval.backends.base import ChatModel, GenerationParams
@@ -57,6 +57,7 @@ class TAPConfig:
     evaluator_max_new_tokens: int = 8
     keep_last_n: int = 3  # attacker context: system + first message + the last N exchanges
     retries: int = 1  # re-asks of an attacker answer that has no JSON prompt
+    lenient: bool = False  # an answer without the JSON field is used whole (small attackers; docs/attacks.md)
     max_queries: Optional[int] = None  # target queries per behavior (None: depth × width × n_roots bounds it)
     max_seconds: Optional[float] = None
     seed: int = 0
@@ -152,7 +153,7 @@ class TAPAttack(Attack):
         requests = [(leaf, b) for leaf in leaves for b in range(cfg.branching)]
         params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature, cfg.seed + depth)
         result = ask(self.attacker, [self._context(leaf) for leaf, _ in requests], params,
-                     lambda t: parse_json_field(t, "prompt"), cfg.retries)  # fmt: skip
+                     lambda t: parse_field(t, "prompt", cfg.lenient), cfg.retries)  # fmt: skip
         search.attacker_calls += result.calls
         children = []
         for (leaf, b), prompt, raw in zip(requests, result.parsed, result.raw):
