@@ -40,6 +40,10 @@ def length_reward(prompts, completions, harmful):
     return [len(c) / 10 for c in completions]
 
 
+def byte_reward(prompts, completions, harmful):  # varies between samples of one prompt, unlike their length
+    return [sum(map(ord, c)) % 7 / 7 for c in completions]
+
+
 def nan_reward(prompts, completions, harmful):
     return [float("nan")] * len(completions)
 
@@ -191,3 +195,19 @@ def test_lsc_scores_log_sigmoid_of_the_reward_above_the_reference_samples(tmp_pa
     assert all(r["reward/length_reward"] < 0 for r in rows)  # log σ(·) < 0
     state = torch.load(Path(config.output_dir) / "checkpoint-2" / "state.pt", weights_only=False)
     assert len(state["lsc"]) == 4 and all("length_reward" in v for v in state["lsc"].values())
+
+
+@pytest.mark.parametrize("recipe", ["rlhf_rloo.yaml", "e_rlhf_grpo.yaml", "online_ipo.yaml"])
+def test_gradient_accumulation_gives_the_step_of_one_big_batch(recipe, tmp_path):
+    """Same prompts and samples (seeded per step): two micro-batches accumulate the same gradient as one."""
+    rows = []
+    for accumulation in (1, 2):
+        config = tiny_config(tmp_path / str(accumulation), "max_steps=1",
+                             f"gradient_accumulation_steps={accumulation}",
+                             "lora.enabled=false", "generation.max_new_tokens=5", recipe=recipe,
+                             reward="byte_reward")
+        run_online(config)
+        rows.append(metrics(Path(config.output_dir) / "metrics.jsonl")[0])
+    for key in ("loss", "grad_norm", "reward", "kl"):
+        assert rows[0][key] == pytest.approx(rows[1][key], rel=1e-4, abs=1e-6), key
+    assert rows[0]["grad_norm"] > 0
