@@ -3,14 +3,29 @@
 Convention: ``response_mask[n, t] == 1`` means token ``input_ids[n, t]`` is a response token; it is
 scored by the model's prediction at position ``t - 1``.
 
-Fast path: the decoder's final hidden states ``(N, T, H)`` are gathered at the ``P`` positions that
-predict response tokens ``(P, H)``; the LM head and a float32 log-softmax then run over chunks of
-``chunk_size`` positions ``(chunk, V)``. Under autograd each chunk is checkpointed, so the backward pass
-recomputes a chunk's logits instead of keeping all ``(P, V)`` of them: neither the full logits nor the
-full float32 log-softmax ever exist. Where the model does something between its decoder and its head
-(logit soft-capping, logit scaling, prompt-learning adapters, a DDP/FSDP wrapper), that split is not
-safe; this is detected once per model and the model's own logits are used, still with a chunked
-float32 log-softmax.
+Two implementations (``impl``; the recipe key ``logps``, docs/performance.md says which is the default and why):
+
+``fused``: the decoder's final hidden states ``(N, T, H)`` are gathered at the ``P`` positions that
+predict response tokens ``(P, H)`` (never prompt or padding positions); the LM head, a float32
+log-softmax and the gather of the target token then run over chunks of ``chunk_size`` positions
+``(chunk, V)``. For a plain ``nn.Linear`` head this is one autograd function (:class:`_FusedHeadLogps`)
+that keeps only the ``(P, H)`` states and recomputes each chunk's logits in backward, writing the
+gradient of states, weight and bias chunk by chunk (the Liger idea, in plain torch so it runs on CPU);
+any other head is checkpointed chunk by chunk, which recomputes the same way through autograd. Neither
+the full logits nor the full float32 log-softmax ever exist. Where the model does something between
+its decoder and its head (logit soft-capping, logit scaling, prompt-learning adapters, a DDP/FSDP
+wrapper), that split is not safe; this is detected once per model and the model's own logits are used,
+still with a chunked float32 log-softmax over response positions.
+
+``naive``: the model's full ``(N, T, V)`` logits, a float32 log-softmax over every position and a gather,
+as TRL does without Liger. It is the baseline the fused path is tested against (tests/train/test_logps.py)
+and measured against (bench/dpo_throughput.py).
+
+Packed (padding-free) batches carry ``sequence_index`` ``(N, T)``: which sequence each token belongs to
+(-1 for padding), with ``position_ids`` restarting at 0 for every sequence. The model then gets no 2D
+attention mask: transformers derives a block-diagonal causal mask from the restarting position ids (SDPA
+and eager attention) or runs flash-attention's varlen kernels on them, so no sequence sees another.
+Sums then go per sequence instead of per row (safealign/data/collate.py builds these batches).
 """
 
 from __future__ import annotations
@@ -24,9 +39,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
+from torch.nn.functional import linear as _linear
 from torch.utils.checkpoint import checkpoint
 
 from safealign.errors import UserError
+from safealign.train.config import LOGPS_IMPLS
 
 logger = logging.getLogger(__name__)
 
@@ -47,27 +64,38 @@ class SequenceLogps:
 
 
 def sequence_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
-                   chunk_size: int = 1024, position_ids: Tensor | None = None) -> SequenceLogps:
-    """Summed response log-probs ``(N,)`` and response token counts ``(N,)`` for ``(N, T)`` inputs."""
-    rows, _, token_lp = _response_token_logps(model, input_ids, attention_mask, response_mask,
-                                              chunk_size=chunk_size, position_ids=position_ids)
-    n = input_ids.shape[0]
-    logps = token_lp.new_zeros(n).index_add(0, rows, token_lp)
-    tokens = torch.bincount(rows, minlength=n).to(torch.float32)
+                   chunk_size: int = 1024, position_ids: Tensor | None = None, sequence_index: Tensor | None = None,
+                   impl: str = "fused") -> SequenceLogps:
+    """Summed response log-probs ``(S,)`` and response token counts ``(S,)`` for ``(N, T)`` inputs.
+
+    ``S = N`` (one sequence per row) unless the batch is packed: then ``sequence_index`` ``(N, T)`` names
+    each token's sequence and ``S`` is the number of sequences (``max + 1``).
+    """
+    rows, cols, token_lp = _response_token_logps(model, input_ids, attention_mask, response_mask,
+                                                 chunk_size=chunk_size, position_ids=position_ids,
+                                                 sequence_index=sequence_index, impl=impl)
+    if sequence_index is None:
+        seq, n = rows, input_ids.shape[0]
+    else:
+        seq, n = sequence_index[rows, cols + 1], int(sequence_index.max()) + 1
+    logps = token_lp.new_zeros(n).index_add(0, seq, token_lp)
+    tokens = torch.bincount(seq, minlength=n).to(torch.float32)
     return SequenceLogps(logps=logps, tokens=tokens)
 
 
 def token_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
-                chunk_size: int = 1024, position_ids: Tensor | None = None) -> Tensor:
+                chunk_size: int = 1024, position_ids: Tensor | None = None, sequence_index: Tensor | None = None,
+                impl: str = "fused") -> Tensor:
     """Per-token log-probs ``(N, T)`` aligned with ``input_ids``; 0 where ``response_mask`` is 0."""
     rows, cols, token_lp = _response_token_logps(model, input_ids, attention_mask, response_mask,
-                                                 chunk_size=chunk_size, position_ids=position_ids)
+                                                 chunk_size=chunk_size, position_ids=position_ids,
+                                                 sequence_index=sequence_index, impl=impl)
     out = token_lp.new_zeros(input_ids.shape)
     return out.index_put((rows, cols + 1), token_lp)
 
 
 def pair_logps(model: nn.Module, batch: Mapping[str, Tensor] | Any, *, reference: bool = False,
-               chunk_size: int = 1024) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+               chunk_size: int = 1024, impl: str = "fused") -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(chosen_logps, rejected_logps, chosen_tokens, rejected_tokens)``, each ``(B,)``.
 
     ``batch`` holds ``input_ids``, ``attention_mask``, ``response_mask`` of shape ``(2B, T)``: chosen
@@ -81,12 +109,16 @@ def pair_logps(model: nn.Module, batch: Mapping[str, Tensor] | Any, *, reference
     ]
     if missing:
         raise ValueError(f"batch lacks {', '.join(missing)}; it has {', '.join(_keys(batch))}")
-    if ids.shape[0] % 2:
+    sequence_index = _field(batch, prefix + "sequence_index")
+    if sequence_index is None and ids.shape[0] % 2:
         raise ValueError(f"a pair batch needs 2B rows (chosen then rejected), got {ids.shape[0]}")
     with torch.no_grad() if reference else contextlib.nullcontext():
         out = sequence_logps(model, ids, attn, resp, chunk_size=chunk_size,
-                             position_ids=_field(batch, prefix + "position_ids"))
-    b = ids.shape[0] // 2
+                             position_ids=_field(batch, prefix + "position_ids"), sequence_index=sequence_index,
+                             impl=impl)
+    if out.logps.shape[0] % 2:
+        raise ValueError(f"a pair batch needs 2B sequences (chosen then rejected), got {out.logps.shape[0]}")
+    b = out.logps.shape[0] // 2
     return out.logps[:b], out.logps[b:], out.tokens[:b], out.tokens[b:]
 
 
@@ -102,19 +134,31 @@ def _keys(batch: Any) -> list[str]:
 
 # --------------------------------------------------------------------------- core
 def _response_token_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
-                          chunk_size: int, position_ids: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+                          chunk_size: int, position_ids: Tensor | None, sequence_index: Tensor | None = None,
+                          impl: str = "fused") -> tuple[Tensor, Tensor, Tensor]:
     """``(rows, cols, token_logps)``, each ``(P,)``: position ``(row, col)`` predicts ``input_ids[row, col + 1]``."""
-    _check_inputs(input_ids, attention_mask, response_mask, chunk_size)
+    _check_inputs(input_ids, attention_mask, response_mask, chunk_size, impl)
+    if sequence_index is not None:
+        _check_packed(sequence_index, position_ids, response_mask)
+        if _varlen_attention(model) and input_ids.shape[0] > 1:
+            return _flattened_token_logps(model, input_ids, attention_mask, response_mask, chunk_size=chunk_size,
+                                          position_ids=position_ids, sequence_index=sequence_index, impl=impl)
     rows, cols = response_mask[:, 1:].bool().nonzero(as_tuple=True)  # (P,) each
     targets = input_ids[rows, cols + 1]  # (P,)
-    forward_kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "use_cache": False}
+    # packed rows: no 2D mask, so transformers builds the block-diagonal causal mask from the position ids
+    forward_kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False,
+                                      "attention_mask": None if sequence_index is not None else attention_mask}
     if position_ids is not None:
         forward_kwargs["position_ids"] = position_ids
+    if impl == "naive":
+        return rows, cols, _naive_logps(model, forward_kwargs, input_ids)[rows, cols]
     split = _head_split(model, input_ids, attention_mask)
     if split is not None:
         decoder, head = split
         hidden = _last_hidden_state(decoder(**forward_kwargs))  # (N, T, H)
         states = hidden[rows, cols]  # (P, H)
+        if _plain_linear(head):
+            return rows, cols, _fused_head_logps(states, head.weight, head.bias, targets, chunk_size)
         chunk_logits = lambda sl: head(states[sl])  # noqa: E731  (chunk, V)
     else:
         logits = model(**forward_kwargs).logits  # (N, T, V), in the model's dtype
@@ -122,7 +166,35 @@ def _response_token_logps(model: nn.Module, input_ids: Tensor, attention_mask: T
     return rows, cols, _chunked_logps(chunk_logits, targets, chunk_size)
 
 
-def _check_inputs(input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, chunk_size: int) -> None:
+def _varlen_attention(model: nn.Module) -> bool:
+    """Flash attention: it reads packed sequences from position ids only in a single (flattened) row."""
+    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    return isinstance(impl, str) and "flash" in impl
+
+
+def _flattened_token_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
+                           **kwargs: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """A packed batch's real tokens as one ``(1, total)`` row (flash-attention's varlen path), with the
+    results mapped back to the batch's ``(row, col)`` coordinates."""
+    keep = attention_mask.bool()
+    keep_rows, keep_cols = keep.nonzero(as_tuple=True)  # (total,) each, row-major like t[keep]
+    flat = {k: v[keep][None] for k, v in kwargs.items() if isinstance(v, Tensor)}
+    _, cols, token_lp = _response_token_logps(model, input_ids[keep][None], attention_mask[keep][None],
+                                              response_mask[keep][None], **{**kwargs, **flat})
+    # flattened position c predicts token c + 1; report the position before that token in the batch's layout
+    return keep_rows[cols + 1], keep_cols[cols + 1] - 1, token_lp
+
+
+def _naive_logps(model: nn.Module, forward_kwargs: dict[str, Any], input_ids: Tensor) -> Tensor:
+    """``(N, T-1)`` log-probs of every next token from the full float32 log-softmax (the baseline)."""
+    logits = model(**forward_kwargs).logits[:, :-1].float()  # (N, T-1, V)
+    return logits.log_softmax(-1).gather(-1, input_ids[:, 1:, None]).squeeze(-1)
+
+
+def _check_inputs(input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, chunk_size: int,
+                  impl: str = "fused") -> None:
+    if impl not in LOGPS_IMPLS:
+        raise UserError(f"logps must be one of {', '.join(LOGPS_IMPLS)}, got {impl!r}")
     if input_ids.dim() != 2:
         raise ValueError(f"input_ids must be (N, T), got shape {tuple(input_ids.shape)}")
     for name, mask in (("attention_mask", attention_mask), ("response_mask", response_mask)):
@@ -133,6 +205,81 @@ def _check_inputs(input_ids: Tensor, attention_mask: Tensor, response_mask: Tens
     if bool(response_mask[:, 0].any()):
         rows = response_mask[:, 0].nonzero().flatten()[:5].tolist()
         raise ValueError(f"response_mask marks position 0 in rows {rows}: a first token has no context to score it")
+
+
+def _check_packed(sequence_index: Tensor, position_ids: Tensor | None, response_mask: Tensor) -> None:
+    """A packed batch needs restarting position ids, and no sequence may start with a scored token."""
+    if position_ids is None:
+        raise ValueError("a packed batch (sequence_index) needs position_ids restarting at 0 for each sequence")
+    if sequence_index.shape != response_mask.shape or position_ids.shape != response_mask.shape:
+        raise ValueError(f"sequence_index {tuple(sequence_index.shape)} and position_ids "
+                         f"{tuple(position_ids.shape)} must match the batch {tuple(response_mask.shape)}")
+    starts = (position_ids == 0) & response_mask.bool()
+    if bool(starts.any()):
+        raise ValueError("response_mask marks the first token of a packed sequence: it has no context to score it")
+
+
+def _plain_linear(head: nn.Module) -> bool:
+    """A head whose forward is exactly ``F.linear(x, weight, bias)`` on whole (unsharded) parameters."""
+    weight = getattr(head, "weight", None)
+    # DeepSpeed ZeRO-3 parameters (ds_id) are empty outside the module's forward: only head(...) gathers them
+    return type(head) is nn.Linear and weight is not None and weight.dim() == 2 and not hasattr(weight, "ds_id")
+
+
+def _fused_head_logps(states: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int) -> Tensor:
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (states, weight, bias)):
+        return _FusedHeadLogps.compute(states, weight, bias, targets, chunk_size)
+    return _FusedHeadLogps.apply(states, weight, bias, targets, chunk_size)
+
+
+class _FusedHeadLogps(torch.autograd.Function):
+    """``log_softmax(states @ weight.T + bias)[p, targets[p]]`` ``(P,)``, ``chunk_size`` rows at a time.
+
+    Forward keeps no logits; backward recomputes each chunk's logits and turns them into the gradient
+    of the log-prob directly, ``d logp / d logits = onehot(target) - softmax(logits)``, so one
+    ``(chunk, V)`` float32 buffer is all the extra memory either pass needs. The weight (and bias)
+    gradient is accumulated in the weight's dtype, chunk by chunk.
+    """
+
+    @staticmethod
+    def compute(states: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor, chunk_size: int) -> Tensor:
+        out = torch.empty(targets.shape[0], dtype=torch.float32, device=states.device)
+        for start in range(0, targets.shape[0], chunk_size):
+            sl = slice(start, start + chunk_size)
+            logits = _linear(states[sl], weight, bias).float()  # (chunk, V)
+            out[sl] = logits.gather(-1, targets[sl, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+        return out
+
+    @staticmethod
+    def forward(ctx, states, weight, bias, targets, chunk_size):  # noqa: D102
+        ctx.save_for_backward(states, weight, bias, targets)
+        ctx.chunk_size = chunk_size
+        with torch.no_grad():
+            return _FusedHeadLogps.compute(states, weight, bias, targets, chunk_size)
+
+    @staticmethod
+    def backward(ctx, grad_out):  # noqa: D102
+        states, weight, bias, targets = ctx.saved_tensors
+        need_states, need_weight, need_bias = ctx.needs_input_grad[:3]
+        grad_states = torch.zeros_like(states) if need_states else None
+        grad_weight = torch.zeros_like(weight) if need_weight else None
+        grad_bias = torch.zeros_like(bias) if need_bias else None
+        grad_out = grad_out.float()
+        for start in range(0, targets.shape[0], ctx.chunk_size):
+            sl = slice(start, start + ctx.chunk_size)
+            h, g = states[sl], grad_out[sl]  # (chunk, H), (chunk,)
+            logits = _linear(h, weight, bias).float()  # (chunk, V)
+            probs = logits.sub_(torch.logsumexp(logits, dim=-1, keepdim=True)).exp_()  # softmax, in place
+            grad_logits = probs.mul_(-g[:, None])  # d(g * logp)/d logits = g * (onehot - softmax)
+            grad_logits[torch.arange(g.shape[0], device=g.device), targets[sl]] += g
+            grad_logits = grad_logits.to(weight.dtype)
+            if grad_states is not None:
+                grad_states[sl] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight.addmm_(grad_logits.t(), h.to(weight.dtype))
+            if grad_bias is not None:
+                grad_bias += grad_logits.sum(0).to(bias.dtype)
+        return grad_states, grad_weight, grad_bias, None, None
 
 
 def _chunked_logps(chunk_logits: Callable[[slice], Tensor], targets: Tensor, chunk_size: int) -> Tensor:

@@ -1,14 +1,22 @@
-"""Chunked log-probs against a naive full log-softmax, values and gradients, on every code path."""
+"""Chunked log-probs against a naive full log-softmax, values and gradients, on every code path.
+
+``logps: fused`` is also checked against ``logps: naive`` (the full ``(N, T, V)`` float32 log-softmax
+over the model's logits, what TRL does without Liger) for every reduction the losses use: summed,
+averaged per token, per token, and through DPO/IPO/SimPO, on untied, tied and biased heads.
+"""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
 
+from safealign.losses import LossSpec, build_loss
 from safealign.models.lora import LoraSettings, apply_lora
 from safealign.train import logps as logps_module
 from safealign.train.logps import pair_logps, sequence_logps, token_logps
+from safealign.types import PairLogps
 
 ATOL = 1e-5
 
@@ -42,24 +50,32 @@ def make_batch(n: int = 4, t: int = 14, vocab: int = 250, seed: int = 0):
     return input_ids, attention_mask, response_mask
 
 
-def head_chunk_rows(model):
-    """Record the number of positions each chunked LM-head call sees; full (N, T, H) calls are the probe's."""
+def head_chunk_rows(model, monkeypatch):
+    """Record the number of positions each chunked LM-head call sees; full (N, T, H) calls are the probe's.
+
+    The fused function calls the head's weight through ``logps._linear`` (not the module), so both are watched.
+    """
     seen: list[int] = []
 
     def hook(module, args, out):
         if args[0].dim() == 2:  # (chunk, H)
             seen.append(args[0].shape[0])
 
+    def linear(x, weight, bias=None):
+        seen.append(x.shape[0])
+        return torch.nn.functional.linear(x, weight, bias)
+
     model.get_output_embeddings().register_forward_hook(hook)
+    monkeypatch.setattr(logps_module, "_linear", linear)
     return seen
 
 
 @pytest.mark.parametrize("chunk_size", [1, 3, 7, 1024])
-def test_chunked_equals_naive(tiny_model, chunk_size):
+def test_chunked_equals_naive(tiny_model, chunk_size, monkeypatch):
     ids, attn, resp = make_batch()
     with torch.no_grad():
         expected_logps, expected_tokens = naive_sequence_logps(tiny_model, ids, attn, resp)
-        seen = head_chunk_rows(tiny_model)
+        seen = head_chunk_rows(tiny_model, monkeypatch)
         out = sequence_logps(tiny_model, ids, attn, resp, chunk_size=chunk_size)
     total = int(resp[:, 1:].sum())  # 5 + 1 + 4 + 3 = 13 scored positions
     assert total == 13
@@ -220,3 +236,105 @@ def test_bad_inputs_rejected(tiny_model):
         pair_logps(tiny_model, {"input_ids": ids[:3], "attention_mask": attn[:3], "response_mask": resp[:3]})
     with pytest.raises(ValueError, match="batch lacks response_mask"):
         pair_logps(tiny_model, {"input_ids": ids, "attention_mask": attn})
+
+
+# --------------------------------------------------------------------------- fused vs naive
+def llama(tied: bool = False, bias: bool = False, seed: int = 0) -> LlamaForCausalLM:
+    """A Llama-like tiny model: grouped-query attention, optionally tied embeddings or a biased head."""
+    config = LlamaConfig(vocab_size=250, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                         tie_word_embeddings=tied, pad_token_id=0)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(config)
+    if bias:
+        head = nn.Linear(32, 250, bias=True)
+        with torch.no_grad():
+            head.weight.copy_(model.lm_head.weight)
+            head.bias.normal_(0, 0.5)
+        model.lm_head = head
+    return model.eval()
+
+
+def reductions(model, impl: str, chunk_size: int = 3) -> dict[str, torch.Tensor]:
+    """The three ways losses reduce log-probs: summed, averaged per token, and per token."""
+    ids, attn, resp = make_batch()
+    out = sequence_logps(model, ids, attn, resp, chunk_size=chunk_size, impl=impl)
+    per_token = token_logps(model, ids, attn, resp, chunk_size=chunk_size, impl=impl)
+    return {"summed": out.logps, "averaged": out.logps / out.tokens, "per_token": per_token}
+
+
+def gradients(model, value: torch.Tensor) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    weights = torch.linspace(-2.0, 3.0, value.numel()).reshape(value.shape)  # distinct weight per element
+    (value * weights).sum().backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("variant", ["untied", "tied", "bias"])
+@pytest.mark.parametrize("reduction", ["summed", "averaged", "per_token"])
+def test_fused_equals_naive_values_and_gradients(variant, reduction, monkeypatch):
+    model = llama(tied=variant == "tied", bias=variant == "bias")
+    calls = []
+    apply = logps_module._FusedHeadLogps.apply
+    monkeypatch.setattr(logps_module._FusedHeadLogps, "apply", lambda *a: calls.append(1) or apply(*a))
+    fused = reductions(model, "fused")[reduction]
+    assert calls, "the fused autograd function was not used"
+    naive = reductions(model, "naive")[reduction]
+    torch.testing.assert_close(fused, naive, atol=ATOL, rtol=0)
+    fused_grads = gradients(model, reductions(model, "fused")[reduction])
+    naive_grads = gradients(model, reductions(model, "naive")[reduction])
+    assert fused_grads.keys() == naive_grads.keys()
+    assert any("lm_head" in k or "embed_tokens" in k for k in fused_grads)
+    if variant == "bias":
+        assert "lm_head.bias" in fused_grads and fused_grads["lm_head.bias"].abs().sum() > 0
+    for name in naive_grads:
+        torch.testing.assert_close(fused_grads[name], naive_grads[name], atol=ATOL, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("loss", ["dpo", "ipo", "simpo"])
+def test_losses_and_gradients_equal_through_pair_logps(loss):
+    """DPO (summed), IPO and SimPO (length-averaged) losses: same value and same gradients on both paths."""
+    model = llama()
+    ids, attn, resp = make_batch()
+    batch = {"input_ids": ids, "attention_mask": attn, "response_mask": resp}
+    composed = build_loss([LossSpec(name=loss)])
+    ref = (torch.tensor([-30.0, -5.0]), torch.tensor([-20.0, -12.0]))
+
+    def loss_value(impl: str) -> torch.Tensor:
+        chosen, rejected, chosen_tokens, rejected_tokens = pair_logps(model, batch, chunk_size=2, impl=impl)
+        logps = PairLogps(chosen=chosen, rejected=rejected, chosen_tokens=chosen_tokens,
+                          rejected_tokens=rejected_tokens, ref_chosen=ref[0], ref_rejected=ref[1])
+        return composed(logps).losses.mean()
+
+    fused, naive = loss_value("fused"), loss_value("naive")
+    torch.testing.assert_close(fused, naive, atol=ATOL, rtol=0)
+    fused_grads, naive_grads = gradients(model, loss_value("fused")), gradients(model, loss_value("naive"))
+    for name in naive_grads:
+        torch.testing.assert_close(fused_grads[name], naive_grads[name], atol=ATOL, rtol=1e-4, msg=name)
+
+
+def test_fused_head_gradient_matches_autograd_directly():
+    """The hand-written backward against autograd through a plain log-softmax, for states, weight and bias."""
+    torch.manual_seed(0)
+    states = torch.randn(11, 8, requires_grad=True)
+    weight = torch.randn(40, 8, requires_grad=True)
+    bias = torch.randn(40, requires_grad=True)
+    targets = torch.randint(0, 40, (11,))
+    upstream = torch.randn(11)
+    fused = logps_module._FusedHeadLogps.apply(states, weight, bias, targets, 4)
+    expected = torch.log_softmax(states @ weight.T + bias, -1).gather(-1, targets[:, None]).squeeze(-1)
+    torch.testing.assert_close(fused, expected, atol=ATOL, rtol=0)
+    got = torch.autograd.grad((fused * upstream).sum(), (states, weight, bias))
+    want = torch.autograd.grad((expected * upstream).sum(), (states, weight, bias))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=ATOL, rtol=1e-4)
+
+
+def test_no_graph_under_no_grad_and_unknown_impl_refused():
+    model = llama()
+    ids, attn, resp = make_batch()
+    with torch.no_grad():
+        out = sequence_logps(model, ids, attn, resp, impl="fused")
+    assert not out.logps.requires_grad
+    with pytest.raises(ValueError, match="logps must be one of fused, naive"):
+        sequence_logps(model, ids, attn, resp, impl="liger")
