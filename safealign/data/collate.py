@@ -6,6 +6,14 @@ only when some example in the batch has a reference prompt that differs from its
 whose prompt is unchanged repeat their policy prompt there), so plain DPO batches carry no extra
 tensors. ``chosen_scores`` (PoFT's aligned-model scores) is present when every pair carries K of them.
 Batches are plain dicts (TypedDicts), which ``transformers.Trainer`` moves to the device.
+
+Packed (padding-free) pair batches (``PreferenceCollator(pack=True)``) put a pair's prompt+chosen and
+prompt+rejected sequences one after the other in one row, so no padding sits between them; rows are
+right-padded only to the longest pair. ``position_ids`` restart at 0 for every sequence (and for the
+padding tail, which forms a segment of its own that no real token attends to), and ``sequence_index``
+numbers the sequences as the padded layout numbers rows (chosen ``0..B-1``, rejected ``B..2B-1``; -1 on
+padding), so the log-prob code sums per sequence and returns exactly what the padded batch gives
+(safealign/train/logps.py). ``attention_mask`` still marks real tokens (token counts, probes).
 """
 
 from __future__ import annotations
@@ -28,7 +36,14 @@ class _ScoreTensors(TypedDict, total=False):
     chosen_scores: Tensor  # (B, K) float32: the chosen response's scores under K aligned models
 
 
-class PreferenceBatch(_RefTensors, _ScoreTensors):
+class _PackedTensors(TypedDict, total=False):
+    position_ids: Tensor  # (B, T) long: restarting at 0 for each packed sequence
+    sequence_index: Tensor  # (B, T) long: the sequence each token belongs to, -1 on padding
+    ref_position_ids: Tensor  # (B, T')
+    ref_sequence_index: Tensor  # (B, T')
+
+
+class PreferenceBatch(_RefTensors, _ScoreTensors, _PackedTensors):
     """Pairs as ``2B`` sequences: rows ``0..B-1`` prompt+chosen, rows ``B..2B-1`` prompt+rejected."""
 
     input_ids: Tensor  # (2B, T) long, right-padded
@@ -64,31 +79,70 @@ def pad_sequences(prompts: Sequence[Ids], responses: Sequence[Ids], pad_token_id
     return input_ids, attention_mask, response_mask
 
 
+def pack_sequences(prompts: Sequence[Ids], responses: Sequence[Ids], rows: Sequence[int],
+                   pad_token_id: int) -> dict[str, Tensor]:
+    """``prompt + response`` sequence ``i`` goes into row ``rows[i]`` after that row's earlier sequences.
+
+    Returns ``input_ids``, ``attention_mask`` (1 on real tokens), ``response_mask``, ``position_ids``
+    (restarting at 0 per sequence and on the padding tail) and ``sequence_index`` (``i``; -1 on padding),
+    each ``(R, T)`` with ``R = max(rows) + 1`` and ``T`` the longest row.
+    """
+    n_rows = max(rows) + 1
+    used = [0] * n_rows
+    for prompt, response, row in zip(prompts, responses, rows):
+        used[row] += len(prompt) + len(response)
+    width = max(used)
+    input_ids = torch.full((n_rows, width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((n_rows, width), dtype=torch.long)
+    response_mask = torch.zeros((n_rows, width), dtype=torch.long)
+    position_ids = torch.zeros((n_rows, width), dtype=torch.long)
+    sequence_index = torch.full((n_rows, width), -1, dtype=torch.long)
+    end = [0] * n_rows
+    for i, (prompt, response, row) in enumerate(zip(prompts, responses, rows)):
+        start, length = end[row], len(prompt) + len(response)
+        input_ids[row, start : start + length] = torch.tensor(prompt + response, dtype=torch.long)
+        attention_mask[row, start : start + length] = 1
+        response_mask[row, start + len(prompt) : start + length] = 1
+        position_ids[row, start : start + length] = torch.arange(length)
+        sequence_index[row, start : start + length] = i
+        end[row] = start + length
+    for row in range(n_rows):  # the padding tail counts from 0 too: a segment of its own
+        position_ids[row, end[row] :] = torch.arange(width - end[row])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "response_mask": response_mask,
+            "position_ids": position_ids, "sequence_index": sequence_index}
+
+
 def harmful_tensor(flags: Sequence[bool | None]) -> Tensor:
     """(B,) long: 1 harmful, 0 not harmful, -1 unknown."""
     return torch.tensor([-1 if f is None else int(f) for f in flags], dtype=torch.long)
 
 
-def _views(prompts: Sequence[Ids], responses: Sequence[Ids], pad_token_id: int, prefix: str = "") -> dict[str, Tensor]:
+def _views(prompts: Sequence[Ids], responses: Sequence[Ids], pad_token_id: int, prefix: str = "",
+           pack: bool = False) -> dict[str, Tensor]:
+    if pack:  # sequence i and i + B (a pair's chosen and rejected) share row i
+        b = len(prompts) // 2
+        packed = pack_sequences(prompts, responses, [i % b for i in range(len(prompts))], pad_token_id)
+        return {prefix + key: value for key, value in packed.items()}
     ids, attention, response = pad_sequences(prompts, responses, pad_token_id)
     return {f"{prefix}input_ids": ids, f"{prefix}attention_mask": attention, f"{prefix}response_mask": response}
 
 
 class PreferenceCollator:
-    """``list[EncodedPair]`` → :class:`PreferenceBatch`."""
+    """``list[EncodedPair]`` → :class:`PreferenceBatch`; ``pack=True``: a pair per row, padding-free."""
 
-    def __init__(self, pad_token_id: int) -> None:
+    def __init__(self, pad_token_id: int, pack: bool = False) -> None:
         self.pad_token_id = pad_token_id
+        self.pack = pack
 
     def __call__(self, pairs: Sequence[EncodedPair]) -> PreferenceBatch:
         if not pairs:
             raise ValueError("cannot collate an empty batch")
         responses = [p.chosen_ids for p in pairs] + [p.rejected_ids for p in pairs]
         prompts = [p.prompt_ids for p in pairs] * 2
-        batch = _views(prompts, responses, self.pad_token_id)
+        batch = _views(prompts, responses, self.pad_token_id, pack=self.pack)
         if any(p.ref_prompt_ids is not None for p in pairs):
             ref_prompts = [p.ref_prompt_ids if p.ref_prompt_ids is not None else p.prompt_ids for p in pairs] * 2
-            batch.update(_views(ref_prompts, responses, self.pad_token_id, prefix="ref_"))
+            batch.update(_views(ref_prompts, responses, self.pad_token_id, prefix="ref_", pack=self.pack))
         batch["index"] = torch.tensor([p.index for p in pairs], dtype=torch.long)
         batch["harmful"] = harmful_tensor([p.harmful for p in pairs])
         scores = [p.chosen_scores for p in pairs]
