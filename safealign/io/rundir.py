@@ -44,12 +44,15 @@ EVAL_EXCLUDED = (
 )  # fmt: skip
 # Not part of a training run's fingerprint: where it writes, logging/checkpoint cadence, measurement-only
 # diagnostics, and settings that change speed or memory but not the numbers (cache location and batching,
-# live vs cached reference, log-prob chunking, gradient checkpointing); data.path is replaced by its content.
+# live vs cached reference, log-prob implementation and chunking, packing, gradient checkpointing); data.path is
+# replaced by its content.
 TRAIN_EXCLUDED = (
     "output_dir", "trust_remote_code", "logging_steps", "save_steps", "save_total_limit", "report_to",
-    "diagnostics", "reference.cache_dir", "reference.batch_size", "reference.mode", "logps_chunk_size",
-    "gradient_checkpointing", "data.path",
+    "diagnostics", "reference.cache_dir", "reference.batch_size", "reference.batch_tokens", "reference.mode",
+    "logps", "logps_chunk_size", "packing", "gradient_checkpointing", "data.path",
 )  # fmt: skip
+# Training settings added after runs were fingerprinted: left out while at their default, so those runs still match.
+TRAIN_OMITTED_AT_DEFAULT = {"group_by_length": False, "optimizer": "adamw"}
 # Fingerprints of weights: None where they can't be seen (an endpoint, a built-in model not fetched yet, a run
 # directory from before fingerprints), so compared only when both runs know them; the spec is compared anyway.
 WHEN_KNOWN = ("model.weights", "reference.weights")
@@ -122,6 +125,8 @@ def train_fingerprint(settings: Mapping[str, Any], *, weights: str | None = None
     content and the fingerprints of the starting policy's and a separate reference's weights."""
     path = settings.get("data", {}).get("path")
     extra = {"data.content": _data_identity(path), "model.weights": weights, "reference.weights": reference_weights}
+    settings = {k: v for k, v in settings.items()
+                if k not in TRAIN_OMITTED_AT_DEFAULT or v != TRAIN_OMITTED_AT_DEFAULT[k]}
     return make_fingerprint("train", settings, exclude=TRAIN_EXCLUDED, extra=extra)
 
 

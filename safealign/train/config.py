@@ -58,10 +58,15 @@ class ReferenceConfig:
     mode: str = "cache"
     model: Optional[str] = None  # a separate reference model; default: the policy's starting weights
     cache_dir: Optional[str] = None  # default: <safealign cache>/reference
+    # the cached reference pass (no autograd, rows sorted longest first): at most batch_size pairs and, when
+    # set, at most batch_tokens padded tokens per forward; on a CUDA out-of-memory error the batch is halved
+    # and retried, so a generous batch_size finds the largest batch that fits (docs/performance.md)
     batch_size: int = 8
+    batch_tokens: Optional[int] = None
 
     def validate(self, prefix: str = "reference.") -> None:
         checks.at_least(prefix + "batch_size", self.batch_size, 1)
+        checks.at_least(prefix + "batch_tokens", self.batch_tokens, 2)
 
 
 @dataclass
@@ -128,8 +133,22 @@ class TrainConfig:
     save_steps: int = 50
     save_total_limit: Optional[int] = 2
     seed: int = 0
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = False  # activation checkpointing: recompute each block's activations in backward
+    # how response log-probs are computed (safealign/train/logps.py, docs/performance.md): "fused" runs the LM
+    # head and log-softmax over response positions only, logps_chunk_size at a time, recomputing each chunk's
+    # logits in backward; "naive" takes the model's full (N, T, V) logits (the baseline it is tested against)
+    logps: str = "fused"
     logps_chunk_size: int = 1024
+    # "pairs": a pair's chosen and rejected sequences share one row, position ids restarting per sequence,
+    # so no padding sits between them (padding-free; the same losses; pair losses only); "off": padded rows
+    packing: str = "off"
+    # batches of similar length (transformers' LengthGroupedSampler): each epoch's shuffled order is cut
+    # into megabatches of up to 50 batches, each sorted longest first, so batches hold similar lengths and pad
+    # less; the batch order and composition differ from the plain shuffle, so the trained model differs
+    group_by_length: bool = False
+    # "adamw" (TrainingArguments' default AdamW); with bitsandbytes installed: "adamw_8bit", "paged_adamw_8bit"
+    # (8-bit states, paged to CPU under memory pressure) or "paged_adamw_32bit" (docs/performance.md)
+    optimizer: str = "adamw"
     # pairwise-normalised update (arXiv 2410.13828): each pair's chosen and rejected log-prob gradients are
     # normalised to unit length before the loss weights them; ~2x the cost of a step (safealign.train.normalized)
     normalize_pair_gradients: bool = False
@@ -163,3 +182,13 @@ class TrainConfig:
         checks.at_least("weight_decay", self.weight_decay, 0)
         checks.at_least("max_grad_norm", self.max_grad_norm, 0)
         checks.at_least("save_total_limit", self.save_total_limit, 1)
+        for key, allowed in (("logps", LOGPS_IMPLS), ("packing", PACKING_MODES), ("optimizer", tuple(OPTIMIZERS))):
+            if getattr(self, key) not in allowed:
+                raise UserError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+
+
+LOGPS_IMPLS = ("fused", "naive")  # safealign.train.logps.LOGPS_IMPLS, kept here so a config check loads no torch
+PACKING_MODES = ("off", "pairs")
+# optimizer -> TrainingArguments.optim (None: its default AdamW)
+OPTIMIZERS = {"adamw": None, "adamw_8bit": "adamw_bnb_8bit", "paged_adamw_8bit": "paged_adamw_8bit",
+              "paged_adamw_32bit": "paged_adamw_32bit"}

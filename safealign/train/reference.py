@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -109,34 +110,67 @@ def _is_peft(model: nn.Module) -> bool:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_size: int = 8,
-                              chunk_size: int = 1024) -> Tensor:
+                              chunk_size: int = 1024, batch_tokens: int | None = None,
+                              impl: str = "fused") -> Tensor:
     """Reference log-probs ``(N, 2)`` of the two :func:`reference_view` columns of every row, in row order.
 
-    Works for pairs and unpaired rows alike; rows are batched by length and both columns of a batch go
-    through one forward (``2b`` sequences, right-padded, like the collators lay them out).
+    Works for pairs and unpaired rows alike. No autograd; rows go longest first, so the first batch is
+    the largest and an out-of-memory error shows at once; a batch holds at most ``batch_size`` rows and
+    (when set) ``batch_tokens`` padded tokens, both columns in one forward (``2b`` right-padded sequences,
+    like the collators lay them out). On CUDA an out-of-memory error halves the batch and retries, so a
+    generous ``batch_size`` settles on the largest batch that fits.
     """
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     views = [reference_view(item) for item in items]
-    order = sorted(range(len(views)), key=lambda i: len(views[i][0]) + max(map(len, views[i][1])))
+    width = [len(prompt) + max(map(len, responses)) for prompt, responses in views]
+    order = sorted(range(len(views)), key=lambda i: -width[i])
     table = torch.empty(len(views), 2, dtype=torch.float32)
+    limit, start = batch_size, 0
+    progress = tqdm(total=len(order), desc="reference log-probs", unit="row")
     try:
         with adapter_disabled(model):
-            for start in tqdm(range(0, len(order), batch_size), desc="reference log-probs", unit="batch"):
-                rows = order[start : start + batch_size]
-                prompts = [views[i][0] for i in rows] * 2
-                responses = [views[i][1][0] for i in rows] + [views[i][1][1] for i in rows]
-                # pad id 0: padded positions are masked out of attention and never scored
-                ids, attention, response = (t.to(device) for t in pad_sequences(prompts, responses, 0))
-                logps = sequence_logps(model, ids, attention, response, chunk_size=chunk_size).logps.float().cpu()
-                table[rows, 0] = logps[: len(rows)]
-                table[rows, 1] = logps[len(rows) :]
+            while start < len(order):
+                rows = _next_batch(order, start, width, limit, batch_tokens)
+                try:
+                    table[rows] = _score_rows(model, views, rows, device, chunk_size, impl)
+                except torch.cuda.OutOfMemoryError:  # the class torch.OutOfMemoryError, also in torch 2.4
+                    if len(rows) == 1:
+                        raise
+                    limit = (len(rows) + 1) // 2
+                    logger.warning("reference pass: out of memory at %d rows per batch; retrying with %d",
+                                   len(rows), limit)
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    continue
+                start += len(rows)
+                progress.update(len(rows))
     finally:
+        progress.close()
         model.train(was_training)
     return table
+
+
+def _next_batch(order: list[int], start: int, width: list[int], limit: int, batch_tokens: int | None) -> list[int]:
+    """Rows ``order[start:]`` for the next forward: up to ``limit`` rows and ``batch_tokens`` padded tokens
+    (``2 × rows × widest``; rows are sorted longest first, so the first row sets the width); at least one."""
+    rows = order[start : start + limit]
+    if batch_tokens is not None:
+        rows = rows[: max(1, batch_tokens // (2 * width[rows[0]]))]
+    return rows
+
+
+def _score_rows(model: nn.Module, views: list, rows: list[int], device: torch.device, chunk_size: int,
+                impl: str) -> Tensor:
+    """``(len(rows), 2)`` summed log-probs of both columns of ``rows``, in one forward."""
+    prompts = [views[i][0] for i in rows] * 2
+    responses = [views[i][1][0] for i in rows] + [views[i][1][1] for i in rows]
+    # pad id 0: padded positions are masked out of attention and never scored
+    ids, attention, response = (t.to(device) for t in pad_sequences(prompts, responses, 0))
+    logps = sequence_logps(model, ids, attention, response, chunk_size=chunk_size, impl=impl).logps.float().cpu()
+    return torch.stack([logps[: len(rows)], logps[len(rows) :]], dim=1)
 
 
 @dataclass(frozen=True)
@@ -147,6 +181,7 @@ class ReferenceCache:
     path: Path
     key: str
     reused: bool
+    seconds: float = 0.0  # the reference pass's wall time; 0 when reused
 
     def describe(self) -> str:
         verb = "reused" if self.reused else "computed"
@@ -161,8 +196,12 @@ def load_or_compute_reference(
     batch_size: int = 8,
     chunk_size: int = 1024,
     describe: dict[str, Any] | None = None,
+    batch_tokens: int | None = None,
+    impl: str = "fused",
 ) -> ReferenceCache:
-    """Return the cached reference table for this (weights, reference view), computing it once."""
+    """Return the cached reference table for this (weights, reference view), computing it once.
+
+    ``seconds`` of the result is the time the reference pass took (0 when the cache was reused)."""
     key = hashlib.blake2b(
         f"{model_fingerprint(model)}:{reference_view_hash(encoded)}".encode(), digest_size=16
     ).hexdigest()
@@ -171,15 +210,18 @@ def load_or_compute_reference(
     if table is not None:
         logger.info("reference log-probs: reusing cache %s", path)
         return ReferenceCache(table, path, key, reused=True)
-    table = compute_reference_columns(model, encoded, batch_size=batch_size, chunk_size=chunk_size)
+    started = time.perf_counter()
+    table = compute_reference_columns(model, encoded, batch_size=batch_size, chunk_size=chunk_size,
+                                      batch_tokens=batch_tokens, impl=impl)
+    seconds = time.perf_counter() - started
     if not torch.isfinite(table).all():
         bad = torch.nonzero(~torch.isfinite(table).all(dim=1)).flatten()[:5].tolist()
         raise UserError(f"reference log-probs are not finite for rows {bad}; check the data and model")
     metadata = {"key": key, "rows": str(len(encoded)), "checksum": table_checksum(table),
                 "describe": json.dumps(describe or {})}
     _save_atomic(table, path, metadata)
-    logger.info("reference log-probs: computed and cached at %s", path)
-    return ReferenceCache(table, path, key, reused=False)
+    logger.info("reference log-probs: computed in %.1f s and cached at %s", seconds, path)
+    return ReferenceCache(table, path, key, reused=False, seconds=seconds)
 
 
 def table_checksum(table: Tensor) -> str:
@@ -235,9 +277,10 @@ def _save_atomic(table: Tensor, path: Path, metadata: dict[str, str]) -> None:
 class LiveReference:
     """A no-grad reference forward each step: a separate model, or the policy with its adapter off."""
 
-    def __init__(self, model: nn.Module | None = None, chunk_size: int = 1024) -> None:
+    def __init__(self, model: nn.Module | None = None, chunk_size: int = 1024, impl: str = "fused") -> None:
         self.model = model
         self.chunk_size = chunk_size
+        self.impl = impl
 
     def describe(self) -> str:
         return (
@@ -249,23 +292,27 @@ class LiveReference:
     @torch.no_grad()
     def logps(self, policy: nn.Module, batch: Mapping[str, Tensor], prefix: str = "") -> Tensor:
         """Summed reference log-probs ``(N,)`` of the ``prefix`` sequences, in their reference view."""
+        kwargs = dict(reference=True, chunk_size=self.chunk_size, impl=self.impl)
         if self.model is not None:
-            return view_logps(self.model, batch, prefix, reference=True, chunk_size=self.chunk_size).logps.detach()
+            return view_logps(self.model, batch, prefix, **kwargs).logps.detach()
         with adapter_disabled(policy):
-            return view_logps(policy, batch, prefix, reference=True, chunk_size=self.chunk_size).logps.detach()
+            return view_logps(policy, batch, prefix, **kwargs).logps.detach()
 
 
 def view_logps(model: nn.Module, batch: Mapping[str, Tensor], prefix: str = "", *, reference: bool = False,
-               chunk_size: int = 1024) -> SequenceLogps:
+               chunk_size: int = 1024, impl: str = "fused") -> SequenceLogps:
     """Log-probs of the ``prefix`` sequences of a batch (``""`` the main ones, ``"kl_"`` KTO's mismatched
-    ones); ``reference=True`` scores their ``ref_`` view when the batch has one, without gradients."""
+    ones); ``reference=True`` scores their ``ref_`` view when the batch has one, without gradients. A packed
+    batch (``sequence_index``, ``position_ids``; safealign/data/collate.py) gives one value per sequence."""
     view = f"ref_{prefix}" if reference and f"ref_{prefix}input_ids" in batch else prefix
     keys = [f"{view}{k}" for k in ("input_ids", "attention_mask", "response_mask")]
     missing = [k for k in keys if k not in batch]
     if missing:
         raise ValueError(f"batch lacks {', '.join(missing)}; it has {', '.join(sorted(batch))}")
     with torch.no_grad() if reference else contextlib.nullcontext():
-        return sequence_logps(model, *(batch[k] for k in keys), chunk_size=chunk_size)
+        return sequence_logps(model, *(batch[k] for k in keys), chunk_size=chunk_size, impl=impl,
+                              position_ids=batch.get(f"{view}position_ids"),
+                              sequence_index=batch.get(f"{view}sequence_index"))
 
 
 class CachedReferenceCollator:

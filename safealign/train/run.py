@@ -82,7 +82,7 @@ def check_config(config: TrainConfig) -> None:
 
 
 def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.device):
-    """Return (collator, live_reference, description, encoded_for_training).
+    """Return (collator, live_reference, description, encoded_for_training, reference_pass_seconds).
 
     A separate reference model is loaded on the training device in the policy's dtype, so cached and live
     reference log-probs come from the same precision the policy trains in.
@@ -90,7 +90,7 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
     from safealign.train.reference import CachedReferenceCollator, LiveReference, load_or_compute_reference
 
     if not loss.needs_reference:
-        return collate, None, "none (reference-free loss)", encoded
+        return collate, None, "none (reference-free loss)", encoded, 0.0
     ref_model = None
     if config.reference.model:
         from safealign.models import load_model
@@ -105,16 +105,18 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
         cache_dir = config.reference.cache_dir or str(cache_root() / "reference")
         cache = load_or_compute_reference(ref_model or model, encoded, cache_dir,
                                           batch_size=config.reference.batch_size,
-                                          chunk_size=config.logps_chunk_size,
+                                          batch_tokens=config.reference.batch_tokens,
+                                          chunk_size=config.logps_chunk_size, impl=config.logps,
                                           describe={"model": config.reference.model or config.model,
                                                     "transform": config.reference.transform, "kind": kind.name})
         # the policy never needs the reference view once the table exists
         stripped = [kind.strip_reference_view(item) for item in encoded]
-        return CachedReferenceCollator(collate, cache.table, kind.ref_columns), None, cache.describe(), stripped
+        collator = CachedReferenceCollator(collate, cache.table, kind.ref_columns)
+        return collator, None, cache.describe(), stripped, cache.seconds
     if ref_model is None and not hasattr(model, "peft_config"):
         ref_model = copy.deepcopy(model).requires_grad_(False).eval()  # full fine-tuning: a frozen copy
-    live = LiveReference(ref_model, chunk_size=config.logps_chunk_size)
-    return collate, live, live.describe(), encoded
+    live = LiveReference(ref_model, chunk_size=config.logps_chunk_size, impl=config.logps)
+    return collate, live, live.describe(), encoded, 0.0
 
 
 def training_arguments(config: TrainConfig) -> TrainingArguments:
@@ -142,8 +144,45 @@ def training_arguments(config: TrainConfig) -> TrainingArguments:
         remove_unused_columns=False,
         dataloader_pin_memory=cuda,
         **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        **_optimizer_args(config.optimizer),
         **extra,
     )
+
+
+def _optimizer_args(name: str) -> dict[str, str]:
+    """``TrainingArguments.optim`` for ``optimizer``; a UserError before anything loads when it needs
+    bitsandbytes and that is not installed."""
+    import importlib.util
+
+    from safealign.train.config import OPTIMIZERS
+
+    optim = OPTIMIZERS[name]
+    if optim is None:
+        return {}
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UserError(f"optimizer={name} needs bitsandbytes, which is not installed: pip install bitsandbytes "
+                        "(CUDA; see docs/performance.md), or use optimizer=adamw")
+    return {"optim": optim}
+
+
+def check_training_options(config: TrainConfig, loss) -> None:
+    """Options that depend on the loss: packing needs chosen/rejected pairs and whole rows per pair."""
+    if config.packing != "off" and loss.input_kind != "pair":
+        raise UserError(f"packing={config.packing} packs a pair's chosen and rejected sequences into one row; loss "
+                        f"{', '.join(c.name for c in config.losses)} takes {loss.input_kind} examples: use packing=off")
+    if config.packing != "off" and config.normalize_pair_gradients:
+        raise UserError("normalize_pair_gradients takes each pair's rows apart, which a packed batch does not have: "
+                        "use packing=off with it")
+
+
+def item_tokens(item: Any) -> int:
+    """Policy tokens an encoded training item puts in a batch (both of its sequences): the length grouping key."""
+    from safealign.train.reference import reference_view
+
+    example = getattr(item, "example", item)  # an unpaired row wraps its example
+    prompt = example.prompt_ids
+    _, responses = reference_view(item)
+    return sum(len(prompt) + len(r) for r in responses)
 
 
 def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, model=None,
@@ -169,6 +208,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
                         f"{loss.input_kind} one ({', '.join(c.name for c in config.losses)})")
     parsed, items = load_training_items(config, loss.input_kind)
     check_loss_inputs(config, parsed.format, items, loss)
+    check_training_options(config, loss)
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
     args = training_arguments(config)
@@ -176,10 +216,10 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     model, tokenizer = _load_policy(config, args.device, model, tokenizer)
     identities = _starting_identities(config, model)  # before training changes the weights
     encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps)
-    collate = kind.collator(tokenizer.pad_token_id)
+    collate = kind.collator(tokenizer.pad_token_id, **({"pack": True} if config.packing == "pairs" else {}))
     with args.main_process_first(local=False, desc="reference log-probs"):
-        collator, live, ref_desc, encoded = _reference_setup(config, model, encoded, kind, collate, loss,
-                                                             args.device)
+        collator, live, ref_desc, encoded, ref_seconds = _reference_setup(config, model, encoded, kind, collate,
+                                                                          loss, args.device)
     logger.info("reference: %s", ref_desc)
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
@@ -188,7 +228,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         model=model, args=args, train_dataset=ListDataset(encoded),
         data_collator=collator, processing_class=tokenizer, loss=loss, reference=live,
         logps_chunk_size=config.logps_chunk_size, metrics_path=metrics_path,
-        normalize_pair_gradients=config.normalize_pair_gradients,
+        normalize_pair_gradients=config.normalize_pair_gradients, logps_impl=config.logps,
+        group_lengths=[item_tokens(item) for item in encoded] if config.group_by_length else None,
         callbacks=_diagnostic_callbacks(config, encoded, loss, tokenizer),
     )
     summary = {
@@ -198,7 +239,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         "truncation": dataclasses.asdict(report) if dataclasses.is_dataclass(report) else str(report),
         **identities,
     }
-    return finish_run(trainer, checkpoint, summary, start)
+    return finish_run(trainer, checkpoint, summary, start, reference_seconds=ref_seconds)
 
 
 def open_run(config: TrainConfig, args: TrainingArguments, *, resume: bool, overwrite: bool, model=None,
@@ -221,16 +262,26 @@ def open_run(config: TrainConfig, args: TrainingArguments, *, resume: bool, over
     return checkpoint
 
 
-def finish_run(trainer: Any, checkpoint: str | None, summary: dict[str, Any], start: float) -> TrainResult:
+def finish_run(trainer: Any, checkpoint: str | None, summary: dict[str, Any], start: float, *,
+               reference_seconds: float = 0.0) -> TrainResult:
     """Train (from ``checkpoint``), save the final weights and write ``train_summary.json`` (``summary`` plus the
-    steps, wall time, final weights' identity and the run's fingerprint)."""
+    steps, wall time, the reference pass's share of the epoch time, final weights' identity and the run's
+    fingerprint). ``reference_seconds``: the cached reference pass before training (0 when reused or live)."""
     from safealign.io.rundir import read_fingerprint
 
+    train_started = time.time()
     trainer.train(resume_from_checkpoint=checkpoint)
+    train_seconds = time.time() - train_started
+    total = reference_seconds + train_seconds
+    ref_share = reference_seconds / total if total > 0 else 0.0
+    logger.info("reference pass %.1f s, training %.1f s: the reference pass is %.1f%% of the epoch time",
+                reference_seconds, train_seconds, 100 * ref_share)
     out = Path(trainer.args.output_dir)
     final = out / "final"
     trainer.save_model(str(final))
-    summary = {**summary, "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2)}
+    summary = {**summary, "steps": trainer.state.global_step, "wall_seconds": round(time.time() - start, 2),
+               "reference_pass_seconds": round(reference_seconds, 2), "train_seconds": round(train_seconds, 2),
+               "reference_pass_share": round(ref_share, 4)}
     if trainer.args.process_index == 0:  # only the main process saved the final weights and claimed the run dir
         summary["final_identity"] = model_identity(str(final))
         summary["run_fingerprint"] = read_fingerprint(out).digest

@@ -82,11 +82,14 @@ class PreferenceTrainer(RunLog, Trainer):
 
     def __init__(self, *args: Any, loss: Any, reference: Any = None, logps_chunk_size: int = 1024,
                  metrics_path: str | Path | None = None, normalize_pair_gradients: bool = False,
-                 **kwargs: Any) -> None:
+                 logps_impl: str = "fused", group_lengths: list[int] | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.preference_loss = loss
         self.reference = reference
         self.logps_chunk_size = logps_chunk_size
+        self.logps_impl = logps_impl
+        # tokens per training item: batches are drawn length-grouped (see _get_train_sampler); None = shuffled
+        self.group_lengths = group_lengths
         self.normalize_pair_gradients = normalize_pair_gradients
         if normalize_pair_gradients and loss.input_kind != "pair":
             raise UserError("normalize_pair_gradients needs a paired loss (chosen and rejected per row), "
@@ -97,6 +100,20 @@ class PreferenceTrainer(RunLog, Trainer):
             raise ValueError(f"loss input kind {loss.input_kind!r} is not supported; known: {', '.join(_INPUTS)}")
         self.add_callback(LossStateCallback(loss))
         self.add_callback(AdapterSaveCallback())
+
+    def _get_train_sampler(self, train_dataset=None):
+        """With ``group_lengths``: transformers' ``LengthGroupedSampler`` (each epoch's random order cut into
+        megabatches of up to 50 batches, each sorted longest first) over our own lengths, since it can only read
+        lengths from dict items or a ``datasets`` column."""
+        if self.group_lengths is None:
+            return super()._get_train_sampler(train_dataset)
+        from transformers.trainer_pt_utils import LengthGroupedSampler
+
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if len(self.group_lengths) != len(dataset):
+            raise ValueError(f"group_lengths has {len(self.group_lengths)} entries for {len(dataset)} items")
+        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                    lengths=list(self.group_lengths))
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         build, stats = _INPUTS[self.preference_loss.input_kind]
@@ -120,7 +137,8 @@ class PreferenceTrainer(RunLog, Trainer):
         return pair_gradient_norms(unwrapped, inputs, params, chunk_size=self.logps_chunk_size)
 
     def _pair_logps(self, model, inputs: dict[str, Tensor]) -> PairLogps:
-        chosen, rejected, chosen_tokens, rejected_tokens = pair_logps(model, inputs, chunk_size=self.logps_chunk_size)
+        chosen, rejected, chosen_tokens, rejected_tokens = pair_logps(model, inputs, chunk_size=self.logps_chunk_size,
+                                                                      impl=self.logps_impl)
         ref = self._reference(model, inputs, ("ref_chosen_logps", "ref_rejected_logps"),
                               lambda live: live.logps(model, inputs).chunk(2))
         return PairLogps(chosen=chosen, rejected=rejected, chosen_tokens=chosen_tokens,
@@ -128,9 +146,9 @@ class PreferenceTrainer(RunLog, Trainer):
                          chosen_scores=inputs.get("chosen_scores"))
 
     def _unpaired_logps(self, model, inputs: dict[str, Tensor]) -> UnpairedLogps:
-        own = view_logps(model, inputs, chunk_size=self.logps_chunk_size)
+        own = view_logps(model, inputs, chunk_size=self.logps_chunk_size, impl=self.logps_impl)
         with torch.no_grad():  # KTO's KL reference point is detached: the policy scores it without a graph
-            kl = view_logps(model, inputs, "kl_", chunk_size=self.logps_chunk_size).logps
+            kl = view_logps(model, inputs, "kl_", chunk_size=self.logps_chunk_size, impl=self.logps_impl).logps
         ref, ref_kl = self._reference(model, inputs, ("ref_logps", "ref_kl_logps"),
                                       lambda live: (live.logps(model, inputs), live.logps(model, inputs, "kl_")))
         return UnpairedLogps(logps=own.logps, tokens=own.tokens, label=inputs["label"], ref_logps=ref,
