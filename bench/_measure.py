@@ -31,6 +31,8 @@ class Measurement:
     epoch_s: float  # trainer construction + reference pass (when there is one) + one epoch
     tokens_per_cpu_s: float  # the same, per second of this process's CPU time: robust to other load
     epoch_cpu_s: float
+    padding_share: float = 0.0  # padding positions / all positions of the training batches
+    reference_s: float | None = None  # wall time of a separate reference pass inside epoch_s (safealign cached)
 
 
 def sync(device: torch.device) -> None:
@@ -39,16 +41,23 @@ def sync(device: torch.device) -> None:
 
 
 class TokenCounter:
-    """Collator wrapper: appends ``attention_mask.sum()`` of every batch it builds (policy rows only)."""
+    """Collator wrapper: appends ``attention_mask.sum()`` of every batch it builds (policy rows only), and
+    the number of positions the batch holds, padding included (``input_ids.numel()``)."""
 
     def __init__(self, collate: Callable[[list[Any]], dict[str, Any]]) -> None:
         self.collate = collate
         self.tokens: list[int] = []
+        self.positions: list[int] = []
 
     def __call__(self, items: list[Any]) -> dict[str, Any]:
         batch = self.collate(items)
         self.tokens.append(int(batch["attention_mask"].sum()))
+        self.positions.append(int(batch["input_ids"].numel()))
         return batch
+
+    def padding_share(self) -> float:
+        """Share of the training batches' positions that are padding."""
+        return 1 - sum(self.tokens) / max(1, sum(self.positions))
 
 
 class StepClock(TrainerCallback):
@@ -63,6 +72,7 @@ class StepClock(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.counter.tokens.clear()  # a TRL reference precompute goes through the same collator
+        self.counter.positions.clear()
         sync(self.device)
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
 
@@ -154,7 +164,8 @@ def measurement(trainer: Any, clock: StepClock, timer: EpochTimer, memory: PeakM
     loss, chosen = first_logged(trainer.state.log_history)
     return Measurement(first_loss=loss, first_chosen_logps=chosen, tokens_per_s=clock.tokens_per_s(warmup),
                        peak_bytes=memory.peak_bytes, epoch_s=timer.wall,
-                       tokens_per_cpu_s=clock.tokens_per_s(warmup, cpu=True), epoch_cpu_s=timer.cpu)
+                       tokens_per_cpu_s=clock.tokens_per_s(warmup, cpu=True), epoch_cpu_s=timer.cpu,
+                       padding_share=clock.counter.padding_share())
 
 
 def quiet(trainer: Any) -> None:

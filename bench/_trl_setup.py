@@ -56,14 +56,17 @@ def _dataset(pairs: list[Any]):
 def _dpo_config(cfg: Any, out: str, *, precompute: bool, liger: bool):
     from trl import DPOConfig
 
+    from safealign.train.config import OPTIMIZERS
+
     cuda = cfg.device == "cuda"
+    optim = OPTIMIZERS[cfg.optimizer]  # the same optimizer as the safealign rows (None: the default AdamW)
     return DPOConfig(
         output_dir=out, per_device_train_batch_size=cfg.batch, num_train_epochs=1, learning_rate=cfg.lr,
         beta=cfg.beta, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
         logging_steps=1, save_strategy="no", report_to=[], seed=cfg.seed, data_seed=cfg.seed,
         bf16=cuda, gradient_checkpointing=cfg.gradient_checkpointing, max_length=None,
         precompute_ref_log_probs=precompute, precompute_ref_batch_size=cfg.ref_batch,
-        use_liger_kernel=liger, dataloader_pin_memory=cuda, disable_tqdm=True,
+        use_liger_kernel=liger, dataloader_pin_memory=cuda, disable_tqdm=True, **({"optim": optim} if optim else {}),
     )
 
 

@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _measure import Measurement  # noqa: E402
+from _measure import Measurement, release_memory  # noqa: E402
 from _safealign_setup import run_safealign  # noqa: E402
 from _trl_setup import liger_status, run_trl  # noqa: E402
 
@@ -46,14 +46,30 @@ SHAPES = {
     "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),
 }
-# key -> (label, runner kind, options)
+# key -> (label, runner kind, options); safealign rows use the recipe's speed options (docs/performance.md)
+_PG = dict(packing=True, group_by_length=True)
 SYSTEMS = {
-    "safealign-dpo-cached": ("safealign DPO, cached reference", "safealign", dict(reference="cache", e_view=False)),
-    "safealign-edpo-cached": ("safealign E-DPO, cached reference", "safealign", dict(reference="cache", e_view=True)),
-    "safealign-dpo-live": ("safealign DPO, live reference", "safealign", dict(reference="live", e_view=False)),
-    "safealign-edpo-live": ("safealign E-DPO, live reference", "safealign", dict(reference="live", e_view=True)),
-    "safealign-dpo-cached-grouped": ("safealign DPO, cached, length-grouped (prototype)", "safealign",
+    "safealign-dpo-cached": ("safealign DPO, cached ref, fused log-probs (default)", "safealign",
+                             dict(reference="cache", e_view=False)),
+    "safealign-dpo-cached-naive": ("safealign DPO, cached ref, naive log-probs", "safealign",
+                                   dict(reference="cache", e_view=False, logps="naive")),
+    "safealign-dpo-cached-packed": ("safealign DPO, cached ref, fused, padding-free", "safealign",
+                                    dict(reference="cache", e_view=False, packing=True)),
+    "safealign-dpo-cached-grouped": ("safealign DPO, cached ref, fused, length-grouped", "safealign",
                                      dict(reference="cache", e_view=False, group_by_length=True)),
+    "safealign-dpo-cached-packed-grouped": ("safealign DPO, cached ref, fused, padding-free + length-grouped",
+                                            "safealign", dict(reference="cache", e_view=False, **_PG)),
+    "safealign-dpo-cached-naive-packed-grouped": ("safealign DPO, cached ref, naive, padding-free + length-grouped",
+                                                  "safealign", dict(reference="cache", e_view=False, logps="naive",
+                                                                    **_PG)),
+    "safealign-edpo-cached": ("safealign E-DPO, cached ref, fused (default)", "safealign",
+                              dict(reference="cache", e_view=True)),
+    "safealign-edpo-cached-packed-grouped": ("safealign E-DPO, cached ref, fused, padding-free + length-grouped",
+                                             "safealign", dict(reference="cache", e_view=True, **_PG)),
+    "safealign-dpo-live": ("safealign DPO, live reference, fused", "safealign", dict(reference="live", e_view=False)),
+    "safealign-dpo-live-naive": ("safealign DPO, live reference, naive", "safealign",
+                                 dict(reference="live", e_view=False, logps="naive")),
+    "safealign-edpo-live": ("safealign E-DPO, live reference, fused", "safealign", dict(reference="live", e_view=True)),
     "trl": ("TRL DPO, live reference", "trl", dict(precompute=False, liger=False)),
     "trl-precompute": ("TRL DPO, precompute_ref_log_probs", "trl", dict(precompute=True, liger=False)),
     "trl-liger": ("TRL + Liger DPO, live reference", "trl", dict(precompute=False, liger=True)),
@@ -61,7 +77,19 @@ SYSTEMS = {
 }
 DEFAULT_SYSTEMS = ("safealign-dpo-cached", "safealign-edpo-cached", "safealign-dpo-live", "trl", "trl-precompute",
                    "trl-liger")
-SAME_IDS = {"safealign-dpo-cached", "safealign-dpo-live", "trl", "trl-precompute", "trl-liger", "trl-liger-precompute"}
+# every option against both TRL baselines: the CPU table of bench/README.md
+ALL_OPTIONS = ("safealign-dpo-cached", "safealign-dpo-cached-naive", "safealign-dpo-cached-packed",
+               "safealign-dpo-cached-grouped", "safealign-dpo-cached-packed-grouped",
+               "safealign-dpo-cached-naive-packed-grouped", "safealign-edpo-cached",
+               "safealign-edpo-cached-packed-grouped", "safealign-dpo-live", "safealign-dpo-live-naive", "trl",
+               "trl-precompute", "trl-liger", "trl-liger-precompute")
+# the same batches as TRL (no length grouping, which reorders them): the first step must agree with TRL's
+SAME_IDS = {"safealign-dpo-cached", "safealign-dpo-cached-naive", "safealign-dpo-cached-packed",
+            "safealign-dpo-live", "safealign-dpo-live-naive", "trl", "trl-precompute", "trl-liger",
+            "trl-liger-precompute"}
+# ratio columns: each option against each of these that ran
+BASELINES = {"trl": "TRL", "trl-precompute": "TRL-precompute", "trl-liger": "TRL+Liger",
+             "trl-liger-precompute": "TRL+Liger-precompute"}
 
 
 @dataclass
@@ -84,7 +112,10 @@ class BenchConfig:
     lr: float = 1e-5
     beta: float = 0.1
     seed: int = 0
+    optimizer: str = "adamw"  # safealign.train.config.OPTIMIZERS: the 8-bit ones need bitsandbytes (both systems)
+    attn: str = "sdpa"  # attn_implementation of the model (both systems); flash_attention_2 on CUDA if installed
     systems: tuple[str, ...] = DEFAULT_SYSTEMS
+    baselines: tuple[str, ...] | None = None  # ratio column groups; None: every BASELINES key among the systems
 
     @property
     def pairs(self) -> int:
@@ -96,6 +127,7 @@ class BenchResult:
     rows: list["Row"]
     mean_pair_tokens: float  # prompt + chosen + rejected
     cpu_time: bool  # ratios from process CPU time (CPU device: the machine may be shared) instead of wall time
+    baselines: tuple[str, ...] | None = None  # keys of the ratio column groups; None: the baselines that ran
 
 
 @dataclass
@@ -143,7 +175,8 @@ def model_factory(cfg: BenchConfig):
 
     from safealign.models.tiny import tiny_tokenizer
 
-    config = LlamaConfig(max_position_embeddings=8192, attention_dropout=0.0, pad_token_id=0, **SHAPES[cfg.shape])
+    config = LlamaConfig(max_position_embeddings=8192, attention_dropout=0.0, pad_token_id=0,
+                         attn_implementation=cfg.attn, **SHAPES[cfg.shape])
 
     def make():
         torch.manual_seed(cfg.seed)
@@ -174,47 +207,91 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
         if SYSTEMS[row.key][2].get("liger"):
             row.skipped = liger_status(torch.device(cfg.device))
     runnable = [row for row in rows if row.skipped is None]
+    log = logging.getLogger(__name__)
     for rep in range(cfg.reps):
         for row in runnable if rep % 2 == 0 else runnable[::-1]:
+            if row.skipped:
+                continue
             started = time.perf_counter()
-            row.runs.append(run_system(cfg, row.key, make_model, tokenizer, pairs))
-            logging.getLogger(__name__).info("rep %d %s: %.1f s", rep, row.key, time.perf_counter() - started)
+            try:
+                row.runs.append(run_system(cfg, row.key, make_model, tokenizer, pairs))
+            except KeyboardInterrupt:  # a stage's time limit (gpu_suite.sh sends SIGINT): keep what ran
+                log.warning("interrupted during %s; the table shows the systems that finished", row.key)
+                for other in rows:
+                    if not other.runs and not other.skipped:
+                        other.skipped = "n/a (time limit)"
+                return _result(cfg, rows, pairs)
+            except Exception as exc:  # noqa: BLE001  one failing system (out of memory, a missing package)
+                # must not cost the rest of a one-call GPU suite: its row says why
+                row.skipped = "OOM" if "out of memory" in str(exc).lower() else f"failed: {type(exc).__name__}"
+                row.runs.clear()
+                log.exception("rep %d %s failed", rep, row.key)
+                release_memory(torch.device(cfg.device))
+                continue
+            m = row.runs[-1]
+            log.info("rep %d %s: %.1f s; %.0f tokens/s, %.0f tokens/CPU-s, peak %.2f GiB, epoch %.1f s", rep, row.key,
+                     time.perf_counter() - started, m.tokens_per_s, m.tokens_per_cpu_s, m.peak_bytes / 2**30, m.epoch_s)
+    return _result(cfg, rows, pairs)
+
+
+def _result(cfg: BenchConfig, rows: list[Row], pairs: list) -> BenchResult:
     mean_tokens = statistics.mean(len(p.prompt_ids) + len(p.chosen_ids) + len(p.rejected_ids) for p in pairs)
-    return BenchResult(rows, mean_tokens, cpu_time=cfg.device == "cpu")
+    return BenchResult(rows, mean_tokens, cpu_time=cfg.device == "cpu", baselines=cfg.baselines)
 
 
 # --------------------------------------------------------------------------- table
 COLUMNS = ("system", "first loss", "first logps/chosen", "tokens/s", "tokens/CPU-s", "peak mem GiB", "epoch s",
-           "epoch CPU-s", "tokens/s ÷ TRL", "peak mem ÷ TRL", "epoch ÷ TRL",
-           "tokens/s ÷ TRL+Liger", "peak mem ÷ TRL+Liger", "epoch ÷ TRL+Liger")
+           "epoch CPU-s", "padding %", "ref pass % of epoch")
+RATIOS = ("tokens/s", "peak mem", "epoch")
+
+
+def baselines(result: BenchResult) -> list[str]:
+    """Ratio column groups: the configured baselines (fixed columns, so tables of several runs line up), else
+    those of :data:`BASELINES` that ran (on CPU, Liger does not)."""
+    if result.baselines is not None:
+        return list(result.baselines)
+    ran = {row.key for row in result.rows if row.runs and not row.skipped}
+    return [key for key in BASELINES if key in ran]
+
+
+def columns(result: BenchResult) -> tuple[str, ...]:
+    return COLUMNS + tuple(f"{name} ÷ {BASELINES[key]}" for key in baselines(result) for name in RATIOS)
 
 
 def _ratios(row: Row, base: Row | None, cpu_time: bool) -> list[str]:
     if base is None or base.skipped or not base.runs:
-        why = base.skipped if base is not None and base.skipped else "n/a (not run)"
-        return [why] * 3
+        return [base.skipped if base is not None and base.skipped else "n/a (not run)"] * 3
     names = ("tokens_per_cpu_s", "peak_bytes", "epoch_cpu_s") if cpu_time else ("tokens_per_s", "peak_bytes", "epoch_s")
     return [f"{row.median(name) / base.median(name):.2f}" for name in names]
 
 
+def _reference_share(row: Row) -> str:
+    shares = [m.reference_s / m.epoch_s for m in row.runs if m.reference_s is not None and m.epoch_s > 0]
+    return f"{100 * statistics.median(shares):.0f}" if shares else "–"
+
+
 def table_rows(result: BenchResult) -> list[list[str]]:
     by_key = {row.key: row for row in result.rows}
+    bases = [by_key.get(key) for key in baselines(result)]
+    width = len(columns(result))
     out = []
     for row in result.rows:
-        if row.skipped:
-            out.append([row.label] + [row.skipped] * (len(COLUMNS) - 1))
+        if row.skipped or not row.runs:
+            out.append([row.label] + [row.skipped or "n/a (not run)"] * (width - 1))
             continue
         m = row.median
-        out.append([row.label, f"{m('first_loss'):.4f}", f"{m('first_chosen_logps'):.3f}", f"{m('tokens_per_s'):,.0f}",
-                    f"{m('tokens_per_cpu_s'):,.0f}", f"{m('peak_bytes') / 2**30:.2f}", f"{m('epoch_s'):.1f}",
-                    f"{m('epoch_cpu_s'):.1f}"]
-                   + _ratios(row, by_key.get("trl"), result.cpu_time)
-                   + _ratios(row, by_key.get("trl-liger"), result.cpu_time))
+        cells = [row.label, f"{m('first_loss'):.4f}", f"{m('first_chosen_logps'):.3f}", f"{m('tokens_per_s'):,.0f}",
+                 f"{m('tokens_per_cpu_s'):,.0f}", f"{m('peak_bytes') / 2**30:.2f}", f"{m('epoch_s'):.1f}",
+                 f"{m('epoch_cpu_s'):.1f}", f"{100 * m('padding_share'):.0f}", _reference_share(row)]
+        for base in bases:
+            cells += _ratios(row, base, result.cpu_time)
+        out.append(cells)
     return out
 
 
 def format_table(result: BenchResult) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    cols = columns(result)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(cells) + " |" for cells in table_rows(result)]
     return "\n".join(lines)
 
@@ -233,12 +310,15 @@ def sanity_notes(result: BenchResult, tol: float = 1e-4) -> list[str]:
             notes.append(
                 f"{key} vs trl first step: |Δloss| {loss_diff:.1e}, rel. Δlogps/chosen {lp_rel:.1e} -> {verdict}"
             )
-    if "safealign-dpo-cached" in by_key and "safealign-edpo-cached" in by_key:
-        dpo, edpo = by_key["safealign-dpo-cached"], by_key["safealign-edpo-cached"]
-        rate, epoch = ("tokens_per_cpu_s", "epoch_cpu_s") if result.cpu_time else ("tokens_per_s", "epoch_s")
-        notes.append(f"E-DPO / DPO (cached, {'CPU' if result.cpu_time else 'wall'} time): step "
-                     f"{dpo.median(rate) / edpo.median(rate):.3f}x, epoch incl. reference pass "
-                     f"{edpo.median(epoch) / dpo.median(epoch):.3f}x")
+    rate, epoch = ("tokens_per_cpu_s", "epoch_cpu_s") if result.cpu_time else ("tokens_per_s", "epoch_s")
+    for dpo_key, edpo_key in (("safealign-dpo-cached", "safealign-edpo-cached"),
+                              ("safealign-dpo-cached-packed-grouped", "safealign-edpo-cached-packed-grouped")):
+        if dpo_key in by_key and edpo_key in by_key:
+            dpo, edpo = by_key[dpo_key], by_key[edpo_key]
+            notes.append(f"E-DPO / DPO ({dpo_key.removeprefix('safealign-dpo-')}, "
+                         f"{'CPU' if result.cpu_time else 'wall'} time): step "
+                         f"{dpo.median(rate) / edpo.median(rate):.3f}x, epoch incl. reference pass "
+                         f"{edpo.median(epoch) / dpo.median(epoch):.3f}x")
     return notes
 
 
@@ -250,6 +330,9 @@ def describe(cfg: BenchConfig, pairs_tokens: float) -> str:
               "peak RSS above the run's start (psutil, every 10 ms); ratios from process CPU time")
     what = cfg.model or f"random-init {cfg.shape} Llama shape"
     return (f"{what}, {'LoRA r=' + str(cfg.lora_r) if cfg.lora else 'full fine-tuning'}, device {cfg.device}, "
+            f"optimizer {cfg.optimizer}, attention {cfg.attn}, "
+            f"{'activation checkpointing, ' if cfg.gradient_checkpointing else ''}"
+            f"lengths uniform in [{1 - cfg.jitter:.2f}, 1] x (prompt {cfg.prompt_len}, response {cfg.response_len}), "
             f"{'bf16' if cfg.device == 'cuda' else 'fp32'}, {cfg.batch} pairs/step, {cfg.pairs} pairs/epoch "
             f"({cfg.warmup} warm-up + {cfg.steps} timed steps), mean {pairs_tokens:.0f} tokens/pair "
             f"(prompt + chosen + rejected), {cfg.reps} rep(s), medians; memory: {memory}; "
@@ -278,7 +361,12 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--gradient-checkpointing", action="store_true")
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"comma list from: {', '.join(SYSTEMS)}")
+    p.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
+                   help=f"comma list from: {', '.join(SYSTEMS)}; or 'all' for every option and baseline")
+    p.add_argument("--optimizer", default="adamw", choices=("adamw", "adamw_8bit", "paged_adamw_8bit",
+                                                            "paged_adamw_32bit"))
+    p.add_argument("--attn", default="sdpa", help="attn_implementation, e.g. sdpa or flash_attention_2")
+    p.add_argument("--baselines", help=f"comma list of ratio columns from: {', '.join(BASELINES)} (default: those run)")
     p.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
     a = p.parse_args(argv)
     cuda = a.device == "cuda"
@@ -291,8 +379,9 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         response_len=a.response_len or response, jitter=a.jitter, prefix_len=a.prefix_len, batch=batch,
         ref_batch=a.ref_batch or batch, warmup=a.warmup if a.warmup is not None else (3 if cuda else 1),
         steps=a.steps if a.steps is not None else (10 if cuda else 3), reps=a.reps, lora=a.lora, lora_r=a.lora_r,
-        gradient_checkpointing=a.gradient_checkpointing, lr=a.lr, seed=a.seed,
-        systems=tuple(s.strip() for s in a.systems.split(",") if s.strip()))
+        gradient_checkpointing=a.gradient_checkpointing, lr=a.lr, seed=a.seed, optimizer=a.optimizer, attn=a.attn,
+        baselines=tuple(b.strip() for b in a.baselines.split(",")) if a.baselines else None,
+        systems=ALL_OPTIONS if a.systems == "all" else tuple(s.strip() for s in a.systems.split(",") if s.strip()))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,7 +15,8 @@ pytest.importorskip("psutil")
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
 import dpo_throughput as bench  # noqa: E402
 
-SYSTEMS = ("safealign-dpo-cached", "safealign-edpo-cached", "safealign-dpo-live", "trl", "trl-liger")
+SYSTEMS = ("safealign-dpo-cached", "safealign-edpo-cached", "safealign-dpo-live", "trl", "trl-liger",
+           "safealign-dpo-cached-packed-grouped", "safealign-dpo-cached-naive", "trl-precompute")
 
 
 @pytest.fixture(scope="module")
@@ -28,13 +29,22 @@ def result():
 def test_table_has_one_row_per_system_and_every_column(result):
     table = bench.table_rows(result)
     assert [cells[0] for cells in table] == [bench.SYSTEMS[key][0] for key in SYSTEMS]
-    assert all(len(cells) == len(bench.COLUMNS) for cells in table)
+    columns = bench.columns(result)  # ratio columns against TRL and TRL-precompute; Liger did not run on CPU
+    assert columns[-6:] == ("tokens/s ÷ TRL", "peak mem ÷ TRL", "epoch ÷ TRL", "tokens/s ÷ TRL-precompute",
+                            "peak mem ÷ TRL-precompute", "epoch ÷ TRL-precompute")
+    assert all(len(cells) == len(columns) for cells in table)
     text = bench.format_table(result).splitlines()
-    assert text[0] == "| " + " | ".join(bench.COLUMNS) + " |" and len(text) == 2 + len(SYSTEMS)
+    assert text[0] == "| " + " | ".join(columns) + " |" and len(text) == 2 + len(SYSTEMS)
     liger = table[SYSTEMS.index("trl-liger")]
     assert set(liger[1:]) == {"n/a (needs CUDA)"}  # CPU: Liger's Triton kernels cannot run
     trl = table[SYSTEMS.index("trl")]
-    assert trl[8:11] == ["1.00", "1.00", "1.00"]  # TRL over itself
+    n = len(bench.COLUMNS)
+    assert trl[n : n + 3] == ["1.00", "1.00", "1.00"]  # TRL over itself
+    assert table[SYSTEMS.index("trl-precompute")][n + 3 : n + 6] == ["1.00", "1.00", "1.00"]
+    packed = table[SYSTEMS.index("safealign-dpo-cached-packed-grouped")]
+    plain = table[SYSTEMS.index("safealign-dpo-cached")]
+    assert float(packed[columns.index("padding %")]) < float(plain[columns.index("padding %")])
+    assert plain[columns.index("ref pass % of epoch")] != "–" and trl[columns.index("ref pass % of epoch")] == "–"
     for row in result.rows[:3]:
         assert row.median("tokens_per_s") > 0 and row.median("epoch_cpu_s") > 0 and len(row.runs) == 1
 
@@ -42,7 +52,7 @@ def test_table_has_one_row_per_system_and_every_column(result):
 def test_safealign_and_trl_start_from_the_same_loss_on_the_same_ids(result):
     by_key = {row.key: row for row in result.rows}
     trl = by_key["trl"]
-    for key in ("safealign-dpo-cached", "safealign-dpo-live"):
+    for key in ("safealign-dpo-cached", "safealign-dpo-live", "safealign-dpo-cached-naive"):
         ours = by_key[key]
         # DPO starts at the reference: log 2 for both
         assert ours.median("first_loss") == pytest.approx(trl.median("first_loss"), abs=1e-4)

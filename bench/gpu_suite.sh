@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Issue 21's GPU measurements as ONE call on one H100/H200 (bench/README.md, "GPU suite"): safealign's speed
+# options against TRL + Liger (and TRL) in the same process per shape, bf16, random-init Llama shapes:
+#   1.5B full, 3.6B full, 8B LoRA at 2k context, 8B full fine-tuning (paged 8-bit AdamW, activation checkpointing).
+# Each stage runs under its own time limit (SIGINT: the bench prints the systems that finished), so the whole
+# suite stays under ~9.5 min of one 10-min device command; then one combined table is printed.
+#
+#   bash bench/gpu_suite.sh                 # from the repository root; results in $OUT (default runs/gpu_suite)
+#
+# Needs torch with CUDA, transformers, peft, accelerate, datasets, trl==1.16.0 and liger-kernel (TRL + Liger
+# rows; without it they read "n/a (liger-kernel not installed)"); the 8B full stage needs bitsandbytes (else it
+# is skipped with that reason). The device machine has no network: wheels in $WHEELS (default shared/wheels,
+# e.g. `pip download --no-deps trl==1.16.0 liger-kernel bitsandbytes -d shared/wheels` beforehand) are installed
+# from there when a package is missing. flash-attention is used when importable (varlen for padding-free rows).
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/gpu_suite}
+WHEELS=${WHEELS:-shared/wheels}
+mkdir -p "$OUT"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+export TOKENIZERS_PARALLELISM=false
+
+missing=$(python - <<'EOF'
+import importlib.util
+print(" ".join(m for m in ("trl", "liger_kernel", "bitsandbytes", "peft", "accelerate", "datasets")
+               if importlib.util.find_spec(m) is None))
+EOF
+)
+if [ -n "$missing" ] && [ -d "$WHEELS" ]; then
+  echo "installing from $WHEELS: $missing"
+  pip install -q --no-index --find-links "$WHEELS" $(echo "$missing" | sed 's/liger_kernel/liger-kernel/; s/\btrl\b/trl==1.16.0/') \
+    2>&1 | tail -3
+fi
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'transformers', transformers.__version__)"
+ATTN=sdpa
+python -c "import flash_attn" 2>/dev/null && ATTN=flash_attention_2
+echo "attention: $ATTN"
+
+SAFEALIGN=safealign-dpo-cached,safealign-dpo-cached-packed-grouped,safealign-edpo-cached-packed-grouped
+TRL=trl-liger,trl-liger-precompute,trl
+COMMON=(--device cuda --attn "$ATTN" --baselines trl-liger,trl-liger-precompute,trl --reps 1)
+
+stage() {  # name, seconds, bench arguments...
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (limit ${limit}s): $*"
+  timeout --signal=INT --kill-after=20 "$limit" python bench/dpo_throughput.py "${COMMON[@]}" "$@" \
+    > "$OUT/$name.txt" 2> "$OUT/$name.log"
+  echo "   rc $? ($(grep -c '^| ' "$OUT/$name.txt") table lines)"
+}
+
+stage 1.5b 120 --shape 1.5b --warmup 2 --steps 6 --systems "$SAFEALIGN,safealign-dpo-cached-naive,$TRL"
+stage 3.6b 140 --shape 3.6b --warmup 2 --steps 5 --systems "$SAFEALIGN,$TRL"
+stage 8b-lora 150 --shape 8b --lora --seq 2048 --batch 2 --gradient-checkpointing --warmup 2 --steps 4 \
+  --systems "safealign-dpo-cached,safealign-dpo-cached-packed-grouped,trl-liger,trl"
+if python -c "import bitsandbytes" 2>/dev/null; then
+  stage 8b-full 140 --shape 8b --seq 2048 --batch 1 --ref-batch 4 --gradient-checkpointing \
+    --optimizer paged_adamw_8bit --warmup 2 --steps 4 \
+    --systems "safealign-edpo-cached-packed-grouped,safealign-dpo-cached-packed-grouped,trl-liger-precompute"
+else
+  echo "== 8b-full skipped: bitsandbytes is not installed (8-bit AdamW is what makes 8B full fine-tuning fit)"
+fi
+
+python - "$OUT" <<'EOF'
+"""One table: every stage's rows with the stage in front (the stages share their columns via --baselines)."""
+import sys
+from pathlib import Path
+
+out = Path(sys.argv[1])
+header, rows = None, []
+for stage in ("1.5b", "3.6b", "8b-lora", "8b-full"):
+    path = out / f"{stage}.txt"
+    lines = [l for l in path.read_text().splitlines() if l.startswith("|")] if path.exists() else []
+    if not lines:
+        rows.append(f"| {stage} | no table (see {stage}.log) |")
+        continue
+    header = header or ["| stage " + lines[0], "|---" + lines[1]]
+    rows += [f"| {stage} " + line for line in lines[2:]]
+    notes = [l for l in path.read_text().splitlines() if l.startswith("- ") or "device cuda" in l]
+    (out / "notes.txt").open("a").write(f"## {stage}\n" + "\n".join(notes) + "\n")
+print("\n".join((header or []) + rows))
+print()
+print((out / "notes.txt").read_text() if (out / "notes.txt").exists() else "")
+EOF
