@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     sys.stdout.write(
         "\nE-variants (E-DPO, ...) are any reference-based loss with a prompt transform on the reference view.\n"
         "Inputs beyond pairs (chosen_scores, cross_prompt_pairs, joint_logps): docs/loss-inputs.md\n"
+        "Pair selection before training: REAL (`safealign data select --method real`; Zhang et al. 2024, "
+        "arXiv:2409.17169; docs/seed-methods.md)\n"
         "Objectives replace the losses of a recipe (objective.name, objective.params): docs/objectives.md\n"
     )
     return 0

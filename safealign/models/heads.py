@@ -112,6 +112,11 @@ class MixedHead(nn.Module):
         self.heads = list(heads)  # not registered: the model owns them
         self.weights = [float(w) for w in weights]
 
+    @property
+    def weight(self) -> Tensor:
+        """Head 0's weight: code that reads an output head's shape, dtype or device sees the heads' common ones."""
+        return self.heads[0].weight
+
     def forward(self, hidden: Tensor) -> Tensor:
         return sum(w * head(hidden) for w, head in zip(self.weights, self.heads) if w != 0)
 

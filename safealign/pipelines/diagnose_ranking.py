@@ -7,6 +7,7 @@ reach, and "fixed by the model" is not reported).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -24,6 +25,9 @@ class RankingConfig(DiagnoseConfig):
     epsilon: float = 0.1  # rater noise: α = 1 − ε without an agreement column; α clipped to [ε, 1 − ε]
     alpha_column: str = "alpha"  # share of raters preferring chosen, used when the data has it
     prefix: Optional[str] = None  # score the reference on safety-prefixed harmful prompts (E-DPO's reference)
+    # a multi-head (MAH-DPO) model scored with Σ_k w_k·logits_k (safealign/models/heads.py); the reference keeps
+    # the starting head; None: the model's own head
+    heads: Optional[list[float]] = None
 
 
 def run_ranking(config: RankingConfig) -> Diagnosis:
@@ -33,8 +37,9 @@ def run_ranking(config: RankingConfig) -> Diagnosis:
     started = time.perf_counter()
     transform = _transform(config.prefix)
     inputs = load_inputs(config, transform=transform)
-    policy = score_pairs(inputs.model, inputs.encoded, inputs.collate, batch_size=config.batch_size,
-                         chunk_size=config.chunk_size)
+    with _heads(inputs.model, config.heads):
+        policy = score_pairs(inputs.model, inputs.encoded, inputs.collate, batch_size=config.batch_size,
+                             chunk_size=config.chunk_size)
     ref_table, ref_desc = _reference(config, inputs, policy, transform)
     alpha, alpha_desc = _alpha(config, inputs)
     x = PairLogps(policy.chosen, policy.rejected, policy.chosen_tokens, policy.rejected_tokens,
@@ -45,9 +50,17 @@ def run_ranking(config: RankingConfig) -> Diagnosis:
         for key in SELF_REFERENCE_KEYS:
             summary.pop(key)
     result = {"diagnostic": "ranking", **header(config, inputs, started, reference=ref_desc, alpha=alpha_desc,
-                                                 prefix=config.prefix), "summary": summary}
+                                                 prefix=config.prefix, heads=config.heads), "summary": summary}
     pairs = [{"row": inputs.pairs[i].row, **row} for i, row in enumerate(report.pairs())]
     return finish(config, Diagnosis("ranking", result, pairs))
+
+
+def _heads(model: Any, weights: Optional[list[float]]):
+    if weights is None:
+        return contextlib.nullcontext()
+    from safealign.models.heads import mixed_heads
+
+    return mixed_heads(model, weights)
 
 
 def _transform(prefix: str | None):

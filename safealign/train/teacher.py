@@ -106,7 +106,7 @@ def load_or_compute_teacher(teacher: nn.Module, items: Sequence[EncodedPair], ca
         raise UserError(f"teacher top_k must be in 1..{vocab} (the teacher's vocabulary), got {top_k}")
     if reference is not None and _vocab(reference) != vocab:
         raise UserError(f"the reference teacher's vocabulary ({_vocab(reference)}) is not the teacher's ({vocab})")
-    parts = [model_fingerprint(teacher), model_fingerprint(reference) if reference else "-", str(top_k),
+    parts = [weights_fingerprint(teacher), weights_fingerprint(reference) if reference else "-", str(top_k),
              _ids_hash(items)]
     key = hashlib.blake2b(":".join(parts).encode(), digest_size=16).hexdigest()
     path = Path(cache_dir) / f"teacher-{key}.safetensors"
@@ -122,6 +122,17 @@ def load_or_compute_teacher(teacher: nn.Module, items: Sequence[EncodedPair], ca
     _save_atomic(table, path, {"key": key, "checksum": checksum(table), "describe": json.dumps(describe or {})})
     logger.info("teacher distributions: computed and cached at %s", path)
     return TeacherCache(table, path, reused=False)
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """:func:`model_fingerprint` plus the LoRA weights it leaves out: a teacher is the adapted model (an E-DPO
+    adapter over the base), so two teachers sharing a base must not share a cache entry."""
+    digest = hashlib.blake2b(model_fingerprint(model).encode(), digest_size=16)
+    for name, param in sorted((n, p) for n, p in model.named_parameters() if "lora_" in n):
+        flat = param.detach().reshape(-1)
+        digest.update(name.encode())
+        digest.update(flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()
 
 
 def checksum(table: TeacherTable) -> str:

@@ -42,7 +42,7 @@ def test_table(capsys):
 def test_objectives_are_listed_with_their_papers_and_data(capsys):
     assert main(["losses", "--json"]) == 0
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out) if r["kind"] == "objective"}
-    assert set(rows) == {"circuit_breakers", "refat"}
+    assert {"circuit_breakers", "refat"} <= set(rows)  # the seed methods list theirs too (tests/seed)
     assert "2406.04313" in rows["circuit_breakers"]["paper"] and "2409.20089" in rows["refat"]["paper"]
     assert rows["circuit_breakers"]["params"]["alpha"] == 10.0
     assert rows["refat"]["roles"] == {"harmful": ["refusals of harmful prompts"],

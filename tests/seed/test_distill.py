@@ -106,3 +106,19 @@ def test_adpa_term_matches_the_advantage_over_the_whole_vocabulary_on_the_studen
     rows = zip(*(full_distributions(m, encoded, 1) for m in (student, teacher, reference)))
     expected = [-(sp.exp() * (tp - rp)).sum(-1).mean().item() for (sp, _), (tp, _), (rp, _) in rows]
     assert terms["advantage_rejected"].tolist() == pytest.approx(expected, rel=1e-4)
+
+
+def test_an_adapted_teacher_does_not_share_its_bases_cache_entry(tmp_path):
+    from safealign.models import LoraSettings, apply_lora
+
+    _, encoded = encoded_pairs()
+    base = tiny_model().eval()
+    adapted = apply_lora(tiny_model(), LoraSettings(r=2, alpha=4)).eval()
+    with torch.no_grad():  # a trained adapter: its B matrices are no longer zero
+        for name, param in adapted.named_parameters():
+            if "lora_B" in name:
+                param.fill_(0.05)
+    plain = load_or_compute_teacher(base, encoded, tmp_path, 4)
+    tuned = load_or_compute_teacher(adapted, encoded, tmp_path, 4)
+    assert tuned.path != plain.path and not tuned.reused
+    assert not torch.equal(tuned.table.logps, plain.table.logps)

@@ -75,3 +75,9 @@ def test_cli_keeps_the_most_dissimilar_half_with_labels_unchanged_and_the_recipe
     assert main(argv) == 0
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["examples"] == 3 and summary["steps"] == 1
+
+
+def test_the_methods_listing_names_real_with_its_paper(capsys):
+    assert main(["losses"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if "REAL" in ln)
+    assert "data select --method real" in line and "2409.17169" in line

@@ -21,7 +21,7 @@ from safealign.train.objectives.base import (
 )
 
 # Built-ins register on import (torch only).
-from safealign.train.objectives import circuit_breakers, refat  # noqa: E402,F401,I001
+from safealign.train.objectives import circuit_breakers, refat, cut, distill, mah_dpo  # noqa: E402,F401,I001
 
 
 def objective_names() -> list[str]:

@@ -146,6 +146,8 @@ class ObjectiveInfo:
 def objective_info(name: str) -> ObjectiveInfo:
     cls = OBJECTIVES.get(name)
     roles = {role: [kind.what for kind in kinds] for role, kinds in cls().roles.items()}
+    if not roles and getattr(cls, "data_layout", ""):  # an objective with its own data layout (seed_data.py)
+        roles = {"data": [cls.data_layout]}
     summary = (inspect.getdoc(cls) or "").split("\n", 1)[0]
     return ObjectiveInfo(name, cls.paper, objective_params(name), summary, roles)
 

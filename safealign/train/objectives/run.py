@@ -55,26 +55,33 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
 
     start = time.time()
     objective = check_objective_config(config)
-    parsed, by_role = load_role_rows(config, objective)
+    # an objective with its own data layout (CUT, DCKD, ADPA, MAH-DPO; docs/seed-methods.md) parses it itself
+    own_data = callable(getattr(objective, "setup", None))
+    parsed, by_role = objective.load_rows(config) if own_data else load_role_rows(config, objective)
     args = training_arguments(config)
     checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model)
     model, tokenizer = _load_policy(config, args.device, model, tokenizer)
     identities = _starting_identities(config, model)  # before training changes the weights
-    encoded, report = encode_role_rows(config, tokenizer, by_role)
+    if own_data:
+        data = objective.setup(config, model, tokenizer, by_role, args.device)
+        items, collator, report, callbacks = data.items, data.collator, data.report, data.callbacks
+        encoded = {"rows": items}
+    else:
+        encoded, report = encode_role_rows(config, tokenizer, by_role)
+        items, collator, callbacks = zip_roles(encoded), ObjectiveCollator(tokenizer.pad_token_id), []
     separate = _separate_reference(config, model, args.device) if objective.needs_reference else None
     reference = FrozenReference.for_objective(objective, model, separate)
-    logger.info("objective %s; reference: %s", objective.name, reference.describe())
+    described = data.describe if own_data and not objective.needs_reference else reference.describe()
+    logger.info("objective %s; reference: %s", objective.name, described)
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
-    items = zip_roles(encoded)
     trainer = ObjectiveTrainer(
-        model=model, args=args, train_dataset=ListDataset(items),
-        data_collator=ObjectiveCollator(tokenizer.pad_token_id), processing_class=tokenizer, objective=objective,
-        reference=reference, rows=encoded,
+        model=model, args=args, train_dataset=ListDataset(items), data_collator=collator,
+        processing_class=tokenizer, objective=objective, reference=reference, rows=encoded, callbacks=callbacks,
         chunk_size=config.logps_chunk_size, metrics_path=Path(args.output_dir) / "metrics.jsonl",
     )
     summary = {
-        "reference": reference.describe(), "objective": to_dict(config)["objective"], "input": "objective",
+        "reference": described, "objective": to_dict(config)["objective"], "input": "objective",
         "examples": len(items), "roles": {role: len(rows) for role, rows in encoded.items()}, "rows": parsed.rows,
         "dropped": len(parsed.dropped), "truncation": dataclasses.asdict(report), **identities,
     }

@@ -1,0 +1,102 @@
+"""MAH-DPO objective: one LM head per attribute on a shared backbone, DPO per attribute (Shen, Xia, Chang,
+Ammanabrolu 2025, arXiv 2510.01167; docs/seed-methods.md).
+
+Data: preference pairs with an ``attribute`` column; ``attributes`` lists the attribute names, attribute
+``attributes[k]`` trains head ``k`` (head 0 = the model's own head). The extra heads are added before training,
+the reference log-probs are cached from the starting model (every head starts as head 0, so they are the
+ordinary ones; safealign/train/multihead.py), and the heads are saved with every checkpoint and the final model.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import Tensor, nn
+from transformers import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from safealign.data import PreferenceCollator
+from safealign.errors import UserError
+from safealign.models.heads import add_heads, extra_heads, load_heads, save_heads
+from safealign.train.multihead import mah_dpo_losses, routed_pair_logps
+from safealign.train.objectives.base import ObjectiveContext, ObjectiveOutput, register_objective, require
+from safealign.train.objectives.seed_data import ObjectiveData, SeedObjective, encode_pairs, parse_pairs
+
+
+class HeadCollator:
+    """Wraps a collator: adds ``head`` ``(B,)``, each row's head from a table indexed by ``index``."""
+
+    def __init__(self, collate, heads: Tensor) -> None:
+        self.collate, self.heads = collate, heads
+
+    def __call__(self, items: list[Any]) -> dict[str, Tensor]:
+        batch = self.collate(items)
+        batch["head"] = self.heads[batch["index"]]
+        return batch
+
+
+class HeadsSaveCallback(TrainerCallback):
+    """The extra heads go wherever the model is saved (checkpoints, the final folder) and come back on resume."""
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        save = model.save_pretrained
+
+        @functools.wraps(save)
+        def save_with_heads(save_directory, *a, **kw):
+            save(save_directory, *a, **kw)
+            save_heads(model, save_directory)
+
+        model.save_pretrained = save_with_heads
+        if state.global_step > 0:  # resuming: the Trainer restored the adapter or weights, not the heads
+            folder = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+            if not load_heads(model, folder):
+                raise UserError(f"resuming MAH-DPO at step {state.global_step}: {folder} holds no saved heads")
+
+
+@register_objective("mah_dpo")
+class MahDpoObjective(SeedObjective):
+    """MAH-DPO: DPO per attribute, each attribute's pairs scored by its own LM head; mean over attributes."""
+
+    paper = "Shen et al. 2025, Simultaneous Multi-objective Alignment (MAH-DPO), arXiv:2510.01167"
+    data_layout = "preference pairs with an 'attribute' column"
+
+    def __init__(self, *, attributes: Optional[list[str]] = None, beta: float = 0.1, noise_std: float = 0.0) -> None:
+        self.attributes, self.beta, self.noise_std = list(attributes or []), beta, noise_std
+
+    def load_rows(self, config):
+        require(len(self.attributes) >= 2, "mah_dpo", "params.attributes must list at least 2 attribute names "
+                                                      "(attribute k trains head k; head 0 is the model's own)")
+        require(len(set(self.attributes)) == len(self.attributes), "mah_dpo", "params.attributes has a repeat")
+        require(self.noise_std >= 0, "mah_dpo", f"noise_std must be >= 0, got {self.noise_std}")
+        parsed, pairs = parse_pairs(config, "mah_dpo")
+        unknown = [(p.row, p.meta.get("attribute")) for p in pairs if p.meta.get("attribute") not in self.attributes]
+        if unknown:
+            rows = ", ".join(f"row {r} ({a!r})" for r, a in unknown[:5])
+            raise UserError(f"objective 'mah_dpo': {len(unknown)} rows of {config.data.path} have no 'attribute' in "
+                            f"params.attributes={self.attributes}: {rows}; add an attribute column (or map one "
+                            "with data.columns.attribute)")
+        return parsed, pairs
+
+    def setup(self, config, model, tokenizer, rows: list[Any], device) -> ObjectiveData:
+        from safealign.models.embedded import cache_root
+        from safealign.train.reference import CachedReferenceCollator, load_or_compute_reference
+
+        encoded, report = encode_pairs(config, tokenizer, rows)
+        heads = torch.tensor([self.attributes.index(rows[item.index].meta["attribute"]) for item in encoded])
+        if extra_heads(model) is None:
+            add_heads(model, len(self.attributes), noise_std=self.noise_std, seed=42)
+        # head 0 and the copies agree at the start: the starting model's log-probs are every head's reference
+        cache = load_or_compute_reference(model, encoded, config.reference.cache_dir or str(cache_root() / "reference"),
+                                          batch_size=config.reference.batch_size, chunk_size=config.logps_chunk_size,
+                                          describe={"model": config.reference.model or config.model, "kind": "pair"})
+        collate = CachedReferenceCollator(HeadCollator(PreferenceCollator(tokenizer.pad_token_id), heads), cache.table)
+        return ObjectiveData(encoded, collate, report, callbacks=[HeadsSaveCallback()], describe=cache.describe())
+
+    def __call__(self, model: nn.Module, batch, ctx: ObjectiveContext) -> ObjectiveOutput:
+        chosen, rejected = routed_pair_logps(model, batch, chunk_size=ctx.chunk_size)
+        losses, metrics = mah_dpo_losses(chosen, rejected, batch["ref_chosen_logps"], batch["ref_rejected_logps"],
+                                         batch["head"], beta=self.beta, heads=len(self.attributes))
+        return ObjectiveOutput(losses.mean(), metrics)

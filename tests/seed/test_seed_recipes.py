@@ -1,0 +1,121 @@
+"""The shipped seed-method recipes train through ``safealign train`` on tiny-random (docs/seed-methods.md), and
+their first logged loss is the value derived by hand for an untrained policy."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from safealign.cli import main
+from safealign.data import PairEncoder
+from safealign.models import load_model
+from safealign.models.heads import HEADS_FILE, lm_heads
+from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+RECIPES = Path(__file__).parents[2] / "configs" / "train"
+TINY = ["model=tiny-random", "max_steps=2", "lora.r=2", "lora.alpha=4", "lora.dropout=0.0", "logging_steps=1",
+        "data.split=null"]
+PAIRS = [("Name a prime.", "7 is prime.", "9 is prime."), ("Say hi.", "Hi there!", "No."),
+         ("Add 2 and 2.", "It is 4.", "It is 5, I think."), ("A colour?", "Blue.", "I can't say.")]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def train(tmp_path: Path, recipe: str, *overrides: str, cache: Path | None = None) -> list[dict]:
+    argv = ["train", str(RECIPES / recipe), *TINY, f"output_dir={tmp_path / 'run'}",
+            f"reference.cache_dir={cache or tmp_path / 'cache'}", *overrides]
+    assert main(argv) == 0
+    return [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+
+
+def first_loss(metrics: list[dict]) -> float:
+    return next(m["loss"] for m in metrics if "loss" in m)
+
+
+def pairs_file(tmp_path: Path, **extra) -> Path:
+    rows = [{"prompt": p, "chosen": c, "rejected": r, **{k: v[i] for k, v in extra.items()}}
+            for i, (p, c, r) in enumerate(PAIRS)]
+    return write_jsonl(tmp_path / "pairs.jsonl", rows)
+
+
+def test_cut_recipe_trains_and_its_first_loss_is_the_untrained_models_cut_loss(tmp_path):
+    from tests.seed.test_cut import ROWS, one_example_loss
+
+    data = write_jsonl(tmp_path / "judged.jsonl", ROWS)
+    metrics = train(tmp_path, "cut_judgments.yaml", f"data.path={data}", "per_device_train_batch_size=3")
+    expected = sum(one_example_loss(tiny_model().eval(), tiny_tokenizer(), r) for r in ROWS) / len(ROWS)
+    assert first_loss(metrics) == pytest.approx(expected, rel=1e-4)
+    assert any("cut/flagged_fraction" in m for m in metrics)
+
+
+def test_dckd_recipe_with_the_student_as_teacher_starts_at_kl_zero_and_reuses_its_teacher_cache(tmp_path):
+    data = pairs_file(tmp_path)
+    args = (f"data.path={data}", "objective.params.teacher=tiny-random", "per_device_train_batch_size=4")
+    metrics = train(tmp_path, "dckd_distill.yaml", *args)
+    assert first_loss(metrics) == pytest.approx(0.0, abs=1e-5)  # the truncated KL of a model to itself
+    cached = list((tmp_path / "cache").glob("teacher-*.safetensors"))
+    assert len(cached) == 1
+    train(tmp_path / "again", "dckd_distill.yaml", *args, cache=tmp_path / "cache")
+    assert list((tmp_path / "cache").glob("teacher-*.safetensors")) == cached
+    summary = json.loads((tmp_path / "again" / "run" / "train_summary.json").read_text())
+    assert "reused" in summary["reference"]
+
+
+@torch.no_grad()
+def mean_chosen_nll() -> float:
+    model, tok = tiny_model().eval(), tiny_tokenizer()
+    encoder, out = PairEncoder(tok), []
+    for p, c, _ in PAIRS:
+        prompt = ({"role": "user", "content": p},)
+        prompt_ids = tok(encoder.render_prompt(prompt), add_special_tokens=False)["input_ids"]
+        response = tok(encoder.render_response(prompt, c), add_special_tokens=False)["input_ids"]
+        ids = torch.tensor([prompt_ids + response])
+        logps = model(input_ids=ids).logits[0].float().log_softmax(-1)
+        out.append(-sum(logps[t - 1, ids[0, t]].item() for t in range(len(prompt_ids), ids.shape[1])) / len(response))
+    return sum(out) / len(out)
+
+
+def test_adpa_recipe_with_teacher_equal_to_its_reference_has_no_advantage_only_the_sft_term(tmp_path):
+    data = pairs_file(tmp_path)
+    metrics = train(tmp_path, "adpa_distill.yaml", f"data.path={data}", "objective.params.teacher=tiny-random",
+                    "objective.params.teacher_reference=tiny-random", "per_device_train_batch_size=4",
+                    "objective.params.sft_on_chosen=1.0")
+    assert first_loss(metrics) == pytest.approx(mean_chosen_nll(), rel=1e-4)
+
+
+def test_mah_dpo_recipe_starts_at_log_2_saves_its_heads_and_is_scored_per_head(tmp_path, capsys):
+    data = pairs_file(tmp_path, attribute=["harmless", "helpful", "helpful", "harmless"])
+    metrics = train(tmp_path, "mah_dpo.yaml", f"data.path={data}", "per_device_train_batch_size=4",
+                    "learning_rate=5e-2")
+    assert first_loss(metrics) == pytest.approx(math.log(2), abs=1e-4)  # every head starts as the reference
+    assert any("head1/accuracy" in m for m in metrics)
+    final = tmp_path / "run" / "final"
+    assert (final / HEADS_FILE).is_file()
+    model, _ = load_model(str(final))
+    heads = lm_heads(model)
+    assert len(heads) == 2 and not torch.equal(heads[0].weight, heads[1].weight)  # head 1 trained apart
+    capsys.readouterr()  # training's console log
+    assert main(["diagnose", "ranking", "--model", str(final), "--data", str(data), "--heads", "0,1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["heads"] == [0.0, 1.0]
+
+
+def test_mah_dpo_refuses_rows_without_a_listed_attribute_before_loading_a_model(tmp_path, no_model_load):
+    data = pairs_file(tmp_path, attribute=["harmless", "funny", "helpful", "harmless"])
+    argv = ["train", str(RECIPES / "mah_dpo.yaml"), *TINY, f"data.path={data}", f"output_dir={tmp_path / 'run'}"]
+    assert main(argv) == 2
+
+
+def test_the_seed_objectives_are_listed_with_their_papers_and_data(capsys):
+    assert main(["losses", "--json"]) == 0
+    rows = {r["name"]: r for r in json.loads(capsys.readouterr().out) if r["kind"] == "objective"}
+    papers = {"cut": "2312.14591", "dckd": "2502.17927", "adpa": "2502.17927", "mah_dpo": "2510.01167"}
+    for name, arxiv in papers.items():
+        assert arxiv in rows[name]["paper"] and rows[name]["roles"]["data"]
+    assert "judgment" in rows["cut"]["roles"]["data"][0] and "attribute" in rows["mah_dpo"]["roles"]["data"][0]
