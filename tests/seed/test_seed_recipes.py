@@ -119,3 +119,17 @@ def test_the_seed_objectives_are_listed_with_their_papers_and_data(capsys):
     for name, arxiv in papers.items():
         assert arxiv in rows[name]["paper"] and rows[name]["roles"]["data"]
     assert "judgment" in rows["cut"]["roles"]["data"][0] and "attribute" in rows["mah_dpo"]["roles"]["data"][0]
+
+
+def test_mah_dpo_resume_restores_the_trained_heads_from_the_checkpoint(tmp_path):
+    from safetensors.torch import load_file
+
+    data = pairs_file(tmp_path, attribute=["harmless", "helpful", "helpful", "harmless"])
+    args = (f"data.path={data}", "per_device_train_batch_size=2", "learning_rate=5e-2", "save_steps=1")
+    train(tmp_path, "mah_dpo.yaml", *args)
+    saved = load_file(str(tmp_path / "run" / "checkpoint-2" / HEADS_FILE))
+    (tmp_path / "run" / "final" / HEADS_FILE).unlink()
+    train(tmp_path, "mah_dpo.yaml", *args, "--resume")  # nothing left to train: the heads come from checkpoint-2
+    model, _ = load_model(str(tmp_path / "run" / "final"))
+    assert torch.equal(lm_heads(model)[1].weight, saved["0.weight"])
+    assert not torch.equal(lm_heads(model)[1].weight, lm_heads(model)[0].weight)
