@@ -139,3 +139,19 @@ def test_mpo_fits_weights_on_prompts(tiny_tokenizer, tiny_model):
     assert defense.fit["prompts"] == 2 and defense.fit["objective"] <= defense.fit["objective_uniform"] + 1e-9
     assert all(0 < w < 1 for w in defense.weights)
 
+
+
+def test_deal_reward_model_scores_with_a_sequence_classification_model(tmp_path, tiny_tokenizer):
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from safealign.eval.defenses.deal import reward_model
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tiny_tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, num_labels=1,
+                         pad_token_id=tiny_tokenizer.pad_token_id)  # fmt: skip
+    LlamaForSequenceClassification(config).save_pretrained(tmp_path / "rm")
+    tiny_tokenizer.save_pretrained(tmp_path / "rm")
+    score = reward_model(str(tmp_path / "rm"))
+    a = score([USER, USER], ["Sure.", "I can't help with that."])
+    assert len(a) == 2 and a[0] != a[1] and score([USER], ["Sure."]) == pytest.approx(a[:1], abs=1e-5)

@@ -184,6 +184,8 @@ def reward_model(spec: str) -> Reward:
         raise UserError(f"defense 'deal': cannot load reward_model {spec!r}: {exc}") from exc
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # left padding: every row's last position is a real token, whichever rule the model uses to find it
+    tokenizer.padding_side = "left"
 
     def score(conversations: Sequence[Conversation], texts: Sequence[str]) -> list[float]:
         full = [[*c, {"role": "assistant", "content": t}] for c, t in zip(conversations, texts)]
