@@ -155,3 +155,23 @@ def test_deal_reward_model_scores_with_a_sequence_classification_model(tmp_path,
     score = reward_model(str(tmp_path / "rm"))
     a = score([USER, USER], ["Sure.", "I can't help with that."])
     assert len(a) == 2 and a[0] != a[1] and score([USER], ["Sure."]) == pytest.approx(a[:1], abs=1e-5)
+
+
+def test_deal_rolls_out_all_candidates_of_a_batch_in_one_generate_call_per_step(tiny_model, tiny_tokenizer):
+    calls = []
+    original = tiny_model.generate
+
+    def counting(**kwargs):
+        calls.append(kwargs["input_ids"].shape[0])
+        return original(**kwargs)
+
+    tiny_model.generate = counting
+    try:
+        params = GenerationParams(max_new_tokens=6, batch_size=8)
+        defense = build_defense("deal", {"top_k": 3, "lookahead": 3})
+        defense.reward_fn = lambda conversations, texts: [0.0] * len(texts)
+        prompts = [USER, ({"role": "user", "content": "Hi"},), ({"role": "user", "content": "Hello there"},)]
+        wrap_target(HFChatModel(tiny_model, tiny_tokenizer), [defense], params).generate(prompts, params)
+    finally:
+        del tiny_model.generate
+    assert calls == [9, 9]  # 3 prompts × 3 candidates per call; 6 tokens in chunks of 3
