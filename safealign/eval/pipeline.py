@@ -133,7 +133,8 @@ def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Seque
     def legacy(run: Path):
         return legacy_fingerprint(run / "config.yaml", lambda p: to_dict(load_config(EvalConfig, p)), eval_fingerprint)
 
-    fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors, weights=weights)
+    fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors, weights=weights,
+                                   defaults=to_dict(EvalConfig()))
     claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy)
     save_config(config, out / "config.yaml")
     return fingerprint.digest

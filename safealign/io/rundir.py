@@ -51,8 +51,6 @@ TRAIN_EXCLUDED = (
     "diagnostics", "reference.cache_dir", "reference.batch_size", "reference.batch_tokens", "reference.mode",
     "logps", "logps_chunk_size", "packing", "gradient_checkpointing", "data.path",
 )  # fmt: skip
-# Training settings added after runs were fingerprinted: left out while at their default, so those runs still match.
-TRAIN_OMITTED_AT_DEFAULT = {"group_by_length": False, "optimizer": "adamw"}
 # Fingerprints of weights: None where they can't be seen (an endpoint, a built-in model not fetched yet, a run
 # directory from before fingerprints), so compared only when both runs know them; the spec is compared anyway.
 WHEN_KNOWN = ("model.weights", "reference.weights")
@@ -66,6 +64,9 @@ class Fingerprint:
 
     kind: str
     values: Mapping[str, Any] = field(default_factory=dict)
+    # the same settings' values in a default config: a key a recorded run lacks (added to the config since) matches
+    # when it is at its default here -- new settings default to the earlier behaviour (docs/design.md). Not hashed.
+    defaults: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def digest(self) -> str:
@@ -76,12 +77,16 @@ class Fingerprint:
 
 
 def make_fingerprint(kind: str, settings: Mapping[str, Any], *, exclude: Collection[str] = (),
-                     extra: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
+                     extra: Mapping[str, Any] | None = None,
+                     defaults: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
     """Flatten ``settings`` (a nested config dict) to dotted keys, drop ``exclude`` keys and everything
-    under them, add ``extra`` (e.g. a data file's content digest)."""
-    flat = _flatten(settings)
-    kept = {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in exclude)}
-    return Fingerprint(kind, {**kept, **(extra or {})})
+    under them, add ``extra`` (e.g. a data file's content digest). ``defaults``: the same config class's
+    default settings (``to_dict(Config())``), flattened alike, so a run recorded before a setting existed
+    still matches while that setting is at its default (:func:`differing_keys`)."""
+    def kept(settings: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in _flatten(settings).items() if not any(k == e or k.startswith(e + ".") for e in exclude)}
+
+    return Fingerprint(kind, {**kept(settings), **(extra or {})}, kept(defaults) if defaults is not None else {})
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -105,7 +110,8 @@ def file_digest(path: str | os.PathLike | None) -> str | None:
 
 
 def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None,
-                     behaviors: Sequence[Any] | None = None, weights: str | None = None) -> Fingerprint:  # fmt: skip
+                     behaviors: Sequence[Any] | None = None, weights: str | None = None,
+                     defaults: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
     """An eval run: its config (``to_dict(EvalConfig)``) less :data:`EVAL_EXCLUDED`, the behaviors data
     (files' content, or ``behaviors`` passed in by a caller), the label of a passed-in model and the
     attacked ``weights``' fingerprint (safealign.models.identity; None where they can't be seen)."""
@@ -116,22 +122,21 @@ def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None
     if attacked is not None:
         extra["model.attacked"] = attacked
     extra["model.weights"] = weights
-    return make_fingerprint("eval", settings, exclude=EVAL_EXCLUDED, extra=extra)
+    return make_fingerprint("eval", settings, exclude=EVAL_EXCLUDED, extra=extra, defaults=defaults)
 
 
 def train_fingerprint(settings: Mapping[str, Any], *, weights: str | None = None,
-                      reference_weights: str | None = None) -> Fingerprint:  # fmt: skip
+                      reference_weights: str | None = None,
+                      defaults: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
     """A training run: its config (``to_dict(TrainConfig)``) less :data:`TRAIN_EXCLUDED`, plus the data's
     content and the fingerprints of the starting policy's and a separate reference's weights."""
     path = settings.get("data", {}).get("path")
     extra = {"data.content": _data_identity(path), "model.weights": weights, "reference.weights": reference_weights}
-    settings = {k: v for k, v in settings.items()
-                if k not in TRAIN_OMITTED_AT_DEFAULT or v != TRAIN_OMITTED_AT_DEFAULT[k]}
-    return make_fingerprint("train", settings, exclude=TRAIN_EXCLUDED, extra=extra)
+    return make_fingerprint("train", settings, exclude=TRAIN_EXCLUDED, extra=extra, defaults=defaults)
 
 
-def demo_fingerprint(settings: Mapping[str, Any]) -> Fingerprint:
-    return make_fingerprint("demo", settings, exclude=DEMO_EXCLUDED)
+def demo_fingerprint(settings: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> Fingerprint:
+    return make_fingerprint("demo", settings, exclude=DEMO_EXCLUDED, defaults=defaults)
 
 
 def legacy_fingerprint(path: Path, load: Callable[[Path], Mapping[str, Any]],
@@ -161,13 +166,21 @@ def _json_digest(value: Any) -> str:
 
 
 def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = False) -> list[str]:
-    """Keys whose values differ; ``only_recorded`` ignores keys the old fingerprint does not hold.
-    Weights fingerprints (:data:`WHEN_KNOWN`) are compared only when both runs could see the weights."""
+    """Keys whose values differ; ``only_recorded`` ignores keys the old fingerprint does not hold, and a
+    key it does not hold that ``new`` has at its default (``new.defaults``) is a setting added since, which
+    does not change what the old run computed. Weights fingerprints (:data:`WHEN_KNOWN`) are compared only
+    when both runs could see the weights."""
     keys = set(old.values) if only_recorded else set(old.values) | set(new.values)
     if old.kind != new.kind:
         return ["kind"]
     unknown = {k for k in WHEN_KNOWN if old.values.get(k) is None or new.values.get(k) is None}
-    return sorted(k for k in keys - unknown if old.values.get(k) != new.values.get(k))
+    added = {k for k in set(new.values) - set(old.values) if k in new.defaults and new.values[k] == new.defaults[k]}
+    return sorted(k for k in keys - unknown - added if old.values.get(k) != new.values.get(k))
+
+
+def same_settings(old: Fingerprint, new: Fingerprint) -> bool:
+    """Whether a run recorded under ``old`` holds what ``new`` would compute (:func:`differing_keys`)."""
+    return old.digest == new.digest or not differing_keys(old, new)
 
 
 def read_fingerprint(run: Path) -> Fingerprint | None:

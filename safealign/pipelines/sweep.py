@@ -165,16 +165,24 @@ def _cell_fingerprint(config: DemoConfig, variant: str, seed: int, pairs_digest:
 
     return make_fingerprint("sweep-cell", to_dict(config), exclude=(*DEMO_EXCLUDED, "variants", "train_seeds",
                                                                     "train.reference.cache_dir"),
-                            extra={"variant": variant, "train_seed": seed, "pairs": pairs_digest})
+                            extra={"variant": variant, "train_seed": seed, "pairs": pairs_digest},
+                            defaults=to_dict(DemoConfig()))
 
 
-def _finished(cell: Path, digest: str) -> dict[str, Any] | None:
-    """The cell's record when it finished under this fingerprint; None otherwise."""
+def _finished(cell: Path, fingerprint) -> dict[str, Any] | None:
+    """The cell's record when it finished under these settings (settings added to the code since, at their
+    defaults, included: a sweep outlives many code versions); None otherwise."""
+    from safealign.io.rundir import read_fingerprint, same_settings
+
     try:
         record = json.loads((cell / "cell.json").read_text())
     except (OSError, ValueError):
         return None
-    return record if record.get("fingerprint") == digest else None
+    if record.get("fingerprint") == fingerprint.digest:
+        return record
+    recorded = read_fingerprint(cell)
+    return record if recorded is not None and recorded.digest == record.get("fingerprint") and \
+        same_settings(recorded, fingerprint) else None
 
 
 def _check_sweep_dir(grid: Grid, base: DemoConfig) -> None:
@@ -216,7 +224,7 @@ def run_sweep(grid: Grid) -> dict[str, Any]:
         config = grid.setting_config(setting)
         cell = cell_dir(grid, setting, variant, seed)
         fingerprint = _cell_fingerprint(config, variant, seed, pairs_digest)
-        if _finished(cell, fingerprint.digest) is not None:
+        if _finished(cell, fingerprint) is not None:
             skipped += 1
             continue
         _run_cell(config, variant, seed, pairs, prompts, cell, fingerprint, root / BEFORE)

@@ -317,7 +317,8 @@ def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool, model:
     # the weights training starts from, known before loading: a passed-in model's, or the ones the spec names
     weights = (loaded_identity(model) if model is not None else model_identity(config.model)).get("fingerprint")
     reference = model_identity(config.reference.model).get("fingerprint") if config.reference.model else None
-    fingerprint = train_fingerprint(to_dict(config), weights=weights, reference_weights=reference)
+    fingerprint = train_fingerprint(to_dict(config), weights=weights, reference_weights=reference,
+                                    defaults=to_dict(TrainConfig()))
     claim_run_dir(out, fingerprint, outputs=TRAIN_OUTPUTS, overwrite=overwrite,
                   legacy=legacy, check=check)
     return found[0]

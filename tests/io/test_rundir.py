@@ -73,3 +73,18 @@ def test_weights_are_compared_only_when_both_runs_could_see_them():
     assert differing_keys(unseen, seen) == []  # e.g. a built-in model fetched by the first run itself
     assert differing_keys(seen, train_fingerprint(settings, weights="sha256:bb")) == ["model.weights"]
     assert differing_keys(seen, train_fingerprint(settings, weights="sha256:aa", reference_weights="sha256:cc")) == []
+
+
+def test_a_setting_added_since_matches_a_recorded_run_only_at_its_default():
+    from safealign.io.rundir import Fingerprint, differing_keys, make_fingerprint, same_settings
+
+    defaults = {"a": 1, "new": {"x": False}}
+    recorded = Fingerprint("demo", {"a": 1})  # written before the setting "new.x" existed
+    at_default = make_fingerprint("demo", {"a": 1, "new": {"x": False}}, defaults=defaults)
+    changed = make_fingerprint("demo", {"a": 1, "new": {"x": True}}, defaults=defaults)
+    assert at_default.digest != recorded.digest and same_settings(recorded, at_default)
+    assert differing_keys(recorded, changed) == ["new.x"] and not same_settings(recorded, changed)
+    # without defaults (a caller that does not know them) every new key is a difference, as before
+    assert differing_keys(recorded, make_fingerprint("demo", {"a": 1, "new": {"x": False}})) == ["new.x"]
+    # a setting the recorded run had and the current code dropped is still a difference
+    assert differing_keys(Fingerprint("demo", {"a": 1, "gone": 2}), at_default) == ["gone"]

@@ -97,6 +97,20 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     again = json.loads((out / "sweep_summary.json").read_text())
     assert (again["computed"], again["skipped"]) == (1, 7) and (cell / "cell.json").exists()
 
+    # a cell finished by an earlier code version, before a setting existed, is still finished while that setting
+    # is at its default (the sweep runs across sessions while the code grows)
+    recorded = json.loads((cell / "fingerprint.json").read_text())
+    del recorded["values"]["train.optimizer"]
+    from safealign.io.rundir import Fingerprint
+
+    older = Fingerprint("sweep-cell", recorded["values"])
+    recorded["digest"] = older.digest
+    (cell / "fingerprint.json").write_text(json.dumps(recorded))
+    finished = json.loads((cell / "cell.json").read_text())
+    (cell / "cell.json").write_text(json.dumps({**finished, "fingerprint": older.digest}))
+    assert main(["sweep", str(grid_file)]) == 0
+    assert json.loads((out / "sweep_summary.json").read_text())["skipped"] == 8
+
     # a changed training setting never mixes into finished cells: the first cell's fingerprint refuses it
     assert main(["sweep", str(grid_file), "epochs=2"]) == 2
     assert "train.num_train_epochs" in capsys.readouterr().err
