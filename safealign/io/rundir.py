@@ -84,7 +84,8 @@ def make_fingerprint(kind: str, settings: Mapping[str, Any], *, exclude: Collect
     default settings (``to_dict(Config())``), flattened alike, so a run recorded before a setting existed
     still matches while that setting is at its default (:func:`differing_keys`)."""
     def kept(settings: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in _flatten(settings).items() if not any(k == e or k.startswith(e + ".") for e in exclude)}
+        flat = _flatten(settings)
+        return {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in exclude)}
 
     return Fingerprint(kind, {**kept(settings), **(extra or {})}, kept(defaults) if defaults is not None else {})
 
