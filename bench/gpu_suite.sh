@@ -52,7 +52,7 @@ stage() {  # name, seconds, bench arguments...
 }
 
 stage 1.5b 120 --shape 1.5b --warmup 2 --steps 6 --systems "$SAFEALIGN,safealign-dpo-cached-naive,$TRL"
-stage 3.6b 140 --shape 3.6b --warmup 2 --steps 5 --systems "$SAFEALIGN,$TRL"
+stage 3.6b 140 --shape 3.6b --batch 4 --gradient-checkpointing --warmup 2 --steps 5 --systems "$SAFEALIGN,$TRL"
 stage 8b-lora 150 --shape 8b --lora --seq 2048 --batch 2 --gradient-checkpointing --warmup 2 --steps 4 \
   --systems "safealign-dpo-cached,safealign-dpo-cached-packed-grouped,trl-liger,trl"
 if python -c "import bitsandbytes" 2>/dev/null; then
