@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_suite}
 WHEELS=${WHEELS:-shared/wheels}
 mkdir -p "$OUT"
+rm -f "$OUT/notes.txt"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export TOKENIZERS_PARALLELISM=false
 
@@ -60,7 +61,8 @@ if python -c "import bitsandbytes" 2>/dev/null; then
     --optimizer paged_adamw_8bit --warmup 2 --steps 4 \
     --systems "safealign-edpo-cached-packed-grouped,safealign-dpo-cached-packed-grouped,trl-liger-precompute"
 else
-  echo "== 8b-full skipped: bitsandbytes is not installed (8-bit AdamW is what makes 8B full fine-tuning fit)"
+  echo "skipped: bitsandbytes is not installed (8-bit AdamW is what makes 8B full fine-tuning fit)" \
+    | tee "$OUT/8b-full.txt"
 fi
 
 python - "$OUT" <<'EOF'
@@ -72,13 +74,15 @@ out = Path(sys.argv[1])
 header, rows = None, []
 for stage in ("1.5b", "3.6b", "8b-lora", "8b-full"):
     path = out / f"{stage}.txt"
-    lines = [l for l in path.read_text().splitlines() if l.startswith("|")] if path.exists() else []
+    text = path.read_text() if path.exists() else ""
+    lines = [l for l in text.splitlines() if l.startswith("|")]
     if not lines:
-        rows.append(f"| {stage} | no table (see {stage}.log) |")
+        why = text.strip().splitlines()[0] if text.strip() else f"no table (see {stage}.log)"
+        rows.append(f"| {stage} | {why} |")
         continue
     header = header or ["| stage " + lines[0], "|---" + lines[1]]
     rows += [f"| {stage} " + line for line in lines[2:]]
-    notes = [l for l in path.read_text().splitlines() if l.startswith("- ") or "device cuda" in l]
+    notes = [l for l in text.splitlines() if l.startswith("- ") or "device cuda" in l]
     (out / "notes.txt").open("a").write(f"## {stage}\n" + "\n".join(notes) + "\n")
 print("\n".join((header or []) + rows))
 print()
