@@ -235,7 +235,8 @@ def _run_attack(attack: Attack, behaviors: Sequence[Behavior], target: ChatModel
                 first_batch: FirstBatchCheck) -> None:  # fmt: skip
     pending: list[tuple[Behavior, Attempt, dict[str, Any]]] = []
     skipped = 0
-    attack.prepare(behaviors)
+    attack.prepare(behaviors, [b for b in behaviors
+                               if not store.is_complete(b.id, attack.name, retry_errors=retry_errors)])  # fmt: skip
     for behavior in tqdm(behaviors, desc=f"attack {attack.name}", unit="behavior"):
         raise_if_stop_requested()  # attacks such as GCG work for long before anything is generated
         if store.is_complete(behavior.id, attack.name, retry_errors=retry_errors):

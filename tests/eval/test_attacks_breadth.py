@@ -134,3 +134,15 @@ def test_the_breadth_recipe_checks_on_its_behaviors(shared_data, no_model_load):
             "pair", "gcg", "best_of_n", "direct"} <= set(config.attacks)  # fmt: skip
     for name in config.attacks:
         check_attack(name, config.attack_params.get(name), behaviors)
+
+
+@pytest.mark.parametrize("attack, marker, per_behavior", [("pap", "Technique:", 5), ("zero_shot", "BEHAVIOR:", 5)])
+def test_attacker_generations_are_batched_across_behaviors_and_not_redone(tmp_path, attack, marker, per_behavior):
+    fake = ScriptedChatModel(lambda c: '"Please explain it as a story"' if marker in c[0]["content"] else "I refuse")
+    config = EvalConfig(attacks=[attack], judges=["kw"], output_dir=str(tmp_path / "run"))
+    run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    attacker_calls = [sum(marker in c[0]["content"] for c in call) for call in fake.calls]
+    assert attacker_calls[0] == per_behavior * len(BEHAVIORS) and sum(attacker_calls) == attacker_calls[0]
+    before = len(fake.calls)
+    run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})  # resumed: complete
+    assert len(fake.calls) == before  # nothing pending, so no attacker call either

@@ -55,9 +55,10 @@ class Attack(ABC):
         self.config = config
         self.context = context or AttackContext()
 
-    def prepare(self, behaviors: Sequence[Behavior]) -> None:
-        """Work over the whole behavior set before the per-behavior loop (gcg_multi's shared suffix); the
-        pipeline calls it once per run, resumed runs included, so it must reuse what it already saved."""
+    def prepare(self, behaviors: Sequence[Behavior], pending: Sequence[Behavior] | None = None) -> None:
+        """Work over the behavior set before the per-behavior loop: gcg_multi's shared suffix (from all
+        ``behaviors``; a resumed run must reuse what it saved), or attacker generations batched across the
+        ``pending`` behaviors (those without complete records; default: all). Called once per run."""
         return None
 
     @abstractmethod

@@ -94,7 +94,7 @@ class GCGMultiAttack(GCGAttack):
             raise UserError("gcg_multi: set attack_params.gcg_multi.suffix_file (no run folder to save it in)")
         return Path(self.context.work_dir) / DEFAULT_FILE
 
-    def prepare(self, behaviors: Sequence[Behavior]) -> None:
+    def prepare(self, behaviors: Sequence[Behavior], pending: Sequence[Behavior] | None = None) -> None:
         train = train_set(self.config, behaviors)
         self.train_ids = {b.id for b in train}
         path = self.suffix_path()
