@@ -32,6 +32,16 @@ class PreferencePair:
     # Per-token-averaged log-probs of ``chosen`` under K aligned models, precomputed (PoFT,
     # docs/loss-inputs.md); None when the data has no ``chosen_scores`` column.
     chosen_scores: tuple[float, ...] | None = None
+    # Per-response safety labels (SafeDPO; PKU-SafeRLHF's is_response_k_safe): True safe, False unsafe,
+    # None unknown (docs/safety-training.md).
+    chosen_safe: bool | None = None
+    rejected_safe: bool | None = None
+    # An assistant turn already begun: both responses continue this text, which is part of the prompt
+    # (never scored). Recovery examples put a harmful prefix here (docs/safety-training.md).
+    response_prefix: str = ""
+    # DeRTa's reinforced transition rows: ``chosen`` is the input text, and every one of its positions
+    # is trained to predict the first token of this refusal instead of the next input token.
+    chosen_target_refusal: str | None = None
 
 
 @dataclass(frozen=True)
@@ -75,6 +85,19 @@ class PairLogps:
     # (B, K) per-token-averaged log-probs of the chosen response under K other aligned models,
     # precomputed once (POFT, arXiv 2412.12865); None for every other loss.
     chosen_scores: Tensor | None = None
+    # (B,) 1.0 where the response is safe, 0.0 unsafe (SafeDPO); None when the data has no such labels.
+    chosen_safe: Tensor | None = None
+    rejected_safe: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class TokenLogps:
+    """Per-token log-probs of each row's chosen response, left-aligned at the response's first token:
+    column t is response token t in both the policy and the reference view (their prompts may differ)."""
+
+    logps: Tensor  # (B, L) policy log-probs, 0 where ``mask`` is False
+    mask: Tensor  # (B, L) bool: a response token
+    ref_logps: Tensor | None = None  # (B, L)
 
 
 @dataclass(frozen=True)

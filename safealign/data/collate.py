@@ -4,7 +4,10 @@
 scores token ``t`` from the logits at position ``t - 1``. Reference tensors (``ref_*``) are present
 only when some example in the batch has a reference prompt that differs from its policy prompt (rows
 whose prompt is unchanged repeat their policy prompt there), so plain DPO batches carry no extra
-tensors. ``chosen_scores`` (PoFT's aligned-model scores) is present when every pair carries K of them.
+tensors. ``chosen_scores`` (PoFT's aligned-model scores) is present when every pair carries K of them, and
+``chosen_safe``/``rejected_safe`` (SafeDPO) when every pair carries both labels. ``target_ids`` is present when
+some row is scored on other tokens than its inputs (DeRTa's transition rows): the log-prob code then scores
+``target_ids[i, t]`` from position ``t - 1`` instead of ``input_ids[i, t]``.
 Batches are plain dicts (TypedDicts), which ``transformers.Trainer`` moves to the device.
 
 Packed (padding-free) pair batches (``PreferenceCollator(pack=True)``) put a pair's prompt+chosen and
@@ -24,6 +27,7 @@ import torch
 from torch import Tensor
 
 from safealign.data.tokenize import EncodedPair, EncodedUnpaired, Ids
+from safealign.errors import UserError
 
 
 class _RefTensors(TypedDict, total=False):
@@ -43,7 +47,13 @@ class _PackedTensors(TypedDict, total=False):
     ref_sequence_index: Tensor  # (B, T')
 
 
-class PreferenceBatch(_RefTensors, _ScoreTensors, _PackedTensors):
+class _SafetyTensors(TypedDict, total=False):
+    chosen_safe: Tensor  # (B,) float32: 1 safe, 0 unsafe (SafeDPO), when every pair has both labels
+    rejected_safe: Tensor  # (B,)
+    target_ids: Tensor  # (2B, T) long: the token each position is scored on, when some row overrides it (DeRTa)
+
+
+class PreferenceBatch(_RefTensors, _ScoreTensors, _PackedTensors, _SafetyTensors):
     """Pairs as ``2B`` sequences: rows ``0..B-1`` prompt+chosen, rows ``B..2B-1`` prompt+rejected."""
 
     input_ids: Tensor  # (2B, T) long, right-padded
@@ -150,7 +160,25 @@ class PreferenceCollator:
         # (safealign/train/data.py), and nothing else reads them.
         if scores[0] is not None and all(s is not None and len(s) == len(scores[0]) for s in scores):
             batch["chosen_scores"] = torch.tensor(scores, dtype=torch.float32)
+        # like the scores: whole batches only, every row checked up front for a loss that needs them
+        if all(p.chosen_safe is not None and p.rejected_safe is not None for p in pairs):
+            batch["chosen_safe"] = torch.tensor([float(p.chosen_safe) for p in pairs])
+            batch["rejected_safe"] = torch.tensor([float(p.rejected_safe) for p in pairs])
+        if any(p.chosen_target_ids is not None for p in pairs):
+            if self.pack:  # the targets are laid out on the padded rows
+                raise UserError("DeRTa's transition rows (data transform derta) cannot be packed: set packing off")
+            batch["target_ids"] = _target_ids(batch["input_ids"], pairs)
         return batch  # type: ignore[return-value]
+
+
+def _target_ids(input_ids: Tensor, pairs: Sequence[EncodedPair]) -> Tensor:
+    """The input ids with each overriding row's chosen response positions set to its target ids."""
+    targets = input_ids.clone()
+    for i, p in enumerate(pairs):
+        if p.chosen_target_ids is not None:
+            start = len(p.prompt_ids)
+            targets[i, start : start + len(p.chosen_target_ids)] = torch.tensor(p.chosen_target_ids)
+    return targets
 
 
 class UnpairedCollator:

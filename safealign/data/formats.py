@@ -14,17 +14,22 @@ names below to your column names):
 - ``joint``: ``chosen_prompt``, ``chosen``, ``rejected_prompt``, ``rejected``: a preference between two
   (prompt, response) pairs whose prompts may differ (JPO; docs/loss-inputs.md). Prompts as in
   ``conversational`` (string or message list), responses a string or one assistant message.
+- ``pku_saferlhf``: PKU-SafeRLHF's ``prompt``, ``response_0``, ``response_1``, ``is_response_0_safe``,
+  ``is_response_1_safe``, ``better_response_id`` (``safer_response_id`` optional): chosen is the more helpful
+  response, and each side carries its safety label (docs/safety-training.md).
 - ``unpaired``: ``prompt``, ``completion`` (string or one assistant message), ``label`` (bool-ish) →
   :class:`UnpairedExample` for KTO/BCO.
 - ``judgment``: ``prompt``, ``completion``, ``judgment`` (text), ``score`` (a finite number) →
   :class:`JudgmentExample` for CUT (docs/seed-methods.md).
 
 Every format accepts an optional bool-ish ``harmful`` column; the dataset-level ``harmful=`` argument
-fills rows where it is missing. Every pair format accepts an optional ``chosen_scores`` column: a list
-of K finite numbers, the chosen response's per-token-averaged log-probs under K aligned models (PoFT;
-docs/loss-inputs.md), and an optional ``attribute`` column naming the objective the preference is about
-(MAH-DPO; docs/seed-methods.md). Bad rows are dropped and reported (:class:`DroppedRow`), never
-silently; unreadable files, undetectable formats and bad column mappings raise UserError.
+fills rows where it is missing. Every pair format accepts optional bool-ish ``chosen_safe`` /
+``rejected_safe`` columns (per-response safety labels for SafeDPO; docs/safety-training.md), an optional
+``chosen_scores`` column: a list of K finite numbers, the chosen response's per-token-averaged log-probs
+under K aligned models (PoFT; docs/loss-inputs.md), and an optional ``attribute`` column naming the
+objective the preference is about (MAH-DPO; docs/seed-methods.md). Bad rows are dropped and reported
+(:class:`DroppedRow`), never silently; unreadable files, undetectable formats and bad column mappings raise
+UserError.
 """
 
 from __future__ import annotations
@@ -46,8 +51,12 @@ from safealign.types import JudgmentExample, PreferencePair, UnpairedExample
 
 log = logging.getLogger(__name__)
 
+# PKU-SafeRLHF's layout (docs/safety-training.md): two responses, a safety label for each, which one is more helpful
+# (better_response_id) and which one is safer (safer_response_id).
+PKU_FIELDS = ("response_0", "response_1", "is_response_0_safe", "is_response_1_safe", "better_response_id",
+              "safer_response_id")
 FIELDS = ("prompt", "chosen", "rejected", "completion", "label", "harmful", "chosen_prompt", "rejected_prompt",
-          "chosen_scores", "judgment", "score", "attribute")
+          "chosen_scores", "judgment", "score", "attribute", "chosen_safe", "rejected_safe", *PKU_FIELDS)
 # A format is a row parser registered under its name with the columns it needs and a one-line help;
 # the registry key is the format's only name (safealign/registry.py).
 PREFERENCE_FORMATS: Registry[Callable[..., PreferencePair | UnpairedExample | JudgmentExample]] = Registry("format")
@@ -128,6 +137,8 @@ def detect_format(record_columns: set[str], first: Mapping[str, Any]) -> str | N
         return "unpaired"
     if set(_required("judgment")) <= record_columns:
         return "judgment"
+    if set(_required("pku_saferlhf")) <= record_columns:
+        return "pku_saferlhf"
     if not {"chosen", "rejected"} <= record_columns:
         return None
     if {"chosen_prompt", "rejected_prompt"} <= record_columns:
@@ -162,7 +173,9 @@ def _pair(prompt, chosen: str, rejected: str, record: Record, harmful, source: s
         raise m.RowDrop("rejected", "chosen and rejected are identical")
     return PreferencePair(prompt, chosen, rejected, _harmful(record, harmful), source, row,
                           meta=_attribute(record.get("attribute")), rejected_prompt=rejected_prompt,
-                          chosen_scores=_scores(record.get("chosen_scores")))
+                          chosen_scores=_scores(record.get("chosen_scores")),
+                          chosen_safe=m.parse_bool(record.get("chosen_safe"), "chosen_safe"),
+                          rejected_safe=m.parse_bool(record.get("rejected_safe"), "rejected_safe"))
 
 
 def _attribute(value: Any) -> dict[str, str]:
@@ -236,6 +249,37 @@ def _parse_joint(record: Record, harmful, source: str, row: int) -> PreferencePa
     rejected_prompt = m.parse_prompt(record.get("rejected_prompt"), "rejected_prompt")
     chosen, rejected = _response(record.get("chosen"), "chosen"), _response(record.get("rejected"), "rejected")
     return _pair(chosen_prompt, chosen, rejected, record, harmful, source, row, rejected_prompt=rejected_prompt)
+
+
+@PREFERENCE_FORMATS.register("pku_saferlhf", required=("prompt", *PKU_FIELDS[:5]),
+                            help="prompt, response_0, response_1, is_response_0_safe, is_response_1_safe, "
+                                 "better_response_id (PKU-SafeRLHF; safer_response_id optional)")
+def _parse_pku(record: Record, harmful, source: str, row: int) -> PreferencePair:
+    """Chosen = the more helpful response (``better_response_id``), each side with its safety label; the
+    safety-aware reordering is a data transform (``safety_order``), so other losses see the helpfulness pair.
+    ``harmful`` (the E-variant's flag): the row's own column, else the data set's switch, else True when a
+    response is unsafe (the prompt drew an unsafe answer) and unknown when both are safe."""
+    prompt = m.parse_prompt(record.get("prompt"))
+    responses = [_text_response(record.get(f"response_{k}"), f"response_{k}") for k in (0, 1)]
+    safe = [m.parse_bool(record.get(f"is_response_{k}_safe"), f"is_response_{k}_safe") for k in (0, 1)]
+    for k in (0, 1):
+        if safe[k] is None:
+            raise m.RowDrop(f"is_response_{k}_safe", "missing value")
+    better = _response_id(record.get("better_response_id"), "better_response_id")
+    _response_id(record.get("safer_response_id"), "safer_response_id", optional=True)
+    default = harmful if harmful is not None else (True if not all(safe) else None)
+    pair = _pair(prompt, responses[better], responses[1 - better], record, default, source, row)
+    return dataclasses.replace(pair, chosen_safe=safe[better], rejected_safe=safe[1 - better])
+
+
+def _response_id(value: Any, field: str, optional: bool = False) -> int | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        value = int(value)
+    if isinstance(value, bool) or value not in (0, 1):
+        raise m.RowDrop(field, f"expected 0 or 1, got {value!r:.20}")
+    return int(value)
 
 
 @PREFERENCE_FORMATS.register("unpaired", required=("prompt", "completion", "label"),

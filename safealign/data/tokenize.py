@@ -19,6 +19,12 @@ encoded pair keeps the shared first token as its "prompt" and the rest of each s
 "response", so collation, reference caching and log-prob code work unchanged on cross-prompt pairs.
 Without ``joint_logps`` a cross-prompt pair is refused (its two sides have no common prompt).
 
+Assistant prefixes (``PreferencePair.response_prefix``, from the recovery/derta data transforms;
+docs/safety-training.md): the prefix text is tokenized on its own and appended to both prompt views, and
+each response is the template's rendering of ``prefix + response`` with the prefix cut off, tokenized once.
+It counts toward ``max_length`` (not ``max_prompt_length``) and is never scored. Transition rows
+(``chosen_target_refusal``) carry ``chosen_target_ids``: the refusal's first token at every chosen position.
+
 Tokenizers without a chat template raise a UserError naming the fix: pass ``chat_template=`` (e.g.
 :data:`safealign.models.tiny.CHATML_TEMPLATE`). No silent fallback — a wrong template trains a
 different prompt format than the model will see at inference.
@@ -53,6 +59,10 @@ class EncodedPair:
     rejected_ids: Ids
     harmful: bool | None
     chosen_scores: tuple[float, ...] | None = None  # PreferencePair.chosen_scores, passed through
+    chosen_safe: bool | None = None  # PreferencePair's safety labels, passed through (SafeDPO)
+    rejected_safe: bool | None = None
+    # DeRTa's transition rows: the token each chosen position is trained to predict (instead of chosen_ids)
+    chosen_target_ids: Ids | None = None
 
 
 @dataclass(frozen=True)
@@ -192,13 +202,25 @@ class PairEncoder:
             raise UserError(f"{pair.source} row {pair.row}: chosen and rejected answer different prompts; only a "
                              "loss over joint log-probs (jpo) can score such a pair (docs/loss-inputs.md)")
         prompt_ids, ref_ids = self._prompt_views(pair.prompt, pair.harmful, pair, counts)
+        prefix = pair.response_prefix
+        if prefix:  # an assistant turn already begun: its tokens join both prompt views, never scored
+            prefix_ids = self._ids(prefix)
+            prompt_ids, ref_ids = prompt_ids + prefix_ids, (ref_ids + prefix_ids if ref_ids is not None else None)
         budget = self._response_budget(prompt_ids, ref_ids, pair)
-        chosen = self._response_ids(pair.prompt, pair.chosen, budget, counts, pair)
-        rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair)
-        return EncodedPair(index, prompt_ids, ref_ids, chosen, rejected, pair.harmful, pair.chosen_scores)
+        chosen = self._response_ids(pair.prompt, pair.chosen, budget, counts, pair, prefix)
+        rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair, prefix)
+        targets = None
+        if pair.chosen_target_refusal is not None:  # DeRTa RTO: the refusal's first token at every position
+            first = self._response_ids(pair.prompt, pair.chosen_target_refusal, 1, _Counts(), pair)
+            targets = first * len(chosen)
+        return EncodedPair(index, prompt_ids, ref_ids, chosen, rejected, pair.harmful, pair.chosen_scores,
+                           pair.chosen_safe, pair.rejected_safe, targets)
 
     def _encode_joint(self, pair: PreferencePair, index: int, counts: _Counts) -> EncodedPair:
         """Each side as its own prompt + response; all but the shared first token are scored."""
+        if pair.response_prefix or pair.chosen_target_refusal is not None:
+            raise UserError(f"{pair.source} row {pair.row}: a row with an assistant prefix or transition targets "
+                            "(data transforms recovery/derta) cannot be scored as joint log-probs")
         sides = []
         for prompt, response in ((pair.prompt, pair.chosen), (pair.rejected_prompt or pair.prompt, pair.rejected)):
             full = self._guarded(pair, lambda: self._ids(self.render_prompt(prompt)))  # noqa: B023 (called now)
@@ -243,12 +265,20 @@ class PairEncoder:
             )
         return budget
 
-    def _response_ids(self, prompt, response: str, budget: int, counts: _Counts, item) -> Ids:
-        ids = self._guarded(item, lambda: self._ids(self.render_response(prompt, response)))
+    def _response_ids(self, prompt, response: str, budget: int, counts: _Counts, item, prefix: str = "") -> Ids:
+        """Ids of the assistant text after ``prefix`` (the template's end-of-turn included), cut to ``budget``."""
+        ids = self._guarded(item, lambda: self._ids(self._continuation(prompt, response, prefix, item)))
         if len(ids) > budget:
             counts.responses += 1
             return ids[:budget]
         return ids
+
+    def _continuation(self, prompt, response: str, prefix: str, item) -> str:
+        rendered = self.render_response(prompt, prefix + response)
+        if not rendered.startswith(prefix):
+            raise UserError(f"{item.source} row {item.row}: the chat template changes the assistant text, so the "
+                            f"response cannot continue the prefix {prefix[:40]!r}")
+        return rendered[len(prefix):]
 
     @staticmethod
     def _guarded(item, fn):

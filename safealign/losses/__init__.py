@@ -28,6 +28,7 @@ from safealign.losses.state import RunningMean
 
 # Built-in families register on import (torch only, so this stays light).
 from safealign.losses import sigmoid, margin, exo_nca, apo, aot, discopop, ref_free, dil, kto, bco, poft  # noqa: E402,F401,I001
+from safealign.losses import safety  # noqa: E402,F401,I001
 
 __all__ = [
     "LOSSES",

@@ -20,17 +20,18 @@ from torch import Tensor
 
 from safealign.errors import UserError
 from safealign.registry import Registry
-from safealign.types import LossOutput, PairLogps, UnpairedLogps
+from safealign.types import LossOutput, PairLogps, TokenLogps, UnpairedLogps
 
-InputKind = Literal["pair", "unpaired"]
+InputKind = Literal["pair", "unpaired", "token"]
 LossFn = Callable[..., LossOutput]
 LOSSES: Registry[LossFn] = Registry("loss")
 
 # Keyword parameters the composition supplies; never user-configurable and not listed as params.
 RESERVED_PARAMS = ("state",)
-_INPUT_TYPES = {"pair": PairLogps, "unpaired": UnpairedLogps}
-_POLICY_INPUTS = {"pair": ("chosen", "rejected"), "unpaired": ("logps",)}
-_REF_FIELDS = {"pair": ("ref_chosen", "ref_rejected"), "unpaired": ("ref_logps",)}
+# "token": per-token log-probs of the chosen response (TokenLogps), for losses over each token
+_INPUT_TYPES = {"pair": PairLogps, "unpaired": UnpairedLogps, "token": TokenLogps}
+_POLICY_INPUTS = {"pair": ("chosen", "rejected"), "unpaired": ("logps",), "token": ("logps",)}
+_REF_FIELDS = {"pair": ("ref_chosen", "ref_rejected"), "unpaired": ("ref_logps",), "token": ("ref_logps",)}
 
 
 # --------------------------------------------------------------------------- registration
@@ -45,6 +46,7 @@ def register_loss(
     needs_scores: bool = False,
     needs_cross_prompt_pairs: bool = False,
     joint_logps: bool = False,
+    needs_safety_flags: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Register a pure loss function under ``name``.
 
@@ -52,7 +54,8 @@ def register_loss(
     the data and recipe before any model loads (docs/loss-inputs.md): ``needs_reference`` (reference
     log-probs), ``needs_scores`` (``PairLogps.chosen_scores`` from a ``chosen_scores`` data column),
     ``needs_cross_prompt_pairs`` (rows whose chosen and rejected answer different prompts; losses without
-    it refuse such rows), ``joint_logps`` (log-probs over prompt and response tokens, log π(x, y)).
+    it refuse such rows), ``joint_logps`` (log-probs over prompt and response tokens, log π(x, y)),
+    ``needs_safety_flags`` (``PairLogps.chosen_safe``/``rejected_safe`` from per-response safety labels).
 
     ``state``: optional factory for a state object a :class:`ComposedLoss` keeps across calls and
     passes as ``state=`` (e.g. BCO's :class:`~safealign.losses.state.RunningMean`). Called directly,
@@ -60,7 +63,7 @@ def register_loss(
     ``policy_inputs``: the policy log-prob fields the loss differentiates (default: both sides).
     """
     if input not in _INPUT_TYPES:
-        raise ValueError(f"loss {name!r}: input must be 'pair' or 'unpaired', got {input!r}")
+        raise ValueError(f"loss {name!r}: input must be one of {', '.join(_INPUT_TYPES)}, got {input!r}")
 
     def deco(fn: LossFn) -> LossFn:
         _check_signature(name, fn, has_state=state is not None)
@@ -80,6 +83,7 @@ def register_loss(
             needs_scores=needs_scores,
             needs_cross_prompt_pairs=needs_cross_prompt_pairs,
             joint_logps=joint_logps,
+            needs_safety_flags=needs_safety_flags,
         )(wrapper)
         return wrapper
 
@@ -101,10 +105,10 @@ def check_input(name: str, x: Any, kind: InputKind, needs_reference: bool) -> No
     """Raise ValueError for the wrong input type, ragged shapes or a missing reference."""
     expected = _INPUT_TYPES[kind]
     if not isinstance(x, expected):
-        other = "unpaired" if kind == "pair" else "paired"
+        given = {PairLogps: "paired", UnpairedLogps: "unpaired", TokenLogps: "per-token"}.get(type(x))
         raise ValueError(
             f"loss {name!r} takes {kind} input ({expected.__name__}); got {type(x).__name__}"
-            + (f" ({other} data given to a {kind} loss)" if isinstance(x, (PairLogps, UnpairedLogps)) else "")
+            + (f" ({given} data given to a {kind} loss)" if given else "")
         )
     if needs_reference and any(getattr(x, f) is None for f in _REF_FIELDS[kind]):
         raise ValueError(
@@ -116,7 +120,9 @@ def check_input(name: str, x: Any, kind: InputKind, needs_reference: bool) -> No
         v = getattr(x, f)
         if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] != size[0]:
             raise ValueError(f"loss {name!r}: field {f!r} has batch size {v.shape[0]}, expected {size[0]}")
-        if isinstance(v, Tensor) and f != "chosen_scores" and v.dim() != 1:
+        if kind == "token" and isinstance(v, Tensor) and v.shape != size:
+            raise ValueError(f"loss {name!r}: field {f!r} must have shape {tuple(size)} (B, L), got {tuple(v.shape)}")
+        if kind != "token" and isinstance(v, Tensor) and f != "chosen_scores" and v.dim() != 1:
             raise ValueError(f"loss {name!r}: field {f!r} must have shape (B,), got {tuple(v.shape)}")
 
 
@@ -136,7 +142,7 @@ class LossInfo:
 
 # declaration -> what the data must carry for it
 _NEEDS = {"needs_scores": "chosen_scores", "needs_cross_prompt_pairs": "cross_prompt_pairs",
-          "joint_logps": "joint_logps"}
+          "joint_logps": "joint_logps", "needs_safety_flags": "chosen_safe/rejected_safe"}
 
 
 def get_loss(name: str) -> LossFn:

@@ -75,12 +75,14 @@ class ComposedLoss:
         kinds = {LOSSES.meta(s.name)["input"] for s in specs}
         if len(kinds) > 1:
             detail = ", ".join(f"{s.name} ({LOSSES.meta(s.name)['input']})" for s in specs)
-            raise UserError(f"cannot combine pair and unpaired losses in one objective: {detail}")
+            raise UserError(f"cannot combine pair and unpaired losses (or either with per-token ones) in one "
+                            f"objective: {detail}")
         self.input_kind: InputKind = kinds.pop()
         metas = [LOSSES.meta(s.name) for s in specs]
         self.needs_reference = any(m["needs_reference"] for m in metas)
         self.needs_scores = any(m["needs_scores"] for m in metas)
         self.needs_cross_prompt_pairs = any(m["needs_cross_prompt_pairs"] for m in metas)
+        self.needs_safety_flags = any(m["needs_safety_flags"] for m in metas)
         if len({m["joint_logps"] for m in metas}) > 1:
             detail = ", ".join(f"{s.name} ({'joint' if m['joint_logps'] else 'response'})"
                                for s, m in zip(specs, metas))

@@ -19,11 +19,17 @@ class DataConfig:
     # split each preference pair into a desirable (chosen) and an undesirable (rejected) example, for
     # unpaired losses (KTO, BCO) on paired data such as HH-RLHF (TRL's unpair_preference_dataset)
     unpair: bool = False
+    # row transforms run in order after parsing, e.g. [{name: safety_order}] for SafeDPO or
+    # [{name: flags_from_harmful}, {name: recovery, params: {probability: 0.5}}] (docs/safety-training.md)
+    transforms: list[Any] = field(default_factory=list)
     limit: Optional[int] = None
     max_length: int = 512
     max_prompt_length: int = 256
 
     def validate(self, prefix: str = "data.") -> None:
+        from safealign.data.row_transforms import validate_specs
+
+        validate_specs(self.transforms, prefix + "transforms")
         checks.at_least(prefix + "limit", self.limit, 1)
         checks.at_least(prefix + "max_length", self.max_length, 2)
         checks.at_least(prefix + "max_prompt_length", self.max_prompt_length, 1)

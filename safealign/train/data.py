@@ -29,7 +29,7 @@ class DataKind:
     name: str
     encode: Callable[[PairEncoder, Sequence[Any], int], tuple[list[Any], Any]]  # (encoder, items, max_length)
     collator: Callable[[int], Callable[[list[Any]], dict]]  # pad_token_id -> collate
-    ref_columns: tuple[str, str]
+    ref_columns: tuple[str, str] | None  # None: the reference is not cached, always a live forward
     strip_reference_view: Callable[[Any], Any]  # drop the reference prompt once it is cached
 
 
@@ -47,6 +47,8 @@ def _encode_unpaired(encoder: PairEncoder, items: Sequence[Any], max_length: int
 DATA_KINDS = {
     "pair": DataKind("pair", _encode_pairs, PreferenceCollator, ("ref_chosen_logps", "ref_rejected_logps"),
                      lambda item: dataclasses.replace(item, ref_prompt_ids=None)),
+    # per-token losses read pairs' chosen responses; no reference column is cached (ref_columns None: live)
+    "token": DataKind("token", _encode_pairs, PreferenceCollator, None, lambda item: item),
     "unpaired": DataKind("unpaired", _encode_unpaired, UnpairedKLCollator, ("ref_logps", "ref_kl_logps"),
                          strip_reference_view),
 }
@@ -65,14 +67,33 @@ def load_training_items(config: TrainConfig, input_kind: str) -> tuple[ParseResu
         raise UserError(f"{data.path}: no usable rows ({len(parsed.dropped)} dropped)")
     unpaired = isinstance(parsed.items[0], UnpairedExample)
     items = list(parsed.items)
+    if data.transforms:
+        items = _transformed(config, parsed, items, unpaired)
     if data.unpair:
         if unpaired:
             raise UserError(f"data.unpair=true splits preference pairs, but {data.path} already holds unpaired "
                             f"examples (format {parsed.format!r}); remove data.unpair")
         items, unpaired = unpair_pairs(items), True
         logger.info("data.unpair: %d pairs -> %d unpaired examples", len(parsed.items), len(items))
-    check_input_kind(config, parsed.format, "unpaired" if unpaired else "pair", input_kind)
+    # a per-token loss reads the chosen side of preference pairs
+    check_input_kind(config, parsed.format, "unpaired" if unpaired else "pair",
+                     "pair" if input_kind == "token" else input_kind)
     return parsed, items
+
+
+def _transformed(config: TrainConfig, parsed: ParseResult, items: list[Any], unpaired: bool) -> list[Any]:
+    """``data.transforms`` applied, after checking the rows carry what each needs (docs/safety-training.md)."""
+    from safealign.data.row_transforms import apply_row_transforms, check_needs, validate_specs
+
+    where = f"{config.data.path} (format {parsed.format!r})"
+    if unpaired:
+        raise UserError(f"data.transforms rewrite preference pairs, but {where} holds unpaired examples")
+    specs = validate_specs(config.data.transforms)
+    check_needs(specs, items, where)
+    items = apply_row_transforms(specs, items, seed=config.seed)
+    if not items:
+        raise UserError(f"{where}: data.transforms {[s['name'] for s in specs]} left no rows")
+    return items
 
 
 def check_input_kind(config: TrainConfig, data_format: str, data_kind: str, loss_kind: str) -> None:
@@ -95,10 +116,11 @@ def check_input_kind(config: TrainConfig, data_format: str, data_kind: str, loss
 def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any], loss: Any) -> None:
     """UserError when the data or recipe cannot supply an input the loss declares (docs/loss-inputs.md):
     aligned-model scores, cross-prompt pairs, and for joint log-probs a reference that sees the same prompt."""
-    if loss.input_kind != "pair":
+    if loss.input_kind not in ("pair", "token"):
         return
     names = " + ".join(repr(spec.name) for spec in config.losses)
     where = f"{config.data.path} (format {data_format!r})"
+    _check_safety_inputs(names, where, items, loss, config)
     if loss.needs_scores:
         _check_scores(names, where, items)
     cross = [item.row for item in items if item.rejected_prompt is not None]
@@ -114,6 +136,29 @@ def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any
     if loss.joint_logps and not transform.is_identity:
         raise UserError(f"loss {names} scores the prompt tokens (joint log-probs), so the reference must score the "
                         f"same prompt; reference.transform={config.reference.transform!r} changes it: use identity")
+
+
+def _check_safety_inputs(names: str, where: str, items: Sequence[Any], loss: Any, config: TrainConfig) -> None:
+    """Safety labels for a loss that declares them; transition rows only where nothing scores a reference."""
+    from safealign.data.row_transforms import FIELD_SOURCES
+
+    if loss.needs_safety_flags:
+        missing = [item.row for item in items if item.chosen_safe is None or item.rejected_safe is None]
+        if missing:
+            raise UserError(f"loss {names} needs a safety label of each response, but {len(missing)} of {len(items)} "
+                            f"rows of {where} lack one (e.g. row {', '.join(map(str, missing[:5]))}); missing field "
+                            f"'chosen_safe'/'rejected_safe': provided by {FIELD_SOURCES['chosen_safe'][1]}")
+        unordered = [item.row for item in items if item.chosen_safe is False and item.rejected_safe is True]
+        if unordered:
+            raise UserError(f"loss {names}: {len(unordered)} rows of {where} prefer an unsafe response to a safe one "
+                            f"(e.g. row {', '.join(map(str, unordered[:5]))}); add the 'safety_order' data transform "
+                            "(data.transforms: [{name: safety_order}]) to reorder them as SafeDPO does")
+    transition = [item.row for item in items if getattr(item, "chosen_target_refusal", None) is not None]
+    if transition and loss.needs_reference:
+        raise UserError(f"loss {names} compares with a reference, but {len(transition)} rows (e.g. row "
+                        f"{transition[0]}) are DeRTa transition rows scored on other tokens than their inputs, which "
+                        "the reference does not score; use a reference-free loss (sft) with the 'derta' transform, "
+                        "or derta's rto=false")
 
 
 def _check_scores(names: str, where: str, items: Sequence[Any]) -> None:

@@ -65,15 +65,16 @@ class SequenceLogps:
 
 def sequence_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
                    chunk_size: int = 1024, position_ids: Tensor | None = None, sequence_index: Tensor | None = None,
-                   impl: str = "fused") -> SequenceLogps:
+                   impl: str = "fused", target_ids: Tensor | None = None) -> SequenceLogps:
     """Summed response log-probs ``(S,)`` and response token counts ``(S,)`` for ``(N, T)`` inputs.
 
     ``S = N`` (one sequence per row) unless the batch is packed: then ``sequence_index`` ``(N, T)`` names
-    each token's sequence and ``S`` is the number of sequences (``max + 1``).
+    each token's sequence and ``S`` is the number of sequences (``max + 1``). ``target_ids`` ``(N, T)``: score
+    these tokens instead of the inputs (DeRTa's transition rows; not with packing).
     """
     rows, cols, token_lp = _response_token_logps(model, input_ids, attention_mask, response_mask,
                                                  chunk_size=chunk_size, position_ids=position_ids,
-                                                 sequence_index=sequence_index, impl=impl)
+                                                 sequence_index=sequence_index, impl=impl, target_ids=target_ids)
     if sequence_index is None:
         seq, n = rows, input_ids.shape[0]
     else:
@@ -85,11 +86,11 @@ def sequence_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, 
 
 def token_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
                 chunk_size: int = 1024, position_ids: Tensor | None = None, sequence_index: Tensor | None = None,
-                impl: str = "fused") -> Tensor:
+                impl: str = "fused", target_ids: Tensor | None = None) -> Tensor:
     """Per-token log-probs ``(N, T)`` aligned with ``input_ids``; 0 where ``response_mask`` is 0."""
     rows, cols, token_lp = _response_token_logps(model, input_ids, attention_mask, response_mask,
                                                  chunk_size=chunk_size, position_ids=position_ids,
-                                                 sequence_index=sequence_index, impl=impl)
+                                                 sequence_index=sequence_index, impl=impl, target_ids=target_ids)
     out = token_lp.new_zeros(input_ids.shape)
     return out.index_put((rows, cols + 1), token_lp)
 
@@ -103,6 +104,10 @@ def pair_logps(model: nn.Module, batch: Mapping[str, Tensor] | Any, *, reference
     present, else the policy keys) without gradients.
     """
     prefix = "ref_" if reference and _field(batch, "ref_input_ids") is not None else ""
+    targets = _field(batch, "target_ids")
+    if targets is not None and prefix:  # the targets are laid out on the policy view's positions
+        raise ValueError("a batch with target_ids has no reference-view targets: score such rows without a "
+                         "reference prompt transform")
     ids, attn, resp = (_field(batch, prefix + key) for key in ("input_ids", "attention_mask", "response_mask"))
     missing = [
         prefix + k for k, v in zip(("input_ids", "attention_mask", "response_mask"), (ids, attn, resp)) if v is None
@@ -115,7 +120,7 @@ def pair_logps(model: nn.Module, batch: Mapping[str, Tensor] | Any, *, reference
     with torch.no_grad() if reference else contextlib.nullcontext():
         out = sequence_logps(model, ids, attn, resp, chunk_size=chunk_size,
                              position_ids=_field(batch, prefix + "position_ids"), sequence_index=sequence_index,
-                             impl=impl)
+                             impl=impl, target_ids=targets)
     if out.logps.shape[0] % 2:
         raise ValueError(f"a pair batch needs 2B sequences (chosen then rejected), got {out.logps.shape[0]}")
     b = out.logps.shape[0] // 2
@@ -135,23 +140,28 @@ def _keys(batch: Any) -> list[str]:
 # --------------------------------------------------------------------------- core
 def _response_token_logps(model: nn.Module, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
                           chunk_size: int, position_ids: Tensor | None, sequence_index: Tensor | None = None,
-                          impl: str = "fused") -> tuple[Tensor, Tensor, Tensor]:
-    """``(rows, cols, token_logps)``, each ``(P,)``: position ``(row, col)`` predicts ``input_ids[row, col + 1]``."""
+                          impl: str = "fused", target_ids: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """``(rows, cols, token_logps)``, each ``(P,)``: position ``(row, col)`` predicts ``input_ids[row, col + 1]``
+    (``target_ids[row, col + 1]`` when given)."""
     _check_inputs(input_ids, attention_mask, response_mask, chunk_size, impl)
+    if target_ids is not None and (target_ids.shape != input_ids.shape or sequence_index is not None):
+        raise ValueError(f"target_ids {tuple(target_ids.shape)} must match input_ids {tuple(input_ids.shape)}, "
+                         "in an unpacked batch (transition rows are not packed)")
+    scored = input_ids if target_ids is None else target_ids
     if sequence_index is not None:
         _check_packed(sequence_index, position_ids, response_mask)
         if _varlen_attention(model) and input_ids.shape[0] > 1:
             return _flattened_token_logps(model, input_ids, attention_mask, response_mask, chunk_size=chunk_size,
                                           position_ids=position_ids, sequence_index=sequence_index, impl=impl)
     rows, cols = response_mask[:, 1:].bool().nonzero(as_tuple=True)  # (P,) each
-    targets = input_ids[rows, cols + 1]  # (P,)
+    targets = scored[rows, cols + 1]  # (P,)
     # packed rows: no 2D mask, so transformers builds the block-diagonal causal mask from the position ids
     forward_kwargs: dict[str, Any] = {"input_ids": input_ids, "use_cache": False,
                                       "attention_mask": None if sequence_index is not None else attention_mask}
     if position_ids is not None:
         forward_kwargs["position_ids"] = position_ids
     if impl == "naive":
-        return rows, cols, _naive_logps(model, forward_kwargs, input_ids)[rows, cols]
+        return rows, cols, _naive_logps(model, forward_kwargs, scored)[rows, cols]
     split = _head_split(model, input_ids, attention_mask)
     if split is not None:
         decoder, head = split

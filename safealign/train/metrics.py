@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from safealign.types import PairLogps, UnpairedLogps
+from safealign.types import PairLogps, TokenLogps, UnpairedLogps
 
 Stats = dict[str, tuple[Tensor, Tensor]]  # name -> (sum, count), 0-d tensors
 
@@ -34,6 +34,13 @@ def pair_stats(x: PairLogps, metrics: dict[str, Tensor]) -> Stats:
         "ranking_accuracy": _mean_stat((chosen > rejected).float()),
         "ranking_accuracy/normalized": _mean_stat(normalized.float()),
     }
+    stats.update({k: _mean_stat(v) for k, v in metrics.items()})
+    return stats
+
+
+def token_stats(x: TokenLogps, metrics: dict[str, Tensor]) -> Stats:
+    """The chosen responses' summed log-probs and the loss's own metrics."""
+    stats = {"logps/chosen": _mean_stat((x.logps.detach() * x.mask).sum(dim=1))}
     stats.update({k: _mean_stat(v) for k, v in metrics.items()})
     return stats
 

@@ -99,7 +99,10 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
         ref_model, _ = load_model(config.reference.model, device=device, dtype=dtype,
                                   trust_remote_code=config.trust_remote_code)
         ref_model.requires_grad_(False).eval()
-    if config.reference.mode == "cache":
+    if config.reference.mode == "cache" and kind.ref_columns is None:
+        logger.info("reference: loss %s needs per-token reference log-probs, which are not cached; live forward",
+                    kind.name)
+    elif config.reference.mode == "cache":
         from safealign.models.embedded import cache_root
 
         cache_dir = config.reference.cache_dir or str(cache_root() / "reference")

@@ -21,16 +21,18 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from safealign.errors import UserError
 from safealign.io import append_jsonl, finite_or_none
 from safealign.train.logps import pair_logps
-from safealign.train.metrics import MetricWindow, pair_stats, unpaired_stats
+from safealign.train.metrics import MetricWindow, pair_stats, token_stats, unpaired_stats
 from safealign.train.normalized import normalized_objective, pair_gradient_norms
 from safealign.train.reference import view_logps
-from safealign.types import PairLogps, UnpairedLogps
+from safealign.train.token_inputs import chosen_token_logps, reference_token_logps
+from safealign.types import PairLogps, TokenLogps, UnpairedLogps
 
 logger = logging.getLogger(__name__)
 
 LOSS_STATE_NAME = "loss_state.json"
 # loss input kind -> (PreferenceTrainer method building the loss input, metric statistics)
-_INPUTS = {"pair": ("_pair_logps", pair_stats), "unpaired": ("_unpaired_logps", unpaired_stats)}
+_INPUTS = {"pair": ("_pair_logps", pair_stats), "unpaired": ("_unpaired_logps", unpaired_stats),
+           "token": ("_token_logps", token_stats)}
 
 
 class NonFiniteLossError(UserError):
@@ -143,7 +145,18 @@ class PreferenceTrainer(RunLog, Trainer):
                               lambda live: live.logps(model, inputs).chunk(2))
         return PairLogps(chosen=chosen, rejected=rejected, chosen_tokens=chosen_tokens,
                          rejected_tokens=rejected_tokens, ref_chosen=ref[0], ref_rejected=ref[1],
-                         chosen_scores=inputs.get("chosen_scores"))
+                         chosen_scores=inputs.get("chosen_scores"), chosen_safe=inputs.get("chosen_safe"),
+                         rejected_safe=inputs.get("rejected_safe"))
+
+    def _token_logps(self, model, inputs: dict[str, Tensor]) -> TokenLogps:
+        """Per-token log-probs of the chosen responses; the reference is always live (nothing per token is cached)."""
+        logps, mask = chosen_token_logps(model, inputs, chunk_size=self.logps_chunk_size)
+        ref = None
+        if self.reference is not None:
+            ref = reference_token_logps(self.reference, model, inputs)
+        elif self.preference_loss.needs_reference:
+            raise ValueError("this loss needs per-token reference log-probs, but no live reference is set")
+        return TokenLogps(logps=logps, mask=mask, ref_logps=ref)
 
     def _unpaired_logps(self, model, inputs: dict[str, Tensor]) -> UnpairedLogps:
         own = view_logps(model, inputs, chunk_size=self.logps_chunk_size, impl=self.logps_impl)

@@ -21,6 +21,7 @@ from torch import Tensor
 from safealign.data import UnpairedCollator
 from safealign.data.collate import pad_sequences
 from safealign.data.tokenize import EncodedUnpaired, Ids
+from safealign.errors import UserError
 from safealign.types import PreferencePair, UnpairedExample
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,10 @@ def unpair_pairs(pairs: Sequence[PreferencePair]) -> list[UnpairedExample]:
         return UnpairedExample(prompt=prompt, completion=completion, label=label, harmful=pair.harmful,
                                source=pair.source, row=pair.row, meta=pair.meta)
 
+    odd = next((p for p in pairs if p.response_prefix or p.chosen_target_refusal is not None), None)
+    if odd is not None:  # an unpaired example has no assistant prefix or target override
+        raise UserError(f"{odd.source} row {odd.row}: data.unpair cannot split a row with an assistant prefix or "
+                        "transition targets (data transforms recovery/derta); use a pair loss")
     # a cross-prompt ("joint") pair's rejected response answers its own prompt
     return ([one(p, p.prompt, p.chosen, True) for p in pairs]
             + [one(p, p.rejected_prompt or p.prompt, p.rejected, False) for p in pairs])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from safealign.losses import LOSSES, get_loss, loss_names
-from safealign.types import PairLogps, UnpairedLogps
+from safealign.types import PairLogps, TokenLogps, UnpairedLogps
 
 B = 5
 
@@ -27,6 +27,11 @@ def make_input(name: str, *, with_ref: bool = True):
         return (ref + torch.randn(B, generator=g, dtype=torch.float64) * 0.5).requires_grad_(True)
 
     tokens = torch.randint(1, 12, (B,), generator=g).double()
+    if meta["input"] == "token":  # per-token log-probs of responses of 1..7 tokens
+        ref = -torch.rand(B, 7, generator=g, dtype=torch.float64) * 3
+        mask = torch.arange(7)[None, :] < torch.tensor([1, 3, 7, 5, 2])[:, None]
+        policy = ((ref + torch.randn(B, 7, generator=g, dtype=torch.float64) * 0.5) * mask).requires_grad_(True)
+        return TokenLogps(logps=policy, mask=mask, ref_logps=ref * mask if with_ref else None)
     if meta["input"] == "unpaired":
         ref, kl_ref = logps(), logps()
         return UnpairedLogps(
@@ -38,6 +43,7 @@ def make_input(name: str, *, with_ref: bool = True):
         chosen=near(rc), rejected=near(rr), chosen_tokens=tokens, rejected_tokens=tokens.flip(0),
         ref_chosen=rc if with_ref else None, ref_rejected=rr if with_ref else None,
         chosen_scores=(rc / tokens).unsqueeze(1).repeat(1, 3) + torch.tensor([-0.1, 0.0, 0.1], dtype=torch.float64),
+        chosen_safe=torch.ones(B, dtype=torch.float64), rejected_safe=torch.tensor([0.0, 1, 0, 1, 0]).double(),
     )
 
 
@@ -64,6 +70,8 @@ def test_contract(name):
         for key in ("rewards/chosen", "rewards/accuracies"):
             assert key in out.metrics
     fields = ("chosen", "rejected") if meta["input"] == "pair" else ("logps",)
+    if meta["input"] == "token":
+        fields = ("logps",)
     grads = torch.autograd.grad(out.losses.sum(), [getattr(x, f) for f in fields], allow_unused=True)
     for field, grad in zip(fields, grads):
         if field in meta["policy_inputs"]:
@@ -87,7 +95,7 @@ def test_reference_contract(name):
 
 @pytest.mark.parametrize("name", loss_names())
 def test_wrong_input_kind_is_refused(name):
-    other = "bco" if LOSSES.meta(name)["input"] == "pair" else "dpo"
+    other = "bco" if LOSSES.meta(name)["input"] in ("pair", "token") else "dpo"
     with pytest.raises(ValueError, match="input"):
         get_loss(name)(make_input(other))
 

@@ -140,6 +140,8 @@ def test_every_registered_loss_trains_a_step_on_the_data_its_declarations_ask_fo
         rows = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in ROWS]
     if meta["needs_scores"]:
         rows = [{**row, "chosen_scores": [-4.0, -5.0]} for row in rows]
+    if meta["needs_safety_flags"]:
+        rows = [{**row, "chosen_safe": True, "rejected_safe": i % 2 == 0} for i, row in enumerate(rows)]
     config = TrainConfig(model="tiny-random", output_dir=str(tmp_path / "run"), max_steps=1, logging_steps=1,
                          per_device_train_batch_size=4, losses=[LossConfig(name)])
     config.data.path = str(write_jsonl(tmp_path / "data.jsonl", rows))
