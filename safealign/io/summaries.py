@@ -312,7 +312,10 @@ class DemoSummary:
     objective: str = ""
     before: Figures = field(default_factory=dict)
     after: dict[str, Figures] = field(default_factory=dict)
-    comparison: Comparison | None = None
+    comparison: Comparison | None = None  # e-dpo − dpo, when both were trained (the demo's first comparison)
+    # every method against the baseline method, then E-variants against their own method (demo --compare)
+    comparisons: list[Comparison] = field(default_factory=list)
+    methods: dict[str, str] = field(default_factory=dict)  # method -> what its stages trained
     wall_seconds: float | None = None
     model_identity: dict[str, Any] | None = None
     trained_identity: dict[str, dict[str, Any]] = field(default_factory=dict)  # stage -> the trained model's
@@ -329,9 +332,13 @@ class DemoSummary:
     def to_json(self) -> dict[str, Any]:
         figures = _each(_to_json)
         after = figures(next(iter(self.after.values()))) if len(self.after) == 1 else _each(figures)(self.after)
-        out = {**to_fields(self, before=figures, comparison=_to_json), "after": after}
+        out = {**to_fields(self, before=figures, comparison=_to_json,
+                           comparisons=lambda cs: [c.to_json() for c in cs]), "after": after}
         if self.comparison is None:
             del out["comparison"]  # demos of one variant never had this key
+        for key in ("comparisons", "methods"):  # nor these, before methods
+            if not out[key]:
+                del out[key]
         return out
 
     @classmethod
@@ -343,4 +350,5 @@ class DemoSummary:
             after = {"after": after} if is_figures(after) else stages
             data = {**data, "after": after}
         return from_fields(cls, data, where, before=figures, after=_each(figures),
-                           comparison=lambda d: Comparison.from_json(d, where))
+                           comparison=lambda d: Comparison.from_json(d, where),
+                           comparisons=lambda cs: [Comparison.from_json(c, where) for c in cs])

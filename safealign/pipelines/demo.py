@@ -27,6 +27,7 @@ from safealign.io.summaries import Comparison, DemoSummary, Figure, Figures
 from safealign.pipelines import demo_margin
 from safealign.pipelines.demo_config import VARIANTS, DemoConfig, eval_config, from_saved, objective_name, train_config
 from safealign.pipelines.demo_helpfulness import Retention, quality_figures
+from safealign.pipelines.demo_methods import METHODS, check_methods_on_layout, comparison_pairs, describe
 
 logger = logging.getLogger(__name__)
 
@@ -68,10 +69,11 @@ def _params(config: DemoConfig, max_new_tokens: int):
 
 
 def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path,
-             before: Path | None = None) -> Figures:
+             before: Path | None = None, wrap_chat: Any = None) -> Figures:
     """Jailbreak ASR (direct + templates), over-refusal and the held-out refusal margin for one model;
     returns the demo's figures. ``before``: the base model's evaluation (the margin scores its direct
-    answers); None when this is the base model's evaluation itself."""
+    answers); None when this is the base model's evaluation itself. ``wrap_chat`` wraps the chat model the
+    evaluation queries (a method's inference-time defense)."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
     from safealign.eval.pipeline import run_eval
@@ -81,6 +83,7 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
                  for p in prompts["harmful_test"]]
     evaluation = eval_config(config, out)
     chat = HFChatModel(model, tokenizer)
+    chat = wrap_chat(chat) if wrap_chat is not None else chat
     jailbreak = run_eval(evaluation, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors)
     untuned = [p for extra in prompts["extra_benign"].values() for p in extra]
     helpful = overrefusal_eval(chat, prompts["benign_test"] + untuned,
@@ -257,6 +260,9 @@ def run_demo(config: DemoConfig) -> DemoSummary:
         raise UserError(f"unknown demo variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
     if not config.train_seeds or len(set(config.train_seeds)) != len(config.train_seeds):
         raise UserError(f"train_seeds must be distinct and non-empty, got {config.train_seeds}")
+    check_methods_on_layout(config)  # a method whose data lacks a field fails here, before the model loads
+    methods = {v: f"{METHODS.get(v).summary}: {describe(train_config(config, v, Path('pairs.jsonl'), Path('.')))}"
+               for v in dict.fromkeys(config.variants)}
     started = time.time()
     run = Path(config.output_dir)
     fingerprint = _check_same_config(config, run)
@@ -271,21 +277,27 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     after, trained_identity = {}, {}
     retention = Retention(run / "eval" / "before", [p.id for p in prompts["benign_test"]])
     for stage, variant, seed in stages(config):
-        final = train_stage(config, variant, seed, pairs_path, run / "train" / stage)
-        trained, trained_tokenizer = load_trained(final)
+        method = METHODS.get(variant)
+        if method.trains:
+            trained, trained_tokenizer = load_trained(train_stage(config, variant, seed, pairs_path,
+                                                                  run / "train" / stage))
+        else:  # an inference-time method: the starting model, wrapped at evaluation
+            trained, trained_tokenizer = load_model(config.model)
         trained_identity[stage] = loaded_identity(trained)
         after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage,
-                                before=run / "eval" / "before")
+                                before=run / "eval" / "before", wrap_chat=method.wrap_chat)
         retention.score_trained(stage, run / "eval" / stage, trained, trained_tokenizer)
         del trained
     model, tokenizer = load_model(config.model)  # the base model again, to score the trained models' answers
     for stage, figures in retention.finish(model, tokenizer).items():
         after[stage].update(figures)
     del model
-    comparison = compare_variants(config, run, "e-dpo", "dpo") if {"dpo", "e-dpo"} <= set(config.variants) else None
+    comparisons = [compare_variants(config, run, a, b) for a, b in comparison_pairs(config.variants)]
+    comparison = next((c for c in comparisons if (c.a, c.b) == ("e-dpo", "dpo")), None)
     summary = DemoSummary(model=config.model, judge="refusal (AdvBench evaluation substrings)",
                           pairs=build.describe(), objective=objective_name(config), before=before, after=after,
-                          comparison=comparison, wall_seconds=round(time.time() - started, 1),
+                          comparison=comparison, comparisons=comparisons, methods=methods,
+                          wall_seconds=round(time.time() - started, 1),
                           model_identity=model_identity, trained_identity=trained_identity,
                           run_fingerprint=fingerprint)
     write_json(run / "summary.json", summary.to_json())
@@ -305,7 +317,7 @@ def format_summary(summary: DemoSummary) -> str:
     for row in rows:
         cells = "".join(f"{_cell(columns[c].get(row), with_ci):>{width}}" for c in columns)
         lines.append(f"{row:<{label}}{cells}")
-    if comparison := summary.comparison:
+    for comparison in summary.comparisons or ([summary.comparison] if summary.comparison else []):
         lines.append(f"\npaired difference {comparison.a} − {comparison.b} (mean over seeds, 95% bootstrap "
                      "interval over prompts; discordant prompt×seed counts):")
         for metric, d in comparison.metrics.items():

@@ -27,12 +27,11 @@ from omegaconf import OmegaConf
 from safealign.config import load_config, to_dict
 from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
+from safealign.pipelines.demo_methods import METHODS, method_train_config
 from safealign.train.config import DataConfig, DiagnosticsConfig, LoraConfig, LossConfig, TrainConfig
 
-VARIANTS = {  # name -> reference transform
-    "dpo": ("identity", {}),
-    "e-dpo": ("safety_prefix", {"prefix": "community_guidelines", "apply_to": "harmful"}),
-}
+# The methods ``variants`` may name (dpo, e-dpo, safedpo, deep-aug, derta, ...; safealign/pipelines/demo_methods.py).
+VARIANTS = METHODS
 
 # earlier flat key -> its path in the nested config (lora_r and nll_weight: see _COMPOSITE)
 ALIASES = {
@@ -169,15 +168,13 @@ def from_saved(saved: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_config(config: DemoConfig, variant: str, pairs_path: Path, out: Path, seed: int = 0) -> TrainConfig:
-    """The training config of one stage: ``config.train`` with the stage's model, folders, seed and
-    reference view."""
-    transform, transform_params = VARIANTS[variant]
+    """The training config of one stage: ``config.train`` with the stage's model, folders and seed, rewritten
+    by the method ``variant`` (objective, data transforms, reference view; demo_methods.py)."""
     train = copy.deepcopy(config.train)
     train.model, train.output_dir, train.seed = config.model, str(out), seed
     train.data.path = str(pairs_path)
-    train.reference.transform = transform
-    train.reference.transform_params = dict(transform_params)
-    if "prefix" in train.reference.transform_params:
+    train = method_train_config(train, variant)
+    if "prefix" in train.reference.transform_params:  # the E-variant's prefix is a demo setting
         train.reference.transform_params["prefix"] = config.prefix
     return train
 

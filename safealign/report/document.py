@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 from safealign.eval.asr_at_n import TARGETS as FORECAST_TARGETS
 from safealign.eval.summary import run_warnings
@@ -135,11 +135,16 @@ def _headline(data: RunData) -> Section | None:
     return Section("Before / after", "summary", blocks)
 
 
-def _comparison(data: RunData) -> Section | None:
-    """The demo's paired difference of two variants (e.g. E-DPO − DPO) per metric, over training seeds."""
-    comparison = data.demo_summary.comparison if data.demo_summary else None
-    if comparison is None:
-        return None
+def _comparisons(data: RunData) -> list[Section | None]:
+    """One section per paired comparison of the demo (each method − the baseline; E-variant − its method)."""
+    summary = data.demo_summary
+    if summary is None:
+        return []
+    return [_comparison(c) for c in summary.comparisons or ([summary.comparison] if summary.comparison else [])]
+
+
+def _comparison(comparison: Any) -> Section | None:
+    """The demo's paired difference of two methods (e.g. E-DPO − DPO) per metric, over training seeds."""
     a, b = comparison.a, comparison.b
     rows = []
     for metric, d in comparison.metrics.items():
@@ -419,7 +424,7 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
     overrefusal_judge = next((s.overrefusal.judge for s in data.stages if s.overrefusal), None)
     sections: Sequence[Section | None] = [
         _headline(data),
-        _comparison(data),
+        *_comparisons(data),
         _defenses(data, with_plots),
         _models(data),
         _jailbreak(data, with_plots),
