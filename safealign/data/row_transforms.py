@@ -13,13 +13,15 @@ and the data layout that provides it. Formulas and sources: docs/safety-training
 - ``recovery``: Qi et al. 2024's safety-recovery augmentation: a harmful prefix, then the refusal.
 - ``derta``: DeRTa's harmful-prefix rows plus reinforced-transition (RTO) rows.
 
-Randomness is drawn per row from ``(seed, transform, source, row)``, so a row's rewrite does not depend
+Randomness is drawn per row from ``(seed, transform, row number, row content)``, so a row's rewrite does not depend
 on the order or number of other rows.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import logging
 import random
 import re
@@ -119,7 +121,9 @@ def _run(spec: Mapping[str, Any], rows: list[PreferencePair], *, seed: int) -> l
 
 
 def _rng(seed: int, name: str, row: PreferencePair) -> random.Random:
-    return random.Random(f"{seed}:{name}:{row.source}:{row.row}")
+    # keyed by the row's content, not its file's path: the same data draws the same rewrites wherever it lives
+    content = json.dumps([row.row, list(row.prompt), row.chosen, row.rejected], sort_keys=True)
+    return random.Random(f"{seed}:{name}:{hashlib.sha256(content.encode()).hexdigest()}")
 
 
 def _is_refusal_pair(row: PreferencePair) -> bool:

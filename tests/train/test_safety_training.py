@@ -105,8 +105,9 @@ def test_recovery_examples_train_the_refusal_after_a_harmful_prefix(tmp_path):
     model = tiny_model()
     expected = sum(_nll_per_token(model, r.prompt[0]["content"], r.chosen, r.response_prefix) for r in rows) / 4
     without_prefix = sum(_nll_per_token(model, p, c) for p, c, _ in HARMFUL + BENIGN) / 4
-    assert _first_loss(run) == pytest.approx(expected, abs=3e-4)
-    assert abs(expected - without_prefix) > 2e-3  # the prefix is what the value above measures
+    assert _first_loss(run) == pytest.approx(expected, abs=1e-4)
+    # the prefix is what the value above measures (the draws are keyed by row content, so this is fixed: 2.1e-3)
+    assert abs(expected - without_prefix) > 1e-3
 
 
 def test_derta_transition_rows_are_the_refusal_token_at_every_position(tmp_path):
