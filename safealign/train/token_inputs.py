@@ -35,7 +35,7 @@ def left_aligned(per_position: Tensor, response_mask: Tensor) -> tuple[Tensor, T
 
 
 def chosen_token_logps(model: nn.Module, batch: Mapping[str, Tensor], *, reference: bool = False,
-                       chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
+                       chunk_size: int = 1024, impl: str = "fused") -> tuple[Tensor, Tensor]:
     """Left-aligned ``(logps, mask)`` of the chosen responses; ``reference=True`` scores the ``ref_`` view
     when the batch has one, without gradients."""
     b = batch["index"].shape[0]
@@ -47,7 +47,7 @@ def chosen_token_logps(model: nn.Module, batch: Mapping[str, Tensor], *, referen
     if targets is not None and prefix:
         raise ValueError("a batch with target_ids has no reference-view targets")
     with torch.no_grad() if reference else contextlib.nullcontext():
-        per_position = token_logps(model, ids, attention, response, chunk_size=chunk_size,
+        per_position = token_logps(model, ids, attention, response, chunk_size=chunk_size, impl=impl,
                                    target_ids=None if targets is None else targets[:b])
     return left_aligned(per_position, response)
 
@@ -56,6 +56,6 @@ def chosen_token_logps(model: nn.Module, batch: Mapping[str, Tensor], *, referen
 def reference_token_logps(live, policy: nn.Module, batch: Mapping[str, Tensor]) -> Tensor:
     """The live reference's left-aligned chosen-token log-probs (``live``: a ``LiveReference``)."""
     if live.model is not None:
-        return chosen_token_logps(live.model, batch, reference=True, chunk_size=live.chunk_size)[0]
+        return chosen_token_logps(live.model, batch, reference=True, chunk_size=live.chunk_size, impl=live.impl)[0]
     with adapter_disabled(policy):
-        return chosen_token_logps(policy, batch, reference=True, chunk_size=live.chunk_size)[0]
+        return chosen_token_logps(policy, batch, reference=True, chunk_size=live.chunk_size, impl=live.impl)[0]

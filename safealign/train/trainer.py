@@ -150,7 +150,7 @@ class PreferenceTrainer(RunLog, Trainer):
 
     def _token_logps(self, model, inputs: dict[str, Tensor]) -> TokenLogps:
         """Per-token log-probs of the chosen responses; the reference is always live (nothing per token is cached)."""
-        logps, mask = chosen_token_logps(model, inputs, chunk_size=self.logps_chunk_size)
+        logps, mask = chosen_token_logps(model, inputs, chunk_size=self.logps_chunk_size, impl=self.logps_impl)
         ref = None
         if self.reference is not None:
             ref = reference_token_logps(self.reference, model, inputs)
