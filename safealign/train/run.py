@@ -178,6 +178,17 @@ def check_training_options(config: TrainConfig, loss) -> None:
                         "use packing=off with it")
 
 
+def _check_objective_ignores_nothing(config: TrainConfig) -> None:
+    """The preference trainer's batch options (docs/performance.md) do not reach an objective's trainer: refuse
+    them rather than let a recipe believe it packs or groups its batches."""
+    set_keys = [f"{key}={getattr(config, key)}" for key, default in (("packing", "off"), ("group_by_length", False),
+                                                                       ("logps", "fused"))
+                if getattr(config, key) != default]
+    if set_keys:
+        raise UserError(f"objective {config.objective.name!r} trains on hidden states with its own batches; "
+                        f"{', '.join(set_keys)} applies to preference losses only: remove it")
+
+
 def item_tokens(item: Any) -> int:
     """Policy tokens an encoded training item puts in a batch (both of its sequences): the length grouping key."""
     from safealign.train.reference import reference_view
@@ -197,6 +208,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     """
     if config.objective.name:  # the second plug-in kind: a hidden-state objective (docs/objectives.md)
         from safealign.train.objectives.run import run_objective_training
+
+        _check_objective_ignores_nothing(config)
 
         return run_objective_training(config, resume=resume, overwrite=overwrite, model=model, tokenizer=tokenizer)
     from safealign.train.data import DATA_KINDS, check_loss_inputs, encode_training_items, load_training_items

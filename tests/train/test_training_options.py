@@ -196,3 +196,11 @@ def test_8b_full_recipe_trains_a_tiny_model_without_a_second_model(tmp_path, pai
     assert copies == []
     assert "precomputed reference log-probs" in result.reference
     assert len(losses(result)) == 2
+
+
+@pytest.mark.parametrize("key, value", [("packing", "pairs"), ("group_by_length", True), ("logps", "naive")])
+def test_objectives_refuse_the_preference_batch_options(tmp_path, pairs_file, key, value, no_model_load):
+    cfg = config(tmp_path, pairs_file, **{key: value})
+    cfg.objective.name = "circuit_breakers"
+    with pytest.raises(UserError, match=f"{key}={value} applies to preference losses only"):
+        run_training(cfg)
