@@ -12,7 +12,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct", help="load_model spec of the model to align")
     parser.add_argument("--compare", default=None, metavar="dpo,e-dpo",
                         help="train several methods from the same pairs and report each against the baseline: dpo, "
-                        "e-dpo, safedpo, deep-aug, constrained-sft, derta, ... (docs/safety-training.md)")
+                        "e-dpo, safedpo, deep-aug, constrained-sft, derta, ... (docs/safety-training.md); default "
+                        "dpo,e-dpo (E-DPO with its paired difference against DPO)")
     parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
     parser.add_argument("overrides", nargs="*",
                         help="DemoConfig overrides, e.g. harmful_test=80 train.learning_rate=1e-3 "

@@ -75,7 +75,9 @@ def _demo_eval() -> EvalConfig:
 class DemoConfig:
     model: str = "smollm2-135m-instruct"
     output_dir: str = "runs/demo"
-    variants: list[str] = field(default_factory=lambda: ["e-dpo"])
+    # DPO beside E-DPO by default, trained from the same pairs with the same seeds: the paired difference is the
+    # demo's claim about the E-variant (issue 20), so it is printed without asking
+    variants: list[str] = field(default_factory=lambda: ["dpo", "e-dpo"])
     seed: int = 0  # generation and pair building
     train_seeds: list[int] = field(default_factory=lambda: [0])  # one trained model per variant and seed
     # self-generated training pairs (built-in train split), per kind

@@ -95,10 +95,11 @@ def test_a_run_directory_written_with_flat_keys_resumes(tmp_path):
     for folder in ("same", "changed"):
         (tmp_path / folder).mkdir()
         (tmp_path / folder / "demo_config.json").write_text(json.dumps({**flat, "output_dir": str(tmp_path / folder)}))
+    # E-DPO alone was the default then; today's default trains DPO beside it, so resuming names the variant
     same = load_demo_config([f"output_dir={tmp_path / 'same'}", "model=tiny-random", "nll_weight=0", "beta=0.5",
-                             "learning_rate=1e-3"])
+                             "learning_rate=1e-3", "variants=[e-dpo]"])
     _check_same_config(same, tmp_path / "same")  # the flat keys went through the aliases: accepted
     changed = load_demo_config([f"output_dir={tmp_path / 'changed'}", "model=tiny-random", "nll_weight=0",
-                                "beta=0.5"])
+                                "beta=0.5", "variants=[e-dpo]"])
     with pytest.raises(ValueError, match=r"different settings \(train\.learning_rate: 0\.001 -> 0\.002\)"):
         _check_same_config(changed, tmp_path / "changed")

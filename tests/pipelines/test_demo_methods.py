@@ -153,3 +153,10 @@ def yaml_config(stage: Path) -> dict:
     import yaml
 
     return yaml.safe_load((stage / "config.yaml").read_text())
+
+
+def test_the_default_demo_trains_dpo_beside_e_dpo_and_compares_them():
+    """Issue 20: the demo shows DPO next to E-DPO with their paired difference without being asked."""
+    config = load_demo_config([])
+    assert config.variants == ["dpo", "e-dpo"]
+    assert comparison_pairs(config.variants) == [("e-dpo", "dpo")]
