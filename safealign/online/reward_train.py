@@ -29,6 +29,7 @@ from safealign.config import save_config
 from safealign.errors import UserError
 from safealign.io import append_jsonl, read_jsonl, write_json
 from safealign.train.config import DataConfig, LoraConfig
+from safealign.train.run import TrainResult
 from safealign.types import PreferencePair
 
 logger = logging.getLogger(__name__)
@@ -90,14 +91,8 @@ class Row:
 
 
 @dataclass(frozen=True)
-class RewardResult:
-    output_dir: Path
-    final_dir: Path
-    metrics_path: Path
-    reference: str
-    steps: int
-    wall_seconds: float
-    eval_metrics: dict[str, float]
+class RewardResult(TrainResult):
+    eval_metrics: dict[str, float] = field(default_factory=dict)  # held-out pair accuracy and margin
 
 
 def load_rows(config: RewardConfig) -> list[Row]:

@@ -7,7 +7,6 @@ policy loads; reward-model and judge sources load after it (they may share its d
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from safealign.config import save_config, to_dict
 from safealign.errors import UserError
 from safealign.io import read_jsonl, write_json, write_jsonl
 from safealign.online.config import OnlineConfig
+from safealign.train.run import TrainResult
 
 # What --overwrite removes; fingerprint.json is handled by claim_run_dir.
 OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "train_summary.json", "config.yaml")
@@ -23,14 +23,7 @@ OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "train_summary.json", "conf
 EXCLUDED = ("output_dir", "trust_remote_code", "save_steps", "max_steps", "logps_chunk_size")
 
 
-@dataclass(frozen=True)
-class OnlineResult:
-    output_dir: Path
-    final_dir: Path
-    metrics_path: Path
-    reference: str
-    steps: int
-    wall_seconds: float
+OnlineResult = TrainResult  # the same run outcome as offline training: folders, reference kind, steps, wall time
 
 
 def check_online_config(config: OnlineConfig) -> None:

@@ -219,7 +219,7 @@ def load_or_compute_reference(
         raise UserError(f"reference log-probs are not finite for rows {bad}; check the data and model")
     metadata = {"key": key, "rows": str(len(encoded)), "checksum": table_checksum(table),
                 "describe": json.dumps(describe or {})}
-    _save_atomic(table, path, metadata)
+    save_tensors_atomic({"reference_logps": table}, path, metadata)
     logger.info("reference log-probs: computed in %.1f s and cached at %s", seconds, path)
     return ReferenceCache(table, path, key, reused=False, seconds=seconds)
 
@@ -262,12 +262,14 @@ def _table_problem(table: Tensor, rows: int, stored_checksum: str | None) -> str
     return None
 
 
-def _save_atomic(table: Tensor, path: Path, metadata: dict[str, str]) -> None:
+def save_tensors_atomic(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """A safetensors file written whole or not at all (a temporary file, then a rename): caches read it back
+    only after their checksum check, and a killed write must not leave a half file under the final name."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     try:
-        save_file({"reference_logps": table.contiguous()}, tmp, metadata=metadata)
+        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -14,15 +14,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
@@ -30,7 +27,7 @@ from safealign.data.collate import pad_sequences
 from safealign.data.tokenize import EncodedPair
 from safealign.errors import UserError
 from safealign.train.logps import response_log_softmax
-from safealign.train.reference import model_fingerprint
+from safealign.train.reference import model_fingerprint, save_tensors_atomic
 
 logger = logging.getLogger(__name__)
 _TOLERANCE = 1e-4  # a top-k log-prob may round a hair above 0 in float32
@@ -119,7 +116,8 @@ def load_or_compute_teacher(teacher: nn.Module, items: Sequence[EncodedPair], ca
     problem = _table_problem(table, expected, top_k, vocab, reference is not None)
     if problem is not None:
         raise UserError(f"teacher distributions are {problem}; check the teacher model and the data")
-    _save_atomic(table, path, {"key": key, "checksum": checksum(table), "describe": json.dumps(describe or {})})
+    metadata = {"key": key, "checksum": checksum(table), "describe": json.dumps(describe or {})}
+    save_tensors_atomic(table.tensors(), path, metadata)
     logger.info("teacher distributions: computed and cached at %s", path)
     return TeacherCache(table, path, reused=False)
 
@@ -187,18 +185,6 @@ def _table_problem(table: TeacherTable, expected: list[int], top_k: int, vocab: 
         if values is not None and bool((~torch.isfinite(values) | (values > _TOLERANCE)).any()):
             return f"implausible (non-finite or positive {name} log-probs)"
     return None
-
-
-def _save_atomic(table: TeacherTable, path: Path, metadata: dict[str, str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file({k: v.contiguous() for k, v in table.tensors().items()}, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class TeacherCollator:
