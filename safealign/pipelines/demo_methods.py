@@ -172,3 +172,6 @@ def comparison_pairs(variants: list[str]) -> list[tuple[str, str]]:
         if plain is not None and plain in names and plain != baseline:
             pairs.append((name, plain))
     return pairs
+
+# inference-time defenses as methods (evaluated on the starting model, nothing trained): docs/defenses.md
+import safealign.pipelines.demo_defenses  # noqa: E402,F401
