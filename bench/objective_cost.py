@@ -6,7 +6,8 @@ answers, written to a temporary ``pairs.jsonl`` in the demo's layout), the same 
 size and number of steps. Each method runs in its own subprocess so its memory is its own. Per method:
 
 - s/step: mean wall time of the optimizer steps after the first (warm-up) one, ReFAT's direction
-  re-estimates included (every 4th step);
+  re-estimates included (every 4th step); CPU s/step: the same in this process's CPU time, which other
+  load on a shared machine disturbs less;
 - peak training memory: peak resident set size (psutil, sampled every 10 ms) during ``trainer.train``
   above the level at train begin (activations, gradients, optimiser state; the loaded model excluded);
 - peak process RSS: the whole process's peak (``ru_maxrss``), model load included.
@@ -72,7 +73,7 @@ def measure_one(method: str, args: argparse.Namespace, data: Path, out: Path) ->
 
     torch.set_num_threads(args.threads)
     process = psutil.Process()
-    record: dict = {"ends": [], "peak": 0}
+    record: dict = {"ends": [], "cpu_ends": [], "peak": 0}
 
     class Meter(TrainerCallback):
         def on_train_begin(self, *a, **k):
@@ -90,6 +91,7 @@ def measure_one(method: str, args: argparse.Namespace, data: Path, out: Path) ->
 
         def on_step_end(self, *a, **k):
             record["ends"].append(time.perf_counter())
+            record["cpu_ends"].append(time.process_time())
 
         def on_train_end(self, *a, **k):
             self.stop.set()
@@ -106,9 +108,11 @@ def measure_one(method: str, args: argparse.Namespace, data: Path, out: Path) ->
                        **METHODS[method]}.items():
         _apply_override(config, f"{key}={value}")
     run_training(OmegaConf.to_object(config))
-    ends = record["ends"]
+    ends, cpu = record["ends"], record["cpu_ends"]
     steps = [b - a for a, b in zip(ends, ends[1:])]  # step 2 onwards; step 1 is the warm-up
-    return {"method": method, "s_per_step": statistics.mean(steps), "train_peak_mb": record["peak"] / 2**20,
+    cpu_steps = [b - a for a, b in zip(cpu, cpu[1:])]
+    return {"method": method, "s_per_step": statistics.mean(steps), "cpu_s_per_step": statistics.mean(cpu_steps),
+            "train_peak_mb": record["peak"] / 2**20,
             "process_peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "steps": len(ends)}
 
 
@@ -150,11 +154,12 @@ def main() -> int:
     base = results[0]
     print(f"{args.model}, LoRA r16, batch {args.batch}, {args.steps} steps (the first is warm-up), "
           f"{args.threads} threads\n")
-    print(f"| method | s/step | × {base['method']} | peak training memory (MB) | × {base['method']} "
-          "| peak process RSS (MB) |")
-    print("|---|---|---|---|---|---|")
+    print(f"| method | s/step | × {base['method']} | CPU s/step | × {base['method']} | peak training memory (MB) "
+          f"| × {base['method']} | peak process RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         print(f"| {r['method']} | {r['s_per_step']:.2f} | {r['s_per_step'] / base['s_per_step']:.2f} | "
+              f"{r['cpu_s_per_step']:.2f} | {r['cpu_s_per_step'] / base['cpu_s_per_step']:.2f} | "
               f"{r['train_peak_mb']:.0f} | {r['train_peak_mb'] / max(base['train_peak_mb'], 1e-9):.2f} | "
               f"{r['process_peak_mb']:.0f} |")
     return 0
