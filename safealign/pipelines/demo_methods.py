@@ -16,6 +16,8 @@ recipe whose reference scores harmful rows given the 'community_guidelines' safe
 | deep-aug | the demo's ``train.losses`` | flags_from_harmful, recovery | e-deep-aug |
 | constrained-sft | constrained_sft (live reference, no pair probe) | — | e-constrained-sft |
 | derta | sft | flags_from_harmful, derta | none (no reference term) |
+| rr | objective circuit_breakers (docs/objectives.md) | — | none (position-aligned reference) |
+| refat | objective refat (docs/objectives.md) | — | none (no reference term) |
 
 To add a method (another helper's objective, a defense), call :func:`register_method` from its own module and
 import that module where the built-ins are imported (the end of this file); nothing else changes.
@@ -78,6 +80,9 @@ def method_train_config(base: TrainConfig, name: str) -> TrainConfig:
 def describe(train: TrainConfig) -> str:
     """E.g. ``1·safedpo(beta=0.1, delta=1.0) + 1·sft(); data: flags_from_harmful, safety_order; reference:
     identity``: what a stage of a method trained."""
+    if train.objective.name:  # an objective replaces the losses (docs/objectives.md)
+        params = ", ".join(f"{k}={v}" for k, v in train.objective.params.items())
+        return f"objective {train.objective.name}({params}); reference: {train.reference.transform}"
     losses = " + ".join(f"{loss.weight:g}·{loss.name}({', '.join(f'{k}={v}' for k, v in loss.params.items())})"
                         for loss in train.losses)
     transforms = ", ".join(t["name"] if isinstance(t, dict) else str(t) for t in train.data.transforms) or "none"
@@ -91,6 +96,8 @@ def check_methods_on_layout(config: Any) -> None:
     from safealign.io import write_jsonl
     from safealign.pipelines.demo_config import train_config
     from safealign.train.data import check_loss_inputs, load_training_items
+    from safealign.train.objectives.data import load_role_rows
+    from safealign.train.objectives.run import check_objective_config
     from safealign.train.run import build_loss_from_config, check_config
 
     class _Prompt:  # the fields pair_row reads
@@ -107,10 +114,13 @@ def check_methods_on_layout(config: Any) -> None:
                 continue
             train = train_config(config, name, sample, Path(folder) / "out")
             try:
-                loss = build_loss_from_config(train)
-                check_config(train)
-                parsed, items = load_training_items(train, loss.input_kind)
-                check_loss_inputs(train, parsed.format, items, loss)
+                if train.objective.name:  # the checks `safealign train` makes for an objective
+                    load_role_rows(train, check_objective_config(train))
+                else:
+                    loss = build_loss_from_config(train)
+                    check_config(train)
+                    parsed, items = load_training_items(train, loss.input_kind)
+                    check_loss_inputs(train, parsed.format, items, loss)
             except UserError as err:
                 detail = str(err).replace(str(sample), "the demo's pairs.jsonl")  # not the sample's temporary path
                 raise UserError(f"demo method {name!r} cannot train on the demo's self-generated pairs "
@@ -156,6 +166,9 @@ register_method("deep-aug", "the demo objective on recovery-augmented pairs (Qi 
 register_method("constrained-sft", "token-wise constrained SFT on the chosen responses (Qi et al. 2024)",
                 _constrained_sft, e_variant=True)
 register_method("derta", "DeRTa: SFT with harmful-prefix and transition rows", _derta, e_variant=False)
+
+# methods registered by other modules (the hidden-state objectives: rr, refat)
+from safealign.pipelines import demo_objectives  # noqa: E402,F401
 
 
 def comparison_pairs(variants: list[str]) -> list[tuple[str, str]]:

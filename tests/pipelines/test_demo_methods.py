@@ -160,3 +160,18 @@ def test_the_default_demo_trains_dpo_beside_e_dpo_and_compares_them():
     config = load_demo_config([])
     assert config.variants == ["dpo", "e-dpo"]
     assert comparison_pairs(config.variants) == [("e-dpo", "dpo")]
+
+
+def test_the_hidden_state_objectives_are_demo_methods_checked_like_train():
+    config = DemoConfig()
+    rr, refat = _train(config, "rr"), _train(config, "refat")
+    assert (rr.objective.name, refat.objective.name) == ("circuit_breakers", "refat")
+    assert _names(rr) == [("dpo", 1.0, {})] and rr.diagnostics.entanglement_every == 0  # the demo's rpo removed
+    assert "e-rr" not in METHODS and "e-refat" not in METHODS
+    assert describe(rr) == "objective circuit_breakers(); reference: identity"
+    check_methods_on_layout(DemoConfig(variants=["dpo", "rr", "refat"]))
+    rr.data.transforms = [{"name": "flags_from_harmful", "params": {}}]  # objectives do not apply row transforms
+    from safealign.train.objectives.run import check_objective_config
+
+    with pytest.raises(UserError, match="data.transforms applies to preference losses"):
+        check_objective_config(rr)

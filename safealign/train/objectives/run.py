@@ -34,7 +34,7 @@ def check_objective_config(config: TrainConfig) -> Objective:
                         "meaning for it: use identity (docs/objectives.md)")
     for key, value in (("normalize_pair_gradients", config.normalize_pair_gradients),
                        ("diagnostics.entanglement_every", config.diagnostics.entanglement_every),
-                       ("data.unpair", config.data.unpair)):
+                       ("data.unpair", config.data.unpair), ("data.transforms", config.data.transforms)):
         if value:
             raise UserError(f"{key} applies to preference losses, not to objective {name!r}: remove it")
     return objective
