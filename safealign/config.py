@@ -51,6 +51,14 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         raise UserError(f"{where}: invalid config: {_describe(exc, schema)}") from None
 
 
+def config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:
+    """A command's optional CONFIG argument and its overrides: a first argument that is ``key=value`` rather
+    than a YAML file is the first override (``safealign eval model.name=x`` runs with no config file)."""
+    if config and "=" in config and not config.endswith((".yaml", ".yml")):
+        return None, [config, *overrides]
+    return config, list(overrides)
+
+
 def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
     """The YAML mappings of a recipe, base first: a recipe may extend another with ``base: other.yaml``
     (a path relative to the recipe's own folder); the recipe's keys then override the base's (mappings

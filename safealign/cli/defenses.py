@@ -17,16 +17,12 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         print(f"defenses: {', '.join(DEFENSES.names())}")
         return 0
-    config_path, overrides = args.config, list(args.overrides)
-    if config_path and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
-        config_path, overrides = None, [config_path, *overrides]
-
     from pathlib import Path
 
-    from safealign.config import load_config
+    from safealign.config import config_and_overrides, load_config
     from safealign.pipelines.defenses import DefenseCompareConfig, format_comparison, run_defense_comparison
 
-    config = load_config(DefenseCompareConfig, config_path, overrides)
+    config = load_config(DefenseCompareConfig, *config_and_overrides(args.config, args.overrides))
     print(format_comparison(run_defense_comparison(config)))
     print(f"\nreport: {Path(config.output_dir) / 'report.html'}")
     return 0

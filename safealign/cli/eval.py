@@ -21,17 +21,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"judges:   {', '.join(JUDGES.names())}")
         print(f"backends: {', '.join(BACKENDS.names())}")
         return 0
-    config_path, overrides = args.config, list(args.overrides)
-    if config_path and "=" in config_path and not config_path.endswith((".yaml", ".yml")):
-        config_path, overrides = None, [config_path, *overrides]
-
-    from safealign.config import load_config
+    from safealign.config import config_and_overrides, load_config
     from safealign.eval.config import EvalConfig
     from safealign.eval.pipeline import run_eval
     from safealign.eval.summary import format_table
     from safealign.report.models import identity_cells
 
-    config = load_config(EvalConfig, config_path, overrides)
+    config = load_config(EvalConfig, *config_and_overrides(args.config, args.overrides))
     summary = run_eval(config, overwrite=args.overwrite)
     print(format_table(summary))
     if summary.model_identity:
