@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from safealign.eval.helpfulness import quality, retention
 from safealign.eval.helpfulness.records import latest_by
-from safealign.io import read_jsonl
-from safealign.report.load import RunData
+from safealign.report.load import RunData, read_run_rows
 from safealign.report.results import Example, Metric, as_metric
 
 RETENTION_LABELS = {"base_answers": "base model's answers: trained − base log-prob per token",
@@ -28,7 +27,8 @@ def retention_rows(data: RunData) -> tuple[list[str], list[tuple[str, list[Metri
 
 def flagged_examples(data: RunData, limit: int = 4) -> list[Example]:
     """Up to ``limit`` benign prompts with an answer flagged by a quality rule, each stage's answer shown."""
-    by_stage = {s.name: latest_by(read_jsonl(s.path / "helpfulness" / "overrefusal" / "records.jsonl"), "id")
+    # read like every run file of the report: damaged lines are skipped and listed, never fatal
+    by_stage = {s.name: latest_by(read_run_rows(s.path / "helpfulness" / "overrefusal" / "records.jsonl", data), "id")
                 for s in data.stages}
     out = []
     for pid in sorted(set().union(*(r.keys() for r in by_stage.values()))) if by_stage else []:

@@ -71,7 +71,7 @@ def _read_json(path: Path, data: RunData, *, required: bool = False) -> Any:
         return None
 
 
-def _read_jsonl(path: Path, data: RunData) -> list[dict[str, Any]]:
+def read_run_rows(path: Path, data: RunData) -> list[dict[str, Any]]:
     """The rows of a run file; the report shows what it can, so bad lines are skipped and listed."""
     return [row for _, row in _read_numbered(path, data)]
 
@@ -113,7 +113,7 @@ def _rel(path: Path, root: Path) -> str:
 
 
 def _load_training(name: str, path: Path, data: RunData) -> TrainingRun:
-    metrics = _read_jsonl(path / "metrics.jsonl", data)
+    metrics = read_run_rows(path / "metrics.jsonl", data)
     if not metrics:
         data.missing.append(_rel(path / "metrics.jsonl", data.root))
     files = {}
@@ -123,7 +123,7 @@ def _load_training(name: str, path: Path, data: RunData) -> TrainingRun:
             files[file.name] = value
     return TrainingRun(
         name=name, path=path, metrics=metrics, summary=_read_json(path / "train_summary.json", data, required=True),
-        diagnostics=_read_jsonl(path / "diagnostics.jsonl", data), diagnostic_files=files,
+        diagnostics=read_run_rows(path / "diagnostics.jsonl", data), diagnostic_files=files,
     )
 
 

@@ -36,3 +36,17 @@ def test_retention_table_and_flagged_answers_are_shown_escaped(tmp_path):
     # after: stopped at the limit mid-tag and loops; before: also at the limit but ended with a full stop
     assert "flags: truncated, repetitive" in html and "flags: none" in html
     assert "<script>" not in html and "&lt;script&gt;" in html and "<b>bake" not in html
+
+
+def test_a_damaged_benign_records_file_is_listed_not_fatal(tmp_path):
+    """The flagged-answer examples read the over-refusal records with the report's tolerant reader: a damaged
+    line used to abort the whole report (strict reader at render time)."""
+    run = _run(tmp_path)
+    records = run / "eval" / "after" / "helpfulness" / "overrefusal" / "records.jsonl"
+    records.write_text(records.read_text() + '{"id": "b2", "kind": "ordi\n')  # a damaged middle line ...
+    records.write_text(records.read_text() + json.dumps({"id": "b3", "kind": "ordinary", "prompt": "p",
+                                                         "completion": "ok.", "error": None}) + "\n")
+    html_path, md_path = build_report(run)
+    md = md_path.read_text()
+    assert "flags: truncated, repetitive" in html_path.read_text()  # the readable rows still give their examples
+    assert "helpfulness/overrefusal/records.jsonl: skipped 1 unreadable line(s): line(s) 2" in md
