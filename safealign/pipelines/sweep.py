@@ -190,9 +190,12 @@ def _check_sweep_dir(grid: Grid, base: DemoConfig) -> None:
     holds one of them (adding settings, variants or seeds extends it; each cell checks its own)."""
     from safealign.io.rundir import claim_run_dir, make_fingerprint
 
-    settings = {k: v for k, v in to_dict(base).items() if k not in ("train", *_SWEEP_OWNED)}
-    claim_run_dir(grid.output_dir, make_fingerprint("sweep", settings), outputs=("pairs.jsonl", "cells"),
-                  overwrite_flag="--fresh")
+    def shared(config: DemoConfig) -> dict[str, Any]:
+        return {k: v for k, v in to_dict(config).items() if k not in ("train", *_SWEEP_OWNED)}
+
+    # with the defaults, a sweep started by earlier code resumes while settings added since stay at their defaults
+    fingerprint = make_fingerprint("sweep", shared(base), defaults=shared(DemoConfig()))
+    claim_run_dir(grid.output_dir, fingerprint, outputs=("pairs.jsonl", "cells"), overwrite_flag="--fresh")
 
 
 def run_sweep(grid: Grid) -> dict[str, Any]:
