@@ -23,7 +23,6 @@ from typing import Any, Sequence
 
 from safealign.io import write_json
 from safealign.io.summaries import Figure
-from safealign.types import PreferencePair
 
 MARGIN_DIR = "refusal_margin"
 FIGURE = "heldout_refusal_margin"
@@ -47,15 +46,14 @@ def base_answers(before_dir: Path, ids: Sequence[str]) -> dict[str, str]:
 def score_margins(model: Any, tokenizer: Any, prompts: dict[str, str], answers: dict[str, str],
                   refusals: Sequence[str], *, max_length: int, max_prompt_length: int | None) -> dict[str, float]:
     """prompt id -> margin(x) for every prompt with a base answer (both sides within ``max_length``)."""
-    from safealign.train.scores import chosen_scores
+    from safealign.train.scores import response_scores
 
     ids = [i for i in prompts if i in answers]
 
     def summed(response_of) -> list[float | None]:
-        rows = [PreferencePair(prompt=({"role": "user", "content": prompts[i]},), chosen=response_of(i), rejected="",
-                               source="held-out refusal margin", row=n) for n, i in enumerate(ids)]
-        return chosen_scores(model, tokenizer, rows, max_length=max_length, max_prompt_length=max_prompt_length,
-                             per_token=False) if rows else []
+        return response_scores(model, tokenizer, [(prompts[i], response_of(i)) for i in ids],
+                               source="held-out refusal margin", max_length=max_length,
+                               max_prompt_length=max_prompt_length, per_token=False)
 
     refusal = summed(lambda i: refusal_for(i, refusals))
     answer = summed(lambda i: answers[i])

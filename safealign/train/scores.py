@@ -46,3 +46,12 @@ def chosen_scores(model: nn.Module, tokenizer: Any, pairs: Sequence[PreferencePa
     finally:
         model.train(was_training)
     return scores
+
+
+def response_scores(model: nn.Module, tokenizer: Any, items: Sequence[tuple[str, str]], *, source: str,
+                    **scoring: Any) -> list[float | None]:
+    """:func:`chosen_scores` of each ``(user prompt, response)``, the response as the answer to a one-turn chat;
+    ``source`` names where the texts came from (in a row's error messages); ``scoring``: chosen_scores' options."""
+    rows = [PreferencePair(prompt=({"role": "user", "content": prompt},), chosen=response, rejected="", source=source,
+                           row=i) for i, (prompt, response) in enumerate(items)]
+    return chosen_scores(model, tokenizer, rows, **scoring) if rows else []

@@ -29,8 +29,7 @@ from torch import nn
 from safealign.eval.helpfulness.records import latest_by
 from safealign.eval.paired import mean_difference_stats
 from safealign.io.summaries import RetentionSummary
-from safealign.train.scores import chosen_scores
-from safealign.types import PreferencePair
+from safealign.train.scores import response_scores
 
 SIDES = ("base_answers", "trained_answers")
 FIGURES = {"base_answers": "retention_of_base_answers", "trained_answers": "retention_of_own_answers"}  # demo names
@@ -62,10 +61,9 @@ def score_answers(model: nn.Module, tokenizer: Any, pairs: Sequence[AnswerPair],
     """Per-token log-probs ``model`` gives both answers of every pair (None-scored prompts left out)."""
     out: Scores = {}
     for side, answer in zip(SIDES, (lambda p: p.base, lambda p: p.trained)):
-        rows = [PreferencePair(prompt=({"role": "user", "content": p.prompt},), chosen=answer(p), rejected="",
-                               source="over-refusal records", row=i) for i, p in enumerate(pairs)]
-        scores = chosen_scores(model, tokenizer, rows, max_length=max_length, max_prompt_length=max_prompt_length,
-                               batch_size=batch_size) if rows else []
+        scores = response_scores(model, tokenizer, [(p.prompt, answer(p)) for p in pairs],
+                                 source="over-refusal records", max_length=max_length,
+                                 max_prompt_length=max_prompt_length, batch_size=batch_size)
         out[side] = {p.id: s for p, s in zip(pairs, scores) if s is not None}
     return out
 
