@@ -99,6 +99,9 @@ class GenerationConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
+    # pre-fill each prompt once and repeat its KV cache K times (safealign/online/prefix_cache.py); same
+    # distribution as re-computing it per sample; models where that is not exact fall back, logged once
+    reuse_prompt_cache: bool = True
 
     def validate(self, prefix: str = "generation.") -> None:
         checks.at_least(prefix + "max_new_tokens", self.max_new_tokens, 1)

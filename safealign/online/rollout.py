@@ -16,6 +16,7 @@ from torch import Tensor
 
 from safealign.data import PairEncoder, PromptTransform
 from safealign.data.collate import pad_sequences
+from safealign.online.prefix_cache import generate_from_shared_prefix
 from safealign.train.logps import token_logps
 from safealign.types import Message
 
@@ -63,9 +64,11 @@ def eos_ids(tokenizer: Any, model: Any) -> set[int]:
 
 @torch.no_grad()
 def sample(model: Any, tokenizer: Any, prompts: Sequence[Ids], k: int, *, max_new_tokens: int, temperature: float,
-           top_p: float, top_k: int) -> list[Ids]:  # fmt: skip
+           top_p: float, top_k: int, reuse_prompt_cache: bool = True) -> list[Ids]:  # fmt: skip
     """``len(prompts)·k`` completions, prompt-major (the k samples of a prompt are consecutive), from ONE
-    ``generate`` call on the left-padded prompts (transformers expands each prompt k times)."""
+    ``generate`` call on the left-padded prompts. ``reuse_prompt_cache``: each prompt is pre-filled once and
+    its KV cache repeated k times (safealign/online/prefix_cache.py, where that is exact); otherwise
+    transformers expands each prompt k times (``num_return_sequences``) and pre-fills every copy."""
     device = next(model.parameters()).device
     width = max(len(p) for p in prompts)
     pad = tokenizer.pad_token_id
@@ -74,12 +77,16 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[Ids], k: int, *, max_ne
     for i, ids in enumerate(prompts):
         input_ids[i, width - len(ids):] = torch.tensor(ids)
         attention[i, width - len(ids):] = 1
+    input_ids, attention = input_ids.to(device), attention.to(device)
+    settings = dict(do_sample=True, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                    top_k=top_k, pad_token_id=pad, use_cache=True)
     was_training = model.training
     model.eval()  # no dropout while sampling: the samples come from the policy itself
     try:
-        out = model.generate(input_ids=input_ids.to(device), attention_mask=attention.to(device), do_sample=True,
-                             num_return_sequences=k, max_new_tokens=max_new_tokens, temperature=temperature,
-                             top_p=top_p, top_k=top_k, pad_token_id=pad, use_cache=True)
+        out = generate_from_shared_prefix(model, input_ids, attention, k, **settings) \
+            if reuse_prompt_cache else None
+        if out is None:
+            out = model.generate(input_ids=input_ids, attention_mask=attention, num_return_sequences=k, **settings)
     finally:
         model.train(was_training)
     stops = eos_ids(tokenizer, model)

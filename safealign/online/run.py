@@ -19,8 +19,10 @@ from safealign.train.run import TrainResult
 # What --overwrite removes; fingerprint.json is handled by claim_run_dir.
 OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "train_summary.json", "config.yaml")
 # Not part of the fingerprint: where it writes, how often it saves, how long it runs (a longer max_steps
-# continues a run), how log-probs are chunked.
-EXCLUDED = ("output_dir", "trust_remote_code", "save_steps", "max_steps", "logps_chunk_size")
+# continues a run), how log-probs are chunked, whether sampling pre-fills a prompt once or K times (the same
+# distribution; safealign/online/prefix_cache.py).
+EXCLUDED = ("output_dir", "trust_remote_code", "save_steps", "max_steps", "logps_chunk_size",
+            "generation.reuse_prompt_cache")
 
 
 OnlineResult = TrainResult  # the same run outcome as offline training: folders, reference kind, steps, wall time

@@ -111,7 +111,8 @@ class OnlineTrainer:
         torch.manual_seed(config.seed * 1_000_003 + self.step)  # the step's samples do not depend on history
         gen = config.generation
         completions = sample(self.model, self.tokenizer, views.policy, k, max_new_tokens=gen.max_new_tokens,
-                             temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k)
+                             temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k,
+                             reuse_prompt_cache=gen.reuse_prompt_cache)
         generated = time.perf_counter()
         expand = [i // k for i in range(len(completions))]
         batch = Batch([items[i].messages for i in expand], decode(self.tokenizer, completions),
@@ -241,7 +242,7 @@ class OnlineTrainer:
             with self.reference.active() as ref_model:
                 samples = sample(ref_model, self.tokenizer, [ref_prompts[i] for i in todo], k,
                                  max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-                                 top_k=gen.top_k)
+                                 top_k=gen.top_k, reuse_prompt_cache=gen.reuse_prompt_cache)
             texts = decode(self.tokenizer, samples)
             owners = [todo[j // k] for j in range(len(samples))]
             ref_batch = Batch([items[i].messages for i in owners], texts, [items[i].harmful for i in owners])
