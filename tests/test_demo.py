@@ -99,7 +99,7 @@ def test_stratified_takes_categories_in_turn():
     assert [p.id for p in stratified(PROMPTS + PROMPTS[:1], 6)] == ["b2", "b1", "h2", "b3", "h1", "h1"]
 
 
-def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch):
+def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch, capsys):
     from safealign.cli import main
 
     run = tmp_path / "demo"
@@ -110,8 +110,9 @@ def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch):
     assert main(argv) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert set(summary["after"]) == {"dpo", "e-dpo"}
+    # untuned_benign_refusal_rate: the default extra_benign, the built-in untuned set (issue 14 item 4)
     headline = {"direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate",
-                "heldout_refusal_margin"}
+                "heldout_refusal_margin", "untuned_benign_refusal_rate"}
     quality = {"empty_answer_rate", "truncated_answer_rate", "repetitive_answer_rate", "off_language_answer_rate"}
     retention = {"retention_of_base_answers", "retention_of_own_answers"}
     assert set(summary["before"]) == headline | quality  # retention compares a trained model with the base
@@ -133,6 +134,20 @@ def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch):
         written = json.loads((run / "eval" / name / "helpfulness" / "retention" / "summary.json").read_text())
         assert written["base_answers"]["mean"] == stage["retention_of_base_answers"]["value"]
     assert "trained − base log-prob per token" in (run / "report.md").read_text()
+    untuned = {}  # a seeded sample of the default limit (50) of the set's 60 prompts, the same for every model
+    for stage in ("before", "dpo", "e-dpo"):
+        figure = summary["before"] if stage == "before" else summary["after"][stage]
+        assert figure["untuned_benign_refusal_rate"]["n"] == 50
+        rows = [json.loads(line) for line in
+                (run / "eval" / stage / "helpfulness" / "overrefusal" / "records.jsonl").read_text().splitlines()]
+        untuned[stage] = sorted(r["id"] for r in rows if r["kind"] == "untuned_benign")
+        refused = [r["refused"] for r in rows if r["kind"] == "untuned_benign"]
+        assert figure["untuned_benign_refusal_rate"]["value"] == pytest.approx(sum(refused) / 50)
+    assert len(set(untuned["before"])) == 50 and untuned["before"] == untuned["dpo"] == untuned["e-dpo"]
+    assert all(i.startswith("untuned_benign:u0") for i in untuned["before"])
+    assert summary["comparison"]["metrics"]["untuned_benign_refusal_rate"]["n_prompts"] == 50
+    assert "untuned benign refusal rate" in (run / "report.md").read_text()
+    assert "untuned_benign_refusal_rate" in capsys.readouterr().out  # the console's before/after table
     assert (run / "train" / "e-dpo" / "final" / "adapter_config.json").exists()
     assert (run / "report.html").exists()
     assert summary["model_identity"]["kind"] == "tiny"
@@ -192,6 +207,7 @@ def test_demo_with_training_seeds_and_an_extra_behavior_set(tmp_path, monkeypatc
     assert len(asked["before"]) == 3 and asked["before"] == asked["dpo-seed0"] == asked["e-dpo-seed1"]
     assert all(i.startswith("harmless_train:") for i in asked["before"])
     assert summary["before"]["harmless_train_refusal_rate"]["n"] == 3
+    assert "untuned_benign_refusal_rate" not in summary["before"]  # a list given replaces the default set
     assert summary["comparison"]["metrics"]["harmless_train_refusal_rate"]["n_prompts"] == 3
     per_seed = [summary["after"][f"e-dpo-seed{s}"]["advbench_behaviors_direct_asr"]["value"]
                 - summary["after"][f"dpo-seed{s}"]["advbench_behaviors_direct_asr"]["value"] for s in (0, 1)]
@@ -212,6 +228,16 @@ def test_run_directory_from_before_a_setting_existed_still_resumes(tmp_path):
     (tmp_path / "demo_config.json").write_text(json.dumps(old))
     with pytest.raises(ValueError, match="train_seeds"):
         _check_same_config(DemoConfig(output_dir=str(tmp_path), train_seeds=[0, 1]), tmp_path)
+
+
+def test_a_run_from_before_the_untuned_default_resumes_and_a_dropped_set_is_refused(tmp_path):
+    from safealign.pipelines.demo import DemoConfig, _check_same_config
+
+    _check_same_config(DemoConfig(output_dir=str(tmp_path), extra_benign=[]), tmp_path)  # the old default
+    (tmp_path / "pairs.jsonl").write_text("")  # a recorded result: from here on the settings are checked
+    _check_same_config(DemoConfig(output_dir=str(tmp_path)), tmp_path)  # today's default only adds a set
+    with pytest.raises(ValueError, match="extra_benign"):
+        _check_same_config(DemoConfig(output_dir=str(tmp_path), extra_benign=[]), tmp_path)
 
 
 def test_comparison_skips_a_metric_nothing_was_scored_for(tmp_path):

@@ -56,6 +56,9 @@ TRAIN_EXCLUDED = (
 WHEN_KNOWN = ("model.weights", "reference.weights")
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)
+# Demo keys whose list may grow on resume: each extra benign set is answered under its own record ids and shown as
+# its own figure, so adding one (the default added builtin:untuned_benign) leaves every recorded result as it was.
+DEMO_EXTENDABLE = ("extra_benign",)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,8 @@ class Fingerprint:
     # the same settings' values in a default config: a key a recorded run lacks (added to the config since) matches
     # when it is at its default here -- new settings default to the earlier behaviour (docs/design.md). Not hashed.
     defaults: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    # list-valued keys a run may extend: a recorded list whose every item is still in the new one matches. Not hashed.
+    extendable: Collection[str] = field(default=(), compare=False, repr=False)
 
     @property
     def digest(self) -> str:
@@ -137,7 +142,9 @@ def train_fingerprint(settings: Mapping[str, Any], *, weights: str | None = None
 
 
 def demo_fingerprint(settings: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> Fingerprint:
-    return make_fingerprint("demo", settings, exclude=DEMO_EXCLUDED, defaults=defaults)
+    """A demo run: its config less :data:`DEMO_EXCLUDED`; :data:`DEMO_EXTENDABLE` lists may grow on resume."""
+    return dataclasses.replace(make_fingerprint("demo", settings, exclude=DEMO_EXCLUDED, defaults=defaults),
+                               extendable=DEMO_EXTENDABLE)
 
 
 def legacy_fingerprint(path: Path, load: Callable[[Path], Mapping[str, Any]],
@@ -170,13 +177,18 @@ def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = 
     """Keys whose values differ; ``only_recorded`` ignores keys the old fingerprint does not hold, and a
     key it does not hold that ``new`` has at its default (``new.defaults``) is a setting added since, which
     does not change what the old run computed. Weights fingerprints (:data:`WHEN_KNOWN`) are compared only
-    when both runs could see the weights."""
+    when both runs could see the weights; a key of ``new.extendable`` matches when ``new`` only adds items."""
     keys = set(old.values) if only_recorded else set(old.values) | set(new.values)
     if old.kind != new.kind:
         return ["kind"]
     unknown = {k for k in WHEN_KNOWN if old.values.get(k) is None or new.values.get(k) is None}
     added = {k for k in set(new.values) - set(old.values) if k in new.defaults and new.values[k] == new.defaults[k]}
-    return sorted(k for k in keys - unknown - added if old.values.get(k) != new.values.get(k))
+    grown = {k for k in new.extendable if _only_adds(old.values.get(k), new.values.get(k))}
+    return sorted(k for k in keys - unknown - added - grown if old.values.get(k) != new.values.get(k))
+
+
+def _only_adds(old: Any, new: Any) -> bool:
+    return isinstance(old, list) and isinstance(new, list) and all(item in new for item in old)
 
 
 def same_settings(old: Fingerprint, new: Fingerprint) -> bool:

@@ -25,7 +25,15 @@ from safealign.errors import UserError
 from safealign.io import write_json
 from safealign.io.summaries import Comparison, DemoSummary, Figure, Figures
 from safealign.pipelines import demo_margin
-from safealign.pipelines.demo_config import VARIANTS, DemoConfig, eval_config, from_saved, objective_name, train_config
+from safealign.pipelines.demo_config import (
+    BUILTIN_PREFIX,
+    VARIANTS,
+    DemoConfig,
+    eval_config,
+    from_saved,
+    objective_name,
+    train_config,
+)
 from safealign.pipelines.demo_helpfulness import Retention, quality_figures
 from safealign.pipelines.demo_methods import METHODS, check_methods_on_layout, comparison_pairs, describe
 
@@ -119,23 +127,34 @@ def _extra_sets(config: DemoConfig) -> dict[str, list[Any]]:
 
 
 def _extra_name(path: str) -> str:
-    return Path(path).name.split(".")[0]
+    """A set's name in figures and record kinds: a file's stem, or a built-in set's own name."""
+    return Path(path.removeprefix(BUILTIN_PREFIX)).name.split(".")[0]
+
+
+def _benign_rows(spec: str) -> list[tuple[str, str]]:
+    """``(id, prompt)`` of every prompt of an ``extra_benign`` entry: a file, or ``builtin:<name>``."""
+    if spec.startswith(BUILTIN_PREFIX):  # the name was checked by DemoConfig.validate
+        from safealign.data.builtin import load_untuned_benign
+
+        return [(p.id, p.prompt) for p in load_untuned_benign()]
+    from safealign.data.behaviors import load_behaviors
+
+    return [(b.id, b.behavior) for b in load_behaviors(spec)]
 
 
 def _extra_benign(config: DemoConfig) -> dict[str, list[Any]]:
-    """name (file stem) -> a seeded sample of up to ``extra_benign_limit`` of the file's prompts, as over-refusal
-    prompts of kind ``name`` (ids prefixed with it, so they never collide with the built-in benign ids)."""
+    """name -> a seeded sample of up to ``extra_benign_limit`` of the set's prompts, as over-refusal prompts of
+    kind ``name`` (ids prefixed with it, so they never collide with the built-in benign ids)."""
     import random
 
-    from safealign.data.behaviors import load_behaviors
     from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt
 
     sets = {}
-    for path in config.extra_benign:
-        name = _extra_name(path)
-        rows = load_behaviors(path)
+    for spec in config.extra_benign:
+        name = _extra_name(spec)
+        rows = _benign_rows(spec)
         picked = random.Random(config.seed).sample(rows, min(len(rows), config.extra_benign_limit))
-        sets[name] = [HelpfulnessPrompt(f"{name}:{b.id}", b.behavior, name) for b in picked]
+        sets[name] = [HelpfulnessPrompt(f"{name}:{pid}", text, name) for pid, text in picked]
     if len(sets) != len(config.extra_benign):
         raise UserError(f"extra_benign: two files share a name ({config.extra_benign}); rename one")
     return sets

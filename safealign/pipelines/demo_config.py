@@ -25,10 +25,14 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from safealign.config import load_config, to_dict
+from safealign.data.builtin import UNTUNED_BENIGN
 from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
 from safealign.pipelines.demo_methods import METHODS, method_train_config
 from safealign.train.config import DataConfig, DiagnosticsConfig, LoraConfig, LossConfig, TrainConfig
+
+# an ``extra_benign`` entry naming a built-in set instead of a file: ``builtin:untuned_benign``
+BUILTIN_PREFIX = "builtin:"
 
 # The methods ``variants`` may name (dpo, e-dpo, safedpo, deep-aug, derta, ...; safealign/pipelines/demo_methods.py).
 VARIANTS = METHODS
@@ -92,9 +96,11 @@ class DemoConfig:
     # spread evenly over the file -- prompts unlike the built-in ones the pairs were made from
     extra_harmful: list[str] = field(default_factory=list)
     extra_limit: int = 50
-    # benign prompt files from elsewhere (e.g. an Alpaca-style instruction list): over-refusal on a seeded sample of
-    # up to extra_benign_limit prompts of each -- a set the demo's data and defaults were not tuned on (issue 14)
-    extra_benign: list[str] = field(default_factory=list)
+    # benign prompt sets the demo's data and defaults were not tuned on (issue 14): over-refusal on a seeded sample
+    # of up to extra_benign_limit prompts of each. A file (e.g. an Alpaca-style instruction list) or
+    # builtin:untuned_benign, the project's own 60 plain instructions (safealign/data/builtin/README.md), so the
+    # default run measures it without data from elsewhere; a list given replaces the default
+    extra_benign: list[str] = field(default_factory=lambda: [BUILTIN_PREFIX + UNTUNED_BENIGN])
     extra_benign_limit: int = 50
     # the safety prefix of the E-variant's reference view: a built-in name (safealign/data/transforms.py PREFIXES)
     # or the text itself
@@ -114,6 +120,10 @@ class DemoConfig:
         checks.at_least("pair_max_new_tokens", self.pair_max_new_tokens, 1)
         checks.at_least("extra_limit", self.extra_limit, 1)
         checks.at_least("extra_benign_limit", self.extra_benign_limit, 1)
+        for spec in self.extra_benign:  # a misspelt built-in name fails here, not after the pair build
+            if spec.startswith(BUILTIN_PREFIX) and spec != BUILTIN_PREFIX + UNTUNED_BENIGN:
+                raise UserError(f"extra_benign: {spec!r} is not a built-in set; the built-in one is "
+                                f"{BUILTIN_PREFIX + UNTUNED_BENIGN} (or give a file path)")
         if not str(self.prefix).strip():
             raise UserError("prefix: a built-in prefix name or non-empty text")
         for key in ("harmful_train", "benign_train", "borderline_train", "harmful_test", "benign_test",

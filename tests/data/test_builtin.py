@@ -16,6 +16,7 @@ from safealign.data.builtin import (
     load_mtbench_questions,
     load_prompts,
     load_refusals,
+    load_untuned_benign,
     mtbench_questions_path,
     split_for_position,
 )
@@ -31,6 +32,10 @@ ORDINARY_CATEGORIES = [
 BORDERLINE_CATEGORIES = [
     "computing_terms", "security_education", "fiction_history", "safety_health", "violent_idioms",
     "home_garden", "food_hunting", "legal_social",
+]
+UNTUNED_CATEGORIES = [
+    "writing", "rewording", "lists", "facts", "math_word_problems", "code", "advice", "classification",
+    "summarising", "brainstorming",
 ]
 MTBENCH_CATEGORIES = {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"}
 
@@ -104,6 +109,32 @@ def test_no_benign_prompt_duplicates_a_harmful_one():
     assert harmful.isdisjoint(_norm(r.prompt) for r in load_prompts("benign"))
 
 
+def test_untuned_benign_set_has_60_unique_prompts_in_10_categories():
+    rows = load_untuned_benign()
+    assert [r.id for r in rows] == [f"u{i:03d}" for i in range(1, 61)]
+    assert len({_norm(r.prompt) for r in rows}) == 60
+    assert list(dict.fromkeys(r.category for r in rows)) == UNTUNED_CATEGORIES
+    assert Counter(r.category for r in rows) == {c: 6 for c in UNTUNED_CATEGORIES}
+    assert all(r.kind == "untuned" and r.split == "test" and not r.harmful for r in rows)
+    assert all(r.prompt == r.prompt.strip() and r.prompt for r in rows)
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z0-9']+", text.casefold()))
+
+
+def test_untuned_benign_set_overlaps_no_other_builtin_prompt():
+    """Not the same prompt, and not a light rewording of one either: the set must measure refusals on
+    requests the demo's pairs were not built from (word-set Jaccard under 0.5 against every built-in prompt;
+    the closest pair today is at 0.40)."""
+    untuned = load_untuned_benign()
+    others = [r.prompt for name in ("harmful", "benign") for r in load_prompts(name)]
+    assert {_norm(r.prompt) for r in untuned}.isdisjoint(map(_norm, others))
+    close = [(r.prompt, other) for r in untuned for other in others
+             if len(_words(r.prompt) & _words(other)) / len(_words(r.prompt) | _words(other)) >= 0.5]
+    assert close == []
+
+
 def test_every_refusal_is_detected_by_the_refusal_substring_judge():
     refusals = load_refusals()
     assert len(refusals) == 48
@@ -129,7 +160,8 @@ def test_mtbench_questions_schema():
 
 def test_files_are_package_resources():
     names = {p.name for p in resources.files("safealign.data.builtin").iterdir()}
-    assert {"harmful.jsonl", "benign.jsonl", "refusals.jsonl", "mtbench_questions.jsonl"} <= names
+    expected = {"harmful.jsonl", "benign.jsonl", "refusals.jsonl", "mtbench_questions.jsonl", "untuned_benign.jsonl"}
+    assert expected <= names
 
 
 def test_rows_are_frozen_dataclasses():
@@ -166,5 +198,6 @@ def test_prompts_are_not_copied_from_public_datasets(shared_data):
         records = [x for x in items if isinstance(x, dict)]
         public.update(_loose(v) for x in records for v in x.values() if isinstance(v, str))
     ours = [r.prompt for name in ("harmful", "benign") for r in load_prompts(name)] + load_refusals()
+    ours += [r.prompt for r in load_untuned_benign()]
     assert len(public) > 500
     assert [p for p in ours if _loose(p) in public] == []

@@ -103,3 +103,20 @@ def test_a_run_directory_written_with_flat_keys_resumes(tmp_path):
                                 "beta=0.5", "variants=[e-dpo]"])
     with pytest.raises(ValueError, match=r"different settings \(train\.learning_rate: 0\.001 -> 0\.002\)"):
         _check_same_config(changed, tmp_path / "changed")
+
+
+def test_the_default_untuned_benign_set_is_built_in_and_a_misspelt_name_fails_at_once():
+    assert DemoConfig().extra_benign == ["builtin:untuned_benign"]
+    with pytest.raises(ValueError, match="builtin:untuned_benign"):
+        load_demo_config(["extra_benign=[builtin:untuned]"])
+
+
+def test_the_untuned_set_is_a_seeded_sample_named_after_the_set():
+    from safealign.pipelines.demo import prompt_sets
+
+    sets = prompt_sets(DemoConfig())["extra_benign"]
+    assert list(sets) == ["untuned_benign"]
+    picked = sets["untuned_benign"]
+    assert len(picked) == 50 and {p.kind for p in picked} == {"untuned_benign"}
+    assert picked == prompt_sets(DemoConfig())["extra_benign"]["untuned_benign"]  # seeded: the same each run
+    assert len(prompt_sets(DemoConfig(extra_benign_limit=100))["extra_benign"]["untuned_benign"]) == 60

@@ -1,4 +1,5 @@
-"""Built-in, project-written prompt sets: harmful and benign requests, refusals, MT-Bench-style questions.
+"""Built-in, project-written prompt sets: harmful and benign requests, refusals, MT-Bench-style questions,
+and the untuned benign set (plain instructions the demo only evaluates on).
 
 The files live beside this module and are read with `importlib.resources`, so they work from an editable
 install and from a wheel alike. See README.md in this folder for the sets, the split rule and the licence.
@@ -23,13 +24,18 @@ __all__ = [
     "load_mtbench_questions",
     "load_prompts",
     "load_refusals",
+    "load_untuned_benign",
     "mtbench_questions_path",
     "split_for_position",
+    "UNTUNED_BENIGN",
 ]
 
 PROMPT_SETS = ("harmful", "benign")
 SPLITS = ("train", "test")
 KINDS = {"harmful": ("harmful",), "benign": ("ordinary", "borderline")}
+# plain instructions never used to build pairs or choose a setting: the demo's over-refusal check on requests
+# unlike its benign training prompts (README.md, "untuned_benign.jsonl"); every row is an evaluation row
+UNTUNED_BENIGN = "untuned_benign"
 TEST_EVERY = 3  # every third row of a (kind, category) group is held out; see README.md
 
 
@@ -105,6 +111,11 @@ def categories(name: str) -> list[str]:
     """The categories of the `name` set, in file order."""
     _check_choice("name", name, PROMPT_SETS)
     return list(dict.fromkeys(p.category for p in _all_prompts(name)))
+
+
+def load_untuned_benign() -> list[BuiltinPrompt]:
+    """The 60 untuned benign instructions (kind ``untuned``, split ``test``), in file order."""
+    return list(_all_prompts(UNTUNED_BENIGN))
 
 
 def load_refusals() -> list[str]:
