@@ -20,7 +20,30 @@ def test_finite_or_none(value, expected):
 def test_write_json_is_atomic_and_read_back(tmp_path):
     path = tmp_path / "sub" / "summary.json"
     write_json(path, {"a": [1, 2], "t": "ü"})
-    assert read_json(path) == {"a": [1, 2], "t": "ü"} and not (path.parent / "summary.json.tmp").exists()
+    assert read_json(path) == {"a": [1, 2], "t": "ü"} and not list(path.parent.glob("*.tmp"))
+
+
+def test_two_writers_of_one_file_do_not_share_a_temporary_file(tmp_path, monkeypatch):
+    """Sweep workers may rewrite the same summary at once: a second writer that runs while the first is between
+    writing and renaming its temporary file must not pull that file away from under it."""
+    import os
+    import threading
+
+    path = tmp_path / "summary.json"
+    fsync = os.fsync
+    interleaved = []
+
+    def fsync_then_other_writer(fd):
+        fsync(fd)
+        if not interleaved:  # once: the other writer runs its whole write here, in its own thread
+            interleaved.append(True)
+            other = threading.Thread(target=write_json, args=(path, {"by": "other"}))
+            other.start()
+            other.join()
+
+    monkeypatch.setattr(os, "fsync", fsync_then_other_writer)
+    write_json(path, {"by": "first"})
+    assert read_json(path) == {"by": "first"} and not list(tmp_path.glob("*.tmp"))
 
 
 def test_read_json_names_the_file(tmp_path):

@@ -129,7 +129,7 @@ def test_write_jsonl_replaces_the_file(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text("garbage")
     write_jsonl(path, [{"i": 1}])
-    assert path.read_text() == '{"i": 1}\n' and not (tmp_path / "r.jsonl.tmp").exists()
+    assert path.read_text() == '{"i": 1}\n' and not list(tmp_path.glob("*.tmp"))
 
 
 def test_parse_jsonl_is_strict_about_the_last_line_too():

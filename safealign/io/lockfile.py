@@ -1,0 +1,205 @@
+"""Claim a piece of shared work (a sweep cell, a cache entry) across processes with a lock file.
+
+A lock is a file created with ``os.open(O_CREAT | O_EXCL)`` -- atomic, so of two processes asking at once
+exactly one gets it -- holding its holder's pid, hostname and start time (JSON). It is removed when the
+work ends, normally or by an exception. A process killed outright (SIGKILL, the OOM killer, a power cut)
+leaves its lock behind; such a lock is *stale* when its pid is no longer running on this host (or the pid
+now belongs to a process started after the lock: pids are reused), and the next claimant takes it over,
+saying so in the log. A lock written on another host is never judged stale (its process can't be seen from
+here): remove it by hand once that host's worker is known to be gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 2.0  # how often a waiting process looks at a lock again
+# a lock file is created empty and its holder written a moment later: an unreadable lock this young is being
+# written, an older one was left by a process killed between the two (rare) and is stale
+UNREADABLE_GRACE_SECONDS = 30.0
+_TAKEOVER_GUARD_SECONDS = 60.0  # a takeover takes microseconds; an older guard file was left by a killed process
+_START_SLACK_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds a lock: ``pid`` on ``host`` since ``started`` (``time.time()``)."""
+
+    pid: int
+    host: str
+    started: float
+
+    @classmethod
+    def me(cls) -> Holder:
+        return cls(os.getpid(), socket.gethostname(), time.time())
+
+    def describe(self) -> str:
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
+        return f"pid {self.pid} on {self.host or '?'} since {since}"
+
+    def alive(self) -> bool:
+        """False only when it is known to be gone: same host, and no such process (or a zombie, or a process
+        started after the lock, i.e. a reused pid). Another host's process counts as alive."""
+        if self.host != socket.gethostname():
+            return True
+        if self.pid != os.getpid():  # our own pid is running, but may be a lock of an earlier process with it
+            try:
+                os.kill(self.pid, 0)
+            except ProcessLookupError:
+                return False
+            except PermissionError:  # another user's process: it exists
+                pass
+        state, started = _process_state(self.pid)
+        # a holder starts before it claims; the slack covers /proc's boot-time clock, which drifts by seconds
+        return state != "Z" and (started is None or started <= self.started + _START_SLACK_SECONDS)
+
+
+class Lock:
+    """A held lock; ``release()`` (or leaving a ``with`` block) removes the file if it is still this holder's."""
+
+    def __init__(self, path: Path, holder: Holder) -> None:
+        self.path = path
+        self.holder = holder
+
+    def release(self) -> None:
+        if read_holder(self.path) == self.holder:
+            self.path.unlink(missing_ok=True)
+
+    def __enter__(self) -> Lock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def read_holder(path: Path) -> Holder | None:
+    """The holder written in ``path``; None when there is no lock file or it can't be parsed."""
+    try:
+        data = json.loads(path.read_text())
+        return Holder(int(data["pid"]), str(data["host"]), float(data["started"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def try_lock(path: str | os.PathLike) -> Lock | None:
+    """Take the lock at ``path`` (creating its folder), taking over a stale one; None while another holds it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = _create(path)
+    if lock is not None:
+        return lock
+    stale = _stale_reason(path)
+    return None if stale is None else _take_over(path, stale)
+
+
+def current_holder(path: str | os.PathLike) -> Holder | None:
+    """Who holds ``path`` now, as far as can be seen: None when no live holder (no lock, or a stale one)."""
+    path = Path(path)
+    if not path.exists() or _stale_reason(path) is not None:
+        return None
+    # a lock being written, not yet readable, is held by someone not yet known
+    return read_holder(path) or Holder(-1, "", _mtime(path) or time.time())
+
+
+def wait_lock(path: str | os.PathLike, what: str, *, log_every: float = 600.0,
+              sleep: Callable[[float], None] = time.sleep) -> tuple[Lock, list[Holder]]:  # fmt: skip
+    """Take the lock at ``path``, waiting while a live process holds it. Returns the lock and the holders
+    waited for (empty when it was free), so the caller can tell whether one of them finished ``what``."""
+    waited: list[Holder] = []
+    last_log = 0.0
+    while (lock := try_lock(path)) is None:
+        holder = current_holder(path)
+        if holder is not None:
+            if holder not in waited:
+                waited.append(holder)
+            if time.monotonic() - last_log >= log_every:
+                logger.info("waiting for %s (%s holds %s)", what, holder.describe(), path)
+                last_log = time.monotonic()
+        sleep(POLL_SECONDS)
+    return lock, waited
+
+
+def _create(path: Path) -> Lock | None:
+    holder = Holder.me()
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return None
+    try:
+        os.write(fd, json.dumps(asdict(holder)).encode())
+    finally:
+        os.close(fd)
+    return Lock(path, holder)
+
+
+def _stale_reason(path: Path) -> str | None:
+    """Why the lock at ``path`` may be taken over, or None while its holder may still be working."""
+    holder = read_holder(path)
+    if holder is None:
+        age = time.time() - (_mtime(path) or time.time())
+        return f"an unreadable lock {age:.0f} s old" if age > UNREADABLE_GRACE_SECONDS else None
+    if holder.alive():
+        return None
+    return f"the lock of {holder.describe()}, which is no longer running"
+
+
+def _take_over(path: Path, reason: str) -> Lock | None:
+    """Replace a stale lock. Two processes may judge it stale at once: a guard file (O_EXCL again) lets one
+    of them replace it; the other, or one that finds the lock changed meanwhile, gets None."""
+    try:
+        before = path.read_bytes()
+    except FileNotFoundError:
+        before = b""
+    guard = path.with_name(path.name + ".takeover")
+    try:
+        fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        if time.time() - (_mtime(guard) or time.time()) > _TAKEOVER_GUARD_SECONDS:
+            guard.unlink(missing_ok=True)  # left by a process killed mid-takeover; the next try may proceed
+        return None
+    try:
+        try:
+            if path.read_bytes() != before:  # someone else replaced it after we judged it stale
+                return None
+        except FileNotFoundError:
+            pass  # its holder released it meanwhile: simply take it
+        else:
+            path.unlink()
+        lock = _create(path)
+    finally:
+        os.close(fd)
+        guard.unlink(missing_ok=True)
+    if lock is not None:
+        logger.warning("%s: taking over %s", path, reason)
+    return lock
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
+def _process_state(pid: int) -> tuple[str | None, float | None]:
+    """(state letter, start time as ``time.time()``) of a process from /proc; (None, None) where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime "))
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None, None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": comm may hold spaces and parentheses
+    try:  # field 3 is the state, field 22 the start time in clock ticks after boot
+        return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return fields[0] if fields else None, None

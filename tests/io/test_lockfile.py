@@ -1,0 +1,141 @@
+"""Lock files that sweep workers claim cells and caches with (safealign/io/lockfile.py)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+from safealign.io.lockfile import Holder, current_holder, read_holder, try_lock, wait_lock
+
+
+def write_lock(path, pid, host=None, started=None):
+    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
+                                "started": time.time() if started is None else started}))
+
+
+@pytest.fixture()
+def sleeper():
+    """A live process that is not this one."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # exited and reaped: the pid names no process (until the system reuses it)
+    return proc.pid
+
+
+def test_one_holder_at_a_time_and_release_frees_it(tmp_path):
+    path = tmp_path / "cell" / "claim.lock"
+    lock = try_lock(path)
+    assert lock is not None and read_holder(path) == lock.holder and lock.holder.pid == os.getpid()
+    assert try_lock(path) is None  # held (by this very process, which is alive)
+    assert current_holder(path) == lock.holder
+    with lock:
+        pass
+    assert not path.exists() and current_holder(path) is None
+    assert try_lock(path) is not None
+
+
+def test_a_live_process_lock_is_respected(tmp_path, sleeper):
+    path = tmp_path / "claim.lock"
+    write_lock(path, sleeper.pid)
+    assert try_lock(path) is None
+    assert current_holder(path).pid == sleeper.pid
+    sleeper.kill()
+    sleeper.wait()
+    assert try_lock(path) is not None  # gone now: stale
+
+
+def test_a_dead_process_lock_is_taken_over_and_logged(tmp_path, caplog):
+    path = tmp_path / "claim.lock"
+    pid = dead_pid()
+    write_lock(path, pid)
+    assert current_holder(path) is None
+    with caplog.at_level(logging.WARNING, logger="safealign.io.lockfile"):
+        lock = try_lock(path)
+    assert lock is not None and read_holder(path) == lock.holder
+    assert f"taking over the lock of pid {pid}" in caplog.text and "no longer running" in caplog.text
+
+
+def test_a_reused_pid_or_a_zombie_does_not_keep_a_lock(tmp_path, sleeper):
+    path = tmp_path / "claim.lock"
+    write_lock(path, os.getpid(), started=1.0)  # this pid, but claimed long before this process started
+    assert try_lock(path) is not None
+    path.unlink()
+    write_lock(path, sleeper.pid, started=time.time() - 3600)  # the pid now names a process started after the claim
+    assert try_lock(path) is not None
+    path.unlink()
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    os.waitid(os.P_PID, zombie.pid, os.WEXITED | os.WNOWAIT)  # exited, not reaped: kill(pid, 0) still succeeds
+    write_lock(path, zombie.pid)
+    try:
+        assert try_lock(path) is not None
+    finally:
+        zombie.wait()
+
+
+def test_another_hosts_lock_is_never_stale(tmp_path):
+    path = tmp_path / "claim.lock"
+    write_lock(path, dead_pid(), host="some-other-host", started=1.0)
+    assert try_lock(path) is None and current_holder(path).host == "some-other-host"
+
+
+def test_an_unreadable_lock_is_held_while_young_and_stale_when_old(tmp_path):
+    path = tmp_path / "claim.lock"
+    path.write_text("")  # created, holder not written yet
+    assert try_lock(path) is None and current_holder(path).pid == -1
+    old = time.time() - 120
+    os.utime(path, (old, old))  # its writer died between creating and writing it
+    assert try_lock(path) is not None
+
+
+def test_two_takeovers_of_one_stale_lock_let_only_one_through(tmp_path):
+    path = tmp_path / "claim.lock"
+    write_lock(path, dead_pid())
+    guard = tmp_path / "claim.lock.takeover"
+    guard.write_text("")  # another process is replacing the stale lock right now
+    assert try_lock(path) is None and guard.exists()
+    old = time.time() - 120
+    os.utime(guard, (old, old))  # ... or was killed while doing so
+    assert try_lock(path) is None and not guard.exists()  # the old guard is cleared ...
+    assert try_lock(path) is not None  # ... and the next try takes the stale lock
+
+
+def test_release_leaves_a_lock_that_is_no_longer_its_own(tmp_path):
+    path = tmp_path / "claim.lock"
+    lock = try_lock(path)
+    write_lock(path, os.getpid(), host="some-other-host")  # e.g. taken over after this holder was judged gone
+    lock.release()
+    assert read_holder(path).host == "some-other-host"
+
+
+def test_wait_lock_waits_for_the_holder_and_names_it(tmp_path):
+    path = tmp_path / "claim.lock"
+    first = try_lock(path)
+    naps = []
+
+    def nap(seconds):  # the holder finishes during the waiter's first nap
+        naps.append(seconds)
+        first.release()
+
+    lock, waited = wait_lock(path, "the shared steps", sleep=nap)
+    assert len(naps) == 1 and waited == [first.holder] and read_holder(path) == lock.holder
+    lock.release()
+    lock, waited = wait_lock(path, "the shared steps", sleep=nap)
+    assert waited == [] and len(naps) == 1  # free: taken at once
+
+
+def test_holder_describes_itself():
+    text = Holder(12, "box", time.time()).describe()
+    assert text.startswith("pid 12 on box since ")
