@@ -206,10 +206,39 @@ def load_or_compute_reference(
         f"{model_fingerprint(model)}:{reference_view_hash(encoded)}".encode(), digest_size=16
     ).hexdigest()
     path = Path(cache_dir) / f"{key}.safetensors"
-    table = _read_verified(path, len(encoded)) if path.exists() else None
-    if table is not None:
-        logger.info("reference log-probs: reusing cache %s", path)
-        return ReferenceCache(table, path, key, reused=True)
+    seen = entry_version(path)
+    table = _read_verified(path, len(encoded)) if seen else None
+    if table is None:
+        # processes sharing the cache (sweep workers, docs/sweep.md) compute an entry once: the others wait for it
+        with entry_lock(path, "reference log-probs"):
+            table = _read_verified(path, len(encoded)) if entry_version(path) not in (None, seen) else None
+            if table is None:
+                return _compute_reference(model, encoded, path, key, batch_size=batch_size, chunk_size=chunk_size,
+                                          describe=describe, batch_tokens=batch_tokens, impl=impl)
+    logger.info("reference log-probs: reusing cache %s", path)
+    return ReferenceCache(table, path, key, reused=True)
+
+
+def entry_lock(path: Path, what: str):
+    """The lock (``<entry>.lock``) under which one process computes and writes a cache entry. Taken, the caller
+    looks again: an entry whose :func:`entry_version` changed meanwhile was written by another process."""
+    from safealign.io.lockfile import wait_lock
+
+    return wait_lock(path.with_name(path.name + ".lock"), f"{what} {path.name}")[0]
+
+
+def entry_version(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime) of a cache entry, None when absent: an entry replaced by another writer has a new one."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
+def _compute_reference(model: nn.Module, encoded: Sequence[Any], path: Path, key: str, *, batch_size: int,
+                       chunk_size: int, describe: dict[str, Any] | None, batch_tokens: int | None,
+                       impl: str) -> ReferenceCache:  # fmt: skip
     started = time.perf_counter()
     table = compute_reference_columns(model, encoded, batch_size=batch_size, chunk_size=chunk_size,
                                       batch_tokens=batch_tokens, impl=impl)
