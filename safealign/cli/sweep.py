@@ -9,18 +9,35 @@ import shutil
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", help="sweep grid YAML (e.g. configs/sweep/e_effect.yaml)")
     parser.add_argument("--fresh", action="store_true", help="delete the sweep's output directory first")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="run N worker processes on this sweep (each claims the next unfinished cell; one "
+                        "GPU each when GPUs are visible, else the CPU cores split between them). Starting the "
+                        "plain command several times does the same (docs/sweep.md)")
     parser.add_argument("overrides", nargs="*",
                         help="grid keys (seeds=[0,1] output_dir=... axes.beta=[0.1]) or base DemoConfig "
                         "overrides (model=tiny-random harmful_test=8 ...)")
 
 
 def run(args: argparse.Namespace) -> int:
+    from safealign.errors import UserError
     from safealign.pipelines.sweep import format_table, load_grid, run_sweep
 
+    if args.workers < 1:
+        raise UserError(f"--workers: a number of worker processes, at least 1, got {args.workers}")
     grid = load_grid(args.grid, args.overrides)
     if args.fresh:
         shutil.rmtree(grid.output_dir, ignore_errors=True)
-    table = run_sweep(grid)
+    if args.workers > 1:
+        from safealign.pipelines.sweep_workers import launch_workers
+
+        return launch_workers(grid, args.grid, args.overrides, args.workers, verbose=args.verbose)
+    result = run_sweep(grid)
+    if result.table is None:
+        print(f"{result.computed} cell(s) computed, {result.skipped} already finished; {len(result.held)} still "
+              f"running in other workers: {result.describe_held()}\nthe worker that finishes the last of them "
+              f"writes the table ({grid.output_dir}/sweep_summary.md)")
+        return 0
+    table = result.table
     print(format_table(table))
     print(f"{table['computed']} cell(s) computed, {table['skipped']} already finished; "
           f"wall time {table['wall_seconds']:.0f} s\ntable: {grid.output_dir}/sweep_summary.md")

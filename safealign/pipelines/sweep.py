@@ -17,6 +17,13 @@ reference log-probs, shared by every cell with the same reference view), and one
 carries the current fingerprint is finished and never recomputed; an interrupted one resumes its
 training checkpoint and its evaluation records.
 
+Several workers may share one sweep directory (docs/sweep.md): ``safealign sweep GRID`` started N times (one
+per GPU or core, even on several hosts sharing the folder), or ``--workers N`` (safealign/pipelines/
+sweep_workers.py). Each claims the next unfinished cell, in the order above, with ``claim.lock`` in the
+cell's directory (safealign/io/lockfile.py); the pairs and the base model's evaluation are built under
+``shared.lock``, each reference-cache entry under its own lock. The worker that finds every cell finished
+writes the table; one that finds only cells other live workers hold exits naming them.
+
 The table (``sweep_summary.json``, ``sweep_summary.md`` and the console) gives, per setting, each metric's
 mean over seeds per variant and the paired E-DPO − DPO difference with a hierarchical bootstrap interval
 (safealign/eval/paired.py: seeds resampled, then prompts within each seed).
@@ -30,7 +37,7 @@ import logging
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +47,8 @@ from safealign.config import to_dict
 from safealign.errors import UserError
 from safealign.files import read_text
 from safealign.io import write_json
+from safealign.io.jsonfile import write_atomic
+from safealign.io.lockfile import Holder
 from safealign.io.summaries import Figure
 from safealign.pipelines.demo_config import ALIASES, VARIANTS, DemoConfig, load_demo_config
 
@@ -54,6 +63,8 @@ _SET_PER_CELL = ("train.model", "train.output_dir", "train.seed", "train.data.pa
 _COMPARED = ("e-dpo", "dpo")  # the table's paired difference: a − b
 _TRAINING_DEMO_KEYS = ("prefix",)  # demo keys that change training only (the E-variant's reference view)
 BEFORE = "before"  # the base model's evaluation under output_dir: its direct answers anchor the refusal margin
+SHARED_DONE = "shared.json"  # under output_dir: which worker last finished the pairs and the base model's evaluation
+CELL_LOCK = "claim.lock"  # in a cell's directory while a worker computes it (safealign/io/lockfile.py)
 
 
 @dataclass
@@ -185,10 +196,13 @@ def _finished(cell: Path, fingerprint) -> dict[str, Any] | None:
         same_settings(recorded, fingerprint) else None
 
 
-def _check_sweep_dir(grid: Grid, base: DemoConfig) -> None:
+def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
     """The pairs and held-out prompts belong to the base config's non-training keys: a sweep directory
-    holds one of them (adding settings, variants or seeds extends it; each cell checks its own)."""
+    holds one of them (adding settings, variants or seeds extends it; each cell checks its own). How many
+    workers run it is no setting of it: a sweep started by one process resumes with several."""
     from safealign.io.rundir import claim_run_dir, make_fingerprint
+
+    base = base or grid.setting_config(grid.settings()[0])
 
     def shared(config: DemoConfig) -> dict[str, Any]:
         return {k: v for k, v in to_dict(config).items() if k not in ("train", *_SWEEP_OWNED)}
@@ -198,46 +212,112 @@ def _check_sweep_dir(grid: Grid, base: DemoConfig) -> None:
     claim_run_dir(grid.output_dir, fingerprint, outputs=("pairs.jsonl", "cells"), overwrite_flag="--fresh")
 
 
-def run_sweep(grid: Grid) -> dict[str, Any]:
-    """Train and evaluate every unfinished cell, then write and return the sweep table."""
-    from safealign.pipelines.demo import build_pairs, evaluate, prompt_sets
+@dataclass
+class SweepRun:
+    """What one worker did: cells it computed, cells it found finished, cells other live workers still hold
+    (their directory and holder) and, when every cell is finished, the table (else None)."""
+
+    computed: int
+    skipped: int
+    held: list[tuple[Path, Holder]]
+    table: dict[str, Any] | None
+
+    def describe_held(self) -> str:
+        return "; ".join(f"{cell.parent.name}/{cell.name} ({holder.describe()})" for cell, holder in self.held)
+
+
+def run_sweep(grid: Grid) -> SweepRun:
+    """Train and evaluate every unfinished cell this worker can claim; with every cell finished, write the table.
+
+    Any number of workers (processes, on one host or several sharing the folder) may run this on one sweep
+    directory at once (docs/sweep.md): a worker claims a cell with a lock file in it, so each cell is computed
+    once, and the shared steps (pairs, the base model's evaluation, reference caches) run under locks too."""
+    from safealign.pipelines.demo import prompt_sets
 
     started = time.time()
     root = Path(grid.output_dir)
     base = grid.setting_config(grid.settings()[0])
-    _check_sweep_dir(grid, base)
+    check_sweep_dir(grid, base)
     prompts = prompt_sets(base)  # the same for every setting: axes vary training only
     pairs = root / "pairs.jsonl"
     # seeds outermost: every setting and variant gets its first seed before any gets a second, so a sweep
     # stopped part-way still compares every setting (on fewer seeds) instead of a few settings fully
     cells = [(s, v, seed) for seed in grid.seeds for s in grid.settings() for v in grid.variants]
     if not pairs.exists() or any(not (cell_dir(grid, *c) / "cell.json").exists() for c in cells):
-        from safealign.models import load_model
-
-        model, tokenizer = load_model(base.model)  # the shared pairs, and the base model's evaluation
-        build_pairs(base, model, tokenizer, prompts, pairs)
-        figures = evaluate(base, model, tokenizer, prompts, root / BEFORE)  # resumes its records
-        write_json(root / BEFORE / "figures.json", {k: f.to_json() for k, f in figures.items()})
-        del model
+        _shared_steps(base, prompts, root)
     from safealign.io.rundir import file_digest
 
     pairs_digest = file_digest(pairs)  # the pairs are final here: hashed once, not once per cell
-    computed = skipped = 0
-    for setting, variant, seed in cells:
-        config = grid.setting_config(setting)
-        cell = cell_dir(grid, setting, variant, seed)
-        fingerprint = _cell_fingerprint(config, variant, seed, pairs_digest)
-        if _finished(cell, fingerprint) is not None:
-            skipped += 1
-            continue
-        _run_cell(config, variant, seed, pairs, prompts, cell, fingerprint, root / BEFORE)
-        computed += 1
+    computed, held = _claim_cells(grid, cells, pairs, pairs_digest, prompts)
+    skipped = len(cells) - computed - len(held)
     logger.info("sweep: %d cell(s) computed, %d already finished", computed, skipped)
-    table = sweep_table(grid)
-    table.update(computed=computed, skipped=skipped, wall_seconds=round(time.time() - started, 1))
-    write_json(root / "sweep_summary.json", table)
-    (root / "sweep_summary.md").write_text(format_table(table, markdown=True) + "\n")
-    return table
+    run = SweepRun(computed, skipped, held, None)
+    if held:  # the worker that finishes the last of them writes the table
+        logger.info("sweep: no unclaimed cell left; %d still running elsewhere: %s", len(held), run.describe_held())
+        return run
+    run.table = sweep_table(grid)
+    run.table.update(computed=computed, skipped=skipped, wall_seconds=round(time.time() - started, 1))
+    write_json(root / "sweep_summary.json", run.table)
+    write_atomic(root / "sweep_summary.md", (format_table(run.table, markdown=True) + "\n").encode())
+    return run
+
+
+def _shared_steps(base: DemoConfig, prompts: dict[str, Any], root: Path) -> None:
+    """The pairs and the base model's evaluation, which every cell reads, built (or resumed: both are
+    resumable) by one worker at a time under ``shared.lock``. A worker that waited while another ran them to
+    the end skips them; one that finds the lock free resumes them, as a lone worker always has."""
+    from safealign.io.lockfile import wait_lock
+    from safealign.models import load_model
+    from safealign.pipelines.demo import build_pairs, evaluate
+
+    lock, waited = wait_lock(root / "shared.lock", "the pairs and the base model's evaluation")
+    with lock:
+        done = root / SHARED_DONE
+        finished_by = json.loads(done.read_text()).get("holder") if done.is_file() else None
+        if finished_by in [asdict(h) for h in waited]:
+            logger.info("sweep: pairs and base-model evaluation finished by another worker while this one waited")
+            return
+        model, tokenizer = load_model(base.model)
+        build_pairs(base, model, tokenizer, prompts, root / "pairs.jsonl")
+        figures = evaluate(base, model, tokenizer, prompts, root / BEFORE)  # resumes its records
+        write_json(root / BEFORE / "figures.json", {k: f.to_json() for k, f in figures.items()})
+        del model
+        write_json(done, {"holder": asdict(lock.holder), "finished": time.time()})
+
+
+def _claim_cells(grid: Grid, cells: list[tuple[dict[str, Any], str, int]], pairs: Path, pairs_digest: str | None,
+                 prompts: dict[str, Any]) -> tuple[int, list[tuple[Path, Holder]]]:  # fmt: skip
+    """Compute every unfinished cell this worker can claim, in order, looking again after each pass (a cell
+    held by a worker that has since died is free by then). Returns the number computed and the cells other
+    live workers hold once no unfinished cell is left to claim."""
+    from safealign.io import lockfile
+
+    computed = 0
+    while True:
+        progressed, held, computed_before = False, [], computed
+        for setting, variant, seed in cells:
+            config = grid.setting_config(setting)
+            cell = cell_dir(grid, setting, variant, seed)
+            fingerprint = _cell_fingerprint(config, variant, seed, pairs_digest)
+            if _finished(cell, fingerprint) is not None:
+                continue
+            lock = lockfile.try_lock(cell / CELL_LOCK)
+            if lock is None:
+                holder = lockfile.current_holder(cell / CELL_LOCK)
+                if holder is None:  # released (or its holder died) since: look at it again next pass
+                    progressed = True
+                else:
+                    held.append((cell, holder))
+                continue
+            with lock:
+                if _finished(cell, fingerprint) is None:  # another worker may have finished it since the check above
+                    _run_cell(config, variant, seed, pairs, prompts, cell, fingerprint, Path(grid.output_dir) / BEFORE)
+                    computed += 1
+            progressed = True
+        if not progressed:
+            return computed, held
+        if computed == computed_before:  # only locks released meanwhile: let their holders' files settle
+            time.sleep(lockfile.POLL_SECONDS)
 
 
 def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts: dict[str, Any], cell: Path,

@@ -1,0 +1,108 @@
+"""``safealign sweep GRID --workers N``: N worker processes on one sweep directory (docs/sweep.md).
+
+A worker is the plain command, ``python -m safealign sweep GRID [overrides]``, started with its own device
+and thread settings: with CUDA GPUs visible, worker i sees only GPU i mod G (``CUDA_VISIBLE_DEVICES``);
+each gets the CPU cores split evenly (``OMP_NUM_THREADS``, at least 1, unless that is set already). The
+workers share the cells through the sweep's lock files (safealign/pipelines/sweep.py), so this launcher
+holds no state: it starts them, writes each one's output to ``output_dir/workers/worker-<i>.log``, waits,
+and on Ctrl-C or SIGTERM asks each to stop (SIGTERM: the batch in flight is dropped, the rest kept).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from safealign.interrupt import StopRequested, stop_on_sigterm, stop_requested, wait_or_stop
+from safealign.pipelines.sweep import Grid, check_sweep_dir, format_table
+
+logger = logging.getLogger(__name__)
+
+
+def worker_env(index: int, workers: int, env: Mapping[str, str], gpus: list[str], cores: int) -> dict[str, str]:
+    """Worker ``index``'s environment: one of the visible GPUs, round robin, and its share of the cores."""
+    out = dict(env)
+    if gpus:
+        out["CUDA_VISIBLE_DEVICES"] = gpus[index % len(gpus)]
+    if "OMP_NUM_THREADS" not in env:  # the user's own choice stands
+        out["OMP_NUM_THREADS"] = str(max(1, cores // workers))
+    return out
+
+
+def visible_gpus(env: Mapping[str, str]) -> list[str]:
+    """The CUDA devices a worker may be given: ``CUDA_VISIBLE_DEVICES`` as set, else every one torch sees."""
+    listed = env.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [d.strip() for d in listed.split(",") if d.strip()]
+    import torch
+
+    return [str(i) for i in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+def launch_workers(grid: Grid, grid_path: str, overrides: list[str], workers: int, *, verbose: bool = False) -> int:
+    """Start ``workers`` worker processes, wait for them; 0 when all ended well (the last to finish wrote the
+    table, printed here), else 1 with the failed workers' log tails."""
+    check_sweep_dir(grid)  # a changed base config is refused once, here, not by every worker
+    logs = Path(grid.output_dir) / "workers"
+    logs.mkdir(parents=True, exist_ok=True)
+    command = [sys.executable, "-m", "safealign", *(["-v"] if verbose else []), "sweep", grid_path, *overrides]
+    gpus = visible_gpus(os.environ)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    started = time.time()
+    procs: list[tuple[int, subprocess.Popen, Path]] = []
+    with stop_on_sigterm():
+        try:
+            for i in range(workers):
+                env = worker_env(i, workers, os.environ, gpus, cores)
+                log = logs / f"worker-{i}.log"
+                with log.open("ab") as out:
+                    procs.append((i, subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log))
+                logger.info("sweep: worker %d started (pid %d, GPU %s, %s thread(s)); log %s", i, procs[-1][1].pid,
+                            env.get("CUDA_VISIBLE_DEVICES", "-"), env.get("OMP_NUM_THREADS"), log)
+            codes = _wait(procs)
+        except KeyboardInterrupt:
+            _stop(procs)
+            raise
+    failed = [(i, code, log) for (i, _, log), code in zip(procs, codes) if code != 0]
+    for i, code, log in failed:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        print(f"worker {i} failed (exit status {code}); the end of {log}:\n{tail}", file=sys.stderr)
+    if failed:
+        return 1
+    summary = Path(grid.output_dir) / "sweep_summary.md"
+    if summary.is_file() and summary.stat().st_mtime >= started:
+        import json
+
+        table = json.loads(summary.with_suffix(".json").read_text())
+        print(format_table(table))
+        print(f"{workers} workers, wall time {time.time() - started:.0f} s; table: {summary}")
+    else:  # cells held by workers outside this launch: the last of them writes the table
+        print(f"{workers} workers ended with cells still held by other workers; see {logs}/worker-*.log")
+    return 0
+
+
+def _wait(procs: list[tuple[int, subprocess.Popen, Path]]) -> list[int]:
+    codes: dict[int, int] = {}
+    while len(codes) < len(procs):
+        for i, proc, _ in procs:
+            if i not in codes and (code := proc.poll()) is not None:
+                codes[i] = code
+                logger.info("sweep: worker %d ended (exit status %d)", i, code)
+        if len(codes) < len(procs) and (wait_or_stop(1.0) or stop_requested()):
+            raise StopRequested("stopped by SIGTERM: each worker was asked to stop; re-run to resume")
+    return [codes[i] for i, _, _ in procs]
+
+
+def _stop(procs: list[tuple[int, subprocess.Popen, Path]]) -> None:
+    """Ask every running worker to stop as after SIGTERM (the batch in flight is dropped), and wait for it."""
+    for _, proc, _ in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for _, proc, _ in procs:
+        proc.wait()

@@ -1,0 +1,188 @@
+"""Several workers on one sweep directory (docs/sweep.md): each cell computed once, locks of live workers respected,
+stale ones taken over, the shared steps done once, the table the single process's; tiny random model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+GRID = """
+output_dir: {out}
+demo:
+  model: tiny-random
+  harmful_train: 4
+  benign_train: 2
+  borderline_train: 0
+  harmful_test: 3
+  benign_test: 2
+  borderline_test: 0
+  pair_max_new_tokens: 3
+  eval_max_new_tokens: 3
+  train_batch_size: 4
+  templates: [refusal_suppression]
+  entanglement_every: 0
+axes:
+  beta: [0.1]
+variants: [dpo, e-dpo]
+seeds: [0, 1]
+resamples: 200
+"""
+
+
+@pytest.fixture()
+def grid_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))  # the worker processes inherit it
+    path = tmp_path / "grid.yaml"
+    path.write_text(GRID.format(out=tmp_path / "sweep"))
+    return path
+
+
+@pytest.fixture()
+def sleeper():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def hold(cell, pid, started=None):
+    """A claim on ``cell`` as a worker with ``pid`` on this host would have written it."""
+    import socket
+    import time
+
+    cell.mkdir(parents=True, exist_ok=True)
+    (cell / "claim.lock").write_text(json.dumps({"pid": pid, "host": socket.gethostname(),
+                                                 "started": time.time() if started is None else started}))
+
+
+def computed_cells(logs):
+    """The cells the worker logs say were computed, one entry per computation."""
+    return sorted(m for log in logs for m in re.findall(r"sweep: cell (\S+)", log.read_text()))
+
+
+def comparable(table):
+    return [(row["name"], row["cells_finished"], row["means"], row["difference"]) for row in table["settings"]]
+
+
+def test_two_worker_processes_compute_each_cell_once_and_match_one_process(grid_file, tmp_path, capsys):
+    from safealign.cli import main
+
+    out = tmp_path / "sweep"
+    # a sweep directory started by the plain command, without workers (seed 0 only) ...
+    assert main(["sweep", str(grid_file), "seeds=[0]"]) == 0
+    fingerprint = (out / "fingerprint.json").read_text()
+    capsys.readouterr()
+    # ... resumes under two worker processes, which share the two seed-1 cells between them
+    assert main(["sweep", str(grid_file), "--workers", "2"]) == 0
+    assert (out / "fingerprint.json").read_text() == fingerprint  # the number of workers is no setting of a sweep
+    logs = sorted((out / "workers").glob("worker-*.log"))
+    assert len(logs) == 2
+    expected = [str(out / "cells" / "beta=0.1" / f"{v}-seed1") for v in ("dpo", "e-dpo")]
+    assert computed_cells(logs) == expected, [log.read_text()[-3000:] for log in logs]  # each once, none of seed 0
+    assert not list(out.glob("cells/*/*/claim.lock")) and not (out / "shared.lock").exists()
+    pairs = [json.loads(line)["id"] for line in (out / "pairs.jsonl").read_text().splitlines()]
+    assert len(pairs) == len(set(pairs))  # the shared pairs were not built twice
+    table = json.loads((out / "sweep_summary.json").read_text())  # written by the last worker to finish
+    assert all(row["cells_finished"] == 4 for row in table["settings"])
+    assert "e-dpo − dpo" in capsys.readouterr().out  # and printed by the launcher
+
+    # one process computing the workers' cells from the same pairs, base evaluation and caches gives the same table
+    single = tmp_path / "single"
+    shutil.copytree(out, single, ignore=shutil.ignore_patterns("*-seed1", "workers", "sweep_summary.*"))
+    assert main(["sweep", str(grid_file), f"output_dir={single}"]) == 0
+    assert json.loads((single / "sweep_summary.json").read_text())["computed"] == 2
+    alone = json.loads((single / "sweep_summary.json").read_text())
+    assert _same(comparable(table), comparable(alone)), (comparable(table), comparable(alone))
+
+
+def _same(a, b) -> bool:
+    """Equal up to float rounding (numbers are compared with a relative tolerance)."""
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return isinstance(b, (list, tuple)) and len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return b == pytest.approx(a, rel=1e-4, abs=1e-6)
+    return a == b
+
+
+def test_a_live_workers_cell_is_left_to_it_and_a_dead_ones_is_taken_over(grid_file, tmp_path, sleeper, caplog,
+                                                                         capsys):  # fmt: skip
+    from safealign.cli import main
+    from safealign.pipelines.sweep import check_sweep_dir, load_grid, run_sweep
+
+    out = tmp_path / "sweep"
+    grid = load_grid(grid_file, ["seeds=[0]"])
+    check_sweep_dir(grid)  # workers claim cells of a sweep already started
+    live = out / "cells" / "beta=0.1" / "dpo-seed0"  # first in order
+    dead = out / "cells" / "beta=0.1" / "e-dpo-seed0"
+    hold(live, sleeper.pid)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    hold(dead, gone.pid)  # a worker killed outright left its claim behind
+    with caplog.at_level(logging.INFO):
+        run = run_sweep(grid)
+    assert (run.computed, run.skipped, [c for c, _ in run.held]) == (1, 0, [live])
+    assert run.table is None and not (out / "sweep_summary.json").exists()  # the live worker's cell is not done
+    assert (dead / "cell.json").exists() and not (live / "cell.json").exists()
+    assert f"taking over the lock of pid {gone.pid}" in caplog.text
+    assert f"pid {sleeper.pid} on" in run.describe_held()
+    assert main(["sweep", str(grid_file), "seeds=[0]"]) == 0  # the command says so and exits
+    printed = capsys.readouterr().out
+    assert "1 still running in other workers: beta=0.1/dpo-seed0 (pid" in printed and "writes the table" in printed
+
+    sleeper.kill()
+    sleeper.wait()  # that worker died: its cell is free, and the worker that finishes it writes the table
+    run = run_sweep(grid)
+    assert (run.computed, run.skipped, run.held) == (1, 1, [])
+    assert run.table is not None and (out / "sweep_summary.json").exists() and (live / "cell.json").exists()
+
+
+def test_the_shared_steps_are_skipped_after_waiting_for_a_worker_that_finished_them(tmp_path, monkeypatch):
+    from safealign.io import lockfile
+    from safealign.pipelines import sweep
+
+    other = lockfile.Holder(4242, "somewhere", 1.0)
+
+    def waited_for_other(path, what, **kwargs):
+        lock = lockfile.try_lock(path)
+        return lock, [other]
+
+    loads = []
+    monkeypatch.setattr(lockfile, "wait_lock", waited_for_other)
+    monkeypatch.setattr("safealign.models.load_model", lambda spec: loads.append(spec) or (_ for _ in ()).throw(
+        RuntimeError("stop after the load")))
+    (tmp_path / sweep.SHARED_DONE).write_text(json.dumps({"holder": {"pid": 4242, "host": "somewhere",
+                                                                     "started": 1.0}}))
+    base = sweep.DemoConfig()
+    sweep._shared_steps(base, {}, tmp_path)  # the worker it waited for finished them
+    assert loads == [] and not (tmp_path / "shared.lock").exists()
+    (tmp_path / sweep.SHARED_DONE).write_text(json.dumps({"holder": {"pid": 7, "host": "elsewhere", "started": 1.0}}))
+    with pytest.raises(RuntimeError, match="stop after the load"):  # someone else, earlier: resume them
+        sweep._shared_steps(base, {}, tmp_path)
+    assert len(loads) == 1 and not (tmp_path / "shared.lock").exists()  # released on the way out
+
+
+def test_worker_environment_splits_gpus_and_cores():
+    from safealign.pipelines.sweep_workers import visible_gpus, worker_env
+
+    env = {"PATH": "/bin"}
+    assert [worker_env(i, 3, env, ["0", "1"], 8) for i in range(3)] == [
+        {"PATH": "/bin", "CUDA_VISIBLE_DEVICES": g, "OMP_NUM_THREADS": "2"} for g in ("0", "1", "0")]
+    assert worker_env(0, 4, {"OMP_NUM_THREADS": "1"}, [], 2) == {"OMP_NUM_THREADS": "1"}  # the user's choice stands
+    assert worker_env(1, 4, {}, [], 2) == {"OMP_NUM_THREADS": "1"}
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "2, 5"}) == ["2", "5"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}) == []
+
+
+def test_workers_must_be_positive(grid_file, capsys):
+    from safealign.cli import main
+
+    assert main(["sweep", str(grid_file), "--workers", "0"]) == 2
+    assert "--workers" in capsys.readouterr().err
