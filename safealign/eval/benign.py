@@ -16,7 +16,6 @@ from typing import Any, Sequence
 from safealign.errors import UserError
 from safealign.eval.benchmarks.loaders import BenchmarkSet, read_benchmark
 from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt, summarize_overrefusal
-from safealign.io import read_jsonl
 from safealign.types import Behavior
 
 SPLIT_LAYOUTS = ("xstest", "jailbreakbench", "wildjailbreak")  # files that say which rows are benign
@@ -67,10 +66,10 @@ def benign_set(config: Any, behaviors_file: BenchmarkSet | None) -> BenignSet:
 
 def run_benign(target: Any, prompts: BenignSet, params: Any, judge: Any, out: Path) -> dict[str, Any]:
     """Generate and judge (resuming ``out/records.jsonl``); the over-refusal block of the eval summary."""
-    from safealign.eval.helpfulness.overrefusal import overrefusal_eval
+    from safealign.eval.helpfulness.overrefusal import overrefusal_run
 
-    result = overrefusal_eval(target, [*prompts.benign, *prompts.contrast], params, judge, out, progress=True)
-    return benign_summary(read_jsonl(out / "records.jsonl"), prompts, result.judge)
+    result, records = overrefusal_run(target, [*prompts.benign, *prompts.contrast], params, judge, out, progress=True)
+    return benign_summary(records, prompts, result.judge)
 
 
 def benign_summary(records: Sequence[dict[str, Any]], prompts: BenignSet, judge: str) -> dict[str, Any]:

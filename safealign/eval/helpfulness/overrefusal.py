@@ -91,8 +91,22 @@ def overrefusal_eval(
     out_dir: str | Path = "overrefusal",
     *,
     progress: bool = True,
-) -> dict[str, Any]:
+) -> OverRefusalSummary:
     """Generate answers to benign ``prompts``, judge refusals, write records and return the summary."""
+    return overrefusal_run(model, prompts, params, judge, out_dir, progress=progress)[0]
+
+
+def overrefusal_run(
+    model: ChatModel,
+    prompts: Sequence[Any],
+    params: GenerationParams | None = None,
+    judge: RefusalDetector | None = None,
+    out_dir: str | Path = "overrefusal",
+    *,
+    progress: bool = True,
+) -> tuple[OverRefusalSummary, list[dict[str, Any]]]:
+    """:func:`overrefusal_eval`, also returning the records it summarised (every line of ``records.jsonl``), so a
+    caller that summarises its own groups of the prompts need not read the file again."""
     params = params or GenerationParams()
     judge = judge or default_detector()
     if not callable(getattr(judge, "refusal_match", None)):
@@ -116,10 +130,10 @@ def overrefusal_eval(
                 raise RuntimeError(f"backend returned {len(completions)} completions for {len(chunk)} prompts")
             append_jsonl(path, [_record(p, c, judge, name) for p, c in zip(chunk, completions)])
             bar.update(len(chunk))
-    summary = dataclasses.replace(summarize_overrefusal(read_jsonl(path), ids, name),
-                                  model_identity=chat_model_identity(model))
+    records = read_jsonl(path)
+    summary = dataclasses.replace(summarize_overrefusal(records, ids, name), model_identity=chat_model_identity(model))
     write_json(out / "summary.json", summary.to_json())
-    return summary
+    return summary, records
 
 
 def _record(prompt: HelpfulnessPrompt, completion: Any, judge: RefusalDetector, name: str) -> dict[str, Any]:
