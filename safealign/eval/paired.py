@@ -90,7 +90,7 @@ def _summary(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, An
     per_seed = {s: _mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds}
     return {
         "diff": statistics.fmean(per_seed.values()),
-        "ci95": _interval(boot),
+        "ci95": percentile_interval(boot),
         **extra,
         "per_seed": {str(s): v for s, v in per_seed.items()},
         "mean_a": statistics.fmean(_mean(a[s], prompts) for s in seeds),
@@ -128,8 +128,9 @@ def hierarchical_difference(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, 
             **_higher_counts(a, b, seeds, prompts)}
 
 
-def _interval(boot: list[float]) -> list[float]:
-    """The 2.5th and 97.5th percentiles of the bootstrap draws (nearest rank)."""
+def percentile_interval(boot: list[float]) -> list[float]:
+    """The 2.5th and 97.5th percentiles of the bootstrap draws (nearest rank): the project's one rule for a
+    percentile bootstrap interval (paired differences here, the judge-agreement κ in eval/judges/agreement.py)."""
     boot = sorted(boot)
     return [boot[int(0.025 * len(boot))], boot[min(len(boot) - 1, int(0.975 * len(boot)))]]
 

@@ -7,7 +7,8 @@ unscored (``None``) are left out of every rate and counted as ``unscored``: neve
 - agreement = (TP + TN)/n, FPR = FP/(FP + TN), FNR = FN/(FN + TP), precision = TP/(TP + FP),
   recall = TP/(TP + FN), each with a 95% Wilson interval (``value`` None when its denominator is 0);
 - Cohen's κ = (p_o − p_e)/(1 − p_e), p_e = P(judge 1)·P(ref 1) + P(judge 0)·P(ref 0); undefined (None)
-  when p_e = 1; its 95% interval is a seeded percentile bootstrap over items.
+  when p_e = 1; its 95% interval is a seeded percentile bootstrap over items, with the project's one
+  percentile rule (:func:`safealign.eval.paired.percentile_interval`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any, Iterable, Optional, Sequence
 
+from safealign.eval.paired import percentile_interval
 from safealign.eval.summary import wilson_interval
 
 
@@ -60,20 +62,23 @@ def _proportion(k: int, n: int) -> dict[str, Any]:
     return {"value": k / n if n else None, "low": low if n else None, "high": high if n else None, "k": k, "n": n}
 
 
-def _bootstrap_kappa(pairs: list[tuple[bool, bool]], n_boot: int, seed: int) -> tuple[Optional[float], ...]:
-    if not pairs or n_boot <= 0:
-        return None, None
+def kappa_draws(pairs: list[tuple[bool, bool]], n_boot: int, seed: int) -> list[float]:
+    """κ of ``n_boot`` seeded resamples of the (reference, judged) ``pairs``, items drawn with replacement; a
+    resample with one class only has no κ and is left out."""
     rng = random.Random(seed)
     values = []
-    for _ in range(n_boot):
+    for _ in range(n_boot if pairs else 0):
         sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
         k = kappa(confusion([r for r, _ in sample], [j for _, j in sample]))
-        if k is not None:  # a resample with one class only has no κ
+        if k is not None:
             values.append(k)
-    if not values:
-        return None, None
-    values.sort()
-    return values[round(0.025 * (len(values) - 1))], values[round(0.975 * (len(values) - 1))]
+    return values
+
+
+def _bootstrap_kappa(pairs: list[tuple[bool, bool]], n_boot: int, seed: int) -> tuple[Optional[float], ...]:
+    # the percentile rule of every bootstrap interval in the project (eval/paired.py)
+    values = kappa_draws(pairs, n_boot, seed)
+    return tuple(percentile_interval(values)) if values else (None, None)
 
 
 def agreement_report(reference: Sequence[Optional[bool]], judged: Sequence[Optional[bool]], *,
