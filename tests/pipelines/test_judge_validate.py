@@ -85,12 +85,13 @@ def test_the_kappa_interval_is_the_project_percentile_rule_of_its_draws():
     assert len(draws) == 1000 and (report["low"], report["high"]) == (sorted(draws)[25], sorted(draws)[975])
 
 
-def test_the_published_kappa_interval_of_the_builtin_labels_is_unchanged():
+def test_the_published_kappa_interval_of_the_builtin_labels_is_unchanged(tmp_path):
     """README and safealign/data/builtin/README.md: κ 0.065 [0.034, 0.104] for the refusal judge. Under the
     shared percentile rule the interval is the same to every digit (ranks 974 and 975 of its draws are equal)."""
     from importlib import resources
 
-    s = validate_judge(str(resources.files("safealign.data.builtin") / "judge_labels.jsonl"), "refusal")
+    s = validate_judge(str(resources.files("safealign.data.builtin") / "judge_labels.jsonl"), "refusal",
+                       disagreements=tmp_path / "dis.jsonl")  # not into the working directory
     assert (s["kappa"]["value"], s["kappa"]["low"], s["kappa"]["high"]) == pytest.approx(
         (0.0651085, 0.0337695, 0.1038369), abs=1e-6)
 
