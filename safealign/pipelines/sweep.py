@@ -292,13 +292,17 @@ def _claim_cells(grid: Grid, cells: list[tuple[dict[str, Any], str, int]], pairs
     live workers hold once no unfinished cell is left to claim."""
     from safealign.io import lockfile
 
+    configs = {setting_name(s): grid.setting_config(s) for s in grid.settings()}
+    # built once: a config and a fingerprint take a tenth of a second each, and a worker passes over every cell
+    # several times
+    todo = [(configs[setting_name(setting)], variant, seed, cell_dir(grid, setting, variant, seed))
+            for setting, variant, seed in cells]
+    todo = [(config, variant, seed, cell, _cell_fingerprint(config, variant, seed, pairs_digest))
+            for config, variant, seed, cell in todo]
     computed = 0
     while True:
         progressed, held, computed_before = False, [], computed
-        for setting, variant, seed in cells:
-            config = grid.setting_config(setting)
-            cell = cell_dir(grid, setting, variant, seed)
-            fingerprint = _cell_fingerprint(config, variant, seed, pairs_digest)
+        for config, variant, seed, cell, fingerprint in todo:
             if _finished(cell, fingerprint) is not None:
                 continue
             lock = lockfile.try_lock(cell / CELL_LOCK)
