@@ -115,7 +115,7 @@ def wait_lock(path: str | os.PathLike, what: str, *, log_every: float = 600.0,
     """Take the lock at ``path``, waiting while a live process holds it. Returns the lock and the holders
     waited for (empty when it was free), so the caller can tell whether one of them finished ``what``."""
     waited: list[Holder] = []
-    last_log = 0.0
+    last_log = -float("inf")  # the first wait is logged at once (time.monotonic() may start near 0)
     while (lock := try_lock(path)) is None:
         holder = current_holder(path)
         if holder is not None:

@@ -120,7 +120,8 @@ def test_release_leaves_a_lock_that_is_no_longer_its_own(tmp_path):
     assert read_holder(path).host == "some-other-host"
 
 
-def test_wait_lock_waits_for_the_holder_and_names_it(tmp_path):
+def test_wait_lock_waits_for_the_holder_and_names_it(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(time, "monotonic", lambda: 5.0)  # a machine booted seconds ago
     path = tmp_path / "claim.lock"
     first = try_lock(path)
     naps = []
@@ -129,8 +130,10 @@ def test_wait_lock_waits_for_the_holder_and_names_it(tmp_path):
         naps.append(seconds)
         first.release()
 
-    lock, waited = wait_lock(path, "the shared steps", sleep=nap)
+    with caplog.at_level(logging.INFO, logger="safealign.io.lockfile"):
+        lock, waited = wait_lock(path, "the shared steps", sleep=nap)
     assert len(naps) == 1 and waited == [first.holder] and read_holder(path) == lock.holder
+    assert f"waiting for the shared steps (pid {os.getpid()} on" in caplog.text  # logged at once, naming the holder
     lock.release()
     lock, waited = wait_lock(path, "the shared steps", sleep=nap)
     assert waited == [] and len(naps) == 1  # free: taken at once
