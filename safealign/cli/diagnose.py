@@ -1,4 +1,4 @@
-"""``safealign diagnose``: ranking accuracy, gradient entanglement and the anchor gap of a model on a data set.
+"""``safealign diagnose``: ranking accuracy, gradient entanglement, the anchor gap and its share of E-DPO's update.
 
 Each subcommand takes an optional YAML config and ``key=value`` overrides like ``train`` and ``eval``
 (``safealign diagnose ranking diag.yaml beta=0.5``); the flags below set the same keys (precedence: YAML,
@@ -22,6 +22,8 @@ SUBCOMMANDS = {
                      "gradient entanglement of chosen and rejected log-probs per pair (arXiv 2410.13828)"),
     "anchor": ("safealign.cli.diagnose_anchor",
                "anchor gap: how far a safety prefix moves the reference's log-probs on harmful pairs"),
+    "e-share": ("safealign.cli.diagnose_e_share",
+                "how much of E-DPO's update the E-anchor changes: DPO, E-DPO and NLL gradients on one batch"),
     "paired-margin": ("safealign.cli.diagnose_paired_margin",
                       "paired log-prob margins of two variants' ranking outputs (seeds × pairs, bootstrap interval)"),
     "win-rate": ("safealign.cli.diagnose_win_rate",

@@ -1,4 +1,5 @@
-"""Alignment diagnostics: gradient entanglement, ranking accuracy, the E-transform anchor gap.
+"""Alignment diagnostics: gradient entanglement, ranking accuracy, the E-transform anchor gap and its share of
+E-DPO's update.
 
 They read the same encoded pairs and models as training (``safealign.data`` / ``safealign.models``) and
 score with ``safealign.train.logps`` — the one place logits become log-probs. The gradient-entanglement
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from safealign.diagnostics.anchor import AnchorGap, measure_anchor_gap
+from safealign.diagnostics.e_share import EShare, measure_e_share
 from safealign.train.grads import (
     EntanglementReport,
     PairEntanglement,
@@ -32,10 +34,10 @@ from safealign.diagnostics.ranking import (
 from safealign.diagnostics.scoring import score_pairs
 
 __all__ = [
-    "AnchorGap", "EntanglementCallback", "EntanglementReport", "PairEntanglement", "RankingReport", "choose_probe",
-    "difficulty", "dpo_loss_threshold", "fixed_by_model", "idealized_correct", "measure_anchor_gap",
-    "measure_entanglement", "pair_entanglement", "ranking_accuracy", "ranking_report", "rater_alpha",
-    "score_pairs", "select_parameters", "summarize_entanglement",
+    "AnchorGap", "EShare", "EntanglementCallback", "EntanglementReport", "PairEntanglement", "RankingReport",
+    "choose_probe", "difficulty", "dpo_loss_threshold", "fixed_by_model", "idealized_correct", "measure_anchor_gap",
+    "measure_e_share", "measure_entanglement", "pair_entanglement", "ranking_accuracy", "ranking_report",
+    "rater_alpha", "score_pairs", "select_parameters", "summarize_entanglement",
 ]
 
 

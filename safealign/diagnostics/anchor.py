@@ -87,8 +87,21 @@ def measure_anchor_gap(
     if not harmful:
         raise UserError(f"none of the {len(encoded)} pairs is flagged harmful; mark the data set harmful "
                         "(a 'harmful' column, or the dataset-level harmful switch) to measure the anchor gap")
-    transformed = compute_reference_columns(model, harmful, batch_size=batch_size, chunk_size=chunk_size)
-    plain_view = [dataclasses.replace(item, ref_prompt_ids=None) for item in harmful]
-    plain = compute_reference_columns(model, plain_view, batch_size=batch_size, chunk_size=chunk_size)
+    plain, transformed = reference_views(model, harmful, batch_size=batch_size, chunk_size=chunk_size)
     changed = sum(item.ref_prompt_ids is not None for item in harmful)
     return AnchorGap(tuple(item.index for item in harmful), plain, transformed, changed)
+
+
+def reference_views(model: nn.Module, encoded: Sequence[Any], *, batch_size: int = 8,
+                    chunk_size: int = 1024) -> tuple[Tensor, Tensor]:
+    """Reference log-probs ``(N, 2)`` (chosen, rejected) of every pair on its plain prompt x and on the reference
+    view the encoder built (x_s where the transform applied, else x): DPO's and E-DPO's reference columns, scored
+    by the trainer's own reference pass."""
+    plain_view = [dataclasses.replace(item, ref_prompt_ids=None) for item in encoded]
+    plain = compute_reference_columns(model, plain_view, batch_size=batch_size, chunk_size=chunk_size)
+    transformed = plain.clone()  # a pair the transform left alone has one view: the same numbers, not a re-score
+    changed = [i for i, item in enumerate(encoded) if item.ref_prompt_ids is not None]
+    if changed:
+        transformed[changed] = compute_reference_columns(model, [encoded[i] for i in changed], batch_size=batch_size,
+                                                         chunk_size=chunk_size)
+    return plain, transformed

@@ -1,4 +1,4 @@
-"""The ``safealign diagnose`` runners: ranking accuracy, gradient entanglement, the anchor gap.
+"""The ``safealign diagnose`` runners: ranking accuracy, gradient entanglement, the anchor gap, the E-share.
 
 Each runner takes its config (YAML + ``key=value`` like ``train`` and ``eval``; the CLI's flags are the
 same keys), loads the model and the pairs, measures, and returns a :class:`Diagnosis`: a summary dict
@@ -51,6 +51,18 @@ class AnchorConfig(DiagnoseConfig):
 
 
 @dataclass
+class EShareConfig(DiagnoseConfig):
+    prefix: str = "community_guidelines"  # a built-in safety prefix name or your own text
+    beta: float = 0.1  # β of both preference terms
+    nll_weight: float = 1.0  # W of the NLL term: the demo's rpo = DPO + W·NLL(chosen); 0 = pure (E-)DPO
+    adapter: Optional[str] = None  # a trained LoRA adapter folder (a run's train/final): measure at that point
+    lora_r: int = 16  # without an adapter: a fresh LoRA like the demo's (alpha = 2r; B = 0, so policy = reference);
+    # 0 = no LoRA, the gradients are over the parameters ``params`` selects
+    seed: int = 0  # the fresh LoRA's random A matrices
+    params: str = "auto"  # auto (lora with LoRA weights, else all), all, trainable, lora, lm_head, last:N
+
+
+@dataclass
 class Inputs:
     model: Any
     tokenizer: Any
@@ -68,18 +80,19 @@ class Diagnosis:
     pairs: list[dict[str, Any]]
 
 
-def load_model(config: DiagnoseConfig, spec: str | None = None):
+def load_model(config: DiagnoseConfig, spec: str | None = None, *, lora: Any = None):
     from safealign.models import load_model as load
 
     return load(spec or config.model, device=config.device, dtype=config.dtype,
-                trust_remote_code=config.trust_remote_code)
+                trust_remote_code=config.trust_remote_code, lora=lora)
 
 
-def load_inputs(config: DiagnoseConfig, *, transform: Any = None) -> Inputs:
-    """Load the model and the data, and encode the pairs (reference view from ``transform``)."""
+def load_inputs(config: DiagnoseConfig, *, transform: Any = None, loaded: tuple[Any, Any] | None = None) -> Inputs:
+    """Load the model (unless ``loaded`` holds model and tokenizer) and the data, and encode the pairs (reference
+    view from ``transform``)."""
     from safealign.data import PairEncoder, PreferenceCollator, load_preferences
 
-    model, tokenizer = load_model(config)
+    model, tokenizer = loaded or load_model(config)
     parsed = load_preferences(config.data, format=config.format, columns=dict(config.columns) or None,
                               split=config.split, harmful=config.harmful, limit=config.limit)
     pairs = [p for p in parsed.items if hasattr(p, "chosen")]
@@ -137,6 +150,50 @@ def run_anchor(config: AnchorConfig) -> Diagnosis:
               "summary": gap.summary(beta=config.beta)}
     pairs = [{"row": inputs.pairs[row["index"]].row, **row} for row in gap.pairs()]
     return finish(config, Diagnosis("anchor", result, pairs))
+
+
+def run_e_share(config: EShareConfig) -> Diagnosis:
+    """How much of E-DPO's update the E-anchor changes, at step 0 or at a trained adapter
+    (safealign.diagnostics.e_share)."""
+    from safealign.data import build_transform
+    from safealign.diagnostics import measure_e_share
+
+    started = time.perf_counter()
+    if config.beta <= 0 or config.nll_weight < 0 or config.lora_r < 0:
+        raise UserError(f"e-share needs beta > 0, nll_weight >= 0 and lora_r >= 0; got beta={config.beta}, "
+                        f"nll_weight={config.nll_weight}, lora_r={config.lora_r}")
+    transform = build_transform("safety_prefix", prefix=config.prefix)
+    model, tokenizer, point = _e_share_model(config)
+    inputs = load_inputs(config, transform=transform, loaded=(model, tokenizer))
+    share = measure_e_share(inputs.model, inputs.encoded, inputs.collate, beta=config.beta,
+                            nll_weight=config.nll_weight, params=config.params, batch_size=config.batch_size,
+                            chunk_size=config.chunk_size)
+    result = {"diagnostic": "e_share", **header(config, inputs, started, prefix=transform.prefix, point=point),
+              "summary": share.summary()}
+    pairs = [{"row": inputs.pairs[row["index"]].row, **row} for row in share.pairs()]
+    return finish(config, Diagnosis("e_share", result, pairs))
+
+
+def _e_share_model(config: EShareConfig) -> tuple[Any, Any, str]:
+    """(model, tokenizer, where in training it stands): a trained adapter on the base, or a fresh LoRA (step 0)."""
+    if config.adapter:
+        from safealign.models.lora import ADAPTER_CONFIG, load_adapter
+
+        if not (Path(config.adapter) / ADAPTER_CONFIG).is_file():
+            raise UserError(f"adapter {config.adapter}: no {ADAPTER_CONFIG} there; pass a LoRA adapter folder "
+                            "(a run's train/final)")
+        base, tokenizer = load_model(config)
+        return load_adapter(base, config.adapter, trainable=False), tokenizer, f"adapter {config.adapter}"
+    if not config.lora_r:
+        model, tokenizer = load_model(config)
+        return model, tokenizer, "step 0 (no LoRA)"
+    import torch
+
+    from safealign.models import LoraSettings
+
+    torch.manual_seed(config.seed)  # LoRA's A matrices are random; B = 0 keeps the policy equal to the reference
+    model, tokenizer = load_model(config, lora=LoraSettings(r=config.lora_r, alpha=2 * config.lora_r))
+    return model, tokenizer, f"step 0 (fresh LoRA r={config.lora_r}, alpha={2 * config.lora_r}, seed {config.seed})"
 
 
 def _weights(values: list[float]) -> tuple[float, float]:

@@ -9,7 +9,8 @@ from safealign.pipelines.diagnose import Diagnosis
 
 def format_diagnosis(diagnosis: Diagnosis, show: int = 10) -> str:
     """The figures of ``diagnosis`` and its first ``show`` pairs as text tables."""
-    formatter = {"ranking": format_ranking, "entanglement": format_entanglement, "anchor": format_anchor}
+    formatter = {"ranking": format_ranking, "entanglement": format_entanglement, "anchor": format_anchor,
+                 "e_share": format_e_share}
     return formatter[diagnosis.name](diagnosis.result, diagnosis.pairs, show)
 
 
@@ -84,6 +85,45 @@ def format_anchor(result: dict[str, Any], pairs: list[dict[str, Any]], show: int
     head = (f"anchor gap: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped)\n"
             f"model: {result['model']}   prefix: {result['prefix']!r}\n")
     return (head + "\n" + figures + f"\n\nfirst {min(show, len(pairs))} harmful pairs:\n" + per_pair
+            + f"\n\nwall time: {result['wall_seconds']:.1f} s")
+
+
+def format_e_share(result: dict[str, Any], pairs: list[dict[str, Any]], show: int) -> str:
+    s = result["summary"]
+    w, adam = s["nll_weight"], s["adam_first_step"]
+    figures = table(("figure (gradients of the batch mean)", "value"), [
+        ("‖g_DPO‖  DPO preference term", s["dpo_norm"]),
+        ("‖g_E‖    E-DPO preference term", s["e_dpo_norm"]),
+        ("‖g_NLL‖  NLL(chosen) term, unweighted", s["nll_norm"]),
+        (f"‖g_E + W·g_NLL‖  an E-DPO run's gradient (W={w:g})", s["update_norm"]),
+        ("‖g_E − g_DPO‖  the E-change", s["e_change_norm"]),
+        ("E-change share ‖g_E − g_DPO‖ / ‖g_E + W·g_NLL‖", s["e_share"]),
+        ("cos(g_E, g_DPO)", s["cosine_e_dpo"]),
+        ("cos(E-DPO run's gradient, DPO run's)", s["cosine_updates"]),
+        ("W·‖g_NLL‖ / ‖g_E‖", s["nll_to_preference"]),
+        ("cos(g_NLL, g_E)", s["cosine_nll_e_dpo"]),
+        ("AdamW first step: E-change share", adam["e_share"]),
+        ("AdamW first step: cos(E-DPO, DPO)", adam["cosine"]),
+        ("AdamW first step: share of moved coordinates whose sign differs", adam["share_sign_differs"]),
+    ])
+    groups = s["groups"]
+    names = list(groups)
+    per_group = table(("per group", *names), [
+        (label, *(groups[g][key] for g in names)) for label, key in (
+            ("pairs", "pairs"), ("‖g_DPO‖ (its share of the batch mean)", "dpo_norm"), ("‖g_E‖", "e_dpo_norm"),
+            ("‖g_NLL‖", "nll_norm"), ("‖g_E − g_DPO‖", "e_change_norm"), ("mean z, DPO", "z_dpo_mean"),
+            ("mean z, E-DPO", "z_e_dpo_mean"), ("mean weight σ(−z), DPO", "weight_dpo_mean"),
+            ("mean weight σ(−z), E-DPO", "weight_e_dpo_mean"), ("mean anchor gap (z_DPO − z_E)/β", "gap_mean"),
+            ("mean NLL(chosen) per token", "nll_mean"))
+    ])
+    per_pair = table(("row", "group", "z DPO", "z E-DPO", "σ(−z) DPO", "σ(−z) E-DPO", "gap", "NLL"),
+                     [(p["row"], p["group"], p["z_dpo"], p["z_e_dpo"], p["weight_dpo"], p["weight_e_dpo"], p["gap"],
+                       p["nll"]) for p in pairs[:show]])
+    head = (f"E-share: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped), "
+            f"{s['transformed_pairs']} with the prefix on the reference prompt\n"
+            f"model: {result['model']}   at: {result['point']}   β={s['beta']:g}   W={w:g}\n"
+            f"parameters: {s['params']} ({s['parameter_count']:,} scalars)   prefix: {result['prefix']!r}\n")
+    return (head + "\n" + figures + "\n\n" + per_group + f"\n\nfirst {min(show, len(pairs))} pairs:\n" + per_pair
             + f"\n\nwall time: {result['wall_seconds']:.1f} s")
 
 

@@ -112,7 +112,7 @@ def _members(named: list[tuple[str, nn.Parameter]], *modules: nn.Module) -> list
 
 
 @contextlib.contextmanager
-def _gradients_for(params: Sequence[nn.Parameter]) -> Iterator[None]:
+def gradients_for(params: Sequence[nn.Parameter]) -> Iterator[None]:
     """Temporarily let frozen parameters take part in autograd; restore their flags afterwards."""
     saved = [p.requires_grad for p in params]
     try:
@@ -255,7 +255,7 @@ def measure_entanglement(
     model.eval()  # dropout (LoRA's included) would make g_w and g_l noisy
     results = []
     try:
-        with _gradients_for(selected):
+        with gradients_for(selected):
             for item in tqdm(encoded, desc="gradient entanglement", unit="pair", disable=not progress):
                 batch = {k: v.to(device) for k, v in collate([item]).items()}
                 results.append(pair_entanglement(model, batch, selected, index=item.index, chunk_size=chunk_size))
