@@ -13,10 +13,12 @@ gradient is the same for both variants. This measures, on one batch, the gradien
 
 with the trainer's own pieces: ``pair_logps`` for the policy, ``compute_reference_columns`` for both
 reference views, the registered ``dpo`` and ``sft`` losses. The E-change's share of the whole update is
-``‖g_E − g_DPO‖ / ‖g_E + W·g_NLL‖``. Because AdamW's first step is ``lr·g/(|g|+ε)`` (no history yet), the
-same comparison is also made on that step. Gradients are over the selected parameters (LoRA weights when
-the model has them, else all), in eval mode (no dropout), summed per group (harmful, benign) so each
-group's contribution to the batch mean is reported too.
+``‖g_E − g_DPO‖ / ‖g_E + W·g_NLL‖``. Because AdamW's first step is ``lr·g/(|g|+ε)`` (no history yet; the
+trainer's gradient clipping rescales g, which that step ignores), the same comparison is also made on that
+step; at a trained adapter the optimizer's history is unknown, so there it only compares directions.
+Gradients are over the selected parameters (LoRA weights when the model has them, else all), in eval mode
+(no dropout), summed per group (harmful, benign) so each group's contribution to the batch mean is reported
+too.
 """
 
 from __future__ import annotations

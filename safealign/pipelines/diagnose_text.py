@@ -102,9 +102,9 @@ def format_e_share(result: dict[str, Any], pairs: list[dict[str, Any]], show: in
         ("cos(E-DPO run's gradient, DPO run's)", s["cosine_updates"]),
         ("W·‖g_NLL‖ / ‖g_E‖", s["nll_to_preference"]),
         ("cos(g_NLL, g_E)", s["cosine_nll_e_dpo"]),
-        ("AdamW first step: E-change share", adam["e_share"]),
-        ("AdamW first step: cos(E-DPO, DPO)", adam["cosine"]),
-        ("AdamW first step: share of moved coordinates whose sign differs", adam["share_sign_differs"]),
+        ("AdamW step without history (exact at step 0): E-change share", adam["e_share"]),
+        ("AdamW step without history: cos(E-DPO, DPO)", adam["cosine"]),
+        ("AdamW step without history: share of moved coordinates whose sign differs", adam["share_sign_differs"]),
     ])
     groups = s["groups"]
     names = list(groups)
