@@ -72,8 +72,9 @@ def stage_config(config: OnlineCompareConfig, variant: str, seed: int):
 def _demo_config(config: OnlineCompareConfig, model: str):
     from safealign.pipelines.demo_config import DemoConfig
 
+    # extra_benign=[]: the table shows METRICS only, so the demo's default untuned set would cost generations unseen
     demo = DemoConfig(model=model, output_dir=config.output_dir, harmful_test=config.harmful_test,
-                      benign_test=config.benign_test, borderline_test=config.borderline_test)
+                      benign_test=config.benign_test, borderline_test=config.borderline_test, extra_benign=[])
     demo.eval.generation.max_new_tokens = config.eval_max_new_tokens
     demo.eval.generation.batch_size = config.eval_batch_size
     return demo

@@ -22,6 +22,8 @@ def test_compare_online_trains_both_variants_and_writes_the_table(tmp_path, caps
     assert set(table["metrics"]) == {"direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"}
     assert "e_minus_plain" in table["metrics"]["direct_asr"]
     assert "| direct_asr |" in (out / "online_compare.md").read_text()
+    records = (out / "eval" / "before" / "helpfulness" / "overrefusal" / "records.jsonl").read_text().splitlines()
+    assert len(records) == 2  # the table's benign prompts only, not the demo's default untuned set
     e_train = (out / "train" / "e-seed0" / "config.yaml").read_text()
     assert "safety_prefix" in e_train and "identity" in (out / "train" / "plain-seed1" / "config.yaml").read_text()
 
