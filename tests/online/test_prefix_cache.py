@@ -14,7 +14,7 @@ from safealign.models import load_model
 from safealign.online.prefix_cache import generate_from_shared_prefix
 from safealign.online.rollout import completion_logps, sample
 
-LENGTHS = (5, 17, 9, 30)  # different lengths: rows 0-2 are left-padded
+LENGTHS = (5, 17, 1, 9, 30)  # different lengths: rows 0-3 are left-padded, one prompt is a single token
 
 
 @pytest.fixture(scope="module")
