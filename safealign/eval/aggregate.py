@@ -4,7 +4,8 @@ HarmBench (and the E-RLHF paper) rank a model by the mean of its per-attack ASRs
 ``per_attack`` (the ASRs of the summary's ``attacks`` block, ``any_attack`` excluded), ``mean`` (their
 plain mean over the attacks with at least one scored behavior) and ``ci95``, a percentile bootstrap over
 behaviors (behaviors resampled with replacement, every attack's ASR and their mean recomputed;
-``draws`` resamples, seeded so the interval is reproducible). The judge is named in every block, as
+``draws`` resamples, seeded so the interval is reproducible; the project's one percentile rule,
+``eval/paired.percentile_interval``). The judge is named in every block, as
 numbers from different judges are not comparable.
 """
 
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import random
 from typing import Any, Mapping, Sequence
+
+from safealign.eval.paired import percentile_interval
 
 DRAWS = 1000
 SEED = 0
@@ -51,9 +54,7 @@ def _bootstrap(outcomes: Mapping[str, Mapping[str, bool | None]], attacks: Seque
                 asrs.append(sum(scored) / len(scored))
         if asrs:
             means.append(sum(asrs) / len(asrs))
-    means.sort()
-    lo, hi = means[int(0.025 * (len(means) - 1))], means[int(round(0.975 * (len(means) - 1)))]
-    return [round(lo, 6), round(hi, 6)]
+    return [round(bound, 6) for bound in percentile_interval(means)]
 
 
 def format_aggregate(block: Mapping[str, Any]) -> list[str]:

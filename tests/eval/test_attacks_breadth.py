@@ -81,6 +81,24 @@ def test_aggregate_bootstrap_and_unscored():
     assert 0 <= lo < agg["mean"] < hi <= 1 and agg == mean_over_attacks(outcomes, draws=200)  # seeded
 
 
+def test_aggregate_interval_takes_the_projects_percentile_rule():
+    """The interval is eval/paired.percentile_interval of the resampled means (ranks 25 and 975 of 1000),
+    recomputed here by brute force with the same seeded resampling (17 behaviors: the old own rule gave
+    a lower bound one rank lower, 0.147 instead of 0.176)."""
+    import random
+
+    from safealign.eval.paired import percentile_interval
+
+    outcomes = {"a": {f"b{i}": i % 3 == 0 for i in range(17)}, "b": {f"b{i}": i % 4 == 1 for i in range(17)}}
+    behaviors = sorted(outcomes["a"])
+    rng, means = random.Random(0), []
+    for _ in range(1000):
+        picks = [rng.randrange(len(behaviors)) for _ in behaviors]
+        means.append(sum(sum(outcomes[a][behaviors[i]] for i in picks) / len(picks) for a in "ab") / 2)
+    expected = [round(bound, 6) for bound in percentile_interval(means)]
+    assert mean_over_attacks(outcomes)["ci95"] == expected
+
+
 @pytest.mark.parametrize("attack, params, message", [
     ("tap", {"width": 0}, "attack_params.tap.width"),
     ("tap", {"widht": 2}, r"attack 'tap': unknown parameter\(s\) \['widht'\]; valid: .*width"),
