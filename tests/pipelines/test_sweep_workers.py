@@ -12,27 +12,11 @@ import sys
 
 import pytest
 
-GRID = """
-output_dir: {out}
-demo:
-  model: tiny-random
-  harmful_train: 4
-  benign_train: 2
-  borderline_train: 0
-  harmful_test: 3
-  benign_test: 2
-  borderline_test: 0
-  pair_max_new_tokens: 3
-  eval_max_new_tokens: 3
-  train_batch_size: 4
-  templates: [refusal_suppression]
-  entanglement_every: 0
-axes:
-  beta: [0.1]
-variants: [dpo, e-dpo]
-seeds: [0, 1]
-resamples: 200
-"""
+from tests.pipelines.test_sweep import GRID as SWEEP_GRID
+
+# test_sweep.py's grid with one setting: 4 cells, 2 per seed
+GRID = SWEEP_GRID.replace("beta: [0.1, 0.5]", "beta: [0.1]")
+assert GRID != SWEEP_GRID
 
 
 @pytest.fixture()
