@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -28,6 +28,16 @@ POLL_SECONDS = 2.0  # how often a waiting process looks at a lock again
 UNREADABLE_GRACE_SECONDS = 30.0
 _TAKEOVER_GUARD_SECONDS = 60.0  # a takeover takes microseconds; an older guard file was left by a killed process
 _START_SLACK_SECONDS = 60.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """A piece of shared work for :func:`claim_each`: claimed with the lock file ``lock`` (in the job's own
+    folder), skipped once ``finished()``, done by ``run()``."""
+
+    lock: Path
+    finished: Callable[[], bool]
+    run: Callable[[], None]
 
 
 @dataclass(frozen=True)
@@ -203,3 +213,53 @@ def _process_state(pid: int) -> tuple[str | None, float | None]:
         return fields[0], boot + int(fields[19]) / os.sysconf("SC_CLK_TCK")
     except (IndexError, ValueError):
         return fields[0] if fields else None, None
+
+
+def claim_each(jobs: Sequence[Job]) -> tuple[int, list[tuple[Path, Holder]]]:
+    """Run every unfinished job this process can claim, in order, looking again after each pass (a job held by
+    a process that has since died is free by then). Returns the number run here and, once no unfinished job is
+    left to claim, the jobs other live processes hold (their lock's folder and holder)."""
+    computed = 0
+    while True:
+        progressed, held, computed_before = False, [], computed
+        for job in jobs:
+            if job.finished():
+                continue
+            lock = try_lock(job.lock)
+            if lock is None:
+                holder = current_holder(job.lock)
+                if holder is None:  # released (or its holder died) since: look at it again next pass
+                    progressed = True
+                else:
+                    held.append((job.lock.parent, holder))
+                continue
+            with lock:
+                if not job.finished():  # another process may have finished it since the check above
+                    job.run()
+                    computed += 1
+            progressed = True
+        if not progressed:
+            return computed, held
+        if computed == computed_before:  # only locks released meanwhile: let their holders' files settle
+            time.sleep(POLL_SECONDS)
+
+
+def run_once(path: Path, done: Path, what: str, work: Callable[[], None]) -> bool:
+    """Run ``work`` (resumable shared work: pairs, a base model's evaluation) under the lock at ``path``, one
+    process at a time. A process that waited while another ran it to the end (``done`` names the last holder
+    to finish it) skips it; one that finds the lock free runs it, resuming, as a lone process always has.
+    True when it ran here."""
+    from safealign.io.jsonfile import write_json
+
+    lock, waited = wait_lock(path, what)
+    with lock:
+        try:
+            finished_by = json.loads(done.read_text()).get("holder")
+        except (OSError, ValueError, AttributeError):
+            finished_by = None
+        if finished_by in [asdict(h) for h in waited]:
+            logger.info("%s finished by another process while this one waited", what)
+            return False
+        work()
+        write_json(done, {"holder": asdict(lock.holder), "finished": time.time()})
+    return True

@@ -5,23 +5,30 @@ every variant (``plain``: identity reference view; ``e``: the safety prefix on h
 online recipe trains a LoRA policy and the demo's own evaluation (``safealign.pipelines.demo.evaluate``:
 direct and template jailbreaks on the built-in held-out harmful prompts, refusal on held-out benign and
 borderline ones, refusal judge) measures it. Every stage resumes: a finished training run or evaluation
-record is never recomputed. The table (``online_compare.json`` / ``.md``) gives each metric before training,
+record is never recomputed. Several workers may share one output directory (``--workers N``, or the plain
+command started several times; docs/online.md): each claims the next unfinished stage with a lock file.
+The table (``online_compare.json`` / ``.md``) gives each metric before training,
 each variant's mean over seeds, and the paired E − plain difference with a bootstrap interval over prompts
 (``safealign.eval.paired``).
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from safealign import checks
-from safealign.config import load_config, save_config
+from safealign.config import load_config, to_dict
 from safealign.errors import UserError
 from safealign.io import read_json, write_json
+from safealign.io.jsonfile import write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -80,36 +87,125 @@ def _demo_config(config: OnlineCompareConfig, model: str):
     return demo
 
 
-def run_online_compare(config: OnlineCompareConfig) -> dict[str, Any]:
+STAGE_LOCK = "claim.lock"  # in a stage's training folder while a worker trains and evaluates it (lockfile.py)
+STAGE_DONE = "stage.json"  # in a stage's training folder, written last: its figures under its fingerprint
+BEFORE_DONE = "before.json"  # under output_dir: which worker last finished the base model's evaluation
+
+
+@dataclass
+class OnlineCompareRun:
+    """What one worker did: stages it computed, stages other live workers still hold (their training folder
+    and holder) and, when every stage is finished, the table (else None)."""
+
+    computed: int
+    skipped: int
+    held: list[tuple[Path, Any]]
+    table: dict[str, Any] | None
+
+    def describe_held(self) -> str:
+        return "; ".join(f"{folder.name} ({holder.describe()})" for folder, holder in self.held)
+
+
+def check_compare_dir(config: OnlineCompareConfig) -> list[tuple[str, int, Any]]:
+    """Every stage's recipe checked before anything loads, and the comparison's settings saved; returns the
+    stages (variant, seed, online config)."""
+    stages = [(variant, seed, stage_config(config, variant, seed)) for variant in config.variants
+              for seed in config.seeds]
+    # atomic: workers started together rewrite it with the same content (the number of workers is no setting)
+    write_atomic(Path(config.output_dir) / "online_compare.yaml",
+                 yaml.safe_dump(to_dict(config), sort_keys=False).encode())
+    return stages
+
+
+def run_online_compare(config: OnlineCompareConfig) -> OnlineCompareRun:
+    """Train and evaluate every unfinished (variant, seed) stage this worker can claim; with every stage
+    finished, write the table. Any number of workers may run this on one output directory at once
+    (docs/online.md, "Several workers"): a stage is claimed with ``claim.lock`` in its training folder, the
+    base model's evaluation runs under ``shared.lock``; the worker that finds every stage finished writes the
+    table, one that finds only stages other live workers hold returns them."""
+    from safealign.io.lockfile import Job, claim_each, run_once
     from safealign.models import load_model
-    from safealign.online.run import run_online
-    from safealign.online.trainer import checkpoints
     from safealign.pipelines.demo import evaluate, prompt_sets
 
     start = time.time()
-    stages = [(variant, seed, stage_config(config, variant, seed)) for variant in config.variants
-              for seed in config.seeds]  # every recipe is checked before anything loads
+    stages = check_compare_dir(config)
     out = Path(config.output_dir)
-    save_config(config, out / "online_compare.yaml")
-    base_model = stages[0][2].model
-    demo = _demo_config(config, base_model)
+    demo = _demo_config(config, stages[0][2].model)
     prompts = prompt_sets(demo)
-    figures: dict[str, dict[str, Any]] = {}
-    model, tokenizer = load_model(base_model)
-    figures["before"] = _figures(evaluate(demo, model, tokenizer, prompts, out / "eval" / "before"))
+    fingerprints = {(v, s): _stage_fingerprint(config, online) for v, s, online in stages}
+    if not (out / "eval" / "before" / "figures.json").is_file() or \
+            any(_stage_record(Path(online.output_dir), fingerprints[v, s]) is None for v, s, online in stages):
+        def before() -> None:
+            model, tokenizer = load_model(demo.model)
+            write_json(out / "eval" / "before" / "figures.json",  # resumes its records
+                       _figures(evaluate(demo, model, tokenizer, prompts, out / "eval" / "before")))
+
+        run_once(out / "shared.lock", out / BEFORE_DONE, "compare-online: the base model's evaluation", before)
+    jobs = [Job(Path(online.output_dir) / STAGE_LOCK,
+                functools.partial(_is_finished, Path(online.output_dir), fingerprints[v, s]),
+                functools.partial(_run_stage, config, demo, prompts, v, s, online, fingerprints[v, s]))
+            for v, s, online in stages]
+    computed, held = claim_each(jobs)
+    run = OnlineCompareRun(computed, len(stages) - computed - len(held), held, None)
+    if held:  # the worker that finishes the last of them writes the table
+        logger.info("compare-online: no unclaimed stage left; %d still running elsewhere: %s", len(held),
+                    run.describe_held())
+        return run
+    figures = {"before": read_json(out / "eval" / "before" / "figures.json")}
     for variant, seed, online in stages:
-        name = f"{variant}-seed{seed}"
-        train_dir = Path(online.output_dir)
-        if not (train_dir / "train_summary.json").is_file():
-            run_online(online, resume=bool(checkpoints(train_dir)))
-        model, tokenizer = load_model(str(train_dir / "final"))
-        figures[name] = _figures(evaluate(demo, model, tokenizer, prompts, out / "eval" / name))
-        figures[name]["train"] = _train_summary(train_dir)
-    table = _table(config, demo, figures)
-    table["wall_seconds"] = round(time.time() - start, 1)
-    write_json(out / "online_compare.json", table)
-    (out / "online_compare.md").write_text(format_table(table) + "\n")
-    return table
+        record = _stage_record(Path(online.output_dir), fingerprints[variant, seed])
+        figures[f"{variant}-seed{seed}"] = {**record["figures"], "train": record["train"]}
+    run.table = _table(config, demo, figures)
+    run.table["wall_seconds"] = round(time.time() - start, 1)
+    write_json(out / "online_compare.json", run.table)
+    write_atomic(out / "online_compare.md", (format_table(run.table) + "\n").encode())
+    return run
+
+
+def _stage_fingerprint(config: OnlineCompareConfig, online: Any):
+    """What a stage's figures depend on: its training run's settings (as the online trainer fingerprints them)
+    and the evaluation's sizes; not where it writes, nor how many workers run the comparison."""
+    from safealign.io.rundir import make_fingerprint
+    from safealign.online.run import EXCLUDED
+
+    training = make_fingerprint("online", to_dict(online), exclude=EXCLUDED).digest
+    evaluation = {k: getattr(config, k) for k in ("harmful_test", "benign_test", "borderline_test",
+                                                  "eval_max_new_tokens")}
+    return make_fingerprint("online-compare-stage", evaluation, extra={"training": training})
+
+
+def _stage_record(train_dir: Path, fingerprint: Any) -> dict[str, Any] | None:
+    """The stage's record when it finished under these settings; None otherwise."""
+    try:
+        record = json.loads((train_dir / STAGE_DONE).read_text())
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint.digest else None
+
+
+def _is_finished(train_dir: Path, fingerprint: Any) -> bool:
+    return _stage_record(train_dir, fingerprint) is not None
+
+
+def _run_stage(config: OnlineCompareConfig, demo: Any, prompts: dict[str, Any], variant: str, seed: int,
+               online: Any, fingerprint: Any) -> None:  # fmt: skip
+    """Train one stage (resuming its checkpoint; a finished training run is kept) and evaluate it (resuming
+    its records), then record its figures."""
+    from safealign.models import load_model
+    from safealign.online.run import run_online
+    from safealign.online.trainer import checkpoints
+    from safealign.pipelines.demo import evaluate
+
+    name = f"{variant}-seed{seed}"
+    train_dir = Path(online.output_dir)
+    logger.info("compare-online: stage %s", name)
+    if not (train_dir / "train_summary.json").is_file():
+        run_online(online, resume=bool(checkpoints(train_dir)))
+    model, tokenizer = load_model(str(train_dir / "final"))
+    figures = _figures(evaluate(demo, model, tokenizer, prompts, Path(config.output_dir) / "eval" / name))
+    del model
+    write_json(train_dir / STAGE_DONE, {"fingerprint": fingerprint.digest, "variant": variant, "seed": seed,
+                                        "figures": figures, "train": _train_summary(train_dir)})
 
 
 def _figures(figures: Any) -> dict[str, Any]:

@@ -31,13 +31,14 @@ mean over seeds per variant and the paired E-DPO − DPO difference with a hiera
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 import shutil
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -266,23 +267,17 @@ def _shared_steps(base: DemoConfig, prompts: dict[str, Any], root: Path) -> None
     """The pairs and the base model's evaluation, which every cell reads, built (or resumed: both are
     resumable) by one worker at a time under ``shared.lock``. A worker that waited while another ran them to
     the end skips them; one that finds the lock free resumes them, as a lone worker always has."""
-    from safealign.io.lockfile import wait_lock
+    from safealign.io.lockfile import run_once
     from safealign.models import load_model
     from safealign.pipelines.demo import build_pairs, evaluate
 
-    lock, waited = wait_lock(root / "shared.lock", "the pairs and the base model's evaluation")
-    with lock:
-        done = root / SHARED_DONE
-        finished_by = json.loads(done.read_text()).get("holder") if done.is_file() else None
-        if finished_by in [asdict(h) for h in waited]:
-            logger.info("sweep: pairs and base-model evaluation finished by another worker while this one waited")
-            return
+    def build() -> None:
         model, tokenizer = load_model(base.model)
         build_pairs(base, model, tokenizer, prompts, root / "pairs.jsonl")
         figures = evaluate(base, model, tokenizer, prompts, root / BEFORE)  # resumes its records
         write_json(root / BEFORE / "figures.json", {k: f.to_json() for k, f in figures.items()})
-        del model
-        write_json(done, {"holder": asdict(lock.holder), "finished": time.time()})
+
+    run_once(root / "shared.lock", root / SHARED_DONE, "sweep: the pairs and the base model's evaluation", build)
 
 
 def _claim_cells(grid: Grid, cells: list[tuple[dict[str, Any], str, int]], pairs: Path, pairs_digest: str | None,
@@ -290,38 +285,23 @@ def _claim_cells(grid: Grid, cells: list[tuple[dict[str, Any], str, int]], pairs
     """Compute every unfinished cell this worker can claim, in order, looking again after each pass (a cell
     held by a worker that has since died is free by then). Returns the number computed and the cells other
     live workers hold once no unfinished cell is left to claim."""
-    from safealign.io import lockfile
+    from safealign.io.lockfile import Job, claim_each
 
     configs = {setting_name(s): grid.setting_config(s) for s in grid.settings()}
     # built once: a config and a fingerprint take a tenth of a second each, and a worker passes over every cell
     # several times
-    todo = [(configs[setting_name(setting)], variant, seed, cell_dir(grid, setting, variant, seed))
-            for setting, variant, seed in cells]
-    todo = [(config, variant, seed, cell, _cell_fingerprint(config, variant, seed, pairs_digest))
-            for config, variant, seed, cell in todo]
-    computed = 0
-    while True:
-        progressed, held, computed_before = False, [], computed
-        for config, variant, seed, cell, fingerprint in todo:
-            if _finished(cell, fingerprint) is not None:
-                continue
-            lock = lockfile.try_lock(cell / CELL_LOCK)
-            if lock is None:
-                holder = lockfile.current_holder(cell / CELL_LOCK)
-                if holder is None:  # released (or its holder died) since: look at it again next pass
-                    progressed = True
-                else:
-                    held.append((cell, holder))
-                continue
-            with lock:
-                if _finished(cell, fingerprint) is None:  # another worker may have finished it since the check above
-                    _run_cell(config, variant, seed, pairs, prompts, cell, fingerprint, Path(grid.output_dir) / BEFORE)
-                    computed += 1
-            progressed = True
-        if not progressed:
-            return computed, held
-        if computed == computed_before:  # only locks released meanwhile: let their holders' files settle
-            time.sleep(lockfile.POLL_SECONDS)
+    jobs = []
+    for setting, variant, seed in cells:
+        config, cell = configs[setting_name(setting)], cell_dir(grid, setting, variant, seed)
+        fingerprint = _cell_fingerprint(config, variant, seed, pairs_digest)
+        jobs.append(Job(cell / CELL_LOCK, functools.partial(_is_finished, cell, fingerprint),
+                        functools.partial(_run_cell, config, variant, seed, pairs, prompts, cell, fingerprint,
+                                          Path(grid.output_dir) / BEFORE)))
+    return claim_each(jobs)
+
+
+def _is_finished(cell: Path, fingerprint) -> bool:
+    return _finished(cell, fingerprint) is not None
 
 
 def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts: dict[str, Any], cell: Path,

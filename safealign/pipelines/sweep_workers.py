@@ -1,4 +1,5 @@
-"""``safealign sweep GRID --workers N``: N worker processes on one sweep directory (docs/sweep.md).
+"""``safealign sweep GRID --workers N``: N worker processes on one sweep directory (docs/sweep.md); the same
+launcher (:func:`run_workers`) runs ``safealign compare-online CONFIG --workers N`` (docs/online.md).
 
 A worker is the plain command, ``python -m safealign sweep GRID [overrides]``, started with its own device
 and thread settings: with CUDA GPUs visible, worker i sees only GPU i mod G (``CUDA_VISIBLE_DEVICES``);
@@ -16,8 +17,9 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from safealign.interrupt import StopRequested, stop_on_sigterm, stop_requested, wait_or_stop
 from safealign.pipelines.sweep import Grid, check_sweep_dir, format_table
@@ -46,12 +48,22 @@ def visible_gpus(env: Mapping[str, str]) -> list[str]:
 
 
 def launch_workers(grid: Grid, grid_path: str, overrides: list[str], workers: int, *, verbose: bool = False) -> int:
-    """Start ``workers`` worker processes, wait for them; 0 when all ended well (the last to finish wrote the
-    table, printed here), else 1 with the failed workers' log tails."""
+    """``safealign sweep GRID --workers N``: the sweep's directory checked once, then :func:`run_workers`."""
     check_sweep_dir(grid)  # a changed base config is refused once, here, not by every worker
-    logs = Path(grid.output_dir) / "workers"
+    return run_workers(["sweep", grid_path, *overrides], grid.output_dir, workers,
+                       table=Path(grid.output_dir) / "sweep_summary.json", show=format_table, verbose=verbose)
+
+
+def run_workers(argv: list[str], output_dir: str | Path, workers: int, *, table: Path,
+                show: Callable[[dict[str, Any]], str], verbose: bool = False) -> int:  # fmt: skip
+    """Start ``workers`` processes of ``python -m safealign *argv`` (a command whose workers share
+    ``output_dir`` through lock files), wait for them; 0 when all ended well (the last to finish wrote
+    ``table``, a JSON file shown here with ``show`` beside its ``.md`` path), else 1 with the failed workers'
+    log tails."""
+    logs = Path(output_dir) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "safealign", *(["-v"] if verbose else []), "sweep", grid_path, *overrides]
+    command = [sys.executable, "-m", "safealign", *(["-v"] if verbose else []), *argv]
+    name = argv[0]
     gpus = visible_gpus(os.environ)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     started = time.time()
@@ -63,9 +75,9 @@ def launch_workers(grid: Grid, grid_path: str, overrides: list[str], workers: in
                 log = logs / f"worker-{i}.log"
                 with log.open("ab") as out:
                     procs.append((i, subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT), log))
-                logger.info("sweep: worker %d started (pid %d, GPU %s, %s thread(s)); log %s", i, procs[-1][1].pid,
+                logger.info("%s: worker %d started (pid %d, GPU %s, %s thread(s)); log %s", name, i, procs[-1][1].pid,
                             env.get("CUDA_VISIBLE_DEVICES", "-"), env.get("OMP_NUM_THREADS"), log)
-            codes = _wait(procs)
+            codes = _wait(procs, name)
         except KeyboardInterrupt:
             _stop(procs)
             raise
@@ -75,25 +87,24 @@ def launch_workers(grid: Grid, grid_path: str, overrides: list[str], workers: in
         print(f"worker {i} failed (exit status {code}); the end of {log}:\n{tail}", file=sys.stderr)
     if failed:
         return 1
-    summary = Path(grid.output_dir) / "sweep_summary.md"
+    summary = table.with_suffix(".md")
     if summary.is_file() and summary.stat().st_mtime >= started:
         import json
 
-        table = json.loads(summary.with_suffix(".json").read_text())
-        print(format_table(table))
+        print(show(json.loads(table.read_text())))
         print(f"{workers} workers, wall time {time.time() - started:.0f} s; table: {summary}")
-    else:  # cells held by workers outside this launch: the last of them writes the table
-        print(f"{workers} workers ended with cells still held by other workers; see {logs}/worker-*.log")
+    else:  # work held by workers outside this launch: the last of them writes the table
+        print(f"{workers} workers ended with work still held by other workers; see {logs}/worker-*.log")
     return 0
 
 
-def _wait(procs: list[tuple[int, subprocess.Popen, Path]]) -> list[int]:
+def _wait(procs: list[tuple[int, subprocess.Popen, Path]], name: str) -> list[int]:
     codes: dict[int, int] = {}
     while len(codes) < len(procs):
         for i, proc, _ in procs:
             if i not in codes and (code := proc.poll()) is not None:
                 codes[i] = code
-                logger.info("sweep: worker %d ended (exit status %d)", i, code)
+                logger.info("%s: worker %d ended (exit status %d)", name, i, code)
         if len(codes) < len(procs) and (wait_or_stop(1.0) or stop_requested()):
             raise StopRequested("stopped by SIGTERM: each worker was asked to stop; re-run to resume")
     return [codes[i] for i, _, _ in procs]
