@@ -7,6 +7,9 @@ leaves its lock behind; such a lock is *stale* when its pid is no longer running
 now belongs to a process started after the lock: pids are reused), and the next claimant takes it over,
 saying so in the log. A lock written on another host is never judged stale (its process can't be seen from
 here): remove it by hand once that host's worker is known to be gone.
+
+:func:`claim_each` runs a list of such pieces (sweep cells, compare-online runs), each claimed with its own
+lock; :func:`run_once` runs resumable shared work (a base model's evaluation) one process at a time.
 """
 
 from __future__ import annotations
