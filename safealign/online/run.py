@@ -116,7 +116,7 @@ def _save_final(model: Any, tokenizer: Any, final: Path) -> None:
 
 
 def _claim(out: Path, config: OnlineConfig, resume: bool, overwrite: bool) -> None:
-    from safealign.io.rundir import claim_run_dir, make_fingerprint
+    from safealign.io.rundir import claim_run_dir
     from safealign.online.trainer import checkpoints
 
     if resume and overwrite:
@@ -130,8 +130,14 @@ def _claim(out: Path, config: OnlineConfig, resume: bool, overwrite: bool) -> No
             raise UserError(f"{out} holds a run with the same settings and checkpoint {found[-1].name}; pass --resume "
                             "to continue it, or --overwrite to delete it and start over")
 
-    fingerprint = make_fingerprint("online", to_dict(config), exclude=EXCLUDED)
-    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=overwrite, check=check)
+    claim_run_dir(out, online_fingerprint(config), outputs=OUTPUTS, overwrite=overwrite, check=check)
+
+
+def online_fingerprint(config: OnlineConfig):
+    """What an online run's results depend on: its config less :data:`EXCLUDED` (safealign/io/rundir.py)."""
+    from safealign.io.rundir import make_fingerprint
+
+    return make_fingerprint("online", to_dict(config), exclude=EXCLUDED)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -166,9 +166,9 @@ def _stage_fingerprint(config: OnlineCompareConfig, online: Any):
     """What a stage's figures depend on: its training run's settings (as the online trainer fingerprints them)
     and the evaluation's sizes; not where it writes, nor how many workers run the comparison."""
     from safealign.io.rundir import make_fingerprint
-    from safealign.online.run import EXCLUDED
+    from safealign.online.run import online_fingerprint
 
-    training = make_fingerprint("online", to_dict(online), exclude=EXCLUDED).digest
+    training = online_fingerprint(online).digest
     evaluation = {k: getattr(config, k) for k in ("harmful_test", "benign_test", "borderline_test",
                                                   "eval_max_new_tokens")}
     return make_fingerprint("online-compare-stage", evaluation, extra={"training": training})
@@ -187,6 +187,19 @@ def _is_finished(train_dir: Path, fingerprint: Any) -> bool:
     return _stage_record(train_dir, fingerprint) is not None
 
 
+def _check_finished_training(train_dir: Path, online: Any) -> None:
+    """A finished training run is kept, not retrained, so it must be this stage's: under changed
+    ``train_overrides`` its model would otherwise be evaluated and recorded as the new settings' run."""
+    from safealign.io.rundir import differing_keys, read_fingerprint, same_settings
+    from safealign.online.run import online_fingerprint
+
+    recorded, current = read_fingerprint(train_dir), online_fingerprint(online)
+    if recorded is not None and not same_settings(recorded, current):
+        raise UserError(f"{train_dir} holds a finished training run with other settings "
+                        f"({', '.join(differing_keys(recorded, current)[:8])}); use another output_dir, or delete "
+                        "that folder to train it again")
+
+
 def _run_stage(config: OnlineCompareConfig, demo: Any, prompts: dict[str, Any], variant: str, seed: int,
                online: Any, fingerprint: Any) -> None:  # fmt: skip
     """Train one stage (resuming its checkpoint; a finished training run is kept) and evaluate it (resuming
@@ -199,7 +212,9 @@ def _run_stage(config: OnlineCompareConfig, demo: Any, prompts: dict[str, Any], 
     name = f"{variant}-seed{seed}"
     train_dir = Path(online.output_dir)
     logger.info("compare-online: stage %s", name)
-    if not (train_dir / "train_summary.json").is_file():
+    if (train_dir / "train_summary.json").is_file():
+        _check_finished_training(train_dir, online)
+    else:
         run_online(online, resume=bool(checkpoints(train_dir)))
     model, tokenizer = load_model(str(train_dir / "final"))
     figures = _figures(evaluate(demo, model, tokenizer, prompts, Path(config.output_dir) / "eval" / name))

@@ -11,6 +11,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from safealign.cli import main
 from tests.online.test_online_compare import SMALL
 from tests.online.test_online_trainer import RECIPES, TINY
@@ -58,6 +60,21 @@ def test_two_workers_compute_each_run_once_and_match_one_process(tmp_path, capsy
     assert main(args(single)) == 0
     alone = json.loads((single / "online_compare.json").read_text())
     assert _same(comparable(table), comparable(alone)), (comparable(table), comparable(alone))
+
+
+def test_a_finished_training_run_under_other_settings_is_refused_not_relabelled(tmp_path):
+    from safealign.errors import UserError
+    from safealign.pipelines.online_compare import load_compare_config, run_online_compare
+
+    out = tmp_path / "cmp"
+    assert main(args(out, "seeds=[0]", "variants=[plain]")) == 0
+    record = (out / "train" / "plain-seed0" / "stage.json").read_text()
+    changed = TRAIN.replace("learning_rate=1e-3", "learning_rate=2e-3")
+    assert changed != TRAIN
+    config = load_compare_config(None, [*args(out, "seeds=[0]", "variants=[plain]")[1:], changed])
+    with pytest.raises(UserError, match="learning_rate"):
+        run_online_compare(config)  # the run trained at 1e-3 must not be recorded as the 2e-3 one
+    assert (out / "train" / "plain-seed0" / "stage.json").read_text() == record
 
 
 def test_a_live_workers_run_is_left_to_it_and_a_dead_ones_is_taken_over(tmp_path, sleeper, caplog,  # noqa: F811
