@@ -36,9 +36,9 @@ def run(args: argparse.Namespace) -> int:
                            show=format_table, verbose=args.verbose)
     result = run_online_compare(config)
     if result.table is None:
-        print(f"{result.computed} run(s) computed, {result.skipped} already finished; {len(result.held)} still "
-              f"running in other workers: {result.describe_held()}\nthe worker that finishes the last of them "
-              f"writes the table ({config.output_dir}/online_compare.md)")
+        from safealign.pipelines.sweep_workers import unfinished_message
+
+        print(unfinished_message(result, "run", f"{config.output_dir}/online_compare.md"))
         return 0
     print(format_table(result.table))
     print(f"{result.computed} run(s) computed, {result.skipped} already finished; wall time "

@@ -33,9 +33,9 @@ def run(args: argparse.Namespace) -> int:
         return launch_workers(grid, args.grid, args.overrides, args.workers, verbose=args.verbose)
     result = run_sweep(grid)
     if result.table is None:
-        print(f"{result.computed} cell(s) computed, {result.skipped} already finished; {len(result.held)} still "
-              f"running in other workers: {result.describe_held()}\nthe worker that finishes the last of them "
-              f"writes the table ({grid.output_dir}/sweep_summary.md)")
+        from safealign.pipelines.sweep_workers import unfinished_message
+
+        print(unfinished_message(result, "cell", f"{grid.output_dir}/sweep_summary.md"))
         return 0
     table = result.table
     print(format_table(table))

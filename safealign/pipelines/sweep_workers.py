@@ -27,6 +27,14 @@ from safealign.pipelines.sweep import Grid, check_sweep_dir, format_table
 logger = logging.getLogger(__name__)
 
 
+def unfinished_message(result: Any, noun: str, table: str) -> str:
+    """What a worker prints when other live workers still hold some of the work (``result``: a sweep's or
+    compare-online's run, with ``computed``, ``skipped``, ``held`` and ``describe_held()``)."""
+    return (f"{result.computed} {noun}(s) computed, {result.skipped} already finished; {len(result.held)} still "
+            f"running in other workers: {result.describe_held()}\nthe worker that finishes the last of them "
+            f"writes the table ({table})")
+
+
 def worker_env(index: int, workers: int, env: Mapping[str, str], gpus: list[str], cores: int) -> dict[str, str]:
     """Worker ``index``'s environment: one of the visible GPUs, round robin, and its share of the cores."""
     out = dict(env)
