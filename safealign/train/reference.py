@@ -206,25 +206,35 @@ def load_or_compute_reference(
         f"{model_fingerprint(model)}:{reference_view_hash(encoded)}".encode(), digest_size=16
     ).hexdigest()
     path = Path(cache_dir) / f"{key}.safetensors"
-    seen = entry_version(path)
-    table = _read_verified(path, len(encoded)) if seen else None
-    if table is None:
-        # processes sharing the cache (sweep workers, docs/sweep.md) compute an entry once: the others wait for it
-        with entry_lock(path, "reference log-probs"):
-            table = _read_verified(path, len(encoded)) if entry_version(path) not in (None, seen) else None
-            if table is None:
-                return _compute_reference(model, encoded, path, key, batch_size=batch_size, chunk_size=chunk_size,
-                                          describe=describe, batch_tokens=batch_tokens, impl=impl)
-    logger.info("reference log-probs: reusing cache %s", path)
-    return ReferenceCache(table, path, key, reused=True)
+
+    def reuse() -> ReferenceCache | None:
+        table = _read_verified(path, len(encoded))
+        if table is None:
+            return None
+        logger.info("reference log-probs: reusing cache %s", path)
+        return ReferenceCache(table, path, key, reused=True)
+
+    return cached_entry(path, "reference log-probs", reuse,
+                        lambda: _compute_reference(model, encoded, path, key, batch_size=batch_size,
+                                                   chunk_size=chunk_size, describe=describe,
+                                                   batch_tokens=batch_tokens, impl=impl))
 
 
-def entry_lock(path: Path, what: str):
-    """The lock (``<entry>.lock``) under which one process computes and writes a cache entry. Taken, the caller
-    looks again: an entry whose :func:`entry_version` changed meanwhile was written by another process."""
+def cached_entry(path: Path, what: str, read: Callable[[], Any], compute: Callable[[], Any]) -> Any:
+    """``read()`` when the cache entry at ``path`` is there and valid (``read`` returns None otherwise), else
+    ``compute()``, which computes and writes it. Processes sharing the cache (sweep workers, docs/sweep.md)
+    compute an entry once: the first takes ``<entry>.lock`` and computes it; the others wait, then read back
+    what it wrote -- an entry whose :func:`entry_version` changed while they waited."""
     from safealign.io.lockfile import wait_lock
 
-    return wait_lock(path.with_name(path.name + ".lock"), f"{what} {path.name}")[0]
+    seen = entry_version(path)
+    value = read() if seen else None
+    if value is None:
+        with wait_lock(path.with_name(path.name + ".lock"), f"{what} {path.name}")[0]:
+            value = read() if entry_version(path) not in (None, seen) else None
+            if value is None:
+                return compute()
+    return value
 
 
 def entry_version(path: Path) -> tuple[int, int] | None:

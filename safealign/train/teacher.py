@@ -27,7 +27,7 @@ from safealign.data.collate import pad_sequences
 from safealign.data.tokenize import EncodedPair
 from safealign.errors import UserError
 from safealign.train.logps import response_log_softmax
-from safealign.train.reference import entry_lock, entry_version, model_fingerprint, save_tensors_atomic
+from safealign.train.reference import cached_entry, model_fingerprint, save_tensors_atomic
 
 logger = logging.getLogger(__name__)
 _TOLERANCE = 1e-4  # a top-k log-prob may round a hair above 0 in float32
@@ -108,25 +108,25 @@ def load_or_compute_teacher(teacher: nn.Module, items: Sequence[EncodedPair], ca
     key = hashlib.blake2b(":".join(parts).encode(), digest_size=16).hexdigest()
     path = Path(cache_dir) / f"teacher-{key}.safetensors"
     expected = [len(ids) for it in items for ids in (it.chosen_ids, it.rejected_ids)]
-    def cached():
-        return _read_verified(path, expected, top_k, vocab, reference is not None)
 
-    seen = entry_version(path)
-    table = cached() if seen else None
-    if table is None:
-        with entry_lock(path, "teacher distributions"):  # one process computes it, the others read it back
-            table = cached() if entry_version(path) not in (None, seen) else None
-            if table is None:
-                table = compute_teacher_table(teacher, items, top_k, reference=reference, batch_size=batch_size)
-                problem = _table_problem(table, expected, top_k, vocab, reference is not None)
-                if problem is not None:
-                    raise UserError(f"teacher distributions are {problem}; check the teacher model and the data")
-                metadata = {"key": key, "checksum": checksum(table), "describe": json.dumps(describe or {})}
-                save_tensors_atomic(table.tensors(), path, metadata)
-                logger.info("teacher distributions: computed and cached at %s", path)
-                return TeacherCache(table, path, reused=False)
-    logger.info("teacher distributions: reusing cache %s", path)
-    return TeacherCache(table, path, reused=True)
+    def reuse() -> TeacherCache | None:
+        table = _read_verified(path, expected, top_k, vocab, reference is not None)
+        if table is None:
+            return None
+        logger.info("teacher distributions: reusing cache %s", path)
+        return TeacherCache(table, path, reused=True)
+
+    def compute() -> TeacherCache:
+        table = compute_teacher_table(teacher, items, top_k, reference=reference, batch_size=batch_size)
+        problem = _table_problem(table, expected, top_k, vocab, reference is not None)
+        if problem is not None:
+            raise UserError(f"teacher distributions are {problem}; check the teacher model and the data")
+        metadata = {"key": key, "checksum": checksum(table), "describe": json.dumps(describe or {})}
+        save_tensors_atomic(table.tensors(), path, metadata)
+        logger.info("teacher distributions: computed and cached at %s", path)
+        return TeacherCache(table, path, reused=False)
+
+    return cached_entry(path, "teacher distributions", reuse, compute)
 
 
 def weights_fingerprint(model: nn.Module) -> str:
