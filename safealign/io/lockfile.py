@@ -218,6 +218,23 @@ def _process_state(pid: int) -> tuple[str | None, float | None]:
         return fields[0] if fields else None, None
 
 
+@dataclass
+class ClaimedRun:
+    """What one worker of a claimed set of jobs (sweep cells, compare-online stages) did: jobs it computed, jobs
+    it found finished, jobs other live workers still hold (their folder and holder) and, when every job is
+    finished, the table (else None). ``label_parts``: how many trailing folder names name a held job."""
+
+    computed: int
+    skipped: int
+    held: list[tuple[Path, Holder]]
+    table: dict | None = None
+    label_parts: int = 1
+
+    def describe_held(self) -> str:
+        return "; ".join(f"{'/'.join(folder.parts[-self.label_parts:])} ({holder.describe()})"
+                         for folder, holder in self.held)
+
+
 def claim_each(jobs: Sequence[Job]) -> tuple[int, list[tuple[Path, Holder]]]:
     """Run every unfinished job this process can claim, in order, looking again after each pass (a job held by
     a process that has since died is free by then). Returns the number run here and, once no unfinished job is

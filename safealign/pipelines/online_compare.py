@@ -29,6 +29,7 @@ from safealign.config import load_config, to_dict
 from safealign.errors import UserError
 from safealign.io import read_json, write_json
 from safealign.io.jsonfile import write_atomic
+from safealign.io.lockfile import ClaimedRun
 
 logger = logging.getLogger(__name__)
 
@@ -92,20 +93,6 @@ STAGE_DONE = "stage.json"  # in a stage's training folder, written last: its fig
 BEFORE_DONE = "before.json"  # under output_dir: which worker last finished the base model's evaluation
 
 
-@dataclass
-class OnlineCompareRun:
-    """What one worker did: stages it computed, stages other live workers still hold (their training folder
-    and holder) and, when every stage is finished, the table (else None)."""
-
-    computed: int
-    skipped: int
-    held: list[tuple[Path, Any]]
-    table: dict[str, Any] | None
-
-    def describe_held(self) -> str:
-        return "; ".join(f"{folder.name} ({holder.describe()})" for folder, holder in self.held)
-
-
 def check_compare_dir(config: OnlineCompareConfig) -> list[tuple[str, int, Any]]:
     """Every stage's recipe checked before anything loads, and the comparison's settings saved; returns the
     stages (variant, seed, online config)."""
@@ -117,7 +104,7 @@ def check_compare_dir(config: OnlineCompareConfig) -> list[tuple[str, int, Any]]
     return stages
 
 
-def run_online_compare(config: OnlineCompareConfig) -> OnlineCompareRun:
+def run_online_compare(config: OnlineCompareConfig) -> ClaimedRun:
     """Train and evaluate every unfinished (variant, seed) stage this worker can claim; with every stage
     finished, write the table. Any number of workers may run this on one output directory at once
     (docs/online.md, "Several workers"): a stage is claimed with ``claim.lock`` in its training folder, the
@@ -146,7 +133,7 @@ def run_online_compare(config: OnlineCompareConfig) -> OnlineCompareRun:
                 functools.partial(_run_stage, config, demo, prompts, v, s, online, fingerprints[v, s]))
             for v, s, online in stages]
     computed, held = claim_each(jobs)
-    run = OnlineCompareRun(computed, len(stages) - computed - len(held), held, None)
+    run = ClaimedRun(computed, len(stages) - computed - len(held), held)
     if held:  # the worker that finishes the last of them writes the table
         logger.info("compare-online: no unclaimed stage left; %d still running elsewhere: %s", len(held),
                     run.describe_held())

@@ -49,7 +49,7 @@ from safealign.errors import UserError
 from safealign.files import read_text
 from safealign.io import write_json
 from safealign.io.jsonfile import write_atomic
-from safealign.io.lockfile import Holder
+from safealign.io.lockfile import ClaimedRun, Holder
 from safealign.io.summaries import Figure
 from safealign.pipelines.demo_config import ALIASES, VARIANTS, DemoConfig, load_demo_config
 
@@ -213,21 +213,7 @@ def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
     claim_run_dir(grid.output_dir, fingerprint, outputs=("pairs.jsonl", "cells"), overwrite_flag="--fresh")
 
 
-@dataclass
-class SweepRun:
-    """What one worker did: cells it computed, cells it found finished, cells other live workers still hold
-    (their directory and holder) and, when every cell is finished, the table (else None)."""
-
-    computed: int
-    skipped: int
-    held: list[tuple[Path, Holder]]
-    table: dict[str, Any] | None
-
-    def describe_held(self) -> str:
-        return "; ".join(f"{cell.parent.name}/{cell.name} ({holder.describe()})" for cell, holder in self.held)
-
-
-def run_sweep(grid: Grid) -> SweepRun:
+def run_sweep(grid: Grid) -> ClaimedRun:
     """Train and evaluate every unfinished cell this worker can claim; with every cell finished, write the table.
 
     Any number of workers (processes, on one host or several sharing the folder) may run this on one sweep
@@ -252,7 +238,7 @@ def run_sweep(grid: Grid) -> SweepRun:
     computed, held = _claim_cells(grid, cells, pairs, pairs_digest, prompts)
     skipped = len(cells) - computed - len(held)
     logger.info("sweep: %d cell(s) computed, %d already finished", computed, skipped)
-    run = SweepRun(computed, skipped, held, None)
+    run = ClaimedRun(computed, skipped, held, label_parts=2)  # cells/<setting>/<variant-seed>
     if held:  # the worker that finishes the last of them writes the table
         logger.info("sweep: no unclaimed cell left; %d still running elsewhere: %s", len(held), run.describe_held())
         return run
