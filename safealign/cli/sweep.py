@@ -13,6 +13,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run N worker processes on this sweep (each claims the next unfinished cell; one "
                         "GPU each when GPUs are visible, else the CPU cores split between them). Starting the "
                         "plain command several times does the same (docs/sweep.md)")
+    parser.add_argument("--table", action="store_true",
+                        help="print the table of the cells finished so far and exit: computes nothing, loads no "
+                        "model (a running sweep is left alone)")
     parser.add_argument("overrides", nargs="*",
                         help="grid keys (seeds=[0,1] output_dir=... axes.beta=[0.1]) or base DemoConfig "
                         "overrides (model=tiny-random harmful_test=8 ...)")
@@ -20,11 +23,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safealign.errors import UserError
-    from safealign.pipelines.sweep import format_table, load_grid, run_sweep
+    from safealign.pipelines.sweep import format_table, load_grid, run_sweep, sweep_table
 
     if args.workers < 1:
         raise UserError(f"--workers: a number of worker processes, at least 1, got {args.workers}")
     grid = load_grid(args.grid, args.overrides)
+    if args.table:
+        if args.fresh or args.workers > 1:
+            raise UserError("--table only reads the finished cells: it takes neither --fresh nor --workers")
+        print(format_table(sweep_table(grid)))
+        return 0
     if args.fresh:
         shutil.rmtree(grid.output_dir, ignore_errors=True)
     if args.workers > 1:
@@ -35,10 +43,10 @@ def run(args: argparse.Namespace) -> int:
     if result.table is None:
         from safealign.pipelines.sweep_workers import unfinished_message
 
-        print(unfinished_message(result, "cell", f"{grid.output_dir}/sweep_summary.md"))
+        print(unfinished_message(result, "cell", str(grid.table_path(".md"))))
         return 0
     table = result.table
     print(format_table(table))
     print(f"{table['computed']} cell(s) computed, {table['skipped']} already finished; "
-          f"wall time {table['wall_seconds']:.0f} s\ntable: {grid.output_dir}/sweep_summary.md")
+          f"wall time {table['wall_seconds']:.0f} s\ntable: {grid.table_path('.md')}")
     return 0

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 import statistics
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from safealign.errors import UserError
 from safealign.io.summaries import PairedDifference, ScoreStats
@@ -114,6 +114,29 @@ def hierarchical_difference(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, 
     variants, keeping the pairing). ``a_higher``/``b_higher`` count prompt×seed cases where one side
     exceeds the other (for outcomes: prompts only one variant failed)."""
     seeds, prompts = _paired_keys(a, b)
+    boot = _two_level_draws(seeds, {s: prompts for s in seeds},
+                            lambda s, sample: _mean(a[s], sample) - _mean(b[s], sample), resamples, seed)
+    return {**_summary(a, b, seeds, prompts, boot, interval="hierarchical bootstrap (seeds, then prompts within seed)"),
+            **_higher_counts(a, b, seeds, prompts)}
+
+
+def hierarchical_mean(values: Mapping[Any, Mapping[str, Any]], *, resamples: int = 2000,
+                      seed: int = 0) -> dict[str, Any]:
+    """One variant's mean over seeds of its per-seed mean (seed -> prompt id -> outcome or number), with the
+    interval of :func:`hierarchical_difference`: seeds resampled, then each drawn seed's own scored prompts."""
+    seeds = sorted(s for s in values if values[s])
+    if not seeds:
+        raise UserError("hierarchical mean: no prompt was scored under any seed")
+    prompts = {s: sorted(values[s]) for s in seeds}
+    boot = _two_level_draws(seeds, prompts, lambda s, sample: _mean(values[s], sample), resamples, seed)
+    return {"mean": statistics.fmean(_mean(values[s], prompts[s]) for s in seeds), "ci95": percentile_interval(boot),
+            "seeds": len(seeds), "n_prompts": max(len(p) for p in prompts.values())}
+
+
+def _two_level_draws(seeds: list, prompts: Mapping[Any, list], statistic: Callable[[Any, list], float],
+                     resamples: int, seed: int) -> list[float]:
+    """Bootstrap draws of the mean over seeds of ``statistic(seed, prompt sample)``: seeds resampled, then the
+    prompts of every drawn seed."""
     rng = random.Random(seed)
     boot = []
     for _ in range(resamples):
@@ -121,11 +144,9 @@ def hierarchical_difference(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, 
         drawn = rng.choices(seeds, k=len(seeds)) if len(seeds) > 1 else seeds
         total = 0.0
         for s in drawn:
-            sample = rng.choices(prompts, k=len(prompts))
-            total += _mean(a[s], sample) - _mean(b[s], sample)
+            total += statistic(s, rng.choices(prompts[s], k=len(prompts[s])))
         boot.append(total / len(drawn))
-    return {**_summary(a, b, seeds, prompts, boot, interval="hierarchical bootstrap (seeds, then prompts within seed)"),
-            **_higher_counts(a, b, seeds, prompts)}
+    return boot
 
 
 def percentile_interval(boot: list[float]) -> list[float]:

@@ -8,7 +8,14 @@ A grid file (configs/sweep/e_effect.yaml) holds:
   keys and the aliases that stand for them, ``nll_weight`` and ``lora_r`` included, and ``prefix``, the
   E-variant's safety prefix), so every cell trains
   from the *same* self-generated pairs and is evaluated on the *same* held-out prompts;
-- ``variants`` (e.g. ``[dpo, e-dpo]``), ``seeds`` (training seeds), ``output_dir``, ``resamples``.
+- ``variants`` (e.g. ``[dpo, e-dpo]``, or any training method of ``safealign demo --compare``), ``seeds``
+  (training seeds), ``output_dir``, ``resamples``;
+- ``compare``: the table's paired differences, ``[a, b]`` pairs of variants (``a − b``); by default every
+  E-variant against its plain method (``[[e-dpo, dpo]]``).
+
+Two grids with the same base config may share one directory: a cell is keyed by its setting, variant and
+seed, so a grid of methods at one setting (configs/sweep/safety_methods.yaml) reuses the DPO and E-DPO cells
+of the E-effect grid at that setting. Each grid writes its own table, named after its file.
 
 Layout under ``output_dir``: ``pairs.jsonl`` (built once from the base model), ``reference_cache/`` (the
 reference log-probs, shared by every cell with the same reference view), and one directory per cell,
@@ -24,9 +31,11 @@ cell's directory (safealign/io/lockfile.py); the pairs and the base model's eval
 ``shared.lock``, each reference-cache entry under its own lock. The worker that finds every cell finished
 writes the table; one that finds only cells other live workers hold exits naming them.
 
-The table (``sweep_summary.json``, ``sweep_summary.md`` and the console) gives, per setting, each metric's
-mean over seeds per variant and the paired E-DPO − DPO difference with a hierarchical bootstrap interval
-(safealign/eval/paired.py: seeds resampled, then prompts within each seed).
+The table (``tables/<grid name>.json`` and ``.md`` under ``output_dir``, and the console) gives, per setting,
+each metric's mean over seeds per variant and every compared pair's paired difference, both with hierarchical
+bootstrap intervals (safealign/eval/paired.py: seeds resampled, then prompts within each seed). A grid of one
+setting prints a method per row instead. ``safealign sweep GRID --table`` prints it from the cells finished so
+far, computing nothing.
 """
 
 from __future__ import annotations
@@ -55,13 +64,12 @@ from safealign.pipelines.demo_config import ALIASES, VARIANTS, DemoConfig, load_
 
 logger = logging.getLogger(__name__)
 
-GRID_KEYS = ("demo", "axes", "variants", "seeds", "output_dir", "resamples")
+GRID_KEYS = ("demo", "axes", "variants", "seeds", "compare", "output_dir", "resamples")
 # the sweep owns these: a setting's config gets them from the grid, not from ``demo:``
 _SWEEP_OWNED = ("output_dir", "variants", "train_seeds")
 # what each stage sets itself (safealign/pipelines/demo_config.py, train_config) or the sweep shares
 _SET_PER_CELL = ("train.model", "train.output_dir", "train.seed", "train.data.path", "train.reference.transform",
                  "train.reference.transform_params", "train.reference.cache_dir")
-_COMPARED = ("e-dpo", "dpo")  # the table's paired difference: a − b
 _TRAINING_DEMO_KEYS = ("prefix",)  # demo keys that change training only (the E-variant's reference view)
 BEFORE = "before"  # the base model's evaluation under output_dir: its direct answers anchor the refusal margin
 SHARED_DONE = "shared.json"  # under output_dir: which worker last finished the pairs and the base model's evaluation
@@ -76,6 +84,17 @@ class Grid:
     seeds: list[int] = field(default_factory=lambda: [0])
     output_dir: str = "runs/sweep"
     resamples: int = 2000
+    compare: list[list[str]] | None = None  # [a, b]: the table's paired differences a − b (None: see comparisons)
+    name: str = "sweep"  # the grid file's stem: its table is tables/<name>.json under output_dir
+
+    def comparisons(self) -> list[tuple[str, str]]:
+        """The compared pairs: as given, else every E-variant against its plain method when both are run."""
+        if self.compare is not None:
+            return [(a, b) for a, b in self.compare]
+        return [(v, v[2:]) for v in self.variants if v.startswith("e-") and v[2:] in self.variants]
+
+    def table_path(self, suffix: str) -> Path:
+        return Path(self.output_dir) / "tables" / f"{self.name}{suffix}"
 
     def settings(self) -> list[dict[str, Any]]:
         """Every combination of axis values, the first axis varying slowest."""
@@ -122,7 +141,8 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
         raise UserError(f"{path}: demo: {', '.join(owned)} are set by the sweep (output_dir, variants, seeds)")
     grid = Grid(demo=[f"{k}={json.dumps(v)}" for k, v in _flatten(demo).items()] + demo_overrides,
                 axes=_axes(path, data.get("axes") or {}),
-                **{k: data[k] for k in ("variants", "seeds", "output_dir", "resamples") if k in data})
+                name=Path(path).stem,
+                **{k: data[k] for k in ("variants", "seeds", "compare", "output_dir", "resamples") if k in data})
     _validate(path, grid)
     return grid
 
@@ -157,9 +177,16 @@ def _axes(path: str | Path, axes: Any) -> dict[str, list[Any]]:
 
 
 def _validate(path: str | Path, grid: Grid) -> None:
-    unknown = [v for v in grid.variants if v not in VARIANTS]
+    trained = [v for v in VARIANTS if VARIANTS.get(v).trains]  # a cell trains: inference-time methods have no cell
+    unknown = [v for v in grid.variants if v not in trained]
     if unknown or not grid.variants or len(set(grid.variants)) != len(grid.variants):
-        raise UserError(f"{path}: variants: distinct names from {', '.join(VARIANTS)}, got {grid.variants}")
+        raise UserError(f"{path}: variants: distinct training methods from {', '.join(trained)}, got "
+                        f"{grid.variants}")
+    pairs = grid.compare if grid.compare is not None else []
+    if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 and p[0] != p[1]
+                                              and set(p) <= set(grid.variants) for p in pairs):
+        raise UserError(f"{path}: compare: a list of [a, b] pairs of two different variants of the grid "
+                        f"({', '.join(grid.variants)}), got {grid.compare!r}")
     if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds) or not all(isinstance(s, int) for s in grid.seeds):
         raise UserError(f"{path}: seeds: distinct integers, non-empty, got {grid.seeds}")
     if not isinstance(grid.resamples, int) or grid.resamples < 100:
@@ -244,8 +271,9 @@ def run_sweep(grid: Grid) -> ClaimedRun:
         return run
     run.table = sweep_table(grid)
     run.table.update(computed=computed, skipped=skipped, wall_seconds=round(time.time() - started, 1))
-    write_json(root / "sweep_summary.json", run.table)
-    write_atomic(root / "sweep_summary.md", (format_table(run.table, markdown=True) + "\n").encode())
+    grid.table_path(".json").parent.mkdir(parents=True, exist_ok=True)
+    write_json(grid.table_path(".json"), run.table)
+    write_atomic(grid.table_path(".md"), (format_table(run.table, markdown=True) + "\n").encode())
     return run
 
 
@@ -311,9 +339,10 @@ def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts:
 
 
 def sweep_table(grid: Grid) -> dict[str, Any]:
-    """Per setting: each metric's mean over seeds per variant, and the hierarchical paired difference
-    ``e-dpo − dpo`` per metric (when both variants are in the grid), from the finished cells' records."""
-    from safealign.eval.paired import hierarchical_difference
+    """Per setting: each metric's mean over seeds per variant (with a hierarchical interval where the metric
+    has per-prompt outcomes) and every compared pair's hierarchical paired difference per metric, from the
+    cells finished so far (a pair is compared on the seeds both of its cells finished)."""
+    from safealign.eval.paired import hierarchical_difference, hierarchical_mean
     from safealign.pipelines.demo import stage_outcomes
 
     rows = []
@@ -322,7 +351,9 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
         cells = {(v, s): cell_dir(grid, setting, v, s) for v in grid.variants for s in grid.seeds}
         done = {key: json.loads((path / "cell.json").read_text())
                 for key, path in cells.items() if (path / "cell.json").exists()}
+        outcomes = {key: stage_outcomes(config, cells[key] / "eval") for key in done}
         means: dict[str, dict[str, float | None]] = {}
+        intervals: dict[str, dict[str, list[float]]] = {}
         for variant in grid.variants:
             per_metric: dict[str, list[float]] = {}
             for record in (r for (v, _), r in done.items() if v == variant):
@@ -330,45 +361,82 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
                     value = Figure.from_json(figure).value
                     per_metric.setdefault(metric, []).extend([] if value is None else [value])
             means[variant] = {m: statistics.fmean(vs) if vs else None for m, vs in per_metric.items()}
-        row = {"setting": setting, "name": setting_name(setting), "cells_finished": len(done),
-               "cells": len(cells), "means": means, "difference": {}}
-        a, b = _COMPARED
-        seeds = [s for s in grid.seeds if (a, s) in done and (b, s) in done]
-        if seeds:
-            outcomes = {v: {s: stage_outcomes(config, cells[(v, s)] / "eval") for s in seeds} for v in (a, b)}
-            for metric in outcomes[a][seeds[0]]:
+            mine = {s: o for (v, s), o in outcomes.items() if v == variant}
+            intervals[variant] = {m: hierarchical_mean({s: o[m] for s, o in mine.items()},
+                                                       resamples=grid.resamples)["ci95"]
+                                  for m in next(iter(mine.values()), {}) if any(o[m] for o in mine.values())}
+        differences = []
+        for a, b in grid.comparisons():
+            seeds = [s for s in grid.seeds if (a, s) in done and (b, s) in done]
+            metrics = {}
+            for metric in outcomes[(a, seeds[0])] if seeds else ():
                 try:
-                    row["difference"][metric] = hierarchical_difference(
-                        {s: outcomes[a][s][metric] for s in seeds}, {s: outcomes[b][s][metric] for s in seeds},
+                    metrics[metric] = hierarchical_difference(
+                        {s: outcomes[(a, s)][metric] for s in seeds}, {s: outcomes[(b, s)][metric] for s in seeds},
                         resamples=grid.resamples)
                 except UserError as err:  # nothing scored for both: report the other metrics
-                    logger.warning("sweep: %s: no paired comparison of %s: %s", row["name"], metric, err)
-        rows.append(row)
+                    logger.warning("sweep: %s: no paired comparison %s − %s of %s: %s", setting_name(setting),
+                                   a, b, metric, err)
+            differences.append({"a": a, "b": b, "metrics": metrics})
+        rows.append({"setting": setting, "name": setting_name(setting), "cells_finished": len(done),
+                     "cells": len(cells), "seeds_finished": {v: sum(k[0] == v for k in done) for v in grid.variants},
+                     "means": means, "ci95": intervals, "differences": differences})
     before = Path(grid.output_dir) / BEFORE / "figures.json"
     base = {k: Figure.from_json(v).value for k, v in json.loads(before.read_text()).items()} if before.is_file() else {}
-    return {"output_dir": grid.output_dir, "variants": grid.variants, "seeds": grid.seeds,
-            "axes": grid.axes, "compared": list(_COMPARED), "resamples": grid.resamples, "base": base,
-            "settings": rows}
+    return {"output_dir": grid.output_dir, "name": grid.name, "variants": grid.variants, "seeds": grid.seeds,
+            "axes": grid.axes, "compared": [list(c) for c in grid.comparisons()], "resamples": grid.resamples,
+            "base": base, "settings": rows}
 
 
 def format_table(table: dict[str, Any], *, markdown: bool = False) -> str:
-    """One block per metric: a row per setting with each variant's mean and the paired difference."""
-    a, b = table["compared"]
+    """A grid of several settings: one block per metric, a row per setting with each variant's mean and every
+    compared pair's difference. A grid of one setting (methods side by side): a row per method with every
+    metric's mean and interval, then a row per compared pair with every metric's difference."""
     metrics = list(dict.fromkeys(m for row in table["settings"] for v in row["means"].values() for m in v))
-    header = ["setting", *table["variants"], f"{a} − {b} [95% hierarchical]", "cells"]
-    lines = [f"sweep {table['output_dir']}: means over seeds {table['seeds']}; interval resamples seeds, then "
-             "prompts within each seed"]
+    lines = [f"sweep {table['output_dir']} ({table.get('name', 'sweep')}): means over seeds {table['seeds']}; "
+             "95% intervals resample seeds, then prompts within each seed"]
+    if len(table["settings"]) == 1:
+        return "\n".join(lines + _methods_blocks(table, table["settings"][0], metrics, markdown))
+    header = ["setting", *table["variants"], *(f"{a} − {b} [95% hierarchical]" for a, b in table["compared"]), "cells"]
     for metric in metrics:
         body = []
         for row in table["settings"]:
-            d = row["difference"].get(metric)
-            diff = f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f},{d['ci95'][1]:+.3f}]" if d else "-"
             values = [_value(row["means"][v].get(metric)) for v in table["variants"]]
-            body.append([row["name"], *values, diff, f"{row['cells_finished']}/{row['cells']}"])
+            diffs = [_difference(d["metrics"].get(metric)) for d in row["differences"]]
+            body.append([row["name"], *values, *diffs, f"{row['cells_finished']}/{row['cells']}"])
         if metric in table.get("base", {}):  # the untrained model, for scale
-            body.append(["(base model)", *[_value(table["base"][metric])] * len(table["variants"]), "-", "-"])
+            body.append(["(base model)", *[_value(table["base"][metric])] * len(table["variants"]),
+                         *["-"] * len(table["compared"]), "-"])
         lines += ["", f"### {metric}" if markdown else metric, *_render([header, *body], markdown)]
     return "\n".join(lines)
+
+
+def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[str], markdown: bool) -> list[str]:
+    body = [["method", "seeds", *metrics]]
+    for variant in table["variants"]:
+        cells = [_with_interval(row["means"][variant].get(m), row["ci95"].get(variant, {}).get(m)) for m in metrics]
+        body.append([variant, str(row["seeds_finished"][variant]), *cells])
+    if table.get("base"):
+        body.append(["(base model)", "-", *(_value(table["base"].get(m)) for m in metrics)])
+    out = ["", f"{row['cells_finished']}/{row['cells']} cells finished"]
+    out += [""] + _render(body, markdown)
+    if row["differences"]:
+        diffs = [["difference", *metrics]]
+        diffs += [[f"{d['a']} − {d['b']}", *(_difference(d["metrics"].get(m)) for m in metrics)]
+                  for d in row["differences"]]
+        out += ["", "paired differences (mean over the seeds both finished, 95% hierarchical interval):", ""]
+        out += _render(diffs, markdown)
+    return out
+
+
+def _with_interval(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if interval is None else f"{value:.3f} [{interval[0]:.3f},{interval[1]:.3f}]"
+
+
+def _difference(d: dict[str, Any] | None) -> str:
+    return f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f},{d['ci95'][1]:+.3f}]" if d else "-"
 
 
 def _value(value: float | None) -> str:

@@ -59,7 +59,7 @@ def launch_workers(grid: Grid, grid_path: str, overrides: list[str], workers: in
     """``safealign sweep GRID --workers N``: the sweep's directory checked once, then :func:`run_workers`."""
     check_sweep_dir(grid)  # a changed base config is refused once, here, not by every worker
     return run_workers(["sweep", grid_path, *overrides], grid.output_dir, workers,
-                       table=Path(grid.output_dir) / "sweep_summary.json", show=format_table, verbose=verbose)
+                       table=grid.table_path(".json"), show=format_table, verbose=verbose)
 
 
 def run_workers(argv: list[str], output_dir: str | Path, workers: int, *, table: Path,

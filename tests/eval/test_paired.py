@@ -97,3 +97,40 @@ def test_hierarchical_interval_widens_as_seeds_disagree(case):
         diffs.append(h["diff"])
     assert diffs == pytest.approx([diffs[0]] * 3)
     assert widths[0] < widths[1] < widths[2]
+
+
+# hierarchical_mean: one variant's mean over seeds with the same two-level interval (the sweep's per-method column)
+
+
+def test_hierarchical_mean_golden_seeds_that_disagree():
+    # seed 0 fails every prompt (rate 1 under any prompt resample), seed 1 none (0): two drawn seeds give
+    # 1 (p=1/4), 0.5 (p=1/2) or 0 (p=1/4), so the interval is [0, 1] around the mean 0.5
+    from safealign.eval.paired import hierarchical_mean
+
+    prompts = ("p1", "p2", "p3")
+    m = hierarchical_mean({0: dict.fromkeys(prompts, True), 1: dict.fromkeys(prompts, False)})
+    assert m["mean"] == 0.5 and m["ci95"] == [0.0, 1.0] and (m["seeds"], m["n_prompts"]) == (2, 3)
+
+
+def test_hierarchical_mean_is_the_difference_against_all_zero():
+    """Against a variant that scores 0 everywhere, the paired difference's draws are the mean's draws."""
+    import random
+
+    from safealign.eval.paired import hierarchical_mean
+
+    rng = random.Random(5)
+    a = {s: {f"p{i}": rng.random() < 0.3 + 0.1 * s for i in range(20)} for s in range(3)}
+    zero = {s: dict.fromkeys(v, False) for s, v in a.items()}
+    h, m = hierarchical_difference(a, zero, resamples=400, seed=2), hierarchical_mean(a, resamples=400, seed=2)
+    assert m["mean"] == pytest.approx(h["diff"]) and m["ci95"] == pytest.approx(h["ci95"])
+
+
+def test_hierarchical_mean_resamples_each_seeds_own_prompts_and_refuses_nothing_scored():
+    from safealign.errors import UserError
+    from safealign.eval.paired import hierarchical_mean
+
+    # seed 1 scored one prompt fewer: its own prompts are resampled, not the intersection
+    m = hierarchical_mean({0: {"p1": True, "p2": True}, 1: {"p1": False}})
+    assert m["mean"] == 0.5 and m["n_prompts"] == 2
+    with pytest.raises(UserError, match="no prompt was scored"):
+        hierarchical_mean({0: {}, 1: {}})

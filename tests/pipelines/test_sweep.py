@@ -49,18 +49,19 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
 
     out = tmp_path / "sweep"
     assert main(["sweep", str(grid_file)]) == 0
-    table = json.loads((out / "sweep_summary.json").read_text())
+    table = json.loads((out / "tables" / "grid.json").read_text())
     assert table["computed"] == 8 and table["skipped"] == 0
     assert [row["name"] for row in table["settings"]] == ["beta=0.1", "beta=0.5"]
     for row in table["settings"]:
         assert row["cells_finished"] == 8 // 2 and set(row["means"]) == {"dpo", "e-dpo"}
-        direct = row["difference"]["direct_asr"]
+        assert [(d["a"], d["b"]) for d in row["differences"]] == [("e-dpo", "dpo")]  # the default comparison
+        direct = row["differences"][0]["metrics"]["direct_asr"]
         assert direct["seeds"] == 2 and direct["n_prompts"] == 3 and "hierarchical" in direct["interval"]
         assert direct["ci95"][0] <= direct["diff"] <= direct["ci95"][1]
         mean_diff = row["means"]["e-dpo"]["direct_asr"] - row["means"]["dpo"]["direct_asr"]
         assert direct["diff"] == pytest.approx(mean_diff)  # every prompt scored: difference of the means
     for row in table["settings"]:  # the refusal margin compares per-prompt numbers the same way
-        margin = row["difference"]["heldout_refusal_margin"]
+        margin = row["differences"][0]["metrics"]["heldout_refusal_margin"]
         assert margin["n_prompts"] == 3 and margin["ci95"][0] <= margin["diff"] <= margin["ci95"][1]
     assert set(table["base"]) >= {"direct_asr", "heldout_refusal_margin"}  # the base model, evaluated once
     assert "(base model)" in printed_table(table)
@@ -75,7 +76,7 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     assert list((out / "reference_cache").glob("*.safetensors"))  # shared by the cells, not per cell
     printed = capsys.readouterr().out
     assert "direct_asr" in printed and "e-dpo − dpo" in printed
-    assert "| setting | dpo | e-dpo |" in (out / "sweep_summary.md").read_text()
+    assert "| setting | dpo | e-dpo |" in (out / "tables" / "grid.md").read_text()
 
     # resume: nothing finished is recomputed (no model load, no training, no evaluation) ...
     def refuse(*args, **kwargs):
@@ -85,16 +86,16 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     monkeypatch.setattr(demo, "evaluate", refuse)
     monkeypatch.setattr("safealign.models.load_model", refuse)
     assert main(["sweep", str(grid_file)]) == 0
-    resumed = json.loads((out / "sweep_summary.json").read_text())
+    resumed = json.loads((out / "tables" / "grid.json").read_text())
     assert (resumed["computed"], resumed["skipped"]) == (0, 8)
-    assert [r["difference"] for r in resumed["settings"]] == [r["difference"] for r in table["settings"]]
+    assert [r["differences"] for r in resumed["settings"]] == [r["differences"] for r in table["settings"]]
 
     # ... and a cell whose record is gone is the only one redone
     monkeypatch.undo()
     monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
     (cell / "cell.json").unlink()
     assert main(["sweep", str(grid_file)]) == 0
-    again = json.loads((out / "sweep_summary.json").read_text())
+    again = json.loads((out / "tables" / "grid.json").read_text())
     assert (again["computed"], again["skipped"]) == (1, 7) and (cell / "cell.json").exists()
 
     # a cell finished by an earlier code version, before a setting existed, is still finished while that setting
@@ -113,7 +114,7 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     finished = json.loads((cell / "cell.json").read_text())
     (cell / "cell.json").write_text(json.dumps({**finished, "fingerprint": older.digest}))
     assert main(["sweep", str(grid_file)]) == 0
-    assert json.loads((out / "sweep_summary.json").read_text())["skipped"] == 8
+    assert json.loads((out / "tables" / "grid.json").read_text())["skipped"] == 8
 
     # a changed training setting never mixes into finished cells: the first cell's fingerprint refuses it
     assert main(["sweep", str(grid_file), "epochs=2"]) == 2
@@ -180,3 +181,67 @@ def test_the_safety_prefix_is_an_axis_and_reaches_only_the_e_variant(tmp_path):
         prefixes.append(e_dpo.reference.transform_params["prefix"])
         assert dpo.reference.transform == "identity" and "prefix" not in dpo.reference.transform_params
     assert prefixes == ["responsible", "community_guidelines"]
+
+
+def test_a_methods_grid_shares_the_directory_and_prints_a_method_per_row(grid_file, tmp_path, capsys):
+    """A second grid on the same directory (one setting of the first, more methods) computes only its new
+    cells, writes its own table, and compares every method with DPO; --table prints partial tables."""
+    from safealign.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(grid_file), "seeds=[0]", "axes.beta=[0.1]", "variants=[dpo]"]) == 0
+    methods = tmp_path / "methods.yaml"
+    methods.write_text(grid_file.read_text().replace("beta: [0.1, 0.5]", "beta: [0.1]")
+                       .replace("variants: [dpo, e-dpo]", "variants: [dpo, safedpo, derta]\n"
+                                "compare: [[safedpo, dpo], [derta, dpo]]").replace("seeds: [0, 1]", "seeds: [0]"))
+    capsys.readouterr()
+    assert main(["sweep", str(methods), "--table"]) == 0  # before: only the shared DPO cell is finished
+    partial = capsys.readouterr().out
+    assert "1/3 cells finished" in partial and "| method |" not in partial
+    assert main(["sweep", str(methods)]) == 0
+    table = json.loads((out / "tables" / "methods.json").read_text())
+    assert (table["computed"], table["skipped"]) == (2, 1)  # the DPO cell came from the first grid
+    assert (out / "tables" / "grid.json").exists()  # each grid keeps its own table
+    row = table["settings"][0]
+    assert row["seeds_finished"] == {"dpo": 1, "safedpo": 1, "derta": 1}
+    for variant in ("dpo", "safedpo", "derta"):
+        low, high = row["ci95"][variant]["direct_asr"]
+        assert low <= row["means"][variant]["direct_asr"] <= high
+    assert [(d["a"], d["b"]) for d in row["differences"]] == [("safedpo", "dpo"), ("derta", "dpo")]
+    for d in row["differences"]:
+        assert d["metrics"]["direct_asr"]["diff"] == pytest.approx(
+            row["means"][d["a"]]["direct_asr"] - row["means"]["dpo"]["direct_asr"])
+    md = (out / "tables" / "methods.md").read_text()
+    assert "| method | seeds | direct_asr |" in md and "| safedpo − dpo |" in md and "| (base model) |" in md
+
+
+def test_compare_and_variants_are_checked(tmp_path):
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("variants: [dpo, self-reminder]\n")  # an inference-time method trains nothing: no cell
+    with pytest.raises(ValueError, match="variants: distinct training methods"):
+        load_grid(path)
+    for compare in ("[[safedpo, dpo]]", "[[dpo, dpo]]", "[dpo, e-dpo]"):
+        path.write_text(f"variants: [dpo, e-dpo]\ncompare: {compare}\n")
+        with pytest.raises(ValueError, match=r"grid.yaml: compare: a list of \[a, b\] pairs"):
+            load_grid(path)
+    path.write_text("variants: [dpo, e-dpo, safedpo, e-safedpo]\n")
+    assert load_grid(path).comparisons() == [("e-dpo", "dpo"), ("e-safedpo", "safedpo")]  # the default pairs
+
+
+def test_the_methods_grid_extends_the_e_effect_directory(tmp_path):
+    """safety_methods.yaml reuses e_effect.yaml's cells: same base config (directory fingerprint) and a
+    setting that is one of e_effect's, so its DPO and E-DPO cells are the same folders and fingerprints."""
+    from safealign.pipelines.sweep import _cell_fingerprint, cell_dir, check_sweep_dir, load_grid
+
+    effect, methods = load_grid("configs/sweep/e_effect.yaml"), load_grid("configs/sweep/safety_methods.yaml")
+    assert methods.output_dir == effect.output_dir and len(methods.settings()) == 1
+    check_sweep_dir(load_grid("configs/sweep/e_effect.yaml", [f"output_dir={tmp_path}"]))
+    check_sweep_dir(load_grid("configs/sweep/safety_methods.yaml", [f"output_dir={tmp_path}"]))  # no refusal
+    setting = methods.settings()[0]
+    assert setting in effect.settings()
+    for variant in ("dpo", "e-dpo"):
+        assert cell_dir(methods, setting, variant, 0) == cell_dir(effect, setting, variant, 0)
+        mine, theirs = methods.setting_config(setting), effect.setting_config(setting)
+        assert _cell_fingerprint(mine, variant, 0, "p").digest == _cell_fingerprint(theirs, variant, 0, "p").digest

@@ -51,7 +51,7 @@ def computed_cells(logs):
 
 
 def comparable(table):
-    return [(row["name"], row["cells_finished"], row["means"], row["difference"]) for row in table["settings"]]
+    return [(row["name"], row["cells_finished"], row["means"], row["differences"]) for row in table["settings"]]
 
 
 def test_two_worker_processes_compute_each_cell_once_and_match_one_process(grid_file, tmp_path, capsys):
@@ -72,16 +72,16 @@ def test_two_worker_processes_compute_each_cell_once_and_match_one_process(grid_
     assert not list(out.glob("cells/*/*/claim.lock")) and not (out / "shared.lock").exists()
     pairs = [json.loads(line)["id"] for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == len(set(pairs))  # the shared pairs were not built twice
-    table = json.loads((out / "sweep_summary.json").read_text())  # written by the last worker to finish
+    table = json.loads((out / "tables" / "grid.json").read_text())  # written by the last worker to finish
     assert all(row["cells_finished"] == 4 for row in table["settings"])
     assert "e-dpo − dpo" in capsys.readouterr().out  # and printed by the launcher
 
     # one process computing the workers' cells from the same pairs, base evaluation and caches gives the same table
     single = tmp_path / "single"
-    shutil.copytree(out, single, ignore=shutil.ignore_patterns("*-seed1", "workers", "sweep_summary.*"))
+    shutil.copytree(out, single, ignore=shutil.ignore_patterns("*-seed1", "workers", "tables"))
     assert main(["sweep", str(grid_file), f"output_dir={single}"]) == 0
-    assert json.loads((single / "sweep_summary.json").read_text())["computed"] == 2
-    alone = json.loads((single / "sweep_summary.json").read_text())
+    assert json.loads((single / "tables" / "grid.json").read_text())["computed"] == 2
+    alone = json.loads((single / "tables" / "grid.json").read_text())
     assert _same(comparable(table), comparable(alone)), (comparable(table), comparable(alone))
 
 
@@ -113,7 +113,7 @@ def test_a_live_workers_cell_is_left_to_it_and_a_dead_ones_is_taken_over(grid_fi
     with caplog.at_level(logging.INFO):
         run = run_sweep(grid)
     assert (run.computed, run.skipped, [c for c, _ in run.held]) == (1, 0, [live])
-    assert run.table is None and not (out / "sweep_summary.json").exists()  # the live worker's cell is not done
+    assert run.table is None and not (out / "tables" / "grid.json").exists()  # the live worker's cell is not done
     assert (dead / "cell.json").exists() and not (live / "cell.json").exists()
     assert f"taking over the lock of pid {gone.pid}" in caplog.text
     assert f"pid {sleeper.pid} on" in run.describe_held()
@@ -125,7 +125,7 @@ def test_a_live_workers_cell_is_left_to_it_and_a_dead_ones_is_taken_over(grid_fi
     sleeper.wait()  # that worker died: its cell is free, and the worker that finishes it writes the table
     run = run_sweep(grid)
     assert (run.computed, run.skipped, run.held) == (1, 1, [])
-    assert run.table is not None and (out / "sweep_summary.json").exists() and (live / "cell.json").exists()
+    assert run.table is not None and (out / "tables" / "grid.json").exists() and (live / "cell.json").exists()
 
 
 def test_the_shared_steps_are_skipped_after_waiting_for_a_worker_that_finished_them(tmp_path, monkeypatch):
