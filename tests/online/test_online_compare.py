@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from safealign.cli import main
 from tests.online.test_online_trainer import RECIPES, TINY
 
@@ -20,7 +22,11 @@ def test_compare_online_trains_both_variants_and_writes_the_table(tmp_path, caps
     table = json.loads((out / "online_compare.json").read_text())
     assert set(table["stages"]) == {"before", "plain-seed0", "plain-seed1", "e-seed0", "e-seed1"}
     assert set(table["metrics"]) == {"direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"}
-    assert "e_minus_plain" in table["metrics"]["direct_asr"]
+    direct = table["metrics"]["direct_asr"]
+    assert "hierarchical" in direct["e_minus_plain"]["interval"] and direct["e_minus_plain"]["seeds"] == 2
+    assert direct["e_minus_plain"]["diff"] == pytest.approx(direct["e"] - direct["plain"])  # every prompt scored
+    for variant in ("plain", "e"):
+        assert direct[f"{variant}_ci95"][0] <= direct[variant] <= direct[f"{variant}_ci95"][1]
     assert "| direct_asr |" in (out / "online_compare.md").read_text()
     records = (out / "eval" / "before" / "helpfulness" / "overrefusal" / "records.jsonl").read_text().splitlines()
     assert len(records) == 2  # the table's benign prompts only, not the demo's default untuned set
