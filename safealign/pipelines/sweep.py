@@ -10,8 +10,8 @@ A grid file (configs/sweep/e_effect.yaml) holds:
   from the *same* self-generated pairs and is evaluated on the *same* held-out prompts;
 - ``variants`` (e.g. ``[dpo, e-dpo]``, or any training method of ``safealign demo --compare``), ``seeds``
   (training seeds), ``output_dir``, ``resamples``;
-- ``compare``: the table's paired differences, ``[a, b]`` pairs of variants (``a − b``); by default every
-  E-variant against its plain method (``[[e-dpo, dpo]]``).
+- ``compare``: the table's paired differences, ``[a, b]`` pairs of variants (``a − b``); by default the
+  demo's: every method against ``dpo`` (else the first variant), each E-variant against its own method.
 
 Two grids with the same base config may share one directory: a cell is keyed by its setting, variant and
 seed, so a grid of methods at one setting (configs/sweep/safety_methods.yaml) reuses the DPO and E-DPO cells
@@ -88,10 +88,11 @@ class Grid:
     name: str = "sweep"  # the grid file's stem: its table is tables/<name>.json under output_dir
 
     def comparisons(self) -> list[tuple[str, str]]:
-        """The compared pairs: as given, else every E-variant against its plain method when both are run."""
-        if self.compare is not None:
-            return [(a, b) for a, b in self.compare]
-        return [(v, v[2:]) for v in self.variants if v.startswith("e-") and v[2:] in self.variants]
+        """The compared pairs: as given, else the demo's (every method against dpo, each E-variant against its
+        own method: safealign/pipelines/demo_methods.py, comparison_pairs)."""
+        from safealign.pipelines.demo_methods import comparison_pairs
+
+        return [(a, b) for a, b in self.compare] if self.compare is not None else comparison_pairs(self.variants)
 
     def table_path(self, suffix: str) -> Path:
         return Path(self.output_dir) / "tables" / f"{self.name}{suffix}"

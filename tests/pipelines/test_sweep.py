@@ -227,7 +227,8 @@ def test_compare_and_variants_are_checked(tmp_path):
         with pytest.raises(ValueError, match=r"grid.yaml: compare: a list of \[a, b\] pairs"):
             load_grid(path)
     path.write_text("variants: [dpo, e-dpo, safedpo, e-safedpo]\n")
-    assert load_grid(path).comparisons() == [("e-dpo", "dpo"), ("e-safedpo", "safedpo")]  # the default pairs
+    assert load_grid(path).comparisons() == [("e-dpo", "dpo"), ("safedpo", "dpo"), ("e-safedpo", "dpo"),
+                                             ("e-safedpo", "safedpo")]  # the demo's pairs by default
 
 
 def test_the_methods_grid_extends_the_e_effect_directory(tmp_path):
