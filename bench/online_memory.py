@@ -15,6 +15,7 @@ above the level at entry on CPU (bench/_measure.py). The issue's bar: online ≤
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -71,7 +72,9 @@ def offline(args, out: Path) -> int:
     return peak.peak_bytes
 
 
-def online(args, out: Path) -> tuple[int, dict[str, float]]:
+def online(args, out: Path, separate_old_forward: bool = False) -> tuple[int, dict[str, float]]:
+    """``separate_old_forward``: RLOO's sampling-policy log-probs from their own no-grad forward, as before they
+    were taken from the update's forward (bench/online_step.py compares the two)."""
     from safealign.config import load_config
     from safealign.io import read_jsonl
     from safealign.online.config import OnlineConfig
@@ -88,12 +91,16 @@ def online(args, out: Path) -> tuple[int, dict[str, float]]:
         f"num_generations={k}", f"prompts_per_step={args.prompts}", f"max_steps={args.steps}", "save_steps=100000",
         f"generation.max_new_tokens={args.response_len}", "lora.dropout=0"])
     model, tokenizer = make_model(args.shape, args.device)
-    with PeakMemory(torch.device(args.device)) as peak:
+    from unittest import mock
+
+    from safealign.online.trainer import OnlineTrainer
+
+    separate = mock.patch.object(OnlineTrainer, "_old_from_update", lambda self: False)
+    with separate if separate_old_forward else contextlib.nullcontext(), PeakMemory(torch.device(args.device)) as peak:
         run_online(config, model=model, tokenizer=tokenizer)
     rows = read_jsonl(out / "online" / "metrics.jsonl")[1:] or read_jsonl(out / "online" / "metrics.jsonl")
-    shares = {k: sum(r[k] for r in rows) / len(rows) for k in ("share/generate", "share/score", "share/update")}
-    shares["time/step"] = sum(r["time/step"] for r in rows) / len(rows)
-    return peak.peak_bytes, shares
+    keys = ("share/generate", "share/score", "share/update", "time/generate", "time/score", "time/update", "time/step")
+    return peak.peak_bytes, {k: sum(r[k] for r in rows) / len(rows) for k in keys}  # the first step is warm-up
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

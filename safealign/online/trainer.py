@@ -125,18 +125,25 @@ class OnlineTrainer:
         costs = combine(self.cost_sources, batch, number, empty_value=0.0, what="cost") \
             if self.lagrange is not None else None
         pad = self.tokenizer.pad_token_id
+        # RLOO shapes its rewards with the KL of the policy that sampled; with one update per batch that policy's
+        # log-probs are the update's own forward (detached), so the separate old-policy forward is skipped
+        old_from_update = self._old_from_update()
         with torch.no_grad():
             with self.reference.active() as ref_model:
                 ref_lp, mask = completion_logps(ref_model, ref_prompts, completions, pad,
                                                 chunk_size=config.logps_chunk_size)
-            need_old = config.algorithm == "rloo" or config.updates_per_batch > 1
+            need_old = (config.algorithm == "rloo" and not old_from_update) or config.updates_per_batch > 1
             old_lp = completion_logps(self.model, policy_prompts, completions, pad,
                                       chunk_size=config.logps_chunk_size)[0] if need_old else None
-        advantages, extra = self._advantages(scored.total, costs.total if costs else None, old_lp, ref_lp, mask)
+        cost_values = costs.total if costs else None
+        extra, lam = self._step_extras(scored.total, cost_values)
+        advantages = None if old_from_update else self._shaped_advantages(scored.total, cost_values, old_lp, ref_lp,
+                                                                          mask, lam)
         scored_at = time.perf_counter()
-        update = self._update(policy_prompts, completions, ref_lp, mask, old_lp, advantages, scored.total)
+        update = self._update(policy_prompts, completions, ref_lp, mask, old_lp, advantages, scored.total,
+                              (cost_values, lam))
         done = time.perf_counter()
-        policy_lp = old_lp if old_lp is not None else update.pop("_first_logps")
+        policy_lp = old_lp if old_lp is not None else update.pop("_first_logps")  # the sampling policy's
         update.pop("_first_logps", None)
         metrics = self._metrics(batch, scored, costs, policy_lp, ref_lp, mask, completions)
         metrics.update(extra)
@@ -151,21 +158,46 @@ class OnlineTrainer:
     # ------------------------------------------------------------------ pieces
     def _advantages(self, rewards: Tensor, costs: Tensor | None, old_lp: Tensor | None, ref_lp: Tensor,
                     mask: Tensor) -> tuple[Tensor, dict[str, float]]:  # fmt: skip
-        config, k = self.config, self.config.num_generations
-        extra: dict[str, float] = {}
+        """The whole batch's advantages and the step's extra metrics (λ updated once)."""
+        extra, lam = self._step_extras(rewards, costs)
+        return self._shaped_advantages(rewards, costs, old_lp, ref_lp, mask, lam), extra
+
+    def _step_extras(self, rewards: Tensor, costs: Tensor | None) -> tuple[dict[str, float], float | None]:
+        """The step's reward-spread metric and, with a cost constraint, λ updated from this batch's costs."""
+        k = self.config.num_generations
+        if self.config.algorithm == "ipo":
+            return {}, None
+        extra = {"frac_reward_zero_std": float((rewards.view(-1, k).std(1) < 1e-8).float().mean())}
+        if costs is None or self.lagrange is None:
+            return extra, None
+        lam = self.lagrange.update(costs)
+        return {**extra, "lambda": lam, "cost/window_mean": self.lagrange.window_mean}, lam
+
+    def _shaped_advantages(self, rewards: Tensor, costs: Tensor | None, policy_lp: Tensor | None, ref_lp: Tensor,
+                           mask: Tensor, lam: float | None) -> Tensor:  # fmt: skip
+        """Advantages of whole groups of K (the batch, or a micro-batch of whole groups): RLOO shapes the rewards
+        with the sampling policy's KL to the reference first; with a cost, ``(A_R − λ·A_C)/(1 + λ)``."""
+        config = self.config
         if config.algorithm == "ipo":
-            return torch.zeros_like(rewards), extra
+            return torch.zeros_like(rewards)
         shaped = rewards.to(ref_lp.device)
         if config.algorithm == "rloo" and config.beta:
-            kl = obj.kl_per_token(old_lp, ref_lp, config.kl_estimator, config.reference.log_ratio_clamp)
+            kl = obj.kl_per_token(policy_lp, ref_lp, config.kl_estimator, config.reference.log_ratio_clamp)
             shaped = shaped - config.beta * obj.masked_sum(kl, mask)
         advantage = self._group_advantages(shaped)
-        extra["frac_reward_zero_std"] = float((rewards.view(-1, k).std(1) < 1e-8).float().mean())
-        if costs is not None and self.lagrange is not None:
-            lam = self.lagrange.update(costs)
+        if costs is not None and lam is not None:
             advantage = combine_advantages(advantage, self._group_advantages(costs.to(advantage.device)), lam)
-            extra.update({"lambda": lam, "cost/window_mean": self.lagrange.window_mean})
-        return advantage, extra
+        return advantage
+
+    def _old_from_update(self) -> bool:
+        """Whether the update's first forward can stand for the sampling policy's log-probs (RLOO): one update per
+        batch (the weights have not moved since sampling), every micro-batch holds whole groups of K (advantages
+        are group-local), and no dropout is active (train and no-grad forwards give the same numbers)."""
+        config = self.config
+        micro = config.prompts_per_step * config.num_generations // config.gradient_accumulation_steps
+        dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.model.modules())
+        return (config.algorithm == "rloo" and config.updates_per_batch == 1 and micro % config.num_generations == 0
+                and not dropout)
 
     def _group_advantages(self, values: Tensor) -> Tensor:
         k = self.config.num_generations
@@ -174,7 +206,10 @@ class OnlineTrainer:
         return obj.grpo_advantages(values, k, self.config.scale_rewards)
 
     def _update(self, prompts: list, completions: list, ref_lp: Tensor, mask: Tensor, old_lp: Tensor | None,
-                advantages: Tensor, rewards: Tensor) -> dict[str, Any]:  # fmt: skip
+                advantages: Tensor | None, rewards: Tensor,
+                costs: tuple[Tensor | None, float | None] = (None, None)) -> dict[str, Any]:  # fmt: skip
+        """``advantages`` None: RLOO with the sampling policy's log-probs taken from this forward (see
+        :meth:`_old_from_update`), each micro-batch's advantages computed from its own groups."""
         config = self.config
         micro = len(completions) // config.gradient_accumulation_steps
         old_seq = obj.masked_sum(old_lp, mask) if old_lp is not None else None
@@ -191,10 +226,15 @@ class OnlineTrainer:
                 width = lp.shape[1]
                 if update == 0:
                     first[sl, :width] = lp.detach()
+                if advantages is None:  # the sampling policy is this forward: its sequence log-probs, detached
+                    micro_adv = self._shaped_advantages(rewards[sl], costs[0][sl] if costs[0] is not None else None,
+                                                        lp.detach(), ref_lp[sl, :width], m, costs[1])
+                    micro_old = obj.masked_sum(lp.detach(), m)
+                else:
+                    micro_adv, micro_old = advantages[sl], old_seq[sl] if old_seq is not None else None
                 loss, clipped, count, pairs = self._loss(lp, m, ref_lp[sl, :width],
                                                          old_lp[sl, :width] if old_lp is not None else None,
-                                                         old_seq[sl] if old_seq is not None else None,
-                                                         advantages[sl], rewards[sl].to(lp.device))
+                                                         micro_old, micro_adv, rewards[sl].to(lp.device))
                 (loss / config.gradient_accumulation_steps).backward()
                 totals["loss"] += loss.item() / config.gradient_accumulation_steps / config.updates_per_batch
                 totals["clipped"] += clipped

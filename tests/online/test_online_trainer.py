@@ -211,3 +211,44 @@ def test_gradient_accumulation_gives_the_step_of_one_big_batch(recipe, tmp_path)
     for key in ("loss", "grad_norm", "reward", "kl"):
         assert rows[0][key] == pytest.approx(rows[1][key], rel=1e-4, abs=1e-6), key
     assert rows[0]["grad_norm"] > 0
+
+
+@pytest.mark.parametrize("recipe", ["rlhf_rloo.yaml", "safe_rlhf.yaml"])
+def test_rloo_takes_the_sampling_policys_logps_from_the_update_forward(recipe, tmp_path, monkeypatch):
+    """With one update per batch the update's own forward stands for the sampling policy (one no-grad policy
+    forward less per step); the metrics equal those of the separate old-policy forward, the second step's
+    included (so the first update moved the weights the same way)."""
+    from safealign.online import trainer as trainer_module
+
+    calls = []
+    counted = trainer_module.completion_logps
+    monkeypatch.setattr(trainer_module, "completion_logps", lambda *a, **k: calls.append(1) or counted(*a, **k))
+    runs = {}
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(trainer_module.OnlineTrainer, "_old_from_update", lambda self: False)
+        calls.clear()
+        config = tiny_config(tmp_path / str(fused), "max_steps=2", "lora.enabled=false", recipe=recipe,
+                             reward="byte_reward")
+        run_online(config)
+        runs[fused] = (metrics(Path(config.output_dir) / "metrics.jsonl"), len(calls))
+    (fused_rows, fused_calls), (plain_rows, plain_calls) = runs[True], runs[False]
+    assert plain_calls - fused_calls == 2  # one policy forward fewer in each of the 2 steps
+    keys = ["loss", "grad_norm", "reward", "kl", "clip_fraction"] + (["lambda"] if recipe == "safe_rlhf.yaml" else [])
+    for fused_row, plain_row in zip(fused_rows, plain_rows):
+        for key in keys:
+            assert fused_row[key] == pytest.approx(plain_row[key], rel=1e-5, abs=1e-7), key
+    assert fused_rows[1]["grad_norm"] > 0
+
+
+def test_active_dropout_keeps_the_separate_old_policy_forward(tmp_path):
+    from safealign.online.trainer import OnlineTrainer
+
+    trainer = OnlineTrainer.__new__(OnlineTrainer)
+    trainer.config = tiny_config(tmp_path)
+    trainer.model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+    assert not trainer._old_from_update()  # a train-mode forward would not reproduce the sampling policy
+    trainer.model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.0))
+    assert trainer._old_from_update()
+    trainer.config = tiny_config(tmp_path, "updates_per_batch=2")  # the weights move between updates
+    assert not trainer._old_from_update()
