@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--table", action="store_true",
                         help="print the table of the cells finished so far and exit: computes nothing, loads no "
                         "model (a running sweep is left alone)")
+    parser.add_argument("--metrics", default=None, metavar="A,B",
+                        help="with --table: only these metrics, in this order (e.g. direct_asr,template_asr)")
+    parser.add_argument("--markdown", action="store_true", help="with --table: print Markdown tables")
     parser.add_argument("overrides", nargs="*",
                         help="grid keys (seeds=[0,1] output_dir=... axes.beta=[0.1]) or base DemoConfig "
                         "overrides (model=tiny-random harmful_test=8 ...)")
@@ -28,10 +31,13 @@ def run(args: argparse.Namespace) -> int:
     if args.workers < 1:
         raise UserError(f"--workers: a number of worker processes, at least 1, got {args.workers}")
     grid = load_grid(args.grid, args.overrides)
+    if (args.metrics or args.markdown) and not args.table:
+        raise UserError("--metrics and --markdown shape the printed table: use them with --table")
     if args.table:
         if args.fresh or args.workers > 1:
             raise UserError("--table only reads the finished cells: it takes neither --fresh nor --workers")
-        print(format_table(sweep_table(grid)))
+        print(format_table(sweep_table(grid), markdown=args.markdown,
+                           metrics=args.metrics.split(",") if args.metrics else None))
         return 0
     if args.fresh:
         shutil.rmtree(grid.output_dir, ignore_errors=True)

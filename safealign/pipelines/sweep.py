@@ -363,18 +363,19 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
                     per_metric.setdefault(metric, []).extend([] if value is None else [value])
             means[variant] = {m: statistics.fmean(vs) if vs else None for m, vs in per_metric.items()}
             mine = {s: o for (v, s), o in outcomes.items() if v == variant}
-            intervals[variant] = {m: hierarchical_mean({s: o[m] for s, o in mine.items()},
-                                                       resamples=grid.resamples)["ci95"]
-                                  for m in next(iter(mine.values()), {}) if any(o[m] for o in mine.values())}
+            # a metric one seed's evaluation lacks (e.g. a cell finished before the metric existed) counts as unscored
+            scored = {m for o in mine.values() for m, values in o.items() if values}
+            intervals[variant] = {m: hierarchical_mean({s: o.get(m, {}) for s, o in mine.items()},
+                                                       resamples=grid.resamples)["ci95"] for m in sorted(scored)}
         differences = []
         for a, b in grid.comparisons():
             seeds = [s for s in grid.seeds if (a, s) in done and (b, s) in done]
             metrics = {}
-            for metric in outcomes[(a, seeds[0])] if seeds else ():
+            for metric in dict.fromkeys(m for s in seeds for m in outcomes[(a, s)]):
                 try:
                     metrics[metric] = hierarchical_difference(
-                        {s: outcomes[(a, s)][metric] for s in seeds}, {s: outcomes[(b, s)][metric] for s in seeds},
-                        resamples=grid.resamples)
+                        {s: outcomes[(a, s)].get(metric, {}) for s in seeds},
+                        {s: outcomes[(b, s)].get(metric, {}) for s in seeds}, resamples=grid.resamples)
                 except UserError as err:  # nothing scored for both: report the other metrics
                     logger.warning("sweep: %s: no paired comparison %s − %s of %s: %s", setting_name(setting),
                                    a, b, metric, err)
@@ -389,11 +390,16 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
             "base": base, "settings": rows}
 
 
-def format_table(table: dict[str, Any], *, markdown: bool = False) -> str:
+def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list[str] | None = None) -> str:
     """A grid of several settings: one block per metric, a row per setting with each variant's mean and every
     compared pair's difference. A grid of one setting (methods side by side): a row per method with every
-    metric's mean and interval, then a row per compared pair with every metric's difference."""
-    metrics = list(dict.fromkeys(m for row in table["settings"] for v in row["means"].values() for m in v))
+    metric's mean and interval, then a row per compared pair with every metric's difference. ``metrics``: only
+    these, in this order (default: every metric recorded)."""
+    recorded = list(dict.fromkeys(m for row in table["settings"] for v in row["means"].values() for m in v))
+    unknown = [m for m in metrics or [] if m not in recorded]
+    if unknown and recorded:
+        raise UserError(f"metrics: {', '.join(unknown)} not recorded; the table has {', '.join(recorded)}")
+    metrics = metrics or recorded
     lines = [f"sweep {table['output_dir']} ({table.get('name', 'sweep')}): means over seeds {table['seeds']}; "
              "95% intervals resample seeds, then prompts within each seed"]
     if len(table["settings"]) == 1:

@@ -213,6 +213,12 @@ def test_a_methods_grid_shares_the_directory_and_prints_a_method_per_row(grid_fi
             row["means"][d["a"]]["direct_asr"] - row["means"]["dpo"]["direct_asr"])
     md = (out / "tables" / "methods.md").read_text()
     assert "| method | seeds | direct_asr |" in md and "| safedpo − dpo |" in md and "| (base model) |" in md
+    capsys.readouterr()
+    assert main(["sweep", str(methods), "--table", "--markdown", "--metrics", "benign_refusal_rate,direct_asr"]) == 0
+    chosen = capsys.readouterr().out
+    assert "| method | seeds | benign_refusal_rate | direct_asr |" in chosen and "template_asr" not in chosen
+    assert main(["sweep", str(methods), "--table", "--metrics", "direct_asr,asr_typo"]) == 2
+    assert "asr_typo not recorded" in capsys.readouterr().err
 
 
 def test_compare_and_variants_are_checked(tmp_path):
