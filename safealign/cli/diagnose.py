@@ -24,6 +24,8 @@ SUBCOMMANDS = {
                "anchor gap: how far a safety prefix moves the reference's log-probs on harmful pairs"),
     "e-share": ("safealign.cli.diagnose_e_share",
                 "how much of E-DPO's update the E-anchor changes: DPO, E-DPO and NLL gradients on one batch"),
+    "hidden-norms": ("safealign.cli.diagnose_hidden_norms",
+                     "how concentrated the residual stream is per layer (first-token norm, top dimensions' share)"),
     "paired-margin": ("safealign.cli.diagnose_paired_margin",
                       "paired log-prob margins of two variants' ranking outputs (seeds × pairs, bootstrap interval)"),
     "win-rate": ("safealign.cli.diagnose_win_rate",

@@ -63,6 +63,13 @@ class EShareConfig(DiagnoseConfig):
 
 
 @dataclass
+class HiddenNormsConfig(DiagnoseConfig):
+    layers: Optional[list[int]] = None  # residual after these blocks (default: circuit breakers' target layers)
+    top_k: int = 3  # dimensions whose share of the squared norm is reported
+    response: str = "rejected"  # chosen or rejected: the response appended to each prompt
+
+
+@dataclass
 class Inputs:
     model: Any
     tokenizer: Any
@@ -206,3 +213,23 @@ def finish(config: DiagnoseConfig, diagnosis: Diagnosis) -> Diagnosis:
     if config.output_dir:
         write_outputs(diagnosis, config.output_dir)
     return diagnosis
+
+
+def run_hidden_norms(config: HiddenNormsConfig) -> Diagnosis:
+    """How concentrated the residual stream is at the chosen layers (safealign.diagnostics.hidden_norms): what
+    a hidden-state objective's cosine sees on the pairs' prompt + response sequences."""
+    from safealign.diagnostics.hidden_norms import measure_hidden_norms
+    from safealign.train.hooks import num_layers
+    from safealign.train.objectives.circuit_breakers import default_target_layers
+
+    if config.response not in ("chosen", "rejected") or config.top_k < 1:
+        raise UserError(f"hidden-norms: response is chosen or rejected and top_k >= 1; got response="
+                        f"{config.response!r}, top_k={config.top_k}")
+    started = time.perf_counter()
+    inputs = load_inputs(config)
+    layers = config.layers or default_target_layers(num_layers(inputs.model))
+    sequences = [list(p.prompt_ids) + list(getattr(p, f"{config.response}_ids")) for p in inputs.encoded]
+    per_layer = measure_hidden_norms(inputs.model, sequences, layers, config.top_k)
+    result = {"diagnostic": "hidden_norms", **header(config, inputs, started, response=config.response),
+              "summary": {"layers": per_layer}}
+    return finish(config, Diagnosis("hidden_norms", result, []))

@@ -10,7 +10,7 @@ from safealign.pipelines.diagnose import Diagnosis
 def format_diagnosis(diagnosis: Diagnosis, show: int = 10) -> str:
     """The figures of ``diagnosis`` and its first ``show`` pairs as text tables."""
     formatter = {"ranking": format_ranking, "entanglement": format_entanglement, "anchor": format_anchor,
-                 "e_share": format_e_share}
+                 "e_share": format_e_share, "hidden_norms": format_hidden_norms}
     return formatter[diagnosis.name](diagnosis.result, diagnosis.pairs, show)
 
 
@@ -144,3 +144,15 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def format_hidden_norms(result: dict[str, Any], pairs: list[dict[str, Any]], show: int) -> str:
+    lines = [f"residual-stream concentration: {result['pairs']} sequences (prompt + {result['response']}) of "
+             f"{result['data']}",
+             f"{'layer':>5}  {'first-token norm':>16}  {'median token norm':>17}  {'top dims':<18}  "
+             f"{'their share of |h|^2 (median; even spread)':<42}"]
+    for row in result["summary"]["layers"]:
+        dims = ",".join(map(str, row["top_dims"]))
+        lines.append(f"{row['layer']:>5}  {row['first_token_norm']:>16.1f}  {row['token_norm_median']:>17.1f}  "
+                     f"{dims:<18}  {row['top_share_median']:.2f} ({row['even_share']:.3f})")
+    return "\n".join(lines)
