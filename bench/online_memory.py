@@ -103,16 +103,21 @@ def online(args, out: Path, separate_old_forward: bool = False) -> tuple[int, di
     return peak.peak_bytes, {k: sum(r[k] for r in rows) / len(rows) for k in keys}  # the first step is warm-up
 
 
-def main(argv: list[str] | None = None) -> dict[str, float]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parse_args(description: str, argv: list[str] | None) -> argparse.Namespace:
+    """The model shape and the per-step sequence counts (also bench/online_step.py's)."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--prompt-len", type=int, default=64)
     parser.add_argument("--response-len", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8, help="offline pairs per step (2x sequences)")
-    parser.add_argument("--prompts", type=int, default=4, help="online prompts per step")
+    parser.add_argument("--prompts", type=int, default=4, help="online prompts per step (K = 2·batch / prompts)")
     parser.add_argument("--steps", type=int, default=3)
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    args = parse_args(__doc__.splitlines()[0], argv)
     with tempfile.TemporaryDirectory() as tmp:
         off = offline(args, Path(tmp))
         on, shares = online(args, Path(tmp))

@@ -9,25 +9,16 @@ prompts, seeds and sampled tokens for both; the first step is warm-up. Prints a 
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from online_memory import SHAPES, online  # noqa: E402
+from online_memory import online, parse_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shape", choices=sorted(SHAPES), default="tiny")
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--prompt-len", type=int, default=64)
-    parser.add_argument("--response-len", type=int, default=48)
-    parser.add_argument("--batch", type=int, default=8, help="2x this many sequences per step")
-    parser.add_argument("--prompts", type=int, default=4, help="prompts per step (K = 2·batch / prompts)")
-    parser.add_argument("--steps", type=int, default=3)
-    args = parser.parse_args(argv)
+    args = parse_args(__doc__.splitlines()[0], argv)
     results = {}
     for name, separate in (("separate old-policy forward", True), ("from the update forward", False)):
         with tempfile.TemporaryDirectory() as tmp:
