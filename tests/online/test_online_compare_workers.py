@@ -8,15 +8,13 @@ import json
 import logging
 import re
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 from safealign.cli import main
 from tests.online.test_online_compare import SMALL
 from tests.online.test_online_trainer import RECIPES, TINY
-from tests.pipelines.test_sweep_workers import _same, hold, sleeper  # noqa: F401 (sleeper: a fixture, used as a parameter)
+from tests.pipelines.test_sweep_workers import _same, hold_live_and_dead, sleeper  # noqa: F401 (sleeper: a fixture, used as a parameter)
 
 TRAIN = "train_overrides=[" + ",".join(o for o in TINY if not o.startswith("save_steps")) + "]"
 
@@ -85,16 +83,13 @@ def test_a_live_workers_run_is_left_to_it_and_a_dead_ones_is_taken_over(tmp_path
     overrides = args(out, "seeds=[0]")[1:]
     config = load_compare_config(None, overrides)
     live, dead = out / "train" / "plain-seed0", out / "train" / "e-seed0"
-    hold(live, sleeper.pid)
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    hold(dead, gone.pid)  # a worker killed outright left its claim behind
+    gone = hold_live_and_dead(live, dead, sleeper.pid)
     with caplog.at_level(logging.INFO):
         run = run_online_compare(config)
     assert (run.computed, run.skipped, [d for d, _ in run.held]) == (1, 0, [live])
     assert run.table is None and not (out / "online_compare.json").exists()  # the live worker's run is not done
     assert (dead / "stage.json").exists() and not (live / "stage.json").exists()
-    assert f"taking over the lock of pid {gone.pid}" in caplog.text
+    assert f"taking over the lock of pid {gone}" in caplog.text
     assert main(["compare-online", *overrides]) == 0  # the command says so and exits
     printed = capsys.readouterr().out
     assert "1 still running in other workers: plain-seed0 (pid" in printed and "writes the table" in printed

@@ -45,6 +45,16 @@ def hold(cell, pid, started=None):
                                                  "started": time.time() if started is None else started}))
 
 
+def hold_live_and_dead(live, dead, live_pid) -> int:
+    """``live`` claimed by the running process ``live_pid``; ``dead`` by a process that has since exited, as a
+    worker killed outright leaves its claim behind. Returns the dead process's pid."""
+    hold(live, live_pid)
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    hold(dead, gone.pid)
+    return gone.pid
+
+
 def computed_cells(logs):
     """The cells the worker logs say were computed, one entry per computation."""
     return sorted(m for log in logs for m in re.findall(r"sweep: cell (\S+)", log.read_text()))
@@ -106,16 +116,13 @@ def test_a_live_workers_cell_is_left_to_it_and_a_dead_ones_is_taken_over(grid_fi
     check_sweep_dir(grid)  # workers claim cells of a sweep already started
     live = out / "cells" / "beta=0.1" / "dpo-seed0"  # first in order
     dead = out / "cells" / "beta=0.1" / "e-dpo-seed0"
-    hold(live, sleeper.pid)
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
-    hold(dead, gone.pid)  # a worker killed outright left its claim behind
+    gone = hold_live_and_dead(live, dead, sleeper.pid)
     with caplog.at_level(logging.INFO):
         run = run_sweep(grid)
     assert (run.computed, run.skipped, [c for c, _ in run.held]) == (1, 0, [live])
     assert run.table is None and not (out / "tables" / "grid.json").exists()  # the live worker's cell is not done
     assert (dead / "cell.json").exists() and not (live / "cell.json").exists()
-    assert f"taking over the lock of pid {gone.pid}" in caplog.text
+    assert f"taking over the lock of pid {gone}" in caplog.text
     assert f"pid {sleeper.pid} on" in run.describe_held()
     assert main(["sweep", str(grid_file), "seeds=[0]"]) == 0  # the command says so and exits
     printed = capsys.readouterr().out
