@@ -8,8 +8,8 @@ borderline ones, refusal judge) measures it. Every stage resumes: a finished tra
 record is never recomputed. Several workers may share one output directory (``--workers N``, or the plain
 command started several times; docs/online.md): each claims the next unfinished stage with a lock file.
 The table (``online_compare.json`` / ``.md``) gives each metric before training,
-each variant's mean over seeds, and the paired E − plain difference with a bootstrap interval over prompts
-(``safealign.eval.paired``).
+each variant's mean over seeds, and the paired E − plain difference, with hierarchical bootstrap intervals
+(seeds, then prompts within each seed; ``safealign.eval.paired``).
 """
 
 from __future__ import annotations
