@@ -16,6 +16,7 @@ seed-to-seed variation as well as prompt sampling instead of holding the seeds f
 
 from __future__ import annotations
 
+import logging
 import random
 import statistics
 from typing import Any, Callable, Mapping
@@ -25,6 +26,10 @@ from safealign.io.summaries import PairedDifference, ScoreStats
 
 Outcomes = Mapping[str, bool]  # prompt id -> outcome (True = attack succeeded / model refused ...)
 Values = Mapping[str, float]  # prompt id -> a per-prompt number (e.g. a log-prob margin in nats)
+
+BySeed = Mapping[Any, Mapping[str, Mapping[str, Any]]]  # seed -> metric -> prompt id -> outcome or number
+
+logger = logging.getLogger(__name__)
 
 
 def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, resamples: int = 2000,
@@ -131,6 +136,30 @@ def hierarchical_mean(values: Mapping[Any, Mapping[str, Any]], *, resamples: int
     boot = _two_level_draws(seeds, prompts, lambda s, sample: _mean(values[s], sample), resamples, seed)
     return {"mean": statistics.fmean(_mean(values[s], prompts[s]) for s in seeds), "ci95": percentile_interval(boot),
             "seeds": len(seeds), "n_prompts": max(len(p) for p in prompts.values())}
+
+
+def metric_intervals(by_seed: BySeed, *, resamples: int = 2000) -> dict[str, list[float]]:
+    """Per metric, the 95% interval of :func:`hierarchical_mean` of one variant's runs (seed -> metric -> prompt
+    id -> outcome or number). A metric no seed scored has none; one a seed lacks (e.g. a run finished before the
+    metric existed) counts as unscored for that seed."""
+    scored = sorted({m for metrics in by_seed.values() for m, values in metrics.items() if values})
+    return {m: hierarchical_mean({s: o.get(m, {}) for s, o in by_seed.items()}, resamples=resamples)["ci95"]
+            for m in scored}
+
+
+def metric_differences(a: BySeed, b: BySeed, *, resamples: int = 2000, label: str = "") -> dict[str, dict[str, Any]]:
+    """Per metric of ``a`` (seed -> metric -> per-prompt values), :func:`hierarchical_difference` of ``a − b`` on
+    the seeds both have. A metric with nothing scored for both is left out with a warning naming ``label``, so
+    one unscored metric never costs the others."""
+    seeds = [s for s in a if s in b]
+    out = {}
+    for metric in dict.fromkeys(m for s in seeds for m in a[s]):
+        try:
+            out[metric] = hierarchical_difference({s: a[s].get(metric, {}) for s in seeds},
+                                                  {s: b[s].get(metric, {}) for s in seeds}, resamples=resamples)
+        except UserError as err:
+            logger.warning("%s: no paired comparison of %s: %s", label or "paired", metric, err)
+    return out
 
 
 def _two_level_draws(seeds: list, prompts: Mapping[Any, list], statistic: Callable[[Any, list], float],

@@ -30,6 +30,7 @@ from safealign.errors import UserError
 from safealign.io import read_json, write_json
 from safealign.io.jsonfile import write_atomic
 from safealign.io.lockfile import ClaimedRun
+from safealign.report import numbers
 
 logger = logging.getLogger(__name__)
 
@@ -229,52 +230,38 @@ def _table(config: OnlineCompareConfig, demo: Any, figures: dict[str, Any]) -> d
     """Per metric: the base model's value, each variant's mean over seeds with a hierarchical interval and the
     paired E − plain difference with the sweep's hierarchical interval (seeds resampled, then prompts within
     each seed: online runs of different seeds differ far more than offline ones, so seeds are not held fixed)."""
-    from safealign.eval.paired import hierarchical_difference, hierarchical_mean
+    from safealign.eval.paired import metric_differences, metric_intervals
     from safealign.pipelines.demo import stage_outcomes
 
     out = Path(config.output_dir)
     outcomes = {v: {s: stage_outcomes(demo, out / "eval" / f"{v}-seed{s}") for s in config.seeds}
                 for v in config.variants}
+    intervals = {v: metric_intervals(outcomes[v]) for v in config.variants}
+    differences = (metric_differences(outcomes["e"], outcomes["plain"], label="compare-online: e − plain")
+                   if set(config.variants) == {"plain", "e"} else {})
     rows = {}
     for metric in METRICS:
         row: dict[str, Any] = {"before": figures["before"][metric]["value"]}
         for variant in config.variants:
             values = [figures[f"{variant}-seed{s}"][metric]["value"] for s in config.seeds]
             row[variant] = sum(values) / len(values) if None not in values else None
-            try:
-                row[f"{variant}_ci95"] = hierarchical_mean({s: o[metric] for s, o in outcomes[variant].items()})["ci95"]
-            except UserError as err:
-                logger.warning("no interval for %s of %s: %s", variant, metric, err)
-        if set(config.variants) == {"plain", "e"}:
-            e, plain = ({s: o[metric] for s, o in outcomes[v].items()} for v in ("e", "plain"))
-            try:
-                row["e_minus_plain"] = hierarchical_difference(e, plain)
-            except UserError as err:
-                logger.warning("no paired comparison of %s: %s", metric, err)
+            if metric in intervals[variant]:
+                row[f"{variant}_ci95"] = intervals[variant][metric]
+        if metric in differences:
+            row["e_minus_plain"] = differences[metric]
         rows[metric] = row
     return {"metrics": rows, "stages": figures, "seeds": list(config.seeds), "recipe": config.recipe,
             "train_overrides": list(config.train_overrides)}
 
 
 def format_table(table: dict[str, Any]) -> str:
-    lines = ["| held-out metric | before | plain RLHF (mean [95%]) | E-RLHF (mean [95%]) | E − plain [95%] |",
-             "|---|---|---|---|---|"]
-    for metric, row in table["metrics"].items():
-        diff = row.get("e_minus_plain")
-        shown = f"{diff['diff']:+.3f} [{diff['ci95'][0]:+.3f}, {diff['ci95'][1]:+.3f}]" if diff else "—"
-        means = [_with_interval(row.get(v), row.get(f"{v}_ci95")) for v in ("plain", "e")]
-        lines.append(f"| {metric} | {_num(row['before'])} | {means[0]} | {means[1]} | {shown} |")
-    lines.append(f"\nmeans over seeds {table['seeds']}; 95% intervals: hierarchical bootstrap (seeds resampled, then "
-                 "prompts within each seed)")
-    return "\n".join(lines)
-
-
-def _with_interval(value: Any, interval: list[float] | None) -> str:
-    return _num(value) if value is None or interval is None else f"{value:.3f} [{interval[0]:.3f}, {interval[1]:.3f}]"
-
-
-def _num(value: Any) -> str:
-    return "—" if value is None else f"{value:.3f}"
+    rows = [["held-out metric", "before", "plain RLHF (mean [95%])", "E-RLHF (mean [95%])", "E − plain [95%]"]]
+    rows += [[metric, numbers.value(row["before"]),
+              *(numbers.with_interval(row.get(v), row.get(f"{v}_ci95")) for v in ("plain", "e")),
+              numbers.difference(row.get("e_minus_plain"))] for metric, row in table["metrics"].items()]
+    return "\n".join([*numbers.render(rows, markdown=True),
+                      f"\nmeans over seeds {table['seeds']}; 95% intervals: hierarchical bootstrap (seeds resampled, "
+                      "then prompts within each seed)"])
 
 
 def load_compare_config(path: str | None, overrides: list[str]) -> OnlineCompareConfig:

@@ -60,6 +60,7 @@ from safealign.io import write_json
 from safealign.io.jsonfile import write_atomic
 from safealign.io.lockfile import ClaimedRun, Holder
 from safealign.io.summaries import Figure
+from safealign.report import numbers
 from safealign.pipelines.demo_config import ALIASES, VARIANTS, DemoConfig, load_demo_config
 
 logger = logging.getLogger(__name__)
@@ -343,7 +344,7 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
     """Per setting: each metric's mean over seeds per variant (with a hierarchical interval where the metric
     has per-prompt outcomes) and every compared pair's hierarchical paired difference per metric, from the
     cells finished so far (a pair is compared on the seeds both of its cells finished)."""
-    from safealign.eval.paired import hierarchical_difference, hierarchical_mean
+    from safealign.eval.paired import metric_differences, metric_intervals
     from safealign.pipelines.demo import stage_outcomes
 
     rows = []
@@ -362,24 +363,12 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
                     value = Figure.from_json(figure).value
                     per_metric.setdefault(metric, []).extend([] if value is None else [value])
             means[variant] = {m: statistics.fmean(vs) if vs else None for m, vs in per_metric.items()}
-            mine = {s: o for (v, s), o in outcomes.items() if v == variant}
-            # a metric one seed's evaluation lacks (e.g. a cell finished before the metric existed) counts as unscored
-            scored = {m for o in mine.values() for m, values in o.items() if values}
-            intervals[variant] = {m: hierarchical_mean({s: o.get(m, {}) for s, o in mine.items()},
-                                                       resamples=grid.resamples)["ci95"] for m in sorted(scored)}
-        differences = []
-        for a, b in grid.comparisons():
-            seeds = [s for s in grid.seeds if (a, s) in done and (b, s) in done]
-            metrics = {}
-            for metric in dict.fromkeys(m for s in seeds for m in outcomes[(a, s)]):
-                try:
-                    metrics[metric] = hierarchical_difference(
-                        {s: outcomes[(a, s)].get(metric, {}) for s in seeds},
-                        {s: outcomes[(b, s)].get(metric, {}) for s in seeds}, resamples=grid.resamples)
-                except UserError as err:  # nothing scored for both: report the other metrics
-                    logger.warning("sweep: %s: no paired comparison %s − %s of %s: %s", setting_name(setting),
-                                   a, b, metric, err)
-            differences.append({"a": a, "b": b, "metrics": metrics})
+            intervals[variant] = metric_intervals({s: o for (v, s), o in outcomes.items() if v == variant},
+                                                  resamples=grid.resamples)
+        differences = [{"a": a, "b": b, "metrics": metric_differences(
+            {s: o for (v, s), o in outcomes.items() if v == a}, {s: o for (v, s), o in outcomes.items() if v == b},
+            resamples=grid.resamples, label=f"sweep: {setting_name(setting)}: {a} − {b}")}
+            for a, b in grid.comparisons()]
         rows.append({"setting": setting, "name": setting_name(setting), "cells_finished": len(done),
                      "cells": len(cells), "seeds_finished": {v: sum(k[0] == v for k in done) for v in grid.variants},
                      "means": means, "ci95": intervals, "differences": differences})
@@ -408,51 +397,30 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
     for metric in metrics:
         body = []
         for row in table["settings"]:
-            values = [_value(row["means"][v].get(metric)) for v in table["variants"]]
-            diffs = [_difference(d["metrics"].get(metric)) for d in row["differences"]]
+            values = [numbers.value(row["means"][v].get(metric)) for v in table["variants"]]
+            diffs = [numbers.difference(d["metrics"].get(metric)) for d in row["differences"]]
             body.append([row["name"], *values, *diffs, f"{row['cells_finished']}/{row['cells']}"])
         if metric in table.get("base", {}):  # the untrained model, for scale
-            body.append(["(base model)", *[_value(table["base"][metric])] * len(table["variants"]),
+            body.append(["(base model)", *[numbers.value(table["base"][metric])] * len(table["variants"]),
                          *["-"] * len(table["compared"]), "-"])
-        lines += ["", f"### {metric}" if markdown else metric, *_render([header, *body], markdown)]
+        lines += ["", f"### {metric}" if markdown else metric, *numbers.render([header, *body], markdown)]
     return "\n".join(lines)
 
 
 def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[str], markdown: bool) -> list[str]:
     body = [["method", "seeds", *metrics]]
     for variant in table["variants"]:
-        cells = [_with_interval(row["means"][variant].get(m), row["ci95"].get(variant, {}).get(m)) for m in metrics]
+        ci95 = row["ci95"].get(variant, {})
+        cells = [numbers.with_interval(row["means"][variant].get(m), ci95.get(m)) for m in metrics]
         body.append([variant, str(row["seeds_finished"][variant]), *cells])
     if table.get("base"):
-        body.append(["(base model)", "-", *(_value(table["base"].get(m)) for m in metrics)])
+        body.append(["(base model)", "-", *(numbers.value(table["base"].get(m)) for m in metrics)])
     out = ["", f"{row['cells_finished']}/{row['cells']} cells finished"]
-    out += [""] + _render(body, markdown)
+    out += [""] + numbers.render(body, markdown)
     if row["differences"]:
         diffs = [["difference", *metrics]]
-        diffs += [[f"{d['a']} − {d['b']}", *(_difference(d["metrics"].get(m)) for m in metrics)]
+        diffs += [[f"{d['a']} − {d['b']}", *(numbers.difference(d["metrics"].get(m)) for m in metrics)]
                   for d in row["differences"]]
         out += ["", "paired differences (mean over the seeds both finished, 95% hierarchical interval):", ""]
-        out += _render(diffs, markdown)
+        out += numbers.render(diffs, markdown)
     return out
-
-
-def _with_interval(value: float | None, interval: list[float] | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value:.3f}" if interval is None else f"{value:.3f} [{interval[0]:.3f},{interval[1]:.3f}]"
-
-
-def _difference(d: dict[str, Any] | None) -> str:
-    return f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f},{d['ci95'][1]:+.3f}]" if d else "-"
-
-
-def _value(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _render(rows: list[list[str]], markdown: bool) -> list[str]:
-    if markdown:
-        out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-        return out + ["| " + " | ".join(r) + " |" for r in rows[1:]]
-    widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
-    return ["".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

@@ -134,3 +134,18 @@ def test_hierarchical_mean_resamples_each_seeds_own_prompts_and_refuses_nothing_
     assert m["mean"] == 0.5 and m["n_prompts"] == 2
     with pytest.raises(UserError, match="no prompt was scored"):
         hierarchical_mean({0: {}, 1: {}})
+
+
+def test_per_metric_helpers_skip_only_the_unscored_metric(caplog):
+    from safealign.eval.paired import hierarchical_mean, metric_differences, metric_intervals
+
+    a = {0: {"asr": {"p": True, "q": False}, "new": {}}, 1: {"asr": {"p": True, "q": True}}}
+    b = {0: {"asr": {"p": False, "q": False}, "new": {}}, 1: {"asr": {"p": True, "q": False}}, 2: {"asr": {"p": True}}}
+    intervals = metric_intervals(a, resamples=200)
+    assert list(intervals) == ["asr"]  # "new" was scored by no seed
+    assert intervals["asr"] == hierarchical_mean({0: a[0]["asr"], 1: a[1]["asr"]}, resamples=200)["ci95"]
+    with caplog.at_level("WARNING"):
+        compared = metric_differences(a, b, resamples=200, label="sweep: x")
+    assert list(compared) == ["asr"] and "sweep: x: no paired comparison of new" in caplog.text
+    assert compared["asr"]["seeds"] == 2  # seed 2 is b's alone
+    assert compared["asr"]["diff"] == pytest.approx(((0.5 - 0.0) + (1.0 - 0.5)) / 2)

@@ -1,0 +1,34 @@
+"""The console and markdown text of a mean, its interval and a paired difference: one format for every
+comparison table (``safealign sweep``, ``safealign compare-online``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def value(number: float | None) -> str:
+    return "-" if number is None else f"{number:.3f}"
+
+
+def with_interval(number: float | None, interval: list[float] | None) -> str:
+    """``0.250 [0.150,0.367]``; the bare value without an interval, ``-`` without a value."""
+    if number is None or interval is None:
+        return value(number)
+    return f"{number:.3f} [{interval[0]:.3f},{interval[1]:.3f}]"
+
+
+def difference(compared: dict[str, Any] | None) -> str:
+    """A paired difference (``diff`` and ``ci95``, safealign.eval.paired) as ``+0.038 [-0.050,+0.138]``."""
+    if not compared:
+        return "-"
+    low, high = compared["ci95"]
+    return f"{compared['diff']:+.3f} [{low:+.3f},{high:+.3f}]"
+
+
+def render(rows: list[list[str]], markdown: bool = False) -> list[str]:
+    """Rows (the first is the header) as a markdown table or as aligned console columns."""
+    if markdown:
+        out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+        return out + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+    widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
+    return ["".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
