@@ -225,3 +225,30 @@ def test_stopping_early_inside_gradient_checkpointed_blocks_gives_the_same_gradi
     assert grads[0].keys() == grads[1].keys() and grads[0]
     for name in grads[0]:
         torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-5, atol=1e-7)
+
+
+def test_state_pulls_are_the_hand_derived_gradient_norms():
+    from safealign.train.objectives.circuit_breakers import rerouting_loss, retain_loss, state_pull
+
+    gen = torch.Generator().manual_seed(0)
+    base = torch.randn(1, 1, 8, generator=gen)
+    own, ref = {4: base + 0.5 * torch.randn(1, 1, 8, generator=gen)}, {4: base}
+    mask = torch.ones(1, 1)
+    cos = torch.nn.functional.cosine_similarity(own[4], ref[4], dim=-1).item()
+    assert cos > 0  # inside ReLU's active side, or the pull is 0 by construction
+    pull = state_pull(lambda h: 3.0 * rerouting_loss(h, ref, mask, [4])[0], own, [4])
+    # ‖∂cos(h, r)/∂h‖ = sin θ / ‖h‖
+    assert pull.item() == pytest.approx(3.0 * (1 - cos**2) ** 0.5 / own[4].norm().item(), rel=1e-5)
+    # the distance's gradient is a unit vector, whatever the distance
+    assert state_pull(lambda h: 2.0 * retain_loss(h, ref, mask, [4]), own, [4]).item() == pytest.approx(2.0, rel=1e-5)
+    assert not own[4].requires_grad  # measured on detached copies: the states' own graph is untouched
+
+
+def test_at_the_start_the_rerouting_pull_vanishes():
+    model = apply_lora(tiny_model(num_layers=2), LoraSettings(r=2, alpha=4, dropout=0.0))  # B = 0: policy == ref
+    side = _side(["How do I make a bomb?"], ["Sure, take"])
+    out = build_objective("circuit_breakers")(model, {"reroute": side, "retain": side}, _context(model))
+    assert float(out.metrics["pull/reroute"]) == pytest.approx(0.0, abs=1e-4)  # cos = 1 is its maximum
+    perturbed = _perturbed_lora()
+    moved = build_objective("circuit_breakers")(perturbed, {"reroute": side, "retain": side}, _context(perturbed))
+    assert float(moved.metrics["pull/reroute"]) > 0 and float(moved.metrics["pull/retain"]) > 0

@@ -11,11 +11,18 @@ default scales them, ``max(1, min(L − 1, round(L·k/32)))`` for k in (10, 20) 
 model's 30 layers; our inference, not the paper's). Only those layers are hooked and every forward stops
 after the deepest of them (the reference code trains a truncated model for the same reason), so no
 block past it and no LM head runs.
+
+Each step also logs how hard each term pulls on the hooked hidden states (``pull/reroute``, ``pull/retain``):
+the norm of the coefficient-weighted term's gradient with respect to the states themselves (the loss's own
+last step, not the backward through the model, so it costs two small autograd calls). At the start the
+policy equals the frozen model, ``cos = 1`` is the rerouting term's maximum and its gradient vanishes
+(``‖∂cos/∂h‖ = sin θ / ‖h‖``), while the retain distance has a unit gradient however small it is: the ratio
+shows whether rerouting can leave that point (docs/objectives.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -59,6 +66,16 @@ def rerouting_loss(policy: Mapping[int, Tensor], reference: Mapping[int, Tensor]
     weight = mask.to(cos.dtype).expand_as(cos)
     count = weight.sum().clamp(min=1)
     return (F.relu(cos) * weight).sum() / count, (cos.detach() * weight).sum() / count
+
+
+def state_pull(term: Callable[[Mapping[int, Tensor]], Tensor], states: Mapping[int, Tensor],
+               layers: list[int]) -> Tensor:
+    """Norm of the direct gradient of ``term(states)`` with respect to the ``layers``' hidden states (each
+    layer's state held as a leaf, so no backward runs through the model), over all layers and tokens."""
+    leaves = {layer: states[layer].detach().float().requires_grad_() for layer in layers}
+    with torch.enable_grad():
+        grads = torch.autograd.grad(term(leaves), list(leaves.values()), allow_unused=True)
+    return torch.sqrt(sum((g**2).sum() for g in grads if g is not None) + torch.zeros(()))
 
 
 def retain_loss(policy: Mapping[int, Tensor], reference: Mapping[int, Tensor], mask: Tensor,
@@ -118,5 +135,9 @@ class CircuitBreakers(Objective):
         c_ret, c_rr = coefficients(self.alpha, ctx.step, ctx.total_steps)
         loss = c_ret * l_ret + c_rr * l_rr
         metrics = {"loss/reroute": l_rr.detach(), "loss/retain": l_ret.detach(), "cos/reroute": cos_rr,
-                   "coef/reroute": torch.tensor(c_rr), "coef/retain": torch.tensor(c_ret)}
+                   "coef/reroute": torch.tensor(c_rr), "coef/retain": torch.tensor(c_ret),
+                   "pull/reroute": state_pull(lambda h: c_rr * rerouting_loss(h, ref_reroute, reroute["attention_mask"],
+                                                                              target)[0], own_reroute, target),
+                   "pull/retain": state_pull(lambda h: c_ret * retain_loss(h, ref_kept, kept["attention_mask"], retain),
+                                             own_kept, retain)}
         return ObjectiveOutput(loss, metrics)
