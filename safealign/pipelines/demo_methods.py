@@ -77,6 +77,11 @@ def method_train_config(base: TrainConfig, name: str) -> TrainConfig:
     return train
 
 
+def uses_prefix(name: str) -> bool:
+    """Whether the method ``name`` trains with the demo's ``prefix`` (its reference view takes one: E-variants)."""
+    return "prefix" in METHODS.get(name).reference[1]
+
+
 def describe(train: TrainConfig) -> str:
     """E.g. ``1·safedpo(beta=0.1, delta=1.0) + 1·sft(); data: flags_from_harmful, safety_order; reference:
     identity``: what a stage of a method trained."""

@@ -197,15 +197,29 @@ def _validate(path: str | Path, grid: Grid) -> None:
         grid.setting_config(setting)
 
 
+def cell_setting(setting: dict[str, Any], variant: str) -> dict[str, Any]:
+    """The part of ``setting`` that names ``variant``'s cell: the safety prefix only where the variant trains
+    with it (E-variants) and differs from the demo's default. So a grid over prefixes trains DPO once per
+    seed, not once per prefix, and its default-prefix E-DPO cells are those of grids without a prefix axis."""
+    from safealign.pipelines.demo_methods import uses_prefix
+
+    keep = uses_prefix(variant) and setting.get("prefix") != DemoConfig().prefix
+    return {k: v for k, v in setting.items() if k != "prefix" or keep}
+
+
 def cell_dir(grid: Grid, setting: dict[str, Any], variant: str, seed: int) -> Path:
-    return Path(grid.output_dir) / "cells" / setting_name(setting) / f"{variant}-seed{seed}"
+    return Path(grid.output_dir) / "cells" / setting_name(cell_setting(setting, variant)) / f"{variant}-seed{seed}"
 
 
 def _cell_fingerprint(config: DemoConfig, variant: str, seed: int, pairs_digest: str | None):
     from safealign.io.rundir import DEMO_EXCLUDED, make_fingerprint
+    from safealign.pipelines.demo_methods import uses_prefix
 
-    return make_fingerprint("sweep-cell", to_dict(config), exclude=(*DEMO_EXCLUDED, "variants", "train_seeds",
-                                                                    "train.reference.cache_dir"),
+    settings = to_dict(config)
+    if not uses_prefix(variant):  # the prefix changes nothing this variant trains: one cell for every prefix
+        settings["prefix"] = DemoConfig().prefix
+    return make_fingerprint("sweep-cell", settings, exclude=(*DEMO_EXCLUDED, "variants", "train_seeds",
+                                                             "train.reference.cache_dir"),
                             extra={"variant": variant, "train_seed": seed, "pairs": pairs_digest},
                             defaults=to_dict(DemoConfig()))
 
@@ -258,7 +272,13 @@ def run_sweep(grid: Grid) -> ClaimedRun:
     pairs = root / "pairs.jsonl"
     # seeds outermost: every setting and variant gets its first seed before any gets a second, so a sweep
     # stopped part-way still compares every setting (on fewer seeds) instead of a few settings fully
-    cells = [(s, v, seed) for seed in grid.seeds for s in grid.settings() for v in grid.variants]
+    # a cell shared by several settings (a variant the swept prefix does not change) is listed once
+    unique: dict[Path, tuple[dict[str, Any], str, int]] = {}
+    for seed in grid.seeds:
+        for setting in grid.settings():
+            for variant in grid.variants:
+                unique.setdefault(cell_dir(grid, setting, variant, seed), (setting, variant, seed))
+    cells = list(unique.values())
     if not pairs.exists() or any(not (cell_dir(grid, *c) / "cell.json").exists() for c in cells):
         _shared_steps(base, prompts, root)
     from safealign.io.rundir import file_digest

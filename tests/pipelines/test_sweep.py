@@ -252,3 +252,60 @@ def test_the_methods_grid_extends_the_e_effect_directory(tmp_path):
         assert cell_dir(methods, setting, variant, 0) == cell_dir(effect, setting, variant, 0)
         mine, theirs = methods.setting_config(setting), effect.setting_config(setting)
         assert _cell_fingerprint(mine, variant, 0, "p").digest == _cell_fingerprint(theirs, variant, 0, "p").digest
+
+
+def test_a_prefix_axis_shares_the_cells_the_prefix_does_not_change(tmp_path):
+    """DPO ignores the safety prefix: one DPO cell per seed serves every prefix of the axis (same folder and
+    fingerprint), and E-DPO at the default prefix is the cell of a grid with no prefix axis."""
+    from safealign.pipelines.sweep import _cell_fingerprint, cell_dir, cell_setting, load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"output_dir: {tmp_path}\naxes: {{beta: [0.1], prefix: [community_guidelines, responsible]}}\n")
+    (plain_path := tmp_path / "plain.yaml").write_text(f"output_dir: {tmp_path}\naxes: {{beta: [0.1]}}\n")
+    grid, plain = load_grid(path), load_grid(plain_path)
+    (default, responsible), (no_axis,) = grid.settings(), plain.settings()
+    assert cell_setting(responsible, "e-dpo") == {"beta": 0.1, "prefix": "responsible"}
+    assert cell_setting(responsible, "dpo") == cell_setting(default, "e-dpo") == {"beta": 0.1}
+    shared = cell_dir(plain, no_axis, "dpo", 0)
+    assert cell_dir(grid, responsible, "dpo", 0) == cell_dir(grid, default, "dpo", 0) == shared
+    assert cell_dir(grid, default, "e-dpo", 0) == cell_dir(plain, no_axis, "e-dpo", 0)
+    assert cell_dir(grid, responsible, "e-dpo", 0).parent.name == "beta=0.1,prefix=responsible"
+
+    def digest(g, setting, variant):
+        return _cell_fingerprint(g.setting_config(setting), variant, 0, "p").digest
+
+    assert digest(grid, responsible, "dpo") == digest(grid, default, "dpo") == digest(plain, no_axis, "dpo")
+    assert digest(grid, default, "e-dpo") == digest(plain, no_axis, "e-dpo")
+    assert digest(grid, responsible, "e-dpo") != digest(grid, default, "e-dpo")
+
+
+def test_a_prefix_grid_computes_only_the_new_e_cells(grid_file, tmp_path):
+    from safealign.cli import main
+
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(grid_file), "seeds=[0]", "axes.beta=[0.1]"]) == 0  # DPO and E-DPO, default prefix
+    prefixes = tmp_path / "prefixes.yaml"
+    axis = "beta: [0.1]\n  prefix: [community_guidelines, responsible]"
+    prefixes.write_text(grid_file.read_text().replace("beta: [0.1, 0.5]", axis).replace("seeds: [0, 1]", "seeds: [0]"))
+    assert main(["sweep", str(prefixes)]) == 0
+    table = json.loads((out / "tables" / "prefixes.json").read_text())
+    assert (table["computed"], table["skipped"]) == (1, 2)  # E-DPO with the new prefix; DPO once for both rows
+    rows = {row["name"]: row for row in table["settings"]}
+    assert set(rows) == {"beta=0.1,prefix=community_guidelines", "beta=0.1,prefix=responsible"}
+    dpo = [row["means"]["dpo"] for row in rows.values()]
+    assert dpo[0] == dpo[1] and all(row["cells_finished"] == 2 for row in rows.values())
+    assert (out / "cells" / "beta=0.1,prefix=responsible" / "e-dpo-seed0" / "cell.json").exists()
+    assert not (out / "cells" / "beta=0.1,prefix=responsible" / "dpo-seed0").exists()
+
+
+def test_the_prefix_grid_reuses_the_e_effect_cells():
+    from safealign.pipelines.sweep import cell_dir, load_grid
+
+    effect, prefixes = load_grid("configs/sweep/e_effect.yaml"), load_grid("configs/sweep/e_prefixes.yaml")
+    assert prefixes.output_dir == effect.output_dir
+    assert prefixes.axes["prefix"] == ["community_guidelines", "responsible", "wellbeing", "safety_legality"]
+    def cells(grid):
+        return {cell_dir(grid, s, v, seed) for s in grid.settings() for v in grid.variants for seed in grid.seeds}
+
+    effect_cells, mine = cells(effect), cells(prefixes)
+    assert len(mine) == 3 * 3 + 3 + 3 and len(mine - effect_cells) == 9  # only E-DPO with the three other prefixes
