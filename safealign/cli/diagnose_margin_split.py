@@ -1,0 +1,33 @@
+"""``safealign diagnose margin-split --a EVAL... --b EVAL...``: where variant a's extra refusal margin lands.
+
+See :mod:`safealign.pipelines.margin_split`; each EVAL is an evaluation folder (a demo stage's
+``eval/<stage>`` or a sweep cell's ``eval``), one per training seed, in the same seed order for both variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--a", nargs="+", required=True, metavar="EVAL",
+                        help="variant a's evaluation folders, one per seed")
+    parser.add_argument("--b", nargs="+", required=True, metavar="EVAL",
+                        help="variant b's evaluation folders, in the same seed order")
+    parser.add_argument("--names", default="a,b", metavar="A,B", help="names of the two variants (default a,b)")
+    parser.add_argument("--attack", default="direct", help="whose greedy outcome splits the prompts (default direct)")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable dict")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.errors import UserError
+    from safealign.pipelines.margin_split import format_split, split_margins
+
+    names = tuple(args.names.split(","))
+    if len(names) != 2:
+        raise UserError(f"--names: two names A,B, got {args.names!r}")
+    result = split_margins(args.a, args.b, attack=args.attack, resamples=args.resamples)
+    print(json.dumps(result, indent=2) if args.json else format_split(result, names))
+    return 0
