@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safealign.errors import UserError
-    from safealign.pipelines.sweep import format_table, load_grid, run_sweep, sweep_table
+    from safealign.pipelines.sweep import format_table, load_grid, progress_line, run_sweep, sweep_table
 
     if args.workers < 1:
         raise UserError(f"--workers: a number of worker processes, at least 1, got {args.workers}")
@@ -36,8 +36,9 @@ def run(args: argparse.Namespace) -> int:
     if args.table:
         if args.fresh or args.workers > 1:
             raise UserError("--table only reads the finished cells: it takes neither --fresh nor --workers")
-        print(format_table(sweep_table(grid), markdown=args.markdown,
-                           metrics=args.metrics.split(",") if args.metrics else None))
+        table = sweep_table(grid)
+        print(format_table(table, markdown=args.markdown, metrics=args.metrics.split(",") if args.metrics else None))
+        print(progress_line(table))
         return 0
     if args.fresh:
         shutil.rmtree(grid.output_dir, ignore_errors=True)

@@ -368,11 +368,15 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
     from safealign.pipelines.demo import stage_outcomes
 
     rows = []
+    walls: dict[Path, float | None] = {}  # every distinct cell: its recorded wall time once finished
     for setting in grid.settings():
         config = grid.setting_config(setting)
         cells = {(v, s): cell_dir(grid, setting, v, s) for v in grid.variants for s in grid.seeds}
         done = {key: json.loads((path / "cell.json").read_text())
                 for key, path in cells.items() if (path / "cell.json").exists()}
+        for path in cells.values():
+            walls.setdefault(path, None)
+        walls.update({cells[key]: record.get("wall_seconds") for key, record in done.items()})
         outcomes = {key: stage_outcomes(config, cells[key] / "eval") for key in done}
         means: dict[str, dict[str, float | None]] = {}
         intervals: dict[str, dict[str, list[float]]] = {}
@@ -396,7 +400,30 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
     base = {k: Figure.from_json(v).value for k, v in json.loads(before.read_text()).items()} if before.is_file() else {}
     return {"output_dir": grid.output_dir, "name": grid.name, "variants": grid.variants, "seeds": grid.seeds,
             "axes": grid.axes, "compared": [list(c) for c in grid.comparisons()], "resamples": grid.resamples,
-            "base": base, "settings": rows}
+            "base": base, "settings": rows, "progress": _progress(walls)}
+
+
+def _progress(walls: dict[Path, float | None]) -> dict[str, Any]:
+    """Distinct cells (a cell several settings share counts once), how many finished, and the median recorded
+    wall time of a finished cell (a resumed cell records only its last part, so it is a low estimate)."""
+    recorded = [w for w in walls.values() if w is not None]
+    finished = sum(1 for path in walls if (path / "cell.json").exists())
+    return {"cells": len(walls), "finished": finished,
+            "median_cell_seconds": statistics.median(recorded) if recorded else None}
+
+
+def progress_line(table: dict[str, Any]) -> str:
+    """``16/120 cells finished; median 10.5 min per cell: about 18.2 h of one worker left`` (one process)."""
+    progress = table.get("progress")
+    if not progress:
+        return ""
+    line = f"{progress['finished']}/{progress['cells']} cells finished"
+    left = progress["cells"] - progress["finished"]
+    if progress["median_cell_seconds"] and left:
+        minutes = progress["median_cell_seconds"] / 60
+        line += (f"; median {minutes:.1f} min per finished cell: about {left * minutes / 60:.1f} h of one worker "
+                 "left (divide by the workers running)")
+    return line
 
 
 def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list[str] | None = None) -> str:

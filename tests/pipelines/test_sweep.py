@@ -296,6 +296,13 @@ def test_a_prefix_grid_computes_only_the_new_e_cells(grid_file, tmp_path):
     assert dpo[0] == dpo[1] and all(row["cells_finished"] == 2 for row in rows.values())
     assert (out / "cells" / "beta=0.1,prefix=responsible" / "e-dpo-seed0" / "cell.json").exists()
     assert not (out / "cells" / "beta=0.1,prefix=responsible" / "dpo-seed0").exists()
+    progress = table["progress"]  # distinct cells: the shared DPO cell counts once
+    assert (progress["cells"], progress["finished"]) == (3, 3) and progress["median_cell_seconds"] > 0
+    from safealign.pipelines.sweep import progress_line
+
+    assert progress_line(table).startswith("3/3 cells finished") and "left" not in progress_line(table)
+    table["progress"]["finished"] = 1  # as if two cells were still to come
+    assert "about " in progress_line(table) and "h of one worker left" in progress_line(table)
 
 
 def test_the_prefix_grid_reuses_the_e_effect_cells():
