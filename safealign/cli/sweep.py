@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safealign.errors import UserError
-    from safealign.pipelines.sweep import format_table, load_grid, progress_line, run_sweep, sweep_table
+    from safealign.pipelines.sweep import (
+        format_table, load_grid, progress_line, run_sweep, sweep_table, write_tables,
+    )
 
     if args.workers < 1:
         raise UserError(f"--workers: a number of worker processes, at least 1, got {args.workers}")
@@ -39,6 +42,8 @@ def run(args: argparse.Namespace) -> int:
         table = sweep_table(grid)
         print(format_table(table, markdown=args.markdown, metrics=args.metrics.split(",") if args.metrics else None))
         print(progress_line(table))
+        if Path(grid.output_dir).is_dir():  # what `safealign report` shows; a finished sweep rewrites the same
+            write_tables(grid, table)
         return 0
     if args.fresh:
         shutil.rmtree(grid.output_dir, ignore_errors=True)

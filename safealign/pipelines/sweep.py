@@ -293,10 +293,16 @@ def run_sweep(grid: Grid) -> ClaimedRun:
         return run
     run.table = sweep_table(grid)
     run.table.update(computed=computed, skipped=skipped, wall_seconds=round(time.time() - started, 1))
-    grid.table_path(".json").parent.mkdir(parents=True, exist_ok=True)
-    write_json(grid.table_path(".json"), run.table)
-    write_atomic(grid.table_path(".md"), (format_table(run.table, markdown=True) + "\n").encode())
+    write_tables(grid, run.table)
     return run
+
+
+def write_tables(grid: Grid, table: dict[str, Any]) -> None:
+    """``tables/<grid>.json`` and ``.md`` under the sweep's directory (each written whole: safe beside workers)."""
+    grid.table_path(".json").parent.mkdir(parents=True, exist_ok=True)
+    write_json(grid.table_path(".json"), table)
+    text = f"{format_table(table, markdown=True)}\n{progress_line(table)}\n"
+    write_atomic(grid.table_path(".md"), text.encode())
 
 
 def _shared_steps(base: DemoConfig, prompts: dict[str, Any], root: Path) -> None:

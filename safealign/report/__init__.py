@@ -1,7 +1,8 @@
 """Reports from a run directory: one self-contained HTML page and a markdown twin.
 
 ``build_report(run_dir)`` reads whatever the directory holds (a ``safealign demo`` run, a training
-run, or an evaluation), and renders the same numbers twice; see :mod:`.load` for the layout.
+run, an evaluation, a defense comparison or a sweep), and renders the same numbers twice; see
+:mod:`.load` for the layout.
 """
 
 from __future__ import annotations

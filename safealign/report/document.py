@@ -422,7 +422,10 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
     helpfulness_judge = next((s.mtbench.judge for s in data.stages if s.mtbench), None)
     mt_format = next((s.mtbench.extra.get("judge_format", "project") for s in data.stages if s.mtbench), "project")
     overrefusal_judge = next((s.overrefusal.judge for s in data.stages if s.overrefusal), None)
+    from safealign.report.sweep import sweep_sections
+
     sections: Sequence[Section | None] = [
+        *sweep_sections(data.sweep_tables, with_plots=with_plots),
         _headline(data),
         *_comparisons(data),
         _defenses(data, with_plots),

@@ -1,4 +1,4 @@
-"""Read a run directory (demo, training run, or evaluation) into plain data for the report.
+"""Read a run directory (demo, training run, evaluation, defense comparison or sweep) into plain data for the report.
 
 Everything is optional: a missing or unreadable file becomes an entry in ``RunData.missing`` /
 ``RunData.problems`` and the report renders what exists. Summaries and attempt records are read into
@@ -50,11 +50,12 @@ class Stage:
 @dataclass
 class RunData:
     root: Path
-    kind: str  # "demo" | "train" | "eval" | "defenses" | "unknown"
+    kind: str  # "demo" | "train" | "eval" | "defenses" | "sweep" | "unknown"
     demo_summary: DemoSummary | None = None
     trainings: list[TrainingRun] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
     configs: dict[str, str] = field(default_factory=dict)  # relative path -> raw YAML text
+    sweep_tables: dict[str, dict[str, Any]] = field(default_factory=dict)  # grid name -> tables/<grid>.json
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
 
@@ -175,7 +176,17 @@ def load_run(root: str | Path) -> RunData:
         raise UserError(f"run directory not found: {root}")
     data = RunData(root=root, kind="unknown")
     top = _read_json(root / "summary.json", data)
-    if isinstance(top, dict) and top.get("kind") == "defense_comparison":  # safealign defenses: eval/<method>/
+    if (root / "cells").is_dir() and (root / "tables").is_dir():  # safealign sweep: one table per grid file
+        data.kind = "sweep"
+        for path in sorted((root / "tables").glob("*.json")):
+            table = _read_json(path, data)
+            if isinstance(table, dict) and isinstance(table.get("settings"), list):
+                data.sweep_tables[path.stem] = table
+            else:
+                data.problems.append(f"{_rel(path, root)}: not a sweep table")
+        if not data.sweep_tables:
+            data.missing.append("tables/*.json (run the sweep, or `safealign sweep GRID --table` to see progress)")
+    elif isinstance(top, dict) and top.get("kind") == "defense_comparison":  # safealign defenses: eval/<method>/
         data.kind = "defenses"
         data.stages += [_load_stage(n, root / "eval" / n, data) for n in top.get("methods", {})
                         if (root / "eval" / n).is_dir()]  # fmt: skip

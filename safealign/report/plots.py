@@ -161,3 +161,23 @@ def cost_scatter(points: Sequence[tuple[str, float, float, float | None]]) -> by
     ax.grid(alpha=0.3)
     ax.set_title("lower left is better; marker area = cost per answer × bare model", fontsize=9)
     return _png(fig)
+
+
+def forest(rows: Sequence[tuple[str, float, float, float]], *, xlabel: str) -> bytes | None:
+    """Paired differences with their 95% intervals, one horizontal line per ``(label, diff, low, high)``,
+    the first row on top, against a dashed zero."""
+    if not rows:
+        return None
+    fig = Figure(figsize=(8.0, 0.9 + 0.32 * len(rows)), layout="constrained")
+    ax = fig.subplots()
+    ys = list(range(len(rows)))[::-1]
+    diffs = [r[1] for r in rows]
+    errors = [[r[1] - r[2] for r in rows], [r[3] - r[1] for r in rows]]
+    ax.errorbar(diffs, ys, xerr=errors, fmt="o", color=PALETTE[0], ecolor="#333", elinewidth=1, capsize=3,
+                markersize=4)
+    ax.axvline(0.0, color="#888", linestyle="--", linewidth=1)
+    ax.set_yticks(ys, [_label(r[0]) for r in rows], fontsize=8)
+    ax.set_xlabel(_label(xlabel), fontsize=9)
+    ax.tick_params(axis="x", labelsize=8)
+    ax.grid(axis="x", alpha=0.3)
+    return _png(fig)

@@ -198,6 +198,8 @@ def test_a_methods_grid_shares_the_directory_and_prints_a_method_per_row(grid_fi
     assert main(["sweep", str(methods), "--table"]) == 0  # before: only the shared DPO cell is finished
     partial = capsys.readouterr().out
     assert "1/3 cells finished" in partial and "| method |" not in partial
+    written = json.loads((out / "tables" / "methods.json").read_text())  # --table also writes what it printed
+    assert written["progress"]["finished"] == 1 and "computed" not in written
     assert main(["sweep", str(methods)]) == 0
     table = json.loads((out / "tables" / "methods.json").read_text())
     assert (table["computed"], table["skipped"]) == (2, 1)  # the DPO cell came from the first grid
@@ -303,6 +305,13 @@ def test_a_prefix_grid_computes_only_the_new_e_cells(grid_file, tmp_path):
     assert progress_line(table).startswith("3/3 cells finished") and "left" not in progress_line(table)
     table["progress"]["finished"] = 1  # as if two cells were still to come
     assert "about " in progress_line(table) and "h of one worker left" in progress_line(table)
+
+    from safealign.report import build_report
+
+    html, md = build_report(out)  # a sweep directory's report: every grid's table, a forest plot per metric
+    text = html.read_text()
+    assert "Sweep: prefixes" in text and "Sweep: grid" in text and "data:image/png;base64," in text
+    assert "| beta=0.1,prefix=responsible | e-dpo − dpo |" in md.read_text()
 
 
 def test_the_prefix_grid_reuses_the_e_effect_cells():
