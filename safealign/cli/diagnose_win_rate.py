@@ -1,7 +1,8 @@
-"""``safealign diagnose win-rate --before EVAL_DIR --after EVAL_DIR --judge-model NAME``: pairwise win rate.
+"""``safealign diagnose win-rate --before EVAL_DIR --after EVAL_DIR --judge-model NAME | --reward-model M``.
 
 See :mod:`safealign.pipelines.win_rate`. The judge is any backend (``--judge-backend openai`` reads
-``OPENAI_BASE_URL``/``OPENAI_API_KEY`` from the environment; ``hf`` loads a local model).
+``OPENAI_BASE_URL``/``OPENAI_API_KEY`` from the environment; ``hf`` loads a local model), or a reward model:
+a ``trainer: reward`` run's folder or any sequence-classification model.
 """
 
 from __future__ import annotations
@@ -12,7 +13,13 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--before", required=True, metavar="EVAL_DIR", help="the base model's evaluation (eval/before)")
     parser.add_argument("--after", required=True, metavar="EVAL_DIR", help="the trained model's (eval/<stage>)")
-    parser.add_argument("--judge-model", required=True, help="the judge: a remote model name or a load_model spec")
+    judge = parser.add_mutually_exclusive_group(required=True)
+    judge.add_argument("--judge-model", help="an LLM judge: a remote model name or a load_model spec")
+    judge.add_argument("--reward-model", help="judge by reward instead: a 'trainer: reward' run's final/ folder or "
+                                              "any sequence-classification model (folder or hub id)")
+    parser.add_argument("--tie-margin", type=float, default=1e-4,
+                        help="with --reward-model: reward differences within ± this are ties (default 1e-4: "
+                             "the float noise of batched scoring, where the same answer can differ by ~1e-8)")
     parser.add_argument("--judge-backend", default="openai", help="hf, openai or vllm (default openai)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="judge tokens per verdict (default 256)")
     parser.add_argument("--limit", type=int, default=None, help="judge the first N prompts (by id)")
@@ -22,8 +29,12 @@ def run(args: argparse.Namespace) -> int:
     from safealign.eval.backends import build_chat_model
     from safealign.eval.backends.base import GenerationParams
     from safealign.eval.config import ModelConfig
-    from safealign.pipelines.win_rate import format_win_rate, win_rate
+    from safealign.pipelines.win_rate import format_win_rate, reward_win_rate, win_rate
 
+    if args.reward_model:
+        print(format_win_rate(reward_win_rate(args.before, args.after, args.reward_model, limit=args.limit,
+                                              tie_margin=args.tie_margin)))
+        return 0
     judge = build_chat_model(ModelConfig(backend=args.judge_backend, name=args.judge_model))
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
     summary = win_rate(args.before, args.after, judge, judge_name=args.judge_model, params=params, limit=args.limit)

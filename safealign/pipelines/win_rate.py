@@ -3,7 +3,8 @@ model's, judged by any backend (:mod:`safealign.eval.helpfulness.pairwise`).
 
 Reads the over-refusal records two evaluations already wrote (``<eval dir>/helpfulness/overrefusal/
 records.jsonl``: a demo's ``eval/before`` and ``eval/<stage>``) and writes ``summary.json`` and
-``records.jsonl`` under ``<after>/helpfulness/pairwise/``. Nothing is generated again but the verdicts.
+``records.jsonl`` under ``<after>/helpfulness/pairwise/`` (an LLM judge) or ``pairwise_reward/`` (a reward
+model). Nothing is generated again but the verdicts.
 """
 
 from __future__ import annotations
@@ -28,16 +29,38 @@ def win_rate(before: str | Path, after: str | Path, judge: ChatModel, *, judge_n
              params: GenerationParams | None = None, limit: int | None = None) -> PairwiseSummary:
     """Judge ``after``'s answers against ``before``'s on the prompts both answered; writes the outputs."""
     from safealign.eval.helpfulness.pairwise import pairwise_win_rate
+
+    summary, records = pairwise_win_rate(judge, _pairs(before, after, limit), params, judge_name=judge_name)
+    return _write(Path(after) / "helpfulness" / "pairwise", summary, records)
+
+
+def reward_win_rate(before: str | Path, after: str | Path, reward_model: str, *, limit: int | None = None,
+                    tie_margin: float = 1e-4, batch_size: int = 8) -> PairwiseSummary:
+    """The same pairs judged by a reward model (``<after>/helpfulness/pairwise_reward/``): both folders'
+    records are checked before the reward model loads."""
+    from safealign.eval.helpfulness.pairwise import reward_win_rate as judge_by_reward
+    from safealign.eval.reward_scorer import load_reward_scorer
+
+    if tie_margin < 0:
+        raise UserError(f"--tie-margin must be >= 0, got {tie_margin}")
+    pairs = _pairs(before, after, limit)
+    score = load_reward_scorer(reward_model, batch_size=batch_size, what="--reward-model")
+    summary, records = judge_by_reward(score, pairs, judge_name=f"reward model {reward_model}", tie_margin=tie_margin)
+    return _write(Path(after) / "helpfulness" / "pairwise_reward", summary, records)
+
+
+def _pairs(before: str | Path, after: str | Path, limit: int | None):
     from safealign.eval.helpfulness.records import latest_by
     from safealign.eval.helpfulness.retention import answer_pairs
 
     base, trained = overrefusal_records(before), overrefusal_records(after)
-    ids = sorted(latest_by(base, "id"))[:limit]
-    pairs = answer_pairs(base, trained, ids)
+    pairs = answer_pairs(base, trained, sorted(latest_by(base, "id"))[:limit])
     if not pairs:
         raise UserError(f"{before} and {after} have no benign prompt both answered without an error")
-    summary, records = pairwise_win_rate(judge, pairs, params, judge_name=judge_name)
-    out = Path(after) / "helpfulness" / "pairwise"
+    return pairs
+
+
+def _write(out: Path, summary: PairwiseSummary, records: list[dict[str, Any]]) -> PairwiseSummary:
     write_jsonl(out / "records.jsonl", records)
     write_json(out / "summary.json", summary.to_json())
     return summary
@@ -48,5 +71,10 @@ def format_win_rate(summary: PairwiseSummary) -> str:
     if s is None or s.mean is None:
         return f"win rate vs base: - (judge {summary.judge}; {s.unscored if s else 0} unscored)"
     lo, hi = s.ci95 or (float("nan"), float("nan"))
-    return (f"win rate vs base: {s.mean:.3f} [{lo:.3f}, {hi:.3f}] over {s.n} prompts (judge {summary.judge}; "
+    line = (f"win rate vs base: {s.mean:.3f} [{lo:.3f}, {hi:.3f}] over {s.n} prompts (judge {summary.judge}; "
             f"{summary.wins} wins, {summary.ties} ties, {summary.losses} losses, {s.unscored} unscored)")
+    difference = summary.extra.get("mean_reward_difference")
+    if difference and difference.get("mean") is not None:
+        low, high = difference.get("ci95") or (float("nan"), float("nan"))
+        line += f"\nmean reward difference (trained − base): {difference['mean']:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return line

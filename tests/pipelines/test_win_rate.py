@@ -57,3 +57,72 @@ def test_cli_with_a_random_model_as_judge_counts_every_verdict_unscored(tmp_path
     # 4 random tokens never spell [[A]]/[[B]]/[[C]]: both prompts unscored, no win rate
     assert summary["win_rate"] == {"mean": None, "ci95": None, "n": 0, "unscored": 2}
     assert "2 unscored" in capsys.readouterr().out
+
+
+def test_reward_win_rate_by_a_scripted_reward_with_ties_and_unscored():
+    from safealign.eval.helpfulness.pairwise import reward_win_rate
+    from safealign.eval.helpfulness.retention import AnswerPair
+
+    pairs = [AnswerPair("a", "q", base="ok", trained="a longer answer"),
+             AnswerPair("b", "q", base="long base", trained="no"),
+             AnswerPair("c", "q", base="abc", trained="abd"), AnswerPair("d", "q", base="nan", trained="x")]
+
+    def score(conversations, answers):  # reward = length, NaN for the answer "nan"
+        assert len(conversations) == len(answers) == 8 and conversations[0][-1]["content"] == "q"
+        return [float("nan") if a == "nan" else float(len(a)) for a in answers]
+
+    summary, records = reward_win_rate(score, pairs, judge_name="length", tie_margin=0.5)
+    assert [r["outcome"] for r in records] == ["win", "loss", "tie", None]
+    assert (summary.wins, summary.losses, summary.ties) == (1, 1, 1) and summary.win_rate.unscored == 1
+    assert summary.win_rate.mean == pytest.approx(0.5)  # (1 + 0 + ½) / 3
+    difference = summary.extra["mean_reward_difference"]  # (15 − 2) + (2 − 9) + (3 − 3) over 3
+    assert difference["mean"] == pytest.approx(2.0) and difference["n"] == 3 and difference["unscored"] == 1
+
+
+@pytest.mark.parametrize("kind", ["sequence-classifier", "safealign-reward-folder"])
+def test_cli_reward_model_win_rate(tmp_path, capsys, kind):
+    import torch
+    from transformers import LlamaForSequenceClassification
+
+    from safealign.cli import main
+    from safealign.eval.reward_scorer import load_reward_scorer
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+    from safealign.online.reward_model import ScalarRewardModel, save_reward_model
+
+    model_dir = tmp_path / "rm"
+    if kind == "sequence-classifier":
+        torch.manual_seed(0)
+        config = tiny_model().config
+        config.num_labels = 1
+        LlamaForSequenceClassification(config).save_pretrained(model_dir)
+        tiny_tokenizer().save_pretrained(model_dir)
+    else:
+        save_reward_model(ScalarRewardModel(tiny_model()), tiny_tokenizer(), model_dir, kind="reward",
+                          base="tiny-random")
+    before = _eval_dir(tmp_path, "before", [("a", "Mix flour and water."), ("b", "Run kill PID."), ("c", "Yes.")])
+    after = _eval_dir(tmp_path, "after", [("a", "I can't help."), ("b", "Use kill -9."), ("c", "Yes.")])
+    assert main(["diagnose", "win-rate", "--before", str(before), "--after", str(after),
+                 "--reward-model", str(model_dir)]) == 0
+    out = after / "helpfulness" / "pairwise_reward"
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    score = load_reward_scorer(str(model_dir))  # the rewards recomputed one answer at a time
+    for record, (pid, trained, base) in zip(records, [("a", "I can't help.", "Mix flour and water."),
+                                                      ("b", "Use kill -9.", "Run kill PID."), ("c", "Yes.", "Yes.")]):
+        conversation = [({"role": "user", "content": f"question {pid}"},)]
+        assert record["reward_trained"] == pytest.approx(score(conversation, [trained])[0], abs=1e-4)
+        assert record["reward_base"] == pytest.approx(score(conversation, [base])[0], abs=1e-4)
+    assert records[2]["outcome"] == "tie"  # the same answer: the same reward up to batching noise (< 1e-4)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judge"] == f"reward model {model_dir}" and summary["win_rate"]["n"] == 3
+    assert "mean reward difference (trained − base)" in capsys.readouterr().out
+    assert not (after / "helpfulness" / "pairwise").exists()  # an LLM judge's results are left alone
+
+
+def test_reward_model_that_cannot_load_is_a_user_error(tmp_path, capsys):
+    from safealign.cli import main
+
+    before = _eval_dir(tmp_path, "before", [("a", "x")])
+    after = _eval_dir(tmp_path, "after", [("a", "y")])
+    assert main(["diagnose", "win-rate", "--before", str(before), "--after", str(after),
+                 "--reward-model", str(tmp_path / "no_such_model")]) == 2
+    assert "--reward-model: cannot load" in capsys.readouterr().err

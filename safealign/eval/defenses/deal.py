@@ -174,25 +174,8 @@ def build_reward(config: DeALConfig) -> tuple[Reward, int]:
 
 
 def reward_model(spec: str) -> Reward:
-    """The first logit of a sequence-classification model on the chat-formatted conversation + answer."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    """The reward model ``spec``: a sequence-classification model's first logit on the chat-formatted
+    conversation + answer, or a safealign reward-model folder (safealign/eval/reward_scorer.py)."""
+    from safealign.eval.reward_scorer import load_reward_scorer
 
-    try:
-        model = AutoModelForSequenceClassification.from_pretrained(spec).eval()
-        tokenizer = AutoTokenizer.from_pretrained(spec)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"defense 'deal': cannot load reward_model {spec!r}: {exc}") from exc
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    # left padding: every row's last position is a real token, whichever rule the model uses to find it
-    tokenizer.padding_side = "left"
-
-    def score(conversations: Sequence[Conversation], texts: Sequence[str]) -> list[float]:
-        full = [[*c, {"role": "assistant", "content": t}] for c, t in zip(conversations, texts)]
-        rendered = [tokenizer.apply_chat_template(m, tokenize=False) if tokenizer.chat_template
-                    else "\n".join(x["content"] for x in m) for m in full]  # fmt: skip
-        enc = tokenizer(rendered, return_tensors="pt", padding=True)
-        with torch.no_grad():
-            return model(**enc).logits[:, 0].float().tolist()
-
-    return score
+    return load_reward_scorer(spec, what="defense 'deal': reward_model")

@@ -11,13 +11,20 @@ Per prompt, the two verdicts are mapped back to trained/base and combined:
 
 Win rate = mean score over scored prompts, with a bootstrap 95% interval over prompts (the paired
 bootstrap of :mod:`safealign.eval.paired` against a constant 0). Answers are shown with ``[[``/``]]``
-broken up, so an answer cannot plant a verdict. A reward-model judge is not implemented here.
+broken up, so an answer cannot plant a verdict.
+
+:func:`reward_win_rate` judges the same pairs by a reward model instead (safealign/eval/reward_scorer.py):
+per prompt, a win when the trained answer's reward exceeds the base answer's by more than ``tie_margin``, a
+loss when it falls short by more, a tie otherwise, a non-finite reward unscored; the summary's ``extra``
+also holds the mean reward difference (trained − base) with its paired bootstrap interval. A reward model
+sees each answer alone, so there is no order to swap.
 """
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.mtbench import JUDGE_SYSTEM, defang
@@ -86,3 +93,27 @@ def summarize_pairwise(records: Sequence[dict[str, Any]], judge: str) -> Pairwis
     stats = mean_difference_stats(scores, dict.fromkeys(scores, 0.0), len(records))
     return PairwiseSummary(judge=judge, win_rate=stats, wins=counts["win"], ties=counts["tie"],
                            losses=counts["loss"])
+
+
+def reward_win_rate(score: Callable[[Sequence[Any], Sequence[str]], list[float]], pairs: Sequence[AnswerPair], *,
+                    judge_name: str, tie_margin: float = 0.0) -> tuple[PairwiseSummary, list[dict[str, Any]]]:
+    """Score both answers of every pair with ``score(conversations, answers)``; returns the summary and one
+    record per prompt (see the module docstring)."""
+    if tie_margin < 0:
+        raise ValueError(f"tie_margin must be >= 0, got {tie_margin}")
+    conversations = [({"role": "user", "content": p.prompt},) for p in pairs]
+    rewards = score(conversations * 2, [p.trained for p in pairs] + [p.base for p in pairs]) if pairs else []
+    if len(rewards) != 2 * len(pairs):
+        raise RuntimeError(f"reward model returned {len(rewards)} scores for {2 * len(pairs)} answers")
+    records = []
+    for pair, trained, base in zip(pairs, rewards[: len(pairs)], rewards[len(pairs):]):
+        finite = math.isfinite(trained) and math.isfinite(base)
+        diff = trained - base if finite else None
+        result = None if diff is None else "win" if diff > tie_margin else "loss" if diff < -tie_margin else "tie"
+        records.append({"id": pair.id, "reward_trained": trained, "reward_base": base, "outcome": result})
+    summary = summarize_pairwise(records, judge_name)
+    scored = [r for r in records if r["outcome"] is not None]
+    difference = mean_difference_stats({r["id"]: r["reward_trained"] for r in scored},
+                                       {r["id"]: r["reward_base"] for r in scored}, len(records))
+    summary.extra.update(mean_reward_difference=difference.to_json(), tie_margin=tie_margin)
+    return summary, records
