@@ -22,8 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("data",),         # formats, transforms, tokenization: pure, no model calls
     ("losses",),       # pure functions over log-probs
     ("train",),        # log-probs, reference, per-pair gradients (grads.py), trainer, probe callback
-    ("eval",),         # backends, attacks, judges, helpfulness, eval pipeline
-    ("online",),       # reward/cost models, online RLOO/GRPO/IPO, Safe RLHF: judges are reward sources
+    ("eval",),         # backends, attacks, judges, reward-model scoring, helpfulness, eval pipeline
+    ("online",),       # reward/cost model training, online RLOO/GRPO/IPO, Safe RLHF: judges are reward sources
     ("diagnostics",),  # ranking accuracy, anchor gap; entanglement re-exported from train.grads
     ("report",),       # HTML/markdown from run directories
     ("pipelines",),    # demo, build-safety, diagnose runners, paired margins: compose everything below

@@ -1,6 +1,6 @@
 """One scalar reward per (conversation, answer), from either kind of reward model a user has:
 
-- a folder written by a ``trainer: reward`` recipe (``safealign/online/reward_model.py``: a backbone and a
+- a folder written by a ``trainer: reward`` recipe (``safealign/eval/reward_model.py``: a backbone and a
   scalar head), scored with its own encoding;
 - any ``AutoModelForSequenceClassification`` (a folder or hub id): the first logit on the chat-formatted
   conversation plus answer, left-padded so every row's last position is a real token.
@@ -24,7 +24,7 @@ RewardScorer = Callable[[Sequence[Conversation], Sequence[str]], list[float]]
 
 def load_reward_scorer(spec: str, *, batch_size: int = 8, what: str = "reward model") -> RewardScorer:
     """A scorer for ``spec`` (either kind above); errors name ``what`` (e.g. "defense 'deal': reward_model")."""
-    from safealign.online.reward_model import is_reward_model_dir
+    from safealign.eval.reward_model import is_reward_model_dir
 
     if is_reward_model_dir(spec):
         return _trained_scorer(spec, batch_size)
@@ -32,7 +32,7 @@ def load_reward_scorer(spec: str, *, batch_size: int = 8, what: str = "reward mo
 
 
 def _trained_scorer(path: str, batch_size: int) -> RewardScorer:
-    from safealign.online.reward_model import load_reward_model, score_texts
+    from safealign.eval.reward_model import load_reward_model, score_texts
 
     model, tokenizer, _ = load_reward_model(path)
 

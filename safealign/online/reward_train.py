@@ -195,7 +195,7 @@ def pair_metrics(chosen: Tensor, rejected: Tensor, rows: list[Row], kind: str) -
 def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> RewardResult:
     from safealign.data import PairEncoder, PreferenceCollator
     from safealign.models import LoraSettings, load_model
-    from safealign.online.reward_model import ScalarRewardModel, save_reward_model
+    from safealign.eval.reward_model import ScalarRewardModel, save_reward_model
 
     start = time.time()
     config.validate()

@@ -126,7 +126,7 @@ def _judge_fn(spec: SourceConfig) -> Callable[[Batch], list[float]]:
 
 
 def _reward_model_fn(spec: SourceConfig, device: Any) -> Callable[[Batch], list[float]]:
-    from safealign.online.reward_model import load_reward_model, score_texts
+    from safealign.eval.reward_model import load_reward_model, score_texts
 
     model, tokenizer, _ = load_reward_model(spec.path or "", device=device)
     batch_size = int(spec.params.get("batch_size", 8))

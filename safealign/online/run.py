@@ -40,7 +40,7 @@ def check_online_config(config: OnlineConfig) -> None:
         if source.kind == "callable":
             resolve_callable(source.path or "")
         if source.kind == "reward_model":
-            from safealign.online.reward_model import is_reward_model_dir
+            from safealign.eval.reward_model import is_reward_model_dir
 
             if not is_reward_model_dir(source.path or ""):
                 raise UserError(f"reward source {source.label!r}: {source.path} is not a reward-model folder "

@@ -13,7 +13,7 @@ def score_file(model_dir: str, data: str, out: str, *, batch_size: int = 8) -> t
     before the model loads."""
     from safealign.data.messages import RowDrop, parse_prompt, require_text
     from safealign.io import read_jsonl, write_jsonl
-    from safealign.online.reward_model import is_reward_model_dir, load_reward_model, score_texts
+    from safealign.eval.reward_model import is_reward_model_dir, load_reward_model, score_texts
 
     checks.at_least("--batch-size", batch_size, 1)
     if not is_reward_model_dir(model_dir):

@@ -87,7 +87,7 @@ def test_cli_reward_model_win_rate(tmp_path, capsys, kind):
     from safealign.cli import main
     from safealign.eval.reward_scorer import load_reward_scorer
     from safealign.models.tiny import tiny_model, tiny_tokenizer
-    from safealign.online.reward_model import ScalarRewardModel, save_reward_model
+    from safealign.eval.reward_model import ScalarRewardModel, save_reward_model
 
     model_dir = tmp_path / "rm"
     if kind == "sequence-classifier":

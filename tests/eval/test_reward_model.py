@@ -14,7 +14,7 @@ from safealign.cli import main
 from safealign.config import load_config
 from safealign.errors import UserError
 from safealign.models.tiny import tiny_model, tiny_tokenizer
-from safealign.online.reward_model import ScalarRewardModel, encode_texts, last_token_index, load_reward_model
+from safealign.eval.reward_model import ScalarRewardModel, encode_texts, last_token_index, load_reward_model
 from safealign.online.reward_train import RewardConfig, Row, pair_loss, run_reward_training
 from safealign.types import PreferencePair
 
