@@ -59,6 +59,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a machine-readable dict instead of tables")
 
 
+def add_paired_arguments(parser: argparse.ArgumentParser, metavar: str, what: str) -> None:
+    """``--a``/``--b`` (one ``metavar`` per training seed, the same seed order) and ``--names A,B``: the
+    inputs of a paired comparison of two variants."""
+    parser.add_argument("--a", nargs="+", required=True, metavar=metavar, help=f"variant a's {what}, one per seed")
+    parser.add_argument("--b", nargs="+", required=True, metavar=metavar,
+                        help=f"variant b's {what}, in the same seed order")
+    parser.add_argument("--names", default="a,b", metavar="A,B", help="names of the two variants (default a,b)")
+
+
 def adder(parser: argparse.ArgumentParser) -> Callable[..., Any]:
     """``add(...)``: a flag that sets the config key of the same name (``--max-length`` sets ``max_length``)."""
     keys = parser.get_default("_config_keys")

@@ -11,11 +11,9 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--a", nargs="+", required=True, metavar="EVAL",
-                        help="variant a's evaluation folders, one per seed")
-    parser.add_argument("--b", nargs="+", required=True, metavar="EVAL",
-                        help="variant b's evaluation folders, in the same seed order")
-    parser.add_argument("--names", default="a,b", metavar="A,B", help="names of the two variants (default a,b)")
+    from safealign.cli.diagnose import add_paired_arguments
+
+    add_paired_arguments(parser, "EVAL", "evaluation folders")
     parser.add_argument("--attack", default="direct", help="whose greedy outcome splits the prompts (default direct)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable dict")

@@ -11,11 +11,9 @@ import json
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--a", nargs="+", required=True, metavar="RANKING",
-                        help="variant a's ranking outputs, one per training seed")
-    parser.add_argument("--b", nargs="+", required=True, metavar="RANKING",
-                        help="variant b's ranking outputs, in the same seed order")
-    parser.add_argument("--names", default="a,b", metavar="A,B", help="names of the two variants (default a,b)")
+    from safealign.cli.diagnose import add_paired_arguments
+
+    add_paired_arguments(parser, "RANKING", "ranking outputs")
     parser.add_argument("--data", default=None,
                         help="the pairs file the rankings scored: compare harmful and benign pairs separately")
     parser.add_argument("--format", default="auto", help="format of --data (default auto)")
