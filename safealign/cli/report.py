@@ -6,7 +6,7 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", help="a demo, training or evaluation run directory")
+    parser.add_argument("run_dir", help="a demo, training, evaluation, defense-comparison or sweep run directory")
     parser.add_argument("--out", help="HTML path (default RUN_DIR/report.html); the .md goes beside it")
 
 
