@@ -14,7 +14,15 @@ NOTE = ("Means over the finished seeds of each cell. Intervals: hierarchical boo
 
 
 def sweep_sections(tables: dict[str, dict[str, Any]], *, with_plots: bool) -> list[Section]:
-    return [_section(name, table, with_plots) for name, table in tables.items()]
+    sections = []
+    for name, table in tables.items():
+        try:
+            sections.append(_section(name, table, with_plots))
+        except (KeyError, TypeError, ValueError, IndexError) as exc:  # a hand-edited or truncated table: say so
+            sections.append(Section(f"Sweep: {name}", f"sweep-{name}", [
+                Para(f"tables/{name}.json is not a sweep table this version can read ({type(exc).__name__}: "
+                     f"{exc}); `safealign sweep GRID --table` rewrites it.", "warn")]))
+    return sections
 
 
 def _section(name: str, table: dict[str, Any], with_plots: bool) -> Section:
