@@ -15,8 +15,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "GPU each when GPUs are visible, else the CPU cores split between them). Starting the "
                         "plain command several times does the same (docs/sweep.md)")
     parser.add_argument("--table", action="store_true",
-                        help="print the table of the cells finished so far and exit: computes nothing, loads no "
-                        "model (a running sweep is left alone)")
+                        help="print the table of the cells finished so far and the work left, write it to "
+                        "tables/<grid>.json|md (what `safealign report` renders) and exit: computes nothing, loads "
+                        "no model (a running sweep is left alone)")
     parser.add_argument("--metrics", default=None, metavar="A,B",
                         help="with --table: only these metrics, in this order (e.g. direct_asr,template_asr)")
     parser.add_argument("--markdown", action="store_true", help="with --table: print Markdown tables")
