@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics", default=None, metavar="A,B",
                         help="with --table: only these metrics, in this order (e.g. direct_asr,template_asr)")
     parser.add_argument("--markdown", action="store_true", help="with --table: print Markdown tables")
+    parser.add_argument("--pick", action="store_true",
+                        help="apply the pre-registered rule that picks the demo's default (README; needs variants "
+                        "dpo and e-dpo) to the cells finished so far and exit; provisional until every setting "
+                        "has every seed")
     parser.add_argument("overrides", nargs="*",
                         help="grid keys (seeds=[0,1] output_dir=... axes.beta=[0.1]) or base DemoConfig "
                         "overrides (model=tiny-random harmful_test=8 ...)")
@@ -37,6 +41,13 @@ def run(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid, args.overrides)
     if (args.metrics or args.markdown) and not args.table:
         raise UserError("--metrics and --markdown shape the printed table: use them with --table")
+    if args.pick:
+        if args.table or args.fresh or args.workers > 1:
+            raise UserError("--pick only reads the finished cells: it takes none of --table, --fresh, --workers")
+        from safealign.pipelines.sweep_rule import format_pick, pick_default
+
+        print(format_pick(pick_default(grid, sweep_table(grid))))
+        return 0
     if args.table:
         if args.fresh or args.workers > 1:
             raise UserError("--table only reads the finished cells: it takes neither --fresh nor --workers")

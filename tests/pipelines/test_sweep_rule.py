@@ -1,0 +1,77 @@
+"""The pre-registered rule of ``safealign sweep --pick`` on hand-built tables: criteria, tie-breaks, status."""
+
+from __future__ import annotations
+
+import pytest
+
+from safealign.errors import UserError
+
+
+def _grid(tmp_path, seeds="[0, 1]"):
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"output_dir: {tmp_path}\ndemo: {{extra_benign: [builtin:untuned_benign]}}\n"
+                    f"axes: {{learning_rate: [5.0e-4, 2.0e-3]}}\nseeds: {seeds}\n")
+    return load_grid(path)
+
+
+def _row(name, lr, asr, refusal, diff, seeds=2):
+    return {"setting": {"learning_rate": lr}, "name": name, "seeds_finished": {"dpo": seeds, "e-dpo": seeds},
+            "means": {"e-dpo": {"direct_asr": asr, "untuned_benign_refusal_rate": refusal}},
+            "differences": [{"a": "e-dpo", "b": "dpo", "metrics": {"direct_asr": {"diff": diff[0], "ci95": diff[1:]}}}]}
+
+
+def _table(*rows):
+    return {"variants": ["dpo", "e-dpo"], "base": {"direct_asr": 0.9, "untuned_benign_refusal_rate": 0.02},
+            "settings": list(rows)}
+
+
+def test_the_rule_keeps_settings_meeting_both_criteria_and_breaks_ties_as_written(tmp_path):
+    from safealign.pipelines.sweep_rule import format_pick, pick_default
+
+    grid = _grid(tmp_path)
+    table = _table(
+        _row("fast", 2e-3, 0.30, 0.06, (-0.20, -0.30, -0.10)),   # both criteria; E-DPO lower, interval below 0
+        _row("slow", 5e-4, 0.30, 0.04, (0.00, -0.10, +0.10)),    # the same ASR, a lower untuned refusal: chosen
+        _row("greedy", 2e-3, 0.10, 0.08, (+0.05, +0.01, +0.09)),  # lowest ASR, but +6 points of refusal: out
+        _row("weak", 5e-4, 0.46, 0.02, (0.0, -0.1, 0.1)),         # 0.46 > 0.45 = half the base ASR: out
+    )
+    result = pick_default(grid, table)
+    assert result["untuned_metric"] == "untuned_benign_refusal_rate" and result["complete"]
+    by_name = {r["name"]: r for r in result["settings"]}
+    assert [by_name[n]["halves_asr"] for n in ("fast", "slow", "greedy", "weak")] == [True, True, True, False]
+    assert [by_name[n]["refusal_within"] for n in ("fast", "slow", "greedy", "weak")] == [True, True, False, True]
+    assert result["chosen"] == "slow"
+    assert by_name["fast"]["e_beats_dpo"] and not by_name["slow"]["e_beats_dpo"] and by_name["greedy"]["dpo_beats_e"]
+    printed = format_pick(result)
+    assert "pick: slow" in printed and "PROVISIONAL" not in printed and "no (dpo lower)" in printed
+    table["settings"][1]["means"]["e-dpo"]["direct_asr"] = 0.31  # now "fast" has the lowest eligible ASR
+    assert pick_default(grid, table)["chosen"] == "fast"
+
+
+def test_an_incomplete_sweep_is_provisional_and_none_eligible_keeps_the_default(tmp_path):
+    from safealign.pipelines.sweep_rule import format_pick, pick_default
+
+    result = pick_default(_grid(tmp_path), _table(_row("only", 2e-3, 0.8, 0.0, (0.0, -0.1, 0.1), seeds=1)))
+    assert not result["complete"] and result["chosen"] is None
+    printed = format_pick(result)
+    assert "PROVISIONAL" in printed and "pick: none" in printed and "default stays" in printed
+
+
+def test_pick_needs_dpo_and_e_dpo_and_the_base_figures(tmp_path):
+    from safealign.pipelines.sweep_rule import pick_default
+
+    grid = _grid(tmp_path)
+    with pytest.raises(UserError, match="needs variants dpo and e-dpo"):
+        pick_default(grid, {**_table(), "variants": ["dpo", "safedpo"]})
+    with pytest.raises(UserError, match="not recorded yet"):
+        pick_default(grid, {**_table(), "base": {}})
+
+
+def test_pick_is_a_read_only_mode_of_the_command(tmp_path, capsys):
+    from safealign.cli import main
+
+    _grid(tmp_path)
+    assert main(["sweep", str(tmp_path / "grid.yaml"), "--pick", "--table"]) == 2
+    assert "--pick only reads the finished cells" in capsys.readouterr().err
