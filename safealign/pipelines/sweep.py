@@ -374,15 +374,14 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
     from safealign.pipelines.demo import stage_outcomes
 
     rows = []
-    walls: dict[Path, float | None] = {}  # every distinct cell: its recorded wall time once finished
+    records: dict[Path, dict[str, Any] | None] = {}  # every distinct cell: its cell.json once finished
     for setting in grid.settings():
         config = grid.setting_config(setting)
         cells = {(v, s): cell_dir(grid, setting, v, s) for v in grid.variants for s in grid.seeds}
         done = {key: json.loads((path / "cell.json").read_text())
                 for key, path in cells.items() if (path / "cell.json").exists()}
-        for path in cells.values():
-            walls.setdefault(path, None)
-        walls.update({cells[key]: record.get("wall_seconds") for key, record in done.items()})
+        for key, path in cells.items():
+            records.setdefault(path, done.get(key))
         outcomes = {key: stage_outcomes(config, cells[key] / "eval") for key in done}
         means: dict[str, dict[str, float | None]] = {}
         intervals: dict[str, dict[str, list[float]]] = {}
@@ -406,16 +405,16 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
     base = {k: Figure.from_json(v).value for k, v in json.loads(before.read_text()).items()} if before.is_file() else {}
     return {"output_dir": grid.output_dir, "name": grid.name, "variants": grid.variants, "seeds": grid.seeds,
             "axes": grid.axes, "compared": [list(c) for c in grid.comparisons()], "resamples": grid.resamples,
-            "base": base, "settings": rows, "progress": _progress(walls)}
+            "base": base, "settings": rows, "progress": _progress(records)}
 
 
-def _progress(walls: dict[Path, float | None]) -> dict[str, Any]:
+def _progress(records: dict[Path, dict[str, Any] | None]) -> dict[str, Any]:
     """Distinct cells (a cell several settings share counts once), how many finished, and the median recorded
     wall time of a finished cell (a resumed cell records only its last part, so it is a low estimate)."""
-    recorded = [w for w in walls.values() if w is not None]
-    finished = sum(1 for path in walls if (path / "cell.json").exists())
-    return {"cells": len(walls), "finished": finished,
-            "median_cell_seconds": statistics.median(recorded) if recorded else None}
+    finished = [r for r in records.values() if r is not None]
+    walls = [r["wall_seconds"] for r in finished if r.get("wall_seconds") is not None]
+    return {"cells": len(records), "finished": len(finished),
+            "median_cell_seconds": statistics.median(walls) if walls else None}
 
 
 def progress_line(table: dict[str, Any]) -> str:
