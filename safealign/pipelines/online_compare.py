@@ -234,8 +234,13 @@ def _table(config: OnlineCompareConfig, demo: Any, figures: dict[str, Any]) -> d
     from safealign.pipelines.demo import stage_outcomes
 
     out = Path(config.output_dir)
-    outcomes = {v: {s: stage_outcomes(demo, out / "eval" / f"{v}-seed{s}") for s in config.seeds}
-                for v in config.variants}
+
+    def table_outcomes(variant: str, seed: int) -> dict[str, Any]:
+        """The table's metrics only, so no bootstrap runs for a metric the table would drop."""
+        stage = stage_outcomes(demo, out / "eval" / f"{variant}-seed{seed}")
+        return {m: stage[m] for m in METRICS if m in stage}
+
+    outcomes = {v: {s: table_outcomes(v, s) for s in config.seeds} for v in config.variants}
     intervals = {v: metric_intervals(outcomes[v]) for v in config.variants}
     differences = (metric_differences(outcomes["e"], outcomes["plain"], label="compare-online: e − plain")
                    if set(config.variants) == {"plain", "e"} else {})
