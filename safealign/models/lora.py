@@ -105,6 +105,10 @@ def adapter_base_spec(path: str | Path) -> str:
 
 def load_adapter(base: nn.Module, path: str | Path, *, trainable: bool) -> nn.Module:
     """Attach the saved adapter in ``path`` to ``base``; frozen unless ``trainable``."""
+    import warnings
+
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    with warnings.catch_warnings():  # peft reads a deprecated transformers alias on every load: not for users
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        return PeftModel.from_pretrained(base, str(path), is_trainable=trainable)

@@ -76,7 +76,9 @@ def test_mistyped_param(name, params, match):
 
 
 def test_ints_accepted_for_floats_and_none_for_optional():
-    build_loss([LossSpec("dpo", 1, {"beta": 1}), LossSpec("bco_pair", params={"delta": None})])
+    loss = build_loss([LossSpec("dpo", 1, {"beta": 1}), LossSpec("bco_pair", params={"delta": None})])
+    assert [(c.label, c.weight) for c in loss.components] == [("dpo", 1.0), ("bco_pair", 1.0)]
+    assert loss.components[0].params["beta"] == 1.0
 
 
 def test_bad_weight():
