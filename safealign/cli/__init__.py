@@ -16,7 +16,7 @@ from safealign.errors import UserError
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("safealign.cli.demo", "end-to-end: build pairs, evaluate, train E-DPO, evaluate, report"),
+    "demo": ("safealign.cli.demo", "end-to-end: build pairs, evaluate, train DPO and E-DPO, evaluate, report"),
     "sweep": ("safealign.cli.sweep", "demo training over a grid of settings × variants × seeds, paired table"),
     "train": ("safealign.cli.train", "train with a YAML recipe: safealign train CONFIG.yaml [key=value ...]"),
     "eval": ("safealign.cli.eval", "jailbreak evaluation: safealign eval CONFIG.yaml [key=value ...]"),
@@ -27,7 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "losses": ("safealign.cli.losses", "list the registered preference losses"),
     "data": ("safealign.cli.data", "inspect and build data sets"),
     "models": ("safealign.cli.models", "fetch and list models"),
-    "diagnose": ("safealign.cli.diagnose", "alignment diagnostics: ranking accuracy, gradient entanglement"),
+    "diagnose": ("safealign.cli.diagnose", "ranking, entanglement, anchor gap, E-share, margins, win rate"),
     "judge": ("safealign.cli.judge", "check a judge against human labels (judge validate)"),
     "rm": ("safealign.cli.rm", "reward and cost models: rm score"),
     "compare-online": ("safealign.cli.compare_online",

@@ -1,4 +1,4 @@
-"""``safealign diagnose``: ranking accuracy, gradient entanglement, the anchor gap and its share of E-DPO's update.
+"""``safealign diagnose``: ranking, gradient entanglement, anchor gap, E-share, hidden norms, paired margins, win rate.
 
 Each subcommand takes an optional YAML config and ``key=value`` overrides like ``train`` and ``eval``
 (``safealign diagnose ranking diag.yaml beta=0.5``); the flags below set the same keys (precedence: YAML,
