@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from torch import nn
 
@@ -58,7 +60,8 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
         task_type="CAUSAL_LM",
         layers_to_transform=_last_layers(model, settings.last_layers),
     )
-    peft_model = get_peft_model(model, config)
+    with _quiet_peft():
+        peft_model = get_peft_model(model, config)
     trainable, total = _count_parameters(peft_model)
     logger.info("LoRA r=%d on %s: %d of %d parameters trainable (%.2f%%)",
                 settings.r, settings.target_modules, trainable, total, 100.0 * trainable / max(total, 1))
@@ -105,10 +108,15 @@ def adapter_base_spec(path: str | Path) -> str:
 
 def load_adapter(base: nn.Module, path: str | Path, *, trainable: bool) -> nn.Module:
     """Attach the saved adapter in ``path`` to ``base``; frozen unless ``trainable``."""
-    import warnings
-
     from peft import PeftModel
 
-    with warnings.catch_warnings():  # peft reads a deprecated transformers alias on every load: not for users
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+    with _quiet_peft():
         return PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft reads a deprecated transformers alias whenever it wraps a model: a warning no user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.* is deprecated", category=FutureWarning)
+        yield
