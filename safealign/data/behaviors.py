@@ -42,6 +42,15 @@ def load_behaviors(path: str | Path, *, targets: str | Path | None = None) -> li
     return parse_behaviors(name, records, layout, targets=targets)
 
 
+def write_behaviors(path: str | Path, behaviors: Iterable[Behavior]) -> None:
+    """The behaviors as a JSONL file :func:`load_behaviors` reads back (id, behavior, category, context, target)."""
+    from safealign.io import write_jsonl
+
+    keep = ("context", "target")
+    write_jsonl(path, [{"id": b.id, "behavior": b.behavior, "category": b.category,
+                        **{k: getattr(b, k) for k in keep if getattr(b, k)}} for b in behaviors])
+
+
 def parse_behaviors(name: str, records: list[tuple[int, Record]], layout: str, *,
                     targets: str | Path | None = None) -> list[Behavior]:
     """Behaviors from rows already read (``read_rows``) in a ``behaviors_layout``; ``name`` names the file."""

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from tqdm.auto import tqdm
 
 from safealign.config import load_config, save_config, to_dict
+from safealign.data.behaviors import write_behaviors
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack, check_attack
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model, chat_model_identity
@@ -37,7 +38,7 @@ from safealign.types import Attempt, Behavior, Completion
 
 logger = logging.getLogger(__name__)
 
-EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml", "benign")  # what --overwrite removes
+EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml", "behaviors.jsonl", "benign")  # what --overwrite removes
 
 
 def run_eval(
@@ -96,6 +97,7 @@ def run_eval(
     if not behaviors:
         raise UserError("no behaviors left: every one is too long (behaviors.too_long=skip)")
     bounds = {"too_long": config.behaviors.too_long, **_add_counts(bounded, by_tokens)}
+    write_behaviors(out / "behaviors.jsonl", behaviors)  # as attacked: what a later judge needs (judge records)
     model, tokenizer = _white_box(target, model, tokenizer)  # white-box attacks optimise against the bare model
     target = wrap_target(target, defenses, params)  # calibrates and loads scorers, still before any generation
     layers = defense_layers(target)  # the configured defenses and any around a handed-in chat model

@@ -157,14 +157,15 @@ def _by_category(per_behavior: dict[str, list], category: dict[str, str]) -> dic
 
 def format_table(summary: EvalSummary) -> str:
     """A plain-text table: one row per attack × judge."""
-    header = f"{'attack':<18} {'judge':<12} {'ASR':>6}  {'95% CI':<15} {'n':>5} {'unscored':>8}"
+    width = max([12, *(len(judge) for per_judge in summary.attacks.values() for judge in per_judge)])
+    header = f"{'attack':<18} {'judge':<{width}} {'ASR':>6}  {'95% CI':<15} {'n':>5} {'unscored':>8}"
     lines = [header, "-" * len(header)]
     for attack, per_judge in summary.attacks.items():
         for judge, s in per_judge.items():
             asr = "-" if s.asr is None else f"{s.asr:.3f}"
             lo, hi = s.ci95 or (0.0, 1.0)
             ci = f"[{lo:.3f}, {hi:.3f}]"
-            lines.append(f"{attack:<18} {judge:<12} {asr:>6}  {ci:<15} {s.n:>5} {s.unscored:>8}")
+            lines.append(f"{attack:<18} {judge:<{width}} {asr:>6}  {ci:<15} {s.n:>5} {s.unscored:>8}")
     lines += format_aggregate(summary.mean_over_attacks)
     lines += _over_refusal_lines(summary.over_refusal)
     lines += [f"warning: {line}" for line in run_warnings(summary)]

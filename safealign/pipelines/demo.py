@@ -85,10 +85,9 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
     from safealign.eval.pipeline import run_eval
-    from safealign.types import Behavior
+    from safealign.data.builtin import harmful_behaviors
 
-    behaviors = [Behavior(id=p.id, behavior=p.prompt, category=p.category, source="builtin:harmful")
-                 for p in prompts["harmful_test"]]
+    behaviors = harmful_behaviors(prompts["harmful_test"])
     evaluation = eval_config(config, out)
     chat = HFChatModel(model, tokenizer)
     chat = wrap_chat(chat) if wrap_chat is not None else chat

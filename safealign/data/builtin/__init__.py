@@ -11,16 +11,18 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from safealign.errors import UserError
 from safealign.io import parse_jsonl
+from safealign.types import Behavior
 
 __all__ = [
     "BuiltinPrompt",
     "PROMPT_SETS",
     "SPLITS",
     "categories",
+    "harmful_behaviors",
     "load_mtbench_questions",
     "load_prompts",
     "load_refusals",
@@ -105,6 +107,12 @@ def load_prompts(
         and (kind is None or p.kind == kind)
         and (category is None or p.category == category)
     ]
+
+
+def harmful_behaviors(prompts: Sequence[BuiltinPrompt] | None = None) -> list[Behavior]:
+    """Built-in harmful prompts (all of them by default) as behaviors to attack, source ``builtin:harmful``."""
+    chosen = load_prompts("harmful") if prompts is None else prompts
+    return [Behavior(id=p.id, behavior=p.prompt, category=p.category, source="builtin:harmful") for p in chosen]
 
 
 def categories(name: str) -> list[str]:

@@ -1,0 +1,216 @@
+"""Judge an evaluation's recorded answers again with another judge (``safealign judge records``), without
+generating anything: HarmBench's generate-then-evaluate split. The answers an attack took hours to get (GCG,
+PAIR, a sweep's 120 cells) are judged later, e.g. by a classifier on a GPU, or by a judge validated since.
+
+The output is an evaluation run directory of its own, ``RUN/judged/<label>/``: ``records.jsonl`` (every source
+record with one more verdict, under ``label``), ``behaviors.jsonl`` and ``summary.json`` (ASR per attack for the
+recorded judges and the new one on the same attempts, and their pairwise agreement), so everything that reads
+an evaluation (``safealign report``, the demo's and the sweep's tables) reads it too. Records are appended batch
+by batch as they are judged; a re-run judges only what is missing, and re-judges an attempt whose answer changed
+in the source (a retried generation). The judge and its parameters are the directory's fingerprint: other
+parameters under the same label are refused (``--fresh`` starts over).
+
+The judge needs each behavior's text (and context): read from ``RUN/behaviors.jsonl`` (written by every
+evaluation since this command existed), else from the behaviors file the run's ``config.yaml`` names, else from
+``behaviors=`` (a behaviors file or ``builtin:harmful``, the demo's and sweep's prompts).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from safealign.errors import UserError
+from safealign.io.records import AttemptRecord
+from safealign.types import Behavior, Completion
+
+logger = logging.getLogger(__name__)
+
+JUDGED = "judged"  # RUN/judged/<label>/
+OUTPUTS = ("records.jsonl", "summary.json", "behaviors.jsonl")
+BUILTIN_HARMFUL = "builtin:harmful"
+
+
+def judged_dir(run: str | Path, label: str) -> Path:
+    return Path(run) / JUDGED / label
+
+
+def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = None, *, label: str | None = None,
+                  behaviors: str | None = None, batch_size: int = 32, fresh: bool = False,
+                  judge_obj: Any = None) -> dict[str, Any]:  # fmt: skip
+    """Judge every recorded answer of the evaluation in ``run`` with ``judge`` (built from ``params``, or
+    ``judge_obj`` as given); returns the summary written to ``RUN/judged/<label>/summary.json``."""
+    from safealign.data.behaviors import write_behaviors
+    from safealign.eval.judges.base import build_judge
+    from safealign.eval.records import RecordStore, load_records
+    from safealign.io.jsonfile import write_json
+    from safealign.io.rundir import claim_run_dir, make_fingerprint
+
+    run, label, params = Path(run), label or judge, dict(params or {})
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {batch_size}")
+    source = records_path(run)
+    records = load_records(source)
+    if not records:
+        raise UserError(f"{source}: no records to judge")
+    recorded = list(dict.fromkeys(name for r in records for name in r.verdicts))
+    if label in recorded:
+        raise UserError(f"{source}: its records already carry verdicts named {label!r}; give this judge another "
+                        f"name with --label")
+    by_id = _behaviors(run, behaviors, {r.behavior_id for r in records})
+    out = judged_dir(run, label)
+    fingerprint = make_fingerprint("judge-records", {"judge": judge, "params": params})
+    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=fresh, overwrite_flag="--fresh")
+    scorer = judge_obj if judge_obj is not None else build_judge(judge, params)
+    write_behaviors(out / "behaviors.jsonl", by_id.values())
+    store = RecordStore(out / "records.jsonl")
+    done = {r.key: r for r in store}
+    pending = [r for r in records if not _judged(done.get(r.key), r, label)]
+    started = time.perf_counter()
+    for start in range(0, len(pending), batch_size):
+        batch = pending[start:start + batch_size]
+        tick = time.perf_counter()
+        verdicts = scorer([by_id[r.behavior_id] for r in batch], [_completion(r) for r in batch])
+        per_answer = (time.perf_counter() - tick) / len(batch)
+        store.append([_with_verdict(r, label, v, per_answer) for r, v in zip(batch, verdicts)])
+        logger.info("judged %d of %d pending answers", min(start + batch_size, len(pending)), len(pending))
+    summary = _summary(run, store, list(by_id.values()), [*recorded, label], judge, params, scorer,
+                       judged_now=len(pending), seconds=time.perf_counter() - started)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def records_path(run: str | Path) -> Path:
+    """``RUN/records.jsonl``; a directory without one is named in a UserError."""
+    source = Path(run) / "records.jsonl"
+    if not source.is_file():
+        raise UserError(f"{run}: no records.jsonl; name an evaluation run directory (e.g. runs/eval/x, or a "
+                        "demo's or sweep cell's eval/<stage>/jailbreak)")
+    return source
+
+
+def _judged(previous: AttemptRecord | None, record: AttemptRecord, label: str) -> bool:
+    """Whether ``previous`` (this label's record of the attempt) judged the answer the source holds now."""
+    return (previous is not None and label in previous.verdicts and previous.answer == record.answer
+            and previous.error == record.error)
+
+
+def _completion(record: AttemptRecord) -> Completion:
+    """What the evaluation's judges saw: the prefill and the model's continuation (safealign.eval.pipeline)."""
+    meta = {"prefill": record.prefill} if record.prefill else {}
+    return Completion(text=record.answer if record.error is None else "", error=record.error, meta=meta)
+
+
+def _with_verdict(record: AttemptRecord, label: str, verdict: Any, seconds: float) -> AttemptRecord:
+    entry = {"harmful": verdict.harmful, "error": verdict.error, "raw": verdict.raw,
+             **({"score": verdict.score} if verdict.score is not None else {})}
+    timings = {**record.timings, "judge_s": {**(record.timings.get("judge_s") or {}), label: seconds}}
+    return dataclasses.replace(record, verdicts={**record.verdicts, label: entry}, timings=timings)
+
+
+def _behaviors(run: Path, spec: str | None, ids: set[str]) -> dict[str, Behavior]:
+    """behavior id -> Behavior for every id the records name, from the first source that has them."""
+    if spec:
+        where, found = spec, load_behavior_spec(spec)
+    elif (run / "behaviors.jsonl").is_file():
+        from safealign.data.behaviors import load_behaviors
+
+        where, found = str(run / "behaviors.jsonl"), load_behaviors(run / "behaviors.jsonl")
+    else:
+        where, found = _configured_behaviors(run)
+    by_id = {b.id: b for b in found}
+    missing = sorted(ids - set(by_id))
+    if missing:
+        raise UserError(f"{run}: {len(missing)} recorded behavior(s) are not in {where} (first: {missing[0]}); "
+                        f"pass the behaviors the run evaluated with --behaviors FILE or {BUILTIN_HARMFUL}")
+    return {i: by_id[i] for i in sorted(ids)}
+
+
+def load_behavior_spec(spec: str) -> list[Behavior]:
+    """A behaviors file (HarmBench/AdvBench CSV, JSON/JSONL) or ``builtin:harmful``."""
+    if spec == BUILTIN_HARMFUL:
+        from safealign.data.builtin import harmful_behaviors
+
+        return harmful_behaviors()
+    if spec.startswith("builtin:"):
+        raise UserError(f"behaviors {spec!r}: the built-in behaviors are {BUILTIN_HARMFUL}")
+    from safealign.data.behaviors import load_behaviors
+
+    return load_behaviors(spec)
+
+
+def _configured_behaviors(run: Path) -> tuple[str, list[Behavior]]:
+    """The harmful behaviors of the file the run's config.yaml names (all of them: records pick by id)."""
+    from safealign.config import load_config
+    from safealign.eval.benchmarks import load_benchmark_set
+    from safealign.eval.config import EvalConfig
+
+    config_path = run / "config.yaml"
+    hint = f"pass the behaviors it evaluated with --behaviors FILE or {BUILTIN_HARMFUL}"
+    if not config_path.is_file():
+        raise UserError(f"{run}: no behaviors.jsonl and no config.yaml to find the behaviors in; {hint}")
+    config = load_config(EvalConfig, config_path)
+    if not config.behaviors.path:
+        raise UserError(f"{run}: the behaviors were handed to the evaluation (its config names no file) and the run "
+                        f"predates behaviors.jsonl; {hint}")
+    return config.behaviors.path, load_benchmark_set(config.behaviors).harmful
+
+
+def _summary(run: Path, store: Any, behaviors: Sequence[Behavior], judges: list[str], judge: str,
+             params: dict[str, Any], scorer: Any, *, judged_now: int, seconds: float) -> dict[str, Any]:
+    """An evaluation summary (safealign.io.summaries.EvalSummary) of the judged records, for every judge."""
+    from safealign.eval.judges.agreement import pairwise_agreement
+    from safealign.eval.summary import summarize
+
+    records, label = list(store), judges[-1]
+    attacks = list(dict.fromkeys(r.attack for r in records))
+    described = {**_recorded_judges(run), label: {"class": type(scorer).__name__, "name": judge, "params": params,
+                                                  **scorer.describe()}}
+    summary = dataclasses.replace(
+        summarize(records, behaviors, attacks, judges), complete=True, wall_s=seconds, judges=described,
+        records=str(store.path), judge_agreement=pairwise_agreement(records, attacks, judges),
+        extra={"source": str(run), "label": label, "n_records": len(records), "judged_now": judged_now,
+               "answers_digest": _answers_digest(records)})
+    return summary.to_json()
+
+
+def _recorded_judges(run: Path) -> dict[str, Any]:
+    """How the evaluation described its own judges (its summary.json), when it wrote one."""
+    from safealign.io.jsonfile import read_json
+    from safealign.io.summaries import EvalSummary
+
+    path = run / "summary.json"
+    try:
+        return dict(EvalSummary.from_json(read_json(path), str(path)).judges) if path.is_file() else {}
+    except UserError as err:  # a damaged summary costs only the description, not the judging
+        logger.warning("%s", err)
+        return {}
+
+
+def _answers_digest(records: Sequence[AttemptRecord]) -> str:
+    """Which answers were judged (sorted keys and answers), to tell two judgings of the same records apart."""
+    text = "\n".join(f"{r.key}\t{r.answer}" for r in sorted(records, key=lambda r: r.key))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def format_judged(summary: dict[str, Any]) -> str:
+    """The console view: ASR per attack for every judge on the same attempts, then the new judge's agreement."""
+    from safealign.io.summaries import EvalSummary
+    from safealign.eval.summary import format_table
+
+    label = summary["label"]
+    lines = [f"{summary['source']}: {summary['n_records']} recorded answers, {summary['judged_now']} judged now by "
+             f"{label} ({summary['wall_s']:.1f} s); written to {judged_dir(summary['source'], label)}",
+             format_table(EvalSummary.from_json(summary, 'judged summary'))]
+    for pair, stats in (summary.get("judge_agreement") or {}).get("all", {}).items():
+        if label in pair.split("|"):
+            agreement = stats.get("agreement") or {}
+            kappa = stats.get("kappa")
+            lines.append(f"agreement {pair}: {agreement.get('value') or 0.0:.3f} over {stats['n']} scored "
+                         f"attempts, kappa {'-' if kappa is None else f'{kappa:.3f}'}; harmful only by "
+                         f"{pair.split('|')[0]}: {stats['a_only']}, only by {pair.split('|')[1]}: {stats['b_only']}")
+    return "\n".join(lines)

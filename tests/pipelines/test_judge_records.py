@@ -1,0 +1,146 @@
+"""``safealign judge records``: a recorded evaluation judged again by another judge, generating nothing."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from safealign.cli import main
+from safealign.data.behaviors import load_behaviors
+from safealign.errors import UserError
+from safealign.eval.config import EvalConfig
+from safealign.eval.judges.base import Judge
+from safealign.eval.pipeline import run_eval
+from safealign.eval.records import load_records
+from safealign.io import append_jsonl
+from safealign.pipelines.judge_records import judge_records, judged_dir
+from safealign.types import Behavior, Verdict
+
+from tests.eval.fakes import KeywordJudge, ScriptedChatModel, user_text
+
+BEHAVIORS = [Behavior(f"b{i}", f"behavior {i}", category="cyber", context="ctx" if i == 0 else "",
+                      target=f"Sure, here is {i}") for i in range(4)]
+
+
+class DetailsJudge(Judge):
+    """Harmful when the answer the judge sees says "details"; unscored when it says "???". Like the refusal
+    judge it does not see the prefill, so the prefill's own words cannot decide. Counts its calls."""
+
+    name = "details"
+    config_class = dict
+    sees_prefill = False
+
+    def __init__(self) -> None:
+        super().__init__({})
+        self.seen: list[tuple[str, str, str]] = []  # (behavior id, behavior context, text scored)
+
+    def score(self, behaviors, responses):
+        self.seen += [(b.id, b.context, r) for b, r in zip(behaviors, responses)]
+        return [Verdict(self.name, None, error="garbled") if "???" in r else Verdict(self.name, "details" in r)
+                for r in responses]
+
+
+def _reply(conversation):
+    # direct: b0 "HARMFUL details" (both judges), b1 "HARMFUL" (kw only), b2 "some details" (details only),
+    # b3 refuses; prefill (continuation after "Sure, here is i"): b3's is garbled, the others comply
+    text = user_text(conversation)
+    if conversation[-1]["role"] == "assistant":
+        return "??? garbled" if text.endswith("3") else " HARMFUL details"
+    return {"0": "HARMFUL details", "1": "HARMFUL", "2": "some details"}.get(text[-1], "I refuse")
+
+
+@pytest.fixture()
+def run_dir(tmp_path):
+    config = EvalConfig(attacks=["direct", "prefill"], judges=["kw"], output_dir=str(tmp_path / "run"))
+    run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    return tmp_path / "run"
+
+
+def test_every_recorded_answer_is_judged_and_both_judges_are_reported_on_the_same_attempts(run_dir):
+    judge = DetailsJudge()
+    summary = judge_records(run_dir, "details", judge_obj=judge)
+    assert [b.id for b in load_behaviors(run_dir / "behaviors.jsonl")] == ["b0", "b1", "b2", "b3"]  # eval wrote them
+    direct, prefill = summary["attacks"]["direct"], summary["attacks"]["prefill"]
+    assert direct["kw"]["asr"] == 0.5 and direct["details"]["asr"] == 0.5  # b0, b1 vs b0, b2
+    # prefill: b0..b2 harmful for both; b3's garbled answer unscored by both
+    assert prefill["details"]["asr"] == 1.0 and prefill["details"]["n"] == 3 and prefill["details"]["unscored"] == 1
+    pair = summary["judge_agreement"]["direct"]["kw|details"]
+    assert (pair["both_harmful"], pair["a_only"], pair["b_only"], pair["both_safe"]) == (1, 1, 1, 1)
+    assert summary["judged_now"] == 8 and summary["n_records"] == 8 and summary["label"] == "details"
+    # the judge saw the behavior with its context, and the prefill attack's answer without the prefill
+    assert ("b0", "ctx", " HARMFUL details") in judge.seen and ("b1", "", "HARMFUL") in judge.seen
+    out = judged_dir(run_dir, "details")
+    records = load_records(out / "records.jsonl")
+    assert len(records) == 8 and all(set(r.verdicts) == {"kw", "details"} for r in records)
+    assert json.loads((out / "summary.json").read_text())["attacks"] == summary["attacks"]
+    assert (out / "behaviors.jsonl").is_file()  # the judged directory is an evaluation of its own
+
+
+def test_a_rerun_judges_only_what_is_missing_or_changed(run_dir):
+    judge_records(run_dir, "details", judge_obj=DetailsJudge())
+    again = DetailsJudge()
+    assert judge_records(run_dir, "details", judge_obj=again)["judged_now"] == 0 and again.seen == []
+    # a retried generation supersedes b3's direct answer in the source: only that attempt is judged again
+    retried = load_records(run_dir / "records.jsonl")[3]
+    assert retried.key == ("b3", "direct", "direct")
+    append_jsonl(run_dir / "records.jsonl", [{**retried.to_json(), "completion": {"text": "now with details"}}])
+    third = DetailsJudge()
+    summary = judge_records(run_dir, "details", judge_obj=third)
+    assert summary["judged_now"] == 1 and third.seen == [("b3", "", "now with details")]
+    assert summary["attacks"]["direct"]["details"]["asr"] == 0.75
+
+
+def test_generation_failures_stay_unscored(tmp_path):
+    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(tmp_path / "run"))
+    replies = {"0": "details", "1": RuntimeError("backend down"), "2": "no", "3": "no"}
+    run_eval(config, chat_model=ScriptedChatModel(lambda c: replies[user_text(c)[-1]]), behaviors=BEHAVIORS,
+             judges={"kw": KeywordJudge()})
+    summary = judge_records(tmp_path / "run", "details", judge_obj=DetailsJudge())
+    stats = summary["attacks"]["direct"]["details"]
+    assert (stats["asr"], stats["n"], stats["unscored"]) == (pytest.approx(1 / 3), 3, 1)
+    failed = next(r for r in load_records(judged_dir(tmp_path / "run", "details") / "records.jsonl")
+                  if r.behavior_id == "b1")
+    assert failed.verdicts["details"]["harmful"] is None and "backend down" in failed.verdicts["details"]["error"]
+
+
+def test_refuses_a_recorded_label_other_parameters_under_one_label_and_unknown_behaviors(run_dir, tmp_path):
+    with pytest.raises(UserError, match="already carry verdicts named 'kw'.*--label"):
+        judge_records(run_dir, "kw", judge_obj=DetailsJudge())
+    judge_records(run_dir, "refusal", {"list": "advbench_eval"}, label="strings")
+    with pytest.raises(UserError, match="--fresh"):
+        judge_records(run_dir, "refusal", {"list": "advbench_attack"}, label="strings")
+    again = judge_records(run_dir, "refusal", {"list": "advbench_attack"}, label="strings", fresh=True)
+    assert again["judged_now"] == 8
+    with pytest.raises(UserError, match=r"4 recorded behavior\(s\) are not in builtin:harmful \(first: b0\)"):
+        judge_records(run_dir, "refusal", label="other", behaviors="builtin:harmful")
+    with pytest.raises(UserError, match="no records.jsonl"):
+        judge_records(tmp_path, "refusal")
+
+
+def test_a_run_without_behaviors_jsonl_names_the_option_and_takes_builtin_behaviors(run_dir):
+    # a demo evaluation made before behaviors.jsonl existed: built-in prompts handed in, no file in its config
+    direct = [r for r in load_records(run_dir / "records.jsonl") if r.attack == "direct"]
+    rows = [{**r.to_json(), "behavior_id": f"h000{i + 1}"} for i, r in enumerate(direct)]
+    (run_dir / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run_dir / "behaviors.jsonl").unlink()
+    with pytest.raises(UserError, match="predates behaviors.jsonl.*--behaviors FILE or builtin:harmful"):
+        judge_records(run_dir, "details", judge_obj=DetailsJudge())
+    judge = DetailsJudge()
+    judge_records(run_dir, "details", behaviors="builtin:harmful", judge_obj=judge)
+    assert [i for i, _, _ in judge.seen] == ["h0001", "h0002", "h0003", "h0004"]
+
+
+def test_cli_judges_several_runs_and_prints_both_judges(run_dir, tmp_path, capsys):
+    other = tmp_path / "second"
+    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(other))
+    run_eval(config, chat_model=ScriptedChatModel(lambda c: "I'm sorry, no"), behaviors=BEHAVIORS,
+             judges={"kw": KeywordJudge()})
+    assert main(["judge", "records", str(run_dir), str(other), "--judge", "refusal", "list=advbench_eval",
+                 "--label", "strings"]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("judged now by strings") == 2 and "agreement kw|strings" in printed
+    assert json.loads((judged_dir(other, "strings") / "summary.json").read_text())["attacks"]["direct"]["strings"][
+        "asr"] == 0.0
+    assert main(["judge", "records", str(tmp_path / "nowhere"), "--judge", "refusal"]) != 0
+    assert "no records.jsonl" in capsys.readouterr().err
