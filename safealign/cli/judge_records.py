@@ -12,7 +12,8 @@ from safealign.cli.judge_validate import parse_params
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("runs", nargs="+", metavar="RUN",
                         help="evaluation run directories (each holds records.jsonl), e.g. runs/eval/x or a demo's or "
-                             "sweep cell's eval/<stage>/jailbreak")  # fmt: skip
+                             "sweep cell's eval/<stage>/jailbreak; first, or after -- when --judge comes before "
+                             "them")  # fmt: skip
     # nargs="+": the judge's key=value parameters may follow its name (as in judge validate)
     parser.add_argument("--judge", required=True, nargs="+", metavar=("NAME", "KEY=VALUE"),
                         help="a registered judge (classifier, llm, strongreject, tiered, refusal, ...) and its "

@@ -177,13 +177,19 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, An
     from safealign.eval.records import load_records
     from safealign.eval.summary import behavior_outcomes
     from safealign.io import read_jsonl
+    from safealign.pipelines.judge_records import JUDGED
 
-    jailbreak = load_records(eval_dir / "jailbreak" / "records.jsonl")
-    out = {"direct_asr": behavior_outcomes(jailbreak, "direct", "refusal"),
-           "template_asr": behavior_outcomes(jailbreak, "template", "refusal")}
-    for name in map(_extra_name, config.extra_harmful):
-        records = load_records(eval_dir / "extra" / name / "records.jsonl")
-        out[f"{name}_direct_asr"] = behavior_outcomes(records, "direct", "refusal")
+    out: dict[str, dict[str, Any]] = {}
+    for prefix, run, attacks in (("", eval_dir / "jailbreak", ("direct", "template")),
+                                 *((f"{name}_", eval_dir / "extra" / name, ("direct",))
+                                   for name in map(_extra_name, config.extra_harmful))):
+        records = load_records(run / "records.jsonl")
+        out.update({f"{prefix}{attack}_asr": behavior_outcomes(records, attack, "refusal") for attack in attacks})
+        # ASR under judges added later (safealign judge records): metric "<name>@<label>"
+        for judged in sorted(run.glob(f"{JUDGED}/*/records.jsonl")):
+            records, label = load_records(judged), judged.parent.name
+            out.update({f"{prefix}{attack}_asr@{label}": behavior_outcomes(records, attack, label)
+                        for attack in attacks})
     benign = read_jsonl(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl")
     for kind, metric in (("ordinary", "benign_refusal_rate"), ("borderline", "borderline_refusal_rate")):
         out[metric] = refusal_outcomes(benign, kind)

@@ -387,9 +387,8 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
         intervals: dict[str, dict[str, list[float]]] = {}
         for variant in grid.variants:
             per_metric: dict[str, list[float]] = {}
-            for record in (r for (v, _), r in done.items() if v == variant):
-                for metric, figure in record["figures"].items():
-                    value = Figure.from_json(figure).value
+            for key in (k for k in done if k[0] == variant):
+                for metric, value in _cell_values(done[key], outcomes[key]).items():
                     per_metric.setdefault(metric, []).extend([] if value is None else [value])
             means[variant] = {m: statistics.fmean(vs) if vs else None for m, vs in per_metric.items()}
             intervals[variant] = metric_intervals({s: o for (v, s), o in outcomes.items() if v == variant},
@@ -401,11 +400,26 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
         rows.append({"setting": setting, "name": setting_name(setting), "cells_finished": len(done),
                      "cells": len(cells), "seeds_finished": {v: sum(k[0] == v for k in done) for v in grid.variants},
                      "means": means, "ci95": intervals, "differences": differences})
-    before = Path(grid.output_dir) / BEFORE / "figures.json"
-    base = {k: Figure.from_json(v).value for k, v in json.loads(before.read_text()).items()} if before.is_file() else {}
+    before = Path(grid.output_dir) / BEFORE
+    base = ({k: Figure.from_json(v).value for k, v in json.loads((before / "figures.json").read_text()).items()}
+            if (before / "figures.json").is_file() else {})
+    if base:  # metrics under judges added later (safealign judge records): from the base model's outcomes
+        judged = stage_outcomes(grid.setting_config(grid.settings()[0]), before)
+        base.update({m: _mean(o) for m, o in judged.items() if m not in base})
     return {"output_dir": grid.output_dir, "name": grid.name, "variants": grid.variants, "seeds": grid.seeds,
             "axes": grid.axes, "compared": [list(c) for c in grid.comparisons()], "resamples": grid.resamples,
             "base": base, "settings": rows, "progress": _progress(records)}
+
+
+def _cell_values(record: dict[str, Any], outcomes: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    """A finished cell's value per metric: its recorded figures, and for a metric the cell's figures lack (ASR
+    under a judge added later by ``safealign judge records``) the mean of its per-prompt outcomes."""
+    values = {m: Figure.from_json(f).value for m, f in record["figures"].items()}
+    return {**values, **{m: _mean(o) for m, o in outcomes.items() if m not in values}}
+
+
+def _mean(outcomes: dict[str, Any]) -> float | None:
+    return statistics.fmean(float(v) for v in outcomes.values()) if outcomes else None
 
 
 def _progress(records: dict[Path, dict[str, Any] | None]) -> dict[str, Any]:

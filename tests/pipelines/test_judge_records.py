@@ -144,3 +144,18 @@ def test_cli_judges_several_runs_and_prints_both_judges(run_dir, tmp_path, capsy
         "asr"] == 0.0
     assert main(["judge", "records", str(tmp_path / "nowhere"), "--judge", "refusal"]) != 0
     assert "no records.jsonl" in capsys.readouterr().err
+
+
+def test_a_demo_stage_reads_the_asr_of_every_added_judge(tmp_path):
+    from safealign.pipelines.demo import stage_outcomes
+    from safealign.pipelines.demo_config import DemoConfig
+
+    stage = tmp_path / "eval"
+    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(stage / "jailbreak"))
+    run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    (stage / "helpfulness" / "overrefusal").mkdir(parents=True)
+    (stage / "helpfulness" / "overrefusal" / "records.jsonl").write_text("")
+    judge_records(stage / "jailbreak", "details", judge_obj=DetailsJudge())
+    outcomes = stage_outcomes(DemoConfig(extra_benign=[]), stage)
+    assert outcomes["direct_asr@details"] == {"b0": True, "b1": False, "b2": True, "b3": False}
+    assert outcomes["direct_asr"] == {}  # the demo's own judge (refusal) never judged these records

@@ -78,6 +78,21 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     assert "direct_asr" in printed and "e-dpo − dpo" in printed
     assert "| setting | dpo | e-dpo |" in (out / "tables" / "grid.md").read_text()
 
+    # the cells' answers judged again (safealign judge records) join the table as "<metric>@<label>": judged by the
+    # same refusal judge under another label, every number equals the recorded judge's
+    from safealign.pipelines.judge_records import judge_records
+    from safealign.pipelines.sweep import load_grid, sweep_table
+
+    for run in [*out.glob("cells/*/*/eval/jailbreak"), out / "before" / "jailbreak"]:
+        judge_records(run, "refusal", label="same")
+    judged = sweep_table(load_grid(grid_file))
+    assert judged["base"]["direct_asr@same"] == judged["base"]["direct_asr"]
+    for row in judged["settings"]:
+        for variant in ("dpo", "e-dpo"):
+            assert row["means"][variant]["template_asr@same"] == pytest.approx(row["means"][variant]["template_asr"])
+        metrics = row["differences"][0]["metrics"]
+        assert metrics["direct_asr@same"] == metrics["direct_asr"]
+
     # resume: nothing finished is recomputed (no model load, no training, no evaluation) ...
     def refuse(*args, **kwargs):
         raise AssertionError("a finished cell was recomputed")
@@ -88,7 +103,7 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     assert main(["sweep", str(grid_file)]) == 0
     resumed = json.loads((out / "tables" / "grid.json").read_text())
     assert (resumed["computed"], resumed["skipped"]) == (0, 8)
-    assert [r["differences"] for r in resumed["settings"]] == [r["differences"] for r in table["settings"]]
+    assert [r["differences"] for r in resumed["settings"]] == [r["differences"] for r in judged["settings"]]
 
     # ... and a cell whose record is gone is the only one redone
     monkeypatch.undo()
