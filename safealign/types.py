@@ -132,6 +132,7 @@ class Behavior:
     target: str = ""  # affirmative target string for GCG / prefilling
     source: str = ""
     row: int = -1
+    tags: tuple[str, ...] = ()  # HarmBench Tags, e.g. ("book", "hash_check") for a copyright behavior
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Layouts, detected from the columns:
 - AdvBench original CSV: ``goal``, ``target``; ids are ``advbench_<row+1>`` (1-based, matching the
   HarmBench-layout AdvBench file and its targets JSON).
 - JSONL / JSON: fields ``behavior`` | ``prompt`` | ``goal`` | ``instruction``, and optional ``id``, ``category``,
-  ``context``, ``target`` (ids default to ``<file stem>_<row>``).
+  ``context``, ``target``, ``tags`` (a list or comma-separated; ids default to ``<file stem>_<row>``).
 
 An optional targets JSON (``{BehaviorID: "Sure, here is …"}``) fills ``target``.
 """
@@ -48,7 +48,8 @@ def write_behaviors(path: str | Path, behaviors: Iterable[Behavior]) -> None:
 
     keep = ("context", "target")
     write_jsonl(path, [{"id": b.id, "behavior": b.behavior, "category": b.category,
-                        **{k: getattr(b, k) for k in keep if getattr(b, k)}} for b in behaviors])
+                        **{k: getattr(b, k) for k in keep if getattr(b, k)},
+                        **({"tags": list(b.tags)} if b.tags else {})} for b in behaviors])
 
 
 def parse_behaviors(name: str, records: list[tuple[int, Record]], layout: str, *,
@@ -105,6 +106,7 @@ def _harmbench(record: Record, name: str, row: int) -> Behavior:
         context=_text(record, "ContextString", name, row, required=False),
         source=name,
         row=row,
+        tags=_tags(record.get("Tags")),
     )
 
 
@@ -128,7 +130,14 @@ def _generic(record: Record, name: str, row: int) -> Behavior:
         target=_text(record, "target", name, row, required=False),
         source=name,
         row=row,
+        tags=_tags(record.get("tags")),
     )
+
+
+def _tags(value: Any) -> tuple[str, ...]:
+    """HarmBench's comma-separated ``Tags`` (or a JSON list): ``"book, hash_check"`` -> ("book", "hash_check")."""
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return tuple(t for t in (str(item).strip() for item in items) if t)
 
 
 def _check_unique(name: str, behaviors: list[Behavior]) -> None:

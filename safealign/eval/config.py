@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from safealign import checks
+from safealign.errors import UserError
 
 
 @dataclass
@@ -53,6 +54,9 @@ class BehaviorsConfig:
     # tokens, is rejected (the run stops before any work), skipped or truncated (counted in the summary)
     max_chars: Optional[int] = 32_000
     too_long: str = "reject"  # reject | skip | truncate
+    # HarmBench's copyright behaviors (tag hash_check) are left out unless true: only a hashing judge scores them
+    # (judges: [harmbench] or [copyright], safealign/eval/judges/copyright.py)
+    copyright: bool = False
 
     def validate(self, prefix: str = "behaviors.") -> None:
         checks.at_least(prefix + "sample", self.sample, 1)
@@ -127,3 +131,6 @@ class EvalConfig:
         self.behaviors.validate()
         self.generation.validate()
         self.benign.validate()
+        if self.behaviors.copyright and not {"harmbench", "copyright"} & set(self.judges):
+            raise UserError("behaviors.copyright: true adds HarmBench's copyright behaviors, which only a hashing "
+                            "judge scores: add judges: [harmbench] (HarmBench's classifier and hashing) or [copyright]")

@@ -71,6 +71,10 @@ def run_eval(
         from safealign.eval.benchmarks import load_benchmark_set, select_configured
 
         loaded = load_benchmark_set(config.behaviors)
+        if loaded.copyright:  # left out (behaviors.copyright is false)
+            logger.warning("%s: %d HarmBench copyright behaviors left out (behaviors.copyright: true with judges "
+                           "[harmbench] or [copyright] scores them by hashing)", config.behaviors.path,
+                           len(loaded.copyright))
         benchmark = loaded.describe()  # e.g. how many HarmBench copyright rows were left out
         behaviors = select_configured(loaded.harmful, config.behaviors)
     if not behaviors:

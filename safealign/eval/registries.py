@@ -44,6 +44,8 @@ JUDGES.register("classifier", "safealign.eval.judges.classifier:ClassifierJudge"
 JUDGES.register("llm", "safealign.eval.judges.llm:LLMJudge")
 JUDGES.register("tiered", "safealign.eval.judges.tiered:TieredJudge")
 JUDGES.register("strongreject", "safealign.eval.judges.strongreject:StrongRejectJudge")
+JUDGES.register("copyright", "safealign.eval.judges.copyright:CopyrightJudge")
+JUDGES.register("harmbench", "safealign.eval.judges.harmbench:HarmBenchJudge")
 
 DEFENSES.register("self_reminder", "safealign.eval.defenses.prompting:SelfReminder")
 DEFENSES.register("in_context", "safealign.eval.defenses.prompting:InContext")

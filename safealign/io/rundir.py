@@ -40,7 +40,7 @@ EVAL_EXCLUDED = (
     "model.device", "model.trust_remote_code", "model.base_url_env", "model.api_key_env", "model.timeout_s",
     "model.max_retries", "model.concurrency",
     "behaviors.path", "behaviors.targets", "behaviors.categories", "behaviors.ids", "behaviors.rows",
-    "behaviors.sample", "behaviors.seed", "behaviors.limit",
+    "behaviors.sample", "behaviors.seed", "behaviors.limit", "behaviors.copyright",
 )  # fmt: skip
 # Not part of a training run's fingerprint: where it writes, logging/checkpoint cadence, measurement-only
 # diagnostics, and settings that change speed or memory but not the numbers (cache location and batching,
@@ -166,7 +166,11 @@ def _data_identity(path: Any) -> str:
 
 
 def _behavior_json(behavior: Any) -> Any:
-    return dataclasses.asdict(behavior) if dataclasses.is_dataclass(behavior) else behavior
+    if not dataclasses.is_dataclass(behavior):
+        return behavior
+    # tags steer judges only (a hashing judge reads "hash_check"), and the judges are fingerprinted themselves;
+    # left out, behaviors hash as before they had tags, so runs made then still resume
+    return {k: v for k, v in dataclasses.asdict(behavior).items() if k != "tags"}
 
 
 def _json_digest(value: Any) -> str:

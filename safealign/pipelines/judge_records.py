@@ -157,7 +157,7 @@ def _configured_behaviors(run: Path) -> tuple[str, list[Behavior]]:
     if not config.behaviors.path:
         raise UserError(f"{run}: the behaviors were handed to the evaluation (its config names no file) and the run "
                         f"predates behaviors.jsonl; {hint}")
-    return config.behaviors.path, load_benchmark_set(config.behaviors).harmful
+    return config.behaviors.path, load_benchmark_set(config.behaviors).including_copyright().harmful
 
 
 def _summary(run: Path, store: Any, behaviors: Sequence[Behavior], judges: list[str], judge: str,

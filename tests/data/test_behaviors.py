@@ -7,7 +7,7 @@ from collections import Counter
 
 import pytest
 
-from safealign.data.behaviors import behavior_prompt, load_behaviors
+from safealign.data.behaviors import behavior_prompt, load_behaviors, write_behaviors
 from safealign.types import Behavior
 
 
@@ -45,11 +45,15 @@ def test_harmbench_layout_inline(tmp_path):
         "Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n"
         "Do A,standard,illegal,,,a\n"
         'Summarise this,contextual,misinformation,context,"Some text, quoted",b\n'
+        'Sing it,copyright,copyright," lyrics, hash_check",,c\n'
     )
     assert load_behaviors(path) == [
         Behavior("a", "Do A", "illegal", "", "", str(path), 0),
-        Behavior("b", "Summarise this", "misinformation", "Some text, quoted", "", str(path), 1),
+        Behavior("b", "Summarise this", "misinformation", "Some text, quoted", "", str(path), 1, ("context",)),
+        Behavior("c", "Sing it", "copyright", "", "", str(path), 2, ("lyrics", "hash_check")),
     ]
+    write_behaviors(tmp_path / "back.jsonl", load_behaviors(path))  # tags survive the round trip of behaviors.jsonl
+    assert [b.tags for b in load_behaviors(tmp_path / "back.jsonl")] == [(), ("context",), ("lyrics", "hash_check")]
 
 
 def test_advbench_original_layout(tmp_path):

@@ -141,8 +141,8 @@ def test_unknown_names_fail_before_any_work(tmp_path):
     with pytest.raises(ValueError, match=f"unknown attack 'gbg'; valid names: {', '.join(ATTACKS.names())}$"):
         run_eval(_config(tmp_path, attacks=("gbg",)), chat_model=fake, behaviors=BEHAVIORS)
     config = _config(tmp_path, attacks=("direct",))
-    config.judges = ["refusal", "harmbench"]
-    with pytest.raises(ValueError, match=f"unknown judge 'harmbench'; valid names: {', '.join(JUDGES.names())}$"):
+    config.judges = ["refusal", "harmbench_cls"]
+    with pytest.raises(ValueError, match=f"unknown judge 'harmbench_cls'; valid names: {', '.join(JUDGES.names())}$"):
         run_eval(config, chat_model=fake, behaviors=BEHAVIORS)
     config = _config(tmp_path, attacks=("direct",))
     config.judges = ["refusal"]

@@ -21,11 +21,13 @@ def load_benchmark(config: Any) -> list[Behavior]:
 
 
 def load_benchmark_set(config: Any) -> BenchmarkSet:
-    """The whole file ``config.path`` names: harmful behaviors, benign prompts, skipped rows (unfiltered)."""
+    """The whole file ``config.path`` names: harmful behaviors (HarmBench's copyright ones among them when
+    ``config.copyright``), benign prompts, skipped rows (unfiltered)."""
     if not config.path:
         raise UserError("behaviors.path is not set: point it at a behaviors or benchmark file (HarmBench/AdvBench/"
                         "StrongREJECT/XSTest/JailbreakBench CSV, SORRY-Bench JSONL, WildJailbreak TSV)")
-    return read_benchmark(config.path, targets=config.targets)
+    loaded = read_benchmark(config.path, targets=config.targets)
+    return loaded.including_copyright() if getattr(config, "copyright", False) else loaded
 
 
 def select_configured(behaviors: Sequence[Behavior], config: Any) -> list[Behavior]:

@@ -11,7 +11,8 @@ Layouts (column names as the upstream files spell them; see docs/benchmarks.md):
 - WildJailbreak TSV: ``data_type`` (vanilla_harmful | vanilla_benign | adversarial_harmful |
   adversarial_benign) with the ``vanilla`` and/or ``adversarial`` text column the type names.
 - Anything else goes to :func:`safealign.data.behaviors.load_behaviors` (HarmBench, AdvBench, generic
-  JSONL); HarmBench copyright behaviors are skipped and counted, since they need a hashing judge.
+  JSONL); HarmBench copyright behaviors are kept apart (``BenchmarkSet.copyright``) and counted as skipped unless
+  the run includes them (``behaviors.copyright``), since only a hashing judge scores them.
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ class BenchmarkSet:
     harmful: tuple[Behavior, ...] = ()
     benign: tuple[Behavior, ...] = ()
     skipped: dict[str, int] = field(default_factory=dict)
+    copyright: tuple[Behavior, ...] = ()  # HarmBench's hash_check behaviors, left out of ``harmful`` (skipped)
+
+    def including_copyright(self) -> BenchmarkSet:
+        """The set with the copyright behaviors among the harmful ones, in file order (a hashing judge scores them)."""
+        skipped = {k: v for k, v in self.skipped.items() if k != "copyright"}
+        harmful = tuple(sorted((*self.harmful, *self.copyright), key=lambda b: b.row))
+        return replace(self, harmful=harmful, copyright=(), skipped=skipped)
 
     def describe(self) -> dict[str, Any]:
         """What a summary records about the file."""
@@ -102,10 +110,8 @@ def _behaviors_file(path: str | Path, records: list[tuple[int, Record]], targets
         return BenchmarkSet(layout, tuple(behaviors))
     copyright_rows = {row for row, record in records if _is_copyright(record)}
     kept = tuple(b for b in behaviors if b.row not in copyright_rows)
-    if copyright_rows:
-        logger.warning("%s: %d HarmBench copyright behaviors skipped (they need a hashing judge)",
-                       path, len(copyright_rows))  # fmt: skip
-    return BenchmarkSet(layout, kept, skipped={"copyright": len(copyright_rows)} if copyright_rows else {})
+    copied = tuple(b for b in behaviors if b.row in copyright_rows)
+    return BenchmarkSet(layout, kept, skipped={"copyright": len(copied)} if copied else {}, copyright=copied)
 
 
 def _is_copyright(record: Record) -> bool:
