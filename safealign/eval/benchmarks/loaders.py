@@ -10,6 +10,11 @@ Layouts (column names as the upstream files spell them; see docs/benchmarks.md):
 - SORRY-Bench JSONL: ``question_id, category, turns`` (a list holding the request) — every row harmful.
 - WildJailbreak TSV: ``data_type`` (vanilla_harmful | vanilla_benign | adversarial_harmful |
   adversarial_benign) with the ``vanilla`` and/or ``adversarial`` text column the type names.
+- Do-Not-Answer CSV (``data_en.csv``): ``id, risk_area, types_of_harm, specific_harms, question`` — every row
+  harmful (questions a responsible model declines), the risk area as category.
+- SimpleSafetyTests CSV: ``id, harm_area, counter, category, prompts_final`` — every row harmful.
+- OR-Bench CSV (``or-bench-80k.csv``, ``or-bench-hard-1k.csv``, ``or-bench-toxic.csv``): ``prompt, category``, told
+  from other files by the name; the toxic file is harmful, the other two benign (over-refusal prompts).
 - Anything else goes to :func:`safealign.data.behaviors.load_behaviors` (HarmBench, AdvBench, generic
   JSONL); HarmBench copyright behaviors are kept apart (``BenchmarkSet.copyright``) and counted as skipped unless
   the run includes them (``behaviors.copyright``), since only a hashing judge scores them.
@@ -53,9 +58,16 @@ class BenchmarkSet:
                 "skipped": dict(self.skipped)}  # fmt: skip
 
 
-def benchmark_layout(columns: Iterable[str]) -> str | None:
-    """The benchmark layout ``columns`` match (checked before the generic behaviors layouts), else None."""
+def benchmark_layout(columns: Iterable[str], name: str = "") -> str | None:
+    """The benchmark layout ``columns`` match (checked before the generic behaviors layouts), else None.
+    ``name``, the file's, tells OR-Bench's files (just ``prompt, category``) from any other such file."""
     cols = set(columns)
+    if {"risk_area", "types_of_harm", "question"} <= cols:
+        return "do_not_answer"
+    if {"harm_area", "prompts_final"} <= cols:
+        return "simple_safety_tests"
+    if cols == {"prompt", "category"} and any(k in Path(name).name.lower() for k in ("or-bench", "or_bench")):
+        return "or_bench"
     if {"forbidden_prompt", "category", "source"} <= cols:
         return "strongreject"
     if {"prompt", "type", "label"} <= cols:
@@ -75,7 +87,7 @@ def read_benchmark(path: str | Path, *, targets: str | Path | None = None) -> Be
     records = list(read_rows(path))
     if not records:
         raise UserError(f"{name}: no rows")
-    layout = benchmark_layout(records[0][1].keys())
+    layout = benchmark_layout(records[0][1].keys(), name)
     if layout is None:
         return _behaviors_file(path, records, targets)
     parse = PARSERS[layout]
@@ -103,7 +115,9 @@ def _behaviors_file(path: str | Path, records: list[tuple[int, Record]], targets
             "Expected one of: HarmBench (Behavior, BehaviorID, ...), AdvBench (goal, target), StrongREJECT "
             "(category, source, forbidden_prompt), XSTest (prompt, type, label), JailbreakBench (Goal, Target, "
             "Behavior, Category), SORRY-Bench JSONL (question_id, category, turns), WildJailbreak TSV "
-            "(data_type + vanilla/adversarial), or JSON fields behavior|prompt|goal"
+            "(data_type + vanilla/adversarial), Do-Not-Answer (risk_area, types_of_harm, question), "
+            "SimpleSafetyTests (harm_area, prompts_final), OR-Bench (prompt, category), or JSON fields "
+            "behavior|prompt|goal"
         )
     behaviors = parse_behaviors(str(path), records, layout, targets=targets)
     if layout != "harmbench":
@@ -182,7 +196,30 @@ def _wildjailbreak(record: Record, name: str, row: int) -> tuple[Behavior, bool]
                     row=row), kind.endswith("_harmful")
 
 
+def _do_not_answer(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
+    pid = _text(record, "id", name, row, required=False) or str(row)
+    return Behavior(f"dna_{pid}", _text(record, "question", name, row),
+                    category=_text(record, "risk_area", name, row, required=False), source=name, row=row), True
+
+
+def _simple_safety_tests(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
+    pid = _text(record, "id", name, row, required=False) or str(row)
+    return Behavior(pid if pid.startswith("sst_") else f"sst_{pid}", _text(record, "prompts_final", name, row),
+                    category=_text(record, "harm_area", name, row, required=False), source=name, row=row), True
+
+
+def _or_bench(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
+    # or-bench-toxic.csv holds the toxic prompts; or-bench-80k.csv and or-bench-hard-1k.csv the seemingly toxic,
+    # benign ones an over-refusing model declines
+    return Behavior(f"{_stem(name)}_{row}", _text(record, "prompt", name, row),
+                    category=_text(record, "category", name, row, required=False), source=name,
+                    row=row), "toxic" in Path(name).name.lower()
+
+
 PARSERS: dict[str, Callable[[Record, str, int], tuple[Behavior, bool]]] = {
+    "do_not_answer": _do_not_answer,
+    "simple_safety_tests": _simple_safety_tests,
+    "or_bench": _or_bench,
     "strongreject": _strongreject,
     "xstest": _xstest,
     "jailbreakbench": _jailbreakbench,
