@@ -89,6 +89,8 @@ def test_a_rerun_judges_only_what_is_missing_or_changed(run_dir):
     summary = judge_records(run_dir, "details", judge_obj=third)
     assert summary["judged_now"] == 1 and third.seen == [("b3", "", "now with details")]
     assert summary["attacks"]["direct"]["details"]["asr"] == 0.75
+    fourth = judge_records(run_dir, "details", judge_obj=DetailsJudge())  # the superseded answer stays superseded
+    assert fourth["judged_now"] == 0 and fourth["attacks"]["direct"]["details"]["asr"] == 0.75
 
 
 def test_generation_failures_stay_unscored(tmp_path):
