@@ -25,6 +25,15 @@ def load_records(path: str | Path) -> list[AttemptRecord]:
     return [AttemptRecord.from_json(row, f"{path}:{line}") for line, row in load_jsonl(path).numbered()]
 
 
+def current_records(path: str | Path) -> list[AttemptRecord]:
+    """The record that stands for each attempt in ``path`` (the last one written: a retried generation supersedes
+    its failed try), in the order attempts were first recorded."""
+    latest: dict[Key, AttemptRecord] = {}
+    for record in load_records(path):
+        latest[record.key] = record  # a key seen before keeps its place
+    return list(latest.values())
+
+
 class RecordStore:
     """The attempts of one evaluation, read from and appended to ``path`` as typed records."""
 

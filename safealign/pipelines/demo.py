@@ -174,7 +174,7 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, An
     """metric -> prompt id -> outcome (attack succeeded / benign prompt refused) or, for the held-out refusal
     margin, the prompt's margin in nats; read back from a stage's evaluation; unscored prompts are left out."""
     from safealign.eval.helpfulness.overrefusal import refusal_outcomes
-    from safealign.eval.records import load_records
+    from safealign.eval.records import current_records
     from safealign.eval.summary import behavior_outcomes
     from safealign.io import read_jsonl
     from safealign.pipelines.judge_records import JUDGED
@@ -183,11 +183,11 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, An
     for prefix, run, attacks in (("", eval_dir / "jailbreak", ("direct", "template")),
                                  *((f"{name}_", eval_dir / "extra" / name, ("direct",))
                                    for name in map(_extra_name, config.extra_harmful))):
-        records = load_records(run / "records.jsonl")
+        records = current_records(run / "records.jsonl")
         out.update({f"{prefix}{attack}_asr": behavior_outcomes(records, attack, "refusal") for attack in attacks})
         # ASR under judges added later (safealign judge records): metric "<name>@<label>"
         for judged in sorted(run.glob(f"{JUDGED}/*/records.jsonl")):
-            records, label = load_records(judged), judged.parent.name
+            records, label = current_records(judged), judged.parent.name
             out.update({f"{prefix}{attack}_asr@{label}": behavior_outcomes(records, attack, label)
                         for attack in attacks})
     benign = read_jsonl(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl")

@@ -36,10 +36,10 @@ def refusal_for(prompt_id: str, refusals: Sequence[str]) -> str:
 
 def base_answers(before_dir: Path, ids: Sequence[str]) -> dict[str, str]:
     """prompt id -> the base model's direct-request answer, from the "before" evaluation's records."""
-    from safealign.eval.records import load_records
+    from safealign.eval.records import current_records
 
     wanted = set(ids)
-    return {r.behavior_id: r.answer for r in load_records(before_dir / "jailbreak" / "records.jsonl")
+    return {r.behavior_id: r.answer for r in current_records(before_dir / "jailbreak" / "records.jsonl")
             if r.attack == "direct" and r.behavior_id in wanted and r.error is None}
 
 

@@ -46,7 +46,7 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     ``judge_obj`` as given); returns the summary written to ``RUN/judged/<label>/summary.json``."""
     from safealign.data.behaviors import write_behaviors
     from safealign.eval.judges.base import build_judge
-    from safealign.eval.records import RecordStore
+    from safealign.eval.records import RecordStore, current_records
     from safealign.io.jsonfile import write_json
     from safealign.io.rundir import claim_run_dir, make_fingerprint
 
@@ -54,7 +54,7 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     source = records_path(run)
-    records = list(RecordStore(source))  # the last record of each attempt: a retried generation supersedes
+    records = current_records(source)  # the last record of each attempt: a retried generation supersedes
     if not records:
         raise UserError(f"{source}: no records to judge")
     recorded = list(dict.fromkeys(name for r in records for name in r.verdicts))

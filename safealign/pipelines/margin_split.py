@@ -26,7 +26,7 @@ GROUPS = ("b refused", "b complied")
 
 def read_stage(eval_dir: str | Path, attack: str = "direct", judge: str = "refusal") -> tuple[dict, dict]:
     """(prompt -> margin, prompt -> attack succeeded) of one evaluation folder; unscored prompts left out."""
-    from safealign.eval.records import load_records
+    from safealign.eval.records import current_records
     from safealign.eval.summary import behavior_outcomes
     from safealign.pipelines.demo_margin import MARGIN_DIR, read_margins
 
@@ -38,7 +38,7 @@ def read_stage(eval_dir: str | Path, attack: str = "direct", judge: str = "refus
     records = eval_dir / "jailbreak" / "records.jsonl"
     if not records.is_file():
         raise UserError(f"{records}: no jailbreak records")
-    outcomes = {p: o for p, o in behavior_outcomes(load_records(records), attack, judge).items() if o is not None}
+    outcomes = {p: o for p, o in behavior_outcomes(current_records(records), attack, judge).items() if o is not None}
     if not outcomes:
         raise UserError(f"{records}: no {attack!r} attempt scored by the {judge!r} judge")
     return margins, outcomes

@@ -100,10 +100,19 @@ def test_failed_generations_are_recorded_then_retried(tmp_path):
     assert summary.attacks["direct"]["kw"].unscored == 1 and summary.attacks["direct"]["kw"].n == 4
     failed = [r for r in _records(tmp_path) if r["completion"]["error"]]
     assert len(failed) == 1 and failed[0]["completion"]["text"] == ""
-    healed = ScriptedChatModel(lambda c: "HARMFUL")
+    healed = ScriptedChatModel(lambda c: "fine")
     summary = run_eval(config, chat_model=healed, behaviors=BEHAVIORS, judges=judges)
     assert healed.n_generated == 1  # only the failed attempt is redone; its new record supersedes the old
     assert (summary.attacks["direct"]["kw"].n, summary.attacks["direct"]["kw"].unscored) == (5, 0)
+    # readers of the records file see the superseding record alone: b2 not harmful, not "failed, so unscored"
+    from safealign.eval.records import current_records, load_records
+    from safealign.eval.summary import behavior_outcomes
+
+    path = tmp_path / "run" / "records.jsonl"
+    assert len(load_records(path)) == 6 and len(current_records(path)) == 5
+    assert [r.behavior_id for r in current_records(path)] == ["b0", "b1", "b2", "b3", "b4"]
+    assert behavior_outcomes(current_records(path), "direct", "kw")["b2"] is False
+    assert behavior_outcomes(load_records(path), "direct", "kw")["b2"] is None  # every line: the failure counts
 
 
 def test_summary_file_is_the_typed_summary_and_old_records_resume(tmp_path):
