@@ -27,7 +27,7 @@ from safealign.io import parse_jsonl
 log = logging.getLogger(__name__)
 
 Record = dict[str, Any]
-TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv")
+TEXT_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".tsv", ".txt")  # .txt: one prompt per line
 SUFFIXES = TEXT_SUFFIXES + (".parquet",)
 
 
@@ -78,7 +78,9 @@ def _read_file(path: Path) -> Iterator[tuple[int, Record]]:
         text = _read_text(path)
     except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
         raise UserError(f"{path}: cannot read file: {exc}") from exc
-    if kind == "jsonl":
+    if kind == "txt":  # e.g. MaliciousInstruct.txt: each non-blank line a prompt; row = its 0-based line
+        yield from ((row, {"prompt": line.strip()}) for row, line in enumerate(text.splitlines()) if line.strip())
+    elif kind == "jsonl":
         yield from _parse_jsonl(path, text)
     elif kind == "json":
         yield from _parse_json(path, text)
