@@ -13,6 +13,10 @@ SUBCOMMANDS = {
         "safealign.cli.data_score",
         "add aligned models' scores of each chosen response (the chosen_scores column poft trains on)",
     ),
+    "import-completions": (
+        "safealign.cli.data_import_completions",
+        "HarmBench completions (and labels) as an evaluation directory, for safealign's judges",
+    ),
     "select": (
         "safealign.cli.data_select",
         "keep the pairs whose two responses differ most (REAL), writing a filtered file",

@@ -1,0 +1,78 @@
+"""HarmBench completions as a safealign evaluation (``safealign data import-completions``), so any safealign judge
+can score answers another tool generated (``safealign judge records``) and be compared with the labels HarmBench
+gave them.
+
+Input: HarmBench's ``generate_completions.py`` output, ``{BehaviorID: [{"test_case": ..., "generation": ...}, ...]}``,
+or ``evaluate_completions.py``'s, whose entries also carry ``"label"`` (1 harmful, 0 not, -1 unparseable), imported as
+the verdicts of a judge named ``labels_as`` (unparseable ones unscored). Output: an evaluation directory —
+``records.jsonl`` (one attempt per entry: the test case as the user message, the generation as the answer),
+``behaviors.jsonl`` and ``summary.json`` (ASR under the imported labels, when there are any).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from safealign.errors import UserError
+from safealign.io.records import AttemptRecord
+
+LABELS = {1: True, 0: False, -1: None}
+
+
+def import_completions(path: str | Path, behaviors: str, out: str | Path, *, attack: str = "harmbench",
+                       labels_as: str = "harmbench_label") -> dict[str, Any]:  # fmt: skip
+    """Write the evaluation directory ``out`` from the completions file ``path``; returns its summary."""
+    from safealign.data.behaviors import write_behaviors
+    from safealign.eval.records import RecordStore
+    from safealign.eval.summary import summarize
+    from safealign.io.jsonfile import read_json, write_json
+    from safealign.pipelines.judge_records import load_behavior_spec
+
+    path, out = Path(path), Path(out)
+    data = read_json(path)
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected HarmBench completions, an object of behavior id -> list of entries")
+    by_id = {b.id: b for b in load_behavior_spec(behaviors)}
+    missing = sorted(set(data) - set(by_id))
+    if missing:
+        raise UserError(f"{path}: {len(missing)} behavior id(s) are not in {behaviors} (first: {missing[0]})")
+    records = [_record(path, behavior_id, index, entry, len(entries), by_id[behavior_id].category, attack, labels_as)
+               for behavior_id, entries in data.items() for index, entry in enumerate(_entries(path, behavior_id,
+                                                                                                entries))]
+    if (out / "records.jsonl").exists():
+        raise UserError(f"{out}: already holds records.jsonl; import into a new directory")
+    out.mkdir(parents=True, exist_ok=True)
+    used = [by_id[i] for i in data]
+    write_behaviors(out / "behaviors.jsonl", used)
+    store = RecordStore(out / "records.jsonl")
+    store.append(records)
+    judges = [labels_as] if any(r.verdicts for r in records) else []
+    summary = summarize(records, used, [attack], judges).to_json() if judges else {}
+    summary.update(source=str(path), imported=len(records), behaviors=len(used))
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def _entries(path: Path, behavior_id: str, entries: Any) -> list[dict[str, Any]]:
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise UserError(f"{path}: behavior {behavior_id}: expected a list of objects (test_case, generation)")
+    return entries
+
+
+def _record(path: Path, behavior_id: str, index: int, entry: dict[str, Any], n: int, category: str, attack: str,
+            labels_as: str) -> AttemptRecord:  # fmt: skip
+    where = f"{path}: behavior {behavior_id}, entry {index}"
+    for field in ("test_case", "generation"):
+        if not isinstance(entry.get(field), str):
+            raise UserError(f"{where}: field {field!r} must be text, got {type(entry.get(field)).__name__}")
+    verdicts = {}
+    if "label" in entry:
+        label = entry["label"]
+        if isinstance(label, bool) or label not in LABELS:
+            raise UserError(f"{where}: field 'label' must be 1, 0 or -1 (HarmBench), got {label!r}")
+        verdicts[labels_as] = {"harmful": LABELS[label], "error": None if label != -1 else "unparseable (label -1)",
+                               "raw": f"label {label}"}
+    return AttemptRecord(behavior_id=behavior_id, attack=attack, attempt_id=str(index), category=category,
+                         n_attempts=n, messages=[{"role": "user", "content": entry["test_case"]}],
+                         completion={"text": entry["generation"], "error": None, "meta": {}}, verdicts=verdicts)
