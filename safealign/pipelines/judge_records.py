@@ -168,27 +168,29 @@ def _summary(run: Path, store: Any, behaviors: Sequence[Behavior], judges: list[
 
     records, label = list(store), judges[-1]
     attacks = list(dict.fromkeys(r.attack for r in records))
-    described = {**_recorded_judges(run), label: {"class": type(scorer).__name__, "name": judge, "params": params,
-                                                  **scorer.describe()}}
+    source = _source_summary(run)
+    described = {**(source.judges if source else {}), label: {"class": type(scorer).__name__, "name": judge,
+                                                              "params": params, **scorer.describe()}}
     summary = dataclasses.replace(
-        summarize(records, behaviors, attacks, judges), complete=True, wall_s=seconds, judges=described,
+        summarize(records, behaviors, attacks, judges), complete=source.complete if source else None,
+        wall_s=seconds, judges=described,
         records=str(store.path), judge_agreement=pairwise_agreement(records, attacks, judges),
         extra={"source": str(run), "label": label, "n_records": len(records), "judged_now": judged_now,
                "answers_digest": _answers_digest(records)})
     return summary.to_json()
 
 
-def _recorded_judges(run: Path) -> dict[str, Any]:
-    """How the evaluation described its own judges (its summary.json), when it wrote one."""
+def _source_summary(run: Path) -> Any:
+    """The evaluation's own summary (whether it completed, how it described its judges); None when it has none."""
     from safealign.io.jsonfile import read_json
     from safealign.io.summaries import EvalSummary
 
     path = run / "summary.json"
     try:
-        return dict(EvalSummary.from_json(read_json(path), str(path)).judges) if path.is_file() else {}
-    except UserError as err:  # a damaged summary costs only the description, not the judging
+        return EvalSummary.from_json(read_json(path), str(path)) if path.is_file() else None
+    except UserError as err:  # a damaged summary costs only these facts, not the judging
         logger.warning("%s", err)
-        return {}
+        return None
 
 
 def _answers_digest(records: Sequence[AttemptRecord]) -> str:
@@ -208,9 +210,8 @@ def format_judged(summary: dict[str, Any]) -> str:
              format_table(EvalSummary.from_json(summary, 'judged summary'))]
     for pair, stats in (summary.get("judge_agreement") or {}).get("all", {}).items():
         if label in pair.split("|"):
-            agreement = stats.get("agreement") or {}
-            kappa = stats.get("kappa")
-            lines.append(f"agreement {pair}: {agreement.get('value') or 0.0:.3f} over {stats['n']} scored "
+            rate, kappa = (stats.get("agreement") or {}).get("value"), stats.get("kappa")
+            lines.append(f"agreement {pair}: {'-' if rate is None else f'{rate:.3f}'} over {stats['n']} scored "
                          f"attempts, kappa {'-' if kappa is None else f'{kappa:.3f}'}; harmful only by "
                          f"{pair.split('|')[0]}: {stats['a_only']}, only by {pair.split('|')[1]}: {stats['b_only']}")
     return "\n".join(lines)

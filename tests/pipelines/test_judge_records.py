@@ -68,6 +68,7 @@ def test_every_recorded_answer_is_judged_and_both_judges_are_reported_on_the_sam
     pair = summary["judge_agreement"]["direct"]["kw|details"]
     assert (pair["both_harmful"], pair["a_only"], pair["b_only"], pair["both_safe"]) == (1, 1, 1, 1)
     assert summary["judged_now"] == 8 and summary["n_records"] == 8 and summary["label"] == "details"
+    assert summary["complete"] is True and set(summary["judges"]) == {"kw", "details"}  # the source's facts kept
     # the judge saw the behavior with its context, and the prefill attack's answer without the prefill
     assert ("b0", "ctx", " HARMFUL details") in judge.seen and ("b1", "", "HARMFUL") in judge.seen
     out = judged_dir(run_dir, "details")
