@@ -23,6 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--behaviors", default=None,
                         help="the behaviors the run evaluated, when it did not record them (runs made before "
                              "behaviors.jsonl existed): a behaviors file or builtin:harmful (the demo's and sweep's)")
+    parser.add_argument("--below", action="store_true",
+                        help="judge every evaluation directory at or below each RUN (a demo's or sweep's stages and "
+                             "extra sets; an unfinished one is judged as far as it goes, the rest on a re-run)")
     parser.add_argument("--batch-size", type=int, default=32, help="answers per judge call (and per append)")
     parser.add_argument("--fresh", action="store_true", help="discard RUN/judged/<label>/ and judge everything again")
     parser.add_argument("--json", action="store_true", help="print each summary as JSON")
@@ -30,14 +33,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safealign.eval.judges.base import build_judge
-    from safealign.pipelines.judge_records import format_judged, judge_records, records_path
+    from safealign.errors import UserError
+    from safealign.pipelines.judge_records import evaluation_dirs, format_judged, judge_records, records_path
 
     name, *params = args.judge
     params = parse_params(params)
-    for run_dir in args.runs:  # every directory checked before a classifier's weights load
+    runs = [d for root in args.runs for d in evaluation_dirs(root)] if args.below else args.runs
+    if not runs:
+        raise UserError(f"no evaluation directory below {', '.join(args.runs)}")
+    for run_dir in runs:  # every directory checked before a classifier's weights load
         records_path(run_dir)
     scorer = build_judge(name, params)  # built once: a classifier loads its weights once for every run directory
-    for run_dir in args.runs:
+    for run_dir in runs:
         summary = judge_records(run_dir, name, params, label=args.label, behaviors=args.behaviors,
                                 batch_size=args.batch_size, fresh=args.fresh, judge_obj=scorer)
         print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_judged(summary))

@@ -84,6 +84,15 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     return summary
 
 
+def evaluation_dirs(root: str | Path) -> list[Path]:
+    """Every evaluation directory at or below ``root`` (records.jsonl and an eval fingerprint; judged copies not
+    counted): a demo's or a sweep's stages, each jailbreak and extra set."""
+    from safealign.io.rundir import read_fingerprint
+
+    found = sorted(p.parent for p in Path(root).rglob("records.jsonl") if JUDGED not in p.relative_to(root).parts)
+    return [d for d in found if (fp := read_fingerprint(d)) is not None and fp.kind == "eval"]
+
+
 def records_path(run: str | Path) -> Path:
     """``RUN/records.jsonl``; a directory without one is named in a UserError."""
     source = Path(run) / "records.jsonl"

@@ -206,3 +206,19 @@ def test_a_bad_completions_file_names_the_behavior_entry_and_field(tmp_path):
         bad.write_text(json.dumps(content))
         with pytest.raises(UserError, match=message):
             import_completions(bad, str(behaviors), tmp_path / "out")
+
+
+def test_below_finds_every_evaluation_of_a_tree_and_skips_judged_copies_and_other_records(run_dir, tmp_path, capsys):
+    from safealign.pipelines.judge_records import evaluation_dirs
+
+    nested = tmp_path / "stage" / "extra" / "set"
+    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(nested))
+    run_eval(config, chat_model=ScriptedChatModel(lambda c: "no"), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    (tmp_path / "helpfulness").mkdir()
+    (tmp_path / "helpfulness" / "records.jsonl").write_text('{"id": "u1", "answer": "text"}\n')  # not attempts
+    judge_records(run_dir, "details", judge_obj=DetailsJudge())  # leaves run/judged/details/records.jsonl
+    assert evaluation_dirs(tmp_path) == [run_dir, nested]
+    assert main(["judge", "records", str(tmp_path), "--below", "--judge", "refusal", "--label", "strings"]) == 0
+    assert capsys.readouterr().out.count("judged now by strings") == 2
+    assert main(["judge", "records", str(tmp_path / "helpfulness"), "--below", "--judge", "refusal"]) == 2
+    assert "no evaluation directory below" in capsys.readouterr().err
