@@ -220,18 +220,23 @@ def _white_box(target: ChatModel, model: Any, tokenizer: Any) -> tuple[Any, Any]
 
 
 def _check_names(config: EvalConfig, judges: dict[str, Judge] | None) -> None:
-    """Fail before any work on unknown attack/judge names or params for plug-ins not in the run."""
+    """Fail before any work on unknown attack/judge names, here or in the params; params of a known plug-in the
+    run does not use (a config narrowed on the command line, e.g. ``attacks=[direct]``) are ignored with a warning."""
     for name in config.attacks:
         ATTACKS.get(name)
     for name in [] if judges else config.judges:
         JUDGES.get(name)
     if not (judges or config.judges):
         raise UserError(f"no judges configured; valid: {', '.join(JUDGES.names())}")
-    for kind, params, used in (("attack_params", config.attack_params, config.attacks),
-                               ("judge_params", config.judge_params, judges or config.judges)):  # fmt: skip
+    for kind, params, used, registry in (("attack_params", config.attack_params, config.attacks, ATTACKS),
+                                         ("judge_params", config.judge_params, judges or config.judges, JUDGES)):
         stray = sorted(set(params) - set(used))
+        unknown = [name for name in stray if name not in registry]
+        if unknown:
+            raise UserError(f"{kind} given for {unknown}, which are not registered; "
+                            f"valid: {', '.join(registry.names())}")
         if stray:
-            raise UserError(f"{kind} given for {stray}, which are not in this run ({', '.join(used)})")
+            logger.warning("%s given for %s, which are not in this run (%s): ignored", kind, stray, ", ".join(used))
     if config.early_stop_judge and config.early_stop_judge not in (judges or config.judges):
         raise UserError(f"early_stop_judge {config.early_stop_judge!r} is not one of the run's judges")
 

@@ -155,10 +155,18 @@ def test_unknown_names_fail_before_any_work(tmp_path):
         run_eval(config, chat_model=fake, behaviors=BEHAVIORS)
     config = _config(tmp_path, attacks=("direct",))
     config.judges = ["refusal"]
-    config.attack_params = {"gcg": {"steps": 3}}
-    with pytest.raises(ValueError, match=r"attack_params given for \['gcg'\]"):
+    config.attack_params = {"gcgg": {"steps": 3}}
+    with pytest.raises(ValueError, match=r"attack_params given for \['gcgg'\], which are not registered"):
         run_eval(config, chat_model=fake, behaviors=BEHAVIORS)
     assert fake.calls == []
+
+
+def test_params_of_a_known_attack_the_run_leaves_out_are_ignored_with_a_warning(tmp_path, caplog):
+    config = _config(tmp_path, attacks=("direct",))  # e.g. a breadth config narrowed with attacks=[direct]
+    config.judges, config.attack_params = ["refusal"], {"gcg": {"steps": 3}}
+    summary = run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS)
+    assert list(summary.attacks) == ["direct"]
+    assert "attack_params given for ['gcg'], which are not in this run (direct): ignored" in caplog.text
 
 
 def test_wilson_interval_golden_values():
