@@ -20,9 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "parameters, e.g. --judge classifier model=cais/HarmBench-Mistral-7b-val-cls")
     parser.add_argument("--label", default=None,
                         help="the name the verdicts get (default: the judge's name); the output is RUN/judged/<label>/")
-    parser.add_argument("--behaviors", default=None,
+    parser.add_argument("--behaviors", action="append", default=None, metavar="SPEC",
                         help="the behaviors the run evaluated, when it did not record them (runs made before "
-                             "behaviors.jsonl existed): a behaviors file or builtin:harmful (the demo's and sweep's)")
+                             "behaviors.jsonl existed): a behaviors file or builtin:harmful (the demo's and sweep's); "
+                             "repeat it to pool several (e.g. a demo's built-in prompts and its extra sets)")
     parser.add_argument("--below", action="store_true",
                         help="judge every evaluation directory at or below each RUN (a demo's or sweep's stages and "
                              "extra sets; an unfinished one is judged as far as it goes, the rest on a re-run)")

@@ -12,7 +12,7 @@ parameters under the same label are refused (``--fresh`` starts over).
 
 The judge needs each behavior's text (and context): read from ``RUN/behaviors.jsonl`` (written by every
 evaluation since this command existed), else from the behaviors file the run's ``config.yaml`` names, else from
-``behaviors=`` (a behaviors file or ``builtin:harmful``, the demo's and sweep's prompts).
+``behaviors=`` (behaviors files or ``builtin:harmful``, the demo's and sweep's prompts; several are one pool).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def judged_dir(run: str | Path, label: str) -> Path:
 
 
 def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = None, *, label: str | None = None,
-                  behaviors: str | None = None, batch_size: int = 32, fresh: bool = False,
+                  behaviors: str | Sequence[str] | None = None, batch_size: int = 32, fresh: bool = False,
                   judge_obj: Any = None) -> dict[str, Any]:  # fmt: skip
     """Judge every recorded answer of the evaluation in ``run`` with ``judge`` (built from ``params``, or
     ``judge_obj`` as given); returns the summary written to ``RUN/judged/<label>/summary.json``."""
@@ -121,10 +121,11 @@ def _with_verdict(record: AttemptRecord, label: str, verdict: Any, seconds: floa
     return dataclasses.replace(record, verdicts={**record.verdicts, label: entry}, timings=timings)
 
 
-def _behaviors(run: Path, spec: str | None, ids: set[str]) -> dict[str, Behavior]:
+def _behaviors(run: Path, specs: str | Sequence[str] | None, ids: set[str]) -> dict[str, Behavior]:
     """behavior id -> Behavior for every id the records name, from the first source that has them."""
-    if spec:
-        where, found = spec, load_behavior_spec(spec)
+    specs = [specs] if isinstance(specs, str) else list(specs or [])
+    if specs:
+        where, found = " + ".join(specs), pooled_behaviors(specs)
     elif (run / "behaviors.jsonl").is_file():
         from safealign.data.behaviors import load_behaviors
 
@@ -137,6 +138,18 @@ def _behaviors(run: Path, spec: str | None, ids: set[str]) -> dict[str, Behavior
         raise UserError(f"{run}: {len(missing)} recorded behavior(s) are not in {where} (first: {missing[0]}); "
                         f"pass the behaviors the run evaluated with --behaviors FILE or {BUILTIN_HARMFUL}")
     return {i: by_id[i] for i in sorted(ids)}
+
+
+def pooled_behaviors(specs: Sequence[str]) -> list[Behavior]:
+    """The behaviors of several specs as one pool (e.g. the built-in prompts and a HarmBench file, for a demo's
+    jailbreak and extra-set evaluations at once); an id two of them give different texts is an error."""
+    pool: dict[str, tuple[str, Behavior]] = {}
+    for spec in specs:
+        for behavior in load_behavior_spec(spec):
+            seen = pool.setdefault(behavior.id, (spec, behavior))
+            if (seen[1].behavior, seen[1].context) != (behavior.behavior, behavior.context):
+                raise UserError(f"behaviors: id {behavior.id!r} is in {seen[0]} and {spec} with different texts")
+    return [behavior for _, behavior in pool.values()]
 
 
 def load_behavior_spec(spec: str) -> list[Behavior]:

@@ -222,3 +222,16 @@ def test_below_finds_every_evaluation_of_a_tree_and_skips_judged_copies_and_othe
     assert capsys.readouterr().out.count("judged now by strings") == 2
     assert main(["judge", "records", str(tmp_path / "helpfulness"), "--below", "--judge", "refusal"]) == 2
     assert "no evaluation directory below" in capsys.readouterr().err
+
+
+def test_several_behavior_sources_pool_into_one_and_a_clash_is_named(tmp_path):
+    from safealign.pipelines.judge_records import pooled_behaviors
+
+    extra = tmp_path / "extra.jsonl"
+    extra.write_text('{"id": "x1", "behavior": "Do x"}\n')
+    pool = pooled_behaviors(["builtin:harmful", str(extra)])
+    assert {"h0001", "x1"} <= {b.id for b in pool} and len(pool) == 241
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text('{"id": "h0001", "behavior": "Something else"}\n')
+    with pytest.raises(UserError, match=r"id 'h0001' is in builtin:harmful and .*clash.jsonl with different texts"):
+        pooled_behaviors(["builtin:harmful", str(clash)])
