@@ -149,11 +149,13 @@ def metric_intervals(by_seed: BySeed, *, resamples: int = 2000) -> dict[str, lis
 
 def metric_differences(a: BySeed, b: BySeed, *, resamples: int = 2000, label: str = "") -> dict[str, dict[str, Any]]:
     """Per metric of ``a`` (seed -> metric -> per-prompt values), :func:`hierarchical_difference` of ``a − b`` on
-    the seeds both have. A metric with nothing scored for both is left out with a warning naming ``label``, so
-    one unscored metric never costs the others."""
-    seeds = [s for s in a if s in b]
+    the seeds where both scored it (a metric added later, e.g. ASR under a judge run on some cells only, is
+    compared on the seeds that have it; the result's ``seeds`` says how many). A metric with nothing scored for
+    both is left out with a warning naming ``label``, so one unscored metric never costs the others."""
+    shared = [s for s in a if s in b]
     out = {}
-    for metric in dict.fromkeys(m for s in seeds for m in a[s]):
+    for metric in dict.fromkeys(m for s in shared for m in a[s]):
+        seeds = [s for s in shared if a[s].get(metric) and b[s].get(metric)]
         try:
             out[metric] = hierarchical_difference({s: a[s].get(metric, {}) for s in seeds},
                                                   {s: b[s].get(metric, {}) for s in seeds}, resamples=resamples)

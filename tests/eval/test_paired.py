@@ -149,3 +149,14 @@ def test_per_metric_helpers_skip_only_the_unscored_metric(caplog):
     assert list(compared) == ["asr"] and "sweep: x: no paired comparison of new" in caplog.text
     assert compared["asr"]["seeds"] == 2  # seed 2 is b's alone
     assert compared["asr"]["diff"] == pytest.approx(((0.5 - 0.0) + (1.0 - 0.5)) / 2)
+
+
+def test_a_metric_some_seeds_lack_is_compared_on_the_seeds_that_have_it():
+    from safealign.eval.paired import hierarchical_difference, metric_differences
+
+    # ASR under a judge run on seed 0's cells only (safealign judge records): seed 1 has the recorded metric alone
+    a = {0: {"asr": {"p": True, "q": False}, "asr@x": {"p": True, "q": True}}, 1: {"asr": {"p": True, "q": True}}}
+    b = {0: {"asr": {"p": False, "q": False}, "asr@x": {"p": False, "q": True}}, 1: {"asr": {"p": False, "q": True}}}
+    compared = metric_differences(a, b, resamples=200)
+    assert compared["asr"]["seeds"] == 2 and compared["asr@x"]["seeds"] == 1
+    assert compared["asr@x"] == hierarchical_difference({0: a[0]["asr@x"]}, {0: b[0]["asr@x"]}, resamples=200)
