@@ -99,9 +99,27 @@ def _apply_override(config: Any, override: str) -> None:
     if OmegaConf.is_list(parent):
         if not leaf.isdigit() or int(leaf) >= len(parent):
             raise UserError(f"command-line overrides: {key}: list index {leaf!r} out of range (length {len(parent)})")
-        parent[int(leaf)] = value
+        parent[int(leaf)] = _as_declared(parent, int(leaf), value)
     else:
-        parent[leaf] = _typed_items(parent[leaf], value) if leaf in parent else value
+        parent[leaf] = _typed_items(parent[leaf], _as_declared(parent, leaf, value)) if leaf in parent else value
+
+
+def _as_declared(parent: Any, leaf: Any, value: Any) -> Any:
+    """An integer (``beta=1``, ``losses.0.weight=2``) or a number word (``nan``) given for a float field, as the
+    float it declares: OmegaConf deprecates converting them on assignment."""
+    from omegaconf.nodes import FloatNode
+
+    node = parent._get_node(leaf) if hasattr(parent, "_get_node") else None
+    if not isinstance(node, FloatNode) or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value)
+    if isinstance(value, str):  # "nan", "inf": not numbers to OmegaConf's grammar
+        try:
+            return float(value)
+        except ValueError:
+            return value  # OmegaConf names the field and the bad value
+    return value
 
 
 def _typed_items(current: Any, value: Any) -> Any:
