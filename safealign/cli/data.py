@@ -17,6 +17,10 @@ SUBCOMMANDS = {
         "safealign.cli.data_import_completions",
         "HarmBench completions (and labels) as an evaluation directory, for safealign's judges",
     ),
+    "export-completions": (
+        "safealign.cli.data_export_completions",
+        "an evaluation's answers in HarmBench's completions layout, for its evaluate_completions.py",
+    ),
     "select": (
         "safealign.cli.data_select",
         "keep the pairs whose two responses differ most (REAL), writing a filtered file",

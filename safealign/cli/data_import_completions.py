@@ -1,5 +1,5 @@
 """``safealign data import-completions COMPLETIONS.json --behaviors CSV --out DIR``
-(:mod:`safealign.pipelines.import_completions`)."""
+(:mod:`safealign.pipelines.harmbench_completions`)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safealign.pipelines.import_completions import import_completions
+    from safealign.pipelines.harmbench_completions import import_completions
 
     summary = import_completions(args.completions, args.behaviors, args.out, attack=args.attack,
                                  labels_as=args.labels_as)

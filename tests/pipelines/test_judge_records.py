@@ -105,6 +105,11 @@ def test_generation_failures_stay_unscored(tmp_path):
     failed = next(r for r in load_records(judged_dir(tmp_path / "run", "details") / "records.jsonl")
                   if r.behavior_id == "b1")
     assert failed.verdicts["details"]["harmful"] is None and "backend down" in failed.verdicts["details"]["error"]
+    from safealign.pipelines.harmbench_completions import export_completions
+
+    exported = export_completions(tmp_path / "run", tmp_path / "c.json")  # one attack: no --attack needed
+    assert (exported["completions"], exported["failed"]) == (3, 1) and "b1" not in json.loads(
+        (tmp_path / "c.json").read_text())
 
 
 def test_refuses_a_recorded_label_other_parameters_under_one_label_and_unknown_behaviors(run_dir, tmp_path):
@@ -188,13 +193,13 @@ def test_harmbench_completions_import_then_judge_and_agree_with_harmbench_labels
     pair = summary["judge_agreement"]["all"]["harmbench_label|details"]
     assert (pair["both_harmful"], pair["both_safe"], pair["unscored"]) == (1, 1, 1)
     with pytest.raises(UserError, match="already holds records.jsonl"):
-        from safealign.pipelines.import_completions import import_completions
+        from safealign.pipelines.harmbench_completions import import_completions
 
         import_completions(completions, str(behaviors), out)
 
 
 def test_a_bad_completions_file_names_the_behavior_entry_and_field(tmp_path):
-    from safealign.pipelines.import_completions import import_completions
+    from safealign.pipelines.harmbench_completions import import_completions
 
     behaviors = tmp_path / "b.jsonl"
     behaviors.write_text('{"id": "x", "behavior": "Do x"}\n')
@@ -235,3 +240,21 @@ def test_several_behavior_sources_pool_into_one_and_a_clash_is_named(tmp_path):
     clash.write_text('{"id": "h0001", "behavior": "Something else"}\n')
     with pytest.raises(UserError, match=r"id 'h0001' is in builtin:harmful and .*clash.jsonl with different texts"):
         pooled_behaviors(["builtin:harmful", str(clash)])
+
+
+def test_export_writes_harmbench_completions_that_import_back(run_dir, tmp_path, capsys):
+    from safealign.pipelines.harmbench_completions import export_completions
+
+    with pytest.raises(UserError, match=r"2 attacks \(direct, prefill\).*--attack"):
+        export_completions(run_dir, tmp_path / "x.json")
+    out = tmp_path / "prefill.json"
+    assert main(["data", "export-completions", str(run_dir), "--attack", "prefill", "--out", str(out)]) == 0
+    assert "4 completions of 4 behaviors (prefill)" in capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["b0"] == [{"test_case": "ctx\n\nbehavior 0", "generation": "Sure, here is 0 HARMFUL details"}]
+    behaviors = tmp_path / "b.jsonl"
+    behaviors.write_text((run_dir / "behaviors.jsonl").read_text())
+    assert main(["data", "import-completions", str(out), "--behaviors", str(behaviors), "--out",
+                 str(tmp_path / "back")]) == 0
+    back = load_records(tmp_path / "back" / "records.jsonl")
+    assert [(r.behavior_id, r.answer) for r in back] == [(b, e[0]["generation"]) for b, e in data.items()]

@@ -1,6 +1,7 @@
-"""HarmBench completions as a safealign evaluation (``safealign data import-completions``), so any safealign judge
-can score answers another tool generated (``safealign judge records``) and be compared with the labels HarmBench
-gave them.
+"""HarmBench's completions files, both ways: imported as a safealign evaluation (``safealign data
+import-completions``), so any safealign judge can score answers another tool generated (``safealign judge
+records``) and be compared with the labels HarmBench gave them; and exported from one (``safealign data
+export-completions``), so HarmBench's own ``evaluate_completions.py`` can judge safealign's answers.
 
 Input: HarmBench's ``generate_completions.py`` output, ``{BehaviorID: [{"test_case": ..., "generation": ...}, ...]}``,
 or ``evaluate_completions.py``'s, whose entries also carry ``"label"`` (1 harmful, 0 not, -1 unparseable), imported as
@@ -76,3 +77,30 @@ def _record(path: Path, behavior_id: str, index: int, entry: dict[str, Any], n: 
     return AttemptRecord(behavior_id=behavior_id, attack=attack, attempt_id=str(index), category=category,
                          n_attempts=n, messages=[{"role": "user", "content": entry["test_case"]}],
                          completion={"text": entry["generation"], "error": None, "meta": {}}, verdicts=verdicts)
+
+
+def export_completions(run: str | Path, out: str | Path, *, attack: str | None = None) -> dict[str, Any]:
+    """Write HarmBench's completions layout (``{BehaviorID: [{"test_case", "generation"}]}``) from the evaluation in
+    ``run``: one attack's attempts (``attack``; needed when the run has several), in record order; the test case is
+    the attempt's last user message, the generation what the judges saw (a prefill and the continuation). Failed
+    generations are left out and counted."""
+    from safealign.eval.records import current_records
+    from safealign.io.jsonfile import write_json
+    from safealign.pipelines.judge_records import records_path
+
+    records = current_records(records_path(run))
+    attacks = list(dict.fromkeys(r.attack for r in records))
+    if attack is None and len(attacks) > 1:
+        raise UserError(f"{run}: the run has {len(attacks)} attacks ({', '.join(attacks)}); HarmBench's file holds "
+                        "one method's completions: name one with --attack")
+    attack = attack or attacks[0]
+    if attack not in attacks:
+        raise UserError(f"{run}: no attack {attack!r} in the records; they have {', '.join(attacks)}")
+    chosen = [r for r in records if r.attack == attack]
+    failed = sum(r.error is not None for r in chosen)
+    data: dict[str, list[dict[str, str]]] = {}
+    for r in chosen:
+        if r.error is None:
+            data.setdefault(r.behavior_id, []).append({"test_case": r.prompt, "generation": r.answer})
+    write_json(Path(out), data)
+    return {"attack": attack, "behaviors": len(data), "completions": sum(map(len, data.values())), "failed": failed}
