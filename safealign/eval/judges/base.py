@@ -54,3 +54,10 @@ def build_judge(name: str, params: dict[str, Any] | None = None, **resources: An
 
     cls = JUDGES.get(name)
     return cls(make_config(cls.config_class, params, f"judge {name!r}"), **resources)
+
+
+def passed_on(verdict: Verdict, name: str, source: str) -> Verdict:
+    """A sub-judge's verdict reported by the stack ``name`` (tiered, harmbench), its raw text prefixed with the
+    sub-judge that gave it. The sub-judge's graded score stays behind: a stack's scores would cover only the
+    answers one of its judges grades."""
+    return Verdict(name, verdict.harmful, error=verdict.error, raw=f"{source}: {verdict.raw}")

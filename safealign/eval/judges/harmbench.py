@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
-from safealign.eval.judges.base import Judge, build_judge
+from safealign.eval.judges.base import Judge, build_judge, passed_on
 from safealign.eval.judges.copyright import HASH_CHECK
 from safealign.types import Behavior, Completion, Verdict
 
@@ -36,8 +36,7 @@ class HarmBenchJudge(Judge):
             todo = [i for i, b in enumerate(behaviors) if (HASH_CHECK in b.tags) == wanted]
             if todo:  # each judge applies its own prefill rule (Judge.sees_prefill) to the completions as given
                 for i, v in zip(todo, judge([behaviors[i] for i in todo], [completions[i] for i in todo])):
-                    verdicts[i] = Verdict(self.name, v.harmful, error=v.error, raw=f"{judge.name}: {v.raw}",
-                                          score=v.score)
+                    verdicts[i] = passed_on(v, self.name, judge.name)
         return [v for v in verdicts if v is not None]
 
     def score(self, behaviors: Sequence[Behavior], responses: Sequence[str]) -> list[Verdict]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
-from safealign.eval.judges.base import Judge, build_judge
+from safealign.eval.judges.base import Judge, build_judge, passed_on
 from safealign.types import Behavior, Completion, Verdict
 
 
@@ -47,9 +47,9 @@ class TieredJudge(Judge):
         second = self.then([behaviors[i] for i in todo], [completions[i] for i in todo]) if todo else []
         self.first_calls += scored
         self.then_calls += len(todo)
-        verdicts = [Verdict(self.name, v.harmful, error=v.error, raw=f"{self.config.first}: {v.raw}") for v in first]
+        verdicts = [passed_on(v, self.name, self.config.first) for v in first]
         for i, v in zip(todo, second):
-            verdicts[i] = Verdict(self.name, v.harmful, error=v.error, raw=f"{self.config.then}: {v.raw}")
+            verdicts[i] = passed_on(v, self.name, self.config.then)
         return verdicts
 
     def score(self, behaviors: Sequence[Behavior], responses: Sequence[str]) -> list[Verdict]:
