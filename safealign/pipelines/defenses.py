@@ -61,14 +61,12 @@ class DefenseCompareConfig:
 
 def builtin_prompts(config: DefenseCompareConfig) -> tuple[list[Any], Any]:
     """The demo's held-out harmful behaviors and benign/borderline prompts (never the training split)."""
-    from safealign.data.builtin import load_prompts
+    from safealign.data.builtin import harmful_behaviors, load_prompts
     from safealign.eval.benign import BenignSet
     from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt
     from safealign.pipelines.demo import stratified
-    from safealign.types import Behavior
 
-    behaviors = [Behavior(id=p.id, behavior=p.prompt, category=p.category, source="builtin:harmful")
-                 for p in stratified(load_prompts("harmful", split="test"), config.harmful_test)]  # fmt: skip
+    behaviors = harmful_behaviors(stratified(load_prompts("harmful", split="test"), config.harmful_test))
     benign = [p for kind, n in (("ordinary", config.benign_test), ("borderline", config.borderline_test))
               for p in stratified(load_prompts("benign", split="test", kind=kind), n)]  # fmt: skip
     return behaviors, BenignSet(tuple(HelpfulnessPrompt(p.id, p.prompt, p.kind) for p in benign))

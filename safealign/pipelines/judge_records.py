@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from safealign.data.builtin import HARMFUL_BEHAVIORS
 from safealign.errors import UserError
 from safealign.io.records import AttemptRecord
 from safealign.types import Behavior, Completion
@@ -32,7 +33,6 @@ logger = logging.getLogger(__name__)
 
 JUDGED = "judged"  # RUN/judged/<label>/
 OUTPUTS = ("records.jsonl", "summary.json", "behaviors.jsonl")
-BUILTIN_HARMFUL = "builtin:harmful"
 
 
 def judged_dir(run: str | Path, label: str) -> Path:
@@ -136,7 +136,7 @@ def _behaviors(run: Path, specs: str | Sequence[str] | None, ids: set[str]) -> d
     missing = sorted(ids - set(by_id))
     if missing:
         raise UserError(f"{run}: {len(missing)} recorded behavior(s) are not in {where} (first: {missing[0]}); "
-                        f"pass the behaviors the run evaluated with --behaviors FILE or {BUILTIN_HARMFUL}")
+                        f"pass the behaviors the run evaluated with --behaviors FILE or {HARMFUL_BEHAVIORS}")
     return {i: by_id[i] for i in sorted(ids)}
 
 
@@ -154,12 +154,12 @@ def pooled_behaviors(specs: Sequence[str]) -> list[Behavior]:
 
 def load_behavior_spec(spec: str) -> list[Behavior]:
     """A behaviors file (HarmBench/AdvBench CSV, JSON/JSONL) or ``builtin:harmful``."""
-    if spec == BUILTIN_HARMFUL:
+    if spec == HARMFUL_BEHAVIORS:
         from safealign.data.builtin import harmful_behaviors
 
         return harmful_behaviors()
     if spec.startswith("builtin:"):
-        raise UserError(f"behaviors {spec!r}: the built-in behaviors are {BUILTIN_HARMFUL}")
+        raise UserError(f"behaviors {spec!r}: the built-in behaviors are {HARMFUL_BEHAVIORS}")
     from safealign.data.behaviors import load_behaviors
 
     return load_behaviors(spec)
@@ -172,7 +172,7 @@ def _configured_behaviors(run: Path) -> tuple[str, list[Behavior]]:
     from safealign.eval.config import EvalConfig
 
     config_path = run / "config.yaml"
-    hint = f"pass the behaviors it evaluated with --behaviors FILE or {BUILTIN_HARMFUL}"
+    hint = f"pass the behaviors it evaluated with --behaviors FILE or {HARMFUL_BEHAVIORS}"
     if not config_path.is_file():
         raise UserError(f"{run}: no behaviors.jsonl and no config.yaml to find the behaviors in; {hint}")
     config = load_config(EvalConfig, config_path)

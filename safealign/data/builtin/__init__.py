@@ -22,6 +22,7 @@ __all__ = [
     "PROMPT_SETS",
     "SPLITS",
     "categories",
+    "HARMFUL_BEHAVIORS",
     "harmful_behaviors",
     "load_mtbench_questions",
     "load_prompts",
@@ -109,10 +110,13 @@ def load_prompts(
     ]
 
 
+HARMFUL_BEHAVIORS = "builtin:harmful"  # the source of these behaviors, and how a command line names them
+
+
 def harmful_behaviors(prompts: Sequence[BuiltinPrompt] | None = None) -> list[Behavior]:
     """Built-in harmful prompts (all of them by default) as behaviors to attack, source ``builtin:harmful``."""
     chosen = load_prompts("harmful") if prompts is None else prompts
-    return [Behavior(id=p.id, behavior=p.prompt, category=p.category, source="builtin:harmful") for p in chosen]
+    return [Behavior(id=p.id, behavior=p.prompt, category=p.category, source=HARMFUL_BEHAVIORS) for p in chosen]
 
 
 def categories(name: str) -> list[str]:
