@@ -339,4 +339,4 @@ def test_the_prefix_grid_reuses_the_e_effect_cells():
         return {cell_dir(grid, s, v, seed) for s in grid.settings() for v in grid.variants for seed in grid.seeds}
 
     effect_cells, mine = cells(effect), cells(prefixes)
-    assert len(mine) == 3 * 3 + 3 + 3 and len(mine - effect_cells) == 9  # only E-DPO with the three other prefixes
+    assert len(mine) == 3 * 5 + 5 + 5 and len(mine - effect_cells) == 15  # only E-DPO with the three other prefixes
