@@ -423,20 +423,25 @@ def _mean(outcomes: dict[str, Any]) -> float | None:
 
 
 def _progress(records: dict[Path, dict[str, Any] | None]) -> dict[str, Any]:
-    """Distinct cells (a cell several settings share counts once), how many finished, and the median recorded
-    wall time of a finished cell (a resumed cell records only its last part, so it is a low estimate)."""
+    """Distinct cells (a cell several settings share counts once), how many finished, the median and the sum of
+    the recorded wall times of the finished cells (a resumed cell records only its last part, so both are low
+    estimates)."""
     finished = [r for r in records.values() if r is not None]
     walls = [r["wall_seconds"] for r in finished if r.get("wall_seconds") is not None]
     return {"cells": len(records), "finished": len(finished),
-            "median_cell_seconds": statistics.median(walls) if walls else None}
+            "median_cell_seconds": statistics.median(walls) if walls else None,
+            "recorded_cell_seconds": sum(walls)}
 
 
 def progress_line(table: dict[str, Any]) -> str:
-    """``16/120 cells finished; median 10.5 min per cell: about 18.2 h of one worker left`` (one process)."""
+    """``16/120 cells finished (2.9 h of recorded cell time); median 10.5 min per finished cell: about 18.2 h of
+    one worker left`` (one process)."""
     progress = table.get("progress")
     if not progress:
         return ""
     line = f"{progress['finished']}/{progress['cells']} cells finished"
+    if progress.get("recorded_cell_seconds"):  # tables written before the sum was recorded lack it
+        line += f" ({progress['recorded_cell_seconds'] / 3600:.1f} h of recorded cell time)"
     left = progress["cells"] - progress["finished"]
     if progress["median_cell_seconds"] and left:
         minutes = progress["median_cell_seconds"] / 60

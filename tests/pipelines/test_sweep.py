@@ -317,7 +317,8 @@ def test_a_prefix_grid_computes_only_the_new_e_cells(grid_file, tmp_path):
     assert (progress["cells"], progress["finished"]) == (3, 3) and progress["median_cell_seconds"] > 0
     from safealign.pipelines.sweep import progress_line
 
-    assert progress_line(table).startswith("3/3 cells finished") and "left" not in progress_line(table)
+    assert progress_line(table).startswith("3/3 cells finished (") and "left" not in progress_line(table)
+    assert progress["recorded_cell_seconds"] >= 2 * progress["median_cell_seconds"]  # the median and the largest
     table["progress"]["finished"] = 1  # as if two cells were still to come
     assert "about " in progress_line(table) and "h of one worker left" in progress_line(table)
 
