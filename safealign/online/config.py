@@ -45,7 +45,7 @@ class SourceConfig:
     folder written by ``trainer: reward``, at ``path``) or ``callable`` (``path`` = ``module:function`` or
     ``module.function``, called as ``fn(prompts, completions, harmful) -> list[float]``). ``apply_to``
     restricts the source to harmful or benign prompts (0 elsewhere). ``lsc``: log σ(r − r_ref(x)), with r_ref(x) the
-    mean score of the reference model's own samples for x (docs/online.md)."""
+    mean score of the reference model's own samples on its view of x (x_s under E-RLHF; docs/online.md)."""
 
     kind: str = "judge"
     name: str = "refusal"
@@ -201,6 +201,11 @@ class OnlineConfig:
         checks.at_least("warmup_steps", self.warmup_steps, 0)
         checks.at_least("beta", self.beta, 0)
         checks.one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
+        if self.algorithm == "grpo" and self.beta and self.kl_estimator == "k1" and not self.kl_ratio_correction:
+            raise UserError("algorithm=grpo with kl_estimator=k1 and kl_ratio_correction=false has no KL pull: the "
+                            "gradient of β·k1 = β·(log π − log πref) is β·∇log π, whose mean over the policy's own "
+                            "samples is 0, so beta does nothing on average; set kl_ratio_correction=true (the unbiased "
+                            "KL gradient), kl_estimator=k3, or beta=0")
         checks.within("epsilon", self.epsilon, 0, 1, open_low=True, open_high=True)
         if self.epsilon_high is not None:
             checks.positive("epsilon_high", self.epsilon_high)

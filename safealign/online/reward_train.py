@@ -6,9 +6,10 @@ Cost model (Safe RLHF, arXiv 2310.12773; PKU-SafeRLHF layout: ``prompt``, ``resp
 ``safer_response_id``, ``is_response_0_safe``, ``is_response_1_safe``): cost > 0 means unsafe, ``s = +1``
 for an unsafe response and −1 for a safe one,
 ``L = −log σ(c_unsafer − c_safer) − log σ(s_safer·c_safer) − log σ(s_unsafer·c_unsafer)``.
-Both add ``regularization·½·mean(score²)``. Metrics: pair accuracy ``mean[r_w > r_l]`` (ties wrong), the
-mean margin, and for costs ``accuracy_sign = mean[s·c > 0]``; on a held-out split (``eval_fraction``) at the
-end of training and every ``eval_steps``.
+Both add ``regularization·mean(score²)`` over the batch's 2B scores (safe-rlhf's, = ``½·mean(r_w² + r_l²)``).
+Metrics: pair accuracy ``mean[r_w > r_l]`` (ties wrong), the mean margin, and for costs
+``accuracy_sign = mean[s·c > 0]``; on a held-out split (``eval_fraction``) at the end of training and every
+``eval_steps``.
 """
 
 from __future__ import annotations
@@ -177,7 +178,7 @@ def pair_loss(chosen: Tensor, rejected: Tensor, rows: list[Row], kind: str, regu
         loss = (-F.logsigmoid(rejected - chosen) - F.logsigmoid(signs[:, 0] * chosen)
                 - F.logsigmoid(signs[:, 1] * rejected)).mean()
     if regularization:
-        loss = loss + regularization * 0.5 * torch.cat([chosen, rejected]).pow(2).mean()
+        loss = loss + regularization * torch.cat([chosen, rejected]).pow(2).mean()  # safe-rlhf: over all 2B scores
     return loss
 
 

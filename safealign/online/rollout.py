@@ -32,27 +32,34 @@ class PromptItem:
 
 @dataclass(frozen=True)
 class Views:
-    """Per prompt: the policy's prompt ids and the reference's (equal where the transform leaves x)."""
+    """Per prompt: the policy's prompt ids and the reference's (equal where the transform leaves x); and how
+    many prompts had their x view, and their x_s view where it differs from x, left-truncated."""
 
     policy: list[Ids]
     reference: list[Ids]
+    truncated: int = 0
+    reference_truncated: int = 0
 
 
 def prompt_views(tokenizer: Any, items: Sequence[PromptItem], transform: PromptTransform,
                  max_prompt_length: int) -> Views:  # fmt: skip
+    """Long prompts keep their last ``max_prompt_length`` tokens, as offline training does; a cut x_s view may
+    lose the safety prefix at its start, so cuts are counted (the trainer logs them every step)."""
     encoder = PairEncoder(tokenizer, transform=transform, max_length=max_prompt_length + 1,
                           max_prompt_length=max_prompt_length)
+    cuts = {"policy": 0, "reference": 0}
 
-    def ids(messages: tuple[Message, ...]) -> Ids:  # long prompts keep their end, as offline training does
-        return tuple(tokenizer(encoder.render_prompt(messages), add_special_tokens=False)["input_ids"])[
-            -max_prompt_length:]
+    def ids(messages: tuple[Message, ...], view: str) -> Ids:
+        full = tuple(tokenizer(encoder.render_prompt(messages), add_special_tokens=False)["input_ids"])
+        cuts[view] += len(full) > max_prompt_length
+        return full[-max_prompt_length:]
 
-    policy = [ids(item.messages) for item in items]
+    policy = [ids(item.messages, "policy") for item in items]
     reference = []
     for item, own in zip(items, policy):
         shown = transform(item.messages, item.harmful)
-        reference.append(own if shown is item.messages or shown == item.messages else ids(shown))
-    return Views(policy, reference)
+        reference.append(own if shown is item.messages or shown == item.messages else ids(shown, "reference"))
+    return Views(policy, reference, cuts["policy"], cuts["reference"])
 
 
 def eos_ids(tokenizer: Any, model: Any) -> set[int]:

@@ -6,6 +6,7 @@ policy loads; reward-model and judge sources load after it (they may share its d
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,8 @@ from safealign.errors import UserError
 from safealign.io import read_jsonl, write_json, write_jsonl
 from safealign.online.config import OnlineConfig
 from safealign.train.run import TrainResult
+
+logger = logging.getLogger(__name__)
 
 # What --overwrite removes; fingerprint.json is handled by claim_run_dir.
 OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "train_summary.json", "config.yaml")
@@ -61,14 +64,11 @@ def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = 
     save_config(config, out / "config.yaml")
     model, tokenizer = _load_policy(config, model, tokenizer)
     device = next(model.parameters()).device
-    separate = None
-    if config.reference.model:
-        from safealign.models import load_model
+    from safealign.train.reference import separate_reference
 
-        separate, _ = load_model(config.reference.model, device=device, dtype=next(model.parameters()).dtype,
-                                 trust_remote_code=config.trust_remote_code)
-        separate.requires_grad_(False).eval()
-    reference = Reference(model, separate)
+    reference = Reference(model, *separate_reference(config.reference.model, model, device,
+                                                     trust_remote_code=config.trust_remote_code))
+    logger.info("reference: %s", reference.kind)
     sources = build_sources(config.rewards, device)
     costs = build_sources(config.safe_rlhf.cost, device) if config.safe_rlhf.enabled else []
     trainer = OnlineTrainer(config, model, tokenizer, reference, sources, costs, prompts, out)

@@ -13,7 +13,6 @@ metrics as an uninterrupted one (tests/online/test_online_trainer.py).
 from __future__ import annotations
 
 import contextlib
-import copy
 import logging
 import math
 import shutil
@@ -32,6 +31,7 @@ from safealign.online.lagrange import Lagrangian, combine_advantages
 from safealign.online.prompts import step_prompts
 from safealign.online.rewards import Batch, Source, combine
 from safealign.online.rollout import PromptItem, completion_logps, decode, prompt_views, sample
+from safealign.train.reference import frozen_copy
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +40,15 @@ KEEP_CHECKPOINTS = 2
 
 
 class Reference:
-    """The KL anchor's weights: a separate model, the policy with its LoRA adapter disabled, or (full
-    fine-tuning) a frozen copy of the starting policy."""
+    """The KL anchor's weights: a separate model (``reference.model``, or a frozen copy of a policy that starts
+    from a trained LoRA adapter: online/run.py), the policy with its fresh LoRA adapter disabled, or (full
+    fine-tuning) a frozen copy of the starting policy. ``kind`` names it in the log and summary."""
 
-    def __init__(self, policy: Any, separate: Any = None) -> None:
+    def __init__(self, policy: Any, separate: Any = None, kind: str | None = None) -> None:
         self.policy = policy
-        self.kind = "separate model" if separate is not None else "policy with its LoRA adapter disabled"
+        self.kind = kind or ("separate model" if separate is not None else "policy with its LoRA adapter disabled")
         if separate is None and not hasattr(policy, "disable_adapter"):
-            separate = copy.deepcopy(policy).requires_grad_(False).eval()
+            separate = frozen_copy(policy)
             self.kind = "frozen copy of the starting policy"
         self.separate = separate
 
@@ -83,6 +84,7 @@ class OnlineTrainer:
         self.lagrange = Lagrangian(safe.threshold, safe.lambda_init, safe.lambda_lr, safe.lambda_max,
                                    safe.window) if safe.enabled else None
         self.lsc_cache: dict[str, dict[str, float]] = {}  # prompt id -> source label -> r_ref(x)
+        self._warned_truncation = False
         self.step = 0
         from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
 
@@ -146,6 +148,7 @@ class OnlineTrainer:
         policy_lp = old_lp if old_lp is not None else update.pop("_first_logps")  # the sampling policy's
         update.pop("_first_logps", None)
         metrics = self._metrics(batch, scored, costs, policy_lp, ref_lp, mask, completions)
+        metrics.update(self._truncation(views))
         metrics.update(extra)
         metrics.update(update)
         times = {"generate": generated - started, "score": scored_at - generated, "update": done - scored_at}
@@ -176,17 +179,20 @@ class OnlineTrainer:
     def _shaped_advantages(self, rewards: Tensor, costs: Tensor | None, policy_lp: Tensor | None, ref_lp: Tensor,
                            mask: Tensor, lam: float | None) -> Tensor:  # fmt: skip
         """Advantages of whole groups of K (the batch, or a micro-batch of whole groups): RLOO shapes the rewards
-        with the sampling policy's KL to the reference first; with a cost, ``(A_R − λ·A_C)/(1 + λ)``."""
+        with the sampling policy's KL to the reference first, ``R − β·KL``; with a cost, also the costs,
+        ``C + β·KL`` (safe-rlhf's ppo_lag, ALGORITHMS-2 A4), then ``(A_R − λ·A_C)/(1 + λ)``, so the KL keeps its
+        weight β whatever λ is."""
         config = self.config
         if config.algorithm == "ipo":
             return torch.zeros_like(rewards)
-        shaped = rewards.to(ref_lp.device)
+        penalty = torch.zeros_like(ref_lp[:, 0])
         if config.algorithm == "rloo" and config.beta:
             kl = obj.kl_per_token(policy_lp, ref_lp, config.kl_estimator, config.reference.log_ratio_clamp)
-            shaped = shaped - config.beta * obj.masked_sum(kl, mask)
-        advantage = self._group_advantages(shaped)
+            penalty = config.beta * obj.masked_sum(kl, mask)
+        advantage = self._group_advantages(rewards.to(ref_lp.device) - penalty)
         if costs is not None and lam is not None:
-            advantage = combine_advantages(advantage, self._group_advantages(costs.to(advantage.device)), lam)
+            cost_advantage = self._group_advantages(costs.to(ref_lp.device) + penalty)
+            advantage = combine_advantages(advantage, cost_advantage, lam)
         return advantage
 
     def _old_from_update(self) -> bool:
@@ -269,9 +275,22 @@ class OnlineTrainer:
         loss, pairs = obj.ipo_loss(log_ratios, rewards, config.num_generations, config.ipo_tau, config.ipo_labels)
         return loss, 0.0, 0.0, float(pairs)
 
+    def _truncation(self, views: Any) -> dict[str, float]:
+        """The step's left-truncated prompt views (x, and x_s where it differs), warned about the first time:
+        a cut x_s may have lost the safety prefix, leaving plain RLHF's reference for that prompt."""
+        if (views.truncated or views.reference_truncated) and not self._warned_truncation:
+            self._warned_truncation = True
+            logger.warning("step %d: prompts.max_prompt_length=%d left-truncated %d policy view(s) x and %d reference "
+                           "view(s) x_s (a cut x_s may have lost its safety prefix); the metrics prompts_truncated "
+                           "and prompts_truncated/reference count them every step", self.step + 1,
+                           self.config.prompts.max_prompt_length, views.truncated, views.reference_truncated)
+        return {"prompts_truncated": float(views.truncated),
+                "prompts_truncated/reference": float(views.reference_truncated)}
+
     def _lsc_baselines(self, items: list[PromptItem], ref_prompts: list, expand: list[int]) -> dict[str, Tensor] | None:
-        """r_ref(x) per completion for LSC sources: the mean score of K reference samples for x, computed the
-        first time x is drawn and kept (and checkpointed)."""
+        """r_ref(x) per completion for LSC sources: the mean score r(x, y) of K samples y the reference draws from
+        its own view of the prompt (``ref_prompts``: x_s for harmful prompts under E-RLHF, the anchor πref(·|x_s)
+        the KL pulls toward; x otherwise), computed the first time x is drawn and kept (and checkpointed)."""
         lsc = [s for s in self.sources if s.spec.lsc]
         if not lsc:
             return None

@@ -83,9 +83,10 @@ def _reference(config: RankingConfig, inputs: Inputs, policy: Any, transform: An
     from safealign.models.embedded import cache_root
     from safealign.train.reference import load_or_compute_reference
 
-    def cached(model: Any, description: str):
+    def cached(model: Any, description: str, *, with_adapter: bool = False):
         cache = load_or_compute_reference(model, inputs.encoded, cache_root() / "reference",
-                                          batch_size=config.batch_size, chunk_size=config.chunk_size)
+                                          batch_size=config.batch_size, chunk_size=config.chunk_size,
+                                          with_adapter=with_adapter)
         return cache.table, f"{description}; {'reused' if cache.reused else 'cached'} at {cache.path}"
 
     if config.ref:
@@ -93,7 +94,7 @@ def _reference(config: RankingConfig, inputs: Inputs, policy: Any, transform: An
         if ref_tokenizer.get_vocab() != inputs.tokenizer.get_vocab():
             raise UserError(f"--ref {config.ref} uses a different tokenizer than --model {config.model}; "
                             "the two must score the same token ids")
-        return cached(ref_model, f"--ref {config.ref}")
+        return cached(ref_model, f"--ref {config.ref}", with_adapter=True)  # an adapter folder: scored with it
     if hasattr(inputs.model, "peft_config"):
         return cached(inputs.model, "base model (adapter disabled)")
     if transform is not None:

@@ -12,6 +12,7 @@ for unpaired rows (KTO/BCO), so the mismatched sequences of KTO's KL estimate ar
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -39,15 +40,17 @@ logger = logging.getLogger(__name__)
 _SAMPLE = 4096  # elements hashed per parameter tensor
 
 
-def model_fingerprint(model: nn.Module) -> str:
+def model_fingerprint(model: nn.Module, *, with_adapter: bool = False) -> str:
     """Hash of the reference weights: names, shapes, dtypes and a strided sample of every tensor.
 
-    LoRA parameters are excluded: with the adapter disabled the reference is the base model. Names
-    are taken as in the unwrapped base model, so the same weights give the same fingerprint whichever
-    layers an adapter wraps (or none).
+    ``with_adapter=False`` (the policy with its adapter disabled): LoRA parameters are left out, so the key is
+    the base model's. ``with_adapter=True`` (a model scored with its adapter on: a separate reference loaded
+    from an adapter folder, or a policy that starts from a trained adapter): they are hashed too; a model
+    without LoRA parameters hashes the same either way. Names are taken as in the unwrapped base model, so
+    the same weights give the same fingerprint whichever layers an adapter wraps (or none).
     """
     digest = hashlib.blake2b(digest_size=16)
-    named = ((_base_name(n), p) for n, p in model.named_parameters() if "lora_" not in n)
+    named = ((_base_name(n), p) for n, p in model.named_parameters() if with_adapter or "lora_" not in n)
     for name, param in sorted(named, key=lambda kv: kv[0]):
         flat = param.detach().reshape(-1)
         stride = max(1, flat.numel() // _SAMPLE)
@@ -109,17 +112,62 @@ def _is_peft(model: nn.Module) -> bool:
     return hasattr(model, "peft_config") and callable(getattr(model, "disable_adapter", None))
 
 
+def starts_from_trained_adapter(model: nn.Module) -> bool:
+    """Whether ``model`` carries a LoRA adapter that already changes its outputs (some B matrix is non-zero): a
+    saved adapter whose training continues. A fresh adapter starts as a no-op (peft initialises B to zero), so
+    the policy with its adapter disabled is the starting policy; with a trained adapter that is the base model,
+    the wrong anchor (ALGORITHMS-2 §0, TRL #3194)."""
+    return _is_peft(model) and any(bool(p.detach().ne(0).any()) for n, p in model.named_parameters()
+                                   if "lora_B" in n or "lora_embedding_B" in n)
+
+
+TRAINED_ADAPTER_REFERENCE = "frozen copy of the starting policy with its trained LoRA adapter"
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A frozen copy of ``model`` as it is now (adapter included): the reference of a run that starts from it."""
+    return copy.deepcopy(model).requires_grad_(False).eval()
+
+
+def load_reference_model(spec: str, policy: nn.Module, device: Any, *, trust_remote_code: bool) -> nn.Module:
+    """``reference.model`` loaded frozen on the training ``device`` in the policy's dtype, so cached and live
+    reference log-probs come from the precision the policy trains in."""
+    from safealign.models import load_model
+
+    dtype = next(policy.parameters()).dtype
+    model, _ = load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    return model.requires_grad_(False).eval()
+
+
+def separate_reference(spec: str | None, policy: nn.Module, device: Any, *,
+                       trust_remote_code: bool) -> tuple[nn.Module | None, str | None]:  # fmt: skip
+    """(the separate frozen reference, what it is): ``spec`` (``reference.model``) loaded by
+    :func:`load_reference_model`; a frozen copy of the policy when it starts from a trained LoRA adapter
+    (disabling that adapter would anchor to the base model, ALGORITHMS-2 §0); else (None, None): the policy's own
+    starting weights, its fresh adapter disabled."""
+    if spec:
+        return load_reference_model(spec, policy, device, trust_remote_code=trust_remote_code), None
+    if starts_from_trained_adapter(policy):
+        logger.info("reference: the policy starts from a trained LoRA adapter, so the reference is a frozen copy of "
+                    "that starting policy, adapter included (not its base model); set reference.model to choose "
+                    "another")
+        return frozen_copy(policy), TRAINED_ADAPTER_REFERENCE
+    return None, None
+
+
 @torch.no_grad()
 def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_size: int = 8,
                               chunk_size: int = 1024, batch_tokens: int | None = None,
-                              impl: str = "fused") -> Tensor:
+                              impl: str = "fused", with_adapter: bool = False) -> Tensor:
     """Reference log-probs ``(N, 2)`` of the two :func:`reference_view` columns of every row, in row order.
 
-    Works for pairs and unpaired rows alike. No autograd; rows go longest first, so the first batch is
-    the largest and an out-of-memory error shows at once; a batch holds at most ``batch_size`` rows and
-    (when set) ``batch_tokens`` padded tokens, both columns in one forward (``2b`` right-padded sequences,
-    like the collators lay them out). On CUDA an out-of-memory error halves the batch and retries, so a
-    generous ``batch_size`` settles on the largest batch that fits.
+    ``with_adapter=False``: the model's base weights (a LoRA adapter disabled: the policy's own reference);
+    ``True``: the model as it is, adapter on (a separate reference model, or a policy that starts from a
+    trained adapter, scored before training moves it). Works for pairs and unpaired rows alike. No autograd;
+    rows go longest first, so the first batch is the largest and an out-of-memory error shows at once; a batch
+    holds at most ``batch_size`` rows and (when set) ``batch_tokens`` padded tokens, both columns in one forward
+    (``2b`` right-padded sequences, like the collators lay them out). On CUDA an out-of-memory error halves the
+    batch and retries, so a generous ``batch_size`` settles on the largest batch that fits.
     """
     device = next(model.parameters()).device
     was_training = model.training
@@ -131,7 +179,7 @@ def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_s
     limit, start = batch_size, 0
     progress = tqdm(total=len(order), desc="reference log-probs", unit="row")
     try:
-        with adapter_disabled(model):
+        with contextlib.nullcontext() if with_adapter else adapter_disabled(model):
             while start < len(order):
                 rows = _next_batch(order, start, width, limit, batch_tokens)
                 try:
@@ -198,12 +246,16 @@ def load_or_compute_reference(
     describe: dict[str, Any] | None = None,
     batch_tokens: int | None = None,
     impl: str = "fused",
+    with_adapter: bool = False,
 ) -> ReferenceCache:
     """Return the cached reference table for this (weights, reference view), computing it once.
 
+    ``with_adapter``: score ``model`` with its LoRA adapter on, and key the entry by its adapter weights too
+    (:func:`compute_reference_columns`, :func:`model_fingerprint`); the default is the base weights.
     ``seconds`` of the result is the time the reference pass took (0 when the cache was reused)."""
     key = hashlib.blake2b(
-        f"{model_fingerprint(model)}:{reference_view_hash(encoded)}".encode(), digest_size=16
+        f"{model_fingerprint(model, with_adapter=with_adapter)}:{reference_view_hash(encoded)}".encode(),
+        digest_size=16,
     ).hexdigest()
     path = Path(cache_dir) / f"{key}.safetensors"
 
@@ -217,7 +269,8 @@ def load_or_compute_reference(
     return cached_entry(path, "reference log-probs", reuse,
                         lambda: _compute_reference(model, encoded, path, key, batch_size=batch_size,
                                                    chunk_size=chunk_size, describe=describe,
-                                                   batch_tokens=batch_tokens, impl=impl))
+                                                   batch_tokens=batch_tokens, impl=impl,
+                                                   with_adapter=with_adapter))
 
 
 def cached_entry(path: Path, what: str, read: Callable[[], Any], compute: Callable[[], Any]) -> Any:
@@ -248,10 +301,10 @@ def entry_version(path: Path) -> tuple[int, int] | None:
 
 def _compute_reference(model: nn.Module, encoded: Sequence[Any], path: Path, key: str, *, batch_size: int,
                        chunk_size: int, describe: dict[str, Any] | None, batch_tokens: int | None,
-                       impl: str) -> ReferenceCache:  # fmt: skip
+                       impl: str, with_adapter: bool) -> ReferenceCache:  # fmt: skip
     started = time.perf_counter()
     table = compute_reference_columns(model, encoded, batch_size=batch_size, chunk_size=chunk_size,
-                                      batch_tokens=batch_tokens, impl=impl)
+                                      batch_tokens=batch_tokens, impl=impl, with_adapter=with_adapter)
     seconds = time.perf_counter() - started
     if not torch.isfinite(table).all():
         bad = torch.nonzero(~torch.isfinite(table).all(dim=1)).flatten()[:5].tolist()
@@ -318,17 +371,15 @@ def save_tensors_atomic(tensors: dict[str, Tensor], path: Path, metadata: dict[s
 class LiveReference:
     """A no-grad reference forward each step: a separate model, or the policy with its adapter off."""
 
-    def __init__(self, model: nn.Module | None = None, chunk_size: int = 1024, impl: str = "fused") -> None:
+    def __init__(self, model: nn.Module | None = None, chunk_size: int = 1024, impl: str = "fused",
+                 what: str | None = None) -> None:
         self.model = model
         self.chunk_size = chunk_size
         self.impl = impl
+        self.what = what or ("separate reference model" if model is not None else "policy with LoRA adapter disabled")
 
     def describe(self) -> str:
-        return (
-            "live reference forward ("
-            + ("separate reference model" if self.model is not None else "policy with LoRA adapter disabled")
-            + ")"
-        )
+        return f"live reference forward ({self.what})"
 
     @torch.no_grad()
     def logps(self, policy: nn.Module, batch: Mapping[str, Tensor], prefix: str = "") -> Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -84,21 +83,31 @@ def check_config(config: TrainConfig) -> None:
 def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.device):
     """Return (collator, live_reference, description, encoded_for_training, reference_pass_seconds).
 
-    A separate reference model is loaded on the training device in the policy's dtype, so cached and live
-    reference log-probs come from the same precision the policy trains in.
+    The reference is ``reference.model`` when set, else the starting policy: with a fresh LoRA adapter the policy
+    with that adapter disabled; with a trained adapter being continued (``model:`` an adapter folder) the policy
+    as it starts, adapter included (ALGORITHMS-2 §0); under full fine-tuning the starting weights. A separate
+    reference model is loaded on the training device in the policy's dtype, so cached and live reference
+    log-probs come from the same precision the policy trains in. A cached table is computed before training
+    moves the policy, so it scores the policy itself; a live reference of the starting weights is a frozen copy.
     """
-    from safealign.train.reference import CachedReferenceCollator, LiveReference, load_or_compute_reference
+    from safealign.train.reference import (
+        TRAINED_ADAPTER_REFERENCE,
+        CachedReferenceCollator,
+        LiveReference,
+        frozen_copy,
+        load_or_compute_reference,
+        load_reference_model,
+        starts_from_trained_adapter,
+    )
 
     if not loss.needs_reference:
         return collate, None, "none (reference-free loss)", encoded, 0.0
-    ref_model = None
-    if config.reference.model:
-        from safealign.models import load_model
-
-        dtype = next(model.parameters()).dtype
-        ref_model, _ = load_model(config.reference.model, device=device, dtype=dtype,
-                                  trust_remote_code=config.trust_remote_code)
-        ref_model.requires_grad_(False).eval()
+    ref_model = (load_reference_model(config.reference.model, model, device, trust_remote_code=config.trust_remote_code)
+                 if config.reference.model else None)
+    trained_adapter = ref_model is None and starts_from_trained_adapter(model)
+    if trained_adapter:
+        logger.info("reference: %s starts from a trained LoRA adapter, so the reference is that starting policy, "
+                    "adapter included (not its base model); set reference.model to choose another", config.model)
     if config.reference.mode == "cache" and kind.ref_columns is None:
         logger.info("reference: loss %s needs per-token reference log-probs, which are not cached; live forward",
                     kind.name)
@@ -111,14 +120,19 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
                                           batch_tokens=config.reference.batch_tokens,
                                           chunk_size=config.logps_chunk_size, impl=config.logps,
                                           describe={"model": config.reference.model or config.model,
-                                                    "transform": config.reference.transform, "kind": kind.name})
+                                                    "transform": config.reference.transform, "kind": kind.name},
+                                          with_adapter=ref_model is not None or trained_adapter)
         # the policy never needs the reference view once the table exists
         stripped = [kind.strip_reference_view(item) for item in encoded]
         collator = CachedReferenceCollator(collate, cache.table, kind.ref_columns)
-        return collator, None, cache.describe(), stripped, cache.seconds
-    if ref_model is None and not hasattr(model, "peft_config"):
-        ref_model = copy.deepcopy(model).requires_grad_(False).eval()  # full fine-tuning: a frozen copy
-    live = LiveReference(ref_model, chunk_size=config.logps_chunk_size, impl=config.logps)
+        what = "the starting policy with its trained LoRA adapter" if trained_adapter else None
+        return collator, None, cache.describe() + (f" of {what}" if what else ""), stripped, cache.seconds
+    what = None
+    if trained_adapter:
+        ref_model, what = frozen_copy(model), TRAINED_ADAPTER_REFERENCE
+    elif ref_model is None and not hasattr(model, "peft_config"):
+        ref_model = frozen_copy(model)  # full fine-tuning
+    live = LiveReference(ref_model, chunk_size=config.logps_chunk_size, impl=config.logps, what=what)
     return collate, live, live.describe(), encoded, 0.0
 
 

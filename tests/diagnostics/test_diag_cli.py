@@ -97,6 +97,31 @@ def test_ranking_on_an_adapter_dir_uses_the_base_as_reference(capsys, data, tmp_
     assert s["fixed"] == sum(p["chosen_logps"] >= p["rejected_logps"] for p in misranked)
 
 
+def test_ranking_against_an_adapter_dir_as_ref_scores_the_adapter_not_its_base(capsys, data, tmp_path):
+    import torch
+
+    from safealign.models import LoraSettings, load_model
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    base = tmp_path / "base"
+    tiny_model().save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    model, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.5)
+    model.save_pretrained(tmp_path / "sft")
+    against_base = _run(capsys, "ranking", "--data", str(data), "--model", str(base), "--ref", str(base))
+    against_sft = _run(capsys, "ranking", "--data", str(data), "--model", str(base), "--ref", str(tmp_path / "sft"))
+    sft_itself = _run(capsys, "ranking", "--data", str(data), "--model", str(tmp_path / "sft"), "--ref", str(base))
+    for ref, own, plain in zip(against_sft["per_pair"], sft_itself["per_pair"], against_base["per_pair"]):
+        # the reference's log-probs are the adapter model's own, not its base model's
+        assert (ref["ref_chosen_logps"], ref["ref_rejected_logps"]) == pytest.approx(
+            (own["chosen_logps"], own["rejected_logps"]), abs=1e-4)
+        assert ref["ref_chosen_logps"] != pytest.approx(plain["ref_chosen_logps"], abs=1e-2)
+
+
 def test_yaml_config_flags_and_overrides_compose(capsys, data, tmp_path):
     """YAML < flags < key=value: the same run three ways gives the same figures."""
     config = tmp_path / "diag.yaml"

@@ -77,8 +77,18 @@ def test_bradley_terry_with_margin_and_the_cost_loss_by_hand():
     cost_rows = [Row(pair, signs=(-1.0, 1.0)), Row(pair, signs=(-1.0, -1.0))]
     logsig = lambda v: math.log(1 / (1 + math.exp(-v)))  # noqa: E731
     terms = [-logsig(0.5 - 2.0) - logsig(-2.0) - logsig(0.5), -logsig(0.0 + 1.0) - logsig(1.0) - logsig(-0.0)]
-    reg = 0.01 * 0.5 * (4 + 1 + 0.25 + 0) / 4
+    reg = 0.01 * (4 + 1 + 0.25 + 0) / 4  # safe-rlhf: regularization · mean(score²) over all 2B scores
     assert pair_loss(chosen, rejected, cost_rows, "cost", 0.01).item() == pytest.approx(sum(terms) / 2 + reg, abs=1e-6)
+
+
+def test_the_regulariser_is_safe_rlhfs_mean_square_over_all_scores():
+    """safe-rlhf's reward and cost trainers add regularization·mean over the stacked (lower, higher) scores of
+    their squares, i.e. ½·mean(r_w² + r_l²) per pair (ALGORITHMS-2 A1)."""
+    chosen, rejected = torch.tensor([2.0, 1.0]), torch.tensor([0.0, -1.0])
+    rows = [Row(PreferencePair(({"role": "user", "content": "x"},), "a", "b"))] * 2
+    added = pair_loss(chosen, rejected, rows, "reward", 0.001) - pair_loss(chosen, rejected, rows, "reward", 0.0)
+    assert added.item() == pytest.approx(0.001 * torch.stack([rejected, chosen]).square().mean().item(), rel=1e-5)
+    assert added.item() == pytest.approx(0.001 * 0.5 * ((4 + 0) + (1 + 1)) / 2, rel=1e-5)
 
 
 def reward_config(tmp_path, data, *overrides):

@@ -187,14 +187,11 @@ def test_8b_full_recipe_trains_a_tiny_model_without_a_second_model(tmp_path, pai
     cfg = load_config(TrainConfig, RECIPE, overrides)
     assert (cfg.lora.enabled, cfg.reference.mode, cfg.gradient_checkpointing) == (False, "cache", True)
     assert (cfg.logps, cfg.packing, cfg.group_by_length) == ("fused", "pairs", True)
-    import copy
-    import types
-
-    from safealign.train import run as run_module
+    from safealign.train import reference
 
     copies = []  # run.py makes a frozen copy of the policy for a live reference under full fine-tuning
-    monkeypatch.setattr(run_module, "copy", types.SimpleNamespace(
-        deepcopy=lambda obj, *a: copies.append(type(obj)) or copy.deepcopy(obj, *a)))
+    real_copy = reference.frozen_copy
+    monkeypatch.setattr(reference, "frozen_copy", lambda model: copies.append(type(model)) or real_copy(model))
     result = run_training(cfg)
     assert copies == []
     assert "precomputed reference log-probs" in result.reference

@@ -82,16 +82,22 @@ class MahDpoObjective(SeedObjective):
 
     def setup(self, config, model, tokenizer, rows: list[Any], device) -> ObjectiveData:
         from safealign.models.embedded import cache_root
-        from safealign.train.reference import CachedReferenceCollator, load_or_compute_reference
+        from safealign.train.reference import (
+            CachedReferenceCollator,
+            load_or_compute_reference,
+            starts_from_trained_adapter,
+        )
 
         encoded, report = encode_pairs(config, tokenizer, rows)
         heads = torch.tensor([self.attributes.index(rows[item.index].meta["attribute"]) for item in encoded])
         if extra_heads(model) is None:
             add_heads(model, len(self.attributes), noise_std=self.noise_std, seed=42)
-        # head 0 and the copies agree at the start: the starting model's log-probs are every head's reference
+        # head 0 and the copies agree at the start: the starting model's log-probs are every head's reference (a
+        # trained adapter being continued is part of the starting model, ALGORITHMS-2 §0)
         cache = load_or_compute_reference(model, encoded, config.reference.cache_dir or str(cache_root() / "reference"),
                                           batch_size=config.reference.batch_size, chunk_size=config.logps_chunk_size,
-                                          describe={"model": config.reference.model or config.model, "kind": "pair"})
+                                          describe={"model": config.reference.model or config.model, "kind": "pair"},
+                                          with_adapter=starts_from_trained_adapter(model))
         collate = CachedReferenceCollator(HeadCollator(PreferenceCollator(tokenizer.pad_token_id), heads), cache.table)
         return ObjectiveData(encoded, collate, report, callbacks=[HeadsSaveCallback()], describe=cache.describe())
 

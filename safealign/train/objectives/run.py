@@ -69,8 +69,12 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
     else:
         encoded, report = encode_role_rows(config, tokenizer, by_role)
         items, collator, callbacks = zip_roles(encoded), ObjectiveCollator(tokenizer.pad_token_id), []
-    separate = _separate_reference(config, model, args.device) if objective.needs_reference else None
-    reference = FrozenReference.for_objective(objective, model, separate)
+    from safealign.train.reference import separate_reference
+
+    separate, what = (separate_reference(config.reference.model, model, args.device,
+                                         trust_remote_code=config.trust_remote_code)
+                      if objective.needs_reference else (None, None))
+    reference = FrozenReference.for_objective(objective, model, separate, what)
     described = data.describe if own_data and not objective.needs_reference else reference.describe()
     logger.info("objective %s; reference: %s", objective.name, described)
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
@@ -88,13 +92,3 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
     return finish_run(trainer, checkpoint, summary, start)
 
 
-def _separate_reference(config: TrainConfig, model, device):
-    """``reference.model`` loaded on the training device in the policy's dtype, or None (the policy's own
-    starting weights)."""
-    if not config.reference.model:
-        return None
-    from safealign.models import load_model
-
-    dtype = next(model.parameters()).dtype
-    ref, _ = load_model(config.reference.model, device=device, dtype=dtype, trust_remote_code=config.trust_remote_code)
-    return ref

@@ -8,7 +8,6 @@ way :class:`~safealign.train.trainer.PreferenceTrainer` logs a loss's (``metrics
 from __future__ import annotations
 
 import contextlib
-import copy
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -17,7 +16,7 @@ from transformers import Trainer
 
 from safealign.train.metrics import MetricWindow
 from safealign.train.objectives.base import Objective, ObjectiveContext
-from safealign.train.reference import adapter_disabled
+from safealign.train.reference import adapter_disabled, frozen_copy
 from safealign.train.trainer import AdapterSaveCallback, RunLog
 
 
@@ -25,22 +24,25 @@ class FrozenReference:
     """The frozen starting model an objective compares against, run under no grad.
 
     For a peft (LoRA) policy: the policy itself with its adapter disabled, so no second copy of the weights
-    exists. Otherwise a separate frozen model: ``model`` when given (``reference.model``), else a deep copy
-    of the policy taken before training changes it.
+    exists. Otherwise a separate frozen model: ``model`` when given (``reference.model``, or a frozen copy of a
+    policy that starts from a trained adapter: objectives/run.py), else a deep copy of the policy taken before
+    training changes it. ``what`` names the reference in the run's log and summary.
     """
 
-    def __init__(self, policy: nn.Module, model: nn.Module | None = None) -> None:
+    def __init__(self, policy: nn.Module, model: nn.Module | None = None, what: str | None = None) -> None:
         if model is None and not hasattr(policy, "peft_config"):
-            model = copy.deepcopy(policy)
+            model = frozen_copy(policy)
         self.model = model.requires_grad_(False).eval() if model is not None else None
+        self.what = what or ("the policy with its LoRA adapter disabled" if self.model is None else "a frozen copy")
 
     def describe(self) -> str:
-        return "the policy with its LoRA adapter disabled" if self.model is None else "a frozen copy"
+        return self.what
 
     @staticmethod
-    def for_objective(objective: Objective, policy: nn.Module, model: nn.Module | None = None):
+    def for_objective(objective: Objective, policy: nn.Module, model: nn.Module | None = None,
+                      what: str | None = None):
         """The reference ``objective`` needs, or :class:`NoReference` when it declares none."""
-        return FrozenReference(policy, model) if objective.needs_reference else NoReference()
+        return FrozenReference(policy, model, what) if objective.needs_reference else NoReference()
 
     @contextlib.contextmanager
     def __call__(self, policy: nn.Module):
