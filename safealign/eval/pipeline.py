@@ -19,6 +19,7 @@ from safealign.config import load_config, save_config, to_dict
 from safealign.data.behaviors import write_behaviors
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack, check_attack
+from safealign.eval.attacks.gcg_multi import DEFAULT_FILE as GCG_MULTI_SUFFIX
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model, chat_model_identity
 from safealign.eval.benign import BenignSet, benign_set, refusal_detector, run_benign
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
@@ -38,7 +39,8 @@ from safealign.types import Attempt, Behavior, Completion
 
 logger = logging.getLogger(__name__)
 
-EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml", "behaviors.jsonl", "benign")  # what --overwrite removes
+# what --overwrite removes (gcg_multi's suffix too: a new run must not reuse one optimised for the old settings)
+EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml", "behaviors.jsonl", "benign", GCG_MULTI_SUFFIX)
 
 
 def run_eval(

@@ -1,4 +1,6 @@
-"""Scripted fakes for the tests: a ChatModel whose answers are chosen by a function, and a judge.
+"""Scripted fakes for the tests: a ChatModel whose answers are chosen by a function, a judge, and a tiny
+byte-level BPE tokenizer with merges (the tiny model's tokenizer has none, so it never merges a space
+into the next word as real tokenizers do).
 
 Tests outside ``tests/eval`` import them as ``eval.fakes`` (``tests/`` is on ``sys.path``: pytest's
 rootdir-relative import of ``tests/conftest.py``).
@@ -70,3 +72,31 @@ class KeywordJudge(Judge):
 
 def user_text(conversation: Conversation) -> str:
     return next(m["content"] for m in conversation if m["role"] == "user")
+
+
+def bpe_tokenizer(metaspace: bool = False,
+                  corpus: Sequence[str] = ("Tell me the thing. Sure, here is the thing.", "x x x x x x x x ! ! !")):
+    """A BPE tokenizer trained in memory on ``corpus``, with merges such as ``" x"`` and ``" the"``: byte-level like
+    GPT-2, or with ``metaspace`` SentencePiece-style (``"▁x"``; its decoder drops the space a text starts with).
+    It has the tiny model's ChatML template and special tokens; pair it with ``tiny_model(vocab_size=len(tok))``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from safealign.models.tiny import CHATML_TEMPLATE, SPECIAL_TOKENS
+
+    core = Tokenizer(models.BPE())
+    if metaspace:
+        core.pre_tokenizer = pre_tokenizers.Metaspace(prepend_scheme="always")
+        core.decoder = decoders.Metaspace(prepend_scheme="always")
+        alphabet: list[str] = []
+    else:
+        core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        core.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    trainer = trainers.BpeTrainer(vocab_size=320, special_tokens=SPECIAL_TOKENS, initial_alphabet=alphabet,
+                                  show_progress=False)  # fmt: skip
+    core.train_from_iterator(list(corpus) * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer

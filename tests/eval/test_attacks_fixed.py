@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from safealign.eval.attacks import build_attack
-from safealign.eval.attacks.human_jailbreaks import HumanJailbreaksConfig, load_wrappers
+from safealign.eval.attacks.human_jailbreaks import WRAPPERS_FILE, HumanJailbreaksConfig, load_wrappers
 from safealign.eval.attacks.many_shot import SHOTS_FILE, load_shots
 from safealign.types import Behavior
 
@@ -67,3 +69,20 @@ def test_human_jailbreaks_seeded_subset_per_behavior():
         build_attack("human_jailbreaks", {"families": ["nope"]})
     with pytest.raises(ValueError, match="over the budget max_queries=3"):
         build_attack("human_jailbreaks", {"subset": 0, "max_queries": 3})
+
+
+def test_human_jailbreaks_refuse_a_wrapper_name_used_twice(tmp_path):
+    mine = tmp_path / "mine.yaml"  # a name the shipped file already uses: two attempts would share one id
+    mine.write_text("- {name: my_own, family: persona, template: 'Mine. {behavior}'}\n"
+                    "- {name: persona_free_agent, family: persona, template: 'Also mine. {behavior}'}\n")
+    shipped = re.escape(str(WRAPPERS_FILE))
+    message = rf"{re.escape(str(mine))}: template #1: field 'name': 'persona_free_agent' is already used by {shipped}"
+    with pytest.raises(ValueError, match=message):
+        build_attack("human_jailbreaks", {"files": [str(mine)]})
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("- {name: a, family: f, template: '{behavior}'}\n"
+                     "- {name: a, family: f, template: 'x {behavior}'}\n")
+    where = re.escape(str(twice))
+    message = rf"{where}: template #1: field 'name': 'a' is already used by {where}: template #0"
+    with pytest.raises(ValueError, match=message):
+        load_wrappers(HumanJailbreaksConfig(builtin=False, files=(str(twice),)))

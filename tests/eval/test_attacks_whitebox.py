@@ -12,6 +12,7 @@ from safealign.eval.attacks.autodan import (SYNONYMS, AutoDANAttack, AutoDANConf
                                             reference_prefixes, sentence_crossover, synonym_mutation)
 from safealign.eval.attacks.gcg_multi import GCGMultiAttack, GCGMultiConfig, GCGTransferAttack, GCGTransferConfig
 from safealign.eval.attacks.target_loss import TargetLoss
+from safealign.eval.backends.base import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 from safealign.types import Behavior
 
@@ -28,6 +29,21 @@ def test_target_loss_is_the_same_batched_or_alone(tiny_model, tiny_tokenizer):
     alone = [loss([p], "Sure, here is", batch_size=1)[0] for p in prompts]
     assert together == pytest.approx(alone, abs=1e-4)  # right padding does not leak into any row
     assert len(set(round(x, 4) for x in together)) == 3 and loss.evaluations == 6
+
+
+def test_white_box_attacks_render_the_system_prompt_of_a_defended_target(tiny_model, tiny_tokenizer):
+    from safealign.eval.attacks.gcg import GCGAttack, GCGConfig
+    from safealign.eval.defenses.base import DefendedChatModel, build_defense
+
+    inner = HFChatModel(tiny_model, tiny_tokenizer, system_prompt="You are a careful assistant.")
+    defended = DefendedChatModel(inner, build_defense("smoothllm"))  # as the pipeline hands it to attacks
+    conversation = ({"role": "user", "content": B.behavior},)
+    answered = inner.render(conversation, GenerationParams())  # the prompt the model behind the defense gets
+    assert "careful assistant" in answered
+    autodan_loss = TargetLoss(tiny_model, tiny_tokenizer, defended)
+    assert autodan_loss.renderer.render(conversation, GenerationParams()) == answered
+    gcg = GCGAttack(GCGConfig(), AttackContext(target=defended, model=tiny_model, tokenizer=tiny_tokenizer))
+    assert "".join(gcg.render_parts(B.behavior)) == answered  # GCG optimises around the same prompt
 
 
 def test_sentence_crossover_mixes_whole_sentences():
@@ -146,6 +162,37 @@ def test_gcg_multi_shares_one_suffix_and_saves_it(tiny_model, tiny_tokenizer, tm
     again.optimize_universal = lambda train: pytest.fail("re-optimised despite a matching saved suffix")
     again.prepare(BEHAVIORS)
     assert again.universal.suffix == suffix
+
+
+def test_gcg_multi_reuses_a_saved_suffix_only_for_the_same_model_and_targets(tiny_model, tiny_tokenizer, tmp_path,
+                                                                            caplog):
+    from safealign.eval.pipeline import EVAL_OUTPUTS
+    from safealign.models.tiny import tiny_model as make_tiny_model
+
+    first = _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False)
+    first.prepare(BEHAVIORS)
+    saved = json.loads((tmp_path / "gcg_multi_suffix.json").read_text())
+    assert saved["model_fingerprint"].startswith("sha256:") and saved["targets"] == [b.target for b in BEHAVIORS[:2]]
+    other_model = make_tiny_model(seed=123)
+    second = _multi(other_model, tiny_tokenizer, tmp_path, progressive=False)
+    second.prepare(BEHAVIORS)  # the run's own file: optimised anew for this model, with a warning saying why
+    assert "optimised for a different model" in caplog.text
+    assert json.loads((tmp_path / "gcg_multi_suffix.json").read_text())["model_fingerprint"] != \
+        saved["model_fingerprint"]  # fmt: skip
+    caplog.clear()
+    retargeted = [Behavior(b.id, b.behavior, target="Absolutely: " + b.target) for b in BEHAVIORS]
+    third = _multi(other_model, tiny_tokenizer, tmp_path, progressive=False)
+    third.prepare(retargeted)
+    assert "target strings of the training behaviors" in caplog.text
+    assert third.universal.targets == [b.target for b in retargeted[:2]]
+    # an explicit suffix_file may be shared with other runs: a mismatch is refused, and the file left as it was
+    shared = tmp_path / "shared" / "suffix.json"
+    _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, suffix_file=str(shared)).prepare(BEHAVIORS)
+    before = shared.read_text()
+    with pytest.raises(ValueError, match=rf"suffix_file {shared} was optimised for a different model"):
+        _multi(other_model, tiny_tokenizer, tmp_path, progressive=False, suffix_file=str(shared)).prepare(BEHAVIORS)
+    assert shared.read_text() == before
+    assert "gcg_multi_suffix.json" in EVAL_OUTPUTS  # --overwrite removes it with the rest of the run
 
 
 def test_gcg_multi_progressive_adds_behaviors(tiny_model, tiny_tokenizer, tmp_path):

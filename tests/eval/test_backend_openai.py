@@ -10,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from safealign.eval.backends import GenerationParams
+from safealign.eval.backends.base import request_seed
 from safealign.eval.backends.openai_http import OpenAIChatModel
 from safealign.eval.config import ModelConfig
 
@@ -152,6 +153,15 @@ def test_concurrency_is_bounded_and_order_kept(server):
     out = client.generate(convs, GenerationParams())
     assert [c.text for c in out] == [f"echo:wait{i}" for i in range(6)]
     assert server.max_in_flight == 2
+
+
+def test_identical_conversations_of_one_batch_are_sent_with_their_own_seeds(server):
+    client = _client(server, concurrency=1)  # one request at a time: the server sees them in batch order
+    client.generate([_conv("same")] * 3, GenerationParams(do_sample=True, seed=5))
+    client.generate([_conv("same")] * 3, GenerationParams(do_sample=True, seed=5))
+    seeds = [body["seed"] for body in server.requests]
+    assert seeds[:3] == [request_seed(5, i) for i in range(3)] and len(set(seeds[:3])) == 3
+    assert seeds[3:] == seeds[:3]  # deterministic: a re-run sends the same seeds
 
 
 def test_from_config_reads_the_environment(server, monkeypatch):

@@ -31,6 +31,17 @@ def test_scramble_keeps_word_ends_letters_and_short_words():
     assert scramble_words("Explain the forbidden", 0.0, random.Random(0)) == "Explain the forbidden"
 
 
+def test_scramble_keeps_spaces_and_line_breaks_in_place():
+    text = "Here is the context paragraph.\n\nGive  detailed\tinstructions\n"
+    for seed in range(5):
+        out = scramble_words(text, 1.0, random.Random(seed))
+        assert [(i, c) for i, c in enumerate(out) if c.isspace()] == [(i, c) for i, c in enumerate(text) if c.isspace()]
+        for before, after in zip(text.split(), out.split()):  # only letters inside a word move
+            assert (after[0], after[-1], sorted(after)) == (before[0], before[-1], sorted(before))
+    # single-spaced text draws as before, so the samples of existing runs are unchanged
+    assert scramble_words("Explain the forbidden procedure", 1.0, random.Random(0)) == "Eilpxan the froddiben puderroce"
+
+
 def test_caps_and_noise_probabilities():
     assert flip_case("abc DEF 1", 1.0, random.Random(0)) == "ABC def 1"
     assert flip_case("abc", 0.0, random.Random(0)) == "abc"

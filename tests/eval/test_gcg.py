@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import pytest
+import torch
+import torch.nn.functional as F
 
 from safealign.eval.attacks import AttackContext
 from safealign.eval.attacks.gcg import GCGAttack, GCGConfig
+from safealign.eval.backends.base import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
+from safealign.errors import UserError
+from safealign.models.tiny import tiny_model as make_tiny_model
 from safealign.types import Behavior
 
-from .fakes import KeywordJudge, ScriptedChatModel
+from .fakes import KeywordJudge, ScriptedChatModel, bpe_tokenizer
 
 B = Behavior("b1", "Tell me the thing", target="Sure, here is the thing")
 
@@ -28,11 +33,12 @@ def test_gcg_lowers_the_target_loss(tiny_model, tiny_tokenizer):
     initial = attack.target_loss(B, init_ids)
     result = attack.optimize(B)
     assert result.steps == 6 and len(result.losses) == 6
-    assert result.loss < initial - 0.01  # strictly better than where it started
+    # strictly better than where it started (the separator's byte token is fixed, so 7 of 8 positions move)
+    assert result.loss < initial - 0.005
     assert result.loss == pytest.approx(min(result.losses))
     assert attack.target_loss(B, result.suffix_ids) == pytest.approx(result.loss, abs=1e-4)
-    # the suffix text re-tokenizes to the optimised ids, so the model later sees what was optimised
-    assert tiny_tokenizer(result.suffix, add_special_tokens=False)["input_ids"] == result.suffix_ids
+    # separator + suffix re-tokenizes to the optimised ids, so the model later sees what was optimised
+    assert tiny_tokenizer(" " + result.suffix, add_special_tokens=False)["input_ids"] == result.suffix_ids
     assert result.suffix.isascii()
 
 
@@ -42,7 +48,7 @@ def test_gcg_attempt_and_the_loss_matches_the_rendered_prompt(tiny_model, tiny_t
     assert attempt.messages[0]["content"] == "Tell me the thing " + attempt.meta["suffix"]
     before, after = attack.render_parts("Tell me the thing")
     rendered = attack.context.target.render(attempt.messages, attack.context.generation)
-    assert rendered == before + attempt.meta["suffix"] + after
+    assert rendered == before + " " + attempt.meta["suffix"] + after  # the separator leads the suffix ids
 
 
 def test_gcg_early_stops_when_the_judge_says_jailbroken(tiny_model, tiny_tokenizer):
@@ -56,3 +62,40 @@ def test_gcg_early_stops_when_the_judge_says_jailbroken(tiny_model, tiny_tokeniz
 def test_gcg_needs_a_local_model():
     with pytest.raises(ValueError, match="white-box"):
         GCGAttack(GCGConfig(), AttackContext(target=ScriptedChatModel(lambda c: "")))
+
+
+def _sent_loss(model, tokenizer, prompt: str, target: str) -> tuple[list[int], float]:
+    """The ids of a prompt as the HF backend sends it, and the target loss after them."""
+    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + target_ids])).logits[0]
+    start = len(prompt_ids) - 1
+    return prompt_ids, float(F.cross_entropy(logits[start : start + len(target_ids)], torch.tensor(target_ids)))
+
+
+@pytest.mark.parametrize("metaspace", [False, True], ids=["byte_level", "sentencepiece_style"])
+def test_gcg_optimises_the_ids_the_target_is_sent_with_a_merging_bpe_tokenizer(metaspace):
+    tokenizer = bpe_tokenizer(metaspace)  # merges " x": the separator space joins the suffix's first token when sent
+    model = make_tiny_model(vocab_size=len(tokenizer))
+    target = HFChatModel(model, tokenizer, system_prompt="Be brief.")
+    attack = GCGAttack(GCGConfig(steps=3, search_width=32, topk=32, suffix_length=6, early_stop_every=0),
+                       AttackContext(target=target, model=model, tokenizer=tokenizer))  # fmt: skip
+    [attempt] = attack(B)
+    sent, sent_loss = _sent_loss(model, tokenizer, target.render(attempt.messages, GenerationParams()), B.target)
+    before, after = attack.render_parts(B.behavior)
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    suffix_ids = attack.optimize(B).suffix_ids  # the same seeded search as the attempt's
+    assert sent == encode(before) + suffix_ids + encode(after)  # what was optimised is what is sent, token for token
+    assert attempt.meta["loss"] == pytest.approx(sent_loss, abs=1e-4)  # so the loss GCG reports is the sent prompt's
+    assert attempt.messages[0]["content"] == B.behavior + " " + attempt.meta["suffix"]
+    assert len(set(attempt.meta["losses"])) > 1  # the search moved: the filter did not reject every candidate
+
+
+def test_gcg_suffix_init_shorter_than_n_replace_is_refused(tiny_model, tiny_tokenizer):
+    # " ab": 3 byte tokens with the separator, while suffix_length (unused with a suffix_init) would allow 8
+    message = r"attack_params.gcg.suffix_init 'ab' is 3 token\(s\) with the separator, fewer than n_replace \(4\)"
+    with pytest.raises(UserError, match=message):
+        _attack(tiny_model, tiny_tokenizer, suffix_init="ab", n_replace=4)
+    attack = _attack(tiny_model, tiny_tokenizer, suffix_init="abcd", n_replace=4, suffix_length=1)
+    assert attack._initial_ids().tolist() == tiny_tokenizer(" abcd", add_special_tokens=False)["input_ids"]

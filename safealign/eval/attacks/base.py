@@ -8,7 +8,7 @@ PAIR: target replies and a judge) get it from the context, never by loading thei
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar, Sequence
 
 from safealign.data.behaviors import behavior_prompt
@@ -74,6 +74,13 @@ class Attack(ABC):
         return Attempt(behavior.id, self.name, messages, meta={"id": attempt_id, **meta})
 
 
+def with_context(behavior: Behavior, prompt: str) -> str:
+    """What the target is sent for an attack's ``prompt`` (a rewrite of the request): a contextual behavior's
+    context comes first, joined as :func:`behavior_prompt` joins it to the request, so every attack shows the
+    target the same context the same way."""
+    return behavior_prompt(replace(behavior, behavior=prompt))
+
+
 def require_target(behavior: Behavior, attack: str) -> str:
     if not behavior.target:
         raise UserError(
@@ -98,4 +105,5 @@ def build_attack(name: str, params: dict[str, Any] | None = None, context: Attac
     return cls(make_config(cls.config_class, params, f"attack {name!r}"), context)
 
 
-__all__ = ["Attack", "AttackContext", "build_attack", "check_attack", "behavior_prompt", "require_target"]
+__all__ = ["Attack", "AttackContext", "build_attack", "check_attack", "behavior_prompt", "require_target",
+           "with_context"]

@@ -14,6 +14,7 @@ stop at the first success) so that ASR@N can be estimated without bias for every
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -23,6 +24,7 @@ from safealign.eval.attacks.base import Attack, behavior_prompt
 from safealign.types import Attempt, Behavior
 
 SIGMA = 0.4
+_WHITESPACE = re.compile(r"(\s+)")  # split keeping the separators
 
 
 @dataclass(frozen=True)
@@ -45,15 +47,16 @@ class BestOfNConfig:
 
 def scramble_words(text: str, prob: float, rng: random.Random) -> str:
     """Shuffle the middle characters (first and last kept) of words longer than 3 characters."""
-    words = text.split(" ")  # split on single spaces so the spacing and line breaks come back unchanged
+    # A word is a run of non-whitespace; the whitespace between words (spaces, line breaks) is kept as it is,
+    # so only characters inside a word move.
     out = []
-    for word in words:
-        if len(word) > 3 and rng.random() < prob:
-            middle = list(word[1:-1])
+    for part in _WHITESPACE.split(text):
+        if len(part) > 3 and not part.isspace() and rng.random() < prob:
+            middle = list(part[1:-1])
             rng.shuffle(middle)
-            word = word[0] + "".join(middle) + word[-1]
-        out.append(word)
-    return " ".join(out)
+            part = part[0] + "".join(middle) + part[-1]
+        out.append(part)
+    return "".join(out)
 
 
 def flip_case(text: str, prob: float, rng: random.Random) -> str:

@@ -8,8 +8,13 @@ the target string ("Sure, here is …") after the chat-formatted prompt + suffix
 The loss is computed here from logits of *input embeddings* (not via ``train.logps``) because the
 gradient must flow into the one-hot suffix encoding, and candidate losses need per-token CE on a
 batch that shares everything but the suffix. Deviations from the paper: no prefix KV cache (every
-forward covers the full prompt), and candidates whose decoded text does not re-tokenize to the same
-ids are dropped (as nanoGCG does) so the optimised suffix is what the model actually sees later.
+forward covers the full prompt), and the optimised ids are exactly the ids of the prompt the target is
+sent (``request + separator + suffix``, rendered and tokenized whole). For that the separator belongs to
+the suffix's first token (a BPE tokenizer merges ``" "`` into the next word, so a separately encoded
+request + space would end in a lone space token the target never sees), and, with
+``filter_retokenization``, a candidate is dropped unless the prompt sent with it (its decoded text, less a
+leading separator, after request + separator), rendered and tokenized whole, is before + candidate + after
+(stricter than nanoGCG's check of the suffix alone).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +31,7 @@ from torch import Tensor
 from safealign.checks import at_least
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, require_target
+from safealign.eval.attacks.target_loss import prompt_renderer
 from safealign.eval.backends.base import GenerationParams
 from safealign.interrupt import raise_if_stop_requested
 from safealign.types import Attempt, Behavior, Completion
@@ -40,11 +46,11 @@ class GCGConfig:
     topk: int = 256
     n_replace: int = 1
     suffix_length: int = 20
-    suffix_init: str = ""  # initial suffix text; default "x x x …" with suffix_length tokens
-    separator: str = " "  # between the request and the suffix
+    suffix_init: str = ""  # initial suffix text (then suffix_length is unused); default "x x x …", suffix_length tokens
+    separator: str = " "  # between the request and the suffix; optimised as part of the suffix's first token
     batch_size: Optional[int] = None  # candidates per forward; None = all at once
     allow_non_ascii: bool = False
-    filter_retokenization: bool = True
+    filter_retokenization: bool = True  # keep only candidates the target is sent token for token
     early_stop_every: int = 10  # generate + judge every N steps (0: never)
     early_stop_max_new_tokens: int = 32
     seed: int = 0
@@ -54,15 +60,15 @@ class GCGConfig:
             at_least(f"attack_params.gcg.{key}", getattr(self, key), 1)
         at_least("attack_params.gcg.batch_size", self.batch_size, 1)
         at_least("attack_params.gcg.early_stop_every", self.early_stop_every, 0)
-        if self.n_replace > self.suffix_length:
+        if not self.suffix_init and self.n_replace > self.suffix_length:  # a suffix_init is checked once tokenized
             raise UserError(f"attack_params.gcg.n_replace ({self.n_replace}) must be at most suffix_length "
                             f"({self.suffix_length})")
 
 
 @dataclass
 class GCGResult:
-    suffix: str
-    suffix_ids: list[int]
+    suffix: str  # the text after the separator: the attack sends request + separator + suffix
+    suffix_ids: list[int]  # the optimised ids: they decode to separator + suffix
     loss: float  # best target loss reached
     losses: list[float] = field(default_factory=list)  # best candidate's loss at each step
     steps: int = 0
@@ -72,8 +78,12 @@ class GCGResult:
 
 @dataclass(frozen=True)
 class _Problem:
-    """Embeddings of the fixed parts: before (1, Tb, D), after (1, Ta, D), target (1, Tt, D)."""
+    """One behavior's fixed parts: its request, the ids around the suffix, and the embeddings of before
+    (1, Tb, D), after (1, Ta, D) and the target (1, Tt, D)."""
 
+    request: str
+    before_ids: list[int]
+    after_ids: list[int]
     before: Tensor
     after: Tensor
     target_embeds: Tensor
@@ -90,24 +100,28 @@ class GCGAttack(Attack):
             raise UserError("gcg attack needs white-box access: a local HF model (model.backend=hf)")
         self.model, self.tokenizer = self.context.model, self.context.tokenizer
         self._not_allowed: Tensor | None = None
+        self._initial_ids()  # a suffix_init shorter than n_replace fails here, before any optimisation
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
         result = self.optimize(behavior)
-        content = behavior_prompt(behavior) + self.config.separator + result.suffix
+        content = self.message(behavior_prompt(behavior), result.suffix)
         meta = {"id": "gcg", "suffix": result.suffix, "loss": result.loss, "losses": result.losses,
                 "steps": result.steps, "early_stopped": result.early_stopped}  # fmt: skip
         return [Attempt(behavior.id, self.name, ({"role": "user", "content": content},), meta=meta)]
 
-    def render_parts(self, request: str) -> tuple[str, str]:
-        """Chat-formatted text before and after the suffix, exactly as the HF backend renders it."""
-        from safealign.eval.backends.hf import HFChatModel
+    def message(self, request: str, suffix: str) -> str:
+        """The user message the target is sent."""
+        return request + self.config.separator + suffix
 
-        target = self.context.target
-        renderer = target if isinstance(target, HFChatModel) else HFChatModel(self.model, self.tokenizer)
+    def render(self, content: str) -> str:
+        """The prompt text the target gets for one user message (its system prompt included)."""
+        renderer = prompt_renderer(self.context.target, self.model, self.tokenizer)
+        return renderer.render(({"role": "user", "content": content},), GenerationParams())
+
+    def render_parts(self, request: str) -> tuple[str, str]:
+        """Prompt text before and after the suffix ids, which start with the separator."""
         marker = "\x00SUFFIX\x00"
-        message = {"role": "user", "content": request + self.config.separator + marker}
-        text = renderer.render((message,), GenerationParams())
-        before, after = text.split(marker)
+        before, after = self.render(request + marker).split(marker)
         return before, after
 
     def optimize(self, behavior: Behavior) -> GCGResult:
@@ -115,18 +129,18 @@ class GCGAttack(Attack):
         generator = torch.Generator().manual_seed(cfg.seed)
         problem = self._problem(behavior)
         ids = self._initial_ids()  # (L,)
-        best = GCGResult(suffix=self._decode(ids), suffix_ids=ids.tolist(), loss=float("inf"))
+        best = GCGResult(suffix=self._suffix_text(ids), suffix_ids=ids.tolist(), loss=float("inf"))
         start = time.perf_counter()
         for step in range(cfg.steps):
             raise_if_stop_requested()  # a search runs minutes per behavior: SIGTERM ends it at the next step
             grad = self._token_gradients(problem, ids)  # (L, V)
-            candidates = self._sample_candidates(ids, grad, generator)  # (W, L)
+            candidates = self._sample_candidates(ids, grad, generator, [problem])  # (W, L)
             losses = self._candidate_losses(problem, candidates)  # (W,)
             ids = candidates[losses.argmin()]
             loss = float(losses.min())
             best.losses.append(loss)
             if loss < best.loss:
-                best.loss, best.suffix_ids, best.suffix = loss, ids.tolist(), self._decode(ids)
+                best.loss, best.suffix_ids, best.suffix = loss, ids.tolist(), self._suffix_text(ids)
             best.steps = step + 1
             check = cfg.early_stop_every and (step + 1) % cfg.early_stop_every == 0
             if check and self._jailbroken(behavior, best.suffix):
@@ -155,18 +169,32 @@ class GCGAttack(Attack):
     def _decode(self, ids: Tensor) -> str:
         return self.tokenizer.decode(ids.tolist() if isinstance(ids, Tensor) else ids)
 
+    def _suffix_text(self, ids: Tensor) -> str:
+        """The suffix text of optimised ids: their decoded text less the separator (which a SentencePiece
+        decoder already drops from the start of a text)."""
+        return self._decode(ids).removeprefix(self.config.separator)
+
     def _problem(self, behavior: Behavior) -> _Problem:
-        before, after = self.render_parts(behavior_prompt(behavior))
+        request = behavior_prompt(behavior)
+        before, after = (self._encode(t) for t in self.render_parts(request))
         target_ids = self._encode(require_target(behavior, self.name))
         with torch.no_grad():
-            embeds = [self._embed(self._encode(t))[None] for t in (before, after)]
-            return _Problem(embeds[0], embeds[1], self._embed(target_ids)[None], target_ids)
+            return _Problem(request, before.tolist(), after.tolist(), self._embed(before)[None],
+                            self._embed(after)[None], self._embed(target_ids)[None], target_ids)  # fmt: skip
 
     def _initial_ids(self) -> Tensor:
+        """The starting suffix ids, separator first: ``separator + suffix_init``, or ``suffix_length`` tokens of
+        ``separator + "x x x …"``."""
         cfg = self.config
         if cfg.suffix_init:
-            return self._encode(cfg.suffix_init)
-        return self._encode(" ".join(["x"] * cfg.suffix_length))[: cfg.suffix_length]
+            ids = self._encode(cfg.separator + cfg.suffix_init)
+        else:
+            ids = self._encode(cfg.separator + " ".join(["x"] * cfg.suffix_length))[: cfg.suffix_length]
+        if ids.shape[0] < cfg.n_replace:
+            raise UserError(f"attack_params.{self.name}.suffix_init {cfg.suffix_init!r} is {ids.shape[0]} token(s) "
+                            f"with the separator, fewer than n_replace ({cfg.n_replace}): lengthen it or lower "
+                            "n_replace")  # fmt: skip
+        return ids
 
     def _token_gradients(self, problem: _Problem, ids: Tensor) -> Tensor:
         """Gradient of the target loss w.r.t. the one-hot suffix, ``(L, V)``."""
@@ -194,8 +222,10 @@ class GCGAttack(Attack):
                       for i in range(0, candidates.shape[0], chunk)]  # fmt: skip
         return torch.cat(losses)
 
-    def _sample_candidates(self, ids: Tensor, grad: Tensor, generator: torch.Generator) -> Tensor:
-        """``(W, L)`` candidate suffixes, each with ``n_replace`` positions set to a top-k token."""
+    def _sample_candidates(self, ids: Tensor, grad: Tensor, generator: torch.Generator,
+                           problems: Sequence[_Problem]) -> Tensor:  # fmt: skip
+        """``(W, L)`` candidate suffixes, each with ``n_replace`` positions set to a top-k token; with
+        ``filter_retokenization`` only those sent to the target as optimised in every one of ``problems``."""
         cfg = self.config
         length = ids.shape[0]
         grad = grad.clone()
@@ -206,16 +236,22 @@ class GCGAttack(Attack):
         values = torch.gather(topk_ids[positions], 2, choice).squeeze(2)  # (W, n_replace)
         candidates = ids.cpu().repeat(cfg.search_width, 1).scatter_(1, positions, values)
         if cfg.filter_retokenization:
-            candidates = self._retokenizable(candidates, ids.cpu())
+            keep = self._sent_as_optimised(candidates, problems)
+            candidates = candidates[keep] if keep else ids.cpu()[None]  # none left: stay put for this step
         return candidates.to(self._device)
 
-    def _retokenizable(self, candidates: Tensor, current: Tensor) -> Tensor:
-        texts = self.tokenizer.batch_decode(candidates.tolist())
-        keep = [i for i, t in enumerate(texts)
-                if self.tokenizer(t, add_special_tokens=False)["input_ids"] == candidates[i].tolist()]  # fmt: skip
-        if not keep:  # nothing survives: stay put for this step rather than fail
-            return current[None]
-        return candidates[keep]
+    def _sent_as_optimised(self, candidates: Tensor, problems: Sequence[_Problem]) -> list[int]:
+        """Indices of the candidates whose ids are exactly those the target is sent: for every problem, the prompt
+        of its request with the candidate's suffix text, rendered and tokenized whole, is before + candidate + after
+        (a candidate whose first token lost the separator fails here too)."""
+        rows = candidates.tolist()
+        suffixes = [text.removeprefix(self.config.separator) for text in self.tokenizer.batch_decode(rows)]
+        keep = list(range(len(rows)))
+        for p in problems:
+            prompts = [self.render(self.message(p.request, suffixes[i])) for i in keep]
+            encoded = self.tokenizer(prompts, add_special_tokens=False)["input_ids"] if prompts else []
+            keep = [i for i, ids in zip(keep, encoded) if ids == p.before_ids + rows[i] + p.after_ids]
+        return keep
 
     def _disallowed(self, vocab_rows: int) -> Tensor:
         """Token ids never used in a suffix: special tokens, ids beyond the tokenizer, and non-ASCII."""
@@ -235,6 +271,6 @@ class GCGAttack(Attack):
         if target is None or judge is None:
             return False
         params = GenerationParams(max_new_tokens=self.config.early_stop_max_new_tokens, batch_size=1)
-        content = behavior_prompt(behavior) + self.config.separator + suffix
+        content = self.message(behavior_prompt(behavior), suffix)
         completion: Completion = target.generate([({"role": "user", "content": content},)], params)[0]
         return judge([behavior], [completion])[0].harmful is True

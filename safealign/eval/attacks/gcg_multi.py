@@ -5,9 +5,12 @@
 behaviors, samples ``search_width`` swaps as :mod:`safealign.eval.attacks.gcg` does, and keeps the
 candidate with the lowest mean loss. With ``progressive=true`` it starts from one behavior and adds the next
 when every active loss is under ``add_threshold`` or after ``add_after`` steps without an addition. The
-suffix is saved to ``suffix_file`` (default ``<output_dir>/gcg_multi_suffix.json``) and reused on resume
-when its training behaviors and settings match. Every behavior of the run then gets ``request + separator
-+ suffix``; attempt ids ``train`` and ``held_out`` split the ASR in ``by_attempt``.
+suffix is saved to ``suffix_file`` (default ``<output_dir>/gcg_multi_suffix.json``) with the fingerprint of
+the model it was optimised on (:mod:`safealign.models.identity`) and the training target strings, and is
+reused only when the model, the training behaviors, their targets and the settings all match. Otherwise the
+default file is optimised anew (with a warning saying what differs), while an explicit ``suffix_file``,
+which other runs may share, is refused rather than overwritten. Every behavior of the run then gets
+``request + separator + suffix``; attempt ids ``train`` and ``held_out`` split the ASR in ``by_attempt``.
 
 ``gcg_transfer`` applies a saved suffix (that JSON, or a plain text file) to any target, remote ones included.
 """
@@ -18,6 +21,7 @@ import json
 import logging
 import time
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
 
@@ -66,6 +70,8 @@ class UniversalSuffix:
     steps: int = 0
     seconds: float = 0.0
     settings: dict[str, Any] = field(default_factory=dict)
+    model_fingerprint: str | None = None  # the weights it was optimised on (safealign.models.identity)
+    targets: list[str] = field(default_factory=list)  # the training behaviors' target strings, as train_ids
 
 
 def _settings(cfg: GCGMultiConfig) -> dict[str, Any]:
@@ -98,19 +104,50 @@ class GCGMultiAttack(GCGAttack):
         train = train_set(self.config, behaviors)
         self.train_ids = {b.id for b in train}
         path = self.suffix_path()
-        saved = _load_saved(path)
-        if saved and saved.train_ids == [b.id for b in train] and saved.settings == _settings(self.config):
-            logger.info("gcg_multi: reusing the suffix saved in %s", path)
-            self.universal = saved
-            return
+        shared = bool(self.config.suffix_file)
+        saved = _load_saved(path, shared)
+        if saved is not None:
+            differences = self._differences(saved, train)
+            if not differences:
+                logger.info("gcg_multi: reusing the suffix saved in %s", path)
+                self.universal = saved
+                return
+            if shared:
+                raise UserError(f"gcg_multi: the suffix in suffix_file {path} was optimised for a different "
+                                f"{'; '.join(differences)}; it is neither reused nor overwritten: name another "
+                                "suffix_file, or delete this one to optimise anew")
+            logger.warning("gcg_multi: the suffix in %s was optimised for a different %s: optimising a new one",
+                           path, "; ".join(differences))
         self.universal = self.optimize_universal(train)
         write_json(path, asdict(self.universal))
+
+    def _differences(self, saved: UniversalSuffix, train: Sequence[Behavior]) -> list[str]:
+        """What keeps a saved suffix from being reused here (empty: nothing)."""
+        model, settings = self.model_fingerprint, _settings(self.config)
+        differences = []
+        if saved.model_fingerprint is None or saved.model_fingerprint != model:
+            differences.append(f"model (fingerprint {saved.model_fingerprint or 'not recorded'}, this one {model})")
+        if saved.train_ids != [b.id for b in train]:
+            differences.append(f"training set ({saved.train_ids}, this run {[b.id for b in train]})")
+        elif saved.targets != [b.target for b in train]:
+            differences.append("target strings of the training behaviors")
+        changed = sorted(k for k in set(saved.settings) | set(settings) if saved.settings.get(k) != settings.get(k))
+        if changed:
+            differences.append(f"settings ({', '.join(changed)})")
+        return differences
+
+    @cached_property
+    def model_fingerprint(self) -> str | None:
+        """The fingerprint of the weights being attacked (hashing an in-memory model's parameters: once)."""
+        from safealign.models.identity import loaded_identity
+
+        return loaded_identity(self.model).get("fingerprint")
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
         if self.universal is None:
             raise RuntimeError("gcg_multi: prepare() must run before attack()")
         u = self.universal
-        content = behavior_prompt(behavior) + self.config.separator + u.suffix
+        content = self.message(behavior_prompt(behavior), u.suffix)
         split = "train" if behavior.id in self.train_ids else "held_out"
         meta = {"suffix": u.suffix, "train_ids": u.train_ids, "mean_train_loss": u.mean_loss, "steps": u.steps}
         return [self.user_attempt(behavior, content, split, **meta)]
@@ -122,15 +159,16 @@ class GCGMultiAttack(GCGAttack):
         ids = self._initial_ids()
         active = 1 if cfg.progressive else len(problems)
         last_add = 0
-        out = UniversalSuffix(self._decode(ids), ids.tolist(), [b.id for b in train], float("inf"),
-                              settings=_settings(cfg))  # fmt: skip
+        out = UniversalSuffix(self._suffix_text(ids), ids.tolist(), [b.id for b in train], float("inf"),
+                              settings=_settings(cfg), model_fingerprint=self.model_fingerprint,
+                              targets=[b.target for b in train])  # fmt: skip
         start = time.perf_counter()
         for step in range(cfg.steps):
             raise_if_stop_requested()
             if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
                 break
             grad = torch.stack([self._token_gradients(p, ids) for p in problems[:active]]).mean(0)
-            candidates = self._sample_candidates(ids, grad, generator)
+            candidates = self._sample_candidates(ids, grad, generator, problems)  # sent as optimised for all
             losses = torch.stack([self._candidate_losses(p, candidates) for p in problems[:active]])  # (A, W)
             choice = losses.mean(0).argmin()
             ids = candidates[choice]
@@ -141,7 +179,7 @@ class GCGMultiAttack(GCGAttack):
             solved = bool((chosen < cfg.add_threshold).all())
             if active < len(problems) and (solved or step - last_add >= cfg.add_after):
                 active, last_add = active + 1, step
-        out.suffix, out.suffix_ids = self._decode(ids), ids.tolist()
+        out.suffix, out.suffix_ids = self._suffix_text(ids), ids.tolist()
         with torch.no_grad():  # the final suffix's mean loss over every training behavior, active or not
             final = torch.stack([self._candidate_losses(p, ids[None]) for p in problems])
         out.mean_loss = float(final.mean())
@@ -162,13 +200,18 @@ def train_set(cfg: GCGMultiConfig, behaviors: Sequence[Behavior]) -> list[Behavi
     return list(behaviors[: cfg.n_train])
 
 
-def _load_saved(path: Path) -> UniversalSuffix | None:
+def _load_saved(path: Path, shared: bool) -> UniversalSuffix | None:
+    """The suffix saved at ``path``; None when there is none, or when the run's own file is unreadable (it is
+    optimised anew). An unreadable ``shared`` file (an explicit suffix_file) is refused, not overwritten."""
     if not path.exists():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         return UniversalSuffix(**data)
     except (json.JSONDecodeError, TypeError) as exc:
+        if shared:
+            raise UserError(f"gcg_multi: suffix_file {path} is not a gcg_multi suffix file ({exc}); name another "
+                            "suffix_file, or delete it") from None
         logger.warning("gcg_multi: ignoring unreadable suffix file %s (%s)", path, exc)
         return None
 

@@ -4,7 +4,8 @@ HumanJailbreaks; docs/attacks.md).
 The shipped ``human_jailbreaks.yaml`` holds 34 wrappers written by this project, each with a family tag
 (persona, developer_mode, simulation, opposite, fiction, ...), in the format of ``templates.yaml``. Like
 HarmBench's ``random_subset_5``, each behavior gets ``subset`` wrappers drawn with a seeded random stream
-(``subset: 0`` uses all); one attempt per wrapper, id = wrapper name, ``meta["family"]`` its family.
+(``subset: 0`` uses all); one attempt per wrapper, id = wrapper name (so names must be unique across the
+shipped file and ``files``), ``meta["family"]`` its family.
 """
 
 from __future__ import annotations
@@ -38,9 +39,16 @@ class HumanJailbreaksConfig:
 
 
 def load_wrappers(config: HumanJailbreaksConfig) -> list[JailbreakTemplate]:
-    wrappers = load_templates(WRAPPERS_FILE) if config.builtin else []
-    for path in config.files:
-        wrappers += load_templates(path)
+    wrappers: list[JailbreakTemplate] = []
+    first: dict[str, str] = {}  # wrapper name -> where it was first defined
+    for path in ([WRAPPERS_FILE] if config.builtin else []) + [Path(p) for p in config.files]:
+        for i, wrapper in enumerate(load_templates(path)):
+            where = f"{path}: template #{i}"
+            if wrapper.name in first:  # the name is the attempt id: two wrappers would share one record
+                raise UserError(f"{where}: field 'name': {wrapper.name!r} is already used by {first[wrapper.name]}; "
+                                "wrapper names must be unique (rename one)")
+            first[wrapper.name] = where
+            wrappers.append(wrapper)
     known = sorted({w.family for w in wrappers})
     unknown = sorted(set(config.families) - set(known))
     if unknown:

@@ -2,9 +2,10 @@
 
 Per depth: every live leaf asks the attacker for ``branching`` refinements (all leaves × branches in one
 generate call), an evaluator drops prompts that drift off the task (phase 1, at most ``width`` kept),
-the target answers all survivors in one call, they are scored, and the ``width`` best with a score > 0
-become the next leaves (phase 2). The search stops at a score >= ``cutoff``, at ``depth``, or when the
-budget is spent. One attempt per behavior: the best-scoring prompt; ``meta["tree"]`` keeps every node.
+the target answers all survivors in one call (a contextual behavior's context before each prompt, as in the
+attempt), they are scored, and the ``width`` best with a score > 0 become the next leaves (phase 2). The
+search stops at a score >= ``cutoff``, at ``depth``, or when the budget is spent. One attempt per behavior:
+the best-scoring prompt; ``meta["tree"]`` keeps every node.
 
 Scores: ``scorer=judge`` uses the run's early-stop judge (harmful → 10, otherwise 1, as in
 :mod:`safealign.eval.attacks.pair`); ``scorer=evaluator`` asks the evaluator LLM for ``Rating: [[k]]``
@@ -23,7 +24,7 @@ from safealign.checks import at_least, one_of, positive
 from safealign.errors import UserError
 from safealign.eval.attacks.attacker import (Budget, ask, attacker_params, build_llm, check_budget, check_llm_spec,
                                              parse_field, parse_rating, parse_yes_no, user)  # fmt: skip
-from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
+from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, with_context
 from safealign.eval.attacks.pair import ATTACKER_SYSTEM, FEEDBACK_MESSAGE, FIRST_MESSAGE
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.types import Attempt, Behavior, Message
@@ -186,7 +187,8 @@ class TAPAttack(Attack):
 
     def _score(self, behavior: Behavior, goal: str, nodes: list[Node]) -> None:
         """The target answers every node in one call; each answer gets a 1–10 score."""
-        replies = self.context.target.generate([(user(n.prompt),) for n in nodes], self.context.generation)
+        prompts = [with_context(behavior, n.prompt) for n in nodes]
+        replies = self.context.target.generate([(user(p),) for p in prompts], self.context.generation)
         for node, reply in zip(nodes, replies):
             node.reply = reply.text if reply.error is None else f"(no reply: {reply.error})"
         if self.config.scorer == "judge":
@@ -227,4 +229,4 @@ class TAPAttack(Attack):
         }  # fmt: skip
         if best is None:  # no usable attacker prompt at all: the plain request, flagged as a failed attempt
             logger.info("tap %s: the attacker produced no usable prompt", behavior.id)
-        return self.user_attempt(behavior, goal if best is None else best.prompt, "tap", **meta)
+        return self.user_attempt(behavior, goal if best is None else with_context(behavior, best.prompt), "tap", **meta)

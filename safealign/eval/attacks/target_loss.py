@@ -1,7 +1,8 @@
 """The target-string loss of whole prompts on a white-box HF model (AutoDAN's fitness; docs/attacks.md).
 
-For each prompt: the chat-formatted user turn exactly as the HF backend renders it, followed by the target
-string's tokens; the loss is the mean cross-entropy of the target tokens. Unlike GCG's loss
+For each prompt: the chat-formatted user turn exactly as the target renders it (:func:`prompt_renderer`: with
+its system prompt, also behind defenses), followed by the target string's tokens; the loss is the mean
+cross-entropy of the target tokens. Unlike GCG's loss
 (:mod:`safealign.eval.attacks.gcg`), the prompts differ in length, so rows are right-padded and each row's
 target positions are read at its own offset. Computed here rather than through ``train.logps`` because
 the attack layer may not import training code, and only a no-grad forward is needed.
@@ -17,12 +18,23 @@ import torch.nn.functional as F
 from safealign.eval.backends.base import GenerationParams
 
 
-class TargetLoss:
-    def __init__(self, model: Any, tokenizer: Any, renderer: Any = None) -> None:
-        from safealign.eval.backends.hf import HFChatModel
+def prompt_renderer(target: Any, model: Any, tokenizer: Any) -> Any:
+    """The HFChatModel that renders a prompt as ``target`` gets it, for the white-box attacks: the target itself,
+    or the local model inside its defenses (the pipeline hands attacks the defended target); for any other
+    target, one over ``(model, tokenizer)`` with the target's system prompt."""
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.eval.defenses.base import bare_model
 
+    inner = bare_model(target)
+    if isinstance(inner, HFChatModel):
+        return inner
+    return HFChatModel(model, tokenizer, system_prompt=getattr(inner, "system_prompt", None))
+
+
+class TargetLoss:
+    def __init__(self, model: Any, tokenizer: Any, target: Any = None) -> None:
         self.model, self.tokenizer = model, tokenizer
-        self.renderer = renderer if isinstance(renderer, HFChatModel) else HFChatModel(model, tokenizer)
+        self.renderer = prompt_renderer(target, model, tokenizer)
         self.evaluations = 0  # prompts scored, for the records
 
     def _ids(self, text: str) -> list[int]:

@@ -7,6 +7,7 @@ the returned ``Completion.text`` holds only the continuation.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
@@ -44,6 +45,17 @@ class ChatModel(Protocol):
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         """One Completion per conversation, in order; failures are ``Completion(text="", error=...)``."""
         ...
+
+
+def request_seed(seed: int, index: int) -> int:
+    """The sampling seed of request ``index`` (0-based) of a batch generated with ``seed``, for backends that
+    seed every request on its own (vLLM's ``SamplingParams.seed``, the ``seed`` of an OpenAI-compatible
+    request). One shared seed would make identical conversations of one batch (TAP's branches, PAIR's streams,
+    zero-shot's cases) come back identical; the HF backend draws a whole batch from one seeded stream, so its
+    rows already differ. The first 31 bits of ``sha256("<seed>:<index>")``: deterministic, so a re-run draws
+    the same seeds, and unlike ``seed + index`` it does not repeat the seeds of a neighbouring ``seed``."""
+    digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
 
 
 def split_prefill(conversation: Conversation) -> tuple[Conversation, str]:

@@ -10,10 +10,15 @@ Prefill (a trailing assistant message) is sent as-is together with ``prefill_par
 vLLM's ``continue_final_message``); servers that do not support it answer a fresh turn instead, so the
 first batch with a prefill runs one probe (:mod:`safealign.eval.backends.prefill_probe`) whose verdict
 is recorded on every prefill attempt.
+
+Request ``i`` of a batch is sent with ``seed = request_seed(params.seed, i)``
+(:func:`safealign.eval.backends.base.request_seed`): servers seed each request (vLLM does), so one shared
+seed would answer identical conversations of a batch identically.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,7 +32,7 @@ from typing import Any, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.backends import prefill_probe
-from safealign.eval.backends.base import Conversation, GenerationParams, split_prefill, with_system_prompt
+from safealign.eval.backends.base import Conversation, GenerationParams, request_seed, split_prefill, with_system_prompt
 from safealign.interrupt import raise_if_stop_requested, wait_or_stop
 from safealign.types import Completion
 
@@ -116,7 +121,7 @@ class OpenAIChatModel:
 
         def work(i: int, conversation: Conversation) -> None:
             try:
-                results[i] = self._one(conversation, params)
+                results[i] = self._one(conversation, dataclasses.replace(params, seed=request_seed(params.seed, i)))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 results[i] = exc
             finally:

@@ -1,4 +1,9 @@
-"""vLLM backend (GPU, optional): same ChatModel interface; ``vllm`` is imported only here."""
+"""vLLM backend (GPU, optional): same ChatModel interface; ``vllm`` is imported only here.
+
+vLLM seeds each request on its own, so request ``i`` of a batch gets ``request_seed(params.seed, i)``
+(:func:`safealign.eval.backends.base.request_seed`): identical conversations in one batch differ, and a
+re-run draws the same samples.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import time
 from typing import Any, Sequence
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams, render_prompt
+from safealign.eval.backends.base import Conversation, GenerationParams, render_prompt, request_seed
 from safealign.types import Completion
 
 
@@ -31,14 +36,17 @@ class VLLMChatModel:
     def _render(self, conversation: Conversation, params: GenerationParams) -> str:
         return render_prompt(self.tokenizer, conversation, params, self.system_prompt)
 
-    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
-        sampling = self._vllm.SamplingParams(
+    def _sampling(self, params: GenerationParams, seed: int) -> Any:
+        return self._vllm.SamplingParams(
             max_tokens=params.max_new_tokens,
             temperature=params.temperature if params.do_sample else 0.0,
             top_p=params.top_p if params.do_sample else 1.0,
             stop=list(params.stop) or None,
-            seed=params.seed,
+            seed=seed,
         )
+
+    def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
+        sampling = [self._sampling(params, request_seed(params.seed, i)) for i in range(len(conversations))]
         start = time.perf_counter()
         try:
             outputs = self.llm.generate([self._render(c, params) for c in conversations], sampling)
