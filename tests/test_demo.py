@@ -285,3 +285,32 @@ def test_heldout_refusal_margin_is_the_summed_log_prob_difference(tmp_path):
         expected = brute(prompts[pid], refusal_for(pid, refusals)) - brute(prompts[pid], answers[pid])
         assert margins[pid] == pytest.approx(expected, abs=1e-3)
     assert refusal_for("h1", refusals) == refusal_for("h1", list(refusals))  # the same text for every model
+
+
+def test_comparison_of_a_metric_some_stages_lack_uses_the_seeds_where_both_variants_have_it(tmp_path, caplog):
+    """``direct_asr@<label>`` exists only for stages judged again (safealign judge records): it is compared on the
+    seeds where both variants have it, and one only a single variant has is left out with a warning."""
+    from safealign.pipelines.demo import DemoConfig, compare_variants
+    from safealign.pipelines.judge_records import JUDGED
+
+    config = DemoConfig(variants=["dpo", "e-dpo"], train_seeds=[0, 1])
+
+    def write(folder, verdicts):
+        folder.mkdir(parents=True)
+        records = [{"attack": "direct", "behavior_id": f"b{i}", "verdicts": {k: {"harmful": v} for k, v in verdicts}}
+                   for i in range(3)]  # fmt: skip
+        (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    for stage, harmful in (("dpo-seed0", False), ("e-dpo-seed0", True), ("dpo-seed1", False), ("e-dpo-seed1", False)):
+        jailbreak = tmp_path / "eval" / stage / "jailbreak"
+        write(jailbreak, [("refusal", harmful)])
+        if stage.endswith("seed0"):  # both variants' seed-0 stages judged with --label cls
+            write(jailbreak / JUDGED / "cls", [("refusal", harmful), ("cls", harmful)])
+        if stage == "e-dpo-seed1":  # judged under another label for one variant only
+            write(jailbreak / JUDGED / "once", [("refusal", harmful), ("once", True)])
+    with caplog.at_level("WARNING"):
+        result = compare_variants(config, tmp_path, "e-dpo", "dpo")
+    assert set(result.metrics) == {"direct_asr", "direct_asr@cls"}
+    assert result.metrics["direct_asr"].seeds == 2 and result.metrics["direct_asr"].diff == 0.5
+    assert result.metrics["direct_asr@cls"].seeds == 1 and result.metrics["direct_asr@cls"].diff == 1.0
+    assert "no paired comparison of direct_asr@once" in caplog.text

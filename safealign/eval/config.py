@@ -134,3 +134,7 @@ class EvalConfig:
         if self.behaviors.copyright and not {"harmbench", "copyright"} & set(self.judges):
             raise UserError("behaviors.copyright: true adds HarmBench's copyright behaviors, which only a hashing "
                             "judge scores: add judges: [harmbench] (HarmBench's classifier and hashing) or [copyright]")
+        if (self.behaviors.copyright and "harmbench" in self.judges
+                and not (self.judge_params.get("harmbench") or {}).get("copyright_params")):  # fmt: skip
+            raise UserError("behaviors.copyright: true with judges: [harmbench] needs judge_params.harmbench."
+                            "copyright_params (hashes_dir: HarmBench's data/copyright_classifier_hashes, or texts_dir)")

@@ -147,18 +147,23 @@ def metric_intervals(by_seed: BySeed, *, resamples: int = 2000) -> dict[str, lis
             for m in scored}
 
 
-def metric_differences(a: BySeed, b: BySeed, *, resamples: int = 2000, label: str = "") -> dict[str, dict[str, Any]]:
-    """Per metric of ``a`` (seed -> metric -> per-prompt values), :func:`hierarchical_difference` of ``a − b`` on
-    the seeds where both scored it (a metric added later, e.g. ASR under a judge run on some cells only, is
-    compared on the seeds that have it; the result's ``seeds`` says how many). A metric with nothing scored for
-    both is left out with a warning naming ``label``, so one unscored metric never costs the others."""
+def metric_differences(a: BySeed, b: BySeed, *, resamples: int = 2000, label: str = "",
+                       compare: Callable[..., Any] = hierarchical_difference) -> dict[str, Any]:
+    """Per metric of ``a`` (seed -> metric -> per-prompt values), ``compare`` (:func:`hierarchical_difference`, or
+    :func:`paired_difference` for the demo's seeds-as-run interval) of ``a − b`` on the seeds where both scored it
+    (a metric added later, e.g. ASR under a judge run on some stages or cells only, is compared on the seeds that
+    have it; the result's ``seeds`` says how many). A metric with nothing scored for both is left out with a
+    warning naming ``label``, so one unscored metric never costs the others."""
     shared = [s for s in a if s in b]
     out = {}
     for metric in dict.fromkeys(m for s in shared for m in a[s]):
         seeds = [s for s in shared if a[s].get(metric) and b[s].get(metric)]
+        if not seeds:
+            logger.warning("%s: no paired comparison of %s: no seed has it scored for both", label or "paired", metric)
+            continue
         try:
-            out[metric] = hierarchical_difference({s: a[s].get(metric, {}) for s in seeds},
-                                                  {s: b[s].get(metric, {}) for s in seeds}, resamples=resamples)
+            out[metric] = compare({s: a[s][metric] for s in seeds}, {s: b[s][metric] for s in seeds},
+                                  resamples=resamples)
         except UserError as err:
             logger.warning("%s: no paired comparison of %s: %s", label or "paired", metric, err)
     return out
@@ -181,10 +186,19 @@ def _two_level_draws(seeds: list, prompts: Mapping[Any, list], statistic: Callab
 
 
 def percentile_interval(boot: list[float]) -> list[float]:
-    """The 2.5th and 97.5th percentiles of the bootstrap draws (nearest rank): the project's one rule for a
-    percentile bootstrap interval (paired differences here, the judge-agreement κ in eval/judges/agreement.py)."""
+    """The 2.5th and 97.5th percentiles of the bootstrap draws by nearest rank (the ⌈p·n⌉-th smallest draw:
+    0-based indices 24 and 974 of 1000, numpy's ``method="inverted_cdf"``): the project's one rule for a
+    percentile bootstrap interval (paired differences here, the judge-agreement κ in eval/judges/agreement.py,
+    the mean over attacks in eval/aggregate.py)."""
     boot = sorted(boot)
-    return [boot[int(0.025 * len(boot))], boot[min(len(boot) - 1, int(0.975 * len(boot)))]]
+    return [_nearest_rank(boot, 25), _nearest_rank(boot, 975)]
+
+
+def _nearest_rank(ordered: list[float], permille: int) -> float:
+    """The ⌈permille·n/1000⌉-th smallest of ``ordered`` (at least the first), in integers: ``0.975 * n`` in floats
+    can land just above a whole number and take the next draw."""
+    rank = -(-permille * len(ordered) // 1000)
+    return ordered[max(rank, 1) - 1]
 
 
 def _mean(values: Mapping[str, Any], prompts: list[str]) -> float:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from safealign.io import append_jsonl, load_jsonl
 from safealign.io.records import AttemptRecord
@@ -28,8 +28,14 @@ def load_records(path: str | Path) -> list[AttemptRecord]:
 def current_records(path: str | Path) -> list[AttemptRecord]:
     """The record that stands for each attempt in ``path`` (the last one written: a retried generation supersedes
     its failed try), in the order attempts were first recorded."""
+    return latest_per_key(load_records(path))
+
+
+def latest_per_key(records: Iterable[AttemptRecord]) -> list[AttemptRecord]:
+    """The last of ``records`` for each key, in the order keys first appear (for readers that load the file
+    their own way, like the report, which skips damaged lines instead of failing)."""
     latest: dict[Key, AttemptRecord] = {}
-    for record in load_records(path):
+    for record in records:
         latest[record.key] = record  # a key seen before keeps its place
     return list(latest.values())
 

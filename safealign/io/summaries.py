@@ -294,9 +294,15 @@ class Comparison:
 Figures = dict[str, Figure]
 
 
+def is_rate(metric: str) -> bool:
+    """Whether a metric is a rate in [0, 1]: ``*_asr`` and ``*_rate``, also under a later judge (``direct_asr@cls``).
+    Other metrics are numbers in their own unit (the held-out refusal margin, nats)."""
+    return metric.split("@", 1)[0].endswith(("_asr", "_rate"))
+
+
 def is_figures(block: Mapping[str, Any]) -> bool:
     """True for a ``{"direct_asr": ..., ...}`` block, False for ``{"dpo": {...}, "e-dpo": {...}}``."""
-    return any(str(k).endswith(("_asr", "_rate")) for k in block)
+    return any(is_rate(str(k)) for k in block)
 
 
 @dataclass(frozen=True)

@@ -201,19 +201,14 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, An
 
 
 def compare_variants(config: DemoConfig, run: Path, a: str, b: str) -> Comparison:
-    """Paired difference ``a − b`` of every metric over the training seeds (safealign.eval.paired)."""
-    from safealign.eval.paired import paired_difference
+    """Paired difference ``a − b`` of every metric over the training seeds where both variants have it (a metric
+    from a judge run later on some stages only, ``direct_asr@<label>``, on those); one with nothing scored for
+    both is left out with a warning, never losing the run (safealign.eval.paired)."""
+    from safealign.eval.paired import metric_differences, paired_difference
 
     outcomes = {v: {seed: stage_outcomes(config, run / "eval" / stage)
                     for stage, variant, seed in stages(config) if variant == v} for v in (a, b)}
-    compared = {}
-    for metric in next(iter(outcomes[a].values())):
-        try:
-            compared[metric] = paired_difference({s: o[metric] for s, o in outcomes[a].items()},
-                                                 {s: o[metric] for s, o in outcomes[b].items()})
-        except UserError as err:  # e.g. nothing scored for both: report the rest, never lose the run
-            logger.warning("demo: no paired comparison of %s: %s", metric, err)
-    return Comparison(a, b, compared)
+    return Comparison(a, b, metric_differences(outcomes[a], outcomes[b], label="demo", compare=paired_difference))
 
 
 def stages(config: DemoConfig) -> list[tuple[str, str, int]]:

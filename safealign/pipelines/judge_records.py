@@ -66,6 +66,7 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     fingerprint = make_fingerprint("judge-records", {"judge": judge, "params": params})
     claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=fresh, overwrite_flag="--fresh")
     scorer = judge_obj if judge_obj is not None else build_judge(judge, params)
+    scorer.reset_counts()  # a judge reused for several directories: each summary counts its own answers
     write_behaviors(out / "behaviors.jsonl", by_id.values())
     store = RecordStore(out / "records.jsonl")
     done = {r.key: r for r in store}
@@ -223,14 +224,15 @@ def _answers_digest(records: Sequence[AttemptRecord]) -> str:
 
 def format_judged(summary: dict[str, Any]) -> str:
     """The console view: ASR per attack for every judge on the same attempts, then the new judge's agreement."""
-    from safealign.io.summaries import EvalSummary
+    from safealign.eval.judges.agreement import ALL_ATTEMPTS
     from safealign.eval.summary import format_table
+    from safealign.io.summaries import EvalSummary
 
     label = summary["label"]
     lines = [f"{summary['source']}: {summary['n_records']} recorded answers, {summary['judged_now']} judged now by "
              f"{label} ({summary['wall_s']:.1f} s); written to {judged_dir(summary['source'], label)}",
              format_table(EvalSummary.from_json(summary, 'judged summary'))]
-    for pair, stats in (summary.get("judge_agreement") or {}).get("all", {}).items():
+    for pair, stats in (summary.get("judge_agreement") or {}).get(ALL_ATTEMPTS, {}).items():
         if label in pair.split("|"):
             rate, kappa = (stats.get("agreement") or {}).get("value"), stats.get("kappa")
             lines.append(f"agreement {pair}: {'-' if rate is None else f'{rate:.3f}'} over {stats['n']} scored "

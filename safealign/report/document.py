@@ -12,7 +12,9 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Sequence, Union
 
 from safealign.eval.asr_at_n import TARGETS as FORECAST_TARGETS
-from safealign.eval.summary import run_warnings
+from safealign.eval.judges.agreement import ALL_ATTEMPTS
+from safealign.eval.summary import ANY_ATTACK, run_warnings
+from safealign.io.summaries import is_rate
 from safealign.report import plots
 from safealign.eval.helpfulness.quality import RULES as QUALITY_RULES
 from safealign.report.defenses import COST_NOTE as DEFENSE_COST_NOTE
@@ -150,17 +152,22 @@ def _comparison(comparison: Any) -> Section | None:
     for metric, d in comparison.metrics.items():
         if d.ci95 is None:
             continue
+        # a rate in percent and its difference in points; any other metric (the held-out refusal margin, nats)
+        # as the number it is
+        scale, unit, delta, n = (100.0, "%", " pts", 1) if is_rate(metric) else (1.0, "", "", 2)
         lo, hi = d.ci95
-        rows.append((metric.replace("_", " "), f"{d.rate_a * 100:.1f}%", f"{d.rate_b * 100:.1f}%",
-                     f"{d.diff * 100:+.1f} pts [{lo * 100:+.1f}, {hi * 100:+.1f}]", str(d.seeds),
+        rows.append((metric.replace("_", " "), f"{d.rate_a * scale:.{n}f}{unit}", f"{d.rate_b * scale:.{n}f}{unit}",
+                     f"{d.diff * scale:+.{n}f}{delta} [{lo * scale:+.{n}f}, {hi * scale:+.{n}f}]", str(d.seeds),
                      str(d.n_prompts), f"{d.only_a} / {d.only_b}"))
     if not rows:
         return None
     table = Table(("metric", a, b, f"{a} − {b} (95% CI)", "seeds", "prompts", f"only {a} / only {b}"), tuple(rows),
-                  "Rates are means over training seeds on the prompts scored for both variants.")
+                  "Rates (and the mean held-out refusal margin, in nats) are means over training seeds on the prompts "
+                  "scored for both variants.")
     note = Para("Both variants trained from the same pairs with the same seeds and evaluated on the same prompts. "
                 "The interval is a paired bootstrap over prompts (seeds kept as run); the last column counts "
-                "prompt×seed cases where only one variant's outcome was positive.", "note")
+                "prompt×seed cases where only one variant's outcome was positive (for the margin: where that "
+                "variant's margin was the higher).", "note")
     return Section(f"Paired comparison: {a} vs {b}", "comparison", [table, note])
 
 
@@ -365,21 +372,28 @@ def _forecast_cells(fit: dict) -> tuple[str, ...]:
 
 
 def _judge_agreement_tables(data: RunData) -> list[Block]:
-    """When several judges scored a stage: the ASR under each side by side with how often they agree."""
+    """When several judges scored a stage: the ASR under each side by side with how often they agree (Wilson
+    interval). The pooled row (every attempt of every attack) shows the ASR under any attack; with one attack it
+    would repeat that attack's row and is left out."""
     tables: list[Block] = []
     for stage in (s for s in data.stages if s.jailbreak_summary and s.jailbreak_summary.judge_agreement):
         summary = stage.jailbreak_summary
+        scopes = summary.judge_agreement
         rows = []
-        for attack, pairs in summary.judge_agreement.items():
+        for attack, pairs in scopes.items():
+            if attack == ALL_ATTEMPTS and len(scopes) == 2:
+                continue
+            scope, name = (ANY_ATTACK, "all attacks") if attack == ALL_ATTEMPTS else (attack, attack)
             for pair, agree in pairs.items():
                 a, _, b = pair.partition("|")
-                kappa = agree.get("kappa")
-                rows.append((attack, a, fmt(as_metric(summary.stats(attack, a), "asr")), b,
-                             fmt(as_metric(summary.stats(attack, b), "asr")),
-                             fmt(as_metric({"value": agree["agreement"]["value"], "n": agree["n"]})),
+                kappa, rate = agree.get("kappa"), agree["agreement"]
+                ci95 = (rate["low"], rate["high"]) if rate.get("low") is not None else None
+                asr_a, asr_b = (fmt(as_metric(summary.stats(scope, j), "asr")) for j in (a, b))
+                rows.append((name, a, asr_a, b, asr_b, fmt(Metric(rate["value"], ci95, agree["n"])),
                              "—" if kappa is None else f"{kappa:.2f}", f"{agree['a_only']} / {agree['b_only']}"))
         tables.append(Table(("attack", "judge A", "ASR A", "judge B", "ASR B", "agreement", "κ", "A only / B only"),
-                            tuple(rows), f"Judges side by side: {stage.name} (agreement over attempts)"))
+                            tuple(rows), f"Judges side by side: {stage.name} (agreement over attempts; the ASR of "
+                                         "'all attacks' is under any attack)"))
     return tables
 
 

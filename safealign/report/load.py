@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import yaml
 
 from safealign.errors import UserError
+from safealign.eval.records import latest_per_key
 from safealign.io import load_jsonl
 from safealign.io.records import AttemptRecord
 from safealign.io.summaries import DemoSummary, EvalSummary, MTBenchSummary, OverRefusalSummary
@@ -42,7 +43,7 @@ class Stage:
     name: str
     path: Path
     jailbreak_summary: EvalSummary | None
-    jailbreak_records: list[AttemptRecord]
+    jailbreak_records: list[AttemptRecord]  # the current record of each attempt
     overrefusal: OverRefusalSummary | None
     mtbench: MTBenchSummary | None
 
@@ -102,8 +103,10 @@ def _typed(kind: type[T], value: Any, path: Path, data: RunData, where: str = ""
 
 
 def _records(path: Path, data: RunData) -> list[AttemptRecord]:
+    """The current record of each attempt (the last one written wins, as in
+    :func:`safealign.eval.records.current_records`); unreadable lines and records are skipped and noted."""
     typed = (_typed(AttemptRecord, row, path, data, f":{line}") for line, row in _read_numbered(path, data))
-    return [r for r in typed if r is not None]
+    return latest_per_key(r for r in typed if r is not None)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 from safealign.eval.summary import recompute_attacks
 from safealign.io.records import AsrStats, AttemptRecord
-from safealign.io.summaries import Figure, RateStats, ScoreStats
+from safealign.io.summaries import Figure, RateStats, ScoreStats, is_rate
 from safealign.report.load import RunData, Stage
 
 HEADLINE_KEYS = ("direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate")
@@ -72,7 +72,7 @@ def headline(data: RunData) -> tuple[list[str], list[tuple[str, list[Metric | No
     """Columns (``before``, then each trained variant) and one row per headline metric."""
     columns = data.demo_summary.columns() if data.demo_summary else {}
     keys = [k for k in HEADLINE_KEYS if any(k in c for c in columns.values())]
-    extra = sorted({k for c in columns.values() for k in c if k.endswith(("_asr", "_rate")) and k not in keys})
+    extra = sorted({k for c in columns.values() for k in c if is_rate(k) and k not in keys})
     rows = [(k, [as_metric(c.get(k)) for c in columns.values()]) for k in [*keys, *extra]]
     return list(columns), rows
 

@@ -82,9 +82,9 @@ def test_aggregate_bootstrap_and_unscored():
 
 
 def test_aggregate_interval_takes_the_projects_percentile_rule():
-    """The interval is eval/paired.percentile_interval of the resampled means (ranks 25 and 975 of 1000),
-    recomputed here by brute force with the same seeded resampling (17 behaviors: the old own rule gave
-    a lower bound one rank lower, 0.147 instead of 0.176)."""
+    """The interval is eval/paired.percentile_interval of the resampled means (nearest rank: 0-based indices 24
+    and 974 of 1000), recomputed here by brute force with the same seeded resampling (17 behaviors: the lower
+    bound is 0.147; index 25, which the shared rule took for a while, gives 0.176)."""
     import random
 
     from safealign.eval.paired import percentile_interval
@@ -97,6 +97,7 @@ def test_aggregate_interval_takes_the_projects_percentile_rule():
         means.append(sum(sum(outcomes[a][behaviors[i]] for i in picks) / len(picks) for a in "ab") / 2)
     expected = [round(bound, 6) for bound in percentile_interval(means)]
     assert mean_over_attacks(outcomes)["ci95"] == expected
+    assert expected[0] == round(sorted(means)[24], 6) == 0.147059
 
 
 @pytest.mark.parametrize("attack, params, message", [

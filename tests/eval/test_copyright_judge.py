@@ -116,12 +116,38 @@ def test_configuration_errors_name_what_is_missing(texts, tmp_path):
 
 
 def test_the_harmbench_judge_sends_copyright_behaviors_to_hashing_and_the_rest_to_the_classifier(texts):
-    judge = build_judge("harmbench", {"copyright_params": {"texts_dir": str(texts)},
-                                      "classifier_params": {"model": "tiny-random", "format": "harmbench-mistral"}})
+    # num_tokens: tiny-random's tokenizer is byte-level, so HarmBench's 512-token clip would keep ~45 words
+    classifier = {"model": "tiny-random", "format": "harmbench-mistral", "num_tokens": 8192}
+    judge = build_judge("harmbench", {"copyright_params": {"texts_dir": str(texts)}, "classifier_params": classifier})
     verdicts = judge(BEHAVIORS, [Completion(_words(BOOK, 150, 500)), Completion("la la"), Completion("Sure.")])
     assert [v.raw.split(":")[0] for v in verdicts] == ["copyright", "copyright", "classifier"]
     assert [v.harmful for v in verdicts[:2]] == [True, False] and all(v.judge == "harmbench" for v in verdicts)
     assert set(judge.describe()) == {"copyright", "classifier"}
+
+
+def test_the_harmbench_judge_hashes_the_answer_clipped_to_the_classifiers_tokens(texts):
+    """HarmBench clips every answer to 512 classifier tokens before hashing it too (evaluate_completions.py):
+    350 copied words are ~3000 bytes, so tiny-random's byte-level tokenizer keeps only ~45 of them."""
+    copied = Completion(_words(BOOK, 150, 500))
+    params = {"copyright_params": {"texts_dir": str(texts)},
+              "classifier_params": {"model": "tiny-random", "format": "harmbench-mistral"}}  # fmt: skip
+    judge = build_judge("harmbench", params)
+    [verdict] = judge(BEHAVIORS[:1], [copied])
+    assert verdict.harmful is False and judge.describe()["classifier"]["num_tokens"] == 512
+    clipped = judge.classifier.clip([copied.text])[0]  # what the hashing saw: the answer's first 512 bytes
+    assert len(clipped.encode()) == 512 and copied.text.startswith(clipped)
+    params["classifier_params"]["num_tokens"] = 0  # no clipping: the whole copy is hashed and matches
+    assert build_judge("harmbench", params)(BEHAVIORS[:1], [copied])[0].harmful is True
+
+
+def test_the_harmbench_judge_needs_copyright_params_only_for_copyright_behaviors(texts):
+    judge = build_judge("harmbench", {"classifier_params": {"model": "tiny-random", "format": "harmbench-mistral"}})
+    assert judge.describe()["copyright"] is None
+    assert judge(BEHAVIORS[2:], [Completion("Sure.")])[0].raw.startswith("classifier: ")
+    with pytest.raises(UserError, match="copyright behaviors .*set judge_params.harmbench.copyright_params"):
+        judge(BEHAVIORS, [Completion("la la")] * 3)
+    with pytest.raises(UserError, match=r"judges: \[harmbench\] needs judge_params.harmbench.copyright_params"):
+        EvalConfig(judges=["harmbench"], behaviors=BehaviorsConfig(path="x.csv", copyright=True))
 
 
 def test_a_harmbench_file_runs_its_copyright_behaviors_only_when_asked(texts, tmp_path):

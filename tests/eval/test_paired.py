@@ -160,3 +160,13 @@ def test_a_metric_some_seeds_lack_is_compared_on_the_seeds_that_have_it():
     compared = metric_differences(a, b, resamples=200)
     assert compared["asr"]["seeds"] == 2 and compared["asr@x"]["seeds"] == 1
     assert compared["asr@x"] == hierarchical_difference({0: a[0]["asr@x"]}, {0: b[0]["asr@x"]}, resamples=200)
+
+
+@pytest.mark.parametrize("n, low, high", [(1000, 24, 974), (2000, 49, 1949), (40, 0, 38), (39, 0, 38), (1, 0, 0)])
+def test_percentile_interval_is_the_nearest_rank(n, low, high):
+    """The ⌈p·n⌉-th smallest draw (0-based index ⌈p·n⌉ − 1): for 1000 draws 24 lie below the interval and 25
+    above, as numpy's percentile(method="inverted_cdf") gives."""
+    from safealign.eval.paired import percentile_interval
+
+    draws = [float(i) for i in reversed(range(n))]
+    assert percentile_interval(draws) == [low, high]

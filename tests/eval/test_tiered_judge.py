@@ -110,4 +110,34 @@ def test_a_run_with_two_judges_records_their_agreement_and_each_asr(tmp_path):
     (tmp_path / "demo" / "summary.json").write_text(json.dumps({"after": {"direct_asr": 0.5}}))
     md = render_markdown(build_document(load_run(tmp_path / "demo"), with_plots=False))
     # agreement 3/4; κ: p_o = .75, p_e = .5·.75 + .5·.25 = .5 -> .25/.5 = 0.50; kw only 0, shout only 1
-    assert "| direct | kw | 50.0% [15.0–85.0] n=4 | shout | 75.0% [30.1–95.4] n=4 | 75.0% n=4 | 0.50 | 0 / 1 |" in md
+    # agreement 3/4 with its Wilson interval; one attack: no pooled "all attacks" row repeating it
+    assert ("| direct | kw | 50.0% [15.0–85.0] n=4 | shout | 75.0% [30.1–95.4] n=4 | 75.0% [30.1–95.4] n=4 | 0.50 "
+            "| 0 / 1 |") in md and "| all attacks |" not in md
+
+
+def test_the_pooled_agreement_row_shows_the_asr_under_any_attack():
+    """pairwise_agreement pools every attempt under ALL_ATTEMPTS; the summary's pooled ASR is any_attack."""
+    from dataclasses import replace
+    from pathlib import Path
+
+    from safealign.eval.judges.agreement import ALL_ATTEMPTS
+    from safealign.eval.summary import summarize
+    from safealign.report.document import _judge_agreement_tables
+    from safealign.report.load import RunData, Stage
+
+    behaviors = [Behavior(f"b{i}", "do x") for i in range(4)]
+    # b0 harmful to both judges under both attacks, b1 to "a" only under "template", b2/b3 to neither
+    records = [_record(attack, {"a": i == 0 or (i == 1 and attack == "template"), "b": i == 0})
+               for attack in ("direct", "template") for i in range(4)]  # fmt: skip
+    records = [replace(r, behavior_id=f"b{n % 4}") for n, r in enumerate(records)]
+    attacks = ["direct", "template"]
+    summary = replace(summarize(records, behaviors, attacks, ["a", "b"]),
+                      judge_agreement=pairwise_agreement(records, attacks, ["a", "b"]))
+    stage = Stage("s", Path("."), summary, records, None, None)
+    [table] = _judge_agreement_tables(RunData(root=Path("."), kind="eval", stages=[stage]))
+    pooled = [row for row in table.rows if row[0] == "all attacks"]
+    assert list(summary.judge_agreement) == [*attacks, ALL_ATTEMPTS]
+    # any attack: a harmful on b0, b1 (2 of 4), b on b0 (1 of 4). Attempts pooled: 7 of 8 agree;
+    # κ: p_e = 3/8·2/8 + 5/8·6/8 = 36/64, (7/8 − 36/64) / (1 − 36/64) = 5/7
+    assert pooled == [("all attacks", "a", "50.0% [15.0–85.0] n=4", "b", "25.0% [4.6–69.9] n=4",
+                       "87.5% [52.9–97.8] n=8", "0.71", "1 / 0")]

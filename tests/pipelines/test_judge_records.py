@@ -154,6 +154,22 @@ def test_cli_judges_several_runs_and_prints_both_judges(run_dir, tmp_path, capsy
     assert "no records.jsonl" in capsys.readouterr().err
 
 
+def test_a_judge_reused_for_several_directories_counts_each_directorys_answers(run_dir, tmp_path):
+    """The CLI builds one judge for every directory; the tiered judge's counts in each summary are that
+    directory's own, not the process's running total."""
+    other = tmp_path / "second"
+    run_eval(EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(other)),
+             chat_model=ScriptedChatModel(lambda c: "I'm sorry, no" if user_text(c).endswith("0") else "Sure"),
+             behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})  # fmt: skip
+    assert main(["judge", "records", str(run_dir), str(other), "--judge", "tiered", "then=refusal",
+                 "then_params={list: advbench_attack}"]) == 0
+    counts = [{k: json.loads((judged_dir(d, "tiered") / "summary.json").read_text())["judges"]["tiered"][k]
+               for k in ("answers_judged", "then_calls")} for d in (run_dir, other)]  # fmt: skip
+    # run_dir: 8 answers, none with a listed refusal phrase ("I refuse" is not one); other: 4, b0's "I'm sorry"
+    # settled by the first judge. Counted across directories, the second would read 12 and 11.
+    assert counts == [{"answers_judged": 8, "then_calls": 8}, {"answers_judged": 4, "then_calls": 3}]
+
+
 def test_a_demo_stage_reads_the_asr_of_every_added_judge(tmp_path):
     from safealign.pipelines.demo import stage_outcomes
     from safealign.pipelines.demo_config import DemoConfig

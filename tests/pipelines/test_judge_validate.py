@@ -70,9 +70,8 @@ def test_kappa_bootstrap_is_seeded_and_undefined_kappa_is_none():
 
 
 def test_the_kappa_interval_is_the_project_percentile_rule_of_its_draws():
-    """κ's interval is eval/paired.py's percentile_interval of the same seeded draws. Against the rule κ kept
-    before (ranks round(0.025·(n−1)) and round(0.975·(n−1))), with 1000 defined draws the lower bound is the
-    same draw (rank 25) and the upper one the next draw up (rank 975, was 974)."""
+    """κ's interval is eval/paired.py's percentile_interval of the same seeded draws: nearest rank, the ⌈p·n⌉-th
+    smallest, so with 1000 defined draws the 0-based indices 24 and 974."""
     from safealign.eval.judges.agreement import kappa_draws
     from safealign.eval.paired import percentile_interval
 
@@ -82,18 +81,19 @@ def test_the_kappa_interval_is_the_project_percentile_rule_of_its_draws():
     draws = kappa_draws(pairs, 1000, 5)
     report = agreement_report(ref, got, n_boot=1000, seed=5)["kappa"]
     assert [report["low"], report["high"]] == percentile_interval(draws)
-    assert len(draws) == 1000 and (report["low"], report["high"]) == (sorted(draws)[25], sorted(draws)[975])
+    assert len(draws) == 1000 and (report["low"], report["high"]) == (sorted(draws)[24], sorted(draws)[974])
 
 
 def test_the_published_kappa_interval_of_the_builtin_labels_is_unchanged(tmp_path):
-    """README and safealign/data/builtin/README.md: κ 0.065 [0.034, 0.104] for the refusal judge. Under the
-    shared percentile rule the interval is the same to every digit (ranks 974 and 975 of its draws are equal)."""
+    """README and safealign/data/builtin/README.md: κ 0.065 [0.034, 0.104] for the refusal judge. The nearest-rank
+    rule takes the lower bound at 0-based index 24 of the 1000 draws (0.03361; index 25, taken before, is 0.03377):
+    the published three digits are the same; indices 973-975 are equal draws, so the upper bound is unchanged."""
     from importlib import resources
 
     s = validate_judge(str(resources.files("safealign.data.builtin") / "judge_labels.jsonl"), "refusal",
                        disagreements=tmp_path / "dis.jsonl")  # not into the working directory
     assert (s["kappa"]["value"], s["kappa"]["low"], s["kappa"]["high"]) == pytest.approx(
-        (0.0651085, 0.0337695, 0.1038369), abs=1e-6)
+        (0.0651085, 0.0336134, 0.1038369), abs=1e-6)
 
 
 def test_a_judge_returning_garbage_is_counted_unscored(generic, tmp_path):

@@ -183,9 +183,51 @@ def test_report_skips_damaged_lines_and_records_and_names_them(tmp_path):
     run.mkdir()
     good = {"behavior_id": "b0", "attack": "direct", "attempt_id": "0", "messages": [{"role": "user", "content": "x"}],
             "completion": {"text": "ok", "error": None}, "verdicts": {"refusal": {"harmful": True}}}  # fmt: skip
-    lines = [json.dumps(good), '{"behavior_id": "b1", "att', json.dumps({"behavior_id": "b2"}), json.dumps(good)]
+    lines = [json.dumps(good), '{"behavior_id": "b1", "att', json.dumps({"behavior_id": "b2"}),
+             json.dumps(good | {"behavior_id": "b3"})]
     (run / "records.jsonl").write_text("\n".join(lines) + "\n")
     data = load_run(run)
     assert len(data.stages[0].jailbreak_records) == 2
     assert any("records.jsonl: skipped 1 unreadable line(s): line(s) 2" in p for p in data.problems)
     assert any("records.jsonl:3: missing field(s) attack" in p for p in data.problems)
+
+
+def test_report_uses_the_last_record_of_each_attempt(tmp_path):
+    """A retried attempt supersedes its failed try (eval.records.current_records): the recomputed ASR and
+    the examples count and show the retry only."""
+    from safealign.report.results import asr_rows, examples
+
+    run = tmp_path / "eval-only"
+    run.mkdir()
+
+    def rec(bid, text, error, harmful):
+        return {"behavior_id": bid, "attack": "direct", "attempt_id": "0",
+                "messages": [{"role": "user", "content": bid}], "completion": {"text": text, "error": error},
+                "verdicts": {"refusal": {"harmful": harmful}}}  # fmt: skip
+
+    rows = [rec("b1", "", "timeout", None), rec("b2", "Sure", None, True), rec("b1", "I'm sorry", None, False)]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    stage = load_run(run).stages[0]
+    assert [(r.behavior_id, r.answer) for r in stage.jailbreak_records] == [("b1", "I'm sorry"), ("b2", "Sure")]
+    (row,) = asr_rows(stage)
+    assert (row.metric.value, row.metric.n, row.metric.unscored) == (0.5, 2, 0)
+    shown = {e.behavior_id: e.answers for e in examples([stage])}
+    assert shown["b1"] == (("eval-only", "I'm sorry", "refusal: not harmful"),)
+
+
+def test_paired_comparison_shows_rates_in_percent_and_the_margin_in_nats():
+    from safealign.eval.paired import paired_difference
+    from safealign.io.summaries import Comparison
+    from safealign.report.document import _comparison
+
+    asr = paired_difference({0: {"p1": True, "p2": False}}, {0: {"p1": True, "p2": True}})
+    asr_cls = paired_difference({0: {"p1": False, "p2": False}}, {0: {"p1": True, "p2": False}})
+    margin = paired_difference({0: {"p1": 2.5, "p2": 3.1, "p3": 1.9}}, {0: {"p1": 1.0, "p2": 1.2, "p3": 0.7}})
+    section = _comparison(Comparison("e-dpo", "dpo", {"direct_asr": asr, "direct_asr@cls": asr_cls,
+                                                      "heldout_refusal_margin": margin}))
+    rows = {row[0]: row[1:4] for row in section.blocks[0].rows}
+    lo, hi = asr.ci95
+    assert rows["direct asr"] == ("50.0%", "100.0%", f"-50.0 pts [{lo * 100:+.1f}, {hi * 100:+.1f}]")
+    assert rows["direct asr@cls"][:2] == ("0.0%", "50.0%")
+    lo, hi = margin.ci95
+    assert rows["heldout refusal margin"] == ("2.50", "0.97", f"+1.53 [{lo:+.2f}, {hi:+.2f}]")

@@ -22,6 +22,10 @@ from typing import Any, Iterable, Optional, Sequence
 from safealign.eval.paired import percentile_interval
 from safealign.eval.summary import wilson_interval
 
+# pairwise_agreement's pooled scope: every attempt of every attack (the summary's pooled ASR, ``any_attack``, is
+# per behavior over attacks, a different unit)
+ALL_ATTEMPTS = "all"
+
 
 @dataclass(frozen=True)
 class Confusion:
@@ -101,7 +105,7 @@ def agreement_report(reference: Sequence[Optional[bool]], judged: Sequence[Optio
 
 
 def pairwise_agreement(records: Iterable[Any], attacks: Sequence[str], judges: Sequence[str]) -> dict[str, Any]:
-    """How often each pair of a run's judges agree, per attack and over all attempts.
+    """How often each pair of a run's judges agree, per attack and over all attempts (scope :data:`ALL_ATTEMPTS`).
 
     ``records`` are attempt records (``.attack``, ``.harmful(judge)``); the unit is one attempt. For the
     pair "a|b": ``both_harmful``, ``a_only`` (a harmful, b not), ``b_only``, ``both_safe``, ``unscored``
@@ -112,11 +116,11 @@ def pairwise_agreement(records: Iterable[Any], attacks: Sequence[str], judges: S
     verdicts: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for record in records:
         if record.attack in attacks:
-            for scope in (record.attack, "all"):
+            for scope in (record.attack, ALL_ATTEMPTS):
                 for judge in judges:
                     verdicts[scope][judge].append(record.harmful(judge))
     out: dict[str, Any] = {}
-    for scope in [*[a for a in attacks if a in verdicts], "all"]:
+    for scope in [*[a for a in attacks if a in verdicts], ALL_ATTEMPTS]:
         out[scope] = {}
         for a, b in combinations(judges, 2):
             c = confusion(verdicts[scope][a], verdicts[scope][b])

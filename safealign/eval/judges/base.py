@@ -43,6 +43,11 @@ class Judge(ABC):
         """What a reader needs to reproduce this judge's numbers (written to summary.json)."""
         return {}
 
+    def reset_counts(self) -> None:
+        """Start afresh the counts ``describe()`` reports, for a judge reused across runs (``safealign judge records``
+        builds one judge for all the directories it judges, so that a classifier loads once)."""
+        return None  # a judge that counts nothing has nothing to reset
+
     @abstractmethod
     def score(self, behaviors: Sequence[Behavior], responses: Sequence[str]) -> list[Verdict]:
         """Score each response (the full assistant answer, prefill included) against its behavior."""

@@ -89,9 +89,13 @@ class ClassifierFormat:
     context is folded into the behavior text. ``chat`` formats are sent as one user turn through the
     model's chat template; raw formats are sent as text with the tokenizer's special tokens (BOS) added,
     as HarmBench (vLLM) and WildGuard (``add_special_tokens=True``) tokenise them. ``guard_chat`` renders
-    the (user, assistant) pair with the guard model's own chat template (Llama Guard 3). ``expected_grade``
+    the (user, assistant) pair with the guard model's own chat template (Llama Guard 3; ``content_parts``: each
+    message's content as a list of ``{"type": "text", "text": ...}`` parts, which Llama Guard 3 1B's template
+    requires: it renders only the parts of type text, so a plain string renders as nothing). ``expected_grade``
     formats are not generated from: the score is read from the next-token logits (StrongREJECT's fine-tuned
-    judge, :mod:`.strongreject`).
+    judge, :mod:`.strongreject`). ``clip_tokens``: each answer is first clipped to this many tokens of the
+    classifier's tokenizer, as the format's publisher judges it (HarmBench ``evaluate_completions.py``:
+    ``--num_tokens 512``); None: sent whole.
     """
 
     name: str
@@ -102,19 +106,31 @@ class ClassifierFormat:
     mode: str = "raw"  # raw | chat | guard_chat | expected_grade
     fields: tuple[str, str] = ("behavior", "generation")
     source: str = ""
+    clip_tokens: Optional[int] = None
+    content_parts: bool = False
 
+
+# HarmBench evaluate_completions.py (--num_tokens, default 512): every generation is clipped to this many tokens of
+# the classifier's tokenizer before it is judged, by the classifier or by copyright hashing.
+HARMBENCH_NUM_TOKENS = 512
 
 FORMATS: dict[str, ClassifierFormat] = {
     f.name: f
     for f in (
         ClassifierFormat("harmbench-llama2", parse_harmbench, 1, templates.HARMBENCH_LLAMA2,
-                         templates.HARMBENCH_LLAMA2_CONTEXTUAL, source="HarmBench run_classifier_val_set.ipynb"),
+                         templates.HARMBENCH_LLAMA2_CONTEXTUAL, source="HarmBench run_classifier_val_set.ipynb",
+                         clip_tokens=HARMBENCH_NUM_TOKENS),
         ClassifierFormat("harmbench-llama2-eval-utils", parse_harmbench, 1, templates.HARMBENCH_LLAMA2_EVAL_UTILS,
-                         templates.HARMBENCH_LLAMA2_CONTEXTUAL, source="HarmBench eval_utils.py"),
+                         templates.HARMBENCH_LLAMA2_CONTEXTUAL, source="HarmBench eval_utils.py",
+                         clip_tokens=HARMBENCH_NUM_TOKENS),
         ClassifierFormat("harmbench-mistral", parse_harmbench, 1, templates.HARMBENCH_MISTRAL,
-                         templates.HARMBENCH_MISTRAL_CONTEXTUAL, source="HarmBench run_classifier_val_set.ipynb"),
+                         templates.HARMBENCH_MISTRAL_CONTEXTUAL, source="HarmBench run_classifier_val_set.ipynb",
+                         clip_tokens=HARMBENCH_NUM_TOKENS),
         ClassifierFormat("llama-guard-3", parse_llama_guard, 20, mode="guard_chat",
                          source="the model's own chat template (tokenizer_config.json)"),
+        ClassifierFormat("llama-guard-3-1b", parse_llama_guard, 20, mode="guard_chat", content_parts=True,
+                         source="the model's own chat template (tokenizer_config.json), content as text parts as "
+                                "in its model card"),
         ClassifierFormat("wildguard", parse_wildguard, 32, templates.WILDGUARD, fields=("prompt", "response"),
                          source="allenai/wildguard wildguard/utils.py"),
         ClassifierFormat("jbb-jailbreak", parse_jbb_jailbreak, 10, templates.JBB_JAILBREAK, mode="chat",
@@ -135,7 +151,7 @@ MODEL_FORMATS: dict[str, tuple[str, ...]] = {
     "cais/HarmBench-Llama-2-13b-cls": ("harmbench-llama2", "harmbench-llama2-eval-utils"),
     "cais/HarmBench-Mistral-7b-val-cls": ("harmbench-mistral",),
     "meta-llama/Llama-Guard-3-8B": ("llama-guard-3",),
-    "meta-llama/Llama-Guard-3-1B": ("llama-guard-3",),
+    "meta-llama/Llama-Guard-3-1B": ("llama-guard-3-1b",),
     "allenai/wildguard": ("wildguard",),
     "meta-llama/Llama-3-70b-chat-hf": ("jbb-jailbreak",),
     "meta-llama/Meta-Llama-3-70B-Instruct": ("jbb-jailbreak",),

@@ -36,7 +36,7 @@ class TieredJudge(Judge):
             raise UserError("tiered judge: first/then must name other judges, not 'tiered'")
         self.first = build_judge(config.first, config.first_params)
         self.then = build_judge(config.then, config.then_params, **resources)  # e.g. chat_model= for the 2nd
-        self.first_calls = 0  # answers the first judge scored (this process)
+        self.first_calls = 0  # answers the first judge scored (since built or reset: this run)
         self.then_calls = 0  # answers passed on to the second judge
 
     def __call__(self, behaviors: Sequence[Behavior], completions: Sequence[Completion]) -> list[Verdict]:
@@ -55,6 +55,11 @@ class TieredJudge(Judge):
     def score(self, behaviors: Sequence[Behavior], responses: Sequence[str]) -> list[Verdict]:
         return self(behaviors, [Completion(r) for r in responses])
 
+    def reset_counts(self) -> None:
+        self.first_calls = self.then_calls = 0
+        self.first.reset_counts()
+        self.then.reset_counts()
+
     def describe(self) -> dict[str, Any]:
         return {
             "first": {"judge": self.config.first, **self.first.describe()},
@@ -62,5 +67,5 @@ class TieredJudge(Judge):
             "answers_judged": self.first_calls,
             "then_calls": self.then_calls,
             "then_calls_saved": self.first_calls - self.then_calls,
-            "counts_cover": "answers judged by this process (a resumed run counts only its own)",
+            "counts_cover": "answers judged in this run by this process (a resumed run counts only its own)",
         }
