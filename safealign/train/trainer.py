@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from transformers import Trainer, TrainerCallback
+from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from safealign.errors import UserError
@@ -109,13 +110,12 @@ class PreferenceTrainer(RunLog, Trainer):
         lengths from dict items or a ``datasets`` column."""
         if self.group_lengths is None:
             return super()._get_train_sampler(train_dataset)
-        from transformers.trainer_pt_utils import LengthGroupedSampler
-
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if len(self.group_lengths) != len(dataset):
             raise ValueError(f"group_lengths has {len(self.group_lengths)} entries for {len(dataset)} items")
-        return LengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                    lengths=list(self.group_lengths))
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
+                                         list(self.group_lengths), seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         build, stats = _INPUTS[self.preference_loss.input_kind]
@@ -222,3 +222,20 @@ class AdapterSaveCallback(TrainerCallback):
         if hasattr(model, "peft_config") and save is not None and not isinstance(save, functools.partial):
             model.save_pretrained = functools.partial(save, save_embedding_layers=False)
 
+
+
+class EpochLengthGroupedSampler(LengthGroupedSampler):
+    """transformers' ``LengthGroupedSampler`` whose shuffle is seeded by (seed, epoch) instead of being drawn from
+    the global random state when the epoch starts: a run resumed in a later epoch then sees that epoch's order
+    (the trainer calls ``set_epoch``), not epoch 0's, and skips exactly the batches it already trained."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int) -> None:
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()

@@ -119,6 +119,43 @@ def test_killed_and_resumed_run_matches_uninterrupted(tmp_path, pairs_file, monk
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("group_by_length", [False, True])
+def test_a_run_resumed_in_its_second_epoch_matches_the_uninterrupted_one(tmp_path, pairs_file, monkeypatch,
+                                                                         group_by_length):
+    """Killed at step 7 of 2 epochs × 4 steps and resumed from checkpoint-6: the resumed epoch sees its own order
+    (a length-grouped epoch once replayed epoch 0's order, training some pairs twice and others not at all)."""
+    def config(name):
+        return tiny_config(tmp_path, pairs_file, output_dir=str(tmp_path / name), per_device_train_batch_size=2,
+                           max_steps=-1, num_train_epochs=2.0, group_by_length=group_by_length)
+
+    from safealign.train import trainer as trainer_module
+
+    original = trainer_module.PreferenceTrainer.compute_loss
+    seen: dict[str, list] = {"full": [], "cut": [], "resumed": []}
+    run = ["full"]
+
+    def recording(self, model, inputs, *args, **kwargs):
+        if run[0] == "cut" and self.state.global_step == 6:
+            raise Interrupt()  # checkpoint-6 exists; die during step 7
+        seen[run[0]].append((self.state.global_step + 1, sorted(inputs["index"].tolist())))
+        return original(self, model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(trainer_module.PreferenceTrainer, "compute_loss", recording)
+    full = run_training(config("full"))
+    run[0] = "cut"
+    with pytest.raises(Interrupt):
+        run_training(config("cut"))
+    run[0] = "resumed"
+    resumed = run_training(config("cut"), resume=True)
+    assert seen["cut"] == seen["full"][:6] and seen["resumed"] == seen["full"][6:]  # steps 7-8: the same pairs
+    from safetensors.torch import load_file
+
+    wa = load_file(str(full.final_dir / "adapter_model.safetensors"))
+    wb = load_file(str(resumed.final_dir / "adapter_model.safetensors"))
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0)
+
+
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, pairs_file, monkeypatch):
     config = tiny_config(tmp_path, pairs_file, per_device_train_batch_size=2)
     from safealign.train import trainer as trainer_module
