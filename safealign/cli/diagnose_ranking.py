@@ -16,7 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ref", help="reference model spec (default: the adapter's base, else the model)")
     add("--beta", type=float, help="DPO β for R*, difficulty threshold and loss (default 0.1)")
     add("--epsilon", type=float,
-        help="rater noise: α = 1 − ε where no agreement column exists; α clipped to [ε, 1 − ε] (default 0.1)")
+        help="rater noise: α = 1 − ε where no agreement column exists or raters were unanimous (α = 1; "
+             "α = 0 becomes ε) (default 0.1)")
     add("--alpha-column", help="column with the share of raters preferring chosen (default 'alpha'; used when present)")
     add("--prefix", help="score the reference on safety-prefixed prompts of harmful pairs (E-DPO's reference): "
                          "a built-in prefix name or text")

@@ -47,7 +47,8 @@ def ranking_accuracy(x: PairLogps) -> dict[str, float]:
 
 
 def rater_alpha(n: int, alpha: Tensor | float | None = None, *, epsilon: float = DEFAULT_EPSILON) -> Tensor:
-    """Rater agreement ``(N,)`` clipped to ``[ε, 1 − ε]``; ``None`` means unanimous raters (α = 1 − ε)."""
+    """Rater agreement ``(N,)`` with unanimity replaced by ε noise, as ALGORITHMS.md §3 states it: α = 1 becomes
+    1 − ε (and α = 0 becomes ε, its mirror), every other α is kept; ``None`` means unanimous raters (1 − ε)."""
     if not 0.0 < epsilon < 0.5:
         raise UserError(f"epsilon must be in (0, 0.5), got {epsilon}")
     if alpha is None:
@@ -56,7 +57,7 @@ def rater_alpha(n: int, alpha: Tensor | float | None = None, *, epsilon: float =
     if bool(((values < 0) | (values > 1) | values.isnan()).any()):
         bad = ((values < 0) | (values > 1) | values.isnan()).nonzero().flatten()[:5].tolist()
         raise UserError(f"rater agreement alpha must lie in [0, 1]; rows {bad} do not")
-    return values.clamp(epsilon, 1.0 - epsilon)
+    return torch.where(values == 1.0, 1.0 - epsilon, torch.where(values == 0.0, epsilon, values))
 
 
 def idealized_correct(ref_chosen: Tensor, ref_rejected: Tensor, *, beta: float, alpha: Tensor) -> Tensor:

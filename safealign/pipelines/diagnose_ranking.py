@@ -22,7 +22,7 @@ SELF_REFERENCE_KEYS = ("reference_misranked", "fixed", "fixed_share", "reference
 class RankingConfig(DiagnoseConfig):
     ref: Optional[str] = None  # reference model spec (default: the adapter's base, else the model)
     beta: float = 0.1  # DPO β for R*, the difficulty threshold and the loss
-    epsilon: float = 0.1  # rater noise: α = 1 − ε without an agreement column; α clipped to [ε, 1 − ε]
+    epsilon: float = 0.1  # rater noise: α = 1 − ε without an agreement column or for unanimous raters (0 → ε)
     alpha_column: str = "alpha"  # share of raters preferring chosen, used when the data has it
     prefix: Optional[str] = None  # score the reference on safety-prefixed harmful prompts (E-DPO's reference)
     # a multi-head (MAH-DPO) model scored with Σ_k w_k·logits_k (safealign/models/heads.py); the reference keeps
@@ -121,4 +121,5 @@ def _alpha(config: RankingConfig, inputs: Inputs):
             alpha.append(1.0 if value is None else float(value))
         except (TypeError, ValueError):
             raise UserError(f"{config.data} row {p.row}: column {column!r} = {value!r} is not a number") from None
-    return alpha, f"column '{column}' (missing values: 1), clipped to [{config.epsilon:g}, {1 - config.epsilon:g}]"
+    return alpha, (f"column '{column}' (missing values: 1; unanimous 1 and 0 as {1 - config.epsilon:g} and "
+                   f"{config.epsilon:g})")

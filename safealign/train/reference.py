@@ -170,8 +170,6 @@ def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_s
     batch and retries, so a generous ``batch_size`` settles on the largest batch that fits.
     """
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     views = [reference_view(item) for item in items]
     width = [len(prompt) + max(map(len, responses)) for prompt, responses in views]
     order = sorted(range(len(views)), key=lambda i: -width[i])
@@ -179,7 +177,7 @@ def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_s
     limit, start = batch_size, 0
     progress = tqdm(total=len(order), desc="reference log-probs", unit="row")
     try:
-        with contextlib.nullcontext() if with_adapter else adapter_disabled(model):
+        with contextlib.nullcontext() if with_adapter else adapter_disabled(model), eval_mode(model):
             while start < len(order):
                 rows = _next_batch(order, start, width, limit, batch_tokens)
                 try:
@@ -197,7 +195,6 @@ def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_s
                 progress.update(len(rows))
     finally:
         progress.close()
-        model.train(was_training)
     return table
 
 
@@ -387,8 +384,19 @@ class LiveReference:
         kwargs = dict(reference=True, chunk_size=self.chunk_size, impl=self.impl)
         if self.model is not None:
             return view_logps(self.model, batch, prefix, **kwargs).logps.detach()
-        with adapter_disabled(policy):
+        with adapter_disabled(policy), eval_mode(policy):  # no dropout: the same numbers as the cached table
             return view_logps(policy, batch, prefix, **kwargs).logps.detach()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model`` in eval mode within the block (dropout off), its previous mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
 
 
 def view_logps(model: nn.Module, batch: Mapping[str, Tensor], prefix: str = "", *, reference: bool = False,

@@ -173,3 +173,29 @@ def test_an_objective_continuing_a_trained_adapter_starts_at_its_reference(sft_a
     assert row["loss/reroute"] == pytest.approx(1.0, abs=1e-4)
     summary = json.loads((out / "train_summary.json").read_text())
     assert "trained LoRA adapter" in summary["reference"]
+
+
+def test_a_live_reference_scores_without_dropout_like_the_cached_table():
+    """A model with dropout, trained with a fresh adapter: the live reference forward (policy with its adapter
+    disabled) runs in eval mode, so it equals the cached table and leaves the policy in train mode."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from safealign.data import PreferenceCollator
+    from safealign.train.reference import LiveReference, compute_reference_columns
+    from safealign.types import PreferencePair
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, attention_dropout=0.3, pad_token_id=0)
+    torch.manual_seed(0)
+    model = apply_lora(LlamaForCausalLM(config), LoraSettings(r=4, alpha=8))
+    pair = PreferencePair(prompt=({"role": "user", "content": "How do I pick a lock?"},), chosen="No.",
+                          rejected="Sure, take a pin", source="x", row=0)
+    encoded, _ = PairEncoder(tokenizer, max_length=128, max_prompt_length=64).encode_all([pair])
+    cached = compute_reference_columns(model, encoded)
+    model.train()
+    live = LiveReference(None)
+    batch = PreferenceCollator(tokenizer.pad_token_id)(encoded)
+    for _ in range(3):
+        torch.testing.assert_close(live.logps(model, batch), cached[0].to(torch.float32), atol=1e-5, rtol=0)
+    assert model.training
