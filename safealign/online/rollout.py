@@ -16,6 +16,7 @@ from torch import Tensor
 
 from safealign.data import PairEncoder, PromptTransform
 from safealign.data.collate import pad_sequences
+from safealign.eval.backends.base import eos_ids
 from safealign.online.prefix_cache import generate_from_shared_prefix
 from safealign.train.logps import token_logps
 from safealign.types import Message
@@ -60,13 +61,6 @@ def prompt_views(tokenizer: Any, items: Sequence[PromptItem], transform: PromptT
         shown = transform(item.messages, item.harmful)
         reference.append(own if shown is item.messages or shown == item.messages else ids(shown, "reference"))
     return Views(policy, reference, cuts["policy"], cuts["reference"])
-
-
-def eos_ids(tokenizer: Any, model: Any) -> set[int]:
-    found = {tokenizer.eos_token_id}
-    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-    found.update(config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
-    return {i for i in found if i is not None}
 
 
 @torch.no_grad()

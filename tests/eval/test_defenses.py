@@ -12,6 +12,7 @@ from safealign.eval.backends.base import GenerationParams
 from safealign.eval.config import DefenseConfig, EvalConfig
 from safealign.eval.defenses.base import REFUSAL, DefendedChatModel, build_defense, check_defenses, wrap_target
 from safealign.eval.defenses.perplexity import calibrate_threshold, window_score
+from safealign.eval.defenses.prompting import URIAL_PREAMBLE
 from safealign.eval.defenses.smoothllm import majority_vote, perturb
 from safealign.eval.pipeline import run_eval
 from safealign.io.records import AttemptRecord, DefenseStep
@@ -52,20 +53,75 @@ def test_in_context_puts_k_refusal_demos_before_the_conversation():
         build_defense("in_context", {"k": 4})
 
 
-def test_urial_plain_format_is_raw_text_with_a_stop():
-    class Local(ScriptedChatModel):
-        tokenizer = object()  # a local backend: raw prompts without a chat template are possible
+class _Local(ScriptedChatModel):
+    tokenizer = object()  # a local backend: raw prompts without a chat template are possible
 
-    fake = Local(lambda c: "Bread needs flour.")
+
+def test_urial_plain_format_is_raw_text_with_a_stop():
+    fake = _Local(lambda c: "Bread needs flour.")
     seen_params = []
     original = fake.generate
     fake.generate = lambda convs, params: seen_params.append(params) or original(convs, params)
     _wrap("urial", fake, format="plain").generate([USER], PARAMS)
     [message] = fake.conversations[0]
     assert message["content"].count("# Query:") == 4 and message["content"].endswith("# Answer:\n```\n")
-    assert seen_params[0].chat_template is False and "\n# Query:" in seen_params[0].stop
+    assert seen_params[0].chat_template is False and seen_params[0].stop == ("# Query",)  # URIAL's only stop
     with pytest.raises(UserError, match="format=plain .* needs a local backend"):
         _wrap("urial", ScriptedChatModel(lambda c: "x"), format="plain")
+
+
+def test_urial_plain_format_keeps_code_blocks_and_strips_only_the_closing_fence():
+    code = "Sure! Here is a function:\n```python\ndef add(a, b):\n    return a + b\n```\nCall it with add(1, 2)."
+    fake = _Local(lambda c: code + "\n```\n\n")  # as the backend returns it, cut at the next "# Query"
+    [out] = _wrap("urial", fake, format="plain").generate([USER], PARAMS)
+    assert out.text == code
+    [chat] = _wrap("urial", _Local(lambda c: "x\n```"), format="chat").generate([USER], PARAMS)
+    assert chat.text == "x\n```"  # the chat format has no answer block to strip
+
+
+def test_urial_plain_format_keeps_the_system_message_after_its_preamble():
+    fake = _Local(lambda c: "Arr.")
+    system = {"role": "system", "content": "You are a pirate. Answer in pirate speak."}
+    _wrap("urial", fake, format="plain").generate([(system, *USER)], PARAMS)
+    [message] = fake.conversations[0]
+    assert message["content"].startswith(URIAL_PREAMBLE + "\n\nYou are a pirate. Answer in pirate speak.\n\n# Query:")
+    fake.system_prompt = "Be brief."  # no system message: the backend's default one, as in the chat format
+    _wrap("urial", fake, format="plain").generate([USER], PARAMS)
+    assert fake.conversations[1][0]["content"].startswith(URIAL_PREAMBLE + "\n\nBe brief.\n\n# Query:")
+
+
+# --------------------------------------------------------------------------- attacks against a defended target
+def _attacker_or_target(conversation):
+    if conversation[0]["role"] == "system" and "red-teaming" in conversation[0]["content"]:
+        return json.dumps({"improvement": "x", "prompt": "P"})  # the PAIR attacker's turn
+    return "I refuse"
+
+
+def test_query_attacks_use_the_undefended_model_as_attacker_and_query_the_defended_one(tmp_path):
+    fake = ScriptedChatModel(_attacker_or_target)
+    config = EvalConfig(attacks=["pair"], judges=["kw"], output_dir=str(tmp_path / "run"),
+                        attack_params={"pair": {"n_streams": 1, "depth": 2}},
+                        defenses=[DefenseConfig("self_reminder", {})])  # fmt: skip
+    run_eval(config, chat_model=fake, behaviors=[Behavior("b0", "behavior zero")], judges={"kw": KeywordJudge()})
+    attacker = [c for c in fake.conversations if "red-teaming" in c[0]["content"]]
+    target = [c for c in fake.conversations if c not in attacker]
+    assert len(attacker) == 2 and len(target) == 3  # two rounds, then the recorded attempt is answered
+    assert not any("Remember, you should be" in m["content"] for c in attacker for m in c)  # no defense on it
+    assert all(c[0]["content"].startswith("You are a red-teaming assistant") for c in attacker)
+    assert all(c[-1]["content"].startswith("P\nRemember, you should be") for c in target)  # defended queries
+
+
+@pytest.mark.parametrize("name, params", [("pair", {}), ("tap", {}), ("pap", {}), ("zero_shot", {}),
+                                          ("crescendo", {"max_turns": 1})])  # fmt: skip
+def test_every_attacker_falls_back_on_the_bare_model_behind_the_defenses(name, params):
+    from safealign.eval.attacks import AttackContext, build_attack
+
+    fake = ScriptedChatModel(lambda c: "x")
+    defended = _wrap("self_reminder", _wrap("smoothllm", fake, copies=2))
+    attack = build_attack(name, params, AttackContext(target=defended, judge=KeywordJudge()))
+    assert attack.attacker is fake and attack.context.target is defended
+    if name == "tap":
+        assert attack.evaluator is fake
 
 
 # --------------------------------------------------------------------------- SmoothLLM
@@ -162,6 +218,32 @@ def test_perplexity_filter_refuses_gibberish_on_tiny_random(tiny_model, tiny_tok
     assert out[0].meta["defense"][0]["action"] == "pass" and out[0].text != REFUSAL
 
 
+def test_perplexity_filter_scores_a_prompt_longer_than_its_scorer_in_windows(tiny_tokenizer):
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from safealign.eval.defenses.perplexity import token_nlls
+
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=len(tiny_tokenizer), n_positions=16, n_embd=16, n_layer=1, n_head=2)
+    scorer = GPT2LMHeadModel(config).eval()  # learned positions: past 16 tokens it would fail
+    defense = build_defense("perplexity_filter", {"threshold": 100.0})
+    defense.model, defense.tokenizer = scorer, tiny_tokenizer  # what prepare() does for a scorer spec
+    target = DefendedChatModel(ScriptedChatModel(lambda c: "ok"), defense)
+    text = "abcdefghij" * 4  # BOS + 40 byte tokens
+    [out] = target.generate([({"role": "user", "content": text},)], PARAMS)
+    step = out.meta["defense"][0]
+    assert out.text == "ok" and step["action"] == "pass" and step["forward_passes"] == 5  # windows at 0, 8, ..., 32
+    [nll] = token_nlls(scorer, tiny_tokenizer, [text], max_positions=16)
+    ids = [tiny_tokenizer.bos_token_id, *tiny_tokenizer(text, add_special_tokens=False)["input_ids"]]
+    assert len(nll) == len(ids) - 1  # every token scored, once
+    assert nll[:15] == pytest.approx(token_nlls(scorer, tiny_tokenizer, [text[:15]])[0])  # the first window
+    # windows move by 8: the last token is scored in the window starting at 32, by a plain forward pass
+    with torch.no_grad():
+        last = torch.log_softmax(scorer(input_ids=torch.tensor([ids[32:]])).logits[0, -2], -1)[ids[-1]]
+    assert nll[-1] == pytest.approx(-float(last), abs=1e-5)
+
+
 def test_perplexity_filter_needs_a_scorer_on_a_chat_endpoint():
     with pytest.raises(UserError, match="scorer=target needs the hf backend"):
         _wrap("perplexity_filter", ScriptedChatModel(lambda c: "x"), threshold=1.0)
@@ -252,6 +334,29 @@ def test_align_pro_with_one_candidate_is_a_plain_rewriter_and_falls_back_on_fail
     [out] = _wrap("align_pro", fake).generate([USER], PARAMS)
     step = out.meta["defense"][0]
     assert step["detail"]["fallback"] is True and step["rewritten"] == list(USER) and out.text == "answer"
+
+
+def test_align_pro_judges_answers_against_the_original_prompt_and_counts_the_judge():
+    defense = build_defense("align_pro", {"candidates": 2})
+    target = wrap_target(ScriptedChatModel(_counting_reply()), [defense], PARAMS)
+    judged, reward = [], defense.reward
+    defense.reward = lambda conversations, texts: judged.extend(conversations) or reward(conversations, texts)
+    defense.reward_passes = 1  # what deal.build_reward gives for a judge that runs a model
+    [out] = target.generate([USER], PARAMS)
+    step = out.meta["defense"][0]
+    assert [c[-1]["content"] for c in judged] == [USER[0]["content"]] * 2  # r*(x, y), not r*(x', y)
+    assert step["candidates"] == ["rewrite 1", "rewrite 2"] and step["forward_passes"] == 2  # one per answer
+
+
+def test_align_pro_flags_a_rewrite_cut_at_max_rewrite_tokens():
+    def reply(conversation):
+        if user_text(conversation).startswith("Rewrite the request below"):
+            return Completion(text="How do I bake", meta={"tokens": 96, "finish": "length"})
+        return "answer"
+
+    [out] = _wrap("align_pro", ScriptedChatModel(reply)).generate([USER], PARAMS)
+    detail = out.meta["defense"][0]["detail"]
+    assert detail["cut"] == [True] and detail["fallback"] is False
 
 
 def test_a_failing_decode_batch_is_recorded_as_errors_not_a_crash(tiny_model, tiny_tokenizer):

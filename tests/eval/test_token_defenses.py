@@ -11,6 +11,7 @@ from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.defenses.base import build_defense, wrap_target
 from safealign.eval.defenses.deal import DeALConfig, build_reward
 from safealign.eval.defenses.mpo import fit_weights, mixture_logprobs, mpo_gradient, mpo_objective
+from safealign.eval.backends.base import stop_ids
 from safealign.eval.defenses.tokens import encode, next_logprobs
 from safealign.models.tiny import tiny_model as make_tiny
 
@@ -100,12 +101,13 @@ def test_mpo_decodes_from_the_mixture_of_two_tiny_models(tiny_tokenizer):
             lp = mixture_logprobs([next_logprobs(m, batch)[0] for m in (base, other)], [0.25, 0.75])
             token = int(lp.argmax())
             tokens.append(token)
-            if token in (tiny_tokenizer.eos_token_id, tiny_tokenizer.pad_token_id):
+            if token in stop_ids(tiny_tokenizer, base):  # eos, generation_config's eos, pad
                 break
             batch = batch.extend(torch.tensor([token]))
         expected = tiny_tokenizer.decode([t for t in tokens if t not in (0,)], skip_special_tokens=True)
         assert answer.completion.text == expected
-        assert answer.step.forward_passes == answer.step.generated_tokens  # one extra policy pass per token
+        ended = tokens[-1] in stop_ids(tiny_tokenizer, base)  # the end token's step costs a pass, not a token
+        assert answer.step.forward_passes == answer.step.generated_tokens + ended  # one extra policy pass a step
 
 
 def test_mirror_descent_minimises_the_mpo_objective():
@@ -175,3 +177,113 @@ def test_deal_rolls_out_all_candidates_of_a_batch_in_one_generate_call_per_step(
     finally:
         del tiny_model.generate
     assert calls == [9, 9]  # 3 prompts × 3 candidates per call; 6 tokens in chunks of 3
+
+
+# --------------------------------------------------------------------------- stopping, counting, sampling alike
+def _greedy_ids(model, tokenizer, chat, params) -> list[int]:
+    """The model's own greedy answer ids (HF ``generate``, no defense)."""
+    enc = tokenizer([chat.render(USER, params)], return_tensors="pt", add_special_tokens=False)
+    out = model.generate(**enc, max_new_tokens=params.max_new_tokens, do_sample=False,
+                         pad_token_id=tokenizer.pad_token_id)  # fmt: skip
+    return out[0, enc["input_ids"].shape[1] :].tolist()
+
+
+def _mpo_and_deal(chat, params):
+    mpo = build_defense("mpo", {"policies": ["target"], "weights": [1.0]})
+    deal = build_defense("deal", {"top_k": 1, "lookahead": 4, "commit": 1, "reward_weight": 0.0})
+    deal.reward_fn = lambda conversations, texts: [0.0] * len(texts)  # top-1, λ = 0, commit 1: greedy
+    return [wrap_target(chat, [d], params).generate([USER], params)[0] for d in (mpo, deal)]
+
+
+def test_the_backend_mpo_and_deal_stop_at_the_end_of_turn_token_of_the_generation_config(tiny_model, tiny_tokenizer):
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=12, batch_size=2)
+    tiny_model.generation_config.eos_token_id = tiny_tokenizer.eos_token_id
+    free = _greedy_ids(tiny_model, tiny_tokenizer, chat, params)
+    i = next(i for i in range(3, len(free)) if free[i] not in free[:i])
+    # a chat model whose end of turn is listed only in generation_config (Gemma-2's <end_of_turn>, Phi-3's <|end|>)
+    tiny_model.generation_config.eos_token_id = [tiny_tokenizer.eos_token_id, free[i]]
+    assert _greedy_ids(tiny_model, tiny_tokenizer, chat, params) == free[: i + 1]  # generate itself stops there
+    [bare] = chat.generate([USER], params)  # and the bare backend ends the answer there, uncounted
+    assert bare.text == tiny_tokenizer.decode(free[:i], skip_special_tokens=True)
+    assert bare.meta == {"tokens": i, "finish": "stop"}
+    for out in _mpo_and_deal(chat, params):
+        assert out.text == tiny_tokenizer.decode(free[:i], skip_special_tokens=True)
+        assert out.meta["tokens"] == i and out.meta["finish"] == "stop"
+
+
+def test_mpo_and_deal_count_generated_tokens_as_the_bare_backend_does(tiny_model, tiny_tokenizer):
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=12, batch_size=2)
+    tiny_model.generation_config.eos_token_id = tiny_tokenizer.eos_token_id
+    free = _greedy_ids(tiny_model, tiny_tokenizer, chat, params)
+    with torch.no_grad():  # the tokenizer's eos becomes the greedy choice where the 4th token was
+        tiny_model.lm_head.weight[tiny_tokenizer.eos_token_id] = tiny_model.lm_head.weight[free[3]] * 1.001
+    [bare] = chat.generate([USER], params)
+    assert bare.meta == {"tokens": 3, "finish": "stop"}  # the end token is not counted
+    for out in _mpo_and_deal(chat, params):
+        assert out.text == bare.text and out.meta["tokens"] == 3
+    mpo, deal = _mpo_and_deal(chat, params)
+    assert mpo.meta["cost"]["generated_tokens"] == 3  # same distribution, same answer, same count
+    # DeAL's rollouts: 3 + 2 + 1 + 0 answer tokens over its four steps, no end token counted
+    assert deal.meta["cost"]["generated_tokens"] == 6 and deal.meta["defense"][0]["detail"]["steps"] == 4
+
+
+def test_sample_token_keeps_the_top_p_nucleus():
+    from dataclasses import replace
+
+    from safealign.eval.defenses.tokens import sample_token
+
+    logprobs = torch.tensor([[0.4, 0.3, 0.2, 0.1]]).log().repeat(2000, 1)
+    params = replace(GenerationParams(), do_sample=True, top_p=0.5)
+    drawn = sample_token(logprobs, params, torch.Generator().manual_seed(0))
+    assert set(drawn.tolist()) == {0, 1}  # 0.4 alone is under 0.5; with 0.3 the mass reaches it
+    assert 0.5 < float((drawn == 0).float().mean()) < 0.64  # renormalised: 0.4 / 0.7 ≈ 0.57
+    assert sample_token(logprobs[:1], replace(params, do_sample=False), torch.Generator()).tolist() == [0]
+
+
+def test_mpo_sampling_honours_top_p(tiny_model, tiny_tokenizer):
+    from dataclasses import replace
+
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    greedy = GenerationParams(max_new_tokens=6, batch_size=2)
+    target = wrap_target(chat, [build_defense("mpo", {"weights": [1.0]})], greedy)
+    [a] = target.generate([USER], greedy)
+    [b] = target.generate([USER], replace(greedy, do_sample=True, top_p=1e-6, seed=3))  # the nucleus: top token
+    assert a.text == b.text
+
+
+def test_mpo_loads_its_other_policies_on_the_targets_device_and_dtype(tiny_tokenizer, monkeypatch):
+    import safealign.models.load as load
+
+    asked = {}
+
+    def fake_load(spec, **kwargs):
+        asked.update(kwargs)
+        return make_tiny(seed=1).to(kwargs["dtype"]), tiny_tokenizer
+
+    monkeypatch.setattr(load, "load_model", fake_load)
+    defense = build_defense("mpo", {"policies": ["target", "other"], "weights": [0.5, 0.5]})
+    wrap_target(HFChatModel(make_tiny().double(), tiny_tokenizer), [defense], GenerationParams(max_new_tokens=2))
+    assert asked["dtype"] == torch.float64 and torch.device(asked["device"]).type == "cpu"
+
+
+def test_deal_says_that_it_does_not_sample(tiny_model, tiny_tokenizer, caplog):
+    defense = build_defense("deal", {"top_k": 2, "lookahead": 2})
+    defense.reward_fn = lambda conversations, texts: [0.0] * len(texts)
+    with caplog.at_level("WARNING", logger="safealign.eval.defenses.deal"):
+        wrap_target(HFChatModel(tiny_model, tiny_tokenizer), [defense], GenerationParams(do_sample=True))
+    assert defense.describe()["sampling_ignored"] is True and "deterministic" in caplog.text
+
+
+def test_judge_rewards_cost_one_pass_per_candidate_when_the_judge_runs_a_model():
+    from safealign.eval.defenses.deal import runs_model
+    from safealign.eval.judges.base import build_judge
+
+    from .fakes import ScriptedChatModel
+
+    model = ScriptedChatModel(lambda c: "VERDICT: SAFE")
+    assert not runs_model(build_judge("refusal"))
+    assert runs_model(build_judge("llm", {}, chat_model=model))
+    assert runs_model(build_judge("tiered", {"then": "llm"}, chat_model=model))  # a stack holding a model judge
+    assert build_reward(DeALConfig())[1] == 0  # the default refusal judge matches strings: no pass

@@ -1,7 +1,8 @@
 """Shared pieces of the attacker-driven attacks (tap, pap, zero_shot, crescendo, autodan mutation).
 
 - :func:`build_llm`: an attacker or evaluator LLM from a ``ModelConfig``-like mapping (any backend), or
-  the target itself when the mapping is empty, so the embedded model can stand in on CPU.
+  the target's bare model when the mapping is empty, so the embedded model can stand in on CPU; a defended
+  target's defenses act on the target queries only, never on the red-teaming instructions.
 - :class:`Budget`: the per-behavior query/time budget every search attack enforces.
 - :func:`ask`: one batched generate call for many conversations, with unparseable answers retried (only
   those) up to ``retries`` times within the budget; what stays unparseable comes back as None, a failed
@@ -20,6 +21,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 from safealign.checks import at_least, positive
 from safealign.errors import UserError
 from safealign.eval.backends.base import ChatModel, Conversation, GenerationParams
+from safealign.eval.defenses.base import bare_model
 from safealign.interrupt import raise_if_stop_requested
 
 T = TypeVar("T")
@@ -30,12 +32,13 @@ _YES_NO = re.compile(r"\[\[\s*(YES|NO)\s*\]\]", re.IGNORECASE)
 
 
 def build_llm(spec: dict[str, Any], fallback: ChatModel | None, role: str) -> ChatModel:
-    """The ChatModel a ``ModelConfig`` mapping names (``{"backend": "openai", "name": ...}``), or
-    ``fallback`` (the target) when the mapping is empty."""
+    """The ChatModel a ``ModelConfig`` mapping names (``{"backend": "openai", "name": ...}``), or, when the
+    mapping is empty, ``fallback`` (the target) without its defenses: a defense (self-reminder, SmoothLLM,
+    a perplexity filter, DeAL) must not rewrite, perturb, filter or steer the attacker's own generations."""
     if not spec:
         if fallback is None:
             raise UserError(f"{role}: no model configured and no target to fall back on")
-        return fallback
+        return bare_model(fallback)
     from safealign.config import load_config
     from safealign.eval.backends import build_chat_model
     from safealign.eval.config import ModelConfig

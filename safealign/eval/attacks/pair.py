@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from safealign.checks import at_least, positive
 from safealign.errors import UserError
-from safealign.eval.attacks.attacker import parse_field
+from safealign.eval.attacks.attacker import build_llm, parse_field
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, with_context
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.types import Attempt, Behavior, Message
@@ -61,7 +61,7 @@ def parse_attacker_output(text: str) -> str | None:
 class PAIRConfig:
     n_streams: int = 3
     depth: int = 3
-    attacker: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields; empty: the target itself
+    attacker: dict[str, Any] = field(default_factory=dict)  # ModelConfig fields; empty: the bare target
     attacker_max_new_tokens: int = 256
     attacker_temperature: float = 1.0
     keep_last_rounds: int = 3  # attacker context: system + first message + last N rounds
@@ -90,16 +90,8 @@ class PAIRAttack(Attack):
         super().__init__(config, context)
         if self.context.target is None or self.context.judge is None:
             raise UserError("pair attack needs a target model and a judge (set `judges` in the eval config)")
-        self.attacker = attacker or self._build_attacker()
-
-    def _build_attacker(self) -> ChatModel:
-        if not self.config.attacker:
-            return self.context.target  # type: ignore[return-value]
-        from safealign.config import load_config
-        from safealign.eval.backends import build_chat_model
-        from safealign.eval.config import ModelConfig
-
-        return build_chat_model(load_config(ModelConfig, None, [f"{k}={v}" for k, v in self.config.attacker.items()]))
+        # no attacker configured: the target's bare model, behind none of its defenses (attacker.build_llm)
+        self.attacker = attacker or build_llm(self.config.attacker, self.context.target, "pair attacker")
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
         goal = behavior_prompt(behavior)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, Sequence, runtime_checkable
 
 from safealign.types import Completion, Message
 
@@ -87,3 +87,19 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the earliest stop string; ``(text, stopped)``."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def eos_ids(tokenizer: Any, model: Any) -> set[int]:
+    """The ids at which the model's own ``generate`` ends an answer: the tokenizer's eos and every id of
+    ``model.generation_config.eos_token_id`` (a chat model's end of turn, e.g. Gemma-2's ``<end_of_turn>``,
+    Phi-3's ``<|end|>``, is often listed only there)."""
+    found = {tokenizer.eos_token_id}
+    config_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    found.update(config_eos if isinstance(config_eos, (list, tuple)) else [config_eos])
+    return {i for i in found if i is not None}
+
+
+def stop_ids(tokenizer: Any, model: Any) -> set[int]:
+    """Where an answer ends, for the HF backend and the token-level defenses alike: :func:`eos_ids` and the pad
+    token (generate pads a finished row)."""
+    return eos_ids(tokenizer, model) | {t for t in (tokenizer.pad_token_id,) if t is not None}

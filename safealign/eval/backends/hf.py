@@ -13,6 +13,7 @@ from safealign.eval.backends.base import (
     Conversation,
     GenerationParams,
     render_prompt,
+    stop_ids,
     truncate_at_stop,
 )
 from safealign.interrupt import raise_if_stop_requested, stop_requested
@@ -139,8 +140,8 @@ class HFChatModel:
     def _completion(self, row: torch.Tensor, params: GenerationParams, seconds: float) -> Completion:
         tok = self.tokenizer
         ids = row.tolist()
-        special = {tok.pad_token_id, tok.eos_token_id}
-        n_tokens = next((i for i, t in enumerate(ids) if t in special), len(ids))
+        ends = stop_ids(tok, self.model)  # generate's own end ids (generation_config's too) and the padding
+        n_tokens = next((i for i, t in enumerate(ids) if t in ends), len(ids))
         text = tok.decode(ids[:n_tokens], skip_special_tokens=True)
         text, stopped = truncate_at_stop(text, params.stop)
         finish = "stop" if stopped or n_tokens < len(ids) else "length"

@@ -5,10 +5,11 @@ Align-Pro trains a prompter ρ(x'|x) to maximise the target's reward ``E r(x, y)
 that optimum realised at inference time, with no prompter training: ``candidates`` rewrites are sampled
 from a fixed prompter ρ_sft (the target itself by default, or any HF model or LoRA adapter — e.g. one
 fine-tuned on rewrite pairs elsewhere), the target answers each (all in ONE generate call), ``R`` is
-the judge reward of that answer (1 not harmful, 0 harmful, 0.5 unscored, as in DeAL), and one rewrite
-is drawn with probability ``∝ exp(R/λ)`` (importance resampling of ρ_sft towards ρ*). With one
-candidate it is a plain prompt rewriter. Training the prompter with the Align-Pro objective needs the
-online trainer (not used here; docs/defenses.md).
+the judge reward of that answer judged against the ORIGINAL prompt x, ``r*(x, y)`` (1 not harmful, 0
+harmful, 0.5 unscored, as in DeAL), and one rewrite is drawn with probability ``∝ exp(R/λ)``
+(importance resampling of ρ_sft towards ρ*). With one candidate it is a plain prompt rewriter. A
+rewrite cut at ``max_rewrite_tokens`` is used as it is and flagged (``detail.cut``). Training the
+prompter with the Align-Pro objective needs the online trainer (not used here; docs/defenses.md).
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ class AlignPro(Defense):
             raise UserError(f"defense 'align_pro': kl_weight (λ) must be > 0, got {config.kl_weight}")
         self.prompter: Any = None
         self.reward: Any = None
+        self.reward_passes = 0  # forward passes one judged answer costs (deal.build_reward)
 
     def prepare(self, inner: Any, params: GenerationParams) -> None:
         from safealign.eval.defenses.deal import DeALConfig, build_reward
@@ -67,8 +69,8 @@ class AlignPro(Defense):
             from safealign.models.load import load_model
 
             self.prompter = HFChatModel(*load_model(self.config.prompter))
-        self.reward, _ = build_reward(DeALConfig(reward="judge", judge=self.config.judge,
-                                                 judge_params=self.config.judge_params))  # fmt: skip
+        self.reward, self.reward_passes = build_reward(DeALConfig(reward="judge", judge=self.config.judge,
+                                                                  judge_params=self.config.judge_params))  # fmt: skip
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         n = self.config.candidates
@@ -81,18 +83,22 @@ class AlignPro(Defense):
         rewritten = [with_user_text(conversations[j // n], texts[j] or _user(conversations[j // n]))
                      for j in range(len(rewrites))]  # fmt: skip
         answers = inner.generate(rewritten, params)  # every candidate rewrite of the batch in one call
-        rewards = self.reward(rewritten, [a.text for a in answers]) if n > 1 else [None] * len(answers)
+        # R(x, x') = E_{y ~ π_F(·|x')} r*(x, y): the answer to the rewrite is judged against the ORIGINAL prompt x
+        originals = [conversations[j // n] for j in range(len(answers))]
+        rewards = self.reward(originals, [a.text for a in answers]) if n > 1 else [None] * len(answers)
+        judged = self.reward_passes * n if n > 1 else 0
+        cut = [r.error is None and r.meta.get("finish") == "length" for r in rewrites]  # hit max_rewrite_tokens
         out = []
         for b, conversation in enumerate(conversations):
             span = range(b * n, (b + 1) * n)
             pick = self._pick([rewards[j] for j in span], conversation) if n > 1 else 0
             j = b * n + pick
             spent = total_cost([rewrites[i] for i in span])
-            step = self.step("rewrite", [answers[i] for i in span], own_tokens=spent[0], own_passes=spent[1],
-                             rewritten=[dict(m) for m in rewritten[j]], candidates=[t or "" for t in texts[b * n:
-                             (b + 1) * n]], score=rewards[j],
+            step = self.step("rewrite", [answers[i] for i in span], own_tokens=spent[0],
+                             own_passes=spent[1] + judged, rewritten=[dict(m) for m in rewritten[j]],
+                             candidates=[t or "" for t in texts[b * n: (b + 1) * n]], score=rewards[j],
                              detail={"rewards": [rewards[i] for i in span], "picked": pick,
-                                     "fallback": texts[j] is None})  # fmt: skip
+                                     "fallback": texts[j] is None, "cut": [cut[i] for i in span]})  # fmt: skip
             out.append(Answer(answers[j], step))
         return out
 

@@ -5,7 +5,9 @@ greedy lookahead of ``lookahead − 1`` tokens (all B·k rollouts in ONE generat
 score is the log-prob of the answer so far plus the candidate, ``log π(y_≤t+L | x)``, plus λ times the
 reward of the partial answer ``R(x, y_≤t+L)``. The best candidate's first ``commit`` tokens are kept
 (``commit`` = None keeps the whole rollout: chunk-level search, ``lookahead``× fewer steps than the
-token-level search of ``commit: 1``) and the search goes on until an end token or ``max_new_tokens``.
+token-level search of ``commit: 1``) and the search goes on until an end token (the bare model's:
+tokenizer eos, ``generation_config.eos_token_id``, pad) or ``max_new_tokens``. The search is
+deterministic: ``generation.do_sample`` is not used (a warning says so).
 
 Reward: ``judge`` (1 when the named judge finds the partial answer not harmful, 0 when harmful, 0.5
 unscored; the refusal judge steers towards refusals, so over-refusal is the price to watch) or
@@ -15,6 +17,7 @@ prompt and answer). Needs the local HF model (docs/defenses.md).
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
@@ -24,9 +27,11 @@ import torch
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams
 from safealign.eval.defenses.base import Answer, Defense, batched_answers, last_user_index, token_model
-from safealign.eval.defenses.tokens import Batch, encode, next_logprobs, pad_id, stop_ids, to_completion
+from safealign.eval.backends.base import stop_ids
+from safealign.eval.defenses.tokens import Batch, encode, next_logprobs, pad_id, to_completion
 from safealign.types import Behavior, Completion
 
+logger = logging.getLogger(__name__)
 Reward = Callable[[Sequence[Conversation], Sequence[str]], list[float]]
 
 
@@ -44,11 +49,16 @@ class DeALConfig:
 
 @dataclass(frozen=True)
 class Candidate:
-    tokens: list[int]
+    tokens: list[int]  # ends with the end token when the candidate ends the answer
     token_logps: list[float]  # log π of each token given the prompt, the answer so far and the tokens before
     reward: float
     score: float  # log π(answer so far + these tokens | prompt) + λ·reward
     text: str  # the answer so far + these tokens, decoded
+    ended: bool = False  # the last token is an end token (not counted as generated, as the bare backend)
+
+    @property
+    def generated(self) -> int:
+        return len(self.tokens) - int(self.ended)
 
 
 class DeAL(Defense):
@@ -65,11 +75,18 @@ class DeAL(Defense):
             raise UserError("defense 'deal': reward=model needs reward_model (a sequence-classification model)")
         self.reward_fn: Reward | None = None  # set by prepare(), or by a caller before it
         self.reward_passes = 0  # forward passes one reward call costs per candidate (a reward model: 1)
+        self.ends: set[int] = set()
+        self.sampling_ignored = False
 
     def prepare(self, inner: Any, params: GenerationParams) -> None:
         self.model, self.tokenizer = token_model(self.name, inner)
+        self.ends = stop_ids(self.tokenizer, self.model)  # where the bare model stops (generation_config included)
         if self.reward_fn is None:
             self.reward_fn, self.reward_passes = build_reward(self.config)
+        self.sampling_ignored = params.do_sample
+        if params.do_sample:
+            logger.warning("defense deal: the search is deterministic (top-k candidates, greedy lookahead, best "
+                           "score); generation.do_sample, temperature and top_p are not used")  # fmt: skip
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         return batched_answers(self, conversations, params, lambda chunk: self.search(inner, chunk, params))
@@ -95,15 +112,16 @@ class DeAL(Defense):
                 keep = best.tokens[: self.config.commit or len(best.tokens)]
                 answer[i] += keep
                 logp[i] += sum(best.token_logps[: len(keep)])  # log π of the answer kept so far
-                ended[i] = any(t in stop_ids(self.tokenizer) for t in keep)
+                ended[i] = any(t in self.ends for t in keep)
                 last[i] = options
-                spent[i] += sum(len(c.tokens) for c in options)
+                spent[i] += sum(c.generated for c in options)
                 passes[i] += 1 + self.reward_passes * len(options)
                 steps[i] += 1
         seconds = (time.perf_counter() - started) / n
         out = []
         for i in range(n):
-            completion = to_completion(self.tokenizer, answer[i], params, ended=ended[i], seconds=seconds)
+            completion = to_completion(self.tokenizer, answer[i], params, ends=self.ends, ended=ended[i],
+                                       seconds=seconds)  # fmt: skip
             best = max(last[i], key=lambda c: c.score) if last[i] else None
             step = self.step("decode", own_tokens=spent[i], own_passes=passes[i],
                              candidates=[c.text for c in last[i]], score=best.score if best else None,
@@ -120,7 +138,7 @@ class DeAL(Defense):
         first_lp, first = next_logprobs(self.model, rows).topk(k, dim=-1)  # (A, k)
         expanded = rows.repeat(k).extend(first.reshape(-1))
         tokens, token_lps = self.rollout(expanded, length - 1)  # (A·k, ≤ length−1)
-        ends = stop_ids(self.tokenizer)
+        ends = self.ends
         flat: list[tuple[int, list[int], list[float]]] = []
         for j in range(expanded.ids.shape[0]):
             row, col = divmod(j, k)
@@ -133,7 +151,7 @@ class DeAL(Defense):
         out: list[list[Candidate]] = [[] for _ in range(rows.ids.shape[0])]
         for (row, ids, lps), text, reward in zip(flat, texts, rewards):
             score = logps[row] + sum(lps) + self.config.reward_weight * float(reward)
-            out[row].append(Candidate(ids, lps, float(reward), score, text))
+            out[row].append(Candidate(ids, lps, float(reward), score, text, ended=ids[-1] in ends))
         return out
 
     def rollout(self, batch: Batch, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,11 +172,14 @@ class DeAL(Defense):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "search": "chunk" if self.config.commit is None else "token",
-                "reward_passes_per_candidate": self.reward_passes}  # fmt: skip
+                "reward_passes_per_candidate": self.reward_passes,
+                "sampling_ignored": self.sampling_ignored}  # fmt: skip
 
 
 def build_reward(config: DeALConfig) -> tuple[Reward, int]:
-    """The reward function of ``config`` and the forward passes one call costs per candidate."""
+    """The reward function of ``config`` and the forward passes one call costs per candidate: a reward
+    model 1; a judge that runs a model (classifier, llm, strongreject, or a stack holding one) 1, its
+    verdict's own generated tokens not counted; a string-matching judge (refusal) 0."""
     if config.reward == "judge":
         from safealign.eval.judges.base import build_judge
 
@@ -169,8 +190,18 @@ def build_reward(config: DeALConfig) -> tuple[Reward, int]:
             verdicts = judge(behaviors, [Completion(text=t) for t in texts])
             return [0.5 if v.harmful is None else float(not v.harmful) for v in verdicts]
 
-        return judged, 0
+        return judged, int(runs_model(judge))
     return reward_model(config.reward_model), 1
+
+
+def runs_model(judge: Any) -> bool:
+    """Whether ``judge`` scores with a model: a model judge holds its ChatModel as ``chat_model``; a stack
+    (tiered, harmbench) holds its judges as attributes."""
+    from safealign.eval.judges.base import Judge
+
+    if getattr(judge, "chat_model", None) is not None:
+        return True
+    return any(isinstance(part, Judge) and runs_model(part) for part in vars(judge).values())
 
 
 def reward_model(spec: str) -> Reward:

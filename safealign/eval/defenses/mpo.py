@@ -25,7 +25,8 @@ from torch import Tensor
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams
 from safealign.eval.defenses.base import Answer, Defense, batched_answers, token_model
-from safealign.eval.defenses.tokens import Batch, encode, pad_id, stop_ids, to_completion
+from safealign.eval.backends.base import stop_ids
+from safealign.eval.defenses.tokens import Batch, encode, pad_id, sample_token, to_completion
 
 logger = logging.getLogger(__name__)
 
@@ -87,13 +88,17 @@ class MPO(Defense):
             raise UserError(f"defense 'mpo': reference must index one of the {k} policies, got {config.reference}")
         self.models: list[Any] = []
         self.weights: list[float] = []
+        self.ends: set[int] = set()
         self.fit: dict[str, Any] = {}
 
     def prepare(self, inner: Any, params: GenerationParams) -> None:
         from safealign.models.load import load_model
 
         model, self.tokenizer = token_model(self.name, inner)
-        self.models = [model if spec == "target" else load_model(spec)[0] for spec in self.config.policies]
+        first = next(model.parameters())  # the other policies go where the target is, in its (float) dtype
+        where = {"device": first.device, "dtype": first.dtype if first.dtype.is_floating_point else None}
+        self.models = [model if spec == "target" else load_model(spec, **where)[0] for spec in self.config.policies]
+        self.ends = stop_ids(self.tokenizer, model)  # where the bare target stops (generation_config included)
         sizes = {m.get_output_embeddings().weight.shape[0] for m in self.models}
         if len(sizes) > 1:
             raise UserError(f"defense 'mpo': the policies' vocabularies differ ({sorted(sizes)}): they must share a "
@@ -165,18 +170,20 @@ class MPO(Defense):
         seconds = (time.perf_counter() - started) / len(chunk)
         answers = []
         for row, done in zip(tokens, ended):
-            completion = to_completion(self.tokenizer, row, params, ended=done, seconds=seconds)
-            n = completion.meta["tokens"] + (1 if done else 0)  # the end token was generated too
-            # the first policy's passes are the answer's own generation; each other policy adds one per token
-            step = self.step("decode", own_tokens=n, own_passes=(len(self.models) - 1) * n,
+            completion = to_completion(self.tokenizer, row, params, ends=self.ends, ended=done, seconds=seconds)
+            n = completion.meta["tokens"]  # the end token is not counted, as the bare backend does not count it
+            # the first policy's passes are the answer's own generation; each other policy adds one per decoding
+            # step, the step that produced the end token included
+            step = self.step("decode", own_tokens=n, own_passes=(len(self.models) - 1) * (n + int(done)),
                              detail={"weights": self.weights, "policies": list(self.config.policies)})
             answers.append(Answer(completion, step))
         return answers
 
     def decode(self, batch: Batch, params: GenerationParams) -> tuple[list[list[int]], list[bool]]:
-        """Greedy (or sampled, with ``params.temperature``) decoding from the mixture, one KV cache per policy."""
+        """Greedy (or sampled, with ``params.temperature`` and ``top_p``) decoding from the mixture, one KV cache
+        per policy."""
         generator = torch.Generator(device=batch.ids.device).manual_seed(params.seed)
-        ends = torch.tensor(sorted(stop_ids(self.tokenizer)), device=batch.ids.device)
+        ends = torch.tensor(sorted(self.ends), device=batch.ids.device)
         caches: list[Any] = [None] * len(self.models)
         inputs, mask, positions = batch.ids, batch.mask, batch.positions
         finished = torch.zeros(batch.ids.shape[0], dtype=torch.bool, device=batch.ids.device)
@@ -189,12 +196,7 @@ class MPO(Defense):
                                    use_cache=True, **{_cache_keyword(model): caches[k]})  # fmt: skip
                     caches[k] = getattr(result, "cache", None) or getattr(result, "past_key_values", None)
                     logprobs.append(torch.log_softmax(result.logits[:, -1].float(), -1))
-            mixed = mixture_logprobs(logprobs, self.weights)
-            if params.do_sample:
-                probs = torch.softmax(mixed / max(params.temperature, 1e-6), -1)
-                token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
-            else:
-                token = mixed.argmax(-1)
+            token = sample_token(mixture_logprobs(logprobs, self.weights), params, generator)
             token = torch.where(finished, torch.full_like(token, pad_id(self.tokenizer)), token)
             out.append(token)
             finished |= torch.isin(token, ends)

@@ -3,10 +3,13 @@
 The scorer LM reads the last user message alone (the attack string lives there; no chat template) and
 gives ``logPPL(x) = −(1/T) Σ_t log p(x_t | x_<t)``; the windowed variant takes the largest mean NLL
 over any ``window`` consecutive tokens (an optimised suffix is a short gibberish stretch that the whole
-prompt's mean would dilute). A prompt scoring above the threshold τ is refused without reaching the
-model. τ is either given or calibrated on benign prompts to a target false-positive rate: the smallest
-τ that rejects at most ``floor(fpr·n)`` of the n benign prompts (docs/defenses.md). Fluent attacks
-(PAIR, PAP, templates) pass by construction; that is the point of measuring it.
+prompt's mean would dilute). A prompt longer than the scorer's context (GPT-2: 1024 positions) is
+scored with a sliding window, every token with at least half that context before it, so it is filtered
+like any other prompt instead of failing the run. A prompt scoring above the threshold τ is refused
+without reaching the model. τ is either given or calibrated on benign prompts to a target
+false-positive rate: the smallest τ that rejects at most ``floor(fpr·n)`` of the n benign prompts
+(docs/defenses.md). Fluent attacks (PAIR, PAP, templates) pass by construction; that is the point of
+measuring it.
 """
 
 from __future__ import annotations
@@ -57,30 +60,64 @@ def window_score(nll: Sequence[float], window: int | None) -> float:
     return max(sums) / window
 
 
-def token_nlls(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 16) -> list[list[float]]:
+def token_nlls(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 16,
+               max_positions: int | None = None) -> list[list[float]]:  # fmt: skip
     """Per-token NLL of each text on its own (the scorer's BOS prepended when it has one, so the first
-    token is scored too; otherwise the first token has no context and is not scored)."""
+    token is scored too; otherwise the first token has no context and is not scored). A text longer than
+    the scorer's ``max_positions`` is scored with a sliding window (:func:`strided_nlls`)."""
+    rows = []
+    for text in texts:
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        bos = tokenizer.bos_token_id
+        rows.append(([bos] if bos is not None and (not ids or ids[0] != bos) else []) + ids)
+    out: dict[int, list[float]] = {}
+    fits = [i for i, r in enumerate(rows) if max_positions is None or len(r) <= max_positions]
+    for start in range(0, len(fits), batch_size):
+        chunk = fits[start : start + batch_size]
+        out.update(zip(chunk, _scored(model, tokenizer, [rows[i] for i in chunk])))
+    for i in set(range(len(rows))) - set(fits):
+        out[i] = strided_nlls(model, tokenizer, rows[i], max_positions)  # type: ignore[arg-type]
+    return [out[i] for i in range(len(rows))]
+
+
+def strided_nlls(model: Any, tokenizer: Any, ids: Sequence[int], max_positions: int) -> list[float]:
+    """Per-token NLL of a sequence longer than the scorer's context: windows of ``max_positions`` tokens
+    moved by half of it; each window scores only the tokens no earlier window scored, so every token is
+    scored once, with at least ``max_positions // 2`` tokens of context (the fixed-length-model perplexity
+    of the transformers docs)."""
+    nll: list[float] = []
+    done = 1  # position 0 is context only
+    for begin in window_starts(len(ids), max_positions):
+        end = min(begin + max_positions, len(ids))
+        [window] = _scored(model, tokenizer, [list(ids[begin:end])], first=done - begin)
+        nll += window
+        done = end
+    return nll
+
+
+def window_starts(length: int, max_positions: int | None) -> range:
+    """Where the scorer's forward passes over ``length`` tokens start: one pass when they fit, else
+    windows of ``max_positions`` moved by half of it until one reaches the end."""
+    if max_positions is None or length <= max_positions:
+        return range(1)
+    stride = max(1, max_positions // 2)
+    return range(0, length - max_positions + stride, stride)
+
+
+def _scored(model: Any, tokenizer: Any, rows: Sequence[list[int]], first: int = 1) -> list[list[float]]:
+    """NLL of each row's tokens from position ``first`` on, the positions before being context only."""
     from safealign.train.logps import token_logps
 
-    bos = tokenizer.bos_token_id
-    out: list[list[float]] = []
     device = next(model.parameters()).device
-    for start in range(0, len(texts), batch_size):
-        rows = []
-        for text in texts[start : start + batch_size]:
-            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-            rows.append(([bos] if bos is not None and (not ids or ids[0] != bos) else []) + ids)
-        width = max(len(r) for r in rows)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
-        mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
-        scored = mask.clone()
-        scored[:, 0] = 0  # position 0 is context only
-        with torch.no_grad():
-            lp = token_logps(model, ids, mask, scored)  # (N, T), log p(x_t | x_<t) at t, 0 where not scored
-        for i, r in enumerate(rows):
-            out.append([-float(v) for v in lp[i, 1 : len(r)]])
-    return out
+    width = max(len(r) for r in rows)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=device)
+    mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], device=device)
+    scored = mask.clone()
+    scored[:, :first] = 0
+    with torch.no_grad():
+        lp = token_logps(model, ids, mask, scored)  # (N, T), log p(x_t | x_<t) at t, 0 where not scored
+    return [[-float(v) for v in lp[i, first : len(r)]] for i, r in enumerate(rows)]
 
 
 class PerplexityFilter(Defense):
@@ -114,25 +151,40 @@ class PerplexityFilter(Defense):
             self.threshold = calibrate_threshold(self.scores(texts), self.config.fpr)
             self.calibrated_on = len(texts)
 
+    @property
+    def max_positions(self) -> int | None:
+        """The scorer's context length (None: unknown); longer prompts are scored in windows."""
+        from safealign.eval.backends.hf import HFChatModel
+
+        return HFChatModel(self.model, self.tokenizer).context_length()
+
     def scores(self, texts: Sequence[str]) -> list[float]:
-        nlls = token_nlls(self.model, self.tokenizer, texts, self.config.batch_size)
-        return [window_score(n, self.config.window) for n in nlls]
+        return [score for score, _ in self.scored(texts)]
+
+    def scored(self, texts: Sequence[str]) -> list[tuple[float, int]]:
+        """``(score, the scorer's forward passes)`` per text."""
+        nlls = token_nlls(self.model, self.tokenizer, texts, self.config.batch_size, self.max_positions)
+        # len(nll) + 1 tokens were read (BOS included; position 0 is context only)
+        return [(window_score(n, self.config.window), len(window_starts(len(n) + 1, self.max_positions)))
+                for n in nlls]  # fmt: skip
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
-        scores = self.scores([c[last_user_index(c)]["content"] for c in conversations])
-        keep = [i for i, s in enumerate(scores) if s <= self.threshold]
+        scored = self.scored([c[last_user_index(c)]["content"] for c in conversations])
+        keep = [i for i, (s, _) in enumerate(scored) if s <= self.threshold]
         completions = dict(zip(keep, inner.generate([conversations[i] for i in keep], params))) if keep else {}
         answers = []
-        for i, score in enumerate(scores):
+        for i, (score, passes) in enumerate(scored):
             if i in completions:
-                answers.append(Answer(completions[i], self.step("pass", [completions[i]], own_passes=1, score=score)))
+                step = self.step("pass", [completions[i]], own_passes=passes, score=score)
+                answers.append(Answer(completions[i], step))
             else:
                 reason = f"log-perplexity {score:.3f} > threshold {self.threshold:.3f}"
-                answers.append(refusal_answer(self.step("refuse", own_passes=1, score=score, refusal=reason)))
+                answers.append(refusal_answer(self.step("refuse", own_passes=passes, score=score, refusal=reason)))
         return answers
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "threshold": self.threshold, "calibrated_on": self.calibrated_on}
+        return {**super().describe(), "threshold": self.threshold, "calibrated_on": self.calibrated_on,
+                "scorer_max_positions": self.max_positions}  # fmt: skip
 
 
 def calibration_texts(source: str, limit: int | None) -> list[str]:

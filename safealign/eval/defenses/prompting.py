@@ -14,6 +14,7 @@ from typing import Any, Optional, Sequence
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams, split_prefill
 from safealign.eval.defenses.base import Answer, Defense, last_user_index
+from safealign.types import Completion
 
 # Xie et al. 2023's wording with "ChatGPT" replaced by the deployed model's role, as ports do.
 REMINDER_SYSTEM = ("You should be a responsible AI assistant and should not generate harmful or misleading content! "
@@ -84,9 +85,13 @@ class _Rewrite(Defense):
     def inner_params(self, params: GenerationParams) -> GenerationParams:
         return params
 
+    def answer(self, completion: Completion) -> Completion:
+        """The inner model's answer as this defense passes it up."""
+        return completion
+
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         rewritten = [self.rewrite(c, inner) for c in conversations]
-        completions = inner.generate(rewritten, self.inner_params(params))
+        completions = [self.answer(c) for c in inner.generate(rewritten, self.inner_params(params))]
         return [Answer(c, self.step("rewrite", [c], rewritten=[dict(m) for m in r]))
                 for c, r in zip(completions, rewritten)]  # fmt: skip
 
@@ -144,7 +149,9 @@ class Urial(_Rewrite):
     """URIAL (Lin et al. 2023): a fixed preamble and constant stylistic examples, in context, no training."""
 
     config_class = UrialConfig
-    STOP = ("\n# Query:",)  # plain format: the model would go on to invent the next query
+    # plain format: URIAL's stop (Re-Align/URIAL), where the model would go on to invent the next query
+    STOP = ("# Query",)
+    FENCE = "```"  # an answer block's closing fence, stripped from a plain-format answer
 
     def __init__(self, config: UrialConfig) -> None:
         super().__init__(config)
@@ -162,7 +169,8 @@ class Urial(_Rewrite):
             with_examples = insert_turns(conversation, self.examples)
             return add_system(with_examples, self.config.preamble, getattr(inner, "system_prompt", None))
         messages, prefill = split_prefill(conversation)
-        blocks = [self.config.preamble]
+        system = "\n\n".join(m["content"] for m in messages if m.get("role") == "system")
+        blocks = [_system_text(self.config.preamble, system or getattr(inner, "system_prompt", None))]
         turns = [m for m in messages if m.get("role") in ("user", "assistant")]
         shots = [*self.examples, *((q["content"], a["content"]) for q, a in zip(turns[::2], turns[1::2]))]
         blocks += [f"# Query:\n```\n{q}\n```\n\n# Answer:\n```\n{a}\n```" for q, a in shots]
@@ -172,4 +180,12 @@ class Urial(_Rewrite):
     def inner_params(self, params: GenerationParams) -> GenerationParams:
         if self.config.format == "chat":
             return params
-        return dataclasses.replace(params, chat_template=False, stop=(*params.stop, *self.STOP, "\n```"))
+        return dataclasses.replace(params, chat_template=False, stop=(*params.stop, *self.STOP))
+
+    def answer(self, completion: Completion) -> Completion:
+        """A plain-format answer without the closing fence of its ``# Answer:`` block; the answer's own code
+        blocks are kept (URIAL replaces every fence with a space, which would break them)."""
+        text = completion.text.rstrip()
+        if self.config.format == "chat" or not text.endswith(self.FENCE):
+            return completion
+        return dataclasses.replace(completion, text=text[: -len(self.FENCE)].rstrip())

@@ -62,14 +62,25 @@ def next_logprobs(model: Any, batch: Batch) -> Tensor:
     return torch.log_softmax(logits.float(), -1)
 
 
-def stop_ids(tokenizer: Any) -> set[int]:
-    return {t for t in (tokenizer.eos_token_id, tokenizer.pad_token_id) if t is not None}
+def sample_token(logprobs: Tensor, params: GenerationParams, generator: torch.Generator) -> Tensor:
+    """The next token of every row ``(B,)`` from log-probs ``(B, V)``: greedy, or sampled as the HF backend
+    samples (``temperature``, then nucleus ``top_p``: the smallest set of likeliest tokens whose mass
+    reaches top_p, at least one)."""
+    if not params.do_sample:
+        return logprobs.argmax(-1)
+    probs = torch.softmax(logprobs / max(params.temperature, 1e-6), -1)
+    if params.top_p < 1.0:
+        ordered, order = probs.sort(-1, descending=True)
+        before = ordered.cumsum(-1) - ordered  # mass of the likelier tokens
+        ordered = ordered.masked_fill(before >= params.top_p, 0.0)
+        probs = torch.zeros_like(probs).scatter(-1, order, ordered)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def to_completion(tokenizer: Any, tokens: Sequence[int], params: GenerationParams, *, ended: bool,
+def to_completion(tokenizer: Any, tokens: Sequence[int], params: GenerationParams, *, ends: set[int], ended: bool,
                   seconds: float = 0.0) -> Completion:  # fmt: skip
-    """The answer text of ``tokens`` (up to the first end token), cut at any stop string."""
-    ends = stop_ids(tokenizer)
+    """The answer text of ``tokens`` up to the first of ``ends`` (:func:`stop_ids`), cut at any stop string.
+    ``tokens`` counts the answer's tokens without the end token, as the HF backend counts them."""
     n = next((i for i, t in enumerate(tokens) if t in ends), len(tokens))
     text, stopped = truncate_at_stop(tokenizer.decode(list(tokens[:n]), skip_special_tokens=True), params.stop)
     finish = "stop" if stopped or ended or n < len(tokens) else "length"
