@@ -5,10 +5,16 @@ Layouts, detected from the columns:
 - HarmBench CSV: ``Behavior``, ``FunctionalCategory``/``SemanticCategory`` or ``Category``, ``Tags``,
   ``ContextString``, ``BehaviorID`` (the category is ``SemanticCategory`` when present, else ``Category``,
   else ``FunctionalCategory``).
-- AdvBench original CSV: ``goal``, ``target``; ids are ``advbench_<row+1>`` (1-based, matching the
-  HarmBench-layout AdvBench file and its targets JSON).
-- JSONL / JSON: fields ``behavior`` | ``prompt`` | ``goal`` | ``instruction``, and optional ``id``, ``category``,
-  ``context``, ``target``, ``tags`` (a list or comma-separated; ids default to ``<file stem>_<row>``).
+- AdvBench original CSV: exactly the columns ``goal``, ``target`` (upstream ``harmful_behaviors.csv``); ids are
+  ``advbench_<row+1>`` (1-based, matching the HarmBench-layout AdvBench file and its targets JSON). A file with
+  any other column besides (``id``, ``category``, …) is the generic layout below, whatever its type.
+- Generic (JSONL / JSON / CSV): fields ``behavior`` | ``prompt`` | ``goal`` | ``instruction``, and optional ``id``,
+  ``category``, ``context``, ``target``, ``tags`` (a list or comma-separated; ids default to ``<file stem>_<row>``).
+
+Benchmark files whose columns these layouts would misread (JailbreakBench's ``Behavior`` column is a short
+name, not the request; XSTest and OR-Bench mix benign and harmful prompts; :func:`benchmark_layout`) are refused
+by :func:`load_behaviors` with the loader that reads them: ``safealign eval``'s ``behaviors.path`` /
+``benign.path`` (``safealign.eval.benchmarks.loaders.read_benchmark``).
 
 An optional targets JSON (``{BehaviorID: "Sure, here is …"}``) fills ``target``.
 """
@@ -25,6 +31,11 @@ from safealign.errors import UserError
 from safealign.types import Behavior
 
 TEXT_FIELDS = ("behavior", "prompt", "goal", "instruction")
+ADVBENCH_COLUMNS = {"goal", "target"}  # the upstream harmful_behaviors.csv, nothing else
+ID_COLUMN = {"harmbench": "BehaviorID", "advbench": "id", "generic": "id"}  # where a layout's ids come from
+BENCHMARKS = {"do_not_answer": "Do-Not-Answer", "simple_safety_tests": "SimpleSafetyTests", "or_bench": "OR-Bench",
+              "strongreject": "StrongREJECT", "xstest": "XSTest", "jailbreakbench": "JailbreakBench",
+              "sorry_bench": "SORRY-Bench", "wildjailbreak": "WildJailbreak"}
 
 
 def load_behaviors(path: str | Path, *, targets: str | Path | None = None) -> list[Behavior]:
@@ -33,6 +44,14 @@ def load_behaviors(path: str | Path, *, targets: str | Path | None = None) -> li
     records = list(read_rows(path))
     if not records:
         raise UserError(f"{name}: no behaviors")
+    benchmark = benchmark_layout(records[0][1].keys(), name)
+    if benchmark is not None:
+        raise UserError(
+            f"{name}: {BENCHMARKS[benchmark]} benchmark file (columns {', '.join(records[0][1])}), which only the "
+            "benchmark loader reads right (which rows are harmful, which benign, the request column): give it to "
+            "`safealign eval` as behaviors.path (benign.path for its benign prompts), or read it in Python with "
+            "safealign.eval.benchmarks.loaders.read_benchmark"
+        )
     layout = behaviors_layout(records[0][1].keys())
     if layout is None:
         raise UserError(
@@ -55,9 +74,12 @@ def write_behaviors(path: str | Path, behaviors: Iterable[Behavior]) -> None:
 def parse_behaviors(name: str, records: list[tuple[int, Record]], layout: str, *,
                     targets: str | Path | None = None) -> list[Behavior]:
     """Behaviors from rows already read (``read_rows``) in a ``behaviors_layout``; ``name`` names the file."""
+    if layout == "harmbench" and "BehaviorID" not in records[0][1]:
+        raise UserError(f"{name}: column 'BehaviorID' is missing (HarmBench layout, from its 'Behavior' column); "
+                        f"columns seen: {', '.join(records[0][1])}")
     parse = {"harmbench": _harmbench, "advbench": _advbench, "generic": _generic}[layout]
     behaviors = [parse(record, name, row) for row, record in records]
-    _check_unique(name, behaviors)
+    _check_unique(name, behaviors, ID_COLUMN[layout])
     if targets is not None:
         behaviors = with_targets(behaviors, targets)
     return behaviors
@@ -70,10 +92,34 @@ def behaviors_layout(columns: Iterable[str]) -> str | None:
         return None
     if "Behavior" in cols:
         return "harmbench"
-    if {"goal", "target"} <= cols:
+    if cols == ADVBENCH_COLUMNS:
         return "advbench"
     if cols & set(TEXT_FIELDS) and "completion" not in cols:
         return "generic"
+    return None
+
+
+def benchmark_layout(columns: Iterable[str], name: str = "") -> str | None:
+    """The public benchmark layout ``columns`` match, else None; checked before the behaviors layouts (its
+    parsers are in ``safealign.eval.benchmarks.loaders``). ``name``, the file's, tells OR-Bench's files (just
+    ``prompt, category``) from any other such file."""
+    cols = set(columns)
+    if {"risk_area", "types_of_harm", "question"} <= cols:
+        return "do_not_answer"
+    if {"harm_area", "prompts_final"} <= cols:
+        return "simple_safety_tests"
+    if cols == {"prompt", "category"} and any(k in Path(name).name.lower() for k in ("or-bench", "or_bench")):
+        return "or_bench"
+    if {"forbidden_prompt", "category", "source"} <= cols:
+        return "strongreject"
+    if {"prompt", "type", "label"} <= cols:
+        return "xstest"
+    if {"Goal", "Target", "Behavior", "Category"} <= cols:
+        return "jailbreakbench"
+    if {"question_id", "category", "turns"} <= cols:
+        return "sorry_bench"
+    if "data_type" in cols and cols & {"vanilla", "adversarial"}:
+        return "wildjailbreak"
     return None
 
 
@@ -140,12 +186,12 @@ def _tags(value: Any) -> tuple[str, ...]:
     return tuple(t for t in (str(item).strip() for item in items) if t)
 
 
-def _check_unique(name: str, behaviors: list[Behavior]) -> None:
+def _check_unique(name: str, behaviors: list[Behavior], id_column: str) -> None:
     first: dict[str, int] = {}
     for b in behaviors:
         if b.id in first:
             raise UserError(
-                f"{name}: row {b.row}: field 'id': duplicate behavior id {b.id!r} (first at row {first[b.id]})"
+                f"{name}: row {b.row}: field {id_column!r}: duplicate behavior id {b.id!r} (first at row {first[b.id]})"
             )
         first[b.id] = b.row
 

@@ -4,13 +4,19 @@ Formats (each a row parser registered in :data:`PREFERENCE_FORMATS` with its req
 ``format=`` overrides detection; ``columns={"prompt": "question"}`` maps the canonical field
 names below to your column names):
 
-- ``standard``: ``prompt``, ``chosen``, ``rejected`` strings; the prompt becomes one user message.
+- ``standard``: ``prompt``, ``chosen``, ``rejected`` strings; the prompt becomes one user message, unless it
+  clearly is an HH-style transcript (starts with ``"\\n\\nHuman:"`` or ``"Human:"``, ends with ``"Assistant:"``,
+  e.g. Dahoas/rm-static): then its turns are the conversation and the responses are stripped of surrounding
+  whitespace, as the ``implicit`` format reads the same turns from whole transcripts.
 - ``conversational``: ``prompt`` a list of ``{role, content}`` messages ending with a user turn (a
   plain string is accepted as one user message); ``chosen``/``rejected`` lists holding one assistant
   message each (the TRL convention).
 - ``implicit``: ``chosen``/``rejected`` full conversations sharing a history: message lists, or
   HH-RLHF transcripts (``"\\n\\nHuman: … \\n\\nAssistant: …"``). The prompt is the shared history up to the
   final assistant turn, kept as a multi-turn conversation; the responses are the final assistant turns.
+  Detected also beside a ``prompt`` column when the ``chosen`` conversation holds a user turn
+  (UltraFeedback-binarized: ``prompt`` a string, ``chosen``/``rejected`` whole [user, assistant] lists); the
+  ``prompt`` column is then not read.
 - ``joint``: ``chosen_prompt``, ``chosen``, ``rejected_prompt``, ``rejected``: a preference between two
   (prompt, response) pairs whose prompts may differ (JPO; docs/loss-inputs.md). Prompts as in
   ``conversational`` (string or message list), responses a string or one assistant message.
@@ -28,8 +34,8 @@ fills rows where it is missing. Every pair format accepts optional bool-ish ``ch
 ``chosen_scores`` column: a list of K finite numbers, the chosen response's per-token-averaged log-probs
 under K aligned models (PoFT; docs/loss-inputs.md), and an optional ``attribute`` column naming the
 objective the preference is about (MAH-DPO; docs/seed-methods.md). Bad rows are dropped and reported
-(:class:`DroppedRow`), never silently; unreadable files, undetectable formats and bad column mappings raise
-UserError.
+(:class:`DroppedRow`), never silently; unreadable files, undetectable formats, bad column mappings and a
+file whose every row is dropped (the reasons named) raise UserError.
 """
 
 from __future__ import annotations
@@ -127,6 +133,10 @@ def load_preferences(
         except m.RowDrop as drop:
             dropped.append(DroppedRow(name, row, mapping.get(drop.field, drop.field), drop.reason))
     result = ParseResult(format=fmt, rows=len(rows), items=items, dropped=dropped)
+    if rows and not items:
+        reasons = "; ".join(f"{reason} ({count} rows)" for reason, count in list(result.drop_counts().items())[:3])
+        raise UserError(f"{name}: every row ({len(rows)}) was dropped as format {fmt!r}: {reasons}. Check the "
+                        "format (format=, CLI --format) and the column mapping (columns=, CLI --column)")
     _log_summary(name, result)
     return result
 
@@ -143,13 +153,17 @@ def detect_format(record_columns: set[str], first: Mapping[str, Any]) -> str | N
         return None
     if {"chosen_prompt", "rejected_prompt"} <= record_columns:
         return "joint"
-    if "prompt" not in record_columns:
-        return "implicit"
+    if "prompt" not in record_columns or _holds_user_turn(first.get("chosen")):
+        return "implicit"  # whole conversations (UltraFeedback-binarized keeps a prompt column beside them)
     return (
         "conversational"
         if any(isinstance(first.get(k), list) for k in ("prompt", "chosen", "rejected"))
         else "standard"
     )
+
+
+def _holds_user_turn(value: Any) -> bool:
+    return isinstance(value, list) and any(isinstance(v, dict) and v.get("role") == "user" for v in value)
 
 
 # --------------------------------------------------------------------------- row parsers
@@ -205,9 +219,12 @@ def _scores(value: Any) -> tuple[float, ...] | None:
 def _parse_standard(record: Record, harmful, source: str, row: int) -> PreferencePair:
     if not isinstance(record.get("prompt"), str):
         m.require_text(record.get("prompt"), "prompt")
-    prompt = m.parse_prompt(record["prompt"])
+    transcript = m.transcript_prompt(record["prompt"], "prompt")
+    prompt = transcript or m.parse_prompt(record["prompt"])
     chosen = _text_response(record.get("chosen"), "chosen")
     rejected = _text_response(record.get("rejected"), "rejected")
+    if transcript:  # " Call a locksmith." follows "Assistant:" in the transcript; the turn's text is stripped
+        chosen, rejected = chosen.strip(), rejected.strip()
     return _pair(prompt, chosen, rejected, record, harmful, source, row)
 
 

@@ -115,6 +115,21 @@ def parse_transcript(text: str, field: str) -> tuple[Message, ...]:
     return tuple(messages)
 
 
+def transcript_prompt(text: str, field: str) -> tuple[Message, ...] | None:
+    """A prompt string that clearly is an HH-style transcript, as its turns; None for any other text.
+
+    Clearly one: it starts with ``"\\n\\nHuman:"`` or ``"Human:"`` and ends with ``"Assistant:"`` (the
+    reply to come, e.g. Dahoas/rm-static's prompts). The turns before that empty assistant turn are the prompt
+    and must end with a user turn.
+    """
+    if not (text.startswith(("\n\nHuman:", "Human:")) and text.rstrip().endswith("Assistant:")):
+        return None
+    messages = parse_transcript(text, field)
+    if len(messages) < 2 or messages[-1] != {"role": "assistant", "content": ""} or messages[-2]["role"] != "user":
+        raise RowDrop(field, "transcript prompt must end with a Human turn and then an empty '\\n\\nAssistant:'")
+    return messages[:-1]
+
+
 def split_conversations(
     chosen: tuple[Message, ...], rejected: tuple[Message, ...]
 ) -> tuple[tuple[Message, ...], str, str]:

@@ -13,8 +13,10 @@ and the data layout that provides it. Formulas and sources: docs/safety-training
 - ``recovery``: Qi et al. 2024's safety-recovery augmentation: a harmful prefix, then the refusal.
 - ``derta``: DeRTa's harmful-prefix rows plus reinforced-transition (RTO) rows.
 
-Randomness is drawn per row from ``(seed, transform, row number, row content)``, so a row's rewrite does not depend
-on the order or number of other rows.
+Randomness is drawn per row from ``(seed, transform, row number, row content)``, so a row's random draws do not depend
+on the order or number of other rows. One rule is positional, not drawn: ``derta`` gives k = 0 (no harmful prefix)
+to the 3rd, 6th, 9th, … refusal row in input order (counting refusal rows only, as the released generator does), so
+which rows get it depends on the order of the refusal rows; finished experiments depend on this rule, keep it.
 """
 
 from __future__ import annotations
@@ -208,8 +210,9 @@ def recovery(rows: Sequence[PreferencePair], *, seed: int = 0, probability: floa
                         paper="Yuan et al. 2024, DeRTa: Decoupled Refusal Training, arXiv:2407.09121")
 def derta(rows: Sequence[PreferencePair], *, seed: int = 0, rto: bool = True) -> list[PreferencePair]:
     """DeRTa's safety rows from each refusal row: (1) harmful-prefix MLE: the first k words of the harmful
-    response, then the refusal, k ~ randint(1, n − 2) for n words and k = 0 for every third refusal row (the
-    released generator's rule); (2) with ``rto``, a reinforced-transition row: the whole harmful response as
+    response, then the refusal, k ~ randint(1, n − 2) for n words, except k = 0 for the 3rd, 6th, 9th, … refusal
+    row in input order (a position among the refusal rows, not a draw: the released generator's rule) and for rows
+    of fewer than 3 words; (2) with ``rto``, a reinforced-transition row: the whole harmful response as
     input, every position trained to predict the refusal's first token. Other rows pass through."""
     out = []
     refusal_rows = 0

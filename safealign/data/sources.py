@@ -1,10 +1,13 @@
 """Read tabular rows from local files or HF dataset ids.
 
 Supported local files: ``.jsonl`` / ``.ndjson`` (one JSON object per line), ``.json`` (a list of
-objects, or an object holding exactly one such list, e.g. ``{"data": [...]}``), ``.csv`` / ``.tsv``
-and ``.parquet``; any of the text formats may be gzipped (``.gz``). A source that is not an existing
-path is treated as a Hugging Face dataset id (``owner/name``) and loaded with ``datasets`` at ``split``
-(default ``train``).
+objects, or an object holding exactly one such list, e.g. ``{"data": [...]}``), ``.csv`` / ``.tsv``,
+``.txt`` (one prompt per non-blank line; lines end at ``\\n`` or ``\\r\\n`` only, so a form feed or U+2028 inside
+a prompt stays in it) and ``.parquet``; any of the text formats may be gzipped (``.gz``). A ``.tsv`` cell follows
+CSV quoting, as pandas and HF ``datasets`` read WildJailbreak's TSVs (``delimiter="\\t"``): a cell in double
+quotes may hold tabs, newlines and doubled quotes, and those quotes are not part of its text. A source that
+is not an existing path is treated as a Hugging Face dataset id (``owner/name``) and loaded with ``datasets``
+at ``split`` (default ``train``).
 
 Every reader yields ``(row, record)`` pairs: ``row`` is the 0-based index of the record in the source
 (data rows, not counting a CSV header), used in error messages, drop reports and cache keys.
@@ -79,7 +82,8 @@ def _read_file(path: Path) -> Iterator[tuple[int, Record]]:
     except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
         raise UserError(f"{path}: cannot read file: {exc}") from exc
     if kind == "txt":  # e.g. MaliciousInstruct.txt: each non-blank line a prompt; row = its 0-based line
-        yield from ((row, {"prompt": line.strip()}) for row, line in enumerate(text.splitlines()) if line.strip())
+        # "\n" only: reading translated "\r\n", and splitlines() would also split at \f, \x85, U+2028, ...
+        yield from ((row, {"prompt": line.strip()}) for row, line in enumerate(text.split("\n")) if line.strip())
     elif kind == "jsonl":
         yield from _parse_jsonl(path, text)
     elif kind == "json":

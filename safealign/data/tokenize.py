@@ -10,20 +10,26 @@ models score identical response tokens. Prompt + response are never re-tokenized
 Truncation (counted in a :class:`TruncationReport` and logged, never silent): prompts longer than
 ``max_prompt_length`` keep their END (left truncation); responses are cut so that the longer of the
 policy/reference prompt plus the response fits ``max_length``. A row whose prompt leaves no room for a
-response token is dropped and counted.
+response token is dropped and counted. Left truncation can cut the reference view's change (E-RLHF's
+safety prefix opens the last user turn, so a long turn pushes it out, and the reference may then see the
+policy's prompt): such rows are kept as cut, as TRL's keep-end truncation would, and counted
+(``TruncationReport.reference_prefixes_cut``) with a warning to raise ``max_prompt_length``.
 
 Joint log-probs (``joint_logps=True``, for losses over log π(x, y) such as JPO; docs/loss-inputs.md):
 each side's own prompt (a pair may answer two prompts, ``PreferencePair.rejected_prompt``) is rendered
 and tokenized, its response ids appended as above, and every token after the first is scored: the
 encoded pair keeps the shared first token as its "prompt" and the rest of each sequence as its
 "response", so collation, reference caching and log-prob code work unchanged on cross-prompt pairs.
-Without ``joint_logps`` a cross-prompt pair is refused (its two sides have no common prompt).
+A prompt longer than ``max_prompt_length`` keeps that shared first token and its end. Without
+``joint_logps`` a cross-prompt pair is refused (its two sides have no common prompt).
 
 Assistant prefixes (``PreferencePair.response_prefix``, from the recovery/derta data transforms;
 docs/safety-training.md): the prefix text is tokenized on its own and appended to both prompt views, and
 each response is the template's rendering of ``prefix + response`` with the prefix cut off, tokenized once.
 It counts toward ``max_length`` (not ``max_prompt_length``) and is never scored. Transition rows
-(``chosen_target_refusal``) carry ``chosen_target_ids``: the refusal's first token at every chosen position.
+(``chosen_target_refusal``) carry ``chosen_target_ids``: the refusal's first token at every chosen position
+(the first token of the refusal text itself, after any text the template puts before an assistant turn's
+content, such as Qwen3's empty ``<think>`` block).
 
 Tokenizers without a chat template raise a UserError naming the fix: pass ``chat_template=`` (e.g.
 :data:`safealign.models.tiny.CHATML_TEMPLATE`). No silent fallback — a wrong template trains a
@@ -80,19 +86,25 @@ class EncodedUnpaired:
 @dataclass(frozen=True)
 class TruncationReport:
     """What truncation did: examples seen, prompts left-truncated (policy or reference view),
-    responses cut (chosen and rejected counted separately) and indices dropped as too long."""
+    responses cut (chosen and rejected counted separately), indices dropped as too long, and rows whose
+    reference view lost (part of) what the transform changed, E-RLHF's safety prefix, to left truncation."""
 
     examples: int
     prompts_truncated: int
     responses_truncated: int
     dropped: tuple[int, ...] = ()
+    reference_prefixes_cut: int = 0
 
     def summary(self) -> str:
-        return (
+        text = (
             f"{self.examples} examples: {self.prompts_truncated} prompts left-truncated, "
             f"{self.responses_truncated} responses cut, {len(self.dropped)} dropped "
             "(prompt leaves no room for a response)"
         )
+        if self.reference_prefixes_cut:
+            text += (f"; {self.reference_prefixes_cut} rows lost (part of) their reference-view safety prefix to "
+                     "left truncation (the reference sees less or none of it): raise max_prompt_length")
+        return text
 
 
 class PromptTooLong(ValueError):
@@ -103,6 +115,7 @@ class PromptTooLong(ValueError):
 class _Counts:
     prompts: int = 0
     responses: int = 0
+    prefixes_cut: int = 0
 
 
 class PairEncoder:
@@ -189,7 +202,7 @@ class PairEncoder:
             except PromptTooLong as exc:
                 log.debug("%s", exc)
                 dropped.append(index)
-        report = TruncationReport(len(items), counts.prompts, counts.responses, tuple(dropped))
+        report = TruncationReport(len(items), counts.prompts, counts.responses, tuple(dropped), counts.prefixes_cut)
         (log.warning if counts.prompts or counts.responses or dropped else log.info)(
             "tokenization: %s", report.summary()
         )
@@ -211,8 +224,7 @@ class PairEncoder:
         rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair, prefix)
         targets = None
         if pair.chosen_target_refusal is not None:  # DeRTa RTO: the refusal's first token at every position
-            first = self._response_ids(pair.prompt, pair.chosen_target_refusal, 1, _Counts(), pair)
-            targets = first * len(chosen)
+            targets = self._first_content_token(pair.prompt, pair.chosen_target_refusal, pair) * len(chosen)
         return EncodedPair(index, prompt_ids, ref_ids, chosen, rejected, pair.harmful, pair.chosen_scores,
                            pair.chosen_safe, pair.rejected_safe, targets)
 
@@ -224,7 +236,7 @@ class PairEncoder:
         sides = []
         for prompt, response in ((pair.prompt, pair.chosen), (pair.rejected_prompt or pair.prompt, pair.rejected)):
             full = self._guarded(pair, lambda: self._ids(self.render_prompt(prompt)))  # noqa: B023 (called now)
-            prompt_ids = self._left_truncate(full)
+            prompt_ids = self._left_truncate(full, keep_first=True)  # the shared, unscored first token stays
             counts.prompts += int(prompt_ids != full)
             budget = self._response_budget(prompt_ids, None, pair)
             sides.append(prompt_ids + self._response_ids(prompt, response, budget, counts, pair))
@@ -249,11 +261,16 @@ class PairEncoder:
             ref = None if ref == policy else ref
         policy_cut, ref_cut = self._left_truncate(policy), self._left_truncate(ref) if ref is not None else None
         counts.prompts += int(policy_cut != policy or (ref is not None and ref_cut != ref))
+        counts.prefixes_cut += int(ref is not None and _cuts_the_change(policy, ref, len(ref) - len(ref_cut)))
         return policy_cut, ref_cut
 
-    def _left_truncate(self, ids: Ids) -> Ids:
+    def _left_truncate(self, ids: Ids, keep_first: bool = False) -> Ids:
+        """The last ``max_prompt_length`` ids (with ``keep_first``, the first id and the last ones after it)."""
         limit = self.max_prompt_length
-        return ids[-limit:] if limit is not None and len(ids) > limit else ids
+        if limit is None or len(ids) <= limit:
+            return ids
+        head = ids[:1] if keep_first else ()
+        return head + ids[len(ids) - (limit - len(head)):]
 
     def _response_budget(self, prompt_ids: Ids, ref_ids: Ids | None, item) -> int:
         longest = max(len(prompt_ids), len(ref_ids) if ref_ids is not None else 0)
@@ -280,6 +297,17 @@ class PairEncoder:
                             f"response cannot continue the prefix {prefix[:40]!r}")
         return rendered[len(prefix):]
 
+    def _first_content_token(self, prompt, text: str, item) -> Ids:
+        """The first token of ``text`` itself in an assistant turn: the rendered response from where the text
+        starts (after anything the template puts first, e.g. Qwen3's ``<think>\\n\\n</think>\\n\\n``)."""
+        rendered = self._guarded(item, lambda: self.render_response(prompt, text))
+        start = rendered.find(text)
+        start = start if start >= 0 else rendered.find(text.strip())  # a template may strip the content
+        if start < 0:
+            raise UserError(f"{item.source} row {item.row}: the chat template changes the refusal text "
+                            f"{text[:40]!r}, so its first token cannot be found in the rendered assistant turn")
+        return self._ids(rendered[start:])[:1]
+
     @staticmethod
     def _guarded(item, fn):
         try:
@@ -288,3 +316,10 @@ class PairEncoder:
             raise UserError(
                 f"{item.source} row {item.row}: the chat template rejected this conversation: {exc}"
             ) from exc
+
+
+def _cuts_the_change(policy: Ids, ref: Ids, removed: int) -> bool:
+    """Whether removing the first ``removed`` reference ids cut into the part that differs from the policy view
+    (the transform's change, e.g. the safety prefix): the views agree on their first ``shared`` ids only."""
+    shared = next((i for i, (a, b) in enumerate(zip(policy, ref)) if a != b), min(len(policy), len(ref)))
+    return removed > shared

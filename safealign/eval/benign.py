@@ -18,7 +18,9 @@ from safealign.eval.benchmarks.loaders import BenchmarkSet, read_benchmark
 from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt, summarize_overrefusal
 from safealign.types import Behavior
 
-SPLIT_LAYOUTS = ("xstest", "jailbreakbench", "wildjailbreak")  # files that say which rows are benign
+# files that say which rows are benign (loaders.py): XSTest's safe rows, JailbreakBench's benign file, WildJailbreak's
+# *_benign rows, OR-Bench's 80k and hard-1k files (its toxic file holds none)
+SPLIT_LAYOUTS = ("xstest", "jailbreakbench", "wildjailbreak", "or_bench")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,12 +47,26 @@ def from_file(loaded: BenchmarkSet, *, whole_file: bool) -> BenignSet:
     return BenignSet(_prompts(loaded.harmful, "benign")) if whole_file else BenignSet()
 
 
+def _named_file(path: str) -> BenignSet:
+    """The prompts of ``benign.path``: a file the user names for over-refusal that gives none is an error,
+    never a silently skipped evaluation (e.g. or-bench-toxic.csv, JailbreakBench's harmful file)."""
+    loaded = read_benchmark(path)
+    found = from_file(loaded, whole_file=True)
+    if not found:
+        raise UserError(
+            f"benign.path {path}: no benign prompts: read as the {loaded.layout} layout, it holds "
+            f"{len(loaded.harmful)} harmful prompts and no benign ones. Pass it as behaviors.path, and point "
+            "benign.path at benign prompts (e.g. or-bench-hard-1k.csv, xstest_prompts.csv, a JSONL of prompts)"
+        )
+    return found
+
+
 def benign_set(config: Any, behaviors_file: BenchmarkSet | None) -> BenignSet:
     """The prompts of ``config.benign`` (a :class:`~safealign.eval.config.BenignConfig`), with the behaviors
     file's benign split when ``benign.from_behaviors``; ids must not repeat across the two."""
     parts = []
     if config.benign.path:
-        parts.append(from_file(read_benchmark(config.benign.path), whole_file=True))
+        parts.append(_named_file(config.benign.path))
     if config.benign.from_behaviors and behaviors_file is not None:
         parts.append(from_file(behaviors_file, whole_file=False))
     benign = tuple(p for part in parts for p in part.benign)

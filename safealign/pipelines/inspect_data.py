@@ -25,27 +25,36 @@ def inspect_data(path: str, *, format: str = "auto", columns: Optional[dict[str,
 
 
 def _is_behaviors(path: str) -> bool:
-    from safealign.data.behaviors import behaviors_layout
+    from safealign.data.behaviors import behaviors_layout, benchmark_layout
     from safealign.data.sources import read_rows
 
     first = next(read_rows(path, limit=1), None)
-    return first is not None and behaviors_layout(first[1].keys()) is not None
+    if first is None:
+        return False
+    keys = first[1].keys()
+    return behaviors_layout(keys) is not None or benchmark_layout(keys, path) is not None
 
 
 def _behaviors_summary(path: str, tokenizer: Optional[str], examples: int) -> dict[str, Any]:
-    from safealign.data.behaviors import load_behaviors
+    """A behaviors or benchmark file, read as ``safealign eval`` reads it (safealign.eval.benchmarks): harmful
+    behaviors and, for benchmarks that have them, benign prompts; rows the layout leaves out, by reason."""
+    from safealign.eval.benchmarks.loaders import read_benchmark
 
-    behaviors = load_behaviors(path)
+    bench = read_benchmark(path)
+    behaviors = [*bench.harmful, *bench.benign]
     render = _renderer(tokenizer) if tokenizer else None  # after the data: a bad file is reported first
     categories = Counter(b.category or "(none)" for b in behaviors)
+    skipped = sum(bench.skipped.values())
     return {
         "source": path,
         "format": "behaviors",
-        "rows": len(behaviors),
+        "layout": bench.layout,
+        "rows": len(behaviors) + skipped,
         "parsed": len(behaviors),
-        "dropped": 0,
-        "drops": [],
-        "behaviors": len(behaviors),
+        "dropped": skipped,
+        "skipped": dict(bench.skipped),
+        "behaviors": len(bench.harmful),
+        "benign": len(bench.benign),
         "contextual": sum(1 for b in behaviors if b.context),
         "categories": dict(categories.most_common()),
         "examples": [_behavior_example(b, render) for b in behaviors[:examples]],
@@ -130,7 +139,9 @@ def format_inspection(summary: dict[str, Any]) -> str:
              f"rows:    {summary['rows']}  parsed: {summary['parsed']}  dropped: {summary['dropped']}"
              + (f"  duplicates: {summary['duplicates']}" if "duplicates" in summary else "")]
     if summary["format"] == "behaviors":
-        lines.append(f"contextual behaviors: {summary['contextual']}")
+        lines.append(f"layout:  {summary['layout']}  harmful behaviors: {summary['behaviors']}  "
+                     f"benign prompts: {summary['benign']}  contextual: {summary['contextual']}")
+        lines += [f"left out {count}: {reason}" for reason, count in summary["skipped"].items()]
         lines += ["categories:"] + [f"  {n:5d}  {c}" for c, n in summary["categories"].items()]
     for reason, count in summary.get("drop_reasons", {}).items():
         rows = [str(d["row"]) for d in summary["drops"] if f"{d['field']}: {d['reason']}" == reason]

@@ -56,9 +56,10 @@ def test_conversational_response_drops(tmp_path):
         {"prompt": [user("a"), assistant("b")], "chosen": [assistant("x")], "rejected": [assistant("z")]},
         {"prompt": [{"role": "tool", "content": "a"}], "chosen": [assistant("x")], "rejected": [assistant("z")]},
         {"prompt": [user("a")], "chosen": "x", "rejected": [assistant("z")]},
+        {"prompt": [user("a")], "chosen": [assistant("x")], "rejected": [assistant("z")]},  # a file of drops fails
     ]
     result = load_preferences(write(tmp_path, rows))
-    assert result.items == []
+    assert [item.row for item in result.items] == [5]
     assert drops(result) == [
         (0, "chosen", "2 assistant messages in one response; expected exactly one"),
         (1, "chosen", "expected assistant messages only, got roles ['user']"),
@@ -108,9 +109,10 @@ def test_implicit_drops(tmp_path):
         {"chosen": "\n\nHuman: a\n\nAssistant: b\n\nHuman: more", "rejected": "\n\nHuman: a\n\nAssistant: e"},
         {"chosen": "\n\nAssistant: b", "rejected": "\n\nAssistant: e"},
         {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": [user("a"), assistant("e")]},
+        {"chosen": "\n\nHuman: a\n\nAssistant: b", "rejected": "\n\nHuman: a\n\nAssistant: e"},  # one kept
     ]
     result = load_preferences(write(tmp_path, rows))
-    assert result.items == []
+    assert [item.row for item in result.items] == [6]
     assert drops(result) == [
         (0, "rejected", "chosen and rejected diverge before their final assistant turn (shared prefix ends mid-turn)"),
         (1, "chosen", "empty response"),
@@ -305,3 +307,40 @@ def test_chosen_scores_are_parsed_on_any_pair_format_and_bad_ones_dropped(tmp_pa
     path = write(tmp_path, [{"q": "q", "chosen": "a", "rejected": "b", "aligned": [-3.0]}], name="mapped.jsonl")
     [item] = load_preferences(path, columns={"prompt": "q", "chosen_scores": "aligned"}).items
     assert item.chosen_scores == (-3.0,)
+
+
+# --------------------------------------------------------------------------- public layouts auto-detected
+def test_ultrafeedback_binarized_is_read_as_implicit(tmp_path):
+    """A prompt string beside chosen/rejected conversations that repeat the user turn."""
+    row = {"prompt": "How do I bake bread?", "prompt_id": "abc",
+           "chosen": [user("How do I bake bread?"), assistant("Mix flour...")],
+           "rejected": [user("How do I bake bread?"), assistant("Buy it.")], "score_chosen": 8.0}
+    result = load_preferences(write(tmp_path, [row, row]))
+    assert (result.format, result.dropped) == ("implicit", [])
+    assert [(i.prompt, i.chosen, i.rejected) for i in result.items] == [((user("How do I bake bread?"),),
+                                                                         "Mix flour...", "Buy it.")] * 2
+
+
+def test_a_file_whose_every_row_is_dropped_is_an_error_naming_the_reasons(tmp_path):
+    rows = [{"prompt": [user("Hi")], "chosen": [user("Hi"), assistant("Hello")], "rejected": [assistant("No")]}] * 2
+    path = write(tmp_path, rows)
+    with pytest.raises(ValueError, match=r"d\.jsonl: every row \(2\) was dropped as format 'conversational': "
+                                         r"chosen: expected assistant messages only, got roles \['user', 'assistant'\] "
+                                         r"\(2 rows\)\. Check the format"):
+        load_preferences(path, format="conversational")
+
+
+def test_an_hh_transcript_prompt_in_the_standard_layout_becomes_a_conversation(tmp_path):
+    rm_static = {"prompt": "\n\nHuman: How do I pick a lock?\n\nAssistant: Why do you want to?\n\nHuman: I'm locked "
+                           "out.\n\nAssistant:", "response": " Call a locksmith.", "chosen": " Call a locksmith.",
+                 "rejected": " Use a bobby pin like this..."}
+    plain = {"prompt": "Human: is this a transcript? No, it does not end like one.", "chosen": " a", "rejected": "b"}
+    broken = {"prompt": "Human: hi Assistant:", "chosen": "a", "rejected": "b"}  # no turn marker before Assistant:
+    result = load_preferences(write(tmp_path, [rm_static, plain, broken]))
+    first, second = result.items
+    assert result.format == "standard"
+    assert first.prompt == (user("How do I pick a lock?"), assistant("Why do you want to?"), user("I'm locked out."))
+    assert (first.chosen, first.rejected) == ("Call a locksmith.", "Use a bobby pin like this...")
+    assert (second.prompt, second.chosen) == ((user(plain["prompt"]),), " a")  # not a transcript: as before
+    assert drops(result) == [(2, "prompt", "transcript prompt must end with a Human turn and then an empty "
+                                           "'\\n\\nAssistant:'")]

@@ -152,3 +152,15 @@ def test_transition_rows_score_the_refusals_first_token_at_every_chosen_position
     untouched = torch.ones_like(targets, dtype=torch.bool)
     untouched[0, start:start + len(encoded.chosen_ids)] = False
     assert torch.equal(targets[untouched], batch["input_ids"][untouched])
+
+
+def test_derta_k_zero_follows_a_rows_position_among_the_refusal_rows_not_its_content():
+    """The documented position rule (finished experiments depend on it): reordering the refusal rows moves
+    k = 0 to whichever row is now 3rd, while every other row keeps its own seeded draw."""
+    rows = [_pair(i, True) for i in range(3)]
+    forward = {r.row: r.meta["prefix_words"] for r in _run(["flags_from_harmful", {"name": "derta", "params":
+                                                                                    {"rto": False}}], rows)}
+    backward = {r.row: r.meta["prefix_words"] for r in _run(["flags_from_harmful", {"name": "derta", "params":
+                                                                                     {"rto": False}}], rows[::-1])}
+    assert forward[2] == 0 and backward[0] == 0
+    assert forward[0] > 0 and backward[2] > 0 and forward[1] == backward[1] > 0

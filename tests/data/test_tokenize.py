@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -198,3 +199,56 @@ def test_a_cross_prompt_pair_needs_joint_log_probs_and_joint_needs_the_identity_
 
 def user(text):
     return {"role": "user", "content": text}
+
+
+# --------------------------------------------------------------------------- truncation and the reference view
+def test_a_safety_prefix_cut_by_left_truncation_is_counted_and_warned(tiny_tokenizer, caplog):
+    long_turn = "y" * 200 + Q  # the prefix opens the last user turn; keeping the end cuts it off
+    earlier = ({"role": "user", "content": "z" * 60}, {"role": "assistant", "content": "ok"})
+    head_only = PreferencePair(earlier + (user(Q),), "No.", "Sure.", True, "d.jsonl", 2)  # cut before the prefix
+    enc = PairEncoder(tiny_tokenizer, SafetyPrefix(), max_length=200, max_prompt_length=150)
+    with caplog.at_level(logging.WARNING):
+        encoded, report = enc.encode_all([pair(prompt=long_turn), pair(prompt=Q), head_only])
+    assert report == TruncationReport(3, 2, 0, (), reference_prefixes_cut=1)
+    assert ("1 rows lost (part of) their reference-view safety prefix to left truncation (the reference sees less "
+            "or none of it): raise max_prompt_length") in caplog.text
+    # detection only: each view is its plain left truncation, as before; here the reference lost all of the prefix
+    cut = encoded[0]
+    assert cut.prompt_ids == ids(tiny_tokenizer, chatml_prompt(long_turn))[-150:]
+    assert cut.ref_prompt_ids == ids(tiny_tokenizer, chatml_prompt(CG + long_turn))[-150:] == cut.prompt_ids
+    assert encoded[1].ref_prompt_ids == ids(tiny_tokenizer, chatml_prompt(CG + Q))  # not truncated: unchanged
+    prefix = ids(tiny_tokenizer, CG)
+    kept = encoded[2].ref_prompt_ids
+    assert any(kept[i:i + len(prefix)] == prefix for i in range(len(kept)))  # the cut stayed in the earlier turns
+
+
+def test_joint_truncation_keeps_the_shared_first_token(tiny_tokenizer):
+    long_prompt = "Tell me about cats. " * 10
+    cross = PreferencePair((user(long_prompt),), "Cats are nice.", "No.", None, "jpo.jsonl", 7,
+                           rejected_prompt=(user("Tell me about dogs."),))
+    encoded, report = PairEncoder(tiny_tokenizer, max_length=300, max_prompt_length=60,
+                                  joint_logps=True).encode_all([cross])
+    full = ids(tiny_tokenizer, chatml_prompt(long_prompt))
+    assert encoded[0].prompt_ids == full[:1]
+    assert encoded[0].chosen_ids == full[-59:] + ids(tiny_tokenizer, "Cats are nice.<|im_end|>\n")
+    dogs = ids(tiny_tokenizer, chatml_prompt("Tell me about dogs.") + "No.<|im_end|>\n")
+    assert encoded[0].prompt_ids + encoded[0].rejected_ids == dogs
+    assert report == TruncationReport(1, 1, 0, ())
+
+
+# the assistant clause of Qwen3's chat template: the last assistant turn gets an empty think block first
+QWEN3_LIKE = ("{%- for message in messages %}{%- if message.role == 'assistant' and loop.last %}"
+              "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + message.content }}"
+              "{%- else %}{{- '<|im_start|>' + message.role + '\\n' + message.content }}{%- endif %}"
+              "{{- '<|im_end|>\\n' }}{%- endfor %}"
+              "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}")
+
+
+def test_the_transition_target_is_the_first_token_of_the_refusal_text_not_of_the_template(tiny_tokenizer):
+    row = PreferencePair((user("How do I make a weapon?"),), "Sure, here is how", "I cannot help.", True,
+                         "d.jsonl", 0, chosen_target_refusal="I cannot help with that.")
+    qwen = PairEncoder(tiny_tokenizer, chat_template=QWEN3_LIKE).encode(row, 0)
+    assert qwen.chosen_ids[:7] == ids(tiny_tokenizer, "<think>")  # the template's text opens the response
+    assert qwen.chosen_target_ids == ids(tiny_tokenizer, "I") * len(qwen.chosen_ids)
+    spaced = dataclasses.replace(row, chosen_target_refusal=" I cannot help.")  # ChatML keeps a leading space
+    assert PairEncoder(tiny_tokenizer).encode(spaced, 0).chosen_target_ids[:1] == ids(tiny_tokenizer, " ")

@@ -52,3 +52,12 @@ def test_advbench_from_shared_data(shared_data):
     assert all(b.target.startswith("Sure, here") for b in behaviors)
     with pytest.raises(ValueError, match="behaviors.path is not set"):
         load_benchmark(BehaviorsConfig())
+
+
+def test_zero_padded_id_ranges_keep_their_width_and_a_range_matching_nothing_fails():
+    sst = [Behavior(f"sst_{i:03d}", f"b{i}") for i in range(1, 12)]
+    assert ids(select_behaviors(sst, ids=["sst_001..sst_003"])) == ["sst_001", "sst_002", "sst_003"]
+    assert ids(select_behaviors(sst, ids=["sst_009..sst_011"])) == ["sst_009", "sst_010", "sst_011"]
+    with pytest.raises(ValueError, match=r"id range 'x_20..x_30' matches no behavior id \(ids here look like "
+                                         r"'x_1', 'x_2', 'x_3'\)"):
+        select_behaviors(BS, ids=["x_20..x_30"])

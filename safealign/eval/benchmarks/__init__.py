@@ -73,7 +73,8 @@ def select_behaviors(
 
 
 def expand_ids(specs: Sequence[str], available: Sequence[str]) -> set[str]:
-    """Exact ids plus inclusive ranges ``prefix_1..prefix_50`` (numeric suffixes, same prefix)."""
+    """Exact ids plus inclusive ranges ``prefix_1..prefix_50`` (numeric suffixes, same prefix); a zero-padded
+    lower end keeps its width (``sst_001..sst_100`` is sst_001, …, sst_100). A range matching no id is an error."""
     present = set(available)
     out: set[str] = set()
     for spec in specs:
@@ -82,8 +83,13 @@ def expand_ids(specs: Sequence[str], available: Sequence[str]) -> set[str]:
             m_lo, m_hi = re.fullmatch(r"(.*?)(\d+)", lo), re.fullmatch(r"(.*?)(\d+)", hi)
             if not (m_lo and m_hi and m_lo.group(1) == m_hi.group(1)):
                 raise UserError(f"id range {spec!r} must look like name_1..name_50 (same prefix, numeric ends)")
-            prefix = m_lo.group(1)
-            out |= {f"{prefix}{n}" for n in range(int(m_lo.group(2)), int(m_hi.group(2)) + 1)} & present
+            prefix, first = m_lo.groups()
+            width = len(first) if first.startswith("0") else 0
+            matched = {f"{prefix}{str(n).zfill(width)}" for n in range(int(first), int(m_hi.group(2)) + 1)} & present
+            if not matched:
+                raise UserError(f"id range {spec!r} matches no behavior id (ids here look like "
+                                f"{', '.join(map(repr, list(available)[:3])) or '(no ids left)'})")
+            out |= matched
         elif spec not in present:
             raise UserError(f"unknown behavior id {spec!r}")
         else:

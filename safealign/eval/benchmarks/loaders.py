@@ -15,9 +15,10 @@ Layouts (column names as the upstream files spell them; see docs/benchmarks.md):
 - SimpleSafetyTests CSV: ``id, harm_area, counter, category, prompts_final`` — every row harmful.
 - OR-Bench CSV (``or-bench-80k.csv``, ``or-bench-hard-1k.csv``, ``or-bench-toxic.csv``): ``prompt, category``, told
   from other files by the name; the toxic file is harmful, the other two benign (over-refusal prompts).
-- Anything else goes to :func:`safealign.data.behaviors.load_behaviors` (HarmBench, AdvBench, generic
-  JSONL); HarmBench copyright behaviors are kept apart (``BenchmarkSet.copyright``) and counted as skipped unless
-  the run includes them (``behaviors.copyright``), since only a hashing judge scores them.
+- Anything else is read as behaviors (:func:`safealign.data.behaviors.parse_behaviors`: HarmBench, AdvBench,
+  generic JSONL; :func:`safealign.data.behaviors.benchmark_layout` tells the layouts above from them). HarmBench
+  copyright behaviors are kept apart (``BenchmarkSet.copyright``) and counted as skipped unless the run includes
+  them (``behaviors.copyright``), since only a hashing judge scores them.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
+from safealign.data.behaviors import behaviors_layout, benchmark_layout, parse_behaviors, with_targets
 from safealign.data.sources import Record, read_rows
 from safealign.errors import UserError
 from safealign.types import Behavior
@@ -58,29 +60,6 @@ class BenchmarkSet:
                 "skipped": dict(self.skipped)}  # fmt: skip
 
 
-def benchmark_layout(columns: Iterable[str], name: str = "") -> str | None:
-    """The benchmark layout ``columns`` match (checked before the generic behaviors layouts), else None.
-    ``name``, the file's, tells OR-Bench's files (just ``prompt, category``) from any other such file."""
-    cols = set(columns)
-    if {"risk_area", "types_of_harm", "question"} <= cols:
-        return "do_not_answer"
-    if {"harm_area", "prompts_final"} <= cols:
-        return "simple_safety_tests"
-    if cols == {"prompt", "category"} and any(k in Path(name).name.lower() for k in ("or-bench", "or_bench")):
-        return "or_bench"
-    if {"forbidden_prompt", "category", "source"} <= cols:
-        return "strongreject"
-    if {"prompt", "type", "label"} <= cols:
-        return "xstest"
-    if {"Goal", "Target", "Behavior", "Category"} <= cols:
-        return "jailbreakbench"
-    if {"question_id", "category", "turns"} <= cols:
-        return "sorry_bench"
-    if "data_type" in cols and cols & {"vanilla", "adversarial"}:
-        return "wildjailbreak"
-    return None
-
-
 def read_benchmark(path: str | Path, *, targets: str | Path | None = None) -> BenchmarkSet:
     """Read ``path`` in whichever layout its columns match; bad rows raise UserError naming file, row and field."""
     name = str(path)
@@ -99,15 +78,11 @@ def read_benchmark(path: str | Path, *, targets: str | Path | None = None) -> Be
     _check_unique(name, harmful + benign)
     result = BenchmarkSet(layout, tuple(harmful), tuple(benign))
     if targets is not None:
-        from safealign.data.behaviors import with_targets
-
         result = replace(result, harmful=tuple(with_targets(list(result.harmful), targets)))
     return result
 
 
 def _behaviors_file(path: str | Path, records: list[tuple[int, Record]], targets: Any) -> BenchmarkSet:
-    from safealign.data.behaviors import behaviors_layout, parse_behaviors
-
     layout = behaviors_layout(records[0][1].keys())
     if layout is None:
         raise UserError(
