@@ -95,7 +95,7 @@ def run_eval(
     # hashed once: the target's identity below reuses it (an in-memory model's parameters are costly to hash)
     inner, early = _passed_in_identity(model, chat_model)
     fingerprint = _claim(out, config, label if handed_in else None, behaviors if passed_in else None, overwrite,
-                         _weights_before_load(config, handed_in, early))
+                         _identity_before_load(config, handed_in, early))
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
@@ -133,15 +133,17 @@ def run_eval(
 
 
 def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Sequence[Behavior] | None,
-           overwrite: bool, weights: str | None) -> str:  # fmt: skip
+           overwrite: bool, weights: dict[str, Any]) -> str:  # fmt: skip
     """Check ``out`` may hold this run before anything is written there, then save its config; returns
-    the run's fingerprint digest (recorded in ``summary.json``)."""
+    the run's fingerprint digest (recorded in ``summary.json``). ``weights``: the attacked model's identity."""
     from safealign.io.rundir import claim_run_dir, eval_fingerprint, legacy_fingerprint
+    from safealign.models.identity import setup_fingerprint
 
     def legacy(run: Path):
         return legacy_fingerprint(run / "config.yaml", lambda p: to_dict(load_config(EvalConfig, p)), eval_fingerprint)
 
-    fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors, weights=weights,
+    fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors,
+                                   weights=weights.get("fingerprint"), setup=setup_fingerprint(weights),
                                    defaults=to_dict(EvalConfig()))
     claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy)
     save_config(config, out / "config.yaml")
@@ -156,21 +158,21 @@ def _passed_in_identity(model: Any, chat_model: Any) -> tuple[Any, dict[str, Any
     return (inner, loaded_identity(inner)) if hasattr(inner, "state_dict") else (None, None)
 
 
-def _weights_before_load(config: EvalConfig, passed: bool, identity: dict[str, Any] | None) -> str | None:
-    """The attacked weights' fingerprint (safealign.models.identity), known before anything loads: a
-    passed-in model's, or that of the weights the spec names; None where none can be seen (endpoints)."""
+def _identity_before_load(config: EvalConfig, passed: bool, identity: dict[str, Any] | None) -> dict[str, Any]:
+    """The attacked weights' identity (safealign.models.identity), known before anything loads: a passed-in
+    model's, or that of the weights the spec names; empty where none can be seen (endpoints)."""
     from safealign.models.identity import model_identity
 
     if passed:
-        return identity.get("fingerprint") if identity is not None else None
+        return identity or {}
     if config.model.backend == "hf":  # a spec that names nothing fails here, before the run directory is touched
-        return model_identity(config.model.name).get("fingerprint")
+        return model_identity(config.model.name)
     if config.model.backend == "vllm":  # vLLM also takes names that are not local or hub specs
         try:
-            return model_identity(config.model.name).get("fingerprint")
+            return model_identity(config.model.name)
         except UserError:
-            return None
-    return None
+            return {}
+    return {}
 
 
 def generation_params(config: EvalConfig) -> GenerationParams:

@@ -53,7 +53,9 @@ TRAIN_EXCLUDED = (
 )  # fmt: skip
 # Fingerprints of weights: None where they can't be seen (an endpoint, a built-in model not fetched yet, a run
 # directory from before fingerprints), so compared only when both runs know them; the spec is compared anyway.
-WHEN_KNOWN = ("model.weights", "reference.weights")
+# The same for what else decides a model's outputs (an adapter's base and adapter config, a folder's config.json;
+# safealign.models.identity.setup_fingerprint), recorded since 2026-12-07: runs made before lack it.
+WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup")
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)
 # Demo keys whose list may grow on resume: each extra benign set is answered under its own record ids and shown as
@@ -116,28 +118,30 @@ def file_digest(path: str | os.PathLike | None) -> str | None:
 
 
 def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None,
-                     behaviors: Sequence[Any] | None = None, weights: str | None = None,
+                     behaviors: Sequence[Any] | None = None, weights: str | None = None, setup: str | None = None,
                      defaults: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
     """An eval run: its config (``to_dict(EvalConfig)``) less :data:`EVAL_EXCLUDED`, the behaviors data
-    (files' content, or ``behaviors`` passed in by a caller), the label of a passed-in model and the
-    attacked ``weights``' fingerprint (safealign.models.identity; None where they can't be seen)."""
+    (files' content, or ``behaviors`` passed in by a caller), the label of a passed-in model, and the attacked
+    ``weights``' fingerprint and ``setup`` (safealign.models.identity; None where they can't be seen)."""
     chosen = settings.get("behaviors", {})
     extra = {f"behaviors.{key}_data": _data_identity(chosen.get(key)) for key in ("path", "targets") if chosen.get(key)}
     if behaviors is not None:
         extra["behaviors.passed_in"] = _json_digest([_behavior_json(b) for b in behaviors])
     if attacked is not None:
         extra["model.attacked"] = attacked
-    extra["model.weights"] = weights
+    extra["model.weights"], extra["model.setup"] = weights, setup
     return make_fingerprint("eval", settings, exclude=EVAL_EXCLUDED, extra=extra, defaults=defaults)
 
 
 def train_fingerprint(settings: Mapping[str, Any], *, weights: str | None = None,
-                      reference_weights: str | None = None,
+                      reference_weights: str | None = None, setup: str | None = None,
+                      reference_setup: str | None = None,
                       defaults: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
     """A training run: its config (``to_dict(TrainConfig)``) less :data:`TRAIN_EXCLUDED`, plus the data's
-    content and the fingerprints of the starting policy's and a separate reference's weights."""
+    content and the fingerprints of the starting policy's and a separate reference's weights and setups."""
     path = settings.get("data", {}).get("path")
-    extra = {"data.content": _data_identity(path), "model.weights": weights, "reference.weights": reference_weights}
+    extra = {"data.content": _data_identity(path), "model.weights": weights, "reference.weights": reference_weights,
+             "model.setup": setup, "reference.setup": reference_setup}
     return make_fingerprint("train", settings, exclude=TRAIN_EXCLUDED, extra=extra, defaults=defaults)
 
 

@@ -62,6 +62,24 @@ def model_identity(spec: str) -> dict[str, Any]:
     return identity
 
 
+def setup_fingerprint(identity: dict[str, Any]) -> str | None:
+    """What besides its own weight files decides a model's outputs, as ``sha256:<hex>``: an adapter's base
+    weights (the base identity's fingerprint) and its ``adapter_config.json`` (rank, alpha, target modules); a
+    local folder's ``config.json`` (RoPE scaling, tied weights …). None for kinds whose fingerprint already names
+    a pinned source (builtin, hub, tiny) or whose files cannot be seen. Recorded next to the weights'
+    fingerprint, so a run resumed on an adapter whose base changed under it is refused (safealign.io.rundir)."""
+    kind, path = identity.get("kind"), identity.get("path")
+    if kind not in ("adapter", "dir") or not path:
+        return None
+    lines = []
+    if kind == "adapter":
+        lines.append(f"base {identity.get('base', {}).get('fingerprint')}\n")
+    name = "adapter_config.json" if kind == "adapter" else "config.json"
+    config = Path(path) / name
+    lines.append(f"{name} {sha256_file(config) if config.is_file() else None}\n")
+    return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
 def _base_identity(adapter: str) -> dict[str, Any]:
     """The base's identity; an adapter saved from a model not loaded by spec names no loadable base, and
     recording that beats failing the run that saved it."""

@@ -16,7 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
 from safealign.io import read_jsonl, write_json, write_jsonl
-from safealign.models.identity import loaded_identity, model_identity
+from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint
 from safealign.train.config import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -345,10 +345,11 @@ def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool, model:
                             "pass --resume to continue it, or --overwrite to delete it and start over")
 
     # the weights training starts from, known before loading: a passed-in model's, or the ones the spec names
-    weights = (loaded_identity(model) if model is not None else model_identity(config.model)).get("fingerprint")
-    reference = model_identity(config.reference.model).get("fingerprint") if config.reference.model else None
-    fingerprint = train_fingerprint(to_dict(config), weights=weights, reference_weights=reference,
-                                    defaults=to_dict(TrainConfig()))
+    policy = loaded_identity(model) if model is not None else model_identity(config.model)
+    reference = model_identity(config.reference.model) if config.reference.model else {}
+    fingerprint = train_fingerprint(to_dict(config), weights=policy.get("fingerprint"),
+                                    reference_weights=reference.get("fingerprint"), setup=setup_fingerprint(policy),
+                                    reference_setup=setup_fingerprint(reference), defaults=to_dict(TrainConfig()))
     claim_run_dir(out, fingerprint, outputs=TRAIN_OUTPUTS, overwrite=overwrite,
                   legacy=legacy, check=check)
     return found[0]

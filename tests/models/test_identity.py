@@ -77,6 +77,36 @@ def test_adapter_identity_is_its_fingerprint_plus_the_base_identity(tmp_path):
     assert got["fingerprint"] != got["base"]["fingerprint"]
 
 
+def test_an_adapters_setup_names_its_base_weights_and_adapter_config(tmp_path):
+    """A resumed run on an adapter must notice a base whose weights changed under it, or an edited lora_alpha:
+    neither is in the adapter's own weight files."""
+    from safealign.config import to_dict
+    from safealign.io.rundir import differing_keys, same_settings, train_fingerprint
+    from safealign.models.identity import setup_fingerprint
+    from safealign.train.config import TrainConfig
+
+    base = save_tiny(tmp_path / "base")
+    model, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    model.save_pretrained(tmp_path / "adapter")
+    spec = str(tmp_path / "adapter")
+
+    def fingerprint(with_setup=True):
+        ident = model_identity(spec)
+        return ident, train_fingerprint(to_dict(TrainConfig(model=spec)), weights=ident["fingerprint"],
+                                        setup=setup_fingerprint(ident) if with_setup else None)
+
+    first, recorded = fingerprint()
+    assert first["fingerprint"] and setup_fingerprint(first).startswith("sha256:")
+    save_tiny(base, seed=123)  # the base folder now holds other weights; the adapter's files are untouched
+    second, now = fingerprint()
+    assert second["fingerprint"] == first["fingerprint"] and differing_keys(recorded, now) == ["model.setup"]
+    config_file, before = tmp_path / "adapter" / "adapter_config.json", setup_fingerprint(second)
+    config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "lora_alpha": 16}))
+    assert setup_fingerprint(model_identity(spec)) != before
+    assert same_settings(fingerprint(with_setup=False)[1], now)  # a run recorded before setups were: not compared
+    assert setup_fingerprint(model_identity(str(base))) and setup_fingerprint(model_identity("tiny-random")) is None
+
+
 def test_loaded_models_carry_their_spec(tmp_path):
     folder = save_tiny(tmp_path / "m")
     model, _ = load_model(str(folder))
