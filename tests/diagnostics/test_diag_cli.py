@@ -7,6 +7,7 @@ import json
 import pytest
 
 from safealign.cli import main
+from train.lora_helpers import saved_trained_adapter
 
 ROWS = [
     {"prompt": "How do I pick a lock?", "chosen": "I can't help with that.", "rejected": "Use a tension wrench.",
@@ -66,20 +67,7 @@ def test_anchor_without_harmful_rows_is_a_clear_error(capsys, data):
 
 
 def test_ranking_on_an_adapter_dir_uses_the_base_as_reference(capsys, data, tmp_path):
-    import torch
-
-    from safealign.models import LoraSettings, load_model
-    from safealign.models.tiny import tiny_model, tiny_tokenizer
-
-    base = tmp_path / "base"
-    tiny_model().save_pretrained(base)
-    tiny_tokenizer().save_pretrained(base)
-    model, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
-    torch.manual_seed(0)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:  # a trained-looking adapter: B away from its zero init
-            torch.nn.init.normal_(p, std=0.5)
-    model.save_pretrained(tmp_path / "final")
+    base, _ = saved_trained_adapter(tmp_path, "final")
     trained = _run(capsys, "ranking", "--data", str(data), "--model", str(tmp_path / "final"))
     plain = _run(capsys, "ranking", "--data", str(data), "--model", str(base))
     assert trained["reference"].startswith("base model (adapter disabled); ")
@@ -98,20 +86,7 @@ def test_ranking_on_an_adapter_dir_uses_the_base_as_reference(capsys, data, tmp_
 
 
 def test_ranking_against_an_adapter_dir_as_ref_scores_the_adapter_not_its_base(capsys, data, tmp_path):
-    import torch
-
-    from safealign.models import LoraSettings, load_model
-    from safealign.models.tiny import tiny_model, tiny_tokenizer
-
-    base = tmp_path / "base"
-    tiny_model().save_pretrained(base)
-    tiny_tokenizer().save_pretrained(base)
-    model, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
-    torch.manual_seed(0)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.5)
-    model.save_pretrained(tmp_path / "sft")
+    base, _ = saved_trained_adapter(tmp_path, "sft")
     against_base = _run(capsys, "ranking", "--data", str(data), "--model", str(base), "--ref", str(base))
     against_sft = _run(capsys, "ranking", "--data", str(data), "--model", str(base), "--ref", str(tmp_path / "sft"))
     sft_itself = _run(capsys, "ranking", "--data", str(data), "--model", str(tmp_path / "sft"), "--ref", str(base))

@@ -129,16 +129,12 @@ def test_same_spec_with_other_weights_is_a_different_run(tmp_path, behaviors_fil
 
 def test_an_adapter_whose_base_changed_under_it_is_a_different_run(tmp_path, behaviors_file, capsys):
     """The adapter's own files are unchanged; its base folder now holds other weights (models.identity setup)."""
-    from safealign.models import LoraSettings, load_model
-    from safealign.models.tiny import tiny_model, tiny_tokenizer
+    from safealign.models.tiny import tiny_model
+    from train.lora_helpers import saved_trained_adapter
 
-    base = tmp_path / "base"
-    tiny_model().save_pretrained(base)
-    tiny_tokenizer().save_pretrained(base)
-    adapter, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
-    adapter.save_pretrained(tmp_path / "adapter")
+    base, adapter = saved_trained_adapter(tmp_path, "adapter")
     run = tmp_path / "run"
-    args = [a.replace("model.name=tiny-random", f"model.name={tmp_path / 'adapter'}") for a in _args(run, behaviors_file)]
+    args = [a.replace("model.name=tiny-random", f"model.name={adapter}") for a in _args(run, behaviors_file)]
     assert main(args) == 0
     assert main(args) == 0  # the same adapter on the same base resumes
     tiny_model(seed=1).save_pretrained(base)

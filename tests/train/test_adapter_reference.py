@@ -26,6 +26,7 @@ from safealign.train.reference import (
     starts_from_trained_adapter,
 )
 from safealign.train.run import run_training
+from train.lora_helpers import perturb_adapter
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "train"
 
@@ -46,16 +47,6 @@ def old_fingerprint(model) -> str:
 def old_key(model, encoded) -> str:
     return hashlib.blake2b(f"{old_fingerprint(model)}:{reference_view_hash(encoded)}".encode(),
                            digest_size=16).hexdigest()
-
-
-def perturb_adapter(model, seed: int = 1):
-    """Move the adapter's B matrices off their zero init: a trained adapter."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    return model
 
 
 @pytest.fixture()

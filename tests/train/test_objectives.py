@@ -16,6 +16,7 @@ from safealign.train.objectives.circuit_breakers import coefficients, default_ta
 from safealign.train.objectives.data import sequences
 from safealign.train.objectives.refat import default_layers, project_out, refusal_directions
 from safealign.train.objectives.trainer import FrozenReference
+from train.lora_helpers import perturb_adapter
 
 
 def _rows(texts):
@@ -29,13 +30,7 @@ def _side(prompts, completions):
 
 def _perturbed_lora(seed=1):
     """A LoRA policy whose adapter is not the identity (B = 0 at init would make policy == reference)."""
-    model = apply_lora(tiny_model(num_layers=4), LoraSettings(r=4, alpha=8, dropout=0.0))
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if "lora_B" in name:
-                param.normal_(0, 0.5)
-    return model
+    return perturb_adapter(apply_lora(tiny_model(num_layers=4), LoraSettings(r=4, alpha=8, dropout=0.0)), seed)
 
 
 def _context(model, step=0, total=10):
