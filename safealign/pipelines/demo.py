@@ -177,7 +177,7 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, An
     from safealign.eval.records import current_records
     from safealign.eval.summary import behavior_outcomes
     from safealign.io import read_jsonl
-    from safealign.pipelines.judge_records import JUDGED
+    from safealign.pipelines.judge_records import JUDGED, judged_records
 
     out: dict[str, dict[str, Any]] = {}
     for prefix, run, attacks in (("", eval_dir / "jailbreak", ("direct", "template")),
@@ -185,11 +185,13 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, An
                                    for name in map(_extra_name, config.extra_harmful))):
         records = current_records(run / "records.jsonl")
         out.update({f"{prefix}{attack}_asr": behavior_outcomes(records, attack, "refusal") for attack in attacks})
-        # ASR under judges added later (safealign judge records): metric "<name>@<label>"
+        # ASR under judges added later (safealign judge records): metric "<name>@<label>", from a copy that judged
+        # every answer the evaluation holds (one behind its source is left out, with a warning)
         for judged in sorted(run.glob(f"{JUDGED}/*/records.jsonl")):
-            records, label = current_records(judged), judged.parent.name
-            out.update({f"{prefix}{attack}_asr@{label}": behavior_outcomes(records, attack, label)
-                        for attack in attacks})
+            label = judged.parent.name
+            if (records := judged_records(run, label)) is not None:
+                out.update({f"{prefix}{attack}_asr@{label}": behavior_outcomes(records, attack, label)
+                            for attack in attacks})
     benign = read_jsonl(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl")
     for kind, metric in (("ordinary", "benign_refusal_rate"), ("borderline", "borderline_refusal_rate")):
         out[metric] = refusal_outcomes(benign, kind)

@@ -85,6 +85,25 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     return summary
 
 
+def judged_records(run: str | Path, label: str) -> list[AttemptRecord] | None:
+    """The records of ``RUN/judged/<label>/`` when they judge every answer the evaluation holds now; None when
+    the copy is behind its source (judged while the evaluation was still running, or before a retry changed an
+    answer): then a metric read from it would cover other prompts than the evaluation's own (re-run
+    ``safealign judge records`` to bring it up to date)."""
+    from safealign.eval.records import current_records
+
+    run = Path(run)
+    judged = {r.key: r for r in current_records(judged_dir(run, label) / "records.jsonl")}
+    source = current_records(records_path(run))
+    behind = sum(not _judged(judged.get(r.key), r, label) for r in source)
+    if behind:
+        logger.warning("%s: %d of %d answers are not judged under %r yet (the copy is behind the evaluation); its "
+                       "metrics are left out until `safealign judge records %s --label %s ...` catches up", run,
+                       behind, len(source), label, run, label)
+        return None
+    return [judged[r.key] for r in source]
+
+
 def evaluation_dirs(root: str | Path) -> list[Path]:
     """Every evaluation directory at or below ``root`` (records.jsonl and an eval fingerprint; judged copies not
     counted): a demo's or a sweep's stages, each jailbreak and extra set."""

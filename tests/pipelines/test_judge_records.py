@@ -185,6 +185,30 @@ def test_a_demo_stage_reads_the_asr_of_every_added_judge(tmp_path):
     assert outcomes["direct_asr"] == {}  # the demo's own judge (refusal) never judged these records
 
 
+def test_a_judged_copy_behind_its_evaluation_is_left_out_until_judged_again(tmp_path, caplog):
+    """A copy judged while the evaluation was still running (or before a retry changed an answer) covers other
+    prompts than the evaluation: its metric is left out with a warning, and counts again once re-judged."""
+    from safealign.pipelines.demo import stage_outcomes
+    from safealign.pipelines.demo_config import DemoConfig
+
+    stage = tmp_path / "eval"
+    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(stage / "jailbreak"))
+    run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    (stage / "helpfulness" / "overrefusal").mkdir(parents=True)
+    (stage / "helpfulness" / "overrefusal" / "records.jsonl").write_text("")
+    judge_records(stage / "jailbreak", "details", judge_obj=DetailsJudge())
+    source = stage / "jailbreak" / "records.jsonl"
+    retried = json.loads(source.read_text().splitlines()[0])  # b0's answer changes on a retry
+    retried["completion"]["text"] = "A different answer with more details"
+    with source.open("a") as fh:
+        fh.write(json.dumps(retried) + "\n")
+    with caplog.at_level("WARNING"):
+        assert "direct_asr@details" not in stage_outcomes(DemoConfig(extra_benign=[]), stage)
+    assert "1 of 4 answers are not judged under 'details' yet" in caplog.text
+    judge_records(stage / "jailbreak", "details", judge_obj=DetailsJudge())
+    assert len(stage_outcomes(DemoConfig(extra_benign=[]), stage)["direct_asr@details"]) == 4
+
+
 def test_harmbench_completions_import_then_judge_and_agree_with_harmbench_labels(tmp_path, capsys):
     behaviors = tmp_path / "hb.csv"
     behaviors.write_text("Behavior,FunctionalCategory,SemanticCategory,Tags,ContextString,BehaviorID\n"
