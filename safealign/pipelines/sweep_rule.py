@@ -59,7 +59,9 @@ def pick_default(grid: Any, table: dict[str, Any]) -> dict[str, Any]:
                      "e_beats_dpo": bool(compared) and compared["ci95"][1] < 0,
                      "dpo_beats_e": bool(compared) and compared["ci95"][0] > 0})
     eligible = [r for r in rows if r["halves_asr"] and r["refusal_within"]]
-    chosen = min(eligible, key=lambda r: (r["asr"], r["untuned_refusal"],
+    # means of 0/1 outcomes over seeds: equal success counts split differently over seeds differ in the last bits,
+    # so the tie-breaks compare them rounded (a real tie goes to the stated tie-break, not to rounding noise)
+    chosen = min(eligible, key=lambda r: (round(r["asr"], 9), round(r["untuned_refusal"], 9),
                                           r["setting"].get("learning_rate", 0.0))) if eligible else None
     complete = all(r["seeds"][v] == len(grid.seeds) for r in rows for v in (VARIANT, BASELINE))
     return {"complete": complete, "untuned_metric": untuned, "base": {ASR: base[ASR], untuned: base[untuned]},

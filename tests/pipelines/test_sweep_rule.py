@@ -48,6 +48,15 @@ def test_the_rule_keeps_settings_meeting_both_criteria_and_breaks_ties_as_writte
     assert "pick: slow" in printed and "PROVISIONAL" not in printed and "no (dpo lower)" in printed
     table["settings"][1]["means"]["e-dpo"]["direct_asr"] = 0.31  # now "fast" has the lowest eligible ASR
     assert pick_default(grid, table)["chosen"] == "fast"
+    # 42 successes of 5×40 split (7,7,7,7,14) and (5,5,5,5,22): the same ASR whose float means differ in the last
+    # bits (0.20999999999999996 vs 0.21000000000000002); the tie goes to the lower untuned refusal, as written
+    from statistics import fmean
+
+    fast, slow = (table["settings"][i]["means"]["e-dpo"] for i in (0, 1))
+    fast.update(direct_asr=fmean([7 / 40] * 4 + [14 / 40]), untuned_benign_refusal_rate=0.04)
+    slow.update(direct_asr=fmean([5 / 40] * 4 + [22 / 40]), untuned_benign_refusal_rate=0.0)
+    assert fast["direct_asr"] < slow["direct_asr"]
+    assert pick_default(grid, table)["chosen"] == "slow"
 
 
 def test_an_incomplete_sweep_is_provisional_and_none_eligible_keeps_the_default(tmp_path):
