@@ -66,6 +66,24 @@ def test_build_safety_pairs_resumes_without_regenerating(tmp_path):
     assert [json.loads(ln)["id"] for ln in out.read_text().splitlines()] == ["h1", "b1"]
 
 
+def test_a_resumed_build_never_asks_again_about_a_prompt_that_made_no_pair(tmp_path):
+    """Asked again in another batch the model could answer otherwise and append a pair that finished runs never
+    trained on; prompts that made no pair are settled in pairs.unpaired.jsonl, generation errors are not."""
+    out = tmp_path / "pairs.jsonl"
+    first = build_safety_pairs(scripted_model(ANSWERS), PROMPTS, ["I can't."], out)
+    unpaired = [json.loads(line) for line in (tmp_path / "pairs.unpaired.jsonl").read_text().splitlines()]
+    assert len(unpaired) == first.skipped_already_refused + first.skipped_benign_refused == 2
+    asked = []
+
+    def complying(conversation):
+        asked.append(conversation[-1]["content"])
+        return "Sure, here you go"  # now every prompt would make a pair
+
+    again = build_safety_pairs(ScriptedChatModel(complying), PROMPTS, ["I can't."], out)
+    assert again.written == 1 and asked == ["add numbers"]  # only the prompt whose generation failed, again
+    assert {r["id"]: r["reason"] for r in unpaired} == {"h2": "harmful_refused", "b2": "benign_refused"}
+
+
 def test_build_safety_pairs_after_a_cut_off_last_line_leaves_a_readable_file(tmp_path):
     """Issue 19 item 3: an interrupted build left half a row without a newline; the resumed build
     used to append onto that fragment, making one permanently unreadable line."""

@@ -43,6 +43,18 @@ def existing_ids(path: Path) -> set[str]:
     return {row["id"] for row in read_jsonl(path) if "id" in row}
 
 
+def settled_ids(path: Path) -> set[str]:
+    """Ids of the prompts a build of ``path`` asked about that made no pair (the model refused a harmful one, or a
+    benign one), listed in :func:`settled_path`. A resumed build never asks the model about them again: asked in
+    another batch, it could answer otherwise and change the pairs that finished runs trained on."""
+    return existing_ids(settled_path(path))
+
+
+def settled_path(path: Path) -> Path:
+    """``pairs.jsonl`` → ``pairs.unpaired.jsonl``: the prompts of a build that made no pair, with the reason."""
+    return path.with_name(f"{path.stem}.unpaired{path.suffix or '.jsonl'}")
+
+
 def pair_row(prompt: Any, own: str, refused: bool, refusals: Sequence[str], seed: int) -> dict[str, Any] | None:
     """The preference row for ``prompt`` given the model's own answer ``own`` (``refused``: judged a refusal),
     or None when the answer makes no pair of this shape. The refusal side is picked per prompt id and seed,

@@ -258,6 +258,14 @@ def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: 
     return continues
 
 
+def check_recorded(run: str | os.PathLike, fingerprint: Fingerprint, *, overwrite_flag: str = "--overwrite") -> None:
+    """Read-only :func:`claim_run_dir`: raise UserError when ``run`` records a fingerprint other than
+    ``fingerprint`` (a reader such as a table must not present one config's results as another's); writes nothing."""
+    previous = read_fingerprint(Path(run))
+    if previous is not None:
+        _check_same(Path(run), previous, fingerprint, False, overwrite_flag)
+
+
 def _check_same(run: Path, previous: Fingerprint, current: Fingerprint, only_recorded: bool,
                 overwrite_flag: str) -> None:  # fmt: skip
     if only_recorded:

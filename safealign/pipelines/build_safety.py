@@ -12,7 +12,7 @@ from typing import Any, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from safealign.data.safety_pairs import SafetyBuildReport, existing_ids, pair_row
+from safealign.data.safety_pairs import SafetyBuildReport, existing_ids, pair_row, settled_ids, settled_path
 from safealign.errors import UserError
 from safealign.io import append_jsonl
 
@@ -39,16 +39,17 @@ def build_safety_pairs(
     judge = judge or default_detector()
     path = Path(out_path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    done = existing_ids(path)
-    todo = [p for p in prompts if p.id not in done]
+    done, settled = existing_ids(path), settled_ids(path)
+    todo = [p for p in prompts if p.id not in done | settled]
     counts = {"written": 0, "harmful_refused": 0, "benign_refused": 0, "errors": 0}
     with tqdm(total=len(todo), desc="building safety pairs", unit="prompt") as bar:
         for start in range(0, len(todo), params.batch_size):
             chunk = todo[start : start + params.batch_size]
             completions = chat_model.generate([({"role": "user", "content": p.prompt},) for p in chunk], params)
-            rows = [row for p, c in zip(chunk, completions)
-                    if (row := _judged_row(p, c, refusals, judge, seed, counts)) is not None]
+            judged = [(p, _judged_row(p, c, refusals, judge, seed, counts)) for p, c in zip(chunk, completions)]
+            rows = [row for _, row in judged if isinstance(row, dict)]
             append_jsonl(path, rows)
+            append_jsonl(settled_path(path), [{"id": p.id, "reason": row} for p, row in judged if isinstance(row, str)])
             counts["written"] += len(rows)
             bar.update(len(chunk))
     report = SafetyBuildReport(path, counts["written"], len(done), counts["harmful_refused"],
@@ -58,7 +59,9 @@ def build_safety_pairs(
 
 
 def _judged_row(prompt: Any, completion: Any, refusals: Sequence[str], judge: Any, seed: int,
-                counts: dict[str, int]) -> Optional[dict[str, Any]]:
+                counts: dict[str, int]) -> dict[str, Any] | str | None:
+    """The pair row; or why the prompt makes none (``harmful_refused``/``benign_refused``: settled, not asked
+    again); or None for a generation error (asked again on the next run)."""
     from safealign.eval.helpfulness.overrefusal import refusal_verdict
 
     if completion.error:
@@ -68,7 +71,9 @@ def _judged_row(prompt: Any, completion: Any, refusals: Sequence[str], judge: An
     refused, _ = refusal_verdict(judge, own)
     row = pair_row(prompt, own, refused, refusals, seed)
     if row is None:
-        counts["harmful_refused" if prompt.harmful else "benign_refused"] += 1
+        reason = "harmful_refused" if prompt.harmful else "benign_refused"
+        counts[reason] += 1
+        return reason
     return row
 
 

@@ -261,8 +261,8 @@ def _check_same_config(config: DemoConfig, run: Path) -> str:
                                   lambda p: {**to_dict(DemoConfig()), **from_saved(json.loads(p.read_text()))},
                                   demo_fingerprint)
 
-    outputs = ("pairs.jsonl", "eval", "train", "summary.json", "report.html", "report.md", "config.yaml",
-               "demo_config.json")  # fmt: skip
+    outputs = ("pairs.jsonl", "pairs.unpaired.jsonl", "eval", "train", "summary.json", "report.html", "report.md",
+               "config.yaml", "demo_config.json")  # fmt: skip
     fingerprint = demo_fingerprint(to_dict(config), defaults=to_dict(DemoConfig()))
     claim_run_dir(run, fingerprint, outputs=outputs, legacy=legacy, overwrite_flag="--fresh")
     return fingerprint.digest

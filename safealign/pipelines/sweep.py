@@ -244,7 +244,15 @@ def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
     """The pairs and held-out prompts belong to the base config's non-training keys: a sweep directory
     holds one of them (adding settings, variants or seeds extends it; each cell checks its own). How many
     workers run it is no setting of it: a sweep started by one process resumes with several."""
-    from safealign.io.rundir import claim_run_dir, make_fingerprint
+    from safealign.io.rundir import claim_run_dir
+
+    claim_run_dir(grid.output_dir, sweep_fingerprint(grid, base),
+                  outputs=("pairs.jsonl", "pairs.unpaired.jsonl", "cells"), overwrite_flag="--fresh")
+
+
+def sweep_fingerprint(grid: Grid, base: DemoConfig | None = None) -> Any:
+    """The fingerprint of what a sweep directory's cells share: the base config less its training keys."""
+    from safealign.io.rundir import make_fingerprint
 
     base = base or grid.setting_config(grid.settings()[0])
 
@@ -252,8 +260,7 @@ def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
         return {k: v for k, v in to_dict(config).items() if k not in ("train", *_SWEEP_OWNED)}
 
     # with the defaults, a sweep started by earlier code resumes while settings added since stay at their defaults
-    fingerprint = make_fingerprint("sweep", shared(base), defaults=shared(DemoConfig()))
-    claim_run_dir(grid.output_dir, fingerprint, outputs=("pairs.jsonl", "cells"), overwrite_flag="--fresh")
+    return make_fingerprint("sweep", shared(base), defaults=shared(DemoConfig()))
 
 
 def run_sweep(grid: Grid) -> ClaimedRun:
@@ -371,15 +378,23 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
     has per-prompt outcomes) and every compared pair's hierarchical paired difference per metric, from the
     cells finished so far (a pair is compared on the seeds both of its cells finished)."""
     from safealign.eval.paired import metric_differences, metric_intervals
+    from safealign.io.rundir import check_recorded
     from safealign.pipelines.demo import stage_outcomes
 
+    # the cells were computed under the directory's recorded config: a table under another (e.g. `--table
+    # epochs=2`) would present them as that config's results
+    check_recorded(grid.output_dir, sweep_fingerprint(grid), overwrite_flag="--fresh")
+    from safealign.io.rundir import file_digest
+
+    pairs_digest = file_digest(Path(grid.output_dir) / "pairs.jsonl")
     rows = []
     records: dict[Path, dict[str, Any] | None] = {}  # every distinct cell: its cell.json once finished
     for setting in grid.settings():
         config = grid.setting_config(setting)
         cells = {(v, s): cell_dir(grid, setting, v, s) for v in grid.variants for s in grid.seeds}
-        done = {key: json.loads((path / "cell.json").read_text())
-                for key, path in cells.items() if (path / "cell.json").exists()}
+        # finished under this setting's config (a cell trained under other training keys is not this table's)
+        done = {(v, s): record for (v, s), path in cells.items()
+                if (record := _finished(path, _cell_fingerprint(config, v, s, pairs_digest))) is not None}
         for key, path in cells.items():
             records.setdefault(path, done.get(key))
         outcomes = {key: stage_outcomes(config, cells[key] / "eval") for key in done}

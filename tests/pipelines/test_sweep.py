@@ -134,6 +134,12 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     # a changed training setting never mixes into finished cells: the first cell's fingerprint refuses it
     assert main(["sweep", str(grid_file), "epochs=2"]) == 2
     assert "train.num_train_epochs" in capsys.readouterr().err
+    # nor does a table read under other settings present these cells as theirs: another shared setting is refused,
+    # and cells trained under other training settings are not finished for that table
+    assert main(["sweep", str(grid_file), "eval_max_new_tokens=200", "--table"]) == 2
+    assert "eval.generation.max_new_tokens" in capsys.readouterr().err
+    other = sweep_table(load_grid(grid_file, ["epochs=2"]))
+    assert [row["cells_finished"] for row in other["settings"]] == [0, 0]
 
 
 def test_grid_errors_name_the_file_and_key(tmp_path):
