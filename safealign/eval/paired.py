@@ -10,8 +10,13 @@ too: they are what the difference is made of. Per-prompt numbers (log-prob margi
 (``safealign diagnose paired-margin``; docs/algorithms.md, "Paired comparison of two variants").
 
 :func:`hierarchical_difference` is the interval for a sweep over several training seeds (``safealign
-sweep``): it resamples the seeds too, then prompts within each resampled seed, so the interval covers
-seed-to-seed variation as well as prompt sampling instead of holding the seeds fixed.
+sweep``): it resamples the seeds too, so the interval covers seed-to-seed variation as well as prompt
+sampling instead of holding the seeds fixed. Seeds and prompts are crossed, not nested (every seed's model
+answers the same held-out prompts), so each draw resamples the seeds and, once, the prompts, and every drawn
+seed is scored on that one prompt resample (a two-way "pigeonhole" bootstrap). Resampling the prompts anew for
+each drawn seed instead would treat every seed as a fresh sample of prompts: the prompt part of the variance
+would shrink with the number of seeds and the interval would undercover when the outcome is driven by which
+prompts were asked (the same few prompts flipping in every seed).
 """
 
 from __future__ import annotations
@@ -114,26 +119,33 @@ def _higher_counts(a: Mapping[Any, Values], b: Mapping[Any, Values], seeds: list
 def hierarchical_difference(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], *,
                             resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Mean over seeds of ``mean_a − mean_b`` (seed -> prompt id -> outcome or number, paired as in
-    :func:`paired_difference`) with a two-level bootstrap interval: each draw resamples the seeds with
-    replacement, then, independently for every drawn seed, the prompts (the same prompt sample for both
-    variants, keeping the pairing). ``a_higher``/``b_higher`` count prompt×seed cases where one side
+    :func:`paired_difference`: the prompts scored for both variants under every seed) with a crossed bootstrap
+    interval: each draw resamples the seeds with replacement and, once, the prompts, and takes the mean over the
+    drawn seeds of ``mean_a − mean_b`` on that one prompt resample (shared by every drawn seed and both
+    variants, keeping the pairing). With one seed this is exactly :func:`paired_difference`'s interval (the
+    same draws for the same ``seed``). ``a_higher``/``b_higher`` count prompt×seed cases where one side
     exceeds the other (for outcomes: prompts only one variant failed)."""
     seeds, prompts = _paired_keys(a, b)
-    boot = _two_level_draws(seeds, {s: prompts for s in seeds},
-                            lambda s, sample: _mean(a[s], sample) - _mean(b[s], sample), resamples, seed)
-    return {**_summary(a, b, seeds, prompts, boot, interval="hierarchical bootstrap (seeds, then prompts within seed)"),
+    boot = _crossed_draws(seeds, {s: prompts for s in seeds},
+                          lambda s, sample: _mean(a[s], sample) - _mean(b[s], sample), resamples, seed)
+    return {**_summary(a, b, seeds, prompts, boot,
+                       interval="hierarchical bootstrap (seeds and prompts crossed: one prompt resample per draw)"),
             **_higher_counts(a, b, seeds, prompts)}
 
 
 def hierarchical_mean(values: Mapping[Any, Mapping[str, Any]], *, resamples: int = 2000,
                       seed: int = 0) -> dict[str, Any]:
-    """One variant's mean over seeds of its per-seed mean (seed -> prompt id -> outcome or number), with the
-    interval of :func:`hierarchical_difference`: seeds resampled, then each drawn seed's own scored prompts."""
+    """One variant's mean over seeds of its per-seed mean over the prompts it scored (seed -> prompt id -> outcome
+    or number), with the crossed interval of :func:`hierarchical_difference`. Seeds may have scored different
+    prompts (an unscored prompt, a group of prompts defined per seed as in ``safealign diagnose margin-split``):
+    the one prompt resample of a draw is taken from the union of the seeds' prompts, and each drawn seed is
+    averaged over the drawn prompts it scored (see :func:`_crossed_draws`). ``n_prompts``: the most any seed
+    scored."""
     seeds = sorted(s for s in values if values[s])
     if not seeds:
         raise UserError("hierarchical mean: no prompt was scored under any seed")
     prompts = {s: sorted(values[s]) for s in seeds}
-    boot = _two_level_draws(seeds, prompts, lambda s, sample: _mean(values[s], sample), resamples, seed)
+    boot = _crossed_draws(seeds, prompts, lambda s, sample: _mean(values[s], sample), resamples, seed)
     return {"mean": statistics.fmean(_mean(values[s], prompts[s]) for s in seeds), "ci95": percentile_interval(boot),
             "seeds": len(seeds), "n_prompts": max(len(p) for p in prompts.values())}
 
@@ -169,19 +181,34 @@ def metric_differences(a: BySeed, b: BySeed, *, resamples: int = 2000, label: st
     return out
 
 
-def _two_level_draws(seeds: list, prompts: Mapping[Any, list], statistic: Callable[[Any, list], float],
-                     resamples: int, seed: int) -> list[float]:
-    """Bootstrap draws of the mean over seeds of ``statistic(seed, prompt sample)``: seeds resampled, then the
-    prompts of every drawn seed."""
+def _crossed_draws(seeds: list, prompts: Mapping[Any, list], statistic: Callable[[Any, list], float],
+                   resamples: int, seed: int) -> list[float]:
+    """Bootstrap draws of the mean over seeds of ``statistic(seed, prompt sample)`` for crossed seeds and prompts:
+    each draw resamples the seeds with replacement and, once, the prompts (with replacement, as many as there are,
+    from the sorted union of ``prompts``: seed -> the prompts that seed scored), and every drawn seed gets that
+    same prompt sample. A seed that scored only some of the prompts is given the drawn prompts it scored (with
+    their multiplicity); a drawn seed that scored none of them is left out of that draw's mean, and a draw where
+    no drawn seed scored any drawn prompt is drawn again (seeds and prompts), so there are always ``resamples``
+    draws. Where every seed scored the same prompts (every paired difference) none of this arises. One seed is
+    drawn without touching the random stream, so the one-seed case is exactly the prompt bootstrap of
+    :func:`paired_difference` (the same draws for the same ``seed``)."""
+    union = sorted(set().union(*(prompts[s] for s in seeds)))
+    # the prompts of a seed that lacks some of the union, for filtering a sample (None: it has them all)
+    partial = {s: (set(prompts[s]) if len(set(prompts[s])) < len(union) else None) for s in seeds}
     rng = random.Random(seed)
-    boot = []
-    for _ in range(resamples):
-        # one seed is drawn without touching the stream, so the one-seed case is exactly the prompt bootstrap
+    boot: list[float] = []
+    while len(boot) < resamples:
         drawn = rng.choices(seeds, k=len(seeds)) if len(seeds) > 1 else seeds
-        total = 0.0
-        for s in drawn:
-            total += statistic(s, rng.choices(prompts[s], k=len(prompts[s])))
-        boot.append(total / len(drawn))
+        sample = rng.choices(union, k=len(union))
+        # the shared sample makes a seed drawn twice score the same twice: one statistic per distinct seed
+        per_seed = {}
+        for s in dict.fromkeys(drawn):
+            own = sample if partial[s] is None else [p for p in sample if p in partial[s]]
+            if own:
+                per_seed[s] = statistic(s, own)
+        kept = [per_seed[s] for s in drawn if s in per_seed]
+        if kept:
+            boot.append(sum(kept) / len(kept))
     return boot
 
 

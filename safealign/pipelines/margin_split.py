@@ -6,8 +6,9 @@ order — a demo stage's ``eval/<stage>`` or a sweep cell's ``eval`` — each ho
 (``refusal_margin/margins.json``: per harmful prompt, log π(refusal|x) − log π(base model's answer|x), nats)
 and the jailbreak records (the greedy answer to each prompt, judged by the refusal judge). Every prompt×seed
 case is put in a group by variant b's greedy outcome (``b refused`` / ``b complied``); per group: the
-cases, b's and a's mean margin and the mean gain ``a − b`` with a hierarchical bootstrap interval (seeds,
-then each seed's prompts of the group; safealign.eval.paired.hierarchical_mean), each a mean over seeds of
+cases, b's and a's mean margin and the mean gain ``a − b`` with a hierarchical bootstrap interval (seeds and
+prompts resampled crossed, each seed averaged over the drawn prompts of its group;
+safealign.eval.paired.hierarchical_mean), each a mean over seeds of
 the seed's mean over its prompts in the group, so that gain = a's mean − b's mean. ``flips`` counts the cases
 whose greedy outcome differs between the variants, each way. A gain much smaller than the gap between the
 groups' margins, spread over both groups, moves log-probs without moving what greedy decoding picks.
@@ -87,6 +88,6 @@ def format_split(result: dict[str, Any], names: tuple[str, str] = ("a", "b")) ->
                      numbers.difference({"diff": d["gain"], "ci95": d["ci95"]})])
     flips = result["flips"]
     return "\n".join([f"held-out refusal margin (nats) by {b}'s greedy {result['attack']} outcome, {result['seeds']} "
-                      "seed(s); 95% hierarchical interval (seeds, then prompts)", *numbers.render(rows),
+                      "seed(s); 95% hierarchical interval (seeds and prompts, crossed)", *numbers.render(rows),
                       f"greedy outcome flipped: {b} complied → {a} refused in {flips['b complied, a refused']} "
                       f"case(s), {b} refused → {a} complied in {flips['b refused, a complied']}"])

@@ -33,7 +33,7 @@ writes the table; one that finds only cells other live workers hold exits naming
 
 The table (``tables/<grid name>.json`` and ``.md`` under ``output_dir``, and the console) gives, per setting,
 each metric's mean over seeds per variant and every compared pair's paired difference, both with hierarchical
-bootstrap intervals (safealign/eval/paired.py: seeds resampled, then prompts within each seed). A grid of one
+bootstrap intervals (safealign/eval/paired.py: seeds and prompts resampled crossed). A grid of one
 setting prints a method per row instead. ``safealign sweep GRID --table`` prints it from the cells finished so
 far, computing nothing.
 """
@@ -476,7 +476,7 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
         raise UserError(f"metrics: {', '.join(unknown)} not recorded; the table has {', '.join(recorded)}")
     metrics = metrics or recorded
     lines = [f"sweep {table['output_dir']} ({table.get('name', 'sweep')}): means over seeds {table['seeds']}; "
-             "95% intervals resample seeds, then prompts within each seed"]
+             "95% intervals resample seeds and prompts, crossed (one prompt resample for every drawn seed)"]
     if len(table["settings"]) == 1:
         return "\n".join(lines + _methods_blocks(table, table["settings"][0], metrics, markdown))
     header = ["setting", *table["variants"], *(f"{a} − {b} [95% hierarchical]" for a, b in table["compared"]), "cells"]

@@ -8,9 +8,10 @@ from typing import Any
 from safealign.report import numbers, plots
 from safealign.report.document import Para, Plot, Section, Table
 
-NOTE = ("Means over the finished seeds of each cell. Intervals: hierarchical bootstrap (seeds resampled, then prompts "
-        "within each seed); a difference uses the seeds both of its cells finished. Rates are judged by the refusal "
-        "judge the sweep's evaluation names (the demo's: refusal substrings), not by harm.")
+NOTE = ("Means over the finished seeds of each cell. Intervals: hierarchical bootstrap (seeds and prompts resampled, "
+        "crossed: one prompt resample for every drawn seed); a difference uses the seeds both of its cells finished. "
+        "Rates are judged by the refusal judge the sweep's evaluation names (the demo's: refusal substrings), not by "
+        "harm.")
 
 
 def sweep_sections(tables: dict[str, dict[str, Any]], *, with_plots: bool) -> list[Section]:

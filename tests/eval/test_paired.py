@@ -40,7 +40,8 @@ def test_mismatched_seeds_or_no_common_prompt_is_an_error():
         paired_difference({0: {"p": True}}, {0: {"q": True}})
 
 
-# hierarchical_difference: seeds resampled, then prompts within each drawn seed (safealign sweep)
+# hierarchical_difference: seeds and prompts crossed (safealign sweep): each draw resamples the seeds and, once,
+# the prompts, and every drawn seed is scored on that one prompt resample
 
 
 def test_hierarchical_one_seed_is_exactly_the_prompt_bootstrap():
@@ -99,7 +100,7 @@ def test_hierarchical_interval_widens_as_seeds_disagree(case):
     assert widths[0] < widths[1] < widths[2]
 
 
-# hierarchical_mean: one variant's mean over seeds with the same two-level interval (the sweep's per-method column)
+# hierarchical_mean: one variant's mean over seeds with the same crossed interval (the sweep's per-method column)
 
 
 def test_hierarchical_mean_golden_seeds_that_disagree():
@@ -125,15 +126,112 @@ def test_hierarchical_mean_is_the_difference_against_all_zero():
     assert m["mean"] == pytest.approx(h["diff"]) and m["ci95"] == pytest.approx(h["ci95"])
 
 
-def test_hierarchical_mean_resamples_each_seeds_own_prompts_and_refuses_nothing_scored():
+def test_hierarchical_mean_keeps_each_seeds_own_prompts_and_refuses_nothing_scored():
     from safealign.errors import UserError
     from safealign.eval.paired import hierarchical_mean
 
-    # seed 1 scored one prompt fewer: its own prompts are resampled, not the intersection
+    # seed 1 scored one prompt fewer: the estimate is over each seed's own prompts, not the intersection
     m = hierarchical_mean({0: {"p1": True, "p2": True}, 1: {"p1": False}})
-    assert m["mean"] == 0.5 and m["n_prompts"] == 2
+    assert m["mean"] == 0.5 and m["n_prompts"] == 2 and m["ci95"] == [0.0, 1.0]
     with pytest.raises(UserError, match="no prompt was scored"):
         hierarchical_mean({0: {}, 1: {}})
+
+
+def test_crossed_draws_give_every_drawn_seed_the_same_prompt_resample():
+    """The design itself, draw by draw: the seeds are resampled, then one prompt resample is drawn and every drawn
+    seed is scored on it (crossed), not a prompt resample of its own (nested)."""
+    import random
+
+    from safealign.eval.paired import _crossed_draws
+
+    rng = random.Random(9)
+    seeds, prompts = [0, 1, 2], [f"p{i}" for i in range(6)]
+    values = {s: {p: rng.gauss(s, 1.0) for p in prompts} for s in seeds}
+
+    def statistic(s, sample):
+        return sum(values[s][p] for p in sample) / len(sample)
+
+    draws = _crossed_draws(seeds, {s: prompts for s in seeds}, statistic, resamples=50, seed=4)
+    stream, expected = random.Random(4), []
+    for _ in range(50):
+        drawn = stream.choices(seeds, k=3)
+        sample = stream.choices(prompts, k=6)
+        expected.append(sum(statistic(s, sample) for s in drawn) / 3)
+    assert draws == pytest.approx(expected, abs=1e-12)
+
+
+def test_crossed_draws_average_each_seed_over_the_drawn_prompts_it_scored():
+    """Seeds with different prompt sets: the resample is drawn from the union; a seed is averaged over the drawn
+    prompts it scored and left out of a draw where it scored none of them; there are always ``resamples`` draws."""
+    from safealign.eval.paired import _crossed_draws
+
+    values = {0: {"p1": 1.0, "p2": 1.0}, 1: {"p1": 0.0}}
+    calls: list[tuple] = []
+
+    def statistic(s, sample):
+        calls.append((s, tuple(sample)))
+        return sum(values[s][p] for p in sample) / len(sample)
+
+    draws = _crossed_draws([0, 1], {s: sorted(v) for s, v in values.items()}, statistic, resamples=400, seed=1)
+    assert len(draws) == 400 and set(draws) == {0.0, 0.5, 1.0}
+    assert all(set(sample) <= set(values[s]) and sample for s, sample in calls)  # only a seed's own prompts
+    # seed 1 drops out when p1 is not drawn (1/4 of the prompt resamples), so 1.0 is commoner than 0.0
+    assert draws.count(1.0) > draws.count(0.0)
+
+
+def test_toy_case_the_same_prompts_in_every_seed_do_not_narrow_the_interval():
+    """The reviewer's toy case: E-DPO is jailbroken on the same 7 of DPO's 10 prompts in 5 identical seeds (it wins
+    on the same 3 of 40 prompts every time). Five copies of one seed are one sample of 40 prompts, not five: the
+    interval must be as wide as the prompt bootstrap of one seed and include 0 (the nested design gave
+    [−0.115, −0.040], a spurious "E-DPO beats DPO")."""
+    prompts = [f"p{i:02d}" for i in range(40)]
+    dpo = {s: {p: i < 10 for i, p in enumerate(prompts)} for s in range(5)}
+    edpo = {s: {p: i < 10 and i not in (0, 1, 2) for i, p in enumerate(prompts)} for s in range(5)}
+    h = hierarchical_difference(edpo, dpo)
+    d = paired_difference(edpo, dpo)
+    assert h["diff"] == d.diff == pytest.approx(-3 / 40) and h["seeds"] == 5
+    assert h["ci95"][1] - h["ci95"][0] >= d.ci95[1] - d.ci95[0] - 1e-12
+    assert h["ci95"][0] < 0 <= h["ci95"][1]
+    assert h["ci95"] == pytest.approx([-0.175, 0.0])
+    # one seed of it: exactly the prompt bootstrap
+    assert hierarchical_difference({0: edpo[0]}, {0: dpo[0]})["ci95"] == list(paired_difference({0: edpo[0]},
+                                                                                                {0: dpo[0]}).ci95)
+
+
+def test_repeating_a_prompt_driven_effect_over_more_seeds_keeps_the_interval_width():
+    """Per-prompt effects shared by every seed (no seed effect): the interval reflects the one prompt sample, so
+    its width stays that of one seed as seeds are added (a nested bootstrap would shrink it about 1/√seeds)."""
+    import random
+
+    rng = random.Random(11)
+    effect = {f"p{i}": rng.gauss(0.2, 1.0) for i in range(30)}
+    widths = []
+    for n in (1, 3, 6):
+        a = {s: dict(effect) for s in range(n)}
+        ci = hierarchical_difference(a, {s: dict.fromkeys(effect, 0.0) for s in range(n)}, resamples=1000)["ci95"]
+        widths.append(ci[1] - ci[0])
+    assert widths[1] == pytest.approx(widths[0], rel=0.15) and widths[2] == pytest.approx(widths[0], rel=0.15)
+
+
+def test_crossed_interval_covers_a_prompt_driven_difference():
+    """A small coverage check: each replicate draws 30 prompts from a population with per-prompt effects shared by
+    both seeds' runs (plus a small seed effect and noise), and the nominal 95% interval of the mean covers the
+    population mean in most replicates: 47 of the 50 here, where the nested design (prompts resampled anew for
+    each drawn seed) covered 36."""
+    import random
+
+    from safealign.eval.paired import hierarchical_mean
+
+    rng = random.Random(2)
+    hits, reps = 0, 50
+    for rep in range(reps):
+        prompt_effect = [rng.gauss(0.0, 1.0) for _ in range(30)]
+        seed_effect = [rng.gauss(0.0, 0.1) for _ in range(4)]
+        values = {s: {f"p{i}": e + seed_effect[s] + rng.gauss(0.0, 0.3) for i, e in enumerate(prompt_effect)}
+                  for s in range(4)}
+        low, high = hierarchical_mean(values, resamples=200, seed=rep)["ci95"]
+        hits += low <= 0.0 <= high
+    assert hits >= 0.85 * reps
 
 
 def test_per_metric_helpers_skip_only_the_unscored_metric(caplog):
