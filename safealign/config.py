@@ -91,17 +91,69 @@ def _apply_override(config: Any, override: str) -> None:
     key, sep, raw = override.partition("=")
     if not sep or not key:
         raise UserError(f"overrides must look like key=value, got {override!r}")
-    value = OmegaConf.from_dotlist([f"value={raw}"])["value"]  # OmegaConf's value grammar: 1e-4, [a,b], null
     *path, leaf = key.split(".")
     parent = config
     for depth, part in enumerate(path):
         parent = _child(parent, part, key, ".".join(path[: depth + 1]))
+    value = _parse_value(parent, leaf, raw, override)
     if OmegaConf.is_list(parent):
         if not leaf.isdigit() or int(leaf) >= len(parent):
             raise UserError(f"command-line overrides: {key}: list index {leaf!r} out of range (length {len(parent)})")
         parent[int(leaf)] = _as_declared(parent, int(leaf), value)
     else:
         parent[leaf] = _typed_items(parent[leaf], _as_declared(parent, leaf, value)) if leaf in parent else value
+
+
+def _parse_value(parent: Any, leaf: str, raw: str, override: str) -> Any:
+    """The override's value. A text field (``model.name``, ``behaviors.rows``, ``output_dir``) or a list of texts
+    takes the text as written: YAML 1.1 would read ``10:50`` as the base-60 number 650, ``0123`` as octal 83,
+    ``No`` as false and `` #2`` as a comment. Anything else goes through OmegaConf's value grammar (1e-4, [a,b],
+    null); a value that grammar cannot read is a UserError naming the override."""
+    from omegaconf import ListConfig
+    from omegaconf.nodes import StringNode
+
+    node = parent._get_node(leaf) if hasattr(parent, "_get_node") and _has(parent, leaf) else None
+    if isinstance(node, StringNode) and raw not in ("null", "~"):
+        quoted = len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\""
+        return raw[1:-1] if quoted else raw
+    text_list = isinstance(node, ListConfig) and getattr(node._metadata, "element_type", None) is str
+    if text_list and raw.startswith("[") and raw.endswith("]"):
+        return _text_items(raw[1:-1], override)
+    try:
+        return OmegaConf.from_dotlist([f"value={raw}"])["value"]
+    except yaml.YAMLError as exc:
+        raise UserError(f"command-line overrides: {override!r}: not a readable value "
+                        f"({getattr(exc, 'problem', None) or exc}); quote it, e.g. {leaf}='...'") from None
+
+
+def _text_items(inner: str, override: str) -> list[str]:
+    """``a, 'b, c', "d"`` → ``['a', 'b, c', 'd']``: items split at commas outside quotes, each stripped of
+    spaces and of the quotes around it; no other character is special (``[User:]``, ``[###]``, ``[on]``)."""
+    items, current, quote = [], "", ""
+    for char in inner:
+        if quote:
+            current += char
+            quote = "" if char == quote else quote
+        elif char in "'\"" and not current.strip():
+            current, quote = char, char
+        elif char == ",":
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    if quote:
+        raise UserError(f"command-line overrides: {override!r}: a quote is not closed")
+    items.append(current)
+    stripped = [item.strip() for item in items]
+    if stripped == [""]:
+        return []
+    return [t[1:-1] if len(t) >= 2 and t[0] == t[-1] and t[0] in "'\"" else t for t in stripped]
+
+
+def _has(parent: Any, leaf: str) -> bool:
+    if OmegaConf.is_list(parent):
+        return leaf.isdigit() and int(leaf) < len(parent)
+    return leaf in parent
 
 
 def _as_declared(parent: Any, leaf: Any, value: Any) -> Any:

@@ -28,6 +28,36 @@ def test_overrides_reach_list_items_dicts_and_typed_fields(recipe):
     assert config.data.columns == {"prompt": "question"} and config.data.limit is None
 
 
+@pytest.mark.parametrize("override, value", [
+    ("behaviors.rows=10:50", "10:50"),            # YAML 1.1: the base-60 number 650
+    ("model.name=0123", "0123"),                  # octal 83
+    ("model.name=1.10", "1.10"),                  # the float 1.1
+    ("model.system_prompt=No", "No"),             # false
+    ("model.system_prompt=#1 rule", "#1 rule"),   # a comment: null
+    ("output_dir=runs/demo #2", "runs/demo #2"),  # cut at the comment: runs/demo (which --fresh deleted)
+    ("model.system_prompt=Note: be safe", "Note: be safe"),
+    ("model.name='quoted'", "quoted"),
+    ("model.system_prompt=null", None),
+    ("behaviors.categories=[on,off]", ["on", "off"]),
+    ("behaviors.ids=[010, 'a, b']", ["010", "a, b"]),
+    ("generation.stop=[User:, ###]", ["User:", "###"]),
+])  # fmt: skip
+def test_a_text_field_takes_the_text_as_written(override, value):
+    from safealign.eval.config import EvalConfig
+
+    config = load_config(EvalConfig, None, [override])
+    for part in override.partition("=")[0].split("."):
+        config = getattr(config, part)
+    assert config == value
+
+
+def test_an_unreadable_override_value_is_one_error_naming_it():
+    from safealign.eval.config import EvalConfig
+
+    with pytest.raises(ValueError, match=re.escape("'generation.max_new_tokens=[1': not a readable value")):
+        load_config(EvalConfig, None, ["generation.max_new_tokens=[1"])
+
+
 @pytest.mark.parametrize("override, message", [
     ("losses.3.params.beta=1", "no such key 'losses.3' (a list of length 1)"),
     ("lora.bogus.r=1", "no such key 'lora.bogus'; valid keys here: alpha"),
@@ -152,3 +182,9 @@ def test_a_list_of_sections_can_be_given_on_the_command_line():
     assert [(d.name, d.params) for d in config.defenses] == [("smoothllm", {"copies": 2}), ("urial", {})]
     train = load_config(TrainConfig, overrides=["data.path=p.jsonl", "losses=[{name: ipo}]"])
     assert train.losses[0].name == "ipo" and train.losses[0].weight == 1.0  # the missing weight takes its default
+
+
+def test_a_secret_in_training_args_is_refused_before_it_is_saved(recipe):
+    with pytest.raises(ValueError, match="training_args.hub_token: a secret does not belong in a config"):
+        load_config(TrainConfig, recipe, ["training_args.push_to_hub=true", "training_args.hub_token=hf_SECRET"])
+

@@ -96,10 +96,21 @@ class Lock:
 
 def read_holder(path: Path) -> Holder | None:
     """The holder written in ``path``; None when there is no lock file or it can't be parsed."""
+    return _holder_in(_read_lock(path))
+
+
+def _read_lock(path: Path) -> bytes | None:
     try:
-        data = json.loads(path.read_text())
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def _holder_in(raw: bytes | None) -> Holder | None:
+    try:
+        data = json.loads(raw) if raw is not None else None
         return Holder(int(data["pid"]), str(data["host"]), float(data["started"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    except (ValueError, KeyError, TypeError):
         return None
 
 
@@ -110,8 +121,9 @@ def try_lock(path: str | os.PathLike) -> Lock | None:
     lock = _create(path)
     if lock is not None:
         return lock
-    stale = _stale_reason(path)
-    return None if stale is None else _take_over(path, stale)
+    seen = _read_lock(path)  # judged and replaced as one: a live lock another process installs meanwhile differs
+    stale = _stale_reason(path, seen)
+    return None if stale is None else _take_over(path, stale, seen)
 
 
 def current_holder(path: str | os.PathLike) -> Holder | None:
@@ -154,9 +166,10 @@ def _create(path: Path) -> Lock | None:
     return Lock(path, holder)
 
 
-def _stale_reason(path: Path) -> str | None:
-    """Why the lock at ``path`` may be taken over, or None while its holder may still be working."""
-    holder = read_holder(path)
+def _stale_reason(path: Path, raw: bytes | None = None) -> str | None:
+    """Why the lock at ``path`` (its content ``raw`` as read, else read now) may be taken over, or None while its
+    holder may still be working."""
+    holder = _holder_in(raw if raw is not None else _read_lock(path))
     if holder is None:
         age = time.time() - (_mtime(path) or time.time())
         return f"an unreadable lock {age:.0f} s old" if age > UNREADABLE_GRACE_SECONDS else None
@@ -165,13 +178,11 @@ def _stale_reason(path: Path) -> str | None:
     return f"the lock of {holder.describe()}, which is no longer running"
 
 
-def _take_over(path: Path, reason: str) -> Lock | None:
-    """Replace a stale lock. Two processes may judge it stale at once: a guard file (O_EXCL again) lets one
-    of them replace it; the other, or one that finds the lock changed meanwhile, gets None."""
-    try:
-        before = path.read_bytes()
-    except FileNotFoundError:
-        before = b""
+def _take_over(path: Path, reason: str, before: bytes | None) -> Lock | None:
+    """Replace the stale lock whose content was ``before`` when it was judged stale. Two processes may judge it
+    stale at once: a guard file (O_EXCL again) lets one of them replace it; the other, or one that finds the lock
+    changed since it was judged (another process took it over meanwhile), gets None."""
+    before = before or b""
     guard = path.with_name(path.name + ".takeover")
     try:
         fd = os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -168,6 +169,10 @@ class TrainConfig:
     def validate(self) -> None:
         """Value ranges, before anything loads (training calls it again: fields may be set after init)."""
         self.data.validate()
+        secrets = [k for k in self.training_args if re.search(r"token|secret|password|api_key", str(k), re.I)]
+        if secrets:  # they would be written to config.yaml, fingerprint.json and the report
+            raise UserError(f"training_args.{secrets[0]}: a secret does not belong in a config (it is saved with the "
+                            "run and shown in its report); set it in the environment (HF_TOKEN for the Hub)")
         if not self.losses:
             raise UserError("losses is empty: name at least one loss, e.g. losses: [{name: dpo}]")
         for i, loss in enumerate(self.losses):

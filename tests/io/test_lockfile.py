@@ -142,3 +142,19 @@ def test_wait_lock_waits_for_the_holder_and_names_it(tmp_path, caplog, monkeypat
 def test_holder_describes_itself():
     text = Holder(12, "box", time.time()).describe()
     assert text.startswith("pid 12 on box since ")
+
+
+def test_a_live_lock_installed_after_the_stale_one_was_judged_is_never_replaced(tmp_path, sleeper):
+    """A judges the lock stale; before A replaces it, B (here: the live sleeper) takes it over. A must not remove
+    B's live lock: it replaces only the content it judged."""
+    from safealign.io.lockfile import _read_lock, _stale_reason, _take_over
+
+    path = tmp_path / "cell" / "claim.lock"
+    path.parent.mkdir()
+    write_lock(path, dead_pid())
+    seen = _read_lock(path)
+    reason = _stale_reason(path, seen)
+    assert reason is not None
+    write_lock(path, sleeper.pid)  # B's takeover, between A's judgement and A's replacement
+    assert _take_over(path, reason, seen) is None
+    assert read_holder(path).pid == sleeper.pid
