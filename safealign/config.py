@@ -225,7 +225,9 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def save_config(config: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML next to a run's outputs."""
+    from safealign.io.jsonfile import write_atomic
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    write_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False).encode())  # reports read it beside runs
     return path

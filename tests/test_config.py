@@ -188,3 +188,9 @@ def test_a_secret_in_training_args_is_refused_before_it_is_saved(recipe):
     with pytest.raises(ValueError, match="training_args.hub_token: a secret does not belong in a config"):
         load_config(TrainConfig, recipe, ["training_args.push_to_hub=true", "training_args.hub_token=hf_SECRET"])
 
+
+
+def test_a_recipe_may_name_its_trainer_preference_as_documented(tmp_path):
+    path = tmp_path / "pref.yaml"
+    path.write_text("trainer: preference\ndata: {path: pairs.jsonl}\n")
+    assert load_config(TrainConfig, path).trainer == "preference"

@@ -118,6 +118,7 @@ class ObjectiveConfig:
 
 @dataclass
 class TrainConfig:
+    trainer: str = "preference"  # the recipe's trainer key (safealign train): this schema is the preference trainer's
     model: str = "smollm2-135m-instruct"
     output_dir: str = "runs/train"
     trust_remote_code: bool = False
@@ -168,6 +169,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Value ranges, before anything loads (training calls it again: fields may be set after init)."""
+        if self.trainer != "preference":
+            raise UserError(f"trainer: {self.trainer!r} recipes have their own schema (safealign train picks it); "
+                            "this one is the preference trainer's")
         self.data.validate()
         secrets = [k for k in self.training_args if re.search(r"token|secret|password|api_key", str(k), re.I)]
         if secrets:  # they would be written to config.yaml, fingerprint.json and the report
