@@ -22,8 +22,9 @@ logger = logging.getLogger(__name__)
 # What --overwrite removes; fingerprint.json is handled by claim_run_dir.
 OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "train_summary.json", "config.yaml")
 # Not part of the fingerprint: where it writes, how often it saves, how long it runs (a longer max_steps
-# continues a run), how log-probs are chunked, whether sampling pre-fills a prompt once or K times (the same
-# distribution; safealign/online/prefix_cache.py).
+# continues a run under the constant schedule; a linear one decays over max_steps, which is then fingerprinted),
+# how log-probs are chunked, whether sampling pre-fills a prompt once or K times (the same distribution;
+# safealign/online/prefix_cache.py).
 EXCLUDED = ("output_dir", "trust_remote_code", "save_steps", "max_steps", "logps_chunk_size",
             "generation.reuse_prompt_cache")
 
@@ -137,7 +138,8 @@ def online_fingerprint(config: OnlineConfig):
     """What an online run's results depend on: its config less :data:`EXCLUDED` (safealign/io/rundir.py)."""
     from safealign.io.rundir import make_fingerprint
 
-    return make_fingerprint("online", to_dict(config), exclude=EXCLUDED)
+    schedule_length = () if config.lr_scheduler_type == "constant" else ("max_steps",)
+    return make_fingerprint("online", to_dict(config), exclude=[k for k in EXCLUDED if k not in schedule_length])
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -252,3 +252,17 @@ def test_active_dropout_keeps_the_separate_old_policy_forward(tmp_path):
     assert trainer._old_from_update()
     trainer.config = tiny_config(tmp_path, "updates_per_batch=2")  # the weights move between updates
     assert not trainer._old_from_update()
+
+
+def test_a_longer_max_steps_continues_a_constant_schedule_but_not_a_decaying_one(tmp_path):
+    """A linear schedule decays over max_steps: resuming with more steps would jump back up to a high learning rate,
+    a run neither setting describes, so max_steps is then part of the fingerprint."""
+    from safealign.io.rundir import same_settings
+    from safealign.online.run import online_fingerprint
+
+    def fingerprint(*overrides):
+        return online_fingerprint(tiny_config(tmp_path, *overrides))
+
+    assert same_settings(fingerprint("max_steps=100"), fingerprint("max_steps=200"))
+    linear = "lr_scheduler_type=linear"
+    assert not same_settings(fingerprint(linear, "max_steps=100"), fingerprint(linear, "max_steps=200"))
