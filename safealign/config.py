@@ -225,7 +225,7 @@ def to_dict(config: Any) -> dict[str, Any]:
 
 def save_config(config: Any, path: str | Path) -> Path:
     """Write the resolved config as YAML next to a run's outputs."""
-    from safealign.io.jsonfile import write_atomic
+    from safealign.files import write_atomic
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,8 @@ their own readers (``safealign.data.sources``); this module is for the small fil
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 from safealign.errors import UserError, reading
@@ -44,3 +46,17 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
     if path.exists():
         read_text(path, what)  # appending to a binary or non-UTF-8 file would leave it unreadable
     return path
+
+
+def write_atomic(path: str | Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: a temporary file beside it, fsynced, then renamed over it, so a
+    reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # one temporary name per writer: two processes rewriting the same summary (sweep workers) must not share it
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+    with tmp.open("wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    tmp.replace(path)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import threading
 from pathlib import Path
 from typing import Any
 
 from safealign.errors import UserError
+from safealign.files import write_atomic
 
 
 def finite_or_none(value: Any) -> Any:
@@ -26,20 +25,6 @@ def finite_or_none(value: Any) -> Any:
 def write_json(path: str | Path, data: Any, *, indent: int | None = 2) -> None:
     """Write ``data`` as JSON to ``path`` atomically (temporary file, fsync, rename)."""
     write_atomic(path, (json.dumps(data, indent=indent, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def write_atomic(path: str | Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: a temporary file beside it, fsynced, then renamed over it, so a
-    reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # one temporary name per writer: two processes rewriting the same summary (sweep workers) must not share it
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
 
 
 def read_json(path: str | Path) -> Any:
