@@ -170,16 +170,22 @@ def test_a_judge_reused_for_several_directories_counts_each_directorys_answers(r
     assert counts == [{"answers_judged": 8, "then_calls": 8}, {"answers_judged": 4, "then_calls": 3}]
 
 
-def test_a_demo_stage_reads_the_asr_of_every_added_judge(tmp_path):
-    from safealign.pipelines.demo import stage_outcomes
-    from safealign.pipelines.demo_config import DemoConfig
-
+def _judged_stage(tmp_path):
+    """A demo stage's evaluation folder whose jailbreak answers were judged again under the label 'details'."""
     stage = tmp_path / "eval"
     config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(stage / "jailbreak"))
     run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
     (stage / "helpfulness" / "overrefusal").mkdir(parents=True)
     (stage / "helpfulness" / "overrefusal" / "records.jsonl").write_text("")
     judge_records(stage / "jailbreak", "details", judge_obj=DetailsJudge())
+    return stage
+
+
+def test_a_demo_stage_reads_the_asr_of_every_added_judge(tmp_path):
+    from safealign.pipelines.demo import stage_outcomes
+    from safealign.pipelines.demo_config import DemoConfig
+
+    stage = _judged_stage(tmp_path)
     outcomes = stage_outcomes(DemoConfig(extra_benign=[]), stage)
     assert outcomes["direct_asr@details"] == {"b0": True, "b1": False, "b2": True, "b3": False}
     assert outcomes["direct_asr"] == {}  # the demo's own judge (refusal) never judged these records
@@ -191,12 +197,7 @@ def test_a_judged_copy_behind_its_evaluation_is_left_out_until_judged_again(tmp_
     from safealign.pipelines.demo import stage_outcomes
     from safealign.pipelines.demo_config import DemoConfig
 
-    stage = tmp_path / "eval"
-    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(stage / "jailbreak"))
-    run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
-    (stage / "helpfulness" / "overrefusal").mkdir(parents=True)
-    (stage / "helpfulness" / "overrefusal" / "records.jsonl").write_text("")
-    judge_records(stage / "jailbreak", "details", judge_obj=DetailsJudge())
+    stage = _judged_stage(tmp_path)
     source = stage / "jailbreak" / "records.jsonl"
     retried = json.loads(source.read_text().splitlines()[0])  # b0's answer changes on a retry
     retried["completion"]["text"] = "A different answer with more details"
