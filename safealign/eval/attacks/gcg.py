@@ -99,6 +99,7 @@ class GCGAttack(Attack):
         if self.context.model is None or self.context.tokenizer is None:
             raise UserError("gcg attack needs white-box access: a local HF model (model.backend=hf)")
         self.model, self.tokenizer = self.context.model, self.context.tokenizer
+        self.renderer = prompt_renderer(self.context.target, self.model, self.tokenizer)  # as the target renders
         self._not_allowed: Tensor | None = None
         self._initial_ids()  # a suffix_init shorter than n_replace fails here, before any optimisation
 
@@ -115,8 +116,7 @@ class GCGAttack(Attack):
 
     def render(self, content: str) -> str:
         """The prompt text the target gets for one user message (its system prompt included)."""
-        renderer = prompt_renderer(self.context.target, self.model, self.tokenizer)
-        return renderer.render(({"role": "user", "content": content},), GenerationParams())
+        return self.renderer.render(({"role": "user", "content": content},), GenerationParams())
 
     def render_parts(self, request: str) -> tuple[str, str]:
         """Prompt text before and after the suffix ids, which start with the separator."""

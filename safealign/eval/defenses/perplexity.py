@@ -163,10 +163,10 @@ class PerplexityFilter(Defense):
 
     def scored(self, texts: Sequence[str]) -> list[tuple[float, int]]:
         """``(score, the scorer's forward passes)`` per text."""
-        nlls = token_nlls(self.model, self.tokenizer, texts, self.config.batch_size, self.max_positions)
+        limit = self.max_positions
+        nlls = token_nlls(self.model, self.tokenizer, texts, self.config.batch_size, limit)
         # len(nll) + 1 tokens were read (BOS included; position 0 is context only)
-        return [(window_score(n, self.config.window), len(window_starts(len(n) + 1, self.max_positions)))
-                for n in nlls]  # fmt: skip
+        return [(window_score(n, self.config.window), len(window_starts(len(n) + 1, limit))) for n in nlls]
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         scored = self.scored([c[last_user_index(c)]["content"] for c in conversations])
