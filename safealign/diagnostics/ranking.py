@@ -47,8 +47,8 @@ def ranking_accuracy(x: PairLogps) -> dict[str, float]:
 
 
 def rater_alpha(n: int, alpha: Tensor | float | None = None, *, epsilon: float = DEFAULT_EPSILON) -> Tensor:
-    """Rater agreement ``(N,)`` with unanimity replaced by ε noise, as ALGORITHMS.md §3 states it: α = 1 becomes
-    1 − ε (and α = 0 becomes ε, its mirror), every other α is kept; ``None`` means unanimous raters (1 − ε)."""
+    """Rater agreement ``(N,)`` with unanimity replaced by ε noise (docs/algorithms.md, ranking accuracy): α = 1
+    becomes 1 − ε (and α = 0 becomes ε, its mirror), every other α is kept; ``None`` means unanimous raters."""
     if not 0.0 < epsilon < 0.5:
         raise UserError(f"epsilon must be in (0, 0.5), got {epsilon}")
     if alpha is None:

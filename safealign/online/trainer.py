@@ -180,8 +180,8 @@ class OnlineTrainer:
                            mask: Tensor, lam: float | None) -> Tensor:  # fmt: skip
         """Advantages of whole groups of K (the batch, or a micro-batch of whole groups): RLOO shapes the rewards
         with the sampling policy's KL to the reference first, ``R − β·KL``; with a cost, also the costs,
-        ``C + β·KL`` (safe-rlhf's ppo_lag, ALGORITHMS-2 A4), then ``(A_R − λ·A_C)/(1 + λ)``, so the KL keeps its
-        weight β whatever λ is."""
+        ``C + β·KL`` (safe-rlhf's ppo_lag; docs/online.md, "Safe RLHF"), then ``(A_R − λ·A_C)/(1 + λ)``, so the
+        KL keeps its weight β whatever λ is."""
         config = self.config
         if config.algorithm == "ipo":
             return torch.zeros_like(rewards)

@@ -116,7 +116,7 @@ def starts_from_trained_adapter(model: nn.Module) -> bool:
     """Whether ``model`` carries a LoRA adapter that already changes its outputs (some B matrix is non-zero): a
     saved adapter whose training continues. A fresh adapter starts as a no-op (peft initialises B to zero), so
     the policy with its adapter disabled is the starting policy; with a trained adapter that is the base model,
-    the wrong anchor (ALGORITHMS-2 §0, TRL #3194)."""
+    the wrong anchor (docs/algorithms.md, "Which πref"; TRL #3194)."""
     return _is_peft(model) and any(bool(p.detach().ne(0).any()) for n, p in model.named_parameters()
                                    if "lora_B" in n or "lora_embedding_B" in n)
 
@@ -143,8 +143,8 @@ def separate_reference(spec: str | None, policy: nn.Module, device: Any, *,
                        trust_remote_code: bool) -> tuple[nn.Module | None, str | None]:  # fmt: skip
     """(the separate frozen reference, what it is): ``spec`` (``reference.model``) loaded by
     :func:`load_reference_model`; a frozen copy of the policy when it starts from a trained LoRA adapter
-    (disabling that adapter would anchor to the base model, ALGORITHMS-2 §0); else (None, None): the policy's own
-    starting weights, its fresh adapter disabled."""
+    (disabling that adapter would anchor to the base model; docs/algorithms.md, "Which πref"); else (None,
+    None): the policy's own starting weights, its fresh adapter disabled."""
     if spec:
         return load_reference_model(spec, policy, device, trust_remote_code=trust_remote_code), None
     if starts_from_trained_adapter(policy):

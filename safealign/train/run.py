@@ -85,10 +85,11 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
 
     The reference is ``reference.model`` when set, else the starting policy: with a fresh LoRA adapter the policy
     with that adapter disabled; with a trained adapter being continued (``model:`` an adapter folder) the policy
-    as it starts, adapter included (ALGORITHMS-2 §0); under full fine-tuning the starting weights. A separate
-    reference model is loaded on the training device in the policy's dtype, so cached and live reference
-    log-probs come from the same precision the policy trains in. A cached table is computed before training
-    moves the policy, so it scores the policy itself; a live reference of the starting weights is a frozen copy.
+    as it starts, adapter included (docs/algorithms.md, "Which πref"); under full fine-tuning the starting
+    weights. A separate reference model is loaded on the training device in the policy's dtype, so cached and
+    live reference log-probs come from the same precision the policy trains in. A cached table is computed
+    before training moves the policy, so it scores the policy itself; a live reference of the starting weights
+    is a frozen copy.
     """
     from safealign.train.reference import (
         TRAINED_ADAPTER_REFERENCE,

@@ -67,7 +67,8 @@ def test_idealized_ranking_accuracy_hand_computed():
 def test_rater_alpha_default_is_one_minus_epsilon_and_only_unanimity_is_replaced():
     assert rater_alpha(3, None, epsilon=0.1).tolist() == pytest.approx([0.9, 0.9, 0.9])
     assert rater_alpha(2, torch.tensor([0.0, 1.0]), epsilon=0.05).tolist() == pytest.approx([0.05, 0.95])
-    # ALGORITHMS.md §3: only α = 1 becomes 1 − ε; an agreement of 0.95 with ε 0.1 stays 0.95 (it was clipped to 0.9)
+    # docs/algorithms.md (ranking accuracy): only α = 1 becomes 1 − ε; an agreement of 0.95 with ε 0.1 stays 0.95
+    # (it was clipped to 0.9)
     assert rater_alpha(3, torch.tensor([0.95, 0.03, 0.5]), epsilon=0.1).tolist() == pytest.approx([0.95, 0.03, 0.5])
     with pytest.raises(UserError, match="rows \\[1\\]"):
         rater_alpha(2, torch.tensor([0.5, 1.5]))

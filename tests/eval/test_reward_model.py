@@ -83,7 +83,7 @@ def test_bradley_terry_with_margin_and_the_cost_loss_by_hand():
 
 def test_the_regulariser_is_safe_rlhfs_mean_square_over_all_scores():
     """safe-rlhf's reward and cost trainers add regularization·mean over the stacked (lower, higher) scores of
-    their squares, i.e. ½·mean(r_w² + r_l²) per pair (ALGORITHMS-2 A1)."""
+    their squares, i.e. ½·mean(r_w² + r_l²) per pair (docs/online.md, safe-rlhf's reward trainer)."""
     chosen, rejected = torch.tensor([2.0, 1.0]), torch.tensor([0.0, -1.0])
     rows = [Row(PreferencePair(({"role": "user", "content": "x"},), "a", "b"))] * 2
     added = pair_loss(chosen, rejected, rows, "reward", 0.001) - pair_loss(chosen, rejected, rows, "reward", 0.0)

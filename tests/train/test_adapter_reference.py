@@ -1,6 +1,6 @@
 """Which reference a LoRA adapter gets: a saved adapter named as ``reference.model`` is scored with its adapter on
 (cached or live), a policy continuing a trained adapter is anchored to itself rather than to its base model, and
-the common path -- a fresh adapter, disabled -- keeps the cache key it always had (ALGORITHMS-2 §0)."""
+the common path -- a fresh adapter, disabled -- keeps the cache key it always had (docs/algorithms.md, "Which πref")."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ class MahDpoObjective(SeedObjective):
         if extra_heads(model) is None:
             add_heads(model, len(self.attributes), noise_std=self.noise_std, seed=42)
         # head 0 and the copies agree at the start: the starting model's log-probs are every head's reference (a
-        # trained adapter being continued is part of the starting model, ALGORITHMS-2 §0)
+        # trained adapter being continued is part of the starting model: docs/algorithms.md, "Which πref")
         cache = load_or_compute_reference(model, encoded, config.reference.cache_dir or str(cache_root() / "reference"),
                                           batch_size=config.reference.batch_size, chunk_size=config.logps_chunk_size,
                                           describe={"model": config.reference.model or config.model, "kind": "pair"},
