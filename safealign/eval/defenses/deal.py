@@ -25,9 +25,8 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams
+from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids
 from safealign.eval.defenses.base import Answer, Defense, batched_answers, last_user_index, token_model
-from safealign.eval.backends.base import stop_ids
 from safealign.eval.defenses.tokens import Batch, encode, next_logprobs, pad_id, to_completion
 from safealign.types import Behavior, Completion
 

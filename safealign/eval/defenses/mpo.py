@@ -23,9 +23,8 @@ import torch
 from torch import Tensor
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams
+from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids
 from safealign.eval.defenses.base import Answer, Defense, batched_answers, token_model
-from safealign.eval.backends.base import stop_ids
 from safealign.eval.defenses.tokens import Batch, encode, pad_id, sample_token, to_completion
 
 logger = logging.getLogger(__name__)
