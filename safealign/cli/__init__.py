@@ -68,8 +68,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The positional that takes a command's key=value settings (whichever of these names the command uses).
+_SETTINGS_DESTS = ("overrides", "settings", "params")
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse a command line, taking key=value settings after flags too (``sweep GRID --table beta=0.5``).
+
+    argparse binds all of a command's positionals at their first occurrence, so settings written after a
+    flag would be "unrecognized"; they are appended to the command's settings list in the order given.
+    Anything else left over is an error, as before.
+    """
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    dest = next((name for name in _SETTINGS_DESTS if isinstance(getattr(args, name, None), list)), None)
+    unknown = [item for item in extra if dest is None or item.startswith("-") or "=" not in item]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        getattr(args, dest).extend(extra)
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

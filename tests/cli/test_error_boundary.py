@@ -67,3 +67,28 @@ def test_user_files_read_by_the_pipelines_fail_with_the_path_named(tmp_path):
     broken.write_text('{"row": 0, "chosen_logps": -1.0, "rejected_logps": -2.0}\n{"row": 1,\n')
     with pytest.raises(UserError, match="ranking_pairs.jsonl"):
         read_ranking_pairs(broken)
+
+
+def test_settings_after_flags_join_the_commands_settings():
+    from safealign.cli import parse
+
+    args = parse(["sweep", "grid.yaml", "seeds=[0]", "--table", "output_dir=runs/x", "--metrics", "direct_asr",
+                  "beta=0.5"])  # fmt: skip
+    assert args.table and args.metrics == "direct_asr"
+    assert args.overrides == ["seeds=[0]", "output_dir=runs/x", "beta=0.5"]
+    anchor = parse(["diagnose", "anchor", "c.yaml", "--prefix", "responsible", "limit=4"])
+    assert anchor.prefix == "responsible" and anchor.settings == ["c.yaml", "limit=4"]
+
+
+@pytest.mark.parametrize("argv", [
+    ["sweep", "grid.yaml", "--table", "--tabel"],        # a misspelt flag is still an error
+    ["sweep", "grid.yaml", "--table", "stray"],          # so is a word that is no key=value setting
+    ["losses", "beta=0.5"],                              # and a setting for a command that takes none
+])  # fmt: skip
+def test_leftovers_that_are_not_settings_are_still_refused(argv, capsys):
+    from safealign.cli import parse
+
+    with pytest.raises(SystemExit) as exit_:
+        parse(argv)
+    assert exit_.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
