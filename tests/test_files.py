@@ -52,3 +52,34 @@ def test_build_safety_out_is_checked_before_the_model_loads(tmp_path, no_model_l
     assert main(["data", "build-safety", "--model", "tiny-random", "--out", str(out)]) == 2
     err = capsys.readouterr().err
     assert str(out) in err and "Traceback" not in err
+
+
+def test_build_safety_refuses_to_append_pairs_built_with_other_settings(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "pairs.jsonl"
+    build = ["data", "build-safety", "--model", "tiny-random", "--out", str(out), "--harmful-limit", "2",
+             "--benign-limit", "2", "--max-new-tokens", "3"]  # fmt: skip
+    assert main(build) == 0
+    assert (tmp_path / "pairs.settings.json").is_file()
+    rows = out.read_text()
+    import safealign.models
+
+    monkeypatch.setattr(safealign.models, "load_model", lambda *a, **k: pytest.fail("loaded before the check"))
+    assert main([*build[:-1], "4"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: its pairs were built with other settings (max_new_tokens: 3 -> 4" in err
+    assert main([*build, "--seed", "1"]) == 2
+    assert "seed: 0 -> 1" in capsys.readouterr().err
+    assert out.read_text() == rows  # nothing appended
+
+
+def test_build_safety_replaces_a_settings_record_with_nothing_built_under_it(tmp_path):
+    from safealign.io.rundir import Fingerprint, read_fingerprint_file
+    from safealign.pipelines.build_safety import claim_pairs_file
+
+    out = tmp_path / "pairs.jsonl"
+    claim_pairs_file(out, Fingerprint("safety_pairs", {"seed": 0}))  # its model then failed to load: no pairs
+    claim_pairs_file(out, Fingerprint("safety_pairs", {"seed": 1}))
+    assert read_fingerprint_file(tmp_path / "pairs.settings.json").values == {"seed": 1}
+    out.write_text('{"id": "h1", "prompt": "p", "chosen": "c", "rejected": "r"}\n')
+    with pytest.raises(UserError, match="seed: 1 -> 2"):
+        claim_pairs_file(out, Fingerprint("safety_pairs", {"seed": 2}))

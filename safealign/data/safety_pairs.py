@@ -50,6 +50,12 @@ def settled_ids(path: Path) -> set[str]:
     return existing_ids(settled_path(path))
 
 
+def settings_path(path: Path) -> Path:
+    """``pairs.jsonl`` → ``pairs.settings.json``: what a standalone build generated with (model, tokens, seed,
+    refusals), so that a re-run with other settings is refused instead of appending different pairs."""
+    return path.with_name(f"{path.stem}.settings.json")
+
+
 def settled_path(path: Path) -> Path:
     """``pairs.jsonl`` → ``pairs.unpaired.jsonl``: the prompts of a build that made no pair, with the reason."""
     return path.with_name(f"{path.stem}.unpaired{path.suffix or '.jsonl'}")

@@ -205,15 +205,19 @@ def same_settings(old: Fingerprint, new: Fingerprint) -> bool:
 
 
 def read_fingerprint(run: Path) -> Fingerprint | None:
-    path = run / FINGERPRINT_NAME
+    return read_fingerprint_file(run / FINGERPRINT_NAME)
+
+
+def read_fingerprint_file(path: Path, remedy: str = "pass --overwrite to start this run over, or use another "
+                          "output directory") -> Fingerprint | None:  # fmt: skip
+    """The fingerprint recorded at ``path`` (None when there is none); ``remedy`` ends the unreadable-file error."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text())
         return Fingerprint(str(data["kind"]), dict(data["values"]))
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"{path}: unreadable run fingerprint ({exc}); pass --overwrite to start this run over, "
-                        "or use another output directory") from None
+        raise UserError(f"{path}: unreadable run fingerprint ({exc}); {remedy}") from None
 
 
 def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: Sequence[str], overwrite: bool = False,
@@ -275,12 +279,16 @@ def _check_same(run: Path, previous: Fingerprint, current: Fingerprint, only_rec
                     run, FINGERPRINT_NAME, not_checked)
     changed = differing_keys(previous, current, only_recorded=only_recorded)
     if changed:
-        shown = "; ".join(f"{k}: {_short(previous.values.get(k))} -> {_short(current.values.get(k))}"
-                          for k in changed[:8])
-        more = f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
-        raise UserError(f"{run} holds an earlier {previous.kind} run with different settings ({shown}{more}); its "
-                        "results would mix with this run's. Use another output directory, or pass "
-                        f"{overwrite_flag} to delete that run's outputs and start over")
+        raise UserError(f"{run} holds an earlier {previous.kind} run with different settings "
+                        f"({describe_changes(previous, current, changed)}); its results would mix with this run's. "
+                        f"Use another output directory, or pass {overwrite_flag} to delete that run's outputs and "
+                        "start over")
+
+
+def describe_changes(previous: Fingerprint, current: Fingerprint, changed: Sequence[str]) -> str:
+    """``key: old -> new; ...`` for the first eight ``changed`` keys (:func:`differing_keys`)."""
+    shown = "; ".join(f"{k}: {_short(previous.values.get(k))} -> {_short(current.values.get(k))}" for k in changed[:8])
+    return shown + (f" (and {len(changed) - 8} more)" if len(changed) > 8 else "")
 
 
 def _short(value: Any, limit: int = 60) -> str:

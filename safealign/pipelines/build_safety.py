@@ -12,9 +12,12 @@ from typing import Any, Optional, Sequence
 
 from tqdm.auto import tqdm
 
-from safealign.data.safety_pairs import SafetyBuildReport, existing_ids, pair_row, settled_ids, settled_path
+from safealign.data.safety_pairs import (
+    SafetyBuildReport, existing_ids, pair_row, settings_path, settled_ids, settled_path,
+)
 from safealign.errors import UserError
-from safealign.io import append_jsonl
+from safealign.io import append_jsonl, write_json
+from safealign.io.rundir import Fingerprint, describe_changes, differing_keys, make_fingerprint, read_fingerprint_file
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +94,39 @@ def build_from_builtin(model_spec: str, out_path: str | Path, *, split: Optional
     check_output_file(out_path, "output JSONL")  # before the model loads: a directory or binary file fails now
     harmful = load_prompts("harmful", split=split)[:harmful_limit]
     benign = load_prompts("benign", split=split)[:benign_limit]
+    refusals = load_refusals()
+    claim_pairs_file(Path(out_path), _build_fingerprint(model_spec, max_new_tokens, seed, refusals))
     model, tokenizer = load_model(model_spec)
     params = GenerationParams(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
-    return build_safety_pairs(HFChatModel(model, tokenizer), harmful + benign, load_refusals(), out_path,
+    return build_safety_pairs(HFChatModel(model, tokenizer), harmful + benign, refusals, out_path,
                               params=params, seed=seed)
+
+
+def _build_fingerprint(model_spec: str, max_new_tokens: int, seed: int, refusals: Sequence[str]) -> Fingerprint:
+    """What decides a pair's text: the model's weights and setup, the answer length, the seed that picks each
+    refusal, and the refusals. Which prompts (split, limits) is left out: a later run may add prompts."""
+    from safealign.models.identity import model_identity, setup_fingerprint
+
+    identity = model_identity(model_spec)
+    return make_fingerprint("safety_pairs", {
+        "model": {"spec": model_spec, "weights": identity.get("fingerprint"), "setup": setup_fingerprint(identity)},
+        "max_new_tokens": max_new_tokens, "seed": seed, "refusals": list(refusals)})  # fmt: skip
+
+
+def claim_pairs_file(out: Path, fingerprint: Fingerprint) -> None:
+    """Refuse to append to pairs built with other settings; else record this build's settings beside the file.
+
+    A file of pairs with no record (built before records were kept) is continued, with a warning; a record with
+    nothing built under it (a run whose model failed to load) is simply replaced."""
+    record = settings_path(out)
+    built = bool(existing_ids(out) or settled_ids(out))
+    previous = read_fingerprint_file(record, f"delete it (and {out}) to build anew, or write to another --out")
+    if previous is not None and built:
+        changed = differing_keys(previous, fingerprint)
+        if changed:
+            raise UserError(f"{out}: its pairs were built with other settings "
+                            f"({describe_changes(previous, fingerprint, changed)}, recorded in {record}); "
+                            f"appending would mix them. Write to another --out, or delete {out} and {record}")
+    elif built:
+        logger.warning("%s: pairs built before their settings were recorded; continuing without checking them", out)
+    write_json(record, fingerprint.to_json())
