@@ -97,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    from safealign.io.run_lock import run_dir_session
+
     try:
-        return int(args._run(args) or 0)
+        with run_dir_session():  # the run directories this command locks are free again when it ends
+            return int(args._run(args) or 0)
     except UserError as exc:  # anything else is a bug: let its traceback show
         if args.verbose:
             raise

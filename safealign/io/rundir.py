@@ -12,6 +12,7 @@ asked to overwrite, in which case the old run's outputs are removed first so not
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import fnmatch
 import hashlib
@@ -26,6 +27,7 @@ from typing import Any
 
 from safealign.errors import UserError
 from safealign.io.jsonfile import write_json
+from safealign.io.run_lock import lock_run_dir, unlock_run_dir
 
 logger = logging.getLogger(__name__)
 
@@ -223,9 +225,12 @@ def read_fingerprint_file(path: Path, remedy: str = "pass --overwrite to start t
 def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: Sequence[str], overwrite: bool = False,
                   legacy: Callable[[Path], Fingerprint | None] | None = None,
                   check: Callable[[bool], None] | None = None,
-                  overwrite_flag: str = "--overwrite") -> bool:  # fmt: skip
+                  overwrite_flag: str = "--overwrite", exclusive: bool = True) -> bool:  # fmt: skip
     """Check that ``run`` may hold this run, then record its fingerprint; True when it continues a run
     (one that recorded results; settings alone, from a run that failed early, are simply replaced).
+
+    ``exclusive``: first take the directory's ``run.lock`` (safealign.io.run_lock), refusing while another live
+    process writes it; False only for directories shared by design (a sweep's root, claimed by every worker).
 
     ``outputs``: names (glob patterns) of what the run writes, removed on ``overwrite``. ``legacy``:
     builds the fingerprint of a directory made before fingerprints existed (from its saved config),
@@ -236,6 +241,23 @@ def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: 
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise UserError(f"output directory {run} is a file; name a directory")
+    existed = run.exists()
+    locked = exclusive and lock_run_dir(run)
+    try:
+        continues = _claim(run, fingerprint, outputs, overwrite, legacy, check, overwrite_flag)
+    except BaseException:
+        if locked:  # refused: leave the directory as it was found
+            unlock_run_dir(run)
+            if not existed:
+                with contextlib.suppress(OSError):
+                    run.rmdir()
+        raise
+    return continues
+
+
+def _claim(run: Path, fingerprint: Fingerprint, outputs: Sequence[str], overwrite: bool,
+           legacy: Callable[[Path], Fingerprint | None] | None, check: Callable[[bool], None] | None,
+           overwrite_flag: str) -> bool:  # fmt: skip
     existing = _existing_outputs(run, outputs)
     # a run that failed before recording anything (a model that would not load) has nothing to mix
     results = [name for name in existing if name not in (FINGERPRINT_NAME, "config.yaml")]

@@ -247,7 +247,7 @@ def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
     from safealign.io.rundir import claim_run_dir
 
     claim_run_dir(grid.output_dir, sweep_fingerprint(grid, base),
-                  outputs=("pairs.jsonl", "pairs.unpaired.jsonl", "cells"), overwrite_flag="--fresh")
+                  outputs=("pairs.jsonl", "pairs.unpaired.jsonl", "cells"), overwrite_flag="--fresh", exclusive=False)
 
 
 def sweep_fingerprint(grid: Grid, base: DemoConfig | None = None) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from safealign.config import to_dict
@@ -51,7 +53,8 @@ def test_overwrite_removes_only_the_runs_own_outputs(tmp_path):
         claim_run_dir(tmp_path, make_fingerprint("eval", {"a": 2}), outputs=("records.jsonl", "checkpoint-*"))
     claim_run_dir(tmp_path, make_fingerprint("eval", {"a": 2}), outputs=("records.jsonl", "checkpoint-*"),
                   overwrite=True)  # fmt: skip
-    assert sorted(p.name for p in tmp_path.iterdir()) == [FINGERPRINT_NAME, "notes.txt"]
+    # run.lock: this process still holds the directory (no session around these claims: until it exits)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [FINGERPRINT_NAME, "notes.txt", "run.lock"]
 
 
 def test_unusable_directory_or_fingerprint_is_a_user_error(tmp_path):
@@ -88,3 +91,47 @@ def test_a_setting_added_since_matches_a_recorded_run_only_at_its_default():
     assert differing_keys(recorded, make_fingerprint("demo", {"a": 1, "new": {"x": False}})) == ["new.x"]
     # a setting the recorded run had and the current code dropped is still a difference
     assert differing_keys(Fingerprint("demo", {"a": 1, "gone": 2}), at_default) == ["gone"]
+
+
+def test_a_run_directory_another_live_process_writes_is_refused_until_it_is_gone(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from safealign.io.run_lock import RUN_LOCK, run_dir_session
+
+    run = tmp_path / "run"
+    run.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        holder = {"pid": other.pid, "host": socket.gethostname(), "started": time.time()}
+        (run / RUN_LOCK).write_text(json.dumps(holder))
+        with run_dir_session(), pytest.raises(UserError, match=rf"{run} is being written by pid {other.pid} on "):
+            claim_run_dir(run, make_fingerprint("eval", {"a": 1}), outputs=("records.jsonl",))
+        assert not (run / FINGERPRINT_NAME).exists()  # refused before anything was read or written
+    finally:
+        other.kill()
+        other.wait()
+    with run_dir_session():  # its writer is gone: the lock is stale and taken over
+        claim_run_dir(run, make_fingerprint("eval", {"a": 1}), outputs=("records.jsonl",))
+        assert json.loads((run / RUN_LOCK).read_text())["pid"] == os.getpid()
+        claim_run_dir(run, make_fingerprint("eval", {"a": 1}), outputs=("records.jsonl",))  # this process again
+    assert not (run / RUN_LOCK).exists()  # the session ended: free for the next command
+
+
+def test_a_refused_claim_gives_its_lock_back_and_leaves_no_new_directory(tmp_path):
+    from safealign.io.run_lock import RUN_LOCK, run_dir_session
+
+    def refuse(continues):
+        raise UserError("no checkpoint to resume")
+
+    with run_dir_session():
+        with pytest.raises(UserError, match="no checkpoint"):
+            claim_run_dir(tmp_path / "new", make_fingerprint("train", {}), outputs=(), check=refuse)
+        assert not (tmp_path / "new").exists()
+        (tmp_path / "old").mkdir()
+        with pytest.raises(UserError, match="no checkpoint"):
+            claim_run_dir(tmp_path / "old", make_fingerprint("train", {}), outputs=(), check=refuse)
+        assert not (tmp_path / "old" / RUN_LOCK).exists()

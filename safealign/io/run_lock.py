@@ -1,0 +1,78 @@
+"""One writer per run directory: ``run.lock`` (safealign/io/lockfile.py) while a process writes the run.
+
+Two processes writing one output directory at once would interleave their records, checkpoints and summaries
+under one fingerprint. :func:`~safealign.io.rundir.claim_run_dir` therefore takes the directory's lock before it
+reads the fingerprint, and refuses -- naming the holder -- while another live process holds it; a lock left by a
+process that died is taken over (lockfile.py). A process may claim a directory it already holds (a resumed stage).
+
+The lock is released when the :func:`run_dir_session` it was taken in ends (the CLI runs every command in one),
+or else when the process exits. Work that is shared by design (a sweep's root, which every worker claims) is
+claimed without it; its pieces are claimed one by one with their own locks.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from safealign.errors import UserError
+from safealign.io.lockfile import Lock, current_holder, try_lock
+
+RUN_LOCK = "run.lock"
+
+_held: dict[str, Lock] = {}  # resolved run directory -> this process's lock on it
+_sessions: list[list[str]] = []  # the directories each open session locked, innermost last
+
+
+@contextlib.contextmanager
+def run_dir_session() -> Iterator[None]:
+    """Release, at the end of the block, every run directory locked inside it (and not by an outer session)."""
+    _sessions.append([])
+    try:
+        yield
+    finally:
+        for key in _sessions.pop():
+            lock = _held.pop(key, None)
+            if lock is not None:
+                lock.release()
+
+
+def lock_run_dir(run: Path) -> bool:
+    """Take ``run``'s lock for this process (creating ``run``); True when this call took it (False: already held
+    here). Raises UserError while another live process holds it."""
+    key = os.path.realpath(run)
+    if key in _held:
+        return False
+    path = Path(run) / RUN_LOCK
+    lock = try_lock(path)
+    if lock is None and current_holder(path) is None:  # released (or its holder died) between the two looks
+        lock = try_lock(path)
+    if lock is None:
+        holder = current_holder(path)
+        who = holder.describe() if holder is not None else "another process"
+        raise UserError(f"{run} is being written by {who} ({path}); two runs in one directory would mix their "
+                        "results. Wait for it to finish, or use another output directory")
+    _held[key] = lock
+    if _sessions:
+        _sessions[-1].append(key)
+    return True
+
+
+def unlock_run_dir(run: Path) -> None:
+    """Give back a lock :func:`lock_run_dir` took (a claim that failed its checks)."""
+    lock = _held.pop(os.path.realpath(run), None)
+    if lock is not None:
+        lock.release()
+        for keys in _sessions:
+            if os.path.realpath(run) in keys:
+                keys.remove(os.path.realpath(run))
+
+
+@atexit.register
+def _release_all() -> None:
+    for lock in list(_held.values()):
+        lock.release()
+    _held.clear()
