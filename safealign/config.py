@@ -28,17 +28,16 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
     Layers, later wins: the schema's defaults, the YAML file (after the recipe it extends with ``base:``),
     ``values`` (e.g. parsed command-line flags), then the overrides.
     """
-    base = OmegaConf.structured(schema)
-    layers = [base]
+    merged = OmegaConf.structured(schema)
     where = "defaults"
     try:
-        if path is not None:
-            where = str(path)
-            layers.extend(OmegaConf.create(data) for data in read_recipe(Path(path)))
+        # one layer at a time, so that an error names the file that holds the bad key (a base recipe's own)
+        for file, data in recipe_files(Path(path)) if path is not None else []:
+            where = file
+            merged = OmegaConf.merge(merged, OmegaConf.create(data))
         if values:
             where = "command-line options"
-            layers.append(OmegaConf.create(values))
-        merged = OmegaConf.merge(*layers)
+            merged = OmegaConf.merge(merged, OmegaConf.create(values))
         where = "command-line overrides"
         for override in overrides or []:
             _apply_override(merged, override)
@@ -59,10 +58,15 @@ def config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str 
     return config, list(overrides)
 
 
-def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> list[dict[str, Any]]:
+def read_recipe(path: Path) -> list[dict[str, Any]]:
     """The YAML mappings of a recipe, base first: a recipe may extend another with ``base: other.yaml``
     (a path relative to the recipe's own folder); the recipe's keys then override the base's (mappings
     merge key by key, lists and scalars are replaced)."""
+    return [data for _, data in recipe_files(path)]
+
+
+def recipe_files(path: Path, _seen: tuple[Path, ...] = ()) -> list[tuple[str, dict[str, Any]]]:
+    """:func:`read_recipe`'s mappings, each with the file it was read from (named in errors)."""
     resolved = path.resolve()
     if resolved in _seen:
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
@@ -75,13 +79,13 @@ def read_recipe(path: Path, _seen: tuple[Path, ...] = ()) -> list[dict[str, Any]
         raise UserError(f"{path}: top level must be a mapping of config keys, got {type(data).__name__}")
     parent = data.pop("base", None)
     if parent is None:
-        return [data]
+        return [(str(path), data)]
     if not isinstance(parent, str) or not parent:
         raise UserError(f"{path}: 'base' must be the path of another recipe, got {parent!r}")
     parent_path = path.parent / parent
     if not parent_path.is_file():
         raise UserError(f"{path}: base recipe {parent!r} not found (looked for {parent_path})")
-    return [*read_recipe(parent_path, (*_seen, resolved)), data]
+    return [*recipe_files(parent_path, (*_seen, resolved)), (str(path), data)]
 
 
 def _apply_override(config: Any, override: str) -> None:

@@ -147,6 +147,14 @@ def test_base_recipe_errors_name_the_file(tmp_path):
     a.write_text("base: nowhere.yaml\n")
     with pytest.raises(ValueError, match=r"a\.yaml: base recipe 'nowhere\.yaml' not found"):
         load_config(TrainConfig, a)
+    b.write_text("learning_rat: 0.1\n")  # a bad key in the base: the base file is named, not the recipe given
+    a.write_text("base: b.yaml\nseed: 3\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(b))}: invalid config: learning_rat"):
+        load_config(TrainConfig, a)
+    b.write_text("learning_rate: 0.1\n")
+    a.write_text("base: b.yaml\nsead: 3\n")
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(a))}: invalid config: sead"):
+        load_config(TrainConfig, a)
 
 
 def test_a_new_key_inside_a_free_form_mapping_is_created():
