@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from safealign.errors import UserError
-from safealign.io.jsonfile import write_atomic
+from safealign.io.jsonfile import dumps_json, write_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -48,8 +48,9 @@ class JsonlRows:
 
 
 def dumps_line(row: Any) -> str:
-    """One JSONL line (with its newline); non-ASCII text is kept readable."""
-    return json.dumps(row, ensure_ascii=False) + "\n"
+    """One JSONL line (with its newline): strict JSON, non-finite floats as null, non-ASCII text kept readable
+    (a row holding a lone surrogate is written with \\u escapes; :func:`~safealign.io.jsonfile.dumps_json`)."""
+    return dumps_json(row) + "\n"
 
 
 def append_jsonl(path: str | Path, rows: Iterable[Any], *, fsync: bool = True) -> int:

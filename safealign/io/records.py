@@ -168,9 +168,38 @@ class AttemptRecord:
         record = from_fields(cls, data, where, behavior_id=str, attack=str, attempt_id=str, n_attempts=int)
         if not isinstance(record.verdicts, Mapping) or not isinstance(record.completion, Mapping):
             raise UserError(f"{where}: 'verdicts' and 'completion' must be JSON objects")
-        if not isinstance(record.defense, list):
-            raise UserError(f"{where}: 'defense' must be a JSON list of defense steps")
+        for name in ("attempt_meta", "timings"):
+            if not isinstance(getattr(record, name), Mapping):
+                raise UserError(f"{where}: {name!r} must be a JSON object, got {_json_type(getattr(record, name))}")
+        meta = record.completion.get("meta")
+        if meta is not None and not isinstance(meta, Mapping):  # absent or null: no meta, as readers take it
+            raise UserError(f"{where}: 'completion.meta' must be a JSON object, got {_json_type(meta)}")
+        _check_objects(record.messages, where, "messages", "a JSON list of messages")
+        for i, message in enumerate(record.messages):
+            if not isinstance(message.get("role"), str):
+                raise UserError(f"{where}: 'messages' item {i} has no string 'role'")
+        _check_objects(record.defense, where, "defense", "a JSON list of defense steps")
         return record
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return {str: "a string", list: "a list", dict: "an object"}.get(type(value), type(value).__name__)
+
+
+def _check_objects(value: Any, where: str, name: str, expected: str) -> None:
+    """UserError unless ``value`` is a list of JSON objects."""
+    if not isinstance(value, list):
+        raise UserError(f"{where}: {name!r} must be {expected}, got {_json_type(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, Mapping):
+            raise UserError(f"{where}: {name!r} item {i} must be a JSON object, got {_json_type(item)}")
 
 
 @dataclass(frozen=True)

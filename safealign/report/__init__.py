@@ -23,6 +23,16 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     html_path = Path(out) if out else Path(run_dir) / "report.html"
     md_path = html_path.with_suffix(".md")
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_text(render_html(build_document(data, with_plots=True)), encoding="utf-8")
-    md_path.write_text(render_markdown(build_document(data, with_plots=False)), encoding="utf-8")
+    html_path.write_bytes(_utf8(render_html(build_document(data, with_plots=True))))
+    md_path.write_bytes(_utf8(render_markdown(build_document(data, with_plots=False))))
     return html_path, md_path
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as UTF-8. A run file may hold a lone UTF-16 surrogate (a behaviors file or a model's answer
+    with ``"\\ud83d"``), which UTF-8 cannot encode: a surrogate pair is joined into its character and a lone
+    one shown as U+FFFD, so the report is written instead of failing."""
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace").encode("utf-8")

@@ -144,3 +144,22 @@ def test_report_plots_the_curve_and_tables_the_forecast(tmp_path):
     lo, hi = fit["fit_range"]
     assert f"| run | best_of_n | kw | {lo}..{hi} | {fit['forecast']['0.5']['n']:,.1f}" in md
     assert 'alt="ASR@N against the number of attempts per behavior"' in html and "data:image/png" in html
+
+
+def test_a_nearly_flat_curve_forecasts_without_overflow():
+    """b tiny and positive: (a / -log target) ** (1 / b) overflowed and the summary was never written."""
+    counts = {**{f"b{i}": (512, 512) for i in range(500)}, **{f"c{i}": (512, 0) for i in range(499)}, "x": (512, 1)}
+    fit = fit_power_law(overall_curve(counts))
+    assert 0 < fit["b"] < 1e-3
+    far = fit["forecast"]["0.9"]
+    assert far["n"] is None and far["extrapolated"] is True and "float range" in far["reason"]
+    assert far["log10_n"] > 308  # how far out it is, kept as a number that fits
+    json.dumps(fit, allow_nan=False)  # strict JSON: the summary can be written
+
+
+def test_a_target_reached_below_one_attempt_says_so():
+    """The fit reaches 50% at N < 1 (ASR@1 = 0.6 already): not a forecast of "0.0 attempts"."""
+    fit = fit_power_law([{"n": 1, "asr": 0.6}, {"n": 2, "asr": 0.7}, {"n": 4, "asr": 0.8}])
+    reached = fit["forecast"]["0.5"]
+    assert reached["n"] is None and reached["reached"] is True and "already reached" in reached["reason"]
+    assert fit["forecast"]["0.9"]["n"] > 4 and "reached" not in fit["forecast"]["0.9"]

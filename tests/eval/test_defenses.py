@@ -244,6 +244,37 @@ def test_perplexity_filter_scores_a_prompt_longer_than_its_scorer_in_windows(tin
     assert nll[-1] == pytest.approx(-float(last), abs=1e-5)
 
 
+def test_non_finite_nll_makes_the_score_non_finite_whatever_the_window():
+    """A running window sum turned inf - inf into NaN, and max() then skipped a NaN token's windows."""
+    inf, nan = float("inf"), float("nan")
+    assert window_score([1.0, inf, 1.0, 1.0], None) == inf and window_score([inf, 1.0, 1.0, 1.0], 1) == inf
+    assert window_score([1.0, inf, 1.0, 1.0], 2) == inf
+    assert window_score([1.0, 1.0, nan, 1.0], 1) != window_score([1.0, 1.0, nan, 1.0], 1)  # NaN, not 1.0
+
+
+def test_calibration_that_cannot_give_a_finite_threshold_is_a_clear_error():
+    inf = float("inf")
+    assert calibrate_threshold([1.0, 2.0, 3.0, inf], 0.25) == 3.0  # one infinite benign prompt: rejected, allowed
+    with pytest.raises(UserError, match="2 of 4 calibration prompts have infinite log-perplexity"):
+        calibrate_threshold([1.0, 2.0, inf, inf], 0.25)  # tau = inf would let every prompt through
+    with pytest.raises(UserError, match="NaN log-perplexity for 1 of 3"):
+        calibrate_threshold([1.0, float("nan"), 3.0], 0.0)
+    with pytest.raises(UserError, match="threshold must be a finite number"):
+        build_defense("perplexity_filter", {"threshold": inf})
+
+
+def test_perplexity_filter_refuses_a_non_finite_score_whatever_the_threshold():
+    defense = build_defense("perplexity_filter", {"threshold": 5.0})
+    defense.scored = lambda texts: [(float("inf"), 1), (float("nan"), 1), (1.0, 1)]
+    defense.threshold = float("inf")  # even a threshold that an inf score would reach
+    fake = ScriptedChatModel(lambda c: "ok")
+    out = DefendedChatModel(fake, defense).generate([USER, USER, USER], PARAMS)
+    steps = [o.meta["defense"][0] for o in out]
+    assert [s["action"] for s in steps] == ["refuse", "refuse", "pass"] and out[2].text == "ok"
+    assert "log-perplexity inf (not finite)" in steps[0]["refusal"] and "nan (not finite)" in steps[1]["refusal"]
+    assert len(fake.conversations) == 1
+
+
 def test_perplexity_filter_needs_a_scorer_on_a_chat_endpoint():
     with pytest.raises(UserError, match="scorer=target needs the hf backend"):
         _wrap("perplexity_filter", ScriptedChatModel(lambda c: "x"), threshold=1.0)

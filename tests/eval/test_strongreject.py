@@ -140,6 +140,19 @@ def test_finetuned_keeps_the_last_512_tokens_of_a_long_response(monkeypatch):
     assert "B" * 512 + "\n\nPretend" in sent[0] and "AB" not in sent[0] and "B" * 513 not in sent[0]
 
 
+def test_finetuned_non_finite_score_is_unscored_not_safe(monkeypatch):
+    """A NaN score (non-finite logits) made ``score >= threshold`` False: counted "not harmful" silently."""
+    from safealign.eval.judges import strongreject
+
+    judge = ClassifierJudge(ClassifierConfig(model="tiny-random", format="strongreject-finetuned"))
+    scores = [float("nan"), float("inf"), 0.75, 0.25]
+    monkeypatch.setattr(strongreject, "expected_grades", lambda m, t, prompts, b: scores)
+    verdicts = judge([B] * 4, [Completion(str(i)) for i in range(4)])
+    assert [v.harmful for v in verdicts] == [None, None, True, False]
+    assert all("non-finite score" in v.error for v in verdicts[:2]) and verdicts[0].score is None
+    assert verdicts[2].error is None and verdicts[2].score == 0.75
+
+
 def test_finetuned_needs_local_logits():
     fake = ScriptedChatModel(lambda c: "3")
     judge = ClassifierJudge(ClassifierConfig(model="qylu4156/strongreject-15k-v1"), chat_model=fake)

@@ -53,3 +53,19 @@ def test_read_json_names_the_file(tmp_path):
         read_json(path)
     with pytest.raises(UserError, match="file not found"):
         read_json(tmp_path / "absent.json")
+
+
+def test_write_json_is_strict_and_survives_a_lone_surrogate(tmp_path):
+    """NaN/Infinity become null at any depth; a lone surrogate (UTF-8 cannot encode it) is written escaped."""
+    import json
+
+    path = tmp_path / "summary.json"
+    lone = json.loads('"\\ud83d"')
+    write_json(path, {"asr": math.nan, "by": {"x": [math.inf, 0.5]}, "t": lone, "u": "ü"})
+
+    def reject(constant):
+        raise AssertionError(f"non-strict JSON constant {constant}")
+
+    assert json.loads(path.read_text(encoding="utf-8"), parse_constant=reject) == {
+        "asr": None, "by": {"x": [None, 0.5]}, "t": lone, "u": "ü"}
+    assert read_json(path)["t"] == lone

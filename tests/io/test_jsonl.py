@@ -137,3 +137,30 @@ def test_parse_jsonl_is_strict_about_the_last_line_too():
     with pytest.raises(UserError, match=r"t\.jsonl: line 2: invalid JSON"):
         parse_jsonl('{"a": 1}\n{"a": ', "t.jsonl")
     assert json.loads(jsonl.dumps_line({"a": "ü"})) == {"a": "ü"}
+
+
+def test_a_lone_surrogate_is_written_as_an_escape_and_reads_back_unchanged(tmp_path):
+    """A behaviors file or a remote model's answer may hold "\\ud83d" alone, which UTF-8 cannot encode."""
+    path = tmp_path / "r.jsonl"
+    lone = json.loads('"half an emoji \\ud83d"')
+    append_jsonl(path, [{"t": lone}, {"t": "ü"}])
+    write_jsonl(tmp_path / "w.jsonl", [{"t": lone}])
+    assert read_jsonl(path) == [{"t": lone}, {"t": "ü"}] and read_jsonl(tmp_path / "w.jsonl") == [{"t": lone}]
+    first, second = path.read_text(encoding="utf-8").splitlines()
+    assert "\\ud83d" in first and second == '{"t": "ü"}'  # only the line with the surrogate is escaped
+
+
+def test_non_finite_floats_are_written_as_null(tmp_path):
+    """Strict JSON: NaN and Infinity, at any depth, become null (other tools reject NaN/Infinity)."""
+    path = tmp_path / "r.jsonl"
+    nan, inf = float("nan"), float("inf")
+    append_jsonl(path, [{"loss": nan, "nested": {"x": [1.5, inf, -inf]}, "t": (nan, "a")}])
+    write_jsonl(tmp_path / "w.jsonl", [{"x": nan}])
+
+    def reject(constant):
+        raise AssertionError(f"non-strict JSON constant {constant}")
+
+    raw = path.read_text() + (tmp_path / "w.jsonl").read_text()
+    rows = [json.loads(line, parse_constant=reject) for line in raw.splitlines()]
+    assert rows == [{"loss": None, "nested": {"x": [1.5, None, None]}, "t": [None, "a"]}, {"x": None}]
+    assert jsonl.dumps_line({"a": 1.0}) == '{"a": 1.0}\n'

@@ -121,3 +121,32 @@ def test_demo_summary_with_stages_and_comparison_round_trips():
 
 def test_a_bare_number_is_a_figure():
     assert DemoSummary.from_json({"before": {"direct_asr": 0.5}}).before["direct_asr"] == Figure(0.5)
+
+
+@pytest.mark.parametrize("field, value, problem", [
+    ("messages", 5, "'messages' must be a JSON list of messages, got a number"),
+    ("messages", None, "'messages' must be a JSON list of messages, got null"),
+    ("messages", ["hi"], "'messages' item 0 must be a JSON object, got a string"),
+    ("messages", [{"content": "hi"}], "'messages' item 0 has no string 'role'"),
+    ("defense", [5], "'defense' item 0 must be a JSON object, got a number"),
+    ("timings", [], "'timings' must be a JSON object, got a list"),
+    ("timings", None, "'timings' must be a JSON object, got null"),
+    ("attempt_meta", "m", "'attempt_meta' must be a JSON object, got a string"),
+    ("completion", {"text": "x", "meta": "m"}, "'completion.meta' must be a JSON object, got a string"),
+])  # fmt: skip
+def test_attempt_record_with_a_field_of_the_wrong_shape_names_file_line_and_field(field, value, problem):
+    """Loaded, such a record crashed later (``.prompt``, cost_summary, prefill_check) with a TypeError."""
+    with pytest.raises(UserError) as exc:
+        AttemptRecord.from_json({**OLD_RECORD, field: value}, "run/records.jsonl:3")
+    assert str(exc.value) == f"run/records.jsonl:3: {problem}"
+
+
+def test_attempt_record_accepts_a_completion_without_meta_and_written_nulls():
+    for completion in ({"text": "x", "error": None}, {"text": "x", "error": None, "meta": None}):
+        record = AttemptRecord.from_json({**OLD_RECORD, "completion": completion})
+        assert record.answer == "Sure, x"
+    # a non-finite number is written as null (io/jsonfile.dumps_json): a timing read back as null is no cost
+    from safealign.eval.cost import cost_summary
+
+    record = AttemptRecord.from_json({**OLD_RECORD, "timings": {"generate_s": None}})
+    assert cost_summary([record])["seconds"] == 0.0

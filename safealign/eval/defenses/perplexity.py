@@ -10,6 +10,11 @@ without reaching the model. τ is either given or calibrated on benign prompts t
 false-positive rate: the smallest τ that rejects at most ``floor(fpr·n)`` of the n benign prompts
 (docs/defenses.md). Fluent attacks (PAIR, PAP, templates) pass by construction; that is the point of
 measuring it.
+
+Non-finite numbers: a prompt with an infinite log-perplexity (a token the scorer gives probability 0) or a
+NaN one (the scorer's logits overflowed) is always refused, whatever τ. τ itself must be finite: a given
+one that is not is a UserError, and so is calibration that cannot give one (a NaN calibration score, or
+more infinite calibration scores than the fpr allows to reject).
 """
 
 from __future__ import annotations
@@ -42,16 +47,28 @@ def calibrate_threshold(scores: Sequence[float], fpr: float) -> float:
         raise UserError("perplexity filter: no calibration prompts to set the threshold from")
     if not 0 <= fpr < 1:
         raise UserError(f"perplexity filter: fpr must be in [0, 1), got {fpr}")
+    nan = sum(math.isnan(s) for s in scores)
+    if nan:
+        raise UserError(f"perplexity filter: the scorer gave NaN log-perplexity for {nan} of {len(scores)} "
+                        "calibration prompts (overflowing logits? try dtype float32); no threshold can be set")
     ordered = sorted(scores)
     allowed = math.floor(fpr * len(ordered) + 1e-9)
-    return ordered[len(ordered) - allowed - 1]
+    tau = ordered[len(ordered) - allowed - 1]
+    if not math.isfinite(tau):
+        infinite = sum(not math.isfinite(s) for s in ordered)
+        raise UserError(f"perplexity filter: {infinite} of {len(ordered)} calibration prompts have infinite "
+                        f"log-perplexity, more than the {allowed} that fpr={fpr} allows to reject, so no finite "
+                        "threshold exists; check the calibration prompts and scorer, or set threshold")
+    return tau
 
 
 def window_score(nll: Sequence[float], window: int | None) -> float:
     """Mean NLL over all tokens, or the largest mean over ``window`` consecutive tokens (all tokens when
-    the prompt is shorter than the window)."""
+    the prompt is shorter than the window). Any infinite NLL makes it inf (NaN: NaN), whatever the window."""
     if not nll:
         return 0.0
+    if not all(math.isfinite(v) for v in nll):  # a running window sum would turn inf - inf into NaN
+        return math.nan if any(math.isnan(v) for v in nll) else math.inf
     if window is None or len(nll) <= window:
         return sum(nll) / len(nll)
     sums = [sum(nll[:window])]
@@ -129,6 +146,8 @@ class PerplexityFilter(Defense):
             raise UserError(f"defense 'perplexity_filter': window must be >= 1 tokens, got {config.window}")
         if not 0 <= config.fpr < 1:
             raise UserError(f"defense 'perplexity_filter': fpr must be in [0, 1), got {config.fpr}")
+        if config.threshold is not None and not math.isfinite(config.threshold):
+            raise UserError(f"defense 'perplexity_filter': threshold must be a finite number, got {config.threshold}")
         self.model: Any = None
         self.tokenizer: Any = None
         self.threshold: float | None = config.threshold
@@ -170,7 +189,7 @@ class PerplexityFilter(Defense):
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         scored = self.scored([c[last_user_index(c)]["content"] for c in conversations])
-        keep = [i for i, (s, _) in enumerate(scored) if s <= self.threshold]
+        keep = [i for i, (s, _) in enumerate(scored) if math.isfinite(s) and s <= self.threshold]
         completions = dict(zip(keep, inner.generate([conversations[i] for i in keep], params))) if keep else {}
         answers = []
         for i, (score, passes) in enumerate(scored):
@@ -178,7 +197,9 @@ class PerplexityFilter(Defense):
                 step = self.step("pass", [completions[i]], own_passes=passes, score=score)
                 answers.append(Answer(completions[i], step))
             else:
-                reason = f"log-perplexity {score:.3f} > threshold {self.threshold:.3f}"
+                reason = (f"log-perplexity {score:.3f} > threshold {self.threshold:.3f}" if math.isfinite(score)
+                          else f"log-perplexity {score} (not finite) is refused whatever the threshold "
+                          f"{self.threshold:.3f}")  # fmt: skip
                 answers.append(refusal_answer(self.step("refuse", own_passes=passes, score=score, refusal=reason)))
         return answers
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Optional, Sequence
 
@@ -150,7 +151,14 @@ class ClassifierJudge(Judge):
                             "local model (backend hf)")  # fmt: skip
         prompts = finetuned_prompts(tokenizer, behaviors, responses)
         scores = expected_grades(model, tokenizer, prompts, self.config.batch_size)
-        return [Verdict(self.name, s >= self.config.threshold, raw=f"score={s:.4f}", score=s) for s in scores]
+        return [self._graded_verdict(s) for s in scores]
+
+    def _graded_verdict(self, score: float) -> Verdict:
+        """Harmful when ``score >= threshold``; a NaN or infinite score (non-finite logits, e.g. an fp16
+        overflow) is unscored, as a failed classifier is, never counted as "not harmful"."""
+        if not math.isfinite(score):
+            return Verdict(self.name, None, error=f"classifier failed: non-finite score {score}", raw=f"score={score}")
+        return Verdict(self.name, score >= self.config.threshold, raw=f"score={score:.4f}", score=score)
 
     def score(self, behaviors: Sequence[Behavior], responses: Sequence[str]) -> list[Verdict]:
         responses = self.clip(responses)
