@@ -475,8 +475,10 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
     if unknown and recorded:
         raise UserError(f"metrics: {', '.join(unknown)} not recorded; the table has {', '.join(recorded)}")
     metrics = metrics or recorded
-    lines = [f"sweep {table['output_dir']} ({table.get('name', 'sweep')}): means over seeds {table['seeds']}; "
-             "95% intervals resample seeds and prompts, crossed (one prompt resample for every drawn seed)"]
+    lines = [f"sweep {table['output_dir']} ({table.get('name', 'sweep')}): means over the finished seeds of "
+             f"{table['seeds']} (each variant's own while some are missing: `cells`); a difference is over the seeds "
+             "both of its variants finished, 95% intervals resampling seeds and prompts, crossed (one prompt resample "
+             "for every drawn seed)"]
     if len(table["settings"]) == 1:
         return "\n".join(lines + _methods_blocks(table, table["settings"][0], metrics, markdown))
     header = ["setting", *table["variants"], *(f"{a} − {b} [95% hierarchical]" for a, b in table["compared"]), "cells"]
