@@ -31,7 +31,6 @@ from safealign.online.lagrange import Lagrangian, combine_advantages
 from safealign.online.prompts import step_prompts
 from safealign.online.rewards import Batch, Source, combine
 from safealign.online.rollout import PromptItem, completion_logps, decode, prompt_views, sample
-from safealign.train.reference import frozen_copy
 
 logger = logging.getLogger(__name__)
 
@@ -40,16 +39,16 @@ KEEP_CHECKPOINTS = 2
 
 
 class Reference:
-    """The KL anchor's weights: a separate model (``reference.model``, or a frozen copy of a policy that starts
-    from a trained LoRA adapter: online/run.py), the policy with its fresh LoRA adapter disabled, or (full
-    fine-tuning) a frozen copy of the starting policy. ``kind`` names it in the log and summary."""
+    """The KL anchor's weights: a separate frozen model, or the policy with its fresh LoRA adapter disabled.
+    Which one a run uses is :func:`~safealign.train.reference.separate_reference`'s choice (``reference.model``,
+    a frozen copy of a policy that starts from a trained adapter or is fully fine-tuned). ``kind`` names it in
+    the log and summary."""
 
     def __init__(self, policy: Any, separate: Any = None, kind: str | None = None) -> None:
+        if separate is None and not hasattr(policy, "disable_adapter"):
+            raise ValueError("a policy without a LoRA adapter needs a separate reference (separate_reference)")
         self.policy = policy
         self.kind = kind or ("separate model" if separate is not None else "policy with its LoRA adapter disabled")
-        if separate is None and not hasattr(policy, "disable_adapter"):
-            separate = frozen_copy(policy)
-            self.kind = "frozen copy of the starting policy"
         self.separate = separate
 
     @contextlib.contextmanager

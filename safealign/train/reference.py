@@ -122,6 +122,7 @@ def starts_from_trained_adapter(model: nn.Module) -> bool:
 
 
 TRAINED_ADAPTER_REFERENCE = "frozen copy of the starting policy with its trained LoRA adapter"
+FULL_FINE_TUNING_REFERENCE = "frozen copy of the starting policy"
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:
@@ -141,10 +142,11 @@ def load_reference_model(spec: str, policy: nn.Module, device: Any, *, trust_rem
 
 def separate_reference(spec: str | None, policy: nn.Module, device: Any, *,
                        trust_remote_code: bool) -> tuple[nn.Module | None, str | None]:  # fmt: skip
-    """(the separate frozen reference, what it is): ``spec`` (``reference.model``) loaded by
-    :func:`load_reference_model`; a frozen copy of the policy when it starts from a trained LoRA adapter
-    (disabling that adapter would anchor to the base model; docs/algorithms.md, "Which πref"); else (None,
-    None): the policy's own starting weights, its fresh adapter disabled."""
+    """The one place a live reference is chosen: (the separate frozen reference, what it is). ``spec``
+    (``reference.model``) loaded by :func:`load_reference_model`; a frozen copy of the policy when it starts from
+    a trained LoRA adapter (disabling that adapter would anchor to the base model; docs/algorithms.md, "Which
+    πref") or has no adapter at all (full fine-tuning: the copy is taken before training moves the policy); else
+    (None, None): the policy's own starting weights, its fresh adapter disabled, and no second copy."""
     if spec:
         return load_reference_model(spec, policy, device, trust_remote_code=trust_remote_code), None
     if starts_from_trained_adapter(policy):
@@ -152,6 +154,8 @@ def separate_reference(spec: str | None, policy: nn.Module, device: Any, *,
                     "that starting policy, adapter included (not its base model); set reference.model to choose "
                     "another")
         return frozen_copy(policy), TRAINED_ADAPTER_REFERENCE
+    if not _is_peft(policy):
+        return frozen_copy(policy), FULL_FINE_TUNING_REFERENCE
     return None, None
 
 

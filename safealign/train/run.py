@@ -92,12 +92,11 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
     is a frozen copy.
     """
     from safealign.train.reference import (
-        TRAINED_ADAPTER_REFERENCE,
         CachedReferenceCollator,
         LiveReference,
-        frozen_copy,
         load_or_compute_reference,
         load_reference_model,
+        separate_reference,
         starts_from_trained_adapter,
     )
 
@@ -129,10 +128,8 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
         what = "the starting policy with its trained LoRA adapter" if trained_adapter else None
         return collator, None, cache.describe() + (f" of {what}" if what else ""), stripped, cache.seconds
     what = None
-    if trained_adapter:
-        ref_model, what = frozen_copy(model), TRAINED_ADAPTER_REFERENCE
-    elif ref_model is None and not hasattr(model, "peft_config"):
-        ref_model = frozen_copy(model)  # full fine-tuning
+    if ref_model is None:  # a trained adapter's or a fully fine-tuned policy's frozen copy, or none (fresh adapter)
+        ref_model, what = separate_reference(None, model, device, trust_remote_code=config.trust_remote_code)
     live = LiveReference(ref_model, chunk_size=config.logps_chunk_size, impl=config.logps, what=what)
     return collate, live, live.describe(), encoded, 0.0
 

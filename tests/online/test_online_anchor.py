@@ -20,6 +20,7 @@ from safealign.online.config import OnlineConfig, SafeRLHFConfig, SourceConfig
 from safealign.online.rollout import PromptItem, prompt_views
 from safealign.online.run import run_online
 from safealign.online.trainer import OnlineTrainer, Reference
+from safealign.train.reference import separate_reference
 
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "train"
 TINY = ["max_steps=1", "prompts_per_step=2", "num_generations=2", "generation.max_new_tokens=6",
@@ -73,7 +74,8 @@ def safe_trainer(tmp_path, beta: float = 0.1) -> OnlineTrainer:
     config = OnlineConfig(model="tiny-random", num_generations=2, beta=beta, algorithm="rloo",
                           safe_rlhf=SafeRLHFConfig(enabled=True, cost=[SourceConfig()], threshold=0.5))
     model = tiny_model()
-    return OnlineTrainer(config, model, tiny_tokenizer(), Reference(model), [], [], [], tmp_path)
+    reference = Reference(model, *separate_reference(None, model, "cpu", trust_remote_code=False))
+    return OnlineTrainer(config, model, tiny_tokenizer(), reference, [], [], [], tmp_path)
 
 
 @pytest.mark.parametrize("lam", [None, 0.0, 1.0, 5.0])

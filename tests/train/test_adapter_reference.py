@@ -190,3 +190,21 @@ def test_a_live_reference_scores_without_dropout_like_the_cached_table():
     for _ in range(3):
         torch.testing.assert_close(live.logps(model, batch), cached[0].to(torch.float32), atol=1e-5, rtol=0)
     assert model.training
+
+
+def test_separate_reference_is_the_one_place_a_live_reference_is_chosen():
+    from safealign.models.tiny import tiny_model
+    from safealign.online.trainer import Reference
+    from safealign.train.objectives.trainer import FrozenReference
+    from safealign.train.reference import FULL_FINE_TUNING_REFERENCE, separate_reference
+
+    full = tiny_model()
+    copy, what = separate_reference(None, full, "cpu", trust_remote_code=False)
+    assert what == FULL_FINE_TUNING_REFERENCE and copy is not full
+    assert not any(p.requires_grad for p in copy.parameters())
+    with torch.no_grad():
+        next(full.parameters()).add_(1.0)  # training moves the policy; the copy keeps the starting weights
+    assert not torch.equal(next(full.parameters()), next(copy.parameters()))
+    for make in (Reference, FrozenReference):  # neither class makes a reference of its own any more
+        with pytest.raises(ValueError, match="separate_reference"):
+            make(full)

@@ -16,6 +16,7 @@ from safealign.train.objectives.circuit_breakers import coefficients, default_ta
 from safealign.train.objectives.data import sequences
 from safealign.train.objectives.refat import default_layers, project_out, refusal_directions
 from safealign.train.objectives.trainer import FrozenReference
+from safealign.train.reference import frozen_copy
 from train.lora_helpers import perturb_adapter
 
 
@@ -34,7 +35,10 @@ def _perturbed_lora(seed=1):
 
 
 def _context(model, step=0, total=10):
-    return ObjectiveContext(reference=FrozenReference(model), step=step, total_steps=total, rows={},
+    # a LoRA policy's reference here is its base (adapter disabled), also for the perturbed adapters these tests
+    # build; a full model's, its frozen copy
+    reference = FrozenReference(model, None if hasattr(model, "peft_config") else frozen_copy(model))
+    return ObjectiveContext(reference=reference, step=step, total_steps=total, rows={},
                             pad_token_id=tiny_tokenizer().pad_token_id)
 
 

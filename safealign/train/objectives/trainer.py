@@ -16,22 +16,22 @@ from transformers import Trainer
 
 from safealign.train.metrics import MetricWindow
 from safealign.train.objectives.base import Objective, ObjectiveContext
-from safealign.train.reference import adapter_disabled, frozen_copy
+from safealign.train.reference import adapter_disabled
 from safealign.train.trainer import AdapterSaveCallback, RunLog
 
 
 class FrozenReference:
     """The frozen starting model an objective compares against, run under no grad.
 
-    For a peft (LoRA) policy: the policy itself with its adapter disabled, so no second copy of the weights
-    exists. Otherwise a separate frozen model: ``model`` when given (``reference.model``, or a frozen copy of a
-    policy that starts from a trained adapter: objectives/run.py), else a deep copy of the policy taken before
-    training changes it. ``what`` names the reference in the run's log and summary.
+    ``model``: a separate frozen model, as :func:`~safealign.train.reference.separate_reference` chose it
+    (``reference.model``, or a frozen copy of a policy that starts from a trained adapter or is fully
+    fine-tuned); None: the policy itself with its fresh LoRA adapter disabled, so no second copy of the weights
+    exists. ``what`` names the reference in the run's log and summary.
     """
 
     def __init__(self, policy: nn.Module, model: nn.Module | None = None, what: str | None = None) -> None:
         if model is None and not hasattr(policy, "peft_config"):
-            model = frozen_copy(policy)
+            raise ValueError("a policy without a LoRA adapter needs a separate reference (separate_reference)")
         self.model = model.requires_grad_(False).eval() if model is not None else None
         self.what = what or ("the policy with its LoRA adapter disabled" if self.model is None else "a frozen copy")
 
