@@ -58,12 +58,14 @@ def _bootstrap(outcomes: Mapping[str, Mapping[str, bool | None]], attacks: Seque
 
 
 def format_aggregate(block: Mapping[str, Any]) -> list[str]:
-    """Console lines: one per judge, ``mean over N attacks (judge J): x [lo, hi]``."""
+    """Console lines: one per judge, ``mean over N attacks (judge J): x [lo, hi]`` (no interval when none was
+    recorded)."""
     lines = []
     for judge, agg in block.items():
         if agg.get("mean") is None:
             continue
-        lo, hi = agg.get("ci95") or (0.0, 1.0)
-        lines.append(f"mean over {agg['n_attacks']} attacks (judge {judge}): {agg['mean']:.3f} [{lo:.3f}, {hi:.3f}] "
-                     f"over {agg['n_behaviors']} behaviors")  # fmt: skip
+        ci = agg.get("ci95")  # none recorded: no interval shown, never a made-up one
+        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        lines.append(f"mean over {agg.get('n_attacks')} attacks (judge {judge}): {agg['mean']:.3f}{interval} "
+                     f"over {agg.get('n_behaviors')} behaviors")  # fmt: skip
     return lines

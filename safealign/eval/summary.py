@@ -163,8 +163,7 @@ def format_table(summary: EvalSummary) -> str:
     for attack, per_judge in summary.attacks.items():
         for judge, s in per_judge.items():
             asr = "-" if s.asr is None else f"{s.asr:.3f}"
-            lo, hi = s.ci95 or (0.0, 1.0)
-            ci = f"[{lo:.3f}, {hi:.3f}]"
+            ci = f"[{s.ci95[0]:.3f}, {s.ci95[1]:.3f}]" if s.ci95 else "-"  # none recorded: none made up
             lines.append(f"{attack:<18} {judge:<{width}} {asr:>6}  {ci:<15} {s.n:>5} {s.unscored:>8}")
     lines += format_aggregate(summary.mean_over_attacks)
     lines += _over_refusal_lines(summary.over_refusal)
@@ -177,12 +176,14 @@ def _over_refusal_lines(block: dict[str, Any]) -> list[str]:
     if not block:
         return []
 
-    def rate(r: dict[str, Any]) -> str:
-        lo, hi = r.get("ci95") or (0.0, 1.0)
-        return "-" if r.get("rate") is None else f"{r['rate']:.3f} [{lo:.3f}, {hi:.3f}] n={r.get('n')}"
+    def rate(r: dict[str, Any] | None) -> str:
+        if not r or r.get("rate") is None:
+            return "-"
+        ci = r.get("ci95")
+        return f"{r['rate']:.3f}{f' [{ci[0]:.3f}, {ci[1]:.3f}]' if ci else ''} n={r.get('n')}"
 
-    lines = [f"over-refusal ({block.get('judge')}): {rate(block['refusal_rate']['all'])}"]
+    lines = [f"over-refusal ({block.get('judge')}): {rate((block.get('refusal_rate') or {}).get('all'))}"]
     if "contrast" in block:
-        pair = block["contrast"]
-        lines.append(f"XSTest refusal: safe {rate(pair['safe'])} / unsafe {rate(pair['unsafe'])}")
+        pair = block["contrast"] or {}
+        lines.append(f"XSTest refusal: safe {rate(pair.get('safe'))} / unsafe {rate(pair.get('unsafe'))}")
     return lines

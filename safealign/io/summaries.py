@@ -1,28 +1,165 @@
 """Typed summaries of a run: jailbreak evaluation, over-refusal, MT-Bench, paired comparison, demo.
 
 Same rules as :mod:`safealign.io.records` (``schema_version``; missing fields default; unknown keys
-kept in ``extra``). Each summary leaves room for the model that ran (``model_identity``) and the run
-directory's fingerprint (``run_fingerprint``); both are None until a run records them.
+kept in ``extra``). A value of the wrong shape (a list where an object belongs, text where a number does,
+also inside the free-form blocks as far as their readers use them) is a UserError naming the file and
+field. Each summary leaves room for the model that ran (``model_identity``) and the run directory's
+fingerprint (``run_fingerprint``); both are None until a run records them.
 """
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 
+from safealign.errors import UserError
 from safealign.io.records import SCHEMA_VERSION, AsrStats, ci_json, ci_pair, from_fields, to_fields
 
+T = TypeVar("T")
 
-def _each(convert: Callable[[Any], Any], depth: int = 1) -> Callable[[Any], Any]:
-    """Apply ``convert`` to the values of a JSON object nested ``depth`` levels deep."""
+# Reading: a reader turns the JSON value found at ``where`` ("<file>: field attacks.direct") into its typed
+# form, or raises a UserError naming that place when the value has the wrong shape, so a hand-edited or
+# damaged summary is reported where it is read instead of failing whoever uses the value later.
+Read = Callable[[Any, str], Any]
+
+
+def _kind(value: Any) -> str:
+    """The JSON name of a value's type, for error messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    kinds = ((str, "a string"), (numbers.Real, "a number"), (Mapping, "an object"), ((list, tuple), "an array"))
+    return next((name for kind, name in kinds if isinstance(value, kind)), type(value).__name__)
+
+
+def _wrong(where: str, expected: str, value: Any) -> UserError:
+    return UserError(f"{where}: expected {expected}, got {_kind(value)}")
+
+
+def _any(value: Any, where: str) -> Any:
+    return value
+
+
+def _object(read: Read = _any) -> Read:
+    """A JSON object whose values are read by ``read``."""
+
+    def read_object(value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise _wrong(where, "a JSON object", value)
+        return {str(k): read(v, f"{where}.{k}") for k, v in value.items()}
+
+    return read_object
+
+
+def _each(read: Read, depth: int = 1) -> Read:
+    """JSON objects nested ``depth`` levels deep whose innermost values are read by ``read``; a value on the
+    way that is not an object is a UserError naming the file and field."""
+    for _ in range(depth):
+        read = _object(read)
+    return read
+
+
+def _fields(required: Mapping[str, Read] | None = None, optional: Mapping[str, Read] | None = None) -> Read:
+    """A JSON object whose ``required`` and (when present) ``optional`` keys are read; other keys are kept."""
+    readers = {**(required or {}), **(optional or {})}
+
+    def read_fields(value: Any, where: str) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise _wrong(where, "a JSON object", value)
+        missing = [k for k in required or {} if k not in value]
+        if missing:
+            raise UserError(f"{where}: missing field(s) {', '.join(missing)}")
+        return {str(k): readers[k](v, f"{where}.{k}") if k in readers else v for k, v in value.items()}
+
+    return read_fields
+
+
+def _optional(read: Read) -> Read:
+    """``read``, or null."""
+    return lambda value, where: None if value is None else read(value, where)
+
+
+def _list(read: Read = _any) -> Read:
+    """A JSON array whose items are read by ``read``."""
+
+    def read_list(value: Any, where: str) -> list[Any]:
+        if not isinstance(value, (list, tuple)):
+            raise _wrong(where, "a JSON array", value)
+        return [read(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+    return read_list
+
+
+def _number(value: Any, where: str) -> int | float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _wrong(where, "a number", value)
+    return int(value) if isinstance(value, numbers.Integral) else float(value)
+
+
+def _count(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise _wrong(where, "a whole number", value)
+    return int(value)
+
+
+def _interval(value: Any, where: str) -> list[int | float]:
+    """A ``[low, high]`` pair of numbers, kept as the JSON list it is."""
+    if not isinstance(value, (list, tuple)):
+        raise _wrong(where, "a [low, high] pair of numbers", value)
+    if len(value) != 2:
+        raise UserError(f"{where}: expected a [low, high] pair of numbers, got {len(value)} value(s)")
+    return [_number(v, f"{where}[{i}]") for i, v in enumerate(value)]
+
+
+def _ci(value: Any, where: str) -> tuple[float, float] | None:
+    return ci_pair(value)  # lenient as ever: anything but a pair of numbers is "no interval"
+
+
+def _field(where: str, name: str) -> str:
+    """Where field ``name`` of the object at ``where`` is: ``<file>: field <name>``, or one level deeper
+    (``<file>: field comparison.metrics.direct_asr.rate_a``)."""
+    return f"{where}.{name}" if ": field " in where else f"{where}: field {name}"
+
+
+def _read_fields(cls: type[T], data: Any, where: str, **read: Read) -> T:
+    """:func:`from_fields` of ``data`` with each present field ``name`` first read by ``read[name]`` at
+    ``_field(where, name)``."""
+    if isinstance(data, Mapping):
+        data = {**data, **{name: r(data[name], _field(where, name)) for name, r in read.items() if name in data}}
+    return from_fields(cls, data, where)
+
+
+def _json_each(convert: Callable[[Any], Any], depth: int = 1) -> Callable[[Any], Any]:
+    """Writing: ``convert`` applied to the values of a typed mapping nested ``depth`` levels deep."""
     if depth == 0:
         return convert
-    inner = _each(convert, depth - 1)
-    return lambda d: {str(k): inner(v) for k, v in d.items()} if isinstance(d, Mapping) else d
+    inner = _json_each(convert, depth - 1)
+    return lambda d: {str(k): inner(v) for k, v in d.items()}
 
 
 def _to_json(value: Any) -> Any:
     return value.to_json()
+
+
+# The shapes of EvalSummary's free-form blocks, as far as their readers (the report, the console table) use
+# them; the writers named beside each field of EvalSummary write more.
+_RATE = _fields(optional={"rate": _optional(_number), "ci95": _optional(_interval)})
+_AGREEMENT = _fields(required={"n": _count, "a_only": _count, "b_only": _count,
+                               "agreement": _fields(required={"value": _optional(_number)},
+                                                    optional={"low": _optional(_number), "high": _optional(_number)})},
+                     optional={"kappa": _optional(_number)})  # fmt: skip
+_ASR_AT_N = _fields(optional={
+    "overall": _optional(_list(_fields(required={"n": _number, "asr": _number}))),
+    "fit": _optional(_fields(optional={
+        "fit_range": _optional(_interval),
+        "forecast": _optional(_object(_optional(_fields(optional={"n": _optional(_number)})))),
+    })),
+})  # fmt: skip
+_AGGREGATE = _fields(optional={"mean": _optional(_number), "ci95": _optional(_interval),
+                               "n_attacks": _optional(_count), "n_behaviors": _optional(_count),
+                               "per_attack": _object(_optional(_number))})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -69,14 +206,20 @@ class EvalSummary:
         return self.attacks.get(attack, {}).get(judge)
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, attacks=_each(_to_json, 2), by_category=_each(_to_json, 3),
-                         by_attempt=_each(_to_json, 3))
+        return to_fields(self, attacks=_json_each(_to_json, 2), by_category=_json_each(_to_json, 3),
+                         by_attempt=_json_each(_to_json, 3))
 
     @classmethod
     def from_json(cls, data: Any, where: str = "evaluation summary") -> EvalSummary:
-        stats = lambda d: AsrStats.from_json(d, where)  # noqa: E731
-        return from_fields(cls, data, where, attacks=_each(stats, 2), by_category=_each(stats, 3),
-                           by_attempt=_each(stats, 3))
+        stats = AsrStats.from_json
+        return _read_fields(
+            cls, data, where, attacks=_each(stats, 2), by_category=_each(stats, 3), by_attempt=_each(stats, 3),
+            missing=_object(), judges=_object(), model_identity=_optional(_object()),
+            input_bounds=_fields(optional={"skipped": _count, "truncated": _count}), prefill_check=_each(_count, 2),
+            judge_agreement=_each(_AGREEMENT, 2), asr_at_n=_each(_ASR_AT_N, 2), benchmark=_object(),
+            over_refusal=_fields(optional={"refusal_rate": _object(_RATE), "contrast": _object(_RATE)}),
+            mean_over_attacks=_object(_AGGREGATE), defenses=_list(_object()), cost=_object(),
+        )
 
 
 @dataclass(frozen=True)
@@ -134,11 +277,12 @@ class OverRefusalSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, refusal_rate=_each(_to_json))
+        return to_fields(self, refusal_rate=_json_each(_to_json))
 
     @classmethod
     def from_json(cls, data: Any, where: str = "over-refusal summary") -> OverRefusalSummary:
-        return from_fields(cls, data, where, refusal_rate=_each(lambda d: RateStats.from_json(d, where)))
+        return _read_fields(cls, data, where, refusal_rate=_each(RateStats.from_json),
+                            model_identity=_optional(_object()))
 
 
 @dataclass(frozen=True)
@@ -153,11 +297,11 @@ class QualitySummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, flags=_each(_to_json))
+        return to_fields(self, flags=_json_each(_to_json))
 
     @classmethod
     def from_json(cls, data: Any, where: str = "quality summary") -> QualitySummary:
-        return from_fields(cls, data, where, flags=_each(lambda d: RateStats.from_json(d, where)))
+        return _read_fields(cls, data, where, flags=_each(RateStats.from_json), rules=_object())
 
 
 @dataclass(frozen=True)
@@ -179,8 +323,8 @@ class RetentionSummary:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "retention summary") -> RetentionSummary:
-        score = lambda d: ScoreStats.from_json(d, where)  # noqa: E731
-        return from_fields(cls, data, where, base_answers=score, trained_answers=score)
+        score = _optional(ScoreStats.from_json)
+        return _read_fields(cls, data, where, base_answers=score, trained_answers=score)
 
 
 @dataclass(frozen=True)
@@ -201,7 +345,7 @@ class PairwiseSummary:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "pairwise summary") -> PairwiseSummary:
-        return from_fields(cls, data, where, win_rate=lambda d: ScoreStats.from_json(d, where))
+        return _read_fields(cls, data, where, win_rate=_optional(ScoreStats.from_json))
 
 
 @dataclass(frozen=True)
@@ -220,12 +364,13 @@ class MTBenchSummary:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, overall=_to_json, by_turn=_each(_to_json), by_category=_each(_to_json))
+        return to_fields(self, overall=_to_json, by_turn=_json_each(_to_json), by_category=_json_each(_to_json))
 
     @classmethod
     def from_json(cls, data: Any, where: str = "MT-Bench summary") -> MTBenchSummary:
-        score = lambda d: ScoreStats.from_json(d, where)  # noqa: E731
-        return from_fields(cls, data, where, overall=score, by_turn=_each(score), by_category=_each(score))
+        score = ScoreStats.from_json
+        return _read_fields(cls, data, where, overall=_optional(score), by_turn=_each(score),
+                            by_category=_each(score), model_identity=_optional(_object()))
 
 
 @dataclass(frozen=True)
@@ -271,7 +416,9 @@ class PairedDifference:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "paired difference") -> PairedDifference:
-        return from_fields(cls, data, where, ci95=ci_pair)
+        rate = lambda value, at: float(_number(value, at))  # noqa: E731
+        return _read_fields(cls, data, where, diff=rate, rate_a=rate, rate_b=rate, ci95=_ci, per_seed=_object(),
+                            n_prompts=_count, seeds=_count, only_a=_number, only_b=_number)
 
 
 @dataclass(frozen=True)
@@ -284,11 +431,11 @@ class Comparison:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, metrics=_each(_to_json))
+        return to_fields(self, metrics=_json_each(_to_json))
 
     @classmethod
     def from_json(cls, data: Any, where: str = "comparison") -> Comparison:
-        return from_fields(cls, data, where, metrics=_each(lambda d: PairedDifference.from_json(d, where)))
+        return _read_fields(cls, data, where, metrics=_each(PairedDifference.from_json))
 
 
 Figures = dict[str, Figure]
@@ -336,8 +483,8 @@ class DemoSummary:
         return {**({"before": self.before} if self.before else {}), **after}
 
     def to_json(self) -> dict[str, Any]:
-        figures = _each(_to_json)
-        after = figures(next(iter(self.after.values()))) if len(self.after) == 1 else _each(figures)(self.after)
+        figures = _json_each(_to_json)
+        after = figures(next(iter(self.after.values()))) if len(self.after) == 1 else _json_each(figures)(self.after)
         out = {**to_fields(self, before=figures, comparison=_to_json,
                            comparisons=lambda cs: [c.to_json() for c in cs]), "after": after}
         if self.comparison is None:
@@ -349,12 +496,13 @@ class DemoSummary:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "demo summary") -> DemoSummary:
-        figures = _each(lambda d: Figure.from_json(d, where))
+        figures = _each(Figure.from_json)
         after = data.get("after") if isinstance(data, Mapping) else None
         if isinstance(after, Mapping):
             stages = {k: v for k, v in after.items() if isinstance(v, Mapping)}
             after = {"after": after} if is_figures(after) else stages
             data = {**data, "after": after}
-        return from_fields(cls, data, where, before=figures, after=_each(figures),
-                           comparison=lambda d: Comparison.from_json(d, where),
-                           comparisons=lambda cs: [Comparison.from_json(c, where) for c in cs])
+        return _read_fields(cls, data, where, before=figures, after=_each(figures),
+                            comparison=_optional(Comparison.from_json), comparisons=_list(Comparison.from_json),
+                            methods=_object(), model_identity=_optional(_object()),
+                            trained_identity=_object())

@@ -7,6 +7,7 @@ here once, so the HTML and markdown reports show the same values.
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Sequence, Union
@@ -20,7 +21,7 @@ from safealign.eval.helpfulness.quality import RULES as QUALITY_RULES
 from safealign.report.defenses import COST_NOTE as DEFENSE_COST_NOTE
 from safealign.report.defenses import defense_rows
 from safealign.report.helpfulness import flagged_examples, retention_rows
-from safealign.report.load import RunData
+from safealign.report.load import RunData, jailbreak_dir, relative
 from safealign.report.models import CAPTION as MODELS_CAPTION
 from safealign.report.models import COLUMNS as MODELS_COLUMNS
 from safealign.report.models import identity_rows
@@ -41,6 +42,8 @@ MTBENCH_NOTE = ("Single-answer grading, 1–10 per assistant turn; unparseable j
                 "never guessed). Interval: mean ± 1.96·sd/√n.")  # fmt: skip
 MTBENCH_FORMATS = {"fastchat": "FastChat's MT-Bench judge prompts and rating parser (docs/judges.md)",
                    "project": "the project's grading prompt, rating parsed strictly from 'Rating: [[N]]'"}
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -329,9 +332,9 @@ def _aggregate_tables(data: RunData) -> list[Block]:
         for judge, agg in block.items():
             if agg.get("mean") is None:
                 continue
-            lo, hi = agg.get("ci95") or (0.0, 1.0)
+            ci = agg.get("ci95")  # none recorded: no interval to show, never a made-up one
             rows.append((stage.name, judge, str(agg.get("n_attacks")), f"{100 * agg['mean']:.1f}%",
-                         f"[{100 * lo:.1f}, {100 * hi:.1f}]", str(agg.get("n_behaviors"))))  # fmt: skip
+                         f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "—", str(agg.get("n_behaviors"))))
     if not rows:
         return []
     headers = ("stage", "judge", "attacks", "mean ASR over attacks", "95% CI (bootstrap over behaviors)", "behaviors")
@@ -367,7 +370,10 @@ def _forecast_cells(fit: dict) -> tuple[str, ...]:
     for target in FORECAST_TARGETS:  # the keys eval.asr_at_n writes: str(target)
         f = (fit.get("forecast") or {}).get(str(target)) or {}
         n = f.get("n")
-        cells.append("-" if n is None else f"{n:,.1f}" + (" (extrapolated)" if f.get("extrapolated") else ""))
+        if n is None:  # why there is no number: not growing with N, beyond float range, or already reached
+            cells.append(str(f.get("reason") or "-"))
+        else:
+            cells.append(f"{n:,.1f}" + (" (extrapolated)" if f.get("extrapolated") else ""))
     return (f"{lo}..{hi}", *cells)
 
 
@@ -387,7 +393,8 @@ def _judge_agreement_tables(data: RunData) -> list[Block]:
             for pair, agree in pairs.items():
                 a, _, b = pair.partition("|")
                 kappa, rate = agree.get("kappa"), agree["agreement"]
-                ci95 = (rate["low"], rate["high"]) if rate.get("low") is not None else None
+                low, high = rate.get("low"), rate.get("high")
+                ci95 = (low, high) if low is not None and high is not None else None
                 asr_a, asr_b = (fmt(as_metric(summary.stats(scope, j), "asr")) for j in (a, b))
                 rows.append((name, a, asr_a, b, asr_b, fmt(Metric(rate["value"], ci95, agree["n"])),
                              "—" if kappa is None else f"{kappa:.2f}", f"{agree['a_only']} / {agree['b_only']}"))
@@ -428,37 +435,82 @@ def _configs(data: RunData) -> Section | None:
 
 def _missing(data: RunData) -> Section | None:
     blocks: list[Block] = [Para(f"Not found: {m}", "warn") for m in data.missing]
-    blocks += [Para(p, "warn") for p in data.problems]
+    blocks += [Para(p, "warn") for p in dict.fromkeys(data.problems)]  # a file read twice is named once
     return Section("Missing or unreadable pieces", "missing", blocks) if blocks else None
 
 
+def _guarded(title: str, anchor: str, files: Callable[[], list[str]],
+             build: Callable[[], Section | list[Section | None] | None]) -> list[Section | None]:
+    """The section(s) ``build`` makes; when it fails on data it did not expect (a hand-edited file, or one from
+    another version, that reading did not catch), a section saying so and naming ``files()``, so the rest of
+    the report still renders. The failure is logged with its traceback: it may as well be a bug here."""
+    try:
+        built = build()
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:
+        named = ", ".join(files()) or "the run directory"
+        logger.error("report section %r could not be built from %s", title, named, exc_info=exc)
+        return [Section(title, anchor, [Para(f"This section could not be built from {named} ({type(exc).__name__}: "
+                                             f"{exc}); the file's content is not what this version expects.",
+                                             "warn")])]  # fmt: skip
+    return built if isinstance(built, list) else [built]
+
+
+def _unique_anchors(sections: list[Section]) -> list[Section]:
+    """Every section's anchor made unique (``comparison``, ``comparison-2``, ...), so each link finds its section."""
+    seen: set[str] = set()
+    for section in sections:
+        anchor, n = section.anchor, 1
+        while anchor in seen:
+            n += 1
+            anchor = f"{section.anchor}-{n}"
+        seen.add(anchor)
+        section.anchor = anchor
+    return sections
+
+
 def build_document(data: RunData, *, with_plots: bool = True) -> Document:
-    helpfulness_judge = next((s.mtbench.judge for s in data.stages if s.mtbench), None)
-    mt_format = next((s.mtbench.extra.get("judge_format", "project") for s in data.stages if s.mtbench), "project")
-    overrefusal_judge = next((s.overrefusal.judge for s in data.stages if s.overrefusal), None)
     from safealign.report.sweep import sweep_sections
+
+    root = data.root
+    top = lambda: ["summary.json"]  # noqa: E731
+    jailbreak = lambda: [relative(jailbreak_dir(s.path) / "summary.json", root) for s in data.stages]  # noqa: E731
+    helpfulness = lambda: [relative(s.path / "helpfulness", root) + "/" for s in data.stages]  # noqa: E731
+    training = lambda: [relative(t.path, root) + "/" for t in data.trainings]  # noqa: E731
+
+    def per_stage(getter: Callable, title: str, anchor: str, note: Callable[[], str], **kwargs: Any) -> list:
+        return _guarded(title, anchor, helpfulness,
+                        lambda: _per_stage(data, getter, title, anchor, note(), with_plots=with_plots, **kwargs))
+
+    def overrefusal_note() -> str:
+        judge = next((s.overrefusal.judge for s in data.stages if s.overrefusal), None)
+        return f"Judge: {judge or 'not recorded'}. {OVERREFUSAL_NOTE}"
+
+    def mtbench_note() -> str:
+        judge = next((s.mtbench.judge for s in data.stages if s.mtbench), None)
+        form = next((s.mtbench.extra.get("judge_format", "project") for s in data.stages if s.mtbench), "project")
+        return f"Judge model: {judge or 'not recorded'}; {MTBENCH_FORMATS.get(form, form)}. {MTBENCH_NOTE}"
 
     sections: Sequence[Section | None] = [
         *sweep_sections(data.sweep_tables, with_plots=with_plots),
-        _headline(data),
-        *_comparisons(data),
-        _defenses(data, with_plots),
-        _models(data),
-        _jailbreak(data, with_plots),
-        _per_stage(data, refusal_rates, "Over-refusal", "overrefusal",
-                   f"Judge: {overrefusal_judge or 'not recorded'}. {OVERREFUSAL_NOTE}", percent=True,
-                   ylabel="refusal rate on benign prompts (%)", ylim=(0, 100), with_plots=with_plots),
-        _answers(data),
-        _per_stage(data, mtbench_scores, "Helpfulness (MT-Bench-style)", "mtbench",
-                   f"Judge model: {helpfulness_judge or 'not recorded'}; {MTBENCH_FORMATS.get(mt_format, mt_format)}. "
-                   f"{MTBENCH_NOTE}", percent=False,
-                   ylabel="mean rating (1–10)", ylim=(0, 10.5), with_plots=with_plots),
-        _training(data, with_plots),
-        _entanglement(data, with_plots),
-        _examples(data),
+        *_guarded("Before / after", "summary", top, lambda: _headline(data)),
+        *_guarded("Paired comparison", "comparison", top, lambda: _comparisons(data)),
+        *_guarded("Defenses: safety, helpfulness and cost", "defenses", lambda: [*jailbreak(), *helpfulness()],
+                  lambda: _defenses(data, with_plots)),
+        *_guarded("Models", "models", lambda: [*top(), *training(), *jailbreak()], lambda: _models(data)),
+        *_guarded("Jailbreak attacks", "asr", jailbreak, lambda: _jailbreak(data, with_plots)),
+        *per_stage(refusal_rates, "Over-refusal", "overrefusal", overrefusal_note, percent=True,
+                   ylabel="refusal rate on benign prompts (%)", ylim=(0, 100)),
+        *_guarded("Benign answers beyond refusal", "answers", helpfulness, lambda: _answers(data)),
+        *per_stage(mtbench_scores, "Helpfulness (MT-Bench-style)", "mtbench", mtbench_note, percent=False,
+                   ylabel="mean rating (1–10)", ylim=(0, 10.5)),
+        *_guarded("Training", "training", training, lambda: _training(data, with_plots)),
+        *_guarded("Gradient entanglement", "entanglement", training, lambda: _entanglement(data, with_plots)),
+        *_guarded("Example completions", "examples",
+                  lambda: [relative(jailbreak_dir(s.path) / "records.jsonl", root) for s in data.stages],
+                  lambda: _examples(data)),
         _configs(data),
         _missing(data),
     ]  # fmt: skip
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     subtitle = f"{data.kind} run · {data.root} · generated {stamp}"
-    return Document(f"safealign report — {data.root.name}", subtitle, [s for s in sections if s])
+    return Document(f"safealign report — {data.root.name}", subtitle, _unique_anchors([s for s in sections if s]))

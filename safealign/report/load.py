@@ -64,13 +64,16 @@ class RunData:
 def _read_json(path: Path, data: RunData, *, required: bool = False) -> Any:
     if not path.is_file():
         if required:
-            data.missing.append(_rel(path, data.root))
+            data.missing.append(relative(path, data.root))
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        data.problems.append(f"{_rel(path, data.root)}: unreadable JSON ({exc})")
+        data.problems.append(f"{relative(path, data.root)}: unreadable JSON ({exc})")
         return None
+    if value is None:
+        data.problems.append(f"{relative(path, data.root)}: holds null, not a JSON object")
+    return value
 
 
 def read_run_rows(path: Path, data: RunData) -> list[dict[str, Any]]:
@@ -87,7 +90,7 @@ def _read_numbered(path: Path, data: RunData) -> list[tuple[int, dict[str, Any]]
     notes += ["a cut-off last line (interrupted write?)"] if read.cut_off else []
     if notes:
         count = len(read.skipped) + read.cut_off
-        data.problems.append(f"{_rel(path, data.root)}: skipped {count} unreadable line(s): {'; '.join(notes)}")
+        data.problems.append(f"{relative(path, data.root)}: skipped {count} unreadable line(s): {'; '.join(notes)}")
     return read.numbered()
 
 
@@ -95,10 +98,15 @@ def _typed(kind: type[T], value: Any, path: Path, data: RunData, where: str = ""
     """``kind.from_json(value)``, or None (noted in ``data.problems``) when it does not fit."""
     if value is None:
         return None
+    at = relative(path, data.root) + where
     try:
-        return kind.from_json(value, _rel(path, data.root) + where)  # type: ignore[attr-defined]
+        return kind.from_json(value, at)  # type: ignore[attr-defined]
     except UserError as exc:
         data.problems.append(str(exc))
+        return None
+    except (AttributeError, KeyError, IndexError, TypeError, ValueError) as exc:  # from_json missed a wrong shape
+        logger.error("%s: reading it as %s failed", at, kind.__name__, exc_info=exc)
+        data.problems.append(f"{at}: not a {kind.__name__} this version can read ({type(exc).__name__}: {exc})")
         return None
 
 
@@ -109,7 +117,8 @@ def _records(path: Path, data: RunData) -> list[AttemptRecord]:
     return latest_per_key(r for r in typed if r is not None)
 
 
-def _rel(path: Path, root: Path) -> str:
+def relative(path: Path, root: Path) -> str:
+    """``path`` as the report names it: relative to the run directory when inside it."""
     try:
         return str(path.relative_to(root))
     except ValueError:
@@ -119,34 +128,42 @@ def _rel(path: Path, root: Path) -> str:
 def _load_training(name: str, path: Path, data: RunData) -> TrainingRun:
     metrics = read_run_rows(path / "metrics.jsonl", data)
     if not metrics:
-        data.missing.append(_rel(path / "metrics.jsonl", data.root))
+        data.missing.append(relative(path / "metrics.jsonl", data.root))
     files = {}
     for file in sorted((path / "diagnostics").glob("*.json")):
         value = _read_json(file, data)
         if value is not None:
             files[file.name] = value
-    return TrainingRun(
-        name=name, path=path, metrics=metrics, summary=_read_json(path / "train_summary.json", data, required=True),
-        diagnostics=read_run_rows(path / "diagnostics.jsonl", data), diagnostic_files=files,
-    )
+    summary = _read_json(path / "train_summary.json", data, required=True)
+    if summary is not None and not isinstance(summary, dict):
+        data.problems.append(f"{relative(path / 'train_summary.json', data.root)}: expected a JSON object, "
+                             f"got {type(summary).__name__}")  # fmt: skip
+        summary = None
+    return TrainingRun(name=name, path=path, metrics=metrics, summary=summary,
+                       diagnostics=read_run_rows(path / "diagnostics.jsonl", data), diagnostic_files=files)
 
 
 def _find(path: Path, *candidates: str) -> Path | None:
     return next((path / c for c in candidates if (path / c).is_file()), None)
 
 
+def jailbreak_dir(stage: Path) -> Path:
+    """Where an evaluated model's jailbreak evaluation lies: ``<stage>/jailbreak/`` (a demo) or the stage itself."""
+    return stage / "jailbreak" if (stage / "jailbreak").is_dir() else stage
+
+
 def _load_stage(name: str, path: Path, data: RunData) -> Stage:
-    jb = path / "jailbreak" if (path / "jailbreak").is_dir() else path
+    jb = jailbreak_dir(path)
     help_dir = path / "helpfulness"
     over = _find(help_dir, "overrefusal/summary.json", "overrefusal_summary.json")
     mt = _find(help_dir, "mtbench/summary.json", "mtbench_summary.json")
     jb_summary = _typed(EvalSummary, _read_json(jb / "summary.json", data), jb / "summary.json", data)
     records = _records(jb / "records.jsonl", data)
-    if jb_summary is None and not records:
-        data.missing.append(f"{_rel(jb, data.root)}/summary.json (jailbreak evaluation)")
+    if jb_summary is None and not records and not (jb / "summary.json").is_file():  # else: a problem, noted
+        data.missing.append(f"{relative(jb, data.root)}/summary.json (jailbreak evaluation)")
     for label, found in (("over-refusal", over), ("MT-Bench", mt)):
         if found is None:
-            data.missing.append(f"{_rel(help_dir, data.root)}/ ({label} results)")
+            data.missing.append(f"{relative(help_dir, data.root)}/ ({label} results)")
     return Stage(
         name=name, path=path, jailbreak_summary=jb_summary, jailbreak_records=records,
         overrefusal=_typed(OverRefusalSummary, _read_json(over, data), over, data) if over else None,
@@ -162,8 +179,8 @@ def _collect_configs(data: RunData) -> None:
             try:
                 yaml.safe_load(text)
             except yaml.YAMLError as exc:
-                data.problems.append(f"{_rel(path, data.root)}: not valid YAML ({exc.__class__.__name__})")
-            data.configs[_rel(path, data.root)] = text
+                data.problems.append(f"{relative(path, data.root)}: not valid YAML ({exc.__class__.__name__})")
+            data.configs[relative(path, data.root)] = text
 
 
 def _stage_order(root: Path, summary: DemoSummary | None) -> list[str]:
@@ -186,13 +203,16 @@ def load_run(root: str | Path) -> RunData:
             if isinstance(table, dict) and isinstance(table.get("settings"), list):
                 data.sweep_tables[path.stem] = table
             else:
-                data.problems.append(f"{_rel(path, root)}: not a sweep table")
+                data.problems.append(f"{relative(path, root)}: not a sweep table")
         if not data.sweep_tables:
             data.missing.append("tables/*.json (run the sweep, or `safealign sweep GRID --table` to see progress)")
     elif isinstance(top, dict) and top.get("kind") == "defense_comparison":  # safealign defenses: eval/<method>/
         data.kind = "defenses"
-        data.stages += [_load_stage(n, root / "eval" / n, data) for n in top.get("methods", {})
-                        if (root / "eval" / n).is_dir()]  # fmt: skip
+        methods = top.get("methods", {})
+        if not isinstance(methods, (dict, list)) or not all(isinstance(n, str) for n in methods):
+            data.problems.append("summary.json: field methods: expected an object keyed by method name")
+            methods = {}
+        data.stages += [_load_stage(n, root / "eval" / n, data) for n in methods if (root / "eval" / n).is_dir()]
     elif isinstance(top, dict) and ("before" in top or "after" in top):
         data.kind, data.demo_summary = "demo", _typed(DemoSummary, top, root / "summary.json", data)
     elif (root / "metrics.jsonl").is_file() or (root / "train_summary.json").is_file():

@@ -26,9 +26,13 @@ def difference(compared: dict[str, Any] | None) -> str:
 
 
 def render(rows: list[list[str]], markdown: bool = False) -> list[str]:
-    """Rows (the first is the header) as a markdown table or as aligned console columns."""
+    """Rows (the first is the header) as a markdown table or as aligned console columns. Markdown cells are
+    escaped (a setting or variant name may hold ``|`` or a newline); numbers come out as they are."""
     if markdown:
-        out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
-        return out + ["| " + " | ".join(r) + " |" for r in rows[1:]]
+        from safealign.report.markdown import md_escape  # here: the console path needs none of the report
+
+        cells = [[md_escape(c) for c in r] for r in rows]
+        out = ["| " + " | ".join(cells[0]) + " |", "|" + "---|" * len(cells[0])]
+        return out + ["| " + " | ".join(r) + " |" for r in cells[1:]]
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
     return ["".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]

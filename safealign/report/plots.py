@@ -24,7 +24,10 @@ TRAIN_PANELS = (
 
 
 def _label(text: object) -> str:
-    return str(text).replace("$", r"\$")
+    """``text`` shown as itself: ``$`` escaped, and a zero-width space before a leading ``_``, as matplotlib
+    leaves labels starting with ``_`` out of the legend."""
+    text = str(text).replace("$", r"\$")
+    return "\u200b" + text if text.startswith("_") else text
 
 
 def _png(fig: Figure) -> bytes:

@@ -231,3 +231,18 @@ def test_paired_comparison_shows_rates_in_percent_and_the_margin_in_nats():
     assert rows["direct asr@cls"][:2] == ("0.0%", "50.0%")
     lo, hi = margin.ci95
     assert rows["heldout refusal margin"] == ("2.50", "0.97", f"+1.53 [{lo:+.2f}, {hi:+.2f}]")
+
+
+def test_report_is_written_when_a_record_holds_a_lone_surrogate(tmp_path):
+    """A behaviors file or a remote model's answer may hold "\\ud83d" alone: UTF-8 cannot encode it, so the
+    report shows U+FFFD in its place instead of failing."""
+    run = tmp_path / "eval-only"
+    run.mkdir()
+    text = json.loads('"Sure \\ud83d and \\ud83d\\ude00"')
+    records = [{"behavior_id": f"b{i}", "attack": "direct", "attempt_id": "0",
+                "messages": [{"role": "user", "content": "x"}], "completion": {"text": text, "error": None},
+                "verdicts": {"refusal": {"harmful": True, "error": None}}} for i in range(2)]  # fmt: skip
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    html, md = build_report(run)
+    assert "Sure \ufffd and \U0001f600" in md.read_text(encoding="utf-8")
+    assert "\ufffd" in html.read_text(encoding="utf-8")
