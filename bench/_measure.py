@@ -28,7 +28,8 @@ class Measurement:
     first_chosen_logps: float  # mean over the first batch: equal across systems iff they scored equal ids
     tokens_per_s: float
     peak_bytes: int
-    epoch_s: float  # trainer construction + reference pass (when there is one) + one epoch
+    epoch_s: float  # LoRA wrap or frozen reference copy (when there is one) + trainer construction + reference
+    # pass (when there is one) + one epoch; the same phases on both systems
     tokens_per_cpu_s: float  # the same, per second of this process's CPU time: robust to other load
     epoch_cpu_s: float
     padding_share: float = 0.0  # padding positions / all positions of the training batches

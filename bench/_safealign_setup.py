@@ -67,8 +67,11 @@ def run_safealign(cfg: Any, make_model, tokenizer: Any, pairs: list, *, referenc
     with tempfile.TemporaryDirectory() as out, PeakMemory(device) as memory:
         config = _train_config(cfg, out, logps=logps, packing=packing, group_by_length=group_by_length)
         config.reference.mode = reference
-        model = _policy(cfg, make_model())
+        model = make_model()
+        # Timed like the TRL runs: the LoRA wrap and the frozen reference copy (full fine-tuning, live reference)
+        # are inside the epoch time on both sides (TRL wraps the model and copies the reference in here too).
         with EpochTimer(device) as timer:
+            model = _policy(cfg, model)
             collate = PreferenceCollator(tokenizer.pad_token_id, pack=packing)
             collator, live, train_pairs, ref_seconds = _reference(cfg, config, model, pairs, collate, out)
             counter = TokenCounter(collator)

@@ -86,10 +86,11 @@ def run_trl(cfg: Any, make_model, tokenizer: Any, pairs: list[Any], *, precomput
     dataset = _dataset(pairs)
     with tempfile.TemporaryDirectory() as out, PeakMemory(device) as memory:
         model = make_model()
-        # Full fine-tuning on a model without a hub path: TRL cannot reload one, so it gets a frozen copy.
-        ref_model = None if (cfg.lora or precompute) else copy.deepcopy(model).requires_grad_(False).eval()
         args = _dpo_config(cfg, out, precompute=precompute, liger=liger)
         with EpochTimer(device) as timer:
+            # Full fine-tuning on a model without a hub path: TRL cannot reload one, so it gets a frozen copy.
+            # Made inside the epoch time, as safealign's live reference copy is (and as TRL's own LoRA wrap is).
+            ref_model = None if (cfg.lora or precompute) else copy.deepcopy(model).requires_grad_(False).eval()
             trainer = _trainer_class()(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
                                        processing_class=tokenizer, peft_config=_peft_config(cfg))
             counter = TokenCounter(trainer.data_collator)

@@ -4,8 +4,11 @@ Same device, same random-init Llama-shaped model (fresh, same seed, per run), sa
 (random token ids; TRL is handed the exact ids, see ``_trl_setup.py``), same optimizer settings and
 batch order. Per system: training-step throughput (non-padding policy tokens per second over the
 steps after warm-up), peak memory, and wall time of one epoch over all pairs including the reference
-pass, with ratios to TRL and to TRL + Liger. Systems run interleaved (A B C .. C B A ..) and the
-table shows medians, so load drift hits all of them alike. The first-step loss and mean chosen
+pass, with ratios to TRL and to TRL + Liger. Before the first timed run, one untimed one-step run per
+runner kind (safealign, TRL, TRL + Liger) pays the process's one-time costs (CUDA context and library
+handles, kernel compilation, lazy imports), so they do not land in the epoch time of whichever system runs
+first. Systems run interleaved (A B C .. C B A ..) and the table shows medians, so load drift hits all of
+them alike. The first-step loss and mean chosen
 log-prob are printed as a sanity column: equal values mean both systems scored the same ids.
 
   python bench/dpo_throughput.py --device cuda --shape 1.5b            # H100/H200, bf16
@@ -23,7 +26,7 @@ import random
 import statistics
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -106,6 +109,7 @@ class BenchConfig:
     warmup: int = 1
     steps: int = 3  # timed steps after warm-up; one epoch = (warmup + steps) * batch pairs
     reps: int = 1
+    warm_up_run: bool = True  # one untimed one-step run per runner kind before rep 0
     lora: bool = False
     lora_r: int = 16
     gradient_checkpointing: bool = False
@@ -195,6 +199,32 @@ def run_system(cfg: BenchConfig, key: str, make_model, tokenizer, pairs) -> Meas
     return run_trl(cfg, make_model, tokenizer, pairs, **options)
 
 
+def warm_up_kind(key: str) -> str:
+    """The runner a system goes through, for the untimed warm-up: safealign, TRL, or TRL + Liger (its own
+    Triton kernels compile on first use)."""
+    _, kind, options = SYSTEMS[key]
+    return f"{kind}+liger" if options.get("liger") else kind
+
+
+def warm_up(cfg: BenchConfig, rows: list["Row"], make_model, tokenizer, pairs) -> list[str]:
+    """One untimed one-step run (one batch of pairs) of the first system of each runner kind, so that one-time
+    costs of the process are paid before anything is timed; returns the keys it ran. A failure here is only
+    logged: the timed run of that system fails the same way and its row says why."""
+    short = replace(cfg, warmup=0, steps=1)
+    ran: dict[str, str] = {}
+    for row in rows:
+        kind = warm_up_kind(row.key)
+        if kind in ran:
+            continue
+        ran[kind] = row.key
+        try:
+            run_system(short, row.key, make_model, tokenizer, pairs[: short.pairs])
+        except Exception:  # noqa: BLE001
+            logging.getLogger(__name__).warning("untimed warm-up with %s failed", row.key, exc_info=True)
+        release_memory(torch.device(cfg.device))
+    return list(ran.values())
+
+
 def run_benchmark(cfg: BenchConfig) -> BenchResult:
     """All systems, ``reps`` times, in alternating order (forward, reversed, forward, ...)."""
     unknown = [key for key in cfg.systems if key not in SYSTEMS]
@@ -208,6 +238,16 @@ def run_benchmark(cfg: BenchConfig) -> BenchResult:
             row.skipped = liger_status(torch.device(cfg.device))
     runnable = [row for row in rows if row.skipped is None]
     log = logging.getLogger(__name__)
+    if cfg.warm_up_run:
+        started = time.perf_counter()
+        try:
+            keys = warm_up(cfg, runnable, make_model, tokenizer, pairs)
+        except KeyboardInterrupt:  # a stage's time limit: nothing was timed yet
+            log.warning("interrupted during the untimed warm-up; no system was timed")
+            for row in runnable:
+                row.skipped = "n/a (time limit)"
+            return _result(cfg, rows, pairs)
+        log.info("untimed warm-up (%s): %.1f s", ", ".join(keys), time.perf_counter() - started)
     for rep in range(cfg.reps):
         for row in runnable if rep % 2 == 0 else runnable[::-1]:
             if row.skipped:
@@ -334,7 +374,9 @@ def describe(cfg: BenchConfig, pairs_tokens: float) -> str:
             f"{'activation checkpointing, ' if cfg.gradient_checkpointing else ''}"
             f"lengths uniform in [{1 - cfg.jitter:.2f}, 1] x (prompt {cfg.prompt_len}, response {cfg.response_len}), "
             f"{'bf16' if cfg.device == 'cuda' else 'fp32'}, {cfg.batch} pairs/step, {cfg.pairs} pairs/epoch "
-            f"({cfg.warmup} warm-up + {cfg.steps} timed steps), mean {pairs_tokens:.0f} tokens/pair "
+            f"({cfg.warmup} warm-up + {cfg.steps} timed steps"
+            f"{'; one untimed one-step run per runner kind first' if cfg.warm_up_run else ''}), "
+            f"mean {pairs_tokens:.0f} tokens/pair "
             f"(prompt + chosen + rejected), {cfg.reps} rep(s), medians; memory: {memory}; "
             f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
             f"threads {torch.get_num_threads()}")
@@ -356,6 +398,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--reps", type=int, default=1)
+    p.add_argument("--no-warm-up-run", action="store_true",
+                   help="skip the untimed one-step run per runner kind before the first timed run")
     p.add_argument("--lora", action="store_true")
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--gradient-checkpointing", action="store_true")
@@ -378,7 +422,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         shape=a.shape, model=a.model, device=a.device, prompt_len=a.prompt_len or prompt,
         response_len=a.response_len or response, jitter=a.jitter, prefix_len=a.prefix_len, batch=batch,
         ref_batch=a.ref_batch or batch, warmup=a.warmup if a.warmup is not None else (3 if cuda else 1),
-        steps=a.steps if a.steps is not None else (10 if cuda else 3), reps=a.reps, lora=a.lora, lora_r=a.lora_r,
+        steps=a.steps if a.steps is not None else (10 if cuda else 3), reps=a.reps,
+        warm_up_run=not a.no_warm_up_run, lora=a.lora, lora_r=a.lora_r,
         gradient_checkpointing=a.gradient_checkpointing, lr=a.lr, seed=a.seed, optimizer=a.optimizer, attn=a.attn,
         baselines=tuple(b.strip() for b in a.baselines.split(",")) if a.baselines else None,
         systems=ALL_OPTIONS if a.systems == "all" else tuple(s.strip() for s in a.systems.split(",") if s.strip()))

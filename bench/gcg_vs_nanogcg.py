@@ -1,8 +1,17 @@
 """Benchmark: safealign's GCG vs nanoGCG (PyPI ``nanogcg``) on the same model, behaviors, steps, width.
 
 Reports, per behavior, the best target loss after N steps and seconds per step for both, and the
-ratios ours/nanogcg. Both best suffixes are also re-scored with one loss function (ours) so that a
-difference in how the two tools tokenize the prompt cannot hide in the numbers.
+ratios ours/nanogcg. Both tools optimise and are scored on identical token ids: nanoGCG gets the request
+followed directly by ``{optim_str}`` and, as its initial string, the text of our initial suffix ids (the
+separator first, then ``x x …``), so its prompt ids before and after the suffix, its initial suffix ids and
+its target ids are ours; the script checks this against nanoGCG's own embedded prompt and stops if they
+differ. nanoGCG's best suffix ids (captured from its buffer, not re-tokenized from its string) are re-scored
+with our loss, which must match nanoGCG's own loss (printed as a check).
+
+Timing is like for like: seconds per step cover the optimisation steps only, on both sides (ours: after the
+behavior's prompt is prepared; nanoGCG: after its setup, i.e. its vocabulary scan, prompt tokenization and
+initial-buffer forward), and each tool first runs one untimed one-step warm-up (which also fills our cached
+token mask).
 
 nanogcg is a benchmark-only dependency (never a safealign requirement); on transformers 5 install it
 with ``pip install --no-deps nanogcg==0.3.0 scipy`` and it needs ``use_prefix_cache=False``.
@@ -14,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import logging
 import statistics
 import time
@@ -31,28 +41,102 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def run_ours(attack: GCGAttack, behavior) -> tuple[float, list[int], float]:
+    """(best loss, best suffix ids, seconds per step); the clock covers the steps only (optimize starts it
+    after the behavior's prompt is prepared)."""
     result = attack.optimize(behavior)
     return result.loss, result.suffix_ids, result.seconds / max(1, result.steps)
 
 
-def run_nanogcg(model, tokenizer, behavior, args) -> tuple[float, str, float]:
-    import nanogcg
+def warm_up_ours(attack: GCGAttack, behavior) -> None:
+    """One untimed step: fills the cached token mask and pays first-call costs before anything is timed."""
+    full = attack.config
+    attack.config = dataclasses.replace(full, steps=1)
+    try:
+        attack.optimize(behavior)
+    finally:
+        attack.config = full
 
+
+def nanogcg_tokenizer(tokenizer):
     # nanogcg strips every occurrence of bos_token from the chat template; for ChatML models whose bos
     # is <|im_start|> that would break the prompt, so give it a copy without a bos token.
     tok = copy.deepcopy(tokenizer)
     tok.bos_token = None
-    config = nanogcg.GCGConfig(num_steps=args.steps, search_width=args.search_width, topk=args.topk,
-                               optim_str_init=init_string(args.suffix_length), seed=args.seed,
-                               use_prefix_cache=False, verbosity="ERROR")  # fmt: skip
-    messages = [{"role": "user", "content": behavior_prompt(behavior) + " {optim_str}"}]
-    start = time.perf_counter()
-    result = nanogcg.run(model, tok, messages, behavior.target, config)
-    return result.best_loss, result.best_string, (time.perf_counter() - start) / args.steps
+    return tok
 
 
-def init_string(length: int) -> str:
-    return " ".join(["x"] * length)
+@dataclasses.dataclass
+class NanoRun:
+    loss: float  # nanoGCG's best loss
+    string: str  # nanoGCG's best string
+    ids: list[int]  # the suffix ids that reached it
+    seconds_per_step: float  # optimisation steps only, after nanoGCG's setup
+    before_embeds: torch.Tensor  # nanoGCG's embedded prompt parts, to check they are ours
+    after_embeds: torch.Tensor
+    target_ids: list[int]
+    init_ids: list[int]
+
+
+def run_nanogcg(model, tok, behavior, optim_str_init: str, steps: int, args) -> NanoRun:
+    import nanogcg
+    from nanogcg.gcg import GCG
+
+    class Recording(GCG):
+        """nanoGCG unchanged, except that it records every suffix it adds to its buffer (with the default
+        buffer_size 0, one per step: the ids whose loss is that step's entry in ``losses``) and when its setup
+        ends (the initial buffer is built right before the first step)."""
+
+        def init_buffer(self):
+            buffer = super().init_buffer()
+            self.init_ids = buffer.get_best_ids()[0].tolist()
+            self.added: list[list[int]] = []
+            add = buffer.add
+
+            def recording_add(loss, optim_ids):
+                self.added.append(optim_ids[0].tolist())
+                add(loss, optim_ids)
+
+            buffer.add = recording_add
+            self.steps_start = time.perf_counter()
+            return buffer
+
+    config = nanogcg.GCGConfig(num_steps=steps, search_width=args.search_width, topk=args.topk,
+                               optim_str_init=optim_str_init, seed=args.seed, use_prefix_cache=False,
+                               verbosity="ERROR")  # fmt: skip
+    # The request, then the suffix directly: optim_str_init starts with our separator, as our suffix ids do.
+    messages = [{"role": "user", "content": behavior_prompt(behavior) + "{optim_str}"}]
+    nanogcg.gcg.logger.setLevel(getattr(logging, config.verbosity))  # as nanogcg.run() does
+    gcg = Recording(model, tok, config)
+    result = gcg.run(messages, behavior.target)
+    seconds = (time.perf_counter() - gcg.steps_start) / steps
+    assert len(gcg.added) == len(result.losses), "nanoGCG added a suffix per step (buffer_size 0)"
+    best = result.losses.index(min(result.losses))  # the index nanoGCG's run() picks its best string by
+    return NanoRun(result.best_loss, result.best_string, gcg.added[best], seconds, gcg.before_embeds.detach(),
+                   gcg.after_embeds.detach(), gcg.target_ids[0].tolist(), gcg.init_ids)
+
+
+def optim_string(attack: GCGAttack, tok, ids: list[int]) -> str:
+    """The text whose tokens are exactly ``ids`` (our initial suffix, separator first), for nanoGCG's
+    ``optim_str_init``; a decoder that drops a leading separator gets it back."""
+    for text in (tok.decode(ids), attack.config.separator + attack._suffix_text(torch.tensor(ids))):
+        if tok(text, add_special_tokens=False)["input_ids"] == ids:
+            return text
+    raise SystemExit(f"no text tokenizes to our initial suffix ids {ids}: nanoGCG cannot start where we start")
+
+
+def check_same_problem(attack: GCGAttack, behavior, run: NanoRun, init_ids: list[int]) -> None:
+    """Stop unless nanoGCG optimised exactly our problem: same ids before and after the suffix (compared as
+    embeddings, which is what nanoGCG keeps), same target ids, same initial suffix ids."""
+    problem = attack._problem(behavior)
+    same = {
+        "before": torch.equal(run.before_embeds, problem.before),
+        "after": torch.equal(run.after_embeds, problem.after),
+        "target": run.target_ids == problem.target_ids.tolist(),
+        "initial suffix": run.init_ids == init_ids,
+    }
+    if not all(same.values()):
+        raise SystemExit(f"{behavior.id}: nanoGCG's prompt differs from ours ({same}); the losses would not be "
+                         "comparable")
 
 
 def main() -> None:
@@ -73,17 +157,30 @@ def main() -> None:
     model, tokenizer = load_model(args.model)
     behaviors = load_behaviors(args.data / "advbench_behaviors.csv", targets=args.data / "advbench_targets.json")
     config = GCGConfig(steps=args.steps, search_width=args.search_width, topk=args.topk,
-                       suffix_init=init_string(args.suffix_length), early_stop_every=0, seed=args.seed)  # fmt: skip
+                       suffix_length=args.suffix_length, early_stop_every=0, seed=args.seed)  # fmt: skip
     attack = GCGAttack(config, AttackContext(target=HFChatModel(model, tokenizer), model=model, tokenizer=tokenizer))
 
-    rows = []
-    for behavior in behaviors[: args.behaviors]:
-        initial = attack.target_loss(behavior, attack._initial_ids().tolist())
+    init_ids = attack._initial_ids().tolist()
+    tok = nanogcg_tokenizer(tokenizer)
+    optim_str_init = optim_string(attack, tok, init_ids)
+    chosen = behaviors[: args.behaviors]
+    warm_up_ours(attack, chosen[0])  # untimed: one step of each tool before any timed run
+    run_nanogcg(model, tok, chosen[0], optim_str_init, 1, args)
+    rows, gaps = [], []
+    for behavior in chosen:
+        initial = attack.target_loss(behavior, init_ids)
         ours_loss, ours_ids, ours_s = run_ours(attack, behavior)
-        nano_loss, nano_string, nano_s = run_nanogcg(model, tokenizer, behavior, args)
-        nano_rescored = attack.target_loss(behavior, tokenizer(nano_string, add_special_tokens=False)["input_ids"])
-        rows.append((behavior.id, initial, ours_loss, nano_loss, nano_rescored, ours_s, nano_s))
+        nano = run_nanogcg(model, tok, behavior, optim_str_init, args.steps, args)
+        check_same_problem(attack, behavior, nano, init_ids)
+        nano_rescored = attack.target_loss(behavior, nano.ids)  # nanoGCG's own best ids, under our loss
+        gaps.append(abs(nano_rescored - nano.loss))
+        rows.append((behavior.id, initial, ours_loss, nano.loss, nano_rescored, ours_s, nano.seconds_per_step))
     print_table(rows, args)
+    print(f"check: nanoGCG optimised our exact prompt ids (before, after, target and initial suffix ids equal for "
+          f"all {len(rows)} behaviors); its best suffix ids re-scored by our loss differ from its own loss by at "
+          f"most {max(gaps):.2e}")  # fmt: skip
+    if max(gaps) > 1e-3:
+        raise SystemExit("check failed: nanoGCG's best suffix does not score the same under our loss")
 
 
 def print_table(rows, args) -> None:

@@ -2,8 +2,11 @@
 # Issue 21's GPU measurements as ONE call on one H100/H200 (bench/README.md, "GPU suite"): safealign's speed
 # options against TRL + Liger (and TRL) in the same process per shape, bf16, random-init Llama shapes:
 #   1.5B full, 3.6B full, 8B LoRA at 2k context, 8B full fine-tuning (paged 8-bit AdamW, activation checkpointing).
-# Each stage runs under its own time limit (SIGINT: the bench prints the systems that finished), so the whole
-# suite stays under ~9.5 min of one 10-min device command; then one combined table is printed.
+# Each stage runs under its own time limit (SIGINT: the bench prints the systems that finished; SIGKILL
+# KILL_AFTER seconds later if it has not ended). The limits are capped so that the worst case fits BUDGET
+# (570 s, a 600-s device command less a margin): setup, then every stage's limit plus its KILL_AFTER grace, then
+# RESERVE seconds for the combined table. Each stage's limit is also cut to what is left of the budget (a stage
+# with under 30 s left is skipped, saying so). Then one combined table is printed.
 #
 #   bash bench/gpu_suite.sh                 # from the repository root; results in $OUT (default runs/gpu_suite)
 #
@@ -16,6 +19,9 @@ set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/gpu_suite}
 WHEELS=${WHEELS:-shared/wheels}
+BUDGET=${BUDGET:-570}  # seconds for the whole suite, counted from the start of this script ($SECONDS)
+KILL_AFTER=15          # grace after a stage's SIGINT before SIGKILL
+RESERVE=10             # left at the end for the combined table
 mkdir -p "$OUT"
 rm -f "$OUT/notes.txt"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
@@ -29,10 +35,10 @@ EOF
 )
 if [ -n "$missing" ] && [ -d "$WHEELS" ]; then
   echo "installing from $WHEELS: $missing"
-  pip install -q --no-index --find-links "$WHEELS" $(echo "$missing" | sed 's/liger_kernel/liger-kernel/; s/\btrl\b/trl==1.16.0/') \
-    2>&1 | tail -3
+  timeout 90 pip install -q --no-index --find-links "$WHEELS" \
+    $(echo "$missing" | sed 's/liger_kernel/liger-kernel/; s/\btrl\b/trl==1.16.0/') 2>&1 | tail -3
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'transformers', transformers.__version__)"
 ATTN=sdpa
@@ -46,18 +52,26 @@ COMMON=(--device cuda --attn "$ATTN" --baselines trl-liger,trl-liger-precompute,
 stage() {  # name, seconds, bench arguments...
   local name=$1 limit=$2
   shift 2
+  local left=$((BUDGET - SECONDS - KILL_AFTER - RESERVE))
+  if [ "$left" -lt 30 ]; then
+    echo "skipped: ${left}s left of the suite's ${BUDGET}s budget" | tee "$OUT/$name.txt"
+    return
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   echo "== $name (limit ${limit}s): $*"
-  timeout --signal=INT --kill-after=20 "$limit" python bench/dpo_throughput.py "${COMMON[@]}" "$@" \
+  timeout --signal=INT --kill-after="$KILL_AFTER" "$limit" python bench/dpo_throughput.py "${COMMON[@]}" "$@" \
     > "$OUT/$name.txt" 2> "$OUT/$name.log"
   echo "   rc $? ($(grep -c '^| ' "$OUT/$name.txt") table lines)"
 }
 
-stage 1.5b 120 --shape 1.5b --warmup 2 --steps 6 --systems "$SAFEALIGN,safealign-dpo-cached-naive,$TRL"
-stage 3.6b 140 --shape 3.6b --batch 4 --gradient-checkpointing --warmup 2 --steps 5 --systems "$SAFEALIGN,$TRL"
-stage 8b-lora 150 --shape 8b --lora --seq 2048 --batch 2 --gradient-checkpointing --warmup 2 --steps 4 \
+# Nominal limits: 110 + 125 + 130 + 110 = 475 s, plus 4 x 15 s grace and the 10-s reserve: 545 s, which leaves
+# 25 s of the 570-s budget for the setup above (a slower setup cuts the last stages, never the budget).
+stage 1.5b 110 --shape 1.5b --warmup 2 --steps 6 --systems "$SAFEALIGN,safealign-dpo-cached-naive,$TRL"
+stage 3.6b 125 --shape 3.6b --batch 4 --gradient-checkpointing --warmup 2 --steps 5 --systems "$SAFEALIGN,$TRL"
+stage 8b-lora 130 --shape 8b --lora --seq 2048 --batch 2 --gradient-checkpointing --warmup 2 --steps 4 \
   --systems "safealign-dpo-cached,safealign-dpo-cached-packed-grouped,trl-liger,trl"
 if python -c "import bitsandbytes" 2>/dev/null; then
-  stage 8b-full 140 --shape 8b --seq 2048 --batch 1 --ref-batch 4 --gradient-checkpointing \
+  stage 8b-full 110 --shape 8b --seq 2048 --batch 1 --ref-batch 4 --gradient-checkpointing \
     --optimizer paged_adamw_8bit --warmup 2 --steps 4 \
     --systems "safealign-edpo-cached-packed-grouped,safealign-dpo-cached-packed-grouped,trl-liger-precompute"
 else
@@ -65,7 +79,7 @@ else
     | tee "$OUT/8b-full.txt"
 fi
 
-python - "$OUT" <<'EOF'
+timeout "$RESERVE" python - "$OUT" <<'EOF'
 """One table: every stage's rows with the stage in front (the stages share their columns via --baselines)."""
 import sys
 from pathlib import Path

@@ -100,7 +100,7 @@ def main() -> None:
     print(f"rows {args.rows} x seq {args.seq}, response share {args.response}, H {args.hidden}, V {args.vocab}, "
           f"chunk {args.chunk}, {dtype}, device {device}, threads {torch.get_num_threads()}, {args.reps} reps (median)")
     print()
-    print(f"| method | fwd+bwd {clock} | peak mem MiB | time ÷ naive | mem ÷ naive | max |Δgrad| vs naive |")
+    print(f"| method | fwd+bwd {clock} | peak mem MiB | time ÷ naive | mem ÷ naive | max abs Δgrad vs naive |")
     print("|---|---|---|---|---|---|")
     base_t = statistics.median(t for t, _ in results["naive"])
     base_m = statistics.median(m for _, m in results["naive"])

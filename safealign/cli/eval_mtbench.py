@@ -20,7 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="question JSONL (question_id, category, turns[, reference]); default FastChat's 80")
     parser.add_argument("--references", default=None,
                         help="reference answers JSONL (FastChat answer file or question_id + reference); default "
-                             "FastChat's GPT-4 answers for its own questions")
+                             "FastChat's GPT-4 answers for its own questions. With --judge-format fastchat these "
+                             "are the only references (a question file's own 'reference' fields are not read)")
     parser.add_argument("--judge-format", default="fastchat", choices=["fastchat", "project"],
                         help="FastChat's judge prompts and parser (default) or the project's strict prompt")
     parser.add_argument("--output-dir", default="runs/mtbench", help="records.jsonl and summary.json go here")

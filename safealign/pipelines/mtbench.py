@@ -20,7 +20,9 @@ def run_mtbench(model: ChatModel, judge: ChatModel, out_dir: str | Path, *, ques
                 params: GenerationParams | None = None, limit: int | None = None,
                 fastchat_temperatures: bool = False, progress: bool = True) -> MTBenchSummary:
     """Questions default to FastChat's file; references default to FastChat's GPT-4 file for those questions
-    (a user file replaces them) and to the questions' own ``reference`` fields for any other question file.
+    (a user file replaces them). For any other question file without ``references``: the project format uses
+    the questions' own ``reference`` fields; FastChat's format never reads those fields (as FastChat), so its
+    math/reasoning/coding questions need ``references``.
     ``fastchat_temperatures``: answer each category at FastChat's temperature instead of ``params``'."""
     from safealign.eval.helpfulness import mtbench_fastchat as fastchat
     from safealign.eval.helpfulness.mtbench import load_questions, mtbench_eval
@@ -44,11 +46,14 @@ def _cell(s: ScoreStats | None) -> str:
 
 
 def format_mtbench(summary: MTBenchSummary) -> str:
-    """Mean rating (1–10) per category, per turn and overall, with n ratings and unscored counts."""
+    """Mean rating (1–10) per category, per turn and overall, with its 95% interval over questions, n (questions
+    with a scored rating) and unscored (turns without a rating)."""
     fmt = summary.extra.get("judge_format", "project")
     lines = [f"MT-Bench single-answer grading, judge {summary.judge} ({fmt} prompts), {summary.questions} questions",
              f"{'':<14} {'mean':>6}  {'95% CI':<15} {'n':>4} {'unscored':>8}"]
     lines += [f"{k:<14} {_cell(v)}" for k, v in summary.by_category.items()]
     lines += [f"{'turn ' + k:<14} {_cell(v)}" for k, v in summary.by_turn.items()]
     lines.append(f"{'overall':<14} {_cell(summary.overall)}")
+    lines.append("mean over scored ratings; 95% CI over questions; n = questions with a scored rating; "
+                 "unscored = turns without one")
     return "\n".join(lines)

@@ -78,3 +78,27 @@ def test_cli_arguments_map_to_the_config():
     assert cfg.lora and cfg.gradient_checkpointing and cfg.systems == ("safealign-dpo-cached", "trl")
     with pytest.raises(ValueError, match="unknown systems"):
         bench.run_benchmark(bench.BenchConfig(systems=("nope",)))
+
+
+def test_one_untimed_warm_up_run_per_runner_kind_comes_before_the_timed_runs(monkeypatch):
+    calls = []
+
+    def fake_run(cfg, key, make_model, tokenizer, pairs):
+        calls.append((key, cfg.steps, cfg.warmup, len(pairs)))
+        return bench.Measurement(first_loss=0.69, first_chosen_logps=-1.0, tokens_per_s=1.0, peak_bytes=1,
+                                 epoch_s=1.0, tokens_per_cpu_s=1.0, epoch_cpu_s=1.0)
+
+    monkeypatch.setattr(bench, "run_system", fake_run)
+    systems = ("safealign-dpo-cached", "safealign-dpo-live", "trl", "trl-precompute")
+    cfg = bench.BenchConfig(shape="tiny", device="cpu", batch=2, warmup=1, steps=3, reps=2, systems=systems)
+    result = bench.run_benchmark(cfg)
+    warm, timed = calls[:2], calls[2:]
+    assert warm == [("safealign-dpo-cached", 1, 0, 2), ("trl", 1, 0, 2)]  # one short run per kind, one batch
+    assert [c[0] for c in timed] == list(systems) + list(systems[::-1])  # then the interleaved timed reps
+    assert all(c[1:] == (3, 1, 8) for c in timed)
+    assert all(len(row.runs) == 2 for row in result.rows)  # warm-up runs are not recorded
+    calls.clear()
+    bench.run_benchmark(bench.BenchConfig(shape="tiny", batch=2, reps=1, systems=systems, warm_up_run=False))
+    assert [c[0] for c in calls] == list(systems)
+    assert bench.warm_up_kind("trl-liger") == "trl+liger" and bench.warm_up_kind("safealign-edpo-live") == "safealign"
+    assert not bench.parse_args(["--no-warm-up-run"]).warm_up_run and bench.parse_args([]).warm_up_run

@@ -13,7 +13,10 @@ are sent as published, unchanged).
 Output in ``out_dir``: ``records.jsonl`` (one record per question, appended per batch; a re-run skips
 questions already graded and retries those whose generation or judge call failed) and
 ``summary.json``: ``{"judge", "overall", "by_turn", "by_category", "questions"}``, each score entry
-``{"mean", "ci95" (normal approximation), "n" (scored ratings), "unscored"}``.
+``{"mean", "ci95", "n", "unscored"}``: ``mean`` over the scored ratings (turns), ``n`` the questions with at
+least one scored rating, ``unscored`` the turns without a rating. The interval is over questions, not
+ratings: a question's two turns are rated on the same answer thread by the same judge, so they are not
+two independent observations (see :func:`score_summary`).
 """
 
 from __future__ import annotations
@@ -23,7 +26,6 @@ import hashlib
 import logging
 import math
 import re
-import statistics
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -135,8 +137,12 @@ def mtbench_eval(
 ) -> MTBenchSummary:
     """Answer each question turn by turn, have ``judge_model`` grade every turn, write records + summary.
 
-    ``judge_format``: ``"project"`` or ``"fastchat"``. ``references`` (by ``str(question_id)``) override the
-    questions' own ``reference`` fields; FastChat's format refuses a math/reasoning/coding question without one.
+    ``judge_format``: ``"project"`` or ``"fastchat"``. ``references``: reference answers by ``str(question_id)``.
+    In the project format they override the questions' own ``reference`` fields. In FastChat's format they are
+    the only references: a question's own ``reference`` field is never read (FastChat's judge reads reference
+    answers only from its reference-answer file; the field in FastChat's ``question.jsonl`` is a one-line hint,
+    e.g. q102's 'The answer is "Washington, DC".'), and a math/reasoning/coding question without an entry in
+    ``references`` is refused before anything runs.
     ``answer_temperatures`` (category -> temperature; ``mtbench_fastchat.TEMPERATURES`` is FastChat's) samples
     each question's answers at its category's temperature instead of ``params``' setting.
     """
@@ -144,12 +150,14 @@ def mtbench_eval(
         raise UserError(f"mt-bench: judge_format {judge_format!r} is not one of {', '.join(JUDGE_FORMATS)}")
     params = params or GenerationParams(max_new_tokens=256)
     rows = load_questions(questions)
-    refs = {str(q["question_id"]): q["reference"] for q in rows if q.get("reference")}
-    refs.update({str(k): list(v) for k, v in (references or {}).items()})
+    given = {str(k): list(v) for k, v in (references or {}).items()}
     if judge_format == "fastchat":
+        refs = given
         fastchat.check_references(rows, refs)
         judge_params = judge_params or GenerationParams(max_new_tokens=fastchat.JUDGE_MAX_NEW_TOKENS, temperature=0,
                                                         batch_size=params.batch_size)
+    else:
+        refs = {str(q["question_id"]): q["reference"] for q in rows if q.get("reference")} | given
     judge_params = judge_params or GenerationParams(max_new_tokens=256, batch_size=params.batch_size)
     judge = judge_name or getattr(judge_model, "name", None) or type(judge_model).__name__
     out = Path(out_dir)
@@ -270,16 +278,30 @@ def _record(question, answers, errors, seconds, graded, judge: str, judge_format
     }
 
 
-def score_summary(ratings: Sequence[float | None]) -> ScoreStats:
-    """Mean rating; the interval is mean ± 1.96·sd/√n (None when n < 2)."""
-    scored = [r for r in ratings if r is not None]
-    n = len(scored)
-    mean = statistics.fmean(scored) if n else None
+def score_summary(questions: Sequence[Sequence[float | None]]) -> ScoreStats:
+    """Mean rating over the scored ratings of ``questions`` (each a list of turn ratings, None unscored),
+    with a 95% interval over questions: mean ± 1.96·SE, where SE is the standard error of that mean with the
+    question as the unit (the ratings' mean is a ratio of per-question sums S_i over per-question counts m_i;
+    SE² = n/(n−1) · Σ(S_i − mean·m_i)² / (Σm_i)²). With the same number of scored turns in every question this
+    is exactly sd(question means)/√n, so two turns that always agree give the same interval as one turn.
+    ``n`` counts questions with at least one scored rating (the interval is None when n < 2); ``unscored``
+    counts turns without a rating."""
+    sums, counts, unscored = [], [], 0
+    for ratings in questions:
+        scored = [r for r in ratings if r is not None]
+        unscored += len(ratings) - len(scored)
+        if scored:
+            sums.append(math.fsum(scored))
+            counts.append(len(scored))
+    n = len(sums)
+    mean = math.fsum(sums) / sum(counts) if n else None
     ci = None
     if n >= 2:
-        half = Z95 * statistics.stdev(scored) / math.sqrt(n)
+        assert mean is not None
+        spread = math.fsum((s - mean * m) ** 2 for s, m in zip(sums, counts))
+        half = Z95 * math.sqrt(n / (n - 1) * spread) / sum(counts)
         ci = (mean - half, mean + half)
-    return ScoreStats(mean=mean, ci95=ci, n=n, unscored=len(ratings) - n)
+    return ScoreStats(mean=mean, ci95=ci, n=n, unscored=unscored)
 
 
 def _turn_ratings(record: dict[str, Any]) -> list[int | None]:
@@ -291,16 +313,16 @@ def _turn_ratings(record: dict[str, Any]) -> list[int | None]:
 def summarize_mtbench(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: str) -> MTBenchSummary:
     latest = latest_by(records, "question_id")
     chosen = [latest[i] for i in ids if i in latest]
-    by_turn: dict[str, list[int | None]] = {}
-    by_category: dict[str, list[int | None]] = {}
+    by_turn: dict[str, list[list[int | None]]] = {}
+    by_category: dict[str, list[list[int | None]]] = {}
     for record in chosen:
         ratings = _turn_ratings(record)
         for t, rating in enumerate(ratings):
-            by_turn.setdefault(str(t + 1), []).append(rating)
-        by_category.setdefault(record.get("category") or "uncategorised", []).extend(ratings)
+            by_turn.setdefault(str(t + 1), []).append([rating])
+        by_category.setdefault(record.get("category") or "uncategorised", []).append(ratings)
     return MTBenchSummary(
         judge=judge,
-        overall=score_summary([r for rec in chosen for r in _turn_ratings(rec)]),
+        overall=score_summary([_turn_ratings(rec) for rec in chosen]),
         by_turn={k: score_summary(v) for k, v in sorted(by_turn.items())},
         by_category={k: score_summary(v) for k, v in sorted(by_category.items())},
         questions=len(chosen), missing=len(ids) - len(chosen),

@@ -9,8 +9,11 @@ FastChat's ``fastchat/llm_judge/{common.py,gen_judgment.py}``:
 - turn 1 is graded with ``single-v1``; turn 2 with ``single-v1-multi-turn``, which shows both turns
   and asks about the second answer;
 - categories ``math``, ``reasoning`` and ``coding`` (``NEED_REF_CATS``) use the ``single-math-v1``
-  forms, which show the reference answer(s); a question of those categories without a reference is
-  refused before anything runs, where FastChat would stop with a KeyError mid-run;
+  forms, which show the reference answer(s), taken only from a reference-answer file (FastChat's
+  ``reference_answer/gpt-4.jsonl`` or ``--references``), never from a question's own ``reference`` field
+  (in FastChat's ``question.jsonl`` that field holds one-line hints its judge never reads); a question of
+  those categories without a reference is refused before anything runs, where FastChat would stop with a
+  KeyError mid-run;
 - the judge's system message is the template's ``system_prompt``, the user message its
   ``prompt_template`` filled with ``str.format``; temperature 0, up to 2048 new tokens;
 - the rating is the first ``[[x]]`` in the judgment, else the first ``[x]`` (``one_score_pattern`` and
@@ -98,9 +101,11 @@ def check_references(questions: Sequence[Mapping[str, Any]], references: Mapping
             continue
         ref = references.get(str(q["question_id"]))
         if ref is None or len(ref) < len(q["turns"]):
+            own = (" (its own 'reference' field is not read: FastChat's judge takes reference answers only from a "
+                   "reference-answer file)") if q.get("reference") else ""
             raise UserError(
                 f"mt-bench: question {q['question_id']} ({q.get('category')}) needs a reference answer per turn "
-                "for FastChat's single-math-v1 prompt; give a reference file (--references) that has it"
+                f"for FastChat's single-math-v1 prompt; give a reference file (--references) that has it{own}"
             )
     for q in questions:
         if len(q["turns"]) > 2:

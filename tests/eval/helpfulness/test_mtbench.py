@@ -1,12 +1,15 @@
 from __future__ import annotations
 
 import json
+import math
+import statistics
 
 import pytest
 
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.helpfulness import load_questions, mtbench_eval, parse_rating
-from safealign.eval.helpfulness.mtbench import judge_prompt
+from safealign.eval.helpfulness.mtbench import judge_prompt, score_summary, summarize_mtbench
+from safealign.eval.summary import Z95
 from safealign.io.summaries import ScoreStats
 
 QUESTIONS = [
@@ -63,10 +66,10 @@ def test_two_turn_grading_summary_and_records(tmp_path, scripted):
     summary = mtbench_eval(model, judge, QUESTIONS, GenerationParams(batch_size=2), tmp_path, progress=False)
     # Q1: both turns unparseable; Q2: 6, 8; Q3: turn 1 -> 6, turn 2 generation failed (not graded)
     assert summary.overall.mean == pytest.approx((6 + 8 + 6) / 3)
-    assert summary.overall.n == 3 and summary.overall.unscored == 3
+    assert summary.overall.n == 2 and summary.overall.unscored == 3  # n: questions with a scored rating
     assert summary.by_turn["1"].mean == 6 and summary.by_turn["2"] == ScoreStats(mean=8, ci95=None, n=1, unscored=2)
     assert summary.by_category["writing"] == ScoreStats(mean=None, ci95=None, n=0, unscored=2)
-    assert summary.by_category["math"].n == 3 and summary.judge == "scripted"
+    assert summary.by_category["math"].n == 2 and summary.judge == "scripted"
     assert summary.model_identity == {"spec": "ScriptedChatModel", "kind": "unknown", "fingerprint": None}
     assert json.loads((tmp_path / "summary.json").read_text()) == summary.to_json()
     # The second turn sees the first answer as an assistant message.
@@ -102,3 +105,32 @@ def test_load_questions_validates(tmp_path):
         load_questions(path)
     with pytest.raises(ValueError, match="duplicate question_id"):
         load_questions([QUESTIONS[0], QUESTIONS[0]])
+
+
+def _records(ratings):
+    return [{"question_id": i, "category": "c", "turns": ["a", "b"][:len(r)], "ratings": list(r)}
+            for i, r in enumerate(ratings)]
+
+
+def test_interval_is_over_questions_so_correlated_turns_do_not_narrow_it():
+    turn1 = [3, 5, 6, 8, 9, 4, 7]
+    ids = [str(i) for i in range(7)]
+    one = summarize_mtbench(_records([[r] for r in turn1]), ids, "j").overall
+    two = summarize_mtbench(_records([[r, r] for r in turn1]), ids, "j")  # turn 2 always equals turn 1
+    assert two.overall.mean == pytest.approx(one.mean) and two.overall.n == one.n == 7
+    assert two.overall.ci95 == pytest.approx(one.ci95)  # 14 ratings, but still 7 observations
+    half = Z95 * statistics.stdev(turn1) / math.sqrt(7)
+    assert two.overall.ci95 == pytest.approx((one.mean - half, one.mean + half))
+    assert two.by_category["c"] == two.overall and two.by_turn["2"].ci95 == pytest.approx(one.ci95)
+    # Treating the 14 ratings as independent would have narrowed it by about √2.
+    naive = Z95 * statistics.stdev(turn1 * 2) / math.sqrt(14)
+    assert two.overall.ci95[1] - two.overall.mean > 1.3 * naive
+
+
+def test_score_summary_is_the_rating_mean_with_questions_as_the_unit():
+    s = score_summary([[4, 6], [8, None], [None, None], [2, 2]])
+    assert s.mean == pytest.approx((4 + 6 + 8 + 2 + 2) / 5) and s.n == 3 and s.unscored == 3
+    sums, counts = [10, 8, 4], [2, 1, 2]
+    se = math.sqrt(3 / 2 * sum((a - s.mean * m) ** 2 for a, m in zip(sums, counts))) / 5
+    assert s.ci95 == pytest.approx((s.mean - Z95 * se, s.mean + Z95 * se))
+    assert score_summary([[7, 9]]).ci95 is None and score_summary([[None]]).mean is None

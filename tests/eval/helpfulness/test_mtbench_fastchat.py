@@ -11,7 +11,7 @@ import pytest
 from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.helpfulness import mtbench_fastchat as fastchat
-from safealign.eval.helpfulness.mtbench import mtbench_eval
+from safealign.eval.helpfulness.mtbench import load_questions, mtbench_eval
 from safealign.pipelines.mtbench import format_mtbench, run_mtbench
 
 # SHA-256 of the files at lm-sys/FastChat@0e6d3e4beaab66f4d3f93db72541a4abab8af28d (git show HEAD:<path>).
@@ -114,7 +114,7 @@ def test_end_to_end_uses_fastchats_prompts_and_references(tmp_path, scripted):
     assert records[81]["ratings"] == [6, 7.5] and records[81]["judge_format"] == "fastchat"
     assert summary.by_category["writing"].mean == pytest.approx(6.75)
     assert summary.by_category["coding"].n == 0 and summary.by_category["coding"].unscored == 2
-    assert summary.overall.n == 4 and summary.overall.unscored == 2
+    assert summary.overall.n == 2 and summary.overall.unscored == 2  # n: questions (81, 111), not ratings
     assert summary.extra["judge_format"] == "fastchat"
     table = format_mtbench(summary)
     assert "coding" in table and "overall" in table and "turn 2" in table and "fastchat prompts" in table
@@ -145,6 +145,39 @@ def test_missing_reference_is_refused_before_anything_runs(tmp_path, scripted):
         mtbench_eval(model, model, QUESTIONS, out_dir=tmp_path, progress=False, judge_format="gpt")
 
 
+def test_fastchat_format_never_reads_a_questions_own_reference_field(tmp_path, scripted):
+    # FastChat's question.jsonl has one-line hints in 'reference' (q102: 'The answer is "Washington, DC".');
+    # FastChat's judge never reads them, so a references file lacking 102 must refuse it, not grade against the hint.
+    rows = [q for q in load_questions(fastchat.data_path("question.jsonl")) if q["question_id"] in (101, 102)]
+    assert rows[1]["reference"][0] == 'The answer is "Washington, DC".'
+    refs = {"101": fastchat.builtin_references()["101"]}
+    model = scripted(lambda c: "ok")
+    with pytest.raises(UserError, match="question 102 .reasoning. needs a reference.*own 'reference' field"):
+        mtbench_eval(model, scripted(lambda c: "Rating: [[5]]"), rows, out_dir=tmp_path, progress=False,
+                     judge_format="fastchat", references=refs)
+    assert model.calls == []
+    # With a reference for 102 the judge is shown that one, never the hint; 101's GPT-4 reference replaces its hint.
+    refs["102"] = ["White House is at 1600 Pennsylvania Avenue", "No"]
+    judge = scripted(lambda c: "Rating: [[5]]")
+    mtbench_eval(scripted(lambda c: "ok"), judge, rows, out_dir=tmp_path, progress=False, judge_format="fastchat",
+                 references=refs)
+    shown = "\n".join(c[-1]["content"] for c in judge.conversations)
+    assert "1600 Pennsylvania" in shown and refs["101"][0] in shown
+    assert 'The answer is "Washington, DC".' not in shown and rows[0]["reference"][0] not in shown
+    # run_mtbench with a question file and no --references: the file's own fields are not read either.
+    path = tmp_path / "q.jsonl"
+    path.write_text("\n".join(json.dumps(q) for q in rows) + "\n")
+    with pytest.raises(UserError, match="question 101 .reasoning. needs a reference"):
+        run_mtbench(scripted(lambda c: "ok"), judge, tmp_path / "run", questions=path, progress=False)
+
+
+def test_project_format_still_shows_a_questions_own_reference(tmp_path, scripted):
+    judge = scripted(lambda c: "Rating: [[5]]")
+    mtbench_eval(scripted(lambda c: "ok"), judge, [{**QUESTIONS[1], "reference": ["own 3", "own 5pi"]}],
+                 out_dir=tmp_path, progress=False, judge_format="project")
+    assert any("[Reference answer]\nown 3" in c[-1]["content"] for c in judge.conversations)
+
+
 def test_reference_files_in_both_layouts(tmp_path):
     path = tmp_path / "refs.jsonl"
     path.write_text(json.dumps({"question_id": 1, "choices": [{"index": 0, "turns": ["a", "b"]}]}) + "\n"
@@ -162,7 +195,7 @@ def test_run_mtbench_defaults_to_fastchats_questions_and_gpt4_references(tmp_pat
     judge = scripted(lambda c: "Rating: [[4]]")
     summary = run_mtbench(scripted(lambda c: "ok"), judge, tmp_path, limit=80, progress=False,
                           params=GenerationParams(batch_size=40))
-    assert summary.questions == 80 and summary.overall.n == 160 and summary.overall.mean == 4
+    assert summary.questions == 80 and summary.overall.n == 80 and summary.overall.mean == 4
     assert set(summary.by_category) == {"writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem",
                                         "humanities"}
     refs = fastchat.builtin_references()
@@ -195,7 +228,7 @@ def test_rerun_with_the_other_judge_format_grades_again(tmp_path, scripted):
     summary = mtbench_eval(scripted(lambda c: "ok"), judge, QUESTIONS[:1], out_dir=tmp_path, progress=False,
                            judge_format="fastchat")
     assert len(judge.conversations) == 4  # two turns under each format
-    assert summary.overall.n == 2 and summary.extra["judge_format"] == "fastchat"
+    assert summary.overall.n == 1 and summary.extra["judge_format"] == "fastchat"  # one question
     records = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert [r["judge_format"] for r in records] == ["project", "fastchat"]
 
@@ -218,4 +251,4 @@ def test_fastchat_temperatures_answer_each_category_at_its_own(tmp_path, scripte
                            answer_temperatures=fastchat.TEMPERATURES)
     assert seen["Write a blog post."] == {(True, 0.7)} and seen["Area of the triangle?"] == {(False, 1.0)}
     assert seen["Why is the sky blue?"] == {(True, 0.1)} and seen["Hm?"] == {(True, 0.7)}  # FastChat's default
-    assert summary.extra["answer_temperatures"]["writing"] == 0.7 and summary.overall.n == 2 + 2 + 2 + 1 + 1
+    assert summary.extra["answer_temperatures"]["writing"] == 0.7 and summary.overall.n == 5
