@@ -2,10 +2,12 @@
 
 Head 0 is the model's own LM head; heads ``1..K-1`` are ``nn.Linear`` copies of it, held in a ``ModuleList``
 attribute :data:`HEADS_ATTR` of the underlying transformers model (under peft or DDP wrappers too). They are
-trainable with LoRA and with full fine-tuning alike, and are saved beside the model as :data:`HEADS_FILE`
-(a LoRA adapter folder does not hold them); :func:`safealign.models.load_model` attaches them again when a
-folder has that file. Inference mixes heads with user weights: :func:`mixed_heads` swaps in a head computing
-``Σ_k w_k · logits_k`` (the official code's ensemble), so ``generate`` and every log-prob path work unchanged.
+trainable with LoRA and with full fine-tuning alike (head 0 too: under LoRA, MAH-DPO trains it as a peft
+``modules_to_save`` copy, ``train_output_head`` of :class:`safealign.models.LoraSettings`, which the adapter
+folder holds). The extra heads are saved beside the model as :data:`HEADS_FILE` (an adapter folder lacks them);
+:func:`safealign.models.load_model` attaches them again when a folder has that file. Inference mixes heads
+with user weights: :func:`mixed_heads` swaps in a head computing ``Σ_k w_k · logits_k`` (the official code's
+ensemble), so ``generate`` and every log-prob path work unchanged.
 """
 
 from __future__ import annotations

@@ -30,6 +30,9 @@ class LoraSettings:
     bias: str = "none"  # peft: "none" | "all" | "lora_only"
     # adapt only the last N transformer blocks: backward then stops there, so a step costs less
     last_layers: int | None = None
+    # also train the output head, as a full trainable copy (peft ``modules_to_save``): the frozen original stays
+    # what the adapter-disabled model (the reference) uses, and tied input embeddings stay frozen as they are
+    train_output_head: bool = False
 
     def __post_init__(self) -> None:
         if self.r <= 0:
@@ -59,9 +62,16 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
         bias=settings.bias,
         task_type="CAUSAL_LM",
         layers_to_transform=_last_layers(model, settings.last_layers),
+        modules_to_save=[_output_head_name(model)] if settings.train_output_head else None,
     )
-    with _quiet_peft():
+    with _quiet_peft(), warnings.catch_warnings():
+        # a tied head in modules_to_save: peft warns that the copy is not tied to the embeddings; that is the intent
+        # (the input embeddings stay frozen), said once below in words that fit
+        warnings.filterwarnings("ignore", message=".*tie_word_embeddings=True.*tied layer is part of the adapter")
         peft_model = get_peft_model(model, config)
+    if settings.train_output_head and _tied_head(model):
+        logger.info("the output head is tied to the input embeddings: it trains as a separate copy, so the input "
+                    "embeddings stay frozen and the trained head is no longer tied to them")
     trainable, total = _count_parameters(peft_model)
     logger.info("LoRA r=%d on %s: %d of %d parameters trainable (%.2f%%)",
                 settings.r, settings.target_modules, trainable, total, 100.0 * trainable / max(total, 1))
@@ -72,6 +82,20 @@ def _linear_names(model: nn.Module) -> list[str]:
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     return sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
                    if isinstance(module, nn.Linear) and module is not head})
+
+
+def _output_head_name(model: nn.Module) -> str:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    name = next((n for n, m in model.named_modules() if head is not None and m is head and n), None)
+    if name is None:
+        raise UserError(f"{type(model).__name__} exposes no output head module (get_output_embeddings) to train")
+    return name
+
+
+def _tied_head(model: nn.Module) -> bool:
+    inputs = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    head = getattr(model.get_output_embeddings(), "original_module", model.get_output_embeddings())
+    return inputs is not None and getattr(head, "weight", None) is getattr(inputs, "weight", object())
 
 
 def _last_layers(model: nn.Module, last: int | None) -> list[int] | None:

@@ -53,6 +53,7 @@ LOGIT_TRANSFORM_ATTRS = ("final_logit_softcapping", "logit_softcapping", "output
                          "output_multiplier_scale", "dim_model_base")
 _NEUTRAL = (None, False, 0, 1, 1.0)
 _split_cache: "weakref.WeakKeyDictionary[nn.Module, bool]" = weakref.WeakKeyDictionary()
+_split_reasons: "weakref.WeakKeyDictionary[nn.Module, str]" = weakref.WeakKeyDictionary()  # why not, when not
 
 
 @dataclass(frozen=True)
@@ -324,14 +325,25 @@ def _head_split(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> 
     """
     if model in _split_cache:
         return _modules(model) if _split_cache[model] else None
-    reason = _static_split_problem(model) or _probe_split_problem(model, input_ids, attention_mask)
-    _split_cache[model] = reason is None
+    reason = head_split_problem(model, input_ids, attention_mask)
     if reason is None:
         logger.debug("log-probs for %s: decoder + chunked LM head", type(model).__name__)
         return _modules(model)
     logger.info("log-probs for %s: using the model's logits (chunked log-softmax) because %s",
                 type(model).__name__, reason)
     return None
+
+
+def head_split_problem(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> str | None:
+    """Why ``lm_head(decoder(x))`` is not ``model``'s logits (None: it is), decided once per model as in
+    :func:`_head_split`. Code that must score on the decoder's states (routed heads) refuses a model with a reason."""
+    if model in _split_cache:
+        return None if _split_cache[model] else _split_reasons.get(model, "lm_head(decoder(x)) is not its logits")
+    reason = _static_split_problem(model) or _probe_split_problem(model, input_ids, attention_mask)
+    _split_cache[model] = reason is None
+    if reason is not None:
+        _split_reasons[model] = reason
+    return reason
 
 
 def _modules(model: nn.Module) -> tuple[nn.Module, nn.Module]:

@@ -11,17 +11,61 @@ loss is the mean over the attributes present in the batch of each attribute's me
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from safealign.errors import UserError
 from safealign.models.heads import base_model, lm_heads
-from safealign.train.logps import routed_sequence_logps
+from safealign.train.logps import head_split_problem, routed_sequence_logps
+
+
+def processes() -> int:
+    """How many processes train together: ``WORLD_SIZE`` (torchrun, accelerate launch) or the started process
+    group, whichever is larger."""
+    try:
+        env = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    except ValueError:
+        env = 1
+    dist = torch.distributed
+    started = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return max(env, started)
+
+
+def require_one_process() -> None:
+    """UserError when several processes train: the routed heads run the decoder and heads directly, under the
+    DDP/FSDP wrapper, whose forward then never runs, so its gradients are never all-reduced."""
+    n = processes()
+    if n > 1:
+        raise UserError(f"objective 'mah_dpo' trains in one process only, and this run has {n} (WORLD_SIZE / "
+                        "torch.distributed): it scores each pair with its attribute's head by calling the shared "
+                        "decoder and the heads directly, not through the DDP/FSDP wrapper's forward, so the "
+                        "gradients would never be synchronised and every process would train its own copy apart. "
+                        "Launch it as a single process (docs/seed-methods.md)")
+
+
+def require_routable(model: nn.Module, input_ids: Tensor, attention_mask: Tensor) -> None:
+    """UserError unless the model's logits are ``lm_head(decoder(x))``: routed log-probs apply each head to the
+    decoder's last hidden state, so a transform between the decoder and the head (Gemma-2's final logit
+    soft-capping, a logit scale, ...) would score the policy on other logits than the reference cache."""
+    problem = head_split_problem(model, input_ids, attention_mask)
+    if problem is not None:
+        raise UserError(f"objective 'mah_dpo' applies each attribute's head to the decoder's last hidden state, "
+                        f"which matches the model's own logits only when they are lm_head(decoder(x)); "
+                        f"{type(base_model(model)).__name__} is not such a model: {problem}. Train MAH-DPO on a "
+                        "model without a logit transform (docs/seed-methods.md)")
 
 
 def routed_pair_logps(model: nn.Module, batch: dict[str, Tensor], *, chunk_size: int = 1024
                       ) -> tuple[Tensor, Tensor]:
-    """(chosen, rejected) summed log-probs ``(B,)``, pair i's both sides under head ``batch["head"][i]``."""
+    """(chosen, rejected) summed log-probs ``(B,)``, pair i's both sides under head ``batch["head"][i]``.
+
+    Refused (UserError) under several processes (:func:`require_one_process`) and for a model whose logits are
+    not ``lm_head(decoder(x))`` (:func:`require_routable`)."""
+    require_one_process()
+    require_routable(model, batch["input_ids"], batch["attention_mask"])
     heads = lm_heads(model)
     head = batch["head"]
     if int(head.max()) >= len(heads) or int(head.min()) < 0:

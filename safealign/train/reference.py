@@ -47,10 +47,13 @@ def model_fingerprint(model: nn.Module, *, with_adapter: bool = False) -> str:
     the base model's. ``with_adapter=True`` (a model scored with its adapter on: a separate reference loaded
     from an adapter folder, or a policy that starts from a trained adapter): they are hashed too; a model
     without LoRA parameters hashes the same either way. Names are taken as in the unwrapped base model, so
-    the same weights give the same fingerprint whichever layers an adapter wraps (or none).
+    the same weights give the same fingerprint whichever layers an adapter wraps (or none). A module the adapter
+    trains as a copy (peft ``modules_to_save``, e.g. MAH-DPO's head 0) counts as adapter weights; its frozen
+    original as base weights.
     """
     digest = hashlib.blake2b(digest_size=16)
-    named = ((_base_name(n), p) for n, p in model.named_parameters() if with_adapter or "lora_" not in n)
+    named = ((_base_name(n), p) for n, p in model.named_parameters()
+             if with_adapter or ("lora_" not in n and ".modules_to_save." not in n))
     for name, param in sorted(named, key=lambda kv: kv[0]):
         flat = param.detach().reshape(-1)
         stride = max(1, flat.numel() // _SAMPLE)
@@ -74,8 +77,9 @@ def reference_view(item: Any) -> tuple[Ids, tuple[Ids, Ids]]:
 
 
 def _base_name(name: str) -> str:
-    """``base_model.model.x.q_proj.base_layer.weight`` (peft) -> ``x.q_proj.weight``."""
-    return name.removeprefix("base_model.model.").replace(".base_layer.", ".")
+    """``base_model.model.x.q_proj.base_layer.weight`` (peft) -> ``x.q_proj.weight``; likewise
+    ``lm_head.original_module.weight`` (the frozen original beside a ``modules_to_save`` copy) -> ``lm_head.weight``."""
+    return name.removeprefix("base_model.model.").replace(".base_layer.", ".").replace(".original_module.", ".")
 
 
 def reference_view_hash(encoded: Sequence[Any]) -> str:

@@ -49,14 +49,18 @@ def build_loss_from_config(config: TrainConfig):
     return build_loss([LossSpec(name=s.name, weight=s.weight, params=dict(s.params)) for s in config.losses])
 
 
-def _load_policy(config: TrainConfig, device: torch.device, model=None, tokenizer=None):
-    """Load the policy on the device training runs on (``use_cpu`` means CPU and fp32, even where CUDA exists)."""
+def _load_policy(config: TrainConfig, device: torch.device, model=None, tokenizer=None, *,
+                 train_output_head: bool = False):
+    """Load the policy on the device training runs on (``use_cpu`` means CPU and fp32, even where CUDA exists).
+
+    ``train_output_head``: a fresh LoRA adapter trains the output head too (as a copy; MAH-DPO trains every head)."""
     from safealign.models import LoraSettings, load_model
 
     lora = None
     if config.lora.enabled:
         lora = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
-                            target_modules=config.lora.target_modules, last_layers=config.lora.last_layers)
+                            target_modules=config.lora.target_modules, last_layers=config.lora.last_layers,
+                            train_output_head=train_output_head)
     if model is None:
         return load_model(config.model, device=device, trust_remote_code=config.trust_remote_code, lora=lora,
                           for_training=True)

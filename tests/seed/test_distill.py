@@ -122,3 +122,57 @@ def test_an_adapted_teacher_does_not_share_its_bases_cache_entry(tmp_path):
     tuned = load_or_compute_teacher(adapted, encoded, tmp_path, 4)
     assert tuned.path != plain.path and not tuned.reused
     assert not torch.equal(tuned.table.logps, plain.table.logps)
+
+
+def objective_loss(objective, model, batch) -> float:
+    from safealign.train.objectives.base import ObjectiveContext
+
+    ctx = ObjectiveContext(reference=None, step=0, total_steps=1, rows={}, pad_token_id=0)
+    return objective(model, batch, ctx).loss.item()
+
+
+def sharp_teacher(seed: int = 1):
+    """A teacher far from the (near-uniform) random student: its logits scaled up, so each KL and advantage term
+    is of the size of the NLL and a mis-weighted term shows."""
+    teacher = tiny_model(seed=seed).eval()
+    with torch.no_grad():
+        teacher.lm_head.weight.mul_(30.0)
+    return teacher
+
+
+def test_dckd_objective_weighs_each_term_by_its_own_weight(tmp_path):
+    from safealign.train.objectives.distill import DckdObjective
+
+    student, teacher = tiny_model().eval(), sharp_teacher()
+    encoded, batch = batch_with_teacher(tmp_path, teacher)  # k = V: the KL is exact
+    s_c, t_c = full_distributions(student, encoded, 0), full_distributions(teacher, encoded, 0)
+    s_r, t_r = full_distributions(student, encoded, 1), full_distributions(teacher, encoded, 1)
+
+    def kl(s, t):  # per pair: mean over its response tokens of Σ_a p_T(a) (log p_T(a) − log p_S(a))
+        return [(tp.exp() * (tp - sp)).sum(-1).mean().item() for (sp, _), (tp, _) in zip(s, t)]
+
+    kl_c, kl_r = kl(s_c, t_c), kl(s_r, t_r)
+    nll_c = [-sp.gather(-1, y[:, None]).mean().item() for sp, y in s_c]
+    weights = {"chosen_weight": 0.25, "rejected_weight": 2.0, "sft_on_chosen": 0.5}
+    expected = sum(0.25 * c + 2.0 * r + 0.5 * n for c, r, n in zip(kl_c, kl_r, nll_c)) / len(encoded)
+    swapped = sum(2.0 * c + 0.25 * r + 0.5 * n for c, r, n in zip(kl_c, kl_r, nll_c)) / len(encoded)
+    assert abs(expected - swapped) > 1e-3 * abs(expected)  # the data tells the two weights apart
+    assert min(kl_c + kl_r) > 1.0  # each KL term weighs in
+    loss = objective_loss(DckdObjective(teacher="t", **weights), student, batch)
+    assert loss == pytest.approx(expected, rel=1e-4)
+
+
+def test_adpa_objective_weighs_the_advantage_and_the_chosen_nll(tmp_path):
+    from safealign.train.objectives.distill import AdpaObjective
+
+    student, teacher, reference = tiny_model().eval(), sharp_teacher(), tiny_model(seed=2).eval()
+    encoded, batch = batch_with_teacher(tmp_path, teacher, reference)  # teacher ≠ its reference: A ≠ 0
+    rows = zip(*(full_distributions(m, encoded, 1) for m in (student, teacher, reference)))
+    advantage = [-(sp.exp() * (tp - rp)).sum(-1).mean().item() for (sp, _), (tp, _), (rp, _) in rows]
+    nll_c = [-sp.gather(-1, y[:, None]).mean().item() for sp, y in full_distributions(student, encoded, 0)]
+    assert min(abs(a) for a in advantage) > 0.1  # the advantage term weighs in
+    assert abs(sum(advantage)) > 1e-2 * abs(sum(nll_c))
+    expected = sum(0.4 * a + 1.5 * n for a, n in zip(advantage, nll_c)) / len(encoded)
+    loss = objective_loss(AdpaObjective(teacher="t", teacher_reference="r", adpa_weight=0.4, sft_on_chosen=1.5),
+                          student, batch)
+    assert loss == pytest.approx(expected, rel=1e-4)

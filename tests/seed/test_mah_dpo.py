@@ -1,15 +1,20 @@
 """MAH-DPO (docs/seed-methods.md): extra heads, per-row routing against a brute force, the per-attribute mean by
-hand, saving and loading the heads with a full model and a LoRA adapter, and mixing heads at inference."""
+hand, saving and loading the heads with a full model and a LoRA adapter, and mixing heads at inference; routing
+that survives a dropped row, every head trained under LoRA, and the refusals (logit transforms, several
+processes)."""
 
 from __future__ import annotations
 
+import copy
+import json
 import math
 
 import pytest
 import torch
 
 from safealign.data import PairEncoder, PreferenceCollator
-from safealign.models import LoraSettings, load_model
+from safealign.errors import UserError
+from safealign.models import LoraSettings, apply_lora, load_model
 from safealign.models.heads import HEADS_FILE, add_heads, lm_heads, mixed_heads, save_heads
 from safealign.models.tiny import tiny_model, tiny_tokenizer
 from safealign.train.multihead import mah_dpo_losses, routed_pair_logps
@@ -120,3 +125,101 @@ def test_an_attribute_column_is_kept_per_pair_and_a_bad_one_drops_the_row(tmp_pa
     parsed = load_preferences(path)
     assert [p.meta.get("attribute") for p in parsed.items] == ["harmless", None]
     assert [(d.row, d.field) for d in parsed.dropped] == [(2, "attribute")]
+
+
+def test_a_dropped_row_leaves_every_later_pair_on_its_own_attributes_head(tmp_path):
+    from safealign.config import load_config
+    from safealign.train.config import TrainConfig
+    from safealign.train.objectives.base import build_objective
+    from tests.seed.test_seed_recipes import RECIPES
+
+    rows = [{"prompt": " ".join(["word"] * 200), "chosen": "a", "rejected": "b", "attribute": "helpful"},
+            {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No.", "attribute": "harmless"},
+            {"prompt": "Add 2 and 2.", "chosen": "4.", "rejected": "5.", "attribute": "helpful"}]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    config = load_config(TrainConfig, RECIPES / "mah_dpo.yaml",
+                         [f"data.path={path}", "data.split=null", "data.max_length=64", "data.max_prompt_length=32",
+                          "model=tiny-random",
+                          f"reference.cache_dir={tmp_path / 'cache'}"])
+    config.data.max_prompt_length = None  # no left truncation: the 200-word prompt leaves no room, row 0 drops
+    objective = build_objective("mah_dpo", dict(config.objective.params))  # attributes [harmless, helpful]
+    _, pairs = objective.load_rows(config)
+    data = objective.setup(config, tiny_model(), tiny_tokenizer(), pairs, "cpu")
+    assert data.report.dropped == (0,)
+    assert data.collator(data.items)["head"].tolist() == [0, 1]  # rows 1 (harmless) and 2 (helpful)
+
+
+def tiny_gemma2(**config):
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    torch.manual_seed(0)
+    return Gemma2ForCausalLM(Gemma2Config(vocab_size=len(tiny_tokenizer()), hidden_size=32, intermediate_size=64,
+                                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                          head_dim=8, pad_token_id=0, **config)).eval()
+
+
+@pytest.mark.parametrize("cap", [30.0, 1.0])  # Gemma-2's own cap (seen in the config); one the probe sees
+def test_a_model_that_transforms_its_logits_after_the_head_is_refused(cap):
+    from safealign.train.logps import sequence_logps
+
+    model = add_heads(tiny_gemma2(final_logit_softcapping=cap), 2)
+    _, b = batch([0, 1, 0])
+    # the reference cache scores the model's own (soft-capped) logits: routed heads on the decoder's states could not
+    with pytest.raises(UserError, match="Gemma2ForCausalLM is not such a model"):
+        routed_pair_logps(model, b)
+    plain = add_heads(tiny_gemma2(final_logit_softcapping=None), 2)
+    chosen, _ = routed_pair_logps(plain, {**b, "head": torch.zeros(3, dtype=torch.long)})
+    ids, mask, response = (b[k] for k in ("input_ids", "attention_mask", "response_mask"))
+    own = sequence_logps(plain, ids, mask, response).logps[:3]
+    assert torch.allclose(chosen, own, atol=1e-5)  # without a transform head 0 gives the model's own log-probs
+
+
+def test_several_processes_are_refused(monkeypatch, tmp_path):
+    from safealign.train.objectives.mah_dpo import MahDpoObjective
+
+    model, (_, b) = three_head_model(), batch([0, 1, 2])
+    monkeypatch.setenv("WORLD_SIZE", "2")  # torchrun / accelerate launch
+    with pytest.raises(UserError, match="never be synchronised"):
+        MahDpoObjective(attributes=["a", "b"]).load_rows(None)  # before the data or any model is read
+    with pytest.raises(UserError, match="DDP"):
+        routed_pair_logps(model, b)
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    if torch.distributed.is_available():  # a process group started by other means
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: 2)
+        with pytest.raises(UserError, match="has 2"):
+            routed_pair_logps(model, b)
+        monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: 1)
+    assert routed_pair_logps(model, b)[0].shape == (3,)
+
+
+def tied_tiny_model():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(vocab_size=len(tiny_tokenizer()), hidden_size=32, intermediate_size=64,
+                                        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
+                                        tie_word_embeddings=True, pad_token_id=0)).eval()
+
+
+@pytest.mark.parametrize("make", [tiny_model, tied_tiny_model], ids=["untied", "tied"])
+def test_with_lora_every_head_trains_and_head_0_leaves_the_reference_and_the_embeddings_alone(make):
+    start = make()
+    model = add_heads(apply_lora(copy.deepcopy(start), LoraSettings(r=2, alpha=4, dropout=0.0,
+                                                                    train_output_head=True)), 3)
+    _, b = batch([0, 1, 2])
+    chosen, rejected = routed_pair_logps(model, b)
+    (chosen - rejected).sum().backward()
+    for k, head in enumerate(lm_heads(model)):
+        trained = [p for p in head.parameters() if p.requires_grad]
+        assert trained and all(p.grad is not None and p.grad.abs().sum() > 0 for p in trained), f"head {k}"
+    embeddings = model.get_input_embeddings().weight
+    assert not embeddings.requires_grad and embeddings.grad is None
+    with torch.no_grad():  # a step on head 0
+        lm_heads(model)[0].weight.add_(0.1)
+        ids = b["input_ids"][:1]
+        with model.disable_adapter():  # the reference: the starting model, its own head untouched
+            assert torch.allclose(model(input_ids=ids).logits, start(input_ids=ids).logits, atol=1e-5)
+        assert not torch.allclose(model(input_ids=ids).logits, start(input_ids=ids).logits, atol=1e-3)
+    assert torch.equal(model.get_input_embeddings().weight, start.get_input_embeddings().weight)

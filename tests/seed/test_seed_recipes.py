@@ -15,6 +15,7 @@ from safealign.data import PairEncoder
 from safealign.models import load_model
 from safealign.models.heads import HEADS_FILE, lm_heads
 from safealign.models.tiny import tiny_model, tiny_tokenizer
+from safealign.types import PreferencePair
 
 RECIPES = Path(__file__).parents[2] / "configs" / "train"
 TINY = ["model=tiny-random", "max_steps=2", "lora.r=2", "lora.alpha=4", "lora.dropout=0.0", "logging_steps=1",
@@ -53,6 +54,8 @@ def test_cut_recipe_trains_and_its_first_loss_is_the_untrained_models_cut_loss(t
     expected = sum(one_example_loss(tiny_model().eval(), tiny_tokenizer(), r) for r in ROWS) / len(ROWS)
     assert first_loss(metrics) == pytest.approx(expected, rel=1e-4)
     assert any("cut/flagged_fraction" in m for m in metrics)
+    adapter = json.loads((tmp_path / "run" / "final" / "adapter_config.json").read_text())
+    assert sorted(adapter["target_modules"]) == ["down_proj", "gate_proj", "up_proj"]  # the paper: the MLP only
 
 
 def test_dckd_recipe_with_the_student_as_teacher_starts_at_kl_zero_and_reuses_its_teacher_cache(tmp_path):
@@ -90,6 +93,35 @@ def test_adpa_recipe_with_teacher_equal_to_its_reference_has_no_advantage_only_t
     assert first_loss(metrics) == pytest.approx(mean_chosen_nll(), rel=1e-4)
 
 
+def save_tiny(folder: Path, model) -> str:
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def test_adpa_recipe_with_a_teacher_apart_from_its_reference_starts_at_the_weighted_advantage_and_nll(tmp_path):
+    from tests.seed.test_distill import full_distributions, sharp_teacher
+
+    teacher, reference = sharp_teacher(), tiny_model(seed=2).eval()
+    vocab = teacher.get_output_embeddings().weight.shape[0]
+    data = pairs_file(tmp_path)
+    metrics = train(tmp_path, "adpa_distill.yaml", f"data.path={data}", "per_device_train_batch_size=4",
+                    f"objective.params.teacher={save_tiny(tmp_path / 'teacher', teacher)}",
+                    f"objective.params.teacher_reference={save_tiny(tmp_path / 'reference', reference)}",
+                    f"objective.params.top_k={vocab}",  # k = V: the advantage is exact
+                    "objective.params.adpa_weight=0.4", "objective.params.sft_on_chosen=1.5")
+    tok = tiny_tokenizer()
+    encoded, _ = PairEncoder(tok).encode_all([PreferencePair(({"role": "user", "content": p},), c, r)
+                                              for p, c, r in PAIRS])
+    student = tiny_model().eval()
+    rejected = zip(*(full_distributions(m, encoded, 1) for m in (student, teacher, reference)))
+    advantage = [-(sp.exp() * (tp - rp)).sum(-1).mean().item() for (sp, _), (tp, _), (rp, _) in rejected]
+    nll = [-sp.gather(-1, y[:, None]).mean().item() for sp, y in full_distributions(student, encoded, 0)]
+    assert min(abs(a) for a in advantage) > 0.1  # the teacher and its reference disagree
+    expected = sum(0.4 * a + 1.5 * n for a, n in zip(advantage, nll)) / len(PAIRS)
+    assert first_loss(metrics) == pytest.approx(expected, rel=1e-4)
+
+
 def test_mah_dpo_recipe_starts_at_log_2_saves_its_heads_and_is_scored_per_head(tmp_path, capsys):
     data = pairs_file(tmp_path, attribute=["harmless", "helpful", "helpful", "harmless"])
     metrics = train(tmp_path, "mah_dpo.yaml", f"data.path={data}", "per_device_train_batch_size=4",
@@ -101,6 +133,11 @@ def test_mah_dpo_recipe_starts_at_log_2_saves_its_heads_and_is_scored_per_head(t
     model, _ = load_model(str(final))
     heads = lm_heads(model)
     assert len(heads) == 2 and not torch.equal(heads[0].weight, heads[1].weight)  # head 1 trained apart
+    start = tiny_model().eval()
+    assert not torch.equal(heads[0].weight, start.lm_head.weight)  # head 0 trained too (a copy, in the adapter)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad(), model.disable_adapter():  # its frozen original: the starting model, the reference
+        assert torch.allclose(model(input_ids=ids).logits, start(input_ids=ids).logits, atol=1e-5)
     capsys.readouterr()  # training's console log
     assert main(["diagnose", "ranking", "--model", str(final), "--data", str(data), "--heads", "0,1", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["heads"] == [0.0, 1.0]
@@ -110,6 +147,23 @@ def test_mah_dpo_refuses_rows_without_a_listed_attribute_before_loading_a_model(
     data = pairs_file(tmp_path, attribute=["harmless", "funny", "helpful", "harmless"])
     argv = ["train", str(RECIPES / "mah_dpo.yaml"), *TINY, f"data.path={data}", f"output_dir={tmp_path / 'run'}"]
     assert main(argv) == 2
+
+
+@pytest.mark.parametrize("recipe", ["mah_dpo.yaml", "dckd_distill.yaml"])
+def test_seed_objectives_refuse_a_reference_model_they_would_ignore(tmp_path, no_model_load, capsys, recipe):
+    data = pairs_file(tmp_path, attribute=["harmless", "helpful", "helpful", "harmless"])
+    argv = ["train", str(RECIPES / recipe), *TINY, f"data.path={data}", f"output_dir={tmp_path / 'run'}",
+            "reference.model=tiny-random"]
+    assert main(argv) == 2
+    assert "does not use reference.model" in capsys.readouterr().err
+
+
+def test_mah_dpo_refuses_several_processes_before_loading_a_model(tmp_path, no_model_load, monkeypatch, capsys):
+    data = pairs_file(tmp_path, attribute=["harmless", "helpful", "helpful", "harmless"])
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = ["train", str(RECIPES / "mah_dpo.yaml"), *TINY, f"data.path={data}", f"output_dir={tmp_path / 'run'}"]
+    assert main(argv) == 2
+    assert "never be synchronised" in capsys.readouterr().err
 
 
 def test_the_seed_objectives_are_listed_with_their_papers_and_data(capsys):
@@ -133,3 +187,6 @@ def test_mah_dpo_resume_restores_the_trained_heads_from_the_checkpoint(tmp_path)
     model, _ = load_model(str(tmp_path / "run" / "final"))
     assert torch.equal(lm_heads(model)[1].weight, saved["0.weight"])
     assert not torch.equal(lm_heads(model)[1].weight, lm_heads(model)[0].weight)
+    checkpoint, _ = load_model(str(tmp_path / "run" / "checkpoint-2"))  # head 0 comes back with the adapter
+    assert torch.equal(lm_heads(model)[0].weight, lm_heads(checkpoint)[0].weight)
+    assert not torch.equal(lm_heads(model)[0].weight, tiny_model().lm_head.weight)

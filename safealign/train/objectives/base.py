@@ -97,6 +97,8 @@ class Objective:
     name = RegisteredName(OBJECTIVES)
     paper: ClassVar[str] = ""
     needs_reference: ClassVar[bool] = True  # False: no frozen copy is made (full fine-tuning saves its memory)
+    # with needs_reference False: why reference.model does not apply (the recipe check refuses it with this)
+    reference_role: ClassVar[str] = "it keeps no reference model"
     roles: Mapping[str, tuple[RowKind, ...]]
 
     def __call__(self, model: nn.Module, batch: Mapping[str, Any], ctx: ObjectiveContext) -> ObjectiveOutput:

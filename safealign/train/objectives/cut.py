@@ -27,6 +27,7 @@ class CutObjective(SeedObjective):
 
     paper = "Xu et al. 2024, Reasons to Reject? Aligning LMs with Judgments (CUT), arXiv:2312.14591"
     data_layout = "judgment rows: prompt, completion, judgment, score"
+    reference_role = "it has no reference model (the judgment view is the contrast)"
 
     def __init__(self, *, positive_score: float = 7.0, threshold: float = 1.1, alpha: float = 1.0) -> None:
         require(threshold > 0, "cut", f"threshold is a probability ratio and must be > 0, got {threshold}")

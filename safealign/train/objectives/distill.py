@@ -28,6 +28,7 @@ PAPER = "Gao et al. 2025, Advantage-Guided Distillation for Preference Alignment
 class _Distill(SeedObjective):
     data_layout = "preference pairs (prompt, chosen, rejected)"
     needs_reference_teacher = False
+    reference_role = "the teacher (params.teacher, and params.teacher_reference for ADPA) plays that part"
 
     def _check_common(self, name: str, teacher: Optional[str], top_k: int, sft_on_chosen: float) -> None:
         require(bool(teacher), name, "params.teacher must name the teacher model (a DPO-trained model or adapter "

@@ -5,11 +5,16 @@ Data: preference pairs with an ``attribute`` column; ``attributes`` lists the at
 ``attributes[k]`` trains head ``k`` (head 0 = the model's own head). The extra heads are added before training,
 the reference log-probs are cached from the starting model (every head starts as head 0, so they are the
 ordinary ones; safealign/train/multihead.py), and the heads are saved with every checkpoint and the final model.
+Every head trains, as in the official code: with LoRA head 0 trains as a copy beside the frozen original (peft
+``modules_to_save``, saved in the adapter), which stays what the adapter-disabled model scores with.
+Refused: several processes (DDP; :func:`safealign.train.multihead.require_one_process`), a model whose logits are
+not ``lm_head(decoder(x))`` (:func:`safealign.train.multihead.require_routable`), and ``reference.model``.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 from typing import Any, Optional
 
@@ -20,10 +25,12 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from safealign.data import PreferenceCollator
 from safealign.errors import UserError
-from safealign.models.heads import add_heads, extra_heads, load_heads, save_heads
-from safealign.train.multihead import mah_dpo_losses, routed_pair_logps
+from safealign.models.heads import add_heads, extra_heads, lm_heads, load_heads, save_heads
+from safealign.train.multihead import mah_dpo_losses, require_one_process, require_routable, routed_pair_logps
 from safealign.train.objectives.base import ObjectiveContext, ObjectiveOutput, register_objective, require
-from safealign.train.objectives.seed_data import ObjectiveData, SeedObjective, encode_pairs, parse_pairs
+from safealign.train.objectives.seed_data import ObjectiveData, SeedObjective, encode_kept_pairs, parse_pairs
+
+logger = logging.getLogger(__name__)
 
 
 class HeadCollator:
@@ -62,11 +69,15 @@ class MahDpoObjective(SeedObjective):
 
     paper = "Shen et al. 2025, Simultaneous Multi-objective Alignment (MAH-DPO), arXiv:2510.01167"
     data_layout = "preference pairs with an 'attribute' column"
+    reference_role = ("its reference is the starting model itself (every head starts as a copy of head 0), cached "
+                      "before training; to start from another model, set model")
+    trains_output_head = True  # a fresh LoRA adapter trains head 0 too (as a copy), like the extra heads
 
     def __init__(self, *, attributes: Optional[list[str]] = None, beta: float = 0.1, noise_std: float = 0.0) -> None:
         self.attributes, self.beta, self.noise_std = list(attributes or []), beta, noise_std
 
     def load_rows(self, config):
+        require_one_process()  # before any model loads: torchrun / accelerate launch set WORLD_SIZE
         require(len(self.attributes) >= 2, "mah_dpo", "params.attributes must list at least 2 attribute names "
                                                       "(attribute k trains head k; head 0 is the model's own)")
         require(len(set(self.attributes)) == len(self.attributes), "mah_dpo", "params.attributes has a repeat")
@@ -88,15 +99,24 @@ class MahDpoObjective(SeedObjective):
             starts_from_trained_adapter,
         )
 
-        encoded, report = encode_pairs(config, tokenizer, rows)
-        heads = torch.tensor([self.attributes.index(rows[item.index].meta["attribute"]) for item in encoded])
+        encoded, report, kept = encode_kept_pairs(config, tokenizer, rows)
+        # each kept item's own row: item.index counts kept rows only, so rows[item.index] would be another row
+        heads = torch.tensor([self.attributes.index(pair.meta["attribute"]) for pair in kept])
+        require_one_process()
+        probe = PreferenceCollator(tokenizer.pad_token_id)(encoded[:1])
+        require_routable(model, probe["input_ids"].to(device), probe["attention_mask"].to(device))
         if extra_heads(model) is None:
             add_heads(model, len(self.attributes), noise_std=self.noise_std, seed=42)
+        frozen = [k for k, head in enumerate(lm_heads(model)) if not any(p.requires_grad for p in head.parameters())]
+        if frozen:  # e.g. continuing an adapter saved without its head 0
+            logger.warning("MAH-DPO: heads %s are frozen, so their attributes (%s) train only through the shared "
+                           "backbone; the official code trains every head", frozen,
+                           ", ".join(self.attributes[k] for k in frozen))
         # head 0 and the copies agree at the start: the starting model's log-probs are every head's reference (a
         # trained adapter being continued is part of the starting model: docs/algorithms.md, "Which πref")
         cache = load_or_compute_reference(model, encoded, config.reference.cache_dir or str(cache_root() / "reference"),
                                           batch_size=config.reference.batch_size, chunk_size=config.logps_chunk_size,
-                                          describe={"model": config.reference.model or config.model, "kind": "pair"},
+                                          describe={"model": config.model, "kind": "pair"},
                                           with_adapter=starts_from_trained_adapter(model))
         collate = CachedReferenceCollator(HeadCollator(PreferenceCollator(tokenizer.pad_token_id), heads), cache.table)
         return ObjectiveData(encoded, collate, report, callbacks=[HeadsSaveCallback()], describe=cache.describe())

@@ -95,6 +95,7 @@ class ReFAT(Objective):
 
     paper = "Yu et al. 2024, Robust LLM Safeguarding via Refusal Feature Adversarial Training, arXiv:2409.20089"
     needs_reference = False  # the direction comes from the current model; no frozen copy is kept
+    reference_role = "it has no reference term (the refusal direction comes from the current model)"
 
     def __init__(self, *, layers: list[int] | None = None, recompute_every: int = 4, samples_per_class: int = 32,
                  rfa_probability: float = 0.5) -> None:

@@ -32,6 +32,10 @@ def check_objective_config(config: TrainConfig) -> Objective:
         raise UserError(f"objective {name!r} compares the policy with the frozen model on the same tokens; "
                         f"reference.transform={config.reference.transform!r} (an E-variant's prompt view) has no "
                         "meaning for it: use identity (docs/objectives.md)")
+    if config.reference.model and not objective.needs_reference:
+        raise UserError(f"objective {name!r} does not use reference.model ({config.reference.model!r}): "
+                        f"{getattr(objective, 'reference_role', 'it keeps no reference model')}; remove it "
+                        "(docs/objectives.md, docs/seed-methods.md)")
     for key, value in (("normalize_pair_gradients", config.normalize_pair_gradients),
                        ("diagnostics.entanglement_every", config.diagnostics.entanglement_every),
                        ("data.unpair", config.data.unpair), ("data.transforms", config.data.transforms)):
@@ -60,7 +64,8 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
     parsed, by_role = objective.load_rows(config) if own_data else load_role_rows(config, objective)
     args = training_arguments(config)
     checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model)
-    model, tokenizer = _load_policy(config, args.device, model, tokenizer)
+    model, tokenizer = _load_policy(config, args.device, model, tokenizer,
+                                    train_output_head=getattr(objective, "trains_output_head", False))
     identities = _starting_identities(config, model)  # before training changes the weights
     if own_data:
         data = objective.setup(config, model, tokenizer, by_role, args.device)

@@ -72,8 +72,17 @@ def parse_pairs(config: TrainConfig, name: str) -> tuple[ParseResult, list[Prefe
 
 def encode_pairs(config: TrainConfig, tokenizer: Any, pairs: Sequence[PreferencePair]):
     """Pairs as the trainer encodes them (identity reference view), ``index`` = position among the kept rows."""
+    encoded, report, _ = encode_kept_pairs(config, tokenizer, pairs)
+    return encoded, report
+
+
+def encode_kept_pairs(config: TrainConfig, tokenizer: Any, pairs: Sequence[PreferencePair]):
+    """:func:`encode_pairs` plus the source pair of each kept item (``kept[i]`` is the row item ``i`` encodes):
+    a row whose prompt leaves no room for a response is dropped, so positions among the kept rows are not
+    positions in ``pairs``."""
     encoder = PairEncoder(tokenizer, max_length=config.data.max_length, max_prompt_length=config.data.max_prompt_length)
     encoded, report = encoder.encode_all(pairs)
     if not encoded:
         raise UserError(f"{config.data.path}: every row is too long for data.max_length={config.data.max_length}")
-    return [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)], report
+    kept = [pairs[item.index] for item in encoded]  # encode_all's index: the position in ``pairs``
+    return [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)], report, kept
