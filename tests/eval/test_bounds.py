@@ -93,9 +93,9 @@ def test_backend_never_runs_a_prompt_past_the_limit(tiny_model, tiny_tokenizer, 
     seen = []
     original = chat._generate_batch
 
-    def spy(prompts, params):
+    def spy(prompts, params, **kwargs):
         seen.extend(prompts)
-        return original(prompts, params)
+        return original(prompts, params, **kwargs)
 
     monkeypatch.setattr(chat, "_generate_batch", spy)
     convs = [({"role": "user", "content": "hi"},), ({"role": "user", "content": "word " * 200},)]

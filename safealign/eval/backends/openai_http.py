@@ -6,10 +6,18 @@ only in the Authorization header and never logged or stored: error text from the
 that still fails after the retries becomes ``Completion(text="", error=...)`` — never a fake answer.
 A 429/503 with ``Retry-After`` waits that long when it fits in the remaining ``retry_budget_s``.
 
+Network failures (refused or reset connections, timeouts, a malformed or cut-short HTTP response:
+``http.client.HTTPException`` such as ``BadStatusLine`` or ``IncompleteRead``) are retried like a 5xx.
+
 Prefill (a trailing assistant message) is sent as-is together with ``prefill_params`` (by default
 vLLM's ``continue_final_message``); servers that do not support it answer a fresh turn instead, so the
 first batch with a prefill runs one probe (:mod:`safealign.eval.backends.prefill_probe`) whose verdict
-is recorded on every prefill attempt.
+is recorded on every prefill attempt. A probe whose request failed (verdict ``unknown``) is tried again
+with the next prefill batch, up to ``PREFILL_PROBE_TRIES`` probes in all.
+
+Each completion's meta holds the server's ``finish`` reason (``choices[0].finish_reason``: ``"stop"`` or
+``"length"`` as the HF and vLLM backends write it, or whatever else the server says), ``usage`` when the
+server sends it, and ``tokens`` (its ``completion_tokens``).
 
 Request ``i`` of a batch is sent with ``seed = request_seed(params.seed, i)``
 (:func:`safealign.eval.backends.base.request_seed`): servers seed each request (vLLM does), so one shared
@@ -19,6 +27,7 @@ seed would answer identical conversations of a batch identically.
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
 import logging
 import os
@@ -41,6 +50,7 @@ logger = logging.getLogger(__name__)
 _POLL_S = 0.1  # how often a waiting generate() checks for a stop request
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DEFAULT_PREFILL_PARAMS = {"continue_final_message": True, "add_generation_prompt": False}
+PREFILL_PROBE_TRIES = 3  # probes sent while every one so far failed (verdict unknown)
 
 
 # Header values a server may echo back in an error body (JSON, "Key: value" or key=value forms).
@@ -90,6 +100,7 @@ class OpenAIChatModel:
         self.system_prompt = system_prompt
         self.prefill_params = DEFAULT_PREFILL_PARAMS if prefill_params is None else prefill_params
         self.prefill_support: str | None = None  # the probe's verdict, once a prefill has been sent
+        self.prefill_probes = 0  # probes sent so far
         self._probe_lock = threading.Lock()
 
     def __repr__(self) -> str:  # no key in reprs or logs
@@ -144,14 +155,22 @@ class OpenAIChatModel:
         return prefill_probe.mark(conversations, results, verdict) if verdict else results
 
     def probe_prefill(self, params: GenerationParams) -> str:
-        """Whether this server continues an assistant prefill (one request, the first time it is asked)."""
+        """Whether this server continues an assistant prefill: one probe request the first time it is asked,
+        another each later time while every probe failed (``unknown``), up to ``PREFILL_PROBE_TRIES``."""
         with self._probe_lock:
-            if self.prefill_support is None:
+            unsettled = self.prefill_support in (None, prefill_probe.UNKNOWN)
+            if unsettled and self.prefill_probes < PREFILL_PROBE_TRIES:
+                self.prefill_probes += 1
                 probe = GenerationParams(max_new_tokens=16, seed=params.seed)
                 self.prefill_support = prefill_probe.classify(self._one(prefill_probe.PROBE, probe))
                 log = logger.info if self.prefill_support == prefill_probe.HONOURED else logger.warning
-                log("%s: prefill probe: the server %s", self.url, prefill_probe.MEANING[self.prefill_support])
-            return self.prefill_support
+                tries = ""
+                if self.prefill_support == prefill_probe.UNKNOWN:
+                    left = PREFILL_PROBE_TRIES - self.prefill_probes
+                    tries = f" (probe {self.prefill_probes} of at most {PREFILL_PROBE_TRIES}" + (
+                        "; tried again with the next prefill batch)" if left else "; not tried again)")
+                log("%s: prefill probe: the server %s%s", self.url, prefill_probe.MEANING[self.prefill_support], tries)
+            return self.prefill_support  # type: ignore[return-value]
 
     def _payload(self, conversation: Conversation, params: GenerationParams) -> dict[str, Any]:
         messages, prefill = split_prefill(conversation)
@@ -183,8 +202,9 @@ class OpenAIChatModel:
                     break
                 waited += wait
             try:
-                text = self._post(data)
-                return Completion(text=text, seconds=time.perf_counter() - start, meta={"attempts": attempt + 1})
+                text, meta = self._post(data)
+                return Completion(text=text, seconds=time.perf_counter() - start,
+                                  meta={**meta, "attempts": attempt + 1})  # fmt: skip
             except _Retryable as exc:
                 error = str(exc)
                 logger.debug("retryable error from %s (try %d): %s", self.url, attempt + 1, error)
@@ -203,7 +223,7 @@ class OpenAIChatModel:
             return retry_after
         return self.backoff_s * 2**attempt * (1 + random.random())
 
-    def _post(self, data: bytes) -> str:
+    def _post(self, data: bytes) -> tuple[str, dict[str, Any]]:
         headers = {"Content-Type": "application/json"}
         if self._api_key:
             headers["Authorization"] = f"Bearer {self._api_key}"
@@ -212,16 +232,24 @@ class OpenAIChatModel:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
-            # Redact before cutting, so a key straddling the cut cannot survive in part.
-            detail = redact(exc.read(64_000).decode("utf-8", "replace"), self._api_key)[:300]
-            message = f"HTTP {exc.code}: {detail}"
+            message = f"HTTP {exc.code}: {self._error_detail(exc)}"
             if exc.code in RETRY_STATUS:
                 raise _Retryable(message, _retry_after(exc.headers.get("Retry-After"))) from None
             raise ValueError(message) from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+        # HTTPException (BadStatusLine, IncompleteRead, ...) is no OSError: a garbled or cut-short response
+        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError, http.client.HTTPException) as exc:
             reason = getattr(exc, "reason", exc)
             raise _Retryable(redact(f"{type(exc).__name__}: {reason}", self._api_key)) from None
         return _parse_content(body, self._api_key)
+
+    def _error_detail(self, exc: urllib.error.HTTPError) -> str:
+        """The start of an error response's body, redacted; reading it may fail like any response."""
+        try:
+            body = exc.read(64_000)
+        except (OSError, http.client.HTTPException) as read_error:
+            return f"(body unreadable: {type(read_error).__name__})"
+        # Redact before cutting, so a key straddling the cut cannot survive in part.
+        return redact(body.decode("utf-8", "replace"), self._api_key)[:300]
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -241,12 +269,24 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _parse_content(body: bytes, secret: str | None = None) -> str:
+def _parse_content(body: bytes, secret: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The answer text and its meta: ``finish`` (``choices[0].finish_reason``), ``usage`` and ``tokens``."""
     try:
-        content = json.loads(body)["choices"][0]["message"]["content"]
+        reply = json.loads(body)
+        choice = reply["choices"][0]
+        content = choice["message"]["content"]
     except (ValueError, KeyError, IndexError, TypeError):
         text = body[:64_000].decode("utf-8", "replace")
         raise ValueError(f"malformed response: {redact(text, secret)[:200]!r}") from None
     if not isinstance(content, str):
         raise ValueError(f"malformed response: content is {type(content).__name__}")
-    return content
+    meta: dict[str, Any] = {}
+    finish = choice.get("finish_reason") if isinstance(choice, dict) else None
+    if isinstance(finish, str):
+        meta["finish"] = finish  # "stop" / "length", the HF and vLLM backends' words too
+    usage = reply.get("usage") if isinstance(reply, dict) else None
+    if isinstance(usage, dict):
+        meta["usage"] = usage
+        if isinstance(usage.get("completion_tokens"), int):
+            meta["tokens"] = usage["completion_tokens"]
+    return content, meta

@@ -3,25 +3,44 @@
 vLLM seeds each request on its own, so request ``i`` of a batch gets ``request_seed(params.seed, i)``
 (:func:`safealign.eval.backends.base.request_seed`): identical conversations in one batch differ, and a
 re-run draws the same samples.
+
+Prompts are tokenised here, with the tokenizer's special tokens only when ``params.add_special_tokens``
+(as the HF backend does: a rendered chat template already starts with BOS), and sent as token ids, so
+vLLM adds nothing on top. A prompt longer than ``generation.max_prompt_tokens`` (default: the engine's
+``max_model_len`` minus ``max_new_tokens``) is not run and comes back as an error of its own, as in the
+HF backend, instead of failing the whole call in vLLM.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Sequence
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams, render_prompt, request_seed
+from safealign.eval.backends.base import (
+    Conversation,
+    GenerationParams,
+    prompt_limit,
+    render_prompt,
+    request_seed,
+    too_long,
+)
 from safealign.types import Completion
+
+logger = logging.getLogger(__name__)
 
 
 class VLLMChatModel:
+    backend = "vllm"  # the name a run's model identity records when ``spec`` names no local or hub weights
+
     def __init__(self, model_name: str, *, system_prompt: str | None = None, **engine_kwargs: Any) -> None:
         try:
             import vllm
         except ImportError:
             raise UserError("the vllm backend needs the optional package 'vllm' (pip install vllm)") from None
         self._vllm = vllm
+        self.spec = model_name  # what vLLM loaded: a local folder, a hub id (safealign.models.identity)
         self.llm = vllm.LLM(model=model_name, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.system_prompt = system_prompt
@@ -33,8 +52,30 @@ class VLLMChatModel:
             kwargs["dtype"] = config.dtype
         return cls(config.name, system_prompt=config.system_prompt, **kwargs)
 
-    def _render(self, conversation: Conversation, params: GenerationParams) -> str:
+    def render(self, conversation: Conversation, params: GenerationParams) -> str:
+        """The exact prompt text the model sees (chat template + generation prompt + any prefill)."""
         return render_prompt(self.tokenizer, conversation, params, self.system_prompt)
+
+    def _token_ids(self, text: str, params: GenerationParams) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=params.add_special_tokens)["input_ids"])
+
+    def prompt_tokens(self, conversation: Conversation, params: GenerationParams) -> int:
+        """Tokens of the prompt as the model sees it (chat template included)."""
+        return len(self._token_ids(self.render(conversation, params), params))
+
+    def context_length(self) -> int | None:
+        """The engine's ``max_model_len`` (None when this vLLM version does not expose it where looked)."""
+        engine = getattr(self.llm, "llm_engine", None)
+        for config in (getattr(engine, "model_config", None),
+                       getattr(getattr(engine, "vllm_config", None), "model_config", None)):  # fmt: skip
+            value = getattr(config, "max_model_len", None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def prompt_limit(self, params: GenerationParams) -> tuple[int | None, str]:
+        """The most prompt tokens a generation may start from, and where that number comes from."""
+        return prompt_limit(params, self.context_length())
 
     def _sampling(self, params: GenerationParams, seed: int) -> Any:
         return self._vllm.SamplingParams(
@@ -46,14 +87,26 @@ class VLLMChatModel:
         )
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
-        sampling = [self._sampling(params, request_seed(params.seed, i)) for i in range(len(conversations))]
+        prompts = [self._token_ids(self.render(c, params), params) for c in conversations]
+        out = too_long([len(p) for p in prompts], *self.prompt_limit(params), logger)
+        run = [i for i in range(len(prompts)) if out[i] is None]
+        if not run:
+            return out  # type: ignore[return-value]
+        # request i keeps its seed whichever prompts around it were too long
+        sampling = [self._sampling(params, request_seed(params.seed, i)) for i in run]
         start = time.perf_counter()
         try:
-            outputs = self.llm.generate([self._render(c, params) for c in conversations], sampling)
+            outputs = self.llm.generate([{"prompt_token_ids": prompts[i]} for i in run], sampling)
         except (RuntimeError, ValueError) as exc:
-            return [Completion(text="", error=f"{type(exc).__name__}: {exc}") for _ in conversations]
-        seconds = (time.perf_counter() - start) / max(1, len(conversations))
-        return [
-            Completion(text=o.outputs[0].text, seconds=seconds, meta={"finish": o.outputs[0].finish_reason})
-            for o in outputs
-        ]
+            for i in run:
+                out[i] = Completion(text="", error=f"{type(exc).__name__}: {exc}")
+            return out  # type: ignore[return-value]
+        seconds = (time.perf_counter() - start) / len(run)
+        for i, o in zip(run, outputs):
+            first = o.outputs[0]
+            meta: dict[str, Any] = {"finish": first.finish_reason}
+            token_ids = getattr(first, "token_ids", None)
+            if token_ids is not None:
+                meta["tokens"] = len(token_ids)
+            out[i] = Completion(text=first.text, seconds=seconds, meta=meta)
+        return out  # type: ignore[return-value]
