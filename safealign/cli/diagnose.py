@@ -28,6 +28,8 @@ SUBCOMMANDS = {
                      "how concentrated the residual stream is per layer (first-token norm, top dimensions' share)"),
     "paired-margin": ("safealign.cli.diagnose_paired_margin",
                       "paired log-prob margins of two variants' ranking outputs (seeds × pairs, bootstrap interval)"),
+    "eval-difference": ("safealign.cli.diagnose_eval_difference",
+                        "paired held-out differences of two variants' evaluations over seeds (hierarchical interval)"),
     "margin-split": ("safealign.cli.diagnose_margin_split",
                      "where one variant's extra held-out refusal margin lands: prompts the other refuses vs answers"),
     "win-rate": ("safealign.cli.diagnose_win_rate",

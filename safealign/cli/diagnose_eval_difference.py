@@ -1,0 +1,32 @@
+"""``safealign diagnose eval-difference --a EVAL... --b EVAL...``: paired held-out differences over seeds.
+
+See :mod:`safealign.pipelines.eval_difference`; each EVAL is an evaluation folder (a demo stage's ``eval/<stage>``
+or a sweep cell's ``eval``), one per training seed, in the same seed order for both variants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from safealign.cli.diagnose import add_paired_arguments
+
+    add_paired_arguments(parser, "EVAL", "evaluation folders")
+    parser.add_argument("--metrics", default=None, metavar="A,B", help="only these metrics, in this order")
+    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--json", action="store_true", help="print a machine-readable dict")
+
+
+def run(args: argparse.Namespace) -> int:
+    from safealign.errors import UserError
+    from safealign.pipelines.eval_difference import eval_difference, format_difference
+
+    names = tuple(args.names.split(","))
+    if len(names) != 2:
+        raise UserError(f"--names: two names A,B, got {args.names!r}")
+    result = eval_difference(args.a, args.b, metrics=args.metrics.split(",") if args.metrics else None,
+                             resamples=args.resamples)
+    print(json.dumps(result, indent=2) if args.json else format_difference(result, names))
+    return 0
