@@ -87,6 +87,9 @@ class Grid:
     resamples: int = 2000
     compare: list[list[str]] | None = None  # [a, b]: the table's paired differences a − b (None: see comparisons)
     name: str = "sweep"  # the grid file's stem: its table is tables/<name>.json under output_dir
+    # the command line changed the grid's own cells (seeds, variants, axes, compare, resamples): `--table` then shows
+    # a view of the directory and leaves the grid's table file as the grid file defines it
+    narrowed: bool = False
 
     def comparisons(self) -> list[tuple[str, str]]:
         """The compared pairs: as given, else the demo's (every method against dpo, each E-variant against its
@@ -144,6 +147,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
     grid = Grid(demo=[f"{k}={json.dumps(v)}" for k, v in _flatten(demo).items()] + demo_overrides,
                 axes=_axes(path, data.get("axes") or {}),
                 name=Path(path).stem,
+                narrowed=any(o.partition("=")[0].split(".")[0] != "output_dir" for o in grid_overrides),
                 **{k: data[k] for k in ("variants", "seeds", "compare", "output_dir", "resamples") if k in data})
     _validate(path, grid)
     return grid

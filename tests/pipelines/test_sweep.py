@@ -242,6 +242,10 @@ def test_a_methods_grid_shares_the_directory_and_prints_a_method_per_row(grid_fi
     assert "| method | seeds | benign_refusal_rate | direct_asr |" in chosen and "template_asr" not in chosen
     assert main(["sweep", str(methods), "--table", "--metrics", "direct_asr,asr_typo"]) == 2
     assert "asr_typo not recorded" in capsys.readouterr().err
+    before = (out / "tables" / "methods.json").read_text()
+    assert main(["sweep", str(methods), "--table", "resamples=100"]) == 0  # a view of the directory
+    assert "methods.json is left as the grid file defines it" in capsys.readouterr().out
+    assert (out / "tables" / "methods.json").read_text() == before  # what `safealign report` shows is the grid's
 
 
 def test_compare_and_variants_are_checked(tmp_path):
