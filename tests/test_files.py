@@ -59,7 +59,7 @@ def test_build_safety_refuses_to_append_pairs_built_with_other_settings(tmp_path
     build = ["data", "build-safety", "--model", "tiny-random", "--out", str(out), "--harmful-limit", "2",
              "--benign-limit", "2", "--max-new-tokens", "3"]  # fmt: skip
     assert main(build) == 0
-    assert (tmp_path / "pairs.settings.json").is_file()
+    assert (tmp_path / "pairs.jsonl.settings.json").is_file()
     rows = out.read_text()
     import safealign.models
 
@@ -79,7 +79,7 @@ def test_build_safety_replaces_a_settings_record_with_nothing_built_under_it(tmp
     out = tmp_path / "pairs.jsonl"
     claim_pairs_file(out, Fingerprint("safety_pairs", {"seed": 0}))  # its model then failed to load: no pairs
     claim_pairs_file(out, Fingerprint("safety_pairs", {"seed": 1}))
-    assert read_fingerprint_file(tmp_path / "pairs.settings.json").values == {"seed": 1}
+    assert read_fingerprint_file(tmp_path / "pairs.jsonl.settings.json").values == {"seed": 1}
     out.write_text('{"id": "h1", "prompt": "p", "chosen": "c", "rejected": "r"}\n')
     with pytest.raises(UserError, match="seed: 1 -> 2"):
         claim_pairs_file(out, Fingerprint("safety_pairs", {"seed": 2}))

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(table, markdown=args.markdown, metrics=args.metrics.split(",") if args.metrics else None))
         print(progress_line(table))
         if grid.narrowed:  # e.g. seeds=[0,1,2,3,4] variants=[dpo,e-dpo] on the methods grid: a view, not the grid
-            print(f"(grid keys overridden on the command line: {grid.table_path('.json')} is left as the grid file "
+            print(f"(settings overridden on the command line: {grid.table_path('.json')} is left as the grid file "
                   "defines it)")
         elif Path(grid.output_dir).is_dir():  # what `safealign report` shows; a finished sweep rewrites the same
             write_tables(grid, table)

@@ -51,9 +51,10 @@ def settled_ids(path: Path) -> set[str]:
 
 
 def settings_path(path: Path) -> Path:
-    """``pairs.jsonl`` → ``pairs.settings.json``: what a standalone build generated with (model, tokens, seed,
-    refusals), so that a re-run with other settings is refused instead of appending different pairs."""
-    return path.with_name(f"{path.stem}.settings.json")
+    """``pairs.jsonl`` → ``pairs.jsonl.settings.json``: what a standalone build generated with (model, tokens,
+    seed, refusals), so that a re-run with other settings is refused instead of appending different pairs. Named
+    after the whole file name: ``pairs.json`` and ``pairs.jsonl`` beside each other keep their own records."""
+    return path.with_name(f"{path.name}.settings.json")
 
 
 def settled_path(path: Path) -> Path:

@@ -266,7 +266,8 @@ def claim_each(jobs: Sequence[Job]) -> tuple[int, list[tuple[Path, Holder]]]:
                 continue
             with lock:
                 if not job.finished():  # another process may have finished it since the check above
-                    job.run()
+                    with _own_session():  # the run directories it locks are free once it ends (run_lock.py)
+                        job.run()
                     computed += 1
             progressed = True
         if not progressed:
@@ -291,6 +292,14 @@ def run_once(path: Path, done: Path, what: str, work: Callable[[], None]) -> boo
         if finished_by in [asdict(h) for h in waited]:
             logger.info("%s finished by another process while this one waited", what)
             return False
-        work()
+        with _own_session():  # a later process may run it again (resuming): it must find its run directories free
+            work()
         write_json(done, {"holder": asdict(lock.holder), "finished": time.time()})
     return True
+
+
+def _own_session():
+    """A :func:`safealign.io.run_lock.run_dir_session` (imported here: run_lock builds on this module)."""
+    from safealign.io.run_lock import run_dir_session
+
+    return run_dir_session()

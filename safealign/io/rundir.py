@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from safealign.errors import UserError
-from safealign.io.jsonfile import write_json
+from safealign.io.jsonfile import finite_json, write_json
 from safealign.io.run_lock import lock_run_dir, unlock_run_dir
 
 logger = logging.getLogger(__name__)
@@ -194,7 +194,9 @@ def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = 
     unknown = {k for k in WHEN_KNOWN if old.values.get(k) is None or new.values.get(k) is None}
     added = {k for k in set(new.values) - set(old.values) if k in new.defaults and new.values[k] == new.defaults[k]}
     grown = {k for k in new.extendable if _only_adds(old.values.get(k), new.values.get(k))}
-    return sorted(k for k in keys - unknown - added - grown if old.values.get(k) != new.values.get(k))
+    # compared as recorded: fingerprint.json holds a non-finite number (max_grad_norm=inf) as null (jsonfile.py)
+    return sorted(k for k in keys - unknown - added - grown
+                  if finite_json(old.values.get(k)) != finite_json(new.values.get(k)))
 
 
 def _only_adds(old: Any, new: Any) -> bool:
@@ -241,16 +243,16 @@ def claim_run_dir(run: str | os.PathLike, fingerprint: Fingerprint, *, outputs: 
     run = Path(run)
     if run.exists() and not run.is_dir():
         raise UserError(f"output directory {run} is a file; name a directory")
-    existed = run.exists()
+    created = [d for d in (run, *run.parents) if not d.exists()]  # the folders taking the lock will create
     locked = exclusive and lock_run_dir(run)
     try:
         continues = _claim(run, fingerprint, outputs, overwrite, legacy, check, overwrite_flag)
     except BaseException:
-        if locked:  # refused: leave the directory as it was found
+        if locked:  # refused: leave the file system as it was found
             unlock_run_dir(run)
-            if not existed:
+            for folder in created:  # innermost first; a folder something else wrote into meanwhile stays
                 with contextlib.suppress(OSError):
-                    run.rmdir()
+                    folder.rmdir()
         raise
     return continues
 

@@ -87,8 +87,8 @@ class Grid:
     resamples: int = 2000
     compare: list[list[str]] | None = None  # [a, b]: the table's paired differences a − b (None: see comparisons)
     name: str = "sweep"  # the grid file's stem: its table is tables/<name>.json under output_dir
-    # the command line changed the grid's own cells (seeds, variants, axes, compare, resamples): `--table` then shows
-    # a view of the directory and leaves the grid's table file as the grid file defines it
+    # the command line changed anything but output_dir (the grid's seeds, variants, axes, or a demo key, which picks
+    # other cells): `--table` then prints a view of the directory and leaves the grid's table file as it is
     narrowed: bool = False
 
     def comparisons(self) -> list[tuple[str, str]]:
@@ -147,7 +147,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
     grid = Grid(demo=[f"{k}={json.dumps(v)}" for k, v in _flatten(demo).items()] + demo_overrides,
                 axes=_axes(path, data.get("axes") or {}),
                 name=Path(path).stem,
-                narrowed=any(o.partition("=")[0].split(".")[0] != "output_dir" for o in grid_overrides),
+                narrowed=any(o.partition("=")[0] != "output_dir" for o in overrides or []),
                 **{k: data[k] for k in ("variants", "seeds", "compare", "output_dir", "resamples") if k in data})
     _validate(path, grid)
     return grid
@@ -304,7 +304,7 @@ def run_sweep(grid: Grid) -> ClaimedRun:
         return run
     run.table = sweep_table(grid)
     run.table.update(computed=computed, skipped=skipped, wall_seconds=round(time.time() - started, 1))
-    write_tables(grid, run.table)
+    write_tables(grid, run.table)  # a run writes the table of what it ran, overrides and all
     return run
 
 

@@ -158,3 +158,31 @@ def test_a_live_lock_installed_after_the_stale_one_was_judged_is_never_replaced(
     write_lock(path, sleeper.pid)  # B's takeover, between A's judgement and A's replacement
     assert _take_over(path, reason, seen) is None
     assert read_holder(path).pid == sleeper.pid
+
+
+def test_shared_work_frees_its_run_directories_for_a_process_that_resumes_it_later(tmp_path):
+    """A sweep worker runs the shared step (the base model's evaluation) under run_once and lives on; one that
+    arrives later finds shared.lock free and resumes that step, which claims the same run directories."""
+    from safealign.io.lockfile import run_once
+    from safealign.io.rundir import claim_run_dir, make_fingerprint
+
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from safealign.io.lockfile import run_once\n"
+        "from safealign.io.rundir import claim_run_dir, make_fingerprint\n"
+        "root = Path(sys.argv[1])\n"
+        "run_once(root / 'shared.lock', root / 'shared.done', 'shared', lambda: claim_run_dir(\n"
+        "    root / 'before', make_fingerprint('eval', {'a': 1}), outputs=('records.jsonl',)))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    first = subprocess.Popen([sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "ready"  # it ran the shared step and is still alive
+        ran = run_once(tmp_path / "shared.lock", tmp_path / "shared.done", "shared", lambda: claim_run_dir(
+            tmp_path / "before", make_fingerprint("eval", {"a": 1}), outputs=("records.jsonl",)))
+        assert ran  # resumed here, its run directory not held by the first process any more
+    finally:
+        first.kill()
+        first.wait()

@@ -135,3 +135,26 @@ def test_a_refused_claim_gives_its_lock_back_and_leaves_no_new_directory(tmp_pat
         with pytest.raises(UserError, match="no checkpoint"):
             claim_run_dir(tmp_path / "old", make_fingerprint("train", {}), outputs=(), check=refuse)
         assert not (tmp_path / "old" / RUN_LOCK).exists()
+
+
+def test_a_refused_claim_removes_every_folder_it_created(tmp_path):
+    from safealign.io.run_lock import run_dir_session
+
+    def refuse(continues):
+        raise UserError("no checkpoint to resume")
+
+    with run_dir_session(), pytest.raises(UserError):
+        claim_run_dir(tmp_path / "new" / "a" / "b", make_fingerprint("train", {}), outputs=(), check=refuse)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_non_finite_setting_matches_its_recorded_fingerprint(tmp_path):
+    from safealign.io.run_lock import run_dir_session
+
+    fingerprint = make_fingerprint("train", {"max_grad_norm": float("inf")})
+    with run_dir_session():
+        claim_run_dir(tmp_path, fingerprint, outputs=("metrics.jsonl",))
+        (tmp_path / "metrics.jsonl").write_text("{}\n")  # results: the next claim continues the run
+        assert claim_run_dir(tmp_path, fingerprint, outputs=("metrics.jsonl",)) is True  # was: refused, inf -> null
+        with pytest.raises(UserError, match="max_grad_norm"):
+            claim_run_dir(tmp_path, make_fingerprint("train", {"max_grad_norm": 1.0}), outputs=("metrics.jsonl",))
