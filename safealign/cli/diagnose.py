@@ -70,6 +70,14 @@ def add_paired_arguments(parser: argparse.ArgumentParser, metavar: str, what: st
     parser.add_argument("--names", default="a,b", metavar="A,B", help="names of the two variants (default a,b)")
 
 
+def paired_names(args: argparse.Namespace) -> tuple[str, str]:
+    """The two variants' names given by ``--names A,B`` (:func:`add_paired_arguments`)."""
+    names = tuple(args.names.split(","))
+    if len(names) != 2:
+        raise UserError(f"--names: two names A,B, got {args.names!r}")
+    return names  # type: ignore[return-value]
+
+
 def adder(parser: argparse.ArgumentParser) -> Callable[..., Any]:
     """``add(...)``: a flag that sets the config key of the same name (``--max-length`` sets ``max_length``)."""
     keys = parser.get_default("_config_keys")

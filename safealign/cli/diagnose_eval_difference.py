@@ -20,12 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from safealign.errors import UserError
+    from safealign.cli.diagnose import paired_names
     from safealign.pipelines.eval_difference import eval_difference, format_difference
 
-    names = tuple(args.names.split(","))
-    if len(names) != 2:
-        raise UserError(f"--names: two names A,B, got {args.names!r}")
+    names = paired_names(args)
     result = eval_difference(args.a, args.b, metrics=args.metrics.split(",") if args.metrics else None,
                              resamples=args.resamples)
     print(json.dumps(result, indent=2) if args.json else format_difference(result, names))
