@@ -190,3 +190,19 @@ def test_mah_dpo_resume_restores_the_trained_heads_from_the_checkpoint(tmp_path)
     checkpoint, _ = load_model(str(tmp_path / "run" / "checkpoint-2"))  # head 0 comes back with the adapter
     assert torch.equal(lm_heads(model)[0].weight, lm_heads(checkpoint)[0].weight)
     assert not torch.equal(lm_heads(model)[0].weight, tiny_model().lm_head.weight)
+
+
+def test_mah_dpo_continuing_trained_heads_anchors_each_pair_to_its_own_head(tmp_path):
+    """A run that continues a MAH-DPO adapter starts from its trained heads: each pair's reference is the starting
+    model through the pair's own head, so at learning rate 0 every head's loss is log 2."""
+    data = pairs_file(tmp_path, attribute=["harmless", "helpful", "helpful", "harmless"])
+    train(tmp_path / "first", "mah_dpo.yaml", f"data.path={data}", "per_device_train_batch_size=4",
+          "learning_rate=5e-2", "max_steps=2")
+    final = tmp_path / "first" / "run" / "final"
+    model, _ = load_model(str(final))
+    assert not torch.equal(lm_heads(model)[0].weight, lm_heads(model)[1].weight)  # the heads disagree now
+    metrics = train(tmp_path / "again", "mah_dpo.yaml", f"model={final}", "lora.enabled=false", f"data.path={data}",
+                    "per_device_train_batch_size=4", "learning_rate=0")
+    row = next(m for m in metrics if "loss" in m)
+    assert row["loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert row["head1/dpo_loss"] == pytest.approx(math.log(2), abs=1e-4)  # was: scored against head 0

@@ -45,6 +45,26 @@ class HeadCollator:
         return batch
 
 
+@torch.no_grad()
+def routed_reference(model: nn.Module, encoded: list[Any], collate: HeadCollator, *, batch_size: int,
+                     chunk_size: int) -> Tensor:
+    """``(N, 2)`` log-probs of every pair's chosen and rejected under the model as it is now (adapter on), each
+    through the pair's own head: the reference of a run that continues trained heads, taken before training."""
+    device = next(model.parameters()).device
+    table = torch.zeros(len(encoded), 2)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(encoded), max(1, batch_size)):
+            batch = {k: v.to(device) if isinstance(v, Tensor) else v
+                     for k, v in collate(encoded[start : start + batch_size]).items()}
+            chosen, rejected = routed_pair_logps(model, batch, chunk_size=chunk_size)
+            table[batch["index"].cpu()] = torch.stack([chosen, rejected], dim=1).float().cpu()
+    finally:
+        model.train(was_training)
+    return table
+
+
 class HeadsSaveCallback(TrainerCallback):
     """The extra heads go wherever the model is saved (checkpoints, the final folder) and come back on resume."""
 
@@ -105,20 +125,28 @@ class MahDpoObjective(SeedObjective):
         require_one_process()
         probe = PreferenceCollator(tokenizer.pad_token_id)(encoded[:1])
         require_routable(model, probe["input_ids"].to(device), probe["attention_mask"].to(device))
-        if extra_heads(model) is None:
+        continued = extra_heads(model) is not None  # heads trained by an earlier run, loaded with its adapter
+        if not continued:
             add_heads(model, len(self.attributes), noise_std=self.noise_std, seed=42)
         frozen = [k for k, head in enumerate(lm_heads(model)) if not any(p.requires_grad for p in head.parameters())]
         if frozen:  # e.g. continuing an adapter saved without its head 0
             logger.warning("MAH-DPO: heads %s are frozen, so their attributes (%s) train only through the shared "
                            "backbone; the official code trains every head", frozen,
                            ", ".join(self.attributes[k] for k in frozen))
-        # head 0 and the copies agree at the start: the starting model's log-probs are every head's reference (a
-        # trained adapter being continued is part of the starting model: docs/algorithms.md, "Which πref")
+        routed = HeadCollator(PreferenceCollator(tokenizer.pad_token_id), heads)
+        if continued:  # the starting model's heads differ: each pair's reference is the starting model through its head
+            table = routed_reference(model, encoded, routed, batch_size=config.reference.batch_size,
+                                     chunk_size=config.logps_chunk_size)
+            describe = "the starting model through each pair's own head (continued heads; computed, not cached)"
+            return ObjectiveData(encoded, CachedReferenceCollator(routed, table), report,
+                                 callbacks=[HeadsSaveCallback()], describe=describe)
+        # fresh heads are copies of head 0: the starting model's log-probs are every head's reference (a trained
+        # adapter being continued is part of the starting model: docs/algorithms.md, "Which πref")
         cache = load_or_compute_reference(model, encoded, config.reference.cache_dir or str(cache_root() / "reference"),
                                           batch_size=config.reference.batch_size, chunk_size=config.logps_chunk_size,
                                           describe={"model": config.model, "kind": "pair"},
                                           with_adapter=starts_from_trained_adapter(model))
-        collate = CachedReferenceCollator(HeadCollator(PreferenceCollator(tokenizer.pad_token_id), heads), cache.table)
+        collate = CachedReferenceCollator(routed, cache.table)
         return ObjectiveData(encoded, collate, report, callbacks=[HeadsSaveCallback()], describe=cache.describe())
 
     def __call__(self, model: nn.Module, batch, ctx: ObjectiveContext) -> ObjectiveOutput:
