@@ -17,6 +17,7 @@ from torch import Tensor
 from safealign.data import PairEncoder, PromptTransform
 from safealign.data.collate import pad_sequences
 from safealign.eval.backends.base import eos_ids
+from safealign.eval.backends.hf import explicit_generation_config
 from safealign.online.prefix_cache import generate_from_shared_prefix
 from safealign.train.logps import token_logps
 from safealign.types import Message
@@ -79,8 +80,11 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[Ids], k: int, *, max_ne
         input_ids[i, width - len(ids):] = torch.tensor(ids)
         attention[i, width - len(ids):] = 1
     input_ids, attention = input_ids.to(device), attention.to(device)
-    settings = dict(do_sample=True, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                    top_k=top_k, pad_token_id=pad, use_cache=True)
+    # the sampling settings alone: a model's shipped decoding defaults (repetition_penalty …) would make the samples
+    # come from another distribution than the policy whose log-probs the update uses
+    settings = {"generation_config": explicit_generation_config(
+        tokenizer, model, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
+        top_k=top_k)}
     was_training = model.training
     model.eval()  # no dropout while sampling: the samples come from the policy itself
     try:

@@ -145,3 +145,21 @@ def test_an_online_step_logs_the_same_metrics_with_and_without_reuse(tmp_path):
         row = metrics(Path(config.output_dir) / "metrics.jsonl")[0]
         rows.append({key: value for key, value in row.items() if not key.startswith(("time/", "share/"))})
     assert rows[0] == rows[1]
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_online_samples_ignore_the_models_shipped_decoding_defaults(reuse):
+    """Samples must come from the policy whose log-probs the update uses: a repetition penalty (or top-k) in the
+    model's generation_config would draw them from another distribution."""
+    model, tokenizer = load_model("tiny-random")
+    ids = prompts(tokenizer)[:3]
+
+    def draw() -> list:
+        torch.manual_seed(5)
+        return sample(model, tokenizer, ids, 2, max_new_tokens=16, temperature=1.0, top_p=1.0, top_k=0,
+                      reuse_prompt_cache=reuse)
+
+    plain = draw()
+    model.generation_config.repetition_penalty = 50.0  # as a shipped default would set it
+    model.generation_config.top_k = 2
+    assert draw() == plain

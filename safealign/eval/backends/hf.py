@@ -70,6 +70,38 @@ class _ExplicitGenerationConfig(GenerationConfig):
         return super().update(defaults_only=False, allow_custom_entries=allow_custom_entries, **kwargs)
 
 
+def explicit_generation_config(tokenizer: Any, model: Any, *, max_new_tokens: int, do_sample: bool,
+                               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
+                               stop: Sequence[str] = ()) -> GenerationConfig:  # fmt: skip
+    """The settings given and neutral values for everything else (no repetition penalty, no top-k unless asked,
+    one beam), the model's own ``generation_config`` contributing only its end-of-answer and bos ids: what the
+    HF backend and online sampling generate with, so a model's shipped decoding defaults never apply unseen."""
+    model_config = getattr(model, "generation_config", None)
+    defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()
+    values: dict[str, Any] = {
+        **defaults,
+        "max_new_tokens": max_new_tokens,
+        "do_sample": do_sample,
+        # greedy: the sampling values are not used; neutral ones keep "flags ignored" warnings away
+        "temperature": temperature if do_sample else 1.0,
+        "top_p": top_p if do_sample else 1.0,
+        "top_k": top_k if do_sample else defaults.get("top_k", 50),  # 0: off (sampling only)
+        "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+        "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
+        "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
+        "max_length": None, "min_length": None,  # max_new_tokens alone sets the length (no clash warnings)
+        "num_beams": 1, "num_return_sequences": 1,
+        "use_cache": True, "output_scores": False, "return_dict_in_generate": False,
+        "renormalize_logits": False, "remove_invalid_values": False,
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+        "eos_token_id": sorted(eos_ids(tokenizer, model)) or None,
+        "bos_token_id": getattr(model_config, "bos_token_id", None),
+        "decoder_start_token_id": getattr(model_config, "decoder_start_token_id", None),
+        "stop_strings": list(stop) or None,
+    }  # fmt: skip
+    return _ExplicitGenerationConfig(**values)
+
+
 class HFChatModel:
     """Wraps an already-loaded ``(model, tokenizer)``; see :meth:`from_config` to load one."""
 
@@ -161,32 +193,10 @@ class HFChatModel:
     def build_generation_config(self, params: GenerationParams) -> GenerationConfig:
         """What ``generate`` runs with: ``params`` and neutral values for everything else, the model's own
         ``generation_config`` contributing only its end-of-answer and bos ids."""
-        tok = self.tokenizer
-        model_config = getattr(self.model, "generation_config", None)
-        self._note_ignored(model_config)
-        defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()
-        values: dict[str, Any] = {
-            **defaults,
-            "max_new_tokens": params.max_new_tokens,
-            "do_sample": params.do_sample,
-            # greedy: the sampling values are not used; neutral ones keep "flags ignored" warnings away
-            "temperature": params.temperature if params.do_sample else 1.0,
-            "top_p": params.top_p if params.do_sample else 1.0,
-            "top_k": 0 if params.do_sample else defaults.get("top_k", 50),  # 0: off (sampling only)
-            "typical_p": 1.0, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-            "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
-            "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
-            "max_length": None, "min_length": None,  # max_new_tokens alone sets the length (no clash warnings)
-            "num_beams": 1, "num_return_sequences": 1,
-            "use_cache": True, "output_scores": False, "return_dict_in_generate": False,
-            "renormalize_logits": False, "remove_invalid_values": False,
-            "pad_token_id": tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-            "eos_token_id": sorted(eos_ids(tok, self.model)) or None,
-            "bos_token_id": getattr(model_config, "bos_token_id", None),
-            "decoder_start_token_id": getattr(model_config, "decoder_start_token_id", None),
-            "stop_strings": list(params.stop) or None,
-        }  # fmt: skip
-        return _ExplicitGenerationConfig(**values)
+        self._note_ignored(getattr(self.model, "generation_config", None))
+        return explicit_generation_config(self.tokenizer, self.model, max_new_tokens=params.max_new_tokens,
+                                          do_sample=params.do_sample, temperature=params.temperature,
+                                          top_p=params.top_p, stop=params.stop)
 
     def _note_ignored(self, model_config: Any) -> None:
         """Say once which of the model's generation_config settings this backend does not apply."""

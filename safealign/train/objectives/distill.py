@@ -4,8 +4,9 @@ arXiv 2502.17927; docs/seed-methods.md).
 
 Data: preference pairs. For ADPA the rejected slot holds the student's own samples (the demo's safety pairs do
 on harmful rows, whose rejected side is the model's own answer; a benign row's is a canned refusal) and the
-chosen slot the reference response of the ``sft_on_chosen`` term. The teacher's distributions are computed once before training and cached
-(safealign/train/teacher.py); the teachers are then freed, so they never sit in memory beside the training.
+chosen slot the reference response of the ``sft_on_chosen`` term. The teacher's distributions are computed once
+before training and cached (safealign/train/teacher.py); the teachers are then freed, so they never sit in memory
+beside the training.
 """
 
 from __future__ import annotations
