@@ -36,6 +36,7 @@ from safealign.diagnostics.anchor import reference_views
 from safealign.errors import UserError
 from safealign.io import finite_or_none
 from safealign.losses import LossSpec, build_loss
+from safealign.models.modes import eval_mode
 from safealign.train.grads import gradients_for, resolve_selection, select_parameters
 from safealign.train.logps import pair_logps
 from safealign.types import LossOutput, PairLogps
@@ -129,9 +130,7 @@ def measure_e_share(
     device = next(model.parameters()).device
     grads: dict[str, dict[str, Grad]] = {}
     rows: list[dict[str, Any]] = []
-    was_training = model.training
-    model.eval()  # dropout (LoRA's included) would make the three gradients differ by noise
-    try:
+    with eval_mode(model):  # dropout (LoRA's included) would make the three gradients differ by noise
         with gradients_for(selected):
             for group, items in _groups(encoded):
                 sums = grads.setdefault(group, {t: [torch.zeros_like(p) for p in selected] for t in TERMS})
@@ -150,8 +149,6 @@ def measure_e_share(
                         for acc, g in zip(sums[term], parts[term]):
                             acc.add_(g)
                     rows += _pair_rows(chunk, group, outs, beta)
-    finally:
-        model.train(was_training)
     rows.sort(key=lambda r: r["index"])
     return EShare(beta, nll_weight, resolve_selection(model, params), sum(p.numel() for p in selected), grads,
                   tuple(rows), sum(item.ref_prompt_ids is not None for item in encoded), adam_epsilon)

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from safealign.errors import UserError
+from safealign.models.modes import eval_mode
 from safealign.train.logps import pair_logps
 from safealign.types import PairLogps
 
@@ -36,17 +37,13 @@ def score_pairs(
     if not encoded:
         raise UserError("no pairs to score")
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     order = sorted(range(len(encoded)), key=lambda i: _length(encoded[i]))
     table = torch.empty(len(encoded), 4, dtype=torch.float32)  # chosen, rejected, their token counts
-    try:
+    with eval_mode(model):
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
             rows = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows]).items()}
             table[rows] = torch.stack([v.float().cpu() for v in pair_logps(model, batch, chunk_size=chunk_size)], dim=1)
-    finally:
-        model.train(was_training)
     return PairLogps(chosen=table[:, 0], rejected=table[:, 1], chosen_tokens=table[:, 2], rejected_tokens=table[:, 3])
 
 

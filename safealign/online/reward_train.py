@@ -29,6 +29,7 @@ from safealign import checks
 from safealign.config import save_config
 from safealign.errors import UserError
 from safealign.io import append_jsonl, read_jsonl, write_json
+from safealign.models.modes import eval_mode
 from safealign.train.config import DataConfig, LoraConfig
 from safealign.train.run import TrainResult
 from safealign.types import PreferencePair
@@ -265,14 +266,12 @@ def _scores(model: Any, collate: Any, chunk: list, device: Any) -> tuple[Tensor,
 
 @torch.no_grad()
 def evaluate(model: Any, collate: Any, items: list, device: Any, config: RewardConfig) -> dict[str, float]:
-    was_training = model.training
-    model.eval()
     chosen, rejected = [], []
-    for begin in range(0, len(items), config.per_device_train_batch_size):
-        c, r = _scores(model, collate, items[begin:begin + config.per_device_train_batch_size], device)
-        chosen.append(c)
-        rejected.append(r)
-    model.train(was_training)
+    with eval_mode(model):
+        for begin in range(0, len(items), config.per_device_train_batch_size):
+            c, r = _scores(model, collate, items[begin:begin + config.per_device_train_batch_size], device)
+            chosen.append(c)
+            rejected.append(r)
     c, r = torch.cat(chosen), torch.cat(rejected)
     rows = [row for _, row in items]
     return {**pair_metrics(c, r, rows, config.kind), "loss": float(pair_loss(c, r, rows, config.kind, 0.0))}

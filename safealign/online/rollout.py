@@ -18,6 +18,7 @@ from safealign.data import PairEncoder, PromptTransform
 from safealign.data.collate import pad_sequences
 from safealign.eval.backends.base import eos_ids
 from safealign.eval.backends.hf import explicit_generation_config
+from safealign.models.modes import eval_mode
 from safealign.online.prefix_cache import generate_from_shared_prefix
 from safealign.train.logps import token_logps
 from safealign.types import Message
@@ -85,15 +86,11 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[Ids], k: int, *, max_ne
     settings = {"generation_config": explicit_generation_config(
         tokenizer, model, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
         top_k=top_k)}
-    was_training = model.training
-    model.eval()  # no dropout while sampling: the samples come from the policy itself
-    try:
+    with eval_mode(model):  # no dropout while sampling: the samples come from the policy itself
         out = generate_from_shared_prefix(model, input_ids, attention, k, **settings) \
             if reuse_prompt_cache else None
         if out is None:
             out = model.generate(input_ids=input_ids, attention_mask=attention, num_return_sequences=k, **settings)
-    finally:
-        model.train(was_training)
     stops = eos_ids(tokenizer, model)
     completions = []
     for row in out[:, width:].tolist():

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from safealign.data.collate import pad_sequences
+from safealign.models.modes import eval_mode
 
 
 @torch.no_grad()
@@ -25,9 +26,7 @@ def embed_texts(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, max_l
     ids = [tuple(tokenizer(t, add_special_tokens=False)["input_ids"][:max_length]) for t in texts]
     out = torch.zeros(len(texts), _hidden_size(model), dtype=torch.float32)
     order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # similar lengths share a batch: less padding
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in tqdm(range(0, len(order), batch_size), desc="embedding responses", unit="batch",
                           disable=len(order) < 64):
             rows = [i for i in order[start : start + batch_size] if ids[i]]
@@ -39,8 +38,6 @@ def embed_texts(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, max_l
             mask = attention.to(device, hidden.dtype)[..., None]
             pooled = (hidden * mask).sum(1) / mask.sum(1)
             out[rows] = torch.nn.functional.normalize(pooled, dim=-1).cpu()
-    finally:
-        model.train(was_training)
     return out
 
 

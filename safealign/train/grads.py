@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from safealign.errors import UserError
 from safealign.io import finite_or_none
+from safealign.models.modes import eval_mode
 from safealign.train.logps import pair_logps
 
 PARAM_CHOICES = "auto, all, trainable, lora, lm_head, last:N"
@@ -251,16 +252,11 @@ def measure_entanglement(
         raise UserError(f"loss weights (a, b) must be positive, got {weights}")
     selected = [p for _, p in select_parameters(model, params)]
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()  # dropout (LoRA's included) would make g_w and g_l noisy
     results = []
-    try:
-        with gradients_for(selected):
-            for item in tqdm(encoded, desc="gradient entanglement", unit="pair", disable=not progress):
-                batch = {k: v.to(device) for k, v in collate([item]).items()}
-                results.append(pair_entanglement(model, batch, selected, index=item.index, chunk_size=chunk_size))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), gradients_for(selected):  # dropout (LoRA's included) would make g_w and g_l noisy
+        for item in tqdm(encoded, desc="gradient entanglement", unit="pair", disable=not progress):
+            batch = {k: v.to(device) for k, v in collate([item]).items()}
+            results.append(pair_entanglement(model, batch, selected, index=item.index, chunk_size=chunk_size))
     return EntanglementReport(
         resolve_selection(model, params), sum(p.numel() for p in selected), tuple(results), tuple(weights)
     )

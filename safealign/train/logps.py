@@ -43,6 +43,7 @@ from torch.nn.functional import linear as _linear
 from torch.utils.checkpoint import checkpoint
 
 from safealign.errors import UserError
+from safealign.models.modes import eval_mode
 from safealign.train.config import LOGPS_IMPLS
 
 logger = logging.getLogger(__name__)
@@ -379,14 +380,10 @@ def _probe_split_problem(model: nn.Module, input_ids: Tensor, attention_mask: Te
         return None
     mask = torch.ones_like(ids)
     decoder, head = _modules(model)
-    was_training = model.training
-    model.eval()  # dropout would make the two forwards differ
-    try:
+    with eval_mode(model):  # dropout would make the two forwards differ
         with torch.no_grad():
             expected = model(input_ids=ids, attention_mask=mask, use_cache=False).logits.float()
             actual = head(_last_hidden_state(decoder(input_ids=ids, attention_mask=mask, use_cache=False))).float()
-    finally:
-        model.train(was_training)
     tol = 1e-4 if expected.dtype == torch.float32 and head.weight.dtype == torch.float32 else 2e-2
     if actual.shape != expected.shape or not torch.allclose(actual, expected, rtol=tol, atol=tol):
         diff = (actual - expected).abs().max().item() if actual.shape == expected.shape else float("nan")

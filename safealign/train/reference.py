@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from safealign.data.collate import pad_sequences
 from safealign.data.tokenize import Ids
 from safealign.errors import UserError
+from safealign.models.modes import eval_mode
 from safealign.train.logps import SequenceLogps, sequence_logps
 from safealign.train.unpaired import UnpairedItem
 
@@ -394,17 +395,6 @@ class LiveReference:
             return view_logps(self.model, batch, prefix, **kwargs).logps.detach()
         with adapter_disabled(policy), eval_mode(policy):  # no dropout: the same numbers as the cached table
             return view_logps(policy, batch, prefix, **kwargs).logps.detach()
-
-
-@contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """``model`` in eval mode within the block (dropout off), its previous mode restored after."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
 
 
 def view_logps(model: nn.Module, batch: Mapping[str, Tensor], prefix: str = "", *, reference: bool = False,

@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 
 from safealign.data import PairEncoder
 from safealign.data.collate import pad_sequences
+from safealign.models.modes import eval_mode
 from safealign.train.logps import sequence_logps
 from safealign.types import PreferencePair
 
@@ -33,9 +34,7 @@ def chosen_scores(model: nn.Module, tokenizer: Any, pairs: Sequence[PreferencePa
     encoded, _ = encoder.encode_all(dataclasses.replace(p, rejected_prompt=None) for p in pairs)
     device = next(model.parameters()).device
     scores: list[float | None] = [None] * len(pairs)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in tqdm(range(0, len(encoded), batch_size), desc="scoring chosen responses", unit="batch"):
             batch = encoded[start : start + batch_size]
             # pad id 0: padded positions are masked out of attention and never scored
@@ -43,8 +42,6 @@ def chosen_scores(model: nn.Module, tokenizer: Any, pairs: Sequence[PreferencePa
             out = sequence_logps(model, *(t.to(device) for t in tensors), chunk_size=chunk_size)
             for item, total, count in zip(batch, out.logps.tolist(), out.tokens.tolist()):
                 scores[item.index] = total / max(count, 1.0) if per_token else total  # the loss's per_token rule
-    finally:
-        model.train(was_training)
     return scores
 
 

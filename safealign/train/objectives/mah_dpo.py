@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from safealign.data import PreferenceCollator
 from safealign.errors import UserError
 from safealign.models.heads import add_heads, extra_heads, lm_heads, load_heads, save_heads
+from safealign.models.modes import eval_mode
 from safealign.train.multihead import mah_dpo_losses, require_one_process, require_routable, routed_pair_logps
 from safealign.train.objectives.base import ObjectiveContext, ObjectiveOutput, register_objective, require
 from safealign.train.objectives.seed_data import ObjectiveData, SeedObjective, encode_kept_pairs, parse_pairs
@@ -52,16 +53,12 @@ def routed_reference(model: nn.Module, encoded: list[Any], collate: HeadCollator
     through the pair's own head: the reference of a run that continues trained heads, taken before training."""
     device = next(model.parameters()).device
     table = torch.zeros(len(encoded), 2)
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         for start in range(0, len(encoded), max(1, batch_size)):
             batch = {k: v.to(device) if isinstance(v, Tensor) else v
                      for k, v in collate(encoded[start : start + batch_size]).items()}
             chosen, rejected = routed_pair_logps(model, batch, chunk_size=chunk_size)
             table[batch["index"].cpu()] = torch.stack([chosen, rejected], dim=1).float().cpu()
-    finally:
-        model.train(was_training)
     return table
 
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from safealign.errors import UserError
+from safealign.models.modes import eval_mode
 from safealign.train.hooks import check_layers, edit_residuals, hidden_states, num_layers
 from safealign.train.logps import sequence_logps
 from safealign.train.objectives.base import (
@@ -67,13 +68,9 @@ def mean_last_prompt_state(model: nn.Module, prompts: Sequence[Sequence[int]], l
 def refusal_directions(model: nn.Module, harmful: Sequence[Sequence[int]], harmless: Sequence[Sequence[int]],
                        layers: list[int], pad_token_id: int) -> dict[int, Tensor]:
     """Unnormalised ``r(l) = mean_harmful − mean_harmless`` of the last-prompt-token residual, in eval mode."""
-    was_training = model.training
-    model.eval()  # LoRA dropout would add noise to the estimate
-    try:
+    with eval_mode(model):  # LoRA dropout would add noise to the estimate
         bad = mean_last_prompt_state(model, harmful, layers, pad_token_id)
         good = mean_last_prompt_state(model, harmless, layers, pad_token_id)
-    finally:
-        model.train(was_training)
     return {layer: bad[layer] - good[layer] for layer in layers}
 
 
