@@ -63,12 +63,14 @@ def lock_run_dir(run: Path) -> bool:
 
 def unlock_run_dir(run: Path) -> None:
     """Give back a lock :func:`lock_run_dir` took (a claim that failed its checks)."""
-    lock = _held.pop(os.path.realpath(run), None)
-    if lock is not None:
-        lock.release()
-        for keys in _sessions:
-            if os.path.realpath(run) in keys:
-                keys.remove(os.path.realpath(run))
+    key = os.path.realpath(run)
+    lock = _held.pop(key, None)
+    if lock is None:
+        return
+    lock.release()
+    for keys in _sessions:
+        if key in keys:
+            keys.remove(key)
 
 
 @atexit.register

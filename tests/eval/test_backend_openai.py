@@ -96,19 +96,9 @@ class FakeServer:
             handler.wfile.write(b"garbage\r\n\r\n")
             return None
         if prompt == "cut-body-once" and count == 1:  # the connection drops mid-body: IncompleteRead from read()
-            handler.leave()
-            handler.send_response(200)
-            handler.send_header("Content-Length", "1000")
-            handler.end_headers()
-            handler.wfile.write(b'{"choices": [')
-            return None
+            return self._send_cut(handler, 200, ("Content-Length", "1000"), b'{"choices": [')
         if prompt == "cut-error-body-once" and count == 1:  # the same in an error's body: from HTTPError.read()
-            handler.leave()
-            handler.send_response(503)
-            handler.send_header("Transfer-Encoding", "chunked")
-            handler.end_headers()
-            handler.wfile.write(b'3e8\r\n{"error": ')
-            return None
+            return self._send_cut(handler, 503, ("Transfer-Encoding", "chunked"), b'3e8\r\n{"error": ')
         if prompt == "cut-short":
             choice = {"message": {"content": "It was a dark"}, "finish_reason": "length"}
             usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
@@ -117,6 +107,15 @@ class FakeServer:
             time.sleep(0.2)
         reply = f"echo:{prompt}" + (f"|prefill:{last['content']}" if last["role"] == "assistant" else "")
         self._send(handler, 200, {"choices": [{"message": {"role": "assistant", "content": reply}}]})
+
+    @staticmethod
+    def _send_cut(handler, status, header: tuple[str, str], partial: bytes) -> None:
+        """Headers promising more body than ``partial``, which is all that is sent before the connection drops."""
+        handler.leave()
+        handler.send_response(status)
+        handler.send_header(*header)
+        handler.end_headers()
+        handler.wfile.write(partial)
 
     @staticmethod
     def _send(handler, status, payload, headers=None) -> None:
