@@ -102,6 +102,12 @@ def generate_from_shared_prefix(model: Any, input_ids: Tensor, attention_mask: T
     with torch.no_grad():
         hf(**prefix)
     cache.batch_repeat_interleave(k)
+    given = generate_kwargs.get("generation_config")
+    if given is None:  # one sample per repeated row; a given config must say so itself (transformers warns on both)
+        generate_kwargs["num_return_sequences"] = 1
+    elif given.num_return_sequences != 1:
+        raise ValueError(f"generate_from_shared_prefix repeats each prompt k={k} times itself; its generation_config "
+                         f"must ask for one sequence per row, not num_return_sequences={given.num_return_sequences}")
     return model.generate(input_ids=input_ids.repeat_interleave(k, dim=0),
-                          attention_mask=attention_mask.repeat_interleave(k, dim=0), num_return_sequences=1,
-                          **{name: cache}, **generate_kwargs)
+                          attention_mask=attention_mask.repeat_interleave(k, dim=0), **{name: cache},
+                          **generate_kwargs)

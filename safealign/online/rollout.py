@@ -83,14 +83,16 @@ def sample(model: Any, tokenizer: Any, prompts: Sequence[Ids], k: int, *, max_ne
     input_ids, attention = input_ids.to(device), attention.to(device)
     # the sampling settings alone: a model's shipped decoding defaults (repetition_penalty …) would make the samples
     # come from another distribution than the policy whose log-probs the update uses
-    settings = {"generation_config": explicit_generation_config(
-        tokenizer, model, max_new_tokens=max_new_tokens, do_sample=True, temperature=temperature, top_p=top_p,
-        top_k=top_k)}
+    def settings(copies: int) -> Any:  # every generate setting in the config, none beside it (transformers warns)
+        return explicit_generation_config(tokenizer, model, max_new_tokens=max_new_tokens, do_sample=True,
+                                          temperature=temperature, top_p=top_p, top_k=top_k,
+                                          num_return_sequences=copies)
+
     with eval_mode(model):  # no dropout while sampling: the samples come from the policy itself
-        out = generate_from_shared_prefix(model, input_ids, attention, k, **settings) \
+        out = generate_from_shared_prefix(model, input_ids, attention, k, generation_config=settings(1)) \
             if reuse_prompt_cache else None
         if out is None:
-            out = model.generate(input_ids=input_ids, attention_mask=attention, num_return_sequences=k, **settings)
+            out = model.generate(input_ids=input_ids, attention_mask=attention, generation_config=settings(k))
     stops = eos_ids(tokenizer, model)
     completions = []
     for row in out[:, width:].tolist():

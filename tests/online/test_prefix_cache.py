@@ -163,3 +163,35 @@ def test_online_samples_ignore_the_models_shipped_decoding_defaults(reuse):
     model.generation_config.repetition_penalty = 50.0  # as a shipped default would set it
     model.generation_config.top_k = 2
     assert draw() == plain
+
+
+@pytest.mark.parametrize("reuse", [True, False])
+def test_online_sampling_passes_every_generation_setting_inside_its_config(reuse, monkeypatch):
+    """transformers deprecates generation settings passed beside a ``generation_config`` (and warns on every
+    run): the number of samples per row belongs in the config too, and K rows still come back per prompt."""
+    model, tokenizer = load_model("tiny-random")
+    ids = prompts(tokenizer)[:3]
+    calls = []
+    real = model.generate
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model, "generate", spy)
+    out = sample(model, tokenizer, ids, 3, max_new_tokens=4, temperature=1.0, top_p=1.0, top_k=0,
+                 reuse_prompt_cache=reuse)
+    assert len(out) == 9 and len(calls) == 1
+    config = calls[0]["generation_config"]
+    assert set(calls[0]) - {"input_ids", "attention_mask", "generation_config", "past_key_values", "cache"} == set()
+    assert config.num_return_sequences == (1 if reuse else 3)
+
+
+def test_a_shared_prefix_config_asking_for_several_sequences_per_row_is_refused(tiny):
+    from safealign.eval.backends.hf import explicit_generation_config
+
+    model, tokenizer = tiny
+    input_ids, attention = left_padded(prompts(tokenizer)[:2], tokenizer.pad_token_id)
+    config = explicit_generation_config(tokenizer, model, max_new_tokens=2, do_sample=True, num_return_sequences=2)
+    with pytest.raises(ValueError, match="num_return_sequences=2"):
+        generate_from_shared_prefix(model, input_ids, attention, 2, generation_config=config)

@@ -71,8 +71,8 @@ class _ExplicitGenerationConfig(GenerationConfig):
 
 
 def explicit_generation_config(tokenizer: Any, model: Any, *, max_new_tokens: int, do_sample: bool,
-                               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
-                               stop: Sequence[str] = ()) -> GenerationConfig:  # fmt: skip
+                               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, stop: Sequence[str] = (),
+                               num_return_sequences: int = 1) -> GenerationConfig:  # fmt: skip
     """The settings given and neutral values for everything else (no repetition penalty, no top-k unless asked,
     one beam), the model's own ``generation_config`` contributing only its end-of-answer and bos ids: what the
     HF backend and online sampling generate with, so a model's shipped decoding defaults never apply unseen."""
@@ -90,7 +90,7 @@ def explicit_generation_config(tokenizer: Any, model: Any, *, max_new_tokens: in
         "repetition_penalty": 1.0, "encoder_repetition_penalty": 1.0,
         "no_repeat_ngram_size": 0, "encoder_no_repeat_ngram_size": 0,
         "max_length": None, "min_length": None,  # max_new_tokens alone sets the length (no clash warnings)
-        "num_beams": 1, "num_return_sequences": 1,
+        "num_beams": 1, "num_return_sequences": num_return_sequences,
         "use_cache": True, "output_scores": False, "return_dict_in_generate": False,
         "renormalize_logits": False, "remove_invalid_values": False,
         "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
