@@ -7,8 +7,9 @@ record with one more verdict, under ``label``), ``behaviors.jsonl`` and ``summar
 recorded judges and the new one on the same attempts, and their pairwise agreement), so everything that reads
 an evaluation (``safealign report``, the demo's and the sweep's tables) reads it too. Records are appended batch
 by batch as they are judged; a re-run judges only what is missing, and re-judges an attempt whose answer changed
-in the source (a retried generation). The judge and its parameters are the directory's fingerprint: other
-parameters under the same label are refused (``--fresh`` starts over).
+in the source (a retried generation) or whose verdict is an error (a judge endpoint's HTTP 429). The judge and
+its parameters are the directory's fingerprint: other parameters under the same label are refused (``--fresh``
+starts over).
 
 The judge needs each behavior's text (and context): read from ``RUN/behaviors.jsonl`` (written by every
 evaluation since this command existed), else from the behaviors file the run's ``config.yaml`` names, else from
@@ -70,7 +71,7 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     write_behaviors(out / "behaviors.jsonl", by_id.values())
     store = RecordStore(out / "records.jsonl")
     done = {r.key: r for r in store}
-    pending = [r for r in records if not _judged(done.get(r.key), r, label)]
+    pending = [r for r in records if _to_judge(done.get(r.key), r, label)]
     started = time.perf_counter()
     for start in range(0, len(pending), batch_size):
         batch = pending[start:start + batch_size]
@@ -126,6 +127,17 @@ def _judged(previous: AttemptRecord | None, record: AttemptRecord, label: str) -
     """Whether ``previous`` (this label's record of the attempt) judged the answer the source holds now."""
     return (previous is not None and label in previous.verdicts and previous.answer == record.answer
             and previous.error == record.error)
+
+
+def _to_judge(previous: AttemptRecord | None, record: AttemptRecord, label: str) -> bool:
+    """Whether this run judges the attempt: no verdict yet on the answer the source holds now, or a verdict that
+    is an error on an answer that was generated. The judge's failure (an endpoint's HTTP 429, a classifier out of
+    memory) is passing, so a re-run tries again; an unparseable judge answer is asked again too, since the
+    verdict cannot tell the two apart and costs only the unscored answers. A failed generation's verdict
+    ("generation failed") is final: judging it again cannot score it."""
+    if previous is None or not _judged(previous, record, label):
+        return True
+    return record.error is None and previous.verdicts[label].get("error") is not None
 
 
 def _completion(record: AttemptRecord) -> Completion:

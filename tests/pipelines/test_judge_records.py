@@ -81,17 +81,53 @@ def test_every_recorded_answer_is_judged_and_both_judges_are_reported_on_the_sam
 def test_a_rerun_judges_only_what_is_missing_or_changed(run_dir):
     judge_records(run_dir, "details", judge_obj=DetailsJudge())
     again = DetailsJudge()
-    assert judge_records(run_dir, "details", judge_obj=again)["judged_now"] == 0 and again.seen == []
+    # only b3's garbled prefill answer, whose verdict is an error, is asked again
+    assert judge_records(run_dir, "details", judge_obj=again)["judged_now"] == 1
+    assert again.seen == [("b3", "", "??? garbled")]
     # a retried generation supersedes b3's direct answer in the source: only that attempt is judged again
     retried = load_records(run_dir / "records.jsonl")[3]
     assert retried.key == ("b3", "direct", "direct")
     append_jsonl(run_dir / "records.jsonl", [{**retried.to_json(), "completion": {"text": "now with details"}}])
     third = DetailsJudge()
     summary = judge_records(run_dir, "details", judge_obj=third)
-    assert summary["judged_now"] == 1 and third.seen == [("b3", "", "now with details")]
+    assert summary["judged_now"] == 2 and third.seen == [("b3", "", "now with details"), ("b3", "", "??? garbled")]
     assert summary["attacks"]["direct"]["details"]["asr"] == 0.75
     fourth = judge_records(run_dir, "details", judge_obj=DetailsJudge())  # the superseded answer stays superseded
-    assert fourth["judged_now"] == 0 and fourth["attacks"]["direct"]["details"]["asr"] == 0.75
+    assert fourth["judged_now"] == 1 and fourth["attacks"]["direct"]["details"]["asr"] == 0.75
+
+
+class FlakyJudge(Judge):
+    """An LLM judge behind an endpoint that answers HTTP 429 while ``down``; counts the answers it is sent."""
+
+    name = "flaky"
+    config_class = dict
+
+    def __init__(self, down: bool) -> None:
+        super().__init__({})
+        self.down, self.calls = down, 0
+
+    def score(self, behaviors, responses):
+        self.calls += len(responses)
+        if self.down:
+            return [Verdict(self.name, None, error="judge model failed: HTTP 429") for _ in responses]
+        return [Verdict(self.name, "details" in r) for r in responses]
+
+
+def test_a_rerun_judges_again_what_the_judge_failed_on_but_not_failed_generations(tmp_path):
+    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(tmp_path / "run"))
+    replies = {"0": "details", "1": RuntimeError("backend down"), "2": "no", "3": "details"}
+    run_eval(config, chat_model=ScriptedChatModel(lambda c: replies[user_text(c)[-1]]), behaviors=BEHAVIORS,
+             judges={"kw": KeywordJudge()})
+    first = judge_records(tmp_path / "run", "flaky", judge_obj=FlakyJudge(down=True))
+    assert first["attacks"]["direct"]["flaky"]["unscored"] == 4
+    back = FlakyJudge(down=False)
+    second = judge_records(tmp_path / "run", "flaky", judge_obj=back)
+    # the three generated answers are judged again; b1's failed generation is not sent and stays unscored
+    assert second["judged_now"] == 3 and back.calls == 3
+    stats = second["attacks"]["direct"]["flaky"]
+    assert (stats["asr"], stats["n"], stats["unscored"]) == (pytest.approx(2 / 3), 3, 1)
+    third = FlakyJudge(down=False)
+    assert judge_records(tmp_path / "run", "flaky", judge_obj=third)["judged_now"] == 0 and third.calls == 0
 
 
 def test_generation_failures_stay_unscored(tmp_path):
