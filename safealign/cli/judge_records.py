@@ -23,7 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--behaviors", action="append", default=None, metavar="SPEC",
                         help="the behaviors the run evaluated, when it did not record them (runs made before "
                              "behaviors.jsonl existed): a behaviors file or builtin:harmful (the demo's and sweep's); "
-                             "repeat it to pool several (e.g. a demo's built-in prompts and its extra sets)")
+                             "repeat it to pool several (e.g. a demo's built-in prompts and its extra sets). The "
+                             "run's own behaviors.jsonl comes first; another text under one of its ids is refused")
     parser.add_argument("--below", action="store_true",
                         help="judge every evaluation directory at or below each RUN (a demo's or sweep's stages and "
                              "extra sets; an unfinished one is judged as far as it goes, the rest on a re-run)")

@@ -13,7 +13,9 @@ starts over).
 
 The judge needs each behavior's text (and context): read from ``RUN/behaviors.jsonl`` (written by every
 evaluation since this command existed), else from the behaviors file the run's ``config.yaml`` names, else from
-``behaviors=`` (behaviors files or ``builtin:harmful``, the demo's and sweep's prompts; several are one pool).
+``behaviors=`` (behaviors files or ``builtin:harmful``, the demo's and sweep's prompts; several are one pool),
+which fills in only ids the run's own record lacks and may not give one of them another text. A judged copy is
+resumed only under the behavior texts it was judged against (its own ``behaviors.jsonl``).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     by_id = _behaviors(run, behaviors, {r.behavior_id for r in records})
     out = judged_dir(run, label)
     fingerprint = make_fingerprint("judge-records", {"judge": judge, "params": params})
-    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=fresh, overwrite_flag="--fresh")
+    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=fresh, overwrite_flag="--fresh",
+                  check=lambda continues: continues and _check_same_texts(out, by_id))  # fmt: skip
     scorer = judge_obj if judge_obj is not None else build_judge(judge, params)
     scorer.reset_counts()  # a judge reused for several directories: each summary counts its own answers
     write_behaviors(out / "behaviors.jsonl", by_id.values())
@@ -154,22 +157,53 @@ def _with_verdict(record: AttemptRecord, label: str, verdict: Any, seconds: floa
 
 
 def _behaviors(run: Path, specs: str | Sequence[str] | None, ids: set[str]) -> dict[str, Behavior]:
-    """behavior id -> Behavior for every id the records name, from the first source that has them."""
+    """behavior id -> Behavior for every id the records name: the run's own record of what it evaluated first
+    (``RUN/behaviors.jsonl``, else the file its ``config.yaml`` names), then ``specs`` for ids it lacks. A
+    ``specs`` text that differs from the run's own under one id is refused: the judge would be shown another
+    behavior than the one the answer was given to."""
     specs = [specs] if isinstance(specs, str) else list(specs or [])
-    if specs:
-        where, found = " + ".join(specs), pooled_behaviors(specs)
-    elif (run / "behaviors.jsonl").is_file():
+    given = {b.id: b for b in pooled_behaviors(specs)} if specs else {}
+    where = " + ".join(specs)
+    if (run / "behaviors.jsonl").is_file():
         from safealign.data.behaviors import load_behaviors
 
-        where, found = str(run / "behaviors.jsonl"), load_behaviors(run / "behaviors.jsonl")
+        own_where, own = str(run / "behaviors.jsonl"), load_behaviors(run / "behaviors.jsonl")
     else:
-        where, found = _configured_behaviors(run)
-    by_id = {b.id: b for b in found}
+        own_where, own = _configured_behaviors(run, required=not specs) or ("", [])
+    own_by_id = {b.id: b for b in own}
+    for i in sorted(ids & set(own_by_id) & set(given)):
+        if _text(own_by_id[i]) != _text(given[i]):
+            raise UserError(f"{run}: behavior {i!r} has another text in {where} than in {own_where}, what the run "
+                            "evaluated; pass --behaviors files that agree with it, or judge this directory without "
+                            "--behaviors (its own texts are used)")
+    by_id = {**given, **own_by_id}
     missing = sorted(ids - set(by_id))
     if missing:
+        where = " + ".join(w for w in (own_where, where) if w)
         raise UserError(f"{run}: {len(missing)} recorded behavior(s) are not in {where} (first: {missing[0]}); "
                         f"pass the behaviors the run evaluated with --behaviors FILE or {HARMFUL_BEHAVIORS}")
     return {i: by_id[i] for i in sorted(ids)}
+
+
+def _text(behavior: Behavior) -> tuple[str, str]:
+    """What a judge is shown of a behavior."""
+    return behavior.behavior, behavior.context
+
+
+def _check_same_texts(out: Path, by_id: dict[str, Behavior]) -> None:
+    """A judged copy being resumed was judged against the behavior texts in its behaviors.jsonl; judging the
+    rest against other texts under the same ids would mix two judgings in one set of verdicts."""
+    from safealign.data.behaviors import load_behaviors
+
+    path = out / "behaviors.jsonl"
+    if not path.is_file():  # stopped before writing it: nothing judged against other texts
+        return
+    before = {b.id: b for b in load_behaviors(path)}
+    changed = sorted(i for i in set(before) & set(by_id) if _text(before[i]) != _text(by_id[i]))
+    if changed:
+        raise UserError(f"{out}: {len(changed)} behavior(s) have other texts than when these answers were judged "
+                        f"(first: {changed[0]}, see {path}); pass --fresh to judge every answer again against the "
+                        "texts given now")
 
 
 def pooled_behaviors(specs: Sequence[str]) -> list[Behavior]:
@@ -197,8 +231,11 @@ def load_behavior_spec(spec: str) -> list[Behavior]:
     return load_behaviors(spec)
 
 
-def _configured_behaviors(run: Path) -> tuple[str, list[Behavior]]:
-    """The harmful behaviors of the file the run's config.yaml names (all of them: records pick by id)."""
+def _configured_behaviors(run: Path, *, required: bool) -> tuple[str, list[Behavior]] | None:
+    """The harmful behaviors of the file the run's config.yaml names (all of them: records pick by id). None when
+    there is none to read and not ``required`` (``--behaviors`` given): a run without config.yaml, one whose
+    behaviors were handed in (the demo's and sweep's built-in prompts), or a named file that does not load from
+    here (a relative path from another working directory; a warning says so)."""
     from safealign.config import load_config
     from safealign.eval.benchmarks import load_benchmark_set
     from safealign.eval.config import EvalConfig
@@ -206,12 +243,22 @@ def _configured_behaviors(run: Path) -> tuple[str, list[Behavior]]:
     config_path = run / "config.yaml"
     hint = f"pass the behaviors it evaluated with --behaviors FILE or {HARMFUL_BEHAVIORS}"
     if not config_path.is_file():
-        raise UserError(f"{run}: no behaviors.jsonl and no config.yaml to find the behaviors in; {hint}")
+        if required:
+            raise UserError(f"{run}: no behaviors.jsonl and no config.yaml to find the behaviors in; {hint}")
+        return None
     config = load_config(EvalConfig, config_path)
     if not config.behaviors.path:
-        raise UserError(f"{run}: the behaviors were handed to the evaluation (its config names no file) and the run "
-                        f"predates behaviors.jsonl; {hint}")
-    return config.behaviors.path, load_benchmark_set(config.behaviors).including_copyright().harmful
+        if required:
+            raise UserError(f"{run}: the behaviors were handed to the evaluation (its config names no file) and the "
+                            f"run predates behaviors.jsonl; {hint}")
+        return None
+    try:
+        return config.behaviors.path, load_benchmark_set(config.behaviors).including_copyright().harmful
+    except UserError as err:
+        if required:
+            raise
+        logger.warning("%s (named by %s); taking the behaviors from --behaviors", err, config_path)
+        return None
 
 
 def _summary(run: Path, store: Any, behaviors: Sequence[Behavior], judges: list[str], judge: str,

@@ -156,8 +156,6 @@ def test_refuses_a_recorded_label_other_parameters_under_one_label_and_unknown_b
         judge_records(run_dir, "refusal", {"list": "advbench_attack"}, label="strings")
     again = judge_records(run_dir, "refusal", {"list": "advbench_attack"}, label="strings", fresh=True)
     assert again["judged_now"] == 8
-    with pytest.raises(UserError, match=r"4 recorded behavior\(s\) are not in builtin:harmful \(first: b0\)"):
-        judge_records(run_dir, "refusal", label="other", behaviors="builtin:harmful")
     with pytest.raises(UserError, match="no records.jsonl"):
         judge_records(tmp_path, "refusal")
 
@@ -173,6 +171,44 @@ def test_a_run_without_behaviors_jsonl_names_the_option_and_takes_builtin_behavi
     judge = DetailsJudge()
     judge_records(run_dir, "details", behaviors="builtin:harmful", judge_obj=judge)
     assert [i for i, _, _ in judge.seen] == ["h0001", "h0002", "h0003", "h0004"]
+
+
+def test_the_runs_own_behaviors_come_first_and_another_text_under_their_id_is_refused(run_dir, tmp_path):
+    """RUN/behaviors.jsonl records what the run evaluated: --behaviors only fills in ids it lacks, and a text that
+    differs from it under one id is refused rather than shown to the judge."""
+    other = tmp_path / "other.jsonl"
+    other.write_text(json.dumps({"id": "b0", "behavior": "a different text under the same id"}) + "\n")
+    judge = DetailsJudge()
+    with pytest.raises(UserError, match=r"behavior 'b0' has another text in .*other.jsonl than in .*run/behaviors"):
+        judge_records(run_dir, "details", behaviors=[str(other)], judge_obj=judge)
+    assert judge.seen == [] and not judged_dir(run_dir, "details").exists()
+    same = tmp_path / "same.jsonl"  # the run's texts and more: taken, the judge sees the run's context
+    same.write_text((run_dir / "behaviors.jsonl").read_text() + json.dumps({"id": "x", "behavior": "x"}) + "\n")
+    judge_records(run_dir, "details", behaviors=["builtin:harmful", str(same)], judge_obj=judge)
+    assert ("b0", "ctx", " HARMFUL details") in judge.seen
+    (run_dir / "behaviors.jsonl").unlink()  # a run made before behaviors.jsonl, its prompts handed in
+    with pytest.raises(UserError, match=r"4 recorded behavior\(s\) are not in builtin:harmful \(first: b0\)"):
+        judge_records(run_dir, "refusal", label="other", behaviors="builtin:harmful")
+
+
+def test_resuming_a_judged_copy_under_other_behavior_texts_is_refused(run_dir, tmp_path):
+    """A copy judged against one set of behavior texts is not continued against another (a re-worded file
+    under the same ids): the verdicts would mix two judgings. --fresh starts over."""
+    (run_dir / "behaviors.jsonl").unlink()  # a run made before behaviors.jsonl: the texts come from --behaviors
+    given = tmp_path / "given.jsonl"
+    given.write_text("".join(json.dumps({"id": b.id, "behavior": b.behavior, "context": b.context}) + "\n"
+                             for b in BEHAVIORS))  # fmt: skip
+    judge_records(run_dir, "details", behaviors=str(given), judge_obj=DetailsJudge())
+    again = judge_records(run_dir, "details", behaviors=str(given), judge_obj=DetailsJudge())
+    assert again["judged_now"] == 1  # the same texts: resumed (only b3's garbled verdict asked again)
+    reworded = tmp_path / "reworded.jsonl"
+    reworded.write_text(given.read_text().replace('"behavior 1"', '"behavior one"'))
+    judge = DetailsJudge()
+    with pytest.raises(UserError, match=r"1 behavior\(s\) have other texts .*\(first: b1, .*--fresh"):
+        judge_records(run_dir, "details", behaviors=str(reworded), judge_obj=judge)
+    assert judge.seen == []
+    assert judge_records(run_dir, "details", behaviors=str(reworded), fresh=True, judge_obj=judge)["judged_now"] == 8
+    assert (judged_dir(run_dir, "details") / "behaviors.jsonl").read_text().count("behavior one") == 1
 
 
 def test_cli_judges_several_runs_and_prints_both_judges(run_dir, tmp_path, capsys):
