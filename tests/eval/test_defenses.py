@@ -379,6 +379,41 @@ def test_align_pro_judges_answers_against_the_original_prompt_and_counts_the_jud
     assert step["candidates"] == ["rewrite 1", "rewrite 2"] and step["forward_passes"] == 2  # one per answer
 
 
+def _align_pro_failing(fail, seed=0, candidates=4):
+    """Align-Pro over a target whose answer to rewrite i fails when ``fail(i)``, else complies; returns the
+    answer and the texts the reward judged."""
+    rewrites: list[str] = []
+
+    def reply(conversation):
+        text = user_text(conversation)
+        if text.startswith("Rewrite the request below"):  # rewrites 1, 2, ... of the prompt
+            rewrites.append(text)
+            return Completion(text=f"rewrite {len(rewrites)}", meta={"tokens": 2})
+        return RuntimeError("CUDA out of memory") if fail(int(text.split()[-1])) else "Sure, here is how"
+
+    defense = build_defense("align_pro", {"candidates": candidates, "kl_weight": 0.01, "seed": seed})
+    target = wrap_target(ScriptedChatModel(reply), [defense], PARAMS)
+    judged, reward = [], defense.reward
+    defense.reward = lambda conversations, texts: judged.extend(texts) or reward(conversations, texts)
+    [out] = target.generate([USER], PARAMS)
+    return out, judged
+
+
+def test_align_pro_never_picks_a_failed_answer_unless_every_candidate_failed():
+    """A failed answer has no text: judged, its empty text would be "not harmful", the highest reward. It is not
+    judged and not drawn, even over a complying answer (reward 0) at a temperature that favours reward."""
+    for seed in range(20):
+        out, judged = _align_pro_failing(lambda i: i <= 2, seed=seed)
+        detail = out.meta["defense"][0]["detail"]
+        assert out.error is None and out.text == "Sure, here is how" and detail["picked"] in (2, 3)
+        assert detail["rewards"] == [None, None, 0.0, 0.0] and detail["failed"] == [True, True, False, False]
+        assert judged == ["Sure, here is how"] * 2  # the failed answers' empty texts never reach the judge
+    out, judged = _align_pro_failing(lambda i: True, candidates=3)
+    step = out.meta["defense"][0]
+    assert out.error == "CUDA out of memory" and step["detail"]["rewards"] == [None] * 3 and step["score"] is None
+    assert judged == []
+
+
 def test_align_pro_flags_a_rewrite_cut_at_max_rewrite_tokens():
     def reply(conversation):
         if user_text(conversation).startswith("Rewrite the request below"):

@@ -7,7 +7,8 @@ from a fixed prompter ρ_sft (the target itself by default, or any HF model or L
 fine-tuned on rewrite pairs elsewhere), the target answers each (all in ONE generate call), ``R`` is
 the judge reward of that answer judged against the ORIGINAL prompt x, ``r*(x, y)`` (1 not harmful, 0
 harmful, 0.5 unscored, as in DeAL), and one rewrite is drawn with probability ``∝ exp(R/λ)``
-(importance resampling of ρ_sft towards ρ*). With one candidate it is a plain prompt rewriter. A
+(importance resampling of ρ_sft towards ρ*). A candidate whose answer failed (an error, no text) is not
+judged and not drawn, unless every candidate of the prompt failed. With one candidate it is a plain prompt rewriter. A
 rewrite cut at ``max_rewrite_tokens`` is used as it is and flagged (``detail.cut``). Training the
 prompter with the Align-Pro objective needs the online trainer (not used here; docs/defenses.md).
 """
@@ -83,30 +84,41 @@ class AlignPro(Defense):
         rewritten = [with_user_text(conversations[j // n], texts[j] or _user(conversations[j // n]))
                      for j in range(len(rewrites))]  # fmt: skip
         answers = inner.generate(rewritten, params)  # every candidate rewrite of the batch in one call
-        # R(x, x') = E_{y ~ π_F(·|x')} r*(x, y): the answer to the rewrite is judged against the ORIGINAL prompt x
-        originals = [conversations[j // n] for j in range(len(answers))]
-        rewards = self.reward(originals, [a.text for a in answers]) if n > 1 else [None] * len(answers)
-        judged = self.reward_passes * n if n > 1 else 0
+        # R(x, x') = E_{y ~ π_F(·|x')} r*(x, y): the answer to the rewrite is judged against the ORIGINAL prompt x.
+        # A failed answer (out of memory, a rewrite past max_prompt_tokens) has no text to judge: its empty text
+        # would read as "not harmful", the highest reward, so it gets none (None) and is never the one picked
+        # unless every candidate of its prompt failed.
+        scored = [j for j, a in enumerate(answers) if a.error is None] if n > 1 else []
+        rewards: list[float | None] = [None] * len(answers)
+        if scored:
+            got = self.reward([conversations[j // n] for j in scored], [answers[j].text for j in scored])
+            for j, reward in zip(scored, got):
+                rewards[j] = reward
         cut = [r.error is None and r.meta.get("finish") == "length" for r in rewrites]  # hit max_rewrite_tokens
         out = []
         for b, conversation in enumerate(conversations):
             span = range(b * n, (b + 1) * n)
-            pick = self._pick([rewards[j] for j in span], conversation) if n > 1 else 0
+            failed = [answers[i].error is not None for i in span]
+            pick = self._pick([rewards[j] for j in span], failed, conversation) if n > 1 else 0
             j = b * n + pick
             spent = total_cost([rewrites[i] for i in span])
+            judged = self.reward_passes * (n - sum(failed)) if n > 1 else 0
             step = self.step("rewrite", [answers[i] for i in span], own_tokens=spent[0],
                              own_passes=spent[1] + judged, rewritten=[dict(m) for m in rewritten[j]],
                              candidates=[t or "" for t in texts[b * n: (b + 1) * n]], score=rewards[j],
                              detail={"rewards": [rewards[i] for i in span], "picked": pick,
-                                     "fallback": texts[j] is None, "cut": [cut[i] for i in span]})  # fmt: skip
+                                     "fallback": texts[j] is None, "cut": [cut[i] for i in span],
+                                     "failed": failed})  # fmt: skip
             out.append(Answer(answers[j], step))
         return out
 
-    def _pick(self, rewards: list[float | None], conversation: Conversation) -> int:
-        """A candidate drawn with probability ∝ exp(R/λ) (the Align-Pro optimal prompter over ρ_sft samples)."""
-        logits = [(r if r is not None else 0.5) / self.config.kl_weight for r in rewards]
-        top = max(logits)
-        weights = [math.exp(v - top) for v in logits]
+    def _pick(self, rewards: list[float | None], failed: list[bool], conversation: Conversation) -> int:
+        """A candidate drawn with probability ∝ exp(R/λ) (the Align-Pro optimal prompter over ρ_sft samples),
+        among the candidates whose answer did not fail (among all when every one failed)."""
+        eligible = [not f for f in failed] if not all(failed) else [True] * len(failed)
+        logits = [(r if r is not None else 0.0) / self.config.kl_weight for r in rewards]
+        top = max(v for v, ok in zip(logits, eligible) if ok)
+        weights = [math.exp(v - top) if ok else 0.0 for v, ok in zip(logits, eligible)]
         rng = random.Random(stable_seed(self.config.seed, "align_pro", *(m["content"] for m in conversation)))
         return rng.choices(range(len(rewards)), weights=weights)[0]
 
