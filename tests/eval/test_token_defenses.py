@@ -179,6 +179,28 @@ def test_deal_rolls_out_all_candidates_of_a_batch_in_one_generate_call_per_step(
     assert calls == [9, 9]  # 3 prompts × 3 candidates per call; 6 tokens in chunks of 3
 
 
+def test_deal_lookahead_is_greedy_under_the_model_alone_not_its_shipped_generation_config(tiny_model, tiny_tokenizer):
+    """A model's generation_config may ship a repetition penalty; the rollouts must still be the greedy tokens of
+    the distribution DeAL scores (as the hf backend ignores such settings), not of a penalised one."""
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=8, batch_size=2)
+    tiny_model.generation_config.repetition_penalty = 1.0e6  # any repeat made impossible
+    tiny_model.generation_config.no_repeat_ngram_size = 1
+    defense = build_defense("deal", {"top_k": 2, "lookahead": 8, "reward_weight": 0.0})
+    defense.reward_fn = lambda conversations, texts: [0.0] * len(texts)
+    [out] = wrap_target(chat, [defense], params).generate([USER], params)
+    prompt = tiny_tokenizer(chat.render(USER, params), add_special_tokens=False)["input_ids"]
+    for tokens in out.meta["defense"][0]["detail"]["last_tokens"]:
+        ids = prompt + tokens[:1]  # the top-k candidate, then its lookahead: argmax of the raw logits each step
+        for _ in tokens[1:]:
+            with torch.no_grad():
+                ids.append(int(tiny_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+        assert tokens == ids[len(prompt):]
+    # the penalty would have mattered: some greedy token repeats one of the prompt or of the rollout before it
+    assert any(t in prompt + tokens[:i] for tokens in out.meta["defense"][0]["detail"]["last_tokens"]
+               for i, t in enumerate(tokens))  # fmt: skip
+
+
 # --------------------------------------------------------------------------- stopping, counting, sampling alike
 def _greedy_ids(model, tokenizer, chat, params) -> list[int]:
     """The model's own greedy answer ids (HF ``generate``, no defense)."""

@@ -27,7 +27,7 @@ import torch
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids
 from safealign.eval.defenses.base import Answer, Defense, batched_answers, last_user_index, token_model
-from safealign.eval.defenses.tokens import Batch, encode, next_logprobs, pad_id, to_completion
+from safealign.eval.defenses.tokens import Batch, encode, next_logprobs, to_completion
 from safealign.types import Behavior, Completion
 
 logger = logging.getLogger(__name__)
@@ -157,14 +157,18 @@ class DeAL(Defense):
         """Greedy continuations of ``n`` tokens for every row in one generate call, with their log-probs
         under the model's own (unprocessed) distribution; ``(N, ≤ n)`` each (generation stops early when
         every row has ended; an ended row is padded)."""
+        from safealign.eval.backends.hf import explicit_generation_config
+
         rows = batch.ids.shape[0]
         if n <= 0:
             return batch.ids.new_zeros((rows, 0)), torch.zeros((rows, 0))
+        # greedy under the model's own distribution alone: a generation_config's shipped repetition_penalty or
+        # no_repeat_ngram_size would otherwise pick other lookahead tokens than the ones scored here (as in the hf
+        # backend, which never applies them either)
+        settings = explicit_generation_config(self.tokenizer, self.model, max_new_tokens=n, do_sample=False)
+        settings.return_dict_in_generate, settings.output_logits = True, True
         with torch.no_grad():
-            out = self.model.generate(input_ids=batch.ids, attention_mask=batch.mask, max_new_tokens=n,
-                                      do_sample=False, temperature=None, top_p=None, top_k=None,
-                                      pad_token_id=pad_id(self.tokenizer), return_dict_in_generate=True,
-                                      output_logits=True)  # fmt: skip
+            out = self.model.generate(input_ids=batch.ids, attention_mask=batch.mask, generation_config=settings)
         new = out.sequences[:, batch.ids.shape[1] :]
         logits = torch.stack(out.logits, 1).float()  # (N, n', V)
         return new, torch.log_softmax(logits, -1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
