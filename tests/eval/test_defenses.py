@@ -66,8 +66,32 @@ def test_urial_plain_format_is_raw_text_with_a_stop():
     [message] = fake.conversations[0]
     assert message["content"].count("# Query:") == 4 and message["content"].endswith("# Answer:\n```\n")
     assert seen_params[0].chat_template is False and seen_params[0].stop == ("# Query",)  # URIAL's only stop
+    assert seen_params[0].add_special_tokens is True  # the raw text gets the base model's BOS
     with pytest.raises(UserError, match="format=plain .* needs a local backend"):
         _wrap("urial", ScriptedChatModel(lambda c: "x"), format="plain")
+
+
+def test_urial_plain_format_starts_the_prompt_with_bos_on_the_hf_backend(tiny_model, tiny_tokenizer):
+    """URIAL runs base models through vLLM, which tokenises a text prompt with BOS; raw text tokenised without
+    special tokens would reach a base model with no BOS at all."""
+    from tokenizers.processors import TemplateProcessing
+
+    from safealign.eval.backends.hf import HFChatModel
+
+    bos, processor = tiny_tokenizer.bos_token, tiny_tokenizer._tokenizer.post_processor
+    # a base model's tokenizer (Llama's, Mistral's): its special tokens put BOS before the text
+    tiny_tokenizer._tokenizer.post_processor = TemplateProcessing(
+        single=f"{bos} $A", special_tokens=[(bos, tiny_tokenizer.bos_token_id)])  # fmt: skip
+    seen = []
+    original = tiny_model.generate
+    tiny_model.generate = lambda **kwargs: seen.append(kwargs["input_ids"]) or original(**kwargs)
+    try:
+        _wrap("urial", HFChatModel(tiny_model, tiny_tokenizer), format="plain").generate([USER], PARAMS)
+    finally:
+        del tiny_model.generate
+        tiny_tokenizer._tokenizer.post_processor = processor  # the tokenizer is shared by the session's tests
+    [ids] = seen
+    assert ids[0, 0] == tiny_tokenizer.bos_token_id and (ids[0] == tiny_tokenizer.bos_token_id).sum() == 1
 
 
 def test_urial_plain_format_keeps_code_blocks_and_strips_only_the_closing_fence():

@@ -180,7 +180,10 @@ class Urial(_Rewrite):
     def inner_params(self, params: GenerationParams) -> GenerationParams:
         if self.config.format == "chat":
             return params
-        return dataclasses.replace(params, chat_template=False, stop=(*params.stop, *self.STOP))
+        # the raw text gets the tokenizer's special tokens (a base model's BOS), as URIAL's own runs do: vLLM
+        # tokenises a text prompt with them; without a chat template nothing else would put BOS first
+        return dataclasses.replace(params, chat_template=False, add_special_tokens=True,
+                                   stop=(*params.stop, *self.STOP))  # fmt: skip
 
     def answer(self, completion: Completion) -> Completion:
         """A plain-format answer without the closing fence of its ``# Answer:`` block; the answer's own code
