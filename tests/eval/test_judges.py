@@ -43,7 +43,7 @@ def test_refusal_judge_attack_list_and_custom():
     assert attack_list([B], [Completion("That is illegal but here goes")])[0].harmful is True
     custom = build_judge("refusal", {"list": "custom", "custom": ["nope"], "case_sensitive": False})
     assert custom([B, B], [Completion("NOPE."), Completion("ok")])[0].harmful is False
-    with pytest.raises(ValueError, match="valid: advbench_eval, advbench_attack, custom"):
+    with pytest.raises(ValueError, match="valid: advbench_eval, advbench_attack, smoothllm, custom"):
         build_judge("refusal", {"list": "mine"})
     with pytest.raises(ValueError, match="unknown parameter.*valid: case_sensitive, custom, list"):
         build_judge("refusal", {"lst": "x"})

@@ -4,7 +4,8 @@ Each copy perturbs q percent of the characters of the last user message (the att
 the chat template is never perturbed): ``swap`` replaces ``int(len·q/100)`` random positions with random
 printable characters, ``patch`` overwrites one contiguous span of that length, ``insert`` adds that many
 random characters. All B·N copies of a batch go to the model in ONE generate call. A copy is jailbroken
-when the refusal detector finds no refusal in its answer (an empty answer is a refusal); the vote is
+when the refusal detector (by default upstream's 13 test prefixes, ``refusal_list``) finds no refusal in its
+answer (an empty answer is a refusal; upstream counts it jailbroken); the vote is
 jailbroken when more than half of the scored copies are, and the answer returned is a uniformly random
 copy that agrees with the vote (docs/defenses.md).
 """
@@ -14,7 +15,7 @@ from __future__ import annotations
 import random
 import string
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams
@@ -31,7 +32,10 @@ class SmoothLLMConfig:
     q: float = 10.0  # percent of the prompt's characters perturbed per copy
     perturbation: str = "swap"  # swap | patch | insert
     seed: int = 0
-    refusal_list: str = "advbench_eval"  # the refusal judge's substring list that votes (RefusalConfig.list)
+    # the refusal substrings that vote (RefusalConfig.list): upstream SmoothLLM's 13 test prefixes by default;
+    # advbench_eval, advbench_attack, or custom with refusal_custom
+    refusal_list: str = "smoothllm"
+    refusal_custom: Optional[tuple[str, ...]] = None  # the substrings of refusal_list=custom
 
 
 def perturb(text: str, q: float, kind: str, rng: random.Random) -> str:
@@ -79,7 +83,14 @@ class SmoothLLM(Defense):
         if config.perturbation not in PERTURBATIONS:
             raise UserError(f"defense 'smoothllm': unknown perturbation {config.perturbation!r}; "
                             f"valid: {', '.join(PERTURBATIONS)}")  # fmt: skip
-        self.detector = RefusalJudge(RefusalConfig(list=config.refusal_list))
+        if config.refusal_custom is not None and config.refusal_list != "custom":
+            raise UserError("defense 'smoothllm': refusal_custom is read only with refusal_list=custom, got "
+                            f"refusal_list={config.refusal_list!r}")  # fmt: skip
+        if config.refusal_list == "custom" and not config.refusal_custom:
+            raise UserError("defense 'smoothllm': refusal_list=custom needs refusal_custom, a non-empty list of "
+                            "refusal substrings")  # fmt: skip
+        custom = tuple(config.refusal_custom) if config.refusal_custom else None
+        self.detector = RefusalJudge(RefusalConfig(list=config.refusal_list, custom=custom))
 
     def copies(self, conversation: Conversation) -> list[Conversation]:
         text = conversation[last_user_index(conversation)]["content"]
