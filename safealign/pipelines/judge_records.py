@@ -175,7 +175,7 @@ def _behaviors(run: Path, specs: str | Sequence[str] | None, ids: set[str]) -> d
         if _text(own_by_id[i]) != _text(given[i]):
             raise UserError(f"{run}: behavior {i!r} has another text in {where} than in {own_where}, what the run "
                             "evaluated; pass --behaviors files that agree with it, or judge this directory without "
-                            "--behaviors (its own texts are used)")
+                            "--behaviors (its own texts are used)")  # fmt: skip
     by_id = {**given, **own_by_id}
     missing = sorted(ids - set(by_id))
     if missing:
@@ -203,7 +203,7 @@ def _check_same_texts(out: Path, by_id: dict[str, Behavior]) -> None:
     if changed:
         raise UserError(f"{out}: {len(changed)} behavior(s) have other texts than when these answers were judged "
                         f"(first: {changed[0]}, see {path}); pass --fresh to judge every answer again against the "
-                        "texts given now")
+                        "texts given now")  # fmt: skip
 
 
 def pooled_behaviors(specs: Sequence[str]) -> list[Behavior]:
@@ -250,7 +250,7 @@ def _configured_behaviors(run: Path, *, required: bool) -> tuple[str, list[Behav
     if not config.behaviors.path:
         if required:
             raise UserError(f"{run}: the behaviors were handed to the evaluation (its config names no file) and the "
-                            f"run predates behaviors.jsonl; {hint}")
+                            f"run predates behaviors.jsonl; {hint}")  # fmt: skip
         return None
     try:
         return config.behaviors.path, load_benchmark_set(config.behaviors).including_copyright().harmful

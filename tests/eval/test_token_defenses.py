@@ -195,7 +195,7 @@ def test_deal_lookahead_is_greedy_under_the_model_alone_not_its_shipped_generati
         for _ in tokens[1:]:
             with torch.no_grad():
                 ids.append(int(tiny_model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
-        assert tokens == ids[len(prompt):]
+        assert tokens == ids[len(prompt) :]
     # the penalty would have mattered: some greedy token repeats one of the prompt or of the rollout before it
     assert any(t in prompt + tokens[:i] for tokens in out.meta["defense"][0]["detail"]["last_tokens"]
                for i, t in enumerate(tokens))  # fmt: skip
