@@ -48,6 +48,9 @@ class EntanglementConfig(DiagnoseConfig):
 class AnchorConfig(DiagnoseConfig):
     prefix: str = "community_guidelines"  # a built-in safety prefix name or your own text
     beta: float = 0.1  # β of the E-DPO logit shift −β·gap
+    answer: int = 0  # also answer the first N harmful prompts as asked and with the prefix: refusal rates
+    samples: int = 0  # with answer: also this many sampled answers (temperature 1) per prompt and view
+    max_new_tokens: int = 48  # of those answers
 
 
 @dataclass
@@ -156,6 +159,16 @@ def run_anchor(config: AnchorConfig) -> Diagnosis:
     result = {"diagnostic": "anchor", **header(config, inputs, started, prefix=transform.prefix),
               "summary": gap.summary(beta=config.beta)}
     pairs = [{"row": inputs.pairs[row["index"]].row, **row} for row in gap.pairs()]
+    if config.answer:  # what the transformed reference answers: the target of the E-anchor's KL pull
+        from safealign.pipelines.anchor_target import anchor_target
+
+        result["target"], answers = anchor_target(
+            inputs.model, inputs.tokenizer, inputs.pairs, transform, prompts=config.answer, samples=config.samples,
+            max_new_tokens=config.max_new_tokens, batch_size=config.batch_size)
+        by_index = {row["index"]: row for row in answers}
+        pairs = [{**row, **{k: v for k, v in by_index.get(row["index"], {}).items() if k not in row}}
+                 for row in pairs]
+        result["wall_seconds"] = round(time.perf_counter() - started, 2)
     return finish(config, Diagnosis("anchor", result, pairs))
 
 

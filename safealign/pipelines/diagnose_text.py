@@ -84,8 +84,29 @@ def format_anchor(result: dict[str, Any], pairs: list[dict[str, Any]], show: int
                      [(p["row"], p["chosen_shift"], p["rejected_shift"], p["gap"]) for p in pairs[:show]])
     head = (f"anchor gap: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped)\n"
             f"model: {result['model']}   prefix: {result['prefix']!r}\n")
-    return (head + "\n" + figures + f"\n\nfirst {min(show, len(pairs))} harmful pairs:\n" + per_pair
+    target = "\n\n" + format_anchor_target(result["target"]) if "target" in result else ""
+    return (head + "\n" + figures + f"\n\nfirst {min(show, len(pairs))} harmful pairs:\n" + per_pair + target
             + f"\n\nwall time: {result['wall_seconds']:.1f} s")
+
+
+def format_anchor_target(t: dict[str, Any]) -> str:
+    """The reference's refusal rates as asked and with the prefix (the E-anchor's target), greedy and sampled."""
+    rows = []
+    for mode in ("greedy", "sampled"):
+        if mode not in t:
+            continue
+        m, d = t[mode], t[mode].get("transformed_minus_plain", {})
+        label = "greedy" if mode == "greedy" else f"sampled, {t['samples_per_prompt']} per prompt, T=1"
+        rows.append((label, _rate(m, "plain"), _rate(m, "transformed"),
+                     f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else "-"))
+    return (f"what the reference answers ({t['prompts']} harmful prompts, {t['max_new_tokens']} new tokens, judge "
+            f"{t['judge']}):\n" + table(("answers", "refusal as asked", "refusal with prefix", "prefix − asked [95%]"),
+                                         rows))
+
+
+def _rate(m: dict[str, Any], view: str) -> str:
+    low, high = m[f"refusal_rate_{view}_ci95"] or (0.0, 0.0)
+    return f"{m[f'refusal_rate_{view}']:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def format_e_share(result: dict[str, Any], pairs: list[dict[str, Any]], show: int) -> str:
