@@ -98,6 +98,13 @@ def test_autodan_elites_are_copied_unchanged():
         assert new[:2] == ["p2 best.", "p4 second."] and len(new) == 6
 
 
+def test_autodan_small_population_keeps_at_least_one_elite():
+    # 0.1 × 8 rounds down to 0: without the floor the best prompt could be lost at every step
+    attack = AutoDANAttack(AutoDANConfig(population=8), AttackContext(), fitness=_stub_fitness("x"))
+    elites, _ = attack._elites([f"p{i}" for i in range(8)], [float(i) for i in range(8)])
+    assert elites == ["p7"]
+
+
 def test_autodan_on_tiny_random_lowers_the_target_loss_and_early_stops(tiny_model, tiny_tokenizer):
     target = HFChatModel(tiny_model, tiny_tokenizer)
     context = AttackContext(target=target, model=tiny_model, tokenizer=tiny_tokenizer)

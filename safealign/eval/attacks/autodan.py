@@ -5,7 +5,7 @@ An individual is a prefix placed before the request; the population starts from 
 ``human_jailbreaks`` wrappers (the text before ``{behavior}``). Fitness = −(mean cross-entropy of the
 target string after the prompt) on the local HF model (:mod:`safealign.eval.attacks.target_loss`).
 
-Each step keeps the ``elite_fraction`` fittest unchanged, then either
+Each step keeps the ``elite_fraction`` fittest unchanged (at least one), then either
 
 - (every ``sentence_every``-th step, and every step when ``hierarchical=false``) fills the rest by softmax
   roulette on fitness, multi-point sentence-level crossover with probability ``crossover``, or
@@ -94,11 +94,17 @@ class AutoDANConfig:
             at_least(f"attack_params.autodan.{key}", getattr(self, key), 0)
         for key in ("elite_fraction", "crossover", "mutation"):
             within(f"attack_params.autodan.{key}", getattr(self, key), 0, 1)
-        if int(self.elite_fraction * self.population) >= self.population:
+        if n_elites(self.elite_fraction, self.population) >= self.population:
             raise UserError("attack_params.autodan.elite_fraction leaves no room for new individuals")
         one_of("attack_params.autodan.mutator", self.mutator, ("synonym", "llm"))
         check_budget("attack_params.autodan", self.max_queries, self.max_seconds)
         check_llm_spec(self.mutator_model, "attack_params.autodan.mutator_model")
+
+
+def n_elites(fraction: float, population: int) -> int:
+    """Individuals kept unchanged per step: at least one, as in the original autodan_hga_eval.py, so that a small
+    population (under 10 at the default 0.1) still keeps its best prompt and the best loss never gets worse."""
+    return max(1, int(fraction * population))
 
 
 def reference_prefixes() -> list[str]:
@@ -289,7 +295,7 @@ class AutoDANAttack(Attack):
 
     def _elites(self, population: Sequence[str], fitness: Sequence[float]) -> tuple[list[str], list[int]]:
         order = sorted(range(len(population)), key=lambda i: -fitness[i])
-        n_elite = int(self.config.elite_fraction * len(population))
+        n_elite = n_elites(self.config.elite_fraction, len(population))
         return [population[i] for i in order[:n_elite]], order
 
     def sentence_step(self, population: Sequence[str], fitness: Sequence[float], rng: random.Random,
