@@ -131,3 +131,15 @@ def test_pair_refines_until_the_judge_says_jailbroken():
 def test_pair_needs_target_and_judge():
     with pytest.raises(ValueError, match="pair attack needs a target model and a judge"):
         PAIRAttack(PAIRConfig(), AttackContext(), attacker=ScriptedChatModel(lambda c: ""))
+
+
+def test_pair_misspelt_attacker_key_fails_before_any_generation(tmp_path):
+    from safealign.eval.config import EvalConfig
+    from safealign.eval.pipeline import run_eval
+
+    fake = ScriptedChatModel(lambda c: "I refuse")
+    config = EvalConfig(attacks=["direct", "pair"], judges=["kw"], output_dir=str(tmp_path / "run"),
+                        attack_params={"pair": {"attacker": {"backnd": "openai"}}})  # fmt: skip
+    with pytest.raises(ValueError, match=r"attack_params.pair.attacker: unknown model key\(s\) \['backnd'\]"):
+        run_eval(config, chat_model=fake, behaviors=[B], judges={"kw": KeywordJudge()})
+    assert fake.n_generated == 0  # the direct attack before it did not run either

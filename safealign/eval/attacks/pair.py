@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from safealign.checks import at_least, positive
 from safealign.errors import UserError
-from safealign.eval.attacks.attacker import build_llm, parse_field
+from safealign.eval.attacks.attacker import build_llm, check_llm_spec, parse_field
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, with_context
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.types import Attempt, Behavior, Message
@@ -72,6 +72,8 @@ class PAIRConfig:
         for key in ("n_streams", "depth", "attacker_max_new_tokens", "keep_last_rounds"):
             at_least(f"attack_params.pair.{key}", getattr(self, key), 1)
         positive("attack_params.pair.attacker_temperature", self.attacker_temperature, "the attacker samples")
+        # a misspelt attacker key fails here, naming the valid keys, not after the attacks before this one ran
+        check_llm_spec(self.attacker, "attack_params.pair.attacker")
 
 
 @dataclass
