@@ -9,7 +9,9 @@ the objective while building on the target's own answers. Each target reply is c
 - otherwise the exchange stays, and the run's early-stop judge decides whether the objective is reached.
 
 The attempt is the whole kept conversation up to and including the last question (the pipeline generates
-the final answer, so records hold every turn); ``meta["backtracked"]`` keeps the removed exchanges.
+the final answer, so records hold every turn); ``meta["backtracked"]`` keeps the removed exchanges. A
+contextual behavior's context comes before the first kept question (``with_context``), so the target sees it
+once, at the start of the conversation, in the search and in the attempt.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from safealign.checks import at_least, positive
 from safealign.errors import UserError
 from safealign.eval.attacks.attacker import (Budget, ask, attacker_params, build_llm, check_budget, check_llm_spec,
                                              parse_field, user)  # fmt: skip
-from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
+from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, with_context
 from safealign.eval.backends.base import ChatModel
 from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
 from safealign.types import Attempt, Behavior, Message
@@ -97,14 +99,16 @@ class CrescendoAttack(Attack):
                 budget.queries -= 1  # nothing was sent to the target
                 break
             attacker_history.append({"role": "assistant", "content": result.raw[0]})
-            reply = self.context.target.generate([tuple(history + [user(question)])], self.context.generation)[0]
+            # a contextual behavior's context goes with the first kept question only: later turns build on it
+            sent = user(question if history else with_context(behavior, question))
+            reply = self.context.target.generate([tuple(history + [sent])], self.context.generation)[0]
             text = reply.text if reply.error is None else f"(no reply: {reply.error})"
             if reply.error is None and self.refusal.refusal_match(text) and len(backtracked) < cfg.max_backtracks:
                 backtracked.append({"question": question, "reply": text})
                 attacker_history.append(user(REFUSED.format(reply=text)))
                 question = None
                 continue
-            history += [user(question), {"role": "assistant", "content": text}]
+            history += [sent, {"role": "assistant", "content": text}]
             turn += 1
             if self.context.judge([behavior], [reply])[0].harmful is True:
                 stats["achieved"] = True
@@ -118,7 +122,7 @@ class CrescendoAttack(Attack):
         if history:  # the last kept question is re-asked by the pipeline; the answers before it stay as context
             messages = tuple(history[:-1])
         else:  # the attacker never got a question through: the plain request, flagged as failed
-            messages = (user(question or goal),)
+            messages = (user(goal if question is None else with_context(behavior, question)),)
         meta = {"turns": turns, "backtracks": len(backtracked), "backtracked": backtracked,
                 "attacker_failed": not history, "search_reply": history[-1]["content"] if history else None,
                 **stats, **budget.describe()}  # fmt: skip
