@@ -6,7 +6,8 @@ Each sample applies, in order, with its own seeded random stream:
 2. random capitalisation: each letter's case is flipped (``caps_prob``);
 3. character noise: each printable ASCII character moves ±1 code point, kept only inside 32..126 (``noise_prob``).
 
-The defaults are the paper's σ = 0.4: σ^½ for the first two and σ³ for noise. Every sample is kept (no
+Only the request is augmented; a contextual behavior's context comes before it unchanged. The defaults are
+the paper's σ = 0.4: σ^½ for the first two and σ³ for noise. Every sample is kept (no
 stop at the first success) so that ASR@N can be estimated without bias for every N ≤ ``n``
 (:mod:`safealign.eval.asr_at_n`); each attempt records its sample index in ``meta["sample"]``.
 """
@@ -20,7 +21,7 @@ from typing import ClassVar
 
 from safealign import checks
 from safealign.errors import UserError
-from safealign.eval.attacks.base import Attack, behavior_prompt
+from safealign.eval.attacks.base import Attack, with_context
 from safealign.types import Attempt, Behavior
 
 SIGMA = 0.4
@@ -84,10 +85,12 @@ class BestOfNAttack(Attack):
     config_class: ClassVar[type] = BestOfNConfig
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
-        request = behavior_prompt(behavior)
         attempts = []
         for i in range(self.config.n):
             # A string seed is hashed deterministically (unlike hash()), so a resumed run redraws the same samples.
             rng = random.Random(f"{self.config.seed}:{behavior.id}:{i}")
-            attempts.append(self.user_attempt(behavior, augment(request, self.config, rng), f"bon_{i}", sample=i))
+            # only the request is distorted: a contextual behavior's context (code, an article) is what the
+            # request acts on, and comes before it unchanged (docs/attacks.md)
+            content = with_context(behavior, augment(behavior.behavior, self.config, rng))
+            attempts.append(self.user_attempt(behavior, content, f"bon_{i}", sample=i))
         return attempts

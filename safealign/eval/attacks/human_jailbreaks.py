@@ -17,7 +17,7 @@ from typing import Any, ClassVar, Sequence
 
 from safealign.checks import at_least
 from safealign.errors import UserError
-from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
+from safealign.eval.attacks.base import Attack, AttackContext
 from safealign.eval.attacks.template import JailbreakTemplate, load_templates
 from safealign.types import Attempt, Behavior
 
@@ -80,5 +80,4 @@ class HumanJailbreaksAttack(Attack):
         if self.config.subset:
             chosen = random.Random(f"{self.config.seed}:{behavior.id}").sample(chosen, min(self.config.subset,
                                                                                            len(chosen)))
-        request = behavior_prompt(behavior)
-        return [self.user_attempt(behavior, w.render(request), w.name, family=w.family) for w in chosen]
+        return [self.user_attempt(behavior, w.render(behavior), w.name, family=w.family) for w in chosen]

@@ -2,7 +2,8 @@
 
 Templates live in a user-extendable YAML or JSONL file (format documented in the shipped
 ``templates.yaml``): ``name``, ``family``, ``template`` with ``{behavior}`` (or ``{part_a}``/``{part_b}``),
-optional ``transform``. Placeholders are replaced literally, so templates may contain other braces.
+optional ``transform``. Placeholders are replaced literally, so templates may contain other braces. The
+transform and the split act on the request only; a contextual behavior's context stays as it is, before it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any, Callable, ClassVar, Sequence
 import yaml
 
 from safealign.errors import UserError
-from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
+from safealign.eval.attacks.base import Attack, AttackContext, with_context
 from safealign.files import read_text
 from safealign.io import parse_jsonl
 from safealign.types import Attempt, Behavior
@@ -40,12 +41,16 @@ class JailbreakTemplate:
     template: str
     transform: str = "none"
 
-    def render(self, request: str) -> str:
-        words = request.split()
+    def render(self, behavior: Behavior) -> str:
+        """The template filled with the behavior. The transform and the split act on the request alone: a
+        contextual behavior's context (code, an article) is joined unchanged before it (``with_context``), at
+        ``{behavior}`` or ``{part_a}``, so its line breaks and text survive. Without a transform ``{behavior}``
+        gets exactly ``behavior_prompt``, as every other attack sends it."""
+        words = behavior.behavior.split()
         half = (len(words) + 1) // 2
         return (
-            self.template.replace("{behavior}", TRANSFORMS[self.transform](request))
-            .replace("{part_a}", " ".join(words[:half]))
+            self.template.replace("{behavior}", with_context(behavior, TRANSFORMS[self.transform](behavior.behavior)))
+            .replace("{part_a}", with_context(behavior, " ".join(words[:half])))
             .replace("{part_b}", " ".join(words[half:]))
         )
 
@@ -131,8 +136,7 @@ class TemplateAttack(Attack):
         select_templates(config)  # every template file read and parsed before the model loads
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
-        request = behavior_prompt(behavior)
         return [
-            self.user_attempt(behavior, t.render(request), t.name, family=t.family, transform=t.transform)
+            self.user_attempt(behavior, t.render(behavior), t.name, family=t.family, transform=t.transform)
             for t in self.templates
         ]
