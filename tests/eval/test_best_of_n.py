@@ -9,7 +9,7 @@ import random
 import pytest
 
 from safealign.errors import UserError
-from safealign.eval.asr_at_n import asr_at_n, budget_grid, fit_power_law, overall_curve
+from safealign.eval.asr_at_n import asr_at_n, budget_grid, curve_extent, fit_power_law, overall_curve
 from safealign.eval.attacks import build_attack
 from safealign.eval.attacks.best_of_n import BestOfNConfig, char_noise, flip_case, scramble_words
 from safealign.eval.config import EvalConfig
@@ -92,11 +92,24 @@ def test_estimator_golden_values():
         asr_at_n(4, 1, 5)
 
 
-def test_overall_curve_averages_behaviors_with_enough_samples():
-    # b1: n=4, c=1 -> ASR@1 = 1/4, ASR@2 = 1/2, ASR@4 = 1; b2: n=2, c=0 -> 0 at N=1, 2 and no value at N=4
-    curve = {p["n"]: (p["asr"], p["behaviors"]) for p in overall_curve({"b1": (4, 1), "b2": (2, 0)})}
-    assert curve == {1: (0.125, 2), 2: (0.25, 2), 3: (0.75, 1), 4: (1.0, 1)}
+def test_overall_curve_averages_every_behavior_and_stops_at_the_fewest_samples():
+    # b1: n=4, c=1 -> ASR@1 = 1/4, ASR@2 = 1/2; b2: n=2, c=0 -> 0 at N=1, 2 and no value beyond: the curve stops
+    # at N=2 rather than averaging b1 alone at N=3 and 4 (where it would read 0.75 and 1.0)
+    counts = {"b1": (4, 1), "b2": (2, 0)}
+    curve = {p["n"]: (p["asr"], p["behaviors"]) for p in overall_curve(counts)}
+    assert curve == {1: (0.125, 2), 2: (0.25, 2)}
+    assert curve_extent(counts) == {"n": 2, "samples_max": 4, "limited_by": ["b2"]}
+    assert curve_extent({"b1": (4, 1), "b2": (4, 0)}) == {"n": 4, "samples_max": 4, "limited_by": []}
     assert budget_grid(200) == [*range(1, 65), 128, 200]
+
+
+def test_a_few_unscored_verdicts_do_not_make_the_top_of_the_curve_jump():
+    # nine hard behaviors lost one to three verdicts each; the easy one kept all 64: averaged over whoever had N
+    # samples, ASR@64 was the easy behavior's 1.0 alone
+    counts = {**{f"hard{i}": (61 + i % 3, 0) for i in range(9)}, "easy": (64, 63)}
+    curve = overall_curve(counts)
+    assert curve[-1] == {"n": 61, "asr": 0.1, "behaviors": 10} and {p["behaviors"] for p in curve} == {10}
+    assert fit_power_law(curve)["fit_range"][1] <= 61
 
 
 def test_power_law_fit_recovers_known_exponents_and_forecasts():
@@ -135,6 +148,7 @@ def test_eval_run_with_n8_writes_curve_and_forecast(tmp_path):
     assert "fit" in block and (block["fit"]["a"] is None or block["fit"]["fit_range"][1] <= 8)
     written = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert written["asr_at_n"]["best_of_n"]["kw"]["overall"] == block["overall"]
+    assert written["asr_at_n"]["best_of_n"]["kw"]["overall_up_to"] == {"n": 8, "samples_max": 8, "limited_by": []}
     again = run_eval(config, chat_model=fake, behaviors=behaviors, judges={"kw": KeywordJudge()})
     assert fake.n_generated == 32 and again.asr_at_n == summary.asr_at_n  # resumed: nothing regenerated
 
