@@ -105,6 +105,7 @@ def test_aggregate_interval_takes_the_projects_percentile_rule():
     ("tap", {"widht": 2}, r"attack 'tap': unknown parameter\(s\) \['widht'\]; valid: .*width"),
     ("autodan", {"mutator": "gpt"}, "attack_params.autodan.mutator"),
     ("crescendo", {"max_queries": 0}, "attack_params.crescendo.max_queries"),
+    ("tap", {"max_queries": 1}, r"attack_params.tap.max_queries must be >= 2, got 1 \(the pipeline's answer"),
     ("many_shot", {"n_shots": 5000}, "over the budget"),
     ("pap", {"techniques": ["nope"]}, "unknown"),
     ("zero_shot", {"n_cases": 9, "max_queries": 2}, "over the budget"),
@@ -119,6 +120,20 @@ def test_bad_params_fail_before_any_generation(tmp_path, attack, params, message
     with pytest.raises(ValueError, match=message):
         run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
     assert fake.n_generated == 0  # not even the direct attack listed before it ran
+
+
+@pytest.mark.parametrize("attack, params", [
+    ("tap", {"branching": 2, "width": 2, "depth": 5, "prune_off_topic": False, "max_queries": 3, "lenient": True}),
+    ("crescendo", {"max_turns": 9, "max_queries": 3, "lenient": True}),
+])  # fmt: skip
+def test_max_queries_counts_every_target_generation_of_a_behavior(tmp_path, attack, params):
+    attacker_answer = json.dumps({"prompt": "p", "question": "q"})
+    fake = ScriptedChatModel(lambda c: "a calm answer" if c[0]["role"] == "user" else attacker_answer)
+    config = EvalConfig(attacks=[attack], attack_params={attack: params}, judges=["kw"],
+                        output_dir=str(tmp_path / "run"))  # fmt: skip
+    run_eval(config, chat_model=fake, behaviors=BEHAVIORS[:1], judges={"kw": KeywordJudge()})
+    # attacker and evaluator conversations start with their system prompt; the target's with the user turn
+    assert sum(c[0]["role"] == "user" for c in fake.conversations) == 3  # the search's 2 and the final answer
 
 
 def test_tap_batches_all_streams_of_a_depth_in_one_call(tiny_model, tiny_tokenizer):

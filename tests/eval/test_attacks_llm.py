@@ -86,6 +86,8 @@ def test_budget_take_charges_and_caps():
     budget = Budget(max_queries=5)
     assert budget.take(3) == 3 and budget.take(3) == 2 and budget.take(1) == 0 and budget.exhausted
     assert Budget(max_seconds=1e-9).take(4) == 0
+    kept = Budget(max_queries=5, reserved=1)  # one query kept for the pipeline's answer to the attempt
+    assert kept.take(9) == 4 and kept.exhausted and kept.describe()["target_queries"] == 4
 
 
 # ---- tap ---------------------------------------------------------------------------------------------------
@@ -147,7 +149,8 @@ def test_tap_budget_caps_target_queries():
     attack = TAPAttack(TAPConfig(branching=4, width=4, depth=5, prune_off_topic=False, max_queries=6),
                        AttackContext(target=target, judge=KeywordJudge()), attacker=_tap_attacker())  # fmt: skip
     [attempt] = attack(B)
-    assert target.n_generated == 6 and attempt.meta["budget_exhausted"] is True
+    # max_queries counts the pipeline's answer to the attempt too: the search gets 5 of the 6
+    assert target.n_generated == 5 and attempt.meta["budget_exhausted"] is True
 
 
 def test_tap_unparseable_attacker_is_a_failed_attempt_not_a_crash():
@@ -326,7 +329,7 @@ def test_crescendo_stops_at_max_turns_and_budget():
     [capped] = CrescendoAttack(CrescendoConfig(max_turns=10, max_backtracks=10, max_queries=4),
                                AttackContext(target=refusing, judge=KeywordJudge()),
                                attacker=_crescendo_attacker())(B)  # fmt: skip
-    assert refusing.n_generated == 4 and capped.meta["budget_exhausted"] is True
+    assert refusing.n_generated == 3 and capped.meta["budget_exhausted"] is True  # the 4th: the pipeline's answer
 
 
 def test_crescendo_unparseable_attacker_is_a_failed_attempt():

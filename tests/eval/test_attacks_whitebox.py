@@ -130,7 +130,8 @@ def test_autodan_llm_mutation_and_query_budget():
     run, budget = attack.search(B)
     assert mutator.n_generated > 0 and "rewritten" in run.best_prompt.lower()
     assert run.mutation_failures > 0  # "short" rewrites of a rewritten prefix are under half its length: kept
-    assert target.n_generated == 3 and budget.queries == 3  # the early-stop checks stop at the budget
+    # the early-stop checks stop at the budget, less the one query the pipeline's final answer takes
+    assert target.n_generated == 2 and budget.queries == 2
 
 
 def test_autodan_bad_params_and_white_box():

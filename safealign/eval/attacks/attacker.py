@@ -61,18 +61,29 @@ def check_llm_spec(spec: dict[str, Any], where: str) -> None:
 @dataclass
 class Budget:
     """Target queries and seconds one behavior may use; None means no limit on that axis (the attack's own
-    structure, e.g. depth × width, still bounds it)."""
+    structure, e.g. depth × width, still bounds it).
+
+    ``max_queries`` counts every target generation made for the behavior, as it does for the attacks whose
+    attempts are fixed (pap, zero_shot: one query per attempt): ``reserved`` of them are kept for the
+    pipeline's answers to the search's attempts (one per attempt), the rest go to the search (``queries``)."""
 
     max_queries: Optional[int] = None
     max_seconds: Optional[float] = None
+    reserved: int = 0
     queries: int = 0
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def search_queries(self) -> Optional[int]:
+        """The target queries the search may send: ``max_queries`` less the reserved final answers."""
+        return None if self.max_queries is None else max(0, self.max_queries - self.reserved)
 
     def take(self, wanted: int) -> int:
         """How many of ``wanted`` target queries may still be sent (charged now); 0 once time is up."""
         if self.timed_out:
             return 0
-        allowed = wanted if self.max_queries is None else max(0, min(wanted, self.max_queries - self.queries))
+        limit = self.search_queries
+        allowed = wanted if limit is None else max(0, min(wanted, limit - self.queries))
         self.queries += allowed
         return allowed
 
@@ -82,15 +93,18 @@ class Budget:
 
     @property
     def exhausted(self) -> bool:
-        return self.timed_out or (self.max_queries is not None and self.queries >= self.max_queries)
+        limit = self.search_queries
+        return self.timed_out or (limit is not None and self.queries >= limit)
 
     def describe(self) -> dict[str, Any]:
         return {"target_queries": self.queries, "seconds": round(time.perf_counter() - self.started, 3),
                 "budget_exhausted": self.exhausted}  # fmt: skip
 
 
-def check_budget(prefix: str, max_queries: Optional[int], max_seconds: Optional[float]) -> None:
-    at_least(f"{prefix}.max_queries", max_queries, 1)
+def check_budget(prefix: str, max_queries: Optional[int], max_seconds: Optional[float], minimum: int = 1) -> None:
+    """``minimum``: 2 for a search that needs one target query of its own besides the pipeline's final answer."""
+    at_least(f"{prefix}.max_queries", max_queries, minimum,
+             "the pipeline's answer to the attempt takes one, the search needs one more" if minimum > 1 else "")
     if max_seconds is not None:
         positive(f"{prefix}.max_seconds", max_seconds)
 

@@ -15,8 +15,8 @@ Each step keeps the ``elite_fraction`` fittest unchanged (at least one), then ei
 and mutates each new individual with probability ``mutation``: an LLM rewrite (``mutator=llm``, any
 backend; empty ``mutator_model`` = the target) or synonym swaps from the project-written table below
 (``mutator=synonym``; the original uses WordNet). Every ``eval_every`` steps the best prompt is answered
-and judged (early stop on a harmful verdict, within ``max_queries``); the search also stops after
-``patience`` steps without a lower loss, or at ``max_seconds``.
+and judged (early stop on a harmful verdict, within ``max_queries``, which also counts the pipeline's final
+answer); the search also stops after ``patience`` steps without a lower loss, or at ``max_seconds``.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class AutoDANConfig:
     eval_max_new_tokens: int = 32
     patience: int = 10  # stop after this many steps without a lower loss (0: never)
     batch_size: int = 16  # prompts per fitness forward
-    max_queries: Optional[int] = None  # target generations for the early-stop checks
+    max_queries: Optional[int] = None  # target generations per behavior: the early-stop checks and the final answer
     max_seconds: Optional[float] = None
     seed: int = 0
 
@@ -244,7 +244,7 @@ class AutoDANAttack(Attack):
     def search(self, behavior: Behavior) -> tuple[_Run, Budget]:
         cfg = self.config
         rng = random.Random(f"{cfg.seed}:{behavior.id}")
-        budget = Budget(cfg.max_queries, cfg.max_seconds)
+        budget = Budget(cfg.max_queries, cfg.max_seconds, reserved=1)  # the pipeline answers the one attempt
         population = self.initial_population(rng)
         momentum = MomentumWords()
         run = _Run()

@@ -49,7 +49,8 @@ class CrescendoConfig:
     attacker_temperature: float = 1.0
     retries: int = 1
     lenient: bool = False  # an answer without the JSON field is used whole (small attackers; docs/attacks.md)
-    max_queries: Optional[int] = None  # target queries per behavior (None: max_turns + max_backtracks)
+    # target queries per behavior, the pipeline's answer to the attempt included (None: max_turns + max_backtracks)
+    max_queries: Optional[int] = None
     max_seconds: Optional[float] = None
     seed: int = 0
 
@@ -59,7 +60,7 @@ class CrescendoConfig:
         at_least("attack_params.crescendo.attacker_max_new_tokens", self.attacker_max_new_tokens, 1)
         at_least("attack_params.crescendo.retries", self.retries, 0)
         positive("attack_params.crescendo.attacker_temperature", self.attacker_temperature, "the attacker samples")
-        check_budget("attack_params.crescendo", self.max_queries, self.max_seconds)
+        check_budget("attack_params.crescendo", self.max_queries, self.max_seconds, minimum=2)
         check_llm_spec(self.attacker, "attack_params.crescendo.attacker")
 
 
@@ -77,7 +78,7 @@ class CrescendoAttack(Attack):
     def attack(self, behavior: Behavior) -> list[Attempt]:
         cfg = self.config
         goal = behavior_prompt(behavior)
-        budget = Budget(cfg.max_queries, cfg.max_seconds)
+        budget = Budget(cfg.max_queries, cfg.max_seconds, reserved=1)  # the pipeline answers the one attempt
         attacker_history: list[Message] = [
             {"role": "system", "content": ATTACKER_SYSTEM.format(goal=goal, max_turns=cfg.max_turns)},
             user(FIRST.format(max_turns=cfg.max_turns)),

@@ -59,7 +59,8 @@ class TAPConfig:
     keep_last_n: int = 3  # attacker context: system + first message + the last N exchanges
     retries: int = 1  # re-asks of an attacker answer that has no JSON prompt
     lenient: bool = False  # an answer without the JSON field is used whole (small attackers; docs/attacks.md)
-    max_queries: Optional[int] = None  # target queries per behavior (None: depth × width × n_roots bounds it)
+    # target queries per behavior, the pipeline's answer to the attempt included (None: depth × width × n_roots)
+    max_queries: Optional[int] = None
     max_seconds: Optional[float] = None
     seed: int = 0
 
@@ -73,7 +74,7 @@ class TAPConfig:
             raise UserError(f"attack_params.tap.cutoff={self.cutoff}: scores run from 1 to 10")
         one_of("attack_params.tap.scorer", self.scorer, ("judge", "evaluator"))
         positive("attack_params.tap.attacker_temperature", self.attacker_temperature, "the attacker samples")
-        check_budget("attack_params.tap", self.max_queries, self.max_seconds)
+        check_budget("attack_params.tap", self.max_queries, self.max_seconds, minimum=2)
         check_llm_spec(self.attacker, "attack_params.tap.attacker")
         check_llm_spec(self.evaluator, "attack_params.tap.evaluator")
 
@@ -124,7 +125,7 @@ class TAPAttack(Attack):
         cfg = self.config
         goal = behavior_prompt(behavior)
         rng = random.Random(f"{cfg.seed}:{behavior.id}")
-        budget = Budget(cfg.max_queries, cfg.max_seconds)
+        budget = Budget(cfg.max_queries, cfg.max_seconds, reserved=1)  # the pipeline answers the one attempt
         system = {"role": "system", "content": ATTACKER_SYSTEM.format(goal=goal, target=behavior.target or "Sure")}
         first = user(FIRST_MESSAGE.format(goal=goal))
         leaves = [Node(f"r{i}", [system, first], goal) for i in range(cfg.n_roots)]
