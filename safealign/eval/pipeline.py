@@ -2,7 +2,13 @@
 
 Resumable: every attempt is appended to ``records.jsonl`` as soon as it is judged; a re-run with the
 same ``output_dir`` skips recorded (behavior, attack, attempt) keys, so Ctrl-C or a crash loses at most
-the batch in flight. Programmatic entry point: :func:`run_eval`.
+the batch in flight: up to ``generation.batch_size`` attempts of a cheap attack (direct, template, ...),
+whose attempts are batched across behaviors, or one behavior's search (pair, tap, crescendo, autodan, gcg:
+``Attack.searches``), whose attempts are answered and recorded before the next search starts. With
+``retry_errors`` a resumed run retries what failed from its record, never by running the attack again:
+a failed generation is generated again from the recorded conversation (a search's prompt is kept), and
+a verdict that failed (judge endpoint down, unparseable judge output) is judged again on the recorded
+answer. Programmatic entry point: :func:`run_eval`.
 """
 
 from __future__ import annotations
@@ -28,14 +34,14 @@ from safealign.eval.cost import cost_summary
 from safealign.eval.defenses.base import check_defenses, defense_layers, wrap_target
 from safealign.eval.judges.agreement import pairwise_agreement
 from safealign.eval.judges.base import Judge, build_judge
-from safealign.eval.records import RecordStore
+from safealign.eval.records import RecordStore, failed_verdicts, recorded_answer, recorded_attempt
 from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, summarize
 from safealign.interrupt import raise_if_stop_requested, stop_on_sigterm
 from safealign.io import read_jsonl, write_json
 from safealign.io.records import AttemptRecord
 from safealign.io.summaries import EvalSummary
-from safealign.types import Attempt, Behavior, Completion
+from safealign.types import Attempt, Behavior, Completion, Verdict
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +116,7 @@ def run_eval(
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer, work_dir=out)
     store = RecordStore(out / "records.jsonl")
-    first_batch = FirstBatchCheck(f"{type(target).__name__} for model {label!r}")
+    first_batch = FirstBatchCheck(f"{type(target).__name__} for model {label!r}", params.batch_size)
     reuse = inner is not None and getattr(target, "model", None) is inner  # the same local model answers
     identity = early if reuse else target_identity(config, target)
     started = time.perf_counter()
@@ -248,29 +254,47 @@ def _check_names(config: EvalConfig, judges: dict[str, Judge] | None) -> None:
 def _run_attack(attack: Attack, behaviors: Sequence[Behavior], target: ChatModel, judges: dict[str, Judge],
                 params: GenerationParams, store: RecordStore, retry_errors: bool,
                 first_batch: FirstBatchCheck) -> None:  # fmt: skip
-    pending: list[tuple[Behavior, Attempt, dict[str, Any]]] = []
-    skipped = 0
-    attack.prepare(behaviors, [b for b in behaviors
-                               if not store.is_complete(b.id, attack.name, retry_errors=retry_errors)])  # fmt: skip
+    pending: list[tuple[Behavior, Attempt, dict[str, Any]]] = []  # to generate, judge and record
+    unjudged: list[tuple[Behavior, AttemptRecord]] = []  # answered, but a verdict failed: to judge again
+    skipped = retried = 0
+    attack.prepare(behaviors, [b for b in behaviors if store.needs_attack(b.id, attack.name)])
     for behavior in tqdm(behaviors, desc=f"attack {attack.name}", unit="behavior"):
         raise_if_stop_requested()  # attacks such as GCG work for long before anything is generated
-        if store.is_complete(behavior.id, attack.name, retry_errors=retry_errors):
+        failed, misjudged = store.to_retry(behavior.id, attack.name, judges) if retry_errors else ([], [])
+        if not (store.needs_attack(behavior.id, attack.name) or failed or misjudged):
             skipped += 1
             continue
-        start = time.perf_counter()
-        attempts = attack(behavior)
-        base = {"n_attempts": len(attempts), "attack_s": (time.perf_counter() - start) / max(1, len(attempts))}
-        for attempt in attempts:
-            key = (behavior.id, attempt.attack, str(attempt.meta["id"]))
-            if not store.is_done(key, retry_errors=retry_errors):
-                pending.append((behavior, attempt, base))
+        if store.needs_attack(behavior.id, attack.name):
+            start = time.perf_counter()
+            attempts = attack(behavior)
+            base = {"n_attempts": len(attempts), "attack_s": (time.perf_counter() - start) / max(1, len(attempts))}
+            pending += [(behavior, a, base) for a in attempts
+                        if not store.is_recorded((behavior.id, a.attack, str(a.meta["id"])))]  # fmt: skip
+        # a failed generation is sent again as recorded: running the attack again would redo a whole search
+        # and record another prompt than the one the first answers were judged on
+        pending += [(behavior, recorded_attempt(r), {"n_attempts": r.n_attempts,
+                                                     "attack_s": r.timings.get("attack_s", 0.0)}) for r in failed]
+        unjudged += [(behavior, r) for r in misjudged]
+        retried += len(failed) + len(misjudged)
+        # a search's attempts are recorded before the next search, so an interruption loses one search at most;
+        # the backend still splits them into its batches
+        if attack.searches and pending:
+            _generate_and_record(pending, target, judges, params, store, first_batch)
+            pending.clear()
         while len(pending) >= params.batch_size:
             _generate_and_record(pending[: params.batch_size], target, judges, params, store, first_batch)
             del pending[: params.batch_size]
+        while len(unjudged) >= params.batch_size:
+            _judge_again(unjudged[: params.batch_size], judges, store)
+            del unjudged[: params.batch_size]
     if pending:
         _generate_and_record(pending, target, judges, params, store, first_batch)
+    if unjudged:
+        _judge_again(unjudged, judges, store)
     if skipped:
         logger.info("attack %s: %d behaviors already complete in the records, skipped", attack.name, skipped)
+    if retried:
+        logger.info("attack %s: %d recorded attempts retried (failed generation or verdict)", attack.name, retried)
 
 
 def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], target: ChatModel,
@@ -296,6 +320,28 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
     first_batch(completions)
 
 
+def _judge_again(batch: list[tuple[Behavior, AttemptRecord]], judges: dict[str, Judge], store: RecordStore) -> None:
+    """Judge recorded answers again with each judge whose verdict on them failed, keeping the answers and the
+    other verdicts; a record is rewritten only where a verdict changed (one that fails the same way again
+    would only grow the file)."""
+    verdicts = [dict(r.verdicts) for _, r in batch]
+    judge_s = [dict(t) if isinstance(t := r.timings.get("judge_s"), dict) else {} for _, r in batch]
+    for name, judge in judges.items():
+        todo = [i for i, (_, r) in enumerate(batch) if failed_verdicts(r, [name])]
+        if not todo:
+            continue
+        start = time.perf_counter()
+        new = judge([batch[i][0] for i in todo], [recorded_answer(batch[i][1]) for i in todo])
+        for i, verdict in zip(todo, new):
+            verdicts[i][name] = verdict_json(verdict)
+            judge_s[i][name] = (time.perf_counter() - start) / len(todo)
+    now = time.strftime("%Y-%m-%dT%H:%M:%S")
+    changed = [dataclasses.replace(r, verdicts=v, timings={**r.timings, "judge_s": s}, time=now)
+               for (_, r), v, s in zip(batch, verdicts, judge_s) if v != r.verdicts]  # fmt: skip
+    if changed:
+        store.append(changed)
+
+
 class BackendFailing(UserError):
     """Most generations of an evaluation's first batch failed: the backend is down or misconfigured."""
 
@@ -306,20 +352,28 @@ class FirstBatchCheck:
 
     Without it a broken backend (wrong URL, missing key, out of memory) runs through every behavior and
     the run ends "complete" with every record unscored. The batch's records are written first, so a
-    re-run after the fix resumes (and retries them with ``retry_errors``).
+    re-run after the fix resumes (and retries them with ``retry_errors``). The first batch is the first
+    ``size`` generations (``generation.batch_size``), gathered over calls: a search attack's answers are
+    recorded one behavior at a time, and one transient failure among them must not stop the run.
     """
 
     backend: str
+    size: int = 1
     checked: bool = False
+    seen: int = 0
+    failed: list[str] = dataclasses.field(default_factory=list)
 
     def __call__(self, completions: Sequence[Completion]) -> None:
         if self.checked:
             return
+        self.seen += len(completions)
+        self.failed += [c.error for c in completions if c.error is not None]
+        if self.seen < self.size:
+            return
         self.checked = True
-        failed = [c.error for c in completions if c.error is not None]
-        if 2 * len(failed) > len(completions):
-            raise BackendFailing(f"evaluation stopped: {len(failed)} of {len(completions)} generations of the first "
-                                 f"batch failed on backend {self.backend}; first error: {failed[0]}")
+        if 2 * len(self.failed) > self.seen:
+            raise BackendFailing(f"evaluation stopped: {len(self.failed)} of {self.seen} generations of the first "
+                                 f"batch failed on backend {self.backend}; first error: {self.failed[0]}")
 
 
 def conversation(attempt: Attempt) -> tuple[dict[str, str], ...]:
@@ -342,12 +396,17 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
         attempt_meta={k: v for k, v in attempt.meta.items() if k != "id"},
         completion={"text": completion.text, "error": completion.error,
                     "meta": {k: v for k, v in completion.meta.items() if k != "defense"}},  # steps: in `defense`
-        verdicts={n: {"harmful": v.harmful, "error": v.error, "raw": v.raw,
-                      **({"score": v.score} if v.score is not None else {})} for n, v in verdicts.items()},
+        verdicts={n: verdict_json(v) for n, v in verdicts.items()},
         timings={"attack_s": timing["attack_s"], "generate_s": completion.seconds, "judge_s": timing["judge_s"]},
         time=time.strftime("%Y-%m-%dT%H:%M:%S"),
         defense=list(completion.meta.get("defense", [])),
     )
+
+
+def verdict_json(verdict: Verdict) -> dict[str, Any]:
+    """A verdict as records store it (``AttemptRecord.verdicts[judge]``)."""
+    return {"harmful": verdict.harmful, "error": verdict.error, "raw": verdict.raw,
+            **({"score": verdict.score} if verdict.score is not None else {})}  # fmt: skip
 
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,

@@ -1,7 +1,8 @@
 """Append-only ``records.jsonl``: one line per attempt, written and flushed as soon as it is judged.
 
 A record's key is ``(behavior_id, attack, attempt_id)``; the last record for a key wins, so a retried
-attempt supersedes its failed first try. Reading and appending go through :mod:`safealign.io.jsonl`:
+attempt (generated again, or judged again) supersedes its failed first try. Reading and appending go through
+:mod:`safealign.io.jsonl`:
 a line cut off by a crash is skipped with a warning, and repaired before the next append. Each line is
 an :class:`~safealign.io.records.AttemptRecord`.
 """
@@ -10,10 +11,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Mapping
 
 from safealign.io import append_jsonl, load_jsonl
 from safealign.io.records import AttemptRecord
+from safealign.types import Attempt, Completion
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ class RecordStore:
         self.path = Path(path)
         self._records: dict[Key, AttemptRecord] = {}
         self._n_attempts: dict[tuple[str, str], int] = {}
-        self._attempt_ids: dict[tuple[str, str], set[str]] = {}
+        self._attempt_ids: dict[tuple[str, str], dict[str, None]] = {}  # ordered sets: first recorded first
         if self.path.exists():
             self._load()
 
@@ -60,29 +62,55 @@ class RecordStore:
         self._records[record.key] = record
         pair = (record.behavior_id, record.attack)
         self._n_attempts[pair] = record.n_attempts
-        self._attempt_ids.setdefault(pair, set()).add(record.attempt_id)
+        self._attempt_ids.setdefault(pair, {})[record.attempt_id] = None
 
     def append(self, records: list[AttemptRecord]) -> None:
         append_jsonl(self.path, [record.to_json() for record in records])
         for record in records:
             self._remember(record)
 
-    def is_done(self, key: Key, *, retry_errors: bool) -> bool:
-        record = self._records.get(key)
-        if record is None:
-            return False
-        return not (retry_errors and record.error)
+    def is_recorded(self, key: Key) -> bool:
+        """Whether the attempt has a record, failed or not: a failed one is retried from its record
+        (:meth:`to_retry`), never by running the attack again."""
+        return key in self._records
 
-    def is_complete(self, behavior_id: str, attack: str, *, retry_errors: bool) -> bool:
-        """Whether every attempt the attack produced for this behavior is recorded (and not failed)."""
+    def needs_attack(self, behavior_id: str, attack: str) -> bool:
+        """Whether some attempt of the attack for this behavior has no record yet, so the attack must run."""
         n = self._n_attempts.get((behavior_id, attack))
-        if n is None:
-            return False
-        ids = self._attempt_ids.get((behavior_id, attack), set())
-        return sum(self.is_done((behavior_id, attack, i), retry_errors=retry_errors) for i in ids) >= n
+        return n is None or len(self._attempt_ids.get((behavior_id, attack), ())) < n
+
+    def to_retry(self, behavior_id: str, attack: str,
+                 judges: Iterable[str]) -> tuple[list[AttemptRecord], list[AttemptRecord]]:  # fmt: skip
+        """The recorded attempts to retry on resume: those whose generation failed (generated again from the
+        recorded conversation), then those answered but with a verdict of one of ``judges`` that failed
+        (judged again, answer kept)."""
+        names = list(judges)
+        mine = [self._records[(behavior_id, attack, i)] for i in self._attempt_ids.get((behavior_id, attack), {})]
+        failed = [r for r in mine if r.error]
+        unjudged = [r for r in mine if not r.error and failed_verdicts(r, names)]
+        return failed, unjudged
 
     def __iter__(self) -> Iterator[AttemptRecord]:
         return iter(self._records.values())
 
     def __len__(self) -> int:
         return len(self._records)
+
+
+def failed_verdicts(record: AttemptRecord, judges: Iterable[str]) -> list[str]:
+    """The judges among ``judges`` whose recorded verdict is an error (endpoint down, unparseable output)."""
+    return [n for n in judges if isinstance(record.verdicts.get(n), Mapping) and record.verdicts[n].get("error")]
+
+
+def recorded_attempt(record: AttemptRecord) -> Attempt:
+    """The attempt as it was recorded (conversation, prefill, meta): what a retried generation sends again, so
+    a search attack's prompt is kept rather than searched for anew."""
+    meta = {"id": record.attempt_id, **record.attempt_meta}
+    return Attempt(record.behavior_id, record.attack, tuple(record.messages), record.prefill or "", meta)
+
+
+def recorded_answer(record: AttemptRecord) -> Completion:
+    """What the judges saw for a recorded answer: the prefill and the model's continuation, the prefill named
+    in the meta for the judges that leave it out (safealign.eval.pipeline)."""
+    meta = {**(record.completion.get("meta") or {}), **({"prefill": record.prefill} if record.prefill else {})}
+    return Completion(text=record.answer, meta=meta)

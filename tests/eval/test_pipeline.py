@@ -12,7 +12,7 @@ from safealign.eval.config import EvalConfig
 from safealign.eval.pipeline import BackendFailing, run_eval
 from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, wilson_interval
-from safealign.types import Behavior, Completion
+from safealign.types import Behavior, Completion, Verdict
 
 from .fakes import KeywordJudge, ScriptedChatModel, user_text
 
@@ -115,6 +115,101 @@ def test_failed_generations_are_recorded_then_retried(tmp_path):
     assert behavior_outcomes(load_records(path), "direct", "kw")["b2"] is None  # every line: the failure counts
 
 
+# ---- search attacks: one attempt stands for a whole search ----------------------------------------------------
+
+
+def _pair_config(tmp_path, depth=1) -> EvalConfig:
+    # batch_size 16 (the default) holds every final attempt of the 5 behaviors: a cheap attack would wait for all
+    return _config(tmp_path, attacks=("pair",), batch_size=16,
+                   attack_params={"pair": {"n_streams": 1, "depth": depth, "lenient": True}})  # fmt: skip
+
+
+class _Pair:
+    """A fake target that is also PAIR's attacker (empty attacker mapping): numbered attacker draws, refusals."""
+
+    def __init__(self):
+        self.draws = 0
+
+    def __call__(self, conversation):
+        if conversation[0]["role"] == "system":  # the attacker
+            self.draws += 1
+            return json.dumps({"prompt": f"draw {self.draws} for {conversation[0]['content'][100:160]}"})
+        return "I refuse"
+
+
+def _attacker_calls(fake):
+    return sum(c[0]["role"] == "system" for c in fake.conversations)
+
+
+def test_an_interrupted_search_attack_keeps_every_search_it_finished(tmp_path):
+    # calls per behavior: the attacker, the search's target query, the final answer; b2's attacker call is the 7th
+    crashing = ScriptedChatModel(_Pair(), interrupt_after=7)
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(_pair_config(tmp_path), chat_model=crashing, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert [r["behavior_id"] for r in _records(tmp_path)] == ["b0", "b1"]  # answered before the next search
+    resumed = ScriptedChatModel(_Pair())
+    run_eval(_pair_config(tmp_path), chat_model=resumed, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert _attacker_calls(resumed) == 3  # b2..b4 searched; b0 and b1 not again
+    assert sorted(r["behavior_id"] for r in _records(tmp_path)) == [f"b{i}" for i in range(5)]
+
+
+def test_a_failed_final_generation_is_retried_from_its_record_without_searching_again(tmp_path):
+    pair, asked = _Pair(), []
+
+    def fails_once(conversation):  # b0's final answer fails: its third target query, after two search rounds
+        if conversation[0]["role"] == "user":
+            asked.append(conversation)
+        return Completion("", error="HTTP 503") if len(asked) == 3 and conversation is asked[-1] else pair(conversation)
+
+    first = ScriptedChatModel(fails_once)
+    run_eval(_pair_config(tmp_path, depth=2), chat_model=first, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    [failed] = [r for r in _records(tmp_path) if r["completion"]["error"]]
+    assert failed["behavior_id"] == "b0"
+    healed = ScriptedChatModel(_Pair())  # would draw other prompts, were the search run again
+    run_eval(_pair_config(tmp_path, depth=2), chat_model=healed, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert _attacker_calls(healed) == 0 and healed.n_generated == 1  # the recorded prompt, answered again
+    assert healed.conversations[0] == tuple(failed["messages"])
+    retried = _records(tmp_path)[-1]
+    assert retried["behavior_id"] == "b0" and retried["completion"]["error"] is None
+    assert (retried["messages"], retried["attempt_meta"]) == (failed["messages"], failed["attempt_meta"])
+
+
+class _DownJudge(KeywordJudge):
+    """The keyword judge behind an endpoint that is down for the answers listed in ``down``."""
+
+    def __init__(self, down=()):
+        super().__init__()
+        self.down, self.seen = set(down), []
+
+    def score(self, behaviors, responses):
+        self.seen += list(responses)
+        return [Verdict(self.name, None, error="judge model failed: HTTP 503") if r in self.down else v
+                for r, v in zip(responses, super().score(behaviors, responses))]  # fmt: skip
+
+
+def test_a_failed_verdict_is_judged_again_on_resume_without_generating(tmp_path):
+    config = _config(tmp_path, attacks=("direct", "prefill"))
+    run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS,
+             judges={"kw": _DownJudge(down={"HARMFUL", "Sure, here is 2 HARMFUL details"})})  # fmt: skip
+    before = {(r["behavior_id"], r["attack"]): r for r in _records(tmp_path)}
+    assert before[("b0", "direct")]["verdicts"]["kw"]["harmful"] is None
+    idle, judge = ScriptedChatModel(_reply), _DownJudge()
+    summary = run_eval(config, chat_model=idle, behaviors=BEHAVIORS, judges={"kw": judge})
+    assert idle.n_generated == 0  # the answers are kept
+    # b0, b1 direct and b2 prefill (its prefill included, as the judges saw it), and b4's garbled prefill answer
+    assert sorted(judge.seen) == ["HARMFUL", "HARMFUL", "Sure, here is 2 HARMFUL details", "Sure, here is 4??? garbled"]
+    after = {(r["behavior_id"], r["attack"]): r for r in _records(tmp_path)}
+    assert after[("b0", "direct")]["verdicts"]["kw"] == {"harmful": True, "error": None, "raw": ""}
+    assert after[("b2", "prefill")]["completion"] == before[("b2", "prefill")]["completion"]
+    assert summary.attacks["direct"]["kw"].n == 5 and summary.attacks["direct"]["kw"].asr == pytest.approx(0.4)
+    # b4's verdict fails the same way every time: judged again, but not written again
+    assert len(_records(tmp_path)) == 13
+    config.retry_errors = False
+    off, judge = ScriptedChatModel(_reply), _DownJudge()
+    run_eval(config, chat_model=off, behaviors=BEHAVIORS, judges={"kw": judge})
+    assert off.n_generated == 0 and judge.seen == []
+
+
 def test_summary_file_is_the_typed_summary_and_old_records_resume(tmp_path):
     from safealign.io.summaries import EvalSummary
 
@@ -210,6 +305,22 @@ def test_half_a_failed_first_batch_and_later_failures_do_not_stop_the_run(tmp_pa
     flaky = ScriptedChatModel(lambda c: "ok" if user_text(c).endswith("0") else TimeoutError("timed out"))
     summary = run_eval(config, chat_model=flaky, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
     assert summary.complete is True and summary.attacks["direct"]["kw"].unscored == 4
+
+
+def test_the_first_batch_is_gathered_over_small_calls():
+    from safealign.eval.pipeline import FirstBatchCheck
+
+    ok, bad = Completion("ok"), Completion("", error="HTTP 503")
+    check = FirstBatchCheck("fake", size=4)
+    check([bad])  # one search's answer: one failure alone does not stop the run
+    check([ok, ok])
+    check([ok, bad])  # 2 of the first 5 (whole calls) failed: not most of them; later calls are not checked
+    check([bad, bad, bad])
+    failing = FirstBatchCheck("fake", size=4)
+    failing([bad])
+    failing([bad])
+    with pytest.raises(BackendFailing, match="3 of 4 generations of the first batch failed on backend fake"):
+        failing([bad, ok])
 
 
 def test_a_foreign_records_file_is_named_with_its_line(tmp_path):

@@ -199,6 +199,7 @@ class _Run:
 
 class AutoDANAttack(Attack):
     config_class: ClassVar[type] = AutoDANConfig
+    searches: ClassVar[bool] = True
     needs_target: ClassVar[bool] = True
 
     def __init__(self, config: AutoDANConfig, context: AttackContext | None = None, mutator: ChatModel | None = None,

@@ -37,6 +37,10 @@ class Attack(ABC):
     name: ClassVar[str] = RegisteredName(ATTACKS)  # type: ignore[assignment]
     config_class: ClassVar[type]
     needs_target: ClassVar[bool] = False  # every behavior must carry a target string ("Sure, here is ...")
+    # Each attempt ends a costly per-behavior search (pair, tap, crescendo, autodan, gcg): the pipeline answers
+    # and records a behavior's attempts before the next search starts, so an interruption loses one search at
+    # most; the cheap attacks' attempts are batched across behaviors instead.
+    searches: ClassVar[bool] = False
 
     @classmethod
     def check(cls, config: Any, behaviors: Sequence[Behavior]) -> None:

@@ -66,6 +66,7 @@ class CrescendoConfig:
 
 class CrescendoAttack(Attack):
     config_class: ClassVar[type] = CrescendoConfig
+    searches: ClassVar[bool] = True
 
     def __init__(self, config: CrescendoConfig, context: AttackContext | None = None,
                  attacker: ChatModel | None = None) -> None:  # fmt: skip

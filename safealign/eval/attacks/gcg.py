@@ -92,6 +92,7 @@ class _Problem:
 
 class GCGAttack(Attack):
     config_class: ClassVar[type] = GCGConfig
+    searches: ClassVar[bool] = True
     needs_target: ClassVar[bool] = True
 
     def __init__(self, config: GCGConfig, context: AttackContext | None = None) -> None:

@@ -82,6 +82,9 @@ def _settings(cfg: GCGMultiConfig) -> dict[str, Any]:
 
 class GCGMultiAttack(GCGAttack):
     config_class: ClassVar[type] = GCGMultiConfig
+    # the one search runs in prepare() and its suffix is saved (resumes reuse it); each behavior's attempt is
+    # then the request and the suffix, cheap to batch across behaviors like template's
+    searches: ClassVar[bool] = False
 
     def __init__(self, config: GCGMultiConfig, context: AttackContext | None = None) -> None:
         super().__init__(config, context)

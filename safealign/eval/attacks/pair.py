@@ -87,6 +87,7 @@ class _Stream:
 
 class PAIRAttack(Attack):
     config_class: ClassVar[type] = PAIRConfig
+    searches: ClassVar[bool] = True
 
     def __init__(self, config: PAIRConfig, context: AttackContext | None = None, attacker: ChatModel | None = None):
         super().__init__(config, context)

@@ -109,6 +109,7 @@ class _Search:
 
 class TAPAttack(Attack):
     config_class: ClassVar[type] = TAPConfig
+    searches: ClassVar[bool] = True
 
     def __init__(self, config: TAPConfig, context: AttackContext | None = None, attacker: ChatModel | None = None,
                  evaluator: ChatModel | None = None) -> None:  # fmt: skip
