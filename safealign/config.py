@@ -8,6 +8,7 @@ in a YAML key or an override fails loudly with the list of valid keys.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,14 +20,27 @@ from safealign.errors import UserError
 from safealign.files import read_text
 
 T = TypeVar("T")
+COMMAND_LINE = "command-line overrides"  # where a text override comes from, in errors
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str] | None = None, *,
+@dataclass(frozen=True)
+class Value:
+    """An override whose value is already typed (read from a YAML file, e.g. a sweep grid's ``demo:`` block or an
+    axis value): assigned as it is, never re-read as text, so text holding quotes, newlines or non-ASCII arrives
+    unchanged. ``source`` says where it was given (e.g. ``grid.yaml: axes.prefix``) in errors."""
+
+    key: str
+    value: Any
+    source: str = COMMAND_LINE
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: list[str | Value] | None = None, *,
                 values: dict[str, Any] | None = None) -> T:
     """Build ``schema`` from an optional YAML file and ``key=value`` dotlist overrides.
 
     Layers, later wins: the schema's defaults, the YAML file (after the recipe it extends with ``base:``),
-    ``values`` (e.g. parsed command-line flags), then the overrides.
+    ``values`` (e.g. parsed command-line flags), then the overrides in order (``key=value`` text, or a
+    :class:`Value` with its value typed already).
     """
     merged = OmegaConf.structured(schema)
     where = "defaults"
@@ -38,8 +52,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         if values:
             where = "command-line options"
             merged = OmegaConf.merge(merged, OmegaConf.create(values))
-        where = "command-line overrides"
         for override in overrides or []:
+            where = override.source if isinstance(override, Value) else COMMAND_LINE
             _apply_override(merged, override)
         missing = sorted(OmegaConf.missing_keys(merged))
         if missing:  # the one setting has no default and nobody gave it: say where it can be given
@@ -88,21 +102,30 @@ def recipe_files(path: Path, _seen: tuple[Path, ...] = ()) -> list[tuple[str, di
     return [*recipe_files(parent_path, (*_seen, resolved)), (str(path), data)]
 
 
-def _apply_override(config: Any, override: str) -> None:
-    """``key=value`` with a dotted key (list items by index: ``losses.0.params.beta=0.5``). Inside a
-    free-form mapping (``attack_params``, ``data.columns``) a missing key is created, so
+def _apply_override(config: Any, override: str | Value) -> None:
+    """``key=value`` with a dotted key (list items by index: ``losses.0.params.beta=0.5``), or a :class:`Value`.
+    Inside a free-form mapping (``attack_params``, ``data.columns``) a missing key is created, so
     ``attack_params.template.names=[a]`` works before ``template`` has any parameters."""
-    key, sep, raw = override.partition("=")
-    if not sep or not key:
-        raise UserError(f"overrides must look like key=value, got {override!r}")
+    if isinstance(override, Value):
+        key, where = override.key, override.source
+    else:
+        key, sep, raw = override.partition("=")
+        where = COMMAND_LINE
+        if not sep or not key:
+            raise UserError(f"overrides must look like key=value, got {override!r}")
     *path, leaf = key.split(".")
     parent = config
     for depth, part in enumerate(path):
-        parent = _child(parent, part, key, ".".join(path[: depth + 1]))
-    value = _parse_value(parent, leaf, raw, override)
+        parent = _child(parent, part, key, ".".join(path[: depth + 1]), where)
+    if isinstance(override, Value):
+        # a list or mapping as OmegaConf's own container, as the text grammar gives it (_typed_items builds the
+        # sections of a list of them on their schema)
+        value = OmegaConf.create(override.value) if isinstance(override.value, (list, dict)) else override.value
+    else:
+        value = _parse_value(parent, leaf, raw, override)
     if OmegaConf.is_list(parent):
         if not leaf.isdigit() or int(leaf) >= len(parent):
-            raise UserError(f"command-line overrides: {key}: list index {leaf!r} out of range (length {len(parent)})")
+            raise UserError(f"{where}: {key}: list index {leaf!r} out of range (length {len(parent)})")
         parent[int(leaf)] = _as_declared(parent, int(leaf), value)
     else:
         parent[leaf] = _typed_items(parent[leaf], _as_declared(parent, leaf, value)) if leaf in parent else value
@@ -188,20 +211,20 @@ def _typed_items(current: Any, value: Any) -> Any:
             for item in value]  # fmt: skip
 
 
-def _child(node: Any, part: str, key: str, so_far: str) -> Any:
+def _child(node: Any, part: str, key: str, so_far: str, where: str) -> Any:
     if OmegaConf.is_list(node):
         if not part.isdigit() or int(part) >= len(node):
-            raise UserError(f"command-line overrides: {key}: no such key {so_far!r} (a list of length {len(node)})")
+            raise UserError(f"{where}: {key}: no such key {so_far!r} (a list of length {len(node)})")
         child = node[int(part)]
     else:
         if part not in node:
             if OmegaConf.get_type(node) is not dict:  # a schema section: a missing key is a typo, not a new entry
                 valid = ", ".join(sorted(str(k) for k in node.keys()))
-                raise UserError(f"command-line overrides: {key}: no such key {so_far!r}; valid keys here: {valid}")
+                raise UserError(f"{where}: {key}: no such key {so_far!r}; valid keys here: {valid}")
             node[part] = {}
         child = node[part]
     if not (OmegaConf.is_dict(child) or OmegaConf.is_list(child)):
-        raise UserError(f"command-line overrides: {key}: no such key {key.rpartition('.')[0]!r} "
+        raise UserError(f"{where}: {key}: no such key {key.rpartition('.')[0]!r} "
                         f"({so_far} is a value, not a mapping)")
     return child
 

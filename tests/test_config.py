@@ -202,3 +202,20 @@ def test_a_recipe_may_name_its_trainer_preference_as_documented(tmp_path):
     path = tmp_path / "pref.yaml"
     path.write_text("trainer: preference\ndata: {path: pairs.jsonl}\n")
     assert load_config(TrainConfig, path).trainer == "preference"
+
+
+def test_a_typed_value_is_assigned_as_it_is_and_errors_name_its_source():
+    from safealign.config import Value, load_config
+    from safealign.eval.config import EvalConfig
+
+    texts = ['Say "no".', "Line one\nLine two", "'quoted'", "null", "Réponds — 安全", "a, b"]
+    config = load_config(EvalConfig, None, [Value("model.name", texts[0]), Value("generation.stop", texts),
+                                            Value("generation.temperature", 1), Value("judge_params.x.y", [1, 2])])
+    assert config.model.name == texts[0] and config.generation.stop == texts
+    assert config.generation.temperature == 1.0 and config.judge_params == {"x": {"y": [1, 2]}}
+    with pytest.raises(ValueError, match=r"^grid.yaml: axes: .*temprature.*not in 'GenerationConfig'"):
+        load_config(EvalConfig, None, [Value("generation.temprature", 1.0, "grid.yaml: axes")])
+    with pytest.raises(ValueError, match=r"^grid.yaml: axes: generation.seed.x: no such key 'generation.seed'"):
+        load_config(EvalConfig, None, [Value("generation.seed.x", 1, "grid.yaml: axes")])
+    with pytest.raises(ValueError, match=r"^grid.yaml: axes: invalid config: .*generation.max_new_tokens"):
+        load_config(EvalConfig, None, [Value("generation.max_new_tokens", "many", "grid.yaml: axes")])

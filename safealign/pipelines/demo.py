@@ -69,10 +69,13 @@ def prompt_sets(config: DemoConfig) -> dict[str, Any]:
     }
 
 
-def _params(config: DemoConfig, max_new_tokens: int):
+def _pair_params(config: DemoConfig):
+    """Pair generation's settings: greedy, ``pair_max_new_tokens`` long, batched as the evaluation, seeded with the
+    demo's ``seed``. Its own on purpose: the pairs are training data, built once from the base model, so the
+    evaluation's sampling settings (``eval.generation``) must not change them (nor a sweep's shared pairs)."""
     from safealign.eval.backends.base import GenerationParams
 
-    return GenerationParams(max_new_tokens=max_new_tokens, batch_size=config.eval.generation.batch_size,
+    return GenerationParams(max_new_tokens=config.pair_max_new_tokens, batch_size=config.eval.generation.batch_size,
                             seed=config.seed)
 
 
@@ -84,7 +87,7 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     evaluation queries (a method's inference-time defense)."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
-    from safealign.eval.pipeline import run_eval
+    from safealign.eval.pipeline import generation_params, run_eval
     from safealign.data.builtin import harmful_behaviors
 
     behaviors = harmful_behaviors(prompts["harmful_test"])
@@ -93,8 +96,9 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     chat = wrap_chat(chat) if wrap_chat is not None else chat
     jailbreak = run_eval(evaluation, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors)
     untuned = [p for extra in prompts["extra_benign"].values() for p in extra]
-    helpful = overrefusal_eval(chat, prompts["benign_test"] + untuned,
-                               _params(config, evaluation.generation.max_new_tokens),
+    # the jailbreak evaluation's generation settings (eval.generation: sampling, stop strings, lengths), so both
+    # halves of the evaluation answer alike; under the defaults these are the greedy settings used before
+    helpful = overrefusal_eval(chat, prompts["benign_test"] + untuned, generation_params(evaluation),
                                out_dir=out / "helpfulness" / "overrefusal")
     figures = {name: Figure.of(jailbreak.attacks[attack]["refusal"])
                for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
@@ -248,7 +252,7 @@ def build_pairs(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[st
     from safealign.pipelines.build_safety import build_safety_pairs
 
     return build_safety_pairs(HFChatModel(model, tokenizer), prompts["train"], load_refusals(), pairs_path,
-                              params=_params(config, config.pair_max_new_tokens), seed=config.seed)
+                              params=_pair_params(config), seed=config.seed)
 
 
 def _check_same_config(config: DemoConfig, run: Path) -> str:

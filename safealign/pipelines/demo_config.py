@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
-from safealign.config import load_config, to_dict
+from safealign.config import COMMAND_LINE, Value, load_config, to_dict
 from safealign.data.builtin import UNTUNED_BENIGN
 from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
@@ -71,7 +70,7 @@ def _demo_eval() -> EvalConfig:
     config = EvalConfig(attacks=["direct", "template"], judges=["refusal"],
                         attack_params={"template": {"names": ["refusal_suppression", "roleplay_novelist"]}})
     config.generation.max_new_tokens = 48
-    config.generation.batch_size = 16  # also the batch of pair generation and the over-refusal evaluation
+    config.generation.batch_size = 16  # also the batch of pair generation
     return config
 
 
@@ -105,6 +104,9 @@ class DemoConfig:
     # the safety prefix of the E-variant's reference view: a built-in name (safealign/data/transforms.py PREFIXES)
     # or the text itself
     prefix: str = "community_guidelines"
+    # pair generation: greedy, this many tokens, eval.generation.batch_size, seeded with ``seed`` (demo.py,
+    # _pair_params); the rest of eval.generation (sampling, stop strings) applies to the evaluation only: the
+    # jailbreak attacks and the over-refusal prompts
     pair_max_new_tokens: int = 48
     train: TrainConfig = field(default_factory=_demo_train)
     eval: EvalConfig = field(default_factory=_demo_eval)
@@ -126,6 +128,15 @@ class DemoConfig:
                                 f"{BUILTIN_PREFIX + UNTUNED_BENIGN} (or give a file path)")
         if not str(self.prefix).strip():
             raise UserError("prefix: a built-in prefix name or non-empty text")
+        # the demo's figures are direct-request and template ASR under the refusal judge, and the refusal margin
+        # scores the base model's direct answers: without them a run would fail after training, not here
+        for key, needed, listed in (("eval.attacks", ("direct", "template"), self.eval.attacks),
+                                    ("eval.judges", ("refusal",), self.eval.judges)):
+            missing = [name for name in needed if name not in listed]
+            if missing:
+                raise UserError(f"{key}: the demo reports direct-request and template ASR under the refusal judge, "
+                                f"so {key} must include {', '.join(needed)} (others may be added); "
+                                f"{', '.join(missing)} missing from {list(listed)}")
         for key in ("harmful_train", "benign_train", "borderline_train", "harmful_test", "benign_test",
                     "borderline_test"):  # fmt: skip
             checks.at_least(key, getattr(self, key), 0)
@@ -135,20 +146,32 @@ class DemoConfig:
             validate_params(loss.name, loss.params)
 
 
-def load_demo_config(overrides: list[str]) -> DemoConfig:
-    """``DemoConfig`` from ``key=value`` overrides, old flat keys included (see :data:`ALIASES`)."""
-    translated: list[str] = []
+def load_demo_config(overrides: list[str | Value]) -> DemoConfig:
+    """``DemoConfig`` from ``key=value`` overrides or typed :class:`~safealign.config.Value` ones (a sweep grid's
+    YAML values), old flat keys included (see :data:`ALIASES`)."""
+    translated: list[str | Value] = []
     nll_weight = None
     for override in overrides:
-        key, sep, raw = override.partition("=")
-        if not sep or key not in ALIASES:
+        if isinstance(override, Value):
+            key, typed, source = override.key, True, override.source
+            raw: Any = override.value
+        else:
+            key, sep, raw = override.partition("=")
+            typed, source = False, COMMAND_LINE
+            if not sep:
+                translated.append(override)
+                continue
+        if key not in ALIASES:
             translated.append(override)
         elif key == "nll_weight":
-            nll_weight = _number(key, raw)
+            nll_weight = _number(key, raw, typed, source)
         elif key == "lora_r":
-            translated += [f"train.lora.r={raw}", f"train.lora.alpha={2 * int(_number(key, raw))}"]
+            rank = int(_number(key, raw, typed, source))
+            translated += ([Value("train.lora.r", rank, source), Value("train.lora.alpha", 2 * rank, source)] if typed
+                           else [f"train.lora.r={raw}", f"train.lora.alpha={2 * rank}"])
         else:
-            translated.append(f"{ALIASES[key]}={_number(key, raw) if key in _FLOATS else raw}")
+            value = _number(key, raw, typed, source) if key in _FLOATS else raw
+            translated.append(Value(ALIASES[key], value, source) if typed else f"{ALIASES[key]}={value}")
     config = load_config(DemoConfig, None, translated)
     if nll_weight is not None:
         set_nll_weight(config, nll_weight)
@@ -162,10 +185,10 @@ def set_nll_weight(config: DemoConfig, weight: float) -> None:
                            else LossConfig("dpo", params={"beta": beta})]
 
 
-def _number(key: str, raw: str) -> float:
-    value = OmegaConf.from_dotlist([f"value={raw}"])["value"]
+def _number(key: str, raw: Any, typed: bool = False, source: str = COMMAND_LINE) -> float:
+    value = raw if typed else OmegaConf.from_dotlist([f"value={raw}"])["value"]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UserError(f"command-line overrides: {key}: expected a number, got {raw!r}")
+        raise UserError(f"{source}: {key}: expected a number, got {raw!r}")
     return float(value)
 
 
@@ -175,7 +198,8 @@ def from_saved(saved: dict[str, Any]) -> dict[str, Any]:
     if "train" in saved or "eval" in saved:
         return saved
     known = {f.name for f in dataclasses.fields(DemoConfig)} | set(ALIASES)
-    overrides = [f"{k}={json.dumps(v)}" for k, v in saved.items() if k in known]
+    # typed: a saved text (a prefix with quotes or a newline) arrives as it was saved
+    overrides = [Value(k, v, "demo_config.json") for k, v in saved.items() if k in known]
     return to_dict(load_demo_config(overrides))
 
 

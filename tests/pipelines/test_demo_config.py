@@ -120,3 +120,56 @@ def test_the_untuned_set_is_a_seeded_sample_named_after_the_set():
     assert len(picked) == 50 and {p.kind for p in picked} == {"untuned_benign"}
     assert picked == prompt_sets(DemoConfig())["extra_benign"]["untuned_benign"]  # seeded: the same each run
     assert len(prompt_sets(DemoConfig(extra_benign_limit=100))["extra_benign"]["untuned_benign"]) == 60
+
+
+@pytest.mark.parametrize("override, key", [("eval.attacks=[direct]", "eval.attacks"),
+                                           ("eval.attacks=[template,prefill]", "eval.attacks"),
+                                           ("eval.judges=[harmbench]", "eval.judges")])
+def test_the_attacks_and_judge_the_figures_need_are_checked_before_anything_loads(override, key):
+    # the figures are direct and template ASR under the refusal judge: without them a run failed after training
+    with pytest.raises(ValueError, match=rf"{key}: the demo reports direct-request and template ASR .* must include"):
+        load_demo_config([override])
+    load_demo_config(["eval.attacks=[direct,template,prefill]", "eval.judges=[refusal,harmbench]"])  # more: fine
+
+
+def test_a_saved_text_is_read_back_as_it_was_saved():
+    from safealign.pipelines.demo_config import from_saved
+
+    text = 'Say "no".\nRéponds.'
+    assert from_saved({"prefix": text, "templates": ['a "b"', "c, d"], "beta": 0.5})["prefix"] == text
+    assert from_saved({"templates": ['a "b"', "c, d"]})["eval"]["attack_params"]["template"]["names"] == ['a "b"',
+                                                                                                        "c, d"]
+
+
+def _overrefusal_params(monkeypatch, tmp_path, overrides):
+    """The generation settings the demo's over-refusal stage runs with (the evaluation stopped right there)."""
+    from safealign.eval.backends import hf
+    from safealign.eval.helpfulness import overrefusal
+    from safealign.eval import pipeline
+    from safealign.pipelines.demo import evaluate
+
+    class Asked(Exception):
+        pass
+
+    def answer(chat, prompts, params, **kwargs):
+        raise Asked(params)
+
+    monkeypatch.setattr(hf, "HFChatModel", lambda model, tokenizer: object())
+    monkeypatch.setattr(pipeline, "run_eval", lambda *args, **kwargs: None)
+    monkeypatch.setattr(overrefusal, "overrefusal_eval", answer)
+    with pytest.raises(Asked) as asked:
+        evaluate(load_demo_config(overrides), None, None, {"harmful_test": [], "benign_test": [], "extra_benign": {}},
+                 tmp_path)
+    return asked.value.args[0]
+
+
+def test_over_refusal_answers_with_the_evaluations_generation_settings(monkeypatch, tmp_path):
+    from safealign.eval.backends.base import GenerationParams
+
+    # the defaults: the very settings earlier versions used, so recorded answers stay valid
+    assert _overrefusal_params(monkeypatch, tmp_path, []) == GenerationParams(max_new_tokens=48, batch_size=16, seed=0)
+    params = _overrefusal_params(monkeypatch, tmp_path, [
+        "eval.generation.do_sample=true", "eval.generation.temperature=0.7", "eval.generation.top_p=0.9",
+        "eval.generation.stop=[END]", "eval.generation.max_new_tokens=20", "eval.generation.seed=3"])
+    assert (params.do_sample, params.temperature, params.top_p, params.stop, params.max_new_tokens, params.seed) == \
+        (True, 0.7, 0.9, ("END",), 20, 3)
