@@ -9,7 +9,9 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", help="sweep grid YAML (e.g. configs/sweep/e_effect.yaml)")
-    parser.add_argument("--fresh", action="store_true", help="delete the sweep's output directory first")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the sweep's output directory first: the whole directory, with the cells of "
+                        "every grid that shares it")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="run N worker processes on this sweep (each claims the next unfinished cell; one "
                         "GPU each when GPUs are visible, else the CPU cores split between them). Starting the "
@@ -33,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from safealign.errors import UserError
     from safealign.pipelines.sweep import (
-        format_table, load_grid, progress_line, run_sweep, sweep_table, write_tables,
+        format_table, load_grid, narrowed_note, progress_line, run_sweep, sweep_table, write_tables,
     )
 
     if args.workers < 1:
@@ -55,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(table, markdown=args.markdown, metrics=args.metrics.split(",") if args.metrics else None))
         print(progress_line(table))
         if grid.narrowed:  # e.g. seeds=[0,1,2,3,4] variants=[dpo,e-dpo] on the methods grid: a view, not the grid
-            print(f"(settings overridden on the command line: {grid.table_path('.json')} is left as the grid file "
-                  "defines it)")
+            print(narrowed_note(grid))
         elif Path(grid.output_dir).is_dir():  # what `safealign report` shows; a finished sweep rewrites the same
             write_tables(grid, table)
         return 0
@@ -70,10 +71,14 @@ def run(args: argparse.Namespace) -> int:
     if result.table is None:
         from safealign.pipelines.sweep_workers import unfinished_message
 
-        print(unfinished_message(result, "cell", str(grid.table_path(".md"))))
+        where = str(grid.table_path(".md"))
+        if grid.narrowed:  # this view's table is not written: --table prints it
+            where += "; this view's own: --table with the same overrides"
+        print(unfinished_message(result, "cell", where))
         return 0
     table = result.table
     print(format_table(table))
     print(f"{table['computed']} cell(s) computed, {table['skipped']} already finished; "
-          f"wall time {table['wall_seconds']:.0f} s\ntable: {grid.table_path('.md')}")
+          f"wall time {table['wall_seconds']:.0f} s")
+    print(narrowed_note(grid) if grid.narrowed else f"table: {grid.table_path('.md')}")
     return 0

@@ -41,9 +41,11 @@ far, computing nothing.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import json
 import logging
+import re
 import shutil
 import statistics
 import time
@@ -53,7 +55,7 @@ from typing import Any
 
 import yaml
 
-from safealign.config import to_dict
+from safealign.config import Value, to_dict
 from safealign.errors import UserError
 from safealign.files import read_text
 from safealign.io import write_json
@@ -72,6 +74,12 @@ _SWEEP_OWNED = ("output_dir", "variants", "train_seeds")
 _SET_PER_CELL = ("train.model", "train.output_dir", "train.seed", "train.data.path", "train.reference.transform",
                  "train.reference.transform_params", "train.reference.cache_dir")
 _TRAINING_DEMO_KEYS = ("prefix",)  # demo keys that change training only (the E-variant's reference view)
+# the config paths an alias sets (the others: ALIASES); nll_weight replaces the whole loss list but keeps its β
+_ALIAS_PATHS = {"nll_weight": ("train.losses",), "lora_r": ("train.lora.r", "train.lora.alpha")}
+_KEPT_BY = {"nll_weight": ("train.losses.0.params.beta",)}
+# what refusals offer: --fresh deletes the whole directory, which other grids' cells may share
+FRESH = ("--fresh (which deletes the whole sweep directory: the cells of every grid that shares it, not only this "
+         "grid's)")
 BEFORE = "before"  # the base model's evaluation under output_dir: its direct answers anchor the refusal margin
 SHARED_DONE = "shared.json"  # under output_dir: which worker last finished the pairs and the base model's evaluation
 CELL_LOCK = "claim.lock"  # in a cell's directory while a worker computes it (safealign/io/lockfile.py)
@@ -79,7 +87,8 @@ CELL_LOCK = "claim.lock"  # in a cell's directory while a worker computes it (sa
 
 @dataclass
 class Grid:
-    demo: list[str]  # the base DemoConfig as key=value overrides
+    # the base DemoConfig: the grid file's demo: values, typed as YAML read them, then command-line key=value text
+    demo: list[str | Value]
     axes: dict[str, list[Any]]
     variants: list[str] = field(default_factory=lambda: ["dpo", "e-dpo"])
     seeds: list[int] = field(default_factory=lambda: [0])
@@ -90,6 +99,7 @@ class Grid:
     # the command line changed anything but output_dir (the grid's seeds, variants, axes, or a demo key, which picks
     # other cells): `--table` then prints a view of the directory and leaves the grid's table file as it is
     narrowed: bool = False
+    source: str = "sweep grid"  # the grid file, named in errors about its values
 
     def comparisons(self) -> list[tuple[str, str]]:
         """The compared pairs: as given, else the demo's (every method against dpo, each E-variant against its
@@ -107,17 +117,37 @@ class Grid:
         return [dict(zip(keys, values)) for values in itertools.product(*self.axes.values())]
 
     def setting_config(self, setting: dict[str, Any]) -> DemoConfig:
-        axes = [f"{k}={json.dumps(v)}" for k, v in setting.items()]
-        config = load_demo_config([*self.demo, *axes, f"output_dir={self.output_dir}",
-                                   f"variants={json.dumps(self.variants)}", f"train_seeds={json.dumps(self.seeds)}"])
+        # the values as YAML read them, never re-read as text: a prefix with quotes, a newline or non-ASCII reaches
+        # the cell as written (numbers and names give the same config, and fingerprint, as the text overrides of
+        # earlier versions)
+        where = f"{self.source}: axes"
+        config = load_demo_config([*self.demo, *(Value(k, v, where) for k, v in setting.items()),
+                                   Value("output_dir", self.output_dir, f"{self.source}: output_dir"),
+                                   Value("variants", self.variants, f"{self.source}: variants"),
+                                   Value("train_seeds", self.seeds, f"{self.source}: seeds")])
         # one cache folder for the sweep: cells with the same reference view reuse one table
         config.train.reference.cache_dir = str(Path(self.output_dir) / "reference_cache")
         return config
 
 
 def setting_name(setting: dict[str, Any]) -> str:
-    """E.g. ``nll_weight=0,beta=0.1,learning_rate=0.0005``: the setting's folder and table row."""
-    return ",".join(f"{k}={v}" for k, v in setting.items()) or "base"
+    """E.g. ``nll_weight=0,beta=0.1,learning_rate=0.0005``: the setting's folder and table row. A value that is
+    not a short plain token (a prefix given as its text: spaces, ``/``, newlines, any length) is named by a slug
+    of it and a hash of the whole value, so it makes one folder of a legal length."""
+    return ",".join(f"{k}={_value_name(v)}" for k, v in setting.items()) or "base"
+
+
+_TOKEN = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
+
+
+def _value_name(value: Any) -> str:
+    text = str(value)
+    if _TOKEN.fullmatch(text) and text not in (".", ".."):  # numbers and names: as they always were
+        return text
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:24].rstrip("-") or "text"
+    whole = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    digest = hashlib.sha256(whole.encode()).hexdigest()[:10]
+    return f"{slug}-{digest}"
 
 
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
@@ -126,7 +156,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
     from omegaconf import OmegaConf
 
     try:
-        data = yaml.safe_load(read_text(path, "sweep grid")) or {}
+        data = yaml.load(read_text(path, "sweep grid"), Loader=_GridLoader) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or set(data) - set(GRID_KEYS):
@@ -144,13 +174,50 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
     owned = [k for k in demo if k in _SWEEP_OWNED]
     if owned:
         raise UserError(f"{path}: demo: {', '.join(owned)} are set by the sweep (output_dir, variants, seeds)")
-    grid = Grid(demo=[f"{k}={json.dumps(v)}" for k, v in _flatten(demo).items()] + demo_overrides,
-                axes=_axes(path, data.get("axes") or {}),
-                name=Path(path).stem,
+    flat = _flatten(demo)
+    axes = _axes(path, data.get("axes") or {})
+    _check_not_swept(path, [(k, "demo") for k in flat] + [(o.partition("=")[0], "command line")
+                                                          for o in demo_overrides], axes)
+    grid = Grid(demo=[*(Value(k, v, f"{path}: demo") for k, v in flat.items()), *demo_overrides],
+                axes=axes, name=Path(path).stem, source=str(path),
                 narrowed=any(o.partition("=")[0] != "output_dir" for o in overrides or []),
                 **{k: data[k] for k in ("variants", "seeds", "compare", "output_dir", "resamples") if k in data})
     _validate(path, grid)
     return grid
+
+
+class _GridLoader(yaml.SafeLoader):
+    """YAML as a grid's author means it: ``5e-4`` is a number, as in YAML 1.2 (PyYAML's 1.1 rules read a float
+    without a dot, ``5e-4`` or ``1e3``, as text, which a learning-rate axis would refuse)."""
+
+
+_GridLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def _paths(key: str) -> tuple[str, ...]:
+    """The config paths ``key`` (a dotted key or a demo alias) sets."""
+    return _ALIAS_PATHS.get(key) or (ALIASES.get(key, key),)
+
+
+def _overwritten(key: str, axis: str) -> bool:
+    """Whether the axis ``axis``, applied after ``key``, replaces what ``key`` sets (the same path or one inside
+    it; a key setting a whole section around the axis keeps the rest of its value)."""
+    kept = _KEPT_BY.get(axis, ())
+    return key == axis or any(o == a or o.startswith(a + ".") for a in _paths(axis) for o in _paths(key)
+                              if o not in kept)
+
+
+def _check_not_swept(path: str | Path, keys: list[tuple[str, str]], axes: dict[str, list[Any]]) -> None:
+    """A base-config value the sweep would silently replace in every cell is refused: a key an axis sets, or the
+    training seeds (from the grid's ``seeds``)."""
+    for key, where in keys:
+        if key == "train_seeds":
+            raise UserError(f"{path}: {where}: train_seeds is set by the sweep from its seeds; give seeds=[...]")
+        for axis in axes:
+            if _overwritten(key, axis):
+                raise UserError(f"{path}: {where}: {key} is set in every cell by the axis {axis}, so this value "
+                                f"would be silently replaced; give the values as axes.{axis}=[...] instead")
 
 
 def _flatten(mapping: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -251,7 +318,7 @@ def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
     from safealign.io.rundir import claim_run_dir
 
     claim_run_dir(grid.output_dir, sweep_fingerprint(grid, base),
-                  outputs=("pairs.jsonl", "pairs.unpaired.jsonl", "cells"), overwrite_flag="--fresh", exclusive=False)
+                  outputs=("pairs.jsonl", "pairs.unpaired.jsonl", "cells"), overwrite_flag=FRESH, exclusive=False)
 
 
 def sweep_fingerprint(grid: Grid, base: DemoConfig | None = None) -> Any:
@@ -259,9 +326,15 @@ def sweep_fingerprint(grid: Grid, base: DemoConfig | None = None) -> Any:
     from safealign.io.rundir import make_fingerprint
 
     base = base or grid.setting_config(grid.settings()[0])
+    default = to_dict(DemoConfig())
 
     def shared(config: DemoConfig) -> dict[str, Any]:
-        return {k: v for k, v in to_dict(config).items() if k not in ("train", *_SWEEP_OWNED)}
+        values = {k: v for k, v in to_dict(config).items() if k not in ("train", *_SWEEP_OWNED)}
+        # the demo keys that change training only (the safety prefix) belong to each cell (its fingerprint holds
+        # them), so a grid over any of their values shares the directory. Kept in, at the default, rather than left
+        # out: directories recorded when the first setting's prefix counted hold it so (every grid that could share
+        # one started at the default), and a key they hold that this one lacked would refuse them
+        return {**values, **{k: default[k] for k in _TRAINING_DEMO_KEYS}}
 
     # with the defaults, a sweep started by earlier code resumes while settings added since stay at their defaults
     return make_fingerprint("sweep", shared(base), defaults=shared(DemoConfig()))
@@ -304,8 +377,15 @@ def run_sweep(grid: Grid) -> ClaimedRun:
         return run
     run.table = sweep_table(grid)
     run.table.update(computed=computed, skipped=skipped, wall_seconds=round(time.time() - started, 1))
-    write_tables(grid, run.table)  # a run writes the table of what it ran, overrides and all
+    if not grid.narrowed:  # a view (other seeds, variants, axes on the command line) leaves the grid's table alone
+        write_tables(grid, run.table)
     return run
+
+
+def narrowed_note(grid: Grid) -> str:
+    """What a view of the directory says instead of writing the grid's table."""
+    return (f"(settings overridden on the command line: {grid.table_path('.json')} is left as the grid file "
+            "defines it)")
 
 
 def write_tables(grid: Grid, table: dict[str, Any]) -> None:
@@ -363,7 +443,7 @@ def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts:
     from safealign.pipelines.demo import evaluate, load_trained, train_stage
 
     started = time.time()
-    claim_run_dir(cell, fingerprint, outputs=("train", "eval", "cell.json"), overwrite_flag="--fresh")
+    claim_run_dir(cell, fingerprint, outputs=("train", "eval", "cell.json"), overwrite_flag=FRESH)
     logger.info("sweep: cell %s", cell)
     final = train_stage(config, variant, seed, pairs, cell / "train")
     model, tokenizer = load_trained(final)
@@ -387,7 +467,7 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
 
     # the cells were computed under the directory's recorded config: a table under another (e.g. `--table
     # epochs=2`) would present them as that config's results
-    check_recorded(grid.output_dir, sweep_fingerprint(grid), overwrite_flag="--fresh")
+    check_recorded(grid.output_dir, sweep_fingerprint(grid), overwrite_flag=FRESH)
     from safealign.io.rundir import file_digest
 
     pairs_digest = file_digest(Path(grid.output_dir) / "pairs.jsonl")
@@ -403,6 +483,7 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
             records.setdefault(path, done.get(key))
         outcomes = {key: stage_outcomes(config, cells[key] / "eval") for key in done}
         means: dict[str, dict[str, float | None]] = {}
+        counts: dict[str, dict[str, int]] = {}  # the seeds each mean is over: fewer for a metric some cells lack
         intervals: dict[str, dict[str, list[float]]] = {}
         for variant in grid.variants:
             per_metric: dict[str, list[float]] = {}
@@ -410,15 +491,17 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
                 for metric, value in _cell_values(done[key], outcomes[key]).items():
                     per_metric.setdefault(metric, []).extend([] if value is None else [value])
             means[variant] = {m: statistics.fmean(vs) if vs else None for m, vs in per_metric.items()}
+            counts[variant] = {m: len(vs) for m, vs in per_metric.items()}
             intervals[variant] = metric_intervals({s: o for (v, s), o in outcomes.items() if v == variant},
                                                   resamples=grid.resamples)
         differences = [{"a": a, "b": b, "metrics": metric_differences(
             {s: o for (v, s), o in outcomes.items() if v == a}, {s: o for (v, s), o in outcomes.items() if v == b},
-            resamples=grid.resamples, label=f"sweep: {setting_name(setting)}: {a} − {b}")}
+            resamples=grid.resamples, label=f"sweep: {setting_name(setting)}: {a} − {b}"),
+            "seeds": sum((a, s) in done and (b, s) in done for s in grid.seeds)}  # both finished: the full count
             for a, b in grid.comparisons()]
         rows.append({"setting": setting, "name": setting_name(setting), "cells_finished": len(done),
                      "cells": len(cells), "seeds_finished": {v: sum(k[0] == v for k in done) for v in grid.variants},
-                     "means": means, "ci95": intervals, "differences": differences})
+                     "means": means, "seed_counts": counts, "ci95": intervals, "differences": differences})
     before = Path(grid.output_dir) / BEFORE
     base = ({k: Figure.from_json(v).value for k, v in json.loads((before / "figures.json").read_text()).items()}
             if (before / "figures.json").is_file() else {})
@@ -489,8 +572,8 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
     for metric in metrics:
         body = []
         for row in table["settings"]:
-            values = [numbers.value(row["means"][v].get(metric)) for v in table["variants"]]
-            diffs = [numbers.difference(d["metrics"].get(metric)) for d in row["differences"]]
+            values = [_mean_cell(row, v, metric, numbers.value(row["means"][v].get(metric))) for v in table["variants"]]
+            diffs = [_difference_cell(d, metric) for d in row["differences"]]
             body.append([row["name"], *values, *diffs, f"{row['cells_finished']}/{row['cells']}"])
         if metric in table.get("base", {}):  # the untrained model, for scale
             body.append(["(base model)", *[numbers.value(table["base"][metric])] * len(table["variants"]),
@@ -503,7 +586,8 @@ def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[st
     body = [["method", "seeds", *metrics]]
     for variant in table["variants"]:
         ci95 = row["ci95"].get(variant, {})
-        cells = [numbers.with_interval(row["means"][variant].get(m), ci95.get(m)) for m in metrics]
+        cells = [_mean_cell(row, variant, m, numbers.with_interval(row["means"][variant].get(m), ci95.get(m)))
+                 for m in metrics]
         body.append([variant, str(row["seeds_finished"][variant]), *cells])
     if table.get("base"):
         body.append(["(base model)", "-", *(numbers.value(table["base"].get(m)) for m in metrics)])
@@ -511,8 +595,27 @@ def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[st
     out += [""] + numbers.render(body, markdown)
     if row["differences"]:
         diffs = [["difference", *metrics]]
-        diffs += [[f"{d['a']} − {d['b']}", *(numbers.difference(d["metrics"].get(m)) for m in metrics)]
-                  for d in row["differences"]]
+        diffs += [[f"{d['a']} − {d['b']}", *(_difference_cell(d, m) for m in metrics)] for d in row["differences"]]
         out += ["", "paired differences (mean over the seeds both finished, 95% hierarchical interval):", ""]
         out += numbers.render(diffs, markdown)
     return out
+
+
+def _mean_cell(row: dict[str, Any], variant: str, metric: str, text: str) -> str:
+    """A mean as ``text``, marked ``(2 seeds)`` when it is over fewer seeds than the variant finished (a metric some
+    cells lack: ASR under a judge run on some cells only), so it is not read beside the others as their equal."""
+    counts = row.get("seed_counts")  # tables written before it was recorded: unmarked
+    n = counts.get(variant, {}).get(metric) if counts else None
+    return _marked(text, n, row["seeds_finished"].get(variant))
+
+
+def _difference_cell(compared: dict[str, Any], metric: str) -> str:
+    """A paired difference, marked as :func:`_mean_cell` when it is over fewer seeds than both variants finished."""
+    d = compared["metrics"].get(metric)
+    return _marked(numbers.difference(d), d.get("seeds") if d else None, compared.get("seeds"))
+
+
+def _marked(text: str, n: int | None, full: int | None) -> str:
+    if n is None or full is None or n >= full or text == "-":
+        return text
+    return f"{text} ({n} seed{'' if n == 1 else 's'})"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from safealign.interrupt import StopRequested, stop_on_sigterm, stop_requested, wait_or_stop
-from safealign.pipelines.sweep import Grid, check_sweep_dir, format_table
+from safealign.pipelines.sweep import Grid, check_sweep_dir, format_table, narrowed_note, progress_line, sweep_table
 
 logger = logging.getLogger(__name__)
 
@@ -58,16 +58,27 @@ def visible_gpus(env: Mapping[str, str]) -> list[str]:
 def launch_workers(grid: Grid, grid_path: str, overrides: list[str], workers: int, *, verbose: bool = False) -> int:
     """``safealign sweep GRID --workers N``: the sweep's directory checked once, then :func:`run_workers`."""
     check_sweep_dir(grid)  # a changed base config is refused once, here, not by every worker
-    return run_workers(["sweep", grid_path, *overrides], grid.output_dir, workers,
-                       table=grid.table_path(".json"), show=format_table, verbose=verbose)
+    if not grid.narrowed:
+        return run_workers(["sweep", grid_path, *overrides], grid.output_dir, workers,
+                           table=grid.table_path(".json"), show=format_table, verbose=verbose)
+    # a view (seeds, variants or axes overridden): the workers leave the grid's table file alone, so the table of
+    # what they ran is printed here, from the cells
+    code = run_workers(["sweep", grid_path, *overrides], grid.output_dir, workers, table=None, show=format_table,
+                       verbose=verbose)
+    if code == 0:
+        table = sweep_table(grid)
+        print(format_table(table))
+        print(progress_line(table))
+        print(narrowed_note(grid))
+    return code
 
 
-def run_workers(argv: list[str], output_dir: str | Path, workers: int, *, table: Path,
+def run_workers(argv: list[str], output_dir: str | Path, workers: int, *, table: Path | None,
                 show: Callable[[dict[str, Any]], str], verbose: bool = False) -> int:  # fmt: skip
     """Start ``workers`` processes of ``python -m safealign *argv`` (a command whose workers share
     ``output_dir`` through lock files), wait for them; 0 when all ended well (the last to finish wrote
-    ``table``, a JSON file shown here with ``show`` beside its ``.md`` path), else 1 with the failed workers'
-    log tails."""
+    ``table``, a JSON file shown here with ``show`` beside its ``.md`` path; None: the workers write none and the
+    caller shows what they did), else 1 with the failed workers' log tails."""
     logs = Path(output_dir) / "workers"
     logs.mkdir(parents=True, exist_ok=True)
     command = [sys.executable, "-m", "safealign", *(["-v"] if verbose else []), *argv]
@@ -95,6 +106,9 @@ def run_workers(argv: list[str], output_dir: str | Path, workers: int, *, table:
         print(f"worker {i} failed (exit status {code}); the end of {log}:\n{tail}", file=sys.stderr)
     if failed:
         return 1
+    if table is None:
+        print(f"{workers} workers ended; wall time {time.time() - started:.0f} s")
+        return 0
     summary = table.with_suffix(".md")
     if summary.is_file() and summary.stat().st_mtime >= started:
         import json

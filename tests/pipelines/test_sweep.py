@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 GRID = """
 output_dir: {out}
@@ -85,7 +86,15 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
 
     for run in [*out.glob("cells/*/*/eval/jailbreak"), out / "before" / "jailbreak"]:
         judge_records(run, "refusal", label="same")
+    for cell_name in ("dpo-seed0", "e-dpo-seed0", "e-dpo-seed1"):  # a judge run on some cells only
+        judge_records(out / "cells" / "beta=0.1" / cell_name / "eval" / "jailbreak", "refusal", label="some")
     judged = sweep_table(load_grid(grid_file))
+    partial = judged["settings"][0]
+    assert partial["seed_counts"]["dpo"] == {**partial["seed_counts"]["dpo"], "direct_asr@some": 1, "direct_asr": 2}
+    assert partial["differences"][0]["seeds"] == 2 and partial["differences"][0]["metrics"]["direct_asr@some"][
+        "seeds"] == 1
+    some = printed_table(judged).split("direct_asr@some")[1].split("\n\n")[0]  # the table says which are partial
+    assert some.count("(1 seed)") == 2 and "(2 seeds)" not in some  # dpo's mean and the difference, one row
     assert judged["base"]["direct_asr@same"] == judged["base"]["direct_asr"]
     for row in judged["settings"]:
         for variant in ("dpo", "e-dpo"):
@@ -224,7 +233,8 @@ def test_a_methods_grid_shares_the_directory_and_prints_a_method_per_row(grid_fi
     assert main(["sweep", str(methods)]) == 0
     table = json.loads((out / "tables" / "methods.json").read_text())
     assert (table["computed"], table["skipped"]) == (2, 1)  # the DPO cell came from the first grid
-    assert (out / "tables" / "grid.json").exists()  # each grid keeps its own table
+    # each grid has its own table; the first run, a view of its grid (seeds, axes, variants overridden), wrote none
+    assert not (out / "tables" / "grid.json").exists()
     row = table["settings"][0]
     assert row["seeds_finished"] == {"dpo": 1, "safedpo": 1, "derta": 1}
     for variant in ("dpo", "safedpo", "derta"):
@@ -246,6 +256,9 @@ def test_a_methods_grid_shares_the_directory_and_prints_a_method_per_row(grid_fi
     assert main(["sweep", str(methods), "--table", "resamples=100"]) == 0  # a view of the directory
     assert "methods.json is left as the grid file defines it" in capsys.readouterr().out
     assert (out / "tables" / "methods.json").read_text() == before  # what `safealign report` shows is the grid's
+    assert main(["sweep", str(methods), "resamples=100"]) == 0  # a run of a view: nothing to compute, no table
+    assert "methods.json is left as the grid file defines it" in capsys.readouterr().out
+    assert (out / "tables" / "methods.json").read_text() == before
 
 
 def test_compare_and_variants_are_checked(tmp_path):
@@ -334,6 +347,7 @@ def test_a_prefix_grid_computes_only_the_new_e_cells(grid_file, tmp_path):
 
     from safealign.report import build_report
 
+    assert main(["sweep", str(grid_file), "--table"]) == 0  # the first grid's table (its first run was a view)
     html, md = build_report(out)  # a sweep directory's report: every grid's table, a forest plot per metric
     text = html.read_text()
     assert "Sweep: prefixes" in text and "Sweep: grid" in text and "data:image/png;base64," in text
@@ -351,3 +365,156 @@ def test_the_prefix_grid_reuses_the_e_effect_cells():
 
     effect_cells, mine = cells(effect), cells(prefixes)
     assert len(mine) == 3 * 5 + 5 + 5 and len(mine - effect_cells) == 15  # only E-DPO with the three other prefixes
+
+
+TEXTS = ["Line one.\nLine two:", 'Say "no" to harm.', "Réponds de façon sûre — 安全", "it's 'quoted'", "null",
+         "a/b/../c"]
+
+
+def test_text_values_reach_the_cells_as_written(tmp_path):
+    """A grid's text (a prefix given as its text, stop strings, a path) arrives in every cell's config exactly as
+    YAML read it: no JSON escapes (\\n, \\", \\u00e9) and no quotes taken off or kept."""
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"demo": {"model": "tiny-random", "eval": {"generation": {"stop": TEXTS}},
+                                             "extra_benign": ["données/sûr.json"]},
+                                    "axes": {"prefix": TEXTS}}, allow_unicode=True), encoding="utf-8")
+    grid = load_grid(path)
+    configs = [grid.setting_config(setting) for setting in grid.settings()]
+    assert [c.prefix for c in configs] == TEXTS
+    assert all(c.eval.generation.stop == TEXTS and c.extra_benign == ["données/sûr.json"] for c in configs)
+
+
+def test_numbers_and_names_build_the_configs_the_text_overrides_built():
+    """Typed values give the shipped grids the very configs (so the cells' fingerprints) that the text overrides of
+    earlier versions gave: the running sweep's finished cells stay finished."""
+    from safealign.config import to_dict
+    from safealign.pipelines.demo_config import load_demo_config
+    from safealign.pipelines.sweep import _flatten, load_grid
+
+    for name in ("e_effect", "e_prefixes", "safety_methods"):
+        grid = load_grid(f"configs/sweep/{name}.yaml")
+        demo = _flatten(yaml.safe_load(open(f"configs/sweep/{name}.yaml"))["demo"])
+        for setting in grid.settings():
+            old = load_demo_config([*(f"{k}={json.dumps(v)}" for k, v in [*demo.items(), *setting.items()]),
+                                    f"output_dir={grid.output_dir}", f"variants={json.dumps(grid.variants)}",
+                                    f"train_seeds={json.dumps(grid.seeds)}"])
+            new = grid.setting_config(setting)
+            new.train.reference.cache_dir = old.train.reference.cache_dir  # the sweep's own, set after loading
+            assert to_dict(new) == to_dict(old)
+
+
+def test_a_value_yaml_reads_as_text_is_a_number_or_an_error_naming_the_grid(tmp_path):
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("demo: {model: tiny-random}\naxes: {learning_rate: [5e-4, 1E3], beta: [1e-1]}\n")
+    grid = load_grid(path)  # YAML 1.1 reads 5e-4 as text; a grid means the number
+    assert grid.axes == {"learning_rate": [5e-4, 1e3], "beta": [0.1]}
+    assert grid.setting_config(grid.settings()[0]).train.learning_rate == 5e-4
+    path.write_text("demo: {model: tiny-random}\naxes: {learning_rate: [fast]}\n")
+    with pytest.raises(ValueError, match=r"grid.yaml: axes: learning_rate: expected a number, got 'fast'"):
+        load_grid(path)
+    path.write_text("demo: {model: tiny-random}\naxes: {train.learning_rate: [fast]}\n")
+    with pytest.raises(ValueError, match=r"grid.yaml: axes: invalid config: .*learning_rate") as info:
+        load_grid(path)
+    assert "command-line" not in str(info.value)
+
+
+@pytest.mark.parametrize(("demo", "overrides", "message"), [
+    ("beta: 0.3", [], r"grid.yaml: demo: beta is set in every cell by the axis beta.*axes.beta="),
+    ("train: {losses.0.params.beta: 0.3}", [], "train.losses.0.params.beta is set in every cell by the axis beta"),
+    ("", ["train.learning_rate=1e-3"], r"command line: train.learning_rate is set in every cell by the axis "
+                                       r"learning_rate.*axes.learning_rate="),
+    ("", ["train.lora.alpha=8"], "by the axis lora_r"),
+    ("", ["train_seeds=[0,1]"], r"train_seeds is set by the sweep from its seeds; give seeds=\[...\]"),
+])
+def test_a_value_an_axis_or_the_seeds_would_replace_is_refused(tmp_path, demo, overrides, message):
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"demo: {{model: tiny-random{', ' + demo if demo else ''}}}\n"
+                    "axes: {beta: [0.1, 0.5], learning_rate: [1.0e-3], lora_r: [4]}\n")
+    with pytest.raises(ValueError, match=message):
+        load_grid(path, overrides)
+
+
+def test_values_an_axis_keeps_are_accepted(tmp_path):
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("demo: {model: tiny-random, beta: 0.3, nll_weight: 0}\naxes: {nll_weight: [0, 1]}\n")
+    with pytest.raises(ValueError, match="nll_weight is set in every cell by the axis nll_weight"):
+        load_grid(path)
+    path.write_text("demo: {model: tiny-random, beta: 0.3, epochs: 2}\naxes: {nll_weight: [0, 1]}\n")
+    grid = load_grid(path)  # the NLL weight replaces the loss but keeps its β
+    assert [c.train.losses[0].params["beta"] for c in map(grid.setting_config, grid.settings())] == [0.3, 0.3]
+    # a section around the axis: the axis sets its one value, the rest of the section stands
+    path.write_text("demo: {model: tiny-random, train: {losses: [{name: dpo, weight: 2.0, params: {beta: 0.3}}]}}\n"
+                    "axes: {beta: [0.2]}\n")
+    (loss,) = load_grid(path).setting_config({"beta": 0.2}).train.losses
+    assert (loss.name, loss.weight, loss.params["beta"]) == ("dpo", 2.0, 0.2)
+
+
+def test_a_text_value_is_one_short_folder_and_simple_values_keep_their_names(tmp_path):
+    from safealign.pipelines.sweep import cell_dir, load_grid, setting_name
+
+    assert setting_name({"nll_weight": 0, "beta": 0.1, "learning_rate": 0.0005}) == \
+        "nll_weight=0,beta=0.1,learning_rate=0.0005"
+    assert setting_name({"prefix": "community_guidelines", "learning_rate": 1e-05}) == \
+        "prefix=community_guidelines,learning_rate=1e-05"
+    long = "Refuse/harm. " * 40  # '/' would nest folders; 520 characters would pass a name's 255-byte limit
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "demo": {"model": "tiny-random"},
+                                    "axes": {"prefix": [long, "Réponds.", "Réponds!"]}}, allow_unicode=True))
+    grid = load_grid(path)
+    folders = [cell_dir(grid, s, "e-dpo", 0).parent for s in grid.settings()]
+    assert all(f.parent == tmp_path / "out" / "cells" for f in folders)  # one level each
+    assert all(len(f.name.encode()) < 80 and f.name.isascii() for f in folders)
+    assert len(set(folders)) == 3 and folders[0].name.startswith("prefix=Refuse-harm-Refuse-harm")
+    folders[0].mkdir(parents=True)  # a legal name
+    assert [cell_dir(load_grid(path), s, "e-dpo", 0).parent for s in grid.settings()] == folders  # stable
+
+
+def test_any_prefix_grid_shares_the_directory_and_fresh_warns_it_deletes_every_grid(tmp_path):
+    """The prefix is each cell's (its fingerprint holds it): a prefix grid starting at another prefix shares the
+    directory; the directory's recorded fingerprint (with the default prefix) is unchanged, so it resumes."""
+    from safealign.io.rundir import read_fingerprint
+    from safealign.pipelines.sweep import check_sweep_dir, load_grid, sweep_fingerprint
+
+    out = [f"output_dir={tmp_path}"]
+    check_sweep_dir(load_grid("configs/sweep/e_effect.yaml", out))
+    (tmp_path / "cells").mkdir()  # results: a later grid is checked against the recorded fingerprint
+    recorded = read_fingerprint(tmp_path)
+    assert recorded.values["prefix"] == "community_guidelines"
+    reordered = load_grid("configs/sweep/e_prefixes.yaml", [*out, "axes.prefix=[wellbeing,community_guidelines]"])
+    assert sweep_fingerprint(reordered).digest == recorded.digest
+    check_sweep_dir(reordered)  # no refusal
+    with pytest.raises(ValueError, match="--fresh \\(which deletes the whole sweep directory: the cells of every grid"):
+        check_sweep_dir(load_grid("configs/sweep/e_effect.yaml", [*out, "harmful_test=2"]))
+
+
+def test_a_metric_on_fewer_seeds_than_finished_is_marked():
+    from safealign.pipelines.sweep import format_table
+
+    diff = {"diff": -0.1, "ci95": [-0.2, 0.0], "seeds": 2}
+    row = {"name": "beta=0.1", "setting": {"beta": 0.1}, "cells_finished": 6, "cells": 6,
+           "seeds_finished": {"dpo": 3, "e-dpo": 3},
+           "means": {"dpo": {"direct_asr": 0.5, "direct_asr@hb": 0.4},
+                     "e-dpo": {"direct_asr": 0.4, "direct_asr@hb": 0.2}},
+           "seed_counts": {"dpo": {"direct_asr": 3, "direct_asr@hb": 1},
+                           "e-dpo": {"direct_asr": 3, "direct_asr@hb": 2}},
+           "ci95": {}, "differences": [{"a": "e-dpo", "b": "dpo", "seeds": 3,
+                                        "metrics": {"direct_asr": {**diff, "seeds": 3}, "direct_asr@hb": diff}}]}
+    table = {"output_dir": "x", "seeds": [0, 1, 2], "variants": ["dpo", "e-dpo"], "compared": [["e-dpo", "dpo"]],
+             "settings": [row, {**row, "name": "beta=0.5"}], "base": {}}
+    for markdown in (False, True):
+        text = format_table(table, markdown=markdown)
+        full, partial = text.split("direct_asr@hb")
+        full = full.split("direct_asr", 1)[1]  # the block of the metric every cell has: unmarked
+        assert "0.500" in full and "seed" not in full and "(3 seeds)" not in partial
+        assert "0.400 (1 seed)" in partial and "0.200 (2 seeds)" in partial  # dpo's and e-dpo's means
+        assert partial.count("(2 seeds)") == 2 * 2  # e-dpo's mean and the difference, on both rows
+        methods = format_table({**table, "settings": [row]}, markdown=markdown)  # a method per row
+        assert "(1 seed)" in methods and "0.500 (" not in methods
