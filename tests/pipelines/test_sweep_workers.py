@@ -85,6 +85,12 @@ def test_two_worker_processes_compute_each_cell_once_and_match_one_process(grid_
     table = json.loads((out / "tables" / "grid.json").read_text())  # written by the last worker to finish
     assert all(row["cells_finished"] == 4 for row in table["settings"])
     assert "e-dpo − dpo" in capsys.readouterr().out  # and printed by the launcher
+    # workers on a view of the grid (seed 0 only): nothing left to compute, the grid's table stays, the view's printed
+    written = (out / "tables" / "grid.json").read_text()
+    assert main(["sweep", str(grid_file), "--workers", "2", "seeds=[0]"]) == 0
+    printed = capsys.readouterr().out
+    assert "grid.json is left as the grid file defines it" in printed and "2/2 cells finished" in printed
+    assert (out / "tables" / "grid.json").read_text() == written
 
     # one process computing the workers' cells from the same pairs, base evaluation and caches gives the same table
     single = tmp_path / "single"
@@ -112,7 +118,9 @@ def test_a_live_workers_cell_is_left_to_it_and_a_dead_ones_is_taken_over(grid_fi
     from safealign.pipelines.sweep import check_sweep_dir, load_grid, run_sweep
 
     out = tmp_path / "sweep"
-    grid = load_grid(grid_file, ["seeds=[0]"])
+    # seed 0 only, in the grid file: a run with overrides is a view, which writes no table of the grid
+    grid_file.write_text(grid_file.read_text().replace("seeds: [0, 1]", "seeds: [0]"))
+    grid = load_grid(grid_file)
     check_sweep_dir(grid)  # workers claim cells of a sweep already started
     live = out / "cells" / "beta=0.1" / "dpo-seed0"  # first in order
     dead = out / "cells" / "beta=0.1" / "e-dpo-seed0"
@@ -124,7 +132,7 @@ def test_a_live_workers_cell_is_left_to_it_and_a_dead_ones_is_taken_over(grid_fi
     assert (dead / "cell.json").exists() and not (live / "cell.json").exists()
     assert f"taking over the lock of pid {gone}" in caplog.text
     assert f"pid {sleeper.pid} on" in run.describe_held()
-    assert main(["sweep", str(grid_file), "seeds=[0]"]) == 0  # the command says so and exits
+    assert main(["sweep", str(grid_file)]) == 0  # the command says so and exits
     printed = capsys.readouterr().out
     assert "1 still running in other workers: beta=0.1/dpo-seed0 (pid" in printed and "writes the table" in printed
 
