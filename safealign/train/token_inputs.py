@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from safealign.errors import UserError
+from safealign.models.modes import eval_mode
 from safealign.train.logps import token_logps
 from safealign.train.reference import adapter_disabled
 
@@ -57,5 +58,6 @@ def reference_token_logps(live, policy: nn.Module, batch: Mapping[str, Tensor]) 
     """The live reference's left-aligned chosen-token log-probs (``live``: a ``LiveReference``)."""
     if live.model is not None:
         return chosen_token_logps(live.model, batch, reference=True, chunk_size=live.chunk_size, impl=live.impl)[0]
-    with adapter_disabled(policy):
+    # eval mode: the policy trains with dropout on, but its starting weights must score like a fixed reference
+    with adapter_disabled(policy), eval_mode(policy):
         return chosen_token_logps(policy, batch, reference=True, chunk_size=live.chunk_size, impl=live.impl)[0]

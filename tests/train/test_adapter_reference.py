@@ -192,6 +192,44 @@ def test_a_live_reference_scores_without_dropout_like_the_cached_table():
     assert model.training
 
 
+def _dropout_policy():
+    """A fresh-adapter policy with attention dropout, in train mode: a reference pass in train mode is random."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=4, attention_dropout=0.3, pad_token_id=0)
+    torch.manual_seed(0)
+    model = apply_lora(LlamaForCausalLM(config), LoraSettings(r=4, alpha=8)).train()
+    return model, tokenizer
+
+
+def test_the_per_token_and_objective_references_score_without_dropout():
+    """The per-token live reference (constrained_sft) and an objective's FrozenReference (circuit breakers) run
+    the policy with its adapter disabled in eval mode: the same numbers on every call, the policy left training."""
+    from safealign.data import PreferenceCollator
+    from safealign.train.objectives.trainer import FrozenReference
+    from safealign.train.reference import LiveReference
+    from safealign.train.token_inputs import chosen_token_logps, reference_token_logps
+    from safealign.types import PreferencePair
+
+    model, tokenizer = _dropout_policy()
+    pair = PreferencePair(prompt=({"role": "user", "content": "How do I pick a lock?"},), chosen="No, I will not.",
+                          rejected="Sure, take a pin", source="x", row=0)
+    encoded, _ = PairEncoder(tokenizer, max_length=128, max_prompt_length=64).encode_all([pair])
+    batch = PreferenceCollator(tokenizer.pad_token_id)(encoded)
+    with torch.no_grad(), reference.adapter_disabled(model):
+        expected = chosen_token_logps(model.eval(), batch)[0]
+    model.train()
+    for _ in range(3):
+        torch.testing.assert_close(reference_token_logps(LiveReference(None), model, batch), expected,
+                                   atol=1e-6, rtol=0)
+        with FrozenReference(model)(model) as ref:
+            got = chosen_token_logps(ref, batch)[0]
+        torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)
+        assert model.training
+
+
 def test_separate_reference_is_the_one_place_a_live_reference_is_chosen():
     from safealign.models.tiny import tiny_model
     from safealign.online.trainer import Reference

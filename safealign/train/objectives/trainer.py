@@ -14,6 +14,7 @@ import torch
 from torch import nn
 from transformers import Trainer
 
+from safealign.models.modes import eval_mode
 from safealign.train.metrics import MetricWindow
 from safealign.train.objectives.base import Objective, ObjectiveContext
 from safealign.train.reference import adapter_disabled
@@ -50,7 +51,8 @@ class FrozenReference:
             if self.model is not None:
                 yield self.model
             else:
-                with adapter_disabled(policy):
+                # eval mode: dropout of the training policy must not make the frozen reference random
+                with adapter_disabled(policy), eval_mode(policy):
                     yield policy
 
 
