@@ -103,8 +103,11 @@ def load_or_compute_teacher(teacher: nn.Module, items: Sequence[EncodedPair], ca
         raise UserError(f"teacher top_k must be in 1..{vocab} (the teacher's vocabulary), got {top_k}")
     if reference is not None and _vocab(reference) != vocab:
         raise UserError(f"the reference teacher's vocabulary ({_vocab(reference)}) is not the teacher's ({vocab})")
-    parts = [weights_fingerprint(teacher), weights_fingerprint(reference) if reference else "-", str(top_k),
-             _ids_hash(items)]
+    # a teacher is the model as it runs, adapter on (an E-DPO adapter over the base): its LoRA weights and any
+    # module the adapter trains as a copy (peft modules_to_save, e.g. an output head) are part of the key, so two
+    # teachers that share a base or differ only in a trained head copy never share an entry
+    parts = [model_fingerprint(teacher, with_adapter=True),
+             model_fingerprint(reference, with_adapter=True) if reference else "-", str(top_k), _ids_hash(items)]
     key = hashlib.blake2b(":".join(parts).encode(), digest_size=16).hexdigest()
     path = Path(cache_dir) / f"teacher-{key}.safetensors"
     expected = [len(ids) for it in items for ids in (it.chosen_ids, it.rejected_ids)]
@@ -127,17 +130,6 @@ def load_or_compute_teacher(teacher: nn.Module, items: Sequence[EncodedPair], ca
         return TeacherCache(table, path, reused=False)
 
     return cached_entry(path, "teacher distributions", reuse, compute)
-
-
-def weights_fingerprint(model: nn.Module) -> str:
-    """:func:`model_fingerprint` plus the LoRA weights it leaves out: a teacher is the adapted model (an E-DPO
-    adapter over the base), so two teachers sharing a base must not share a cache entry."""
-    digest = hashlib.blake2b(model_fingerprint(model).encode(), digest_size=16)
-    for name, param in sorted((n, p) for n, p in model.named_parameters() if "lora_" in n):
-        flat = param.detach().reshape(-1)
-        digest.update(name.encode())
-        digest.update(flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32).contiguous().numpy().tobytes())
-    return digest.hexdigest()
 
 
 def checksum(table: TeacherTable) -> str:

@@ -124,6 +124,23 @@ def test_an_adapted_teacher_does_not_share_its_bases_cache_entry(tmp_path):
     assert not torch.equal(tuned.table.logps, plain.table.logps)
 
 
+def test_a_teacher_whose_adapter_trains_a_head_copy_is_keyed_by_that_copy(tmp_path):
+    """A teacher adapter with modules_to_save (a trained copy of the output head): changing only that copy gives
+    another cache entry, not the stale table of the old head."""
+    from safealign.models import LoraSettings, apply_lora
+
+    _, encoded = encoded_pairs()
+    teacher = apply_lora(tiny_model(), LoraSettings(r=2, alpha=4, train_output_head=True)).eval()
+    first = load_or_compute_teacher(teacher, encoded, tmp_path, 4)
+    with torch.no_grad():
+        for name, param in teacher.named_parameters():
+            if "modules_to_save" in name:
+                param.mul_(30.0)
+    second = load_or_compute_teacher(teacher, encoded, tmp_path, 4)
+    assert second.path != first.path and not second.reused
+    assert not torch.equal(second.table.logps, first.table.logps)
+
+
 def objective_loss(objective, model, batch) -> float:
     from safealign.train.objectives.base import ObjectiveContext
 
