@@ -115,10 +115,18 @@ def check_input_kind(config: TrainConfig, data_format: str, data_kind: str, loss
 
 def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any], loss: Any) -> None:
     """UserError when the data or recipe cannot supply an input the loss declares (docs/loss-inputs.md):
-    aligned-model scores, cross-prompt pairs, and for joint log-probs a reference that sees the same prompt."""
+    aligned-model scores, cross-prompt pairs, for joint log-probs a reference that sees the same prompt, and a
+    reference prompt view only where some loss component scores a reference."""
+    names = " + ".join(repr(spec.name) for spec in config.losses)
+    transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
+    if not loss.needs_reference and not transform.is_identity:
+        # no reference would see the changed prompt, yet the summary would record the E-variant and the longer
+        # reference prompt would still cut the responses (the encoder fits both views in max_length)
+        raise UserError(f"loss {names} is reference-free, so reference.transform={config.reference.transform!r} "
+                        "has nothing to act on: set reference.transform to identity, or add a loss that compares "
+                        "with a reference")
     if loss.input_kind not in ("pair", "token"):
         return
-    names = " + ".join(repr(spec.name) for spec in config.losses)
     where = f"{config.data.path} (format {data_format!r})"
     _check_safety_inputs(names, where, items, loss, config)
     if loss.needs_scores:
@@ -132,7 +140,6 @@ def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any
         raise UserError(f"{where}: {len(cross)} row(s) (e.g. row {', '.join(map(str, cross[:5]))}) pair answers to "
                         f"different prompts, but loss {names} compares two answers to one prompt; use 'jpo' "
                         "(docs/loss-inputs.md) or give same-prompt pairs")
-    transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
     if loss.joint_logps and not transform.is_identity:
         raise UserError(f"loss {names} scores the prompt tokens (joint log-probs), so the reference must score the "
                         f"same prompt; reference.transform={config.reference.transform!r} changes it: use identity")

@@ -87,6 +87,22 @@ def test_joint_log_probs_refuse_a_changed_reference_prompt(tmp_path, no_model_lo
     assert "reference.transform='safety_prefix' changes it: use identity" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("loss", ["simpo", "orpo", "cpo", "sft"])
+def test_a_reference_free_loss_refuses_a_reference_transform(loss, tmp_path, pairs_file, no_model_load, capsys):
+    """No reference sees the safety prefix, yet it would be recorded and would cut responses: refused."""
+    fields = {"losses": [{"name": loss}], "reference": {"transform": "safety_prefix"}}
+    assert main(["train", str(recipe(tmp_path, pairs_file, fields))]) == 2
+    err = capsys.readouterr().err
+    assert f"loss '{loss}' is reference-free, so reference.transform='safety_prefix'" in err, err
+
+
+def test_a_reference_transform_is_kept_when_one_component_needs_a_reference(tmp_path, pairs_file, no_model_load):
+    """sft beside dpo: dpo's reference sees the prefix, so the check passes and training reaches the model load."""
+    fields = {"losses": [{"name": "dpo"}, {"name": "sft", "weight": 0.5}], "reference": {"transform": "safety_prefix"}}
+    with pytest.raises(AssertionError, match="model"):
+        main(["train", str(recipe(tmp_path, pairs_file, fields))])
+
+
 def test_unpaired_data_to_a_paired_loss_names_format_and_loss(tmp_path, unpaired_file, no_model_load, capsys):
     assert main(["train", str(recipe(tmp_path, unpaired_file, {"losses": [{"name": "ipo"}]}))]) == 2
     err = capsys.readouterr().err
