@@ -47,6 +47,7 @@ def register_loss(
     needs_cross_prompt_pairs: bool = False,
     joint_logps: bool = False,
     needs_safety_flags: bool = False,
+    needs_kl_partners: bool = False,
 ) -> Callable[[LossFn], LossFn]:
     """Register a pure loss function under ``name``.
 
@@ -55,7 +56,9 @@ def register_loss(
     log-probs), ``needs_scores`` (``PairLogps.chosen_scores`` from a ``chosen_scores`` data column),
     ``needs_cross_prompt_pairs`` (rows whose chosen and rejected answer different prompts; losses without
     it refuse such rows), ``joint_logps`` (log-probs over prompt and response tokens, log π(x, y)),
-    ``needs_safety_flags`` (``PairLogps.chosen_safe``/``rejected_safe`` from per-response safety labels).
+    ``needs_safety_flags`` (``PairLogps.chosen_safe``/``rejected_safe`` from per-response safety labels),
+    ``needs_kl_partners`` (an unpaired loss reading ``UnpairedLogps.kl_logps``/``ref_kl_logps``, KTO's KL point:
+    the trainer builds and scores each row's mismatched sequence only for such a loss).
 
     ``state``: optional factory for a state object a :class:`ComposedLoss` keeps across calls and
     passes as ``state=`` (e.g. BCO's :class:`~safealign.losses.state.RunningMean`). Called directly,
@@ -84,6 +87,7 @@ def register_loss(
             needs_cross_prompt_pairs=needs_cross_prompt_pairs,
             joint_logps=joint_logps,
             needs_safety_flags=needs_safety_flags,
+            needs_kl_partners=needs_kl_partners,
         )(wrapper)
         return wrapper
 

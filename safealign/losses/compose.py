@@ -83,6 +83,9 @@ class ComposedLoss:
         self.needs_scores = any(m["needs_scores"] for m in metas)
         self.needs_cross_prompt_pairs = any(m["needs_cross_prompt_pairs"] for m in metas)
         self.needs_safety_flags = any(m["needs_safety_flags"] for m in metas)
+        # KTO's mismatched (KL) sequences cost a policy and a reference forward per row: only when a component reads
+        # them (a fixed kl= still builds them, so a KTO run's data and cache key do not depend on that parameter)
+        self.needs_kl_partners = any(m["needs_kl_partners"] for m in metas)
         if len({m["joint_logps"] for m in metas}) > 1:
             detail = ", ".join(f"{s.name} ({'joint' if m['joint_logps'] else 'response'})"
                                for s, m in zip(specs, metas))

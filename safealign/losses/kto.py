@@ -43,6 +43,7 @@ def kl_estimate(x: UnpairedLogps) -> Tensor:
     needs_reference=True,
     paper="Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization, arXiv:2402.01306",
     input="unpaired",
+    needs_kl_partners=True,
 )
 def kto(
     x: UnpairedLogps,

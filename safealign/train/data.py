@@ -27,21 +27,23 @@ class DataKind:
     """How one input kind of loss is fed: encoding, collation, cached reference columns."""
 
     name: str
-    encode: Callable[[PairEncoder, Sequence[Any], int], tuple[list[Any], Any]]  # (encoder, items, max_length)
+    # (encoder, items, max_length, kl_partners) -> (encoded, report); kl_partners: build KTO's mismatched sequences
+    encode: Callable[[PairEncoder, Sequence[Any], int, bool], tuple[list[Any], Any]]
     collator: Callable[[int], Callable[[list[Any]], dict]]  # pad_token_id -> collate
     ref_columns: tuple[str, str] | None  # None: the reference is not cached, always a live forward
     strip_reference_view: Callable[[Any], Any]  # drop the reference prompt once it is cached
 
 
-def _encode_pairs(encoder: PairEncoder, items: Sequence[Any], max_length: int):
+def _encode_pairs(encoder: PairEncoder, items: Sequence[Any], max_length: int, kl_partners: bool):
+    del max_length, kl_partners  # a pair's two responses are its own; there are no KL partners
     encoded, report = encoder.encode_all(items)
     return [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)], report
 
 
-def _encode_unpaired(encoder: PairEncoder, items: Sequence[Any], max_length: int):
+def _encode_unpaired(encoder: PairEncoder, items: Sequence[Any], max_length: int, kl_partners: bool):
     encoded, report = encoder.encode_all_unpaired(items)
     encoded = [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)]
-    return with_kl_partners(encoded, max_length), report
+    return with_kl_partners(encoded, max_length, partners=kl_partners), report
 
 
 DATA_KINDS = {
@@ -183,10 +185,11 @@ def _check_scores(names: str, where: str, items: Sequence[Any]) -> None:
 
 
 def encode_training_items(config: TrainConfig, tokenizer: Any, items: Sequence[Any], kind: DataKind,
-                          *, joint_logps: bool = False):
+                          *, joint_logps: bool = False, kl_partners: bool = True):
     """Tokenize with the configured reference view: (encoded rows with ``index`` = position, report).
-    ``joint_logps``: score prompt and response tokens (the loss's declaration; docs/loss-inputs.md)."""
+    ``joint_logps``: score prompt and response tokens (the loss's declaration; docs/loss-inputs.md).
+    ``kl_partners``: give each unpaired row KTO's mismatched KL sequence (the loss's ``needs_kl_partners``)."""
     transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
     encoder = PairEncoder(tokenizer, transform=transform, max_length=config.data.max_length,
                           max_prompt_length=config.data.max_prompt_length, joint_logps=joint_logps)
-    return kind.encode(encoder, items, config.data.max_length)
+    return kind.encode(encoder, items, config.data.max_length, kl_partners)

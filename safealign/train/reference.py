@@ -6,7 +6,8 @@ a fingerprint of the reference weights and by the exact reference-view token ids
 encode the dataset content, the prompt transform, the chat template and the truncation settings),
 so runs that share them — β sweeps, loss comparisons — reuse it, and a prefix ablation does not.
 A table has two columns per row: (chosen, rejected) for pairs; (completion, KL-partner completion)
-for unpaired rows (KTO/BCO), so the mismatched sequences of KTO's KL estimate are cached and keyed too.
+for unpaired rows of a loss that reads KTO's KL estimate, so its mismatched sequences are cached and keyed too;
+one column (the completion) for unpaired rows without a KL partner (BCO alone).
 """
 
 from __future__ import annotations
@@ -64,14 +65,17 @@ def model_fingerprint(model: nn.Module, *, with_adapter: bool = False) -> str:
     return digest.hexdigest()
 
 
-def reference_view(item: Any) -> tuple[Ids, tuple[Ids, Ids]]:
-    """(prompt ids the reference sees, the two responses it scores): the columns of the cache table.
+def reference_view(item: Any) -> tuple[Ids, tuple[Ids, ...]]:
+    """(prompt ids the reference sees, the responses it scores): the columns of the cache table.
 
-    A pair: (chosen, rejected). An unpaired row: (its completion, its KL partner's completion).
+    A pair: (chosen, rejected). An unpaired row: (its completion, its KL partner's completion), or (its
+    completion,) when it has no partner.
     """
     if isinstance(item, UnpairedItem):
         ex = item.example
         prompt = ex.ref_prompt_ids if ex.ref_prompt_ids is not None else ex.prompt_ids
+        if item.kl_completion_ids is None:
+            return prompt, (ex.completion_ids,)
         return prompt, (ex.completion_ids, item.kl_completion_ids)
     prompt = item.ref_prompt_ids if item.ref_prompt_ids is not None else item.prompt_ids
     return prompt, (item.chosen_ids, item.rejected_ids)
@@ -168,27 +172,29 @@ def separate_reference(spec: str | None, policy: nn.Module, device: Any, *,
 def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_size: int = 8,
                               chunk_size: int = 1024, batch_tokens: int | None = None,
                               impl: str = "fused", with_adapter: bool = False) -> Tensor:
-    """Reference log-probs ``(N, 2)`` of the two :func:`reference_view` columns of every row, in row order.
+    """Reference log-probs ``(N, C)`` of the :func:`reference_view` columns of every row, in row order (C = 2;
+    1 for unpaired rows without a KL partner).
 
     ``with_adapter=False``: the model's base weights (a LoRA adapter disabled: the policy's own reference);
     ``True``: the model as it is, adapter on (a separate reference model, or a policy that starts from a
     trained adapter, scored before training moves it). Works for pairs and unpaired rows alike. No autograd;
     rows go longest first, so the first batch is the largest and an out-of-memory error shows at once; a batch
-    holds at most ``batch_size`` rows and (when set) ``batch_tokens`` padded tokens, both columns in one forward
-    (``2b`` right-padded sequences, like the collators lay them out). On CUDA an out-of-memory error halves the
+    holds at most ``batch_size`` rows and (when set) ``batch_tokens`` padded tokens, all columns in one forward
+    (``Cb`` right-padded sequences, like the collators lay them out). On CUDA an out-of-memory error halves the
     batch and retries, so a generous ``batch_size`` settles on the largest batch that fits.
     """
     device = next(model.parameters()).device
     views = [reference_view(item) for item in items]
     width = [len(prompt) + max(map(len, responses)) for prompt, responses in views]
     order = sorted(range(len(views)), key=lambda i: -width[i])
-    table = torch.empty(len(views), 2, dtype=torch.float32)
+    columns = _columns(views)
+    table = torch.empty(len(views), columns, dtype=torch.float32)
     limit, start = batch_size, 0
     progress = tqdm(total=len(order), desc="reference log-probs", unit="row")
     try:
         with contextlib.nullcontext() if with_adapter else adapter_disabled(model), eval_mode(model):
             while start < len(order):
-                rows = _next_batch(order, start, width, limit, batch_tokens)
+                rows = _next_batch(order, start, width, limit, batch_tokens, columns)
                 try:
                     table[rows] = _score_rows(model, views, rows, device, chunk_size, impl)
                 except torch.cuda.OutOfMemoryError:  # the class torch.OutOfMemoryError, also in torch 2.4
@@ -207,24 +213,34 @@ def compute_reference_columns(model: nn.Module, items: Sequence[Any], *, batch_s
     return table
 
 
-def _next_batch(order: list[int], start: int, width: list[int], limit: int, batch_tokens: int | None) -> list[int]:
+def _columns(views: list) -> int:
+    """How many responses every row's view scores (the table's width): one count for all rows."""
+    counts = {len(responses) for _, responses in views}
+    if len(counts) > 1:
+        raise ValueError(f"reference views score {sorted(counts)} responses per row; every row must score the same")
+    return counts.pop() if counts else 2
+
+
+def _next_batch(order: list[int], start: int, width: list[int], limit: int, batch_tokens: int | None,
+                columns: int) -> list[int]:  # fmt: skip
     """Rows ``order[start:]`` for the next forward: up to ``limit`` rows and ``batch_tokens`` padded tokens
-    (``2 × rows × widest``; rows are sorted longest first, so the first row sets the width); at least one."""
+    (``columns × rows × widest``; rows are sorted longest first, so the first row sets the width); at least one."""
     rows = order[start : start + limit]
     if batch_tokens is not None:
-        rows = rows[: max(1, batch_tokens // (2 * width[rows[0]]))]
+        rows = rows[: max(1, batch_tokens // (columns * width[rows[0]]))]
     return rows
 
 
 def _score_rows(model: nn.Module, views: list, rows: list[int], device: torch.device, chunk_size: int,
                 impl: str) -> Tensor:
-    """``(len(rows), 2)`` summed log-probs of both columns of ``rows``, in one forward."""
-    prompts = [views[i][0] for i in rows] * 2
-    responses = [views[i][1][0] for i in rows] + [views[i][1][1] for i in rows]
+    """``(len(rows), C)`` summed log-probs of all C columns of ``rows``, in one forward (column-major rows)."""
+    columns = len(views[rows[0]][1])
+    prompts = [views[i][0] for i in rows] * columns
+    responses = [views[i][1][c] for c in range(columns) for i in rows]
     # pad id 0: padded positions are masked out of attention and never scored
     ids, attention, response = (t.to(device) for t in pad_sequences(prompts, responses, 0))
     logps = sequence_logps(model, ids, attention, response, chunk_size=chunk_size, impl=impl).logps.float().cpu()
-    return torch.stack([logps[: len(rows)], logps[len(rows) :]], dim=1)
+    return logps.reshape(columns, len(rows)).T
 
 
 @dataclass(frozen=True)
@@ -265,8 +281,10 @@ def load_or_compute_reference(
     ).hexdigest()
     path = Path(cache_dir) / f"{key}.safetensors"
 
+    columns = _columns([reference_view(item) for item in encoded])
+
     def reuse() -> ReferenceCache | None:
-        table = _read_verified(path, len(encoded))
+        table = _read_verified(path, len(encoded), columns)
         if table is None:
             return None
         logger.info("reference log-probs: reusing cache %s", path)
@@ -328,9 +346,9 @@ def table_checksum(table: Tensor) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
-def _read_verified(path: Path, rows: int) -> Tensor | None:
-    """The cached table if it is readable, has ``rows`` rows, matches its stored checksum and holds
-    plausible log-probs (finite, <= 0: a summed log-probability can't be positive); else a warning
+def _read_verified(path: Path, rows: int, columns: int) -> Tensor | None:
+    """The cached table if it is readable, has ``rows`` rows of ``columns`` columns, matches its stored checksum
+    and holds plausible log-probs (finite, <= 0: a summed log-probability can't be positive); else a warning
     saying what is wrong and None, so the caller recomputes and replaces the entry."""
     try:
         with safe_open(str(path), framework="pt") as handle:
@@ -339,16 +357,16 @@ def _read_verified(path: Path, rows: int) -> Tensor | None:
     except (SafetensorError, OSError) as exc:  # e.g. a file cut short by a crash or a full disk
         problem = f"unreadable ({exc})"
     else:
-        problem = _table_problem(table, rows, stored)
+        problem = _table_problem(table, rows, stored, columns)
         if problem is None:
             return table
     logger.warning("reference cache %s is %s; recomputing it", path, problem)
     return None
 
 
-def _table_problem(table: Tensor, rows: int, stored_checksum: str | None) -> str | None:
-    if table.shape != (rows, 2):
-        return f"of shape {tuple(table.shape)}, expected ({rows}, 2)"
+def _table_problem(table: Tensor, rows: int, stored_checksum: str | None, columns: int) -> str | None:
+    if table.shape != (rows, columns):
+        return f"of shape {tuple(table.shape)}, expected ({rows}, {columns})"
     if stored_checksum is None:  # written before entries carried a checksum: can't be verified
         return "without a checksum"
     if stored_checksum != table_checksum(table):
@@ -414,8 +432,9 @@ def view_logps(model: nn.Module, batch: Mapping[str, Tensor], prefix: str = "", 
 
 
 class CachedReferenceCollator:
-    """Wraps a collator: adds the table's two columns under ``columns`` as ``(B,)`` tensors (default
-    ``ref_chosen_logps`` / ``ref_rejected_logps``; unpaired: ``ref_logps`` / ``ref_kl_logps``)."""
+    """Wraps a collator: adds the table's columns under ``columns`` as ``(B,)`` tensors (default
+    ``ref_chosen_logps`` / ``ref_rejected_logps``; unpaired: ``ref_logps`` / ``ref_kl_logps``, or ``ref_logps``
+    alone from a one-column table of rows without a KL partner)."""
 
     def __init__(self, collate: Callable[[list[Any]], dict[str, Tensor]], table: Tensor,
                  columns: tuple[str, str] = ("ref_chosen_logps", "ref_rejected_logps")) -> None:
@@ -426,6 +445,6 @@ class CachedReferenceCollator:
     def __call__(self, items: list[Any]) -> dict[str, Tensor]:
         batch = self.collate(items)
         rows = batch["index"]
-        for k, name in enumerate(self.columns):
+        for k, name in enumerate(self.columns[: self.table.shape[1]]):
             batch[name] = self.table[rows, k]
         return batch

@@ -247,7 +247,8 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model)
     model, tokenizer = _load_policy(config, args.device, model, tokenizer)
     identities = _starting_identities(config, model)  # before training changes the weights
-    encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps)
+    encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps,
+                                            kl_partners=loss.needs_kl_partners)
     collate = kind.collator(tokenizer.pad_token_id, **({"pack": True} if config.packing == "pairs" else {}))
     with args.main_process_first(local=False, desc="reference log-probs"):
         collator, live, ref_desc, encoded, ref_seconds = _reference_setup(config, model, encoded, kind, collate,

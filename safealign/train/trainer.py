@@ -160,20 +160,25 @@ class PreferenceTrainer(RunLog, Trainer):
 
     def _unpaired_logps(self, model, inputs: dict[str, Tensor]) -> UnpairedLogps:
         own = view_logps(model, inputs, chunk_size=self.logps_chunk_size, impl=self.logps_impl)
-        with torch.no_grad():  # KTO's KL reference point is detached: the policy scores it without a graph
-            kl = view_logps(model, inputs, "kl_", chunk_size=self.logps_chunk_size, impl=self.logps_impl).logps
+        # the batch carries KL partner sequences only for a loss that reads KTO's KL point (needs_kl_partners)
+        partners = "kl_input_ids" in inputs
+        kl = None
+        if partners:
+            with torch.no_grad():  # KTO's KL reference point is detached: the policy scores it without a graph
+                kl = view_logps(model, inputs, "kl_", chunk_size=self.logps_chunk_size, impl=self.logps_impl).logps
         ref, ref_kl = self._reference(model, inputs, ("ref_logps", "ref_kl_logps"),
-                                      lambda live: (live.logps(model, inputs), live.logps(model, inputs, "kl_")))
+                                      lambda live: (live.logps(model, inputs),
+                                                    live.logps(model, inputs, "kl_") if partners else None))
         return UnpairedLogps(logps=own.logps, tokens=own.tokens, label=inputs["label"], ref_logps=ref,
                              kl_logps=kl, ref_kl_logps=ref_kl)
 
     def _reference(self, model, inputs, columns: tuple[str, str], live) -> tuple[Tensor | None, Tensor | None]:
         """Reference columns from the batch (cache), else from the live reference, else None."""
-        if columns[0] in inputs:
-            return inputs[columns[0]], inputs[columns[1]]
+        if columns[0] in inputs:  # the second column is absent for unpaired rows without a KL partner
+            return inputs[columns[0]], inputs.get(columns[1])
         if self.reference is not None:
             first, second = live(self.reference)
-            return first.detach(), second.detach()
+            return first.detach(), None if second is None else second.detach()
         if self.preference_loss.needs_reference:
             raise ValueError("this loss needs reference log-probs, but neither a cache nor a live reference is set")
         return None, None

@@ -32,7 +32,9 @@ class UnpairedItem:
     """One training row of an unpaired loss: the encoded example and its KL partner's completion."""
 
     example: EncodedUnpaired
-    kl_completion_ids: Ids  # completion of another row, scored after this row's prompt (both views)
+    # completion of another row, scored after this row's prompt (both views); None when no loss component reads
+    # a KL reference point (BCO): then no mismatched sequence is built, scored or cached
+    kl_completion_ids: Ids | None
 
     @property
     def index(self) -> int:
@@ -55,12 +57,16 @@ def unpair_pairs(pairs: Sequence[PreferencePair]) -> list[UnpairedExample]:
             + [one(p, p.rejected_prompt or p.prompt, p.rejected, False) for p in pairs])
 
 
-def with_kl_partners(encoded: Sequence[EncodedUnpaired], max_length: int) -> list[UnpairedItem]:
+def with_kl_partners(encoded: Sequence[EncodedUnpaired], max_length: int, *,
+                     partners: bool = True) -> list[UnpairedItem]:  # fmt: skip
     """Attach to row i the completion of the next row (cyclically) with a different prompt.
 
     The partner's completion is cut so that the longer of row i's policy/reference prompt plus it fits
-    ``max_length`` (the encoder's rule for a row's own completion).
+    ``max_length`` (the encoder's rule for a row's own completion). ``partners=False`` (no loss component
+    reads the KL point): items without a partner.
     """
+    if not partners:
+        return [UnpairedItem(row, None) for row in encoded]
     n = len(encoded)
     items, same_prompt = [], 0
     for i, row in enumerate(encoded):
@@ -86,7 +92,8 @@ class UnpairedKLCollator:
     """``list[UnpairedItem]`` → :class:`~safealign.data.UnpairedBatch` plus the mismatched KL sequences.
 
     Adds ``kl_input_ids`` / ``kl_attention_mask`` / ``kl_response_mask`` ``(B, T'')`` (policy prompt +
-    partner completion) and, when the batch carries a reference view, the same under ``ref_kl_``.
+    partner completion) and, when the batch carries a reference view, the same under ``ref_kl_``; neither
+    when the items carry no partner (:func:`with_kl_partners` with ``partners=False``).
     """
 
     def __init__(self, pad_token_id: int) -> None:
@@ -96,6 +103,10 @@ class UnpairedKLCollator:
     def __call__(self, items: Sequence[UnpairedItem]) -> dict[str, Tensor]:
         batch = dict(self.collate([item.example for item in items]))
         completions = [item.kl_completion_ids for item in items]
+        if all(c is None for c in completions):
+            return batch
+        if any(c is None for c in completions):
+            raise ValueError("a batch mixes rows with and without a KL partner; build all items one way")
         batch.update(self._views([item.example.prompt_ids for item in items], completions, "kl_"))
         if "ref_input_ids" in batch:
             ref_prompts = [item.example.ref_prompt_ids or item.example.prompt_ids for item in items]

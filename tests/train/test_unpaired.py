@@ -161,3 +161,64 @@ def test_native_unpaired_format_trains_with_kto(tmp_path):
     first = read_metrics(result.output_dir)[0]
     assert first["loss"] == pytest.approx(0.5, abs=1e-6)
     assert "rewards/chosen" in first and "rewards/rejected" in first
+
+
+def _view_hash(rows) -> str:
+    """reference_view_hash of KTO items by its rule before rows could go without a KL partner: prompt view,
+    completion, partner completion, each as (length, int64 ids)."""
+    import hashlib
+
+    digest = hashlib.blake2b(digest_size=16)
+    for item in rows:
+        ex = item.example
+        for ids in (ex.ref_prompt_ids or ex.prompt_ids, ex.completion_ids, item.kl_completion_ids):
+            digest.update(len(ids).to_bytes(4, "little"))
+            digest.update(torch.tensor(ids, dtype=torch.int64).numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("mode", ["cache", "live"])
+def test_bco_builds_and_scores_no_kl_partners_while_kto_keeps_its_cache_key(tmp_path, pairs_file, monkeypatch, mode):
+    """BCO never reads KTO's KL point: its batches carry no mismatched sequences, nothing scores them (no policy
+    forward, no reference forward, no cache column). KTO's items and cache key are as before."""
+    import hashlib
+
+    from safealign.train import reference as reference_module
+    from safealign.train import trainer as trainer_module
+    from safealign.train.reference import model_fingerprint
+
+    seen, tables = [], []
+    original = trainer_module.PreferenceTrainer._unpaired_logps
+
+    def spy(self, model, inputs):
+        x = original(self, model, inputs)
+        seen.append((sorted(inputs), x))
+        return x
+
+    compute = reference_module.compute_reference_columns
+
+    def spy_table(model, items, **kwargs):
+        tables.append((list(items), compute(model, items, **kwargs)))
+        return tables[-1][1]
+
+    monkeypatch.setattr(trainer_module.PreferenceTrainer, "_unpaired_logps", spy)
+    monkeypatch.setattr(reference_module, "compute_reference_columns", spy_table)
+    for name in ("bco", "kto"):
+        config = kto_config(tmp_path, pairs_file, name, max_steps=1, per_device_train_batch_size=16,
+                            output_dir=str(tmp_path / name))
+        config.reference.transform = "safety_prefix"
+        config.reference.mode = mode
+        run_training(config)
+    (bco_keys, bco), (kto_keys, kto) = seen
+    assert not any(k.startswith(("kl_", "ref_kl_")) for k in bco_keys)
+    assert bco.kl_logps is None and bco.ref_kl_logps is None and bco.ref_logps is not None
+    assert "kl_input_ids" in kto_keys and kto.kl_logps is not None and kto.ref_kl_logps is not None
+    if mode == "cache":
+        (bco_items, bco_table), (kto_items, kto_table) = tables
+        assert bco_table.shape == (16, 1) and kto_table.shape == (16, 2)
+        torch.testing.assert_close(bco_table[:, 0], kto_table[:, 0])  # the completions score the same
+        assert all(item.kl_completion_ids is None for item in bco_items)
+        key = hashlib.blake2b(f"{model_fingerprint(tiny_model())}:{_view_hash(kto_items)}".encode(),
+                              digest_size=16).hexdigest()
+        cached = list((tmp_path / "refcache").glob("*.safetensors"))
+        assert key in {p.stem for p in cached} and len(cached) == 2
