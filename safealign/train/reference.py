@@ -139,25 +139,80 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).requires_grad_(False).eval()
 
 
-def load_reference_model(spec: str, policy: nn.Module, device: Any, *, trust_remote_code: bool) -> nn.Module:
+# what two tokenizers must agree on for one to score the other's token ids: ordinary text (spaces, digits,
+# punctuation, non-ASCII, a newline) and a conversation rendered by the chat template
+_PROBE_TEXT = "Hello, world! It's 2024 -- naïve café, 東京, ⚠️ <b>bold</b>\n  indented\tx = [1, 2]."
+_PROBE_CHAT = ({"role": "user", "content": "How do I pick a lock?"}, {"role": "assistant", "content": "I can't."},
+               {"role": "user", "content": "Why not?"})
+
+
+def check_same_tokenizer(what: str, model: nn.Module, tokenizer: Any, policy: nn.Module,
+                         policy_tokenizer: Any = None) -> None:  # fmt: skip
+    """UserError naming ``what`` (e.g. ``reference.model 'x'``) unless ``model`` can score the policy's token ids
+    as the same tokens: the same output vocabulary size (a smaller one fails on an out-of-range id, a different
+    one normalises over other tokens) and, given ``policy_tokenizer``, the same number of tokens, the same ids
+    for a probe text and the same rendering of a probe conversation. The encoder tokenizes every view with the
+    policy's tokenizer, so a reference with another tokenizer of the same size would read other words into the
+    same ids and give meaningless log-probs without any error."""
+    def vocab(m: nn.Module) -> int:
+        return int(m.get_output_embeddings().weight.shape[0])
+
+    problems = []
+    if vocab(model) != vocab(policy):
+        problems.append(f"its output vocabulary has {vocab(model)} tokens, the policy's {vocab(policy)}")
+    if policy_tokenizer is not None and tokenizer is not None:
+        if len(tokenizer) != len(policy_tokenizer):
+            problems.append(f"its tokenizer has {len(tokenizer)} tokens, the policy's {len(policy_tokenizer)}")
+        ids, policy_ids = (_ids(t, _PROBE_TEXT) for t in (tokenizer, policy_tokenizer))
+        if ids != policy_ids:
+            problems.append(f"its tokenizer splits the probe text {_PROBE_TEXT[:24]!r}… into other ids "
+                            f"({ids[:8]}… vs the policy's {policy_ids[:8]}…)")
+        if tokenizer.eos_token_id != policy_tokenizer.eos_token_id:
+            problems.append(f"its end-of-sequence id is {tokenizer.eos_token_id}, the policy's "
+                            f"{policy_tokenizer.eos_token_id}")
+        if _rendered(tokenizer) != _rendered(policy_tokenizer):
+            problems.append("its chat template renders a conversation differently")
+    if problems:
+        raise UserError(f"{what} does not share the policy's tokenizer: {'; '.join(problems)}. It scores the "
+                        "policy's token ids, so it needs the same tokenizer and chat template (a checkpoint of "
+                        "the same model family, or the policy's own starting weights)")
+
+
+def _ids(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _rendered(tokenizer: Any) -> str | None:
+    """The probe conversation through the chat template; None without a usable template."""
+    try:
+        return tokenizer.apply_chat_template(list(_PROBE_CHAT), tokenize=False, add_generation_prompt=True)
+    except Exception:  # no template, or one that rejects the probe: compared as "no rendering"
+        return None
+
+
+def load_reference_model(spec: str, policy: nn.Module, device: Any, *, trust_remote_code: bool,
+                         policy_tokenizer: Any = None) -> nn.Module:  # fmt: skip
     """``reference.model`` loaded frozen on the training ``device`` in the policy's dtype, so cached and live
-    reference log-probs come from the precision the policy trains in."""
+    reference log-probs come from the precision the policy trains in; checked to share the policy's tokenizer
+    (:func:`check_same_tokenizer`; the tokenizer comparisons need ``policy_tokenizer``)."""
     from safealign.models import load_model
 
     dtype = next(policy.parameters()).dtype
-    model, _ = load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    model, tokenizer = load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    check_same_tokenizer(f"reference.model {spec!r}", model, tokenizer, policy, policy_tokenizer)
     return model.requires_grad_(False).eval()
 
 
-def separate_reference(spec: str | None, policy: nn.Module, device: Any, *,
-                       trust_remote_code: bool) -> tuple[nn.Module | None, str | None]:  # fmt: skip
+def separate_reference(spec: str | None, policy: nn.Module, device: Any, *, trust_remote_code: bool,
+                       policy_tokenizer: Any = None) -> tuple[nn.Module | None, str | None]:  # fmt: skip
     """The one place a live reference is chosen: (the separate frozen reference, what it is). ``spec``
     (``reference.model``) loaded by :func:`load_reference_model`; a frozen copy of the policy when it starts from
     a trained LoRA adapter (disabling that adapter would anchor to the base model; docs/algorithms.md, "Which
     πref") or has no adapter at all (full fine-tuning: the copy is taken before training moves the policy); else
     (None, None): the policy's own starting weights, its fresh adapter disabled, and no second copy."""
     if spec:
-        return load_reference_model(spec, policy, device, trust_remote_code=trust_remote_code), None
+        return load_reference_model(spec, policy, device, trust_remote_code=trust_remote_code,
+                                    policy_tokenizer=policy_tokenizer), None
     if starts_from_trained_adapter(policy):
         logger.info("reference: the policy starts from a trained LoRA adapter, so the reference is a frozen copy of "
                     "that starting policy, adapter included (not its base model); set reference.model to choose "

@@ -84,7 +84,7 @@ def check_config(config: TrainConfig) -> None:
     build_transform(config.reference.transform, **dict(config.reference.transform_params))
 
 
-def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.device):
+def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.device, tokenizer=None):
     """Return (collator, live_reference, description, encoded_for_training, reference_pass_seconds).
 
     The reference is ``reference.model`` when set, else the starting policy: with a fresh LoRA adapter the policy
@@ -106,7 +106,8 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
 
     if not loss.needs_reference:
         return collate, None, "none (reference-free loss)", encoded, 0.0
-    ref_model = (load_reference_model(config.reference.model, model, device, trust_remote_code=config.trust_remote_code)
+    ref_model = (load_reference_model(config.reference.model, model, device, trust_remote_code=config.trust_remote_code,
+                                      policy_tokenizer=tokenizer)
                  if config.reference.model else None)
     trained_adapter = ref_model is None and starts_from_trained_adapter(model)
     if trained_adapter:
@@ -252,7 +253,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     collate = kind.collator(tokenizer.pad_token_id, **({"pack": True} if config.packing == "pairs" else {}))
     with args.main_process_first(local=False, desc="reference log-probs"):
         collator, live, ref_desc, encoded, ref_seconds = _reference_setup(config, model, encoded, kind, collate,
-                                                                          loss, args.device)
+                                                                          loss, args.device, tokenizer)
     logger.info("reference: %s", ref_desc)
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()

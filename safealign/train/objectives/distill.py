@@ -17,10 +17,10 @@ from typing import Any, Optional
 from torch import nn
 
 from safealign.data import PreferenceCollator
-from safealign.errors import UserError
 from safealign.train.distill import adpa_terms, dckd_terms
 from safealign.train.objectives.base import ObjectiveContext, ObjectiveOutput, register_objective, require
 from safealign.train.objectives.seed_data import ObjectiveData, SeedObjective, encode_pairs, parse_pairs
+from safealign.train.reference import check_same_tokenizer
 from safealign.train.teacher import TeacherCollator, load_or_compute_teacher
 
 PAPER = "Gao et al. 2025, Advantage-Guided Distillation for Preference Alignment in Small LMs, arXiv:2502.17927"
@@ -46,15 +46,17 @@ class _Distill(SeedObjective):
 
         encoded, report = encode_pairs(config, tokenizer, rows)
         dtype = next(model.parameters()).dtype
-        teacher, _ = load_model(self.teacher, device=device, dtype=dtype, trust_remote_code=config.trust_remote_code)
+        teacher, teacher_tokenizer = load_model(self.teacher, device=device, dtype=dtype,
+                                                trust_remote_code=config.trust_remote_code)
+        # distillation compares distributions over token ids: the teachers must share the student's tokenizer
+        check_same_tokenizer(f"objective {self.name!r}: params.teacher {self.teacher!r}", teacher, teacher_tokenizer,
+                             model, tokenizer)
         reference = None
         if self.needs_reference_teacher:
-            reference, _ = load_model(self.teacher_reference, device=device, dtype=dtype,
-                                      trust_remote_code=config.trust_remote_code)
-        student_vocab = model.get_output_embeddings().weight.shape[0]
-        if teacher.get_output_embeddings().weight.shape[0] != student_vocab:
-            raise UserError(f"objective {self.name!r}: the teacher {self.teacher} and the student {config.model} have "
-                            "different vocabularies; distillation over token ids needs a shared tokenizer")
+            reference, reference_tokenizer = load_model(self.teacher_reference, device=device, dtype=dtype,
+                                                        trust_remote_code=config.trust_remote_code)
+            check_same_tokenizer(f"objective {self.name!r}: params.teacher_reference {self.teacher_reference!r}",
+                                 reference, reference_tokenizer, model, tokenizer)
         cache_dir = config.reference.cache_dir or str(cache_root() / "teacher")
         cache = load_or_compute_teacher(teacher, encoded, cache_dir, self.top_k, reference=reference,
                                         batch_size=config.reference.batch_size,

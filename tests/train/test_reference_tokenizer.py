@@ -1,0 +1,83 @@
+"""A separate reference (``reference.model``) or distillation teacher scores the policy's token ids, so it must
+share the policy's tokenizer: another tokenizer of the same size would read other words into the same ids and
+give meaningless log-probs silently, and a smaller vocabulary fails with a bare IndexError mid-run."""
+
+from __future__ import annotations
+
+import pytest
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
+
+from safealign.errors import UserError
+from safealign.models.tiny import CHATML_TEMPLATE, SPECIAL_TOKENS, tiny_model, tiny_tokenizer
+from safealign.train.reference import check_same_tokenizer
+from safealign.train.run import run_training
+
+from test_trainer import tiny_config
+
+
+def reversed_tokenizer() -> PreTrainedTokenizerFast:
+    """The tiny tokenizer's size and specials with its byte alphabet reversed: every byte gets another id."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())[::-1]
+    core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
+                                        pad_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS)
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return tokenizer
+
+
+def other_template() -> PreTrainedTokenizerFast:
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = CHATML_TEMPLATE.replace("'\n' + message['content']", "': ' + message['content']")
+    return tokenizer
+
+
+def test_the_same_tokenizer_passes():
+    check_same_tokenizer("reference.model 'x'", tiny_model(seed=1), tiny_tokenizer(), tiny_model(), tiny_tokenizer())
+
+
+@pytest.mark.parametrize("make, problem", [
+    (reversed_tokenizer, "splits the probe text"),
+    (other_template, "chat template renders a conversation differently"),
+])
+def test_another_tokenizer_of_the_same_size_is_named(make, problem):
+    assert len(make()) == len(tiny_tokenizer())
+    with pytest.raises(UserError, match=f"reference.model 'x' does not share the policy's tokenizer: .*{problem}"):
+        check_same_tokenizer("reference.model 'x'", tiny_model(seed=1), make(), tiny_model(), tiny_tokenizer())
+
+
+def test_a_smaller_vocabulary_is_named_even_without_tokenizers():
+    with pytest.raises(UserError, match="output vocabulary has 100 tokens, the policy's 259"):
+        check_same_tokenizer("reference.model 'x'", tiny_model(vocab_size=100), None, tiny_model())
+
+
+@pytest.mark.parametrize("mode", ["cache", "live"])
+@pytest.mark.parametrize("case", ["other tokenizer", "small vocabulary"])
+def test_training_refuses_a_reference_model_with_another_tokenizer(tmp_path, pairs_file, case, mode):
+    folder = tmp_path / "ref"
+    if case == "other tokenizer":
+        tiny_model(seed=1).save_pretrained(folder)
+        reversed_tokenizer().save_pretrained(folder)
+    else:
+        tiny_model(vocab_size=100, seed=1).save_pretrained(folder)
+        tiny_tokenizer().save_pretrained(folder)
+    config = tiny_config(tmp_path, pairs_file, max_steps=1)
+    config.reference.model = str(folder)
+    config.reference.mode = mode
+    with pytest.raises(UserError, match=f"reference.model '{folder}' does not share the policy's tokenizer"):
+        run_training(config)
+    assert not (tmp_path / "refcache").exists() or not any((tmp_path / "refcache").glob("*.safetensors"))
+
+
+def test_a_distillation_teacher_with_another_tokenizer_is_refused(tmp_path, pairs_file):
+    from safealign.train.config import ObjectiveConfig
+
+    folder = tmp_path / "teacher"
+    tiny_model(seed=1).save_pretrained(folder)
+    reversed_tokenizer().save_pretrained(folder)
+    config = tiny_config(tmp_path, pairs_file, max_steps=1)
+    config.objective = ObjectiveConfig(name="dckd", params={"teacher": str(folder)})
+    with pytest.raises(UserError, match="params.teacher .* does not share the policy's tokenizer"):
+        run_training(config)
