@@ -32,6 +32,9 @@ RESERVED_PARAMS = ("state",)
 _INPUT_TYPES = {"pair": PairLogps, "unpaired": UnpairedLogps, "token": TokenLogps}
 _POLICY_INPUTS = {"pair": ("chosen", "rejected"), "unpaired": ("logps",), "token": ("logps",)}
 _REF_FIELDS = {"pair": ("ref_chosen", "ref_rejected"), "unpaired": ("ref_logps",), "token": ("ref_logps",)}
+# KTO's KL columns feed one pooled estimate, not a value per example: under data parallelism the trainer gathers
+# them from every process, so their length is not the batch's (they must match each other)
+_POOLED_FIELDS = ("kl_logps", "ref_kl_logps")
 
 
 # --------------------------------------------------------------------------- registration
@@ -122,6 +125,10 @@ def check_input(name: str, x: Any, kind: InputKind, needs_reference: bool) -> No
     size = getattr(x, _POLICY_INPUTS[kind][0]).shape
     for f in x.__dataclass_fields__:
         v = getattr(x, f)
+        if f in _POOLED_FIELDS:  # any count of mismatched sequences, e.g. gathered over processes
+            if isinstance(v, Tensor) and v.dim() != 1:
+                raise ValueError(f"loss {name!r}: field {f!r} must have shape (M,), got {tuple(v.shape)}")
+            continue
         if isinstance(v, Tensor) and v.dim() >= 1 and v.shape[0] != size[0]:
             raise ValueError(f"loss {name!r}: field {f!r} has batch size {v.shape[0]}, expected {size[0]}")
         if kind == "token" and isinstance(v, Tensor) and v.shape != size:

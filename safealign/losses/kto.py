@@ -28,13 +28,17 @@ def kl_estimate(x: UnpairedLogps) -> Tensor:
 
     ``kl_logps``/``ref_kl_logps`` score mismatched (prompt, completion) pairs (e.g. completions shifted
     by one within the batch). For a global estimate under DDP, gather those two columns across
-    processes before building :class:`UnpairedLogps`, or pass ``kl=`` explicitly.
+    processes before building :class:`UnpairedLogps` (PreferenceTrainer does; their length may then differ
+    from the batch's), or pass ``kl=`` explicitly.
     """
     if x.kl_logps is None or x.ref_kl_logps is None:
         raise ValueError(
             "loss 'kto' needs a KL reference point: supply UnpairedLogps.kl_logps and ref_kl_logps "
             "(log-probs of mismatched completions) or set the parameter kl (e.g. kl=0.0)"
         )
+    if x.kl_logps.shape != x.ref_kl_logps.shape:
+        raise ValueError(f"loss 'kto': kl_logps {tuple(x.kl_logps.shape)} and ref_kl_logps "
+                         f"{tuple(x.ref_kl_logps.shape)} must score the same mismatched sequences")
     return (x.kl_logps - x.ref_kl_logps).detach().mean().clamp(min=0)
 
 

@@ -21,6 +21,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from safealign.errors import UserError
 from safealign.io import append_jsonl, finite_or_none
+from safealign.losses.state import RunningMean
 from safealign.train.logps import pair_logps
 from safealign.train.metrics import MetricWindow, pair_stats, token_stats, unpaired_stats
 from safealign.train.normalized import normalized_objective, pair_gradient_norms
@@ -101,6 +102,12 @@ class PreferenceTrainer(RunLog, Trainer):
         self._window = MetricWindow()
         if loss.input_kind not in _INPUTS:
             raise ValueError(f"loss input kind {loss.input_kind!r} is not supported; known: {', '.join(_INPUTS)}")
+        if self.accelerator.num_processes > 1:
+            # a running statistic (BCO's δ) folds in every process's values, so all processes keep one global δ
+            # (the one LossStateCallback saves from the main process) instead of one per shard
+            for state in loss.states.values():
+                if isinstance(state, RunningMean):
+                    state.reduce = self.accelerator.gather
         self.add_callback(LossStateCallback(loss))
         self.add_callback(AdapterSaveCallback())
 
@@ -169,6 +176,10 @@ class PreferenceTrainer(RunLog, Trainer):
         ref, ref_kl = self._reference(model, inputs, ("ref_logps", "ref_kl_logps"),
                                       lambda live: (live.logps(model, inputs),
                                                     live.logps(model, inputs, "kl_") if partners else None))
+        if partners and ref_kl is not None and self.accelerator.num_processes > 1:
+            # KTO's reference point z is one estimate over the global batch (as TRL's): every process gathers the
+            # detached KL columns of all processes, so z and the loss do not depend on how rows are sharded
+            kl, ref_kl = self.accelerator.gather(kl), self.accelerator.gather(ref_kl)
         return UnpairedLogps(logps=own.logps, tokens=own.tokens, label=inputs["label"], ref_logps=ref,
                              kl_logps=kl, ref_kl_logps=ref_kl)
 
@@ -188,7 +199,8 @@ class LossStateCallback(TrainerCallback):
     """Saves ``loss.state_dict()`` as ``loss_state.json`` in every checkpoint; restores it on resume.
 
     Restoring reads ``<output_dir>/checkpoint-<global_step>/loss_state.json`` at train begin, i.e. the
-    checkpoint the Trainer resumed from (its state already holds that step).
+    checkpoint the Trainer resumed from (its state already holds that step). Only the main process writes it:
+    under data parallelism every process holds the same state (PreferenceTrainer gathers what it folds in).
     """
 
     def __init__(self, loss: Any) -> None:

@@ -33,14 +33,14 @@ pytest.importorskip("accelerate")
 STEPS = 3
 
 
-def recipe(tmp_path, pairs_file, mode: str, name: str, batch: int):
+def recipe(tmp_path, pairs_file, mode: str, name: str, batch: int, **extra):
     config = {
         "model": "tiny-random", "output_dir": str(tmp_path / name), "data": {"path": str(pairs_file)},
         # E-DPO: the reference scores another prompt than the policy, so its log-probs are not the policy's
         "reference": {"mode": mode, "transform": "safety_prefix", "cache_dir": str(tmp_path / f"{name}-cache")},
         "lora": {"r": 4, "alpha": 8, "dropout": 0.0},
         "max_steps": STEPS, "per_device_train_batch_size": batch, "learning_rate": 1e-2, "logging_steps": 1,
-        "save_steps": 1000, "training_args": {"use_cpu": True},
+        "save_steps": 1000, "training_args": {"use_cpu": True}, **extra,
     }
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -84,3 +84,24 @@ def test_two_processes_match_one_with_the_same_global_batch(tmp_path, pairs_file
     summary = json.loads((tmp_path / "two" / "train_summary.json").read_text())
     expected_reference = "computed" if mode == "cache" else "live reference forward (policy with LoRA adapter disabled)"
     assert expected_reference in summary["reference"] and summary["steps"] == STEPS
+
+
+@pytest.mark.parametrize("loss, statistic", [("kto", "kto/kl"), ("bco", "bco/delta")])
+def test_unpaired_statistics_are_global_under_two_processes(tmp_path, pairs_file, loss, statistic):
+    """KTO's reference point z (from the gathered KL columns) and BCO's running δ (RunningMean.reduce gathers) are
+    one estimate over the global batch: two processes log the loss and the statistic of one process with the
+    same global batch, and the loss state saved from the main process is that global one."""
+    extra = {"losses": [{"name": loss}], "data": {"path": str(pairs_file), "unpair": True}, "save_steps": STEPS}
+    launch_two_processes(recipe(tmp_path, pairs_file, "cache", "two", batch=2, **extra))
+    single = run_training(load_config(TrainConfig, recipe(tmp_path, pairs_file, "cache", "one", batch=4, **extra)))
+    two, one = logged_steps(tmp_path / "two"), logged_steps(single.output_dir)
+    assert len(two) == len(one) == STEPS
+    assert any(row[statistic] != pytest.approx(0.0, abs=1e-6) for row in one)  # the statistic is doing something
+    for got, expected in zip(two, one):
+        for key in ("loss", statistic, "rewards/chosen", "rewards/rejected"):
+            assert got[key] == pytest.approx(expected[key], rel=1e-5, abs=1e-5), (got["step"], key)
+    if loss == "bco":  # the checkpointed δ is the global running mean, as one process has it
+        state = [json.loads((run / f"checkpoint-{STEPS}" / "loss_state.json").read_text())
+                 for run in (tmp_path / "two", single.output_dir)]
+        assert state[0]["bco"]["count"] == state[1]["bco"]["count"] == 4 * STEPS  # 4 rewards per global step
+        assert state[0]["bco"]["total"] == pytest.approx(state[1]["bco"]["total"], rel=1e-5, abs=1e-6)
