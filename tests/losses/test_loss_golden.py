@@ -111,6 +111,14 @@ def test_kto_kl_clamped_and_explicit():
         get_loss("kto")(unpaired([-5.0], [-6.0], [True]))
 
 
+def test_kto_pools_kl_columns_of_any_length_gathered_over_processes():
+    """Under data parallelism the trainer passes the KL columns of every process: more than the batch's rows."""
+    x = unpaired([-5.0], [-6.0], [True], kl=[-3.0, -3.0, -3.0, -3.0], ref_kl=[-3.5, -3.3, -3.5, -3.3])
+    assert get_loss("kto")(x).metrics["kto/kl"].item() == pytest.approx(0.4)
+    with pytest.raises(ValueError, match="must score the same mismatched sequences"):
+        get_loss("kto")(unpaired([-5.0], [-6.0], [True], kl=[-3.0, -3.0], ref_kl=[-3.5]))
+
+
 def test_golden_bco_unpaired():
     # r = [1, 2, −1] ⇒ rewards 0.1·r = [0.1, 0.2, −0.1]; δ = 0.2/3 = 0.066667
     x = unpaired([-5.0, -4.0, -7.0], [-6.0, -6.0, -6.0], [True, True, False])
