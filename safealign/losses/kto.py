@@ -37,8 +37,10 @@ def kl_estimate(x: UnpairedLogps) -> Tensor:
             "(log-probs of mismatched completions) or set the parameter kl (e.g. kl=0.0)"
         )
     if x.kl_logps.shape != x.ref_kl_logps.shape:
-        raise ValueError(f"loss 'kto': kl_logps {tuple(x.kl_logps.shape)} and ref_kl_logps "
-                         f"{tuple(x.ref_kl_logps.shape)} must score the same mismatched sequences")
+        raise ValueError(
+            f"loss 'kto': kl_logps {tuple(x.kl_logps.shape)} and ref_kl_logps "
+            f"{tuple(x.ref_kl_logps.shape)} must score the same mismatched sequences"
+        )
     return (x.kl_logps - x.ref_kl_logps).detach().mean().clamp(min=0)
 
 

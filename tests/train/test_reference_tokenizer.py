@@ -22,8 +22,13 @@ def reversed_tokenizer() -> PreTrainedTokenizerFast:
     core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, bos_token="<|im_start|>", eos_token="<|im_end|>",
-                                        pad_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=SPECIAL_TOKENS,
+    )
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
 
@@ -38,10 +43,13 @@ def test_the_same_tokenizer_passes():
     check_same_tokenizer("reference.model 'x'", tiny_model(seed=1), tiny_tokenizer(), tiny_model(), tiny_tokenizer())
 
 
-@pytest.mark.parametrize("make, problem", [
-    (reversed_tokenizer, "splits the probe text"),
-    (other_template, "chat template renders a conversation differently"),
-])
+@pytest.mark.parametrize(
+    "make, problem",
+    [
+        (reversed_tokenizer, "splits the probe text"),
+        (other_template, "chat template renders a conversation differently"),
+    ],
+)
 def test_another_tokenizer_of_the_same_size_is_named(make, problem):
     assert len(make()) == len(tiny_tokenizer())
     with pytest.raises(UserError, match=f"reference.model 'x' does not share the policy's tokenizer: .*{problem}"):
