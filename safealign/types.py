@@ -108,8 +108,10 @@ class UnpairedLogps:
     tokens: Tensor  # (B,)
     label: Tensor  # (B,) bool, True = desirable
     ref_logps: Tensor | None = None  # (B,)
-    kl_logps: Tensor | None = None  # (B,) policy log-probs of mismatched completions (KL estimate)
-    ref_kl_logps: Tensor | None = None  # (B,)
+    # (M,) policy log-probs of mismatched completions (KTO's KL estimate); M = B in one process, the columns of
+    # every process gathered under data parallelism
+    kl_logps: Tensor | None = None
+    ref_kl_logps: Tensor | None = None  # (M,)
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,8 @@ def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = 
     from safealign.train.reference import separate_reference
 
     reference = Reference(model, *separate_reference(config.reference.model, model, device,
-                                                     trust_remote_code=config.trust_remote_code))
+                                                     trust_remote_code=config.trust_remote_code,
+                                                     policy_tokenizer=tokenizer))
     logger.info("reference: %s", reference.kind)
     sources = build_sources(config.rewards, device)
     costs = build_sources(config.safe_rlhf.cost, device) if config.safe_rlhf.enabled else []

@@ -5,35 +5,16 @@ give meaningless log-probs silently, and a smaller vocabulary fails with a bare 
 from __future__ import annotations
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-from transformers import PreTrainedTokenizerFast
-
 from safealign.errors import UserError
-from safealign.models.tiny import CHATML_TEMPLATE, SPECIAL_TOKENS, tiny_model, tiny_tokenizer
+from safealign.models.tiny import CHATML_TEMPLATE, tiny_model, tiny_tokenizer
 from safealign.train.reference import check_same_tokenizer
 from safealign.train.run import run_training
 
 from test_trainer import tiny_config
+from train.tokenizer_helpers import reversed_tokenizer
 
 
-def reversed_tokenizer() -> PreTrainedTokenizerFast:
-    """The tiny tokenizer's size and specials with its byte alphabet reversed: every byte gets another id."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())[::-1]
-    core = Tokenizer(models.BPE(vocab={ch: i for i, ch in enumerate(alphabet)}, merges=[]))
-    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token="<|im_start|>",
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=SPECIAL_TOKENS,
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    return tokenizer
-
-
-def other_template() -> PreTrainedTokenizerFast:
+def other_template():
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = CHATML_TEMPLATE.replace("'\n' + message['content']", "': ' + message['content']")
     return tokenizer
