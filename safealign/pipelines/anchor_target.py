@@ -1,0 +1,89 @@
+"""What the E-anchor pulls towards: the reference's own answers to harmful prompts, as asked and as transformed.
+
+E-RLHF's optimum for a harmful prompt x is ``π*(y|x) ∝ π_ref(y|x_s) · exp(r(x, y)/β)`` (docs/algorithms.md): where
+the reward says nothing (every sample gets the same reward), the KL term pulls the policy towards the reference's
+answers *given the transformed prompt* x_s. The anchor gap (``safealign diagnose anchor``) says how far the
+transform moves the reference's log-probs of fixed chosen/rejected answers; this says what the reference then
+actually answers: the refusal rate of its greedy answers, and of ``samples`` sampled ones (temperature 1, what
+an online run's policy samples), with and without the transform, judged by the refusal-substring judge. A
+transformed reference that still complies is a target the KL anchor alone cannot make refuse, whatever β.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Iterator, Sequence
+
+from safealign.eval.backends.base import GenerationParams
+from safealign.eval.backends.hf import HFChatModel
+from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
+from safealign.eval.paired import paired_difference
+from safealign.eval.summary import wilson_interval
+from safealign.types import Behavior, Completion, PreferencePair
+
+
+def anchor_target(model: Any, tokenizer: Any, pairs: Sequence[PreferencePair], transform: Any, *, prompts: int,
+                  samples: int, max_new_tokens: int, batch_size: int,
+                  seed: int = 0) -> tuple[dict, list[dict]]:  # fmt: skip
+    """Refusal rates of the reference (``model`` with any adapter disabled) on the first ``prompts`` harmful
+    pairs' prompts, as asked and under ``transform``: greedy, and over ``samples`` sampled answers each (0: none).
+    Returns the summary and one row per prompt (``index``: the pair's position in ``pairs``)."""
+    positions = [i for i, p in enumerate(pairs) if p.harmful is True][:prompts]
+    harmful = [pairs[i] for i in positions]
+    views = {"plain": [p.prompt for p in harmful], "transformed": [transform(p.prompt, True) for p in harmful]}
+    judge = RefusalJudge(RefusalConfig())
+    target = HFChatModel(model, tokenizer)
+    ids = [f"prompt{i}" for i in range(len(harmful))]  # positions: rows of merged files may repeat
+    behaviors = [Behavior(id=i, behavior=p.prompt[-1]["content"]) for i, p in zip(ids, harmful)]
+    modes = {"greedy": GenerationParams(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)}
+    if samples:
+        modes["sampled"] = GenerationParams(max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=True,
+                                            temperature=1.0, seed=seed)
+    summary: dict[str, Any] = {"prompts": len(harmful), "judge": f"refusal ({judge.config.list} substrings)",
+                               "max_new_tokens": max_new_tokens, "samples_per_prompt": samples}
+    rows = [{"index": i, "row": p.row, "prompt": p.prompt[-1]["content"]} for i, p in zip(positions, harmful)]
+    with _reference(model):
+        for mode, params in modes.items():
+            copies = samples if mode == "sampled" else 1
+            refused = {view: _refusal_fractions(target, judge, behaviors, conversations, params, copies)
+                       for view, conversations in views.items()}
+            summary[mode] = _compare(ids, refused, copies)
+            for i, row in enumerate(rows):
+                row.update({f"{mode}_refused_{view}": refused[view][i] for view in views})
+    return summary, rows
+
+
+def _refusal_fractions(target: HFChatModel, judge: RefusalJudge, behaviors: list[Behavior], conversations: list,
+                       params: GenerationParams, copies: int) -> list[float]:  # fmt: skip
+    """Per prompt, the share of its ``copies`` answers the judge reads as refusals (an answer whose generation
+    failed counts as not refused, so the rate is a lower bound; failures are rare and logged by the backend)."""
+    answers: list[Completion] = target.generate([c for c in conversations for _ in range(copies)], params)
+    verdicts = judge([b for b in behaviors for _ in range(copies)], answers)
+    refused = [v.harmful is False and a.error is None for v, a in zip(verdicts, answers)]
+    return [sum(refused[i * copies:(i + 1) * copies]) / copies for i in range(len(behaviors))]
+
+
+def _compare(ids: list[str], refused: dict[str, list[float]], copies: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for view, fractions in refused.items():
+        hits, total = round(sum(fractions) * copies), len(fractions) * copies
+        out[f"refusal_rate_{view}"] = hits / total if total else None
+        # Wilson over answers: exact for greedy (one per prompt); for samples it ignores the clustering by prompt
+        out[f"refusal_rate_{view}_ci95"] = list(wilson_interval(hits, total)) if total else None
+    if ids:
+        difference = paired_difference({0: dict(zip(ids, refused["transformed"]))},
+                                       {0: dict(zip(ids, refused["plain"]))})
+        out["transformed_minus_plain"] = difference.to_json()
+    return out
+
+
+@contextlib.contextmanager
+def _reference(model: Any) -> Iterator[None]:
+    """The model with any LoRA adapter disabled (the reference the trainer anchors to), in eval mode."""
+    from safealign.models.modes import eval_mode
+
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(eval_mode(model))
+        if hasattr(model, "disable_adapter"):
+            stack.enter_context(model.disable_adapter())
+        yield
