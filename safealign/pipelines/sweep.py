@@ -572,8 +572,9 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
     for metric in metrics:
         body = []
         for row in table["settings"]:
-            values = [_mean_cell(row, v, metric, numbers.value(row["means"][v].get(metric))) for v in table["variants"]]
-            diffs = [_difference_cell(d, metric) for d in row["differences"]]
+            values = [numbers.mean_cell(row, v, metric, numbers.value(row["means"][v].get(metric)))
+                      for v in table["variants"]]
+            diffs = [numbers.difference_cell(d, metric) for d in row["differences"]]
             body.append([row["name"], *values, *diffs, f"{row['cells_finished']}/{row['cells']}"])
         if metric in table.get("base", {}):  # the untrained model, for scale
             body.append(["(base model)", *[numbers.value(table["base"][metric])] * len(table["variants"]),
@@ -586,7 +587,7 @@ def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[st
     body = [["method", "seeds", *metrics]]
     for variant in table["variants"]:
         ci95 = row["ci95"].get(variant, {})
-        cells = [_mean_cell(row, variant, m, numbers.with_interval(row["means"][variant].get(m), ci95.get(m)))
+        cells = [numbers.mean_cell(row, variant, m, numbers.with_interval(row["means"][variant].get(m), ci95.get(m)))
                  for m in metrics]
         body.append([variant, str(row["seeds_finished"][variant]), *cells])
     if table.get("base"):
@@ -595,27 +596,8 @@ def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[st
     out += [""] + numbers.render(body, markdown)
     if row["differences"]:
         diffs = [["difference", *metrics]]
-        diffs += [[f"{d['a']} − {d['b']}", *(_difference_cell(d, m) for m in metrics)] for d in row["differences"]]
+        diffs += [[f"{d['a']} − {d['b']}", *(numbers.difference_cell(d, m) for m in metrics)]
+                  for d in row["differences"]]
         out += ["", "paired differences (mean over the seeds both finished, 95% hierarchical interval):", ""]
         out += numbers.render(diffs, markdown)
     return out
-
-
-def _mean_cell(row: dict[str, Any], variant: str, metric: str, text: str) -> str:
-    """A mean as ``text``, marked ``(2 seeds)`` when it is over fewer seeds than the variant finished (a metric some
-    cells lack: ASR under a judge run on some cells only), so it is not read beside the others as their equal."""
-    counts = row.get("seed_counts")  # tables written before it was recorded: unmarked
-    n = counts.get(variant, {}).get(metric) if counts else None
-    return _marked(text, n, row["seeds_finished"].get(variant))
-
-
-def _difference_cell(compared: dict[str, Any], metric: str) -> str:
-    """A paired difference, marked as :func:`_mean_cell` when it is over fewer seeds than both variants finished."""
-    d = compared["metrics"].get(metric)
-    return _marked(numbers.difference(d), d.get("seeds") if d else None, compared.get("seeds"))
-
-
-def _marked(text: str, n: int | None, full: int | None) -> str:
-    if n is None or full is None or n >= full or text == "-":
-        return text
-    return f"{text} ({n} seed{'' if n == 1 else 's'})"

@@ -36,3 +36,24 @@ def render(rows: list[list[str]], markdown: bool = False) -> list[str]:
         return out + ["| " + " | ".join(r) + " |" for r in cells[1:]]
     widths = [max(len(r[i]) for r in rows) + 2 for i in range(len(rows[0]))]
     return ["".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+
+
+# a sweep table's cells (safealign/pipelines/sweep.py), in the console, markdown and the HTML report alike
+def mean_cell(row: dict[str, Any], variant: str, metric: str, text: str) -> str:
+    """A mean as ``text``, marked ``(2 seeds)`` when it is over fewer seeds than the variant finished (a metric some
+    cells lack: ASR under a judge run on some cells only), so it is not read beside the others as their equal."""
+    counts = row.get("seed_counts")  # tables written before it was recorded: unmarked
+    n = counts.get(variant, {}).get(metric) if counts else None
+    return _marked(text, n, row["seeds_finished"].get(variant))
+
+
+def difference_cell(compared: dict[str, Any], metric: str) -> str:
+    """A paired difference, marked as :func:`mean_cell` when it is over fewer seeds than both variants finished."""
+    d = compared["metrics"].get(metric)
+    return _marked(difference(d), d.get("seeds") if d else None, compared.get("seeds"))
+
+
+def _marked(text: str, n: int | None, full: int | None) -> str:
+    if n is None or full is None or n >= full or text == "-":
+        return text
+    return f"{text} ({n} seed{'' if n == 1 else 's'})"

@@ -38,12 +38,13 @@ def _section(name: str, table: dict[str, Any], with_plots: bool) -> Section:
         for variant in variants:
             ci = row["ci95"].get(variant, {})
             means.append((row["name"], variant, str(row["seeds_finished"].get(variant, 0)),
-                          *(numbers.with_interval(row["means"][variant].get(m), ci.get(m)) for m in metrics)))
+                          *(numbers.mean_cell(row, variant, m, numbers.with_interval(row["means"][variant].get(m),
+                                                                                   ci.get(m))) for m in metrics)))
     if table.get("base"):
         means.append(("(base model)", "-", "-", *(numbers.value(table["base"].get(m)) for m in metrics)))
     blocks.append(Table(tuple(means[0]), tuple(means[1:]), "Each variant's mean per setting [95% interval]."))
     diffs = [("setting", "difference", *metrics)]
-    diffs += [(row["name"], f"{d['a']} − {d['b']}", *(numbers.difference(d["metrics"].get(m)) for m in metrics))
+    diffs += [(row["name"], f"{d['a']} − {d['b']}", *(numbers.difference_cell(d, m) for m in metrics))
               for row in rows for d in row["differences"]]
     if len(diffs) > 1:
         blocks.append(Table(tuple(diffs[0]), tuple(diffs[1:]), "Paired differences [95% hierarchical interval]."))

@@ -20,3 +20,28 @@ def test_a_damaged_sweep_table_is_named_and_the_others_render(tmp_path):
     text = md.read_text()
     assert "## Sweep: good" in text and "| beta=0.1 | dpo | 1 | 0.250 [0.100,0.400] |" in text
     assert "tables/bad.json is not a sweep table" in text and "Sweep: bad" in html.read_text()
+
+
+def test_the_report_marks_a_mean_or_difference_over_fewer_seeds_than_finished(tmp_path):
+    """A metric judged on some cells only (safealign judge records) is over fewer seeds: the HTML/markdown report
+    says so beside the number, as the console table does, so it is not read as the others' equal."""
+    from safealign.report import build_report
+
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "tables").mkdir()
+    diff = {"diff": -0.1, "ci95": [-0.2, 0.0], "per_seed": {}, "rate_a": 0.2, "rate_b": 0.3, "n_prompts": 10,
+            "only_a": 0, "only_b": 1}
+    table = {"variants": ["dpo", "e-dpo"], "seeds": [0, 1, 2], "base": {},
+             "settings": [{"name": "beta=0.1", "seeds_finished": {"dpo": 3, "e-dpo": 3},
+                           "means": {"dpo": {"a": 0.5, "b": 0.4}, "e-dpo": {"a": 0.4, "b": 0.2}},
+                           "seed_counts": {"dpo": {"a": 3, "b": 1}, "e-dpo": {"a": 3, "b": 3}},
+                           "ci95": {"dpo": {}, "e-dpo": {}},
+                           "differences": [{"a": "e-dpo", "b": "dpo", "seeds": 3,
+                                            "metrics": {"a": {**diff, "seeds": 3}, "b": {**diff, "seeds": 1}}}]}]}
+    (tmp_path / "tables" / "grid.json").write_text(json.dumps(table))
+    _, md = build_report(tmp_path)
+    text = md.read_text()
+    assert "| beta=0.1 | dpo | 3 | 0.500 | 0.400 (1 seed) |" in text
+    assert "| beta=0.1 | e-dpo | 3 | 0.400 | 0.200 |" in text
+    difference = next(line for line in text.splitlines() if line.startswith("| beta=0.1 | e-dpo − dpo"))
+    assert difference.count("(1 seed)") == 1 and difference.index("(1 seed)") > difference.rindex("|", 0, -2)
