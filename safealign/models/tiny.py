@@ -21,9 +21,10 @@ SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 TINY_SEED = 0  # the seed tiny-random is initialised with; model identities record it
 
 
-def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """A byte-level tokenizer: every string round-trips, no training, no files."""
-    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+def tiny_tokenizer(*, reversed_alphabet: bool = False) -> PreTrainedTokenizerFast:
+    """A byte-level tokenizer: every string round-trips, no training, no files. ``reversed_alphabet``: the same
+    size and special tokens with every byte under another id (tests of checks a vocabulary size cannot pass)."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet(), reverse=reversed_alphabet)
     vocab = {ch: i for i, ch in enumerate(alphabet)}
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)

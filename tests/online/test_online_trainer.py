@@ -271,13 +271,11 @@ def test_a_longer_max_steps_continues_a_constant_schedule_but_not_a_decaying_one
 def test_a_reference_model_with_another_tokenizer_is_refused(tmp_path):
     """The online reference scores the policy's token ids too: a reference.model of the same vocabulary size but
     another tokenizer would give meaningless KL values silently (safealign.train.reference.check_same_tokenizer)."""
-    from safealign.models.tiny import tiny_model
-
-    from train.tokenizer_helpers import reversed_tokenizer
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
 
     folder = tmp_path / "ref"
     tiny_model(seed=1).save_pretrained(folder)
-    reversed_tokenizer().save_pretrained(folder)
+    tiny_tokenizer(reversed_alphabet=True).save_pretrained(folder)
     config = tiny_config(tmp_path, "max_steps=1", f"reference.model={folder}")
     with pytest.raises(UserError, match="does not share the policy's tokenizer"):
         run_online(config)

@@ -11,7 +11,6 @@ from safealign.train.reference import check_same_tokenizer
 from safealign.train.run import run_training
 
 from test_trainer import tiny_config
-from train.tokenizer_helpers import reversed_tokenizer
 
 
 def other_template():
@@ -27,7 +26,7 @@ def test_the_same_tokenizer_passes():
 @pytest.mark.parametrize(
     "make, problem",
     [
-        (reversed_tokenizer, "splits the probe text"),
+        (lambda: tiny_tokenizer(reversed_alphabet=True), "splits the probe text"),
         (other_template, "chat template renders a conversation differently"),
     ],
 )
@@ -48,7 +47,7 @@ def test_training_refuses_a_reference_model_with_another_tokenizer(tmp_path, pai
     folder = tmp_path / "ref"
     if case == "other tokenizer":
         tiny_model(seed=1).save_pretrained(folder)
-        reversed_tokenizer().save_pretrained(folder)
+        tiny_tokenizer(reversed_alphabet=True).save_pretrained(folder)
     else:
         tiny_model(vocab_size=100, seed=1).save_pretrained(folder)
         tiny_tokenizer().save_pretrained(folder)
@@ -65,7 +64,7 @@ def test_a_distillation_teacher_with_another_tokenizer_is_refused(tmp_path, pair
 
     folder = tmp_path / "teacher"
     tiny_model(seed=1).save_pretrained(folder)
-    reversed_tokenizer().save_pretrained(folder)
+    tiny_tokenizer(reversed_alphabet=True).save_pretrained(folder)
     config = tiny_config(tmp_path, pairs_file, max_steps=1)
     config.objective = ObjectiveConfig(name="dckd", params={"teacher": str(folder)})
     with pytest.raises(UserError, match="params.teacher .* does not share the policy's tokenizer"):
