@@ -25,6 +25,7 @@ from torch import Tensor
 
 from safealign.data import build_transform
 from safealign.io import append_jsonl, finite_or_none
+from safealign.models.modes import eval_mode
 from safealign.online import objectives as obj
 from safealign.online.config import OnlineConfig
 from safealign.online.lagrange import Lagrangian, combine_advantages
@@ -126,16 +127,24 @@ class OnlineTrainer:
         costs = combine(self.cost_sources, batch, number, empty_value=0.0, what="cost") \
             if self.lagrange is not None else None
         pad = self.tokenizer.pad_token_id
-        # RLOO shapes its rewards with the KL of the policy that sampled; with one update per batch that policy's
-        # log-probs are the update's own forward (detached), so the separate old-policy forward is skipped
+        # RLOO shapes its rewards with the KL of the policy that sampled; with one update per batch and no dropout
+        # that policy's log-probs are the update's own forward (detached), so the separate old-policy forward is
+        # skipped. The sampling policy (sampled in eval mode) and the reference are scored in eval mode: after the
+        # first update the model is in train mode, and dropout there would add noise to the KL, the shaped rewards
+        # and the ratio's denominator.
         old_from_update = self._old_from_update()
+        need_old = not old_from_update and (config.algorithm == "rloo" or config.updates_per_batch > 1
+                                            or _dropout_active(self.model))
         with torch.no_grad():
-            with self.reference.active() as ref_model:
+            with self.reference.active() as ref_model, eval_mode(ref_model):
                 ref_lp, mask = completion_logps(ref_model, ref_prompts, completions, pad,
                                                 chunk_size=config.logps_chunk_size)
-            need_old = (config.algorithm == "rloo" and not old_from_update) or config.updates_per_batch > 1
-            old_lp = completion_logps(self.model, policy_prompts, completions, pad,
-                                      chunk_size=config.logps_chunk_size)[0] if need_old else None
+            if need_old:
+                with eval_mode(self.model):
+                    old_lp = completion_logps(self.model, policy_prompts, completions, pad,
+                                              chunk_size=config.logps_chunk_size)[0]
+            else:
+                old_lp = None
         cost_values = costs.total if costs else None
         extra, lam = self._step_extras(scored.total, cost_values)
         advantages = None if old_from_update else self._shaped_advantages(scored.total, cost_values, old_lp, ref_lp,
@@ -197,12 +206,12 @@ class OnlineTrainer:
     def _old_from_update(self) -> bool:
         """Whether the update's first forward can stand for the sampling policy's log-probs (RLOO): one update per
         batch (the weights have not moved since sampling), every micro-batch holds whole groups of K (advantages
-        are group-local), and no dropout is active (train and no-grad forwards give the same numbers)."""
+        are group-local), and no dropout of any kind (:func:`_dropout_active`), so the train-mode forward gives the
+        numbers of the eval-mode policy that sampled."""
         config = self.config
         micro = config.prompts_per_step * config.num_generations // config.gradient_accumulation_steps
-        dropout = any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in self.model.modules())
         return (config.algorithm == "rloo" and config.updates_per_batch == 1 and micro % config.num_generations == 0
-                and not dropout)
+                and not _dropout_active(self.model))
 
     def _group_advantages(self, values: Tensor) -> Tensor:
         k = self.config.num_generations
@@ -214,7 +223,9 @@ class OnlineTrainer:
                 advantages: Tensor | None, rewards: Tensor,
                 costs: tuple[Tensor | None, float | None] = (None, None)) -> dict[str, Any]:  # fmt: skip
         """``advantages`` None: RLOO with the sampling policy's log-probs taken from this forward (see
-        :meth:`_old_from_update`), each micro-batch's advantages computed from its own groups."""
+        :meth:`_old_from_update`), each micro-batch's advantages computed from its own groups. With one update per
+        batch the ratio's denominator is this forward's log-probs, detached (ratio 1); ``old_lp`` serves the later
+        updates."""
         config = self.config
         micro = len(completions) // config.gradient_accumulation_steps
         old_seq = obj.masked_sum(old_lp, mask) if old_lp is not None else None
@@ -234,12 +245,17 @@ class OnlineTrainer:
                 if advantages is None:  # the sampling policy is this forward: its sequence log-probs, detached
                     micro_adv = self._shaped_advantages(rewards[sl], costs[0][sl] if costs[0] is not None else None,
                                                         lp.detach(), ref_lp[sl, :width], m, costs[1])
-                    micro_old = obj.masked_sum(lp.detach(), m)
                 else:
-                    micro_adv, micro_old = advantages[sl], old_seq[sl] if old_seq is not None else None
-                loss, clipped, count, pairs = self._loss(lp, m, ref_lp[sl, :width],
-                                                         old_lp[sl, :width] if old_lp is not None else None,
-                                                         micro_old, micro_adv, rewards[sl].to(lp.device))
+                    micro_adv = advantages[sl]
+                if config.updates_per_batch == 1:
+                    # the weights have not moved since sampling, so the ratio is 1 in value (TRL's choice too); the
+                    # eval-mode old log-probs would make it exp(dropout noise) where dropout is active
+                    micro_old, micro_old_tokens = obj.masked_sum(lp.detach(), m), lp.detach()
+                else:
+                    micro_old = old_seq[sl] if old_seq is not None else None
+                    micro_old_tokens = old_lp[sl, :width] if old_lp is not None else None
+                loss, clipped, count, pairs = self._loss(lp, m, ref_lp[sl, :width], micro_old_tokens, micro_old,
+                                                         micro_adv, rewards[sl].to(lp.device))
                 (loss / config.gradient_accumulation_steps).backward()
                 totals["loss"] += loss.item() / config.gradient_accumulation_steps / config.updates_per_batch
                 totals["clipped"] += clipped
@@ -388,6 +404,25 @@ def _schedule(config: OnlineConfig, total: int):
         return 1.0
 
     return factor
+
+
+def _dropout_active(model: Any) -> bool:
+    """Whether a train-mode forward of ``model`` can differ from its eval-mode one: a dropout module with p > 0,
+    or a dropout rate a module applies functionally (transformers' attention keeps ``attention_dropout`` on the
+    module and passes it to the attention kernel only in train mode), or one in the model's config. Erring
+    towards True only costs the separate eval-mode forward of the sampling policy."""
+    def rate(name: str, value: Any) -> bool:
+        return (("dropout" in name or name.endswith("pdrop")) and isinstance(value, (int, float))
+                and not isinstance(value, bool) and value > 0)
+
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.dropout._DropoutNd) and module.p > 0:
+            return True
+        if any(rate(name, value) for name, value in vars(module).items()):
+            return True
+    config = getattr(model, "config", None)
+    settings = config.to_dict() if hasattr(config, "to_dict") else {}
+    return any(rate(name, value) for name, value in settings.items())
 
 
 def _nanmean(values: Tensor) -> float:

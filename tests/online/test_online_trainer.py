@@ -254,6 +254,48 @@ def test_active_dropout_keeps_the_separate_old_policy_forward(tmp_path):
     assert not trainer._old_from_update()
 
 
+def _with_attention_dropout(rate: float):
+    """tiny-random whose attention applies dropout functionally (no nn.Dropout module), as transformers' Llama does."""
+    from safealign.models import load_model
+
+    model, tokenizer = load_model("tiny-random")
+    model.config.attention_dropout = rate
+    for module in model.modules():
+        if hasattr(module, "attention_dropout"):
+            module.attention_dropout = rate
+    return model, tokenizer
+
+
+@pytest.mark.parametrize("recipe", ["rlhf_rloo.yaml", "e_rlhf_grpo.yaml"])
+def test_the_reference_and_the_sampling_policy_are_scored_without_dropout(recipe, tmp_path):
+    """The model is in train mode after an update (and from the start); with dropout there, the reference's and the
+    sampling policy's log-probs would be noisy: the identity transform's KL would not be 0 with the weights fixed."""
+    from safealign.online.trainer import OnlineTrainer
+
+    model, tokenizer = _with_attention_dropout(0.5)
+    config = tiny_config(tmp_path, "max_steps=2", "learning_rate=0", recipe=recipe, reward="byte_reward")
+    config.reference.transform, config.reference.transform_params = "identity", {}
+    trainer = OnlineTrainer.__new__(OnlineTrainer)
+    trainer.config, trainer.model = config, model
+    assert not trainer._old_from_update()  # functional dropout is dropout too
+    run_online(config, model=model, tokenizer=tokenizer)
+    for row in metrics(Path(config.output_dir) / "metrics.jsonl"):
+        assert row["kl"] == pytest.approx(0.0, abs=1e-7)
+
+
+def test_dropout_leaves_the_ratio_at_one_with_one_update_per_batch(tmp_path):
+    """With one update per batch the weights have not moved since sampling: the ratio is 1 (TRL's choice), not
+    exp(dropout noise) against the eval-mode sampling policy. RLOO's loss is then −mean(A) = 0 (leave-one-out
+    advantages sum to 0 in each group) and nothing is clipped."""
+    config = tiny_config(tmp_path, "max_steps=4", "lora.dropout=0.3", "learning_rate=5e-2",
+                         "generation.max_new_tokens=12", recipe="rlhf_rloo.yaml", reward="byte_reward")
+    run_online(config)
+    rows = metrics(Path(config.output_dir) / "metrics.jsonl")
+    assert all(row["clip_fraction"] == 0 for row in rows)
+    assert all(row["loss"] == pytest.approx(0.0, abs=1e-6) for row in rows)
+    assert any(abs(row["kl"]) > 1e-4 for row in rows)  # the policy moved
+
+
 def test_a_longer_max_steps_continues_a_constant_schedule_but_not_a_decaying_one(tmp_path):
     """A linear schedule decays over max_steps: resuming with more steps would jump back up to a high learning rate,
     a run neither setting describes, so max_steps is then part of the fingerprint."""
