@@ -81,11 +81,13 @@ def aggregate_tokens(losses: Tensor, mask: Tensor, how: str) -> Tensor:
     return (losses * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def ipo_loss(log_ratios: Tensor, rewards: Tensor, k: int, tau: float, labels: str = "hard") -> tuple[Tensor, Tensor]:
+def ipo_loss(log_ratios: Tensor, rewards: Tensor, k: int, tau: float, labels: str = "hard",
+             total_pairs: int | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Online IPO (Calandriello et al. 2024, arXiv 2403.08635) over every pair i < j of each group:
     ``(h_ij − (P_ij − ½)/τ)²`` with ``h_ij`` the difference of summed log-ratios log π/πref. ``hard``: P is 1
     or 0 by which sample scored higher (ties are no pair); ``soft``: P = σ(r_i − r_j). Returns (mean loss,
-    number of pairs)."""
+    number of pairs). ``total_pairs``: the pairs of the whole batch this is a micro-batch of; the summed loss is
+    divided by it instead, so the micro-batches' losses add up to the batch's mean whatever ties each holds."""
     grouped_h = log_ratios.view(-1, k)
     grouped_r = rewards.view(-1, k)
     i, j = torch.triu_indices(k, k, offset=1)
@@ -97,9 +99,20 @@ def ipo_loss(log_ratios: Tensor, rewards: Tensor, k: int, tau: float, labels: st
         target, keep = torch.sign(diff) * 0.5, diff != 0
     losses = (h - target / tau) ** 2
     pairs = keep.sum()
-    if pairs == 0:
+    if pairs == 0 or total_pairs == 0:
         return losses.sum() * 0.0, pairs
-    return losses[keep].mean(), pairs
+    if total_pairs is None:
+        return losses[keep].mean(), pairs
+    return losses[keep].sum() / total_pairs, pairs
+
+
+def ipo_pair_count(rewards: Tensor, k: int, labels: str = "hard") -> int:
+    """How many pairs :func:`ipo_loss` scores in ``rewards`` (groups of ``k``): all i < j, less ties for ``hard``."""
+    grouped = rewards.view(-1, k)
+    i, j = torch.triu_indices(k, k, offset=1)
+    if labels == "soft":
+        return grouped.shape[0] * i.numel()
+    return int((grouped[:, i] != grouped[:, j]).sum())
 
 
 def _clipped(ratio: Tensor, advantages: Tensor, eps_low: float, eps_high: float) -> Tensor:

@@ -230,6 +230,11 @@ class OnlineTrainer:
         micro = len(completions) // config.gradient_accumulation_steps
         old_seq = obj.masked_sum(old_lp, mask) if old_lp is not None else None
         totals = {"loss": 0.0, "clipped": 0.0, "clip_count": 0.0, "pairs": 0.0}
+        # IPO's micro-batches hold different numbers of pairs (ties drop out): each divides its summed loss by the
+        # batch's pair count, so they add up to the one-big-batch mean; the others average equal-sized micro-batches
+        ipo_pairs = obj.ipo_pair_count(rewards, config.num_generations, config.ipo_labels) \
+            if config.algorithm == "ipo" else None
+        split = 1 if ipo_pairs is not None else config.gradient_accumulation_steps
         first = torch.zeros_like(ref_lp)
         grad_norm = 0.0
         self.model.train()
@@ -255,9 +260,9 @@ class OnlineTrainer:
                     micro_old = old_seq[sl] if old_seq is not None else None
                     micro_old_tokens = old_lp[sl, :width] if old_lp is not None else None
                 loss, clipped, count, pairs = self._loss(lp, m, ref_lp[sl, :width], micro_old_tokens, micro_old,
-                                                         micro_adv, rewards[sl].to(lp.device))
-                (loss / config.gradient_accumulation_steps).backward()
-                totals["loss"] += loss.item() / config.gradient_accumulation_steps / config.updates_per_batch
+                                                         micro_adv, rewards[sl].to(lp.device), ipo_pairs)
+                (loss / split).backward()
+                totals["loss"] += loss.item() / split / config.updates_per_batch
                 totals["clipped"] += clipped
                 totals["clip_count"] += count
                 totals["pairs"] += pairs
@@ -271,8 +276,10 @@ class OnlineTrainer:
         return out
 
     def _loss(self, lp: Tensor, mask: Tensor, ref_lp: Tensor, old_lp: Tensor | None, old_seq: Tensor | None,
-              advantages: Tensor, rewards: Tensor) -> tuple[Tensor, float, float, float]:  # fmt: skip
-        """(loss, clipped count, clip denominator, IPO pairs) of one micro-batch."""
+              advantages: Tensor, rewards: Tensor,
+              ipo_pairs: int | None = None) -> tuple[Tensor, float, float, float]:  # fmt: skip
+        """(loss, clipped count, clip denominator, IPO pairs) of one micro-batch; IPO's loss is its share of the
+        batch's mean over ``ipo_pairs`` pairs."""
         config = self.config
         eps_high = config.epsilon if config.epsilon_high is None else config.epsilon_high
         if config.algorithm == "rloo":
@@ -287,7 +294,8 @@ class OnlineTrainer:
             loss = obj.aggregate_tokens(tokens, mask, config.loss_aggregation)
             return loss, float((clipped * mask).sum()), float(mask.sum()), 0.0
         log_ratios = obj.masked_sum(lp - ref_lp, mask)
-        loss, pairs = obj.ipo_loss(log_ratios, rewards, config.num_generations, config.ipo_tau, config.ipo_labels)
+        loss, pairs = obj.ipo_loss(log_ratios, rewards, config.num_generations, config.ipo_tau, config.ipo_labels,
+                                   ipo_pairs)
         return loss, 0.0, 0.0, float(pairs)
 
     def _truncation(self, views: Any) -> dict[str, float]:

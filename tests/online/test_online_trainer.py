@@ -197,18 +197,24 @@ def test_lsc_scores_log_sigmoid_of_the_reward_above_the_reference_samples(tmp_pa
     assert len(state["lsc"]) == 4 and all("length_reward" in v for v in state["lsc"].values())
 
 
+def tied_then_distinct(prompts, completions, harmful):  # the first prompt's group all ties, the second's differ
+    half = len(completions) // 2
+    return [0.0] * half + [float(i) for i in range(len(completions) - half)]
+
+
 @pytest.mark.parametrize("recipe", ["rlhf_rloo.yaml", "e_rlhf_grpo.yaml", "online_ipo.yaml"])
 def test_gradient_accumulation_gives_the_step_of_one_big_batch(recipe, tmp_path):
-    """Same prompts and samples (seeded per step): two micro-batches accumulate the same gradient as one."""
+    """Same prompts and samples (seeded per step): two micro-batches accumulate the same gradient as one. K = 3
+    and one micro-batch of tied rewards: IPO's micro-batches then hold 0 and 3 of the batch's 3 pairs."""
     rows = []
     for accumulation in (1, 2):
         config = tiny_config(tmp_path / str(accumulation), "max_steps=1",
-                             f"gradient_accumulation_steps={accumulation}",
+                             f"gradient_accumulation_steps={accumulation}", "num_generations=3",
                              "lora.enabled=false", "generation.max_new_tokens=5", recipe=recipe,
-                             reward="byte_reward")
+                             reward="tied_then_distinct")
         run_online(config)
         rows.append(metrics(Path(config.output_dir) / "metrics.jsonl")[0])
-    for key in ("loss", "grad_norm", "reward", "kl"):
+    for key in ("loss", "grad_norm", "reward", "kl") + (("ipo_pairs",) if recipe == "online_ipo.yaml" else ()):
         assert rows[0][key] == pytest.approx(rows[1][key], rel=1e-4, abs=1e-6), key
     assert rows[0]["grad_norm"] > 0
 
