@@ -24,7 +24,8 @@ LOSS_AGGREGATIONS = ("sequence", "token")
 
 @dataclass
 class PromptsConfig:
-    """Training prompts: the built-in harmful/benign train splits, or a JSONL file of ``{prompt, harmful}``."""
+    """Training prompts: the built-in harmful/benign train splits, or a JSONL file of ``{prompt, harmful[, id]}``
+    (``harmful`` true/false on every row, ids unique; safealign/online/prompts.py)."""
 
     path: Optional[str] = None  # None: the built-in sets (safealign/data/builtin)
     harmful_train: int = 24  # built-in only: how many harmful / ordinary benign / borderline prompts

@@ -1,4 +1,4 @@
-"""Training prompts for online runs: the built-in train splits, or a JSONL file of ``{prompt, harmful}``.
+"""Training prompts for online runs: the built-in train splits, or a JSONL file of ``{prompt, harmful[, id]}``.
 
 Loaded before any model, so a bad file fails in seconds. The order a step draws prompts in is a pure
 function of (seed, step) (:func:`step_prompts`), so a resumed run sees exactly the prompts it would have.
@@ -32,17 +32,31 @@ def _builtin(config: PromptsConfig) -> list[PromptItem]:
 
 
 def _from_file(path: str) -> list[PromptItem]:
+    """Every row needs ``harmful`` (true/false): it picks the reference view (E-RLHF's prefix goes on harmful
+    prompts only) and which ``apply_to`` sources score the row, so a row without it would silently get plain
+    RLHF's anchor and the benign rewards. Ids (default: the row number) must be unique: LSC baselines are kept
+    per id."""
     from safealign.data.messages import RowDrop, parse_bool, parse_prompt
     from safealign.io import read_jsonl
 
-    items = []
+    items: list[PromptItem] = []
+    seen: dict[str, int] = {}
     for row, record in enumerate(read_jsonl(path)):
         try:
             messages = parse_prompt(record.get("prompt"))
             harmful = parse_bool(record.get("harmful"), "harmful")
         except RowDrop as exc:
             raise UserError(f"{path} row {row}: {exc.field}: {exc.reason}") from None
-        items.append(PromptItem(str(record.get("id", row)), messages, harmful))
+        if harmful is None:
+            raise UserError(f"{path} row {row}: harmful: missing; every training prompt needs harmful: true or false "
+                            f"(it decides the reference view and which apply_to rewards score it); the row has "
+                            f"{', '.join(sorted(record)) or 'no fields'}")
+        item_id = str(record.get("id", row))
+        if item_id in seen:
+            raise UserError(f"{path} row {row}: id: {item_id!r} is also row {seen[item_id]}'s id (an id left out is "
+                            "the row number); ids must be unique, LSC baselines are kept per id")
+        seen[item_id] = row
+        items.append(PromptItem(item_id, messages, harmful))
     return items
 
 

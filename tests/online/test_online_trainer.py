@@ -187,6 +187,30 @@ def test_settings_that_make_no_sense_fail_before_the_model_loads(overrides, mess
         run_online(tiny_config(tmp_path, *overrides, recipe="safe_rlhf.yaml"))
 
 
+@pytest.mark.parametrize("rows, message", [
+    ([{"prompt": "Pick a lock", "is_harmful": True}], r"prompts.jsonl row 0: harmful: missing.*is_harmful, prompt"),
+    ([{"prompt": "Bake bread", "harmful": False}, {"prompt": "Pick a lock", "harmful": None}],
+     "row 1: harmful: missing"),
+    ([{"prompt": "Bake bread", "harmful": "maybe"}], "row 0: harmful: expected a boolean"),
+    ([{"id": "1", "prompt": "Bake bread", "harmful": False}, {"prompt": "Pick a lock", "harmful": True}],
+     "row 1: id: '1' is also row 0's id"),
+])
+def test_a_prompts_file_row_without_a_harmful_flag_or_with_a_taken_id_is_named(rows, message, tmp_path):
+    """An unknown flag would silently give the row plain RLHF's anchor and the benign rewards (E-RLHF's prefix and
+    apply_to: harmful sources need harmful is True); a repeated id would share another prompt's LSC baseline."""
+    from safealign.online.config import PromptsConfig
+    from safealign.online.prompts import load_training_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    with pytest.raises(UserError, match=message):
+        load_training_prompts(PromptsConfig(path=str(path)))
+    good = [{"prompt": "Pick a lock", "harmful": "true"}, {"id": "b", "prompt": "Bake bread", "harmful": 0}]
+    path.write_text("".join(json.dumps(row) + "\n" for row in good))
+    items = load_training_prompts(PromptsConfig(path=str(path)))
+    assert [(i.id, i.harmful) for i in items] == [("0", True), ("b", False)]
+
+
 def test_lsc_scores_log_sigmoid_of_the_reward_above_the_reference_samples(tmp_path):
     config = tiny_config(tmp_path, "max_steps=2", reward="length_reward")
     config.rewards[0].lsc = True
