@@ -3,7 +3,8 @@
 - a folder written by a ``trainer: reward`` recipe (``safealign/eval/reward_model.py``: a backbone and a
   scalar head), scored with its own encoding;
 - any ``AutoModelForSequenceClassification`` (a folder or hub id): the first logit on the chat-formatted
-  conversation plus answer, left-padded so every row's last position is a real token.
+  conversation plus answer (tokenized as the chat template writes it, without adding special tokens again),
+  left-padded so every row's last position is a real token.
 
 Used by DeAL's reward (``eval/defenses/deal.py``) and the reward-model win rate (``safealign diagnose
 win-rate --reward-model``). ``trust_remote_code`` is never enabled.
@@ -56,13 +57,18 @@ def _sequence_classifier(spec: str, batch_size: int, what: str) -> RewardScorer:
     model.config.pad_token_id = tokenizer.pad_token_id
     tokenizer.padding_side = "left"  # every row's last position is a real token, whichever rule the model uses
 
+    templated = bool(tokenizer.chat_template)
+
     def score(conversations: Sequence[Conversation], texts: Sequence[str]) -> list[float]:
         full = [[*c, {"role": "assistant", "content": t}] for c, t in zip(conversations, texts)]
-        rendered = [tokenizer.apply_chat_template(m, tokenize=False) if tokenizer.chat_template
+        rendered = [tokenizer.apply_chat_template(m, tokenize=False) if templated
                     else "\n".join(x["content"] for x in m) for m in full]  # fmt: skip
         scores: list[float] = []
         for start in range(0, len(rendered), batch_size):
-            enc = tokenizer(rendered[start:start + batch_size], return_tensors="pt", padding=True)
+            # a chat template writes its own special tokens ({{ bos_token }}): adding them again would score a
+            # sequence that starts with two BOS, one the model never saw in training
+            enc = tokenizer(rendered[start:start + batch_size], return_tensors="pt", padding=True,
+                            add_special_tokens=not templated)
             with torch.no_grad():
                 scores.extend(model(**enc).logits[:, 0].float().tolist())
         return scores
