@@ -15,6 +15,7 @@ Metrics: pair accuracy ``mean[r_w > r_l]`` (ties wrong), the mean margin, and fo
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -121,15 +122,20 @@ def _reward_rows(config: RewardConfig) -> list[Row]:
 def _margins(config: RewardConfig, pairs: list[PreferencePair]) -> list[float]:
     if not config.margin_column:
         return [config.margin] * len(pairs)
+    from safealign.data.sources import read_rows
+
     path = Path(config.data.path)
-    if not path.is_file() or not path.name.endswith((".json", ".jsonl", ".jsonl.gz")):
+    if not path.is_file() or not path.name.lower().endswith((".json", ".jsonl", ".ndjson", ".json.gz", ".jsonl.gz",
+                                                             ".ndjson.gz")):  # fmt: skip
         raise UserError(f"margin_column needs a local JSON/JSONL data file, got {config.data.path}")
-    records = read_jsonl(path)
+    # the reader the pairs came from (a .json list as well as JSONL), so pair.row indexes the same records
+    records = dict(read_rows(path))
     margins = []
     for pair in pairs:
         value = records[pair.row].get(config.margin_column)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{path} row {pair.row}: field {config.margin_column!r} must be a number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise UserError(f"{path} row {pair.row}: field {config.margin_column!r} must be a finite number, "
+                            f"got {value!r}")
         margins.append(float(value))
     return margins
 
