@@ -291,9 +291,15 @@ def _claim(out: Path, config: RewardConfig, overwrite: bool) -> None:
                                    extra={"data.content": file_digest(config.data.path) or config.data.path})
 
     def check(continues: bool) -> None:
-        if continues and not overwrite:
+        if not continues or overwrite:
+            return
+        if (out / "final").is_dir():
             raise UserError(f"{out} holds a trained reward model with these settings; pass --overwrite to train "
                             "it again, or use another output_dir")
+        # a run killed before final/ was written: reward-model training keeps no checkpoints to resume from
+        raise UserError(f"{out} holds an unfinished reward-model run with these settings (metrics but no final/ "
+                        "model: stopped before the end); reward-model training does not resume, so pass --overwrite "
+                        "to start it again, or use another output_dir")
 
     claim_run_dir(out, fingerprint, outputs=("final", "metrics.jsonl", "train_summary.json", "config.yaml"),
                   overwrite=overwrite, check=check)
