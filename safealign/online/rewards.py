@@ -3,7 +3,7 @@
 Every source returns one finite float per scored completion. A source that raises, returns the wrong
 number of values, a non-number or NaN/inf stops training with a :class:`RewardError` naming the source
 and the step (docs/online.md, "Bad input"). Empty completions are never shown to a source: they score
-the configured floor (``empty_reward``) and are counted.
+the configured floor (``empty_reward``; a cost of 0) and are counted.
 """
 
 from __future__ import annotations
@@ -167,11 +167,17 @@ class Scored:
     empty: Tensor  # (N,) bool
 
 
+def is_empty(text: str) -> bool:
+    """The one rule for an empty completion (nothing but whitespace): never shown to a source, it scores the
+    configured floor instead (the policy's samples and the reference's LSC samples alike)."""
+    return not text.strip()
+
+
 def combine(sources: Sequence[Source], batch: Batch, step: int, *, empty_value: float, what: str = "reward",
             lsc_baselines: dict[str, Tensor] | None = None) -> Scored:  # fmt: skip
     """``Σ_s w_s·r_s`` over non-empty completions (``empty_value`` for empty ones). ``lsc_baselines``:
     per source, r_ref(x) per completion; those sources score ``log σ(r − r_ref)`` (LSC)."""
-    empty = torch.tensor([not text.strip() for text in batch.texts], dtype=torch.bool)
+    empty = torch.tensor([is_empty(text) for text in batch.texts], dtype=torch.bool)
     keep = [i for i, e in enumerate(empty.tolist()) if not e]
     sub = Batch([batch.prompts[i] for i in keep], [batch.texts[i] for i in keep], [batch.harmful[i] for i in keep])
     total = torch.full((len(batch.texts),), float(empty_value))

@@ -30,7 +30,7 @@ from safealign.online import objectives as obj
 from safealign.online.config import OnlineConfig
 from safealign.online.lagrange import Lagrangian, combine_advantages
 from safealign.online.prompts import step_prompts
-from safealign.online.rewards import Batch, Source, combine
+from safealign.online.rewards import Batch, Source, combine, is_empty
 from safealign.online.rollout import PromptItem, completion_logps, decode, prompt_views, sample
 
 logger = logging.getLogger(__name__)
@@ -326,10 +326,16 @@ class OnlineTrainer:
                                  max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
                                  top_k=gen.top_k, reuse_prompt_cache=gen.reuse_prompt_cache)
             texts = decode(self.tokenizer, samples)
-            owners = [todo[j // k] for j in range(len(samples))]
-            ref_batch = Batch([items[i].messages for i in owners], texts, [items[i].harmful for i in owners])
+            # the policy's rule for empty samples: never shown to a source, they score empty_reward
+            kept = [j for j, text in enumerate(texts) if not is_empty(text)]
+            owners = [todo[j // k] for j in kept]
+            ref_batch = Batch([items[i].messages for i in owners], [texts[j] for j in kept],
+                              [items[i].harmful for i in owners])
             for source in lsc:
-                raw = source.scores(ref_batch, self.step + 1, "LSC reference").view(len(todo), k).mean(1)
+                raw = torch.full((len(texts),), float(self.config.empty_reward))
+                if kept:
+                    raw[kept] = source.scores(ref_batch, self.step + 1, "LSC reference")
+                raw = raw.view(len(todo), k).mean(1)
                 for j, i in enumerate(todo):
                     self.lsc_cache.setdefault(items[i].id, {})[source.label] = float(raw[j])
         return {s.label: torch.tensor([self.lsc_cache[items[i].id][s.label] for i in expand]) for s in lsc}

@@ -166,6 +166,39 @@ def test_empty_completions_score_the_floor_and_are_counted(tmp_path, monkeypatch
     assert row["reward"] == pytest.approx((-3 * 2 + 2 * row["reward/length_reward"]) / 4, abs=1e-6)
 
 
+def length_reward_never_empty(prompts, completions, harmful, log):
+    if any(not c.strip() for c in completions):
+        raise ValueError("shown an empty completion")
+    with open(log, "a") as f:  # each call's texts, one line
+        f.write(json.dumps(list(completions)) + "\n")
+    return [len(c) / 10 for c in completions]
+
+
+def test_empty_reference_samples_score_the_floor_in_lsc_baselines(tmp_path, monkeypatch):
+    """The reference's own samples for LSC follow the policy's rule: an empty one is never shown to a source and
+    counts as empty_reward in the mean r_ref(x)."""
+    from safealign.online import trainer as trainer_module
+
+    real = trainer_module.sample
+
+    def with_empties(*args, **kwargs):  # the first sample of each prompt is an immediate eos
+        out = real(*args, **kwargs)
+        eos = args[1].eos_token_id
+        return [(eos,) if i % 2 == 0 else c for i, c in enumerate(out)]
+
+    monkeypatch.setattr(trainer_module, "sample", with_empties)
+    config = tiny_config(tmp_path, "max_steps=1", "empty_reward=-3", reward="length_reward_never_empty")
+    config.rewards[0].lsc = True
+    config.rewards[0].params = {"log": str(tmp_path / "shown.jsonl")}
+    run_online(config)
+    state = torch.load(Path(config.output_dir) / "checkpoint-1" / "state.pt", weights_only=False)
+    baselines = sorted(v["length_reward_never_empty"] for v in state["lsc"].values())
+    # the first call scores the reference's samples (one non-empty per prompt)
+    reference_texts = json.loads((tmp_path / "shown.jsonl").read_text().splitlines()[0])
+    assert len(baselines) == len(reference_texts) == 2
+    assert baselines == pytest.approx(sorted((-3 + len(t) / 10) / 2 for t in reference_texts), abs=1e-6)
+
+
 @pytest.mark.parametrize("overrides, message", [
     (["num_generations=1"], "num_generations must be >= 2"),
     (["algorithm=grpo", "num_generations=1"], "num_generations must be >= 2"),
