@@ -104,6 +104,13 @@ class GenerationConfig:
     # distribution as re-computing it per sample; models where that is not exact fall back, logged once
     reuse_prompt_cache: bool = True
 
+    def off_policy(self, prefix: str = "generation.") -> list[str]:
+        """The settings that make the samples come from another distribution than the policy π whose untempered,
+        untruncated log-probs the update and the KL use (docs/online.md, step 2); empty for on-policy sampling."""
+        return [f"{prefix}{key}={value}" for key, value, on_policy in (
+            ("temperature", self.temperature, 1.0), ("top_p", self.top_p, 1.0), ("top_k", self.top_k, 0))
+            if value != on_policy]  # fmt: skip
+
     def validate(self, prefix: str = "generation.") -> None:
         checks.at_least(prefix + "max_new_tokens", self.max_new_tokens, 1)
         checks.positive(prefix + "temperature", self.temperature)

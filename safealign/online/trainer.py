@@ -89,6 +89,12 @@ class OnlineTrainer:
         from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
 
         self._refusal = RefusalJudge(RefusalConfig())  # the refusal-rate metric, whatever the rewards are
+        shifted = config.generation.off_policy()
+        if shifted:  # allowed (a user may want it), but the estimates are then biased: say so once per run
+            logger.warning("%s: the samples come from a tempered/truncated distribution, while the update, the ratio "
+                           "and the KL use the policy's own (temperature 1, untruncated) log-probs, so the "
+                           "policy-gradient and KL estimates are off-policy (biased); for on-policy samples keep "
+                           "temperature 1, top_p 1, top_k 0 (docs/online.md)", ", ".join(shifted))
 
     # ------------------------------------------------------------------ loop
     def train(self) -> list[dict[str, Any]]:

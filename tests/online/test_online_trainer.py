@@ -359,6 +359,24 @@ def test_dropout_leaves_the_ratio_at_one_with_one_update_per_batch(tmp_path):
     assert any(abs(row["kl"]) > 1e-4 for row in rows)  # the policy moved
 
 
+@pytest.mark.parametrize("overrides, named", [
+    ([], None),
+    (["generation.temperature=0.7"], "generation.temperature=0.7"),
+    (["generation.top_p=0.9", "generation.top_k=5"], "generation.top_p=0.9, generation.top_k=5"),
+])
+def test_sampling_from_a_tempered_or_truncated_distribution_is_warned_about(overrides, named, tmp_path, caplog):
+    """The update and the KL score the untempered policy: other sampling settings are allowed but off-policy."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="safealign.online.trainer"):
+        run_online(tiny_config(tmp_path, "max_steps=1", *overrides))
+    warned = [r.getMessage() for r in caplog.records if "off-policy" in r.getMessage()]
+    if named is None:
+        assert warned == []
+    else:
+        assert len(warned) == 1 and warned[0].startswith(named)
+
+
 def test_a_longer_max_steps_continues_a_constant_schedule_but_not_a_decaying_one(tmp_path):
     """A linear schedule decays over max_steps: resuming with more steps would jump back up to a high learning rate,
     a run neither setting describes, so max_steps is then part of the fingerprint."""
