@@ -24,7 +24,8 @@ and measured against (bench/dpo_throughput.py).
 Packed (padding-free) batches carry ``sequence_index`` ``(N, T)``: which sequence each token belongs to
 (-1 for padding), with ``position_ids`` restarting at 0 for every sequence. The model then gets no 2D
 attention mask: transformers derives a block-diagonal causal mask from the restarting position ids (SDPA
-and eager attention) or runs flash-attention's varlen kernels on them, so no sequence sees another.
+and eager attention) or runs flash-attention's varlen kernels on them, so no sequence sees another. Some
+architectures (OPT, MPT, Bloom) do not; safealign/train/packing.py checks the model before a packed run trains.
 Sums then go per sequence instead of per row (safealign/data/collate.py builds these batches).
 """
 

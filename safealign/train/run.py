@@ -251,6 +251,10 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps,
                                             kl_partners=loss.needs_kl_partners)
     collate = kind.collator(tokenizer.pad_token_id, **({"pack": True} if config.packing == "pairs" else {}))
+    if config.packing == "pairs":  # not every architecture keeps packed sequences apart: check this one
+        from safealign.train.packing import check_packing
+
+        check_packing(model, encoded, tokenizer.pad_token_id, chunk_size=config.logps_chunk_size, impl=config.logps)
     with args.main_process_first(local=False, desc="reference log-probs"):
         collator, live, ref_desc, encoded, ref_seconds = _reference_setup(config, model, encoded, kind, collate,
                                                                           loss, args.device, tokenizer)

@@ -161,3 +161,55 @@ def test_packing_refused_for_unpaired_losses(tmp_path, pairs_file, no_model_load
     config.data.unpair = True
     with pytest.raises(UserError, match="packing=pairs packs a pair's chosen and rejected"):
         run_training(config)
+
+
+def _other_architecture(name: str):
+    """Tiny decoders whose attention ignores restarting position ids: they attend across a packed row."""
+    import transformers
+
+    configs = {"opt": lambda: transformers.OPTConfig(vocab_size=120, hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                                     num_attention_heads=4, max_position_embeddings=256,
+                                                     word_embed_proj_dim=32),
+               "mpt": lambda: transformers.MptConfig(vocab_size=120, d_model=32, n_layers=2, n_heads=4),
+               "bloom": lambda: transformers.BloomConfig(vocab_size=120, hidden_size=32, n_layer=2, n_head=4)}
+    config = configs[name]()
+    config.pad_token_id = 0
+    torch.manual_seed(0)
+    return transformers.AutoModelForCausalLM.from_config(config)
+
+
+@pytest.mark.parametrize("name", ["opt", "mpt", "bloom"])
+def test_packing_refused_for_an_architecture_that_mixes_packed_sequences(name):
+    from safealign.errors import UserError
+    from safealign.train.packing import check_packing
+
+    model = _other_architecture(name).train()
+    with pytest.raises(UserError, match=f"packing=pairs: model type '{name}'.*set packing: off"):
+        check_packing(model, pairs(), pad_token_id=0)
+    assert model.training  # the check ran in eval mode and gave the model back as it was
+
+
+@pytest.mark.parametrize("flatten", [False, True], ids=["row-per-pair", "one-row-varlen-layout"])
+def test_packing_check_passes_a_model_that_keeps_sequences_apart(flatten, monkeypatch):
+    from safealign.train.packing import check_packing
+
+    if flatten:
+        monkeypatch.setattr(logps_module, "_varlen_attention", lambda model: True)
+    check_packing(llama(), pairs(with_reference_view=True), pad_token_id=0)  # no error
+
+
+def test_training_refuses_packing_on_a_model_that_mixes_packed_sequences(tmp_path, pairs_file):
+    """The check runs in run_training, before any step, on the model being trained."""
+    import transformers
+
+    from safealign.errors import UserError
+    from safealign.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    config = transformers.OPTConfig(vocab_size=len(tokenizer), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+                                    num_attention_heads=4, max_position_embeddings=512, word_embed_proj_dim=32,
+                                    pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = transformers.OPTForCausalLM(config)
+    with pytest.raises(UserError, match="model type 'opt'.*set packing: off"):
+        run_training(_config(tmp_path, pairs_file, "opt", packing="pairs"), model=model, tokenizer=tokenizer)
