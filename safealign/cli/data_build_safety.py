@@ -16,6 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-new-tokens", type=_count(1), default=48)
     parser.add_argument("--batch-size", type=_count(1), default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--cut-answers", choices=["keep", "drop", "open"], default="keep",
+                        help="a pair whose own answer was cut at --max-new-tokens: keep it as if finished (default, "
+                             "as before), drop it, or open it (train that side without the end-of-turn token)")
 
 
 def _count(low: int):
@@ -38,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     report = build_from_builtin(args.model, args.out, split=None if args.split == "all" else args.split,
                                 harmful_limit=args.harmful_limit, benign_limit=args.benign_limit,
-                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed)
+                                max_new_tokens=args.max_new_tokens, batch_size=args.batch_size, seed=args.seed,
+                                cut_answers=args.cut_answers)
     print(report.describe())
     return 0

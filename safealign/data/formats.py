@@ -186,7 +186,8 @@ def _pair(prompt, chosen: str, rejected: str, record: Record, harmful, source: s
     if rejected_prompt is None and chosen.strip() == rejected.strip():
         raise m.RowDrop("rejected", "chosen and rejected are identical")
     return PreferencePair(prompt, chosen, rejected, _harmful(record, harmful), source, row,
-                          meta=_attribute(record.get("attribute")), rejected_prompt=rejected_prompt,
+                          meta={**_attribute(record.get("attribute")), **_cut_sides(record)},
+                          rejected_prompt=rejected_prompt,
                           chosen_scores=_scores(record.get("chosen_scores")),
                           chosen_safe=m.parse_bool(record.get("chosen_safe"), "chosen_safe"),
                           rejected_safe=m.parse_bool(record.get("rejected_safe"), "rejected_safe"))
@@ -200,6 +201,13 @@ def _attribute(value: Any) -> dict[str, str]:
     if not isinstance(value, (str, int)) or isinstance(value, bool):
         raise m.RowDrop("attribute", f"expected a name, got {type(value).__name__}")
     return {"attribute": str(value).strip()}
+
+
+def _cut_sides(record: Record) -> dict[str, bool]:
+    """The optional ``chosen_cut``/``rejected_cut`` flags (safety pairs built with ``cut_answers=open``): a
+    side whose answer was cut at the generation limit, kept in ``meta`` only when true; the encoder trains it
+    without the template's end-of-turn tokens (safealign/data/tokenize.py). Rows without them read as before."""
+    return {key: True for key in ("chosen_cut", "rejected_cut") if m.parse_bool(record.get(key), key)}
 
 
 def _scores(value: Any) -> tuple[float, ...] | None:

@@ -23,6 +23,11 @@ encoded pair keeps the shared first token as its "prompt" and the rest of each s
 A prompt longer than ``max_prompt_length`` keeps that shared first token and its end. Without
 ``joint_logps`` a cross-prompt pair is refused (its two sides have no common prompt).
 
+Answers cut at the generation limit (``chosen_cut``/``rejected_cut`` in a pair's ``meta``, written by
+self-generated safety pairs built with ``cut_answers=open``; safealign/data/safety_pairs.py): such a side is
+the rendered assistant turn up to the end of its own text, without the template's end-of-turn tokens, so
+training does not teach the model to stop where generation was cut. Rows without the flags encode as before.
+
 Assistant prefixes (``PreferencePair.response_prefix``, from the recovery/derta data transforms;
 docs/safety-training.md): the prefix text is tokenized on its own and appended to both prompt views, and
 each response is the template's rendering of ``prefix + response`` with the prefix cut off, tokenized once.
@@ -220,8 +225,10 @@ class PairEncoder:
             prefix_ids = self._ids(prefix)
             prompt_ids, ref_ids = prompt_ids + prefix_ids, (ref_ids + prefix_ids if ref_ids is not None else None)
         budget = self._response_budget(prompt_ids, ref_ids, pair)
-        chosen = self._response_ids(pair.prompt, pair.chosen, budget, counts, pair, prefix)
-        rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair, prefix)
+        chosen = self._response_ids(pair.prompt, pair.chosen, budget, counts, pair, prefix,
+                                    open_end=pair.meta.get("chosen_cut") is True)
+        rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair, prefix,
+                                      open_end=pair.meta.get("rejected_cut") is True)
         targets = None
         if pair.chosen_target_refusal is not None:  # DeRTa RTO: the refusal's first token at every position
             targets = self._first_content_token(pair.prompt, pair.chosen_target_refusal, pair) * len(chosen)
@@ -234,12 +241,14 @@ class PairEncoder:
             raise UserError(f"{pair.source} row {pair.row}: a row with an assistant prefix or transition targets "
                             "(data transforms recovery/derta) cannot be scored as joint log-probs")
         sides = []
-        for prompt, response in ((pair.prompt, pair.chosen), (pair.rejected_prompt or pair.prompt, pair.rejected)):
+        for prompt, response, side in ((pair.prompt, pair.chosen, "chosen"),
+                                       (pair.rejected_prompt or pair.prompt, pair.rejected, "rejected")):
             full = self._guarded(pair, lambda: self._ids(self.render_prompt(prompt)))  # noqa: B023 (called now)
             prompt_ids = self._left_truncate(full, keep_first=True)  # the shared, unscored first token stays
             counts.prompts += int(prompt_ids != full)
             budget = self._response_budget(prompt_ids, None, pair)
-            sides.append(prompt_ids + self._response_ids(prompt, response, budget, counts, pair))
+            sides.append(prompt_ids + self._response_ids(prompt, response, budget, counts, pair,
+                                                         open_end=pair.meta.get(f"{side}_cut") is True))
         if sides[0][:1] != sides[1][:1]:
             raise UserError(f"{pair.source} row {pair.row}: the two rendered prompts start with different tokens "
                              f"({sides[0][:1]} vs {sides[1][:1]}); joint log-probs need a common first token")
@@ -248,7 +257,9 @@ class PairEncoder:
     def _encode_unpaired(self, example: UnpairedExample, index: int, counts: _Counts) -> EncodedUnpaired:
         prompt_ids, ref_ids = self._prompt_views(example.prompt, example.harmful, example, counts)
         budget = self._response_budget(prompt_ids, ref_ids, example)
-        completion = self._response_ids(example.prompt, example.completion, budget, counts, example)
+        # an example split from a pair (data.unpair) keeps the pair's meta: its label says which side it was
+        cut = example.meta.get("chosen_cut" if example.label else "rejected_cut") is True
+        completion = self._response_ids(example.prompt, example.completion, budget, counts, example, open_end=cut)
         return EncodedUnpaired(index, prompt_ids, ref_ids, completion, example.label, example.harmful)
 
     def _prompt_views(self, prompt, harmful, item, counts: _Counts) -> tuple[Ids, Ids | None]:
@@ -282,9 +293,12 @@ class PairEncoder:
             )
         return budget
 
-    def _response_ids(self, prompt, response: str, budget: int, counts: _Counts, item, prefix: str = "") -> Ids:
-        """Ids of the assistant text after ``prefix`` (the template's end-of-turn included), cut to ``budget``."""
-        ids = self._guarded(item, lambda: self._ids(self._continuation(prompt, response, prefix, item)))
+    def _response_ids(self, prompt, response: str, budget: int, counts: _Counts, item, prefix: str = "",
+                      open_end: bool = False) -> Ids:
+        """Ids of the assistant text after ``prefix`` (the template's end-of-turn included, unless ``open_end``:
+        an answer cut at the generation limit, whose end must not be learnt as a stop), cut to ``budget``."""
+        text = self._guarded(item, lambda: self._continuation(prompt, response, prefix, item))
+        ids = self._ids(_without_end_of_turn(text, response, item) if open_end else text)
         if len(ids) > budget:
             counts.responses += 1
             return ids[:budget]
@@ -316,6 +330,17 @@ class PairEncoder:
             raise UserError(
                 f"{item.source} row {item.row}: the chat template rejected this conversation: {exc}"
             ) from exc
+
+
+def _without_end_of_turn(rendered: str, response: str, item) -> str:
+    """The rendered assistant turn up to the end of the response's own text (what the template adds after it,
+    the end-of-turn tokens, left out)."""
+    text = response.rstrip()
+    end = rendered.rfind(text)
+    if not text or end < 0:
+        raise UserError(f"{item.source} row {item.row}: the chat template changes the response text, so a side "
+                        "marked as cut (chosen_cut/rejected_cut) cannot be trained without its end-of-turn tokens")
+    return rendered[: end + len(text)]
 
 
 def _cuts_the_change(policy: Ids, ref: Ids, removed: int) -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 from tqdm.auto import tqdm
 
 from safealign.data.safety_pairs import (
-    SafetyBuildReport, existing_ids, pair_row, settings_path, settled_ids, settled_path,
+    SafetyBuildReport, check_cut_answers, existing_ids, pair_row, settings_path, settled_ids, settled_path,
 )
 from safealign.errors import UserError
 from safealign.io import append_jsonl, write_json
@@ -31,11 +31,15 @@ def build_safety_pairs(
     params: Any = None,
     judge: Any = None,
     seed: int = 0,
+    cut_answers: str = "keep",
 ) -> SafetyBuildReport:
-    """Generate, pair and append. ``prompts`` have ``id``, ``prompt``, ``category``, ``kind``, ``harmful``."""
+    """Generate, pair and append. ``prompts`` have ``id``, ``prompt``, ``category``, ``kind``, ``harmful``.
+    ``cut_answers``: what a pair whose own answer was cut at ``max_new_tokens`` becomes (keep, drop, open;
+    safealign/data/safety_pairs.py)."""
     from safealign.eval.backends.base import GenerationParams
     from safealign.eval.helpfulness.overrefusal import default_detector
 
+    check_cut_answers(cut_answers)
     if not refusals:
         raise UserError("build-safety needs at least one refusal response")
     params = params or GenerationParams(max_new_tokens=48)
@@ -44,27 +48,30 @@ def build_safety_pairs(
     path.parent.mkdir(parents=True, exist_ok=True)
     done, settled = existing_ids(path), settled_ids(path)
     todo = [p for p in prompts if p.id not in done | settled]
-    counts = {"written": 0, "harmful_refused": 0, "benign_refused": 0, "errors": 0}
+    counts = {"written": 0, "harmful_refused": 0, "benign_refused": 0, "errors": 0, "cut": 0, "skipped_cut": 0}
     with tqdm(total=len(todo), desc="building safety pairs", unit="prompt") as bar:
         for start in range(0, len(todo), params.batch_size):
             chunk = todo[start : start + params.batch_size]
             completions = chat_model.generate([({"role": "user", "content": p.prompt},) for p in chunk], params)
-            judged = [(p, _judged_row(p, c, refusals, judge, seed, counts)) for p, c in zip(chunk, completions)]
+            judged = [(p, _judged_row(p, c, refusals, judge, seed, counts, cut_answers))
+                      for p, c in zip(chunk, completions)]
             rows = [row for _, row in judged if isinstance(row, dict)]
             append_jsonl(path, rows)
             append_jsonl(settled_path(path), [{"id": p.id, "reason": row} for p, row in judged if isinstance(row, str)])
             counts["written"] += len(rows)
             bar.update(len(chunk))
     report = SafetyBuildReport(path, counts["written"], len(done), counts["harmful_refused"],
-                               counts["benign_refused"], counts["errors"])
-    logger.info("%s", report.describe())
+                               counts["benign_refused"], counts["errors"], counts["cut"], counts["skipped_cut"],
+                               cut_answers)
+    (logger.warning if counts["cut"] and cut_answers == "keep" else logger.info)("%s", report.describe())
     return report
 
 
 def _judged_row(prompt: Any, completion: Any, refusals: Sequence[str], judge: Any, seed: int,
-                counts: dict[str, int]) -> dict[str, Any] | str | None:
-    """The pair row; or why the prompt makes none (``harmful_refused``/``benign_refused``: settled, not asked
-    again); or None for a generation error (asked again on the next run)."""
+                counts: dict[str, int], cut_answers: str = "keep") -> dict[str, Any] | str | None:
+    """The pair row; or why the prompt makes none (``harmful_refused``/``benign_refused``, or with
+    ``cut_answers=drop`` ``harmful_cut``/``benign_cut``: settled, not asked again); or None for a generation
+    error (asked again on the next run)."""
     from safealign.eval.helpfulness.overrefusal import refusal_verdict
 
     if completion.error:
@@ -72,17 +79,23 @@ def _judged_row(prompt: Any, completion: Any, refusals: Sequence[str], judge: An
         return None
     own = completion.text.strip()
     refused, _ = refusal_verdict(judge, own)
-    row = pair_row(prompt, own, refused, refusals, seed)
+    cut = (completion.meta or {}).get("finish") == "length"  # stopped by max_new_tokens, not by the model
+    row = pair_row(prompt, own, refused, refusals, seed, cut=cut, cut_answers=cut_answers)
     if row is None:
         reason = "harmful_refused" if prompt.harmful else "benign_refused"
         counts[reason] += 1
         return reason
+    if cut and cut_answers == "drop":
+        counts["skipped_cut"] += 1
+        return "harmful_cut" if prompt.harmful else "benign_cut"
+    counts["cut"] += int(cut)
     return row
 
 
 def build_from_builtin(model_spec: str, out_path: str | Path, *, split: Optional[str] = "train",
                        harmful_limit: Optional[int] = None, benign_limit: Optional[int] = None,
-                       max_new_tokens: int = 48, batch_size: int = 16, seed: int = 0) -> SafetyBuildReport:
+                       max_new_tokens: int = 48, batch_size: int = 16, seed: int = 0,
+                       cut_answers: str = "keep") -> SafetyBuildReport:
     """``safealign data build-safety``: pairs from the built-in prompt sets (``split`` None = all) and
     the model ``model_spec`` (any ``load_model`` spec)."""
     from safealign.data.builtin import load_prompts, load_refusals
@@ -91,26 +104,30 @@ def build_from_builtin(model_spec: str, out_path: str | Path, *, split: Optional
     from safealign.files import check_output_file
     from safealign.models import load_model
 
+    check_cut_answers(cut_answers, "--cut-answers")
     check_output_file(out_path, "output JSONL")  # before the model loads: a directory or binary file fails now
     harmful = load_prompts("harmful", split=split)[:harmful_limit]
     benign = load_prompts("benign", split=split)[:benign_limit]
     refusals = load_refusals()
-    claim_pairs_file(Path(out_path), _build_fingerprint(model_spec, max_new_tokens, seed, refusals))
+    claim_pairs_file(Path(out_path), _build_fingerprint(model_spec, max_new_tokens, seed, refusals, cut_answers))
     model, tokenizer = load_model(model_spec)
     params = GenerationParams(max_new_tokens=max_new_tokens, batch_size=batch_size, seed=seed)
     return build_safety_pairs(HFChatModel(model, tokenizer), harmful + benign, refusals, out_path,
-                              params=params, seed=seed)
+                              params=params, seed=seed, cut_answers=cut_answers)
 
 
-def _build_fingerprint(model_spec: str, max_new_tokens: int, seed: int, refusals: Sequence[str]) -> Fingerprint:
+def _build_fingerprint(model_spec: str, max_new_tokens: int, seed: int, refusals: Sequence[str],
+                       cut_answers: str = "keep") -> Fingerprint:
     """What decides a pair's text: the model's weights and setup, the answer length, the seed that picks each
-    refusal, and the refusals. Which prompts (split, limits) is left out: a later run may add prompts."""
+    refusal, the refusals, and what becomes of cut answers. Which prompts (split, limits) is left out: a later
+    run may add prompts. A record from before ``cut_answers`` existed matches ``keep`` (its default)."""
     from safealign.models.identity import model_identity, setup_fingerprint
 
     identity = model_identity(model_spec)
     return make_fingerprint("safety_pairs", {
         "model": {"spec": model_spec, "weights": identity.get("fingerprint"), "setup": setup_fingerprint(identity)},
-        "max_new_tokens": max_new_tokens, "seed": seed, "refusals": list(refusals)})  # fmt: skip
+        "max_new_tokens": max_new_tokens, "seed": seed, "refusals": list(refusals), "cut_answers": cut_answers},
+        defaults={"cut_answers": "keep"})  # fmt: skip
 
 
 def claim_pairs_file(out: Path, fingerprint: Fingerprint) -> None:

@@ -252,7 +252,7 @@ def build_pairs(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[st
     from safealign.pipelines.build_safety import build_safety_pairs
 
     return build_safety_pairs(HFChatModel(model, tokenizer), prompts["train"], load_refusals(), pairs_path,
-                              params=_pair_params(config), seed=config.seed)
+                              params=_pair_params(config), seed=config.seed, cut_answers=config.cut_answers)
 
 
 def _check_same_config(config: DemoConfig, run: Path) -> str:

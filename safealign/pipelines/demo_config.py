@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from safealign.config import COMMAND_LINE, Value, load_config, to_dict
 from safealign.data.builtin import UNTUNED_BENIGN
+from safealign.data.safety_pairs import check_cut_answers
 from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
 from safealign.pipelines.demo_methods import METHODS, method_train_config
@@ -108,6 +109,9 @@ class DemoConfig:
     # _pair_params); the rest of eval.generation (sampling, stop strings) applies to the evaluation only: the
     # jailbreak attacks and the over-refusal prompts
     pair_max_new_tokens: int = 48
+    # a pair whose own answer was cut at pair_max_new_tokens: keep (as before; the pairs file stays byte for byte
+    # what earlier versions built), drop, or open (trained without the end-of-turn token); data/safety_pairs.py
+    cut_answers: str = "keep"
     train: TrainConfig = field(default_factory=_demo_train)
     eval: EvalConfig = field(default_factory=_demo_eval)
 
@@ -120,6 +124,7 @@ class DemoConfig:
         from safealign.losses import validate_params
 
         checks.at_least("pair_max_new_tokens", self.pair_max_new_tokens, 1)
+        check_cut_answers(self.cut_answers)
         checks.at_least("extra_limit", self.extra_limit, 1)
         checks.at_least("extra_benign_limit", self.extra_benign_limit, 1)
         for spec in self.extra_benign:  # a misspelt built-in name fails here, not after the pair build
