@@ -125,12 +125,38 @@ def _parse_csv(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Rec
     try:
         if not reader.fieldnames:
             raise UserError(f"{path}: empty file (no header row)")
+        start = reader.line_num  # lines read before the next record
+        last_start = None
         for row, record in enumerate(reader):
             if None in record:
                 raise UserError(f"{path}: row {row}: more fields than the header has ({len(reader.fieldnames)})")
+            last_start, start = start, reader.line_num
             yield row, dict(record)
     except csv.Error as exc:
         raise UserError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from exc
+    if last_start is not None:
+        _check_closed_quotes(path, text, delimiter, last_start)
+
+
+def _check_closed_quotes(path: Path, text: str, delimiter: str, start: int) -> None:
+    """A quoted field never closed makes the (lenient) csv reader read the rest of the file into it, so the
+    last record swallows every row after it without an error. Only the last record can hold such a field:
+    read its lines (from line ``start + 1``) strictly, which fails at the end of the data inside the quotes."""
+    lines = io.StringIO(text, newline="").readlines()
+    raw = "".join(lines[start:])
+    try:
+        for _ in csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter, strict=True):
+            pass
+    except csv.Error as exc:
+        if "unexpected end of data" not in str(exc):
+            return  # another quirk the lenient reader tolerates (e.g. text after a closing quote): read as before
+        fields = next(csv.reader(io.StringIO(raw, newline=""), delimiter=delimiter))
+        # the open field holds everything after its opening quote: its line is the record's end less its newlines
+        opened = start + 1 + raw.count("\n") - fields[-1].count("\n") if fields else start + 1
+        raise UserError(f"{path}: line {opened}: a quoted field opens there and is never closed, so the file "
+                        f"from there to its end (line {len(lines)}) would be read as that one field; close or "
+                        "remove the stray quote (a literal quote inside a quoted field is written twice: \"\")"
+                        ) from None
 
 
 def _read_parquet(path: Path) -> Iterator[tuple[int, Record]]:

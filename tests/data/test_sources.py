@@ -94,6 +94,25 @@ def test_csv_row_with_extra_fields(tmp_path):
         list(read_rows(path))
 
 
+@pytest.mark.parametrize("text, line", [
+    ('prompt,chosen,rejected\np0,c0,r0\n"p1 with a stray quote,c1,r1\np2,c2,r2\np3,c3,r3\n', 3),
+    ('prompt,chosen,rejected\n"p0\nsecond line",c0,r0\np1,"c1 never closed,r1\np2,c2,r2', 4),  # after a good one
+    ('prompt,chosen,rejected\np0,c0,"r0', 2),  # the last field of the file
+])
+def test_csv_quote_never_closed_names_the_line_instead_of_swallowing_the_rest(tmp_path, text, line):
+    path = tmp_path / "d.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"d\.csv: line {line}: a quoted field opens there and is never closed"):
+        list(read_rows(path))
+
+
+def test_csv_quotes_the_lenient_reader_accepts_still_read(tmp_path):
+    """A quote inside an unquoted field, text after a closing quote, a quoted field spanning lines at the end."""
+    path = tmp_path / "d.csv"
+    path.write_text('prompt,chosen\nWrite a "guide,c0\n"Write a" guide,c1\np2,"two\nlines"\n')
+    assert [r["prompt"] for _, r in read_rows(path)] == ['Write a "guide', "Write a guide", "p2"]
+
+
 def test_unsupported_suffix_and_missing_file(tmp_path):
     (tmp_path / "d.xml").write_text("x")
     with pytest.raises(ValueError, match=r"d\.xml: unsupported file type"):
