@@ -112,7 +112,9 @@ def benchmark_layout(columns: Iterable[str], name: str = "") -> str | None:
         return "or_bench"
     if {"forbidden_prompt", "category", "source"} <= cols:
         return "strongreject"
-    if {"prompt", "type", "label"} <= cols:
+    # XSTest: prompts.csv has a label column; xstest_v2_prompts.csv (id_v1, id_v2, type, prompt, focus, note)
+    # has none, the contrast_* types being the unsafe prompts (the loader reads both)
+    if {"prompt", "type", "label"} <= cols or {"prompt", "type", "id_v2", "focus"} <= cols:
         return "xstest"
     if {"Goal", "Target", "Behavior", "Category"} <= cols:
         return "jailbreakbench"

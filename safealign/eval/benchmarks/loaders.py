@@ -4,7 +4,9 @@ Layouts (column names as the upstream files spell them; see docs/benchmarks.md):
 
 - StrongREJECT CSV: ``category, source, forbidden_prompt`` — every row harmful.
 - XSTest CSV: ``prompt, type, label`` (``label`` safe | unsafe; ``id`` optional) — safe rows are benign
-  prompts, unsafe rows (the ``contrast_*`` types) harmful; the type is the category.
+  prompts, unsafe rows (the ``contrast_*`` types) harmful; the type is the category. The v2 file
+  (``xstest_v2_prompts.csv``: ``id_v1, id_v2, type, prompt, focus, note``) has no label: its ``contrast_*``
+  types are the unsafe prompts, the others safe; ids from ``id_v2``.
 - JailbreakBench behaviors CSV: ``Goal, Target, Behavior, Category`` (``Index``, ``Source`` optional) — the
   file holds one split; a file whose name contains "benign" is the benign split, any other the harmful one.
 - SORRY-Bench JSONL: ``question_id, category, turns`` (a list holding the request) — every row harmful.
@@ -18,7 +20,9 @@ Layouts (column names as the upstream files spell them; see docs/benchmarks.md):
 - Anything else is read as behaviors (:func:`safealign.data.behaviors.parse_behaviors`: HarmBench, AdvBench,
   generic JSONL; :func:`safealign.data.behaviors.benchmark_layout` tells the layouts above from them). HarmBench
   copyright behaviors are kept apart (``BenchmarkSet.copyright``) and counted as skipped unless the run includes
-  them (``behaviors.copyright``), since only a hashing judge scores them.
+  them (``behaviors.copyright``), since only a hashing judge scores them. They are told by the ``copyright``
+  category or the ``hash_check`` tag, in the HarmBench layout and in the generic one alike, so they stay apart
+  after a round trip through ``behaviors.jsonl`` (:func:`safealign.data.behaviors.write_behaviors`).
 """
 
 from __future__ import annotations
@@ -95,18 +99,24 @@ def _behaviors_file(path: str | Path, records: list[tuple[int, Record]], targets
             "behavior|prompt|goal"
         )
     behaviors = parse_behaviors(str(path), records, layout, targets=targets)
-    if layout != "harmbench":
-        return BenchmarkSet(layout, tuple(behaviors))
-    copyright_rows = {row for row, record in records if _is_copyright(record)}
+    copyright_rows = {row for row, record in records if _is_copyright(record)} if layout != "advbench" else set()
     kept = tuple(b for b in behaviors if b.row not in copyright_rows)
     copied = tuple(b for b in behaviors if b.row in copyright_rows)
     return BenchmarkSet(layout, kept, skipped={"copyright": len(copied)} if copied else {}, copyright=copied)
 
 
 def _is_copyright(record: Record) -> bool:
-    """HarmBench marks copyright behaviors by functional category and the ``hash_check`` tag."""
-    categories = {str(record.get(k) or "").strip().lower() for k in ("FunctionalCategory", "SemanticCategory")}
-    return "copyright" in categories or "hash_check" in str(record.get("Tags") or "")
+    """HarmBench marks copyright behaviors by functional category and the ``hash_check`` tag; the generic layout
+    (what write_behaviors writes back) keeps them as ``category`` and ``tags`` (a list or comma-separated)."""
+    keys = ("FunctionalCategory", "SemanticCategory", "category")
+    categories = {str(record.get(k) or "").strip().lower() for k in keys}
+    tags = [record.get(k) for k in ("Tags", "tags")]
+    return "copyright" in categories or any("hash_check" in _tag_list(t) for t in tags)
+
+
+def _tag_list(value: Any) -> list[str]:
+    items = value if isinstance(value, (list, tuple)) else str(value or "").split(",")
+    return [str(item).strip() for item in items]
 
 
 def _text(record: Record, key: str, name: str, row: int, *, required: bool = True) -> str:
@@ -130,12 +140,16 @@ def _strongreject(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
 
 
 def _xstest(record: Record, name: str, row: int) -> tuple[Behavior, bool]:
-    label = _text(record, "label", name, row).lower()
-    if label not in ("safe", "unsafe"):
-        raise UserError(f"{name}: row {row}: field 'label' is {label!r}; XSTest labels are 'safe' or 'unsafe'")
-    pid = _text(record, "id", name, row, required=False) or str(row)
-    behavior = Behavior(f"xstest_{pid}", _text(record, "prompt", name, row),
-                        category=_text(record, "type", name, row), source=name, row=row)
+    kind = _text(record, "type", name, row)
+    if "label" in record:
+        label = _text(record, "label", name, row).lower()
+        if label not in ("safe", "unsafe"):
+            raise UserError(f"{name}: row {row}: field 'label' is {label!r}; XSTest labels are 'safe' or 'unsafe'")
+    else:  # xstest_v2_prompts.csv: no label column; the contrast_* types are the unsafe prompts
+        label = "unsafe" if kind.startswith("contrast_") else "safe"
+    pid = _text(record, "id", name, row, required=False) or _text(record, "id_v2", name, row, required=False) \
+        or str(row)
+    behavior = Behavior(f"xstest_{pid}", _text(record, "prompt", name, row), category=kind, source=name, row=row)
     return behavior, label == "unsafe"
 
 
