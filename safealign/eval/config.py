@@ -46,7 +46,10 @@ class BehaviorsConfig:
     targets: Optional[str] = None
     categories: list[str] = field(default_factory=list)
     ids: list[str] = field(default_factory=list)  # exact ids, or ranges "advbench_1..advbench_50"
-    rows: Optional[str] = None  # positions in file order, "0:50" or "0:10,20:30"
+    # 0-based positions, "0:50" or "0:10,20:30" (Python slices; -1 the last), counted among the harmful behaviors
+    # left after the copyright rows (unless copyright: true), categories and ids, in file order; an index past
+    # them or a slice selecting none of them is an error
+    rows: Optional[str] = None
     sample: Optional[int] = None  # seeded random subset after filtering
     seed: int = 0
     limit: Optional[int] = None  # first N after filtering/sampling

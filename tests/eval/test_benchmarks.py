@@ -20,7 +20,8 @@ def test_filters_compose_in_order():
     assert ids(select_behaviors(BS, ids=["x_3..x_5", "x_9"])) == ["x_3", "x_4", "x_5", "x_9"]
     assert ids(select_behaviors(BS, rows="0:2,8:")) == ["x_1", "x_2", "x_9", "x_10"]
     assert ids(select_behaviors(BS, categories=["a"], limit=2)) == ["x_1", "x_3"]
-    assert parse_rows("3", 10) == {3}
+    assert parse_rows("3", 10) == {3} and parse_rows("-1,0", 10) == {9, 0}
+    assert ids(select_behaviors(BS, categories=["a"], rows="1,-1")) == ["x_3", "x_9"]  # among the filtered ones
 
 
 def test_sampling_is_seeded_and_keeps_file_order():
@@ -37,6 +38,10 @@ def test_sampling_is_seeded_and_keeps_file_order():
         ({"ids": ["x_99"]}, "unknown behavior id 'x_99'"),
         ({"ids": ["x_1..y_3"]}, "same prefix"),
         ({"rows": "a:b"}, "behaviors.rows: cannot parse 'a:b'"),
+        ({"rows": "0:2,10"}, r"behaviors.rows: '10' selects no behavior: positions run 0..9 \(10 behaviors left"),
+        ({"rows": "-11"}, r"behaviors.rows: '-11' selects no behavior"),
+        ({"rows": "20:30"}, r"behaviors.rows: '20:30' selects no behavior"),
+        ({"categories": ["a"], "rows": "5"}, r"'5' selects no behavior: positions run 0..4 \(5 behaviors left"),
     ],
 )
 def test_bad_filters_say_what_is_valid(kwargs, message):

@@ -98,16 +98,23 @@ def expand_ids(specs: Sequence[str], available: Sequence[str]) -> set[str]:
 
 
 def parse_rows(spec: str, n: int) -> set[int]:
-    """Positions from ``"0:50"``, ``"3"`` or ``"0:10,20:30"`` (Python slice semantics)."""
+    """Positions from ``"0:50"``, ``"3"`` or ``"0:10,20:30"`` (Python index and slice semantics, so ``-1`` is the
+    last) among the ``n`` behaviors the earlier filters left. An index outside them, or a slice that selects none
+    of them, is an error rather than silently nothing."""
     out: set[int] = set()
     for part in spec.split(","):
         part = part.strip()
         try:
             if ":" in part:
                 lo, hi = part.split(":", 1)
-                out |= set(range(n)[slice(int(lo) if lo else None, int(hi) if hi else None)])
+                picked = set(range(n)[slice(int(lo) if lo else None, int(hi) if hi else None)])
             else:
-                out.add(int(part))
+                picked = {range(n)[int(part)]} if -n <= int(part) < n else set()
         except ValueError:
             raise UserError(f"behaviors.rows: cannot parse {part!r}; use e.g. 0:50 or 0:10,20:30") from None
+        if not picked:
+            raise UserError(f"behaviors.rows: {part!r} selects no behavior: positions run 0..{n - 1} ({n} behaviors "
+                            "left after the copyright rows, behaviors.categories and behaviors.ids; rows counts "
+                            "among those, not in the file)")
+        out |= picked
     return out
