@@ -10,6 +10,7 @@ two views score identical tokens.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -20,6 +21,8 @@ from safealign.data.collate import pad_sequences
 from safealign.data.tokenize import Ids, PairEncoder, TruncationReport
 from safealign.errors import UserError
 from safealign.types import JudgmentExample, Message
+
+log = logging.getLogger(__name__)
 
 # Our wording of CUT's judgment-conditioned instruction ("write a response that matches the judgment").
 JUDGMENT_TEMPLATE = ("{request}\n\nWrite a response to the request above that matches the following judgment "
@@ -55,7 +58,8 @@ def encode_judgments(encoder: PairEncoder, examples: Sequence[JudgmentExample]
     for index, ex in enumerate(examples):
         views = []
         for prompt in (ex.prompt, judgment_prompt(ex.prompt, ex.judgment)):
-            ids = _ids(encoder, encoder.render_prompt(prompt))
+            # a template error names the file and row, as the pair encoder's do
+            ids = encoder._guarded(ex, lambda: _ids(encoder, encoder.render_prompt(prompt)))  # noqa: B023
             cut = ids[-limit:] if limit is not None and len(ids) > limit else ids
             prompts_cut += int(cut != ids)
             views.append(cut)
@@ -63,10 +67,15 @@ def encode_judgments(encoder: PairEncoder, examples: Sequence[JudgmentExample]
         if budget < 1:
             dropped.append(index)
             continue
-        response = _ids(encoder, encoder.render_response(ex.prompt, ex.completion))
+        rendered = encoder._guarded(ex, lambda: encoder.render_response(ex.prompt, ex.completion))  # noqa: B023
+        response = _ids(encoder, rendered)
         responses_cut += int(len(response) > budget)
         out.append(EncodedJudgment(index, views[0], views[1], response[:budget], ex.score))
-    return out, TruncationReport(len(examples), prompts_cut, responses_cut, tuple(dropped))
+    report = TruncationReport(len(examples), prompts_cut, responses_cut, tuple(dropped))
+    # logged like the pair encoder's report: a warning when anything was cut or dropped, never silent
+    (log.warning if prompts_cut or responses_cut or dropped else log.info)("judgment tokenization: %s",
+                                                                          report.summary())
+    return out, report
 
 
 def _ids(encoder: PairEncoder, text: str) -> Ids:

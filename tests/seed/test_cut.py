@@ -91,3 +91,22 @@ def test_batched_objective_matches_brute_force_and_its_gradient_flows_through_bo
     assert 0 < out.metrics["cut/flagged_fraction"].mean().item() < 1
     out.losses.mean().backward()
     assert model.lm_head.weight.grad.abs().sum() > 0
+
+
+def test_encoding_names_the_row_a_template_rejects_and_logs_what_it_cut(caplog):
+    from safealign.errors import UserError
+    from safealign.models.tiny import CHATML_TEMPLATE
+
+    picky = "{% if 'FORBIDDEN' in messages[-1]['content'] %}{{ raise_exception('no such word') }}{% endif %}"
+    encoder = PairEncoder(tiny_tokenizer(), chat_template=picky + CHATML_TEMPLATE, max_length=48, max_prompt_length=40)
+    def example(text, row):
+        return JudgmentExample(({"role": "user", "content": text},), "An answer that goes on " * 3, "fine", 5.0,
+                               source="j.jsonl", row=row)
+
+    with pytest.raises(UserError, match=r"j\.jsonl row 1: the chat template rejected this conversation: no such word"):
+        encode_judgments(encoder, [example("hi", 0), example("FORBIDDEN", 1)])
+    with caplog.at_level("INFO"):
+        _, report = encode_judgments(encoder, [example("hi", 0)])
+    assert report.responses_truncated == 1 and report.prompts_truncated == 1
+    assert any(r.levelname == "WARNING" and "judgment tokenization: 1 examples: 1 prompts left-truncated, 1 responses "
+               "cut" in r.getMessage() for r in caplog.records)
