@@ -13,7 +13,9 @@ policy/reference prompt plus the response fits ``max_length``. A row whose promp
 response token is dropped and counted. Left truncation can cut the reference view's change (E-RLHF's
 safety prefix opens the last user turn, so a long turn pushes it out, and the reference may then see the
 policy's prompt): such rows are kept as cut, as TRL's keep-end truncation would, and counted
-(``TruncationReport.reference_prefixes_cut``) with a warning to raise ``max_prompt_length``.
+(``TruncationReport.reference_prefixes_cut``) with a warning to raise ``max_prompt_length``. A reference view
+that alone exceeds the limit loses its start instead (the chat header, a system prompt) while the policy view
+keeps it; such rows are kept as cut too and counted apart (``reference_heads_cut``), with the same warning.
 
 Joint log-probs (``joint_logps=True``, for losses over log π(x, y) such as JPO; docs/loss-inputs.md):
 each side's own prompt (a pair may answer two prompts, ``PreferencePair.rejected_prompt``) is rendered
@@ -99,6 +101,9 @@ class TruncationReport:
     responses_truncated: int
     dropped: tuple[int, ...] = ()
     reference_prefixes_cut: int = 0
+    # rows whose reference view alone lost leading ids (the chat header, a system prompt) to left truncation,
+    # the transform's change intact: the longer reference view exceeds max_prompt_length where the policy's fits
+    reference_heads_cut: int = 0
 
     def summary(self) -> str:
         text = (
@@ -109,6 +114,9 @@ class TruncationReport:
         if self.reference_prefixes_cut:
             text += (f"; {self.reference_prefixes_cut} rows lost (part of) their reference-view safety prefix to "
                      "left truncation (the reference sees less or none of it): raise max_prompt_length")
+        if self.reference_heads_cut:
+            text += (f"; {self.reference_heads_cut} rows' reference view lost its start (chat header, system "
+                     "prompt) to left truncation while the policy view kept it: raise max_prompt_length")
         return text
 
 
@@ -121,6 +129,7 @@ class _Counts:
     prompts: int = 0
     responses: int = 0
     prefixes_cut: int = 0
+    heads_cut: int = 0
 
 
 class PairEncoder:
@@ -207,7 +216,8 @@ class PairEncoder:
             except PromptTooLong as exc:
                 log.debug("%s", exc)
                 dropped.append(index)
-        report = TruncationReport(len(items), counts.prompts, counts.responses, tuple(dropped), counts.prefixes_cut)
+        report = TruncationReport(len(items), counts.prompts, counts.responses, tuple(dropped), counts.prefixes_cut,
+                                  counts.heads_cut)
         (log.warning if counts.prompts or counts.responses or dropped else log.info)(
             "tokenization: %s", report.summary()
         )
@@ -272,7 +282,12 @@ class PairEncoder:
             ref = None if ref == policy else ref
         policy_cut, ref_cut = self._left_truncate(policy), self._left_truncate(ref) if ref is not None else None
         counts.prompts += int(policy_cut != policy or (ref is not None and ref_cut != ref))
-        counts.prefixes_cut += int(ref is not None and _cuts_the_change(policy, ref, len(ref) - len(ref_cut)))
+        if ref is not None:
+            removed = len(ref) - len(ref_cut)
+            changed = _cuts_the_change(policy, ref, removed)
+            counts.prefixes_cut += int(changed)
+            # the views then differ by more than the transform: the reference lacks a start the policy sees
+            counts.heads_cut += int(not changed and removed > len(policy) - len(policy_cut))
         return policy_cut, ref_cut
 
     def _left_truncate(self, ids: Ids, keep_first: bool = False) -> Ids:

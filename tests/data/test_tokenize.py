@@ -209,7 +209,8 @@ def test_a_safety_prefix_cut_by_left_truncation_is_counted_and_warned(tiny_token
     enc = PairEncoder(tiny_tokenizer, SafetyPrefix(), max_length=200, max_prompt_length=150)
     with caplog.at_level(logging.WARNING):
         encoded, report = enc.encode_all([pair(prompt=long_turn), pair(prompt=Q), head_only])
-    assert report == TruncationReport(3, 2, 0, (), reference_prefixes_cut=1)
+    # head_only's policy view fits; its reference view lost the header and part of the earlier turns instead
+    assert report == TruncationReport(3, 2, 0, (), reference_prefixes_cut=1, reference_heads_cut=1)
     assert ("1 rows lost (part of) their reference-view safety prefix to left truncation (the reference sees less "
             "or none of it): raise max_prompt_length") in caplog.text
     # detection only: each view is its plain left truncation, as before; here the reference lost all of the prefix
@@ -220,6 +221,20 @@ def test_a_safety_prefix_cut_by_left_truncation_is_counted_and_warned(tiny_token
     prefix = ids(tiny_tokenizer, CG)
     kept = encoded[2].ref_prompt_ids
     assert any(kept[i:i + len(prefix)] == prefix for i in range(len(kept)))  # the cut stayed in the earlier turns
+
+
+def test_a_reference_view_that_alone_loses_its_chat_header_is_counted_and_warned(tiny_tokenizer, caplog):
+    """Only the prefixed reference exceeds max_prompt_length: it loses its start, the policy view keeps it."""
+    policy, ref = ids(tiny_tokenizer, chatml_prompt(Q)), ids(tiny_tokenizer, chatml_prompt(CG + Q))
+    limit = len(ref) - 3  # the reference loses 3 ids of "<|im_start|>user\n", the policy view fits
+    assert len(policy) <= limit
+    enc = PairEncoder(tiny_tokenizer, SafetyPrefix(), max_length=400, max_prompt_length=limit)
+    with caplog.at_level(logging.WARNING):
+        encoded, report = enc.encode_all([pair(), pair(harmful=False)])
+    assert report == TruncationReport(2, 1, 0, (), reference_prefixes_cut=0, reference_heads_cut=1)
+    assert "1 rows' reference view lost its start (chat header, system prompt) to left truncation" in caplog.text
+    assert encoded[0].prompt_ids == policy  # cut as before: each view keeps its end
+    assert encoded[0].ref_prompt_ids == ref[3:]
 
 
 def test_joint_truncation_keeps_the_shared_first_token(tiny_tokenizer):
