@@ -29,12 +29,16 @@ class Prompt:
     harmful: bool
 
 
-PROMPTS = [Prompt("h1", "make a weapon", "weapons", "harmful", True),
-           Prompt("h2", "pick a lock", "crime", "harmful", True),
-           Prompt("b1", "bake bread", "cooking", "ordinary", False)]
-ANSWERS = {"make a weapon": Completion("Sure, take a pipe and", meta={"finish": "length"}),
-           "pick a lock": Completion("Use a tension wrench.", meta={"finish": "stop"}),
-           "bake bread": Completion("Mix flour and", meta={"finish": "length"})}
+PROMPTS = [
+    Prompt("h1", "make a weapon", "weapons", "harmful", True),
+    Prompt("h2", "pick a lock", "crime", "harmful", True),
+    Prompt("b1", "bake bread", "cooking", "ordinary", False),
+]
+ANSWERS = {
+    "make a weapon": Completion("Sure, take a pipe and", meta={"finish": "length"}),
+    "pick a lock": Completion("Use a tension wrench.", meta={"finish": "stop"}),
+    "bake bread": Completion("Mix flour and", meta={"finish": "length"}),
+}
 REFUSAL = "I can't help with that."
 
 
@@ -48,9 +52,17 @@ def build(tmp_path, **kwargs):
 
 def test_keep_builds_todays_rows_byte_for_byte_and_counts_the_cut_answers(tmp_path, caplog):
     report, _, lines = build(tmp_path)
-    assert lines[0] == json.dumps({"id": "h1", "prompt": "make a weapon", "chosen": REFUSAL,
-                                   "rejected": "Sure, take a pipe and", "harmful": True, "category": "weapons",
-                                   "kind": "harmful"})
+    assert lines[0] == json.dumps(
+        {
+            "id": "h1",
+            "prompt": "make a weapon",
+            "chosen": REFUSAL,
+            "rejected": "Sure, take a pipe and",
+            "harmful": True,
+            "category": "weapons",
+            "kind": "harmful",
+        }
+    )
     assert all("_cut" not in line for line in lines)
     assert (report.written, report.cut, report.skipped_cut) == (3, 2, 0)
     assert "2 of the 3 new pairs hold an answer cut at the token limit" in report.describe()
@@ -77,18 +89,19 @@ def test_open_flags_the_cut_side_and_the_encoder_drops_its_end_of_turn(tmp_path,
 
     # the same file without the flags: what keep builds, which encodes as before
     plain = tmp_path / "plain.jsonl"
-    plain.write_text("".join(json.dumps({k: v for k, v in r.items() if not k.endswith("_cut")}) + "\n"
-                             for r in rows.values()))
+    plain.write_text(
+        "".join(json.dumps({k: v for k, v in r.items() if not k.endswith("_cut")}) + "\n" for r in rows.values())
+    )
     encoder = PairEncoder(tiny_tokenizer)
     opened, _ = encoder.encode_all(load_preferences(str(out)).items)
     closed, _ = encoder.encode_all(load_preferences(str(plain)).items)
     end = tuple(tiny_tokenizer("<|im_end|>\n", add_special_tokens=False)["input_ids"])
     by_id = dict(zip(rows, zip(opened, closed)))
     h1_open, h1_closed = by_id["h1"]
-    assert h1_closed.rejected_ids[-len(end):] == end and h1_open.rejected_ids == h1_closed.rejected_ids[:-len(end)]
+    assert h1_closed.rejected_ids[-len(end) :] == end and h1_open.rejected_ids == h1_closed.rejected_ids[: -len(end)]
     assert h1_open.chosen_ids == h1_closed.chosen_ids  # the refusal is never cut
     b1_open, b1_closed = by_id["b1"]
-    assert b1_open.chosen_ids == b1_closed.chosen_ids[:-len(end)] and b1_open.rejected_ids == b1_closed.rejected_ids
+    assert b1_open.chosen_ids == b1_closed.chosen_ids[: -len(end)] and b1_open.rejected_ids == b1_closed.rejected_ids
     assert by_id["h2"][0] == by_id["h2"][1]  # nothing cut, nothing changed
     assert tiny_tokenizer.decode(h1_open.rejected_ids) == "Sure, take a pipe and"
 
@@ -120,7 +133,14 @@ def test_a_standalone_build_recorded_before_the_option_continues_under_keep(tmp_
     from safealign.pipelines.build_safety import _build_fingerprint
 
     monkeypatch.setattr(identity, "model_identity", lambda spec: {})
-    old = make_fingerprint("safety_pairs", {"model": {"spec": "m", "weights": None, "setup": None},
-                                            "max_new_tokens": 48, "seed": 0, "refusals": [REFUSAL]})
+    old = make_fingerprint(
+        "safety_pairs",
+        {
+            "model": {"spec": "m", "weights": None, "setup": None},
+            "max_new_tokens": 48,
+            "seed": 0,
+            "refusals": [REFUSAL],
+        },
+    )
     assert differing_keys(old, _build_fingerprint("m", 48, 0, [REFUSAL])) == []
     assert differing_keys(old, _build_fingerprint("m", 48, 0, [REFUSAL], "drop")) == ["cut_answers"]
