@@ -45,9 +45,10 @@ different prompt format than the model will see at inference.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from jinja2 import TemplateError
 from tqdm.auto import tqdm
@@ -104,6 +105,12 @@ class TruncationReport:
     # rows whose reference view alone lost leading ids (the chat header, a system prompt) to left truncation,
     # the transform's change intact: the longer reference view exceeds max_prompt_length where the policy's fits
     reference_heads_cut: int = 0
+
+    @classmethod
+    def total(cls, reports: Sequence[TruncationReport]) -> TruncationReport:
+        """Several encodings' reports as one (every count summed; dropped indices are per encoding: left out)."""
+        counts = [f.name for f in dataclasses.fields(cls) if f.name != "dropped"]
+        return cls(**{name: sum(getattr(r, name) for r in reports) for name in counts})
 
     def summary(self) -> str:
         text = (

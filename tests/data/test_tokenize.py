@@ -267,3 +267,13 @@ def test_the_transition_target_is_the_first_token_of_the_refusal_text_not_of_the
     assert qwen.chosen_target_ids == ids(tiny_tokenizer, "I") * len(qwen.chosen_ids)
     spaced = dataclasses.replace(row, chosen_target_refusal=" I cannot help.")  # ChatML keeps a leading space
     assert PairEncoder(tiny_tokenizer).encode(spaced, 0).chosen_target_ids[:1] == ids(tiny_tokenizer, " ")
+
+
+def test_reports_of_several_encodings_add_up_every_count():
+    """The objective trainer encodes each role on its own and logs one report: every count must survive the sum
+    (the E-view counts were dropped when the fields were added up by position)."""
+    from safealign.data.tokenize import TruncationReport
+
+    a = TruncationReport(3, 1, 2, (0,), reference_prefixes_cut=1, reference_heads_cut=0)
+    b = TruncationReport(4, 0, 1, (2, 3), reference_prefixes_cut=2, reference_heads_cut=1)
+    assert TruncationReport.total([a, b]) == TruncationReport(7, 1, 3, (), 3, 1)

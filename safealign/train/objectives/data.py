@@ -72,9 +72,7 @@ def encode_role_rows(config: TrainConfig, tokenizer: Any, by_role: Mapping[str, 
             raise UserError(f"{config.data.path}: every '{role}' row is too long for data.max_length="
                             f"{config.data.max_length}")
         reports.append(report)
-    total = TruncationReport(sum(r.examples for r in reports), sum(r.prompts_truncated for r in reports),
-                             sum(r.responses_truncated for r in reports), ())
-    return encoded, total
+    return encoded, TruncationReport.total(reports)
 
 
 @dataclass(frozen=True)
