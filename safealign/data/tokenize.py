@@ -336,13 +336,26 @@ class PairEncoder:
     def _first_content_token(self, prompt, text: str, item) -> Ids:
         """The first token of ``text`` itself in an assistant turn: the rendered response from where the text
         starts (after anything the template puts first, e.g. Qwen3's ``<think>\\n\\n</think>\\n\\n``)."""
+        rendered, start = self._content_start(prompt, text, item)
+        return self._ids(rendered[start:])[:1]
+
+    def text_before_content(self, prompt, text: str, item) -> str:
+        """What the chat template renders before ``text`` in an assistant turn answering ``prompt``: "" for most
+        templates, Qwen3's empty ``<think>`` block for Qwen3's. ``item`` (source, row) names the row in errors."""
+        rendered, start = self._content_start(prompt, text, item)
+        return rendered[:start]
+
+    def _content_start(self, prompt, text: str, item) -> tuple[str, int]:
+        """The rendered assistant turn and where ``text`` starts in it."""
         rendered = self._guarded(item, lambda: self.render_response(prompt, text))
         start = rendered.find(text)
         start = start if start >= 0 else rendered.find(text.strip())  # a template may strip the content
         if start < 0:
-            raise UserError(f"{item.source} row {item.row}: the chat template changes the refusal text "
-                            f"{text[:40]!r}, so its first token cannot be found in the rendered assistant turn")
-        return self._ids(rendered[start:])[:1]
+            raise UserError(
+                f"{item.source} row {item.row}: the chat template changes the assistant text "
+                f"{text[:40]!r}, so where it starts in the rendered assistant turn cannot be found"
+            )
+        return rendered, start
 
     @staticmethod
     def _guarded(item, fn):

@@ -68,7 +68,9 @@ def constrained_sft(x: TokenLogps, *, beta: float = 0.1, first_token_factor: flo
                     bias_length: int = 5) -> LossOutput:
     """Token-wise constrained SFT: ``L_t = −(2/β_t)·logσ(β_t(ℓ_t − ℓ^ref_t))``, averaged over every response
     token of the batch; β_t from :func:`beta_schedule` (defaults: 0.5 on the first token, 2.0 on tokens 2–5,
-    0.1 after), so the first tokens stay close to the reference while later ones learn freely.
+    0.1 after), so the first tokens stay close to the reference while later ones learn freely. Column 0 is the
+    scored response's first token, which must be the answer's: training refuses a chat template that opens the
+    assistant turn with fixed text such as Qwen3's empty think block (safealign/train/data.py).
 
     The gradient is the authors' code's: ``−w_t ∇ℓ_t`` with ``w_t = max(2(1 − σ(β_t(ℓ_t − ℓ^ref_t))), 1e-3)``
     (the exact gradient except the floor); the value is the formula's. Each example's value is its token sum

@@ -46,11 +46,38 @@ def _encode_unpaired(encoder: PairEncoder, items: Sequence[Any], max_length: int
     return with_kl_partners(encoded, max_length, partners=kl_partners), report
 
 
+def _encode_token_pairs(encoder: PairEncoder, items: Sequence[Any], max_length: int, kl_partners: bool):
+    _check_answer_opens_the_response(encoder, items)
+    return _encode_pairs(encoder, items, max_length, kl_partners)
+
+
+def _check_answer_opens_the_response(encoder: PairEncoder, items: Sequence[Any]) -> None:
+    """UserError when the chat template puts fixed text (Qwen3's empty ``<think>`` block) before a chosen answer.
+
+    A per-token loss sees the scored response from its first token (train/token_inputs.py), and constrained_sft's
+    β schedule (losses/safety.py) is meant for the answer's first tokens; on such a template it would fall on the
+    template's text, which the model predicts alike before and after training. Leading whitespace is allowed (it
+    joins the answer's first token or takes one position). The deep-aug and derta transforms' prefixed rows are
+    refused on such templates when they are encoded (data/tokenize.py)."""
+    for item in items:
+        text = (item.response_prefix or "") + item.chosen
+        before = encoder.text_before_content(item.prompt, text, item)
+        if before.strip():
+            raise UserError(
+                f"{item.source} row {item.row}: the chat template renders {before[:60]!r} before the assistant's "
+                "answer, and a per-token loss (constrained_sft) would put its first-token β schedule on that text "
+                "instead of the answer's first tokens; use a model whose template opens the assistant turn with the "
+                "answer (e.g. ChatML, Llama 3), edit the tokenizer's chat_template to drop that text, or use a pair "
+                "loss (docs/safety-training.md)"
+            )
+
+
 DATA_KINDS = {
     "pair": DataKind("pair", _encode_pairs, PreferenceCollator, ("ref_chosen_logps", "ref_rejected_logps"),
                      lambda item: dataclasses.replace(item, ref_prompt_ids=None)),
     # per-token losses read pairs' chosen responses; no reference column is cached (ref_columns None: live)
-    "token": DataKind("token", _encode_pairs, PreferenceCollator, None, lambda item: item),
+    # (the template must open the assistant turn with the answer: _check_answer_opens_the_response)
+    "token": DataKind("token", _encode_token_pairs, PreferenceCollator, None, lambda item: item),
     "unpaired": DataKind("unpaired", _encode_unpaired, UnpairedKLCollator, ("ref_logps", "ref_kl_logps"),
                          strip_reference_view),
 }

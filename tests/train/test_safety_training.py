@@ -146,6 +146,23 @@ def test_constrained_sft_first_step_is_log_2_weighted_by_the_beta_schedule(tmp_p
     assert abs(_first_loss(e_run) - expected) > 1e-3
 
 
+def test_a_per_token_loss_refuses_a_template_that_puts_fixed_text_before_the_answer(tmp_path):
+    """constrained_sft's β schedule starts at the scored response's first token; on a Qwen3-like template that
+    is the empty think block, not the answer, so the token data kind refuses the template, naming the row."""
+    from safealign.errors import UserError
+    from safealign.train.data import DATA_KINDS
+    from tests.data.test_tokenize import QWEN3_LIKE
+
+    rows = _parsed(tmp_path / "pairs.jsonl")
+    token = DATA_KINDS["token"]
+    encoded, _ = token.encode(PairEncoder(tiny_tokenizer()), rows, 512, False)  # ChatML: fine
+    assert len(encoded) == len(rows)
+    qwen = PairEncoder(tiny_tokenizer(), chat_template=QWEN3_LIKE)
+    with pytest.raises(UserError, match=r"pairs.jsonl row 0: the chat template renders '<think>.*constrained_sft"):
+        token.encode(qwen, rows, 512, False)
+    assert len(DATA_KINDS["pair"].encode(qwen, rows, 512, False)[0]) == len(rows)  # a pair loss has no schedule
+
+
 def test_target_ids_score_one_token_at_every_position_like_separate_forwards():
     model = tiny_model().eval()
     ids = torch.tensor([[5, 9, 13, 17, 21, 25]])
