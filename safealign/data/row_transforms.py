@@ -15,8 +15,10 @@ and the data layout that provides it. Formulas and sources: docs/safety-training
 
 Randomness is drawn per row from ``(seed, transform, row number, row content)``, so a row's random draws do not depend
 on the order or number of other rows. One rule is positional, not drawn: ``derta`` gives k = 0 (no harmful prefix)
-to the 3rd, 6th, 9th, … refusal row in input order (counting refusal rows only, as the released generator does), so
-which rows get it depends on the order of the refusal rows; finished experiments depend on this rule, keep it.
+to the 3rd, 6th, 9th, … refusal row in input order (counting refusal rows only), so which rows get it depends on the
+order of the refusal rows. This is not quite the released generator's rule, which gives k = 0 to the 1st, 4th, 7th, …
+row of its safety file (``i % 3 == 0``) and skips rows under 3 words (see :func:`derta`); finished experiments
+depend on this rule, keep it.
 """
 
 from __future__ import annotations
@@ -211,9 +213,15 @@ def recovery(rows: Sequence[PreferencePair], *, seed: int = 0, probability: floa
 def derta(rows: Sequence[PreferencePair], *, seed: int = 0, rto: bool = True) -> list[PreferencePair]:
     """DeRTa's safety rows from each refusal row: (1) harmful-prefix MLE: the first k words of the harmful
     response, then the refusal, k ~ randint(1, n − 2) for n words, except k = 0 for the 3rd, 6th, 9th, … refusal
-    row in input order (a position among the refusal rows, not a draw: the released generator's rule) and for rows
-    of fewer than 3 words; (2) with ``rto``, a reinforced-transition row: the whole harmful response as
-    input, every position trained to predict the refusal's first token. Other rows pass through."""
+    row in input order (a position among the refusal rows, not a draw) and for rows of fewer than 3 words; (2) with
+    ``rto``, a reinforced-transition row: the whole harmful response as input, every position trained to predict
+    the refusal's first token. Other rows pass through.
+
+    The released generator (RobustNLP/DeRTa ``data/train/generate_training_data.py``) differs in two ways, kept
+    because finished experiments depend on this rule: its k = 0 rows are the 1st, 4th, 7th, … of its safety file
+    (index ``i % 3 == 0``, i counting every row, skipped ones included), not the 3rd, 6th, 9th; and a row under 3
+    words (space-split) gets no prefix row at all (its ``randint(1, n − 2)`` fails and the row is skipped; its
+    transition row is kept), where here it gets a k = 0 row."""
     out = []
     refusal_rows = 0
     for row in rows:
@@ -222,6 +230,7 @@ def derta(rows: Sequence[PreferencePair], *, seed: int = 0, rto: bool = True) ->
             continue
         n = len(_words(row.rejected))
         rng = _rng(seed, "derta", row)
+        # not upstream's i % 3 == 0 (its 1st, 4th, … rows); finished experiments depend on this rule (docstring)
         k = 0 if refusal_rows % 3 == 2 or n < 3 else rng.randint(1, n - 2)
         refusal_rows += 1
         out.append(_prefixed(row, k, "derta"))
