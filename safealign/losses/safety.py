@@ -18,7 +18,8 @@ from safealign.types import LossOutput, PairLogps, TokenLogps
                      "Safety, arXiv:2505.20065")
 def safedpo(x: PairLogps, *, beta: float = 0.1, delta: float = 0.0) -> LossOutput:
     """SafeDPO: ``−logσ(β(cl − rl) − (h_l − h_w)·Δ)`` with h = 1 for an unsafe response, on rows reordered
-    by the ``safety_order`` data transform (an unsafe chosen with a safe rejected swapped, two unsafe dropped).
+    by the ``safety_order`` data transform (an unsafe chosen with a safe rejected swapped, two unsafe dropped);
+    rows in the wrong order and rows of two unsafe responses are refused, not reordered or dropped silently.
 
     After that reordering h_l − h_w is 1 on safe-vs-unsafe pairs and 0 otherwise, so the offset ``delta``
     (Δ ≥ 0) asks a larger margin only where safety decides the pair; Δ = 0 is the pure safety-constrained
@@ -30,6 +31,12 @@ def safedpo(x: PairLogps, *, beta: float = 0.1, delta: float = 0.0) -> LossOutpu
     if bool((x.chosen_safe < x.rejected_safe).any()):
         raise ValueError("loss 'safedpo': a row has an unsafe chosen and a safe rejected response; reorder the data "
                          "with the 'safety_order' data transform first (docs/safety-training.md)")
+    # T(D) drops them; trained here they would be plain DPO between two unsafe answers, which SafeDPO never does
+    if bool(((x.chosen_safe == 0) & (x.rejected_safe == 0)).any()):
+        raise ValueError(
+            "loss 'safedpo': a row has two unsafe responses; the 'safety_order' data transform drops "
+            "such rows, as SafeDPO's T(D) does (docs/safety-training.md)"
+        )
     cl, rl = log_ratios(x)
     unsafe_gap = x.chosen_safe - x.rejected_safe  # h_l − h_w with h = 1 − safe
     z = beta * (cl - rl) - unsafe_gap.to(cl.dtype) * delta

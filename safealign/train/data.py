@@ -189,6 +189,13 @@ def _check_safety_inputs(names: str, where: str, items: Sequence[Any], loss: Any
             raise UserError(f"loss {names}: {len(unordered)} rows of {where} prefer an unsafe response to a safe one "
                             f"(e.g. row {', '.join(map(str, unordered[:5]))}); add the 'safety_order' data transform "
                             "(data.transforms: [{name: safety_order}]) to reorder them as SafeDPO does")
+        unsafe = [item.row for item in items if item.chosen_safe is False and item.rejected_safe is False]
+        if unsafe:
+            raise UserError(
+                f"loss {names}: {len(unsafe)} rows of {where} have two unsafe responses (e.g. row "
+                f"{', '.join(map(str, unsafe[:5]))}), which SafeDPO does not train on; add the 'safety_order' data "
+                "transform (data.transforms: [{name: safety_order}]) to drop them as SafeDPO's T(D) does"
+            )
     transition = [item.row for item in items if getattr(item, "chosen_target_refusal", None) is not None]
     if transition and loss.needs_reference:
         raise UserError(f"loss {names} compares with a reference, but {len(transition)} rows (e.g. row "

@@ -41,6 +41,15 @@ def test_safedpo_refuses_unordered_rows_and_missing_labels():
         get_loss("safedpo")(dataclasses.replace(x, chosen_safe=t(1), rejected_safe=t(0)), delta=-1.0)
 
 
+def test_safedpo_refuses_rows_of_two_unsafe_responses_which_safety_order_drops():
+    """SafeDPO's T(D) drops a pair of two unsafe responses; the loss would otherwise train it as plain DPO."""
+    x = dataclasses.replace(
+        pair([-1.0, -2.0], [-3.0, -5.0], [-2.0, -1.0], [-2.0, -5.0]), chosen_safe=t(1, 0), rejected_safe=t(0, 0)
+    )
+    with pytest.raises(ValueError, match="two unsafe responses.*safety_order"):
+        get_loss("safedpo")(x)
+
+
 def test_sft_is_the_per_token_nll_of_the_chosen_response():
     x = pair([-6.0, -2.0], [-1.0, -1.0], lw=[3, 4], ll=[1, 1])
     assert get_loss("sft")(x).losses.tolist() == pytest.approx([2.0, 0.5])

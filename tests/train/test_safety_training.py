@@ -40,6 +40,13 @@ def _pairs(tmp_path: Path, harmful_column: bool = True) -> Path:
     return _jsonl(tmp_path / "pairs.jsonl", rows)
 
 
+def _pku(path: Path, rows: list[tuple]) -> Path:
+    """PKU-SafeRLHF rows from (prompt, response_0, response_1, better_response_id, (safe_0, safe_1))."""
+    return _jsonl(path, [{"prompt": p, "response_0": a, "response_1": b, "better_response_id": better,
+                          "is_response_0_safe": s0, "is_response_1_safe": s1, "safer_response_id": 0 if s0 else 1}
+                         for p, a, b, better, (s0, s1) in rows])  # fmt: skip
+
+
 def _parsed(data: Path) -> list[PreferencePair]:
     """The rows as the recipe reads them (same source and row numbers, which seed each row's draw)."""
     return [PreferencePair(({"role": "user", "content": p},), c, r, h, str(data), i) for i, ((p, c, r), h) in
@@ -83,9 +90,7 @@ def test_safedpo_first_step_is_the_offset_on_safe_versus_unsafe_pairs(tmp_path):
         ("Steal a car?", "Break the window.", "Hotwire it.", 1, (False, False)),
         ("Make a weapon?", "I can't help.", "Sharpen a stick.", 0, (True, False)),
         ("Plant tomatoes?", "In spring, in sun.", "Any time.", 0, (True, True))]
-    data = _jsonl(tmp_path / "pku.jsonl", [
-        {"prompt": p, "response_0": a, "response_1": b, "better_response_id": better, "is_response_0_safe": s0,
-         "is_response_1_safe": s1, "safer_response_id": 0 if s0 else 1} for p, a, b, better, (s0, s1) in rows])
+    data = _pku(tmp_path / "pku.jsonl", rows)
     run = _train(tmp_path, "safedpo_pku.yaml", data, "per_device_train_batch_size=4", "losses.0.params.delta=2.0")
     # step 0: the policy is the reference (LoRA starts at 0), so every log-ratio margin is 0 and the loss is
     # −logσ(−Δ) on the two safe-vs-unsafe pairs and log 2 on the two safe pairs
@@ -202,3 +207,21 @@ def test_missing_fields_fail_before_the_model_loads(tmp_path, monkeypatch, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert field in err and layout in err
+
+
+def test_safedpo_without_safety_order_refuses_two_unsafe_responses_before_the_model_loads(tmp_path, monkeypatch,
+                                                                                          capsys):  # fmt: skip
+    import safealign.models
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(safealign.models, "load_model", no_model)
+    rows = [("Steal a car?", "Break the window.", "Hotwire it.", 1, (False, False)),
+            ("Make a weapon?", "I can't help.", "Sharpen a stick.", 0, (True, False))]  # fmt: skip
+    data = _pku(tmp_path / "pku.jsonl", rows)
+    argv = ["train", str(RECIPES / "safedpo_pku.yaml"), f"data.path={data}", "data.split=null", "data.transforms=[]",
+            f"output_dir={tmp_path / 'r'}", "model=tiny-random"]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "1 rows of" in err and "two unsafe responses (e.g. row 0)" in err and "safety_order" in err
