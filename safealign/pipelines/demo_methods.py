@@ -14,7 +14,7 @@ recipe whose reference scores harmful rows given the 'community_guidelines' safe
 | dpo | the demo's ``train.losses`` (rpo = DPO + NLL by default) | — | e-dpo |
 | safedpo | DPO term → safedpo (Δ = 1), rpo's NLL kept as ``sft`` | flags_from_harmful, safety_order | e-safedpo |
 | deep-aug | the demo's ``train.losses`` | flags_from_harmful, recovery | e-deep-aug |
-| constrained-sft | constrained_sft (live reference, no pair probe) | — | e-constrained-sft |
+| constrained-sft | constrained_sft, the paper's β 0.1 (live reference, no pair probe) | — | e-constrained-sft |
 | derta | sft | flags_from_harmful, derta | none (no reference term) |
 | rr | objective circuit_breakers (docs/objectives.md) | — | none (position-aligned reference) |
 | refat | objective refat (docs/objectives.md) | — | none (no reference term) |
@@ -133,6 +133,9 @@ def check_methods_on_layout(config: Any) -> None:
 
 
 # --------------------------------------------------------------------------- built-in methods
+CONSTRAINED_SFT_BETA = 0.1  # Qi et al. 2024's β for token-wise constrained SFT (docs/safety-training.md)
+
+
 def _add_transforms(train: TrainConfig, *names: str) -> None:
     train.data.transforms = [*train.data.transforms, *({"name": n, "params": {}} for n in names)]
 
@@ -152,8 +155,9 @@ def _safedpo(train: TrainConfig, delta: float = 1.0) -> None:
 
 
 def _constrained_sft(train: TrainConfig) -> None:
-    beta = train.losses[0].params.get("beta", 0.1) if train.losses else 0.1
-    train.losses = [LossConfig("constrained_sft", 1.0, {"beta": beta})]
+    # the paper's β (the per-token sigmoid scale, 5x and 20x on the first tokens), not the demo's DPO β: another
+    # quantity, which only happens to share the demo's default 0.1
+    train.losses = [LossConfig("constrained_sft", 1.0, {"beta": CONSTRAINED_SFT_BETA})]
     train.reference.mode = "live"  # per-token reference log-probs are not cached
     train.diagnostics.entanglement_every = 0  # the probe compares chosen and rejected; this loss reads chosen only
 

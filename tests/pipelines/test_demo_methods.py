@@ -52,6 +52,8 @@ def test_each_method_rewrites_the_demo_objective_as_its_recipe_says():
     assert config.train.data.transforms == []  # the demo's own config is not changed by a method
     plain = load_demo_config(["nll_weight=0", "beta=0.5"])
     assert _names(_train(plain, "safedpo")) == [("safedpo", 1.0, {"beta": 0.5, "delta": 1.0})]
+    # constrained_sft's β is the per-token sigmoid scale of Qi et al. (0.1), not the demo's DPO β
+    assert _names(_train(plain, "constrained-sft")) == [("constrained_sft", 1.0, {"beta": 0.1})]
     assert describe(safedpo).startswith("1·safedpo(beta=0.1, delta=1.0) + 1·sft(); data: flags_from_harmful")
 
 
