@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 from torch import Tensor, nn
 
+from safealign.diagnostics.stats import median
 from safealign.errors import UserError
 from safealign.io import finite_or_none
 from safealign.train.reference import compute_reference_columns
@@ -56,7 +57,7 @@ class AnchorGap:
             "chosen_shift_mean": self.chosen_shift.double().mean().item(),
             "rejected_shift_mean": self.rejected_shift.double().mean().item(),
             "gap_mean": gap.mean().item(),
-            "gap_median": gap.median().item(),
+            "gap_median": median(gap),
             "gap_share_positive": (gap > 0).double().mean().item(),
             "beta": beta,
             "edpo_logit_shift_mean": -beta * gap.mean().item(),  # E-DPO logit − DPO logit

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from safealign.diagnostics.stats import median
 from safealign.errors import UserError
 from safealign.train.hooks import check_layers, hidden_states
 
@@ -48,7 +49,7 @@ def measure_hidden_norms(model: nn.Module, sequences: Sequence[Sequence[int]], l
         top = h.abs().mean(0).topk(k).indices
         share = (h[:, top] ** 2).sum(-1) / (h ** 2).sum(-1).clamp(min=1e-12)
         out.append({"layer": layer, "first_token_norm": statistics.median(first[layer]),
-                    "token_norm_median": float(h.norm(dim=-1).median()), "top_dims": top.tolist(),
-                    "top_share_median": float(share.median()), "even_share": k / h.shape[1],
-                    "sequences": len(sequences), "positions": h.shape[0]})
+                    "token_norm_median": median(h.norm(dim=-1)), "top_dims": top.tolist(),
+                    "top_share_median": median(share), "even_share": k / h.shape[1],
+                    "sequences": len(sequences), "positions": h.shape[0]})  # fmt: skip
     return out

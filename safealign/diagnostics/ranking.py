@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from safealign.diagnostics.stats import median
 from safealign.errors import UserError
 from safealign.io import finite_or_none
 from safealign.losses.base import per_token
@@ -110,7 +111,7 @@ class RankingReport:
         )
         out["difficulty"] = {
             "mean": c.mean().item(),
-            "median": c.median().item(),
+            "median": median(c),
             "share_positive": (c > 0).double().mean().item(),
         }
         out["dpo_loss_mean"] = dpo_pair_losses(x, beta=self.beta).double().mean().item()

@@ -68,3 +68,4 @@ def test_summary_hand_computed():
         0.5,
     )
     assert s["edpo_logit_shift_mean"] == pytest.approx(-0.35)
+    assert s["gap_median"] == 3.5  # two pairs: the mean of both gaps (torch.median would give the lower, −1)

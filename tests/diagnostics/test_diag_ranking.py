@@ -94,6 +94,7 @@ def test_report_summary_and_pairs():
     assert summary["reference_ranking_accuracy"] == {"summed": 0.25, "normalized": 0.75}
     assert summary["idealized_ranking_accuracy"] == 0.75
     assert summary["difficulty"]["mean"] == 6.0 and summary["difficulty"]["share_positive"] == 0.75
+    assert summary["difficulty"]["median"] == 2.0  # c = [0, 3, 1, 20]: the mean of the middle two, not the lower
     # DPO loss = softplus(−β[(pc − rc) − (pr − rr)]); margins: [1+1, 1−(−1), 2−1, 10−2] = [2, 2, 1, 8]
     losses = [math.log1p(math.exp(-0.5 * m)) for m in (2, 2, 1, 8)]
     assert summary["dpo_loss_mean"] == pytest.approx(sum(losses) / 4, rel=1e-6)
