@@ -19,7 +19,12 @@ def _layers(text: str) -> list[int]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     add = adder(parser)
-    add("--layers", type=_layers, help="comma-separated block indices (default: circuit breakers' target layers)")
+    add(
+        "--layers",
+        type=_layers,
+        help="comma-separated layers l: the residual stream after l blocks, 0 = the embeddings (default: circuit "
+        "breakers' target layers)",
+    )
     add("--top-k", type=int, help="dimensions whose share of the squared norm is reported (default 3)")
     add("--response", help="chosen or rejected: the response appended to each prompt (default rejected)")
 

@@ -28,7 +28,8 @@ from safealign.train.hooks import check_layers, hidden_states
 
 def measure_hidden_norms(model: nn.Module, sequences: Sequence[Sequence[int]], layers: Sequence[int],
                          top_k: int = 3) -> list[dict[str, Any]]:
-    """One summary per layer (the keys above) from the residual stream after each block in ``layers``."""
+    """One summary per layer (the keys above). Layer l is the residual stream after l blocks (0 = the
+    embeddings' output), HF's ``output_hidden_states[l]``, as circuit breakers' target layers count."""
     if not sequences or any(len(s) < 2 for s in sequences):
         raise UserError("hidden-norms needs sequences of at least 2 tokens (a first position and later ones)")
     layers = check_layers(model, list(layers), "layers")

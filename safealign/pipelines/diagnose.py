@@ -67,7 +67,8 @@ class EShareConfig(DiagnoseConfig):
 
 @dataclass
 class HiddenNormsConfig(DiagnoseConfig):
-    layers: Optional[list[int]] = None  # residual after these blocks (default: circuit breakers' target layers)
+    # layer l: the residual stream after l blocks, 0 = the embeddings (default: circuit breakers' target layers)
+    layers: Optional[list[int]] = None
     top_k: int = 3  # dimensions whose share of the squared norm is reported
     response: str = "rejected"  # chosen or rejected: the response appended to each prompt
 
