@@ -94,8 +94,10 @@ class CircuitBreakers(Objective):
 
     ``alpha``: the schedule's scale (10 in the paper's Llama-3-8B run, 5 for Mistral-7B).
     ``target_layers``: rerouting layers (default scaled from the paper's 10, 20 of 32 to the model's depth).
-    ``retain_layers``: retain layers (default every layer from 1 to the deepest target, the blocks the
-    truncated model trains; the reference code also counts the embeddings' output, whose distance is 0).
+    ``retain_layers``: retain layers (default every layer l from 1 to the deepest target D, the residual after
+    l blocks). The reference code truncates the model to D + 1 blocks and retains over all its hidden states,
+    0 to D + 1: also the embeddings' output (distance 0) and the output of its last block, block D, after the
+    model's final norm (layer D + 1 here), which this default leaves out (finished runs depend on it).
     ``retain_refusals``: also retain the refusals of harmful prompts (the paper's Llama-3 retain set); else
     only benign answers.
     """
@@ -119,6 +121,7 @@ class CircuitBreakers(Objective):
         depth = num_layers(model)
         target = check_layers(model, self.target_layers or default_target_layers(depth),
                               "objective.params.target_layers")
+        # 1..D, not the reference code's 0..D+1 (class docstring): kept, finished runs depend on this default
         retain = self.retain_layers or list(range(1, max(target) + 1))
         return target, check_layers(model, retain, "objective.params.retain_layers")
 
