@@ -7,7 +7,8 @@ refusal-vs-compliance margin for harmful prompts and the answer-vs-refusal margi
 pairs file (``data``) the comparison is split by its ``harmful`` flag. The statistics are
 :func:`safealign.eval.paired.paired_mean_difference` (docs/algorithms.md, "Paired comparison of two
 variants"); ``reference_margin`` is the same margin under the rankings' reference (the base model when the
-ranking ran with ``--ref`` or on an adapter), read from variant a's first output.
+ranking ran with ``--ref`` or on an adapter), read from variant a's first output, over the same pairs as the
+means (those every output scored).
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def compare_margins(config: PairedMarginConfig) -> dict[str, Any]:
         if not any(per["a"].values()):
             continue
         comparison = paired_mean_difference(per["a"], per["b"], resamples=config.resamples, seed=config.seed)
-        reference = _only(margins(outputs["a"][0], "ref_"), rows)
+        # over the pairs the comparison's means use (scored in every output), not every pair a's first output has
+        shared = set.intersection(*(set(m) for outs in per.values() for m in outs.values()))
+        reference = _only(margins(outputs["a"][0], "ref_"), shared)
         comparison["reference_margin"] = statistics.fmean(reference.values()) if reference else None
         result["groups"][group] = comparison
     if not result["groups"]:

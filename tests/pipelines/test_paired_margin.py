@@ -95,3 +95,16 @@ def test_text_output_names_the_variants(tmp_path, capsys):
                  "--names", "e-dpo,dpo"]) == 0
     text = capsys.readouterr().out
     assert "e-dpo − dpo +1.00 [+1.00, +1.00]" in text and "e-dpo higher on 3 of 3 prompt×seed cases" in text
+
+
+def test_the_reference_margin_covers_the_pairs_the_means_compare(tmp_path, capsys):
+    """Variant b's output lacks pair 2, so the means compare pairs 0 and 1 only; the reference margin too."""
+    rows = [{"row": i, "chosen_logps": -1.0, "rejected_logps": -5.0, "ref_chosen_logps": -2.0,
+             "ref_rejected_logps": -2.0 - i} for i in range(3)]  # fmt: skip
+    for name, kept in (("a", rows), ("b", rows[:2])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "ranking_pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    assert main(["diagnose", "paired-margin", "--a", str(tmp_path / "a"), "--b", str(tmp_path / "b"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["groups"]["all"]
+    assert result["n_prompts"] == 2
+    assert result["reference_margin"] == 0.5  # (0 + 1) / 2 over pairs 0 and 1, not (0 + 1 + 2) / 3
