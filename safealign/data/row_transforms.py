@@ -161,9 +161,17 @@ def safety_order(rows: Sequence[PreferencePair], *, seed: int = 0) -> list[Prefe
         if row.chosen_safe:
             out.append(row)
         elif row.rejected_safe:
-            out.append(dataclasses.replace(row, chosen=row.rejected, rejected=row.chosen, chosen_safe=True,
-                                           rejected_safe=False, chosen_scores=None))
+            out.append(_swapped(row, chosen_safe=True, rejected_safe=False, chosen_scores=None))
     return out
+
+
+def _swapped(row: PreferencePair, **changes: Any) -> PreferencePair:
+    """The row with chosen and rejected exchanged, and with them what ``meta`` says of each side (``chosen_cut`` /
+    ``rejected_cut``: which answer stopped at the generation limit, trained without its end-of-turn tokens)."""
+    meta = {k: v for k, v in row.meta.items() if k not in ("chosen_cut", "rejected_cut")}
+    meta.update({new: row.meta[old] for old, new in (("chosen_cut", "rejected_cut"), ("rejected_cut", "chosen_cut"))
+                 if old in row.meta})
+    return dataclasses.replace(row, chosen=row.rejected, rejected=row.chosen, **{"meta": meta, **changes})
 
 
 # --------------------------------------------------------------------------- harmful prefixes
@@ -235,7 +243,6 @@ def derta(rows: Sequence[PreferencePair], *, seed: int = 0, rto: bool = True) ->
         refusal_rows += 1
         out.append(_prefixed(row, k, "derta"))
         if rto:
-            out.append(dataclasses.replace(row, chosen=row.rejected, rejected=row.chosen, chosen_safe=None,
-                                           rejected_safe=None, chosen_target_refusal=row.chosen,
-                                           meta={**row.meta, "transform": "derta_rto"}))
+            rto_row = _swapped(row, chosen_safe=None, rejected_safe=None, chosen_target_refusal=row.chosen)
+            out.append(dataclasses.replace(rto_row, meta={**rto_row.meta, "transform": "derta_rto"}))
     return out

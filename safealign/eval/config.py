@@ -122,7 +122,8 @@ class EvalConfig:
     # inference-time defenses around the target, outermost first: the first one sees the conversation first
     defenses: list[DefenseConfig] = field(default_factory=list)
     early_stop_judge: Optional[str] = None  # judge GCG/PAIR consult; default: the first in `judges`
-    retry_errors: bool = True  # on resume, redo attempts whose generation failed
+    # on resume, generate failed answers again from their records and judge failed verdicts again (no new search)
+    retry_errors: bool = True
     output_dir: str = "runs/eval"
 
     def __post_init__(self) -> None:

@@ -127,6 +127,7 @@ def run_eval(
             for name in config.attacks:
                 attack = build_attack(name, config.attack_params.get(name), context)
                 _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors, first_batch)
+            first_batch.finish()  # a run of fewer generations than one batch is checked on what it made
             if benign:
                 over_refusal = run_benign(target, benign, params, refusal_detector(judges), out / "benign")
         complete = True
@@ -368,7 +369,12 @@ class FirstBatchCheck:
             return
         self.seen += len(completions)
         self.failed += [c.error for c in completions if c.error is not None]
-        if self.seen < self.size:
+        if self.seen >= self.size:
+            self.finish()
+
+    def finish(self) -> None:
+        """Check what was seen so far, once (every attack has run: the last batch may be smaller than ``size``)."""
+        if self.checked or not self.seen:
             return
         self.checked = True
         if 2 * len(self.failed) > self.seen:

@@ -17,7 +17,7 @@ from typing import Any, Iterator, Sequence
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
-from safealign.eval.paired import paired_difference
+from safealign.eval.paired import hierarchical_mean, paired_difference
 from safealign.eval.summary import wilson_interval
 from safealign.types import Behavior, Completion, PreferencePair
 
@@ -68,8 +68,12 @@ def _compare(ids: list[str], refused: dict[str, list[float]], copies: int) -> di
     for view, fractions in refused.items():
         hits, total = round(sum(fractions) * copies), len(fractions) * copies
         out[f"refusal_rate_{view}"] = hits / total if total else None
-        # Wilson over answers: exact for greedy (one per prompt); for samples it ignores the clustering by prompt
-        out[f"refusal_rate_{view}_ci95"] = list(wilson_interval(hits, total)) if total else None
+        if not total:
+            out[f"refusal_rate_{view}_ci95"] = None
+        elif copies == 1:  # one answer per prompt: Wilson over prompts
+            out[f"refusal_rate_{view}_ci95"] = list(wilson_interval(hits, total))
+        else:  # a prompt's samples are not independent of each other: resample prompts, not answers
+            out[f"refusal_rate_{view}_ci95"] = hierarchical_mean({0: dict(zip(ids, fractions))})["ci95"]
     if ids:
         difference = paired_difference({0: dict(zip(ids, refused["transformed"]))},
                                        {0: dict(zip(ids, refused["plain"]))})

@@ -152,6 +152,11 @@ def run_anchor(config: AnchorConfig) -> Diagnosis:
     from safealign.data import build_transform
     from safealign.diagnostics import measure_anchor_gap
 
+    from safealign.checks import at_least
+
+    at_least("answer", config.answer, 0)  # before the model loads
+    at_least("samples", config.samples, 0)
+    at_least("max_new_tokens", config.max_new_tokens, 1)
     started = time.perf_counter()
     transform = build_transform("safety_prefix", prefix=config.prefix)
     inputs = load_inputs(config, transform=transform)

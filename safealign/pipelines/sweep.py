@@ -131,18 +131,16 @@ class Grid:
 
 
 def setting_name(setting: dict[str, Any]) -> str:
-    """E.g. ``nll_weight=0,beta=0.1,learning_rate=0.0005``: the setting's folder and table row. A value that is
-    not a short plain token (a prefix given as its text: spaces, ``/``, newlines, any length) is named by a slug
-    of it and a hash of the whole value, so it makes one folder of a legal length."""
+    """E.g. ``nll_weight=0,beta=0.1,learning_rate=0.0005``: the setting's folder and table row. A value is named
+    by its text, as it always was (so an earlier sweep's cells are found again), unless that text cannot be part of
+    one folder name (``/``, a NUL) or is long (a prefix given as its text): then by a slug of it and a hash of the
+    whole value, so it makes one folder of a legal length."""
     return ",".join(f"{k}={_value_name(v)}" for k, v in setting.items()) or "base"
-
-
-_TOKEN = re.compile(r"[A-Za-z0-9_.+-]{1,64}")
 
 
 def _value_name(value: Any) -> str:
     text = str(value)
-    if _TOKEN.fullmatch(text) and text not in (".", ".."):  # numbers and names: as they always were
+    if "/" not in text and "\0" not in text and text not in (".", "..") and len(text.encode()) <= 100:
         return text
     slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:24].rstrip("-") or "text"
     whole = json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)

@@ -151,9 +151,10 @@ def check_same_tokenizer(what: str, model: nn.Module, tokenizer: Any, policy: nn
     """UserError naming ``what`` (e.g. ``reference.model 'x'``) unless ``model`` can score the policy's token ids
     as the same tokens: the same output vocabulary size (a smaller one fails on an out-of-range id, a different
     one normalises over other tokens) and, given ``policy_tokenizer``, the same number of tokens, the same ids
-    for a probe text and the same rendering of a probe conversation. The encoder tokenizes every view with the
-    policy's tokenizer, so a reference with another tokenizer of the same size would read other words into the
-    same ids and give meaningless log-probs without any error."""
+    for a probe text. The encoder tokenizes every view with the policy's tokenizer, so a reference with another
+    tokenizer of the same size would read other words into the same ids and give meaningless log-probs without any
+    error. Another end-of-sequence id or chat template (a base and an instruct checkpoint of one family) is logged,
+    not refused: the policy's rendering is what the reference scores."""
     def vocab(m: nn.Module) -> int:
         return int(m.get_output_embeddings().weight.shape[0])
 
@@ -167,11 +168,17 @@ def check_same_tokenizer(what: str, model: nn.Module, tokenizer: Any, policy: nn
         if ids != policy_ids:
             problems.append(f"its tokenizer splits the probe text {_PROBE_TEXT[:24]!r}… into other ids "
                             f"({ids[:8]}… vs the policy's {policy_ids[:8]}…)")
+        # never used for scoring (every view is rendered and tokenized with the policy's tokenizer), and a base and
+        # an instruct checkpoint of one family differ in exactly these: worth a line, not a refusal
+        notes = []
         if tokenizer.eos_token_id != policy_tokenizer.eos_token_id:
-            problems.append(f"its end-of-sequence id is {tokenizer.eos_token_id}, the policy's "
-                            f"{policy_tokenizer.eos_token_id}")
+            notes.append(f"its end-of-sequence id is {tokenizer.eos_token_id}, the policy's "
+                         f"{policy_tokenizer.eos_token_id}")
         if _rendered(tokenizer) != _rendered(policy_tokenizer):
-            problems.append("its chat template renders a conversation differently")
+            notes.append("its chat template renders a conversation differently")
+        if notes and not problems:
+            logger.warning("%s: %s; it scores the policy's rendering of every prompt (the policy's template and "
+                           "end-of-turn), which is what it is compared on", what, "; ".join(notes))
     if problems:
         raise UserError(f"{what} does not share the policy's tokenizer: {'; '.join(problems)}. It scores the "
                         "policy's token ids, so it needs the same tokenizer and chat template (a checkpoint of "

@@ -164,3 +164,18 @@ def test_derta_k_zero_follows_a_rows_position_among_the_refusal_rows_not_its_con
                                                                                      {"rto": False}}], rows[::-1])}
     assert forward[2] == 0 and backward[0] == 0
     assert forward[0] > 0 and backward[2] > 0 and forward[1] == backward[1] > 0
+
+
+def test_a_swap_of_chosen_and_rejected_takes_their_cut_flags_along():
+    """cut_answers=open marks the answer that stopped at the generation limit (trained without end-of-turn): when a
+    transform exchanges the sides, the mark must follow its answer, or the refusal would lose its end-of-turn."""
+    import dataclasses
+
+    unsafe_first = dataclasses.replace(
+        _pair(1, True, chosen="bad a", rejected="good b", chosen_safe=False, rejected_safe=True),
+        meta={"chosen_cut": True})
+    swapped = _run(["safety_order"], [unsafe_first])[0]
+    assert swapped.chosen == "good b" and swapped.meta == {"rejected_cut": True}
+    cut_harm = dataclasses.replace(_pair(0, True), meta={"rejected_cut": True})
+    rto = [r for r in _run(["flags_from_harmful", "derta"], [cut_harm]) if r.meta.get("transform") == "derta_rto"]
+    assert rto[0].chosen == HARM and rto[0].meta.get("chosen_cut") is True and "rejected_cut" not in rto[0].meta

@@ -74,3 +74,13 @@ def test_cli_answer_flag_adds_the_target_and_per_pair_verdicts(capsys, tmp_path)
     assert main(["diagnose", "anchor", "--model", "tiny-random", "--data", str(data), "--harmful", "--answer", "1",
                  "--max-new-tokens", "2"]) == 0
     assert "what the reference answers (1 harmful prompts" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag, value", [("--answer", "-1"), ("--samples", "-2"), ("--max-new-tokens", "0")])
+def test_negative_counts_are_refused_before_the_model_loads(capsys, tmp_path, flag, value):
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    extra = [] if flag == "--answer" else ["--answer", "1"]
+    assert main(["diagnose", "anchor", "--model", "no-such-model", "--data", str(data), "--harmful", *extra, flag,
+                 value]) == 2
+    assert flag.lstrip("-").replace("-", "_") in capsys.readouterr().err

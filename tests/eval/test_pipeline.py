@@ -307,6 +307,16 @@ def test_half_a_failed_first_batch_and_later_failures_do_not_stop_the_run(tmp_pa
     assert summary.complete is True and summary.attacks["direct"]["kw"].unscored == 4
 
 
+def test_a_run_smaller_than_one_batch_is_checked_when_its_attacks_end(tmp_path):
+    """A run of fewer generations than generation.batch_size never fills a first batch: a broken backend must still
+    stop it, not leave a "complete" run of unscored records."""
+    config = _config(tmp_path, attacks=("direct",), batch_size=16)
+    broken = ScriptedChatModel(lambda c: ConnectionError("connection refused"), name="endpoint")
+    with pytest.raises(BackendFailing, match=r"5 of 5 generations of the first batch failed"):
+        run_eval(config, chat_model=broken, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["complete"] is False
+
+
 def test_the_first_batch_is_gathered_over_small_calls():
     from safealign.eval.pipeline import FirstBatchCheck
 

@@ -467,12 +467,15 @@ def test_a_text_value_is_one_short_folder_and_simple_values_keep_their_names(tmp
     long = "Refuse/harm. " * 40  # '/' would nest folders; 520 characters would pass a name's 255-byte limit
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({"output_dir": str(tmp_path / "out"), "demo": {"model": "tiny-random"},
-                                    "axes": {"prefix": [long, "Réponds.", "Réponds!"]}}, allow_unicode=True))
+                                    "axes": {"prefix": [long, "Réponds.", "Please answer safely.", "a/b"]}},
+                                   allow_unicode=True))
     grid = load_grid(path)
     folders = [cell_dir(grid, s, "e-dpo", 0).parent for s in grid.settings()]
     assert all(f.parent == tmp_path / "out" / "cells" for f in folders)  # one level each
-    assert all(len(f.name.encode()) < 80 and f.name.isascii() for f in folders)
-    assert len(set(folders)) == 3 and folders[0].name.startswith("prefix=Refuse-harm-Refuse-harm")
+    assert all(len(f.name.encode()) < 80 for f in folders) and len(set(folders)) == 4
+    assert folders[0].name.startswith("prefix=Refuse-harm-Refuse-harm") and folders[3].name.startswith("prefix=a-b-")
+    # a text one folder can hold keeps the name earlier versions gave it, so their finished cells are found again
+    assert [f.name for f in folders[1:3]] == ["prefix=Réponds.", "prefix=Please answer safely."]
     folders[0].mkdir(parents=True)  # a legal name
     assert [cell_dir(load_grid(path), s, "e-dpo", 0).parent for s in grid.settings()] == folders  # stable
 
