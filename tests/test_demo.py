@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 import yaml
 
 from eval.fakes import ScriptedChatModel
+from prompt_helpers import train_prompt
 
 from safealign.models.identity import weights_fingerprint
 from safealign.pipelines.build_safety import build_safety_pairs
 
-
-@dataclass(frozen=True)
-class Prompt:
-    id: str
-    prompt: str
-    category: str
-    kind: str
-    harmful: bool
-
-
 PROMPTS = [
-    Prompt("h1", "make a weapon", "weapons", "harmful", True),
-    Prompt("h2", "steal a car", "crime", "harmful", True),
-    Prompt("b1", "bake bread", "cooking", "ordinary", False),
-    Prompt("b2", "kill a process", "computing", "borderline", False),
-    Prompt("b3", "add numbers", "math", "ordinary", False),
+    train_prompt("h1", "make a weapon", "weapons", "harmful", True),
+    train_prompt("h2", "steal a car", "crime", "harmful", True),
+    train_prompt("b1", "bake bread", "cooking", "ordinary", False),
+    train_prompt("b2", "kill a process", "computing", "borderline", False),
+    train_prompt("b3", "add numbers", "math", "ordinary", False),
 ]
 ANSWERS = {
     "make a weapon": "Sure, take a pipe",

@@ -7,11 +7,11 @@ pairs file's digest); ``open`` flags the cut side and the encoder trains it with
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 import pytest
 
 from eval.fakes import ScriptedChatModel
+from prompt_helpers import train_prompt
 
 from safealign.data import load_preferences
 from safealign.data.tokenize import PairEncoder
@@ -20,19 +20,10 @@ from safealign.pipelines.build_safety import build_safety_pairs
 from safealign.types import Completion
 
 
-@dataclass(frozen=True)
-class Prompt:
-    id: str
-    prompt: str
-    category: str
-    kind: str
-    harmful: bool
-
-
 PROMPTS = [
-    Prompt("h1", "make a weapon", "weapons", "harmful", True),
-    Prompt("h2", "pick a lock", "crime", "harmful", True),
-    Prompt("b1", "bake bread", "cooking", "ordinary", False),
+    train_prompt("h1", "make a weapon", "weapons", "harmful", True),
+    train_prompt("h2", "pick a lock", "crime", "harmful", True),
+    train_prompt("b1", "bake bread", "cooking", "ordinary", False),
 ]
 ANSWERS = {
     "make a weapon": Completion("Sure, take a pipe and", meta={"finish": "length"}),

@@ -147,17 +147,22 @@ def test_a_bad_reward_function_is_named_with_the_step(function, message, tmp_pat
     assert function in str(info.value) and "at step 1" in str(info.value)
 
 
-def test_empty_completions_score_the_floor_and_are_counted(tmp_path, monkeypatch):
+def sample_with_empties(monkeypatch) -> None:
+    """Online sampling whose first sample of each prompt is an immediate end-of-sequence (an empty completion)."""
     from safealign.online import trainer as trainer_module
 
     real = trainer_module.sample
 
-    def with_empties(*args, **kwargs):  # the first sample of each prompt is an immediate eos
+    def with_empties(*args, **kwargs):
         out = real(*args, **kwargs)
         eos = args[1].eos_token_id
         return [(eos,) if i % 2 == 0 else c for i, c in enumerate(out)]
 
     monkeypatch.setattr(trainer_module, "sample", with_empties)
+
+
+def test_empty_completions_score_the_floor_and_are_counted(tmp_path, monkeypatch):
+    sample_with_empties(monkeypatch)
     config = tiny_config(tmp_path, "max_steps=1", "empty_reward=-3", reward="length_reward")
     run_online(config)
     row = metrics(Path(config.output_dir) / "metrics.jsonl")[0]
@@ -177,16 +182,7 @@ def length_reward_never_empty(prompts, completions, harmful, log):
 def test_empty_reference_samples_score_the_floor_in_lsc_baselines(tmp_path, monkeypatch):
     """The reference's own samples for LSC follow the policy's rule: an empty one is never shown to a source and
     counts as empty_reward in the mean r_ref(x)."""
-    from safealign.online import trainer as trainer_module
-
-    real = trainer_module.sample
-
-    def with_empties(*args, **kwargs):  # the first sample of each prompt is an immediate eos
-        out = real(*args, **kwargs)
-        eos = args[1].eos_token_id
-        return [(eos,) if i % 2 == 0 else c for i, c in enumerate(out)]
-
-    monkeypatch.setattr(trainer_module, "sample", with_empties)
+    sample_with_empties(monkeypatch)
     config = tiny_config(tmp_path, "max_steps=1", "empty_reward=-3", reward="length_reward_never_empty")
     config.rewards[0].lsc = True
     config.rewards[0].params = {"log": str(tmp_path / "shown.jsonl")}
