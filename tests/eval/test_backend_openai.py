@@ -337,3 +337,51 @@ def test_a_failed_prefill_probe_is_tried_again_a_bounded_number_of_times(server)
         [c] = client.generate([PREFILLED], GenerationParams())
         assert c.meta["prefill_honoured"] == "unknown"
     assert _probes(server) == PREFILL_PROBE_TRIES == 3
+
+
+def test_a_redirect_is_an_error_and_the_key_never_reaches_the_other_address():
+    """urllib would follow a 302 with the Authorization header to any host and as a GET, reading that answer as
+    the completion: the backend must stop at the redirect, naming it."""
+    other_requests = []
+
+    class Other(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            other_requests.append(("GET", dict(self.headers)))
+            data = json.dumps({"choices": [{"message": {"content": "hi"}, "finish_reason": "stop"}]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_POST = do_GET
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Other)
+    target = f"http://127.0.0.1:{other.server_address[1]}/collect"
+
+    class Redirect(BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(302)
+            self.send_header("Location", target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    first = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    for httpd in (other, first):
+        threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        client = OpenAIChatModel("m", base_url=f"http://127.0.0.1:{first.server_address[1]}/v1", api_key="sk-secret",
+                                 timeout_s=2, max_retries=0, backoff_s=0.01)
+        [c] = client.generate([_conv("hello")], GenerationParams(max_new_tokens=4))
+    finally:
+        first.shutdown()
+        other.shutdown()
+    assert c.text == "" and "HTTP 302" in c.error and "redirects to" in c.error and "sk-secret" not in c.error
+    assert other_requests == []

@@ -47,6 +47,17 @@ from safealign.types import Completion
 
 logger = logging.getLogger(__name__)
 
+
+class _RefuseRedirect(urllib.request.HTTPRedirectHandler):
+    """urllib follows a redirect by copying every header, the API key's included, to whatever address it names,
+    and turns the POST into a GET whose answer would be read as the completion: a 3xx is an error instead."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
+        return None  # urllib then raises HTTPError with the 3xx status
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirect())
+
 _POLL_S = 0.1  # how often a waiting generate() checks for a stop request
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 DEFAULT_PREFILL_PARAMS = {"continue_final_message": True, "add_generation_prompt": False}
@@ -229,9 +240,13 @@ class OpenAIChatModel:
             headers["Authorization"] = f"Bearer {self._api_key}"
         request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with _NO_REDIRECTS.open(request, timeout=self.timeout_s) as response:
                 body = response.read()
         except urllib.error.HTTPError as exc:
+            if 300 <= exc.code < 400:
+                raise ValueError(f"HTTP {exc.code}: the endpoint redirects to {exc.headers.get('Location')!r}; "
+                                 "set the base URL to the final address (redirects are not followed: the "
+                                 "request would carry the API key to another address, or arrive as a GET)") from None
             message = f"HTTP {exc.code}: {self._error_detail(exc)}"
             if exc.code in RETRY_STATUS:
                 raise _Retryable(message, _retry_after(exc.headers.get("Retry-After"))) from None
