@@ -15,6 +15,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,8 +54,12 @@ def lock_run_dir(run: Path) -> bool:
     if lock is None:
         holder = current_holder(path)
         who = holder.describe() if holder is not None else "another process"
+        elsewhere = holder is not None and holder.host != socket.gethostname()
+        way_out = (f"That host's process cannot be seen from here: once it is known to be gone (a stopped "
+                   f"container or machine), delete {path}, or use another output directory" if elsewhere
+                   else "Wait for it to finish, or use another output directory")
         raise UserError(f"{run} is being written by {who} ({path}); two runs in one directory would mix their "
-                        "results. Wait for it to finish, or use another output directory")
+                        f"results. {way_out}")
     _held[key] = lock
     if _sessions:
         _sessions[-1].append(key)

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from safealign.errors import UserError
+from safealign.files import write_atomic
+
 __all__ = ["build_report"]
 
 
@@ -19,12 +22,14 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
     from safealign.report.load import load_run
     from safealign.report.markdown import render_markdown
 
+    if out is not None and Path(out).suffix.lower() != ".html":  # its .md twin would be the file itself, or none
+        raise UserError(f"--out {out}: name the HTML file (ending in .html); the markdown is written beside it")
     data = load_run(run_dir)
     html_path = Path(out) if out else Path(run_dir) / "report.html"
     md_path = html_path.with_suffix(".md")
     html_path.parent.mkdir(parents=True, exist_ok=True)
-    html_path.write_bytes(_utf8(render_html(build_document(data, with_plots=True))))
-    md_path.write_bytes(_utf8(render_markdown(build_document(data, with_plots=False))))
+    write_atomic(html_path, _utf8(render_html(build_document(data, with_plots=True))))
+    write_atomic(md_path, _utf8(render_markdown(build_document(data, with_plots=False))))
     return html_path, md_path
 
 

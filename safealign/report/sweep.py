@@ -19,7 +19,7 @@ def sweep_sections(tables: dict[str, dict[str, Any]], *, with_plots: bool) -> li
     for name, table in tables.items():
         try:
             sections.append(_section(name, table, with_plots))
-        except (KeyError, TypeError, ValueError, IndexError) as exc:  # a hand-edited or truncated table: say so
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # hand-edited or truncated
             sections.append(Section(f"Sweep: {name}", f"sweep-{name}", [
                 Para(f"tables/{name}.json is not a sweep table this version can read ({type(exc).__name__}: "
                      f"{exc}); `safealign sweep GRID --table` rewrites it.", "warn")]))

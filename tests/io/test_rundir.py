@@ -121,6 +121,21 @@ def test_a_run_directory_another_live_process_writes_is_refused_until_it_is_gone
     assert not (run / RUN_LOCK).exists()  # the session ended: free for the next command
 
 
+def test_a_lock_from_another_host_says_how_to_free_it(tmp_path):
+    """A container or machine that died leaves its lock; its process cannot be seen from here, so the error must
+    name the file to delete once that host is known to be gone, not only say "wait"."""
+    import json
+
+    from safealign.io.run_lock import RUN_LOCK, run_dir_session
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / RUN_LOCK).write_text(json.dumps({"pid": 7, "host": "another-container-3f2a", "started": 1700000000.0}))
+    with run_dir_session(), pytest.raises(UserError, match=r"on another-container-3f2a .*once it is known to be gone "
+                                                           r"\(a stopped container or machine\), delete .*run\.lock"):
+        claim_run_dir(run, make_fingerprint("eval", {"a": 1}), outputs=("records.jsonl",))
+
+
 def test_a_refused_claim_gives_its_lock_back_and_leaves_no_new_directory(tmp_path):
     from safealign.io.run_lock import RUN_LOCK, run_dir_session
 

@@ -45,3 +45,30 @@ def test_the_report_marks_a_mean_or_difference_over_fewer_seeds_than_finished(tm
     assert "| beta=0.1 | e-dpo | 3 | 0.400 | 0.200 |" in text
     difference = next(line for line in text.splitlines() if line.startswith("| beta=0.1 | e-dpo − dpo"))
     assert difference.count("(1 seed)") == 1 and difference.index("(1 seed)") > difference.rindex("|", 0, -2)
+
+
+def test_a_table_whose_fields_have_the_wrong_type_is_a_warning_not_a_crash(tmp_path):
+    from safealign.report import build_report
+
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "tables").mkdir()
+    table = {"variants": ["dpo"], "seeds": [0], "base": {},
+             "settings": [{"name": "beta=0.1", "means": {"dpo": {"a": 0.5}}, "ci95": [], "seeds_finished": {"dpo": 1},
+                           "differences": []}]}
+    (tmp_path / "tables" / "g.json").write_text(json.dumps(table))
+    _, md = build_report(tmp_path)
+    assert "tables/g.json is not a sweep table this version can read (AttributeError" in md.read_text()
+
+
+def test_out_must_name_the_html_file(tmp_path):
+    import pytest
+
+    from safealign.errors import UserError
+    from safealign.report import build_report
+
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "tables").mkdir()
+    with pytest.raises(UserError, match="ending in .html"):
+        build_report(tmp_path, tmp_path / "out.md")
+    html, md = build_report(tmp_path, tmp_path / "out.html")
+    assert html.name == "out.html" and md.name == "out.md" and html.read_text() != md.read_text()
