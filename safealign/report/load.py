@@ -196,7 +196,7 @@ def load_run(root: str | Path) -> RunData:
         raise UserError(f"run directory not found: {root}")
     data = RunData(root=root, kind="unknown")
     top = _read_json(root / "summary.json", data)
-    if (root / "cells").is_dir() and (root / "tables").is_dir():  # safealign sweep: one table per grid file
+    if (root / "cells").is_dir():  # safealign sweep: one table per grid file (none yet while it first runs)
         data.kind = "sweep"
         for path in sorted((root / "tables").glob("*.json")):
             table = _read_json(path, data)

@@ -72,3 +72,14 @@ def test_out_must_name_the_html_file(tmp_path):
         build_report(tmp_path, tmp_path / "out.md")
     html, md = build_report(tmp_path, tmp_path / "out.html")
     assert html.name == "out.html" and md.name == "out.md" and html.read_text() != md.read_text()
+
+
+def test_a_sweep_without_tables_yet_is_named_with_the_way_to_see_its_progress(tmp_path):
+    """A sweep writes tables/ only when it finishes (or on --table): while it runs, its report must say what it is
+    and how to see the cells finished so far, not show an unknown, empty run."""
+    from safealign.report import build_report
+
+    (tmp_path / "cells" / "beta=0.1" / "dpo-seed0").mkdir(parents=True)
+    _, md = build_report(tmp_path)
+    text = md.read_text()
+    assert "unknown run" not in text and "safealign sweep GRID --table" in text
