@@ -11,14 +11,15 @@ transformed reference that still complies is a target the KL anchor alone cannot
 
 from __future__ import annotations
 
-import contextlib
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
 from safealign.eval.paired import hierarchical_mean, paired_difference
 from safealign.eval.summary import wilson_interval
+from safealign.models.modes import eval_mode
+from safealign.train.reference import adapter_disabled
 from safealign.types import Behavior, Completion, PreferencePair
 
 
@@ -42,7 +43,7 @@ def anchor_target(model: Any, tokenizer: Any, pairs: Sequence[PreferencePair], t
     summary: dict[str, Any] = {"prompts": len(harmful), "judge": f"refusal ({judge.config.list} substrings)",
                                "max_new_tokens": max_new_tokens, "samples_per_prompt": samples}
     rows = [{"index": i, "row": p.row, "prompt": p.prompt[-1]["content"]} for i, p in zip(positions, harmful)]
-    with _reference(model):
+    with adapter_disabled(model), eval_mode(model):  # the reference the trainer anchors to, no dropout
         for mode, params in modes.items():
             copies = samples if mode == "sampled" else 1
             refused = {view: _refusal_fractions(target, judge, behaviors, conversations, params, copies)
@@ -79,15 +80,3 @@ def _compare(ids: list[str], refused: dict[str, list[float]], copies: int) -> di
                                        {0: dict(zip(ids, refused["plain"]))})
         out["transformed_minus_plain"] = difference.to_json()
     return out
-
-
-@contextlib.contextmanager
-def _reference(model: Any) -> Iterator[None]:
-    """The model with any LoRA adapter disabled (the reference the trainer anchors to), in eval mode."""
-    from safealign.models.modes import eval_mode
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(eval_mode(model))
-        if hasattr(model, "disable_adapter"):
-            stack.enter_context(model.disable_adapter())
-        yield
