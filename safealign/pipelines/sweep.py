@@ -59,6 +59,7 @@ from safealign.config import Value, to_dict
 from safealign.errors import UserError
 from safealign.files import read_text
 from safealign.io import write_json
+from safealign.io.committable import hold_back, mark_results, release
 from safealign.io.jsonfile import write_atomic
 from safealign.io.lockfile import ClaimedRun, Holder
 from safealign.io.summaries import Figure
@@ -350,6 +351,7 @@ def run_sweep(grid: Grid) -> ClaimedRun:
     root = Path(grid.output_dir)
     base = grid.setting_config(grid.settings()[0])
     check_sweep_dir(grid, base)
+    mark_results(root)  # inside a git repository, `git add` takes the finished results only (committable.py)
     prompts = prompt_sets(base)  # the same for every setting: axes vary training only
     pairs = root / "pairs.jsonl"
     # seeds outermost: every setting and variant gets its first seed before any gets a second, so a sweep
@@ -405,8 +407,10 @@ def _shared_steps(base: DemoConfig, prompts: dict[str, Any], root: Path) -> None
     def build() -> None:
         model, tokenizer = load_model(base.model)
         build_pairs(base, model, tokenizer, prompts, root / "pairs.jsonl")
+        hold_back(root / BEFORE)
         figures = evaluate(base, model, tokenizer, prompts, root / BEFORE)  # resumes its records
         write_json(root / BEFORE / "figures.json", {k: f.to_json() for k, f in figures.items()})
+        release(root / BEFORE)
 
     run_once(root / "shared.lock", root / SHARED_DONE, "sweep: the pairs and the base model's evaluation", build)
 
@@ -442,6 +446,7 @@ def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts:
 
     started = time.time()
     claim_run_dir(cell, fingerprint, outputs=("train", "eval", "cell.json"), overwrite_flag=FRESH)
+    hold_back(cell)  # git takes a cell once finished: a half-copied one would resume from missing checkpoints
     logger.info("sweep: cell %s", cell)
     final = train_stage(config, variant, seed, pairs, cell / "train")
     model, tokenizer = load_trained(final)
@@ -450,6 +455,7 @@ def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts:
     write_json(cell / "cell.json", {"fingerprint": fingerprint.digest, "variant": variant, "seed": seed,
                                     "figures": {k: f.to_json() for k, f in figures.items()},
                                     "wall_seconds": round(time.time() - started, 1)})
+    release(cell)
     # a finished cell is never resumed: its checkpoints (optimizer state) would only fill the disk over 120 cells
     for checkpoint in (cell / "train").glob("checkpoint-*"):
         shutil.rmtree(checkpoint)

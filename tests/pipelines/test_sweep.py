@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -521,3 +522,58 @@ def test_a_metric_on_fewer_seeds_than_finished_is_marked():
         assert partial.count("(2 seeds)") == 2 * 2  # e-dpo's mean and the difference, on both rows
         methods = format_table({**table, "settings": [row]}, markdown=markdown)  # a method per row
         assert "(1 seed)" in methods and "0.500 (" not in methods
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
+def test_committed_sweep_resumes_in_a_clone_with_finished_cells_only(tmp_path, monkeypatch):
+    """`git add` on a sweep directory takes its finished cells and results, never weights, locks or an unfinished
+    cell; a clone of the commit resumes the sweep computing only what was not finished (safealign/io/committable.py)."""
+    import subprocess
+
+    from safealign.pipelines import demo
+    from safealign.pipelines.sweep import load_grid, run_sweep
+
+    def git(*args, cwd):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=cwd, check=True,
+                              capture_output=True, text=True).stdout
+
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q", cwd=repo)
+    (repo / "grid.yaml").write_text(GRID.format(out="results/sweep").replace("[0.1, 0.5]", "[0.1]")
+                                    .replace("seeds: [0, 1]", "seeds: [0]"))
+    monkeypatch.chdir(repo)
+    evaluate = demo.evaluate
+
+    def interrupted(config, model, tokenizer, prompts, out, **kwargs):  # the e-dpo cell stops half-way
+        if "e-dpo" in str(out):
+            raise RuntimeError("interrupted")
+        return evaluate(config, model, tokenizer, prompts, out, **kwargs)
+
+    monkeypatch.setattr(demo, "evaluate", interrupted)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        run_sweep(load_grid("grid.yaml"))
+    cells = repo / "results" / "sweep" / "cells" / "beta=0.1"
+    assert list((cells / "e-dpo-seed0" / "train" / "final").glob("*.safetensors"))  # trained, not evaluated
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "partial sweep", cwd=repo)
+    tracked = git("ls-files", cwd=repo).split()
+    assert "results/sweep/cells/beta=0.1/dpo-seed0/cell.json" in tracked
+    assert "results/sweep/pairs.jsonl" in tracked and "results/sweep/before/figures.json" in tracked
+    assert any(p.startswith("results/sweep/cells/beta=0.1/dpo-seed0/eval/") for p in tracked)
+    assert not [p for p in tracked if "e-dpo-seed0" in p]  # unfinished: none of it
+    assert not [p for p in tracked if p.endswith((".safetensors", ".lock", ".bin")) or "/workers/" in p
+                or "reference_cache" in p]
+
+    clone = tmp_path / "clone"
+    git("clone", "-q", str(repo), str(clone), cwd=tmp_path)
+    monkeypatch.chdir(clone)
+    trained = []
+    train_stage = demo.train_stage
+    monkeypatch.setattr(demo, "evaluate", evaluate)
+    monkeypatch.setattr(demo, "train_stage", lambda config, variant, *a, **k: trained.append(variant) or
+                        train_stage(config, variant, *a, **k))
+    run = run_sweep(load_grid("grid.yaml"))
+    assert trained == ["e-dpo"] and (run.computed, run.skipped) == (1, 1)
+    assert (clone / "results" / "sweep" / "tables" / "grid.json").exists()
