@@ -8,7 +8,7 @@ model's log-probs of both, with and without the prefix), and sets it beside E-DP
 It prints, per prefix and pooled, the mean gap and gain and Spearman's rank correlation between them over the
 prompts, with a 95% bootstrap interval over prompts.
 
-    python examples/anchor_gap/per_prompt.py runs/sweep/e_effect [--seeds 0,1,2,3,4] [--out runs/anchor_gap]
+    python examples/anchor_gap/per_prompt.py results/sweep/e_effect [--seeds 0,1,2,3,4] [--out runs/anchor_gap]
 
 Reads only finished cells; the anchor diagnostic loads the embedded model once per prefix (~1 min on one core).
 """
