@@ -125,10 +125,16 @@ def benchmark_layout(columns: Iterable[str], name: str = "") -> str | None:
     return None
 
 
+# HarmBench's join of a contextual behavior's context and request, as every one of its attacks and its direct
+# requests build the test case (baselines/: f"{context_str}\n\n---\n\n{behavior}"); until 2026-12-07 this
+# project joined them with a blank line only
+CONTEXT_JOIN = "\n\n---\n\n"
+
+
 def behavior_prompt(b: Behavior) -> str:
-    """The user prompt for a behavior: HarmBench puts a contextual behavior's context first,
-    then a blank line, then the behavior."""
-    return f"{b.context}\n\n{b.behavior}" if b.context.strip() else b.behavior
+    """The user prompt for a behavior: a contextual behavior's context first, then HarmBench's separator
+    (:data:`CONTEXT_JOIN`), then the behavior, so a contextual test case is the text HarmBench sends."""
+    return f"{b.context}{CONTEXT_JOIN}{b.behavior}" if b.context.strip() else b.behavior
 
 
 def _text(record: Record, key: str, name: str, row: int, *, required: bool, number_ok: bool = False) -> str:

@@ -31,12 +31,12 @@ def test_harmbench_real(shared_data):
     contextual = [b for b in behaviors if b.context]
     assert len(contextual) == 19
     b = contextual[0]
-    assert behavior_prompt(b) == b.context + "\n\n" + b.behavior
+    assert behavior_prompt(b) == b.context + "\n\n---\n\n" + b.behavior  # HarmBench's test case
 
 
 def test_behavior_prompt_without_context():
     assert behavior_prompt(Behavior(id="x", behavior="Do X")) == "Do X"
-    assert behavior_prompt(Behavior(id="x", behavior="Do X", context="Ctx")) == "Ctx\n\nDo X"
+    assert behavior_prompt(Behavior(id="x", behavior="Do X", context="Ctx")) == "Ctx\n\n---\n\nDo X"
 
 
 def test_harmbench_layout_inline(tmp_path):

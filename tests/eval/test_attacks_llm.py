@@ -238,7 +238,7 @@ def test_zero_shot_puts_the_context_first():
     ctx = Behavior("c1", "Summarise the text", context="THE TEXT")
     attacker = ScriptedChatModel(lambda c: "Summarise it")
     [attempt] = ZeroShotAttack(ZeroShotConfig(n_cases=1), AttackContext(), attacker=attacker)(ctx)
-    assert attempt.messages[0]["content"] == "THE TEXT\n\nSummarise it"  # behavior_prompt's join
+    assert attempt.messages[0]["content"] == "THE TEXT\n\n---\n\nSummarise it"  # behavior_prompt's join
     assert "THE TEXT" in _user_last(attacker.conversations[0])  # the attacker writes cases knowing the context
 
 
@@ -276,7 +276,7 @@ def test_contextual_behaviors_send_the_context_with_every_attacker_prompt(name, 
     attacker = ScriptedChatModel(_contextual_attacker)
     attack = attack_class(config_class(**params), AttackContext(target=target, judge=KeywordJudge()), attacker=attacker)
     attempts = attack(CONTEXTUAL)
-    expected = "def payload():\n    CONTEXT_CODE\n\n" + REWRITE  # behavior_prompt's join
+    expected = "def payload():\n    CONTEXT_CODE\n\n---\n\n" + REWRITE  # behavior_prompt's join
     # a multi-turn conversation carries the context once, in its first user turn; later turns build on it
     sent = _first_user if name == "crescendo" else _user_last
     assert attempts and all(sent(a.messages) == expected for a in attempts)

@@ -60,7 +60,7 @@ def test_truncate_cuts_the_context_first(tmp_path):
     summary = run_eval(config, chat_model=fake, behaviors=_behaviors("do b", context="c" * 500),
                        judges={"kw": KeywordJudge()})  # fmt: skip
     sent = [user_text(c) for call in fake.calls for c in call]
-    assert sent[1] == "c" * 94 + "\n\ndo b" and len(sent[1]) == 100  # the request itself is kept whole
+    assert sent[1] == "c" * 89 + "\n\n---\n\ndo b" and len(sent[1]) == 100  # the request itself is kept whole
     assert summary.input_bounds["truncated"] == 1
 
 

@@ -1,4 +1,4 @@
-"""``direct``: the behavior as is (context, blank line, behavior) — the no-attack baseline."""
+"""``direct``: the behavior as is (context, HarmBench's "---" separator, behavior) — the no-attack baseline."""
 
 from __future__ import annotations
 
