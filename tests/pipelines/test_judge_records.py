@@ -364,7 +364,7 @@ def test_export_writes_harmbench_completions_that_import_back(run_dir, tmp_path,
     assert main(["data", "export-completions", str(run_dir), "--attack", "prefill", "--out", str(out)]) == 0
     assert "4 completions of 4 behaviors (prefill)" in capsys.readouterr().out
     data = json.loads(out.read_text())
-    assert data["b0"] == [{"test_case": "ctx\n\nbehavior 0", "generation": "Sure, here is 0 HARMFUL details"}]
+    assert data["b0"] == [{"test_case": "ctx\n\n---\n\nbehavior 0", "generation": "Sure, here is 0 HARMFUL details"}]
     behaviors = tmp_path / "b.jsonl"
     behaviors.write_text((run_dir / "behaviors.jsonl").read_text())
     assert main(["data", "import-completions", str(out), "--behaviors", str(behaviors), "--out",
