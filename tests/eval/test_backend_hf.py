@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from safealign.eval.backends import GenerationParams
@@ -95,3 +97,36 @@ def test_extra_tokenizer_outputs_are_not_passed_to_generate(tiny_model):
     assert "token_type_ids" in tokenizer(["hi"], return_tensors="pt")
     out = HFChatModel(tiny_model, tokenizer).generate(CONVS, GenerationParams(max_new_tokens=4, batch_size=3))
     assert all(c.error is None and c.meta["tokens"] > 0 for c in out)
+
+
+def alphabet_model(model, tokenizer):
+    """``model`` made to answer greedily with the letter after its last token's (``a`` after anything else):
+    a prompt ending in "here" is answered "fghij…", a known answer to match stop strings against."""
+    import string
+
+    ids = tokenizer.convert_tokens_to_ids(list(string.ascii_lowercase))
+    following = torch.full((len(tokenizer),), ids[0])
+    following[ids[:-1]] = torch.tensor(ids[1:])
+
+    def force(module, args, kwargs, output):
+        output.logits[:, -1].scatter_(1, following[kwargs["input_ids"][:, -1]][:, None], 1e4)
+        return output
+
+    model.register_forward_hook(force, with_kwargs=True)
+    return model
+
+
+def test_a_stop_string_matches_in_the_answer_only(tiny_model, tiny_tokenizer):
+    """The prompt ends in "Sure, here" and the answer is "fghijklm": "ef" spans the two, so it is no stop (vLLM and
+    the HTTP APIs match stop strings in the generated text only); "hi" is in the answer, which is cut before it."""
+    chat = HFChatModel(alphabet_model(tiny_model, tiny_tokenizer), tiny_tokenizer)
+    longer = ({"role": "user", "content": "q"}, {"role": "assistant", "content": "no"})  # answered "pqrstuvw"
+    for batch_size in (1, 2):
+        params = GenerationParams(max_new_tokens=8, batch_size=batch_size)
+        [full] = chat.generate(CONVS[2:], params)
+        assert (full.text, full.meta) == ("fghijklm", {"tokens": 8, "finish": "length"})
+        across = chat.generate([CONVS[2], longer], dataclasses.replace(params, stop=("ef", "ref", "op")))
+        assert [(c.text, c.meta) for c in across] == [("fghijklm", {"tokens": 8, "finish": "length"}),
+                                                      ("pqrstuvw", {"tokens": 8, "finish": "length"})]
+        inside = chat.generate([CONVS[2], longer], dataclasses.replace(params, stop=("ef", "hi", "rs")))
+        assert [(c.text, c.meta["finish"]) for c in inside] == [("fg", "stop"), ("pq", "stop")]

@@ -21,7 +21,7 @@ import time
 from typing import Any, Sequence
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
+from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, StopStringCriteria
 
 from safealign.eval.backends.base import (
     Conversation,
@@ -48,6 +48,20 @@ class _StopFlag(StoppingCriteria):
         return torch.full((input_ids.shape[0],), stop_requested(), dtype=torch.bool, device=input_ids.device)
 
 
+class _StopInAnswer(StoppingCriteria):
+    """Ends a row once its answer holds a stop string, matching the tokens generated after the prompt only.
+    ``generate``'s own ``stop_strings`` match the end of the whole sequence: a prompt ending in "here" and an
+    answer starting "f" met the stop string "ef" after one token, an answer then neither holding the stop string
+    nor cut at it, and its finish read "length". vLLM and the HTTP APIs match in the generated text alone."""
+
+    def __init__(self, tokenizer: Any, stop: Sequence[str], prompt_width: int) -> None:
+        self.matcher = StopStringCriteria(tokenizer, list(stop))
+        self.prompt_width = prompt_width  # the left-padded prompts' width: every row's answer starts there
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        return self.matcher(input_ids[:, self.prompt_width :], scores, **kwargs)
+
+
 # Settings of a model's generation_config that change which tokens come out; none of them is applied here
 # (named in a log line when the model sets one), and each is given its neutral value below.
 _DISTRIBUTION_KEYS = ("top_k", "top_p", "temperature", "min_p", "top_h", "typical_p", "epsilon_cutoff", "eta_cutoff",
@@ -71,11 +85,12 @@ class _ExplicitGenerationConfig(GenerationConfig):
 
 
 def explicit_generation_config(tokenizer: Any, model: Any, *, max_new_tokens: int, do_sample: bool,
-                               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0, stop: Sequence[str] = (),
+                               temperature: float = 1.0, top_p: float = 1.0, top_k: int = 0,
                                num_return_sequences: int = 1) -> GenerationConfig:  # fmt: skip
     """The settings given and neutral values for everything else (no repetition penalty, no top-k unless asked,
     one beam), the model's own ``generation_config`` contributing only its end-of-answer and bos ids: what the
-    HF backend and online sampling generate with, so a model's shipped decoding defaults never apply unseen."""
+    HF backend and online sampling generate with, so a model's shipped decoding defaults never apply unseen.
+    No ``stop_strings``: they would match across the prompt's end (the HF backend's stop strings: _StopInAnswer)."""
     model_config = getattr(model, "generation_config", None)
     defaults = getattr(GenerationConfig, "_get_default_generation_params", dict)()
     values: dict[str, Any] = {
@@ -97,7 +112,7 @@ def explicit_generation_config(tokenizer: Any, model: Any, *, max_new_tokens: in
         "eos_token_id": sorted(eos_ids(tokenizer, model)) or None,
         "bos_token_id": getattr(model_config, "bos_token_id", None),
         "decoder_start_token_id": getattr(model_config, "decoder_start_token_id", None),
-        "stop_strings": list(stop) or None,
+        "stop_strings": None,
     }  # fmt: skip
     return _ExplicitGenerationConfig(**values)
 
@@ -174,8 +189,8 @@ class HFChatModel:
         try:
             with torch.no_grad():
                 torch.manual_seed(seed)
-                output = self.model.generate(**enc, **self._generate_kwargs(params),
-                                             stopping_criteria=StoppingCriteriaList([_StopFlag()]))
+                output = self.model.generate(**enc, generation_config=self.build_generation_config(params),
+                                             stopping_criteria=self._stopping_criteria(params, enc["input_ids"]))
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: recorded per attempt, run goes on
             logger.warning("generation failed for a batch of %d: %s", len(prompts), exc)
             return [Completion(text="", error=f"{type(exc).__name__}: {exc}") for _ in prompts]
@@ -184,11 +199,12 @@ class HFChatModel:
         new_tokens = output[:, enc["input_ids"].shape[1] :]  # (B, T_new)
         return [self._completion(row, params, seconds) for row in new_tokens]
 
-    def _generate_kwargs(self, params: GenerationParams) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"generation_config": self.build_generation_config(params)}
+    def _stopping_criteria(self, params: GenerationParams, input_ids: torch.Tensor) -> StoppingCriteriaList:
+        """A stop request ends the batch; a stop string ends a row whose answer holds it."""
+        criteria: list[StoppingCriteria] = [_StopFlag()]
         if params.stop:
-            kwargs["tokenizer"] = self.tokenizer  # generate needs it to match stop_strings
-        return kwargs
+            criteria.append(_StopInAnswer(self.tokenizer, params.stop, input_ids.shape[1]))
+        return StoppingCriteriaList(criteria)
 
     def build_generation_config(self, params: GenerationParams) -> GenerationConfig:
         """What ``generate`` runs with: ``params`` and neutral values for everything else, the model's own
@@ -196,7 +212,7 @@ class HFChatModel:
         self._note_ignored(getattr(self.model, "generation_config", None))
         return explicit_generation_config(self.tokenizer, self.model, max_new_tokens=params.max_new_tokens,
                                           do_sample=params.do_sample, temperature=params.temperature,
-                                          top_p=params.top_p, stop=params.stop)
+                                          top_p=params.top_p)
 
     def _note_ignored(self, model_config: Any) -> None:
         """Say once which of the model's generation_config settings this backend does not apply."""
