@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 
@@ -14,7 +13,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train several methods from the same pairs and report each against the baseline: dpo, "
                         "e-dpo, safedpo, deep-aug, constrained-sft, derta, ... (docs/safety-training.md); default "
                         "dpo,e-dpo (E-DPO with its paired difference against DPO)")
-    parser.add_argument("--fresh", action="store_true", help="delete the run directory first")
+    parser.add_argument("--fresh", action="store_true",
+                        help="delete the run directory first (refused while a live process holds a lock there)")
     parser.add_argument("overrides", nargs="*",
                         help="DemoConfig overrides, e.g. harmful_test=80 train.learning_rate=1e-3 "
                         "eval.generation.max_new_tokens=64; earlier flat keys (nll_weight=0 beta=0.5 ...) still work")
@@ -29,7 +29,9 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"variants=[{args.compare}]")
     config = load_demo_config(overrides)
     if args.fresh:
-        shutil.rmtree(config.output_dir, ignore_errors=True)
+        from safealign.io.run_lock import delete_run_dir
+
+        delete_run_dir(config.output_dir, "--fresh")
     summary = run_demo(config)
     print(format_summary(summary))
     print(f"judge: {summary.judge}; objective: {summary.objective}")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import shutil
 from pathlib import Path
 
 
@@ -11,7 +10,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("grid", help="sweep grid YAML (e.g. configs/sweep/e_effect.yaml)")
     parser.add_argument("--fresh", action="store_true",
                         help="delete the sweep's output directory first: the whole directory, with the cells of "
-                        "every grid that shares it")
+                        "every grid that shares it (refused while a live worker holds a lock there)")
     parser.add_argument("--workers", type=int, default=1, metavar="N",
                         help="run N worker processes on this sweep (each claims the next unfinished cell; one "
                         "GPU each when GPUs are visible, else the CPU cores split between them). Starting the "
@@ -62,7 +61,9 @@ def run(args: argparse.Namespace) -> int:
             write_tables(grid, table)
         return 0
     if args.fresh:
-        shutil.rmtree(grid.output_dir, ignore_errors=True)
+        from safealign.io.run_lock import delete_run_dir
+
+        delete_run_dir(grid.output_dir, "--fresh")
     if args.workers > 1:
         from safealign.pipelines.sweep_workers import launch_workers
 

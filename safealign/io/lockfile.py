@@ -135,6 +135,13 @@ def current_holder(path: str | os.PathLike) -> Holder | None:
     return read_holder(path) or Holder(-1, "", _mtime(path) or time.time())
 
 
+def live_locks(folder: str | os.PathLike) -> list[tuple[Path, Holder]]:
+    """Every lock file (``*.lock``) under ``folder``, at any depth, that a live process holds, with its holder:
+    the work still running there (a stale lock, its holder gone, is left out)."""
+    found = [(path, current_holder(path)) for path in sorted(Path(folder).rglob("*.lock"))]
+    return [(path, holder) for path, holder in found if holder is not None]
+
+
 def wait_lock(path: str | os.PathLike, what: str, *, log_every: float = 600.0,
               sleep: Callable[[float], None] = time.sleep) -> tuple[Lock, list[Holder]]:  # fmt: skip
     """Take the lock at ``path``, waiting while a live process holds it. Returns the lock and the holders

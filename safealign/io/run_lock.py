@@ -15,12 +15,13 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 from safealign.errors import UserError
-from safealign.io.lockfile import Lock, current_holder, try_lock
+from safealign.io.lockfile import Lock, current_holder, live_locks, try_lock
 
 RUN_LOCK = "run.lock"
 
@@ -76,6 +77,22 @@ def unlock_run_dir(run: Path) -> None:
     for keys in _sessions:
         if key in keys:
             keys.remove(key)
+
+
+def delete_run_dir(run: str | os.PathLike, flag: str) -> None:
+    """Delete ``run`` for ``flag`` (``--fresh``); refused while a live process holds a lock in it (a run's
+    ``run.lock``, a sweep worker's ``claim.lock`` or ``shared.lock``, a cache entry's): that process would go on
+    writing into the deleted directory. Stale locks (their holder gone) are deleted with the rest."""
+    held = live_locks(run)
+    if held:
+        path, holder = held[0]
+        who = "a process still writing it" if holder.pid < 0 else holder.describe()
+        others = f" (and {len(held) - 1} more lock(s) there)" if len(held) > 1 else ""
+        way_out = (f"that host's process cannot be seen from here: once it is known to be gone, delete {path}"
+                   if holder.host and holder.host != socket.gethostname() else "wait for it to finish or stop it")
+        raise UserError(f"{flag} would delete {run} while {who} holds {path}{others}; {way_out}, or use another "
+                        "output directory")
+    shutil.rmtree(run, ignore_errors=True)
 
 
 @atexit.register
