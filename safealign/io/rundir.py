@@ -57,7 +57,9 @@ TRAIN_EXCLUDED = (
 # directory from before fingerprints), so compared only when both runs know them; the spec is compared anyway.
 # The same for what else decides a model's outputs (an adapter's base and adapter config, a folder's config.json;
 # safealign.models.identity.setup_fingerprint), recorded since 2026-12-07: runs made before lack it.
-WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup")
+# The benign prompt file's content likewise, recorded since 2026-12-07 too (a run made before lacks it and resumes:
+# its over-refusal records are still checked prompt by prompt, safealign.eval.helpfulness.overrefusal).
+WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "benign.path_data")
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)
 # Demo keys whose list may grow on resume: each extra benign set is answered under its own record ids and shown as
@@ -123,10 +125,15 @@ def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None
                      behaviors: Sequence[Any] | None = None, weights: str | None = None, setup: str | None = None,
                      defaults: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
     """An eval run: its config (``to_dict(EvalConfig)``) less :data:`EVAL_EXCLUDED`, the behaviors data
-    (files' content, or ``behaviors`` passed in by a caller), the label of a passed-in model, and the attacked
-    ``weights``' fingerprint and ``setup`` (safealign.models.identity; None where they can't be seen)."""
+    (files' content, or ``behaviors`` passed in by a caller), the benign prompt file's content, the label of a
+    passed-in model, and the attacked ``weights``' fingerprint and ``setup`` (safealign.models.identity; None where
+    they can't be seen)."""
     chosen = settings.get("behaviors", {})
     extra = {f"behaviors.{key}_data": _data_identity(chosen.get(key)) for key in ("path", "targets") if chosen.get(key)}
+    # the over-refusal prompts' content too (their records are keyed by prompt id); added only when a file is named,
+    # so a run without one keeps its digest
+    if settings.get("benign", {}).get("path"):
+        extra["benign.path_data"] = _data_identity(settings["benign"]["path"])
     if behaviors is not None:
         extra["behaviors.passed_in"] = _json_digest([_behavior_json(b) for b in behaviors])
     if attacked is not None:

@@ -87,6 +87,23 @@ def test_behaviors_file_with_other_content_is_a_different_run(finished, behavior
     assert "behaviors.path_data" in capsys.readouterr().err
 
 
+def test_benign_file_with_other_content_is_a_different_run(tmp_path, behaviors_file, capsys):
+    """Like the behaviors file: benign.path's content is in the fingerprint, so an edited over-refusal file is
+    found before any work, not only its path."""
+    benign = tmp_path / "benign.jsonl"
+    rows = [{"id": f"p{i}", "prompt": f"How do I bake bread {i}?", "category": "ordinary"} for i in range(2)]
+    benign.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run = tmp_path / "run"
+    args = _args(run, behaviors_file, f"benign.path={benign}")
+    assert main(args) == 0
+    assert main(args) == 0  # the same file resumes
+    recorded = (run / "benign" / "records.jsonl").read_text()
+    benign.write_text(benign.read_text().replace("bread 1", "a cake"))
+    assert main(args) == 2
+    assert "benign.path_data: " in capsys.readouterr().err
+    assert (run / "benign" / "records.jsonl").read_text() == recorded
+
+
 def test_run_dir_without_fingerprint_is_checked_against_its_config_yaml(finished, behaviors_file, capsys, caplog):
     (finished / FINGERPRINT_NAME).unlink()  # as made by the code before fingerprints
     assert main(_args(finished, behaviors_file, "model.name=another-model")) == 2

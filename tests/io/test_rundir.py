@@ -93,6 +93,24 @@ def test_a_setting_added_since_matches_a_recorded_run_only_at_its_default():
     assert differing_keys(Fingerprint("demo", {"a": 1, "gone": 2}), at_default) == ["gone"]
 
 
+def test_the_benign_files_content_is_fingerprinted_and_runs_without_one_keep_their_digest(tmp_path):
+    from safealign.io.rundir import Fingerprint, differing_keys, file_digest
+
+    config = EvalConfig()
+    plain = eval_fingerprint(to_dict(config), defaults=to_dict(EvalConfig()))
+    assert not any(k.startswith("benign.path_") for k in plain.values)  # default empty path: the digest as before
+    benign = tmp_path / "benign.jsonl"
+    benign.write_text('{"id": "p1", "prompt": "Bake bread"}\n')
+    config.benign.path = str(benign)
+    with_file = eval_fingerprint(to_dict(config))
+    assert with_file.values["benign.path_data"] == file_digest(benign)
+    benign.write_text('{"id": "p1", "prompt": "Bake a cake"}\n')
+    assert differing_keys(with_file, eval_fingerprint(to_dict(config))) == ["benign.path_data"]
+    # a run recorded before the content was fingerprinted resumes (its records are checked prompt by prompt)
+    before = {k: v for k, v in with_file.values.items() if k != "benign.path_data"}
+    assert differing_keys(Fingerprint("eval", before), eval_fingerprint(to_dict(config))) == []
+
+
 def test_a_run_directory_another_live_process_writes_is_refused_until_it_is_gone(tmp_path):
     import json
     import socket

@@ -8,7 +8,8 @@ so the same list scores jailbreak ASR and over-refusal. Substring matching misse
 so this rate is a lower bound on unhelpfulness (see docs/findings.md).
 
 Output in ``out_dir``: ``records.jsonl`` (one record per prompt, appended as produced; a re-run
-skips prompts already answered and retries those whose generation failed) and ``summary.json``::
+skips prompts already answered and retries those whose generation failed; a record under a prompt's id whose
+prompt text or kind differs stops the run, see :func:`check_recorded_prompts`) and ``summary.json``::
 
     {"judge": "...", "refusal_rate": {"ordinary": R, "borderline": R, "all": R}}
     R = {"rate": float | None, "ci95": [lo, hi] | None (Wilson), "n": scored, "unscored": failed}
@@ -118,7 +119,9 @@ def overrefusal_run(
         raise UserError(f"over-refusal: duplicate prompt ids {dupes[:5]}")
     out = Path(out_dir)
     path = out / "records.jsonl"
-    done = {k for k, r in latest_by(read_jsonl(path), "id").items() if r.get("error") is None}
+    recorded = latest_by(read_jsonl(path), "id")
+    check_recorded_prompts(path, recorded, items)
+    done = {k for k, r in recorded.items() if r.get("error") is None}
     todo = [p for p in items if p.id not in done]
     logger.info("over-refusal: %d prompts, %d already done", len(items), len(items) - len(todo))
     name = describe_detector(judge)
@@ -134,6 +137,30 @@ def overrefusal_run(
     summary = dataclasses.replace(summarize_overrefusal(records, ids, name), model_identity=chat_model_identity(model))
     write_json(out / "summary.json", summary.to_json())
     return summary, records
+
+
+# what a record says about the question it answered (record field -> HelpfulnessPrompt attribute)
+QUESTION_FIELDS = (("prompt", "text"), ("kind", "kind"))
+
+
+def check_recorded_prompts(path: Path, recorded: dict[str, dict[str, Any]], items: Sequence[HelpfulnessPrompt]) -> None:
+    """Refuse to resume from records whose latest answer under a prompt's id was to another prompt (another prompt
+    file, or the file edited since): records are keyed by id alone, so that answer would be counted as this
+    prompt's. A failed one too: the file then belongs to another prompt set."""
+    for prompt in items:
+        record = recorded.get(prompt.id, {})
+        for field, attribute in QUESTION_FIELDS:
+            if record and record.get(field) != getattr(prompt, attribute):
+                raise UserError(
+                    f"{path}: prompt id {prompt.id!r} was recorded with another {field} ({_clip(record.get(field))} "
+                    f"there, {_clip(getattr(prompt, attribute))} now): its answers belong to another prompt set; "
+                    "use another output directory, or delete that records file to answer these prompts anew"
+                )
+
+
+def _clip(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _record(prompt: HelpfulnessPrompt, completion: Any, judge: RefusalDetector, name: str) -> dict[str, Any]:
