@@ -59,6 +59,7 @@ def run_eval(
     judges: dict[str, Judge] | None = None,
     overwrite: bool = False,
     benign: BenignSet | None = None,
+    overwrite_flag: str = "--overwrite",
 ) -> EvalSummary:
     """Run (or resume) an evaluation and return the summary (also written to ``summary.json``).
 
@@ -66,7 +67,8 @@ def run_eval(
     ChatModel instead (remote endpoint, fake). ``behaviors``/``judges``/``benign`` (over-refusal prompts)
     override what the config names.
     Resuming requires the run directory's fingerprint to match (safealign.io.rundir); ``overwrite``
-    deletes an earlier run's outputs there instead.
+    deletes an earlier run's outputs there instead. ``overwrite_flag``: how the calling command offers
+    ``overwrite``, named in a refusal (``safealign defenses`` says ``--fresh``).
     """
     config.validate()
     _check_names(config, judges)
@@ -101,7 +103,7 @@ def run_eval(
     # hashed once: the target's identity below reuses it (an in-memory model's parameters are costly to hash)
     inner, early = _passed_in_identity(model, chat_model)
     fingerprint = _claim(out, config, label if handed_in else None, behaviors if passed_in else None, overwrite,
-                         _identity_before_load(config, handed_in, early))
+                         _identity_before_load(config, handed_in, early), overwrite_flag)
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
@@ -140,7 +142,7 @@ def run_eval(
 
 
 def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Sequence[Behavior] | None,
-           overwrite: bool, weights: dict[str, Any]) -> str:  # fmt: skip
+           overwrite: bool, weights: dict[str, Any], overwrite_flag: str) -> str:  # fmt: skip
     """Check ``out`` may hold this run before anything is written there, then save its config; returns
     the run's fingerprint digest (recorded in ``summary.json``). ``weights``: the attacked model's identity."""
     from safealign.io.rundir import claim_run_dir, eval_fingerprint, legacy_fingerprint
@@ -152,7 +154,8 @@ def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Seque
     fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors,
                                    weights=weights.get("fingerprint"), setup=setup_fingerprint(weights),
                                    defaults=to_dict(EvalConfig()))
-    claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy)
+    claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy,
+                  overwrite_flag=overwrite_flag)
     save_config(config, out / "config.yaml")
     return fingerprint.digest
 

@@ -5,7 +5,9 @@ under the same attacks and judges, and the same benign and borderline prompts; o
 them all. Per method the run writes a normal evaluation under ``eval/<method>/``, and at the top a
 ``summary.json`` with direct and template ASR, over-refusal, the cost per answer and its multiple of the
 bare model's cost measured in the same run, then ``report.html`` (table and ASR vs over-refusal scatter).
-Resumable like every evaluation (docs/defenses.md).
+Resumable like every evaluation (docs/defenses.md): the directory is claimed (safealign.io.rundir) before
+anything is written, so a re-run with other settings is refused and leaves the earlier run's ``config.yaml``
+as it was; ``--fresh`` deletes the earlier outputs instead.
 """
 
 from __future__ import annotations
@@ -17,12 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safealign.config import save_config
+from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
 from safealign.eval.config import DefenseConfig, EvalConfig
 from safealign.io import write_json
+from safealign.io.rundir import EVAL_EXCLUDED, Fingerprint, claim_run_dir, legacy_fingerprint, make_fingerprint
 
 logger = logging.getLogger(__name__)
+
+FRESH = "--fresh"  # the command's option that deletes an earlier run's outputs (safealign/cli/defenses.py)
+OUTPUTS = ("config.yaml", "summary.json", "report.html", "report.md", "eval")  # what FRESH removes
 
 
 @dataclass
@@ -72,8 +78,9 @@ def builtin_prompts(config: DefenseCompareConfig) -> tuple[list[Any], Any]:
     return behaviors, BenignSet(tuple(HelpfulnessPrompt(p.id, p.prompt, p.kind) for p in benign))
 
 
-def run_defense_comparison(config: DefenseCompareConfig) -> dict[str, Any]:
-    """Evaluate every method (resuming) and write the comparison summary and report; returns the summary."""
+def run_defense_comparison(config: DefenseCompareConfig, *, fresh: bool = False) -> dict[str, Any]:
+    """Evaluate every method (resuming; ``fresh``: deleting an earlier run's outputs first) and write the
+    comparison summary and report; returns the summary."""
     from safealign.eval.defenses.base import check_defenses
     from safealign.eval.pipeline import run_eval
     from safealign.report import build_report
@@ -82,7 +89,7 @@ def run_defense_comparison(config: DefenseCompareConfig) -> dict[str, Any]:
     for method in config.methods:  # every stack is built and checked before the model loads
         check_defenses(method.defenses, config.eval.model.backend)
     out = Path(config.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim(config, out, fresh)
     save_config(config, out / "config.yaml")
     behaviors, benign = builtin_prompts(config) if config.prompts == "builtin" else (None, None)
     model, tokenizer = _load_once(config.eval)
@@ -92,11 +99,31 @@ def run_defense_comparison(config: DefenseCompareConfig) -> dict[str, Any]:
         evaluation = dataclasses.replace(config.eval, defenses=list(method.defenses),
                                          output_dir=str(out / "eval" / method.name))  # fmt: skip
         logger.info("defenses: evaluating %s (%s)", method.name, [d.name for d in method.defenses] or "bare model")
-        results[method.name] = run_eval(evaluation, model, tokenizer, behaviors=behaviors, benign=benign)
+        results[method.name] = run_eval(evaluation, model, tokenizer, behaviors=behaviors, benign=benign,
+                                         overwrite_flag=FRESH)  # fmt: skip
     summary = comparison_summary(config, results, round(time.perf_counter() - started, 1))
     write_json(out / "summary.json", summary)
     build_report(out)
     return summary
+
+
+def comparison_fingerprint(settings: dict[str, Any]) -> Fingerprint:
+    """The comparison's settings less where it writes and what an evaluation's own fingerprint leaves out
+    (safealign.io.rundir.EVAL_EXCLUDED); ``methods`` may grow, as each method resumes in its own ``eval/<name>/``
+    (whose claim also checks what this cannot see: the weights, a behaviors file's content)."""
+    exclude = ("output_dir", *(f"eval.{key}" for key in EVAL_EXCLUDED))
+    fingerprint = make_fingerprint("defenses", settings, exclude=exclude, defaults=to_dict(DefenseCompareConfig()))
+    return dataclasses.replace(fingerprint, extendable=("methods",))
+
+
+def _claim(config: DefenseCompareConfig, out: Path, fresh: bool) -> None:
+    """Check ``out`` may hold this comparison before anything is written there (a refusal names ``--fresh``)."""
+    def legacy(run: Path):  # a comparison made before fingerprints: checked against the config.yaml it saved
+        return legacy_fingerprint(run / "config.yaml", lambda p: to_dict(load_config(DefenseCompareConfig, p)),
+                                  comparison_fingerprint)
+
+    claim_run_dir(out, comparison_fingerprint(to_dict(config)), outputs=OUTPUTS, overwrite=fresh, legacy=legacy,
+                  overwrite_flag=FRESH)
 
 
 def _load_once(evaluation: EvalConfig) -> tuple[Any, Any]:

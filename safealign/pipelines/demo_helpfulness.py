@@ -18,8 +18,12 @@ from safealign.io import read_jsonl, write_json
 from safealign.io.summaries import Figure, Figures
 
 
+def _path(eval_dir: Path) -> Path:
+    return eval_dir / "helpfulness" / "overrefusal" / "records.jsonl"
+
+
 def _records(eval_dir: Path) -> list[dict[str, Any]]:
-    return read_jsonl(eval_dir / "helpfulness" / "overrefusal" / "records.jsonl")
+    return read_jsonl(_path(eval_dir))
 
 
 def quality_figures(eval_dir: Path, ids: Sequence[str]) -> Figures:
@@ -43,7 +47,8 @@ class Retention:
     def score_trained(self, stage: str, eval_dir: Path, model: Any, tokenizer: Any) -> None:
         from safealign.eval.helpfulness import retention
 
-        self.pairs[stage] = retention.answer_pairs(_records(self.before), _records(eval_dir), self.ids)
+        self.pairs[stage] = retention.answer_pairs(_records(self.before), _records(eval_dir), self.ids,
+                                                   sources=(str(_path(self.before)), str(_path(eval_dir))))
         self.trained[stage] = retention.score_answers(model, tokenizer, self.pairs[stage])
         self.dirs[stage] = eval_dir
 

@@ -18,8 +18,12 @@ from safealign.io import read_jsonl, write_json, write_jsonl
 from safealign.io.summaries import PairwiseSummary
 
 
+def overrefusal_path(eval_dir: str | Path) -> Path:
+    return Path(eval_dir) / "helpfulness" / "overrefusal" / "records.jsonl"
+
+
 def overrefusal_records(eval_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(eval_dir) / "helpfulness" / "overrefusal" / "records.jsonl"
+    path = overrefusal_path(eval_dir)
     if not path.is_file():
         raise UserError(f"{path}: no over-refusal records; pass an evaluation directory such as a demo's eval/before")
     return read_jsonl(path)
@@ -54,7 +58,8 @@ def _pairs(before: str | Path, after: str | Path, limit: int | None):
     from safealign.eval.helpfulness.retention import answer_pairs
 
     base, trained = overrefusal_records(before), overrefusal_records(after)
-    pairs = answer_pairs(base, trained, sorted(latest_by(base, "id"))[:limit])
+    pairs = answer_pairs(base, trained, sorted(latest_by(base, "id"))[:limit],
+                         sources=(str(overrefusal_path(before)), str(overrefusal_path(after))))
     if not pairs:
         raise UserError(f"{before} and {after} have no benign prompt both answered without an error")
     return pairs

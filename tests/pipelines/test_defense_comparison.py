@@ -78,3 +78,40 @@ def test_the_shipped_config_loads_and_checks():
         check_defenses(method.defenses, config.eval.model.backend)
     with pytest.raises(UserError, match="distinct"):
         DefenseCompareConfig(methods=[MethodConfig("a"), MethodConfig("a")])
+
+
+def _small(tmp_path, methods) -> DefenseCompareConfig:
+    config = _config(tmp_path, methods)
+    config.harmful_test, config.benign_test, config.eval.attacks = 1, 1, ["direct"]
+    return config
+
+
+def test_a_rerun_with_other_settings_is_refused_before_it_writes_and_names_fresh(tmp_path, capsys):
+    from safealign.cli import main
+
+    run_defense_comparison(_small(tmp_path, [MethodConfig("base")]))
+    saved = (tmp_path / "run" / "config.yaml").read_text()
+    changed = _small(tmp_path, [MethodConfig("base")])
+    changed.eval.generation.max_new_tokens = 3
+    with pytest.raises(UserError, match="different settings") as raised:
+        run_defense_comparison(changed)
+    # the earlier run's saved config still describes its results, and the remedy is an option the command has
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved
+    assert "--fresh" in str(raised.value) and "--overwrite" not in str(raised.value)
+    # a directory made before fingerprints is checked against the config.yaml it saved
+    (tmp_path / "run" / "fingerprint.json").unlink()
+    with pytest.raises(UserError, match="different settings.*--fresh"):
+        run_defense_comparison(changed)
+    assert (tmp_path / "run" / "config.yaml").read_text() == saved
+    # a method added to the comparison extends the run (the recorded methods are resumed)
+    run_defense_comparison(_small(tmp_path, [MethodConfig("base"), MethodConfig("reminder",
+                                                                                [DefenseConfig("self_reminder")])]))
+    # --fresh deletes the earlier outputs and runs the new settings
+    path = tmp_path / "changed.yaml"
+    path.write_text(f"output_dir: {tmp_path / 'run'}\nharmful_test: 1\nbenign_test: 1\nborderline_test: 1\n"
+                    "eval:\n  model: {name: tiny-random}\n  attacks: [direct]\n"
+                    "  generation: {max_new_tokens: 3, batch_size: 8}\n")
+    assert main(["defenses", str(path), "--fresh"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert list(summary["methods"]) == ["base"] and not (tmp_path / "run" / "eval" / "reminder").exists()
+    assert "max_new_tokens: 3" in (tmp_path / "run" / "config.yaml").read_text()

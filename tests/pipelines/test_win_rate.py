@@ -126,3 +126,19 @@ def test_reward_model_that_cannot_load_is_a_user_error(tmp_path, capsys):
     assert main(["diagnose", "win-rate", "--before", str(before), "--after", str(after),
                  "--reward-model", str(tmp_path / "no_such_model")]) == 2
     assert "--reward-model: cannot load" in capsys.readouterr().err
+
+
+def test_runs_over_different_prompt_files_with_overlapping_ids_are_refused(tmp_path):
+    before = _eval_dir(tmp_path, "before", [("a", "short"), ("b", "long")])
+    after = _eval_dir(tmp_path, "after", [("a", "longer"), ("b", "no")])
+    records = after / "helpfulness" / "overrefusal" / "records.jsonl"
+    rows = [json.loads(line) for line in records.read_text().splitlines()]
+    rows[1]["prompt"] = "another file's question b"
+    records.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    judge = ScriptedChatModel(lambda c: "[[A]]")
+    with pytest.raises(UserError) as raised:
+        win_rate(before, after, judge)
+    message = str(raised.value)
+    assert str(before / "helpfulness" / "overrefusal" / "records.jsonl") in message and str(records) in message
+    assert "id 'b'" in message and "'prompt'" in message
+    assert not (after / "helpfulness" / "pairwise").exists()  # nothing judged, nothing written

@@ -26,6 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from torch import nn
 
+from safealign.errors import UserError
 from safealign.eval.helpfulness.records import latest_by
 from safealign.eval.paired import mean_difference_stats
 from safealign.io.summaries import RetentionSummary
@@ -46,14 +47,33 @@ class AnswerPair:
     trained: str
 
 
-def answer_pairs(base_records: Iterable[dict[str, Any]], trained_records: Iterable[dict[str, Any]],
-                 ids: Sequence[str]) -> list[AnswerPair]:
-    """The prompts of ``ids`` that both models answered without a generation error, in ``ids`` order."""
+def answer_pairs(base_records: Iterable[dict[str, Any]], trained_records: Iterable[dict[str, Any]], ids: Sequence[str],
+                 *, sources: tuple[str, str] = ("base records", "trained records")) -> list[AnswerPair]:
+    """The prompts of ``ids`` that both models answered without a generation error, in ``ids`` order.
+
+    Records are paired by id, so an id must name the same prompt on both sides: two evaluations over different
+    prompt files whose ids overlap would otherwise compare answers to unrelated prompts. ``sources`` names the
+    two record files in that error."""
     base, trained = latest_by(base_records, "id"), latest_by(trained_records, "id")
+    _check_same_prompts(base, trained, ids, sources)
     ok = lambda r: r is not None and r.get("error") is None  # noqa: E731
     return [AnswerPair(i, str(base[i]["prompt"]), str(base[i].get("completion") or ""),
                        str(trained[i].get("completion") or ""))
             for i in ids if ok(base.get(i)) and ok(trained.get(i))]
+
+
+def _check_same_prompts(base: Mapping[str, dict[str, Any]], trained: Mapping[str, dict[str, Any]],
+                        ids: Sequence[str], sources: tuple[str, str]) -> None:
+    for i in ids:
+        if i in base and i in trained and str(base[i].get("prompt")) != str(trained[i].get("prompt")):
+            raise UserError(f"{sources[0]} and {sources[1]}: record id {i!r} has a different 'prompt' in each "
+                            f"({_short(base[i].get('prompt'))} vs {_short(trained[i].get('prompt'))}); answers are "
+                            "paired by id, so both evaluations must answer the same prompts")
+
+
+def _short(text: Any, limit: int = 60) -> str:
+    text = repr(text)
+    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def score_answers(model: nn.Module, tokenizer: Any, pairs: Sequence[AnswerPair], *, max_length: int = 1024,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from safealign.errors import UserError
 from safealign.eval.helpfulness.retention import AnswerPair, answer_pairs, answer_retention, summarize_retention
 from safealign.models.tiny import tiny_model, tiny_tokenizer
 
@@ -52,3 +53,14 @@ def test_answer_pairs_skip_failed_generations_and_count_them_unscored():
     assert summary.base_answers.mean == -0.5 and summary.trained_answers.mean == -1.0
     assert summary.base_answers.n == 1 and summary.base_answers.unscored == 2
     assert type(summary).from_json(summary.to_json()) == summary
+
+
+def test_answer_pairs_refuse_an_id_that_answers_different_prompts_in_the_two_runs():
+    # two evaluations over different prompt files whose ids overlap: pairing by id would compare unrelated answers
+    base = [{"id": "a", "prompt": "p", "completion": "x", "error": None},
+            {"id": "b", "prompt": "How do I bake bread?", "completion": "x", "error": None}]
+    trained = [{"id": "a", "prompt": "p", "completion": "y", "error": None},
+               {"id": "b", "prompt": "Name a prime number.", "completion": "7", "error": None}]
+    with pytest.raises(UserError, match=r"before\.jsonl and after\.jsonl.*id 'b'.*'prompt'.*bake bread.*prime"):
+        answer_pairs(base, trained, ["a", "b"], sources=("before.jsonl", "after.jsonl"))
+    assert answer_pairs(base, trained, ["a"]) == [AnswerPair("a", "p", "x", "y")]  # only the ids compared count
