@@ -24,7 +24,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "are the only references (a question file's own 'reference' fields are not read)")
     parser.add_argument("--judge-format", default="fastchat", choices=["fastchat", "project"],
                         help="FastChat's judge prompts and parser (default) or the project's strict prompt")
-    parser.add_argument("--output-dir", default="runs/mtbench", help="records.jsonl and summary.json go here")
+    parser.add_argument("--output-dir", default="runs/mtbench",
+                        help="records.jsonl and summary.json go here; a re-run with the same model, judge, questions "
+                             "and settings resumes, one with others is refused")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="delete an earlier run's records and summary in --output-dir, then start over")
     parser.add_argument("--max-new-tokens", type=int, default=1024, help="answer tokens per turn (FastChat: 1024)")
     parser.add_argument("--batch-size", type=int, default=8, help="questions answered and graded per batch")
     parser.add_argument("--limit", type=int, default=None, help="only the first N questions")
@@ -45,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     params = GenerationParams(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
     summary = run_mtbench(model, judge, args.output_dir, questions=args.questions, references=args.references,
                           judge_format=args.judge_format, judge_name=args.judge_model, params=params,
-                          limit=args.limit, fastchat_temperatures=args.fastchat_temperatures)
+                          limit=args.limit, fastchat_temperatures=args.fastchat_temperatures,
+                          overwrite=args.overwrite)
     print(json.dumps(summary.to_json(), indent=2) if args.json else format_mtbench(summary))
     return 0

@@ -56,10 +56,12 @@ TRAIN_EXCLUDED = (
 # Fingerprints of weights: None where they can't be seen (an endpoint, a built-in model not fetched yet, a run
 # directory from before fingerprints), so compared only when both runs know them; the spec is compared anyway.
 # The same for what else decides a model's outputs (an adapter's base and adapter config, a folder's config.json;
-# safealign.models.identity.setup_fingerprint), recorded since 2026-12-07: runs made before lack it.
+# safealign.models.identity.setup_fingerprint), recorded since 2026-12-07: runs made before lack it. An MT-Bench
+# judge's likewise (safealign.eval.helpfulness.mtbench).
 # The benign prompt file's content likewise, recorded since 2026-12-07 too (a run made before lacks it and resumes:
 # its over-refusal records are still checked prompt by prompt, safealign.eval.helpfulness.overrefusal).
-WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "benign.path_data")
+WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "judge.weights", "judge.setup",
+              "benign.path_data")
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)
 # Demo keys whose list may grow on resume: each extra benign set is answered under its own record ids and shown as

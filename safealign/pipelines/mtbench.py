@@ -2,7 +2,8 @@
 
 By default the 80 FastChat MT-Bench questions, GPT-4's reference answers for the math, reasoning and
 coding questions, and FastChat's judge prompts (:mod:`safealign.eval.helpfulness.mtbench_fastchat`).
-Writes ``records.jsonl`` and ``summary.json`` in the output folder (a re-run resumes) and returns the
+Writes ``records.jsonl``, ``fingerprint.json`` and ``summary.json`` in the output folder (a re-run with the same
+model, judge, questions and settings resumes; with others it is refused unless ``overwrite``) and returns the
 summary; :func:`format_mtbench` renders the per-category table the paper reports.
 """
 
@@ -18,12 +19,13 @@ from safealign.io.summaries import MTBenchSummary, ScoreStats
 def run_mtbench(model: ChatModel, judge: ChatModel, out_dir: str | Path, *, questions: str | Path | None = None,
                 references: str | Path | None = None, judge_format: str = "fastchat", judge_name: str | None = None,
                 params: GenerationParams | None = None, limit: int | None = None,
-                fastchat_temperatures: bool = False, progress: bool = True) -> MTBenchSummary:
+                fastchat_temperatures: bool = False, progress: bool = True, overwrite: bool = False) -> MTBenchSummary:
     """Questions default to FastChat's file; references default to FastChat's GPT-4 file for those questions
     (a user file replaces them). For any other question file without ``references``: the project format uses
     the questions' own ``reference`` fields; FastChat's format never reads those fields (as FastChat), so its
     math/reasoning/coding questions need ``references``.
-    ``fastchat_temperatures``: answer each category at FastChat's temperature instead of ``params``'."""
+    ``fastchat_temperatures``: answer each category at FastChat's temperature instead of ``params``'.
+    ``overwrite``: delete another run's records and summary in ``out_dir`` first (:func:`mtbench_eval`)."""
     from safealign.eval.helpfulness import mtbench_fastchat as fastchat
     from safealign.eval.helpfulness.mtbench import load_questions, mtbench_eval
 
@@ -35,7 +37,8 @@ def run_mtbench(model: ChatModel, judge: ChatModel, out_dir: str | Path, *, ques
         refs = fastchat.builtin_references()
     return mtbench_eval(model, judge, rows, params, out_dir, judge_name=judge_name, progress=progress,
                         judge_format=judge_format, references=refs,
-                        answer_temperatures=fastchat.TEMPERATURES if fastchat_temperatures else None)
+                        answer_temperatures=fastchat.TEMPERATURES if fastchat_temperatures else None,
+                        overwrite=overwrite)
 
 
 def _cell(s: ScoreStats | None) -> str:

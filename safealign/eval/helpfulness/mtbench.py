@@ -11,7 +11,9 @@ integer N in 1..10; anything else (no rating, out of range, decimals, conflictin
 are sent as published, unchanged).
 
 Output in ``out_dir``: ``records.jsonl`` (one record per question, appended per batch; a re-run skips
-questions already graded and retries those whose generation or judge call failed) and
+questions already graded, answers again those whose generation failed and judges again, on the recorded
+answers, the turns whose judge call failed), ``fingerprint.json`` (the model, judge, questions and settings the
+records were made with: a re-run with others is refused, see :func:`mtbench_fingerprint`) and
 ``summary.json``: ``{"judge", "overall", "by_turn", "by_category", "questions"}``, each score entry
 ``{"mean", "ci95", "n", "unscored"}``: ``mean`` over the scored ratings (turns), ``n`` the questions with at
 least one scored rating, ``unscored`` the turns without a rating. The interval is over questions, not
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import math
 import re
@@ -39,6 +42,7 @@ from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.summary import Z95
 from safealign.files import read_text
 from safealign.io import append_jsonl, parse_jsonl, read_jsonl, write_json
+from safealign.io.rundir import Fingerprint, claim_run_dir, file_digest, make_fingerprint, read_fingerprint
 from safealign.io.summaries import MTBenchSummary, ScoreStats
 
 logger = logging.getLogger(__name__)
@@ -117,8 +121,17 @@ def load_questions(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[s
     return rows
 
 
-def _record_done(record: dict[str, Any]) -> bool:
-    return not any(record.get("errors", [])) and not any(record.get("judge_errors", []))
+OUTPUTS = ("records.jsonl", "summary.json")  # what --overwrite removes; fingerprint.json is claim_run_dir's
+
+
+def _answered(record: dict[str, Any] | None) -> bool:
+    """Every turn answered: a record whose only failures are the judge's keeps its answers on a re-run."""
+    return (record is not None and not any(record.get("errors", []))
+            and len(record.get("answers", [])) == len(record.get("turns", [])))
+
+
+def _record_done(record: dict[str, Any] | None) -> bool:
+    return record is not None and _answered(record) and not any(record.get("judge_errors", []))
 
 
 def mtbench_eval(
@@ -134,6 +147,7 @@ def mtbench_eval(
     judge_format: str = "project",
     references: Mapping[str, Sequence[str]] | None = None,
     answer_temperatures: Mapping[str, float] | None = None,
+    overwrite: bool = False,
 ) -> MTBenchSummary:
     """Answer each question turn by turn, have ``judge_model`` grade every turn, write records + summary.
 
@@ -145,6 +159,8 @@ def mtbench_eval(
     ``references`` is refused before anything runs.
     ``answer_temperatures`` (category -> temperature; ``mtbench_fastchat.TEMPERATURES`` is FastChat's) samples
     each question's answers at its category's temperature instead of ``params``' setting.
+    ``out_dir`` may hold only a run of the same settings (:func:`mtbench_fingerprint`), which is resumed;
+    ``overwrite`` deletes another run's records and summary there first.
     """
     if judge_format not in JUDGE_FORMATS:
         raise UserError(f"mt-bench: judge_format {judge_format!r} is not one of {', '.join(JUDGE_FORMATS)}")
@@ -160,14 +176,29 @@ def mtbench_eval(
         refs = {str(q["question_id"]): q["reference"] for q in rows if q.get("reference")} | given
     judge_params = judge_params or GenerationParams(max_new_tokens=256, batch_size=params.batch_size)
     judge = judge_name or getattr(judge_model, "name", None) or type(judge_model).__name__
+    identity = chat_model_identity(model)
     out = Path(out_dir)
+    fingerprint = mtbench_fingerprint(identity, getattr(model, "system_prompt", None), params, answer_temperatures,
+                                      judge, chat_model_identity(judge_model), judge_params, judge_format, rows, refs)
+    if not overwrite:
+        fingerprint = _keep_recorded_questions(fingerprint, out)
+    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=overwrite)
     path = out / "records.jsonl"
-    # A record graded with the other prompt format is graded again: the two scales are not comparable.
-    done = {k for k, r in latest_by(read_jsonl(path), "question_id").items()
-            if _record_done(r) and r.get("judge_format", "project") == judge_format}
-    todo = [q for q in rows if str(q["question_id"]) not in done]
-    logger.info("mt-bench: %d questions, %d already graded", len(rows), len(rows) - len(todo))
-    with tqdm(total=len(todo), desc="mt-bench", disable=not progress or not todo) as bar:
+    latest = latest_by(read_jsonl(path), "question_id")
+    recorded = [latest.get(str(q["question_id"])) for q in rows]
+    rejudge = [(q, r) for q, r in zip(rows, recorded) if _answered(r) and not _record_done(r)]
+    todo = [q for q, r in zip(rows, recorded) if not _answered(r)]
+    logger.info("mt-bench: %d questions, %d already graded, %d to judge again", len(rows),
+                len(rows) - len(todo) - len(rejudge), len(rejudge))
+    with tqdm(total=len(todo) + len(rejudge), desc="mt-bench", disable=not progress or not (todo or rejudge)) as bar:
+        for pairs in batched(rejudge, params.batch_size):
+            chunk, records = [q for q, _ in pairs], [r for _, r in pairs]
+            answers, errors = [r["answers"] for r in records], [r["errors"] for r in records]
+            graded = _grade(judge_model, chunk, answers, errors, judge_params, judge_format, refs,
+                            previous=[_recorded_grades(r) for r in records])
+            append_jsonl(path, [_record(q, r["answers"], r["errors"], r.get("seconds", 0.0), g, judge, judge_format)
+                                for q, r, g in zip(chunk, records, graded)])
+            bar.update(len(chunk))
         for chunk in batched(todo, params.batch_size):
             answers, errors, secs = _answer(model, chunk, params, answer_temperatures)
             graded = _grade(judge_model, chunk, answers, errors, judge_params, judge_format, refs)
@@ -177,7 +208,7 @@ def mtbench_eval(
             ])
             bar.update(len(chunk))
     summary = dataclasses.replace(summarize_mtbench(read_jsonl(path), [str(q["question_id"]) for q in rows], judge),
-                                  model_identity=chat_model_identity(model),
+                                  model_identity=identity, run_fingerprint=fingerprint.digest,
                                   extra={**_format_note(judge_format),
                                          "answer_temperatures": dict(answer_temperatures or {}) or None})
     write_json(out / "summary.json", summary.to_json())
@@ -252,19 +283,96 @@ def _judge_conversation(question, answers, turn: int, judge_format: str, refs) -
 
 
 def _grade(judge_model: ChatModel, chunk, answers, errors, params: GenerationParams, judge_format: str = "project",
-           refs: Mapping[str, Sequence[str]] | None = None) -> list[list[dict[str, Any]]]:
-    """Per question, per answered turn: ``{"rating", "raw", "error", "parse_error", "prompt"}``."""
-    jobs = [(i, t) for i, q in enumerate(chunk) for t in range(len(answers[i])) if errors[i][t] is None]
+           refs: Mapping[str, Sequence[str]] | None = None,
+           previous: Sequence[Sequence[dict[str, Any]]] | None = None) -> list[list[dict[str, Any]]]:
+    """Per question, per answered turn: ``{"rating", "raw", "error", "parse_error", "prompt"}``. ``previous``
+    (per question, the grades recorded for these same answers): only the turns whose judge call failed there are
+    judged again; the rest keep their recorded grade (an unparseable judgment is final, as on a first run)."""
+    kept = previous or [[] for _ in chunk]
+    jobs = [(i, t) for i in range(len(chunk)) for t in range(len(answers[i]))
+            if errors[i][t] is None and (t >= len(kept[i]) or kept[i][t]["error"] is not None)]
     prompts = [_judge_conversation(chunk[i], answers[i], t, judge_format, refs or {}) for i, t in jobs]
     completions = judge_model.generate([c for _, c in prompts], params) if jobs else []
     parse = fastchat.parse_fastchat_rating if judge_format == "fastchat" else parse_rating
-    graded: list[list[dict[str, Any]]] = [[{"rating": None, "raw": "", "error": None, "parse_error": None,
-                                            "prompt": None} for _ in answers[i]] for i in range(len(chunk))]
+    blank = {"rating": None, "raw": "", "error": None, "parse_error": None, "prompt": None}
+    graded: list[list[dict[str, Any]]] = [[dict(kept[i][t]) if t < len(kept[i]) else dict(blank)
+                                           for t in range(len(answers[i]))] for i in range(len(chunk))]
     for (i, t), (name, _), completion in zip(jobs, prompts, completions, strict=True):
         rating, why = (None, None) if completion.error else parse(completion.text)
         graded[i][t] = {"rating": rating, "raw": completion.text, "error": completion.error, "parse_error": why,
                         "prompt": name}
     return graded
+
+
+def _recorded_grades(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """A record's grades in :func:`_grade`'s form, one per answered turn."""
+    fields = ("ratings", "judge_outputs", "judge_errors", "parse_errors", "judge_prompts")
+    return [dict(zip(("rating", "raw", "error", "parse_error", "prompt"), grade))
+            for grade in zip(*(record[f] for f in fields))]
+
+
+def mtbench_fingerprint(identity: Mapping[str, Any], system_prompt: str | None, params: GenerationParams,
+                        answer_temperatures: Mapping[str, float] | None, judge: str,
+                        judge_identity: Mapping[str, Any], judge_params: GenerationParams, judge_format: str,
+                        questions: Sequence[dict[str, Any]], refs: Mapping[str, Sequence[str]]) -> Fingerprint:
+    """What decides an MT-Bench directory's records, so a re-run with another model, judge, question or setting
+    is refused instead of mixing its answers or grades with the recorded ones (safealign.io.rundir): the
+    answering model (its identity: spec and weights, as ``summary.json`` records it) with its system prompt,
+    generation settings and per-category temperatures; the judge (its name as records carry it, its identity,
+    settings, prompt format and prompt text); each question with the reference its judge prompt shows. Batch
+    sizes only say how many go at once and are left out; ``questions`` may grow (records are per question, so a
+    larger ``--limit`` extends a run; a smaller one, see :func:`_keep_recorded_questions`). Identities hold names
+    and weight fingerprints, never an endpoint's key."""
+    def settings(p: GenerationParams) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(p).items() if k != "batch_size"}
+
+    fingerprint = make_fingerprint("mtbench", {
+        "model": {**_identity_keys(identity), "system_prompt": system_prompt},
+        "generation": settings(params), "answer_temperatures": dict(answer_temperatures or {}) or None,
+        "judge": {"name": judge, **_identity_keys(judge_identity), "generation": settings(judge_params),
+                  "format": judge_format, "prompts": _prompts_digest(judge_format)},
+        "questions": [_question_digest(q, refs, judge_format) for q in questions],
+    })
+    return dataclasses.replace(fingerprint, extendable=("questions",))
+
+
+def _keep_recorded_questions(fingerprint: Fingerprint, out: Path) -> Fingerprint:
+    """``fingerprint`` with the questions ``out`` holds records of and this run does not ask (a smaller ``--limit``):
+    they are summarised no longer but their records stay, so the directory's fingerprint keeps naming them and a
+    re-run of fewer questions resumes; a recorded question asked again with other content is still refused."""
+    previous = read_fingerprint(out) if (out / "records.jsonl").is_file() else None
+    recorded = previous.values.get("questions") if previous is not None and previous.kind == fingerprint.kind else None
+    if not isinstance(recorded, list):
+        return fingerprint
+    asked = list(fingerprint.values["questions"])
+    ids = {item.rsplit(":", 1)[0] for item in asked}
+    kept = [item for item in recorded if str(item).rsplit(":", 1)[0] not in ids]
+    return dataclasses.replace(fingerprint, values={**fingerprint.values, "questions": asked + kept})
+
+
+def _identity_keys(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """An identity's keys for a fingerprint; ``weights``/``setup`` are compared only when both runs know them
+    (safealign.io.rundir.WHEN_KNOWN: an endpoint's weights cannot be seen)."""
+    from safealign.models.identity import setup_fingerprint
+
+    return {"spec": identity.get("spec"), "kind": identity.get("kind"), "backend": identity.get("backend"),
+            "weights": identity.get("fingerprint"), "setup": setup_fingerprint(dict(identity))}
+
+
+def _prompts_digest(judge_format: str) -> str | None:
+    """The judge prompts' text: FastChat's shipped file, or the project's prompt."""
+    if judge_format == "fastchat":
+        return file_digest(fastchat.data_path("judge_prompts.jsonl"))
+    return "sha256:" + hashlib.sha256((JUDGE_SYSTEM + JUDGE_INSTRUCTIONS).encode()).hexdigest()[:16]
+
+
+def _question_digest(question: Mapping[str, Any], refs: Mapping[str, Sequence[str]], judge_format: str) -> str:
+    """``<question_id>:<sha256 prefix>`` of what the question shows the model and its judge: category, turns and
+    the reference answer graded against (FastChat's prompts show one only in its reference categories)."""
+    qid = str(question["question_id"])
+    shown = judge_format == "project" or fastchat.needs_reference(question)
+    text = json.dumps([question.get("category", ""), question["turns"], list(refs.get(qid) or []) if shown else []])
+    return f"{qid}:{hashlib.sha256(text.encode()).hexdigest()[:16]}"
 
 
 def _record(question, answers, errors, seconds, graded, judge: str, judge_format: str = "project") -> dict[str, Any]:

@@ -2,10 +2,12 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import statistics
 
 import pytest
 
+from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.helpfulness import load_questions, mtbench_eval, parse_rating
 from safealign.eval.helpfulness.mtbench import judge_prompt, score_summary, summarize_mtbench
@@ -90,6 +92,77 @@ def test_rerun_retries_only_failed_questions(tmp_path, scripted):
     summary = mtbench_eval(model, scripted(judge_script), QUESTIONS, out_dir=tmp_path, progress=False)
     assert {c[0]["content"] for c in model.conversations} == {"What is 5*5?"}  # Q3 only; Q1's garbage is final
     assert summary.by_turn["2"].n == 2 and summary.overall.unscored == 2
+
+
+def named(scripted, reply, name):
+    """A scripted stand-in for an endpoint model: like OpenAIChatModel, ``.model`` is the model name it asks for,
+    so its identity (what the run directory records) is that name."""
+    model = scripted(reply, name=name)
+    model.model = name
+    return model
+
+
+def test_rerun_into_a_directory_of_other_settings_is_refused(tmp_path, scripted):
+    def answer(c):
+        return f"answer to {c[-1]['content']}"
+
+    def grade(c):
+        return "Rating: [[6]]"
+
+    def run(model=None, judge=None, questions=QUESTIONS[:2], params=None, **kwargs):
+        return mtbench_eval(model or named(scripted, answer, "model-a"), judge or scripted(grade, name="judge-1"),
+                            questions, params, tmp_path, progress=False, **kwargs)
+
+    run()
+    recorded = (tmp_path / "records.jsonl").read_text()
+    other_question = [{**QUESTIONS[0], "turns": ["Write a haiku.", "Make it shorter."]}, QUESTIONS[1]]
+    changes = {
+        "model.spec": dict(model=named(scripted, answer, "model-b")),
+        "judge.name": dict(judge=scripted(grade, name="judge-2")),
+        "generation.max_new_tokens": dict(params=GenerationParams(max_new_tokens=64)),
+        "answer_temperatures.writing": dict(answer_temperatures={"writing": 0.7}),
+        "judge.format": dict(judge_format="fastchat", references={"2": ["4", "6"]}),
+        "questions": dict(questions=other_question),
+    }
+    for key, change in changes.items():
+        model, judge = change.pop("model", named(scripted, answer, "model-a")), change.pop("judge", None)
+        judge = judge or scripted(grade, name="judge-1")
+        with pytest.raises(UserError, match=rf"{re.escape(key)}: .*pass --overwrite to delete"):
+            run(model, judge, **change)
+        assert model.calls == [] and judge.calls == []  # refused before anything ran
+    assert (tmp_path / "records.jsonl").read_text() == recorded
+    # The same settings resume (batch size is only how many go at once), and more questions extend the run.
+    model = named(scripted, answer, "model-a")
+    summary = run(model, questions=QUESTIONS, params=GenerationParams(max_new_tokens=256, batch_size=1))
+    assert {c[-1]["content"] for c in model.conversations} == {"What is 5*5?", "Halve it."}  # Q3 only
+    assert summary.questions == 3 and summary.run_fingerprint
+    # Fewer questions (a smaller --limit) summarise those and keep the others' records; they stay checked.
+    model = named(scripted, answer, "model-a")
+    assert run(model, questions=QUESTIONS[:1]).questions == 1 and model.calls == []
+    with pytest.raises(UserError, match="questions: "):
+        run(questions=[QUESTIONS[0], {**QUESTIONS[2], "turns": ["What is 6*6?", "Halve it."]}])
+    assert run(model, questions=QUESTIONS).questions == 3 and model.calls == []
+    # --overwrite starts over: only the new model's answers are left.
+    run(named(scripted, lambda c: "other", "model-b"), overwrite=True)
+    records = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert len(records) == 2 and all(r["answers"] == ["other", "other"] for r in records)
+
+
+def test_a_judge_failure_is_judged_again_on_the_recorded_answers(tmp_path, scripted):
+    def flaky(c):
+        return RuntimeError("HTTP 429") if "And 3+3?" in c[-1]["content"] else "Rating: [[7]]"
+
+    first = scripted(lambda c: f"answer to {c[-1]['content']}")
+    mtbench_eval(first, scripted(flaky), QUESTIONS[:2], out_dir=tmp_path, progress=False)
+    model, judge = scripted(lambda c: "another answer"), scripted(lambda c: "Rating: [[9]]")
+    summary = mtbench_eval(model, judge, QUESTIONS[:2], out_dir=tmp_path, progress=False)
+    assert model.calls == []  # the answers were recorded: nothing is generated again
+    assert len(judge.conversations) == 1  # only Q2's second turn, whose judge call failed
+    assert "[Assistant, turn 2]\n<<<\nanswer to And 3+3?" in judge.conversations[0][-1]["content"]
+    q2 = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()][-1]
+    assert q2["question_id"] == 2 and q2["answers"] == ["answer to What is 2+2?", "answer to And 3+3?"]
+    assert q2["ratings"] == [7, 9] and q2["judge_errors"] == [None, None]
+    assert summary.overall.mean == pytest.approx((7 + 7 + 7 + 9) / 4) and summary.overall.unscored == 0
 
 
 def test_judge_prompt_turn_two_shows_history():

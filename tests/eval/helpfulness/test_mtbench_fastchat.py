@@ -222,15 +222,54 @@ def test_cli_eval_mtbench_runs_against_an_endpoint_stand_in(tmp_path, monkeypatc
     assert summary["judge"] == "the-judge" and summary["overall"]["n"] == 1 and summary["overall"]["unscored"] == 1
 
 
-def test_rerun_with_the_other_judge_format_grades_again(tmp_path, scripted):
+def test_rerun_with_the_other_judge_format_is_refused_until_overwrite(tmp_path, scripted):
     judge = scripted(lambda c: "Rating: [[5]]")
     mtbench_eval(scripted(lambda c: "ok"), judge, QUESTIONS[:1], out_dir=tmp_path, progress=False)
+    with pytest.raises(UserError, match="judge.format: \"project\" -> \"fastchat\""):
+        mtbench_eval(scripted(lambda c: "ok"), judge, QUESTIONS[:1], out_dir=tmp_path, progress=False,
+                     judge_format="fastchat")
+    assert len(judge.conversations) == 2  # the two scales are not comparable: nothing graded under the other one
     summary = mtbench_eval(scripted(lambda c: "ok"), judge, QUESTIONS[:1], out_dir=tmp_path, progress=False,
-                           judge_format="fastchat")
+                           judge_format="fastchat", overwrite=True)
     assert len(judge.conversations) == 4  # two turns under each format
     assert summary.overall.n == 1 and summary.extra["judge_format"] == "fastchat"  # one question
     records = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
-    assert [r["judge_format"] for r in records] == ["project", "fastchat"]
+    assert [r["judge_format"] for r in records] == ["fastchat"]
+
+
+def test_cli_refuses_another_model_or_judge_in_an_output_dir_and_records_no_key(tmp_path, monkeypatch, capsys,
+                                                                                 scripted):
+    from safealign.cli import main
+    from safealign.eval.backends.openai_http import OpenAIChatModel
+
+    secret = "sk-never-in-a-fingerprint"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+
+    def generate(self, conversations, params):  # the real endpoint models, answering without a network
+        judging = self.model.startswith("judge")
+        return scripted(lambda c: "Rating: [[8]]" if judging else f"{self.model} says").generate(conversations, params)
+
+    monkeypatch.setattr(OpenAIChatModel, "generate", generate)
+    questions, out = tmp_path / "q.jsonl", tmp_path / "out"
+    questions.write_text(json.dumps(QUESTIONS[0]) + "\n")
+    args = ["eval-mtbench", "--backend", "openai", "--questions", str(questions), "--output-dir", str(out)]
+    assert main([*args, "--model", "model-a", "--judge-model", "judge-1"]) == 0
+    recorded = (out / "records.jsonl").read_text()
+    capsys.readouterr()
+    assert main([*args, "--model", "model-b", "--judge-model", "judge-1"]) == 2
+    err = capsys.readouterr().err
+    assert 'model.spec: "model-a" -> "model-b"' in err and "--overwrite" in err
+    assert main([*args, "--model", "model-a", "--judge-model", "judge-2"]) == 2
+    assert 'judge.name: "judge-1" -> "judge-2"' in capsys.readouterr().err
+    assert (out / "records.jsonl").read_text() == recorded
+    assert main([*args, "--model", "model-a", "--judge-model", "judge-1", "--max-new-tokens", "1024",
+                 "--batch-size", "2"]) == 0  # the same settings resume
+    assert (out / "records.jsonl").read_text() == recorded
+    assert main([*args, "--model", "model-b", "--judge-model", "judge-1", "--overwrite"]) == 0
+    assert json.loads((out / "records.jsonl").read_text())["answers"] == ["model-b says", "model-b says"]
+    assert all(secret not in (out / name).read_text() for name in ("fingerprint.json", "records.jsonl",
+                                                                   "summary.json"))
 
 
 def test_fastchat_temperatures_answer_each_category_at_its_own(tmp_path, scripted):
