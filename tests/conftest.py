@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,15 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"public data folder not found at {SHARED_DATA} (set SAFEALIGN_SHARED_DATA)")
     return SHARED_DATA
+
+
+@pytest.fixture()
+def sleeper():
+    """A live process that is not this one (a lock's holder still running; tests/lock_helpers.py)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
+    yield proc
+    proc.kill()
+    proc.wait()
 
 
 @pytest.fixture(scope="session")

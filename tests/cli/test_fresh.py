@@ -3,40 +3,16 @@ process holds a lock in it (a run's run.lock, a sweep worker's claim.lock or sha
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
 
 import pytest
+
+from lock_helpers import dead_pid, write_lock
 
 from safealign.cli import main
 
 
 class Ran(Exception):
     """The command went on past --fresh (the pipeline is stubbed: nothing is computed)."""
-
-
-@pytest.fixture()
-def sleeper():
-    """A live process that is not this one."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
-def dead_pid():
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
-
-
-def lock(path, pid):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"pid": pid, "host": socket.gethostname(), "started": time.time()}))
-    return path
 
 
 def fresh(command, out, monkeypatch):
@@ -61,7 +37,7 @@ def fresh(command, out, monkeypatch):
 def test_fresh_is_refused_while_a_live_process_holds_a_lock_in_the_directory(tmp_path, monkeypatch, capsys, sleeper,
                                                                             command, held):  # fmt: skip
     out = tmp_path / "run"
-    path = lock(out / held, sleeper.pid)
+    path = write_lock(out / held, sleeper.pid)
     (out / "summary.json").write_text("{}")
     assert fresh(command, out, monkeypatch) == 2
     err = capsys.readouterr().err
@@ -72,8 +48,8 @@ def test_fresh_is_refused_while_a_live_process_holds_a_lock_in_the_directory(tmp
 @pytest.mark.parametrize("command", ["demo", "sweep"])
 def test_fresh_deletes_a_directory_whose_locks_are_stale(tmp_path, monkeypatch, command):
     out = tmp_path / "run"
-    lock(out / "cells" / "x" / "claim.lock", dead_pid())
-    lock(out / "run.lock", dead_pid())
+    write_lock(out / "cells" / "x" / "claim.lock", dead_pid())
+    write_lock(out / "run.lock", dead_pid())
     (out / "summary.json").write_text("{}")
     assert fresh(command, out, monkeypatch) is None  # went on to the (stubbed) run
     assert not (out / "summary.json").exists() and not (out / "run.lock").exists()

@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
 
-import pytest
+
+from lock_helpers import dead_pid, write_lock
 
 from safealign.io.lockfile import Holder, current_holder, read_holder, try_lock, wait_lock
-
-
-def write_lock(path, pid, host=None, started=None):
-    path.write_text(json.dumps({"pid": pid, "host": host or socket.gethostname(),
-                                "started": time.time() if started is None else started}))
-
-
-@pytest.fixture()
-def sleeper():
-    """A live process that is not this one."""
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
-def dead_pid():
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()  # exited and reaped: the pid names no process (until the system reuses it)
-    return proc.pid
 
 
 def test_one_holder_at_a_time_and_release_frees_it(tmp_path):

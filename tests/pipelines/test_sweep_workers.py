@@ -27,14 +27,6 @@ def grid_file(tmp_path, monkeypatch):
     return path
 
 
-@pytest.fixture()
-def sleeper():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(300)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def hold(cell, pid, started=None):
     """A claim on ``cell`` as a worker with ``pid`` on this host would have written it."""
     import socket
