@@ -110,7 +110,10 @@ def recorded_attempt(record: AttemptRecord) -> Attempt:
 
 
 def recorded_answer(record: AttemptRecord) -> Completion:
-    """What the judges saw for a recorded answer: the prefill and the model's continuation, the prefill named
-    in the meta for the judges that leave it out (safealign.eval.pipeline)."""
+    """What the evaluation's judges were handed for a recorded answer (safealign.eval.pipeline), for every
+    judging of it again (a failed verdict on resume, ``safealign judge records``): the prefill followed by the
+    model's continuation, with the completion's recorded meta (finish reason, tokens) and the prefill named in it
+    for the judges that leave it out; a failed generation as its error and no text, which judges leave unscored.
+    (The defense steps the live judges saw in the meta are recorded apart, in ``record.defense``.)"""
     meta = {**(record.completion.get("meta") or {}), **({"prefill": record.prefill} if record.prefill else {})}
-    return Completion(text=record.answer, meta=meta)
+    return Completion(text=record.answer if record.error is None else "", error=record.error, meta=meta)

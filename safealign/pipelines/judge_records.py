@@ -30,7 +30,7 @@ from typing import Any, Sequence
 from safealign.data.builtin import HARMFUL_BEHAVIORS
 from safealign.errors import UserError
 from safealign.io.records import AttemptRecord
-from safealign.types import Behavior, Completion
+from safealign.types import Behavior
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     ``judge_obj`` as given); returns the summary written to ``RUN/judged/<label>/summary.json``."""
     from safealign.data.behaviors import write_behaviors
     from safealign.eval.judges.base import build_judge
-    from safealign.eval.records import RecordStore, current_records
+    from safealign.eval.records import RecordStore, current_records, recorded_answer
     from safealign.io.jsonfile import write_json
     from safealign.io.rundir import claim_run_dir, make_fingerprint
 
@@ -79,7 +79,7 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     for start in range(0, len(pending), batch_size):
         batch = pending[start:start + batch_size]
         tick = time.perf_counter()
-        verdicts = scorer([by_id[r.behavior_id] for r in batch], [_completion(r) for r in batch])
+        verdicts = scorer([by_id[r.behavior_id] for r in batch], [recorded_answer(r) for r in batch])
         per_answer = (time.perf_counter() - tick) / len(batch)
         store.append([_with_verdict(r, label, v, per_answer) for r, v in zip(batch, verdicts)])
         logger.info("judged %d of %d pending answers", min(start + batch_size, len(pending)), len(pending))
@@ -141,12 +141,6 @@ def _to_judge(previous: AttemptRecord | None, record: AttemptRecord, label: str)
     if previous is None or not _judged(previous, record, label):
         return True
     return record.error is None and previous.verdicts[label].get("error") is not None
-
-
-def _completion(record: AttemptRecord) -> Completion:
-    """What the evaluation's judges saw: the prefill and the model's continuation (safealign.eval.pipeline)."""
-    meta = {"prefill": record.prefill} if record.prefill else {}
-    return Completion(text=record.answer if record.error is None else "", error=record.error, meta=meta)
 
 
 def _with_verdict(record: AttemptRecord, label: str, verdict: Any, seconds: float) -> AttemptRecord:

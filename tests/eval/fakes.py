@@ -70,6 +70,23 @@ class KeywordJudge(Judge):
         ]
 
 
+class HandedJudge(KeywordJudge):
+    """The keyword judge, keeping every completion it is handed as ``(behavior id, text, error, meta)`` in
+    ``handed``: what a judging passes to judges, to compare two judgings of the same answers. While ``down``
+    every verdict is an error (an endpoint that answers HTTP 503), so a resumed run judges them again."""
+
+    def __init__(self, down: bool = False) -> None:
+        super().__init__()
+        self.down = down
+        self.handed: list[tuple[str, str, str | None, dict]] = []
+
+    def __call__(self, behaviors: Sequence[Behavior], completions: Sequence[Completion]) -> list[Verdict]:
+        self.handed += [(b.id, c.text, c.error, dict(c.meta)) for b, c in zip(behaviors, completions)]
+        if self.down:
+            return [Verdict(self.name, None, error="judge model failed: HTTP 503") for _ in completions]
+        return super().__call__(behaviors, completions)
+
+
 def user_text(conversation: Conversation) -> str:
     return next(m["content"] for m in conversation if m["role"] == "user")
 

@@ -14,7 +14,7 @@ from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, wilson_interval
 from safealign.types import Behavior, Completion, Verdict
 
-from .fakes import KeywordJudge, ScriptedChatModel, user_text
+from .fakes import HandedJudge, KeywordJudge, ScriptedChatModel, user_text
 
 BEHAVIORS = [
     Behavior(f"b{i}", f"behavior {i}", category="cyber" if i < 3 else "bio", target=f"Sure, here is {i}")
@@ -208,6 +208,22 @@ def test_a_failed_verdict_is_judged_again_on_resume_without_generating(tmp_path)
     off, judge = ScriptedChatModel(_reply), _DownJudge()
     run_eval(config, chat_model=off, behaviors=BEHAVIORS, judges={"kw": judge})
     assert off.n_generated == 0 and judge.seen == []
+
+
+def test_a_verdict_judged_again_on_resume_is_handed_the_answer_as_it_was_first(tmp_path):
+    def reply(conversation):  # b2 with the backend's meta (cut at the token limit)
+        text = _reply(conversation)
+        return Completion(text, meta={"finish": "length", "tokens": 7}) if user_text(conversation)[-1] == "2" else text
+
+    config = _config(tmp_path, attacks=("direct", "prefill"))
+    first = HandedJudge(down=True)
+    run_eval(config, chat_model=ScriptedChatModel(reply), behaviors=BEHAVIORS, judges={"kw": first})
+    again = HandedJudge()
+    run_eval(config, chat_model=ScriptedChatModel(reply), behaviors=BEHAVIORS, judges={"kw": again})
+    # the prefill in front of the continuation and named in the meta, with the answer's own meta
+    assert ("b2", "Sure, here is 2 HARMFUL details", None,
+            {"finish": "length", "tokens": 7, "prefill": "Sure, here is 2"}) in again.handed
+    assert len(again.handed) == 10 and sorted(again.handed, key=str) == sorted(first.handed, key=str)
 
 
 def test_summary_file_is_the_typed_summary_and_old_records_resume(tmp_path):

@@ -15,9 +15,9 @@ from safealign.eval.pipeline import run_eval
 from safealign.eval.records import load_records
 from safealign.io import append_jsonl
 from safealign.pipelines.judge_records import judge_records, judged_dir
-from safealign.types import Behavior, Verdict
+from safealign.types import Behavior, Completion, Verdict
 
-from tests.eval.fakes import KeywordJudge, ScriptedChatModel, user_text
+from tests.eval.fakes import HandedJudge, KeywordJudge, ScriptedChatModel, user_text
 
 BEHAVIORS = [Behavior(f"b{i}", f"behavior {i}", category="cyber", context="ctx" if i == 0 else "",
                       target=f"Sure, here is {i}") for i in range(4)]
@@ -146,6 +146,57 @@ def test_generation_failures_stay_unscored(tmp_path):
     exported = export_completions(tmp_path / "run", tmp_path / "c.json")  # one attack: no --attack needed
     assert (exported["completions"], exported["failed"]) == (3, 1) and "b1" not in json.loads(
         (tmp_path / "c.json").read_text())
+
+
+def _handed_run(tmp_path):
+    """An evaluation whose answers are an ordinary one (b0), a failed generation (b1), one with the backend's
+    meta (b2: cut at the token limit) and a refusal (b3), each directly and after a prefill; returns the run
+    directory and what its own judge was handed, by (attack, behavior id)."""
+    def reply(conversation):
+        meta = {"finish": "length", "tokens": 7}
+        return {"0": "HARMFUL details", "1": RuntimeError("backend down"),
+                "2": Completion("some details", meta=meta)}.get(user_text(conversation)[-1], "I refuse")
+
+    config = EvalConfig(attacks=["direct", "prefill"], judges=["kw"], output_dir=str(tmp_path / "run"))
+    own = HandedJudge()
+    run_eval(config, chat_model=ScriptedChatModel(reply), behaviors=BEHAVIORS, judges={"kw": own})
+    return tmp_path / "run", _by_attempt(own)
+
+
+def _by_attempt(judge):
+    """What ``judge`` was handed by (attack, behavior id): both judgings go attack by attack, behavior by behavior."""
+    assert len(judge.handed) == 8
+    return dict(zip([(a, f"b{i}") for a in ("direct", "prefill") for i in range(4)], judge.handed))
+
+
+def test_a_judge_is_handed_each_recorded_answer_as_the_evaluations_judges_were(tmp_path):
+    run, live = _handed_run(tmp_path)
+    judge = HandedJudge()
+    judge_records(run, "again", judge_obj=judge)
+    handed = _by_attempt(judge)
+    assert handed[("direct", "b0")] == live[("direct", "b0")] == ("b0", "HARMFUL details", None, {})
+    # a failed generation: its error and no text, left unscored by every judge
+    assert handed[("direct", "b1")] == live[("direct", "b1")] == ("b1", "", "backend down", {})
+    # a prefill attempt: the prefill in front of the continuation (what a user reads), and named in the meta
+    # so the judges that leave it out (Judge.sees_prefill) strip it
+    assert handed[("prefill", "b0")] == live[("prefill", "b0")] == (
+        "b0", "Sure, here is 0HARMFUL details", None, {"prefill": "Sure, here is 0"})
+    # a failed prefill attempt: no text; the prefill is named in the meta, where the evaluation named none
+    # (no judge reads the meta of an answer it does not score)
+    assert handed[("prefill", "b1")] == ("b1", "", "backend down", {"prefill": "Sure, here is 1"})
+    assert live[("prefill", "b1")] == ("b1", "", "backend down", {})
+
+
+def test_a_judge_is_handed_the_recorded_meta_of_an_answer_as_the_evaluations_judges_were(tmp_path):
+    run, live = _handed_run(tmp_path)
+    judge = HandedJudge()
+    judge_records(run, "again", judge_obj=judge)
+    handed = _by_attempt(judge)
+    assert handed[("direct", "b2")] == live[("direct", "b2")] == (
+        "b2", "some details", None, {"finish": "length", "tokens": 7})
+    assert handed[("prefill", "b2")] == live[("prefill", "b2")] == (
+        "b2", "Sure, here is 2some details", None, {"finish": "length", "tokens": 7, "prefill": "Sure, here is 2"})
+    assert all(handed[k] == live[k] for k in live if live[k][2] is None)  # every generated answer
 
 
 def test_refuses_a_recorded_label_other_parameters_under_one_label_and_unknown_behaviors(run_dir, tmp_path):
