@@ -48,10 +48,10 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         # one layer at a time, so that an error names the file that holds the bad key (a base recipe's own)
         for file, data in recipe_files(Path(path)) if path is not None else []:
             where = file
-            merged = OmegaConf.merge(merged, OmegaConf.create(data))
+            merged = _merge(merged, data)
         if values:
             where = "command-line options"
-            merged = OmegaConf.merge(merged, OmegaConf.create(values))
+            merged = _merge(merged, values)
         for override in overrides or []:
             where = override.source if isinstance(override, Value) else COMMAND_LINE
             _apply_override(merged, override)
@@ -62,6 +62,30 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         return OmegaConf.to_object(merged)  # type: ignore[return-value]
     except OmegaConfBaseException as exc:
         raise UserError(f"{where}: invalid config: {_describe(exc, schema)}") from None
+
+
+def _merge(merged: Any, data: Any) -> Any:
+    """``data`` (a YAML layer) merged into ``merged``. A mapping merges key by key, so an empty one would leave a
+    free-form mapping's defaults in place: given empty (``attack_params: {}``, as save_config writes a config
+    whose mapping was emptied), such a mapping is emptied, so a saved config loads back as it was. An empty
+    section of the schema (``eval: {}``) still changes nothing; a key left out keeps its default."""
+    merged = OmegaConf.merge(merged, OmegaConf.create(data))
+    for path in _empty_mappings(data):
+        parent = merged
+        for key in path[:-1]:
+            parent = parent[key]
+        if OmegaConf.get_type(parent, path[-1]) is dict:  # a free-form mapping, not a dataclass section
+            parent[path[-1]] = {}
+    return merged
+
+
+def _empty_mappings(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The key paths of the empty mappings in ``data`` (not inside lists, which replace their defaults whole)."""
+    found: list[tuple[Any, ...]] = []
+    for key, value in data.items() if isinstance(data, dict) else ():
+        if isinstance(value, dict):
+            found += [(*path, key)] if not value else _empty_mappings(value, (*path, key))
+    return found
 
 
 def config_and_overrides(config: str | None, overrides: list[str]) -> tuple[str | None, list[str]]:

@@ -95,6 +95,26 @@ def test_saved_config_loads_back_identically(recipe, tmp_path):
     assert load_config(TrainConfig, saved) == config
 
 
+def test_an_explicitly_empty_mapping_loads_back_empty_and_an_omitted_one_takes_its_default(tmp_path):
+    """The defenses comparison's eval (attack_params: the template names by default) saved with no attack
+    parameters loads back with none, not the defaults; a config without the key still gets the defaults."""
+    from safealign.pipelines.defenses import DefenseCompareConfig
+
+    default = DefenseCompareConfig().eval.attack_params
+    assert default == {"template": {"names": ["refusal_suppression", "roleplay_novelist"]}}
+    config = DefenseCompareConfig()
+    config.eval.attacks, config.eval.attack_params = ["direct"], {}
+    saved = save_config(config, tmp_path / "config.yaml")
+    assert "attack_params: {}" in saved.read_text()
+    assert load_config(DefenseCompareConfig, saved) == config
+    (tmp_path / "given.yaml").write_text("eval:\n  attack_params:\n    template: {}\n")  # one attack's, emptied
+    assert load_config(DefenseCompareConfig, tmp_path / "given.yaml").eval.attack_params == {"template": {}}
+    (tmp_path / "omitted.yaml").write_text("eval:\n  attacks: [direct, template]\n")
+    assert load_config(DefenseCompareConfig, tmp_path / "omitted.yaml").eval.attack_params == default
+    (tmp_path / "section.yaml").write_text("eval: {}\n")  # an empty section (a dataclass) changes nothing
+    assert load_config(DefenseCompareConfig, tmp_path / "section.yaml") == DefenseCompareConfig()
+
+
 def _preference_recipes() -> list[Path]:
     """The offline preference recipes; online and reward-model recipes (``trainer:``) have their own schemas and
     tests (tests/online/)."""
