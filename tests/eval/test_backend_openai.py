@@ -68,7 +68,9 @@ class FakeServer:
                 failing = self.probes <= self.probe_failures
             if failing:
                 return self._send(handler, 400, {"error": "probe refused"})
-            reply = {"continue": " 8, 9, 10", "echo": last["content"] + " 8, 9", "ignore": "1, 2, 3"}
+            # "ignore": the trailing assistant message dropped, a fresh turn counts as the user asked
+            reply = {"continue": " 16, 15, 14", "echo": last["content"] + " 16, 15",
+                     "ignore": ", ".join(str(n) for n in range(1, 21))}
             return self._send(handler, 200, {"choices": [{"message": {"content": reply[self.prefill_mode]}}]})
         if self.prefill_mode == "echo" and last["role"] == "assistant":
             return self._send(handler, 200, {"choices": [{"message": {"content": last["content"] + " more"}}]})
