@@ -322,3 +322,42 @@ def test_comparison_of_a_metric_some_stages_lack_uses_the_seeds_where_both_varia
     assert result.metrics["direct_asr"].seeds == 2 and result.metrics["direct_asr"].diff == 0.5
     assert result.metrics["direct_asr@cls"].seeds == 1 and result.metrics["direct_asr@cls"].diff == 1.0
     assert "no paired comparison of direct_asr@once" in caplog.text
+
+
+def test_every_refusal_of_a_demo_rerun_names_fresh_not_overwrite(tmp_path, monkeypatch, capsys):
+    """`safealign demo` has --fresh, not --overwrite: a refusal from a stage it runs (an evaluation, a training)
+    must offer the demo's option."""
+    from safealign.cli import main
+
+    run = tmp_path / "demo"
+    argv = ["demo", "--output-dir", str(run), "--model", "tiny-random", "--compare", "dpo",
+            "harmful_train=4", "benign_train=2", "borderline_train=0", "harmful_test=2", "benign_test=1",
+            "borderline_test=1", "eval_max_new_tokens=3", "pair_max_new_tokens=3", "train_batch_size=4",
+            "extra_benign=[]", "templates=[refusal_suppression]", "entanglement_every=0"]
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    assert main(argv) == 0
+    capsys.readouterr()
+
+    def refused(path, text: str) -> str:  # rewrite a stage's fingerprint.json, re-run, restore it
+        kept = path.read_text()
+        path.write_text(text)
+        try:
+            assert main(argv) == 2
+        finally:
+            path.write_text(kept)
+        return capsys.readouterr().err
+
+    def other_settings(path) -> str:  # as if recorded by a run with a setting this one lacks
+        data = json.loads(path.read_text())
+        return json.dumps({**data, "values": {**data["values"], "earlier_setting": "other"}})
+
+    jailbreak = run / "eval" / "before" / "jailbreak" / "fingerprint.json"
+    trained = run / "train" / "dpo" / "fingerprint.json"
+    for path, text in ((jailbreak, other_settings(jailbreak)), (jailbreak, "{not json")):
+        err = refused(path, text)
+        assert str(path.parent) in err and "--fresh" in err and "--overwrite" not in err
+    final = run / "train" / "dpo" / "final"
+    final.rename(run / "final.kept")  # a training stopped before its end: the demo trains that stage again
+    for text in (other_settings(trained), "{not json"):
+        err = refused(trained, text)
+        assert str(trained.parent) in err and "--fresh" in err and "--overwrite" not in err

@@ -221,6 +221,12 @@ def read_fingerprint(run: Path) -> Fingerprint | None:
     return read_fingerprint_file(run / FINGERPRINT_NAME)
 
 
+def _read_fingerprint(run: Path, overwrite_flag: str) -> Fingerprint | None:
+    """:func:`read_fingerprint`, its unreadable-file error offering the calling command's ``overwrite_flag``."""
+    return read_fingerprint_file(run / FINGERPRINT_NAME, f"pass {overwrite_flag} to start this run over, or use "
+                                 "another output directory")
+
+
 def read_fingerprint_file(path: Path, remedy: str = "pass --overwrite to start this run over, or use another "
                           "output directory") -> Fingerprint | None:  # fmt: skip
     """The fingerprint recorded at ``path`` (None when there is none); ``remedy`` ends the unreadable-file error."""
@@ -274,7 +280,7 @@ def _claim(run: Path, fingerprint: Fingerprint, outputs: Sequence[str], overwrit
     results = [name for name in existing if name not in (FINGERPRINT_NAME, "config.yaml")]
     continues = False
     if not overwrite:
-        previous, only_recorded = read_fingerprint(run), False
+        previous, only_recorded = _read_fingerprint(run, overwrite_flag), False
         if previous is None and legacy is not None and run.is_dir():
             previous, only_recorded = legacy(run), True
         if previous is None and results:
@@ -298,7 +304,7 @@ def _claim(run: Path, fingerprint: Fingerprint, outputs: Sequence[str], overwrit
 def check_recorded(run: str | os.PathLike, fingerprint: Fingerprint, *, overwrite_flag: str = "--overwrite") -> None:
     """Read-only :func:`claim_run_dir`: raise UserError when ``run`` records a fingerprint other than
     ``fingerprint`` (a reader such as a table must not present one config's results as another's); writes nothing."""
-    previous = read_fingerprint(Path(run))
+    previous = _read_fingerprint(Path(run), overwrite_flag)
     if previous is not None:
         _check_same(Path(run), previous, fingerprint, False, overwrite_flag)
 

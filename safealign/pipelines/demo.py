@@ -38,6 +38,7 @@ from safealign.pipelines.demo_helpfulness import Retention, quality_figures
 from safealign.pipelines.demo_methods import METHODS, check_methods_on_layout, comparison_pairs, describe
 
 logger = logging.getLogger(__name__)
+FRESH = "--fresh"  # the demo's option that starts a run over (safealign/cli/demo.py): what its refusals offer
 
 def stratified(items: list[Any], n: int) -> list[Any]:
     """The first ``n`` items taking categories in turn, so every category is represented."""
@@ -94,7 +95,8 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     evaluation = eval_config(config, out)
     chat = HFChatModel(model, tokenizer)
     chat = wrap_chat(chat) if wrap_chat is not None else chat
-    jailbreak = run_eval(evaluation, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors)
+    jailbreak = run_eval(evaluation, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors,
+                         overwrite_flag=FRESH)
     untuned = [p for extra in prompts["extra_benign"].values() for p in extra]
     # the jailbreak evaluation's generation settings (eval.generation: sampling, stop strings, lengths), so both
     # halves of the evaluation answer alike; under the defaults these are the greedy settings used before
@@ -111,7 +113,8 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     for name, extra in prompts["extra_harmful"].items():
         extra_config = dataclasses.replace(evaluation, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
-        summary = run_eval(extra_config, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=extra)
+        summary = run_eval(extra_config, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=extra,
+                           overwrite_flag=FRESH)
         figures[f"{name}_direct_asr"] = Figure.of(summary.attacks["direct"]["refusal"])
     return figures
 
@@ -235,7 +238,8 @@ def train_stage(config: DemoConfig, variant: str, seed: int, pairs_path: Path, o
         logger.info("demo: %s already trained", final)
         return final
     resume = out.is_dir() and get_last_checkpoint(str(out)) is not None
-    return run_training(train_config(config, variant, pairs_path, out, seed), resume=resume).final_dir
+    return run_training(train_config(config, variant, pairs_path, out, seed), resume=resume,
+                        overwrite_flag=FRESH).final_dir
 
 
 def load_trained(final: Path):
@@ -268,7 +272,7 @@ def _check_same_config(config: DemoConfig, run: Path) -> str:
     outputs = ("pairs.jsonl", "pairs.unpaired.jsonl", "eval", "train", "summary.json", "report.html", "report.md",
                "config.yaml", "demo_config.json")  # fmt: skip
     fingerprint = demo_fingerprint(to_dict(config), defaults=to_dict(DemoConfig()))
-    claim_run_dir(run, fingerprint, outputs=outputs, legacy=legacy, overwrite_flag="--fresh")
+    claim_run_dir(run, fingerprint, outputs=outputs, legacy=legacy, overwrite_flag=FRESH)
     return fingerprint.digest
 
 

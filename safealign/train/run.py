@@ -217,18 +217,20 @@ def item_tokens(item: Any) -> int:
 
 
 def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, model=None,
-                 tokenizer=None) -> TrainResult:  # fmt: skip
+                 tokenizer=None, overwrite_flag: str = "--overwrite") -> TrainResult:  # fmt: skip
     """Train according to ``config``; ``model``/``tokenizer`` may be passed to skip loading.
 
     ``resume`` continues the last checkpoint of a run with the same fingerprint (safealign.io.rundir);
-    ``overwrite`` deletes an earlier run's outputs in ``output_dir`` first.
+    ``overwrite`` deletes an earlier run's outputs in ``output_dir`` first. ``overwrite_flag``: how the calling
+    command offers ``overwrite``, named in a refusal (``safealign demo`` says ``--fresh``).
     """
     if config.objective.name:  # the second plug-in kind: a hidden-state objective (docs/objectives.md)
         from safealign.train.objectives.run import run_objective_training
 
         _check_objective_ignores_nothing(config)
 
-        return run_objective_training(config, resume=resume, overwrite=overwrite, model=model, tokenizer=tokenizer)
+        return run_objective_training(config, resume=resume, overwrite=overwrite, model=model, tokenizer=tokenizer,
+                                      overwrite_flag=overwrite_flag)
     from safealign.train.data import DATA_KINDS, check_loss_inputs, encode_training_items, load_training_items
     from safealign.train.trainer import PreferenceTrainer
 
@@ -245,7 +247,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
     args = training_arguments(config)
-    checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model)
+    checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model, overwrite_flag=overwrite_flag)
     model, tokenizer = _load_policy(config, args.device, model, tokenizer)
     identities = _starting_identities(config, model)  # before training changes the weights
     encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps,
@@ -281,7 +283,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
 
 
 def open_run(config: TrainConfig, args: TrainingArguments, *, resume: bool, overwrite: bool, model=None,
-             ) -> str | None:
+             overwrite_flag: str = "--overwrite") -> str | None:
     """Claim ``output_dir`` for this run and save its config; the checkpoint to resume, if any.
 
     Under accelerate launch every process runs the training function: the main process claims the run directory
@@ -291,7 +293,7 @@ def open_run(config: TrainConfig, args: TrainingArguments, *, resume: bool, over
     main = args.process_index == 0
     with args.main_process_first(local=False, desc="claiming the run directory"):
         if main:
-            checkpoint = _claim(out, config, resume, overwrite, model)
+            checkpoint = _claim(out, config, resume, overwrite, model, overwrite_flag)
             save_config(config, out / "config.yaml")
         else:
             checkpoint = get_last_checkpoint(str(out)) if resume else None
@@ -332,7 +334,8 @@ TRAIN_OUTPUTS = ("checkpoint-*", "final", "metrics.jsonl", "diagnostics.jsonl", 
                  "runs")  # what --overwrite removes; "runs" is TrainingArguments' default logging_dir
 
 
-def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool, model: Any = None) -> str | None:
+def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool, model: Any = None,
+           overwrite_flag: str = "--overwrite") -> str | None:  # fmt: skip
     """Check ``out`` may hold this run before anything is written there; the checkpoint to resume, if any."""
     from safealign.io.rundir import claim_run_dir, legacy_fingerprint, train_fingerprint
 
@@ -359,7 +362,7 @@ def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool, model:
                                     reference_weights=reference.get("fingerprint"), setup=setup_fingerprint(policy),
                                     reference_setup=setup_fingerprint(reference), defaults=to_dict(TrainConfig()))
     claim_run_dir(out, fingerprint, outputs=TRAIN_OUTPUTS, overwrite=overwrite,
-                  legacy=legacy, check=check)
+                  legacy=legacy, check=check, overwrite_flag=overwrite_flag)
     return found[0]
 
 

@@ -45,7 +45,7 @@ def check_objective_config(config: TrainConfig) -> Objective:
 
 
 def run_objective_training(config: TrainConfig, *, resume: bool = False, overwrite: bool = False, model=None,
-                           tokenizer=None):
+                           tokenizer=None, overwrite_flag: str = "--overwrite"):
     """Train ``config.objective`` on the data's roles; returns a :class:`~safealign.train.run.TrainResult`."""
     from safealign.train.objectives.trainer import FrozenReference, ObjectiveTrainer
     from safealign.train.run import (
@@ -63,7 +63,7 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
     own_data = callable(getattr(objective, "setup", None))
     parsed, by_role = objective.load_rows(config) if own_data else load_role_rows(config, objective)
     args = training_arguments(config)
-    checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model)
+    checkpoint = open_run(config, args, resume=resume, overwrite=overwrite, model=model, overwrite_flag=overwrite_flag)
     model, tokenizer = _load_policy(config, args.device, model, tokenizer,
                                     train_output_head=getattr(objective, "trains_output_head", False))
     identities = _starting_identities(config, model)  # before training changes the weights
