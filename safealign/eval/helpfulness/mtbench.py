@@ -13,7 +13,8 @@ are sent as published, unchanged).
 Output in ``out_dir``: ``records.jsonl`` (one record per question, appended per batch; a re-run skips
 questions already graded, answers again those whose generation failed and judges again, on the recorded
 answers, the turns whose judge call failed), ``fingerprint.json`` (the model, judge, questions and settings the
-records were made with: a re-run with others is refused, see :func:`mtbench_fingerprint`) and
+records were made with: a re-run with others is refused, see :func:`mtbench_fingerprint`; a directory made before
+fingerprints is checked against what its records and summary hold, :func:`mtbench_legacy_fingerprint`) and
 ``summary.json``: ``{"judge", "overall", "by_turn", "by_category", "questions"}``, each score entry
 ``{"mean", "ci95", "n", "unscored"}``: ``mean`` over the scored ratings (turns), ``n`` the questions with at
 least one scored rating, ``unscored`` the turns without a rating. The interval is over questions, not
@@ -41,8 +42,15 @@ from safealign.eval.helpfulness import mtbench_fastchat as fastchat
 from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.summary import Z95
 from safealign.files import read_text
-from safealign.io import append_jsonl, parse_jsonl, read_jsonl, write_json
-from safealign.io.rundir import Fingerprint, claim_run_dir, file_digest, make_fingerprint, read_fingerprint
+from safealign.io import append_jsonl, parse_jsonl, read_json, read_jsonl, write_json
+from safealign.io.rundir import (
+    Fingerprint,
+    claim_run_dir,
+    file_digest,
+    legacy_fingerprint,
+    make_fingerprint,
+    read_fingerprint,
+)
 from safealign.io.summaries import MTBenchSummary, ScoreStats
 
 logger = logging.getLogger(__name__)
@@ -131,7 +139,11 @@ def _answered(record: dict[str, Any] | None) -> bool:
 
 
 def _record_done(record: dict[str, Any] | None) -> bool:
-    return record is not None and _answered(record) and not any(record.get("judge_errors", []))
+    """Every turn answered and graded: a turn whose judge call failed, or (an old record) has no grade, is not."""
+    if record is None or not _answered(record):
+        return False
+    grades = _recorded_grades(record)
+    return len(grades) == len(record["answers"]) and all(g["error"] is None for g in grades)
 
 
 def mtbench_eval(
@@ -180,9 +192,15 @@ def mtbench_eval(
     out = Path(out_dir)
     fingerprint = mtbench_fingerprint(identity, getattr(model, "system_prompt", None), params, answer_temperatures,
                                       judge, chat_model_identity(judge_model), judge_params, judge_format, rows, refs)
+    this_run = fingerprint
+
+    def legacy(run: Path) -> Fingerprint | None:  # a directory made before fingerprints: what its files recorded
+        return legacy_fingerprint(run / "records.jsonl", _recorded_settings,
+                                  lambda recorded: mtbench_legacy_fingerprint(recorded, this_run, refs, judge_format))
+
     if not overwrite:
         fingerprint = _keep_recorded_questions(fingerprint, out)
-    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=overwrite)
+    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=overwrite, legacy=legacy)
     path = out / "records.jsonl"
     latest = latest_by(read_jsonl(path), "question_id")
     recorded = [latest.get(str(q["question_id"])) for q in rows]
@@ -305,10 +323,12 @@ def _grade(judge_model: ChatModel, chunk, answers, errors, params: GenerationPar
 
 
 def _recorded_grades(record: dict[str, Any]) -> list[dict[str, Any]]:
-    """A record's grades in :func:`_grade`'s form, one per answered turn."""
-    fields = ("ratings", "judge_outputs", "judge_errors", "parse_errors", "judge_prompts")
-    return [dict(zip(("rating", "raw", "error", "parse_error", "prompt"), grade))
-            for grade in zip(*(record[f] for f in fields))]
+    """A record's grades in :func:`_grade`'s form, one per graded turn (a turn without a grade is judged again).
+    Records made before judge formats (2026-12-06) have no ``judge_prompts``: their prompt is not named."""
+    unnamed = [None] * len(record.get("ratings") or [])
+    fields = ("ratings", "judge_outputs", "judge_errors", "parse_errors")
+    columns = [*(record.get(f) or [] for f in fields), record.get("judge_prompts") or unnamed]
+    return [dict(zip(("rating", "raw", "error", "parse_error", "prompt"), grade)) for grade in zip(*columns)]
 
 
 def mtbench_fingerprint(identity: Mapping[str, Any], system_prompt: str | None, params: GenerationParams,
@@ -348,6 +368,54 @@ def _keep_recorded_questions(fingerprint: Fingerprint, out: Path) -> Fingerprint
     ids = {item.rsplit(":", 1)[0] for item in asked}
     kept = [item for item in recorded if str(item).rsplit(":", 1)[0] not in ids]
     return dataclasses.replace(fingerprint, values={**fingerprint.values, "questions": asked + kept})
+
+
+def _recorded_settings(records_path: Path) -> dict[str, Any]:
+    """What a directory made before fingerprints holds: its latest record per question and its ``summary.json``
+    (absent when the run stopped before writing it)."""
+    summary_path = records_path.with_name("summary.json")
+    summary = read_json(summary_path) if summary_path.is_file() else {}
+    if not isinstance(summary, dict):
+        raise UserError(f"{summary_path}: not a JSON object")
+    return {"records": list(latest_by(read_jsonl(records_path), "question_id").values()), "summary": summary}
+
+
+def mtbench_legacy_fingerprint(recorded: Mapping[str, Any], current: Fingerprint, refs: Mapping[str, Sequence[str]],
+                               judge_format: str) -> Fingerprint:  # fmt: skip
+    """The fingerprint of a directory made before fingerprints, from what it recorded (``_recorded_settings``), to
+    be compared key by key with :func:`mtbench_fingerprint` where recorded (rundir's ``only_recorded``): the judge's
+    name and prompt format from the records (a record with no format was graded with the project's prompt, whose
+    text has not changed since; a mix of judges or formats is kept as a list, which no run matches); each recorded
+    question this run asks, by its recorded category and turns digested with this run's reference answers (records
+    hold none; a recorded question not asked is not listed, and the fingerprint.json this run then writes names only
+    those asked, so a later run asks the others unchecked, as before fingerprints); and
+    from ``summary.json`` the answering model's identity (spec, kind, backend, weights; not an ``unknown`` one,
+    which names only a class, as vLLM's did before 2026-12-07) and the per-category answer temperatures (the whole
+    mapping: a category of ``current``'s that it lacks had none; a summary from before the option, none at all).
+    The system prompt and the generation and judge settings were not recorded and are not checked."""
+    records, summary = recorded["records"], recorded["summary"]
+
+    def one(values: set[Any]) -> Any:
+        return values.pop() if len(values) == 1 else sorted(values, key=str)
+
+    asked = {str(item).rsplit(":", 1)[0] for item in current.values.get("questions") or []}
+    settings: dict[str, Any] = {"questions": [_question_digest(r, refs, judge_format) for r in records
+                                              if str(r["question_id"]) in asked]}
+    if records:
+        settings["judge"] = {"name": one({r.get("judge") for r in records}),
+                             "format": one({r.get("judge_format", "project") for r in records})}
+    identity = summary.get("model_identity")
+    if isinstance(identity, dict) and identity.get("kind") != "unknown":
+        settings["model"] = {**{k: identity.get(k) for k in ("spec", "kind", "backend")},
+                             "weights": identity.get("fingerprint")}
+    if summary:
+        extra = summary.get("extra") if isinstance(summary.get("extra"), dict) else {}
+        settings["answer_temperatures"] = extra.get("answer_temperatures") or None
+    fingerprint = make_fingerprint("mtbench", settings)
+    if "answer_temperatures" in settings:
+        unset = {k: None for k in current.values if k.startswith("answer_temperatures") and k not in fingerprint.values}
+        fingerprint = dataclasses.replace(fingerprint, values={**fingerprint.values, **unset})
+    return fingerprint
 
 
 def _identity_keys(identity: Mapping[str, Any]) -> dict[str, Any]:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import shutil
 import statistics
 
 import pytest
@@ -163,6 +164,104 @@ def test_a_judge_failure_is_judged_again_on_the_recorded_answers(tmp_path, scrip
     assert q2["question_id"] == 2 and q2["answers"] == ["answer to What is 2+2?", "answer to And 3+3?"]
     assert q2["ratings"] == [7, 9] and q2["judge_errors"] == [None, None]
     assert summary.overall.mean == pytest.approx((7 + 7 + 7 + 9) / 4) and summary.overall.unscored == 0
+
+
+def old_record(question, answers, ratings, judge_errors=None, *, judge="judge-1", judge_format="project"):
+    """A record as MT-Bench wrote it before run fingerprints (before bed2be8); ``judge_format=None``: the layout
+    before judge formats (no judge_format, no judge_prompts fields). One grade per answer unless told fewer."""
+    judge_errors = judge_errors or [None] * len(ratings)
+    record = {"question_id": question["question_id"], "category": question.get("category", ""),
+              "turns": question["turns"], "answers": answers, "errors": [None] * len(answers), "ratings": ratings,
+              "judge_outputs": [f"Rating: [[{r}]]" if r else "" for r in ratings], "judge_errors": judge_errors,
+              "parse_errors": [None] * len(ratings), "judge": judge, "seconds": 0.1}
+    if judge_format is not None:
+        record |= {"judge_prompts": [judge_format] * len(ratings), "judge_format": judge_format}
+    return record
+
+
+def write_old_run(out, records, *, identity=None, judge="judge-1", extra=None):
+    """records.jsonl and summary.json as the code before run fingerprints wrote them: no fingerprint.json; the
+    summary names the judge and (since 2026-12-06) the model's identity and, under extra, the judge format and
+    the answer temperatures."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    summary = summarize_mtbench(records, [str(r["question_id"]) for r in records], judge).to_json()
+    summary.pop("run_fingerprint")
+    summary.update(model_identity=identity, extra=extra or {})
+    (out / "summary.json").write_text(json.dumps(summary))
+
+
+def test_a_directory_made_before_fingerprints_resumes_with_the_same_model_and_judge(tmp_path, scripted):
+    """An MT-Bench directory from before run fingerprints is checked against what its records and summary hold
+    (model identity, judge name and format, each question's content) instead of refused for having no
+    fingerprint.json: the same model and judge resume; another is refused naming what differs."""
+    def answer(c):
+        return f"answer to {c[-1]['content']}"
+
+    def grade(c):
+        return "Rating: [[9]]"
+
+    def run(model=None, judge=None, questions=QUESTIONS[:2], out=tmp_path / "old", **kwargs):
+        return mtbench_eval(model or named(scripted, answer, "model-a"), judge or scripted(grade, name="judge-1"),
+                            questions, None, out, progress=False, **kwargs)
+
+    q1, q2 = QUESTIONS[0], QUESTIONS[1]
+    write_old_run(tmp_path / "old", [
+        old_record(q1, ["a poem", "shorter"], [5, 6]),
+        old_record(q2, ["4", "6"], [7, None], [None, "HTTP 429"]),  # the judge failed on turn 2
+    ], identity={"spec": "model-a", "kind": "remote", "backend": "ScriptedChatModel", "fingerprint": None},
+        extra={"judge_format": "project", "answer_temperatures": None})
+    recorded = (tmp_path / "old" / "records.jsonl").read_text()
+    shutil.copytree(tmp_path / "old", tmp_path / "fewer")
+    changes = {
+        "model.spec": dict(model=named(scripted, answer, "model-b")),
+        "judge.name": dict(judge=scripted(grade, name="judge-2")),
+        "judge.format": dict(judge_format="fastchat", references={"2": ["4", "6"]}),
+        "answer_temperatures.writing": dict(answer_temperatures={"writing": 0.7}),
+        "questions": dict(questions=[{**q1, "turns": ["Write a haiku.", "Make it shorter."]}, q2]),
+    }
+    for key, change in changes.items():
+        model, judge = change.pop("model", named(scripted, answer, "model-a")), change.pop("judge", None)
+        judge = judge or scripted(grade, name="judge-1")
+        with pytest.raises(UserError, match=rf"{re.escape(key)}: .*pass --overwrite to delete"):
+            run(model, judge, **change)
+        assert model.calls == [] and judge.calls == []
+    old = tmp_path / "old"
+    assert (old / "records.jsonl").read_text() == recorded and not (old / "fingerprint.json").exists()
+    # The same model and judge resume: only Q3 is answered, only the failed judge call and Q3's turns are judged;
+    # the directory gets its fingerprint. Fewer questions resume too, and keep the others' records.
+    model, judge = named(scripted, answer, "model-a"), scripted(grade, name="judge-1")
+    assert run(model, judge, [q1], tmp_path / "fewer").questions == 1 and model.calls == [] and judge.calls == []
+    model, judge = named(scripted, answer, "model-a"), scripted(grade, name="judge-1")
+    summary = run(model, judge, questions=QUESTIONS)
+    assert {c[-1]["content"] for c in model.conversations} == {"What is 5*5?", "Halve it."}
+    assert len(judge.conversations) == 3 and "[Assistant, turn 2]\n<<<\n6" in judge.conversations[0][-1]["content"]
+    assert summary.overall.mean == pytest.approx((5 + 6 + 7 + 9 + 9 + 9) / 6)
+    assert (old / "fingerprint.json").is_file()
+    with pytest.raises(UserError, match="model.spec: "):
+        run(named(scripted, answer, "model-b"))
+
+
+def test_a_directory_made_before_judge_formats_resumes(tmp_path, scripted):
+    """The oldest layout (records without judge_format/judge_prompts, a summary without the model's identity):
+    what it recorded (the judge's name, the project format, the questions) is checked, and its records are read
+    without KeyError: a turn with no grade recorded, or a failed judge call, is judged again on the answers."""
+    write_old_run(tmp_path, [
+        old_record(QUESTIONS[0], ["a poem", "shorter"], [5], judge_format=None),  # fewer grades than answers
+        old_record(QUESTIONS[1], ["4", "6"], [7, None], [None, "HTTP 429"], judge_format=None),
+    ])
+    with pytest.raises(UserError, match="judge.name: "):
+        mtbench_eval(scripted(str), scripted(str, name="judge-2"), QUESTIONS[:2], out_dir=tmp_path, progress=False)
+    with pytest.raises(UserError, match="judge.format: "):
+        mtbench_eval(scripted(str), scripted(str, name="judge-1"), QUESTIONS[:2], out_dir=tmp_path, progress=False,
+                     judge_format="fastchat", references={"2": ["4", "6"]})
+    with pytest.raises(UserError, match="answer_temperatures.writing: "):  # no such option then: none
+        mtbench_eval(scripted(str), scripted(str, name="judge-1"), QUESTIONS[:2], out_dir=tmp_path, progress=False,
+                     answer_temperatures={"writing": 0.7})
+    model, judge = scripted(lambda c: "new"), scripted(lambda c: "Rating: [[9]]", name="judge-1")
+    summary = mtbench_eval(model, judge, QUESTIONS[:2], out_dir=tmp_path, progress=False)
+    assert model.calls == [] and len(judge.conversations) == 2  # Q1 turn 2 (never graded), Q2 turn 2 (failed)
+    assert summary.overall.mean == pytest.approx((5 + 9 + 7 + 9) / 4) and summary.overall.unscored == 0
 
 
 def test_judge_prompt_turn_two_shows_history():
