@@ -125,9 +125,13 @@ def benchmark_layout(columns: Iterable[str], name: str = "") -> str | None:
     return None
 
 
-# HarmBench's join of a contextual behavior's context and request, as every one of its attacks and its direct
-# requests build the test case (baselines/: f"{context_str}\n\n---\n\n{behavior}"); until 2026-12-07 this
-# project joined them with a blank line only
+# HarmBench's join of a contextual behavior's context and request, as its direct requests and attacks such as
+# human jailbreaks and few-shot build the test case (baselines/: f"{context_str}\n\n---\n\n{behavior}"). Every
+# attack here sends the target this join (behavior_prompt, attacks.base.with_context). HarmBench's zero-shot attack
+# joins with five dashes instead, "\n\n-----\n\n", both in its attacker prompt and in the test cases it sends;
+# our zero_shot has the five dashes in its attacker prompt only (zero_shot.CONTEXT_PART) and sends the target this
+# join. Until 2026-12-07 this project joined them with a blank line only; eval.resume_check refuses to resume a
+# run whose recorded prompts were built that way (for the attacks whose prompts it can rebuild)
 CONTEXT_JOIN = "\n\n---\n\n"
 
 

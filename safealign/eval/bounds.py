@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from typing import Callable, Sequence
 
-from safealign.data.behaviors import behavior_prompt
+from safealign.data.behaviors import CONTEXT_JOIN, behavior_prompt
 from safealign.errors import UserError
 from safealign.types import Behavior
 
@@ -43,10 +43,10 @@ def bound_behaviors(behaviors: Sequence[Behavior], *, limit: int | None, unit: s
 
 
 def cut(behavior: Behavior, n_chars: int) -> Behavior:
-    """The behavior with its prompt cut to ``n_chars`` characters: a long context goes first, since the
-    request itself is what is being evaluated."""
+    """The behavior with its prompt (:func:`behavior_prompt`) cut to ``n_chars`` characters at most (exactly, where
+    some context is kept): a long context goes first, since the request itself is what is being evaluated."""
     if behavior.context.strip():
-        room = n_chars - len(behavior.behavior) - 2  # behavior_prompt joins them with a blank line
+        room = n_chars - len(behavior.behavior) - len(CONTEXT_JOIN)  # behavior_prompt joins them with it
         if room > 0:
             return dataclasses.replace(behavior, context=behavior.context[:room])
     return dataclasses.replace(behavior, context="", behavior=behavior.behavior[:n_chars])

@@ -36,6 +36,7 @@ from safealign.eval.judges.agreement import pairwise_agreement
 from safealign.eval.judges.base import Judge, build_judge
 from safealign.eval.records import RecordStore, failed_verdicts, recorded_answer, recorded_attempt
 from safealign.eval.registries import ATTACKS, JUDGES
+from safealign.eval.resume_check import check_recorded_prompts
 from safealign.eval.summary import format_table, summarize
 from safealign.interrupt import raise_if_stop_requested, stop_on_sigterm
 from safealign.io import read_jsonl, write_json
@@ -66,7 +67,8 @@ def run_eval(
     ``model``/``tokenizer``: an already-loaded HF model to attack (no reload). ``chat_model``: any
     ChatModel instead (remote endpoint, fake). ``behaviors``/``judges``/``benign`` (over-refusal prompts)
     override what the config names.
-    Resuming requires the run directory's fingerprint to match (safealign.io.rundir); ``overwrite``
+    Resuming requires the run directory's fingerprint to match (safealign.io.rundir) and the recorded prompts of
+    the deterministic attacks to be the ones this code builds (safealign.eval.resume_check); ``overwrite``
     deletes an earlier run's outputs there instead. ``overwrite_flag``: how the calling command offers
     ``overwrite``, named in a refusal (``safealign defenses`` says ``--fresh``).
     """
@@ -111,13 +113,16 @@ def run_eval(
     if not behaviors:
         raise UserError("no behaviors left: every one is too long (behaviors.too_long=skip)")
     bounds = {"too_long": config.behaviors.too_long, **_add_counts(bounded, by_tokens)}
+    store = RecordStore(out / "records.jsonl")
+    # a resumed run's prompts, rebuilt (as attacked: after the bounds) and compared before anything is generated
+    check_recorded_prompts(store, {name: config.attack_params.get(name) for name in config.attacks}, behaviors,
+                           overwrite_flag)  # fmt: skip
     write_behaviors(out / "behaviors.jsonl", behaviors)  # as attacked: what a later judge needs (judge records)
     model, tokenizer = _white_box(target, model, tokenizer)  # white-box attacks optimise against the bare model
     target = wrap_target(target, defenses, params)  # calibrates and loads scorers, still before any generation
     layers = defense_layers(target)  # the configured defenses and any around a handed-in chat model
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer, work_dir=out)
-    store = RecordStore(out / "records.jsonl")
     first_batch = FirstBatchCheck(f"{type(target).__name__} for model {label!r}", params.batch_size)
     reuse = inner is not None and getattr(target, "model", None) is inner  # the same local model answers
     identity = early if reuse else target_identity(config, target)

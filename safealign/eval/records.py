@@ -79,13 +79,17 @@ class RecordStore:
         n = self._n_attempts.get((behavior_id, attack))
         return n is None or len(self._attempt_ids.get((behavior_id, attack), ())) < n
 
+    def recorded(self, behavior_id: str, attack: str) -> list[AttemptRecord]:
+        """The standing record of each recorded attempt of the attack for this behavior, first recorded first."""
+        return [self._records[(behavior_id, attack, i)] for i in self._attempt_ids.get((behavior_id, attack), {})]
+
     def to_retry(self, behavior_id: str, attack: str,
                  judges: Iterable[str]) -> tuple[list[AttemptRecord], list[AttemptRecord]]:  # fmt: skip
         """The recorded attempts to retry on resume: those whose generation failed (generated again from the
         recorded conversation), then those answered but with a verdict of one of ``judges`` that failed
         (judged again, answer kept)."""
         names = list(judges)
-        mine = [self._records[(behavior_id, attack, i)] for i in self._attempt_ids.get((behavior_id, attack), {})]
+        mine = self.recorded(behavior_id, attack)
         failed = [r for r in mine if r.error]
         unjudged = [r for r in mine if not r.error and failed_verdicts(r, names)]
         return failed, unjudged

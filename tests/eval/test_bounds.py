@@ -102,3 +102,20 @@ def test_backend_never_runs_a_prompt_past_the_limit(tiny_model, tiny_tokenizer, 
     ok, too_long = chat.generate(convs, GenerationParams(max_new_tokens=2, max_prompt_tokens=30))
     assert ok.error is None and len(seen) == 1 and "word" not in seen[0]
     assert too_long.text == "" and too_long.error.startswith("prompt too long:") and too_long.meta["too_long"]
+
+
+def test_cut_gives_a_prompt_of_the_asked_length():
+    """``cut(b, n)`` is ``b`` with its prompt (``behavior_prompt``: context, HarmBench's separator, request) cut to
+    ``n`` characters: the context goes first, and the room for it leaves out the separator's own length."""
+    from safealign.data.behaviors import CONTEXT_JOIN, behavior_prompt
+    from safealign.eval.bounds import cut
+
+    behavior = Behavior("c", "do b", context="c" * 50)
+    full = len(behavior_prompt(behavior))
+    for n in range(full + 1):
+        kept = cut(behavior, n)
+        assert len(behavior_prompt(kept)) <= n
+        if n > len(CONTEXT_JOIN) + len("do b"):  # room for some context: the request is kept whole
+            assert behavior_prompt(kept) == "c" * (n - len(CONTEXT_JOIN) - 4) + CONTEXT_JOIN + "do b"
+            assert len(behavior_prompt(kept)) == n
+    assert cut(behavior, full) == behavior

@@ -41,6 +41,11 @@ class Attack(ABC):
     # and records a behavior's attempts before the next search starts, so an interruption loses one search at
     # most; the cheap attacks' attempts are batched across behaviors instead.
     searches: ClassVar[bool] = False
+    # The attempts are a pure function of the behavior and the attack's params (and files they name): no search,
+    # no attacker or target model, no draws but from a stream seeded by them (best_of_n, many_shot). A resumed run
+    # rebuilds them and refuses records that differ (safealign.eval.resume_check): the run fingerprint does not
+    # cover how prompts are built.
+    deterministic: ClassVar[bool] = False
 
     @classmethod
     def check(cls, config: Any, behaviors: Sequence[Behavior]) -> None:

@@ -83,6 +83,7 @@ def augment(text: str, config: BestOfNConfig, rng: random.Random) -> str:
 
 class BestOfNAttack(Attack):
     config_class: ClassVar[type] = BestOfNConfig
+    deterministic: ClassVar[bool] = True
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
         attempts = []

@@ -16,6 +16,7 @@ class DirectConfig:
 
 class DirectAttack(Attack):
     config_class: ClassVar[type] = DirectConfig
+    deterministic: ClassVar[bool] = True
 
     def attack(self, behavior: Behavior) -> list[Attempt]:
         return [self.user_attempt(behavior, behavior_prompt(behavior), "direct")]

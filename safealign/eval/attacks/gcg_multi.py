@@ -244,6 +244,7 @@ def read_suffix(path: str) -> str:
 
 class GCGTransferAttack(Attack):
     config_class: ClassVar[type] = GCGTransferConfig
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, config: GCGTransferConfig, context: AttackContext | None = None) -> None:
         super().__init__(config, context)

@@ -65,6 +65,7 @@ def load_wrappers(config: HumanJailbreaksConfig) -> list[JailbreakTemplate]:
 
 class HumanJailbreaksAttack(Attack):
     config_class: ClassVar[type] = HumanJailbreaksConfig
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, config: HumanJailbreaksConfig, context: AttackContext | None = None) -> None:
         super().__init__(config, context)

@@ -83,6 +83,7 @@ def draw_shots(pool: Sequence[tuple[str, str]], n: int, rng: random.Random) -> l
 
 class ManyShotAttack(Attack):
     config_class: ClassVar[type] = ManyShotConfig
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, config: ManyShotConfig, context: AttackContext | None = None) -> None:
         super().__init__(config, context)

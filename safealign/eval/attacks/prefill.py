@@ -20,6 +20,7 @@ class PrefillConfig:
 
 class PrefillAttack(Attack):
     config_class: ClassVar[type] = PrefillConfig
+    deterministic: ClassVar[bool] = True
     needs_target: ClassVar[bool] = True
 
     def attack(self, behavior: Behavior) -> list[Attempt]:

@@ -125,6 +125,7 @@ def select_templates(config: TemplateConfig) -> list[JailbreakTemplate]:
 
 class TemplateAttack(Attack):
     config_class: ClassVar[type] = TemplateConfig
+    deterministic: ClassVar[bool] = True
 
     def __init__(self, config: TemplateConfig, context: AttackContext | None = None) -> None:
         super().__init__(config, context)

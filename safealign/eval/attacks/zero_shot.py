@@ -5,8 +5,9 @@ The attacker is asked for prompts that would make a model engage in the behavior
 the start of a numbered list, and the first line it writes is one test case. ``n_cases`` are drawn in one
 generate call (sampled, so they differ); unparseable ones are re-asked up to ``retries`` times, then kept
 as attempts with the plain request, flagged ``attacker_failed``. For a contextual behavior the attacker is
-shown the context too, and the target gets the context before each case (as HarmBench does, though joined as
-:func:`~safealign.eval.attacks.base.with_context` joins it).
+shown the context too, followed by ``"\\n\\n-----\\n\\n"`` as in HarmBench's attacker prompt (:data:`CONTEXT_PART`),
+and the target gets the context before each case, as in HarmBench, but joined as every attack here joins it
+(:func:`~safealign.eval.attacks.base.with_context`: ``"\\n\\n---\\n\\n"``), not with HarmBench zero-shot's five dashes.
 """
 
 from __future__ import annotations
