@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from safealign.pipelines.sweep import Grid
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from safealign.errors import UserError
     from safealign.pipelines.sweep import (
-        format_table, load_grid, narrowed_note, progress_line, run_sweep, sweep_table, write_tables,
+        format_table, load_grid, narrowed_note, progress_line, sweep_table, write_tables,
     )
 
     if args.workers < 1:
@@ -60,10 +64,18 @@ def run(args: argparse.Namespace) -> int:
         elif Path(grid.output_dir).is_dir():  # what `safealign report` shows; a finished sweep rewrites the same
             write_tables(grid, table)
         return 0
-    if args.fresh:
-        from safealign.io.run_lock import delete_run_dir
+    from safealign.io.run_lock import delete_run_dir, worker_lock
 
+    if args.fresh:
         delete_run_dir(grid.output_dir, "--fresh")
+    with worker_lock(grid.output_dir):  # the worker's (or launcher's) whole life: another --fresh is refused
+        return _work(args, grid)
+
+
+def _work(args: argparse.Namespace, grid: Grid) -> int:
+    """A worker's run of the sweep, or with ``--workers N`` the launcher's; the table printed once finished."""
+    from safealign.pipelines.sweep import format_table, narrowed_note, run_sweep
+
     if args.workers > 1:
         from safealign.pipelines.sweep_workers import launch_workers
 

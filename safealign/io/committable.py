@@ -21,7 +21,7 @@ RESULTS_GITIGNORE = """\
 # Written by safealign (safealign/io/committable.py): inside a git repository `git add` takes this directory's
 # results (configs, pairs, evaluation records, cell.json, tables) and leaves out what is large or local.
 *.lock
-.tmp-*
+*.tmp
 workers/
 reference_cache/
 teacher_cache/
@@ -36,10 +36,16 @@ checkpoint-*/
 HOLD = "# Written by safealign: this part is still being computed; git takes none of it until it finishes.\n*\n"
 
 
+# what earlier versions wrote there (temporary files named .tmp-*, which write_atomic's are not): replaced by the
+# current text, since a sweep directory outlives many code versions; a .gitignore of the user's own is kept
+_EARLIER_GITIGNORES = (RESULTS_GITIGNORE.replace("*.tmp\n", ".tmp-*\n"),)
+
+
 def mark_results(root: str | Path) -> None:
-    """Write ``root/.gitignore`` (the results are kept, the heavy and local files left out) unless it is there."""
+    """Write ``root/.gitignore`` (the results are kept, the heavy and local files left out) unless it is there
+    (or is the text of an earlier version, which is brought up to date)."""
     path = Path(root) / ".gitignore"
-    if not path.exists():
+    if not path.exists() or _read(path) in _EARLIER_GITIGNORES:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, RESULTS_GITIGNORE.encode())
 
@@ -56,3 +62,10 @@ def release(folder: str | Path) -> None:
     path = Path(folder) / ".gitignore"
     if path.is_file() and path.read_text() == HOLD:
         path.unlink()
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None

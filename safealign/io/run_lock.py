@@ -24,6 +24,7 @@ from safealign.errors import UserError
 from safealign.io.lockfile import Lock, current_holder, live_locks, try_lock
 
 RUN_LOCK = "run.lock"
+WORKERS = "workers"  # under a sweep's directory: the launcher's worker logs and each live worker's lifetime lock
 
 _held: dict[str, Lock] = {}  # resolved run directory -> this process's lock on it
 _sessions: list[list[str]] = []  # the directories each open session locked, innermost last
@@ -79,10 +80,34 @@ def unlock_run_dir(run: Path) -> None:
             keys.remove(key)
 
 
+def worker_lock_path(folder: str | os.PathLike, pid: int | None = None) -> Path:
+    """``folder/workers/<host>-<pid>.lock``: the lifetime lock of process ``pid`` (default: this one)."""
+    return Path(folder) / WORKERS / f"{socket.gethostname()}-{os.getpid() if pid is None else pid}.lock"
+
+
+@contextlib.contextmanager
+def worker_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """Hold :func:`worker_lock_path` for the block: the life of a sweep worker or of the ``--workers`` launcher.
+
+    A worker holds no other lock while it starts, looks for a cell to claim, waits for ``shared.lock`` or writes
+    the tables, and the launcher never holds one; :func:`delete_run_dir` (``--fresh``) must refuse all the same,
+    or it deletes the directory under them. One left by a killed process is stale and ignored, like any lock."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"output directory {folder} is a file; name a directory")
+    lock = try_lock(worker_lock_path(folder))  # None: this process holds it already (an outer block releases it)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
 def delete_run_dir(run: str | os.PathLike, flag: str) -> None:
     """Delete ``run`` for ``flag`` (``--fresh``); refused while a live process holds a lock in it (a run's
-    ``run.lock``, a sweep worker's ``claim.lock`` or ``shared.lock``, a cache entry's): that process would go on
-    writing into the deleted directory. Stale locks (their holder gone) are deleted with the rest."""
+    ``run.lock``, a sweep worker's ``claim.lock``, ``shared.lock`` or lifetime lock (:func:`worker_lock`), a cache
+    entry's): that process would go on writing into the deleted directory. Stale locks (their holder gone) are
+    deleted with the rest."""
     held = live_locks(run)
     if held:
         path, holder = held[0]

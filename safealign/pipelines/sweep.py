@@ -365,6 +365,8 @@ def run_sweep(grid: Grid) -> ClaimedRun:
     cells = list(unique.values())
     if not pairs.exists() or any(not (cell_dir(grid, *c) / "cell.json").exists() for c in cells):
         _shared_steps(base, prompts, root)
+    if (root / BEFORE / "figures.json").is_file():  # written last: finished, though its worker may have been killed
+        release(root / BEFORE)  # before releasing it, and shared steps found done are not run again
     from safealign.io.rundir import file_digest
 
     pairs_digest = file_digest(pairs)  # the pairs are final here: hashed once, not once per cell
@@ -436,7 +438,12 @@ def _claim_cells(grid: Grid, cells: list[tuple[dict[str, Any], str, int]], pairs
 
 
 def _is_finished(cell: Path, fingerprint) -> bool:
-    return _finished(cell, fingerprint) is not None
+    """Whether ``cell`` finished; a finished one is released (git may take it): a worker killed between its
+    ``cell.json`` and its release left it held back, and a finished cell is never run again to release it."""
+    if _finished(cell, fingerprint) is None:
+        return False
+    release(cell)  # a stat where there is no hold
+    return True
 
 
 def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts: dict[str, Any], cell: Path,

@@ -530,6 +530,8 @@ def test_committed_sweep_resumes_in_a_clone_with_finished_cells_only(tmp_path, m
     cell; a clone of the commit resumes the sweep computing only what was not finished (safealign/io/committable.py)."""
     import subprocess
 
+    from safealign.cli import main
+    from safealign.io.committable import hold_back
     from safealign.pipelines import demo
     from safealign.pipelines.sweep import load_grid, run_sweep
 
@@ -556,6 +558,8 @@ def test_committed_sweep_resumes_in_a_clone_with_finished_cells_only(tmp_path, m
         run_sweep(load_grid("grid.yaml"))
     cells = repo / "results" / "sweep" / "cells" / "beta=0.1"
     assert list((cells / "e-dpo-seed0" / "train" / "final").glob("*.safetensors"))  # trained, not evaluated
+    for stray in (cells / "dpo-seed0" / "cell.json", repo / "results" / "sweep" / "shared.json"):  # write_atomic's
+        stray.with_name(f"{stray.name}.4242-1.tmp").write_text("{}")  # temporary files, left by a killed writer
     git("add", "-A", cwd=repo)
     git("commit", "-q", "-m", "partial sweep", cwd=repo)
     tracked = git("ls-files", cwd=repo).split()
@@ -563,7 +567,7 @@ def test_committed_sweep_resumes_in_a_clone_with_finished_cells_only(tmp_path, m
     assert "results/sweep/pairs.jsonl" in tracked and "results/sweep/before/figures.json" in tracked
     assert any(p.startswith("results/sweep/cells/beta=0.1/dpo-seed0/eval/") for p in tracked)
     assert not [p for p in tracked if "e-dpo-seed0" in p]  # unfinished: none of it
-    assert not [p for p in tracked if p.endswith((".safetensors", ".lock", ".bin")) or "/workers/" in p
+    assert not [p for p in tracked if p.endswith((".safetensors", ".lock", ".bin", ".tmp")) or "/workers/" in p
                 or "reference_cache" in p]
 
     clone = tmp_path / "clone"
@@ -574,6 +578,50 @@ def test_committed_sweep_resumes_in_a_clone_with_finished_cells_only(tmp_path, m
     monkeypatch.setattr(demo, "evaluate", evaluate)
     monkeypatch.setattr(demo, "train_stage", lambda config, variant, *a, **k: trained.append(variant) or
                         train_stage(config, variant, *a, **k))
-    run = run_sweep(load_grid("grid.yaml"))
-    assert trained == ["e-dpo"] and (run.computed, run.skipped) == (1, 1)
-    assert (clone / "results" / "sweep" / "tables" / "grid.json").exists()
+    assert main(["sweep", "grid.yaml"]) == 0  # the command: its lifetime lock (workers/) is gone when it ends
+    sweep = clone / "results" / "sweep"
+    table = json.loads((sweep / "tables" / "grid.json").read_text())
+    assert trained == ["e-dpo"] and (table["computed"], table["skipped"]) == (1, 1)
+    assert not list(sweep.rglob("*.lock"))
+
+    # a worker killed after a part's last record but before it released the part's hold-back .gitignore: the next
+    # run, finding the part finished, releases it, so git takes it (a finished part is never computed again)
+    hold_back(sweep / "cells" / "beta=0.1" / "e-dpo-seed0")
+    hold_back(sweep / "before")
+    assert main(["sweep", "grid.yaml"]) == 0
+    git("add", "-A", cwd=clone)
+    tracked = git("ls-files", cwd=clone).split()
+    assert "results/sweep/cells/beta=0.1/e-dpo-seed0/cell.json" in tracked
+    assert not (sweep / "before" / ".gitignore").exists()  # (its files were committed: git keeps them either way)
+
+
+EARLIER_GITIGNORE = """\
+# Written by safealign (safealign/io/committable.py): inside a git repository `git add` takes this directory's
+# results (configs, pairs, evaluation records, cell.json, tables) and leaves out what is large or local.
+*.lock
+.tmp-*
+workers/
+reference_cache/
+teacher_cache/
+checkpoint-*/
+**/train/final/
+*.safetensors
+*.bin
+*.pt
+*.pth
+*.gguf
+"""
+
+
+def test_a_sweep_started_by_earlier_code_gets_the_current_gitignore_and_a_users_own_is_kept(tmp_path):
+    """A sweep directory outlives code versions: the .gitignore an earlier version wrote (which let write_atomic's
+    temporary files into git) is replaced when a worker starts; one the user wrote is left as it is."""
+    from safealign.io.committable import RESULTS_GITIGNORE, mark_results
+
+    earlier, own = tmp_path / "earlier", tmp_path / "own"
+    for folder, text in ((earlier, EARLIER_GITIGNORE), (own, EARLIER_GITIGNORE + "notes/\n")):
+        folder.mkdir()
+        (folder / ".gitignore").write_text(text)
+        mark_results(folder)
+    assert (earlier / ".gitignore").read_text() == RESULTS_GITIGNORE and "*.tmp\n" in RESULTS_GITIGNORE
+    assert (own / ".gitignore").read_text() == EARLIER_GITIGNORE + "notes/\n"

@@ -72,6 +72,7 @@ def test_two_worker_processes_compute_each_cell_once_and_match_one_process(grid_
     expected = [str(out / "cells" / "beta=0.1" / f"{v}-seed1") for v in ("dpo", "e-dpo")]
     assert computed_cells(logs) == expected, [log.read_text()[-3000:] for log in logs]  # each once, none of seed 0
     assert not list(out.glob("cells/*/*/claim.lock")) and not (out / "shared.lock").exists()
+    assert not list((out / "workers").glob("*.lock"))  # nor the launcher's and the workers' lifetime locks
     pairs = [json.loads(line)["id"] for line in (out / "pairs.jsonl").read_text().splitlines()]
     assert len(pairs) == len(set(pairs))  # the shared pairs were not built twice
     table = json.loads((out / "tables" / "grid.json").read_text())  # written by the last worker to finish
