@@ -84,3 +84,17 @@ def test_pick_is_a_read_only_mode_of_the_command(tmp_path, capsys):
     _grid(tmp_path)
     assert main(["sweep", str(tmp_path / "grid.yaml"), "--pick", "--table"]) == 2
     assert "--pick only reads the finished cells" in capsys.readouterr().err
+
+
+def test_the_learning_rate_tie_break_reads_the_rate_each_setting_trains_with_however_the_axis_is_spelled(tmp_path):
+    from safealign.pipelines.sweep import load_grid
+    from safealign.pipelines.sweep_rule import pick_default
+
+    path = tmp_path / "grid.yaml"
+    path.write_text(f"output_dir: {tmp_path}\ndemo: {{extra_benign: [builtin:untuned_benign]}}\n"
+                    "axes: {train.learning_rate: [2.0e-3, 5.0e-4]}\nseeds: [0, 1]\n")
+    grid = load_grid(path)
+    hi, lo = (_row(name, lr, 0.30, 0.04, (0.0, -0.1, 0.1)) for name, lr in (("hi", 2e-3), ("lo", 5e-4)))
+    for row, lr in ((hi, 2e-3), (lo, 5e-4)):
+        row["setting"] = {"train.learning_rate": lr}  # the grid's own spelling of the axis
+    assert pick_default(grid, _table(hi, lo))["chosen"] == "lo"  # equal ASR and refusal: the lower rate
