@@ -3,7 +3,8 @@
 HarmBench (and the E-RLHF paper) rank a model by the mean of its per-attack ASRs. Here, for each judge:
 ``per_attack`` (the ASRs of the summary's ``attacks`` block, ``any_attack`` excluded), ``mean`` (their
 plain mean over the attacks with at least one scored behavior) and ``ci95``, a percentile bootstrap over
-behaviors (behaviors resampled with replacement, every attack's ASR and their mean recomputed;
+behaviors (behaviors resampled with replacement, every attack's ASR and their mean recomputed; a draw in which
+an attack the mean counts has no scored behavior is drawn again, so every draw averages the same attacks;
 ``draws`` resamples, seeded so the interval is reproducible; the project's one percentile rule,
 ``eval/paired.percentile_interval``). The judge is named in every block, as
 numbers from different judges are not comparable.
@@ -44,15 +45,16 @@ def _bootstrap(outcomes: Mapping[str, Mapping[str, bool | None]], attacks: Seque
                draws: int, seed: int) -> list[float]:  # fmt: skip
     rng = random.Random(seed)
     table = {a: [outcomes[a].get(b) for b in behaviors] for a in attacks}
-    means = []
-    for _ in range(draws):
+    means: list[float] = []
+    while len(means) < draws:
         picks = [rng.randrange(len(behaviors)) for _ in behaviors]
         asrs = []
         for attack in attacks:
             scored = [table[attack][i] for i in picks if table[attack][i] is not None]
-            if scored:
-                asrs.append(sum(scored) / len(scored))
-        if asrs:
+            if not scored:  # the draw lacks an attack the mean counts: it would estimate another mean; draw again
+                break
+            asrs.append(sum(scored) / len(scored))
+        else:
             means.append(sum(asrs) / len(asrs))
     return [round(bound, 6) for bound in percentile_interval(means)]
 

@@ -180,3 +180,11 @@ def test_attacker_generations_are_batched_across_behaviors_and_not_redone(tmp_pa
     before = len(fake.calls)
     run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})  # resumed: complete
     assert len(fake.calls) == before  # nothing pending, so no attacker call either
+
+
+def test_every_bootstrap_draw_averages_every_counted_attack():
+    """The reviewer's case: attack x at 1.0 on ten behaviors, y scored on b0 only (0.0): mean 0.5. A draw without
+    b0 would average x alone (1.0); such draws are drawn again, so the interval is about the mean, not above it."""
+    outcomes = {"x": {f"b{i}": True for i in range(10)}, "y": {"b0": False, **{f"b{i}": None for i in range(1, 10)}}}
+    agg = mean_over_attacks(outcomes, draws=400)
+    assert agg["mean"] == 0.5 and agg["ci95"] == [0.5, 0.5]  # every draw: (1.0 + 0.0) / 2
