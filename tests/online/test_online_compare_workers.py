@@ -14,7 +14,7 @@ import pytest
 from safealign.cli import main
 from tests.online.test_online_compare import SMALL
 from tests.online.test_online_trainer import RECIPES, TINY
-from tests.pipelines.test_sweep_workers import _same, hold_live_and_dead, sleeper  # noqa: F401 (sleeper: a fixture, used as a parameter)
+from tests.pipelines.test_sweep_workers import _same, hold_live_and_dead
 
 TRAIN = "train_overrides=[" + ",".join(o for o in TINY if not o.startswith("save_steps")) + "]"
 
@@ -75,7 +75,7 @@ def test_a_finished_training_run_under_other_settings_is_refused_not_relabelled(
     assert (out / "train" / "plain-seed0" / "stage.json").read_text() == record
 
 
-def test_a_live_workers_run_is_left_to_it_and_a_dead_ones_is_taken_over(tmp_path, sleeper, caplog,  # noqa: F811
+def test_a_live_workers_run_is_left_to_it_and_a_dead_ones_is_taken_over(tmp_path, sleeper, caplog,
                                                                          capsys):  # fmt: skip
     from safealign.pipelines.online_compare import load_compare_config, run_online_compare
 
