@@ -24,4 +24,6 @@ def discopop(x: PairLogps, *, beta: float = 0.05, tau: float = 0.05) -> LossOutp
     cl, rl = log_ratios(x)
     z = beta * (cl - rl)
     m = torch.sigmoid(z / tau)
-    return LossOutput(-F.logsigmoid(z) * (1 - m) + torch.exp(-z) * m, reward_metrics(beta * cl, beta * rl))
+    # e^{−z}·m as exp(−z + logσ(z/τ)): the product overflows to inf·0 = NaN once z < −88 in float32
+    exponential = torch.exp(-z + F.logsigmoid(z / tau))
+    return LossOutput(-F.logsigmoid(z) * (1 - m) + exponential, reward_metrics(beta * cl, beta * rl))

@@ -64,7 +64,9 @@ def grpo_token_loss(logps: Tensor, old_logps: Tensor, advantages: Tensor, kl: Te
                     eps_low: float, eps_high: float, kl_ratio: bool = True) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Per-token clipped surrogate plus ``β·kl_t`` (GRPO, TRL's token-level form): ``(loss (N, C), clipped)``.
     ``kl_ratio`` multiplies the KL term by the ratio π/π_old (1 in value, not in gradient): the gradient of
-    the k3 term is then the unbiased reverse-KL gradient (TRL's ``use_bias_correction_kl``, default on)."""
+    the k3 term is then the unbiased gradient of each token's reverse KL given its prefix (TRL's
+    ``use_bias_correction_kl``, default on) — not the sequence-level KL's, whose credit from later tokens it drops
+    (docs/online.md)."""
     ratio = torch.exp(logps - old_logps)
     adv = advantages.unsqueeze(1)
     losses = -torch.min(ratio * adv, ratio.clamp(1 - eps_low, 1 + eps_high) * adv)

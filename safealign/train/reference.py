@@ -40,10 +40,12 @@ from safealign.train.unpaired import UnpairedItem
 logger = logging.getLogger(__name__)
 
 _SAMPLE = 4096  # elements hashed per parameter tensor
+_SPREAD = 1_000_003  # a prime: sample k sits at k·_SPREAD mod numel
 
 
 def model_fingerprint(model: nn.Module, *, with_adapter: bool = False) -> str:
-    """Hash of the reference weights: names, shapes, dtypes and a strided sample of every tensor.
+    """Hash of the reference weights: names, shapes, dtypes, a spread sample and the sum and sum of squares of
+    every tensor.
 
     ``with_adapter=False`` (the policy with its adapter disabled): LoRA parameters are left out, so the key is
     the base model's. ``with_adapter=True`` (a model scored with its adapter on: a separate reference loaded
@@ -58,10 +60,15 @@ def model_fingerprint(model: nn.Module, *, with_adapter: bool = False) -> str:
              if with_adapter or ("lora_" not in n and ".modules_to_save." not in n))
     for name, param in sorted(named, key=lambda kv: kv[0]):
         flat = param.detach().reshape(-1)
-        stride = max(1, flat.numel() // _SAMPLE)
-        sample = flat[::stride][:_SAMPLE].to("cpu", torch.float32).contiguous()
+        # a sample spread over every row and column (a plain stride of numel/4096 on a 4096×4096 matrix is its
+        # first column only), and the whole tensor's sum and sum of squares, so a change anywhere changes the key
+        picks = torch.arange(min(_SAMPLE, flat.numel()), device=flat.device) * _SPREAD % flat.numel()
+        sample = flat[picks].to("cpu", torch.float32).contiguous()
+        whole = flat.to(torch.float64)
+        moments = torch.stack([whole.sum(), (whole * whole).sum()]).cpu().numpy()
         digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
         digest.update(sample.numpy().tobytes())
+        digest.update(moments.tobytes())
     return digest.hexdigest()
 
 

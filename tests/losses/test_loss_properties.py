@@ -137,6 +137,13 @@ def test_discopop_limits():
     torch.testing.assert_close(out, torch.tensor([math.exp(-1.0), math.log1p(math.e)], dtype=torch.float64))
 
 
+def test_discopop_is_finite_for_a_very_negative_margin():
+    # βΔ = −100: e^{−z}·σ(z/τ) was inf·0 = NaN in float32; the loss is ≈ −logσ(−100) = 100
+    x = with_log_ratios(torch.tensor([-2000.0]), torch.zeros(1))
+    out = get_loss("discopop")(x, beta=0.05, tau=0.05).losses
+    torch.testing.assert_close(out, torch.tensor([100.0]))
+
+
 def test_orpo_log_odds_stable_near_zero():
     x = PairLogps(torch.tensor([-1e-7]), torch.tensor([-1.0]), torch.ones(1), torch.ones(1))
     assert torch.isfinite(get_loss("orpo")(x).losses).all()

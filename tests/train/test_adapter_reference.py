@@ -31,16 +31,19 @@ from train.lora_helpers import perturb_adapter
 RECIPES = Path(__file__).resolve().parents[2] / "configs" / "train"
 
 def old_fingerprint(model) -> str:
-    """model_fingerprint as it was before adapter references were keyed by their LoRA weights: the key that
-    existing cache entries (a running sweep's among them) are stored under."""
+    """model_fingerprint's formula restated for the base weights (adapter left out, names unwrapped): the key a
+    plain model's cache entries are stored under, which a policy with its adapter disabled must reuse (the
+    formula itself changed on 2026-12-07: a spread sample and each tensor's sum and sum of squares)."""
     digest = hashlib.blake2b(digest_size=16)
     named = ((n.removeprefix("base_model.model.").replace(".base_layer.", "."), p)
              for n, p in model.named_parameters() if "lora_" not in n)
     for name, param in sorted(named, key=lambda kv: kv[0]):
         flat = param.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // 4096)][:4096].to("cpu", torch.float32).contiguous()
+        picks = torch.arange(min(4096, flat.numel())) * 1_000_003 % flat.numel()
+        whole = flat.to(torch.float64)
         digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
-        digest.update(sample.numpy().tobytes())
+        digest.update(flat[picks].to("cpu", torch.float32).contiguous().numpy().tobytes())
+        digest.update(torch.stack([whole.sum(), (whole * whole).sum()]).numpy().tobytes())
     return digest.hexdigest()
 
 
