@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_paired_arguments(parser, "EVAL", "evaluation folders")
     parser.add_argument("--metrics", default=None, metavar="A,B", help="only these metrics, in this order")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="unused (the interval is a t interval); kept for old command lines")
     parser.add_argument("--json", action="store_true", help="print a machine-readable dict")
 
 

@@ -15,7 +15,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_paired_arguments(parser, "EVAL", "evaluation folders")
     parser.add_argument("--attack", default="direct", help="whose greedy outcome splits the prompts (default direct)")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="bootstrap resamples where the seeds' groups differ (default 2000)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable dict")
 
 

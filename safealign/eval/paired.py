@@ -9,24 +9,31 @@ too: they are what the difference is made of. Per-prompt numbers (log-prob margi
 ``safealign diagnose ranking``) are compared the same way by :func:`paired_mean_difference`
 (``safealign diagnose paired-margin``; docs/algorithms.md, "Paired comparison of two variants").
 
-:func:`hierarchical_difference` is the interval for a sweep over several training seeds (``safealign
-sweep``): it resamples the seeds too, so the interval covers seed-to-seed variation as well as prompt
-sampling instead of holding the seeds fixed. Seeds and prompts are crossed, not nested (every seed's model
-answers the same held-out prompts), so each draw resamples the seeds and, once, the prompts, and every drawn
-seed is scored on that one prompt resample (a two-way "pigeonhole" bootstrap). Resampling the prompts anew for
-each drawn seed instead would treat every seed as a fresh sample of prompts: the prompt part of the variance
-would shrink with the number of seeds and the interval would undercover when the outcome is driven by which
-prompts were asked (the same few prompts flipping in every seed).
+:func:`hierarchical_difference` and :func:`hierarchical_mean` give the intervals of a sweep over several
+training seeds (``safealign sweep``), which cover seed-to-seed variation as well as prompt sampling instead of
+holding the seeds fixed. Seeds and prompts are crossed, not nested (every seed's model answers the same held-out
+prompts), so the data are a seeds × prompts table read as the two-way crossed random-effects model ``x = μ +
+a_seed + b_prompt + e``; the interval is the grand mean ± t·√Var, Var from the ANOVA mean squares and the t's
+degrees of freedom by Satterthwaite (:func:`crossed_variance`). It replaced a crossed ("pigeonhole") bootstrap
+whose 95% intervals covered 100% with no seed effect (about 1.6 times too wide: it counts the residual variance
+about three times) and about 80% when seeds dominate (a percentile interval over 3–5 resampled seeds has no
+t-like tails: with 3 seeds it never reaches below the lowest seed's value). That bootstrap (:func:`_crossed_draws`)
+is kept only for a mean whose seeds scored different prompts, where the table has holes, and the result's
+``interval`` says which method made it. Treating every seed as a fresh sample of prompts (a nested design) would
+undercover when the outcome is driven by which prompts were asked (the same few prompts flipping in every seed);
+both methods avoid that.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 import statistics
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, NamedTuple
 
 from safealign.errors import UserError
+from safealign.eval.student_t import t_quantile
 from safealign.io.summaries import PairedDifference, ScoreStats
 
 Outcomes = Mapping[str, bool]  # prompt id -> outcome (True = attack succeeded / model refused ...)
@@ -46,7 +53,8 @@ def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, r
     seeds, prompts = _paired_keys(a, b)
     # the key order of earlier summaries: rate_a, rate_b where the numeric comparison says mean_a, mean_b
     out = {("rate" + k[4:] if k.startswith("mean_") else k): v
-           for k, v in _summary(a, b, seeds, prompts, _prompt_draws(a, b, seeds, prompts, resamples, seed)).items()}
+           for k, v in _summary(a, b, seeds, prompts,
+                                percentile_interval(_prompt_draws(a, b, seeds, prompts, resamples, seed))).items()}
     # for outcomes a > b is "a succeeded, b not"; for per-prompt numbers, "a's value is the higher"
     out["only_a"] = sum(a[s][p] > b[s][p] for s in seeds for p in prompts)
     out["only_b"] = sum(b[s][p] > a[s][p] for s in seeds for p in prompts)
@@ -59,8 +67,8 @@ def paired_mean_difference(a: Mapping[Any, Values], b: Mapping[Any, Values], *, 
     ``mean_a − mean_b``, a paired bootstrap interval over prompts, and ``a_higher``/``b_higher``: in how
     many prompt×seed cases one variant's value exceeds the other's."""
     seeds, prompts = _paired_keys(a, b)
-    boot = _prompt_draws(a, b, seeds, prompts, resamples, seed)
-    return {**_summary(a, b, seeds, prompts, boot), **_higher_counts(a, b, seeds, prompts)}
+    ci95 = percentile_interval(_prompt_draws(a, b, seeds, prompts, resamples, seed))
+    return {**_summary(a, b, seeds, prompts, ci95), **_higher_counts(a, b, seeds, prompts)}
 
 
 def mean_difference_stats(a: Values, b: Values, total: int) -> ScoreStats:
@@ -95,12 +103,12 @@ def _prompt_draws(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[st
 
 
 def _summary(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], seeds: list, prompts: list,
-             boot: list[float], **extra: Any) -> dict[str, Any]:
-    """The point estimates of a paired comparison and the interval of its bootstrap draws."""
+             ci95: list[float], **extra: Any) -> dict[str, Any]:
+    """The point estimates of a paired comparison, with its interval ``ci95``."""
     per_seed = {s: _mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds}
     return {
         "diff": statistics.fmean(per_seed.values()),
-        "ci95": percentile_interval(boot),
+        "ci95": ci95,
         **extra,
         "per_seed": {str(s): v for s, v in per_seed.items()},
         "mean_a": statistics.fmean(_mean(a[s], prompts) for s in seeds),
@@ -119,35 +127,125 @@ def _higher_counts(a: Mapping[Any, Values], b: Mapping[Any, Values], seeds: list
 def hierarchical_difference(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], *,
                             resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
     """Mean over seeds of ``mean_a − mean_b`` (seed -> prompt id -> outcome or number, paired as in
-    :func:`paired_difference`: the prompts scored for both variants under every seed) with a crossed bootstrap
-    interval: each draw resamples the seeds with replacement and, once, the prompts, and takes the mean over the
-    drawn seeds of ``mean_a − mean_b`` on that one prompt resample (shared by every drawn seed and both
-    variants, keeping the pairing). With one seed this is exactly :func:`paired_difference`'s interval (the
-    same draws for the same ``seed``). ``a_higher``/``b_higher`` count prompt×seed cases where one side
-    exceeds the other (for outcomes: prompts only one variant failed)."""
+    :func:`paired_difference`: the prompts scored for both variants under every seed) with the crossed
+    random-effects t interval of :func:`crossed_variance` on the per-seed, per-prompt differences ``a − b`` (every
+    seed scored the same prompts: the comparison is balanced by construction). ``resamples``/``seed`` are
+    accepted for the callers' sake and unused. ``df``: the interval's degrees of freedom; ``interval``: how it
+    was made. ``a_higher``/``b_higher`` count prompt×seed cases where one side exceeds the other (for outcomes:
+    prompts only one variant failed)."""
     seeds, prompts = _paired_keys(a, b)
-    boot = _crossed_draws(seeds, {s: prompts for s in seeds},
-                          lambda s, sample: _mean(a[s], sample) - _mean(b[s], sample), resamples, seed)
-    return {**_summary(a, b, seeds, prompts, boot,
-                       interval="hierarchical bootstrap (seeds and prompts crossed: one prompt resample per draw)"),
-            **_higher_counts(a, b, seeds, prompts)}
+    rows = [[float(a[s][p]) - float(b[s][p]) for p in prompts] for s in seeds]
+    diff = statistics.fmean(_mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds)  # _summary's "diff"
+    bounds = (-1.0, 1.0) if _outcomes(a, seeds, prompts) and _outcomes(b, seeds, prompts) else None
+    ci95, df, interval = crossed_t_interval(diff, rows, bounds)
+    return {**_summary(a, b, seeds, prompts, ci95, interval=interval, df=df), **_higher_counts(a, b, seeds, prompts)}
 
 
 def hierarchical_mean(values: Mapping[Any, Mapping[str, Any]], *, resamples: int = 2000,
                       seed: int = 0) -> dict[str, Any]:
     """One variant's mean over seeds of its per-seed mean over the prompts it scored (seed -> prompt id -> outcome
-    or number), with the crossed interval of :func:`hierarchical_difference`. Seeds may have scored different
-    prompts (an unscored prompt, a group of prompts defined per seed as in ``safealign diagnose margin-split``):
-    the one prompt resample of a draw is taken from the union of the seeds' prompts, and each drawn seed is
-    averaged over the drawn prompts it scored (see :func:`_crossed_draws`). ``n_prompts``: the most any seed
-    scored."""
+    or number). Where every seed scored the same prompts, the interval is the crossed random-effects t of
+    :func:`crossed_variance`. Seeds may have scored different prompts (an unscored prompt, a group of prompts
+    defined per seed as in ``safealign diagnose margin-split``), where that table has holes: the interval is then
+    the crossed bootstrap of :func:`_crossed_draws` (``resamples`` draws from ``seed``), whose coverage is only
+    approximate (too wide without a seed effect, too narrow when seeds dominate; docs/algorithms.md).
+    ``interval`` names the method, ``df`` its degrees of freedom (None for the bootstrap); ``n_prompts``: the
+    most any seed scored."""
     seeds = sorted(s for s in values if values[s])
     if not seeds:
         raise UserError("hierarchical mean: no prompt was scored under any seed")
     prompts = {s: sorted(values[s]) for s in seeds}
-    boot = _crossed_draws(seeds, prompts, lambda s, sample: _mean(values[s], sample), resamples, seed)
-    return {"mean": statistics.fmean(_mean(values[s], prompts[s]) for s in seeds), "ci95": percentile_interval(boot),
-            "seeds": len(seeds), "n_prompts": max(len(p) for p in prompts.values())}
+    mean = statistics.fmean(_mean(values[s], prompts[s]) for s in seeds)
+    shared = prompts[seeds[0]]
+    if all(prompts[s] == shared for s in seeds):
+        rows = [[float(values[s][p]) for p in shared] for s in seeds]
+        ci95, df, interval = crossed_t_interval(mean, rows, (0.0, 1.0) if _outcomes(values, seeds, shared) else None)
+    else:
+        boot = _crossed_draws(seeds, prompts, lambda s, sample: _mean(values[s], sample), resamples, seed)
+        ci95, df = percentile_interval(boot), None
+        interval = ("hierarchical bootstrap (seeds scored different prompts: seeds and, once per draw, prompts "
+                    "resampled; percentile)")
+    return {"mean": mean, "ci95": ci95, "interval": interval, "df": df, "seeds": len(seeds),
+            "n_prompts": max(len(p) for p in prompts.values())}
+
+
+class CrossedVariance(NamedTuple):
+    """The two-way crossed random-effects analysis of a seeds × prompts table (:func:`crossed_variance`)."""
+
+    mean: float  # the grand mean
+    var: float  # the estimated variance of the grand mean
+    df: float  # its Satterthwaite degrees of freedom
+    mean_squares: tuple[float, float, float] | None  # seed, prompt, residual (None with one seed or one prompt)
+    components: tuple[float, float, float] | None  # σ²_seed, σ²_prompt, σ²_residual, truncated at 0 (likewise)
+
+
+def crossed_variance(rows: list[list[float]]) -> CrossedVariance:
+    """``rows[s][p]``: the value of seed s on prompt p (every seed on the same prompts, at least two values), read
+    as ``x = μ + a_s + b_p + e_sp`` with independent random seed, prompt and residual effects. The grand mean's
+    variance is ``σ²_a/S + σ²_b/P + σ²_e/(S·P)``, estimated from the ANOVA mean squares (seed: df S−1, prompt:
+    P−1, residual: (S−1)(P−1)) through ``σ²_a = (MS_seed − MS_res)/P``, ``σ²_b = (MS_prompt − MS_res)/S`` and
+    ``σ²_e = MS_res``, which makes it ``(MS_seed + MS_prompt − MS_res)/(S·P)``. A component estimated at or below
+    0 is set to 0, which drops its terms: without the seed component the variance is ``(MS_prompt)/(S·P)``,
+    without the prompt component ``MS_seed/(S·P)``, without both ``MS_res/(S·P)``. The degrees of freedom are
+    Satterthwaite's for the combination of mean squares left, ``(Σ cᵢMSᵢ)² / Σ (cᵢMSᵢ)²/dfᵢ``. One seed: the
+    variance over prompts divided by P, df P−1 (a paired t over prompts); one prompt: over seeds, df S−1.
+
+    Why not a bootstrap: resampling 3–5 seeds cannot give t-like tails (with 3 seeds one draw in 27 repeats the
+    lowest seed, so a percentile interval never reaches below it), and the crossed bootstrap counts the residual
+    variance about three times; its 95% intervals covered ~80% when seeds dominate and 100% when they do not."""
+    n_seeds, n_prompts = len(rows), len(rows[0])
+    if n_seeds * n_prompts < 2 or any(len(r) != n_prompts for r in rows):
+        raise ValueError(f"crossed variance: needs a full seeds × prompts table of at least 2 values, got row "
+                         f"lengths {[len(r) for r in rows]}")
+    values = [v for r in rows for v in r]
+    mean = math.fsum(values) / len(values)
+    if n_seeds == 1 or n_prompts == 1:
+        spread = math.fsum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        return CrossedVariance(mean, spread / len(values), float(len(values) - 1), None, None)
+    seed_means = [math.fsum(r) / n_prompts for r in rows]
+    prompt_means = [math.fsum(r[p] for r in rows) / n_seeds for p in range(n_prompts)]
+    df_seed, df_prompt, df_res = n_seeds - 1, n_prompts - 1, (n_seeds - 1) * (n_prompts - 1)
+    ms_seed = n_prompts * math.fsum((m - mean) ** 2 for m in seed_means) / df_seed
+    ms_prompt = n_seeds * math.fsum((m - mean) ** 2 for m in prompt_means) / df_prompt
+    ms_res = math.fsum((v - seed_means[s] - prompt_means[p] + mean) ** 2
+                       for s, r in enumerate(rows) for p, v in enumerate(r)) / df_res
+    keep_seed, keep_prompt = ms_seed > ms_res, ms_prompt > ms_res
+    # S·P·Var = [seed kept]·(MS_seed − MS_res) + [prompt kept]·(MS_prompt − MS_res) + MS_res
+    terms = [(c * ms, df) for c, ms, df in ((keep_seed, ms_seed, df_seed), (keep_prompt, ms_prompt, df_prompt),
+                                            (1 - keep_seed - keep_prompt, ms_res, df_res)) if c and ms]
+    total = math.fsum(t for t, _ in terms)
+    df = total**2 / math.fsum(t**2 / d for t, d in terms) if total > 0 else float(df_res)
+    components = (max(0.0, (ms_seed - ms_res) / n_prompts), max(0.0, (ms_prompt - ms_res) / n_seeds), ms_res)
+    return CrossedVariance(mean, total / (n_seeds * n_prompts), df, (ms_seed, ms_prompt, ms_res), components)
+
+
+def crossed_t_interval(center: float, rows: list[list[float]],
+                       bounds: tuple[float, float] | None) -> tuple[list[float], float | None, str]:
+    """The 95% interval ``center ± t₀.₉₇₅(df)·√Var`` of :func:`crossed_variance` (``center``: the caller's point
+    estimate, the grand mean up to rounding), clipped to ``bounds`` (rates of outcomes: [0, 1]; differences of
+    rates: [−1, 1]); with its df (None where there is none) and a description for the result's ``interval``. Every
+    value equal: the point. A single value has no spread to estimate: the whole of ``bounds``, and an error for
+    numbers (no finite interval to give)."""
+    method = "crossed random-effects t"
+    if sum(map(len, rows)) == 1:
+        if bounds is None:
+            raise UserError("hierarchical interval: one seed and one prompt: a single value gives no interval")
+        return list(bounds), None, f"{method} (a single outcome: no spread to estimate, the whole range)"
+    if min(map(min, rows)) == max(map(max, rows)):
+        return [center, center], None, f"{method} (every value equal: no spread)"
+    estimate = crossed_variance(rows)
+    half = t_quantile(0.975, estimate.df) * math.sqrt(estimate.var)
+    low, high = center - half, center + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    how = ("one seed: t over prompts" if len(rows) == 1 else "one prompt: t over seeds" if len(rows[0]) == 1
+           else "Satterthwaite")
+    return [low, high], estimate.df, f"{method} ({how} df={estimate.df:.1f})"
+
+
+def _outcomes(values: Mapping[Any, Mapping[str, Any]], seeds: list, prompts: list) -> bool:
+    """Whether every compared value is an outcome (a bool), whose rates lie in [0, 1]."""
+    return all(isinstance(values[s][p], bool) for s in seeds for p in prompts)
 
 
 def metric_intervals(by_seed: BySeed, *, resamples: int = 2000) -> dict[str, list[float]]:
@@ -189,9 +287,9 @@ def _crossed_draws(seeds: list, prompts: Mapping[Any, list], statistic: Callable
     same prompt sample. A seed that scored only some of the prompts is given the drawn prompts it scored (with
     their multiplicity); a drawn seed that scored none of them is left out of that draw's mean, and a draw where
     no drawn seed scored any drawn prompt is drawn again (seeds and prompts), so there are always ``resamples``
-    draws. Where every seed scored the same prompts (every paired difference) none of this arises. One seed is
-    drawn without touching the random stream, so the one-seed case is exactly the prompt bootstrap of
-    :func:`paired_difference` (the same draws for the same ``seed``)."""
+    draws. It serves only :func:`hierarchical_mean` of seeds that scored different prompts: a full table gets the
+    t interval of :func:`crossed_t_interval` instead. One seed is drawn without touching the random stream (the
+    prompt bootstrap of :func:`paired_difference`, the same draws for the same ``seed``)."""
     union = sorted(set().union(*(prompts[s] for s in seeds)))
     # the prompts of a seed that lacks some of the union, for filtering a sample (None: it has them all)
     partial = {s: (set(prompts[s]) if len(set(prompts[s])) < len(union) else None) for s in seeds}

@@ -4,7 +4,7 @@ Input: the evaluation folders of two variants, one per training seed in the same
 ``eval/<stage>`` or a sweep cell's ``eval`` -- answering the same held-out prompts. Per metric the demo records
 (direct/template ASR, the extra harmful sets' direct ASR, ASR under judges added later, benign/borderline and
 extra benign refusal rates, the held-out refusal margin): each variant's mean over seeds and the difference
-``a − b`` with the sweep's hierarchical interval (seeds and prompts resampled crossed;
+``a − b`` with the sweep's hierarchical interval (seeds and prompts crossed: a two-way random-effects t interval;
 safealign.eval.paired.hierarchical_difference). It compares what a sweep table cannot: two cells of different
 settings, e.g. E-DPO under two safety prefixes (README, "Sweeping settings").
 """

@@ -6,8 +6,9 @@ order — a demo stage's ``eval/<stage>`` or a sweep cell's ``eval`` — each ho
 (``refusal_margin/margins.json``: per harmful prompt, log π(refusal|x) − log π(base model's answer|x), nats)
 and the jailbreak records (the greedy answer to each prompt, judged by the refusal judge). Every prompt×seed
 case is put in a group by variant b's greedy outcome (``b refused`` / ``b complied``); per group: the
-cases, b's and a's mean margin and the mean gain ``a − b`` with a hierarchical bootstrap interval (seeds and
-prompts resampled crossed, each seed averaged over the drawn prompts of its group;
+cases, b's and a's mean margin and the mean gain ``a − b`` with a hierarchical interval (seeds and prompts crossed:
+the crossed bootstrap, each seed averaged over the drawn prompts of its group, as the groups' prompts differ
+between seeds; the random-effects t interval where they do not, e.g. one seed;
 safealign.eval.paired.hierarchical_mean), each a mean over seeds of
 the seed's mean over its prompts in the group, so that gain = a's mean − b's mean. ``flips`` counts the cases
 whose greedy outcome differs between the variants, each way. A gain much smaller than the gap between the

@@ -8,8 +8,8 @@ borderline ones, refusal judge) measures it. Every stage resumes: a finished tra
 record is never recomputed. Several workers may share one output directory (``--workers N``, or the plain
 command started several times; docs/online.md): each claims the next unfinished stage with a lock file.
 The table (``online_compare.json`` / ``.md``) gives each metric before training,
-each variant's mean over seeds, and the paired E − plain difference, with hierarchical bootstrap intervals
-(seeds and prompts resampled crossed; ``safealign.eval.paired``).
+each variant's mean over seeds, and the paired E − plain difference, with hierarchical intervals (seeds and
+prompts crossed: a two-way random-effects t interval; ``safealign.eval.paired``).
 """
 
 from __future__ import annotations
@@ -228,7 +228,7 @@ def _train_summary(train_dir: Path) -> dict[str, Any]:
 
 def _table(config: OnlineCompareConfig, demo: Any, figures: dict[str, Any]) -> dict[str, Any]:
     """Per metric: the base model's value, each variant's mean over seeds with a hierarchical interval and the
-    paired E − plain difference with the sweep's hierarchical interval (seeds and prompts resampled crossed:
+    paired E − plain difference with the sweep's hierarchical interval (seeds and prompts crossed:
     online runs of different seeds differ far more than offline ones, so seeds are not held fixed)."""
     from safealign.eval.paired import metric_differences, metric_intervals
     from safealign.pipelines.demo import stage_outcomes
@@ -265,8 +265,8 @@ def format_table(table: dict[str, Any]) -> str:
               *(numbers.with_interval(row.get(v), row.get(f"{v}_ci95")) for v in ("plain", "e")),
               numbers.difference(row.get("e_minus_plain"))] for metric, row in table["metrics"].items()]
     return "\n".join([*numbers.render(rows, markdown=True),
-                      f"\nmeans over seeds {table['seeds']}; 95% intervals: hierarchical bootstrap (seeds and "
-                      "prompts resampled, crossed)"])
+                      f"\nmeans over seeds {table['seeds']}; 95% intervals: seeds and prompts crossed, "
+                      "random-effects t (Satterthwaite df)"])
 
 
 def load_compare_config(path: str | None, overrides: list[str]) -> OnlineCompareConfig:

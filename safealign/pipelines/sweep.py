@@ -33,7 +33,7 @@ writes the table; one that finds only cells other live workers hold exits naming
 
 The table (``tables/<grid name>.json`` and ``.md`` under ``output_dir``, and the console) gives, per setting,
 each metric's mean over seeds per variant and every compared pair's paired difference, both with hierarchical
-bootstrap intervals (safealign/eval/paired.py: seeds and prompts resampled crossed). A grid of one
+intervals (safealign/eval/paired.py: seeds and prompts crossed, a two-way random-effects t). A grid of one
 setting prints a method per row instead. ``safealign sweep GRID --table`` prints it from the cells finished so
 far, computing nothing.
 """

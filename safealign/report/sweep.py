@@ -8,8 +8,9 @@ from typing import Any
 from safealign.report import numbers, plots
 from safealign.report.document import Para, Plot, Section, Table
 
-NOTE = ("Means over the finished seeds of each cell. Intervals: hierarchical bootstrap (seeds and prompts resampled, "
-        "crossed: one prompt resample for every drawn seed); a difference uses the seeds both of its cells finished. "
+NOTE = ("Means over the finished seeds of each cell. Intervals: seeds and prompts crossed, a two-way random-effects "
+        "t interval (Satterthwaite df; a bootstrap where seeds scored different prompts); a difference uses the "
+        "seeds both of its cells finished. "
         "Rates are judged by the refusal judge the sweep's evaluation names (the demo's: refusal substrings), not by "
         "harm.")
 
