@@ -248,6 +248,17 @@ def _outcomes(values: Mapping[Any, Mapping[str, Any]], seeds: list, prompts: lis
     return all(isinstance(values[s][p], bool) for s in seeds for p in prompts)
 
 
+def prompt_bootstrap_mean(values: Values, *, resamples: int = 2000, seed: int = 0) -> list[float]:
+    """The 95% percentile-bootstrap interval of one run's mean over prompts (prompt id -> number), prompts resampled
+    with replacement: for a per-prompt fraction (e.g. the share of a prompt's sampled answers that refused), whose
+    samples are not independent of each other, and whose bounds stay inside the values' range."""
+    if not values:
+        raise UserError("prompt bootstrap: no prompt was scored")
+    ids = sorted(values)
+    return percentile_interval(_crossed_draws([0], {0: ids}, lambda _, sample: _mean(values, sample), resamples,
+                                              seed))
+
+
 def metric_intervals(by_seed: BySeed, *, resamples: int = 2000) -> dict[str, list[float]]:
     """Per metric, the 95% interval of :func:`hierarchical_mean` of one variant's runs (seed -> metric -> prompt
     id -> outcome or number). A metric no seed scored has none; one a seed lacks (e.g. a run finished before the

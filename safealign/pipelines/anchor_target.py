@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
-from safealign.eval.paired import hierarchical_mean, paired_difference
+from safealign.eval.paired import paired_difference, prompt_bootstrap_mean
 from safealign.eval.summary import wilson_interval
 from safealign.models.modes import eval_mode
 from safealign.train.reference import adapter_disabled
@@ -74,7 +74,7 @@ def _compare(ids: list[str], refused: dict[str, list[float]], copies: int) -> di
         elif copies == 1:  # one answer per prompt: Wilson over prompts
             out[f"refusal_rate_{view}_ci95"] = list(wilson_interval(hits, total))
         else:  # a prompt's samples are not independent of each other: resample prompts, not answers
-            out[f"refusal_rate_{view}_ci95"] = hierarchical_mean({0: dict(zip(ids, fractions))})["ci95"]
+            out[f"refusal_rate_{view}_ci95"] = prompt_bootstrap_mean(dict(zip(ids, fractions)))
     if ids:
         difference = paired_difference({0: dict(zip(ids, refused["transformed"]))},
                                        {0: dict(zip(ids, refused["plain"]))})

@@ -387,3 +387,14 @@ def test_percentile_interval_is_the_nearest_rank(n, low, high):
 
     draws = [float(i) for i in reversed(range(n))]
     assert percentile_interval(draws) == [low, high]
+
+
+def test_a_prompt_bootstrap_of_fractions_stays_in_their_range():
+    """The anchor diagnostic's sampled refusal rate: one rare refusal among 40 prompts; a t interval would reach
+    below 0, the bootstrap's bounds are means of resampled fractions."""
+    from safealign.eval.paired import prompt_bootstrap_mean
+
+    fractions = {f"p{i}": 0.0 for i in range(39)} | {"p39": 0.25}
+    lo, hi = prompt_bootstrap_mean(fractions)
+    assert lo == 0.0 and 0.0 < hi <= 0.25 * 3 / 40 + 1e-12  # at most 3 copies of p39 among 40 in 97.5% of draws
+    assert prompt_bootstrap_mean(fractions) == [lo, hi]  # seeded
