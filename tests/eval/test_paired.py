@@ -87,15 +87,15 @@ def test_hierarchical_mean_and_difference_of_the_hand_computed_table():
 
 
 @pytest.mark.parametrize("rows, mean_squares, var, df", [
-    # seeds agree on average (MS_seed 0 < MS_res 2): σ²_seed is 0 and drops with its terms, Var = MS_prompt/(S·P)
-    # = (14/3)/6, df = P − 1
-    ([[0.0, 5.0, 2.0], [2.0, 3.0, 2.0]], (0.0, 14 / 3, 2.0), 7 / 9, 2.0),
+    # seeds agree on average (MS_seed 0 < MS_res 2): σ²_seed is 0 and drops its variance terms, Var = MS_prompt/(S·P)
+    # = (14/3)/6; its df stay: (14/3)² / (0²/1 + (14/3)²/2 + 2²/2) = 49/29, not P − 1 = 2
+    ([[0.0, 5.0, 2.0], [2.0, 3.0, 2.0]], (0.0, 14 / 3, 2.0), 7 / 9, 49 / 29),
     # no prompt effect (MS_prompt 0 < MS_seed 1.5): Var = MS_seed/(S·P) = 1.5/6, df = S − 1
     ([[1.0, 1.0, 1.0], [0.0, 0.0, 0.0]], (1.5, 0.0, 0.0), 0.25, 1.0),
     # both dropped: Var = MS_res/(S·P) = 1/4, df = (S − 1)(P − 1)
     ([[0.0, 1.0], [1.0, 0.0]], (0.0, 0.0, 1.0), 0.25, 1.0),
 ])
-def test_a_component_estimated_below_zero_is_dropped_with_its_terms(rows, mean_squares, var, df):
+def test_a_component_estimated_below_zero_drops_its_variance_terms(rows, mean_squares, var, df):
     from safealign.eval.paired import crossed_variance
 
     v = crossed_variance(rows)
@@ -108,9 +108,10 @@ def test_a_component_estimated_below_zero_is_dropped_with_its_terms(rows, mean_s
 def test_truncated_interval_value():
     from safealign.eval.paired import hierarchical_mean
 
-    # the first case above: 7/3 ± t₀.₉₇₅(2)·√(7/9), t₀.₉₇₅(2) = 4.302652729749462
+    # the first case above: 7/3 ± t₀.₉₇₅(49/29)·√(7/9), t₀.₉₇₅(49/29) = 5.15622791973044 (scipy.stats.t.ppf)
     m = hierarchical_mean(as_seeds([[0.0, 5.0, 2.0], [2.0, 3.0, 2.0]]))
-    assert m["ci95"] == pytest.approx([-1.4612497002634260, 6.1279163669300927], rel=1e-9) and m["df"] == 2.0
+    assert m["ci95"] == pytest.approx([-2.2140322595915527, 6.880698926258219], rel=1e-9)
+    assert m["df"] == pytest.approx(49 / 29)
 
 
 def test_one_seed_is_a_paired_t_over_prompts_clipped_for_outcomes():
@@ -160,7 +161,6 @@ def test_hierarchical_identical_variants_give_a_zero_interval():
 
 
 def test_every_value_equal_gives_the_point_and_a_single_value_no_interval():
-    from safealign.errors import UserError
     from safealign.eval.paired import hierarchical_mean
 
     assert hierarchical_mean({s: {"p1": 0.5, "p2": 0.5} for s in range(3)})["ci95"] == [0.5, 0.5]
@@ -168,8 +168,8 @@ def test_every_value_equal_gives_the_point_and_a_single_value_no_interval():
     # one seed and one prompt: no spread to estimate; an outcome's rate can be anything in [0, 1]
     assert hierarchical_mean({0: {"p": True}})["ci95"] == [0.0, 1.0]
     assert hierarchical_difference({0: {"p": True}}, {0: {"p": False}})["ci95"] == [-1.0, 1.0]
-    with pytest.raises(UserError, match="single value"):
-        hierarchical_mean({0: {"p": 2.5}})
+    single = hierarchical_mean({0: {"p": 2.5}})  # a number: shown (a margin-split group of one case), no interval
+    assert single["ci95"] == [2.5, 2.5] and "no interval" in single["interval"]
 
 
 @pytest.mark.parametrize("case", range(5))
@@ -231,13 +231,16 @@ def test_hierarchical_mean_keeps_each_seeds_own_prompts_and_refuses_nothing_scor
 
 # Coverage: 300 simulated data sets per regime from x = a_seed + b_prompt + e (population mean 0), S seeds × 40
 # prompts; the nominal 95% interval must cover 0 in 90–99% of them. The crossed bootstrap the code used before
-# covered 0.998 (i), 0.86 (ii), 0.76 (ii, 3 seeds) and 0.97 (iii) in these regimes (2000 data sets each; the
-# t interval 0.975, 0.950, 0.954 and 0.956).
+# covered 0.998 (i), 0.86 (ii), 0.76 (ii, 3 seeds) and 0.97 (iii) in these regimes (2000 data sets each). The t
+# interval, with the seed component's df kept when its estimate is 0 (1000 data sets each): 0.983 (i), 0.948 (ii),
+# 0.958 (iii), 0.942 (ii, 3 seeds), 0.945 and 0.922 (iv, 3 and 2 seeds; without keeping those df ~0.935 and ~0.89).
 COVERAGE = {  # name: (seeds, σ_seed, σ_prompt, σ_residual)
     "(i) per-answer noise only": (5, 0.0, 0.0, 1.0),
     "(ii) seed-to-seed spread dominant": (5, 1.0, 0.2, 0.5),
     "(iii) a mix": (5, 0.2, 0.5, 1.0),
     "(ii) with 3 seeds": (3, 1.0, 0.2, 0.5),
+    "(iv) a moderate seed effect, 3 seeds": (3, 0.3, 0.3, 1.0),
+    "(iv) a moderate seed effect, 2 seeds": (2, 0.3, 0.3, 1.0),
 }
 
 
@@ -398,3 +401,12 @@ def test_a_prompt_bootstrap_of_fractions_stays_in_their_range():
     lo, hi = prompt_bootstrap_mean(fractions)
     assert lo == 0.0 and 0.0 < hi <= 0.25 * 3 / 40 + 1e-12  # at most 3 copies of p39 among 40 in 97.5% of draws
     assert prompt_bootstrap_mean(fractions) == [lo, hi]  # seeded
+
+
+def test_a_non_finite_value_is_refused_not_turned_into_a_nan_interval():
+    from safealign.errors import UserError
+    from safealign.eval.paired import hierarchical_mean
+
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(UserError, match="not finite"):
+            hierarchical_mean({0: {"p1": 1.0, "p2": bad}, 1: {"p1": 0.5, "p2": 2.0}})
