@@ -78,24 +78,20 @@ def test_a_run_recorded_with_the_old_context_join_is_refused_on_resume(tmp_path)
     assert resumed.n_generated == 0 and _records_path(tmp_path).read_text() == before
 
 
-def test_a_changed_prefill_is_refused_too(tmp_path):
-    config = _config(tmp_path, attacks=("prefill",))
+@pytest.mark.parametrize("attack, field, value, match", [
+    ("prefill", "prefill", "Sure, here is something else",  # a changed prefill
+     r"behavior 'plain', attack 'prefill', attempt 'prefill': .*prefill"),
+    ("template", "attempt_id", "a_template_since_renamed",  # a recorded attempt the code no longer builds
+     r"attempt 'a_template_since_renamed': this code builds no attempt of that id "
+     r"\(it builds 'prefix_injection', 'style_bullet_only'\)"),
+])
+def test_a_recorded_attempt_built_otherwise_is_refused(tmp_path, attack, field, value, match):
+    config = _config(tmp_path, attacks=(attack,))
     _run(config, ScriptedChatModel(lambda c: "I refuse"))
     rows = _rows(tmp_path)
-    rows[0]["prefill"] = "Sure, here is something else"
+    rows[0][field] = value
     _write(tmp_path, rows)
-    with pytest.raises(UserError, match=r"behavior 'plain', attack 'prefill', attempt 'prefill': .*prefill"):
-        _run(config, ScriptedChatModel(lambda c: "I refuse"))
-
-
-def test_a_recorded_attempt_the_code_no_longer_builds_is_refused(tmp_path):
-    config = _config(tmp_path, attacks=("template",))
-    _run(config, ScriptedChatModel(lambda c: "I refuse"))
-    rows = _rows(tmp_path)
-    rows[0]["attempt_id"] = "a_template_since_renamed"
-    _write(tmp_path, rows)
-    with pytest.raises(UserError, match=r"attempt 'a_template_since_renamed': this code builds no attempt of that id "
-                                        r"\(it builds 'prefix_injection', 'style_bullet_only'\)"):
+    with pytest.raises(UserError, match=match):
         _run(config, ScriptedChatModel(lambda c: "I refuse"))
 
 
