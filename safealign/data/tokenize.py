@@ -8,11 +8,15 @@ the policy prompt ids and, when the transform changes the prompt, to the referen
 models score identical response tokens. Prompt + response are never re-tokenized as one string.
 
 Truncation (counted in a :class:`TruncationReport` and logged, never silent): prompts longer than
-``max_prompt_length`` keep their END (left truncation); responses are cut so that the longer of the
-policy/reference prompt plus the response fits ``max_length``. A row whose prompt leaves no room for a
-response token is dropped and counted. Left truncation can cut the reference view's change (E-RLHF's
-safety prefix opens the last user turn, so a long turn pushes it out, and the reference may then see the
-policy's prompt): such rows are kept as cut, as TRL's keep-end truncation would, and counted
+``max_prompt_length`` keep their END (left truncation); responses are cut so that the POLICY prompt plus the
+response fits ``max_length``, exactly as without a reference view, so an E-variant row trains on the response
+tokens plain DPO trains on (a budget by the longer, prefixed reference prompt cut ~|prefix| more tokens from
+E-DPO's harmful rows only: a confound between the two). The reference view (its own pass or cache) then runs over
+``max_length`` by up to the extra length of its prompt; such rows are counted
+(``TruncationReport.reference_views_over``, by at most ``reference_overrun_max`` tokens) and logged. A row
+whose policy prompt leaves no room for a response token is dropped and counted. Left truncation can cut the
+reference view's change (E-RLHF's safety prefix opens the last user turn, so a long turn pushes it out, and the
+reference may then see the policy's prompt): such rows are kept as cut, as TRL's keep-end truncation would, and counted
 (``TruncationReport.reference_prefixes_cut``) with a warning to raise ``max_prompt_length``. A reference view
 that alone exceeds the limit loses its start instead (the chat header, a system prompt) while the policy view
 keeps it; such rows are kept as cut too and counted apart (``reference_heads_cut``), with the same warning.
@@ -105,12 +109,18 @@ class TruncationReport:
     # rows whose reference view alone lost leading ids (the chat header, a system prompt) to left truncation,
     # the transform's change intact: the longer reference view exceeds max_prompt_length where the policy's fits
     reference_heads_cut: int = 0
+    # rows whose reference view (prompt + longer response) exceeds max_length: the responses are budgeted by the
+    # policy view, so a longer (prefixed) reference prompt runs over; by at most reference_overrun_max tokens
+    reference_views_over: int = 0
+    reference_overrun_max: int = 0
 
     @classmethod
     def total(cls, reports: Sequence[TruncationReport]) -> TruncationReport:
-        """Several encodings' reports as one (every count summed; dropped indices are per encoding: left out)."""
-        counts = [f.name for f in dataclasses.fields(cls) if f.name != "dropped"]
-        return cls(**{name: sum(getattr(r, name) for r in reports) for name in counts})
+        """Several encodings' reports as one (every count summed, the largest overrun kept; dropped indices are per
+        encoding: left out)."""
+        counts = [f.name for f in dataclasses.fields(cls) if f.name not in ("dropped", "reference_overrun_max")]
+        summed = {name: sum(getattr(r, name) for r in reports) for name in counts}
+        return cls(**summed, reference_overrun_max=max((r.reference_overrun_max for r in reports), default=0))
 
     def summary(self) -> str:
         text = (
@@ -124,6 +134,10 @@ class TruncationReport:
         if self.reference_heads_cut:
             text += (f"; {self.reference_heads_cut} rows' reference view lost its start (chat header, system "
                      "prompt) to left truncation while the policy view kept it: raise max_prompt_length")
+        if self.reference_views_over:
+            text += (f"; {self.reference_views_over} rows' reference view runs over max_length by up to "
+                     f"{self.reference_overrun_max} tokens (responses are cut to fit the policy view, as without "
+                     "a reference view; the reference scores the same response tokens after its longer prompt)")
         return text
 
 
@@ -137,6 +151,8 @@ class _Counts:
     responses: int = 0
     prefixes_cut: int = 0
     heads_cut: int = 0
+    reference_over: int = 0  # rows whose reference view exceeds max_length
+    overrun_max: int = 0  # by how many tokens at most
 
 
 class PairEncoder:
@@ -224,8 +240,8 @@ class PairEncoder:
                 log.debug("%s", exc)
                 dropped.append(index)
         report = TruncationReport(len(items), counts.prompts, counts.responses, tuple(dropped), counts.prefixes_cut,
-                                  counts.heads_cut)
-        (log.warning if counts.prompts or counts.responses or dropped else log.info)(
+                                  counts.heads_cut, counts.reference_over, counts.overrun_max)
+        (log.warning if counts.prompts or counts.responses or dropped or counts.reference_over else log.info)(
             "tokenization: %s", report.summary()
         )
         return encoded, report
@@ -241,11 +257,12 @@ class PairEncoder:
         if prefix:  # an assistant turn already begun: its tokens join both prompt views, never scored
             prefix_ids = self._ids(prefix)
             prompt_ids, ref_ids = prompt_ids + prefix_ids, (ref_ids + prefix_ids if ref_ids is not None else None)
-        budget = self._response_budget(prompt_ids, ref_ids, pair)
+        budget = self._response_budget(prompt_ids, pair)
         chosen = self._response_ids(pair.prompt, pair.chosen, budget, counts, pair, prefix,
                                     open_end=pair.meta.get("chosen_cut") is True)
         rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair, prefix,
                                       open_end=pair.meta.get("rejected_cut") is True)
+        self._count_reference_overrun(ref_ids, (chosen, rejected), counts)
         targets = None
         if pair.chosen_target_refusal is not None:  # DeRTa RTO: the refusal's first token at every position
             targets = self._first_content_token(pair.prompt, pair.chosen_target_refusal, pair) * len(chosen)
@@ -263,7 +280,7 @@ class PairEncoder:
             full = self._guarded(pair, lambda: self._ids(self.render_prompt(prompt)))  # noqa: B023 (called now)
             prompt_ids = self._left_truncate(full, keep_first=True)  # the shared, unscored first token stays
             counts.prompts += int(prompt_ids != full)
-            budget = self._response_budget(prompt_ids, None, pair)
+            budget = self._response_budget(prompt_ids, pair)
             sides.append(prompt_ids + self._response_ids(prompt, response, budget, counts, pair,
                                                          open_end=pair.meta.get(f"{side}_cut") is True))
         if sides[0][:1] != sides[1][:1]:
@@ -273,10 +290,11 @@ class PairEncoder:
 
     def _encode_unpaired(self, example: UnpairedExample, index: int, counts: _Counts) -> EncodedUnpaired:
         prompt_ids, ref_ids = self._prompt_views(example.prompt, example.harmful, example, counts)
-        budget = self._response_budget(prompt_ids, ref_ids, example)
+        budget = self._response_budget(prompt_ids, example)
         # an example split from a pair (data.unpair) keeps the pair's meta: its label says which side it was
         cut = example.meta.get("chosen_cut" if example.label else "rejected_cut") is True
         completion = self._response_ids(example.prompt, example.completion, budget, counts, example, open_end=cut)
+        self._count_reference_overrun(ref_ids, (completion,), counts)
         return EncodedUnpaired(index, prompt_ids, ref_ids, completion, example.label, example.harmful)
 
     def _prompt_views(self, prompt, harmful, item, counts: _Counts) -> tuple[Ids, Ids | None]:
@@ -305,15 +323,25 @@ class PairEncoder:
         head = ids[:1] if keep_first else ()
         return head + ids[len(ids) - (limit - len(head)):]
 
-    def _response_budget(self, prompt_ids: Ids, ref_ids: Ids | None, item) -> int:
-        longest = max(len(prompt_ids), len(ref_ids) if ref_ids is not None else 0)
-        budget = self.max_length - longest
+    def _response_budget(self, prompt_ids: Ids, item) -> int:
+        """Room for a response beside the POLICY prompt: what the policy trains on does not depend on the
+        reference view (E-DPO keeps DPO's response tokens; the reference view may run over max_length)."""
+        budget = self.max_length - len(prompt_ids)
         if budget < 1:
             raise PromptTooLong(
-                f"{item.source} row {item.row}: prompt of {longest} tokens leaves no room "
+                f"{item.source} row {item.row}: prompt of {len(prompt_ids)} tokens leaves no room "
                 f"within max_length={self.max_length}"
             )
         return budget
+
+    def _count_reference_overrun(self, ref_ids: Ids | None, responses: Sequence[Ids], counts: _Counts) -> None:
+        """Count a reference view (its prompt + the longest response) that runs over ``max_length``."""
+        if ref_ids is None:
+            return
+        over = len(ref_ids) + max(map(len, responses)) - self.max_length
+        if over > 0:
+            counts.reference_over += 1
+            counts.overrun_max = max(counts.overrun_max, over)
 
     def _response_ids(self, prompt, response: str, budget: int, counts: _Counts, item, prefix: str = "",
                       open_end: bool = False) -> Ids:

@@ -149,8 +149,7 @@ def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any
     names = " + ".join(repr(spec.name) for spec in config.losses)
     transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
     if not loss.needs_reference and not transform.is_identity:
-        # no reference would see the changed prompt, yet the summary would record the E-variant and the longer
-        # reference prompt would still cut the responses (the encoder fits both views in max_length)
+        # no reference would see the changed prompt, yet the summary would record the E-variant
         raise UserError(f"loss {names} is reference-free, so reference.transform={config.reference.transform!r} "
                         "has nothing to act on: set reference.transform to identity, or add a loss that compares "
                         "with a reference")

@@ -61,8 +61,9 @@ def with_kl_partners(encoded: Sequence[EncodedUnpaired], max_length: int, *,
                      partners: bool = True) -> list[UnpairedItem]:  # fmt: skip
     """Attach to row i the completion of the next row (cyclically) with a different prompt.
 
-    The partner's completion is cut so that the longer of row i's policy/reference prompt plus it fits
-    ``max_length`` (the encoder's rule for a row's own completion). ``partners=False`` (no loss component
+    The partner's completion is cut so that row i's policy prompt plus it fits ``max_length`` (the encoder's rule
+    for a row's own completion: the same cut with or without a reference view, whose longer prompt may then run
+    over ``max_length`` by its extra tokens). ``partners=False`` (no loss component
     reads the KL point): items without a partner.
     """
     if not partners:
@@ -75,8 +76,7 @@ def with_kl_partners(encoded: Sequence[EncodedUnpaired], max_length: int, *,
         if partner is None:
             same_prompt += 1
             partner = encoded[(i + 1) % n]
-        longest = max(len(row.prompt_ids), len(row.ref_prompt_ids or ()))
-        items.append(UnpairedItem(row, partner.completion_ids[: max(1, max_length - longest)]))
+        items.append(UnpairedItem(row, partner.completion_ids[: max(1, max_length - len(row.prompt_ids))]))
     if same_prompt:
         logger.warning("KL reference point: %d of %d rows have no row with a different prompt; their mismatched "
                        "sequence reuses a completion of the same prompt", same_prompt, n)

@@ -142,12 +142,54 @@ def test_truncation_keeps_prompt_end_and_response_start(tiny_tokenizer, caplog):
     assert "2 prompts left-truncated, 1 responses cut, 0 dropped" in caplog.text
 
 
-def test_response_budget_uses_the_longer_reference_prompt(tiny_tokenizer):
-    enc = PairEncoder(tiny_tokenizer, SafetyPrefix(prefix="PREFIX "), max_length=50, max_prompt_length=None)
-    encoded = enc.encode(pair(chosen="c" * 40, rejected="r"), 0)
+def test_response_budget_follows_the_policy_prompt_as_plain_dpo_does(tiny_tokenizer, caplog):
+    """A binding E-row keeps the responses plain DPO keeps (no confound between DPO and E-DPO at one max_length);
+    the prefixed reference view runs over max_length by the prefix's extra tokens, and the report says so."""
+    rows = [pair(chosen="c" * 40, rejected="r"), pair(prompt="q" * 30), pair(harmful=False, chosen="c" * 40)]
+    e_dpo = PairEncoder(tiny_tokenizer, SafetyPrefix(prefix="PREFIX "), max_length=50, max_prompt_length=None)
+    with caplog.at_level(logging.WARNING):
+        encoded, report = e_dpo.encode_all(rows)
+    plain, plain_report = PairEncoder(tiny_tokenizer, max_length=50, max_prompt_length=None).encode_all(rows)
     # byte-level tokens: 1 + len("user\n") + 21 + 1 + 1 + 1 + len("assistant\n") = 40; the prefix adds 7
-    assert len(encoded.prompt_ids) == 40 and len(encoded.ref_prompt_ids) == 47
-    assert encoded.chosen_ids == ids(tiny_tokenizer, "c" * 3)  # 50 - 47
+    first = encoded[0]
+    assert len(first.prompt_ids) == 40 and len(first.ref_prompt_ids) == 47
+    assert first.chosen_ids == ids(tiny_tokenizer, "c" * 10)  # 50 - 40, the policy view's budget
+    assert [(e.prompt_ids, e.chosen_ids, e.rejected_ids) for e in encoded] == [
+        (e.prompt_ids, e.chosen_ids, e.rejected_ids) for e in plain]
+    # row 1: a 49-token policy prompt fits with 1 response token; its 56-token reference prompt alone does not fit
+    # max_length, and the row is kept (plain DPO keeps it) rather than dropped
+    assert [e.index for e in encoded] == [0, 1, 2] and len(encoded[1].chosen_ids) == 1
+    assert report.dropped == plain_report.dropped == ()
+    assert report.responses_truncated == plain_report.responses_truncated == 4
+    assert (report.reference_views_over, report.reference_overrun_max) == (2, 7)
+    assert (plain_report.reference_views_over, plain_report.reference_overrun_max) == (0, 0)
+    assert "2 rows' reference view runs over max_length by up to 7 tokens" in caplog.text
+
+
+def test_rows_that_fit_encode_as_before(tiny_tokenizer):
+    """Demo-like rows (built-in harmful prompts, built-in refusals as chosen; a benign row) where nothing binds keep
+    exactly the ids of their untruncated views, up to the row whose reference view fills max_length exactly."""
+    from safealign.data.builtin import load_prompts, load_refusals
+
+    refusals = load_refusals()
+    rows = [pair(prompt=p.prompt, chosen=refusals[i], rejected="Sure, here is how. Step one: ...", row=i)
+            for i, p in enumerate(load_prompts("harmful")[:6])]
+    rows.append(pair(prompt="Bake bread?", chosen="Mix flour and water.", rejected=refusals[0], harmful=False))
+
+    def full(row):
+        content = row.prompt[0]["content"]
+        prompt = ids(tiny_tokenizer, chatml_prompt(content))
+        ref = ids(tiny_tokenizer, chatml_prompt(CG + content)) if row.harmful else None
+        return EncodedPair(row.row, prompt, ref, ids(tiny_tokenizer, row.chosen + "<|im_end|>\n"),
+                           ids(tiny_tokenizer, row.rejected + "<|im_end|>\n"), row.harmful)
+
+    expected = [dataclasses.replace(full(row), index=i) for i, row in enumerate(rows)]
+    tightest = max(len(e.ref_prompt_ids or e.prompt_ids) + max(len(e.chosen_ids), len(e.rejected_ids))
+                   for e in expected)
+    encoded, report = PairEncoder(tiny_tokenizer, SafetyPrefix(), max_length=tightest,
+                                  max_prompt_length=tightest - 1).encode_all(rows)
+    assert encoded == expected
+    assert report == TruncationReport(len(rows), 0, 0, ())
 
 
 def test_prompts_that_cannot_fit_are_dropped_and_counted(tiny_tokenizer):
@@ -277,3 +319,8 @@ def test_reports_of_several_encodings_add_up_every_count():
     a = TruncationReport(3, 1, 2, (0,), reference_prefixes_cut=1, reference_heads_cut=0)
     b = TruncationReport(4, 0, 1, (2, 3), reference_prefixes_cut=2, reference_heads_cut=1)
     assert TruncationReport.total([a, b]) == TruncationReport(7, 1, 3, (), 3, 1)
+    # rows whose reference view runs over max_length add up; by how many tokens at most is the larger of the two
+    c = TruncationReport(2, 0, 0, reference_views_over=1, reference_overrun_max=7)
+    d = TruncationReport(2, 0, 0, reference_views_over=2, reference_overrun_max=3)
+    assert TruncationReport.total([c, d]) == TruncationReport(4, 0, 0, (), reference_views_over=3,
+                                                              reference_overrun_max=7)

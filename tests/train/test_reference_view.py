@@ -46,3 +46,28 @@ def test_identity_transform_reproduces_dpo_bit_for_bit_and_shares_its_cache(pair
     e_dpo = load_or_compute_reference(model, encode(pairs, build_transform("safety_prefix")), tmp_path)
     assert again.reused and again.key == first.key and torch.equal(again.table, first.table)
     assert not e_dpo.reused and e_dpo.key != first.key
+
+
+def test_a_reference_view_over_max_length_scores_the_policy_response_tokens(pairs_file, model):
+    """With max_length binding, E-DPO's responses are cut as DPO's are and the prefixed reference view runs over
+    max_length: the collated ref_* tensors score exactly the policy's response tokens, and the precomputed table
+    equals the live reference pass on them."""
+    from safealign.data.collate import PreferenceCollator
+    from safealign.train.logps import pair_logps
+
+    pairs = load_preferences(str(pairs_file)).items
+    tokenizer = tiny_tokenizer()
+    max_length = 80  # binds: every conftest prompt renders to more than 60 byte-level tokens with its header
+    e_view, report = PairEncoder(tokenizer, build_transform("safety_prefix"), max_length=max_length,
+                                 max_prompt_length=70).encode_all(pairs)
+    plain, _ = PairEncoder(tokenizer, max_length=max_length, max_prompt_length=70).encode_all(pairs)
+    assert [(e.chosen_ids, e.rejected_ids) for e in e_view] == [(e.chosen_ids, e.rejected_ids) for e in plain]
+    assert report.reference_views_over > 0 and report.responses_truncated > 0
+    batch = PreferenceCollator(tokenizer.pad_token_id)(e_view)
+    assert batch["input_ids"].shape[1] <= max_length < batch["ref_input_ids"].shape[1]
+    for row in range(2 * len(pairs)):
+        policy = batch["input_ids"][row][batch["response_mask"][row].bool()]
+        ref = batch["ref_input_ids"][row][batch["ref_response_mask"][row].bool()]
+        assert torch.equal(policy, ref)
+    live = torch.stack(pair_logps(model, batch, reference=True)[:2], dim=1)
+    torch.testing.assert_close(compute_reference_columns(model, e_view, batch_size=3), live, atol=1e-4, rtol=0)

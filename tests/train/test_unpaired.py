@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -65,6 +66,15 @@ def test_kl_partner_is_next_row_with_a_different_prompt_and_fits_max_length():
         32,
         33,
     ]  # unchanged rows repeat the policy prompt
+
+
+def test_kl_partner_completion_is_cut_to_the_policy_prompt_as_without_a_reference_view():
+    """The partner completion fits max_length beside the policy prompt (KTO's cut, E-variant or not); the
+    prefixed reference view of the mismatched sequence may run over by the prefix's extra tokens."""
+    e_rows = [encoded_row(0, [4, 5, 6], [40], ref=[7, 7, 4, 5, 6]), encoded_row(1, [1], [10, 11, 12, 13])]
+    plain_rows = [dataclasses.replace(row, ref_prompt_ids=None) for row in e_rows]
+    e_items, plain_items = with_kl_partners(e_rows, max_length=6), with_kl_partners(plain_rows, max_length=6)
+    assert e_items[0].kl_completion_ids == plain_items[0].kl_completion_ids == (10, 11, 12)  # 6 - 3
 
 
 def test_cache_key_covers_the_kl_partner_column():
