@@ -102,6 +102,7 @@ def load_inputs(config: DiagnoseConfig, *, transform: Any = None, loaded: tuple[
     """Load the model (unless ``loaded`` holds model and tokenizer) and the data, and encode the pairs (reference
     view from ``transform``)."""
     from safealign.data import PairEncoder, PreferenceCollator, load_preferences
+    from safealign.train.data import check_reference_fits
 
     model, tokenizer = loaded or load_model(config)
     parsed = load_preferences(config.data, format=config.format, columns=dict(config.columns) or None,
@@ -113,6 +114,7 @@ def load_inputs(config: DiagnoseConfig, *, transform: Any = None, loaded: tuple[
     encoder = PairEncoder(tokenizer, transform=transform, max_length=config.max_length,
                           max_prompt_length=config.max_prompt_length)
     encoded, report = encoder.encode_all(pairs)
+    check_reference_fits(model, config.max_length, report)
     kept = [pairs[item.index] for item in encoded]  # encode_all drops too-long prompts
     encoded = [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)]
     return Inputs(model, tokenizer, kept, encoded, PreferenceCollator(tokenizer.pad_token_id), parsed.rows,

@@ -231,7 +231,9 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
 
         return run_objective_training(config, resume=resume, overwrite=overwrite, model=model, tokenizer=tokenizer,
                                       overwrite_flag=overwrite_flag)
-    from safealign.train.data import DATA_KINDS, check_loss_inputs, encode_training_items, load_training_items
+    from safealign.train.data import (
+        DATA_KINDS, check_loss_inputs, check_reference_fits, encode_training_items, load_training_items,
+    )
     from safealign.train.trainer import PreferenceTrainer
 
     start = time.time()
@@ -252,6 +254,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     identities = _starting_identities(config, model)  # before training changes the weights
     encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps,
                                             kl_partners=loss.needs_kl_partners)
+    check_reference_fits(model, config.max_length, report)
     collate = kind.collator(tokenizer.pad_token_id, **({"pack": True} if config.packing == "pairs" else {}))
     if config.packing == "pairs":  # not every architecture keeps packed sequences apart: check this one
         from safealign.train.packing import check_packing

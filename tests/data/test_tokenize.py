@@ -164,6 +164,17 @@ def test_response_budget_follows_the_policy_prompt_as_plain_dpo_does(tiny_tokeni
     assert (report.reference_views_over, report.reference_overrun_max) == (2, 7)
     assert (plain_report.reference_views_over, plain_report.reference_overrun_max) == (0, 0)
     assert "2 rows' reference view runs over max_length by up to 7 tokens" in caplog.text
+    # a model with 50 positions cannot score a 57-token reference view: refused before anything runs, naming the fix
+    from types import SimpleNamespace
+
+    from safealign.errors import UserError
+    from safealign.train.data import check_reference_fits
+
+    with pytest.raises(UserError, match=r"reference views run to 57 tokens .* context of 50 positions: set "
+                                        r"max_length to 43 or less"):
+        check_reference_fits(SimpleNamespace(config=SimpleNamespace(max_position_embeddings=50)), 50, report)
+    check_reference_fits(SimpleNamespace(config=SimpleNamespace(n_positions=57)), 50, report)  # fits exactly
+    check_reference_fits(SimpleNamespace(config=SimpleNamespace(max_position_embeddings=50)), 50, plain_report)
 
 
 def test_rows_that_fit_encode_as_before(tiny_tokenizer):
