@@ -254,7 +254,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     identities = _starting_identities(config, model)  # before training changes the weights
     encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps,
                                             kl_partners=loss.needs_kl_partners)
-    check_reference_fits(model, config.max_length, report)
+    check_reference_fits(model, config.data.max_length, report)
     collate = kind.collator(tokenizer.pad_token_id, **({"pack": True} if config.packing == "pairs" else {}))
     if config.packing == "pairs":  # not every architecture keeps packed sequences apart: check this one
         from safealign.train.packing import check_packing
