@@ -17,6 +17,12 @@ class UserError(ValueError):
     """A problem with the user's input; the message names the file, row, field or key and the fix."""
 
 
+def brief(value: object, limit: int = 60) -> str:
+    """A value as an error message shows it: its ``repr``, cut to ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @contextlib.contextmanager
 def reading(path: str | Path, what: str = "file") -> Iterator[None]:
     """Turn the errors of opening or decoding a user-named ``path`` into a ``UserError`` naming it.

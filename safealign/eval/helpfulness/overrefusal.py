@@ -25,7 +25,7 @@ from typing import Any, Iterable, Protocol, Sequence
 
 from tqdm.auto import tqdm
 
-from safealign.errors import UserError
+from safealign.errors import UserError, brief
 from safealign.eval.backends import chat_model_identity
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.records import batched, latest_by, rate_ci95
@@ -152,15 +152,10 @@ def check_recorded_prompts(path: Path, recorded: dict[str, dict[str, Any]], item
         for field, attribute in QUESTION_FIELDS:
             if record and record.get(field) != getattr(prompt, attribute):
                 raise UserError(
-                    f"{path}: prompt id {prompt.id!r} was recorded with another {field} ({_clip(record.get(field))} "
-                    f"there, {_clip(getattr(prompt, attribute))} now): its answers belong to another prompt set; "
+                    f"{path}: prompt id {prompt.id!r} was recorded with another {field} ({brief(record.get(field))} "
+                    f"there, {brief(getattr(prompt, attribute))} now): its answers belong to another prompt set; "
                     "use another output directory, or delete that records file to answer these prompts anew"
                 )
-
-
-def _clip(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _record(prompt: HelpfulnessPrompt, completion: Any, judge: RefusalDetector, name: str) -> dict[str, Any]:

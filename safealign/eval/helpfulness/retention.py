@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from torch import nn
 
-from safealign.errors import UserError
+from safealign.errors import UserError, brief
 from safealign.eval.helpfulness.records import latest_by
 from safealign.eval.paired import mean_difference_stats
 from safealign.io.summaries import RetentionSummary
@@ -67,13 +67,8 @@ def _check_same_prompts(base: Mapping[str, dict[str, Any]], trained: Mapping[str
     for i in ids:
         if i in base and i in trained and str(base[i].get("prompt")) != str(trained[i].get("prompt")):
             raise UserError(f"{sources[0]} and {sources[1]}: record id {i!r} has a different 'prompt' in each "
-                            f"({_short(base[i].get('prompt'))} vs {_short(trained[i].get('prompt'))}); answers are "
+                            f"({brief(base[i].get('prompt'))} vs {brief(trained[i].get('prompt'))}); answers are "
                             "paired by id, so both evaluations must answer the same prompts")
-
-
-def _short(text: Any, limit: int = 60) -> str:
-    text = repr(text)
-    return text if len(text) <= limit else text[: limit - 4] + "...'"
 
 
 def score_answers(model: nn.Module, tokenizer: Any, pairs: Sequence[AnswerPair], *, max_length: int = 1024,
