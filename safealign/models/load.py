@@ -106,6 +106,17 @@ def _prepare_tokenizer(tokenizer: Any) -> Any:
     return tokenizer
 
 
+def context_length(model: Any) -> int | None:
+    """The model's position limit from its config (``max_position_embeddings``, GPT-2's ``n_positions``, ...), or
+    None where the config names none: what a generation or a scored sequence must fit."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return None
+
+
 def load_model(
     spec: str,
     *,

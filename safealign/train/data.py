@@ -39,22 +39,14 @@ def check_reference_fits(model: Any, max_length: int, report: Any) -> None:
     policy view (safealign/data/tokenize.py), so a reference view with a longer (safety-prefixed) prompt runs over
     ``max_length`` by up to ``report.reference_overrun_max`` tokens: past the model's context an absolute-position
     model indexes out of range and a rotary one extrapolates beyond what it was trained on."""
+    from safealign.models.load import context_length
+
     over = getattr(report, "reference_overrun_max", 0)
     limit = context_length(model)
     if over and limit and max_length + over > limit:
         raise UserError(f"reference views run to {max_length + over} tokens (max_length {max_length} plus up to "
                         f"{over} tokens of the reference's longer prompt), past the model's context of {limit} "
                         f"positions: set max_length to {limit - over} or less")
-
-
-def context_length(model: Any) -> int | None:
-    """The model's position limit from its config (``max_position_embeddings``, GPT-2's ``n_positions``), if any."""
-    config = getattr(model, "config", None)
-    for key in ("max_position_embeddings", "n_positions"):
-        value = getattr(config, key, None)
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            return value
-    return None
 
 
 def _encode_pairs(encoder: PairEncoder, items: Sequence[Any], max_length: int, kl_partners: bool):

@@ -149,12 +149,9 @@ class HFChatModel:
         return len(self.tokenizer(text, add_special_tokens=params.add_special_tokens)["input_ids"])
 
     def context_length(self) -> int | None:
-        config = getattr(self.model, "config", None)
-        for key in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-            value = getattr(config, key, None)
-            if isinstance(value, int) and value > 0:
-                return value
-        return None
+        from safealign.models.load import context_length
+
+        return context_length(self.model)
 
     def prompt_limit(self, params: GenerationParams) -> tuple[int | None, str]:
         """The most prompt tokens a generation may start from, and where that number comes from."""

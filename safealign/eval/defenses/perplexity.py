@@ -173,9 +173,9 @@ class PerplexityFilter(Defense):
     @property
     def max_positions(self) -> int | None:
         """The scorer's context length (None: unknown); longer prompts are scored in windows."""
-        from safealign.eval.backends.hf import HFChatModel
+        from safealign.models.load import context_length
 
-        return HFChatModel(self.model, self.tokenizer).context_length()
+        return context_length(self.model)
 
     def scores(self, texts: Sequence[str]) -> list[float]:
         return [score for score, _ in self.scored(texts)]
