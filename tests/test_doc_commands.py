@@ -331,7 +331,24 @@ def _grid(path: str, overrides: tuple[str, ...]) -> object:
 
 
 def _sweep(args: argparse.Namespace, where: str) -> object:
-    return _grid(repo_config(args.grid, where), tuple(args.overrides))
+    """The grid, and the ``--metrics`` a ``--table`` line names: each one a figure the grid's committed cells
+    record (``results/``; the check needs one finished cell, which a clone of the repository has), or such a
+    figure under another judge's label (``direct_asr@refusal_gcg``, added by ``safealign judge records``)."""
+    grid = _grid(repo_config(args.grid, where), tuple(args.overrides))
+    if args.table and args.metrics:
+        recorded = _recorded_metrics(str(grid.output_dir))
+        unknown = [m for m in args.metrics.split(",") if recorded and m.split("@")[0] not in recorded]
+        assert not unknown, f"{where}: --metrics {unknown} recorded by no cell; the cells have {sorted(recorded)}"
+    return grid
+
+
+@functools.lru_cache(maxsize=None)
+def _recorded_metrics(output_dir: str) -> frozenset[str]:
+    """Every figure name in the ``cell.json`` of the finished cells under ``output_dir`` (empty: none finished)."""
+    import json
+
+    return frozenset(name for path in Path(output_dir).glob("cells/*/*/cell.json")
+                     for name in json.loads(path.read_text())["figures"])
 
 
 def _train(args: argparse.Namespace, where: str) -> object:
