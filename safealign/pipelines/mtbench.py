@@ -24,11 +24,15 @@ def run_mtbench(model: ChatModel, judge: ChatModel, out_dir: str | Path, *, ques
     (a user file replaces them). For any other question file without ``references``: the project format uses
     the questions' own ``reference`` fields; FastChat's format never reads those fields (as FastChat), so its
     math/reasoning/coding questions need ``references``.
+    ``limit``: only the first ``limit`` questions (at least 1).
     ``fastchat_temperatures``: answer each category at FastChat's temperature instead of ``params``'.
     ``overwrite``: delete another run's records and summary in ``out_dir`` first (:func:`mtbench_eval`)."""
+    from safealign.checks import at_least
     from safealign.eval.helpfulness import mtbench_fastchat as fastchat
     from safealign.eval.helpfulness.mtbench import load_questions, mtbench_eval
 
+    # 0 would summarise no question (rewriting summary.json so), a negative one slice from the end
+    at_least("limit", limit, 1, "the number of questions to run, from the first")
     rows = load_questions(questions or fastchat.data_path("question.jsonl"))[:limit]
     refs: dict[str, Any] | None = None
     if references is not None:

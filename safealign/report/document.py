@@ -39,8 +39,8 @@ RETENTION_NOTE = ("Mean over benign prompts of the per-token log-prob difference
                   "the trained model's).")  # fmt: skip
 QUALITY_NOTE = "; ".join(f"{k}: {v}" for k, v in {"empty": "whitespace only", **QUALITY_RULES}.items())
 MTBENCH_NOTE = ("Single-answer grading, 1–10 per assistant turn; unparseable judge outputs are unscored (counted, "
-                "never guessed). Interval: mean ± 1.96·SE with the question as the unit (a question's two turns "
-                "are one observation); n counts questions.")  # fmt: skip
+                "never guessed). Interval: mean ± t·SE with the question as the unit (a question's two turns "
+                "are one observation; Student's t with n − 1 df); n counts questions.")  # fmt: skip
 MTBENCH_FORMATS = {"fastchat": "FastChat's MT-Bench judge prompts and rating parser (docs/judges.md)",
                    "project": "the project's grading prompt, rating parsed strictly from 'Rating: [[N]]'"}
 

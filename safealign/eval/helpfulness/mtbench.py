@@ -40,7 +40,7 @@ from safealign.eval.backends import chat_model_identity
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness import mtbench_fastchat as fastchat
 from safealign.eval.helpfulness.records import batched, latest_by
-from safealign.eval.summary import Z95
+from safealign.eval.student_t import t_quantile
 from safealign.files import read_text
 from safealign.io import append_jsonl, parse_jsonl, read_json, read_jsonl, write_json
 from safealign.io.rundir import (
@@ -111,22 +111,44 @@ def judge_prompt(question: dict[str, Any], answers: Sequence[str], turn: int) ->
 
 
 def load_questions(source: str | Path | Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Questions from a JSONL path or a list of dicts, validated (``UserError`` names row and field)."""
+    """Questions from a JSONL path or a list of dicts, validated (``UserError`` names file, row and field).
+    A ``reference``, when present, must be a list of strings, one per turn: a single string would be shown to the
+    judge one character per turn."""
     if isinstance(source, (str, Path)):
         rows = parse_jsonl(read_text(source, "questions file (JSONL)"), source)
+        where = f"{source}: question row"
     else:
         rows = list(source)
+        where = "question row"
     seen: set[str] = set()
     for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UserError(f"{where} {i}: not a JSON object")
         if "question_id" not in row:
-            raise UserError(f"question row {i}: missing field 'question_id'")
+            raise UserError(f"{where} {i}: missing field 'question_id'")
         turns = row.get("turns")
         if not isinstance(turns, list) or not turns or not all(isinstance(t, str) and t.strip() for t in turns):
-            raise UserError(f"question row {i}: field 'turns' must be a non-empty list of strings")
+            raise UserError(f"{where} {i}: field 'turns' must be a non-empty list of strings")
+        if row.get("reference") is not None and not _string_list(row["reference"]):
+            raise UserError(f"{where} {i}: field 'reference' must be a list of strings (one reference answer per "
+                            f"turn), got {type(row['reference']).__name__}")
         if str(row["question_id"]) in seen:
-            raise UserError(f"question row {i}: duplicate question_id {row['question_id']!r}")
+            raise UserError(f"{where} {i}: duplicate question_id {row['question_id']!r}")
         seen.add(str(row["question_id"]))
     return rows
+
+
+def _string_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+
+
+def _check_references(references: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """``references`` by ``str(question_id)``, each a list of strings as :func:`load_questions` requires."""
+    for k, v in references.items():
+        if not _string_list(v):
+            raise UserError(f"mt-bench: references[{str(k)!r}] must be a list of strings (one reference answer per "
+                            f"turn), got {type(v).__name__}")
+    return {str(k): list(v) for k, v in references.items()}
 
 
 OUTPUTS = ("records.jsonl", "summary.json")  # what --overwrite removes; fingerprint.json is claim_run_dir's
@@ -169,6 +191,8 @@ def mtbench_eval(
     answers only from its reference-answer file; the field in FastChat's ``question.jsonl`` is a one-line hint,
     e.g. q102's 'The answer is "Washington, DC".'), and a math/reasoning/coding question without an entry in
     ``references`` is refused before anything runs.
+    ``judge_name`` (recorded with every grade and in the summary) defaults to the judge's ``name``, else its identity's
+    spec: an endpoint's model name, a local judge's load spec (a class name only for a model of unknown kind).
     ``answer_temperatures`` (category -> temperature; ``mtbench_fastchat.TEMPERATURES`` is FastChat's) samples
     each question's answers at its category's temperature instead of ``params``' setting.
     ``out_dir`` may hold only a run of the same settings (:func:`mtbench_fingerprint`), which is resumed;
@@ -178,7 +202,7 @@ def mtbench_eval(
         raise UserError(f"mt-bench: judge_format {judge_format!r} is not one of {', '.join(JUDGE_FORMATS)}")
     params = params or GenerationParams(max_new_tokens=256)
     rows = load_questions(questions)
-    given = {str(k): list(v) for k, v in (references or {}).items()}
+    given = _check_references(references or {})
     if judge_format == "fastchat":
         refs = given
         fastchat.check_references(rows, refs)
@@ -187,11 +211,13 @@ def mtbench_eval(
     else:
         refs = {str(q["question_id"]): q["reference"] for q in rows if q.get("reference")} | given
     judge_params = judge_params or GenerationParams(max_new_tokens=256, batch_size=params.batch_size)
-    judge = judge_name or getattr(judge_model, "name", None) or type(judge_model).__name__
+    judge_identity = chat_model_identity(judge_model)
+    # an endpoint's model name (or a local judge's load spec) before a class name; "unknown" identities name a class
+    judge = judge_name or getattr(judge_model, "name", None) or judge_identity.get("spec") or type(judge_model).__name__
     identity = chat_model_identity(model)
     out = Path(out_dir)
     fingerprint = mtbench_fingerprint(identity, getattr(model, "system_prompt", None), params, answer_temperatures,
-                                      judge, chat_model_identity(judge_model), judge_params, judge_format, rows, refs)
+                                      judge, judge_identity, judge_params, judge_format, rows, refs)
     this_run = fingerprint
 
     def legacy(run: Path) -> Fingerprint | None:  # a directory made before fingerprints: what its files recorded
@@ -342,17 +368,21 @@ def mtbench_fingerprint(identity: Mapping[str, Any], system_prompt: str | None, 
     settings, prompt format and prompt text); each question with the reference its judge prompt shows. Batch
     sizes only say how many go at once and are left out; ``questions`` may grow (records are per question, so a
     larger ``--limit`` extends a run; a smaller one, see :func:`_keep_recorded_questions`). Identities hold names
-    and weight fingerprints, never an endpoint's key."""
+    and weight fingerprints, never an endpoint's key. Both generation settings come with ``GenerationParams()``'s
+    as defaults (as eval fingerprints with ``EvalConfig()``'s), so a field added to GenerationParams later, at its
+    default, still matches the directories recorded without it (rundir's ``differing_keys``); defaults are not
+    part of the digest."""
     def settings(p: GenerationParams) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(p).items() if k != "batch_size"}
 
+    default = settings(GenerationParams())
     fingerprint = make_fingerprint("mtbench", {
         "model": {**_identity_keys(identity), "system_prompt": system_prompt},
         "generation": settings(params), "answer_temperatures": dict(answer_temperatures or {}) or None,
         "judge": {"name": judge, **_identity_keys(judge_identity), "generation": settings(judge_params),
                   "format": judge_format, "prompts": _prompts_digest(judge_format)},
         "questions": [_question_digest(q, refs, judge_format) for q in questions],
-    })
+    }, defaults={"generation": default, "judge": {"generation": default}})
     return dataclasses.replace(fingerprint, extendable=("questions",))
 
 
@@ -456,10 +486,13 @@ def _record(question, answers, errors, seconds, graded, judge: str, judge_format
 
 def score_summary(questions: Sequence[Sequence[float | None]]) -> ScoreStats:
     """Mean rating over the scored ratings of ``questions`` (each a list of turn ratings, None unscored),
-    with a 95% interval over questions: mean ± 1.96·SE, where SE is the standard error of that mean with the
+    with a 95% interval over questions: mean ± t·SE, where SE is the standard error of that mean with the
     question as the unit (the ratings' mean is a ratio of per-question sums S_i over per-question counts m_i;
     SE² = n/(n−1) · Σ(S_i − mean·m_i)² / (Σm_i)²). With the same number of scored turns in every question this
-    is exactly sd(question means)/√n, so two turns that always agree give the same interval as one turn.
+    is exactly sd(question means)/√n, so two turns that always agree give the same interval as one turn. t is
+    Student's 0.975 quantile with n − 1 degrees of freedom, not the normal 1.96: a category holds about 10
+    questions (t = 2.26 there), where 1.96 would understate the interval; the overall and per-turn intervals use
+    their own n.
     ``n`` counts questions with at least one scored rating (the interval is None when n < 2); ``unscored``
     counts turns without a rating."""
     sums, counts, unscored = [], [], 0
@@ -475,7 +508,7 @@ def score_summary(questions: Sequence[Sequence[float | None]]) -> ScoreStats:
     if n >= 2:
         assert mean is not None
         spread = math.fsum((s - mean * m) ** 2 for s, m in zip(sums, counts))
-        half = Z95 * math.sqrt(n / (n - 1) * spread) / sum(counts)
+        half = t_quantile(0.975, n - 1) * math.sqrt(n / (n - 1) * spread) / sum(counts)
         ci = (mean - half, mean + half)
     return ScoreStats(mean=mean, ci95=ci, n=n, unscored=unscored)
 

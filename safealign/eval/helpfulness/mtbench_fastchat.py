@@ -12,8 +12,11 @@ FastChat's ``fastchat/llm_judge/{common.py,gen_judgment.py}``:
   forms, which show the reference answer(s), taken only from a reference-answer file (FastChat's
   ``reference_answer/gpt-4.jsonl`` or ``--references``), never from a question's own ``reference`` field
   (in FastChat's ``question.jsonl`` that field holds one-line hints its judge never reads); a question of
-  those categories without a reference is refused before anything runs, where FastChat would stop with a
-  KeyError mid-run;
+  those categories without a reference is refused before anything runs, as FastChat's ``check_data`` asserts
+  every reference before judging starts. Deviation: FastChat takes the reference answers from the *judge
+  model's own* file (``gen_judgment.py`` ``make_match_single``: ``ref_answers[judge.model_name]``, i.e.
+  ``reference_answer/<judge>.jsonl``); here they are GPT-4's whatever the judge (unless ``--references``), so
+  another judge is graded against GPT-4's answers where FastChat would need (and refuse without) its own;
 - the judge's system message is the template's ``system_prompt``, the user message its
   ``prompt_template`` filled with ``str.format``; temperature 0, up to 2048 new tokens;
 - the rating is the first ``[[x]]`` in the judgment, else the first ``[x]`` (``one_score_pattern`` and
@@ -75,10 +78,17 @@ def load_references(path: str | Path) -> dict[str, list[str]]:
     rows = parse_jsonl(read_text(path, "reference answers (JSONL)"), path)
     out: dict[str, list[str]] = {}
     for i, row in enumerate(rows):
+        if not isinstance(row, dict):
+            raise UserError(f"{path}: row {i}: not a JSON object")
         if "question_id" not in row:
             raise UserError(f"{path}: row {i}: missing field 'question_id'")
         if "choices" in row:
-            turns = (row["choices"] or [{}])[0].get("turns")
+            choices = row["choices"] or [{}]
+            if not isinstance(choices, list) or not isinstance(choices[0], dict):
+                raise UserError(f"{path}: row {i}: field 'choices' must be a list of objects, the first holding "
+                                f"'turns' (FastChat's answer layout), got {type(row['choices']).__name__}"
+                                + (" of " + type(choices[0]).__name__ if isinstance(choices, list) else ""))
+            turns = choices[0].get("turns")
         else:
             turns = row.get("reference")
         if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):

@@ -11,9 +11,11 @@ import pytest
 from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.helpfulness import load_questions, mtbench_eval, parse_rating
-from safealign.eval.helpfulness.mtbench import judge_prompt, score_summary, summarize_mtbench
+from safealign.eval.helpfulness.mtbench import judge_prompt, mtbench_fingerprint, score_summary, summarize_mtbench
+from safealign.eval.student_t import t_quantile
 from safealign.eval.summary import Z95
 from safealign.io.summaries import ScoreStats
+from safealign.models.identity import remote_identity
 
 QUESTIONS = [
     {"question_id": 1, "category": "writing", "turns": ["Write a poem.", "Make it shorter."]},
@@ -279,6 +281,67 @@ def test_load_questions_validates(tmp_path):
         load_questions([QUESTIONS[0], QUESTIONS[0]])
 
 
+def test_a_reference_must_be_a_list_of_strings_not_one_string_shown_a_character_per_turn(tmp_path, scripted):
+    path = tmp_path / "q.jsonl"
+    path.write_text(json.dumps(QUESTIONS[0]) + "\n" + json.dumps({**QUESTIONS[1], "reference": "4"}) + "\n")
+    with pytest.raises(UserError, match=rf"{re.escape(str(path))}: question row 1: field 'reference' must be a list"):
+        load_questions(path)
+    with pytest.raises(UserError, match="question row 0: field 'reference' must be a list of strings"):
+        load_questions([{**QUESTIONS[1], "reference": ["4", 6]}])
+    assert load_questions([QUESTIONS[1], {**QUESTIONS[2], "reference": None}])[0]["reference"] == ["4", "6"]
+    model, judge = scripted(str), scripted(lambda c: "Rating: [[5]]")
+    for judge_format in ("project", "fastchat"):  # passed in from Python: checked the same way
+        with pytest.raises(UserError, match=r"references\['2'\] must be a list of strings .*got str"):
+            mtbench_eval(model, judge, QUESTIONS[1:2], out_dir=tmp_path / judge_format, progress=False,
+                         judge_format=judge_format, references={"2": "four, then six"})
+    assert model.calls == [] and judge.calls == []
+
+
+def test_an_endpoint_judge_is_named_by_its_model_name_not_its_class(tmp_path, monkeypatch, scripted):
+    from safealign.eval.backends.openai_http import OpenAIChatModel
+
+    def generate(self, conversations, params):  # the real endpoint model, answering without a network
+        return scripted(lambda c: "Rating: [[7]]").generate(conversations, params)
+
+    monkeypatch.setattr(OpenAIChatModel, "generate", generate)
+    judge = OpenAIChatModel("gpt-4-0613", base_url="http://127.0.0.1:9/v1")
+    summary = mtbench_eval(scripted(lambda c: "ok"), judge, QUESTIONS[:1], out_dir=tmp_path, progress=False)
+    assert summary.judge == "gpt-4-0613" and summary.overall.mean == 7
+    assert json.loads((tmp_path / "records.jsonl").read_text())["judge"] == "gpt-4-0613"
+    assert json.loads((tmp_path / "fingerprint.json").read_text())["values"]["judge.name"] == "gpt-4-0613"
+
+
+def test_a_generation_setting_added_since_a_directory_was_made_leaves_it_resumable(tmp_path, scripted):
+    """A GenerationParams field added later is missing from the fingerprint.json of every directory made
+    before it: at its default it matches (rundir's defaults), at another value the re-run is refused."""
+    def run(params=None):
+        model, judge = named(scripted, lambda c: "ok", "model-a"), scripted(lambda c: "Rating: [[6]]", name="judge-1")
+        mtbench_eval(model, judge, QUESTIONS[:1], params, tmp_path, progress=False)
+        return model, judge
+
+    run()
+    path = tmp_path / "fingerprint.json"
+    recorded = json.loads(path.read_text())
+    for key in ("generation.seed", "judge.generation.chat_template"):  # as if made before these settings existed
+        del recorded["values"][key]
+    path.write_text(json.dumps(recorded))
+    model, judge = run()
+    assert model.calls == [] and judge.calls == []  # resumed: nothing to do
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(UserError, match="generation.seed: "):
+        run(GenerationParams(max_new_tokens=256, seed=1))
+
+
+def test_existing_fingerprints_are_unchanged():
+    """The digest of a fingerprint as this code wrote it before the defaults were added (a72a178c2c561847):
+    every existing directory's fingerprint.json still matches; defaults are not part of it."""
+    fingerprint = mtbench_fingerprint(
+        remote_identity("OpenAIChatModel", "model-a"), None, GenerationParams(max_new_tokens=1024), None, "judge-1",
+        remote_identity("OpenAIChatModel", "judge-1"), GenerationParams(max_new_tokens=2048, temperature=0),
+        "fastchat", [QUESTIONS[0]], {})
+    assert fingerprint.digest == "a72a178c2c561847"
+
+
 def _records(ratings):
     return [{"question_id": i, "category": "c", "turns": ["a", "b"][:len(r)], "ratings": list(r)}
             for i, r in enumerate(ratings)]
@@ -291,11 +354,11 @@ def test_interval_is_over_questions_so_correlated_turns_do_not_narrow_it():
     two = summarize_mtbench(_records([[r, r] for r in turn1]), ids, "j")  # turn 2 always equals turn 1
     assert two.overall.mean == pytest.approx(one.mean) and two.overall.n == one.n == 7
     assert two.overall.ci95 == pytest.approx(one.ci95)  # 14 ratings, but still 7 observations
-    half = Z95 * statistics.stdev(turn1) / math.sqrt(7)
+    half = t_quantile(0.975, 6) * statistics.stdev(turn1) / math.sqrt(7)
     assert two.overall.ci95 == pytest.approx((one.mean - half, one.mean + half))
     assert two.by_category["c"] == two.overall and two.by_turn["2"].ci95 == pytest.approx(one.ci95)
     # Treating the 14 ratings as independent would have narrowed it by about √2.
-    naive = Z95 * statistics.stdev(turn1 * 2) / math.sqrt(14)
+    naive = t_quantile(0.975, 13) * statistics.stdev(turn1 * 2) / math.sqrt(14)
     assert two.overall.ci95[1] - two.overall.mean > 1.3 * naive
 
 
@@ -304,5 +367,21 @@ def test_score_summary_is_the_rating_mean_with_questions_as_the_unit():
     assert s.mean == pytest.approx((4 + 6 + 8 + 2 + 2) / 5) and s.n == 3 and s.unscored == 3
     sums, counts = [10, 8, 4], [2, 1, 2]
     se = math.sqrt(3 / 2 * sum((a - s.mean * m) ** 2 for a, m in zip(sums, counts))) / 5
-    assert s.ci95 == pytest.approx((s.mean - Z95 * se, s.mean + Z95 * se))
+    t = t_quantile(0.975, 2)  # n - 1 degrees of freedom
+    assert s.ci95 == pytest.approx((s.mean - t * se, s.mean + t * se))
     assert score_summary([[7, 9]]).ci95 is None and score_summary([[None]]).mean is None
+
+
+def test_intervals_use_students_t_with_each_scores_own_degrees_of_freedom():
+    """A category holds about 10 questions: 1.96 would understate its interval by ~13% (t(0.975, 9) = 2.262)."""
+    ratings = [3, 5, 6, 8, 9, 4, 7, 5, 6, 8]
+    records = _records([[r] for r in ratings]) + [{**r, "question_id": r["question_id"] + 10, "category": "d"}
+                                                  for r in _records([[r] for r in ratings[::-1]])]
+    summary = summarize_mtbench(records, [str(i) for i in range(20)], "j")
+    c = summary.by_category["c"]
+    half = t_quantile(0.975, 9) * statistics.stdev(ratings) / math.sqrt(10)
+    assert c.n == 10 and c.ci95 == pytest.approx((c.mean - half, c.mean + half))
+    assert c.ci95[1] - c.mean > 1.15 * Z95 * statistics.stdev(ratings) / math.sqrt(10)
+    o = summary.overall
+    half = t_quantile(0.975, 19) * statistics.stdev(ratings * 2) / math.sqrt(20)
+    assert o.n == 20 and o.ci95 == pytest.approx((o.mean - half, o.mean + half))

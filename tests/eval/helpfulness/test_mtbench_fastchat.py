@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -191,6 +192,21 @@ def test_reference_files_in_both_layouts(tmp_path):
         fastchat.load_references(path)
 
 
+@pytest.mark.parametrize("row", [
+    {"question_id": 4, "choices": ["a", "b"]},  # the turns without FastChat's {"turns": [...]} around them
+    {"question_id": 5, "choices": {"turns": ["a", "b"]}},  # one choice, not a list of them
+    {"question_id": 6, "choices": "a"},
+])
+def test_a_malformed_choices_field_is_a_user_error_naming_file_row_and_field(tmp_path, row):
+    path = tmp_path / "refs.jsonl"
+    path.write_text(json.dumps({"question_id": 1, "reference": ["a", "b"]}) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(UserError, match=rf"{re.escape(str(path))}: row 1: field 'choices' must be a list of objects"):
+        fastchat.load_references(path)
+    path.write_text("[1, 2]\n")
+    with pytest.raises(UserError, match="row 0: not a JSON object"):
+        fastchat.load_references(path)
+
+
 def test_run_mtbench_defaults_to_fastchats_questions_and_gpt4_references(tmp_path, scripted):
     judge = scripted(lambda c: "Rating: [[4]]")
     summary = run_mtbench(scripted(lambda c: "ok"), judge, tmp_path, limit=80, progress=False,
@@ -220,6 +236,23 @@ def test_cli_eval_mtbench_runs_against_an_endpoint_stand_in(tmp_path, monkeypatc
     assert rc == 0 and "writing" in out and "overall" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["judge"] == "the-judge" and summary["overall"]["n"] == 1 and summary["overall"]["unscored"] == 1
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_below_one_is_refused_before_anything_runs(tmp_path, monkeypatch, capsys, scripted, limit):
+    """0 would rewrite summary.json as 0 questions and -1 would run all but the last: both are mistakes."""
+    import safealign.eval.backends as backends
+    from safealign.cli import main
+
+    model, judge = scripted(lambda c: "ok"), scripted(lambda c: "Rating: [[5]]")
+    with pytest.raises(UserError, match=f"limit must be >= 1, got {limit}"):
+        run_mtbench(model, judge, tmp_path / "out", limit=limit, progress=False)
+    built = []
+    monkeypatch.setattr(backends, "build_chat_model", lambda config, **_: built.append(config) or model)
+    assert main(["eval-mtbench", "--model", "m", "--judge-model", "j", "--limit", str(limit),
+                 "--output-dir", str(tmp_path / "out")]) == 2
+    assert f"--limit must be >= 1, got {limit}" in capsys.readouterr().err
+    assert model.calls == [] and judge.calls == [] and built == [] and not (tmp_path / "out").exists()
 
 
 def test_rerun_with_the_other_judge_format_is_refused_until_overwrite(tmp_path, scripted):
@@ -270,6 +303,33 @@ def test_cli_refuses_another_model_or_judge_in_an_output_dir_and_records_no_key(
     assert json.loads((out / "records.jsonl").read_text())["answers"] == ["model-b says", "model-b says"]
     assert all(secret not in (out / name).read_text() for name in ("fingerprint.json", "records.jsonl",
                                                                    "summary.json"))
+
+
+def test_cli_judge_endpoint_can_come_from_its_own_environment_variables(tmp_path, monkeypatch, capsys, scripted):
+    """With --backend openai --judge-backend openai the model and the judge need not share one endpoint: the judge's
+    URL and key come from the variables --judge-base-url-env/--judge-api-key-env name (their names, never values)."""
+    from safealign.cli import main
+    from safealign.eval.backends.openai_http import OpenAIChatModel
+
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/model/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-model")
+    monkeypatch.setenv("JUDGE_URL", "http://127.0.0.1:9/judge/v1")
+    monkeypatch.setenv("JUDGE_KEY", "sk-judge")
+    seen = {}
+
+    def generate(self, conversations, params):  # the real endpoint models, answering without a network
+        seen[self.model] = (self.url, self._api_key)
+        return scripted(lambda c: "Rating: [[8]]" if self.model == "judge-1" else "ok").generate(conversations, params)
+
+    monkeypatch.setattr(OpenAIChatModel, "generate", generate)
+    questions, out = tmp_path / "q.jsonl", tmp_path / "out"
+    questions.write_text(json.dumps(QUESTIONS[0]) + "\n")
+    assert main(["eval-mtbench", "--backend", "openai", "--model", "model-a", "--judge-model", "judge-1",
+                 "--judge-base-url-env", "JUDGE_URL", "--judge-api-key-env", "JUDGE_KEY",
+                 "--questions", str(questions), "--output-dir", str(out)]) == 0
+    assert seen == {"model-a": ("http://127.0.0.1:9/model/v1/chat/completions", "sk-model"),
+                    "judge-1": ("http://127.0.0.1:9/judge/v1/chat/completions", "sk-judge")}
+    assert all("sk-" not in (out / name).read_text() for name in ("fingerprint.json", "records.jsonl", "summary.json"))
 
 
 def test_fastchat_temperatures_answer_each_category_at_its_own(tmp_path, scripted):
