@@ -11,6 +11,7 @@ and ``reward_model.json`` (kind: reward or cost, and the base spec it was traine
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
@@ -67,6 +68,23 @@ def save_reward_model(model: ScalarRewardModel, tokenizer: Any, out: Path, *, ki
 
 def is_reward_model_dir(path: str | Path) -> bool:
     return (Path(path) / META_NAME).is_file()
+
+
+def reward_model_fingerprint(path: str | Path) -> str | None:
+    """``sha256:<hex>`` over what a saved reward model scores with: the backbone's weight files (as
+    safealign.models.identity fingerprints them) and its ``config.json``, the head and ``reward_model.json``;
+    None when the folder holds none of them. A run scored by it records this, so other weights at the same
+    path are another run (safealign/online/run.py)."""
+    from safealign.models.identity import weights_fingerprint
+
+    path = Path(path)
+    backbone = weights_fingerprint(path / "backbone") if (path / "backbone").is_dir() else None
+    files = {name: hashlib.sha256((path / name).read_bytes()).hexdigest() if (path / name).is_file() else None
+             for name in ("backbone/config.json", HEAD_NAME, META_NAME)}
+    if backbone is None and not any(files.values()):
+        return None
+    lines = [f"backbone {backbone}\n", *(f"{name} {digest}\n" for name, digest in files.items())]
+    return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
 def load_reward_model(path: str | Path, *, device: str | torch.device | None = None) -> tuple[ScalarRewardModel, Any,

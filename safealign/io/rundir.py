@@ -60,8 +60,10 @@ TRAIN_EXCLUDED = (
 # judge's likewise (safealign.eval.helpfulness.mtbench).
 # The benign prompt file's content likewise, recorded since 2026-12-07 too (a run made before lacks it and resumes:
 # its over-refusal records are still checked prompt by prompt, safealign.eval.helpfulness.overrefusal).
+# An online run's prompts file content and its reward/cost model folders' weights likewise (safealign.online.run),
+# recorded since 2026-12-07 along with its policy's and reference's weights: an online run made before resumes.
 WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "judge.weights", "judge.setup",
-              "benign.path_data")
+              "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights")
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)
 # Demo keys whose list may grow on resume: each extra benign set is answered under its own record ids and shown as

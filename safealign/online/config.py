@@ -139,6 +139,10 @@ class SafeRLHFConfig:
             raise UserError(f"{prefix}cost is empty: Safe RLHF needs at least one cost source")
         for i, source in enumerate(self.cost):
             source.validate(f"{prefix}cost.{i}.")
+            if source.lsc:  # costs are combined raw, while an LSC source would count as unbounded below
+                raise UserError(f"{prefix}cost.{i}.lsc: LSC is for reward sources; a cost source is scored raw (no "
+                                f"reference baseline), so lsc: true on cost source {source.label!r} would only "
+                                "switch off the threshold's range check; remove it")
         checks.finite(prefix + "threshold", self.threshold)
         checks.positive(prefix + "lambda_init", self.lambda_init)
         checks.positive(prefix + "lambda_lr", self.lambda_lr)
@@ -169,7 +173,7 @@ class OnlineConfig:
     lr_scheduler_type: str = "constant"  # constant | linear
     warmup_steps: int = 0
     weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # 0: no clipping (as the offline trainer); grad_norm is logged either way
     beta: float = 0.05  # KL strength
     kl_estimator: str = "k1"  # rloo: in the reward (k1 as TRL); grpo: per token in the loss (k3 as TRL)
     kl_ratio_correction: bool = True  # grpo: KL term × π/π_old, the unbiased gradient (TRL's default)
@@ -207,6 +211,7 @@ class OnlineConfig:
         checks.at_least("learning_rate", self.learning_rate, 0)
         checks.one_of("lr_scheduler_type", self.lr_scheduler_type, ("constant", "linear"))
         checks.at_least("warmup_steps", self.warmup_steps, 0)
+        checks.at_least("max_grad_norm", self.max_grad_norm, 0, "0 means no clipping")
         checks.at_least("beta", self.beta, 0)
         checks.one_of("kl_estimator", self.kl_estimator, KL_ESTIMATORS)
         if self.algorithm == "grpo" and self.beta and self.kl_estimator == "k1" and not self.kl_ratio_correction:

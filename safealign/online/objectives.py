@@ -8,10 +8,20 @@ identity transform (tests/online/test_trl_crosscheck.py).
 
 from __future__ import annotations
 
+import math
+from typing import Iterable
+
 import torch
 from torch import Tensor
 
 STD_EPS = 1e-4  # TRL's: a group whose rewards are all equal gets advantage 0, not 0/0
+
+
+def clip_gradients(params: Iterable[Tensor], max_norm: float) -> float:
+    """Clip the gradients' total norm to ``max_norm`` and return the norm before clipping. ``max_norm`` 0 is no
+    clipping (as the offline trainer and HF's Trainer take it): ``clip_grad_norm_`` with 0 would zero every
+    gradient while the returned norm looked healthy (and a negative one would flip them; the configs refuse it)."""
+    return float(torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else math.inf))
 
 
 def rloo_advantages(rewards: Tensor, k: int) -> Tensor:

@@ -6,6 +6,7 @@ function of (seed, step) (:func:`step_prompts`), so a resumed run sees exactly t
 
 from __future__ import annotations
 
+import functools
 import random
 
 from safealign.errors import UserError
@@ -65,7 +66,15 @@ def step_prompts(items: list[PromptItem], step: int, per_step: int, seed: int) -
     picked = []
     for position in range(step * per_step, (step + 1) * per_step):
         epoch, offset = divmod(position, len(items))
-        order = list(range(len(items)))
-        random.Random(f"{seed}:{epoch}").shuffle(order)
-        picked.append(items[order[offset]])
+        picked.append(items[_epoch_order(seed, epoch, len(items))[offset]])
     return picked
+
+
+@functools.lru_cache(maxsize=2)  # a step's positions span this epoch and at most the next (unless per_step > size)
+def _epoch_order(seed: int, epoch: int, size: int) -> tuple[int, ...]:
+    """One epoch's shuffle of ``range(size)``, computed once per epoch instead of once per drawn prompt (a
+    100k-prompt file would otherwise be reshuffled for every prompt of every step); the same order as ever, so
+    runs resume on the prompts they were trained on."""
+    order = list(range(size))
+    random.Random(f"{seed}:{epoch}").shuffle(order)
+    return tuple(order)

@@ -31,6 +31,7 @@ from safealign.config import save_config
 from safealign.errors import UserError
 from safealign.io import append_jsonl, read_jsonl, write_json
 from safealign.models.modes import eval_mode
+from safealign.online.objectives import clip_gradients
 from safealign.train.config import DataConfig, LoraConfig
 from safealign.train.run import TrainResult
 from safealign.types import PreferencePair
@@ -57,7 +58,7 @@ class RewardConfig:
     num_train_epochs: int = 1
     max_steps: int = -1
     per_device_train_batch_size: int = 4
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 1.0  # 0: no clipping (as the offline trainer); grad_norm is logged either way
     weight_decay: float = 0.0
     lora: LoraConfig = field(default_factory=lambda: LoraConfig(dropout=0.0))
     seed: int = 0
@@ -79,9 +80,13 @@ class RewardConfig:
         if self.max_steps == 0 or self.max_steps < -1:
             raise UserError(f"max_steps must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
         checks.at_least("per_device_train_batch_size", self.per_device_train_batch_size, 1)
+        checks.at_least("max_grad_norm", self.max_grad_norm, 0, "0 means no clipping")
         self.lora.validate()
         if self.kind == "cost" and self.margin_column:
             raise UserError("margin_column is for reward models; a cost model learns from safety labels")
+        if self.kind == "cost" and self.margin:
+            raise UserError(f"margin={self.margin}: a cost model's loss has no margin (it learns from safety labels "
+                            "and pair order alone); leave margin at 0 for kind: cost")
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,7 @@ def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> Rew
             loss = pair_loss(chosen, rejected, [r for _, r in chunk], config.kind, config.regularization)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+            grad_norm = clip_gradients(params, config.max_grad_norm)
             optimizer.step()
             step += 1
             record = {"step": step, "loss": loss.item(), "grad_norm": grad_norm,

@@ -6,6 +6,7 @@ policy loads; reward-model and judge sources load after it (they may share its d
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -61,7 +62,7 @@ def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = 
     check_online_config(config)
     prompts = load_training_prompts(config.prompts)
     out = Path(config.output_dir)
-    _claim(out, config, resume, overwrite)
+    _claim(out, config, resume, overwrite, model)
     save_config(config, out / "config.yaml")
     model, tokenizer = _load_policy(config, model, tokenizer)
     device = next(model.parameters()).device
@@ -117,7 +118,7 @@ def _save_final(model: Any, tokenizer: Any, final: Path) -> None:
     tokenizer.save_pretrained(str(final))
 
 
-def _claim(out: Path, config: OnlineConfig, resume: bool, overwrite: bool) -> None:
+def _claim(out: Path, config: OnlineConfig, resume: bool, overwrite: bool, model: Any = None) -> None:
     from safealign.io.rundir import claim_run_dir
     from safealign.online.trainer import checkpoints
 
@@ -132,15 +133,45 @@ def _claim(out: Path, config: OnlineConfig, resume: bool, overwrite: bool) -> No
             raise UserError(f"{out} holds a run with the same settings and checkpoint {found[-1].name}; pass --resume "
                             "to continue it, or --overwrite to delete it and start over")
 
-    claim_run_dir(out, online_fingerprint(config), outputs=OUTPUTS, overwrite=overwrite, check=check)
+    claim_run_dir(out, online_fingerprint(config, model), outputs=OUTPUTS, overwrite=overwrite, check=check)
 
 
-def online_fingerprint(config: OnlineConfig):
-    """What an online run's results depend on: its config less :data:`EXCLUDED` (safealign/io/rundir.py)."""
+def online_settings_fingerprint(config: OnlineConfig):
+    """An online run's config less :data:`EXCLUDED` alone (safealign/io/rundir.py); ``defaults`` let a run recorded
+    before a setting existed match while it is at its default. Its digest is what compare-online's finished stages
+    were recorded under, so it stays this (safealign/pipelines/online_compare.py)."""
     from safealign.io.rundir import make_fingerprint
 
     schedule_length = () if config.lr_scheduler_type == "constant" else ("max_steps",)
-    return make_fingerprint("online", to_dict(config), exclude=[k for k in EXCLUDED if k not in schedule_length])
+    return make_fingerprint("online", to_dict(config), exclude=[k for k in EXCLUDED if k not in schedule_length],
+                            defaults=to_dict(OnlineConfig()))
+
+
+def online_fingerprint(config: OnlineConfig, model: Any = None):
+    """What an online run's results depend on, as offline training's ``train_fingerprint``: the settings
+    (:func:`online_settings_fingerprint`), the prompts file's content (``prompts.path_data``; a file edited in place
+    is another run), the starting policy's (``model``, passed in, else the one ``config.model`` names) and a separate
+    reference's weights and setups, and the reward-model folders' weights of the reward and cost sources. These are
+    :data:`~safealign.io.rundir.WHEN_KNOWN` keys: compared only where both runs recorded them, so a run made before
+    they were recorded resumes."""
+    from safealign.eval.reward_model import reward_model_fingerprint
+    from safealign.io.rundir import file_digest
+    from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint
+
+    policy = loaded_identity(model) if model is not None else model_identity(config.model)
+    reference = model_identity(config.reference.model) if config.reference.model else {}
+    extra: dict[str, Any] = {"model.weights": policy.get("fingerprint"), "model.setup": setup_fingerprint(policy),
+                             "reference.weights": reference.get("fingerprint"),
+                             "reference.setup": setup_fingerprint(reference)}
+    if config.prompts.path:  # the built-in sets are chosen by the prompts.*_train counts, fingerprinted already
+        extra["prompts.path_data"] = file_digest(config.prompts.path) or config.prompts.path
+    costs = config.safe_rlhf.cost if config.safe_rlhf.enabled else []
+    for key, sources in (("rewards", config.rewards), ("safe_rlhf.cost", costs)):
+        if any(s.kind == "reward_model" for s in sources):  # only then, so a run without one keeps its digest
+            extra[f"{key}.weights"] = [reward_model_fingerprint(s.path) if s.kind == "reward_model" and s.path
+                                       else None for s in sources]  # fmt: skip
+    settings = online_settings_fingerprint(config)
+    return dataclasses.replace(settings, values={**settings.values, **extra})
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

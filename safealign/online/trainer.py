@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from safealign.data import build_transform
+from safealign.eval.backends.base import eos_ids
 from safealign.io import append_jsonl, finite_or_none
 from safealign.models.modes import eval_mode
 from safealign.online import objectives as obj
@@ -272,7 +273,7 @@ class OnlineTrainer:
                 totals["clipped"] += clipped
                 totals["clip_count"] += count
                 totals["pairs"] += pairs
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(self.params, config.max_grad_norm))
+            grad_norm = obj.clip_gradients(self.params, config.max_grad_norm)
             self.optimizer.step()
             self.scheduler.step()
         out = {"loss": totals["loss"], "grad_norm": grad_norm, "learning_rate": self.scheduler.get_last_lr()[0],
@@ -366,8 +367,10 @@ class OnlineTrainer:
         # the mean −log π of the sampled tokens: a Monte Carlo estimate of the per-token entropy
         out["entropy"] = _token_mean(-policy_lp, mask)
         out["completion_length"] = float(sum(len(c) for c in completions) / len(completions))
-        out["truncated_fraction"] = float(sum(len(c) == config.generation.max_new_tokens for c in completions)
-                                          / len(completions))
+        # cut at max_new_tokens: full length without a closing eos (one that ends exactly there finished on its own)
+        stops = eos_ids(self.tokenizer, self.model)
+        out["truncated_fraction"] = float(sum(len(c) == config.generation.max_new_tokens and c[-1] not in stops
+                                              for c in completions) / len(completions))
         harmful_rows = [i for i, h in enumerate(batch.harmful) if h is True]
         if harmful_rows:
             verdicts = self._refusal.score([], [batch.texts[i] for i in harmful_rows])

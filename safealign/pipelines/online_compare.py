@@ -154,9 +154,11 @@ def _stage_fingerprint(config: OnlineCompareConfig, online: Any):
     """What a stage's figures depend on: its training run's settings (as the online trainer fingerprints them)
     and the evaluation's sizes; not where it writes, nor how many workers run the comparison."""
     from safealign.io.rundir import make_fingerprint
-    from safealign.online.run import online_fingerprint
+    from safealign.online.run import online_settings_fingerprint
 
-    training = online_fingerprint(online).digest
+    # the settings only, the digest finished stages were recorded under; the training run's own fingerprint (with
+    # its prompts' content and weights) is checked by run_online and _check_finished_training
+    training = online_settings_fingerprint(online).digest
     evaluation = {k: getattr(config, k) for k in ("harmful_test", "benign_test", "borderline_test",
                                                   "eval_max_new_tokens")}
     return make_fingerprint("online-compare-stage", evaluation, extra={"training": training})

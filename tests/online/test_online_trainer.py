@@ -398,3 +398,138 @@ def test_a_reference_model_with_another_tokenizer_is_refused(tmp_path):
     config = tiny_config(tmp_path, "max_steps=1", f"reference.model={folder}")
     with pytest.raises(UserError, match="does not share the policy's tokenizer"):
         run_online(config)
+
+
+def test_max_grad_norm_zero_means_no_clipping_and_a_negative_one_is_refused(tmp_path):
+    """0 is "no clipping" (as the offline trainer and HF's Trainer): clip_grad_norm_(…, 0) would zero every gradient
+    while the logged norm looked healthy, and a negative norm would flip them (gradient ascent)."""
+    rows = {}
+    for norm in ("0", "1e9"):  # 1e9: far above any gradient norm here, so clipping never bites either
+        config = tiny_config(tmp_path / norm, "max_steps=2", f"max_grad_norm={norm}", "learning_rate=5e-2",
+                             recipe="rlhf_rloo.yaml", reward="byte_reward")
+        run_online(config)
+        rows[norm] = metrics(Path(config.output_dir) / "metrics.jsonl")
+    drop = lambda row: {k: v for k, v in row.items() if not k.startswith(("time/", "share/"))}  # noqa: E731
+    assert [drop(r) for r in rows["0"]] == [drop(r) for r in rows["1e9"]]
+    assert rows["0"][0]["grad_norm"] > 0 and abs(rows["0"][1]["kl"]) > 1e-6  # the first update moved the policy
+    with pytest.raises(UserError, match="max_grad_norm must be >= 0"):
+        tiny_config(tmp_path, "max_grad_norm=-1")
+
+
+def _old_step_prompts(items, step, per_step, seed):
+    """step_prompts as first written (a fresh shuffle per position): the order existing runs were trained in."""
+    import random
+
+    picked = []
+    for position in range(step * per_step, (step + 1) * per_step):
+        epoch, offset = divmod(position, len(items))
+        order = list(range(len(items)))
+        random.Random(f"{seed}:{epoch}").shuffle(order)
+        picked.append(items[order[offset]])
+    return picked
+
+
+def test_step_prompts_shuffles_each_epoch_once_and_keeps_the_order_runs_were_trained_in(monkeypatch):
+    from safealign.online import prompts as prompts_module
+    from safealign.online.prompts import step_prompts
+
+    items = list(range(7))
+    for seed in (0, 3, 41):
+        for per_step in (1, 3, 7, 16):  # 16 > 7: one step spans three epochs
+            for step in (0, 1, 2, 5, 13):
+                assert step_prompts(items, step, per_step, seed) == _old_step_prompts(items, step, per_step, seed)
+    shuffles = []
+
+    class Counting(prompts_module.random.Random):
+        def shuffle(self, x):
+            shuffles.append(len(x))
+            return super().shuffle(x)
+
+    monkeypatch.setattr(prompts_module.random, "Random", Counting)
+    many = list(range(1000))
+    for step in range(5):  # 5 steps of 100 prompts: all in epoch 0 of seed 987
+        step_prompts(many, step, 100, 987)
+    assert shuffles == [1000]
+
+
+def test_truncated_fraction_leaves_out_completions_that_end_with_eos_at_the_last_position(tmp_path, monkeypatch):
+    """A completion of max_new_tokens tokens whose last one is an eos finished on its own: it was not cut."""
+    from safealign.eval.backends.base import eos_ids
+    from safealign.online import trainer as trainer_module
+
+    real = trainer_module.sample
+
+    def full_length(model, tokenizer, *args, max_new_tokens, **kwargs):
+        out = real(model, tokenizer, *args, max_new_tokens=max_new_tokens, **kwargs)
+        stops = eos_ids(tokenizer, model)
+        eos, word = min(stops), next(t for t in range(100) if t not in stops and t != tokenizer.pad_token_id)
+        # even samples end with an eos exactly at the last position, odd ones are cut there
+        return [(word,) * (max_new_tokens - 1) + ((eos,) if i % 2 == 0 else (word,)) for i in range(len(out))]
+
+    monkeypatch.setattr(trainer_module, "sample", full_length)
+    config = tiny_config(tmp_path, "max_steps=1", reward="length_reward")
+    run_online(config)
+    row = metrics(Path(config.output_dir) / "metrics.jsonl")[0]
+    assert row["completion_length"] == config.generation.max_new_tokens
+    assert row["truncated_fraction"] == 0.5
+
+
+def test_lsc_on_a_cost_source_is_refused(tmp_path):
+    """A cost source is combined raw (no LSC baseline) while an LSC source counts as unbounded, which skipped the
+    threshold's range check: the constraint could be always met and training silently reward-only."""
+    with pytest.raises(UserError, match=r"safe_rlhf\.cost\.0\.lsc.*cost source"):
+        tiny_config(tmp_path, "safe_rlhf.cost.0.lsc=true", recipe="safe_rlhf.yaml")
+    assert tiny_config(tmp_path, "rewards.0.lsc=true", recipe="safe_rlhf.yaml").rewards[0].lsc  # rewards may
+
+
+def test_editing_the_prompts_file_refuses_a_resume_naming_it(tmp_path):
+    """The run fingerprint holds the prompts file's content, not only its path."""
+    path = tmp_path / "prompts.jsonl"
+    rows = [{"prompt": f"Question {i}?", "harmful": i % 2 == 0} for i in range(4)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    run_online(tiny_config(tmp_path, "max_steps=1", f"prompts.path={path}"))
+    path.write_text("".join(json.dumps({**row, "prompt": row["prompt"] + " Please."}) + "\n" for row in rows))
+    with pytest.raises(UserError, match=r"different settings \(prompts\.path_data: "):
+        run_online(tiny_config(tmp_path, "max_steps=2", f"prompts.path={path}"), resume=True)
+
+
+def test_a_run_recorded_before_content_and_weights_were_fingerprinted_still_resumes(tmp_path):
+    """A fingerprint.json of the config alone (as written before the prompts' content and the models' weights were
+    recorded), lacking a setting added since at its default, resumes; a changed setting is still refused."""
+    from safealign.config import to_dict
+    from safealign.io.rundir import make_fingerprint
+    from safealign.online.run import EXCLUDED
+
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Q{i}?", "harmful": i % 2 == 0}) + "\n" for i in range(4)))
+    first = tiny_config(tmp_path, "max_steps=1", f"prompts.path={path}")
+    run_online(first)
+    old = make_fingerprint("online", to_dict(first), exclude=EXCLUDED).to_json()
+    del old["values"]["generation.top_k"]  # as if top_k had been added to the config since (it is at its default)
+    (Path(first.output_dir) / "fingerprint.json").write_text(json.dumps(old))
+    with pytest.raises(UserError, match=r"beta: "):
+        run_online(tiny_config(tmp_path, "max_steps=2", f"prompts.path={path}", "beta=0.5"), resume=True)
+    run_online(tiny_config(tmp_path, "max_steps=2", f"prompts.path={path}"), resume=True)
+    assert [r["step"] for r in metrics(Path(first.output_dir) / "metrics.jsonl")] == [1, 2]
+
+
+def test_the_fingerprint_holds_the_reference_and_reward_model_weights(tmp_path):
+    """Other weights at the same reference.model or reward-model path are another run."""
+    from safealign.io.rundir import differing_keys
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+    from safealign.online.run import online_fingerprint
+
+    reference, scorer = tmp_path / "ref", tmp_path / "rm"
+    tiny_model(seed=1).save_pretrained(reference)
+    tiny_tokenizer().save_pretrained(reference)
+    (scorer / "backbone").mkdir(parents=True)
+    (scorer / "backbone" / "model.safetensors").write_bytes(b"backbone")
+    (scorer / "head.pt").write_bytes(b"head")
+    (scorer / "reward_model.json").write_text('{"kind": "reward", "base": "tiny-random"}')
+    config = tiny_config(tmp_path, f"reference.model={reference}")
+    config.rewards = [SourceConfig(), SourceConfig(kind="reward_model", path=str(scorer))]
+    before = online_fingerprint(config)
+    assert before.values["rewards.weights"][0] is None and before.values["rewards.weights"][1]
+    tiny_model(seed=2).save_pretrained(reference)
+    (scorer / "head.pt").write_bytes(b"another head")
+    assert differing_keys(before, online_fingerprint(config)) == ["reference.weights", "rewards.weights"]

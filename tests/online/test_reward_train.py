@@ -55,3 +55,30 @@ def test_a_second_run_is_told_whether_the_folder_holds_a_trained_model_or_an_unf
     with pytest.raises(UserError, match="holds an unfinished reward-model run.*pass --overwrite to start it again"):
         run_reward_training(config)
     assert run_reward_training(config, overwrite=True).final_dir.is_dir()
+
+
+def test_a_cost_model_refuses_a_margin_and_any_model_a_negative_max_grad_norm(tmp_path):
+    """A cost model's loss has no margin (it would be silently ignored); a negative max_grad_norm would flip the
+    gradients (0 means no clipping, as in the offline trainer)."""
+    path = tmp_path / "pairs.jsonl"
+    with pytest.raises(UserError, match="margin=0.5: a cost model"):
+        config_for(path, "kind=cost", "margin=0.5")
+    with pytest.raises(UserError, match="max_grad_norm must be >= 0"):
+        config_for(path, "max_grad_norm=-1")
+    assert config_for(path, "kind=cost", "max_grad_norm=0").max_grad_norm == 0
+
+
+def test_max_grad_norm_zero_trains_without_clipping(tmp_path):
+    """clip_grad_norm_(…, 0) zeroes every gradient: 0 must mean "no clipping" and give the unclipped run's steps."""
+    from safealign.online.reward_train import run_reward_training
+
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    logged = {}
+    for norm in ("0", "1e9"):
+        config = config_for(path, f"output_dir={tmp_path / norm}", "max_steps=3", "eval_fraction=0",
+                            "per_device_train_batch_size=2", "learning_rate=5e-2", f"max_grad_norm={norm}")
+        run_reward_training(config)
+        logged[norm] = [json.loads(line) for line in (tmp_path / norm / "metrics.jsonl").read_text().splitlines()]
+    assert logged["0"] == logged["1e9"]
+    assert logged["0"][0]["grad_norm"] > 0
