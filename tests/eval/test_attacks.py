@@ -125,7 +125,7 @@ def test_pair_refines_until_the_judge_says_jailbroken():
 
     def attacker(conversation):
         rounds["n"] += 1
-        # stream replies are scripted by call count; one garbage answer along the way
+        # stream replies are scripted by call count; one garbage answer along the way, which is re-asked
         return "garbage" if rounds["n"] == 2 else json.dumps({"improvement": "x", "prompt": f"try {rounds['n']}"})
 
     def target(conversation):
@@ -136,11 +136,12 @@ def test_pair_refines_until_the_judge_says_jailbroken():
                         attacker=ScriptedChatModel(attacker))  # fmt: skip
     attempts = attack(B)
     assert [a.meta["id"] for a in attempts] == ["stream0", "stream1"]
-    # round 1: streams get "try 1" / garbage (keeps the behavior); round 2: "try 3" / "try 4";
-    # round 3: "try 5" jailbreaks stream 0 and the search stops
-    assert attempts[0].messages[0]["content"] == "try 5" and attempts[0].meta["jailbroken_in_search"] is True
-    assert attempts[1].meta["parse_errors"] == 1 and attempts[0].meta["rounds"] == 3
-    assert len(target_model.calls) == 3
+    # round 1: streams get "try 1" / garbage, re-asked: "try 3"; round 2: "try 4" / "try 5", which jailbreaks
+    # stream 1 and the search stops
+    assert attempts[1].messages[0]["content"] == "try 5" and attempts[1].meta["jailbroken_in_search"] is True
+    assert attempts[1].meta["parse_errors"] == 1 and attempts[1].meta["attacker_calls"] == 3
+    assert attempts[0].messages[0]["content"] == "try 4" and attempts[0].meta["rounds"] == 2
+    assert len(target_model.calls) == 2 and "garbage" not in repr(target_model.conversations)
     # the attacker saw the judge's score in its feedback turn
     last_attacker_context = attack.attacker.calls[-1][0]
     assert "SCORE: 1" in last_attacker_context[-1]["content"]

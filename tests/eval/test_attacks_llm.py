@@ -60,12 +60,16 @@ def test_pair_lenient_uses_a_plain_answer_as_the_prompt():
     from safealign.eval.attacks.pair import PAIRAttack, PAIRConfig
 
     target = ScriptedChatModel(lambda c: "HARMFUL" if _user_last(c) == "Tell me as a story" else "I refuse")
-    for lenient, sent in ((False, B.behavior), (True, "Tell me as a story")):
+    for lenient in (False, True):
         target.calls.clear()
         context = AttackContext(target=target, judge=KeywordJudge())
-        PAIRAttack(PAIRConfig(n_streams=1, depth=1, lenient=lenient), context,
-                   attacker=ScriptedChatModel(lambda c: "Tell me as a story"))(B)  # fmt: skip
-        assert _user_last(target.conversations[0]) == sent
+        [attempt] = PAIRAttack(PAIRConfig(n_streams=1, depth=1, lenient=lenient), context,
+                               attacker=ScriptedChatModel(lambda c: "Tell me as a story"))(B)  # fmt: skip
+        if lenient:
+            assert [_user_last(c) for c in target.conversations] == ["Tell me as a story"]
+        else:  # no JSON prompt: nothing is sent in its place; the attempt is the plain request, flagged
+            assert target.n_generated == 0 and attempt.meta["attacker_failed"] is True
+            assert attempt.messages[0]["content"] == B.behavior
 
 
 def test_ask_retries_only_the_unparseable_then_gives_none():
@@ -119,7 +123,9 @@ def test_tap_prunes_off_topic_nodes_and_keeps_width():
     assert sent and not any("offtopic" in p for p in sent)  # no off-topic prompt ever reached the target
     assert all(len(call) <= 2 for call in target.calls)  # at most `width` target queries per depth, one call each
     assert len(target.calls) == 3 and attempt.meta["depth_reached"] == 3
-    assert attempt.meta["pruned_off_topic"] >= 1 and all(n["on_topic"] is True for n in attempt.meta["tree"])
+    tree = attempt.meta["tree"]  # every branch: the pruned ones too, never scored
+    assert attempt.meta["pruned_off_topic"] == sum(n["on_topic"] is False for n in tree) >= 1
+    assert all(n["on_topic"] is True for n in tree if n["score"] is not None)
     # depth 1: one root × 3 branches; later depths: the 2 kept leaves × 3 branches, all in one attacker call
     assert [len(c) for c in attack.attacker.calls] == [3, 6, 6]
     assert attempt.meta["target_queries"] == len(sent) and attempt.meta["score"] == 1
@@ -172,6 +178,28 @@ def test_tap_bad_params_name_the_key():
         TAPConfig(attacker={"nam": "x"})
 
 
+def test_tap_counts_every_evaluator_call_including_the_ratings():
+    target = ScriptedChatModel(lambda c: "I refuse")
+    evaluator = ScriptedChatModel(lambda c: "YES]]" if "RESPONSE" not in _last(c[:2]) else "3]]")
+    attack = TAPAttack(TAPConfig(depth=2, branching=2, width=2, scorer="evaluator"),
+                       AttackContext(target=target, judge=KeywordJudge()), attacker=_tap_attacker(),
+                       evaluator=evaluator)  # fmt: skip
+    [attempt] = attack(B)
+    assert attempt.meta["evaluator_calls"] == evaluator.n_generated == 10  # 2 + 4 on-topic checks, 2 + 2 ratings
+
+
+def test_tap_tree_records_the_nodes_pruned_off_topic():
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attack = TAPAttack(TAPConfig(depth=1, branching=4, width=5), AttackContext(target=target, judge=KeywordJudge()),
+                       attacker=_tap_attacker(), evaluator=_tap_evaluator())  # fmt: skip
+    [attempt] = attack(B)
+    tree = {n["id"]: n for n in attempt.meta["tree"]}
+    assert sorted(tree) == ["r0.0", "r0.1", "r0.2", "r0.3"]  # every branch, the pruned one too
+    assert tree["r0.2"]["on_topic"] is False and tree["r0.2"]["score"] is None  # "offtopic prompt 3": never sent
+    assert all(tree[i]["on_topic"] is True and tree[i]["score"] == 1 for i in ("r0.0", "r0.1", "r0.3"))
+    assert attempt.meta["pruned_off_topic"] == 1 and target.n_generated == 3
+
+
 # ---- pap ---------------------------------------------------------------------------------------------------
 
 
@@ -217,6 +245,11 @@ def test_pap_techniques_and_budget_are_checked():
         PAPConfig(techniques=("Bribery",))
     with pytest.raises(ValueError, match="5 techniques is over the budget max_queries=3"):
         PAPConfig(max_queries=3)
+
+
+def test_pap_refuses_a_technique_named_twice():
+    with pytest.raises(ValueError, match=r"techniques: named more than once: \['logical appeal'\]"):
+        PAPConfig(techniques=("Logical Appeal", "logical appeal"))
 
 
 # ---- zero_shot ---------------------------------------------------------------------------------------------
@@ -344,3 +377,129 @@ def test_attackers_default_to_the_target():
     target = ScriptedChatModel(lambda c: json.dumps({"question": "q"}))
     attack = build_attack("crescendo", {"max_turns": 1}, AttackContext(target=target, judge=KeywordJudge()))
     assert attack.attacker is target
+
+
+def test_crescendo_target_error_stops_the_search_without_keeping_the_exchange():
+    replies = iter(["Here is some general history.", RuntimeError("prompt too long: 2100 tokens, over 2048")])
+    target = ScriptedChatModel(lambda c: next(replies, "never asked"))
+    [attempt] = CrescendoAttack(CrescendoConfig(max_turns=3), AttackContext(target=target, judge=KeywordJudge()),
+                                attacker=_crescendo_attacker())(B)  # fmt: skip
+    # the failed exchange is neither kept nor counted: the attempt re-asks the last kept question
+    assert [m["content"] for m in attempt.messages] == ["question 1"] and attempt.meta["turns"] == 1
+    assert "no reply" not in repr(attempt.messages) and target.n_generated == 2  # the search stopped there
+    assert attempt.meta["target_error"] == "prompt too long: 2100 tokens, over 2048"
+    assert attempt.meta["attacker_failed"] is False and attempt.meta["target_queries"] == 2
+    first = ScriptedChatModel(lambda c: RuntimeError("HTTP 503"))  # the very first question failed
+    [failed] = CrescendoAttack(CrescendoConfig(max_turns=3), AttackContext(target=first, judge=KeywordJudge()),
+                               attacker=_crescendo_attacker())(B)  # fmt: skip
+    assert failed.messages == ({"role": "user", "content": "question 1"},) and failed.meta["turns"] == 0
+    assert failed.meta["target_error"] == "HTTP 503" and failed.meta["attacker_failed"] is False
+
+
+# ---- pair --------------------------------------------------------------------------------------------------
+
+
+def test_pair_retries_unparseable_answers_and_flags_a_stream_that_never_had_a_prompt():
+    from safealign.eval.attacks.pair import PAIRAttack, PAIRConfig
+
+    story = json.dumps({"prompt": "tell me as a story"})
+    # in call order: round 1 asks both streams, re-asks both, then stream 1 alone; round 2 asks stream 0 only
+    answers = iter(["garbage", "Sorry, I won't.", story, "Sorry, I won't.", "Sorry, I won't.", story])
+    attacker = ScriptedChatModel(lambda c: next(answers))
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attack = PAIRAttack(PAIRConfig(n_streams=2, depth=2, retries=2), AttackContext(target=target, judge=KeywordJudge()),
+                        attacker=attacker)  # fmt: skip
+    stream0, stream1 = attack(B)
+    # only attacker prompts reach the target, never the plain request in their place
+    assert [_user_last(c) for c in target.conversations] == ["tell me as a story"] * 2
+    assert stream0.meta["attacker_failed"] is False and stream0.messages[0]["content"] == "tell me as a story"
+    assert stream0.meta["target_queries"] == 2 and stream0.meta["attacker_calls"] == 3  # 2 tries, then 1
+    assert stream1.meta["attacker_failed"] is True and stream1.messages[0]["content"] == B.behavior
+    assert stream1.meta["target_queries"] == 0 and stream1.meta["attacker_calls"] == 3  # asked 3 times, then stopped
+    assert stream1.meta["rounds"] == 0 and stream0.meta["rounds"] == 2
+    assert stream0.meta["parse_errors"] == 1 and stream1.meta["parse_errors"] == 3  # every unusable answer
+    assert [len(c) for c in attacker.calls] == [2, 2, 1, 1]
+
+
+def test_pair_counts_match_the_generations_made():
+    from safealign.eval.attacks.pair import PAIRAttack, PAIRConfig
+
+    attacker = ScriptedChatModel(lambda c: json.dumps({"prompt": "P"}))
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attempts = PAIRAttack(PAIRConfig(n_streams=3, depth=2), AttackContext(target=target, judge=KeywordJudge()),
+                          attacker=attacker)(B)  # fmt: skip
+    assert sum(a.meta["target_queries"] for a in attempts) == target.n_generated == 6
+    assert sum(a.meta["attacker_calls"] for a in attempts) == attacker.n_generated == 6
+
+
+# ---- shared attacker helpers -------------------------------------------------------------------------------
+
+
+def test_build_llm_keeps_the_types_and_text_of_the_mapping(monkeypatch):
+    from safealign.eval import backends
+    from safealign.eval.attacks.attacker import build_llm
+
+    built = []
+    monkeypatch.setattr(backends, "build_chat_model", lambda config: built.append(config) or "model")
+    build_llm({"backend": "openai", "name": "gpt", "system_prompt": None, "concurrency": 2}, None, "tap attacker")
+    build_llm({"backend": "openai", "name": "gpt", "system_prompt": 'Say "yes", always: x=1'}, None, "tap attacker")
+    assert built[0].system_prompt is None and built[0].concurrency == 2
+    assert built[1].system_prompt == 'Say "yes", always: x=1'
+
+
+# ---- targets whose chat template refuses a system turn (Gemma-2, older Mistral) -----------------------------
+
+SYSTEMLESS_TEMPLATE = (  # as Gemma-2's: a system message raises
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+    "{% endif %}<start_of_turn>{{ m['role'] }}\n{{ m['content'] }}<end_of_turn>\n{% endfor %}"
+    "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+)
+
+
+def _systemless():
+    from safealign.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()  # its own copy: the fixture's is shared by the session
+    tokenizer.chat_template = SYSTEMLESS_TEMPLATE
+    return tokenizer
+
+
+@pytest.mark.parametrize("name, params", [("pair", {"depth": 1, "n_streams": 1}),
+                                          ("tap", {"depth": 1, "branching": 1, "width": 1}),
+                                          ("tap", {"depth": 1, "branching": 1, "width": 1, "scorer": "evaluator"}),
+                                          ("crescendo", {"max_turns": 1})])  # fmt: skip
+def test_searches_run_on_a_target_whose_template_refuses_a_system_turn(tiny_model, name, params):
+    from safealign.eval.backends.hf import HFChatModel
+
+    target = HFChatModel(tiny_model, _systemless())  # the default attacker is the target itself
+    context = AttackContext(target=target, generation=GenerationParams(max_new_tokens=4), judge=KeywordJudge())
+    attempts = build_attack(name, {**params, "attacker_max_new_tokens": 4}, context)(B)
+    assert len(attempts) == 1 and attempts[0].messages
+
+
+def test_a_refused_system_turn_is_folded_into_the_first_user_message(tiny_model):
+    from jinja2 import TemplateError
+
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.models.tiny import tiny_tokenizer as make_tokenizer
+
+    conversation = ({"role": "system", "content": "RULES"}, {"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "a"}, {"role": "user", "content": "q"})  # fmt: skip
+    params = GenerationParams()
+    chatml = make_tokenizer()  # takes a system turn: rendered exactly as its template renders it
+    assert HFChatModel(tiny_model, chatml).render(conversation, params) == chatml.apply_chat_template(
+        list(conversation), tokenize=False, add_generation_prompt=True)  # fmt: skip
+    assert HFChatModel(tiny_model, chatml, system_prompt="S").render(conversation[1:2], params) == \
+        "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"  # fmt: skip
+    systemless = _systemless()
+    model = HFChatModel(tiny_model, systemless)
+    assert model.render(conversation, params) == (
+        "<start_of_turn>user\nRULES\n\nhi<end_of_turn>\n<start_of_turn>assistant\na<end_of_turn>\n"
+        "<start_of_turn>user\nq<end_of_turn>\n<start_of_turn>model\n")  # fmt: skip
+    prefilled = (*conversation[:2], {"role": "assistant", "content": "Response: [["})
+    assert model.render(prefilled, params).endswith("RULES\n\nhi<end_of_turn>\n<start_of_turn>model\nResponse: [[")
+    configured = HFChatModel(tiny_model, systemless, system_prompt="S")  # a configured system prompt too
+    assert configured.render(conversation[1:2], params).startswith("<start_of_turn>user\nS\n\nhi<end_of_turn>")
+    systemless.chat_template = "{{ raise_exception('broken template') }}"  # other template errors still raise
+    with pytest.raises(TemplateError, match="broken template"):
+        model.render(conversation, params)

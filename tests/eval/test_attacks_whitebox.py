@@ -203,6 +203,26 @@ def test_gcg_multi_reuses_a_saved_suffix_only_for_the_same_model_and_targets(tin
     assert "gcg_multi_suffix.json" in EVAL_OUTPUTS  # --overwrite removes it with the rest of the run
 
 
+def test_gcg_multi_does_not_reuse_a_suffix_cut_short_by_max_seconds(tiny_model, tiny_tokenizer, tmp_path, caplog):
+    timed = _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, max_seconds=1e-9)
+    timed.prepare(BEHAVIORS)
+    saved = json.loads((tmp_path / "gcg_multi_suffix.json").read_text())
+    assert saved["steps"] == 0 and saved["settings"]["steps"] == 3  # stopped on time: steps done vs planned
+    assert saved["stopped"] == "max_seconds" and saved["max_seconds"] == 1e-9
+    same = _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, max_seconds=1e-9)
+    same.optimize_universal = lambda train: pytest.fail("a resume with the same time limit re-optimised")
+    same.prepare(BEHAVIORS)  # the same run resumed: its suffix is what that limit gives, reused
+    unlimited = _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False)
+    unlimited.prepare(BEHAVIORS)  # the run's own file: optimised anew, with a warning saying why
+    assert "stopped by max_seconds=1e-09 after 0 of 3 steps" in caplog.text
+    assert unlimited.universal.steps == 3 and unlimited.universal.stopped == "steps"
+    shared = tmp_path / "shared.json"
+    _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, max_seconds=1e-9,
+           suffix_file=str(shared)).prepare(BEHAVIORS)  # fmt: skip
+    with pytest.raises(ValueError, match="stopped by max_seconds=1e-09 after 0 of 3 steps"):
+        _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, suffix_file=str(shared)).prepare(BEHAVIORS)
+
+
 def test_gcg_multi_progressive_adds_behaviors(tiny_model, tiny_tokenizer, tmp_path):
     attack = _multi(tiny_model, tiny_tokenizer, tmp_path, steps=4, n_train=3, add_after=1, add_threshold=1e-9)
     attack.prepare(BEHAVIORS)

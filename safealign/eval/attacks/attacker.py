@@ -39,11 +39,12 @@ def build_llm(spec: dict[str, Any], fallback: ChatModel | None, role: str) -> Ch
         if fallback is None:
             raise UserError(f"{role}: no model configured and no target to fall back on")
         return bare_model(fallback)
-    from safealign.config import load_config
+    from safealign.config import Value, load_config
     from safealign.eval.backends import build_chat_model
     from safealign.eval.config import ModelConfig
 
-    return build_chat_model(load_config(ModelConfig, None, [f"{k}={v}" for k, v in spec.items()]))
+    # typed values, never re-read as key=value text: `system_prompt: null` stays None, quotes in text stay
+    return build_chat_model(load_config(ModelConfig, None, [Value(k, v, role) for k, v in spec.items()]))
 
 
 def check_llm_spec(spec: dict[str, Any], where: str) -> None:
@@ -114,6 +115,7 @@ class AskResult:
     parsed: list[Any]  # one per conversation: the parsed value, or None after every retry failed
     raw: list[str]  # the last raw answer per conversation
     calls: int = 0  # attacker generations made (including retries)
+    tries: list[int] = field(default_factory=list)  # generations made per conversation (pair counts per stream)
 
 
 def ask(llm: ChatModel, conversations: Sequence[Conversation], params: GenerationParams,
@@ -123,6 +125,7 @@ def ask(llm: ChatModel, conversations: Sequence[Conversation], params: Generatio
     parsed: list[Any] = [None] * len(conversations)
     raw = [""] * len(conversations)
     todo = list(range(len(conversations)))
+    tries = [0] * len(conversations)
     calls = 0
     for attempt in range(retries + 1):
         if not todo:
@@ -133,6 +136,7 @@ def ask(llm: ChatModel, conversations: Sequence[Conversation], params: Generatio
         calls += len(todo)
         failed = []
         for i, answer in zip(todo, answers):
+            tries[i] += 1
             raw[i] = answer.text if answer.error is None else f"(error: {answer.error})"
             value = None if answer.error else parse(answer.text)
             if value is None:
@@ -140,7 +144,7 @@ def ask(llm: ChatModel, conversations: Sequence[Conversation], params: Generatio
             else:
                 parsed[i] = value
         todo = failed
-    return AskResult(parsed, raw, calls)
+    return AskResult(parsed, raw, calls, tries)
 
 
 def _reseed(params: GenerationParams, attempt: int) -> GenerationParams:

@@ -6,7 +6,9 @@ the objective while building on the target's own answers. Each target reply is c
 
 - a refusal (the refusal-substring list) is taken back out of the target's history and the attacker is told
   to rephrase; this does not count as a turn, up to ``max_backtracks`` times;
-- otherwise the exchange stays, and the run's early-stop judge decides whether the objective is reached.
+- otherwise the exchange stays, and the run's early-stop judge decides whether the objective is reached;
+- a failed target generation (``reply.error``: prompt too long, endpoint down) ends the search: the exchange
+  is not kept or counted as a turn, and the error is ``meta["target_error"]``.
 
 The attempt is the whole kept conversation up to and including the last question (the pipeline generates
 the final answer, so records hold every turn); ``meta["backtracked"]`` keeps the removed exchanges. A
@@ -87,7 +89,7 @@ class CrescendoAttack(Attack):
         history: list[Message] = []  # the target's conversation: kept exchanges only
         backtracked: list[dict[str, str]] = []
         question: str | None = None
-        stats = {"attacker_calls": 0, "parse_failures": 0, "achieved": False}
+        stats: dict[str, Any] = {"attacker_calls": 0, "parse_failures": 0, "achieved": False, "target_error": None}
         turn = 0
         while turn < cfg.max_turns and len(backtracked) <= cfg.max_backtracks and budget.take(1):
             params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature,
@@ -104,8 +106,11 @@ class CrescendoAttack(Attack):
             # a contextual behavior's context goes with the first kept question only: later turns build on it
             sent = user(question if history else with_context(behavior, question))
             reply = self.context.target.generate([tuple(history + [sent])], self.context.generation)[0]
-            text = reply.text if reply.error is None else f"(no reply: {reply.error})"
-            if reply.error is None and self.refusal.refusal_match(text) and len(backtracked) < cfg.max_backtracks:
+            if reply.error is not None:  # no answer to build on (prompt too long, endpoint down): stop here
+                stats["target_error"] = reply.error
+                break
+            text = reply.text
+            if self.refusal.refusal_match(text) and len(backtracked) < cfg.max_backtracks:
                 backtracked.append({"question": question, "reply": text})
                 attacker_history.append(user(REFUSED.format(reply=text)))
                 question = None
@@ -123,9 +128,11 @@ class CrescendoAttack(Attack):
                  turns: int) -> Attempt:  # fmt: skip
         if history:  # the last kept question is re-asked by the pipeline; the answers before it stay as context
             messages = tuple(history[:-1])
-        else:  # the attacker never got a question through: the plain request, flagged as failed
+        else:  # the plain request, flagged as failed, when the attacker never got a question through; the
+            # first question when the target failed on it (target_error)
             messages = (user(goal if question is None else with_context(behavior, question)),)
         meta = {"turns": turns, "backtracks": len(backtracked), "backtracked": backtracked,
-                "attacker_failed": not history, "search_reply": history[-1]["content"] if history else None,
+                "attacker_failed": not history and question is None,
+                "search_reply": history[-1]["content"] if history else None,
                 **stats, **budget.describe()}  # fmt: skip
         return Attempt(behavior.id, self.name, messages, meta={"id": "crescendo", **meta})

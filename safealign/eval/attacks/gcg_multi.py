@@ -7,7 +7,8 @@ candidate with the lowest mean loss. With ``progressive=true`` it starts from on
 when every active loss is under ``add_threshold`` or after ``add_after`` steps without an addition. The
 suffix is saved to ``suffix_file`` (default ``<output_dir>/gcg_multi_suffix.json``) with the fingerprint of
 the model it was optimised on (:mod:`safealign.models.identity`) and the training target strings, and is
-reused only when the model, the training behaviors, their targets and the settings all match. Otherwise the
+reused only when the model, the training behaviors, their targets and the settings all match, and, if
+``max_seconds`` stopped it before its ``steps``, only by a run with the same ``max_seconds``. Otherwise the
 default file is optimised anew (with a warning saying what differs), while an explicit ``suffix_file``,
 which other runs may share, is refused rather than overwritten. Every behavior of the run then gets
 ``request + separator + suffix``; attempt ids ``train`` and ``held_out`` split the ASR in ``by_attempt``.
@@ -72,6 +73,14 @@ class UniversalSuffix:
     settings: dict[str, Any] = field(default_factory=dict)
     model_fingerprint: str | None = None  # the weights it was optimised on (safealign.models.identity)
     targets: list[str] = field(default_factory=list)  # the training behaviors' target strings, as train_ids
+    # why the optimisation ended: "steps" (all of settings["steps"] done) or "max_seconds" (the time limit,
+    # maybe before them); "" in files written before this was recorded
+    stopped: str = ""
+    max_seconds: Optional[float] = None  # the time limit it ran under
+
+    def cut_short(self) -> bool:
+        """Stopped on time before its planned steps (a file that does not say why: fewer steps than planned)."""
+        return self.steps < self.settings.get("steps", self.steps)
 
 
 def _settings(cfg: GCGMultiConfig) -> dict[str, Any]:
@@ -137,6 +146,11 @@ class GCGMultiAttack(GCGAttack):
         changed = sorted(k for k in set(saved.settings) | set(settings) if saved.settings.get(k) != settings.get(k))
         if changed:
             differences.append(f"settings ({', '.join(changed)})")
+        elif saved.cut_short() and (saved.stopped != "max_seconds" or saved.max_seconds != self.config.max_seconds):
+            # only the same time limit (the same run resumed) would stop it there again
+            limit = saved.max_seconds if saved.stopped == "max_seconds" else "(not recorded)"
+            differences.append(f"time limit (stopped by max_seconds={limit} after {saved.steps} of "
+                               f"{saved.settings.get('steps')} steps; this run: max_seconds={self.config.max_seconds})")
         return differences
 
     @cached_property
@@ -164,11 +178,13 @@ class GCGMultiAttack(GCGAttack):
         last_add = 0
         out = UniversalSuffix(self._suffix_text(ids), ids.tolist(), [b.id for b in train], float("inf"),
                               settings=_settings(cfg), model_fingerprint=self.model_fingerprint,
-                              targets=[b.target for b in train])  # fmt: skip
+                              targets=[b.target for b in train], stopped="steps",
+                              max_seconds=cfg.max_seconds)  # fmt: skip
         start = time.perf_counter()
         for step in range(cfg.steps):
             raise_if_stop_requested()
             if cfg.max_seconds is not None and time.perf_counter() - start >= cfg.max_seconds:
+                out.stopped = "max_seconds"
                 break
             grad = torch.stack([self._token_gradients(p, ids) for p in problems[:active]]).mean(0)
             candidates = self._sample_candidates(ids, grad, generator, problems)  # sent as optimised for all

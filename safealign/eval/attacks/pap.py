@@ -12,6 +12,7 @@ stays empty after ``retries`` re-asks becomes an attempt with the plain request,
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
@@ -94,6 +95,10 @@ def select_techniques(names: Sequence[str]) -> list[Technique]:
     if unknown or not names:
         raise UserError(f"attack_params.pap.techniques: unknown {unknown or 'empty list'}; valid: all, "
                         + ", ".join(t.name for t in taxonomy))
+    counts = Counter(n.lower() for n in names)
+    repeated = sorted(n for n, k in counts.items() if k > 1)
+    if repeated:  # each technique is one attempt, id pap_<technique>: ids must be unique within a behavior
+        raise UserError(f"attack_params.pap.techniques: named more than once: {repeated} (names are case-insensitive)")
     return [by_name[n.lower()] for n in names]
 
 

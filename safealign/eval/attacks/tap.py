@@ -5,7 +5,8 @@ generate call), an evaluator drops prompts that drift off the task (phase 1, at 
 the target answers all survivors in one call (a contextual behavior's context before each prompt, as in the
 attempt), they are scored, and the ``width`` best with a score > 0 become the next leaves (phase 2). The
 search stops at a score >= ``cutoff``, at ``depth``, or when the budget is spent. One attempt per behavior:
-the best-scoring prompt; ``meta["tree"]`` keeps every node.
+the best-scoring prompt; ``meta["tree"]`` keeps every node the attacker wrote, those pruned off topic
+(``on_topic`` false) or cut by ``width`` or the budget (``score`` None) included.
 
 Scores: ``scorer=judge`` uses the run's early-stop judge (harmful → 10, otherwise 1, as in
 :mod:`safealign.eval.attacks.pair`); ``scorer=evaluator`` asks the evaluator LLM for ``Rating: [[k]]``
@@ -134,13 +135,13 @@ class TAPAttack(Attack):
         best: Node | None = None
         for depth in range(1, cfg.depth + 1):
             children = self._branch(leaves, depth, search)
+            search.nodes += children  # the tree keeps every branch; pruning and scoring fill in its fields
             children = self._prune_off_topic(children, goal, rng, search)
             children = children[: budget.take(len(children))]
             if not children:
                 break
             search.depth_reached = depth
-            self._score(behavior, goal, children)
-            search.nodes += children
+            self._score(behavior, goal, children, search)
             best = max([n for n in (best, *children) if n is not None], key=lambda n: n.score or 0)
             if (best.score or 0) >= cfg.cutoff or budget.exhausted:
                 break
@@ -187,7 +188,7 @@ class TAPAttack(Attack):
         rng.shuffle(nodes)
         return nodes[: cfg.width]
 
-    def _score(self, behavior: Behavior, goal: str, nodes: list[Node]) -> None:
+    def _score(self, behavior: Behavior, goal: str, nodes: list[Node], search: _Search) -> None:
         """The target answers every node in one call; each answer gets a 1–10 score."""
         prompts = [with_context(behavior, n.prompt) for n in nodes]
         replies = self.context.target.generate([(user(p),) for p in prompts], self.context.generation)
@@ -204,6 +205,7 @@ class TAPAttack(Attack):
                  for n in nodes]  # fmt: skip
         params = GenerationParams(max_new_tokens=self.config.evaluator_max_new_tokens, seed=self.config.seed)
         result = ask(self.evaluator, convs, params, lambda t: parse_rating(prefill + t), 0)
+        search.evaluator_calls += result.calls
         for node, rating in zip(nodes, result.parsed):
             node.score = rating or 1
 

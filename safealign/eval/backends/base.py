@@ -103,9 +103,39 @@ def render_prompt(tokenizer, conversation: Conversation, params: GenerationParam
     if not params.chat_template:
         return "".join(m["content"] for m in messages) + prefill
     messages = with_system_prompt(messages, system_prompt)
+    return apply_chat_template(tokenizer, messages) + prefill
+
+
+def apply_chat_template(tokenizer: Any, messages: Conversation) -> str:
+    """The chat template's text for ``messages`` plus the generation prompt. A template that refuses a system
+    turn (Gemma-2's raises "System role not supported", older Mistral's requires user/assistant alternation)
+    gets the system text folded into the start of the first user message instead, as FastChat's and
+    HarmBench's conversation templates do for system-less models: the attacker and evaluator conversations of
+    pair, tap and crescendo open with a system turn, and with no attacker configured the target writes them.
+    A template that takes the system turn renders exactly as before; any other template error is raised."""
+    from jinja2 import TemplateError
+
     # tokenize=False then tokenize: transformers 5 returns a BatchEncoding when tokenize=True.
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
-    return text + prefill
+    try:
+        return tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    except TemplateError as refused:
+        if not any(m.get("role") == "system" for m in messages):
+            raise
+        try:
+            return tokenizer.apply_chat_template(list(fold_system(messages)), tokenize=False,
+                                                 add_generation_prompt=True)  # fmt: skip
+        except TemplateError:
+            raise refused from None
+
+
+def fold_system(messages: Conversation) -> Conversation:
+    """``messages`` without system turns: their text, and a blank line, start the first user message (one of
+    its own when none comes before an assistant turn)."""
+    system = "\n\n".join(m["content"] for m in messages if m.get("role") == "system")
+    rest = [m for m in messages if m.get("role") != "system"]
+    if rest and rest[0].get("role") == "user":
+        return ({**rest[0], "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:])
+    return ({"role": "user", "content": system}, *rest)
 
 
 def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
