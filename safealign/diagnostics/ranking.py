@@ -29,14 +29,10 @@ from safealign.diagnostics.stats import median
 from safealign.errors import UserError
 from safealign.io import finite_or_none
 from safealign.losses.base import per_token
+from safealign.train.metrics import ranked_correctly
 from safealign.types import PairLogps
 
 DEFAULT_EPSILON = 0.1
-
-
-def ranked_correctly(chosen: Tensor, rejected: Tensor) -> Tensor:
-    """``(N,)`` bool: ``chosen ≥ rejected`` (the paper counts ties as correct)."""
-    return chosen >= rejected
 
 
 def ranking_accuracy(x: PairLogps) -> dict[str, float]:

@@ -11,9 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from safealign.losses.base import log_ratios, register_loss, require, reward_metrics
+from safealign.losses.base import Range, log_ratios, register_loss, reward_metrics
 from safealign.types import LossOutput, PairLogps
 
+# label smoothing, as cdpo's
+_RANGES = {"epsilon": Range(0.0, 0.5, why="a label-flip probability above 0.5 reverses the labels")}
 _PAPER = "Melnyk et al. 2024, Distributional Preference Alignment of LLMs via Optimal Transport (AOT), arXiv:2406.05882"
 
 
@@ -21,7 +23,7 @@ def _smoothed_logistic(delta: Tensor, beta: float, epsilon: float) -> Tensor:
     return -(1 - epsilon) * F.logsigmoid(beta * delta) - epsilon * F.logsigmoid(-beta * delta)
 
 
-@register_loss("aot", needs_reference=True, paper=_PAPER)
+@register_loss("aot", needs_reference=True, paper=_PAPER, ranges=_RANGES)
 def aot(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
     """AOT, paired: ``δ_(i) = sort(pc − pr)_(i) − sort(rc − rr)_(i)``, then cDPO on δ:
     ``−(1−ε)logσ(βδ) − ε logσ(−βδ)``.
@@ -29,7 +31,6 @@ def aot(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
     First-order stochastic dominance of the policy's margin distribution over the reference's, via the
     1-D optimal transport (sorting) plan. ``epsilon`` is label smoothing. Matches TRL ``aot``.
     """
-    require(0.0 <= epsilon <= 0.5, "aot", f"epsilon must be in [0, 0.5], got {epsilon}")
     cl, rl = log_ratios(x)
     assert x.ref_chosen is not None and x.ref_rejected is not None
     policy_sorted, _ = torch.sort(x.chosen - x.rejected, dim=0)
@@ -39,7 +40,7 @@ def aot(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
     )
 
 
-@register_loss("aot_unpaired", needs_reference=True, paper=_PAPER)
+@register_loss("aot_unpaired", needs_reference=True, paper=_PAPER, ranges=_RANGES)
 def aot_unpaired(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
     """AOT, unpaired: ``δ_(i) = sort(cl)_(i) − sort(rl)_(i)``, then cDPO on δ.
 
@@ -47,7 +48,6 @@ def aot_unpaired(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> Lo
     ignored, so chosen and rejected may come from unrelated examples. Still takes :class:`PairLogps`
     (two equally long columns). Matches TRL ``aot_unpaired``.
     """
-    require(0.0 <= epsilon <= 0.5, "aot_unpaired", f"epsilon must be in [0, 0.5], got {epsilon}")
     cl, rl = log_ratios(x)
     delta = torch.sort(cl, dim=0)[0] - torch.sort(rl, dim=0)[0]
     return LossOutput(_smoothed_logistic(delta, beta, epsilon), reward_metrics(beta * cl, beta * rl))

@@ -51,6 +51,7 @@ def register_loss(
     joint_logps: bool = False,
     needs_safety_flags: bool = False,
     needs_kl_partners: bool = False,
+    ranges: Mapping[str, Range] | None = None,
 ) -> Callable[[LossFn], LossFn]:
     """Register a pure loss function under ``name``.
 
@@ -67,15 +68,22 @@ def register_loss(
     passes as ``state=`` (e.g. BCO's :class:`~safealign.losses.state.RunningMean`). Called directly,
     such a loss receives ``state=None`` and falls back to a stateless estimate.
     ``policy_inputs``: the policy log-prob fields the loss differentiates (default: both sides).
+    ``ranges``: the valid :class:`Range` of each of the loss's own parameters (``beta`` and ``tau`` have one range
+    in every loss, :data:`_POSITIVE`). :func:`validate_params` checks them when a recipe is read, before any model
+    loads, and the registered wrapper checks them again on each direct call: one declaration, no check in the body.
     """
     if input not in _INPUT_TYPES:
         raise ValueError(f"loss {name!r}: input must be one of {', '.join(_INPUT_TYPES)}, got {input!r}")
 
     def deco(fn: LossFn) -> LossFn:
         _check_signature(name, fn, has_state=state is not None)
+        unknown = sorted(set(ranges or {}) - set(inspect.signature(fn).parameters))
+        if unknown:
+            raise TypeError(f"loss {name!r}: ranges name {', '.join(unknown)}, which the loss does not take")
 
         @functools.wraps(fn)
         def wrapper(x: PairLogps | UnpairedLogps, **params: Any) -> LossOutput:
+            check_ranges(name, params)
             check_input(name, x, input, needs_reference)
             return fn(x, **params)
 
@@ -91,6 +99,7 @@ def register_loss(
             joint_logps=joint_logps,
             needs_safety_flags=needs_safety_flags,
             needs_kl_partners=needs_kl_partners,
+            ranges=dict(ranges or {}),
         )(wrapper)
         return wrapper
 
@@ -179,8 +188,22 @@ def loss_info(name: str) -> LossInfo:
 
 
 def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``params`` against the loss signature; ValueError lists the allowed names and types."""
-    return check_keyword_params(f"loss {name!r}", inspect.unwrap(get_loss(name)), loss_params(name), params)
+    """Check ``params`` against the loss signature and its declared ranges; UserError naming the loss and the
+    parameter (the allowed names and types, or the valid range)."""
+    checked = check_keyword_params(f"loss {name!r}", inspect.unwrap(get_loss(name)), loss_params(name), params)
+    check_ranges(name, checked)
+    return checked
+
+
+def check_ranges(name: str, params: Mapping[str, Any]) -> None:
+    """UserError for a parameter outside its range: the shared ones (:data:`_POSITIVE`) and those ``name`` declared
+    with ``register_loss(ranges=...)``. An unset optional parameter (None) and a tensor value are not checked."""
+    what, declared = f"loss {name!r}", LOSSES.meta(name)["ranges"]
+    for key, value in params.items():
+        _check_range(what, key, value)
+        if key in declared and _is_number(value) and not declared[key].contains(value):
+            why = f": {declared[key].why}" if declared[key].why else ""
+            raise UserError(f"{what} parameter {key!r} must be {declared[key]}, got {value}{why}")
 
 
 def check_keyword_params(what: str, fn: Callable[..., Any], allowed: Mapping[str, Any],
@@ -204,6 +227,34 @@ _POSITIVE = {
     "beta": "beta = 0 makes the loss a constant (log 2 for DPO): nothing trains; beta < 0 flips the preference",
     "tau": "tau is a scale (IPO's target margin 1/(2·tau), DiscoPOP's temperature) and divides",
 }
+
+
+@dataclass(frozen=True)
+class Range:
+    """A loss parameter's valid interval, declared once at registration: ``Range(0)`` is >= 0,
+    ``Range(0, low_open=True)`` > 0, ``Range(0, 0.5, high_open=True)`` [0, 0.5). ``why``: what a value outside does."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    why: str = ""
+
+    def contains(self, value: float) -> bool:
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low:g}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _check_range(what: str, key: str, value: Any) -> None:

@@ -131,7 +131,10 @@ class ComposedLoss:
         return f"ComposedLoss({' + '.join(parts)})"
 
 
-def build_loss(specs: list[LossSpec | str | Mapping[str, Any]] | LossSpec | str) -> ComposedLoss:
-    """Validate names and params now (fail before any model loads) and return the composed loss."""
-    items = [specs] if isinstance(specs, (LossSpec, str)) else list(specs)
+def build_loss(specs: list[LossSpec | str | Mapping[str, Any]] | LossSpec | str | Mapping[str, Any]) -> ComposedLoss:
+    """Validate names and params now (fail before any model loads) and return the composed loss.
+
+    One spec (a LossSpec, a name or a ``{name, weight?, params?}`` mapping) or a list of them; a mapping is one
+    spec, never iterated (its keys are not loss names)."""
+    items = [specs] if isinstance(specs, (LossSpec, str, Mapping)) else list(specs)
     return ComposedLoss([LossSpec.parse(s) for s in items])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from safealign.losses.base import log_ratios, register_loss, require, reward_metrics
+from safealign.losses.base import log_ratios, register_loss, reward_metrics
 from safealign.types import LossOutput, PairLogps
 
 
@@ -20,7 +20,6 @@ def discopop(x: PairLogps, *, beta: float = 0.05, tau: float = 0.05) -> LossOutp
     Blends the logistic (DPO) and exponential losses depending on the margin; the paper's defaults are
     β = 0.05, τ = 0.05. Matches TRL ``discopop`` (its ``beta`` and ``discopop_tau``).
     """
-    require(tau > 0, "discopop", f"tau must be > 0, got {tau}")
     cl, rl = log_ratios(x)
     z = beta * (cl - rl)
     m = torch.sigmoid(z / tau)

@@ -7,12 +7,13 @@ import math
 import torch
 import torch.nn.functional as F
 
-from safealign.losses.base import log_ratios, register_loss, require, reward_metrics
+from safealign.losses.base import Range, log_ratios, register_loss, reward_metrics
 from safealign.types import LossOutput, PairLogps
 
 
 @register_loss(
-    "exo_pair", needs_reference=True, paper="Ji et al. 2024, Efficient Exact Optimization (EXO), arXiv:2402.00856"
+    "exo_pair", needs_reference=True, paper="Ji et al. 2024, Efficient Exact Optimization (EXO), arXiv:2402.00856",
+    ranges={"epsilon": Range(0.0, 1.0, low_open=True, high_open=True, why="log ε and log(1 − ε) must be finite")},
 )
 def exo_pair(x: PairLogps, *, beta: float = 0.1, epsilon: float = 1e-3) -> LossOutput:
     """EXO-pref, K = 2 (Ji et al. 2024, Eq. 16): KL(q ‖ p) with q = softmax over the pair of βΔ and
@@ -21,7 +22,6 @@ def exo_pair(x: PairLogps, *, beta: float = 0.1, epsilon: float = 1e-3) -> LossO
     ``epsilon`` ∈ (0, 1) smooths the target (ε = 0 makes log ε infinite). Matches TRL ``exo_pair`` with
     ``label_smoothing = ε``.
     """
-    require(0.0 < epsilon < 1.0, "exo_pair", f"epsilon must be in (0, 1), got {epsilon}")
     cl, rl = log_ratios(x)
     z = beta * (cl - rl)
     losses = torch.sigmoid(z) * (F.logsigmoid(z) - math.log1p(-epsilon)) + torch.sigmoid(-z) * (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from safealign.losses.base import as_tensor, register_loss, require
+from safealign.losses.base import Range, as_tensor, register_loss
 from safealign.types import LossOutput, UnpairedLogps
 
 
@@ -50,6 +50,8 @@ def kl_estimate(x: UnpairedLogps) -> Tensor:
     paper="Ethayarajh et al. 2024, KTO: Model Alignment as Prospect Theoretic Optimization, arXiv:2402.01306",
     input="unpaired",
     needs_kl_partners=True,
+    ranges={"desirable_weight": Range(0.0), "undesirable_weight": Range(0.0),
+            "kl": Range(0.0, why="the reference point z is a KL estimate, clamped at 0 when estimated")},
 )
 def kto(
     x: UnpairedLogps,
@@ -66,7 +68,6 @@ def kto(
     clamped at 0, as in the paper's implementation). ``desirable_weight``/``undesirable_weight`` are
     λD/λU (the paper keeps λD·n_D / (λU·n_U) in [1, 4/3]). Per-example losses in input order.
     """
-    require(desirable_weight >= 0 and undesirable_weight >= 0, "kto", "weights must be >= 0")
     z = kl_estimate(x) if kl is None else as_tensor(kl, x.logps)
     assert x.ref_logps is not None
     r = x.logps - x.ref_logps

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from safealign.losses.base import log_ratios, per_token, register_loss, require, reward_metrics
+from safealign.losses.base import log_ratios, per_token, register_loss, reward_metrics
 from safealign.types import LossOutput, PairLogps
 
 
@@ -27,7 +27,6 @@ def ipo(x: PairLogps, *, tau: float = 0.1, length_normalize: bool = True) -> Los
     as in docs/algorithms.md and TRL 1.16) averages each log-ratio over its response tokens; the paper writes
     sequence-level log-ratios (``length_normalize=False``: ``(cl − rl − 1/(2τ))²``). Rewards are τ·cl.
     """
-    require(tau > 0, "ipo", f"tau must be > 0, got {tau}")
     cl, rl = log_ratios(x)
     if length_normalize:
         cl, rl = per_token(cl, x.chosen_tokens), per_token(rl, x.rejected_tokens)
@@ -44,7 +43,6 @@ def sppo_hard(x: PairLogps, *, beta: float = 0.1) -> LossOutput:
     η = 1/β; minimised at cl = 1/(2β), rl = −1/(2β). The reference is the previous self-play iterate
     (or the frozen SFT model for one offline round). Matches TRL ``sppo_hard``.
     """
-    require(beta > 0, "sppo_hard", f"beta must be > 0, got {beta}")
     cl, rl = log_ratios(x)
     losses = (cl - 1 / (2 * beta)) ** 2 + (rl + 1 / (2 * beta)) ** 2
     return LossOutput(losses, reward_metrics(beta * cl, beta * rl))

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from safealign.losses.base import chosen_nll, per_token, register_loss, require, reward_metrics
+from safealign.losses.base import Range, chosen_nll, per_token, register_loss, reward_metrics
 from safealign.types import LossOutput, PairLogps
 
 
@@ -25,8 +25,14 @@ def simpo(x: PairLogps, *, beta: float = 2.0, gamma: float = 0.5) -> LossOutput:
     return LossOutput(-F.logsigmoid(c - r - gamma), reward_metrics(c, r))
 
 
+# Averaged log-probs above this are read as it: p̄ = 0 (p = 1, a response the policy is certain of, which float32
+# rounding reaches) has an infinite log-odds, and its gradient inf − inf is NaN while the loss stays finite.
+MAX_AVG_LOGP = -1e-6
+
+
 def _log_odds(avg_logps: Tensor) -> Tensor:
     # log(p / (1 − p)) for p = exp(avg_logps) < 1; −expm1 is exact where log1p(−exp) loses digits near 0.
+    avg_logps = avg_logps.clamp(max=MAX_AVG_LOGP)
     return avg_logps - torch.log(-torch.expm1(avg_logps))
 
 
@@ -34,14 +40,15 @@ def _log_odds(avg_logps: Tensor) -> Tensor:
     "orpo",
     needs_reference=False,
     paper="Hong et al. 2024, ORPO: Monolithic Preference Optimization without Reference Model, arXiv:2403.07691",
+    ranges={"lam": Range(0.0, why="a negative λ rewards ranking the rejected response above the chosen one")},
 )
 def orpo(x: PairLogps, *, lam: float = 0.1) -> LossOutput:
     """ORPO (Eqs. 6–7): ``NLL_w − λ logσ(log-odds(p̄c) − log-odds(p̄r))``, ``odds(p) = p / (1 − p)``,
     p = exp(p̄), p̄ the per-token-averaged log-prob; NLL_w = −p̄c.
 
     ``lam`` is the paper's λ (TRL calls it ``beta``). Rewards: the log-odds of each response, the
-    quantity ORPO ranks by (TRL logs β·p̄ instead). Averaged log-probs must be < 0 (true for any real
-    model); exactly 0 gives an infinite log-odds.
+    quantity ORPO ranks by (TRL logs β·p̄ instead). The log-odds read averaged log-probs above −1e-6 as −1e-6
+    (:data:`MAX_AVG_LOGP`): exactly 0 would give an infinite log-odds and a NaN gradient.
     """
     pc, pr = per_token(x.chosen, x.chosen_tokens), per_token(x.rejected, x.rejected_tokens)
     oc, orr = _log_odds(pc), _log_odds(pr)
@@ -51,7 +58,8 @@ def orpo(x: PairLogps, *, lam: float = 0.1) -> LossOutput:
 
 
 @register_loss(
-    "cpo", needs_reference=False, paper="Xu et al. 2024, Contrastive Preference Optimization (CPO), arXiv:2401.08417"
+    "cpo", needs_reference=False, paper="Xu et al. 2024, Contrastive Preference Optimization (CPO), arXiv:2401.08417",
+    ranges={"alpha": Range(0.0, why="a negative weight rewards raising the chosen NLL: the loss is unbounded below")},
 )
 def cpo(x: PairLogps, *, beta: float = 0.1, alpha: float = 1.0) -> LossOutput:
     """CPO: ``−logσ(β(pc − pr)) + α · NLL_w`` (the paper's L_prefer + L_NLL, §3), pc/pr summed.
@@ -60,7 +68,6 @@ def cpo(x: PairLogps, *, beta: float = 0.1, alpha: float = 1.0) -> LossOutput:
     average −pc/Lw so α does not scale with length (TRL's CPOTrainer averages over all chosen tokens of
     the batch). Rewards: β·pc.
     """
-    require(alpha >= 0, "cpo", f"alpha must be >= 0, got {alpha}")
     c, r = beta * x.chosen, beta * x.rejected
     nll = chosen_nll(x)
     return LossOutput(-F.logsigmoid(c - r) + alpha * nll, {**reward_metrics(c, r), "sft/nll": nll.detach()})

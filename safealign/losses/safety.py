@@ -9,13 +9,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from safealign.losses.base import chosen_nll, log_ratios, per_token, register_loss, require, reward_metrics
+from safealign.losses.base import Range, chosen_nll, log_ratios, per_token, register_loss, reward_metrics
 from safealign.types import LossOutput, PairLogps, TokenLogps
 
 
 @register_loss("safedpo", needs_reference=True, needs_safety_flags=True,
                paper="Kim et al. 2025, SafeDPO: A Simple Approach to Direct Preference Optimization with Enhanced "
-                     "Safety, arXiv:2505.20065")
+                     "Safety, arXiv:2505.20065",
+               ranges={"delta": Range(0.0, why="Δ asks a larger margin where safety decides the pair, not less")})
 def safedpo(x: PairLogps, *, beta: float = 0.1, delta: float = 0.0) -> LossOutput:
     """SafeDPO: ``−logσ(β(cl − rl) − (h_l − h_w)·Δ)`` with h = 1 for an unsafe response, on rows reordered
     by the ``safety_order`` data transform (an unsafe chosen with a safe rejected swapped, two unsafe dropped);
@@ -25,7 +26,6 @@ def safedpo(x: PairLogps, *, beta: float = 0.1, delta: float = 0.0) -> LossOutpu
     (Δ ≥ 0) asks a larger margin only where safety decides the pair; Δ = 0 is the pure safety-constrained
     objective. Safety labels come from ``x.chosen_safe``/``x.rejected_safe`` (1 safe, 0 unsafe).
     """
-    require(delta >= 0, "safedpo", f"delta must be >= 0, got {delta}")
     if x.chosen_safe is None or x.rejected_safe is None:
         raise ValueError("loss 'safedpo' needs PairLogps.chosen_safe and rejected_safe (per-response safety labels)")
     if bool((x.chosen_safe < x.rejected_safe).any()):
@@ -70,7 +70,10 @@ def beta_schedule(length: int, beta: float, first_token_factor: float, bias_fact
 
 @register_loss("constrained_sft", needs_reference=True, input="token",
                paper="Qi et al. 2024, Safety Alignment Should Be Made More Than Just a Few Tokens Deep, "
-                     "arXiv:2406.05946 (token-wise constrained objective)")
+                     "arXiv:2406.05946 (token-wise constrained objective)",
+               ranges={"first_token_factor": Range(0.0, low_open=True, why="β_t scales the loss and divides it"),
+                       "bias_factor": Range(0.0, low_open=True, why="β_t scales the loss and divides it"),
+                       "bias_length": Range(1, why="the biased prefix ends at this token (1: the first only)")})
 def constrained_sft(x: TokenLogps, *, beta: float = 0.1, first_token_factor: float = 5.0, bias_factor: float = 20.0,
                     bias_length: int = 5) -> LossOutput:
     """Token-wise constrained SFT: ``L_t = −(2/β_t)·logσ(β_t(ℓ_t − ℓ^ref_t))``, averaged over every response
@@ -83,8 +86,6 @@ def constrained_sft(x: TokenLogps, *, beta: float = 0.1, first_token_factor: flo
     (the exact gradient except the floor); the value is the formula's. Each example's value is its token sum
     divided by the batch's mean token count, so the batch mean is the mean over all tokens.
     """
-    require(first_token_factor > 0 and bias_factor > 0, "constrained_sft", "the beta factors must be > 0")
-    require(bias_length >= 1, "constrained_sft", f"bias_length must be >= 1, got {bias_length}")
     assert x.ref_logps is not None
     mask = x.mask.to(x.logps.dtype)
     betas = beta_schedule(x.logps.shape[1], beta, first_token_factor, bias_factor, bias_length, x.logps)[None, :]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch.nn.functional as F
 
-from safealign.losses.base import chosen_nll, log_ratios, register_loss, require, reward_metrics
+from safealign.losses.base import Range, chosen_nll, log_ratios, register_loss, reward_metrics
 from safealign.types import LossOutput, PairLogps
 
 
@@ -26,26 +26,26 @@ def dpo(x: PairLogps, *, beta: float = 0.1) -> LossOutput:
     return LossOutput(-F.logsigmoid(z), metrics)
 
 
-@register_loss("cdpo", needs_reference=True, paper="Mitchell 2023, 'A note on DPO with noisy preferences' (cDPO)")
+@register_loss("cdpo", needs_reference=True, paper="Mitchell 2023, 'A note on DPO with noisy preferences' (cDPO)",
+               ranges={"epsilon": Range(0.0, 0.5, why="a label-flip probability above 0.5 reverses the labels")})
 def cdpo(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.1) -> LossOutput:
     """Conservative DPO (label smoothing): ``−(1−ε)logσ(βΔ) − ε logσ(−βΔ)``.
 
     ``epsilon`` is the assumed probability that a preference label is flipped; ε = 0 is DPO.
     TRL 1.16 has no equivalent: its ``sigmoid`` ignores ``label_smoothing`` (docs/trl-differences.md).
     """
-    require(0.0 <= epsilon <= 0.5, "cdpo", f"epsilon must be in [0, 0.5], got {epsilon}")
     z, metrics = _dpo_parts(x, beta)
     return LossOutput(-(1 - epsilon) * F.logsigmoid(z) - epsilon * F.logsigmoid(-z), metrics)
 
 
-@register_loss("robust", needs_reference=True, paper="Chowdhury et al. 2024, Provably Robust DPO, arXiv:2403.00409")
+@register_loss("robust", needs_reference=True, paper="Chowdhury et al. 2024, Provably Robust DPO, arXiv:2403.00409",
+               ranges={"epsilon": Range(0.0, 0.5, high_open=True, why="the loss divides by 1 − 2ε")})
 def robust(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.1) -> LossOutput:
     """rDPO: ``(−(1−ε)logσ(βΔ) + ε logσ(−βΔ)) / (1−2ε)`` (the unbiased de-noised loss, §3).
 
     ``epsilon`` is the label-flip rate, 0 ≤ ε < ½; ε = 0 is DPO. Note the *plus* sign: the loss is an
     unbiased estimate of the clean-label loss, unlike cdpo's smoothing. Matches TRL ``robust``.
     """
-    require(0.0 <= epsilon < 0.5, "robust", f"epsilon must be in [0, 0.5), got {epsilon}")
     z, metrics = _dpo_parts(x, beta)
     losses = (-(1 - epsilon) * F.logsigmoid(z) + epsilon * F.logsigmoid(-z)) / (1 - 2 * epsilon)
     return LossOutput(losses, metrics)
@@ -55,6 +55,7 @@ def robust(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.1) -> LossOutp
     "rpo",
     needs_reference=True,
     paper="Liu et al. 2024, 'Your SFT loss is implicitly an adversarial regularizer', arXiv:2405.16436",
+    ranges={"eta": Range(0.0, why="a negative weight rewards raising the chosen NLL: the loss is unbounded below")},
 )
 def rpo(x: PairLogps, *, beta: float = 0.1, eta: float = 1.0) -> LossOutput:
     """RPO: ``−logσ(βΔ) + η · NLL(y_w)`` with ``NLL(y_w) = −pc / Lw``.

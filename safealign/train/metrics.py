@@ -24,14 +24,20 @@ def _mean_stat(values: Tensor) -> tuple[Tensor, Tensor]:
     return values.sum(), torch.tensor(float(values.numel()), device=values.device)
 
 
+def ranked_correctly(chosen: Tensor, rejected: Tensor) -> Tensor:
+    """``(N,)`` bool: ``chosen ≥ rejected`` (Chen et al. 2024 count ties as correct; docs/algorithms.md). The one
+    definition: the training log's ranking accuracy and ``safealign diagnose ranking`` (diagnostics/ranking.py)."""
+    return chosen >= rejected
+
+
 def pair_stats(x: PairLogps, metrics: dict[str, Tensor]) -> Stats:
     """Policy log-probs, ranking accuracy (raw and length-normalised) and the loss's own metrics."""
     chosen, rejected = x.chosen.detach(), x.rejected.detach()
-    normalized = chosen / x.chosen_tokens.clamp(min=1) > rejected / x.rejected_tokens.clamp(min=1)
+    normalized = ranked_correctly(chosen / x.chosen_tokens.clamp(min=1), rejected / x.rejected_tokens.clamp(min=1))
     stats = {
         "logps/chosen": _mean_stat(chosen),
         "logps/rejected": _mean_stat(rejected),
-        "ranking_accuracy": _mean_stat((chosen > rejected).float()),
+        "ranking_accuracy": _mean_stat(ranked_correctly(chosen, rejected).float()),
         "ranking_accuracy/normalized": _mean_stat(normalized.float()),
     }
     stats.update({k: _mean_stat(v) for k, v in metrics.items()})

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from loss_helpers import pair, unpaired
 
-from safealign.losses import ComposedLoss, LossSpec, build_loss, get_loss, loss_info, loss_params, register_loss
+from safealign.errors import UserError
+from safealign.losses import (
+    ComposedLoss,
+    LossSpec,
+    build_loss,
+    get_loss,
+    loss_info,
+    loss_params,
+    register_loss,
+    validate_params,
+)
 from safealign.losses.base import LOSSES
 
 X = pair([-10.0, -3.0], [-12.0, -4.0], [-11.0, -3.5], [-11.0, -3.0], [4.0, 2.0], [2.0, 3.0])
@@ -35,6 +47,12 @@ def test_config_mapping_form():
     torch.testing.assert_close(objective(X).losses, get_loss("ipo")(X, tau=0.5).losses)
     with pytest.raises(ValueError, match="'name'"):
         build_loss([{"loss": "dpo"}])
+
+
+def test_a_single_mapping_is_one_spec():
+    # LossSpec.parse reads the mapping; iterating it would have read its keys ('name', 'params') as loss names
+    objective = build_loss({"name": "rpo", "params": {"eta": 0.5}})
+    assert [(c.label, c.params) for c in objective.components] == [("rpo", {"eta": 0.5})]
 
 
 def test_reference_free_composition_accepts_no_reference():
@@ -103,9 +121,57 @@ def test_empty_refused():
         build_loss([])
 
 
-def test_out_of_range_param_fails_on_call():
-    with pytest.raises(ValueError, match="epsilon must be in"):
-        build_loss(LossSpec("robust", params={"epsilon": 0.5}))(X)
+# each loss's own parameter ranges, declared at its registration (docs/design.md, "Losses")
+OUT_OF_RANGE = [
+    ("cdpo", "epsilon", 0.7), ("robust", "epsilon", 0.5), ("exo_pair", "epsilon", 0.0), ("exo_pair", "epsilon", 1.0),
+    ("aot", "epsilon", 0.9), ("aot_unpaired", "epsilon", -0.1), ("cpo", "alpha", -1.0), ("rpo", "eta", -1.0),
+    ("orpo", "lam", -0.1), ("kto", "desirable_weight", -1.0), ("kto", "undesirable_weight", -1.0),
+    ("kto", "kl", -0.5), ("safedpo", "delta", -2.0), ("constrained_sft", "bias_length", 0),
+    ("constrained_sft", "first_token_factor", 0.0), ("constrained_sft", "bias_factor", -1.0),
+    ("ipo", "tau", 0.0), ("sppo_hard", "beta", 0.0),
+]
+
+
+@pytest.mark.parametrize("name, key, value", OUT_OF_RANGE)
+def test_out_of_range_param_is_refused_before_the_loss_runs(name, key, value):
+    with pytest.raises(UserError, match=rf"loss '{name}' parameter '{key}' must be .*got {value}"):
+        validate_params(name, {key: value})
+
+
+@pytest.mark.parametrize("name, params", [
+    ("cdpo", {"epsilon": 0.5}), ("robust", {"epsilon": 0.0}), ("exo_pair", {"epsilon": 0.5}), ("aot", {"epsilon": 0.5}),
+    ("cpo", {"alpha": 0.0}), ("rpo", {"eta": 0.0}), ("orpo", {"lam": 0.0}), ("kto", {"kl": None}), ("kto", {"kl": 0.0}),
+    ("safedpo", {"delta": 0.0}), ("constrained_sft", {"bias_length": 1}),
+])
+def test_in_range_boundaries_are_accepted(name, params):
+    assert validate_params(name, params) == params
+
+
+def test_out_of_range_param_fails_on_a_direct_call_too():
+    with pytest.raises(UserError, match="loss 'robust' parameter 'epsilon' must be in \\[0, 0.5\\)"):
+        get_loss("robust")(X, epsilon=0.5)
+
+
+def test_train_run_refuses_an_out_of_range_param_before_the_model_loads(tmp_path, no_model_load):
+    from safealign.train.config import DataConfig, LossConfig, TrainConfig
+    from safealign.train.run import run_training
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": "Yes.", "rejected": "No."}) + "\n"
+                            for i in range(4)))
+    config = TrainConfig(model="tiny-random", output_dir=str(tmp_path / "run"), data=DataConfig(path=str(data)),
+                         losses=[LossConfig("cdpo", params={"epsilon": 0.7})])
+    with pytest.raises(UserError, match="loss 'cdpo' parameter 'epsilon'"):
+        run_training(config)
+
+
+def test_demo_refuses_an_out_of_range_param_before_the_model_loads(tmp_path, no_model_load):
+    from safealign.pipelines.demo import run_demo
+    from safealign.pipelines.demo_config import load_demo_config
+
+    config = load_demo_config([f"output_dir={tmp_path / 'demo'}", "model=tiny-random", "nll_weight=-1"])
+    with pytest.raises(UserError, match="loss 'rpo' parameter 'eta'"):
+        run_demo(config)
 
 
 def test_info_and_params():

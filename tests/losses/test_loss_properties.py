@@ -149,6 +149,39 @@ def test_orpo_log_odds_stable_near_zero():
     assert torch.isfinite(get_loss("orpo")(x).losses).all()
 
 
+def test_orpo_gradient_is_finite_when_a_response_is_certain():
+    # p̄c = 0 (p = 1) made the log-odds infinite: a finite loss (−0.0) with a NaN gradient
+    chosen = torch.tensor([0.0], dtype=torch.float64, requires_grad=True)
+    x = PairLogps(chosen, torch.tensor([-1.0], dtype=torch.float64), torch.ones(1), torch.ones(1))
+    out = get_loss("orpo")(x)
+    (grad,) = torch.autograd.grad(out.losses.sum(), chosen)
+    assert torch.isfinite(out.losses).all() and torch.isfinite(grad).all()
+    assert all(torch.isfinite(v).all() for v in out.metrics.values())
+
+
+def test_orpo_values_on_ordinary_inputs_are_the_formulas():
+    x = random_pair(7, b=8)
+    pc, pr = x.chosen / x.chosen_tokens, x.rejected / x.rejected_tokens
+    log_odds = lambda a: a - torch.log1p(-torch.exp(a))  # noqa: E731
+    expected = -pc - 0.3 * torch.nn.functional.logsigmoid(log_odds(pc) - log_odds(pr))
+    torch.testing.assert_close(get_loss("orpo")(x, lam=0.3).losses, expected)
+
+
+def test_training_ranking_accuracy_counts_ties_as_correct():
+    from safealign.diagnostics.ranking import ranked_correctly
+    from safealign.train.metrics import pair_stats
+
+    # row 0 ties on both the summed and the per-token log-probs; the paper (and ranked_correctly) counts it correct
+    x = PairLogps(torch.tensor([-4.0, -3.0, -5.0]), torch.tensor([-4.0, -6.0, -2.0]), torch.tensor([2.0, 1.0, 1.0]),
+                  torch.tensor([2.0, 3.0, 1.0]))
+    stats = pair_stats(x, {})
+    total, count = stats["ranking_accuracy"]
+    assert ranked_correctly(x.chosen, x.rejected).tolist() == [True, True, False]
+    assert total.item() / count.item() == pytest.approx(2 / 3)
+    total, count = stats["ranking_accuracy/normalized"]  # per token: -2 ≥ -2, -3 < -2, -5 < -2
+    assert total.item() / count.item() == pytest.approx(1 / 3)
+
+
 def test_aot_mean_invariant_to_row_permutation():
     x = random_pair(5, b=8)
     perm = torch.randperm(8, generator=torch.Generator().manual_seed(0))
