@@ -67,11 +67,19 @@ def behavior_outcomes(records: Iterable[AttemptRecord], attack: str, judge: str)
 
 
 def recompute_attacks(records: Iterable[AttemptRecord]) -> dict[str, dict[str, AsrStats]]:
-    """ASR per attack × judge over every judge named in the records (for a run without summary.json)."""
+    """ASR per attack × judge over every judge named in the records (for a run without summary.json), and
+    under ``any_attack`` when there are several attacks, as :func:`summarize` pools them: every record counts
+    for every judge (a record the judge did not score is unscored, never "not harmful")."""
+    records = list(records)
     verdicts: dict[str, dict[str, dict[str, list]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for record in records:
         for judge in record.verdicts:
             verdicts[record.attack][judge][record.behavior_id].append(record.harmful(judge))
+    if len(verdicts) > 1:
+        judges = dict.fromkeys(j for per_judge in verdicts.values() for j in per_judge)
+        for record in records:
+            for judge in judges:
+                verdicts[ANY_ATTACK][judge][record.behavior_id].append(record.harmful(judge))
     return {a: {j: asr_stats(b) for j, b in per_judge.items()} for a, per_judge in verdicts.items()}
 
 
@@ -126,12 +134,22 @@ def prefill_check(records: Iterable[AttemptRecord], attacks: Sequence[str]) -> d
 
 
 def run_warnings(summary: EvalSummary) -> list[str]:
-    """What a reader of the ASRs must know: behaviors left out or cut for length, prefill not continued."""
+    """What a reader of the ASRs must know: an evaluation that did not finish, behaviors left out or cut for
+    length, prefill not continued."""
     bounds = summary.input_bounds
     changed = {k: bounds.get(k, 0) for k in ("skipped", "truncated") if bounds.get(k)}
     lines = [f"{', '.join(f'{n} behavior(s) {k}' for k, n in changed.items())} for length "
              f"(behaviors.too_long={bounds.get('too_long')})"] if changed else []  # fmt: skip
-    return lines + prefill_warnings(summary)
+    return unfinished_warnings(summary) + lines + prefill_warnings(summary)
+
+
+def unfinished_warnings(summary: EvalSummary) -> list[str]:
+    """An interrupted evaluation (``complete: false``, written on Ctrl-C or SIGTERM) and the behaviors each attack
+    has no record of: its ASRs cover the recorded behaviors only."""
+    counts = ", ".join(f"{attack} {n}" for attack, n in summary.missing.items() if n)
+    parts = ["evaluation not finished (complete: false)"] if summary.complete is False else []
+    parts += [f"behaviors without a record: {counts}; the ASRs cover the recorded ones only"] if counts else []
+    return ["; ".join(parts)] if parts else []
 
 
 def prefill_warnings(summary: EvalSummary) -> list[str]:

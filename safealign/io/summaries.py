@@ -113,8 +113,10 @@ def _interval(value: Any, where: str) -> list[int | float]:
     return [_number(v, f"{where}[{i}]") for i, v in enumerate(value)]
 
 
-def _ci(value: Any, where: str) -> tuple[float, float] | None:
-    return ci_pair(value)  # lenient as ever: anything but a pair of numbers is "no interval"
+def _ci(value: Any, where: str) -> tuple[float, float]:
+    """An :func:`_interval` as the ``(low, high)`` tuple a typed record holds."""
+    low, high = _interval(value, where)
+    return float(low), float(high)
 
 
 def _field(where: str, name: str) -> str:

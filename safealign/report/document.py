@@ -21,7 +21,7 @@ from safealign.eval.helpfulness.quality import RULES as QUALITY_RULES
 from safealign.report.defenses import COST_NOTE as DEFENSE_COST_NOTE
 from safealign.report.defenses import defense_rows
 from safealign.report.helpfulness import flagged_examples, retention_rows
-from safealign.report.load import RunData, jailbreak_dir, relative
+from safealign.report.load import RunData, Stage, helpfulness_summary, jailbreak_dir, relative
 from safealign.report.models import CAPTION as MODELS_CAPTION
 from safealign.report.models import COLUMNS as MODELS_COLUMNS
 from safealign.report.models import identity_rows
@@ -154,8 +154,6 @@ def _comparison(comparison: Any) -> Section | None:
     a, b = comparison.a, comparison.b
     rows = []
     for metric, d in comparison.metrics.items():
-        if d.ci95 is None:
-            continue
         # a rate in percent and its difference in points; any other metric (the held-out refusal margin, nats)
         # as the number it is
         scale, unit, delta, n = (100.0, "%", " pts", 1) if is_rate(metric) else (1.0, "", "", 2)
@@ -278,14 +276,15 @@ def _num(v: object) -> str:
 
 
 def _per_stage(data: RunData, getter: Callable, title: str, anchor: str, note: str, *, percent: bool,
-               ylabel: str, ylim: tuple[float, float] | None, with_plots: bool) -> Section | None:  # fmt: skip
+               ylabel: str, ylim: tuple[float, float] | None, with_plots: bool,
+               warnings: list[Block]) -> Section | None:  # fmt: skip
     per_stage = {s.name: getter(s) for s in data.stages}
     per_stage = {k: v for k, v in per_stage.items() if v}
     if not per_stage:
-        return None
+        return Section(title, anchor, warnings) if warnings else None
     groups = list(dict.fromkeys(g for v in per_stage.values() for g in v))
     rows = tuple((g, *(fmt(per_stage[s].get(g), percent=percent) for s in per_stage)) for g in groups)
-    blocks: list[Block] = [Table(("", *per_stage), rows), Para(note, "note")]
+    blocks: list[Block] = [Table(("", *per_stage), rows), Para(note, "note"), *warnings]
     png = plots.grouped_bars(groups, per_stage, ylabel=ylabel, ylim=ylim, percent=percent) if with_plots else None
     if png:
         blocks.insert(0, Plot(png, f"{title}: before vs after with 95% intervals"))
@@ -312,17 +311,37 @@ def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
             blocks.insert(len(blocks) - 1, Plot(png, f"Attack success rate per attack, judge {judge}"))
     for judge, desc in judge_descriptions(data.stages).items():
         blocks.append(Para(f"Judge '{judge}': {desc or 'no description recorded'}", "note"))
-    for stage in data.stages:  # behaviors cut for length; prefill not continued by a remote server
+    for stage in data.stages:  # not finished; behaviors cut for length; prefill not continued by a remote server
+        file = relative(jailbreak_dir(stage.path) / "summary.json", data.root)
         for line in run_warnings(stage.jailbreak_summary) if stage.jailbreak_summary else []:
-            blocks.append(Para(f"{stage.name}: {line}", "warn"))
-    sources = {r.source for rs in rows.values() for r in rs}
-    if any("recomputed" in s for s in sources):
-        blocks.append(
-            Para("Some ASR values were recomputed from records.jsonl because summary.json was absent.", "warn")
-        )
+            blocks.append(Para(f"{stage.name}: {file}: {line}", "warn"))
+        if any("recomputed" in r.source for r in rows[stage.name]):
+            blocks.append(Para(_recomputed(data, stage), "warn"))
     blocks += _aggregate_tables(data)
     blocks += _category_tables(data) + _judge_agreement_tables(data) + _asr_at_n_blocks(data, with_plots)
     return Section("Jailbreak attacks", "asr", blocks)
+
+
+def _recomputed(data: RunData, stage: Stage) -> str:
+    """Why a stage's ASRs come from its records, naming both files (any_attack is recomputed with them)."""
+    jb = jailbreak_dir(stage.path)
+    why = "was absent or unreadable" if stage.jailbreak_summary is None else "recorded no ASRs"
+    return (f"{stage.name}: ASRs recomputed from {relative(jb / 'records.jsonl', data.root)} because "
+            f"{relative(jb / 'summary.json', data.root)} {why}; they cover the behaviors recorded there.")
+
+
+def _unfinished(data: RunData, kind: str, unit: str) -> list[Block]:
+    """A warning per stage whose ``kind`` summary (``overrefusal``, ``mtbench``) counts ``unit`` without a
+    record: the evaluation was interrupted, and its figures cover the recorded ones only."""
+    blocks: list[Block] = []
+    for stage in data.stages:
+        summary = stage.overrefusal if kind == "overrefusal" else stage.mtbench
+        if summary is not None and summary.missing:
+            file = helpfulness_summary(stage.path, kind) or stage.path / "helpfulness" / kind / "summary.json"
+            blocks.append(Para(f"{stage.name}: {relative(file, data.root)}: {summary.missing} {unit} without a "
+                               "record (evaluation not finished?); the figures cover the recorded ones only",
+                               "warn"))  # fmt: skip
+    return blocks
 
 
 def _aggregate_tables(data: RunData) -> list[Block]:
@@ -478,9 +497,11 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
     helpfulness = lambda: [relative(s.path / "helpfulness", root) + "/" for s in data.stages]  # noqa: E731
     training = lambda: [relative(t.path, root) + "/" for t in data.trainings]  # noqa: E731
 
-    def per_stage(getter: Callable, title: str, anchor: str, note: Callable[[], str], **kwargs: Any) -> list:
+    def per_stage(getter: Callable, title: str, anchor: str, note: Callable[[], str], kind: str, unit: str,
+                  **kwargs: Any) -> list:
         return _guarded(title, anchor, helpfulness,
-                        lambda: _per_stage(data, getter, title, anchor, note(), with_plots=with_plots, **kwargs))
+                        lambda: _per_stage(data, getter, title, anchor, note(), with_plots=with_plots,
+                                           warnings=_unfinished(data, kind, unit), **kwargs))
 
     def overrefusal_note() -> str:
         judge = next((s.overrefusal.judge for s in data.stages if s.overrefusal), None)
@@ -499,11 +520,11 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
                   lambda: _defenses(data, with_plots)),
         *_guarded("Models", "models", lambda: [*top(), *training(), *jailbreak()], lambda: _models(data)),
         *_guarded("Jailbreak attacks", "asr", jailbreak, lambda: _jailbreak(data, with_plots)),
-        *per_stage(refusal_rates, "Over-refusal", "overrefusal", overrefusal_note, percent=True,
-                   ylabel="refusal rate on benign prompts (%)", ylim=(0, 100)),
+        *per_stage(refusal_rates, "Over-refusal", "overrefusal", overrefusal_note, "overrefusal",
+                   "benign prompt(s)", percent=True, ylabel="refusal rate on benign prompts (%)", ylim=(0, 100)),
         *_guarded("Benign answers beyond refusal", "answers", helpfulness, lambda: _answers(data)),
-        *per_stage(mtbench_scores, "Helpfulness (MT-Bench-style)", "mtbench", mtbench_note, percent=False,
-                   ylabel="mean rating (1–10)", ylim=(0, 10.5)),
+        *per_stage(mtbench_scores, "Helpfulness (MT-Bench-style)", "mtbench", mtbench_note, "mtbench",
+                   "question(s)", percent=False, ylabel="mean rating (1–10)", ylim=(0, 10.5)),
         *_guarded("Training", "training", training, lambda: _training(data, with_plots)),
         *_guarded("Gradient entanglement", "entanglement", training, lambda: _entanglement(data, with_plots)),
         *_guarded("Example completions", "examples",

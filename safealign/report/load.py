@@ -152,18 +152,24 @@ def jailbreak_dir(stage: Path) -> Path:
     return stage / "jailbreak" if (stage / "jailbreak").is_dir() else stage
 
 
+def helpfulness_summary(stage: Path, kind: str) -> Path | None:
+    """The summary of a stage's ``overrefusal`` or ``mtbench`` evaluation: ``helpfulness/<kind>/summary.json``
+    or the older ``helpfulness/<kind>_summary.json``; None when neither exists."""
+    return _find(stage / "helpfulness", f"{kind}/summary.json", f"{kind}_summary.json")
+
+
 def _load_stage(name: str, path: Path, data: RunData) -> Stage:
     jb = jailbreak_dir(path)
     help_dir = path / "helpfulness"
-    over = _find(help_dir, "overrefusal/summary.json", "overrefusal_summary.json")
-    mt = _find(help_dir, "mtbench/summary.json", "mtbench_summary.json")
+    over, mt = helpfulness_summary(path, "overrefusal"), helpfulness_summary(path, "mtbench")
     jb_summary = _typed(EvalSummary, _read_json(jb / "summary.json", data), jb / "summary.json", data)
     records = _records(jb / "records.jsonl", data)
     if jb_summary is None and not records and not (jb / "summary.json").is_file():  # else: a problem, noted
         data.missing.append(f"{relative(jb, data.root)}/summary.json (jailbreak evaluation)")
-    for label, found in (("over-refusal", over), ("MT-Bench", mt)):
-        if found is None:
-            data.missing.append(f"{relative(help_dir, data.root)}/ ({label} results)")
+    # only a demo stage (its evaluation under jailbreak/) has helpfulness/, and only over-refusal (MT-Bench is a
+    # command of its own); an evaluation or a defense comparison keeps its over-refusal in the jailbreak summary
+    if over is None and jb != path:
+        data.missing.append(f"{relative(help_dir, data.root)}/ (over-refusal results)")
     return Stage(
         name=name, path=path, jailbreak_summary=jb_summary, jailbreak_records=records,
         overrefusal=_typed(OverRefusalSummary, _read_json(over, data), over, data) if over else None,
@@ -189,11 +195,31 @@ def _stage_order(root: Path, summary: DemoSummary | None) -> list[str]:
     return [n for n in preferred if n in names] + [n for n in names if n not in preferred]
 
 
+def _named_stages(summary: DemoSummary | None) -> list[str]:
+    """The stages a demo's summary names: ``before`` and each trained one (a single stage is stored unnamed)."""
+    if summary is None:
+        return []
+    return [*(["before"] if summary.before else []), *(summary.after if list(summary.after) != ["after"] else [])]
+
+
+def _unevaluated(names: Any, data: RunData) -> None:
+    """Each stage the run's summary.json names whose ``eval/<name>/`` is missing, added to ``data.missing``."""
+    for name in names:
+        if not (data.root / "eval" / name).is_dir():
+            data.missing.append(f"eval/{name}/ (evaluation of {name}, named in summary.json)")
+
+
+def _has_runs(root: Path) -> bool:
+    """Whether ``root`` holds the ``eval/*/`` or ``train/*/`` folders of a demo or defense comparison."""
+    return any(p.is_dir() for p in (*root.glob("eval/*"), *root.glob("train/*")))
+
+
 def load_run(root: str | Path) -> RunData:
     """Load whatever a run directory holds; see the module docstring."""
     root = Path(root)
     if not root.is_dir():
         raise UserError(f"run directory not found: {root}")
+    root = root.resolve()  # "." has no name to title the report or name its stage
     data = RunData(root=root, kind="unknown")
     top = _read_json(root / "summary.json", data)
     if (root / "cells").is_dir():  # safealign sweep: one table per grid file (none yet while it first runs)
@@ -213,8 +239,15 @@ def load_run(root: str | Path) -> RunData:
             data.problems.append("summary.json: field methods: expected an object keyed by method name")
             methods = {}
         data.stages += [_load_stage(n, root / "eval" / n, data) for n in methods if (root / "eval" / n).is_dir()]
+        _unevaluated(methods, data)
     elif isinstance(top, dict) and ("before" in top or "after" in top):
         data.kind, data.demo_summary = "demo", _typed(DemoSummary, top, root / "summary.json", data)
+    elif _has_runs(root):  # a demo or defense comparison still running, stopped, or with its summary.json damaged
+        data.kind = "demo"
+        if top is None:
+            data.missing.append("summary.json (run not finished?)")
+        else:
+            data.problems.append("summary.json: neither a demo's (before/after) nor a defense comparison's (kind)")
     elif (root / "metrics.jsonl").is_file() or (root / "train_summary.json").is_file():
         data.kind = "train"
         data.trainings.append(_load_training(root.name, root, data))
@@ -227,6 +260,7 @@ def load_run(root: str | Path) -> RunData:
             data.missing.append("train/ (training runs)")
         data.trainings += [_load_training(p.name, p, data) for p in train_dirs]
         stage_names = _stage_order(root, data.demo_summary)
+        _unevaluated(_named_stages(data.demo_summary), data)
         if not stage_names:
             data.missing.append("eval/ (evaluations)")
         data.stages += [_load_stage(n, root / "eval" / n, data) for n in stage_names]

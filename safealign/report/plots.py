@@ -7,7 +7,8 @@ mathtext from interpreting (or choking on) them.
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from itertools import cycle
+from typing import Iterator, Sequence
 
 from matplotlib.figure import Figure
 
@@ -15,6 +16,7 @@ from safealign.report.load import TrainingRun
 from safealign.report.results import Metric
 
 PALETTE = ("#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 TRAIN_PANELS = (
     ("loss", (("loss", "loss", "-"),)),
     ("reward margin (chosen − rejected)", (("rewards/margins", "margin", "-"),)),
@@ -28,6 +30,12 @@ def _label(text: object) -> str:
     leaves labels starting with ``_`` out of the legend."""
     text = str(text).replace("$", r"\$")
     return "\u200b" + text if text.startswith("_") else text
+
+
+def _looks(first: str = "") -> Iterator[tuple[str, str]]:
+    """``(colour, marker)`` per series, without end: the palette with marker ``first`` ("" for none), then with
+    each other marker, so every series is drawn and one past the palette still looks different from the rest."""
+    return cycle([(c, m) for m in (first, *(m for m in MARKERS if m != first)) for c in PALETTE])
 
 
 def _png(fig: Figure) -> bytes:
@@ -47,12 +55,13 @@ def training_curves(runs: Sequence[TrainingRun]) -> bytes | None:
         return None
     fig = Figure(figsize=(10, 6.4))
     for ax, (title, keys) in zip(fig.subplots(2, 2).flat, TRAIN_PANELS):
-        for colour, run in zip(PALETTE * 4, runs):
+        for (colour, marker), run in zip(_looks(), runs):
             for key, name, style in keys:
                 steps, values = _series(run.metrics, key)
                 if steps:
                     label = _label(run.name if len(keys) == 1 else f"{run.name}: {name}")
-                    ax.plot(steps, values, style, color=colour, label=label, linewidth=1.6)
+                    ax.plot(steps, values, style, color=colour, marker=marker, markersize=3, label=label,
+                            linewidth=1.6)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
         ax.grid(alpha=0.3)
@@ -105,12 +114,13 @@ def entanglement_curves(runs: Sequence[TrainingRun]) -> bytes | None:
         return None
     fig = Figure(figsize=(10, 3.4))
     left, right = fig.subplots(1, 2)
-    for colour, run in zip(PALETTE * 4, runs):
+    for (colour, marker), run in zip(_looks("o"), runs):
         steps, cos = _series(run.diagnostics, "cosine")
-        left.plot(steps, cos, "-o", color=colour, markersize=3, label=_label(run.name))
+        left.plot(steps, cos, "-", color=colour, marker=marker, markersize=3, label=_label(run.name))
         for key, style in (("delta_chosen", "-"), ("delta_rejected", "--")):
             steps, values = _series(run.diagnostics, key)
-            right.plot(steps, values, style, color=colour, label=_label(f"{run.name}: {key.split('_')[1]}"))
+            right.plot(steps, values, style, color=colour, marker=marker, markersize=3,
+                       label=_label(f"{run.name}: {key.split('_')[1]}"))
     left.axhline(0, color="#888", linewidth=0.8)
     right.axhline(0, color="#888", linewidth=0.8)
     left.set_title("cos(∇ log π(chosen), ∇ log π(rejected))", fontsize=10)
@@ -132,9 +142,9 @@ def asr_at_n_curves(curves: dict[str, Sequence[dict]]) -> bytes | None:
         return None
     fig = Figure(figsize=(6.4, 3.6), layout="constrained")
     ax = fig.subplots()
-    for colour, (label, points) in zip(PALETTE * 4, curves.items()):
-        ax.plot([p["n"] for p in points], [100.0 * p["asr"] for p in points], "-o", color=colour, markersize=2.5,
-                linewidth=1.6, label=_label(label))
+    for (colour, marker), (label, points) in zip(_looks("o"), curves.items()):
+        ax.plot([p["n"] for p in points], [100.0 * p["asr"] for p in points], "-", color=colour, marker=marker,
+                markersize=2.5, linewidth=1.6, label=_label(label))
     ax.set_xscale("log", base=2)
     ax.set_xlabel("attempts per behavior N", fontsize=8)
     ax.set_ylabel("ASR@N (%)", fontsize=8)

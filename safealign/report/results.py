@@ -103,15 +103,24 @@ def asr_by_category(stage: Stage) -> dict[tuple[str, str], dict[str, Metric]]:
 
 
 def judge_descriptions(stages: list[Stage]) -> dict[str, str]:
-    """Judge name -> description from the eval summaries, with the project's caveats appended."""
-    out: dict[str, str] = {}
+    """Judge name -> description from the eval summaries, with the project's caveats appended. Stages that
+    describe a judge of one name differently (another refusal list, another model) each keep theirs: every
+    distinct description is given with the stages that used it."""
+    out: dict[str, dict[str, list[str]]] = {}
     for stage in stages:
         for name, info in (stage.jailbreak_summary.judges if stage.jailbreak_summary else {}).items():
             detail = ", ".join(f"{k}={v}" for k, v in info.items()) if isinstance(info, dict) else str(info)
-            out[str(name)] = detail
+            out.setdefault(str(name), {}).setdefault(detail, []).append(stage.name)
     for row in (r for s in stages for r in asr_rows(s)):
-        out.setdefault(row.judge, "")
-    return {n: " — ".join(x for x in (d, JUDGE_NOTES.get(n, "")) if x) for n, d in sorted(out.items())}
+        out.setdefault(row.judge, {})
+    return {n: " — ".join(x for x in (_described(d), JUDGE_NOTES.get(n, "")) if x) for n, d in sorted(out.items())}
+
+
+def _described(by_detail: dict[str, list[str]]) -> str:
+    """One description as it is; several, each followed by the stages that recorded it."""
+    if len(by_detail) < 2:
+        return next(iter(by_detail), "")
+    return "; ".join(f"{d or 'no description recorded'} ({', '.join(s)})" for d, s in by_detail.items())
 
 
 def refusal_rates(stage: Stage) -> dict[str, Metric]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,156 @@ def test_a_forecast_without_a_number_says_why():
     flat = {**{f"b{i}": (512, 512) for i in range(500)}, **{f"c{i}": (512, 0) for i in range(499)}, "x": (512, 1)}
     cells = _forecast_cells(fit_power_law(overall_curve(flat)))
     assert any("beyond float range" in cell or "already reached" in cell for cell in cells[1:]), cells
+
+
+def _copy(demo_run: Path, tmp_path: Path) -> Path:
+    run = tmp_path / "run"
+    shutil.copytree(demo_run, run, ignore=shutil.ignore_patterns("report.*"))
+    return run
+
+
+def _edit(path: Path, **fields) -> None:
+    path.write_text(json.dumps(json.loads(path.read_text()) | fields))
+
+
+def _section(md: str, title: str) -> str:
+    return md.split(f"## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_an_interrupted_evaluation_is_named_with_its_missing_counts(demo_run, tmp_path):
+    """summary.json of a stopped evaluation says complete: false and counts what has no record; each
+    section says so, naming the file, instead of showing the ASRs and rates as if finished."""
+    run = _copy(demo_run, tmp_path)
+    stage = run / "eval" / "dpo"
+    _edit(stage / "jailbreak" / "summary.json", complete=False, missing={"direct": 0, "template": 7, "any_attack": 3})
+    _edit(stage / "helpfulness" / "overrefusal" / "summary.json", missing=5)
+    _edit(stage / "helpfulness" / "mtbench" / "summary.json", missing=2)
+    md = render_markdown(build_document(load_run(run), with_plots=False))
+    jailbreak = _section(md, "Jailbreak attacks")
+    assert "dpo: eval/dpo/jailbreak/summary.json: evaluation not finished (complete: false); behaviors without a " \
+           "record: template 7, any_attack 3" in jailbreak  # fmt: skip
+    assert "direct 0" not in jailbreak and "before: eval/before/jailbreak/summary.json" not in jailbreak
+    assert "dpo: eval/dpo/helpfulness/overrefusal/summary.json: 5 benign prompt(s) without a record" \
+           in _section(md, "Over-refusal")  # fmt: skip
+    assert "dpo: eval/dpo/helpfulness/mtbench/summary.json: 2 question(s) without a record" \
+           in _section(md, "Helpfulness (MT-Bench-style)")  # fmt: skip
+
+
+@pytest.mark.parametrize("summary", [None, "{not json", "[1]"])
+def test_a_demo_without_a_readable_summary_still_shows_its_stages(demo_run, tmp_path, summary):
+    """Still running, crashed, or its summary.json damaged: the eval/ and train/ folders are read as a demo's."""
+    run = _copy(demo_run, tmp_path)
+    if summary is None:
+        (run / "summary.json").unlink()
+    else:
+        (run / "summary.json").write_text(summary)
+    data = load_run(run)
+    assert data.kind == "demo"
+    assert [s.name for s in data.stages] == ["before", "dpo", "e-dpo"]
+    assert [t.name for t in data.trainings] == ["dpo", "e-dpo"]
+    if summary == "[1]":  # found, so not missing: what is wrong with it is named
+        assert "summary.json: neither a demo's (before/after) nor a defense comparison's (kind)" in data.problems
+    else:
+        assert "summary.json (run not finished?)" in data.missing
+    md = render_markdown(build_document(data, with_plots=False))
+    assert "## Jailbreak attacks" in md and "## Training" in md
+
+
+def test_stages_named_in_the_summary_without_an_evaluation_are_listed(demo_run, tmp_path):
+    run = _copy(demo_run, tmp_path)
+    shutil.rmtree(run / "eval" / "dpo")
+    assert "eval/dpo/ (evaluation of dpo, named in summary.json)" in load_run(run).missing
+    defenses = tmp_path / "defenses"
+    (defenses / "eval" / "base").mkdir(parents=True)
+    (defenses / "eval" / "base" / "summary.json").write_text(json.dumps({"attacks": {"direct": {"refusal": STATS}}}))
+    (defenses / "summary.json").write_text(json.dumps({"kind": "defense_comparison",
+                                                       "methods": {"base": {}, "smoothllm": {}}}))  # fmt: skip
+    data = load_run(defenses)
+    assert [s.name for s in data.stages] == ["base"]
+    assert data.missing == ["eval/smoothllm/ (evaluation of smoothllm, named in summary.json)"]  # no helpfulness/
+
+
+def test_a_demo_stage_without_mtbench_is_not_reported_missing(demo_run, tmp_path):
+    """The demo never runs MT-Bench (a separate command): its absence is no missing piece."""
+    run = _copy(demo_run, tmp_path)
+    for stage in ("before", "dpo", "e-dpo"):
+        shutil.rmtree(run / "eval" / stage / "helpfulness" / "mtbench")
+    shutil.rmtree(run / "eval" / "dpo" / "helpfulness" / "overrefusal")
+    missing = load_run(run).missing
+    assert not [m for m in missing if "MT-Bench" in m], missing
+    assert missing == ["eval/dpo/helpfulness/ (over-refusal results)"]
+
+
+def test_a_malformed_paired_interval_is_named_not_dropped(tmp_path):
+    bad = PAIRED | {"ci95": [-0.2, "0.0"]}
+    (tmp_path / "summary.json").write_text(json.dumps({"before": {"direct_asr": 0.5}, "after": {"direct_asr": 0.2},
+                                                       "comparisons": [{"a": "e-dpo", "b": "dpo",
+                                                                        "metrics": {"direct_asr": bad}}]}))  # fmt: skip
+    data = load_run(tmp_path)
+    assert "summary.json: field comparisons[0].metrics.direct_asr.ci95[1]: expected a number, got a string" \
+           in data.problems  # fmt: skip
+
+
+def test_a_report_of_the_current_directory_names_it(tmp_path, monkeypatch):
+    run = tmp_path / "eval-only"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"attacks": {"direct": {"refusal": STATS}}}))
+    monkeypatch.chdir(run)
+    data = load_run(".")
+    assert [s.name for s in data.stages] == ["eval-only"]
+    assert build_document(data, with_plots=False).title == "safealign report — eval-only"
+
+
+@pytest.mark.parametrize("plot", ["training", "entanglement", "asr_at_n"])
+def test_every_series_is_drawn_and_looks_different(monkeypatch, plot):
+    """Past the palette (8 colours) and past its 4 repeats (32 series): no series is dropped, no two look alike."""
+    from safealign.report import plots
+    from safealign.report.load import TrainingRun
+
+    figures = []
+    monkeypatch.setattr(plots, "_png", lambda fig: figures.append(fig) or b"png")
+    names = [f"run{i}" for i in range(40)]
+    rows = [{"step": s, "loss": 1.0 / s, "cosine": 0.5, "delta_chosen": 0.1, "delta_rejected": -0.1} for s in (1, 2)]
+    runs = [TrainingRun(n, Path(n), rows, None, rows, {}) for n in names]
+    if plot == "training":
+        plots.training_curves(runs)
+    elif plot == "entanglement":
+        plots.entanglement_curves(runs)
+    else:
+        plots.asr_at_n_curves({n: [{"n": 1, "asr": 0.1}, {"n": 2, "asr": 0.2}] for n in names})
+    lines = [line for line in figures[0].axes[0].get_lines() if line.get_label() in names]  # not the zero line
+    assert [line.get_label() for line in lines] == names
+    assert len({(line.get_color(), line.get_marker(), line.get_linestyle()) for line in lines}) == len(names)
+
+
+def test_judges_described_differently_by_stages_name_each_description_with_its_stages(tmp_path):
+    from safealign.report.results import judge_descriptions
+
+    def stage(name: str, listed: str) -> Stage:
+        summary = EvalSummary(attacks={"direct": {"refusal": AsrStats(0.5, (0.1, 0.9), 4)}},
+                              judges={"refusal": {"list": listed}})  # fmt: skip
+        return Stage(name, tmp_path / name, summary, [], None, None)
+
+    described = judge_descriptions([stage("before", "advbench"), stage("dpo", "short"), stage("e-dpo", "advbench")])
+    assert described["refusal"].startswith("list=advbench (before, e-dpo); list=short (dpo) — ")
+    assert judge_descriptions([stage("before", "advbench")])["refusal"].startswith("list=advbench — ")
+
+
+def _record(behavior: str, attack: str, harmful: bool) -> dict:
+    return {"behavior_id": behavior, "attack": attack, "attempt_id": "0",
+            "messages": [{"role": "user", "content": "x"}], "completion": {"text": "ok", "error": None},
+            "verdicts": {"refusal": {"harmful": harmful}}}  # fmt: skip
+
+
+@pytest.mark.parametrize("summary", [None, "{not json"])
+def test_recomputed_asrs_name_the_stage_and_file_and_include_any_attack(tmp_path, summary):
+    run = tmp_path / "eval-only"
+    run.mkdir()
+    rows = [_record("b0", "direct", True), _record("b1", "direct", False), _record("b0", "template", False),
+            _record("b1", "template", True), _record("b2", "direct", False), _record("b2", "template", False)]
+    (run / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if summary is not None:
+        (run / "summary.json").write_text(summary)
+    md = render_markdown(build_document(load_run(run), with_plots=False))
+    assert "| any_attack | 66.7% [20.8–93.9] n=3 |" in md  # Wilson(2, 3): b0 and b1 jailbroken by some attack
+    assert "eval-only: ASRs recomputed from records.jsonl because summary.json was absent or unreadable" in md
