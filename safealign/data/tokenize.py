@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence
 
 from jinja2 import TemplateError
@@ -81,6 +81,9 @@ class EncodedPair:
     rejected_safe: bool | None = None
     # DeRTa's transition rows: the token each chosen position is trained to predict (instead of chosen_ids)
     chosen_target_ids: Ids | None = None
+    # where the row came from (PreferencePair.source/row), for messages: ``index`` is a position, not a data row
+    source: str = field(default="", compare=False)
+    row: int = field(default=-1, compare=False)
 
 
 @dataclass(frozen=True)
@@ -93,6 +96,8 @@ class EncodedUnpaired:
     completion_ids: Ids
     label: bool
     harmful: bool | None
+    source: str = field(default="", compare=False)  # UnpairedExample.source/row, for messages
+    row: int = field(default=-1, compare=False)
 
 
 @dataclass(frozen=True)
@@ -267,7 +272,7 @@ class PairEncoder:
         if pair.chosen_target_refusal is not None:  # DeRTa RTO: the refusal's first token at every position
             targets = self._first_content_token(pair.prompt, pair.chosen_target_refusal, pair) * len(chosen)
         return EncodedPair(index, prompt_ids, ref_ids, chosen, rejected, pair.harmful, pair.chosen_scores,
-                           pair.chosen_safe, pair.rejected_safe, targets)
+                           pair.chosen_safe, pair.rejected_safe, targets, source=pair.source, row=pair.row)
 
     def _encode_joint(self, pair: PreferencePair, index: int, counts: _Counts) -> EncodedPair:
         """Each side as its own prompt + response; all but the shared first token are scored."""
@@ -286,7 +291,8 @@ class PairEncoder:
         if sides[0][:1] != sides[1][:1]:
             raise UserError(f"{pair.source} row {pair.row}: the two rendered prompts start with different tokens "
                              f"({sides[0][:1]} vs {sides[1][:1]}); joint log-probs need a common first token")
-        return EncodedPair(index, sides[0][:1], None, sides[0][1:], sides[1][1:], pair.harmful, pair.chosen_scores)
+        return EncodedPair(index, sides[0][:1], None, sides[0][1:], sides[1][1:], pair.harmful, pair.chosen_scores,
+                           source=pair.source, row=pair.row)
 
     def _encode_unpaired(self, example: UnpairedExample, index: int, counts: _Counts) -> EncodedUnpaired:
         prompt_ids, ref_ids = self._prompt_views(example.prompt, example.harmful, example, counts)
@@ -295,7 +301,8 @@ class PairEncoder:
         cut = example.meta.get("chosen_cut" if example.label else "rejected_cut") is True
         completion = self._response_ids(example.prompt, example.completion, budget, counts, example, open_end=cut)
         self._count_reference_overrun(ref_ids, (completion,), counts)
-        return EncodedUnpaired(index, prompt_ids, ref_ids, completion, example.label, example.harmful)
+        return EncodedUnpaired(index, prompt_ids, ref_ids, completion, example.label, example.harmful,
+                               source=example.source, row=example.row)
 
     def _prompt_views(self, prompt, harmful, item, counts: _Counts) -> tuple[Ids, Ids | None]:
         """(policy prompt ids, reference prompt ids or None when the transform leaves it unchanged)."""

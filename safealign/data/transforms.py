@@ -6,8 +6,10 @@ LLMs", NeurIPS 2024, arXiv:2408.01420) anchors the KL term of harmful prompts to
 fixed prefix prepended to the harmful user turn, before the chat template — :class:`SafetyPrefix`.
 :class:`IdentityTransform` gives plain DPO.
 
-A transform's :meth:`PromptTransform.key` is stable across processes and enters reference-cache keys,
-so two runs share cached reference log-probs exactly when their transforms agree.
+A transform's :meth:`PromptTransform.key` is a stable name of it and its parameters, for messages. It does not
+enter reference-cache keys: those hash the reference view's token ids (safealign/train/reference.py), so two runs
+share cached reference log-probs exactly when their transforms produce the same ids -- two different transforms
+that do, share the entry, and a transform whose behaviour changes under the same key gets a new one.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ class PromptTransform(ABC):
 
     @abstractmethod
     def key(self) -> str:
-        """A stable identifier of this transform and its parameters, for cache keys."""
+        """A stable identifier of this transform and its parameters, for messages (cache keys hash the token ids the
+        transform produces instead)."""
 
     @property
     def is_identity(self) -> bool:
@@ -81,8 +84,9 @@ class SafetyPrefix(PromptTransform):
             ablation), or ``"classifier"`` (rows for which ``classifier(last_user_text)`` is true; the
             row's own flag is ignored).
         classifier: a callable ``str -> bool``, required by and only allowed with ``"classifier"``.
-        classifier_name: names the classifier in :meth:`key`; defaults to its qualified name. Give a
-            name that changes when the classifier's behaviour does, or cached reference log-probs go stale.
+        classifier_name: names the classifier in :meth:`key`; defaults to its qualified name. Only a name:
+            cached reference log-probs are keyed by the prompts the classifier's choices produce, so a classifier
+            that changes its behaviour gets new entries whatever it is called.
     """
 
     def __init__(

@@ -16,7 +16,9 @@ from safealign.data import PairEncoder, PreferenceCollator, build_transform, loa
 from safealign.data.formats import ParseResult
 from safealign.errors import UserError
 from safealign.train.config import TrainConfig
-from safealign.train.unpaired import UnpairedKLCollator, strip_reference_view, unpair_pairs, with_kl_partners
+from safealign.train.unpaired import (
+    UnpairedKLCollator, reference_overrun, strip_reference_view, unpair_pairs, with_kl_partners,
+)
 from safealign.types import UnpairedExample
 
 logger = logging.getLogger(__name__)
@@ -58,7 +60,20 @@ def _encode_pairs(encoder: PairEncoder, items: Sequence[Any], max_length: int, k
 def _encode_unpaired(encoder: PairEncoder, items: Sequence[Any], max_length: int, kl_partners: bool):
     encoded, report = encoder.encode_all_unpaired(items)
     encoded = [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)]
-    return with_kl_partners(encoded, max_length, partners=kl_partners), report
+    items = with_kl_partners(encoded, max_length, partners=kl_partners)
+    return items, _with_kl_views_counted(report, items, max_length)
+
+
+def _with_kl_views_counted(report: Any, items: Sequence[Any], max_length: int) -> Any:
+    """``report`` with its reference overrun counted over whole unpaired reference views, KL partners' included
+    (:func:`~safealign.train.unpaired.reference_overrun`; the encoder saw each row's own completion only), so
+    :func:`check_reference_fits` sees the longest sequence the reference scores."""
+    rows, most = reference_overrun(items, max_length)
+    if (rows, most) == (report.reference_views_over, report.reference_overrun_max):
+        return report
+    report = dataclasses.replace(report, reference_views_over=rows, reference_overrun_max=most)
+    logger.warning("tokenization, KTO's KL partner sequences included: %s", report.summary())
+    return report
 
 
 def _encode_token_pairs(encoder: PairEncoder, items: Sequence[Any], max_length: int, kl_partners: bool):

@@ -2,7 +2,8 @@
 
 The reference may see a different prompt than the policy (the E-RLHF reference view): the collated
 batch then carries ``ref_*`` tensors, and everything here scores those. A cache entry is keyed by
-a fingerprint of the reference weights and by the exact reference-view token ids (which already
+a fingerprint of the reference model (weights, persistent buffers, config, an adapter's settings when it is on:
+:func:`model_fingerprint`) and by the exact reference-view token ids (which already
 encode the dataset content, the prompt transform, the chat template and the truncation settings),
 so runs that share them — β sweeps, loss comparisons — reuse it, and a prefix ablation does not.
 A table has two columns per row: (chosen, rejected) for pairs; (completion, KL-partner completion)
@@ -44,32 +45,97 @@ _SPREAD = 1_000_003  # a prime: sample k sits at k·_SPREAD mod numel
 
 
 def model_fingerprint(model: nn.Module, *, with_adapter: bool = False) -> str:
-    """Hash of the reference weights: names, shapes, dtypes, a spread sample and the sum and sum of squares of
-    every tensor.
+    """Hash of the reference forward: the weights (names, shapes, dtypes, a spread sample and exact integer moments
+    of every tensor), the persistent buffers, and what decides how they are used -- the model config (rope_theta,
+    sliding window, soft-capping, dtype...) and, ``with_adapter``, the adapter's peft config (lora_alpha, rslora):
+    the same weights under another config give other log-probs and must not share a cache entry.
 
     ``with_adapter=False`` (the policy with its adapter disabled): LoRA parameters are left out, so the key is
     the base model's. ``with_adapter=True`` (a model scored with its adapter on: a separate reference loaded
-    from an adapter folder, or a policy that starts from a trained adapter): they are hashed too; a model
-    without LoRA parameters hashes the same either way. Names are taken as in the unwrapped base model, so
-    the same weights give the same fingerprint whichever layers an adapter wraps (or none). A module the adapter
-    trains as a copy (peft ``modules_to_save``, e.g. MAH-DPO's head 0) counts as adapter weights; its frozen
-    original as base weights.
+    from an adapter folder, or a policy that starts from a trained adapter): they and the peft config are hashed
+    too; a model without LoRA parameters hashes the same either way. Names are taken as in the unwrapped base
+    model, so the same weights give the same fingerprint whichever layers an adapter wraps (or none). A module the
+    adapter trains as a copy (peft ``modules_to_save``, e.g. MAH-DPO's head 0) counts as adapter weights; its
+    frozen original as base weights. The same model gives the same key in any process, at any thread count, on
+    any device (no float reduction enters it); a key that changes costs a recomputation, never a wrong reuse.
     """
+    def kept(name: str) -> bool:
+        return with_adapter or ("lora_" not in name and ".modules_to_save." not in name)
+
     digest = hashlib.blake2b(digest_size=16)
-    named = ((_base_name(n), p) for n, p in model.named_parameters()
-             if with_adapter or ("lora_" not in n and ".modules_to_save." not in n))
-    for name, param in sorted(named, key=lambda kv: kv[0]):
-        flat = param.detach().reshape(-1)
+    digest.update(_config_json(getattr(model, "config", None)).encode())
+    if with_adapter:
+        digest.update(_peft_config_json(model).encode())
+    named = [(_base_name(n), p) for n, p in model.named_parameters() if kept(n)]
+    named += [(f"buffer:{_base_name(n)}", b) for n, b in _persistent_buffers(model) if kept(n)]
+    for name, tensor in sorted(named, key=lambda kv: kv[0]):
+        flat = tensor.detach().reshape(-1)
         # a sample spread over every row and column (a plain stride of numel/4096 on a 4096×4096 matrix is its
-        # first column only), and the whole tensor's sum and sum of squares, so a change anywhere changes the key
+        # first column only), and the whole tensor's moments, so a change anywhere changes the key
         picks = torch.arange(min(_SAMPLE, flat.numel()), device=flat.device) * _SPREAD % flat.numel()
         sample = flat[picks].to("cpu", torch.float32).contiguous()
-        whole = flat.to(torch.float64)
-        moments = torch.stack([whole.sum(), (whole * whole).sum()]).cpu().numpy()
-        digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
         digest.update(sample.numpy().tobytes())
-        digest.update(moments.tobytes())
+        digest.update(_moments(flat).tobytes())
     return digest.hexdigest()
+
+
+_INT_OF_SIZE = {1: torch.int8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
+# config fields that cannot change a forward's numbers and differ between loads of the same model
+_CONFIG_IGNORED = frozenset({"_name_or_path", "transformers_version", "_commit_hash", "use_cache", "return_dict",
+                             "output_attentions", "output_hidden_states"})
+_PEFT_IGNORED = frozenset({"base_model_name_or_path", "revision", "inference_mode", "peft_version", "runtime_config"})
+
+
+def _moments(flat: Tensor) -> Any:
+    """Sum and sum of squares of the tensor's bit patterns as integers (wrapping int64): a change of any element
+    changes them, and integer sums, unlike float ones, do not depend on the reduction order (thread count,
+    device), so the key of the same weights is the same everywhere."""
+    if flat.is_complex():
+        flat = torch.view_as_real(flat).reshape(-1)
+    bits = flat.view(_INT_OF_SIZE[flat.element_size()]).to(torch.int64)
+    return torch.stack([bits.sum(), (bits * bits).sum()]).cpu().numpy()
+
+
+def _persistent_buffers(model: nn.Module):
+    """(name, buffer) of the buffers saved with the weights (a non-persistent one, such as rotary ``inv_freq``, is
+    derived from the config, which is hashed, and dynamic RoPE rewrites it during forwards)."""
+    for prefix, module in model.named_modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and name not in module._non_persistent_buffers_set:
+                yield (f"{prefix}.{name}" if prefix else name), buffer
+
+
+def _config_json(config: Any) -> str:
+    """The model config as canonical JSON, less :data:`_CONFIG_IGNORED` (at any depth: composite configs nest);
+    ``""`` for a module without a transformers config."""
+    to_dict = getattr(config, "to_dict", None)
+    return _canonical(to_dict(), _CONFIG_IGNORED) if callable(to_dict) else ""
+
+
+def _peft_config_json(model: nn.Module) -> str:
+    """Every adapter's peft config as canonical JSON, less :data:`_PEFT_IGNORED`; ``""`` without an adapter."""
+    inner: nn.Module | None = model
+    while inner is not None and not _is_peft(inner):
+        inner = getattr(inner, "module", None)
+    if inner is None:
+        return ""
+    return _canonical({name: cfg.to_dict() for name, cfg in inner.peft_config.items()}, _PEFT_IGNORED)
+
+
+def _canonical(value: Any, ignored: frozenset[str]) -> str:
+    """JSON with sorted keys, sets as sorted lists (their order follows the per-process string hash seed) and
+    other objects as their ``str``."""
+    def strip(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {str(k): strip(x) for k, x in v.items() if k not in ignored}
+        if isinstance(v, (set, frozenset)):
+            return sorted((strip(x) for x in v), key=str)
+        if isinstance(v, (list, tuple)):
+            return [strip(x) for x in v]
+        return v
+
+    return json.dumps(strip(value), sort_keys=True, default=str)
 
 
 def reference_view(item: Any) -> tuple[Ids, tuple[Ids, ...]]:
@@ -400,13 +466,39 @@ def _compute_reference(model: nn.Module, encoded: Sequence[Any], path: Path, key
                                       batch_tokens=batch_tokens, impl=impl, with_adapter=with_adapter)
     seconds = time.perf_counter() - started
     if not torch.isfinite(table).all():
-        bad = torch.nonzero(~torch.isfinite(table).all(dim=1)).flatten()[:5].tolist()
-        raise UserError(f"reference log-probs are not finite for rows {bad}; check the data and model")
+        raise UserError(f"reference log-probs are not finite for {_non_finite_cells(encoded, table)}; check the data "
+                        "and model")
     metadata = {"key": key, "rows": str(len(encoded)), "checksum": table_checksum(table),
                 "describe": json.dumps(describe or {})}
     save_tensors_atomic({"reference_logps": table}, path, metadata)
     logger.info("reference log-probs: computed in %.1f s and cached at %s", seconds, path)
     return ReferenceCache(table, path, key, reused=False, seconds=seconds)
+
+
+def _non_finite_cells(encoded: Sequence[Any], table: Tensor, shown: int = 5) -> str:
+    """The first non-finite cells of ``table`` by data row and column (``pairs.jsonl row 7 (rejected)``): a position
+    in ``encoded`` is not a row of the data file (dropped rows shift it, data.unpair doubles the rows)."""
+    cells = torch.nonzero(~torch.isfinite(table)).tolist()
+    named = [f"{_data_row(encoded[i], i)} ({_column_name(encoded[i], c)})" for i, c in cells[:shown]]
+    return ", ".join(named) + (f" and {len(cells) - shown} more" if len(cells) > shown else "")
+
+
+def _data_row(item: Any, position: int) -> str:
+    example = item.example if isinstance(item, UnpairedItem) else item
+    row = getattr(example, "row", -1)
+    if row < 0:  # built without its source row (e.g. by hand)
+        return f"encoded item {position}"
+    return f"{getattr(example, 'source', '') or 'data'} row {row}"
+
+
+def _column_name(item: Any, column: int) -> str:
+    """What a table column scores: a pair's chosen or rejected response; an unpaired row's own completion (its
+    label: under data.unpair, desirable = the pair's chosen) or KTO's mismatched KL-partner completion."""
+    if isinstance(item, UnpairedItem):
+        if column == 1:
+            return "KL-partner completion"
+        return f"{'desirable' if item.example.label else 'undesirable'} completion"
+    return ("chosen", "rejected")[column]
 
 
 def table_checksum(table: Tensor) -> str:

@@ -84,7 +84,8 @@ def check_config(config: TrainConfig) -> None:
     build_transform(config.reference.transform, **dict(config.reference.transform_params))
 
 
-def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.device, tokenizer=None):
+def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.device, tokenizer=None,
+                     report=None):
     """Return (collator, live_reference, description, encoded_for_training, reference_pass_seconds).
 
     The reference is ``reference.model`` when set, else the starting policy: with a fresh LoRA adapter the policy
@@ -93,8 +94,11 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
     weights. A separate reference model is loaded on the training device in the policy's dtype, so cached and
     live reference log-probs come from the same precision the policy trains in. A cached table is computed
     before training moves the policy, so it scores the policy itself; a live reference of the starting weights
-    is a frozen copy.
+    is a frozen copy. The reference views (``report``'s overrun past ``max_length``) are checked against the
+    context of the model that scores them (:func:`~safealign.train.data.check_reference_fits`): ``reference.model``
+    when set (the policy never scores them then), else the policy, before any reference pass.
     """
+    from safealign.train.data import check_reference_fits
     from safealign.train.reference import (
         CachedReferenceCollator,
         LiveReference,
@@ -109,6 +113,7 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
     ref_model = (load_reference_model(config.reference.model, model, device, trust_remote_code=config.trust_remote_code,
                                       policy_tokenizer=tokenizer)
                  if config.reference.model else None)
+    check_reference_fits(ref_model or model, config.data.max_length, report)
     trained_adapter = ref_model is None and starts_from_trained_adapter(model)
     if trained_adapter:
         logger.info("reference: %s starts from a trained LoRA adapter, so the reference is that starting policy, "
@@ -232,7 +237,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         return run_objective_training(config, resume=resume, overwrite=overwrite, model=model, tokenizer=tokenizer,
                                       overwrite_flag=overwrite_flag)
     from safealign.train.data import (
-        DATA_KINDS, check_loss_inputs, check_reference_fits, encode_training_items, load_training_items,
+        DATA_KINDS, check_loss_inputs, encode_training_items, load_training_items,
     )
     from safealign.train.trainer import PreferenceTrainer
 
@@ -254,7 +259,6 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
     identities = _starting_identities(config, model)  # before training changes the weights
     encoded, report = encode_training_items(config, tokenizer, items, kind, joint_logps=loss.joint_logps,
                                             kl_partners=loss.needs_kl_partners)
-    check_reference_fits(model, config.data.max_length, report)
     collate = kind.collator(tokenizer.pad_token_id, **({"pack": True} if config.packing == "pairs" else {}))
     if config.packing == "pairs":  # not every architecture keeps packed sequences apart: check this one
         from safealign.train.packing import check_packing
@@ -262,7 +266,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
         check_packing(model, encoded, tokenizer.pad_token_id, chunk_size=config.logps_chunk_size, impl=config.logps)
     with args.main_process_first(local=False, desc="reference log-probs"):
         collator, live, ref_desc, encoded, ref_seconds = _reference_setup(config, model, encoded, kind, collate,
-                                                                          loss, args.device, tokenizer)
+                                                                          loss, args.device, tokenizer, report)
     logger.info("reference: %s", ref_desc)
     if config.gradient_checkpointing and hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()

@@ -3,10 +3,10 @@ docs/seed-methods.md).
 
 For every scored response position of every pair the table holds the DPO teacher's ``k`` most likely token ids
 and their log-probs and, for ADPA, the reference teacher's log-probs of the same ids. Keyed like the reference
-cache (safealign/train/reference.py): a fingerprint of the teacher weights (and the reference teacher's), ``k``
-and the exact token ids scored, so a loss-weight sweep reuses it and new data or another teacher does not. An
-entry carries a checksum and is verified (shapes match the data's response lengths, ids inside the vocabulary,
-log-probs finite and ≤ 0) before reuse; a damaged one is reported and recomputed.
+cache (safealign/train/reference.py): a fingerprint of the teacher weights and config (and the reference
+teacher's), ``k`` and the exact token ids scored, so a loss-weight sweep reuses it and new data or another
+teacher does not. An entry carries a checksum and is verified (shapes match the data's response lengths, ids
+inside the vocabulary, log-probs finite and ≤ 0) before reuse; a damaged one is reported and recomputed.
 """
 
 from __future__ import annotations

@@ -63,8 +63,8 @@ def with_kl_partners(encoded: Sequence[EncodedUnpaired], max_length: int, *,
 
     The partner's completion is cut so that row i's policy prompt plus it fits ``max_length`` (the encoder's rule
     for a row's own completion: the same cut with or without a reference view, whose longer prompt may then run
-    over ``max_length`` by its extra tokens). ``partners=False`` (no loss component
-    reads the KL point): items without a partner.
+    over ``max_length`` by its extra tokens; :func:`reference_overrun` counts those). ``partners=False`` (no loss
+    component reads the KL point): items without a partner.
     """
     if not partners:
         return [UnpairedItem(row, None) for row in encoded]
@@ -81,6 +81,23 @@ def with_kl_partners(encoded: Sequence[EncodedUnpaired], max_length: int, *,
         logger.warning("KL reference point: %d of %d rows have no row with a different prompt; their mismatched "
                        "sequence reuses a completion of the same prompt", same_prompt, n)
     return items
+
+
+def reference_overrun(items: Sequence[UnpairedItem], max_length: int) -> tuple[int, int]:
+    """(rows whose reference view runs over ``max_length``, by how many tokens at most), the KL partner's view
+    included: the partner completion is cut to fit the POLICY prompt (:func:`with_kl_partners`), so after a longer
+    reference prompt it runs over where the row's own completion may not (the encoder counts only that one)."""
+    rows = most = 0
+    for item in items:
+        ex = item.example
+        if ex.ref_prompt_ids is None:  # the reference sees the policy prompt: both views fit max_length
+            continue
+        completions = (ex.completion_ids,) if item.kl_completion_ids is None else (ex.completion_ids,
+                                                                                   item.kl_completion_ids)
+        over = len(ex.ref_prompt_ids) + max(map(len, completions)) - max_length
+        if over > 0:
+            rows, most = rows + 1, max(most, over)
+    return rows, most
 
 
 def strip_reference_view(item: UnpairedItem) -> UnpairedItem:

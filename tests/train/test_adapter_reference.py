@@ -33,17 +33,26 @@ RECIPES = Path(__file__).resolve().parents[2] / "configs" / "train"
 def old_fingerprint(model) -> str:
     """model_fingerprint's formula restated for the base weights (adapter left out, names unwrapped): the key a
     plain model's cache entries are stored under, which a policy with its adapter disabled must reuse (the
-    formula itself changed on 2026-12-07: a spread sample and each tensor's sum and sum of squares)."""
+    formula itself changed on 2026-12-07: a spread sample and each tensor's sum and sum of squares; later that day
+    the model config, less what cannot change the numbers, and integer moments of the bit patterns, which no
+    reduction order changes). A tiny Llama has no persistent buffers."""
+    assert not any(n not in m._non_persistent_buffers_set for _, m in model.named_modules()
+                   for n, _ in m.named_buffers(recurse=False))
+    ignored = {"_name_or_path", "transformers_version", "_commit_hash", "use_cache", "return_dict",
+               "output_attentions", "output_hidden_states"}
+    config = {str(k): v for k, v in model.config.to_dict().items() if k not in ignored}
+    config["id2label"] = {str(k): v for k, v in config["id2label"].items()}
     digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
     named = ((n.removeprefix("base_model.model.").replace(".base_layer.", "."), p)
              for n, p in model.named_parameters() if "lora_" not in n)
     for name, param in sorted(named, key=lambda kv: kv[0]):
         flat = param.detach().reshape(-1)
         picks = torch.arange(min(4096, flat.numel())) * 1_000_003 % flat.numel()
-        whole = flat.to(torch.float64)
+        bits = flat.view(torch.int32).to(torch.int64)  # float32 weights
         digest.update(f"{name}:{tuple(param.shape)}:{param.dtype}".encode())
         digest.update(flat[picks].to("cpu", torch.float32).contiguous().numpy().tobytes())
-        digest.update(torch.stack([whole.sum(), (whole * whole).sum()]).numpy().tobytes())
+        digest.update(torch.stack([bits.sum(), (bits * bits).sum()]).numpy().tobytes())
     return digest.hexdigest()
 
 

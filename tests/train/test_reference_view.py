@@ -71,3 +71,25 @@ def test_a_reference_view_over_max_length_scores_the_policy_response_tokens(pair
         assert torch.equal(policy, ref)
     live = torch.stack(pair_logps(model, batch, reference=True)[:2], dim=1)
     torch.testing.assert_close(compute_reference_columns(model, e_view, batch_size=3), live, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("mode", ["cache", "live"])
+def test_a_separate_reference_model_with_a_shorter_context_is_checked(tmp_path, pairs_file, mode):
+    """The reference views (E-DPO's prefixed prompts, over max_length) are scored by reference.model, not the
+    policy: the check read the policy's 2048 positions and let them past a reference of 90."""
+    from safealign.errors import UserError
+    from safealign.train.run import run_training
+
+    from test_trainer import tiny_config
+
+    folder = tmp_path / "ref"
+    short = tiny_model(seed=1)
+    short.config.max_position_embeddings = 90
+    short.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    config = tiny_config(tmp_path, pairs_file, max_steps=1)
+    config.data.max_length, config.data.max_prompt_length = 80, 70  # the views run over 80 (see the test above)
+    config.reference.transform, config.reference.model, config.reference.mode = "safety_prefix", str(folder), mode
+    with pytest.raises(UserError, match=r"reference views run to \d+ tokens .* past the model's context of 90"):
+        run_training(config)
+    assert not (tmp_path / "refcache").exists() or not any((tmp_path / "refcache").glob("*.safetensors"))

@@ -9,14 +9,18 @@ import math
 import pytest
 import torch
 
-from safealign.data import PairEncoder
+from types import SimpleNamespace
+
+from safealign.data import PairEncoder, build_transform
 from safealign.data.tokenize import EncodedUnpaired
+from safealign.errors import UserError
 from safealign.models.tiny import tiny_model, tiny_tokenizer
 from safealign.train.config import LossConfig
-from safealign.train.reference import reference_view_hash
+from safealign.train.data import DATA_KINDS, check_reference_fits
+from safealign.train.reference import reference_view, reference_view_hash
 from safealign.train.run import run_training
 from safealign.train.unpaired import UnpairedItem, UnpairedKLCollator, unpair_pairs, with_kl_partners
-from safealign.types import PreferencePair
+from safealign.types import PreferencePair, UnpairedExample
 
 from test_trainer import read_metrics, tiny_config
 
@@ -75,6 +79,29 @@ def test_kl_partner_completion_is_cut_to_the_policy_prompt_as_without_a_referenc
     plain_rows = [dataclasses.replace(row, ref_prompt_ids=None) for row in e_rows]
     e_items, plain_items = with_kl_partners(e_rows, max_length=6), with_kl_partners(plain_rows, max_length=6)
     assert e_items[0].kl_completion_ids == plain_items[0].kl_completion_ids == (10, 11, 12)  # 6 - 3
+
+
+def test_kl_partner_reference_views_are_counted_and_checked_against_the_context():
+    """A KL partner's completion is cut to fit the row's POLICY prompt, so the mismatched sequence's prefixed
+    reference view runs over max_length by the prefix: the truncation report counted each row's own completion
+    only (0 over while a KL view ran 67 tokens past it), and check_reference_fits let it past a 120-position model."""
+    def example(text, completion, label, harmful, row):
+        return UnpairedExample(({"role": "user", "content": text},), completion, label, harmful, "kto.jsonl", row)
+
+    examples = [example("How do I pick a lock?", "No.", False, True, 0),
+                example("Name a prime number.", "7 " * 100, True, False, 1)]
+    encoder = PairEncoder(tiny_tokenizer(), build_transform("safety_prefix", prefix="responsible"), max_length=120,
+                          max_prompt_length=119)
+    items, report = DATA_KINDS["unpaired"].encode(encoder, examples, 120, True)
+    widths = [len(prompt) + max(map(len, responses)) for prompt, responses in map(reference_view, items)]
+    ref_prompt, (own, kl) = reference_view(items[0])
+    assert len(ref_prompt) + len(own) <= 120 < len(ref_prompt) + len(kl)  # only the KL view runs over
+    assert (report.reference_views_over, report.reference_overrun_max) == (1, max(widths) - 120)
+    context = SimpleNamespace(config=SimpleNamespace(max_position_embeddings=120))
+    with pytest.raises(UserError, match=f"reference views run to {max(widths)} tokens"):
+        check_reference_fits(context, 120, report)
+    _, without_partners = DATA_KINDS["unpaired"].encode(encoder, examples, 120, False)  # BCO: no KL view
+    assert without_partners.reference_views_over == 0
 
 
 def test_cache_key_covers_the_kl_partner_column():
