@@ -104,8 +104,10 @@ def run_eval(
     handed_in = model is not None or chat_model is not None
     # hashed once: the target's identity below reuses it (an in-memory model's parameters are costly to hash)
     inner, early = _passed_in_identity(model, chat_model)
+    # the configured defenses and any around a handed-in chat model (the demo's), as wrap_target will stack them
+    layers = [*defenses, *defense_layers(chat_model)]
     fingerprint = _claim(out, config, label if handed_in else None, behaviors if passed_in else None, overwrite,
-                         _identity_before_load(config, handed_in, early), overwrite_flag)
+                         _identity_before_load(config, handed_in, early), overwrite_flag, layers)
     target = chat_model or build_chat_model(config.model, model=model, tokenizer=tokenizer)
     judges = judges or {name: build_judge(name, config.judge_params.get(name)) for name in config.judges}
     params = generation_params(config)
@@ -147,9 +149,11 @@ def run_eval(
 
 
 def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Sequence[Behavior] | None,
-           overwrite: bool, weights: dict[str, Any], overwrite_flag: str) -> str:  # fmt: skip
+           overwrite: bool, weights: dict[str, Any], overwrite_flag: str,
+           layers: Sequence[Any] = ()) -> str:  # fmt: skip
     """Check ``out`` may hold this run before anything is written there, then save its config; returns
-    the run's fingerprint digest (recorded in ``summary.json``). ``weights``: the attacked model's identity."""
+    the run's fingerprint digest (recorded in ``summary.json``). ``weights``: the attacked model's identity;
+    ``layers``: the defenses the target answers through (each layer's effective settings are fingerprinted)."""
     from safealign.io.rundir import claim_run_dir, eval_fingerprint, legacy_fingerprint
     from safealign.models.identity import setup_fingerprint
 
@@ -158,7 +162,7 @@ def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Seque
 
     fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors,
                                    weights=weights.get("fingerprint"), setup=setup_fingerprint(weights),
-                                   defaults=to_dict(EvalConfig()))
+                                   defaults=to_dict(EvalConfig()), defenses=[d.fingerprint() for d in layers])
     claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy,
                   overwrite_flag=overwrite_flag)
     save_config(config, out / "config.yaml")

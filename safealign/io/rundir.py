@@ -62,8 +62,11 @@ TRAIN_EXCLUDED = (
 # its over-refusal records are still checked prompt by prompt, safealign.eval.helpfulness.overrefusal).
 # An online run's prompts file content and its reward/cost model folders' weights likewise (safealign.online.run),
 # recorded since 2026-12-07 along with its policy's and reference's weights: an online run made before resumes.
+# An eval's defense layers as they run (defenses.layers: each layer's config with its defaults, the files and weights
+# it names; around a handed-in chat model too), recorded since 2026-12-07 too: an eval with defenses made before
+# resumes. Only an eval with defenses records it, so one without keeps its digest.
 WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "judge.weights", "judge.setup",
-              "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights")
+              "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights", "defenses.layers")
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)
 # Demo keys whose list may grow on resume: each extra benign set is answered under its own record ids and shown as
@@ -127,11 +130,13 @@ def file_digest(path: str | os.PathLike | None) -> str | None:
 
 def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None,
                      behaviors: Sequence[Any] | None = None, weights: str | None = None, setup: str | None = None,
-                     defaults: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
+                     defaults: Mapping[str, Any] | None = None,
+                     defenses: Sequence[Mapping[str, Any]] = ()) -> Fingerprint:  # fmt: skip
     """An eval run: its config (``to_dict(EvalConfig)``) less :data:`EVAL_EXCLUDED`, the behaviors data
     (files' content, or ``behaviors`` passed in by a caller), the benign prompt file's content, the label of a
-    passed-in model, and the attacked ``weights``' fingerprint and ``setup`` (safealign.models.identity; None where
-    they can't be seen)."""
+    passed-in model, the attacked ``weights``' fingerprint and ``setup`` (safealign.models.identity; None where
+    they can't be seen), and the ``defenses`` layers' fingerprints, outermost first
+    (safealign.eval.defenses.base.Defense.fingerprint)."""
     chosen = settings.get("behaviors", {})
     extra = {f"behaviors.{key}_data": _data_identity(chosen.get(key)) for key in ("path", "targets") if chosen.get(key)}
     # the over-refusal prompts' content too (their records are keyed by prompt id); added only when a file is named,
@@ -143,6 +148,8 @@ def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None
     if attacked is not None:
         extra["model.attacked"] = attacked
     extra["model.weights"], extra["model.setup"] = weights, setup
+    if defenses:  # only then, so a run without defenses keeps its digest
+        extra["defenses.layers"] = list(defenses)
     return make_fingerprint("eval", settings, exclude=EVAL_EXCLUDED, extra=extra, defaults=defaults)
 
 

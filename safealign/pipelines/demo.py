@@ -84,8 +84,8 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
              before: Path | None = None, wrap_chat: Any = None) -> Figures:
     """Jailbreak ASR (direct + templates), over-refusal and the held-out refusal margin for one model;
     returns the demo's figures. ``before``: the base model's evaluation (the margin scores its direct
-    answers); None when this is the base model's evaluation itself. ``wrap_chat`` wraps the chat model the
-    evaluation queries (a method's inference-time defense)."""
+    answers); None when this is the base model's evaluation itself. ``wrap_chat(chat, params)`` wraps the chat model
+    the evaluation queries (a method's inference-time defense), given the evaluation's generation params."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
     from safealign.eval.pipeline import generation_params, run_eval
@@ -94,7 +94,7 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     behaviors = harmful_behaviors(prompts["harmful_test"])
     evaluation = eval_config(config, out)
     chat = HFChatModel(model, tokenizer)
-    chat = wrap_chat(chat) if wrap_chat is not None else chat
+    chat = wrap_chat(chat, generation_params(evaluation)) if wrap_chat is not None else chat
     jailbreak = run_eval(evaluation, chat_model=chat, model=model, tokenizer=tokenizer, behaviors=behaviors,
                          overwrite_flag=FRESH)
     untuned = [p for extra in prompts["extra_benign"].values() for p in extra]

@@ -28,10 +28,11 @@ DEMO_DEFENSES: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def defended(name: str, params: dict[str, Any]):
-    """A ``wrap_chat`` for the demo: the chat model behind a freshly built (and calibrated) defense."""
+    """A ``wrap_chat`` for the demo: the chat model behind a freshly built defense, prepared (calibrated, its
+    scorer loaded) with the evaluation's ``generation`` params, as run_eval prepares a configured one."""
 
-    def wrap(chat: Any) -> Any:
-        return wrap_target(chat, [build_defense(name, params)], GenerationParams())
+    def wrap(chat: Any, generation: GenerationParams) -> Any:
+        return wrap_target(chat, [build_defense(name, params)], generation)
 
     return wrap
 

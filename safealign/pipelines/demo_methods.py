@@ -42,14 +42,14 @@ SAFETY_VIEW = ("safety_prefix", {"prefix": "community_guidelines", "apply_to": "
 class Method:
     """One entry of the comparison. ``configure`` rewrites a copy of the demo's training config in place
     (None: train it as given); ``reference`` is the reference view (transform name, params); ``trains=False``
-    evaluates the starting model instead (inference-time methods), ``wrap_chat`` wraps the chat model the
-    evaluation queries."""
+    evaluates the starting model instead (inference-time methods), ``wrap_chat(chat, params)`` wraps the chat model
+    the evaluation queries (``params``: the evaluation's GenerationParams)."""
 
     summary: str
     configure: Callable[[TrainConfig], None] | None = None
     reference: tuple[str, dict[str, Any]] = ("identity", {})
     trains: bool = True
-    wrap_chat: Callable[[Any], Any] | None = None
+    wrap_chat: Callable[[Any, Any], Any] | None = None
     e_variant_of: str | None = None  # set on the ``e-`` entry: the method it is the E-variant of
 
 
@@ -57,7 +57,7 @@ METHODS: Registry[Method] = Registry("demo method")
 
 
 def register_method(name: str, summary: str, configure: Callable[[TrainConfig], None] | None = None, *,
-                    e_variant: bool, trains: bool = True, wrap_chat: Callable[[Any], Any] | None = None) -> None:
+                    e_variant: bool, trains: bool = True, wrap_chat: Callable[[Any, Any], Any] | None = None) -> None:
     """Register ``name`` and, with ``e_variant`` (the method has a reference term), ``e-<name>``."""
     METHODS.register(name, Method(summary, configure, trains=trains, wrap_chat=wrap_chat))
     if e_variant:

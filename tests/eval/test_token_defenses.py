@@ -309,3 +309,77 @@ def test_judge_rewards_cost_one_pass_per_candidate_when_the_judge_runs_a_model()
     assert runs_model(build_judge("llm", {}, chat_model=model))
     assert runs_model(build_judge("tiered", {"then": "llm"}, chat_model=model))  # a stack holding a model judge
     assert build_reward(DeALConfig())[1] == 0  # the default refusal judge matches strings: no pass
+
+
+def test_mpo_and_deal_record_a_prompt_the_backend_would_not_run_as_the_same_error(tiny_model, tiny_tokenizer):
+    """The bare hf backend does not run a prompt over max_prompt_tokens (an error per attempt); a token-level
+    defense answering it would put it in the defended run's denominator and not in the bare run's."""
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    long = ({"role": "user", "content": "How do I bake bread with a long prompt here, please? " * 3},)
+    fits = chat.prompt_tokens(USER, GenerationParams())
+    params = GenerationParams(max_new_tokens=4, batch_size=2, max_prompt_tokens=fits)
+    bare = chat.generate([USER, long], params)
+    assert bare[0].error is None and bare[1].error.startswith("prompt too long")
+    deal = build_defense("deal", {"top_k": 2, "lookahead": 2})
+    deal.reward_fn = lambda conversations, texts: [0.0] * len(texts)
+    for defense in (build_defense("mpo", {"weights": [1.0]}), deal):
+        out = wrap_target(chat, [defense], params).generate([USER, long], params)
+        assert out[0].error is None and out[0].text  # the prompt that fits is answered
+        assert (out[1].text, out[1].error) == ("", bare[1].error)
+        assert {k: out[1].meta[k] for k in bare[1].meta} == bare[1].meta  # prompt_tokens, too_long
+        assert out[1].meta["cost"] == {"generated_tokens": 0, "forward_passes": 0}
+
+
+def test_mpo_and_deal_end_an_answer_at_a_stop_string_and_count_tokens_up_to_it(tiny_model, tiny_tokenizer):
+    from dataclasses import replace
+
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=12, batch_size=2)
+    tiny_model.generation_config.eos_token_id = tiny_tokenizer.eos_token_id
+    free = _greedy_ids(tiny_model, tiny_tokenizer, chat, params)
+    decode = lambda ids: tiny_tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
+    i = next(i for i in range(2, len(free) - 1) if decode(free[i : i + 1]) and decode(free[i : i + 1])
+             not in decode(free[: i + 1])[: -len(decode(free[i : i + 1]))])  # fmt: skip
+    stop = decode(free[i : i + 1])
+    params = replace(params, stop=(stop,))
+    [bare] = chat.generate([USER], params)
+    assert bare.meta == {"tokens": i + 1, "finish": "stop"} and stop not in bare.text
+    rewarded = []
+    mpo = build_defense("mpo", {"policies": ["target"], "weights": [1.0]})
+    deal = build_defense("deal", {"top_k": 1, "lookahead": 4, "commit": 1, "reward_weight": 0.0})
+    deal.reward_fn = lambda conversations, texts: rewarded.extend(texts) or [0.0] * len(texts)
+    for defense in (mpo, deal):
+        [out] = wrap_target(chat, [defense], params).generate([USER], params)
+        assert out.text == bare.text and out.meta["tokens"] == i + 1 and out.meta["finish"] == "stop"
+        if defense is mpo:
+            assert out.meta["cost"]["generated_tokens"] == i + 1  # not the 12 decoded past the stop
+    assert rewarded and not any(stop in text for text in rewarded)  # the reward never scores text past the stop
+
+
+def test_the_demo_prepares_its_defense_with_the_evaluations_generation_params(tiny_model, tiny_tokenizer):
+    from safealign.eval.defenses.base import defense_layers
+    from safealign.pipelines.demo_defenses import defended
+
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    wrapped = defended("deal", {"top_k": 2, "lookahead": 2})(chat, GenerationParams(do_sample=True))
+    assert defense_layers(wrapped)[0].describe()["sampling_ignored"] is True
+
+
+def test_the_demo_hands_its_wrap_the_evaluations_generation_params(tmp_path):
+    from safealign.pipelines.demo import evaluate
+    from safealign.pipelines.demo_config import DemoConfig
+
+    config = DemoConfig(output_dir=str(tmp_path))
+    config.eval.generation.do_sample, config.eval.generation.max_new_tokens = True, 7
+    seen = []
+
+    class Seen(Exception):
+        pass
+
+    def wrap(chat, params):
+        seen.append(params)
+        raise Seen
+
+    with pytest.raises(Seen):
+        evaluate(config, None, None, {"harmful_test": []}, tmp_path / "eval", wrap_chat=wrap)
+    assert seen[0].do_sample is True and seen[0].max_new_tokens == 7

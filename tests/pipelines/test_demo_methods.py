@@ -109,7 +109,7 @@ class _Prefixing:
 
     calls = 0
 
-    def __init__(self, chat) -> None:
+    def __init__(self, chat, params) -> None:
         self.chat = chat
 
     def __getattr__(self, name):

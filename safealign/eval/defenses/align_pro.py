@@ -47,6 +47,7 @@ class AlignProConfig:
 
 class AlignPro(Defense):
     config_class = AlignProConfig
+    model_params = ("prompter",)
 
     def __init__(self, config: AlignProConfig) -> None:
         super().__init__(config)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -90,6 +91,10 @@ class Defense(ABC):
     # "chat": works over any ChatModel (a remote endpoint too). "tokens": decodes with the model's own
     # next-token distributions, so it needs the local HF model and must be the innermost defense.
     access: ClassVar[str] = "chat"
+    # parameters naming a data file (hashed by content) or models (by weights; "target" is the evaluated model,
+    # fingerprinted as model.weights) for the run's fingerprint (:meth:`fingerprint`)
+    file_params: ClassVar[tuple[str, ...]] = ()
+    model_params: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: Any) -> None:
         self.config = config
@@ -105,6 +110,27 @@ class Defense(ABC):
     def describe(self) -> dict[str, Any]:
         """What a reader needs to reproduce this defense (written to the evaluation summary)."""
         return {"params": dataclasses.asdict(self.config)}
+
+    def backends(self) -> tuple[str, ...] | None:
+        """The ``model.backend`` values this defense can run on (None: any), as configured: checked by
+        :func:`check_defenses` before the run folder is written or a model loads."""
+        return ("hf",) if self.access == "tokens" else None
+
+    def backend_error(self, backend: str) -> str:
+        return _token_access_error(self.name, f"the {backend!r} backend")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What decides this layer's answers, for the run's fingerprint (``defenses.layers``,
+        safealign.io.rundir): its effective config, defaults included (a default changed in code is another
+        run), the content of the file and the weights of the models its parameters name. JSON as recorded."""
+        found: dict[str, Any] = {"name": self.name, "config": dataclasses.asdict(self.config)}
+        for key in self.file_params:
+            found[f"{key}_data"] = _file_identity(getattr(self.config, key))
+        for key in self.model_params:
+            value = getattr(self.config, key)
+            found[f"{key}_weights"] = ([_model_identity(v) for v in value] if isinstance(value, (list, tuple))
+                                       else _model_identity(value))  # fmt: skip
+        return json.loads(json.dumps(found, sort_keys=True, default=str))  # tuples as lists, as read back
 
     def step(self, action: str, inner: Sequence[Completion] = (), *, own_tokens: int = 0, own_passes: int = 0,
              **fields: Any) -> DefenseStep:  # fmt: skip
@@ -187,22 +213,46 @@ def build_defense(name: str, params: dict[str, Any] | None = None) -> Defense:
 
 def check_defenses(configs: Sequence[Any], backend: str | None) -> list[Defense]:
     """Build the configured defenses and check they can run on ``backend`` (a ModelConfig.backend name,
-    or None when a chat model is handed in): before anything loads or generates."""
+    or None when a chat model is handed in): before anything loads or generates, and before the run folder
+    is claimed (a corrected re-run would otherwise be refused as another run's settings)."""
     defenses = [build_defense(c.name, c.params) for c in configs]
     for i, defense in enumerate(defenses):
-        if defense.access != "tokens":
-            continue
-        if i != len(defenses) - 1:
+        if defense.access == "tokens" and i != len(defenses) - 1:
             raise UserError(f"defenses: {defense.name!r} decodes with the model itself, so it must be the last "
                             f"(innermost) defense; got order {[d.name for d in defenses]}")  # fmt: skip
-        if backend is not None and backend != "hf":
-            raise UserError(_token_access_error(defense.name, f"the {backend!r} backend"))
+        allowed = defense.backends()
+        if backend is not None and allowed is not None and backend not in allowed:
+            raise UserError(defense.backend_error(backend))
     return defenses
 
 
 def _token_access_error(name: str, what: str) -> str:
     return (f"defense {name!r} needs token-level access (the model's next-token distributions), which {what} does "
             "not give: use model.backend=hf (vLLM is not supported by this defense yet)")  # fmt: skip
+
+
+def _file_identity(path: Any) -> Any:
+    """A local file by its content; a name (builtin, a hub dataset) as it is."""
+    from safealign.io.rundir import file_digest
+
+    return file_digest(path) or path
+
+
+def _model_identity(spec: Any) -> dict[str, Any] | None:
+    """The weights (and setup) of the model ``spec`` names; None for the evaluated model (``target``) or a spec
+    that names nothing loadable (prepare() says so) or can't be seen."""
+    from safealign.eval.reward_model import is_reward_model_dir, reward_model_fingerprint
+    from safealign.models.identity import model_identity, setup_fingerprint
+
+    if not isinstance(spec, str) or spec in ("", "target"):
+        return None
+    if is_reward_model_dir(spec):  # a safealign reward-model folder (DeAL's reward_model)
+        return {"weights": reward_model_fingerprint(spec)}
+    try:
+        identity = model_identity(spec)
+    except UserError:
+        return None
+    return {"weights": identity.get("fingerprint"), "setup": setup_fingerprint(identity)}
 
 
 def token_model(name: str, inner: Any) -> tuple[Any, Any]:

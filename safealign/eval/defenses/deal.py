@@ -25,9 +25,9 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids
-from safealign.eval.defenses.base import Answer, Defense, batched_answers, last_user_index, token_model
-from safealign.eval.defenses.tokens import Batch, encode, next_logprobs, to_completion
+from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids, truncate_at_stop
+from safealign.eval.defenses.base import Answer, Defense, last_user_index, token_model
+from safealign.eval.defenses.tokens import Batch, answers_within_limit, encode, holds_stop, next_logprobs, to_completion
 from safealign.types import Behavior, Completion
 
 logger = logging.getLogger(__name__)
@@ -52,8 +52,9 @@ class Candidate:
     token_logps: list[float]  # log π of each token given the prompt, the answer so far and the tokens before
     reward: float
     score: float  # log π(answer so far + these tokens | prompt) + λ·reward
-    text: str  # the answer so far + these tokens, decoded
+    text: str  # the answer so far + these tokens, decoded (cut at a stop string)
     ended: bool = False  # the last token is an end token (not counted as generated, as the bare backend)
+    stopped: bool = False  # the last token completes a stop string (generation.stop): the answer ends with it
 
     @property
     def generated(self) -> int:
@@ -63,6 +64,7 @@ class Candidate:
 class DeAL(Defense):
     config_class = DeALConfig
     access = "tokens"
+    model_params = ("reward_model",)
 
     def __init__(self, config: DeALConfig) -> None:
         super().__init__(config)
@@ -88,30 +90,32 @@ class DeAL(Defense):
                            "score); generation.do_sample, temperature and top_p are not used")  # fmt: skip
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
-        return batched_answers(self, conversations, params, lambda chunk: self.search(inner, chunk, params))
+        return answers_within_limit(self, inner, conversations, params, lambda chunk: self.search(inner, chunk, params))
 
     def search(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         device = next(self.model.parameters()).device
         prompts = encode(self.tokenizer, [inner.render(c, params) for c in conversations], params, device)
         n = len(conversations)
         answer: list[list[int]] = [[] for _ in range(n)]
-        logp, ended = [0.0] * n, [False] * n
+        logp, ended, stopped = [0.0] * n, [False] * n, [False] * n
         last: list[list[Candidate]] = [[] for _ in range(n)]
         spent, passes, steps = [0] * n, [0] * n, [0] * n
         started = time.perf_counter()
-        while active := [i for i in range(n) if not ended[i] and len(answer[i]) < params.max_new_tokens]:
+        while active := [i for i in range(n)
+                         if not (ended[i] or stopped[i]) and len(answer[i]) < params.max_new_tokens]:
             rows = prompts.rows(active)
             if answer[active[0]]:  # every active row has kept the same number of tokens so far
                 rows = rows.extend(torch.tensor([answer[i] for i in active], device=device))
             length = min(self.config.lookahead, params.max_new_tokens - len(answer[active[0]]))
             candidates = self.candidates([conversations[i] for i in active], rows, [answer[i] for i in active],
-                                         [logp[i] for i in active], length)  # fmt: skip
+                                         [logp[i] for i in active], length, params.stop)  # fmt: skip
             for i, options in zip(active, candidates):
                 best = max(options, key=lambda c: c.score)  # first of equal scores: the likelier top-k token
                 keep = best.tokens[: self.config.commit or len(best.tokens)]
                 answer[i] += keep
                 logp[i] += sum(best.token_logps[: len(keep)])  # log π of the answer kept so far
                 ended[i] = any(t in self.ends for t in keep)
+                stopped[i] = best.stopped and len(keep) == len(best.tokens)
                 last[i] = options
                 spent[i] += sum(c.generated for c in options)
                 passes[i] += 1 + self.reward_passes * len(options)
@@ -131,8 +135,9 @@ class DeAL(Defense):
         return out
 
     def candidates(self, conversations: Sequence[Conversation], rows: Batch, answers: Sequence[list[int]],
-                   logps: Sequence[float], length: int) -> list[list[Candidate]]:  # fmt: skip
-        """Top-k next tokens per row, each rolled out greedily to ``length`` tokens, scored."""
+                   logps: Sequence[float], length: int, stop: Sequence[str] = ()) -> list[list[Candidate]]:  # fmt: skip
+        """Top-k next tokens per row, each rolled out greedily to ``length`` tokens, cut after an end token or the
+        token completing a ``stop`` string (its tokens and reward end there, as the answer would), scored."""
         k = self.config.top_k
         first_lp, first = next_logprobs(self.model, rows).topk(k, dim=-1)  # (A, k)
         expanded = rows.repeat(k).extend(first.reshape(-1))
@@ -144,13 +149,17 @@ class DeAL(Defense):
             ids = [int(first[row, col])] + tokens[j].tolist()
             lps = [float(first_lp[row, col])] + token_lps[j].tolist()
             cut = next((p + 1 for p, t in enumerate(ids) if t in ends), len(ids))  # keep the end token itself
+            if stop:  # the first token at which the answer holds a stop string ends it (an end token can't)
+                cut = next((p + 1 for p in range(cut) if holds_stop(self.tokenizer, answers[row] + ids[: p + 1], stop)),
+                           cut)  # fmt: skip
             flat.append((row, ids[:cut], lps[:cut]))
-        texts = [self.tokenizer.decode(answers[r] + ids, skip_special_tokens=True) for r, ids, _ in flat]
-        rewards = self.reward_fn([conversations[r] for r, _, _ in flat], texts)
+        texts = [truncate_at_stop(self.tokenizer.decode(answers[r] + ids, skip_special_tokens=True), stop)
+                 for r, ids, _ in flat]  # fmt: skip
+        rewards = self.reward_fn([conversations[r] for r, _, _ in flat], [text for text, _ in texts])
         out: list[list[Candidate]] = [[] for _ in range(rows.ids.shape[0])]
-        for (row, ids, lps), text, reward in zip(flat, texts, rewards):
+        for (row, ids, lps), (text, stopped), reward in zip(flat, texts, rewards):
             score = logps[row] + sum(lps) + self.config.reward_weight * float(reward)
-            out[row].append(Candidate(ids, lps, float(reward), score, text, ended=ids[-1] in ends))
+            out[row].append(Candidate(ids, lps, float(reward), score, text, ended=ids[-1] in ends, stopped=stopped))
         return out
 
     def rollout(self, batch: Batch, n: int) -> tuple[torch.Tensor, torch.Tensor]:

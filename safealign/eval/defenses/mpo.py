@@ -24,8 +24,10 @@ from torch import Tensor
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids
-from safealign.eval.defenses.base import Answer, Defense, batched_answers, token_model
-from safealign.eval.defenses.tokens import Batch, encode, pad_id, sample_token, to_completion
+from safealign.eval.defenses.base import Answer, Defense, token_model
+from safealign.eval.defenses.tokens import (
+    Batch, answers_within_limit, encode, holds_stop, pad_id, sample_token, to_completion,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +75,7 @@ def fit_weights(ell: Tensor, *, steps: int, eta: float, start: Tensor | None = N
 class MPO(Defense):
     config_class = MPOConfig
     access = "tokens"
+    model_params = ("policies",)
 
     def __init__(self, config: MPOConfig) -> None:
         super().__init__(config)
@@ -159,7 +162,7 @@ class MPO(Defense):
         return torch.cat(out)
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
-        return batched_answers(self, conversations, params, lambda chunk: self.answer(inner, chunk, params))
+        return answers_within_limit(self, inner, conversations, params, lambda chunk: self.answer(inner, chunk, params))
 
     def answer(self, inner: Any, chunk: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         device = next(self.models[0].parameters()).device
@@ -180,12 +183,14 @@ class MPO(Defense):
 
     def decode(self, batch: Batch, params: GenerationParams) -> tuple[list[list[int]], list[bool]]:
         """Greedy (or sampled, with ``params.temperature`` and ``top_p``) decoding from the mixture, one KV cache
-        per policy."""
+        per policy. A row ends at an end token (``ended``: True) or once its answer holds a stop string
+        (``params.stop``; its tokens up to the one completing it are the answer's, as the hf backend counts them)."""
         generator = torch.Generator(device=batch.ids.device).manual_seed(params.seed)
         ends = torch.tensor(sorted(self.ends), device=batch.ids.device)
         caches: list[Any] = [None] * len(self.models)
         inputs, mask, positions = batch.ids, batch.mask, batch.positions
-        finished = torch.zeros(batch.ids.shape[0], dtype=torch.bool, device=batch.ids.device)
+        ended = torch.zeros(batch.ids.shape[0], dtype=torch.bool, device=batch.ids.device)
+        stopped = torch.zeros_like(ended)
         out: list[Tensor] = []
         for _ in range(params.max_new_tokens):
             logprobs = []
@@ -196,16 +201,21 @@ class MPO(Defense):
                     caches[k] = getattr(result, "cache", None) or getattr(result, "past_key_values", None)
                     logprobs.append(torch.log_softmax(result.logits[:, -1].float(), -1))
             token = sample_token(mixture_logprobs(logprobs, self.weights), params, generator)
-            token = torch.where(finished, torch.full_like(token, pad_id(self.tokenizer)), token)
+            done = ended | stopped
+            token = torch.where(done, torch.full_like(token, pad_id(self.tokenizer)), token)
             out.append(token)
-            finished |= torch.isin(token, ends)
-            if bool(finished.all()):
+            ended |= ~done & torch.isin(token, ends)
+            if params.stop:
+                rows, skip = torch.stack(out, 1).tolist(), (ended | done).tolist()
+                stopped |= torch.tensor([not s and holds_stop(self.tokenizer, r, params.stop)
+                                         for r, s in zip(rows, skip)], device=ended.device)  # fmt: skip
+            if bool((ended | stopped).all()):
                 break
             inputs = token.unsqueeze(-1)
             mask = torch.cat([mask, torch.ones_like(inputs)], 1)
             positions = positions[:, -1:] + 1
         rows = torch.stack(out, 1).tolist() if out else [[] for _ in range(batch.ids.shape[0])]
-        return rows, finished.tolist()
+        return rows, ended.tolist()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "weights": self.weights, "fit": self.fit}

@@ -139,6 +139,8 @@ def _scored(model: Any, tokenizer: Any, rows: Sequence[list[int]], first: int = 
 
 class PerplexityFilter(Defense):
     config_class = PerplexityFilterConfig
+    file_params = ("calibration",)
+    model_params = ("scorer",)
 
     def __init__(self, config: PerplexityFilterConfig) -> None:
         super().__init__(config)
@@ -153,14 +155,19 @@ class PerplexityFilter(Defense):
         self.threshold: float | None = config.threshold
         self.calibrated_on = 0
 
+    def backends(self) -> tuple[str, ...] | None:
+        return ("hf",) if self.config.scorer == "target" else None
+
+    def backend_error(self, backend: str) -> str:
+        return ("defense 'perplexity_filter': scorer=target needs the hf backend (the scorer reads token log-probs); "
+                f"backend {backend} gives none: set scorer to a model spec, e.g. smollm2-135m-instruct")
+
     def prepare(self, inner: Any, params: GenerationParams) -> None:
         if self.config.scorer == "target":
             bare = bare_model(inner)
             self.model, self.tokenizer = getattr(bare, "model", None), getattr(bare, "tokenizer", None)
-            if not hasattr(self.model, "forward") or self.tokenizer is None:
-                raise UserError("defense 'perplexity_filter': scorer=target needs the hf backend (the scorer reads "
-                                f"token log-probs); backend {type(bare).__name__} gives none: set "
-                                "scorer to a model spec, e.g. smollm2-135m-instruct")  # fmt: skip
+            if not hasattr(self.model, "forward") or self.tokenizer is None:  # a handed-in chat model
+                raise UserError(self.backend_error(type(bare).__name__))
         else:
             from safealign.models.load import load_model
 

@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams, split_prefill
-from safealign.eval.defenses.base import Answer, Defense, last_user_index
+from safealign.eval.defenses.base import Answer, Defense, last_user_index, with_user_text
 from safealign.types import Completion
 
 # Xie et al. 2023's wording with "ChatGPT" replaced by the deployed model's role, as ports do.
@@ -100,6 +100,10 @@ class _Rewrite(Defense):
 class SelfReminderConfig:
     system: str = REMINDER_SYSTEM
     suffix: str = REMINDER_SUFFIX
+    # system: `system` as the system turn (a chat template's own default system prompt is then not rendered);
+    # user: `system`, a newline and the query, then `suffix`, all in the user turn, the system prompt left as it is
+    # (the authors' code, yjw1029/Self-Reminder src/jailbreak_w_defense.py; docs/defenses.md)
+    placement: str = "system"
 
 
 class SelfReminder(_Rewrite):
@@ -107,10 +111,16 @@ class SelfReminder(_Rewrite):
 
     config_class = SelfReminderConfig
 
+    def __init__(self, config: SelfReminderConfig) -> None:
+        super().__init__(config)
+        if config.placement not in ("system", "user"):
+            raise UserError(f"defense 'self_reminder': placement must be 'system' or 'user', got {config.placement!r}")
+
     def rewrite(self, conversation: Conversation, inner: Any) -> Conversation:
-        i = last_user_index(conversation)
-        user = {**conversation[i], "content": conversation[i]["content"] + self.config.suffix}
-        changed = (*conversation[:i], user, *conversation[i + 1 :])
+        query = conversation[last_user_index(conversation)]["content"]
+        if self.config.placement == "user":
+            return with_user_text(conversation, f"{self.config.system}\n{query}{self.config.suffix}")
+        changed = with_user_text(conversation, query + self.config.suffix)
         return add_system(changed, self.config.system, getattr(inner, "system_prompt", None))
 
 
@@ -137,6 +147,9 @@ class InContext(_Rewrite):
     def rewrite(self, conversation: Conversation, inner: Any) -> Conversation:
         return insert_turns(conversation, self.demos)
 
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "demos": [list(d) for d in self.demos]}  # the code's default ones too
+
 
 @dataclass(frozen=True)
 class UrialConfig:
@@ -159,10 +172,19 @@ class Urial(_Rewrite):
             raise UserError(f"defense 'urial': format must be 'chat' or 'plain', got {config.format!r}")
         self.examples = tuple(tuple(e) for e in (config.examples or URIAL_EXAMPLES))
 
+    def fingerprint(self) -> dict[str, Any]:
+        return {**super().fingerprint(), "examples": [list(e) for e in self.examples]}  # the code's default ones too
+
+    def backends(self) -> tuple[str, ...] | None:
+        return ("hf", "vllm") if self.config.format == "plain" else None
+
+    def backend_error(self, backend: str) -> str:
+        return ("defense 'urial' format=plain sends raw text without a chat template, which needs a local backend "
+                f"(hf or vllm), not {backend}; use format=chat")
+
     def prepare(self, inner: Any, params: GenerationParams) -> None:
-        if self.config.format == "plain" and getattr(inner, "tokenizer", None) is None:
-            raise UserError("defense 'urial' format=plain sends raw text without a chat template, which needs a local "
-                            f"backend (hf or vllm), not {type(inner).__name__}; use format=chat")  # fmt: skip
+        if self.config.format == "plain" and getattr(inner, "tokenizer", None) is None:  # a handed-in chat model
+            raise UserError(self.backend_error(type(inner).__name__))
 
     def rewrite(self, conversation: Conversation, inner: Any) -> Conversation:
         if self.config.format == "chat":

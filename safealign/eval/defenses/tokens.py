@@ -6,14 +6,18 @@ attention mask (a left-padded row starts at position 0 at its first real token, 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from safealign.eval.backends.base import GenerationParams, truncate_at_stop
+from safealign.eval.backends.base import Conversation, GenerationParams, too_long, truncate_at_stop
+from safealign.eval.defenses.base import Answer, Defense, batched_answers
 from safealign.types import Completion
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -52,6 +56,25 @@ def encode(tokenizer: Any, prompts: Sequence[str], params: GenerationParams, dev
     finally:
         tokenizer.padding_side = old
     return Batch(enc["input_ids"].to(device), enc["attention_mask"].to(device))
+
+
+def answers_within_limit(defense: Defense, inner: Any, conversations: Sequence[Conversation], params: GenerationParams,
+                         run: Callable[[Sequence[Conversation]], list[Answer]]) -> list[Answer]:  # fmt: skip
+    """``run`` in batches (:func:`~safealign.eval.defenses.base.batched_answers`) over the conversations whose prompt
+    the hf backend ``inner`` would run; one over its limit (generation.max_prompt_tokens, else the context length
+    less max_new_tokens) is not decoded and gets the backend's own "prompt too long" error, so a defended run and
+    the bare one leave the same prompts out of their rates."""
+    lengths = [inner.prompt_tokens(c, params) for c in conversations]
+    errors = too_long(lengths, *inner.prompt_limit(params), logger)
+    fitting = [c for c, error in zip(conversations, errors) if error is None]
+    answered = iter(batched_answers(defense, fitting, params, run) if fitting else [])
+    return [next(answered) if error is None else Answer(error, defense.step("decode")) for error in errors]
+
+
+def holds_stop(tokenizer: Any, tokens: Sequence[int], stop: Sequence[str]) -> bool:
+    """Whether the answer ``tokens`` decode to holds one of the ``stop`` strings (generation.stop), where the hf
+    backend ends a row (its stopping criteria match the answer alone)."""
+    return bool(stop) and truncate_at_stop(tokenizer.decode(list(tokens), skip_special_tokens=True), stop)[1]
 
 
 def next_logprobs(model: Any, batch: Batch) -> Tensor:
