@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a registered judge (classifier, llm, strongreject, tiered, refusal, ...) and its "
                              "parameters, e.g. --judge classifier model=cais/HarmBench-Mistral-7b-val-cls")
     parser.add_argument("--label", default=None,
-                        help="the name the verdicts get (default: the judge's name); the output is RUN/judged/<label>/")
+                        help="the name the verdicts get (default: the judge's name; one plain name, no '/'); the "
+                             "output is RUN/judged/<label>/")
     parser.add_argument("--behaviors", action="append", default=None, metavar="SPEC",
                         help="the behaviors the run evaluated, when it did not record them (runs made before "
                              "behaviors.jsonl existed): a behaviors file or builtin:harmful (the demo's and sweep's); "

@@ -16,6 +16,10 @@ name, not the request; XSTest and OR-Bench mix benign and harmful prompts; :func
 by :func:`load_behaviors` with the loader that reads them: ``safealign eval``'s ``behaviors.path`` /
 ``benign.path`` (``safealign.eval.benchmarks.loaders.read_benchmark``).
 
+In the HarmBench and AdvBench layouts a line break in ``Behavior``, ``BehaviorID`` or ``goal`` is refused (naming
+the file, row and field): none of the published rows has one, and a stray double quote makes the CSV reader join
+the rows up to the next quote into that one field (``ContextString``, code or a document, may span lines).
+
 An optional targets JSON (``{BehaviorID: "Sure, here is …"}``) fills ``target``.
 """
 
@@ -150,7 +154,26 @@ def _text(record: Record, key: str, name: str, row: int, *, required: bool, numb
         return ""
     if isinstance(value, bool) or not isinstance(value, (str, int) if number_ok else str):
         raise UserError(f"{name}: row {row}: field {key!r} must be text, got {type(value).__name__} {value!r}")
+    # Stripped, every field, HarmBench's ContextString included, where HarmBench joins the raw ContextString
+    # (f"{context_str}\n\n---\n\n{behavior}"): in harmbench_behaviors_text_val.csv sqli_payload_waf_ml_bypass_3's
+    # context loses a leading space, blind_sql_injection_log_evasion's a trailing newline and
+    # jeep_cherokee_exploit_equipment_list's a trailing space (docs/attacks.md, "Contextual behaviors"). Kept until
+    # the E-effect sweep (results/sweep/e_effect) finishes: not stripping would change the prompts its committed
+    # cells were evaluated on.
     return str(value).strip()
+
+
+def _line(record: Record, key: str, name: str, row: int, **kwargs: Any) -> str:
+    """A one-line text field (:func:`_text`): HarmBench's and AdvBench's requests and ids never span lines, so
+    a line break in one is a stray double quote that made the CSV reader join the rows after it into this
+    field; only the last record's unclosed quote is caught while reading (``sources._check_closed_quotes``)."""
+    text = _text(record, key, name, row, **kwargs)
+    if "\n" in text or "\r" in text:
+        first = text.replace("\r", "\n").split("\n")[0]
+        raise UserError(f"{name}: row {row}: field {key!r} holds a line break ({first[:60]!r} is followed by more "
+                        "lines), so rows of the file were probably read as one: a stray double quote opens a "
+                        "quoted field there; remove it or write it doubled (\"\") inside a quoted field")
+    return text
 
 
 def _harmbench(record: Record, name: str, row: int) -> Behavior:
@@ -158,8 +181,8 @@ def _harmbench(record: Record, name: str, row: int) -> Behavior:
         (k for k in ("SemanticCategory", "Category", "FunctionalCategory") if record.get(k)), "Category"
     )
     return Behavior(
-        id=_text(record, "BehaviorID", name, row, required=True, number_ok=True),
-        behavior=_text(record, "Behavior", name, row, required=True),
+        id=_line(record, "BehaviorID", name, row, required=True, number_ok=True),
+        behavior=_line(record, "Behavior", name, row, required=True),
         category=_text(record, category_key, name, row, required=False, number_ok=True),
         context=_text(record, "ContextString", name, row, required=False),
         source=name,
@@ -171,7 +194,7 @@ def _harmbench(record: Record, name: str, row: int) -> Behavior:
 def _advbench(record: Record, name: str, row: int) -> Behavior:
     return Behavior(
         id=f"advbench_{row + 1}",
-        behavior=_text(record, "goal", name, row, required=True),
+        behavior=_line(record, "goal", name, row, required=True),
         target=_text(record, "target", name, row, required=False),
         source=name,
         row=row,

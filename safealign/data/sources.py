@@ -141,7 +141,9 @@ def _parse_csv(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Rec
 def _check_closed_quotes(path: Path, text: str, delimiter: str, start: int) -> None:
     """A quoted field never closed makes the (lenient) csv reader read the rest of the file into it, so the
     last record swallows every row after it without an error. Only the last record can hold such a field:
-    read its lines (from line ``start + 1``) strictly, which fails at the end of the data inside the quotes."""
+    read its lines (from line ``start + 1``) strictly, which fails at the end of the data inside the quotes.
+    (A stray quote that a later quote closes joins the rows between them into one field without any error here;
+    the behaviors layouts refuse a line break in a request or id: ``safealign.data.behaviors._line``.)"""
     lines = io.StringIO(text, newline="").readlines()
     raw = "".join(lines[start:])
     try:

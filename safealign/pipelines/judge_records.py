@@ -7,9 +7,12 @@ record with one more verdict, under ``label``), ``behaviors.jsonl`` and ``summar
 recorded judges and the new one on the same attempts, and their pairwise agreement), so everything that reads
 an evaluation (``safealign report``, the demo's and the sweep's tables) reads it too. Records are appended batch
 by batch as they are judged; a re-run judges only what is missing, and re-judges an attempt whose answer changed
-in the source (a retried generation) or whose verdict is an error (a judge endpoint's HTTP 429). The judge and
-its parameters are the directory's fingerprint: other parameters under the same label are refused (``--fresh``
-starts over).
+in the source (a retried generation) or whose verdict is an error (a judge endpoint's HTTP 429). Only the
+label's verdict belongs to the copy: every run takes each record from the source as it is now, so a source verdict
+that changed without its answer changing (retried when the evaluation resumed, a judge added) is the one shown
+and compared (records whose source verdicts changed are written again). The label is one plain folder name. The
+judge and its parameters are the directory's fingerprint: other parameters under the same label are refused
+(``--fresh`` starts over).
 
 The judge needs each behavior's text (and context): read from ``RUN/behaviors.jsonl`` (written by every
 evaluation since this command existed), else from the behaviors file the run's ``config.yaml`` names, else from
@@ -39,7 +42,16 @@ OUTPUTS = ("records.jsonl", "summary.json", "behaviors.jsonl")
 
 
 def judged_dir(run: str | Path, label: str) -> Path:
-    return Path(run) / JUDGED / label
+    return Path(run) / JUDGED / check_label(label)
+
+
+def check_label(label: str) -> str:
+    """``label`` when it is one plain folder name: ``..`` would make ``RUN/judged/..`` the evaluation itself (its
+    fingerprint, records and summary overwritten), a path would write the copy anywhere."""
+    if label in ("", ".", "..") or "/" in label or "\\" in label:
+        raise UserError(f"--label {label!r}: a label must be a single plain name (the folder RUN/{JUDGED}/<label>/), "
+                        "without '/' or '\\', and not empty, '.' or '..'")
+    return label
 
 
 def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = None, *, label: str | None = None,
@@ -53,7 +65,7 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
     from safealign.io.jsonfile import write_json
     from safealign.io.rundir import claim_run_dir, make_fingerprint
 
-    run, label, params = Path(run), label or judge, dict(params or {})
+    run, label, params = Path(run), check_label(judge if label is None else label), dict(params or {})
     if batch_size < 1:
         raise UserError(f"--batch-size must be at least 1, got {batch_size}")
     source = records_path(run)
@@ -83,7 +95,13 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
         per_answer = (time.perf_counter() - tick) / len(batch)
         store.append([_with_verdict(r, label, v, per_answer) for r, v in zip(batch, verdicts)])
         logger.info("judged %d of %d pending answers", min(start + batch_size, len(pending)), len(pending))
-    summary = _summary(run, store, list(by_id.values()), [*recorded, label], judge, params, scorer,
+    stored = {r.key: r for r in store}
+    judged = _current(records, stored, label)
+    stale = [r for r in judged if r.to_json() != stored[r.key].to_json()]
+    if stale:  # the source's own verdicts changed since they were copied (a failed verdict retried, a judge added)
+        logger.info("%d records take the source's current verdicts", len(stale))
+        store.append(stale)
+    summary = _summary(run, store.path, judged, list(by_id.values()), [*recorded, label], judge, params, scorer,
                        judged_now=len(pending), seconds=time.perf_counter() - started)
     write_json(out / "summary.json", summary)
     return summary
@@ -105,7 +123,7 @@ def judged_records(run: str | Path, label: str) -> list[AttemptRecord] | None:
                        "metrics are left out until `safealign judge records %s --label %s ...` catches up", run,
                        behind, len(source), label, run, label)
         return None
-    return [judged[r.key] for r in source]
+    return _current(source, judged, label)
 
 
 def evaluation_dirs(root: str | Path) -> list[Path]:
@@ -143,11 +161,31 @@ def _to_judge(previous: AttemptRecord | None, record: AttemptRecord, label: str)
     return record.error is None and previous.verdicts[label].get("error") is not None
 
 
+def _current(source: Sequence[AttemptRecord], judged: dict[Any, AttemptRecord], label: str) -> list[AttemptRecord]:
+    """Each source record as it is now with this label's verdict (and judging time) from its judged copy: only
+    the label's verdict belongs to the copy; the source's own verdicts change without its answer changing (a
+    judge's HTTP 429 retried when the evaluation resumes, a judge added to it later), and a copy that kept the
+    ones it first copied would compare the judges on other verdicts than the evaluation's."""
+    out = []
+    for record in source:
+        mine = judged[record.key]
+        seconds = (mine.timings.get("judge_s") or {}).get(label)
+        timings = record.timings if seconds is None else _judge_time(record, label, seconds)
+        out.append(dataclasses.replace(record, verdicts={**record.verdicts, label: mine.verdicts[label]},
+                                       timings=timings))
+    return out
+
+
+def _judge_time(record: AttemptRecord, label: str, seconds: Any) -> dict[str, Any]:
+    """The record's timings with this label's judging time (per answer) added to its ``judge_s``."""
+    return {**record.timings, "judge_s": {**(record.timings.get("judge_s") or {}), label: seconds}}
+
+
 def _with_verdict(record: AttemptRecord, label: str, verdict: Any, seconds: float) -> AttemptRecord:
     entry = {"harmful": verdict.harmful, "error": verdict.error, "raw": verdict.raw,
              **({"score": verdict.score} if verdict.score is not None else {})}
-    timings = {**record.timings, "judge_s": {**(record.timings.get("judge_s") or {}), label: seconds}}
-    return dataclasses.replace(record, verdicts={**record.verdicts, label: entry}, timings=timings)
+    return dataclasses.replace(record, verdicts={**record.verdicts, label: entry},
+                               timings=_judge_time(record, label, seconds))
 
 
 def _behaviors(run: Path, specs: str | Sequence[str] | None, ids: set[str]) -> dict[str, Behavior]:
@@ -255,13 +293,14 @@ def _configured_behaviors(run: Path, *, required: bool) -> tuple[str, list[Behav
         return None
 
 
-def _summary(run: Path, store: Any, behaviors: Sequence[Behavior], judges: list[str], judge: str,
-             params: dict[str, Any], scorer: Any, *, judged_now: int, seconds: float) -> dict[str, Any]:
-    """An evaluation summary (safealign.io.summaries.EvalSummary) of the judged records, for every judge."""
+def _summary(run: Path, path: Path, records: list[AttemptRecord], behaviors: Sequence[Behavior], judges: list[str],
+             judge: str, params: dict[str, Any], scorer: Any, *, judged_now: int, seconds: float) -> dict[str, Any]:
+    """An evaluation summary (safealign.io.summaries.EvalSummary) of the judged records (one per source attempt,
+    written to ``path``), for every judge."""
     from safealign.eval.judges.agreement import pairwise_agreement
     from safealign.eval.summary import summarize
 
-    records, label = list(store), judges[-1]
+    label = judges[-1]
     attacks = list(dict.fromkeys(r.attack for r in records))
     source = _source_summary(run)
     described = {**(source.judges if source else {}), label: {"class": type(scorer).__name__, "name": judge,
@@ -269,7 +308,7 @@ def _summary(run: Path, store: Any, behaviors: Sequence[Behavior], judges: list[
     summary = dataclasses.replace(
         summarize(records, behaviors, attacks, judges), complete=source.complete if source else None,
         wall_s=seconds, judges=described,
-        records=str(store.path), judge_agreement=pairwise_agreement(records, attacks, judges),
+        records=str(path), judge_agreement=pairwise_agreement(records, attacks, judges),
         extra={"source": str(run), "label": label, "n_records": len(records), "judged_now": judged_now,
                "answers_digest": _answers_digest(records)})
     return summary.to_json()

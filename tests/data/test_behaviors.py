@@ -93,6 +93,25 @@ def test_malformed_rows(tmp_path):
         load_behaviors(path)
 
 
+@pytest.mark.parametrize("layout, text, row, field", [
+    # a stray opening quote in row 1's Behavior: the lenient CSV reader reads up to the next quote into it, so
+    # rows 1 and 2 become one behavior (the file still ends cleanly, so no unclosed-quote error is raised)
+    ("harmbench", 'Behavior,Category,Tags,ContextString,BehaviorID\nDo A,,,,a\n"Do B,,,,b\n"Do ""C""",,,,c\n'
+     'Do D,,,,d\n', 1, "Behavior"),
+    ("harmbench", 'Behavior,Category,Tags,ContextString,BehaviorID\nDo A,,,,"a\nDo B,,,,b"\nDo C,,,,c\n', 0,
+     "BehaviorID"),
+    ("advbench", 'goal,target\nDo A,Sure A\n"Do B,Sure B\n"Do C",Sure C\n', 1, "goal"),
+])  # fmt: skip
+def test_a_stray_quote_merging_two_rows_is_named(tmp_path, layout, text, row, field):
+    path = tmp_path / "b.csv"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"b\.csv: row {row}: field '{field}' holds a line break.*stray double quote"):
+        load_behaviors(path)
+    # a context may span lines (HarmBench's code and documents do)
+    path.write_text('Behavior,Category,Tags,ContextString,BehaviorID\nDo A,,,"line 1\nline 2",a\n')
+    assert load_behaviors(path)[0].context == "line 1\nline 2"
+
+
 def test_not_a_behaviors_file(tmp_path):
     path = tmp_path / "p.jsonl"
     path.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")

@@ -99,6 +99,18 @@ def test_rubric_judge_needs_a_judge_model():
         StrongRejectJudge(StrongRejectConfig(threshold=2), chat_model=ScriptedChatModel(lambda c: ""))
 
 
+def test_rubric_judge_backend_keeps_the_types_and_text_of_the_mapping(monkeypatch):
+    """``judge_params.strongreject.backend`` is handed to the backend typed (attacker.build_llm's rule):
+    ``system_prompt: null`` is no system prompt, not the text 'None'; quotes in text stay."""
+    from safealign.eval import backends
+
+    built = []
+    monkeypatch.setattr(backends, "build_chat_model", lambda config: built.append(config) or "model")
+    StrongRejectJudge(StrongRejectConfig(backend={"backend": "openai", "name": "gpt", "system_prompt": None}))
+    StrongRejectJudge(StrongRejectConfig(backend={"backend": "openai", "name": "gpt", "system_prompt": "'a', \"b\""}))
+    assert built[0].system_prompt is None and built[1].system_prompt == "'a', \"b\""
+
+
 def test_finetuned_judge_is_keyed_by_its_model():
     assert resolve_format("qylu4156/strongreject-15k-v1", None).name == "strongreject-finetuned"
     with pytest.raises(UserError, match="trained on format"):

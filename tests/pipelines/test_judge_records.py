@@ -130,6 +130,59 @@ def test_a_rerun_judges_again_what_the_judge_failed_on_but_not_failed_generation
     assert judge_records(tmp_path / "run", "flaky", judge_obj=third)["judged_now"] == 0 and third.calls == 0
 
 
+class FlakyKeywordJudge(FlakyJudge):
+    """The evaluation's own judge ("kw") behind an endpoint that answers HTTP 429 while ``down``."""
+
+    name = "kw"
+
+
+def test_a_rerun_shows_the_sources_verdicts_as_they_are_now(tmp_path):
+    """The evaluation's own verdicts change without its answers changing: its judge failed (HTTP 429) and
+    succeeded when the evaluation resumed, or another judge's verdict was added to a record. The judged copy
+    shows the source's verdicts as they are now beside its own, never the ones copied when it was judged."""
+    from safealign.eval.records import current_records
+    from safealign.pipelines.judge_records import judged_records
+
+    run = tmp_path / "run"
+    config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(run))
+    replies = {"0": "details", "1": "details", "2": "no", "3": "no"}
+    model = ScriptedChatModel(lambda c: replies[user_text(c)[-1]])
+    run_eval(config, chat_model=model, behaviors=BEHAVIORS, judges={"kw": FlakyKeywordJudge(down=True)})
+    first = judge_records(run, "details", judge_obj=DetailsJudge())
+    assert first["attacks"]["direct"]["kw"]["unscored"] == 4
+    run_eval(config, chat_model=model, behaviors=BEHAVIORS, judges={"kw": FlakyKeywordJudge(down=False)})  # resumed
+    # the demo's reader sees the source's verdicts as they are now, before the copy is judged again
+    assert [r.verdicts["kw"]["harmful"] for r in judged_records(run, "details")] == [True, True, False, False]
+    again = DetailsJudge()
+    second = judge_records(run, "details", judge_obj=again)
+    assert second["judged_now"] == 0 and again.seen == []  # no answer changed: nothing judged again
+    kw = second["attacks"]["direct"]["kw"]
+    assert (kw["asr"], kw["n"], kw["unscored"]) == (0.5, 4, 0)
+    pair = second["judge_agreement"]["direct"]["kw|details"]
+    assert (pair["n"], pair["both_harmful"], pair["both_safe"], pair["unscored"]) == (4, 2, 2, 0)
+    judged = current_records(judged_dir(run, "details") / "records.jsonl")  # the copy's own file is current too
+    assert [r.verdicts["kw"]["harmful"] for r in judged] == [True, True, False, False]
+    assert all(r.verdicts["details"]["error"] is None for r in judged)
+    # another judge's verdict added to one source record: the copy shows it, and judges nothing again
+    added = load_records(run / "records.jsonl")[-1]
+    append_jsonl(run / "records.jsonl", [{**added.to_json(), "verdicts": {
+        **added.verdicts, "late": {"harmful": True, "error": None, "raw": None}}}])
+    third = judge_records(run, "details", judge_obj=DetailsJudge())
+    assert third["judged_now"] == 0 and third["attacks"]["direct"]["late"]["n"] == 1
+
+
+@pytest.mark.parametrize("label", ["..", ".", "", "a/b", "../x", "a\\b", "ABSOLUTE"])
+def test_a_label_must_be_a_plain_name(run_dir, tmp_path, label):
+    """``--label ..`` would make RUN/judged/.. the evaluation itself and overwrite its fingerprint, records and
+    summary: a label is one plain folder name."""
+    label = str(tmp_path / "elsewhere") if label == "ABSOLUTE" else label
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+    with pytest.raises(UserError, match="--label .*plain name"):
+        judge_records(run_dir, "details", label=label, judge_obj=DetailsJudge())
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+    assert not (run_dir / "judged").exists() and not (tmp_path / "elsewhere").exists()
+
+
 def test_generation_failures_stay_unscored(tmp_path):
     config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(tmp_path / "run"))
     replies = {"0": "details", "1": RuntimeError("backend down"), "2": "no", "3": "no"}

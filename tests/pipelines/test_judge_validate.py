@@ -152,16 +152,46 @@ def test_jailbreakbench_layout_and_cli_json(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([{"behavior": "b", "generation": "g", "label": 2}], r"row 1: field 'label': label must be 0 or 1, got 2"),
-    ([{"behavior": "b", "label": 1}], r"row 1: field 'generation' is missing"),
+    # rows are numbered from 0 as every other data file's (safealign.data.sources), the file line beside them
+    ([{"behavior": "b", "generation": "g", "label": 2}],
+     r"row 0 \(line 1\): field 'label': label must be 0 or 1, got 2"),
+    ([{"behavior": "b", "label": 1}], r"row 0 \(line 1\): field 'generation' is missing"),
     ([{"behavior": "b", "generation": "g", "label": "yes"}], r"label must be 0 or 1, got 'yes'"),
     ([{"id": "x", "behavior": "b", "generation": "g", "label": 1},
-      {"id": "x", "behavior": "b", "generation": "h", "label": 0}], r"row 2: duplicate id 'x' \(first at row 1\)"),
+      {"id": "x", "behavior": "b", "generation": "h", "label": 0}],
+     r"row 1 \(line 2\): duplicate id 'x'; first at row 0 \(line 1\)"),
 ])  # fmt: skip
 def test_bad_generic_files_are_named_errors(tmp_path, rows, message):
     path = write_jsonl(tmp_path / "bad.jsonl", rows)
     with pytest.raises(UserError, match=message):
         load_labels(path)
+
+
+def test_label_rows_are_numbered_from_0_in_every_layout(tmp_path):
+    """judge validate numbers data rows as the behaviors files and the data readers do (0 = the first record;
+    a CSV's header not counted); a JSONL file's line is given beside its row (a blank line is not a row)."""
+    good = {"behavior": "b", "generation": "g", "label": 1}
+    path = tmp_path / "labels.jsonl"
+    path.write_text(json.dumps(good) + "\n\n" + json.dumps({**good, "label": 7}) + "\n")
+    with pytest.raises(UserError, match=r"labels\.jsonl: row 1 \(line 3\): field 'label'"):
+        load_labels(path)
+    path = tmp_path / "labels.json"
+    path.write_text(json.dumps([good, {**good, "label": 7}]))
+    with pytest.raises(UserError, match=r"labels\.json: row 1: field 'label'"):
+        load_labels(path)
+    path = tmp_path / "labels.csv"
+    path.write_text("goal,target_response,human_majority\ng,r,1\ng,r,7\n")
+    with pytest.raises(UserError, match=r"labels\.csv: row 1: field 'human_majority'"):
+        load_labels(path)
+
+
+def test_a_harmbench_entry_that_is_not_an_object_is_named(tmp_path):
+    from safealign.types import Behavior
+
+    path = tmp_path / "val.json"
+    path.write_text(json.dumps({"a": [{"generation": "g", "human_0": 1, "human_1": 1, "human_2": 0}, "Sure, here"]}))
+    with pytest.raises(UserError, match=r"val\.json: a\[1\]: expected an object .*got str"):
+        load_labels(path, behaviors=[Behavior("a", "text")])
 
 
 def test_bad_harmbench_and_jailbreakbench_files_are_named_errors(tmp_path, capsys):

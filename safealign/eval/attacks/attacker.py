@@ -39,12 +39,9 @@ def build_llm(spec: dict[str, Any], fallback: ChatModel | None, role: str) -> Ch
         if fallback is None:
             raise UserError(f"{role}: no model configured and no target to fall back on")
         return bare_model(fallback)
-    from safealign.config import Value, load_config
-    from safealign.eval.backends import build_chat_model
-    from safealign.eval.config import ModelConfig
+    from safealign.eval.backends import chat_model_from_spec
 
-    # typed values, never re-read as key=value text: `system_prompt: null` stays None, quotes in text stay
-    return build_chat_model(load_config(ModelConfig, None, [Value(k, v, role) for k, v in spec.items()]))
+    return chat_model_from_spec(spec, role)  # typed values: `system_prompt: null` stays None, quotes in text stay
 
 
 def check_llm_spec(spec: dict[str, Any], where: str) -> None:

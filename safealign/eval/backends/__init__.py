@@ -2,7 +2,8 @@
 
 from safealign.eval.backends.base import ChatModel, Conversation, GenerationParams, split_prefill
 
-__all__ = ["ChatModel", "Conversation", "GenerationParams", "split_prefill", "build_chat_model", "chat_model_identity"]
+__all__ = ["ChatModel", "Conversation", "GenerationParams", "split_prefill", "build_chat_model", "chat_model_from_spec",
+           "chat_model_identity"]
 
 
 def build_chat_model(config, *, model=None, tokenizer=None) -> ChatModel:
@@ -14,6 +15,16 @@ def build_chat_model(config, *, model=None, tokenizer=None) -> ChatModel:
 
     cls = BACKENDS.get(config.backend)
     return cls.from_config(config, model=model, tokenizer=tokenizer)
+
+
+def chat_model_from_spec(spec: dict, where: str) -> ChatModel:
+    """The ChatModel a ``ModelConfig`` mapping names (an attacker's or an LLM judge's ``{backend: openai, name:
+    ...}``), its values assigned typed, never re-read as ``key=value`` text: ``system_prompt: null`` stays None
+    (not the text 'None') and quotes in a text stay. ``where`` names the mapping in errors."""
+    from safealign.config import Value, load_config
+    from safealign.eval.config import ModelConfig
+
+    return build_chat_model(load_config(ModelConfig, None, [Value(k, v, where) for k, v in spec.items()]))
 
 
 def chat_model_identity(target: ChatModel) -> dict:

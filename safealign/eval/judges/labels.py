@@ -12,7 +12,9 @@
   ``method``.
 
 Bad input is a UserError naming the file, row and field: a label that is not 0/1, a missing
-generation, a duplicate id, a HarmBench file with no known behavior id.
+generation, a duplicate id, a HarmBench file with no known behavior id. Rows are numbered as every data file's
+(:mod:`safealign.data.sources`): from 0, the first record (a CSV header not counted), a JSONL file's line
+beside it (``row 1 (line 3)``); a HarmBench entry is named by id and 0-based index (``id[i]``).
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _unique(items: list[LabeledGeneration], name: str, rows: Sequence[str]) -> l
     seen: dict[str, str] = {}
     for item, row in zip(items, rows):
         if item.id in seen:
-            raise UserError(f"{name}: {row}: duplicate id {item.id!r} (first at {seen[item.id]})")
+            raise UserError(f"{name}: {row}: duplicate id {item.id!r}; first at {seen[item.id]}")
         seen[item.id] = row
     return items
 
@@ -83,13 +85,15 @@ def load_labels(path: str | Path, *, behaviors: Optional[Sequence[Behavior]] = N
         data = _read_json(path)
         if isinstance(data, dict):
             return _harmbench(data, name, behaviors)
-        if isinstance(data, list):
-            return LabelSet("generic", _generic([(i + 1, r) for i, r in enumerate(data)], name))
+        if isinstance(data, list):  # ids default to the 1-based position, as they always have
+            return LabelSet("generic", _generic([(f"row {i}", i + 1, r) for i, r in enumerate(data)], name))
         raise UserError(f"{name}: expected a JSON object keyed by behavior id (HarmBench) or a list of records")
     if path.suffix == ".jsonl":
         from safealign.io.jsonl import load_jsonl
 
-        return LabelSet("generic", _generic(load_jsonl(path).numbered(), name))
+        numbered = load_jsonl(path).numbered()  # ids default to the line number, as they always have
+        return LabelSet("generic", _generic([(f"row {i} (line {line})", line, r)
+                                             for i, (line, r) in enumerate(numbered)], name))
     raise UserError(f"{name}: unknown labels layout; expected HarmBench .json, JailbreakBench .csv or .jsonl")
 
 
@@ -121,6 +125,9 @@ def _harmbench(data: dict[str, Any], name: str, behaviors: Optional[Sequence[Beh
             raise UserError(f"{name}: {behavior_id!r}: expected a list of labelled generations")
         for i, record in enumerate(entries):
             where = f"{name}: {behavior_id}[{i}]"
+            if not isinstance(record, dict):
+                raise UserError(f"{where}: expected an object with fields generation, human_0, human_1, human_2; got "
+                                f"{type(record).__name__} {str(record)[:40]!r}")
             votes = [read_label(record.get(f"human_{k}"), f"{where}: field 'human_{k}'") for k in range(3)]
             groups = {"category": by_id[behavior_id].category, "method": str(record.get("method", ""))}
             items.append(LabeledGeneration(f"{behavior_id}#{i}", by_id[behavior_id],
@@ -155,18 +162,19 @@ def _jailbreakbench(path: Path, name: str) -> list:
     return _unique(items, name, rows)
 
 
-def _generic(numbered: Sequence[tuple[int, Any]], name: str) -> list:
+def _generic(numbered: Sequence[tuple[str, int, Any]], name: str) -> list:
+    """``numbered``: (the record's 0-based row as messages name it, its default id, the record) for each one."""
     items, rows = [], []
-    for row, record in numbered:
-        where = f"{name}: row {row}"
+    for row, default_id, record in numbered:
+        where = f"{name}: {row}"
         if not isinstance(record, dict) or "label" not in record:
             raise UserError(f"{where}: expected fields behavior, generation, label (0/1)")
         behavior_text = _generation(record, "behavior", where)
-        item_id = str(record.get("id", row))
+        item_id = str(record.get("id", default_id))
         behavior = Behavior(item_id, behavior_text, category=str(record.get("category") or ""),
                             context=str(record.get("context") or ""))  # fmt: skip
         groups = {k: str(record[k]) for k in ("category", "method") if record.get(k)}
         items.append(LabeledGeneration(item_id, behavior, _generation(record, "generation", where),
                                        read_label(record["label"], f"{where}: field 'label'"), groups))
-        rows.append(f"row {row}")
+        rows.append(row)
     return _unique(items, name, rows)

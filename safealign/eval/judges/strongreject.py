@@ -88,12 +88,9 @@ class StrongRejectJudge(Judge):
             if not config.backend:
                 raise UserError("strongreject judge: set judge_params.strongreject.backend "
                                 "(e.g. {backend: openai, name: gpt-4o-mini})")  # fmt: skip
-            from safealign.config import load_config
-            from safealign.eval.backends import build_chat_model
-            from safealign.eval.config import ModelConfig
+            from safealign.eval.backends import chat_model_from_spec
 
-            overrides = [f"{k}={v}" for k, v in config.backend.items()]
-            chat_model = build_chat_model(load_config(ModelConfig, None, overrides))
+            chat_model = chat_model_from_spec(config.backend, "judge_params.strongreject.backend")
         self.chat_model = chat_model
 
     def describe(self) -> dict[str, Any]:
