@@ -19,6 +19,25 @@ from safealign.errors import UserError
 T = TypeVar("T")
 
 
+def import_callable(path: str, what: str) -> Any:
+    """``package.module:function`` or ``package.module.function`` → the function; a UserError naming ``what``
+    (e.g. "classifier") when the path has no module part, the module cannot be imported or the attribute is not
+    callable. For callables a config file can only name as text."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise UserError(f"{what} {path!r}: give module:function or module.function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise UserError(f"{what} {path!r}: cannot import {module_name!r} ({exc})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise UserError(f"{what} {path!r}: {module_name} has no function {attr!r}")
+    return fn
+
+
 def _target_of(obj: Any) -> str:
     """The ``"module:qualname"`` string a lazy registration of ``obj`` would use."""
     return f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', '?')}"

@@ -7,7 +7,9 @@ names below to your column names):
 - ``standard``: ``prompt``, ``chosen``, ``rejected`` strings; the prompt becomes one user message, unless it
   clearly is an HH-style transcript (starts with ``"\\n\\nHuman:"`` or ``"Human:"``, ends with ``"Assistant:"``,
   e.g. Dahoas/rm-static): then its turns are the conversation and the responses are stripped of surrounding
-  whitespace, as the ``implicit`` format reads the same turns from whole transcripts.
+  whitespace, as the ``implicit`` format reads the same turns from whole transcripts. A response that repeats
+  the prompt's transcript (whole-transcript responses) loses that copy; one that still holds a turn marker is
+  dropped (it is not one reply).
 - ``conversational``: ``prompt`` a list of ``{role, content}`` messages ending with a user turn (a
   plain string is accepted as one user message); ``chosen``/``rejected`` lists holding one assistant
   message each (the TRL convention).
@@ -31,9 +33,9 @@ names below to your column names):
 Every format accepts an optional bool-ish ``harmful`` column; the dataset-level ``harmful=`` argument
 fills rows where it is missing. Every pair format accepts optional bool-ish ``chosen_safe`` /
 ``rejected_safe`` columns (per-response safety labels for SafeDPO; docs/safety-training.md), an optional
-``chosen_scores`` column: a list of K finite numbers, the chosen response's per-token-averaged log-probs
-under K aligned models (PoFT; docs/loss-inputs.md), and an optional ``attribute`` column naming the
-objective the preference is about (MAH-DPO; docs/seed-methods.md). Bad rows are dropped and reported
+``chosen_scores`` column: a list of K finite numbers (in a CSV cell, its JSON text), the chosen response's
+per-token-averaged log-probs under K aligned models (PoFT; docs/loss-inputs.md), and an optional ``attribute``
+column naming the objective the preference is about (MAH-DPO; docs/seed-methods.md). Bad rows are dropped and reported
 (:class:`DroppedRow`), never silently; unreadable files, undetectable formats, bad column mappings and a
 file whose every row is dropped (the reasons named) raise UserError.
 """
@@ -210,8 +212,23 @@ def _cut_sides(record: Record) -> dict[str, bool]:
     return {key: True for key in ("chosen_cut", "rejected_cut") if m.parse_bool(record.get(key), key)}
 
 
+def _from_text(value: Any, field: str, parse: Callable[[str], Any], expected: str) -> Any:
+    """A CSV cell's value: CSV cells are text, so a string is parsed (``parse``; a ValueError drops the row as not
+    ``expected``) and an empty one is a missing value (None). Other values (JSON rows) are returned as they are."""
+    if not isinstance(value, str):
+        return value
+    if not value.strip():
+        return None
+    try:
+        return parse(value)
+    except ValueError:
+        raise m.RowDrop(field, f"expected {expected}, got {value!r:.20}") from None
+
+
 def _scores(value: Any) -> tuple[float, ...] | None:
-    """The optional ``chosen_scores`` column: None, or a non-empty list of finite numbers."""
+    """The optional ``chosen_scores`` column: None, or a non-empty list of finite numbers (in a CSV cell, its JSON
+    text: ``"[-1.2, -0.8]"``)."""
+    value = _from_text(value, "chosen_scores", json.loads, "a JSON list of numbers such as [-1.2, -0.8]")
     if value is None:
         return None
     if not isinstance(value, (list, tuple)) or not value:
@@ -232,8 +249,24 @@ def _parse_standard(record: Record, harmful, source: str, row: int) -> Preferenc
     chosen = _text_response(record.get("chosen"), "chosen")
     rejected = _text_response(record.get("rejected"), "rejected")
     if transcript:  # " Call a locksmith." follows "Assistant:" in the transcript; the turn's text is stripped
-        chosen, rejected = chosen.strip(), rejected.strip()
+        chosen = _transcript_reply(record["prompt"], chosen, "chosen")
+        rejected = _transcript_reply(record["prompt"], rejected, "rejected")
     return _pair(prompt, chosen, rejected, record, harmful, source, row)
+
+
+def _transcript_reply(prompt: str, response: str, field: str) -> str:
+    """A response to a transcript prompt as the reply alone, stripped: a leading copy of the prompt's transcript
+    (whole-transcript responses) is removed, and a response that still holds a ``Human:``/``Assistant:`` turn is
+    dropped -- trained as the answer, it would teach the model to write both sides of a conversation. (The
+    implicit format reads such whole transcripts: the reply is the final assistant turn after the shared
+    history.)"""
+    copy = prompt.rstrip()
+    if response.startswith(copy):
+        response = m.require_response(response[len(copy):], field)
+    if m.has_turn_marker(response):
+        raise m.RowDrop(field, "holds a '\\n\\nHuman:' / '\\n\\nAssistant:' turn; after a transcript prompt give "
+                               "the reply only, or whole conversations without the prompt column (format 'implicit')")
+    return response.strip()
 
 
 @PREFERENCE_FORMATS.register("conversational", required=("prompt", "chosen", "rejected"),
@@ -328,12 +361,7 @@ def _parse_judgment(record: Record, harmful, source: str, row: int) -> JudgmentE
     value = record.get("completion")
     completion = _response(value, "completion")
     judgment = m.require_text(record.get("judgment"), "judgment")
-    score = record.get("score")
-    if isinstance(score, str):
-        try:
-            score = float(score)  # CSV cells are text
-        except ValueError:
-            raise m.RowDrop("score", f"expected a number, got {score!r:.20}") from None
+    score = _from_text(record.get("score"), "score", float, "a number")
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
         raise m.RowDrop("score", f"expected a finite number, got {score!r:.20}")
     return JudgmentExample(prompt, completion, judgment, float(score), _harmful(record, harmful), source, row)

@@ -77,6 +77,11 @@ def parse_prompt(value: Any, field: str = "prompt") -> tuple[Message, ...]:
     messages = parse_messages(value, field)
     if messages[-1]["role"] != "user":
         raise RowDrop(field, f"the prompt must end with a user message, not {messages[-1]['role']!r}")
+    return require_last_user_text(messages, field)
+
+
+def require_last_user_text(messages: tuple[Message, ...], field: str) -> tuple[Message, ...]:
+    """``messages`` (ending with a user turn) unless that turn is empty: there would be no request to answer."""
     if not messages[-1]["content"].strip():
         raise RowDrop(field, "empty text in the last user message")
     return messages
@@ -127,7 +132,12 @@ def transcript_prompt(text: str, field: str) -> tuple[Message, ...] | None:
     messages = parse_transcript(text, field)
     if len(messages) < 2 or messages[-1] != {"role": "assistant", "content": ""} or messages[-2]["role"] != "user":
         raise RowDrop(field, "transcript prompt must end with a Human turn and then an empty '\\n\\nAssistant:'")
-    return messages[:-1]
+    return require_last_user_text(messages[:-1], field)
+
+
+def has_turn_marker(text: str) -> bool:
+    """Whether ``text`` holds an HH ``Human:``/``Assistant:`` turn marker (a transcript, not one reply)."""
+    return _HH_MARKER.search(text) is not None
 
 
 def split_conversations(
@@ -150,7 +160,7 @@ def split_conversations(
     if not prompt or prompt[-1]["role"] != "user":
         raise RowDrop("chosen", "no user turn directly before the final assistant turn")
     return (
-        prompt,
+        require_last_user_text(prompt, "chosen"),
         require_response(chosen[-1]["content"], "chosen"),
         require_response(rejected[-1]["content"], "rejected"),
     )

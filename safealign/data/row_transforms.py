@@ -167,10 +167,13 @@ def safety_order(rows: Sequence[PreferencePair], *, seed: int = 0) -> list[Prefe
 
 def _swapped(row: PreferencePair, **changes: Any) -> PreferencePair:
     """The row with chosen and rejected exchanged, and with them what ``meta`` says of each side (``chosen_cut`` /
-    ``rejected_cut``: which answer stopped at the generation limit, trained without its end-of-turn tokens)."""
+    ``rejected_cut``: which answer stopped at the generation limit, trained without its end-of-turn tokens) and, in a
+    cross-prompt (joint) pair, the prompt each answers: the sides are whole (prompt, answer) pairs."""
     meta = {k: v for k, v in row.meta.items() if k not in ("chosen_cut", "rejected_cut")}
     meta.update({new: row.meta[old] for old, new in (("chosen_cut", "rejected_cut"), ("rejected_cut", "chosen_cut"))
                  if old in row.meta})
+    if row.rejected_prompt is not None:
+        changes = {"prompt": row.rejected_prompt, "rejected_prompt": row.prompt, **changes}
     return dataclasses.replace(row, chosen=row.rejected, rejected=row.chosen, **{"meta": meta, **changes})
 
 

@@ -200,6 +200,15 @@ class PairEncoder:
 
     def render_response(self, prompt: tuple[Message, ...], response: str) -> str:
         """The text the template adds after the rendered prompt for an assistant turn ``response``."""
+        # Everything the template adds is the response, so its whole end-of-turn text is scored: on ChatML
+        # (SmolLM2, Qwen) "<|im_end|>" and then "\n", one token past where the model stops (generation ends at
+        # <|im_end|>; the "\n" is template text before the next turn, never generated). That token is near-certain
+        # and sits in every response, policy's and reference's alike: it adds about 0 to summed log-probs (DPO's
+        # margin) but 1 to each length |y|, so per-token averages (simpo, orpo, sft, cpo/rpo's NLL term, ipo's
+        # default length_normalize, dil, poft) and per-token NLLs are pulled towards 0 by about |y|/(|y|+1) -- most
+        # on short answers. TRL's conversational split (prompt+completion rendered, prompt cut off) keeps the same
+        # token; tests/train/test_trl_trainer_crosscheck.py pins the identical ids. Kept on purpose: changing it
+        # changes every run's token ids and reference-cache keys (docs/trl-differences.md, "Response tokens").
         rendered_prompt = self.render_prompt(prompt)
         full = self._render([*prompt, {"role": "assistant", "content": response}], add_generation_prompt=False)
         if full.startswith(rendered_prompt) and len(full) > len(rendered_prompt):

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 from safealign.errors import UserError
-from safealign.registry import RegisteredName, Registry
+from safealign.registry import RegisteredName, Registry, import_callable
 from safealign.types import Message
 
 # The paper's four prefixes (its Table 8), verbatim, each ending with the space that separates it from
@@ -55,6 +55,11 @@ class PromptTransform(ABC):
     def is_identity(self) -> bool:
         return False
 
+    @property
+    def reads_harmful_flag(self) -> bool:
+        """Whether the rows' ``harmful`` flags decide which prompts change (training checks the data has them)."""
+        return False
+
 
 @TRANSFORMS.register("identity")
 class IdentityTransform(PromptTransform):
@@ -83,17 +88,19 @@ class SafetyPrefix(PromptTransform):
             (None) are left unchanged), ``"all"`` (every row; the paper found this hurts safety — an
             ablation), or ``"classifier"`` (rows for which ``classifier(last_user_text)`` is true; the
             row's own flag is ignored).
-        classifier: a callable ``str -> bool``, required by and only allowed with ``"classifier"``.
-        classifier_name: names the classifier in :meth:`key`; defaults to its qualified name. Only a name:
-            cached reference log-probs are keyed by the prompts the classifier's choices produce, so a classifier
-            that changes its behaviour gets new entries whatever it is called.
+        classifier: a callable ``str -> bool``, or its import path ``"module.function"`` /
+            ``"module:function"`` (the only form a recipe's ``transform_params`` can give), imported here so a
+            bad path fails before any model loads; required by and only allowed with ``"classifier"``.
+        classifier_name: names the classifier in :meth:`key`; defaults to its import path or qualified name.
+            Only a name: cached reference log-probs are keyed by the prompts the classifier's choices produce, so a
+            classifier that changes its behaviour gets new entries whatever it is called.
     """
 
     def __init__(
         self,
         prefix: str = DEFAULT_PREFIX,
         apply_to: str = "harmful",
-        classifier: Callable[[str], bool] | None = None,
+        classifier: Callable[[str], bool] | str | None = None,
         classifier_name: str | None = None,
     ) -> None:
         if apply_to not in APPLY_TO:
@@ -102,6 +109,12 @@ class SafetyPrefix(PromptTransform):
             raise UserError("safety_prefix: pass classifier= exactly when apply_to='classifier'")
         if not isinstance(prefix, str) or not prefix.strip():
             raise UserError("safety_prefix: prefix must be non-empty text or one of " + ", ".join(PREFIXES))
+        if isinstance(classifier, str):
+            classifier_name = classifier_name or classifier
+            classifier = import_callable(classifier, "safety_prefix: classifier")
+        elif classifier is not None and not callable(classifier):
+            raise UserError(f"safety_prefix: classifier must be a function or its 'module.function' path, got "
+                            f"{type(classifier).__name__}")
         self.prefix = PREFIXES.get(prefix, prefix)
         self.apply_to = apply_to
         self.classifier = classifier
@@ -120,6 +133,10 @@ class SafetyPrefix(PromptTransform):
         i = _last_user_index(prompt)
         changed = {**prompt[i], "content": self.prefix + prompt[i]["content"]}
         return prompt[:i] + (changed,) + prompt[i + 1 :]
+
+    @property
+    def reads_harmful_flag(self) -> bool:
+        return self.apply_to == "harmful"
 
     def key(self) -> str:
         digest = hashlib.sha256(self.prefix.encode("utf-8")).hexdigest()[:12]

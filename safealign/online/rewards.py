@@ -8,7 +8,6 @@ the configured floor (``empty_reward``; a cost of 0) and are counted.
 
 from __future__ import annotations
 
-import importlib
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -18,6 +17,7 @@ from torch import Tensor
 
 from safealign.errors import UserError
 from safealign.online.config import SourceConfig
+from safealign.registry import import_callable
 from safealign.types import Behavior, Completion, Message
 
 
@@ -139,19 +139,7 @@ def _callable_fn(fn: Callable[..., Any], params: dict[str, Any]) -> Callable[[Ba
 
 def resolve_callable(path: str) -> Callable[..., Any]:
     """``package.module:function`` or ``package.module.function`` → the function (a UserError otherwise)."""
-    module_name, sep, attr = path.partition(":")
-    if not sep:
-        module_name, _, attr = path.rpartition(".")
-    if not module_name or not attr:
-        raise UserError(f"callable reward {path!r}: give module:function or module.function")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UserError(f"callable reward {path!r}: cannot import {module_name!r} ({exc})") from None
-    fn = getattr(module, attr, None)
-    if not callable(fn):
-        raise UserError(f"callable reward {path!r}: {module_name} has no function {attr!r}")
-    return fn
+    return import_callable(path, "callable reward")
 
 
 def _last_user(prompt: tuple[Message, ...]) -> str:

@@ -19,7 +19,7 @@ from safealign.train.config import TrainConfig
 from safealign.train.unpaired import (
     UnpairedKLCollator, reference_overrun, strip_reference_view, unpair_pairs, with_kl_partners,
 )
-from safealign.types import UnpairedExample
+from safealign.types import PreferencePair, UnpairedExample
 
 logger = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ def load_training_items(config: TrainConfig, input_kind: str) -> tuple[ParseResu
         logger.warning("dropped %d of %d rows in total", len(parsed.dropped), parsed.rows)
     if not parsed.items:
         raise UserError(f"{data.path}: no usable rows ({len(parsed.dropped)} dropped)")
+    _check_loss_rows(config, parsed)
     unpaired = isinstance(parsed.items[0], UnpairedExample)
     items = list(parsed.items)
     if data.transforms:
@@ -138,6 +139,25 @@ def load_training_items(config: TrainConfig, input_kind: str) -> tuple[ParseResu
     check_input_kind(config, parsed.format, "unpaired" if unpaired else "pair",
                      "pair" if input_kind == "token" else input_kind)
     return parsed, items
+
+
+# formats whose rows no loss reads, with the objectives that train on them
+OBJECTIVE_FORMATS = {"judgment": ("cut",)}
+
+
+def _check_loss_rows(config: TrainConfig, parsed: ParseResult) -> None:
+    """UserError when the rows are neither preference pairs nor unpaired examples (the judgment format's rows):
+    no loss reads them, and they would fail later on a missing field."""
+    odd = next((item for item in parsed.items if not isinstance(item, (PreferencePair, UnpairedExample))), None)
+    if odd is None:
+        return
+    names = " + ".join(repr(spec.name) for spec in config.losses)
+    objectives = OBJECTIVE_FORMATS.get(parsed.format, ())
+    train = (f"they train the objective {' or '.join(map(repr, objectives))} (objective: {{name: {objectives[0]}}} "
+             "instead of losses; docs/seed-methods.md)" if objectives else "no loss reads them")
+    raise UserError(f"{config.data.path} (format {parsed.format!r}) holds {type(odd).__name__} rows, not the "
+                    f"preference pairs or unpaired examples loss {names} reads: {train}; or give pair data (prompt, "
+                    "chosen, rejected) or unpaired data (prompt, completion, label)")
 
 
 def _transformed(config: TrainConfig, parsed: ParseResult, items: list[Any], unpaired: bool) -> list[Any]:
@@ -174,8 +194,9 @@ def check_input_kind(config: TrainConfig, data_format: str, data_kind: str, loss
 
 def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any], loss: Any) -> None:
     """UserError when the data or recipe cannot supply an input the loss declares (docs/loss-inputs.md):
-    aligned-model scores, cross-prompt pairs, for joint log-probs a reference that sees the same prompt, and a
-    reference prompt view only where some loss component scores a reference."""
+    aligned-model scores, cross-prompt pairs, for joint log-probs a reference that sees the same prompt, a
+    reference prompt view only where some loss component scores a reference, and harmful flags on the rows a
+    reference view keyed on them (safety_prefix, apply_to: harmful) changes."""
     names = " + ".join(repr(spec.name) for spec in config.losses)
     transform = build_transform(config.reference.transform, **dict(config.reference.transform_params))
     if not loss.needs_reference and not transform.is_identity:
@@ -183,9 +204,16 @@ def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any
         raise UserError(f"loss {names} is reference-free, so reference.transform={config.reference.transform!r} "
                         "has nothing to act on: set reference.transform to identity, or add a loss that compares "
                         "with a reference")
-    if loss.input_kind not in ("pair", "token"):
-        return
     where = f"{config.data.path} (format {data_format!r})"
+    if loss.input_kind in ("pair", "token"):
+        _check_pair_inputs(names, where, items, loss, config, transform)
+    _check_harmful_flags(where, items, config, transform)
+
+
+def _check_pair_inputs(names: str, where: str, items: Sequence[Any], loss: Any, config: TrainConfig,
+                       transform: Any) -> None:
+    """check_loss_inputs for a loss over preference pairs: safety labels, scores, cross-prompt pairs, joint
+    log-probs."""
     _check_safety_inputs(names, where, items, loss, config)
     if loss.needs_scores:
         _check_scores(names, where, items)
@@ -201,6 +229,28 @@ def check_loss_inputs(config: TrainConfig, data_format: str, items: Sequence[Any
     if loss.joint_logps and not transform.is_identity:
         raise UserError(f"loss {names} scores the prompt tokens (joint log-probs), so the reference must score the "
                         f"same prompt; reference.transform={config.reference.transform!r} changes it: use identity")
+
+
+def _check_harmful_flags(where: str, items: Sequence[Any], config: TrainConfig, transform: Any) -> None:
+    """A reference view that changes only rows flagged harmful (safety_prefix's default ``apply_to: harmful``)
+    needs the flags: with none flagged harmful every reference sees the policy's prompt and the run is the plain
+    method recorded as its E-variant (UserError, as the online trainer refuses unflagged prompts:
+    safealign/online/prompts.py); rows without a flag (None) keep the plain reference, which is said."""
+    if not transform.reads_harmful_flag:
+        return
+    unflagged = [item.row for item in items if item.harmful is None]
+    setting = (f"reference.transform={config.reference.transform!r} (apply_to: harmful) changes the reference's "
+               "prompt only on rows flagged harmful")
+    if not any(item.harmful is True for item in items):
+        raise UserError(f"{where}: no row is flagged harmful ({len(unflagged)} of {len(items)} rows have no flag, "
+                        f"{len(items) - len(unflagged)} harmful: false), and {setting}, so the run would be the plain "
+                        "method; add a "
+                        "'harmful' column (true/false per row; data.columns.harmful maps yours), set data.harmful: "
+                        "true when every prompt is harmful, or use reference.transform: identity")
+    if unflagged:
+        logger.warning("%s: %d of %d rows (e.g. row %s) have no harmful flag; %s, so these keep the plain reference "
+                       "(add a 'harmful' column, or set data.harmful to fill missing flags)", where, len(unflagged),
+                       len(items), ", ".join(map(str, unflagged[:5])), setting)
 
 
 def _check_safety_inputs(names: str, where: str, items: Sequence[Any], loss: Any, config: TrainConfig) -> None:

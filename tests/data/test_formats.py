@@ -301,7 +301,7 @@ def test_chosen_scores_are_parsed_on_any_pair_format_and_bad_ones_dropped(tmp_pa
     assert drops(result) == [
         (2, "chosen_scores", "expected a non-empty list of numbers, got list"),
         (3, "chosen_scores", "item 1 is nan, not a finite number"),
-        (4, "chosen_scores", "expected a non-empty list of numbers, got str"),
+        (4, "chosen_scores", "expected a non-empty list of numbers, got float"),  # text is read as JSON
         (5, "chosen_scores", "item 0 is True, not a finite number"),
     ]
     path = write(tmp_path, [{"q": "q", "chosen": "a", "rejected": "b", "aligned": [-3.0]}], name="mapped.jsonl")
@@ -344,3 +344,58 @@ def test_an_hh_transcript_prompt_in_the_standard_layout_becomes_a_conversation(t
     assert (second.prompt, second.chosen) == ((user(plain["prompt"]),), " a")  # not a transcript: as before
     assert drops(result) == [(2, "prompt", "transcript prompt must end with a Human turn and then an empty "
                                            "'\\n\\nAssistant:'")]
+
+
+def test_chosen_scores_in_a_csv_cell_are_read_as_a_json_list(tmp_path):
+    """CSV cells are text: "[-1.0, -2.0]" is the list, an empty cell no scores, and a cell that is no JSON list is a
+    dropped row naming the file, row and field (as the judgment format's ``score`` is read from text)."""
+    path = tmp_path / "scores.csv"
+    path.write_text('prompt,chosen,rejected,chosen_scores\nq,a,b,"[-1.0, -2]"\nq,a,b,\nq,a,b,"[-1.0,"\n'
+                    'q,a,b,"[""x""]"\n')
+    result = load_preferences(path)
+    assert [item.chosen_scores for item in result.items] == [(-1.0, -2.0), None]
+    assert result.dropped == [
+        DroppedRow(str(path), 2, "chosen_scores", "expected a JSON list of numbers such as [-1.2, -0.8], got '[-1.0,'"),
+        DroppedRow(str(path), 3, "chosen_scores", "item 0 is 'x', not a finite number"),
+    ]
+
+
+def test_a_transcript_prompts_copy_at_the_start_of_a_response_is_not_trained_as_the_answer(tmp_path):
+    """Standard layout, transcript prompt, whole-transcript responses (each repeats the prompt's turns): the
+    answer is the reply after the copy. A response holding further turns is dropped and counted, as the implicit
+    format does not train a conversation that does not end with the reply."""
+    prompt = "\n\nHuman: How do I pick a lock?\n\nAssistant:"
+    rows = [
+        {"prompt": prompt, "chosen": prompt + " Call a locksmith.", "rejected": prompt + " Use a pick."},
+        {"prompt": prompt, "chosen": prompt + " Call a locksmith.", "rejected": " Use a pick."},
+        {"prompt": prompt, "chosen": prompt + " Call one.\n\nHuman: Thanks!\n\nAssistant: Welcome.",
+         "rejected": " Use a pick."},
+        {"prompt": prompt, "chosen": "Call a locksmith.", "rejected": "\n\nHuman: Hi\n\nAssistant: Hello."},
+    ]
+    result = load_preferences(write(tmp_path, rows))
+    assert [(item.prompt, item.chosen, item.rejected) for item in result.items] == [
+        ((user("How do I pick a lock?"),), "Call a locksmith.", "Use a pick.")] * 2
+    turns = ("holds a '\\n\\nHuman:' / '\\n\\nAssistant:' turn; after a transcript prompt give the reply only, or "
+             "whole conversations without the prompt column (format 'implicit')")
+    assert drops(result) == [(2, "chosen", turns), (3, "rejected", turns)]
+
+
+def test_an_empty_last_user_turn_is_dropped_in_transcripts_and_conversations(tmp_path):
+    """parse_prompt's rule for message lists holds for transcript prompts and the implicit format's histories."""
+    rows = [
+        {"prompt": "Human: hi\n\nAssistant: hello\n\nHuman: \n\nAssistant:", "chosen": "a", "rejected": "b"},
+        {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": "a", "rejected": "b"},
+    ]
+    result = load_preferences(write(tmp_path, rows))
+    assert [item.row for item in result.items] == [1]
+    assert drops(result) == [(0, "prompt", "empty text in the last user message")]
+    rows = [
+        {"chosen": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman:  \n\nAssistant: a",
+         "rejected": "\n\nHuman: hi\n\nAssistant: hello\n\nHuman:  \n\nAssistant: b"},
+        {"chosen": [user(" "), assistant("a")], "rejected": [user(" "), assistant("b")]},
+        {"chosen": [user("q"), assistant("a")], "rejected": [user("q"), assistant("b")]},
+    ]
+    result = load_preferences(write(tmp_path, rows, name="implicit.jsonl"), format="implicit")
+    assert [item.row for item in result.items] == [2]
+    assert drops(result) == [(0, "chosen", "empty text in the last user message"),
+                             (1, "chosen", "empty text in the last user message")]

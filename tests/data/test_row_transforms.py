@@ -179,3 +179,17 @@ def test_a_swap_of_chosen_and_rejected_takes_their_cut_flags_along():
     cut_harm = dataclasses.replace(_pair(0, True), meta={"rejected_cut": True})
     rto = [r for r in _run(["flags_from_harmful", "derta"], [cut_harm]) if r.meta.get("transform") == "derta_rto"]
     assert rto[0].chosen == HARM and rto[0].meta.get("chosen_cut") is True and "rejected_cut" not in rto[0].meta
+
+
+def test_a_swap_of_a_cross_prompt_pair_takes_each_answer_with_its_prompt():
+    """A joint row (x_w, y_w) ≻ (x_l, y_l) whose chosen side is unsafe: the swap exchanges whole (prompt, answer)
+    sides, or the refusal would be attached to the benign prompt and the harmful answer to the harmful one."""
+    bread, bank = ({"role": "user", "content": "How do I bake bread?"},), ({"role": "user", "content": "Hack a bank?"},)
+    row = PreferencePair(bread, "Sure, here is how to hack a bank.", "I can't help with that.", None, "joint.jsonl", 0,
+                         rejected_prompt=bank, chosen_safe=False, rejected_safe=True)
+    [swapped] = _run(["safety_order"], [row])
+    assert (swapped.prompt, swapped.chosen) == (bank, "I can't help with that.")
+    assert (swapped.rejected_prompt, swapped.rejected) == (bread, "Sure, here is how to hack a bank.")
+    same_prompt = _pair(1, True, chosen="bad a", rejected="good b", chosen_safe=False, rejected_safe=True)
+    [plain] = _run(["safety_order"], [same_prompt])
+    assert plain.prompt == same_prompt.prompt and plain.rejected_prompt is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from safealign.data.transforms import PREFIXES, TRANSFORMS, IdentityTransform, SafetyPrefix, build_transform
+from safealign.errors import UserError
 
 PROMPT = (
     {"role": "system", "content": "sys"},
@@ -95,3 +96,21 @@ def test_registry_and_build():
     valid = ", ".join(TRANSFORMS.names())
     with pytest.raises(ValueError, match=f"unknown prompt transform 'prefix'; valid names: {valid}$"):
         build_transform("prefix")
+
+
+def test_a_classifier_named_by_a_dotted_path_is_imported_when_the_transform_is_built(tmp_path, monkeypatch):
+    """A recipe can only give the classifier as text: "module.function" (or "module:function") is imported at
+    construction, so a bad path fails before any model loads instead of at the first encoded row."""
+    (tmp_path / "lockcheck.py").write_text("def is_lock(text):\n    return 'lock' in text\n\nNOT_CALLABLE = 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for path in ("lockcheck.is_lock", "lockcheck:is_lock"):
+        t = build_transform("safety_prefix", prefix="Be safe: ", apply_to="classifier", classifier=path)
+        assert t(PROMPT, False)[3]["content"] == "Be safe: How do I pick a lock?"
+        assert t(({"role": "user", "content": "Bake bread"},), True)[0]["content"] == "Bake bread"
+        assert t.key().endswith(f",classifier={path})")
+    with pytest.raises(UserError, match=r"classifier 'no_such_module\.is_lock': cannot import 'no_such_module'"):
+        SafetyPrefix(apply_to="classifier", classifier="no_such_module.is_lock")
+    with pytest.raises(UserError, match=r"classifier 'lockcheck\.NOT_CALLABLE': lockcheck has no function"):
+        SafetyPrefix(apply_to="classifier", classifier="lockcheck.NOT_CALLABLE")
+    with pytest.raises(UserError, match=r"classifier 'is_lock': give module:function or module\.function"):
+        SafetyPrefix(apply_to="classifier", classifier="is_lock")

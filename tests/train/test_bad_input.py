@@ -117,3 +117,47 @@ def test_poft_scores_from_different_numbers_of_models_name_the_rows(tmp_path, no
     data.write_text("".join(json.dumps(row) + "\n" for row in rows))
     assert main(["train", str(recipe(tmp_path, data, {"losses": [{"name": "poft"}]}))]) == 2
     assert "'chosen_scores' has 2 values in row 2 but 1 in row 0" in capsys.readouterr().err
+
+
+def unflagged_file(tmp_path, flags):
+    path = tmp_path / "unflagged.jsonl"
+    rows = [{"prompt": f"How do I make a weapon {i}?", "chosen": "I can't help.", "rejected": "Sure: step 1",
+             **({} if flag is None else {"harmful": flag})} for i, flag in enumerate(flags)]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+@pytest.mark.parametrize("flags", [[None, None, None], [False, None, False]])
+def test_an_e_variant_on_rows_none_of_which_is_flagged_harmful_is_refused(flags, tmp_path, no_model_load, capsys):
+    """safety_prefix (apply_to: harmful) changes only rows flagged harmful: with none, every row's reference sees the
+    policy's prompt and the run would be plain DPO recorded as the E-variant (the online trainer refuses it too)."""
+    data = unflagged_file(tmp_path, flags)
+    fields = {"reference": {"transform": "safety_prefix"}}
+    assert main(["train", str(recipe(tmp_path, data, fields))]) == 2
+    err = capsys.readouterr().err
+    for text in (str(data), "no row is flagged harmful", "reference.transform='safety_prefix'", "apply_to: harmful",
+                 "a 'harmful' column", "data.harmful"):
+        assert text in err, (text, err)
+
+
+def test_an_e_variant_warns_of_rows_without_a_harmful_flag(tmp_path, no_model_load, caplog):
+    """Some rows flagged: the run is an E-variant, but the unflagged rows keep the plain reference -- said, with
+    examples, before the model loads."""
+    data = unflagged_file(tmp_path, [True, None, False, None])
+    fields = {"reference": {"transform": "safety_prefix"}}
+    with caplog.at_level("WARNING", logger="safealign.train.data"), pytest.raises(AssertionError, match="model"):
+        main(["train", str(recipe(tmp_path, data, fields))])
+    warning = " ".join(r.getMessage() for r in caplog.records if r.name == "safealign.train.data")
+    for text in (str(data), "2 of 4 rows", "e.g. row 1, 3", "no harmful flag", "plain reference"):
+        assert text in warning, (text, warning)
+
+
+def test_judgment_rows_given_to_a_loss_name_the_format_and_the_objective_that_reads_them(tmp_path, no_model_load,
+                                                                                        capsys):
+    data = tmp_path / "judged.jsonl"
+    data.write_text(json.dumps({"prompt": "q", "completion": "a", "judgment": "bad", "score": 1}) + "\n")
+    for fields in ({}, {"losses": [{"name": "kto"}]}, {"losses": [{"name": "kto"}], "data": {"unpair": True}}):
+        assert main(["train", str(recipe(tmp_path, data, fields))]) == 2
+        err = capsys.readouterr().err
+        for text in (str(data), "format 'judgment'", "objective 'cut'", "objective: {name: cut}"):
+            assert text in err, (fields, text, err)
