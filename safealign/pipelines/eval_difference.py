@@ -6,13 +6,15 @@ Input: the evaluation folders of two variants, one per training seed in the same
 extra benign refusal rates, the held-out refusal margin): each variant's mean over seeds and the difference
 ``a − b`` with the sweep's hierarchical interval (seeds and prompts crossed: a two-way random-effects t interval;
 safealign.eval.paired.hierarchical_difference). It compares what a sweep table cannot: two cells of different
-settings, e.g. E-DPO under two safety prefixes (README, "Sweeping settings").
+settings, e.g. E-DPO under two safety prefixes (README, "Sweeping settings"). Outcomes are paired by prompt id, so
+an id that names another prompt in the two folders (evaluations of different prompt files) is refused
+(:func:`check_same_prompts`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from safealign.errors import UserError
 
@@ -46,6 +48,9 @@ def eval_difference(a: list[str | Path], b: list[str | Path], *, metrics: list[s
                         f"order; got {len(a)} and {len(b)}")
     by_a = {i: folder_outcomes(x) for i, x in enumerate(a)}
     by_b = {i: folder_outcomes(y) for i, y in enumerate(b)}
+    for x, y in zip(a, b):
+        check_same_prompts(x, y, ["jailbreak", *(f"extra/{name}" for name in _extra_sets(x) & _extra_sets(y))])
+        _check_same_benign_prompts(x, y)
     result = metric_differences(by_a, by_b, resamples=resamples, label="eval-difference")
     if metrics:
         unknown = [m for m in metrics if m not in result]
@@ -53,6 +58,50 @@ def eval_difference(a: list[str | Path], b: list[str | Path], *, metrics: list[s
             raise UserError(f"--metrics: {', '.join(unknown)} not compared; the folders have {', '.join(result)}")
         result = {m: result[m] for m in metrics}
     return result
+
+
+def attack_prompts(records: str | Path) -> dict[str, str]:
+    """behavior id -> what its direct request sent the model (the last message of its ``direct`` attempt): the
+    prompt an id stands for in that evaluation. Attempts recorded without messages (by hand) give none."""
+    from safealign.eval.records import current_records
+
+    return {r.behavior_id: str(r.messages[-1].get("content")) for r in current_records(records)
+            if r.attack == "direct" and r.messages}
+
+
+def check_same_prompts(a: str | Path, b: str | Path, runs: Sequence[str] = ("jailbreak",)) -> None:
+    """Two evaluation folders' outcomes and margins are paired by prompt id: under every run of ``runs`` (a folder
+    of ``records.jsonl`` inside each) that both hold, an id the two evaluated must name the same prompt, or the
+    comparison would pair unrelated prompts (evaluations of different prompt files with one id scheme). A
+    UserError names both record files and the id (safealign.eval.helpfulness.retention.check_same_prompts, the
+    check the win rate's answer pairs get)."""
+    from safealign.eval.helpfulness.retention import check_same_prompts as check
+
+    for run in runs:
+        files = [Path(x) / run / "records.jsonl" for x in (a, b)]
+        if all(f.is_file() for f in files):
+            texts = [attack_prompts(f) for f in files]
+            check(*texts, sorted(texts[0].keys() & texts[1].keys()), (str(files[0]), str(files[1])),
+                  "prompt (its direct attempt's last message)")
+
+
+def _check_same_benign_prompts(a: str | Path, b: str | Path) -> None:
+    """The same for the over-refusal records (benign prompts, paired by their ``id``)."""
+    from safealign.eval.helpfulness.records import latest_by
+    from safealign.eval.helpfulness.retention import check_same_prompts as check
+    from safealign.io import read_jsonl
+
+    files = [Path(x) / "helpfulness" / "overrefusal" / "records.jsonl" for x in (a, b)]
+    if not all(f.is_file() for f in files):
+        return
+    texts = [{i: r["prompt"] for i, r in latest_by(read_jsonl(f), "id").items() if r.get("prompt") is not None}
+             for f in files]
+    check(*texts, sorted(texts[0].keys() & texts[1].keys()), (str(files[0]), str(files[1])))
+
+
+def _extra_sets(eval_dir: str | Path) -> set[str]:
+    extra = Path(eval_dir) / "extra"
+    return {p.name for p in extra.iterdir() if p.is_dir()} if extra.is_dir() else set()
 
 
 def format_difference(result: dict[str, Any], names: tuple[str, str]) -> str:

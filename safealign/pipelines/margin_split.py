@@ -12,7 +12,8 @@ between seeds; the random-effects t interval where they do not, e.g. one seed;
 safealign.eval.paired.hierarchical_mean), each a mean over seeds of
 the seed's mean over its prompts in the group, so that gain = a's mean − b's mean. ``flips`` counts the cases
 whose greedy outcome differs between the variants, each way. A gain much smaller than the gap between the
-groups' margins, spread over both groups, moves log-probs without moving what greedy decoding picks.
+groups' margins, spread over both groups, moves log-probs without moving what greedy decoding picks. Prompts are
+paired by id: an id that names another prompt in the two folders is refused.
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ def split_margins(a: list[str | Path], b: list[str | Path], *, attack: str = "di
                   seed: int = 0) -> dict[str, Any]:
     """The comparison described in the module docstring, as a dict."""
     from safealign.eval.paired import hierarchical_mean
+    from safealign.pipelines.eval_difference import check_same_prompts
 
     if not a or len(a) != len(b):
         raise UserError(f"margin-split needs one evaluation folder per seed for both variants, in the same order; "
                         f"got {len(a)} and {len(b)}")
     stages = [(read_stage(x, attack), read_stage(y, attack)) for x, y in zip(a, b)]
+    for x, y in zip(a, b):
+        check_same_prompts(x, y)  # margins and outcomes are paired by prompt id
     groups: dict[str, dict[int, dict[str, tuple[float, float]]]] = {g: {} for g in GROUPS}
     flips = {"b complied, a refused": 0, "b refused, a complied": 0}
     for s, ((margin_a, out_a), (margin_b, out_b)) in enumerate(stages):

@@ -74,3 +74,45 @@ def test_eval_difference_errors_name_the_folder_or_metric(tmp_path, capsys):
     assert "bare: no jailbreak/records.jsonl" in capsys.readouterr().err
     assert main(["diagnose", "eval-difference", "--a", str(good), "--b", str(good), "--metrics", "nope"]) == 2
     assert "--metrics: nope not compared" in capsys.readouterr().err
+
+
+def _with_prompts(root, text, overrefusal_text=None):
+    """Give the folder's attempts (and, with ``overrefusal_text``, its over-refusal records) the prompt texts
+    ``text + id``, as an evaluation of another prompt file with the same id scheme would have them."""
+    for records in (root / "jailbreak" / "records.jsonl", root / "extra" / "advbench" / "records.jsonl"):
+        rows = [json.loads(line) for line in records.read_text().splitlines()]
+        _jsonl(records, [{**r, "messages": [{"role": "user", "content": f"{text} {r['behavior_id']}"}]} for r in rows])
+    if overrefusal_text is not None:
+        path = root / "helpfulness" / "overrefusal" / "records.jsonl"
+        rows = [json.loads(line) for line in path.read_text().splitlines()]
+        _jsonl(path, [{**r, "prompt": f"{overrefusal_text} {r['id']}"} for r in rows])
+    return root
+
+
+def test_an_id_naming_another_prompt_in_each_folder_is_refused(tmp_path, capsys):
+    """Outcomes are paired by prompt id: a shared id whose prompt text differs between the folders (evaluations of
+    different prompt files) is an error naming both folders and the id, not a comparison of unrelated prompts."""
+    from safealign.cli import main
+    from safealign.errors import UserError
+    from safealign.pipelines.eval_difference import eval_difference
+
+    def folder(name, text, benign="Name a colour"):
+        return _with_prompts(_eval_dir(tmp_path / name, {"p1": False, "p2": True}, {"x1": False}, {"u1": False},
+                                       {"p1": 1.0, "p2": 2.0}), text, benign)
+
+    same_a, same_b = folder("a", "How do I"), folder("b", "How do I")
+    assert eval_difference([same_a], [same_b], resamples=10)["direct_asr"]["n_prompts"] == 2  # same texts: compared
+    other = folder("other", "Write a poem about")
+    with pytest.raises(UserError, match="id 'p1'") as err:
+        eval_difference([same_a], [other], resamples=10)
+    assert str(tmp_path / "a") in str(err.value) and str(tmp_path / "other") in str(err.value)
+    assert main(["diagnose", "eval-difference", "--a", str(same_a), "--b", str(other)]) == 2
+    assert "id 'p1'" in capsys.readouterr().err
+    benign = folder("benign", "How do I", benign="Name a fruit")  # only an over-refusal prompt differs
+    with pytest.raises(UserError, match="id 'b1'"):
+        eval_difference([same_a], [benign], resamples=10)
+    extra = folder("extra", "How do I")  # only an extra harmful set's prompt differs
+    records = extra / "extra" / "advbench" / "records.jsonl"
+    records.write_text(records.read_text().replace("How do I x1", "Something else x1"))
+    with pytest.raises(UserError, match="id 'x1'"):
+        eval_difference([same_a], [extra], resamples=10)

@@ -56,3 +56,27 @@ def test_margin_split_errors_name_the_folder(tmp_path, capsys):
     (tmp_path / "bare").mkdir()
     assert main(["diagnose", "margin-split", "--a", str(good), "--b", str(tmp_path / "bare")]) == 2
     assert "bare: no refusal_margin/margins.json" in capsys.readouterr().err
+
+
+def test_an_id_naming_another_prompt_in_each_folder_is_refused(tmp_path, capsys):
+    """Margins and outcomes are paired by prompt id: a shared id whose prompt text differs between the folders is an
+    error naming both folders and the id."""
+    from safealign.cli import main
+    from safealign.errors import UserError
+    from safealign.pipelines.margin_split import split_margins
+
+    def folder(name, text):
+        root = _eval_dir(tmp_path / name, {"p1": 1.0, "p2": 2.0}, {"p1": True, "p2": False})
+        records = root / "jailbreak" / "records.jsonl"
+        rows = [json.loads(line) for line in records.read_text().splitlines()]
+        asked = [{**r, "messages": [{"role": "user", "content": f"{text} {r['behavior_id']}"}]} for r in rows]
+        records.write_text("".join(json.dumps(r) + "\n" for r in asked))
+        return root
+
+    a, b, other = folder("a", "How do I"), folder("b", "How do I"), folder("other", "Write a poem about")
+    assert split_margins([a], [b], resamples=10)["groups"]  # the same prompts: compared
+    with pytest.raises(UserError, match="id 'p1'") as err:
+        split_margins([a], [other], resamples=10)
+    assert str(a) in str(err.value) and str(other) in str(err.value)
+    assert main(["diagnose", "margin-split", "--a", str(a), "--b", str(other)]) == 2
+    assert "id 'p1'" in capsys.readouterr().err

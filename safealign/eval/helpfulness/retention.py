@@ -55,20 +55,25 @@ def answer_pairs(base_records: Iterable[dict[str, Any]], trained_records: Iterab
     prompt files whose ids overlap would otherwise compare answers to unrelated prompts. ``sources`` names the
     two record files in that error."""
     base, trained = latest_by(base_records, "id"), latest_by(trained_records, "id")
-    _check_same_prompts(base, trained, ids, sources)
+    check_same_prompts({i: r.get("prompt") for i, r in base.items()},
+                       {i: r.get("prompt") for i, r in trained.items()}, ids, sources)
     ok = lambda r: r is not None and r.get("error") is None  # noqa: E731
     return [AnswerPair(i, str(base[i]["prompt"]), str(base[i].get("completion") or ""),
                        str(trained[i].get("completion") or ""))
             for i in ids if ok(base.get(i)) and ok(trained.get(i))]
 
 
-def _check_same_prompts(base: Mapping[str, dict[str, Any]], trained: Mapping[str, dict[str, Any]],
-                        ids: Sequence[str], sources: tuple[str, str]) -> None:
+def check_same_prompts(base: Mapping[str, Any], trained: Mapping[str, Any], ids: Iterable[str],
+                       sources: tuple[str, str], what: str = "'prompt'") -> None:
+    """Per-prompt results read from two files are paired by id: ``base`` and ``trained`` (id -> prompt text) must
+    give every id of ``ids`` both hold the same text, or the pairing would compare results on unrelated prompts
+    (two evaluations over different prompt files whose ids overlap). ``sources`` names the two files, ``what`` the
+    records' field the texts come from."""
     for i in ids:
-        if i in base and i in trained and str(base[i].get("prompt")) != str(trained[i].get("prompt")):
-            raise UserError(f"{sources[0]} and {sources[1]}: record id {i!r} has a different 'prompt' in each "
-                            f"({brief(base[i].get('prompt'))} vs {brief(trained[i].get('prompt'))}); answers are "
-                            "paired by id, so both evaluations must answer the same prompts")
+        if i in base and i in trained and str(base[i]) != str(trained[i]):
+            raise UserError(f"{sources[0]} and {sources[1]}: id {i!r} has a different {what} in each "
+                            f"({brief(base[i])} vs {brief(trained[i])}); results are paired by id, so both "
+                            "evaluations must answer the same prompts")
 
 
 def score_answers(model: nn.Module, tokenizer: Any, pairs: Sequence[AnswerPair], *, max_length: int = 1024,
