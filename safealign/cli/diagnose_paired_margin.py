@@ -15,8 +15,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     add_paired_arguments(parser, "RANKING", "ranking outputs")
     parser.add_argument("--data", default=None,
-                        help="the pairs file the rankings scored: compare harmful and benign pairs separately")
-    parser.add_argument("--format", default="auto", help="format of --data (default auto)")
+                        help="the pairs file the rankings scored: compare harmful and benign pairs separately, by the "
+                             "harmful flag each ranking recorded per pair (outputs of older versions: this file's)")
+    parser.add_argument("--format", default="auto", help="format of --data, for outputs of older versions (default "
+                                                         "auto)")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable dict")
 

@@ -32,6 +32,7 @@ class RankingConfig(DiagnoseConfig):
 
 def run_ranking(config: RankingConfig) -> Diagnosis:
     from safealign.diagnostics import ranking_report, score_pairs
+    from safealign.pipelines.paired_margin import prompt_hash
     from safealign.types import PairLogps
 
     started = time.perf_counter()
@@ -51,7 +52,9 @@ def run_ranking(config: RankingConfig) -> Diagnosis:
             summary.pop(key)
     result = {"diagnostic": "ranking", **header(config, inputs, started, reference=ref_desc, alpha=alpha_desc,
                                                  prefix=config.prefix, heads=config.heads), "summary": summary}
-    pairs = [{"row": inputs.pairs[i].row, **row} for i, row in enumerate(report.pairs())]
+    # the flag and a prompt hash let paired-margin split and match rankings by the pairs they scored
+    pairs = [{"row": inputs.pairs[i].row, "harmful": inputs.pairs[i].harmful,
+              "prompt_hash": prompt_hash(inputs.pairs[i]), **row} for i, row in enumerate(report.pairs())]
     return finish(config, Diagnosis("ranking", result, pairs))
 
 

@@ -108,3 +108,81 @@ def test_the_reference_margin_covers_the_pairs_the_means_compare(tmp_path, capsy
     result = json.loads(capsys.readouterr().out)["groups"]["all"]
     assert result["n_prompts"] == 2
     assert result["reference_margin"] == 0.5  # (0 + 1) / 2 over pairs 0 and 1, not (0 + 1 + 2) / 3
+
+
+def _write_output(folder, rows, data=None):
+    """A ranking output folder: ranking_pairs.jsonl and (with ``data``) the ranking.json naming the data it scored."""
+    folder.mkdir(parents=True)
+    (folder / "ranking_pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    if data is not None:
+        (folder / "ranking.json").write_text(json.dumps({"diagnostic": "ranking", "data": str(data)}))
+    return folder
+
+
+def test_the_harmful_flag_is_the_one_the_ranking_used(tmp_path, capsys):
+    """A pairs file without a harmful column ranked with --harmful: every pair is harmful, as the ranking scored it
+    (not benign, as the file read back without --harmful says); each ranking pair row records the flag and a hash
+    of its prompt."""
+    from safealign.pipelines.diagnose_ranking import RankingConfig, run_ranking
+    from safealign.pipelines.paired_margin import PairedMarginConfig, compare_margins
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "harmful"}) + "\n" for r in ROWS))
+    for name in ("a", "b"):
+        run_ranking(RankingConfig(model="tiny-random", data=str(data), harmful=True,
+                                  output_dir=str(tmp_path / name)))
+    rows = [json.loads(line) for line in (tmp_path / "a" / "diagnostics" / "ranking_pairs.jsonl").open()]
+    assert [r["harmful"] for r in rows] == [True] * 4 and len({r["prompt_hash"] for r in rows}) == 4
+    result = compare_margins(PairedMarginConfig(a=[str(tmp_path / "a")], b=[str(tmp_path / "b")], data=str(data)))
+    assert list(result["groups"]) == ["harmful"] and result["groups"]["harmful"]["n_prompts"] == 4
+
+
+def test_rows_without_a_harmful_flag_are_refused_when_splitting(tmp_path, capsys):
+    rows = [{"row": i, "chosen_logps": -1.0, "rejected_logps": -3.0, "harmful": None, "prompt_hash": f"h{i}"}
+            for i in range(3)]
+    a, b = _write_output(tmp_path / "a", rows), _write_output(tmp_path / "b", rows)
+    assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b), "--data", str(tmp_path / "x.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert str(a / "ranking_pairs.jsonl") in err and "row 0" in err and "no harmful flag" in err
+    assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b)]) == 0  # no split asked: compared
+
+
+def test_rankings_of_different_pairs_are_refused(tmp_path, capsys):
+    """Pairs are matched by row: a row whose prompt hash differs between two outputs was another prompt in each."""
+    rows = [{"row": i, "chosen_logps": -1.0, "rejected_logps": -3.0, "harmful": True, "prompt_hash": f"h{i}"}
+            for i in range(3)]
+    a = _write_output(tmp_path / "a", rows)
+    b = _write_output(tmp_path / "b", [{**r, "prompt_hash": "other" if r["row"] == 1 else r["prompt_hash"]}
+                                       for r in rows])
+    assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert str(a / "ranking_pairs.jsonl") in err and str(b / "ranking_pairs.jsonl") in err and "row 1" in err
+
+
+def test_older_outputs_are_checked_against_the_data_their_summary_names(tmp_path, capsys):
+    """Outputs written before rows recorded their flag and prompt hash: grouped by --data's flag as before, but
+    refused where their ranking.json names another data file than --data or than each other."""
+    data, other = tmp_path / "pairs.jsonl", tmp_path / "other.jsonl"
+    for path in (data, other):
+        path.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    rows = [{"row": i, "chosen_logps": -1.0 - i, "rejected_logps": -5.0} for i in range(4)]
+    a, b = _write_output(tmp_path / "a", rows, data), _write_output(tmp_path / "b", rows, data)
+    assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b), "--data", str(data), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["groups"]["harmful"]["n_prompts"] == 2
+    assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b), "--data", str(other)]) == 2
+    err = capsys.readouterr().err
+    assert str(a / "ranking.json") in err and str(other) in err
+    c = _write_output(tmp_path / "c", rows, other)
+    assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(c)]) == 2
+    err = capsys.readouterr().err
+    assert str(a / "ranking.json") in err and str(c / "ranking.json") in err
+
+
+def test_no_shared_pair_names_the_group_the_files_and_their_rows(tmp_path, capsys):
+    a = _write_output(tmp_path / "a", [{"row": i, "chosen_logps": -1.0, "rejected_logps": -3.0} for i in range(4)])
+    b = _write_output(tmp_path / "b", [{"row": i + 10, "chosen_logps": -1.0, "rejected_logps": -3.0}
+                                       for i in range(4)])
+    assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b)]) == 2
+    err = capsys.readouterr().err
+    assert "'all'" in err and str(a / "ranking_pairs.jsonl") in err and str(b / "ranking_pairs.jsonl") in err
+    assert "0, 1, 2, 3" in err and "10, 11, 12, 13" in err
