@@ -7,12 +7,14 @@ itself, which also needs the response lengths.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from safealign.checks import at_least
 from safealign.errors import UserError
 from safealign.models.modes import eval_mode
 from safealign.train.logps import pair_logps
@@ -36,14 +38,19 @@ def score_pairs(
     """
     if not encoded:
         raise UserError("no pairs to score")
+    at_least("batch_size", batch_size, 1)
     device = next(model.parameters()).device
     order = sorted(range(len(encoded)), key=lambda i: _length(encoded[i]))
-    table = torch.empty(len(encoded), 4, dtype=torch.float32)  # chosen, rejected, their token counts
+    # chosen, rejected, their token counts; NaN until scored, so a row left out can never pass for a score
+    table = torch.full((len(encoded), 4), math.nan, dtype=torch.float32)
+    written = torch.zeros(len(encoded), dtype=torch.bool)
     with eval_mode(model):
         for start in tqdm(range(0, len(order), batch_size), desc=desc, unit="batch"):
             rows = order[start : start + batch_size]
             batch = {k: v.to(device) for k, v in collate([encoded[i] for i in rows]).items()}
             table[rows] = torch.stack([v.float().cpu() for v in pair_logps(model, batch, chunk_size=chunk_size)], dim=1)
+            written[rows] = True
+    assert bool(written.all()), f"score_pairs: {int((~written).sum())} of {len(encoded)} pairs were not scored"
     return PairLogps(chosen=table[:, 0], rejected=table[:, 1], chosen_tokens=table[:, 2], rejected_tokens=table[:, 3])
 
 

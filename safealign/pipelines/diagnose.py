@@ -37,6 +37,15 @@ class DiagnoseConfig:
     trust_remote_code: bool = False
     output_dir: Optional[str] = None  # also write RUN_DIR/diagnostics/<name>.json and <name>_pairs.jsonl
 
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """At load, before the model: a batch size below 1 would score no pair (-1) or fail deep in a range (0)."""
+        from safealign.checks import at_least
+
+        at_least("batch_size", self.batch_size, 1)
+
 
 @dataclass
 class EntanglementConfig(DiagnoseConfig):

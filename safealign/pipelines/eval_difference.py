@@ -41,8 +41,10 @@ def eval_difference(a: list[str | Path], b: list[str | Path], *, metrics: list[s
                     resamples: int = 2000) -> dict[str, Any]:
     """Per metric, :func:`~safealign.eval.paired.hierarchical_difference` of ``a − b`` (seed i of ``a`` paired
     with seed i of ``b``); ``metrics``: only these, in this order."""
+    from safealign.checks import at_least
     from safealign.eval.paired import metric_differences
 
+    at_least("resamples", resamples, 1)
     if not a or len(a) != len(b):
         raise UserError(f"eval-difference needs one evaluation folder per seed for both variants, in the same "
                         f"order; got {len(a)} and {len(b)}")

@@ -50,9 +50,11 @@ def read_stage(eval_dir: str | Path, attack: str = "direct", judge: str = "refus
 def split_margins(a: list[str | Path], b: list[str | Path], *, attack: str = "direct", resamples: int = 2000,
                   seed: int = 0) -> dict[str, Any]:
     """The comparison described in the module docstring, as a dict."""
+    from safealign.checks import at_least
     from safealign.eval.paired import hierarchical_mean
     from safealign.pipelines.eval_difference import check_same_prompts
 
+    at_least("resamples", resamples, 1)
     if not a or len(a) != len(b):
         raise UserError(f"margin-split needs one evaluation folder per seed for both variants, in the same order; "
                         f"got {len(a)} and {len(b)}")

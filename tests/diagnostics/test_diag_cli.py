@@ -111,3 +111,30 @@ def test_yaml_config_flags_and_overrides_compose(capsys, data, tmp_path):
 def test_unknown_config_key_is_a_clear_error(capsys, data):
     assert main(["diagnose", "entanglement", "--model", "tiny-random", "--data", str(data), "parms=lm_head"]) == 2
     assert "parms" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("subcommand", ["ranking", "entanglement", "anchor", "e-share", "hidden-norms"])
+@pytest.mark.parametrize("batch_size", ["0", "-1"])
+def test_a_batch_size_below_1_is_refused_before_the_model_loads(capsys, data, monkeypatch, subcommand, batch_size):
+    """-1 scored nothing (ranking accuracy 1 from an unwritten table, exit 0), 0 a raw ValueError."""
+    from safealign.pipelines import diagnose
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the bad setting was reported")
+
+    monkeypatch.setattr(diagnose, "load_model", refuse)
+    assert main(["diagnose", subcommand, "--model", "tiny-random", "--data", str(data), "--batch-size",
+                 batch_size]) == 2
+    assert f"batch_size must be >= 1, got {batch_size}" in capsys.readouterr().err
+
+
+def test_score_pairs_refuses_a_batch_size_below_1(tiny_model, encode, collate, pairs):
+    from safealign.diagnostics import score_pairs
+    from safealign.errors import UserError
+
+    encoded = encode(pairs)
+    for bad in (0, -1):
+        with pytest.raises(UserError, match="batch_size must be >= 1"):
+            score_pairs(tiny_model, encoded, collate, batch_size=bad)
+    scored = score_pairs(tiny_model, encoded, collate, batch_size=2)
+    assert scored.chosen.isfinite().all() and scored.rejected.isfinite().all()

@@ -80,3 +80,15 @@ def test_an_id_naming_another_prompt_in_each_folder_is_refused(tmp_path, capsys)
     assert str(a) in str(err.value) and str(other) in str(err.value)
     assert main(["diagnose", "margin-split", "--a", str(a), "--b", str(other)]) == 2
     assert "id 'p1'" in capsys.readouterr().err
+
+
+def test_resamples_below_1_is_refused(tmp_path, capsys):
+    """Seeds whose groups differ are bootstrapped: 0 resamples raised an IndexError."""
+    from safealign.cli import main
+
+    a = [_eval_dir(tmp_path / "a0", {"p1": 1.0, "p2": 2.0}, {"p1": True, "p2": False}),
+         _eval_dir(tmp_path / "a1", {"p1": 1.0, "p2": 2.0}, {"p1": True, "p2": False})]
+    b = [_eval_dir(tmp_path / "b0", {"p1": 1.0, "p2": 2.0}, {"p1": True, "p2": False}),
+         _eval_dir(tmp_path / "b1", {"p1": 1.0, "p2": 2.0}, {"p1": False, "p2": True})]
+    assert main(["diagnose", "margin-split", "--a", *map(str, a), "--b", *map(str, b), "--resamples", "0"]) == 2
+    assert "resamples must be >= 1, got 0" in capsys.readouterr().err

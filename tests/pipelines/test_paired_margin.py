@@ -186,3 +186,11 @@ def test_no_shared_pair_names_the_group_the_files_and_their_rows(tmp_path, capsy
     err = capsys.readouterr().err
     assert "'all'" in err and str(a / "ranking_pairs.jsonl") in err and str(b / "ranking_pairs.jsonl") in err
     assert "0, 1, 2, 3" in err and "10, 11, 12, 13" in err
+
+
+def test_resamples_below_1_is_refused(tmp_path, capsys):
+    """0 resamples raised an IndexError from the bootstrap's percentile."""
+    rows = [{"row": i, "chosen_logps": -1.0 - i, "rejected_logps": -5.0} for i in range(3)]
+    a, b = _write_output(tmp_path / "a", rows), _write_output(tmp_path / "b", rows)
+    assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b), "--resamples", "0"]) == 2
+    assert "resamples must be >= 1, got 0" in capsys.readouterr().err
