@@ -22,7 +22,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--prefix", help="score the reference on safety-prefixed prompts of harmful pairs (E-DPO's reference): "
                          "a built-in prefix name or text")
     add("--heads", type=lambda text: [float(w) for w in text.split(",")], metavar="W0,W1,...",
-        help="a multi-head (MAH-DPO) model: score with the weighted sum of its heads' logits, e.g. 0,1 for head 1")
+        help="a multi-head (MAH-DPO) model: score with the weighted sum of its heads' logits, e.g. 0,1 for head 1 "
+             "(against a LoRA adapter's base; a full model needs --ref)")
 
 
 def run(args: argparse.Namespace) -> int:

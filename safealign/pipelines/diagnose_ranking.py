@@ -2,7 +2,9 @@
 
 The reference is ``ref`` when given, else the model's base weights when ``model`` is a LoRA adapter (a
 trained run's ``final/``), else the model itself (then R* describes what a DPO run starting from it could
-reach, and "fixed by the model" is not reported).
+reach, and "fixed by the model" is not reported). Scoring a multi-head model's heads (``heads``) needs a reference
+apart from them: ``ref`` or an adapter's base; a full model without ``ref`` is refused (it holds no copy of its
+starting model, and as its own reference every pair's DPO loss would be log 2).
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ class RankingConfig(DiagnoseConfig):
     epsilon: float = 0.1  # rater noise: α = 1 − ε without an agreement column or for unanimous raters (0 → ε)
     alpha_column: str = "alpha"  # share of raters preferring chosen, used when the data has it
     prefix: Optional[str] = None  # score the reference on safety-prefixed harmful prompts (E-DPO's reference)
-    # a multi-head (MAH-DPO) model scored with Σ_k w_k·logits_k (safealign/models/heads.py); the reference keeps
-    # the starting head; None: the model's own head
+    # a multi-head (MAH-DPO) model scored with Σ_k w_k·logits_k (safealign/models/heads.py); the reference is --ref
+    # or, for a LoRA adapter, its base (the starting model, starting head); a full model needs --ref. None: the
+    # model's own head
     heads: Optional[list[float]] = None
 
 
@@ -38,6 +41,10 @@ def run_ranking(config: RankingConfig) -> Diagnosis:
     started = time.perf_counter()
     transform = _transform(config.prefix)
     inputs = load_inputs(config, transform=transform)
+    if config.heads is not None and not config.ref and not hasattr(inputs.model, "peft_config"):
+        raise UserError(f"--heads on {config.model}: a full model (not a LoRA adapter) holds no copy of the model it "
+                        "started from, and scored as its own reference every pair's DPO loss would be log 2; pass "
+                        "the starting model with --ref")
     with _heads(inputs.model, config.heads):
         policy = score_pairs(inputs.model, inputs.encoded, inputs.collate, batch_size=config.batch_size,
                              chunk_size=config.chunk_size)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -138,3 +139,22 @@ def test_score_pairs_refuses_a_batch_size_below_1(tiny_model, encode, collate, p
             score_pairs(tiny_model, encoded, collate, batch_size=bad)
     scored = score_pairs(tiny_model, encoded, collate, batch_size=2)
     assert scored.chosen.isfinite().all() and scored.rejected.isfinite().all()
+
+
+def test_ranking_heads_of_a_full_model_needs_a_reference(capsys, data, tmp_path):
+    """A full (non-LoRA) MAH-DPO model holds no copy of its starting model: without --ref its mixed heads were their
+    own reference (DPO loss log 2 on every pair). It is refused, naming --ref; with --ref it is scored against it."""
+    from safealign.models.heads import add_heads, save_heads
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    model = add_heads(tiny_model(), 2, noise_std=0.5)
+    model.save_pretrained(tmp_path / "mah")
+    tiny_tokenizer().save_pretrained(tmp_path / "mah")
+    save_heads(model, tmp_path / "mah")
+    assert main(["diagnose", "ranking", "--model", str(tmp_path / "mah"), "--data", str(data), "--heads", "0,1"]) == 2
+    assert "--ref" in capsys.readouterr().err
+    out = _run(capsys, "ranking", "--data", str(data), "--model", str(tmp_path / "mah"), "--heads", "0,1",
+               "--ref", str(tmp_path / "mah"))
+    assert out["reference"].startswith(f"--ref {tmp_path / 'mah'}")
+    losses = [p["dpo_loss"] for p in out["per_pair"]]
+    assert all(loss != pytest.approx(math.log(2), abs=1e-3) for loss in losses)  # head 1 against head 0
