@@ -57,9 +57,13 @@ def format_entanglement(result: dict[str, Any], pairs: list[dict[str, Any]], sho
         ("chosen log-prob falls (⟨g_w,g_l⟩ > ‖g_w‖²)", s["share_chosen_falls"]),
         ("rejected log-prob rises (⟨g_w,g_l⟩ > ‖g_l‖²)", s["share_rejected_rises"]),
         ("ratio > 1 (one side moves the wrong way)", s["share_ratio_above_1"]),
-        (f"chosen falls, weighted (⟨g_w,g_l⟩ ≥ (a/b)‖g_w‖², a={a:g}, b={b:g})", s["share_chosen_falls_weighted"]),
-        ("rejected rises, weighted (⟨g_w,g_l⟩ ≥ (b/a)‖g_l‖²)", s["share_rejected_rises_weighted"]),
+        (f"chosen falls, weighted (⟨g_w,g_l⟩ > (a/b)‖g_w‖², a={a:g}, b={b:g})", s["share_chosen_falls_weighted"]),
+        ("rejected rises, weighted (⟨g_w,g_l⟩ > (b/a)‖g_l‖²)", s["share_rejected_rises_weighted"]),
     ])
+    if "chosen_unchanged" in s:  # no first-order change: counted above as not moving the wrong way
+        shares += (f"\npairs with no first-order change: chosen {s['chosen_unchanged']} "
+                   f"(weighted {s['chosen_unchanged_weighted']}), rejected {s['rejected_unchanged']} "
+                   f"(weighted {s['rejected_unchanged_weighted']})")
     per_pair = table(("row", "⟨g_w,g_l⟩", "cos", "‖g_w‖", "‖g_l‖", "ratio", "chosen rises", "rejected falls"),
                      [(p["row"], p["dot"], p["cosine"], p["chosen_norm"], p["rejected_norm"], p["ratio"],
                        p["chosen_rises"], p["rejected_falls"]) for p in pairs[:show]])

@@ -10,7 +10,10 @@ loss's weights on the two log-probs; a = b for DPO and most margin losses), so t
 
 With a = b the paper's conditions are ``⟨g_w,g_l⟩ ≤ ‖g_w‖²`` and ``⟨g_w,g_l⟩ ≤ ‖g_l‖²``, summarised by
 ``ratio = ⟨g_w,g_l⟩ / min(‖g_w‖², ‖g_l‖²)``: > 1 means one side moves the wrong way. (The authors'
-released code divides by ‖g_w‖² in both places; this implements the paper.)
+released code divides by ‖g_w‖² in both places; this implements the paper.) Weighted or not, one rule: a side
+moves the wrong way only when its first-order change has the wrong sign, so a change of exactly 0 (an empty
+chosen response, g_w = 0; g_w = g_l with a = b) counts as not moving the wrong way, and the summary counts those
+pairs separately (``chosen_unchanged``, ``rejected_unchanged``).
 
 Memory stays bounded: one pair at a time, one forward and two backward passes, and inner products
 accumulated tensor by tensor (float64) over the selected parameters only — never a flattened copy of
@@ -151,18 +154,21 @@ class PairEntanglement:
 
     @property
     def chosen_rises(self) -> bool:
-        return self.dot <= self.chosen_norm**2
+        """The chosen log-prob does not fall (a = b): ``⟨g_w,g_l⟩ ≤ ‖g_w‖²``, a change of 0 included."""
+        return bool(self.weighted(1.0, 1.0)["chosen_rises"])
 
     @property
     def rejected_falls(self) -> bool:
-        return self.dot <= self.rejected_norm**2
+        """The rejected log-prob does not rise (a = b): ``⟨g_w,g_l⟩ ≤ ‖g_l‖²``, a change of 0 included."""
+        return bool(self.weighted(1.0, 1.0)["rejected_falls"])
 
     def weighted(self, a: float, b: float) -> dict[str, float | bool]:
-        """First-order changes per unit step of a loss weighting the log-probs a (chosen) and b (rejected)."""
+        """First-order changes per unit step of a loss weighting the log-probs a (chosen) and b (rejected), and
+        whether each side avoids the wrong direction (a change of 0 does: the module's one rule)."""
         chosen_change = a * self.chosen_norm**2 - b * self.dot
         rejected_change = a * self.dot - b * self.rejected_norm**2
         return {"chosen_change": chosen_change, "rejected_change": rejected_change,
-                "chosen_rises": chosen_change > 0, "rejected_falls": rejected_change < 0}
+                "chosen_rises": chosen_change >= 0, "rejected_falls": rejected_change <= 0}
 
     def as_dict(self, weights: tuple[float, float] = (1.0, 1.0)) -> dict[str, Any]:
         w = self.weighted(*weights)
@@ -226,12 +232,17 @@ def summarize_entanglement(pairs: Sequence[PairEntanglement], *,
         out[name] = {"mean": statistics.fmean(values) if values else None,
                      "median": statistics.median(values) if values else None}
     n = len(pairs)
+    plain = [p.weighted(1.0, 1.0) for p in pairs]
     weighted = [p.weighted(*weights) for p in pairs]
-    out["share_chosen_falls"] = sum(not p.chosen_rises for p in pairs) / n
-    out["share_rejected_rises"] = sum(not p.rejected_falls for p in pairs) / n
+    out["share_chosen_falls"] = sum(not w["chosen_rises"] for w in plain) / n
+    out["share_rejected_rises"] = sum(not w["rejected_falls"] for w in plain) / n
     out["share_ratio_above_1"] = sum(p.ratio > 1 for p in pairs) / n
     out["share_chosen_falls_weighted"] = sum(not w["chosen_rises"] for w in weighted) / n
     out["share_rejected_rises_weighted"] = sum(not w["rejected_falls"] for w in weighted) / n
+    # pairs whose side does not move to first order (counted above as not moving the wrong way)
+    for suffix, changes in (("", plain), ("_weighted", weighted)):
+        out[f"chosen_unchanged{suffix}"] = sum(w["chosen_change"] == 0 for w in changes)
+        out[f"rejected_unchanged{suffix}"] = sum(w["rejected_change"] == 0 for w in changes)
     return out
 
 

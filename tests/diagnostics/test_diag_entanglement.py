@@ -145,3 +145,25 @@ def test_summary_hand_computed():
     # chosen falls when dot > ‖g_w‖²: none (1.5 ≤ 4, −1 ≤ 1, 0 ≤ 0); rejected rises: pair 0 only
     assert (s["share_chosen_falls"], s["share_rejected_rises"], s["share_ratio_above_1"]) == (0.0, 1 / 3, 1 / 3)
     assert math.isnan(pairs[2].ratio) and pairs[2].as_dict()["ratio"] is None
+
+
+def test_no_change_counts_the_same_way_weighted_and_unweighted():
+    """Ties (an empty chosen response: g_w = 0; g_w = g_l) move nothing to first order: neither rule counts them as
+    moving the wrong way (the weighted form counted them as falling: 0.0 vs 1.0), and the summary counts them."""
+    empty = PairEntanglement(0, dot=0.0, chosen_norm=0.0, rejected_norm=3.0, chosen_logps=0.0, rejected_logps=0.0)
+    same = PairEntanglement(1, dot=4.0, chosen_norm=2.0, rejected_norm=2.0, chosen_logps=0.0, rejected_logps=0.0)
+    for p in (empty, same):
+        w = p.weighted(1.0, 1.0)
+        assert (w["chosen_rises"], w["rejected_falls"]) == (p.chosen_rises, p.rejected_falls)
+        row = p.as_dict()
+        assert (row["chosen_rises"], row["rejected_falls"]) == (row["weighted_chosen_rises"],
+                                                                row["weighted_rejected_falls"])
+    s = summarize_entanglement([empty, same])
+    assert s["share_chosen_falls"] == s["share_chosen_falls_weighted"] == 0.0
+    assert s["share_rejected_rises"] == s["share_rejected_rises_weighted"] == 0.0
+    assert (s["chosen_unchanged"], s["rejected_unchanged"]) == (2, 1)
+    assert (s["chosen_unchanged_weighted"], s["rejected_unchanged_weighted"]) == (2, 1)
+    # a ≠ b: g_w = g_l now moves both (chosen (1 − 2)·4 < 0: falls; rejected (1 − 2)·4 < 0: falls), g_w = 0 not chosen
+    s = summarize_entanglement([empty, same], weights=(1.0, 2.0))
+    assert (s["chosen_unchanged_weighted"], s["rejected_unchanged_weighted"]) == (1, 0)
+    assert s["share_chosen_falls_weighted"] == 0.5 and s["share_rejected_rises_weighted"] == 0.0
