@@ -132,13 +132,14 @@ def measure_e_share(
     rows: list[dict[str, Any]] = []
     with eval_mode(model):  # dropout (LoRA's included) would make the three gradients differ by noise
         with gradients_for(selected):
-            for group, items in _groups(encoded):
+            for group, members in _groups(encoded):
                 sums = grads.setdefault(group, {t: [torch.zeros_like(p) for p in selected] for t in TERMS})
-                for start in tqdm(range(0, len(items), batch_size), desc=f"E-share gradients ({group})",
+                for start in tqdm(range(0, len(members), batch_size), desc=f"E-share gradients ({group})",
                                   disable=not progress):
-                    chunk = items[start : start + batch_size]
+                    chunk = [item for _, item in members[start : start + batch_size]]
                     batch = {k: v.to(device) for k, v in collate(chunk).items()}
-                    index = torch.tensor([item.index for item in chunk])
+                    # reference_views' rows follow the positions in ``encoded``; item.index may be numbered otherwise
+                    index = torch.tensor([position for position, _ in members[start : start + batch_size]])
                     outs = _term_losses(model, batch, plain[index], transformed[index], dpo, nll, chunk_size)
                     # no prompt here changed: one reference view, so the same loss and the same gradient as DPO's
                     same_view = all(item.ref_prompt_ids is None for item in chunk)
@@ -154,10 +155,11 @@ def measure_e_share(
                   tuple(rows), sum(item.ref_prompt_ids is not None for item in encoded), adam_epsilon)
 
 
-def _groups(encoded: Sequence[Any]) -> list[tuple[str, list[Any]]]:
-    harmful = [item for item in encoded if item.harmful is True]
-    benign = [item for item in encoded if item.harmful is not True]
-    return [(g, items) for g, items in zip(GROUPS, (harmful, benign)) if items]
+def _groups(encoded: Sequence[Any]) -> list[tuple[str, list[tuple[int, Any]]]]:
+    """The harmful and the benign pairs, each as ``(position in encoded, pair)``."""
+    harmful = [(i, item) for i, item in enumerate(encoded) if item.harmful is True]
+    benign = [(i, item) for i, item in enumerate(encoded) if item.harmful is not True]
+    return [(g, members) for g, members in zip(GROUPS, (harmful, benign)) if members]
 
 
 def _term_losses(model: nn.Module, batch: dict[str, Tensor], plain: Tensor, transformed: Tensor, dpo: Any, nll: Any,

@@ -199,3 +199,17 @@ def test_cli_step_zero_adapter_and_no_lora(capsys, tmp_path, tiny_model):
     assert "parameters: all" in text and "E-change share" in text and "mean weight σ(−z), E-DPO" in text
     with pytest.raises(UserError, match="no adapter_config.json"):
         run_e_share(EShareConfig(model="tiny-random", data=str(data), adapter=str(tmp_path / "nowhere")))
+
+
+def test_a_caller_passing_some_of_the_encoded_pairs_gets_each_its_own_reference(tiny_model, encode, collate, pairs):
+    """Reference rows are by position in ``encoded``, not by ``item.index``: after a dropped first pair (indices 1
+    and 2 at positions 0 and 1) every pair is measured against its own reference, as if renumbered."""
+    model = _lora_model(tiny_model, trained=True)
+    kept = encode(pairs, SafetyPrefix(prefix="responsible"))[1:]
+    renumbered = [dataclasses.replace(item, index=i) for i, item in enumerate(kept)]
+    got, want = (measure_e_share(model, items, collate, beta=BETA, nll_weight=W, batch_size=2, progress=False)
+                 for items in (kept, renumbered))
+    assert [r["index"] for r in got.rows] == [1, 2]
+    # the same pairs in the same batches: the same numbers
+    assert [{**r, "index": None} for r in got.rows] == [{**r, "index": None} for r in want.rows]
+    assert got.summary() == want.summary()
