@@ -239,6 +239,10 @@ def _groups(outputs: list[RankingOutput], data: Optional[str], format: str) -> d
     for out in outputs:
         for r in out.rows:
             flag, where = flags.get(str(r["row"]), (False, ""))
+            if flag is None and where == data:
+                raise UserError(f"{data}: row {r['row']} has no harmful flag, and {out.path} predates ranking outputs "
+                                "that record the flag the ranking used (e.g. from --harmful): rank again to record "
+                                "it, or compare without --data")
             if flag is None:
                 raise UserError(f"{where}: row {r['row']} has no harmful flag (data without a harmful column, ranked "
                                 "without --harmful), so --data cannot put it with the harmful or the benign pairs; "

@@ -145,6 +145,14 @@ def test_rows_without_a_harmful_flag_are_refused_when_splitting(tmp_path, capsys
     err = capsys.readouterr().err
     assert str(a / "ranking_pairs.jsonl") in err and "row 0" in err and "no harmful flag" in err
     assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b)]) == 0  # no split asked: compared
+    # an older output records no flag: a data file without one cannot say what the ranking used (--harmful?)
+    data = tmp_path / "unflagged.jsonl"
+    data.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "harmful"}) + "\n" for r in ROWS))
+    old = [{k: v for k, v in r.items() if k not in ("harmful", "prompt_hash")} for r in rows]
+    c, d = _write_output(tmp_path / "c", old), _write_output(tmp_path / "d", old)
+    assert main(["diagnose", "paired-margin", "--a", str(c), "--b", str(d), "--data", str(data)]) == 2
+    err = capsys.readouterr().err
+    assert f"{data}: row 0 has no harmful flag" in err and "rank again" in err
 
 
 def test_rankings_of_different_pairs_are_refused(tmp_path, capsys):
