@@ -3,6 +3,7 @@
 ``training_arguments``, ``PreferenceCollator``, ``load_or_compute_reference`` + ``CachedReferenceCollator``
 or ``LiveReference``, and ``PreferenceTrainer`` with the recipe's speed options (docs/performance.md):
 ``logps`` (fused or naive), ``packing`` (padding-free pair rows), ``group_by_length`` and ``optimizer``.
+Like the TRL runs (``save_strategy="no"``) they save no checkpoint; like a real run they pay the packing check.
 """
 
 from __future__ import annotations
@@ -23,13 +24,31 @@ def _train_config(cfg: Any, out: str, *, logps: str, packing: bool, group_by_len
 
     config = TrainConfig(model="bench", output_dir=out, per_device_train_batch_size=cfg.batch, num_train_epochs=1.0,
                          learning_rate=cfg.lr, losses=[LossConfig(name="dpo", params={"beta": cfg.beta})],
-                         logging_steps=1, save_steps=10**9, save_total_limit=None, seed=cfg.seed,
+                         logging_steps=1, seed=cfg.seed,
                          gradient_checkpointing=cfg.gradient_checkpointing, logps=logps,
                          packing="pairs" if packing else "off", group_by_length=group_by_length,
                          optimizer=cfg.optimizer)
     config.training_args = {"disable_tqdm": True}
     config.reference.batch_size = cfg.ref_batch
     return config
+
+
+def _training_args(config):
+    """``run_training``'s arguments without checkpoints: with ``save_strategy="steps"`` transformers saves a full
+    checkpoint (weights and optimizer state) at the last step, inside the timed epoch, which the TRL runs
+    (``save_strategy="no"``) never pay. Real runs keep saving (``training_arguments`` is unchanged)."""
+    from safealign.train.run import training_arguments
+
+    return training_arguments(config).set_save(strategy="no")
+
+
+def _packing_check(config, model, pairs: list, tokenizer: Any) -> None:
+    """The check ``run_training`` makes before training with ``packing: pairs`` (forwards on the first pairs,
+    padded and packed): part of what a padding-free run costs, so it is inside the timed epoch here too."""
+    if config.packing == "pairs":
+        from safealign.train.packing import check_packing
+
+        check_packing(model, pairs, tokenizer.pad_token_id, chunk_size=config.logps_chunk_size, impl=config.logps)
 
 
 def _policy(cfg: Any, model: torch.nn.Module) -> torch.nn.Module:
@@ -59,7 +78,7 @@ def run_safealign(cfg: Any, make_model, tokenizer: Any, pairs: list, *, referenc
                   group_by_length: bool = False, logps: str = "fused", packing: bool = False) -> Measurement:
     """One epoch of safealign DPO (``e_view``: E-DPO, reference sees the prefixed prompt on harmful rows)."""
     from safealign.data import PreferenceCollator
-    from safealign.train.run import ListDataset, build_loss_from_config, item_tokens, training_arguments
+    from safealign.train.run import ListDataset, build_loss_from_config, item_tokens
     from safealign.train.trainer import PreferenceTrainer
 
     device = torch.device(cfg.device)
@@ -72,12 +91,13 @@ def run_safealign(cfg: Any, make_model, tokenizer: Any, pairs: list, *, referenc
         # are inside the epoch time on both sides (TRL wraps the model and copies the reference in here too).
         with EpochTimer(device) as timer:
             model = _policy(cfg, model)
+            _packing_check(config, model, pairs, tokenizer)  # where run_training makes it: before the reference
             collate = PreferenceCollator(tokenizer.pad_token_id, pack=packing)
             collator, live, train_pairs, ref_seconds = _reference(cfg, config, model, pairs, collate, out)
             counter = TokenCounter(collator)
             clock = StepClock(device, counter)
             lengths = [item_tokens(p) for p in train_pairs] if group_by_length else None
-            trainer = PreferenceTrainer(model=model, args=training_arguments(config),
+            trainer = PreferenceTrainer(model=model, args=_training_args(config),
                                         train_dataset=ListDataset(train_pairs), data_collator=counter,
                                         processing_class=tokenizer, loss=build_loss_from_config(config),
                                         reference=live, logps_chunk_size=config.logps_chunk_size,

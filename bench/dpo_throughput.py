@@ -93,6 +93,7 @@ SAME_IDS = {"safealign-dpo-cached", "safealign-dpo-cached-naive", "safealign-dpo
 # ratio columns: each option against each of these that ran
 BASELINES = {"trl": "TRL", "trl-precompute": "TRL-precompute", "trl-liger": "TRL+Liger",
              "trl-liger-precompute": "TRL+Liger-precompute"}
+TRL_VERSION = "1.16.0"  # the TRL the comparison is pinned to (pyproject's test extra; _trl_setup uses its internals)
 
 
 @dataclass
@@ -362,9 +363,16 @@ def sanity_notes(result: BenchResult, tol: float = 1e-4) -> list[str]:
     return notes
 
 
+def _trl_version() -> str:
+    try:
+        import trl
+    except ImportError:
+        return "not installed"
+    return trl.__version__
+
+
 def describe(cfg: BenchConfig, pairs_tokens: float) -> str:
     import transformers
-    import trl
 
     memory = ("torch.cuda.max_memory_allocated; ratios from wall time" if cfg.device == "cuda" else
               "peak RSS above the run's start (psutil, every 10 ms); ratios from process CPU time")
@@ -378,7 +386,7 @@ def describe(cfg: BenchConfig, pairs_tokens: float) -> str:
             f"{'; one untimed one-step run per runner kind first' if cfg.warm_up_run else ''}), "
             f"mean {pairs_tokens:.0f} tokens/pair "
             f"(prompt + chosen + rejected), {cfg.reps} rep(s), medians; memory: {memory}; "
-            f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__}, "
+            f"torch {torch.__version__}, transformers {transformers.__version__}, trl {_trl_version()}, "
             f"threads {torch.get_num_threads()}")
 
 
@@ -414,6 +422,8 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     p.add_argument("--threads", type=int, help="torch intra-op threads (CPU)")
     a = p.parse_args(argv)
     cuda = a.device == "cuda"
+    if cuda and not torch.cuda.is_available():  # else every row would fail the same way, one after the other
+        p.error("--device cuda: no CUDA (torch.cuda.is_available() is False here)")
     prompt, response = (a.seq // 4, a.seq - a.seq // 4) if a.seq else (460, 460) if cuda else (64, 64)
     batch = a.batch or (8 if cuda else 4)
     if a.threads:
@@ -429,11 +439,34 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         systems=ALL_OPTIONS if a.systems == "all" else tuple(s.strip() for s in a.systems.split(",") if s.strip()))
 
 
+def check_trl(cfg: BenchConfig) -> None:
+    """Stop before anything runs when a TRL row is asked for and the pinned TRL cannot be imported (or another
+    version is installed): otherwise every safealign row runs first and the baseline rows only fail."""
+    wanted = [key for key in cfg.systems if key in SYSTEMS and SYSTEMS[key][1] == "trl"]
+    if not wanted:
+        return
+    need = f"rows {', '.join(wanted)} need trl=={TRL_VERSION}"
+    try:
+        import trl
+    except ImportError as exc:
+        raise SystemExit(f"{need}, which cannot be imported ({exc}): pip install trl=={TRL_VERSION}") from None
+    if trl.__version__ != TRL_VERSION:
+        raise SystemExit(f"{need}, found trl {trl.__version__}: pip install trl=={TRL_VERSION}")
+
+
+def failed_rows(result: BenchResult) -> list[str]:
+    """Rows whose run raised (not OOM, a measured outcome, nor a time limit or a row that cannot run here)."""
+    return [row.key for row in result.rows if row.skipped and row.skipped.startswith("failed")]
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Run and print the table; exits non-zero (after printing it) when a row failed, so that a script or
+    gpu_suite.sh sees an incomplete comparison."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     for noisy in ("transformers", "trl", "datasets", "accelerate", "safealign"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     cfg = parse_args(argv)
+    check_trl(cfg)
     started = time.perf_counter()
     result = run_benchmark(cfg)
     print(describe(cfg, result.mean_pair_tokens))
@@ -444,6 +477,9 @@ def main(argv: list[str] | None = None) -> None:
         print("-", note)
     print(f"- total wall time {time.perf_counter() - started:.0f} s; command: python bench/dpo_throughput.py "
           + " ".join(sys.argv[1:] if argv is None else argv))
+    failed = failed_rows(result)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)} (the log above has each error)")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,9 @@ initial-buffer forward), and each tool first runs one untimed one-step warm-up (
 token mask).
 
 nanogcg is a benchmark-only dependency (never a safealign requirement); on transformers 5 install it
-with ``pip install --no-deps nanogcg==0.3.0 scipy`` and it needs ``use_prefix_cache=False``.
+with ``pip install --no-deps nanogcg==0.3.0 scipy`` and it needs ``use_prefix_cache=False``. The script checks
+that it imports before loading the model. ``--device`` picks the device (default: CUDA with bf16 when available,
+else CPU with fp32, as ``load_model`` does); the table's header names the model's actual device and dtype.
 
   python bench/gcg_vs_nanogcg.py --model smollm2-135m-instruct --steps 5 --search-width 64 --topk 64 -n 2
 """
@@ -38,6 +40,15 @@ from safealign.eval.backends.hf import HFChatModel
 from safealign.models.load import load_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+NANOGCG_INSTALL = "pip install --no-deps nanogcg==0.3.0 scipy"
+
+
+def check_nanogcg() -> None:
+    """Stop before the model loads when nanogcg (or its scipy) cannot be imported, saying how to install it."""
+    try:
+        import nanogcg  # noqa: F401
+    except ImportError as exc:
+        raise SystemExit(f"this benchmark needs nanogcg, which cannot be imported ({exc}): {NANOGCG_INSTALL}") from None
 
 
 def run_ours(attack: GCGAttack, behavior) -> tuple[float, list[int], float]:
@@ -150,11 +161,13 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", help="e.g. cpu or cuda (default: CUDA with bf16 when available, else CPU)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
 
-    model, tokenizer = load_model(args.model)
+    check_nanogcg()
+    model, tokenizer = load_model(args.model, device=args.device)
     behaviors = load_behaviors(args.data / "advbench_behaviors.csv", targets=args.data / "advbench_targets.json")
     config = GCGConfig(steps=args.steps, search_width=args.search_width, topk=args.topk,
                        suffix_length=args.suffix_length, early_stop_every=0, seed=args.seed)  # fmt: skip
@@ -175,7 +188,7 @@ def main() -> None:
         nano_rescored = attack.target_loss(behavior, nano.ids)  # nanoGCG's own best ids, under our loss
         gaps.append(abs(nano_rescored - nano.loss))
         rows.append((behavior.id, initial, ours_loss, nano.loss, nano_rescored, ours_s, nano.seconds_per_step))
-    print_table(rows, args)
+    print_table(rows, args, model)
     print(f"check: nanoGCG optimised our exact prompt ids (before, after, target and initial suffix ids equal for "
           f"all {len(rows)} behaviors); its best suffix ids re-scored by our loss differ from its own loss by at "
           f"most {max(gaps):.2e}")  # fmt: skip
@@ -183,9 +196,11 @@ def main() -> None:
         raise SystemExit("check failed: nanoGCG's best suffix does not score the same under our loss")
 
 
-def print_table(rows, args) -> None:
+def print_table(rows, args, model) -> None:
+    weights = next(model.parameters())  # where load_model put the model, not what was asked for
     print(f"model={args.model} steps={args.steps} search_width={args.search_width} topk={args.topk} "
-          f"suffix_length={args.suffix_length} threads={args.threads} device=cpu")  # fmt: skip
+          f"suffix_length={args.suffix_length} threads={args.threads} device={weights.device} "
+          f"dtype={str(weights.dtype).removeprefix('torch.')}")  # fmt: skip
     head = ("| behavior | initial loss | ours loss | nanogcg loss | nanogcg suffix, our loss fn | loss ratio ours/nano "
             "| ours s/step | nanogcg s/step | time ratio ours/nano |")  # fmt: skip
     print(head)

@@ -6,7 +6,9 @@
 # KILL_AFTER seconds later if it has not ended). The limits are capped so that the worst case fits BUDGET
 # (570 s, a 600-s device command less a margin): setup, then every stage's limit plus its KILL_AFTER grace, then
 # RESERVE seconds for the combined table. Each stage's limit is also cut to what is left of the budget (a stage
-# with under 30 s left is skipped, saying so). Then one combined table is printed.
+# with under 30 s left is skipped, saying so). Then one combined table is printed. The TRL baselines run first in
+# every stage, so a stage cut by its limit loses safealign rows, never the baselines its ratio columns need.
+# Without CUDA it stops at once (exit 2, "no CUDA").
 #
 #   bash bench/gpu_suite.sh                 # from the repository root; results in $OUT (default runs/gpu_suite)
 #
@@ -17,6 +19,10 @@
 # from there when a package is missing. flash-attention is used when importable (varlen for padding-free rows).
 set -u
 cd "$(dirname "$0")/.."
+if ! python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  echo "no CUDA: torch.cuda.is_available() is False here; the GPU suite needs a CUDA device" >&2
+  exit 2
+fi
 OUT=${OUT:-runs/gpu_suite}
 WHEELS=${WHEELS:-shared/wheels}
 BUDGET=${BUDGET:-570}  # seconds for the whole suite, counted from the start of this script ($SECONDS)
@@ -66,14 +72,14 @@ stage() {  # name, seconds, bench arguments...
 
 # Nominal limits: 110 + 125 + 130 + 110 = 475 s, plus 4 x 15 s grace and the 10-s reserve: 545 s, which leaves
 # 25 s of the 570-s budget for the setup above (a slower setup cuts the last stages, never the budget).
-stage 1.5b 110 --shape 1.5b --warmup 2 --steps 6 --systems "$SAFEALIGN,safealign-dpo-cached-naive,$TRL"
-stage 3.6b 125 --shape 3.6b --batch 4 --gradient-checkpointing --warmup 2 --steps 5 --systems "$SAFEALIGN,$TRL"
+stage 1.5b 110 --shape 1.5b --warmup 2 --steps 6 --systems "$TRL,$SAFEALIGN,safealign-dpo-cached-naive"
+stage 3.6b 125 --shape 3.6b --batch 4 --gradient-checkpointing --warmup 2 --steps 5 --systems "$TRL,$SAFEALIGN"
 stage 8b-lora 130 --shape 8b --lora --seq 2048 --batch 2 --gradient-checkpointing --warmup 2 --steps 4 \
-  --systems "safealign-dpo-cached,safealign-dpo-cached-packed-grouped,trl-liger,trl"
+  --systems "trl-liger,trl,safealign-dpo-cached,safealign-dpo-cached-packed-grouped"
 if python -c "import bitsandbytes" 2>/dev/null; then
   stage 8b-full 110 --shape 8b --seq 2048 --batch 1 --ref-batch 4 --gradient-checkpointing \
     --optimizer paged_adamw_8bit --warmup 2 --steps 4 \
-    --systems "safealign-edpo-cached-packed-grouped,safealign-dpo-cached-packed-grouped,trl-liger-precompute"
+    --systems "trl-liger-precompute,safealign-edpo-cached-packed-grouped,safealign-dpo-cached-packed-grouped"
 else
   echo "skipped: bitsandbytes is not installed (8-bit AdamW is what makes 8B full fine-tuning fit)" \
     | tee "$OUT/8b-full.txt"

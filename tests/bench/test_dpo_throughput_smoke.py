@@ -71,7 +71,8 @@ def test_e_dpo_moves_the_first_loss_through_its_reference_view(result):
         by_key["safealign-dpo-cached"].median("first_chosen_logps"), rel=1e-5)  # same policy, same ids
 
 
-def test_cli_arguments_map_to_the_config():
+def test_cli_arguments_map_to_the_config(monkeypatch):
+    monkeypatch.setattr(bench.torch.cuda, "is_available", lambda: True)  # --device cuda is refused without CUDA
     cfg = bench.parse_args(["--device", "cuda", "--shape", "8b", "--lora", "--seq", "2048", "--batch", "2",
                             "--gradient-checkpointing", "--systems", "safealign-dpo-cached,trl"])
     assert (cfg.prompt_len, cfg.response_len, cfg.batch, cfg.ref_batch) == (512, 1536, 2, 2)
