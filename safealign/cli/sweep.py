@@ -29,7 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pick", action="store_true",
                         help="apply the pre-registered rule that picks the demo's default (README; needs variants "
                         "dpo and e-dpo) to the cells finished so far and exit; provisional until every setting "
-                        "has every seed")
+                        "has every seed. Defined on the grid file's whole grid: refused with overrides other than "
+                        "output_dir=")
     parser.add_argument("overrides", nargs="*",
                         help="grid keys (seeds=[0,1] output_dir=... axes.beta=[0.1]) or base DemoConfig "
                         "overrides (model=tiny-random harmful_test=8 ...)")
@@ -49,8 +50,9 @@ def run(args: argparse.Namespace) -> int:
     if args.pick:
         if args.table or args.fresh or args.workers > 1:
             raise UserError("--pick only reads the finished cells: it takes none of --table, --fresh, --workers")
-        from safealign.pipelines.sweep_rule import format_pick, pick_default
+        from safealign.pipelines.sweep_rule import check_whole_grid, format_pick, pick_default
 
+        check_whole_grid(grid)  # before the table: a view's cells are no concern of the rule
         print(format_pick(pick_default(grid, sweep_table(grid))))
         return 0
     if args.table:
@@ -82,12 +84,12 @@ def _work(args: argparse.Namespace, grid: Grid) -> int:
         return launch_workers(grid, args.grid, args.overrides, args.workers, verbose=args.verbose)
     result = run_sweep(grid)
     if result.table is None:
-        from safealign.pipelines.sweep_workers import unfinished_message
+        from safealign.pipelines.sweep_workers import table_command, unfinished_message
 
         where = str(grid.table_path(".md"))
         if grid.narrowed:  # this view's table is not written: --table prints it
             where += "; this view's own: --table with the same overrides"
-        print(unfinished_message(result, "cell", where))
+        print(unfinished_message(result, "cell", where, rerun=table_command(args.grid, args.overrides)))
         return 0
     table = result.table
     print(format_table(table))

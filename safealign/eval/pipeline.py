@@ -449,5 +449,23 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
         defenses=[{"name": d.name, **d.describe()} for d in defenses],
         cost=cost_summary([r for r in store if r.behavior_id in ids], read_jsonl(out / "benign" / "records.jsonl")),
     )
-    write_json(out / "summary.json", summary.to_json())
+    return _keep_if_only_timed(out / "summary.json", summary)
+
+
+def _keep_if_only_timed(path: Path, summary: EvalSummary) -> EvalSummary:
+    """Write ``summary`` unless the summary already there differs only in its wall time: a resume that recorded
+    nothing new (a sweep worker resuming the base model's evaluation) leaves the file, and committed results, as
+    they were, with the wall time of the run that computed them. Returns the summary as written."""
+    import json
+
+    from safealign.io.jsonfile import dumps_json
+
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        old = None
+    new = json.loads(dumps_json(summary.to_json()))  # as read back: tuples as lists
+    if isinstance(old, dict) and {**old, "wall_s": None} == {**new, "wall_s": None}:
+        return dataclasses.replace(summary, wall_s=old.get("wall_s"))
+    write_json(path, summary.to_json())
     return summary

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -283,11 +284,13 @@ def claim_each(jobs: Sequence[Job]) -> tuple[int, list[tuple[Path, Holder]]]:
             time.sleep(POLL_SECONDS)
 
 
-def run_once(path: Path, done: Path, what: str, work: Callable[[], None]) -> bool:
+def run_once(path: Path, done: Path, what: str, work: Callable[[], None],
+             record: Callable[[], dict[str, Any]] | None = None) -> bool:  # fmt: skip
     """Run ``work`` (resumable shared work: pairs, a base model's evaluation) under the lock at ``path``, one
     process at a time. A process that waited while another ran it to the end (``done`` names the last holder
     to finish it) skips it; one that finds the lock free runs it, resuming, as a lone process always has.
-    True when it ran here."""
+    ``record``: what else ``done`` records once the work ran (e.g. digests of what it made). True when it ran
+    here."""
     from safealign.io.jsonfile import write_json
 
     lock, waited = wait_lock(path, what)
@@ -301,7 +304,7 @@ def run_once(path: Path, done: Path, what: str, work: Callable[[], None]) -> boo
             return False
         with _own_session():  # a later process may run it again (resuming): it must find its run directories free
             work()
-        write_json(done, {"holder": asdict(lock.holder), "finished": time.time()})
+        write_json(done, {"holder": asdict(lock.holder), "finished": time.time(), **(record() if record else {})})
     return True
 
 

@@ -29,7 +29,8 @@ per GPU or core, even on several hosts sharing the folder), or ``--workers N`` (
 sweep_workers.py). Each claims the next unfinished cell, in the order above, with ``claim.lock`` in the
 cell's directory (safealign/io/lockfile.py); the pairs and the base model's evaluation are built under
 ``shared.lock``, each reference-cache entry under its own lock. The worker that finds every cell finished
-writes the table; one that finds only cells other live workers hold exits naming them.
+writes its grid's table; one that finds only cells other live workers hold exits naming them (and, as those may be
+workers of another grid sharing the directory, which write only their own table, ``--table`` to write it after).
 
 The table (``tables/<grid name>.json`` and ``.md`` under ``output_dir``, and the console) gives, per setting,
 each metric's mean over seeds per variant and every compared pair's paired difference, both with hierarchical
@@ -97,10 +98,15 @@ class Grid:
     resamples: int = 2000
     compare: list[list[str]] | None = None  # [a, b]: the table's paired differences a − b (None: see comparisons)
     name: str = "sweep"  # the grid file's stem: its table is tables/<name>.json under output_dir
-    # the command line changed anything but output_dir (the grid's seeds, variants, axes, or a demo key, which picks
-    # other cells): `--table` then prints a view of the directory and leaves the grid's table file as it is
-    narrowed: bool = False
+    # the command-line overrides other than output_dir (the grid's seeds, variants, axes, or a demo key, which pick
+    # other cells): with any, `--table` prints a view of the directory and leaves the grid's table file as it is
+    view_overrides: list[str] = field(default_factory=list)
     source: str = "sweep grid"  # the grid file, named in errors about its values
+
+    @property
+    def narrowed(self) -> bool:
+        """Whether this is a view of the grid file's grid (see ``view_overrides``), not the grid itself."""
+        return bool(self.view_overrides)
 
     def comparisons(self) -> list[tuple[str, str]]:
         """The compared pairs: as given, else the demo's (every method against dpo, each E-variant against its
@@ -133,7 +139,8 @@ class Grid:
 
 def setting_name(setting: dict[str, Any]) -> str:
     """E.g. ``nll_weight=0,beta=0.1,learning_rate=0.0005``: the setting's folder and table row. A value is named
-    by its text, as it always was (so an earlier sweep's cells are found again), unless that text cannot be part of
+    by its text, as it always was (so an earlier sweep's cells are found again; a whole-number float by its int's,
+    ``1.0`` as ``1``, whose cells it trains), unless that text cannot be part of
     one folder name (``/``, a NUL) or is long (a prefix given as its text): then by a slug of it and a hash of the
     whole value, so it makes one folder of a legal length."""
     return ",".join(f"{k}={_value_name(v)}" for k, v in setting.items()) or "base"
@@ -141,6 +148,8 @@ def setting_name(setting: dict[str, Any]) -> str:
 
 def _value_name(value: Any) -> str:
     text = str(value)
+    if isinstance(value, float) and text.endswith(".0"):  # 1.0 trains the cell of 1 (one fingerprint): one folder
+        text = text[:-2]
     if "/" not in text and "\0" not in text and text not in (".", "..") and len(text.encode()) <= 100:
         return text
     slug = re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:24].rstrip("-") or "text"
@@ -179,7 +188,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
                                                           for o in demo_overrides], axes)
     grid = Grid(demo=[*(Value(k, v, f"{path}: demo") for k, v in flat.items()), *demo_overrides],
                 axes=axes, name=Path(path).stem, source=str(path),
-                narrowed=any(o.partition("=")[0] != "output_dir" for o in overrides or []),
+                view_overrides=[o for o in overrides or [] if o.partition("=")[0] != "output_dir"],
                 **{k: data[k] for k in ("variants", "seeds", "compare", "output_dir", "resamples") if k in data})
     _validate(path, grid)
     return grid
@@ -318,6 +327,24 @@ def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
 
     claim_run_dir(grid.output_dir, sweep_fingerprint(grid, base),
                   outputs=("pairs.jsonl", "pairs.unpaired.jsonl", "cells"), overwrite_flag=FRESH, exclusive=False)
+    _warn_axis_order(grid)
+
+
+def _warn_axis_order(grid: Grid) -> None:
+    """A cell's folder names its setting's axes in the grid's order: a grid listing the axes of another grid recorded
+    in the directory (its ``tables/<name>.json``) in another order would compute the settings they share again,
+    under other folder names. Warned, not refused: the cells are right, only computed twice."""
+    for path in sorted((Path(grid.output_dir) / "tables").glob("*.json")):
+        try:
+            theirs = list(json.loads(path.read_text()).get("axes") or {}) if path.stem != grid.name else []
+        except (OSError, ValueError, AttributeError, TypeError):  # not a table of this code: no axes to compare
+            continue
+        mine = [k for k in grid.axes if k in theirs]
+        if mine != [k for k in theirs if k in mine]:
+            logger.warning("%s: axes %s, in this order, are %s in grid %s (recorded in %s): a cell's folder names "
+                           "the axes in the grid's order, so the settings the grids share get other folders and are "
+                           "computed again; list the axes in that grid's order", grid.source, ", ".join(mine),
+                           ", ".join(k for k in theirs if k in mine), path.stem, path)
 
 
 def sweep_fingerprint(grid: Grid, base: DemoConfig | None = None) -> Any:
@@ -374,7 +401,7 @@ def run_sweep(grid: Grid) -> ClaimedRun:
     skipped = len(cells) - computed - len(held)
     logger.info("sweep: %d cell(s) computed, %d already finished", computed, skipped)
     run = ClaimedRun(computed, skipped, held, label_parts=2)  # cells/<setting>/<variant-seed>
-    if held:  # the worker that finishes the last of them writes the table
+    if held:  # the last of them writes the table if it runs this grid; else `--table` (cli/sweep.py says so)
         logger.info("sweep: no unclaimed cell left; %d still running elsewhere: %s", len(held), run.describe_held())
         return run
     run.table = sweep_table(grid)
@@ -400,11 +427,15 @@ def write_tables(grid: Grid, table: dict[str, Any]) -> None:
 
 def _shared_steps(base: DemoConfig, prompts: dict[str, Any], root: Path) -> None:
     """The pairs and the base model's evaluation, which every cell reads, built (or resumed: both are
-    resumable) by one worker at a time under ``shared.lock``. A worker that waited while another ran them to
-    the end skips them; one that finds the lock free resumes them, as a lone worker always has."""
+    resumable) by one worker at a time under ``shared.lock``. Recorded done (:func:`_shared_done`), they are
+    skipped: no model load, and no file of committed results rewritten by every worker that starts. A worker that
+    waited while another ran them to the end skips them; one that finds the lock free resumes them."""
     from safealign.io.lockfile import run_once
     from safealign.models import load_model
     from safealign.pipelines.demo import build_pairs, evaluate
+
+    if _shared_done(root):
+        return
 
     def build() -> None:
         model, tokenizer = load_model(base.model)
@@ -414,7 +445,31 @@ def _shared_steps(base: DemoConfig, prompts: dict[str, Any], root: Path) -> None
         write_json(root / BEFORE / "figures.json", {k: f.to_json() for k, f in figures.items()})
         release(root / BEFORE)
 
-    run_once(root / "shared.lock", root / SHARED_DONE, "sweep: the pairs and the base model's evaluation", build)
+    run_once(root / "shared.lock", root / SHARED_DONE, "sweep: the pairs and the base model's evaluation", build,
+             record=lambda: _shared_digests(root))
+
+
+def _shared_digests(root: Path) -> dict[str, str]:
+    """What the shared-steps marker records besides its holder: the digests of the pairs and base figures made."""
+    from safealign.io.rundir import file_digest
+
+    return {"pairs": file_digest(root / "pairs.jsonl"), "figures": file_digest(root / BEFORE / "figures.json")}
+
+
+def _shared_done(root: Path) -> bool:
+    """Whether the shared steps are recorded done: the pairs, the base model's figures (written last) and the
+    marker of the worker that finished them all exist, and the digests the marker records are those of the files
+    here (a marker of earlier code records none: its existence says they finished). Delete ``shared.json`` to have
+    the next worker resume them (e.g. for a figure new code evaluates)."""
+    try:
+        marker = json.loads((root / SHARED_DONE).read_text())
+    except (OSError, ValueError):
+        return False
+    if not isinstance(marker, dict) or not isinstance(marker.get("holder"), dict) or \
+            not (root / "pairs.jsonl").is_file() or not (root / BEFORE / "figures.json").is_file():
+        return False
+    recorded = {k: marker[k] for k in ("pairs", "figures") if marker.get(k) is not None}
+    return not recorded or recorded == {k: v for k, v in _shared_digests(root).items() if k in recorded}
 
 
 def _claim_cells(grid: Grid, cells: list[tuple[dict[str, Any], str, int]], pairs: Path, pairs_digest: str | None,
@@ -575,8 +630,8 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
     metrics = metrics or recorded
     lines = [f"sweep {table['output_dir']} ({table.get('name', 'sweep')}): means over the finished seeds of "
              f"{table['seeds']} (each variant's own while some are missing: `cells`); a difference is over the seeds "
-             "both of its variants finished, 95% intervals resampling seeds and prompts, crossed (one prompt resample "
-             "for every drawn seed)"]
+             "both of its variants finished; 95% intervals: seeds and prompts crossed, the crossed random-effects t "
+             "(Satterthwaite df), a crossed bootstrap for a mean whose seeds scored different prompts"]
     if len(table["settings"]) == 1:
         return "\n".join(lines + _methods_blocks(table, table["settings"][0], metrics, markdown))
     header = ["setting", *table["variants"], *(f"{a} − {b} [95% hierarchical]" for a, b in table["compared"]), "cells"]

@@ -12,7 +12,9 @@ meeting both: the default stays. E-DPO is said to beat DPO only where the hierar
 direct ASR lies below 0.
 
 The rule applies once every setting has every seed of both variants; before that the pick is printed as
-provisional, from the seeds finished so far.
+provisional, from the seeds finished so far. It is defined on the grid file's settings and seeds, so a view of the
+grid (seeds, axes or any other key overridden on the command line) is refused rather than judged. An interval
+over one shared seed resamples prompts only: it supports no claim that E-DPO beats DPO, or the reverse.
 """
 
 from __future__ import annotations
@@ -38,8 +40,18 @@ def untuned_metric(grid: Any) -> str:
     return f"{_extra_name(config.extra_benign[0])}_refusal_rate"
 
 
+def check_whole_grid(grid: Any) -> None:
+    """The rule is defined on the grid file's settings and seeds: a pick over a view of them (fewer seeds, one
+    setting, another demo key) would print as the rule's verdict, so it is refused, naming the overrides."""
+    if grid.narrowed:
+        raise UserError(f"--pick applies the pre-registered rule to the whole grid of {grid.source} (its settings "
+                        f"and seeds): drop the command-line override(s) {' '.join(grid.view_overrides)} (output_dir= "
+                        "may stay); `--table` with them prints that view's table")
+
+
 def pick_default(grid: Any, table: dict[str, Any]) -> dict[str, Any]:
     """Per setting: the rule's two criteria, E-DPO − DPO, and the pick (see the module docstring)."""
+    check_whole_grid(grid)
     if not {VARIANT, BASELINE} <= set(table["variants"]):
         raise UserError(f"--pick applies the E-effect rule: the grid needs variants {BASELINE} and {VARIANT}, "
                         f"got {table['variants']}")
@@ -50,15 +62,19 @@ def pick_default(grid: Any, table: dict[str, Any]) -> dict[str, Any]:
     for row in table["settings"]:
         means = row["means"].get(VARIANT, {})
         asr, refusal = means.get(ASR), means.get(untuned)
-        compared = next((d["metrics"].get(ASR) for d in row["differences"]
-                         if (d["a"], d["b"]) == (VARIANT, BASELINE)), None)
+        pair = next((d for d in row["differences"] if (d["a"], d["b"]) == (VARIANT, BASELINE)), {})
+        compared = pair.get("metrics", {}).get(ASR)
+        # the seeds the interval is over: the metric's own count, else the pair's, else both variants' finished
+        shared = (compared or {}).get("seeds", pair.get("seeds", min(row["seeds_finished"].get(v, 0)
+                                                                      for v in (VARIANT, BASELINE))))
+        claims = bool(compared) and shared >= 2  # one seed: an interval over prompts only
         rows.append({"setting": row["setting"], "name": row["name"], "asr": asr, "untuned_refusal": refusal,
                      "seeds": {v: row["seeds_finished"].get(v, 0) for v in (VARIANT, BASELINE)},
                      "halves_asr": asr is not None and asr <= base[ASR] / 2 + TOLERANCE,
                      "refusal_within": refusal is not None and refusal - base[untuned] <= MAX_RISE + TOLERANCE,
-                     "e_minus_dpo": compared,
-                     "e_beats_dpo": bool(compared) and compared["ci95"][1] < 0,
-                     "dpo_beats_e": bool(compared) and compared["ci95"][0] > 0})
+                     "e_minus_dpo": compared, "shared_seeds": shared if compared else 0,
+                     "e_beats_dpo": claims and compared["ci95"][1] < 0,
+                     "dpo_beats_e": claims and compared["ci95"][0] > 0})
     eligible = [r for r in rows if r["halves_asr"] and r["refusal_within"]]
     # means of 0/1 outcomes over seeds: equal success counts split differently over seeds differ in the last bits,
     # so the tie-breaks compare them rounded (a real tie goes to the stated tie-break, not to rounding noise)
@@ -82,10 +98,17 @@ def format_pick(result: dict[str, Any]) -> str:
         rows.append([r["name"], f"{r['seeds'][VARIANT]}/{r['seeds'][BASELINE]}", numbers.value(r["asr"]),
                      "yes" if r["halves_asr"] else "no", numbers.value(r["untuned_refusal"]),
                      "yes" if r["refusal_within"] else "no", numbers.difference(r["e_minus_dpo"]),
-                     "yes" if r["e_beats_dpo"] else "no (dpo lower)" if r["dpo_beats_e"] else "no"])
+                     _claim(r)])
     status = "" if result["complete"] else ("PROVISIONAL — not every setting has every seed; the rule applies "
                                              "once the sweep is complete. ")
     verdict = (f"pick: {result['chosen']}" if result["chosen"] else
                "pick: none — no setting meets both criteria, so the demo's default stays")
     return "\n".join(["pre-registered rule (README; safealign/pipelines/sweep_rule.py) on E-DPO means over the "
                       "finished seeds", *numbers.render(rows), f"{status}{verdict}"])
+
+
+def _claim(row: dict[str, Any]) -> str:
+    """Whether E-DPO beats DPO, as the rule may say it: nothing from an interval over one seed's prompts."""
+    if row["e_minus_dpo"] and row.get("shared_seeds", 2) < 2:
+        return f"n/a ({row['shared_seeds']} seed: prompt-only interval)"
+    return "yes" if row["e_beats_dpo"] else "no (dpo lower)" if row["dpo_beats_e"] else "no"

@@ -70,3 +70,40 @@ def test_the_measured_demo_run_resumes_under_the_new_default_and_only_adds_the_u
     # the other way round a set would go missing from a run that reports it: refused
     reverse = demo_fingerprint({**to_dict(load_demo_config(["variants=[e-dpo]"])), "extra_benign": []})
     assert differing_keys(now, reverse) == ["extra_benign"]
+
+
+# cell.json of the committed cells of results/sweep/e_effect at the demo's default setting (2026-12-07 sweep),
+# trained from the committed pairs.jsonl, whose digest is PAIRS
+PAIRS = "sha256:a482be7005ef3cd7"
+PINNED = {("dpo", 0): "3c3392ab6a74b2e9", ("e-dpo", 0): "976f9d1d48a41432"}
+
+
+def test_a_committed_cell_keeps_its_folder_name_and_fingerprint_digest(grid):
+    """Hundreds of committed cells are found again only by their folder name and the digest in their cell.json:
+    both, for a representative setting, exactly as recorded (a change of either recomputes every cell)."""
+    setting = {"nll_weight": 1, "beta": 0.1, "learning_rate": 2e-3}
+    for (variant, seed), digest in PINNED.items():
+        cell = sweep.cell_dir(grid, setting, variant, seed)
+        assert cell.relative_to(grid.output_dir).as_posix() == \
+            f"cells/nll_weight=1,beta=0.1,learning_rate=0.002/{variant}-seed{seed}"
+        assert sweep._cell_fingerprint(grid.setting_config(setting), variant, seed, PAIRS).digest == digest
+    # the same cells from the grids sharing the directory, the whole-number value also given as a float
+    for name, overrides in (("e_prefixes", []), ("safety_methods", []), ("e_prefixes", ["axes.nll_weight=[1.0]"])):
+        other = sweep.load_grid(ROOT / "configs" / "sweep" / f"{name}.yaml", overrides)
+        mine = other.settings()[0]
+        for (variant, seed), digest in PINNED.items():
+            assert sweep.cell_dir(other, mine, variant, seed) == sweep.cell_dir(grid, setting, variant, seed)
+            assert sweep._cell_fingerprint(other.setting_config(mine), variant, seed, PAIRS).digest == digest
+
+
+def test_every_committed_cell_folder_is_a_cell_of_the_shipped_grids():
+    committed = ROOT / "results" / "sweep" / "e_effect" / "cells"
+    if not committed.is_dir():
+        pytest.skip("no committed sweep cells in this checkout")
+    names = set()
+    for name in ("e_effect", "e_prefixes", "safety_methods"):
+        grid = sweep.load_grid(ROOT / "configs" / "sweep" / f"{name}.yaml")
+        names |= {sweep.cell_dir(grid, s, v, seed).relative_to(grid.output_dir).as_posix()
+                  for s in grid.settings() for v in grid.variants for seed in grid.seeds}
+    folders = {p.parent.relative_to(committed.parent).as_posix() for p in committed.glob("*/*/cell.json")}
+    assert folders and folders <= names, sorted(folders - names)

@@ -625,3 +625,48 @@ def test_a_sweep_started_by_earlier_code_gets_the_current_gitignore_and_a_users_
         mark_results(folder)
     assert (earlier / ".gitignore").read_text() == RESULTS_GITIGNORE and "*.tmp\n" in RESULTS_GITIGNORE
     assert (own / ".gitignore").read_text() == EARLIER_GITIGNORE + "notes/\n"
+
+
+def test_whole_number_floats_name_the_folders_their_ints_name():
+    """``axes.nll_weight=[1.0]`` trains the cells of ``nll_weight: [1]`` (the same fingerprint): the same folders."""
+    from safealign.pipelines.sweep import setting_name
+
+    assert setting_name({"nll_weight": 1.0, "beta": 0.1, "learning_rate": 2e-3}) == \
+        "nll_weight=1,beta=0.1,learning_rate=0.002"
+    assert setting_name({"nll_weight": 0.0, "lora_r": 8, "x": -2.0}) == "nll_weight=0,lora_r=8,x=-2"
+    # every other value keeps its text: the names earlier sweeps gave their cells
+    assert setting_name({"a": 0.2, "b": 1e-05, "c": 1e16, "d": True, "e": "1.0"}) == \
+        "a=0.2,b=1e-05,c=1e+16,d=True,e=1.0"
+
+
+def test_an_axis_order_other_than_a_recorded_grids_is_warned(tmp_path, caplog):
+    """Folders are named in axis order: a grid listing the axes of a grid recorded in the directory (its table) in
+    another order names the same settings' cells differently, so it would compute them again."""
+    import logging
+
+    from safealign.pipelines.sweep import check_sweep_dir, load_grid
+
+    out = [f"output_dir={tmp_path}"]
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "e_effect.json").write_text(json.dumps(
+        {"name": "e_effect", "axes": {"nll_weight": [0, 1], "beta": [0.1], "learning_rate": [2e-3]}}))
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"output_dir": str(tmp_path), "demo": {"model": "tiny-random"},
+                                    "axes": {"beta": [0.1], "nll_weight": [1], "prefix": ["responsible"]}}))
+    with caplog.at_level(logging.WARNING):
+        check_sweep_dir(load_grid(path))
+    assert "mine.yaml: axes beta, nll_weight" in caplog.text and "nll_weight, beta" in caplog.text
+    assert "tables/e_effect.json" in caplog.text and "computed again" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the same order (axes it lacks anywhere): nothing to say
+        check_sweep_dir(load_grid("configs/sweep/e_prefixes.yaml", out))
+    assert "axes" not in caplog.text
+
+
+def test_the_table_header_names_the_intervals_it_gives():
+    from safealign.pipelines.sweep import format_table
+
+    table = {"output_dir": "x", "seeds": [0, 1], "variants": ["dpo"], "compared": [], "settings": [], "base": {}}
+    header = format_table(table).splitlines()[0]
+    assert "crossed random-effects t (Satterthwaite df)" in header and "one prompt resample" not in header
+    assert "bootstrap" in header and "different prompts" in header

@@ -98,3 +98,37 @@ def test_the_learning_rate_tie_break_reads_the_rate_each_setting_trains_with_how
     for row, lr in ((hi, 2e-3), (lo, 5e-4)):
         row["setting"] = {"train.learning_rate": lr}  # the grid's own spelling of the axis
     assert pick_default(grid, _table(hi, lo))["chosen"] == "lo"  # equal ASR and refusal: the lower rate
+
+
+def test_a_one_seed_interval_claims_nothing(tmp_path):
+    """With one shared seed the E-DPO − DPO interval is over prompts only: no "beats" claim either way."""
+    from safealign.pipelines.sweep_rule import format_pick, pick_default
+
+    one = _row("one", 2e-3, 0.30, 0.04, (-0.20, -0.30, -0.10), seeds=1)
+    one["differences"][0]["metrics"]["direct_asr"]["seeds"] = 1
+    two = _row("two", 5e-4, 0.30, 0.04, (+0.20, +0.10, +0.30))
+    two["differences"][0]["metrics"]["direct_asr"]["seeds"] = 2
+    result = pick_default(_grid(tmp_path), _table(one, two))
+    by_name = {r["name"]: r for r in result["settings"]}
+    assert not by_name["one"]["e_beats_dpo"] and not by_name["one"]["dpo_beats_e"]
+    assert by_name["two"]["dpo_beats_e"]
+    line = next(x for x in format_pick(result).splitlines() if x.startswith("one"))
+    assert "n/a (1 seed: prompt-only interval)" in line and "yes" not in line.split("]")[-1]
+
+
+def test_pick_refuses_a_view_of_the_grid_naming_its_overrides(tmp_path, capsys):
+    """The rule is defined on the grid file's settings and seeds: a verdict on fewer would read as final."""
+    from safealign.cli import main
+    from safealign.pipelines.sweep import load_grid
+    from safealign.pipelines.sweep_rule import pick_default
+
+    _grid(tmp_path)
+    path = str(tmp_path / "grid.yaml")
+    assert main(["sweep", path, "--pick", "seeds=[0]", "axes.learning_rate=[5.0e-4]"]) == 2
+    err = capsys.readouterr().err
+    assert "seeds=[0]" in err and "axes.learning_rate=[5.0e-4]" in err and "whole grid" in err
+    with pytest.raises(UserError, match=r"seeds=\[0\]"):
+        pick_default(load_grid(path, ["seeds=[0]"]), _table(_row("a", 2e-3, 0.3, 0.04, (0.0, -0.1, 0.1))))
+    # output_dir= names where the grid's cells are, not which: the rule runs (and here finds no base figures)
+    assert main(["sweep", path, "--pick", f"output_dir={tmp_path}"]) == 2
+    assert "not recorded yet" in capsys.readouterr().err

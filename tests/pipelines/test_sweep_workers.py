@@ -67,7 +67,7 @@ def test_two_worker_processes_compute_each_cell_once_and_match_one_process(grid_
     # ... resumes under two worker processes, which share the two seed-1 cells between them
     assert main(["sweep", str(grid_file), "--workers", "2"]) == 0
     assert (out / "fingerprint.json").read_text() == fingerprint  # the number of workers is no setting of a sweep
-    logs = sorted((out / "workers").glob("worker-*.log"))
+    logs = sorted((out / "workers").glob("grid-worker-*.log"))  # named after the grid: grids share a directory
     assert len(logs) == 2
     expected = [str(out / "cells" / "beta=0.1" / f"{v}-seed1") for v in ("dpo", "e-dpo")]
     assert computed_cells(logs) == expected, [log.read_text()[-3000:] for log in logs]  # each once, none of seed 0
@@ -128,6 +128,8 @@ def test_a_live_workers_cell_is_left_to_it_and_a_dead_ones_is_taken_over(grid_fi
     assert main(["sweep", str(grid_file)]) == 0  # the command says so and exits
     printed = capsys.readouterr().out
     assert "1 still running in other workers: beta=0.1/dpo-seed0 (pid" in printed and "writes the table" in printed
+    # the holder may be a worker of another grid sharing the directory, which writes only its own table
+    assert f"`safealign sweep {grid_file} --table`" in printed
 
     sleeper.kill()
     sleeper.wait()  # that worker died: its cell is free, and the worker that finishes it writes the table
@@ -178,3 +180,66 @@ def test_workers_must_be_positive(grid_file, capsys):
 
     assert main(["sweep", str(grid_file), "--workers", "0"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_the_launcher_names_each_log_after_its_grid_and_says_how_to_write_a_table_left_unwritten(tmp_path, capsys):
+    """Grids sharing a directory keep their own worker logs; workers that end with no table written (the last
+    cells held by workers of another grid, which writes only its own) leave the command that writes it."""
+    from safealign.pipelines.sweep_workers import run_workers
+
+    table = tmp_path / "tables" / "e_prefixes.json"
+    assert run_workers(["sweep", "--help"], tmp_path, 2, table=table, show=str, label="e_prefixes",
+                       rerun="safealign sweep configs/sweep/e_prefixes.yaml --table") == 0
+    assert sorted(p.name for p in (tmp_path / "workers").glob("*.log")) == [
+        "e_prefixes-worker-0.log", "e_prefixes-worker-1.log"]
+    printed = capsys.readouterr().out
+    assert "e_prefixes-worker-*.log" in printed
+    assert "`safealign sweep configs/sweep/e_prefixes.yaml --table`" in printed
+    from safealign.pipelines.sweep_workers import table_command
+
+    # the grid's table: its output_dir kept, a view's overrides dropped
+    assert table_command("g.yaml", ["output_dir=/x y", "seeds=[0]"]) == \
+        "safealign sweep g.yaml 'output_dir=/x y' --table"
+
+
+def test_a_worker_start_leaves_the_recorded_shared_steps_and_their_files_alone(grid_file, tmp_path, monkeypatch):
+    """The pairs and the base model's evaluation, recorded done, are not run again when a worker starts (no model
+    load, no rewritten summary or marker in committed results); a marker that no longer matches the pairs runs them
+    again, and a resume that changes nothing keeps the summary as it was."""
+    from safealign.cli import main
+    from safealign.pipelines import demo
+
+    out = tmp_path / "sweep"
+    view = ["seeds=[0]", "variants=[dpo]"]
+    assert main(["sweep", str(grid_file), *view]) == 0
+    summary, marker = out / "before" / "jailbreak" / "summary.json", out / "shared.json"
+    recorded = json.loads(summary.read_text())
+    summary.write_text(json.dumps({**recorded, "wall_s": 999.0}, indent=2) + "\n")  # as a committed one would be
+    kept = {p: p.read_bytes() for p in (summary, marker)}
+    cell = out / "cells" / "beta=0.1" / "dpo-seed0"
+    (cell / "cell.json").unlink()  # a cell left to compute: the worker starts in earnest
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the shared steps ran again")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(demo, "build_pairs", refuse)
+        assert main(["sweep", str(grid_file), *view]) == 0
+    assert (cell / "cell.json").exists() and {p: p.read_bytes() for p in kept} == kept
+
+    # the pairs rebuilt since the marker was written: the shared steps resume; nothing new, so the summary stays
+    json.loads(marker.read_text())  # a marker of this code records what it finished
+    marker.write_text(json.dumps({**json.loads(marker.read_text()), "pairs": "sha256:0"}))
+    (cell / "cell.json").unlink()
+    ran = []
+    build_pairs = demo.build_pairs
+    monkeypatch.setattr(demo, "build_pairs", lambda *a, **k: ran.append(1) or build_pairs(*a, **k))
+    assert main(["sweep", str(grid_file), *view]) == 0
+    assert ran == [1] and summary.read_bytes() == kept[summary]
+    assert json.loads(marker.read_text())["pairs"] != "sha256:0"
+    from safealign.pipelines.sweep import _shared_done
+
+    marker.write_text(json.dumps({"holder": {"pid": 7, "host": "vm", "started": 1.0}, "finished": 2.0}))
+    assert _shared_done(out)  # an earlier code's marker (no digests): its existence says they finished
+    marker.unlink()
+    assert not _shared_done(out)
