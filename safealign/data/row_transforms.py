@@ -13,8 +13,10 @@ and the data layout that provides it. Formulas and sources: docs/safety-training
 - ``recovery``: Qi et al. 2024's safety-recovery augmentation: a harmful prefix, then the refusal.
 - ``derta``: DeRTa's harmful-prefix rows plus reinforced-transition (RTO) rows.
 
-Randomness is drawn per row from ``(seed, transform, row number, row content)``, so a row's random draws do not depend
-on the order or number of other rows. One rule is positional, not drawn: ``derta`` gives k = 0 (no harmful prefix)
+Randomness is drawn per row from ``(seed, transform, row number, row content)``. The row number is the row's position
+in its source (``PreferencePair.row``), so dropping other rows after reading (``data.limit``, ``safety_order``) leaves
+a row's draws as they were, but inserting, removing or reordering rows in the source renumbers the rows after them
+and changes their draws. One rule is positional, not drawn: ``derta`` gives k = 0 (no harmful prefix)
 to the 3rd, 6th, 9th, … refusal row in input order (counting refusal rows only), so which rows get it depends on the
 order of the refusal rows. This is not quite the released generator's rule, which gives k = 0 to the 1st, 4th, 7th, …
 row of its safety file (``i % 3 == 0``) and skips rows under 3 words (see :func:`derta`); finished experiments
@@ -201,7 +203,12 @@ def recovery(rows: Sequence[PreferencePair], *, seed: int = 0, probability: floa
     """Each refusal row becomes, with ``probability``, a recovery example: the first k words of its harmful
     response as an assistant prefix, then the refusal (chosen) vs the rest of the harmful response (rejected),
     k ~ Uniform{1..min(max_prefix_words, n − 1)} for n words (the paper: tokens, up to 100, and the whole
-    answer allowed; here one word is always left so the pair has a rejected side). Other rows pass through."""
+    answer allowed; here one word is always left so the pair has a rejected side). Other rows pass through.
+
+    The draw (augment or not, and k) is made once per row for the whole run, where the official
+    ``gen_safety_augmentation_batch`` redraws each time a batch is built: the same for one epoch, but with
+    ``num_train_epochs`` > 1 a row repeats its one prefix (docs/safety-training.md). Kept: finished runs' data
+    depends on it."""
     if not 0 <= probability <= 1:
         raise UserError(f"data transform 'recovery': probability must be in [0, 1], got {probability}")
     if max_prefix_words < 1:

@@ -40,7 +40,8 @@ each response is the template's rendering of ``prefix + response`` with the pref
 It counts toward ``max_length`` (not ``max_prompt_length``) and is never scored. Transition rows
 (``chosen_target_refusal``) carry ``chosen_target_ids``: the refusal's first token at every chosen position
 (the first token of the refusal text itself, after any text the template puts before an assistant turn's
-content, such as Qwen3's empty ``<think>`` block).
+content, such as Qwen3's empty ``<think>`` block), their chosen ids ending at the first end-of-turn token
+(ChatML's ``<|im_end|>``, without the ``\n`` after it).
 
 Tokenizers without a chat template raise a UserError naming the fix: pass ``chat_template=`` (e.g.
 :data:`safealign.models.tiny.CHATML_TEMPLATE`). No silent fallback — a wrong template trains a
@@ -276,10 +277,11 @@ class PairEncoder:
                                     open_end=pair.meta.get("chosen_cut") is True)
         rejected = self._response_ids(pair.prompt, pair.rejected, budget, counts, pair, prefix,
                                       open_end=pair.meta.get("rejected_cut") is True)
-        self._count_reference_overrun(ref_ids, (chosen, rejected), counts)
         targets = None
         if pair.chosen_target_refusal is not None:  # DeRTa RTO: the refusal's first token at every position
+            chosen = self._through_end_of_turn(pair.prompt, pair.chosen, chosen, pair)
             targets = self._first_content_token(pair.prompt, pair.chosen_target_refusal, pair) * len(chosen)
+        self._count_reference_overrun(ref_ids, (chosen, rejected), counts)
         return EncodedPair(index, prompt_ids, ref_ids, chosen, rejected, pair.harmful, pair.chosen_scores,
                            pair.chosen_safe, pair.rejected_safe, targets, source=pair.source, row=pair.row)
 
@@ -376,6 +378,25 @@ class PairEncoder:
             raise UserError(f"{item.source} row {item.row}: the chat template changes the assistant text, so the "
                             f"response cannot continue the prefix {prefix[:40]!r}")
         return rendered[len(prefix):]
+
+    def _through_end_of_turn(self, prompt, response: str, ids: Ids, item) -> Ids:
+        """``ids`` (``response`` as an assistant turn) through its first end-of-turn token: the first token of what
+        the template renders after the response's own text (ChatML's ``<|im_end|>``), or the tokenizer's eos.
+
+        DeRTa's transition positions stop there, as the released script's labels stop at its EOS: the template
+        text after it (ChatML's "\\n", never generated) would add a position trained to predict the refusal after
+        the turn has ended. Ids without one (cut at ``max_length``, or an answer cut at the generation limit) are
+        kept whole."""
+        rendered = self._guarded(item, lambda: self.render_response(prompt, response))
+        text = response.strip()
+        found = rendered.rfind(text) if text else -1
+        ends, start = {self.tokenizer.eos_token_id} - {None}, 0
+        if found >= 0:  # else (the template changed the text) the tokenizer's eos alone
+            own_end = found + len(text)
+            ends.update(self._ids(rendered[own_end:].lstrip())[:1])
+            start = max(0, len(self._ids(rendered[:own_end])) - 1)  # not a token of the response's own text
+        end = next((i for i in range(start, len(ids)) if ids[i] in ends), None)
+        return ids if end is None else ids[: end + 1]
 
     def _first_content_token(self, prompt, text: str, item) -> Ids:
         """The first token of ``text`` itself in an assistant turn: the rendered response from where the text

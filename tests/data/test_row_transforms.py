@@ -145,6 +145,11 @@ def test_transition_rows_score_the_refusals_first_token_at_every_chosen_position
     encoded = PairEncoder(tok).encode(row, 0)
     sorry = PairEncoder(tok).encode(_pair(0, True, chosen="Sorry, no.", rejected="x"), 0).chosen_ids[0]
     assert encoded.chosen_target_ids == (sorry,) * len(encoded.chosen_ids)
+    # the positions end at the end-of-turn token, as the released script's labels end at its EOS: ChatML's "\n"
+    # after <|im_end|> is template text, and training P(refusal | ..., <|im_end|>) there would be one slot too many
+    plain = PairEncoder(tok).encode(_pair(0, True, chosen=HARM, rejected="No."), 0).chosen_ids
+    assert plain[-2:] == tuple(tok("<|im_end|>\n", add_special_tokens=False)["input_ids"])
+    assert encoded.chosen_ids == plain[:-1]
     batch = PreferenceCollator(0)([encoded, PairEncoder(tok).encode(_pair(1, False, chosen="a", rejected="b"), 1)])
     start = len(encoded.prompt_ids)
     targets = batch["target_ids"]

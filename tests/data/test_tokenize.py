@@ -318,6 +318,7 @@ def test_the_transition_target_is_the_first_token_of_the_refusal_text_not_of_the
     qwen = PairEncoder(tiny_tokenizer, chat_template=QWEN3_LIKE).encode(row, 0)
     assert qwen.chosen_ids[:7] == ids(tiny_tokenizer, "<think>")  # the template's text opens the response
     assert qwen.chosen_target_ids == ids(tiny_tokenizer, "I") * len(qwen.chosen_ids)
+    assert qwen.chosen_ids[-1:] == ids(tiny_tokenizer, "<|im_end|>")  # through the end of turn, not the "\n" after
     spaced = dataclasses.replace(row, chosen_target_refusal=" I cannot help.")  # ChatML keeps a leading space
     assert PairEncoder(tiny_tokenizer).encode(spaced, 0).chosen_target_ids[:1] == ids(tiny_tokenizer, " ")
 

@@ -119,3 +119,37 @@ def test_recipe_mistakes_fail_before_the_model_loads(tmp_path, pairs_file, capsy
 def test_recipes_are_valid_yaml_naming_their_objective():
     for name, objective in (("circuit_breakers.yaml", "circuit_breakers"), ("refat.yaml", "refat")):
         assert yaml.safe_load((RECIPES / name).read_text())["objective"]["name"] == objective
+
+
+def _pku(prompt, better, worse, better_safe, worse_safe, harmful):
+    """A PKU-SafeRLHF row: chosen (``better_response_id``) is the more helpful answer, not the safer one."""
+    return {"prompt": prompt, "response_0": better, "response_1": worse, "is_response_0_safe": better_safe,
+            "is_response_1_safe": worse_safe, "better_response_id": 0, "harmful": harmful}
+
+
+def test_safety_labels_decide_the_roles_of_harmful_rows(tmp_path, caplog):
+    from safealign.config import load_config
+    from safealign.train.config import TrainConfig
+    from safealign.train.objectives import build_objective
+    from safealign.train.objectives.data import load_role_rows
+
+    path = _write(tmp_path, [
+        _pku("Pick a lock", "Rake the pins.", "I can't help with that.", False, True, True),  # helpful = unsafe
+        _pku("Make a bomb", "I won't help.", "Mix these.", True, False, True),  # helpful = safe
+        _pku("Hurt a dog", "Dogs are friends.", "Please don't.", True, True, True),  # no unsafe side: dropped
+        _pku("Steal a car", "Hotwire it.", "Smash a window.", False, False, True),  # no safe side: dropped
+        _pku("Pasta?", "Boil it.", "No.", True, True, False),
+    ])
+    for recipe, objective in (("refat.yaml", "refat"), ("circuit_breakers.yaml", "circuit_breakers")):
+        config = load_config(TrainConfig, RECIPES / recipe, [f"data.path={path}"])
+        with caplog.at_level("WARNING"):
+            _, by_role = load_role_rows(config, build_objective(objective))
+        roles = {role: sorted(x.completion for x in rows) for role, rows in by_role.items()}
+        if objective == "refat":  # the harmful role trains the safe answer, never the more helpful unsafe one
+            assert roles == {"harmful": ["I can't help with that.", "I won't help."], "benign": ["Boil it."]}
+        else:  # the unsafe answers are rerouted; the safe ones retained
+            assert roles == {"reroute": ["Mix these.", "Rake the pins."],
+                             "retain": ["Boil it.", "I can't help with that.", "I won't help."]}
+    # the dropped rows are counted and named by their row numbers (0-based, as other data messages give them)
+    assert re.search(r"dropped 2 .*1 with both sides safe.*row 2\b.*1 with both sides unsafe.*row 3\b", caplog.text), \
+        caplog.text

@@ -69,13 +69,17 @@ def _train(tmp_path: Path, recipe: str, data: Path, *extra: str) -> Path:
 @torch.no_grad()
 def _nll_per_token(model, prompt: str, response: str, prefix: str = "", target: int | None = None) -> float:
     """−(1/n)·Σ log p of ``response`` after ``prompt`` (+ an assistant ``prefix``); with ``target``, every
-    position's log p(target) instead, one forward per position (DeRTa's RTO by brute force)."""
+    position's log p(target) instead, one forward per position (DeRTa's RTO by brute force), up to the one that
+    predicts the end-of-turn token: the released script's labels stop at its EOS, so ChatML's "\n" after
+    <|im_end|> (template text, never generated) is not a slot where the refusal is trained."""
     tok, encoder = tiny_tokenizer(), PairEncoder(tiny_tokenizer())
     messages = ({"role": "user", "content": prompt},)
     head = tok(encoder.render_prompt(messages), add_special_tokens=False)["input_ids"]
     head += tok(prefix, add_special_tokens=False)["input_ids"] if prefix else []
     rest = encoder.render_response(messages, prefix + response)[len(prefix):]
     body = tok(rest, add_special_tokens=False)["input_ids"]
+    if target is not None:
+        body = body[: body.index(tok.convert_tokens_to_ids("<|im_end|>")) + 1]
     total = 0.0
     for t in range(len(body)):
         logits = model(input_ids=torch.tensor([head + body[:t]])).logits[0, -1].float()
@@ -130,7 +134,8 @@ def test_derta_transition_rows_are_the_refusal_token_at_every_position(tmp_path)
             first = encoder.encode(PreferencePair(r.prompt, r.chosen_target_refusal, "x"), 0).chosen_ids[0]
             values.append(_nll_per_token(model, question, r.chosen, target=first))
         on_inputs.append(_nll_per_token(model, question, r.chosen, r.response_prefix))
-    assert _first_loss(run) == pytest.approx(sum(values) / 6, abs=3e-4)
+    # tight: the one extra transition slot after <|im_end|> (the fixed bug) moved the loss by 1.8e-4 on this data
+    assert _first_loss(run) == pytest.approx(sum(values) / 6, abs=2e-5)
     assert abs(sum(values) - sum(on_inputs)) / 6 > 2e-3  # transition rows scored on their inputs would differ
 
 

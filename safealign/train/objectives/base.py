@@ -33,7 +33,9 @@ class RowKind:
 
     From preference pairs flagged ``harmful`` (the demo's pairs file): a harmful row's ``chosen`` is a
     refusal and its ``rejected`` a compliance; a benign row's ``chosen`` is the answer and its ``rejected``
-    an unnecessary refusal. The unpaired layout states them directly (``label``, ``harmful``).
+    an unnecessary refusal. A harmful pair with both safety labels (PKU-SafeRLHF) is first ordered by them, its
+    safe side taken as the refusal (``objectives.data.order_by_safety``). The unpaired layout states them directly
+    (``label``, ``harmful``).
     """
 
     harmful: bool

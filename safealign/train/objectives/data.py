@@ -5,6 +5,9 @@ Accepted layouts (docs/objectives.md):
   each pair is split into its chosen (desirable) and rejected (undesirable) completion;
 - the unpaired layout ``prompt, completion, label, harmful``, one completion per row.
 
+A pair carrying both safety labels (``chosen_safe``/``rejected_safe``: PKU-SafeRLHF, whose chosen side is the more
+*helpful* answer) is sorted by them on a harmful prompt: its safe side is the desirable one (:func:`order_by_safety`).
+
 Each row is then a :class:`RowKind` (harmful or benign prompt, desirable or not) and feeds the roles that
 list its kind. A training item holds one row of every role: item ``i`` takes row ``i mod n`` of each role's
 ``n`` rows, so every row of the largest role is used once per epoch and the smaller roles cycle.
@@ -22,12 +25,13 @@ from torch import Tensor
 from safealign.data import PairEncoder, load_preferences
 from safealign.data.collate import pad_sequences
 from safealign.data.formats import ParseResult
+from safealign.data.row_transforms import safety_order
 from safealign.data.tokenize import EncodedUnpaired, TruncationReport
 from safealign.errors import UserError
 from safealign.train.config import TrainConfig
 from safealign.train.objectives.base import Objective, RowKind
 from safealign.train.unpaired import unpair_pairs
-from safealign.types import UnpairedExample
+from safealign.types import PreferencePair, UnpairedExample
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def load_role_rows(config: TrainConfig, objective: Objective) -> tuple[ParseResu
         raise UserError(f"{data.path}: no usable rows ({len(parsed.dropped)} dropped)")
     rows = [x for x in parsed.items if isinstance(x, UnpairedExample)]
     if len(rows) != len(parsed.items):
-        rows = unpair_pairs(parsed.items)
+        rows = unpair_pairs(order_by_safety(parsed.items, str(data.path)))
     name = objective.name
     unflagged = [x.row for x in rows if x.harmful is None]
     if unflagged:
@@ -58,6 +62,34 @@ def load_role_rows(config: TrainConfig, objective: Objective) -> tuple[ParseResu
                             f"(format {parsed.format!r}) has none: they come from {required.provided_by}")
     logger.info("objective %s: %s", name, ", ".join(f"{len(v)} {k} rows" for k, v in by_role.items()))
     return parsed, by_role
+
+
+def order_by_safety(pairs: Sequence[PreferencePair], where: str) -> list[PreferencePair]:
+    """Harmful rows with both safety labels, ordered so that chosen is the safe side, by ``safety_order``'s rule
+    (objectives refuse data.transforms, so it cannot run before them).
+
+    Without this, a PKU-SafeRLHF row (chosen = the more helpful answer, often the unsafe one) would give ReFAT its
+    unsafe answer as the refusal and circuit breakers its safe refusal to reroute. A harmful row whose sides are both
+    unsafe has no desirable side and is dropped, as ``safety_order`` drops it; one whose sides are both safe has no
+    undesirable side and is dropped too (``safety_order`` keeps it as a helpfulness pair, which a role cannot use).
+    Benign rows and rows without both labels (the demo's pairs file) keep their chosen/rejected order."""
+    out: list[PreferencePair] = []
+    same: dict[bool, list[int]] = {True: [], False: []}
+    for pair in pairs:
+        if not pair.harmful or pair.chosen_safe is None or pair.rejected_safe is None:
+            out.append(pair)
+        elif pair.chosen_safe == pair.rejected_safe:
+            same[pair.chosen_safe].append(pair.row)
+        else:
+            out.extend(safety_order([pair]))
+    if same[True] or same[False]:
+        def listed(numbers: list[int], kind: str) -> str:
+            example = f" (e.g. row {', '.join(map(str, numbers[:5]))})" if numbers else ""
+            return f"{len(numbers)} with both sides {kind}{example}"
+        logger.warning("%s: dropped %d harmful rows whose safety labels give no safe/unsafe side to train on: %s, %s",
+                       where, len(same[True]) + len(same[False]), listed(same[True], "safe"),
+                       listed(same[False], "unsafe"))
+    return out
 
 
 def encode_role_rows(config: TrainConfig, tokenizer: Any, by_role: Mapping[str, Sequence[UnpairedExample]],
