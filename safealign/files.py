@@ -50,13 +50,34 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
 
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: a temporary file beside it, fsynced, then renamed over it, so a
-    reader sees the old file or the new one, never half of one."""
+    reader sees the old file or the new one, never half of one. A failed write (a full disk) removes its
+    temporary file; after the rename the folder is fsynced too, so the new name survives a power cut."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # one temporary name per writer: two processes rewriting the same summary (sweep workers) must not share it
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
-    with tmp.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Flush ``folder``'s entries (a name just created or renamed there) to disk; best effort: a platform or
+    file system that cannot open or sync a folder (Windows, some network mounts) is left as it is."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

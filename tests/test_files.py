@@ -83,3 +83,30 @@ def test_build_safety_replaces_a_settings_record_with_nothing_built_under_it(tmp
     out.write_text('{"id": "h1", "prompt": "p", "chosen": "c", "rejected": "r"}\n')
     with pytest.raises(UserError, match="seed: 1 -> 2"):
         claim_pairs_file(out, Fingerprint("safety_pairs", {"seed": 2}))
+
+
+def test_write_atomic_leaves_no_temporary_file_when_it_fails_and_syncs_the_folder(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from safealign.files import write_atomic
+
+    target = tmp_path / "summary.json"
+    target.write_text("old")
+    real_fsync, synced = os.fsync, []
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomic(target, b"new")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["summary.json"]
+
+    def record(fd):
+        synced.append(stat.S_ISDIR(os.fstat(fd).st_mode))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    write_atomic(target, b"new")
+    assert target.read_text() == "new" and synced == [False, True]  # the file, then the folder holding its name

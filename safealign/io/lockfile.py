@@ -1,12 +1,16 @@
 """Claim a piece of shared work (a sweep cell, a cache entry) across processes with a lock file.
 
 A lock is a file created with ``os.open(O_CREAT | O_EXCL)`` -- atomic, so of two processes asking at once
-exactly one gets it -- holding its holder's pid, hostname and start time (JSON). It is removed when the
-work ends, normally or by an exception. A process killed outright (SIGKILL, the OOM killer, a power cut)
-leaves its lock behind; such a lock is *stale* when its pid is no longer running on this host (or the pid
-now belongs to a process started after the lock: pids are reused), and the next claimant takes it over,
-saying so in the log. A lock written on another host is never judged stale (its process can't be seen from
-here): remove it by hand once that host's worker is known to be gone.
+exactly one gets it -- holding its holder's pid, hostname, start time and, where Linux shows them, its pid
+namespace and kernel boot id (JSON). It is removed when the work ends, normally or by an exception. A process
+killed outright (SIGKILL, the OOM killer, a power cut) leaves its lock behind; such a lock is *stale* when its pid
+is no longer running on this host (or the pid now belongs to a process started after the lock: pids are reused),
+and the next claimant takes it over, saying so in the log. A lock written on another host is never judged stale
+(its process can't be seen from here): remove it by hand once that host's worker is known to be gone. The same
+holds for a lock written under this host name from another pid namespace (a container sharing the host's name:
+``docker --network host``, a Kubernetes ``hostNetwork`` pod, ``unshare -p``), whose pids name other processes here
+or none, and from another running kernel (a machine of the same name); a lock written before this host last booted
+is stale. Lock files written before the namespace was recorded are judged by the host name alone.
 
 :func:`claim_each` runs a list of such pieces (sweep cells, compare-online runs), each claimed with its own
 lock; :func:`run_once` runs resumable shared work (a base model's evaluation) one process at a time.
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import time
 from collections.abc import Callable, Sequence
@@ -46,25 +51,52 @@ class Job:
 
 @dataclass(frozen=True)
 class Holder:
-    """Who holds a lock: ``pid`` on ``host`` since ``started`` (``time.time()``)."""
+    """Who holds a lock: ``pid`` on ``host`` since ``started`` (``time.time()``), in pid namespace ``pid_ns``
+    (``pid:[inode]``) of the kernel boot ``boot_id``; those two are None in lock files written before they were
+    recorded, or where /proc does not show them."""
 
     pid: int
     host: str
     started: float
+    pid_ns: str | None = None
+    boot_id: str | None = None
 
     @classmethod
     def me(cls) -> Holder:
-        return cls(os.getpid(), socket.gethostname(), time.time())
+        return cls(os.getpid(), socket.gethostname(), time.time(), *_namespace())
+
+    def record(self) -> dict:
+        """The holder as a lock file holds it: without the namespace fields it lacks, so one read from a lock of an
+        earlier version compares equal to that version's records (``shared.json``)."""
+        return {k: v for k, v in asdict(self).items() if v is not None or k not in ("pid_ns", "boot_id")}
 
     def describe(self) -> str:
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started))
-        return f"pid {self.pid} on {self.host or '?'} since {since}"
+        unseen = self.unseen()
+        where = f" in {unseen}" if unseen and unseen != "another host" else ""
+        return f"pid {self.pid} on {self.host or '?'} since {since}{where}"
+
+    def unseen(self) -> str | None:
+        """Why this holder's process cannot be seen from here -- another host, another machine of this host's name
+        (another kernel running now), another pid namespace on this kernel -- or None when it can (or when it ran
+        before this host last booted: gone)."""
+        if self.host != socket.gethostname():
+            return "another host"
+        pid_ns, boot_id = _namespace()
+        if self.boot_id is not None and self.boot_id != boot_id:
+            return None if _before_boot(self.started) else "another machine of this name"
+        if self.pid_ns is not None and self.pid_ns != pid_ns:
+            return "another pid namespace"
+        return None
 
     def alive(self) -> bool:
-        """False only when it is known to be gone: same host, and no such process (or a zombie, or a process
-        started after the lock, i.e. a reused pid). Another host's process counts as alive."""
-        if self.host != socket.gethostname():
+        """False only when it is known to be gone: same host, kernel and pid namespace, and no such process (or a
+        zombie, or a process started after the lock, i.e. a reused pid); or written before this host last booted.
+        A process that cannot be seen from here (:meth:`unseen`) counts as alive."""
+        if self.unseen() is not None:
             return True
+        if self.boot_id is not None and self.boot_id != _namespace()[1]:
+            return False  # another boot id, yet not unseen: written before this host last booted, so gone
         if self.pid != os.getpid():  # our own pid is running, but may be a lock of an earlier process with it
             try:
                 os.kill(self.pid, 0)
@@ -110,9 +142,34 @@ def _read_lock(path: Path) -> bytes | None:
 def _holder_in(raw: bytes | None) -> Holder | None:
     try:
         data = json.loads(raw) if raw is not None else None
-        return Holder(int(data["pid"]), str(data["host"]), float(data["started"]))
-    except (ValueError, KeyError, TypeError):
+        return Holder(int(data["pid"]), str(data["host"]), float(data["started"]),
+                      _optional_text(data.get("pid_ns")), _optional_text(data.get("boot_id")))
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _namespace() -> tuple[str | None, str | None]:
+    """This process's pid namespace (``pid:[inode]``) and its kernel's boot id; None where /proc does not show them
+    (not Linux). Read each time, not cached: a child forked after ``unshare(CLONE_NEWPID)`` is in another one."""
+    try:
+        pid_ns: str | None = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pid_ns = None
+    try:
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        boot_id = None
+    return pid_ns, boot_id
+
+
+def namespace_tag() -> str:
+    """This process's pid namespace as a file-name part (the inode number), or "" where it cannot be read."""
+    pid_ns = _namespace()[0]
+    return re.sub(r"\D", "", pid_ns) if pid_ns else ""
 
 
 def try_lock(path: str | os.PathLike) -> Lock | None:
@@ -168,7 +225,7 @@ def _create(path: Path) -> Lock | None:
     except FileExistsError:
         return None
     try:
-        os.write(fd, json.dumps(asdict(holder)).encode())
+        os.write(fd, json.dumps(holder.record()).encode())
     finally:
         os.close(fd)
     return Lock(path, holder)
@@ -222,13 +279,29 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
-def _process_state(pid: int) -> tuple[str | None, float | None]:
-    """(state letter, start time as ``time.time()``) of a process from /proc; (None, None) where unknown."""
+def _boot_time() -> float | None:
+    """When this host booted, as ``time.time()`` (/proc/stat); None where unknown."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+        return next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
                     if line.startswith("btime "))
     except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def _before_boot(started: float) -> bool:
+    """True when ``started`` is before this host last booted (False where the boot time is unknown)."""
+    booted = _boot_time()
+    return booted is not None and started < booted
+
+
+def _process_state(pid: int) -> tuple[str | None, float | None]:
+    """(state letter, start time as ``time.time()``) of a process from /proc; (None, None) where unknown."""
+    boot = _boot_time()
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None, None
+    if boot is None:
         return None, None
     fields = stat[stat.rfind(")") + 2 :].split()  # after "pid (comm) ": comm may hold spaces and parentheses
     try:  # field 3 is the state, field 22 the start time in clock ticks after boot
@@ -299,12 +372,12 @@ def run_once(path: Path, done: Path, what: str, work: Callable[[], None],
             finished_by = json.loads(done.read_text()).get("holder")
         except (OSError, ValueError, AttributeError):
             finished_by = None
-        if finished_by in [asdict(h) for h in waited]:
+        if finished_by in [h.record() for h in waited]:
             logger.info("%s finished by another process while this one waited", what)
             return False
         with _own_session():  # a later process may run it again (resuming): it must find its run directories free
             work()
-        write_json(done, {"holder": asdict(lock.holder), "finished": time.time(), **(record() if record else {})})
+        write_json(done, {"holder": lock.holder.record(), "finished": time.time(), **(record() if record else {})})
     return True
 
 

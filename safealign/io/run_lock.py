@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from safealign.errors import UserError
-from safealign.io.lockfile import Lock, current_holder, live_locks, try_lock
+from safealign.io.lockfile import Lock, current_holder, live_locks, namespace_tag, try_lock
 
 RUN_LOCK = "run.lock"
 WORKERS = "workers"  # under a sweep's directory: the launcher's worker logs and each live worker's lifetime lock
@@ -56,7 +56,7 @@ def lock_run_dir(run: Path) -> bool:
     if lock is None:
         holder = current_holder(path)
         who = holder.describe() if holder is not None else "another process"
-        elsewhere = holder is not None and holder.host != socket.gethostname()
+        elsewhere = holder is not None and holder.unseen() is not None
         way_out = (f"That host's process cannot be seen from here: once it is known to be gone (a stopped "
                    f"container or machine), delete {path}, or use another output directory" if elsewhere
                    else "Wait for it to finish, or use another output directory")
@@ -81,8 +81,11 @@ def unlock_run_dir(run: Path) -> None:
 
 
 def worker_lock_path(folder: str | os.PathLike, pid: int | None = None) -> Path:
-    """``folder/workers/<host>-<pid>.lock``: the lifetime lock of process ``pid`` (default: this one)."""
-    return Path(folder) / WORKERS / f"{socket.gethostname()}-{os.getpid() if pid is None else pid}.lock"
+    """``folder/workers/<host>-<pid namespace>-<pid>.lock``: the lifetime lock of process ``pid`` (default: this
+    one) in this process's pid namespace -- two containers sharing a host name may run workers of one pid. Where the
+    namespace cannot be read, ``<host>-<pid>.lock`` as earlier versions named it (any ``*.lock`` there is read)."""
+    parts = [socket.gethostname(), namespace_tag(), str(os.getpid() if pid is None else pid)]
+    return Path(folder) / WORKERS / ("-".join(p for p in parts if p) + ".lock")
 
 
 @contextlib.contextmanager
@@ -114,7 +117,7 @@ def delete_run_dir(run: str | os.PathLike, flag: str) -> None:
         who = "a process still writing it" if holder.pid < 0 else holder.describe()
         others = f" (and {len(held) - 1} more lock(s) there)" if len(held) > 1 else ""
         way_out = (f"that host's process cannot be seen from here: once it is known to be gone, delete {path}"
-                   if holder.host and holder.host != socket.gethostname() else "wait for it to finish or stop it")
+                   if holder.host and holder.unseen() is not None else "wait for it to finish or stop it")
         raise UserError(f"{flag} would delete {run} while {who} holds {path}{others}; {way_out}, or use another "
                         "output directory")
     shutil.rmtree(run, ignore_errors=True)

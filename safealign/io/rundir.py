@@ -53,8 +53,9 @@ TRAIN_EXCLUDED = (
     "diagnostics", "reference.cache_dir", "reference.batch_size", "reference.batch_tokens", "reference.mode",
     "logps", "logps_chunk_size", "packing", "gradient_checkpointing", "data.path",
 )  # fmt: skip
-# Fingerprints of weights: None where they can't be seen (an endpoint, a built-in model not fetched yet, a run
-# directory from before fingerprints), so compared only when both runs know them; the spec is compared anyway.
+# Fingerprints of weights: None where they can't be seen (an endpoint, a built-in model an earlier version found
+# not fetched yet -- it is fetched first now --, a run directory from before fingerprints), so compared only when
+# both runs know them; the spec is compared anyway.
 # The same for what else decides a model's outputs (an adapter's base and adapter config, a folder's config.json;
 # safealign.models.identity.setup_fingerprint), recorded since 2026-12-07: runs made before lack it. An MT-Bench
 # judge's likewise (safealign.eval.helpfulness.mtbench).
@@ -88,6 +89,15 @@ class Fingerprint:
 
     @property
     def digest(self) -> str:
+        """Over the values as ``fingerprint.json`` holds them (an inf or NaN is written as null), so a fingerprint
+        read back digests as the one that wrote it."""
+        return _json_digest({"kind": self.kind, "values": finite_json(dict(self.values))})
+
+    @property
+    def legacy_digest(self) -> str:
+        """The digest as taken before 2026-12-07, over the values as given: an inf or NaN digested as JSON's
+        non-standard ``Infinity``/``NaN``. The same as :attr:`digest` unless a value is non-finite; records written
+        under it (a sweep's ``cell.json``) are still matched by it."""
         return _json_digest({"kind": self.kind, "values": dict(self.values)})
 
     def to_json(self) -> dict[str, Any]:

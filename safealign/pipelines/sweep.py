@@ -312,7 +312,8 @@ def _finished(cell: Path, fingerprint) -> dict[str, Any] | None:
         record = json.loads((cell / "cell.json").read_text())
     except (OSError, ValueError):
         return None
-    if record.get("fingerprint") == fingerprint.digest:
+    # legacy_digest: a cell recorded before 2026-12-07 under a non-finite setting (Fingerprint.legacy_digest)
+    if record.get("fingerprint") in (fingerprint.digest, fingerprint.legacy_digest):
         return record
     recorded = read_fingerprint(cell)
     return record if recorded is not None and recorded.digest == record.get("fingerprint") and \

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -165,3 +166,67 @@ def test_shared_work_frees_its_run_directories_for_a_process_that_resumes_it_lat
     finally:
         first.kill()
         first.wait()
+
+
+def _here():
+    """This process's pid namespace and kernel boot (Linux; the tests below need both)."""
+    with open("/proc/sys/kernel/random/boot_id") as fh:
+        return os.readlink("/proc/self/ns/pid"), fh.read().strip()
+
+
+def _write_ns_lock(path, pid, *, pid_ns, boot_id, started=None):
+    write_lock(path, pid, started=started)
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps({**data, "pid_ns": pid_ns, "boot_id": boot_id}))
+    return path
+
+
+def test_a_new_lock_records_its_pid_namespace_and_boot(tmp_path):
+    pid_ns, boot_id = _here()
+    lock = try_lock(tmp_path / "claim.lock")
+    data = json.loads((tmp_path / "claim.lock").read_text())
+    assert data["pid_ns"] == pid_ns and data["boot_id"] == boot_id and read_holder(lock.path) == lock.holder
+
+
+def test_a_lock_from_another_pid_namespace_on_this_host_is_never_stale(tmp_path, caplog):
+    """docker --network host, a hostNetwork pod, unshare -p: the same host name, but its pids are not ours."""
+    pid_ns, boot_id = _here()
+    path = _write_ns_lock(tmp_path / "claim.lock", dead_pid(), pid_ns="pid:[1]", boot_id=boot_id)
+    assert try_lock(path) is None and current_holder(path) is not None
+    assert "another pid namespace" in current_holder(path).describe()
+    path.unlink()  # the same namespace: judged by its pid, as before
+    pid = dead_pid()
+    _write_ns_lock(path, pid, pid_ns=pid_ns, boot_id=boot_id)
+    with caplog.at_level(logging.WARNING, logger="safealign.io.lockfile"):
+        assert try_lock(path) is not None
+    assert f"taking over the lock of pid {pid}" in caplog.text
+
+
+def test_a_lock_from_another_boot_is_stale_only_when_written_before_this_boot(tmp_path):
+    """Another boot id: an earlier boot of this host (its processes are all gone) when the lock predates this boot,
+    else another machine of the same name, running now."""
+    pid_ns, _ = _here()
+    path = _write_ns_lock(tmp_path / "claim.lock", dead_pid(), pid_ns=pid_ns, boot_id="other-boot")
+    assert try_lock(path) is None and current_holder(path) is not None
+    path.unlink()
+    _write_ns_lock(path, dead_pid(), pid_ns="pid:[1]", boot_id="other-boot", started=1.0)  # a power cut, long ago
+    assert try_lock(path) is not None
+
+
+def test_the_worker_lifetime_lock_is_named_by_host_pid_namespace_and_pid(tmp_path):
+    import re
+    import socket
+
+    from safealign.io.run_lock import worker_lock_path
+
+    ns = re.sub(r"\D", "", _here()[0])
+    assert worker_lock_path(tmp_path).name == f"{socket.gethostname()}-{ns}-{os.getpid()}.lock"
+    assert worker_lock_path(tmp_path, 7).name == f"{socket.gethostname()}-{ns}-7.lock"
+
+
+def test_a_holder_read_from_a_lock_without_namespace_matches_its_earlier_record():
+    """run_once compares the holders it waited for with shared.json's, written by earlier versions too."""
+    old = Holder(12, "h", 3.5)
+    assert old.record() == {"pid": 12, "host": "h", "started": 3.5}
+    assert Holder(12, "h", 3.5, "pid:[9]", "b").record() == {"pid": 12, "host": "h", "started": 3.5,
+                                                             "pid_ns": "pid:[9]", "boot_id": "b"}

