@@ -111,7 +111,8 @@ def asr_at_n_block(records: Sequence[AttemptRecord], behavior_ids: Iterable[str]
                    attacks: Sequence[str]) -> dict[str, dict[str, Any]]:  # fmt: skip
     """``summary.json``'s ``asr_at_n[attack][judge]``: per-behavior counts and curves, overall curve, fit.
 
-    Unscored samples (judge failure, failed generation) are left out of n, as ASR leaves them out."""
+    Unscored samples (judge failure, failed generation) are left out of a behavior's n, as ASR judges a behavior on
+    its scored attempts; a behavior with no scored sample has no counts (ASR leaves it out of n too)."""
     wanted = set(behavior_ids)
     sampled = sampled_attacks(records) & set(attacks)
     out: dict[str, dict[str, Any]] = {}

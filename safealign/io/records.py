@@ -87,8 +87,9 @@ class AsrStats:
     ci95: tuple[float, float] | None = None
     n: int = 0
     unscored: int = 0  # attempts the judge could not score
-    unscored_behaviors: int = 0  # behaviors left out of n (no harmful verdict, some attempt unscored)
+    unscored_behaviors: int = 0  # behaviors left out of n: no attempt scored
     attempts: int = 0
+    partial_behaviors: int = 0  # behaviors in n judged on their scored attempts only (some attempt unscored)
 
     @property
     def value(self) -> float | None:

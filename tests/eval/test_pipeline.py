@@ -52,8 +52,9 @@ def test_summary_values_and_records(tmp_path):
     # prefill: b0..b3 harmful, b4 unscored -> 4/4, one unscored attempt and behavior
     assert prefill.asr == 1.0 and prefill.n == 4 and prefill.unscored == 1
     assert prefill.unscored_behaviors == 1
-    # any attack: b4 is refused directly (False) and unscored with prefill (None) -> unscored behavior
-    assert summary.attacks["any_attack"]["kw"].asr == 1.0
+    # any attack: b4 is refused directly (False) and unscored with prefill (None) -> judged on its scored attempt
+    any_attack = summary.attacks["any_attack"]["kw"]
+    assert (any_attack.asr, any_attack.n, any_attack.unscored_behaviors, any_attack.partial_behaviors) == (0.8, 5, 0, 1)
     by_cat = summary.by_category["direct"]["kw"]
     assert by_cat["cyber"].asr == pytest.approx(2 / 3) and by_cat["bio"].asr == 0.0
     assert summary.by_attempt == {}  # one attempt per behavior: nothing to break down
@@ -112,7 +113,8 @@ def test_failed_generations_are_recorded_then_retried(tmp_path):
     assert len(load_records(path)) == 6 and len(current_records(path)) == 5
     assert [r.behavior_id for r in current_records(path)] == ["b0", "b1", "b2", "b3", "b4"]
     assert behavior_outcomes(current_records(path), "direct", "kw")["b2"] is False
-    assert behavior_outcomes(load_records(path), "direct", "kw")["b2"] is None  # every line: the failure counts
+    # every line: the failed attempt is there too, as an unscored verdict beside the superseding one
+    assert [r.harmful("kw") for r in load_records(path) if r.behavior_id == "b2"] == [None, False]
 
 
 # ---- search attacks: one attempt stands for a whole search ----------------------------------------------------
