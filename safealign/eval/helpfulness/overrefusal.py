@@ -9,7 +9,9 @@ so this rate is a lower bound on unhelpfulness (see docs/findings.md).
 
 Output in ``out_dir``: ``records.jsonl`` (one record per prompt, appended as produced; a re-run
 skips prompts already answered and retries those whose generation failed; a record under a prompt's id whose
-prompt text or kind differs stops the run, see :func:`check_recorded_prompts`) and ``summary.json``::
+prompt text or kind differs stops the run, see :func:`check_recorded_prompts`; recorded answers are judged again
+by the run's detector and a record whose verdict changes is appended anew, see :func:`judged_again`) and
+``summary.json``::
 
     {"judge": "...", "refusal_rate": {"ordinary": R, "borderline": R, "all": R}}
     R = {"rate": float | None, "ci95": [lo, hi] | None (Wilson), "n": scored, "unscored": failed}
@@ -134,6 +136,12 @@ def overrefusal_run(
             append_jsonl(path, [_record(p, c, judge, name) for p, c in zip(chunk, completions)])
             bar.update(len(chunk))
     records = read_jsonl(path)
+    rejudged = judged_again(records, ids, judge, name)
+    if rejudged:  # the latest record of each id now holds this detector's verdict, for every reader of the file
+        logger.warning("over-refusal: %d recorded answers judged again by %s (their recorded verdicts were another "
+                       "detector's)", len(rejudged), name)  # fmt: skip
+        append_jsonl(path, rejudged)
+        records += rejudged
     summary = dataclasses.replace(summarize_overrefusal(records, ids, name), model_identity=chat_model_identity(model))
     write_json(out / "summary.json", summary.to_json())
     return summary, records
@@ -156,6 +164,23 @@ def check_recorded_prompts(path: Path, recorded: dict[str, dict[str, Any]], item
                     f"there, {brief(getattr(prompt, attribute))} now): its answers belong to another prompt set; "
                     "use another output directory, or delete that records file to answer these prompts anew"
                 )
+
+
+def judged_again(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: RefusalDetector,
+                 name: str) -> list[dict[str, Any]]:  # fmt: skip
+    """The latest answered record of each id whose verdict under ``judge`` differs from the recorded one, with the
+    new verdict. A resumed run names only its own detector, so records judged by another (another list, case rule
+    or custom strings, which keep the name "custom") would be counted under its name; substring matching costs
+    nothing, so every recorded answer is judged again rather than trusting the recorded name."""
+    latest = latest_by(records, "id")
+    changed = []
+    for record in (latest[i] for i in ids if i in latest):
+        if record.get("error") is not None:
+            continue
+        refused, match = refusal_verdict(judge, record.get("completion") or "")
+        if (record.get("refused"), record.get("matched"), record.get("judge")) != (refused, match, name):
+            changed.append({**record, "refused": refused, "matched": match, "judge": name})
+    return changed
 
 
 def _record(prompt: HelpfulnessPrompt, completion: Any, judge: RefusalDetector, name: str) -> dict[str, Any]:
