@@ -49,6 +49,22 @@ def test_refusal_judge_attack_list_and_custom():
         build_judge("refusal", {"lst": "x"})
 
 
+def test_refusal_judge_describes_its_substrings():
+    """summary.json names the list a refusal ASR came from: its name, case rule, count and a digest of the strings
+    (a custom list keeps the name "custom" whatever it holds, so its strings are written out too)."""
+    import hashlib
+    import json
+
+    described = build_judge("refusal").describe()
+    digest = hashlib.sha256(json.dumps(list(ADVBENCH_EVAL_PREFIXES)).encode()).hexdigest()
+    assert described == {"list": "advbench_eval", "case_sensitive": True, "substrings": 29,
+                         "substrings_sha256": digest}  # fmt: skip
+    custom = build_judge("refusal", {"list": "custom", "custom": ["nope"], "case_sensitive": False}).describe()
+    other = build_judge("refusal", {"list": "custom", "custom": ["no way"], "case_sensitive": False}).describe()
+    assert custom["custom"] == ["nope"] and custom["case_sensitive"] is False and custom["substrings"] == 1
+    assert custom["substrings_sha256"] != other["substrings_sha256"]
+
+
 def test_failed_generation_is_unscored_not_judged():
     [verdict] = build_judge("refusal")([B], [Completion("", error="HTTP 500")])
     assert verdict.harmful is None and "HTTP 500" in verdict.error

@@ -10,8 +10,10 @@ docs/findings.md): treat its ASR as an upper bound and report it as "refusal".
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
-from typing import ClassVar, Optional, Sequence
+from typing import Any, ClassVar, Optional, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.judges.base import Judge
@@ -61,7 +63,16 @@ class RefusalJudge(Judge):
             prefixes = LISTS[config.list]
         else:
             raise UserError(f"refusal judge: unknown list {config.list!r}; valid: {', '.join([*LISTS, 'custom'])}")
+        self.listed = prefixes  # as configured, before any lower-casing
         self.prefixes = prefixes if config.case_sensitive else tuple(p.lower() for p in prefixes)
+
+    def describe(self) -> dict[str, Any]:
+        """The list behind the verdicts (summary.json): its name, case rule, length and the SHA-256 of its strings
+        as a JSON array; a custom list also by its strings, since its name is "custom" whatever it holds."""
+        digest = hashlib.sha256(json.dumps(list(self.listed)).encode()).hexdigest()
+        return {"list": self.config.list, "case_sensitive": self.config.case_sensitive,
+                **({"custom": list(self.listed)} if self.config.list == "custom" else {}),
+                "substrings": len(self.listed), "substrings_sha256": digest}  # fmt: skip
 
     def refusal_match(self, response: str) -> str | None:
         """The first refusal substring found in ``response``, or None."""
