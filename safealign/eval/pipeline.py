@@ -330,7 +330,10 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
         make_record(b, a, c, {n: v[i] for n, v in verdicts.items()}, {**base, "judge_s": judge_s})
         for i, ((b, a, base), c) in enumerate(zip(batch, completions))
     ])  # fmt: skip
-    first_batch(completions)
+    # each judge's verdicts on the answers it is meant to score (a failed generation is the backend's failure)
+    first_batch(completions, {name: [v for b, c, v in zip(behaviors, completions, vs)
+                                     if c.error is None and judges[name].covers(b)]
+                              for name, vs in verdicts.items()})  # fmt: skip
 
 
 def _judge_again(batch: list[tuple[Behavior, AttemptRecord]], judges: dict[str, Judge], store: RecordStore) -> None:
@@ -359,15 +362,21 @@ class BackendFailing(UserError):
     """Most generations of an evaluation's first batch failed: the backend is down or misconfigured."""
 
 
+class JudgeFailing(UserError):
+    """Most of a judge's verdicts on an evaluation's first batch failed: its endpoint, key or model is wrong."""
+
+
 @dataclasses.dataclass
 class FirstBatchCheck:
-    """Stops a run whose first generation batch mostly failed, naming the backend and its first error.
+    """Stops a run whose first generation batch mostly failed, naming the backend and its first error, or whose
+    first batch's answers a judge mostly failed to score, naming the judge and its first error.
 
-    Without it a broken backend (wrong URL, missing key, out of memory) runs through every behavior and
-    the run ends "complete" with every record unscored. The batch's records are written first, so a
-    re-run after the fix resumes (and retries them with ``retry_errors``). The first batch is the first
-    ``size`` generations (``generation.batch_size``), gathered over calls: a search attack's answers are
-    recorded one behavior at a time, and one transient failure among them must not stop the run.
+    Without it a broken backend (wrong URL, missing key, out of memory) or judge (its endpoint's URL or key)
+    runs through every behavior and the run ends "complete" with every record unscored. The batch's records are
+    written first, so a re-run after the fix resumes (and retries them with ``retry_errors``). The first batch is
+    the first ``size`` generations (``generation.batch_size``), gathered over calls: a search attack's answers are
+    recorded one behavior at a time, and one transient failure among them must not stop the run. A judge is
+    checked on its verdicts on the batch's answers that it is meant to score (:meth:`Judge.covers`).
     """
 
     backend: str
@@ -375,12 +384,19 @@ class FirstBatchCheck:
     checked: bool = False
     seen: int = 0
     failed: list[str] = dataclasses.field(default_factory=list)
+    judged: dict[str, int] = dataclasses.field(default_factory=dict)  # judge -> verdicts on answers
+    misjudged: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # judge -> errors of those unscored
 
-    def __call__(self, completions: Sequence[Completion]) -> None:
+    def __call__(self, completions: Sequence[Completion], verdicts: dict[str, Sequence[Verdict]] | None = None) -> None:
+        """``verdicts``: each judge's verdicts on the answers of ``completions`` it scores."""
         if self.checked:
             return
         self.seen += len(completions)
         self.failed += [c.error for c in completions if c.error is not None]
+        for name, judged in (verdicts or {}).items():
+            self.judged[name] = self.judged.get(name, 0) + len(judged)
+            errors = [v.error or "no verdict" for v in judged if v.harmful is None]
+            self.misjudged[name] = self.misjudged.get(name, []) + errors
         if self.seen >= self.size:
             self.finish()
 
@@ -392,6 +408,12 @@ class FirstBatchCheck:
         if 2 * len(self.failed) > self.seen:
             raise BackendFailing(f"evaluation stopped: {len(self.failed)} of {self.seen} generations of the first "
                                  f"batch failed on backend {self.backend}; first error: {self.failed[0]}")
+        for name, n in self.judged.items():
+            errors = self.misjudged.get(name, [])
+            if 2 * len(errors) > n:
+                raise JudgeFailing(f"evaluation stopped: {len(errors)} of {n} verdicts of judge {name!r} on the first "
+                                   f"batch's answers failed; first error: {errors[0]} (check judge_params.{name}; "
+                                   "the answers are recorded and judged again on resume)")  # fmt: skip
 
 
 def conversation(attempt: Attempt) -> tuple[dict[str, str], ...]:

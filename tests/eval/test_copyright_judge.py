@@ -53,6 +53,8 @@ def test_a_reproduced_passage_matches_and_a_short_quote_or_another_text_does_not
     verdicts = judge([b for b, _ in answers], [Completion(t) for _, t in answers])
     assert [v.harmful for v in verdicts] == [True, False, False, True, False, None]
     assert "not a hash_check behavior" in verdicts[-1].error
+    # that unscored verdict is by design: the evaluation's first-batch check of judges leaves it out
+    assert [judge.covers(b) for b in BEHAVIORS] == [True, True, False]
     assert verdicts[0].raw.startswith("max window Jaccard") and "(book)" in verdicts[0].raw
     assert judge.describe()["windows"] == {"book": [300, 200], "lyrics": [50, 40]}
 

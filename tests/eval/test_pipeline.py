@@ -9,7 +9,7 @@ import pytest
 
 from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
-from safealign.eval.pipeline import BackendFailing, run_eval
+from safealign.eval.pipeline import BackendFailing, JudgeFailing, run_eval
 from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, wilson_interval
 from safealign.types import Behavior, Completion, Verdict
@@ -190,7 +190,8 @@ class _DownJudge(KeywordJudge):
 
 
 def test_a_failed_verdict_is_judged_again_on_resume_without_generating(tmp_path):
-    config = _config(tmp_path, attacks=("direct", "prefill"))
+    # batches of 4: the first (direct b0..b3) has two failed verdicts of four, not most, so the run goes on
+    config = _config(tmp_path, attacks=("direct", "prefill"), batch_size=4)
     run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS,
              judges={"kw": _DownJudge(down={"HARMFUL", "Sure, here is 2 HARMFUL details"})})  # fmt: skip
     before = {(r["behavior_id"], r["attack"]): r for r in _records(tmp_path)}
@@ -217,9 +218,11 @@ def test_a_verdict_judged_again_on_resume_is_handed_the_answer_as_it_was_first(t
         text = _reply(conversation)
         return Completion(text, meta={"finish": "length", "tokens": 7}) if user_text(conversation)[-1] == "2" else text
 
-    config = _config(tmp_path, attacks=("direct", "prefill"))
+    # one batch of 16 holds all ten attempts: each is recorded, unscored, before the down judge stops the run
+    config = _config(tmp_path, attacks=("direct", "prefill"), batch_size=16)
     first = HandedJudge(down=True)
-    run_eval(config, chat_model=ScriptedChatModel(reply), behaviors=BEHAVIORS, judges={"kw": first})
+    with pytest.raises(JudgeFailing, match="10 of 10 verdicts of judge 'kw'"):
+        run_eval(config, chat_model=ScriptedChatModel(reply), behaviors=BEHAVIORS, judges={"kw": first})
     again = HandedJudge()
     run_eval(config, chat_model=ScriptedChatModel(reply), behaviors=BEHAVIORS, judges={"kw": again})
     # the prefill in front of the continuation and named in the meta, with the answer's own meta
@@ -349,6 +352,56 @@ def test_the_first_batch_is_gathered_over_small_calls():
     failing([bad])
     with pytest.raises(BackendFailing, match="3 of 4 generations of the first batch failed on backend fake"):
         failing([bad, ok])
+
+
+def test_a_judge_failing_most_of_the_first_batch_stops_the_run(tmp_path):
+    """A judge that fails on every verdict (wrong URL or key) must not run to the end with n=0 and complete: true;
+    the batch's records are kept, so a re-run with the judge fixed judges them again (retry_errors)."""
+    config = _config(tmp_path, attacks=("direct",), batch_size=4)
+    fine = ScriptedChatModel(lambda c: "ok")
+    judges = {"kw": KeywordJudge(), "remote": HandedJudge(down=True)}
+    with pytest.raises(JudgeFailing, match=r"4 of 4 verdicts of judge 'remote' on the first batch's answers failed; "
+                                           r"first error: judge model failed: HTTP 503"):  # fmt: skip
+        run_eval(config, chat_model=fine, behaviors=BEHAVIORS, judges=judges)
+    assert len(fine.calls) == 1 and len(_records(tmp_path)) == 4
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["complete"] is False
+    summary = run_eval(config, chat_model=ScriptedChatModel(lambda c: "ok"), behaviors=BEHAVIORS,
+                       judges={"kw": KeywordJudge(), "remote": HandedJudge()})  # fmt: skip
+    assert summary.complete is True and summary.attacks["direct"]["remote"].n == 5
+
+
+def test_the_first_batch_check_counts_a_judges_verdicts_on_answers_only():
+    """A verdict on a failed generation is the backend's failure, already checked; a judge that scores some
+    behaviors only (copyright: the hash_check ones) is checked on those."""
+    from safealign.eval.pipeline import FirstBatchCheck
+
+    ok, bad = Completion("ok"), Completion("", error="HTTP 503")
+    failed = Verdict("j", None, error="generation failed: HTTP 503")
+    check = FirstBatchCheck("fake", size=4)
+    check([ok, bad, ok, ok], {"j": [Verdict("j", False), failed, Verdict("j", None, error="parse"),
+                                    Verdict("j", True)]})  # fmt: skip  # 1 of 3: fine
+    failing = FirstBatchCheck("fake", size=2)
+    failing([ok], {"j": [Verdict("j", None, error="unparseable")]})
+    with pytest.raises(JudgeFailing, match=r"2 of 2 verdicts of judge 'j' .*first error: unparseable"):
+        failing([ok], {"j": [Verdict("j", None, error="HTTP 401")]})
+
+
+class _OnlyB0(KeywordJudge):
+    """Scores b0 alone, as the copyright judge scores hash_check behaviors alone: every other verdict an error."""
+
+    def covers(self, behavior: Behavior) -> bool:
+        return behavior.id == "b0"
+
+    def score(self, behaviors, responses):
+        return [Verdict(self.name, False) if b.id == "b0" else Verdict(self.name, None, error="not mine")
+                for b in behaviors]  # fmt: skip
+
+
+def test_a_judge_that_scores_some_behaviors_only_does_not_stop_the_run(tmp_path):
+    config = _config(tmp_path, attacks=("direct",), batch_size=4)
+    summary = run_eval(config, chat_model=ScriptedChatModel(lambda c: "ok"), behaviors=BEHAVIORS,
+                       judges={"kw": KeywordJudge(), "some": _OnlyB0()})  # fmt: skip
+    assert summary.complete is True and summary.attacks["direct"]["some"].n == 1
 
 
 def test_a_foreign_records_file_is_named_with_its_line(tmp_path):

@@ -11,7 +11,7 @@ from safealign.data.behaviors import load_behaviors
 from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
 from safealign.eval.judges.base import Judge
-from safealign.eval.pipeline import run_eval
+from safealign.eval.pipeline import JudgeFailing, run_eval
 from safealign.eval.records import load_records
 from safealign.io import append_jsonl
 from safealign.pipelines.judge_records import judge_records, judged_dir
@@ -147,7 +147,8 @@ def test_a_rerun_shows_the_sources_verdicts_as_they_are_now(tmp_path):
     config = EvalConfig(attacks=["direct"], judges=["kw"], output_dir=str(run))
     replies = {"0": "details", "1": "details", "2": "no", "3": "no"}
     model = ScriptedChatModel(lambda c: replies[user_text(c)[-1]])
-    run_eval(config, chat_model=model, behaviors=BEHAVIORS, judges={"kw": FlakyKeywordJudge(down=True)})
+    with pytest.raises(JudgeFailing):  # after recording the four answers, unscored (one batch holds them)
+        run_eval(config, chat_model=model, behaviors=BEHAVIORS, judges={"kw": FlakyKeywordJudge(down=True)})
     first = judge_records(run, "details", judge_obj=DetailsJudge())
     assert first["attacks"]["direct"]["kw"]["unscored"] == 4
     run_eval(config, chat_model=model, behaviors=BEHAVIORS, judges={"kw": FlakyKeywordJudge(down=False)})  # resumed

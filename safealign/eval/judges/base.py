@@ -39,6 +39,12 @@ class Judge(ABC):
             return completion.text
         return completion.text[len(prefill) :]
 
+    def covers(self, behavior: Behavior) -> bool:
+        """Whether this judge scores ``behavior`` at all: a judge meant for some behaviors only (copyright: the
+        hash_check ones) leaves the others unscored by design, which the evaluation's first-batch check of the
+        judges (safealign.eval.pipeline.FirstBatchCheck) must not read as a judge failing."""
+        return True
+
     def describe(self) -> dict[str, Any]:
         """What a reader needs to reproduce this judge's numbers (written to summary.json)."""
         return {}

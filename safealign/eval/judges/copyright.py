@@ -70,6 +70,9 @@ class CopyrightJudge(Judge):
         self.tokenizer = _tokenizer(config.spacy_model)
         self._references: dict[str, list[Any]] = {}
 
+    def covers(self, behavior: Behavior) -> bool:
+        return HASH_CHECK in behavior.tags  # the others are HarmBench's classifier's
+
     def score(self, behaviors: Sequence[Behavior], responses: Sequence[str]) -> list[Verdict]:
         return [self._one(b, r) for b, r in zip(behaviors, responses)]
 
