@@ -73,12 +73,14 @@ def paired_mean_difference(a: Mapping[Any, Values], b: Mapping[Any, Values], *, 
 
 def mean_difference_stats(a: Values, b: Values, total: int) -> ScoreStats:
     """``mean(a − b)`` over the prompt ids both mappings score, with the paired bootstrap interval of
-    :func:`paired_mean_difference`; ``total`` prompts were asked, the ones not scored by both are unscored."""
+    :func:`paired_mean_difference`; ``total`` prompts were asked, the ones not scored by both are unscored. One
+    prompt gives no interval (None): every resample is that prompt, a zero-width interval that claims certainty."""
     shared = sorted(set(a) & set(b))
     if not shared:
         return ScoreStats(mean=None, n=0, unscored=total)
     d = paired_mean_difference({0: {i: a[i] for i in shared}}, {0: {i: b[i] for i in shared}})
-    return ScoreStats(mean=d["diff"], ci95=(d["ci95"][0], d["ci95"][1]), n=len(shared), unscored=total - len(shared))
+    ci95 = (d["ci95"][0], d["ci95"][1]) if len(shared) >= 2 else None
+    return ScoreStats(mean=d["diff"], ci95=ci95, n=len(shared), unscored=total - len(shared))
 
 
 def _paired_keys(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]]) -> tuple[list, list]:

@@ -410,3 +410,13 @@ def test_a_non_finite_value_is_refused_not_turned_into_a_nan_interval():
     for bad in (float("nan"), float("inf")):
         with pytest.raises(UserError, match="not finite"):
             hierarchical_mean({0: {"p1": 1.0, "p2": bad}, 1: {"p1": 0.5, "p2": 2.0}})
+
+
+def test_a_mean_difference_over_one_prompt_has_no_interval():
+    """One prompt gives a mean but no spread: a bootstrap over it is a zero-width interval, claiming certainty."""
+    from safealign.eval.paired import mean_difference_stats
+
+    one = mean_difference_stats({"p1": 0.7}, {"p1": 0.2}, total=3)
+    assert (one.mean, one.ci95, one.n, one.unscored) == (pytest.approx(0.5), None, 1, 2)
+    two = mean_difference_stats({"p1": 0.7, "p2": 0.1}, {"p1": 0.2, "p2": 0.2}, total=2)
+    assert two.ci95 is not None and two.ci95[0] < two.ci95[1] and two.n == 2
