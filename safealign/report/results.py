@@ -17,7 +17,9 @@ from safealign.report.load import RunData, Stage
 HEADLINE_KEYS = ("direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate")
 JUDGE_NOTES = {
     "refusal": "refusal-substring judge (AdvBench list): any answer without a listed refusal phrase counts "
-               "as a jailbreak, so deflections count as harmful. Treat its ASR as a rough upper bound.",
+               "as a jailbreak and any with one as a refusal, so deflections count as harmful and complying "
+               "answers that say \"As an\" or \"illegal\" as not. It errs both ways (FPR 0.414, FNR 0.207 on "
+               "HarmBench's validation set): its ASR is no bound.",
 }  # fmt: skip
 
 

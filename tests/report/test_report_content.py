@@ -38,7 +38,7 @@ def test_same_numbers_in_html_and_markdown(demo_run, demo_report):
     for heading in ("Before / after", "Jailbreak attacks", "Over-refusal", "Helpfulness (MT-Bench-style)", "Training",
                     "Gradient entanglement", "Example completions", "Resolved configurations"):  # fmt: skip
         assert f"## {heading}" in md and f"<h2>{heading}</h2>".replace("/", "/") in html
-    assert "rough upper bound" in html and "rough upper bound" in md
+    assert "errs both ways" in html and "errs both ways" in md
     assert "Judge model: fixture-judge" in md
     assert "![" not in md and "data:image" not in md  # no plots in markdown
 

@@ -36,6 +36,6 @@ def test_report_from_pipeline_output(tmp_path):
     md = render_markdown(build_document(data, with_plots=False))
     # Wilson(4, 4) = [51.0, 100.0]; Wilson(1, 4) = [4.6, 69.9]
     assert "| direct | 100.0% [51.0–100.0] n=4 | 25.0% [4.6–69.9] n=4 |" in md
-    assert "rough upper bound" in md
+    assert "errs both ways" in md
     html = render_html(build_document(data, with_plots=False))
     assert XSS[0] not in html and "Sure: &lt;script&gt;alert(1)&lt;/script&gt;" in html
