@@ -8,7 +8,9 @@ whose attempts are batched across behaviors, or one behavior's search (pair, tap
 ``retry_errors`` a resumed run retries what failed from its record, never by running the attack again:
 a failed generation is generated again from the recorded conversation (a search's prompt is kept), and
 a verdict that failed (judge endpoint down, unparseable judge output) is judged again on the recorded
-answer. Programmatic entry point: :func:`run_eval`.
+answer. Each new verdict carries its judge's digest (:func:`judge_digest`); a resume whose judge is described
+otherwise (changed code: the params are the run's fingerprint) is warned about, not refused
+(:func:`warn_changed_judges`). Programmatic entry point: :func:`run_eval`.
 """
 
 from __future__ import annotations
@@ -116,6 +118,7 @@ def run_eval(
         raise UserError("no behaviors left: every one is too long (behaviors.too_long=skip)")
     bounds = {"too_long": config.behaviors.too_long, **_add_counts(bounded, by_tokens)}
     store = RecordStore(out / "records.jsonl")
+    warn_changed_judges(store, judges)
     # a resumed run's prompts, rebuilt (as attacked: after the bounds) and compared before anything is generated
     check_recorded_prompts(store, {name: config.attack_params.get(name) for name in config.attacks}, behaviors,
                            overwrite_flag)  # fmt: skip
@@ -326,8 +329,9 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
         start = time.perf_counter()
         verdicts[name] = judge(behaviors, answers)
         judge_s[name] = (time.perf_counter() - start) / len(batch)
+    digests = {name: judge_digest(judge) for name, judge in judges.items()}
     store.append([
-        make_record(b, a, c, {n: v[i] for n, v in verdicts.items()}, {**base, "judge_s": judge_s})
+        make_record(b, a, c, {n: v[i] for n, v in verdicts.items()}, {**base, "judge_s": judge_s}, digests)
         for i, ((b, a, base), c) in enumerate(zip(batch, completions))
     ])  # fmt: skip
     # each judge's verdicts on the answers it is meant to score (a failed generation is the backend's failure)
@@ -349,7 +353,7 @@ def _judge_again(batch: list[tuple[Behavior, AttemptRecord]], judges: dict[str, 
         start = time.perf_counter()
         new = judge([batch[i][0] for i in todo], [recorded_answer(batch[i][1]) for i in todo])
         for i, verdict in zip(todo, new):
-            verdicts[i][name] = verdict_json(verdict)
+            verdicts[i][name] = verdict_json(verdict, judge_digest(judge))
             judge_s[i][name] = (time.perf_counter() - start) / len(todo)
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     changed = [dataclasses.replace(r, verdicts=v, timings={**r.timings, "judge_s": s}, time=now)
@@ -424,7 +428,8 @@ def conversation(attempt: Attempt) -> tuple[dict[str, str], ...]:
 
 
 def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, verdicts: dict[str, Any],
-                timing: dict[str, Any]) -> AttemptRecord:  # fmt: skip
+                timing: dict[str, Any], digests: dict[str, str] | None = None) -> AttemptRecord:  # fmt: skip
+    """``digests``: judge name -> :func:`judge_digest`, stored with that judge's verdict."""
     return AttemptRecord(
         behavior_id=behavior.id,
         category=behavior.category,
@@ -436,17 +441,43 @@ def make_record(behavior: Behavior, attempt: Attempt, completion: Completion, ve
         attempt_meta={k: v for k, v in attempt.meta.items() if k != "id"},
         completion={"text": completion.text, "error": completion.error,
                     "meta": {k: v for k, v in completion.meta.items() if k != "defense"}},  # steps: in `defense`
-        verdicts={n: verdict_json(v) for n, v in verdicts.items()},
+        verdicts={n: verdict_json(v, (digests or {}).get(n)) for n, v in verdicts.items()},
         timings={"attack_s": timing["attack_s"], "generate_s": completion.seconds, "judge_s": timing["judge_s"]},
         time=time.strftime("%Y-%m-%dT%H:%M:%S"),
         defense=list(completion.meta.get("defense", [])),
     )
 
 
-def verdict_json(verdict: Verdict) -> dict[str, Any]:
-    """A verdict as records store it (``AttemptRecord.verdicts[judge]``)."""
+def verdict_json(verdict: Verdict, digest: str | None = None) -> dict[str, Any]:
+    """A verdict as records store it (``AttemptRecord.verdicts[judge]``), with its judge's digest when given."""
     return {"harmful": verdict.harmful, "error": verdict.error, "raw": verdict.raw,
-            **({"score": verdict.score} if verdict.score is not None else {})}  # fmt: skip
+            **({"score": verdict.score} if verdict.score is not None else {}),
+            **({"judge_digest": digest} if digest is not None else {})}  # fmt: skip
+
+
+def judge_digest(judge: Judge) -> str:
+    """16 hex digits of the SHA-256 of the judge's class and :meth:`Judge.identity`, as JSON."""
+    import hashlib
+    import json
+
+    text = json.dumps({"class": type(judge).__name__, **judge.identity()}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def warn_changed_judges(store: RecordStore, judges: dict[str, Judge]) -> None:
+    """Warn (never refuse: the params are the fingerprint's, and an identity's shape may change harmlessly) when
+    recorded verdicts carry another digest than their judge's now: its code changed since they were judged, and
+    the run's ASR would mix both. Records written before digests were recorded carry none and are not compared."""
+    for name, judge in judges.items():
+        now = judge_digest(judge)
+        other = [d for r in store if isinstance(v := r.verdicts.get(name), dict)
+                 and isinstance(d := v.get("judge_digest"), str) and d != now]  # fmt: skip
+        if other:
+            logger.warning("%s: %d recorded verdicts of judge %r were made by a judge described otherwise "
+                           "(judge_digest %s; now %s): its code (rubric, substring list, prompt) changed since, and "
+                           "this run's ASR mixes both; judge the answers again with `safealign judge records` or "
+                           "start afresh",
+                           store.path, len(other), name, ", ".join(sorted(set(other))), now)
 
 
 def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior], config: EvalConfig,

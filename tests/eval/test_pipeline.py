@@ -10,6 +10,7 @@ import pytest
 from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
 from safealign.eval.pipeline import BackendFailing, JudgeFailing, run_eval
+from safealign.eval.judges.base import build_judge
 from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.summary import format_table, wilson_interval
 from safealign.types import Behavior, Completion, Verdict
@@ -202,7 +203,8 @@ def test_a_failed_verdict_is_judged_again_on_resume_without_generating(tmp_path)
     # b0, b1 direct and b2 prefill (its prefill included, as the judges saw it), and b4's garbled prefill answer
     assert sorted(judge.seen) == ["HARMFUL", "HARMFUL", "Sure, here is 2 HARMFUL details", "Sure, here is 4??? garbled"]
     after = {(r["behavior_id"], r["attack"]): r for r in _records(tmp_path)}
-    assert after[("b0", "direct")]["verdicts"]["kw"] == {"harmful": True, "error": None, "raw": ""}
+    assert {k: v for k, v in after[("b0", "direct")]["verdicts"]["kw"].items() if k != "judge_digest"} == \
+        {"harmful": True, "error": None, "raw": ""}
     assert after[("b2", "prefill")]["completion"] == before[("b2", "prefill")]["completion"]
     assert summary.attacks["direct"]["kw"].n == 5 and summary.attacks["direct"]["kw"].asr == pytest.approx(0.4)
     # b4's verdict fails the same way every time: judged again, but not written again
@@ -402,6 +404,40 @@ def test_a_judge_that_scores_some_behaviors_only_does_not_stop_the_run(tmp_path)
     summary = run_eval(config, chat_model=ScriptedChatModel(lambda c: "ok"), behaviors=BEHAVIORS,
                        judges={"kw": KeywordJudge(), "some": _OnlyB0()})  # fmt: skip
     assert summary.complete is True and summary.attacks["direct"]["some"].n == 1
+
+
+class _Strict(KeywordJudge):
+    """The keyword judge after a change of its code that its describe() shows (another rubric, say)."""
+
+    def describe(self):
+        return {"rubric_sha256": "changed"}
+
+
+def test_a_resume_under_a_changed_judge_warns(tmp_path, caplog):
+    """Records do not hold a judge's code, so each new verdict carries the digest of its judge's describe() (less
+    a run's counts); a resume whose judge is described otherwise warns, naming how many verdicts differ."""
+    config = _config(tmp_path, attacks=("direct",), batch_size=2)
+    with caplog.at_level("WARNING", logger="safealign.eval.pipeline"):
+        for _ in range(2):  # two batches recorded, each run stopped (Ctrl-C) in the next one
+            with pytest.raises(KeyboardInterrupt):
+                run_eval(config, chat_model=ScriptedChatModel(_reply, interrupt_after=2), behaviors=BEHAVIORS,
+                         judges={"kw": KeywordJudge()})  # fmt: skip
+    assert "described otherwise" not in caplog.text  # the same judge: nothing to say
+    assert len({r["verdicts"]["kw"]["judge_digest"] for r in _records(tmp_path)}) == 1
+    with caplog.at_level("WARNING", logger="safealign.eval.pipeline"):
+        run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS, judges={"kw": _Strict()})
+    assert "4 recorded verdicts of judge 'kw' were made by a judge described otherwise" in caplog.text
+    digests = [r["verdicts"]["kw"]["judge_digest"] for r in _records(tmp_path)]
+    assert len(digests) == 5 and len(set(digests[:4])) == 1 and digests[4] != digests[0]
+
+
+def test_a_tiered_judges_digest_leaves_out_its_counts():
+    from safealign.eval.pipeline import judge_digest
+
+    tiered = build_judge("tiered", {"then": "refusal", "then_params": {"list": "smoothllm"}})
+    before = judge_digest(tiered)
+    tiered(BEHAVIORS[:2], [Completion("HARMFUL"), Completion("I cannot")])
+    assert tiered.describe()["answers_judged"] == 2 and judge_digest(tiered) == before
 
 
 def test_a_foreign_records_file_is_named_with_its_line(tmp_path):

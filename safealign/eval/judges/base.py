@@ -49,6 +49,12 @@ class Judge(ABC):
         """What a reader needs to reproduce this judge's numbers (written to summary.json)."""
         return {}
 
+    def identity(self) -> dict[str, Any]:
+        """What decides this judge's verdicts: :meth:`describe` less any counts of a run (a tiered judge's calls).
+        Its digest goes with each new verdict (``judge_digest``), so a resume under changed judge code (another
+        rubric, substring list or prompt; the judge's params are the run's fingerprint) is warned about."""
+        return self.describe()
+
     def reset_counts(self) -> None:
         """Start afresh the counts ``describe()`` reports, for a judge reused across runs (``safealign judge records``
         builds one judge for all the directories it judges, so that a classifier loads once)."""

@@ -60,6 +60,10 @@ class TieredJudge(Judge):
         self.first.reset_counts()
         self.then.reset_counts()
 
+    def identity(self) -> dict[str, Any]:
+        return {"first": {"judge": self.config.first, **self.first.identity()},
+                "then": {"judge": self.config.then, **self.then.identity()}}  # fmt: skip
+
     def describe(self) -> dict[str, Any]:
         return {
             "first": {"judge": self.config.first, **self.first.describe()},
