@@ -9,7 +9,7 @@ library callers that already catch ``ValueError`` keep working.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 
@@ -21,6 +21,21 @@ def brief(value: object, limit: int = 60) -> str:
     """A value as an error message shows it: its ``repr``, cut to ``limit`` characters."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def close_match(value: str, choices: Iterable[str]) -> str | None:
+    """The one of ``choices`` closest to a misspelt ``value`` (difflib's ratio >= 0.6), or None."""
+    import difflib
+
+    found = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return found[0] if found else None
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` naming the closest of ``choices`` to ``value``, or ``""`` when none is close: for a
+    message that refuses an unknown name and lists the valid ones."""
+    match = close_match(value, choices)
+    return f" (did you mean {match!r}?)" if match else ""
 
 
 @contextlib.contextmanager

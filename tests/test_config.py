@@ -217,6 +217,41 @@ def test_a_secret_in_training_args_is_refused_before_it_is_saved(recipe):
         load_config(TrainConfig, recipe, ["training_args.push_to_hub=true", "training_args.hub_token=hf_SECRET"])
 
 
+@pytest.mark.parametrize("override, message", [
+    # a typo: TrainingArguments(**training_args) failed with a TypeError traceback when the first stage trained
+    ("training_args.disable_tqdn=true", r"training_args.disable_tqdn: not a field of transformers.TrainingArguments"
+                                        r" \(did you mean 'disable_tqdm'\?\)"),
+    ("training_args.learnig_rate=1e-4", r"training_args.learnig_rate: not a field .*did you mean the config key "
+                                        r"learning_rate\?"),
+    # a key the config sets itself: "got multiple values for keyword argument"
+    ("training_args.learning_rate=1e-4", r"training_args.learning_rate: .* set learning_rate instead"),
+    ("training_args.data_seed=3", r"training_args.data_seed: .* set seed instead"),
+    ("training_args.optim=adafactor", r"training_args.optim: .* set optimizer instead"),
+    ("training_args.remove_unused_columns=true", r"training_args.remove_unused_columns: safealign sets it"),
+])
+def test_training_args_are_checked_against_transformers_before_anything_loads(recipe, override, message):
+    with pytest.raises(ValueError, match=message):
+        load_config(TrainConfig, recipe, [override])
+    config = load_config(TrainConfig, recipe, ["training_args.use_cpu=true", "training_args.bf16=false",
+                                               "training_args.ddp_timeout=10800"])  # fields it does not set: kept
+    assert config.training_args == {"use_cpu": True, "bf16": False, "ddp_timeout": 10800}
+
+
+def test_every_training_argument_safealign_sets_is_refused_in_training_args():
+    """The refused keys are those safealign.train.run.training_arguments passes besides ``**training_args``."""
+    import ast
+    import inspect
+
+    from safealign.train import run
+    from safealign.train.config import SET_BY_CONFIG, SET_BY_SAFEALIGN
+
+    tree = ast.parse(inspect.getsource(run.training_arguments))
+    call = next(n for n in ast.walk(tree)
+                if isinstance(n, ast.Call) and getattr(n.func, "id", "") == "TrainingArguments")
+    passed = {k.arg for k in call.keywords if k.arg} | {"optim", "gradient_checkpointing"}  # the two ** expansions
+    assert passed - {"bf16"} == set(SET_BY_CONFIG) - {"group_by_length"} | set(SET_BY_SAFEALIGN)  # bf16: a default
+
+
 
 def test_a_recipe_may_name_its_trainer_preference_as_documented(tmp_path):
     path = tmp_path / "pref.yaml"

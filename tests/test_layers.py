@@ -116,3 +116,32 @@ def test_the_checker_accepts_downward_and_same_package_imports(tmp_path):
     path.write_text("from safealign.train.grads import pair_entanglement\nfrom . import y\nimport safealign.types\n"
                     "from safealign import errors\n")
     assert violations(tmp_path / "safealign") == []
+
+
+def _readme_section(title: str) -> str:
+    text = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_layout_names_every_layer_in_this_order_and_every_top_level_folder():
+    layout = _readme_section("Layout")
+    tree = layout.split("```", 2)[1]
+    packages = [name for row in LAYERS[1:] for name in row]
+    positions = [tree.find(f"{name}/") for name in packages]
+    assert -1 not in positions, [p for p, at in zip(packages, positions) if at < 0]
+    assert positions == sorted(positions), f"README's Layout orders the layers otherwise than {packages}"
+    modules = sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "__main__"))
+    assert all(f"{m}.py" in tree for m in modules), [m for m in modules if f"{m}.py" not in tree]
+    configs = sorted(p.name for p in (PACKAGE.parent / "configs").iterdir() if p.is_dir())
+    assert f"configs/{{{','.join(configs)}}}" in tree
+    for folder in ("docs/", "bench/", "tests/", "examples/", "results/"):
+        assert folder in tree, folder
+
+
+def test_the_readme_indexes_every_doc_and_links_the_benchmark_layouts_from_evaluation():
+    layout = _readme_section("Layout")
+    docs = sorted(p.name for p in (PACKAGE.parent / "docs").glob("*.md"))
+    index = [line for line in layout.splitlines() if line.startswith("- `docs/")]
+    assert [line.split("`")[1] for line in index] == [f"docs/{name}" for name in docs]
+    evaluation = next(b for b in _readme_section("Concepts").split("\n- ") if b.startswith("**Evaluation**"))
+    assert "docs/benchmarks.md" in evaluation

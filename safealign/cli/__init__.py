@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "data": ("safealign.cli.data", "inspect and build data sets"),
     "models": ("safealign.cli.models", "fetch and list models"),
     "diagnose": ("safealign.cli.diagnose", "ranking, entanglement, anchor gap, E-share, margins, win rate"),
-    "judge": ("safealign.cli.judge", "check a judge against human labels (judge validate)"),
+    "judge": ("safealign.cli.judge", "check a judge against human labels (judge validate); judge an evaluation's "
+              "recorded answers again (judge records)"),
     "rm": ("safealign.cli.rm", "reward and cost models: rm score"),
     "compare-online": ("safealign.cli.compare_online",
                        "online E-RLHF vs plain RLHF over seeds: held-out ASR and over-refusal before/after"),

@@ -10,12 +10,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default="smollm2-135m-instruct", help="load_model spec (default: the embedded model)"
     )
     parser.add_argument("--out", required=True, help="output JSONL (appended; re-runs skip finished ids)")
-    parser.add_argument("--split", default="train", choices=["train", "test", "all"], help="built-in prompt split")
+    parser.add_argument("--split", default="train", choices=["train", "test", "all"],
+                        help="which split of the built-in prompts to answer (default: %(default)s)")
     parser.add_argument("--harmful-limit", type=_count(0), default=None, help="first N harmful prompts per split")
     parser.add_argument("--benign-limit", type=_count(0), default=None, help="first N benign prompts per split")
-    parser.add_argument("--max-new-tokens", type=_count(1), default=48)
-    parser.add_argument("--batch-size", type=_count(1), default=16)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=_count(1), default=48,
+                        help="longest answer generated per prompt, in tokens (default: %(default)s)")
+    parser.add_argument("--batch-size", type=_count(1), default=16,
+                        help="prompts answered at once (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed that picks each pair's refusal text, and the generation's (default: %(default)s)")
     parser.add_argument("--cut-answers", choices=["keep", "drop", "open"], default="keep",
                         help="a pair whose own answer was cut at --max-new-tokens: keep it as if finished (default, "
                              "as before), drop it, or open it (train that side without the end-of-turn token)")

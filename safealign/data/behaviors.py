@@ -42,10 +42,11 @@ BENCHMARKS = {"do_not_answer": "Do-Not-Answer", "simple_safety_tests": "SimpleSa
               "sorry_bench": "SORRY-Bench", "wildjailbreak": "WildJailbreak"}
 
 
-def load_behaviors(path: str | Path, *, targets: str | Path | None = None) -> list[Behavior]:
-    """Parse a behaviors file; malformed rows raise UserError naming the file, row and field."""
+def load_behaviors(path: str | Path, *, targets: str | Path | None = None, what: str | None = None) -> list[Behavior]:
+    """Parse a behaviors file; malformed rows raise UserError naming the file, row and field (and a missing file
+    ``what``, the config key that named it)."""
     name = str(path)
-    records = list(read_rows(path))
+    records = list(read_rows(path, what=what))
     if not records:
         raise UserError(f"{name}: no behaviors")
     benchmark = benchmark_layout(records[0][1].keys(), name)

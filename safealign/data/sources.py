@@ -51,11 +51,12 @@ def file_kind(path: Path) -> str:
 
 
 def read_rows(
-    source: str | Path, *, split: str | None = None, limit: int | None = None
+    source: str | Path, *, split: str | None = None, limit: int | None = None, what: str | None = None
 ) -> Iterator[tuple[int, Record]]:
     """Yield ``(row, record)`` from a local file or an HF dataset id; at most ``limit`` records.
 
-    Raises UserError naming the file (and line) when it cannot be read.
+    Raises UserError naming the file (and line) when it cannot be read; ``what``, the config key that named the
+    source (``behaviors.path``), is named too when there is no such file.
     """
     path = Path(source)
     if path.exists():
@@ -65,7 +66,7 @@ def read_rows(
             log.warning("%s: --split %r ignored for a local file", path, split)
         rows = _read_file(path)
     else:
-        rows = _read_hub(str(source), split or "train")
+        rows = _read_hub(str(source), split or "train", what)
     for row, record in rows:
         if limit is not None and row >= limit:
             return
@@ -174,11 +175,12 @@ def _read_parquet(path: Path) -> Iterator[tuple[int, Record]]:
         yield row, record
 
 
-def _read_hub(source: str, split: str) -> Iterator[tuple[int, Record]]:
+def _read_hub(source: str, split: str, what: str | None = None) -> Iterator[tuple[int, Record]]:
     """``owner/name`` or ``owner/name/folder`` (a subset stored in a folder of the dataset repository, e.g.
     ``Anthropic/hh-rlhf/harmless-base``: the folder is passed to ``load_dataset`` as ``data_dir``)."""
     if not _looks_like_dataset_id(source):
-        raise UserError(f"{source}: no such file (and not a Hugging Face dataset id such as 'owner/name')")
+        raise UserError(f"{source}: no such file{_set_by(source, what)} (and not a Hugging Face dataset id such as "
+                        "'owner/name')")
     owner, _, rest = source.partition("/")
     name, _, data_dir = rest.partition("/")
     dataset_id = f"{owner}/{name}" if name else owner
@@ -189,10 +191,20 @@ def _read_hub(source: str, split: str) -> Iterator[tuple[int, Record]]:
         dataset = datasets.load_dataset(dataset_id, split=split, **extra)
     except Exception as exc:  # datasets raises many types (network, missing split, missing repo)
         raise UserError(
-            f"{source}: no such file, and loading it as a Hugging Face dataset (split {split!r}) failed: {exc}"
+            f"{source}: no such file{_set_by(source, what)}, and loading it as a Hugging Face dataset (split "
+            f"{split!r}) failed: {exc}"
         ) from exc
     for row, record in enumerate(dataset):
         yield row, dict(record)
+
+
+def _set_by(source: str, what: str | None) -> str:
+    """`` (behaviors.path; a relative path is read from the current directory, /x)``: where to look for a missing
+    file -- the key that named it and, for a relative path, the directory it was looked for in."""
+    parts = [what] if what else []
+    if not Path(source).expanduser().is_absolute():
+        parts.append(f"a relative path is read from the current directory, {Path.cwd()}")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 def _looks_like_dataset_id(source: str) -> bool:

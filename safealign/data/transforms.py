@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
-from safealign.errors import UserError
+from safealign.errors import UserError, did_you_mean
 from safealign.registry import RegisteredName, Registry, import_callable
 from safealign.types import Message
 
@@ -83,7 +84,8 @@ class SafetyPrefix(PromptTransform):
     Args:
         prefix: the text, or the name of a built-in from :data:`PREFIXES` — ``"responsible"``,
             ``"wellbeing"``, ``"safety_legality"`` or ``"community_guidelines"`` (the default; the paper's
-            headline prefix). The text is prepended as is: end a custom prefix with its separator.
+            headline prefix). The text is prepended as is: end a custom prefix with its separator. One word
+            that names no built-in is refused as a misspelt name (:func:`prefix_text`).
         apply_to: ``"harmful"`` (the paper: rows flagged harmful only; rows whose flag is unknown
             (None) are left unchanged), ``"all"`` (every row; the paper found this hurts safety — an
             ablation), or ``"classifier"`` (rows for which ``classifier(last_user_text)`` is true; the
@@ -107,15 +109,14 @@ class SafetyPrefix(PromptTransform):
             raise UserError(f"safety_prefix: apply_to={apply_to!r}; valid values: {', '.join(APPLY_TO)}")
         if (apply_to == "classifier") != (classifier is not None):
             raise UserError("safety_prefix: pass classifier= exactly when apply_to='classifier'")
-        if not isinstance(prefix, str) or not prefix.strip():
-            raise UserError("safety_prefix: prefix must be non-empty text or one of " + ", ".join(PREFIXES))
+        text = prefix_text(prefix)
         if isinstance(classifier, str):
             classifier_name = classifier_name or classifier
             classifier = import_callable(classifier, "safety_prefix: classifier")
         elif classifier is not None and not callable(classifier):
             raise UserError(f"safety_prefix: classifier must be a function or its 'module.function' path, got "
                             f"{type(classifier).__name__}")
-        self.prefix = PREFIXES.get(prefix, prefix)
+        self.prefix = text
         self.apply_to = apply_to
         self.classifier = classifier
         self.classifier_name = classifier_name or (_qualname(classifier) if classifier else None)
@@ -165,6 +166,21 @@ def _last_user_index(prompt: tuple[Message, ...]) -> int:
         if prompt[i]["role"] == "user":
             return i
     raise UserError("prompt has no user message to transform")
+
+
+def prefix_text(prefix: str) -> str:
+    """The text of ``prefix``: a built-in name's (:data:`PREFIXES`), or ``prefix`` itself. One word that names no
+    built-in (letters, digits, ``_`` or ``-``, no space) is refused rather than prepended as it is: it is far more
+    likely a misspelt name (``community_guideline``) than a prefix, and would silently train another E-variant."""
+    if not isinstance(prefix, str) or not prefix.strip():
+        raise UserError("safety_prefix: prefix must be non-empty text or one of " + ", ".join(PREFIXES))
+    if prefix in PREFIXES:
+        return PREFIXES[prefix]
+    if re.fullmatch(r"[A-Za-z_][\w-]*", prefix):
+        raise UserError(f"safety_prefix: prefix {prefix!r} is no built-in prefix name{did_you_mean(prefix, PREFIXES)}; "
+                        f"the built-in names: {', '.join(PREFIXES)}. A text of your own is prepended as it is: end it "
+                        f"with its separator (e.g. {prefix + ' '!r})")
+    return prefix
 
 
 def _qualname(fn: Callable[..., Any]) -> str:

@@ -50,7 +50,7 @@ def from_file(loaded: BenchmarkSet, *, whole_file: bool) -> BenignSet:
 def _named_file(path: str) -> BenignSet:
     """The prompts of ``benign.path``: a file the user names for over-refusal that gives none is an error,
     never a silently skipped evaluation (e.g. or-bench-toxic.csv, JailbreakBench's harmful file)."""
-    loaded = read_benchmark(path)
+    loaded = read_benchmark(path, what="benign.path")
     found = from_file(loaded, whole_file=True)
     if not found:
         raise UserError(

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import torch
 from torch import nn
 
-from safealign.errors import UserError
+from safealign.errors import UserError, did_you_mean
 from safealign.models.embedded import (
     BUILTIN_MODELS, ModelUnavailableError, damaged_message, ensure_embedded, hub_reachable,
 )
@@ -233,12 +233,25 @@ def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -
                 "and pass DIR as the model spec."
             ) from exc
         _damaged_builtin(source, args, exc)
+        if source.kind == "hub":
+            raise UserError(_not_on_the_hub(source.location, exc)) from exc
         raise
     except (UserError, MemoryError, torch.OutOfMemoryError):
         raise
     except Exception as exc:  # safetensors, tokenizers and JSON errors name no file
         _damaged_builtin(source, args, exc)
         raise
+
+
+def _not_on_the_hub(spec: str, exc: OSError) -> str:
+    """A hub id the hub (reachable) could not give: most often a misspelt built-in name or hub id, else a gated or
+    private repository (transformers' own words say which); the built-in names and the closest spec are named."""
+    builtins = [*sorted(BUILTIN_MODELS), TINY_RANDOM]
+    known = [*builtins, *(model.hub_id for model in BUILTIN_MODELS.values())]
+    why = " ".join(str(exc).split())  # transformers' message spans lines; a UserError is one
+    return (f"model spec {spec!r}: the Hugging Face hub could not give it ({why}){did_you_mean(spec, known)}; "
+            f"built-in names: {', '.join(builtins)}; a model spec is also a local folder, a .gguf file or a LoRA "
+            "adapter folder")
 
 
 def _damaged_builtin(source: ModelSource, args: tuple[Any, ...], exc: BaseException) -> None:

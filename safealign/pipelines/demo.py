@@ -126,7 +126,7 @@ def _extra_sets(config: DemoConfig) -> dict[str, list[Any]]:
 
     sets = {}
     for path in config.extra_harmful:
-        behaviors = [b for b in load_behaviors(path) if b.category != "copyright"]
+        behaviors = [b for b in load_behaviors(path, what="extra_harmful") if b.category != "copyright"]
         step = max(1, len(behaviors) // max(1, config.extra_limit))
         sets[_extra_name(path)] = behaviors[::step][: config.extra_limit]
     return sets
@@ -145,7 +145,7 @@ def _benign_rows(spec: str) -> list[tuple[str, str]]:
         return [(p.id, p.prompt) for p in load_untuned_benign()]
     from safealign.data.behaviors import load_behaviors
 
-    return [(b.id, b.behavior) for b in load_behaviors(spec)]
+    return [(b.id, b.behavior) for b in load_behaviors(spec, what="extra_benign")]
 
 
 def _extra_benign(config: DemoConfig) -> dict[str, list[Any]]:

@@ -103,7 +103,7 @@ class DemoConfig:
     extra_benign: list[str] = field(default_factory=lambda: [BUILTIN_PREFIX + UNTUNED_BENIGN])
     extra_benign_limit: int = 50
     # the safety prefix of the E-variant's reference view: a built-in name (safealign/data/transforms.py PREFIXES)
-    # or the text itself
+    # or the text itself, ending with its separator (one word naming no built-in is refused as a misspelt name)
     prefix: str = "community_guidelines"
     # pair generation: greedy, this many tokens, eval.generation.batch_size, seeded with ``seed`` (demo.py,
     # _pair_params); the rest of eval.generation (sampling, stop strings) applies to the evaluation only: the
@@ -121,6 +121,7 @@ class DemoConfig:
     def validate(self) -> None:
         """Value ranges and loss parameters, checked before the model loads (the pair build runs first)."""
         from safealign import checks
+        from safealign.data.transforms import prefix_text
         from safealign.losses import validate_params
 
         checks.at_least("pair_max_new_tokens", self.pair_max_new_tokens, 1)
@@ -133,6 +134,7 @@ class DemoConfig:
                                 f"{BUILTIN_PREFIX + UNTUNED_BENIGN} (or give a file path)")
         if not str(self.prefix).strip():
             raise UserError("prefix: a built-in prefix name or non-empty text")
+        prefix_text(self.prefix)  # a misspelt name fails here, not when the E-variant's stage trains
         # the demo's figures are direct-request and template ASR under the refusal judge, and the refusal margin
         # scores the base model's direct answers: without them a run would fail after training, not here
         for key, needed, listed in (("eval.attacks", ("direct", "template"), self.eval.attacks),

@@ -1,8 +1,9 @@
 """Read a run directory (demo, training run, evaluation, defense comparison or sweep) into plain data for the report.
 
 Everything is optional: a missing or unreadable file becomes an entry in ``RunData.missing`` /
-``RunData.problems`` and the report renders what exists. Summaries and attempt records are read into
-the typed run records of :mod:`safealign.io`. Nothing here formats or escapes text.
+``RunData.problems`` and the report renders what exists. A directory of none of these layouts (:data:`LAYOUTS`) is
+a UserError naming them and a subfolder that holds a run, so no empty report is written. Summaries and attempt
+records are read into the typed run records of :mod:`safealign.io`. Nothing here formats or escapes text.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Stage:
 @dataclass
 class RunData:
     root: Path
-    kind: str  # "demo" | "train" | "eval" | "defenses" | "sweep" | "unknown"
+    kind: str  # "demo" | "train" | "eval" | "defenses" | "sweep" ("unknown" only while load_run looks)
     demo_summary: DemoSummary | None = None
     trainings: list[TrainingRun] = field(default_factory=list)
     stages: list[Stage] = field(default_factory=list)
@@ -214,6 +215,30 @@ def _has_runs(root: Path) -> bool:
     return any(p.is_dir() for p in (*root.glob("eval/*"), *root.glob("train/*")))
 
 
+# what load_run recognises, in the order it looks
+LAYOUTS = ("a sweep (cells/)", "a defense comparison or a demo (summary.json; or eval/*/ or train/*/ folders while "
+           "one runs)", "a training run (metrics.jsonl or train_summary.json)",
+           "an evaluation (summary.json, records.jsonl or jailbreak/)")
+
+
+def _looks_like_run(folder: Path) -> bool:
+    """Whether ``folder`` holds any of :data:`LAYOUTS`' files (without reading them)."""
+    names = ("cells", "summary.json", "metrics.jsonl", "train_summary.json", "records.jsonl", "jailbreak")
+    return any((folder / name).exists() for name in names) or _has_runs(folder)
+
+
+def _no_run(root: Path, data: RunData) -> str:
+    """Why ``root`` gets no report: the layouts read, what was wrong with a file that was there, and the
+    subfolders one level down that hold a run (the usual mistake: the folder above the run)."""
+    runs = sorted(p for p in root.iterdir() if p.is_dir() and _looks_like_run(p))
+    problems = f" ({'; '.join(data.problems)})" if data.problems else ""
+    hint = f"; a subfolder holds one: safealign report {runs[0]}" if runs else ""
+    if len(runs) > 1:
+        hint += f" (others: {', '.join(p.name for p in runs[1:6])}{', ...' if len(runs) > 6 else ''})"
+    return (f"{root}: no run of a layout the report reads{problems}; it reads {'; '.join(LAYOUTS)}{hint}. Nothing "
+            "was written")
+
+
 def load_run(root: str | Path) -> RunData:
     """Load whatever a run directory holds; see the module docstring."""
     root = Path(root)
@@ -254,6 +279,8 @@ def load_run(root: str | Path) -> RunData:
     elif top is not None or (root / "records.jsonl").is_file() or (root / "jailbreak").is_dir():
         data.kind = "eval"
         data.stages.append(_load_stage(root.name, root, data))
+    if data.kind == "unknown":
+        raise UserError(_no_run(root, data))
     if data.kind == "demo":
         train_dirs = sorted(p for p in (root / "train").glob("*") if p.is_dir()) if (root / "train").is_dir() else []
         if not train_dirs:

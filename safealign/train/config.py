@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from safealign import checks
-from safealign.errors import UserError
+from safealign.errors import UserError, close_match
 
 
 @dataclass
@@ -161,7 +162,8 @@ class TrainConfig:
     # normalised to unit length before the loss weights them; ~2x the cost of a step (safealign.train.normalized)
     normalize_pair_gradients: bool = False
     report_to: list[str] = field(default_factory=lambda: ["none"])
-    # anything else transformers.TrainingArguments accepts (e.g. {deepspeed: ds.json, fsdp: ...})
+    # any other transformers.TrainingArguments field (e.g. {deepspeed: ds.json, fsdp: ...}); a field this schema
+    # sets from its own key, or a name TrainingArguments lacks, is refused (check_training_args)
     training_args: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -177,6 +179,7 @@ class TrainConfig:
         if secrets:  # they would be written to config.yaml, fingerprint.json and the report
             raise UserError(f"training_args.{secrets[0]}: a secret does not belong in a config (it is saved with the "
                             "run and shown in its report); set it in the environment (HF_TOKEN for the Hub)")
+        check_training_args(self.training_args)
         if not self.losses:
             raise UserError("losses is empty: name at least one loss, e.g. losses: [{name: dpo}]")
         for i, loss in enumerate(self.losses):
@@ -200,6 +203,49 @@ class TrainConfig:
         for key, allowed in (("logps", LOGPS_IMPLS), ("packing", PACKING_MODES), ("optimizer", tuple(OPTIMIZERS))):
             if getattr(self, key) not in allowed:
                 raise UserError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+
+
+# TrainingArguments fields safealign.train.run.training_arguments sets from this schema's own keys (field -> key)
+SET_BY_CONFIG = {"output_dir": "output_dir", "learning_rate": "learning_rate", "num_train_epochs": "num_train_epochs",
+                 "max_steps": "max_steps", "per_device_train_batch_size": "per_device_train_batch_size",
+                 "gradient_accumulation_steps": "gradient_accumulation_steps", "warmup_steps": "warmup_steps",
+                 "lr_scheduler_type": "lr_scheduler_type", "weight_decay": "weight_decay",
+                 "max_grad_norm": "max_grad_norm", "logging_steps": "logging_steps", "save_steps": "save_steps",
+                 "save_total_limit": "save_total_limit", "seed": "seed", "data_seed": "seed",
+                 "report_to": "report_to", "gradient_checkpointing": "gradient_checkpointing", "optim": "optimizer",
+                 "group_by_length": "group_by_length"}
+# and those it sets itself, with why
+SET_BY_SAFEALIGN = {"save_strategy": "a checkpoint every save_steps, which --resume continues from",
+                    "remove_unused_columns": "the collators need every column the data encoder makes",
+                    "dataloader_pin_memory": "on exactly when CUDA is available"}
+
+
+def check_training_args(training_args: dict[str, Any]) -> None:
+    """Each ``training_args`` key must be a ``transformers.TrainingArguments`` field this schema does not set itself:
+    ``TrainingArguments(**training_args)`` fails on a typo (TypeError) or a field given twice ("multiple values"),
+    and it runs only when the first stage trains -- in a demo after the pair build and the base evaluation. Checked
+    here instead, where a config is validated; transformers (and torch) load only when there is a key to check."""
+    if not training_args:
+        return
+    from transformers import TrainingArguments
+
+    fields = [f.name for f in dataclasses.fields(TrainingArguments) if f.init and not f.name.startswith("_")]
+    for key in map(str, training_args):
+        if key in SET_BY_CONFIG:
+            own = SET_BY_CONFIG[key]
+            raise UserError(f"training_args.{key}: the config sets it from its own key {own}, so it would be given "
+                            f"twice: set {own} instead")
+        if key in SET_BY_SAFEALIGN:
+            raise UserError(f"training_args.{key}: safealign sets it itself ({SET_BY_SAFEALIGN[key]}); remove it")
+        if key not in fields:
+            match = close_match(key, sorted({*fields, *SET_BY_CONFIG}))
+            hint = ""
+            if match in SET_BY_CONFIG:
+                hint = f" (did you mean the config key {SET_BY_CONFIG[match]}?)"
+            elif match:
+                hint = f" (did you mean {match!r}?)"
+            raise UserError(f"training_args.{key}: not a field of transformers.TrainingArguments{hint}; "
+                            "training_args passes the fields of TrainingArguments that the config has no key for")
 
 
 LOGPS_IMPLS = ("fused", "naive")  # safealign.train.logps.LOGPS_IMPLS, kept here so a config check loads no torch

@@ -138,7 +138,8 @@ def test_hf_dataset_id_uses_datasets_with_split(monkeypatch):
     assert calls == [("owner/prefs", "test"), ("owner/prefs", "train")]
     with pytest.raises(
         ValueError,
-        match=r"owner/missing: no such file, and loading it as a Hugging Face dataset \(split 'train'\) failed",
+        match=r"owner/missing: no such file \(a relative path is read from the current directory, .*\), and loading "
+              r"it as a Hugging Face dataset \(split 'train'\) failed",
     ):
         list(read_rows("owner/missing"))
 

@@ -82,6 +82,20 @@ def test_invalid_parameters():
         SafetyPrefix(classifier=len)
 
 
+def test_a_misspelt_prefix_name_is_refused_and_a_text_stays_a_literal_prefix():
+    """One word that names no built-in prefix was taken as the prefix text itself, so a typo trained E-DPO against
+    a reference prompted with "community_guideline"."""
+    with pytest.raises(UserError, match=r"safety_prefix: prefix 'community_guideline' is no built-in prefix name "
+                                        r"\(did you mean 'community_guidelines'\?\); the built-in names: "
+                                        r"responsible, wellbeing, safety_legality, community_guidelines"):
+        SafetyPrefix("community_guideline")
+    with pytest.raises(UserError, match="end it with its separator"):
+        SafetyPrefix("Careful")
+    assert SafetyPrefix("Careful ").prefix == "Careful "  # a one-word text ending with its separator
+    assert SafetyPrefix("Be safe: ").prefix == "Be safe: " and SafetyPrefix("Be safe:").prefix == "Be safe:"
+    assert SafetyPrefix("wellbeing").prefix == PREFIXES["wellbeing"]
+
+
 def test_registry_and_build():
     assert {"identity", "safety_prefix"} <= set(TRANSFORMS.names())
     assert all(TRANSFORMS.get(name).name == name for name in TRANSFORMS.names())

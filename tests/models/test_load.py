@@ -131,6 +131,26 @@ def test_offline_hub_id_not_in_cache_says_what_to_do(monkeypatch, tmp_path):
         load_model("nobody/no-such-model")
 
 
+@pytest.mark.parametrize("spec, match", [("smollm2-135m-instrct", "smollm2-135m-instruct"),
+                                         ("HuggingFaceTB/SmolLM2-135M-Instrct", "HuggingFaceTB/SmolLM2-135M-Instruct")])
+def test_a_misspelt_name_the_hub_does_not_know_is_a_user_error_with_the_built_in_names(monkeypatch, spec, match):
+    """The hub answers, but has no such repository: transformers' OSError was re-raised as a traceback."""
+    monkeypatch.setattr(load_module, "hub_reachable", lambda repo_id: True)
+
+    def not_on_the_hub(*args, **kwargs):
+        raise OSError(f"{args[0]} is not a local folder and is not a valid model identifier listed on "
+                      "'https://huggingface.co/models'")
+
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", not_on_the_hub)
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", not_on_the_hub)
+    with pytest.raises(UserError) as info:
+        load_model(spec)
+    message = str(info.value)
+    assert message.startswith(f"model spec {spec!r}: the Hugging Face hub could not give it")
+    assert "is not a valid model identifier" in message  # transformers' own words, for a gated or private repo
+    assert f"did you mean {match!r}?" in message and "built-in names: smollm2-135m-instruct, tiny-random" in message
+
+
 def test_a_damaged_cache_entry_of_the_builtin_model_is_a_user_error_naming_it(tmp_path, monkeypatch):
     """An entry whose marker records no sizes (written by an earlier version) is only found damaged on load."""
     from safealign.models import embedded

@@ -76,7 +76,12 @@ def test_eval_config_of_a_stage():
 
 
 @pytest.mark.parametrize("override, message", [("nll_weight=abc", "nll_weight: expected a number"),
-                                               ("train.lerning_rate=1", "lerning_rate")])
+                                               ("train.lerning_rate=1", "lerning_rate"),
+                                               # both failed only when the first stage trained, after the pair
+                                               # build and the base model's evaluation
+                                               ("train.training_args.learnig_rate=1", "did you mean the config key "
+                                                                                      "learning_rate"),
+                                               ("prefix=community_guideline", "did you mean 'community_guidelines'")])
 def test_bad_demo_overrides_name_the_key(override, message):
     with pytest.raises(ValueError, match=message):
         load_demo_config([override])

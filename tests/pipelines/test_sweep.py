@@ -377,13 +377,15 @@ def test_text_values_reach_the_cells_as_written(tmp_path):
     YAML read it: no JSON escapes (\\n, \\", \\u00e9) and no quotes taken off or kept."""
     from safealign.pipelines.sweep import load_grid
 
+    # one word as a prefix ends with its separator: a lone word is refused as a misspelt built-in prefix name
+    prefixes = [text + " " if text == "null" else text for text in TEXTS]
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump({"demo": {"model": "tiny-random", "eval": {"generation": {"stop": TEXTS}},
                                              "extra_benign": ["données/sûr.json"]},
-                                    "axes": {"prefix": TEXTS}}, allow_unicode=True), encoding="utf-8")
+                                    "axes": {"prefix": prefixes}}, allow_unicode=True), encoding="utf-8")
     grid = load_grid(path)
     configs = [grid.setting_config(setting) for setting in grid.settings()]
-    assert [c.prefix for c in configs] == TEXTS
+    assert [c.prefix for c in configs] == prefixes
     assert all(c.eval.generation.stop == TEXTS and c.extra_benign == ["données/sûr.json"] for c in configs)
 
 

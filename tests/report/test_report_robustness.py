@@ -265,6 +265,28 @@ def test_a_report_of_the_current_directory_names_it(tmp_path, monkeypatch):
     assert build_document(data, with_plots=False).title == "safealign report — eval-only"
 
 
+def test_a_directory_that_holds_no_run_is_refused_and_nothing_is_written(tmp_path, capsys):
+    """`safealign report DIR` on a directory of none of the layouts wrote an empty "unknown run" report and
+    exited 0; now it names the layouts it reads, and a subfolder holding a run (the usual mistake: its parent)."""
+    from safealign.cli import main
+
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "x.txt").write_text("x")
+    (tmp_path / "my-eval").mkdir()
+    (tmp_path / "my-eval" / "summary.json").write_text(json.dumps({"attacks": {"direct": {"refusal": STATS}}}))
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"safealign: error: {tmp_path.resolve()}: no run of a layout the report reads")
+    for layout in ("cells/", "summary.json", "eval/*/", "train/*/", "metrics.jsonl", "train_summary.json",
+                   "records.jsonl", "jailbreak/"):
+        assert layout in err, layout
+    assert f"safealign report {tmp_path.resolve() / 'my-eval'}" in err and "notes" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my-eval", "notes"]  # no report.html, no report.md
+    with pytest.raises(ValueError, match="no run of a layout the report reads") as info:
+        load_run(tmp_path / "notes")
+    assert "subfolder" not in str(info.value)
+
+
 @pytest.mark.parametrize("plot", ["training", "entanglement", "asr_at_n"])
 def test_every_series_is_drawn_and_looks_different(monkeypatch, plot):
     """Past the palette (8 colours) and past its 4 repeats (32 series): no series is dropped, no two look alike."""

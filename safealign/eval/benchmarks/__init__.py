@@ -26,7 +26,7 @@ def load_benchmark_set(config: Any) -> BenchmarkSet:
     if not config.path:
         raise UserError("behaviors.path is not set: point it at a behaviors or benchmark file (HarmBench/AdvBench/"
                         "StrongREJECT/XSTest/JailbreakBench CSV, SORRY-Bench JSONL, WildJailbreak TSV)")
-    loaded = read_benchmark(config.path, targets=config.targets)
+    loaded = read_benchmark(config.path, targets=config.targets, what="behaviors.path")
     return loaded.including_copyright() if getattr(config, "copyright", False) else loaded
 
 

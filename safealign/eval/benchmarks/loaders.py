@@ -64,10 +64,11 @@ class BenchmarkSet:
                 "skipped": dict(self.skipped)}  # fmt: skip
 
 
-def read_benchmark(path: str | Path, *, targets: str | Path | None = None) -> BenchmarkSet:
-    """Read ``path`` in whichever layout its columns match; bad rows raise UserError naming file, row and field."""
+def read_benchmark(path: str | Path, *, targets: str | Path | None = None, what: str | None = None) -> BenchmarkSet:
+    """Read ``path`` in whichever layout its columns match; bad rows raise UserError naming file, row and field (and
+    a missing file ``what``, the config key that named it)."""
     name = str(path)
-    records = list(read_rows(path))
+    records = list(read_rows(path, what=what))
     if not records:
         raise UserError(f"{name}: no rows")
     layout = benchmark_layout(records[0][1].keys(), name)
