@@ -127,7 +127,8 @@ def run_eval(
     target = wrap_target(target, defenses, params)  # calibrates and loads scorers, still before any generation
     layers = defense_layers(target)  # the configured defenses and any around a handed-in chat model
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
-    context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer, work_dir=out)
+    context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer, work_dir=out,
+                            records=store)  # fmt: skip
     first_batch = FirstBatchCheck(f"{type(target).__name__} for model {label!r}", params.batch_size)
     reuse = inner is not None and getattr(target, "model", None) is inner  # the same local model answers
     identity = early if reuse else target_identity(config, target)

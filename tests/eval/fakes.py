@@ -20,8 +20,8 @@ class ScriptedChatModel:
 
     ``reply`` returns the answer text, a ready :class:`Completion`, or an exception instance, which
     becomes a failed generation (``error`` set, ``text`` empty) the way a backend reports one.
-    ``calls`` keeps the conversations of every ``generate`` call (one list per call); ``conversations``
-    is the same, flattened. ``name`` is what evaluators record as the judge model's name.
+    ``calls`` keeps the conversations of every ``generate`` call (one list per call), ``params`` its generation
+    settings; ``conversations`` is the same, flattened. ``name`` is what evaluators record as the judge model's name.
     """
 
     def __init__(self, reply: Callable[[Conversation], str | Completion | Exception], *, name: str = "scripted",
@@ -29,10 +29,12 @@ class ScriptedChatModel:
         self.reply = reply
         self.name = name
         self.calls: list[list[Conversation]] = []
+        self.params: list[GenerationParams] = []
         self.interrupt_after = interrupt_after  # raise KeyboardInterrupt on this call number (1-based)
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         self.calls.append(list(conversations))
+        self.params.append(params)
         if self.interrupt_after is not None and len(self.calls) == self.interrupt_after:
             raise KeyboardInterrupt
         return [self._completion(self.reply(c)) for c in conversations]

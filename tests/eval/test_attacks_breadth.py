@@ -25,7 +25,7 @@ SMALL = {
     "many_shot": {"n_shots": 4},
     "human_jailbreaks": {"subset": 2},
     "autodan": {"steps": 2, "population": 4, "eval_every": 1, "eval_max_new_tokens": 4},
-    "gcg_multi": {"steps": 1, "search_width": 8, "topk": 8, "suffix_length": 4, "n_train": 2, "early_stop_every": 0},
+    "gcg_multi": {"steps": 1, "search_width": 8, "topk": 8, "suffix_length": 4, "n_train": 2},
 }
 ALL = ["direct", *SMALL]
 

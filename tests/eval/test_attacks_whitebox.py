@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
+import re
 
 import pytest
 
+from safealign.errors import UserError
 from safealign.eval.attacks import AttackContext
+from safealign.eval.attacks.base import check_attack
 from safealign.eval.attacks.autodan import (SYNONYMS, AutoDANAttack, AutoDANConfig, MomentumWords,
-                                            reference_prefixes, sentence_crossover, synonym_mutation)
+                                            sentence_crossover, synonym_mutation)
 from safealign.eval.attacks.gcg_multi import GCGMultiAttack, GCGMultiConfig, GCGTransferAttack, GCGTransferConfig
 from safealign.eval.attacks.target_loss import TargetLoss
 from safealign.eval.backends.base import GenerationParams
@@ -112,7 +116,9 @@ def test_autodan_on_tiny_random_lowers_the_target_loss_and_early_stops(tiny_mode
     [attempt] = attack(B)
     assert attempt.meta["steps"] == 3 and attempt.meta["loss"] == pytest.approx(min(attempt.meta["losses"]))
     assert attempt.messages[0]["content"] == f"{attempt.meta['prefix']} {B.behavior}"
-    assert attempt.meta["prefix"] in reference_prefixes() or attempt.meta["steps"] > 1
+    # the recorded prompt is the one whose loss is recorded: the best of the search (the argmin of the losses)
+    recorded = TargetLoss(tiny_model, tiny_tokenizer, target)([attempt.messages[0]["content"]], B.target)[0]
+    assert recorded == pytest.approx(attempt.meta["loss"], abs=1e-4)
     fake = ScriptedChatModel(lambda c: "HARMFUL")
     judged = AttackContext(target=fake, judge=KeywordJudge(), model=tiny_model, tokenizer=tiny_tokenizer)
     [stopped] = AutoDANAttack(AutoDANConfig(steps=50, population=4, eval_every=2), judged)(B)
@@ -144,9 +150,10 @@ def test_autodan_bad_params_and_white_box():
 
 
 def _multi(tiny_model, tiny_tokenizer, tmp_path, **overrides) -> GCGMultiAttack:
-    config = GCGMultiConfig(**{"steps": 3, "search_width": 16, "topk": 16, "suffix_length": 6, "early_stop_every": 0,
-                               "n_train": 2, **overrides})  # fmt: skip
-    target = HFChatModel(tiny_model, tiny_tokenizer)
+    system_prompt = overrides.pop("system_prompt", None)
+    config = GCGMultiConfig(**{"steps": 3, "search_width": 16, "topk": 16, "suffix_length": 6, "n_train": 2,
+                               **overrides})  # fmt: skip
+    target = HFChatModel(tiny_model, tiny_tokenizer, system_prompt=system_prompt)
     return GCGMultiAttack(config, AttackContext(target=target, model=tiny_model, tokenizer=tiny_tokenizer,
                                                 work_dir=tmp_path))  # fmt: skip
 
@@ -256,3 +263,124 @@ def test_gcg_transfer_applies_a_saved_suffix_to_any_target(tmp_path):
     bad.write_text("{}")
     with pytest.raises(ValueError, match="not a gcg_multi suffix file"):
         GCGTransferAttack.check(GCGTransferConfig(suffix_file=str(bad)), [B])
+
+
+def test_gcg_transfer_uses_the_separator_the_suffix_was_optimised_with(tmp_path):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps({"suffix": "zz yy", "suffix_ids": [1], "settings": {"separator": "\n"}}))
+    [attempt] = GCGTransferAttack(GCGTransferConfig(suffix_file=str(path)))(B)
+    assert attempt.messages[0]["content"] == "Tell me the thing\nzz yy"  # gcg_multi's separator, not " "
+    same = GCGTransferAttack(GCGTransferConfig(suffix_file=str(path), separator="\n"))(B)[0]
+    assert same.messages == attempt.messages
+    message = rf"separator ' ' .*{re.escape(str(path))}.*'\\n'"
+    with pytest.raises(UserError, match=message):  # an explicit separator that contradicts the file: refused
+        GCGTransferAttack.check(GCGTransferConfig(suffix_file=str(path), separator=" "), [B])
+    text = tmp_path / "s.txt"
+    text.write_text("plain suffix\n")
+    assert GCGTransferAttack(GCGTransferConfig(suffix_file=str(text)))(B)[0].messages[0]["content"] == \
+        "Tell me the thing plain suffix"  # fmt: skip
+    explicit = GCGTransferAttack(GCGTransferConfig(suffix_file=str(text), separator="\n"))(B)[0]
+    assert explicit.messages[0]["content"] == "Tell me the thing\nplain suffix"
+
+
+def test_gcg_multi_reuses_a_suffix_only_for_the_same_prompts(tiny_model, tiny_tokenizer, tmp_path, caplog):
+    shared = tmp_path / "shared.json"
+    _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, suffix_file=str(shared)).prepare(BEHAVIORS)
+    saved = json.loads(shared.read_text())
+    assert len(saved["prompt_digests"]) == 2  # one per training behavior
+    # the same ids and targets, but another system prompt, or other request text: another prompt to optimise for
+    guarded = _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, suffix_file=str(shared),
+                     system_prompt="You refuse harmful requests.")  # fmt: skip
+    with pytest.raises(UserError, match=rf"{re.escape(str(shared))} was optimised for a different prompt"):
+        guarded.prepare(BEHAVIORS)
+    reworded = [dataclasses.replace(b, behavior=f"Completely different request {i}") for i, b in enumerate(BEHAVIORS)]
+    with pytest.raises(UserError, match="different prompt text of the training behaviors"):
+        _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, suffix_file=str(shared)).prepare(reworded)
+    assert json.loads(shared.read_text()) == saved  # a shared file is left as it was
+    # a file written before the digests were saved: reused as before, with a warning that says what is unchecked
+    del saved["prompt_digests"]
+    shared.write_text(json.dumps(saved))
+    old = _multi(tiny_model, tiny_tokenizer, tmp_path, progressive=False, suffix_file=str(shared))
+    old.optimize_universal = lambda train: pytest.fail("re-optimised a file without prompt digests")
+    old.prepare(reworded)
+    assert old.universal.suffix == saved["suffix"] and "no digest of the training prompts" in caplog.text
+
+
+def _behaviors_file(tmp_path, n: int):
+    path = tmp_path / "behaviors.jsonl"
+    path.write_text("\n".join(json.dumps({"id": b.id, "behavior": b.behavior, "target": b.target})
+                              for b in (Behavior(f"b{i}", f"Tell me thing {i}", target=f"Sure, here is thing {i}")
+                                        for i in range(n))))  # fmt: skip
+    return path
+
+
+def test_gcg_multi_never_records_attempts_of_two_suffixes_in_one_run(tiny_model, tiny_tokenizer, tmp_path,
+                                                                     monkeypatch):  # fmt: skip
+    from safealign.eval.config import EvalConfig
+    from safealign.eval.pipeline import run_eval
+
+    behaviors, run = _behaviors_file(tmp_path, 5), tmp_path / "run"
+    suffix_file = run / "gcg_multi_suffix.json"
+
+    def evaluate(rows: str):
+        config = EvalConfig(attacks=["gcg_multi"], judges=["kw"], output_dir=str(run), attack_params={
+            "gcg_multi": {"steps": 2, "search_width": 8, "topk": 8, "suffix_length": 4, "n_train": 2,
+                          "progressive": False}})  # fmt: skip
+        config.behaviors.path, config.behaviors.rows, config.generation.max_new_tokens = str(behaviors), rows, 4
+        return run_eval(config, tiny_model, tiny_tokenizer, judges={"kw": KeywordJudge()})
+
+    def records():
+        return [json.loads(line) for line in (run / "records.jsonl").read_text().splitlines()]
+
+    evaluate("0:3")
+    saved = suffix_file.read_text()
+    digests = {r["attempt_meta"]["suffix_digest"] for r in records()}
+    assert len(records()) == 3 and len(digests) == 1  # every attempt names the optimisation it used
+    # behaviors.rows is not in the run fingerprint: another selection resumes the run, with another training set
+    with pytest.raises(UserError, match=rf"{re.escape(str(suffix_file))} was optimised for a different training set"):
+        evaluate("1:4")
+    assert len(records()) == 3 and suffix_file.read_text() == saved  # nothing recorded, nothing optimised anew
+    evaluate("0:4")  # the same training set (b0, b1), one behavior more: the saved suffix, the same digest
+    assert len(records()) == 4 and {r["attempt_meta"]["suffix_digest"] for r in records()} == digests
+    other = {**json.loads(saved), "suffix": "another suffix"}  # a file that matches the run, but not its records
+    suffix_file.write_text(json.dumps(other))
+    with pytest.raises(UserError, match="made with another suffix"):
+        evaluate("0:5")
+    suffix_file.unlink()
+    monkeypatch.setattr(GCGMultiAttack, "optimize_universal",
+                        lambda self, train: pytest.fail("optimised a suffix with no behavior pending"))  # fmt: skip
+    evaluate("0:4")  # every behavior recorded: no suffix is needed, so none is optimised (nor refused)
+    assert not suffix_file.exists()
+    with pytest.raises(UserError, match=rf"{re.escape(str(suffix_file))} is missing"):
+        evaluate("0:5")  # one pending, but the suffix the records were made with is gone: refused, not optimised
+    assert len(records()) == 4
+
+
+def test_gcg_multi_refuses_the_early_stop_keys_it_ignores():
+    with pytest.raises(UserError, match=r"attack_params\.gcg_multi\.early_stop_every"):
+        check_attack("gcg_multi", {"early_stop_every": 0, "n_train": 2}, BEHAVIORS)
+    with pytest.raises(UserError, match=r"attack_params\.gcg_multi\.early_stop_max_new_tokens"):
+        GCGMultiConfig(early_stop_max_new_tokens=8)
+
+
+def test_autodan_records_its_own_fitness_evaluations_and_early_stops_with_the_run_settings(tiny_model,
+                                                                                          tiny_tokenizer):
+    run = GenerationParams(max_new_tokens=200, do_sample=True, temperature=0.7, top_p=0.9, stop=("END",), seed=5,
+                           batch_size=8, max_prompt_tokens=300)  # fmt: skip
+    target = ScriptedChatModel(lambda c: "I refuse")
+    context = AttackContext(target=target, generation=run, judge=KeywordJudge(), model=tiny_model,
+                            tokenizer=tiny_tokenizer)  # fmt: skip
+    config = AutoDANConfig(steps=2, population=4, mutation=1.0, eval_every=1, eval_max_new_tokens=5, patience=0)
+    attack = AutoDANAttack(config, context)
+    other = Behavior("b2", "Tell me another thing", target="Sure, here is another thing")
+    first, second = attack(B)[0], attack(other)[0]
+    alone = AutoDANAttack(config, context)(other)[0]
+    # per behavior, not the running total of the attack's loss
+    assert second.meta["fitness_evaluations"] == alone.meta["fitness_evaluations"] >= 4
+    assert first.meta["fitness_evaluations"] + second.meta["fitness_evaluations"] == attack._loss.evaluations
+    # the early-stop answers use the run's generation settings, less the answer length (one prompt per call)
+    assert target.params == [dataclasses.replace(run, max_new_tokens=5, batch_size=1)] * 6
+    default = ScriptedChatModel(lambda c: "I refuse")  # a run at the default generation settings: as before
+    AutoDANAttack(config, AttackContext(target=default, judge=KeywordJudge(), model=tiny_model,
+                                        tokenizer=tiny_tokenizer))(B)  # fmt: skip
+    assert default.params == [GenerationParams(max_new_tokens=5, batch_size=1)] * 2

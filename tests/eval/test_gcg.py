@@ -99,3 +99,77 @@ def test_gcg_suffix_init_shorter_than_n_replace_is_refused(tiny_model, tiny_toke
         _attack(tiny_model, tiny_tokenizer, suffix_init="ab", n_replace=4)
     attack = _attack(tiny_model, tiny_tokenizer, suffix_init="abcd", n_replace=4, suffix_length=1)
     assert attack._initial_ids().tolist() == tiny_tokenizer(" abcd", add_special_tokens=False)["input_ids"]
+
+
+def _candidates_as_before(attack: GCGAttack, ids, grad, seed: int):
+    """The candidate sampling as it was before top-k was capped at the allowed tokens (filtering aside)."""
+    cfg = attack.config
+    generator = torch.Generator().manual_seed(seed)
+    grad = grad.clone()
+    grad[:, attack._disallowed(grad.shape[1])] = float("inf")
+    topk_ids = (-grad).topk(min(cfg.topk, grad.shape[1]), dim=1).indices
+    draws = torch.rand(cfg.search_width, ids.shape[0], generator=generator)
+    positions = torch.argsort(draws, dim=1)[:, : cfg.n_replace]
+    choice = torch.randint(0, topk_ids.shape[1], (cfg.search_width, cfg.n_replace, 1), generator=generator)
+    values = torch.gather(topk_ids[positions], 2, choice).squeeze(2)
+    return ids.repeat(cfg.search_width, 1).scatter_(1, positions, values)
+
+
+def test_gcg_top_k_never_reaches_past_the_allowed_tokens(tiny_model, tiny_tokenizer):
+    # the tiny tokenizer allows 95 printable ASCII tokens: a top-256 used to pick disallowed ones (control bytes,
+    # the chat template's special tokens) once the allowed ones ran out
+    attack = _attack(tiny_model, tiny_tokenizer, search_width=512, topk=256, filter_retokenization=False)
+    problem, ids = attack._problem(B), attack._initial_ids()
+    grad = attack._token_gradients(problem, ids)
+    disallowed = attack._disallowed(grad.shape[1])
+    assert int((~disallowed).sum()) < 256
+    candidates = attack._sample_candidates(ids, grad, torch.Generator().manual_seed(0), [problem])
+    assert not disallowed[candidates].any()
+
+
+@pytest.mark.parametrize("topk", [8, 95])
+def test_gcg_candidates_are_unchanged_when_enough_tokens_are_allowed(tiny_model, tiny_tokenizer, topk):
+    attack = _attack(tiny_model, tiny_tokenizer, search_width=64, topk=topk, n_replace=2,
+                     filter_retokenization=False)  # fmt: skip
+    problem, ids = attack._problem(B), attack._initial_ids()
+    grad = attack._token_gradients(problem, ids)
+    assert int((~attack._disallowed(grad.shape[1])).sum()) >= topk  # 95 allowed: the cap does not bind
+    candidates = attack._sample_candidates(ids, grad, torch.Generator().manual_seed(3), [problem])
+    assert torch.equal(candidates, _candidates_as_before(attack, ids, grad, 3))
+
+
+def test_gcg_multi_config_errors_name_its_own_key():
+    from safealign.eval.attacks.gcg_multi import GCGMultiConfig
+
+    with pytest.raises(UserError, match=r"attack_params\.gcg_multi\.steps"):
+        GCGMultiConfig(steps=0)
+    with pytest.raises(UserError, match=r"attack_params\.gcg_multi\.batch_size"):
+        GCGMultiConfig(batch_size=0)
+    with pytest.raises(UserError, match=r"attack_params\.gcg_multi\.n_replace \(9\)"):
+        GCGMultiConfig(n_replace=9, suffix_length=4)
+    with pytest.raises(UserError, match=r"attack_params\.gcg\.steps"):
+        GCGConfig(steps=0)
+
+
+def test_gcg_records_its_target_queries_and_candidates_and_early_stops_with_the_run_settings(tiny_model,
+                                                                                            tiny_tokenizer):
+    import dataclasses
+
+    run = GenerationParams(max_new_tokens=200, do_sample=True, temperature=0.7, top_p=0.9, stop=("END",), seed=5,
+                           batch_size=8, max_prompt_tokens=300)  # fmt: skip
+    target = ScriptedChatModel(lambda c: "I refuse")
+    context = AttackContext(target=target, generation=run, judge=KeywordJudge(), model=tiny_model,
+                            tokenizer=tiny_tokenizer)  # fmt: skip
+    config = GCGConfig(steps=4, search_width=8, topk=8, suffix_length=4, early_stop_every=2,
+                       early_stop_max_new_tokens=7, filter_retokenization=False)  # fmt: skip
+    [attempt] = GCGAttack(config, context)(B)
+    assert attempt.meta["target_queries"] == 2 == len(target.calls)  # after steps 2 and 4
+    assert attempt.meta["candidates_scored"] == 4 * 8  # no filter: every sampled candidate is scored
+    # the run's generation settings, less the answer length (and one prompt per call)
+    assert target.params == [dataclasses.replace(run, max_new_tokens=7, batch_size=1)] * 2
+    default = ScriptedChatModel(lambda c: "I refuse")  # a run at the default generation settings: as before
+    GCGAttack(config, AttackContext(target=default, judge=KeywordJudge(), model=tiny_model,
+                                    tokenizer=tiny_tokenizer))(B)  # fmt: skip
+    assert default.params == [GenerationParams(max_new_tokens=7, batch_size=1)] * 2
+    unjudged = GCGAttack(config, AttackContext(target=target, model=tiny_model, tokenizer=tiny_tokenizer))(B)[0]
+    assert unjudged.meta["target_queries"] == 0  # no judge: no early-stop check

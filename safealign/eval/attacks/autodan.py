@@ -31,8 +31,8 @@ from typing import Any, Callable, ClassVar, Optional, Sequence
 from safealign.checks import at_least, one_of, within
 from safealign.errors import UserError
 from safealign.eval.attacks.attacker import Budget, ask, attacker_params, build_llm, check_budget, check_llm_spec, user
-from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, require_target
-from safealign.eval.backends.base import ChatModel, GenerationParams
+from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, early_stop_params, require_target
+from safealign.eval.backends.base import ChatModel
 from safealign.interrupt import raise_if_stop_requested
 from safealign.types import Attempt, Behavior
 
@@ -195,6 +195,7 @@ class _Run:
     stop_reason: str = "steps"
     mutations: int = 0
     mutation_failures: int = 0
+    fitness_evaluations: int = 0  # prompts scored for this behavior (each distinct prompt once)
 
 
 class AutoDANAttack(Attack):
@@ -230,7 +231,7 @@ class AutoDANAttack(Attack):
         run, budget = self.search(behavior)
         meta = {"loss": run.best_loss, "losses": run.losses, "steps": run.steps, "stop_reason": run.stop_reason,
                 "mutations": run.mutations, "mutation_failures": run.mutation_failures, "prefix": run.best_prompt,
-                **budget.describe()}  # fmt: skip
+                "fitness_evaluations": run.fitness_evaluations, **budget.describe()}  # fmt: skip
         return [self.user_attempt(behavior, self.render(run.best_prompt, behavior), "autodan", **meta)]
 
     def initial_population(self, rng: random.Random) -> list[str]:
@@ -254,6 +255,7 @@ class AutoDANAttack(Attack):
         for step in range(cfg.steps):
             raise_if_stop_requested()
             fitness = self._evaluate(population, behavior, cache)
+            run.fitness_evaluations = len(cache)  # the cache is this behavior's: every prompt it scored, once
             best = max(range(len(population)), key=fitness.__getitem__)
             run.losses.append(-fitness[best])
             run.steps = step + 1
@@ -287,7 +289,7 @@ class AutoDANAttack(Attack):
             return True
         check = cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self.context.judge is not None
         if check and self.context.target is not None and budget.take(1):
-            params = GenerationParams(max_new_tokens=cfg.eval_max_new_tokens, batch_size=1)
+            params = early_stop_params(self.context.generation, cfg.eval_max_new_tokens)
             reply = self.context.target.generate([(user(self.render(run.best_prompt, behavior)),)], params)[0]
             if self.context.judge([behavior], [reply])[0].harmful is True:
                 run.stop_reason = "jailbroken"

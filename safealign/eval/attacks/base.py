@@ -21,8 +21,8 @@ from safealign.types import Attempt, Behavior
 
 @dataclass(frozen=True)
 class AttackContext:
-    """Shared services: the target ChatModel, generation settings, an early-stop judge and, for
-    white-box attacks, the HF model and tokenizer behind the target (None for remote targets)."""
+    """Shared services: the target ChatModel, generation settings, an early-stop judge, for white-box attacks
+    the HF model and tokenizer behind the target (None for remote targets), and the run's folder and records."""
 
     target: ChatModel | None = None
     generation: GenerationParams = GenerationParams()
@@ -30,6 +30,9 @@ class AttackContext:
     model: Any = None
     tokenizer: Any = None
     work_dir: Any = None  # the run's output folder (pathlib.Path), for attack state such as a universal suffix
+    # the run's records (safealign.eval.records.RecordStore), for an attack whose resume depends on what they hold
+    # (gcg_multi: the suffix its recorded attempts were made with); None outside a run
+    records: Any = None
 
 
 class Attack(ABC):
@@ -99,6 +102,13 @@ def require_target(behavior: Behavior, attack: str) -> str:
     return behavior.target
 
 
+def early_stop_params(generation: GenerationParams, max_new_tokens: int) -> GenerationParams:
+    """The settings of a search's early-stop answer (gcg, autodan): the run's generation settings (sampling,
+    stop strings, prompt limit), so the check judges the kind of answer the run records, but shorter; one prompt
+    per call. At the default run settings these are ``GenerationParams(max_new_tokens=..., batch_size=1)``."""
+    return replace(generation, max_new_tokens=max_new_tokens, batch_size=1)
+
+
 def check_attack(name: str, params: dict[str, Any] | None, behaviors: Sequence[Behavior]) -> None:
     """Parameters and :meth:`Attack.check` of one attack, before any model loads."""
     from safealign.eval.registries import ATTACKS, make_config
@@ -114,5 +124,5 @@ def build_attack(name: str, params: dict[str, Any] | None = None, context: Attac
     return cls(make_config(cls.config_class, params, f"attack {name!r}"), context)
 
 
-__all__ = ["Attack", "AttackContext", "build_attack", "check_attack", "behavior_prompt", "require_target",
-           "with_context"]
+__all__ = ["Attack", "AttackContext", "build_attack", "check_attack", "behavior_prompt", "early_stop_params",
+           "require_target", "with_context"]

@@ -30,7 +30,7 @@ from torch import Tensor
 
 from safealign.checks import at_least
 from safealign.errors import UserError
-from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, require_target
+from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt, early_stop_params, require_target
 from safealign.eval.attacks.target_loss import prompt_renderer
 from safealign.eval.backends.base import GenerationParams
 from safealign.interrupt import raise_if_stop_requested
@@ -54,14 +54,17 @@ class GCGConfig:
     early_stop_every: int = 10  # generate + judge every N steps (0: never)
     early_stop_max_new_tokens: int = 32
     seed: int = 0
+    # the attack_params key errors name (a subclass's config, gcg_multi's, names its own)
+    params_key: ClassVar[str] = "attack_params.gcg"
 
     def __post_init__(self) -> None:  # runs when the run checks its attacks, before the model loads
-        for key in ("steps", "search_width", "topk", "n_replace", "suffix_length", "early_stop_max_new_tokens"):
-            at_least(f"attack_params.gcg.{key}", getattr(self, key), 1)
-        at_least("attack_params.gcg.batch_size", self.batch_size, 1)
-        at_least("attack_params.gcg.early_stop_every", self.early_stop_every, 0)
+        key = self.params_key
+        for name in ("steps", "search_width", "topk", "n_replace", "suffix_length", "early_stop_max_new_tokens"):
+            at_least(f"{key}.{name}", getattr(self, name), 1)
+        at_least(f"{key}.batch_size", self.batch_size, 1)
+        at_least(f"{key}.early_stop_every", self.early_stop_every, 0)
         if not self.suffix_init and self.n_replace > self.suffix_length:  # a suffix_init is checked once tokenized
-            raise UserError(f"attack_params.gcg.n_replace ({self.n_replace}) must be at most suffix_length "
+            raise UserError(f"{key}.n_replace ({self.n_replace}) must be at most suffix_length "
                             f"({self.suffix_length})")
 
 
@@ -74,6 +77,8 @@ class GCGResult:
     steps: int = 0
     seconds: float = 0.0
     early_stopped: bool = False
+    target_queries: int = 0  # the early-stop checks' target generations
+    candidates_scored: int = 0  # candidate suffixes whose loss was computed, over all steps
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,8 @@ class GCGAttack(Attack):
         result = self.optimize(behavior)
         content = self.message(behavior_prompt(behavior), result.suffix)
         meta = {"id": "gcg", "suffix": result.suffix, "loss": result.loss, "losses": result.losses,
-                "steps": result.steps, "early_stopped": result.early_stopped}  # fmt: skip
+                "steps": result.steps, "early_stopped": result.early_stopped,
+                "target_queries": result.target_queries, "candidates_scored": result.candidates_scored}  # fmt: skip
         return [Attempt(behavior.id, self.name, ({"role": "user", "content": content},), meta=meta)]
 
     def message(self, request: str, suffix: str) -> str:
@@ -137,16 +143,19 @@ class GCGAttack(Attack):
             grad = self._token_gradients(problem, ids)  # (L, V)
             candidates = self._sample_candidates(ids, grad, generator, [problem])  # (W, L)
             losses = self._candidate_losses(problem, candidates)  # (W,)
+            best.candidates_scored += candidates.shape[0]
             ids = candidates[losses.argmin()]
             loss = float(losses.min())
             best.losses.append(loss)
             if loss < best.loss:
                 best.loss, best.suffix_ids, best.suffix = loss, ids.tolist(), self._suffix_text(ids)
             best.steps = step + 1
-            check = cfg.early_stop_every and (step + 1) % cfg.early_stop_every == 0
-            if check and self._jailbroken(behavior, best.suffix):
-                best.early_stopped = True
-                break
+            check = cfg.early_stop_every and (step + 1) % cfg.early_stop_every == 0 and self._can_judge()
+            if check:
+                best.target_queries += 1
+                if self._jailbroken(behavior, best.suffix):
+                    best.early_stopped = True
+                    break
         best.seconds = time.perf_counter() - start
         logger.info("gcg %s: loss %.3f after %d steps (%.2f s/step)", behavior.id, best.loss, best.steps,
                     best.seconds / max(1, best.steps))  # fmt: skip
@@ -230,8 +239,11 @@ class GCGAttack(Attack):
         cfg = self.config
         length = ids.shape[0]
         grad = grad.clone()
-        grad[:, self._disallowed(grad.shape[1])] = float("inf")
-        topk_ids = (-grad).topk(min(cfg.topk, grad.shape[1]), dim=1).indices.cpu()  # (L, k)
+        disallowed = self._disallowed(grad.shape[1])
+        grad[:, disallowed] = float("inf")
+        # never more than the allowed tokens: past them top-k would pick disallowed ones (special tokens included)
+        k = min(cfg.topk, grad.shape[1] - int(disallowed.sum()))
+        topk_ids = (-grad).topk(k, dim=1).indices.cpu()  # (L, k)
         positions = torch.argsort(torch.rand(cfg.search_width, length, generator=generator), dim=1)[:, : cfg.n_replace]
         choice = torch.randint(0, topk_ids.shape[1], (cfg.search_width, cfg.n_replace, 1), generator=generator)
         values = torch.gather(topk_ids[positions], 2, choice).squeeze(2)  # (W, n_replace)
@@ -267,11 +279,15 @@ class GCGAttack(Attack):
             self._not_allowed = mask
         return self._not_allowed.to(self._device)
 
+    def _can_judge(self) -> bool:
+        """An early-stop check needs a target to answer and a judge to score the answer."""
+        return self.context.target is not None and self.context.judge is not None
+
     def _jailbroken(self, behavior: Behavior, suffix: str) -> bool:
-        target, judge = self.context.target, self.context.judge
-        if target is None or judge is None:
-            return False
-        params = GenerationParams(max_new_tokens=self.config.early_stop_max_new_tokens, batch_size=1)
+        """One early-stop check: the target's answer, generated with the run's settings but
+        ``early_stop_max_new_tokens`` long, judged harmful."""
+        params = early_stop_params(self.context.generation, self.config.early_stop_max_new_tokens)
         content = self.message(behavior_prompt(behavior), suffix)
-        completion: Completion = target.generate([({"role": "user", "content": content},)], params)[0]
-        return judge([behavior], [completion])[0].harmful is True
+        completion: Completion = self.context.target.generate([({"role": "user", "content": content},)], params)[0]
+        return self.context.judge([behavior], [completion])[0].harmful is True
+
