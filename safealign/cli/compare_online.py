@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from safealign.pipelines.online_compare import OnlineCompareConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -16,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safealign.errors import UserError
-    from safealign.pipelines.online_compare import (check_compare_dir, format_table, load_compare_config,
-                                                    run_online_compare)
+    from safealign.io.run_lock import worker_lock
+    from safealign.pipelines.online_compare import load_compare_config
 
     if args.workers < 1:
         raise UserError(f"--workers: a number of worker processes, at least 1, got {args.workers}")
@@ -25,6 +29,14 @@ def run(args: argparse.Namespace) -> int:
     if config_path and "=" in config_path:  # only overrides were given
         config_path, overrides = None, [config_path, *overrides]
     config = load_compare_config(config_path, overrides)
+    with worker_lock(config.output_dir):  # the worker's (or launcher's) whole life: a --fresh there is refused
+        return _work(args, config, config_path, overrides)
+
+
+def _work(args: argparse.Namespace, config: OnlineCompareConfig, config_path: str | None, overrides: list[str]) -> int:
+    """A worker's run of the comparison, or with ``--workers N`` the launcher's; the table printed once finished."""
+    from safealign.pipelines.online_compare import check_compare_dir, format_table, run_online_compare
+
     if args.workers > 1:
         from pathlib import Path
 

@@ -24,7 +24,7 @@ from safealign.errors import UserError
 from safealign.io.lockfile import Lock, current_holder, live_locks, namespace_tag, try_lock
 
 RUN_LOCK = "run.lock"
-WORKERS = "workers"  # under a sweep's directory: the launcher's worker logs and each live worker's lifetime lock
+WORKERS = "workers"  # under a sweep's or compare-online's directory: worker logs, each live worker's lifetime lock
 
 _held: dict[str, Lock] = {}  # resolved run directory -> this process's lock on it
 _sessions: list[list[str]] = []  # the directories each open session locked, innermost last
@@ -90,11 +90,12 @@ def worker_lock_path(folder: str | os.PathLike, pid: int | None = None) -> Path:
 
 @contextlib.contextmanager
 def worker_lock(folder: str | os.PathLike) -> Iterator[None]:
-    """Hold :func:`worker_lock_path` for the block: the life of a sweep worker or of the ``--workers`` launcher.
+    """Hold :func:`worker_lock_path` for the block: the life of a sweep or compare-online worker or of the
+    ``--workers`` launcher.
 
-    A worker holds no other lock while it starts, looks for a cell to claim, waits for ``shared.lock`` or writes
-    the tables, and the launcher never holds one; :func:`delete_run_dir` (``--fresh``) must refuse all the same,
-    or it deletes the directory under them. One left by a killed process is stale and ignored, like any lock."""
+    A worker holds no other lock while it starts, looks for a cell (run) to claim, waits for ``shared.lock`` or
+    writes the tables, and the launcher never holds one; :func:`delete_run_dir` (``--fresh``) must refuse all the
+    same, or it deletes the directory under them. One left by a killed process is stale and ignored, like any lock."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise UserError(f"output directory {folder} is a file; name a directory")
@@ -108,9 +109,9 @@ def worker_lock(folder: str | os.PathLike) -> Iterator[None]:
 
 def delete_run_dir(run: str | os.PathLike, flag: str) -> None:
     """Delete ``run`` for ``flag`` (``--fresh``); refused while a live process holds a lock in it (a run's
-    ``run.lock``, a sweep worker's ``claim.lock``, ``shared.lock`` or lifetime lock (:func:`worker_lock`), a cache
-    entry's): that process would go on writing into the deleted directory. Stale locks (their holder gone) are
-    deleted with the rest."""
+    ``run.lock``, a sweep or compare-online worker's ``claim.lock``, ``shared.lock`` or lifetime lock
+    (:func:`worker_lock`), a cache entry's): that process would go on writing into the deleted directory. Stale
+    locks (their holder gone) are deleted with the rest."""
     held = live_locks(run)
     if held:
         path, holder = held[0]
