@@ -361,3 +361,133 @@ def test_every_refusal_of_a_demo_rerun_names_fresh_not_overwrite(tmp_path, monke
     for text in (other_settings(trained), "{not json"):
         err = refused(trained, text)
         assert str(trained.parent) in err and "--fresh" in err and "--overwrite" not in err
+
+
+SMALL = ["--model", "tiny-random", "--compare", "dpo", "harmful_train=4", "benign_train=2", "borderline_train=0",
+         "harmful_test=2", "benign_test=2", "borderline_test=0", "eval_max_new_tokens=3", "pair_max_new_tokens=3",
+         "train_batch_size=4", "extra_benign=[]", "templates=[refusal_suppression]", "entanglement_every=0"]
+
+
+def test_a_finished_demo_run_again_reuses_its_margins_and_retention_and_adds_up_its_wall_time(tmp_path, monkeypatch):
+    """Re-running a finished demo re-scored every margin and retention (and loaded the base model once more for
+    it), and its summary's wall time counted only that last call."""
+    import safealign.eval.helpfulness.retention as retention
+    import safealign.pipelines.demo_margin as demo_margin
+    from safealign.cli import main
+
+    run = tmp_path / "demo"
+    argv = ["demo", "--output-dir", str(run), *SMALL]
+    assert main(argv) == 0
+    first = json.loads((run / "summary.json").read_text())
+    scored = []
+
+    def counted(name, scoring):
+        def score(*args, **kwargs):
+            scored.append(name)
+            return scoring(*args, **kwargs)
+
+        return score
+
+    for module, name in ((demo_margin, "score_margins"), (retention, "score_answers")):
+        monkeypatch.setattr(module, name, counted(name, getattr(module, name)))
+    assert main(argv) == 0
+    again = json.loads((run / "summary.json").read_text())
+    assert scored == []  # nothing scored again
+    for stage in ("before", "after"):
+        assert again[stage] == first[stage]
+    walls = json.loads((run / "wall_seconds.json").read_text())["runs"]
+    assert len(walls) == 2 and walls[0] == first["wall_seconds"]
+    assert again["wall_seconds"] == pytest.approx(sum(walls), abs=0.11) and again["wall_seconds"] > walls[0]
+    # scores whose inputs changed (here: recorded by a version that kept no record of them) are scored again
+    (run / "eval" / "dpo" / "refusal_margin" / "inputs.json").unlink()
+    (run / "eval" / "dpo" / "helpfulness" / "retention" / "inputs.json").write_text('{"digest": "other"}')
+    assert main(argv) == 0
+    assert scored == ["score_margins", "score_answers", "score_answers"]  # the stage's margins; trained, then base
+    assert json.loads((run / "summary.json").read_text())["after"] == first["after"]
+
+
+def test_fresh_checks_the_config_first_and_deletes_only_the_demos_outputs(tmp_path, monkeypatch, capsys):
+    """--fresh deleted the whole output directory before the variants were checked: a typo lost the run, and an
+    --output-dir such as `runs` lost everything in it."""
+    from safealign.cli import main
+
+    def stub(*args, **kwargs):
+        raise AssertionError("the demo ran")
+
+    monkeypatch.setattr("safealign.pipelines.demo.run_demo", stub)
+    out = tmp_path / "runs"
+    (out / "eval" / "before").mkdir(parents=True)
+    (out / "other-run").mkdir()
+    for name in ("summary.json", "fingerprint.json", "pairs.jsonl", "notes.txt", "other-run/summary.json"):
+        (out / name).write_text("{}")
+    assert main(["demo", "--output-dir", str(out), "--model", "tiny-random", "--compare", "dpo,e-dpoo", "--fresh"]) == 2
+    assert "e-dpoo" in capsys.readouterr().err and (out / "summary.json").exists()  # refused, nothing deleted
+    with pytest.raises(AssertionError, match="the demo ran"):
+        main(["demo", "--output-dir", str(out), "--model", "tiny-random", "--fresh"])
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "other-run"]
+    assert (out / "other-run" / "summary.json").exists()
+
+
+def test_a_metric_without_an_interval_prints_none_and_one_prompt_gives_no_paired_interval(tmp_path):
+    from safealign.eval.paired import paired_difference
+    from safealign.io.summaries import Comparison, DemoSummary, Figure
+    from safealign.pipelines.demo import format_summary
+    from safealign.report import build_report
+
+    one = paired_difference({0: {"p1": 2.0}}, {0: {"p1": 0.5}})
+    assert one.diff == 1.5 and one.ci95 is None  # every resample is that one prompt: no spread to show
+    two = paired_difference({0: {"p1": 2.0, "p2": 1.0}}, {0: {"p1": 0.5, "p2": 0.0}})
+    assert two.ci95 is not None and two.ci95[0] < two.ci95[1]
+    margin = Figure.from_json({"value": -3.5, "ci95": None, "n": 1})
+    summary = DemoSummary(model="m", judge="j", pairs="p", objective="o",
+                          before={"direct_asr": Figure.from_json({"value": 0.5, "ci95": [0.1, 0.9], "n": 2}),
+                                  "heldout_refusal_margin": margin},
+                          after={v: {"heldout_refusal_margin": margin} for v in ("dpo", "e-dpo")},
+                          comparison=Comparison("e-dpo", "dpo", {"heldout_refusal_margin": one}))
+    text = format_summary(summary)
+    assert "0.50 [0.10,0.90]" in text and "[0.00,1.00]" not in text
+    assert "-3.50 [" not in text and "-3.50" in text
+    assert "+1.500 (no interval: 1 prompt)" in text
+    (tmp_path / "summary.json").write_text(json.dumps(summary.to_json()))
+    assert DemoSummary.from_json(json.loads((tmp_path / "summary.json").read_text())).comparison.metrics[
+        "heldout_refusal_margin"].ci95 is None
+    _, md = build_report(tmp_path)
+    assert "+1.50 (no interval: 1 prompt)" in md.read_text()
+
+
+def test_a_finished_full_fine_tune_is_not_trained_again(tmp_path, monkeypatch):
+    """train_stage knew a finished stage by final/adapter_config.json only: a full fine-tune (lora.enabled=false)
+    was trained again on every re-run."""
+    import safealign.train.run
+    from safealign.pipelines.demo import train_stage
+    from safealign.pipelines.demo_config import load_demo_config
+
+    def trains(*args, **kwargs):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(safealign.train.run, "run_training", trains)
+    config = load_demo_config(["model=tiny-random", "train.lora.enabled=false"])
+    out = tmp_path / "train" / "dpo"
+    (out / "final").mkdir(parents=True)
+    (out / "final" / "model.safetensors").write_bytes(b"")
+    (out / "train_summary.json").write_text("{}")  # written after the final weights are saved
+    assert train_stage(config, "dpo", 0, tmp_path / "pairs.jsonl", out) == out / "final"
+    (out / "train_summary.json").unlink()  # a training stopped before its end: trained again
+    with pytest.raises(AssertionError, match="trained again"):
+        train_stage(config, "dpo", 0, tmp_path / "pairs.jsonl", out)
+
+
+def test_the_reports_headline_table_shows_the_margin_and_retention_in_their_own_units(tmp_path):
+    from safealign.report import build_report
+
+    margin = lambda v, lo, hi: {"value": v, "ci95": [lo, hi], "n": 40}  # noqa: E731
+    (tmp_path / "summary.json").write_text(json.dumps({
+        "before": {"direct_asr": {"value": 0.9, "ci95": [0.8, 0.95], "n": 40}, "heldout_refusal_margin":
+                   margin(1.86, -5.83, 9.92)},
+        "after": {"direct_asr": {"value": 0.5, "ci95": [0.35, 0.65], "n": 40},
+                  "heldout_refusal_margin": margin(29.8, 21.24, 39.09),
+                  "retention_of_base_answers": margin(0.14, 0.1, 0.17)}}))
+    md = build_report(tmp_path)[1].read_text()
+    assert "| heldout refusal margin (nats) | 1.86 [-5.83–9.92] n=40 | 29.80 [21.24–39.09] n=40 | +27.94 nats |" in md
+    assert "| retention of base answers (nats/token) | — | 0.14 [0.10–0.17] n=40 | — |" in md
+    assert "| direct asr | 90.0% [80.0–95.0] n=40 | 50.0% [35.0–65.0] n=40 | -40.0 pts, -44% rel. |" in md

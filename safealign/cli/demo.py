@@ -14,7 +14,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "e-dpo, safedpo, deep-aug, constrained-sft, derta, ... (docs/safety-training.md); default "
                         "dpo,e-dpo (E-DPO with its paired difference against DPO)")
     parser.add_argument("--fresh", action="store_true",
-                        help="delete the run directory first (refused while a live process holds a lock there)")
+                        help="delete the earlier run's outputs first, once the settings are checked (other files in "
+                        "the directory are kept; refused while a live process holds a lock there)")
     parser.add_argument("overrides", nargs="*",
                         help="DemoConfig overrides, e.g. harmful_test=80 train.learning_rate=1e-3 "
                         "eval.generation.max_new_tokens=64; earlier flat keys (nll_weight=0 beta=0.5 ...) still work")
@@ -30,8 +31,10 @@ def run(args: argparse.Namespace) -> int:
     config = load_demo_config(overrides)
     if args.fresh:
         from safealign.io.run_lock import delete_run_dir
+        from safealign.pipelines.demo import OUTPUTS, check_before_loading
 
-        delete_run_dir(config.output_dir, "--fresh")
+        check_before_loading(config)  # a misspelt variant or a bad setting deletes nothing
+        delete_run_dir(config.output_dir, "--fresh", outputs=OUTPUTS)  # the demo's outputs only
     summary = run_demo(config)
     print(format_summary(summary))
     print(f"judge: {summary.judge}; objective: {summary.objective}")

@@ -49,12 +49,13 @@ def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, r
     """``a`` and ``b``: seed -> prompt id -> outcome (or a per-prompt number such as a margin: the rates are
     then means, and ``only_a``/``only_b`` count the cases where that side's value is the higher). Only prompts
     scored for both variants under every shared seed are compared; a seed present for one variant only is an
-    error."""
+    error. One prompt gives no interval (``ci95`` None), as in :func:`mean_difference_stats`: every resample is
+    that prompt, a zero-width interval that claims certainty."""
     seeds, prompts = _paired_keys(a, b)
+    ci95 = percentile_interval(_prompt_draws(a, b, seeds, prompts, resamples, seed)) if len(prompts) >= 2 else None
     # the key order of earlier summaries: rate_a, rate_b where the numeric comparison says mean_a, mean_b
     out = {("rate" + k[4:] if k.startswith("mean_") else k): v
-           for k, v in _summary(a, b, seeds, prompts,
-                                percentile_interval(_prompt_draws(a, b, seeds, prompts, resamples, seed))).items()}
+           for k, v in _summary(a, b, seeds, prompts, ci95).items()}
     # for outcomes a > b is "a succeeded, b not"; for per-prompt numbers, "a's value is the higher"
     out["only_a"] = sum(a[s][p] > b[s][p] for s in seeds for p in prompts)
     out["only_b"] = sum(b[s][p] > a[s][p] for s in seeds for p in prompts)
@@ -105,7 +106,7 @@ def _prompt_draws(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[st
 
 
 def _summary(a: Mapping[Any, Mapping[str, Any]], b: Mapping[Any, Mapping[str, Any]], seeds: list, prompts: list,
-             ci95: list[float], **extra: Any) -> dict[str, Any]:
+             ci95: list[float] | None, **extra: Any) -> dict[str, Any]:
     """The point estimates of a paired comparison, with its interval ``ci95``."""
     per_seed = {s: _mean(a[s], prompts) - _mean(b[s], prompts) for s in seeds}
     return {

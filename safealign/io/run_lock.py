@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fnmatch
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from safealign.errors import UserError
@@ -107,12 +108,45 @@ def worker_lock(folder: str | os.PathLike) -> Iterator[None]:
             lock.release()
 
 
-def delete_run_dir(run: str | os.PathLike, flag: str) -> None:
+def delete_run_dir(run: str | os.PathLike, flag: str, outputs: Sequence[str] | None = None) -> None:
     """Delete ``run`` for ``flag`` (``--fresh``); refused while a live process holds a lock in it (a run's
     ``run.lock``, a sweep or compare-online worker's ``claim.lock``, ``shared.lock`` or lifetime lock
     (:func:`worker_lock`), a cache entry's): that process would go on writing into the deleted directory. Stale
-    locks (their holder gone) are deleted with the rest."""
+    locks (their holder gone) are deleted with the rest.
+
+    ``outputs``: the names (glob patterns) of what the run writes there, as :func:`~safealign.io.rundir.
+    claim_run_dir` takes them: only those, the run's fingerprint and its ``run.lock`` are deleted (and only their
+    locks checked), so an output directory that also holds other files (``--output-dir runs``) keeps them."""
+    if outputs is not None:
+        _delete_outputs(Path(run), outputs, flag)
+        return
     held = live_locks(run)
+    _refuse_held(run, held, flag)
+    shutil.rmtree(run, ignore_errors=True)
+
+
+def _delete_outputs(run: Path, outputs: Sequence[str], flag: str) -> None:
+    from safealign.io.rundir import FINGERPRINT_NAME  # here: rundir imports this module
+
+    patterns = (*outputs, FINGERPRINT_NAME, RUN_LOCK)
+    targets = [p for p in sorted(run.iterdir()) if any(fnmatch.fnmatch(p.name, x) for x in patterns)] \
+        if run.is_dir() else []
+    held = []
+    for target in targets:
+        if target.is_dir() and not target.is_symlink():
+            held += live_locks(target)
+        elif target.name == RUN_LOCK and (holder := current_holder(target)) is not None:
+            held.append((target, holder))
+    _refuse_held(run, held, flag)
+    for target in targets:
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target, ignore_errors=True)
+        else:
+            target.unlink(missing_ok=True)
+
+
+def _refuse_held(run: str | os.PathLike, held: list, flag: str) -> None:
+    """A UserError naming the first live lock of ``held`` (none: nothing to refuse)."""
     if held:
         path, holder = held[0]
         who = "a process still writing it" if holder.pid < 0 else holder.describe()
@@ -121,7 +155,6 @@ def delete_run_dir(run: str | os.PathLike, flag: str) -> None:
                    if holder.host and holder.unseen() is not None else "wait for it to finish or stop it")
         raise UserError(f"{flag} would delete {run} while {who} holds {path}{others}; {way_out}, or use another "
                         "output directory")
-    shutil.rmtree(run, ignore_errors=True)
 
 
 @atexit.register

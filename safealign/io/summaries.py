@@ -403,7 +403,7 @@ class PairedDifference:
     """Paired difference of two variants' rates (:mod:`safealign.eval.paired`)."""
 
     diff: float
-    ci95: tuple[float, float]
+    ci95: tuple[float, float] | None  # None: one prompt, no spread to estimate
     per_seed: dict[str, float]
     rate_a: float
     rate_b: float
@@ -419,8 +419,8 @@ class PairedDifference:
     @classmethod
     def from_json(cls, data: Any, where: str = "paired difference") -> PairedDifference:
         rate = lambda value, at: float(_number(value, at))  # noqa: E731
-        return _read_fields(cls, data, where, diff=rate, rate_a=rate, rate_b=rate, ci95=_ci, per_seed=_object(),
-                            n_prompts=_count, seeds=_count, only_a=_number, only_b=_number)
+        return _read_fields(cls, data, where, diff=rate, rate_a=rate, rate_b=rate, ci95=_optional(_ci),
+                            per_seed=_object(), n_prompts=_count, seeds=_count, only_a=_number, only_b=_number)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 fetch model → build self-generated safety pairs → evaluate the base model (jailbreak ASR on held-out
 harmful prompts, over-refusal on held-out benign ones) → train E-DPO with LoRA → evaluate again →
 HTML report. Every stage writes into one run directory and is resumable: re-running the same
-command skips finished generations, training that finished, and evaluations already recorded.
+command skips finished generations, training that finished, evaluations already recorded, and the refusal
+margins and answer retention recorded from the same inputs.
 
 Objective: docs/findings.md records that DPO alone barely makes this model refuse, while DPO plus a
 per-token NLL term on the chosen response (the RPO regulariser) does; so the demo's default is
@@ -21,24 +22,28 @@ from pathlib import Path
 from typing import Any
 
 from safealign.config import save_config, to_dict
-from safealign.errors import UserError
 from safealign.io import write_json
 from safealign.io.summaries import Comparison, DemoSummary, Figure, Figures
 from safealign.pipelines import demo_margin
 from safealign.pipelines.demo_config import (
     BUILTIN_PREFIX,
-    VARIANTS,
+    VARIANTS,  # noqa: F401 (the demo's methods, imported from here by tests/test_doc_commands.py)
     DemoConfig,
     eval_config,
     from_saved,
     objective_name,
     train_config,
 )
+from safealign.pipelines.demo_config import extra_name as _extra_name  # the name sweep_rule.py imports
 from safealign.pipelines.demo_helpfulness import Retention, quality_figures
 from safealign.pipelines.demo_methods import METHODS, check_methods_on_layout, comparison_pairs, describe
 
 logger = logging.getLogger(__name__)
 FRESH = "--fresh"  # the demo's option that starts a run over (safealign/cli/demo.py): what its refusals offer
+WALL = "wall_seconds.json"  # the wall time of every call that worked on the run (_WallClock)
+# what a demo run writes in its directory: what ``--fresh`` deletes (every other file there is left alone)
+OUTPUTS = ("pairs.jsonl", "pairs.unpaired.jsonl", "eval", "train", "summary.json", "report.html", "report.md",
+           "config.yaml", "demo_config.json", WALL)  # fmt: skip
 
 def stratified(items: list[Any], n: int) -> list[Any]:
     """The first ``n`` items taking categories in turn, so every category is represented."""
@@ -81,11 +86,13 @@ def _pair_params(config: DemoConfig):
 
 
 def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path,
-             before: Path | None = None, wrap_chat: Any = None) -> Figures:
+             before: Path | None = None, wrap_chat: Any = None, reuse_scores: bool = False) -> Figures:
     """Jailbreak ASR (direct + templates), over-refusal and the held-out refusal margin for one model;
     returns the demo's figures. ``before``: the base model's evaluation (the margin scores its direct
     answers); None when this is the base model's evaluation itself. ``wrap_chat(chat, params)`` wraps the chat model
-    the evaluation queries (a method's inference-time defense), given the evaluation's generation params."""
+    the evaluation queries (a method's inference-time defense), given the evaluation's generation params.
+    ``reuse_scores``: margins ``out`` holds, scored from the same inputs, are read back instead of scored again (a
+    demo run again); False, as a sweep cell calls it, scores them every call and records them as it always did."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
     from safealign.eval.pipeline import generation_params, run_eval
@@ -109,7 +116,8 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     for name in prompts["extra_benign"]:
         figures[f"{name}_refusal_rate"] = Figure.of(helpful.refusal_rate[name])
     figures.update(quality_figures(out, [p.id for p in prompts["benign_test"]]))
-    figures[demo_margin.FIGURE] = _margin(config, model, tokenizer, prompts["harmful_test"], before or out, out)
+    figures[demo_margin.FIGURE] = _margin(config, model, tokenizer, prompts["harmful_test"], before or out, out,
+                                          reuse_scores)
     for name, extra in prompts["extra_harmful"].items():
         extra_config = dataclasses.replace(evaluation, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
@@ -132,11 +140,6 @@ def _extra_sets(config: DemoConfig) -> dict[str, list[Any]]:
     return sets
 
 
-def _extra_name(path: str) -> str:
-    """A set's name in figures and record kinds: a file's stem, or a built-in set's own name."""
-    return Path(path.removeprefix(BUILTIN_PREFIX)).name.split(".")[0]
-
-
 def _benign_rows(spec: str) -> list[tuple[str, str]]:
     """``(id, prompt)`` of every prompt of an ``extra_benign`` entry: a file, or ``builtin:<name>``."""
     if spec.startswith(BUILTIN_PREFIX):  # the name was checked by DemoConfig.validate
@@ -150,7 +153,8 @@ def _benign_rows(spec: str) -> list[tuple[str, str]]:
 
 def _extra_benign(config: DemoConfig) -> dict[str, list[Any]]:
     """name -> a seeded sample of up to ``extra_benign_limit`` of the set's prompts, as over-refusal prompts of
-    kind ``name`` (ids prefixed with it, so they never collide with the built-in benign ids)."""
+    kind ``name`` (ids prefixed with it, so they never collide with the built-in benign ids). The names are distinct
+    and none is a built-in kind (DemoConfig.validate)."""
     import random
 
     from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt
@@ -161,20 +165,23 @@ def _extra_benign(config: DemoConfig) -> dict[str, list[Any]]:
         rows = _benign_rows(spec)
         picked = random.Random(config.seed).sample(rows, min(len(rows), config.extra_benign_limit))
         sets[name] = [HelpfulnessPrompt(f"{name}:{pid}", text, name) for pid, text in picked]
-    if len(sets) != len(config.extra_benign):
-        raise UserError(f"extra_benign: two files share a name ({config.extra_benign}); rename one")
     return sets
 
 
-def _margin(config: DemoConfig, model: Any, tokenizer: Any, harmful: list[Any], before: Path, out: Path) -> Figure:
+def _margin(config: DemoConfig, model: Any, tokenizer: Any, harmful: list[Any], before: Path, out: Path,
+            reuse: bool = False) -> Figure:
+    """The held-out refusal margin; with ``reuse``, read back when ``out`` recorded it from the same inputs."""
     from safealign.data.builtin import load_refusals
 
     prompts = {p.id: p.prompt for p in harmful}
     answers = demo_margin.base_answers(before, list(prompts))
-    margins = demo_margin.score_margins(model, tokenizer, prompts, answers, load_refusals(),
-                                        max_length=config.train.data.max_length,
-                                        max_prompt_length=config.train.data.max_prompt_length)
-    return demo_margin.margin_figure(out, margins, len(prompts))
+    lengths = {"max_length": config.train.data.max_length, "max_prompt_length": config.train.data.max_prompt_length}
+    digest = demo_margin.inputs_digest(prompts, answers, load_refusals(), **lengths) if reuse else None
+    if digest is not None and (margins := demo_margin.recorded_margins(out, digest)) is not None:
+        logger.info("demo: %s: held-out refusal margins recorded from the same inputs, not scored again", out)
+        return demo_margin.margin_stats(margins, len(prompts))
+    margins = demo_margin.score_margins(model, tokenizer, prompts, answers, load_refusals(), **lengths)
+    return demo_margin.margin_figure(out, margins, len(prompts), digest=digest)
 
 
 def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, Any]]:
@@ -228,13 +235,16 @@ def stages(config: DemoConfig) -> list[tuple[str, str, int]]:
 
 
 def train_stage(config: DemoConfig, variant: str, seed: int, pairs_path: Path, out: Path) -> Path:
-    """Train one variant and seed into ``out`` (resuming its last checkpoint); returns the final adapter."""
+    """Train one variant and seed into ``out`` (resuming its last checkpoint); returns the final weights (a LoRA
+    adapter or, with ``train.lora.enabled=false``, the whole model)."""
     from transformers.trainer_utils import get_last_checkpoint
 
     from safealign.train.run import run_training
 
     final = out / "final"
-    if (final / "adapter_config.json").exists():
+    # train_summary.json is written once the final weights are saved, whatever their kind (train/run.py, finish_run);
+    # adapter_config.json also marks a finished LoRA run (the demo's only kind before)
+    if final.is_dir() and ((out / "train_summary.json").is_file() or (final / "adapter_config.json").exists()):
         logger.info("demo: %s already trained", final)
         return final
     resume = out.is_dir() and get_last_checkpoint(str(out)) is not None
@@ -269,11 +279,16 @@ def _check_same_config(config: DemoConfig, run: Path) -> str:
                                   lambda p: {**to_dict(DemoConfig()), **from_saved(json.loads(p.read_text()))},
                                   demo_fingerprint)
 
-    outputs = ("pairs.jsonl", "pairs.unpaired.jsonl", "eval", "train", "summary.json", "report.html", "report.md",
-               "config.yaml", "demo_config.json")  # fmt: skip
     fingerprint = demo_fingerprint(to_dict(config), defaults=to_dict(DemoConfig()))
-    claim_run_dir(run, fingerprint, outputs=outputs, legacy=legacy, overwrite_flag=FRESH)
+    claim_run_dir(run, fingerprint, outputs=OUTPUTS, legacy=legacy, overwrite_flag=FRESH)
     return fingerprint.digest
+
+
+def check_before_loading(config: DemoConfig) -> None:
+    """Everything checked before a model loads or ``--fresh`` deletes anything: the config's values, variants
+    and seeds (DemoConfig.validate), and every method's training config on the pairs' layout."""
+    config.validate()
+    check_methods_on_layout(config)  # a method whose data lacks a field fails here, before the model loads
 
 
 def run_demo(config: DemoConfig) -> DemoSummary:
@@ -283,26 +298,22 @@ def run_demo(config: DemoConfig) -> DemoSummary:
     from safealign.models.identity import loaded_identity
     from safealign.report import build_report
 
-    config.validate()
-    unknown = [v for v in config.variants if v not in VARIANTS]
-    if unknown or not config.variants:
-        raise UserError(f"unknown demo variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
-    if not config.train_seeds or len(set(config.train_seeds)) != len(config.train_seeds):
-        raise UserError(f"train_seeds must be distinct and non-empty, got {config.train_seeds}")
-    check_methods_on_layout(config)  # a method whose data lacks a field fails here, before the model loads
+    started = time.time()
+    check_before_loading(config)
     methods = {v: f"{METHODS.get(v).summary}: {describe(train_config(config, v, Path('pairs.jsonl'), Path('.')))}"
                for v in dict.fromkeys(config.variants)}
-    started = time.time()
     run = Path(config.output_dir)
     fingerprint = _check_same_config(config, run)
+    clock = _WallClock(run, started)
     save_config(config, run / "config.yaml")
     prompts = prompt_sets(config)
     model, tokenizer = load_model(config.model)
     pairs_path = run / "pairs.jsonl"
     build = build_pairs(config, model, tokenizer, prompts, pairs_path)
     model_identity = loaded_identity(model)
-    before = evaluate(config, model, tokenizer, prompts, run / "eval" / "before")
+    before = evaluate(config, model, tokenizer, prompts, run / "eval" / "before", reuse_scores=True)
     del model
+    clock.record()
     after, trained_identity = {}, {}
     retention = Retention(run / "eval" / "before", [p.id for p in prompts["benign_test"]])
     for stage, variant, seed in stages(config):
@@ -314,24 +325,59 @@ def run_demo(config: DemoConfig) -> DemoSummary:
             trained, trained_tokenizer = load_model(config.model)
         trained_identity[stage] = loaded_identity(trained)
         after[stage] = evaluate(config, trained, trained_tokenizer, prompts, run / "eval" / stage,
-                                before=run / "eval" / "before", wrap_chat=method.wrap_chat)
-        retention.score_trained(stage, run / "eval" / stage, trained, trained_tokenizer)
+                                before=run / "eval" / "before", wrap_chat=method.wrap_chat, reuse_scores=True)
+        if not retention.recorded(stage, run / "eval" / stage):
+            retention.score_trained(stage, run / "eval" / stage, trained, trained_tokenizer)
         del trained
-    model, tokenizer = load_model(config.model)  # the base model again, to score the trained models' answers
-    for stage, figures in retention.finish(model, tokenizer).items():
+        clock.record()
+    # the base model again, to score the trained models' answers (not loaded when every stage's was recorded)
+    for stage, figures in retention.finish(lambda: load_model(config.model)).items():
         after[stage].update(figures)
-    del model
     comparisons = [compare_variants(config, run, a, b) for a, b in comparison_pairs(config.variants)]
     comparison = next((c for c in comparisons if (c.a, c.b) == ("e-dpo", "dpo")), None)
     summary = DemoSummary(model=config.model, judge="refusal (AdvBench evaluation substrings)",
                           pairs=build.describe(), objective=objective_name(config), before=before, after=after,
                           comparison=comparison, comparisons=comparisons, methods=methods,
-                          wall_seconds=round(time.time() - started, 1),
+                          wall_seconds=clock.record(),
                           model_identity=model_identity, trained_identity=trained_identity,
                           run_fingerprint=fingerprint)
     write_json(run / "summary.json", summary.to_json())
     build_report(run)
     return summary
+
+
+class _WallClock:
+    """The run's wall time over every call that worked on it, not only the last: each call's seconds so far are
+    recorded in ``wall_seconds.json`` (``{"runs": [...]}``, one entry per call) after each stage, so a call
+    stopped part-way still counts up to its last finished stage, and the summary gives their sum."""
+
+    def __init__(self, run: Path, started: float) -> None:
+        self.path, self.started = run / WALL, started
+        self.earlier = _earlier_walls(run)
+
+    def record(self) -> float:
+        """Record this call's seconds so far; returns the run's total."""
+        runs = [*self.earlier, round(time.time() - self.started, 1)]
+        write_json(self.path, {"runs": runs})
+        return round(sum(runs), 1)
+
+
+def _earlier_walls(run: Path) -> list[float]:
+    """The seconds of the calls before this one: ``wall_seconds.json``, or for a run finished by a version that
+    kept none, its summary's wall time (that version's last call only); unreadable, none (with a warning)."""
+    for path, key in ((run / WALL, "runs"), (run / "summary.json", "wall_seconds")):
+        if not path.is_file():
+            continue
+        try:
+            walls = json.loads(path.read_text())[key]
+        except (OSError, ValueError, KeyError, TypeError):
+            walls = None
+        walls = walls if isinstance(walls, list) else [walls]
+        if all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in walls):
+            return [float(w) for w in walls]
+        logger.warning("%s: no readable wall time of the earlier calls; the summary counts this call's only", path)
+        return []
+    return []
 
 
 def format_summary(summary: DemoSummary) -> str:
@@ -350,9 +396,9 @@ def format_summary(summary: DemoSummary) -> str:
         lines.append(f"\npaired difference {comparison.a} − {comparison.b} (mean over seeds, 95% bootstrap "
                      "interval over prompts; discordant prompt×seed counts):")
         for metric, d in comparison.metrics.items():
-            lo, hi = d.ci95
+            interval = f"[{d.ci95[0]:+.3f},{d.ci95[1]:+.3f}]" if d.ci95 else f"(no interval: {d.n_prompts} prompt)"
             lines.append(
-                f"{metric:<{label}}{d.diff:+.3f} [{lo:+.3f},{hi:+.3f}]  {d.seeds} seed(s) × "
+                f"{metric:<{label}}{d.diff:+.3f} {interval}  {d.seeds} seed(s) × "
                 f"{d.n_prompts} prompts; only {comparison.a}: {d.only_a}, "
                 f"only {comparison.b}: {d.only_b}"
             )
@@ -362,7 +408,7 @@ def format_summary(summary: DemoSummary) -> str:
 def _cell(figure: Figure | None, with_ci: bool = True) -> str:
     if figure is None or figure.value is None:
         return "-"
-    if not with_ci:
+    if not with_ci or figure.ci95 is None:  # none recorded (one prompt): no interval, never a made-up one
         return f"{figure.value:.2f}"
-    lo, hi = figure.ci95 or (0.0, 1.0)
+    lo, hi = figure.ci95
     return f"{figure.value:.2f} [{lo:.2f},{hi:.2f}]"

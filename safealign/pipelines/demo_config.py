@@ -132,6 +132,8 @@ class DemoConfig:
             if spec.startswith(BUILTIN_PREFIX) and spec != BUILTIN_PREFIX + UNTUNED_BENIGN:
                 raise UserError(f"extra_benign: {spec!r} is not a built-in set; the built-in one is "
                                 f"{BUILTIN_PREFIX + UNTUNED_BENIGN} (or give a file path)")
+        _check_extra_names(self)
+        self._check_stages()
         if not str(self.prefix).strip():
             raise UserError("prefix: a built-in prefix name or non-empty text")
         prefix_text(self.prefix)  # a misspelt name fails here, not when the E-variant's stage trains
@@ -144,13 +146,57 @@ class DemoConfig:
                 raise UserError(f"{key}: the demo reports direct-request and template ASR under the refusal judge, "
                                 f"so {key} must include {', '.join(needed)} (others may be added); "
                                 f"{', '.join(missing)} missing from {list(listed)}")
-        for key in ("harmful_train", "benign_train", "borderline_train", "harmful_test", "benign_test",
-                    "borderline_test"):  # fmt: skip
+        for key in ("harmful_train", "benign_train", "borderline_train", "benign_test", "borderline_test"):
             checks.at_least(key, getattr(self, key), 0)
+        # the demo's headline figures are ASR on the held-out harmful prompts (none: the evaluation fails after
+        # the pair build); the benign sets may be empty (their rates are then unscored)
+        checks.at_least("harmful_test", self.harmful_test, 1, "the held-out harmful prompts the ASR is measured on")
+        train_counts = ("harmful_train", "benign_train", "borderline_train")
+        if any(METHODS.get(v).trains for v in self.variants) and not sum(getattr(self, k) for k in train_counts):
+            raise UserError(f"{', '.join(train_counts)} are all 0: no training pair could be built, so the first "
+                            f"trained variant ({', '.join(v for v in self.variants if METHODS.get(v).trains)}) "
+                            "would fail after the base model's evaluation; give at least one training prompt")
         self.train.validate()
         self.eval.validate()
         for loss in self.train.losses:  # e.g. beta = 0 would otherwise fail only when the first stage trains
             validate_params(loss.name, loss.params)
+
+    def _check_stages(self) -> None:
+        """The variants and training seeds, checked when the config loads: before ``--fresh`` deletes anything
+        (safealign/cli/demo.py) and before the pair build."""
+        unknown = [v for v in self.variants if v not in METHODS]
+        if unknown or not self.variants:
+            raise UserError(f"unknown demo variant(s) {unknown}; valid: {', '.join(METHODS)}")
+        if not self.train_seeds or len(set(self.train_seeds)) != len(self.train_seeds):
+            raise UserError(f"train_seeds must be distinct and non-empty, got {self.train_seeds}")
+
+
+# the kinds of the built-in benign prompts and the over-refusal summary's overall rate: an ``extra_benign`` set of
+# one of these names would be counted in that rate (safealign/eval/helpfulness/overrefusal.py, summarize_overrefusal)
+BUILTIN_BENIGN_KINDS = ("ordinary", "borderline", "all")
+
+
+def extra_name(spec: str) -> str:
+    """An extra set's name in figures and record kinds: a file's stem (up to its first dot), or a built-in set's
+    own name."""
+    return Path(spec.removeprefix(BUILTIN_PREFIX)).name.split(".")[0]
+
+
+def _check_extra_names(config: DemoConfig) -> None:
+    """Every extra set is named by its file's stem: two files of one name would share a figure (one set
+    silently replacing the other), and a benign set named as a built-in kind would merge into that kind's rate."""
+    for key in ("extra_harmful", "extra_benign"):
+        seen: dict[str, str] = {}
+        for spec in getattr(config, key):
+            name = extra_name(spec)
+            if name in seen:
+                raise UserError(f"{key}: {seen[name]} and {spec} are both named {name!r} (a set is named by its "
+                                f"file's stem, up to the first dot), so one would replace the other; rename one")
+            seen[name] = spec
+            if key == "extra_benign" and name in BUILTIN_BENIGN_KINDS:
+                raise UserError(f"extra_benign: {spec} is named {name!r} (its file's stem), a name the over-refusal "
+                                "rates already use (the built-in kinds ordinary and borderline, all for every "
+                                f"prompt): its prompts would be counted in {name}_refusal_rate; rename the file")
 
 
 def load_demo_config(overrides: list[str | Value]) -> DemoConfig:

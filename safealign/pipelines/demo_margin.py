@@ -11,7 +11,8 @@ This is the quantity DPO's implicit reward moves on the training pairs, measured
 built from, so it shows a shift in preference before (and even when) generated answers change. Prompts
 whose base answer failed to generate are left out and counted as unscored. The per-prompt margins are
 written to ``<eval_dir>/refusal_margin/margins.json`` so paired comparisons across variants and seeds read
-them back like any other per-prompt outcome.
+them back like any other per-prompt outcome. A demo run again reads them back instead of scoring them again when
+``refusal_margin/inputs.json`` records that they were scored from the same inputs (:func:`inputs_digest`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from safealign.io.summaries import Figure
 
 MARGIN_DIR = "refusal_margin"
 FIGURE = "heldout_refusal_margin"
+INPUTS = "inputs.json"  # beside margins.json: the digest of what they were scored from (written by the demo)
 
 
 def refusal_for(prompt_id: str, refusals: Sequence[str]) -> str:
@@ -60,12 +62,42 @@ def score_margins(model: Any, tokenizer: Any, prompts: dict[str, str], answers: 
     return {i: r - a for i, r, a in zip(ids, refusal, answer) if r is not None and a is not None}
 
 
-def margin_figure(eval_dir: Path, margins: dict[str, float], asked: int) -> Figure:
-    """Writes the per-prompt margins and returns their mean with a bootstrap interval over prompts."""
+def inputs_digest(prompts: dict[str, str], answers: dict[str, str], refusals: Sequence[str], *, max_length: int,
+                  max_prompt_length: int | None) -> str:
+    """The digest of what a stage's margins are scored from, but the model: the prompts, the base model's answers,
+    each prompt's refusal and the lengths. The model is the stage's: its evaluation folder holds one model's
+    results under the run's fingerprint, as its records do."""
+    data = {"prompts": prompts, "answers": answers, "refusals": {i: refusal_for(i, refusals) for i in prompts},
+            "max_length": max_length, "max_prompt_length": max_prompt_length}
+    return hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
+def recorded_margins(eval_dir: Path, digest: str) -> dict[str, float] | None:
+    """The margins ``eval_dir`` holds if its ``inputs.json`` records the same inputs' ``digest``, else None (none
+    recorded, recorded from other inputs or by a version that kept no digest, or unreadable: scored again)."""
+    try:
+        if json.loads((eval_dir / MARGIN_DIR / INPUTS).read_text()).get("digest") != digest:
+            return None
+        return read_margins(eval_dir)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def margin_stats(margins: dict[str, float], asked: int) -> Figure:
+    """The margins' mean with a bootstrap interval over prompts (``asked``: the prompts scored or not)."""
     from safealign.eval.paired import mean_difference_stats
 
-    write_json(eval_dir / MARGIN_DIR / "margins.json", margins)
     return Figure.of(mean_difference_stats(margins, dict.fromkeys(margins, 0.0), asked))
+
+
+def margin_figure(eval_dir: Path, margins: dict[str, float], asked: int, digest: str | None = None) -> Figure:
+    """Writes the per-prompt margins (and, given, the ``digest`` of their inputs, after them: a call stopped
+    between the two leaves no digest, so they are scored again) and returns :func:`margin_stats`."""
+    (eval_dir / MARGIN_DIR / INPUTS).unlink(missing_ok=True)
+    write_json(eval_dir / MARGIN_DIR / "margins.json", margins)
+    if digest is not None:
+        write_json(eval_dir / MARGIN_DIR / INPUTS, {"digest": digest})
+    return margin_stats(margins, asked)
 
 
 def read_margins(eval_dir: Path) -> dict[str, float] | None:

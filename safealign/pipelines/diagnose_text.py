@@ -93,6 +93,14 @@ def format_anchor(result: dict[str, Any], pairs: list[dict[str, Any]], show: int
             + f"\n\nwall time: {result['wall_seconds']:.1f} s")
 
 
+def _difference(d: dict[str, Any]) -> str:
+    """A paired difference with its interval; one prompt has none (safealign.eval.paired.paired_difference)."""
+    if not d:
+        return "-"
+    interval = f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d.get("ci95") else "(no interval: 1 prompt)"
+    return f"{d['diff']:+.3f} {interval}"
+
+
 def format_anchor_target(t: dict[str, Any]) -> str:
     """The reference's refusal rates as asked and with the prefix (the E-anchor's target), greedy and sampled."""
     rows = []
@@ -102,7 +110,7 @@ def format_anchor_target(t: dict[str, Any]) -> str:
         m, d = t[mode], t[mode].get("transformed_minus_plain", {})
         label = "greedy" if mode == "greedy" else f"sampled, {t['samples_per_prompt']} per prompt, T=1"
         rows.append((label, _rate(m, "plain"), _rate(m, "transformed"),
-                     f"{d['diff']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]" if d else "-"))
+                     _difference(d)))
     return (f"what the reference answers ({t['prompts']} harmful prompts, {t['max_new_tokens']} new tokens, judge "
             f"{t['judge']}):\n" + table(("answers", "refusal as asked", "refusal with prefix", "prefix − asked [95%]"),
                                          rows))

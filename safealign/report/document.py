@@ -26,8 +26,8 @@ from safealign.report.models import CAPTION as MODELS_CAPTION
 from safealign.report.models import COLUMNS as MODELS_COLUMNS
 from safealign.report.models import identity_rows
 from safealign.report.results import (
-    Example, Metric, as_metric, asr_by_category, asr_rows, examples, headline, judge_descriptions, mtbench_scores,
-    refusal_rates,
+    UNITS, Example, Metric, as_metric, asr_by_category, asr_rows, examples, headline, judge_descriptions,
+    mtbench_scores, refusal_rates,
 )
 
 OVERREFUSAL_NOTE = ("Refusal = the answer contains a refusal substring (AdvBench list) or is empty. Polite "
@@ -111,9 +111,12 @@ def fmt(m: Metric | None, *, percent: bool = True) -> str:
     return text
 
 
-def _delta(before: Metric | None, after: Metric | None) -> str:
+def _delta(before: Metric | None, after: Metric | None, unit: str | None = None) -> str:
+    """A rate's change in points (and relative); with ``unit``, a number's change in that unit."""
     if before is None or after is None or before.value is None or after.value is None:
         return "—"
+    if unit is not None:
+        return f"{after.value - before.value:+.2f} {unit}"
     points = (after.value - before.value) * 100
     rel = f", {points / (before.value * 100):+.0%} rel." if before.value else ""
     return f"{points:+.1f} pts{rel}"
@@ -127,12 +130,14 @@ def _headline(data: RunData) -> Section | None:
     deltas = [c for c in columns if c != "before"] if base is not None else []
     table_rows = []
     for key, metrics in rows:
-        cells = [fmt(m) for m in metrics]
-        cells += [_delta(metrics[base], metrics[columns.index(c)]) for c in deltas]
-        table_rows.append((key.replace("_", " "), *cells))
+        unit = None if is_rate(key) else UNITS.get(key, "")  # a figure that is no rate: as the number it is
+        cells = [fmt(m, percent=unit is None) for m in metrics]
+        cells += [_delta(metrics[base], metrics[columns.index(c)], unit) for c in deltas]
+        table_rows.append((key.replace("_", " ") + (f" ({unit})" if unit else ""), *cells))
     cols = ("metric", *columns, *(f"Δ {c.removeprefix('after: ')} vs before" for c in deltas))
     blocks: list[Block] = [
-        Table(cols, tuple(table_rows), "Values with 95% Wilson intervals where the run recorded them.")
+        Table(cols, tuple(table_rows), "Rates with 95% Wilson intervals; the held-out refusal margin and answer "
+              "retention in their units, with bootstrap intervals over prompts; where the run recorded them.")
     ]
     wall = data.demo_summary.wall_seconds if data.demo_summary else None
     if isinstance(wall, (int, float)):
@@ -159,9 +164,10 @@ def _comparison(comparison: Any) -> Section | None:
         # a rate in percent and its difference in points; any other metric (the held-out refusal margin, nats)
         # as the number it is
         scale, unit, delta, n = (100.0, "%", " pts", 1) if is_rate(metric) else (1.0, "", "", 2)
-        lo, hi = d.ci95
+        interval = (f"[{d.ci95[0] * scale:+.{n}f}, {d.ci95[1] * scale:+.{n}f}]" if d.ci95
+                    else f"(no interval: {d.n_prompts} prompt)")  # one prompt: no spread to estimate
         rows.append((metric.replace("_", " "), f"{d.rate_a * scale:.{n}f}{unit}", f"{d.rate_b * scale:.{n}f}{unit}",
-                     f"{d.diff * scale:+.{n}f}{delta} [{lo * scale:+.{n}f}, {hi * scale:+.{n}f}]", str(d.seeds),
+                     f"{d.diff * scale:+.{n}f}{delta} {interval}", str(d.seeds),
                      str(d.n_prompts), f"{d.only_a} / {d.only_b}"))
     if not rows:
         return None

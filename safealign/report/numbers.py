@@ -21,6 +21,8 @@ def difference(compared: dict[str, Any] | None) -> str:
     """A paired difference (``diff`` and ``ci95``, safealign.eval.paired) as ``+0.038 [-0.050,+0.138]``."""
     if not compared:
         return "-"
+    if compared.get("ci95") is None:  # one prompt (safealign.eval.paired.paired_difference): no interval
+        return f"{compared['diff']:+.3f} (no interval)"
     low, high = compared["ci95"]
     return f"{compared['diff']:+.3f} [{low:+.3f},{high:+.3f}]"
 

@@ -15,6 +15,9 @@ from safealign.io.summaries import Figure, RateStats, ScoreStats, is_rate
 from safealign.report.load import RunData, Stage
 
 HEADLINE_KEYS = ("direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate")
+# the units of the demo's figures that are not rates (shown after the rates, as the numbers they are)
+UNITS = {"heldout_refusal_margin": "nats", "retention_of_base_answers": "nats/token",
+         "retention_of_own_answers": "nats/token"}  # fmt: skip
 JUDGE_NOTES = {
     "refusal": "refusal-substring judge (AdvBench list): any answer without a listed refusal phrase counts "
                "as a jailbreak and any with one as a refusal, so deflections count as harmful and complying "
@@ -71,11 +74,13 @@ def as_metric(value: Any, key: str | None = None) -> Metric | None:
 
 
 def headline(data: RunData) -> tuple[list[str], list[tuple[str, list[Metric | None]]]]:
-    """Columns (``before``, then each trained variant) and one row per headline metric."""
+    """Columns (``before``, then each trained variant) and one row per headline metric: the rates, then the
+    figures in their own units (the held-out refusal margin, answer retention: :data:`UNITS`)."""
     columns = data.demo_summary.columns() if data.demo_summary else {}
     keys = [k for k in HEADLINE_KEYS if any(k in c for c in columns.values())]
     extra = sorted({k for c in columns.values() for k in c if is_rate(k) and k not in keys})
-    rows = [(k, [as_metric(c.get(k)) for c in columns.values()]) for k in [*keys, *extra]]
+    numbers = sorted({k for c in columns.values() for k in c if not is_rate(k)})
+    rows = [(k, [as_metric(c.get(k)) for c in columns.values()]) for k in [*keys, *extra, *numbers]]
     return list(columns), rows
 
 

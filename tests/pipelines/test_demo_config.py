@@ -178,3 +178,46 @@ def test_over_refusal_answers_with_the_evaluations_generation_settings(monkeypat
         "eval.generation.stop=[END]", "eval.generation.max_new_tokens=20", "eval.generation.seed=3"])
     assert (params.do_sample, params.temperature, params.top_p, params.stop, params.max_new_tokens, params.seed) == \
         (True, 0.7, 0.9, ("END",), 20, 3)
+
+
+@pytest.mark.parametrize("stem", ["borderline", "ordinary", "all"])
+def test_an_extra_benign_file_named_as_a_built_in_kind_is_refused(tmp_path, stem):
+    """Its prompts would be recorded under that kind: borderline_refusal_rate over 74 prompts instead of 24."""
+    from safealign.errors import UserError
+
+    path = tmp_path / f"{stem}.json"
+    with pytest.raises(UserError, match=rf"extra_benign: {path}.*'{stem}'.*rename"):
+        DemoConfig(extra_benign=[str(path)])
+    DemoConfig(extra_benign=[str(tmp_path / f"{stem}_alpaca.json")])  # another stem is a set of its own
+
+
+@pytest.mark.parametrize("key", ["extra_harmful", "extra_benign"])
+def test_two_extra_sets_of_one_name_are_refused(tmp_path, key):
+    """A set is named by its file's stem: a second file of that stem would replace the first (extra_harmful) or
+    merge into it."""
+    from safealign.errors import UserError
+
+    first, second = tmp_path / "a" / "advbench_behaviors.csv", tmp_path / "b" / "advbench_behaviors.v2.csv"
+    with pytest.raises(UserError, match=rf"{key}: {first} and {second} are both named 'advbench_behaviors'.*rename"):
+        DemoConfig(**{key: [str(first), str(second)]})
+
+
+@pytest.mark.parametrize(("overrides", "match"), [
+    (["harmful_test=0"], "harmful_test must be >= 1"),
+    (["harmful_train=0", "benign_train=0", "borderline_train=0"], "harmful_train, benign_train, borderline_train"),
+    (["variants=[dpo,e-dpoo]"], r"unknown demo variant\(s\) \['e-dpoo'\]"),
+    (["variants=[]"], "unknown demo variant"),
+    (["train_seeds=[0,0]"], "train_seeds must be distinct"),
+])  # fmt: skip
+def test_a_count_or_list_that_would_fail_after_the_pair_build_is_refused_when_the_config_loads(overrides, match):
+    from safealign.errors import UserError
+
+    with pytest.raises(UserError, match=match):
+        load_demo_config(["model=tiny-random", *overrides])
+
+
+def test_no_training_prompts_are_fine_when_no_variant_trains():
+    from safealign.pipelines.demo_methods import METHODS
+
+    inference = next(n for n in METHODS.names() if not METHODS.get(n).trains)
+    load_demo_config([f"variants=[{inference}]", "harmful_train=0", "benign_train=0", "borderline_train=0"])
