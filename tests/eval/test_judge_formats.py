@@ -102,9 +102,11 @@ def test_unknown_model_needs_an_explicit_format():
 
 
 class RecordingModel(ScriptedChatModel):
-    def generate(self, conversations, params: GenerationParams):
-        self.params = params
-        return super().generate(conversations, params)
+    """A scripted judge model whose ``last`` is the generation settings of its latest call."""
+
+    @property
+    def last(self) -> GenerationParams:
+        return self.params[-1]
 
 
 @pytest.mark.parametrize("model, fmt, special, chat", [
@@ -114,9 +116,9 @@ class RecordingModel(ScriptedChatModel):
 def test_raw_prompts_get_the_tokenizer_special_tokens_chat_prompts_do_not(model, fmt, special, chat):
     fake = RecordingModel(lambda c: "yes")
     ClassifierJudge(ClassifierConfig(model=model, format=fmt), chat_model=fake)([B], [Completion("G")])
-    assert (fake.params.add_special_tokens, fake.params.chat_template) == (special, chat)
+    assert (fake.last.add_special_tokens, fake.last.chat_template) == (special, chat)
     if model in (MISTRAL, LLAMA2):
-        assert fake.params.max_new_tokens == 1  # HarmBench reads one token (cls_params max_tokens=1)
+        assert fake.last.max_new_tokens == 1  # HarmBench reads one token (cls_params max_tokens=1)
 
 
 def test_hf_backend_adds_bos_only_when_asked(tiny_model, tiny_tokenizer):
@@ -157,7 +159,7 @@ def test_llama_guard_uses_the_models_own_chat_template(tiny_tokenizer):
     pair = [{"role": "user", "content": "Do the bad thing"}, {"role": "assistant", "content": "G"}]
     expected = tiny_tokenizer.apply_chat_template(pair, tokenize=False, add_generation_prompt=True)
     assert fake.conversations[0][0]["content"] == expected
-    assert (fake.params.chat_template, fake.params.add_special_tokens) == (False, False)  # template has BOS
+    assert (fake.last.chat_template, fake.last.add_special_tokens) == (False, False)  # template has BOS
     assert verdict.harmful is True and "S1,S10" in verdict.raw
     with pytest.raises(UserError, match="needs a local model with a tokenizer"):
         ClassifierJudge(ClassifierConfig(model="meta-llama/Llama-Guard-3-8B"), chat_model=ScriptedChatModel(str))
