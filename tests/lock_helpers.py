@@ -22,3 +22,34 @@ def dead_pid():
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()  # exited and reaped: the pid names no process (until the system reuses it)
     return proc.pid
+
+
+class RanPast(Exception):
+    """The command went on to its (stubbed) work."""
+
+
+def assert_lifetime_lock_refuses_fresh(monkeypatch, out, target, argv):
+    """Run the CLI ``argv`` with the pipeline function ``target`` (``module.function`` under safealign.pipelines)
+    stubbed by work that asks for ``--fresh`` on ``out``: the command's lifetime lock must refuse it, naming the
+    lock and this process, exactly once."""
+    import os
+
+    import pytest
+
+    from safealign.cli import main
+    from safealign.errors import UserError
+    from safealign.io.run_lock import delete_run_dir, worker_lock_path
+
+    refusals = []
+
+    def work(*args, **kwargs):  # the worker's (or launcher's) work, during which another command asks for --fresh
+        try:
+            delete_run_dir(out, "--fresh")
+        except UserError as exc:
+            refusals.append(str(exc))
+        raise RanPast
+
+    monkeypatch.setattr(f"safealign.pipelines.{target}", work)
+    with pytest.raises(RanPast):
+        main(argv)
+    assert len(refusals) == 1 and str(worker_lock_path(out)) in refusals[0] and f"pid {os.getpid()}" in refusals[0]

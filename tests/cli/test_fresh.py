@@ -1,14 +1,12 @@
-"""``--fresh`` on ``safealign demo`` and ``safealign sweep`` deletes the output directory: never while a live
-process holds a lock in it (a run's run.lock, a sweep worker's claim.lock, shared.lock or lifetime lock); a stale lock
-is no bar."""
+"""``--fresh`` on ``safealign demo`` and ``safealign sweep`` deletes the output directory (the demo: only its own
+outputs): never while a live process holds a lock in it (a run's run.lock, a sweep worker's claim.lock, shared.lock or
+lifetime lock); a stale lock is no bar."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
-from lock_helpers import dead_pid, write_lock
+from lock_helpers import assert_lifetime_lock_refuses_fresh, dead_pid, write_lock
 
 from safealign.cli import main
 
@@ -72,25 +70,10 @@ def test_fresh_is_refused_while_a_sweep_worker_holds_its_lifetime_lock(tmp_path,
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_sweep_worker_and_the_launcher_hold_a_lifetime_lock_that_refuses_fresh(tmp_path, monkeypatch, workers):
     """A worker holds no claim.lock or shared.lock while it starts, polls for cells, waits for shared.lock or writes
-    the tables, and the --workers launcher holds none at all: each holds workers/<host>-<pid>.lock for its whole
+    the tables, and the --workers launcher holds none at all: each holds workers/<host>-<pidns>-<pid>.lock for its whole
     life, so another command's --fresh is refused meanwhile, and leaves none behind."""
-    from safealign.errors import UserError
-    from safealign.io.run_lock import delete_run_dir, worker_lock_path
-
     out = tmp_path / "run"
-    refusals = []
-
-    def work(*args, **kwargs):  # the worker's (or launcher's) work, during which another command asks for --fresh
-        try:
-            delete_run_dir(out, "--fresh")
-        except UserError as exc:
-            refusals.append(str(exc))
-        raise Ran
-
     target = "sweep.run_sweep" if workers == 1 else "sweep_workers.launch_workers"
-    monkeypatch.setattr(f"safealign.pipelines.{target}", work)
-    with pytest.raises(Ran):
-        main(["sweep", "configs/sweep/e_effect.yaml", f"output_dir={out}", "model=tiny-random", "--workers",
-              str(workers)])
-    assert len(refusals) == 1 and str(worker_lock_path(out)) in refusals[0] and f"pid {os.getpid()}" in refusals[0]
+    assert_lifetime_lock_refuses_fresh(monkeypatch, out, target, [
+        "sweep", "configs/sweep/e_effect.yaml", f"output_dir={out}", "model=tiny-random", "--workers", str(workers)])
     assert not list(out.rglob("*.lock"))  # released when the command ends

@@ -119,3 +119,17 @@ def bpe_tokenizer(metaspace: bool = False,
                                         pad_token="<|endoftext|>", additional_special_tokens=SPECIAL_TOKENS)
     tokenizer.chat_template = CHATML_TEMPLATE
     return tokenizer
+
+
+# a run's generation settings far from the defaults, so an attack's early-stop answers show whether they follow them
+LOADED_RUN = GenerationParams(max_new_tokens=200, do_sample=True, temperature=0.7, top_p=0.9, stop=("END",), seed=5,
+                              batch_size=8, max_prompt_tokens=300)
+
+
+def refusing_context(model, tokenizer):
+    """A white-box attack's context under :data:`LOADED_RUN` whose target always refuses: ``(target, context)``."""
+    from safealign.eval.attacks import AttackContext
+
+    target = ScriptedChatModel(lambda c: "I refuse")
+    return target, AttackContext(target=target, generation=LOADED_RUN, judge=KeywordJudge(), model=model,
+                                 tokenizer=tokenizer)

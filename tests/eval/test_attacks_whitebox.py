@@ -20,7 +20,7 @@ from safealign.eval.backends.base import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 from safealign.types import Behavior
 
-from .fakes import KeywordJudge, ScriptedChatModel
+from .fakes import LOADED_RUN, KeywordJudge, ScriptedChatModel, refusing_context
 
 B = Behavior("b1", "Tell me the thing", target="Sure, here is the thing")
 BEHAVIORS = [Behavior(f"b{i}", f"Tell me thing {i}", target=f"Sure, here is thing {i}") for i in range(4)]
@@ -365,11 +365,8 @@ def test_gcg_multi_refuses_the_early_stop_keys_it_ignores():
 
 def test_autodan_records_its_own_fitness_evaluations_and_early_stops_with_the_run_settings(tiny_model,
                                                                                           tiny_tokenizer):
-    run = GenerationParams(max_new_tokens=200, do_sample=True, temperature=0.7, top_p=0.9, stop=("END",), seed=5,
-                           batch_size=8, max_prompt_tokens=300)  # fmt: skip
-    target = ScriptedChatModel(lambda c: "I refuse")
-    context = AttackContext(target=target, generation=run, judge=KeywordJudge(), model=tiny_model,
-                            tokenizer=tiny_tokenizer)  # fmt: skip
+    run = LOADED_RUN
+    target, context = refusing_context(tiny_model, tiny_tokenizer)
     config = AutoDANConfig(steps=2, population=4, mutation=1.0, eval_every=1, eval_max_new_tokens=5, patience=0)
     attack = AutoDANAttack(config, context)
     other = Behavior("b2", "Tell me another thing", target="Sure, here is another thing")

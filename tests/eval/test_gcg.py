@@ -14,7 +14,7 @@ from safealign.errors import UserError
 from safealign.models.tiny import tiny_model as make_tiny_model
 from safealign.types import Behavior
 
-from .fakes import KeywordJudge, ScriptedChatModel, bpe_tokenizer
+from .fakes import LOADED_RUN, KeywordJudge, ScriptedChatModel, bpe_tokenizer, refusing_context
 
 B = Behavior("b1", "Tell me the thing", target="Sure, here is the thing")
 
@@ -155,11 +155,8 @@ def test_gcg_records_its_target_queries_and_candidates_and_early_stops_with_the_
                                                                                             tiny_tokenizer):
     import dataclasses
 
-    run = GenerationParams(max_new_tokens=200, do_sample=True, temperature=0.7, top_p=0.9, stop=("END",), seed=5,
-                           batch_size=8, max_prompt_tokens=300)  # fmt: skip
-    target = ScriptedChatModel(lambda c: "I refuse")
-    context = AttackContext(target=target, generation=run, judge=KeywordJudge(), model=tiny_model,
-                            tokenizer=tiny_tokenizer)  # fmt: skip
+    run = LOADED_RUN
+    target, context = refusing_context(tiny_model, tiny_tokenizer)
     config = GCGConfig(steps=4, search_width=8, topk=8, suffix_length=4, early_stop_every=2,
                        early_stop_max_new_tokens=7, filter_retokenization=False)  # fmt: skip
     [attempt] = GCGAttack(config, context)(B)

@@ -11,6 +11,7 @@ import shutil
 
 import pytest
 
+from lock_helpers import assert_lifetime_lock_refuses_fresh
 from safealign.cli import main
 from tests.online.test_online_compare import SMALL
 from tests.online.test_online_trainer import RECIPES, TINY
@@ -101,35 +102,14 @@ def test_a_live_workers_run_is_left_to_it_and_a_dead_ones_is_taken_over(tmp_path
     assert run.table is not None and (out / "online_compare.json").exists() and (live / "stage.json").exists()
 
 
-class Ran(Exception):
-    """The command went on to its (stubbed) work."""
-
-
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_worker_and_the_launcher_hold_a_lifetime_lock_that_refuses_fresh(tmp_path, monkeypatch, workers):
     """As a sweep's (tests/cli/test_fresh.py): a worker holds no claim.lock or shared.lock while it starts, looks
     for a run or writes the table, and the --workers launcher holds none at all; each holds
     workers/<host>-<pidns>-<pid>.lock for its whole life, so a --fresh on the directory is refused meanwhile."""
-    import os
-
-    from safealign.errors import UserError
-    from safealign.io.run_lock import delete_run_dir, worker_lock_path
-
     out = tmp_path / "cmp"
-    refusals = []
-
-    def work(*a, **k):  # the worker's (or launcher's) work, during which another command asks for --fresh
-        try:
-            delete_run_dir(out, "--fresh")
-        except UserError as exc:
-            refusals.append(str(exc))
-        raise Ran
-
     target = "online_compare.run_online_compare" if workers == 1 else "sweep_workers.run_workers"
-    monkeypatch.setattr(f"safealign.pipelines.{target}", work)
-    with pytest.raises(Ran):
-        main([*args(out), "--workers", str(workers)])
-    assert len(refusals) == 1 and str(worker_lock_path(out)) in refusals[0] and f"pid {os.getpid()}" in refusals[0]
+    assert_lifetime_lock_refuses_fresh(monkeypatch, out, target, [*args(out), "--workers", str(workers)])
     assert not list(out.rglob("*.lock"))  # released when the command ends
 
 
