@@ -126,10 +126,11 @@ LOADED_RUN = GenerationParams(max_new_tokens=200, do_sample=True, temperature=0.
                               batch_size=8, max_prompt_tokens=300)
 
 
-def refusing_context(model, tokenizer):
-    """A white-box attack's context under :data:`LOADED_RUN` whose target always refuses: ``(target, context)``."""
+def refusing_context(model, tokenizer, generation: GenerationParams = LOADED_RUN):
+    """A white-box attack's context under ``generation`` (default :data:`LOADED_RUN`) whose target always refuses:
+    ``(target, context)``."""
     from safealign.eval.attacks import AttackContext
 
     target = ScriptedChatModel(lambda c: "I refuse")
-    return target, AttackContext(target=target, generation=LOADED_RUN, judge=KeywordJudge(), model=model,
+    return target, AttackContext(target=target, generation=generation, judge=KeywordJudge(), model=model,
                                  tokenizer=tokenizer)

@@ -365,7 +365,6 @@ def test_gcg_multi_refuses_the_early_stop_keys_it_ignores():
 
 def test_autodan_records_its_own_fitness_evaluations_and_early_stops_with_the_run_settings(tiny_model,
                                                                                           tiny_tokenizer):
-    run = LOADED_RUN
     target, context = refusing_context(tiny_model, tiny_tokenizer)
     config = AutoDANConfig(steps=2, population=4, mutation=1.0, eval_every=1, eval_max_new_tokens=5, patience=0)
     attack = AutoDANAttack(config, context)
@@ -376,8 +375,8 @@ def test_autodan_records_its_own_fitness_evaluations_and_early_stops_with_the_ru
     assert second.meta["fitness_evaluations"] == alone.meta["fitness_evaluations"] >= 4
     assert first.meta["fitness_evaluations"] + second.meta["fitness_evaluations"] == attack._loss.evaluations
     # the early-stop answers use the run's generation settings, less the answer length (one prompt per call)
-    assert target.params == [dataclasses.replace(run, max_new_tokens=5, batch_size=1)] * 6
-    default = ScriptedChatModel(lambda c: "I refuse")  # a run at the default generation settings: as before
-    AutoDANAttack(config, AttackContext(target=default, judge=KeywordJudge(), model=tiny_model,
-                                        tokenizer=tiny_tokenizer))(B)  # fmt: skip
+    assert target.params == [dataclasses.replace(LOADED_RUN, max_new_tokens=5, batch_size=1)] * 6
+    # a run at the default generation settings: as before
+    default, context = refusing_context(tiny_model, tiny_tokenizer, GenerationParams())
+    AutoDANAttack(config, context)(B)
     assert default.params == [GenerationParams(max_new_tokens=5, batch_size=1)] * 2

@@ -155,7 +155,6 @@ def test_gcg_records_its_target_queries_and_candidates_and_early_stops_with_the_
                                                                                             tiny_tokenizer):
     import dataclasses
 
-    run = LOADED_RUN
     target, context = refusing_context(tiny_model, tiny_tokenizer)
     config = GCGConfig(steps=4, search_width=8, topk=8, suffix_length=4, early_stop_every=2,
                        early_stop_max_new_tokens=7, filter_retokenization=False)  # fmt: skip
@@ -163,10 +162,10 @@ def test_gcg_records_its_target_queries_and_candidates_and_early_stops_with_the_
     assert attempt.meta["target_queries"] == 2 == len(target.calls)  # after steps 2 and 4
     assert attempt.meta["candidates_scored"] == 4 * 8  # no filter: every sampled candidate is scored
     # the run's generation settings, less the answer length (and one prompt per call)
-    assert target.params == [dataclasses.replace(run, max_new_tokens=7, batch_size=1)] * 2
-    default = ScriptedChatModel(lambda c: "I refuse")  # a run at the default generation settings: as before
-    GCGAttack(config, AttackContext(target=default, judge=KeywordJudge(), model=tiny_model,
-                                    tokenizer=tiny_tokenizer))(B)  # fmt: skip
+    assert target.params == [dataclasses.replace(LOADED_RUN, max_new_tokens=7, batch_size=1)] * 2
+    # a run at the default generation settings: as before
+    default, context = refusing_context(tiny_model, tiny_tokenizer, GenerationParams())
+    GCGAttack(config, context)(B)
     assert default.params == [GenerationParams(max_new_tokens=7, batch_size=1)] * 2
     unjudged = GCGAttack(config, AttackContext(target=target, model=tiny_model, tokenizer=tiny_tokenizer))(B)[0]
     assert unjudged.meta["target_queries"] == 0  # no judge: no early-stop check
