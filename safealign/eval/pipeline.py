@@ -353,8 +353,9 @@ def _judge_again(batch: list[tuple[Behavior, AttemptRecord]], judges: dict[str, 
             continue
         start = time.perf_counter()
         new = judge([batch[i][0] for i in todo], [recorded_answer(batch[i][1]) for i in todo])
+        digest = judge_digest(judge)
         for i, verdict in zip(todo, new):
-            verdicts[i][name] = verdict_json(verdict, judge_digest(judge))
+            verdicts[i][name] = verdict_json(verdict, digest)
             judge_s[i][name] = (time.perf_counter() - start) / len(todo)
     now = time.strftime("%Y-%m-%dT%H:%M:%S")
     changed = [dataclasses.replace(r, verdicts=v, timings={**r.timings, "judge_s": s}, time=now)

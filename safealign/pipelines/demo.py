@@ -176,11 +176,12 @@ def _margin(config: DemoConfig, model: Any, tokenizer: Any, harmful: list[Any], 
     prompts = {p.id: p.prompt for p in harmful}
     answers = demo_margin.base_answers(before, list(prompts))
     lengths = {"max_length": config.train.data.max_length, "max_prompt_length": config.train.data.max_prompt_length}
-    digest = demo_margin.inputs_digest(prompts, answers, load_refusals(), **lengths) if reuse else None
+    refusals = load_refusals()
+    digest = demo_margin.inputs_digest(prompts, answers, refusals, **lengths) if reuse else None
     if digest is not None and (margins := demo_margin.recorded_margins(out, digest)) is not None:
         logger.info("demo: %s: held-out refusal margins recorded from the same inputs, not scored again", out)
         return demo_margin.margin_stats(margins, len(prompts))
-    margins = demo_margin.score_margins(model, tokenizer, prompts, answers, load_refusals(), **lengths)
+    margins = demo_margin.score_margins(model, tokenizer, prompts, answers, refusals, **lengths)
     return demo_margin.margin_figure(out, margins, len(prompts), digest=digest)
 
 
