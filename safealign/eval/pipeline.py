@@ -335,10 +335,12 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
         make_record(b, a, c, {n: v[i] for n, v in verdicts.items()}, {**base, "judge_s": judge_s}, digests)
         for i, ((b, a, base), c) in enumerate(zip(batch, completions))
     ])  # fmt: skip
-    # each judge's verdicts on the answers it is meant to score (a failed generation is the backend's failure)
-    first_batch(completions, {name: [v for b, c, v in zip(behaviors, completions, vs)
-                                     if c.error is None and judges[name].covers(b)]
-                              for name, vs in verdicts.items()})  # fmt: skip
+    # each judge's verdicts on the answers it is meant to score (a failed generation is the backend's failure);
+    # gathered only while the check has yet to run (it runs once)
+    if not first_batch.checked:
+        first_batch(completions, {name: [v for b, c, v in zip(behaviors, completions, vs)
+                                         if c.error is None and judges[name].covers(b)]
+                                  for name, vs in verdicts.items()})  # fmt: skip
 
 
 def _judge_again(batch: list[tuple[Behavior, AttemptRecord]], judges: dict[str, Judge], store: RecordStore) -> None:

@@ -36,7 +36,7 @@ from torch import nn
 
 from safealign.errors import UserError
 from safealign.models.embedded import (
-    BUILTIN_MODELS, MARKER, cache_root, cached_path, ensure_embedded, is_cached, sha256_file,
+    BUILTIN_MODELS, MARKER, cache_root, ensure_embedded, sha256_file,
 )
 from safealign.models.load import SPEC_ATTR, TINY_RANDOM, resolve_spec
 from safealign.models.lora import adapter_base_spec
@@ -137,7 +137,7 @@ def _builtin_identity(name: str) -> dict[str, Any]:
                                 "pinned_revision": entry.hub_revision}  # fmt: skip
     # not fetched yet (or an earlier version's hub entry): fetched now, the weights a run's load will find; a
     # damaged entry is a UserError naming it
-    folder = cached_path(name) if is_cached(name) else ensure_embedded(name)
+    folder = ensure_embedded(name)
     marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
     source = str(marker.get("source", ""))
     identity["source"] = source
