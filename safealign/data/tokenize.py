@@ -161,6 +161,12 @@ class _Counts:
     overrun_max: int = 0  # by how many tokens at most
 
 
+def reference_overrun_of(ref_ids: Ids, responses: Sequence[Ids], max_length: int) -> int:
+    """Tokens by which a reference view (its prompt + the longest of ``responses``) runs over ``max_length``
+    (0 or less: it fits)."""
+    return len(ref_ids) + max(map(len, responses)) - max_length
+
+
 class PairEncoder:
     """Encode :class:`PreferencePair` / :class:`UnpairedExample` items into token ids."""
 
@@ -356,7 +362,7 @@ class PairEncoder:
         """Count a reference view (its prompt + the longest response) that runs over ``max_length``."""
         if ref_ids is None:
             return
-        over = len(ref_ids) + max(map(len, responses)) - self.max_length
+        over = reference_overrun_of(ref_ids, responses, self.max_length)
         if over > 0:
             counts.reference_over += 1
             counts.overrun_max = max(counts.overrun_max, over)

@@ -461,11 +461,9 @@ def verdict_json(verdict: Verdict, digest: str | None = None) -> dict[str, Any]:
 
 def judge_digest(judge: Judge) -> str:
     """16 hex digits of the SHA-256 of the judge's class and :meth:`Judge.identity`, as JSON."""
-    import hashlib
-    import json
+    from safealign.io.rundir import json_digest
 
-    text = json.dumps({"class": type(judge).__name__, **judge.identity()}, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return json_digest({"class": type(judge).__name__, **judge.identity()})
 
 
 def warn_changed_judges(store: RecordStore, judges: dict[str, Judge]) -> None:

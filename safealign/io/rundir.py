@@ -91,14 +91,14 @@ class Fingerprint:
     def digest(self) -> str:
         """Over the values as ``fingerprint.json`` holds them (an inf or NaN is written as null), so a fingerprint
         read back digests as the one that wrote it."""
-        return _json_digest({"kind": self.kind, "values": finite_json(dict(self.values))})
+        return json_digest({"kind": self.kind, "values": finite_json(dict(self.values))})
 
     @property
     def legacy_digest(self) -> str:
         """The digest as taken before 2026-12-07, over the values as given: an inf or NaN digested as JSON's
         non-standard ``Infinity``/``NaN``. The same as :attr:`digest` unless a value is non-finite; records written
         under it (a sweep's ``cell.json``) are still matched by it."""
-        return _json_digest({"kind": self.kind, "values": dict(self.values)})
+        return json_digest({"kind": self.kind, "values": dict(self.values)})
 
     def to_json(self) -> dict[str, Any]:
         return {"version": _VERSION, "kind": self.kind, "digest": self.digest, "values": dict(self.values)}
@@ -154,7 +154,7 @@ def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None
     if settings.get("benign", {}).get("path"):
         extra["benign.path_data"] = _data_identity(settings["benign"]["path"])
     if behaviors is not None:
-        extra["behaviors.passed_in"] = _json_digest([_behavior_json(b) for b in behaviors])
+        extra["behaviors.passed_in"] = json_digest([_behavior_json(b) for b in behaviors])
     if attacked is not None:
         extra["model.attacked"] = attacked
     extra["model.weights"], extra["model.setup"] = weights, setup
@@ -207,7 +207,8 @@ def _behavior_json(behavior: Any) -> Any:
     return {k: v for k, v in dataclasses.asdict(behavior).items() if k != "tags"}
 
 
-def _json_digest(value: Any) -> str:
+def json_digest(value: Any) -> str:
+    """16 hex digits of the SHA-256 of ``value`` as JSON (sorted keys; a value JSON lacks, by its ``str``)."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -20,7 +20,7 @@ from torch import Tensor
 
 from safealign.data import UnpairedCollator
 from safealign.data.collate import pad_sequences
-from safealign.data.tokenize import EncodedUnpaired, Ids
+from safealign.data.tokenize import EncodedUnpaired, Ids, reference_overrun_of
 from safealign.errors import UserError
 from safealign.types import PreferencePair, UnpairedExample
 
@@ -94,7 +94,7 @@ def reference_overrun(items: Sequence[UnpairedItem], max_length: int) -> tuple[i
             continue
         completions = (ex.completion_ids,) if item.kl_completion_ids is None else (ex.completion_ids,
                                                                                    item.kl_completion_ids)
-        over = len(ex.ref_prompt_ids) + max(map(len, completions)) - max_length
+        over = reference_overrun_of(ex.ref_prompt_ids, completions, max_length)
         if over > 0:
             rows, most = rows + 1, max(most, over)
     return rows, most

@@ -22,7 +22,6 @@ with the separator it was optimised with.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -40,6 +39,7 @@ from safealign.eval.attacks.gcg import GCGAttack, GCGConfig
 from safealign.files import read_text
 from safealign.interrupt import raise_if_stop_requested
 from safealign.io import write_json
+from safealign.io.rundir import json_digest
 from safealign.types import Attempt, Behavior
 
 logger = logging.getLogger(__name__)
@@ -100,15 +100,10 @@ class UniversalSuffix:
         return self.steps < self.settings.get("steps", self.steps)
 
 
-def _digest(value: Any) -> str:
-    """16 hex digits of the SHA-256 of ``value`` as JSON."""
-    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def suffix_digest(u: UniversalSuffix) -> str:
     """What identifies one optimisation (in each attempt's meta, so a resume can tell whether its records were made
     with the suffix it would use): the suffix and what it was optimised for, not its timings."""
-    return _digest({k: getattr(u, k) for k in ("suffix", "suffix_ids", "train_ids", "targets", "prompt_digests",
+    return json_digest({k: getattr(u, k) for k in ("suffix", "suffix_ids", "train_ids", "targets", "prompt_digests",
                                                "settings", "model_fingerprint")})  # fmt: skip
 
 
@@ -220,7 +215,7 @@ class GCGMultiAttack(GCGAttack):
     def _prompt_digests(self, train: Sequence[Behavior]) -> list[str]:
         """Per training behavior, the digest of the prompt text before and after its suffix slot, as the target
         renders it: a suffix optimised under one system prompt or request text is not reused for another."""
-        return [_digest(list(self.render_parts(behavior_prompt(b)))) for b in train]
+        return [json_digest(list(self.render_parts(behavior_prompt(b)))) for b in train]
 
     @cached_property
     def model_fingerprint(self) -> str | None:
