@@ -52,7 +52,12 @@ def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, r
     error. One prompt gives no interval (``ci95`` None), as in :func:`mean_difference_stats`: every resample is
     that prompt, a zero-width interval that claims certainty."""
     seeds, prompts = _paired_keys(a, b)
-    ci95 = percentile_interval(_prompt_draws(a, b, seeds, prompts, resamples, seed)) if len(prompts) >= 2 else None
+    ci95 = None
+    if len(prompts) >= 2:
+        outcomes = _outcomes(a, seeds, prompts) and _outcomes(b, seeds, prompts)
+        differences = {float(a[s][p]) - float(b[s][p]) for s in seeds for p in prompts}
+        ci95 = (_constant_outcome_interval(differences, len(prompts), difference=True) if outcomes else None) or \
+            percentile_interval(_prompt_draws(a, b, seeds, prompts, resamples, seed))
     # the key order of earlier summaries: rate_a, rate_b where the numeric comparison says mean_a, mean_b
     out = {("rate" + k[4:] if k.startswith("mean_") else k): v
            for k, v in _summary(a, b, seeds, prompts, ci95).items()}
@@ -151,7 +156,8 @@ def hierarchical_mean(values: Mapping[Any, Mapping[str, Any]], *, resamples: int
     :func:`crossed_variance`. Seeds may have scored different prompts (an unscored prompt, a group of prompts
     defined per seed as in ``safealign diagnose margin-split``), where that table has holes: the interval is then
     the crossed bootstrap of :func:`_crossed_draws` (``resamples`` draws from ``seed``), whose coverage is only
-    approximate (too wide without a seed effect, too narrow when seeds dominate; docs/algorithms.md).
+    approximate (too wide without a seed effect, too narrow when seeds dominate; docs/algorithms.md), or, where
+    every outcome is the same, the exact bound of :func:`_constant_outcome_interval`.
     ``interval`` names the method, ``df`` its degrees of freedom (None for the bootstrap); ``n_prompts``: the
     most any seed scored."""
     seeds = sorted(s for s in values if values[s])
@@ -163,6 +169,10 @@ def hierarchical_mean(values: Mapping[Any, Mapping[str, Any]], *, resamples: int
     if all(prompts[s] == shared for s in seeds):
         rows = [[float(values[s][p]) for p in shared] for s in seeds]
         ci95, df, interval = crossed_t_interval(mean, rows, (0.0, 1.0) if _outcomes(values, seeds, shared) else None)
+    elif all(_outcomes(values, [s], prompts[s]) for s in seeds) and (constant := _constant_outcome_interval(
+            {float(v) for s in seeds for v in values[s].values()}, max(map(len, prompts.values())), difference=False)):
+        ci95, df = constant, None
+        interval = "exact binomial over the most prompts a seed scored (every outcome equal in every seed)"
     else:
         boot = _crossed_draws(seeds, prompts, lambda s, sample: _mean(values[s], sample), resamples, seed)
         ci95, df = percentile_interval(boot), None
@@ -233,8 +243,9 @@ def crossed_t_interval(center: float, rows: list[list[float]],
     """The 95% interval ``center ± t₀.₉₇₅(df)·√Var`` of :func:`crossed_variance` (``center``: the caller's point
     estimate, the grand mean up to rounding), clipped to ``bounds`` (rates of outcomes: [0, 1]; differences of
     rates: [−1, 1]); with its df (None where there is none) and a description for the result's ``interval``. Every
-    value equal: the point. A single value has no spread to estimate: the whole of ``bounds``, and for numbers the
-    value itself, its description saying there is no interval."""
+    value equal: the point for numbers, and for outcomes (``bounds`` given) the exact interval of
+    :func:`_constant_outcome_interval`. A single value has no spread to estimate: the whole of ``bounds``, and for
+    numbers the value itself, its description saying there is no interval."""
     method = "crossed random-effects t"
     if not all(math.isfinite(v) for r in rows for v in r):
         raise UserError("hierarchical interval: a value is not finite (NaN or infinite): no interval can be given")
@@ -243,6 +254,10 @@ def crossed_t_interval(center: float, rows: list[list[float]],
             return [center, center], None, f"{method} (a single value: no spread to estimate, no interval)"
         return list(bounds), None, f"{method} (a single outcome: no spread to estimate, the whole range)"
     if min(map(min, rows)) == max(map(max, rows)):
+        if bounds is not None:
+            return (_constant_outcome_interval({v for r in rows for v in r}, len(rows[0]), difference=bounds[0] < 0),
+                    None,
+                    f"exact binomial over the {len(rows[0])} prompts (every outcome equal in every seed)")
         return [center, center], None, f"{method} (every value equal: no spread)"
     estimate = crossed_variance(rows)
     half = t_quantile(0.975, estimate.df) * math.sqrt(estimate.var)
@@ -252,6 +267,25 @@ def crossed_t_interval(center: float, rows: list[list[float]],
     how = ("one seed: t over prompts" if len(rows) == 1 else "one prompt: t over seeds" if len(rows[0]) == 1
            else "Satterthwaite")
     return [low, high], estimate.df, f"{method} ({how} df={estimate.df:.1f})"
+
+
+def _constant_outcome_interval(values: set[float], n_prompts: int, *, difference: bool) -> list[float] | None:
+    """The 95% interval of a rate (``difference`` False: every value 0 or every value 1) or of a difference of two
+    rates (True: every per-prompt difference 0, or every one +1 or −1) that did not vary at all over a seeds ×
+    prompts table of outcomes (``values``: the distinct values seen; ``n_prompts``: P); None where they vary. No
+    variance can be estimated from such a table, and the point (a zero-width interval) would claim certainty: the
+    bound is the exact (Clopper–Pearson) one for seeing
+    none of P prompts go the other way, ``u = 1 − 0.025^(1/P)``, the seeds counted as one sample since they may
+    repeat each other exactly. A rate of 0 gives [0, u], of 1 [1 − u, 1]; a difference of 0 (no prompt discordant)
+    [−u, +u], since the difference of two rates is at most the rate of discordant prompts; a difference of +1
+    (every prompt concordant the other way: none) [1 − 2u, 1], −1 likewise. P = 40: u = 0.088."""
+    if len(values) != 1:
+        return None
+    (value,) = values
+    u = 1.0 - 0.025 ** (1.0 / n_prompts)
+    if difference:
+        return [-u, u] if value == 0 else [1.0 - 2.0 * u, 1.0] if value > 0 else [-1.0, 2.0 * u - 1.0]
+    return [0.0, u] if value == 0 else [1.0 - u, 1.0]
 
 
 def _outcomes(values: Mapping[Any, Mapping[str, Any]], seeds: list, prompts: list) -> bool:

@@ -27,10 +27,17 @@ def test_mean_over_seeds_and_prompts_scored_by_both_only():
     assert d.ci95[0] > 0  # every resample keeps a above b
 
 
-def test_identical_variants_give_a_zero_interval():
+def test_identical_variants_give_the_exact_no_discordant_prompt_interval():
+    # no prompt discordant: every bootstrap resample is 0, a zero-width interval claiming certainty; the exact bound
+    # for seeing none of 30 prompts discordant is u = 1 − 0.025^(1/30): (1 − u)^30 = 0.025
     a = {3: {f"p{i}": i % 3 == 0 for i in range(30)}}
     d = paired_difference(a, {3: dict(a[3])})
-    assert d.diff == 0 and d.ci95 == (0, 0) and d.only_a == d.only_b == 0
+    u = 1 - 0.025 ** (1 / 30)
+    assert d.diff == 0 and d.ci95 == pytest.approx((-u, u)) and d.only_a == d.only_b == 0
+    assert (1 - d.ci95[1]) ** 30 == pytest.approx(0.025) and 0.115 < u < 0.116
+    # numbers (margins) that do not differ keep the point: there is no discrete bound to give
+    m = {0: {"p1": 0.5, "p2": 1.5}}
+    assert paired_difference(m, {0: dict(m[0])}).ci95 == (0.0, 0.0)
 
 
 def test_mismatched_seeds_or_no_common_prompt_is_an_error():
@@ -153,18 +160,31 @@ def test_hierarchical_golden_seeds_that_disagree():
     assert paired_difference(a, b).ci95 == (0.5, 0.5)
 
 
-def test_hierarchical_identical_variants_give_a_zero_interval():
+def test_hierarchical_identical_variants_give_the_exact_interval_over_prompts():
+    # seeds may repeat each other exactly, so the bound counts the 12 prompts, not 4 × 12 answers
     a = {s: {f"p{i}": (i + s) % 3 == 0 for i in range(12)} for s in range(4)}
     h = hierarchical_difference(a, {s: dict(v) for s, v in a.items()})
-    assert h["diff"] == 0 and h["ci95"] == [0.0, 0.0] and h["a_higher"] == h["b_higher"] == 0
-    assert h["df"] is None and "every value equal" in h["interval"]
+    u = 1 - 0.025 ** (1 / 12)
+    assert h["diff"] == 0 and h["ci95"] == pytest.approx([-u, u]) and h["a_higher"] == h["b_higher"] == 0
+    assert h["df"] is None and "exact binomial over the 12 prompts" in h["interval"]
+    # a fails every prompt, b none, in every seed: the difference is at least 1 − 2u
+    h = hierarchical_difference({s: dict.fromkeys(a[0], True) for s in a}, {s: dict.fromkeys(a[0], False) for s in a})
+    assert h["diff"] == 1 and h["ci95"] == pytest.approx([1 - 2 * u, 1.0])
+    h = hierarchical_difference({s: dict.fromkeys(a[0], False) for s in a}, {s: dict.fromkeys(a[0], True) for s in a})
+    assert h["ci95"] == pytest.approx([-1.0, 2 * u - 1])
 
 
 def test_every_value_equal_gives_the_point_and_a_single_value_no_interval():
     from safealign.eval.paired import hierarchical_mean
 
     assert hierarchical_mean({s: {"p1": 0.5, "p2": 0.5} for s in range(3)})["ci95"] == [0.5, 0.5]
-    assert hierarchical_mean({s: {"p1": True, "p2": True} for s in range(3)})["ci95"] == [1.0, 1.0]
+    # outcomes all equal: the exact bound over the 2 prompts (u = 1 − 0.025^(1/2) = 0.842), not the point
+    u = 1 - 0.025 ** 0.5
+    assert hierarchical_mean({s: {"p1": True, "p2": True} for s in range(3)})["ci95"] == pytest.approx([1 - u, 1.0])
+    assert hierarchical_mean({s: {"p1": False, "p2": False} for s in range(3)})["ci95"] == pytest.approx([0.0, u])
+    # seeds that scored different prompts (a hole): the bound counts the most prompts one seed scored
+    holes = hierarchical_mean({0: {"p1": False, "p2": False}, 1: {"p1": False}})
+    assert holes["ci95"] == pytest.approx([0.0, u]) and "exact binomial" in holes["interval"]
     # one seed and one prompt: no spread to estimate; an outcome's rate can be anything in [0, 1]
     assert hierarchical_mean({0: {"p": True}})["ci95"] == [0.0, 1.0]
     assert hierarchical_difference({0: {"p": True}}, {0: {"p": False}})["ci95"] == [-1.0, 1.0]

@@ -58,7 +58,9 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
         assert row["cells_finished"] == 8 // 2 and set(row["means"]) == {"dpo", "e-dpo"}
         assert [(d["a"], d["b"]) for d in row["differences"]] == [("e-dpo", "dpo")]  # the default comparison
         direct = row["differences"][0]["metrics"]["direct_asr"]
-        assert direct["seeds"] == 2 and direct["n_prompts"] == 3 and "random-effects t" in direct["interval"]
+        # the tiny model's outcomes may not vary at all (every one equal: the exact bound over the 3 prompts)
+        assert direct["seeds"] == 2 and direct["n_prompts"] == 3
+        assert "random-effects t" in direct["interval"] or "exact binomial over the 3 prompts" in direct["interval"]
         assert direct["ci95"][0] <= direct["diff"] <= direct["ci95"][1]
         mean_diff = row["means"]["e-dpo"]["direct_asr"] - row["means"]["dpo"]["direct_asr"]
         assert direct["diff"] == pytest.approx(mean_diff)  # every prompt scored: difference of the means
