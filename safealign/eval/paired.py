@@ -271,14 +271,14 @@ def crossed_t_interval(center: float, rows: list[list[float]],
 
 def _constant_outcome_interval(values: set[float], n_prompts: int, *, difference: bool) -> list[float] | None:
     """The 95% interval of a rate (``difference`` False: every value 0 or every value 1) or of a difference of two
-    rates (True: every per-prompt difference 0, or every one +1 or −1) that did not vary at all over a seeds ×
-    prompts table of outcomes (``values``: the distinct values seen; ``n_prompts``: P); None where they vary. No
-    variance can be estimated from such a table, and the point (a zero-width interval) would claim certainty: the
-    bound is the exact (Clopper–Pearson) one for seeing
-    none of P prompts go the other way, ``u = 1 − 0.025^(1/P)``, the seeds counted as one sample since they may
-    repeat each other exactly. A rate of 0 gives [0, u], of 1 [1 − u, 1]; a difference of 0 (no prompt discordant)
-    [−u, +u], since the difference of two rates is at most the rate of discordant prompts; a difference of +1
-    (every prompt concordant the other way: none) [1 − 2u, 1], −1 likewise. P = 40: u = 0.088."""
+    rates (True: every per-prompt difference 0, or every one +1, or every one −1) that did not vary at all over a
+    seeds × prompts table of outcomes (``values``: the distinct values seen; ``n_prompts``: P); None where they
+    vary. No variance can be estimated from such a table, and the point (a zero-width interval) would claim
+    certainty: the bound is the exact (Clopper–Pearson) one for seeing none of P prompts go the other way,
+    ``u = 1 − 0.025^(1/P)``, the seeds counted as one sample since they may repeat each other exactly. A rate of 0
+    gives [0, u], of 1 [1 − u, 1]; a difference of 0 (no prompt discordant) [−u, +u], since a difference of two
+    rates is at most the rate of discordant prompts; a difference of +1 (every prompt discordant one way: at most u
+    of them are not) [1 − 2u, 1], −1 likewise. P = 40: u = 0.088."""
     if len(values) != 1:
         return None
     (value,) = values
