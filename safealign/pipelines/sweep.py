@@ -632,7 +632,8 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
     lines = [f"sweep {table['output_dir']} ({table.get('name', 'sweep')}): means over the finished seeds of "
              f"{table['seeds']} (each variant's own while some are missing: `cells`); a difference is over the seeds "
              "both of its variants finished; 95% intervals: seeds and prompts crossed, the crossed random-effects t "
-             "(Satterthwaite df), a crossed bootstrap for a mean whose seeds scored different prompts"]
+             "(Satterthwaite df), a crossed bootstrap for a mean whose seeds scored different prompts, and the exact "
+             "binomial bound over the prompts where no outcome varied (no discordant prompt: ±0.088 at 40 prompts)"]
     if len(table["settings"]) == 1:
         return "\n".join(lines + _methods_blocks(table, table["settings"][0], metrics, markdown))
     header = ["setting", *table["variants"], *(f"{a} − {b} [95% hierarchical]" for a, b in table["compared"]), "cells"]
