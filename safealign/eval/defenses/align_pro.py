@@ -61,6 +61,10 @@ class AlignPro(Defense):
         self.reward: Any = None
         self.reward_passes = 0  # forward passes one judged answer costs (deal.build_reward)
 
+    def judge(self) -> tuple[str, dict[str, Any]] | None:
+        """The reward picks among the candidates: one rewrite is never judged."""
+        return (self.config.judge, self.config.judge_params) if self.config.candidates > 1 else None
+
     def prepare(self, inner: Any, params: GenerationParams) -> None:
         from safealign.eval.defenses.deal import DeALConfig, build_reward
 

@@ -119,10 +119,19 @@ class Defense(ABC):
     def backend_error(self, backend: str) -> str:
         return _token_access_error(self.name, f"the {backend!r} backend")
 
+    def judge(self) -> tuple[str, dict[str, Any]] | None:
+        """The judge (name, params) this defense scores with, if any (DeAL's and Align-Pro's reward)."""
+        return None
+
     def fingerprint(self) -> dict[str, Any]:
         """What decides this layer's answers, for the run's fingerprint (``defenses.layers``,
         safealign.io.rundir): its effective config, defaults included (a default changed in code is another
-        run), the content of the file and the weights of the models its parameters name. JSON as recorded."""
+        run), the content of the file and the weights of the models its parameters name, and of the models its
+        judge scores with (``judge_weights``: a judge's params name a model by path or hub id only; added only
+        for a judge that runs a model, so a defense whose judge matches strings keeps its fingerprint). JSON as
+        recorded."""
+        from safealign.eval.judges.base import judge_models
+
         found: dict[str, Any] = {"name": self.name, "config": dataclasses.asdict(self.config)}
         for key in self.file_params:
             found[f"{key}_data"] = _file_identity(getattr(self.config, key))
@@ -130,6 +139,10 @@ class Defense(ABC):
             value = getattr(self.config, key)
             found[f"{key}_weights"] = ([_model_identity(v) for v in value] if isinstance(value, (list, tuple))
                                        else _model_identity(value))  # fmt: skip
+        judge = self.judge()
+        models = judge_models(*judge) if judge is not None else []
+        if models:
+            found["judge_weights"] = [_model_identity(spec) for spec in models]
         return json.loads(json.dumps(found, sort_keys=True, default=str))  # tuples as lists, as read back
 
     def step(self, action: str, inner: Sequence[Completion] = (), *, own_tokens: int = 0, own_passes: int = 0,

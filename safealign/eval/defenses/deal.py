@@ -79,6 +79,9 @@ class DeAL(Defense):
         self.ends: set[int] = set()
         self.sampling_ignored = False
 
+    def judge(self) -> tuple[str, dict[str, Any]] | None:
+        return (self.config.judge, self.config.judge_params) if self.config.reward == "judge" else None
+
     def prepare(self, inner: Any, params: GenerationParams) -> None:
         self.model, self.tokenizer = token_model(self.name, inner)
         self.ends = stop_ids(self.tokenizer, self.model)  # where the bare model stops (generation_config included)

@@ -55,6 +55,13 @@ class Judge(ABC):
         rubric, substring list or prompt; the judge's params are the run's fingerprint) is warned about."""
         return self.describe()
 
+    @classmethod
+    def models(cls, config: Any) -> list[str]:
+        """The load_model specs of the models this judge scores with under ``config`` (none: a string matcher, an
+        endpoint): a run that steers by this judge (a defense's reward) fingerprints their weights, since a folder
+        retrained in place keeps its name (safealign.eval.defenses.base.Defense.fingerprint)."""
+        return []
+
     def reset_counts(self) -> None:
         """Start afresh the counts ``describe()`` reports, for a judge reused across runs (``safealign judge records``
         builds one judge for all the directories it judges, so that a classifier loads once)."""
@@ -71,6 +78,23 @@ def build_judge(name: str, params: dict[str, Any] | None = None, **resources: An
 
     cls = JUDGES.get(name)
     return cls(make_config(cls.config_class, params, f"judge {name!r}"), **resources)
+
+
+def judge_models(name: str, params: dict[str, Any] | None = None) -> list[str]:
+    """:meth:`Judge.models` of the judge ``name`` with ``params``, without building it (nothing loads)."""
+    from safealign.eval.registries import make_config
+
+    cls = JUDGES.get(name)
+    return cls.models(make_config(cls.config_class, params, f"judge {name!r}"))
+
+
+def backend_models(backend: dict[str, Any]) -> list[str]:
+    """The model a judge's ``backend`` mapping (ModelConfig fields) loads from local or hub files: its ``name``
+    on the hf and vllm backends; none behind an endpoint, whose weights cannot be seen."""
+    from safealign.eval.config import ModelConfig
+
+    kind, name = backend.get("backend", ModelConfig.backend), backend.get("name", ModelConfig.name)
+    return [str(name)] if kind in ("hf", "vllm") else []
 
 
 def passed_on(verdict: Verdict, name: str, source: str) -> Verdict:

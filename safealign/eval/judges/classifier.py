@@ -117,6 +117,10 @@ class ClassifierJudge(Judge):
         self.num_tokens = _clip_length(self.format, config, chat_model)
         logger.info("classifier judge: model %s, format %s", config.model, self.format.name)
 
+    @classmethod
+    def models(cls, config: ClassifierConfig) -> list[str]:
+        return [config.model]
+
     def describe(self) -> dict[str, Any]:
         texts = [t for t in (self.format.standard, self.format.contextual) if t]
         return {"model": self.config.model, "format": self.format.name, "source": self.format.source,

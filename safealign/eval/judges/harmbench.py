@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Sequence, cast
 
 from safealign.errors import UserError
-from safealign.eval.judges.base import Judge, build_judge, passed_on
+from safealign.eval.judges.base import Judge, build_judge, judge_models, passed_on
 from safealign.eval.judges.classifier import ClassifierJudge
 from safealign.eval.judges.copyright import HASH_CHECK
 from safealign.types import Behavior, Completion, Verdict
@@ -64,6 +64,10 @@ class HarmBenchJudge(Judge):
 
     def score(self, behaviors: Sequence[Behavior], responses: Sequence[str]) -> list[Verdict]:
         return self(behaviors, [Completion(r) for r in responses])
+
+    @classmethod
+    def models(cls, config: HarmBenchConfig) -> list[str]:
+        return judge_models("classifier", config.classifier_params)
 
     def describe(self) -> dict[str, Any]:
         return {"copyright": self.copyright.describe() if self.copyright else None,

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, Sequence
 from safealign.data.behaviors import behavior_prompt
 from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
-from safealign.eval.judges.base import Judge
+from safealign.eval.judges.base import Judge, backend_models
 from safealign.eval.judges.classifier import prompt_sha256
 from safealign.types import Behavior, Verdict
 
@@ -66,6 +66,10 @@ class LLMJudge(Judge):
 
             chat_model = chat_model_from_spec(config.backend, "judge_params.llm.backend")
         self.chat_model = chat_model
+
+    @classmethod
+    def models(cls, config: LLMJudgeConfig) -> list[str]:
+        return backend_models(config.backend)
 
     def describe(self) -> dict[str, Any]:
         return {"rubric_sha256": prompt_sha256(RUBRIC), "backend": dict(self.config.backend)}

@@ -29,7 +29,7 @@ from typing import Any, ClassVar, Optional, Sequence
 from safealign.data.behaviors import behavior_prompt
 from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
-from safealign.eval.judges.base import Judge
+from safealign.eval.judges.base import Judge, backend_models
 from safealign.eval.judges.strongreject_templates import (
     STRONGREJECT_FINETUNED,
     STRONGREJECT_RUBRIC,
@@ -92,6 +92,10 @@ class StrongRejectJudge(Judge):
 
             chat_model = chat_model_from_spec(config.backend, "judge_params.strongreject.backend")
         self.chat_model = chat_model
+
+    @classmethod
+    def models(cls, config: StrongRejectConfig) -> list[str]:
+        return backend_models(config.backend)
 
     def describe(self) -> dict[str, Any]:
         from safealign.eval.judges.classifier import prompt_sha256

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
-from safealign.eval.judges.base import Judge, build_judge, passed_on
+from safealign.eval.judges.base import Judge, build_judge, judge_models, passed_on
 from safealign.types import Behavior, Completion, Verdict
 
 
@@ -59,6 +59,10 @@ class TieredJudge(Judge):
         self.first_calls = self.then_calls = 0
         self.first.reset_counts()
         self.then.reset_counts()
+
+    @classmethod
+    def models(cls, config: TieredConfig) -> list[str]:
+        return [*judge_models(config.first, config.first_params), *judge_models(config.then, config.then_params)]
 
     def identity(self) -> dict[str, Any]:
         return {"first": {"judge": self.config.first, **self.first.identity()},
