@@ -22,6 +22,8 @@ class ModelConfig:
     device: Optional[str] = None
     dtype: Optional[str] = None
     trust_remote_code: bool = False
+    # a hub id's branch, tag or commit (hf and vllm backends); None: what the local cache or hub has as main
+    revision: Optional[str] = None
     system_prompt: Optional[str] = None  # prepended when a conversation has none
     # openai backend: values are read from these environment variables, never stored or logged
     base_url_env: str = "OPENAI_BASE_URL"
@@ -36,6 +38,24 @@ class ModelConfig:
         checks.at_least(prefix + "max_retries", self.max_retries, 0)
         checks.at_least(prefix + "retry_budget_s", self.retry_budget_s, 0)
         checks.at_least(prefix + "concurrency", self.concurrency, 1)
+        if self.revision is not None:
+            self._check_revision(prefix + "revision")
+
+    def _check_revision(self, key: str) -> None:
+        """A revision pins which commit of a hub id the hf or vllm backend loads; given for any other spec, or for
+        an endpoint that serves its own model, it would be ignored, so it is refused when the config loads."""
+        from safealign.models.load import check_revision, resolve_spec
+
+        if self.backend not in ("hf", "vllm"):
+            raise UserError(f"{key}={self.revision!r}: a revision pins the hub weights the hf or vllm backend loads; "
+                            f"the {self.backend} backend's endpoint serves its own model; leave {key} unset")
+        try:
+            source = resolve_spec(self.name)
+        except UserError:
+            if self.backend == "vllm":  # vLLM takes names of its own, and checks the revision itself
+                return
+            raise
+        check_revision(source, self.revision, key)
 
 
 @dataclass

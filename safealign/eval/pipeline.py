@@ -189,10 +189,10 @@ def _identity_before_load(config: EvalConfig, passed: bool, identity: dict[str, 
     if passed:
         return identity or {}
     if config.model.backend == "hf":  # a spec that names nothing fails here, before the run directory is touched
-        return model_identity(config.model.name)
+        return model_identity(config.model.name, config.model.revision)
     if config.model.backend == "vllm":  # vLLM also takes names that are not local or hub specs
         try:
-            return model_identity(config.model.name)
+            return model_identity(config.model.name, config.model.revision)
         except UserError:
             return {}
     return {}
@@ -231,7 +231,7 @@ def target_identity(config: EvalConfig, target: ChatModel) -> dict[str, Any]:
 
     if config.model.backend == "vllm" and not hasattr(target, "model"):  # a local folder or hub id
         try:
-            return model_identity(config.model.name)
+            return model_identity(config.model.name, config.model.revision)
         except UserError:
             return remote_identity("vllm", config.model.name)
     return chat_model_identity(target)

@@ -68,6 +68,10 @@ TRAIN_EXCLUDED = (
 # resumes. Only an eval with defenses records it, so one without keeps its digest.
 WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "judge.weights", "judge.setup",
               "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights", "defenses.layers")
+# Settings added after runs were recorded whose unset value (None) is what those runs did: left out of a fingerprint
+# while unset, at any depth (an eval's model.revision, a demo's eval.model.revision), so every recorded digest stays
+# as it was (a sweep finds its committed cells by theirs); once set they are fingerprinted like any setting.
+OMITTED_WHEN_UNSET = ("model.revision",)
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)
 # Demo keys whose list may grow on resume: each extra benign set is answered under its own record ids and shown as
@@ -113,9 +117,14 @@ def make_fingerprint(kind: str, settings: Mapping[str, Any], *, exclude: Collect
     still matches while that setting is at its default (:func:`differing_keys`)."""
     def kept(settings: Mapping[str, Any]) -> dict[str, Any]:
         flat = _flatten(settings)
-        return {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in exclude)}
+        return {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in exclude)
+                and not (v is None and _unset_omitted(k))}
 
     return Fingerprint(kind, {**kept(settings), **(extra or {})}, kept(defaults) if defaults is not None else {})
+
+
+def _unset_omitted(key: str) -> bool:
+    return any(key == name or key.endswith("." + name) for name in OMITTED_WHEN_UNSET)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -9,7 +9,8 @@ An identity is a plain JSON-ready dict. Every identity has ``spec`` (what the us
   their model, and the first run on a fresh machine must record the weights it will load, as later runs do;
 - ``gguf`` / ``dir``: ``path`` and ``fingerprint`` (the weight files' sha256, see below);
 - ``adapter``: ``path``, the adapter weights' ``fingerprint`` and ``base``, the base model's identity;
-- ``hub``: ``hub_id`` and the ``revision`` (commit) of the locally cached snapshot, and its fingerprint;
+- ``hub``: ``hub_id`` and the ``revision`` (commit) of the locally cached snapshot, and its fingerprint; with a
+  revision asked for (a branch, tag or commit), that too, as ``requested_revision``;
 - ``tiny``: the random model's ``config``, ``seed`` and a fingerprint of its freshly initialised weights;
 - ``remote``: the backend and the model name the endpoint was asked for (its weights cannot be seen);
 - ``in-memory``: a model not loaded by :func:`~safealign.models.load.load_model`: a fingerprint of its
@@ -38,7 +39,7 @@ from safealign.errors import UserError
 from safealign.models.embedded import (
     BUILTIN_MODELS, MARKER, cache_root, ensure_embedded, sha256_file,
 )
-from safealign.models.load import SPEC_ATTR, TINY_RANDOM, resolve_spec
+from safealign.models.load import REVISION_ATTR, SPEC_ATTR, TINY_RANDOM, check_revision, resolve_spec
 from safealign.models.lora import adapter_base_spec
 
 logger = logging.getLogger(__name__)
@@ -49,17 +50,18 @@ _NOT_WEIGHTS = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 
 
-def model_identity(spec: str) -> dict[str, Any]:
-    """The identity of the weights ``spec`` names (reads and hashes files; loads no model, but fetches a built-in
-    model not in the cache yet: the weights loading it would fetch)."""
+def model_identity(spec: str, revision: str | None = None) -> dict[str, Any]:
+    """The identity of the weights ``spec`` names, a hub id's at ``revision`` (reads and hashes files; loads no
+    model, but fetches a built-in model not in the cache yet: the weights loading it would fetch)."""
     source = resolve_spec(spec)
+    check_revision(source, revision)
     kind, location = source.kind, source.location
     if kind == "tiny":
         return _tiny_identity()
     if kind == "builtin":
         return _builtin_identity(location)
     if kind == "hub":
-        return _hub_identity(location)
+        return _hub_identity(location, revision)
     identity: dict[str, Any] = {"spec": spec, "kind": kind, "path": location,
                                 "fingerprint": weights_fingerprint(Path(location))}  # fmt: skip
     if kind == "adapter":
@@ -106,9 +108,11 @@ def loaded_identity(model: nn.Module) -> dict[str, Any]:
     if isinstance(spec, str):
         # A spec's identity depends only on the files it names, so it is computed once per loaded model (the
         # demo and the eval pipelines ask several times per model); in __dict__, not through peft's forwarding.
+        revision = getattr(model, REVISION_ATTR, None)  # a hub id's, when one was asked for
         cached = model.__dict__.get(_IDENTITY_ATTR)
-        if cached is None or cached[0] != spec:
-            cached = (spec, model_identity(spec))
+        if cached is None or cached[0] != (spec, revision):
+            found = model_identity(spec) if revision is None else model_identity(spec, revision)
+            cached = ((spec, revision), found)
             model.__dict__[_IDENTITY_ATTR] = cached
         return copy.deepcopy(cached[1])
     return {"spec": str(getattr(model, "name_or_path", "") or type(model).__name__), "kind": "in-memory",
@@ -150,16 +154,21 @@ def _builtin_identity(name: str) -> dict[str, Any]:
     return identity
 
 
-def _hub_identity(repo_id: str) -> dict[str, Any]:
-    """The snapshot the local hub cache resolves ``main`` to: what ``from_pretrained`` loads offline."""
+def _hub_identity(repo_id: str, revision: str | None = None) -> dict[str, Any]:
+    """The snapshot the local hub cache resolves ``revision`` (None: ``main``) to: what ``from_pretrained`` loads
+    offline. The revision asked for is recorded beside the commit it resolved to (a branch or tag moves); without
+    one the identity is what it was before revisions could be asked for, so recorded runs keep matching."""
     from huggingface_hub import try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "config.json")
+    pinned = {"revision": revision} if revision is not None else {}
+    identity: dict[str, Any] = {"spec": repo_id, "kind": "hub", "hub_id": repo_id}
+    if revision is not None:
+        identity["requested_revision"] = revision
+    found = try_to_load_from_cache(repo_id, "config.json", **pinned)
     if not isinstance(found, str):
-        return {"spec": repo_id, "kind": "hub", "hub_id": repo_id, "revision": None, "fingerprint": None}
+        return {**identity, "revision": None, "fingerprint": None}
     snapshot = Path(found).parent
-    return {"spec": repo_id, "kind": "hub", "hub_id": repo_id, "revision": snapshot.name,
-            "fingerprint": weights_fingerprint(snapshot)}  # fmt: skip
+    return {**identity, "revision": snapshot.name, "fingerprint": weights_fingerprint(snapshot)}
 
 
 # --------------------------------------------------------------------------- fingerprints

@@ -2,7 +2,8 @@
 
 A spec is one of: ``"tiny-random"`` (tests), a built-in name (``smollm2-135m-instruct``), a ``.gguf``
 file (de-quantised to float32), a local Hugging Face folder, a saved LoRA adapter folder (its base
-model is loaded from ``base_model_name_or_path``), or a Hugging Face hub id.
+model is loaded from ``base_model_name_or_path``), or a Hugging Face hub id, optionally pinned to a ``revision``
+(branch, tag or commit; :func:`check_revision`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 
 TINY_RANDOM = "tiny-random"
 SPEC_ATTR = "safealign_spec"  # on every loaded model: the spec its weights came from (see models/identity.py)
+REVISION_ATTR = "safealign_revision"  # beside it: the hub revision it was loaded at (None: the cache's main)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
            "fp16": torch.float16, "float16": torch.float16}
@@ -67,6 +69,23 @@ def resolve_spec(spec: str) -> ModelSource:
     return ModelSource("hub", spec)
 
 
+_NOT_HUB = {"tiny": "the tiny random test model", "builtin": "a built-in model, whose weights the project pins",
+            "gguf": "a .gguf file", "dir": "a local folder",
+            "adapter": "a LoRA adapter folder, whose base its adapter_config.json names"}  # fmt: skip
+
+
+def check_revision(source: ModelSource, revision: str | None, field: str = "revision") -> None:
+    """A revision picks a commit of a hub repository; every other kind of spec names its files itself, so a
+    revision given with one is refused (``field`` names the setting) rather than silently ignored."""
+    if revision is None:
+        return
+    if not revision.strip():
+        raise UserError(f"{field}: empty; give a branch, tag or commit of the hub repository, or leave it unset")
+    if source.kind != "hub":
+        raise UserError(f"{field}={revision!r}: a revision pins a commit of a Hugging Face hub id, but "
+                        f"{source.location!r} is {_NOT_HUB[source.kind]}; leave {field} unset")
+
+
 def resolve_device_dtype(device: str | torch.device | None = None,
                          dtype: str | torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
     """CUDA + bf16 when available, else CPU + fp32; explicit arguments win."""
@@ -82,9 +101,11 @@ def resolve_device_dtype(device: str | torch.device | None = None,
     return resolved_device, _DTYPES[dtype]
 
 
-def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> Any:
-    """The tokenizer for ``spec``, with a pad token (eos when it has none) and its chat template kept."""
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False, revision: str | None = None) -> Any:
+    """The tokenizer for ``spec`` (a hub id at ``revision``), with a pad token (eos when it has none) and its chat
+    template kept."""
     source = resolve_spec(spec)
+    check_revision(source, revision)
     if source.kind == "tiny":
         from safealign.models.tiny import tiny_tokenizer
 
@@ -93,7 +114,7 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False) -> Any:
         return load_tokenizer(_adapter_base(source), trust_remote_code=trust_remote_code)
     from transformers import AutoTokenizer
 
-    args, kwargs = _pretrained_args(source)
+    args, kwargs = _pretrained_args(source, revision)
     tokenizer = _from_pretrained(AutoTokenizer, source, *args, trust_remote_code=trust_remote_code, **kwargs)
     return _prepare_tokenizer(tokenizer)
 
@@ -125,15 +146,18 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
+    revision: str | None = None,
     lora: LoraSettings | None = None,
     for_training: bool = False,
 ) -> tuple[nn.Module, Any]:
     """Load ``(model, tokenizer)`` for ``spec``; optionally add a fresh LoRA adapter.
 
-    ``for_training`` puts the model in train mode without a KV cache (and makes a loaded adapter
+    ``revision``: a hub id's branch, tag or commit (None: what the cache or hub has as ``main``); refused for
+    other specs. ``for_training`` puts the model in train mode without a KV cache (and makes a loaded adapter
     trainable); otherwise it is in eval mode.
     """
     source = resolve_spec(spec)
+    check_revision(source, revision)  # before a built-in model is fetched
     resolved_device, resolved_dtype = resolve_device_dtype(device, dtype)
     started = time.perf_counter()
     if source.kind == "adapter":
@@ -145,11 +169,11 @@ def load_model(
             tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
         model = load_adapter(base, source.location, trainable=for_training).to(resolved_device)
     else:
-        model = _load_weights(source, resolved_dtype, trust_remote_code).to(resolved_device)
+        model = _load_weights(source, resolved_dtype, trust_remote_code, revision).to(resolved_device)
         # Adapters saved later record this as their base, so keep it a spec that loads anywhere.
         model.name_or_path = source.location
         model.config._name_or_path = source.location
-        tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+        tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, revision=revision)
         if lora is not None:
             model = apply_lora(model, lora)
     if source.kind in ("dir", "adapter"):
@@ -159,6 +183,7 @@ def load_model(
             logger.info("%s: attached its extra LM heads", spec)
     _set_mode(model, for_training)
     setattr(model, SPEC_ATTR, source.location)
+    setattr(model, REVISION_ATTR, revision)
     logger.info("loaded %s (%s, %s on %s) in %.1f s", spec, source.kind, resolved_dtype, resolved_device,
                 time.perf_counter() - started)
     return model, tokenizer
@@ -173,10 +198,13 @@ def merge_adapter(model: nn.Module) -> nn.Module:
     if not hasattr(model, "merge_and_unload"):
         return model
     spec = model.__dict__.get(SPEC_ATTR)  # the adapter's own, not the base's that peft would forward to
+    revision = model.__dict__.get(REVISION_ATTR)
     merged = model.merge_and_unload()
     merged.__dict__.pop(SPEC_ATTR, None)
+    merged.__dict__.pop(REVISION_ATTR, None)
     if spec is not None:
         setattr(merged, SPEC_ATTR, spec)
+        setattr(merged, REVISION_ATTR, revision)
     return merged
 
 
@@ -192,14 +220,15 @@ def _adapter_base(source: ModelSource) -> str:
     return base
 
 
-def _load_weights(source: ModelSource, dtype: torch.dtype, trust_remote_code: bool) -> nn.Module:
+def _load_weights(source: ModelSource, dtype: torch.dtype, trust_remote_code: bool,
+                  revision: str | None = None) -> nn.Module:
     if source.kind == "tiny":
         from safealign.models.tiny import tiny_model
 
         return tiny_model().to(dtype)
     from transformers import AutoModelForCausalLM
 
-    args, kwargs = _pretrained_args(source)
+    args, kwargs = _pretrained_args(source, revision)
     # A GGUF is de-quantised to float32 first; the cast to the run's dtype follows.
     load_dtype = torch.float32 if source.kind == "gguf" else dtype
     model = _from_pretrained(AutoModelForCausalLM, source, *args, dtype=load_dtype,
@@ -207,8 +236,9 @@ def _load_weights(source: ModelSource, dtype: torch.dtype, trust_remote_code: bo
     return model.to(dtype)
 
 
-def _pretrained_args(source: ModelSource) -> tuple[tuple[str, ...], dict[str, Any]]:
-    """Positional path and keyword arguments for ``from_pretrained`` on this source."""
+def _pretrained_args(source: ModelSource, revision: str | None = None) -> tuple[tuple[str, ...], dict[str, Any]]:
+    """Positional path and keyword arguments for ``from_pretrained`` on this source (a hub id's ``revision`` only
+    when given, so an unpinned load asks exactly what it always did)."""
     if source.kind == "builtin":
         return (str(ensure_embedded(source.location)),), {}
     if source.kind == "gguf":
@@ -216,7 +246,8 @@ def _pretrained_args(source: ModelSource) -> tuple[tuple[str, ...], dict[str, An
         return (str(path.parent),), {"gguf_file": path.name}
     if source.kind == "hub":
         # Offline, only the local Hugging Face cache can answer; asking the network would hang.
-        return (source.location,), {"local_files_only": not hub_reachable(source.location)}
+        pinned = {"revision": revision} if revision is not None else {}
+        return (source.location,), {"local_files_only": not hub_reachable(source.location), **pinned}
     return (source.location,), {}
 
 
@@ -226,15 +257,12 @@ def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -
         with _hub_offline(offline):
             return cls.from_pretrained(*args, **kwargs)
     except OSError as exc:
+        revision = kwargs.get("revision")
         if source.kind == "hub" and kwargs.get("local_files_only"):
-            raise ModelUnavailableError(
-                f"the Hugging Face hub is not reachable and {source.location!r} is not in the local hub cache. "
-                f"Download it on a connected machine (huggingface-cli download {source.location} --local-dir DIR) "
-                "and pass DIR as the model spec."
-            ) from exc
+            raise ModelUnavailableError(_not_in_the_cache(source.location, revision)) from exc
         _damaged_builtin(source, args, exc)
         if source.kind == "hub":
-            raise UserError(_not_on_the_hub(source.location, exc)) from exc
+            raise UserError(_not_on_the_hub(source.location, exc, revision)) from exc
         raise
     except (UserError, MemoryError, torch.OutOfMemoryError):
         raise
@@ -243,13 +271,26 @@ def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -
         raise
 
 
-def _not_on_the_hub(spec: str, exc: OSError) -> str:
+def _not_in_the_cache(repo_id: str, revision: str | None) -> str:
+    """Offline, a hub id (at ``revision``) the local hub cache lacks: where to get it."""
+    if revision is None:
+        return (f"the Hugging Face hub is not reachable and {repo_id!r} is not in the local hub cache. Download it "
+                f"on a connected machine (huggingface-cli download {repo_id} --local-dir DIR) and pass DIR as the "
+                "model spec.")
+    return (f"the Hugging Face hub is not reachable and {repo_id!r} at revision {revision!r} is not in the local "
+            f"hub cache. Fetch it into the cache on a connected machine (huggingface-cli download {repo_id} "
+            f"--revision {revision}), or download it with --local-dir DIR and pass DIR as the model spec with no "
+            "revision.")
+
+
+def _not_on_the_hub(spec: str, exc: OSError, revision: str | None = None) -> str:
     """A hub id the hub (reachable) could not give: most often a misspelt built-in name or hub id, else a gated or
     private repository (transformers' own words say which); the built-in names and the closest spec are named."""
     builtins = [*sorted(BUILTIN_MODELS), TINY_RANDOM]
     known = [*builtins, *(model.hub_id for model in BUILTIN_MODELS.values())]
     why = " ".join(str(exc).split())  # transformers' message spans lines; a UserError is one
-    return (f"model spec {spec!r}: the Hugging Face hub could not give it ({why}){did_you_mean(spec, known)}; "
+    at = f" at revision {revision!r}" if revision is not None else ""
+    return (f"model spec {spec!r}{at}: the Hugging Face hub could not give it ({why}){did_you_mean(spec, known)}; "
             f"built-in names: {', '.join(builtins)}; a model spec is also a local folder, a .gguf file or a LoRA "
             "adapter folder")
 

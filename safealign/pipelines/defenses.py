@@ -132,7 +132,8 @@ def _load_once(evaluation: EvalConfig) -> tuple[Any, Any]:
     from safealign.models.load import load_model
 
     m = evaluation.model
-    return load_model(m.name, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code)
+    return load_model(m.name, device=m.device, dtype=m.dtype, trust_remote_code=m.trust_remote_code,
+                      revision=m.revision)
 
 
 def comparison_summary(config: DefenseCompareConfig, results: dict[str, Any], seconds: float) -> dict[str, Any]:

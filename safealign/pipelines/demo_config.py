@@ -134,6 +134,9 @@ class DemoConfig:
                                 f"{BUILTIN_PREFIX + UNTUNED_BENIGN} (or give a file path)")
         _check_extra_names(self)
         self._check_stages()
+        if self.eval.model.revision is not None:  # the demo loads `model` itself: the revision would go unused
+            raise UserError("eval.model.revision: the demo evaluates the model named by `model` and the models it "
+                            "trains, loaded without a revision; leave eval.model.revision unset")
         if not str(self.prefix).strip():
             raise UserError("prefix: a built-in prefix name or non-empty text")
         prefix_text(self.prefix)  # a misspelt name fails here, not when the E-variant's stage trains

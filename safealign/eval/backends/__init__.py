@@ -43,7 +43,7 @@ def chat_model_identity(target: ChatModel) -> dict:
     spec = getattr(target, "spec", None)  # the name vLLM loaded: a folder, a hub id, or a name of its own
     if isinstance(spec, str):
         try:
-            return model_identity(spec)
+            return model_identity(spec, getattr(target, "revision", None))
         except UserError:
             return remote_identity(getattr(target, "backend", type(target).__name__), spec)
     return {"spec": type(target).__name__, "kind": "unknown", "fingerprint": None}

@@ -131,9 +131,9 @@ class HFChatModel:
         if model is None or tokenizer is None:
             from safealign.models.load import load_model
 
-            model, tokenizer = load_model(
-                config.name, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code
-            )
+            model, tokenizer = load_model(config.name, device=config.device, dtype=config.dtype,
+                                          trust_remote_code=config.trust_remote_code,
+                                          revision=getattr(config, "revision", None))
         return cls(model, tokenizer, system_prompt=config.system_prompt)
 
     def render(self, conversation: Conversation, params: GenerationParams) -> str:

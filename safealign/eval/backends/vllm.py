@@ -41,6 +41,7 @@ class VLLMChatModel:
             raise UserError("the vllm backend needs the optional package 'vllm' (pip install vllm)") from None
         self._vllm = vllm
         self.spec = model_name  # what vLLM loaded: a local folder, a hub id (safealign.models.identity)
+        self.revision = engine_kwargs.get("revision")  # the hub id's commit, branch or tag vLLM was asked for
         self.llm = vllm.LLM(model=model_name, **engine_kwargs)
         self.tokenizer = self.llm.get_tokenizer()
         self.system_prompt = system_prompt
@@ -48,6 +49,8 @@ class VLLMChatModel:
     @classmethod
     def from_config(cls, config: Any, *, model: Any = None, tokenizer: Any = None) -> "VLLMChatModel":
         kwargs = {"trust_remote_code": config.trust_remote_code}
+        if getattr(config, "revision", None) is not None:
+            kwargs["revision"] = config.revision
         if config.dtype:
             kwargs["dtype"] = config.dtype
         return cls(config.name, system_prompt=config.system_prompt, **kwargs)
