@@ -9,8 +9,8 @@ whose attempts are batched across behaviors, or one behavior's search (pair, tap
 a failed generation is generated again from the recorded conversation (a search's prompt is kept), and
 a verdict that failed (judge endpoint down, unparseable judge output) is judged again on the recorded
 answer. Each new verdict carries its judge's digest (:func:`judge_digest`); a resume whose judge is described
-otherwise (changed code: the params are the run's fingerprint) is warned about, not refused
-(:func:`warn_changed_judges`). Programmatic entry point: :func:`run_eval`.
+otherwise (changed code, or other weights of its model at the same path: the params are the run's fingerprint) is
+warned about, not refused (:func:`warn_changed_judges`). Programmatic entry point: :func:`run_eval`.
 """
 
 from __future__ import annotations
@@ -460,25 +460,31 @@ def verdict_json(verdict: Verdict, digest: str | None = None) -> dict[str, Any]:
 
 
 def judge_digest(judge: Judge) -> str:
-    """16 hex digits of the SHA-256 of the judge's class and :meth:`Judge.identity`, as JSON."""
+    """16 hex digits of the SHA-256 of the judge's class and :meth:`Judge.identity`, as JSON, with the weights of
+    the models it runs (:meth:`Judge.weights`: a classifier or hf/vllm LLM judge retrained in place keeps its path,
+    so its params alone would not tell its verdicts apart). Added only for a judge that runs a model: the refusal
+    judge and an LLM judge behind an endpoint keep the digest their recorded verdicts carry."""
     from safealign.io.rundir import json_digest
 
-    return json_digest({"class": type(judge).__name__, **judge.identity()})
+    weights = judge.weights()
+    return json_digest({"class": type(judge).__name__, **judge.identity(),
+                        **({"weights": weights} if weights else {})})  # fmt: skip
 
 
 def warn_changed_judges(store: RecordStore, judges: dict[str, Judge]) -> None:
     """Warn (never refuse: the params are the fingerprint's, and an identity's shape may change harmlessly) when
-    recorded verdicts carry another digest than their judge's now: its code changed since they were judged, and
-    the run's ASR would mix both. Records written before digests were recorded carry none and are not compared."""
+    recorded verdicts carry another digest than their judge's now: its code or its model's weights changed since
+    they were judged, and the run's ASR would mix both. Records written before digests were recorded carry none
+    and are not compared."""
     for name, judge in judges.items():
         now = judge_digest(judge)
         other = [d for r in store if isinstance(v := r.verdicts.get(name), dict)
                  and isinstance(d := v.get("judge_digest"), str) and d != now]  # fmt: skip
         if other:
             logger.warning("%s: %d recorded verdicts of judge %r were made by a judge described otherwise "
-                           "(judge_digest %s; now %s): its code (rubric, substring list, prompt) changed since, and "
-                           "this run's ASR mixes both; judge the answers again with `safealign judge records` or "
-                           "start afresh",
+                           "(judge_digest %s; now %s): its code (rubric, substring list, prompt) or its model's "
+                           "weights changed since, and this run's ASR mixes both; judge the answers again with "
+                           "`safealign judge records` or start afresh",
                            store.path, len(other), name, ", ".join(sorted(set(other))), now)
 
 

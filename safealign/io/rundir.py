@@ -58,7 +58,8 @@ TRAIN_EXCLUDED = (
 # both runs know them; the spec is compared anyway.
 # The same for what else decides a model's outputs (an adapter's base and adapter config, a folder's config.json;
 # safealign.models.identity.setup_fingerprint), recorded since 2026-12-07: runs made before lack it. An MT-Bench
-# judge's likewise (safealign.eval.helpfulness.mtbench).
+# judge's likewise (safealign.eval.helpfulness.mtbench), and a judged copy's judge's (safealign.pipelines.judge_records;
+# recorded since 2026-12-07 for a judge that runs a model: a copy judged before resumes).
 # The benign prompt file's content likewise, recorded since 2026-12-07 too (a run made before lacks it and resumes:
 # its over-refusal records are still checked prompt by prompt, safealign.eval.helpfulness.overrefusal).
 # An online run's prompts file content and its reward/cost model folders' weights likewise (safealign.online.run),

@@ -11,8 +11,8 @@ in the source (a retried generation) or whose verdict is an error (a judge endpo
 label's verdict belongs to the copy: every run takes each record from the source as it is now, so a source verdict
 that changed without its answer changing (retried when the evaluation resumed, a judge added) is the one shown
 and compared (records whose source verdicts changed are written again). The label is one plain folder name. The
-judge and its parameters are the directory's fingerprint: other parameters under the same label are refused
-(``--fresh`` starts over).
+judge, its parameters and the weights of the models it runs are the directory's fingerprint: other parameters
+or a model retrained at the same path under the same label are refused (``--fresh`` starts over).
 
 The judge needs each behavior's text (and context): read from ``RUN/behaviors.jsonl`` (written by every
 evaluation since this command existed), else from the behaviors file the run's ``config.yaml`` names, else from
@@ -78,7 +78,8 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
                         f"name with --label")
     by_id = _behaviors(run, behaviors, {r.behavior_id for r in records})
     out = judged_dir(run, label)
-    fingerprint = make_fingerprint("judge-records", {"judge": judge, "params": params})
+    fingerprint = make_fingerprint("judge-records", {"judge": judge, "params": params},
+                                   extra=_judge_weights(judge, params, judge_obj))
     claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=fresh, overwrite_flag="--fresh",
                   check=lambda continues: continues and _check_same_texts(out, by_id))  # fmt: skip
     scorer = judge_obj if judge_obj is not None else build_judge(judge, params)
@@ -105,6 +106,18 @@ def judge_records(run: str | Path, judge: str, params: dict[str, Any] | None = N
                        judged_now=len(pending), seconds=time.perf_counter() - started)
     write_json(out / "summary.json", summary)
     return summary
+
+
+def _judge_weights(judge: str, params: dict[str, Any], judge_obj: Any) -> dict[str, Any]:
+    """The fingerprint's ``judge.weights``: the weights of the models the judge runs (a classifier retrained in
+    place keeps its name and params; its verdicts would mix with the old weights'), hashed once per judge object
+    (``safealign judge records`` reuses one for every directory) and before a judge built here loads. No key for
+    a judge that runs no model, whose copies keep their fingerprint; a copy judged before the key existed resumes
+    (compared only when both recorded it, safealign.io.rundir.WHEN_KNOWN)."""
+    from safealign.eval.judges.base import judge_models, model_identities
+
+    weights = judge_obj.weights() if judge_obj is not None else model_identities(judge_models(judge, params))
+    return {"judge.weights": weights} if weights else {}
 
 
 def judged_records(run: str | Path, label: str) -> list[AttemptRecord] | None:

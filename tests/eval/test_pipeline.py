@@ -431,6 +431,45 @@ def test_a_resume_under_a_changed_judge_warns(tmp_path, caplog):
     assert len(digests) == 5 and len(set(digests[:4])) == 1 and digests[4] != digests[0]
 
 
+def test_a_judge_model_retrained_in_place_is_a_changed_judge(tmp_path, tiny_tokenizer, caplog, monkeypatch):
+    """A classifier judge names its model by a folder's path: retrained in place, it keeps its params and the run's
+    fingerprint. Its weights are in each verdict's judge_digest, so a resume tells the verdicts the old weights made
+    from the new ones and warns about them, as after a change of the judge's code, instead of mixing both silently;
+    the refusal judge, which runs no model, keeps the digest its committed verdicts carry (results/)."""
+    from safealign.eval.defenses import base as defenses
+    from safealign.eval.pipeline import judge_digest
+    from safealign.models.tiny import tiny_model
+
+    hashed = []  # the judge's weights are hashed once per run, not per batch (each digests at start and per batch)
+    identity = defenses._model_identity
+    monkeypatch.setattr(defenses, "_model_identity", lambda spec: hashed.append(spec) or identity(spec))
+    folder = tmp_path / "classifier"
+
+    def save(seed):
+        tiny_model(seed=seed).save_pretrained(folder)
+        tiny_tokenizer.save_pretrained(folder)
+
+    config = EvalConfig(attacks=["direct"], judges=["classifier"], output_dir=str(tmp_path / "run"),
+                        judge_params={"classifier": {"model": str(folder), "format": "strongreject-finetuned"}})
+    config.generation.batch_size = 2
+    save(0)
+    with caplog.at_level("WARNING", logger="safealign.eval.pipeline"):
+        for _ in range(2):  # a batch recorded, each run stopped (Ctrl-C) in the next one: the same weights
+            with pytest.raises(KeyboardInterrupt):
+                run_eval(config, chat_model=ScriptedChatModel(_reply, interrupt_after=2), behaviors=BEHAVIORS)
+    assert "described otherwise" not in caplog.text
+    old = [r["verdicts"]["classifier"] for r in _records(tmp_path)]
+    assert len(old) == 4 and len({v["judge_digest"] for v in old}) == 1
+    save(1)  # retrained: other weights at the same path, the same params
+    with caplog.at_level("WARNING", logger="safealign.eval.pipeline"):
+        run_eval(config, chat_model=ScriptedChatModel(_reply), behaviors=BEHAVIORS)
+    assert "4 recorded verdicts of judge 'classifier' were made by a judge described otherwise" in caplog.text
+    new = [r["verdicts"]["classifier"] for r in _records(tmp_path)][4:]
+    assert len(new) == 1 and new[0]["judge_digest"] != old[0]["judge_digest"]
+    assert hashed == [str(folder)] * 3
+    assert judge_digest(build_judge("refusal")) == "ab0785aa7d8dd742"  # as in results/*/records.jsonl
+
+
 def test_a_tiered_judges_digest_leaves_out_its_counts():
     from safealign.eval.pipeline import judge_digest
 

@@ -265,6 +265,31 @@ def test_refuses_a_recorded_label_other_parameters_under_one_label_and_unknown_b
         judge_records(tmp_path, "refusal")
 
 
+def test_a_judge_model_retrained_in_place_refuses_its_judged_copy(run_dir, tmp_path, tiny_tokenizer):
+    """A judged copy is resumed under the same judge only: a classifier retrained at the same path (same name and
+    params) is another judge, refused (--fresh judges every answer again), not let to judge only the new answers.
+    A judge that runs no model records no weights, so copies judged before keep their fingerprint."""
+    from safealign.models.tiny import tiny_model
+
+    folder = tmp_path / "classifier"
+
+    def save(seed):
+        tiny_model(seed=seed).save_pretrained(folder)
+        tiny_tokenizer.save_pretrained(folder)
+
+    params = {"model": str(folder), "format": "strongreject-finetuned"}
+    save(0)
+    assert judge_records(run_dir, "classifier", params)["judged_now"] == 8
+    assert judge_records(run_dir, "classifier", params)["judged_now"] == 0  # the same weights: resumed
+    save(1)
+    with pytest.raises(UserError, match=r"different settings \(judge\.weights: .*--fresh"):
+        judge_records(run_dir, "classifier", params)
+    assert judge_records(run_dir, "classifier", params, fresh=True)["judged_now"] == 8
+    judge_records(run_dir, "refusal", label="strings")
+    assert not any(k.startswith("judge.") for k in
+                   json.loads((judged_dir(run_dir, "strings") / "fingerprint.json").read_text())["values"])
+
+
 def test_a_run_without_behaviors_jsonl_names_the_option_and_takes_builtin_behaviors(run_dir):
     # a demo evaluation made before behaviors.jsonl existed: built-in prompts handed in, no file in its config
     direct = [r for r in load_records(run_dir / "records.jsonl") if r.attack == "direct"]

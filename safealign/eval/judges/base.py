@@ -10,6 +10,9 @@ from safealign.registry import RegisteredName
 from safealign.types import Behavior, Completion, Verdict
 
 
+_WEIGHTS = "_model_weights"  # Judge.weights() memo, in __dict__: a judge built without Judge.__init__ has it too
+
+
 class Judge(ABC):
     # The registry key in safealign/eval/registries.py is the judge's only name.
     name: ClassVar[str] = RegisteredName(JUDGES)  # type: ignore[assignment]
@@ -51,16 +54,27 @@ class Judge(ABC):
 
     def identity(self) -> dict[str, Any]:
         """What decides this judge's verdicts: :meth:`describe` less any counts of a run (a tiered judge's calls).
-        Its digest goes with each new verdict (``judge_digest``), so a resume under changed judge code (another
-        rubric, substring list or prompt; the judge's params are the run's fingerprint) is warned about."""
+        Its digest goes with each new verdict (``judge_digest``, with :meth:`weights`), so a resume under changed
+        judge code (another rubric, substring list or prompt; the judge's params are the run's fingerprint) or
+        other weights of its model is warned about."""
         return self.describe()
 
     @classmethod
     def models(cls, config: Any) -> list[str]:
         """The load_model specs of the models this judge scores with under ``config`` (none: a string matcher, an
         endpoint): a run that steers by this judge (a defense's reward) fingerprints their weights, since a folder
-        retrained in place keeps its name (safealign.eval.defenses.base.Defense.fingerprint)."""
+        retrained in place keeps its name (safealign.eval.defenses.base.Defense.fingerprint), and so do this
+        judge's verdicts (:meth:`weights`)."""
         return []
+
+    def weights(self) -> list[dict[str, Any] | None]:
+        """The identities of the weights of :meth:`models` (their files' sha256; None where they cannot be seen),
+        for the digest each verdict carries (safealign.eval.pipeline.judge_digest) and a judged copy's fingerprint
+        (safealign.pipelines.judge_records): a classifier retrained in place keeps its path and params. Read on
+        first use and kept, so a run hashes them once, not per batch; empty for a judge that runs no model."""
+        if _WEIGHTS not in self.__dict__:
+            self.__dict__[_WEIGHTS] = model_identities(type(self).models(getattr(self, "config", None)))
+        return self.__dict__[_WEIGHTS]
 
     def reset_counts(self) -> None:
         """Start afresh the counts ``describe()`` reports, for a judge reused across runs (``safealign judge records``
@@ -86,6 +100,14 @@ def judge_models(name: str, params: dict[str, Any] | None = None) -> list[str]:
 
     cls = JUDGES.get(name)
     return cls.models(make_config(cls.config_class, params, f"judge {name!r}"))
+
+
+def model_identities(specs: Sequence[str]) -> list[dict[str, Any] | None]:
+    """The weights (and setup) of each model ``specs`` names, as a defense's layer fingerprints them (reads and
+    hashes files, loads nothing; safealign.eval.defenses.base._model_identity)."""
+    from safealign.eval.defenses.base import _model_identity
+
+    return [_model_identity(spec) for spec in specs]
 
 
 def backend_models(backend: dict[str, Any]) -> list[str]:
