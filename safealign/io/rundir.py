@@ -63,12 +63,15 @@ TRAIN_EXCLUDED = (
 # The benign prompt file's content likewise, recorded since 2026-12-07 too (a run made before lacks it and resumes:
 # its over-refusal records are still checked prompt by prompt, safealign.eval.helpfulness.overrefusal).
 # An online run's prompts file content and its reward/cost model folders' weights likewise (safealign.online.run),
-# recorded since 2026-12-07 along with its policy's and reference's weights: an online run made before resumes.
+# recorded since 2026-12-07 along with its policy's and reference's weights: an online run made before resumes. The
+# weights of the models its judge sources run likewise (rewards.judge_weights, safe_rlhf.cost.judge_weights), recorded
+# since 2026-12-07 only where a judge source runs a model: a run made before resumes.
 # An eval's defense layers as they run (defenses.layers: each layer's config with its defaults, the files and weights
 # it names; around a handed-in chat model too), recorded since 2026-12-07 too: an eval with defenses made before
 # resumes. Only an eval with defenses records it, so one without keeps its digest.
 WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "judge.weights", "judge.setup",
-              "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights", "defenses.layers")
+              "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights", "defenses.layers",
+              "rewards.judge_weights", "safe_rlhf.cost.judge_weights")
 # Settings added after runs were recorded whose unset value (None) is what those runs did: left out of a fingerprint
 # while unset, at any depth (an eval's model.revision, a demo's eval.model.revision), so every recorded digest stays
 # as it was (a sweep finds its committed cells by theirs); once set they are fingerprinted like any setting.

@@ -151,7 +151,8 @@ def online_fingerprint(config: OnlineConfig, model: Any = None):
     """What an online run's results depend on, as offline training's ``train_fingerprint``: the settings
     (:func:`online_settings_fingerprint`), the prompts file's content (``prompts.path_data``; a file edited in place
     is another run), the starting policy's (``model``, passed in, else the one ``config.model`` names) and a separate
-    reference's weights and setups, and the reward-model folders' weights of the reward and cost sources. These are
+    reference's weights and setups, the reward-model folders' weights of the reward and cost sources, and the
+    weights of the models their judge sources run (:func:`_judge_weights`). These are
     :data:`~safealign.io.rundir.WHEN_KNOWN` keys: compared only where both runs recorded them, so a run made before
     they were recorded resumes."""
     from safealign.eval.reward_model import reward_model_fingerprint
@@ -170,8 +171,23 @@ def online_fingerprint(config: OnlineConfig, model: Any = None):
         if any(s.kind == "reward_model" for s in sources):  # only then, so a run without one keeps its digest
             extra[f"{key}.weights"] = [reward_model_fingerprint(s.path) if s.kind == "reward_model" and s.path
                                        else None for s in sources]  # fmt: skip
+        judged = _judge_weights(sources)
+        if judged is not None:
+            extra[f"{key}.judge_weights"] = judged
     settings = online_settings_fingerprint(config)
     return dataclasses.replace(settings, values={**settings.values, **extra})
+
+
+def _judge_weights(sources: list[Any]) -> list[Any] | None:
+    """The weights of the models each judge source runs (a classifier, an llm or strongreject judge on hf/vllm;
+    safealign.eval.judges.base.Judge.models), [] for another source: a judge names its model by path or hub id
+    only, so one retrained in place would go on scoring a resumed run with another reward. Hashed from the config
+    before anything loads. None (no key) unless a judge source runs a model, so a run whose judges match strings
+    (refusal) keeps the digest it was recorded under."""
+    from safealign.eval.judges.base import judge_models, model_identities
+
+    found = [model_identities(judge_models(s.name, dict(s.params))) if s.kind == "judge" else [] for s in sources]
+    return found if any(found) else None
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -533,3 +533,35 @@ def test_the_fingerprint_holds_the_reference_and_reward_model_weights(tmp_path):
     tiny_model(seed=2).save_pretrained(reference)
     (scorer / "head.pt").write_bytes(b"another head")
     assert differing_keys(before, online_fingerprint(config)) == ["reference.weights", "rewards.weights"]
+
+
+def test_a_judge_source_retrained_in_place_refuses_a_resume_naming_it(tmp_path, tiny_tokenizer):
+    """A classifier judge names its model by a folder's path: retrained in place, it keeps its name and params, and
+    a resumed run would go on under another reward. The fingerprint holds the weights of the models a judge source
+    runs (reward and cost), so the resume is refused naming the key; a judge that runs no model (refusal) adds none,
+    so such runs keep the digest they were recorded under."""
+    from safealign.models.tiny import tiny_model
+    from safealign.online.run import online_fingerprint
+
+    folder = tmp_path / "classifier"
+
+    def save(seed):
+        tiny_model(seed=seed).save_pretrained(folder)
+        tiny_tokenizer.save_pretrained(folder)
+
+    def config(*overrides, recipe="e_rlhf_rloo.yaml"):
+        found = tiny_config(tmp_path, *overrides, recipe=recipe)
+        found.rewards = [SourceConfig(), SourceConfig(name="classifier", params={
+            "model": str(folder), "format": "strongreject-finetuned"})]
+        return found
+
+    save(0)
+    assert "rewards.judge_weights" not in online_fingerprint(tiny_config(tmp_path)).values
+    safe = tiny_config(tmp_path, recipe="safe_rlhf.yaml")
+    assert not {"rewards.judge_weights", "safe_rlhf.cost.judge_weights"} & set(online_fingerprint(safe).values)
+    safe.safe_rlhf.cost = config().rewards
+    assert online_fingerprint(safe).values["safe_rlhf.cost.judge_weights"][1][0]["weights"]
+    run_online(config("max_steps=1"))
+    save(1)  # retrained: other weights at the same path, the same params
+    with pytest.raises(UserError, match=r"different settings \(rewards\.judge_weights: "):
+        run_online(config("max_steps=2"), resume=True)
