@@ -23,7 +23,10 @@ def test_compare_online_trains_both_variants_and_writes_the_table(tmp_path, caps
     assert set(table["stages"]) == {"before", "plain-seed0", "plain-seed1", "e-seed0", "e-seed1"}
     assert set(table["metrics"]) == {"direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate"}
     direct = table["metrics"]["direct_asr"]
-    assert "random-effects t" in direct["e_minus_plain"]["interval"] and direct["e_minus_plain"]["seeds"] == 2
+    # the tiny policies' outcomes may not vary at all: then the exact bound over the prompts
+    interval = direct["e_minus_plain"]["interval"]
+    assert "random-effects t" in interval or "exact binomial over the" in interval
+    assert direct["e_minus_plain"]["seeds"] == 2
     assert direct["e_minus_plain"]["diff"] == pytest.approx(direct["e"] - direct["plain"])  # every prompt scored
     for variant in ("plain", "e"):
         assert direct[f"{variant}_ci95"][0] <= direct[variant] <= direct[f"{variant}_ci95"][1]
