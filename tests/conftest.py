@@ -47,6 +47,15 @@ def tiny_model():
     return make()
 
 
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """A fake offline Hugging Face hub cache: hub_helpers.REPO with ``main`` and the tag ``v1`` at different weights
+    (tests/hub_helpers.py); the repository's folder in it."""
+    from hub_helpers import build_hub_cache
+
+    return build_hub_cache(tmp_path, monkeypatch)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Model and reference caches go to this session's temporary folder, never the user's cache."""

@@ -42,6 +42,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("settings", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
                         help="optional YAML config, then overrides of its keys")
     add("--model", help="model spec: smollm2-135m-instruct, tiny-random, hub id, folder, or a run's final/ folder")
+    add("--model-revision", metavar="REVISION",
+        help="a hub id's branch, tag or commit (default: its main); also for a --ref naming the same hub id")
     add("--data", help="preference data: file (jsonl/json/csv/parquet, .gz) or HF dataset id")
     add("--format", help="auto, standard, conversational, implicit (default auto)")
     add("--column", action="append", metavar="FIELD=COLUMN", help="map a field to your column name (repeatable)")

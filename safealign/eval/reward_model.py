@@ -6,7 +6,8 @@ transformers' ``*ForSequenceClassification`` does: where the pad token is the eo
 SmolLM2 model), that rule skips a response's closing eos and reads the score one token early.
 
 A saved model is a folder: ``backbone/`` (the causal LM, LoRA merged, with its tokenizer), ``head.pt``
-and ``reward_model.json`` (kind: reward or cost, and the base spec it was trained from).
+and ``reward_model.json`` (kind: reward or cost, the base spec it was trained from and, if pinned, its hub
+revision).
 """
 
 from __future__ import annotations
@@ -55,7 +56,10 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
     return (positions * attention_mask.bool()).argmax(-1)
 
 
-def save_reward_model(model: ScalarRewardModel, tokenizer: Any, out: Path, *, kind: str, base: str) -> None:
+def save_reward_model(model: ScalarRewardModel, tokenizer: Any, out: Path, *, kind: str, base: str,
+                      base_revision: str | None = None) -> None:
+    """``out``: the backbone with its LoRA merged (complete weights: loading it needs no base), the head, and
+    reward_model.json naming the base spec and, when one was asked for, its hub revision (``base_revision``)."""
     from safealign.models.load import merge_adapter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +67,8 @@ def save_reward_model(model: ScalarRewardModel, tokenizer: Any, out: Path, *, ki
     backbone.save_pretrained(str(out / "backbone"))
     tokenizer.save_pretrained(str(out / "backbone"))
     torch.save(model.head.state_dict(), out / HEAD_NAME)
-    (out / META_NAME).write_text(json.dumps({"kind": kind, "base": base}, indent=2))
+    meta = {"kind": kind, "base": base, **({"base_revision": base_revision} if base_revision is not None else {})}
+    (out / META_NAME).write_text(json.dumps(meta, indent=2))
 
 
 def is_reward_model_dir(path: str | Path) -> bool:

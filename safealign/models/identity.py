@@ -40,7 +40,7 @@ from safealign.models.embedded import (
     BUILTIN_MODELS, MARKER, cache_root, ensure_embedded, sha256_file,
 )
 from safealign.models.load import REVISION_ATTR, SPEC_ATTR, TINY_RANDOM, check_revision, resolve_spec
-from safealign.models.lora import adapter_base_spec
+from safealign.models.lora import adapter_base_revision, adapter_base_spec
 
 logger = logging.getLogger(__name__)
 
@@ -88,10 +88,10 @@ def setup_fingerprint(identity: dict[str, Any]) -> str | None:
 
 
 def _base_identity(adapter: str) -> dict[str, Any]:
-    """The base's identity; an adapter saved from a model not loaded by spec names no loadable base, and
-    recording that beats failing the run that saved it."""
+    """The base's identity, at the hub revision its adapter_config.json records; an adapter saved from a model
+    not loaded by spec names no loadable base, and recording that beats failing the run that saved it."""
     try:
-        return model_identity(adapter_base_spec(adapter))
+        return model_identity(adapter_base_spec(adapter), adapter_base_revision(adapter))
     except UserError as exc:
         return {"spec": None, "kind": "unknown", "fingerprint": None, "error": str(exc)}
 

@@ -23,7 +23,9 @@ from safealign.errors import UserError, did_you_mean
 from safealign.models.embedded import (
     BUILTIN_MODELS, ModelUnavailableError, damaged_message, ensure_embedded, hub_reachable,
 )
-from safealign.models.lora import LoraSettings, adapter_base_spec, apply_lora, is_adapter_dir, load_adapter
+from safealign.models.lora import (
+    ADAPTER_CONFIG, LoraSettings, adapter_base_revision, adapter_base_spec, apply_lora, is_adapter_dir, load_adapter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +113,8 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False, revision: str 
 
         return _prepare_tokenizer(tiny_tokenizer())
     if source.kind == "adapter" and not (Path(source.location) / "tokenizer_config.json").is_file():
-        return load_tokenizer(_adapter_base(source), trust_remote_code=trust_remote_code)
+        base, base_revision = _adapter_base(source)
+        return load_tokenizer(base, trust_remote_code=trust_remote_code, revision=base_revision)
     from transformers import AutoTokenizer
 
     args, kwargs = _pretrained_args(source, revision)
@@ -163,8 +166,9 @@ def load_model(
     if source.kind == "adapter":
         if lora is not None:
             raise UserError(f"{spec} already is a LoRA adapter; pass lora=None to load (and continue training) it")
-        base, tokenizer = load_model(_adapter_base(source), device=resolved_device, dtype=resolved_dtype,
-                                     trust_remote_code=trust_remote_code)
+        base_spec, base_revision = _adapter_base(source)
+        base, tokenizer = load_model(base_spec, device=resolved_device, dtype=resolved_dtype,
+                                     trust_remote_code=trust_remote_code, revision=base_revision)
         if (Path(source.location) / "tokenizer_config.json").is_file():
             tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
         model = load_adapter(base, source.location, trainable=for_training).to(resolved_device)
@@ -175,7 +179,7 @@ def load_model(
         model.config._name_or_path = source.location
         tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code, revision=revision)
         if lora is not None:
-            model = apply_lora(model, lora)
+            model = apply_lora(model, lora, revision=revision)  # the adapter it saves names its base's revision
     if source.kind in ("dir", "adapter"):
         from safealign.models.heads import load_heads
 
@@ -208,16 +212,20 @@ def merge_adapter(model: nn.Module) -> nn.Module:
     return merged
 
 
-def _adapter_base(source: ModelSource) -> str:
+def _adapter_base(source: ModelSource) -> tuple[str, str | None]:
+    """The base an adapter folder names and the hub revision it was trained at (None: its main), both from its
+    adapter_config.json (``base_model_name_or_path``, peft's ``revision``)."""
     base = adapter_base_spec(source.location)
     try:
-        kind = resolve_spec(base).kind
+        base_source = resolve_spec(base)
     except UserError as exc:
         raise UserError(f"adapter {source.location} was trained on base model {base!r}, which cannot be loaded "
                         f"here ({exc}); fix base_model_name_or_path in its adapter_config.json") from None
-    if kind == "adapter":
+    if base_source.kind == "adapter":
         raise UserError(f"adapter {source.location}: its base {base!r} is itself an adapter; merge it first")
-    return base
+    revision = adapter_base_revision(source.location)
+    check_revision(base_source, revision, f"{Path(source.location) / ADAPTER_CONFIG}: revision")
+    return base, revision
 
 
 def _load_weights(source: ModelSource, dtype: torch.dtype, trust_remote_code: bool,

@@ -45,8 +45,12 @@ class LoraSettings:
             raise UserError(f"LoRA last_layers must be a positive integer or None, got {self.last_layers}")
 
 
-def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
-    """Wrap ``model`` in a trainable peft LoRA adapter (base weights frozen); returns the PeftModel."""
+def apply_lora(model: nn.Module, settings: LoraSettings, *, revision: str | None = None) -> nn.Module:
+    """Wrap ``model`` in a trainable peft LoRA adapter (base weights frozen); returns the PeftModel.
+
+    ``revision``: the hub revision ``model`` was loaded at; the saved adapter's ``adapter_config.json`` records it
+    (peft's ``revision``) beside its base, so loading the adapter loads the base at it (:func:`adapter_base_revision`).
+    """
     from peft import LoraConfig, get_peft_model
 
     targets: Any = settings.target_modules
@@ -63,6 +67,7 @@ def apply_lora(model: nn.Module, settings: LoraSettings) -> nn.Module:
         task_type="CAUSAL_LM",
         layers_to_transform=_last_layers(model, settings.last_layers),
         modules_to_save=[_output_head_name(model)] if settings.train_output_head else None,
+        revision=revision,
     )
     with _quiet_peft(), warnings.catch_warnings():
         # a tied head in modules_to_save: peft warns that the copy is not tied to the embeddings; that is the intent
@@ -128,6 +133,13 @@ def adapter_base_spec(path: str | Path) -> str:
             f"{config_path}: field base_model_name_or_path is missing; cannot tell which base model to load"
         )
     return base
+
+
+def adapter_base_revision(path: str | Path) -> str | None:
+    """The hub revision of the base an adapter folder was trained on (peft's ``revision``); None: its base's main,
+    or a base that is no hub id."""
+    revision = json.loads((Path(path) / ADAPTER_CONFIG).read_text()).get("revision")
+    return revision if isinstance(revision, str) else None
 
 
 def load_adapter(base: nn.Module, path: str | Path, *, trainable: bool) -> nn.Module:

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from safealign import checks
 from safealign.errors import UserError
-from safealign.train.config import LoraConfig
+from safealign.train.config import LoraConfig, check_model_revision
 
 ALGORITHMS = ("rloo", "grpo", "ipo")
 KL_ESTIMATORS = ("k1", "k3")
@@ -160,6 +160,9 @@ class SafeRLHFConfig:
 class OnlineConfig:
     trainer: str = "online"
     model: str = "smollm2-135m-instruct"
+    # a hub id's branch, tag or commit, as the preference trainer's (safealign.train.config): the policy, a
+    # reference.model naming the same hub id, and the saved adapter's base stand at it
+    model_revision: Optional[str] = None
     output_dir: str = "runs/online"
     trust_remote_code: bool = False
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
@@ -199,6 +202,7 @@ class OnlineConfig:
     def validate(self) -> None:
         if self.trainer != "online":
             raise UserError(f"trainer={self.trainer!r}: this schema is the online trainer's")
+        check_model_revision(self.model, self.model_revision)
         checks.one_of("algorithm", self.algorithm, ALGORITHMS)
         checks.at_least("num_generations", self.num_generations, 2,
                         "RLOO's leave-one-out baseline, GRPO's group std and IPO's pairs need two samples a prompt")

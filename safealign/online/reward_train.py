@@ -32,7 +32,7 @@ from safealign.errors import UserError
 from safealign.io import append_jsonl, read_jsonl, write_json
 from safealign.models.modes import eval_mode
 from safealign.online.objectives import clip_gradients
-from safealign.train.config import DataConfig, LoraConfig
+from safealign.train.config import DataConfig, LoraConfig, check_model_revision
 from safealign.train.run import TrainResult
 from safealign.types import PreferencePair
 
@@ -46,6 +46,7 @@ class RewardConfig:
     trainer: str = "reward"
     kind: str = "reward"  # reward | cost
     model: str = "smollm2-135m-instruct"
+    model_revision: Optional[str] = None  # a hub id's branch, tag or commit; recorded in reward_model.json
     output_dir: str = "runs/reward_model"
     trust_remote_code: bool = False
     data: DataConfig = field(default_factory=DataConfig)
@@ -70,6 +71,7 @@ class RewardConfig:
         if self.trainer != "reward":
             raise UserError(f"trainer={self.trainer!r}: this schema is the reward-model trainer's")
         checks.one_of("kind", self.kind, ("reward", "cost"))
+        check_model_revision(self.model, self.model_revision)
         self.data.validate()
         checks.finite("margin", self.margin)
         checks.at_least("regularization", self.regularization, 0)
@@ -222,7 +224,7 @@ def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> Rew
                         target_modules=config.lora.target_modules,
                         last_layers=config.lora.last_layers) if config.lora.enabled else None
     backbone, tokenizer = load_model(config.model, lora=lora, for_training=True,
-                                     trust_remote_code=config.trust_remote_code)
+                                     trust_remote_code=config.trust_remote_code, revision=config.model_revision)
     model = ScalarRewardModel(backbone).train()
     device = next(backbone.parameters()).device
     encoder = PairEncoder(tokenizer, max_length=config.data.max_length, max_prompt_length=config.data.max_prompt_length)
@@ -261,7 +263,7 @@ def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> Rew
                 record.update(eval_metrics)
             append_jsonl(metrics_path, [record])
     final = out / "final"
-    save_reward_model(model, tokenizer, final, kind=config.kind, base=config.model)
+    save_reward_model(model, tokenizer, final, kind=config.kind, base=config.model, base_revision=config.model_revision)
     wall = round(time.time() - start, 2)
     write_json(out / "train_summary.json", {"trainer": "reward", "kind": config.kind, "steps": step,
                                             "train_pairs": len(train_items), "held_out_pairs": len(held_items),

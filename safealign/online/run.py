@@ -16,6 +16,7 @@ from safealign.config import save_config, to_dict
 from safealign.errors import UserError
 from safealign.io import read_jsonl, write_json, write_jsonl
 from safealign.online.config import OnlineConfig
+from safealign.train.config import same_model_revision
 from safealign.train.run import TrainResult
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = 
 
     reference = Reference(model, *separate_reference(config.reference.model, model, device,
                                                      trust_remote_code=config.trust_remote_code,
+                                                     revision=_reference_revision(config),
                                                      policy_tokenizer=tokenizer))
     logger.info("reference: %s", reference.kind)
     sources = build_sources(config.rewards, device)
@@ -103,13 +105,19 @@ def _load_policy(config: OnlineConfig, model: Any, tokenizer: Any) -> tuple[Any,
         lora = LoraSettings(r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout,
                             target_modules=config.lora.target_modules, last_layers=config.lora.last_layers)
     if model is None:
-        return load_model(config.model, trust_remote_code=config.trust_remote_code, lora=lora, for_training=True)
+        return load_model(config.model, trust_remote_code=config.trust_remote_code, revision=config.model_revision,
+                          lora=lora, for_training=True)
     if lora is not None and not hasattr(model, "peft_config"):
         model = apply_lora(model, lora)
     if lora is None:
         model.requires_grad_(True)
     model.train()
     return model, tokenizer
+
+
+def _reference_revision(config: OnlineConfig) -> str | None:
+    """``model_revision`` where ``reference.model`` names the policy's hub id (safealign.train.config)."""
+    return same_model_revision(config.reference.model, config.model, config.model_revision)
 
 
 def _save_final(model: Any, tokenizer: Any, final: Path) -> None:
@@ -159,8 +167,9 @@ def online_fingerprint(config: OnlineConfig, model: Any = None):
     from safealign.io.rundir import file_digest
     from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint
 
-    policy = loaded_identity(model) if model is not None else model_identity(config.model)
-    reference = model_identity(config.reference.model) if config.reference.model else {}
+    policy = loaded_identity(model) if model is not None else model_identity(config.model, config.model_revision)
+    reference = (model_identity(config.reference.model, _reference_revision(config)) if config.reference.model
+                 else {})
     extra: dict[str, Any] = {"model.weights": policy.get("fingerprint"), "model.setup": setup_fingerprint(policy),
                              "reference.weights": reference.get("fingerprint"),
                              "reference.setup": setup_fingerprint(reference)}

@@ -137,6 +137,9 @@ class DemoConfig:
         if self.eval.model.revision is not None:  # the demo loads `model` itself: the revision would go unused
             raise UserError("eval.model.revision: the demo evaluates the model named by `model` and the models it "
                             "trains, loaded without a revision; leave eval.model.revision unset")
+        if self.train.model_revision is not None:  # each stage trains `model`, in place of train.model
+            raise UserError("train.model_revision: the demo trains the model named by `model`, loaded without a "
+                            "revision; leave train.model_revision unset")
         if not str(self.prefix).strip():
             raise UserError("prefix: a built-in prefix name or non-empty text")
         prefix_text(self.prefix)  # a misspelt name fails here, not when the E-variant's stage trains

@@ -22,6 +22,8 @@ class DiagnoseConfig:
     """What every diagnostic reads: the model, the preference data and how to encode and score it."""
 
     model: str = "???"  # load_model spec: built-in name, hub id, folder, or a run's final/ adapter folder
+    # a hub id's branch, tag or commit, as training's (safealign.train.config): also a ranking ref naming that hub id
+    model_revision: Optional[str] = None
     data: str = "???"  # preference data: file (jsonl/json/csv/parquet, .gz) or HF dataset id
     format: str = "auto"  # auto, standard, conversational, implicit
     columns: dict[str, str] = field(default_factory=dict)  # field -> your column name
@@ -43,8 +45,10 @@ class DiagnoseConfig:
     def validate(self) -> None:
         """At load, before the model: a batch size below 1 would score no pair (-1) or fail deep in a range (0)."""
         from safealign.checks import at_least
+        from safealign.train.config import check_model_revision
 
         at_least("batch_size", self.batch_size, 1)
+        check_model_revision(self.model, self.model_revision)
 
 
 @dataclass
@@ -101,10 +105,14 @@ class Diagnosis:
 
 
 def load_model(config: DiagnoseConfig, spec: str | None = None, *, lora: Any = None):
+    """``spec`` (default ``config.model``) loaded as the config says; at ``model_revision`` where it names
+    ``config.model`` (safealign.train.config.same_model_revision)."""
     from safealign.models import load_model as load
+    from safealign.train.config import same_model_revision
 
-    return load(spec or config.model, device=config.device, dtype=config.dtype,
-                trust_remote_code=config.trust_remote_code, lora=lora)
+    spec = spec or config.model
+    return load(spec, device=config.device, dtype=config.dtype, trust_remote_code=config.trust_remote_code,
+                revision=same_model_revision(spec, config.model, config.model_revision), lora=lora)
 
 
 def load_inputs(config: DiagnoseConfig, *, transform: Any = None, loaded: tuple[Any, Any] | None = None) -> Inputs:
@@ -131,7 +139,8 @@ def load_inputs(config: DiagnoseConfig, *, transform: Any = None, loaded: tuple[
 
 
 def header(config: DiagnoseConfig, inputs: Inputs, started: float, **extra: Any) -> dict[str, Any]:
-    return {"model": config.model, "data": config.data, "limit": config.limit, "rows": inputs.rows,
+    pinned = {"model_revision": config.model_revision} if config.model_revision is not None else {}
+    return {"model": config.model, **pinned, "data": config.data, "limit": config.limit, "rows": inputs.rows,
             "pairs": len(inputs.encoded), "dropped": inputs.dropped, **extra,
             "wall_seconds": round(time.perf_counter() - started, 2)}
 

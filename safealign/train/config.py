@@ -121,6 +121,9 @@ class ObjectiveConfig:
 class TrainConfig:
     trainer: str = "preference"  # the recipe's trainer key (safealign train): this schema is the preference trainer's
     model: str = "smollm2-135m-instruct"
+    # a hub id's branch, tag or commit (None: what the local cache or hub has as main); also where reference.model
+    # names the same hub id (same_model_revision). A saved adapter records it as its base's revision
+    model_revision: Optional[str] = None
     output_dir: str = "runs/train"
     trust_remote_code: bool = False
     data: DataConfig = field(default_factory=DataConfig)
@@ -174,6 +177,7 @@ class TrainConfig:
         if self.trainer != "preference":
             raise UserError(f"trainer: {self.trainer!r} recipes have their own schema (safealign train picks it); "
                             "this one is the preference trainer's")
+        check_model_revision(self.model, self.model_revision)
         self.data.validate()
         secrets = [k for k in self.training_args if re.search(r"token|secret|password|api_key", str(k), re.I)]
         if secrets:  # they would be written to config.yaml, fingerprint.json and the report
@@ -203,6 +207,26 @@ class TrainConfig:
         for key, allowed in (("logps", LOGPS_IMPLS), ("packing", PACKING_MODES), ("optimizer", tuple(OPTIMIZERS))):
             if getattr(self, key) not in allowed:
                 raise UserError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
+
+
+def check_model_revision(model: str, revision: Optional[str], key: str = "model_revision") -> None:
+    """A revision pins which commit of the hub id ``model`` names is loaded; with any other spec (a built-in name,
+    a local folder, a .gguf file, an adapter, whose adapter_config.json names its base and that base's revision) it
+    would be ignored, so it is refused when the config loads, naming ``key``. Loads torch only when it is set."""
+    if revision is None:
+        return
+    from safealign.models.load import check_revision, resolve_spec
+
+    check_revision(resolve_spec(model), revision, key)
+
+
+def same_model_revision(spec: Optional[str], model: str, revision: Optional[str]) -> Optional[str]:
+    """The revision ``spec`` loads at: ``model_revision`` where it names the policy's own ``model`` (a
+    ``reference.model`` or a diagnostic's ``ref`` naming the same hub id is the same model, so it loads at the same
+    commit); None for any other spec, loaded as it names itself (a hub id at its main, an adapter's base at the
+    revision its adapter_config.json records). The default reference, the policy's starting weights, needs no
+    load: it is the policy as loaded."""
+    return revision if spec == model else None
 
 
 # TrainingArguments fields safealign.train.run.training_arguments sets from this schema's own keys (field -> key)

@@ -17,7 +17,7 @@ from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
 from safealign.io import read_jsonl, write_json, write_jsonl
 from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint
-from safealign.train.config import TrainConfig
+from safealign.train.config import TrainConfig, same_model_revision
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +62,8 @@ def _load_policy(config: TrainConfig, device: torch.device, model=None, tokenize
                             target_modules=config.lora.target_modules, last_layers=config.lora.last_layers,
                             train_output_head=train_output_head)
     if model is None:
-        return load_model(config.model, device=device, trust_remote_code=config.trust_remote_code, lora=lora,
-                          for_training=True)
+        return load_model(config.model, device=device, trust_remote_code=config.trust_remote_code,
+                          revision=config.model_revision, lora=lora, for_training=True)
     if lora is not None and not hasattr(model, "peft_config"):
         from safealign.models import apply_lora
 
@@ -111,7 +111,7 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
     if not loss.needs_reference:
         return collate, None, "none (reference-free loss)", encoded, 0.0
     ref_model = (load_reference_model(config.reference.model, model, device, trust_remote_code=config.trust_remote_code,
-                                      policy_tokenizer=tokenizer)
+                                      revision=reference_revision(config), policy_tokenizer=tokenizer)
                  if config.reference.model else None)
     check_reference_fits(ref_model or model, config.data.max_length, report)
     trained_adapter = ref_model is None and starts_from_trained_adapter(model)
@@ -363,8 +363,8 @@ def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool, model:
                             "pass --resume to continue it, or --overwrite to delete it and start over")
 
     # the weights training starts from, known before loading: a passed-in model's, or the ones the spec names
-    policy = loaded_identity(model) if model is not None else model_identity(config.model)
-    reference = model_identity(config.reference.model) if config.reference.model else {}
+    policy = loaded_identity(model) if model is not None else model_identity(config.model, config.model_revision)
+    reference = model_identity(config.reference.model, reference_revision(config)) if config.reference.model else {}
     fingerprint = train_fingerprint(to_dict(config), weights=policy.get("fingerprint"),
                                     reference_weights=reference.get("fingerprint"), setup=setup_fingerprint(policy),
                                     reference_setup=setup_fingerprint(reference), defaults=to_dict(TrainConfig()))
@@ -377,8 +377,14 @@ def _starting_identities(config: TrainConfig, model: Any) -> dict[str, Any]:
     """What training starts from (safealign.models.identity): the policy's weights and a separate reference's."""
     identities = {"model_identity": loaded_identity(model)}
     if config.reference.model:
-        identities["reference_identity"] = model_identity(config.reference.model)
+        identities["reference_identity"] = model_identity(config.reference.model, reference_revision(config))
     return identities
+
+
+def reference_revision(config: TrainConfig) -> str | None:
+    """The revision ``reference.model`` loads at: ``model_revision`` where it names the policy's hub id, else none
+    (safealign.train.config.same_model_revision)."""
+    return same_model_revision(config.reference.model, config.model, config.model_revision)
 
 
 def _diagnostic_callbacks(config: TrainConfig, encoded: list, loss, tokenizer) -> list:

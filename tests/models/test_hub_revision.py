@@ -1,8 +1,5 @@
-"""A hub id pinned to a revision (branch, tag or commit), loaded offline from a fake local Hugging Face cache.
-
-The cache is built here as the hub lays it out (``models--org--name/snapshots/<commit>/``, ``refs/<name>`` holding a
-commit), two commits of a tiny random model with different weights: ``main`` at one, the tag ``v1`` at the other.
-Nothing here reaches a hub (HF_HUB_OFFLINE=1).
+"""A hub id pinned to a revision (branch, tag or commit), loaded offline from a fake local Hugging Face cache
+(tests/hub_helpers.py: ``main`` and the tag ``v1`` hold different weights; nothing here reaches a hub).
 """
 
 from __future__ import annotations
@@ -10,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hub_helpers import MAIN, REPO, V1, same_weights
 from safealign.config import load_config, to_dict
 from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
@@ -18,36 +16,6 @@ from safealign.models.embedded import DEFAULT_MODEL, ModelUnavailableError
 from safealign.models.identity import loaded_identity, model_identity, weights_fingerprint
 from safealign.models.load import load_model, load_tokenizer
 from safealign.models.tiny import tiny_model, tiny_tokenizer
-
-REPO = "org/tiny"
-MAIN, V1 = "a" * 40, "b" * 40  # commits: main's, and the tag v1's (other weights)
-
-
-@pytest.fixture()
-def hub_cache(tmp_path, monkeypatch):
-    """A hub cache holding two snapshots of REPO: refs/main -> MAIN (seed 0), refs/v1 -> V1 (seed 1)."""
-    from huggingface_hub import constants
-
-    home = tmp_path / "hf"
-    cache = home / "hub"
-    repo = cache / "models--org--tiny"
-    for commit, seed in ((MAIN, 0), (V1, 1)):
-        tiny_model(seed=seed).save_pretrained(repo / "snapshots" / commit)
-        tiny_tokenizer().save_pretrained(repo / "snapshots" / commit)
-    (repo / "refs").mkdir()
-    (repo / "refs" / "main").write_text(MAIN)
-    (repo / "refs" / "v1").write_text(V1)
-    monkeypatch.setenv("HF_HOME", str(home))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))  # read at import; the libraries look here
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return repo
-
-
-def same_weights(model, seed):
-    reference = tiny_model(seed=seed).state_dict()
-    return all(torch.equal(v, reference[k]) for k, v in model.state_dict().items())
 
 
 def test_without_a_revision_the_cached_main_loads_as_before(hub_cache):
@@ -137,3 +105,32 @@ def test_the_demo_refuses_an_eval_revision_it_would_not_use():
         load_demo_config([f"eval.model.name={REPO}", "eval.model.revision=v1"])
     with pytest.raises(UserError, match="revision='v1'.*built-in model"):  # refused by the eval config already
         load_demo_config(["eval.model.revision=v1"])
+
+
+def test_an_adapter_on_a_pinned_base_records_the_revision_and_loads_its_base_there(hub_cache, tmp_path):
+    import json
+
+    from safealign.models import LoraSettings
+
+    model, tokenizer = load_model(REPO, revision="v1", lora=LoraSettings(r=2, alpha=4))
+    model.save_pretrained(tmp_path / "adapter")  # no tokenizer: the base's, at its revision, is loaded
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["revision"] == "v1"
+    adapter, _ = load_model(str(tmp_path / "adapter"))
+    base = adapter.get_base_model()  # LoRA layers wrap its linear weights; its embeddings stand as loaded
+    assert torch.equal(base.get_input_embeddings().weight, tiny_model(seed=1).get_input_embeddings().weight)
+    assert load_tokenizer(str(tmp_path / "adapter")).chat_template == tiny_tokenizer().chat_template
+    assert model_identity(str(tmp_path / "adapter"))["base"] == model_identity(REPO, revision="v1")
+    assert loaded_identity(adapter)["base"]["revision"] == V1
+
+
+def test_an_adapter_config_revision_for_a_base_that_is_no_hub_id_is_refused_naming_the_file(tmp_path):
+    import json
+
+    from safealign.models import LoraSettings
+
+    model, _ = load_model("tiny-random", lora=LoraSettings(r=2, alpha=4))
+    model.save_pretrained(tmp_path / "adapter")
+    config = tmp_path / "adapter" / "adapter_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "revision": "v1"}))
+    with pytest.raises(UserError, match="adapter_config.json: revision='v1'.*tiny random"):
+        load_model(str(tmp_path / "adapter"))

@@ -54,6 +54,7 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
         _starting_identities,
         finish_run,
         open_run,
+        reference_revision,
         training_arguments,
     )
 
@@ -77,7 +78,8 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
     from safealign.train.reference import separate_reference
 
     separate, what = (separate_reference(config.reference.model, model, args.device,
-                                         trust_remote_code=config.trust_remote_code, policy_tokenizer=tokenizer)
+                                         trust_remote_code=config.trust_remote_code,
+                                         revision=reference_revision(config), policy_tokenizer=tokenizer)
                       if objective.needs_reference else (None, None))
     reference = FrozenReference.for_objective(objective, model, separate, what)
     described = data.describe if own_data and not objective.needs_reference else reference.describe()
