@@ -4,12 +4,14 @@ file's benign split, answered by the same target and scored by the refusal detec
 The generation, records and resume are :func:`safealign.eval.helpfulness.overrefusal.overrefusal_eval`'s,
 written under ``<output_dir>/benign/``. XSTest's unsafe contrast prompts are run with the safe ones, so
 the summary can put the two refusal rates side by side: a model that refuses both equally is matching
-keywords, not judging the request. ``refusal_rate.all`` covers the benign prompts only.
+keywords, not judging the request. ``refusal_rate.all`` covers the benign prompts only, the contrast pair
+XSTest's own safe and unsafe prompts only.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,14 +23,21 @@ from safealign.types import Behavior
 # files that say which rows are benign (loaders.py): XSTest's safe rows, JailbreakBench's benign file, WildJailbreak's
 # *_benign rows, OR-Bench's 80k and hard-1k files (its toxic file holds none)
 SPLIT_LAYOUTS = ("xstest", "jailbreakbench", "wildjailbreak", "or_bench")
+# files whose every row is a benign prompt: a user's own list (JSON/CSV with behavior|prompt|goal|instruction, or
+# a .txt file, one prompt a line, which reads as that layout). Every other layout (StrongREJECT, HarmBench, AdvBench,
+# SORRY-Bench, Do-Not-Answer, SimpleSafetyTests) holds harmful prompts only, never over-refusal prompts
+WHOLE_FILE_LAYOUTS = ("generic",)
 
 
 @dataclasses.dataclass(frozen=True)
 class BenignSet:
-    """Benign prompts and, for XSTest, the unsafe contrast prompts run beside them."""
+    """Benign prompts and, for XSTest, the unsafe contrast prompts run beside them; ``safe`` are XSTest's own
+    safe prompts (also in ``benign``), the other side of the contrast pair, kept apart so that benign prompts
+    from another file never enter it."""
 
     benign: tuple[HelpfulnessPrompt, ...] = ()
     contrast: tuple[HelpfulnessPrompt, ...] = ()
+    safe: tuple[HelpfulnessPrompt, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.benign)
@@ -40,16 +49,22 @@ def _prompts(behaviors: Sequence[Behavior], default_kind: str) -> tuple[Helpfuln
 
 def from_file(loaded: BenchmarkSet, *, whole_file: bool) -> BenignSet:
     """A file with a benign split gives that split (XSTest also its unsafe contrast prompts); with
-    ``whole_file`` any other file's rows are all benign prompts (a user's own list reads as behaviors)."""
+    ``whole_file`` a generic or plain-text file's rows are all benign prompts (a user's own list reads as
+    behaviors). A harmful-only benchmark gives none: its refusals are not over-refusal."""
     if loaded.layout in SPLIT_LAYOUTS:
-        contrast = _prompts(loaded.harmful, "unsafe") if loaded.layout == "xstest" else ()
-        return BenignSet(_prompts(loaded.benign, "benign"), contrast)
-    return BenignSet(_prompts(loaded.harmful, "benign")) if whole_file else BenignSet()
+        benign = _prompts(loaded.benign, "benign")
+        if loaded.layout == "xstest":
+            return BenignSet(benign, _prompts(loaded.harmful, "unsafe"), safe=benign)
+        return BenignSet(benign)
+    if whole_file and loaded.layout in WHOLE_FILE_LAYOUTS:
+        return BenignSet(_prompts(loaded.harmful, "benign"))
+    return BenignSet()
 
 
 def _named_file(path: str) -> BenignSet:
     """The prompts of ``benign.path``: a file the user names for over-refusal that gives none is an error,
-    never a silently skipped evaluation (e.g. or-bench-toxic.csv, JailbreakBench's harmful file)."""
+    never a silently skipped evaluation, nor a harmful benchmark's prompts scored as over-refusal (e.g.
+    or-bench-toxic.csv, JailbreakBench's harmful file, StrongREJECT, HarmBench)."""
     loaded = read_benchmark(path, what="benign.path")
     found = from_file(loaded, whole_file=True)
     if not found:
@@ -69,15 +84,26 @@ def benign_set(config: Any, behaviors_file: BenchmarkSet | None) -> BenignSet:
         parts.append(_named_file(config.benign.path))
     if config.benign.from_behaviors and behaviors_file is not None:
         parts.append(from_file(behaviors_file, whole_file=False))
-    benign = tuple(p for part in parts for p in part.benign)
-    contrast = tuple(p for part in parts for p in part.contrast)
-    ids = [p.id for p in benign + contrast]
-    dupes = sorted({i for i in ids if ids.count(i) > 1})
+    benign, contrast, safe = (tuple(p for part in parts for p in getattr(part, kind))
+                              for kind in ("benign", "contrast", "safe"))  # fmt: skip
+    counts = Counter(p.id for p in benign + contrast)  # one pass: WildJailbreak has ~129k benign rows
+    dupes = sorted(i for i, n in counts.items() if n > 1)
     if dupes:
         raise UserError(f"benign prompts: ids {dupes[:5]} appear in both benign.path and behaviors.path; "
                         "set benign.from_behaviors=false or use different files")  # fmt: skip
-    limit = config.benign.limit
-    return BenignSet(benign[:limit] if limit else benign, contrast[:limit] if limit else contrast)
+    return _limited(BenignSet(benign, contrast, safe), config.benign.limit)
+
+
+def _limited(prompts: BenignSet, limit: int | None) -> BenignSet:
+    """The first ``limit`` benign prompts (benign.path's before the behaviors file's) and at most as many of
+    XSTest's unsafe contrast prompts as of its safe prompts kept, so that the pair compares XSTest's own first
+    prompts of each kind (none when the limit keeps no safe one), never the user's prompts with XSTest's."""
+    if not limit:
+        return prompts
+    benign = prompts.benign[:limit]
+    kept = {p.id for p in benign}
+    safe = tuple(p for p in prompts.safe if p.id in kept)
+    return BenignSet(benign, prompts.contrast[: len(safe)], safe)
 
 
 def run_benign(target: Any, prompts: BenignSet, params: Any, judge: Any, out: Path) -> dict[str, Any]:
@@ -90,7 +116,7 @@ def run_benign(target: Any, prompts: BenignSet, params: Any, judge: Any, out: Pa
 
 def benign_summary(records: Sequence[dict[str, Any]], prompts: BenignSet, judge: str) -> dict[str, Any]:
     """Refusal rate over the benign prompts (``all``) and per type, each with its Wilson interval; for
-    XSTest, ``contrast`` = {"safe": rate on safe prompts, "unsafe": rate on their unsafe contrasts}."""
+    XSTest, ``contrast`` = {"safe": rate on its safe prompts, "unsafe": rate on their unsafe contrasts}."""
     summary = summarize_overrefusal(records, [p.id for p in prompts.benign + prompts.contrast], judge)
     kinds = {p.kind for p in prompts.benign + prompts.contrast}
     benign_all = summarize_overrefusal(records, [p.id for p in prompts.benign], judge).refusal_rate["all"]
@@ -100,9 +126,10 @@ def benign_summary(records: Sequence[dict[str, Any]], prompts: BenignSet, judge:
         "refusal_rate": {"all": benign_all.to_json(), **{k: v.to_json() for k, v in rates.items()}},
         "full_vs_partial": "not distinguished: the refusal detector is a substring match",
     }  # fmt: skip
-    if prompts.contrast:  # the safe side is the benign rate above; the unsafe side the same rule on the contrasts
-        unsafe = summarize_overrefusal(records, [p.id for p in prompts.contrast], judge).refusal_rate["all"]
-        out["contrast"] = {"safe": benign_all.to_json(), "unsafe": unsafe.to_json()}
+    if prompts.safe and prompts.contrast:  # XSTest's safe prompts only, not benign.path's beside them
+        safe, unsafe = (summarize_overrefusal(records, [p.id for p in side], judge).refusal_rate["all"]
+                        for side in (prompts.safe, prompts.contrast))  # fmt: skip
+        out["contrast"] = {"safe": safe.to_json(), "unsafe": unsafe.to_json()}
     return out
 
 

@@ -113,9 +113,9 @@ class GenerationConfig:
 class BenignConfig:
     """Over-refusal prompts answered in the same run (safealign/eval/benign.py, docs/benchmarks.md)."""
 
-    path: str = ""  # a benign prompt file: its benign split, or every row when the file has no split
+    path: str = ""  # a benign prompt file: its benign split, or every row of a generic or .txt file
     from_behaviors: bool = True  # also the behaviors file's benign split (XSTest safe, JBB benign, WildJailbreak)
-    limit: Optional[int] = None  # first N benign prompts (and first N XSTest contrast prompts)
+    limit: Optional[int] = None  # first N benign prompts (and as many XSTest contrasts as its safe ones kept)
 
     def validate(self, prefix: str = "benign.") -> None:
         checks.at_least(prefix + "limit", self.limit, 1)
