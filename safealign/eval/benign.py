@@ -61,17 +61,18 @@ def from_file(loaded: BenchmarkSet, *, whole_file: bool) -> BenignSet:
     return BenignSet()
 
 
-def _named_file(path: str) -> BenignSet:
-    """The prompts of ``benign.path``: a file the user names for over-refusal that gives none is an error,
-    never a silently skipped evaluation, nor a harmful benchmark's prompts scored as over-refusal (e.g.
-    or-bench-toxic.csv, JailbreakBench's harmful file, StrongREJECT, HarmBench)."""
-    loaded = read_benchmark(path, what="benign.path")
+def named_benign_file(path: str, what: str = "benign.path") -> BenignSet:
+    """The prompts of a benign file the user names (``what``: its setting, e.g. ``benign.path`` or a perplexity
+    filter's ``calibration``): a file that gives none is an error, never a silently skipped evaluation, nor a
+    harmful benchmark's prompts scored as over-refusal or calibrated on as benign (e.g. or-bench-toxic.csv,
+    JailbreakBench's harmful file, StrongREJECT, HarmBench)."""
+    loaded = read_benchmark(path, what=what)
     found = from_file(loaded, whole_file=True)
     if not found:
         raise UserError(
-            f"benign.path {path}: no benign prompts: read as the {loaded.layout} layout, it holds "
-            f"{len(loaded.harmful)} harmful prompts and no benign ones. Pass it as behaviors.path, and point "
-            "benign.path at benign prompts (e.g. or-bench-hard-1k.csv, xstest_prompts.csv, a JSONL of prompts)"
+            f"{what} {path}: no benign prompts: read as the {loaded.layout} layout, it holds "
+            f"{len(loaded.harmful)} harmful prompts and no benign ones (harmful prompts belong in behaviors.path). "
+            f"Point {what} at benign prompts (e.g. or-bench-hard-1k.csv, xstest_prompts.csv, a JSONL of prompts)"
         )
     return found
 
@@ -81,7 +82,7 @@ def benign_set(config: Any, behaviors_file: BenchmarkSet | None) -> BenignSet:
     file's benign split when ``benign.from_behaviors``; ids must not repeat across the two."""
     parts = []
     if config.benign.path:
-        parts.append(_named_file(config.benign.path))
+        parts.append(named_benign_file(config.benign.path))
     if config.benign.from_behaviors and behaviors_file is not None:
         parts.append(from_file(behaviors_file, whole_file=False))
     benign, contrast, safe = (tuple(p for part in parts for p in getattr(part, kind))

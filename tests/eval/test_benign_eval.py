@@ -142,7 +142,8 @@ def test_a_benign_path_without_benign_prompts_is_an_error_not_a_skipped_evaluati
 
     path = write(tmp_path, name, text or JBB_HEADER + JBB_ROWS)
     with pytest.raises(UserError, match=rf"benign.path {path}: no benign prompts: read as the {layout} layout, "
-                                        r"it holds \d harmful prompts and no benign ones\. Pass it as behaviors.path"):
+                                        r"it holds \d harmful prompts and no benign ones "
+                                        r"\(harmful prompts belong in behaviors\.path\)"):
         benign_set(_config(tmp_path, path=str(path)), None)
 
 
@@ -169,7 +170,8 @@ def test_a_harmful_only_benchmark_as_benign_path_is_refused_not_scored_as_over_r
 
     path = write(tmp_path, name, getattr(loaders, text, text))
     with pytest.raises(UserError, match=rf"benign.path {path}: no benign prompts: read as the {layout} layout, "
-                                        r"it holds \d+ harmful prompts and no benign ones\. Pass it as behaviors.path"):
+                                        r"it holds \d+ harmful prompts and no benign ones "
+                                        r"\(harmful prompts belong in behaviors\.path\)"):
         benign_set(_config(tmp_path, path=str(path)), None)
 
 

@@ -223,8 +223,7 @@ def calibration_texts(source: str, limit: int | None) -> list[str]:
 
         texts = [p.prompt for p in load_prompts("benign", split="train")]
     else:
-        from safealign.eval.benchmarks.loaders import read_benchmark
-        from safealign.eval.benign import from_file
+        from safealign.eval.benign import named_benign_file
 
-        texts = [p.text for p in from_file(read_benchmark(source), whole_file=True).benign]
+        texts = [p.text for p in named_benign_file(source, "perplexity_filter calibration").benign]
     return texts[:limit] if limit else texts
