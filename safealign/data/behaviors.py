@@ -18,13 +18,15 @@ by :func:`load_behaviors` with the loader that reads them: ``safealign eval``'s 
 
 In the HarmBench and AdvBench layouts a line break in ``Behavior``, ``BehaviorID`` or ``goal`` is refused (naming
 the file, row and field): none of the published rows has one, and a stray double quote makes the CSV reader join
-the rows up to the next quote into that one field (``ContextString``, code or a document, may span lines).
+the rows up to the next quote into that one field (``ContextString``, code or a document, may span lines). The
+benchmark loader checks its layouts' CSV and TSV fields with the same :func:`_line`.
 
 An optional targets JSON (``{BehaviorID: "Sure, here is …"}``) fills ``target``.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -164,17 +166,36 @@ def _text(record: Record, key: str, name: str, row: int, *, required: bool, numb
     return str(value).strip()
 
 
-def _line(record: Record, key: str, name: str, row: int, **kwargs: Any) -> str:
+def _line(record: Record, key: str, name: str, row: int, *, whole_row: tuple[str, int] | None = None,
+          **kwargs: Any) -> str:
     """A one-line text field (:func:`_text`): HarmBench's and AdvBench's requests and ids never span lines, so
     a line break in one is a stray double quote that made the CSV reader join the rows after it into this
-    field; only the last record's unclosed quote is caught while reading (``sources._check_closed_quotes``)."""
+    field; only the last record's unclosed quote is caught while reading (``sources._check_closed_quotes``).
+
+    ``whole_row`` (the file's delimiter and its header's field count) is for a field whose published texts may
+    span lines (two of StrongREJECT's 313 prompts, WildJailbreak's): a line break is refused there only when a
+    line after it reads as a whole row of the file, as the rows a stray quote joins do (none of them holds a
+    quote: it would have closed the field): the header's field count, the first field not blank (a line of
+    tab-indented code is no row)."""
     text = _text(record, key, name, row, **kwargs)
-    if "\n" in text or "\r" in text:
-        first = text.replace("\r", "\n").split("\n")[0]
-        raise UserError(f"{name}: row {row}: field {key!r} holds a line break ({first[:60]!r} is followed by more "
-                        "lines), so rows of the file were probably read as one: a stray double quote opens a "
-                        "quoted field there; remove it or write it doubled (\"\") inside a quoted field")
-    return text
+    if "\n" not in text and "\r" not in text:
+        return text
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if whole_row is None:
+        what = f"holds a line break ({lines[0][:60]!r} is followed by more lines)"
+    else:
+        rows = [line for line in lines[1:] if _reads_as_row(line, *whole_row)]
+        if not rows:
+            return text
+        what = f"holds a line break followed by a line that reads as a whole row ({rows[0][:60]!r})"
+    raise UserError(f"{name}: row {row}: field {key!r} {what}, so rows of the file were probably read as one: a "
+                    "stray double quote opens a quoted field there; remove it or write it doubled (\"\") inside a "
+                    "quoted field")
+
+
+def _reads_as_row(line: str, delimiter: str, fields: int) -> bool:
+    cells = next(csv.reader([line], delimiter=delimiter), [])
+    return len(cells) == fields and bool(cells[0].strip())
 
 
 def _harmbench(record: Record, name: str, row: int) -> Behavior:

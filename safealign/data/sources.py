@@ -79,11 +79,12 @@ def _read_file(path: Path) -> Iterator[tuple[int, Record]]:
         yield from _read_parquet(path)
         return
     try:
-        text = _read_text(path)
+        text = _read_text(path, newline="" if kind == "txt" else None)
     except (OSError, UnicodeDecodeError, EOFError, gzip.BadGzipFile) as exc:
         raise UserError(f"{path}: cannot read file: {exc}") from exc
     if kind == "txt":  # e.g. MaliciousInstruct.txt: each non-blank line a prompt; row = its 0-based line
-        # "\n" only: reading translated "\r\n", and splitlines() would also split at \f, \x85, U+2028, ...
+        # read untranslated and split at "\n" only (a "\r\n" loses its "\r" to strip()): universal newlines would
+        # end a line at a lone "\r" too, and splitlines() at \f, \x85, U+2028, ...
         yield from ((row, {"prompt": line.strip()}) for row, line in enumerate(text.split("\n")) if line.strip())
     elif kind == "jsonl":
         yield from _parse_jsonl(path, text)
@@ -93,11 +94,13 @@ def _read_file(path: Path) -> Iterator[tuple[int, Record]]:
         yield from _parse_csv(path, text, delimiter="\t" if kind == "tsv" else ",")
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, newline: str | None = None) -> str:
+    """The file's text, line ends translated to "\\n" unless ``newline=""`` (as :func:`open`'s)."""
     if path.name.lower().endswith(".gz"):
-        with gzip.open(path, "rt", encoding="utf-8-sig") as f:  # a BOM is dropped as for plain files
+        with gzip.open(path, "rt", encoding="utf-8-sig", newline=newline) as f:  # a BOM is dropped as for plain files
             return f.read()
-    return path.read_text(encoding="utf-8-sig")
+    with open(path, encoding="utf-8-sig", newline=newline) as f:
+        return f.read()
 
 
 def _parse_jsonl(path: Path, text: str) -> Iterator[tuple[int, Record]]:
@@ -130,7 +133,10 @@ def _parse_csv(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Rec
         last_start = None
         for row, record in enumerate(reader):
             if None in record:
-                raise UserError(f"{path}: row {row}: more fields than the header has ({len(reader.fieldnames)})")
+                extra = ", ".join(repr(value[:60]) for value in record[None])
+                raise UserError(f"{path}: row {row}: more fields than the header has ({len(reader.fieldnames)}): "
+                                f"{extra} after its last column {reader.fieldnames[-1]!r}; a field holding the "
+                                f"delimiter ({delimiter!r}) must be quoted")
             last_start, start = start, reader.line_num
             yield row, dict(record)
     except csv.Error as exc:
@@ -144,7 +150,8 @@ def _check_closed_quotes(path: Path, text: str, delimiter: str, start: int) -> N
     last record swallows every row after it without an error. Only the last record can hold such a field:
     read its lines (from line ``start + 1``) strictly, which fails at the end of the data inside the quotes.
     (A stray quote that a later quote closes joins the rows between them into one field without any error here;
-    the behaviors layouts refuse a line break in a request or id: ``safealign.data.behaviors._line``.)"""
+    the behaviors layouts refuse a line break in a request or id, the benchmark layouts one in any field where
+    their published rows have none: ``safealign.data.behaviors._line``.)"""
     lines = io.StringIO(text, newline="").readlines()
     raw = "".join(lines[start:])
     try:

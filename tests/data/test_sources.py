@@ -182,3 +182,21 @@ def test_a_tsv_cell_follows_csv_quoting_as_wildjailbreak_is_read(tmp_path):
     path = tmp_path / "eval.tsv"
     path.write_text('adversarial\tdata_type\n"line one\n\tline ""two"""\tadversarial_harmful\n')
     assert list(read_rows(path)) == [(0, {"adversarial": 'line one\n\tline "two"', "data_type": "adversarial_harmful"})]
+
+
+def test_a_lone_carriage_return_does_not_end_a_text_file_line(tmp_path):
+    """The docs: lines end at \\n or \\r\\n, and a behavior's id is <stem>_<line>; universal newlines split at \\r."""
+    path = tmp_path / "prompts.txt"
+    path.write_bytes(b"a\rb\r\n\r\nc\n")
+    assert list(read_rows(path)) == [(0, {"prompt": "a\rb"}), (2, {"prompt": "c"})]
+    gz = tmp_path / "prompts.txt.gz"
+    gz.write_bytes(gzip.compress(b"a\rb\r\n\r\nc\n"))
+    assert list(read_rows(gz)) == [(0, {"prompt": "a\rb"}), (2, {"prompt": "c"})]
+
+
+def test_csv_extra_fields_are_named(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("prompt,chosen\na,b\nWrite a guide, step by step,b\n")
+    with pytest.raises(ValueError, match=r"d\.csv: row 1: more fields than the header has \(2\): 'b' after its "
+                                         r"last column 'chosen'"):
+        list(read_rows(path))
