@@ -75,6 +75,27 @@ def is_reward_model_dir(path: str | Path) -> bool:
     return (Path(path) / META_NAME).is_file()
 
 
+def check_kind(path: str | Path, wanted: str, what: str) -> None:
+    """A UserError naming ``what`` unless the reward-model folder ``path`` holds a ``wanted`` (reward or cost)
+    model, by its reward_model.json; read before anything loads. The two point opposite ways (a cost is high
+    where an answer is unsafe, a reward where it is good): a cost model used as a reward rewards unsafe answers,
+    a reward model used as a cost penalises good ones. A path without reward_model.json (a plain
+    sequence-classification model) is left to its loader."""
+    if not is_reward_model_dir(path):
+        return
+    try:
+        found = json.loads((Path(path) / META_NAME).read_text()).get("kind")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise UserError(f"{what}: cannot read {Path(path) / META_NAME}: {exc}") from exc
+    if found not in ("reward", "cost"):
+        raise UserError(f"{what}: {Path(path) / META_NAME} has kind {found!r}; a {wanted} model needs kind: {wanted}")
+    if found != wanted:
+        use = {"reward": "a reward (rewards:, --reward-model, DeAL's reward_model)", "cost": "a safe_rlhf.cost source"}
+        raise UserError(f"{what}: {path} is a {found} model ({META_NAME} kind: {found}), but this setting needs a "
+                        f"{wanted} model; use it as {use[found]}, or train a {wanted} model ('trainer: reward' with "
+                        f"kind: {wanted})")
+
+
 def reward_model_fingerprint(path: str | Path) -> str | None:
     """``sha256:<hex>`` over what a saved reward model scores with: the backbone's weight files (as
     safealign.models.identity fingerprints them) and its ``config.json``, the head and ``reward_model.json``;

@@ -25,9 +25,10 @@ RewardScorer = Callable[[Sequence[Conversation], Sequence[str]], list[float]]
 
 def load_reward_scorer(spec: str, *, batch_size: int = 8, what: str = "reward model") -> RewardScorer:
     """A scorer for ``spec`` (either kind above); errors name ``what`` (e.g. "defense 'deal': reward_model")."""
-    from safealign.eval.reward_model import is_reward_model_dir
+    from safealign.eval.reward_model import check_kind, is_reward_model_dir
 
     if is_reward_model_dir(spec):
+        check_kind(spec, "reward", what)  # a cost model (cost > 0 = unsafe) would prefer unsafe answers
         return _trained_scorer(spec, batch_size)
     return _sequence_classifier(spec, batch_size, what)
 

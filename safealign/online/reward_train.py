@@ -18,7 +18,7 @@ import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -39,6 +39,8 @@ from safealign.types import PreferencePair
 logger = logging.getLogger(__name__)
 
 PKU_COLUMNS = ("prompt", "response_0", "response_1", "safer_response_id", "is_response_0_safe", "is_response_1_safe")
+# what a cost model reads of ``data``: the PKU-SafeRLHF layout from a local file (_cost_rows)
+COST_DATA_KEYS = ("path", "limit", "max_length", "max_prompt_length")
 
 
 @dataclass
@@ -89,6 +91,21 @@ class RewardConfig:
         if self.kind == "cost" and self.margin:
             raise UserError(f"margin={self.margin}: a cost model's loss has no margin (it learns from safety labels "
                             "and pair order alone); leave margin at 0 for kind: cost")
+        self._check_data_keys()
+
+    def _check_data_keys(self) -> None:
+        """Refuse ``data`` settings this trainer would silently ignore: ``unpair`` (a reward model learns from
+        pairs) and, for a cost model, whatever it does not read (:data:`COST_DATA_KEYS`)."""
+        if self.data.unpair:
+            raise UserError("data.unpair: a reward or cost model learns from preference pairs; remove data.unpair")
+        if self.kind != "cost":
+            return
+        default = DataConfig()
+        for f in fields(DataConfig):
+            if f.name not in COST_DATA_KEYS and getattr(self.data, f.name) != getattr(default, f.name):
+                raise UserError(f"data.{f.name}: a cost model reads the PKU-SafeRLHF layout ({', '.join(PKU_COLUMNS)}) "
+                                f"from a local JSONL file and only data.{', data.'.join(COST_DATA_KEYS)}; remove "
+                                f"data.{f.name}")
 
 
 @dataclass(frozen=True)
@@ -114,6 +131,7 @@ def load_rows(config: RewardConfig) -> list[Row]:
 
 def _reward_rows(config: RewardConfig) -> list[Row]:
     from safealign.data import load_preferences
+    from safealign.train.data import _transformed
 
     data = config.data
     parsed = load_preferences(data.path, format=data.format, columns=dict(data.columns) or None, split=data.split,
@@ -122,6 +140,8 @@ def _reward_rows(config: RewardConfig) -> list[Row]:
     if len(pairs) != len(parsed.items):
         raise UserError(f"{data.path}: a reward model learns from preference pairs (prompt, chosen, rejected), "
                         f"not unpaired examples (format {parsed.format!r})")
+    if data.transforms:  # as the offline trainer does (e.g. safety_order puts the safe answer first)
+        pairs = _transformed(config, parsed, pairs, unpaired=False)  # reads data.*, seed
     margins = _margins(config, pairs)
     return [Row(pair, margin) for pair, margin in zip(pairs, margins)]
 
@@ -152,7 +172,7 @@ def _cost_rows(config: RewardConfig) -> list[Row]:
     from safealign.data.messages import RowDrop, parse_bool, parse_prompt, require_text
 
     path = config.data.path
-    rows = []
+    rows, identical = [], 0
     for index, record in enumerate(read_jsonl(path)):
         if config.data.limit is not None and len(rows) >= config.data.limit:
             break
@@ -167,11 +187,18 @@ def _cost_rows(config: RewardConfig) -> list[Row]:
         except RowDrop as exc:
             raise UserError(f"{path} row {index}: {exc.field}: {exc.reason}") from None
         safer = record["safer_response_id"]
-        if safer not in (0, 1) or any(s is None for s in safe):
-            raise UserError(f"{path} row {index}: safer_response_id must be 0 or 1 and both safety flags set")
+        if isinstance(safer, bool) or not isinstance(safer, int) or safer not in (0, 1):
+            raise UserError(f"{path} row {index}: safer_response_id must be the integer 0 or 1, got {safer!r}")
+        if any(s is None for s in safe):
+            raise UserError(f"{path} row {index}: is_response_0_safe and is_response_1_safe must both be set")
+        if responses[0].strip() == responses[1].strip():  # for one prompt the same text is no preference
+            identical += 1  # (dropped, as the reward path drops identical pairs: safealign/data/formats.py)
+            continue
         unsafer = 1 - safer
         pair = PreferencePair(prompt, responses[safer], responses[unsafer], harmful=None, source=str(path), row=index)
         rows.append(Row(pair, 0.0, (-1.0 if safe[safer] else 1.0, -1.0 if safe[unsafer] else 1.0)))
+    if identical:
+        logger.warning("%s: dropped %d row(s): response_0 and response_1 are identical", path, identical)
     return rows
 
 

@@ -90,8 +90,10 @@ def _checked(values: Any, n: int, where: str, step: int) -> Tensor:
     return torch.tensor(numbers, dtype=torch.float32)
 
 
-def build_sources(specs: Sequence[SourceConfig], device: Any = None) -> list[Source]:
-    sources = [Source(spec, _build(spec, device)) for spec in specs]
+def build_sources(specs: Sequence[SourceConfig], device: Any = None, what: str = "reward") -> list[Source]:
+    """The sources of ``specs``, as rewards or (``what="cost"``) Safe-RLHF costs: a reward-model folder must hold
+    a model of that kind."""
+    sources = [Source(spec, _build(spec, device, what)) for spec in specs]
     labels = [s.label for s in sources]
     for i, source in enumerate(sources):  # two sources of one name keep apart in the metrics
         if labels.count(source.label) > 1:
@@ -99,11 +101,11 @@ def build_sources(specs: Sequence[SourceConfig], device: Any = None) -> list[Sou
     return sources
 
 
-def _build(spec: SourceConfig, device: Any) -> Callable[[Batch], Sequence[Any]]:
+def _build(spec: SourceConfig, device: Any, what: str) -> Callable[[Batch], Sequence[Any]]:
     if spec.kind == "judge":
         return _judge_fn(spec)
     if spec.kind == "reward_model":
-        return _reward_model_fn(spec, device)
+        return _reward_model_fn(spec, device, what)
     return _callable_fn(resolve_callable(spec.path or ""), spec.params)
 
 
@@ -125,9 +127,10 @@ def _judge_fn(spec: SourceConfig) -> Callable[[Batch], list[float]]:
     return score
 
 
-def _reward_model_fn(spec: SourceConfig, device: Any) -> Callable[[Batch], list[float]]:
-    from safealign.eval.reward_model import load_reward_model, score_texts
+def _reward_model_fn(spec: SourceConfig, device: Any, what: str) -> Callable[[Batch], list[float]]:
+    from safealign.eval.reward_model import check_kind, load_reward_model, score_texts
 
+    check_kind(spec.path or "", what, f"{what} source {spec.label!r}")  # a cost scored as a reward flips its sign
     model, tokenizer, _ = load_reward_model(spec.path or "", device=device)
     batch_size = int(spec.params.get("batch_size", 8))
     return lambda batch: score_texts(model, tokenizer, batch.prompts, batch.texts, batch_size=batch_size)

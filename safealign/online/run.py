@@ -41,16 +41,19 @@ def check_online_config(config: OnlineConfig) -> None:
 
     config.validate()
     build_transform(config.reference.transform, **dict(config.reference.transform_params))
-    sources = [*config.rewards, *(config.safe_rlhf.cost if config.safe_rlhf.enabled else [])]
-    for source in sources:
-        if source.kind == "callable":
-            resolve_callable(source.path or "")
-        if source.kind == "reward_model":
-            from safealign.eval.reward_model import is_reward_model_dir
+    sources = [("rewards", "reward", config.rewards),
+               ("safe_rlhf.cost", "cost", config.safe_rlhf.cost if config.safe_rlhf.enabled else [])]
+    for key, kind, specs in sources:
+        for i, source in enumerate(specs):
+            if source.kind == "callable":
+                resolve_callable(source.path or "")
+            if source.kind == "reward_model":
+                from safealign.eval.reward_model import check_kind, is_reward_model_dir
 
-            if not is_reward_model_dir(source.path or ""):
-                raise UserError(f"reward source {source.label!r}: {source.path} is not a reward-model folder "
-                                "(train one with a 'trainer: reward' recipe)")
+                if not is_reward_model_dir(source.path or ""):
+                    raise UserError(f"{kind} source {source.label!r}: {source.path} is not a reward-model folder "
+                                    "(train one with a 'trainer: reward' recipe)")
+                check_kind(source.path or "", kind, f"{key}.{i} ({source.label!r})")
 
 
 def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = False, model: Any = None,
@@ -75,7 +78,7 @@ def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = 
                                                      policy_tokenizer=tokenizer))
     logger.info("reference: %s", reference.kind)
     sources = build_sources(config.rewards, device)
-    costs = build_sources(config.safe_rlhf.cost, device) if config.safe_rlhf.enabled else []
+    costs = build_sources(config.safe_rlhf.cost, device, what="cost") if config.safe_rlhf.enabled else []
     trainer = OnlineTrainer(config, model, tokenizer, reference, sources, costs, prompts, out)
     if resume:
         found = checkpoints(out)

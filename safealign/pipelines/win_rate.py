@@ -43,10 +43,12 @@ def reward_win_rate(before: str | Path, after: str | Path, reward_model: str, *,
     """The same pairs judged by a reward model (``<after>/helpfulness/pairwise_reward/``): both folders'
     records are checked before the reward model loads."""
     from safealign.eval.helpfulness.pairwise import reward_win_rate as judge_by_reward
+    from safealign.eval.reward_model import check_kind
     from safealign.eval.reward_scorer import load_reward_scorer
 
     if tie_margin < 0:
         raise UserError(f"--tie-margin must be >= 0, got {tie_margin}")
+    check_kind(reward_model, "reward", "--reward-model")  # a cost model would prefer the more harmful answers
     pairs = _pairs(before, after, limit)
     score = load_reward_scorer(reward_model, batch_size=batch_size, what="--reward-model")
     summary, records = judge_by_reward(score, pairs, judge_name=f"reward model {reward_model}", tie_margin=tie_margin)

@@ -143,6 +143,22 @@ def test_a_reward_model_is_an_online_reward_source(tmp_path, pairs_file):
     assert scores.shape == (2,) and torch.isfinite(scores).all() and scores[0] != scores[1]
 
 
+def test_a_cost_model_is_refused_as_a_reward_before_it_loads(tmp_path):
+    """A cost model scores unsafe answers high: as the win-rate's --reward-model (or DeAL's reward) it would
+    prefer them. The folder holds only reward_model.json, so any load would fail otherwise."""
+    from safealign.eval.reward_scorer import load_reward_scorer
+    from safealign.online.config import SourceConfig
+    from safealign.online.rewards import build_sources
+
+    folder = tmp_path / "cost_rm"
+    folder.mkdir()
+    (folder / "reward_model.json").write_text(json.dumps({"kind": "cost", "base": "tiny-random"}))
+    with pytest.raises(UserError, match=rf"--reward-model: {folder} is a cost model \(reward_model.json kind: cost\)"):
+        load_reward_scorer(str(folder), what="--reward-model")
+    with pytest.raises(UserError, match=r"reward source 'cost_rm'.*is a cost model"):
+        build_sources([SourceConfig(kind="reward_model", path=str(folder))])
+
+
 def _recipe(tmp_path, kind):
     path = tmp_path / f"{kind}.yaml"
     path.write_text(f"trainer: reward\nkind: {kind}\nnum_train_epochs: 1\nper_device_train_batch_size: 2\n"

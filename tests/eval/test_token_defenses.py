@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from safealign.errors import UserError
 from safealign.eval.backends.base import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.defenses.base import build_defense, wrap_target
@@ -157,6 +158,18 @@ def test_deal_reward_model_scores_with_a_sequence_classification_model(tmp_path,
     score = reward_model(str(tmp_path / "rm"))
     a = score([USER, USER], ["Sure.", "I can't help with that."])
     assert len(a) == 2 and a[0] != a[1] and score([USER], ["Sure."]) == pytest.approx(a[:1], abs=1e-5)
+
+
+def test_deal_refuses_a_cost_model_as_its_reward_when_built(tmp_path):
+    """A cost model (cost > 0 = unsafe) as DeAL's reward would steer the search towards unsafe answers: refused
+    when the defense is built (before the run folder or any model), naming the setting, folder and kind."""
+    import json
+
+    folder = tmp_path / "cost_rm"
+    folder.mkdir()
+    (folder / "reward_model.json").write_text(json.dumps({"kind": "cost", "base": "tiny-random"}))
+    with pytest.raises(UserError, match=rf"defense 'deal': reward_model: {folder} is a cost model"):
+        build_defense("deal", {"reward": "model", "reward_model": str(folder)})
 
 
 def test_deal_rolls_out_all_candidates_of_a_batch_in_one_generate_call_per_step(tiny_model, tiny_tokenizer):

@@ -565,3 +565,34 @@ def test_a_judge_source_retrained_in_place_refuses_a_resume_naming_it(tmp_path, 
     save(1)  # retrained: other weights at the same path, the same params
     with pytest.raises(UserError, match=r"different settings \(rewards\.judge_weights: "):
         run_online(config("max_steps=2"), resume=True)
+
+
+def _scorer_folder(root, kind):
+    """A reward-model folder holding only reward_model.json: the kind check must come before anything loads."""
+    folder = root / f"{kind}_rm"
+    folder.mkdir()
+    (folder / "reward_model.json").write_text(json.dumps({"kind": kind, "base": "tiny-random"}))
+    return folder
+
+
+def test_a_model_of_the_wrong_kind_is_refused_as_a_reward_or_a_cost_before_the_policy_loads(tmp_path):
+    """A cost model (cost > 0 = unsafe) used as a reward rewards unsafe answers; a reward model used as a
+    Safe-RLHF cost flips the constraint. Both are refused by the config check, naming the setting, folder and
+    kind; the right kinds pass."""
+    from safealign.online.run import check_online_config
+
+    cost, reward = _scorer_folder(tmp_path, "cost"), _scorer_folder(tmp_path, "reward")
+    config = tiny_config(tmp_path, recipe="safe_rlhf.yaml")
+    config.rewards = [SourceConfig(), SourceConfig(kind="reward_model", path=str(cost))]
+    with pytest.raises(UserError, match=rf"rewards\.1 \('cost_rm'\): {cost} is a cost model.*kind: cost.*reward"):
+        check_online_config(config)
+    config.rewards = [SourceConfig(kind="reward_model", path=str(reward))]
+    config.safe_rlhf.cost = [SourceConfig(kind="reward_model", path=str(reward))]
+    with pytest.raises(UserError, match=rf"safe_rlhf\.cost\.0 \('reward_rm'\): {reward} is a reward model"):
+        check_online_config(config)
+    config.safe_rlhf.cost = [SourceConfig(kind="reward_model", path=str(cost))]
+    check_online_config(config)
+    with pytest.raises(UserError, match=rf"{reward} is a reward model"):  # a direct build checks it too
+        from safealign.online.rewards import build_sources
+
+        build_sources([SourceConfig(kind="reward_model", path=str(reward))], what="cost")

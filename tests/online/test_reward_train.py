@@ -82,3 +82,61 @@ def test_max_grad_norm_zero_trains_without_clipping(tmp_path):
         logged[norm] = [json.loads(line) for line in (tmp_path / norm / "metrics.jsonl").read_text().splitlines()]
     assert logged["0"] == logged["1e9"]
     assert logged["0"][0]["grad_norm"] > 0
+
+
+UNSAFE_FIRST = [{"prompt": f"Q{i}?", "chosen": f"Here is how {i}.", "rejected": f"I refuse {i}.", "chosen_safe": False,
+                 "rejected_safe": True} for i in range(3)]
+
+
+def test_data_transforms_are_applied_to_reward_pairs(tmp_path):
+    """data.transforms were ignored: safety_order on pairs whose chosen answer is the unsafe one trained the
+    reward model to prefer it. They rewrite the pairs as for the offline trainer (safealign/train/data.py)."""
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in UNSAFE_FIRST))
+    assert [r.pair.chosen for r in load_rows(config_for(path))][0] == "Here is how 0."
+    rows = load_rows(config_for(path, "data.transforms=[{name: safety_order}]"))
+    assert [(r.pair.chosen, r.pair.rejected) for r in rows] == [(f"I refuse {i}.", f"Here is how {i}.")
+                                                                for i in range(3)]
+    plain = tmp_path / "plain.jsonl"  # rows without the safety flags the transform reads: named, as offline
+    plain.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    with pytest.raises(UserError, match="data transform 'safety_order' needs"):
+        load_rows(config_for(plain, "data.transforms=[{name: safety_order}]"))
+
+
+@pytest.mark.parametrize(("settings", "key"), [
+    (["data.unpair=true"], "data.unpair"),
+    (["kind=cost", "data.format=hh_rlhf"], "data.format"),
+    (["kind=cost", "data.columns={prompt: question}"], "data.columns"),
+    (["kind=cost", "data.split=train"], "data.split"),
+    (["kind=cost", "data.harmful=true"], "data.harmful"),
+    (["kind=cost", "data.transforms=[{name: safety_order}]"], "data.transforms"),
+])
+def test_data_settings_the_trainer_would_ignore_are_refused_naming_them(tmp_path, settings, key):
+    """A reward model learns from pairs (data.unpair would be ignored); a cost model reads the PKU-SafeRLHF layout
+    from data.path alone, so format, columns, split, harmful and transforms would be silently ignored."""
+    with pytest.raises(UserError, match=rf"^{key}"):
+        config_for(tmp_path / "rows.jsonl", *settings)
+
+
+PKU = {"prompt": "Q?", "response_0": "a", "response_1": "b", "safer_response_id": 1, "is_response_0_safe": False,
+       "is_response_1_safe": True}
+
+
+@pytest.mark.parametrize("value", [1.0, True, "1", 2])
+def test_a_pku_safer_response_id_that_is_not_the_integer_0_or_1_is_named(tmp_path, value):
+    """1.0 passed `in (0, 1)` and then failed indexing with a bare TypeError; True was taken for 1."""
+    path = tmp_path / "pku.jsonl"
+    path.write_text("".join(json.dumps({**PKU, "safer_response_id": v}) + "\n" for v in (1, 0, value)))
+    with pytest.raises(UserError, match=r"pku.jsonl row 2: safer_response_id must be the integer 0 or 1, got"):
+        load_rows(config_for(path, "kind=cost"))
+
+
+def test_pku_rows_with_identical_responses_are_dropped_and_counted(tmp_path, caplog):
+    """As on the reward path (data/formats.py): for one prompt the same text is no preference."""
+    path = tmp_path / "pku.jsonl"
+    rows = [PKU, {**PKU, "response_1": " a "}, {**PKU, "prompt": "R?"}, {**PKU, "response_0": "b"}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with caplog.at_level("WARNING", logger="safealign.online.reward_train"):
+        kept = load_rows(config_for(path, "kind=cost"))
+    assert [r.pair.row for r in kept] == [0, 2]
+    assert "pku.jsonl: dropped 2 row(s): response_0 and response_1 are identical" in caplog.text

@@ -142,3 +142,18 @@ def test_runs_over_different_prompt_files_with_overlapping_ids_are_refused(tmp_p
     assert str(before / "helpfulness" / "overrefusal" / "records.jsonl") in message and str(records) in message
     assert "id 'b'" in message and "'prompt'" in message
     assert not (after / "helpfulness" / "pairwise").exists()  # nothing judged, nothing written
+
+
+def test_a_cost_model_is_refused_as_the_reward_model(tmp_path, capsys):
+    """A cost model scores unsafe answers high: judged by it, the more harmful evaluation would win."""
+    from safealign.cli import main
+
+    folder = tmp_path / "cost_rm"
+    folder.mkdir()
+    (folder / "reward_model.json").write_text(json.dumps({"kind": "cost", "base": "tiny-random"}))
+    before = _eval_dir(tmp_path, "before", [("a", "x")])
+    after = _eval_dir(tmp_path, "after", [("a", "y")])
+    assert main(["diagnose", "win-rate", "--before", str(before), "--after", str(after),
+                 "--reward-model", str(folder)]) == 2
+    assert f"--reward-model: {folder} is a cost model" in capsys.readouterr().err
+    assert not (after / "helpfulness" / "pairwise_reward").exists()

@@ -74,6 +74,10 @@ class DeAL(Defense):
             raise UserError(f"defense 'deal': reward must be 'judge' or 'model', got {config.reward!r}")
         if config.reward == "model" and not config.reward_model:
             raise UserError("defense 'deal': reward=model needs reward_model (a sequence-classification model)")
+        if config.reward == "model":  # before anything loads: a cost model would steer towards unsafe answers
+            from safealign.eval.reward_model import check_kind
+
+            check_kind(config.reward_model, "reward", "defense 'deal': reward_model")
         self.reward_fn: Reward | None = None  # set by prepare(), or by a caller before it
         self.reward_passes = 0  # forward passes one reward call costs per candidate (a reward model: 1)
         self.ends: set[int] = set()
