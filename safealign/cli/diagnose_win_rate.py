@@ -18,8 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     judge.add_argument("--reward-model", help="judge by reward instead: a 'trainer: reward' run's final/ folder or "
                                               "any sequence-classification model (folder or hub id)")
     parser.add_argument("--tie-margin", type=float, default=1e-4,
-                        help="with --reward-model: reward differences within ± this are ties (default 1e-4: "
-                             "the float noise of batched scoring, where the same answer can differ by ~1e-8)")
+                        help="with --reward-model: reward differences within ± this are ties (default 1e-4, "
+                             "which absorbs float32 rounding only: a bf16 model's reward of one answer can move "
+                             "by more between batches; identical answers are always ties)")
     parser.add_argument("--judge-backend", default="openai", help="hf, openai or vllm (default openai)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="judge tokens per verdict (default 256)")
     parser.add_argument("--limit", type=int, default=None, help="judge the first N prompts (by id)")

@@ -6,8 +6,8 @@ transformers' ``*ForSequenceClassification`` does: where the pad token is the eo
 SmolLM2 model), that rule skips a response's closing eos and reads the score one token early.
 
 A saved model is a folder: ``backbone/`` (the causal LM, LoRA merged, with its tokenizer), ``head.pt``
-and ``reward_model.json`` (kind: reward or cost, the base spec it was trained from and, if pinned, its hub
-revision).
+(float32; a head saved in bf16 loads into the float32 head) and ``reward_model.json`` (kind: reward or cost,
+the base spec it was trained from and, if pinned, its hub revision).
 """
 
 from __future__ import annotations
@@ -28,14 +28,19 @@ HEAD_NAME = "head.pt"
 
 
 class ScalarRewardModel(nn.Module):
-    """``backbone`` (a causal LM, possibly with a LoRA adapter) + a ``hidden → 1`` linear head."""
+    """``backbone`` (a causal LM, possibly with a LoRA adapter) + a ``hidden → 1`` linear head.
+
+    The head is float32 whatever the backbone's dtype, and the hidden state is cast to float32 before it: a
+    bf16 head (the backbone's dtype on GPU) rounds scores near 3 to multiples of 2^-6 and makes AdamW steps of
+    lr 1e-4 on its bias vanish (3 + 1e-4 rounds back to 3), which leaves a cost model's cost > 0 threshold
+    where it was initialised."""
 
     def __init__(self, backbone: nn.Module, head: nn.Linear | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         hidden = backbone.get_output_embeddings().weight.shape[1]
-        weight = next(backbone.parameters())
-        self.head = head or nn.Linear(hidden, 1, bias=True, device=weight.device, dtype=weight.dtype)
+        device = next(backbone.parameters()).device
+        self.head = (head or nn.Linear(hidden, 1, bias=True, device=device)).float()
         if head is None:
             nn.init.normal_(self.head.weight, std=1.0 / (hidden + 1) ** 0.5)
             nn.init.zeros_(self.head.bias)
@@ -47,7 +52,7 @@ class ScalarRewardModel(nn.Module):
         hidden = getattr(hidden, "last_hidden_state", None) if not isinstance(hidden, tuple) else hidden[0]
         last = last_token_index(attention_mask)
         states = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-        return self.head(states).squeeze(-1).float()
+        return self.head(states.float()).squeeze(-1)
 
 
 def last_token_index(attention_mask: Tensor) -> Tensor:

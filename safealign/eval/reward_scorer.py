@@ -4,7 +4,11 @@
   scalar head), scored with its own encoding;
 - any ``AutoModelForSequenceClassification`` (a folder or hub id): the first logit on the chat-formatted
   conversation plus answer (tokenized as the chat template writes it, without adding special tokens again),
-  left-padded so every row's last position is a real token.
+  as transformers scores that one conversation unpadded, in whatever batch it comes. A decoder-only model
+  reads the rightmost token whose id is not its configured pad id (the last token where it configures none):
+  its rows are left-padded so that token is in the last column, with position ids that start at 0 on each
+  row's first real token (as ``generate`` numbers them; GPT-2's learned positions would shift otherwise). An
+  encoder (BERT, RoBERTa, DeBERTa: it pools its first position) or an encoder-decoder is right-padded.
 
 Used by DeAL's reward (``eval/defenses/deal.py``) and the reward-model win rate (``safealign diagnose
 win-rate --reward-model``). ``trust_remote_code`` is never enabled.
@@ -12,7 +16,8 @@ win-rate --reward-model``). ``trust_remote_code`` is never enabled.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+import inspect
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -47,17 +52,25 @@ def _trained_scorer(path: str, batch_size: int) -> RewardScorer:
 def _sequence_classifier(spec: str, batch_size: int, what: str) -> RewardScorer:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+    from safealign.eval.defenses.tokens import Batch
+
     try:
         model = AutoModelForSequenceClassification.from_pretrained(spec).eval()
         tokenizer = AutoTokenizer.from_pretrained(spec)
     except (OSError, ValueError) as exc:
         raise UserError(f"{what}: cannot load {spec!r} as a sequence-classification model or a safealign reward "
                         f"model folder: {exc}") from exc
-    if tokenizer.pad_token_id is None:
+    if tokenizer.pad_token_id is None:  # what fills the padding only: the attention mask hides it
         tokenizer.pad_token = tokenizer.eos_token
-    model.config.pad_token_id = tokenizer.pad_token_id
-    tokenizer.padding_side = "left"  # every row's last position is a real token, whichever rule the model uses
-
+    decoder = _decoder_only(model.config)
+    text_config = model.config.get_text_config()
+    if decoder and text_config.pad_token_id is None:
+        # transformers refuses a batch without a pad id. Not eos: its rule (the rightmost id != pad) would skip
+        # the closing eos a chat template writes and read the token before it. -1 is no token's id, so the rule
+        # reads the last column, which left padding makes every row's last real token, as for one unpadded row.
+        text_config.pad_token_id = -1
+    tokenizer.padding_side = "left" if decoder else "right"
+    positions = decoder and "position_ids" in inspect.signature(model.forward).parameters
     templated = bool(tokenizer.chat_template)
 
     def score(conversations: Sequence[Conversation], texts: Sequence[str]) -> list[float]:
@@ -70,8 +83,21 @@ def _sequence_classifier(spec: str, batch_size: int, what: str) -> RewardScorer:
             # sequence that starts with two BOS, one the model never saw in training
             enc = tokenizer(rendered[start:start + batch_size], return_tensors="pt", padding=True,
                             add_special_tokens=not templated)
+            if positions:
+                enc["position_ids"] = Batch(enc["input_ids"], enc["attention_mask"]).positions
             with torch.no_grad():
                 scores.extend(model(**enc).logits[:, 0].float().tolist())
         return scores
 
     return score
+
+
+def _decoder_only(config: Any) -> bool:
+    """A decoder-only architecture: one with a causal-LM class and no masked-LM one (BERT and RoBERTa have
+    both) and not an encoder-decoder."""
+    from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+                                                        MODEL_FOR_MASKED_LM_MAPPING_NAMES)
+
+    kind = config.model_type
+    return (kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and kind not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+            and not config.is_encoder_decoder)

@@ -68,6 +68,48 @@ def test_the_score_is_read_at_the_last_real_token_even_when_pad_is_eos():
         assert not torch.allclose(model(ids, mask), model.head(hidden[torch.arange(2), hf_rule]).squeeze(-1))
 
 
+def test_a_bf16_backbone_scores_and_trains_with_a_float32_head(tmp_path):
+    """On GPU the backbone loads in bf16; a bf16 head would round every score to a multiple of 2^-6 near 3 and
+    AdamW at lr 1e-4 would never move its bias (3.0 + 1e-4 rounds back to 3.0 in bf16)."""
+    from safealign.eval.reward_model import save_reward_model, score_texts
+
+    torch.manual_seed(0)
+    model = ScalarRewardModel(tiny_model().to(torch.bfloat16)).eval()
+    with torch.no_grad():
+        model.head.bias.fill_(3.0)
+    tokenizer = tiny_tokenizer()
+    texts = ["Hello there, friend.", "Hello there, friend!", "Hello there friend.", "Hi there, friend."]
+    prompts = [({"role": "user", "content": "Hi"},)] * len(texts)
+    scores = score_texts(model, tokenizer, prompts, texts)
+    ids, mask = encode_texts(tokenizer, prompts, texts)
+    with torch.no_grad():
+        hidden = model.backbone.get_decoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        states = hidden[torch.arange(len(texts)), last_token_index(mask)].float()
+        expected = states @ model.head.weight.float()[0] + model.head.bias.float()
+    assert scores == pytest.approx(expected.tolist(), abs=1e-6)
+    assert not all((s * 64).is_integer() for s in scores)
+    optimizer = torch.optim.AdamW(model.head.parameters(), lr=1e-4, weight_decay=0.0)
+    model.head.bias.grad, model.head.weight.grad = torch.tensor([-1.0]), torch.zeros_like(model.head.weight)
+    optimizer.step()
+    assert model.head.bias.item() == pytest.approx(3.0 + 1e-4, abs=1e-6)
+    assert model.head.weight.dtype == torch.float32
+    save_reward_model(model, tokenizer, tmp_path / "rm", kind="reward", base="tiny-random")
+    assert all(t.dtype == torch.float32 for t in torch.load(tmp_path / "rm" / "head.pt").values())
+
+
+def test_a_head_saved_in_bf16_still_loads_as_float32(tmp_path):
+    """Heads saved before the head was kept in float32 hold bf16 tensors; loading casts them."""
+    from safealign.eval.reward_model import save_reward_model
+
+    model = ScalarRewardModel(tiny_model())
+    save_reward_model(model, tiny_tokenizer(), tmp_path / "rm", kind="reward", base="tiny-random")
+    old = {k: v.to(torch.bfloat16) for k, v in model.head.state_dict().items()}
+    torch.save(old, tmp_path / "rm" / "head.pt")
+    loaded, _, _ = load_reward_model(tmp_path / "rm")
+    assert loaded.head.weight.dtype == torch.float32
+    assert torch.equal(loaded.head.weight, old["weight"].float()) and torch.equal(loaded.head.bias, old["bias"].float())
+
+
 def test_bradley_terry_with_margin_and_the_cost_loss_by_hand():
     chosen, rejected = torch.tensor([2.0, -1.0]), torch.tensor([0.5, 0.0])
     pair = PreferencePair(({"role": "user", "content": "x"},), "a", "b")

@@ -79,6 +79,27 @@ def test_reward_win_rate_by_a_scripted_reward_with_ties_and_unscored():
     assert difference["mean"] == pytest.approx(2.0) and difference["n"] == 3 and difference["unscored"] == 1
 
 
+def test_the_same_answer_from_both_models_is_a_tie_whatever_its_two_rewards():
+    """Both answers are scored in one call but in different batches, whose padding can move a bf16 model's
+    reward by more than any small margin; the same text is the same answer, so it is a tie."""
+    from safealign.eval.helpfulness.pairwise import reward_win_rate
+    from safealign.eval.helpfulness.retention import AnswerPair
+
+    pairs = [AnswerPair("a", "q", base="Paris.", trained="Paris."), AnswerPair("b", "q", base="no", trained="yes")]
+
+    def score(conversations, answers):  # the second scoring of a text comes out 0.01 lower
+        seen, rewards = set(), []
+        for answer in answers:
+            rewards.append(len(answer) - (0.01 if answer in seen else 0.0))
+            seen.add(answer)
+        return rewards
+
+    summary, records = reward_win_rate(score, pairs, judge_name="noisy", tie_margin=1e-4)
+    assert [r["outcome"] for r in records] == ["tie", "win"]
+    assert records[0]["reward_base"] < records[0]["reward_trained"]  # the rewards recorded as they came
+    assert (summary.wins, summary.ties, summary.losses) == (1, 1, 0)
+
+
 @pytest.mark.parametrize("kind", ["sequence-classifier", "safealign-reward-folder"])
 def test_cli_reward_model_win_rate(tmp_path, capsys, kind):
     import torch
@@ -111,7 +132,7 @@ def test_cli_reward_model_win_rate(tmp_path, capsys, kind):
         conversation = [({"role": "user", "content": f"question {pid}"},)]
         assert record["reward_trained"] == pytest.approx(score(conversation, [trained])[0], abs=1e-4)
         assert record["reward_base"] == pytest.approx(score(conversation, [base])[0], abs=1e-4)
-    assert records[2]["outcome"] == "tie"  # the same answer: the same reward up to batching noise (< 1e-4)
+    assert records[2]["outcome"] == "tie"  # the same answer
     summary = json.loads((out / "summary.json").read_text())
     assert summary["judge"] == f"reward model {model_dir}" and summary["win_rate"]["n"] == 3
     assert "mean reward difference (trained − base)" in capsys.readouterr().out

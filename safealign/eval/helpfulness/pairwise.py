@@ -17,7 +17,9 @@ broken up, so an answer cannot plant a verdict.
 per prompt, a win when the trained answer's reward exceeds the base answer's by more than ``tie_margin``, a
 loss when it falls short by more, a tie otherwise, a non-finite reward unscored; the summary's ``extra``
 also holds the mean reward difference (trained − base) with its paired bootstrap interval. A reward model
-sees each answer alone, so there is no order to swap.
+sees each answer alone, so there is no order to swap. Two identical answer texts are a tie whatever their
+rewards: the two are scored in different batches, and padding can move a bf16 backbone's reward of the same
+text by more than a small ``tie_margin`` (its mean difference still counts what the rewards were).
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ def reward_win_rate(score: Callable[[Sequence[Any], Sequence[str]], list[float]]
         finite = math.isfinite(trained) and math.isfinite(base)
         diff = trained - base if finite else None
         result = None if diff is None else "win" if diff > tie_margin else "loss" if diff < -tie_margin else "tie"
+        if result is not None and pair.trained == pair.base:  # the same answer, whatever batching did to its reward
+            result = "tie"
         records.append({"id": pair.id, "reward_trained": trained, "reward_base": base, "outcome": result})
     summary = summarize_pairwise(records, judge_name)
     scored = [r for r in records if r["outcome"] is not None]
