@@ -7,13 +7,16 @@ SmolLM2 model), that rule skips a response's closing eos and reads the score one
 
 A saved model is a folder: ``backbone/`` (the causal LM, LoRA merged, with its tokenizer), ``head.pt``
 (float32; a head saved in bf16 loads into the float32 head) and ``reward_model.json`` (kind: reward or cost,
-the base spec it was trained from and, if pinned, its hub revision).
+the base spec it was trained from and, if pinned, its hub revision, and the ``max_length``/``max_prompt_length`` it
+was trained with: scoring encodes with the same, so a score is read where training read it; a folder saved before
+they were recorded is scored with 1024/512, as then).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -23,8 +26,16 @@ from torch import Tensor, nn
 from safealign.errors import UserError
 from safealign.types import Message
 
+logger = logging.getLogger(__name__)
+
 META_NAME = "reward_model.json"
 HEAD_NAME = "head.pt"
+# what a folder whose reward_model.json records no lengths (saved before they were) is scored with
+DEFAULT_LENGTHS = {"max_length": 1024, "max_prompt_length": 512}
+# the backbone's tokenizer files, chat template included (transformers writes it to chat_template.jinja, or into
+# tokenizer_config.json): they decide the ids every score is read from
+TOKENIZER_FILES = ("tokenizer*", "chat_template*", "special_tokens_map.json", "added_tokens.json", "vocab*",
+                   "merges.txt", "*.model")
 
 
 class ScalarRewardModel(nn.Module):
@@ -62,9 +73,11 @@ def last_token_index(attention_mask: Tensor) -> Tensor:
 
 
 def save_reward_model(model: ScalarRewardModel, tokenizer: Any, out: Path, *, kind: str, base: str,
-                      base_revision: str | None = None) -> None:
+                      base_revision: str | None = None, max_length: int | None = None,
+                      max_prompt_length: int | None = None) -> None:
     """``out``: the backbone with its LoRA merged (complete weights: loading it needs no base), the head, and
-    reward_model.json naming the base spec and, when one was asked for, its hub revision (``base_revision``)."""
+    reward_model.json naming the base spec and, when one was asked for, its hub revision (``base_revision``), and
+    the lengths it was trained with when given (scoring reads them: :func:`scoring_lengths`)."""
     from safealign.models.load import merge_adapter
 
     out.mkdir(parents=True, exist_ok=True)
@@ -73,6 +86,8 @@ def save_reward_model(model: ScalarRewardModel, tokenizer: Any, out: Path, *, ki
     tokenizer.save_pretrained(str(out / "backbone"))
     torch.save(model.head.state_dict(), out / HEAD_NAME)
     meta = {"kind": kind, "base": base, **({"base_revision": base_revision} if base_revision is not None else {})}
+    lengths = {"max_length": max_length, "max_prompt_length": max_prompt_length}
+    meta.update({k: v for k, v in lengths.items() if v is not None})
     (out / META_NAME).write_text(json.dumps(meta, indent=2))
 
 
@@ -118,6 +133,25 @@ def reward_model_fingerprint(path: str | Path) -> str | None:
     return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
 
 
+def reward_model_tokenizer_fingerprint(path: str | Path) -> str | None:
+    """``sha256:<hex>`` over the backbone's tokenizer files (:data:`TOKENIZER_FILES`, the chat template among them)
+    by name and content; None when it has none. Apart from :func:`reward_model_fingerprint`, whose digests runs
+    recorded before keep: an online run records it under its own key (safealign/online/run.py), compared only where
+    both runs did (safealign.io.rundir.WHEN_KNOWN)."""
+    backbone = Path(path) / "backbone"
+    found = sorted({f for pattern in TOKENIZER_FILES for f in backbone.glob(pattern) if f.is_file()})
+    if not found:
+        return None
+    lines = [f"{f.name} {hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in found]
+    return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def scoring_lengths(meta: dict[str, Any]) -> dict[str, int]:
+    """``max_length`` and ``max_prompt_length`` to score with: those the model was trained with (its
+    reward_model.json), or :data:`DEFAULT_LENGTHS` for a folder saved before they were recorded."""
+    return {key: int(meta.get(key) or default) for key, default in DEFAULT_LENGTHS.items()}
+
+
 def load_reward_model(path: str | Path, *, device: str | torch.device | None = None) -> tuple[ScalarRewardModel, Any,
                                                                                             dict[str, Any]]:
     """``(model in eval mode, tokenizer, meta)`` of a folder written by :func:`save_reward_model`."""
@@ -135,30 +169,55 @@ def load_reward_model(path: str | Path, *, device: str | torch.device | None = N
 
 
 def encode_texts(tokenizer: Any, prompts: Sequence[tuple[Message, ...]], responses: Sequence[str],
-                 max_length: int = 1024) -> tuple[Tensor, Tensor]:  # fmt: skip
+                 max_length: int = 1024, max_prompt_length: int | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
     """Right-padded ``(input_ids, attention_mask)`` of chat-rendered prompt + response (the response ids
-    appended to the prompt ids, never re-tokenized together; long prompts keep their end)."""
+    appended to the prompt ids, never re-tokenized together; prompts over ``max_prompt_length``, by default half of
+    ``max_length``, keep their end), as training encodes a pair (safealign/data/tokenize.py). A response cut at
+    ``max_length`` is scored mid-answer: logged (:func:`_warn_cut`)."""
+    input_ids, attention_mask, cut = _encode(tokenizer, prompts, responses, max_length, max_prompt_length)
+    _warn_cut(cut, len(responses), max_length)
+    return input_ids, attention_mask
+
+
+def _encode(tokenizer: Any, prompts: Sequence[tuple[Message, ...]], responses: Sequence[str], max_length: int,
+            max_prompt_length: int | None) -> tuple[Tensor, Tensor, int]:  # fmt: skip
+    """:func:`encode_texts`' tensors and how many responses were cut to fit."""
     from safealign.data import PairEncoder
     from safealign.data.collate import pad_sequences
 
-    encoder = PairEncoder(tokenizer, max_length=max_length, max_prompt_length=max_length // 2)
-    prompt_ids, response_ids = [], []
+    prompt_limit = max_length // 2 if max_prompt_length is None else max_prompt_length
+    encoder = PairEncoder(tokenizer, max_length=max_length, max_prompt_length=prompt_limit)
+    prompt_ids, response_ids, cut = [], [], 0
     for prompt, response in zip(prompts, responses):
-        ids = tokenizer(encoder.render_prompt(prompt), add_special_tokens=False)["input_ids"][-(max_length // 2):]
+        ids = tokenizer(encoder.render_prompt(prompt), add_special_tokens=False)["input_ids"][-prompt_limit:]
         rendered = encoder.render_response(prompt, response) if response else ""
-        resp = tokenizer(rendered, add_special_tokens=False)["input_ids"][: max_length - len(ids)]
+        resp = tokenizer(rendered, add_special_tokens=False)["input_ids"]
+        cut += len(resp) > max_length - len(ids)
         prompt_ids.append(tuple(ids))
-        response_ids.append(tuple(resp))
+        response_ids.append(tuple(resp[: max_length - len(ids)]))
     input_ids, attention_mask, _ = pad_sequences(prompt_ids, response_ids, tokenizer.pad_token_id)
-    return input_ids, attention_mask
+    return input_ids, attention_mask, cut
+
+
+def _warn_cut(cut: int, total: int, max_length: int) -> None:
+    if cut:
+        logger.warning("reward model scoring: %d of %d response(s) cut to fit max_length=%d (prompt + response), "
+                       "so scored at the last kept token, mid-answer, not at the end", cut, total, max_length)
 
 
 @torch.no_grad()
 def score_texts(model: ScalarRewardModel, tokenizer: Any, prompts: Sequence[tuple[Message, ...]],
-                responses: Sequence[str], batch_size: int = 8) -> list[float]:  # fmt: skip
+                responses: Sequence[str], batch_size: int = 8, *, max_length: int = DEFAULT_LENGTHS["max_length"],
+                max_prompt_length: int = DEFAULT_LENGTHS["max_prompt_length"]) -> list[float]:  # fmt: skip
+    """One score per (prompt, response), encoded with the lengths the model was trained with (pass
+    ``**scoring_lengths(meta)``); responses cut to fit are counted in one warning per call."""
     device = next(model.parameters()).device
     scores: list[float] = []
+    cut = 0
     for start in range(0, len(prompts), batch_size):
-        ids, mask = encode_texts(tokenizer, prompts[start:start + batch_size], responses[start:start + batch_size])
+        ids, mask, batch_cut = _encode(tokenizer, prompts[start:start + batch_size],
+                                       responses[start:start + batch_size], max_length, max_prompt_length)
+        cut += batch_cut
         scores.extend(model(ids.to(device), mask.to(device)).tolist())
+    _warn_cut(cut, len(prompts), max_length)
     return scores

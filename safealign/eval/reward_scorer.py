@@ -39,12 +39,14 @@ def load_reward_scorer(spec: str, *, batch_size: int = 8, what: str = "reward mo
 
 
 def _trained_scorer(path: str, batch_size: int) -> RewardScorer:
-    from safealign.eval.reward_model import load_reward_model, score_texts
+    from safealign.eval.reward_model import load_reward_model, score_texts, scoring_lengths
 
-    model, tokenizer, _ = load_reward_model(path)
+    model, tokenizer, meta = load_reward_model(path)
+    lengths = scoring_lengths(meta)  # those it was trained with
 
     def score(conversations: Sequence[Conversation], texts: Sequence[str]) -> list[float]:
-        return score_texts(model, tokenizer, [tuple(c) for c in conversations], list(texts), batch_size=batch_size)
+        return score_texts(model, tokenizer, [tuple(c) for c in conversations], list(texts), batch_size=batch_size,
+                           **lengths)
 
     return score
 

@@ -65,13 +65,15 @@ TRAIN_EXCLUDED = (
 # An online run's prompts file content and its reward/cost model folders' weights likewise (safealign.online.run),
 # recorded since 2026-12-07 along with its policy's and reference's weights: an online run made before resumes. The
 # weights of the models its judge sources run likewise (rewards.judge_weights, safe_rlhf.cost.judge_weights), recorded
-# since 2026-12-07 only where a judge source runs a model: a run made before resumes.
+# since 2026-12-07 only where a judge source runs a model: a run made before resumes. Its reward/cost model folders'
+# tokenizer files likewise (rewards.tokenizer, safe_rlhf.cost.tokenizer: the chat template decides every score),
+# recorded since 2026-12-07 apart from their weights, whose recorded digests stay: an online run made before resumes.
 # An eval's defense layers as they run (defenses.layers: each layer's config with its defaults, the files and weights
 # it names; around a handed-in chat model too), recorded since 2026-12-07 too: an eval with defenses made before
 # resumes. Only an eval with defenses records it, so one without keeps its digest.
 WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "judge.weights", "judge.setup",
               "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights", "defenses.layers",
-              "rewards.judge_weights", "safe_rlhf.cost.judge_weights")
+              "rewards.judge_weights", "safe_rlhf.cost.judge_weights", "rewards.tokenizer", "safe_rlhf.cost.tokenizer")
 # Settings added after runs were recorded whose unset value (None) is what those runs did: left out of a fingerprint
 # while unset, at any depth (an eval's model.revision, a demo's eval.model.revision; a training, online, reward-model
 # run's model_revision, a demo's or sweep cell's train.model_revision), so every recorded digest stays as it was (a

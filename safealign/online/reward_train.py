@@ -10,6 +10,11 @@ Both add ``regularization·mean(score²)`` over the batch's 2B scores (safe-rlhf
 Metrics: pair accuracy ``mean[r_w > r_l]`` (ties wrong), the mean margin, and for costs
 ``accuracy_sign = mean[s·c > 0]``; on a held-out split (``eval_fraction``) at the end of training and every
 ``eval_steps``.
+Pairs are encoded with ``data.max_length``/``max_prompt_length`` (long prompts keep their end); a pair whose
+response would be cut to fit is dropped, as TRL's RewardTrainer drops pairs over ``max_length`` (cut, its score
+is read mid-answer, and two answers sharing a long beginning become one sequence), and so is a pair whose two
+sides encode the same; both counted (:func:`encode_rows`). The lengths are saved with the model, which scoring
+encodes with (safealign/eval/reward_model.py).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import random
 import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +43,7 @@ from safealign.types import PreferencePair
 
 logger = logging.getLogger(__name__)
 
+T = TypeVar("T")
 PKU_COLUMNS = ("prompt", "response_0", "response_1", "safer_response_id", "is_response_0_safe", "is_response_1_safe")
 # what a cost model reads of ``data``: the PKU-SafeRLHF layout from a local file (_cost_rows)
 COST_DATA_KEYS = ("path", "limit", "max_length", "max_prompt_length")
@@ -202,7 +208,43 @@ def _cost_rows(config: RewardConfig) -> list[Row]:
     return rows
 
 
-def split_rows(rows: list[Row], fraction: float, seed: int) -> tuple[list[Row], list[Row]]:
+def encode_rows(encoder: Any, rows: list[Row]) -> tuple[list[tuple[Any, Row]], int, int]:
+    """``([(encoded pair, row)], dropped over max_length, dropped as one sequence)``: each row encoded by
+    ``encoder`` (a :class:`~safealign.data.PairEncoder`, whose truncation report is logged), less the pairs a
+    response of which is cut to fit ``max_length`` (a score read mid-answer; TRL's RewardTrainer drops pairs over
+    ``max_length`` too) and those whose chosen and rejected ids are the same (no gradient, a wrong pair in
+    accuracy; e.g. a template that rewrites the answer). Both counted in a warning."""
+    from safealign.data import PairEncoder
+
+    encoded, _ = encoder.encode_all([row.pair for row in rows])  # a prompt leaving no room is dropped there
+    # one id more room: a response that fills max_length there was cut at max_length
+    wider = PairEncoder(encoder.tokenizer, max_length=encoder.max_length + 1,
+                        max_prompt_length=encoder.max_prompt_length, chat_template=encoder.chat_template)
+    kept, same = [], 0
+    for item in encoded:
+        row = rows[item.index]
+        if _longest(item) >= encoder.max_length and _longest(wider.encode(row.pair, item.index)) > encoder.max_length:
+            continue
+        if item.chosen_ids == item.rejected_ids:
+            same += 1
+            continue
+        kept.append((item, row))
+    over = len(rows) - len(kept) - same
+    if over:
+        logger.warning("dropped %d of %d pair(s) whose prompt + chosen or rejected response is longer than "
+                       "data.max_length=%d (cut, a response would be scored mid-answer); raise data.max_length to "
+                       "keep them", over, len(rows), encoder.max_length)
+    if same:
+        logger.warning("dropped %d of %d pair(s) whose chosen and rejected responses encode as the same token ids",
+                       same, len(rows))
+    return kept, over, same
+
+
+def _longest(item: Any) -> int:
+    return len(item.prompt_ids) + max(len(item.chosen_ids), len(item.rejected_ids))
+
+
+def split_rows(rows: Sequence[T], fraction: float, seed: int) -> tuple[list[T], list[T]]:
     """(train, held-out), a seeded shuffle; at least one row each side when held-out is asked for."""
     order = list(range(len(rows)))
     random.Random(seed).shuffle(order)
@@ -242,7 +284,6 @@ def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> Rew
     start = time.time()
     config.validate()
     rows = load_rows(config)
-    train_rows, held_rows = split_rows(rows, config.eval_fraction, config.seed)
     out = Path(config.output_dir)
     _claim(out, config, overwrite)
     save_config(config, out / "config.yaml")
@@ -256,11 +297,12 @@ def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> Rew
     device = next(backbone.parameters()).device
     encoder = PairEncoder(tokenizer, max_length=config.data.max_length, max_prompt_length=config.data.max_prompt_length)
     collate = PreferenceCollator(tokenizer.pad_token_id)
-
-    def encode(subset: list[Row]) -> list[tuple[Any, Row]]:
-        return [(encoder.encode(row.pair, i), row) for i, row in enumerate(subset)]
-
-    train_items, held_items = encode(train_rows), encode(held_rows)
+    items, over, same = encode_rows(encoder, rows)
+    if len(items) < 2:
+        raise UserError(f"{config.data.path}: {len(items)} of {len(rows)} pair(s) left after dropping {over} longer "
+                        f"than data.max_length={config.data.max_length} and {same} whose two sides encode the same; "
+                        "a reward model needs at least 2 (raise data.max_length)")
+    train_items, held_items = split_rows(items, config.eval_fraction, config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
     size = config.per_device_train_batch_size
@@ -290,10 +332,13 @@ def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> Rew
                 record.update(eval_metrics)
             append_jsonl(metrics_path, [record])
     final = out / "final"
-    save_reward_model(model, tokenizer, final, kind=config.kind, base=config.model, base_revision=config.model_revision)
+    save_reward_model(model, tokenizer, final, kind=config.kind, base=config.model, base_revision=config.model_revision,
+                      max_length=config.data.max_length, max_prompt_length=config.data.max_prompt_length)
     wall = round(time.time() - start, 2)
     write_json(out / "train_summary.json", {"trainer": "reward", "kind": config.kind, "steps": step,
                                             "train_pairs": len(train_items), "held_out_pairs": len(held_items),
+                                            "pairs_dropped_over_max_length": over,
+                                            "pairs_dropped_same_ids": same,
                                             **eval_metrics, "wall_seconds": wall})
     return RewardResult(out, final, metrics_path, "none (reward model)", step, wall, eval_metrics)
 

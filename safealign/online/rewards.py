@@ -128,12 +128,12 @@ def _judge_fn(spec: SourceConfig) -> Callable[[Batch], list[float]]:
 
 
 def _reward_model_fn(spec: SourceConfig, device: Any, what: str) -> Callable[[Batch], list[float]]:
-    from safealign.eval.reward_model import check_kind, load_reward_model, score_texts
+    from safealign.eval.reward_model import check_kind, load_reward_model, score_texts, scoring_lengths
 
     check_kind(spec.path or "", what, f"{what} source {spec.label!r}")  # a cost scored as a reward flips its sign
-    model, tokenizer, _ = load_reward_model(spec.path or "", device=device)
-    batch_size = int(spec.params.get("batch_size", 8))
-    return lambda batch: score_texts(model, tokenizer, batch.prompts, batch.texts, batch_size=batch_size)
+    model, tokenizer, meta = load_reward_model(spec.path or "", device=device)
+    batch_size, lengths = int(spec.params.get("batch_size", 8)), scoring_lengths(meta)
+    return lambda batch: score_texts(model, tokenizer, batch.prompts, batch.texts, batch_size=batch_size, **lengths)
 
 
 def _callable_fn(fn: Callable[..., Any], params: dict[str, Any]) -> Callable[[Batch], Any]:

@@ -162,11 +162,12 @@ def online_fingerprint(config: OnlineConfig, model: Any = None):
     """What an online run's results depend on, as offline training's ``train_fingerprint``: the settings
     (:func:`online_settings_fingerprint`), the prompts file's content (``prompts.path_data``; a file edited in place
     is another run), the starting policy's (``model``, passed in, else the one ``config.model`` names) and a separate
-    reference's weights and setups, the reward-model folders' weights of the reward and cost sources, and the
-    weights of the models their judge sources run (:func:`_judge_weights`). These are
+    reference's weights and setups, the reward-model folders' weights and, apart (``rewards.tokenizer``, so the
+    weights' digests recorded before stay), their tokenizer files with the chat template, of the reward and cost
+    sources, and the weights of the models their judge sources run (:func:`_judge_weights`). These are
     :data:`~safealign.io.rundir.WHEN_KNOWN` keys: compared only where both runs recorded them, so a run made before
     they were recorded resumes."""
-    from safealign.eval.reward_model import reward_model_fingerprint
+    from safealign.eval.reward_model import reward_model_fingerprint, reward_model_tokenizer_fingerprint
     from safealign.io.rundir import file_digest
     from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint
 
@@ -183,6 +184,8 @@ def online_fingerprint(config: OnlineConfig, model: Any = None):
         if any(s.kind == "reward_model" for s in sources):  # only then, so a run without one keeps its digest
             extra[f"{key}.weights"] = [reward_model_fingerprint(s.path) if s.kind == "reward_model" and s.path
                                        else None for s in sources]  # fmt: skip
+            extra[f"{key}.tokenizer"] = [reward_model_tokenizer_fingerprint(s.path) if s.kind == "reward_model"
+                                         and s.path else None for s in sources]  # fmt: skip
         judged = _judge_weights(sources)
         if judged is not None:
             extra[f"{key}.judge_weights"] = judged

@@ -13,7 +13,7 @@ def score_file(model_dir: str, data: str, out: str, *, batch_size: int = 8) -> t
     before the model loads."""
     from safealign.data.messages import RowDrop, parse_prompt, require_text
     from safealign.io import read_jsonl, write_jsonl
-    from safealign.eval.reward_model import is_reward_model_dir, load_reward_model, score_texts
+    from safealign.eval.reward_model import is_reward_model_dir, load_reward_model, score_texts, scoring_lengths
 
     checks.at_least("--batch-size", batch_size, 1)
     if not is_reward_model_dir(model_dir):
@@ -29,7 +29,7 @@ def score_file(model_dir: str, data: str, out: str, *, batch_size: int = 8) -> t
     if not records:
         raise UserError(f"{data}: no rows to score")
     model, tokenizer, meta = load_reward_model(model_dir)
-    scores = score_texts(model, tokenizer, prompts, responses, batch_size=batch_size)
+    scores = score_texts(model, tokenizer, prompts, responses, batch_size=batch_size, **scoring_lengths(meta))
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     write_jsonl(out, [{**record, "score": score} for record, score in zip(records, scores)])
     return len(records), meta.get("kind", "reward")

@@ -158,6 +158,48 @@ def test_reward_model_trains_reports_held_out_accuracy_and_scores_files(tmp_path
     assert meta["kind"] == "reward" and len(scored) == 2
 
 
+def test_the_saved_model_records_its_lengths_and_rm_score_reads_what_training_read(tmp_path, pairs_file):
+    """Training encodes with data.max_length/max_prompt_length (96/48 here); scoring used 1024/512 whatever the
+    model was trained with, so a prompt over 48 tokens was read whole by `rm score` and cut in training."""
+    from safealign.data import PairEncoder, PreferenceCollator
+
+    result = run_reward_training(reward_config(tmp_path, pairs_file, "num_train_epochs=1"))
+    model, tokenizer, meta = load_reward_model(result.final_dir)
+    assert (meta["max_length"], meta["max_prompt_length"]) == (96, 48)
+    prompt = ({"role": "user", "content": "Please tell me, in a few words and plainly, what is 2 + 2?"},)
+    pair = PreferencePair(prompt, "4", "5")
+    encoded = PairEncoder(tokenizer, max_length=96, max_prompt_length=48).encode(pair, 0)
+    assert len(tokenizer(PairEncoder(tokenizer).render_prompt(prompt))["input_ids"]) > 48  # the prompt is cut
+    batch = PreferenceCollator(tokenizer.pad_token_id)([encoded])  # chosen, then rejected
+    with torch.no_grad():
+        trained = model(batch["input_ids"], batch["attention_mask"])
+    data, out = tmp_path / "rows.jsonl", tmp_path / "scored.jsonl"
+    data.write_text("".join(json.dumps({"prompt": list(prompt), "response": r}) + "\n" for r in ("4", "5")))
+    assert main(["rm", "score", "--model", str(result.final_dir), "--data", str(data), "--out", str(out)]) == 0
+    scored = [json.loads(line)["score"] for line in out.read_text().splitlines()]
+    assert scored == pytest.approx(trained.tolist(), abs=1e-5)
+
+
+def test_a_folder_saved_before_its_lengths_were_recorded_scores_as_before():
+    from safealign.eval.reward_model import scoring_lengths
+
+    assert scoring_lengths({"kind": "reward", "base": "tiny-random"}) == {"max_length": 1024, "max_prompt_length": 512}
+    assert scoring_lengths({"max_length": 96, "max_prompt_length": 48}) == {"max_length": 96, "max_prompt_length": 48}
+
+
+def test_scoring_warns_once_per_call_with_the_count_of_responses_it_cuts(caplog):
+    from safealign.eval.reward_model import score_texts
+
+    model, tokenizer = ScalarRewardModel(tiny_model()).eval(), tiny_tokenizer()
+    prompts = [({"role": "user", "content": "Hi"},)] * 3
+    with caplog.at_level("WARNING", logger="safealign.eval.reward_model"):
+        scores = score_texts(model, tokenizer, prompts, ["Hello " * 20, "Hi", "Hey " * 20], batch_size=1,
+                             max_length=64, max_prompt_length=32)
+    assert len(scores) == 3
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "2 of 3 response(s)" in warnings[0] and "max_length=64" in warnings[0]
+
+
 def test_cost_model_trains_on_the_pku_layout_with_sign_accuracy(tmp_path, pku_file):
     assert main(["train", str(_recipe(tmp_path, "cost")), f"data.path={pku_file}", "model=tiny-random",
                  f"output_dir={tmp_path / 'cost'}", "eval_fraction=0.34", "data.max_length=96",

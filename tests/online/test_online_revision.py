@@ -77,6 +77,7 @@ def test_a_reward_model_trained_at_a_revision_records_it(tmp_path, hub_cache):
     from safealign.eval.reward_model import load_reward_model
 
     model, _, meta = load_reward_model(result.final_dir)
-    assert meta == {"kind": "reward", "base": REPO, "base_revision": "v1"}
+    assert meta == {"kind": "reward", "base": REPO, "base_revision": "v1", "max_length": 512,
+                    "max_prompt_length": 256}  # the data.* defaults it was trained with, which scoring uses
     assert embeddings_of_seed(model.backbone, 1)
     assert json.loads((tmp_path / "rm" / "fingerprint.json").read_text())["values"]["model_revision"] == "v1"

@@ -535,6 +535,32 @@ def test_the_fingerprint_holds_the_reference_and_reward_model_weights(tmp_path):
     assert differing_keys(before, online_fingerprint(config)) == ["reference.weights", "rewards.weights"]
 
 
+def test_a_reward_models_tokenizer_files_are_in_the_fingerprint_as_a_key_of_their_own(tmp_path):
+    """The chat template (backbone/chat_template.jinja, tokenizer*.json) decides every score: edited in place, a
+    resumed run would go on under another reward. Held under rewards.tokenizer, not in rewards.weights, so a run
+    recorded before (weights digest unchanged, no tokenizer key) still resumes."""
+    from safealign.eval.reward_model import reward_model_fingerprint
+    from safealign.io.rundir import Fingerprint, differing_keys, same_settings
+    from safealign.online.run import online_fingerprint
+
+    scorer = tmp_path / "rm"
+    (scorer / "backbone").mkdir(parents=True)
+    (scorer / "backbone" / "model.safetensors").write_bytes(b"backbone")
+    (scorer / "backbone" / "chat_template.jinja").write_text("{{ messages }}")
+    (scorer / "backbone" / "tokenizer.json").write_text("{}")
+    (scorer / "head.pt").write_bytes(b"head")
+    (scorer / "reward_model.json").write_text('{"kind": "reward", "base": "tiny-random"}')
+    config = tiny_config(tmp_path)
+    config.rewards = [SourceConfig(kind="reward_model", path=str(scorer))]
+    before, weights = online_fingerprint(config), reward_model_fingerprint(scorer)
+    assert before.values["rewards.tokenizer"][0]
+    (scorer / "backbone" / "chat_template.jinja").write_text("{{ messages | reverse }}")
+    after = online_fingerprint(config)
+    assert differing_keys(before, after) == ["rewards.tokenizer"] and reward_model_fingerprint(scorer) == weights
+    recorded = Fingerprint(before.kind, {k: v for k, v in before.values.items() if k != "rewards.tokenizer"})
+    assert same_settings(recorded, after)  # recorded before the key existed: resumes
+
+
 def test_a_judge_source_retrained_in_place_refuses_a_resume_naming_it(tmp_path, tiny_tokenizer):
     """A classifier judge names its model by a folder's path: retrained in place, it keeps its name and params, and
     a resumed run would go on under another reward. The fingerprint holds the weights of the models a judge source

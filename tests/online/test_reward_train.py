@@ -140,3 +140,39 @@ def test_pku_rows_with_identical_responses_are_dropped_and_counted(tmp_path, cap
         kept = load_rows(config_for(path, "kind=cost"))
     assert [r.pair.row for r in kept] == [0, 2]
     assert "pku.jsonl: dropped 2 row(s): response_0 and response_1 are identical" in caplog.text
+
+
+LOCKS = "Locks are mechanical devices. " * 3  # a long shared beginning: with data.max_length=96 both sides are cut
+
+
+def test_pairs_whose_response_would_be_cut_are_dropped_and_counted(tmp_path, caplog):
+    """Cut at max_length, a response is scored mid-answer, and two responses sharing their beginning became the same
+    ids (no gradient, a wrong pair in accuracy). TRL's RewardTrainer drops pairs over max_length: so does this."""
+    from safealign.online.reward_train import run_reward_training
+
+    path = tmp_path / "pairs.jsonl"
+    long = [{"prompt": "Tell me about locks.", "chosen": LOCKS + "I won't explain how to defeat them.",
+             "rejected": LOCKS + "Here is how to pick one: insert a tension wrench."},
+            {"prompt": "Q?", "chosen": "Fine." * 30, "rejected": "No."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*ROWS, *long]))
+    config = config_for(path, f"output_dir={tmp_path / 'rm'}", "max_steps=1", "eval_fraction=0",
+                        "data.max_length=96", "data.max_prompt_length=48")
+    with caplog.at_level("WARNING", logger="safealign.online.reward_train"):
+        run_reward_training(config)
+    summary = json.loads((tmp_path / "rm" / "train_summary.json").read_text())
+    assert summary["train_pairs"] == 4 and summary["pairs_dropped_over_max_length"] == 2
+    assert "dropped 2 of 6 pair(s)" in caplog.text and "data.max_length=96" in caplog.text
+
+
+def test_pairs_whose_two_sides_encode_the_same_are_dropped(tmp_path, tiny_tokenizer):
+    """A chat template that rewrites the answer (here: lower-cases it) can make two different texts one sequence."""
+    from safealign.data import PairEncoder
+    from safealign.online.reward_train import Row, encode_rows
+    from safealign.types import PreferencePair
+
+    template = tiny_tokenizer.chat_template.replace("message['content']", "message['content'] | lower")
+    encoder = PairEncoder(tiny_tokenizer, max_length=96, max_prompt_length=48, chat_template=template)
+    prompt = ({"role": "user", "content": "Q?"},)
+    rows = [Row(PreferencePair(prompt, "Yes.", "YES.")), Row(PreferencePair(prompt, "Yes.", "No."))]
+    items, over, same = encode_rows(encoder, rows)
+    assert [row for _, row in items] == rows[1:] and (over, same) == (0, 1)

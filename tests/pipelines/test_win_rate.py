@@ -100,6 +100,28 @@ def test_the_same_answer_from_both_models_is_a_tie_whatever_its_two_rewards():
     assert (summary.wins, summary.ties, summary.losses) == (1, 1, 0)
 
 
+def test_an_empty_answer_is_unscored_by_a_reward_model_not_scored_at_the_generation_header():
+    """An empty answer encoded as "" is read at the prompt's assistant header, a sequence no reward model was trained
+    on: such a prompt is unscored (counted), and the empty answer never reaches the scorer."""
+    from safealign.eval.helpfulness.pairwise import reward_win_rate
+    from safealign.eval.helpfulness.retention import AnswerPair
+
+    pairs = [AnswerPair("a", "q", base="ok", trained="a longer answer"), AnswerPair("b", "q", base="fine", trained=""),
+             AnswerPair("c", "q", base="  ", trained="yes")]
+    seen = []
+
+    def score(conversations, answers):
+        seen.extend(answers)
+        return [float(len(a)) for a in answers]
+
+    summary, records = reward_win_rate(score, pairs, judge_name="length")
+    assert [r["outcome"] for r in records] == ["win", None, None] and summary.win_rate.unscored == 2
+    assert records[1]["reward_trained"] is None and records[1]["unscored"] == "empty trained answer"
+    assert records[2]["reward_base"] is None and records[2]["unscored"] == "empty base answer"
+    assert sorted(seen) == ["a longer answer", "ok"] and summary.win_rate.n == 1
+    assert summary.extra["mean_reward_difference"]["unscored"] == 2
+
+
 @pytest.mark.parametrize("kind", ["sequence-classifier", "safealign-reward-folder"])
 def test_cli_reward_model_win_rate(tmp_path, capsys, kind):
     import torch

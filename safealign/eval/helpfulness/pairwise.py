@@ -15,7 +15,9 @@ broken up, so an answer cannot plant a verdict.
 
 :func:`reward_win_rate` judges the same pairs by a reward model instead (safealign/eval/reward_scorer.py):
 per prompt, a win when the trained answer's reward exceeds the base answer's by more than ``tie_margin``, a
-loss when it falls short by more, a tie otherwise, a non-finite reward unscored; the summary's ``extra``
+loss when it falls short by more, a tie otherwise, a non-finite reward unscored, and so is a prompt with an empty
+(or blank) answer on either side, which is never scored: encoded as nothing, its score would be read at the
+prompt's assistant header, a sequence no reward model was trained on; the summary's ``extra``
 also holds the mean reward difference (trained − base) with its paired bootstrap interval. A reward model
 sees each answer alone, so there is no order to swap. Two identical answer texts are a tie whatever their
 rewards: the two are scored in different batches, and padding can move a bf16 backbone's reward of the same
@@ -103,12 +105,21 @@ def reward_win_rate(score: Callable[[Sequence[Any], Sequence[str]], list[float]]
     record per prompt (see the module docstring)."""
     if tie_margin < 0:
         raise ValueError(f"tie_margin must be >= 0, got {tie_margin}")
-    conversations = [({"role": "user", "content": p.prompt},) for p in pairs]
-    rewards = score(conversations * 2, [p.trained for p in pairs] + [p.base for p in pairs]) if pairs else []
-    if len(rewards) != 2 * len(pairs):
-        raise RuntimeError(f"reward model returned {len(rewards)} scores for {2 * len(pairs)} answers")
+    empty = [_empty_sides(p) for p in pairs]
+    scored_pairs = [p for p, e in zip(pairs, empty) if not e]
+    conversations = [({"role": "user", "content": p.prompt},) for p in scored_pairs]
+    answers = [p.trained for p in scored_pairs] + [p.base for p in scored_pairs]
+    rewards = score(conversations * 2, answers) if scored_pairs else []
+    if len(rewards) != len(answers):
+        raise RuntimeError(f"reward model returned {len(rewards)} scores for {len(answers)} answers")
+    pairs_rewards = iter(zip(rewards[: len(scored_pairs)], rewards[len(scored_pairs):]))
     records = []
-    for pair, trained, base in zip(pairs, rewards[: len(pairs)], rewards[len(pairs):]):
+    for pair, sides in zip(pairs, empty):
+        if sides:
+            records.append({"id": pair.id, "reward_trained": None, "reward_base": None, "outcome": None,
+                            "unscored": f"empty {sides}"})
+            continue
+        trained, base = next(pairs_rewards)
         finite = math.isfinite(trained) and math.isfinite(base)
         diff = trained - base if finite else None
         result = None if diff is None else "win" if diff > tie_margin else "loss" if diff < -tie_margin else "tie"
@@ -121,3 +132,9 @@ def reward_win_rate(score: Callable[[Sequence[Any], Sequence[str]], list[float]]
                                        {r["id"]: r["reward_base"] for r in scored}, len(records))
     summary.extra.update(mean_reward_difference=difference.to_json(), tie_margin=tie_margin)
     return summary, records
+
+
+def _empty_sides(pair: AnswerPair) -> str:
+    """Which of ``pair``'s answers are empty or blank ("trained answer", "base answer", both), "" for none."""
+    sides = [name for name, text in (("trained", pair.trained), ("base", pair.base)) if not text.strip()]
+    return f"{' and '.join(sides)} answer{'s' if len(sides) > 1 else ''}" if sides else ""
