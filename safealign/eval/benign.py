@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.benchmarks.loaders import BenchmarkSet, read_benchmark
-from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt, summarize_overrefusal
+from safealign.eval.helpfulness.overrefusal import HelpfulnessPrompt, latest_answers, summarize_overrefusal
+from safealign.io import read_jsonl
 from safealign.types import Behavior
 
 # files that say which rows are benign (loaders.py): XSTest's safe rows, JailbreakBench's benign file, WildJailbreak's
@@ -113,6 +114,15 @@ def run_benign(target: Any, prompts: BenignSet, params: Any, judge: Any, out: Pa
 
     result, records = overrefusal_run(target, [*prompts.benign, *prompts.contrast], params, judge, out, progress=True)
     return benign_summary(records, prompts, result.judge)
+
+
+def benign_answers(out: Path, prompts: BenignSet) -> list[dict[str, Any]]:
+    """The latest record in ``out/records.jsonl`` of each prompt :func:`run_benign` answers, for the eval's cost
+    block: the file is append-only (an answer judged again by another refusal detector is appended again in full, a
+    prompt since left out of the set keeps its lines), while attack records are read one per key (RecordStore), so
+    that each answer's cost counts once."""
+    ids = [p.id for p in (*prompts.benign, *prompts.contrast)]
+    return latest_answers(read_jsonl(out / "records.jsonl"), ids) if ids else []
 
 
 def benign_summary(records: Sequence[dict[str, Any]], prompts: BenignSet, judge: str) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """Cost per answer of an evaluation: what a defense (or a bare model) spent to produce each answer.
 
-Read back from the records, so a resumed run counts every answer once: for each attempt record (and each
-over-refusal record) the generated tokens and non-generating forward passes of ``completion.meta.cost``
+Read back from the records, so a resumed run counts every answer once: for each attempt record (and the latest
+over-refusal record of each of the run's benign prompts, :func:`safealign.eval.benign.benign_answers`; that file is
+append-only) the generated tokens and non-generating forward passes of ``completion.meta.cost``
 (:func:`safealign.eval.defenses.base.answer_cost`; a bare model's own tokens), the generation seconds,
 and whether a defense answered with its own refusal. A bare model's numbers from the same run are the
 denominator of a defense's cost multiple (docs/defenses.md).
@@ -26,7 +27,8 @@ def _row(meta: Mapping[str, Any], seconds: Any, steps: Any) -> tuple[int, int, f
 
 def cost_summary(records: Iterable[AttemptRecord], benign: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any]:
     """``{"answers", "generated_tokens", "forward_passes", "seconds", "defense_refusals"}``: means per answer
-    over the answers that did not fail (a failed generation is not an answer), and the refusal count."""
+    over the answers that did not fail (a failed generation is not an answer), and the refusal count. ``benign``:
+    one over-refusal record per answer (every line of that append-only file would count an answer again)."""
     rows = [_row(r.completion.get("meta") or {}, r.timings.get("generate_s"), r.defense)
             for r in records if r.error is None]  # fmt: skip
     rows += [_row({"cost": b.get("cost"), "tokens": b.get("tokens")}, b.get("seconds"), b.get("defense"))

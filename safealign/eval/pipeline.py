@@ -29,7 +29,7 @@ from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack, check_attack
 from safealign.eval.attacks.gcg_multi import DEFAULT_FILE as GCG_MULTI_SUFFIX
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model, chat_model_identity
-from safealign.eval.benign import BenignSet, benign_set, refusal_detector, run_benign
+from safealign.eval.benign import BenignSet, benign_answers, benign_set, refusal_detector, run_benign
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
 from safealign.eval.cost import cost_summary
@@ -41,7 +41,7 @@ from safealign.eval.registries import ATTACKS, JUDGES
 from safealign.eval.resume_check import check_recorded_prompts
 from safealign.eval.summary import format_table, summarize
 from safealign.interrupt import raise_if_stop_requested, stop_on_sigterm
-from safealign.io import read_jsonl, write_json
+from safealign.io import write_json
 from safealign.io.records import AttemptRecord
 from safealign.io.summaries import EvalSummary
 from safealign.types import Attempt, Behavior, Completion, Verdict
@@ -147,7 +147,7 @@ def run_eval(
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started
         summary = _write_summary(out, store, behaviors, config, judges, complete, seconds, label, bounds,
-                                 identity, fingerprint, benchmark, over_refusal, layers)
+                                 identity, fingerprint, benchmark, over_refusal, layers, benign)
     logger.debug("evaluation summary (%s):\n%s", out, format_table(summary))  # the CLI prints it
     return summary
 
@@ -492,7 +492,7 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
                    judges: dict[str, Judge], complete: bool, seconds: float, label: str,
                    bounds: dict[str, Any], identity: dict[str, Any], fingerprint: str,
                    benchmark: dict[str, Any], over_refusal: dict[str, Any],
-                   defenses: Sequence[Any] = ()) -> EvalSummary:  # fmt: skip
+                   defenses: Sequence[Any], benign: BenignSet) -> EvalSummary:  # fmt: skip
     ids = {b.id for b in behaviors}
     summary = dataclasses.replace(
         summarize(store, behaviors, list(config.attacks), list(judges)),
@@ -508,7 +508,7 @@ def _write_summary(out: Path, store: RecordStore, behaviors: Sequence[Behavior],
         records=str(out / "records.jsonl"),
         judge_agreement=pairwise_agreement([r for r in store if r.behavior_id in ids], config.attacks, list(judges)),
         defenses=[{"name": d.name, **d.describe()} for d in defenses],
-        cost=cost_summary([r for r in store if r.behavior_id in ids], read_jsonl(out / "benign" / "records.jsonl")),
+        cost=cost_summary([r for r in store if r.behavior_id in ids], benign_answers(out / "benign", benign)),
     )
     return _keep_if_only_timed(out / "summary.json", summary)
 

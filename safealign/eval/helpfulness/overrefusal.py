@@ -175,9 +175,8 @@ def judged_again(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: R
     new verdict. A resumed run names only its own detector, so records judged by another (another list, case rule
     or custom strings, which keep the name "custom") would be counted under its name; substring matching costs
     nothing, so every recorded answer is judged again rather than trusting the recorded name."""
-    latest = latest_by(records, "id")
     changed = []
-    for record in (latest[i] for i in ids if i in latest):
+    for record in latest_answers(records, ids):
         if record.get("error") is not None:
             continue
         refused, match = refusal_verdict(judge, record.get("completion") or "")
@@ -201,6 +200,14 @@ def _record(prompt: HelpfulnessPrompt, completion: Any, judge: RefusalDetector, 
     }
 
 
+def latest_answers(records: Iterable[dict[str, Any]], ids: Sequence[str]) -> list[dict[str, Any]]:
+    """The latest record of each id in ``ids`` that has one, in ``ids``' order. ``records.jsonl`` is append-only (a
+    retried answer, or one judged again, is appended anew; a prompt since left out of the set keeps its lines), so
+    every reader that counts answers takes these, never every line."""
+    latest = latest_by(records, "id")
+    return [latest[i] for i in ids if i in latest]
+
+
 def rate_summary(flags: Sequence[bool | None]) -> RateStats:
     """The rate of True over True/False flags with its Wilson interval; None flags are unscored."""
     scored = [f for f in flags if f is not None]
@@ -216,8 +223,7 @@ def refusal_outcomes(records: Iterable[dict[str, Any]], kind: str) -> dict[str, 
 
 def summarize_overrefusal(records: Sequence[dict[str, Any]], ids: Sequence[str], judge: str) -> OverRefusalSummary:
     """Refusal rate per kind and overall over the latest record of each id in ``ids``."""
-    latest = latest_by(records, "id")
-    chosen = [latest[i] for i in ids if i in latest]
+    chosen = latest_answers(records, ids)
     kinds = sorted({r["kind"] for r in chosen} | {"ordinary", "borderline"})
     rates = {kind: rate_summary([r["refused"] for r in chosen if r["kind"] == kind]) for kind in kinds}
     rates["all"] = rate_summary([r["refused"] for r in chosen])
