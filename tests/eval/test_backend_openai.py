@@ -185,6 +185,19 @@ def test_concurrency_is_bounded_and_order_kept(server):
     assert server.max_in_flight == 2
 
 
+
+def test_seconds_are_the_calls_wall_time_per_answer_as_other_backends_and_defenses_record(server):
+    """Each completion's seconds were its own request's latency while ``concurrency`` requests ran at once: a bare
+    endpoint's answers then cost ~concurrency times the seconds of the same answers through a defense (whose
+    seconds are the call's wall time per answer, as hf and vllm record), and a cost multiple compared the two."""
+    client = _client(server, concurrency=4, timeout_s=5)
+    started = time.perf_counter()
+    out = client.generate([_conv(f"wait{i}") for i in range(8)], GenerationParams())  # 0.2 s each, 4 at a time
+    wall = time.perf_counter() - started
+    assert [c.error for c in out] == [None] * 8
+    assert len({c.seconds for c in out}) == 1  # one share of the call per answer
+    assert 0.4 <= sum(c.seconds for c in out) <= wall  # the call's wall time, not 8 requests' latencies (~1.6 s)
+
 def test_identical_conversations_of_one_batch_are_sent_with_their_own_seeds(server):
     client = _client(server, concurrency=1)  # one request at a time: the server sees them in batch order
     client.generate([_conv("same")] * 3, GenerationParams(do_sample=True, seed=5))

@@ -135,7 +135,11 @@ class OpenAIChatModel:
 
     def generate(self, conversations: Sequence[Conversation], params: GenerationParams) -> list[Completion]:
         """Up to ``concurrency`` requests at a time, on daemon threads: on a stop request (SIGTERM) this
-        raises at once, abandoning the requests in flight instead of waiting out their timeouts and retries."""
+        raises at once, abandoning the requests in flight instead of waiting out their timeouts and retries.
+        Each completion's ``seconds`` is the call's wall time per conversation, as the hf and vllm backends and a
+        defense (DefendedChatModel) record it: a request's own latency, while others run beside it, would count
+        the same wall time up to ``concurrency`` times and make a defended answer look cheaper than a bare one."""
+        start = time.perf_counter()
         has_prefill = any(split_prefill(c)[1] for c in conversations)
         verdict = self.probe_prefill(params) if has_prefill else None
         results: list[Any] = [None] * len(conversations)
@@ -163,6 +167,8 @@ class OpenAIChatModel:
         for result in results:
             if isinstance(result, BaseException):
                 raise result
+        seconds = (time.perf_counter() - start) / max(1, len(conversations))
+        results = [dataclasses.replace(r, seconds=seconds) for r in results]
         return prefill_probe.mark(conversations, results, verdict) if verdict else results
 
     def probe_prefill(self, params: GenerationParams) -> str:
@@ -203,7 +209,6 @@ class OpenAIChatModel:
 
     def _one(self, conversation: Conversation, params: GenerationParams) -> Completion:
         data = json.dumps(self._payload(conversation, params)).encode()
-        start = time.perf_counter()
         error = "no attempt made"
         wait = 0.0
         waited = 0.0
@@ -214,8 +219,7 @@ class OpenAIChatModel:
                 waited += wait
             try:
                 text, meta = self._post(data)
-                return Completion(text=text, seconds=time.perf_counter() - start,
-                                  meta={**meta, "attempts": attempt + 1})  # fmt: skip
+                return Completion(text=text, meta={**meta, "attempts": attempt + 1})
             except _Retryable as exc:
                 error = str(exc)
                 logger.debug("retryable error from %s (try %d): %s", self.url, attempt + 1, error)
@@ -226,7 +230,7 @@ class OpenAIChatModel:
             except ValueError as exc:
                 error = str(exc)
                 break
-        return Completion(text="", error=error, seconds=time.perf_counter() - start)
+        return Completion(text="", error=error)
 
     def _wait(self, attempt: int, retry_after: float | None) -> float:
         """The server's Retry-After when it sent one, else exponential backoff with jitter."""
