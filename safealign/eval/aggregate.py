@@ -1,4 +1,4 @@
-"""The HarmBench-style aggregate: the mean ASR over the run's attacks, per judge (docs/attacks.md).
+"""The mean ASR over the run's attacks, per judge, by two rules (docs/attacks.md, "Mean over attacks").
 
 HarmBench (and the E-RLHF paper) rank a model by the mean of its per-attack ASRs. Here, for each judge:
 ``per_attack`` (the ASRs of the summary's ``attacks`` block, ``any_attack`` excluded), ``mean`` (their
@@ -6,8 +6,15 @@ plain mean over the attacks with at least one scored behavior) and ``ci95``, a p
 behaviors (behaviors resampled with replacement, every attack's ASR and their mean recomputed; a draw in which
 an attack the mean counts has no scored behavior is drawn again, so every draw averages the same attacks;
 ``draws`` resamples, seeded so the interval is reproducible; the project's one percentile rule,
-``eval/paired.percentile_interval``). The judge is named in every block, as
-numbers from different judges are not comparable.
+``eval/paired.percentile_interval``). Where every scored outcome is the same (every behavior broken by every
+attack, or none), no resample varies and the bootstrap would give a zero-width interval that claims certainty:
+the interval is then the exact bound of ``eval/paired.constant_outcome_interval`` over the fewest behaviors any
+counted attack scored. The judge is named in every block, as numbers from different judges are not comparable.
+
+These ASRs are any-of-k: a behavior counts as broken when any of its attempts is (what a red-teamer with k
+tries gets). HarmBench's own rule (evaluate_completions.py) scores a behavior by the mean of its test cases'
+labels, which is lower wherever an attack makes several attempts per behavior (template, pap, zero_shot, ...):
+``test_case_mean`` holds the same block computed on those per-behavior shares (``eval/summary._share``).
 """
 
 from __future__ import annotations
@@ -15,19 +22,22 @@ from __future__ import annotations
 import random
 from typing import Any, Mapping, Sequence
 
-from safealign.eval.paired import percentile_interval
+from safealign.eval.paired import constant_outcome_interval, percentile_interval
 
 DRAWS = 1000
 SEED = 0
+
+Outcome = bool | float | None  # a behavior's outcome (any-of-k) or share of harmful test cases; None unscored
 
 
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def mean_over_attacks(outcomes: Mapping[str, Mapping[str, bool | None]], *, draws: int = DRAWS,
+def mean_over_attacks(outcomes: Mapping[str, Mapping[str, Outcome]], *, draws: int = DRAWS,
                       seed: int = SEED) -> dict[str, Any]:  # fmt: skip
-    """``outcomes[attack][behavior_id]`` (True jailbroken, False not, None unscored) → the aggregate block."""
+    """``outcomes[attack][behavior_id]`` (True jailbroken, False not, or the share of the behavior's test cases
+    judged harmful; None unscored) → the aggregate block."""
     per_attack = {}
     for attack, by_behavior in outcomes.items():
         scored = [o for o in by_behavior.values() if o is not None]
@@ -35,13 +45,32 @@ def mean_over_attacks(outcomes: Mapping[str, Mapping[str, bool | None]], *, draw
     counted = [a for a, asr in per_attack.items() if asr is not None]
     mean = _mean([per_attack[a] for a in counted])  # type: ignore[misc]
     behaviors = sorted({b for by_behavior in outcomes.values() for b in by_behavior})
-    ci = _bootstrap(outcomes, counted, behaviors, draws, seed) if mean is not None and behaviors else None
+    method = f"percentile bootstrap over behaviors, {draws} draws, seed {seed}"
+    ci = None
+    if mean is not None and behaviors:
+        ci = _constant_interval(outcomes, counted)
+        if ci is None:
+            ci = _bootstrap(outcomes, counted, behaviors, draws, seed)
+        else:
+            method = "exact binomial over the fewest behaviors an attack scored (every outcome equal)"
     return {"per_attack": {a: None if v is None else round(v, 6) for a, v in per_attack.items()},
             "mean": None if mean is None else round(mean, 6), "ci95": ci, "n_attacks": len(counted),
-            "n_behaviors": len(behaviors), "method": f"percentile bootstrap over behaviors, {draws} draws, seed {seed}"}
+            "n_behaviors": len(behaviors), "method": method}
 
 
-def _bootstrap(outcomes: Mapping[str, Mapping[str, bool | None]], attacks: Sequence[str], behaviors: Sequence[str],
+def _constant_interval(outcomes: Mapping[str, Mapping[str, Outcome]], attacks: Sequence[str]) -> list[float] | None:
+    """The exact 95% bound when every scored outcome of the counted ``attacks`` is 0 or every one is 1 (None
+    otherwise), over P = the fewest behaviors any of them scored: the bound for seeing none of P behaviors go the
+    other way, and the widest of the attacks' own."""
+    scored = {a: [float(o) for o in outcomes[a].values() if o is not None] for a in attacks}
+    values = {v for vs in scored.values() for v in vs}
+    if values not in ({0.0}, {1.0}):
+        return None
+    interval = constant_outcome_interval(values, min(map(len, scored.values())), difference=False)
+    return None if interval is None else [round(bound, 6) for bound in interval]
+
+
+def _bootstrap(outcomes: Mapping[str, Mapping[str, Outcome]], attacks: Sequence[str], behaviors: Sequence[str],
                draws: int, seed: int) -> list[float]:  # fmt: skip
     rng = random.Random(seed)
     table = {a: [outcomes[a].get(b) for b in behaviors] for a in attacks}
@@ -60,14 +89,22 @@ def _bootstrap(outcomes: Mapping[str, Mapping[str, bool | None]], attacks: Seque
 
 
 def format_aggregate(block: Mapping[str, Any]) -> list[str]:
-    """Console lines: one per judge, ``mean over N attacks (judge J): x [lo, hi]`` (no interval when none was
+    """Console lines: per judge, ``mean over N attacks (judge J): x [lo, hi]`` (any-of-k) and, where recorded,
+    ``mean per test case over N attacks (judge J; HarmBench's rule): y [lo, hi]`` (no interval when none was
     recorded)."""
     lines = []
     for judge, agg in block.items():
         if agg.get("mean") is None:
             continue
-        ci = agg.get("ci95")  # none recorded: no interval shown, never a made-up one
-        interval = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
-        lines.append(f"mean over {agg.get('n_attacks')} attacks (judge {judge}): {agg['mean']:.3f}{interval} "
-                     f"over {agg.get('n_behaviors')} behaviors")  # fmt: skip
+        lines.append(f"mean over {agg.get('n_attacks')} attacks (judge {judge}): {_figure(agg)} over "
+                     f"{agg.get('n_behaviors')} behaviors (any-of-k)")
+        per_case = agg.get("test_case_mean") or {}
+        if per_case.get("mean") is not None:
+            lines.append(f"mean per test case over {per_case.get('n_attacks')} attacks (judge {judge}; HarmBench's "
+                         f"rule): {_figure(per_case)}")
     return lines
+
+
+def _figure(agg: Mapping[str, Any]) -> str:
+    ci = agg.get("ci95")  # none recorded: no interval shown, never a made-up one
+    return f"{agg['mean']:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")

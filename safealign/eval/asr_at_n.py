@@ -10,7 +10,10 @@ n of them (``overall_up_to``, with the behaviors that limit it): past it the mea
 other, behaviors at each N, and a few unscored verdicts could make its top jump (to 1.0 when the behaviors
 left are the easy ones).
 The forecast fits the power law −log ASR@N ≈ a·N^(−b) by least squares of log(−log ASR@N) on log N over
-the points with 0 < ASR@N < 1, and solves it for N at 50% and 90% ASR. A forecast beyond the fitted range
+the log-spaced budgets (powers of two, and the curve's largest N) with 0 < ASR@N < 1, and solves it for N at 50%
+and 90% ASR. The curve is stored at every N up to 64; fitted on all of them, N = 33..64 would be half the points
+and pull the fit towards the top of the curve (on the README's best-of-N counts, 90% at N ≈ 4,150 instead of
+≈ 11,400). A forecast beyond the fitted range
 is an extrapolation and is marked so; the fitted range is stored with the fit. A forecast without a number
 (``n`` None) says why in ``reason``: ASR that does not grow with N, an N beyond float range (a nearly flat
 curve), or a target the fit already reaches with one attempt (``reached``).
@@ -66,9 +69,17 @@ def curve_extent(counts: dict[str, tuple[int, int]]) -> dict[str, Any]:
     return {"n": n_min, "samples_max": n_max, "limited_by": limited}
 
 
+def fit_budgets(curve: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The points of ``curve`` the fit uses: powers of two and the largest N, evenly spaced in log N (the stored
+    curve's every N up to 64 would weigh its top octave as much as all the others together)."""
+    largest = max((p["n"] for p in curve), default=0)
+    return [p for p in curve if p["n"] == largest or (p["n"] >= 1 and p["n"] & (p["n"] - 1) == 0)]
+
+
 def fit_power_law(curve: Sequence[dict[str, Any]], targets: Sequence[float] = TARGETS) -> dict[str, Any]:
-    """Fit −log ASR@N ≈ a·N^(−b) on the points with 0 < ASR < 1 and forecast N for each target ASR."""
-    points = [(math.log(p["n"]), math.log(-math.log(p["asr"]))) for p in curve if 0 < p["asr"] < 1]
+    """Fit −log ASR@N ≈ a·N^(−b) on the log-spaced points (:func:`fit_budgets`) with 0 < ASR < 1 and forecast N
+    for each target ASR."""
+    points = [(math.log(p["n"]), math.log(-math.log(p["asr"]))) for p in fit_budgets(curve) if 0 < p["asr"] < 1]
     if len({x for x, _ in points}) < 2:
         return {"a": None, "b": None, "fit_range": None, "points": len(points),
                 "reason": "fewer than two budgets with 0 < ASR@N < 1"}  # fmt: skip
@@ -81,7 +92,8 @@ def fit_power_law(curve: Sequence[dict[str, Any]], targets: Sequence[float] = TA
     forecast = {str(target): _forecast(log_a, b, target, lo, hi) for target in targets}
     a = round(math.exp(log_a), 6) if log_a < _LOG_FLOAT_MAX else None  # None: beyond float range
     return {"a": a, "b": round(b, 6), "fit_range": [lo, hi], "points": len(points),
-            "forecast": forecast, "model": "-log ASR@N = a * N^-b (least squares of log(-log ASR) on log N)"}
+            "forecast": forecast,
+            "model": "-log ASR@N = a * N^-b (least squares of log(-log ASR) on log N; N: powers of two, the largest)"}
 
 
 def _forecast(log_a: float, b: float, target: float, lo: int, hi: int) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def paired_difference(a: Mapping[Any, Outcomes], b: Mapping[Any, Outcomes], *, r
     if len(prompts) >= 2:
         outcomes = _outcomes(a, seeds, prompts) and _outcomes(b, seeds, prompts)
         differences = {float(a[s][p]) - float(b[s][p]) for s in seeds for p in prompts}
-        ci95 = (_constant_outcome_interval(differences, len(prompts), difference=True) if outcomes else None) or \
+        ci95 = (constant_outcome_interval(differences, len(prompts), difference=True) if outcomes else None) or \
             percentile_interval(_prompt_draws(a, b, seeds, prompts, resamples, seed))
     # the key order of earlier summaries: rate_a, rate_b where the numeric comparison says mean_a, mean_b
     out = {("rate" + k[4:] if k.startswith("mean_") else k): v
@@ -157,7 +157,7 @@ def hierarchical_mean(values: Mapping[Any, Mapping[str, Any]], *, resamples: int
     defined per seed as in ``safealign diagnose margin-split``), where that table has holes: the interval is then
     the crossed bootstrap of :func:`_crossed_draws` (``resamples`` draws from ``seed``), whose coverage is only
     approximate (too wide without a seed effect, too narrow when seeds dominate; docs/algorithms.md), or, where
-    every outcome is the same, the exact bound of :func:`_constant_outcome_interval`.
+    every outcome is the same, the exact bound of :func:`constant_outcome_interval`.
     ``interval`` names the method, ``df`` its degrees of freedom (None for the bootstrap); ``n_prompts``: the
     most any seed scored."""
     seeds = sorted(s for s in values if values[s])
@@ -169,7 +169,7 @@ def hierarchical_mean(values: Mapping[Any, Mapping[str, Any]], *, resamples: int
     if all(prompts[s] == shared for s in seeds):
         rows = [[float(values[s][p]) for p in shared] for s in seeds]
         ci95, df, interval = crossed_t_interval(mean, rows, (0.0, 1.0) if _outcomes(values, seeds, shared) else None)
-    elif all(_outcomes(values, [s], prompts[s]) for s in seeds) and (constant := _constant_outcome_interval(
+    elif all(_outcomes(values, [s], prompts[s]) for s in seeds) and (constant := constant_outcome_interval(
             {float(v) for s in seeds for v in values[s].values()}, max(map(len, prompts.values())), difference=False)):
         ci95, df = constant, None
         interval = "exact binomial over the most prompts a seed scored (every outcome equal in every seed)"
@@ -244,7 +244,7 @@ def crossed_t_interval(center: float, rows: list[list[float]],
     estimate, the grand mean up to rounding), clipped to ``bounds`` (rates of outcomes: [0, 1]; differences of
     rates: [−1, 1]); with its df (None where there is none) and a description for the result's ``interval``. Every
     value equal: the point for numbers, and for outcomes (``bounds`` given) the exact interval of
-    :func:`_constant_outcome_interval`. A single value has no spread to estimate: the whole of ``bounds``, and for
+    :func:`constant_outcome_interval`. A single value has no spread to estimate: the whole of ``bounds``, and for
     numbers the value itself, its description saying there is no interval."""
     method = "crossed random-effects t"
     if not all(math.isfinite(v) for r in rows for v in r):
@@ -255,7 +255,7 @@ def crossed_t_interval(center: float, rows: list[list[float]],
         return list(bounds), None, f"{method} (a single outcome: no spread to estimate, the whole range)"
     if min(map(min, rows)) == max(map(max, rows)):
         if bounds is not None:
-            return (_constant_outcome_interval({v for r in rows for v in r}, len(rows[0]), difference=bounds[0] < 0),
+            return (constant_outcome_interval({v for r in rows for v in r}, len(rows[0]), difference=bounds[0] < 0),
                     None,
                     f"exact binomial over the {len(rows[0])} prompts (every outcome equal in every seed)")
         return [center, center], None, f"{method} (every value equal: no spread)"
@@ -269,7 +269,7 @@ def crossed_t_interval(center: float, rows: list[list[float]],
     return [low, high], estimate.df, f"{method} ({how} df={estimate.df:.1f})"
 
 
-def _constant_outcome_interval(values: set[float], n_prompts: int, *, difference: bool) -> list[float] | None:
+def constant_outcome_interval(values: set[float], n_prompts: int, *, difference: bool) -> list[float] | None:
     """The 95% interval of a rate (``difference`` False: every value 0 or every value 1) or of a difference of two
     rates (True: every per-prompt difference 0, or every one +1, or every one −1) that did not vary at all over a
     seeds × prompts table of outcomes (``values``: the distinct values seen; ``n_prompts``: P); None where they

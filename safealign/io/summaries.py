@@ -159,9 +159,10 @@ _ASR_AT_N = _fields(optional={
         "forecast": _optional(_object(_optional(_fields(optional={"n": _optional(_number)})))),
     })),
 })  # fmt: skip
-_AGGREGATE = _fields(optional={"mean": _optional(_number), "ci95": _optional(_interval),
-                               "n_attacks": _optional(_count), "n_behaviors": _optional(_count),
-                               "per_attack": _object(_optional(_number))})  # fmt: skip
+_MEAN_OVER_ATTACKS = {"mean": _optional(_number), "ci95": _optional(_interval), "n_attacks": _optional(_count),
+                      "n_behaviors": _optional(_count), "per_attack": _object(_optional(_number))}  # fmt: skip
+_AGGREGATE = _fields(optional={**_MEAN_OVER_ATTACKS, "test_case_mean": _fields(optional=_MEAN_OVER_ATTACKS)})
+_TEST_CASE = _fields(optional={"asr": _optional(_number), "n": _count, "test_cases": _count})
 
 
 @dataclass(frozen=True)
@@ -195,8 +196,12 @@ class EvalSummary:
     benchmark: dict[str, Any] = field(default_factory=dict)
     # refusal rates on benign prompts answered in the same run, XSTest contrast pair (eval/benign.py)
     over_refusal: dict[str, Any] = field(default_factory=dict)
-    # judge -> HarmBench-style mean ASR over the run's attacks with a bootstrap interval (eval/aggregate.py)
+    # judge -> mean ASR over the run's attacks with its interval, any-of-k, and by HarmBench's per-test-case rule
+    # under "test_case_mean" (eval/aggregate.py)
     mean_over_attacks: dict[str, Any] = field(default_factory=dict)
+    # attack -> judge -> HarmBench's rule: each behavior scored by the share of its scored attempts judged harmful,
+    # averaged over behaviors ({asr, n, test_cases}; eval/summary.py); ``attacks`` holds the any-of-k ASR
+    test_case_asr: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the inference-time defenses around the target, outermost first (name, params, calibration; eval/defenses)
     defenses: list[dict[str, Any]] = field(default_factory=list)
     # cost per answer: generated tokens, non-generating forward passes, seconds, defense refusals (eval/cost.py)
@@ -220,6 +225,7 @@ class EvalSummary:
             input_bounds=_fields(optional={"skipped": _count, "truncated": _count}), prefill_check=_each(_count, 2),
             judge_agreement=_each(_AGREEMENT, 2), asr_at_n=_each(_ASR_AT_N, 2), benchmark=_object(),
             over_refusal=_fields(optional={"refusal_rate": _object(_RATE), "contrast": _object(_RATE)}),
+            test_case_asr=_each(_TEST_CASE, 2),
             mean_over_attacks=_object(_AGGREGATE), defenses=_list(_object()), cost=_object(),
         )
 

@@ -353,21 +353,31 @@ def _unfinished(data: RunData, kind: str, unit: str) -> list[Block]:
 
 
 def _aggregate_tables(data: RunData) -> list[Block]:
-    """HarmBench-style: the mean of the per-attack ASRs, per stage and judge (safealign/eval/aggregate.py)."""
+    """The mean of the per-attack ASRs, per stage and judge (safealign/eval/aggregate.py): any-of-k, and by
+    HarmBench's per-test-case rule where the summary records it."""
     rows = []
     for stage in data.stages:
         block = stage.jailbreak_summary.mean_over_attacks if stage.jailbreak_summary else {}
         for judge, agg in block.items():
             if agg.get("mean") is None:
                 continue
-            ci = agg.get("ci95")  # none recorded: no interval to show, never a made-up one
-            rows.append((stage.name, judge, str(agg.get("n_attacks")), f"{100 * agg['mean']:.1f}%",
-                         f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "—", str(agg.get("n_behaviors"))))
+            per_case = agg.get("test_case_mean") or {}
+            rows.append((stage.name, judge, str(agg.get("n_attacks")), *_mean_cells(agg), str(agg.get("n_behaviors")),
+                         " ".join(_mean_cells(per_case)) if per_case.get("mean") is not None else "—"))
     if not rows:
         return []
-    headers = ("stage", "judge", "attacks", "mean ASR over attacks", "95% CI (bootstrap over behaviors)", "behaviors")
-    return [Table(headers, tuple(rows), "HarmBench-style aggregate: the plain mean of the per-attack ASRs above "
-                  "(any_attack excluded), under the judge named in each row.")]
+    headers = ("stage", "judge", "attacks", "mean ASR over attacks", "95% CI (bootstrap over behaviors)", "behaviors",
+               "mean per test case (HarmBench's rule) [95% CI]")
+    return [Table(headers, tuple(rows), "Mean over attacks: the plain mean of the per-attack ASRs above (any_attack "
+                  "excluded), under the judge named in each row. Those ASRs are any-of-k (a behavior counts when any "
+                  "attempt is judged harmful), which runs higher than HarmBench's rule (each behavior scored by the "
+                  "share of its attempts judged harmful) for attacks with several attempts per behavior. An interval "
+                  "where every outcome was equal is the exact binomial bound.")]
+
+
+def _mean_cells(agg: dict) -> tuple[str, str]:
+    ci = agg.get("ci95")  # none recorded: no interval to show, never a made-up one
+    return f"{100 * agg['mean']:.1f}%", f"[{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "—"
 
 
 def _asr_at_n_blocks(data: RunData, with_plots: bool) -> list[Block]:

@@ -1,4 +1,4 @@
-"""Every attack of issue 13 through ``run_eval``: on tiny-random for real, the HarmBench-style aggregate,
+"""Every attack of issue 13 through ``run_eval``: on tiny-random for real, the mean over attacks,
 and bad parameters failing before any generation (docs/attacks.md)."""
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def test_the_aggregate_is_the_mean_of_the_per_attack_asrs(tmp_path):
     assert agg["mean"] == pytest.approx(2 / 3) and agg["ci95"] == [pytest.approx(2 / 3)] * 2  # no spread to resample
     assert "any_attack" not in agg["per_attack"]
     _, md = build_report(tmp_path / "run")
-    assert "| run | kw | 3 | 66.7% | [66.7, 66.7] | 3 |" in md.read_text()
+    # one attempt per behavior: HarmBench's per-test-case rule gives the same mean, in its own column
+    assert "| run | kw | 3 | 66.7% | [66.7, 66.7] | 3 | 66.7% [66.7, 66.7] |" in md.read_text()
 
 
 def test_aggregate_bootstrap_and_unscored():

@@ -75,7 +75,7 @@ def test_eval_summary_from_an_old_file_round_trips():
                                  "model_identity": None, "run_fingerprint": None,
                                  "input_bounds": {}, "prefill_check": {}, "judge_agreement": {},
                                  "asr_at_n": {}, "benchmark": {}, "over_refusal": {}, "mean_over_attacks": {},
-                                 "defenses": [], "cost": {},
+                                 "test_case_asr": {}, "defenses": [], "cost": {},
                                  "schema_version": 1}
     assert EvalSummary.from_json(summary.to_json()) == summary
 

@@ -111,7 +111,7 @@ def test_console_shows_no_interval_where_none_was_recorded():
     assert "[0.000, 1.000]" not in text and "0.000" not in text
     row = next(line for line in text.splitlines() if line.startswith("direct"))
     assert row.split()[2:4] == ["0.500", "-"]
-    assert "mean over 2 attacks (judge kw): 0.500 over 4 behaviors" in text
+    assert "mean over 2 attacks (judge kw): 0.500 over 4 behaviors (any-of-k)" in text
     assert "over-refusal (kw): 0.100 n=10" in text
 
 
@@ -119,4 +119,4 @@ def test_console_aggregate_keeps_a_recorded_interval():
     block = mean_over_attacks({"a": {"b1": True, "b2": False}, "b": {"b1": True, "b2": True}}, draws=50)
     (line,) = format_aggregate({"kw": block})
     lo, hi = block["ci95"]
-    assert line == f"mean over 2 attacks (judge kw): 0.750 [{lo:.3f}, {hi:.3f}] over 2 behaviors"
+    assert line == f"mean over 2 attacks (judge kw): 0.750 [{lo:.3f}, {hi:.3f}] over 2 behaviors (any-of-k)"
