@@ -63,7 +63,7 @@ class JudgmentExample:
 
     prompt: tuple[Message, ...]
     completion: str
-    judgment: str
+    judgment: str | None  # None: none given, which only a positive (trained on the plain prompt alone) may be
     score: float  # the judge's score; at or above the objective's ``positive_score`` the example is positive
     harmful: bool | None = None
     source: str = ""

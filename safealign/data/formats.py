@@ -27,8 +27,8 @@ names below to your column names):
   response, and each side carries its safety label (docs/safety-training.md).
 - ``unpaired``: ``prompt``, ``completion`` (string or one assistant message), ``label`` (bool-ish) →
   :class:`UnpairedExample` for KTO/BCO.
-- ``judgment``: ``prompt``, ``completion``, ``judgment`` (text), ``score`` (a finite number) →
-  :class:`JudgmentExample` for CUT (docs/seed-methods.md).
+- ``judgment``: ``prompt``, ``completion``, ``judgment`` (text; missing or empty → None, which only a positive row
+  may be), ``score`` (a finite number) → :class:`JudgmentExample` for CUT (docs/seed-methods.md).
 
 Every format accepts an optional bool-ish ``harmful`` column; the dataset-level ``harmful=`` argument
 fills rows where it is missing. Every pair format accepts optional bool-ish ``chosen_safe`` /
@@ -360,11 +360,19 @@ def _parse_judgment(record: Record, harmful, source: str, row: int) -> JudgmentE
     prompt = m.parse_prompt(record.get("prompt"))
     value = record.get("completion")
     completion = _response(value, "completion")
-    judgment = m.require_text(record.get("judgment"), "judgment")
+    judgment = _judgment(record.get("judgment"))
     score = _from_text(record.get("score"), "score", float, "a number")
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
         raise m.RowDrop("score", f"expected a finite number, got {score!r:.20}")
     return JudgmentExample(prompt, completion, judgment, float(score), _harmful(record, harmful), source, row)
+
+
+def _judgment(value: Any) -> str | None:
+    """The judgment text, or None when missing or empty: a positive row needs none (CUT trains it on the plain
+    prompt only, and the official code gives it none); the objective refuses a negative row without one."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return m.require_text(value, "judgment")
 
 
 FORMATS = tuple(PREFERENCE_FORMATS.names())  # the built-in formats

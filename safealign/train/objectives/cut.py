@@ -2,7 +2,8 @@
 Reject? Aligning Language Models with Judgments", ACL 2024, arXiv 2312.14591; docs/seed-methods.md).
 
 Data: the ``judgment`` format (prompt, completion, judgment, score; safealign/data/formats.py). Each row is
-scored after the plain prompt and after the judgment view (safealign/data/judgment.py); the arithmetic is
+scored after the plain prompt, each negative also after its judgment view (safealign/data/judgment.py; a
+positive needs no judgment); the arithmetic is
 :func:`safealign.losses.cut.cut_losses`. No reference model: the judgment view is the contrast.
 """
 
@@ -13,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from safealign.data import PairEncoder
-from safealign.data.judgment import JudgmentCollator, encode_judgments
+from safealign.data.judgment import JudgmentCollator, encode_judgments, require_judgments
 from safealign.errors import UserError
 from safealign.train.cut import cut_objective
 from safealign.train.objectives.base import ObjectiveContext, ObjectiveOutput, register_objective, require
@@ -26,7 +27,7 @@ class CutObjective(SeedObjective):
     """CUT: Align-P NLL on positives; Align-N NLL after the judgment and unlikelihood on judged-bad tokens."""
 
     paper = "Xu et al. 2024, Reasons to Reject? Aligning LMs with Judgments (CUT), arXiv:2312.14591"
-    data_layout = "judgment rows: prompt, completion, judgment, score"
+    data_layout = "judgment rows: prompt, completion, judgment (negatives), score"
     reference_role = "it has no reference model (the judgment view is the contrast)"
 
     def __init__(self, *, positive_score: float = 7.0, threshold: float = 1.1, alpha: float = 1.0) -> None:
@@ -40,12 +41,16 @@ class CutObjective(SeedObjective):
         if negatives == 0:
             raise UserError(f"objective 'cut': every row of {config.data.path} scores >= positive_score="
                             f"{self.positive_score}, so there is no judged-bad response to learn from (that is SFT)")
+        try:  # a positive may have no judgment; a negative may not (before any model loads)
+            require_judgments(rows, self.positive_score)
+        except UserError as e:
+            raise UserError(f"objective 'cut': {e}") from None
         return parsed, rows
 
     def setup(self, config, model, tokenizer, rows: list[Any], device) -> ObjectiveData:
         encoder = PairEncoder(tokenizer, max_length=config.data.max_length,
                               max_prompt_length=config.data.max_prompt_length)
-        encoded, report = encode_judgments(encoder, rows)
+        encoded, report = encode_judgments(encoder, rows, positive_score=self.positive_score)
         if not encoded:
             raise UserError(f"{config.data.path}: every row is too long for data.max_length={config.data.max_length}")
         return ObjectiveData(encoded, JudgmentCollator(tokenizer.pad_token_id), report, describe="none (CUT)")
