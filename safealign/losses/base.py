@@ -285,10 +285,16 @@ def _type_ok(value: Any, ann: Any) -> bool:
 
 
 def _type_name(ann: Any) -> str:
-    if typing.get_origin(ann) is Literal:
+    """The type in words as a config file spells values: ``Optional[list[str]]`` is "a list of str or null"."""
+    origin = typing.get_origin(ann)
+    if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
-    if typing.get_origin(ann) in (list, tuple):
+    if origin in (list, tuple):
         return f"a list of {_type_name((typing.get_args(ann) or (Any,))[0])}"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(ann))
+    if ann is type(None):
+        return "null"
     return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 

@@ -57,8 +57,9 @@ def run_ranking(config: RankingConfig) -> Diagnosis:
     if ref_desc.startswith("the model itself"):
         for key in SELF_REFERENCE_KEYS:
             summary.pop(key)
+    names = _head_names(inputs.model, config.heads)
     result = {"diagnostic": "ranking", **header(config, inputs, started, reference=ref_desc, alpha=alpha_desc,
-                                                 prefix=config.prefix, heads=config.heads), "summary": summary}
+                                                 prefix=config.prefix, heads=config.heads, **names), "summary": summary}
     # the flag and a prompt hash let paired-margin split and match rankings by the pairs they scored
     pairs = [{"row": inputs.pairs[i].row, "harmful": inputs.pairs[i].harmful,
               "prompt_hash": prompt_hash(inputs.pairs[i]), **row} for i, row in enumerate(report.pairs())]
@@ -71,6 +72,16 @@ def _heads(model: Any, weights: Optional[list[float]]):
     from safealign.models.heads import mixed_heads
 
     return mixed_heads(model, weights)
+
+
+def _head_names(model: Any, weights: Optional[list[float]]) -> dict[str, Any]:
+    """``head_attributes``: the attribute each head was trained on, head 0 first, as its training saved them (None
+    for heads saved without names); nothing when the model's own head scores alone."""
+    if weights is None:
+        return {}
+    from safealign.models.heads import head_attributes
+
+    return {"head_attributes": head_attributes(model)}
 
 
 def _transform(prefix: str | None):

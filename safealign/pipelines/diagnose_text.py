@@ -34,13 +34,22 @@ def format_ranking(result: dict[str, Any], pairs: list[dict[str, Any]], show: in
                      + (f" ({s['fixed_share']:.1%})" if s["fixed_share"] is not None else "")))
         rows.append(("reference-correct pairs the model broke", f"{s['broken']} / {s['reference_ranked']}"))
     head = (f"ranking: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped)\n"
-            f"model: {result['model']}   reference: {result['reference']}   α: {result['alpha']}\n")
+            f"model: {result['model']}   reference: {result['reference']}   α: {result['alpha']}\n"
+            + _heads_line(result.get("heads"), result.get("head_attributes")))
     per_pair = table(("row", "pc", "pr", "ok", "rc", "rr", "c", "dpo loss", "≤ softplus(−βc)", "R* ok"),
                      [(p["row"], p["chosen_logps"], p["rejected_logps"], p["correct"], p.get("ref_chosen_logps"),
                        p.get("ref_rejected_logps"), p.get("difficulty"), p.get("dpo_loss"), p.get("dpo_loss_threshold"),
                        p.get("idealized_correct")) for p in pairs[:show]])
     return (head + "\n" + table(("figure", "value"), rows) + f"\n\nfirst {min(show, len(pairs))} pairs:\n" + per_pair
             + f"\n\nwall time: {result['wall_seconds']:.1f} s")
+
+
+def _heads_line(weights: Sequence[float] | None, names: Sequence[str] | None) -> str:
+    """The mix a multi-head model was scored with, each head with the attribute it was trained on."""
+    if weights is None:
+        return ""
+    mix = ", ".join(f"{w:g} × head {k}" + (f" ({names[k]})" if names else "") for k, w in enumerate(weights))
+    return f"heads: {mix}" + ("" if names else " (attributes not saved with the heads)") + "\n"
 
 
 def format_entanglement(result: dict[str, Any], pairs: list[dict[str, Any]], show: int) -> str:

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from safealign.checks import at_least
 from safealign.data import load_preferences
 from safealign.data.select import Keep, select_pairs
 from safealign.data.sources import read_rows
@@ -57,6 +58,9 @@ def select_real_file(source: str | Path, model: str, out: str | Path, *, fractio
     from safealign.train.embed import embed_texts
 
     select_pairs([], fraction, keep=keep)  # check the settings before loading anything
+    # 0 embedded no token (every cosine 0: the first rows kept), -3 cut each response's last 3 tokens
+    at_least("--max-length", max_length, 1)
+    at_least("--batch-size", batch_size, 1)
     parsed = load_preferences(source, format=format, columns=columns, split=split, limit=limit)
     pairs = [item for item in parsed.items if isinstance(item, PreferencePair)]
     if len(pairs) != len(parsed.items) or not pairs:

@@ -15,13 +15,17 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from safealign.data.collate import pad_sequences
+from safealign.errors import UserError
 from safealign.models.modes import eval_mode
 
 
 @torch.no_grad()
 def embed_texts(model: nn.Module, tokenizer: Any, texts: Sequence[str], *, max_length: int = 512,
                 batch_size: int = 8) -> Tensor:
-    """``(N, H)`` float32 unit vectors, one per text; a text with no tokens gets a zero vector."""
+    """``(N, H)`` float32 unit vectors, one per text (its first ``max_length`` tokens); a text with no tokens gets a
+    zero vector."""
+    if max_length < 1 or batch_size < 1:  # 0 would embed nothing, -3 cut the last 3 tokens
+        raise UserError(f"embedding needs max_length and batch_size >= 1, got {max_length} and {batch_size}")
     device = next(model.parameters()).device
     ids = [tuple(tokenizer(t, add_special_tokens=False)["input_ids"][:max_length]) for t in texts]
     out = torch.zeros(len(texts), _hidden_size(model), dtype=torch.float32)

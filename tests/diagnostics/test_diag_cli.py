@@ -147,7 +147,7 @@ def test_ranking_heads_of_a_full_model_needs_a_reference(capsys, data, tmp_path)
     from safealign.models.heads import add_heads, save_heads
     from safealign.models.tiny import tiny_model, tiny_tokenizer
 
-    model = add_heads(tiny_model(), 2, noise_std=0.5)
+    model = add_heads(tiny_model(), 2, noise_std=0.5, names=["harmless", "helpful"])
     model.save_pretrained(tmp_path / "mah")
     tiny_tokenizer().save_pretrained(tmp_path / "mah")
     save_heads(model, tmp_path / "mah")
@@ -156,5 +156,22 @@ def test_ranking_heads_of_a_full_model_needs_a_reference(capsys, data, tmp_path)
     out = _run(capsys, "ranking", "--data", str(data), "--model", str(tmp_path / "mah"), "--heads", "0,1",
                "--ref", str(tmp_path / "mah"))
     assert out["reference"].startswith(f"--ref {tmp_path / 'mah'}")
+    assert out["head_attributes"] == ["harmless", "helpful"]  # which head is which, as training saved it
     losses = [p["dpo_loss"] for p in out["per_pair"]]
     assert all(loss != pytest.approx(math.log(2), abs=1e-3) for loss in losses)  # head 1 against head 0
+
+
+def test_ranking_heads_prints_each_heads_attribute(capsys, data, tmp_path):
+    from safealign.models.heads import add_heads, save_heads
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    for name, attributes in (("named", ["harmless", "helpful"]), ("unnamed", None)):
+        model = add_heads(tiny_model(), 2, names=attributes)
+        model.save_pretrained(tmp_path / name)
+        tiny_tokenizer().save_pretrained(tmp_path / name)
+        save_heads(model, tmp_path / name)
+    argv = ["diagnose", "ranking", "--data", str(data), "--heads", "0.25,0.75", "--ref", "tiny-random", "--model"]
+    assert main([*argv, str(tmp_path / "named")]) == 0
+    assert "heads: 0.25 × head 0 (harmless), 0.75 × head 1 (helpful)" in capsys.readouterr().out
+    assert main([*argv, str(tmp_path / "unnamed")]) == 0
+    assert "heads: 0.25 × head 0, 0.75 × head 1 (attributes not saved with the heads)" in capsys.readouterr().out

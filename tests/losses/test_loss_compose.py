@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Optional
 
 import pytest
 import torch
@@ -91,6 +92,18 @@ def test_unknown_param_lists_allowed():
 def test_mistyped_param(name, params, match):
     with pytest.raises(ValueError, match=match):
         build_loss(LossSpec(name, params=params))
+
+
+def test_a_mistyped_param_names_optional_and_list_types_in_words():
+    from safealign.losses.base import check_keyword_params
+
+    def fn(*, names: Optional[list[str]] = None, delta: float | None = None, ids: list[int] = ()) -> None: ...
+
+    allowed = {"names": None, "delta": None, "ids": ()}
+    for params, expected in [({"names": "a,b"}, "a list of str or null"), ({"names": [0, 1]}, "a list of str or null"),
+                             ({"delta": "x"}, "float or null"), ({"ids": ["x"]}, "a list of int")]:
+        with pytest.raises(UserError, match=rf"parameter '{next(iter(params))}' must be {expected}, got"):
+            check_keyword_params("objective 'x'", fn, allowed, params)
 
 
 def test_ints_accepted_for_floats_and_none_for_optional():

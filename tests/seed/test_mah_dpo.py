@@ -82,6 +82,7 @@ def test_heads_are_saved_and_loaded_with_a_full_model_and_with_a_lora_adapter(tm
     tiny_tokenizer().save_pretrained(tmp_path / "full")
     save_heads(model, tmp_path / "full")
     loaded, _ = load_model(str(tmp_path / "full"))
+    assert len(lm_heads(loaded)) == 3  # zip below stops at the shorter list: a lost heads file would pass
     for a, b in zip(lm_heads(model), lm_heads(loaded)):
         assert torch.equal(a.weight, b.weight)
 
@@ -223,3 +224,79 @@ def test_with_lora_every_head_trains_and_head_0_leaves_the_reference_and_the_emb
             assert torch.allclose(model(input_ids=ids).logits, start(input_ids=ids).logits, atol=1e-5)
         assert not torch.allclose(model(input_ids=ids).logits, start(input_ids=ids).logits, atol=1e-3)
     assert torch.equal(model.get_input_embeddings().weight, start.get_input_embeddings().weight)
+
+
+def saved_two_head_model(folder, attributes):
+    """A full model folder with 2 heads, saved with ``attributes`` as their names (None: as before names were)."""
+    model = add_heads(tiny_model(), 2, names=attributes)
+    model.save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    save_heads(model, folder)
+    return folder
+
+
+def test_the_heads_file_names_each_heads_attribute_and_loading_restores_them(tmp_path):
+    from safetensors import safe_open
+
+    from safealign.models.heads import head_attributes
+
+    folder = saved_two_head_model(tmp_path / "full", ["harmless", "helpful"])
+    with safe_open(str(folder / HEADS_FILE), "pt") as f:
+        assert json.loads(f.metadata()["attributes"]) == ["harmless", "helpful"]
+    loaded, _ = load_model(str(folder))
+    assert head_attributes(loaded) == ["harmless", "helpful"]
+    assert head_attributes(load_model(str(saved_two_head_model(tmp_path / "old", None)))[0]) is None
+    with pytest.raises(UserError, match="3 attribute names for 2 heads"):
+        add_heads(tiny_model(), 2, names=["a", "b", "c"])
+
+
+def continue_setup(tmp_path, model_folder, attributes):
+    """MAH-DPO's setup continuing the model in ``model_folder`` with ``params.attributes = attributes``, and the
+    model."""
+    from safealign.config import load_config
+    from safealign.train.config import TrainConfig
+    from safealign.train.objectives.base import build_objective
+    from tests.seed.test_seed_recipes import RECIPES, pairs_file
+
+    data = pairs_file(tmp_path, attribute=[attributes[i % len(attributes)] for i in range(4)])
+    config = load_config(TrainConfig, RECIPES / "mah_dpo.yaml",
+                         [f"data.path={data}", "data.split=null", f"model={model_folder}", "lora.enabled=false",
+                          f"reference.cache_dir={tmp_path / 'cache'}"])
+    objective = build_objective("mah_dpo", {**dict(config.objective.params), "attributes": attributes})
+    _, pairs = objective.load_rows(config)
+    model, tokenizer = load_model(str(model_folder), for_training=True)
+    return objective.setup(config, model, tokenizer, pairs, "cpu"), model
+
+
+@pytest.mark.parametrize("attributes", [["helpful", "harmless"], ["harmless", "helpful", "honest"]],
+                         ids=["reordered", "one-more"])
+def test_continuing_heads_with_other_attributes_is_refused_naming_the_file_and_both_lists(tmp_path, attributes):
+    """Reordered, each attribute would train on the other's head; one more, a pair would be routed to a head the
+    model lacks (a bare ValueError mid-setup before)."""
+    folder = saved_two_head_model(tmp_path / "first", ["harmless", "helpful"])
+    with pytest.raises(UserError) as caught:
+        continue_setup(tmp_path, folder, attributes)
+    message = str(caught.value)
+    assert str(folder / HEADS_FILE) in message and "['harmless', 'helpful']" in message and str(attributes) in message
+
+
+def test_heads_saved_without_names_are_continued_when_the_count_matches_with_a_warning(tmp_path, caplog):
+    from safealign.models.heads import head_attributes
+
+    folder = saved_two_head_model(tmp_path / "first", None)
+    with caplog.at_level("WARNING"):
+        data, model = continue_setup(tmp_path, folder, ["harmless", "helpful"])
+    assert data.collator(data.items)["head"].tolist() == [0, 1, 0, 1]
+    assert "order cannot be checked" in caplog.text and HEADS_FILE in caplog.text
+    assert head_attributes(model) == ["harmless", "helpful"]  # as taken: the run saves them with the names
+    with pytest.raises(UserError, match=rf"the 2 heads in .*{HEADS_FILE}.* lists 3 attributes"):
+        (tmp_path / "three").mkdir()
+        continue_setup(tmp_path / "three", folder, ["harmless", "helpful", "honest"])
+
+
+def test_a_mistyped_attributes_list_names_the_expected_type():
+    from safealign.train.objectives.base import build_objective
+
+    for bad in ("harmless,helpful", [0, 1]):
+        with pytest.raises(UserError, match="parameter 'attributes' must be a list of str or null, got"):
+            build_objective("mah_dpo", {"attributes": bad})

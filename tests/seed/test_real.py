@@ -28,7 +28,12 @@ ROWS = [
 def test_selection_by_hand():
     sims = [0.9, 0.1, 0.5, 0.1, 0.7]
     assert select_pairs(sims, 0.4) == [1, 3]  # the two lowest; the tie kept by position
+    assert select_pairs(sims, 0.2) == [1]  # a tie straddling the cut: the earlier pair is kept
     assert select_pairs(sims, 0.4, keep="hard") == [0, 4]
+    tied = [0.2, 0.8, 0.5, 0.8, 0.2, 0.8]
+    assert select_pairs(tied, 2 / 6, keep="hard") == [1, 3]  # three tied at the top, two kept: the earlier two
+    assert select_pairs(tied, 4 / 6, keep="hard") == [1, 2, 3, 5]
+    assert select_pairs([0.5, 0.3, 0.3, 0.3], 0.5) == [1, 2]  # three tied at the bottom, two kept
     assert select_pairs(sims, 0.6, keep="easy") == [1, 2, 3]
     assert len(select_pairs(sims, 0.4, keep="random", seed=3)) == 2
     assert select_pairs(sims, 0.4, keep="random", seed=3) == select_pairs(sims, 0.4, keep="random", seed=3)
@@ -75,6 +80,26 @@ def test_cli_keeps_the_most_dissimilar_half_with_labels_unchanged_and_the_recipe
     assert main(argv) == 0
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["examples"] == 3 and summary["steps"] == 1
+
+
+@pytest.mark.parametrize("option, value", [("--max-length", "0"), ("--max-length", "-3"), ("--batch-size", "0")])
+def test_cli_refuses_a_length_or_batch_size_below_1_naming_the_option(tmp_path, capsys, option, value):
+    """--max-length 0 made every response a zero vector (every cosine 0, the first rows kept), -3 dropped the last 3
+    tokens of each response, and --batch-size 0 crashed with a traceback."""
+    data, out = tmp_path / "pairs.jsonl", tmp_path / "real.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    argv = ["data", "select", str(data), "--model", "tiny-random", "--out", str(out), option, value]
+    assert main(argv) == 2
+    assert f"{option} must be >= 1, got {value}" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_embedding_refuses_a_length_or_batch_size_below_1():
+    from safealign.train.embed import embed_texts
+
+    for bad in ({"max_length": 0}, {"max_length": -3}, {"batch_size": 0}):
+        with pytest.raises(UserError, match="max_length and batch_size >= 1"):
+            embed_texts(tiny_model(), tiny_tokenizer(), ["Hi there!"], **bad)
 
 
 def test_the_methods_listing_names_real_with_its_paper(capsys):

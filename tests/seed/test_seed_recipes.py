@@ -140,7 +140,8 @@ def test_mah_dpo_recipe_starts_at_log_2_saves_its_heads_and_is_scored_per_head(t
         assert torch.allclose(model(input_ids=ids).logits, start(input_ids=ids).logits, atol=1e-5)
     capsys.readouterr()  # training's console log
     assert main(["diagnose", "ranking", "--model", str(final), "--data", str(data), "--heads", "0,1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["heads"] == [0.0, 1.0]
+    out = json.loads(capsys.readouterr().out)
+    assert out["heads"] == [0.0, 1.0] and out["head_attributes"] == ["harmless", "helpful"]  # saved by training
 
 
 def test_mah_dpo_refuses_rows_without_a_listed_attribute_before_loading_a_model(tmp_path, no_model_load):

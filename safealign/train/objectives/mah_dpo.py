@@ -8,7 +8,8 @@ ordinary ones; safealign/train/multihead.py), and the heads are saved with every
 Every head trains, as in the official code: with LoRA head 0 trains as a copy beside the frozen original (peft
 ``modules_to_save``, saved in the adapter), which stays what the adapter-disabled model scores with.
 Refused: several processes (DDP; :func:`safealign.train.multihead.require_one_process`), a model whose logits are
-not ``lm_head(decoder(x))`` (:func:`safealign.train.multihead.require_routable`), and ``reference.model``.
+not ``lm_head(decoder(x))`` (:func:`safealign.train.multihead.require_routable`), ``reference.model``, and
+continuing heads saved for other attributes than ``attributes`` (:meth:`MahDpoObjective.check_continued_heads`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,16 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from safealign.data import PreferenceCollator
 from safealign.errors import UserError
-from safealign.models.heads import add_heads, extra_heads, lm_heads, load_heads, save_heads
+from safealign.models.heads import (
+    HEADS_FILE,
+    add_heads,
+    extra_heads,
+    head_attributes,
+    heads_source,
+    lm_heads,
+    load_heads,
+    save_heads,
+)
 from safealign.models.modes import eval_mode
 from safealign.train.multihead import mah_dpo_losses, require_one_process, require_routable, routed_pair_logps
 from safealign.train.objectives.base import ObjectiveContext, ObjectiveOutput, register_objective, require
@@ -123,8 +133,10 @@ class MahDpoObjective(SeedObjective):
         probe = PreferenceCollator(tokenizer.pad_token_id)(encoded[:1])
         require_routable(model, probe["input_ids"].to(device), probe["attention_mask"].to(device))
         continued = extra_heads(model) is not None  # heads trained by an earlier run, loaded with its adapter
-        if not continued:
-            add_heads(model, len(self.attributes), noise_std=self.noise_std, seed=42)
+        if continued:
+            self.check_continued_heads(model)
+        else:
+            add_heads(model, len(self.attributes), noise_std=self.noise_std, seed=42, names=self.attributes)
         frozen = [k for k, head in enumerate(lm_heads(model)) if not any(p.requires_grad for p in head.parameters())]
         if frozen:  # e.g. continuing an adapter saved without its head 0
             logger.warning("MAH-DPO: heads %s are frozen, so their attributes (%s) train only through the shared "
@@ -145,6 +157,26 @@ class MahDpoObjective(SeedObjective):
                                           with_adapter=starts_from_trained_adapter(model))
         collate = CachedReferenceCollator(routed, cache.table)
         return ObjectiveData(encoded, collate, report, callbacks=[HeadsSaveCallback()], describe=cache.describe())
+
+    def check_continued_heads(self, model: nn.Module) -> None:
+        """UserError unless the heads being continued were trained on ``attributes`` in this order: another order
+        would train each attribute on another's head, another count route pairs to heads the model lacks. Heads
+        saved before their names were pass when the count matches, with a warning, and are named ``attributes``."""
+        saved, count = head_attributes(model), len(lm_heads(model))
+        source = heads_source(model) or f"the model's {HEADS_FILE}"
+        if saved is None and count == len(self.attributes):
+            logger.warning("MAH-DPO: %s holds %d heads without their attribute names (saved by an older version): "
+                           "the order cannot be checked, so head k is taken to be params.attributes[k] (%s)",
+                           source, count, ", ".join(f"{k}: {a}" for k, a in enumerate(self.attributes)))
+            extra_heads(model).attribute_names = list(self.attributes)  # as taken: this run's saves name them
+        elif saved is None:
+            raise UserError(f"objective 'mah_dpo' continues the {count} heads in {source} (saved without their "
+                            f"attribute names), but params.attributes lists {len(self.attributes)} attributes: "
+                            f"{self.attributes}; attribute k trains head k (or start from a model without heads)")
+        elif saved != self.attributes:
+            raise UserError(f"objective 'mah_dpo' continues the heads in {source}, trained on attributes {saved}, "
+                            f"but params.attributes is {self.attributes}: attribute k trains head k, so the two lists "
+                            "must match in order (or start from a model without heads)")
 
     def __call__(self, model: nn.Module, batch, ctx: ObjectiveContext) -> ObjectiveOutput:
         chosen, rejected = routed_pair_logps(model, batch, chunk_size=ctx.chunk_size)
