@@ -8,7 +8,8 @@ answers; the demo holds one model at a time, so each trained model scores its pa
 (:meth:`Retention.finish`). Both write ``summary.json`` under the stage's ``helpfulness/`` folder and
 return demo figures; nothing here changes a generation, so the demo's other numbers stay as they were. A demo run
 again reads a stage's retention back (:meth:`Retention.recorded`) when ``helpfulness/retention/inputs.json`` records
-that it was scored from the same answers, so neither model scores them again.
+that it was scored from the same answers under the same rule (``SCORING``), so neither model scores them
+again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from safealign.io.summaries import Figure, Figures
 
 
 INPUTS = "inputs.json"  # beside a stage's retention summary: the digest of the answers it was scored from
+# how retention scores an answer, in the digest: a change of rule makes a finished run score its retention again
+# rather than read back figures of the rule before (that one scored answers cut at the token limit closed)
+SCORING = "cut answers open"
 
 
 def _path(eval_dir: Path) -> Path:
@@ -60,9 +64,10 @@ class Retention:
 
     def _digest(self, pairs: Sequence[Any]) -> str:
         """What a stage's retention is scored from, but the two models (the base model, and the stage's, whose
-        evaluation folder holds one model's results under the run's fingerprint): its answer pairs and the number
-        of prompts asked."""
-        data = {"pairs": [[p.id, p.prompt, p.base, p.trained] for p in pairs], "prompts": len(self.ids)}
+        evaluation folder holds one model's results under the run's fingerprint): its answer pairs (which of them
+        were cut at the token limit included), the number of prompts asked and the scoring rule."""
+        data = {"pairs": [[p.id, p.prompt, p.base, p.trained, p.base_cut, p.trained_cut] for p in pairs],
+                "prompts": len(self.ids), "scoring": SCORING}
         return hashlib.sha256(json.dumps(data, ensure_ascii=False).encode("utf-8")).hexdigest()
 
     def recorded(self, stage: str, eval_dir: Path) -> bool:

@@ -46,9 +46,13 @@ def chosen_scores(model: nn.Module, tokenizer: Any, pairs: Sequence[PreferencePa
 
 
 def response_scores(model: nn.Module, tokenizer: Any, items: Sequence[tuple[str, str]], *, source: str,
-                    **scoring: Any) -> list[float | None]:
+                    open_ends: Sequence[bool] | None = None, **scoring: Any) -> list[float | None]:
     """:func:`chosen_scores` of each ``(user prompt, response)``, the response as the answer to a one-turn chat;
-    ``source`` names where the texts came from (in a row's error messages); ``scoring``: chosen_scores' options."""
+    ``source`` names where the texts came from (in a row's error messages); ``open_ends[i]``: response i was cut at
+    the generation limit, so it is scored without the template's end-of-turn tokens (``chosen_cut``,
+    safealign/data/tokenize.py); ``scoring``: chosen_scores' options."""
+    opened = list(open_ends) if open_ends is not None else [False] * len(items)
     rows = [PreferencePair(prompt=({"role": "user", "content": prompt},), chosen=response, rejected="", source=source,
-                           row=i) for i, (prompt, response) in enumerate(items)]
+                           row=i, meta={"chosen_cut": True} if cut else {})
+            for i, ((prompt, response), cut) in enumerate(zip(items, opened, strict=True))]
     return chosen_scores(model, tokenizer, rows, **scoring) if rows else []

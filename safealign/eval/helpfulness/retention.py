@@ -8,7 +8,10 @@ y_t (the over-refusal records of the two models),
     trained_answers[x] = (log p_base(y_t|x) − log p_trained(y_t|x)) / |y_t|
 
 in nats per response token (|y| counts the tokens the chat template adds after the prompt, the end-of-
-turn marker included). Both are exactly 0 for identical models. A negative ``base_answers`` says the
+turn marker included, but for an answer cut at the generation limit: its record's ``finish`` is "length", the model
+never produced an end-of-turn, so it is scored open, up to the end of its own text, as training encodes such an
+answer with ``cut_answers=open``; scoring it closed would credit a trained model for stopping mid-sentence).
+Both are exactly 0 for identical models. A negative ``base_answers`` says the
 trained model has moved away from what the base model answered; a negative ``trained_answers`` says the
 trained model's own answers are ones the base model would not give. Each is reported as the mean over
 prompts with a paired bootstrap 95% interval over prompts (:func:`safealign.eval.paired.mean_difference_stats`).
@@ -39,12 +42,15 @@ Scores = dict[str, dict[str, float]]  # side -> prompt id -> per-token log-prob 
 
 @dataclass(frozen=True)
 class AnswerPair:
-    """One benign prompt with the base model's and the trained model's answers to it."""
+    """One benign prompt with the base model's and the trained model's answers to it; ``base_cut`` /
+    ``trained_cut``: that answer stopped at the generation token limit (scored without an end-of-turn token)."""
 
     id: str
     prompt: str
     base: str
     trained: str
+    base_cut: bool = False
+    trained_cut: bool = False
 
 
 def answer_pairs(base_records: Iterable[dict[str, Any]], trained_records: Iterable[dict[str, Any]], ids: Sequence[str],
@@ -58,9 +64,19 @@ def answer_pairs(base_records: Iterable[dict[str, Any]], trained_records: Iterab
     check_same_prompts({i: r.get("prompt") for i, r in base.items()},
                        {i: r.get("prompt") for i, r in trained.items()}, ids, sources)
     ok = lambda r: r is not None and r.get("error") is None  # noqa: E731
-    return [AnswerPair(i, str(base[i]["prompt"]), str(base[i].get("completion") or ""),
-                       str(trained[i].get("completion") or ""))
+    return [AnswerPair(i, str(base[i]["prompt"]), _answer(base[i]), _answer(trained[i]), base_cut=_cut(base[i]),
+                       trained_cut=_cut(trained[i]))
             for i in ids if ok(base.get(i)) and ok(trained.get(i))]
+
+
+def _answer(record: Mapping[str, Any]) -> str:
+    return str(record.get("completion") or "")
+
+
+def _cut(record: Mapping[str, Any]) -> bool:
+    """Whether the record's answer stopped at the token limit (``finish`` "length"; None, unknown, is an answer that
+    ended). A blank cut answer has no text to end the scored tokens at, so it is scored as one that ended."""
+    return record.get("finish") == "length" and bool(_answer(record).strip())
 
 
 def check_same_prompts(base: Mapping[str, Any], trained: Mapping[str, Any], ids: Iterable[str],
@@ -78,12 +94,14 @@ def check_same_prompts(base: Mapping[str, Any], trained: Mapping[str, Any], ids:
 
 def score_answers(model: nn.Module, tokenizer: Any, pairs: Sequence[AnswerPair], *, max_length: int = 1024,
                   max_prompt_length: int | None = 512, batch_size: int = 8) -> Scores:
-    """Per-token log-probs ``model`` gives both answers of every pair (None-scored prompts left out)."""
+    """Per-token log-probs ``model`` gives both answers of every pair (None-scored prompts left out); an answer cut
+    at the token limit is scored open (its tokens only, no end-of-turn)."""
     out: Scores = {}
-    for side, answer in zip(SIDES, (lambda p: p.base, lambda p: p.trained)):
+    sides = ((lambda p: p.base, lambda p: p.base_cut), (lambda p: p.trained, lambda p: p.trained_cut))
+    for side, (answer, cut) in zip(SIDES, sides):
         scores = response_scores(model, tokenizer, [(p.prompt, answer(p)) for p in pairs],
-                                 source="over-refusal records", max_length=max_length,
-                                 max_prompt_length=max_prompt_length, batch_size=batch_size)
+                                 open_ends=[cut(p) for p in pairs], source="over-refusal records",
+                                 max_length=max_length, max_prompt_length=max_prompt_length, batch_size=batch_size)
         out[side] = {p.id: s for p, s in zip(pairs, scores) if s is not None}
     return out
 

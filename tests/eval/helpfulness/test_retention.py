@@ -64,3 +64,46 @@ def test_answer_pairs_refuse_an_id_that_answers_different_prompts_in_the_two_run
     with pytest.raises(UserError, match=r"before\.jsonl and after\.jsonl.*id 'b'.*'prompt'.*bake bread.*prime"):
         answer_pairs(base, trained, ["a", "b"], sources=("before.jsonl", "after.jsonl"))
     assert answer_pairs(base, trained, ["a"]) == [AnswerPair("a", "p", "x", "y")]  # only the ids compared count
+
+
+def test_answer_pairs_mark_the_answers_cut_at_the_token_limit():
+    """A record's ``finish`` says why generation stopped: "length" (hit max_new_tokens) is an answer cut
+    mid-sentence; any other reason, or none recorded, an answer that ended."""
+    base = [{"id": "a", "prompt": "p", "completion": "x", "error": None, "finish": "length"},
+            {"id": "b", "prompt": "q", "completion": "y", "error": None, "finish": "stop"}]
+    trained = [{"id": "a", "prompt": "p", "completion": "z", "error": None, "finish": "stop"},
+               {"id": "b", "prompt": "q", "completion": "w", "error": None, "finish": "length"}]
+    pairs = answer_pairs(base, trained, ["a", "b"])
+    assert [(p.base_cut, p.trained_cut) for p in pairs] == [(True, False), (False, True)]
+    assert answer_pairs([{**base[1], "finish": None}], [trained[0] | {"id": "b", "prompt": "q"}], ["b"]) == [
+        AnswerPair("b", "q", "y", "z")]  # no stop reason recorded: scored as an answer that ended
+    blank = {**base[0], "completion": "  "}  # a cut answer with no text has no end to score up to
+    assert [p.base_cut for p in answer_pairs([blank], trained, ["a"])] == [False]
+
+
+def test_a_cut_answer_is_scored_open_in_both_directions_an_ended_one_closed():
+    """An answer cut at the generation limit never produced the end-of-turn token the chat template adds after it:
+    scoring it closed credited a trained model for stopping mid-sentence (what pairs built with cut_answers=keep
+    teach). Base answers under the trained model and trained answers under the base model are both scored open."""
+    from safealign.eval.helpfulness.retention import score_answers
+    from safealign.train.scores import chosen_scores
+    from safealign.types import PreferencePair
+
+    tokenizer, model = tiny_tokenizer(), tiny_model().eval()
+    prompt, text = "How do I bake bread?", "Mix flour and water, then"
+
+    def reference(open_end: bool) -> float:
+        row = PreferencePair(prompt=({"role": "user", "content": prompt},), chosen=text, rejected="", source="t",
+                             row=0, meta={"chosen_cut": True} if open_end else {})
+        return chosen_scores(model, tokenizer, [row], max_length=1024, max_prompt_length=512)[0]
+
+    opened, closed = reference(True), reference(False)
+    assert opened != pytest.approx(closed)  # the end-of-turn tokens change the per-token score
+    pairs = [AnswerPair("cut", prompt, text, text, base_cut=True, trained_cut=True),
+             AnswerPair("ended", prompt, text, text)]
+    scores = score_answers(model, tokenizer, pairs)
+    for side in ("base_answers", "trained_answers"):
+        assert scores[side]["cut"] == pytest.approx(opened) and scores[side]["ended"] == pytest.approx(closed)
+    one_side = score_answers(model, tokenizer, [AnswerPair("x", prompt, text, text, trained_cut=True)])
+    assert one_side["base_answers"]["x"] == pytest.approx(closed)
+    assert one_side["trained_answers"]["x"] == pytest.approx(opened)
