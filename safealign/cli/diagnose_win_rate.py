@@ -24,6 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--judge-backend", default="openai", help="hf, openai or vllm (default openai)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="judge tokens per verdict (default 256)")
     parser.add_argument("--limit", type=int, default=None, help="judge the first N prompts (by id)")
+    parser.add_argument("--output-dir", default=None, metavar="DIR",
+                        help="write summary.json and records.jsonl here (default <after>/helpfulness/pairwise/, "
+                             "pairwise_reward/ with --reward-model; a folder holding another judge's results is "
+                             "refused, so judging again with a second judge needs one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,10 +38,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.reward_model:
         print(format_win_rate(reward_win_rate(args.before, args.after, args.reward_model, limit=args.limit,
-                                              tie_margin=args.tie_margin)))
+                                              tie_margin=args.tie_margin, output_dir=args.output_dir)))
         return 0
     judge = build_chat_model(ModelConfig(backend=args.judge_backend, name=args.judge_model))
     params = GenerationParams(max_new_tokens=args.max_new_tokens)
-    summary = win_rate(args.before, args.after, judge, judge_name=args.judge_model, params=params, limit=args.limit)
+    summary = win_rate(args.before, args.after, judge, judge_name=args.judge_model, params=params, limit=args.limit,
+                       output_dir=args.output_dir)
     print(format_win_rate(summary))
     return 0

@@ -4,11 +4,14 @@ model's, judged by any backend (:mod:`safealign.eval.helpfulness.pairwise`).
 Reads the over-refusal records two evaluations already wrote (``<eval dir>/helpfulness/overrefusal/
 records.jsonl``: a demo's ``eval/before`` and ``eval/<stage>``) and writes ``summary.json`` and
 ``records.jsonl`` under ``<after>/helpfulness/pairwise/`` (an LLM judge) or ``pairwise_reward/`` (a reward
-model). Nothing is generated again but the verdicts.
+model), or under ``output_dir``. Nothing is generated again but the verdicts. A folder holding another judge's
+results is refused before anything is judged (:func:`_output`): the one folder per kind would otherwise keep only
+the last judge's summary and records; the same judge again rewrites its own.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -30,18 +33,22 @@ def overrefusal_records(eval_dir: str | Path) -> list[dict[str, Any]]:
 
 
 def win_rate(before: str | Path, after: str | Path, judge: ChatModel, *, judge_name: str | None = None,
-             params: GenerationParams | None = None, limit: int | None = None) -> PairwiseSummary:
+             params: GenerationParams | None = None, limit: int | None = None,
+             output_dir: str | Path | None = None) -> PairwiseSummary:
     """Judge ``after``'s answers against ``before``'s on the prompts both answered; writes the outputs."""
-    from safealign.eval.helpfulness.pairwise import pairwise_win_rate
+    from safealign.eval.helpfulness.pairwise import judge_label, pairwise_win_rate
 
-    summary, records = pairwise_win_rate(judge, _pairs(before, after, limit), params, judge_name=judge_name)
-    return _write(Path(after) / "helpfulness" / "pairwise", summary, records)
+    pairs, name = _pairs(before, after, limit), judge_label(judge, judge_name)
+    out = _output(after, "pairwise", output_dir, name)
+    summary, records = pairwise_win_rate(judge, pairs, params, judge_name=name)
+    return _write(out, summary, records)
 
 
 def reward_win_rate(before: str | Path, after: str | Path, reward_model: str, *, limit: int | None = None,
-                    tie_margin: float = 1e-4, batch_size: int = 8) -> PairwiseSummary:
+                    tie_margin: float = 1e-4, batch_size: int = 8,
+                    output_dir: str | Path | None = None) -> PairwiseSummary:
     """The same pairs judged by a reward model (``<after>/helpfulness/pairwise_reward/``): both folders'
-    records are checked before the reward model loads."""
+    records and the output folder are checked before the reward model loads."""
     from safealign.eval.helpfulness.pairwise import reward_win_rate as judge_by_reward
     from safealign.eval.reward_model import check_kind
     from safealign.eval.reward_scorer import load_reward_scorer
@@ -49,10 +56,11 @@ def reward_win_rate(before: str | Path, after: str | Path, reward_model: str, *,
     if tie_margin < 0:
         raise UserError(f"--tie-margin must be >= 0, got {tie_margin}")
     check_kind(reward_model, "reward", "--reward-model")  # a cost model would prefer the more harmful answers
-    pairs = _pairs(before, after, limit)
+    pairs, name = _pairs(before, after, limit), f"reward model {reward_model}"
+    out = _output(after, "pairwise_reward", output_dir, name)
     score = load_reward_scorer(reward_model, batch_size=batch_size, what="--reward-model")
-    summary, records = judge_by_reward(score, pairs, judge_name=f"reward model {reward_model}", tie_margin=tie_margin)
-    return _write(Path(after) / "helpfulness" / "pairwise_reward", summary, records)
+    summary, records = judge_by_reward(score, pairs, judge_name=name, tie_margin=tie_margin)
+    return _write(out, summary, records)
 
 
 def _pairs(before: str | Path, after: str | Path, limit: int | None):
@@ -65,6 +73,21 @@ def _pairs(before: str | Path, after: str | Path, limit: int | None):
     if not pairs:
         raise UserError(f"{before} and {after} have no benign prompt both answered without an error")
     return pairs
+
+
+def _output(after: str | Path, folder: str, output_dir: str | Path | None, judge: str) -> Path:
+    """Where ``judge``'s results go: ``output_dir``, else ``<after>/helpfulness/<folder>/``; refused when that
+    folder's ``summary.json`` was written by another judge, whose results these would overwrite."""
+    out = Path(output_dir) if output_dir is not None else Path(after) / "helpfulness" / folder
+    try:
+        previous = json.loads((out / "summary.json").read_text()).get("judge")
+    except (OSError, ValueError, AttributeError):  # none yet, or not a summary of ours: nothing to keep
+        return out
+    if previous and previous != judge:
+        raise UserError(f"{out} holds the win rate judged by {previous!r}; judging with {judge!r} would overwrite "
+                        "its summary and records: pass --output-dir DIR to write these results elsewhere, or move "
+                        "that folder away first")
+    return out
 
 
 def _write(out: Path, summary: PairwiseSummary, records: list[dict[str, Any]]) -> PairwiseSummary:

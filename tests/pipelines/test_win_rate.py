@@ -200,3 +200,51 @@ def test_a_cost_model_is_refused_as_the_reward_model(tmp_path, capsys):
                  "--reward-model", str(folder)]) == 2
     assert f"--reward-model: {folder} is a cost model" in capsys.readouterr().err
     assert not (after / "helpfulness" / "pairwise_reward").exists()
+
+
+def _longer(conversation):
+    text = conversation[-1]["content"]
+    first = text.split("[Answer A]\n<<<\n")[1].split("\n>>>")[0]
+    second = text.split("[Answer B]\n<<<\n")[1].split("\n>>>")[0]
+    return "[[C]]" if len(first) == len(second) else "[[A]]" if len(first) > len(second) else "[[B]]"
+
+
+def test_a_second_judge_is_refused_rather_than_overwrite_the_first_judges_results(tmp_path, capsys):
+    """Every judge wrote <after>/helpfulness/pairwise/: judging with X, then Y, silently lost X's records."""
+    from safealign.cli import main
+
+    before = _eval_dir(tmp_path, "before", [("a", "short"), ("b", "a long and useful answer")])
+    after = _eval_dir(tmp_path, "after", [("a", "a much longer answer"), ("b", "no")])
+    out = after / "helpfulness" / "pairwise"
+    win_rate(before, after, ScriptedChatModel(_longer), judge_name="judge-x")
+    kept = (out / "records.jsonl").read_text()
+    other = ScriptedChatModel(lambda c: "[[A]]")
+    with pytest.raises(UserError) as raised:
+        win_rate(before, after, other, judge_name="judge-y")
+    message = str(raised.value)
+    assert str(out) in message and "'judge-x'" in message and "'judge-y'" in message and "--output-dir" in message
+    assert other.calls == []  # refused before anything was judged
+    assert json.loads((out / "summary.json").read_text())["judge"] == "judge-x"
+    assert (out / "records.jsonl").read_text() == kept
+    win_rate(before, after, ScriptedChatModel(_longer), judge_name="judge-x")  # the same judge again: rewritten
+    elsewhere = tmp_path / "by-judge-y"
+    summary = win_rate(before, after, other, judge_name="judge-y", output_dir=elsewhere)
+    assert summary.judge == "judge-y" and json.loads((elsewhere / "summary.json").read_text())["judge"] == "judge-y"
+    assert json.loads((out / "summary.json").read_text())["judge"] == "judge-x"
+    argv = ["diagnose", "win-rate", "--before", str(before), "--after", str(after), "--judge-backend", "hf",
+            "--judge-model", "tiny-random", "--max-new-tokens", "2"]
+    assert main(argv) == 2 and "'judge-x'" in capsys.readouterr().err
+    assert main([*argv, "--output-dir", str(tmp_path / "by-tiny")]) == 0
+    assert json.loads((tmp_path / "by-tiny" / "summary.json").read_text())["judge"] == "tiny-random"
+
+
+def test_a_second_reward_model_is_refused_before_it_loads(tmp_path):
+    from safealign.pipelines.win_rate import reward_win_rate
+
+    before = _eval_dir(tmp_path, "before", [("a", "x")])
+    after = _eval_dir(tmp_path, "after", [("a", "y")])
+    out = after / "helpfulness" / "pairwise_reward"
+    out.mkdir(parents=True)
+    (out / "summary.json").write_text(json.dumps({"judge": "reward model rm-a", "win_rate": None}))
+    with pytest.raises(UserError, match=r"pairwise_reward.*'reward model rm-a'.*'reward model .*no_such_model'"):
+        reward_win_rate(before, after, str(tmp_path / "no_such_model"))  # refused, not "cannot load"

@@ -87,8 +87,12 @@ def pairwise_win_rate(judge: ChatModel, pairs: Sequence[AnswerPair], params: Gen
         parsed = [(None, c.error) if c.error else parse_verdict(c.text) for c in calls]
         records.append({"id": pair.id, "verdicts": [v for v, _ in parsed], "errors": [e for _, e in parsed],
                         "raw": [c.text for c in calls], "outcome": outcome(parsed[0][0], parsed[1][0])})
-    name = judge_name or getattr(judge, "name", None) or type(judge).__name__
-    return summarize_pairwise(records, name), records
+    return summarize_pairwise(records, judge_label(judge, judge_name)), records
+
+
+def judge_label(judge: ChatModel, judge_name: str | None = None) -> str:
+    """The judge's name as its summary records it: ``judge_name``, else the model's ``name``, else its type."""
+    return judge_name or getattr(judge, "name", None) or type(judge).__name__
 
 
 def summarize_pairwise(records: Sequence[dict[str, Any]], judge: str) -> PairwiseSummary:
