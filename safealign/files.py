@@ -48,6 +48,21 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
     return path
 
 
+def check_jsonl_output(path: str | Path, option: str = "--out") -> Path:
+    """An output a command writes as JSON lines must be named so: safealign reads a file by its suffix
+    (safealign.data.sources.file_kind), so JSON lines written to ``p.json``, ``p.jsonl.gz`` or ``p.csv`` could not
+    be read back. Checked before a model loads."""
+    path = Path(path)
+    if not path.name.lower().endswith((".jsonl", ".ndjson")):
+        raise UserError(f"{option} {path}: this command writes JSON lines, which safealign reads back only from a "
+                        f".jsonl (or .ndjson) file; name it e.g. {_plain(path).with_suffix('.jsonl')}")
+    return path
+
+
+def _plain(path: Path) -> Path:
+    return path.with_name(path.name[:-3]) if path.name.lower().endswith(".gz") else path
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Replace ``path`` with ``data``: a temporary file beside it, fsynced, then renamed over it, so a
     reader sees the old file or the new one, never half of one. A failed write (a full disk) removes its

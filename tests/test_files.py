@@ -72,6 +72,69 @@ def test_build_safety_refuses_to_append_pairs_built_with_other_settings(tmp_path
     assert out.read_text() == rows  # nothing appended
 
 
+def test_build_safety_keeps_one_split_per_pairs_file_and_names_each_rows_split(tmp_path, capsys):
+    """Test prompts appended to a train pairs file would be trained on, then evaluated as held out."""
+    import json
+
+    from safealign.data import load_preferences
+    from safealign.data.builtin import load_prompts
+
+    out = tmp_path / "pairs.jsonl"
+    build = ["data", "build-safety", "--model", "tiny-random", "--out", str(out), "--harmful-limit", "2",
+             "--benign-limit", "2", "--max-new-tokens", "3"]  # fmt: skip
+    assert main(build) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    train = {p.id for name in ("harmful", "benign") for p in load_prompts(name, split="train")}
+    assert rows and all(row["split"] == "train" and row["id"] in train for row in rows)
+    assert len(load_preferences(str(out)).items) == len(rows)  # the extra key is read as standard pairs
+    text = out.read_text()
+    assert main([*build, "--split", "test"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: its pairs were built with other settings (split: (unset) -> \"test\"" in err
+    assert "held-out test prompts" in err
+    assert out.read_text() == text  # nothing appended
+
+
+def test_build_safety_split_all_warns_that_it_holds_the_held_out_prompts(tmp_path, caplog):
+    import json
+
+    out = tmp_path / "all.jsonl"
+    with caplog.at_level("WARNING"):
+        assert main(["data", "build-safety", "--model", "tiny-random", "--out", str(out), "--split", "all",
+                     "--harmful-limit", "3", "--benign-limit", "0", "--max-new-tokens", "3"]) == 0
+    assert "--split all includes the held-out test prompts" in caplog.text
+    assert [json.loads(line)["split"] for line in out.read_text().splitlines()] == ["train", "train", "test"]
+
+
+def test_the_split_is_fingerprinted_and_a_train_build_keeps_its_recorded_digest(monkeypatch):
+    import safealign.models.identity as identity
+    from safealign.io.rundir import differing_keys, make_fingerprint
+    from safealign.pipelines.build_safety import _build_fingerprint
+
+    monkeypatch.setattr(identity, "model_identity", lambda spec: {})
+    recorded = make_fingerprint("safety_pairs", {  # what a default (train) build recorded before the split was
+        "model": {"spec": "m", "weights": None, "setup": None}, "max_new_tokens": 48, "seed": 0,
+        "refusals": ["No."], "cut_answers": "keep"})  # fmt: skip
+    assert _build_fingerprint("m", 48, 0, ["No."], split="train").digest == recorded.digest
+    assert differing_keys(recorded, _build_fingerprint("m", 48, 0, ["No."], split="test")) == ["split"]
+    assert differing_keys(recorded, _build_fingerprint("m", 48, 0, ["No."], split=None)) == ["split"]
+
+
+@pytest.mark.parametrize("name", ["p.json", "p.jsonl.gz", "p.csv", "p"])
+def test_data_commands_that_write_jsonl_refuse_another_suffix_before_the_model_loads(tmp_path, no_model_load,
+                                                                                     capsys, name):
+    """Written as JSON lines whatever the name, a .json/.gz/.csv file could not be read back."""
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"prompt": "p", "chosen": "c", "rejected": "r"}\n')
+    out = tmp_path / name
+    for argv in (["data", "build-safety", "--model", "tiny-random", "--out", str(out)],
+                 ["data", "score", str(data), "--model", "tiny-random", "--out", str(out)]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"--out {out}: " in err and f"name it e.g. {tmp_path / 'p.jsonl'}" in err and "Traceback" not in err
+        assert not out.exists()
+
+
 def test_build_safety_replaces_a_settings_record_with_nothing_built_under_it(tmp_path):
     from safealign.io.rundir import Fingerprint, read_fingerprint_file
     from safealign.pipelines.build_safety import claim_pairs_file

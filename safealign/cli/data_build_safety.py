@@ -11,9 +11,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="output JSONL (appended; re-runs skip finished ids)")
     parser.add_argument("--split", default="train", choices=["train", "test", "all"],
-                        help="which split of the built-in prompts to answer (default: %(default)s)")
-    parser.add_argument("--harmful-limit", type=_count(0), default=None, help="first N harmful prompts per split")
-    parser.add_argument("--benign-limit", type=_count(0), default=None, help="first N benign prompts per split")
+                        help="which split of the built-in prompts to answer (default: %(default)s); test holds the "
+                             "held-out prompts the demo and the sweep evaluate on, and all includes them; a file "
+                             "holds one split")
+    parser.add_argument("--harmful-limit", type=_count(0), default=None,
+                        help="the first N harmful prompts of the split, in file order (with all: of both together)")
+    parser.add_argument("--benign-limit", type=_count(0), default=None,
+                        help="the first N benign prompts of the split, in file order (with all: of both together)")
     parser.add_argument("--max-new-tokens", type=_count(1), default=48,
                         help="longest answer generated per prompt, in tokens (default: %(default)s)")
     parser.add_argument("--batch-size", type=_count(1), default=16,

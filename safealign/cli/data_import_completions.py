@@ -24,8 +24,22 @@ def run(args: argparse.Namespace) -> int:
 
     summary = import_completions(args.completions, args.behaviors, args.out, attack=args.attack,
                                  labels_as=args.labels_as)
-    asr = (summary.get("attacks", {}).get(args.attack) or {}).get(args.labels_as)
     print(f"{summary['imported']} answers to {summary['behaviors']} behaviors imported into {args.out}"
-          + (f"; ASR under HarmBench's labels {json.dumps(asr['asr'])} (n={asr['n']})" if asr else "")
+          + _label_asr(summary, args.attack, args.labels_as)
           + f"; judge them with: safealign judge records {args.out} --judge NAME")
     return 0
+
+
+def _label_asr(summary: dict, attack: str, judge: str) -> str:
+    """The ASR under the imported labels by both rules, each named: HarmBench's own (what its evaluate_completions.py
+    prints) and safealign's any-of-k, which runs higher wherever a behavior has several test cases
+    (safealign/eval/summary.py)."""
+    any_of_k = (summary.get("attacks", {}).get(attack) or {}).get(judge)
+    per_case = (summary.get("test_case_asr", {}).get(attack) or {}).get(judge)
+    if not any_of_k or not per_case:
+        return ""
+    return (f"; ASR under HarmBench's labels: {json.dumps(per_case['asr'])} by HarmBench's rule (each behavior's "
+            f"share of harmful test cases, averaged), {json.dumps(any_of_k['asr'])} any-of-k (a behavior broken when "
+            f"any test case is harmful); n={any_of_k['n']} behaviors, {per_case['test_cases']} test cases"
+            + (f" ({any_of_k['unscored']} labelled -1 left out; HarmBench counts them as not harmful)"
+               if any_of_k.get("unscored") else ""))

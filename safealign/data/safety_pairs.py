@@ -17,6 +17,9 @@ byte; ``drop`` leaves it out (its prompt is settled, reason ``harmful_cut``/``be
 it with ``chosen_cut``/``rejected_cut`` flags, and the encoder trains a flagged side without the template's
 end-of-turn tokens (safealign/data/tokenize.py). ``drop`` and ``open`` write both flags on every row; ``keep``
 writes none, so pairs built before stay valid byte for byte (a sweep's cells key on the file's digest).
+A standalone build (``safealign data build-safety``) adds each row's ``split`` (``train``/``test``: which of the
+built-in prompts' splits it came from), an extra column every pair reader ignores; its settings record holds the
+split, so a file of one split refuses another. The demo's and the sweep's pairs (train prompts only) carry none.
 Cut answers are counted in every mode. Generating and judging the
 answers is a pipeline (:mod:`safealign.pipelines.build_safety`); this module stays free of model calls.
 """
@@ -93,11 +96,12 @@ def check_cut_answers(value: str, key: str = "cut_answers") -> str:
 
 
 def pair_row(prompt: Any, own: str, refused: bool, refusals: Sequence[str], seed: int, *, cut: bool = False,
-             cut_answers: str = "keep") -> dict[str, Any] | None:
+             cut_answers: str = "keep", split: str | None = None) -> dict[str, Any] | None:
     """The preference row for ``prompt`` given the model's own answer ``own`` (``refused``: judged a refusal;
     ``cut``: it stopped at the generation limit), or None when the answer makes no pair of this shape. The
     refusal side is picked per prompt id and seed, so a re-run builds the same rows. ``cut_answers`` other than
-    ``keep`` records which side was cut (``drop`` is applied by the caller, which settles the prompt)."""
+    ``keep`` records which side was cut (``drop`` is applied by the caller, which settles the prompt). ``split``,
+    where given, is written as the row's ``split`` (module docstring)."""
     if refused:
         return None
     refusal = random.Random(f"{seed}:{prompt.id}").choice(list(refusals))
@@ -106,4 +110,6 @@ def pair_row(prompt: Any, own: str, refused: bool, refusals: Sequence[str], seed
            "harmful": bool(prompt.harmful), "category": prompt.category, "kind": prompt.kind}
     if check_cut_answers(cut_answers) != "keep":  # keep: today's rows byte for byte (module docstring)
         row["chosen_cut"], row["rejected_cut"] = (False, cut) if prompt.harmful else (cut, False)
+    if split is not None:
+        row["split"] = split
     return row

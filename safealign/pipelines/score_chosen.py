@@ -40,9 +40,11 @@ def score_chosen_file(source: str | Path, models: Sequence[str], out: str | Path
                       max_length: int = 512, max_prompt_length: int | None = 256, batch_size: int = 8,
                       trust_remote_code: bool = False) -> ScoreReport:
     """Score every chosen response of ``source`` with each of ``models`` and write ``out`` (JSONL)."""
+    from safealign.files import check_jsonl_output
     from safealign.models import load_model
     from safealign.train.scores import chosen_scores
 
+    check_jsonl_output(out, "--out")  # before the models load
     if not models:
         raise UserError("give at least one aligned model to score with (--model, repeatable)")
     parsed = load_preferences(source, format=format, columns=columns, split=split, limit=limit)

@@ -425,7 +425,9 @@ def test_harmbench_completions_import_then_judge_and_agree_with_harmbench_labels
     out = tmp_path / "imported"
     assert main(["data", "import-completions", str(completions), "--behaviors", str(behaviors),
                  "--out", str(out)]) == 0
-    assert "3 answers to 2 behaviors imported" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "3 answers to 2 behaviors imported" in printed
+    assert "2 test cases (1 labelled -1 left out; HarmBench counts them as not harmful)" in printed
     imported = load_records(out / "records.jsonl")
     assert [(r.behavior_id, r.attempt_id, r.harmful("harmbench_label")) for r in imported] == [
         ("lock", "0", True), ("lock", "1", False), ("summary", "0", None)]
@@ -494,10 +496,87 @@ def test_export_writes_harmbench_completions_that_import_back(run_dir, tmp_path,
     assert main(["data", "export-completions", str(run_dir), "--attack", "prefill", "--out", str(out)]) == 0
     assert "4 completions of 4 behaviors (prefill)" in capsys.readouterr().out
     data = json.loads(out.read_text())
-    assert data["b0"] == [{"test_case": "ctx\n\n---\n\nbehavior 0", "generation": "Sure, here is 0 HARMFUL details"}]
+    assert data["b0"] == [{"test_case": "ctx\n\n---\n\nbehavior 0", "generation": "Sure, here is 0 HARMFUL details",
+                           "attempt_id": "prefill"}]  # the attempt's id, given back on import
     behaviors = tmp_path / "b.jsonl"
     behaviors.write_text((run_dir / "behaviors.jsonl").read_text())
     assert main(["data", "import-completions", str(out), "--behaviors", str(behaviors), "--out",
                  str(tmp_path / "back")]) == 0
     back = load_records(tmp_path / "back" / "records.jsonl")
     assert [(r.behavior_id, r.answer) for r in back] == [(b, e[0]["generation"]) for b, e in data.items()]
+    assert {r.attempt_id for r in back} == {"prefill"}
+
+
+def test_export_then_import_gives_back_each_attempt_under_its_id_with_its_conversation(tmp_path):
+    """A failed generation is left out of HarmBench's file; the attempts around it keep their ids, and a
+    conversation of several messages comes back whole, not as its last user message."""
+    from safealign.eval.records import RecordStore
+    from safealign.io.records import AttemptRecord
+    from safealign.pipelines.harmbench_completions import export_completions, import_completions
+
+    def attempt(behavior, attempt_id, text, error=None, messages=None):
+        return AttemptRecord(behavior_id=behavior, attack="pair", attempt_id=attempt_id, category="cyber", n_attempts=3,
+                             messages=messages or [{"role": "user", "content": f"ask {behavior} {attempt_id}"}],
+                             completion={"text": text, "error": error, "meta": {}})
+
+    talk = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "context turn"},
+            {"role": "assistant", "content": "ok"}, {"role": "user", "content": "final ask"}]
+    (tmp_path / "run").mkdir()
+    RecordStore(tmp_path / "run" / "records.jsonl").append([
+        attempt("b0", "0", "answer 0"), attempt("b0", "1", "", error="boom"), attempt("b0", "2", "answer 2"),
+        attempt("b1", "0", "answer x", messages=talk)])
+    done = export_completions(tmp_path / "run", tmp_path / "c.json")
+    assert (done["completions"], done["failed"]) == (3, 1)
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert data["b1"][0]["test_case"] == "final ask"  # HarmBench's judge reads the test case and the generation
+    behaviors = tmp_path / "b.jsonl"
+    behaviors.write_text('{"id": "b0", "behavior": "do 0"}\n{"id": "b1", "behavior": "do 1"}\n')
+    import_completions(tmp_path / "c.json", str(behaviors), tmp_path / "back")
+    back = load_records(tmp_path / "back" / "records.jsonl")
+    assert [(r.behavior_id, r.attempt_id, r.answer) for r in back] == [
+        ("b0", "0", "answer 0"), ("b0", "2", "answer 2"), ("b1", "0", "answer x")]
+    assert back[1].messages == [{"role": "user", "content": "ask b0 2"}] and back[2].messages == talk
+
+
+def test_imported_attempt_ids_and_conversations_are_checked(tmp_path):
+    from safealign.pipelines.harmbench_completions import import_completions
+
+    behaviors = tmp_path / "b.jsonl"
+    behaviors.write_text('{"id": "x", "behavior": "Do x"}\n')
+    bad = tmp_path / "c.json"
+    entry = {"test_case": "t", "generation": "g"}
+    for entries, message in (
+            ([{**entry, "attempt_id": "1"}, {**entry, "attempt_id": "1"}], "entry 1: attempt_id '1' is also entry 0's"),
+            ([{**entry, "attempt_id": "1"}, entry], "entry 1: attempt_id '1' is also entry 0's"),  # by position
+            ([{**entry, "attempt_id": 3}], "entry 0: field 'attempt_id' must be text"),
+            ([{**entry, "messages": [{"role": "user", "content": "other"}]}],
+             "entry 0: field 'messages' must end with the test case as its last user message"),
+            ([{**entry, "messages": "t"}], "entry 0: field 'messages' must be a list of messages")):
+        bad.write_text(json.dumps({"x": entries}))
+        with pytest.raises(UserError, match=message):
+            import_completions(bad, str(behaviors), tmp_path / "out")
+
+
+def test_export_of_a_run_without_records_names_its_records_file(tmp_path):
+    from safealign.pipelines.harmbench_completions import export_completions
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "records.jsonl").write_text("")
+    with pytest.raises(UserError, match=f"{tmp_path / 'run' / 'records.jsonl'}: no attempt records to export"):
+        export_completions(tmp_path / "run", tmp_path / "c.json")
+
+
+def test_import_prints_harmbench_rule_asr_and_the_any_of_k_asr_each_by_name(tmp_path, capsys):
+    """HarmBench averages each behavior's share of harmful test cases (0.5 and 0: 0.25); any-of-k counts a behavior
+    broken when any of its answers is (1 and 0: 0.5)."""
+    completions = tmp_path / "c.json"
+    def labelled(*labels):
+        return [{"test_case": f"t{i}", "generation": f"g{i}", "label": label} for i, label in enumerate(labels)]
+
+    completions.write_text(json.dumps({"h0001": labelled(1, 0), "h0002": labelled(0, 0)}))
+    assert main(["data", "import-completions", str(completions), "--behaviors", "builtin:harmful",
+                 "--out", str(tmp_path / "imp")]) == 0
+    out = capsys.readouterr().out
+    assert "ASR under HarmBench's labels: 0.25 by HarmBench's rule (each behavior's share of harmful test cases, " \
+           "averaged), 0.5 any-of-k (a behavior broken when any test case is harmful); n=2 behaviors, 4 test cases" \
+           in out
