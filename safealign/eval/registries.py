@@ -65,7 +65,22 @@ def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T
     if unknown:
         raise UserError(f"{where}: unknown parameter(s) {unknown}; valid: {', '.join(sorted(names))}")
     for f in dataclasses.fields(schema):  # type: ignore[arg-type]
-        # YAML lists arrive as lists; tuple-typed fields stay hashable and immutable.
-        if f.name in params and isinstance(params[f.name], list) and "tuple" in str(f.type):
-            params[f.name] = tuple(params[f.name])
+        if f.name not in params or not _is_sequence(f.type):
+            continue
+        value = params[f.name]
+        if isinstance(value, str):
+            # `files=shots.yaml` would reach the plug-in as text, read one character at a time; a list field
+            # given one text is refused, as a schema's list field (attacks=direct) is in load_config
+            raise UserError(f"{where}: {f.name}: expected a list, got text {value!r}; write [{value!r}]")
+        if isinstance(value, list) and "tuple" in str(f.type):
+            params[f.name] = tuple(value)  # YAML lists arrive as lists; tuple fields stay hashable and immutable
     return schema(**params)
+
+
+def _is_sequence(annotation: Any) -> bool:
+    """Whether a field is declared a tuple or list (``Optional`` of one too): the annotation's text, as
+    ``from __future__ import annotations`` leaves it."""
+    text = str(annotation).replace("typing.", "")
+    if text.startswith("Optional[") and text.endswith("]"):
+        text = text[len("Optional[") : -1]
+    return text.startswith(("tuple", "list", "Tuple", "List"))

@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from safealign.errors import UserError
 from safealign.eval.attacks import AttackContext, build_attack
 from safealign.eval.attacks.pair import PAIRAttack, PAIRConfig, parse_attacker_output
 from safealign.data.behaviors import behavior_prompt
@@ -71,6 +72,17 @@ def test_template_filters_and_user_file(tmp_path):
     assert {t.transform for t in only.templates} == {"base64", "rot13", "leetspeak"}
     with pytest.raises(ValueError, match="unknown template.*valid: .*roleplay_novelist"):
         build_attack("template", {"names": ["nope"]})
+
+
+def test_template_refuses_an_unknown_family_as_human_jailbreaks_does():
+    # a misspelt family used to be dropped silently: only the role_play templates ran
+    with pytest.raises(UserError, match=r"attack_params.template.families: unknown \['fictionl'\]; "
+                                        r"valid: .*fictional, .*role_play"):
+        build_attack("template", {"families": ["role_play", "fictionl"]})
+    with pytest.raises(UserError, match=r"attack_params.human_jailbreaks.families: unknown \['nope'\]; valid: "):
+        build_attack("human_jailbreaks", {"families": ["nope"]})
+    both = build_attack("template", {"families": ["role_play", "fictional"]})
+    assert {t.family for t in both.templates} == {"role_play", "fictional"}
 
 
 @pytest.mark.parametrize(

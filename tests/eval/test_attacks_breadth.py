@@ -7,9 +7,13 @@ import json
 
 import pytest
 
+from safealign.config import load_config
+from safealign.errors import UserError
 from safealign.eval.aggregate import mean_over_attacks
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.config import EvalConfig
+from safealign.eval.defenses.base import build_defense
+from safealign.eval.judges import build_judge
 from safealign.eval.pipeline import run_eval
 from safealign.eval.summary import format_table
 from safealign.types import Behavior
@@ -121,6 +125,33 @@ def test_bad_params_fail_before_any_generation(tmp_path, attack, params, message
     with pytest.raises(ValueError, match=message):
         run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
     assert fake.n_generated == 0  # not even the direct attack listed before it ran
+
+
+@pytest.mark.parametrize("override, message", [
+    ("attack_params.many_shot.files=shots.yaml", "attack 'many_shot': files: expected a list, got text 'shots.yaml'; "
+                                                 r"write \['shots.yaml'\]"),
+    ("attack_params.template.names=refusal_suppression", "attack 'template': names: expected a list, got text "
+                                                         r"'refusal_suppression'; write \['refusal_suppression'\]"),
+    ("attack_params.pap.techniques='Logical Appeal'", "attack 'pap': techniques: expected a list, got text "
+                                                      r"'Logical Appeal'; write \['Logical Appeal'\]"),
+])  # fmt: skip
+def test_a_single_text_for_a_list_parameter_is_refused_not_read_per_character(tmp_path, override, message):
+    """``key=text`` for a list parameter used to reach the attack as a string, which it then read one character
+    at a time ("s: many-shot file not found", unknown templates ['_', 'a', ...])."""
+    config = load_config(EvalConfig, None, [override, "judges=[kw]", f"output_dir={tmp_path / 'run'}"])
+    config.attacks = [override.split(".")[1]]
+    fake = ScriptedChatModel(lambda c: "x")
+    with pytest.raises(UserError, match=message):
+        run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
+    assert fake.n_generated == 0
+
+
+def test_judges_and_defenses_refuse_a_single_text_for_a_list_parameter_too():
+    with pytest.raises(UserError, match=r"judge 'refusal': custom: expected a list, got text 'Sorry'"):
+        build_judge("refusal", {"list": "custom", "custom": "Sorry"})
+    with pytest.raises(UserError, match=r"defense 'mpo': policies: expected a list, got text 'target'"):
+        build_defense("mpo", {"policies": "target"})
+    assert build_judge("refusal", {"list": "custom", "custom": ["Sorry"]}).config.custom == ("Sorry",)  # a list: kept
 
 
 @pytest.mark.parametrize("attack, params", [

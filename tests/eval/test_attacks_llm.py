@@ -229,6 +229,16 @@ def test_pap_one_paraphrase_per_technique():
     assert [len(c) for c in attacker.calls] == [5, 1]  # one batch, then the one retry
 
 
+def test_pap_records_each_attempts_own_attacker_calls():
+    def reply(conversation):  # Misrepresentation never parses: asked once more, then failed
+        return "" if "Technique: Misrepresentation" in _last(conversation) else '"Please explain it."'
+
+    attacker = ScriptedChatModel(reply)
+    attempts = PAPAttack(PAPConfig(retries=1), AttackContext(), attacker=attacker)(B)
+    assert [a.meta["attacker_calls"] for a in attempts] == [1, 1, 2, 1, 1]  # not 6 / 5 = 1.2 each
+    assert sum(a.meta["attacker_calls"] for a in attempts) == attacker.n_generated == 6
+
+
 def test_pap_strips_only_the_quotes_around_the_whole_answer():  # HarmBench's remove_quotes
     inner = 'As the 2021 study "Chemical Safety in Homes" by Dr. Lee shows, explain how X works.'
     assert parse_paraphrase(f' "{inner}"\n') == inner  # quotes inside the paraphrase are part of it
@@ -265,6 +275,16 @@ def test_zero_shot_takes_the_first_line_of_each_case():
     assert "BEHAVIOR: Explain the forbidden procedure" in first[0]["content"]
     with pytest.raises(ValueError, match="n_cases=5 is over the budget max_queries=2"):
         ZeroShotConfig(max_queries=2)
+
+
+def test_zero_shot_records_each_cases_own_attacker_calls():
+    # in call order: 3 cases asked (two unparseable), the 2 re-asked (one unparseable), the last re-asked
+    answers = iter(["case A", "", "", "case B", "", "case C"])
+    attacker = ScriptedChatModel(lambda c: next(answers))
+    attempts = ZeroShotAttack(ZeroShotConfig(n_cases=3, retries=2), AttackContext(), attacker=attacker)(B)
+    assert [a.messages[0]["content"] for a in attempts] == ["case A", "case B", "case C"]
+    assert [a.meta["attacker_calls"] for a in attempts] == [1, 2, 3]  # not 6 / 3 = 2 each
+    assert sum(a.meta["attacker_calls"] for a in attempts) == attacker.n_generated == 6
 
 
 def test_zero_shot_puts_the_context_first():

@@ -35,6 +35,26 @@ def test_target_loss_is_the_same_batched_or_alone(tiny_model, tiny_tokenizer):
     assert len(set(round(x, 4) for x in together)) == 3 and loss.evaluations == 6
 
 
+def test_target_loss_matches_an_unpadded_cross_entropy_of_the_target_tokens(tiny_model, tiny_tokenizer):
+    """Each row's loss is read where its own target starts: the logits at the prompt's last token predict the
+    target's first (a position off by one would score the wrong tokens and the batched test would not see it)."""
+    import torch
+    import torch.nn.functional as F
+
+    renderer = HFChatModel(tiny_model, tiny_tokenizer)
+    prompts, target = ["short", "a much longer prompt with many more tokens in it"], "Sure, here is"
+    got = TargetLoss(tiny_model, tiny_tokenizer, renderer)(prompts, target, batch_size=2)
+    target_ids = tiny_tokenizer(target, add_special_tokens=False)["input_ids"]
+    for prompt, loss in zip(prompts, got):
+        text = renderer.render(({"role": "user", "content": prompt},), GenerationParams())
+        prompt_ids = tiny_tokenizer(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = tiny_model(input_ids=torch.tensor([prompt_ids + target_ids])).logits[0].float()
+        start = len(prompt_ids) - 1
+        reference = F.cross_entropy(logits[start : start + len(target_ids)], torch.tensor(target_ids))
+        assert loss == pytest.approx(float(reference), abs=1e-4)
+
+
 def test_white_box_attacks_render_the_system_prompt_of_a_defended_target(tiny_model, tiny_tokenizer):
     from safealign.eval.attacks.gcg import GCGAttack, GCGConfig
     from safealign.eval.defenses.base import DefendedChatModel, build_defense

@@ -18,7 +18,7 @@ from typing import Any, ClassVar, Sequence
 from safealign.checks import at_least
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext
-from safealign.eval.attacks.template import JailbreakTemplate, load_templates
+from safealign.eval.attacks.template import JailbreakTemplate, keep_families, load_templates
 from safealign.types import Attempt, Behavior
 
 WRAPPERS_FILE = Path(__file__).with_name("human_jailbreaks.yaml")
@@ -49,11 +49,7 @@ def load_wrappers(config: HumanJailbreaksConfig) -> list[JailbreakTemplate]:
                                 "wrapper names must be unique (rename one)")
             first[wrapper.name] = where
             wrappers.append(wrapper)
-    known = sorted({w.family for w in wrappers})
-    unknown = sorted(set(config.families) - set(known))
-    if unknown:
-        raise UserError(f"attack_params.human_jailbreaks.families: unknown {unknown}; valid: {', '.join(known)}")
-    wrappers = [w for w in wrappers if not config.families or w.family in config.families]
+    wrappers = keep_families(wrappers, config.families, "attack_params.human_jailbreaks.families")
     if not wrappers:
         raise UserError("human_jailbreaks attack: no wrappers (builtin=false and no files)")
     per_behavior = len(wrappers) if config.subset == 0 else min(config.subset, len(wrappers))

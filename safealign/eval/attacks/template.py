@@ -105,6 +105,16 @@ def _parse_entry(entry: Any, path: Path, index: int) -> JailbreakTemplate:
     return JailbreakTemplate(str(entry["name"]), str(entry["family"]), str(entry["template"]), transform)
 
 
+def keep_families(templates: list[JailbreakTemplate], families: Sequence[str], param: str) -> list[JailbreakTemplate]:
+    """The templates of ``families`` (all when empty). A family no template has is refused, naming ``param``:
+    a misspelt one would otherwise leave the run with fewer templates than asked for, and nothing said."""
+    known = sorted({t.family for t in templates})
+    unknown = sorted(set(families) - set(known))
+    if unknown:
+        raise UserError(f"{param}: unknown {unknown}; valid: {', '.join(known)}")
+    return [t for t in templates if not families or t.family in families]
+
+
 def select_templates(config: TemplateConfig) -> list[JailbreakTemplate]:
     """The built-ins and ``config.files`` (later files override by name), filtered by names and families."""
     by_name: dict[str, JailbreakTemplate] = {}
@@ -113,11 +123,8 @@ def select_templates(config: TemplateConfig) -> list[JailbreakTemplate]:
     unknown = sorted(set(config.names) - set(by_name))
     if unknown:
         raise UserError(f"template attack: unknown template(s) {unknown}; valid: {', '.join(sorted(by_name))}")
-    templates = [
-        t
-        for t in by_name.values()
-        if (not config.names or t.name in config.names) and (not config.families or t.family in config.families)
-    ]
+    templates = keep_families(list(by_name.values()), config.families, "attack_params.template.families")
+    templates = [t for t in templates if not config.names or t.name in config.names]
     if not templates:
         raise UserError("template attack: no templates left after the names/families filters")
     return templates
