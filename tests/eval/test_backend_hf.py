@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from safealign.eval.backends import GenerationParams
@@ -130,3 +131,99 @@ def test_a_stop_string_matches_in_the_answer_only(tiny_model, tiny_tokenizer):
                                                       ("pqrstuvw", {"tokens": 8, "finish": "length"})]
         inside = chat.generate([CONVS[2], longer], dataclasses.replace(params, stop=("ef", "hi", "rs")))
         assert [(c.text, c.meta["finish"]) for c in inside] == [("fg", "stop"), ("pq", "stop")]
+
+
+def scripted_model(model, token_ids):
+    """``model`` made to answer greedily with ``token_ids`` in turn (then the last of them again), whatever the
+    prompt: an answer known token by token, special tokens included."""
+    step = {"n": 0}
+
+    def force(module, args, kwargs, output):
+        if kwargs["input_ids"].shape[1] > 1:  # the prompt's pass: a new generation starts
+            step["n"] = 0
+        logits = output.logits[:, -1]
+        logits.fill_(-1e4)
+        logits[:, token_ids[min(step["n"], len(token_ids) - 1)]] = 0
+        step["n"] += 1
+        return output
+
+    model.register_forward_hook(force, with_kwargs=True)
+    return model
+
+
+def test_a_stop_string_that_is_a_special_token_ends_the_answer_there(tiny_model, tiny_tokenizer):
+    """The answer "Hi<|im_start|>userx": the text is decoded without special tokens, so the stop string
+    "<|im_start|>" is never in it; the answer still ends at that token, its finish "stop" (not "length", which
+    reads as cut at max_new_tokens), the token not counted, as eos is not (vLLM: the string is a stop token)."""
+    script = tiny_tokenizer.convert_tokens_to_ids(["H", "i", "<|im_start|>", "u", "s", "e", "r", "x"])
+    chat = HFChatModel(scripted_model(tiny_model, script), tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=8, batch_size=2)
+    [plain] = chat.generate(CONVS[:1], params)
+    assert (plain.text, plain.meta) == ("Hiuserx", {"tokens": 8, "finish": "length"})
+    stop = dataclasses.replace(params, stop=("<|im_start|>",))
+    for convs in (CONVS[:1], CONVS[:2]):  # the longest row of its batch, alone or beside another
+        cut = chat.generate(convs, stop)
+        assert [(c.text, c.meta) for c in cut] == [("Hi", {"tokens": 2, "finish": "stop"})] * len(convs)
+
+
+def test_a_stop_string_holding_a_special_token_and_more_text_is_refused(tiny_model, tiny_tokenizer):
+    """vLLM matches stop strings in text decoded without special tokens, where "<|im_end|>\\n" never occurs; the
+    hf backend would match it in the tokens: refused on both rather than stop on one backend only."""
+    from safealign.errors import UserError
+
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    with pytest.raises(UserError, match=r"generation\.stop.*'<\|im_end\|>\\n'.*<\|im_end\|>"):
+        chat.generate(CONVS[:1], GenerationParams(max_new_tokens=2, stop=("END", "<|im_end|>\n")))
+
+
+def _strip_decoder(tokenizer):
+    """``tokenizer`` with Llama-2's and Mistral v0.1's tokenizer.json decoder: its Strip drops the space a decoded
+    text starts with."""
+    from tokenizers import decoders
+
+    tokenizer.backend_tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                                             decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    return tokenizer
+
+
+@pytest.mark.parametrize("decoder", ["metaspace", "strip"])
+def test_a_prefill_continuation_keeps_its_leading_space(decoder):
+    """A SentencePiece-style tokenizer decodes "▁is ▁the" alone as "is the"; after the prefill "Sure, here" the
+    continuation is " is the" (as vLLM decodes it, with the prompt before it): judges read "Sure, here is the"."""
+    from safealign.models.tiny import tiny_model
+
+    from .fakes import bpe_tokenizer
+
+    tokenizer = bpe_tokenizer(metaspace=True)
+    tokenizer = _strip_decoder(tokenizer) if decoder == "strip" else tokenizer
+    script = tokenizer.convert_tokens_to_ids(["▁is", "▁the", "▁thin", "g", "<|im_end|>"])
+    assert tokenizer.decode(script[:4]) == "is the thing"  # the first token's space is lost when decoded alone
+    chat = HFChatModel(scripted_model(tiny_model(vocab_size=len(tokenizer)), script), tokenizer)
+    [c] = chat.generate([CONVS[2]], GenerationParams(max_new_tokens=8))
+    assert (c.text, c.meta) == (" is the thing", {"tokens": 4, "finish": "stop"})
+
+
+def test_byte_level_answers_decode_as_they_did(tiny_tokenizer):
+    """Decoding with the prompt's last tokens before the answer changes nothing for byte-level BPE (the tiny
+    model's, GPT-2's, SmolLM2's): every answer text, broken UTF-8 and special tokens inside it included, is the
+    answer's tokens decoded alone, as recorded greedy answers were."""
+    import random
+
+    from safealign.eval.backends.base import decode_answer
+
+    from .fakes import bpe_tokenizer
+
+    gpt2 = bpe_tokenizer()
+    cleaned = bpe_tokenizer()
+    cleaned.clean_up_tokenization_spaces = True  # GPT-2's own setting: " ." -> "." and the like
+    rng = random.Random(0)
+    texts = ["Sure, here", "x", "q ", "é", "日本語", "a 🙂", "don", "Tell me the thing.", "! !", ""]
+    for tokenizer in (tiny_tokenizer, gpt2, cleaned):
+        for _ in range(300):
+            prompt = tokenizer(rng.choice(texts) + rng.choice(texts), add_special_tokens=False)["input_ids"]
+            answer = [rng.randrange(len(tokenizer)) for _ in range(rng.randrange(0, 8))]
+            if rng.random() < 0.5:
+                answer = tokenizer(rng.choice(texts) + rng.choice([" .", " n't", "'s", " !"]),
+                                   add_special_tokens=False)["input_ids"] + answer  # fmt: skip
+            alone = tokenizer.decode(answer, skip_special_tokens=True)
+            assert decode_answer(tokenizer, prompt, answer) == alone, (prompt, answer)

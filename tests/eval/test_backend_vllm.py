@@ -18,6 +18,7 @@ class _SamplingParams:
     top_p: float
     stop: list[str] | None
     seed: int | None
+    stop_token_ids: list[int] | None = None
 
 
 def _bos_tokenizer():
@@ -45,6 +46,8 @@ class _FakeLLM:
         self.max_model_len = max_model_len
         self.llm_engine = types.SimpleNamespace(model_config=types.SimpleNamespace(max_model_len=max_model_len))
         self.prompts: list[list[int]] = []  # the token ids of every prompt generated from
+        self.sampling: list[_SamplingParams] = []  # the SamplingParams of every request
+        self.reply = {"finish_reason": "length", "token_ids": [1, 2]}  # every output's (stop_reason: when set)
 
     def get_tokenizer(self):
         return self._tokenizer
@@ -59,9 +62,9 @@ class _FakeLLM:
                 raise ValueError(f"The decoder prompt (length {len(prompt)}) is longer than the maximum model length "
                                  f"of {limit}.")  # fmt: skip
         self.prompts.extend(ids)
+        self.sampling.extend(per_prompt)
         output = types.SimpleNamespace
-        return [output(outputs=[output(text=f"sample with seed {p.seed}", finish_reason="length", token_ids=[1, 2])])
-                for p in per_prompt]  # fmt: skip
+        return [output(outputs=[output(text=f"sample with seed {p.seed}", **self.reply)]) for p in per_prompt]
 
 
 @pytest.fixture()
@@ -162,3 +165,36 @@ def test_model_identity_of_a_vllm_target(fake_vllm, tmp_path):
     assert local["kind"] == "dir" and local["fingerprint"].startswith("sha256:")
     named = chat_model_identity(VLLMChatModel("not a spec"))  # a name only vLLM knows how to load
     assert named == {"spec": "not a spec", "kind": "remote", "backend": "vllm", "fingerprint": None}
+
+
+@pytest.mark.parametrize(("finish", "stop_reason", "tokens"), [
+    ("stop", None, 2),  # eos: generated and listed by vLLM, not counted (the hf backend does not count it)
+    ("stop", 7, 2),  # a stop token id (a generation_config eos vLLM adds, or a special-token stop string): the same
+    ("stop", "END", 3),  # a stop string: its tokens counted up to the one completing it, as the hf backend does
+    ("length", None, 3),
+])  # fmt: skip
+def test_token_counts_leave_out_the_token_that_ended_the_answer(fake_vllm, finish, stop_reason, tokens):
+    from safealign.eval.backends.vllm import VLLMChatModel
+
+    model = VLLMChatModel("fake-model")
+    model.llm.reply = {"finish_reason": finish, "stop_reason": stop_reason, "token_ids": [5, 6, 7]}
+    [c] = model.generate([({"role": "user", "content": "hi"},)], GenerationParams())
+    assert c.meta == {"finish": finish, "tokens": tokens}
+
+
+def test_a_stop_string_that_is_a_special_token_is_sent_as_a_stop_token(fake_vllm):
+    """vLLM matches stop strings in the text decoded without special tokens, where "<|im_start|>" never occurs:
+    sent as a stop token id too, it ends the answer there, as it does on the hf backend."""
+    from safealign.errors import UserError
+    from safealign.eval.backends.vllm import VLLMChatModel
+
+    model = VLLMChatModel("fake-model")
+    conversation = ({"role": "user", "content": "hi"},)
+    model.generate([conversation], GenerationParams(stop=("END", "<|im_start|>")))
+    sent = model.llm.sampling[-1]
+    assert sent.stop == ["END", "<|im_start|>"] and sent.stop_token_ids == [model.tokenizer.convert_tokens_to_ids(
+        "<|im_start|>")]  # fmt: skip
+    model.generate([conversation], GenerationParams(stop=("END",)))
+    assert model.llm.sampling[-1].stop_token_ids is None
+    with pytest.raises(UserError, match=r"generation\.stop"):
+        model.generate([conversation], GenerationParams(stop=("<|im_start|>user",)))

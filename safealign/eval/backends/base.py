@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from safealign.errors import UserError
 from safealign.types import Completion, Message
 
 Conversation = tuple[Message, ...]
@@ -142,6 +143,49 @@ def truncate_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Cut ``text`` at the earliest stop string; ``(text, stopped)``."""
     cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
+
+
+def special_stops(tokenizer: Any, stop: Sequence[str]) -> dict[str, int]:
+    """The stop strings of ``stop`` that are exactly one of ``tokenizer``'s special tokens, each with its id.
+    Answers are decoded without special tokens (hf and vllm alike), so such a string never appears in an answer's
+    text: both local backends end the answer at the token instead, as at eos (hf: the token ends the row and is
+    not counted; vllm: it is sent as a ``stop_token_ids`` entry besides the string), the answer being the text
+    before it. A stop string holding a special token's text together with other text (``"<|im_end|>\n"``) would
+    match in the hf backend's token strings but never in vLLM's text: refused, naming ``generation.stop``."""
+    if not stop:
+        return {}
+    special = {t.content: i for i, t in getattr(tokenizer, "added_tokens_decoder", {}).items()
+               if getattr(t, "special", False) and t.content}  # fmt: skip
+    for text in stop:
+        inside = next((name for name in special if name in text and name != text), None)
+        if inside is not None:
+            raise UserError(f"generation.stop: {text!r} holds the special token {inside!r} and other text; answers "
+                            "are decoded without special tokens, so the vllm backend would never meet it (the hf "
+                            f"backend would): give the special token alone ({inside!r}) or text without it")
+    return {text: special[text] for text in stop if text in special}
+
+
+# prompt tokens decoded before an answer's (decode_answer): enough for a decoder to see the answer is not the
+# text's start, few enough to cost nothing
+ANSWER_CONTEXT_TOKENS = 8
+
+
+def decode_answer(tokenizer: Any, prompt_ids: Sequence[int], answer_ids: Sequence[int]) -> str:
+    """The text of ``answer_ids`` (special tokens skipped) as it reads after the prompt ``prompt_ids``: the prompt's
+    last tokens and the answer decoded together, less the decoded prompt tokens (the incremental detokenization
+    vLLM uses). Decoded alone, an answer loses its first space under SentencePiece decoders that strip the text's
+    leading space (Llama-2's and Mistral v0.1's Strip, Metaspace): a prefill "Sure, here" continued "▁is ▁how" read
+    "Sure, hereis how". For byte-level BPE (GPT-2, SmolLM2, the tiny model) the text is the answer decoded alone,
+    byte for byte. Where the prompt's decoded text is not the start of the joined text (a clean-up of spaces
+    across the two), the answer is decoded alone, as before."""
+    answer = list(answer_ids)
+    alone = tokenizer.decode(answer, skip_special_tokens=True)
+    context = list(prompt_ids)[-ANSWER_CONTEXT_TOKENS:]
+    if not context or not answer:
+        return alone
+    before = tokenizer.decode(context, skip_special_tokens=True)
+    joined = tokenizer.decode(context + answer, skip_special_tokens=True)
+    return joined[len(before) :] if joined.startswith(before) else alone
 
 
 def eos_ids(tokenizer: Any, model: Any) -> set[int]:

@@ -26,10 +26,12 @@ from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaLis
 from safealign.eval.backends.base import (
     Conversation,
     GenerationParams,
+    decode_answer,
     eos_ids,
     prompt_limit,
     render_prompt,
     request_seed,
+    special_stops,
     stop_ids,
     too_long,
     truncate_at_stop,
@@ -52,14 +54,19 @@ class _StopInAnswer(StoppingCriteria):
     """Ends a row once its answer holds a stop string, matching the tokens generated after the prompt only.
     ``generate``'s own ``stop_strings`` match the end of the whole sequence: a prompt ending in "here" and an
     answer starting "f" met the stop string "ef" after one token, an answer then neither holding the stop string
-    nor cut at it, and its finish read "length". vLLM and the HTTP APIs match in the generated text alone."""
+    nor cut at it, and its finish read "length". vLLM and the HTTP APIs match in the generated text alone.
+    ``fired`` marks the rows it ended: their finish is "stop" even where the decoded text does not hold the string
+    (a special token's text, skipped when decoding: :func:`~.base.special_stops`)."""
 
     def __init__(self, tokenizer: Any, stop: Sequence[str], prompt_width: int) -> None:
         self.matcher = StopStringCriteria(tokenizer, list(stop))
         self.prompt_width = prompt_width  # the left-padded prompts' width: every row's answer starts there
+        self.fired: torch.Tensor | None = None
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        return self.matcher(input_ids[:, self.prompt_width :], scores, **kwargs)
+        hit = self.matcher(input_ids[:, self.prompt_width :], scores, **kwargs)
+        self.fired = hit if self.fired is None else self.fired | hit
+        return hit
 
 
 # Settings of a model's generation_config that change which tokens come out; none of them is applied here
@@ -182,23 +189,28 @@ class HFChatModel:
         device = next(self.model.parameters()).device
         # only these two: a tokenizer may add more (token_type_ids), which a causal LM's generate refuses
         enc = {k: enc[k].to(device) for k in ("input_ids", "attention_mask") if k in enc}
+        criteria = self._stopping_criteria(params, enc["input_ids"])  # a refused stop string raises here
         start = time.perf_counter()
         try:
             with torch.no_grad():
                 torch.manual_seed(seed)
                 output = self.model.generate(**enc, generation_config=self.build_generation_config(params),
-                                             stopping_criteria=self._stopping_criteria(params, enc["input_ids"]))
+                                             stopping_criteria=criteria)
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: recorded per attempt, run goes on
             logger.warning("generation failed for a batch of %d: %s", len(prompts), exc)
             return [Completion(text="", error=f"{type(exc).__name__}: {exc}") for _ in prompts]
         raise_if_stop_requested()  # a batch cut short by a stop request is not a completion
         seconds = (time.perf_counter() - start) / len(prompts)
         new_tokens = output[:, enc["input_ids"].shape[1] :]  # (B, T_new)
-        return [self._completion(row, params, seconds) for row in new_tokens]
+        fired = next((c.fired for c in criteria if isinstance(c, _StopInAnswer) and c.fired is not None), None)
+        return [self._completion(row, params, seconds, prompt=_prompt_ids(enc, r),
+                                 stopped=fired is not None and bool(fired[r]))
+                for r, row in enumerate(new_tokens)]  # fmt: skip
 
     def _stopping_criteria(self, params: GenerationParams, input_ids: torch.Tensor) -> StoppingCriteriaList:
         """A stop request ends the batch; a stop string ends a row whose answer holds it."""
         criteria: list[StoppingCriteria] = [_StopFlag()]
+        special_stops(self.tokenizer, params.stop)  # refuses a stop string vLLM could never meet
         if params.stop:
             criteria.append(_StopInAnswer(self.tokenizer, params.stop, input_ids.shape[1]))
         return StoppingCriteriaList(criteria)
@@ -226,12 +238,23 @@ class HFChatModel:
             logger.info("the model's generation_config sets %s; not applied: generation uses only the generation.* "
                         "settings, as the vllm backend does", named)
 
-    def _completion(self, row: torch.Tensor, params: GenerationParams, seconds: float) -> Completion:
+    def _completion(self, row: torch.Tensor, params: GenerationParams, seconds: float, *,
+                    prompt: Sequence[int] = (), stopped: bool = False) -> Completion:  # fmt: skip
+        """The answer of one row: its tokens up to the first end token (not counted), decoded after the row's
+        ``prompt`` tokens (:func:`~.base.decode_answer`) and cut at any stop string; finish "stop" when it ended
+        there or ``stopped`` (a stop string ended the row), else "length"."""
         tok = self.tokenizer
         ids = row.tolist()
-        ends = stop_ids(tok, self.model)  # generate's own end ids (generation_config's too) and the padding
+        # generate's own end ids (generation_config's too), the padding, and a stop string that is a special token
+        ends = stop_ids(tok, self.model) | set(special_stops(tok, params.stop).values())
         n_tokens = next((i for i, t in enumerate(ids) if t in ends), len(ids))
-        text = tok.decode(ids[:n_tokens], skip_special_tokens=True)
-        text, stopped = truncate_at_stop(text, params.stop)
-        finish = "stop" if stopped or n_tokens < len(ids) else "length"
+        text, cut = truncate_at_stop(decode_answer(tok, prompt, ids[:n_tokens]), params.stop)
+        finish = "stop" if cut or stopped or n_tokens < len(ids) else "length"
         return Completion(text=text, seconds=seconds, meta={"tokens": n_tokens, "finish": finish})
+
+
+def _prompt_ids(enc: dict[str, torch.Tensor], row: int) -> list[int]:
+    """Row ``row``'s prompt token ids, its left padding left out."""
+    ids = enc["input_ids"][row]
+    mask = enc.get("attention_mask")
+    return (ids[mask[row].bool()] if mask is not None else ids).tolist()

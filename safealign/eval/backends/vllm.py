@@ -9,6 +9,11 @@ Prompts are tokenised here, with the tokenizer's special tokens only when ``para
 vLLM adds nothing on top. A prompt longer than ``generation.max_prompt_tokens`` (default: the engine's
 ``max_model_len`` minus ``max_new_tokens``) is not run and comes back as an error of its own, as in the
 HF backend, instead of failing the whole call in vLLM.
+
+A stop string that is exactly a special token is sent as a stop token id as well (vLLM matches stop strings in
+text decoded without special tokens, where it never occurs), so the answer ends there as on the HF backend
+(:func:`~safealign.eval.backends.base.special_stops`). ``meta["tokens"]`` leaves out the token that ended an
+answer (eos or a stop token id; vLLM lists it in ``token_ids``), as the HF backend counts.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from safealign.eval.backends.base import (
     prompt_limit,
     render_prompt,
     request_seed,
+    special_stops,
     too_long,
 )
 from safealign.types import Completion
@@ -86,6 +92,7 @@ class VLLMChatModel:
             temperature=params.temperature if params.do_sample else 0.0,
             top_p=params.top_p if params.do_sample else 1.0,
             stop=list(params.stop) or None,
+            stop_token_ids=sorted(set(special_stops(self.tokenizer, params.stop).values())) or None,
             seed=seed,
         )
 
@@ -110,6 +117,13 @@ class VLLMChatModel:
             meta: dict[str, Any] = {"finish": first.finish_reason}
             token_ids = getattr(first, "token_ids", None)
             if token_ids is not None:
-                meta["tokens"] = len(token_ids)
+                meta["tokens"] = len(token_ids) - int(_ended_by_token(first) and len(token_ids) > 0)
             out[i] = Completion(text=first.text, seconds=seconds, meta=meta)
         return out  # type: ignore[return-value]
+
+
+def _ended_by_token(output: Any) -> bool:
+    """Whether vLLM ended ``output`` at a token it lists last in ``token_ids``: eos (``stop_reason`` None) or a
+    stop token id (an int: a ``generation_config`` eos vLLM adds to ``stop_token_ids``, or a special-token stop
+    string); a stop string's ``stop_reason`` is the string, and its tokens count up to the one completing it."""
+    return output.finish_reason == "stop" and not isinstance(getattr(output, "stop_reason", None), str)
