@@ -76,15 +76,18 @@ def beta_schedule(length: int, beta: float, first_token_factor: float, bias_fact
                        "bias_length": Range(1, why="the biased prefix ends at this token (1: the first only)")})
 def constrained_sft(x: TokenLogps, *, beta: float = 0.1, first_token_factor: float = 5.0, bias_factor: float = 20.0,
                     bias_length: int = 5) -> LossOutput:
-    """Token-wise constrained SFT: ``L_t = −(2/β_t)·logσ(β_t(ℓ_t − ℓ^ref_t))``, averaged over every response
-    token of the batch; β_t from :func:`beta_schedule` (defaults: 0.5 on the first token, 2.0 on tokens 2–5,
-    0.1 after), so the first tokens stay close to the reference while later ones learn freely. Column 0 is the
-    scored response's first token, which must be the answer's: training refuses a chat template that opens the
-    assistant turn with fixed text such as Qwen3's empty think block (safealign/train/data.py).
+    """Token-wise constrained SFT: ``L_t = −(2/β_t)·logσ(β_t(ℓ_t − ℓ^ref_t))``, averaged over the response
+    tokens of the micro-batch it is given; β_t from :func:`beta_schedule` (defaults: 0.5 on the first token, 2.0
+    on tokens 2–5, 0.1 after), so the first tokens stay close to the reference while later ones learn freely.
+    Column 0 is the scored response's first token, which must be the answer's: training refuses a chat template
+    that opens the assistant turn with fixed text such as Qwen3's empty think block (safealign/train/data.py).
 
     The gradient is the authors' code's: ``−w_t ∇ℓ_t`` with ``w_t = max(2(1 − σ(β_t(ℓ_t − ℓ^ref_t))), 1e-3)``
     (the exact gradient except the floor); the value is the formula's. Each example's value is its token sum
-    divided by the batch's mean token count, so the batch mean is the mean over all tokens.
+    divided by the micro-batch's mean token count, so the micro-batch mean is the mean over its tokens. That is
+    per device micro-batch, as in the authors' trainer: data parallelism and gradient accumulation average those
+    means, so a step with unequal token counts per micro-batch is not its global token mean
+    (docs/safety-training.md).
     """
     assert x.ref_logps is not None
     mask = x.mask.to(x.logps.dtype)

@@ -152,12 +152,15 @@ def load_model(
     revision: str | None = None,
     lora: LoraSettings | None = None,
     for_training: bool = False,
+    attn_implementation: str | None = None,
 ) -> tuple[nn.Module, Any]:
     """Load ``(model, tokenizer)`` for ``spec``; optionally add a fresh LoRA adapter.
 
     ``revision``: a hub id's branch, tag or commit (None: what the cache or hub has as ``main``); refused for
     other specs. ``for_training`` puts the model in train mode without a KV cache (and makes a loaded adapter
-    trainable); otherwise it is in eval mode.
+    trainable); otherwise it is in eval mode. ``attn_implementation``: the attention kernels the model (an adapter's
+    base) runs, as transformers names them (``eager``, ``sdpa``, ``flash_attention_2``, ...); None asks what it
+    always did, transformers' default (SDPA where the model has it).
     """
     source = resolve_spec(spec)
     check_revision(source, revision)  # before a built-in model is fetched
@@ -168,12 +171,14 @@ def load_model(
             raise UserError(f"{spec} already is a LoRA adapter; pass lora=None to load (and continue training) it")
         base_spec, base_revision = _adapter_base(source)
         base, tokenizer = load_model(base_spec, device=resolved_device, dtype=resolved_dtype,
-                                     trust_remote_code=trust_remote_code, revision=base_revision)
+                                     trust_remote_code=trust_remote_code, revision=base_revision,
+                                     attn_implementation=attn_implementation)
         if (Path(source.location) / "tokenizer_config.json").is_file():
             tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
         model = load_adapter(base, source.location, trainable=for_training).to(resolved_device)
     else:
-        model = _load_weights(source, resolved_dtype, trust_remote_code, revision).to(resolved_device)
+        model = _load_weights(source, resolved_dtype, trust_remote_code, revision,
+                              attn_implementation).to(resolved_device)
         # Adapters saved later record this as their base, so keep it a spec that loads anywhere.
         model.name_or_path = source.location
         model.config._name_or_path = source.location
@@ -229,14 +234,22 @@ def _adapter_base(source: ModelSource) -> tuple[str, str | None]:
 
 
 def _load_weights(source: ModelSource, dtype: torch.dtype, trust_remote_code: bool,
-                  revision: str | None = None) -> nn.Module:
+                  revision: str | None = None, attn_implementation: str | None = None) -> nn.Module:
     if source.kind == "tiny":
         from safealign.models.tiny import tiny_model
 
-        return tiny_model().to(dtype)
+        model = tiny_model().to(dtype)
+        if attn_implementation is not None:
+            try:
+                model.set_attn_implementation(attn_implementation)
+            except (ImportError, ValueError) as exc:
+                raise UserError(_attention_refused(source, attn_implementation, exc)) from exc
+        return model
     from transformers import AutoModelForCausalLM
 
     args, kwargs = _pretrained_args(source, revision)
+    if attn_implementation is not None:  # unset: from_pretrained is asked exactly what it always was
+        kwargs["attn_implementation"] = attn_implementation
     # A GGUF is de-quantised to float32 first; the cast to the run's dtype follows.
     load_dtype = torch.float32 if source.kind == "gguf" else dtype
     model = _from_pretrained(AutoModelForCausalLM, source, *args, dtype=load_dtype,
@@ -275,8 +288,20 @@ def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -
     except (UserError, MemoryError, torch.OutOfMemoryError):
         raise
     except Exception as exc:  # safetensors, tokenizers and JSON errors name no file
+        attention = kwargs.get("attn_implementation")
+        if attention is not None and isinstance(exc, (ImportError, ValueError)) and "attention" in str(exc).lower():
+            raise UserError(_attention_refused(source, attention, exc)) from exc  # not a damaged cache entry
         _damaged_builtin(source, args, exc)
         raise
+
+
+def _attention_refused(source: ModelSource, attn_implementation: str, exc: BaseException) -> str:
+    """transformers' refusal of an attention implementation (its package missing, the model or device without
+    it), in its own words, naming the setting."""
+    why = " ".join(str(exc).split())
+    return (f"attn_implementation={attn_implementation!r}: {source.location} cannot load with it ({why}); "
+            "install what it needs (flash_attention_2: the flash-attn package, on CUDA) or leave "
+            "attn_implementation unset for transformers' default (SDPA)")
 
 
 def _not_in_the_cache(repo_id: str, revision: str | None) -> str:

@@ -126,6 +126,10 @@ class TrainConfig:
     model_revision: Optional[str] = None
     output_dir: str = "runs/train"
     trust_remote_code: bool = False
+    # the attention kernels the policy and a reference.model load with (transformers' attn_implementation: eager,
+    # sdpa, flash_attention_2, ...; check_attn_implementation). None: transformers' default, SDPA where the model
+    # has it. With flash attention, packing: pairs runs flash-attention's varlen kernels (docs/performance.md)
+    attn_implementation: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
     losses: list[LossConfig] = field(default_factory=lambda: [LossConfig()])
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
@@ -178,6 +182,7 @@ class TrainConfig:
             raise UserError(f"trainer: {self.trainer!r} recipes have their own schema (safealign train picks it); "
                             "this one is the preference trainer's")
         check_model_revision(self.model, self.model_revision)
+        check_attn_implementation(self.attn_implementation)
         self.data.validate()
         secrets = [k for k in self.training_args if re.search(r"token|secret|password|api_key", str(k), re.I)]
         if secrets:  # they would be written to config.yaml, fingerprint.json and the report
@@ -218,6 +223,23 @@ def check_model_revision(model: str, revision: Optional[str], key: str = "model_
     from safealign.models.load import check_revision, resolve_spec
 
     check_revision(resolve_spec(model), revision, key)
+
+
+def check_attn_implementation(name: Optional[str], key: str = "attn_implementation") -> None:
+    """``name`` must be an attention implementation the installed transformers knows (``eager`` and the names in
+    its ``ALL_ATTENTION_FUNCTIONS``, less the ``paged|`` ones, which serve generation's paged KV cache): a typo
+    would otherwise surface only when the model loads, after the data and the run directory, or as a hub kernel
+    transformers tries to download. Whether the model and machine can run it (flash_attention_2 needs the
+    flash-attn package and CUDA) is checked when it loads (safealign.models.load). Loads transformers only when set."""
+    if name is None:
+        return
+    import transformers
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    known = sorted({"eager", *(k for k in ALL_ATTENTION_FUNCTIONS.valid_keys() if not k.startswith("paged|"))})
+    if name not in known:
+        raise UserError(f"{key}={name!r} must be one of {', '.join(known)} (the attention implementations "
+                        f"transformers {transformers.__version__} knows), or left unset for its default (SDPA)")
 
 
 def same_model_revision(spec: Optional[str], model: str, revision: Optional[str]) -> Optional[str]:

@@ -17,7 +17,8 @@ rejected log-probs actually moved since the start, and appends one JSON record p
 The flat ``cosine``/``ratio``/``delta_*`` keys are what the HTML report plots; the nested dicts hold
 everything. The step-0 record holds the starting log-probs; a resumed run reads them back from it (and drops
 records written after the checkpoint), so "movement" is always measured from the true start.
-Rank 0 measures; sharded-parameter engines (FSDP, ZeRO-3) are not supported.
+Rank 0 measures; sharded-parameter engines (FSDP, ZeRO-3) are refused before the model loads
+(safealign.train.run.check_diagnostics): the other processes would never join its passes.
 """
 
 from __future__ import annotations

@@ -271,23 +271,24 @@ def _rendered(tokenizer: Any) -> str | None:
 
 
 def load_reference_model(spec: str, policy: nn.Module, device: Any, *, trust_remote_code: bool,
-                         revision: str | None = None, policy_tokenizer: Any = None) -> nn.Module:  # fmt: skip
+                         revision: str | None = None, policy_tokenizer: Any = None,
+                         attn_implementation: str | None = None) -> nn.Module:  # fmt: skip
     """``reference.model`` (a hub id at ``revision``; safealign.train.config.same_model_revision) loaded frozen on
-    the training ``device`` in the policy's dtype, so cached and live reference log-probs come from the precision
-    the policy trains in; checked to share the policy's tokenizer (:func:`check_same_tokenizer`; the tokenizer
-    comparisons need ``policy_tokenizer``)."""
+    the training ``device`` in the policy's dtype and with its ``attn_implementation``, so cached and live reference
+    log-probs come from the precision and kernels the policy trains with; checked to share the policy's tokenizer
+    (:func:`check_same_tokenizer`; the tokenizer comparisons need ``policy_tokenizer``)."""
     from safealign.models import load_model
 
     dtype = next(policy.parameters()).dtype
     model, tokenizer = load_model(spec, device=device, dtype=dtype, trust_remote_code=trust_remote_code,
-                                  revision=revision)
+                                  revision=revision, attn_implementation=attn_implementation)
     check_same_tokenizer(f"reference.model {spec!r}", model, tokenizer, policy, policy_tokenizer)
     return model.requires_grad_(False).eval()
 
 
 def separate_reference(spec: str | None, policy: nn.Module, device: Any, *, trust_remote_code: bool,
-                       revision: str | None = None,
-                       policy_tokenizer: Any = None) -> tuple[nn.Module | None, str | None]:  # fmt: skip
+                       revision: str | None = None, policy_tokenizer: Any = None,
+                       attn_implementation: str | None = None) -> tuple[nn.Module | None, str | None]:  # fmt: skip
     """The one place a live reference is chosen: (the separate frozen reference, what it is). ``spec``
     (``reference.model``) loaded by :func:`load_reference_model`; a frozen copy of the policy when it starts from
     a trained LoRA adapter (disabling that adapter would anchor to the base model; docs/algorithms.md, "Which
@@ -295,7 +296,7 @@ def separate_reference(spec: str | None, policy: nn.Module, device: Any, *, trus
     (None, None): the policy's own starting weights, its fresh adapter disabled, and no second copy."""
     if spec:
         return load_reference_model(spec, policy, device, trust_remote_code=trust_remote_code, revision=revision,
-                                    policy_tokenizer=policy_tokenizer), None
+                                    policy_tokenizer=policy_tokenizer, attn_implementation=attn_implementation), None
     if starts_from_trained_adapter(policy):
         logger.info("reference: the policy starts from a trained LoRA adapter, so the reference is a frozen copy of "
                     "that starting policy, adapter included (not its base model); set reference.model to choose "

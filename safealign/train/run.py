@@ -63,7 +63,8 @@ def _load_policy(config: TrainConfig, device: torch.device, model=None, tokenize
                             train_output_head=train_output_head)
     if model is None:
         return load_model(config.model, device=device, trust_remote_code=config.trust_remote_code,
-                          revision=config.model_revision, lora=lora, for_training=True)
+                          revision=config.model_revision, lora=lora, for_training=True,
+                          attn_implementation=config.attn_implementation)
     if lora is not None and not hasattr(model, "peft_config"):
         from safealign.models import apply_lora
 
@@ -82,6 +83,7 @@ def check_config(config: TrainConfig) -> None:
     if config.reference.mode not in REFERENCE_MODES:
         raise UserError(f"reference.mode must be one of {', '.join(REFERENCE_MODES)}, got {config.reference.mode!r}")
     build_transform(config.reference.transform, **dict(config.reference.transform_params))
+    check_diagnostics(config)
 
 
 def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.device, tokenizer=None,
@@ -111,7 +113,8 @@ def _reference_setup(config, model, encoded, kind, collate, loss, device: torch.
     if not loss.needs_reference:
         return collate, None, "none (reference-free loss)", encoded, 0.0
     ref_model = (load_reference_model(config.reference.model, model, device, trust_remote_code=config.trust_remote_code,
-                                      revision=reference_revision(config), policy_tokenizer=tokenizer)
+                                      revision=reference_revision(config), policy_tokenizer=tokenizer,
+                                      attn_implementation=config.attn_implementation)
                  if config.reference.model else None)
     check_reference_fits(ref_model or model, config.data.max_length, report)
     trained_adapter = ref_model is None and starts_from_trained_adapter(model)
@@ -385,6 +388,38 @@ def reference_revision(config: TrainConfig) -> str | None:
     """The revision ``reference.model`` loads at: ``model_revision`` where it names the policy's hub id, else none
     (safealign.train.config.same_model_revision)."""
     return same_model_revision(config.reference.model, config.model, config.model_revision)
+
+
+def check_diagnostics(config: TrainConfig) -> None:
+    """The entanglement probe (safealign.train.probe) runs forward and backward passes on the main process alone.
+    Where every process holds only a shard of the parameters (FSDP, DeepSpeed ZeRO-3) those passes gather shards
+    from processes that never join them, so the run would hang until ``ddp_timeout``: refused here, before anything
+    loads. Read from ``training_args`` (``fsdp``; ``deepspeed``, a dict or a JSON file, at ``zero_optimization.stage``
+    3); DDP and ZeRO-1/2 keep whole parameters on every process and are fine."""
+    every = config.diagnostics.entanglement_every
+    sharding = _sharding(config.training_args) if every > 0 else None
+    if sharding:
+        raise UserError(f"diagnostics.entanglement_every={every}: the entanglement probe runs on the main process "
+                        f"alone, which cannot run the model when {sharding} shards its parameters over the processes "
+                        "(it would wait for them until ddp_timeout); set diagnostics.entanglement_every=0, or train "
+                        "without sharded parameters (DDP, ZeRO-1/2)")
+
+
+def _sharding(training_args: dict[str, Any]) -> str | None:
+    """What shards the parameters over the processes, as ``training_args`` sets it, or None. A ``deepspeed`` file
+    that cannot be read is left to TrainingArguments, which names it."""
+    import json
+
+    if training_args.get("fsdp"):
+        return f"training_args.fsdp ({training_args['fsdp']!r})"
+    deepspeed = training_args.get("deepspeed")
+    if isinstance(deepspeed, str):
+        try:
+            deepspeed = json.loads(Path(deepspeed).read_text())
+        except (OSError, ValueError):
+            return None
+    stage = (deepspeed.get("zero_optimization") or {}).get("stage") if isinstance(deepspeed, dict) else None
+    return "training_args.deepspeed (ZeRO stage 3)" if str(stage) == "3" else None
 
 
 def _diagnostic_callbacks(config: TrainConfig, encoded: list, loss, tokenizer) -> list:

@@ -60,6 +60,28 @@ def test_beta_schedule_is_the_papers():
     assert betas.tolist() == pytest.approx([0.5, 2.0, 2.0, 2.0, 2.0, 0.1, 0.1, 0.1])
 
 
+def test_constrained_sft_normalises_over_the_tokens_of_each_micro_batch_as_the_authors_trainer():
+    """A call sees one device's micro-batch and takes the mean over its tokens; data parallelism then averages the
+    devices' means and gradient accumulation the micro-batches' (Qi et al.'s trainer does the same). With unequal
+    token counts that is not the mean over the step's tokens, so the value depends on the batch layout
+    (docs/safety-training.md): a loss normalised by the step's global token count would fail here."""
+    torch.manual_seed(0)
+    policy = -torch.rand(4, 12, dtype=torch.float64) * 3
+    ref = policy + torch.randn(4, 12, dtype=torch.float64) * 0.5
+    mask = torch.arange(12)[None, :] < torch.tensor([12, 10, 2, 3])[:, None]  # long rows first, short rows last
+    betas = beta_schedule(12, 0.1, 5.0, 20.0, 5, policy)[None, :]
+    per_token = -(2 / betas) * torch.nn.functional.logsigmoid(betas * (policy - ref))
+
+    def mean(rows: slice) -> float:
+        out = get_loss("constrained_sft")(TokenLogps(policy[rows], mask[rows], ref[rows]), beta=0.1)
+        return out.losses.mean().item()
+
+    assert mean(slice(0, 4)) == pytest.approx(per_token[mask].mean().item())  # 4 rows on one device: 27 tokens
+    two_devices = (mean(slice(0, 2)) + mean(slice(2, 4))) / 2  # 2 rows each: 22 and 5 tokens
+    halves = (per_token[:2][mask[:2]].mean() + per_token[2:][mask[2:]].mean()).item() / 2
+    assert two_devices == pytest.approx(halves)
+    assert two_devices != pytest.approx(per_token[mask].mean().item(), rel=1e-3)
+
 def test_constrained_sft_value_and_gradient_by_hand():
     # two rows: 2 tokens and 1 token; gaps ℓ − ℓref = (0, 1) and (−1)
     ref = torch.tensor([[-1.0, -2.0], [-1.0, 0.0]], dtype=torch.float64)

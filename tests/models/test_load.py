@@ -164,3 +164,36 @@ def test_a_damaged_cache_entry_of_the_builtin_model_is_a_user_error_naming_it(tm
     weights.write_bytes(weights.read_bytes()[:1000])  # cut short
     with pytest.raises(UserError, match=f"(?s){folder}.*safealign models fetch {embedded.DEFAULT_MODEL} --force"):
         load_model(embedded.DEFAULT_MODEL, device="cpu")
+
+
+def test_the_attention_implementation_reaches_every_kind_of_load(tiny_dir, tmp_path, monkeypatch):
+    """Unset: each load asks what it always did (transformers' default, SDPA); set: the model runs that kernel,
+    a local folder's ``from_pretrained`` is asked for it, and an adapter's base is loaded with it."""
+    assert load_model("tiny-random")[0].config._attn_implementation == "sdpa"
+    assert load_model("tiny-random", attn_implementation="eager")[0].config._attn_implementation == "eager"
+    calls = []
+    original = transformers.AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    load_model(str(tiny_dir))
+    assert "attn_implementation" not in calls[-1]
+    model, _ = load_model(str(tiny_dir), attn_implementation="eager")
+    assert calls[-1]["attn_implementation"] == "eager" and model.config._attn_implementation == "eager"
+    adapter, _ = load_model(str(tiny_dir), lora=LoraSettings(r=4))
+    adapter.save_pretrained(tmp_path / "adapter")
+    loaded, _ = load_model(str(tmp_path / "adapter"), attn_implementation="eager")
+    assert calls[-1]["attn_implementation"] == "eager" and loaded.config._attn_implementation == "eager"
+
+
+def test_an_attention_implementation_the_model_cannot_use_is_a_user_error_naming_the_key(tiny_dir, monkeypatch):
+    def refuse(*args, **kwargs):  # transformers' words where the flash-attn package is missing
+        raise ImportError("FlashAttention2 has been toggled on, but it cannot be used due to the following error: "
+                          "the package flash_attn seems to be not installed.")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    with pytest.raises(UserError, match=r"attn_implementation='flash_attention_2'.*cannot load with it.*flash_attn"):
+        load_model(str(tiny_dir), attn_implementation="flash_attention_2")

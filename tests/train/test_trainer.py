@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from safealign.errors import UserError
 from safealign.train.config import LossConfig, TrainConfig
 from safealign.train.run import run_training
 
@@ -225,6 +226,40 @@ def test_entanglement_probe_is_written_when_configured(tmp_path, pairs_file):
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert all(r["probe_pairs"] == 2 for r in rows)
     assert rows[0]["delta_chosen"] == pytest.approx(0.0, abs=1e-6)  # movement is measured from step 0
+
+
+SHARDED = [({"fsdp": "full_shard auto_wrap"}, "training_args.fsdp"), ({"fsdp": True}, "training_args.fsdp"),
+           ({"deepspeed": {"zero_optimization": {"stage": 3}}}, "ZeRO stage 3"),
+           ({"deepspeed": "ds_zero3.json"}, "ZeRO stage 3")]
+
+
+@pytest.mark.parametrize("training_args, named", SHARDED)
+def test_entanglement_probe_is_refused_under_sharded_parameters_before_a_model_loads(tmp_path, pairs_file,
+                                                                                    no_model_load, training_args,
+                                                                                    named):
+    """The probe runs forward and backward on the main process alone: FSDP and ZeRO-3 would wait there for the other
+    processes' shards until ddp_timeout, so such a run is refused instead, before anything loads."""
+    (tmp_path / "ds_zero3.json").write_text(json.dumps({"zero_optimization": {"stage": 3}}))
+    if training_args.get("deepspeed") == "ds_zero3.json":
+        training_args = {"deepspeed": str(tmp_path / "ds_zero3.json")}
+    config = tiny_config(tmp_path, pairs_file, training_args=training_args)
+    config.diagnostics.entanglement_every = 1
+    with pytest.raises(UserError, match=f"diagnostics.entanglement_every=1: .*{named}.*entanglement_every=0"):
+        run_training(config)
+
+
+@pytest.mark.parametrize("training_args", [{}, {"fsdp": ""}, {"fsdp": None},
+                                           {"deepspeed": {"zero_optimization": {"stage": 2}}}, {"deepspeed": {}}])
+def test_entanglement_probe_is_allowed_where_every_process_holds_whole_parameters(tmp_path, pairs_file,
+                                                                                 training_args):
+    from safealign.train.run import check_diagnostics
+
+    config = tiny_config(tmp_path, pairs_file, training_args=training_args)
+    config.diagnostics.entanglement_every = 1
+    check_diagnostics(config)
+    config.diagnostics.entanglement_every = 0  # off: nothing to refuse, whatever shards the parameters
+    config.training_args = {"fsdp": True}
+    check_diagnostics(config)
 
 
 def test_non_finite_loss_is_a_one_line_cli_error_with_the_step(tmp_path, pairs_file, monkeypatch, capsys):

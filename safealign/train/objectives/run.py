@@ -79,7 +79,8 @@ def run_objective_training(config: TrainConfig, *, resume: bool = False, overwri
 
     separate, what = (separate_reference(config.reference.model, model, args.device,
                                          trust_remote_code=config.trust_remote_code,
-                                         revision=reference_revision(config), policy_tokenizer=tokenizer)
+                                         revision=reference_revision(config), policy_tokenizer=tokenizer,
+                                         attn_implementation=config.attn_implementation)
                       if objective.needs_reference else (None, None))
     reference = FrozenReference.for_objective(objective, model, separate, what)
     described = data.describe if own_data and not objective.needs_reference else reference.describe()
