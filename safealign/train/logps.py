@@ -13,9 +13,11 @@ that keeps only the ``(P, H)`` states and recomputes each chunk's logits in back
 gradient of states, weight and bias chunk by chunk (the Liger idea, in plain torch so it runs on CPU);
 any other head is checkpointed chunk by chunk, which recomputes the same way through autograd. Neither
 the full logits nor the full float32 log-softmax ever exist. Where the model does something between
-its decoder and its head (logit soft-capping, logit scaling, prompt-learning adapters, a DDP/FSDP
+its decoder and its head (logit soft-capping, logit scaling, prompt-learning adapters, an unknown
 wrapper), that split is not safe; this is detected once per model and the model's own logits are used,
-still with a chunked float32 log-softmax over response positions.
+still with a chunked float32 log-softmax over response positions. Under DistributedDataParallel (what HF's
+Trainer passes to the loss) the split is decided on the wrapped model, and the decoder and head then run
+inside the wrapper's forward (:func:`_forward_through`), so DDP still prepares its gradient all-reduce.
 
 ``naive``: the model's full ``(N, T, V)`` logits, a float32 log-softmax over every position and a gather,
 as TRL does without Liger. It is the baseline the fused path is tested against (tests/train/test_logps.py)
@@ -41,6 +43,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 from torch.nn.functional import linear as _linear
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
 
 from safealign.errors import UserError
@@ -165,23 +168,66 @@ def _response_token_logps(model: nn.Module, input_ids: Tensor, attention_mask: T
         forward_kwargs["position_ids"] = position_ids
     if impl == "naive":
         return rows, cols, _naive_logps(model, forward_kwargs, scored)[rows, cols]
-    split = _head_split(model, input_ids, attention_mask)
+    inner = _ddp_module(model)
+    split = _head_split(inner, input_ids, attention_mask)
     if split is not None:
-        decoder, head = split
-        hidden = _last_hidden_state(decoder(**forward_kwargs))  # (N, T, H)
-        states = hidden[rows, cols]  # (P, H)
-        if _plain_linear(head):
-            return rows, cols, _fused_head_logps(states, head.weight, head.bias, targets, chunk_size)
-        chunk_logits = lambda sl: head(states[sl])  # noqa: E731  (chunk, V)
-    else:
-        logits = model(**forward_kwargs).logits  # (N, T, V), in the model's dtype
-        chunk_logits = lambda sl: logits[rows[sl], cols[sl]]  # noqa: E731  (chunk, V)
+        fused = partial(_split_token_logps, *split, forward_kwargs, rows, cols, targets, chunk_size)
+        return rows, cols, _forward_through(model, inner, fused)
+    logits = model(**forward_kwargs).logits  # (N, T, V), in the model's dtype
+    chunk_logits = lambda sl: logits[rows[sl], cols[sl]]  # noqa: E731  (chunk, V)
     return rows, cols, _chunked_logps(chunk_logits, targets, chunk_size)
 
 
+def _split_token_logps(decoder: nn.Module, head: nn.Module, forward_kwargs: dict[str, Any], rows: Tensor,
+                       cols: Tensor, targets: Tensor, chunk_size: int) -> Tensor:
+    """``(P,)`` log-probs from the decoder's states at the scoring positions and the head over chunks of them."""
+    hidden = _last_hidden_state(decoder(**forward_kwargs))  # (N, T, H)
+    states = hidden[rows, cols]  # (P, H)
+    if _plain_linear(head):
+        return _fused_head_logps(states, head.weight, head.bias, targets, chunk_size)
+    return _chunked_logps(lambda sl: head(states[sl]), targets, chunk_size)  # (chunk, V) at a time
+
+
+def _ddp_module(model: nn.Module) -> nn.Module:
+    """The model inside a DistributedDataParallel wrapper (which forwards no attributes, not even ``config``).
+    Only DDP: :func:`_forward_through` relies on its forward calling ``module()`` and returning the output as is."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def _config(model: nn.Module) -> Any:
+    """The model's config; under wrappers that keep the model as ``.module`` and have none of their own (DDP),
+    the wrapped model's."""
+    while getattr(model, "config", None) is None and isinstance(getattr(model, "module", None), nn.Module):
+        model = model.module
+    return getattr(model, "config", None)
+
+
+def _forward_through(model: nn.Module, inner: nn.Module, compute: Callable[[], Tensor]) -> Tensor:
+    """``compute()`` (which runs ``inner``'s submodules) as the forward of ``model``, the DDP wrapper of ``inner``.
+
+    DDP prepares its gradient all-reduce in its own forward (``reducer.prepare_for_forward``; with
+    ``find_unused_parameters`` it also walks the graph from the forward's outputs to find the parameters that will
+    get no gradient), so the decoder and head must not be called beside it: ``inner.forward`` is ``compute`` for
+    one call of the wrapper, whose output is then the log-probs that every used parameter feeds.
+    """
+    if model is inner:
+        return compute()
+    own = inner.__dict__.get("forward")  # accelerate's mixed-precision forward, when it set one
+    inner.forward = lambda *args, **kwargs: compute()
+    try:
+        return model()
+    finally:
+        if own is None:
+            del inner.forward
+        else:
+            inner.forward = own
+
+
 def _varlen_attention(model: nn.Module) -> bool:
-    """Flash attention: it reads packed sequences from position ids only in a single (flattened) row."""
-    impl = getattr(getattr(model, "config", None), "_attn_implementation", None)
+    """Flash attention: it reads packed sequences from position ids only in a single (flattened) row.
+    Read from the wrapped model: a DDP wrapper has no ``config``, and missing it would leave the batch unflattened,
+    where flash attention runs causally over each whole row and a rejected sequence attends to its chosen one."""
+    impl = getattr(_config(model), "_attn_implementation", None)
     return isinstance(impl, str) and "flash" in impl
 
 
@@ -354,7 +400,7 @@ def _modules(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 
 def _static_split_problem(model: nn.Module) -> str | None:
     if not (callable(getattr(model, "get_decoder", None)) and callable(getattr(model, "get_output_embeddings", None))):
-        return "it exposes no get_decoder()/get_output_embeddings() (e.g. a DDP/FSDP wrapper)"
+        return "it exposes no get_decoder()/get_output_embeddings() (e.g. an unknown wrapper)"
     peft_config = getattr(model, "active_peft_config", None)
     if peft_config is not None and getattr(peft_config, "is_prompt_learning", False):
         return "a prompt-learning adapter changes the forward pass"

@@ -62,35 +62,45 @@ def check_packing(
         want, got, leaked = score(padded, sample), score(packed, sample), score(packed, changed)
     chosen_tokens, rejected_tokens = want[2].clamp(min=1), want[3].clamp(min=1)  # response tokens per sequence
     per_token = TOLERANCE["full" if _dtype(model) in (torch.float32, torch.float64) else "half"]
-    checks = (
+    both = [("chosen", i) for i in range(len(sample))] + [("rejected", i) for i in range(len(sample))]
+    checks = (  # (what, a, b, allowed, (side, pair) of each compared value)
         (
             "padded and packed batches score the same tokens differently",
             _cat(want),
             _cat(got),
             torch.cat([chosen_tokens, rejected_tokens]) * per_token[0],
+            both,
         ),
         (
             "a packed rejected sequence's log-prob changes when only its chosen neighbour changes",
             got[1],
             leaked[1],
             rejected_tokens * per_token[1],
+            both[len(sample):],
         ),
     )
-    for what, a, b, allowed in checks:
+    for what, a, b, allowed, sequences in checks:
         diff = (a.float() - b.float()).abs().cpu()
         allowed = allowed.float().cpu()
         if bool((diff > allowed).any()):
             worst = int((diff - allowed).argmax())
+            side, pair = sequences[worst]
             raise UserError(
                 f"{setting}: {_describe(model)} does not keep packed sequences apart: {what} (by "
-                f"{float(diff[worst]):.3g} nats on sequence {worst} of the first {len(sample)} pairs, "
-                f"allowed {float(allowed[worst]):.3g}). Its attention does not build a block-diagonal "
-                "mask from restarting position ids, so packing would change the trained model: set "
-                "packing: off (docs/performance.md)"
+                f"{float(diff[worst]):.3g} nats on the {side} sequence of {_origin(sample, pair)}, allowed "
+                f"{float(allowed[worst]):.3g}). Its attention does not build a block-diagonal mask from restarting "
+                "position ids, so packing would change the trained model: set packing: off (docs/performance.md)"
             )
     logger.info(
         "%s: packed and padded log-probs agree on the first %d pairs (%s)", setting, len(sample), _describe(model)
     )
+
+
+def _origin(sample: Sequence[EncodedPair], pair: int) -> str:
+    """Which checked pair, by its data row when known (``EncodedPair.index`` is only a position)."""
+    position = f"pair {pair + 1} of the first {len(sample)}"
+    row = sample[pair].row
+    return f"{sample[pair].source or '<rows>'} row {row} ({position})" if row >= 0 else position
 
 
 def _changed(pair: EncodedPair) -> tuple[int, ...]:

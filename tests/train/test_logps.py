@@ -338,3 +338,36 @@ def test_no_graph_under_no_grad_and_unknown_impl_refused():
     assert not out.logps.requires_grad
     with pytest.raises(ValueError, match="logps must be one of fused, naive"):
         sequence_logps(model, ids, attn, resp, impl="liger")
+
+
+@pytest.mark.parametrize("find_unused, lora", [(False, False), (True, True)], ids=["full-static", "lora-find-unused"])
+def test_fused_under_ddp_trains_like_one_process(tmp_path, find_unused, lora):
+    """Two gloo processes, each scoring two of four pairs through DistributedDataParallel: the fused path is taken
+    (no full-logits head call) and, run through the wrapper's forward, its gradients are all-reduced: two DPO
+    steps give the losses and gradients of the naive path under DDP and of one process on all four pairs.
+    (``find_unused_parameters=True`` is transformers' default for a model without gradient checkpointing.)"""
+    from train.ddp_helpers import ddp_worker, dpo_steps, free_port
+
+    from safealign.models.lora import LoraSettings, apply_lora
+    from safealign.models.tiny import tiny_model
+
+    torch.multiprocessing.spawn(ddp_worker, args=(2, free_port(), find_unused, lora, str(tmp_path)), nprocs=2)
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    model = tiny_model(vocab_size=250)
+    if lora:
+        model = apply_lora(model, LoraSettings(r=4, alpha=8, dropout=0.0))
+    one_losses, one_grads, _ = dpo_steps(model, model, [0, 1, 2, 3], "naive")
+    for rank in ranks:
+        (fused_losses, fused_grads, fused_head_calls), (naive_losses, naive_grads, naive_head_calls) = (
+            rank["fused"], rank["naive"])
+        assert fused_head_calls == 0, "under DDP the fused path fell back to the model's full logits"
+        assert naive_head_calls > 0  # the counter can tell the two apart
+        assert fused_losses == pytest.approx(naive_losses, abs=ATOL)
+        for step, (fused, naive, one) in enumerate(zip(fused_grads, naive_grads, one_grads)):
+            assert fused.keys() == naive.keys() == one.keys() and fused
+            for name in one:
+                torch.testing.assert_close(fused[name], naive[name], atol=ATOL, rtol=1e-4, msg=f"{step} {name}")
+                torch.testing.assert_close(fused[name], one[name], atol=ATOL, rtol=1e-4, msg=f"{step} {name}")
+    for step in range(len(one_losses)):  # each process's loss is its shard's mean; together the global mean
+        assert (ranks[0]["fused"][0][step] + ranks[1]["fused"][0][step]) / 2 == pytest.approx(one_losses[step],
+                                                                                                abs=ATOL)

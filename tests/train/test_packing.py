@@ -8,6 +8,7 @@ forcing its flattening on CPU, where SDPA reads the same position ids.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -129,6 +130,41 @@ def test_token_logps_of_a_packed_batch_align_with_its_ids(monkeypatch):
     assert bool((rows[~response] == 0).all()) and bool((rows[response] < 0).all())
 
 
+def test_packed_batch_is_flattened_for_flash_attention_under_ddp(monkeypatch):
+    """HF's Trainer scores through the DistributedDataParallel wrapper, which has no ``config``: the flash-attention
+    decision reads the wrapped model's, so the packed batch still becomes one varlen row (with more than one row and
+    no mask, flash attention would run causally over the whole row and a rejected sequence would see its chosen)."""
+    from torch.nn.parallel import DistributedDataParallel
+    from train.ddp_helpers import process_group
+
+    model = llama()
+    model.config._attn_implementation = "flash_attention_2"  # what `attn_implementation: flash_attention_2` sets
+    padded = PreferenceCollator(0)(pairs())
+    packed = PreferenceCollator(0, pack=True)(pairs())
+    flattened = []
+    original = logps_module._flattened_token_logps
+
+    def flatten_on_cpu(wrapped, *args, **kwargs):  # no flash kernel on CPU: the flattened row runs through SDPA
+        flattened.append(wrapped)
+        model.config._attn_implementation = "sdpa"
+        try:
+            return original(wrapped, *args, **kwargs)
+        finally:
+            model.config._attn_implementation = "flash_attention_2"
+
+    monkeypatch.setattr(logps_module, "_flattened_token_logps", flatten_on_cpu)
+    with process_group(), torch.no_grad():
+        ddp = DistributedDataParallel(model)
+        assert logps_module._varlen_attention(ddp)
+        got = pair_logps(ddp, packed)
+    assert flattened == [ddp]
+    model.config._attn_implementation = "sdpa"
+    with torch.no_grad():
+        want = pair_logps(model, padded)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
+
+
 def _config(tmp_path, pairs_file, name: str, **overrides) -> TrainConfig:
     config = TrainConfig(model="tiny-random", output_dir=str(tmp_path / name), max_steps=2, learning_rate=1e-2,
                          per_device_train_batch_size=4, save_steps=10, logging_steps=1)
@@ -196,6 +232,25 @@ def test_packing_check_passes_a_model_that_keeps_sequences_apart(flatten, monkey
     if flatten:
         monkeypatch.setattr(logps_module, "_varlen_attention", lambda model: True)
     check_packing(llama(), pairs(with_reference_view=True), pad_token_id=0)  # no error
+
+
+@pytest.mark.parametrize("side", ["chosen", "rejected"])
+def test_packing_check_names_the_sequence_and_data_row_that_differ(side, monkeypatch):
+    """The message names chosen or rejected and the pair's data row, not a position in chosen + rejected."""
+    from safealign.errors import UserError
+    from safealign.train import packing
+
+    def fake_pair_logps(model, batch, **kwargs):  # only the packed batch's sequence of pair 2 on `side` is off
+        logps = [torch.zeros(4), torch.zeros(4)]
+        if "sequence_index" in batch:
+            logps[side == "rejected"][2] = -1.0
+        return (*logps, torch.ones(4), torch.ones(4))
+
+    monkeypatch.setattr(packing, "pair_logps", fake_pair_logps)
+    rows = [dataclasses.replace(p, source="pairs.jsonl", row=10 + p.index) for p in pairs()]
+    with pytest.raises(UserError) as error:
+        packing.check_packing(llama(), rows, pad_token_id=0)
+    assert f"on the {side} sequence of pairs.jsonl row 12 (pair 3 of the first 4)" in str(error.value)
 
 
 def test_training_refuses_packing_on_a_model_that_mixes_packed_sequences(tmp_path, pairs_file):
