@@ -29,6 +29,7 @@ from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, build_attack, check_attack
 from safealign.eval.attacks.gcg_multi import DEFAULT_FILE as GCG_MULTI_SUFFIX
 from safealign.eval.backends import ChatModel, GenerationParams, build_chat_model, chat_model_identity
+from safealign.eval.backends.base import with_seeds
 from safealign.eval.benign import BenignSet, benign_answers, benign_set, refusal_detector, run_benign
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
@@ -318,7 +319,9 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
                          judges: dict[str, Judge], params: GenerationParams, store: RecordStore,
                          first_batch: FirstBatchCheck) -> None:  # fmt: skip
     behaviors = [b for b, _, _ in batch]
-    completions = target.generate([conversation(a) for _, a, _ in batch], params)
+    # seeded by attempt: a sample is the same in any batch, at any place in it, and in a resumed run
+    seeded = with_seeds(params, [(b.id, a.attack, str(a.meta["id"])) for b, a, _ in batch])
+    completions = target.generate([conversation(a) for _, a, _ in batch], seeded)
     raise_if_stop_requested()  # whatever a backend returned after a stop request may be cut short: not recorded
     # Judges see what a user would: the prefill followed by the model's continuation.
     answers = [dataclasses.replace(c, text=a.prefill + c.text, meta={**c.meta, "prefill": a.prefill})

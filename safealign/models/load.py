@@ -123,12 +123,19 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False, revision: str 
 
 
 def _prepare_tokenizer(tokenizer: Any) -> Any:
+    pad_with_eos(tokenizer)
+    if not getattr(tokenizer, "chat_template", None):
+        logger.warning("tokenizer %s has no chat template; chat formatting will fail", tokenizer.name_or_path)
+    return tokenizer
+
+
+def pad_with_eos(tokenizer: Any) -> Any:
+    """``tokenizer``, padding with its eos token when it has no pad token (Llama's, Mistral's): batched generation
+    pads. Raises a UserError naming the tokenizer when it has neither."""
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise UserError(f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token")
         tokenizer.pad_token = tokenizer.eos_token
-    if not getattr(tokenizer, "chat_template", None):
-        logger.warning("tokenizer %s has no chat template; chat formatting will fail", tokenizer.name_or_path)
     return tokenizer
 
 

@@ -89,6 +89,24 @@ class HandedJudge(KeywordJudge):
         return super().__call__(behaviors, completions)
 
 
+def coin_model(model, tokenizer, p_yes: float = 0.1):
+    """``model`` made to answer every row's next token "Y" with probability ``p_yes``, else "N", whatever the prompt:
+    a compliance coin (best-of-N against a model that complies one time in ten) whose draws show which random
+    numbers each row got."""
+    import math
+
+    yes, no = tokenizer.convert_tokens_to_ids(["Y", "N"])
+
+    def coin(module, args, kwargs, output):
+        logits = output.logits[:, -1]
+        logits.fill_(-1e4)
+        logits[:, yes], logits[:, no] = 0.0, math.log((1 - p_yes) / p_yes)
+        return output
+
+    model.register_forward_hook(coin, with_kwargs=True)
+    return model
+
+
 def user_text(conversation: Conversation) -> str:
     return next(m["content"] for m in conversation if m["role"] == "user")
 

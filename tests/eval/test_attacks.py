@@ -159,6 +159,28 @@ def test_pair_refines_until_the_judge_says_jailbroken():
     assert "SCORE: 1" in last_attacker_context[-1]["content"]
 
 
+def test_search_queries_are_seeded_by_behavior_stream_and_round():
+    """A sampled target answers each search query with the seed of (behavior, stream, round): the streams and rounds
+    of a search, and the searches of two behaviors, never share their random draws, and a search run again (a resumed
+    run) draws the same; greedy queries carry no seeds."""
+    from safealign.eval.backends import GenerationParams
+
+    def seeds(behavior: Behavior, do_sample: bool = True) -> list[tuple[int, ...] | None]:
+        target = ScriptedChatModel(lambda c: "I refuse")
+        attacker = ScriptedChatModel(lambda c: json.dumps({"improvement": "x", "prompt": "try"}))
+        generation = GenerationParams(do_sample=do_sample, seed=1)
+        PAIRAttack(PAIRConfig(n_streams=2, depth=3), AttackContext(target=target, judge=KeywordJudge(),
+                                                                   generation=generation), attacker=attacker)(behavior)
+        return [p.seeds for p in target.params]
+
+    first = seeds(B)
+    assert len(first) == 3 and all(len(s) == 2 for s in first)  # a call per round, a seed per stream
+    drawn = [s for call in first for s in call] + [s for call in seeds(Behavior("b2", B.behavior)) for s in call]
+    assert len(set(drawn)) == 12
+    assert seeds(B) == first
+    assert seeds(B, do_sample=False) == [None, None, None]
+
+
 def test_pair_needs_target_and_judge():
     with pytest.raises(ValueError, match="pair attack needs a target model and a judge"):
         PAIRAttack(PAIRConfig(), AttackContext(), attacker=ScriptedChatModel(lambda c: ""))

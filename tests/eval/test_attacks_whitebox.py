@@ -394,8 +394,13 @@ def test_autodan_records_its_own_fitness_evaluations_and_early_stops_with_the_ru
     # per behavior, not the running total of the attack's loss
     assert second.meta["fitness_evaluations"] == alone.meta["fitness_evaluations"] >= 4
     assert first.meta["fitness_evaluations"] + second.meta["fitness_evaluations"] == attack._loss.evaluations
-    # the early-stop answers use the run's generation settings, less the answer length (one prompt per call)
-    assert target.params == [dataclasses.replace(LOADED_RUN, max_new_tokens=5, batch_size=1)] * 6
+    # the early-stop answers use the run's generation settings, less the answer length (one prompt per call), each
+    # sampled with a seed of its own (behavior and step)
+    assert [dataclasses.replace(p, seeds=None) for p in target.params] == [
+        dataclasses.replace(LOADED_RUN, max_new_tokens=5, batch_size=1)] * 6
+    seeds = [p.seeds for p in target.params]
+    assert all(len(s) == 1 for s in seeds) and len(set(seeds[:4])) == 4  # b1's and b2's two checks
+    assert seeds[4:] == seeds[2:4]  # b2's search run again draws the same
     # a run at the default generation settings: as before
     default, context = refusing_context(tiny_model, tiny_tokenizer, GenerationParams())
     AutoDANAttack(config, context)(B)

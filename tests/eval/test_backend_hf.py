@@ -10,6 +10,8 @@ import torch
 from safealign.eval.backends import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 
+from .fakes import coin_model
+
 CONVS = [
     ({"role": "user", "content": "hi"},),
     ({"role": "user", "content": "a much longer question that needs padding in a batch"},),
@@ -227,3 +229,57 @@ def test_byte_level_answers_decode_as_they_did(tiny_tokenizer):
                                    add_special_tokens=False)["input_ids"] + answer  # fmt: skip
             alone = tokenizer.decode(answer, skip_special_tokens=True)
             assert decode_answer(tokenizer, prompt, answer) == alone, (prompt, answer)
+
+
+# different lengths: the backend sorts them into other batches as the company and batch size change
+QUESTIONS = [({"role": "user", "content": "question " + "x" * (3 * i)},) for i in range(6)]
+SEEDED = GenerationParams(max_new_tokens=8, do_sample=True, seed=0, batch_size=4, seeds=tuple(range(100, 106)))
+
+
+def test_a_conversations_sample_follows_its_own_seed_not_its_place(tiny_model, tiny_tokenizer):
+    chat = HFChatModel(coin_model(tiny_model, tiny_tokenizer, p_yes=0.5), tiny_tokenizer)
+    texts = [c.text for c in chat.generate(QUESTIONS, SEEDED)]
+    assert len(set(texts)) == len(texts), texts  # every row draws its own numbers
+    order = [5, 2, 0, 4, 1, 3]  # other places, other batches, another batch size: the same samples
+    moved = dataclasses.replace(SEEDED, batch_size=3, seeds=tuple(SEEDED.seeds[i] for i in order))
+    assert [c.text for c in chat.generate([QUESTIONS[i] for i in order], moved)] == [texts[i] for i in order]
+    alone = dataclasses.replace(SEEDED, batch_size=1, seeds=(SEEDED.seeds[3],))
+    assert chat.generate([QUESTIONS[3]], alone)[0].text == texts[3]
+    # the next call's rows, with their own seeds, do not replay this call's pattern (positions 0..5 again)
+    other = chat.generate(QUESTIONS, dataclasses.replace(SEEDED, seeds=tuple(range(200, 206))))
+    assert all(a != b for a, b in zip(texts, (c.text for c in other)))
+
+
+def test_per_row_sampling_draws_from_the_tempered_nucleus(tiny_model, tiny_tokenizer):
+    """P("Y") = 0.1: about a tenth of the draws at temperature 1, more at temperature 3 (0.32), none once top_p
+    0.85 leaves "N" (0.9) alone, as generate's own sampling does."""
+    chat = HFChatModel(coin_model(tiny_model, tiny_tokenizer), tiny_tokenizer)
+    many = [QUESTIONS[0]] * 64
+
+    def share(**settings) -> float:
+        params = dataclasses.replace(SEEDED, batch_size=16, seeds=tuple(range(64)), **settings)
+        return sum(c.text.count("Y") for c in chat.generate(many, params)) / (64 * 8)
+
+    assert 0.06 < share() < 0.14
+    assert 0.25 < share(temperature=3.0) < 0.40
+    assert share(top_p=0.85) == 0.0
+
+
+def test_greedy_ignores_seeds_and_a_seed_per_conversation_is_checked(tiny_model, tiny_tokenizer):
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    greedy = GenerationParams(max_new_tokens=6, batch_size=2)
+    plain = [c.text for c in chat.generate(CONVS, greedy)]
+    assert [c.text for c in chat.generate(CONVS, dataclasses.replace(greedy, seeds=(1, 2, 3)))] == plain
+    with pytest.raises(ValueError, match="2 sampling seeds for 3 conversations"):
+        chat.generate(CONVS, dataclasses.replace(SEEDED, seeds=(1, 2)))
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_eos(tiny_model):
+    from safealign.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.pad_token = None  # as Llama's and Mistral's ship
+    chat = HFChatModel(tiny_model, tokenizer)
+    assert tokenizer.pad_token_id == tokenizer.eos_token_id
+    out = chat.generate(CONVS, GenerationParams(max_new_tokens=3, batch_size=3))
+    assert all(c.error is None for c in out), out

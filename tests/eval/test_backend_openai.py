@@ -105,6 +105,16 @@ class FakeServer:
             choice = {"message": {"content": "It was a dark"}, "finish_reason": "length"}
             usage = {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
             return self._send(handler, 200, {"choices": [choice], "usage": usage})
+        if prompt == "thought-too-long":  # a reasoning model that spent max_tokens thinking: no answer text
+            message = {"content": None, "reasoning_content": "Let me think about"}
+            usage = {"prompt_tokens": 9, "completion_tokens": 16, "total_tokens": 25}
+            return self._send(handler, 200, {"choices": [{"message": message, "finish_reason": "length"}],
+                                             "usage": usage})
+        if prompt == "refused":  # OpenAI's structured refusal: the text is in `refusal`, content is null
+            message = {"content": None, "refusal": "I can't help with that."}
+            return self._send(handler, 200, {"choices": [{"message": message, "finish_reason": "stop"}]})
+        if prompt == "null-stop":  # no text at all and not cut short: nothing to record as an answer
+            return self._send(handler, 200, {"choices": [{"message": {"content": None}, "finish_reason": "stop"}]})
         if prompt.startswith("wait"):
             time.sleep(0.2)
         reply = f"echo:{prompt}" + (f"|prefill:{last['content']}" if last["role"] == "assistant" else "")
@@ -205,6 +215,12 @@ def test_identical_conversations_of_one_batch_are_sent_with_their_own_seeds(serv
     seeds = [body["seed"] for body in server.requests]
     assert seeds[:3] == [request_seed(5, i) for i in range(3)] and len(set(seeds[:3])) == 3
     assert seeds[3:] == seeds[:3]  # deterministic: a re-run sends the same seeds
+
+
+def test_a_seed_per_conversation_is_sent_with_its_request(server):
+    client = _client(server, concurrency=1)
+    client.generate([_conv("a"), _conv("b")], GenerationParams(do_sample=True, seed=5, seeds=(11, 12)))
+    assert [(body["messages"][-1]["content"], body["seed"]) for body in server.requests] == [("a", 11), ("b", 12)]
 
 
 def test_from_config_reads_the_environment(server, monkeypatch):
@@ -331,6 +347,16 @@ def test_finish_reason_and_usage_are_recorded(server):
     assert cut.meta["usage"] == {"prompt_tokens": 9, "completion_tokens": 4, "total_tokens": 13}
     assert is_truncated(cut.text, cut.meta["finish"]) is True
     assert "finish" not in plain.meta  # the server sent none: unknown, not "stop"
+
+
+def test_no_content_cut_at_the_token_limit_is_an_empty_answer_and_a_refusal_is_the_answer(server):
+    thought, refused, empty = _client(server, max_retries=0).generate(
+        [_conv("thought-too-long"), _conv("refused"), _conv("null-stop")], GenerationParams())
+    assert (thought.text, thought.error) == ("", None)  # an answer cut at max_tokens, not a failed generation
+    assert thought.meta["finish"] == "length" and thought.meta["tokens"] == 16
+    assert thought.meta["reasoning"] == "Let me think about"
+    assert (refused.text, refused.error, refused.meta["finish"]) == ("I can't help with that.", None, "stop")
+    assert empty.text == "" and "malformed response: content is NoneType" in empty.error
 
 
 def test_a_failed_prefill_probe_is_tried_again_a_bounded_number_of_times(server):

@@ -128,6 +128,9 @@ def test_over_long_prompt_is_an_error_of_its_own_and_the_others_run(fake_vllm):
     assert short.meta == {"finish": "length", "tokens": 2}
     assert model.generate([convs[1]], params)[0].error.startswith("prompt too long:")  # none to run: no call
     assert len(model.llm.prompts) == 2
+    # a seed per conversation (the attempt's, from the pipeline) goes with its own request
+    seeded = model.generate(convs, GenerationParams(max_new_tokens=8, do_sample=True, seed=3, seeds=(31, 32, 33)))
+    assert [c.text for c in seeded if c.error is None] == ["sample with seed 31", "sample with seed 33"]
 
 
 def test_over_long_behaviors_are_bounded_before_the_run(fake_vllm):

@@ -196,3 +196,48 @@ def test_a_target_reached_below_one_attempt_says_so():
     reached = fit["forecast"]["0.5"]
     assert reached["n"] is None and reached["reached"] is True and "already reached" in reached["reason"]
     assert fit["forecast"]["0.9"]["n"] > 4 and "reached" not in fit["forecast"]["0.9"]
+
+
+class _StopsAt:
+    """The HF chat model, interrupted (Ctrl-C) at its ``call``-th generate: a run to resume."""
+
+    def __init__(self, chat, call: int | None = None) -> None:
+        self.chat, self.model, self.call, self.calls = chat, chat.model, call, 0
+
+    def generate(self, conversations, params):
+        self.calls += 1
+        if self.calls == self.call:
+            raise KeyboardInterrupt
+        return self.chat.generate(conversations, params)
+
+
+def test_sampled_answers_follow_the_attempt_not_its_place_in_a_batch(tmp_path, tiny_model, tiny_tokenizer):
+    """The reviewer's scenario: a model complying ("Y") one time in ten, best-of-8 sampled on 5 behaviors, one
+    behavior per generate call. Seeded by position, every behavior drew the same 8 samples; seeded by attempt, the
+    behaviors differ, and another batch size or an interrupted and resumed run draws the very same samples."""
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.eval.config import GenerationConfig
+
+    from .fakes import coin_model
+
+    chat = HFChatModel(coin_model(tiny_model, tiny_tokenizer), tiny_tokenizer)
+    behaviors = [Behavior(f"b{i}", f"explain procedure number {i}") for i in range(5)]
+
+    def run(name: str, batch_size: int, stop_at: int | None = None) -> dict[tuple[str, str], str]:
+        config = EvalConfig(attacks=["best_of_n"], attack_params={"best_of_n": {"n": 8}}, judges=["kw"],
+                            output_dir=str(tmp_path / name),
+                            generation=GenerationConfig(max_new_tokens=4, do_sample=True, batch_size=batch_size))
+        judges = {"kw": KeywordJudge()}
+        if stop_at is not None:
+            with pytest.raises(KeyboardInterrupt):
+                run_eval(config, chat_model=_StopsAt(chat, stop_at), behaviors=behaviors, judges=judges)
+        run_eval(config, chat_model=_StopsAt(chat), behaviors=behaviors, judges=judges)
+        records = [json.loads(line) for line in (tmp_path / name / "records.jsonl").read_text().splitlines()]
+        assert len(records) == 40
+        return {(r["behavior_id"], r["attempt_id"]): r["completion"]["text"] for r in records}
+
+    whole = run("whole", batch_size=8)
+    patterns = {b.id: [whole[(b.id, f"bon_{i}")] for i in range(8)] for b in behaviors}
+    assert len({tuple(p) for p in patterns.values()}) == 5, patterns  # no behavior replays another's samples
+    assert run("batches-of-3", batch_size=3) == whole  # another place in another batch: the same sample
+    assert run("resumed", batch_size=8, stop_at=3) == whole  # interrupted after two behaviors, then resumed

@@ -321,6 +321,28 @@ def test_perplexity_filter_refuses_a_non_finite_score_whatever_the_threshold():
     assert len(fake.conversations) == 1
 
 
+def test_a_seed_per_conversation_reaches_the_inner_calls_of_defenses_that_copy_or_filter():
+    """The evaluation samples each attempt with a seed of its own (GenerationParams.seeds): smoothllm's copies and
+    align_pro's candidates get seeds derived from their conversation's, the perplexity filter passes the kept
+    conversations theirs, so each inner call has one seed per conversation it answers, following that conversation."""
+    import dataclasses
+
+    sampled = dataclasses.replace(PARAMS, do_sample=True, seeds=(11, 22, 33))
+    fake = ScriptedChatModel(lambda c: "I'm sorry, no")
+    _wrap("smoothllm", fake, copies=3, q=0).generate([USER] * 3, sampled)
+    copies = fake.params[-1].seeds
+    assert len(copies) == 9 == len(set(copies))
+    _wrap("smoothllm", fake, copies=3, q=0).generate([USER], dataclasses.replace(sampled, seeds=(22,)))
+    assert fake.params[-1].seeds == copies[3:6]  # the same copies' seeds, alone in the call
+    _wrap("align_pro", fake, candidates=2).generate([USER] * 3, sampled)
+    rewrites, answers = fake.params[-2:]
+    assert rewrites.seeds is None and len(answers.seeds) == 6 == len(set(answers.seeds))
+    defense = build_defense("perplexity_filter", {"threshold": 5.0})
+    defense.scored = lambda texts: [(1.0, 1), (float("inf"), 1), (1.0, 1)]
+    DefendedChatModel(fake, defense).generate([USER] * 3, sampled)
+    assert fake.params[-1].seeds == (11, 33)
+
+
 def test_perplexity_filter_needs_a_scorer_on_a_chat_endpoint():
     with pytest.raises(UserError, match="scorer=target needs the hf backend"):
         _wrap("perplexity_filter", ScriptedChatModel(lambda c: "x"), threshold=1.0)

@@ -161,8 +161,11 @@ def test_gcg_records_its_target_queries_and_candidates_and_early_stops_with_the_
     [attempt] = GCGAttack(config, context)(B)
     assert attempt.meta["target_queries"] == 2 == len(target.calls)  # after steps 2 and 4
     assert attempt.meta["candidates_scored"] == 4 * 8  # no filter: every sampled candidate is scored
-    # the run's generation settings, less the answer length (and one prompt per call)
-    assert target.params == [dataclasses.replace(LOADED_RUN, max_new_tokens=7, batch_size=1)] * 2
+    # the run's generation settings, less the answer length (and one prompt per call), each check sampled with a
+    # seed of its own (behavior and step)
+    assert [dataclasses.replace(p, seeds=None) for p in target.params] == [
+        dataclasses.replace(LOADED_RUN, max_new_tokens=7, batch_size=1)] * 2
+    assert [len(p.seeds) for p in target.params] == [1, 1] and target.params[0].seeds != target.params[1].seeds
     # a run at the default generation settings: as before
     default, context = refusing_context(tiny_model, tiny_tokenizer, GenerationParams())
     GCGAttack(config, context)(B)

@@ -289,7 +289,8 @@ class AutoDANAttack(Attack):
             return True
         check = cfg.eval_every and (step + 1) % cfg.eval_every == 0 and self.context.judge is not None
         if check and self.context.target is not None and budget.take(1):
-            params = early_stop_params(self.context.generation, cfg.eval_max_new_tokens)
+            params = self.search_params(behavior, [("early_stop", step)],
+                                        early_stop_params(self.context.generation, cfg.eval_max_new_tokens))
             reply = self.context.target.generate([(user(self.render(run.best_prompt, behavior)),)], params)[0]
             if self.context.judge([behavior], [reply])[0].harmful is True:
                 run.stop_reason = "jailbroken"

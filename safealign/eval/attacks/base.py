@@ -13,7 +13,7 @@ from typing import Any, ClassVar, Sequence
 
 from safealign.data.behaviors import behavior_prompt
 from safealign.errors import UserError
-from safealign.eval.backends.base import ChatModel, GenerationParams
+from safealign.eval.backends.base import ChatModel, GenerationParams, with_seeds
 from safealign.eval.registries import ATTACKS
 from safealign.registry import RegisteredName
 from safealign.types import Attempt, Behavior
@@ -79,6 +79,14 @@ class Attack(ABC):
 
     def __call__(self, behavior: Behavior) -> list[Attempt]:
         return self.attack(behavior)
+
+    def search_params(self, behavior: Behavior, queries: Sequence[Sequence[Any]],
+                      params: GenerationParams | None = None) -> GenerationParams:  # fmt: skip
+        """The run's generation settings (or ``params``) for a search's queries to the target, with one sampling
+        seed per query from (behavior, attack, the query's key: stream and round, tree node, turn, step): the streams
+        and rounds of a search, and the searches of two behaviors, never share their draws, and a search run again
+        (a resumed run) draws the same. Greedy settings come back as they are."""
+        return with_seeds(params or self.context.generation, [(behavior.id, self.name, "query", *q) for q in queries])
 
     def user_attempt(self, behavior: Behavior, content: str, attempt_id: str, **meta: Any) -> Attempt:
         """A single-user-turn attempt (the common case)."""

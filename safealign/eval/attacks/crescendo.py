@@ -105,7 +105,8 @@ class CrescendoAttack(Attack):
             attacker_history.append({"role": "assistant", "content": result.raw[0]})
             # a contextual behavior's context goes with the first kept question only: later turns build on it
             sent = user(question if history else with_context(behavior, question))
-            reply = self.context.target.generate([tuple(history + [sent])], self.context.generation)[0]
+            query = self.search_params(behavior, [("turn", turn, "backtracked", len(backtracked))])
+            reply = self.context.target.generate([tuple(history + [sent])], query)[0]
             if reply.error is not None:  # no answer to build on (prompt too long, endpoint down): stop here
                 stats["target_error"] = reply.error
                 break

@@ -153,7 +153,7 @@ class GCGAttack(Attack):
             check = cfg.early_stop_every and (step + 1) % cfg.early_stop_every == 0 and self._can_judge()
             if check:
                 best.target_queries += 1
-                if self._jailbroken(behavior, best.suffix):
+                if self._jailbroken(behavior, best.suffix, step):
                     best.early_stopped = True
                     break
         best.seconds = time.perf_counter() - start
@@ -283,10 +283,11 @@ class GCGAttack(Attack):
         """An early-stop check needs a target to answer and a judge to score the answer."""
         return self.context.target is not None and self.context.judge is not None
 
-    def _jailbroken(self, behavior: Behavior, suffix: str) -> bool:
+    def _jailbroken(self, behavior: Behavior, suffix: str, step: int) -> bool:
         """One early-stop check: the target's answer, generated with the run's settings but
-        ``early_stop_max_new_tokens`` long, judged harmful."""
-        params = early_stop_params(self.context.generation, self.config.early_stop_max_new_tokens)
+        ``early_stop_max_new_tokens`` long, judged harmful; sampled with the seed of (behavior, ``step``)."""
+        params = self.search_params(behavior, [("early_stop", step)],
+                                    early_stop_params(self.context.generation, self.config.early_stop_max_new_tokens))
         content = self.message(behavior_prompt(behavior), suffix)
         completion: Completion = self.context.target.generate([({"role": "user", "content": content},)], params)[0]
         return self.context.judge([behavior], [completion])[0].harmful is True

@@ -131,6 +131,7 @@ class PAIRAttack(Attack):
         ``retries`` times; a stream whose answer stays unusable stops, as a tap branch is dropped), and the
         target answers the new prompts only."""
         cfg = self.config
+        number = {id(s): i for i, s in enumerate(streams)}  # a stream's place: its attempt id and its seeds' key
         live = [s for s in streams if not s.stopped]
         params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature, cfg.seed)
         # parse_field also reads a "prompt" cut off at max_new_tokens, and with `lenient` a plain answer
@@ -150,7 +151,8 @@ class PAIRAttack(Attack):
             return
         prompts = [with_context(behavior, s.prompt or "") for s in live]
         replies = self.context.target.generate([({"role": "user", "content": p},) for p in prompts],
-                                               self.context.generation)  # fmt: skip
+                                               self.search_params(behavior, [(f"stream{number[id(s)]}", s.rounds)
+                                                                             for s in live]))  # fmt: skip
         verdicts = self.context.judge([behavior] * len(live), replies)
         for stream, reply, verdict in zip(live, replies, verdicts):
             stream.rounds += 1

@@ -191,7 +191,8 @@ class TAPAttack(Attack):
     def _score(self, behavior: Behavior, goal: str, nodes: list[Node], search: _Search) -> None:
         """The target answers every node in one call; each answer gets a 1–10 score."""
         prompts = [with_context(behavior, n.prompt) for n in nodes]
-        replies = self.context.target.generate([(user(p),) for p in prompts], self.context.generation)
+        replies = self.context.target.generate([(user(p),) for p in prompts],
+                                               self.search_params(behavior, [(n.node_id,) for n in nodes]))
         for node, reply in zip(nodes, replies):
             node.reply = reply.text if reply.error is None else f"(no reply: {reply.error})"
         if self.config.scorer == "judge":

@@ -8,7 +8,7 @@ the returned ``Completion.text`` holds only the continuation.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol, Sequence, runtime_checkable
 
 from safealign.errors import UserError
@@ -32,6 +32,10 @@ class GenerationParams:
     # tokenise their raw classifier prompts; chat templates already contain BOS, so the default is False.
     add_special_tokens: bool = False
     max_prompt_tokens: int | None = None  # local backends: longer prompts are not run (an error per attempt)
+    # One sampling seed per conversation of a generate call, in its order (:func:`with_seeds`: from each
+    # conversation's key, e.g. its attempt's), so a sample depends on what is answered, not on its place in the
+    # call; None: request ``i`` gets ``request_seed(seed, i)`` (:func:`conversation_seeds`). Unused when greedy.
+    seeds: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:  # library callers get the same range checks as EvalConfig.generation
         from safealign.checks import at_least
@@ -49,16 +53,47 @@ class ChatModel(Protocol):
 
 
 def request_seed(seed: int, index: int) -> int:
-    """The sampling seed of request ``index`` (0-based) of a batch generated with ``seed``, for backends that
-    seed every request on its own (vLLM's ``SamplingParams.seed``, the ``seed`` of an OpenAI-compatible
-    request). One shared seed would make identical conversations of one batch (TAP's branches, PAIR's streams,
-    zero-shot's cases) come back identical. The HF backend cannot seed a row on its own: it draws each batch
-    from one stream seeded with ``request_seed(seed, start)``, ``start`` the batch's offset in the call, so the
-    rows of a batch differ as successive draws and the batches differ from each other. The first 31 bits of
+    """The sampling seed of request ``index`` (0-based) of a batch generated with ``seed`` and no per-conversation
+    ``seeds`` (:func:`conversation_seeds`), for backends that seed every request on its own (vLLM's
+    ``SamplingParams.seed``, the ``seed`` of an OpenAI-compatible request). One shared seed would make identical
+    conversations of one batch (TAP's branches, PAIR's streams, zero-shot's cases) come back identical. A seed by
+    place repeats across calls: row ``i`` of every call draws alike, so callers that know what they ask (the
+    evaluation's attempts, search queries, over-refusal prompts) pass ``seeds`` instead (:func:`with_seeds`).
+    Without them the HF backend draws each batch from one stream seeded with ``request_seed(seed, start)``,
+    ``start`` the batch's offset in the call, so the rows of a batch differ as successive draws and the batches
+    differ from each other. The first 31 bits of
     ``sha256("<seed>:<index>")``: deterministic, so a re-run draws the same seeds, and unlike ``seed + index``
     it does not repeat the seeds of a neighbouring ``seed``."""
     digest = hashlib.sha256(f"{seed}:{index}".encode()).digest()
     return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
+def key_seed(seed: int, *key: Any) -> int:
+    """The sampling seed of the conversation named by ``key`` (an attempt's behavior id, attack and attempt id; a
+    search query's behavior, stream and round; an over-refusal prompt's id) in a run seeded with ``seed``: the first
+    31 bits of ``sha256`` of the seed and the key's parts. It depends on nothing else, so the same attempt draws the
+    same sample in any batch, at any place in it, and in a resumed run, and two attempts never share their draws."""
+    text = "\x1f".join([str(seed), "key", *map(str, key)])
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
+def with_seeds(params: GenerationParams, keys: Sequence[Sequence[Any]]) -> GenerationParams:
+    """``params`` with the seed of each key (:func:`key_seed`), one per conversation of the call, in order; greedy
+    ``params`` are returned as they are (seeds change nothing there, and a greedy run's requests stay as they were)."""
+    if not params.do_sample:
+        return params
+    return replace(params, seeds=tuple(key_seed(params.seed, *key) for key in keys))
+
+
+def conversation_seeds(params: GenerationParams, n: int) -> list[int]:
+    """The sampling seed of each of the ``n`` conversations of a call: ``params.seeds``, else request ``i``'s
+    :func:`request_seed` (the caller named no conversation: a sample then depends on its place in the call)."""
+    if params.seeds is None:
+        return [request_seed(params.seed, i) for i in range(n)]
+    if len(params.seeds) != n:
+        raise ValueError(f"generation: {len(params.seeds)} sampling seeds for {n} conversations (GenerationParams."
+                         "seeds holds one per conversation of the call, in order)")
+    return list(params.seeds)
 
 
 def prompt_limit(params: GenerationParams, context: int | None) -> tuple[int | None, str]:

@@ -1,12 +1,15 @@
 """Local Hugging Face causal LM backend: batched generation with left padding and the chat template.
 
-Conversations are sorted by prompt length and generated ``batch_size`` at a time. With sampling, each batch
-is drawn from one torch stream seeded with ``request_seed(params.seed, start)``, ``start`` the batch's offset
-in that sorted order (:func:`safealign.eval.backends.base.request_seed`): the rows of a batch differ as
-successive draws of the stream, batches differ from each other (two identical conversations differ even with
-``batch_size=1``), and a re-run of the same call draws the same samples. A row's sample still depends on the
-conversations that share its batch (``batch_size`` and the call's other prompts); vLLM and the HTTP backend
-seed each request instead.
+Conversations are sorted by prompt length and generated ``batch_size`` at a time. With sampling and a seed per
+conversation (``params.seeds``, as the evaluation passes its attempts'), each row draws its tokens with a
+``torch.Generator`` of its own seeded with its seed (:class:`_RowSampler`): a conversation's sample depends on
+its seed and prompt alone, not on its place, its batch or the call's other prompts, as vLLM and the HTTP
+backend seed each request (up to the rounding a longer left padding brings to a row's logits). Without
+``seeds``, each batch is drawn from one torch stream seeded with ``request_seed(params.seed, start)``, ``start``
+the batch's offset in that sorted order (:func:`safealign.eval.backends.base.request_seed`): the rows of a batch
+differ as successive draws of the stream, batches differ from each other (two identical conversations differ
+even with ``batch_size=1``), and a re-run of the same call draws the same samples, but row ``i`` of every call
+draws alike and a row's sample depends on the conversations that share its batch.
 
 ``generate`` gets an explicit generation config built from :class:`GenerationParams` alone: a model's own
 ``generation_config`` (top_k, repetition_penalty, min_p, no_repeat_ngram_size, num_beams …) is not applied,
@@ -16,17 +19,28 @@ distribution on both. Only its end-of-answer and bos ids are kept (:func:`~.base
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Sequence
 
 import torch
-from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList, StopStringCriteria
+from transformers import (
+    GenerationConfig,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+    StopStringCriteria,
+    TemperatureLogitsWarper,
+    TopPLogitsWarper,
+)
 
 from safealign.eval.backends.base import (
     Conversation,
     GenerationParams,
     decode_answer,
+    conversation_seeds,
     eos_ids,
     prompt_limit,
     render_prompt,
@@ -67,6 +81,23 @@ class _StopInAnswer(StoppingCriteria):
         hit = self.matcher(input_ids[:, self.prompt_width :], scores, **kwargs)
         self.fired = hit if self.fired is None else self.fired | hit
         return hit
+
+
+class _RowSampler(LogitsProcessor):
+    """Samples each row's next token with that row's own generator, then leaves it the only finite logit, which
+    ``generate``'s greedy step picks: ``generate`` samples a whole batch from the one global stream, so a row's draw
+    would depend on its place in the batch. The distribution is the one ``generate`` samples from (temperature, then
+    top-p, then softmax and a multinomial draw); it costs one small draw per row and step."""
+
+    def __init__(self, seeds: Sequence[int], device: torch.device, temperature: float, top_p: float) -> None:
+        self.generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        warpers: list[LogitsProcessor] = [TemperatureLogitsWarper(temperature)] if temperature != 1.0 else []
+        self.warpers = LogitsProcessorList(warpers + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(self.warpers(input_ids, scores), dim=-1)
+        picked = torch.stack([torch.multinomial(row, 1, generator=g) for row, g in zip(probs, self.generators)])
+        return torch.full_like(scores, -float("inf")).scatter_(1, picked, 0.0)
 
 
 # Settings of a model's generation_config that change which tokens come out; none of them is applied here
@@ -128,8 +159,11 @@ class HFChatModel:
     """Wraps an already-loaded ``(model, tokenizer)``; see :meth:`from_config` to load one."""
 
     def __init__(self, model: Any, tokenizer: Any, *, system_prompt: str | None = None) -> None:
+        from safealign.models.load import pad_with_eos
+
         self.model = model
-        self.tokenizer = tokenizer
+        # a tokenizer handed in without a pad token pads with eos, as load_model's do (batches are padded)
+        self.tokenizer = pad_with_eos(tokenizer) if tokenizer is not None else None
         self.system_prompt = system_prompt
         self._noted_ignored = False  # the model's own generation settings were named in the log
 
@@ -170,15 +204,20 @@ class HFChatModel:
         out = too_long(lengths, *self.prompt_limit(params), logger)
         # Sort by length so each batch pads little; results are put back in input order.
         order = sorted((i for i in range(len(prompts)) if out[i] is None), key=lambda i: lengths[i])
+        seeds = conversation_seeds(params, len(prompts)) if params.seeds is not None else None
         for start in range(0, len(order), max(1, params.batch_size)):
             raise_if_stop_requested()
             idx = order[start : start + params.batch_size]
-            batch = self._generate_batch([prompts[i] for i in idx], params, seed=request_seed(params.seed, start))
+            batch = self._generate_batch([prompts[i] for i in idx], params, seed=request_seed(params.seed, start),
+                                         row_seeds=[seeds[i] for i in idx] if seeds is not None else None)
             for i, completion in zip(idx, batch):
                 out[i] = completion
         return out  # type: ignore[return-value]
 
-    def _generate_batch(self, prompts: list[str], params: GenerationParams, *, seed: int) -> list[Completion]:
+    def _generate_batch(self, prompts: list[str], params: GenerationParams, *, seed: int,
+                        row_seeds: list[int] | None = None) -> list[Completion]:  # fmt: skip
+        """``row_seeds``: a seed per prompt, each row sampled with its own (:class:`_RowSampler`); None: the batch
+        drawn from the global stream seeded with ``seed``. Greedy decoding uses neither."""
         tok = self.tokenizer
         old_side = tok.padding_side
         tok.padding_side = "left"
@@ -194,7 +233,7 @@ class HFChatModel:
         try:
             with torch.no_grad():
                 torch.manual_seed(seed)
-                output = self.model.generate(**enc, generation_config=self.build_generation_config(params),
+                output = self.model.generate(**enc, **self._decoding(params, row_seeds, device),
                                              stopping_criteria=criteria)
         except (RuntimeError, ValueError) as exc:  # e.g. CUDA OOM: recorded per attempt, run goes on
             logger.warning("generation failed for a batch of %d: %s", len(prompts), exc)
@@ -206,6 +245,15 @@ class HFChatModel:
         return [self._completion(row, params, seconds, prompt=_prompt_ids(enc, r),
                                  stopped=fired is not None and bool(fired[r]))
                 for r, row in enumerate(new_tokens)]  # fmt: skip
+
+    def _decoding(self, params: GenerationParams, row_seeds: list[int] | None, device: torch.device) -> dict[str, Any]:
+        """``generate``'s decoding arguments: its own greedy or sampling step, or, when sampling with a seed per row,
+        the greedy step taking each row's token as :class:`_RowSampler` drew it."""
+        if not params.do_sample or row_seeds is None:
+            return {"generation_config": self.build_generation_config(params)}
+        sampler = _RowSampler(row_seeds, device, params.temperature, params.top_p)
+        return {"generation_config": self.build_generation_config(dataclasses.replace(params, do_sample=False)),
+                "logits_processor": LogitsProcessorList([sampler])}
 
     def _stopping_criteria(self, params: GenerationParams, input_ids: torch.Tensor) -> StoppingCriteriaList:
         """A stop request ends the batch; a stop string ends a row whose answer holds it."""

@@ -19,9 +19,14 @@ Each completion's meta holds the server's ``finish`` reason (``choices[0].finish
 ``"length"`` as the HF and vLLM backends write it, or whatever else the server says), ``usage`` when the
 server sends it, and ``tokens`` (its ``completion_tokens``).
 
-Request ``i`` of a batch is sent with ``seed = request_seed(params.seed, i)``
-(:func:`safealign.eval.backends.base.request_seed`): servers seed each request (vLLM does), so one shared
+Request ``i`` of a batch is sent with its conversation's seed from ``params.seeds`` (the evaluation's attempts
+carry one each), else ``seed = request_seed(params.seed, i)``
+(:func:`safealign.eval.backends.base.conversation_seeds`): servers seed each request (vLLM does), so one shared
 seed would answer identical conversations of a batch identically.
+
+A reply with no text (``content`` null) is an answer when the server says why: its ``refusal`` text (OpenAI's
+structured refusals), or an empty answer cut at ``max_tokens`` (``finish_reason`` ``"length"``: a reasoning
+model that spent them thinking; its ``reasoning_content``/``reasoning`` text is kept in meta as ``reasoning``).
 """
 
 from __future__ import annotations
@@ -41,7 +46,13 @@ from typing import Any, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.backends import prefill_probe
-from safealign.eval.backends.base import Conversation, GenerationParams, request_seed, split_prefill, with_system_prompt
+from safealign.eval.backends.base import (
+    Conversation,
+    GenerationParams,
+    conversation_seeds,
+    split_prefill,
+    with_system_prompt,
+)
 from safealign.interrupt import raise_if_stop_requested, wait_or_stop
 from safealign.types import Completion
 
@@ -144,10 +155,11 @@ class OpenAIChatModel:
         verdict = self.probe_prefill(params) if has_prefill else None
         results: list[Any] = [None] * len(conversations)
         slots = threading.BoundedSemaphore(self.concurrency)
+        seeds = conversation_seeds(params, len(conversations))
 
         def work(i: int, conversation: Conversation) -> None:
             try:
-                results[i] = self._one(conversation, dataclasses.replace(params, seed=request_seed(params.seed, i)))
+                results[i] = self._one(conversation, dataclasses.replace(params, seed=seeds[i], seeds=None))
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread below
                 results[i] = exc
             finally:
@@ -297,15 +309,33 @@ def _parse_content(body: bytes, secret: str | None = None) -> tuple[str, dict[st
     except (ValueError, KeyError, IndexError, TypeError):
         text = body[:64_000].decode("utf-8", "replace")
         raise ValueError(f"malformed response: {redact(text, secret)[:200]!r}") from None
-    if not isinstance(content, str):
-        raise ValueError(f"malformed response: content is {type(content).__name__}")
     meta: dict[str, Any] = {}
     finish = choice.get("finish_reason") if isinstance(choice, dict) else None
     if isinstance(finish, str):
         meta["finish"] = finish  # "stop" / "length", the HF and vLLM backends' words too
+    if content is None:
+        content = _no_content(choice["message"], finish, meta)
+    if not isinstance(content, str):
+        raise ValueError(f"malformed response: content is {type(content).__name__}")
     usage = reply.get("usage") if isinstance(reply, dict) else None
     if isinstance(usage, dict):
         meta["usage"] = usage
         if isinstance(usage.get("completion_tokens"), int):
             meta["tokens"] = usage["completion_tokens"]
     return content, meta
+
+
+def _no_content(message: Any, finish: Any, meta: dict[str, Any]) -> str | None:
+    """The answer of a message whose ``content`` is null: its ``refusal`` text, or "" when it was cut at the token
+    limit (a reasoning model that spent ``max_tokens`` thinking; that text kept in ``meta["reasoning"]``); None
+    (malformed) otherwise."""
+    if not isinstance(message, dict):
+        return None
+    if isinstance(message.get("refusal"), str):
+        return message["refusal"]
+    if finish != "length":
+        return None
+    reasoning = message.get("reasoning_content", message.get("reasoning"))
+    if isinstance(reasoning, str):
+        meta["reasoning"] = reasoning
+    return ""

@@ -1,8 +1,9 @@
 """vLLM backend (GPU, optional): same ChatModel interface; ``vllm`` is imported only here.
 
-vLLM seeds each request on its own, so request ``i`` of a batch gets ``request_seed(params.seed, i)``
-(:func:`safealign.eval.backends.base.request_seed`): identical conversations in one batch differ, and a
-re-run draws the same samples.
+vLLM seeds each request on its own: request ``i`` of a batch gets its conversation's seed from
+``params.seeds`` (the evaluation's attempts carry one each, so a sample follows its attempt, not its place),
+else ``request_seed(params.seed, i)`` (:func:`safealign.eval.backends.base.conversation_seeds`): identical
+conversations in one batch differ, and a re-run draws the same samples.
 
 Prompts are tokenised here, with the tokenizer's special tokens only when ``params.add_special_tokens``
 (as the HF backend does: a rendered chat template already starts with BOS), and sent as token ids, so
@@ -27,8 +28,8 @@ from safealign.eval.backends.base import (
     Conversation,
     GenerationParams,
     prompt_limit,
+    conversation_seeds,
     render_prompt,
-    request_seed,
     special_stops,
     too_long,
 )
@@ -103,7 +104,8 @@ class VLLMChatModel:
         if not run:
             return out  # type: ignore[return-value]
         # request i keeps its seed whichever prompts around it were too long
-        sampling = [self._sampling(params, request_seed(params.seed, i)) for i in run]
+        seeds = conversation_seeds(params, len(prompts))
+        sampling = [self._sampling(params, seeds[i]) for i in run]
         start = time.perf_counter()
         try:
             outputs = self.llm.generate([{"prompt_token_ids": prompts[i]} for i in run], sampling)

@@ -24,7 +24,7 @@ from typing import Any, Sequence
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams
 from safealign.eval.defenses.base import (
-    Answer, Defense, bare_model, last_user_index, stable_seed, total_cost, with_user_text,
+    Answer, Defense, bare_model, copies_params, last_user_index, stable_seed, total_cost, with_user_text,
 )
 
 INSTRUCTION = (
@@ -83,12 +83,13 @@ class AlignPro(Defense):
         asks = [({"role": "user", "content": self.config.instruction.replace("{prompt}", _user(c))},)
                 for c in conversations for _ in range(n)]  # fmt: skip
         rewriting = dataclasses.replace(params, max_new_tokens=self.config.max_rewrite_tokens, do_sample=n > 1,
-                                        temperature=1.0, top_p=1.0, seed=self.config.seed, stop=())  # fmt: skip
+                                        temperature=1.0, top_p=1.0, seed=self.config.seed, stop=(),
+                                        seeds=None)  # fmt: skip
         rewrites = self.prompter.generate(asks, rewriting)
         texts = [r.text.strip() if r.error is None and r.text.strip() else None for r in rewrites]
         rewritten = [with_user_text(conversations[j // n], texts[j] or _user(conversations[j // n]))
                      for j in range(len(rewrites))]  # fmt: skip
-        answers = inner.generate(rewritten, params)  # every candidate rewrite of the batch in one call
+        answers = inner.generate(rewritten, copies_params(params, n))  # every candidate rewrite of the batch at once
         # R(x, x') = E_{y ~ π_F(·|x')} r*(x, y): the answer to the rewrite is judged against the ORIGINAL prompt x.
         # A failed answer (out of memory, a rewrite past max_prompt_tokens) has no text to judge: its empty text
         # would read as "not harmful", the highest reward, so it gets none (None) and is never the one picked

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams
+from safealign.eval.backends.base import Conversation, GenerationParams, key_seed
 from safealign.eval.registries import DEFENSES
 from safealign.io.records import DefenseStep
 from safealign.registry import RegisteredName
@@ -80,6 +80,22 @@ def stable_seed(*parts: Any) -> int:
     and on resume (Python's ``hash`` of a str changes between processes)."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big")
+
+
+def copies_params(params: GenerationParams, n: int) -> GenerationParams:
+    """``params`` for an inner call answering ``n`` copies (candidates) of each conversation, in order: copy ``k`` of a
+    conversation sampled with ``key_seed(its seed, k)``, so its copies differ and follow it (``params.seeds``, one per
+    conversation, come from the evaluation's attempts); without seeds, the inner call's seeds go by place as before."""
+    if params.seeds is None:
+        return params
+    return dataclasses.replace(params, seeds=tuple(key_seed(seed, k) for seed in params.seeds for k in range(n)))
+
+
+def kept_params(params: GenerationParams, keep: Sequence[int]) -> GenerationParams:
+    """``params`` for an inner call answering the conversations at ``keep`` only: their own seeds, if any."""
+    if params.seeds is None:
+        return params
+    return dataclasses.replace(params, seeds=tuple(params.seeds[i] for i in keep))
 
 
 class Defense(ABC):

@@ -27,7 +27,7 @@ import torch
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams
-from safealign.eval.defenses.base import Answer, Defense, bare_model, last_user_index, refusal_answer
+from safealign.eval.defenses.base import Answer, Defense, bare_model, kept_params, last_user_index, refusal_answer
 
 
 @dataclass(frozen=True)
@@ -197,7 +197,8 @@ class PerplexityFilter(Defense):
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         scored = self.scored([c[last_user_index(c)]["content"] for c in conversations])
         keep = [i for i, (s, _) in enumerate(scored) if math.isfinite(s) and s <= self.threshold]
-        completions = dict(zip(keep, inner.generate([conversations[i] for i in keep], params))) if keep else {}
+        kept = kept_params(params, keep)
+        completions = dict(zip(keep, inner.generate([conversations[i] for i in keep], kept))) if keep else {}
         answers = []
         for i, (score, passes) in enumerate(scored):
             if i in completions:

@@ -19,7 +19,7 @@ from typing import Any, Optional, Sequence
 
 from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams
-from safealign.eval.defenses.base import Answer, Defense, last_user_index, stable_seed, with_user_text
+from safealign.eval.defenses.base import Answer, Defense, copies_params, last_user_index, stable_seed, with_user_text
 from safealign.types import Completion
 
 ALPHABET = string.printable
@@ -106,7 +106,7 @@ class SmoothLLM(Defense):
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         n = self.config.copies
         copies = [c for conversation in conversations for c in self.copies(conversation)]
-        completions = inner.generate(copies, params)  # one call: the backend batches all B·N copies
+        completions = inner.generate(copies, copies_params(params, n))  # one call: the backend batches all B·N copies
         answers = []
         for b, conversation in enumerate(conversations):
             mine = completions[b * n : (b + 1) * n]

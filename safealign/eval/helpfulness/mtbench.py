@@ -366,14 +366,15 @@ def mtbench_fingerprint(identity: Mapping[str, Any], system_prompt: str | None, 
     answering model (its identity: spec and weights, as ``summary.json`` records it) with its system prompt,
     generation settings and per-category temperatures; the judge (its name as records carry it, its identity,
     settings, prompt format and prompt text); each question with the reference its judge prompt shows. Batch
-    sizes only say how many go at once and are left out; ``questions`` may grow (records are per question, so a
+    sizes only say how many go at once and are left out, as are per-call ``seeds`` (none here: a call's, not a
+    setting); ``questions`` may grow (records are per question, so a
     larger ``--limit`` extends a run; a smaller one, see :func:`_keep_recorded_questions`). Identities hold names
     and weight fingerprints, never an endpoint's key. Both generation settings come with ``GenerationParams()``'s
     as defaults (as eval fingerprints with ``EvalConfig()``'s), so a field added to GenerationParams later, at its
     default, still matches the directories recorded without it (rundir's ``differing_keys``); defaults are not
     part of the digest."""
     def settings(p: GenerationParams) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(p).items() if k != "batch_size"}
+        return {k: v for k, v in dataclasses.asdict(p).items() if k not in ("batch_size", "seeds")}
 
     default = settings(GenerationParams())
     fingerprint = make_fingerprint("mtbench", {

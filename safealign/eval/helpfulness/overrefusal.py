@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from safealign.errors import UserError, brief
 from safealign.eval.backends import chat_model_identity
-from safealign.eval.backends.base import ChatModel, GenerationParams
+from safealign.eval.backends.base import ChatModel, GenerationParams, with_seeds
 from safealign.eval.helpfulness.records import batched, latest_by, rate_ci95
 from safealign.io import append_jsonl, read_jsonl, write_json
 from safealign.io.summaries import OverRefusalSummary, RateStats
@@ -133,7 +133,8 @@ def overrefusal_run(
     with tqdm(total=len(todo), desc="over-refusal", disable=not progress or not todo) as bar:
         for chunk in batched(todo, params.batch_size):
             conversations = [({"role": "user", "content": p.text},) for p in chunk]
-            completions = model.generate(conversations, params)
+            # seeded by prompt id: a sampled answer is the same in any batch and in a resumed run
+            completions = model.generate(conversations, with_seeds(params, [("over-refusal", p.id) for p in chunk]))
             if len(completions) != len(chunk):
                 raise RuntimeError(f"backend returned {len(completions)} completions for {len(chunk)} prompts")
             append_jsonl(path, [_record(p, c, judge, name) for p, c in zip(chunk, completions)])
