@@ -139,6 +139,35 @@ def bpe_tokenizer(metaspace: bool = False,
     return tokenizer
 
 
+def strip_decoder(tokenizer):
+    """``tokenizer`` with Llama-2's and Mistral v0.1's tokenizer.json decoder: its Strip drops the space a decoded
+    text starts with."""
+    from tokenizers import decoders
+
+    tokenizer.backend_tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                                             decoders.Fuse(), decoders.Strip(" ", 1, 0)])
+    return tokenizer
+
+
+def scripted_model(model, token_ids):
+    """``model`` made to answer greedily with ``token_ids`` in turn (then the last of them again), whatever the
+    prompt: an answer known token by token, special tokens included. Each row's next token is the one after its
+    last input token in ``token_ids`` (the first of them after any other token), so it holds however the model is
+    called: ``generate`` on a KV cache, or a pass over the whole sequence as DeAL's search makes each step."""
+    assert len(set(token_ids)) == len(token_ids), "the scripted tokens must differ from one another"
+    after = dict(zip(token_ids, token_ids[1:])) | {token_ids[-1]: token_ids[-1]}
+
+    def force(module, args, kwargs, output):
+        logits = output.logits[:, -1]
+        logits.fill_(-1e4)
+        for row, last in enumerate(kwargs["input_ids"][:, -1].tolist()):
+            logits[row, after.get(last, token_ids[0])] = 0
+        return output
+
+    model.register_forward_hook(force, with_kwargs=True)
+    return model
+
+
 # a run's generation settings far from the defaults, so an attack's early-stop answers show whether they follow them
 LOADED_RUN = GenerationParams(max_new_tokens=200, do_sample=True, temperature=0.7, top_p=0.9, stop=("END",), seed=5,
                               batch_size=8, max_prompt_tokens=300)

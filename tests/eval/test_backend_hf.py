@@ -10,7 +10,7 @@ import torch
 from safealign.eval.backends import GenerationParams
 from safealign.eval.backends.hf import HFChatModel
 
-from .fakes import coin_model
+from .fakes import coin_model, scripted_model, strip_decoder
 
 CONVS = [
     ({"role": "user", "content": "hi"},),
@@ -135,24 +135,6 @@ def test_a_stop_string_matches_in_the_answer_only(tiny_model, tiny_tokenizer):
         assert [(c.text, c.meta["finish"]) for c in inside] == [("fg", "stop"), ("pq", "stop")]
 
 
-def scripted_model(model, token_ids):
-    """``model`` made to answer greedily with ``token_ids`` in turn (then the last of them again), whatever the
-    prompt: an answer known token by token, special tokens included."""
-    step = {"n": 0}
-
-    def force(module, args, kwargs, output):
-        if kwargs["input_ids"].shape[1] > 1:  # the prompt's pass: a new generation starts
-            step["n"] = 0
-        logits = output.logits[:, -1]
-        logits.fill_(-1e4)
-        logits[:, token_ids[min(step["n"], len(token_ids) - 1)]] = 0
-        step["n"] += 1
-        return output
-
-    model.register_forward_hook(force, with_kwargs=True)
-    return model
-
-
 def test_a_stop_string_that_is_a_special_token_ends_the_answer_there(tiny_model, tiny_tokenizer):
     """The answer "Hi<|im_start|>userx": the text is decoded without special tokens, so the stop string
     "<|im_start|>" is never in it; the answer still ends at that token, its finish "stop" (not "length", which
@@ -178,16 +160,6 @@ def test_a_stop_string_holding_a_special_token_and_more_text_is_refused(tiny_mod
         chat.generate(CONVS[:1], GenerationParams(max_new_tokens=2, stop=("END", "<|im_end|>\n")))
 
 
-def _strip_decoder(tokenizer):
-    """``tokenizer`` with Llama-2's and Mistral v0.1's tokenizer.json decoder: its Strip drops the space a decoded
-    text starts with."""
-    from tokenizers import decoders
-
-    tokenizer.backend_tokenizer.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
-                                                             decoders.Fuse(), decoders.Strip(" ", 1, 0)])
-    return tokenizer
-
-
 @pytest.mark.parametrize("decoder", ["metaspace", "strip"])
 def test_a_prefill_continuation_keeps_its_leading_space(decoder):
     """A SentencePiece-style tokenizer decodes "▁is ▁the" alone as "is the"; after the prefill "Sure, here" the
@@ -197,7 +169,7 @@ def test_a_prefill_continuation_keeps_its_leading_space(decoder):
     from .fakes import bpe_tokenizer
 
     tokenizer = bpe_tokenizer(metaspace=True)
-    tokenizer = _strip_decoder(tokenizer) if decoder == "strip" else tokenizer
+    tokenizer = strip_decoder(tokenizer) if decoder == "strip" else tokenizer
     script = tokenizer.convert_tokens_to_ids(["▁is", "▁the", "▁thin", "g", "<|im_end|>"])
     assert tokenizer.decode(script[:4]) == "is the thing"  # the first token's space is lost when decoded alone
     chat = HFChatModel(scripted_model(tiny_model(vocab_size=len(tokenizer)), script), tokenizer)

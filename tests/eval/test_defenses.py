@@ -499,7 +499,7 @@ def test_a_failing_decode_batch_is_recorded_as_errors_not_a_crash(tiny_model, ti
     defense = build_defense("mpo", {"weights": [1.0]})
     target = wrap_target(HFChatModel(tiny_model, tiny_tokenizer), [defense], PARAMS)
 
-    def broken(batch, params):
+    def broken(*args):
         raise RuntimeError("CUDA out of memory")
 
     defense.decode = broken

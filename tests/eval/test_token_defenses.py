@@ -223,11 +223,11 @@ def _greedy_ids(model, tokenizer, chat, params) -> list[int]:
     return out[0, enc["input_ids"].shape[1] :].tolist()
 
 
-def _mpo_and_deal(chat, params):
+def _mpo_and_deal(chat, params, conversation=USER):
     mpo = build_defense("mpo", {"policies": ["target"], "weights": [1.0]})
     deal = build_defense("deal", {"top_k": 1, "lookahead": 4, "commit": 1, "reward_weight": 0.0})
     deal.reward_fn = lambda conversations, texts: [0.0] * len(texts)  # top-1, λ = 0, commit 1: greedy
-    return [wrap_target(chat, [d], params).generate([USER], params)[0] for d in (mpo, deal)]
+    return [wrap_target(chat, [d], params).generate([conversation], params)[0] for d in (mpo, deal)]
 
 
 def test_the_backend_mpo_and_deal_stop_at_the_end_of_turn_token_of_the_generation_config(tiny_model, tiny_tokenizer):
@@ -367,6 +367,59 @@ def test_mpo_and_deal_end_an_answer_at_a_stop_string_and_count_tokens_up_to_it(t
         if defense is mpo:
             assert out.meta["cost"]["generated_tokens"] == i + 1  # not the 12 decoded past the stop
     assert rewarded and not any(stop in text for text in rewarded)  # the reward never scores text past the stop
+
+
+def _scripted_chat(tokenizer, tokens: list[str]) -> HFChatModel:
+    """The hf backend on a tiny model that answers ``tokens`` (:func:`~tests.eval.fakes.scripted_model`)."""
+    from .fakes import scripted_model
+
+    script = tokenizer.convert_tokens_to_ids(tokens)
+    return HFChatModel(scripted_model(make_tiny(vocab_size=len(tokenizer)), script), tokenizer)
+
+
+@pytest.mark.parametrize("stop", [(), (" is",)])
+@pytest.mark.parametrize("decoder", ["metaspace", "strip"])
+def test_mpo_and_deal_answers_read_after_the_prompt_as_the_backends_do(decoder, stop):
+    """Under a SentencePiece decoder that drops a text's leading space (Llama-2's, Mistral v0.1's) "▁is ▁the"
+    decoded alone reads "is the"; the hf backend decodes an answer after the prompt's last tokens, as vLLM does
+    (" is the thing"). A defended answer must read the same, and a stop string " is" must end it where it ends the
+    bare one (its first token), not go on to "is the thing" (decoded alone, it never holds " is")."""
+    from .fakes import bpe_tokenizer, strip_decoder
+
+    # "abcdef" in the corpus: transformers' stop-string matching (the bare backend's) reads the vocabulary after it
+    tokenizer = bpe_tokenizer(metaspace=True, corpus=("Tell me the thing. Sure, here is the thing.", "abcdef"))
+    tokenizer = strip_decoder(tokenizer) if decoder == "strip" else tokenizer
+    chat = _scripted_chat(tokenizer, ["▁is", "▁the", "▁thin", "g", "<|im_end|>"])
+    prefill = ({"role": "user", "content": "q"}, {"role": "assistant", "content": "Sure, here"})
+    params = GenerationParams(max_new_tokens=8, stop=stop)
+    [bare] = chat.generate([prefill], params)
+    assert (bare.text, bare.meta) == (("", {"tokens": 1, "finish": "stop"}) if stop else
+                                      (" is the thing", {"tokens": 4, "finish": "stop"}))  # fmt: skip
+    mpo, deal = _mpo_and_deal(chat, params, prefill)
+    for out in (mpo, deal):
+        assert (out.text, out.meta["tokens"], out.meta["finish"]) == (bare.text, *bare.meta.values())
+    assert mpo.meta["cost"]["generated_tokens"] == bare.meta["tokens"]
+    assert deal.meta["defense"][0]["candidates"] == [bare.text]  # the text DeAL's reward scored, too
+
+
+def test_mpo_and_deal_end_an_answer_at_a_stop_string_that_is_a_special_token(tiny_tokenizer):
+    """Answers are decoded without special tokens, so the stop string "<|im_start|>" is never in their text; the
+    bare backend ends the answer at the token itself (finish "stop", the token not counted). A defended answer
+    must end there too, not run on to "Hiuserx" (finish "length"): the defense comparison compares the two runs.
+    A stop string holding a special token among other text is refused, as by the backends."""
+    chat = _scripted_chat(tiny_tokenizer, ["H", "i", "<|im_start|>", "u", "s", "e", "r", "x"])
+    params = GenerationParams(max_new_tokens=8, stop=("<|im_start|>",))
+    [bare] = chat.generate([USER], params)
+    assert (bare.text, bare.meta) == ("Hi", {"tokens": 2, "finish": "stop"})
+    mpo, deal = _mpo_and_deal(chat, params)
+    for out in (mpo, deal):
+        assert (out.text, out.meta["tokens"], out.meta["finish"]) == ("Hi", 2, "stop")
+    assert mpo.meta["cost"]["generated_tokens"] == 2  # not the 8 decoded past the stop token
+    assert deal.meta["defense"][0]["detail"]["steps"] == 3  # "H", "i", then the stop token ends the search
+    mixed = GenerationParams(max_new_tokens=2, stop=("<|im_end|>\n",))
+    for name, config in (("mpo", {"weights": [1.0]}), ("deal", {"top_k": 1, "lookahead": 2})):
+        with pytest.raises(UserError, match=r"generation\.stop.*'<\|im_end\|>\\n'"):
+            wrap_target(chat, [build_defense(name, config)], mixed).generate([USER], mixed)
 
 
 def test_the_demo_prepares_its_defense_with_the_evaluations_generation_params(tiny_model, tiny_tokenizer):

@@ -25,9 +25,11 @@ from typing import Any, Callable, Optional, Sequence
 import torch
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids, truncate_at_stop
+from safealign.eval.backends.base import Conversation, GenerationParams, decode_answer, stop_ids, truncate_at_stop
 from safealign.eval.defenses.base import Answer, Defense, last_user_index, token_model
-from safealign.eval.defenses.tokens import Batch, answers_within_limit, encode, holds_stop, next_logprobs, to_completion
+from safealign.eval.defenses.tokens import (
+    Batch, answer_ends, answers_within_limit, encode, holds_stop, next_logprobs, to_completion,
+)
 from safealign.types import Behavior, Completion
 
 logger = logging.getLogger(__name__)
@@ -97,12 +99,17 @@ class DeAL(Defense):
                            "score); generation.do_sample, temperature and top_p are not used")  # fmt: skip
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
-        return answers_within_limit(self, inner, conversations, params, lambda chunk: self.search(inner, chunk, params))
+        ends = answer_ends(self.tokenizer, self.ends, params.stop)  # refuses a bad stop string before any batch
+        return answers_within_limit(self, inner, conversations, params,
+                                    lambda chunk: self.search(inner, chunk, params, ends))  # fmt: skip
 
-    def search(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
+    def search(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams,
+               ends: set[int]) -> list[Answer]:  # fmt: skip
+        """The answers of ``conversations``, each ending at the first of ``ends`` (:func:`~.tokens.answer_ends`)."""
         device = next(self.model.parameters()).device
         prompts = encode(self.tokenizer, [inner.render(c, params) for c in conversations], params, device)
         n = len(conversations)
+        prompt_ids = [prompts.real(i) for i in range(n)]
         answer: list[list[int]] = [[] for _ in range(n)]
         logp, ended, stopped = [0.0] * n, [False] * n, [False] * n
         last: list[list[Candidate]] = [[] for _ in range(n)]
@@ -115,13 +122,14 @@ class DeAL(Defense):
                 rows = rows.extend(torch.tensor([answer[i] for i in active], device=device))
             length = min(self.config.lookahead, params.max_new_tokens - len(answer[active[0]]))
             candidates = self.candidates([conversations[i] for i in active], rows, [answer[i] for i in active],
-                                         [logp[i] for i in active], length, params.stop)  # fmt: skip
+                                         [logp[i] for i in active], length, params.stop, ends=ends,
+                                         prompts=[prompt_ids[i] for i in active])  # fmt: skip
             for i, options in zip(active, candidates):
                 best = max(options, key=lambda c: c.score)  # first of equal scores: the likelier top-k token
                 keep = best.tokens[: self.config.commit or len(best.tokens)]
                 answer[i] += keep
                 logp[i] += sum(best.token_logps[: len(keep)])  # log π of the answer kept so far
-                ended[i] = any(t in self.ends for t in keep)
+                ended[i] = any(t in ends for t in keep)
                 stopped[i] = best.stopped and len(keep) == len(best.tokens)
                 last[i] = options
                 spent[i] += sum(c.generated for c in options)
@@ -130,7 +138,7 @@ class DeAL(Defense):
         seconds = (time.perf_counter() - started) / n
         out = []
         for i in range(n):
-            completion = to_completion(self.tokenizer, answer[i], params, ends=self.ends, ended=ended[i],
+            completion = to_completion(self.tokenizer, prompt_ids[i], answer[i], params, ends=ends, ended=ended[i],
                                        seconds=seconds)  # fmt: skip
             best = max(last[i], key=lambda c: c.score) if last[i] else None
             step = self.step("decode", own_tokens=spent[i], own_passes=passes[i],
@@ -142,14 +150,16 @@ class DeAL(Defense):
         return out
 
     def candidates(self, conversations: Sequence[Conversation], rows: Batch, answers: Sequence[list[int]],
-                   logps: Sequence[float], length: int, stop: Sequence[str] = ()) -> list[list[Candidate]]:  # fmt: skip
-        """Top-k next tokens per row, each rolled out greedily to ``length`` tokens, cut after an end token or the
-        token completing a ``stop`` string (its tokens and reward end there, as the answer would), scored."""
+                   logps: Sequence[float], length: int, stop: Sequence[str] = (), *, ends: set[int],
+                   prompts: Sequence[Sequence[int]]) -> list[list[Candidate]]:  # fmt: skip
+        """Top-k next tokens per row, each rolled out greedily to ``length`` tokens, cut after an end token (of
+        ``ends``) or the token completing a ``stop`` string (its tokens and reward end there, as the answer would),
+        scored. A candidate's text is the answer so far and its tokens read after the row's prompt ``prompts``, as
+        the answer would read (:func:`~safealign.eval.backends.base.decode_answer`)."""
         k = self.config.top_k
         first_lp, first = next_logprobs(self.model, rows).topk(k, dim=-1)  # (A, k)
         expanded = rows.repeat(k).extend(first.reshape(-1))
         tokens, token_lps = self.rollout(expanded, length - 1)  # (A·k, ≤ length−1)
-        ends = self.ends
         flat: list[tuple[int, list[int], list[float]]] = []
         for j in range(expanded.ids.shape[0]):
             row, col = divmod(j, k)
@@ -157,10 +167,10 @@ class DeAL(Defense):
             lps = [float(first_lp[row, col])] + token_lps[j].tolist()
             cut = next((p + 1 for p, t in enumerate(ids) if t in ends), len(ids))  # keep the end token itself
             if stop:  # the first token at which the answer holds a stop string ends it (an end token can't)
-                cut = next((p + 1 for p in range(cut) if holds_stop(self.tokenizer, answers[row] + ids[: p + 1], stop)),
-                           cut)  # fmt: skip
+                cut = next((p + 1 for p in range(cut)
+                            if holds_stop(self.tokenizer, prompts[row], answers[row] + ids[: p + 1], stop)), cut)
             flat.append((row, ids[:cut], lps[:cut]))
-        texts = [truncate_at_stop(self.tokenizer.decode(answers[r] + ids, skip_special_tokens=True), stop)
+        texts = [truncate_at_stop(decode_answer(self.tokenizer, prompts[r], answers[r] + ids), stop)
                  for r, ids, _ in flat]  # fmt: skip
         rewards = self.reward_fn([conversations[r] for r, _, _ in flat], [text for text, _ in texts])
         out: list[list[Candidate]] = [[] for _ in range(rows.ids.shape[0])]

@@ -26,7 +26,7 @@ from safealign.errors import UserError
 from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids
 from safealign.eval.defenses.base import Answer, Defense, token_model
 from safealign.eval.defenses.tokens import (
-    Batch, answers_within_limit, encode, holds_stop, pad_id, sample_token, to_completion,
+    Batch, answer_ends, answers_within_limit, encode, holds_stop, pad_id, sample_token, to_completion,
 )
 
 logger = logging.getLogger(__name__)
@@ -162,17 +162,22 @@ class MPO(Defense):
         return torch.cat(out)
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
-        return answers_within_limit(self, inner, conversations, params, lambda chunk: self.answer(inner, chunk, params))
+        ends = answer_ends(self.tokenizer, self.ends, params.stop)  # refuses a bad stop string before any batch
+        return answers_within_limit(self, inner, conversations, params,
+                                    lambda chunk: self.answer(inner, chunk, params, ends))  # fmt: skip
 
-    def answer(self, inner: Any, chunk: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
+    def answer(self, inner: Any, chunk: Sequence[Conversation], params: GenerationParams,
+               ends: set[int]) -> list[Answer]:  # fmt: skip
+        """The answers of ``chunk``, each ending at the first of ``ends`` (:func:`~.tokens.answer_ends`)."""
         device = next(self.models[0].parameters()).device
         batch = encode(self.tokenizer, [inner.render(c, params) for c in chunk], params, device)
         started = time.perf_counter()
-        tokens, ended = self.decode(batch, params)
+        tokens, ended = self.decode(batch, params, ends)
         seconds = (time.perf_counter() - started) / len(chunk)
         answers = []
-        for row, done in zip(tokens, ended):
-            completion = to_completion(self.tokenizer, row, params, ends=self.ends, ended=done, seconds=seconds)
+        for i, (row, done) in enumerate(zip(tokens, ended)):
+            completion = to_completion(self.tokenizer, batch.real(i), row, params, ends=ends, ended=done,
+                                       seconds=seconds)  # fmt: skip
             n = completion.meta["tokens"]  # the end token is not counted, as the bare backend does not count it
             # the first policy's passes are the answer's own generation; each other policy adds one per decoding
             # step, the step that produced the end token included
@@ -181,12 +186,14 @@ class MPO(Defense):
             answers.append(Answer(completion, step))
         return answers
 
-    def decode(self, batch: Batch, params: GenerationParams) -> tuple[list[list[int]], list[bool]]:
+    def decode(self, batch: Batch, params: GenerationParams, ends: set[int]) -> tuple[list[list[int]], list[bool]]:
         """Greedy (or sampled, with ``params.temperature`` and ``top_p``) decoding from the mixture, one KV cache
-        per policy. A row ends at an end token (``ended``: True) or once its answer holds a stop string
-        (``params.stop``; its tokens up to the one completing it are the answer's, as the hf backend counts them)."""
+        per policy. A row ends at a token of ``ends`` (``ended``: True; :func:`~.tokens.answer_ends`) or once its
+        answer holds a stop string (``params.stop``; its tokens up to the one completing it are the answer's, as the
+        hf backend counts them)."""
         generator = torch.Generator(device=batch.ids.device).manual_seed(params.seed)
-        ends = torch.tensor(sorted(self.ends), device=batch.ids.device)
+        prompts = [batch.real(i) for i in range(batch.ids.shape[0])]
+        end_ids = torch.tensor(sorted(ends), device=batch.ids.device)
         caches: list[Any] = [None] * len(self.models)
         inputs, mask, positions = batch.ids, batch.mask, batch.positions
         ended = torch.zeros(batch.ids.shape[0], dtype=torch.bool, device=batch.ids.device)
@@ -204,11 +211,11 @@ class MPO(Defense):
             done = ended | stopped
             token = torch.where(done, torch.full_like(token, pad_id(self.tokenizer)), token)
             out.append(token)
-            ended |= ~done & torch.isin(token, ends)
+            ended |= ~done & torch.isin(token, end_ids)
             if params.stop:
                 rows, skip = torch.stack(out, 1).tolist(), (ended | done).tolist()
-                stopped |= torch.tensor([not s and holds_stop(self.tokenizer, r, params.stop)
-                                         for r, s in zip(rows, skip)], device=ended.device)  # fmt: skip
+                stopped |= torch.tensor([not s and holds_stop(self.tokenizer, p, r, params.stop)
+                                         for p, r, s in zip(prompts, rows, skip)], device=ended.device)  # fmt: skip
             if bool((ended | stopped).all()):
                 break
             inputs = token.unsqueeze(-1)

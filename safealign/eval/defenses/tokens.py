@@ -13,7 +13,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from safealign.eval.backends.base import Conversation, GenerationParams, too_long, truncate_at_stop
+from safealign.eval.backends.base import (
+    Conversation,
+    GenerationParams,
+    decode_answer,
+    special_stops,
+    too_long,
+    truncate_at_stop,
+)
 from safealign.eval.defenses.base import Answer, Defense, batched_answers
 from safealign.types import Completion
 
@@ -43,6 +50,10 @@ class Batch:
     def repeat(self, k: int) -> Batch:
         return Batch(self.ids.repeat_interleave(k, 0), self.mask.repeat_interleave(k, 0))
 
+    def real(self, row: int) -> list[int]:
+        """Row ``row``'s tokens, its left padding left out."""
+        return self.ids[row][self.mask[row].bool()].tolist()
+
 
 def pad_id(tokenizer: Any) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
@@ -71,10 +82,22 @@ def answers_within_limit(defense: Defense, inner: Any, conversations: Sequence[C
     return [next(answered) if error is None else Answer(error, defense.step("decode")) for error in errors]
 
 
-def holds_stop(tokenizer: Any, tokens: Sequence[int], stop: Sequence[str]) -> bool:
-    """Whether the answer ``tokens`` decode to holds one of the ``stop`` strings (generation.stop), where the hf
-    backend ends a row (its stopping criteria match the answer alone)."""
-    return bool(stop) and truncate_at_stop(tokenizer.decode(list(tokens), skip_special_tokens=True), stop)[1]
+def answer_ends(tokenizer: Any, ends: set[int], stop: Sequence[str]) -> set[int]:
+    """The tokens that end an answer under generation.stop ``stop``: ``ends`` (the bare model's,
+    :func:`~safealign.eval.backends.base.stop_ids`) and every stop string that is exactly a special token
+    (:func:`~safealign.eval.backends.base.special_stops`, which refuses one holding a special token among other
+    text). Answers are decoded without special tokens, so such a string is never in their text (:func:`holds_stop`
+    never meets it): the hf and vllm backends end the answer at the token, not counted, its finish "stop"; so do
+    DeAL and MPO, or a defended answer would run on where the bare one stops."""
+    return set(ends) | set(special_stops(tokenizer, stop).values())
+
+
+def holds_stop(tokenizer: Any, prompt: Sequence[int], tokens: Sequence[int], stop: Sequence[str]) -> bool:
+    """Whether the answer ``tokens``, read after the prompt ``prompt`` as the backends read it
+    (:func:`~safealign.eval.backends.base.decode_answer`: a SentencePiece Strip decoder keeps its leading space),
+    holds one of the ``stop`` strings (generation.stop), where the hf backend ends a row (its stopping criteria
+    match the answer alone). A stop string that is a special token is an end token instead (:func:`answer_ends`)."""
+    return bool(stop) and truncate_at_stop(decode_answer(tokenizer, prompt, tokens), stop)[1]
 
 
 def next_logprobs(model: Any, batch: Batch) -> Tensor:
@@ -100,11 +123,12 @@ def sample_token(logprobs: Tensor, params: GenerationParams, generator: torch.Ge
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-def to_completion(tokenizer: Any, tokens: Sequence[int], params: GenerationParams, *, ends: set[int], ended: bool,
-                  seconds: float = 0.0) -> Completion:  # fmt: skip
-    """The answer text of ``tokens`` up to the first of ``ends`` (:func:`stop_ids`), cut at any stop string.
-    ``tokens`` counts the answer's tokens without the end token, as the HF backend counts them."""
+def to_completion(tokenizer: Any, prompt: Sequence[int], tokens: Sequence[int], params: GenerationParams, *,
+                  ends: set[int], ended: bool, seconds: float = 0.0) -> Completion:  # fmt: skip
+    """The answer text of ``tokens`` up to the first of ``ends`` (:func:`answer_ends`), read after the prompt
+    ``prompt`` (:func:`~safealign.eval.backends.base.decode_answer`, as the backends decode it) and cut at any stop
+    string. ``tokens`` counts the answer's tokens without the end token, as the HF backend counts them."""
     n = next((i for i, t in enumerate(tokens) if t in ends), len(tokens))
-    text, stopped = truncate_at_stop(tokenizer.decode(list(tokens[:n]), skip_special_tokens=True), params.stop)
+    text, stopped = truncate_at_stop(decode_answer(tokenizer, prompt, tokens[:n]), params.stop)
     finish = "stop" if stopped or ended or n < len(tokens) else "length"
     return Completion(text=text, seconds=seconds, meta={"tokens": n, "finish": finish})
