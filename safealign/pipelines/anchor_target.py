@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from safealign.eval.backends.base import GenerationParams
+from safealign.eval.backends.base import GenerationParams, with_seeds
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
 from safealign.eval.paired import paired_difference, prompt_bootstrap_mean
@@ -46,7 +46,7 @@ def anchor_target(model: Any, tokenizer: Any, pairs: Sequence[PreferencePair], t
     with adapter_disabled(model), eval_mode(model):  # the reference the trainer anchors to, no dropout
         for mode, params in modes.items():
             copies = samples if mode == "sampled" else 1
-            refused = {view: _refusal_fractions(target, judge, behaviors, conversations, params, copies)
+            refused = {view: _refusal_fractions(target, judge, behaviors, conversations, params, copies, view)
                        for view, conversations in views.items()}
             summary[mode] = _compare(ids, refused, copies)
             for i, row in enumerate(rows):
@@ -55,10 +55,13 @@ def anchor_target(model: Any, tokenizer: Any, pairs: Sequence[PreferencePair], t
 
 
 def _refusal_fractions(target: HFChatModel, judge: RefusalJudge, behaviors: list[Behavior], conversations: list,
-                       params: GenerationParams, copies: int) -> list[float]:  # fmt: skip
+                       params: GenerationParams, copies: int, view: str) -> list[float]:  # fmt: skip
     """Per prompt, the share of its ``copies`` answers the judge reads as refusals (an answer whose generation
-    failed counts as not refused, so the rate is a lower bound; failures are rare and logged by the backend)."""
-    answers: list[Completion] = target.generate([c for c in conversations for _ in range(copies)], params)
+    failed counts as not refused, so the rate is a lower bound; failures are rare and logged by the backend).
+    Sample ``k`` of a prompt draws with the seed of (prompt id, ``view``, k): by place, the plain and the transformed
+    view (and prompt i of any call) would draw the same random numbers."""
+    seeded = with_seeds(params, [(b.id, view, k) for b in behaviors for k in range(copies)])
+    answers: list[Completion] = target.generate([c for c in conversations for _ in range(copies)], seeded)
     verdicts = judge([b for b in behaviors for _ in range(copies)], answers)
     refused = [v.harmful is False and a.error is None for v, a in zip(verdicts, answers)]
     return [sum(refused[i * copies:(i + 1) * copies]) / copies for i in range(len(behaviors))]

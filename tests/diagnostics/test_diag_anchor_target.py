@@ -60,6 +60,35 @@ def test_without_samples_only_greedy_answers_are_made(monkeypatch, tiny_model, t
     assert "sampled" not in summary and len(seen) == 2 and summary["greedy"]["refusal_rate_transformed"] == 0.0
 
 
+
+def test_sampled_answers_are_seeded_by_prompt_view_and_sample(monkeypatch, tiny_model, tiny_tokenizer, pairs):
+    """Each sampled answer draws with the seed of (prompt, view, sample): the plain and the prefixed view of a prompt,
+    its samples, and two prompts never share their draws (by place, sample k of prompt i drew alike in both views),
+    and a prompt draws the same however many prompts are answered; greedy answers name no seeds."""
+    from safealign.eval.backends.base import conversation_seeds
+
+    def drawn(prompts: int) -> dict[tuple[str, int], list[int]]:
+        seeds: dict[tuple[str, int], list[int]] = {}
+
+        def generate(self, conversations, params):
+            if not params.do_sample:
+                assert params.seeds is None
+            else:
+                for c, seed in zip(conversations, conversation_seeds(params, len(conversations))):
+                    seeds.setdefault((c[-1]["content"], len(c)), []).append(seed)
+            return [Completion("Sure.") for _ in conversations]
+
+        monkeypatch.setattr(HFChatModel, "generate", generate)
+        anchor_target(tiny_model, tiny_tokenizer, pairs, SafetyPrefix(), prompts=prompts, samples=3, max_new_tokens=4,
+                      batch_size=2)  # fmt: skip
+        return seeds
+
+    both = drawn(2)
+    every = [s for seeds in both.values() for s in seeds]
+    assert len(both) == 4 and len(every) == 12 == len(set(every))  # 2 prompts x 2 views x 3 samples
+    first = drawn(1)
+    assert len(first) == 2 and all(both[k] == v for k, v in first.items())
+
 def test_cli_answer_flag_adds_the_target_and_per_pair_verdicts(capsys, tmp_path):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))

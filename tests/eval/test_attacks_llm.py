@@ -81,7 +81,7 @@ def test_ask_retries_only_the_unparseable_then_gives_none():
 
     llm = ScriptedChatModel(reply)
     result = ask(llm, [({"role": "user", "content": "good"},), ({"role": "user", "content": "bad"},)],
-                 GenerationParams(), lambda t: t if t == "ok" else None, retries=2)  # fmt: skip
+                 GenerationParams(), lambda t: t if t == "ok" else None, retries=2, keys=[("g",), ("b",)])  # fmt: skip
     assert result.parsed == ["ok", None] and result.calls == 4  # 2 first, then the bad one twice more
     assert [len(c) for c in llm.calls] == [2, 1, 1]
 
@@ -523,3 +523,75 @@ def test_a_refused_system_turn_is_folded_into_the_first_user_message(tiny_model)
     systemless.chat_template = "{{ raise_exception('broken template') }}"  # other template errors still raise
     with pytest.raises(TemplateError, match="broken template"):
         model.render(conversation, params)
+
+
+# ---- attacker and evaluator sampling seeds ------------------------------------------------------------------
+
+
+def _drawn(model: ScriptedChatModel) -> list[int]:
+    """The sampling seed each conversation a model was asked drew with, call by call: the caller's ``seeds``, else the
+    seed of its place in the call (``conversation_seeds``); greedy calls draw nothing."""
+    from safealign.eval.backends.base import conversation_seeds
+
+    return [s for call, p in zip(model.calls, model.params) if p.do_sample for s in conversation_seeds(p, len(call))]
+
+
+def _searched(name: str, behavior: Behavior) -> tuple[list[int], list[GenerationParams]]:
+    """The attacker's draws of one search on ``behavior``, and the evaluator's generation settings (tap's)."""
+    from safealign.eval.attacks.pair import PAIRAttack, PAIRConfig
+
+    target = ScriptedChatModel(lambda c: "I refuse")
+    attacker = ScriptedChatModel(lambda c: json.dumps({"improvement": "x", "prompt": "try", "question": "ask"}))
+    evaluator = ScriptedChatModel(lambda c: "YES]]" if "Response" in _last(c) else "3]]")
+    context = AttackContext(target=target, judge=KeywordJudge())
+    attack = {"pair": lambda: PAIRAttack(PAIRConfig(n_streams=2, depth=2), context, attacker=attacker),
+              "tap": lambda: TAPAttack(TAPConfig(branching=2, width=2, depth=2, scorer="evaluator"), context,
+                                       attacker=attacker, evaluator=evaluator),
+              "crescendo": lambda: CrescendoAttack(CrescendoConfig(max_turns=3), context, attacker=attacker)}[name]()
+    attack(behavior)
+    return _drawn(attacker), evaluator.params
+
+
+@pytest.mark.parametrize("name", ["pair", "tap", "crescendo"])
+def test_a_search_attackers_draws_are_keyed_by_behavior_and_query(name):
+    """The attacker samples each query with the seed of (behavior, attack, stream/node/turn, round): no two queries
+    of a search, and no two searches of two behaviors, draw the same random numbers (seeds by place gave row ``i``
+    of every attacker call, of every behavior, one seed), and a search run again (a resumed run) draws the same."""
+    first, evaluated = _searched(name, B)
+    other, _ = _searched(name, Behavior("b2", B.behavior, target=B.target))
+    assert len(first) > 1 and len(set(first)) == len(first)
+    assert not set(first) & set(other)
+    assert _searched(name, B)[0] == first
+    assert all(p.seeds is None for p in evaluated)  # tap's evaluator is greedy: its calls stay as they were
+
+
+def test_ask_reseeds_a_retry_by_its_key_not_its_place():
+    """A retried conversation draws a new seed, and each conversation's draw follows its key, whatever the call's
+    order or the other conversations in it."""
+    llm = ScriptedChatModel(lambda c: "ok" if _last(c) in ("good", "fine") else "garbage")
+    params = GenerationParams(do_sample=True, seed=1)
+    ask(llm, [({"role": "user", "content": "good"},), ({"role": "user", "content": "bad"},)], params,
+        lambda t: t if t == "ok" else None, retries=1, keys=[("g",), ("b",)])  # fmt: skip
+    first, bad_again = _drawn(llm), _drawn(llm)[2:]
+    assert len(set(first)) == 3 and len(bad_again) == 1  # the retry has a seed of its own
+    llm.calls.clear(), llm.params.clear()
+    ask(llm, [({"role": "user", "content": "bad"},), ({"role": "user", "content": "fine"},)], params,
+        lambda t: t if t == "ok" else None, retries=1, keys=[("b",), ("f",)])  # fmt: skip
+    assert _drawn(llm)[0] == first[1] and _drawn(llm)[2] == bad_again[0] and _drawn(llm)[1] not in first
+
+
+@pytest.mark.parametrize("name", ["pap", "zero_shot"])
+def test_prepared_attacker_draws_do_not_depend_on_the_other_pending_behaviors(name):
+    """PAP and zero-shot ask for every pending behavior in one call: a behavior's paraphrases or cases are drawn with
+    seeds of its own, so a resumed run (fewer behaviors pending) draws the same ones, and two behaviors differ."""
+    make = {"pap": lambda a: PAPAttack(PAPConfig(), AttackContext(), attacker=a),
+            "zero_shot": lambda a: ZeroShotAttack(ZeroShotConfig(n_cases=3), AttackContext(), attacker=a)}[name]
+    b2 = Behavior("b2", "Explain another procedure")
+
+    def drawn(pending: list[Behavior]) -> list[int]:
+        attacker = ScriptedChatModel(lambda c: "Explain it")
+        make(attacker).prepare(pending)
+        return _drawn(attacker)
+
+    both, alone = drawn([B, b2]), drawn([b2])
+    assert both[len(alone):] == alone and not set(both[: len(alone)]) & set(alone)

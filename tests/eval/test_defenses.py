@@ -336,12 +336,61 @@ def test_a_seed_per_conversation_reaches_the_inner_calls_of_defenses_that_copy_o
     assert fake.params[-1].seeds == copies[3:6]  # the same copies' seeds, alone in the call
     _wrap("align_pro", fake, candidates=2).generate([USER] * 3, sampled)
     rewrites, answers = fake.params[-2:]
-    assert rewrites.seeds is None and len(answers.seeds) == 6 == len(set(answers.seeds))
+    assert len(rewrites.seeds) == 6 == len(set(rewrites.seeds)) and len(answers.seeds) == 6 == len(set(answers.seeds))
+    _wrap("align_pro", fake, candidates=2).generate([USER], dataclasses.replace(sampled, seeds=(22,)))
+    assert fake.params[-2].seeds == rewrites.seeds[2:4]  # the same candidates' rewrites, alone in the call
     defense = build_defense("perplexity_filter", {"threshold": 5.0})
     defense.scored = lambda texts: [(1.0, 1), (float("inf"), 1), (1.0, 1)]
     DefendedChatModel(fake, defense).generate([USER] * 3, sampled)
     assert fake.params[-1].seeds == (11, 33)
 
+
+
+def test_align_pro_rewrites_are_seeded_by_their_prompt_and_candidate_not_their_place():
+    """Align-Pro samples its candidate rewrites even when the target answers greedily (which names no seeds): each
+    rewrite draws with the seed of (its prompt, candidate k), so row ``i`` of two calls does not replay the same draws
+    for two prompts, and a prompt's rewrites are the same alone, at another place, or in a resumed run."""
+    from safealign.eval.backends.base import conversation_seeds
+
+    fake = ScriptedChatModel(lambda c: "I'm sorry, no")
+    other = ({"role": "user", "content": "How do I fix a bike?"},)
+
+    def rewrite_seeds(conversations) -> list[int]:
+        _wrap("align_pro", fake, candidates=2).generate(conversations, PARAMS)
+        rewriting, answering = fake.params[-2:]
+        assert rewriting.do_sample and answering.seeds is None  # greedy answers stay as they were
+        return conversation_seeds(rewriting, 2 * len(conversations))
+
+    both = rewrite_seeds([USER, other])
+    assert len(set(both)) == 4
+    assert rewrite_seeds([other]) == both[2:] and rewrite_seeds([other, USER]) == both[2:] + both[:2]
+    _wrap("align_pro", fake).generate([USER], PARAMS)  # one candidate: a greedy rewrite, no seeds
+    assert not fake.params[-2].do_sample and fake.params[-2].seeds is None
+
+
+def test_mpo_samples_each_row_with_its_conversations_seed(tiny_model, tiny_tokenizer):
+    """Sampled MPO decoding draws each row with the seed of its conversation (GenerationParams.seeds, its attempt's):
+    not one stream per batch seeded with generation.seed, under which row i of every batch and every call drew the
+    same tokens. An attempt's answer is then the same at any place, in any batch (a resumed run)."""
+    import dataclasses
+
+    from safealign.eval.backends.hf import HFChatModel
+
+    from .fakes import coin_model
+
+    chat = HFChatModel(coin_model(tiny_model, tiny_tokenizer, p_yes=0.5), tiny_tokenizer)
+    sampled = GenerationParams(max_new_tokens=8, batch_size=4, do_sample=True)
+    target = wrap_target(chat, [build_defense("mpo", {"weights": [1.0]})], sampled)
+    seeds = tuple(range(101, 107))
+
+    def answers(order: tuple[int, ...]) -> dict[int, str]:
+        outs = target.generate([USER] * len(order), dataclasses.replace(sampled, seeds=order))
+        return {seed: out.text for seed, out in zip(order, outs)}
+
+    assert answers(seeds[:1])[101] != answers(seeds[1:2])[102]  # row 0 of two calls: two attempts, two draws
+    drawn = answers(seeds)
+    assert len(set(drawn.values())) == 6
+    assert answers(seeds[::-1]) == drawn and answers(seeds[4:]) == {s: drawn[s] for s in seeds[4:]}
 
 def test_perplexity_filter_needs_a_scorer_on_a_chat_endpoint():
     with pytest.raises(UserError, match="scorer=target needs the hf backend"):

@@ -6,7 +6,8 @@
 - :class:`Budget`: the per-behavior query/time budget every search attack enforces.
 - :func:`ask`: one batched generate call for many conversations, with unparseable answers retried (only
   those) up to ``retries`` times within the budget; what stays unparseable comes back as None, a failed
-  attempt for the caller to record, never an exception.
+  attempt for the caller to record, never an exception. Each conversation is sampled with the seed of its
+  key and try (:func:`~safealign.eval.backends.base.with_seeds`), never of its place in the call.
 - :func:`parse_json_field`, :func:`parse_rating`, :func:`parse_yes_no`: the answer formats of docs/attacks.md.
 """
 
@@ -20,7 +21,7 @@ from typing import Any, Callable, Optional, Sequence, TypeVar
 
 from safealign.checks import at_least, positive
 from safealign.errors import UserError
-from safealign.eval.backends.base import ChatModel, Conversation, GenerationParams
+from safealign.eval.backends.base import ChatModel, Conversation, GenerationParams, with_seeds
 from safealign.eval.defenses.base import bare_model
 from safealign.interrupt import raise_if_stop_requested
 
@@ -116,9 +117,14 @@ class AskResult:
 
 
 def ask(llm: ChatModel, conversations: Sequence[Conversation], params: GenerationParams,
-        parse: Callable[[str], Optional[T]], retries: int) -> AskResult:  # fmt: skip
+        parse: Callable[[str], Optional[T]], retries: int, *, keys: Sequence[Sequence[Any]]) -> AskResult:  # fmt: skip
     """Generate for all conversations in one call; re-ask only the unparseable ones, each retry with a new
-    seed so a sampling attacker does not repeat itself."""
+    seed so a sampling attacker does not repeat itself. ``keys`` (one per conversation: behavior id, attack, role
+    and the query's place in the search, :meth:`~safealign.eval.attacks.base.Attack.query_keys`) seed each
+    sampled conversation by what it asks and its try (:func:`with_seeds`): seeds by place in the call would give
+    row ``i`` of every call, of every behavior, the same draws, and a resumed run other ones."""
+    if len(keys) != len(conversations):
+        raise ValueError(f"ask: {len(keys)} seed keys for {len(conversations)} conversations")
     parsed: list[Any] = [None] * len(conversations)
     raw = [""] * len(conversations)
     todo = list(range(len(conversations)))
@@ -128,7 +134,8 @@ def ask(llm: ChatModel, conversations: Sequence[Conversation], params: Generatio
         if not todo:
             break
         raise_if_stop_requested()
-        seeded = params if attempt == 0 else _reseed(params, attempt)
+        seeded = with_seeds(params if attempt == 0 else _reseed(params, attempt),
+                            [(*keys[i], "try", attempt) for i in todo])  # fmt: skip
         answers = llm.generate([conversations[i] for i in todo], seeded)
         calls += len(todo)
         failed = []

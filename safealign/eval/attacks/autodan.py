@@ -333,7 +333,9 @@ class AutoDANAttack(Attack):
         cfg = self.config
         params = attacker_params(cfg.mutator_max_new_tokens, 1.0, rng.randrange(2**31))
         convs = [(user(MUTATE_PROMPT.format(text=children[i])),) for i in chosen]
-        result = ask(self.mutator, convs, params, lambda t: t.strip() or None, 0)
+        # the call's seed comes from the behavior's own rng (a step's draw), each rewrite's from its child's place
+        result = ask(self.mutator, convs, params, lambda t: t.strip() or None, 0,
+                     keys=[("mutation", i) for i in chosen])  # fmt: skip
         for i, text in zip(chosen, result.parsed):
             # a rewrite under half the original's length is a truncated or off-task answer: keep the original
             if text is None or 2 * len(text) < len(children[i]):

@@ -80,13 +80,19 @@ class Attack(ABC):
     def __call__(self, behavior: Behavior) -> list[Attempt]:
         return self.attack(behavior)
 
+    def query_keys(self, behavior: Behavior, role: str, queries: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+        """The sampling-seed keys of a search's queries to one model (``role``: "query" for the target, "attacker",
+        "on_topic", "rating"): (behavior id, attack, role, the query's own key: stream and round, tree node, turn,
+        technique, case)."""
+        return [(behavior.id, self.name, role, *q) for q in queries]
+
     def search_params(self, behavior: Behavior, queries: Sequence[Sequence[Any]],
                       params: GenerationParams | None = None) -> GenerationParams:  # fmt: skip
         """The run's generation settings (or ``params``) for a search's queries to the target, with one sampling
         seed per query from (behavior, attack, the query's key: stream and round, tree node, turn, step): the streams
         and rounds of a search, and the searches of two behaviors, never share their draws, and a search run again
         (a resumed run) draws the same. Greedy settings come back as they are."""
-        return with_seeds(params or self.context.generation, [(behavior.id, self.name, "query", *q) for q in queries])
+        return with_seeds(params or self.context.generation, self.query_keys(behavior, "query", queries))
 
     def user_attempt(self, behavior: Behavior, content: str, attempt_id: str, **meta: Any) -> Attempt:
         """A single-user-turn attempt (the common case)."""

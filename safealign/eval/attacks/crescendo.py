@@ -94,8 +94,9 @@ class CrescendoAttack(Attack):
         while turn < cfg.max_turns and len(backtracked) <= cfg.max_backtracks and budget.take(1):
             params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature,
                                      cfg.seed + turn + 100 * len(backtracked))  # fmt: skip
+            keys = self.query_keys(behavior, "attacker", [("turn", turn, "backtracked", len(backtracked))])
             result = ask(self.attacker, [tuple(attacker_history)], params,
-                         lambda t: parse_field(t, "question", cfg.lenient), cfg.retries)  # fmt: skip
+                         lambda t: parse_field(t, "question", cfg.lenient), cfg.retries, keys=keys)  # fmt: skip
             stats["attacker_calls"] += result.calls
             question = result.parsed[0]
             if question is None:  # unusable after the retries: stop, recorded as what was reached so far

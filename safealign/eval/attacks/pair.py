@@ -136,7 +136,8 @@ class PAIRAttack(Attack):
         params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature, cfg.seed)
         # parse_field also reads a "prompt" cut off at max_new_tokens, and with `lenient` a plain answer
         result = ask(self.attacker, [self._context(s) for s in live], params,
-                     lambda t: parse_field(t, "prompt", cfg.lenient), cfg.retries)  # fmt: skip
+                     lambda t: parse_field(t, "prompt", cfg.lenient), cfg.retries,
+                     keys=self.query_keys(behavior, "attacker", [(f"stream{number[id(s)]}", s.rounds) for s in live]))
         for stream, prompt, raw, calls in zip(live, result.parsed, result.raw, result.tries):
             stream.attacker_calls += calls
             stream.parse_errors += calls if prompt is None else calls - 1

@@ -150,7 +150,9 @@ class PAPAttack(Attack):
         if not convs:
             return {}
         params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature, cfg.seed)
-        result = ask(self.attacker, convs, params, parse_paraphrase, cfg.retries)
+        # seeded by (behavior, technique): the same paraphrase whichever behaviors are pending (a resumed run)
+        keys = [k for b in behaviors for k in self.query_keys(b, "attacker", [(t.slug,) for t in self.techniques])]
+        result = ask(self.attacker, convs, params, parse_paraphrase, cfg.retries, keys=keys)
         k = len(self.techniques)
         return {b.id: (result.parsed[i * k : (i + 1) * k], result.tries[i * k : (i + 1) * k])
                 for i, b in enumerate(behaviors)}  # fmt: skip

@@ -134,9 +134,9 @@ class TAPAttack(Attack):
         search = _Search()
         best: Node | None = None
         for depth in range(1, cfg.depth + 1):
-            children = self._branch(leaves, depth, search)
+            children = self._branch(behavior, leaves, depth, search)
             search.nodes += children  # the tree keeps every branch; pruning and scoring fill in its fields
-            children = self._prune_off_topic(children, goal, rng, search)
+            children = self._prune_off_topic(behavior, children, goal, rng, search)
             children = children[: budget.take(len(children))]
             if not children:
                 break
@@ -151,13 +151,15 @@ class TAPAttack(Attack):
                 leaf.history = leaf.history + [user(feedback)]
         return [self._attempt(behavior, goal, best, search, budget)]
 
-    def _branch(self, leaves: list[Node], depth: int, search: _Search) -> list[Node]:
-        """``branching`` refinements of every leaf, in one attacker call; unparseable ones are dropped."""
+    def _branch(self, behavior: Behavior, leaves: list[Node], depth: int, search: _Search) -> list[Node]:
+        """``branching`` refinements of every leaf, in one attacker call (each sampled with the seed of the child
+        node it proposes); unparseable ones are dropped."""
         cfg = self.config
         requests = [(leaf, b) for leaf in leaves for b in range(cfg.branching)]
         params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature, cfg.seed + depth)
+        keys = self.query_keys(behavior, "attacker", [(f"{leaf.node_id}.{b}",) for leaf, b in requests])
         result = ask(self.attacker, [self._context(leaf) for leaf, _ in requests], params,
-                     lambda t: parse_field(t, "prompt", cfg.lenient), cfg.retries)  # fmt: skip
+                     lambda t: parse_field(t, "prompt", cfg.lenient), cfg.retries, keys=keys)  # fmt: skip
         search.attacker_calls += result.calls
         children = []
         for (leaf, b), prompt, raw in zip(requests, result.parsed, result.raw):
@@ -168,7 +170,8 @@ class TAPAttack(Attack):
             children.append(Node(f"{leaf.node_id}.{b}", history, prompt, depth, leaf.node_id))
         return children
 
-    def _prune_off_topic(self, nodes: list[Node], goal: str, rng: random.Random, search: _Search) -> list[Node]:
+    def _prune_off_topic(self, behavior: Behavior, nodes: list[Node], goal: str, rng: random.Random,
+                         search: _Search) -> list[Node]:  # fmt: skip
         """Phase 1: drop prompts the evaluator calls off topic, then keep at most ``width`` (ties shuffled)."""
         cfg = self.config
         if cfg.prune_off_topic and nodes:
@@ -176,7 +179,8 @@ class TAPAttack(Attack):
             prefill = "Response: [["
             convs = [(system, user(f"PROMPT: {n.prompt}"), {"role": "assistant", "content": prefill}) for n in nodes]
             params = GenerationParams(max_new_tokens=cfg.evaluator_max_new_tokens, seed=cfg.seed)
-            result = ask(self.evaluator, convs, params, lambda t: parse_yes_no(prefill + t), 0)
+            result = ask(self.evaluator, convs, params, lambda t: parse_yes_no(prefill + t), 0,
+                         keys=self.query_keys(behavior, "on_topic", [(n.node_id,) for n in nodes]))  # fmt: skip
             search.evaluator_calls += result.calls
             for node, verdict in zip(nodes, result.parsed):
                 node.on_topic = verdict
@@ -205,7 +209,8 @@ class TAPAttack(Attack):
         convs = [(system, user(f"PROMPT: {n.prompt}\n\nRESPONSE: {n.reply}"), {"role": "assistant", "content": prefill})
                  for n in nodes]  # fmt: skip
         params = GenerationParams(max_new_tokens=self.config.evaluator_max_new_tokens, seed=self.config.seed)
-        result = ask(self.evaluator, convs, params, lambda t: parse_rating(prefill + t), 0)
+        result = ask(self.evaluator, convs, params, lambda t: parse_rating(prefill + t), 0,
+                     keys=self.query_keys(behavior, "rating", [(n.node_id,) for n in nodes]))  # fmt: skip
         search.evaluator_calls += result.calls
         for node, rating in zip(nodes, result.parsed):
             node.score = rating or 1

@@ -90,6 +90,8 @@ class ZeroShotAttack(Attack):
             return {}
         params = attacker_params(cfg.attacker_max_new_tokens, cfg.attacker_temperature, cfg.seed)
         params = dataclasses.replace(params, top_p=cfg.attacker_top_p, stop=("\n",))
-        result = ask(self.attacker, convs, params, parse_line, cfg.retries)
+        # seeded by (behavior, case): the same cases whichever behaviors are pending (a resumed run)
+        keys = [k for b in behaviors for k in self.query_keys(b, "attacker", [(f"case{i}",) for i in range(n)])]
+        result = ask(self.attacker, convs, params, parse_line, cfg.retries, keys=keys)
         return {b.id: (result.parsed[i * n : (i + 1) * n], result.tries[i * n : (i + 1) * n])
                 for i, b in enumerate(behaviors)}  # fmt: skip

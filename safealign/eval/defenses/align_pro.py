@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams
+from safealign.eval.backends.base import Conversation, GenerationParams, with_seeds
 from safealign.eval.defenses.base import (
     Answer, Defense, bare_model, copies_params, last_user_index, stable_seed, total_cost, with_user_text,
 )
@@ -85,7 +85,7 @@ class AlignPro(Defense):
         rewriting = dataclasses.replace(params, max_new_tokens=self.config.max_rewrite_tokens, do_sample=n > 1,
                                         temperature=1.0, top_p=1.0, seed=self.config.seed, stop=(),
                                         seeds=None)  # fmt: skip
-        rewrites = self.prompter.generate(asks, rewriting)
+        rewrites = self.prompter.generate(asks, with_seeds(rewriting, _rewrite_keys(conversations, params, n)))
         texts = [r.text.strip() if r.error is None and r.text.strip() else None for r in rewrites]
         rewritten = [with_user_text(conversations[j // n], texts[j] or _user(conversations[j // n]))
                      for j in range(len(rewrites))]  # fmt: skip
@@ -127,6 +127,19 @@ class AlignPro(Defense):
         weights = [math.exp(v - top) if ok else 0.0 for v, ok in zip(logits, eligible)]
         rng = random.Random(stable_seed(self.config.seed, "align_pro", *(m["content"] for m in conversation)))
         return rng.choices(range(len(rewards)), weights=weights)[0]
+
+
+def _rewrite_keys(conversations: Sequence[Conversation], params: GenerationParams, n: int) -> list[tuple[Any, ...]]:
+    """The sampling-seed key of each candidate rewrite, in the order asked: (its conversation, candidate ``k``). A
+    conversation is its attempt's seed where the evaluation names one (``params.seeds``: a sampled target), else
+    its text, as :meth:`AlignPro._pick` draws (a greedy target names no seeds, yet ``candidates`` > 1 rewrites are
+    sampled): never its place in the call, which would give row ``i`` of every call the same draws."""
+    def conversation(b: int) -> tuple[Any, ...]:
+        if params.seeds is not None:
+            return ("attempt", params.seeds[b])
+        return ("prompt", *(m["content"] for m in conversations[b]))
+
+    return [("align_pro", "rewrite", *conversation(b), k) for b in range(len(conversations)) for k in range(n)]
 
 
 def _user(conversation: Conversation) -> str:

@@ -17,13 +17,13 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from safealign.errors import UserError
-from safealign.eval.backends.base import Conversation, GenerationParams, stop_ids
+from safealign.eval.backends.base import Conversation, GenerationParams, conversation_seeds, stop_ids
 from safealign.eval.defenses.base import Answer, Defense, token_model
 from safealign.eval.defenses.tokens import (
     Batch, answer_ends, answers_within_limit, encode, holds_stop, pad_id, sample_token, to_completion,
@@ -163,16 +163,18 @@ class MPO(Defense):
 
     def respond(self, inner: Any, conversations: Sequence[Conversation], params: GenerationParams) -> list[Answer]:
         ends = answer_ends(self.tokenizer, self.ends, params.stop)  # refuses a bad stop string before any batch
+        seeds = _seeds_of_chunks(conversations, params)
         return answers_within_limit(self, inner, conversations, params,
-                                    lambda chunk: self.answer(inner, chunk, params, ends))  # fmt: skip
+                                    lambda chunk: self.answer(inner, chunk, params, ends, seeds(chunk)))  # fmt: skip
 
-    def answer(self, inner: Any, chunk: Sequence[Conversation], params: GenerationParams,
-               ends: set[int]) -> list[Answer]:  # fmt: skip
-        """The answers of ``chunk``, each ending at the first of ``ends`` (:func:`~.tokens.answer_ends`)."""
+    def answer(self, inner: Any, chunk: Sequence[Conversation], params: GenerationParams, ends: set[int],
+               seeds: Sequence[int] | None = None) -> list[Answer]:  # fmt: skip
+        """The answers of ``chunk``, each ending at the first of ``ends`` (:func:`~.tokens.answer_ends`), sampled (if
+        at all) with ``seeds``, one per conversation."""
         device = next(self.models[0].parameters()).device
         batch = encode(self.tokenizer, [inner.render(c, params) for c in chunk], params, device)
         started = time.perf_counter()
-        tokens, ended = self.decode(batch, params, ends)
+        tokens, ended = self.decode(batch, params, ends, seeds)
         seconds = (time.perf_counter() - started) / len(chunk)
         answers = []
         for i, (row, done) in enumerate(zip(tokens, ended)):
@@ -186,12 +188,18 @@ class MPO(Defense):
             answers.append(Answer(completion, step))
         return answers
 
-    def decode(self, batch: Batch, params: GenerationParams, ends: set[int]) -> tuple[list[list[int]], list[bool]]:
+    def decode(self, batch: Batch, params: GenerationParams, ends: set[int],
+               seeds: Sequence[int] | None = None) -> tuple[list[list[int]], list[bool]]:  # fmt: skip
         """Greedy (or sampled, with ``params.temperature`` and ``top_p``) decoding from the mixture, one KV cache
         per policy. A row ends at a token of ``ends`` (``ended``: True; :func:`~.tokens.answer_ends`) or once its
         answer holds a stop string (``params.stop``; its tokens up to the one completing it are the answer's, as the
-        hf backend counts them)."""
+        hf backend counts them). Sampled, each row draws with a generator of its own seeded with its conversation's
+        seed (``seeds``, else by place in the batch), as the hf backend samples a row: not its place in the batch or
+        the call."""
         generator = torch.Generator(device=batch.ids.device).manual_seed(params.seed)
+        row_seeds = conversation_seeds(params, batch.ids.shape[0]) if seeds is None else seeds
+        generators = ([torch.Generator(device=batch.ids.device).manual_seed(s) for s in row_seeds]
+                      if params.do_sample else [])  # fmt: skip
         prompts = [batch.real(i) for i in range(batch.ids.shape[0])]
         end_ids = torch.tensor(sorted(ends), device=batch.ids.device)
         caches: list[Any] = [None] * len(self.models)
@@ -207,7 +215,9 @@ class MPO(Defense):
                                    use_cache=True, **{_cache_keyword(model): caches[k]})  # fmt: skip
                     caches[k] = getattr(result, "cache", None) or getattr(result, "past_key_values", None)
                     logprobs.append(torch.log_softmax(result.logits[:, -1].float(), -1))
-            token = sample_token(mixture_logprobs(logprobs, self.weights), params, generator)
+            mixed = mixture_logprobs(logprobs, self.weights)
+            token = (torch.cat([sample_token(mixed[i : i + 1], params, g) for i, g in enumerate(generators)])
+                     if generators else sample_token(mixed, params, generator))  # fmt: skip
             done = ended | stopped
             token = torch.where(done, torch.full_like(token, pad_id(self.tokenizer)), token)
             out.append(token)
@@ -226,6 +236,27 @@ class MPO(Defense):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "weights": self.weights, "fit": self.fit}
+
+
+def _seeds_of_chunks(conversations: Sequence[Conversation],
+                     params: GenerationParams) -> Callable[[Sequence[Conversation]], list[int]]:  # fmt: skip
+    """A function giving the sampling seeds (:func:`conversation_seeds`: the caller's, one per conversation) of a
+    chunk that ``answers_within_limit`` decodes: its chunks are the conversations that fit, in order, so each
+    conversation of a chunk is found (by identity) at or after the last one found."""
+    seeds = conversation_seeds(params, len(conversations))
+    at = 0
+
+    def of(chunk: Sequence[Conversation]) -> list[int]:
+        nonlocal at
+        out = []
+        for conversation in chunk:
+            while conversations[at] is not conversation:
+                at += 1
+            out.append(seeds[at])
+            at += 1
+        return out
+
+    return of
 
 
 def _cache_keyword(model: Any) -> str:

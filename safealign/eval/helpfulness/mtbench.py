@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from safealign.errors import UserError
 from safealign.eval.backends import chat_model_identity
-from safealign.eval.backends.base import ChatModel, GenerationParams
+from safealign.eval.backends.base import ChatModel, GenerationParams, with_seeds
 from safealign.eval.helpfulness import mtbench_fastchat as fastchat
 from safealign.eval.helpfulness.records import batched, latest_by
 from safealign.eval.student_t import t_quantile
@@ -261,7 +261,9 @@ def mtbench_eval(
 
 def _answer(model: ChatModel, chunk: list[dict[str, Any]], params: GenerationParams,
             temperatures: Mapping[str, float] | None = None):
-    """Answers per question and turn; a failed turn stops that question's later turns."""
+    """Answers per question and turn; a failed turn stops that question's later turns. A sampled answer draws with
+    the seed of (question id, turn) (:func:`with_seeds`; MT-Bench asks one answer per turn): the same in any batch
+    and in a resumed run, and two questions never share their draws."""
     answers: list[list[str]] = [[] for _ in chunk]
     errors: list[list[str | None]] = [[] for _ in chunk]
     seconds = [0.0 for _ in chunk]
@@ -278,7 +280,9 @@ def _answer(model: ChatModel, chunk: list[dict[str, Any]], params: GenerationPar
                     {"role": "assistant", "content": answers[i][t]},
                 ]
             conversations.append((*messages, {"role": "user", "content": chunk[i]["turns"][turn]}))
-        completions = _generate_by_temperature(model, [chunk[i] for i in live], conversations, params, temperatures)
+        keys = [("mt-bench", str(chunk[i]["question_id"]), "turn", turn) for i in live]
+        completions = _generate_by_temperature(model, [chunk[i] for i in live], conversations, params, temperatures,
+                                               keys)  # fmt: skip
         for i, completion in zip(live, completions, strict=True):
             answers[i].append(completion.text)
             errors[i].append(completion.error)
@@ -287,11 +291,12 @@ def _answer(model: ChatModel, chunk: list[dict[str, Any]], params: GenerationPar
 
 
 def _generate_by_temperature(model: ChatModel, questions, conversations, params: GenerationParams,
-                             temperatures: Mapping[str, float] | None):
+                             temperatures: Mapping[str, float] | None, keys: Sequence[Sequence[Any]]):
     """One ``generate`` call, or with ``temperatures`` (category -> temperature, FastChat's
-    ``temperature_config``) one per temperature: greedy below 1e-4, else sampled, as gen_model_answer.py."""
+    ``temperature_config``) one per temperature: greedy below 1e-4, else sampled, as gen_model_answer.py. A
+    sampled conversation draws with the seed of its key (``keys``, one per conversation); greedy ones name none."""
     if not temperatures:
-        return model.generate(conversations, params)
+        return model.generate(conversations, with_seeds(params, keys))
     groups: dict[float, list[int]] = {}
     for k, q in enumerate(questions):
         groups.setdefault(temperatures.get(q.get("category", ""), fastchat.DEFAULT_TEMPERATURE), []).append(k)
@@ -300,6 +305,7 @@ def _generate_by_temperature(model: ChatModel, questions, conversations, params:
         sampled = temperature >= 1e-4
         group_params = dataclasses.replace(params, do_sample=sampled,
                                            temperature=temperature if sampled else params.temperature)
+        group_params = with_seeds(group_params, [keys[k] for k in idx])
         for k, completion in zip(idx, model.generate([conversations[k] for k in idx], group_params), strict=True):
             out[k] = completion
     return out

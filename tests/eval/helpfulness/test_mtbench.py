@@ -332,6 +332,30 @@ def test_a_generation_setting_added_since_a_directory_was_made_leaves_it_resumab
         run(GenerationParams(max_new_tokens=256, seed=1))
 
 
+
+def test_sampled_answers_are_seeded_by_question_and_turn(tmp_path, scripted):
+    """A sampled answer draws with the seed of (question id, turn), not of its place in a generate call: the questions
+    of two batches do not share their draws (row i of every call did), and another batch size, a resumed run or an
+    answer sampled at its category's temperature draws the same seeds; greedy answers name none."""
+    from safealign.eval.backends.base import conversation_seeds
+
+    def run(out: str, questions, params: GenerationParams, temperatures=None) -> dict[tuple[str, int], int]:
+        model = scripted(lambda c: "fine")
+        mtbench_eval(model, scripted(lambda c: "Rating: [[6]]"), questions, params, tmp_path / out, progress=False,
+                     answer_temperatures=temperatures)  # fmt: skip
+        assert all(p.seeds is None for p in model.params if not p.do_sample)
+        return {(c[0]["content"], len(c)): seed for call, p in zip(model.calls, model.params) if p.do_sample
+                for c, seed in zip(call, conversation_seeds(p, len(call)))}  # (question, turn) -> seed
+
+    sampled = GenerationParams(max_new_tokens=16, do_sample=True, batch_size=2)
+    by_two = run("a", QUESTIONS, sampled)
+    assert len(by_two) == 6 == len(set(by_two.values()))
+    assert run("b", QUESTIONS, GenerationParams(max_new_tokens=16, do_sample=True, batch_size=1)) == by_two
+    first = run("c", QUESTIONS[:1], sampled)
+    assert {**first, **run("c", QUESTIONS, sampled)} == by_two  # resumed: the other two questions drawn as before
+    writing = run("d", QUESTIONS, GenerationParams(max_new_tokens=16), {"writing": 0.7, "math": 0.0})
+    assert writing == {k: v for k, v in by_two.items() if k[0] == "Write a poem."}
+
 def test_existing_fingerprints_are_unchanged():
     """The digest of a fingerprint as this code wrote it before the defaults were added (a72a178c2c561847):
     every existing directory's fingerprint.json still matches; defaults are not part of it."""
