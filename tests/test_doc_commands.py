@@ -6,7 +6,8 @@ split, shell variables that the block itself sets (``c=...``, ``for p in a b; do
 expanded — and checked without running anything: the subcommand exists, argparse accepts the line (the CLI's own
 :func:`safealign.cli.parse`), and where the command reads a YAML config that is in the repo, the config with the
 line's ``key=value`` overrides loads with that command's schema. A renamed flag or key fails here, naming the doc's
-file and line, instead of in a reader's terminal.
+file and line, instead of in a reader's terminal. README's inline ``safealign ...`` code spans are parsed too: a span
+may name a command without its required arguments, but a flag it shows must exist and take the value it shows.
 """
 
 from __future__ import annotations
@@ -436,6 +437,64 @@ def test_doc_command_settings_load(command, capsys, monkeypatch):
             config.validate()
     except UserError as exc:
         pytest.fail(f"{command.where}: safealign {' '.join(command.argv)}\n  settings do not load: {exc}")
+
+
+# --- README's inline `safealign ...` spans -----------------------------------------------------------------------
+
+_INLINE = re.compile(r"`(safealign [^`]+)`")
+_PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_,.]*$|…")  # GRID, N, W0,W1: the span shows a form, not a line
+_NAMES_ONLY = "the following arguments are required"
+
+
+def inline_commands(label: str, text: str) -> list[DocCommand]:
+    """The ``safealign ...`` code spans of a markdown file's prose (outside fenced blocks); a span with a
+    placeholder word (``GRID``, ``N``, ``…``) stands for a form and is left out."""
+    found, fence = [], None
+    for number, line in enumerate(text.splitlines(), 1):
+        match = _FENCE.match(line)
+        if match and (fence is None or match.group(1)[0] == fence[0] and len(match.group(1)) >= len(fence)):
+            fence = match.group(1) if fence is None else None
+            continue
+        if fence is None:
+            for span in _INLINE.findall(line):
+                argv = shlex.split(span)[1:]
+                if not any(_PLACEHOLDER.search(word) for word in argv):
+                    found.append(DocCommand(f"{label}:{number}", tuple(argv)))
+    return found
+
+
+INLINE = inline_commands("README.md", (ROOT / "README.md").read_text(encoding="utf-8"))
+
+
+def test_inline_extractor_reads_prose_spans_only():
+    text = "Run `safealign demo --compare dpo` or `safealign sweep GRID --workers N`.\n```bash\nsafealign x\n```\n"
+    assert [(c.where, c.argv) for c in inline_commands("S.md", text)] == [("S.md:1", ("demo", "--compare", "dpo"))]
+
+
+def inline_problem(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> str | None:
+    """The CLI's usage error for an inline span, or None. A span may name a command without its required
+    arguments (`safealign train`), but every flag it shows must exist and take the value it is shown with."""
+    from safealign.cli import parse
+
+    try:
+        parse(list(argv))
+    except SystemExit as exc:
+        message = capsys.readouterr().err.strip().splitlines()[-1:]
+        if not (message and _NAMES_ONLY in message[0]):
+            return f"rejected (exit {exc.code}): {message}"
+    return None
+
+
+def test_inline_check_allows_a_bare_command_name_only(capsys):
+    assert inline_problem(("train",), capsys) is None
+    assert "--heads" in inline_problem(("diagnose", "ranking", "--heads"), capsys)
+    assert "unrecognized" in inline_problem(("demo", "--no-such-flag"), capsys)
+
+
+@pytest.mark.parametrize("command", INLINE, ids=[f"{c.where}:{' '.join(c.argv)}" for c in INLINE])
+def test_readme_inline_command_parses(command, capsys):
+    problem = inline_problem(command.argv, capsys)
+    assert problem is None, f"{command.where}: safealign {' '.join(command.argv)}\n  {problem}"
 
 
 def test_diagnose_schemas_are_the_ones_the_commands_load():
