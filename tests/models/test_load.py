@@ -59,7 +59,8 @@ def test_tiny_random_modes():
     assert model.training and model.config.use_cache is False and model.dtype == torch.bfloat16
 
 
-def test_local_dir_loads_same_weights_and_never_trusts_remote_code(tiny_dir, monkeypatch):
+def from_pretrained_calls(monkeypatch):
+    """The keyword arguments of every ``AutoModelForCausalLM.from_pretrained`` call from now on (each still runs)."""
     calls = []
     original = transformers.AutoModelForCausalLM.from_pretrained
 
@@ -68,6 +69,11 @@ def test_local_dir_loads_same_weights_and_never_trusts_remote_code(tiny_dir, mon
         return original(*args, **kwargs)
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    return calls
+
+
+def test_local_dir_loads_same_weights_and_never_trusts_remote_code(tiny_dir, monkeypatch):
+    calls = from_pretrained_calls(monkeypatch)
     model, tokenizer = load_model(str(tiny_dir))
     assert calls[-1]["trust_remote_code"] is False and calls[-1]["dtype"] == torch.float32
     reference = tiny_model().state_dict()
@@ -171,14 +177,7 @@ def test_the_attention_implementation_reaches_every_kind_of_load(tiny_dir, tmp_p
     a local folder's ``from_pretrained`` is asked for it, and an adapter's base is loaded with it."""
     assert load_model("tiny-random")[0].config._attn_implementation == "sdpa"
     assert load_model("tiny-random", attn_implementation="eager")[0].config._attn_implementation == "eager"
-    calls = []
-    original = transformers.AutoModelForCausalLM.from_pretrained
-
-    def spy(*args, **kwargs):
-        calls.append(kwargs)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
+    calls = from_pretrained_calls(monkeypatch)
     load_model(str(tiny_dir))
     assert "attn_implementation" not in calls[-1]
     model, _ = load_model(str(tiny_dir), attn_implementation="eager")
