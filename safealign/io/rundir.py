@@ -76,9 +76,9 @@ WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.se
               "rewards.judge_weights", "safe_rlhf.cost.judge_weights", "rewards.tokenizer", "safe_rlhf.cost.tokenizer")
 # Settings added after runs were recorded whose unset value (None) is what those runs did: left out of a fingerprint
 # while unset, at any depth (an eval's model.revision, a demo's eval.model.revision; a training, online, reward-model
-# run's model_revision, a demo's or sweep cell's train.model_revision; a training run's attn_implementation, a demo's
-# or sweep cell's train.attn_implementation), so every recorded digest stays as it was (a sweep finds its committed
-# cells by theirs); once set they are fingerprinted like any setting.
+# run's model_revision, a demo's or sweep cell's train.model_revision; a training, online, reward-model run's
+# attn_implementation, a demo's or sweep cell's train.attn_implementation), so every recorded digest stays as it was
+# (a sweep finds its committed cells by theirs); once set they are fingerprinted like any setting.
 OMITTED_WHEN_UNSET = ("model.revision", "model_revision", "attn_implementation")
 # Not part of the demo's fingerprint: only where it writes.
 DEMO_EXCLUDED = ("output_dir",)

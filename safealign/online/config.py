@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 from safealign import checks
 from safealign.errors import UserError
-from safealign.train.config import LoraConfig, check_model_revision
+from safealign.train.config import LoraConfig, check_attn_implementation, check_model_revision
 
 ALGORITHMS = ("rloo", "grpo", "ipo")
 KL_ESTIMATORS = ("k1", "k3")
@@ -165,6 +165,9 @@ class OnlineConfig:
     model_revision: Optional[str] = None
     output_dir: str = "runs/online"
     trust_remote_code: bool = False
+    # the attention kernels the policy and a reference.model load with, as the preference trainer's
+    # (safealign.train.config.check_attn_implementation); None: transformers' default, SDPA where the model has it
+    attn_implementation: Optional[str] = None
     prompts: PromptsConfig = field(default_factory=PromptsConfig)
     algorithm: str = "rloo"
     num_generations: int = 4  # K completions per prompt
@@ -203,6 +206,7 @@ class OnlineConfig:
         if self.trainer != "online":
             raise UserError(f"trainer={self.trainer!r}: this schema is the online trainer's")
         check_model_revision(self.model, self.model_revision)
+        check_attn_implementation(self.attn_implementation)
         checks.one_of("algorithm", self.algorithm, ALGORITHMS)
         checks.at_least("num_generations", self.num_generations, 2,
                         "RLOO's leave-one-out baseline, GRPO's group std and IPO's pairs need two samples a prompt")

@@ -37,7 +37,7 @@ from safealign.errors import UserError
 from safealign.io import append_jsonl, read_jsonl, write_json
 from safealign.models.modes import eval_mode
 from safealign.online.objectives import clip_gradients
-from safealign.train.config import DataConfig, LoraConfig, check_model_revision
+from safealign.train.config import DataConfig, LoraConfig, check_attn_implementation, check_model_revision
 from safealign.train.run import TrainResult
 from safealign.types import PreferencePair
 
@@ -57,6 +57,9 @@ class RewardConfig:
     model_revision: Optional[str] = None  # a hub id's branch, tag or commit; recorded in reward_model.json
     output_dir: str = "runs/reward_model"
     trust_remote_code: bool = False
+    # the attention kernels the backbone trains with, as the preference trainer's (check_attn_implementation); None:
+    # transformers' default. Not recorded in reward_model.json: scoring loads the saved backbone with the default
+    attn_implementation: Optional[str] = None
     data: DataConfig = field(default_factory=DataConfig)
     margin: float = 0.0
     margin_column: Optional[str] = None
@@ -80,6 +83,7 @@ class RewardConfig:
             raise UserError(f"trainer={self.trainer!r}: this schema is the reward-model trainer's")
         checks.one_of("kind", self.kind, ("reward", "cost"))
         check_model_revision(self.model, self.model_revision)
+        check_attn_implementation(self.attn_implementation)
         self.data.validate()
         checks.finite("margin", self.margin)
         checks.at_least("regularization", self.regularization, 0)
@@ -292,7 +296,8 @@ def run_reward_training(config: RewardConfig, *, overwrite: bool = False) -> Rew
                         target_modules=config.lora.target_modules,
                         last_layers=config.lora.last_layers) if config.lora.enabled else None
     backbone, tokenizer = load_model(config.model, lora=lora, for_training=True,
-                                     trust_remote_code=config.trust_remote_code, revision=config.model_revision)
+                                     trust_remote_code=config.trust_remote_code, revision=config.model_revision,
+                                     attn_implementation=config.attn_implementation)
     model = ScalarRewardModel(backbone).train()
     device = next(backbone.parameters()).device
     encoder = PairEncoder(tokenizer, max_length=config.data.max_length, max_prompt_length=config.data.max_prompt_length)

@@ -75,7 +75,8 @@ def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = 
     reference = Reference(model, *separate_reference(config.reference.model, model, device,
                                                      trust_remote_code=config.trust_remote_code,
                                                      revision=_reference_revision(config),
-                                                     policy_tokenizer=tokenizer))
+                                                     policy_tokenizer=tokenizer,
+                                                     attn_implementation=config.attn_implementation))
     logger.info("reference: %s", reference.kind)
     sources = build_sources(config.rewards, device)
     costs = build_sources(config.safe_rlhf.cost, device, what="cost") if config.safe_rlhf.enabled else []
@@ -109,7 +110,7 @@ def _load_policy(config: OnlineConfig, model: Any, tokenizer: Any) -> tuple[Any,
                             target_modules=config.lora.target_modules, last_layers=config.lora.last_layers)
     if model is None:
         return load_model(config.model, trust_remote_code=config.trust_remote_code, revision=config.model_revision,
-                          lora=lora, for_training=True)
+                          lora=lora, for_training=True, attn_implementation=config.attn_implementation)
     if lora is not None and not hasattr(model, "peft_config"):
         model = apply_lora(model, lora)
     if lora is None:
