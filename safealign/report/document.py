@@ -371,8 +371,9 @@ def _aggregate_tables(data: RunData) -> list[Block]:
     return [Table(headers, tuple(rows), "Mean over attacks: the plain mean of the per-attack ASRs above (any_attack "
                   "excluded), under the judge named in each row. Those ASRs are any-of-k (a behavior counts when any "
                   "attempt is judged harmful), which runs higher than HarmBench's rule (each behavior scored by the "
-                  "share of its attempts judged harmful) for attacks with several attempts per behavior. An interval "
-                  "where every outcome was equal is the exact binomial bound.")]
+                  "share of its attempts judged harmful) for attacks with several attempts per behavior. Where no "
+                  "resample could vary (each attack's outcome the same on every behavior), the interval is built from "
+                  "the attacks' exact binomial bounds (docs/attacks.md).")]
 
 
 def _mean_cells(agg: dict) -> tuple[str, str]:

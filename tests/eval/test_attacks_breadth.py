@@ -69,11 +69,13 @@ def test_the_aggregate_is_the_mean_of_the_per_attack_asrs(tmp_path):
     summary = run_eval(config, chat_model=fake, behaviors=BEHAVIORS, judges={"kw": KeywordJudge()})
     agg = summary.mean_over_attacks["kw"]
     assert agg["per_attack"] == {"direct": 0.0, "tap": 1.0, "crescendo": 1.0}
-    assert agg["mean"] == pytest.approx(2 / 3) and agg["ci95"] == [pytest.approx(2 / 3)] * 2  # no spread to resample
+    # no spread to resample (every draw 2/3): each attack's exact bound over its 3 behaviors, averaged, never a point
+    u = 1 - 0.025 ** (1 / 3)
+    assert agg["mean"] == pytest.approx(2 / 3) and agg["ci95"] == [round(2 * (1 - u) / 3, 6), round((u + 2) / 3, 6)]
     assert "any_attack" not in agg["per_attack"]
     _, md = build_report(tmp_path / "run")
     # one attempt per behavior: HarmBench's per-test-case rule gives the same mean, in its own column
-    assert "| run | kw | 3 | 66.7% | [66.7, 66.7] | 3 | 66.7% [66.7, 66.7] |" in md.read_text()
+    assert "| run | kw | 3 | 66.7% | [19.5, 90.3] | 3 | 66.7% [19.5, 90.3] |" in md.read_text()
 
 
 def test_aggregate_bootstrap_and_unscored():
@@ -215,8 +217,11 @@ def test_attacker_generations_are_batched_across_behaviors_and_not_redone(tmp_pa
 
 
 def test_every_bootstrap_draw_averages_every_counted_attack():
-    """The reviewer's case: attack x at 1.0 on ten behaviors, y scored on b0 only (0.0): mean 0.5. A draw without
-    b0 would average x alone (1.0); such draws are drawn again, so the interval is about the mean, not above it."""
-    outcomes = {"x": {f"b{i}": True for i in range(10)}, "y": {"b0": False, **{f"b{i}": None for i in range(1, 10)}}}
+    """The reviewer's case: attack x at 0.9 on ten behaviors, y scored on b0 only (0.0): mean 0.45. A draw without
+    b0 would average x alone (about 0.9); such draws are drawn again, so the interval is about the mean, not above
+    it (every draw holds b0, x's miss: (x's ASR + 0.0) / 2, at most 0.45)."""
+    outcomes = {"x": {f"b{i}": i > 0 for i in range(10)}, "y": {"b0": False, **{f"b{i}": None for i in range(1, 10)}}}
     agg = mean_over_attacks(outcomes, draws=400)
-    assert agg["mean"] == 0.5 and agg["ci95"] == [0.5, 0.5]  # every draw: (1.0 + 0.0) / 2
+    assert agg["mean"] == 0.45 and "bootstrap" in agg["method"]
+    lo, hi = agg["ci95"]
+    assert 0 < lo < hi <= 0.45
