@@ -63,6 +63,23 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 
 @pytest.fixture()
+def model_loads(monkeypatch):
+    """Every ``safealign.models.load_model`` call from now on, as (spec, its keyword arguments, the model loaded);
+    each call still loads."""
+    import safealign.models
+
+    loads, load = [], safealign.models.load_model
+
+    def spy(spec, **kwargs):
+        model, tokenizer = load(spec, **kwargs)
+        loads.append((spec, kwargs, model))
+        return model, tokenizer
+
+    monkeypatch.setattr(safealign.models, "load_model", spy)
+    return loads
+
+
+@pytest.fixture()
 def no_model_load(monkeypatch):
     """Any model load is a test failure: every check here must come first."""
     import safealign.models

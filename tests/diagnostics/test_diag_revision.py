@@ -17,24 +17,16 @@ from safealign.pipelines.diagnose import DiagnoseConfig
 from tests.diagnostics.test_diag_cli import ROWS
 
 
-def test_the_model_and_a_ref_naming_the_same_hub_id_load_at_the_revision(capsys, tmp_path, hub_cache, monkeypatch):
-    import safealign.models
-
-    loads, load = [], safealign.models.load_model
-
-    def spy(spec, **kwargs):
-        model, tokenizer = load(spec, **kwargs)
-        same = torch.equal(model.get_input_embeddings().weight, tiny_model(seed=1).get_input_embeddings().weight)
-        loads.append((spec, kwargs.get("revision"), same))
-        return model, tokenizer
-
-    monkeypatch.setattr(safealign.models, "load_model", spy)
+def test_the_model_and_a_ref_naming_the_same_hub_id_load_at_the_revision(capsys, tmp_path, hub_cache, model_loads):
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     assert main(["diagnose", "ranking", "--data", str(data), "--model", REPO, "--model-revision", "v1", "--ref", REPO,
                  "--json"]) == 0  # fmt: skip
     out = json.loads(capsys.readouterr().out)
     assert out["model"] == REPO and out["model_revision"] == "v1"
+    seed1 = tiny_model(seed=1).get_input_embeddings().weight
+    loads = [(spec, kwargs.get("revision"), torch.equal(model.get_input_embeddings().weight, seed1))
+             for spec, kwargs, model in model_loads]
     assert loads == [(REPO, "v1", True), (REPO, "v1", True)]  # the model, then --ref: the same model
 
 

@@ -45,33 +45,23 @@ def test_the_online_fingerprint_names_the_implementation_only_once_set(tmp_path)
     assert "attn_implementation" not in online_settings_fingerprint(tiny_config(tmp_path)).values
 
 
-@pytest.fixture
-def load_spy(monkeypatch):
-    """Every ``load_model`` call as (spec, the attn_implementation asked for, the one the model runs)."""
-    import safealign.models
-
-    loads, load = [], safealign.models.load_model
-
-    def spy(spec, **kwargs):
-        model, tokenizer = load(spec, **kwargs)
-        loads.append((spec, kwargs.get("attn_implementation"), model.config._attn_implementation))
-        return model, tokenizer
-
-    monkeypatch.setattr(safealign.models, "load_model", spy)
-    return loads
+def attention_loads(loads):
+    """(spec, the attn_implementation asked for, the one the model runs) of each load of ``model_loads``."""
+    return [(spec, kwargs.get("attn_implementation"), model.config._attn_implementation)
+            for spec, kwargs, model in loads]
 
 
-def test_an_online_run_loads_the_policy_and_a_reference_model_with_it(tmp_path, load_spy):
+def test_an_online_run_loads_the_policy_and_a_reference_model_with_it(tmp_path, model_loads):
     from safealign.online.run import run_online
 
     result = run_online(tiny_config(tmp_path, "max_steps=1", "attn_implementation=eager",
                                     "reference.model=tiny-random", reward="length_reward"))
-    assert load_spy == [("tiny-random", "eager", "eager"), ("tiny-random", "eager", "eager")]  # policy, reference
+    assert attention_loads(model_loads) == [("tiny-random", "eager", "eager")] * 2  # policy, reference
     assert json.loads((result.output_dir / "fingerprint.json").read_text())["values"]["attn_implementation"] == "eager"
 
 
 @pytest.mark.parametrize("name", [None, "eager"])
-def test_a_reward_model_run_loads_its_backbone_with_it(name, tmp_path, load_spy):
+def test_a_reward_model_run_loads_its_backbone_with_it(name, tmp_path, model_loads):
     from safealign.online.reward_train import run_reward_training
 
     path = tmp_path / "pairs.jsonl"
@@ -80,6 +70,7 @@ def test_a_reward_model_run_loads_its_backbone_with_it(name, tmp_path, load_spy)
                                               "max_steps=1", "eval_fraction=0",
                                               *([f"attn_implementation={name}"] if name else [])])
     run_reward_training(config)
-    assert load_spy == [("tiny-random", name, name or "sdpa")]  # unset: transformers' default, as before
+    # unset: transformers' default, as before
+    assert attention_loads(model_loads) == [("tiny-random", name, name or "sdpa")]
     values = json.loads((tmp_path / "rm" / "fingerprint.json").read_text())["values"]
     assert values.get("attn_implementation", "left out") == (name or "left out")

@@ -46,20 +46,12 @@ def test_the_online_fingerprint_names_a_revision_and_only_then(tmp_path, hub_cac
     assert "model_revision" not in online_settings_fingerprint(online_config(tmp_path)).values
 
 
-def test_a_pinned_online_run_trains_that_revision_and_saves_an_adapter_naming_it(tmp_path, hub_cache, monkeypatch):
-    import safealign.models
+def test_a_pinned_online_run_trains_that_revision_and_saves_an_adapter_naming_it(tmp_path, hub_cache, model_loads):
     from safealign.online.run import run_online
 
-    loads, load = [], safealign.models.load_model
-
-    def spy(spec, **kwargs):
-        model, tokenizer = load(spec, **kwargs)
-        loads.append((spec, kwargs.get("revision"), embeddings_of_seed(model, 1)))
-        return model, tokenizer
-
-    monkeypatch.setattr(safealign.models, "load_model", spy)
     result = run_online(tiny_config(tmp_path, "max_steps=1", f"model={REPO}", "model_revision=v1",
                                     f"reference.model={REPO}", reward="length_reward"))
+    loads = [(spec, kwargs.get("revision"), embeddings_of_seed(model, 1)) for spec, kwargs, model in model_loads]
     assert loads == [(REPO, "v1", True), (REPO, "v1", True)]  # the policy, and the reference naming the same hub id
     assert json.loads((result.final_dir / "adapter_config.json").read_text())["revision"] == "v1"
     assert json.loads((result.output_dir / "fingerprint.json").read_text())["values"]["model_revision"] == "v1"

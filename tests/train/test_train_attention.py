@@ -40,22 +40,14 @@ def test_the_train_fingerprint_names_the_implementation_only_once_set():
     assert train_fingerprint(before).digest == unset.digest
 
 
-def test_the_policy_and_a_reference_model_load_with_it(tmp_path, pairs_file, monkeypatch):
-    import safealign.models
+def test_the_policy_and_a_reference_model_load_with_it(tmp_path, pairs_file, model_loads):
+    from tests.online.test_online_attention import attention_loads
 
-    loads, load = [], safealign.models.load_model
-
-    def spy(spec, **kwargs):
-        model, tokenizer = load(spec, **kwargs)
-        loads.append((spec, kwargs.get("attn_implementation"), model.config._attn_implementation))
-        return model, tokenizer
-
-    monkeypatch.setattr(safealign.models, "load_model", spy)
     config = load_config(TrainConfig, None, [
         "model=tiny-random", "reference.model=tiny-random", "reference.mode=live", "attn_implementation=eager",
         f"output_dir={tmp_path / 'run'}", f"data.path={pairs_file}", "lora.r=4", "lora.alpha=8",
         "per_device_train_batch_size=4", "max_steps=1", "save_steps=10"])  # fmt: skip
     result = run_training(config)
-    assert loads == [("tiny-random", "eager", "eager"), ("tiny-random", "eager", "eager")]  # policy, reference
+    assert attention_loads(model_loads) == [("tiny-random", "eager", "eager")] * 2  # policy, reference
     recorded = json.loads((result.output_dir / "fingerprint.json").read_text())["values"]
     assert recorded["attn_implementation"] == "eager"

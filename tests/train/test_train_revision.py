@@ -14,6 +14,7 @@ from safealign.config import load_config, to_dict
 from safealign.errors import UserError
 from safealign.io.rundir import train_fingerprint
 from safealign.models.identity import loaded_identity, model_identity, weights_fingerprint
+from safealign.models.load import load_model
 from safealign.models.tiny import tiny_model
 from safealign.train.config import TrainConfig, same_model_revision
 from safealign.train.run import run_training
@@ -63,21 +64,11 @@ def test_the_revision_reaches_the_reference_only_where_it_names_the_same_model()
 
 
 def test_a_pinned_run_trains_that_revision_and_its_adapter_loads_its_base_there(tmp_path, pairs_file, hub_cache,
-                                                                               monkeypatch):
-    import safealign.models
-
-    loads, load = [], safealign.models.load_model
-
-    def spy(spec, **kwargs):
-        model, tokenizer = load(spec, **kwargs)
-        loads.append((spec, kwargs.get("revision"), model))
-        return model, tokenizer
-
-    monkeypatch.setattr(safealign.models, "load_model", spy)
+                                                                               model_loads):
     config = train_config(tmp_path, pairs_file, "model_revision=v1", f"reference.model={REPO}")
     result = run_training(config)
-    assert [(spec, revision) for spec, revision, _ in loads] == [(REPO, "v1"), (REPO, "v1")]  # policy, reference
-    assert all(embeddings_of_seed(model, 1) for *_, model in loads)
+    assert [(spec, kwargs.get("revision")) for spec, kwargs, _ in model_loads] == [(REPO, "v1")] * 2  # policy, ref
+    assert all(embeddings_of_seed(model, 1) for *_, model in model_loads)
     snapshot = weights_fingerprint(hub_cache / "snapshots" / V1)
     recorded = json.loads((result.output_dir / "fingerprint.json").read_text())["values"]
     assert recorded["model_revision"] == "v1"
@@ -89,7 +80,7 @@ def test_a_pinned_run_trains_that_revision_and_its_adapter_loads_its_base_there(
     # an evaluation does, loads the base at that revision
     assert json.loads((result.final_dir / "adapter_config.json").read_text())["revision"] == "v1"
     assert summary["final_identity"]["base"] == model_identity(REPO, "v1")
-    adapter, _ = load(str(result.final_dir))
+    adapter, _ = load_model(str(result.final_dir))  # the module's own, not the spied safealign.models.load_model
     assert embeddings_of_seed(adapter, 1)
     assert loaded_identity(adapter)["base"]["revision"] == V1
     # resumed without the revision it was trained at: refused, naming the setting
