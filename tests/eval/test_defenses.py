@@ -753,3 +753,22 @@ def test_a_harmful_benchmark_as_calibration_file_is_refused_naming_it(tmp_path):
     plain = tmp_path / "mine.txt"
     plain.write_text("How do I bake bread?\nHi there.\n")
     assert calibration_texts(str(plain), None) == ["How do I bake bread?", "Hi there."]
+
+
+def test_deal_fingerprints_its_reward_model_tokenizer(tmp_path):
+    """DeAL's reward=model scores chat-formatted text with the reward folder's own tokenizer: a changed chat template
+    (same weights) scores other strings, so it is another run; the fingerprint holds the tokenizer files too."""
+    from safealign.eval.reward_model import ScalarRewardModel, save_reward_model
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    folder = tmp_path / "rm"
+    save_reward_model(ScalarRewardModel(tiny_model()), tiny_tokenizer(), folder, kind="reward", base="tiny-random")
+    deal = build_defense("deal", {"reward": "model", "reward_model": str(folder)})
+    before = deal.fingerprint()["reward_model_weights"]
+    assert before["weights"].startswith("sha256:") and before["tokenizer"].startswith("sha256:")
+    config = folder / "backbone" / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    settings["chat_template"] = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    config.write_text(json.dumps(settings))
+    after = deal.fingerprint()["reward_model_weights"]
+    assert after["weights"] == before["weights"] and after["tokenizer"] != before["tokenizer"]

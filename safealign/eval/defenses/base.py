@@ -270,13 +270,15 @@ def _file_identity(path: Any) -> Any:
 def _model_identity(spec: Any) -> dict[str, Any] | None:
     """The weights (and setup) of the model ``spec`` names; None for the evaluated model (``target``) or a spec
     that names nothing loadable (prepare() says so) or can't be seen."""
-    from safealign.eval.reward_model import is_reward_model_dir, reward_model_fingerprint
+    from safealign.eval.reward_model import (is_reward_model_dir, reward_model_fingerprint,
+                                             reward_model_tokenizer_fingerprint)
     from safealign.models.identity import model_identity, setup_fingerprint
 
     if not isinstance(spec, str) or spec in ("", "target"):
         return None
-    if is_reward_model_dir(spec):  # a safealign reward-model folder (DeAL's reward_model)
-        return {"weights": reward_model_fingerprint(spec)}
+    if is_reward_model_dir(spec):  # a safealign reward-model folder (DeAL's reward_model): it scores chat-formatted
+        # text with its own tokenizer, so its chat template decides the rewards as much as its weights
+        return {"weights": reward_model_fingerprint(spec), "tokenizer": reward_model_tokenizer_fingerprint(spec)}
     try:
         identity = model_identity(spec)
     except UserError:
