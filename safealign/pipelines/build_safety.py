@@ -38,7 +38,7 @@ def build_safety_pairs(
     ``cut_answers``: what a pair whose own answer was cut at ``max_new_tokens`` becomes (keep, drop, open;
     safealign/data/safety_pairs.py). ``with_split``: each row names its prompt's ``split`` too (the prompts have one),
     as a standalone build's do; the demo's and the sweep's rows stay as they were (their cells key on the file)."""
-    from safealign.eval.backends.base import GenerationParams
+    from safealign.eval.backends.base import GenerationParams, with_seeds
     from safealign.eval.helpfulness.overrefusal import default_detector
 
     check_cut_answers(cut_answers)
@@ -54,7 +54,9 @@ def build_safety_pairs(
     with tqdm(total=len(todo), desc="building safety pairs", unit="prompt") as bar:
         for start in range(0, len(todo), params.batch_size):
             chunk = todo[start : start + params.batch_size]
-            completions = chat_model.generate([({"role": "user", "content": p.prompt},) for p in chunk], params)
+            # a sampled answer is drawn from its prompt's own seed: a resumed build draws what a whole one would
+            completions = chat_model.generate([({"role": "user", "content": p.prompt},) for p in chunk],
+                                              with_seeds(params, [(p.id,) for p in chunk]))
             judged = [(p, _judged_row(p, c, refusals, judge, seed, counts, cut_answers, with_split))
                       for p, c in zip(chunk, completions)]
             rows = [row for _, row in judged if isinstance(row, dict)]

@@ -135,3 +135,18 @@ def test_a_standalone_build_recorded_before_the_option_continues_under_keep(tmp_
     )
     assert differing_keys(old, _build_fingerprint("m", 48, 0, [REFUSAL])) == []
     assert differing_keys(old, _build_fingerprint("m", 48, 0, [REFUSAL], "drop")) == ["cut_answers"]
+
+
+def test_sampled_answers_are_seeded_by_prompt_id_not_by_place(tmp_path):
+    """A sampled build draws each prompt's answer from a seed keyed by its id, so a resumed build (fewer prompts
+    left, other places in the batch) draws what an uninterrupted one would."""
+    from safealign.eval.backends.base import GenerationParams, key_seed
+
+    model = ScriptedChatModel(lambda conversation: ANSWERS[conversation[-1]["content"]])
+    params = GenerationParams(max_new_tokens=8, do_sample=True, seed=3, batch_size=2)
+    build_safety_pairs(model, PROMPTS, [REFUSAL], tmp_path / "a.jsonl", params=params)
+    seeds = [s for p in model.params for s in p.seeds]
+    assert seeds == [key_seed(3, p.id) for p in PROMPTS]
+    greedy = ScriptedChatModel(lambda conversation: ANSWERS[conversation[-1]["content"]])
+    build_safety_pairs(greedy, PROMPTS, [REFUSAL], tmp_path / "b.jsonl")
+    assert all(p.seeds is None for p in greedy.params)  # a greedy build's requests stay as they were
