@@ -189,7 +189,9 @@ class OnlineConfig:
     loss_aggregation: str = "sequence"  # grpo: token mean per sequence then mean ("grpo"), or token mean ("bnpo")
     ipo_tau: float = 0.1
     ipo_labels: str = "hard"  # hard: ±1/(2τ) from which sample scored higher; soft: σ(r_i − r_j)
-    empty_reward: float = -1.0  # the reward of an empty completion (counted as empty_completions)
+    # the reward of an empty completion (counted as empty_completions); with an lsc source, no more than the
+    # lowest non-empty completion of its prompt (LSC scores are unbounded below; docs/online.md)
+    empty_reward: float = -1.0
     rewards: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     safe_rlhf: SafeRLHFConfig = field(default_factory=SafeRLHFConfig)
     reference: ReferenceConfig = field(default_factory=ReferenceConfig)

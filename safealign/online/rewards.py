@@ -2,14 +2,16 @@
 
 Every source returns one finite float per scored completion. A source that raises, returns the wrong
 number of values, a non-number or NaN/inf stops training with a :class:`RewardError` naming the source
-and the step (docs/online.md, "Bad input"). Empty completions are never shown to a source: they score
-the configured floor (``empty_reward``; a cost of 0) and are counted.
+and the step (docs/online.md, "Bad input"); any real number counts (numpy's too), a bool does not. Empty
+completions are never shown to a source: they score the configured floor (``empty_reward``; a cost of 0; under
+LSC no more than the lowest real completion of their prompt) and are counted.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 from typing import Any, Callable, Sequence
 
 import torch
@@ -80,7 +82,7 @@ def _checked(values: Any, n: int, where: str, step: int) -> Tensor:
         raise RewardError(f"{where} returned {len(values)} values for {n} completions", step)
     numbers = []
     for i, value in enumerate(values):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, Real):  # numpy's floats and ints are Real
             raise RewardError(f"{where} returned {type(value).__name__} {value!r} for completion {i}, not a number",
                               step)
         numbers.append(float(value))
@@ -165,9 +167,13 @@ def is_empty(text: str) -> bool:
 
 
 def combine(sources: Sequence[Source], batch: Batch, step: int, *, empty_value: float, what: str = "reward",
-            lsc_baselines: dict[str, Tensor] | None = None) -> Scored:  # fmt: skip
+            lsc_baselines: dict[str, Tensor] | None = None, groups: Sequence[int] | None = None) -> Scored:  # fmt: skip
     """``Σ_s w_s·r_s`` over non-empty completions (``empty_value`` for empty ones). ``lsc_baselines``:
-    per source, r_ref(x) per completion; those sources score ``log σ(r − r_ref)`` (LSC)."""
+    per source, r_ref(x) per completion; those sources score ``log σ(r − r_ref)`` (LSC) on the prompts their
+    ``apply_to`` selects, 0 elsewhere. LSC scores are unbounded below, so a flat ``empty_value`` is no floor
+    there: with any LSC source an empty completion scores no more than the lowest non-empty completion of its
+    group (``groups``: the prompt each completion was sampled for; default, the whole batch is one group), so
+    it never scores above a real answer of its prompt."""
     empty = torch.tensor([is_empty(text) for text in batch.texts], dtype=torch.bool)
     keep = [i for i, e in enumerate(empty.tolist()) if not e]
     sub = Batch([batch.prompts[i] for i in keep], [batch.texts[i] for i in keep], [batch.harmful[i] for i in keep])
@@ -177,10 +183,32 @@ def combine(sources: Sequence[Source], batch: Batch, step: int, *, empty_value: 
     for source in sources:
         raw = source.scores(sub, step, what) if keep else torch.zeros(0)
         if lsc_baselines is not None and source.label in lsc_baselines:
-            raw = torch.nn.functional.logsigmoid(raw - lsc_baselines[source.label][keep])
+            raw = _lsc(source, raw, lsc_baselines[source.label][keep], sub.harmful)
         full = torch.full((len(batch.texts),), float("nan"))
         full[keep] = raw
         per_source[source.label] = full
         partial += source.spec.weight * raw
     total[keep] = partial
+    if lsc_baselines:
+        total = _below_real_completions(total, empty, groups)
     return Scored(total, per_source, empty)
+
+
+def _lsc(source: Source, raw: Tensor, baseline: Tensor, harmful: list[bool | None]) -> Tensor:
+    """``log σ(r − r_ref)`` where the source applies; 0 outside its ``apply_to``, as without LSC (the raw 0
+    there would otherwise score ``log σ(−r_ref)``)."""
+    inside = torch.tensor([source.applies(flag) for flag in harmful], dtype=torch.bool)
+    return torch.where(inside, torch.nn.functional.logsigmoid(raw - baseline), torch.zeros_like(raw))
+
+
+def _below_real_completions(total: Tensor, empty: Tensor, groups: Sequence[int] | None) -> Tensor:
+    """``total`` with each empty completion lowered to the lowest non-empty score of its group where that is
+    lower (a group of empty completions only keeps ``empty_value``)."""
+    group = torch.tensor(list(groups)) if groups is not None else torch.zeros(len(total), dtype=torch.long)
+    out = total.clone()
+    for g in group[empty].unique().tolist():
+        real = (group == g) & ~empty
+        if real.any():
+            rows = (group == g) & empty
+            out[rows] = torch.clamp(out[rows], max=float(total[real].min()))
+    return out

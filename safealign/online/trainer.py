@@ -130,7 +130,7 @@ class OnlineTrainer:
         ref_prompts = [views.reference[i] for i in expand]
         number = self.step + 1  # the step as metrics.jsonl and errors count it
         scored = combine(self.sources, batch, number, empty_value=config.empty_reward,
-                         lsc_baselines=self._lsc_baselines(items, views.reference, expand))
+                         lsc_baselines=self._lsc_baselines(items, views.reference, expand), groups=expand)
         costs = combine(self.cost_sources, batch, number, empty_value=0.0, what="cost") \
             if self.lagrange is not None else None
         pad = self.tokenizer.pad_token_id
