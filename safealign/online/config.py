@@ -20,6 +20,9 @@ SOURCE_KINDS = ("judge", "reward_model", "callable")
 APPLY_ON = ("all", "harmful", "benign")
 SCALE_REWARDS = ("group", "batch", "none")
 LOSS_AGGREGATIONS = ("sequence", "token")
+# a judge source's ``reward_if`` left out: a reward pays for safe answers, a cost charges harmful ones (a cost judge
+# that took the reward's default charged refusals, so Safe RLHF's λ pushed the policy to comply)
+REWARD_IF_DEFAULT = {"reward": "not_harmful", "cost": "harmful"}
 
 
 @dataclass
@@ -42,7 +45,8 @@ class PromptsConfig:
 @dataclass
 class SourceConfig:
     """One reward (or cost) source. ``kind``: ``judge`` (a registered judge by ``name``; the source gives 1
-    where its verdict is ``reward_if`` — ``not_harmful`` or ``harmful`` — else 0), ``reward_model`` (a
+    where its verdict is ``reward_if`` — ``not_harmful`` or ``harmful``; left out, ``not_harmful`` for a reward
+    and ``harmful`` for a Safe-RLHF cost: :data:`REWARD_IF_DEFAULT` — else 0), ``reward_model`` (a
     folder written by ``trainer: reward``, at ``path``) or ``callable`` (``path`` = ``module:function`` or
     ``module.function``, called as ``fn(prompts, completions, harmful) -> list[float]``). ``apply_to``
     restricts the source to harmful or benign prompts (0 elsewhere). ``lsc``: log σ(r − r_ref(x)), with r_ref(x) the
@@ -54,7 +58,7 @@ class SourceConfig:
     params: dict[str, Any] = field(default_factory=dict)
     weight: float = 1.0
     apply_to: str = "all"  # all | harmful | benign
-    reward_if: str = "not_harmful"
+    reward_if: Optional[str] = None  # None: REWARD_IF_DEFAULT for the source's role, written in by validate
     lsc: bool = False
 
     @property
@@ -67,7 +71,11 @@ class SourceConfig:
             base = (self.path or self.kind).rstrip("/").rsplit("/", 1)[-1]  # the model folder's name
         return f"{base}@{self.apply_to}" if self.apply_to != "all" else base
 
-    def validate(self, prefix: str) -> None:
+    def validate(self, prefix: str, what: str = "reward") -> None:
+        """Checks the source as a ``what`` (reward or cost), filling in that role's ``reward_if`` if left out, so
+        the saved config and the run's digest hold the value used (a reward's is the one recorded before)."""
+        if self.reward_if is None:
+            self.reward_if = REWARD_IF_DEFAULT[what]
         checks.one_of(prefix + "kind", self.kind, SOURCE_KINDS)
         checks.one_of(prefix + "apply_to", self.apply_to, APPLY_ON)
         checks.one_of(prefix + "reward_if", self.reward_if, ("not_harmful", "harmful"))
@@ -134,11 +142,13 @@ class SafeRLHFConfig:
 
     def validate(self, prefix: str = "safe_rlhf.") -> None:
         if not self.enabled:
+            for source in self.cost:  # unchecked, but saved with the reward_if they would run under
+                source.reward_if = source.reward_if or REWARD_IF_DEFAULT["cost"]
             return
         if not self.cost:
             raise UserError(f"{prefix}cost is empty: Safe RLHF needs at least one cost source")
         for i, source in enumerate(self.cost):
-            source.validate(f"{prefix}cost.{i}.")
+            source.validate(f"{prefix}cost.{i}.", "cost")
             if source.lsc:  # costs are combined raw, while an LSC source would count as unbounded below
                 raise UserError(f"{prefix}cost.{i}.lsc: LSC is for reward sources; a cost source is scored raw (no "
                                 f"reference baseline), so lsc: true on cost source {source.label!r} would only "
@@ -247,4 +257,6 @@ class OnlineConfig:
         self.prompts.validate()
         self.generation.validate()
         self.lora.validate()
-        checks.at_least("reference.log_ratio_clamp", self.reference.log_ratio_clamp, 0)
+        checks.positive("reference.log_ratio_clamp", self.reference.log_ratio_clamp,
+                        "it bounds |ℓ_ref − ℓ| before the KL estimate; 0 is not 'off': every KL would be 0, "
+                        "so beta would do nothing")

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from safealign.errors import UserError
-from safealign.online.config import SourceConfig
+from safealign.online.config import REWARD_IF_DEFAULT, SourceConfig
 from safealign.registry import import_callable
 from safealign.types import Behavior, Completion, Message
 
@@ -105,17 +105,17 @@ def build_sources(specs: Sequence[SourceConfig], device: Any = None, what: str =
 
 def _build(spec: SourceConfig, device: Any, what: str) -> Callable[[Batch], Sequence[Any]]:
     if spec.kind == "judge":
-        return _judge_fn(spec)
+        return _judge_fn(spec, what)
     if spec.kind == "reward_model":
         return _reward_model_fn(spec, device, what)
     return _callable_fn(resolve_callable(spec.path or ""), spec.params)
 
 
-def _judge_fn(spec: SourceConfig) -> Callable[[Batch], list[float]]:
+def _judge_fn(spec: SourceConfig, what: str) -> Callable[[Batch], list[float]]:
     from safealign.eval.judges.base import build_judge
 
     judge = build_judge(spec.name, dict(spec.params))
-    wanted = spec.reward_if == "harmful"
+    wanted = (spec.reward_if or REWARD_IF_DEFAULT[what]) == "harmful"  # a spec the config never validated
 
     def score(batch: Batch) -> list[float]:
         behaviors = [Behavior(id=str(i), behavior=_last_user(p)) for i, p in enumerate(batch.prompts)]

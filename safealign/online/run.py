@@ -47,6 +47,12 @@ def check_online_config(config: OnlineConfig) -> None:
         for i, source in enumerate(specs):
             if source.kind == "callable":
                 resolve_callable(source.path or "")
+            if kind == "cost" and source.kind == "judge" and source.reward_if == "not_harmful" \
+                    and source.apply_to != "benign":  # benign: an over-refusal cost, which is what it says
+                logger.warning("%s.%d.reward_if: not_harmful on cost source %r charges the answers its judge finds "
+                               "safe (refusals) to harmful prompts, so λ pushes the policy to comply with them; "
+                               "a cost that charges harmful answers is reward_if: harmful (its default)",
+                               key, i, source.label)
             if source.kind == "reward_model":
                 from safealign.eval.reward_model import check_kind, is_reward_model_dir
 
