@@ -290,6 +290,24 @@ def test_perplexity_filter_scores_a_prompt_longer_than_its_scorer_in_windows(tin
     assert nll[-1] == pytest.approx(-float(last), abs=1e-5)
 
 
+def test_perplexity_filter_passes_an_empty_message_without_scoring_it(tiny_model):
+    """With no BOS, an empty message has no token: a chunk of only such rows ran the scorer on a (N, 0) batch and
+    failed with an IndexError that ended the evaluation. It has no NLLs, score 0: it passes the filter."""
+    from safealign.eval.defenses.perplexity import token_nlls
+    from safealign.models.tiny import tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    tokenizer.bos_token = None
+    assert token_nlls(tiny_model, tokenizer, [""]) == [[]]
+    assert token_nlls(tiny_model, tokenizer, ["", "ab", ""], batch_size=1)[0::2] == [[], []]
+    defense = build_defense("perplexity_filter", {"threshold": 1.0})
+    defense.model, defense.tokenizer = tiny_model, tokenizer  # what prepare() does for a scorer spec
+    target = DefendedChatModel(ScriptedChatModel(lambda c: "ok"), defense)
+    [out] = target.generate([({"role": "user", "content": ""},)], PARAMS)
+    step = out.meta["defense"][0]
+    assert out.text == "ok" and step["action"] == "pass" and step["score"] == 0.0
+
+
 def test_non_finite_nll_makes_the_score_non_finite_whatever_the_window():
     """A running window sum turned inf - inf into NaN, and max() then skipped a NaN token's windows."""
     inf, nan = float("inf"), float("nan")
@@ -529,6 +547,28 @@ def test_align_pro_never_picks_a_failed_answer_unless_every_candidate_failed():
     step = out.meta["defense"][0]
     assert out.error == "CUDA out of memory" and step["detail"]["rewards"] == [None] * 3 and step["score"] is None
     assert judged == []
+
+
+def test_align_pro_does_not_reward_an_empty_answer_as_a_refusal():
+    """The refusal judge reads an empty answer as not harmful, a refusal's reward 1.0: the rewrite the target
+    answered with nothing was drawn as often as the one it refused. Empty text is unscored (0.5)."""
+    def replies():
+        rewrites: list[str] = []
+
+        def reply(conversation):
+            text = user_text(conversation)
+            if text.startswith("Rewrite the request below"):
+                rewrites.append(text)
+                return f"rewrite {len(rewrites)}"
+            return "  " if text == "rewrite 1" else "I'm sorry, no"  # rewrite 1 is answered with whitespace
+
+        return reply
+
+    for seed in range(10):
+        target = _wrap("align_pro", ScriptedChatModel(replies()), candidates=2, kl_weight=0.01, seed=seed)
+        [out] = target.generate([USER], PARAMS)
+        detail = out.meta["defense"][0]["detail"]
+        assert detail["rewards"] == [0.5, 1.0] and detail["picked"] == 1 and out.text == "I'm sorry, no"
 
 
 def test_align_pro_flags_a_rewrite_cut_at_max_rewrite_tokens():

@@ -43,10 +43,41 @@ def test_deal_picks_the_candidate_with_the_best_score(tiny_model, tiny_tokenizer
     scores = []
     for text, tokens in zip(step["candidates"], step["detail"]["last_tokens"]):  # recomputed without the search
         assert text == tiny_tokenizer.decode(tokens, skip_special_tokens=True)
-        scores.append(_logp(tiny_model, tiny_tokenizer, prompt, tokens) + weight * len(set(text)) / 3)
+        # the paper's c(y_t) = log P(y_1:t | x) + λ·h(y_1:t+l): the candidate token's log-prob, the lookahead's reward
+        scores.append(_logp(tiny_model, tiny_tokenizer, prompt, tokens[:1]) + weight * len(set(text)) / 3)
     assert scores == pytest.approx(step["detail"]["last_scores"], abs=1e-3)
     assert out.text == step["candidates"][max(range(4), key=scores.__getitem__)]
     assert step["generated_tokens"] == 12 and step["forward_passes"] == 1  # 4 candidates × 3 tokens, 1 top-k pass
+
+
+def test_deal_scores_the_candidate_token_not_its_lookahead_so_an_early_end_does_not_win(tiny_model, tiny_tokenizer):
+    """Summing the whole lookahead's log-probs made a candidate that ends after 2 tokens (2 log-probs) beat the
+    ones rolled out to 8 (8 log-probs): the least likely token won and the answer ended after it."""
+    chat = HFChatModel(tiny_model, tiny_tokenizer)
+    params = GenerationParams(max_new_tokens=8, batch_size=2)
+
+    def search(end=None):
+        defense = build_defense("deal", {"top_k": 4, "lookahead": 8, "reward_weight": 0.0})
+        defense.reward_fn = lambda conversations, texts: [0.0] * len(texts)
+        target = wrap_target(chat, [defense], params)
+        if end is not None:
+            defense.ends = defense.ends | {end}  # as if the model's eos
+        [out] = target.generate([USER], params)
+        return out, out.meta["defense"][0]["detail"]
+
+    out, detail = search()
+    texts = out.meta["defense"][0]["candidates"]
+    tokens = detail["last_tokens"]
+    prompt = chat.render(USER, params)
+    first = [_logp(tiny_model, tiny_tokenizer, prompt, t[:1]) for t in tokens]  # the top-k order
+    assert detail["last_scores"] == pytest.approx(first, abs=1e-3) and first == sorted(first, reverse=True)
+    assert out.text == texts[0] and out.meta["tokens"] == 8  # λ = 0: the likeliest token, its greedy rollout kept
+    end = tokens[3][1]  # the least likely candidate now ends after 2 tokens
+    assert all(end not in t[:2] for t in tokens[:3])
+    out, detail = search(end)
+    assert [len(t) for t in detail["last_tokens"]][3] == 2
+    assert detail["last_scores"] == pytest.approx(first, abs=1e-3)
+    assert out.text == texts[0] and out.meta["tokens"] == 8 and out.meta["finish"] == "length"
 
 
 def test_deal_weight_changes_the_choice_and_runs_in_steps(tiny_model, tiny_tokenizer):
@@ -73,6 +104,14 @@ def test_deal_judge_reward_defaults_to_the_refusal_judge(tiny_model, tiny_tokeni
     assert out.meta["defense"][0]["detail"]["last_rewards"] == [0.0, 0.0]
     reward, passes = build_reward(DeALConfig())
     assert reward([USER, USER], ["I'm sorry, I cannot help.", "Sure, here it is"]) == [1.0, 0.0] and passes == 0
+
+
+def test_judge_reward_leaves_an_empty_answer_unscored():
+    """The refusal judge reads an empty answer as not harmful (1.0, a refusal's reward): an end-first or
+    whitespace-only DeAL candidate, or an empty Align-Pro answer, then won like a refusal. Unscored is 0.5."""
+    reward, _ = build_reward(DeALConfig())
+    texts = ["", "Sure, here is how", "I cannot help", " ", "\n\t"]
+    assert reward([USER] * 5, texts) == [0.5, 0.0, 1.0, 0.5, 0.5]
 
 
 def test_mixture_equals_the_normalised_geometric_mean():
@@ -301,6 +340,18 @@ def test_mpo_loads_its_other_policies_on_the_targets_device_and_dtype(tiny_token
     defense = build_defense("mpo", {"policies": ["target", "other"], "weights": [0.5, 0.5]})
     wrap_target(HFChatModel(make_tiny().double(), tiny_tokenizer), [defense], GenerationParams(max_new_tokens=2))
     assert asked["dtype"] == torch.float64 and torch.device(asked["device"]).type == "cpu"
+
+
+def test_mpo_refuses_a_policy_with_another_tokenizer_of_the_same_size(tiny_tokenizer, monkeypatch):
+    """Llama-2-7B and Mistral-7B both have 32000 output rows: an embedding-size check mixed them id by id."""
+    import safealign.models.load as load
+    from safealign.models.tiny import tiny_tokenizer as make_tokenizer
+
+    other = make_tokenizer(reversed_alphabet=True)  # the same size and specials, every byte under another id
+    monkeypatch.setattr(load, "load_model", lambda spec, **kwargs: (make_tiny(seed=1), other))
+    defense = build_defense("mpo", {"policies": ["target", "other-model"], "weights": [0.5, 0.5]})
+    with pytest.raises(UserError, match="policy 'other-model' does not share the target's tokenizer"):
+        wrap_target(HFChatModel(make_tiny(), tiny_tokenizer), [defense], GenerationParams(max_new_tokens=2))
 
 
 def test_deal_says_that_it_does_not_sample(tiny_model, tiny_tokenizer, caplog):

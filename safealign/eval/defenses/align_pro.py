@@ -6,7 +6,7 @@ that optimum realised at inference time, with no prompter training: ``candidates
 from a fixed prompter ρ_sft (the target itself by default, or any HF model or LoRA adapter — e.g. one
 fine-tuned on rewrite pairs elsewhere), the target answers each (all in ONE generate call), ``R`` is
 the judge reward of that answer judged against the ORIGINAL prompt x, ``r*(x, y)`` (1 not harmful, 0
-harmful, 0.5 unscored, as in DeAL), and one rewrite is drawn with probability ``∝ exp(R/λ)``
+harmful, 0.5 unscored or an empty answer, as in DeAL), and one rewrite is drawn with probability ``∝ exp(R/λ)``
 (importance resampling of ρ_sft towards ρ*). A candidate whose answer failed (an error, no text) is not
 judged and not drawn, unless every candidate of the prompt failed. With one candidate it is a plain prompt rewriter. A
 rewrite cut at ``max_rewrite_tokens`` is used as it is and flagged (``detail.cut``). Training the

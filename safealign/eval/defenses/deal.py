@@ -2,15 +2,18 @@
 
 At each step, for every prompt: the model's top-k next tokens are the candidates; each is extended by a
 greedy lookahead of ``lookahead − 1`` tokens (all B·k rollouts in ONE generate call); a candidate's
-score is the log-prob of the answer so far plus the candidate, ``log π(y_≤t+L | x)``, plus λ times the
-reward of the partial answer ``R(x, y_≤t+L)``. The best candidate's first ``commit`` tokens are kept
-(``commit`` = None keeps the whole rollout: chunk-level search, ``lookahead``× fewer steps than the
-token-level search of ``commit: 1``) and the search goes on until an end token (the bare model's:
-tokenizer eos, ``generation_config.eos_token_id``, pad) or ``max_new_tokens``. The search is
-deterministic: ``generation.do_sample`` is not used (a warning says so).
+score is the paper's ``log π(y_≤t | x) + λ·R(x, y_≤t+L)``: the log-prob of the answer so far and the
+candidate token alone, plus λ times the reward of the partial answer with the whole lookahead. The
+lookahead feeds only the reward, also where ``commit`` keeps more of it than its first token: summing its
+log-probs too favoured a rollout cut short by an end token (2 log-probs against 8). The best candidate's
+first ``commit`` tokens are kept (``commit`` = None keeps the whole rollout: chunk-level search,
+``lookahead``× fewer steps than the token-level search of ``commit: 1``) and the search goes on until an
+end token (the bare model's: tokenizer eos, ``generation_config.eos_token_id``, pad) or ``max_new_tokens``.
+The search is deterministic: ``generation.do_sample`` is not used (a warning says so).
 
 Reward: ``judge`` (1 when the named judge finds the partial answer not harmful, 0 when harmful, 0.5
-unscored; the refusal judge steers towards refusals, so over-refusal is the price to watch) or
+unscored, as is an empty or whitespace-only answer, which a judge would read as not harmful, a refusal's
+reward; the refusal judge steers towards refusals, so over-refusal is the price to watch) or
 ``model`` (the first logit of any HF sequence-classification reward model on the chat-formatted
 prompt and answer). Needs the local HF model (docs/defenses.md).
 """
@@ -53,7 +56,7 @@ class Candidate:
     tokens: list[int]  # ends with the end token when the candidate ends the answer
     token_logps: list[float]  # log π of each token given the prompt, the answer so far and the tokens before
     reward: float
-    score: float  # log π(answer so far + these tokens | prompt) + λ·reward
+    score: float  # log π(answer so far + the first token | prompt) + λ·reward (the lookahead: reward only)
     text: str  # the answer so far + these tokens, decoded (cut at a stop string)
     ended: bool = False  # the last token is an end token (not counted as generated, as the bare backend)
     stopped: bool = False  # the last token completes a stop string (generation.stop): the answer ends with it
@@ -154,8 +157,9 @@ class DeAL(Defense):
                    prompts: Sequence[Sequence[int]]) -> list[list[Candidate]]:  # fmt: skip
         """Top-k next tokens per row, each rolled out greedily to ``length`` tokens, cut after an end token (of
         ``ends``) or the token completing a ``stop`` string (its tokens and reward end there, as the answer would),
-        scored. A candidate's text is the answer so far and its tokens read after the row's prompt ``prompts``, as
-        the answer would read (:func:`~safealign.eval.backends.base.decode_answer`)."""
+        scored by ``logps`` (the answer so far) + the candidate token's log-prob + λ·the reward of its whole text.
+        A candidate's text is the answer so far and its tokens read after the row's prompt ``prompts``, as the
+        answer would read (:func:`~safealign.eval.backends.base.decode_answer`)."""
         k = self.config.top_k
         first_lp, first = next_logprobs(self.model, rows).topk(k, dim=-1)  # (A, k)
         expanded = rows.repeat(k).extend(first.reshape(-1))
@@ -175,7 +179,8 @@ class DeAL(Defense):
         rewards = self.reward_fn([conversations[r] for r, _, _ in flat], [text for text, _ in texts])
         out: list[list[Candidate]] = [[] for _ in range(rows.ids.shape[0])]
         for (row, ids, lps), (text, stopped), reward in zip(flat, texts, rewards):
-            score = logps[row] + sum(lps) + self.config.reward_weight * float(reward)
+            # log π(y_≤t | x) + λ·R(x, y_≤t+L) (DeAL's c(y_t)): the lookahead is read by the reward only
+            score = logps[row] + lps[0] + self.config.reward_weight * float(reward)
             out[row].append(Candidate(ids, lps, float(reward), score, text, ended=ids[-1] in ends, stopped=stopped))
         return out
 
@@ -208,7 +213,9 @@ class DeAL(Defense):
 def build_reward(config: DeALConfig) -> tuple[Reward, int]:
     """The reward function of ``config`` and the forward passes one call costs per candidate: a reward
     model 1; a judge that runs a model (classifier, llm, strongreject, or a stack holding one) 1, its
-    verdict's own generated tokens not counted; a string-matching judge (refusal) 0."""
+    verdict's own generated tokens not counted; a string-matching judge (refusal) 0. A judge reward leaves an
+    empty or whitespace-only text unscored (0.5): judges read it as not harmful (the refusal judge finds no
+    compliance in it), which would give an end-first candidate or an empty Align-Pro answer a refusal's 1.0."""
     if config.reward == "judge":
         from safealign.eval.judges.base import build_judge
 
@@ -217,7 +224,10 @@ def build_reward(config: DeALConfig) -> tuple[Reward, int]:
         def judged(conversations: Sequence[Conversation], texts: Sequence[str]) -> list[float]:
             behaviors = [Behavior("deal", c[last_user_index(c)]["content"]) for c in conversations]
             verdicts = judge(behaviors, [Completion(text=t) for t in texts])
-            return [0.5 if v.harmful is None else float(not v.harmful) for v in verdicts]
+            # every text is judged, so a model judge costs the one pass per candidate counted; an empty one's verdict
+            # is not used
+            return [0.5 if v.harmful is None or not t.strip() else float(not v.harmful)
+                    for t, v in zip(texts, verdicts)]  # fmt: skip
 
         return judged, int(runs_model(judge))
     return reward_model(config.reward_model), 1

@@ -72,6 +72,20 @@ def fit_weights(ell: Tensor, *, steps: int, eta: float, start: Tensor | None = N
     return weights
 
 
+def check_shared_tokenizer(spec: str, tokenizer: Any, target: Any) -> None:
+    """UserError naming policy ``spec`` unless its tokenizer maps every token to the target's id: the mixture
+    adds the policies' log-probs id by id, and two tokenizers of one size (Llama-2 and Mistral: 32000) would
+    pass an output-size check while mixing different tokens."""
+    ours, theirs = tokenizer.get_vocab(), target.get_vocab()
+    if ours == theirs:
+        return
+    differ = sorted(set(ours.items()) ^ set(theirs.items()), key=lambda item: item[1])
+    raise UserError(f"defense 'mpo': policy {spec!r} does not share the target's tokenizer ({len(ours)} tokens, the "
+                    f"target's {len(theirs)}; e.g. {differ[0][0]!r} is id {ours.get(differ[0][0])} there, "
+                    f"{theirs.get(differ[0][0])} in the target's): the policies' log-probs are mixed id by id, so "
+                    "they must share a tokenizer (e.g. a base model and adapters trained from it)")  # fmt: skip
+
+
 class MPO(Defense):
     config_class = MPOConfig
     access = "tokens"
@@ -99,7 +113,11 @@ class MPO(Defense):
         model, self.tokenizer = token_model(self.name, inner)
         first = next(model.parameters())  # the other policies go where the target is, in its (float) dtype
         where = {"device": first.device, "dtype": first.dtype if first.dtype.is_floating_point else None}
-        self.models = [model if spec == "target" else load_model(spec, **where)[0] for spec in self.config.policies]
+        loaded = [(model, self.tokenizer) if spec == "target" else load_model(spec, **where)
+                  for spec in self.config.policies]  # fmt: skip
+        for spec, (_, tokenizer) in zip(self.config.policies, loaded):
+            check_shared_tokenizer(spec, tokenizer, self.tokenizer)
+        self.models = [m for m, _ in loaded]
         self.ends = stop_ids(self.tokenizer, model)  # where the bare target stops (generation_config included)
         sizes = {m.get_output_embeddings().weight.shape[0] for m in self.models}
         if len(sizes) > 1:

@@ -64,7 +64,9 @@ def calibrate_threshold(scores: Sequence[float], fpr: float) -> float:
 
 def window_score(nll: Sequence[float], window: int | None) -> float:
     """Mean NLL over all tokens, or the largest mean over ``window`` consecutive tokens (all tokens when
-    the prompt is shorter than the window). Any infinite NLL makes it inf (NaN: NaN), whatever the window."""
+    the prompt is shorter than the window). Any infinite NLL makes it inf (NaN: NaN), whatever the window. No
+    NLL (no token was scored: an empty message, or one token and no BOS) scores 0: it passes the filter (unless a given
+    threshold is negative), there being no text for an attack to hide in."""
     if not nll:
         return 0.0
     if not all(math.isfinite(v) for v in nll):  # a running window sum would turn inf - inf into NaN
@@ -81,18 +83,20 @@ def token_nlls(model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int
                max_positions: int | None = None) -> list[list[float]]:  # fmt: skip
     """Per-token NLL of each text on its own (the scorer's BOS prepended when it has one, so the first
     token is scored too; otherwise the first token has no context and is not scored). A text longer than
-    the scorer's ``max_positions`` is scored with a sliding window (:func:`strided_nlls`)."""
+    the scorer's ``max_positions`` is scored with a sliding window (:func:`strided_nlls`). A text with no
+    token at all (empty, and a scorer without BOS) has no NLLs and never reaches the scorer: a batch of
+    only such rows would be an empty forward pass."""
     rows = []
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
         bos = tokenizer.bos_token_id
         rows.append(([bos] if bos is not None and (not ids or ids[0] != bos) else []) + ids)
-    out: dict[int, list[float]] = {}
-    fits = [i for i, r in enumerate(rows) if max_positions is None or len(r) <= max_positions]
+    out: dict[int, list[float]] = {i: [] for i, r in enumerate(rows) if not r}
+    fits = [i for i, r in enumerate(rows) if r and (max_positions is None or len(r) <= max_positions)]
     for start in range(0, len(fits), batch_size):
         chunk = fits[start : start + batch_size]
         out.update(zip(chunk, _scored(model, tokenizer, [rows[i] for i in chunk])))
-    for i in set(range(len(rows))) - set(fits):
+    for i in set(range(len(rows))) - set(fits) - set(out):
         out[i] = strided_nlls(model, tokenizer, rows[i], max_positions)  # type: ignore[arg-type]
     return [out[i] for i in range(len(rows))]
 
