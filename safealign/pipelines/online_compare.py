@@ -5,8 +5,9 @@ every variant (``plain``: identity reference view; ``e``: the safety prefix on h
 online recipe trains a LoRA policy and the demo's own evaluation (``safealign.pipelines.demo.evaluate``:
 direct and template jailbreaks on the built-in held-out harmful prompts, refusal on held-out benign and
 borderline ones, refusal judge) measures it. Every stage resumes: a finished training run or evaluation
-record is never recomputed. Several workers may share one output directory (``--workers N``, or the plain
-command started several times; docs/online.md): each claims the next unfinished stage with a lock file.
+record is never recomputed (a run trained for fewer steps than ``max_steps`` is extended, and evaluated
+afresh). Several workers may share one output directory (``--workers N``, or the plain command started
+several times; docs/online.md): each claims the next unfinished stage with a lock file.
 The table (``online_compare.json`` / ``.md``) gives each metric before training,
 each variant's mean over seeds, and the paired E − plain difference, with hierarchical intervals (seeds and
 prompts crossed: a two-way random-effects t interval; ``safealign.eval.paired``).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,10 +97,12 @@ BEFORE_DONE = "before.json"  # under output_dir: which worker last finished the 
 
 
 def check_compare_dir(config: OnlineCompareConfig) -> list[tuple[str, int, Any]]:
-    """Every stage's recipe checked before anything loads, and the comparison's settings saved; returns the
-    stages (variant, seed, online config)."""
+    """Every stage's recipe, and the training run its folder holds (_check_stage), checked before anything loads,
+    and the comparison's settings saved; returns the stages (variant, seed, online config)."""
     stages = [(variant, seed, stage_config(config, variant, seed)) for variant in config.variants
               for seed in config.seeds]
+    for variant, seed, online in stages:  # a run that can never be this comparison's is refused before any work
+        _check_stage(f"{variant}-seed{seed}", online)
     # atomic: workers started together rewrite it with the same content (the number of workers is no setting)
     write_atomic(Path(config.output_dir) / "online_compare.yaml",
                  yaml.safe_dump(to_dict(config), sort_keys=False).encode())
@@ -122,7 +126,7 @@ def run_online_compare(config: OnlineCompareConfig) -> ClaimedRun:
     prompts = prompt_sets(demo)
     fingerprints = {(v, s): _stage_fingerprint(config, online) for v, s, online in stages}
     if not (out / "eval" / "before" / "figures.json").is_file() or \
-            any(_stage_record(Path(online.output_dir), fingerprints[v, s]) is None for v, s, online in stages):
+            any(_stage_record(online, fingerprints[v, s]) is None for v, s, online in stages):
         def before() -> None:
             model, tokenizer = load_model(demo.model)
             write_json(out / "eval" / "before" / "figures.json",  # resumes its records
@@ -130,7 +134,7 @@ def run_online_compare(config: OnlineCompareConfig) -> ClaimedRun:
 
         run_once(out / "shared.lock", out / BEFORE_DONE, "compare-online: the base model's evaluation", before)
     jobs = [Job(Path(online.output_dir) / STAGE_LOCK,
-                functools.partial(_is_finished, Path(online.output_dir), fingerprints[v, s]),
+                functools.partial(_is_finished, online, fingerprints[v, s]),
                 functools.partial(_run_stage, config, demo, prompts, v, s, online, fingerprints[v, s]))
             for v, s, online in stages]
     computed, held = claim_each(jobs)
@@ -141,7 +145,7 @@ def run_online_compare(config: OnlineCompareConfig) -> ClaimedRun:
         return run
     figures = {"before": read_json(out / "eval" / "before" / "figures.json")}
     for variant, seed, online in stages:
-        record = _stage_record(Path(online.output_dir), fingerprints[variant, seed])
+        record = _stage_record(online, fingerprints[variant, seed])
         figures[f"{variant}-seed{seed}"] = {**record["figures"], "train": record["train"]}
     run.table = _table(config, demo, figures)
     run.table["wall_seconds"] = round(time.time() - start, 1)
@@ -157,25 +161,59 @@ def _stage_fingerprint(config: OnlineCompareConfig, online: Any):
     from safealign.online.run import online_settings_fingerprint
 
     # the settings only, the digest finished stages were recorded under (the legacy one: an inf setting keeps the
-    # digest its stage was recorded under); the training run's own fingerprint (with its prompts' content and
-    # weights) is checked by run_online and _check_finished_training
+    # digest its stage was recorded under); under the constant schedule that leaves out max_steps, which
+    # _stage_record compares with the steps recorded, and the training run's own fingerprint (with its prompts'
+    # content and weights) is checked by _check_stage for every stage, finished or not
     training = online_settings_fingerprint(online).legacy_digest
     evaluation = {k: getattr(config, k) for k in ("harmful_test", "benign_test", "borderline_test",
                                                   "eval_max_new_tokens")}
     return make_fingerprint("online-compare-stage", evaluation, extra={"training": training})
 
 
-def _stage_record(train_dir: Path, fingerprint: Any) -> dict[str, Any] | None:
-    """The stage's record when it finished under these settings; None otherwise."""
+def _stage_record(online: Any, fingerprint: Any) -> dict[str, Any] | None:
+    """The stage's record when it finished under these settings and trained ``max_steps`` steps; None otherwise
+    (one with fewer steps is extended by _run_stage, one with more refused by _check_stage)."""
     try:
-        record = json.loads((train_dir / STAGE_DONE).read_text())
+        record = json.loads((Path(online.output_dir) / STAGE_DONE).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("fingerprint") == fingerprint.digest else None
+    if not isinstance(record, dict) or record.get("fingerprint") != fingerprint.digest:
+        return None
+    steps = (record.get("train") or {}).get("steps")
+    return record if steps is None or steps == online.max_steps else None
 
 
-def _is_finished(train_dir: Path, fingerprint: Any) -> bool:
-    return _stage_record(train_dir, fingerprint) is not None
+def _is_finished(online: Any, fingerprint: Any) -> bool:
+    return _stage_record(online, fingerprint) is not None
+
+
+def _check_stage(name: str, online: Any) -> None:
+    """A stage's training run, finished or not, must be one the stage's settings may continue or keep: its figures
+    (stage.json) are reused on the settings' digest, which holds neither the prompts file's content nor the models'
+    weights, and under the constant schedule not max_steps. So its folder's whole training fingerprint is
+    compared (_check_finished_training; a run recorded before some of its keys were compares the rest, so stages
+    recorded before this check stay usable), and a run trained past ``max_steps`` is refused: it cannot be
+    shortened, and resuming it would keep and label it as the shorter run."""
+    train_dir = Path(online.output_dir)
+    trained = _trained_steps(train_dir)
+    if trained > online.max_steps:
+        raise UserError(f"compare-online: stage {name} ({train_dir}) holds a run trained for {trained} steps, more "
+                        f"than max_steps={online.max_steps}: a run cannot be shortened; ask for max_steps={trained} "
+                        "or more, use another output_dir, or delete that folder to train it again")
+    if (train_dir / "train_summary.json").is_file():
+        _check_finished_training(train_dir, online)
+
+
+def _trained_steps(train_dir: Path) -> int:
+    """How far the stage's run has trained: its last checkpoint's step (one is saved at the last step), else its
+    summary's (0 for none)."""
+    from safealign.online.trainer import checkpoints
+
+    found = checkpoints(train_dir)
+    steps = [int(found[-1].name.split("-")[-1])] if found else []
+    if (train_dir / "train_summary.json").is_file():
+        steps.append(int(read_json(train_dir / "train_summary.json").get("steps") or 0))
+    return max(steps, default=0)
 
 
 def _check_finished_training(train_dir: Path, online: Any) -> None:
@@ -193,8 +231,9 @@ def _check_finished_training(train_dir: Path, online: Any) -> None:
 
 def _run_stage(config: OnlineCompareConfig, demo: Any, prompts: dict[str, Any], variant: str, seed: int,
                online: Any, fingerprint: Any) -> None:  # fmt: skip
-    """Train one stage (resuming its checkpoint; a finished training run is kept) and evaluate it (resuming
-    its records), then record its figures."""
+    """Train one stage (resuming its checkpoint; a finished training run is kept, or extended to a longer
+    ``max_steps``, as ``--resume`` extends a constant-schedule run) and evaluate it (resuming its records), then
+    record its figures."""
     from safealign.models import load_model
     from safealign.online.run import run_online
     from safealign.online.trainer import checkpoints
@@ -203,8 +242,16 @@ def _run_stage(config: OnlineCompareConfig, demo: Any, prompts: dict[str, Any], 
     name = f"{variant}-seed{seed}"
     train_dir = Path(online.output_dir)
     logger.info("compare-online: stage %s", name)
+    _check_stage(name, online)
     if (train_dir / "train_summary.json").is_file():
-        _check_finished_training(train_dir, online)
+        # the summary's steps, not a later checkpoint's: an extension killed before it wrote the summary resumes
+        trained = int(read_json(train_dir / "train_summary.json").get("steps") or 0)
+        if trained < online.max_steps:  # its figures and evaluation records are the shorter run's: dropped first
+            logger.info("compare-online: stage %s trained %d steps; extending it to %d", name, trained,
+                        online.max_steps)
+            (train_dir / STAGE_DONE).unlink(missing_ok=True)
+            shutil.rmtree(Path(config.output_dir) / "eval" / name, ignore_errors=True)
+            run_online(online, resume=True)
     else:
         run_online(online, resume=bool(checkpoints(train_dir)))
     model, tokenizer = load_model(str(train_dir / "final"))
