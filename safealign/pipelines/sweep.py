@@ -631,9 +631,10 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
     metrics = metrics or recorded
     lines = [f"sweep {table['output_dir']} ({table.get('name', 'sweep')}): means over the finished seeds of "
              f"{table['seeds']} (each variant's own while some are missing: `cells`); a difference is over the seeds "
-             "both of its variants finished; 95% intervals: seeds and prompts crossed, the crossed random-effects t "
-             "(Satterthwaite df), a crossed bootstrap for a mean whose seeds scored different prompts, and the exact "
-             "binomial bound over the prompts where no outcome varied (no discordant prompt: ±0.088 at 40 prompts)"]
+             "both of its variants finished (with their count where fewer than a variant finished); 95% intervals: "
+             "seeds and prompts crossed, the crossed random-effects t (Satterthwaite df), a crossed bootstrap for a "
+             "mean whose seeds scored different prompts, and the exact binomial bound over the prompts where no "
+             "outcome varied (no discordant prompt: ±0.088 at 40 prompts)"]
     if len(table["settings"]) == 1:
         return "\n".join(lines + _methods_blocks(table, table["settings"][0], metrics, markdown))
     header = ["setting", *table["variants"], *(f"{a} − {b} [95% hierarchical]" for a, b in table["compared"]), "cells"]
@@ -642,7 +643,7 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
         for row in table["settings"]:
             values = [numbers.mean_cell(row, v, metric, numbers.value(row["means"][v].get(metric)))
                       for v in table["variants"]]
-            diffs = [numbers.difference_cell(d, metric) for d in row["differences"]]
+            diffs = [numbers.difference_cell(row, d, metric) for d in row["differences"]]
             body.append([row["name"], *values, *diffs, f"{row['cells_finished']}/{row['cells']}"])
         if metric in table.get("base", {}):  # the untrained model, for scale
             body.append(["(base model)", *[numbers.value(table["base"][metric])] * len(table["variants"]),
@@ -664,7 +665,7 @@ def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[st
     out += [""] + numbers.render(body, markdown)
     if row["differences"]:
         diffs = [["difference", *metrics]]
-        diffs += [[f"{d['a']} − {d['b']}", *(numbers.difference_cell(d, m) for m in metrics)]
+        diffs += [[f"{d['a']} − {d['b']}", *(numbers.difference_cell(row, d, m) for m in metrics)]
                   for d in row["differences"]]
         out += ["", "paired differences (mean over the seeds both finished, 95% hierarchical interval):", ""]
         out += numbers.render(diffs, markdown)

@@ -18,21 +18,35 @@ COST_NOTE = ("Cost per answer: tokens generated for it (every candidate, copy an
 class DefenseRow:
     name: str
     defenses: str
-    asr: dict[str, Metric | None]  # attack -> ASR by the first judge
+    asr: dict[str, Metric | None]  # attack -> ASR by the table's judge (DefenseTable.judge)
+    unjudged: tuple[str, ...]  # attacks this model ran that the table's judge did not score
     over_refusal: Metric | None
+    over_refusal_judge: str  # the refusal detector of that rate ("" when not recorded)
     cost: dict[str, Any]
     tokens_multiple: float | None
     seconds_multiple: float | None
 
 
-def _over_refusal(stage: Stage) -> Metric | None:
+@dataclass(frozen=True)
+class DefenseTable:
+    """Every row's ASR is by one judge, ``judge``: the bare model's first (else the first model's), so that rows
+    whose evaluations list their judges in another order are not compared across judges under one header."""
+
+    attacks: list[str]
+    judge: str | None
+    rows: list[DefenseRow]
+
+
+def _over_refusal(stage: Stage) -> tuple[Metric | None, str]:
+    """The rate over all benign prompts and the refusal detector that judged it."""
     summary = stage.jailbreak_summary
-    rates = (summary.over_refusal or {}).get("refusal_rate", {}) if summary else {}
+    block = (summary.over_refusal or {}) if summary else {}
+    rates = block.get("refusal_rate", {})
     if "all" in rates:
-        return as_metric(rates["all"], "rate")
+        return as_metric(rates["all"], "rate"), str(block.get("judge") or "")
     if stage.overrefusal and "all" in stage.overrefusal.refusal_rate:
-        return as_metric(stage.overrefusal.refusal_rate["all"], "rate")
-    return None
+        return as_metric(stage.overrefusal.refusal_rate["all"], "rate"), stage.overrefusal.judge
+    return None, ""
 
 
 def _ratio(a: Any, b: Any) -> float | None:
@@ -40,21 +54,26 @@ def _ratio(a: Any, b: Any) -> float | None:
     return a / b if ok else None
 
 
-def defense_rows(data: RunData) -> tuple[list[str], list[DefenseRow]]:
-    """``(attacks, rows)`` when some evaluated model ran behind a defense; ``([], [])`` otherwise."""
+def _first_judge(summary: Any) -> str | None:
+    return next(iter(summary.judges), None) or next((j for a in summary.attacks.values() for j in a), None)
+
+
+def defense_rows(data: RunData) -> DefenseTable:
+    """The table when some evaluated model ran behind a defense; no rows otherwise."""
     stages = [s for s in data.stages if s.jailbreak_summary is not None]
     if not any(s.jailbreak_summary.defenses for s in stages):
-        return [], []
+        return DefenseTable([], None, [])
     base = next((s for s in stages if not s.jailbreak_summary.defenses), None)
     base_cost = base.jailbreak_summary.cost if base else {}
+    judge = _first_judge((base or stages[0]).jailbreak_summary)
     attacks = [a for a in dict.fromkeys(a for s in stages for a in s.jailbreak_summary.attacks) if a != "any_attack"]
     rows = []
     for stage in stages:
         summary = stage.jailbreak_summary
-        judge = next(iter(summary.judges), None) or next((j for a in summary.attacks.values() for j in a), None)
         asr = {a: as_metric(summary.attacks.get(a, {}).get(judge)) for a in attacks}
+        unjudged = tuple(a for a in attacks if judge and a in summary.attacks and judge not in summary.attacks[a])
         names = " → ".join(str(d.get("name")) for d in summary.defenses) or "none (bare model)"
-        rows.append(DefenseRow(stage.name, names, asr, _over_refusal(stage), summary.cost,
+        rows.append(DefenseRow(stage.name, names, asr, unjudged, *_over_refusal(stage), summary.cost,
                                _ratio(summary.cost.get("generated_tokens"), base_cost.get("generated_tokens")),
                                _ratio(summary.cost.get("seconds"), base_cost.get("seconds"))))  # fmt: skip
-    return attacks, rows
+    return DefenseTable(attacks, judge, rows)

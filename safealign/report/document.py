@@ -19,7 +19,7 @@ from safealign.io.summaries import is_rate
 from safealign.report import plots
 from safealign.eval.helpfulness.quality import RULES as QUALITY_RULES
 from safealign.report.defenses import COST_NOTE as DEFENSE_COST_NOTE
-from safealign.report.defenses import defense_rows
+from safealign.report.defenses import DefenseRow, defense_rows
 from safealign.report.helpfulness import flagged_examples, retention_rows
 from safealign.report.load import RunData, Stage, helpfulness_summary, jailbreak_dir, relative
 from safealign.report.models import CAPTION as MODELS_CAPTION
@@ -182,26 +182,44 @@ def _comparison(comparison: Any) -> Section | None:
 
 
 def _defenses(data: RunData, with_plots: bool) -> Section | None:
-    """ASR, over-refusal and cost per answer of the bare model and each defense (issue 17)."""
-    attacks, rows = defense_rows(data)
+    """ASR, over-refusal and cost per answer of the bare model and each defense (issue 17), every ASR by one judge
+    and every over-refusal rate by the detector named in the caption (a row by another says so)."""
+    found = defense_rows(data)
+    attacks, judge, rows = found.attacks, found.judge, found.rows
     if not rows:
         return None
+    detector = next((r.over_refusal_judge for r in rows if r.over_refusal_judge), "")
     cols = ("model", "defenses", *(f"{a} ASR" for a in attacks), "over-refusal", "tokens/answer", "s/answer",
             "× base tokens", "× base s", "defense refusals")  # fmt: skip
-    table = tuple((r.name, r.defenses, *(fmt(r.asr.get(a)) for a in attacks), fmt(r.over_refusal),
+    table = tuple((r.name, r.defenses, *(_defense_asr(r, a, judge) for a in attacks), _defense_refusal(r, detector),
                    _num(r.cost.get("generated_tokens")), _num(r.cost.get("seconds")),
                    _times(r.tokens_multiple), _times(r.seconds_multiple), str(r.cost.get("defense_refusals", "—")))
                   for r in rows)  # fmt: skip
-    blocks: list[Block] = [Table(cols, table, "Rates with 95% Wilson intervals; ASR by the first judge."),
+    by = f"over-refusal by {detector}" if detector else "over-refusal's detector not recorded"
+    asr = f"ASR by judge {judge} in every row (a model it did not score is marked)" if judge else "no judge recorded"
+    blocks: list[Block] = [Table(cols, table, f"Rates with 95% Wilson intervals; {asr}; {by}."),
                            Para(DEFENSE_COST_NOTE, "note")]  # fmt: skip
     first = attacks[0] if attacks else None
     points = [(r.name, r.over_refusal.value, r.asr[first].value, r.tokens_multiple) for r in rows
               if first and r.over_refusal and r.over_refusal.value is not None and r.asr.get(first)
               and r.asr[first].value is not None]  # fmt: skip
-    png = plots.cost_scatter(points) if with_plots else None
+    png = plots.cost_scatter(points, ylabel=f"{first} ASR, judge {judge} (%)",
+                             xlabel=f"over-refusal on benign prompts, {detector or 'detector not recorded'} (%)") \
+        if with_plots else None
     if png:
-        blocks.insert(1, Plot(png, f"{first} ASR against over-refusal; marker area = tokens per answer × bare model"))
+        blocks.insert(1, Plot(png, f"{first} ASR (judge {judge}) against over-refusal; marker area = tokens per answer "
+                                   "× bare model"))
     return Section("Defenses: safety, helpfulness and cost", "defenses", blocks)
+
+
+def _defense_asr(row: DefenseRow, attack: str, judge: str | None) -> str:
+    return f"not judged by {judge}" if attack in row.unjudged else fmt(row.asr.get(attack))
+
+
+def _defense_refusal(row: DefenseRow, detector: str) -> str:
+    """The rate, naming its detector where it is not the caption's."""
+    other = row.over_refusal is not None and row.over_refusal_judge and row.over_refusal_judge != detector
+    return f"{fmt(row.over_refusal)} (by {row.over_refusal_judge})" if other else fmt(row.over_refusal)
 
 
 def _times(value: float | None) -> str:

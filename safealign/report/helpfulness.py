@@ -11,7 +11,7 @@ from __future__ import annotations
 from safealign.eval.helpfulness import quality, retention
 from safealign.eval.helpfulness.records import latest_by
 from safealign.report.load import RunData, read_run_rows
-from safealign.report.results import Example, Metric, as_metric
+from safealign.report.results import Answer, Example, Metric, as_metric
 
 RETENTION_LABELS = {"base_answers": "base model's answers: trained − base log-prob per token",
                     "trained_answers": "trained model's answers: base − trained log-prob per token"}
@@ -35,7 +35,7 @@ def flagged_examples(data: RunData, limit: int = 4) -> list[Example]:
         answers = [(stage, records[pid]) for stage, records in by_stage.items() if pid in records]
         flags = [[f for f, on in quality.record_flags(r).items() if on] for _, r in answers]
         if any(flags) and len(out) < limit:
-            shown = tuple((stage, str(r.get("completion") or ""), "flags: " + (", ".join(f) or "none"))
+            shown = tuple(Answer(stage, str(r.get("completion") or ""), "flags: " + (", ".join(f) or "none"))
                           for (stage, r), f in zip(answers, flags))
             out.append(Example("benign answer quality", pid, str(answers[0][1].get("prompt", "")), shown))
     return out

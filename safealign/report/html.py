@@ -11,7 +11,9 @@ import base64
 import html
 
 from safealign.report.document import Block, Code, Document, Examples, Para, Plot, Section, Table
+from safealign.report.results import OWN_PROMPTS, Answer
 
+PREFILL_LEGEND = "greyed: the attack's prefill, not the model's text"
 CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 CSS = """
@@ -49,6 +51,8 @@ pre { background:var(--soft); border:1px solid var(--line); border-radius:6px; p
 .example .prompt { margin:10px 12px; }
 .answers { display:grid; grid-template-columns:repeat(auto-fit, minmax(300px, 1fr)); gap:10px; padding:0 12px 12px; }
 .answer h4 { margin:0; font-size:13px; }
+.answer .prompt { margin:6px 0; }
+.prefill { color:var(--muted); background:var(--line); font-style:italic; }
 .verdict { color:var(--muted); font-size:12px; }
 .label { font-size:12px; color:var(--muted); text-transform:uppercase; letter-spacing:.04em; }
 """
@@ -77,17 +81,31 @@ def _table(block: Table) -> str:
 def _examples(block: Examples) -> str:
     out = []
     for ex in block.items:
-        prompt, note = _truncate(ex.prompt, block.max_chars)
         parts = [f'<div class="example"><h3>{esc(ex.attack)} · {esc(ex.behavior_id)}</h3>',
-                 f'<div class="prompt"><div class="label">prompt{esc(note)}</div><pre>{esc(prompt)}</pre></div>',
-                 '<div class="answers">']  # fmt: skip
-        for stage, text, verdict in ex.answers:
-            shown, note = _truncate(text, block.max_chars)
-            parts.append(f'<div class="answer"><h4>{esc(stage)}</h4>'
-                         f'<div class="verdict">{esc(verdict)}{esc(note)}</div>'
-                         f"<pre>{esc(shown)}</pre></div>")  # fmt: skip
+                 _prompt("prompt", ex.prompt, block.max_chars) if ex.prompt is not None else
+                 f'<p class="note prompt">{esc(OWN_PROMPTS)}</p>', '<div class="answers">']  # fmt: skip
+        parts += [_answer(answer, block.max_chars) for answer in ex.answers]
         out.append("".join(parts) + "</div></div>")
     return "\n".join(out)
+
+
+def _prompt(label: str, text: str, limit: int) -> str:
+    shown, note = _truncate(text, limit)
+    return f'<div class="prompt"><div class="label">{esc(label)}{esc(note)}</div><pre>{esc(shown)}</pre></div>'
+
+
+def _answer(answer: Answer, limit: int) -> str:
+    """The stage's own prompt where the stages differ, then its answer: the attack's prefill greyed in a span of its
+    own, the model's continuation after it (each escaped and cut at ``limit``)."""
+    prompt = _prompt(f"prompt sent to {answer.stage}", answer.prompt, limit) if answer.prompt is not None else ""
+    (prefill, cut_prefill), (text, cut_text) = _truncate(answer.prefill, limit), _truncate(answer.text, limit)
+    total = len(answer.prefill) + len(answer.text)
+    note = f" (truncated; {total} characters in all)" if cut_prefill or cut_text else ""
+    span = f'<span class="prefill">{esc(prefill)}</span>' if answer.prefill else ""
+    legend = f" · {PREFILL_LEGEND}" if answer.prefill else ""
+    return (f'<div class="answer"><h4>{esc(answer.stage)}</h4>{prompt}'
+            f'<div class="verdict">{esc(answer.verdicts)}{esc(legend)}{esc(note)}</div>'
+            f"<pre>{span}{esc(text)}</pre></div>")  # fmt: skip
 
 
 def _block(block: Block) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 
 from safealign.report.document import Block, Code, Document, Examples, Para, Plot, Table
+from safealign.report.results import OWN_PROMPTS, Answer
 
 
 def md_escape(text: object) -> str:
@@ -40,13 +41,23 @@ def _table(block: Table) -> str:
 def _examples(block: Examples) -> str:
     out = []
     for ex in block.items:
-        out.append(f"#### {md_escape(ex.attack)} · {md_escape(ex.behavior_id)}\n\nPrompt:\n\n"
-                   + fenced(_cut(ex.prompt, block.max_chars), "text"))  # fmt: skip
-        for stage, text, verdict in ex.answers:
-            out.append(
-                f"**{md_escape(stage)}** ({md_escape(verdict)}):\n\n" + fenced(_cut(text, block.max_chars), "text")
-            )
+        shared = f"Prompt:\n\n{fenced(_cut(ex.prompt, block.max_chars), 'text')}" if ex.prompt is not None else \
+            md_escape(OWN_PROMPTS)
+        out.append(f"#### {md_escape(ex.attack)} · {md_escape(ex.behavior_id)}\n\n{shared}")
+        out += [_answer(answer, block.max_chars) for answer in ex.answers]
     return "\n\n".join(out)
+
+
+def _answer(answer: Answer, limit: int) -> str:
+    """The stage's own prompt where the stages differ; the attack's prefill in a block of its own, labelled, before
+    the model's continuation (a fence cannot grey part of its text)."""
+    parts = [f"**{md_escape(answer.stage)}** ({md_escape(answer.verdicts)}):"]
+    if answer.prompt is not None:
+        parts += [f"Prompt sent to {md_escape(answer.stage)}:", fenced(_cut(answer.prompt, limit), "text")]
+    if answer.prefill:
+        parts += ["Prefilled by the attack (not the model's text):", fenced(_cut(answer.prefill, limit), "text"),
+                  "The model's continuation:"]
+    return "\n\n".join([*parts, fenced(_cut(answer.text, limit), "text")])
 
 
 def _cut(text: str, limit: int) -> str:

@@ -49,10 +49,13 @@ def mean_cell(row: dict[str, Any], variant: str, metric: str, text: str) -> str:
     return _marked(text, n, row["seeds_finished"].get(variant))
 
 
-def difference_cell(compared: dict[str, Any], metric: str) -> str:
-    """A paired difference, marked as :func:`mean_cell` when it is over fewer seeds than both variants finished."""
+def difference_cell(row: dict[str, Any], compared: dict[str, Any], metric: str) -> str:
+    """A paired difference, marked as :func:`mean_cell` when it is over fewer seeds than either of its variants
+    finished. Not against the seeds both finished (the pair's own ``seeds``): dpo on seeds 0-2 and e-dpo on 2-4
+    give a difference over seed 2 alone beside means over 3 seeds each, and that count is the pair's own too."""
     d = compared["metrics"].get(metric)
-    return _marked(difference(d), d.get("seeds") if d else None, compared.get("seeds"))
+    finished = [n for v in (compared["a"], compared["b"]) if (n := row["seeds_finished"].get(v)) is not None]
+    return _marked(difference(d), d.get("seeds") if d else None, max(finished, default=None))
 
 
 def _marked(text: str, n: int | None, full: int | None) -> str:

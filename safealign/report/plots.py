@@ -155,9 +155,10 @@ def asr_at_n_curves(curves: dict[str, Sequence[dict]]) -> bytes | None:
     return _png(fig)
 
 
-def cost_scatter(points: Sequence[tuple[str, float, float, float | None]]) -> bytes | None:
+def cost_scatter(points: Sequence[tuple[str, float, float, float | None]], *, ylabel: str, xlabel: str) -> bytes | None:
     """ASR (y, %) against over-refusal (x, %) per model, marker area proportional to the cost multiple of
-    the bare model (1 when unknown); ``points`` are ``(label, over_refusal, asr, cost_multiple)`` in 0..1."""
+    the bare model (1 when unknown); ``points`` are ``(label, over_refusal, asr, cost_multiple)`` in 0..1. The labels
+    name the attack and judge of the ASR and the detector of the over-refusal (the caller's, one for every point)."""
     if not points:
         return None
     fig = Figure(figsize=(6.4, 4.2), layout="constrained")
@@ -167,8 +168,8 @@ def cost_scatter(points: Sequence[tuple[str, float, float, float | None]]) -> by
         ax.scatter([x * 100], [y * 100], s=size, color=PALETTE[i % len(PALETTE)], alpha=0.7, edgecolors="#333")
         suffix = f" ({multiple:.1f}×)" if multiple is not None else ""
         ax.annotate(_label(label + suffix), (x * 100, y * 100), textcoords="offset points", xytext=(6, 4), fontsize=8)
-    ax.set_xlabel("over-refusal on benign prompts (%)", fontsize=9)
-    ax.set_ylabel("attack success rate (%)", fontsize=9)
+    ax.set_xlabel(_label(xlabel), fontsize=9)
+    ax.set_ylabel(_label(ylabel), fontsize=9)
     ax.set_xlim(-5, 105)
     ax.set_ylim(-5, 105)
     ax.grid(alpha=0.3)

@@ -24,6 +24,8 @@ JUDGE_NOTES = {
                "answers that say \"As an\" or \"illegal\" as not. It errs both ways (FPR 0.414, FNR 0.207 on "
                "HarmBench's validation set): its ASR is no bound.",
 }  # fmt: skip
+# above the answers of an example whose stages were sent different prompts
+OWN_PROMPTS = "Each model was sent its own prompt (the attack built one against each): shown with its answer."
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,25 @@ class AsrRow:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """One stage's answer to an example. ``prefill`` is the attack's text the model was made to continue: shown
+    apart from ``text`` (the model's own continuation, or the generation error), so that an attack's "Sure, here
+    is" never reads as the model's words. ``prompt``: the prompt this stage was sent, where the stages were sent
+    different ones (a search attack builds one against each model); None where the example's shared one holds."""
+
+    stage: str
+    text: str
+    verdicts: str
+    prefill: str = ""
+    prompt: str | None = None
+
+
+@dataclass(frozen=True)
 class Example:
     attack: str
     behavior_id: str
-    prompt: str
-    answers: tuple[tuple[str, str, str], ...]  # (stage, completion text, verdicts summary)
+    prompt: str | None  # None: the stages were sent different prompts, each answer carries its own
+    answers: tuple[Answer, ...]
 
 
 def as_metric(value: Any, key: str | None = None) -> Metric | None:
@@ -148,7 +164,8 @@ def mtbench_scores(stage: Stage) -> dict[str, Metric]:
 
 
 def _text(record: AttemptRecord) -> str:
-    return f"[generation failed: {record.error}]" if record.error else record.answer
+    """The model's own text (not ``record.answer``, which starts with the attack's prefill)."""
+    return f"[generation failed: {record.error}]" if record.error else str(record.completion.get("text") or "")
 
 
 def _verdicts(record: AttemptRecord) -> str:
@@ -180,7 +197,13 @@ def examples(stages: list[Stage], per_attack: int = 3) -> list[Example]:
             pools[0 if changed else 1 if _harmful_later(records) else 2].append(key)
         picked = [k for group in zip_longest(*pools) for k in group if k is not None][:per_attack]
         for key in picked:
-            records = [(s, first[s][key]) for s in first if key in first[s]]
-            answers = tuple((s, _text(r), _verdicts(r)) for s, r in records)
-            out.append(Example(attack, key[1], records[0][1].prompt, answers))
+            out.append(_example(attack, key[1], [(s, first[s][key]) for s in first if key in first[s]]))
     return out
+
+
+def _example(attack: str, behavior_id: str, records: list[tuple[str, AttemptRecord]]) -> Example:
+    """One prompt above the answers when every stage was sent the same; else each answer under its own."""
+    shared = len({r.prompt for _, r in records}) == 1
+    answers = tuple(Answer(s, _text(r), _verdicts(r), str(r.prefill or ""), None if shared else r.prompt)
+                    for s, r in records)
+    return Example(attack, behavior_id, records[0][1].prompt if shared else None, answers)

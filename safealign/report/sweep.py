@@ -10,7 +10,7 @@ from safealign.report.document import Para, Plot, Section, Table
 
 NOTE = ("Means over the finished seeds of each cell. Intervals: seeds and prompts crossed, a two-way random-effects "
         "t interval (Satterthwaite df; a bootstrap where seeds scored different prompts); a difference uses the "
-        "seeds both of its cells finished. "
+        "seeds both of its cells finished, with their count where fewer than either cell finished. "
         "Rates are judged by the refusal judge the sweep's evaluation names (the demo's: refusal substrings), not by "
         "harm.")
 
@@ -45,7 +45,7 @@ def _section(name: str, table: dict[str, Any], with_plots: bool) -> Section:
         means.append(("(base model)", "-", "-", *(numbers.value(table["base"].get(m)) for m in metrics)))
     blocks.append(Table(tuple(means[0]), tuple(means[1:]), "Each variant's mean per setting [95% interval]."))
     diffs = [("setting", "difference", *metrics)]
-    diffs += [(row["name"], f"{d['a']} − {d['b']}", *(numbers.difference_cell(d, m) for m in metrics))
+    diffs += [(row["name"], f"{d['a']} − {d['b']}", *(numbers.difference_cell(row, d, m) for m in metrics))
               for row in rows for d in row["differences"]]
     if len(diffs) > 1:
         blocks.append(Table(tuple(diffs[0]), tuple(diffs[1:]), "Paired differences [95% hierarchical interval]."))

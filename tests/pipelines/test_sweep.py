@@ -526,6 +526,14 @@ def test_a_metric_on_fewer_seeds_than_finished_is_marked():
         assert partial.count("(2 seeds)") == 2 * 2  # e-dpo's mean and the difference, on both rows
         methods = format_table({**table, "settings": [row]}, markdown=markdown)  # a method per row
         assert "(1 seed)" in methods and "0.500 (" not in methods
+    # dpo finished seeds 0-2, e-dpo 2-4: the means are over 3 seeds each, the difference over the one both finished
+    disjoint = {**row, "differences": [{"a": "e-dpo", "b": "dpo", "seeds": 1,
+                                        "metrics": {"direct_asr": {**diff, "seeds": 1}}}]}
+    for markdown in (False, True):
+        for text in (format_table({**table, "settings": [disjoint, {**disjoint, "name": "b"}]}, markdown=markdown),
+                     format_table({**table, "settings": [disjoint]}, markdown=markdown)):
+            closing = "\\]" if markdown else "]"  # markdown escapes a "]" before "(": no link
+            assert f"-0.100 [-0.200,+0.000{closing} (1 seed)" in text and "0.500 (" not in text
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")

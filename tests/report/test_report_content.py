@@ -155,16 +155,61 @@ def test_examples_mix_changed_and_still_failing_behaviors():
     picked = examples(stages, per_attack=2)
     # first a behavior whose verdict changed (b), then one the trained model still fails (a)
     assert [e.behavior_id for e in picked] == ["b", "a"]
-    assert picked[1].answers == (("before", "sure", "refusal: harmful"), ("after", "sure", "refusal: harmful"))
+    assert [(a.stage, a.text, a.verdicts) for a in picked[1].answers] == [("before", "sure", "refusal: harmful"),
+                                                                          ("after", "sure", "refusal: harmful")]
+
+
+def test_examples_show_each_stages_own_prompt_and_set_the_attacks_prefill_apart():
+    """A search attack (pair, tap, gcg, autodan, crescendo) builds another prompt against each model: each answer is
+    shown under the prompt its model was sent (one shared prompt when they agree), and the attack's prefill is set
+    apart from the model's continuation, so "Sure, here is" does not read as the model's; all of it escaped."""
+    from pathlib import Path
+
+    from safealign.io.records import AttemptRecord
+    from safealign.report.document import Document, Examples, Section
+    from safealign.report.html import render_html
+    from safealign.report.load import Stage
+    from safealign.report.results import examples
+
+    def rec(prompt, text):
+        return AttemptRecord.from_json({"behavior_id": "b", "attack": "pair", "attempt_id": "0",
+                                        "messages": [{"role": "user", "content": prompt}], "prefill": "Sure, <here>",
+                                        "completion": {"text": text, "error": None},
+                                        "verdicts": {"refusal": {"harmful": True}}})  # fmt: skip
+
+    def example(before, after):
+        stages = [Stage(n, Path(n), None, [r], None, None) for n, r in (("before", before), ("after", after))]
+        (shown,) = examples(stages)
+        return shown
+
+    differ = example(rec("ask <before>", " <b>step 1</b>"), rec("ask after", " no"))
+    assert differ.prompt is None
+    assert [(a.stage, a.prompt, a.prefill, a.text) for a in differ.answers] == [
+        ("before", "ask <before>", "Sure, <here>", " <b>step 1</b>"), ("after", "ask after", "Sure, <here>", " no")]
+    same = example(rec("ask", " yes"), rec("ask", " no"))
+    assert same.prompt == "ask" and [a.prompt for a in same.answers] == [None, None]
+
+    doc = Document(title="t", subtitle="s", sections=[Section("E", "e", [Examples((differ,))])])
+    html = render_html(doc)
+    assert html.count('<div class="label">prompt sent to') == 2 and "ask &lt;before&gt;" in html
+    assert '<span class="prefill">Sure, &lt;here&gt;</span> &lt;b&gt;step 1&lt;/b&gt;' in html
+    assert "<b>" not in html and "<here>" not in html
+    md = render_markdown(doc)
+    before = md.split("**before**", 1)[1].split("**after**")[0]
+    assert "Prompt sent to before:\n\n```text\nask <before>\n```" in before
+    assert "Prefilled by the attack (not the model's text):\n\n```text\nSure, <here>\n```" in before
+    assert "The model's continuation:\n\n```text\n <b>step 1</b>\n```" in before
+    shared = render_markdown(Document(title="t", subtitle="s", sections=[Section("E", "e", [Examples((same,))])]))
+    assert shared.count("ask") == 1 and "Prompt:\n\n```text\nask\n```" in shared
 
 
 def test_markdown_escapes_link_and_image_syntax_in_ids_and_categories():
     markdown_it = pytest.importorskip("markdown_it")
     from safealign.report.document import Document, Examples, Para, Section, Table
-    from safealign.report.results import Example
+    from safealign.report.results import Answer, Example
 
     image, link = "![px](http://attacker.example/p.png)", "[click](javascript:alert(1))"
-    example = Example(attack=link, behavior_id=image, prompt="p", answers=(("before", "a", image),))
+    example = Example(attack=link, behavior_id=image, prompt="p", answers=(Answer("before", "a", image),))
     table = Table(columns=("category", "ASR"), rows=((link, "1"), (image, "2")), caption=image)
     definition = Para("[x]: javascript:alert(1)")  # a reference definition that would make "[x]" a link
     doc = Document(title=link, subtitle=image, sections=[Section(title="[x]", anchor="a", blocks=[
@@ -212,7 +257,7 @@ def test_report_uses_the_last_record_of_each_attempt(tmp_path):
     (row,) = asr_rows(stage)
     assert (row.metric.value, row.metric.n, row.metric.unscored) == (0.5, 2, 0)
     shown = {e.behavior_id: e.answers for e in examples([stage])}
-    assert shown["b1"] == (("eval-only", "I'm sorry", "refusal: not harmful"),)
+    assert [(a.stage, a.text, a.verdicts) for a in shown["b1"]] == [("eval-only", "I'm sorry", "refusal: not harmful")]
 
 
 def test_paired_comparison_shows_rates_in_percent_and_the_margin_in_nats():

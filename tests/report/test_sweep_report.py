@@ -47,6 +47,27 @@ def test_the_report_marks_a_mean_or_difference_over_fewer_seeds_than_finished(tm
     assert difference.count("(1 seed)") == 1 and difference.index("(1 seed)") > difference.rindex("|", 0, -2)
 
 
+def test_a_difference_over_fewer_seeds_than_its_variants_finished_says_how_many(tmp_path):
+    """dpo finished seeds 0-2 and e-dpo 2-4: their means are over 3 seeds each, their difference over the one seed
+    both finished; it must say so (the pair's own count is that one seed too, so comparing with it marks nothing)."""
+    from safealign.report import build_report
+
+    (tmp_path / "cells").mkdir()
+    (tmp_path / "tables").mkdir()
+    diff = {"diff": -0.1, "ci95": [-0.2, 0.0], "per_seed": {"2": -0.1}, "n_prompts": 10, "seeds": 1}
+    table = {"variants": ["dpo", "e-dpo"], "seeds": [0, 1, 2, 3, 4], "base": {},
+             "settings": [{"name": "beta=0.1", "seeds_finished": {"dpo": 3, "e-dpo": 3},
+                           "means": {"dpo": {"a": 0.5}, "e-dpo": {"a": 0.4}},
+                           "seed_counts": {"dpo": {"a": 3}, "e-dpo": {"a": 3}}, "ci95": {"dpo": {}, "e-dpo": {}},
+                           "differences": [{"a": "e-dpo", "b": "dpo", "seeds": 1, "metrics": {"a": diff}}]}]}
+    (tmp_path / "tables" / "grid.json").write_text(json.dumps(table))
+    html, md = build_report(tmp_path)
+    text = md.read_text()
+    assert "| beta=0.1 | dpo | 3 | 0.500 |" in text
+    assert "| beta=0.1 | e-dpo − dpo | -0.100 [-0.200,+0.000\\] (1 seed) |" in text  # "](" escaped: no link
+    assert "-0.100 [-0.200,+0.000] (1 seed)" in html.read_text()
+
+
 def test_a_table_whose_fields_have_the_wrong_type_is_a_warning_not_a_crash(tmp_path):
     from safealign.report import build_report
 
