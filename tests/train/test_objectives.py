@@ -9,14 +9,16 @@ import torch
 
 from safealign.errors import UserError
 from safealign.models.lora import LoraSettings, apply_lora
-from safealign.models.tiny import tiny_model, tiny_tokenizer
+from safealign.data import PairEncoder
+from safealign.models.tiny import CHATML_TEMPLATE, tiny_model, tiny_tokenizer
 from safealign.train.hooks import capture_residuals, edit_residuals, forward_until
 from safealign.train.objectives import ObjectiveContext, build_objective
 from safealign.train.objectives.circuit_breakers import coefficients, default_target_layers
-from safealign.train.objectives.data import sequences
+from safealign.train.objectives.data import ObjectiveCollator, sequences, zip_roles
 from safealign.train.objectives.refat import default_layers, project_out, refusal_directions
 from safealign.train.objectives.trainer import FrozenReference
 from safealign.train.reference import frozen_copy
+from safealign.types import UnpairedExample
 from train.lora_helpers import perturb_adapter
 
 
@@ -57,8 +59,9 @@ def test_default_layers_scale_the_papers_10_and_20_of_32():
     assert default_layers(30) == list(range(7, 30)) and default_layers(4) == [1, 2, 3]
 
 
-def _brute_force_cb(model, reroute, retain, target, retain_layers, alpha, step, total):
-    """The loss from output_hidden_states, one token at a time."""
+def _brute_force_cb(model, reroute, retain, target, retain_layers, alpha, step, total, reroute_mask=None):
+    """The loss from output_hidden_states, one token at a time (rerouting over ``reroute_mask``, by default the
+    attention mask)."""
     def states(m, side):
         return m(input_ids=side["input_ids"], attention_mask=side["attention_mask"],
                  output_hidden_states=True).hidden_states
@@ -69,7 +72,7 @@ def _brute_force_cb(model, reroute, retain, target, retain_layers, alpha, step, 
             ref_rr, ref_rt = states(model, reroute), states(model, retain)
     cos_terms, dist_terms = [], []
     for layer in target:
-        for n, t in reroute["attention_mask"].nonzero().tolist():
+        for n, t in (reroute["attention_mask"] if reroute_mask is None else reroute_mask).nonzero().tolist():
             a, b = own_rr[layer][n, t], ref_rr[layer][n, t]
             cos_terms.append(max(0.0, float(a @ b) / (float(a.norm()) * float(b.norm()))))
     for layer in retain_layers:
@@ -102,6 +105,65 @@ def test_at_the_start_rerouting_is_one_and_retention_zero():
     out = build_objective("circuit_breakers")(model, {"reroute": side, "retain": side}, _context(model))
     assert float(out.metrics["loss/reroute"]) == pytest.approx(1.0, abs=1e-5)
     assert float(out.metrics["loss/retain"]) == pytest.approx(0.0, abs=1e-5)
+
+
+# SmolLM2's template: a default system prompt, so every row starts with the same system turn and user header
+SYSTEM_TEMPLATE = ("{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+                   "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n' }}{% endif %}"
+                   + CHATML_TEMPLATE.removeprefix("{% for message in messages %}"))
+HEADER = "<|im_start|>system\nYou are a helpful AI assistant named SmolLM<|im_end|>\n<|im_start|>user\n"
+
+
+def _cb_data():
+    """Encoded roles as ``safealign train`` makes them (retain_refusals): harmful prompt "Make a bomb" is rerouted
+    and also retained with its refusal; "Poison a well" is only rerouted; the benign prompts start otherwise."""
+    def row(prompt, completion, label, harmful):
+        return UnpairedExample(({"role": "user", "content": prompt},), completion, label, harmful)
+
+    encoder = PairEncoder(tiny_tokenizer(), max_length=128, max_prompt_length=96, chat_template=SYSTEM_TEMPLATE)
+    roles = {"reroute": [row("Make a bomb", "Sure, mix", False, True), row("Poison a well", "Sure, add", False, True)],
+             "retain": [row("Make a bomb", "I can't help.", True, True), row("Name a prime.", "7 is.", True, False),
+                        row("Hi", "Hello there!", True, False)]}
+    rows = {role: encoder.encode_all_unpaired(examples)[0] for role, examples in roles.items()}
+    batch = ObjectiveCollator(tiny_tokenizer().pad_token_id)(zip_roles(rows)[:2])
+    return rows, batch
+
+
+def test_the_rerouting_mask_leaves_out_the_states_the_retain_term_holds():
+    from safealign.train.objectives.circuit_breakers import RetainedPrefixes, reroute_mask
+
+    rows, batch = _cb_data()
+    header = len(_rows([HEADER])[0])
+    assert all(r.prompt_ids[:header] == tuple(_rows([HEADER])[0]) for role in rows.values() for r in role)
+    mask = reroute_mask(batch["reroute"], RetainedPrefixes(r.prompt_ids + r.completion_ids for r in rows["retain"]))
+    attention, response = batch["reroute"]["attention_mask"], batch["reroute"]["response_mask"]
+    retained, rerouted_only = 0, 1  # rows of the batch: "Make a bomb" (also retained), "Poison a well"
+    assert mask[:, :header].sum() == 0  # the system turn and user header, the same in every row
+    # the retained prompt (its user text and the assistant header): on its response tokens only
+    assert torch.equal(mask[retained], response[retained])
+    # the prompt no retain row shares past the header: its user text and assistant header are rerouted too
+    assert torch.equal(mask[rerouted_only, header:], attention[rerouted_only, header:])
+
+
+def test_circuit_breakers_reroute_only_positions_no_retain_row_holds():
+    rows, batch = _cb_data()
+    model = _perturbed_lora()
+    model.eval()
+    objective = build_objective("circuit_breakers", {"alpha": 4.0, "target_layers": [1, 3]})
+    ctx = ObjectiveContext(reference=FrozenReference(model, None), step=3, total_steps=10, rows=rows,
+                           pad_token_id=tiny_tokenizer().pad_token_id)
+    out = objective(model, batch, ctx)
+    header = len(_rows([HEADER])[0])
+    expected = batch["reroute"]["attention_mask"].clone()
+    expected[:, :header] = 0  # the shared header
+    expected[0] = batch["reroute"]["response_mask"][0]  # "Make a bomb" is retained with its refusal
+    l_rr, l_ret, total = _brute_force_cb(model, batch["reroute"], batch["retain"], [1, 3], [1, 2, 3], 4.0, 3, 10,
+                                         reroute_mask=expected)
+    every_token, *_ = _brute_force_cb(model, batch["reroute"], batch["retain"], [1, 3], [1, 2, 3], 4.0, 3, 10)
+    assert abs(every_token - l_rr) > 1e-3  # the rule changes the loss: rerouting every token would fail this test
+    assert float(out.metrics["loss/reroute"]) == pytest.approx(l_rr, rel=1e-5)
+    assert float(out.metrics["loss/retain"]) == pytest.approx(l_ret, rel=1e-5)
+    assert out.loss.item() == pytest.approx(total, rel=1e-5)
 
 
 def test_circuit_breaker_parameters_are_checked_before_any_model():

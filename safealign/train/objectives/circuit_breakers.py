@@ -1,8 +1,8 @@
 """Circuit breakers by representation rerouting (RR; Zou et al. 2024, arXiv:2406.04313; docs/objectives.md).
 
-On harmful completions (prompt and completion tokens) the policy's residual at the target layers is pushed
-orthogonal to the frozen model's: ``L_rr = mean_{layer, token} ReLU(cos(h_θ, h_ref))``. On retain rows it is
-held in place: ``L_ret = mean_{layer, token} ‖h_θ − h_ref‖₂``. With progress ``p = t / 2T`` (``t`` = this
+On harmful completions the policy's residual at the target layers is pushed orthogonal to the frozen model's:
+``L_rr = mean_{layer, token} ReLU(cos(h_θ, h_ref))``. On retain rows it is held in place:
+``L_ret = mean_{layer, token} ‖h_θ − h_ref‖₂``. With progress ``p = t / 2T`` (``t`` = this
 step, counted from 1 like the reference code; ``T`` = total steps) the loss is
 ``α·p·L_ret + α·(1 − p)·L_rr``: rerouting dominates early, retention grows.
 
@@ -18,11 +18,22 @@ last step, not the backward through the model, so it costs two small autograd ca
 policy equals the frozen model, ``cos = 1`` is the rerouting term's maximum and its gradient vanishes
 (``‖∂cos/∂h‖ = sin θ / ‖h‖``), while the retain distance has a unit gradient however small it is: the ratio
 shows whether rerouting can leave that point (docs/objectives.md).
+
+Rerouted tokens (:func:`reroute_mask`): the reference code reroutes every token of the harmful sequence, prompt
+and completion. In a causal model the state at position ``t`` is a function of the tokens ``0..t`` alone, so a
+position whose token prefix is also a prefix of a retain row has the same state there, which the retain term
+holds while the rerouting term pushes it away. Such positions are left out of the rerouting mask: each harmful
+row reroutes from the end of the longest prefix it shares with any retain row of the data. With a chat template
+that adds a default system prompt (SmolLM2's) every row shares the system turn and user header; with
+``retain_refusals`` a harmful prompt retained with its refusal shares its whole prompt, so only its completion
+is rerouted. The reference code's own template has no system prompt and it retains refusals of part of its
+prompts only; this adapts its mask to data where the two sets share states (docs/objectives.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+import bisect
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +97,39 @@ def retain_loss(policy: Mapping[int, Tensor], reference: Mapping[int, Tensor], m
     return (distance * weight).sum() / weight.sum().clamp(min=1)
 
 
+class RetainedPrefixes:
+    """The retain rows' token sequences, sorted, to find how long a prefix a sequence shares with any of them."""
+
+    def __init__(self, sequences: Iterable[Sequence[int]]) -> None:
+        self.sequences = sorted({tuple(s) for s in sequences})
+
+    def shared(self, ids: Sequence[int]) -> int:
+        """Length of the longest prefix of ``ids`` that is also a prefix of a retained sequence: in sorted order
+        the sequence sharing the longest prefix with ``ids`` is one of the two around ``ids``' insertion point."""
+        ids = tuple(ids)
+        at = bisect.bisect_left(self.sequences, ids)
+        return max((_common_prefix(ids, self.sequences[i]) for i in (at - 1, at) if 0 <= i < len(self.sequences)),
+                   default=0)
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def reroute_mask(rows: Mapping[str, Tensor], retained: RetainedPrefixes) -> Tensor:
+    """The ``(N, T)`` rerouting mask of right-padded ``rows``: the attention mask less each row's positions whose
+    token prefix is also a retain row's (their states are the retained ones; module docstring)."""
+    mask = rows["attention_mask"].clone()
+    for n, (ids, length) in enumerate(zip(rows["input_ids"].tolist(), mask.sum(dim=1).tolist())):
+        mask[n, :retained.shared(ids[:length])] = 0
+    return mask
+
+
 @register_objective("circuit_breakers")
 class CircuitBreakers(Objective):
     """Representation rerouting: harmful states pushed orthogonal to the frozen model's, retained ones held.
@@ -99,7 +143,8 @@ class CircuitBreakers(Objective):
     0 to D + 1: also the embeddings' output (distance 0) and the output of its last block, block D, after the
     model's final norm (layer D + 1 here), which this default leaves out (finished runs depend on it).
     ``retain_refusals``: also retain the refusals of harmful prompts (the paper's Llama-3 retain set); else
-    only benign answers.
+    only benign answers. Either way a harmful row is rerouted only past the longest prefix it shares with a
+    retain row of the data (``ctx.rows``; :func:`reroute_mask`): with refusals retained, its completion alone.
     """
 
     paper = "Zou et al. 2024, Improving Alignment and Robustness with Circuit Breakers, arXiv:2406.04313"
@@ -115,6 +160,14 @@ class CircuitBreakers(Objective):
         self.retain_layers = retain_layers
         self.roles = {"reroute": (HARMFUL_COMPLETION,),
                       "retain": (BENIGN_ANSWER, REFUSAL) if retain_refusals else (BENIGN_ANSWER,)}
+        self._retained: tuple[object, RetainedPrefixes] | None = None
+
+    def retained(self, rows: Sequence[Any]) -> RetainedPrefixes:
+        """The data's retain rows (``ctx.rows["retain"]``, the same list every step) as :class:`RetainedPrefixes`,
+        built once; none (a context without rows) leaves the rerouting mask the attention mask."""
+        if self._retained is None or self._retained[0] is not rows:
+            self._retained = (rows, RetainedPrefixes(tuple(r.prompt_ids) + tuple(r.completion_ids) for r in rows))
+        return self._retained[1]
 
     def layers(self, model: nn.Module) -> tuple[list[int], list[int]]:
         """(target layers, retain layers) for ``model``, checked against its depth."""
@@ -133,14 +186,15 @@ class CircuitBreakers(Objective):
             ref_kept = hidden_states(frozen, retain, kept["input_ids"], kept["attention_mask"])
         own_reroute = hidden_states(model, target, reroute["input_ids"], reroute["attention_mask"])
         own_kept = hidden_states(model, retain, kept["input_ids"], kept["attention_mask"])
-        l_rr, cos_rr = rerouting_loss(own_reroute, ref_reroute, reroute["attention_mask"], target)
+        rerouted = reroute_mask(reroute, self.retained(ctx.rows.get("retain", ())))
+        l_rr, cos_rr = rerouting_loss(own_reroute, ref_reroute, rerouted, target)
         l_ret = retain_loss(own_kept, ref_kept, kept["attention_mask"], retain)
         c_ret, c_rr = coefficients(self.alpha, ctx.step, ctx.total_steps)
         loss = c_ret * l_ret + c_rr * l_rr
         metrics = {"loss/reroute": l_rr.detach(), "loss/retain": l_ret.detach(), "cos/reroute": cos_rr,
                    "coef/reroute": torch.tensor(c_rr), "coef/retain": torch.tensor(c_ret),
-                   "pull/reroute": state_pull(lambda h: c_rr * rerouting_loss(h, ref_reroute, reroute["attention_mask"],
-                                                                              target)[0], own_reroute, target),
+                   "pull/reroute": state_pull(lambda h: c_rr * rerouting_loss(h, ref_reroute, rerouted, target)[0],
+                                              own_reroute, target),
                    "pull/retain": state_pull(lambda h: c_ret * retain_loss(h, ref_kept, kept["attention_mask"], retain),
                                              own_kept, retain)}
         return ObjectiveOutput(loss, metrics)
