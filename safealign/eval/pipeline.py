@@ -34,7 +34,7 @@ from safealign.eval.benign import BenignSet, benign_answers, benign_set, refusal
 from safealign.eval.bounds import bound_by_chars, bound_by_tokens
 from safealign.eval.config import EvalConfig
 from safealign.eval.cost import cost_summary
-from safealign.eval.defenses.base import check_defenses, defense_layers, wrap_target
+from safealign.eval.defenses.base import FITTED_NAME, check_defenses, defense_layers, keep_fitted, wrap_target
 from safealign.eval.judges.agreement import pairwise_agreement
 from safealign.eval.judges.base import Judge, build_judge
 from safealign.eval.records import RecordStore, failed_verdicts, recorded_answer, recorded_attempt
@@ -43,14 +43,16 @@ from safealign.eval.resume_check import check_recorded_prompts
 from safealign.eval.summary import format_table, summarize
 from safealign.interrupt import raise_if_stop_requested, stop_on_sigterm
 from safealign.io import write_json
-from safealign.io.records import AttemptRecord
+from safealign.io.records import AttemptRecord, answered_by_defense
 from safealign.io.summaries import EvalSummary
 from safealign.types import Attempt, Behavior, Completion, Verdict
 
 logger = logging.getLogger(__name__)
 
-# what --overwrite removes (gcg_multi's suffix too: a new run must not reuse one optimised for the old settings)
-EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml", "behaviors.jsonl", "benign", GCG_MULTI_SUFFIX)
+# what --overwrite removes (gcg_multi's suffix and the defenses' fitted values too: a new run must not reuse what
+# was optimised or fitted for the old settings)
+EVAL_OUTPUTS = ("records.jsonl", "summary.json", "config.yaml", "behaviors.jsonl", "benign", GCG_MULTI_SUFFIX,
+                FITTED_NAME)
 
 
 def run_eval(
@@ -127,6 +129,7 @@ def run_eval(
     model, tokenizer = _white_box(target, model, tokenizer)  # white-box attacks optimise against the bare model
     target = wrap_target(target, defenses, params)  # calibrates and loads scorers, still before any generation
     layers = defense_layers(target)  # the configured defenses and any around a handed-in chat model
+    keep_fitted(out, layers)  # a resume answers with the λ or τ its first session fitted, not a refit's
     early_stop = judges[config.early_stop_judge or next(iter(judges))]
     context = AttackContext(target, params, judge=early_stop, model=model, tokenizer=tokenizer, work_dir=out,
                             records=store)  # fmt: skip
@@ -323,9 +326,10 @@ def _generate_and_record(batch: list[tuple[Behavior, Attempt, dict[str, Any]]], 
     seeded = with_seeds(params, [(b.id, a.attack, str(a.meta["id"])) for b, a, _ in batch])
     completions = target.generate([conversation(a) for _, a, _ in batch], seeded)
     raise_if_stop_requested()  # whatever a backend returned after a stop request may be cut short: not recorded
-    # Judges see what a user would: the prefill followed by the model's continuation.
+    # Judges see what a user would: the prefill followed by the model's continuation; a defense's own answer (a
+    # filter's refusal) alone, as no model continued the prefill there (AttemptRecord.answer reads records alike)
     answers = [dataclasses.replace(c, text=a.prefill + c.text, meta={**c.meta, "prefill": a.prefill})
-               if c.error is None and a.prefill else c
+               if c.error is None and a.prefill and not answered_by_defense(c.meta.get("defense")) else c
                for (_, a, _), c in zip(batch, completions)]  # fmt: skip
     verdicts: dict[str, list] = {}
     judge_s: dict[str, float] = {}

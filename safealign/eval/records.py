@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
 from safealign.io import append_jsonl, load_jsonl
-from safealign.io.records import AttemptRecord
+from safealign.io.records import AttemptRecord, answered_by_defense
 from safealign.types import Attempt, Completion
 
 logger = logging.getLogger(__name__)
@@ -116,8 +116,10 @@ def recorded_attempt(record: AttemptRecord) -> Attempt:
 def recorded_answer(record: AttemptRecord) -> Completion:
     """What the evaluation's judges were handed for a recorded answer (safealign.eval.pipeline), for every
     judging of it again (a failed verdict on resume, ``safealign judge records``): the prefill followed by the
-    model's continuation, with the completion's recorded meta (finish reason, tokens) and the prefill named in it
-    for the judges that leave it out; a failed generation as its error and no text, which judges leave unscored.
+    model's continuation (a defense's own refusal alone), with the completion's recorded meta (finish reason,
+    tokens) and the prefill named in it for the judges that leave it out; a failed generation as its error and no
+    text, which judges leave unscored.
     (The defense steps the live judges saw in the meta are recorded apart, in ``record.defense``.)"""
-    meta = {**(record.completion.get("meta") or {}), **({"prefill": record.prefill} if record.prefill else {})}
+    prefilled = record.prefill and not answered_by_defense(record.defense)  # a filter's refusal is the answer alone
+    meta = {**(record.completion.get("meta") or {}), **({"prefill": record.prefill} if prefilled else {})}
     return Completion(text=record.answer if record.error is None else "", error=record.error, meta=meta)

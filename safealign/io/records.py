@@ -149,8 +149,10 @@ class AttemptRecord:
 
     @property
     def answer(self) -> str:
-        """What the judges saw: the prefill followed by the model's continuation."""
-        return str(self.prefill or "") + str(self.completion.get("text") or "")
+        """What the judges saw: the prefill followed by the model's continuation; a defense's own refusal alone
+        (:func:`answered_by_defense`)."""
+        prefill = "" if answered_by_defense(self.defense) else str(self.prefill or "")
+        return prefill + str(self.completion.get("text") or "")
 
     @property
     def prompt(self) -> str:
@@ -233,3 +235,9 @@ class DefenseStep:
     @classmethod
     def from_json(cls, data: Any, where: str = "defense step") -> DefenseStep:
         return from_fields(cls, data, where, name=str, generated_tokens=int, forward_passes=int, wall_s=float)
+
+
+def answered_by_defense(steps: Any) -> bool:
+    """Whether a defense answered itself (a ``refuse`` step at any layer; ``steps``: DefenseStep JSON): its text
+    is the whole answer, which no model wrote after an attempt's prefill, so the prefill is not put before it."""
+    return any(isinstance(s, Mapping) and s.get("action") == "refuse" for s in steps or ())

@@ -68,12 +68,17 @@ TRAIN_EXCLUDED = (
 # since 2026-12-07 only where a judge source runs a model: a run made before resumes. Its reward/cost model folders'
 # tokenizer files likewise (rewards.tokenizer, safe_rlhf.cost.tokenizer: the chat template decides every score),
 # recorded since 2026-12-07 apart from their weights, whose recorded digests stay: an online run made before resumes.
-# An eval's defense layers as they run (defenses.layers: each layer's config with its defaults, the files and weights
-# it names; around a handed-in chat model too), recorded since 2026-12-07 too: an eval with defenses made before
-# resumes. Only an eval with defenses records it, so one without keeps its digest.
 WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "judge.weights", "judge.setup",
-              "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights", "defenses.layers",
+              "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights",
               "rewards.judge_weights", "safe_rlhf.cost.judge_weights", "rewards.tokenizer", "safe_rlhf.cost.tokenizer")
+# An eval's defense layers as they run (each layer's config with its defaults, the files and weights it names; around
+# a handed-in chat model too), recorded since 2026-12-07. Only an eval with defenses records it, so one without keeps
+# its digest; its absence therefore means "no defense" and is compared like any value (a bare model resuming a run
+# answered through a defense, or the reverse, is refused), except in a run that configured defenses (its `defenses`
+# list) yet lacks the key: recorded before it existed, that run resumes (its configured defenses are compared anyway).
+# A run made before the key with a defense around a handed-in chat model (the demo's) left no trace of it and is
+# refused, as a bare run would be.
+DEFENSE_LAYERS = "defenses.layers"
 # Settings added after runs were recorded whose unset value (None) is what those runs did: left out of a fingerprint
 # while unset, at any depth (an eval's model.revision, a demo's eval.model.revision; a training, online, reward-model
 # run's model_revision, a demo's or sweep cell's train.model_revision; a training, online, reward-model run's
@@ -233,16 +238,31 @@ def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = 
     """Keys whose values differ; ``only_recorded`` ignores keys the old fingerprint does not hold, and a
     key it does not hold that ``new`` has at its default (``new.defaults``) is a setting added since, which
     does not change what the old run computed. Weights fingerprints (:data:`WHEN_KNOWN`) are compared only
-    when both runs could see the weights; a key of ``new.extendable`` matches when ``new`` only adds items."""
+    when both runs could see the weights, defense layers (:data:`DEFENSE_LAYERS`) unless a run recorded before them
+    configured defenses; a key of ``new.extendable`` matches when ``new`` only adds items."""
     keys = set(old.values) if only_recorded else set(old.values) | set(new.values)
     if old.kind != new.kind:
         return ["kind"]
     unknown = {k for k in WHEN_KNOWN if old.values.get(k) is None or new.values.get(k) is None}
+    if not (_layers_known(old) and _layers_known(new)):
+        unknown.add(DEFENSE_LAYERS)
     added = {k for k in set(new.values) - set(old.values) if k in new.defaults and new.values[k] == new.defaults[k]}
     grown = {k for k in new.extendable if _only_adds(old.values.get(k), new.values.get(k))}
     # compared as recorded: fingerprint.json holds a non-finite number (max_grad_norm=inf) as null (jsonfile.py)
     return sorted(k for k in keys - unknown - added - grown
-                  if finite_json(old.values.get(k)) != finite_json(new.values.get(k)))
+                  if finite_json(_compared(old, k)) != finite_json(_compared(new, k)))
+
+
+def _layers_known(fingerprint: Fingerprint) -> bool:
+    """Whether ``fingerprint`` says which defense layers its run answered through (:data:`DEFENSE_LAYERS`): it
+    records them, or configured none (absent: no defense); not a run with configured defenses recorded before."""
+    return DEFENSE_LAYERS in fingerprint.values or not fingerprint.values.get("defenses")
+
+
+def _compared(fingerprint: Fingerprint, key: str) -> Any:
+    """``key``'s value as compared: no defense layers, recorded as absent or as an empty list, alike."""
+    value = fingerprint.values.get(key)
+    return None if key == DEFENSE_LAYERS and value == [] else value
 
 
 def _only_adds(old: Any, new: Any) -> bool:

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
 
 from safealign.config import to_dict
 from safealign.errors import UserError
-from safealign.eval.config import EvalConfig
+from safealign.eval.config import DefenseConfig, EvalConfig
 from safealign.io.rundir import (
     EVAL_EXCLUDED,
     FINGERPRINT_NAME,
@@ -76,6 +77,19 @@ def test_weights_are_compared_only_when_both_runs_could_see_them():
     assert differing_keys(unseen, seen) == []  # e.g. a built-in model fetched by the first run itself
     assert differing_keys(seen, train_fingerprint(settings, weights="sha256:bb")) == ["model.weights"]
     assert differing_keys(seen, train_fingerprint(settings, weights="sha256:aa", reference_weights="sha256:cc")) == []
+
+
+def test_defense_layers_are_compared_unless_a_run_recorded_before_them_configured_defenses():
+    from safealign.io.rundir import differing_keys
+
+    layer = [{"name": "self_reminder", "config": {}}]
+    bare = eval_fingerprint(to_dict(EvalConfig()))
+    defended = eval_fingerprint(to_dict(EvalConfig()), defenses=layer)  # around a handed-in chat model
+    assert differing_keys(bare, defended) == differing_keys(defended, bare) == ["defenses.layers"]
+    assert differing_keys(bare, dataclasses.replace(defended, values={**defended.values, "defenses.layers": []})) == []
+    configured = to_dict(EvalConfig(defenses=[DefenseConfig("self_reminder", {})]))
+    before_layers = eval_fingerprint(configured)  # recorded before the key existed: its defenses are configured
+    assert differing_keys(before_layers, eval_fingerprint(configured, defenses=layer)) == []
 
 
 def test_a_setting_added_since_matches_a_recorded_run_only_at_its_default():

@@ -33,6 +33,8 @@ logger = logging.getLogger(__name__)
 # What a filtering defense answers: a refusal the refusal judge and the over-refusal detector both see
 # ("I'm sorry", "I cannot" are on the AdvBench list), so a filtered prompt counts like a model's refusal.
 REFUSAL = "I'm sorry, but I cannot help with that request."
+# In a run folder: the values its layers fitted in its first session (keep_fitted), reused by every resume.
+FITTED_NAME = "defenses_fitted.json"
 
 
 @dataclass(frozen=True)
@@ -127,6 +129,16 @@ class Defense(ABC):
         """What a reader needs to reproduce this defense (written to the evaluation summary)."""
         return {"params": dataclasses.asdict(self.config)}
 
+    def fitted(self) -> dict[str, Any] | None:
+        """The values :meth:`prepare` fitted or calibrated (MPO's λ, the perplexity filter's τ) as JSON, for the run
+        folder (:func:`keep_fitted`); None when nothing was fitted (given in the config, or nothing to fit)."""
+        return None
+
+    def use_fitted(self, values: dict[str, Any]) -> None:
+        """Answer with ``values`` (what :meth:`fitted` gave in the run's first session) instead of this session's
+        own; a value of the wrong shape raises KeyError, TypeError or ValueError."""
+        return None
+
     def backends(self) -> tuple[str, ...] | None:
         """The ``model.backend`` values this defense can run on (None: any), as configured: checked by
         :func:`check_defenses` before the run folder is written or a model loads."""
@@ -216,6 +228,41 @@ class DefendedChatModel:
         meta = {**c.meta, "defense": [step.to_json(), *c.meta.get("defense", [])],
                 "cost": {"generated_tokens": step.generated_tokens, "forward_passes": step.forward_passes}}
         return Completion(text=c.text, error=c.error, seconds=seconds, meta=meta)
+
+
+def keep_fitted(run: Any, layers: Sequence[Defense]) -> None:
+    """Make every session of the run in folder ``run`` answer with the values its first session fitted. A layer
+    that fits (MPO's λ, sampled at temperature 1; the perplexity filter's τ) fits again in each session, and on
+    other hardware or another dtype may get other values: the records would mix both while summary.json showed
+    the last. The first session's are saved in ``run/defenses_fitted.json`` (one entry per layer, outermost first)
+    and taken by each later one, before it generates; ``--overwrite`` deletes the file with the records."""
+    from pathlib import Path
+
+    from safealign.io.jsonfile import read_json, write_json
+
+    path, now = Path(run) / FITTED_NAME, [{"name": d.name, "fitted": d.fitted()} for d in layers]
+    if not path.exists():
+        if any(entry["fitted"] is not None for entry in now):
+            write_json(path, {"layers": now})
+            logger.info("defenses: fitted values saved in %s; a resumed run answers with them", path)
+        return
+    saved = read_json(path)
+    entries = saved.get("layers") if isinstance(saved, dict) else None
+    if not isinstance(entries, list) or [e.get("name") if isinstance(e, dict) else None for e in entries] \
+            != [d.name for d in layers]:  # fmt: skip
+        raise UserError(f"{path}: not the fitted values of this run's defenses {[d.name for d in layers]} (got "
+                        f"{saved!r:.200}); start the run over (overwrite) or use another output directory")
+    for defense, entry, current in zip(layers, entries, now):
+        if entry.get("fitted") is None or current["fitted"] is None:
+            continue
+        try:
+            defense.use_fitted(entry["fitted"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{path}: defense {defense.name!r}: unusable fitted values {entry['fitted']!r:.200} "
+                            f"({type(exc).__name__}: {exc}); start the run over (overwrite) or use another output "
+                            "directory") from None
+        logger.info("defense %s: answering with the values the run's first session fitted, saved in %s: %s (this "
+                    "session fitted %s)", defense.name, path, entry["fitted"], current["fitted"])
 
 
 def defense_layers(target: Any) -> list[Defense]:

@@ -252,6 +252,15 @@ class MPO(Defense):
         rows = torch.stack(out, 1).tolist() if out else [[] for _ in range(batch.ids.shape[0])]
         return rows, ended.tolist()
 
+    def fitted(self) -> dict[str, Any] | None:
+        return None if self.config.weights is not None else {"weights": list(self.weights), "fit": dict(self.fit)}
+
+    def use_fitted(self, values: dict[str, Any]) -> None:
+        weights = [float(w) for w in values["weights"]]
+        if len(weights) != len(self.config.policies) or any(not math.isfinite(w) or w < 0 for w in weights):
+            raise ValueError(f"weights must be {len(self.config.policies)} finite non-negative numbers")
+        self.weights, self.fit = weights, dict(values.get("fit") or {})
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "weights": self.weights, "fit": self.fit}
 

@@ -215,6 +215,17 @@ class PerplexityFilter(Defense):
                 answers.append(refusal_answer(self.step("refuse", own_passes=passes, score=score, refusal=reason)))
         return answers
 
+    def fitted(self) -> dict[str, Any] | None:
+        if self.config.threshold is not None:
+            return None
+        return {"threshold": self.threshold, "calibrated_on": self.calibrated_on}
+
+    def use_fitted(self, values: dict[str, Any]) -> None:
+        threshold = float(values["threshold"])
+        if not math.isfinite(threshold):
+            raise ValueError(f"threshold {threshold} is not finite")
+        self.threshold, self.calibrated_on = threshold, int(values["calibrated_on"])
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "threshold": self.threshold, "calibrated_on": self.calibrated_on,
                 "scorer_max_positions": self.max_positions}  # fmt: skip
