@@ -15,6 +15,7 @@ break old readers:
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
@@ -68,6 +69,47 @@ def to_fields(record: Any, **convert: Callable[[Any], Any]) -> dict[str, Any]:
     return out
 
 
+def field_at(where: str, name: str) -> str:
+    """Where field ``name`` of the object at ``where`` is: ``<file>: field <name>``, or one level deeper
+    (``<file>: field comparison.metrics.direct_asr.rate_a``)."""
+    return f"{where}.{name}" if ": field " in where else f"{where}: field {name}"
+
+
+def read_stats(cls: type[T], data: Any, where: str, value: str) -> T:
+    """A stats record (:class:`AsrStats`, ``RateStats``, ``ScoreStats``) from the JSON object ``data``: its
+    ``value`` field a number or null, ``ci95`` a ``[low, high]`` pair of numbers or null, every other field a
+    whole number. Another shape is a UserError naming ``where`` and the field, so a damaged summary is reported
+    where it is read, not as a crash of the console table or a blank cell in the report."""
+    if isinstance(data, Mapping):
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        checks = {f.name: _whole for f in fields} | {value: _real, "ci95": _interval}
+        optional = (value, "ci95")
+        data = {**data, **{name: check(data[name], field_at(where, name)) for name, check in checks.items()
+                           if name in data and not (name in optional and data[name] is None)}}  # fmt: skip
+    return from_fields(cls, data, where)
+
+
+def _real(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise UserError(f"{where}: expected a number, got {_json_type(value)}")
+    return float(value)
+
+
+def _whole(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UserError(f"{where}: expected a whole number, got {_json_type(value)}")
+    return int(value)
+
+
+def _interval(value: Any, where: str) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)):
+        raise UserError(f"{where}: expected a [low, high] pair of numbers, got {_json_type(value)}")
+    if len(value) != 2:
+        raise UserError(f"{where}: expected a [low, high] pair of numbers, got {len(value)} value(s)")
+    low, high = (_real(v, f"{where}[{i}]") for i, v in enumerate(value))
+    return low, high
+
+
 def ci_pair(value: Any) -> tuple[float, float] | None:
     """A ``[lo, hi]`` JSON interval as a tuple; None for anything else."""
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
@@ -87,20 +129,35 @@ class AsrStats:
     ci95: tuple[float, float] | None = None
     n: int = 0
     unscored: int = 0  # attempts the judge could not score
-    unscored_behaviors: int = 0  # behaviors left out of n: no attempt scored
+    unscored_behaviors: int = 0  # behaviors left out of n: no attempt scored (under the older rule: see older_rule)
     attempts: int = 0
-    partial_behaviors: int = 0  # behaviors in n judged on their scored attempts only (some attempt unscored)
+    # behaviors in n judged on their scored attempts only (some attempt unscored); None: not recorded, the block was
+    # written under the older rule (older_rule)
+    partial_behaviors: int | None = 0
 
     @property
     def value(self) -> float | None:
         return self.asr
 
+    @property
+    def older_rule(self) -> bool:
+        """Whether these numbers follow the rule before ``partial_behaviors`` was recorded (commit fc92ff9): a
+        behavior with an unscored attempt and no harmful one was left out of n (and counted in
+        ``unscored_behaviors``), so its ASR runs high. Such a block is told by the missing ``partial_behaviors``
+        where it has an unscored attempt; without one both rules give the same numbers and it reads as current."""
+        return self.partial_behaviors is None
+
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, ci95=ci_json)
+        out = to_fields(self, ci95=ci_json)
+        if self.older_rule:  # written back as read, so that it stays recognisable
+            del out["partial_behaviors"]
+        return out
 
     @classmethod
     def from_json(cls, data: Any, where: str = "ASR stats") -> AsrStats:
-        return from_fields(cls, data, where, ci95=ci_pair)
+        stats = read_stats(cls, data, where, "asr")
+        older = "partial_behaviors" not in data and stats.unscored  # data: an object, else read_stats refused it
+        return dataclasses.replace(stats, partial_behaviors=None) if older else stats
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
 
 from safealign.errors import UserError
-from safealign.io.records import SCHEMA_VERSION, AsrStats, ci_json, ci_pair, from_fields, to_fields
+from safealign.io.records import (
+    SCHEMA_VERSION, AsrStats, ci_json, ci_pair, field_at, from_fields, read_stats, to_fields,
+)
 
 T = TypeVar("T")
 
@@ -119,17 +121,11 @@ def _ci(value: Any, where: str) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _field(where: str, name: str) -> str:
-    """Where field ``name`` of the object at ``where`` is: ``<file>: field <name>``, or one level deeper
-    (``<file>: field comparison.metrics.direct_asr.rate_a``)."""
-    return f"{where}.{name}" if ": field " in where else f"{where}: field {name}"
-
-
 def _read_fields(cls: type[T], data: Any, where: str, **read: Read) -> T:
     """:func:`from_fields` of ``data`` with each present field ``name`` first read by ``read[name]`` at
-    ``_field(where, name)``."""
+    ``field_at(where, name)``."""
     if isinstance(data, Mapping):
-        data = {**data, **{name: r(data[name], _field(where, name)) for name, r in read.items() if name in data}}
+        data = {**data, **{name: r(data[name], field_at(where, name)) for name, r in read.items() if name in data}}
     return from_fields(cls, data, where)
 
 
@@ -248,7 +244,7 @@ class RateStats:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "rate") -> RateStats:
-        return from_fields(cls, data, where, ci95=ci_pair)
+        return read_stats(cls, data, where, "rate")
 
 
 @dataclass(frozen=True)
@@ -269,7 +265,7 @@ class ScoreStats:
 
     @classmethod
     def from_json(cls, data: Any, where: str = "score") -> ScoreStats:
-        return from_fields(cls, data, where, ci95=ci_pair)
+        return read_stats(cls, data, where, "mean")
 
 
 @dataclass(frozen=True)

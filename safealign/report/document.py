@@ -352,6 +352,9 @@ def _recomputed(data: RunData, stage: Stage) -> str:
     """Why a stage's ASRs come from its records, naming both files (any_attack is recomputed with them)."""
     jb = jailbreak_dir(stage.path)
     why = "was absent or unreadable" if stage.jailbreak_summary is None else "recorded no ASRs"
+    if stage.recomputed:
+        why = ("was written under the older rule (a behavior with an unscored attempt and no harmful one left out "
+               "of n): the ASRs by category and the means over attacks below are recomputed too")  # fmt: skip
     return (f"{stage.name}: ASRs recomputed from {relative(jb / 'records.jsonl', data.root)} because "
             f"{relative(jb / 'summary.json', data.root)} {why}; they cover the behaviors recorded there.")
 

@@ -3,12 +3,13 @@
 Everything is optional: a missing or unreadable file becomes an entry in ``RunData.missing`` /
 ``RunData.problems`` and the report renders what exists. A directory of none of these layouts (:data:`LAYOUTS`) is
 a UserError naming them and a subfolder that holds a run, so no empty report is written. Summaries and attempt
-records are read into the typed run records of :mod:`safealign.io`. Nothing here formats or escapes text.
+records are read into the typed run records of :mod:`safealign.io`; a jailbreak summary written under the older ASR
+rule (:attr:`safealign.io.records.AsrStats.older_rule`) gets its ASRs recomputed from the records beside it, where
+kept. Nothing here formats or escapes text.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ import yaml
 
 from safealign.errors import UserError
 from safealign.eval.records import latest_per_key
-from safealign.io import load_jsonl
+from safealign.eval.summary import resummarize, written_under_older_rule
+from safealign.io import load_jsonl, read_json
 from safealign.io.records import AttemptRecord
 from safealign.io.summaries import DemoSummary, EvalSummary, MTBenchSummary, OverRefusalSummary
 
@@ -47,6 +49,9 @@ class Stage:
     jailbreak_records: list[AttemptRecord]  # the current record of each attempt
     overrefusal: OverRefusalSummary | None
     mtbench: MTBenchSummary | None
+    # its summary.json was written under the older ASR rule (AsrStats.older_rule): the ASR blocks of
+    # jailbreak_summary are recomputed from jailbreak_records (eval.summary.resummarize)
+    recomputed: bool = False
 
 
 @dataclass
@@ -68,9 +73,10 @@ def _read_json(path: Path, data: RunData, *, required: bool = False) -> Any:
             data.missing.append(relative(path, data.root))
         return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        data.problems.append(f"{relative(path, data.root)}: unreadable JSON ({exc})")
+        value = read_json(path)  # a byte order mark is read past, as everywhere else
+    except UserError as exc:  # invalid JSON, or the file cannot be read (permissions, not UTF-8, gone meanwhile)
+        why = str(exc).removeprefix(f"{path}: ")  # it names the whole path; the report names it in the run
+        data.problems.append(f"{relative(path, data.root)}: unreadable JSON ({why})")
         return None
     if value is None:
         data.problems.append(f"{relative(path, data.root)}: holds null, not a JSON object")
@@ -165,6 +171,10 @@ def _load_stage(name: str, path: Path, data: RunData) -> Stage:
     over, mt = helpfulness_summary(path, "overrefusal"), helpfulness_summary(path, "mtbench")
     jb_summary = _typed(EvalSummary, _read_json(jb / "summary.json", data), jb / "summary.json", data)
     records = _records(jb / "records.jsonl", data)
+    recomputed = False
+    if jb_summary is not None and records and written_under_older_rule(jb_summary):
+        # its ASRs as the current rule gives them; without records, run_warnings names the older rule
+        jb_summary, recomputed = resummarize(jb_summary, records), True
     if jb_summary is None and not records and not (jb / "summary.json").is_file():  # else: a problem, noted
         data.missing.append(f"{relative(jb, data.root)}/summary.json (jailbreak evaluation)")
     # only a demo stage (its evaluation under jailbreak/) has helpfulness/, and only over-refusal (MT-Bench is a
@@ -174,7 +184,7 @@ def _load_stage(name: str, path: Path, data: RunData) -> Stage:
     return Stage(
         name=name, path=path, jailbreak_summary=jb_summary, jailbreak_records=records,
         overrefusal=_typed(OverRefusalSummary, _read_json(over, data), over, data) if over else None,
-        mtbench=_typed(MTBenchSummary, _read_json(mt, data), mt, data) if mt else None,
+        mtbench=_typed(MTBenchSummary, _read_json(mt, data), mt, data) if mt else None, recomputed=recomputed,
     )
 
 

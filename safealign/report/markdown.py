@@ -1,8 +1,9 @@
 """Render a :class:`Document` as markdown for terminals: the same numbers as the HTML, no plots.
 
 Untrusted text in table cells and paragraphs is escaped (``| < > & \\``, the ``](``, ``][``, ``]:`` and
-``![`` of link and image syntax, and newlines), so an id or category cannot become a link, image or HTML;
-model output and configs go in fenced blocks whose fence is longer than any backtick run inside them.
+``![`` of link and image syntax, and newlines), and the ``://`` of a bare URL and the ``www.`` of a bare domain,
+which GitHub links by themselves, are broken with a zero-width space, so an id or category cannot become a link,
+image or HTML; model output and configs go in fenced blocks whose fence is longer than any backtick run inside them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ import re
 from safealign.report.document import Block, Code, Document, Examples, Para, Plot, Table
 from safealign.report.results import OWN_PROMPTS, Answer
 
+ZWSP = "\u200b"  # zero-width space: invisible, and breaks a sequence GitHub would turn into a link
+
 
 def md_escape(text: object) -> str:
     text = str(text).replace("\\", "\\\\").replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -19,6 +22,8 @@ def md_escape(text: object) -> str:
     # A link or image needs "](", "][" or a "[..]:" definition, an image also "![": break exactly those, so
     # bracketed numbers such as a confidence interval [73.9–94.5] stay readable in a terminal.
     text = re.sub(r"\](?=\s*[(\[:])", r"\\]", text).replace("![", "\\![")
+    # GitHub's extended autolinks need no syntax at all: "http://host", "www.host"; an invisible break stops them
+    text = re.sub(r"(?i)(?<=www)\.", f"{ZWSP}.", text.replace("://", f":{ZWSP}//"))
     return re.sub(r"\s*[\r\n]+\s*", " ", text)
 
 

@@ -101,9 +101,10 @@ def headline(data: RunData) -> tuple[list[str], list[tuple[str, list[Metric | No
 
 
 def asr_rows(stage: Stage) -> list[AsrRow]:
-    """Per attack × judge ASR from the stage's summary, or recomputed from its records when absent."""
+    """Per attack × judge ASR from the stage's summary, or recomputed from its records when absent (or written under
+    the older rule: :attr:`Stage.recomputed`)."""
     attacks = stage.jailbreak_summary.attacks if stage.jailbreak_summary else None
-    source = "summary.json"
+    source = "records.jsonl (recomputed)" if stage.recomputed else "summary.json"
     if not attacks and stage.jailbreak_records:
         attacks, source = recompute_attacks(stage.jailbreak_records), "records.jsonl (recomputed)"
     rows = []

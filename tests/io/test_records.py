@@ -66,18 +66,26 @@ def test_attempt_record_names_the_missing_field():
 
 def test_eval_summary_from_an_old_file_round_trips():
     summary = EvalSummary.from_json(json.loads(json.dumps(OLD_EVAL_SUMMARY)))
-    assert summary.stats("direct", "kw") == AsrStats(0.5, (0.1, 0.9), 4, 1, 0, 5)
+    # written before partial_behaviors, with an unscored attempt: the older rule's numbers, not recounted as 0
+    assert summary.stats("direct", "kw") == AsrStats(0.5, (0.1, 0.9), 4, 1, 0, 5, partial_behaviors=None)
+    assert summary.stats("direct", "kw").older_rule and summary.by_category["direct"]["kw"]["cyber"].older_rule
     assert summary.by_category["direct"]["kw"]["cyber"].n == 4 and summary.stats("direct", "nope") is None
     assert summary.model_identity is None and summary.run_fingerprint is None
-    written = {**STATS, "partial_behaviors": 0}  # a count added since: zero where the old file has none
-    assert summary.to_json() == {**OLD_EVAL_SUMMARY, "attacks": {"direct": {"kw": written}},
-                                 "by_category": {"direct": {"kw": {"cyber": written}}},
+    assert summary.to_json() == {**OLD_EVAL_SUMMARY, "attacks": {"direct": {"kw": STATS}},  # still recognisable
+                                 "by_category": {"direct": {"kw": {"cyber": STATS}}},
                                  "model_identity": None, "run_fingerprint": None,
                                  "input_bounds": {}, "prefill_check": {}, "judge_agreement": {},
                                  "asr_at_n": {}, "benchmark": {}, "over_refusal": {}, "mean_over_attacks": {},
                                  "test_case_asr": {}, "defenses": [], "cost": {},
                                  "schema_version": 1}
     assert EvalSummary.from_json(summary.to_json()) == summary
+
+
+def test_stats_without_partial_behaviors_and_no_unscored_attempt_read_as_the_current_rule():
+    """Both rules agree where every attempt was scored (the committed sweep cells): such a block is not marked."""
+    stats = AsrStats.from_json({**STATS, "unscored": 0})
+    assert stats.partial_behaviors == 0 and not stats.older_rule
+    assert AsrStats.from_json({**STATS, "partial_behaviors": 1}).partial_behaviors == 1  # written by the current rule
 
 
 def test_eval_summary_of_an_older_layout_defaults_what_it_lacks():

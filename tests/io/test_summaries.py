@@ -13,6 +13,7 @@ from safealign.eval.summary import format_table, summarize
 from safealign.io.records import AsrStats, AttemptRecord
 from safealign.io.summaries import (
     Comparison, DemoSummary, EvalSummary, MTBenchSummary, OverRefusalSummary, PairedDifference, RateStats,
+    RetentionSummary, ScoreStats,
 )
 from safealign.types import Behavior
 
@@ -61,6 +62,41 @@ def test_other_summaries_of_the_wrong_shape_name_file_and_field():
         MTBenchSummary.from_json({"judge": "j", "by_category": ["x"]}, "m.json")
     with pytest.raises(UserError, match=r"^o\.json: field refusal_rate\.all: expected a JSON object"):
         OverRefusalSummary.from_json({"judge": "j", "refusal_rate": {"all": 3}}, "o.json")
+
+
+@pytest.mark.parametrize(("stats", "field", "expected"), [
+    ({"asr": "0.5"}, "asr", "a number, got a string"),
+    ({"asr": True}, "asr", "a number, got a boolean"),
+    ({"ci95": ["x", 1]}, "ci95[0]", "a number, got a string"),
+    ({"ci95": [0.1]}, "ci95", "a [low, high] pair of numbers, got 1 value(s)"),
+    ({"ci95": "0.1-0.9"}, "ci95", "a [low, high] pair of numbers, got a string"),
+    ({"n": "4"}, "n", "a whole number, got a string"),
+    ({"n": 2.5}, "n", "a whole number, got a number"),
+    ({"n": None}, "n", "a whole number, got null"),
+    ({"unscored": True}, "unscored", "a whole number, got a boolean"),
+    ({"partial_behaviors": "1"}, "partial_behaviors", "a whole number, got a string"),
+])  # fmt: skip
+def test_asr_stats_of_the_wrong_shape_name_file_and_field(stats, field, expected):
+    """Text where a number belongs is refused where it is read, not left to break the console table (ValueError)
+    or show as a blank cell in the report."""
+    for block, at in (("attacks", "attacks.direct.kw"), ("by_category", "by_category.direct.kw.cyber")):
+        value = {**STATS, **stats}
+        data = {**BASE, block: {"direct": {"kw": {"cyber": value} if block == "by_category" else value}}}
+        with pytest.raises(UserError) as caught:
+            EvalSummary.from_json(data, "s.json")
+        assert str(caught.value) == f"s.json: field {at}.{field}: expected {expected}"
+
+
+def test_rate_and_score_stats_of_the_wrong_shape_name_file_and_field():
+    with pytest.raises(UserError, match=r"^o\.json: field refusal_rate\.all\.rate: expected a number, got a string$"):
+        OverRefusalSummary.from_json({"refusal_rate": {"all": {"rate": "0.5", "n": 4}}}, "o.json")
+    with pytest.raises(UserError, match=r"^m\.json: field overall\.ci95\[1\]: expected a number, got a string$"):
+        MTBenchSummary.from_json({"overall": {"mean": 7.0, "ci95": [6, "8"], "n": 4}}, "m.json")
+    with pytest.raises(UserError, match=r"^r\.json: field base_answers\.n: expected a whole number, got a string$"):
+        RetentionSummary.from_json({"base_answers": {"mean": 0.0, "n": "3"}}, "r.json")
+    assert RateStats.from_json({"rate": 1, "ci95": [0, 1], "n": 3}) == RateStats(1.0, (0.0, 1.0), 3)  # ints read
+    with pytest.raises(UserError, match=r"^score: field mean: expected a number, got a string$"):
+        ScoreStats.from_json({"mean": "7"})
 
 
 @pytest.mark.parametrize("key", ["diff", "rate_a", "rate_b", "only_a", "only_b"])

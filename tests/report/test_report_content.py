@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -11,7 +12,7 @@ from safealign.errors import UserError
 from safealign.report import build_report
 from safealign.report.document import build_document, fmt
 from safealign.report.load import load_run
-from safealign.report.markdown import fenced, render_markdown
+from safealign.report.markdown import fenced, md_escape, render_markdown
 from safealign.report.results import Metric, as_metric, headline
 
 
@@ -219,6 +220,17 @@ def test_markdown_escapes_link_and_image_syntax_in_ids_and_categories():
     tokens = md.parse(render_markdown(doc))
     kinds = {t.type for t in tokens} | {c.type for t in tokens for c in (t.children or [])}
     assert "inline" in kinds and not kinds & {"link_open", "image", "html_inline", "html_block"}
+
+
+@pytest.mark.parametrize("text", ["[click](http://evil.example/p?x=1) www.evil.example/a", "HTTPS://evil.example",
+                                  "(www.evil.example)", "*WWW.evil.example*", "ftp://evil.example/x"])
+def test_markdown_escape_leaves_no_bare_url_for_github_to_autolink(text):
+    """GitHub links a bare scheme:// URL and a www. domain (GFM's extended autolinks) without any link syntax."""
+    out = md_escape(text)
+    assert not re.search(r"(?i)[a-z]+://|(?:^|[\s*_~(])www\.", out), out
+    visible = out.replace("\u200b", "")
+    assert "evil.example" in visible and visible.count("://") == text.count("://")  # the break is invisible
+    assert visible.lower().count("www.") == text.lower().count("www.")
 
 
 def test_report_skips_damaged_lines_and_records_and_names_them(tmp_path):

@@ -36,6 +36,7 @@ FORECAST = {"fit_range": [1, 4], "forecast": {"0.5": {"n": "x"}}}
     ({"prefill_check": {"direct": ["x"]}}, "prefill_check.direct"),
     ({"input_bounds": ["x"]}, "input_bounds"),
     ({"judges": ["x"]}, "judges"),
+    ({"attacks": {"direct": {"refusal": {"asr": "0.5", "ci95": ["x", 1]}}}}, "attacks.direct.refusal.asr"),
 ])  # fmt: skip
 def test_an_eval_summary_of_the_wrong_shape_is_listed_not_fatal(tmp_path, block, field):
     run = tmp_path / "eval-only"
@@ -322,8 +323,8 @@ def test_judges_described_differently_by_stages_name_each_description_with_its_s
     assert judge_descriptions([stage("before", "advbench")])["refusal"].startswith("list=advbench — ")
 
 
-def _record(behavior: str, attack: str, harmful: bool) -> dict:
-    return {"behavior_id": behavior, "attack": attack, "attempt_id": "0",
+def _record(behavior: str, attack: str, harmful: bool | None, attempt: str = "0") -> dict:
+    return {"behavior_id": behavior, "attack": attack, "attempt_id": attempt,
             "messages": [{"role": "user", "content": "x"}], "completion": {"text": "ok", "error": None},
             "verdicts": {"refusal": {"harmful": harmful}}}  # fmt: skip
 
@@ -340,3 +341,71 @@ def test_recomputed_asrs_name_the_stage_and_file_and_include_any_attack(tmp_path
     md = render_markdown(build_document(load_run(run), with_plots=False))
     assert "| any_attack | 66.7% [20.8–93.9] n=3 |" in md  # Wilson(2, 3): b0 and b1 jailbroken by some attack
     assert "eval-only: ASRs recomputed from records.jsonl because summary.json was absent or unreadable" in md
+
+
+# written before partial_behaviors existed (fc92ff9): b1 resisted on its scored attempt and has an unscored one, b2
+# was jailbroken; the older rule left b1 out of n, so ASR 100% over n=1 (under the current rule: 50% over n=2)
+OLDER_RULE = {"asr": 1.0, "ci95": [0.206549, 1.0], "n": 1, "unscored": 1, "unscored_behaviors": 1, "attempts": 3}
+
+
+def _older_rule_run(tmp_path: Path, stats: dict, *, records: bool) -> str:
+    run = tmp_path / "eval-only"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"attacks": {"direct": {"refusal": stats}},
+                                                  "by_category": {"direct": {"refusal": {"cyber": stats}}}}))
+    if records:
+        rows = [_record("b1", "direct", False), _record("b1", "direct", None, "1"), _record("b2", "direct", True)]
+        (run / "records.jsonl").write_text("".join(json.dumps(r | {"category": "cyber"}) + "\n" for r in rows))
+    return _section(render_markdown(build_document(load_run(run), with_plots=False)), "Jailbreak attacks")
+
+
+def test_a_summary_written_under_the_older_rule_is_recomputed_from_its_records(tmp_path):
+    md = _older_rule_run(tmp_path, OLDER_RULE, records=True)
+    assert "| direct | 50.0% [9.5–90.5] n=2, 1 unscored |" in md and "100.0%" not in md
+    assert "| cyber | 50.0% [9.5–90.5] n=2, 1 unscored |" in md  # the categories too
+    assert "eval-only: ASRs recomputed from records.jsonl because summary.json was written under the older rule" in md
+    assert "direct/refusal: 1 behavior(s) judged on fewer attempts than made" in md
+    assert "with no scored attempt" not in md and "behavior(s) with an unscored attempt" not in md
+
+
+def test_a_summary_written_under_the_older_rule_without_records_is_shown_with_a_warning(tmp_path):
+    md = _older_rule_run(tmp_path, OLDER_RULE, records=False)
+    assert "| direct | 100.0% [20.7–100.0] n=1, 1 unscored |" in md
+    assert ("eval-only: summary.json: direct/refusal: written under the older rule, which left out of n 1 "
+            "behavior(s) with an unscored attempt and no harmful one") in md
+    assert "with no scored attempt" not in md and "recomputed" not in md
+
+
+def test_a_summary_without_partial_behaviors_and_no_unscored_attempt_is_shown_as_written(tmp_path):
+    """The committed sweep cells: written before partial_behaviors, every attempt scored, so both rules agree; the
+    summary is shown as it is even where its records would give other numbers."""
+    stats = {**OLDER_RULE, "unscored": 0, "unscored_behaviors": 0, "asr": 0.25, "n": 4}
+    md = _older_rule_run(tmp_path, stats, records=True)
+    assert "| direct | 25.0% [20.7–100.0] n=4 |" in md and "| cyber | 25.0% [20.7–100.0] n=4 |" in md
+    assert "recomputed" not in md and "older rule" not in md
+
+
+def test_a_summary_with_a_byte_order_mark_is_read(tmp_path):
+    run = tmp_path / "eval-only"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"attacks": {"direct": {"refusal": STATS}}}), encoding="utf-8-sig")
+    data = load_run(run)
+    assert data.problems == [] and data.stages[0].jailbreak_summary.stats("direct", "refusal").n == 4
+
+
+def test_an_unreadable_summary_is_listed_not_fatal(tmp_path, monkeypatch):
+    run = tmp_path / "eval-only"
+    run.mkdir()
+    (run / "summary.json").write_text(json.dumps({"attacks": {"direct": {"refusal": STATS}}}))
+    (run / "records.jsonl").write_text(json.dumps(_record("b0", "direct", True)) + "\n")
+    read_text = Path.read_text
+
+    def denied(path: Path, *args, **kwargs) -> str:
+        if path.name == "summary.json":
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_text(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "read_text", denied)
+    data = load_run(run)
+    assert any(p.startswith("summary.json: ") and "Permission denied" in p for p in data.problems), data.problems
+    assert data.stages[0].jailbreak_summary is None and len(data.stages[0].jailbreak_records) == 1
