@@ -49,7 +49,7 @@ def check_packing(
     """Raise a UserError when packed pair batches do not give ``model`` the padded batch's log-probs."""
     sample = [p for p in pairs if isinstance(p, EncodedPair) and p.chosen_target_ids is None][:CHECK_PAIRS]
     if not sample:
-        return  # nothing that packs (DeRTa rows are refused by the collator with their own message)
+        return  # nothing that packs (DeRTa transition rows are refused before: run.check_training_options)
     sample = [dataclasses.replace(p, ref_prompt_ids=None) for p in sample]  # the policy view is what trains
     changed = [dataclasses.replace(p, chosen_ids=_changed(p)) for p in sample]
     padded, packed = PreferenceCollator(pad_token_id), PreferenceCollator(pad_token_id, pack=True)

@@ -7,7 +7,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 from transformers import TrainingArguments
@@ -193,14 +193,21 @@ def _optimizer_args(name: str) -> dict[str, str]:
     return {"optim": optim}
 
 
-def check_training_options(config: TrainConfig, loss) -> None:
-    """Options that depend on the loss: packing needs chosen/rejected pairs and whole rows per pair."""
+def check_training_options(config: TrainConfig, loss, items: Sequence[Any] = ()) -> None:
+    """Options that depend on the loss and the parsed ``items``: packing needs chosen/rejected pairs, whole rows
+    per pair, and no DeRTa transition row (the collator lays its per-position targets out on padded rows; refused
+    here, not at the first batch, after the model has loaded and the output directory is claimed)."""
     if config.packing != "off" and loss.input_kind != "pair":
         raise UserError(f"packing={config.packing} packs a pair's chosen and rejected sequences into one row; loss "
                         f"{', '.join(c.name for c in config.losses)} takes {loss.input_kind} examples: use packing=off")
     if config.packing != "off" and config.normalize_pair_gradients:
         raise UserError("normalize_pair_gradients takes each pair's rows apart, which a packed batch does not have: "
                         "use packing=off with it")
+    transition = next((x for x in items if getattr(x, "chosen_target_refusal", None) is not None), None)
+    if config.packing != "off" and transition is not None:
+        raise UserError(f"packing={config.packing} cannot pack DeRTa's transition rows (data transform derta, e.g. "
+                        f"the one from {transition.source} row {transition.row}): their targets are laid out on "
+                        "padded rows; use packing=off, or the derta transform with params {rto: false}")
 
 
 def _check_objective_ignores_nothing(config: TrainConfig) -> None:
@@ -253,7 +260,7 @@ def run_training(config: TrainConfig, *, resume: bool = False, overwrite: bool =
                         f"{loss.input_kind} one ({', '.join(c.name for c in config.losses)})")
     parsed, items = load_training_items(config, loss.input_kind)
     check_loss_inputs(config, parsed.format, items, loss)
-    check_training_options(config, loss)
+    check_training_options(config, loss, items)
     kind = DATA_KINDS[loss.input_kind]
     out = Path(config.output_dir)
     args = training_arguments(config)

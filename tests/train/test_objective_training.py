@@ -153,3 +153,40 @@ def test_safety_labels_decide_the_roles_of_harmful_rows(tmp_path, caplog):
     # the dropped rows are counted and named by their row numbers (0-based, as other data messages give them)
     assert re.search(r"dropped 2 .*1 with both sides safe.*row 2\b.*1 with both sides unsafe.*row 3\b", caplog.text), \
         caplog.text
+
+
+@pytest.mark.parametrize("recipe,true_empty,false_empty", [
+    ("circuit_breakers.yaml", "'retain' rows \\(benign answers\\)", "'reroute' rows \\(harmful completions\\)"),
+    ("refat.yaml", "'benign' rows \\(benign answers\\)", "'harmful' rows \\(refusals of harmful prompts\\)"),
+])
+def test_pku_alone_is_not_told_to_set_a_harmful_switch_that_would_empty_a_role(tmp_path, capsys, caplog,
+                                                                              no_model_load, recipe, true_empty,
+                                                                              false_empty):
+    # PKU-SafeRLHF without a harmful column: an unsafe response flags its row harmful; a both-safe row has no flag.
+    # data.harmful=true drops that row (no unsafe side), leaving no benign answer; data.harmful=false makes every
+    # row benign, leaving no harmful one. The message names what each switch would empty instead of suggesting it.
+    rows = [_pku("Pick a lock", "Rake the pins.", "I can't help with that.", False, True, None),
+            _pku("Pasta?", "Boil it.", "No.", True, True, None)]
+    for row in rows:
+        del row["harmful"]
+    path = _write(tmp_path, rows)
+    assert main(["train", str(RECIPES / recipe), *TINY, f"data.path={path}", f"output_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert "1 rows" in err and "row 1" in err and "'harmful' column" in err, err
+    assert "set data.harmful" not in err, err
+    assert re.search(f"data.harmful=true would leave the {true_empty} empty", err), err
+    assert re.search(f"data.harmful=false would leave the {false_empty} empty", err), err
+    assert "dropped" not in caplog.text, caplog.text  # trying a switch logs nothing of its own
+
+
+def test_the_harmful_switch_is_suggested_where_it_would_fill_every_role(tmp_path, capsys, no_model_load):
+    # flagged benign rows beside unflagged PKU rows (the mix docs/objectives.md describes): true fills every role
+    rows = [_pku("Pick a lock", "Rake the pins.", "I can't help with that.", False, True, None),
+            _pku("Hurt a dog", "Dogs are friends.", "Please don't.", True, True, None),
+            _pku("Pasta?", "Boil it.", "No.", True, True, False)]
+    del rows[0]["harmful"], rows[1]["harmful"]
+    path = _write(tmp_path, rows)
+    assert main(["train", str(RECIPES / "refat.yaml"), *TINY, f"data.path={path}",
+                 f"output_dir={tmp_path / 'r'}"]) == 2
+    err = capsys.readouterr().err
+    assert "or set data.harmful=true" in err and "data.harmful=false would leave the 'harmful' rows" in err, err

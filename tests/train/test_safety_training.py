@@ -230,3 +230,18 @@ def test_safedpo_without_safety_order_refuses_two_unsafe_responses_before_the_mo
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "1 rows of" in err and "two unsafe responses (e.g. row 0)" in err and "safety_order" in err
+
+
+def test_derta_transition_rows_with_packing_are_refused_before_the_model_loads(tmp_path, model_loads, capsys):
+    out = tmp_path / "r"
+    argv = ["train", str(RECIPES / "derta.yaml"), f"data.path={_pairs(tmp_path)}", "data.split=null",
+            f"output_dir={out}", *SMALL, "packing=pairs"]
+    assert main(argv) == 2
+    assert model_loads == [] and not out.exists()  # nothing loaded, the output directory not claimed
+    err = capsys.readouterr().err
+    assert "transition rows" in err and "packing=pairs" in err and "rto" in err, err
+
+
+def test_derta_without_transition_rows_packs(tmp_path):
+    # rto=false: only harmful-prefix rows, which pack like any pair (the refusal is about transition rows only)
+    _train(tmp_path, "derta.yaml", _pairs(tmp_path), "packing=pairs", "data.transforms.1.params.rto=false")

@@ -40,28 +40,66 @@ def load_role_rows(config: TrainConfig, objective: Objective) -> tuple[ParseResu
     """Parse the data and sort its rows into the objective's roles; UserError naming the missing field and the
     layout that provides it when a role would be empty."""
     data = config.data
-    parsed = load_preferences(data.path, format=data.format, columns=dict(data.columns) or None,
-                              split=data.split, harmful=data.harmful, limit=data.limit)
-    if not parsed.items:
-        raise UserError(f"{data.path}: no usable rows ({len(parsed.dropped)} dropped)")
-    rows = [x for x in parsed.items if isinstance(x, UnpairedExample)]
-    if len(rows) != len(parsed.items):
-        rows = unpair_pairs(order_by_safety(parsed.items, str(data.path)))
+    parsed = _parse(config, data.harmful)
+    rows = _role_examples(parsed, str(data.path))
     name = objective.name
     unflagged = [x.row for x in rows if x.harmful is None]
     if unflagged:
         raise UserError(f"objective {name!r} sorts rows by their prompt's 'harmful' flag, but {len(set(unflagged))} "
                         f"rows of {data.path} (format {parsed.format!r}) have none (e.g. row "
                         f"{', '.join(map(str, sorted(set(unflagged))[:5]))}); add a bool 'harmful' column (the demo's "
-                        "pairs file has one), or set data.harmful=true/false for a file of one kind")
-    by_role = {role: [x for x in rows if RowKind(bool(x.harmful), x.label) in kinds]
-               for role, kinds in objective.roles.items()}
+                        f"pairs file has one){_harmful_switch_advice(config, objective)}")
+    by_role = _by_role(rows, objective)
     for role, (required, *_) in objective.roles.items():  # a role's first kind is required, the rest add to it
         if not any(RowKind(bool(x.harmful), x.label) == required for x in by_role[role]):
             raise UserError(f"objective {name!r} trains its '{role}' rows on {required.what}, but {data.path} "
                             f"(format {parsed.format!r}) has none: they come from {required.provided_by}")
     logger.info("objective %s: %s", name, ", ".join(f"{len(v)} {k} rows" for k, v in by_role.items()))
     return parsed, by_role
+
+
+def _parse(config: TrainConfig, harmful: bool | None) -> ParseResult:
+    data = config.data
+    parsed = load_preferences(data.path, format=data.format, columns=dict(data.columns) or None,
+                              split=data.split, harmful=harmful, limit=data.limit)
+    if not parsed.items:
+        raise UserError(f"{data.path}: no usable rows ({len(parsed.dropped)} dropped)")
+    return parsed
+
+
+def _role_examples(parsed: ParseResult, where: str) -> list[UnpairedExample]:
+    """The parsed rows as unpaired examples, pairs ordered by their safety labels first."""
+    rows = [x for x in parsed.items if isinstance(x, UnpairedExample)]
+    return rows if len(rows) == len(parsed.items) else unpair_pairs(order_by_safety(parsed.items, where))
+
+
+def _by_role(rows: Sequence[UnpairedExample], objective: Objective) -> dict[str, list[UnpairedExample]]:
+    return {role: [x for x in rows if RowKind(bool(x.harmful), x.label) in kinds]
+            for role, kinds in objective.roles.items()}
+
+
+def _empty_roles(rows: Sequence[UnpairedExample], objective: Objective) -> list[str]:
+    """The roles whose required kind no row provides, as ``'role' rows (what)``."""
+    return [f"'{role}' rows ({required.what})" for role, (required, *_) in objective.roles.items()
+            if not any(RowKind(bool(x.harmful), x.label) == required for x in rows)]
+
+
+def _harmful_switch_advice(config: TrainConfig, objective: Objective) -> str:
+    """``, or set data.harmful=...`` for the values that would give every role its rows; for a value that would
+    not, the roles it would leave empty. The data is parsed again under each value (not just the missing flags
+    filled in): a PKU-SafeRLHF row takes the switch over its own safety-derived flag, and a harmful row whose
+    responses are both safe is dropped, so a file of PKU rows alone has no value that fills a benign role."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)  # a trial parse's warnings (rows dropped) are not the run's
+    try:
+        empty = {value: _empty_roles(_role_examples(_parse(config, value), str(config.data.path)), objective)
+                 for value in (True, False)}
+    finally:
+        logging.disable(previous)
+    fits = "/".join(str(value).lower() for value, roles in empty.items() if not roles)
+    leaves = [f"data.harmful={str(value).lower()} would leave the {' and '.join(roles)} empty"
+              for value, roles in empty.items() if roles]
+    return (f", or set data.harmful={fits}" if fits else "") + "".join(f"; {leave}" for leave in leaves)
 
 
 def order_by_safety(pairs: Sequence[PreferencePair], where: str) -> list[PreferencePair]:
