@@ -19,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "harmful flag each ranking recorded per pair (outputs of older versions: this file's)")
     parser.add_argument("--format", default="auto", help="format of --data, for outputs of older versions (default "
                                                          "auto)")
-    parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    parser.add_argument("--resamples", type=int, default=2000,
+                        help="bootstrap resamples, for one seed (several get a t interval; default 2000)")
     parser.add_argument("--json", action="store_true", help="print a machine-readable dict")
 
 

@@ -34,7 +34,7 @@ class AnchorGap:
     index: tuple[int, ...]  # EncodedPair.index of each harmful pair
     plain: Tensor  # (H, 2) log πref(y | x): chosen, rejected
     transformed: Tensor  # (H, 2) log πref(y | x_s)
-    transformed_pairs: int  # harmful pairs whose prompt the transform actually changed
+    transformed_pairs: int  # harmful pairs whose reference prompt differs from the policy's (:func:`changes_reference`)
 
     @property
     def chosen_shift(self) -> Tensor:
@@ -89,8 +89,16 @@ def measure_anchor_gap(
         raise UserError(f"none of the {len(encoded)} pairs is flagged harmful; mark the data set harmful "
                         "(a 'harmful' column, or the dataset-level harmful switch) to measure the anchor gap")
     plain, transformed = reference_views(model, harmful, batch_size=batch_size, chunk_size=chunk_size)
-    changed = sum(item.ref_prompt_ids is not None for item in harmful)
+    changed = sum(map(changes_reference, harmful))
     return AnchorGap(tuple(item.index for item in harmful), plain, transformed, changed)
+
+
+def changes_reference(item: Any) -> bool:
+    """Whether the reference sees another prompt than the policy on this encoded pair: the transform changed it and
+    left truncation kept (some of) the change. The encoder sets ``ref_prompt_ids`` before it truncates (and training
+    uses it as set), so a prefix that ``max_prompt_length`` cut whole leaves reference ids equal to the policy's: no
+    anchor gap there, and counting such a pair as transformed passed its gap of 0 off as the prefix's effect."""
+    return item.ref_prompt_ids is not None and tuple(item.ref_prompt_ids) != tuple(item.prompt_ids)
 
 
 def reference_views(model: nn.Module, encoded: Sequence[Any], *, batch_size: int = 8,

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from safealign.diagnostics.anchor import reference_views
+from safealign.diagnostics.anchor import changes_reference, reference_views
 from safealign.errors import UserError
 from safealign.io import finite_or_none
 from safealign.losses import LossSpec, build_loss
@@ -56,7 +56,7 @@ class EShare:
     parameter_count: int
     grads: dict[str, dict[str, Grad]]  # group -> term -> gradient (float32, on the model's device)
     rows: tuple[dict[str, Any], ...]  # per pair: index, group, z and σ(−z) under DPO and E-DPO, gap, NLL
-    transformed_pairs: int  # pairs whose reference prompt the transform changed (0: E-DPO is DPO here)
+    transformed_pairs: int  # pairs whose reference prompt differs from the policy's (0: E-DPO is DPO here)
     adam_epsilon: float = 1e-8
 
     def total(self, term: str) -> Grad:
@@ -152,7 +152,7 @@ def measure_e_share(
                     rows += _pair_rows(chunk, group, outs, beta)
     rows.sort(key=lambda r: r["index"])
     return EShare(beta, nll_weight, resolve_selection(model, params), sum(p.numel() for p in selected), grads,
-                  tuple(rows), sum(item.ref_prompt_ids is not None for item in encoded), adam_epsilon)
+                  tuple(rows), sum(map(changes_reference, encoded)), adam_epsilon)
 
 
 def _groups(encoded: Sequence[Any]) -> list[tuple[str, list[tuple[int, Any]]]]:

@@ -7,7 +7,8 @@ prompts (the same resample for every seed and both variants), so the interval re
 while the seeds are kept as run. Discordant prompts (one variant succeeds, the other not) are counted
 too: they are what the difference is made of. Per-prompt numbers (log-prob margins from
 ``safealign diagnose ranking``) are compared the same way by :func:`paired_mean_difference`
-(``safealign diagnose paired-margin``; docs/algorithms.md, "Paired comparison of two variants").
+(``safealign diagnose paired-margin`` of one seed; several get :func:`hierarchical_difference`; docs/algorithms.md,
+"Paired comparison of two variants").
 
 :func:`hierarchical_difference` and :func:`hierarchical_mean` give the intervals of a sweep over several
 training seeds (``safealign sweep``), which cover seed-to-seed variation as well as prompt sampling instead of

@@ -16,7 +16,7 @@ from typing import Any, Sequence
 from safealign.eval.backends.base import GenerationParams, with_seeds
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
-from safealign.eval.paired import paired_difference, prompt_bootstrap_mean
+from safealign.eval.paired import constant_outcome_interval, paired_difference, prompt_bootstrap_mean
 from safealign.eval.summary import wilson_interval
 from safealign.models.modes import eval_mode
 from safealign.train.reference import adapter_disabled
@@ -68,6 +68,11 @@ def _refusal_fractions(target: HFChatModel, judge: RefusalJudge, behaviors: list
 
 
 def _compare(ids: list[str], refused: dict[str, list[float]], copies: int) -> dict[str, Any]:
+    """Per view the refusal rate with its interval, and the paired difference transformed − plain. Fractions that
+    are all 0 or 1 (one answer per prompt, or every prompt's samples agreeing) are outcomes: as bools the paired
+    difference gets the exact bound where no prompt is discordant, and a rate of sampled fractions that never vary
+    the exact bound for a rate of 0 or 1 (docs/algorithms.md, "Paired comparison of two variants"), where resampling
+    prompts gave a zero-width interval that claims certainty."""
     out: dict[str, Any] = {}
     for view, fractions in refused.items():
         hits, total = round(sum(fractions) * copies), len(fractions) * copies
@@ -77,9 +82,14 @@ def _compare(ids: list[str], refused: dict[str, list[float]], copies: int) -> di
         elif copies == 1:  # one answer per prompt: Wilson over prompts
             out[f"refusal_rate_{view}_ci95"] = list(wilson_interval(hits, total))
         else:  # a prompt's samples are not independent of each other: resample prompts, not answers
-            out[f"refusal_rate_{view}_ci95"] = prompt_bootstrap_mean(dict(zip(ids, fractions)))
+            constant = constant_outcome_interval(set(fractions), len(fractions), difference=False) \
+                if set(fractions) <= {0.0, 1.0} else None
+            out[f"refusal_rate_{view}_ci95"] = constant or prompt_bootstrap_mean(dict(zip(ids, fractions)))
     if ids:
-        difference = paired_difference({0: dict(zip(ids, refused["transformed"]))},
-                                       {0: dict(zip(ids, refused["plain"]))})
+        outcomes = all(f in (0.0, 1.0) for fractions in refused.values() for f in fractions)
+        values = {view: [f == 1.0 for f in fractions] if outcomes else fractions
+                  for view, fractions in refused.items()}
+        difference = paired_difference({0: dict(zip(ids, values["transformed"]))},
+                                       {0: dict(zip(ids, values["plain"]))})
         out["transformed_minus_plain"] = difference.to_json()
     return out

@@ -95,6 +95,7 @@ class Inputs:
     collate: Any
     rows: int
     dropped: int
+    truncation: Any = None  # the encoder's TruncationReport
 
 
 @dataclass(frozen=True)
@@ -135,7 +136,7 @@ def load_inputs(config: DiagnoseConfig, *, transform: Any = None, loaded: tuple[
     kept = [pairs[item.index] for item in encoded]  # encode_all drops too-long prompts
     encoded = [dataclasses.replace(item, index=i) for i, item in enumerate(encoded)]
     return Inputs(model, tokenizer, kept, encoded, PreferenceCollator(tokenizer.pad_token_id), parsed.rows,
-                  len(parsed.dropped) + len(report.dropped))
+                  len(parsed.dropped) + len(report.dropped), report)
 
 
 def header(config: DiagnoseConfig, inputs: Inputs, started: float, **extra: Any) -> dict[str, Any]:
@@ -143,6 +144,16 @@ def header(config: DiagnoseConfig, inputs: Inputs, started: float, **extra: Any)
     return {"model": config.model, **pinned, "data": config.data, "limit": config.limit, "rows": inputs.rows,
             "pairs": len(inputs.encoded), "dropped": inputs.dropped, **extra,
             "wall_seconds": round(time.perf_counter() - started, 2)}
+
+
+def truncation_counts(inputs: Inputs) -> dict[str, int]:
+    """What left truncation (``max_prompt_length``) did to the prompts, as the encoder counted them (rows then dropped
+    as too long included): prompts truncated, reference views that lost (part of) the prefix, and reference views
+    that lost their start instead (safealign.data.tokenize.TruncationReport). A prefix cut whole leaves the
+    reference the policy's prompt: that pair is not counted as transformed, and these counts say why."""
+    report = inputs.truncation
+    return {"prompts_truncated": report.prompts_truncated, "reference_prefixes_cut": report.reference_prefixes_cut,
+            "reference_heads_cut": report.reference_heads_cut}
 
 
 def write_outputs(diagnosis: Diagnosis, output_dir: str | Path) -> Path:
@@ -183,7 +194,7 @@ def run_anchor(config: AnchorConfig) -> Diagnosis:
     gap = measure_anchor_gap(inputs.model, inputs.encoded, batch_size=config.batch_size,
                              chunk_size=config.chunk_size)
     result = {"diagnostic": "anchor", **header(config, inputs, started, prefix=transform.prefix),
-              "summary": gap.summary(beta=config.beta)}
+              "summary": {**gap.summary(beta=config.beta), **truncation_counts(inputs)}}
     pairs = [{"row": inputs.pairs[row["index"]].row, **row} for row in gap.pairs()]
     if config.answer:  # what the transformed reference answers: the target of the E-anchor's KL pull
         from safealign.pipelines.anchor_target import anchor_target
@@ -215,7 +226,7 @@ def run_e_share(config: EShareConfig) -> Diagnosis:
                             nll_weight=config.nll_weight, params=config.params, batch_size=config.batch_size,
                             chunk_size=config.chunk_size)
     result = {"diagnostic": "e_share", **header(config, inputs, started, prefix=transform.prefix, point=point),
-              "summary": share.summary()}
+              "summary": {**share.summary(), **truncation_counts(inputs)}}
     pairs = [{"row": inputs.pairs[row["index"]].row, **row} for row in share.pairs()]
     return finish(config, Diagnosis("e_share", result, pairs))
 

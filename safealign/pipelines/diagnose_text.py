@@ -98,6 +98,9 @@ def format_anchor(result: dict[str, Any], pairs: list[dict[str, Any]], show: int
     head = (f"anchor gap: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped)\n"
             f"model: {result['model']}   prefix: {result['prefix']!r}\n")
     target = "\n\n" + format_anchor_target(result["target"]) if "target" in result else ""
+    if s.get("reference_prefixes_cut"):
+        figures += (f"\n{s['reference_prefixes_cut']} reference prompts lost (part of) the prefix to truncation; a "
+                    "pair whose prefix was cut whole is not counted as changed: raise max_prompt_length")
     return (head + "\n" + figures + f"\n\nfirst {min(show, len(pairs))} harmful pairs:\n" + per_pair + target
             + f"\n\nwall time: {result['wall_seconds']:.1f} s")
 
@@ -162,11 +165,17 @@ def format_e_share(result: dict[str, Any], pairs: list[dict[str, Any]], show: in
                      [(p["row"], p["group"], p["z_dpo"], p["z_e_dpo"], p["weight_dpo"], p["weight_e_dpo"], p["gap"],
                        p["nll"]) for p in pairs[:show]])
     head = (f"E-share: {result['pairs']} pairs of {result['data']} ({result['dropped']} rows dropped), "
-            f"{s['transformed_pairs']} with the prefix on the reference prompt\n"
+            f"{s['transformed_pairs']} with the prefix on the reference prompt{_cut(s)}\n"
             f"model: {result['model']}   at: {result['point']}   β={s['beta']:g}   W={w:g}\n"
             f"parameters: {s['params']} ({s['parameter_count']:,} scalars)   prefix: {result['prefix']!r}\n")
     return (head + "\n" + figures + "\n\n" + per_group + f"\n\nfirst {min(show, len(pairs))} pairs:\n" + per_pair
             + f"\n\nwall time: {result['wall_seconds']:.1f} s")
+
+
+def _cut(s: dict[str, Any]) -> str:
+    """The note on prefixes truncation cut, for the E-share's head line ("" where none was, or not recorded)."""
+    cut = s.get("reference_prefixes_cut")
+    return f" ({cut} lost (part of) it to truncation: raise max_prompt_length)" if cut else ""
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

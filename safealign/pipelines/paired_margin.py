@@ -4,9 +4,14 @@ Input: ``safealign diagnose ranking`` outputs of two variants (e.g. E-DPO and DP
 and in the same seed order, all scored on the same pairs. Per pair the margin is
 ``log π(chosen|x) − log π(rejected|x)`` under the trained model; on self-generated safety pairs that is the
 refusal-vs-compliance margin for harmful prompts and the answer-vs-refusal margin for benign ones. With the
-pairs file (``data``) the comparison is split by its ``harmful`` flag. The statistics are
-:func:`safealign.eval.paired.paired_mean_difference` (docs/algorithms.md, "Paired comparison of two
-variants"); ``reference_margin`` is the same margin under the rankings' reference (the base model when the
+pairs file (``data``) the comparison is split by its ``harmful`` flag. With several seeds the statistics are
+:func:`safealign.eval.paired.hierarchical_difference`, the interval eval-difference and the sweep give (seeds and
+prompts crossed, a random-effects t): seeds vary, and a bootstrap over prompts with the seeds held fixed ignores
+that (on 73 pairs and three seeds differing by +6.5, +8.3 and +1.3 nats it gave about [+4.6, +6.1], where seeds as
+the unit give about [−3, +14]). One
+seed has no seed-to-seed spread to estimate: :func:`safealign.eval.paired.paired_mean_difference`, a paired
+bootstrap over prompts (docs/algorithms.md, "Paired comparison of two variants"). Each group's ``interval`` names
+the method. ``reference_margin`` is the same margin under the rankings' reference (the base model when the
 ranking ran with ``--ref`` or on an adapter), read from variant a's first output, over the same pairs as the
 means (those every output scored).
 
@@ -34,6 +39,7 @@ from safealign.io import parse_jsonl
 PAIRS_FILE = "ranking_pairs.jsonl"
 SUMMARY_FILE = "ranking.json"
 SHOWN_ROWS = 5  # rows of each output an error lists
+ONE_SEED_INTERVAL = "paired bootstrap over prompts (one seed; percentile)"
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +139,7 @@ def margins(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, float]:
 
 def compare_margins(config: PairedMarginConfig) -> dict[str, Any]:
     """``{"a", "b", "groups": {group: comparison}}``; groups are ``harmful``/``benign`` with ``data``, else ``all``."""
-    from safealign.eval.paired import paired_mean_difference
+    from safealign.eval.paired import hierarchical_difference, paired_mean_difference
 
     if not config.a or len(config.a) != len(config.b):
         raise UserError(f"paired-margin needs one ranking output per seed for both variants, in the same "
@@ -155,7 +161,11 @@ def compare_margins(config: PairedMarginConfig) -> dict[str, Any]:
         shared = set.intersection(*(set(m) for outs in per.values() for m in outs.values()))
         if not shared:
             raise UserError(_nothing_shared(group, outputs, per))
-        comparison = paired_mean_difference(per["a"], per["b"], resamples=config.resamples, seed=config.seed)
+        if len(config.a) > 1:  # seeds vary: the interval must cover them, not hold them fixed
+            comparison = hierarchical_difference(per["a"], per["b"])
+        else:
+            comparison = {**paired_mean_difference(per["a"], per["b"], resamples=config.resamples, seed=config.seed),
+                          "interval": ONE_SEED_INTERVAL, "df": None}
         reference = _only(margins(outputs["a"][0].rows, "ref_"), shared)
         comparison["reference_margin"] = statistics.fmean(reference.values()) if reference else None
         result["groups"][group] = comparison
@@ -273,13 +283,16 @@ def _only(values: dict[str, float], rows: Optional[set[str]]) -> dict[str, float
 
 def format_margins(result: dict[str, Any]) -> str:
     a, b = result["a"], result["b"]
-    lines = [f"paired log-prob margin {a} − {b} (chosen − rejected, nats; mean over {result['seeds']} seed(s), "
-             "95% paired bootstrap over prompts)"]
+    how = ("95% interval: seeds and prompts crossed, random-effects t" if result["seeds"] > 1
+           else "95% paired bootstrap over prompts")
+    lines = [f"paired log-prob margin {a} − {b} (chosen − rejected, nats; mean over {result['seeds']} seed(s); "
+             f"{how})"]
     for group, d in result["groups"].items():
         lo, hi = d["ci95"]
+        df = "" if d.get("df") is None else f" (df {d['df']:.1f})"
         ref = "-" if d["reference_margin"] is None else f"{d['reference_margin']:.2f}"
         per_seed = ", ".join(f"{v:+.2f}" for v in d["per_seed"].values())
         lines.append(f"{group}: {d['n_prompts']} pairs; reference {ref}, {b} {d['mean_b']:.2f}, {a} {d['mean_a']:.2f}; "
-                     f"{a} − {b} {d['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]; per seed {per_seed}; "
+                     f"{a} − {b} {d['diff']:+.2f} [{lo:+.2f}, {hi:+.2f}]{df}; per seed {per_seed}; "
                      f"{a} higher on {d['a_higher']} of {d['n_prompts'] * d['seeds']} prompt×seed cases")
     return "\n".join(lines)

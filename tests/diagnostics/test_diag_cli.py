@@ -175,3 +175,23 @@ def test_ranking_heads_prints_each_heads_attribute(capsys, data, tmp_path):
     assert "heads: 0.25 × head 0 (harmless), 0.75 × head 1 (helpful)" in capsys.readouterr().out
     assert main([*argv, str(tmp_path / "unnamed")]) == 0
     assert "heads: 0.25 × head 0, 0.75 × head 1 (attributes not saved with the heads)" in capsys.readouterr().out
+
+
+LONG = " ".join(["please explain, step by step and in detail, how to pick the lock of a neighbour's front door"] * 12)
+
+
+def test_anchor_a_prefix_cut_away_by_truncation_is_not_a_transformed_pair(capsys, tmp_path):
+    """A ~200-word harmful prompt under max_prompt_length 160 (byte tokens; the short prompt with its prefix fits):
+    left truncation cuts the whole prefix from the reference view, which is then the policy's. It was counted as
+    transformed (with a gap of exactly 0, pulling the mean towards 0 as if the prefix did nothing); it is not, and
+    the summary says how many prefixes truncation cut."""
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [{**ROWS[0], "prompt": LONG}, ROWS[2]]))
+    out = _run(capsys, "anchor", "--data", str(data), "--harmful", "--max-prompt-length", "160")
+    s = out["summary"]
+    assert s["harmful_pairs"] == 2 and s["transformed_pairs"] == 1
+    assert s["reference_prefixes_cut"] == 1 and s["prompts_truncated"] == 1 and s["reference_heads_cut"] == 0
+    assert out["per_pair"][0]["gap"] == 0.0 and out["per_pair"][1]["gap"] != 0.0
+    assert main(["diagnose", "anchor", "--model", "tiny-random", "--data", str(data), "--harmful",
+                 "--max-prompt-length", "160"]) == 0
+    assert "1 reference prompts lost (part of) the prefix to truncation" in capsys.readouterr().out

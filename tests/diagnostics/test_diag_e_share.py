@@ -126,7 +126,7 @@ def test_identity_transform_gives_no_e_change(tiny_model, encode, collate, pairs
     # and must still find no change
     explicit = [dataclasses.replace(item, ref_prompt_ids=item.prompt_ids) for item in encode(pairs)]
     again = measure_e_share(model, explicit, collate, beta=BETA, nll_weight=W, batch_size=2, progress=False)
-    assert again.transformed_pairs == 3
+    assert again.transformed_pairs == 0  # a reference view equal to the policy's is no transformed pair
     assert again.summary()["e_share"] < 1e-5
     assert again.summary()["cosine_e_dpo"] == pytest.approx(1.0, abs=1e-6)
     for r in again.pairs():
@@ -213,3 +213,16 @@ def test_a_caller_passing_some_of_the_encoded_pairs_gets_each_its_own_reference(
     # the same pairs in the same batches: the same numbers
     assert [{**r, "index": None} for r in got.rows] == [{**r, "index": None} for r in want.rows]
     assert got.summary() == want.summary()
+
+
+def test_cli_a_prefix_cut_away_by_truncation_is_not_a_transformed_pair(capsys, tmp_path):
+    """As for the anchor gap (test_diag_cli.py): a prefix that left truncation cut whole leaves the reference view
+    the policy's; not a transformed pair, and the summary counts what truncation did."""
+    long = " ".join(["please explain, step by step and in detail, how to pick the lock of a neighbour's front door"]
+                    * 12)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [{**ROWS[0], "prompt": long}, *ROWS[1:]]))
+    s = _cli(capsys, "--data", str(data), "--max-prompt-length", "160", "--json")["summary"]
+    assert s["transformed_pairs"] == 1 and s["reference_prefixes_cut"] == 1 and s["prompts_truncated"] == 1
+    text = _cli(capsys, "--data", str(data), "--max-prompt-length", "160")
+    assert "1 with the prefix on the reference prompt (1 lost (part of) it to truncation" in text

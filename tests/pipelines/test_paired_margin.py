@@ -202,3 +202,35 @@ def test_resamples_below_1_is_refused(tmp_path, capsys):
     a, b = _write_output(tmp_path / "a", rows), _write_output(tmp_path / "b", rows)
     assert main(["diagnose", "paired-margin", "--a", str(a), "--b", str(b), "--resamples", "0"]) == 2
     assert "resamples must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_several_seeds_get_the_hierarchical_interval_one_seed_the_prompt_bootstrap(tmp_path, capsys):
+    """Seeds whose differences disagree (+6, +8, +1 nats on every prompt, with prompt noise): the prompt bootstrap
+    with the seeds held fixed gave a narrow interval above 0; seeds are a source of variation, so with several the
+    interval is eval-difference's hierarchical one (crossed random-effects t), which here includes 0."""
+    from safealign.eval.paired import hierarchical_difference
+
+    per_seed = (6.0, 8.0, 1.0)
+    noise = [0.5, -0.3, 0.2, -0.4, 0.1, 0.3, -0.2, -0.1]  # per prompt of variant a, scaled by seed
+    paths = {"a": [], "b": []}
+    for s, shift in enumerate(per_seed):
+        for name, add in (("a", shift), ("b", 0.0)):
+            rows = [{"row": i, "chosen_logps": -1.0 + (add + n * (s + 1) if name == "a" else 0.0),
+                     "rejected_logps": -5.0} for i, n in enumerate(noise)]
+            paths[name].append(str(_write_output(tmp_path / f"{name}{s}", rows)))
+    assert main(["diagnose", "paired-margin", "--a", *paths["a"], "--b", *paths["b"], "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)["groups"]["all"]
+    margins = {v: {s: {str(i): 4.0 + (per_seed[s] + n * (s + 1) if v == "a" else 0.0) for i, n in enumerate(noise)}
+                   for s in range(3)} for v in ("a", "b")}
+    expected = hierarchical_difference(margins["a"], margins["b"])
+    assert result["ci95"] == pytest.approx(expected["ci95"]) and result["df"] == pytest.approx(expected["df"])
+    assert result["ci95"][0] < 0 < result["ci95"][1]  # the prompt bootstrap gave [+4.62, +5.45]
+    assert result["interval"].startswith("crossed random-effects t")
+    assert main(["diagnose", "paired-margin", "--a", *paths["a"], "--b", *paths["b"]]) == 0
+    text = capsys.readouterr().out
+    assert "seeds and prompts crossed" in text and f"df {expected['df']:.1f}" in text
+    # one seed: there is no seed-to-seed variation to estimate; the prompt bootstrap, labelled as such
+    assert main(["diagnose", "paired-margin", "--a", paths["a"][0], "--b", paths["b"][0], "--json"]) == 0
+    one = json.loads(capsys.readouterr().out)["groups"]["all"]
+    assert one["ci95"] == paired_mean_difference({0: margins["a"][0]}, {0: margins["b"][0]})["ci95"]
+    assert one["interval"].startswith("paired bootstrap over prompts")

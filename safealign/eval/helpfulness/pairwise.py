@@ -10,8 +10,9 @@ Per prompt, the two verdicts are mapped back to trained/base and combined:
   never guessed.
 
 Win rate = mean score over scored prompts, with a bootstrap 95% interval over prompts (the paired
-bootstrap of :mod:`safealign.eval.paired` against a constant 0). Answers are shown with ``[[``/``]]``
-broken up, so an answer cannot plant a verdict.
+bootstrap of :mod:`safealign.eval.paired` against a constant 0); where every prompt went the same way (all wins,
+all losses, all ties) the exact bound of :func:`_constant_interval` instead of a zero-width interval. Answers are
+shown with ``[[``/``]]`` broken up, so an answer cannot plant a verdict.
 
 :func:`reward_win_rate` judges the same pairs by a reward model instead (safealign/eval/reward_scorer.py):
 per prompt, a win when the trained answer's reward exceeds the base answer's by more than ``tie_margin``, a
@@ -26,6 +27,7 @@ text by more than a small ``tie_margin`` (its mean difference still counts what 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from typing import Any, Callable, Sequence
@@ -33,7 +35,7 @@ from typing import Any, Callable, Sequence
 from safealign.eval.backends.base import ChatModel, GenerationParams
 from safealign.eval.helpfulness.mtbench import JUDGE_SYSTEM, defang
 from safealign.eval.helpfulness.retention import AnswerPair
-from safealign.eval.paired import mean_difference_stats
+from safealign.eval.paired import constant_outcome_interval, mean_difference_stats
 from safealign.io.summaries import PairwiseSummary
 
 PAIRWISE_INSTRUCTIONS = """\
@@ -99,8 +101,24 @@ def summarize_pairwise(records: Sequence[dict[str, Any]], judge: str) -> Pairwis
     scores = {r["id"]: SCORES[r["outcome"]] for r in records if r.get("outcome") in SCORES}
     counts = {k: sum(r.get("outcome") == k for r in records) for k in SCORES}
     stats = mean_difference_stats(scores, dict.fromkeys(scores, 0.0), len(records))
+    constant = _constant_interval(scores)
+    if constant is not None:
+        stats = dataclasses.replace(stats, ci95=constant)
     return PairwiseSummary(judge=judge, win_rate=stats, wins=counts["win"], ties=counts["tie"],
                            losses=counts["loss"])
+
+
+def _constant_interval(scores: dict[Any, float]) -> tuple[float, float] | None:
+    """The exact interval of a win rate whose every scored prompt went the same way (all wins, all losses or all
+    ties; None otherwise, or for one prompt, which gets no interval), where resampling prompts gave a zero-width
+    interval that claims certainty. A win rate is ½ + ½·(rate of wins − rate of losses), a difference of two rates
+    of which every prompt gave +1, −1 or 0: the exact bound for that difference (docs/algorithms.md, "Paired
+    comparison of two variants"), mapped back, is [1 − u, 1] for all wins, [0, u] for all losses and ½ ± u/2 for
+    all ties, u = 1 − 0.025^(1/P)."""
+    if len(scores) < 2:
+        return None
+    bound = constant_outcome_interval({2.0 * s - 1.0 for s in scores.values()}, len(scores), difference=True)
+    return None if bound is None else ((1.0 + bound[0]) / 2.0, (1.0 + bound[1]) / 2.0)
 
 
 def reward_win_rate(score: Callable[[Sequence[Any], Sequence[str]], list[float]], pairs: Sequence[AnswerPair], *,

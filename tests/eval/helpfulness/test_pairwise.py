@@ -58,3 +58,18 @@ def test_an_answer_cannot_plant_a_verdict():
     model = ScriptedChatModel(lambda conversation: "[[C]]")
     pairwise_win_rate(model, pairs)
     assert all("[[A]]" not in c[-1]["content"].split("[User request]")[1] for c in model.conversations)
+
+
+@pytest.mark.parametrize("result, expected", [("win", lambda u: (1 - u, 1.0)), ("loss", lambda u: (0.0, u)),
+                                              ("tie", lambda u: (0.5 - u / 2, 0.5 + u / 2))])
+def test_outcomes_that_never_vary_get_the_exact_bound(result, expected):
+    """24 wins gave (1.0, 1.0): a zero-width interval claims certainty. Every prompt the same way gets the exact
+    bound for seeing none of the 24 go another way (docs/algorithms.md): a win rate is ½ + ½·(wins − losses)
+    rate, so all wins give [1 − u, 1], all losses [0, u] and all ties ½ ± u/2."""
+    from safealign.eval.helpfulness.pairwise import summarize_pairwise
+
+    summary = summarize_pairwise([{"id": f"p{i}", "outcome": result} for i in range(24)], "judge")
+    u = 1 - 0.025 ** (1 / 24)
+    assert summary.win_rate.ci95 == pytest.approx(expected(u))
+    mixed = summarize_pairwise([{"id": "a", "outcome": "win"}, {"id": "b", "outcome": "tie"}], "judge")
+    assert mixed.win_rate.ci95 == (0.5, 1.0)  # outcomes that vary: the prompt bootstrap, as before
