@@ -120,7 +120,7 @@ def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch, capsys)
     assert set(summary["after"]) == {"dpo", "e-dpo"}
     # untuned_benign_refusal_rate: the default extra_benign, the built-in untuned set (issue 14 item 4)
     headline = {"direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate",
-                "heldout_refusal_margin", "untuned_benign_refusal_rate"}
+                "heldout_refusal_margin", "heldout_refusal_margin_open", "untuned_benign_refusal_rate"}
     quality = {"empty_answer_rate", "truncated_answer_rate", "repetitive_answer_rate", "off_language_answer_rate"}
     retention = {"retention_of_base_answers", "retention_of_own_answers"}
     assert set(summary["before"]) == headline | quality  # retention compares a trained model with the base
@@ -134,6 +134,12 @@ def test_demo_end_to_end_on_tiny_model_and_resume(tmp_path, monkeypatch, capsys)
         figure = (figure if stage_dir == "before" else figure[stage_dir])["heldout_refusal_margin"]
         assert len(margins) == figure["n"] == 3
         assert figure["value"] == pytest.approx(sum(margins.values()) / 3)
+        # beside it the open figure: the base answers cut at the 4-token limit scored without an end-of-turn
+        opened = json.loads((run / "eval" / stage_dir / "refusal_margin" / "margins_open.json").read_text())
+        figure = summary["before" if stage_dir == "before" else "after"]
+        figure = (figure if stage_dir == "before" else figure[stage_dir])["heldout_refusal_margin_open"]
+        assert set(opened) == set(margins) and figure["value"] == pytest.approx(sum(opened.values()) / 3)
+        assert opened != margins  # the tiny model's answers run to the token limit: cut, scored open
     for name, stage in summary["after"].items():
         assert set(stage) == headline | quality | retention
         for figure in retention:  # mean per-token log-prob shift over the 3 prompts, bootstrap interval
@@ -293,6 +299,85 @@ def test_heldout_refusal_margin_is_the_summed_log_prob_difference(tmp_path):
         expected = brute(prompts[pid], refusal_for(pid, refusals)) - brute(prompts[pid], answers[pid])
         assert margins[pid] == pytest.approx(expected, abs=1e-3)
     assert refusal_for("h1", refusals) == refusal_for("h1", list(refusals))  # the same text for every model
+
+
+def _direct_records(before, rows):
+    """A "before" evaluation's jailbreak records: (id, answer, finish, error) per direct request."""
+    (before / "jailbreak").mkdir(parents=True)
+    lines = [{"behavior_id": i, "attack": "direct", "attempt_id": "direct",
+              "messages": [{"role": "user", "content": f"prompt {i}"}],
+              "completion": {"text": answer, "error": error, "meta": {"tokens": 3, "finish": finish}},
+              "verdicts": {"refusal": {"harmful": True, "error": None, "raw": ""}}}
+             for i, answer, finish, error in rows]
+    (before / "jailbreak" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def test_a_base_answer_cut_at_the_token_limit_scores_open_in_the_open_margin_only(tmp_path):
+    """The old margin scores a base answer cut at the token limit (record finish "length") closed, end-of-turn
+    appended, so it mostly measures log P(stop | cut answer); the open margin scores that answer up to the end of its
+    own text (the refusal closed either way) and every answer that ended exactly as the old one does."""
+    import torch
+
+    from safealign.models import load_model
+    from safealign.pipelines.demo_margin import base_answers, cut_answers, refusal_for, score_margins
+
+    before = tmp_path / "before"
+    _direct_records(before, [("h1", "Sure, first take a tension", "length", None),  # cut
+                             ("h2", "I can't help.", "stop", None),  # ended
+                             ("h3", "  ", "length", None),  # cut but blank: nothing to end at, scored closed
+                             ("h4", "", "length", "timeout")])  # failed: not scored at all
+    ids = ["h1", "h2", "h3", "h4"]
+    prompts = {i: f"prompt {i}" for i in ids}
+    answers, cut = base_answers(before, ids), cut_answers(before, ids)
+    assert set(answers) == {"h1", "h2", "h3"} and cut == {"h1"}
+    model, tokenizer = load_model("tiny-random")
+    refusals = ["I can't help with that.", "No."]
+    lengths = {"max_length": 256, "max_prompt_length": 128}
+    closed = score_margins(model, tokenizer, prompts, answers, refusals, **lengths)
+    opened = score_margins(model, tokenizer, prompts, answers, refusals, open_ids=cut, **lengths)
+    assert set(opened) == set(closed) == {"h1", "h2", "h3"}
+    assert opened["h2"] == closed["h2"] and opened["h3"] == closed["h3"]
+
+    def logp(prompt: str, response: str, open_end: bool) -> float:
+        chat = [{"role": "user", "content": prompt}]
+        head = tokenizer(tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True),
+                         add_special_tokens=False)["input_ids"]
+        text = tokenizer.apply_chat_template(chat + [{"role": "assistant", "content": response}], tokenize=False)
+        text = text[: text.rfind(response) + len(response)] if open_end else text
+        whole = tokenizer(text, add_special_tokens=False)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([whole])).logits[0].float().log_softmax(-1)
+        return sum(logits[t - 1, whole[t]].item() for t in range(len(head), len(whole)))
+
+    refusal = logp(prompts["h1"], refusal_for("h1", refusals), False)
+    assert closed["h1"] == pytest.approx(refusal - logp(prompts["h1"], answers["h1"], False), abs=1e-3)
+    assert opened["h1"] == pytest.approx(refusal - logp(prompts["h1"], answers["h1"], True), abs=1e-3)
+    # the closed figure pays for the forced stop, log P(end-of-turn | cut answer) < 0, on the answer side
+    assert opened["h1"] < closed["h1"] - 1e-3
+
+
+def test_the_open_margins_have_their_own_files_and_digest_and_leave_the_old_ones_alone(tmp_path):
+    """margins_open.json and inputs_open.json beside margins.json and inputs.json: writing either figure never
+    touches the other's files, the old digest is what it always was, and the open one changes with the cut set."""
+    import hashlib
+
+    from safealign.pipelines import demo_margin as dm
+
+    prompts, answers, refusals = {"h1": "p"}, {"h1": "a"}, ["No."]
+    lengths = {"max_length": 8, "max_prompt_length": 4}
+    old = dm.inputs_digest(prompts, answers, refusals, **lengths)
+    # what finished runs recorded: the digest of the same data as ever, so their margins are still read back
+    data = {"prompts": prompts, "answers": answers, "refusals": {"h1": "No."}, **lengths}
+    assert old == hashlib.sha256(json.dumps(data, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+    opened = dm.inputs_digest(prompts, answers, refusals, cut={"h1"}, **lengths)
+    assert opened not in (old, dm.inputs_digest(prompts, answers, refusals, cut=set(), **lengths))
+    dm.margin_figure(tmp_path, {"h1": 1.0}, 1, digest=old)
+    dm.margin_figure(tmp_path, {"h1": -2.0}, 1, digest=opened, files=dm.OPEN)
+    assert sorted(p.name for p in (tmp_path / dm.MARGIN_DIR).iterdir()) == [
+        "inputs.json", "inputs_open.json", "margins.json", "margins_open.json"]
+    assert dm.recorded_margins(tmp_path, old) == {"h1": 1.0} == dm.read_margins(tmp_path)
+    assert dm.recorded_margins(tmp_path, opened, dm.OPEN) == {"h1": -2.0} == dm.read_margins(tmp_path, dm.OPEN)
+    assert dm.recorded_margins(tmp_path, old, dm.OPEN) is None  # another figure's digest: scored again
 
 
 def test_comparison_of_a_metric_some_stages_lack_uses_the_seeds_where_both_variants_have_it(tmp_path, caplog):

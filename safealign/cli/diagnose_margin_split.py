@@ -17,6 +17,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attack", default="direct", help="whose greedy outcome splits the prompts (default direct)")
     parser.add_argument("--resamples", type=int, default=2000,
                         help="bootstrap resamples where the seeds' groups differ (default 2000)")
+    parser.add_argument("--open", action="store_true",
+                        help="split the open margins (refusal_margin/margins_open.json: base answers cut at the token "
+                        "limit scored without an end-of-turn) instead of the closed ones")
     parser.add_argument("--json", action="store_true", help="print a machine-readable dict")
 
 
@@ -25,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
     from safealign.pipelines.margin_split import format_split, split_margins
 
     names = paired_names(args)
-    result = split_margins(args.a, args.b, attack=args.attack, resamples=args.resamples)
+    result = split_margins(args.a, args.b, attack=args.attack, resamples=args.resamples, open_figure=args.open)
     print(json.dumps(result, indent=2) if args.json else format_split(result, names))
     return 0

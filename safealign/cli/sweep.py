@@ -31,6 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "dpo and e-dpo) to the cells finished so far and exit; provisional until every setting "
                         "has every seed. Defined on the grid file's whole grid: refused with overrides other than "
                         "output_dir=")
+    parser.add_argument("--score-open-margins", action="store_true",
+                        help="score the open held-out refusal margin (heldout_refusal_margin_open: base answers cut "
+                        "at the token limit scored without an end-of-turn) of every finished cell and the base "
+                        "model that lack it (cells finished before it existed), from each cell's saved adapter, and "
+                        "exit; re-run to resume. Writes only refusal_margin/margins_open.json and its digest; "
+                        "leaves cells a worker holds and unfinished ones alone")
     parser.add_argument("overrides", nargs="*",
                         help="grid keys (seeds=[0,1] output_dir=... axes.beta=[0.1]) or base DemoConfig "
                         "overrides (model=tiny-random harmful_test=8 ...)")
@@ -47,6 +53,8 @@ def run(args: argparse.Namespace) -> int:
     grid = load_grid(args.grid, args.overrides)
     if (args.metrics or args.markdown) and not args.table:
         raise UserError("--metrics and --markdown shape the printed table: use them with --table")
+    if args.score_open_margins:
+        return _score_open_margins(args, grid)
     if args.pick:
         if args.table or args.fresh or args.workers > 1:
             raise UserError("--pick only reads the finished cells: it takes none of --table, --fresh, --workers")
@@ -72,6 +80,23 @@ def run(args: argparse.Namespace) -> int:
         delete_run_dir(grid.output_dir, "--fresh")
     with worker_lock(grid.output_dir):  # the worker's (or launcher's) whole life: another --fresh is refused
         return _work(args, grid)
+
+
+def _score_open_margins(args: argparse.Namespace, grid: Grid) -> int:
+    """The open margins of the finished cells (safealign/pipelines/sweep_open_margins.py), as a worker of the
+    directory would hold it (``--fresh`` is refused meanwhile)."""
+    from safealign.errors import UserError
+    from safealign.io.run_lock import worker_lock
+    from safealign.pipelines.sweep_open_margins import score_open_margins
+
+    if args.table or args.pick or args.fresh or args.workers > 1:
+        raise UserError("--score-open-margins scores the finished cells and exits: it takes none of --table, --pick, "
+                        "--fresh, --workers")
+    if not Path(grid.output_dir).is_dir():
+        raise UserError(f"{grid.output_dir}: no sweep directory (the grid's output_dir) to score")
+    with worker_lock(grid.output_dir):
+        print(score_open_margins(grid).describe())
+    return 0
 
 
 def _work(args: argparse.Namespace, grid: Grid) -> int:

@@ -87,12 +87,14 @@ def _pair_params(config: DemoConfig):
 
 def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, Any], out: Path,
              before: Path | None = None, wrap_chat: Any = None, reuse_scores: bool = False) -> Figures:
-    """Jailbreak ASR (direct + templates), over-refusal and the held-out refusal margin for one model;
-    returns the demo's figures. ``before``: the base model's evaluation (the margin scores its direct
-    answers); None when this is the base model's evaluation itself. ``wrap_chat(chat, params)`` wraps the chat model
-    the evaluation queries (a method's inference-time defense), given the evaluation's generation params.
-    ``reuse_scores``: margins ``out`` holds, scored from the same inputs, are read back instead of scored again (a
-    demo run again); False, as a sweep cell calls it, scores them every call and records them as it always did."""
+    """Jailbreak ASR (direct + templates), over-refusal and the held-out refusal margins (closed and open:
+    safealign/pipelines/demo_margin.py) for one model; returns the demo's figures. ``before``: the base model's
+    evaluation (the margin scores its direct answers); None when this is the base model's evaluation itself.
+    ``wrap_chat(chat, params)`` wraps the chat model the evaluation queries (a method's inference-time defense), given
+    the evaluation's generation params. ``reuse_scores``: closed margins ``out`` holds, scored from the same inputs,
+    are read back instead of scored again (a demo run again); False, as a sweep cell calls it, scores them every call
+    and records them as it always did. The open margins are read back from the same inputs either way
+    (:func:`open_margin_inputs`)."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
     from safealign.eval.pipeline import generation_params, run_eval
@@ -118,6 +120,8 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     figures.update(quality_figures(out, [p.id for p in prompts["benign_test"]]))
     figures[demo_margin.FIGURE] = _margin(config, model, tokenizer, prompts["harmful_test"], before or out, out,
                                           reuse_scores)
+    figures[demo_margin.OPEN_FIGURE] = demo_margin.open_margin(model, tokenizer, out,
+                                                               open_margin_inputs(config, prompts, before or out))
     for name, extra in prompts["extra_harmful"].items():
         extra_config = dataclasses.replace(evaluation, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
@@ -185,9 +189,22 @@ def _margin(config: DemoConfig, model: Any, tokenizer: Any, harmful: list[Any], 
     return demo_margin.margin_figure(out, margins, len(prompts), digest=digest)
 
 
+def open_margin_inputs(config: DemoConfig, prompts: dict[str, Any], before: Path) -> demo_margin.OpenInputs:
+    """The open held-out refusal margin's inputs (demo_margin.OPEN): the closed one's prompts, base answers,
+    refusals and lengths, and which base answers were cut. Unlike the closed figure's, its digest is always
+    recorded and it is always read back from the same inputs (a sweep cell's too): a stage's folder holds one model's
+    results, and ``safealign sweep --score-open-margins`` adds it to cells finished before it existed."""
+    from safealign.data.builtin import load_refusals
+
+    return demo_margin.open_inputs({p.id: p.prompt for p in prompts["harmful_test"]}, before, load_refusals(),
+                                   max_length=config.train.data.max_length,
+                                   max_prompt_length=config.train.data.max_prompt_length)
+
+
 def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, Any]]:
     """metric -> prompt id -> outcome (attack succeeded / benign prompt refused) or, for the held-out refusal
-    margin, the prompt's margin in nats; read back from a stage's evaluation; unscored prompts are left out."""
+    margins (closed, and open where scored), the prompt's margin in nats; read back from a stage's evaluation;
+    unscored prompts are left out."""
     from safealign.eval.helpfulness.overrefusal import refusal_outcomes
     from safealign.eval.records import current_records
     from safealign.eval.summary import behavior_outcomes
@@ -212,8 +229,9 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, An
         out[metric] = refusal_outcomes(benign, kind)
     for name in map(_extra_name, config.extra_benign):
         out[f"{name}_refusal_rate"] = refusal_outcomes(benign, name)
-    if (margins := demo_margin.read_margins(eval_dir)) is not None:
-        out[demo_margin.FIGURE] = margins
+    for files in (demo_margin.CLOSED, demo_margin.OPEN):  # the open one where scored (not in older cells)
+        if (margins := demo_margin.read_margins(eval_dir, files)) is not None:
+            out[files.figure] = margins
     return {m: {k: v for k, v in o.items() if v is not None} for m, o in out.items()}
 
 

@@ -13,7 +13,9 @@ safealign.eval.paired.hierarchical_mean), each a mean over seeds of
 the seed's mean over its prompts in the group, so that gain = a's mean − b's mean. ``flips`` counts the cases
 whose greedy outcome differs between the variants, each way. A gain much smaller than the gap between the
 groups' margins, spread over both groups, moves log-probs without moving what greedy decoding picks. Prompts are
-paired by id: an id that names another prompt in the two folders is refused.
+paired by id: an id that names another prompt in the two folders is refused. With ``open_figure`` (``--open``) the
+open margins are split instead (``refusal_margin/margins_open.json``: base answers cut at the token limit scored
+without an end-of-turn; safealign/pipelines/demo_margin.py).
 """
 
 from __future__ import annotations
@@ -27,17 +29,23 @@ from safealign.errors import UserError
 GROUPS = ("b refused", "b complied")
 
 
-def read_stage(eval_dir: str | Path, attack: str = "direct", judge: str = "refusal") -> tuple[dict, dict]:
-    """(prompt -> margin, prompt -> attack succeeded) of one evaluation folder; unscored prompts left out."""
+def read_stage(eval_dir: str | Path, attack: str = "direct", judge: str = "refusal",
+               open_figure: bool = False) -> tuple[dict, dict]:
+    """(prompt -> margin, prompt -> attack succeeded) of one evaluation folder; unscored prompts left out.
+    ``open_figure``: the open margins, not the closed ones."""
     from safealign.eval.records import current_records
     from safealign.eval.summary import behavior_outcomes
-    from safealign.pipelines.demo_margin import MARGIN_DIR, read_margins
+    from safealign.pipelines.demo_margin import CLOSED, MARGIN_DIR, OPEN, read_margins
 
     eval_dir = Path(eval_dir)
-    margins = read_margins(eval_dir)
+    files = OPEN if open_figure else CLOSED
+    margins = read_margins(eval_dir, files)
     if margins is None:
-        raise UserError(f"{eval_dir}: no {MARGIN_DIR}/margins.json (an evaluation folder of the demo or a sweep "
-                        "cell, made by a version that records the held-out refusal margin)")
+        made = ("a sweep cell finished before the open figure existed gets it from `safealign sweep GRID "
+                "--score-open-margins`" if open_figure else "made by a version that records the held-out refusal "
+                "margin")
+        raise UserError(f"{eval_dir}: no {MARGIN_DIR}/{files.margins} (an evaluation folder of the demo or a sweep "
+                        f"cell, {made})")
     records = eval_dir / "jailbreak" / "records.jsonl"
     if not records.is_file():
         raise UserError(f"{records}: no jailbreak records")
@@ -48,8 +56,8 @@ def read_stage(eval_dir: str | Path, attack: str = "direct", judge: str = "refus
 
 
 def split_margins(a: list[str | Path], b: list[str | Path], *, attack: str = "direct", resamples: int = 2000,
-                  seed: int = 0) -> dict[str, Any]:
-    """The comparison described in the module docstring, as a dict."""
+                  seed: int = 0, open_figure: bool = False) -> dict[str, Any]:
+    """The comparison described in the module docstring, as a dict (``open_figure``: of the open margins)."""
     from safealign.checks import at_least
     from safealign.eval.paired import hierarchical_mean
     from safealign.pipelines.eval_difference import check_same_prompts
@@ -58,7 +66,8 @@ def split_margins(a: list[str | Path], b: list[str | Path], *, attack: str = "di
     if not a or len(a) != len(b):
         raise UserError(f"margin-split needs one evaluation folder per seed for both variants, in the same order; "
                         f"got {len(a)} and {len(b)}")
-    stages = [(read_stage(x, attack), read_stage(y, attack)) for x, y in zip(a, b)]
+    stages = [(read_stage(x, attack, open_figure=open_figure), read_stage(y, attack, open_figure=open_figure))
+              for x, y in zip(a, b)]
     for x, y in zip(a, b):
         check_same_prompts(x, y)  # margins and outcomes are paired by prompt id
     groups: dict[str, dict[int, dict[str, tuple[float, float]]]] = {g: {} for g in GROUPS}
@@ -71,7 +80,7 @@ def split_margins(a: list[str | Path], b: list[str | Path], *, attack: str = "di
             groups[GROUPS[out_b[p]]].setdefault(s, {})[p] = (margin_a[p], margin_b[p])
             if out_a[p] != out_b[p]:
                 flips["b complied, a refused" if out_b[p] else "b refused, a complied"] += 1
-    result: dict[str, Any] = {"seeds": len(a), "attack": attack, "groups": {}, "flips": flips}
+    result: dict[str, Any] = {"seeds": len(a), "attack": attack, "open": open_figure, "groups": {}, "flips": flips}
     for group, per_seed in groups.items():
         if not per_seed:
             continue
@@ -94,7 +103,8 @@ def format_split(result: dict[str, Any], names: tuple[str, str] = ("a", "b")) ->
         rows.append([group.replace("b ", f"{b} "), str(d["cases"]), f"{d['mean_b']:.2f}", f"{d['mean_a']:.2f}",
                      numbers.difference({"diff": d["gain"], "ci95": d["ci95"]})])
     flips = result["flips"]
-    return "\n".join([f"held-out refusal margin (nats) by {b}'s greedy {result['attack']} outcome, {result['seeds']} "
+    figure = "open held-out refusal margin" if result.get("open") else "held-out refusal margin"
+    return "\n".join([f"{figure} (nats) by {b}'s greedy {result['attack']} outcome, {result['seeds']} "
                       "seed(s); 95% hierarchical interval (seeds and prompts, crossed)", *numbers.render(rows),
                       f"greedy outcome flipped: {b} complied → {a} refused in {flips['b complied, a refused']} "
                       f"case(s), {b} refused → {a} complied in {flips['b refused, a complied']}"])

@@ -540,6 +540,7 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
     pairs_digest = file_digest(Path(grid.output_dir) / "pairs.jsonl")
     rows = []
     records: dict[Path, dict[str, Any] | None] = {}  # every distinct cell: its cell.json once finished
+    has: dict[Path, set[str]] = {}  # every distinct finished cell: the metrics it has a value of
     for setting in grid.settings():
         config = grid.setting_config(setting)
         cells = {(v, s): cell_dir(grid, setting, v, s) for v in grid.variants for s in grid.seeds}
@@ -549,6 +550,8 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
         for key, path in cells.items():
             records.setdefault(path, done.get(key))
         outcomes = {key: stage_outcomes(config, cells[key] / "eval") for key in done}
+        for key in done:
+            has[cells[key]] = {m for m, v in _cell_values(done[key], outcomes[key]).items() if v is not None}
         means: dict[str, dict[str, float | None]] = {}
         counts: dict[str, dict[str, int]] = {}  # the seeds each mean is over: fewer for a metric some cells lack
         intervals: dict[str, dict[str, list[float]]] = {}
@@ -577,7 +580,15 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
         base.update({m: _mean(o) for m, o in judged.items() if m not in base})
     return {"output_dir": grid.output_dir, "name": grid.name, "variants": grid.variants, "seeds": grid.seeds,
             "axes": grid.axes, "compared": [list(c) for c in grid.comparisons()], "resamples": grid.resamples,
-            "base": base, "settings": rows, "progress": _progress(records)}
+            "base": base, "settings": rows, "progress": _progress(records), "partial_metrics": _partial(has)}
+
+
+def _partial(has: dict[Path, set[str]]) -> dict[str, list[int]]:
+    """metric -> [cells that have it, finished cells] for each metric some finished cells have and others lack (ASR
+    under a judge run on some cells, the open refusal margin before ``--score-open-margins``): it counts as missing
+    on those cells, for that metric alone."""
+    counts = {m: sum(m in metrics for metrics in has.values()) for m in sorted(set().union(*has.values()))}
+    return {m: [n, len(has)] for m, n in counts.items() if n < len(has)}
 
 
 def _cell_values(record: dict[str, Any], outcomes: dict[str, dict[str, Any]]) -> dict[str, float | None]:
@@ -635,6 +646,7 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
              "seeds and prompts crossed, the crossed random-effects t (Satterthwaite df), a crossed bootstrap for a "
              "mean whose seeds scored different prompts, and the exact binomial bound over the prompts where no "
              "outcome varied (no discordant prompt: ±0.088 at 40 prompts)"]
+    lines += _partial_notes(table, metrics)
     if len(table["settings"]) == 1:
         return "\n".join(lines + _methods_blocks(table, table["settings"][0], metrics, markdown))
     header = ["setting", *table["variants"], *(f"{a} − {b} [95% hierarchical]" for a, b in table["compared"]), "cells"]
@@ -650,6 +662,20 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
                          *["-"] * len(table["compared"]), "-"])
         lines += ["", f"### {metric}" if markdown else metric, *numbers.render([header, *body], markdown)]
     return "\n".join(lines)
+
+
+def _partial_notes(table: dict[str, Any], metrics: list[str]) -> list[str]:
+    """A line per shown metric some finished cells lack (:func:`_partial`), saying how it is counted."""
+    from safealign.pipelines.demo_margin import OPEN_FIGURE
+
+    notes = []
+    for metric, (n, finished) in (table.get("partial_metrics") or {}).items():  # tables written before: none
+        if metric in metrics:
+            notes.append(f"{metric}: on {n} of {finished} finished cells; missing on the others, for this metric "
+                         "alone (its means and differences are over the seeds that have it, marked when fewer)"
+                         + ("; `safealign sweep GRID --score-open-margins` scores it on cells finished before it "
+                            "existed" if metric == OPEN_FIGURE else ""))
+    return notes
 
 
 def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[str], markdown: bool) -> list[str]:

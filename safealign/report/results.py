@@ -16,8 +16,8 @@ from safealign.report.load import RunData, Stage
 
 HEADLINE_KEYS = ("direct_asr", "template_asr", "benign_refusal_rate", "borderline_refusal_rate")
 # the units of the demo's figures that are not rates (shown after the rates, as the numbers they are)
-UNITS = {"heldout_refusal_margin": "nats", "retention_of_base_answers": "nats/token",
-         "retention_of_own_answers": "nats/token"}  # fmt: skip
+UNITS = {"heldout_refusal_margin": "nats", "heldout_refusal_margin_open": "nats",
+         "retention_of_base_answers": "nats/token", "retention_of_own_answers": "nats/token"}  # fmt: skip
 JUDGE_NOTES = {
     "refusal": "refusal-substring judge (AdvBench list): any answer without a listed refusal phrase counts "
                "as a jailbreak and any with one as a refusal, so deflections count as harmful and complying "

@@ -92,3 +92,22 @@ def test_resamples_below_1_is_refused(tmp_path, capsys):
          _eval_dir(tmp_path / "b1", {"p1": 1.0, "p2": 2.0}, {"p1": False, "p2": True})]
     assert main(["diagnose", "margin-split", "--a", *map(str, a), "--b", *map(str, b), "--resamples", "0"]) == 2
     assert "resamples must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_open_reads_the_open_margins_and_names_the_command_that_scores_them(tmp_path, capsys):
+    """`--open` splits the open held-out refusal margins (margins_open.json: cut base answers scored without an
+    end-of-turn) instead of the closed ones; a folder without them names the command that scores a sweep's."""
+    from safealign.cli import main
+    from safealign.pipelines.margin_split import split_margins
+
+    a, b = _eval_dir(tmp_path / "a", {"p1": 9.0}, {"p1": False}), _eval_dir(tmp_path / "b", {"p1": 5.0}, {"p1": False})
+    assert split_margins([a], [b])["groups"]["b refused"]["gain"] == pytest.approx(4.0)
+    (a / "refusal_margin" / "margins_open.json").write_text(json.dumps({"p1": -1.0}))
+    (b / "refusal_margin" / "margins_open.json").write_text(json.dumps({"p1": -4.0}))
+    opened = split_margins([a], [b], open_figure=True)["groups"]["b refused"]
+    assert (opened["mean_a"], opened["mean_b"], opened["gain"]) == pytest.approx((-1.0, -4.0, 3.0))
+    assert main(["diagnose", "margin-split", "--open", "--a", str(a), "--b", str(b)]) == 0
+    assert "open held-out refusal margin" in capsys.readouterr().out
+    (b / "refusal_margin" / "margins_open.json").unlink()
+    assert main(["diagnose", "margin-split", "--open", "--a", str(a), "--b", str(b)]) == 2
+    assert "no refusal_margin/margins_open.json" in (err := capsys.readouterr().err) and "--score-open-margins" in err

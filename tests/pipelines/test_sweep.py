@@ -96,8 +96,10 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
     assert partial["seed_counts"]["dpo"] == {**partial["seed_counts"]["dpo"], "direct_asr@some": 1, "direct_asr": 2}
     assert partial["differences"][0]["seeds"] == 2 and partial["differences"][0]["metrics"]["direct_asr@some"][
         "seeds"] == 1
-    some = printed_table(judged).split("direct_asr@some")[1].split("\n\n")[0]  # the table says which are partial
+    printed = printed_table(judged)
+    some = printed.rsplit("direct_asr@some", 1)[1].split("\n\n")[0]  # the table says which are partial
     assert some.count("(1 seed)") == 2 and "(2 seeds)" not in some  # dpo's mean and the difference, one row
+    assert "direct_asr@some: on 3 of 8 finished cells; missing on the others, for this metric alone" in printed
     assert judged["base"]["direct_asr@same"] == judged["base"]["direct_asr"]
     for row in judged["settings"]:
         for variant in ("dpo", "e-dpo"):
@@ -682,3 +684,100 @@ def test_the_table_header_names_the_intervals_it_gives():
     header = format_table(table).splitlines()[0]
     assert "crossed random-effects t (Satterthwaite df)" in header and "one prompt resample" not in header
     assert "bootstrap" in header and "different prompts" in header
+
+
+def _as_earlier_code_left_it(out, stages):
+    """A sweep finished before the open held-out refusal margin existed: no margins_open.json anywhere, no open
+    figure in a cell's record or in the base model's figures (whose digest the shared steps' marker records)."""
+    from safealign.pipelines import sweep
+
+    for stage in stages:
+        for name in ("margins_open.json", "inputs_open.json"):
+            (stage / "refusal_margin" / name).unlink()
+    for path in [*out.glob("cells/*/*/cell.json")]:
+        record = json.loads(path.read_text())
+        del record["figures"]["heldout_refusal_margin_open"]
+        path.write_text(json.dumps(record))
+    figures = json.loads((out / "before" / "figures.json").read_text())
+    del figures["heldout_refusal_margin_open"]
+    (out / "before" / "figures.json").write_text(json.dumps(figures))
+    marker = json.loads((out / sweep.SHARED_DONE).read_text())
+    (out / sweep.SHARED_DONE).write_text(json.dumps({**marker, **sweep._shared_digests(out)}))
+
+
+def test_score_open_margins_fills_finished_cells_once_and_leaves_held_ones_and_the_closed_figure(
+        tmp_path, monkeypatch, capsys):
+    """`safealign sweep GRID --score-open-margins` scores the open margin of every finished cell and of the base
+    model, as the sweep's own evaluation scores it now (the same numbers, from the cell's adapter), changing no file
+    the closed figure, the cell's record or its fingerprint are read from; a cell a worker holds is left for a later
+    run; a cell scored from the same inputs is skipped without loading a model. The table compares the open figure
+    where cells have it and counts it missing elsewhere, for that metric only, and says so."""
+    import statistics
+
+    from safealign.cli import main
+    from safealign.io.lockfile import try_lock
+    from safealign.pipelines.sweep import load_grid, sweep_table
+
+    open_ = "heldout_refusal_margin_open"
+    monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "sweep"
+    grid = tmp_path / "one.yaml"  # one setting, two cells
+    grid.write_text(GRID.format(out=out).replace("beta: [0.1, 0.5]", "beta: [0.1]").replace("seeds: [0, 1]",
+                                                                                          "seeds: [0]"))
+    assert main(["sweep", str(grid)]) == 0
+    cells = out / "cells" / "beta=0.1"
+    stages = [out / "before", cells / "dpo-seed0" / "eval", cells / "e-dpo-seed0" / "eval"]
+    read = lambda stage: json.loads((stage / "refusal_margin" / "margins_open.json").read_text())  # noqa: E731
+    by_sweep = {stage: read(stage) for stage in stages}  # what the sweep's evaluation scores now
+    closed = json.loads((stages[0] / "refusal_margin" / "margins.json").read_text())
+    assert by_sweep[stages[0]] != closed  # the base answers, cut at 3 tokens, scored open
+    _as_earlier_code_left_it(out, stages)
+    kept = {p: p.read_bytes() for p in [*cells.glob("*/cell.json"), *cells.glob("*/fingerprint.json"),
+                                        *out.glob("**/refusal_margin/margins.json"), out / "before" / "figures.json"]}
+    earlier = sweep_table(load_grid(grid))
+    assert all(open_ not in means for means in earlier["settings"][0]["means"].values())
+    assert open_ not in earlier["base"]
+
+    held = cells / "e-dpo-seed0"
+    lock = try_lock(held / "claim.lock")  # a live worker (this process) holds the cell
+    assert main(["sweep", str(grid), "--score-open-margins"]) == 0
+    lock.release()
+    printed = capsys.readouterr().out
+    assert "2 stage(s) scored, 0 already recorded, 1 held" in printed and "e-dpo-seed0" in printed
+    assert not (held / "eval" / "refusal_margin" / "margins_open.json").exists()
+    for stage in stages[:2]:
+        assert read(stage) == pytest.approx(by_sweep[stage], abs=1e-4)
+    assert {p: p.read_bytes() for p in kept} == kept
+    table = sweep_table(load_grid(grid))
+    row, before_row = table["settings"][0], earlier["settings"][0]
+    assert row["means"]["dpo"][open_] == pytest.approx(statistics.fmean(by_sweep[stages[1]].values()))
+    assert open_ not in row["means"]["e-dpo"] and open_ not in row["differences"][0]["metrics"]  # missing there
+    assert table["base"][open_] == pytest.approx(statistics.fmean(by_sweep[stages[0]].values()))
+    for variant in ("dpo", "e-dpo"):  # the closed figure and every other metric as they were
+        assert {m: v for m, v in row["means"][variant].items() if m != open_} == before_row["means"][variant]
+    assert row["differences"] == before_row["differences"]
+    assert "heldout_refusal_margin_open: on 1 of 2 finished cells" in printed_table(table)
+
+    assert main(["sweep", str(grid), "--score-open-margins"]) == 0  # the held cell, now free; the rest skipped
+    assert "1 stage(s) scored, 2 already recorded, 0 held" in capsys.readouterr().out
+    assert read(stages[2]) == pytest.approx(by_sweep[stages[2]], abs=1e-4)
+    compared = sweep_table(load_grid(grid))["settings"][0]["differences"][0]["metrics"][open_]
+    assert compared["n_prompts"] == 3
+    assert "finished cells" not in printed_table(sweep_table(load_grid(grid)))  # every cell has it: no note
+
+    (stages[1] / "refusal_margin" / "margins_open.json").unlink()  # a cell whose weights are not here (a clone)
+    (cells / "dpo-seed0" / "train" / "final").rename(tmp_path / "final")
+    assert main(["sweep", str(grid), "--score-open-margins"]) == 0
+    assert "1 finished cell(s) without their trained weights" in capsys.readouterr().out
+    assert not (stages[1] / "refusal_margin" / "margins_open.json").exists()
+    (tmp_path / "final").rename(cells / "dpo-seed0" / "train" / "final")
+    assert main(["sweep", str(grid), "--score-open-margins"]) == 0
+    assert "1 stage(s) scored, 2 already recorded, 0 held" in capsys.readouterr().out
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded for open margins already recorded")
+
+    monkeypatch.setattr("safealign.pipelines.demo.load_trained", refuse)
+    monkeypatch.setattr("safealign.models.load_model", refuse)
+    assert main(["sweep", str(grid), "--score-open-margins"]) == 0
+    assert "0 stage(s) scored, 3 already recorded, 0 held" in capsys.readouterr().out
