@@ -2,7 +2,10 @@
 
 Both are batch-level: the loss at slot i compares the i-th smallest values of two batch
 distributions, so per-example entries are in *sorted* order, not aligned with the input rows. Only
-their mean (what the trainer optimises) is meaningful; use batches larger than 1.
+their mean (what the trainer optimises) is meaningful. The batch is the per-device micro-batch: a batch of
+one pair is plain cDPO, so training refuses ``per_device_train_batch_size`` < 2 (``batch_coupled``). An
+epoch's last micro-batch holds what is left over and may be a single pair (that one step is cDPO); set
+``training_args: {dataloader_drop_last: true}`` to drop it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ def _smoothed_logistic(delta: Tensor, beta: float, epsilon: float) -> Tensor:
     return -(1 - epsilon) * F.logsigmoid(beta * delta) - epsilon * F.logsigmoid(-beta * delta)
 
 
-@register_loss("aot", needs_reference=True, paper=_PAPER, ranges=_RANGES)
+@register_loss("aot", needs_reference=True, paper=_PAPER, ranges=_RANGES, batch_coupled=True)
 def aot(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
     """AOT, paired: ``δ_(i) = sort(pc − pr)_(i) − sort(rc − rr)_(i)``, then cDPO on δ:
     ``−(1−ε)logσ(βδ) − ε logσ(−βδ)``.
@@ -40,7 +43,7 @@ def aot(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
     )
 
 
-@register_loss("aot_unpaired", needs_reference=True, paper=_PAPER, ranges=_RANGES)
+@register_loss("aot_unpaired", needs_reference=True, paper=_PAPER, ranges=_RANGES, batch_coupled=True)
 def aot_unpaired(x: PairLogps, *, beta: float = 0.1, epsilon: float = 0.0) -> LossOutput:
     """AOT, unpaired: ``δ_(i) = sort(cl)_(i) − sort(rl)_(i)``, then cDPO on δ.
 

@@ -51,6 +51,7 @@ def register_loss(
     joint_logps: bool = False,
     needs_safety_flags: bool = False,
     needs_kl_partners: bool = False,
+    batch_coupled: bool = False,
     ranges: Mapping[str, Range] | None = None,
 ) -> Callable[[LossFn], LossFn]:
     """Register a pure loss function under ``name``.
@@ -62,7 +63,9 @@ def register_loss(
     it refuse such rows), ``joint_logps`` (log-probs over prompt and response tokens, log π(x, y)),
     ``needs_safety_flags`` (``PairLogps.chosen_safe``/``rejected_safe`` from per-response safety labels),
     ``needs_kl_partners`` (an unpaired loss reading ``UnpairedLogps.kl_logps``/``ref_kl_logps``, KTO's KL point:
-    the trainer builds and scores each row's mismatched sequence only for such a loss).
+    the trainer builds and scores each row's mismatched sequence only for such a loss), ``batch_coupled`` (a row's
+    loss depends on the other rows of its micro-batch, as AOT's sort: training refuses one row per device, where
+    the loss would silently become another one).
 
     ``state``: optional factory for a state object a :class:`ComposedLoss` keeps across calls and
     passes as ``state=`` (e.g. BCO's :class:`~safealign.losses.state.RunningMean`). Called directly,
@@ -99,6 +102,7 @@ def register_loss(
             joint_logps=joint_logps,
             needs_safety_flags=needs_safety_flags,
             needs_kl_partners=needs_kl_partners,
+            batch_coupled=batch_coupled,
             ranges=dict(ranges or {}),
         )(wrapper)
         return wrapper

@@ -86,6 +86,8 @@ class ComposedLoss:
         # KTO's mismatched (KL) sequences cost a policy and a reference forward per row: only when a component reads
         # them (a fixed kl= still builds them, so a KTO run's data and cache key do not depend on that parameter)
         self.needs_kl_partners = any(m["needs_kl_partners"] for m in metas)
+        # components whose row losses depend on the other rows of the micro-batch (AOT's sort)
+        self.batch_coupled = tuple(c.label for c, m in zip(self.components, metas) if m["batch_coupled"])
         if len({m["joint_logps"] for m in metas}) > 1:
             detail = ", ".join(f"{s.name} ({'joint' if m['joint_logps'] else 'response'})"
                                for s, m in zip(specs, metas))

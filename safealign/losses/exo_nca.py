@@ -13,14 +13,17 @@ from safealign.types import LossOutput, PairLogps
 
 @register_loss(
     "exo_pair", needs_reference=True, paper="Ji et al. 2024, Efficient Exact Optimization (EXO), arXiv:2402.00856",
-    ranges={"epsilon": Range(0.0, 1.0, low_open=True, high_open=True, why="log ε and log(1 − ε) must be finite")},
+    ranges={"epsilon": Range(0.0, 0.5, low_open=True, high_open=True,
+                             why="log ε must be finite, and a target smoothing of 0.5 or more makes the target "
+                                 "uniform (no preference) or reverses the labels")},
 )
 def exo_pair(x: PairLogps, *, beta: float = 0.1, epsilon: float = 1e-3) -> LossOutput:
     """EXO-pref, K = 2 (Ji et al. 2024, Eq. 16): KL(q ‖ p) with q = softmax over the pair of βΔ and
     p = (1−ε, ε):  ``σ(βΔ)(logσ(βΔ) − log(1−ε)) + σ(−βΔ)(logσ(−βΔ) − log ε)``.
 
-    ``epsilon`` ∈ (0, 1) smooths the target (ε = 0 makes log ε infinite). Matches TRL ``exo_pair`` with
-    ``label_smoothing = ε``.
+    ``epsilon`` ∈ (0, ½) smooths the target (ε = 0 makes log ε infinite; ε = ½ makes the target uniform, so the
+    loss pulls the margin to 0, and ε > ½ prefers the rejected response, as cdpo's flip rate above ½ does). Matches
+    TRL ``exo_pair`` with ``label_smoothing = ε`` (TRL refuses only ε = 0).
     """
     cl, rl = log_ratios(x)
     z = beta * (cl - rl)

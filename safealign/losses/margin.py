@@ -25,7 +25,8 @@ def ipo(x: PairLogps, *, tau: float = 0.1, length_normalize: bool = True) -> Los
 
     ``tau`` is the regularisation strength (TRL reuses ``beta`` for it). ``length_normalize`` (default,
     as in docs/algorithms.md and TRL 1.16) averages each log-ratio over its response tokens; the paper writes
-    sequence-level log-ratios (``length_normalize=False``: ``(cl − rl − 1/(2τ))²``). Rewards are τ·cl.
+    sequence-level log-ratios (``length_normalize=False``: ``(cl − rl − 1/(2τ))²``). Rewards are τ times the
+    log-ratio the loss uses: τ·cl/Lw by default (TRL logs β·cl), τ·cl without length normalisation.
     """
     cl, rl = log_ratios(x)
     if length_normalize:

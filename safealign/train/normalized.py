@@ -25,12 +25,14 @@ from torch import Tensor, nn
 
 from safealign.train.grads import pair_entanglement
 
-POLICY_KEYS = ("input_ids", "attention_mask", "response_mask", "position_ids")
+# target_ids: DeRTa's transition rows score another token at each position, and the loss differentiates that
+POLICY_KEYS = ("input_ids", "attention_mask", "response_mask", "position_ids", "target_ids")
 
 
 def single_pair(batch: Mapping[str, Tensor], i: int) -> dict[str, Tensor]:
-    """Pair ``i`` of a collated pair batch (rows ``i`` and ``B + i``); trailing all-padding columns trimmed
-    (leading ones are kept: without position ids a model numbers positions from the first column)."""
+    """Pair ``i`` of a collated pair batch (rows ``i`` and ``B + i``) with every key the policy is scored on, so it
+    scores as in the batch; trailing all-padding columns trimmed (leading ones are kept: without position ids a
+    model numbers positions from the first column)."""
     b = batch["input_ids"].shape[0] // 2
     rows = torch.tensor([i, b + i], device=batch["input_ids"].device)
     pair = {k: batch[k].index_select(0, rows) for k in POLICY_KEYS if batch.get(k) is not None}

@@ -196,7 +196,13 @@ def _optimizer_args(name: str) -> dict[str, str]:
 def check_training_options(config: TrainConfig, loss, items: Sequence[Any] = ()) -> None:
     """Options that depend on the loss and the parsed ``items``: packing needs chosen/rejected pairs, whole rows
     per pair, and no DeRTa transition row (the collator lays its per-position targets out on padded rows; refused
-    here, not at the first batch, after the model has loaded and the output directory is claimed)."""
+    here, not at the first batch, after the model has loaded and the output directory is claimed); a batch-coupled
+    loss (AOT) needs at least two pairs per micro-batch."""
+    if loss.batch_coupled and config.per_device_train_batch_size < 2:
+        raise UserError(f"loss {', '.join(loss.batch_coupled)} compares each pair with the others of its micro-batch "
+                        f"(it sorts them): per_device_train_batch_size={config.per_device_train_batch_size} makes "
+                        "every step plain cDPO; set per_device_train_batch_size to at least 2 "
+                        "(gradient_accumulation_steps does not join micro-batches)")
     if config.packing != "off" and loss.input_kind != "pair":
         raise UserError(f"packing={config.packing} packs a pair's chosen and rejected sequences into one row; loss "
                         f"{', '.join(c.name for c in config.losses)} takes {loss.input_kind} examples: use packing=off")

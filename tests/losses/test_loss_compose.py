@@ -137,6 +137,7 @@ def test_empty_refused():
 # each loss's own parameter ranges, declared at its registration (docs/design.md, "Losses")
 OUT_OF_RANGE = [
     ("cdpo", "epsilon", 0.7), ("robust", "epsilon", 0.5), ("exo_pair", "epsilon", 0.0), ("exo_pair", "epsilon", 1.0),
+    ("exo_pair", "epsilon", 0.5), ("exo_pair", "epsilon", 0.9),
     ("aot", "epsilon", 0.9), ("aot_unpaired", "epsilon", -0.1), ("cpo", "alpha", -1.0), ("rpo", "eta", -1.0),
     ("orpo", "lam", -0.1), ("kto", "desirable_weight", -1.0), ("kto", "undesirable_weight", -1.0),
     ("kto", "kl", -0.5), ("safedpo", "delta", -2.0), ("constrained_sft", "bias_length", 0),
@@ -152,7 +153,7 @@ def test_out_of_range_param_is_refused_before_the_loss_runs(name, key, value):
 
 
 @pytest.mark.parametrize("name, params", [
-    ("cdpo", {"epsilon": 0.5}), ("robust", {"epsilon": 0.0}), ("exo_pair", {"epsilon": 0.5}), ("aot", {"epsilon": 0.5}),
+    ("cdpo", {"epsilon": 0.5}), ("robust", {"epsilon": 0.0}), ("exo_pair", {"epsilon": 0.4}), ("aot", {"epsilon": 0.5}),
     ("cpo", {"alpha": 0.0}), ("rpo", {"eta": 0.0}), ("orpo", {"lam": 0.0}), ("kto", {"kl": None}), ("kto", {"kl": 0.0}),
     ("safedpo", {"delta": 0.0}), ("constrained_sft", {"bias_length": 1}),
 ])

@@ -172,3 +172,13 @@ def test_metrics_are_rewards():
     assert torch.equal(
         get_loss("simpo")(pair(**HAND)).metrics["rewards/chosen"], torch.tensor([-5.0], dtype=torch.float64)
     )
+
+
+def test_ipo_logs_tau_times_the_log_ratio_it_uses():
+    """docs/trl-differences.md item 8: length-normalised IPO logs τ·cl/Lw = 0.1·1/4 (TRL logs β·cl = 0.1 at β = τ);
+    the sequence-level form logs τ·cl, TRL's number."""
+    metrics = get_loss("ipo")(pair(**HAND), tau=0.1).metrics
+    assert metrics["rewards/chosen"].item() == pytest.approx(0.025)
+    assert metrics["rewards/rejected"].item() == pytest.approx(-0.05)
+    summed = get_loss("ipo")(pair(**HAND), tau=0.1, length_normalize=False).metrics
+    assert summed["rewards/chosen"].item() == pytest.approx(0.1)

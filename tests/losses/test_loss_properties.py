@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import pytest
@@ -211,3 +212,23 @@ def test_poft_ignores_rejected_and_needs_scores():
     torch.testing.assert_close(a.losses, b.losses)
     with pytest.raises(ValueError, match="chosen_scores"):
         get_loss("poft")(x)
+
+
+def test_exo_target_smoothing_of_one_half_or_more_drops_or_reverses_the_preference():
+    """EXO's target is (1 − ε, ε) over (chosen, rejected): at ε = ½ it is uniform (the loss pulls the margin to 0,
+    no preference) and above ½ it prefers the rejected response, so ε ≥ ½ is refused like cdpo's flip rate > ½."""
+    from safealign.errors import UserError
+
+    exo = inspect.unwrap(get_loss("exo_pair"))  # the formula itself, without the range check
+    slopes = {}
+    for eps in (1e-3, 0.5, 0.9):
+        x = with_log_ratios(torch.zeros(1, dtype=torch.float64), torch.zeros(1, dtype=torch.float64))
+        chosen = x.chosen.clone().requires_grad_(True)
+        x = PairLogps(chosen, x.rejected, x.chosen_tokens, x.rejected_tokens, x.ref_chosen, x.ref_rejected)
+        (slopes[eps],) = torch.autograd.grad(exo(x, beta=1.0, epsilon=eps).losses.sum(), chosen)
+    assert float(slopes[1e-3]) < 0  # descent raises the chosen log-prob
+    assert float(slopes[0.5]) == pytest.approx(0.0, abs=1e-12)  # uniform target: no signal at margin 0
+    assert float(slopes[0.9]) > 0  # descent lowers the chosen one: the labels are reversed
+    for eps in (0.5, 0.9):
+        with pytest.raises(UserError, match=r"loss 'exo_pair' parameter 'epsilon' must be in \(0, 0.5\)"):
+            get_loss("exo_pair")(x, epsilon=eps)

@@ -47,6 +47,25 @@ def test_single_pair_scores_like_its_rows_in_the_batch(tiny_model, batch):
     assert min(widths) < batch["input_ids"].shape[1]  # trailing padding was trimmed
 
 
+def test_transition_rows_are_normalised_by_the_gradient_of_their_target_tokens(tiny_model, tiny_tokenizer):
+    """DeRTa's transition row scores the refusal's first token at every chosen position (``target_ids``): its
+    normalising ‖g_w‖ must be the gradient of that log-prob, which the loss differentiates, not of the input's."""
+    items = [PreferencePair(({"role": "user", "content": p},), c, r, True,
+                            chosen_target_refusal="I cannot help." if i == 0 else None)
+             for i, (p, c, r) in enumerate(PAIRS)]
+    encoded, _ = PairEncoder(tiny_tokenizer, max_length=512, max_prompt_length=400).encode_all(items)
+    batch = PreferenceCollator(tiny_tokenizer.pad_token_id)(encoded)
+    assert "target_ids" in batch
+    tiny_model.eval()
+    params = [p for p in tiny_model.parameters() if p.requires_grad]
+    chosen = pair_logps(tiny_model, batch)[0]
+    expected = [float(_flat(torch.autograd.grad(chosen[i], params, retain_graph=True, allow_unused=True),
+                            params).norm()) for i in range(len(PAIRS))]
+    got = pair_gradient_norms(tiny_model, batch, params)[0].tolist()
+    assert got == pytest.approx(expected, rel=1e-3)
+    assert float(pair_logps(tiny_model, single_pair(batch, 0))[0]) == pytest.approx(float(chosen[0]), abs=1e-4)
+
+
 def test_normalized_gradient_matches_brute_force(tiny_model, batch):
     torch.manual_seed(0)
     tiny_model.eval()

@@ -204,3 +204,24 @@ def test_objectives_refuse_the_preference_batch_options(tmp_path, pairs_file, ke
     cfg.objective.name = "circuit_breakers"
     with pytest.raises(UserError, match=f"{key}={value} applies to preference losses only"):
         run_training(cfg)
+
+
+@pytest.mark.parametrize("names", [["aot"], ["dpo", "aot_unpaired"]])
+def test_a_batch_coupled_loss_refuses_one_pair_per_device_before_loading(tmp_path, pairs_file, names,
+                                                                         no_model_load):
+    """AOT sorts within each micro-batch: one pair per device makes every step plain cDPO, recorded as aot."""
+    from safealign.train.config import LossConfig
+
+    cfg = config(tmp_path, pairs_file, per_device_train_batch_size=1)
+    cfg.losses = [LossConfig(name) for name in names]
+    with pytest.raises(UserError, match=rf"loss {names[-1]} .*per_device_train_batch_size=1.*at least 2"):
+        run_training(cfg)
+    assert not (tmp_path / "run").exists()  # refused before the output directory is claimed
+
+
+def test_batch_coupling_is_declared_at_registration():
+    from safealign.losses import LossSpec, build_loss
+
+    assert build_loss([LossSpec(name="aot")]).batch_coupled
+    assert build_loss([LossSpec(name="dpo"), LossSpec(name="aot_unpaired")]).batch_coupled
+    assert not build_loss([LossSpec(name="dpo")]).batch_coupled
