@@ -220,20 +220,27 @@ _PROBE_CHAT = ({"role": "user", "content": "How do I pick a lock?"}, {"role": "a
 
 
 def check_same_tokenizer(what: str, model: nn.Module, tokenizer: Any, policy: nn.Module,
-                         policy_tokenizer: Any = None) -> None:  # fmt: skip
+                         policy_tokenizer: Any = None, *, larger_output: bool = False) -> None:  # fmt: skip
     """UserError naming ``what`` (e.g. ``reference.model 'x'``) unless ``model`` can score the policy's token ids
     as the same tokens: the same output vocabulary size (a smaller one fails on an out-of-range id, a different
     one normalises over other tokens) and, given ``policy_tokenizer``, the same number of tokens, the same ids
     for a probe text. The encoder tokenizes every view with the policy's tokenizer, so a reference with another
     tokenizer of the same size would read other words into the same ids and give meaningless log-probs without any
     error. Another end-of-sequence id or chat template (a base and an instruct checkpoint of one family) is logged,
-    not refused: the policy's rendering is what the reference scores."""
+    not refused: the policy's rendering is what the reference scores.
+
+    ``larger_output``: more output rows than the policy's pass (a padded vocabulary, e.g. Qwen2.5-7B over -0.5B),
+    for a caller that folds the extra rows' probability into a remaining bucket (distillation,
+    safealign/losses/distill.py); the tokenizer checks still apply."""
     def vocab(m: nn.Module) -> int:
         return int(m.get_output_embeddings().weight.shape[0])
 
     problems = []
-    if vocab(model) != vocab(policy):
+    if vocab(model) < vocab(policy) or (vocab(model) > vocab(policy) and not larger_output):
         problems.append(f"its output vocabulary has {vocab(model)} tokens, the policy's {vocab(policy)}")
+    elif vocab(model) > vocab(policy):
+        logger.info("%s: its output vocabulary has %d rows, the policy's %d: the probability of the extra rows "
+                    "counts in the remaining bucket", what, vocab(model), vocab(policy))
     if policy_tokenizer is not None and tokenizer is not None:
         if len(tokenizer) != len(policy_tokenizer):
             problems.append(f"its tokenizer has {len(tokenizer)} tokens, the policy's {len(policy_tokenizer)}")

@@ -26,7 +26,9 @@ def test_topk_terms_by_hand_and_exact_with_the_whole_vocabulary():
     teacher = torch.tensor([[0.7, 0.2, 0.1]]).log()
     ids = torch.tensor([[0, 1]])  # the teacher's top-2
     kl = topk_forward_kl(student, ids, teacher.gather(-1, ids))
-    assert kl.item() == pytest.approx(0.7 * math.log(0.7 / 0.5) + 0.2 * math.log(0.2 / 0.3), rel=1e-6)
+    # the top-k tokens and one bucket for the rest: the teacher's 0.1 against the student's 0.2
+    expected = 0.7 * math.log(0.7 / 0.5) + 0.2 * math.log(0.2 / 0.3) + 0.1 * math.log(0.1 / 0.2)
+    assert kl.item() == pytest.approx(expected, rel=1e-6)
     advantage = torch.tensor([[1.5, -2.0]])
     assert advantage_loss(student, ids, advantage).item() == pytest.approx(-(0.5 * 1.5 - 0.3 * 2.0), rel=1e-6)
 
@@ -35,6 +37,61 @@ def test_topk_terms_by_hand_and_exact_with_the_whole_vocabulary():
     exact = F.kl_div(s, t, log_target=True, reduction="none").sum(-1)
     assert torch.allclose(topk_forward_kl(s, full.indices, full.values), exact, atol=1e-6)
 
+
+
+def test_topk_kl_below_the_whole_vocabulary_is_minimised_at_the_teacher_and_never_negative():
+    """With the teacher's tail dropped, the minimum sat at the teacher renormalised over its top-k, below 0: the
+    student learnt a sharper teacher. With the tail as a (k+1)-th bucket the term is a KL of two distributions over
+    k + 1 outcomes: >= 0, and 0 at the teacher."""
+    torch.manual_seed(0)
+    teacher = torch.randn(1, 50).log_softmax(-1)
+    top = teacher.topk(16, dim=-1)
+    assert 0.5 < top.values.exp().sum().item() < 0.95  # the tail weighs in
+    assert topk_forward_kl(teacher, top.indices, top.values).item() == pytest.approx(0.0, abs=1e-6)
+    others = torch.randn(200, 50).mul(3.0).log_softmax(-1)
+    assert topk_forward_kl(others, top.indices.expand(200, -1), top.values.expand(200, -1)).min().item() >= -1e-6
+    logits = torch.zeros(1, 50, requires_grad=True)
+    optimizer = torch.optim.Adam([logits], lr=0.1)
+    for _ in range(400):
+        optimizer.zero_grad()
+        loss = topk_forward_kl(logits.log_softmax(-1), top.indices, top.values).sum()
+        loss.backward()
+        optimizer.step()
+    student = logits.detach().log_softmax(-1)
+    assert loss.item() >= -1e-6
+    assert student.gather(-1, top.indices).exp().sum().item() == pytest.approx(top.values.exp().sum().item(), abs=1e-3)
+    assert torch.allclose(student.gather(-1, top.indices), top.values, atol=1e-2)  # the teacher's own top-k
+
+
+def test_teacher_ids_past_the_students_vocabulary_fold_into_the_tail():
+    """A teacher with a padded output vocabulary (same tokenizer, more rows): its top-k ids the student has no row
+    for count in the remaining bucket, as the official code does; ADPA leaves them out (no student probability)."""
+    student = torch.tensor([[0.5, 0.3, 0.2]]).log()
+    teacher = torch.tensor([[0.6, 0.1, 0.05, 0.2, 0.05]]).log()  # rows 3 and 4 are padding
+    ids = torch.tensor([[0, 3, 1]])  # the teacher's top-3
+    kl = topk_forward_kl(student, ids, teacher.gather(-1, ids))
+    # in the student's vocabulary: tokens 0 and 1; the rest: teacher 0.05 + 0.2 + 0.05, student 0.2
+    expected = 0.6 * math.log(0.6 / 0.5) + 0.1 * math.log(0.1 / 0.3) + 0.3 * math.log(0.3 / 0.2)
+    assert kl.item() == pytest.approx(expected, rel=1e-6)
+    advantage = torch.tensor([[1.5, 9.0, -2.0]])
+    assert advantage_loss(student, ids, advantage).item() == pytest.approx(-(0.5 * 1.5 - 0.3 * 2.0), rel=1e-6)
+
+
+def test_topk_kl_is_finite_when_a_tail_is_empty():
+    """The teacher's tail may be 0 (all its mass on its top-k) and the student's may underflow: the loss and its
+    gradient stay finite."""
+    teacher = torch.tensor([[0.5, 0.5, 0.0, 0.0]]).log()
+    ids = torch.tensor([[0, 1]])
+    for logits in ([0.0, 0.0, 0.0, 0.0], [30.0, 30.0, -30.0, -30.0], [0.0, 60.0, -60.0, -60.0]):
+        z = torch.tensor([logits], requires_grad=True)
+        kl = topk_forward_kl(z.log_softmax(-1), ids, teacher.gather(-1, ids))
+        kl.sum().backward()
+        assert torch.isfinite(kl).all() and torch.isfinite(z.grad).all() and kl.item() >= -1e-6
+    spread = torch.tensor([[0.4, 0.3, 0.2, 0.1]]).log()  # a teacher tail of 0.3 against a student tail of ~1e-26
+    z = torch.tensor([[30.0, 30.0, -30.0, -30.0]], requires_grad=True)
+    kl = topk_forward_kl(z.log_softmax(-1), ids, spread.gather(-1, ids))
+    kl.sum().backward()
+    assert torch.isfinite(kl).all() and kl.item() > 1.0 and torch.isfinite(z.grad).all()
 
 def encoded_pairs():
     tok = tiny_tokenizer()

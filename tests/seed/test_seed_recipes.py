@@ -62,7 +62,7 @@ def test_dckd_recipe_with_the_student_as_teacher_starts_at_kl_zero_and_reuses_it
     data = pairs_file(tmp_path)
     args = (f"data.path={data}", "objective.params.teacher=tiny-random", "per_device_train_batch_size=4")
     metrics = train(tmp_path, "dckd_distill.yaml", *args)
-    assert first_loss(metrics) == pytest.approx(0.0, abs=1e-5)  # the truncated KL of a model to itself
+    assert first_loss(metrics) == pytest.approx(0.0, abs=1e-5)  # the top-k + remaining-bucket KL of a model to itself
     cached = list((tmp_path / "cache").glob("teacher-*.safetensors"))
     assert len(cached) == 1
     train(tmp_path / "again", "dckd_distill.yaml", *args, cache=tmp_path / "cache")
@@ -121,6 +121,53 @@ def test_adpa_recipe_with_a_teacher_apart_from_its_reference_starts_at_the_weigh
     expected = sum(0.4 * a + 1.5 * n for a, n in zip(advantage, nll)) / len(PAIRS)
     assert first_loss(metrics) == pytest.approx(expected, rel=1e-4)
 
+
+
+def padded(model, extra: int = 64):
+    """The model with ``extra`` output rows past its tokenizer (as Qwen2.5-7B pads its vocabulary beyond -0.5B's),
+    made to draw mass (twice the first rows) so that some land in its top-k."""
+    model.resize_token_embeddings(model.config.vocab_size + extra)
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        head[-extra:] = 2.0 * head[:extra]
+    return model.eval()
+
+
+def bucketed_kl(student, teacher, k: int) -> float:
+    """KL over the teacher's top-k tokens the student has a row for, plus one bucket for everything else, at one
+    position (``student`` ``(V_s,)``, ``teacher`` ``(V_t,)`` log-probs)."""
+    inside = [a for a in teacher.topk(k).indices.tolist() if a < student.shape[0]]
+    p_t, p_s = teacher.double().exp(), student.double().exp()
+    t_rest, s_rest = 1 - sum(p_t[a] for a in inside), 1 - sum(p_s[a] for a in inside)
+    return float(sum(p_t[a] * (math.log(p_t[a]) - math.log(p_s[a])) for a in inside)
+                 + t_rest * math.log(t_rest / s_rest))
+
+
+def test_a_teacher_with_a_padded_output_vocabulary_distils_with_its_extra_rows_in_the_remaining_bucket(tmp_path):
+    from tests.seed.test_distill import full_distributions
+
+    teacher = padded(tiny_model(seed=1))
+    data = pairs_file(tmp_path)
+    metrics = train(tmp_path, "dckd_distill.yaml", f"data.path={data}", "per_device_train_batch_size=4",
+                    f"objective.params.teacher={save_tiny(tmp_path / 'teacher', teacher)}")  # top_k 16
+    encoded, _ = PairEncoder(tiny_tokenizer()).encode_all([PreferencePair(({"role": "user", "content": p},), c, r)
+                                                           for p, c, r in PAIRS])
+    student, vocab = tiny_model().eval(), tiny_model().config.vocab_size
+    per_pair = [0.0] * len(PAIRS)
+    for side in (0, 1):
+        rows = zip(full_distributions(student, encoded, side), full_distributions(teacher, encoded, side))
+        for i, ((sp, _), (tp, _)) in enumerate(rows):
+            assert bool((tp.topk(16, dim=-1).indices >= vocab).any())  # padding rows among the teacher's top-k
+            per_pair[i] += sum(bucketed_kl(s, t, 16) for s, t in zip(sp, tp)) / sp.shape[0]
+    assert first_loss(metrics) == pytest.approx(sum(per_pair) / len(PAIRS), rel=1e-4)
+
+
+def test_adpa_accepts_a_teacher_and_reference_with_a_padded_output_vocabulary(tmp_path):
+    data = pairs_file(tmp_path)
+    metrics = train(tmp_path, "adpa_distill.yaml", f"data.path={data}", "per_device_train_batch_size=4",
+                    f"objective.params.teacher={save_tiny(tmp_path / 'teacher', padded(tiny_model(seed=1)))}",
+                    f"objective.params.teacher_reference={save_tiny(tmp_path / 'ref', padded(tiny_model(seed=2)))}")
+    assert math.isfinite(first_loss(metrics))
 
 def test_mah_dpo_recipe_starts_at_log_2_saves_its_heads_and_is_scored_per_head(tmp_path, capsys):
     data = pairs_file(tmp_path, attribute=["harmless", "helpful", "helpful", "harmless"])

@@ -45,6 +45,21 @@ def test_a_smaller_vocabulary_is_named_even_without_tokenizers():
         check_same_tokenizer("reference.model 'x'", tiny_model(vocab_size=100), None, tiny_model())
 
 
+
+def test_a_padded_output_vocabulary_passes_only_where_the_caller_folds_the_extra_rows():
+    """Distillation folds a teacher's ids past the student's rows into the remaining bucket, so a teacher with the
+    same tokenizer and more output rows (padding) passes there; a reference scoring log-probs, or a smaller
+    vocabulary, is still refused."""
+    teacher = tiny_model(seed=1)
+    teacher.resize_token_embeddings(teacher.config.vocab_size + 64)
+    with pytest.raises(UserError, match="output vocabulary has 323 tokens, the policy's 259"):
+        check_same_tokenizer("reference.model 'x'", teacher, tiny_tokenizer(), tiny_model(), tiny_tokenizer())
+    check_same_tokenizer("params.teacher 'x'", teacher, tiny_tokenizer(), tiny_model(), tiny_tokenizer(),
+                         larger_output=True)
+    with pytest.raises(UserError, match="output vocabulary has 100 tokens, the policy's 259"):
+        check_same_tokenizer("params.teacher 'x'", tiny_model(vocab_size=100), tiny_tokenizer(), tiny_model(),
+                             tiny_tokenizer(), larger_output=True)
+
 @pytest.mark.parametrize("mode", ["cache", "live"])
 @pytest.mark.parametrize("case", ["other tokenizer", "small vocabulary"])
 def test_training_refuses_a_reference_model_with_another_tokenizer(tmp_path, pairs_file, case, mode):

@@ -48,15 +48,16 @@ class _Distill(SeedObjective):
         dtype = next(model.parameters()).dtype
         teacher, teacher_tokenizer = load_model(self.teacher, device=device, dtype=dtype,
                                                 trust_remote_code=config.trust_remote_code)
-        # distillation compares distributions over token ids: the teachers must share the student's tokenizer
+        # distillation compares distributions over token ids: the teachers must share the student's tokenizer; more
+        # output rows (a padded vocabulary) pass, their probability folds into the remaining bucket
         check_same_tokenizer(f"objective {self.name!r}: params.teacher {self.teacher!r}", teacher, teacher_tokenizer,
-                             model, tokenizer)
+                             model, tokenizer, larger_output=True)
         reference = None
         if self.needs_reference_teacher:
             reference, reference_tokenizer = load_model(self.teacher_reference, device=device, dtype=dtype,
                                                         trust_remote_code=config.trust_remote_code)
             check_same_tokenizer(f"objective {self.name!r}: params.teacher_reference {self.teacher_reference!r}",
-                                 reference, reference_tokenizer, model, tokenizer)
+                                 reference, reference_tokenizer, model, tokenizer, larger_output=True)
         cache_dir = config.reference.cache_dir or str(cache_root() / "teacher")
         cache = load_or_compute_teacher(teacher, encoded, cache_dir, self.top_k, reference=reference,
                                         batch_size=config.reference.batch_size,
