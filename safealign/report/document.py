@@ -301,20 +301,47 @@ def _num(v: object) -> str:
     return str(v) if isinstance(v, int) else f"{v:.4g}"
 
 
-def _per_stage(data: RunData, getter: Callable, title: str, anchor: str, note: str, *, percent: bool,
-               ylabel: str, ylim: tuple[float, float] | None, with_plots: bool,
+def _per_stage(data: RunData, getter: Callable, title: str, anchor: str, grader: Callable[[Stage], str], note: str, *,
+               percent: bool, ylabel: str, ylim: tuple[float, float] | None, with_plots: bool,
                warnings: list[Block]) -> Section | None:  # fmt: skip
+    """One table (and plot) of every stage's ``getter`` figures when one grader (``grader(stage)``: the judge or
+    refusal detector, as the note names it) scored them all; else one per grader, captioned with it, as the ASR
+    tables are per judge: a stage graded by another judge is on another scale and never sits beside the others
+    under a note naming only the first stage's judge."""
     per_stage = {s.name: getter(s) for s in data.stages}
     per_stage = {k: v for k, v in per_stage.items() if v}
     if not per_stage:
         return Section(title, anchor, warnings) if warnings else None
-    groups = list(dict.fromkeys(g for v in per_stage.values() for g in v))
-    rows = tuple((g, *(fmt(per_stage[s].get(g), percent=percent) for s in per_stage)) for g in groups)
-    blocks: list[Block] = [Table(("", *per_stage), rows), Para(note, "note"), *warnings]
-    png = plots.grouped_bars(groups, per_stage, ylabel=ylabel, ylim=ylim, percent=percent) if with_plots else None
-    if png:
-        blocks.insert(0, Plot(png, f"{title}: before vs after with 95% intervals"))
-    return Section(title, anchor, blocks)
+    by = {s.name: grader(s) for s in data.stages if s.name in per_stage}
+    graders = list(dict.fromkeys(by.values()))
+    blocks: list[Block] = []
+    for name in graders:
+        series = {s: v for s, v in per_stage.items() if by[s] == name}
+        groups = list(dict.fromkeys(g for v in series.values() for g in v))
+        rows = tuple((g, *(fmt(series[s].get(g), percent=percent) for s in series)) for g in groups)
+        blocks.append(Table(("", *series), rows, f"{name}." if len(graders) > 1 else ""))
+        png = plots.grouped_bars(groups, series, ylabel=ylabel, ylim=ylim, percent=percent) if with_plots else None
+        if png:
+            caption = f"{title}: before vs after with 95% intervals" + (f"; {name}" if len(graders) > 1 else "")
+            blocks.insert(len(blocks) - 1, Plot(png, caption))
+    if len(graders) > 1:
+        blocks += [Para("The stages were graded by different judges (each table names its own): their figures are "
+                        "not comparable across tables.", "warn"), Para(note, "note")]
+    else:
+        blocks.append(Para(f"{graders[0]}. {note}", "note"))
+    return Section(title, anchor, [*blocks, *warnings])
+
+
+def _refusal_detector(stage: Stage) -> str:
+    """The refusal detector of a stage's over-refusal rates, as the report names it."""
+    return f"Judge: {(stage.overrefusal.judge if stage.overrefusal else None) or 'not recorded'}"
+
+
+def _mtbench_judge(stage: Stage) -> str:
+    """The judge model and prompt format of a stage's MT-Bench scores, as the report names them."""
+    summary = stage.mtbench
+    form = summary.extra.get("judge_format", "project") if summary else "project"
+    return f"Judge model: {(summary.judge if summary else None) or 'not recorded'}; {MTBENCH_FORMATS.get(form, form)}"
 
 
 def _jailbreak(data: RunData, with_plots: bool) -> Section | None:
@@ -537,20 +564,11 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
     helpfulness = lambda: [relative(s.path / "helpfulness", root) + "/" for s in data.stages]  # noqa: E731
     training = lambda: [relative(t.path, root) + "/" for t in data.trainings]  # noqa: E731
 
-    def per_stage(getter: Callable, title: str, anchor: str, note: Callable[[], str], kind: str, unit: str,
-                  **kwargs: Any) -> list:
+    def per_stage(getter: Callable, title: str, anchor: str, grader: Callable[[Stage], str], note: str, kind: str,
+                  unit: str, **kwargs: Any) -> list:
         return _guarded(title, anchor, helpfulness,
-                        lambda: _per_stage(data, getter, title, anchor, note(), with_plots=with_plots,
+                        lambda: _per_stage(data, getter, title, anchor, grader, note, with_plots=with_plots,
                                            warnings=_unfinished(data, kind, unit), **kwargs))
-
-    def overrefusal_note() -> str:
-        judge = next((s.overrefusal.judge for s in data.stages if s.overrefusal), None)
-        return f"Judge: {judge or 'not recorded'}. {OVERREFUSAL_NOTE}"
-
-    def mtbench_note() -> str:
-        judge = next((s.mtbench.judge for s in data.stages if s.mtbench), None)
-        form = next((s.mtbench.extra.get("judge_format", "project") for s in data.stages if s.mtbench), "project")
-        return f"Judge model: {judge or 'not recorded'}; {MTBENCH_FORMATS.get(form, form)}. {MTBENCH_NOTE}"
 
     sections: Sequence[Section | None] = [
         *sweep_sections(data.sweep_tables, with_plots=with_plots),
@@ -560,10 +578,10 @@ def build_document(data: RunData, *, with_plots: bool = True) -> Document:
                   lambda: _defenses(data, with_plots)),
         *_guarded("Models", "models", lambda: [*top(), *training(), *jailbreak()], lambda: _models(data)),
         *_guarded("Jailbreak attacks", "asr", jailbreak, lambda: _jailbreak(data, with_plots)),
-        *per_stage(refusal_rates, "Over-refusal", "overrefusal", overrefusal_note, "overrefusal",
+        *per_stage(refusal_rates, "Over-refusal", "overrefusal", _refusal_detector, OVERREFUSAL_NOTE, "overrefusal",
                    "benign prompt(s)", percent=True, ylabel="refusal rate on benign prompts (%)", ylim=(0, 100)),
         *_guarded("Benign answers beyond refusal", "answers", helpfulness, lambda: _answers(data)),
-        *per_stage(mtbench_scores, "Helpfulness (MT-Bench-style)", "mtbench", mtbench_note, "mtbench",
+        *per_stage(mtbench_scores, "Helpfulness (MT-Bench-style)", "mtbench", _mtbench_judge, MTBENCH_NOTE, "mtbench",
                    "question(s)", percent=False, ylabel="mean rating (1–10)", ylim=(0, 10.5)),
         *_guarded("Training", "training", training, lambda: _training(data, with_plots)),
         *_guarded("Gradient entanglement", "entanglement", training, lambda: _entanglement(data, with_plots)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 from safealign.report import build_report
 
@@ -50,3 +51,70 @@ def test_a_damaged_benign_records_file_is_listed_not_fatal(tmp_path):
     md = md_path.read_text()
     assert "flags: truncated, repetitive" in html_path.read_text()  # the readable rows still give their examples
     assert "helpfulness/overrefusal/records.jsonl: skipped 1 unreadable line(s): line(s) 2" in md
+
+
+def _graded_run(tmp_path, mtbench_judges, detectors):
+    """eval/before and eval/e-dpo, each with an MT-Bench run graded by its own judge (name, rating) and an
+    over-refusal run by its own refusal detector (a RefusalConfig list)."""
+    from eval.fakes import ScriptedChatModel
+
+    from safealign.eval.helpfulness import mtbench_eval, overrefusal_eval
+    from safealign.eval.judges.refusal import RefusalConfig, RefusalJudge
+
+    run = tmp_path / "run"
+    questions = [{"question_id": i, "category": "writing", "turns": [f"question {i}"]} for i in range(2)]
+    for stage, (judge, rating), listed in zip(("before", "e-dpo"), mtbench_judges, detectors):
+        folder = run / "eval" / stage / "helpfulness"
+        mtbench_eval(ScriptedChatModel(lambda c: "An answer."),
+                     ScriptedChatModel(lambda c, r=rating: f"Fine.\nRating: [[{r}]]", name=judge), questions,
+                     out_dir=folder / "mtbench", progress=False)
+        overrefusal_eval(ScriptedChatModel(lambda c: "Sure."), [("b1", "Bake bread?", "ordinary")],
+                         judge=RefusalJudge(RefusalConfig(list=listed)), out_dir=folder / "overrefusal",
+                         progress=False)
+    return run
+
+
+def _section(md: str, title: str) -> str:
+    return md.split(f"## {title}", 1)[1].split("\n## ", 1)[0]
+
+
+def _table_of(section: str, column: str) -> str:
+    """The caption of the table whose header names ``column`` (captions precede their table in markdown)."""
+    caption = ""
+    for line in section.splitlines():
+        if line.startswith("_") and line.endswith("_"):
+            caption = line
+        elif re.match(r"\|\s+\|", line) and f" {column} |" in line:
+            return caption
+    raise AssertionError(f"no table with column {column!r} in:\n{section}")
+
+
+def test_stages_graded_by_different_judges_are_shown_each_with_its_own_judge(tmp_path):
+    """A stage's MT-Bench scores sat under the first stage's judge: e-dpo's 8.00 by local-qwen-0.5b was shown
+    under 'Judge model: gpt-4'. Each judge's stages now get a table of their own, captioned with that judge (and
+    the over-refusal rates with their own detector)."""
+    from safealign.report.document import build_document
+    from safealign.report.load import load_run
+    from safealign.report.markdown import render_markdown
+
+    run = _graded_run(tmp_path, [("gpt-4", 6), ("local-qwen-0.5b", 8)], ["advbench_eval", "smoothllm"])
+    md = render_markdown(build_document(load_run(run), with_plots=False))
+    mtbench = _section(md, "Helpfulness (MT-Bench-style)")
+    assert "Judge model: gpt-4" in _table_of(mtbench, "before")
+    assert "Judge model: local-qwen-0.5b" in _table_of(mtbench, "e-dpo")
+    assert not re.search(r"\|\s+\| before \| e-dpo \|", mtbench)  # never side by side in one table
+    over = _section(md, "Over-refusal")
+    assert "advbench_eval" in _table_of(over, "before") and "smoothllm" in _table_of(over, "e-dpo")
+
+
+def test_stages_graded_by_one_judge_share_one_table_and_one_note(tmp_path):
+    from safealign.report.document import build_document
+    from safealign.report.load import load_run
+    from safealign.report.markdown import render_markdown
+
+    run = _graded_run(tmp_path, [("gpt-4", 6), ("gpt-4", 8)], ["advbench_eval", "advbench_eval"])
+    md = render_markdown(build_document(load_run(run), with_plots=False))
+    mtbench = _section(md, "Helpfulness (MT-Bench-style)")
+    assert re.search(r"\|\s+\| before \| e-dpo \|", mtbench) and mtbench.count("Judge model: gpt-4") == 1
+    over = _section(md, "Over-refusal")
+    assert re.search(r"\|\s+\| before \| e-dpo \|", over) and over.count("advbench_eval") == 1
