@@ -12,7 +12,7 @@ from safealign.eval.helpfulness.retention import AnswerPair
 
 def test_parse_verdict_on_fixed_strings():
     assert parse_verdict("A is clearer.\n[[A]]") == ("A", None)
-    assert parse_verdict("[[ c ]]") == ("C", None)
+    assert parse_verdict("[[ C ]]") == ("C", None)
     assert parse_verdict("[[B]] ... so [[B]]") == ("B", None)  # repeating the same verdict is fine
     assert parse_verdict("[[A]] or maybe [[B]]")[0] is None  # conflicting
     assert parse_verdict("[[D]]")[0] is None and parse_verdict("B is better")[0] is None
@@ -51,6 +51,17 @@ def test_win_rate_counts_unparseable_as_unscored_and_swaps_positions():
     lo, hi = summary.win_rate.ci95
     assert 0.0 <= lo <= 0.625 <= hi <= 1.0
     assert type(summary).from_json(summary.to_json()) == summary
+
+
+def test_only_verdict_shaped_tags_count():
+    """Other double-bracketed text in the explanation (code, a wiki link) used to void the verdict; only
+    [[A]], [[B]] and [[C]] are verdicts, in capitals as FastChat's substring tests read them
+    (fastchat/llm_judge/common.py: ``"[[A]]" in judgment``); two different ones still conflict."""
+    assert parse_verdict('B indexes with df[["x"]] correctly, A does not.\n[[A]]') == ("A", None)
+    assert parse_verdict("See [[Main Page]] and [[2]].\n[[B]]") == ("B", None)
+    assert parse_verdict("[[a]]") == (None, "no [[A]]/[[B]]/[[C]] verdict in judge output")
+    assert parse_verdict('df[["x"]] is fine')[0] is None
+    assert parse_verdict('df[["x"]]: [[A]], no, [[C]]') == (None, "conflicting verdicts ['A', 'C']")
 
 
 def test_an_answer_cannot_plant_a_verdict():
