@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "by more between batches; identical answers are always ties)")
     parser.add_argument("--judge-backend", default="openai", help="hf, openai or vllm (default openai)")
     parser.add_argument("--max-new-tokens", type=int, default=256, help="judge tokens per verdict (default 256)")
-    parser.add_argument("--limit", type=int, default=None, help="judge the first N prompts (by id)")
+    parser.add_argument("--limit", type=int, default=None, help="judge the first N prompts (by id; N >= 1)")
     parser.add_argument("--output-dir", default=None, metavar="DIR",
                         help="write summary.json and records.jsonl here (default <after>/helpfulness/pairwise/, "
                              "pairwise_reward/ with --reward-model; a folder holding another judge's results is "
@@ -31,17 +31,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from safealign import checks
     from safealign.eval.backends import build_chat_model
     from safealign.eval.backends.base import GenerationParams
     from safealign.eval.config import ModelConfig
-    from safealign.pipelines.win_rate import format_win_rate, reward_win_rate, win_rate
+    from safealign.pipelines.win_rate import LIMIT_WHY, format_win_rate, reward_win_rate, win_rate
 
+    checks.at_least("--limit", args.limit, 1, LIMIT_WHY)  # before a judge loads
     if args.reward_model:
         print(format_win_rate(reward_win_rate(args.before, args.after, args.reward_model, limit=args.limit,
                                               tie_margin=args.tie_margin, output_dir=args.output_dir)))
         return 0
+    params = GenerationParams(max_new_tokens=args.max_new_tokens)  # checked before the judge loads, too
     judge = build_chat_model(ModelConfig(backend=args.judge_backend, name=args.judge_model))
-    params = GenerationParams(max_new_tokens=args.max_new_tokens)
     summary = win_rate(args.before, args.after, judge, judge_name=args.judge_model, params=params, limit=args.limit,
                        output_dir=args.output_dir)
     print(format_win_rate(summary))

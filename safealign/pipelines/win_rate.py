@@ -21,6 +21,9 @@ from safealign.io import read_jsonl, write_json, write_jsonl
 from safealign.io.summaries import PairwiseSummary
 
 
+LIMIT_WHY = "the number of benign prompts to judge, from the first by id"
+
+
 def overrefusal_path(eval_dir: str | Path) -> Path:
     return Path(eval_dir) / "helpfulness" / "overrefusal" / "records.jsonl"
 
@@ -64,9 +67,11 @@ def reward_win_rate(before: str | Path, after: str | Path, reward_model: str, *,
 
 
 def _pairs(before: str | Path, after: str | Path, limit: int | None):
+    from safealign.checks import at_least
     from safealign.eval.helpfulness.records import latest_by
     from safealign.eval.helpfulness.retention import answer_pairs
 
+    at_least("--limit", limit, 1, LIMIT_WHY)  # 0 would judge nothing, a negative one slice from the end
     base, trained = overrefusal_records(before), overrefusal_records(after)
     pairs = answer_pairs(base, trained, sorted(latest_by(base, "id"))[:limit],
                          sources=(str(overrefusal_path(before)), str(overrefusal_path(after))))

@@ -248,3 +248,27 @@ def test_a_second_reward_model_is_refused_before_it_loads(tmp_path):
     (out / "summary.json").write_text(json.dumps({"judge": "reward model rm-a", "win_rate": None}))
     with pytest.raises(UserError, match=r"pairwise_reward.*'reward model rm-a'.*'reward model .*no_such_model'"):
         reward_win_rate(before, after, str(tmp_path / "no_such_model"))  # refused, not "cannot load"
+
+
+@pytest.mark.parametrize("limit", [0, -1])
+def test_a_limit_below_one_is_refused(tmp_path, limit):
+    """-1 sliced from the end (judging 2 of 3 prompts without a word), 0 was refused as 'no benign prompt both
+    answered'."""
+    before = _eval_dir(tmp_path, "before", [("a", "x"), ("b", "y"), ("c", "z")])
+    after = _eval_dir(tmp_path, "after", [("a", "x"), ("b", "y"), ("c", "z")])
+    judge = ScriptedChatModel(lambda c: "[[C]]")
+    with pytest.raises(UserError, match=rf"--limit must be >= 1, got {limit}"):
+        win_rate(before, after, judge, limit=limit)
+    assert not judge.calls
+
+
+@pytest.mark.parametrize("flag, message", [("--limit", "--limit must be >= 1, got 0"),
+                                           ("--max-new-tokens", "max_new_tokens must be >= 1, got 0")])
+def test_cli_refuses_a_bad_setting_before_the_judge_loads(tmp_path, capsys, no_model_load, flag, message):
+    from safealign.cli import main
+
+    before = _eval_dir(tmp_path, "before", [("a", "x")])
+    after = _eval_dir(tmp_path, "after", [("a", "y")])
+    assert main(["diagnose", "win-rate", "--before", str(before), "--after", str(after), "--judge-backend", "hf",
+                 "--judge-model", "tiny-random", flag, "0"]) == 2
+    assert message in capsys.readouterr().err
