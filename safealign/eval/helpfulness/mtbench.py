@@ -4,9 +4,9 @@ Each question (``question_id, category, turns``, optional ``reference``) is aske
 conversation of the evaluated model; a judge ChatModel (any backend) then rates each assistant turn
 1–10. ``judge_format="fastchat"`` uses FastChat's own judge prompts, reference answers and parser
 (:mod:`.mtbench_fastchat`: the published MT-Bench protocol); the default ``"project"`` uses the
-project's own grading prompt below. The rating must appear as ``Rating: [[N]]`` with an
-integer N in 1..10; anything else (no rating, out of range, decimals, conflicting ratings) is
-*unscored* and counted, never guessed. The project prompt shows the evaluated answer with its
+project's own grading prompt below. The rating must appear as ``Rating: [[N]]`` (the label may be in markdown
+emphasis, ``**Rating:** [[N]]``) with an integer N in 1..10; anything else (no rating, out of range, decimals,
+conflicting ratings) is *unscored* and counted, never guessed. The project prompt shows the evaluated answer with its
 ``[[``/``]]`` broken up, so an answer cannot plant a rating for the parser to pick up (FastChat's prompts
 are sent as published, unchanged).
 
@@ -68,11 +68,13 @@ Rating: [[N]]
 (N stands for your grade.)
 """
 
-RATING_RE = re.compile(r"rating\s*:\s*\[\[\s*([^\[\]]*?)\s*\]\]", re.IGNORECASE)
+# markdown emphasis around the label is allowed ("**Rating:** [[7]]", "**Rating**: [[7]]"): chat judges write it
+RATING_RE = re.compile(r"rating[*_]*\s*:\s*[*_]*\s*\[\[\s*([^\[\]]*?)\s*\]\]", re.IGNORECASE)
 
 
 def parse_rating(text: str) -> tuple[int | None, str | None]:
-    """``(rating, None)`` for a well-formed ``Rating: [[N]]`` with N in 1..10, else ``(None, reason)``.
+    """``(rating, None)`` for a well-formed ``Rating: [[N]]`` with N in 1..10 (the label may be in markdown
+    emphasis: ``**Rating:** [[N]]``), else ``(None, reason)``.
 
     Every occurrence must hold the same integer; repeating the same rating is accepted.
     """

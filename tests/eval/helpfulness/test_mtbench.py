@@ -28,6 +28,13 @@ QUESTIONS = [
     ("Clear and correct.\nRating: [[7]]", (7, None)),
     ("rating: [[ 10 ]]", (10, None)),
     ("Rating: [[3]] ... to repeat, Rating: [[3]]", (3, None)),
+    # markdown emphasis around the label, as chat judges often write it
+    ("Good.\n**Rating:** [[7]]", (7, None)),
+    ("**Rating**: [[7]]", (7, None)),
+    ("*Rating:* [[6]]", (6, None)),
+    ("__Rating__: [[5]]", (5, None)),
+    ("**Rating: [[8]]**", (8, None)),
+    ("**Rating:** [[4]] and again Rating: [[9]]", (None, "conflicting ratings [4, 9]")),
 ])
 def test_parse_rating_accepts_strict_format(text, expected):
     assert parse_rating(text) == expected
@@ -43,6 +50,8 @@ def test_parse_rating_accepts_strict_format(text, expected):
     ("Rating: [[11]]", "not an integer"),
     ("Rating: [[N]]", "not an integer"),
     ("Rating: [[seven]]", "not an integer"),
+    ("**Rating:** [[7.5]]", "not an integer"),
+    ("**Rating:** 7", "no 'Rating"),
     ("Rating: [[4]] no wait Rating: [[9]]", "conflicting"),
     ("", "no 'Rating"),
     ("\x00\ufffd<script>garbage", "no 'Rating"),
