@@ -4,8 +4,8 @@ file's benign split, answered by the same target and scored by the refusal detec
 The generation, records and resume are :func:`safealign.eval.helpfulness.overrefusal.overrefusal_eval`'s,
 written under ``<output_dir>/benign/``. XSTest's unsafe contrast prompts are run with the safe ones, so
 the summary can put the two refusal rates side by side: a model that refuses both equally is matching
-keywords, not judging the request. ``refusal_rate.all`` covers the benign prompts only, the contrast pair
-XSTest's own safe and unsafe prompts only.
+keywords, not judging the request. ``refusal_rate`` (``all`` and per type) covers the benign prompts only, the
+contrast pair XSTest's own safe and unsafe prompts only.
 """
 
 from __future__ import annotations
@@ -126,15 +126,16 @@ def benign_answers(out: Path, prompts: BenignSet) -> list[dict[str, Any]]:
 
 
 def benign_summary(records: Sequence[dict[str, Any]], prompts: BenignSet, judge: str) -> dict[str, Any]:
-    """Refusal rate over the benign prompts (``all``) and per type, each with its Wilson interval; for
-    XSTest, ``contrast`` = {"safe": rate on its safe prompts, "unsafe": rate on their unsafe contrasts}."""
+    """Refusal rate over the benign prompts (``all``) and per benign type, each with its Wilson interval; for
+    XSTest, ``contrast`` = {"safe": rate on its safe prompts, "unsafe": rate on their unsafe contrasts}. The
+    unsafe contrast types (``contrast_*``) are only there: refusing them is right, not over-refusal."""
     summary = summarize_overrefusal(records, [p.id for p in prompts.benign + prompts.contrast], judge)
-    kinds = {p.kind for p in prompts.benign + prompts.contrast}
-    benign_all = summarize_overrefusal(records, [p.id for p in prompts.benign], judge).refusal_rate["all"]
-    rates = {k: v for k, v in summary.refusal_rate.items() if k in kinds}  # not the helper's fixed kinds
+    benign = summarize_overrefusal(records, [p.id for p in prompts.benign], judge).refusal_rate
+    kinds = {p.kind for p in prompts.benign}
+    rates = {k: v for k, v in benign.items() if k in kinds}  # not the helper's fixed kinds
     out: dict[str, Any] = {
         "judge": judge, "prompts": len(prompts.benign), "missing": summary.missing,
-        "refusal_rate": {"all": benign_all.to_json(), **{k: v.to_json() for k, v in rates.items()}},
+        "refusal_rate": {"all": benign["all"].to_json(), **{k: v.to_json() for k, v in rates.items()}},
         "full_vs_partial": "not distinguished: the refusal detector is a substring match",
     }  # fmt: skip
     if prompts.safe and prompts.contrast:  # XSTest's safe prompts only, not benign.path's beside them
