@@ -24,6 +24,7 @@ def run_mtbench(model: ChatModel, judge: ChatModel, out_dir: str | Path, *, ques
     (a user file replaces them). For any other question file without ``references``: the project format uses
     the questions' own ``reference`` fields; FastChat's format never reads those fields (as FastChat), so its
     math/reasoning/coding questions need ``references``.
+    ``params``: the answers' settings, default greedy with 1024 new tokens per turn (FastChat's).
     ``limit``: only the first ``limit`` questions (at least 1).
     ``fastchat_temperatures``: answer each category at FastChat's temperature instead of ``params``'.
     ``overwrite``: delete another run's records and summary in ``out_dir`` first (:func:`mtbench_eval`)."""

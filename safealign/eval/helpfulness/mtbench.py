@@ -187,6 +187,7 @@ def mtbench_eval(
 ) -> MTBenchSummary:
     """Answer each question turn by turn, have ``judge_model`` grade every turn, write records + summary.
 
+    ``params`` (the answers'): default greedy with FastChat's 1024 new tokens per turn (docs/judges.md).
     ``judge_format``: ``"project"`` or ``"fastchat"``. ``references``: reference answers by ``str(question_id)``.
     In the project format they override the questions' own ``reference`` fields. In FastChat's format they are
     the only references: a question's own ``reference`` field is never read (FastChat's judge reads reference
@@ -202,7 +203,7 @@ def mtbench_eval(
     """
     if judge_format not in JUDGE_FORMATS:
         raise UserError(f"mt-bench: judge_format {judge_format!r} is not one of {', '.join(JUDGE_FORMATS)}")
-    params = params or GenerationParams(max_new_tokens=256)
+    params = params or GenerationParams(max_new_tokens=fastchat.ANSWER_MAX_NEW_TOKENS)
     rows = load_questions(questions)
     given = _check_references(references or {})
     if judge_format == "fastchat":

@@ -47,6 +47,7 @@ TEMPERATURES = {"writing": 0.7, "roleplay": 0.7, "extraction": 0.0, "math": 0.0,
                 "stem": 0.1, "humanities": 0.1, "arena-hard-200": 0.0}
 DEFAULT_TEMPERATURE = 0.7
 JUDGE_MAX_NEW_TOKENS = 2048  # FastChat chat_completion_openai(..., temperature=0, max_tokens=2048)
+ANSWER_MAX_NEW_TOKENS = 1024  # FastChat gen_model_answer.py --max-new-token (default 1024): per answered turn
 DATA = "mtbench_fastchat"
 
 

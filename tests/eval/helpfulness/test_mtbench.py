@@ -145,7 +145,7 @@ def test_rerun_into_a_directory_of_other_settings_is_refused(tmp_path, scripted)
     assert (tmp_path / "records.jsonl").read_text() == recorded
     # The same settings resume (batch size is only how many go at once), and more questions extend the run.
     model = named(scripted, answer, "model-a")
-    summary = run(model, questions=QUESTIONS, params=GenerationParams(max_new_tokens=256, batch_size=1))
+    summary = run(model, questions=QUESTIONS, params=GenerationParams(max_new_tokens=1024, batch_size=1))
     assert {c[-1]["content"] for c in model.conversations} == {"What is 5*5?", "Halve it."}  # Q3 only
     assert summary.questions == 3 and summary.run_fingerprint
     # Fewer questions (a smaller --limit) summarise those and keep the others' records; they stay checked.

@@ -218,6 +218,15 @@ def test_run_mtbench_defaults_to_fastchats_questions_and_gpt4_references(tmp_pat
     assert any(refs["101"][0] in c[-1]["content"] for c in judge.conversations)  # GPT-4's reference is shown
 
 
+def test_answers_default_to_fastchats_1024_new_tokens(tmp_path, scripted):
+    """docs/judges.md: answers default to 1024 new tokens per turn, FastChat's max_new_token; without params the
+    library answered with 256 (only the CLI passed 1024)."""
+    model = scripted(lambda c: "ok")
+    run_mtbench(model, scripted(lambda c: "Rating: [[4]]"), tmp_path / "pipeline", limit=1, progress=False)
+    mtbench_eval(model, scripted(lambda c: "Rating: [[4]]"), QUESTIONS[:1], out_dir=tmp_path / "eval", progress=False)
+    assert model.params and {p.max_new_tokens for p in model.params} == {1024}
+
+
 def test_cli_eval_mtbench_runs_against_an_endpoint_stand_in(tmp_path, monkeypatch, capsys, scripted):
     import safealign.eval.backends as backends
     from safealign.cli import main
