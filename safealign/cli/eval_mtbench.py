@@ -46,19 +46,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from safealign import checks
-    from safealign.eval.backends import build_chat_model
     from safealign.eval.backends.base import GenerationParams
     from safealign.eval.config import ModelConfig
-    from safealign.pipelines.mtbench import format_mtbench, run_mtbench
+    from safealign.pipelines.mtbench import format_mtbench, run_mtbench_configs
 
-    checks.at_least("--limit", args.limit, 1, "the number of questions to run, from the first")  # before loading
-    model = build_chat_model(ModelConfig(backend=args.backend, name=args.model))
-    judge = build_chat_model(ModelConfig(backend=args.judge_backend, name=args.judge_model,
-                                         base_url_env=args.judge_base_url_env, api_key_env=args.judge_api_key_env))
+    checks.at_least("--limit", args.limit, 1, "the number of questions to run, from the first")
     params = GenerationParams(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
-    summary = run_mtbench(model, judge, args.output_dir, questions=args.questions, references=args.references,
-                          judge_format=args.judge_format, judge_name=args.judge_model, params=params,
-                          limit=args.limit, fastchat_temperatures=args.fastchat_temperatures,
-                          overwrite=args.overwrite)
+    model = ModelConfig(backend=args.backend, name=args.model)
+    judge = ModelConfig(backend=args.judge_backend, name=args.judge_model, base_url_env=args.judge_base_url_env,
+                        api_key_env=args.judge_api_key_env)
+    # questions, references, settings and --output-dir are checked (and the directory claimed) before either loads
+    summary = run_mtbench_configs(model, judge, args.output_dir, questions=args.questions,
+                                  references=args.references, judge_format=args.judge_format,
+                                  judge_name=args.judge_model, params=params, limit=args.limit,
+                                  fastchat_temperatures=args.fastchat_temperatures, overwrite=args.overwrite)
     print(json.dumps(summary.to_json(), indent=2) if args.json else format_mtbench(summary))
     return 0

@@ -201,3 +201,16 @@ def test_a_stop_string_that_is_a_special_token_is_sent_as_a_stop_token(fake_vllm
     assert model.llm.sampling[-1].stop_token_ids is None
     with pytest.raises(UserError, match=r"generation\.stop"):
         model.generate([conversation], GenerationParams(stop=("<|im_start|>user",)))
+
+
+def test_a_vllm_configs_identity_before_loading_is_the_built_models(fake_vllm, tmp_path):
+    from safealign.eval.backends import build_chat_model, chat_model_identity, config_identity
+    from safealign.eval.config import ModelConfig
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"weights")
+    for name in (str(folder), "not a spec", "tiny-random"):
+        config = ModelConfig(backend="vllm", name=name)
+        assert config_identity(config) == chat_model_identity(build_chat_model(config)), name

@@ -134,3 +134,23 @@ def test_an_adapter_config_revision_for_a_base_that_is_no_hub_id_is_refused_nami
     config.write_text(json.dumps({**json.loads(config.read_text()), "revision": "v1"}))
     with pytest.raises(UserError, match="adapter_config.json: revision='v1'.*tiny random"):
         load_model(str(tmp_path / "adapter"))
+
+
+def test_the_identity_a_config_names_before_loading_is_the_loaded_models(hub_cache, tmp_path, monkeypatch):
+    """config_identity (what eval-mtbench claims its output directory with, before loading) matches
+    chat_model_identity of the model build_chat_model loads: a hub id at a revision, a folder named by a relative
+    path, the tiny model, an endpoint's name. A mismatch would refuse the directory on the next run."""
+    from safealign.eval.backends import build_chat_model, chat_model_identity, config_identity
+    from safealign.eval.config import ModelConfig
+
+    tiny_model().save_pretrained(tmp_path / "saved")
+    tiny_tokenizer().save_pretrained(tmp_path / "saved")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    for config in (ModelConfig(backend="hf", name=REPO, revision="v1", device="cpu"),
+                   ModelConfig(backend="hf", name="saved", device="cpu"),
+                   ModelConfig(backend="hf", name="tiny-random", device="cpu"),
+                   ModelConfig(backend="openai", name="gpt-4")):  # fmt: skip
+        before = config_identity(config)
+        assert chat_model_identity(build_chat_model(config)) == before, config.name
+    assert config_identity(ModelConfig(backend="hf", name="saved"))["path"] == str(tmp_path / "saved")

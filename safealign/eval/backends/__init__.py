@@ -3,7 +3,7 @@
 from safealign.eval.backends.base import ChatModel, Conversation, GenerationParams, split_prefill
 
 __all__ = ["ChatModel", "Conversation", "GenerationParams", "split_prefill", "build_chat_model", "chat_model_from_spec",
-           "chat_model_identity"]
+           "chat_model_identity", "config_identity"]
 
 
 def build_chat_model(config, *, model=None, tokenizer=None) -> ChatModel:
@@ -47,3 +47,28 @@ def chat_model_identity(target: ChatModel) -> dict:
         except UserError:
             return remote_identity(getattr(target, "backend", type(target).__name__), spec)
     return {"spec": type(target).__name__, "kind": "unknown", "fingerprint": None}
+
+
+def config_identity(config) -> dict:
+    """What :func:`chat_model_identity` gives for the model ``build_chat_model(config)`` builds, known before it
+    loads, so a run can check and claim its output directory first: on the hf backend the identity of the load
+    spec as the loaded model records it (a folder by its absolute path, as ``load_model`` resolves it); on vllm
+    that of the name vLLM is given, else the name as a remote-style identity; an endpoint's model name. Reads and
+    hashes weight files; loads no model (a spec that names nothing is a UserError here, before any load)."""
+    from safealign.errors import UserError
+    from safealign.eval.registries import BACKENDS
+    from safealign.models.identity import model_identity, remote_identity
+    from safealign.models.load import resolve_spec
+
+    cls = BACKENDS.get(config.backend)
+    revision = getattr(config, "revision", None)
+    if config.backend == "hf":
+        return model_identity(resolve_spec(config.name).location, revision)
+    if config.backend == "vllm":
+        try:
+            return model_identity(config.name, revision)
+        except UserError:
+            return remote_identity(getattr(cls, "backend", cls.__name__), config.name)
+    if config.backend == "openai":
+        return remote_identity(cls.__name__, config.name)
+    return {"spec": cls.__name__, "kind": "unknown", "fingerprint": None}

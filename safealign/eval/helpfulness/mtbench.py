@@ -201,6 +201,52 @@ def mtbench_eval(
     ``out_dir`` may hold only a run of the same settings (:func:`mtbench_fingerprint`), which is resumed;
     ``overwrite`` deletes another run's records and summary there first.
     """
+    judge_identity = chat_model_identity(judge_model)
+    # an endpoint's model name (or a local judge's load spec) before a class name; "unknown" identities name a class
+    judge = judge_name or getattr(judge_model, "name", None) or judge_identity.get("spec") or type(judge_model).__name__
+    run = prepare_mtbench(questions, params, out_dir, identity=chat_model_identity(model),
+                          system_prompt=getattr(model, "system_prompt", None), judge=judge,
+                          judge_identity=judge_identity, judge_params=judge_params, judge_format=judge_format,
+                          references=references, answer_temperatures=answer_temperatures, overwrite=overwrite)
+    return run_prepared(run, model, judge_model, progress=progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedMTBench:
+    """An MT-Bench run checked and its output directory claimed (:func:`prepare_mtbench`), before any model is
+    asked anything: what :func:`run_prepared` answers and grades."""
+
+    out: Path
+    identity: Mapping[str, Any]  # the answering model's, recorded in the summary
+    rows: list[dict[str, Any]]
+    refs: dict[str, list[str]]
+    params: GenerationParams
+    judge_params: GenerationParams
+    judge: str
+    judge_format: str
+    answer_temperatures: Mapping[str, float] | None
+    fingerprint: Fingerprint
+
+
+def prepare_mtbench(
+    questions: str | Path | Sequence[dict[str, Any]],
+    params: GenerationParams | None,
+    out_dir: str | Path,
+    *,
+    identity: Mapping[str, Any],
+    system_prompt: str | None,
+    judge: str,
+    judge_identity: Mapping[str, Any],
+    judge_params: GenerationParams | None = None,
+    judge_format: str = "project",
+    references: Mapping[str, Sequence[str]] | None = None,
+    answer_temperatures: Mapping[str, float] | None = None,
+    overwrite: bool = False,
+) -> PreparedMTBench:
+    """Every check of an MT-Bench run (:func:`mtbench_eval`'s arguments) and the claim of ``out_dir`` for it, from
+    the answering model's and the judge's identities (``chat_model_identity``, or, before they load,
+    ``config_identity``), so that a bad question or reference file, setting or output directory fails before a
+    model loads (``safealign eval-mtbench``)."""
     if judge_format not in JUDGE_FORMATS:
         raise UserError(f"mt-bench: judge_format {judge_format!r} is not one of {', '.join(JUDGE_FORMATS)}")
     params = params or GenerationParams(max_new_tokens=fastchat.ANSWER_MAX_NEW_TOKENS)
@@ -214,13 +260,9 @@ def mtbench_eval(
     else:
         refs = {str(q["question_id"]): q["reference"] for q in rows if q.get("reference")} | given
     judge_params = judge_params or GenerationParams(max_new_tokens=256, batch_size=params.batch_size)
-    judge_identity = chat_model_identity(judge_model)
-    # an endpoint's model name (or a local judge's load spec) before a class name; "unknown" identities name a class
-    judge = judge_name or getattr(judge_model, "name", None) or judge_identity.get("spec") or type(judge_model).__name__
-    identity = chat_model_identity(model)
     out = Path(out_dir)
-    fingerprint = mtbench_fingerprint(identity, getattr(model, "system_prompt", None), params, answer_temperatures,
-                                      judge, judge_identity, judge_params, judge_format, rows, refs)
+    fingerprint = mtbench_fingerprint(identity, system_prompt, params, answer_temperatures, judge, judge_identity,
+                                      judge_params, judge_format, rows, refs)
     this_run = fingerprint
 
     def legacy(run: Path) -> Fingerprint | None:  # a directory made before fingerprints: what its files recorded
@@ -230,7 +272,17 @@ def mtbench_eval(
     if not overwrite:
         fingerprint = _keep_recorded_questions(fingerprint, out)
     claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=overwrite, legacy=legacy)
-    path = out / "records.jsonl"
+    return PreparedMTBench(out, dict(identity), rows, refs, params, judge_params, judge, judge_format,
+                           answer_temperatures, fingerprint)
+
+
+def run_prepared(run: PreparedMTBench, model: ChatModel, judge_model: ChatModel, *,
+                 progress: bool = True) -> MTBenchSummary:
+    """Answer (with ``model``) and grade (with ``judge_model``) the questions of ``run`` not recorded yet in its
+    directory; write and return the summary."""
+    rows, refs, params, judge_params = run.rows, run.refs, run.params, run.judge_params
+    judge, judge_format, answer_temperatures = run.judge, run.judge_format, run.answer_temperatures
+    path = run.out / "records.jsonl"
     latest = latest_by(read_jsonl(path), "question_id")
     recorded = [latest.get(str(q["question_id"])) for q in rows]
     rejudge = [(q, r) for q, r in zip(rows, recorded) if _answered(r) and not _record_done(r)]
@@ -255,10 +307,10 @@ def mtbench_eval(
             ])
             bar.update(len(chunk))
     summary = dataclasses.replace(summarize_mtbench(read_jsonl(path), [str(q["question_id"]) for q in rows], judge),
-                                  model_identity=identity, run_fingerprint=fingerprint.digest,
+                                  model_identity=dict(run.identity), run_fingerprint=run.fingerprint.digest,
                                   extra={**_format_note(judge_format),
                                          "answer_temperatures": dict(answer_temperatures or {}) or None})
-    write_json(out / "summary.json", summary.to_json())
+    write_json(run.out / "summary.json", summary.to_json())
     return summary
 
 

@@ -360,3 +360,62 @@ def test_fastchat_temperatures_answer_each_category_at_its_own(tmp_path, scripte
     assert seen["Write a blog post."] == {(True, 0.7)} and seen["Area of the triangle?"] == {(False, 1.0)}
     assert seen["Why is the sky blue?"] == {(True, 0.1)} and seen["Hm?"] == {(True, 0.7)}  # FastChat's default
     assert summary.extra["answer_temperatures"]["writing"] == 0.7 and summary.overall.n == 5
+
+
+def _tiny_cli_args(tmp_path):
+    """eval-mtbench with a tiny-random model and judge (hf), the project format and one one-turn question."""
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(json.dumps({"question_id": 1, "category": "writing", "turns": ["Say hi."]}) + "\n")
+    return ["eval-mtbench", "--model", "tiny-random", "--judge-backend", "hf", "--judge-model", "tiny-random",
+            "--judge-format", "project", "--questions", str(questions), "--output-dir", str(tmp_path / "out")]
+
+
+@pytest.mark.parametrize("case", ["references", "max-new-tokens", "questions", "output-dir"])
+def test_cli_checks_files_settings_and_the_output_dir_before_a_model_loads(tmp_path, capsys, scripted,
+                                                                          no_model_load, case):
+    """Both models used to load first: a missing --references file or --max-new-tokens 0 failed only after."""
+    from safealign.cli import main
+
+    args = _tiny_cli_args(tmp_path)
+    if case == "references":
+        args += ["--references", str(tmp_path / "nonexistent.jsonl")]
+        message = "nonexistent.jsonl"
+    elif case == "max-new-tokens":
+        args += ["--max-new-tokens", "0"]
+        message = "max_new_tokens must be >= 1, got 0"
+    elif case == "questions":
+        args[args.index("--questions") + 1] = str(tmp_path / "missing.jsonl")
+        message = "missing.jsonl"
+    else:  # the directory holds another model's run
+        mtbench_eval(scripted(lambda c: "ok"), scripted(lambda c: "Rating: [[5]]"), args[args.index("--questions") + 1],
+                     out_dir=tmp_path / "out", judge_name="tiny-random", progress=False)
+        message = "holds an earlier mtbench run with different settings"
+    assert main(args) == 2  # no_model_load: a load would fail the test, not return 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_claims_from_the_configs_what_the_loaded_models_resume(tmp_path, capsys, monkeypatch):
+    """The output directory is claimed from the configs' identities before the models load; the library, handed
+    the loaded models, finds the same fingerprint and resumes instead of refusing the directory."""
+    import safealign.models.load
+    from safealign.cli import main
+    from safealign.eval.backends import build_chat_model
+    from safealign.eval.config import ModelConfig
+
+    out, load, loads = tmp_path / "out", safealign.models.load.load_model, []
+
+    def spy(spec, **kwargs):  # the hf backend's load: was the directory claimed by then?
+        loads.append((spec, (out / "fingerprint.json").is_file()))
+        return load(spec, **kwargs)
+
+    monkeypatch.setattr(safealign.models.load, "load_model", spy)
+    args = _tiny_cli_args(tmp_path)
+    assert main([*args, "--max-new-tokens", "2"]) == 0
+    assert loads == [("tiny-random", True)] * 2  # the model and the judge, each after the claim
+    recorded = (out / "records.jsonl").read_text()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["judge"] == "tiny-random" and summary["model_identity"]["kind"] == "tiny"
+    model, judge = (build_chat_model(ModelConfig(backend="hf", name="tiny-random")) for _ in range(2))
+    mtbench_eval(model, judge, args[args.index("--questions") + 1], GenerationParams(max_new_tokens=2), out,
+                 judge_name="tiny-random", progress=False)
+    assert (out / "records.jsonl").read_text() == recorded  # resumed: nothing answered or judged again
