@@ -64,18 +64,20 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 
 @pytest.fixture()
 def model_loads(monkeypatch):
-    """Every ``safealign.models.load_model`` call from now on, as (spec, its keyword arguments, the model loaded);
-    each call still loads."""
+    """Every ``load_model`` call from now on (through ``safealign.models`` or ``safealign.models.load``, the two
+    import paths the runs use), as (spec, its keyword arguments, the model loaded); each call still loads."""
     import safealign.models
+    import safealign.models.load
 
-    loads, load = [], safealign.models.load_model
+    loads, load = [], safealign.models.load.load_model
 
     def spy(spec, **kwargs):
         model, tokenizer = load(spec, **kwargs)
         loads.append((spec, kwargs, model))
         return model, tokenizer
 
-    monkeypatch.setattr(safealign.models, "load_model", spy)
+    for module in (safealign.models, safealign.models.load):
+        monkeypatch.setattr(module, "load_model", spy)
     return loads
 
 

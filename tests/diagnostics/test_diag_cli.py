@@ -116,14 +116,9 @@ def test_unknown_config_key_is_a_clear_error(capsys, data):
 
 @pytest.mark.parametrize("subcommand", ["ranking", "entanglement", "anchor", "e-share", "hidden-norms"])
 @pytest.mark.parametrize("batch_size", ["0", "-1"])
-def test_a_batch_size_below_1_is_refused_before_the_model_loads(capsys, data, monkeypatch, subcommand, batch_size):
-    """-1 scored nothing (ranking accuracy 1 from an unwritten table, exit 0), 0 a raw ValueError."""
-    from safealign.pipelines import diagnose
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the model was loaded before the bad setting was reported")
-
-    monkeypatch.setattr(diagnose, "load_model", refuse)
+def test_a_batch_size_below_1_is_refused_before_the_model_loads(capsys, data, no_model_load, subcommand, batch_size):
+    """-1 scored nothing (ranking accuracy 1 from an unwritten table, exit 0), 0 a raw ValueError. (Patching
+    ``pipelines.diagnose.load_model`` here leaked: a subcommand module imported during the test bound the patch.)"""
     assert main(["diagnose", subcommand, "--model", "tiny-random", "--data", str(data), "--batch-size",
                  batch_size]) == 2
     assert f"batch_size must be >= 1, got {batch_size}" in capsys.readouterr().err
