@@ -108,11 +108,14 @@ def _limited(prompts: BenignSet, limit: int | None) -> BenignSet:
     return BenignSet(benign, prompts.contrast[: len(safe)], safe)
 
 
-def run_benign(target: Any, prompts: BenignSet, params: Any, judge: Any, out: Path) -> dict[str, Any]:
-    """Generate and judge (resuming ``out/records.jsonl``); the over-refusal block of the eval summary."""
+def run_benign(target: Any, prompts: BenignSet, params: Any, judge: Any, out: Path,
+               overwrite_flag: str = "--overwrite") -> dict[str, Any]:  # fmt: skip
+    """Generate and judge (resuming ``out/records.jsonl`` when ``out`` recorded the same model and settings); the
+    over-refusal block of the eval summary. ``overwrite_flag``: the calling command's, named in a refusal."""
     from safealign.eval.helpfulness.overrefusal import overrefusal_run
 
-    result, records = overrefusal_run(target, [*prompts.benign, *prompts.contrast], params, judge, out, progress=True)
+    result, records = overrefusal_run(target, [*prompts.benign, *prompts.contrast], params, judge, out, progress=True,
+                                      overwrite_flag=overwrite_flag)
     return benign_summary(records, prompts, result.judge)
 
 

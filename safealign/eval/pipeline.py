@@ -146,7 +146,8 @@ def run_eval(
                 _run_attack(attack, behaviors, target, judges, params, store, config.retry_errors, first_batch)
             first_batch.finish()  # a run of fewer generations than one batch is checked on what it made
             if benign:
-                over_refusal = run_benign(target, benign, params, refusal_detector(judges), out / "benign")
+                over_refusal = run_benign(target, benign, params, refusal_detector(judges), out / "benign",
+                                          overwrite_flag)
         complete = True
     finally:  # also on Ctrl-C: the summary reflects what is recorded so far
         seconds = time.perf_counter() - started

@@ -150,8 +150,36 @@ def _claim(out: Path, config: OnlineConfig, resume: bool, overwrite: bool, model
         if not resume and found:
             raise UserError(f"{out} holds a run with the same settings and checkpoint {found[-1].name}; pass --resume "
                             "to continue it, or --overwrite to delete it and start over")
+        if resume:
+            check_not_shortened(out, config.max_steps, f"--resume: {out}",
+                                "use another output_dir, or pass --overwrite (not --resume) to train it again")
 
     claim_run_dir(out, online_fingerprint(config, model), outputs=OUTPUTS, overwrite=overwrite, check=check)
+
+
+def trained_steps(out: Path) -> int:
+    """How far the online run in ``out`` has trained: its last checkpoint's step (one is saved at the last step),
+    else its summary's (0 for none)."""
+    from safealign.io import read_json
+    from safealign.online.trainer import checkpoints
+
+    found = checkpoints(out)
+    steps = [int(found[-1].name.split("-")[-1])] if found else []
+    if (out / "train_summary.json").is_file():
+        steps.append(int(read_json(out / "train_summary.json").get("steps") or 0))
+    return max(steps, default=0)
+
+
+def check_not_shortened(out: Path, max_steps: int, where: str, remedy: str) -> None:
+    """Refuse to continue the run in ``out`` when it has trained past ``max_steps`` (:func:`trained_steps`): it
+    cannot be shortened, and resumed its training loop would not run while the longer run was saved as ``final`` and
+    labelled with the shorter run's config. Under the constant schedule ``max_steps`` is no part of the fingerprint
+    (a longer one extends a run), so this is the only check that sees it. ``where`` starts the error (the command and
+    the folder), ``remedy`` ends it."""
+    trained = trained_steps(out)
+    if trained > max_steps:
+        raise UserError(f"{where} holds a run trained for {trained} steps, more than max_steps={max_steps}: a run "
+                        f"cannot be shortened; ask for max_steps={trained} or more, {remedy}")
 
 
 def online_settings_fingerprint(config: OnlineConfig):

@@ -110,7 +110,7 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     # the jailbreak evaluation's generation settings (eval.generation: sampling, stop strings, lengths), so both
     # halves of the evaluation answer alike; under the defaults these are the greedy settings used before
     helpful = overrefusal_eval(chat, prompts["benign_test"] + untuned, generation_params(evaluation),
-                               out_dir=out / "helpfulness" / "overrefusal")
+                               out_dir=out / "helpfulness" / "overrefusal", overwrite_flag=FRESH)
     figures = {name: Figure.of(jailbreak.attacks[attack]["refusal"])
                for name, attack in (("direct_asr", "direct"), ("template_asr", "template"))}
     figures["benign_refusal_rate"] = Figure.of(helpful.refusal_rate["ordinary"])

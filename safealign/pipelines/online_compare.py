@@ -194,26 +194,13 @@ def _check_stage(name: str, online: Any) -> None:
     compared (_check_finished_training; a run recorded before some of its keys were compares the rest, so stages
     recorded before this check stay usable), and a run trained past ``max_steps`` is refused: it cannot be
     shortened, and resuming it would keep and label it as the shorter run."""
+    from safealign.online.run import check_not_shortened
+
     train_dir = Path(online.output_dir)
-    trained = _trained_steps(train_dir)
-    if trained > online.max_steps:
-        raise UserError(f"compare-online: stage {name} ({train_dir}) holds a run trained for {trained} steps, more "
-                        f"than max_steps={online.max_steps}: a run cannot be shortened; ask for max_steps={trained} "
-                        "or more, use another output_dir, or delete that folder to train it again")
+    check_not_shortened(train_dir, online.max_steps, f"compare-online: stage {name} ({train_dir})",
+                        "use another output_dir, or delete that folder to train it again")
     if (train_dir / "train_summary.json").is_file():
         _check_finished_training(train_dir, online)
-
-
-def _trained_steps(train_dir: Path) -> int:
-    """How far the stage's run has trained: its last checkpoint's step (one is saved at the last step), else its
-    summary's (0 for none)."""
-    from safealign.online.trainer import checkpoints
-
-    found = checkpoints(train_dir)
-    steps = [int(found[-1].name.split("-")[-1])] if found else []
-    if (train_dir / "train_summary.json").is_file():
-        steps.append(int(read_json(train_dir / "train_summary.json").get("steps") or 0))
-    return max(steps, default=0)
 
 
 def _check_finished_training(train_dir: Path, online: Any) -> None:

@@ -622,3 +622,16 @@ def test_a_model_of_the_wrong_kind_is_refused_as_a_reward_or_a_cost_before_the_p
         from safealign.online.rewards import build_sources
 
         build_sources([SourceConfig(kind="reward_model", path=str(reward))], what="cost")
+
+
+def test_a_resume_with_max_steps_below_the_checkpoint_is_refused(tmp_path):
+    """Under the constant schedule max_steps is no setting (a longer one extends a run), so a shorter one passed the
+    fingerprint: the loop never ran and the longer run was saved as ``final`` under the shorter run's config. It
+    cannot be shortened: refused, naming the folder, its step and max_steps, before anything is written."""
+    run_online(tiny_config(tmp_path, "max_steps=2"))
+    out = tmp_path / "run"
+    summary, config = (out / "train_summary.json").read_text(), (out / "config.yaml").read_text()
+    with pytest.raises(UserError, match=rf"^--resume: {out} holds a run trained for 2 steps, more than max_steps=1"):
+        run_online(tiny_config(tmp_path, "max_steps=1"), resume=True)
+    assert (out / "train_summary.json").read_text() == summary and (out / "config.yaml").read_text() == config
+    run_online(tiny_config(tmp_path, "max_steps=2"), resume=True)  # the run's own max_steps still resumes

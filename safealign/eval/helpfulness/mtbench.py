@@ -39,7 +39,7 @@ from safealign.errors import UserError
 from safealign.eval.backends import chat_model_identity
 from safealign.eval.backends.base import ChatModel, GenerationParams, with_seeds
 from safealign.eval.helpfulness import mtbench_fastchat as fastchat
-from safealign.eval.helpfulness.records import batched, latest_by
+from safealign.eval.helpfulness.records import batched, generation_settings, identity_keys, latest_by
 from safealign.eval.student_t import t_quantile
 from safealign.files import read_text
 from safealign.io import append_jsonl, parse_jsonl, read_json, read_jsonl, write_json
@@ -434,14 +434,11 @@ def mtbench_fingerprint(identity: Mapping[str, Any], system_prompt: str | None, 
     as defaults (as eval fingerprints with ``EvalConfig()``'s), so a field added to GenerationParams later, at its
     default, still matches the directories recorded without it (rundir's ``differing_keys``); defaults are not
     part of the digest."""
-    def settings(p: GenerationParams) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(p).items() if k not in ("batch_size", "seeds")}
-
-    default = settings(GenerationParams())
+    default = generation_settings(GenerationParams())
     fingerprint = make_fingerprint("mtbench", {
-        "model": {**_identity_keys(identity), "system_prompt": system_prompt},
-        "generation": settings(params), "answer_temperatures": dict(answer_temperatures or {}) or None,
-        "judge": {"name": judge, **_identity_keys(judge_identity), "generation": settings(judge_params),
+        "model": {**identity_keys(identity), "system_prompt": system_prompt},
+        "generation": generation_settings(params), "answer_temperatures": dict(answer_temperatures or {}) or None,
+        "judge": {"name": judge, **identity_keys(judge_identity), "generation": generation_settings(judge_params),
                   "format": judge_format, "prompts": _prompts_digest(judge_format)},
         "questions": [_question_digest(q, refs, judge_format) for q in questions],
     }, defaults={"generation": default, "judge": {"generation": default}})
@@ -508,15 +505,6 @@ def mtbench_legacy_fingerprint(recorded: Mapping[str, Any], current: Fingerprint
         unset = {k: None for k in current.values if k.startswith("answer_temperatures") and k not in fingerprint.values}
         fingerprint = dataclasses.replace(fingerprint, values={**fingerprint.values, **unset})
     return fingerprint
-
-
-def _identity_keys(identity: Mapping[str, Any]) -> dict[str, Any]:
-    """An identity's keys for a fingerprint; ``weights``/``setup`` are compared only when both runs know them
-    (safealign.io.rundir.WHEN_KNOWN: an endpoint's weights cannot be seen)."""
-    from safealign.models.identity import setup_fingerprint
-
-    return {"spec": identity.get("spec"), "kind": identity.get("kind"), "backend": identity.get("backend"),
-            "weights": identity.get("fingerprint"), "setup": setup_fingerprint(dict(identity))}
 
 
 def _prompts_digest(judge_format: str) -> str | None:

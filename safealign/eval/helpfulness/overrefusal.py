@@ -13,8 +13,9 @@ on unhelpfulness either way (see docs/findings.md).
 Output in ``out_dir``: ``records.jsonl`` (one record per prompt, appended as produced; a re-run
 skips prompts already answered and retries those whose generation failed; a record under a prompt's id whose
 prompt text or kind differs stops the run, see :func:`check_recorded_prompts`; recorded answers are judged again
-by the run's detector and a record whose verdict changes is appended anew, see :func:`judged_again`) and
-``summary.json``::
+by the run's detector and a record whose verdict changes is appended anew, see :func:`judged_again`),
+``fingerprint.json`` (what answered: the model, its generation settings and defenses; a re-run under others is
+refused, see :func:`overrefusal_fingerprint`) and ``summary.json``::
 
     {"judge": "...", "refusal_rate": {"ordinary": R, "borderline": R, "all": R}}
     R = {"rate": float | None, "ci95": [lo, hi] | None (Wilson), "n": scored, "unscored": failed}
@@ -33,11 +34,14 @@ from tqdm.auto import tqdm
 from safealign.errors import UserError, brief
 from safealign.eval.backends import chat_model_identity
 from safealign.eval.backends.base import ChatModel, GenerationParams, with_seeds
-from safealign.eval.helpfulness.records import batched, latest_by, rate_ci95
+from safealign.eval.helpfulness.records import batched, generation_settings, identity_keys, latest_by, rate_ci95
 from safealign.io import append_jsonl, read_jsonl, write_json
+from safealign.io.rundir import Fingerprint, claim_run_dir, make_fingerprint
 from safealign.io.summaries import OverRefusalSummary, RateStats
 
 logger = logging.getLogger(__name__)
+
+OUTPUTS = ("records.jsonl", "summary.json")  # what ``overwrite`` removes; fingerprint.json is claim_run_dir's
 
 
 class RefusalDetector(Protocol):
@@ -97,9 +101,16 @@ def overrefusal_eval(
     out_dir: str | Path = "overrefusal",
     *,
     progress: bool = True,
+    overwrite: bool = False,
+    overwrite_flag: str = "overwrite=True",
 ) -> OverRefusalSummary:
-    """Generate answers to benign ``prompts``, judge refusals, write records and return the summary."""
-    return overrefusal_run(model, prompts, params, judge, out_dir, progress=progress)[0]
+    """Generate answers to benign ``prompts``, judge refusals, write records and return the summary.
+
+    ``out_dir`` may hold only answers of the same model, generation settings and defenses
+    (:func:`overrefusal_fingerprint`), which are resumed; ``overwrite`` deletes another run's records and summary
+    there first. ``overwrite_flag``: how the calling command offers ``overwrite``, named in a refusal."""
+    return overrefusal_run(model, prompts, params, judge, out_dir, progress=progress, overwrite=overwrite,
+                           overwrite_flag=overwrite_flag)[0]
 
 
 def overrefusal_run(
@@ -110,6 +121,8 @@ def overrefusal_run(
     out_dir: str | Path = "overrefusal",
     *,
     progress: bool = True,
+    overwrite: bool = False,
+    overwrite_flag: str = "overwrite=True",
 ) -> tuple[OverRefusalSummary, list[dict[str, Any]]]:
     """:func:`overrefusal_eval`, also returning the records it summarised (every line of ``records.jsonl``), so a
     caller that summarises its own groups of the prompts need not read the file again."""
@@ -123,6 +136,8 @@ def overrefusal_run(
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         raise UserError(f"over-refusal: duplicate prompt ids {dupes[:5]}")
     out = Path(out_dir)
+    identity = chat_model_identity(model)  # once: an in-memory model's parameters are costly to hash
+    claim_overrefusal_dir(out, overrefusal_fingerprint(model, identity, params), overwrite, overwrite_flag)
     path = out / "records.jsonl"
     recorded = latest_by(read_jsonl(path), "id")
     check_recorded_prompts(path, recorded, items)
@@ -146,9 +161,44 @@ def overrefusal_run(
                        "detector's)", len(rejudged), name)  # fmt: skip
         append_jsonl(path, rejudged)
         records += rejudged
-    summary = dataclasses.replace(summarize_overrefusal(records, ids, name), model_identity=chat_model_identity(model))
+    summary = dataclasses.replace(summarize_overrefusal(records, ids, name), model_identity=identity)
     write_json(out / "summary.json", summary.to_json())
     return summary, records
+
+
+def overrefusal_fingerprint(model: ChatModel, identity: dict[str, Any], params: GenerationParams) -> Fingerprint:
+    """What decides the answers an over-refusal folder holds. Records are keyed by prompt id alone, so a resume by
+    another model (or under other generation settings, or through other defenses) would count its answers with the
+    recorded ones under one summary: a caller reusing a folder after its model changed mixed two models silently.
+    Held: the answering model's identity (``identity``, :func:`~safealign.eval.backends.chat_model_identity`: its
+    spec and kind; its weights and setup compared only where both runs can see them, as everywhere in
+    safealign.io.rundir) and system prompt, the generation settings but the batch size and per-call seeds
+    (``GenerationParams()``'s are the defaults, so a field added to it later, at its default, still matches), and
+    the defense layers it answers through (their fingerprints, outermost first; [] for none). Not the refusal
+    detector: every recorded answer is judged again by the run's own (:func:`judged_again`), so another detector
+    mixes nothing. Nor the prompts: a record is reused only for the prompt it answered
+    (:func:`check_recorded_prompts`), and the set may grow or shrink between runs."""
+    from safealign.eval.defenses.base import defense_layers
+
+    return make_fingerprint("overrefusal", {
+        "model": {**identity_keys(identity), "system_prompt": getattr(model, "system_prompt", None)},
+        "generation": generation_settings(params), "defenses": [d.fingerprint() for d in defense_layers(model)],
+    }, defaults={"generation": generation_settings(GenerationParams())})
+
+
+def claim_overrefusal_dir(out: Path, fingerprint: Fingerprint, overwrite: bool, overwrite_flag: str) -> None:
+    """Check ``out`` may hold this run (:func:`overrefusal_fingerprint`) before anything is read or written there,
+    then record its fingerprint. A folder written before over-refusal folders recorded one (records, no
+    ``fingerprint.json``) has nothing to check against: it is resumed as it always was, with a warning, and this
+    run's settings are recorded, which every later resume must then match."""
+    def unrecorded(run: Path) -> Fingerprint:
+        if (run / "records.jsonl").is_file():
+            logger.warning("%s: over-refusal records written before their folder recorded what answered them; "
+                           "resumed unchecked, and this run's model and settings recorded from now on", run)
+        return Fingerprint(fingerprint.kind, {})
+
+    claim_run_dir(out, fingerprint, outputs=OUTPUTS, overwrite=overwrite, legacy=unrecorded,
+                  overwrite_flag=overwrite_flag)
 
 
 # what a record says about the question it answered (record field -> HelpfulnessPrompt attribute)

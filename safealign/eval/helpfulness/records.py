@@ -2,12 +2,14 @@
 
 The Wilson interval is the jailbreak summary's (:mod:`safealign.eval.summary`), so ASR and refusal
 rates share one implementation. Records are read and appended with :mod:`safealign.io.jsonl` as they
-are produced, so a crash loses at most the batch in flight.
+are produced, so a crash loses at most the batch in flight. The keys their folders' fingerprints hold for a model
+and its generation settings (:func:`identity_keys`, :func:`generation_settings`) are shared too.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import dataclasses
+from typing import Any, Iterable, Mapping
 
 from safealign.eval.summary import wilson_interval
 
@@ -26,3 +28,18 @@ def batched(items: list[Any], size: int) -> Iterable[list[Any]]:
     size = max(1, size)
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def identity_keys(identity: Mapping[str, Any]) -> dict[str, Any]:
+    """An identity's keys for a fingerprint; ``weights``/``setup`` are compared only when both runs know them
+    (safealign.io.rundir.WHEN_KNOWN: an endpoint's weights cannot be seen)."""
+    from safealign.models.identity import setup_fingerprint
+
+    return {"spec": identity.get("spec"), "kind": identity.get("kind"), "backend": identity.get("backend"),
+            "weights": identity.get("fingerprint"), "setup": setup_fingerprint(dict(identity))}
+
+
+def generation_settings(params: Any) -> dict[str, Any]:
+    """A :class:`~safealign.eval.backends.base.GenerationParams`' settings for a fingerprint: all but the batch size,
+    which only says how many go at once, and per-call ``seeds`` (a call's, not a setting)."""
+    return {k: v for k, v in dataclasses.asdict(params).items() if k not in ("batch_size", "seeds")}

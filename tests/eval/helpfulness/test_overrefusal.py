@@ -155,3 +155,57 @@ def test_a_resume_under_the_same_detector_leaves_the_records_as_they_were(tmp_pa
     before = (tmp_path / "records.jsonl").read_text()
     overrefusal_eval(scripted(lambda c: "not asked"), PROMPTS[:2] + PROMPTS[3:], out_dir=tmp_path, progress=False)
     assert (tmp_path / "records.jsonl").read_text() == before
+
+
+def test_a_resume_by_other_weights_is_refused_naming_the_folder_and_the_key(tmp_path):
+    """Records are keyed by prompt id: resumed by another model, the folder would mix two models' answers under one
+    summary. The folder records what answered (safealign.io.rundir) and a resume by other weights is refused."""
+    import torch
+
+    from safealign.eval.backends.hf import HFChatModel
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    first, other = tiny_model(vocab_size=len(tokenizer)), tiny_model(vocab_size=len(tokenizer))
+    with torch.no_grad():
+        next(other.parameters()).add_(0.5)  # another model's weights, same class and config
+    params = GenerationParams(max_new_tokens=2)
+    overrefusal_eval(HFChatModel(first, tokenizer), PROMPTS[:2], params, out_dir=tmp_path, progress=False)
+    before = (tmp_path / "records.jsonl").read_text()
+    with pytest.raises(UserError, match=r"different settings \(model\.weights: ") as raised:
+        overrefusal_eval(HFChatModel(other, tokenizer), PROMPTS, params, out_dir=tmp_path, progress=False)
+    assert str(raised.value).startswith(f"{tmp_path} holds an earlier overrefusal run")
+    assert (tmp_path / "records.jsonl").read_text() == before
+    # the same weights resume
+    overrefusal_eval(HFChatModel(first, tokenizer), PROMPTS, params, out_dir=tmp_path, progress=False)
+
+
+def test_a_resume_under_other_generation_settings_or_defenses_is_refused_but_not_another_batch_size(tmp_path,
+                                                                                                  scripted):
+    from safealign.eval.defenses.base import DefendedChatModel, build_defense
+
+    overrefusal_eval(scripted(script), PROMPTS, GenerationParams(max_new_tokens=16, batch_size=2), out_dir=tmp_path,
+                     progress=False)  # fmt: skip
+    resumed = scripted(lambda c: "Happy to help.")
+    overrefusal_eval(resumed, PROMPTS, GenerationParams(max_new_tokens=16, batch_size=4), out_dir=tmp_path,
+                     progress=False)  # fmt: skip
+    assert [c[-1]["content"] for c in resumed.conversations] == ["FAIL this one"]  # batch size decides no answer
+    longer = scripted(lambda c: "Happy to help.")
+    with pytest.raises(UserError, match=r"generation\.max_new_tokens: 16 -> 32"):
+        overrefusal_eval(longer, PROMPTS, GenerationParams(max_new_tokens=32), out_dir=tmp_path, progress=False)
+    defended = DefendedChatModel(scripted(lambda c: "Happy to help."), build_defense("self_reminder"))
+    with pytest.raises(UserError, match=r"defenses: "):
+        overrefusal_eval(defended, PROMPTS, GenerationParams(max_new_tokens=16), out_dir=tmp_path, progress=False)
+    assert longer.n_generated == 0 and defended.inner.n_generated == 0
+
+
+def test_a_folder_written_before_it_recorded_its_settings_resumes_and_records_them(tmp_path, scripted):
+    """A folder from before over-refusal folders had a fingerprint.json has nothing to check a resume against: it
+    resumes (as it always did) and records this run's settings, which a later resume must then match."""
+    overrefusal_eval(scripted(script), PROMPTS, GenerationParams(max_new_tokens=16), out_dir=tmp_path, progress=False)
+    (tmp_path / "fingerprint.json").unlink(missing_ok=True)  # as written before
+    overrefusal_eval(scripted(script), PROMPTS, GenerationParams(max_new_tokens=8), out_dir=tmp_path, progress=False)
+    assert json.loads((tmp_path / "fingerprint.json").read_text())["values"]["generation.max_new_tokens"] == 8
+    with pytest.raises(UserError, match=r"generation\.max_new_tokens: 8 -> 16"):
+        overrefusal_eval(scripted(script), PROMPTS, GenerationParams(max_new_tokens=16), out_dir=tmp_path,
+                         progress=False)  # fmt: skip
