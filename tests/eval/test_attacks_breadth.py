@@ -10,11 +10,14 @@ import pytest
 from safealign.config import load_config
 from safealign.errors import UserError
 from safealign.eval.aggregate import mean_over_attacks
+from safealign.eval.attacks import build_attack
 from safealign.eval.backends.hf import HFChatModel
 from safealign.eval.config import EvalConfig
 from safealign.eval.defenses.base import build_defense
 from safealign.eval.judges import build_judge
+from safealign.eval.judges.classifier import ClassifierConfig
 from safealign.eval.pipeline import run_eval
+from safealign.eval.registries import make_config
 from safealign.eval.summary import format_table
 from safealign.types import Behavior
 
@@ -154,6 +157,49 @@ def test_judges_and_defenses_refuse_a_single_text_for_a_list_parameter_too():
     with pytest.raises(UserError, match=r"defense 'mpo': policies: expected a list, got text 'target'"):
         build_defense("mpo", {"policies": "target"})
     assert build_judge("refusal", {"list": "custom", "custom": ["Sorry"]}).config.custom == ("Sorry",)  # a list: kept
+
+
+@pytest.mark.parametrize("build, name, params, message", [
+    # YAML reads unquoted No as false and 1 as a number: the refusal judge's first score() raised TypeError
+    (build_judge, "refusal", {"list": "custom", "custom": ["Sorry", False, 1]},
+     r"judge 'refusal': custom\[1\]: expected text, got False \(bool\); quote it"),
+    (build_judge, "classifier", {"threshold": "high"}, r"judge 'classifier': threshold: expected a number, got 'high'"),
+    (build_judge, "classifier", {"batch_size": 2.5},
+     r"judge 'classifier': batch_size: expected a whole number, got 2.5"),
+    (build_defense, "mpo", {"policies": ["target", 3]}, r"defense 'mpo': policies\[1\]: expected text, got 3 \(int\)"),
+    (build_defense, "mpo", {"weights": [0.5, "x"]}, r"defense 'mpo': weights\[1\]: expected a number, got 'x'"),
+    (build_defense, "in_context", {"demos": [["q", "a"], ["q"]]},
+     r"defense 'in_context': demos\[1\]: expected a list of 2, got \['q'\]"),
+    (build_defense, "in_context", {"demos": [["q", 7]]},
+     r"defense 'in_context': demos\[0\]\[1\]: expected text, got 7"),
+    (build_attack, "best_of_n", {"n": True}, r"attack 'best_of_n': n: expected a whole number, got True \(bool\)"),
+    (build_attack, "template", {"builtin": "no"}, r"attack 'template': builtin: expected true or false, got 'no'"),
+    (build_attack, "pair", {"attacker": ["x"]}, r"attack 'pair': attacker: expected a mapping, got \['x'\]"),
+])  # fmt: skip
+def test_a_parameter_of_the_wrong_type_is_refused_naming_it_and_its_index(build, name, params, message):
+    """make_config checked only list against text: a wrong element type built the plug-in and failed (or silently
+    misbehaved) at its first use, through an eval's judge_params after every answer was generated."""
+    with pytest.raises(UserError, match=message):
+        build(name, params)
+
+
+def test_parameters_of_the_right_type_still_build():
+    """Whole numbers for float fields, None for optional ones, YAML lists for tuples (of pairs too) are accepted."""
+    judge = build_judge("refusal", {"list": "custom", "custom": ["Sorry", "No"], "case_sensitive": False})
+    assert judge.config.custom == ("Sorry", "No")
+    assert make_config(ClassifierConfig, {"threshold": 1, "device": None}, "judge 'classifier'").threshold == 1
+    assert build_defense("mpo", {"policies": ["target", "m"], "weights": [1, 0.5]}).config.weights == (1, 0.5)
+    assert build_defense("in_context", {"demos": [["q", "a"]], "k": 1}).demos == (("q", "a"),)
+    assert build_attack("best_of_n", {"n": 2, "caps_prob": 0}).config.n == 2
+
+
+def test_eval_judge_params_of_the_wrong_type_fail_before_any_generation(tmp_path):
+    overrides = ["judges=[refusal]", "judge_params.refusal.list=custom", "judge_params.refusal.custom=[Sorry, No]"]
+    config = load_config(EvalConfig, None, [*overrides, f"output_dir={tmp_path / 'run'}"])
+    fake = ScriptedChatModel(lambda c: "x")
+    with pytest.raises(UserError, match=r"judge 'refusal': custom\[1\]: expected text, got False"):
+        run_eval(config, chat_model=fake, behaviors=BEHAVIORS)
+    assert fake.n_generated == 0
 
 
 @pytest.mark.parametrize("attack, params", [
