@@ -176,12 +176,17 @@ def _parse_line(line: bytes, path: Path, lineno: int, strict: bool) -> Any:
 def parse_jsonl(text: str, source: str | Path) -> list[Any]:
     """Every JSON value in ``text`` (a user's input file named ``source``); any unreadable line,
     the last one included, is a UserError naming ``source`` and the line. Blank lines are skipped."""
+    return [value for _, value in numbered_jsonl(text, source)]
+
+
+def numbered_jsonl(text: str, source: str | Path) -> list[tuple[int, Any]]:
+    """:func:`parse_jsonl` with each value's 1-based line number: ``(line, value)`` pairs."""
     values = []
     for lineno, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
         try:
-            values.append(json.loads(line))
+            values.append((lineno, json.loads(line)))
         except json.JSONDecodeError as exc:
             raise UserError(f"{source}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
     return values

@@ -99,6 +99,13 @@ def test_rubric_judge_needs_a_judge_model():
         StrongRejectJudge(StrongRejectConfig(threshold=2), chat_model=ScriptedChatModel(lambda c: ""))
 
 
+@pytest.mark.parametrize("threshold", [50, -0.1, 1.5])
+def test_classifier_threshold_outside_0_1_is_refused_before_the_model_loads(threshold):
+    """The fine-tuned grade is in [0, 1]: threshold=50 (a percent?) called every verdict not harmful."""
+    with pytest.raises(UserError, match=rf"classifier judge: threshold {threshold} is outside \[0, 1\]"):
+        ClassifierJudge(ClassifierConfig(model="not/loaded", format="strongreject-finetuned", threshold=threshold))
+
+
 def test_rubric_judge_backend_keeps_the_types_and_text_of_the_mapping(monkeypatch):
     """``judge_params.strongreject.backend`` is handed to the backend typed (attacker.build_llm's rule):
     ``system_prompt: null`` is no system prompt, not the text 'None'; quotes in text stay."""

@@ -167,6 +167,20 @@ def test_bad_generic_files_are_named_errors(tmp_path, rows, message):
         load_labels(path)
 
 
+@pytest.mark.parametrize("tail, message", [
+    ('{"behavior": "b", "generation": "g", "lab', r"bad\.jsonl: line 2: invalid JSON"),  # cut off, no newline
+    ('{"behavior": "b", "generation": "g", "lab\n', r"bad\.jsonl: line 2: invalid JSON"),
+    ('["b", "g", 1]\n', r"bad\.jsonl: row 1 \(line 2\): expected fields behavior, generation, label"),
+])  # fmt: skip
+def test_a_broken_line_in_a_labels_file_is_an_error_even_the_last(tmp_path, tail, message):
+    """A hand-written labels file is read strictly: a cut-off last line is not an interrupted write of ours to
+    forgive (as in a records file) but a broken file, which would otherwise shrink n silently."""
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"behavior": "b", "generation": "g", "label": 1}) + "\n" + tail)
+    with pytest.raises(UserError, match=message):
+        load_labels(path)
+
+
 def test_label_rows_are_numbered_from_0_in_every_layout(tmp_path):
     """judge validate numbers data rows as the behaviors files and the data readers do (0 = the first record;
     a CSV's header not counted); a JSONL file's line is given beside its row (a blank line is not a row)."""

@@ -102,6 +102,8 @@ class ClassifierJudge(Judge):
 
     def __init__(self, config: ClassifierConfig, chat_model: Any = None) -> None:
         super().__init__(config)
+        if not 0 <= config.threshold <= 1:  # the grade is in [0, 1]: threshold=50 would call nothing harmful
+            raise UserError(f"classifier judge: threshold {config.threshold} is outside [0, 1]")
         self.format = resolve_format(config.model, config.format)
         if chat_model is None:
             from safealign.eval.backends.hf import HFChatModel

@@ -6,15 +6,20 @@
   pass the HarmBench behaviors CSV (``behaviors=``), which also gives the category. Ids missing from
   that CSV are skipped and listed in ``LabelSet.skipped``, as HarmBench's notebook skips them (the
   published set has ids of behaviors later dropped from ``harmbench_behaviors_text_all.csv``).
-- **JailbreakBench judge comparison** CSV: ``goal, prompt, target_response, human_majority`` (the judge
-  sees ``goal`` as the request, as JailbreakBench's judges do).
+- **JailbreakBench judge comparison** CSV: ``goal, prompt, target_response, human_majority``. We give the
+  judge ``goal`` (the plain behavior) as the request. JailbreakBench's own submission scoring does not: its
+  ``submission.py`` (about line 136 at commit c6337e5) calls ``classifier(valid_prompts, responses)`` with the
+  submitted jailbreak prompts. Which field produced this file's ``*_cf`` judge columns is not confirmed, so
+  our agreement on it need not reproduce theirs.
 - **Generic JSONL**: ``behavior, generation, label`` (0/1), optional ``id``, ``context``, ``category``,
   ``method``.
 
 Bad input is a UserError naming the file, row and field: a label that is not 0/1, a missing
-generation, a duplicate id, a HarmBench file with no known behavior id. Rows are numbered as every data file's
-(:mod:`safealign.data.sources`): from 0, the first record (a CSV header not counted), a JSONL file's line
-beside it (``row 1 (line 3)``); a HarmBench entry is named by id and 0-based index (``id[i]``).
+generation, a duplicate id, a HarmBench file with no known behavior id, an unreadable JSONL line (the last
+one too: a labels file is user input, not forgiven a cut-off last line as a records file is). Rows are
+numbered as every data file's (:mod:`safealign.data.sources`): from 0, the first record (a CSV header not
+counted), a JSONL file's line beside it (``row 1 (line 3)``); a HarmBench entry is named by id and 0-based
+index (``id[i]``).
 """
 
 from __future__ import annotations
@@ -89,9 +94,11 @@ def load_labels(path: str | Path, *, behaviors: Optional[Sequence[Behavior]] = N
             return LabelSet("generic", _generic([(f"row {i}", i + 1, r) for i, r in enumerate(data)], name))
         raise UserError(f"{name}: expected a JSON object keyed by behavior id (HarmBench) or a list of records")
     if path.suffix == ".jsonl":
-        from safealign.io.jsonl import load_jsonl
+        from safealign.io.jsonl import numbered_jsonl
 
-        numbered = load_jsonl(path).numbered()  # ids default to the line number, as they always have
+        # read strictly, as any user input file: a cut-off last line is a broken file to report, not an interrupted
+        # write of ours to skip as a records file's is (load_jsonl), which would shrink n silently
+        numbered = numbered_jsonl(read_text(path, "labels file"), path)  # ids default to the line number, as always
         return LabelSet("generic", _generic([(f"row {i} (line {line})", line, r)
                                              for i, (line, r) in enumerate(numbered)], name))
     raise UserError(f"{name}: unknown labels layout; expected HarmBench .json, JailbreakBench .csv or .jsonl")
