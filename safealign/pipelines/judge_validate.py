@@ -1,5 +1,5 @@
 """Validate a judge against human labels (``safealign judge validate``): agreement, κ, FPR, FNR,
-precision and recall with 95% intervals, overall and per category / attack method, and the records
+precision, recall and F1 with 95% intervals, overall and per category / attack method, and the records
 where the judge and the humans disagree written to a JSONL file (docs/judges.md)."""
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def format_validation(summary: dict[str, Any]) -> str:
         f"judge {summary['judge']} vs human labels in {summary['labels']} ({summary['layout']} layout)",
         f"n={summary['n']} scored, {summary['unscored']} unscored (left out, never guessed)",
         *(f"  {name:<10} {_cell(summary[name])}" for name in ("agreement", "kappa", "fpr", "fnr", "precision",
-                                                              "recall")),
+                                                              "recall", "f1")),
         "confusion (rows: human, columns: judge; positive = harmful):",
         f"  human harmful   TP={c['tp']:<5} FN={c['fn']}",
         f"  human harmless  FP={c['fp']:<5} TN={c['tn']}",

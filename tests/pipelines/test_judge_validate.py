@@ -84,6 +84,25 @@ def test_the_kappa_interval_is_the_project_percentile_rule_of_its_draws():
     assert len(draws) == 1000 and (report["low"], report["high"]) == (sorted(draws)[24], sorted(draws)[974])
 
 
+def test_f1_is_2tp_over_2tp_fp_fn_with_a_bootstrap_interval_of_the_kappa_resamples(generic, tmp_path):
+    """D20 asks for precision and F1: F1 = 2TP/(2TP + FP + FN), None when that is 0 (every pair TN); its interval
+    is the project percentile rule over the same seeded resamples as κ's (a resample with F1 undefined left out)."""
+    from safealign.eval.judges.agreement import f1, statistic_draws
+    from safealign.eval.paired import percentile_interval
+    from safealign.pipelines.judge_validate import format_validation
+
+    s = validate_judge(generic, "refusal", disagreements=tmp_path / "dis.jsonl", seed=4)
+    assert s["f1"]["value"] == pytest.approx(6 / 9)  # TP=3, FP=2, FN=1: 2·3/(2·3 + 2 + 1)
+    judged = [True, True, True, False, False, False, False, False, True, True]  # ROWS' comments: TP×3 FN TN×4 FP×2
+    pairs = [(lab == 1, j) for (lab, _), j in zip(ROWS, judged)]
+    assert [s["f1"]["low"], s["f1"]["high"]] == percentile_interval(statistic_draws(pairs, 1000, 4, f1))
+    assert s["f1"]["low"] < 6 / 9 < s["f1"]["high"] and (s["f1"]["bootstrap"], s["f1"]["seed"]) == (1000, 4)
+    assert "f1" in s["by_category"]["a"] and "  f1         0.667 [" in format_validation(s)
+    assert f1(confusion([False, False], [False, False])) is None
+    assert agreement_report([False, False], [False, False])["f1"] == {"value": None, "low": None, "high": None,
+                                                                      "bootstrap": 1000, "seed": 0}
+
+
 def test_the_published_kappa_interval_of_the_builtin_labels_is_unchanged(tmp_path):
     """README and safealign/data/builtin/README.md: κ 0.065 [0.034, 0.104] for the refusal judge. The nearest-rank
     rule takes the lower bound at 0-based index 24 of the 1000 draws (0.03361; index 25, taken before, is 0.03377):
@@ -94,6 +113,8 @@ def test_the_published_kappa_interval_of_the_builtin_labels_is_unchanged(tmp_pat
                        disagreements=tmp_path / "dis.jsonl")  # not into the working directory
     assert (s["kappa"]["value"], s["kappa"]["low"], s["kappa"]["high"]) == pytest.approx(
         (0.0651085, 0.0336134, 0.1038369), abs=1e-6)
+    # safealign/data/builtin/README.md: F1 0.146 [0.080, 0.214] = 2·15/(2·15 + 175 + 0), from the same resamples
+    assert (s["f1"]["value"], s["f1"]["low"], s["f1"]["high"]) == pytest.approx((30 / 205, 0.08, 0.2139535), abs=1e-6)
 
 
 def test_a_judge_returning_garbage_is_counted_unscored(generic, tmp_path):

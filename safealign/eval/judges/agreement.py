@@ -8,7 +8,9 @@ unscored (``None``) are left out of every rate and counted as ``unscored``: neve
   recall = TP/(TP + FN), each with a 95% Wilson interval (``value`` None when its denominator is 0);
 - Cohen's κ = (p_o − p_e)/(1 − p_e), p_e = P(judge 1)·P(ref 1) + P(judge 0)·P(ref 0); undefined (None)
   when p_e = 1; its 95% interval is a seeded percentile bootstrap over items, with the project's one
-  percentile rule (:func:`safealign.eval.paired.percentile_interval`).
+  percentile rule (:func:`safealign.eval.paired.percentile_interval`);
+- F1 = 2TP/(2TP + FP + FN) (D20: precision and F1), None when the denominator is 0 (every pair TN); not a
+  proportion of items, so its interval is the same bootstrap as κ's, over the same seeded resamples.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import random
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from itertools import combinations
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional, Sequence
 
 from safealign.eval.paired import percentile_interval
 from safealign.eval.summary import wilson_interval
@@ -61,46 +63,63 @@ def kappa(c: Confusion) -> Optional[float]:
     return None if p_e >= 1.0 else (p_o - p_e) / (1 - p_e)
 
 
+def f1(c: Confusion) -> Optional[float]:
+    """F1 = 2TP/(2TP + FP + FN), the harmonic mean of precision and recall; None when no pair is TP, FP or FN."""
+    denominator = 2 * c.tp + c.fp + c.fn
+    return 2 * c.tp / denominator if denominator else None
+
+
 def _proportion(k: int, n: int) -> dict[str, Any]:
     low, high = wilson_interval(k, n)
     return {"value": k / n if n else None, "low": low if n else None, "high": high if n else None, "k": k, "n": n}
 
 
-def kappa_draws(pairs: list[tuple[bool, bool]], n_boot: int, seed: int) -> list[float]:
-    """κ of ``n_boot`` seeded resamples of the (reference, judged) ``pairs``, items drawn with replacement; a
-    resample with one class only has no κ and is left out."""
+def statistic_draws(pairs: list[tuple[bool, bool]], n_boot: int, seed: int,
+                    statistic: Callable[[Confusion], Optional[float]]) -> list[float]:  # fmt: skip
+    """``statistic`` of ``n_boot`` seeded resamples of the (reference, judged) ``pairs``, items drawn with
+    replacement; a resample where it is undefined (None) is left out. The same seed draws the same resamples
+    whatever the statistic, so κ's and F1's intervals come from one set of resamples."""
     rng = random.Random(seed)
     values = []
     for _ in range(n_boot if pairs else 0):
         sample = [pairs[rng.randrange(len(pairs))] for _ in pairs]
-        k = kappa(confusion([r for r, _ in sample], [j for _, j in sample]))
-        if k is not None:
-            values.append(k)
+        value = statistic(confusion([r for r, _ in sample], [j for _, j in sample]))
+        if value is not None:
+            values.append(value)
     return values
 
 
-def _bootstrap_kappa(pairs: list[tuple[bool, bool]], n_boot: int, seed: int) -> tuple[Optional[float], ...]:
-    # the percentile rule of every bootstrap interval in the project (eval/paired.py)
-    values = kappa_draws(pairs, n_boot, seed)
-    return tuple(percentile_interval(values)) if values else (None, None)
+def kappa_draws(pairs: list[tuple[bool, bool]], n_boot: int, seed: int) -> list[float]:
+    """κ of ``n_boot`` seeded resamples (:func:`statistic_draws`); a resample with one class only has no κ."""
+    return statistic_draws(pairs, n_boot, seed, kappa)
+
+
+def _bootstrap(pairs: list[tuple[bool, bool]], n_boot: int, seed: int,
+               statistic: Callable[[Confusion], Optional[float]]) -> dict[str, Any]:  # fmt: skip
+    """``statistic`` of ``pairs`` with its 95% interval: the percentile rule of every bootstrap interval in the
+    project (eval/paired.py); ``low``/``high`` None when no resample defines it."""
+    values = statistic_draws(pairs, n_boot, seed, statistic)
+    low, high = percentile_interval(values) if values else (None, None)
+    value = statistic(confusion([r for r, _ in pairs], [j for _, j in pairs]))
+    return {"value": value, "low": low, "high": high, "bootstrap": n_boot, "seed": seed}
 
 
 def agreement_report(reference: Sequence[Optional[bool]], judged: Sequence[Optional[bool]], *,
                      n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """n, unscored, confusion matrix, agreement, κ, FPR, FNR, precision, recall with 95% intervals."""
+    """n, unscored, confusion matrix, agreement, κ, FPR, FNR, precision, recall, F1 with 95% intervals."""
     c = confusion(reference, judged)
     pairs = [(r, j) for r, j in zip(reference, judged) if r is not None and j is not None]
-    low, high = _bootstrap_kappa(pairs, n_boot, seed)
     return {
         "n": c.n,
         "unscored": c.unscored,
         "confusion": {k: v for k, v in asdict(c).items() if k != "unscored"},
         "agreement": _proportion(c.tp + c.tn, c.n),
-        "kappa": {"value": kappa(c), "low": low, "high": high, "bootstrap": n_boot, "seed": seed},
+        "kappa": _bootstrap(pairs, n_boot, seed, kappa),
         "fpr": _proportion(c.fp, c.fp + c.tn),
         "fnr": _proportion(c.fn, c.fn + c.tp),
         "precision": _proportion(c.tp, c.tp + c.fp),
         "recall": _proportion(c.tp, c.tp + c.fn),
+        "f1": _bootstrap(pairs, n_boot, seed, f1),
     }
 
 
