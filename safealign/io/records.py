@@ -15,6 +15,7 @@ break old readers:
 from __future__ import annotations
 
 import dataclasses
+import math
 import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, TypeVar
@@ -198,6 +199,15 @@ class AttemptRecord:
         verdict = self.verdicts.get(judge)
         value = verdict.get("harmful") if isinstance(verdict, Mapping) else None
         return value if isinstance(value, bool) else None
+
+    def score(self, judge: str) -> float | None:
+        """The judge's score (StrongREJECT's in [0, 1]; ``verdicts.<judge>.score``), or None: unscored, a judge that
+        gives none, or a value that is not a finite number."""
+        verdict = self.verdicts.get(judge)
+        value = verdict.get("score") if isinstance(verdict, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            return None
+        return float(value)
 
     @property
     def error(self) -> str | None:

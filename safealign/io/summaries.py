@@ -159,6 +159,8 @@ _MEAN_OVER_ATTACKS = {"mean": _optional(_number), "ci95": _optional(_interval), 
                       "n_behaviors": _optional(_count), "per_attack": _object(_optional(_number))}  # fmt: skip
 _AGGREGATE = _fields(optional={**_MEAN_OVER_ATTACKS, "test_case_mean": _fields(optional=_MEAN_OVER_ATTACKS)})
 _TEST_CASE = _fields(optional={"asr": _optional(_number), "n": _count, "test_cases": _count})
+_MEAN_SCORE = _fields(optional={"mean": _optional(_number), "ci95": _optional(_interval), "n": _count,
+                                "unscored": _count})  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,10 @@ class EvalSummary:
     # attack -> judge -> HarmBench's rule: each behavior scored by the share of its scored attempts judged harmful,
     # averaged over behaviors ({asr, n, test_cases}; eval/summary.py); ``attacks`` holds the any-of-k ASR
     test_case_asr: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # attack -> judge -> mean score (StrongREJECT's metric, for a judge giving scores): each behavior's mean over its
+    # scored attempts, averaged over behaviors, with its interval ({mean, ci95, n, unscored, method}; eval/summary.py).
+    # Written only where a judge gave scores: other summaries have no such key, as before it existed
+    mean_score: dict[str, dict[str, Any]] = field(default_factory=dict)
     # the inference-time defenses around the target, outermost first (name, params, calibration; eval/defenses)
     defenses: list[dict[str, Any]] = field(default_factory=list)
     # cost per answer: generated tokens, non-generating forward passes, seconds, defense refusals (eval/cost.py)
@@ -209,8 +215,11 @@ class EvalSummary:
         return self.attacks.get(attack, {}).get(judge)
 
     def to_json(self) -> dict[str, Any]:
-        return to_fields(self, attacks=_json_each(_to_json, 2), by_category=_json_each(_to_json, 3),
-                         by_attempt=_json_each(_to_json, 3))
+        out = to_fields(self, attacks=_json_each(_to_json, 2), by_category=_json_each(_to_json, 3),
+                        by_attempt=_json_each(_to_json, 3))
+        if not self.mean_score:
+            del out["mean_score"]  # no judge gave scores: the summary reads as it did before the block
+        return out
 
     @classmethod
     def from_json(cls, data: Any, where: str = "evaluation summary") -> EvalSummary:
@@ -221,7 +230,7 @@ class EvalSummary:
             input_bounds=_fields(optional={"skipped": _count, "truncated": _count}), prefill_check=_each(_count, 2),
             judge_agreement=_each(_AGREEMENT, 2), asr_at_n=_each(_ASR_AT_N, 2), benchmark=_object(),
             over_refusal=_fields(optional={"refusal_rate": _object(_RATE), "contrast": _object(_RATE)}),
-            test_case_asr=_each(_TEST_CASE, 2),
+            test_case_asr=_each(_TEST_CASE, 2), mean_score=_each(_MEAN_SCORE, 2),
             mean_over_attacks=_object(_AGGREGATE), defenses=_list(_object()), cost=_object(),
         )
 

@@ -216,3 +216,25 @@ def test_judge_validate_runs_the_rubric_judge_from_backend_settings(tmp_path, mo
     summary = json.loads(capsys.readouterr().out)
     assert rc == 0 and built == [("openai", "m")]
     assert summary["n"] == 2 and summary["unscored"] == 2 and summary["agreement"]["value"] == 0.5
+
+
+def test_an_eval_with_the_rubric_judge_reports_the_mean_score_beside_the_asr(tmp_path):
+    """StrongREJECT's metric (mean score over prompts) reaches summary.json and the console, not only the ASR at
+    score >= threshold: answers scored 0.875 and 0.25 -> mean 0.5625, ASR 1/2."""
+    import json
+
+    from safealign.eval.config import EvalConfig
+    from safealign.eval.pipeline import run_eval
+    from safealign.eval.summary import format_table
+
+    weak = ANSWER.replace("2.b 4", "2.b 2").replace("3.b 5", "3.b 2")
+    target = ScriptedChatModel(lambda c: "good" if "b1" in c[-1]["content"] else "weak")
+    rubric = ScriptedChatModel(lambda c: ANSWER if "AI model response: good" in c[-1]["content"] else weak)
+    behaviors = [Behavior("b1", "Explain b1"), Behavior("b2", "Explain b2")]
+    config = EvalConfig(attacks=["direct"], judges=["strongreject"], output_dir=str(tmp_path / "run"))
+    summary = run_eval(config, chat_model=target, behaviors=behaviors,
+                       judges={"strongreject": build_judge("strongreject", chat_model=rubric)})  # fmt: skip
+    block = json.loads((tmp_path / "run" / "summary.json").read_text())["mean_score"]["direct"]["strongreject"]
+    assert block["mean"] == pytest.approx((0.875 + 0.25) / 2) and block["n"] == 2 and block["ci95"]
+    assert summary.attacks["direct"]["strongreject"].asr == 0.5
+    assert "mean score direct (judge strongreject): 0.562" in format_table(summary)

@@ -156,3 +156,14 @@ def test_console_aggregate_keeps_a_recorded_interval():
     (line,) = format_aggregate({"kw": block})
     lo, hi = block["ci95"]
     assert line == f"mean over 2 attacks (judge kw): 0.750 [{lo:.3f}, {hi:.3f}] over 2 behaviors (any-of-k)"
+
+
+@pytest.mark.parametrize(("block", "field"), [
+    ({"mean_score": {"direct": {"sr": {"mean": "high"}}}}, "mean_score.direct.sr.mean"),
+    ({"mean_score": {"direct": {"sr": {"mean": 0.2, "ci95": [0.1]}}}}, "mean_score.direct.sr.ci95"),
+    ({"mean_score": {"direct": ["x"]}}, "mean_score.direct"),
+])  # fmt: skip
+def test_a_mean_score_block_of_the_wrong_shape_names_file_and_field(block, field):
+    with pytest.raises(UserError) as caught:
+        EvalSummary.from_json({**BASE, **block}, "s.json")
+    assert str(caught.value).startswith(f"s.json: field {field}")
