@@ -28,10 +28,10 @@ import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from safealign.eval.config import EvalConfig
 from safealign.eval.pipeline import run_eval
+from safealign.files import load_yaml
 from safealign.types import Behavior
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,13 +108,13 @@ def main() -> None:
 
     from safealign.models.load import load_model
 
-    recipe = yaml.safe_load(Path(args.config).read_text())
+    recipe = load_yaml(Path(args.config).read_text())
     attacks = args.attacks or recipe["attacks"]
     params = {} if args.defaults else recipe.get("attack_params", {})
     for item in args.param:
         key, _, value = item.partition("=")
         attack, _, name = key.partition(".")
-        params.setdefault(attack, {})[name] = yaml.safe_load(value)
+        params.setdefault(attack, {})[name] = load_yaml(value)
     generation = recipe.get("generation", {})
     model, tokenizer = load_model(args.model)
     behaviors = load_behaviors(args.behaviors, args.targets, args.n)

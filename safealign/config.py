@@ -7,7 +7,9 @@ in a YAML key or an override fails loudly with the list of valid keys.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from safealign.errors import UserError
-from safealign.files import read_text
+from safealign.files import dump_yaml, load_yaml, read_text
 
 T = TypeVar("T")
 COMMAND_LINE = "command-line overrides"  # where a text override comes from, in errors
@@ -48,10 +50,10 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         # one layer at a time, so that an error names the file that holds the bad key (a base recipe's own)
         for file, data in recipe_files(Path(path)) if path is not None else []:
             where = file
-            merged = _merge(merged, data)
+            merged = _merge(merged, data, where)
         if values:
             where = "command-line options"
-            merged = _merge(merged, values)
+            merged = _merge(merged, values, where)
         for override in overrides or []:
             where = override.source if isinstance(override, Value) else COMMAND_LINE
             _apply_override(merged, override)
@@ -64,12 +66,14 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: list
         raise UserError(f"{where}: invalid config: {_describe(exc, schema)}") from None
 
 
-def _merge(merged: Any, data: Any) -> Any:
-    """``data`` (a YAML layer) merged into ``merged``. A mapping merges key by key, so an empty one would leave a
-    free-form mapping's defaults in place: given empty (``attack_params: {}``, as save_config writes a config
-    whose mapping was emptied), such a mapping is emptied, so a saved config loads back as it was. An empty
-    section of the schema (``eval: {}``) still changes nothing; a key left out keeps its default."""
-    merged = OmegaConf.merge(merged, OmegaConf.create(data))
+def _merge(merged: Any, data: Any, where: str) -> Any:
+    """``data`` (a YAML layer read from ``where``) merged into ``merged``. A mapping merges key by key, so an empty
+    one would leave a free-form mapping's defaults in place: given empty (``attack_params: {}``, as save_config
+    writes a config whose mapping was emptied), such a mapping is emptied, so a saved config loads back as it was.
+    An empty section of the schema (``eval: {}``) still changes nothing; a key left out keeps its default. Text
+    arrives as written (:func:`literal_text`)."""
+    _check_lists(merged, data, where)
+    merged = OmegaConf.merge(merged, OmegaConf.create(literal_text(data)))
     for path in _empty_mappings(data):
         parent = merged
         for key in path[:-1]:
@@ -77,6 +81,38 @@ def _merge(merged: Any, data: Any) -> Any:
         if OmegaConf.get_type(parent, path[-1]) is dict:  # a free-form mapping, not a dataclass section
             parent[path[-1]] = {}
     return merged
+
+
+def _check_lists(node: Any, data: Any, where: str, path: tuple[str, ...] = ()) -> None:
+    """A mapping given where the schema has a list (``losses: {name: dpo}``) is a UserError naming the file and
+    key: OmegaConf's merge raised a bare TypeError that named neither."""
+    for key, value in data.items() if isinstance(data, dict) and OmegaConf.is_dict(node) else ():
+        if not isinstance(value, dict) or key not in node:
+            continue
+        child, dotted = node._get_node(key), ".".join((*path, str(key)))
+        if OmegaConf.is_list(child):
+            raise UserError(f"{where}: {dotted}: expected a list, got a mapping {value!r}; write a list, e.g. "
+                            f"{key}: [...]")
+        _check_lists(child, value, where, (*path, str(key)))
+
+
+def literal_text(value: Any) -> Any:
+    """``value`` with every ``${`` in its text escaped, so OmegaConf keeps the text as written instead of reading
+    an interpolation (``Answer as ${model} would`` took the model's name; ``${oc.env:VAR}`` copied an environment
+    variable into the saved config): a ``\\`` right before it is doubled, as OmegaConf's grammar unescapes it. A
+    config dataclass is copied with its fields escaped (to_dict builds OmegaConf's view of a loaded config)."""
+    if isinstance(value, str):
+        return re.sub(r"(\\*)\$\{", lambda m: m.group(1) * 2 + "\\${", value) if "${" in value else value
+    if isinstance(value, dict):
+        return {k: literal_text(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [literal_text(v) for v in value] if isinstance(value, list) else tuple(literal_text(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        copied = copy.copy(value)  # no __init__ (a frozen section's checks ran when it was built)
+        for f in dataclasses.fields(value):
+            object.__setattr__(copied, f.name, literal_text(getattr(value, f.name)))
+        return copied
+    return value
 
 
 def _empty_mappings(data: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -110,7 +146,7 @@ def recipe_files(path: Path, _seen: tuple[Path, ...] = ()) -> list[tuple[str, di
         chain = " -> ".join(str(p) for p in (*_seen, resolved))
         raise UserError(f"{path}: recipes extend each other in a cycle: {chain}")
     try:
-        data = yaml.safe_load(read_text(path, "config file")) or {}
+        data = load_yaml(read_text(path, "config file")) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict):
@@ -141,12 +177,10 @@ def _apply_override(config: Any, override: str | Value) -> None:
     parent = config
     for depth, part in enumerate(path):
         parent = _child(parent, part, key, ".".join(path[: depth + 1]), where)
-    if isinstance(override, Value):
-        # a list or mapping as OmegaConf's own container, as the text grammar gives it (_typed_items builds the
-        # sections of a list of them on their schema)
-        value = OmegaConf.create(override.value) if isinstance(override.value, (list, dict)) else override.value
-    else:
-        value = _parse_value(parent, leaf, raw, override)
+    value = literal_text(override.value if isinstance(override, Value) else _parse_value(parent, leaf, raw, override))
+    # a list or mapping as OmegaConf's own container (_typed_items builds the sections of a list of them on their
+    # schema)
+    value = OmegaConf.create(value) if isinstance(value, (list, dict)) else value
     if OmegaConf.is_list(parent):
         if not leaf.isdigit() or int(leaf) >= len(parent):
             raise UserError(f"{where}: {key}: list index {leaf!r} out of range (length {len(parent)})")
@@ -157,9 +191,9 @@ def _apply_override(config: Any, override: str | Value) -> None:
 
 def _parse_value(parent: Any, leaf: str, raw: str, override: str) -> Any:
     """The override's value. A text field (``model.name``, ``behaviors.rows``, ``output_dir``) or a list of texts
-    takes the text as written: YAML 1.1 would read ``10:50`` as the base-60 number 650, ``0123`` as octal 83,
-    ``No`` as false and `` #2`` as a comment. Anything else goes through OmegaConf's value grammar (1e-4, [a,b],
-    null); a value that grammar cannot read is a UserError naming the override."""
+    takes the text as written: YAML would read `` #2`` as a comment (and YAML 1.1 ``10:50`` as the base-60 number
+    650, ``0123`` as octal 83, ``No`` as false). Anything else is read as YAML by the config files' loader
+    (safealign.files.load_yaml: 1e-4, [a,b], null); a value it cannot read is a UserError naming the override."""
     from omegaconf import ListConfig
     from omegaconf.nodes import StringNode
 
@@ -171,7 +205,7 @@ def _parse_value(parent: Any, leaf: str, raw: str, override: str) -> Any:
     if text_list and raw.startswith("[") and raw.endswith("]"):
         return _text_items(raw[1:-1], override)
     try:
-        return OmegaConf.from_dotlist([f"value={raw}"])["value"]
+        return load_yaml(raw)
     except yaml.YAMLError as exc:
         raise UserError(f"command-line overrides: {override!r}: not a readable value "
                         f"({getattr(exc, 'problem', None) or exc}); quote it, e.g. {leaf}='...'") from None
@@ -270,8 +304,8 @@ def _describe(exc: OmegaConfBaseException, schema: type) -> str:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    """A plain dict of a dataclass config (for saving and hashing)."""
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)  # type: ignore[return-value]
+    """A plain dict of a dataclass config (for saving and hashing); text as it is (``${`` is no interpolation)."""
+    return OmegaConf.to_container(OmegaConf.structured(literal_text(config)), resolve=True)  # type: ignore[return-value]
 
 
 def save_config(config: Any, path: str | Path) -> Path:
@@ -280,5 +314,5 @@ def save_config(config: Any, path: str | Path) -> Path:
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, yaml.safe_dump(to_dict(config), sort_keys=False).encode())  # reports read it beside runs
+    write_atomic(path, dump_yaml(to_dict(config)).encode())  # reports read it beside runs
     return path

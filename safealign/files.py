@@ -8,10 +8,54 @@ their own readers (``safealign.data.sources``); this module is for the small fil
 from __future__ import annotations
 
 import os
+import re
 import threading
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from safealign.errors import UserError, reading
+
+_BOOL, _INT, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
+_YAML_1_2_FLOAT = re.compile(r"^(?:[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
+                             r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$")
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML as a config's author means it, the YAML 1.2 core schema's plain scalars: ``true``/``false`` are the
+    only booleans, ``5e-2`` and ``1e-8`` are numbers, and ``10:50`` (base 60 in YAML 1.1), ``0123`` (octal),
+    ``No``/``on``/``off`` (booleans), ``2024-01-01`` (a date) and ``=`` are text. PyYAML's ``safe_load`` reads
+    YAML 1.1, so a row range became 650, a model name 83, a prompt False and an epsilon a string. Every config
+    file, data file of YAML and ``key=value`` value safealign reads goes through this one loader (:func:`load_yaml`)."""
+
+
+_DROPPED = (_BOOL, _INT, _FLOAT, "tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")  # `=` is text too
+ConfigLoader.yaml_implicit_resolvers = {  # YAML 1.1's booleans, numbers and dates dropped; null and `<<` kept
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _DROPPED]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+ConfigLoader.add_implicit_resolver(_BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+ConfigLoader.add_implicit_resolver(  # decimal without a leading zero, and hexadecimal (as YAML 1.1 read it)
+    _INT, re.compile(r"^(?:[-+]?(?:0|[1-9][0-9]*)|[-+]?0x[0-9a-fA-F]+)$"), list("-+0123456789"))
+ConfigLoader.add_implicit_resolver(_FLOAT, _YAML_1_2_FLOAT, list("-+.0123456789"))
+
+
+class ConfigDumper(yaml.SafeDumper):
+    """Writes text that either YAML version would read as something else (``5e-2``, ``No``, ``10:50``) quoted, so
+    a saved config reads back the same through :class:`ConfigLoader` and through a plain ``yaml.safe_load``."""
+
+
+ConfigDumper.add_implicit_resolver(_FLOAT, _YAML_1_2_FLOAT, list("-+.0123456789"))
+
+
+def load_yaml(text: str) -> Any:
+    """``text`` read by :class:`ConfigLoader`; raises ``yaml.YAMLError`` for text that is not YAML."""
+    return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader
+
+
+def dump_yaml(data: Any) -> str:
+    """``data`` as YAML that :func:`load_yaml` (and YAML 1.1) reads back as it is, keys in their order."""
+    return yaml.dump(data, Dumper=ConfigDumper, sort_keys=False, allow_unicode=False)
 
 
 def read_text(path: str | Path, what: str = "text file") -> str:

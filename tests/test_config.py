@@ -6,8 +6,10 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from safealign.config import load_config, save_config
+from safealign.config import Value, load_config, save_config, to_dict
+from safealign.errors import UserError
 from safealign.train.config import TrainConfig
 
 
@@ -274,3 +276,98 @@ def test_a_typed_value_is_assigned_as_it_is_and_errors_name_its_source():
         load_config(EvalConfig, None, [Value("generation.seed.x", 1, "grid.yaml: axes")])
     with pytest.raises(ValueError, match=r"^grid.yaml: axes: invalid config: .*generation.max_new_tokens"):
         load_config(EvalConfig, None, [Value("generation.max_new_tokens", "many", "grid.yaml: axes")])
+
+
+def test_a_config_file_is_read_as_yaml_1_2(tmp_path):
+    """YAML 1.1 (PyYAML's safe_load) read ``10:50`` as the base-60 number 650, ``0123`` as octal 83, ``No`` as false
+    and ``5e-2`` / ``1e-8`` (no dot) as text, which free-form mappings then passed on unchecked."""
+    from safealign.eval.config import EvalConfig
+
+    path = tmp_path / "eval.yaml"
+    path.write_text("behaviors: {rows: 10:50, categories: [on, off, yes]}\n"
+                    "model: {name: 0123, system_prompt: No}\n"
+                    "defenses: [{name: perplexity_filter, params: {fpr: 5e-2}}]\n"
+                    "judge_params: {x: {a: 1e-8, b: 1.0E5, c: .inf, d: true, e: null, f: 2024-01-01, g: 0x1F}}\n")
+    config = load_config(EvalConfig, path)
+    assert config.behaviors.rows == "10:50" and config.behaviors.categories == ["on", "off", "yes"]
+    assert (config.model.name, config.model.system_prompt) == ("0123", "No")
+    assert config.defenses[0].params == {"fpr": 0.05}
+    assert config.judge_params == {"x": {"a": 1e-8, "b": 1e5, "c": float("inf"), "d": True, "e": None,
+                                         "f": "2024-01-01", "g": 31}}
+    path.write_text("data: {path: pairs.jsonl}\ntraining_args: {adam_epsilon: 1e-8}\n")
+    assert load_config(TrainConfig, path).training_args == {"adam_epsilon": 1e-8}
+
+
+def test_text_that_reads_as_another_type_is_saved_quoted_and_loads_back_as_text(tmp_path):
+    from safealign.eval.config import EvalConfig
+    from safealign.files import ConfigLoader
+
+    texts = ["5e-2", "1.0e5", "No", "10:50", "0123", "on", "=", "2024-01-01"]
+    config = load_config(EvalConfig, None, [Value("judge_params.x", {"t": texts})])
+    saved = save_config(config, tmp_path / "config.yaml")
+    assert load_config(EvalConfig, saved) == config
+    assert yaml.safe_load(saved.read_text()) == yaml.load(saved.read_text(), Loader=ConfigLoader)  # either reads it
+
+
+@pytest.mark.parametrize("text", ["Answer as ${model.name} would, safely: ", "Fill in ${name}", "${oc.env:HOME}",
+                                  r"a \${b} and \\${c}", "$ {x} ${"])
+def test_text_with_a_dollar_brace_arrives_unchanged_and_round_trips(tmp_path, text):
+    """OmegaConf reads ``${...}`` as an interpolation: a prefix naming ``${model}`` took the model's name, one
+    naming an unknown key was refused, ``${oc.env:VAR}`` copied an environment variable into the saved config."""
+    from safealign.eval.config import EvalConfig
+
+    path = tmp_path / "eval.yaml"
+    path.write_text(yaml.safe_dump({"model": {"system_prompt": text}, "judge_params": {"x": {"t": [text]}}}))
+    for config in (load_config(EvalConfig, path),
+                   load_config(EvalConfig, None, [Value("model.system_prompt", text),
+                                                  Value("judge_params.x", {"t": [text]})]),
+                   load_config(EvalConfig, None, [f"model.system_prompt={text}", f"judge_params.x.t=['{text}']"])):
+        assert config.model.system_prompt == text and config.judge_params == {"x": {"t": [text]}}
+        saved = save_config(config, tmp_path / "config.yaml")
+        assert load_config(EvalConfig, saved) == config
+        assert to_dict(config)["model"]["system_prompt"] == text
+
+
+def test_a_mapping_where_a_list_is_expected_names_the_file_and_key(tmp_path):
+    from safealign.eval.config import EvalConfig
+
+    path = tmp_path / "r.yaml"
+    path.write_text("data: {path: x.jsonl}\nlosses: {name: dpo, params: {beta: 0.1}}\n")
+    with pytest.raises(UserError, match=r"r.yaml: losses: expected a list, got a mapping"):
+        load_config(TrainConfig, path)
+    path.write_text("attacks: {direct: {}}\n")
+    with pytest.raises(UserError, match=r"r.yaml: attacks: expected a list, got a mapping"):
+        load_config(EvalConfig, path)
+    path.write_text("data: {path: x.jsonl, transforms: {name: safety_order}}\n")
+    with pytest.raises(UserError, match=r"r.yaml: data.transforms: expected a list, got a mapping"):
+        load_config(TrainConfig, path)
+
+
+@pytest.mark.parametrize("registry, name, params, message", [
+    ("DEFENSES", "perplexity_filter", {"fpr": "5e-2"}, "fpr: expected a number, got '5e-2' (str)"),
+    ("ATTACKS", "tap", {"lenient": "false"}, "lenient: expected true or false, got 'false' (str)"),
+    ("ATTACKS", "autodan", {"mutation": "1e-2"}, "mutation: expected a number, got '1e-2' (str)"),
+    ("JUDGES", "classifier", {"threshold": True}, "threshold: expected a number, got True (bool)"),
+    ("ATTACKS", "tap", {"max_seconds": "60"}, "max_seconds: expected a number, got '60' (str)"),
+])  # fmt: skip
+def test_a_plugin_parameter_of_the_wrong_type_is_refused_naming_it(registry, name, params, message):
+    from safealign.eval import registries
+
+    schema = getattr(registries, registry).get(name).config_class
+    with pytest.raises(UserError, match=re.escape(message)):
+        registries.make_config(schema, params, f"plug-in {name!r}")
+
+
+def test_plugin_parameters_of_the_declared_types_build_the_config():
+    from safealign.eval.registries import ATTACKS, DEFENSES, make_config
+
+    assert make_config(DEFENSES.get("perplexity_filter").config_class, {"fpr": 5e-2}, "d").fpr == 0.05
+    assert make_config(DEFENSES.get("smoothllm").config_class, {"q": 5}, "d").q == 5  # an int for a float
+    assert make_config(ATTACKS.get("tap").config_class, {"lenient": True, "max_seconds": None}, "a").lenient is True
+
+
+def test_judge_validate_reads_parameters_as_yaml_1_2():
+    from safealign.cli.judge_validate import parse_params
+
+    assert parse_params(["threshold=5e-1", "name=No", "model=0123"]) == {"threshold": 0.5, "name": "No",
+                                                                       "model": "0123"}

@@ -64,7 +64,10 @@ def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T
     """Build a plug-in Config dataclass from a params mapping; unknown keys fail with the valid ones, and a value
     (or list element) whose type does not fit the field's annotation fails naming the field and index: YAML reads
     ``[Sorry, No, 1]`` as ``['Sorry', False, 1]``, which would otherwise build the plug-in and crash (or quietly
-    misbehave) at its first use, in an eval after every answer was generated."""
+    misbehave) at its first use, in an eval after every answer was generated. The values then pass a loss's
+    parameter checks too (safealign.losses.base.check_keyword_params: finite floats, the shared ranges)."""
+    from safealign.losses.base import check_keyword_params
+
     params = dict(params or {})
     names = {f.name for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
     unknown = sorted(set(params) - names)
@@ -83,6 +86,8 @@ def make_config(schema: type[T], params: dict[str, Any] | None, where: str) -> T
             _check_type(value, hints[f.name], f.name, where)
         if isinstance(value, list) and "tuple" in str(f.type):
             params[f.name] = tuple(value)  # YAML lists arrive as lists; tuple fields stay hashable and immutable
+    defaults = {f.name: f.default for f in dataclasses.fields(schema)}  # type: ignore[arg-type]
+    check_keyword_params(where, schema, defaults, params)
     return schema(**params)
 
 
@@ -115,7 +120,7 @@ def _check_type(value: Any, hint: Any, path: str, where: str) -> None:
     if mismatch is None:
         return
     path, expected, got = mismatch
-    hint_text = "; quote it if it is text (YAML reads unquoted yes/no/on/off as true/false)" if (
+    hint_text = "; quote it if it is text (YAML reads unquoted true/false as booleans)" if (
         expected == "text" and isinstance(got, bool)) else ""
     raise UserError(f"{where}: {path}: expected {expected}, got {got!r:.200} ({type(got).__name__}){hint_text}")
 

@@ -24,11 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from safealign import checks
 from safealign.config import load_config, to_dict
 from safealign.errors import UserError
+from safealign.files import dump_yaml
 from safealign.io import read_json, write_json
 from safealign.io.jsonfile import write_atomic
 from safealign.io.lockfile import ClaimedRun
@@ -105,7 +104,7 @@ def check_compare_dir(config: OnlineCompareConfig) -> list[tuple[str, int, Any]]
         _check_stage(f"{variant}-seed{seed}", online)
     # atomic: workers started together rewrite it with the same content (the number of workers is no setting)
     write_atomic(Path(config.output_dir) / "online_compare.yaml",
-                 yaml.safe_dump(to_dict(config), sort_keys=False).encode())
+                 dump_yaml(to_dict(config)).encode())
     return stages
 
 

@@ -56,9 +56,9 @@ from typing import Any
 
 import yaml
 
-from safealign.config import Value, to_dict
+from safealign.config import Value, literal_text, to_dict
 from safealign.errors import UserError
-from safealign.files import read_text
+from safealign.files import load_yaml, read_text
 from safealign.io import write_json
 from safealign.io.committable import hold_back, mark_results, release
 from safealign.io.jsonfile import write_atomic
@@ -161,10 +161,8 @@ def _value_name(value: Any) -> str:
 def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
     """The grid file with command-line ``key=value`` overrides: grid keys (``seeds=[0,1]``,
     ``output_dir=...``, ``axes.beta=[0.1]``) set the grid; any other key overrides the base demo config."""
-    from omegaconf import OmegaConf
-
     try:
-        data = yaml.load(read_text(path, "sweep grid"), Loader=_GridLoader) or {}
+        data = load_yaml(read_text(path, "sweep grid")) or {}
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or set(data) - set(GRID_KEYS):
@@ -175,7 +173,7 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
         key = override.partition("=")[0]
         (grid_overrides if key.split(".")[0] in GRID_KEYS else demo_overrides).append(override)
     if grid_overrides:
-        data = OmegaConf.to_container(OmegaConf.merge(OmegaConf.create(data), OmegaConf.from_dotlist(grid_overrides)))
+        data = _override_grid(path, data, grid_overrides)
     demo = data.get("demo") or {}
     if not isinstance(demo, dict):
         raise UserError(f"{path}: demo: expected a mapping of DemoConfig keys, got {demo!r}")
@@ -194,13 +192,27 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
     return grid
 
 
-class _GridLoader(yaml.SafeLoader):
-    """YAML as a grid's author means it: ``5e-4`` is a number, as in YAML 1.2 (PyYAML's 1.1 rules read a float
-    without a dot, ``5e-4`` or ``1e3``, as text, which a learning-rate axis would refuse)."""
+def _override_grid(path: str | Path, data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``data`` with the grid's ``key=value`` overrides (``seeds=[0,1]``, ``axes.beta=[0.1]``), each value read
+    as the grid file is (safealign.files.load_yaml: ``5e-4`` a number, ``0123`` text); ``output_dir`` is a
+    folder's path, taken as written (``output_dir=2024`` is no number). Text holding ``${`` stays as it is."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    config = OmegaConf.create(literal_text(data))
+    for override in overrides:
+        key, _, raw = override.partition("=")
+        try:
+            value = _unquoted(raw) if key == "output_dir" else load_yaml(raw)
+            OmegaConf.update(config, key, literal_text(value), merge=True)
+        except (yaml.YAMLError, OmegaConfBaseException, TypeError) as exc:
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise UserError(f"{path}: command-line override {override!r}: {problem}") from None
+    return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
 
 
-_GridLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
+def _unquoted(text: str) -> str:
+    return text[1:-1] if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"" else text
 
 
 def _paths(key: str) -> tuple[str, ...]:
@@ -259,17 +271,23 @@ def _axes(path: str | Path, axes: Any) -> dict[str, list[Any]]:
 
 def _validate(path: str | Path, grid: Grid) -> None:
     trained = [v for v in VARIANTS if VARIANTS.get(v).trains]  # a cell trains: inference-time methods have no cell
-    unknown = [v for v in grid.variants if v not in trained]
-    if unknown or not grid.variants or len(set(grid.variants)) != len(grid.variants):
-        raise UserError(f"{path}: variants: distinct training methods from {', '.join(trained)}, got "
-                        f"{grid.variants}")
+    if not isinstance(grid.output_dir, str) or not grid.output_dir:
+        raise UserError(f"{path}: output_dir: a folder path as text, got {type(grid.output_dir).__name__} "
+                        f"{grid.output_dir!r}; quote it (output_dir: '{grid.output_dir}')")
+    variants = grid.variants if isinstance(grid.variants, list) else [None]
+    if (not variants or not all(isinstance(v, str) and v in trained for v in variants)
+            or len(set(variants)) != len(variants)):
+        raise UserError(f"{path}: variants: a list of distinct training methods from {', '.join(trained)}, got "
+                        f"{grid.variants!r}")
     pairs = grid.compare if grid.compare is not None else []
     if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 and p[0] != p[1]
-                                              and set(p) <= set(grid.variants) for p in pairs):
+                                              and all(v in grid.variants for v in p) for p in pairs):
         raise UserError(f"{path}: compare: a list of [a, b] pairs of two different variants of the grid "
                         f"({', '.join(grid.variants)}), got {grid.compare!r}")
-    if not grid.seeds or len(set(grid.seeds)) != len(grid.seeds) or not all(isinstance(s, int) for s in grid.seeds):
-        raise UserError(f"{path}: seeds: distinct integers, non-empty, got {grid.seeds}")
+    seeds = grid.seeds if isinstance(grid.seeds, list) else []
+    if (not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
+            or len(set(seeds)) != len(seeds)):
+        raise UserError(f"{path}: seeds: a list of distinct integers, non-empty, got {grid.seeds!r}")
     if not isinstance(grid.resamples, int) or grid.resamples < 100:
         raise UserError(f"{path}: resamples: an integer of at least 100, got {grid.resamples!r}")
     for setting in grid.settings():  # every setting's config is checked before any model loads

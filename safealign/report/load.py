@@ -20,6 +20,7 @@ import yaml
 from safealign.errors import UserError
 from safealign.eval.records import latest_per_key
 from safealign.eval.summary import resummarize, written_under_older_rule
+from safealign.files import load_yaml
 from safealign.io import load_jsonl, read_json
 from safealign.io.records import AttemptRecord
 from safealign.io.summaries import DemoSummary, EvalSummary, MTBenchSummary, OverRefusalSummary
@@ -194,7 +195,7 @@ def _collect_configs(data: RunData) -> None:
         for path in sorted(data.root.glob(pattern)):
             text = path.read_text(encoding="utf-8", errors="replace")
             try:
-                yaml.safe_load(text)
+                load_yaml(text)
             except yaml.YAMLError as exc:
                 data.problems.append(f"{relative(path, data.root)}: not valid YAML ({exc.__class__.__name__})")
             data.configs[relative(path, data.root)] = text

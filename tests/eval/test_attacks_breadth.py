@@ -194,10 +194,10 @@ def test_parameters_of_the_right_type_still_build():
 
 
 def test_eval_judge_params_of_the_wrong_type_fail_before_any_generation(tmp_path):
-    overrides = ["judges=[refusal]", "judge_params.refusal.list=custom", "judge_params.refusal.custom=[Sorry, No]"]
+    overrides = ["judges=[refusal]", "judge_params.refusal.list=custom", "judge_params.refusal.custom=[Sorry, 1]"]
     config = load_config(EvalConfig, None, [*overrides, f"output_dir={tmp_path / 'run'}"])
     fake = ScriptedChatModel(lambda c: "x")
-    with pytest.raises(UserError, match=r"judge 'refusal': custom\[1\]: expected text, got False"):
+    with pytest.raises(UserError, match=r"judge 'refusal': custom\[1\]: expected text, got 1"):
         run_eval(config, chat_model=fake, behaviors=BEHAVIORS)
     assert fake.n_generated == 0
 

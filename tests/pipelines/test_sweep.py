@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import pytest
@@ -271,7 +272,7 @@ def test_compare_and_variants_are_checked(tmp_path):
 
     path = tmp_path / "grid.yaml"
     path.write_text("variants: [dpo, self-reminder]\n")  # an inference-time method trains nothing: no cell
-    with pytest.raises(ValueError, match="variants: distinct training methods"):
+    with pytest.raises(ValueError, match="variants: a list of distinct training methods"):
         load_grid(path)
     for compare in ("[[safedpo, dpo]]", "[[dpo, dpo]]", "[dpo, e-dpo]"):
         path.write_text(f"variants: [dpo, e-dpo]\ncompare: {compare}\n")
@@ -781,3 +782,34 @@ def test_score_open_margins_fills_finished_cells_once_and_leaves_held_ones_and_t
     monkeypatch.setattr("safealign.models.load_model", refuse)
     assert main(["sweep", str(grid), "--score-open-margins"]) == 0
     assert "0 stage(s) scored, 3 already recorded, 0 held" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text, overrides, message", [
+    ("seeds: 3\n", [], "seeds: a list of distinct integers"),
+    ("", ["seeds=3"], "seeds: a list of distinct integers"),
+    ("", ["seeds=[0, true]"], "seeds: a list of distinct integers"),
+    ("variants: dpo\n", [], "variants: a list of distinct training methods"),
+    ("", ["variants=dpo"], "variants: a list of distinct training methods"),
+    ("output_dir: 2024\n", [], "output_dir: a folder path as text, got int 2024"),
+])  # fmt: skip
+def test_grid_keys_of_the_wrong_type_are_refused_naming_them(tmp_path, text, overrides, message):
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("demo: {model: tiny-random}\naxes: {beta: [0.1]}\n" + text)
+    with pytest.raises(ValueError, match=f"grid.yaml: {re.escape(message)}"):
+        load_grid(path, overrides)
+
+
+def test_the_output_dir_override_is_read_as_text(tmp_path):
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("demo: {model: tiny-random}\naxes: {beta: [0.1]}\noutput_dir: '0123'\n")
+    assert load_grid(path).output_dir == "0123"
+    for text in ("2024", "0123", "1e-3", "runs/a b", "No"):
+        assert load_grid(path, [f"output_dir={text}"]).output_dir == text
+    assert load_grid(path, ["seeds=[1, 2]", "axes.beta=[1e-1]"]).axes["beta"] == [0.1]
+    path.write_text("demo: {model: tiny-random, prefix: 'As ${model} would: '}\naxes: {beta: [0.1]}\n")
+    grid = load_grid(path, ["seeds=[1]"])  # text with ${ is no interpolation, with grid overrides too
+    assert grid.setting_config(grid.settings()[0]).prefix == "As ${model} would: "

@@ -19,7 +19,7 @@ import yaml
 from safealign.checks import at_least
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, behavior_prompt
-from safealign.files import read_text
+from safealign.files import load_yaml, read_text
 from safealign.types import Attempt, Behavior, Message
 
 SHOTS_FILE = Path(__file__).with_name("many_shot.yaml")
@@ -47,7 +47,7 @@ def load_shots(path: str | Path) -> list[tuple[str, str]]:
     """A YAML list of ``{user, assistant}`` mappings; a bad entry raises UserError naming file and entry."""
     path = Path(path)
     try:
-        entries = yaml.safe_load(read_text(path, "many-shot file (YAML list of user/assistant)")) or []
+        entries = load_yaml(read_text(path, "many-shot file (YAML list of user/assistant)")) or []
     except yaml.YAMLError as exc:
         raise UserError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(entries, list):

@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Optional, Sequence
 
-import yaml
-
 from safealign.checks import at_least, positive
 from safealign.errors import UserError
 from safealign.eval.attacks.attacker import ask, attacker_params, build_llm, check_llm_spec, user
 from safealign.eval.attacks.base import Attack, AttackContext, with_context
 from safealign.eval.backends.base import ChatModel
+from safealign.files import load_yaml
 from safealign.types import Attempt, Behavior
 
 TAXONOMY_FILE = Path(__file__).with_name("persuasion.yaml")
@@ -55,7 +54,7 @@ class Technique:
 
 
 def load_taxonomy(path: Path = TAXONOMY_FILE) -> list[Technique]:
-    entries = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    entries = load_yaml(path.read_text(encoding="utf-8")) or []
     out = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not entry.get("name") or not entry.get("definition"):

@@ -18,7 +18,7 @@ import yaml
 
 from safealign.errors import UserError
 from safealign.eval.attacks.base import Attack, AttackContext, with_context
-from safealign.files import read_text
+from safealign.files import load_yaml, read_text
 from safealign.io import parse_jsonl
 from safealign.types import Attempt, Behavior
 
@@ -71,7 +71,7 @@ def load_templates(path: str | Path) -> list[JailbreakTemplate]:
         entries = parse_jsonl(text, path)
     else:
         try:
-            entries = yaml.safe_load(text) or []
+            entries = load_yaml(text) or []
         except yaml.YAMLError as exc:  # also python/* tags, which safe_load refuses to construct
             raise UserError(f"{path}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(entries, list):
