@@ -51,3 +51,24 @@ def one_of(key: str, value: Any, choices: Sequence[str]) -> None:
 def finite(key: str, value: Any) -> None:
     if value is not None:
         _number(key, value)
+
+
+def field_defaults(schema: type, keys: Sequence[str]) -> dict[str, Any]:
+    """The defaults of the dataclass ``schema``'s fields ``keys``, read off its fields (no instance is built, so a
+    schema's own ``validate()`` may call this)."""
+    import dataclasses
+
+    found = {f.name: f for f in dataclasses.fields(schema)}
+    return {key: found[key].default if found[key].default is not dataclasses.MISSING
+            else found[key].default_factory() for key in keys}  # type: ignore[misc]
+
+
+def unread(prefix: str, section: Any, defaults: dict[str, Any], why: str) -> None:
+    """Settings a command never reads (it replaces them, or hands the step they configure its own inputs) are refused
+    when set to anything but their defaults: otherwise a config would load as if they applied. ``defaults``: key ->
+    default of the keys of ``section`` that go unread, named as ``prefix + key``; ``why`` says what is read instead."""
+    changed = [f"{prefix}{key}={getattr(section, key)!r}" for key, default in defaults.items()
+               if getattr(section, key) != default]
+    if changed:
+        leave = "it at its default" if len(changed) == 1 else "them at their defaults"
+        raise UserError(f"{', '.join(changed)}: {why}; leave {leave}")

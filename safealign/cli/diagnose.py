@@ -36,14 +36,16 @@ SUBCOMMANDS = {
                  "pairwise win rate of a trained model's benign answers over the base model's, by any judge"),
 }
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """Flags default to SUPPRESS so that only the flags given override the YAML config."""
+def add_common_arguments(parser: argparse.ArgumentParser, ref: bool = False) -> None:
+    """Flags default to SUPPRESS so that only the flags given override the YAML config. ``ref``: the subcommand
+    has ``--ref`` (ranking), which ``--model-revision`` also pins when it names the same hub id."""
     add = adder(parser)
     parser.add_argument("settings", nargs="*", metavar="[CONFIG.yaml] [key=value ...]",
                         help="optional YAML config, then overrides of its keys")
     add("--model", help="model spec: smollm2-135m-instruct, tiny-random, hub id, folder, or a run's final/ folder")
+    revision = "a hub id's branch, tag or commit (default: its main)"
     add("--model-revision", metavar="REVISION",
-        help="a hub id's branch, tag or commit (default: its main); also for a --ref naming the same hub id")
+        help=revision + ("; also for a --ref naming the same hub id" if ref else ""))
     add("--data", help="preference data: file (jsonl/json/csv/parquet, .gz) or HF dataset id")
     add("--format", help="auto, standard, conversational, implicit (default auto)")
     add("--column", action="append", metavar="FIELD=COLUMN", help="map a field to your column name (repeatable)")

@@ -11,7 +11,7 @@ from safealign.cli.diagnose import adder, add_common_arguments, load, report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_common_arguments(parser)
+    add_common_arguments(parser, ref=True)
     add = adder(parser)
     add("--ref", help="reference model spec (default: the adapter's base, else the model)")
     add("--beta", type=float, help="DPO β for R*, difficulty threshold and loss (default 0.1)")

@@ -16,7 +16,8 @@ from safealign.files import load_yaml
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("labels", help="HarmBench validation .json, JailbreakBench judge-comparison .csv, or .jsonl "
                         "(behavior, generation, label)")  # fmt: skip
-    parser.add_argument("params", nargs="*", metavar="key=value", help="judge parameters, e.g. model=... format=...")
+    parser.add_argument("params", nargs="*", default=[], metavar="key=value",  # default: optional in usage errors
+                        help="judge parameters, e.g. model=... format=...")
     # nargs="+": the judge's key=value parameters may follow its name (argparse cannot take positionals there).
     parser.add_argument("--judge", required=True, nargs="+", metavar=("NAME", "KEY=VALUE"),
                         help="a registered judge (refusal, classifier, llm, ...) and its parameters")

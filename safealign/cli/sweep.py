@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "model that lack it (cells finished before it existed), from each cell's saved adapter, and "
                         "exit; re-run to resume. Writes only refusal_margin/margins_open.json and its digest; "
                         "leaves cells a worker holds and unfinished ones alone")
-    parser.add_argument("overrides", nargs="*",
+    parser.add_argument("overrides", nargs="*", default=[],  # default: not listed as required when GRID is missing
                         help="grid keys (seeds=[0,1] output_dir=... axes.beta=[0.1]) or base DemoConfig "
                         "overrides (model=tiny-random harmful_test=8 ...)")
 

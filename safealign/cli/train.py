@@ -12,10 +12,12 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML recipe (see configs/train/)")
-    parser.add_argument(
-        "overrides", nargs="*", help="dotlist overrides, e.g. learning_rate=1e-4 losses.0.params.beta=0.5"
+    parser.add_argument(  # default: so a missing recipe's error does not call the optional overrides required
+        "overrides", nargs="*", default=[], help="dotlist overrides, e.g. learning_rate=1e-4 losses.0.params.beta=0.5"
     )
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output_dir")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last checkpoint in output_dir (preference and online recipes; "
+                        "reward-model training keeps no checkpoints)")
     parser.add_argument("--overwrite", action="store_true",
                         help="delete the outputs of an earlier run in output_dir (checkpoints, metrics, final/) first")
 
@@ -34,8 +36,13 @@ def trainer_kind(path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from safealign.config import load_config
+    from safealign.errors import UserError
 
     kind = trainer_kind(args.config)
+    if kind == "reward" and args.resume:  # its loop saves no checkpoint: --resume trained from scratch on a new folder
+        raise UserError("--resume: reward-model training (trainer: reward) keeps no checkpoints, so it cannot continue "
+                        "a run; run without --resume (an unfinished run in output_dir is refused, and --overwrite "
+                        "trains it again from the start)")
     if kind == "reward":
         from safealign.online.reward_train import RewardConfig, run_reward_training
 

@@ -88,6 +88,12 @@ class BehaviorsConfig:
         checks.one_of(prefix + "too_long", self.too_long, ("reject", "skip", "truncate"))
 
 
+# which behaviors of behaviors.path are attacked: unread where a command hands the evaluation its own behaviors (the
+# demo and a sweep's cells, `safealign defenses` with prompts: builtin), which refuse them; max_chars and too_long
+# still bound those behaviors
+BEHAVIOR_SELECTION = ("path", "targets", "categories", "ids", "rows", "sample", "seed", "limit", "copyright")
+
+
 @dataclass
 class GenerationConfig:
     max_new_tokens: int = 128
@@ -119,6 +125,9 @@ class BenignConfig:
 
     def validate(self, prefix: str = "benign.") -> None:
         checks.at_least(prefix + "limit", self.limit, 1)
+
+
+BENIGN_SELECTION = ("path", "from_behaviors", "limit")  # every key of BenignConfig: which prompts, as above
 
 
 @dataclass

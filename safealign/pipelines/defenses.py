@@ -19,14 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safealign import checks
 from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
-from safealign.eval.config import DefenseConfig, EvalConfig
+from safealign.eval.config import (
+    BEHAVIOR_SELECTION, BENIGN_SELECTION, BehaviorsConfig, BenignConfig, DefenseConfig, EvalConfig,
+)
 from safealign.io import write_json
 from safealign.io.rundir import EVAL_EXCLUDED, Fingerprint, claim_run_dir, legacy_fingerprint, make_fingerprint
 
 logger = logging.getLogger(__name__)
 
+BUILTIN_COUNTS = ("harmful_test", "benign_test", "borderline_test")  # the built-in prompts read with prompts: builtin
 FRESH = "--fresh"  # the command's option that deletes an earlier run's outputs (safealign/cli/defenses.py)
 OUTPUTS = ("config.yaml", "summary.json", "report.html", "report.md", "eval")  # what FRESH removes
 
@@ -47,7 +51,9 @@ def _default_eval() -> EvalConfig:
 @dataclass
 class DefenseCompareConfig:
     eval: EvalConfig = field(default_factory=_default_eval)  # model, attacks, judges, generation for every method
-    prompts: str = "builtin"  # builtin: the demo's held-out prompts | config: eval.behaviors and eval.benign
+    # builtin: the demo's held-out prompts (the counts below) | config: eval.behaviors and eval.benign; the settings
+    # of the other are refused (_check_unread)
+    prompts: str = "builtin"
     harmful_test: int = 40  # builtin held-out harmful prompts (stratified by category, as the demo)
     benign_test: int = 24
     borderline_test: int = 24
@@ -63,6 +69,29 @@ class DefenseCompareConfig:
             raise UserError(f"methods: names must be distinct and non-empty, got {names}")
         if self.prompts not in ("builtin", "config"):
             raise UserError(f"prompts must be 'builtin' or 'config', got {self.prompts!r}")
+        self._check_unread()
+
+    def _check_unread(self) -> None:
+        """What no method's evaluation reads is refused when set: each is given its own defenses and folder, and
+        with ``prompts: builtin`` the built-in prompts; with ``prompts: config`` the built-in counts go unused."""
+        checks.unread("eval.", self.eval, checks.field_defaults(EvalConfig, ("defenses",)),
+                      "each method's evaluation is given the defenses of its entry in methods, replacing "
+                      "eval.defenses; give a stack as methods: [{name: NAME, defenses: [...]}]")
+        checks.unread("eval.", self.eval, checks.field_defaults(EvalConfig, ("output_dir",)),
+                      "each method's evaluation writes to output_dir/eval/<method>: set output_dir instead")
+        if self.prompts == "config":
+            checks.unread("", self, checks.field_defaults(DefenseCompareConfig, BUILTIN_COUNTS),
+                          "prompts: config evaluates eval.behaviors and eval.benign (their filters choose the "
+                          "prompts, e.g. eval.behaviors.limit, eval.benign.limit), not the built-in held-out sets")
+            return
+        why = ("with prompts: builtin every method answers the demo's built-in held-out prompts (harmful_test harmful, "
+               "benign_test benign, borderline_test borderline), never {key}; use those counts, or prompts: config "
+               "to evaluate eval.behaviors and eval.benign")
+        behaviors = checks.field_defaults(BehaviorsConfig, BEHAVIOR_SELECTION)
+        checks.unread("eval.behaviors.", self.eval.behaviors, behaviors,
+                      why.format(key="eval.behaviors' file or selection"))
+        benign = checks.field_defaults(BenignConfig, BENIGN_SELECTION)
+        checks.unread("eval.benign.", self.eval.benign, benign, why.format(key="eval.benign"))
 
 
 def builtin_prompts(config: DefenseCompareConfig) -> tuple[list[Any], Any]:

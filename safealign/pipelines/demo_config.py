@@ -5,7 +5,9 @@ The demo's own keys choose the prompt sets, seeds and variants. How each model t
 and how it is evaluated is ``eval`` (an :class:`~safealign.eval.config.EvalConfig`, e.g.
 ``eval.generation.max_new_tokens=64``). Per stage the demo sets ``train.model``, ``train.output_dir``,
 ``train.seed``, ``train.data.path``, the reference view (``train.reference.transform`` and its params, from
-the variant), ``eval.model.name`` and ``eval.output_dir``; values given for those are replaced.
+the variant), ``eval.model.name`` and ``eval.output_dir``; values given for those are replaced. Every evaluation
+is handed the built-in held-out prompts (or an ``extra_harmful`` file's), so ``eval.behaviors``' file and
+selection are refused (``harmful_test`` and ``extra_harmful`` choose the prompts); its length bounds apply.
 
 The flat keys of earlier versions keep working as aliases (:data:`ALIASES`), so ``nll_weight=0 beta=0.5
 learning_rate=1e-3`` means what it always meant. ``nll_weight`` W picks the objective: ``rpo`` (DPO + W·NLL
@@ -27,7 +29,7 @@ from safealign.config import COMMAND_LINE, Value, load_config, to_dict
 from safealign.data.builtin import UNTUNED_BENIGN
 from safealign.data.safety_pairs import check_cut_answers
 from safealign.errors import UserError
-from safealign.eval.config import EvalConfig
+from safealign.eval.config import BEHAVIOR_SELECTION, BehaviorsConfig, EvalConfig
 from safealign.pipelines.demo_methods import METHODS, method_train_config
 from safealign.train.config import DataConfig, DiagnosticsConfig, LoraConfig, LossConfig, TrainConfig
 
@@ -137,6 +139,13 @@ class DemoConfig:
         if self.eval.model.revision is not None:  # the demo loads `model` itself: the revision would go unused
             raise UserError("eval.model.revision: the demo evaluates the model named by `model` and the models it "
                             "trains, loaded without a revision; leave eval.model.revision unset")
+        # every evaluation is handed the built-in held-out prompts (or an extra_harmful file's): eval.behaviors'
+        # file and selection would go unused (its length bounds, max_chars and too_long, still apply)
+        selection = checks.field_defaults(BehaviorsConfig, BEHAVIOR_SELECTION)
+        checks.unread("eval.behaviors.", self.eval.behaviors, selection,
+                      "the demo evaluates its built-in held-out harmful prompts (harmful_test of them) and the files "
+                      "of extra_harmful (extra_limit behaviors of each), never eval.behaviors' file or selection; "
+                      "use harmful_test, extra_harmful and extra_limit instead")
         if self.train.model_revision is not None:  # each stage trains `model`, in place of train.model
             raise UserError("train.model_revision: the demo trains the model named by `model`, loaded without a "
                             "revision; leave train.model_revision unset")

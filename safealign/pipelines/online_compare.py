@@ -59,6 +59,11 @@ class OnlineCompareConfig:
         unknown = sorted(set(self.variants) - set(VARIANTS))
         if unknown or not self.variants:
             raise UserError(f"variants must be among {', '.join(VARIANTS)}, got {self.variants}")
+        for key in ("seeds", "variants"):  # a repeated seed counted twice in the table's mean, once in its interval
+            values = getattr(self, key)
+            if len(set(values)) != len(values):
+                raise UserError(f"{key} must be distinct, got {values}: the table's mean would count a repeated one "
+                                f"twice and its interval once; give {key}={list(dict.fromkeys(values))}")
         for key in ("harmful_test", "benign_test", "borderline_test"):
             checks.at_least(key, getattr(self, key), 1)
         checks.at_least("eval_max_new_tokens", self.eval_max_new_tokens, 1)

@@ -109,3 +109,19 @@ def test_a_finished_stage_whose_prompts_file_changed_is_refused_not_reused(tmp_p
     with pytest.raises(UserError, match=r"plain-seed0.*prompts\.path_data"):
         run_online_compare(load_compare_config(None, overrides[1:]))
     assert (out / "train" / "plain-seed0" / "stage.json").read_text() == record
+
+
+@pytest.mark.parametrize("override, key", [("seeds=[0,0,1]", "seeds"), ("variants=[e,e,plain]", "variants")])
+def test_a_repeated_seed_or_variant_is_refused_when_the_config_loads(override, key):
+    # the table's mean counted a repeated seed twice while its interval (keyed by seed) counted it once
+    from safealign.errors import UserError
+    from safealign.pipelines.online_compare import load_compare_config
+
+    with pytest.raises(UserError, match=rf"{key} must be distinct.*{key}=\["):
+        load_compare_config(None, [override])
+
+
+def test_the_shipped_comparison_config_loads():
+    from safealign.pipelines.online_compare import load_compare_config
+
+    assert load_compare_config("configs/online/e_vs_plain_cpu.yaml", []).variants == ["plain", "e"]

@@ -176,3 +176,18 @@ def test_pairs_whose_two_sides_encode_the_same_are_dropped(tmp_path, tiny_tokeni
     rows = [Row(PreferencePair(prompt, "Yes.", "YES.")), Row(PreferencePair(prompt, "Yes.", "No."))]
     items, over, same = encode_rows(encoder, rows)
     assert [row for _, row in items] == rows[1:] and (over, same) == (0, 1)
+
+
+@pytest.mark.parametrize("extra", [[], ["--overwrite"]])
+def test_resume_is_refused_for_a_reward_recipe_before_the_model_loads(tmp_path, capsys, no_model_load, extra):
+    """Reward-model training keeps no checkpoints: --resume trained from scratch on a fresh folder."""
+    from safealign.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    recipe = tmp_path / "rm.yaml"
+    recipe.write_text(f"trainer: reward\nmodel: tiny-random\noutput_dir: {tmp_path / 'rm'}\ndata: {{path: {data}}}\n")
+    assert main(["train", str(recipe), "--resume", *extra]) == 2
+    err = capsys.readouterr().err
+    assert "--resume: reward-model training (trainer: reward) keeps no checkpoints" in err, err
+    assert not (tmp_path / "rm").exists()

@@ -115,3 +115,45 @@ def test_a_rerun_with_other_settings_is_refused_before_it_writes_and_names_fresh
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert list(summary["methods"]) == ["base"] and not (tmp_path / "run" / "eval" / "reminder").exists()
     assert "max_new_tokens: 3" in (tmp_path / "run" / "config.yaml").read_text()
+
+
+@pytest.mark.parametrize("key, value, instead", [
+    ("eval.behaviors.path", "/nonexistent/advbench.csv", "prompts: config"),
+    ("eval.behaviors.limit", 5, "harmful_test"),
+    ("eval.benign.path", "or-bench-hard-1k.csv", "benign_test"),
+    ("eval.benign.limit", 5, "borderline_test"),
+    ("eval.benign.from_behaviors", False, "prompts: config"),
+    ("eval.defenses", [{"name": "self_reminder"}], "methods"),
+    ("eval.output_dir", "runs/elsewhere", r"output_dir.*eval/<method>"),
+])  # fmt: skip
+def test_an_eval_setting_the_comparison_never_reads_is_refused_naming_what_to_use(key, value, instead):
+    # with prompts: builtin every method is handed the built-in held-out prompts, and each method's evaluation gets
+    # its own defenses and folder: these loaded without a word and went unused
+    from safealign.config import Value
+
+    with pytest.raises(UserError, match=rf"{key}=.*: .*{instead}"):
+        load_config(DefenseCompareConfig, None, [Value(key, value, "test")])
+
+
+def test_prompts_config_reads_eval_behaviors_and_refuses_the_builtin_counts():
+    from safealign.config import Value
+
+    config = load_config(DefenseCompareConfig, None, [Value("prompts", "config", "test"),
+                                                      Value("eval.behaviors.path", "advbench.csv", "test"),
+                                                      Value("eval.behaviors.limit", 5, "test")])
+    assert config.eval.behaviors.limit == 5
+    with pytest.raises(UserError, match=r"harmful_test=10: prompts: config evaluates eval.behaviors"):
+        load_config(DefenseCompareConfig, None, [Value("prompts", "config", "test"), Value("harmful_test", 10, "test")])
+
+
+def test_an_unread_setting_given_after_the_config_loads_is_refused_before_the_model_loads(tmp_path, no_model_load):
+    config = _small(tmp_path, [MethodConfig("base")])
+    config.eval.behaviors.limit = 5
+    with pytest.raises(UserError, match="eval.behaviors.limit"):
+        run_defense_comparison(config)
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_shipped_configs_still_load():
+    for path in ("configs/eval/defenses.yaml", "configs/eval/defenses_after_demo.yaml"):
+        assert load_config(DefenseCompareConfig, path).prompts == "builtin"

@@ -221,3 +221,35 @@ def test_no_training_prompts_are_fine_when_no_variant_trains():
 
     inference = next(n for n in METHODS.names() if not METHODS.get(n).trains)
     load_demo_config([f"variants=[{inference}]", "harmful_train=0", "benign_train=0", "borderline_train=0"])
+
+
+@pytest.mark.parametrize("overrides", [
+    ["eval.behaviors.path=/nonexistent/advbench.csv", "eval.behaviors.limit=5"],
+    ["eval.behaviors.limit=5"], ["eval.behaviors.rows=0:5"], ["eval.behaviors.ids=[advbench_1]"],
+    ["eval.behaviors.sample=3"], ["eval.behaviors.seed=1"], ["eval.behaviors.categories=[cybercrime]"],
+    ["eval.behaviors.targets=targets.json"], ["eval.behaviors.copyright=true", "eval.judges=[refusal,copyright]"],
+])  # fmt: skip
+def test_a_behavior_selection_the_demo_never_reads_is_refused_naming_what_to_use(overrides):
+    # the demo hands its evaluation the built-in held-out prompts: `eval.behaviors.limit=5` loaded and the run still
+    # evaluated 40 prompts (a missing behaviors file was never read)
+    from safealign.errors import UserError
+
+    key = overrides[0].partition("=")[0]
+    with pytest.raises(UserError, match=rf"{key}=.*: the demo evaluates .*use harmful_test, extra_harmful"):
+        load_demo_config(overrides)
+
+
+def test_the_length_bounds_of_eval_behaviors_still_apply_to_the_demos_prompts():
+    config = load_demo_config(["eval.behaviors.max_chars=500", "eval.behaviors.too_long=skip"])
+    assert (config.eval.behaviors.max_chars, config.eval.behaviors.too_long) == (500, "skip")
+
+
+def test_a_behavior_selection_set_after_the_config_loads_is_refused_before_any_model_loads(tmp_path, no_model_load):
+    from safealign.errors import UserError
+    from safealign.pipelines.demo import run_demo
+
+    config = DemoConfig(model="tiny-random", output_dir=str(tmp_path / "run"))
+    config.eval.behaviors.limit = 5
+    with pytest.raises(UserError, match="eval.behaviors.limit"):
+        run_demo(config)
+    assert not (tmp_path / "run").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -190,6 +191,22 @@ def test_command_line_overrides_reach_the_grid_and_the_base_config(tmp_path):
     config = grid.setting_config(grid.settings()[0])
     assert (config.model, config.harmful_test, config.train.losses[0].name) == ("tiny-random", 2, "dpo")
     assert config.train.reference.cache_dir == str(tmp_path / "reference_cache")
+
+
+def test_a_behavior_selection_no_cell_reads_is_refused_when_the_grid_loads(tmp_path):
+    from safealign.errors import UserError
+    from safealign.pipelines.sweep import load_grid
+
+    with pytest.raises(UserError, match=r"eval.behaviors.limit=5: .*harmful_test"):
+        load_grid("configs/sweep/e_effect.yaml", [f"output_dir={tmp_path}", "eval.behaviors.limit=5"])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parents[2] / "configs" / "sweep").glob("*.yaml")),
+                         ids=lambda p: p.stem)
+def test_every_committed_grid_loads(path):
+    from safealign.pipelines.sweep import load_grid
+
+    assert load_grid(path).settings()  # every setting's config is checked as the grid loads
 
 
 def test_the_shipped_grid_is_the_issue_grid():
