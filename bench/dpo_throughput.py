@@ -284,6 +284,7 @@ def _result(cfg: BenchConfig, rows: list[Row], pairs: list) -> BenchResult:
 COLUMNS = ("system", "first loss", "first logps/chosen", "tokens/s", "tokens/CPU-s", "peak mem GiB", "epoch s",
            "epoch CPU-s", "padding %", "ref pass % of epoch")
 RATIOS = ("tokens/s", "peak mem", "epoch")
+CPU_RATIOS = ("tokens/CPU-s", "peak mem", "epoch CPU-s")  # on CPU the ratios come from process CPU time
 
 
 def baselines(result: BenchResult) -> list[str]:
@@ -296,7 +297,9 @@ def baselines(result: BenchResult) -> list[str]:
 
 
 def columns(result: BenchResult) -> tuple[str, ...]:
-    return COLUMNS + tuple(f"{name} ÷ {BASELINES[key]}" for key in baselines(result) for name in RATIOS)
+    """The table's columns; the ratio columns name the clock they divide (CPU seconds on CPU, as ``_ratios``)."""
+    ratios = CPU_RATIOS if result.cpu_time else RATIOS
+    return COLUMNS + tuple(f"{name} ÷ {BASELINES[key]}" for key in baselines(result) for name in ratios)
 
 
 def _ratios(row: Row, base: Row | None, cpu_time: bool) -> list[str]:
@@ -424,6 +427,10 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
     cuda = a.device == "cuda"
     if cuda and not torch.cuda.is_available():  # else every row would fail the same way, one after the other
         p.error("--device cuda: no CUDA (torch.cuda.is_available() is False here)")
+    chosen = tuple(b.strip() for b in a.baselines.split(",") if b.strip()) if a.baselines else None
+    unknown = [b for b in chosen or () if b not in BASELINES]
+    if unknown:  # else every system runs and the table then fails on the unknown column
+        p.error(f"--baselines: unknown {', '.join(unknown)}; choose from {', '.join(BASELINES)}")
     prompt, response = (a.seq // 4, a.seq - a.seq // 4) if a.seq else (460, 460) if cuda else (64, 64)
     batch = a.batch or (8 if cuda else 4)
     if a.threads:
@@ -435,7 +442,7 @@ def parse_args(argv: list[str] | None = None) -> BenchConfig:
         steps=a.steps if a.steps is not None else (10 if cuda else 3), reps=a.reps,
         warm_up_run=not a.no_warm_up_run, lora=a.lora, lora_r=a.lora_r,
         gradient_checkpointing=a.gradient_checkpointing, lr=a.lr, seed=a.seed, optimizer=a.optimizer, attn=a.attn,
-        baselines=tuple(b.strip() for b in a.baselines.split(",")) if a.baselines else None,
+        baselines=chosen,
         systems=ALL_OPTIONS if a.systems == "all" else tuple(s.strip() for s in a.systems.split(",") if s.strip()))
 
 

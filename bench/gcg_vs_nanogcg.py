@@ -6,7 +6,9 @@ followed directly by ``{optim_str}`` and, as its initial string, the text of our
 separator first, then ``x x …``), so its prompt ids before and after the suffix, its initial suffix ids and
 its target ids are ours; the script checks this against nanoGCG's own embedded prompt and stops if they
 differ. nanoGCG's best suffix ids (captured from its buffer, not re-tokenized from its string) are re-scored
-with our loss, which must match nanoGCG's own loss (printed as a check).
+with our loss, which must match nanoGCG's own loss up to rounding (printed as a check, see ``loss_tolerance``).
+The loss ratio compares the two suffixes under our loss (ours / nanoGCG's re-scored), like for like: nanoGCG
+computes its loss in the model's dtype (cross-entropy and mean in bf16 on a GPU), ours from fp32 logits.
 
 Timing is like for like: seconds per step cover the optimisation steps only, on both sides (ours: after the
 behavior's prompt is prepared; nanoGCG: after its setup, i.e. its vocabulary scan, prompt tokenization and
@@ -17,6 +19,8 @@ nanogcg is a benchmark-only dependency (never a safealign requirement); on trans
 with ``pip install --no-deps nanogcg==0.3.0 scipy`` and it needs ``use_prefix_cache=False``. The script checks
 that it imports before loading the model. ``--device`` picks the device (default: CUDA with bf16 when available,
 else CPU with fp32, as ``load_model`` does); the table's header names the model's actual device and dtype.
+``--data`` (default ``../shared/data``, outside the repository) must hold ``advbench_behaviors.csv`` and
+``advbench_targets.json``; the script checks before loading the model.
 
   python bench/gcg_vs_nanogcg.py --model smollm2-135m-instruct --steps 5 --search-width 64 --topk 64 -n 2
 """
@@ -41,6 +45,11 @@ from safealign.models.load import load_model
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NANOGCG_INSTALL = "pip install --no-deps nanogcg==0.3.0 scipy"
+DATA_FILES = ("advbench_behaviors.csv", "advbench_targets.json")
+# The re-scoring check: |our loss of nanoGCG's suffix - nanoGCG's own loss| <= max(MIN_TOLERANCE, ROUNDING_EPS x the
+# model dtype's machine epsilon x |loss|). fp32: 1e-3 (what is left is float rounding between batch shapes).
+MIN_TOLERANCE = 1e-3
+ROUNDING_EPS = 4  # nanoGCG rounds each token's cross-entropy and their mean to the model dtype (bf16 on a GPU)
 
 
 def check_nanogcg() -> None:
@@ -49,6 +58,38 @@ def check_nanogcg() -> None:
         import nanogcg  # noqa: F401
     except ImportError as exc:
         raise SystemExit(f"this benchmark needs nanogcg, which cannot be imported ({exc}): {NANOGCG_INSTALL}") from None
+
+
+def check_data(data: Path) -> None:
+    """Stop before the model loads when the AdvBench files are not in ``data`` (the default folder lies outside the
+    repository, so a copy of the repository alone, e.g. on a device machine, lacks them)."""
+    missing = [name for name in DATA_FILES if not (data / name).is_file()]
+    if missing:
+        raise SystemExit(f"--data {data}: no {', '.join(missing)} there; pass --data with the folder that holds "
+                         f"{' and '.join(DATA_FILES)}")
+
+
+def loss_tolerance(dtype: torch.dtype, loss: float) -> float:
+    """How far nanoGCG's own loss of a suffix may be from ours for the same ids: nanoGCG takes the cross-entropy
+    and its mean in the model's dtype, ours upcasts the logits to fp32, so in bf16 (eps 2^-7) the two differ by up
+    to about one eps x |loss| (e.g. 5.625 vs 5.615 on tiny-random); a few eps allow that and batch-shape rounding,
+    while a different problem or suffix would differ by far more. fp32 keeps the 1e-3 floor."""
+    return max(MIN_TOLERANCE, ROUNDING_EPS * torch.finfo(dtype).eps * abs(loss))
+
+
+def check_rescoring(rows, dtype: torch.dtype) -> None:
+    """Print the largest gap between nanoGCG's own loss and our loss of its best suffix (table rows: columns 3
+    and 4), and stop naming each behavior whose gap is over :func:`loss_tolerance` for the model's dtype."""
+    gaps = [(bid, abs(nano_rescored - nano), loss_tolerance(dtype, max(abs(nano), abs(nano_rescored))))
+            for bid, _, _, nano, nano_rescored, _, _ in rows]  # fmt: skip
+    print(f"check: nanoGCG optimised our exact prompt ids (before, after, target and initial suffix ids equal for "
+          f"all {len(rows)} behaviors); its best suffix ids re-scored by our loss differ from its own loss by at "
+          f"most {max(gap for _, gap, _ in gaps):.2e} (allowed: max({MIN_TOLERANCE:g}, {ROUNDING_EPS} x "
+          f"{str(dtype).removeprefix('torch.')} eps x |loss|))")  # fmt: skip
+    over = [f"{bid} ({gap:.2e} > {tol:.2e})" for bid, gap, tol in gaps if gap > tol]
+    if over:
+        raise SystemExit(f"check failed: {', '.join(over)}: nanoGCG's best suffix does not score the same under "
+                         "our loss")
 
 
 def run_ours(attack: GCGAttack, behavior) -> tuple[float, list[int], float]:
@@ -167,6 +208,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     check_nanogcg()
+    check_data(args.data)
     model, tokenizer = load_model(args.model, device=args.device)
     behaviors = load_behaviors(args.data / "advbench_behaviors.csv", targets=args.data / "advbench_targets.json")
     config = GCGConfig(steps=args.steps, search_width=args.search_width, topk=args.topk,
@@ -179,21 +221,16 @@ def main() -> None:
     chosen = behaviors[: args.behaviors]
     warm_up_ours(attack, chosen[0])  # untimed: one step of each tool before any timed run
     run_nanogcg(model, tok, chosen[0], optim_str_init, 1, args)
-    rows, gaps = [], []
+    rows = []
     for behavior in chosen:
         initial = attack.target_loss(behavior, init_ids)
         ours_loss, ours_ids, ours_s = run_ours(attack, behavior)
         nano = run_nanogcg(model, tok, behavior, optim_str_init, args.steps, args)
         check_same_problem(attack, behavior, nano, init_ids)
         nano_rescored = attack.target_loss(behavior, nano.ids)  # nanoGCG's own best ids, under our loss
-        gaps.append(abs(nano_rescored - nano.loss))
         rows.append((behavior.id, initial, ours_loss, nano.loss, nano_rescored, ours_s, nano.seconds_per_step))
     print_table(rows, args, model)
-    print(f"check: nanoGCG optimised our exact prompt ids (before, after, target and initial suffix ids equal for "
-          f"all {len(rows)} behaviors); its best suffix ids re-scored by our loss differ from its own loss by at "
-          f"most {max(gaps):.2e}")  # fmt: skip
-    if max(gaps) > 1e-3:
-        raise SystemExit("check failed: nanoGCG's best suffix does not score the same under our loss")
+    check_rescoring(rows, next(model.parameters()).dtype)
 
 
 def print_table(rows, args, model) -> None:
@@ -201,16 +238,17 @@ def print_table(rows, args, model) -> None:
     print(f"model={args.model} steps={args.steps} search_width={args.search_width} topk={args.topk} "
           f"suffix_length={args.suffix_length} threads={args.threads} device={weights.device} "
           f"dtype={str(weights.dtype).removeprefix('torch.')}")  # fmt: skip
-    head = ("| behavior | initial loss | ours loss | nanogcg loss | nanogcg suffix, our loss fn | loss ratio ours/nano "
-            "| ours s/step | nanogcg s/step | time ratio ours/nano |")  # fmt: skip
+    # the loss ratio divides by nanoGCG's suffix re-scored with our loss (its own loss is in the model's dtype)
+    head = ("| behavior | initial loss | ours loss | nanogcg loss | nanogcg suffix, our loss fn "
+            "| loss ratio ours/nano (our loss fn) | ours s/step | nanogcg s/step | time ratio ours/nano |")  # fmt: skip
     print(head)
     print("|---" * (head.count("|") - 1) + "|")
     for bid, init, ol, nl, nr, os_, ns in rows:
-        print(f"| {bid} | {init:.3f} | {ol:.3f} | {nl:.3f} | {nr:.3f} | {ol / nl:.3f} "
+        print(f"| {bid} | {init:.3f} | {ol:.3f} | {nl:.3f} | {nr:.3f} | {ol / nr:.3f} "
               f"| {os_:.2f} | {ns:.2f} | {os_ / ns:.2f} |")
     mean = statistics.fmean
     print(f"| mean | {mean(r[1] for r in rows):.3f} | {mean(r[2] for r in rows):.3f} | {mean(r[3] for r in rows):.3f} "
-          f"| {mean(r[4] for r in rows):.3f} | {mean(r[2] / r[3] for r in rows):.3f} | {mean(r[5] for r in rows):.2f} "
+          f"| {mean(r[4] for r in rows):.3f} | {mean(r[2] / r[4] for r in rows):.3f} | {mean(r[5] for r in rows):.2f} "
           f"| {mean(r[6] for r in rows):.2f} | {mean(r[5] / r[6] for r in rows):.2f} |")  # fmt: skip
 
 

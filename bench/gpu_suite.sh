@@ -16,9 +16,36 @@
 # rows; without it they read "n/a (liger-kernel not installed)"); the 8B full stage needs bitsandbytes (else it
 # is skipped with that reason). The device machine has no network: wheels in $WHEELS (default shared/wheels,
 # e.g. `pip download --no-deps trl==1.16.0 liger-kernel bitsandbytes -d shared/wheels` beforehand) are installed
-# from there when a package is missing. flash-attention is used when importable (varlen for padding-free rows).
+# from there when a package is missing, one at a time: an optional one that fails (liger-kernel, bitsandbytes) is a
+# warning, a required one (trl, peft, accelerate, datasets) stops the suite (exit 3) before any stage runs.
+# flash-attention is used when importable (varlen for padding-free rows).
 set -u
 cd "$(dirname "$0")/.."
+
+install_missing() {  # modules to install from $WHEELS, space-separated; returns 1 when a required one failed
+  local module req rc failed=""
+  for module in $1; do
+    case $module in
+      trl) req=trl==1.16.0 ;;
+      liger_kernel) req=liger-kernel ;;
+      *) req=$module ;;
+    esac
+    # one pip call per package: pip installs nothing of a list when one wheel is absent
+    timeout 90 pip install -q --no-index --find-links "$WHEELS" "$req" 2>&1 | tail -3
+    rc=${PIPESTATUS[0]}  # pip's status (timeout's: 124 on expiry), not tail's
+    [ "$rc" -eq 0 ] && continue
+    case $module in
+      liger_kernel | bitsandbytes)
+        echo "warning: $req not installed from $WHEELS (pip exit $rc); what needs it is skipped" >&2 ;;
+      *) echo "error: $req not installed from $WHEELS (pip exit $rc)" >&2; failed="$failed $req" ;;
+    esac
+  done
+  if [ -n "$failed" ]; then
+    echo "required packages missing:$failed; the suite stops before any stage" >&2
+    return 1
+  fi
+}
+
 if ! python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "no CUDA: torch.cuda.is_available() is False here; the GPU suite needs a CUDA device" >&2
   exit 2
@@ -41,8 +68,7 @@ EOF
 )
 if [ -n "$missing" ] && [ -d "$WHEELS" ]; then
   echo "installing from $WHEELS: $missing"
-  timeout 90 pip install -q --no-index --find-links "$WHEELS" \
-    $(echo "$missing" | sed 's/liger_kernel/liger-kernel/; s/\btrl\b/trl==1.16.0/') 2>&1 | tail -3
+  install_missing "$missing" || exit 3
 fi
 timeout 20 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c "import torch, transformers; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
