@@ -58,8 +58,15 @@ def hub_cache(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Model and reference caches go to this session's temporary folder, never the user's cache."""
+    """Model and reference caches go to this session's temporary folder, never the user's cache; and no test reaches
+    a hub: the hub libraries are offline (the variable, which peft and safealign read, and huggingface_hub's flag,
+    read at its import, which transformers asks), so a test that would download fails instead (peft's
+    save_pretrained looked up its base model's config.json on huggingface.co)."""
+    from huggingface_hub import constants
+
     monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "safealign-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture()

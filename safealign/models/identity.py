@@ -10,7 +10,8 @@ An identity is a plain JSON-ready dict. Every identity has ``spec`` (what the us
 - ``gguf`` / ``dir``: ``path`` and ``fingerprint`` (the weight files' sha256, see below);
 - ``adapter``: ``path``, the adapter weights' ``fingerprint`` and ``base``, the base model's identity;
 - ``hub``: ``hub_id`` and the ``revision`` (commit) of the locally cached snapshot, and its fingerprint; with a
-  revision asked for (a branch, tag or commit), that too, as ``requested_revision``;
+  revision asked for (a branch, tag or commit), that too, as ``requested_revision``. With the hub answering, the
+  weights are fetched into the cache first, as a built-in model's are: the commit and weights the load will take;
 - ``tiny``: the random model's ``config``, ``seed`` and a fingerprint of its freshly initialised weights;
 - ``remote``: the backend and the model name the endpoint was asked for (its weights cannot be seen);
 - ``in-memory``: a model not loaded by :func:`~safealign.models.load.load_model`: a fingerprint of its
@@ -37,7 +38,7 @@ from torch import nn
 
 from safealign.errors import UserError
 from safealign.models.embedded import (
-    BUILTIN_MODELS, MARKER, cache_root, ensure_embedded, sha256_file,
+    BUILTIN_MODELS, MARKER, cache_root, ensure_embedded, hub_reachable, sha256_file,
 )
 from safealign.models.load import REVISION_ATTR, SPEC_ATTR, TINY_RANDOM, check_revision, resolve_spec
 from safealign.models.lora import adapter_base_revision, adapter_base_spec
@@ -157,9 +158,16 @@ def _builtin_identity(name: str) -> dict[str, Any]:
 def _hub_identity(repo_id: str, revision: str | None = None) -> dict[str, Any]:
     """The snapshot the local hub cache resolves ``revision`` (None: ``main``) to: what ``from_pretrained`` loads
     offline. The revision asked for is recorded beside the commit it resolved to (a branch or tag moves); without
-    one the identity is what it was before revisions could be asked for, so recorded runs keep matching."""
+    one the identity is what it was before revisions could be asked for, so recorded runs keep matching.
+
+    With the hub answering, the weights the load will download are fetched first (:func:`_fetch_hub_weights`), as a
+    built-in model is: runs take identities before they load, and the cache as it was named no weights (an empty
+    one: no fingerprint, so a resumed run's weights went unchecked) or the commit ``main`` was at when it was last
+    filled, not the one the load then took."""
     from huggingface_hub import try_to_load_from_cache
 
+    if hub_reachable(repo_id):
+        _fetch_hub_weights(repo_id, revision)
     pinned = {"revision": revision} if revision is not None else {}
     identity: dict[str, Any] = {"spec": repo_id, "kind": "hub", "hub_id": repo_id}
     if revision is not None:
@@ -169,6 +177,42 @@ def _hub_identity(repo_id: str, revision: str | None = None) -> dict[str, Any]:
         return {**identity, "revision": None, "fingerprint": None}
     snapshot = Path(found).parent
     return {**identity, "revision": snapshot.name, "fingerprint": weights_fingerprint(snapshot)}
+
+
+_SINGLE_AND_SHARDED = (("model.safetensors", "model.safetensors.index.json"),
+                       ("pytorch_model.bin", "pytorch_model.bin.index.json"))  # fmt: skip
+
+
+def _fetch_hub_weights(repo_id: str, revision: str | None) -> None:
+    """Download into the local hub cache what ``from_pretrained`` would for ``repo_id``'s weights at ``revision``:
+    ``config.json`` and the checkpoint it picks (``model.safetensors``, else the shards its index names, else
+    ``pytorch_model.bin``, else its shards) -- not every file, which would change the snapshot's fingerprint (a
+    repository may also hold a consolidated copy or another format). Moves the cache's ref to the hub's commit.
+    A failure is logged and left to the load, which reports it in its own words."""
+    from huggingface_hub import HfApi, hf_hub_download
+
+    pinned = {"revision": revision} if revision is not None else {}
+    try:
+        files = {sibling.rfilename for sibling in HfApi().model_info(repo_id, **pinned).siblings or []}
+        for name in ("config.json", *_checkpoint_files(files)):
+            path = hf_hub_download(repo_id, name, **pinned)
+            if name.endswith(".index.json"):
+                shards = json.loads(Path(path).read_text(encoding="utf-8")).get("weight_map", {}).values()
+                for shard in sorted(set(shards)):
+                    hf_hub_download(repo_id, shard, **pinned)
+    except Exception as exc:  # network, auth, a repository without those files: the load says which
+        logger.warning("could not fetch %s%s from the Hugging Face hub before taking its identity: %s", repo_id,
+                       f" at {revision}" if revision is not None else "", exc)
+
+
+def _checkpoint_files(files: set[str]) -> list[str]:
+    """The checkpoint file (or shard index) ``from_pretrained`` loads among a repository's ``files``."""
+    for single, index in _SINGLE_AND_SHARDED:
+        if single in files:
+            return [single]
+        if index in files:
+            return [index]
+    return []
 
 
 # --------------------------------------------------------------------------- fingerprints

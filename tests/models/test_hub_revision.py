@@ -154,3 +154,50 @@ def test_the_identity_a_config_names_before_loading_is_the_loaded_models(hub_cac
         before = config_identity(config)
         assert chat_model_identity(build_chat_model(config)) == before, config.name
     assert config_identity(ModelConfig(backend="hf", name="saved"))["path"] == str(tmp_path / "saved")
+
+
+def test_an_answering_hub_is_asked_before_the_identity_is_taken(hub_cache, tmp_path, monkeypatch):
+    """Runs take a hub id's identity before they load it, and the load downloads what the cache lacks: the identity
+    read the cache as it was (an empty cache gave no fingerprint, so a resume never checked the weights; a stale
+    ``main`` named the commit the load did not use). It now fetches the weights the load will use first, as a
+    built-in model is fetched first."""
+    from huggingface_hub import constants
+
+    from hub_helpers import FakeHub
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    hub = FakeHub(hub_cache, monkeypatch)
+    got = model_identity(REPO)
+    assert got == {"spec": REPO, "kind": "hub", "hub_id": REPO, "revision": MAIN,
+                   "fingerprint": weights_fingerprint(hub_cache / "snapshots" / MAIN)}  # fmt: skip
+    assert {name for name, _ in hub.downloads} == {"config.json", "model.safetensors"}  # not the tokenizer
+    assert model_identity(REPO, revision="v1")["fingerprint"] == weights_fingerprint(hub_cache / "snapshots" / V1)
+    (hub_cache / "refs" / "main").write_text(V1)  # main moved on the hub since this cache fetched it
+    assert model_identity(REPO)["revision"] == V1
+    from transformers import AutoModelForCausalLM
+
+    # what the load then takes from the cache (its weights: the fake hub gives the identity's files only)
+    assert same_weights(AutoModelForCausalLM.from_pretrained(REPO, local_files_only=True), 1)
+
+
+def test_the_identity_fetches_the_checkpoint_from_pretrained_loads_and_no_other_weights(hub_cache, tmp_path,
+                                                                                         monkeypatch):
+    """A sharded checkpoint: its index and shards; not a consolidated copy beside it (nor pytorch_model.bin), which
+    the load does not download and which would change the snapshot's fingerprint."""
+    from huggingface_hub import constants
+
+    from hub_helpers import FakeHub
+
+    sharded = hub_cache / "snapshots" / ("c" * 40)
+    tiny_model(seed=2).save_pretrained(sharded, max_shard_size="100KB")
+    (sharded / "consolidated.safetensors").write_bytes(b"another copy")
+    (sharded / "pytorch_model.bin").write_bytes(b"another format")
+    (hub_cache / "refs" / "main").write_text("c" * 40)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    hub = FakeHub(hub_cache, monkeypatch)
+    got = model_identity(REPO)
+    shards = sorted(p.name for p in sharded.glob("model-*.safetensors"))
+    assert len(shards) == 2 and sorted(name for name, _ in hub.downloads) == [
+        "config.json", *shards, "model.safetensors.index.json"]
+    local = tmp_path / "empty-cache" / hub_cache.name / "snapshots" / ("c" * 40)
+    assert got["revision"] == "c" * 40 and got["fingerprint"] == weights_fingerprint(local) is not None

@@ -50,6 +50,35 @@ def test_resolve_device_dtype(monkeypatch):
         resolve_device_dtype(None, "half")
 
 
+def test_an_unusable_device_is_refused_naming_it_before_any_weights_load(monkeypatch):
+    """device='gpu' raised torch's own RuntimeError; device='cuda' without CUDA an AssertionError after the load."""
+    monkeypatch.setattr(load_module, "_load_weights", lambda *a, **k: pytest.fail("weights loaded first"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    with pytest.raises(UserError, match=r"^device='gpu': torch knows no such device; use cpu, cuda, cuda:N or mps"):
+        load_model("tiny-random", device="gpu")
+    for device, what in (("cuda", "CUDA"), ("cuda:1", "CUDA"), ("mps", "MPS")):
+        with pytest.raises(UserError, match=rf"^device='{device}': {what} is not available here\b.*device=cpu"):
+            load_model("tiny-random", device=device)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    with pytest.raises(UserError, match=r"^device='cuda:1': this machine has 1 CUDA device \(cuda:0\)"):
+        resolve_device_dtype("cuda:1")
+
+
+def test_the_default_dtype_is_bf16_only_on_a_gpu_that_computes_in_it(monkeypatch):
+    """torch.cuda.is_bf16_supported() also says yes for GPUs that only emulate bf16 (V100, T4): slower than fp32."""
+    native = {"bf16": False}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported",
+                        lambda including_emulation=True: native["bf16"] or including_emulation)
+    assert resolve_device_dtype() == (torch.device("cuda"), torch.float32)
+    assert resolve_device_dtype("cuda") == (torch.device("cuda"), torch.float32)
+    native["bf16"] = True
+    assert resolve_device_dtype() == (torch.device("cuda"), torch.bfloat16)
+    assert resolve_device_dtype("cpu") == (torch.device("cpu"), torch.float32)
+
+
 def test_tiny_random_modes():
     model, tokenizer = load_model("tiny-random")
     assert not model.training and model.dtype == torch.float32
@@ -128,6 +157,38 @@ def test_saved_adapter_round_trip(tmp_path):
     (tmp_path / "adapter" / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(UserError, match="trained on base model '/nowhere/base', which cannot be loaded"):
         load_model(str(tmp_path / "adapter"))
+
+
+@pytest.mark.parametrize("reachable", [False, True])
+def test_a_missing_folder_whose_parent_exists_is_named_not_sent_to_the_hub(monkeypatch, tmp_path, reachable):
+    """``outputs/final`` mistyped (or not written yet) read as a hub id: offline, the message said the hub was
+    unreachable and suggested ``huggingface-cli download outputs/final``."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs").mkdir()
+    monkeypatch.setattr(load_module, "hub_reachable", lambda repo_id: reachable)
+
+    def not_on_the_hub(*args, **kwargs):
+        raise OSError(f"{args[0]} is not a local folder and is not a valid model identifier")
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", not_on_the_hub)
+    with pytest.raises(UserError) as info:
+        load_model("outputs/final")
+    message = str(info.value)
+    assert message.startswith(f"model spec 'outputs/final': no folder {tmp_path / 'outputs' / 'final'} (the folder "
+                              f"{tmp_path / 'outputs'} exists)"), message
+    assert "huggingface-cli" not in message
+
+
+def test_no_test_reaches_a_hub():
+    """tests/conftest.py puts the hub libraries offline for every test (peft's save_pretrained looked up the base
+    model's config.json on huggingface.co)."""
+    import os
+
+    from huggingface_hub import constants, is_offline_mode
+    from peft.utils.other import check_file_exists_on_hf_hub
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1" and constants.HF_HUB_OFFLINE and is_offline_mode()
+    assert check_file_exists_on_hf_hub("tiny-random", "config.json") is None  # peft did not ask
 
 
 def test_offline_hub_id_not_in_cache_says_what_to_do(monkeypatch, tmp_path):
