@@ -164,14 +164,15 @@ def _claim(out: Path, config: EvalConfig, attacked: str | None, behaviors: Seque
     the run's fingerprint digest (recorded in ``summary.json``). ``weights``: the attacked model's identity;
     ``layers``: the defenses the target answers through (each layer's effective settings are fingerprinted)."""
     from safealign.io.rundir import claim_run_dir, eval_fingerprint, legacy_fingerprint
-    from safealign.models.identity import setup_fingerprint
+    from safealign.models.identity import setup_fingerprint, setup_keys
 
     def legacy(run: Path):
         return legacy_fingerprint(run / "config.yaml", lambda p: to_dict(load_config(EvalConfig, p)), eval_fingerprint)
 
     fingerprint = eval_fingerprint(to_dict(config), attacked=attacked, behaviors=behaviors,
                                    weights=weights.get("fingerprint"), setup=setup_fingerprint(weights),
-                                   defaults=to_dict(EvalConfig()), defenses=[d.fingerprint() for d in layers])
+                                   defaults=to_dict(EvalConfig()), defenses=[d.fingerprint() for d in layers],
+                                   more_setup=setup_keys(weights, "model."))
     claim_run_dir(out, fingerprint, outputs=EVAL_OUTPUTS, overwrite=overwrite, legacy=legacy,
                   overwrite_flag=overwrite_flag)
     save_config(config, out / "config.yaml")

@@ -68,9 +68,15 @@ TRAIN_EXCLUDED = (
 # since 2026-12-07 only where a judge source runs a model: a run made before resumes. Its reward/cost model folders'
 # tokenizer files likewise (rewards.tokenizer, safe_rlhf.cost.tokenizer: the chat template decides every score),
 # recorded since 2026-12-07 apart from their weights, whose recorded digests stay: an online run made before resumes.
+# A model's tokenizer files with its chat template and generation config, and an adapter's base's config.json
+# (model.tokenizer, model.base_setup and the reference's and judge's; safealign.models.identity.setup_keys) likewise,
+# recorded since 2026-12-08 apart from model.setup, whose recorded values stay: a run made before resumes. Added only
+# where known (not for a built-in or tiny model), so such a run keeps its digest.
 WHEN_KNOWN = ("model.weights", "reference.weights", "model.setup", "reference.setup", "judge.weights", "judge.setup",
               "benign.path_data", "prompts.path_data", "rewards.weights", "safe_rlhf.cost.weights",
-              "rewards.judge_weights", "safe_rlhf.cost.judge_weights", "rewards.tokenizer", "safe_rlhf.cost.tokenizer")
+              "rewards.judge_weights", "safe_rlhf.cost.judge_weights", "rewards.tokenizer", "safe_rlhf.cost.tokenizer",
+              "model.tokenizer", "model.base_setup", "reference.tokenizer", "reference.base_setup", "judge.tokenizer",
+              "judge.base_setup")
 # An eval's defense layers as they run (each layer's config with its defaults, the files and weights it names; around
 # a handed-in chat model too), recorded since 2026-12-07. Only an eval with defenses records it, so one without keeps
 # its digest; its absence therefore means "no defense" and is compared like any value (a bare model resuming a run
@@ -163,12 +169,13 @@ def file_digest(path: str | os.PathLike | None) -> str | None:
 def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None,
                      behaviors: Sequence[Any] | None = None, weights: str | None = None, setup: str | None = None,
                      defaults: Mapping[str, Any] | None = None,
-                     defenses: Sequence[Mapping[str, Any]] = ()) -> Fingerprint:  # fmt: skip
+                     defenses: Sequence[Mapping[str, Any]] = (),
+                     more_setup: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
     """An eval run: its config (``to_dict(EvalConfig)``) less :data:`EVAL_EXCLUDED`, the behaviors data
     (files' content, or ``behaviors`` passed in by a caller), the benign prompt file's content, the label of a
-    passed-in model, the attacked ``weights``' fingerprint and ``setup`` (safealign.models.identity; None where
-    they can't be seen), and the ``defenses`` layers' fingerprints, outermost first
-    (safealign.eval.defenses.base.Defense.fingerprint)."""
+    passed-in model, the attacked ``weights``' fingerprint, ``setup`` and ``more_setup`` (its keys, as
+    safealign.models.identity.setup_keys gives them with their ``model.`` prefix; None where they can't be seen),
+    and the ``defenses`` layers' fingerprints, outermost first (safealign.eval.defenses.base.Defense.fingerprint)."""
     chosen = settings.get("behaviors", {})
     extra = {f"behaviors.{key}_data": _data_identity(chosen.get(key)) for key in ("path", "targets") if chosen.get(key)}
     # the over-refusal prompts' content too (their records are keyed by prompt id); added only when a file is named,
@@ -180,6 +187,7 @@ def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None
     if attacked is not None:
         extra["model.attacked"] = attacked
     extra["model.weights"], extra["model.setup"] = weights, setup
+    extra.update(more_setup or {})
     if defenses:  # only then, so a run without defenses keeps its digest
         extra["defenses.layers"] = list(defenses)
     return make_fingerprint("eval", settings, exclude=EVAL_EXCLUDED, extra=extra, defaults=defaults)
@@ -188,12 +196,14 @@ def eval_fingerprint(settings: Mapping[str, Any], *, attacked: str | None = None
 def train_fingerprint(settings: Mapping[str, Any], *, weights: str | None = None,
                       reference_weights: str | None = None, setup: str | None = None,
                       reference_setup: str | None = None,
-                      defaults: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
+                      defaults: Mapping[str, Any] | None = None,
+                      more_setup: Mapping[str, Any] | None = None) -> Fingerprint:  # fmt: skip
     """A training run: its config (``to_dict(TrainConfig)``) less :data:`TRAIN_EXCLUDED`, plus the data's
-    content and the fingerprints of the starting policy's and a separate reference's weights and setups."""
+    content and the fingerprints of the starting policy's and a separate reference's weights and setups
+    (``more_setup``: the further keys of both, prefixed, safealign.models.identity.setup_keys)."""
     path = settings.get("data", {}).get("path")
     extra = {"data.content": _data_identity(path), "model.weights": weights, "reference.weights": reference_weights,
-             "model.setup": setup, "reference.setup": reference_setup}
+             "model.setup": setup, "reference.setup": reference_setup, **(more_setup or {})}
     return make_fingerprint("train", settings, exclude=TRAIN_EXCLUDED, extra=extra, defaults=defaults)
 
 

@@ -18,8 +18,15 @@ An identity is a plain JSON-ready dict. Every identity has ``spec`` (what the us
   parameters as they are now.
 
 A fingerprint is ``sha256:<hex>`` over the sorted ``name sha256`` lines of the weight files. Hashing a
-file is cached in ``$SAFEALIGN_CACHE/fingerprints.json`` by (path, size, mtime), so a run re-hashes only
-weights that changed; a stale entry cannot survive a rewrite because the rewrite changes the mtime.
+file is cached in ``$SAFEALIGN_CACHE/fingerprints.json`` by (path, size, mtime, inode, device, ctime), so a run
+re-hashes only weights that changed. The mtime alone would not do: ``cp -p``, ``rsync -a`` and ``tar x`` put it back,
+and adapters of one rank have one size; a file renamed into place has another inode, one rewritten in place a new
+ctime, which nothing sets back.
+
+What else decides a model's outputs is fingerprinted beside the weights: :func:`setup_fingerprint` (configs) and
+:func:`setup_keys` (the tokenizer, chat template and generation config; an adapter's base's config). An adapter
+folder saved by safealign also records its base's identity (:data:`~safealign.models.lora.BASE_RECORD`), and loading
+it onto other weights is refused (:func:`check_adapter_base`).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from safealign.models.embedded import (
     BUILTIN_MODELS, MARKER, cache_root, ensure_embedded, hub_reachable, sha256_file,
 )
 from safealign.models.load import REVISION_ATTR, SPEC_ATTR, TINY_RANDOM, check_revision, resolve_spec
-from safealign.models.lora import adapter_base_revision, adapter_base_spec
+from safealign.models.lora import BASE_RECORD, adapter_base_revision, adapter_base_spec, is_adapter_dir
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,11 @@ FINGERPRINTS = "fingerprints.json"
 # Files a Trainer writes beside the weights that are not weights.
 _NOT_WEIGHTS = {"training_args.bin", "optimizer.pt", "scheduler.pt", "rng_state.pth", "scaler.pt"}
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+# What renders a prompt and ends an answer, beside the weights: the tokenizer's files (special tokens, the chat
+# template inside tokenizer_config.json or apart), the chat templates and the generation config (eos ids, defaults).
+PROMPT_FILES = ("tokenizer*", "chat_template*", "*.jinja", "additional_chat_templates/*.jinja",
+                "special_tokens_map.json", "added_tokens.json", "vocab*", "merges.txt", "*.model",
+                "generation_config.json")
 
 
 def model_identity(spec: str, revision: str | None = None) -> dict[str, Any]:
@@ -75,7 +87,9 @@ def setup_fingerprint(identity: dict[str, Any]) -> str | None:
     weights (the base identity's fingerprint) and its ``adapter_config.json`` (rank, alpha, target modules); a
     local folder's ``config.json`` (RoPE scaling, tied weights …). None for kinds whose fingerprint already names
     a pinned source (builtin, hub, tiny) or whose files cannot be seen. Recorded next to the weights'
-    fingerprint, so a run resumed on an adapter whose base changed under it is refused (safealign.io.rundir)."""
+    fingerprint, so a run resumed on an adapter whose base's weights changed under it is refused (safealign.io.rundir).
+    Runs recorded its value, so it stays this; the base's own config.json, the tokenizer, chat template and
+    generation config are fingerprinted under keys of their own (:func:`setup_keys`)."""
     kind, path = identity.get("kind"), identity.get("path")
     if kind not in ("adapter", "dir") or not path:
         return None
@@ -86,6 +100,56 @@ def setup_fingerprint(identity: dict[str, Any]) -> str | None:
     config = Path(path) / name
     lines.append(f"{name} {sha256_file(config) if config.is_file() else None}\n")
     return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
+
+
+def setup_keys(identity: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """What else decides a model's outputs, beyond :func:`setup_fingerprint`, by fingerprint key (``prefix`` before
+    each name): ``tokenizer``, its prompt files (:data:`PROMPT_FILES`: tokenizer, chat template, generation config) of
+    a local folder, a hub snapshot, and an adapter's own folder with its base's; ``base_setup``, an adapter's base's
+    :func:`setup_fingerprint` (its ``config.json``: RoPE scaling...). Only the keys known: none for pinned sources
+    (builtin, tiny, a .gguf that holds its tokenizer) or unseen ones. Keys of their own, not in ``setup``, whose
+    recorded values stay as they were: runs recorded before compare them only where both did
+    (safealign.io.rundir.WHEN_KNOWN)."""
+    found = {"tokenizer": _prompt_files_of(identity)}
+    if identity.get("kind") == "adapter":
+        found["base_setup"] = setup_fingerprint(identity.get("base") or {})
+    return {prefix + key: value for key, value in found.items() if value is not None}
+
+
+def _prompt_files_of(identity: dict[str, Any]) -> str | None:
+    kind = identity.get("kind")
+    if kind == "dir" and identity.get("path"):
+        return prompt_files_fingerprint(Path(identity["path"]))
+    if kind == "hub":
+        snapshot = _hub_snapshot(identity)
+        return prompt_files_fingerprint(snapshot) if snapshot is not None else None
+    if kind == "adapter" and identity.get("path"):  # its own tokenizer loads when it has one, its base's otherwise
+        own, base = prompt_files_fingerprint(Path(identity["path"])), _prompt_files_of(identity.get("base") or {})
+        if own is None and base is None:
+            return None
+        return "sha256:" + hashlib.sha256(f"adapter {own}\nbase {base}\n".encode()).hexdigest()
+    return None
+
+
+def prompt_files_fingerprint(folder: Path) -> str | None:
+    """``sha256:<hex>`` over the :data:`PROMPT_FILES` in ``folder`` by (relative) name and content; None without any."""
+    if not folder.is_dir():
+        return None
+    found = sorted({f for pattern in PROMPT_FILES for f in folder.glob(pattern) if f.is_file()})
+    if not found:
+        return None
+    lines = "".join(f"{f.relative_to(folder).as_posix()} {hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in found)
+    return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def _hub_snapshot(identity: dict[str, Any]) -> Path | None:
+    """The local snapshot folder of a hub identity's resolved commit; None when it resolved to none."""
+    from huggingface_hub import try_to_load_from_cache
+
+    if not identity.get("hub_id") or not identity.get("revision"):
+        return None
+    found = try_to_load_from_cache(identity["hub_id"], "config.json", revision=identity["revision"])
+    return Path(found).parent if isinstance(found, str) else None
 
 
 def _base_identity(adapter: str) -> dict[str, Any]:
@@ -123,6 +187,66 @@ def loaded_identity(model: nn.Module) -> dict[str, Any]:
 def remote_identity(backend: str, name: str) -> dict[str, Any]:
     """A model behind an endpoint: only its name is known; the weights cannot be fingerprinted from here."""
     return {"spec": name, "kind": "remote", "backend": backend, "fingerprint": None}
+
+
+# --------------------------------------------------------------------------- an adapter's base
+def base_record(model: nn.Module) -> dict[str, Any] | None:
+    """What an adapter saved from ``model`` records of its base (:data:`~safealign.models.lora.BASE_RECORD`): the
+    base's identity (weights fingerprint, a hub id's resolved commit) and :func:`setup_fingerprint`. The base is
+    the model ``model`` was loaded as (a fresh LoRA's), or the base of the adapter it was loaded from. None for a
+    model not loaded by spec (in memory: no base a later load could find) or a base that cannot be seen. Take it
+    before training: it hashes files, never the parameters training moves."""
+    if not isinstance(getattr(model, SPEC_ATTR, None), str):
+        return None
+    identity = loaded_identity(model)
+    base = identity.get("base") if identity.get("kind") == "adapter" else identity
+    if not base or base.get("fingerprint") is None:
+        return None
+    return {"identity": base, "setup": setup_fingerprint(base)}
+
+
+def write_base_record(folder: str | os.PathLike, record: dict[str, Any] | None) -> None:
+    """Write ``record`` (:func:`base_record`) into ``folder`` when a LoRA adapter was saved there."""
+    if record is not None and is_adapter_dir(folder):
+        (Path(folder) / BASE_RECORD).write_text(json.dumps(record, indent=2, sort_keys=True), encoding="utf-8")
+
+
+def check_adapter_base(adapter: str, base_spec: str, revision: str | None) -> None:
+    """Refuse to load the adapter folder ``adapter`` onto ``base_spec`` (at hub ``revision``) when that base is no
+    longer the one it was trained on: other weights or another ``config.json`` at the same path (a folder
+    overwritten), or at the commit an unpinned hub id's ``main`` moved to. Its adapter_config.json names the base
+    only by path or hub id. An adapter saved before bases were recorded loads as before, unchecked."""
+    path = Path(adapter) / BASE_RECORD
+    if not path.is_file():
+        logger.info("%s: no %s (saved before adapters recorded their base): its base %s is not checked",
+                    adapter, BASE_RECORD, base_spec)
+        return
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        then = dict(record["identity"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(f"{path}: unreadable record of the adapter's base ({exc}); delete it to load the adapter "
+                        "unchecked") from None
+    now = model_identity(base_spec, revision)
+    changed = _base_change(then, record.get("setup"), now)
+    if changed:
+        raise UserError(f"adapter {adapter} was trained on base model {base_spec}{_at(then)}, but {base_spec} now "
+                        f"holds {changed}{_at(now)}: the adapter would run on a base it was not trained on. Restore "
+                        f"that base, or retrain the adapter; to load it onto this base anyway, delete {path}")
+
+
+def _base_change(then: dict[str, Any], then_setup: str | None, now: dict[str, Any]) -> str | None:
+    """How the base ``now`` differs from the recorded one, where both are known; None when it does not."""
+    if then.get("fingerprint") and now.get("fingerprint") and then["fingerprint"] != now["fingerprint"]:
+        return f"other weights ({now['fingerprint'][:19]}..., trained on {then['fingerprint'][:19]}...)"
+    setup = setup_fingerprint(now)
+    if then_setup and setup and then_setup != setup:
+        return "the same weights under another config.json"
+    return None
+
+
+def _at(identity: dict[str, Any]) -> str:
+    return f" (hub commit {identity['revision']})" if identity.get("kind") == "hub" and identity.get("revision") else ""
 
 
 # --------------------------------------------------------------------------- kinds
@@ -246,7 +370,9 @@ def parameters_fingerprint(model: nn.Module) -> str:
 
 
 class _HashCache:
-    """File sha256 keyed by (resolved path, size, mtime_ns), persisted as one small JSON file."""
+    """File sha256 keyed by (resolved path, size, mtime_ns, inode, device, ctime_ns), persisted as one small JSON file.
+
+    Entries written under the earlier (size, mtime_ns) key simply miss and are hashed again."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -259,7 +385,7 @@ class _HashCache:
     def sha256(self, file: Path) -> str:
         resolved = file.resolve()
         stat = resolved.stat()
-        key = [stat.st_size, stat.st_mtime_ns]
+        key = [stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_dev, stat.st_ctime_ns]
         entry = self.entries.get(str(resolved))
         if isinstance(entry, dict) and entry.get("key") == key and isinstance(entry.get("sha256"), str):
             return entry["sha256"]

@@ -219,6 +219,11 @@ def load_model(
         base, tokenizer = load_model(base_spec, device=resolved_device, dtype=resolved_dtype,
                                      trust_remote_code=trust_remote_code, revision=base_revision,
                                      attn_implementation=attn_implementation)
+        from safealign.models.identity import check_adapter_base
+
+        # the base it was trained on? Asked once the base loaded: online, an unpinned hub id's main is what the load
+        # resolved (and fetched) just now, which the local cache knows only then
+        check_adapter_base(source.location, base_spec, base_revision)
         if (Path(source.location) / "tokenizer_config.json").is_file():
             tokenizer = load_tokenizer(spec, trust_remote_code=trust_remote_code)
         model = load_adapter(base, source.location, trainable=for_training).to(resolved_device)

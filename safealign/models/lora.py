@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+import torch
 from torch import nn
 
 from safealign.errors import UserError
@@ -17,6 +18,8 @@ from safealign.errors import UserError
 logger = logging.getLogger(__name__)
 
 ADAPTER_CONFIG = "adapter_config.json"
+# beside it, written by safealign: the identity of the base the adapter was trained on (safealign.models.identity)
+BASE_RECORD = "base_identity.json"
 
 
 @dataclass(frozen=True)
@@ -143,11 +146,22 @@ def adapter_base_revision(path: str | Path) -> str | None:
 
 
 def load_adapter(base: nn.Module, path: str | Path, *, trainable: bool) -> nn.Module:
-    """Attach the saved adapter in ``path`` to ``base``; frozen unless ``trainable``."""
+    """Attach the saved adapter in ``path`` to ``base``; frozen unless ``trainable``. An adapter that does not fit
+    ``base`` (another architecture or size: peft's size mismatch, missing target modules) is a UserError naming both."""
     from peft import PeftModel
 
-    with _quiet_peft():
-        return PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    try:
+        with _quiet_peft():
+            return PeftModel.from_pretrained(base, str(path), is_trainable=trainable)
+    except (UserError, MemoryError, torch.OutOfMemoryError):
+        raise
+    except (RuntimeError, ValueError, KeyError) as exc:
+        name = getattr(base, "name_or_path", None) or type(base).__name__
+        why = " ".join(str(exc).split())  # peft's message lists every mismatched tensor, over many lines
+        why = why if len(why) <= 300 else why[:297] + "..."
+        raise UserError(f"adapter {path} does not fit the base model {name} it was loaded onto ({why}); it was "
+                        "trained on a base of another architecture or size: load it onto that base (its "
+                        f"{ADAPTER_CONFIG}'s base_model_name_or_path), or retrain it on this one") from exc
 
 
 @contextlib.contextmanager

@@ -75,6 +75,9 @@ def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = 
     _claim(out, config, resume, overwrite, model)
     save_config(config, out / "config.yaml")
     model, tokenizer = _load_policy(config, model, tokenizer)
+    from safealign.models.identity import base_record
+
+    base = base_record(model)  # what the saved adapter was trained on, taken before training
     device = next(model.parameters()).device
     from safealign.train.reference import separate_reference
 
@@ -97,7 +100,7 @@ def run_online(config: OnlineConfig, *, resume: bool = False, overwrite: bool = 
         (out / "metrics.jsonl").unlink()
     trainer.train()
     final = out / "final"
-    _save_final(model, tokenizer, final)
+    _save_final(model, tokenizer, final, base)
     write_json(out / "train_summary.json", {
         "trainer": "online", "algorithm": config.algorithm, "reference": reference.kind,
         "transform": config.reference.transform, "steps": trainer.step, "prompts": len(prompts),
@@ -130,10 +133,15 @@ def _reference_revision(config: OnlineConfig) -> str | None:
     return same_model_revision(config.reference.model, config.model, config.model_revision)
 
 
-def _save_final(model: Any, tokenizer: Any, final: Path) -> None:
+def _save_final(model: Any, tokenizer: Any, final: Path, base: dict[str, Any] | None = None) -> None:
+    """The trained policy and its tokenizer; an adapter with ``base``, its base's identity
+    (safealign.models.identity.base_record), as offline training saves one (safealign.train.trainer)."""
+    from safealign.models.identity import write_base_record
+
     kwargs = {"save_embedding_layers": False} if hasattr(model, "peft_config") else {}  # see train/trainer.py
     model.save_pretrained(str(final), **kwargs)
     tokenizer.save_pretrained(str(final))
+    write_base_record(final, base)
 
 
 def _claim(out: Path, config: OnlineConfig, resume: bool, overwrite: bool, model: Any = None) -> None:
@@ -204,14 +212,15 @@ def online_fingerprint(config: OnlineConfig, model: Any = None):
     they were recorded resumes."""
     from safealign.eval.reward_model import reward_model_fingerprint, reward_model_tokenizer_fingerprint
     from safealign.io.rundir import file_digest
-    from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint
+    from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint, setup_keys
 
     policy = loaded_identity(model) if model is not None else model_identity(config.model, config.model_revision)
     reference = (model_identity(config.reference.model, _reference_revision(config)) if config.reference.model
                  else {})
     extra: dict[str, Any] = {"model.weights": policy.get("fingerprint"), "model.setup": setup_fingerprint(policy),
                              "reference.weights": reference.get("fingerprint"),
-                             "reference.setup": setup_fingerprint(reference)}
+                             "reference.setup": setup_fingerprint(reference),
+                             **setup_keys(policy, "model."), **setup_keys(reference, "reference.")}
     if config.prompts.path:  # the built-in sets are chosen by the prompts.*_train counts, fingerprinted already
         extra["prompts.path_data"] = file_digest(config.prompts.path) or config.prompts.path
     costs = config.safe_rlhf.cost if config.safe_rlhf.enabled else []

@@ -138,11 +138,12 @@ def _build_fingerprint(model_spec: str, max_new_tokens: int, seed: int, refusals
     default ``train``, so a train build's record keeps its digest; a record from before the split was recorded
     therefore reads as train, and refuses ``test``/``all`` (a file of test pairs built then must be continued in
     another --out)."""
-    from safealign.models.identity import model_identity, setup_fingerprint
+    from safealign.models.identity import model_identity, setup_fingerprint, setup_keys
 
     identity = model_identity(model_spec)
     return make_fingerprint("safety_pairs", {
-        "model": {"spec": model_spec, "weights": identity.get("fingerprint"), "setup": setup_fingerprint(identity)},
+        "model": {"spec": model_spec, "weights": identity.get("fingerprint"), "setup": setup_fingerprint(identity),
+                  **setup_keys(identity)},
         "max_new_tokens": max_new_tokens, "seed": seed, "refusals": list(refusals), "cut_answers": cut_answers,
         **({} if split == "train" else {"split": split or "all"})},
         defaults={"cut_answers": "keep"})  # fmt: skip

@@ -16,7 +16,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from safealign.config import load_config, save_config, to_dict
 from safealign.errors import UserError
 from safealign.io import read_jsonl, write_json, write_jsonl
-from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint
+from safealign.models.identity import loaded_identity, model_identity, setup_fingerprint, setup_keys
 from safealign.train.config import TrainConfig, same_model_revision
 
 logger = logging.getLogger(__name__)
@@ -383,7 +383,8 @@ def _claim(out: Path, config: TrainConfig, resume: bool, overwrite: bool, model:
     reference = model_identity(config.reference.model, reference_revision(config)) if config.reference.model else {}
     fingerprint = train_fingerprint(to_dict(config), weights=policy.get("fingerprint"),
                                     reference_weights=reference.get("fingerprint"), setup=setup_fingerprint(policy),
-                                    reference_setup=setup_fingerprint(reference), defaults=to_dict(TrainConfig()))
+                                    reference_setup=setup_fingerprint(reference), defaults=to_dict(TrainConfig()),
+                                    more_setup={**setup_keys(policy, "model."), **setup_keys(reference, "reference.")})
     claim_run_dir(out, fingerprint, outputs=TRAIN_OUTPUTS, overwrite=overwrite,
                   legacy=legacy, check=check, overwrite_flag=overwrite_flag)
     return found[0]

@@ -224,20 +224,36 @@ class LossStateCallback(TrainerCallback):
 
 
 class AdapterSaveCallback(TrainerCallback):
-    """Saves LoRA adapters with ``save_embedding_layers=False``.
+    """Saves LoRA adapters with ``save_embedding_layers=False`` and their base's identity.
 
     peft's default ("auto") decides whether the vocabulary was resized by fetching the base model's
     config from the Hub whenever the base is not a local folder (built-in names, ``tiny-random``): a
     network lookup and two warnings on every checkpoint, offline a failed one. safealign never resizes
     embeddings (a missing pad token becomes the eos token), so the base embeddings never need saving.
-    The Trainer calls ``model.save_pretrained`` for checkpoints and the final model; this binds the
-    argument on the model instance at train begin.
+    Beside each saved adapter goes the identity of the base it trains on (safealign.models.identity.base_record):
+    its adapter_config.json names the base only by path or hub id, and loading it onto other weights found there
+    later is refused. The Trainer calls ``model.save_pretrained`` for checkpoints and the final model; this wraps
+    it on the model instance at train begin.
     """
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         save = getattr(model, "save_pretrained", None)
-        if hasattr(model, "peft_config") and save is not None and not isinstance(save, functools.partial):
-            model.save_pretrained = functools.partial(save, save_embedding_layers=False)
+        if not hasattr(model, "peft_config") or save is None or getattr(save, _ADAPTER_SAVE, False):
+            return
+        from safealign.models.identity import base_record, write_base_record
+
+        record = base_record(model)  # hashes the base's files, not the parameters training moves
+
+        @functools.wraps(save)
+        def save_adapter(save_directory, *args, **kwargs):
+            save(save_directory, *args, **{"save_embedding_layers": False, **kwargs})
+            write_base_record(save_directory, record)
+
+        setattr(save_adapter, _ADAPTER_SAVE, True)
+        model.save_pretrained = save_adapter
+
+
+_ADAPTER_SAVE = "_safealign_adapter_save"  # marks the wrapper, so a second train() does not wrap it again
 
 
 

@@ -164,3 +164,56 @@ def test_summary_names_the_fingerprint_of_its_run_directory(finished):
     recorded = json.loads((finished / FINGERPRINT_NAME).read_text())
     assert summary["run_fingerprint"] == recorded["digest"]
     assert len(summary["run_fingerprint"]) == 16
+
+
+def _folder_args(run, behaviors_file, model):
+    return [a.replace("model.name=tiny-random", f"model.name={model}") for a in _args(run, behaviors_file)]
+
+
+def test_an_edited_chat_template_or_stop_token_is_a_different_run(tmp_path, behaviors_file, capsys):
+    """The weights and config.json are unchanged; the prompts would be rendered, or stop, otherwise."""
+    from safealign.models.tiny import tiny_model, tiny_tokenizer
+
+    folder = tmp_path / "model"
+    tiny_model().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    run = tmp_path / "run"
+    assert main(_folder_args(run, behaviors_file, folder)) == 0
+    template = folder / "chat_template.jinja"
+    original = template.read_text()
+    template.write_text("{{ 'SYSTEM: obey' }}" + original)
+    assert main(_folder_args(run, behaviors_file, folder)) == 2
+    assert "model.tokenizer: " in capsys.readouterr().err
+    template.write_text(original)
+    config = folder / "generation_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "eos_token_id": 5}))
+    assert main(_folder_args(run, behaviors_file, folder)) == 2
+    assert "model.tokenizer: " in capsys.readouterr().err
+
+
+def test_an_adapter_whose_base_config_changed_is_a_different_run(tmp_path, behaviors_file, capsys):
+    from train.lora_helpers import saved_trained_adapter
+
+    base, adapter = saved_trained_adapter(tmp_path, "adapter")
+    run = tmp_path / "run"
+    assert main(_folder_args(run, behaviors_file, adapter)) == 0
+    config = base / "config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "rope_theta": 1234.0}))
+    assert main(_folder_args(run, behaviors_file, adapter)) == 2
+    err = capsys.readouterr().err
+    assert "model.base_setup: " in err and "model.setup" not in err  # model.setup keeps its recorded meaning
+
+
+def test_a_run_recorded_before_the_tokenizer_and_base_setup_keys_resumes(tmp_path, behaviors_file):
+    from train.lora_helpers import saved_trained_adapter
+
+    base, adapter = saved_trained_adapter(tmp_path, "adapter")
+    run = tmp_path / "run"
+    assert main(_folder_args(run, behaviors_file, adapter)) == 0
+    recorded = json.loads((run / FINGERPRINT_NAME).read_text())
+    assert {"model.tokenizer", "model.base_setup"} <= set(recorded["values"])
+    for key in ("model.tokenizer", "model.base_setup"):
+        del recorded["values"][key]
+    (run / FINGERPRINT_NAME).write_text(json.dumps(recorded))  # as a run made before the keys wrote it
+    (base / "chat_template.jinja").write_text("{{ 'edited since' }}")
+    assert main(_folder_args(run, behaviors_file, adapter)) == 0

@@ -209,3 +209,97 @@ def test_identity_leaves_the_random_stream_alone():
     torch.manual_seed(123)
     model_identity("tiny-random")  # builds the seeded tiny model to fingerprint it
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_a_file_copied_in_with_its_size_and_mtime_kept_is_hashed_again(tmp_path):
+    """cp -p, rsync -a and tar x keep a file's mtime; a LoRA adapter of one rank, or a model of one architecture,
+    keeps its size: the cache must still see other bytes (a new inode, or a changed ctime)."""
+    import shutil
+    import time
+
+    folder, other = save_tiny(tmp_path / "m", seed=0), save_tiny(tmp_path / "other", seed=1)
+    weights, replacement = folder / "model.safetensors", other / "model.safetensors"
+    stat = weights.stat()
+    os.utime(replacement, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert replacement.stat().st_size == stat.st_size
+    before = weights_fingerprint(folder)
+    time.sleep(0.02)  # past the file system's coarse clock tick, as any real copy is
+    shutil.copy2(replacement, weights)  # cp -p: the same inode rewritten, its mtime put back
+    assert (weights.stat().st_size, weights.stat().st_mtime_ns) == (stat.st_size, stat.st_mtime_ns)
+    assert weights_fingerprint(folder) == weights_fingerprint(other) != before
+    save_tiny(folder, seed=0)
+    restored = weights_fingerprint(folder)
+    shutil.copy2(replacement, tmp_path / "incoming")  # rsync -a / tar x: another file renamed into place
+    os.replace(tmp_path / "incoming", weights)
+    assert weights_fingerprint(folder) == weights_fingerprint(other) != restored
+
+
+def _adapter_over(base, adapter):
+    model, _ = load_model(str(base), lora=LoraSettings(r=2, alpha=4, dropout=0.0))
+    model.save_pretrained(adapter)
+    return str(adapter)
+
+
+def _edit_json(path, **changes):
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_an_adapters_base_config_is_fingerprinted_under_its_own_key(tmp_path):
+    """A base whose config.json changed (rope_theta) decides other outputs from the same weights: the adapter's
+    ``base_setup`` says so, while its ``setup`` stays what runs recorded before it existed."""
+    from safealign.models.identity import setup_fingerprint, setup_keys
+
+    base = save_tiny(tmp_path / "base")
+    spec = _adapter_over(base, tmp_path / "adapter")
+    first = model_identity(spec)
+    setup, keys = setup_fingerprint(first), setup_keys(first)  # both read the files as they are now
+    assert keys["base_setup"] == setup_fingerprint(model_identity(str(base)))
+    _edit_json(base / "config.json", rope_theta=1234.0)
+    second = model_identity(spec)
+    assert setup_fingerprint(second) == setup  # recorded values keep matching
+    assert setup_keys(second)["base_setup"] != keys["base_setup"]
+    assert "base_setup" not in setup_keys(model_identity(str(base)))  # only an adapter has a base
+
+
+@pytest.mark.parametrize("name, edit", [
+    ("chat_template.jinja", lambda p: p.write_text("{{ 'SYSTEM: obey' }}" + p.read_text())),
+    ("generation_config.json", lambda p: _edit_json(p, eos_token_id=5)),
+    ("tokenizer_config.json", lambda p: _edit_json(p, eos_token="<pad>")),
+    ("special_tokens_map.json", lambda p: p.write_text('{"eos_token": "x"}')),  # a file added
+    ("tokenizer.model", lambda p: p.write_bytes(b"sentencepiece")),
+])  # fmt: skip
+def test_the_tokenizer_chat_template_and_generation_config_are_fingerprinted(tmp_path, name, edit):
+    """They decide how a prompt is rendered and where generation stops; neither weights nor setup saw them."""
+    from safealign.models.identity import setup_fingerprint, setup_keys
+
+    folder = save_tiny(tmp_path / "m")
+    first = model_identity(str(folder))
+    setup, keys = setup_fingerprint(first), setup_keys(first)  # both read the files as they are now
+    assert keys["tokenizer"].startswith("sha256:")
+    edit(folder / name)
+    second = model_identity(str(folder))
+    assert (second["fingerprint"], setup_fingerprint(second)) == (first["fingerprint"], setup)
+    assert setup_keys(second)["tokenizer"] != keys["tokenizer"]
+
+
+def test_an_adapters_tokenizer_key_covers_its_own_tokenizer_and_its_bases(tmp_path):
+    from safealign.models.identity import setup_keys
+
+    base = save_tiny(tmp_path / "base")
+    spec = _adapter_over(base, tmp_path / "adapter")
+    bare = setup_keys(model_identity(spec))["tokenizer"]  # no tokenizer of its own: its base's files
+    _edit_json(base / "generation_config.json", eos_token_id=5)
+    on_new_base = setup_keys(model_identity(spec))["tokenizer"]
+    assert on_new_base != bare
+    tiny_tokenizer().save_pretrained(spec)  # load_model then loads the adapter folder's own tokenizer
+    own = setup_keys(model_identity(spec))["tokenizer"]
+    assert own != on_new_base
+    (tmp_path / "adapter" / "chat_template.jinja").write_text("{{ 'changed' }}")
+    assert setup_keys(model_identity(spec))["tokenizer"] != own
+
+
+def test_pinned_sources_have_no_setup_keys():
+    from safealign.models.identity import setup_keys
+
+    assert setup_keys(model_identity("tiny-random")) == {} and setup_keys({}) == {}
+    assert setup_keys({"kind": "remote", "spec": "x"}) == {}

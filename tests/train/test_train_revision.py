@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from hub_helpers import REPO, V1
+from hub_helpers import MAIN, REPO, V1
 from safealign.config import load_config, to_dict
 from safealign.errors import UserError
 from safealign.io.rundir import train_fingerprint
@@ -102,3 +102,19 @@ def test_the_demo_refuses_a_train_revision_it_would_not_use():
 
     with pytest.raises(UserError, match="train.model_revision: the demo trains the model named by `model`"):
         load_demo_config([f"train.model={REPO}", "train.model_revision=v1"])
+
+
+def test_a_trained_adapter_refuses_an_unpinned_hub_base_whose_main_moved(tmp_path, pairs_file, hub_cache):
+    from safealign.models.lora import BASE_RECORD
+
+    result = run_training(train_config(tmp_path, pairs_file))
+    for folder in (result.final_dir, result.output_dir / "checkpoint-1"):  # the trainer's save hook: every save
+        record = json.loads((folder / BASE_RECORD).read_text())
+        assert record["identity"]["hub_id"] == REPO and record["identity"]["revision"] == MAIN, folder
+    load_model(str(result.final_dir))  # the base it was trained on: loads
+    (hub_cache / "refs" / "main").write_text(V1)  # main moved to other weights
+    with pytest.raises(UserError) as caught:
+        load_model(str(result.final_dir))
+    message = str(caught.value)
+    assert str(result.final_dir) in message and REPO in message
+    assert MAIN in message and V1 in message  # the commit it was trained at, and the one main names now

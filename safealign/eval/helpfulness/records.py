@@ -31,12 +31,14 @@ def batched(items: list[Any], size: int) -> Iterable[list[Any]]:
 
 
 def identity_keys(identity: Mapping[str, Any]) -> dict[str, Any]:
-    """An identity's keys for a fingerprint; ``weights``/``setup`` are compared only when both runs know them
+    """An identity's keys for a fingerprint; ``weights``/``setup`` and the further setup keys (``tokenizer``,
+    ``base_setup``: safealign.models.identity.setup_keys, only where known) are compared only when both runs know them
     (safealign.io.rundir.WHEN_KNOWN: an endpoint's weights cannot be seen)."""
-    from safealign.models.identity import setup_fingerprint
+    from safealign.models.identity import setup_fingerprint, setup_keys
 
     return {"spec": identity.get("spec"), "kind": identity.get("kind"), "backend": identity.get("backend"),
-            "weights": identity.get("fingerprint"), "setup": setup_fingerprint(dict(identity))}
+            "weights": identity.get("fingerprint"), "setup": setup_fingerprint(dict(identity)),
+            **setup_keys(dict(identity))}
 
 
 def generation_settings(params: Any) -> dict[str, Any]:
