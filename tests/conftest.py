@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import os
 import subprocess
 import sys
@@ -67,6 +69,17 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SAFEALIGN_CACHE", str(tmp_path_factory.getbasetemp() / "safealign-cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(autouse=True)
+def _logger_levels():
+    """The library loggers' levels as each test found them: a command's main() quietens loggers for its own run
+    (bench/dpo_throughput.py sets ``safealign`` to WARNING), which silenced every later test's INFO records."""
+    names = ("safealign", "transformers", "trl", "datasets", "accelerate")
+    levels = {name: logging.getLogger(name).level for name in names}
+    yield
+    for name, level in levels.items():
+        logging.getLogger(name).setLevel(level)
 
 
 @pytest.fixture()
