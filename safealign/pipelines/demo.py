@@ -68,11 +68,18 @@ def prompt_sets(config: DemoConfig) -> dict[str, Any]:
         + stratified(load_prompts("benign", split="train", kind="ordinary"), config.benign_train)
         + stratified(load_prompts("benign", split="train", kind="borderline"), config.borderline_train),
         "harmful_test": stratified(load_prompts("harmful", split="test"), config.harmful_test),
-        "benign_test": stratified(load_prompts("benign", split="test", kind="ordinary"), config.benign_test)
-        + stratified(load_prompts("benign", split="test", kind="borderline"), config.borderline_test),
+        "benign_test": benign_test_prompts(config),
         "extra_harmful": _extra_sets(config),
         "extra_benign": _extra_benign(config),
     }
+
+
+def benign_test_prompts(config: DemoConfig) -> list[Any]:
+    """The built-in held-out benign prompts (ordinary, then borderline): over-refusal's and the quality flags'."""
+    from safealign.data.builtin import load_prompts
+
+    return (stratified(load_prompts("benign", split="test", kind="ordinary"), config.benign_test)
+            + stratified(load_prompts("benign", split="test", kind="borderline"), config.borderline_test))
 
 
 def _pair_params(config: DemoConfig):
@@ -202,10 +209,14 @@ def open_margin_inputs(config: DemoConfig, prompts: dict[str, Any], before: Path
 
 
 def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, Any]]:
-    """metric -> prompt id -> outcome (attack succeeded / benign prompt refused) or, for the held-out refusal
-    margins (closed, and open where scored), the prompt's margin in nats; read back from a stage's evaluation;
-    unscored prompts are left out."""
+    """metric -> prompt id -> outcome (attack succeeded / benign prompt refused / answer flagged by a quality rule)
+    or, for the held-out refusal margins (closed, and open where scored), the prompt's margin in nats; read back
+    from a stage's evaluation; unscored prompts are left out. The quality flags are recomputed from the over-refusal
+    records of the built-in benign test prompts, exactly as :func:`quality_figures` counted them, so their rates get
+    intervals and paired differences like the others."""
+    from safealign.eval.helpfulness import quality
     from safealign.eval.helpfulness.overrefusal import refusal_outcomes
+    from safealign.eval.helpfulness.records import latest_by
     from safealign.eval.records import current_records
     from safealign.eval.summary import behavior_outcomes
     from safealign.io import read_jsonl
@@ -229,6 +240,9 @@ def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, An
         out[metric] = refusal_outcomes(benign, kind)
     for name in map(_extra_name, config.extra_benign):
         out[f"{name}_refusal_rate"] = refusal_outcomes(benign, name)
+    latest = latest_by(benign, "id")
+    flags = {i: quality.record_flags(latest[i]) for i in (p.id for p in benign_test_prompts(config)) if i in latest}
+    out.update({metric: {i: f[flag] for i, f in flags.items()} for flag, metric in quality.FIGURES.items()})
     for files in (demo_margin.CLOSED, demo_margin.OPEN):  # the open one where scored (not in older cells)
         if (margins := demo_margin.read_margins(eval_dir, files)) is not None:
             out[files.figure] = margins

@@ -22,7 +22,8 @@ reference log-probs, shared by every cell with the same reference view), and one
 ``cells/<setting>/<variant>-seed<N>/`` with the demo's ``train/`` and ``eval/`` folders, a
 ``fingerprint.json`` (safealign/io/rundir.py) and, written last, ``cell.json``. A cell whose ``cell.json``
 carries the current fingerprint is finished and never recomputed; an interrupted one resumes its
-training checkpoint and its evaluation records.
+training checkpoint and its evaluation records. A cell whose training loss went non-finite gets ``diverged.json``
+instead (the step): never claimed again, and counted in the table rather than averaged.
 
 Several workers may share one sweep directory (docs/sweep.md): ``safealign sweep GRID`` started N times (one
 per GPU or core, even on several hosts sharing the folder), or ``--workers N`` (safealign/pipelines/
@@ -50,7 +51,7 @@ import re
 import shutil
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,7 @@ FRESH = ("--fresh (which deletes the whole sweep directory: the cells of every g
 BEFORE = "before"  # the base model's evaluation under output_dir: its direct answers anchor the refusal margin
 SHARED_DONE = "shared.json"  # under output_dir: which worker last finished the pairs and the base model's evaluation
 CELL_LOCK = "claim.lock"  # in a cell's directory while a worker computes it (safealign/io/lockfile.py)
+DIVERGED = "diverged.json"  # in a cell's directory, instead of cell.json, once its training loss went non-finite
 
 
 @dataclass
@@ -321,14 +323,17 @@ def _cell_fingerprint(config: DemoConfig, variant: str, seed: int, pairs_digest:
                             defaults=to_dict(DemoConfig()))
 
 
-def _finished(cell: Path, fingerprint) -> dict[str, Any] | None:
+def _finished(cell: Path, fingerprint, name: str = "cell.json") -> dict[str, Any] | None:
     """The cell's record when it finished under these settings (settings added to the code since, at their
-    defaults, included: a sweep outlives many code versions); None otherwise."""
+    defaults, included: a sweep outlives many code versions); None otherwise. ``name``: :data:`DIVERGED` reads the
+    record of a cell whose training diverged under them (:func:`_diverged`)."""
     from safealign.io.rundir import read_fingerprint, same_settings
 
     try:
-        record = json.loads((cell / "cell.json").read_text())
+        record = json.loads((cell / name).read_text())
     except (OSError, ValueError):
+        return None
+    if not isinstance(record, dict):
         return None
     # legacy_digest: a cell recorded before 2026-12-07 under a non-finite setting (Fingerprint.legacy_digest)
     if record.get("fingerprint") in (fingerprint.digest, fingerprint.legacy_digest):
@@ -336,6 +341,11 @@ def _finished(cell: Path, fingerprint) -> dict[str, Any] | None:
     recorded = read_fingerprint(cell)
     return record if recorded is not None and recorded.digest == record.get("fingerprint") and \
         same_settings(recorded, fingerprint) else None
+
+
+def _diverged(cell: Path, fingerprint) -> dict[str, Any] | None:
+    """The cell's :data:`DIVERGED` record when its training went non-finite under these settings; None otherwise."""
+    return _finished(cell, fingerprint, DIVERGED)
 
 
 def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
@@ -346,7 +356,66 @@ def check_sweep_dir(grid: Grid, base: DemoConfig | None = None) -> None:
 
     claim_run_dir(grid.output_dir, sweep_fingerprint(grid, base),
                   outputs=("pairs.jsonl", "pairs.unpaired.jsonl", "cells"), overwrite_flag=FRESH, exclusive=False)
+    _check_cell_folders(grid)
     _warn_axis_order(grid)
+
+
+def _check_cell_folders(grid: Grid) -> None:
+    """The directory's fingerprint leaves out the keys a cell decides (``train.*`` and the prefix: axes may vary
+    them), and a cell's folder names only its setting's axis values. So a grid whose base config sets such a key
+    to another value than the cells already in its folders (``prefix=responsible`` or ``epochs=2`` on the
+    command line, a training key in ``demo:``) would train into the folders of another grid's cells: refused at
+    its started cells, or taking the folders that grid has not started. Refused here, before anything is trained,
+    naming the key: any cell trained in a folder this grid names, of any seed or method (all are trained from the
+    setting's config: grids of other seeds or methods share the folders), must hold this grid's values. A folder
+    no cell has started yet is the first grid's to claim."""
+    from safealign.io.rundir import describe_changes, differing_keys, read_fingerprint
+    from safealign.pipelines.demo_methods import METHODS, uses_prefix
+
+    root = Path(grid.output_dir) / "cells"
+    if not root.is_dir():
+        return
+    settings = grid.settings()
+    # one fingerprint per folder and kind of variant (with a prefix or without), its per-cell keys set per cell below:
+    # a fingerprint takes a tenth of a second, and a directory holds hundreds of cells
+    fingerprints: dict[tuple[str, bool], Any] = {}
+    named: dict[str, dict[str, dict[str, Any]]] = {}  # variant -> folder name -> the setting naming its cell there
+    for cell in sorted(path.parent for path in root.glob("*/*/fingerprint.json")):
+        if not any((cell / name).exists() for name in ("train", "eval", "cell.json", DIVERGED)):
+            continue  # claimed, nothing written: the next claim replaces its fingerprint
+        recorded = read_fingerprint(cell)
+        variant, seed = recorded.values.get("variant"), recorded.values.get("train_seed")
+        if not isinstance(variant, str) or variant not in METHODS.names() or not isinstance(seed, int):
+            continue
+        if variant not in named:
+            named[variant] = {}
+            for setting in settings:
+                named[variant].setdefault(setting_name(cell_setting(setting, variant)), setting)
+        setting = named[variant].get(cell.parent.name)
+        if setting is None:  # a folder this grid does not name
+            continue
+        kind = (setting_name(setting), uses_prefix(variant))
+        if kind not in fingerprints:
+            fingerprints[kind] = _cell_fingerprint(grid.setting_config(setting), variant, seed, None)
+        cell_keys = {"variant": variant, "train_seed": seed, "pairs": recorded.values.get("pairs")}
+        mine = replace(fingerprints[kind], values={**fingerprints[kind].values, **cell_keys})
+        changed = differing_keys(recorded, mine)
+        if not any(map(uses_prefix, grid.variants)):  # this grid trains nothing the prefix changes
+            changed = [k for k in changed if k not in _TRAINING_DEMO_KEYS]
+        if changed:
+            axes = ", ".join(f"axes.{_axis_name(k)}=[...]" for k in dict.fromkeys(_axis_name(k) for k in changed))
+            raise UserError(f"{grid.source}: {cell} was trained under other values of keys a cell's folder does not "
+                            f"name ({describe_changes(recorded, mine, changed)}: recorded -> this grid's); a cell's "
+                            f"folder names only its axis values ({cell.parent.name}), so this grid's cells would "
+                            f"share that grid's folders. Give the key as an axis, whose value the folder then names "
+                            f"({axes}), or use another output_dir=")
+
+
+def _axis_name(key: str) -> str:
+    """The axis that sets the cell-fingerprint key ``key``: the demo's alias where one sets it, else the key."""
+    exact = next((alias for alias, path in ALIASES.items() if path == key), None)
+    return exact or next((alias for alias, paths in _ALIAS_PATHS.items()
+                          if any(key == p or key.startswith(p + ".") for p in paths)), key)
 
 
 def _warn_axis_order(grid: Grid) -> None:
@@ -409,7 +478,8 @@ def run_sweep(grid: Grid) -> ClaimedRun:
             for variant in grid.variants:
                 unique.setdefault(cell_dir(grid, setting, variant, seed), (setting, variant, seed))
     cells = list(unique.values())
-    if not pairs.exists() or any(not (cell_dir(grid, *c) / "cell.json").exists() for c in cells):
+    if not pairs.exists() or any(not (cell_dir(grid, *c) / "cell.json").exists()
+                                 and not (cell_dir(grid, *c) / DIVERGED).exists() for c in cells):
         _shared_steps(base, prompts, root)
     if (root / BEFORE / "figures.json").is_file():  # written last: finished, though its worker may have been killed
         release(root / BEFORE)  # before releasing it, and shared steps found done are not run again
@@ -512,9 +582,10 @@ def _claim_cells(grid: Grid, cells: list[tuple[dict[str, Any], str, int]], pairs
 
 
 def _is_finished(cell: Path, fingerprint) -> bool:
-    """Whether ``cell`` finished; a finished one is released (git may take it): a worker killed between its
-    ``cell.json`` and its release left it held back, and a finished cell is never run again to release it."""
-    if _finished(cell, fingerprint) is None:
+    """Whether ``cell`` finished, or its training diverged (:data:`DIVERGED`: never claimed again, so one diverging
+    cell does not stop every worker that would claim it); such a cell is released (git may take it): a worker
+    killed between its record and its release left it held back, and it is never run again to release it."""
+    if _finished(cell, fingerprint) is None and _diverged(cell, fingerprint) is None:
         return False
     release(cell)  # a stat where there is no hold
     return True
@@ -524,12 +595,21 @@ def _run_cell(config: DemoConfig, variant: str, seed: int, pairs: Path, prompts:
               fingerprint, before: Path) -> None:  # fmt: skip
     from safealign.io.rundir import claim_run_dir
     from safealign.pipelines.demo import evaluate, load_trained, train_stage
+    from safealign.train.trainer import NonFiniteLossError
 
     started = time.time()
-    claim_run_dir(cell, fingerprint, outputs=("train", "eval", "cell.json"), overwrite_flag=FRESH)
+    claim_run_dir(cell, fingerprint, outputs=("train", "eval", "cell.json", DIVERGED), overwrite_flag=FRESH)
     hold_back(cell)  # git takes a cell once finished: a half-copied one would resume from missing checkpoints
     logger.info("sweep: cell %s", cell)
-    final = train_stage(config, variant, seed, pairs, cell / "train")
+    try:
+        final = train_stage(config, variant, seed, pairs, cell / "train")
+    except NonFiniteLossError as exc:  # a setting that diverges is a result of the sweep, not a reason to stop it
+        logger.warning("sweep: cell %s diverged (%s); recorded in %s, and the sweep goes on", cell, exc, DIVERGED)
+        write_json(cell / DIVERGED, {"fingerprint": fingerprint.digest, "variant": variant, "seed": seed,
+                                     "status": "diverged", "step": exc.step, "message": str(exc),
+                                     "wall_seconds": round(time.time() - started, 1)})
+        release(cell)
+        return
     model, tokenizer = load_trained(final)
     figures = evaluate(config, model, tokenizer, prompts, cell / "eval", before=before)
     del model
@@ -558,26 +638,39 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
     pairs_digest = file_digest(Path(grid.output_dir) / "pairs.jsonl")
     rows = []
     records: dict[Path, dict[str, Any] | None] = {}  # every distinct cell: its cell.json once finished
+    diverged_cells: dict[Path, dict[str, Any]] = {}  # every distinct cell whose training diverged: its record
     has: dict[Path, set[str]] = {}  # every distinct finished cell: the metrics it has a value of
     for setting in grid.settings():
         config = grid.setting_config(setting)
         cells = {(v, s): cell_dir(grid, setting, v, s) for v in grid.variants for s in grid.seeds}
+        fingerprints = {(v, s): _cell_fingerprint(config, v, s, pairs_digest) for v, s in cells}
         # finished under this setting's config (a cell trained under other training keys is not this table's)
-        done = {(v, s): record for (v, s), path in cells.items()
-                if (record := _finished(path, _cell_fingerprint(config, v, s, pairs_digest))) is not None}
+        done = {key: record for key, path in cells.items()
+                if (record := _finished(path, fingerprints[key])) is not None}
+        # diverged: no figures, so left out of every mean and difference, and counted where they are shown
+        diverged = {key: record for key, path in cells.items()
+                    if key not in done and (record := _diverged(path, fingerprints[key])) is not None}
         for key, path in cells.items():
             records.setdefault(path, done.get(key))
+            if key in diverged:
+                diverged_cells[path] = diverged[key]
         outcomes = {key: stage_outcomes(config, cells[key] / "eval") for key in done}
         for key in done:
             has[cells[key]] = {m for m, v in _cell_values(done[key], outcomes[key]).items() if v is not None}
         means: dict[str, dict[str, float | None]] = {}
         counts: dict[str, dict[str, int]] = {}  # the seeds each mean is over: fewer for a metric some cells lack
+        # the most prompts a cell's mean is over (each cell's own scored prompts): a difference, over the prompts
+        # every compared cell scored, is marked where it is over fewer (safealign/report/numbers.py)
+        prompt_counts: dict[str, dict[str, int]] = {}
         intervals: dict[str, dict[str, list[float]]] = {}
         for variant in grid.variants:
             per_metric: dict[str, list[float]] = {}
+            prompts = prompt_counts[variant] = {}
             for key in (k for k in done if k[0] == variant):
                 for metric, value in _cell_values(done[key], outcomes[key]).items():
                     per_metric.setdefault(metric, []).extend([] if value is None else [value])
+                for metric, scored in outcomes[key].items():
+                    prompts[metric] = max(len(scored), prompts.get(metric, 0))
             means[variant] = {m: statistics.fmean(vs) if vs else None for m, vs in per_metric.items()}
             counts[variant] = {m: len(vs) for m, vs in per_metric.items()}
             intervals[variant] = metric_intervals({s: o for (v, s), o in outcomes.items() if v == variant},
@@ -589,7 +682,11 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
             for a, b in grid.comparisons()]
         rows.append({"setting": setting, "name": setting_name(setting), "cells_finished": len(done),
                      "cells": len(cells), "seeds_finished": {v: sum(k[0] == v for k in done) for v in grid.variants},
-                     "means": means, "seed_counts": counts, "ci95": intervals, "differences": differences})
+                     "diverged": {v: [{"seed": s, "step": diverged[(v, s)].get("step")} for s in grid.seeds
+                                      if (v, s) in diverged]
+                                  for v in grid.variants if any(k[0] == v for k in diverged)},
+                     "means": means, "seed_counts": counts, "prompt_counts": prompt_counts, "ci95": intervals,
+                     "differences": differences})
     before = Path(grid.output_dir) / BEFORE
     base = ({k: Figure.from_json(v).value for k, v in json.loads((before / "figures.json").read_text()).items()}
             if (before / "figures.json").is_file() else {})
@@ -598,7 +695,8 @@ def sweep_table(grid: Grid) -> dict[str, Any]:
         base.update({m: _mean(o) for m, o in judged.items() if m not in base})
     return {"output_dir": grid.output_dir, "name": grid.name, "variants": grid.variants, "seeds": grid.seeds,
             "axes": grid.axes, "compared": [list(c) for c in grid.comparisons()], "resamples": grid.resamples,
-            "base": base, "settings": rows, "progress": _progress(records), "partial_metrics": _partial(has)}
+            "base": base, "settings": rows, "progress": _progress(records, len(diverged_cells)),
+            "partial_metrics": _partial(has)}
 
 
 def _partial(has: dict[Path, set[str]]) -> dict[str, list[int]]:
@@ -620,13 +718,13 @@ def _mean(outcomes: dict[str, Any]) -> float | None:
     return statistics.fmean(float(v) for v in outcomes.values()) if outcomes else None
 
 
-def _progress(records: dict[Path, dict[str, Any] | None]) -> dict[str, Any]:
-    """Distinct cells (a cell several settings share counts once), how many finished, the median and the sum of
-    the recorded wall times of the finished cells (a resumed cell records only its last part, so both are low
-    estimates)."""
+def _progress(records: dict[Path, dict[str, Any] | None], diverged: int = 0) -> dict[str, Any]:
+    """Distinct cells (a cell several settings share counts once), how many finished and how many diverged (no
+    work left in either), the median and the sum of the recorded wall times of the finished cells (a resumed cell
+    records only its last part, so both are low estimates)."""
     finished = [r for r in records.values() if r is not None]
     walls = [r["wall_seconds"] for r in finished if r.get("wall_seconds") is not None]
-    return {"cells": len(records), "finished": len(finished),
+    return {"cells": len(records), "finished": len(finished), "diverged": diverged,
             "median_cell_seconds": statistics.median(walls) if walls else None,
             "recorded_cell_seconds": sum(walls)}
 
@@ -638,9 +736,11 @@ def progress_line(table: dict[str, Any]) -> str:
     if not progress:
         return ""
     line = f"{progress['finished']}/{progress['cells']} cells finished"
+    if progress.get("diverged"):  # tables written before it was recorded lack it
+        line += f", {progress['diverged']} diverged"
     if progress.get("recorded_cell_seconds"):  # tables written before the sum was recorded lack it
         line += f" ({progress['recorded_cell_seconds'] / 3600:.1f} h of recorded cell time)"
-    left = progress["cells"] - progress["finished"]
+    left = progress["cells"] - progress["finished"] - progress.get("diverged", 0)
     if progress["median_cell_seconds"] and left:
         minutes = progress["median_cell_seconds"] / 60
         line += (f"; median {minutes:.1f} min per finished cell: about {left * minutes / 60:.1f} h of one worker "
@@ -664,7 +764,7 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
              "seeds and prompts crossed, the crossed random-effects t (Satterthwaite df), a crossed bootstrap for a "
              "mean whose seeds scored different prompts, and the exact binomial bound over the prompts where no "
              "outcome varied (no discordant prompt: ±0.088 at 40 prompts)"]
-    lines += _partial_notes(table, metrics)
+    lines += _partial_notes(table, metrics) + _diverged_notes(table) + _prompt_notes(table, metrics)
     if len(table["settings"]) == 1:
         return "\n".join(lines + _methods_blocks(table, table["settings"][0], metrics, markdown))
     header = ["setting", *table["variants"], *(f"{a} − {b} [95% hierarchical]" for a, b in table["compared"]), "cells"]
@@ -672,9 +772,10 @@ def format_table(table: dict[str, Any], *, markdown: bool = False, metrics: list
         body = []
         for row in table["settings"]:
             values = [numbers.mean_cell(row, v, metric, numbers.value(row["means"][v].get(metric)))
-                      for v in table["variants"]]
+                      + numbers.diverged_mark(row, v) for v in table["variants"]]
             diffs = [numbers.difference_cell(row, d, metric) for d in row["differences"]]
-            body.append([row["name"], *values, *diffs, f"{row['cells_finished']}/{row['cells']}"])
+            body.append([row["name"], *values, *diffs,
+                         f"{row['cells_finished']}/{row['cells']}{numbers.diverged_mark(row)}"])
         if metric in table.get("base", {}):  # the untrained model, for scale
             body.append(["(base model)", *[numbers.value(table["base"][metric])] * len(table["variants"]),
                          *["-"] * len(table["compared"]), "-"])
@@ -696,13 +797,32 @@ def _partial_notes(table: dict[str, Any], metrics: list[str]) -> list[str]:
     return notes
 
 
+def _diverged_notes(table: dict[str, Any]) -> list[str]:
+    """A line naming the cells whose training diverged (``(1 diverged)`` beside the means they are missing from)."""
+    cells = [f"{row['name']}/{variant}-seed{d['seed']} at step {d['step']}" for row in table["settings"]
+             for variant, seeds in (row.get("diverged") or {}).items() for d in seeds]  # tables before: none
+    if not cells:
+        return []
+    return [f"diverged (a non-finite training loss; no figures, so each is left out of every mean and difference of "
+            f"its setting, marked `(N diverged)`; delete its folder to train it again): {'; '.join(cells)}"]
+
+
+def _prompt_notes(table: dict[str, Any], metrics: list[str]) -> list[str]:
+    """A line where a shown difference is over fewer prompts than a mean beside it (numbers.difference_cell)."""
+    marked = any(numbers.prompts_short(row, d, m) for row in table["settings"] for d in row["differences"]
+                 for m in metrics)
+    return ["a difference marked `(N of M prompts)` is over the N prompts every compared cell scored, while the "
+            "means are over each cell's own scored prompts (at most M: a judge or score that left some unscored)"
+            ] if marked else []
+
+
 def _methods_blocks(table: dict[str, Any], row: dict[str, Any], metrics: list[str], markdown: bool) -> list[str]:
     body = [["method", "seeds", *metrics]]
     for variant in table["variants"]:
         ci95 = row["ci95"].get(variant, {})
         cells = [numbers.mean_cell(row, variant, m, numbers.with_interval(row["means"][variant].get(m), ci95.get(m)))
                  for m in metrics]
-        body.append([variant, str(row["seeds_finished"][variant]), *cells])
+        body.append([variant, f"{row['seeds_finished'][variant]}{numbers.diverged_mark(row, variant)}", *cells])
     if table.get("base"):
         body.append(["(base model)", "-", *(numbers.value(table["base"].get(m)) for m in metrics)])
     out = ["", f"{row['cells_finished']}/{row['cells']} cells finished"]

@@ -11,9 +11,11 @@ order: the first such setting). No setting
 meeting both: the default stays. E-DPO is said to beat DPO only where the hierarchical interval of E-DPO − DPO
 direct ASR lies below 0.
 
-The rule applies once every setting has every seed of both variants; before that the pick is printed as
-provisional, from the seeds finished so far. It is defined on the grid file's settings and seeds, so a view of the
-grid (seeds, axes or any other key overridden on the command line) is refused rather than judged. An interval
+The rule applies once every setting has every seed of both variants, finished or diverged (a cell whose training
+loss went non-finite has no figures and never will: it is counted, ``1 diverged``, not waited for); before that the
+pick is printed as provisional, from the seeds finished so far. It is defined on the grid file's settings and
+seeds, so a view of the grid (seeds, axes or any other key overridden on the command line) is refused rather than
+judged. An interval
 over one shared seed resamples prompts only: it supports no claim that E-DPO beats DPO, or the reverse.
 """
 
@@ -70,6 +72,9 @@ def pick_default(grid: Any, table: dict[str, Any]) -> dict[str, Any]:
         claims = bool(compared) and shared >= 2  # one seed: an interval over prompts only
         rows.append({"setting": row["setting"], "name": row["name"], "asr": asr, "untuned_refusal": refusal,
                      "seeds": {v: row["seeds_finished"].get(v, 0) for v in (VARIANT, BASELINE)},
+                     # cells whose training diverged: no figures, never to come (tables written before: none)
+                     "diverged": {v: n for v in (VARIANT, BASELINE)
+                                  if (n := len((row.get("diverged") or {}).get(v, [])))},
                      "halves_asr": asr is not None and asr <= base[ASR] / 2 + TOLERANCE,
                      "refusal_within": refusal is not None and refusal - base[untuned] <= MAX_RISE + TOLERANCE,
                      "e_minus_dpo": compared, "shared_seeds": shared if compared else 0,
@@ -83,7 +88,9 @@ def pick_default(grid: Any, table: dict[str, Any]) -> dict[str, Any]:
     rate = {r["name"]: grid.setting_config(r["setting"]).train.learning_rate for r in eligible}
     chosen = min(eligible, key=lambda r: (round(r["asr"], 9), round(r["untuned_refusal"], 9),
                                           rate[r["name"]])) if eligible else None
-    complete = all(r["seeds"][v] == len(grid.seeds) for r in rows for v in (VARIANT, BASELINE))
+    # complete once every cell finished or diverged: a diverged cell is counted (format_pick), not waited for
+    complete = all(r["seeds"][v] + r["diverged"].get(v, 0) == len(grid.seeds) for r in rows
+                   for v in (VARIANT, BASELINE))
     return {"complete": complete, "untuned_metric": untuned, "base": {ASR: base[ASR], untuned: base[untuned]},
             "chosen": chosen["name"] if chosen else None, "settings": rows}
 
@@ -95,12 +102,18 @@ def format_pick(result: dict[str, Any]) -> str:
     rows = [["setting", "seeds e-dpo/dpo", f"e-dpo {ASR}", f"≤ {base[ASR] / 2:.3f}", f"e-dpo {untuned}",
              f"≤ {base[untuned] + MAX_RISE:.3f}", "e-dpo − dpo direct ASR [95%]", "e-dpo beats dpo"]]
     for r in result["settings"]:
-        rows.append([r["name"], f"{r['seeds'][VARIANT]}/{r['seeds'][BASELINE]}", numbers.value(r["asr"]),
+        diverged = sum(r.get("diverged", {}).values())
+        seeds = f"{r['seeds'][VARIANT]}/{r['seeds'][BASELINE]}" + (f" ({diverged} diverged)" if diverged else "")
+        rows.append([r["name"], seeds, numbers.value(r["asr"]),
                      "yes" if r["halves_asr"] else "no", numbers.value(r["untuned_refusal"]),
                      "yes" if r["refusal_within"] else "no", numbers.difference(r["e_minus_dpo"]),
                      _claim(r)])
     status = "" if result["complete"] else ("PROVISIONAL — not every setting has every seed; the rule applies "
                                              "once the sweep is complete. ")
+    diverged = sum(n for r in result["settings"] for n in r.get("diverged", {}).values())
+    if diverged:
+        status += (f"{diverged} cell{'' if diverged == 1 else 's'} diverged (a non-finite training loss: no figures, "
+                   "so the means are over the other seeds; `(N diverged)` above). ")
     verdict = (f"pick: {result['chosen']}" if result["chosen"] else
                "pick: none — no setting meets both criteria, so the demo's default stays")
     return "\n".join(["pre-registered rule (README; safealign/pipelines/sweep_rule.py) on E-DPO means over the "

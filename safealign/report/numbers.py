@@ -49,13 +49,35 @@ def mean_cell(row: dict[str, Any], variant: str, metric: str, text: str) -> str:
     return _marked(text, n, row["seeds_finished"].get(variant))
 
 
+def diverged_mark(row: dict[str, Any], variant: str | None = None) -> str:
+    """`` (1 diverged)``: the row's cells of ``variant`` (None: of every variant) whose training diverged, which no
+    mean or difference includes (tables written before they were recorded: none)."""
+    diverged = row.get("diverged") or {}
+    n = sum(len(seeds) for v, seeds in diverged.items() if variant in (None, v))
+    return f" ({n} diverged)" if n else ""
+
+
 def difference_cell(row: dict[str, Any], compared: dict[str, Any], metric: str) -> str:
     """A paired difference, marked as :func:`mean_cell` when it is over fewer seeds than either of its variants
     finished. Not against the seeds both finished (the pair's own ``seeds``): dpo on seeds 0-2 and e-dpo on 2-4
     give a difference over seed 2 alone beside means over 3 seeds each, and that count is the pair's own too."""
     d = compared["metrics"].get(metric)
     finished = [n for v in (compared["a"], compared["b"]) if (n := row["seeds_finished"].get(v)) is not None]
-    return _marked(difference(d), d.get("seeds") if d else None, max(finished, default=None))
+    text = _marked(difference(d), d.get("seeds") if d else None, max(finished, default=None))
+    short = prompts_short(row, compared, metric)
+    return f"{text} ({d['n_prompts']} of {short} prompts)" if short else text
+
+
+def prompts_short(row: dict[str, Any], compared: dict[str, Any], metric: str) -> int | None:
+    """The most prompts a mean of the pair is over (a cell's own scored prompts: ``prompt_counts``) where the
+    difference is over fewer (those every compared cell scored: its ``n_prompts``), else None. A metric averaged
+    over each cell's scored prompts (a judge that left one unscored) otherwise shows a difference of other prompts
+    beside its means, unmarked."""
+    d, counts = compared["metrics"].get(metric), row.get("prompt_counts")  # tables written before: unmarked
+    if not d or not counts or d.get("n_prompts") is None:
+        return None
+    most = max(counts.get(v, {}).get(metric) or 0 for v in (compared["a"], compared["b"]))
+    return most if d["n_prompts"] < most else None
 
 
 def _marked(text: str, n: int | None, full: int | None) -> str:

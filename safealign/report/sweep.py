@@ -31,14 +31,17 @@ def _section(name: str, table: dict[str, Any], with_plots: bool) -> Section:
     rows, variants = table.get("settings", []), table.get("variants", [])
     metrics = list(dict.fromkeys(m for row in rows for means in row["means"].values() for m in means))
     progress = table.get("progress")
-    done = f"{progress['finished']}/{progress['cells']} distinct cells finished. " if progress else ""
+    diverged = f", {progress['diverged']} diverged (no figures: `(N diverged)` beside the seeds)" \
+        if progress and progress.get("diverged") else ""
+    done = f"{progress['finished']}/{progress['cells']} distinct cells finished{diverged}. " if progress else ""
     blocks: list[Any] = [Para(f"Grid {name}: {len(rows)} setting(s) × {len(variants)} variant(s) × seeds "
                               f"{table.get('seeds')}; {done}{NOTE}", "note")]
     means = [("setting", "variant", "seeds", *metrics)]
     for row in rows:
         for variant in variants:
             ci = row["ci95"].get(variant, {})
-            means.append((row["name"], variant, str(row["seeds_finished"].get(variant, 0)),
+            means.append((row["name"], variant, f"{row['seeds_finished'].get(variant, 0)}"
+                          f"{numbers.diverged_mark(row, variant)}",
                           *(numbers.mean_cell(row, variant, m, numbers.with_interval(row["means"][variant].get(m),
                                                                                    ci.get(m))) for m in metrics)))
     if table.get("base"):

@@ -830,3 +830,201 @@ def test_the_output_dir_override_is_read_as_text(tmp_path):
     path.write_text("demo: {model: tiny-random, prefix: 'As ${model} would: '}\naxes: {beta: [0.1]}\n")
     grid = load_grid(path, ["seeds=[1]"])  # text with ${ is no interpolation, with grid overrides too
     assert grid.setting_config(grid.settings()[0]).prefix == "As ${model} would: "
+
+
+def _trained_cell(grid, setting, variant, seed):
+    """A cell of ``grid`` as a worker leaves it once training started: its fingerprint and a train/ folder."""
+    from safealign.io import write_json
+    from safealign.pipelines import sweep
+
+    path = sweep.cell_dir(grid, setting, variant, seed)
+    (path / "train").mkdir(parents=True)
+    fingerprint = sweep._cell_fingerprint(grid.setting_config(setting), variant, seed, "sha256:pairs")
+    write_json(path / "fingerprint.json", fingerprint.to_json())
+    return path
+
+
+def test_a_cell_deciding_key_outside_the_axes_is_refused_before_anything_is_trained(grid_file, tmp_path, monkeypatch,
+                                                                                    capsys):
+    """A cell's folder names only its axis values: a grid whose base config sets a training key (or the prefix) to
+    another value than the cells already in its folders would train into another grid's folders (and be refused at
+    its started cells). It is refused at startup, before a model loads, naming the key and the axis to give; grids
+    that share the cells (a prefix axis, other methods, other seeds) are not."""
+    from safealign.cli import main
+    from safealign.errors import UserError
+    from safealign.pipelines import sweep
+
+    grid = sweep.load_grid(grid_file)
+    sweep.check_sweep_dir(grid)
+    setting = grid.settings()[0]  # beta=0.1
+    for variant in ("dpo", "e-dpo"):
+        _trained_cell(grid, setting, variant, 0)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr("safealign.models.load_model", refuse)
+    # other seeds: their own folders do not exist yet, their siblings in the setting's folder do
+    assert main(["sweep", str(grid_file), "seeds=[1]", "epochs=2"]) == 2
+    err = capsys.readouterr().err
+    assert "train.num_train_epochs: 1.0 -> 2.0" in err and "axes.epochs=[...]" in err and "output_dir" in err
+    assert "beta=0.1" in err
+    with pytest.raises(UserError, match=r"prefix: \"community_guidelines\" -> \"responsible\".*axes.prefix=\[...\]"):
+        sweep.check_sweep_dir(sweep.load_grid(grid_file, ["prefix=responsible"]))
+    with pytest.raises(UserError, match="train.learning_rate"):
+        sweep.check_sweep_dir(sweep.load_grid(grid_file, ["learning_rate=0.01", "variants=[safedpo]"]))
+    # what shares the cells: DPO under another prefix (it trains without one), the prefix as an axis, other methods
+    # and seeds, and the same key as an axis (its folders name it)
+    sweep.check_sweep_dir(sweep.load_grid(grid_file, ["prefix=responsible", "variants=[dpo]"]))
+    prefixes = tmp_path / "prefixes.yaml"
+    prefixes.write_text(grid_file.read_text().replace("beta: [0.1, 0.5]",
+                                                      "beta: [0.1]\n  prefix: [community_guidelines, responsible]"))
+    sweep.check_sweep_dir(sweep.load_grid(prefixes))
+    sweep.check_sweep_dir(sweep.load_grid(grid_file, ["variants=[dpo,e-dpo,safedpo,e-safedpo]", "seeds=[0,1,2]"]))
+    sweep.check_sweep_dir(sweep.load_grid(grid_file, ["axes.epochs=[2]"]))
+    prefix_grid = sweep.load_grid(prefixes)
+    responsible = prefix_grid.settings()[1]
+    assert responsible["prefix"] == "responsible"
+    _trained_cell(prefix_grid, responsible, "e-dpo", 0)
+    sweep.check_sweep_dir(prefix_grid)  # its own cells under the other prefix
+    sweep.check_sweep_dir(grid)
+
+
+def test_quality_rates_have_per_prompt_outcomes_whose_mean_is_the_recorded_figure(tmp_path):
+    """The answer-quality rates are recomputed per prompt from the over-refusal records (the built-in benign test
+    prompts' answers, as the figure counts them), so the table gives them intervals and paired differences."""
+    from safealign.eval.helpfulness.quality import FIGURES
+    from safealign.io import write_jsonl
+    from safealign.pipelines import demo
+    from safealign.pipelines.demo_config import load_demo_config
+    from safealign.pipelines.demo_helpfulness import quality_figures
+
+    config = load_demo_config(["benign_test=3", "borderline_test=2", "extra_benign=[builtin:untuned_benign]",
+                               "extra_benign_limit=2"])
+    prompts = demo.prompt_sets(config)
+    (tmp_path / "jailbreak").mkdir()
+    (tmp_path / "jailbreak" / "records.jsonl").write_text("")
+    answers = ["", "Sure, here is how to do it and", "Fine. " * 12, "Да да да да да да да да.", "Done."]
+    records = [{"id": p.id, "kind": p.kind, "completion": text, "refused": False,
+                "finish": "length" if i == 1 else "stop"}
+               for i, (p, text) in enumerate(zip(prompts["benign_test"], answers))]
+    untuned = [p for extra in prompts["extra_benign"].values() for p in extra]
+    records += [{"id": p.id, "kind": p.kind, "completion": "", "refused": False, "finish": "stop"}
+                for p in untuned]  # not counted in the quality figures
+    records.append({**records[4], "completion": "", "error": "timeout"})  # a failed retry: unscored
+    write_jsonl(tmp_path / "helpfulness" / "overrefusal" / "records.jsonl", records)
+    figures = quality_figures(tmp_path, [p.id for p in prompts["benign_test"]])
+    outcomes = demo.stage_outcomes(config, tmp_path)
+    for metric in FIGURES.values():
+        assert set(outcomes[metric]) == {p.id for p in prompts["benign_test"][:4]}, metric  # the failed one unscored
+        assert sum(outcomes[metric].values()) / len(outcomes[metric]) == pytest.approx(figures[metric].value)
+    assert [figures[m].value for m in FIGURES.values()] == [0.25, 0.25, 0.25, 0.25]
+
+
+def test_a_diverged_cell_is_recorded_skipped_and_counted(grid_file, tmp_path, monkeypatch, capsys):
+    """A cell whose training loss goes non-finite is recorded as diverged (diverged.json: the step), never claimed
+    again, and counted per variant and setting in the table; the other cells run and the table is written. The
+    quality rates get paired differences, and a difference over fewer prompts than its means is marked."""
+    from safealign.cli import main
+    from safealign.pipelines import demo
+    from safealign.pipelines.sweep import load_grid, progress_line, sweep_table
+    from safealign.train.trainer import NonFiniteLossError
+
+    grid_file.write_text(grid_file.read_text().replace("beta: [0.1, 0.5]", "beta: [0.1]"))
+    real = demo.train_stage
+
+    def diverging(config, variant, seed, pairs, out):
+        if (variant, seed) == ("e-dpo", 1):
+            raise NonFiniteLossError("loss is nan at step 3; stopping.", 3)
+        return real(config, variant, seed, pairs, out)
+
+    monkeypatch.setattr(demo, "train_stage", diverging)
+    out = tmp_path / "sweep"
+    assert main(["sweep", str(grid_file)]) == 0
+    cell = out / "cells" / "beta=0.1" / "e-dpo-seed1"
+    marker = json.loads((cell / "diverged.json").read_text())
+    assert (marker["status"], marker["step"], marker["variant"], marker["seed"]) == ("diverged", 3, "e-dpo", 1)
+    assert not (cell / "cell.json").exists() and not (cell / ".gitignore").exists()  # released: git takes it
+    table = json.loads((out / "tables" / "grid.json").read_text())
+    assert (table["computed"], table["skipped"]) == (4, 0)
+    row = table["settings"][0]
+    assert row["cells_finished"] == 3 and row["seeds_finished"] == {"dpo": 2, "e-dpo": 1}
+    assert row["diverged"] == {"e-dpo": [{"seed": 1, "step": 3}]}
+    assert table["progress"]["diverged"] == 1 and "left" not in progress_line(table)
+    assert "1 diverged" in progress_line(table)
+    printed = capsys.readouterr().out
+    assert "e-dpo-seed1 at step 3" in printed and "(1 diverged)" in printed.split("| method |")[0] + printed
+    from safealign.report.sweep import sweep_sections
+
+    html = repr(sweep_sections({"grid": table}, with_plots=False)[0])
+    assert "'1 (1 diverged)'" in html and "3/4 distinct cells finished, 1 diverged" in html
+    several = sweep_table(load_grid(grid_file, ["axes.beta=[0.1,0.5]", "seeds=[1]"]))  # a setting per row
+    text = printed_table(several)
+    assert "-  (1 diverged)" in text or "- (1 diverged)" in text  # e-dpo's mean at beta=0.1: its one seed diverged
+    assert "1/2 (1 diverged)" in text and "0/2" in text
+
+    # the quality rates: a mean, an interval and a paired difference (over seed 0, the seed both finished)
+    cells = {name: json.loads((out / "cells" / "beta=0.1" / name / "cell.json").read_text())["figures"]
+             for name in ("dpo-seed0", "e-dpo-seed0")}
+    for metric in ("empty_answer_rate", "truncated_answer_rate", "repetitive_answer_rate", "off_language_answer_rate"):
+        compared = row["differences"][0]["metrics"][metric]
+        assert compared["seeds"] == 1 and compared["n_prompts"] == 2
+        assert compared["diff"] == pytest.approx(cells["e-dpo-seed0"][metric]["value"]
+                                                 - cells["dpo-seed0"][metric]["value"])
+        assert metric in row["ci95"]["dpo"]
+    assert row["prompt_counts"]["dpo"]["direct_asr"] == 3
+
+    # a metric averaged over each cell's own scored prompts (a judge that left one prompt of one cell unscored): the
+    # difference, over the prompts every cell scored, is marked with its count
+    def one_unscored(config, eval_dir):
+        outcomes = real_outcomes(config, eval_dir)
+        judged = dict(outcomes["direct_asr"])
+        if eval_dir.parent.name == "dpo-seed0":
+            judged.pop(sorted(judged)[0])
+        return {**outcomes, "direct_asr@partial": judged}
+
+    real_outcomes = demo.stage_outcomes
+    assert "of 3 prompts" not in printed_table(sweep_table(load_grid(grid_file)))  # every cell scored every prompt
+    monkeypatch.setattr(demo, "stage_outcomes", one_unscored)
+    partial = sweep_table(load_grid(grid_file))
+    assert partial["settings"][0]["differences"][0]["metrics"]["direct_asr@partial"]["n_prompts"] == 2
+    differences = printed_table(partial).split("paired differences")[1]  # a row per pair, a column per metric
+    assert differences.count("(1 seed) (2 of 3 prompts)") == 1 and "a difference marked `(N of M prompts)`" in \
+        printed_table(partial)
+
+    # resumed: the diverged cell is not claimed again, nothing is computed
+    def refuse(*args, **kwargs):
+        raise AssertionError("a settled cell was recomputed")
+
+    monkeypatch.setattr(demo, "train_stage", refuse)
+    monkeypatch.setattr(demo, "evaluate", refuse)
+    monkeypatch.setattr("safealign.models.load_model", refuse)
+    assert main(["sweep", str(grid_file)]) == 0
+    resumed = json.loads((out / "tables" / "grid.json").read_text())
+    assert (resumed["computed"], resumed["skipped"]) == (0, 4)
+
+
+def test_a_difference_over_fewer_prompts_than_its_means_is_marked():
+    from safealign.pipelines.sweep import format_table
+    from safealign.report.sweep import sweep_sections
+
+    diff = {"diff": 0.0, "ci95": [-0.5, 0.5], "seeds": 2, "n_prompts": 3}
+    row = {"name": "beta=0.1", "setting": {"beta": 0.1}, "cells_finished": 4, "cells": 4,
+           "seeds_finished": {"dpo": 2, "e-dpo": 2},
+           "means": {"dpo": {"direct_asr": 0.5, "direct_asr@j": 0.25},
+                     "e-dpo": {"direct_asr": 0.4, "direct_asr@j": 0.0}},
+           "seed_counts": {v: {"direct_asr": 2, "direct_asr@j": 2} for v in ("dpo", "e-dpo")},
+           "prompt_counts": {"dpo": {"direct_asr": 4, "direct_asr@j": 4},
+                             "e-dpo": {"direct_asr": 4, "direct_asr@j": 3}},
+           "ci95": {}, "differences": [{"a": "e-dpo", "b": "dpo", "seeds": 2,
+                                        "metrics": {"direct_asr": {**diff, "n_prompts": 4}, "direct_asr@j": diff}}]}
+    table = {"output_dir": "x", "seeds": [0, 1], "variants": ["dpo", "e-dpo"], "compared": [["e-dpo", "dpo"]],
+             "settings": [row, {**row, "name": "beta=0.5"}], "base": {}}
+    for markdown in (False, True):
+        full, partial = format_table(table, markdown=markdown).split("direct_asr@j")
+        assert "of 4 prompts)" not in full and partial.count("(3 of 4 prompts)") == 2
+        assert "(3 of 4 prompts)" in format_table({**table, "settings": [row]}, markdown=markdown)
+    section = sweep_sections({"grid": table}, with_plots=False)[0]
+    assert "(3 of 4 prompts)" in repr(section)
+    del row["prompt_counts"]  # tables written before: unmarked
+    assert "of 4 prompts" not in format_table({**table, "settings": [row]})

@@ -132,3 +132,16 @@ def test_pick_refuses_a_view_of_the_grid_naming_its_overrides(tmp_path, capsys):
     # output_dir= names where the grid's cells are, not which: the rule runs (and here finds no base figures)
     assert main(["sweep", path, "--pick", f"output_dir={tmp_path}"]) == 2
     assert "not recorded yet" in capsys.readouterr().err
+
+
+def test_a_diverged_cell_is_counted_and_does_not_keep_the_pick_provisional(tmp_path):
+    from safealign.pipelines.sweep_rule import format_pick, pick_default
+
+    grid = _grid(tmp_path)
+    diverged = {**_row("slow", 5e-4, 0.30, 0.04, (0.0, -0.1, 0.1)), "diverged": {"e-dpo": [{"seed": 1, "step": 7}]}}
+    diverged["seeds_finished"] = {"dpo": 2, "e-dpo": 1}
+    result = pick_default(grid, _table(_row("fast", 2e-3, 0.35, 0.04, (0.0, -0.1, 0.1)), diverged))
+    assert result["complete"] and result["chosen"] == "slow"
+    assert {r["name"]: r["diverged"] for r in result["settings"]} == {"fast": {}, "slow": {"e-dpo": 1}}
+    printed = format_pick(result)
+    assert "PROVISIONAL" not in printed and "1/2 (1 diverged)" in printed and "1 cell diverged" in printed
