@@ -345,11 +345,16 @@ def _sweep(args: argparse.Namespace, where: str) -> object:
 
 @functools.lru_cache(maxsize=None)
 def _recorded_metrics(output_dir: str) -> frozenset[str]:
-    """Every figure name in the ``cell.json`` of the finished cells under ``output_dir`` (empty: none finished)."""
+    """Every figure name in the ``cell.json`` of the finished cells under ``output_dir`` (empty: none finished), and
+    the open held-out margin where a cell's margins were scored open (``--score-open-margins``: read from its file)."""
     import json
 
-    return frozenset(name for path in Path(output_dir).glob("cells/*/*/cell.json")
-                     for name in json.loads(path.read_text())["figures"])
+    from safealign.pipelines.demo_margin import MARGIN_DIR, OPEN
+
+    cells = list(Path(output_dir).glob("cells/*/*/cell.json"))
+    opened = any((path.parent / "eval" / MARGIN_DIR / OPEN.margins).is_file() for path in cells)
+    return frozenset([*(name for path in cells for name in json.loads(path.read_text())["figures"]),
+                      *([OPEN.figure] if opened else [])])
 
 
 def _train(args: argparse.Namespace, where: str) -> object:
