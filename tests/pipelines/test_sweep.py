@@ -49,7 +49,6 @@ def grid_file(tmp_path, monkeypatch):
 
 def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, monkeypatch, capsys):
     from safealign.cli import main
-    from safealign.pipelines import demo
 
     out = tmp_path / "sweep"
     assert main(["sweep", str(grid_file)]) == 0
@@ -110,12 +109,7 @@ def test_sweep_end_to_end_and_resume_skips_finished_cells(grid_file, tmp_path, m
         assert metrics["direct_asr@same"] == metrics["direct_asr"]
 
     # resume: nothing finished is recomputed (no model load, no training, no evaluation) ...
-    def refuse(*args, **kwargs):
-        raise AssertionError("a finished cell was recomputed")
-
-    monkeypatch.setattr(demo, "train_stage", refuse)
-    monkeypatch.setattr(demo, "evaluate", refuse)
-    monkeypatch.setattr("safealign.models.load_model", refuse)
+    _forbid_computing(monkeypatch, "a finished cell was recomputed")
     assert main(["sweep", str(grid_file)]) == 0
     resumed = json.loads((out / "tables" / "grid.json").read_text())
     assert (resumed["computed"], resumed["skipped"]) == (0, 8)
@@ -993,12 +987,7 @@ def test_a_diverged_cell_is_recorded_skipped_and_counted(grid_file, tmp_path, mo
         printed_table(partial)
 
     # resumed: the diverged cell is not claimed again, nothing is computed
-    def refuse(*args, **kwargs):
-        raise AssertionError("a settled cell was recomputed")
-
-    monkeypatch.setattr(demo, "train_stage", refuse)
-    monkeypatch.setattr(demo, "evaluate", refuse)
-    monkeypatch.setattr("safealign.models.load_model", refuse)
+    _forbid_computing(monkeypatch, "a settled cell was recomputed")
     assert main(["sweep", str(grid_file)]) == 0
     resumed = json.loads((out / "tables" / "grid.json").read_text())
     assert (resumed["computed"], resumed["skipped"]) == (0, 4)
@@ -1028,3 +1017,15 @@ def test_a_difference_over_fewer_prompts_than_its_means_is_marked():
     assert "(3 of 4 prompts)" in repr(section)
     del row["prompt_counts"]  # tables written before: unmarked
     assert "of 4 prompts" not in format_table({**table, "settings": [row]})
+
+
+def _forbid_computing(monkeypatch, message: str) -> None:
+    """Any training, evaluation or model load from now on fails the test with ``message``."""
+    from safealign.pipelines import demo
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(message)
+
+    monkeypatch.setattr(demo, "train_stage", refuse)
+    monkeypatch.setattr(demo, "evaluate", refuse)
+    monkeypatch.setattr("safealign.models.load_model", refuse)
