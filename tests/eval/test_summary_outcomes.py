@@ -116,7 +116,7 @@ def _scored(behavior: str, attack: str, attempt: int, score: float | None) -> At
 
 
 def test_a_judge_giving_scores_gets_its_mean_score_per_attack_with_a_bootstrap_interval():
-    """StrongREJECT's own metric is the mean score over prompts (ALGORITHMS-2 D17); the summary held only the ASR at
+    """StrongREJECT's own metric is the mean score over prompts (docs/judges.md); the summary held only the ASR at
     score >= 0.5. Per behavior the mean of its scored attempts' scores, then the mean over behaviors, with the
     percentile bootstrap over behaviors of eval/aggregate.py (1000 draws, seed 0; exact bound where constant)."""
     import random
