@@ -138,12 +138,9 @@ def reward_model_tokenizer_fingerprint(path: str | Path) -> str | None:
     by name and content; None when it has none. Apart from :func:`reward_model_fingerprint`, whose digests runs
     recorded before keep: an online run records it under its own key (safealign/online/run.py), compared only where
     both runs did (safealign.io.rundir.WHEN_KNOWN)."""
-    backbone = Path(path) / "backbone"
-    found = sorted({f for pattern in TOKENIZER_FILES for f in backbone.glob(pattern) if f.is_file()})
-    if not found:
-        return None
-    lines = [f"{f.name} {hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in found]
-    return "sha256:" + hashlib.sha256("".join(lines).encode()).hexdigest()
+    from safealign.models.identity import files_fingerprint
+
+    return files_fingerprint(Path(path) / "backbone", TOKENIZER_FILES)  # top-level patterns: names as before
 
 
 def scoring_lengths(meta: dict[str, Any]) -> dict[str, int]:

@@ -132,10 +132,16 @@ def _prompt_files_of(identity: dict[str, Any]) -> str | None:
 
 
 def prompt_files_fingerprint(folder: Path) -> str | None:
-    """``sha256:<hex>`` over the :data:`PROMPT_FILES` in ``folder`` by (relative) name and content; None without any."""
+    """``sha256:<hex>`` over the :data:`PROMPT_FILES` in ``folder`` (:func:`files_fingerprint`)."""
+    return files_fingerprint(folder, PROMPT_FILES)
+
+
+def files_fingerprint(folder: Path, patterns: tuple[str, ...]) -> str | None:
+    """``sha256:<hex>`` over the files in ``folder`` matching ``patterns``, by (relative) name and content; None
+    without any (or without the folder)."""
     if not folder.is_dir():
         return None
-    found = sorted({f for pattern in PROMPT_FILES for f in folder.glob(pattern) if f.is_file()})
+    found = sorted({f for pattern in patterns for f in folder.glob(pattern) if f.is_file()})
     if not found:
         return None
     lines = "".join(f"{f.relative_to(folder).as_posix()} {hashlib.sha256(f.read_bytes()).hexdigest()}\n" for f in found)
