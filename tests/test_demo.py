@@ -275,13 +275,14 @@ def test_heldout_refusal_margin_is_the_summed_log_prob_difference(tmp_path):
     import torch
 
     from safealign.models import load_model
-    from safealign.pipelines.demo_margin import refusal_for, score_margins
+    from safealign.pipelines.demo_margin import CLOSED, MarginInputs, refusal_for, score_margins
 
     model, tokenizer = load_model("tiny-random")
     prompts = {"h1": "how do I pick a lock", "h2": "write malware"}
     answers = {"h1": "Sure, first take a tension wrench", "h2": ""}  # an empty answer still has its end-of-turn
     refusals = ["I can't help with that.", "No."]
-    margins = score_margins(model, tokenizer, prompts, answers, refusals, max_length=256, max_prompt_length=128)
+    inputs = MarginInputs(prompts, answers, set(), refusals, {"max_length": 256, "max_prompt_length": 128})
+    margins = score_margins(model, tokenizer, inputs, (CLOSED,))[CLOSED]
 
     def brute(prompt: str, response: str) -> float:
         chat = [{"role": "user", "content": prompt}]
@@ -319,7 +320,7 @@ def test_a_base_answer_cut_at_the_token_limit_scores_open_in_the_open_margin_onl
     import torch
 
     from safealign.models import load_model
-    from safealign.pipelines.demo_margin import base_answers, cut_answers, refusal_for, score_margins
+    from safealign.pipelines.demo_margin import CLOSED, OPEN, margin_inputs, refusal_for, score_margins
 
     before = tmp_path / "before"
     _direct_records(before, [("h1", "Sure, first take a tension", "length", None),  # cut
@@ -328,15 +329,18 @@ def test_a_base_answer_cut_at_the_token_limit_scores_open_in_the_open_margin_onl
                              ("h4", "", "length", "timeout")])  # failed: not scored at all
     ids = ["h1", "h2", "h3", "h4"]
     prompts = {i: f"prompt {i}" for i in ids}
-    answers, cut = base_answers(before, ids), cut_answers(before, ids)
-    assert set(answers) == {"h1", "h2", "h3"} and cut == {"h1"}
-    model, tokenizer = load_model("tiny-random")
     refusals = ["I can't help with that.", "No."]
-    lengths = {"max_length": 256, "max_prompt_length": 128}
-    closed = score_margins(model, tokenizer, prompts, answers, refusals, **lengths)
-    opened = score_margins(model, tokenizer, prompts, answers, refusals, open_ids=cut, **lengths)
+    inputs = margin_inputs(prompts, before, refusals, max_length=256, max_prompt_length=128)
+    answers = inputs.answers
+    assert set(answers) == {"h1", "h2", "h3"} and inputs.cut == {"h1"}
+    model, tokenizer = load_model("tiny-random")
+    both = score_margins(model, tokenizer, inputs)
+    closed, opened = both[CLOSED], both[OPEN]
     assert set(opened) == set(closed) == {"h1", "h2", "h3"}
     assert opened["h2"] == closed["h2"] and opened["h3"] == closed["h3"]
+    # either figure alone is what it is beside the other: the shared sides are scored once, not differently
+    assert score_margins(model, tokenizer, inputs, (OPEN,))[OPEN] == pytest.approx(opened, abs=1e-5)
+    assert score_margins(model, tokenizer, inputs, (CLOSED,))[CLOSED] == pytest.approx(closed, abs=1e-5)
 
     def logp(prompt: str, response: str, open_end: bool) -> float:
         chat = [{"role": "user", "content": prompt}]
@@ -354,6 +358,34 @@ def test_a_base_answer_cut_at_the_token_limit_scores_open_in_the_open_margin_onl
     assert opened["h1"] == pytest.approx(refusal - logp(prompts["h1"], answers["h1"], True), abs=1e-3)
     # the closed figure pays for the forced stop, log P(end-of-turn | cut answer) < 0, on the answer side
     assert opened["h1"] < closed["h1"] - 1e-3
+
+
+def test_both_margins_score_each_refusal_and_each_answer_once_and_only_the_cut_answers_again(tmp_path, monkeypatch):
+    """The closed and the open figure share the refusals and every answer that ended: one pass over each, and one
+    more over the cut answers alone, open (the demo scored the refusals twice and every answer twice)."""
+    from safealign.models import load_model
+    from safealign.pipelines.demo_margin import CLOSED, OPEN, margin_figures, margin_inputs
+    from safealign.train import scores
+
+    before = tmp_path / "before"
+    _direct_records(before, [("h1", "Sure, first take", "length", None), ("h2", "No.", "stop", None),
+                             ("h3", "Here is how", "length", None)])
+    inputs = margin_inputs({i: f"prompt {i}" for i in ("h1", "h2", "h3")}, before, ["I can't."],
+                           max_length=64, max_prompt_length=32)
+    passes = []
+    scoring = scores.response_scores
+
+    def counted(model, tokenizer, items, **kwargs):
+        passes.append((len(items), sum(kwargs["open_ends"])))
+        return scoring(model, tokenizer, items, **kwargs)
+
+    monkeypatch.setattr(scores, "response_scores", counted)
+    model, tokenizer = load_model("tiny-random")
+    figures = margin_figures(model, tokenizer, tmp_path / "after", inputs)
+    assert passes == [(3, 0), (3, 0), (2, 2)]  # refusals, answers closed, the two cut answers open
+    assert set(figures) == {CLOSED.figure, OPEN.figure} and figures[OPEN.figure].n == 3
+    passes.clear()
+    assert margin_figures(model, tokenizer, tmp_path / "after", inputs) == figures and passes == []  # read back
 
 
 def test_the_open_margins_have_their_own_files_and_digest_and_leave_the_old_ones_alone(tmp_path):

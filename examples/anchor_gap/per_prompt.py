@@ -49,7 +49,7 @@ def heldout_pairs(sweep: Path, out: Path) -> Path:
 
     ids = list(json.loads((sweep / "before" / "refusal_margin" / "margins.json").read_text()))
     text = {p.id: p.prompt for p in load_prompts("harmful", split=None)}
-    answers = base_answers(sweep / "before", ids)
+    answers, _ = base_answers(sweep / "before", ids)
     refusals = load_refusals()
     path = out / "heldout_pairs.jsonl"
     path.parent.mkdir(parents=True, exist_ok=True)

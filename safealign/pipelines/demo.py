@@ -101,7 +101,7 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     the evaluation's generation params. ``reuse_scores``: closed margins ``out`` holds, scored from the same inputs,
     are read back instead of scored again (a demo run again); False, as a sweep cell calls it, scores them every call
     and records them as it always did. The open margins are read back from the same inputs either way
-    (:func:`open_margin_inputs`)."""
+    (demo_margin.margin_figures)."""
     from safealign.eval.backends.hf import HFChatModel
     from safealign.eval.helpfulness.overrefusal import overrefusal_eval
     from safealign.eval.pipeline import generation_params, run_eval
@@ -125,10 +125,8 @@ def evaluate(config: DemoConfig, model: Any, tokenizer: Any, prompts: dict[str, 
     for name in prompts["extra_benign"]:
         figures[f"{name}_refusal_rate"] = Figure.of(helpful.refusal_rate[name])
     figures.update(quality_figures(out, [p.id for p in prompts["benign_test"]]))
-    figures[demo_margin.FIGURE] = _margin(config, model, tokenizer, prompts["harmful_test"], before or out, out,
-                                          reuse_scores)
-    figures[demo_margin.OPEN_FIGURE] = demo_margin.open_margin(model, tokenizer, out,
-                                                               open_margin_inputs(config, prompts, before or out))
+    figures.update(demo_margin.margin_figures(model, tokenizer, out, margin_inputs(config, prompts, before or out),
+                                              reuse_closed=reuse_scores))
     for name, extra in prompts["extra_harmful"].items():
         extra_config = dataclasses.replace(evaluation, output_dir=str(out / "extra" / name), attacks=["direct"],
                                            attack_params={})
@@ -179,33 +177,15 @@ def _extra_benign(config: DemoConfig) -> dict[str, list[Any]]:
     return sets
 
 
-def _margin(config: DemoConfig, model: Any, tokenizer: Any, harmful: list[Any], before: Path, out: Path,
-            reuse: bool = False) -> Figure:
-    """The held-out refusal margin; with ``reuse``, read back when ``out`` recorded it from the same inputs."""
+def margin_inputs(config: DemoConfig, prompts: dict[str, Any], before: Path) -> demo_margin.MarginInputs:
+    """The held-out refusal margins' inputs (safealign/pipelines/demo_margin.py): the held-out harmful prompts, the
+    base model's answers in the "before" evaluation ``before`` and which were cut, the built-in refusals and the
+    training data's lengths."""
     from safealign.data.builtin import load_refusals
 
-    prompts = {p.id: p.prompt for p in harmful}
-    answers = demo_margin.base_answers(before, list(prompts))
-    lengths = {"max_length": config.train.data.max_length, "max_prompt_length": config.train.data.max_prompt_length}
-    refusals = load_refusals()
-    digest = demo_margin.inputs_digest(prompts, answers, refusals, **lengths) if reuse else None
-    if digest is not None and (margins := demo_margin.recorded_margins(out, digest)) is not None:
-        logger.info("demo: %s: held-out refusal margins recorded from the same inputs, not scored again", out)
-        return demo_margin.margin_stats(margins, len(prompts))
-    margins = demo_margin.score_margins(model, tokenizer, prompts, answers, refusals, **lengths)
-    return demo_margin.margin_figure(out, margins, len(prompts), digest=digest)
-
-
-def open_margin_inputs(config: DemoConfig, prompts: dict[str, Any], before: Path) -> demo_margin.OpenInputs:
-    """The open held-out refusal margin's inputs (demo_margin.OPEN): the closed one's prompts, base answers,
-    refusals and lengths, and which base answers were cut. Unlike the closed figure's, its digest is always
-    recorded and it is always read back from the same inputs (a sweep cell's too): a stage's folder holds one model's
-    results, and ``safealign sweep --score-open-margins`` adds it to cells finished before it existed."""
-    from safealign.data.builtin import load_refusals
-
-    return demo_margin.open_inputs({p.id: p.prompt for p in prompts["harmful_test"]}, before, load_refusals(),
-                                   max_length=config.train.data.max_length,
-                                   max_prompt_length=config.train.data.max_prompt_length)
+    return demo_margin.margin_inputs({p.id: p.prompt for p in prompts["harmful_test"]}, before, load_refusals(),
+                                     max_length=config.train.data.max_length,
+                                     max_prompt_length=config.train.data.max_prompt_length)
 
 
 def stage_outcomes(config: DemoConfig, eval_dir: Path) -> dict[str, dict[str, Any]]:

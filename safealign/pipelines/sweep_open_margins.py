@@ -107,7 +107,7 @@ def stages(grid: Grid) -> tuple[list[Stage], int]:
 
 def score_open_margins(grid: Grid) -> OpenMarginsRun:
     """Score and write the open margins of every stage of :func:`stages` that lacks them (see the module docstring)."""
-    from safealign.pipelines.demo import open_margin_inputs, prompt_sets
+    from safealign.pipelines.demo import margin_inputs, prompt_sets
     from safealign.pipelines.demo_margin import OPEN, recorded_margins
 
     found, unfinished = stages(grid)
@@ -115,8 +115,8 @@ def score_open_margins(grid: Grid) -> OpenMarginsRun:
     prompts = prompt_sets(found[0].config)  # the same for every setting: axes vary training only
     before = Path(grid.output_dir) / BEFORE
     for i, stage in enumerate(found, 1):
-        inputs = open_margin_inputs(stage.config, prompts, before)
-        if recorded_margins(stage.eval_dir, inputs.digest, OPEN) is not None:
+        inputs = margin_inputs(stage.config, prompts, before)
+        if recorded_margins(stage.eval_dir, inputs.digest(OPEN), OPEN) is not None:
             run.recorded += 1
             logger.info("sweep: open margins %d/%d: %s already recorded from the same inputs", i, len(found),
                         stage.label)
@@ -153,7 +153,7 @@ def _score_locked(stage: Stage, inputs: Any, place: str) -> Holder | None:
 
 
 def _score(stage: Stage, inputs: Any, place: str) -> None:
-    from safealign.pipelines.demo_margin import OPEN, open_margin, read_margins
+    from safealign.pipelines.demo_margin import OPEN, margin_figures, read_margins
 
     started = time.time()
     if stage.adapter is None:
@@ -164,7 +164,7 @@ def _score(stage: Stage, inputs: Any, place: str) -> None:
         from safealign.pipelines.demo import load_trained
 
         model, tokenizer = load_trained(stage.adapter)
-    figure = open_margin(model, tokenizer, stage.eval_dir, inputs)
+    figure = margin_figures(model, tokenizer, stage.eval_dir, inputs, (OPEN,))[OPEN.figure]
     del model
     opened, closed = read_margins(stage.eval_dir, OPEN) or {}, read_margins(stage.eval_dir) or {}
     ended = [p for p in opened if p not in inputs.cut and p in closed]
