@@ -63,7 +63,7 @@ def test_beta_zero_or_negative_is_rejected_with_the_reason(beta):
 def test_non_finite_loss_parameter_is_rejected():
     from safealign.losses import LossSpec, build_loss
 
-    with pytest.raises(UserError, match="'eta' must be finite"):
+    with pytest.raises(UserError, match="loss 'rpo': eta: expected a finite number, got inf"):
         build_loss([LossSpec(name="rpo", params={"eta": math.inf})])
 
 

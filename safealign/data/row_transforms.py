@@ -103,7 +103,7 @@ def apply_row_transforms(specs: Sequence[Mapping[str, Any]], rows: Sequence[Pref
 
 def validate_specs(specs: Sequence[Any], key: str = "data.transforms") -> list[dict[str, Any]]:
     """``[{name, params?}]`` with known names and parameters (checked against each function's signature)."""
-    import inspect
+    from safealign.params import check_params, signature_params
 
     out = []
     for i, spec in enumerate(specs):
@@ -112,12 +112,10 @@ def validate_specs(specs: Sequence[Any], key: str = "data.transforms") -> list[d
         if not isinstance(spec, Mapping) or "name" not in spec or set(spec) - {"name", "params"}:
             raise UserError(f"{key}.{i}: expected a name or {{name, params}}, got {spec!r}")
         fn = ROW_TRANSFORMS.get(spec["name"])
-        params = dict(spec.get("params") or {})
-        allowed = [p for p in inspect.signature(fn).parameters if p not in ("rows", "seed")]
-        bad = [k for k in params if k not in allowed]
-        if bad:
-            raise UserError(f"{key}.{i}: data transform {spec['name']!r} has no parameter {bad[0]!r}; "
-                            f"allowed: {', '.join(allowed) or 'none'}")
+        defaults, hints = signature_params(fn)
+        defaults = {k: v for k, v in defaults.items() if k not in ("rows", "seed")}
+        params = check_params(f"{key}.{i}: data transform {spec['name']!r}", dict(spec.get("params") or {}),
+                              defaults, hints)
         out.append({"name": spec["name"], "params": params})
     return out
 

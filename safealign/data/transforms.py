@@ -15,12 +15,12 @@ that do, share the entry, and a transform whose behaviour changes under the same
 from __future__ import annotations
 
 import hashlib
-import inspect
 import re
 from abc import ABC, abstractmethod
 from typing import Any, Callable
 
 from safealign.errors import UserError, did_you_mean
+from safealign.params import check_params, signature_params
 from safealign.registry import RegisteredName, Registry, import_callable
 from safealign.types import Message
 
@@ -151,14 +151,7 @@ class SafetyPrefix(PromptTransform):
 def build_transform(name: str, **params: Any) -> PromptTransform:
     """Build a registered transform, checking ``params`` against its constructor."""
     cls = TRANSFORMS.get(name)
-    valid = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise UserError(
-            f"prompt transform {name!r}: unknown parameter(s) {', '.join(unknown)}; "
-            f"valid parameters: {', '.join(valid) or '(none)'}"
-        )
-    return cls(**params)
+    return cls(**check_params(f"prompt transform {name!r}", params, *signature_params(cls.__init__, skip=1)))
 
 
 def _last_user_index(prompt: tuple[Message, ...]) -> int:

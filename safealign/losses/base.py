@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
-import types
-import typing
 from dataclasses import dataclass
-from typing import Any, Callable, Literal, Mapping, Union
+from typing import Any, Callable, Literal, Mapping
 
 import torch
 from torch import Tensor
 
 from safealign.errors import UserError
+from safealign.params import check_params, resolved_hints
 from safealign.registry import Registry
 from safealign.types import LossOutput, PairLogps, TokenLogps, UnpairedLogps
 
@@ -212,18 +210,13 @@ def check_ranges(name: str, params: Mapping[str, Any]) -> None:
 
 def check_keyword_params(what: str, fn: Callable[..., Any], allowed: Mapping[str, Any],
                          params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check ``params`` against ``allowed`` (name -> default) and ``fn``'s type hints; UserError naming ``what``
-    (a loss, or a training objective: safealign/train/objectives), the allowed names and the expected type."""
-    hints = typing.get_type_hints(fn)
-    listing = ", ".join(f"{k} (default {v!r})" for k, v in allowed.items()) or "none"
-    for key, value in params.items():
-        if key not in allowed:
-            raise UserError(f"{what} has no parameter {key!r}; allowed: {listing}")
-        if not _type_ok(value, hints.get(key, Any)):
-            raise UserError(f"{what} parameter {key!r} must be {_type_name(hints[key])}, "
-                            f"got {type(value).__name__} {value!r}")
+    """Check ``params`` against ``allowed`` (name -> default) and ``fn``'s type hints (safealign/params.py), and the
+    shared ranges of :data:`_POSITIVE`; UserError naming ``what`` (a loss, or a training objective:
+    safealign/train/objectives)."""
+    checked = check_params(what, params, allowed, resolved_hints(fn))
+    for key, value in checked.items():
         _check_range(what, key, value)
-    return dict(params)
+    return checked
 
 
 # A hyperparameter name means one thing in every loss (docs/design.md, "Losses"), so its valid range is stated once.
@@ -262,44 +255,8 @@ def _is_number(value: Any) -> bool:
 
 
 def _check_range(what: str, key: str, value: Any) -> None:
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"{what} parameter {key!r} must be finite, got {value}")
     if key in _POSITIVE and isinstance(value, (int, float)) and value <= 0:
         raise UserError(f"{what} parameter {key!r} must be > 0, got {value}: {_POSITIVE[key]}")
-
-
-def _type_ok(value: Any, ann: Any) -> bool:
-    origin = typing.get_origin(ann)
-    if ann is Any:
-        return True
-    if origin is Literal:
-        return value in typing.get_args(ann)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, a) for a in typing.get_args(ann))
-    if ann is type(None):
-        return value is None
-    if origin in (list, tuple):  # list[int]: a list (or tuple) whose items have the item type
-        item = (typing.get_args(ann) or (Any,))[0]
-        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
-    if ann is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if ann is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, ann) if isinstance(ann, type) else True
-
-
-def _type_name(ann: Any) -> str:
-    """The type in words as a config file spells values: ``Optional[list[str]]`` is "a list of str or null"."""
-    origin = typing.get_origin(ann)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(ann))
-    if origin in (list, tuple):
-        return f"a list of {_type_name((typing.get_args(ann) or (Any,))[0])}"
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(ann))
-    if ann is type(None):
-        return "null"
-    return getattr(ann, "__name__", None) or str(ann).replace("typing.", "")
 
 
 # --------------------------------------------------------------------------- shared helpers

@@ -68,7 +68,7 @@ def test_a_transform_needing_labels_names_the_field_and_the_layouts():
         _run(["safety_order"], [_pair(0, True)])
     with pytest.raises(UserError, match="recovery.*missing field 'refusal'"):  # benign rows only: nothing to build
         _run(["flags_from_harmful", "recovery"], [_pair(0, False)])
-    with pytest.raises(UserError, match="no parameter 'k'"):
+    with pytest.raises(UserError, match=r"data.transforms.0: data transform 'recovery': unknown parameter\(s\) k; "):
         validate_specs([{"name": "recovery", "params": {"k": 3}}])
 
 

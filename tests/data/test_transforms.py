@@ -104,7 +104,7 @@ def test_registry_and_build():
     assert isinstance(build_transform("identity"), IdentityTransform)
     with pytest.raises(
         ValueError,
-        match=r"unknown parameter\(s\) aply_to; valid parameters: prefix, apply_to, classifier, classifier_name",
+        match=r"unknown parameter\(s\) aply_to; valid: prefix \(default 'community_guidelines'\), apply_to ",
     ):
         build_transform("safety_prefix", aply_to="all")
     valid = ", ".join(TRANSFORMS.names())

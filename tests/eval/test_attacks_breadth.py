@@ -112,7 +112,7 @@ def test_aggregate_interval_takes_the_projects_percentile_rule():
 
 @pytest.mark.parametrize("attack, params, message", [
     ("tap", {"width": 0}, "attack_params.tap.width"),
-    ("tap", {"widht": 2}, r"attack 'tap': unknown parameter\(s\) \['widht'\]; valid: .*width"),
+    ("tap", {"widht": 2}, r"attack 'tap': unknown parameter\(s\) widht; valid: .*width \(default 5\)"),
     ("autodan", {"mutator": "gpt"}, "attack_params.autodan.mutator"),
     ("crescendo", {"max_queries": 0}, "attack_params.crescendo.max_queries"),
     ("tap", {"max_queries": 1}, r"attack_params.tap.max_queries must be >= 2, got 1 \(the pipeline's answer"),
@@ -133,11 +133,12 @@ def test_bad_params_fail_before_any_generation(tmp_path, attack, params, message
 
 
 @pytest.mark.parametrize("override, message", [
-    ("attack_params.many_shot.files=shots.yaml", "attack 'many_shot': files: expected a list, got text 'shots.yaml'; "
+    ("attack_params.many_shot.files=shots.yaml", "attack 'many_shot': files: expected a list of texts, got text "
+                                                 "'shots.yaml'; "
                                                  r"write \['shots.yaml'\]"),
-    ("attack_params.template.names=refusal_suppression", "attack 'template': names: expected a list, got text "
+    ("attack_params.template.names=refusal_suppression", "attack 'template': names: expected a list of texts, got text "
                                                          r"'refusal_suppression'; write \['refusal_suppression'\]"),
-    ("attack_params.pap.techniques='Logical Appeal'", "attack 'pap': techniques: expected a list, got text "
+    ("attack_params.pap.techniques='Logical Appeal'", "attack 'pap': techniques: expected a list of texts, got text "
                                                       r"'Logical Appeal'; write \['Logical Appeal'\]"),
 ])  # fmt: skip
 def test_a_single_text_for_a_list_parameter_is_refused_not_read_per_character(tmp_path, override, message):
@@ -152,9 +153,9 @@ def test_a_single_text_for_a_list_parameter_is_refused_not_read_per_character(tm
 
 
 def test_judges_and_defenses_refuse_a_single_text_for_a_list_parameter_too():
-    with pytest.raises(UserError, match=r"judge 'refusal': custom: expected a list, got text 'Sorry'"):
+    with pytest.raises(UserError, match=r"judge 'refusal': custom: expected a list of texts, got text 'Sorry'"):
         build_judge("refusal", {"list": "custom", "custom": "Sorry"})
-    with pytest.raises(UserError, match=r"defense 'mpo': policies: expected a list, got text 'target'"):
+    with pytest.raises(UserError, match=r"defense 'mpo': policies: expected a list of texts, got text 'target'"):
         build_defense("mpo", {"policies": "target"})
     assert build_judge("refusal", {"list": "custom", "custom": ["Sorry"]}).config.custom == ("Sorry",)  # a list: kept
 

@@ -323,7 +323,7 @@ def test_calibration_that_cannot_give_a_finite_threshold_is_a_clear_error():
         calibrate_threshold([1.0, 2.0, inf, inf], 0.25)  # tau = inf would let every prompt through
     with pytest.raises(UserError, match="NaN log-perplexity for 1 of 3"):
         calibrate_threshold([1.0, float("nan"), 3.0], 0.0)
-    with pytest.raises(UserError, match="'threshold' must be finite"):  # make_config's check, as a loss's
+    with pytest.raises(UserError, match="threshold: expected a finite number"):  # make_config's (safealign/params.py)
         build_defense("perplexity_filter", {"threshold": inf})
 
 

@@ -45,7 +45,7 @@ def test_refusal_judge_attack_list_and_custom():
     assert custom([B, B], [Completion("NOPE."), Completion("ok")])[0].harmful is False
     with pytest.raises(ValueError, match="valid: advbench_eval, advbench_attack, smoothllm, custom"):
         build_judge("refusal", {"list": "mine"})
-    with pytest.raises(ValueError, match="unknown parameter.*valid: case_sensitive, custom, list"):
+    with pytest.raises(ValueError, match=r"unknown parameter\(s\) .*; valid: list \(default .*custom .*case_sensitive"):
         build_judge("refusal", {"lst": "x"})
 
 

@@ -297,6 +297,7 @@ def test_heads_saved_without_names_are_continued_when_the_count_matches_with_a_w
 def test_a_mistyped_attributes_list_names_the_expected_type():
     from safealign.train.objectives.base import build_objective
 
-    for bad in ("harmless,helpful", [0, 1]):
-        with pytest.raises(UserError, match="parameter 'attributes' must be a list of str or null, got"):
+    for bad, message in (("harmless,helpful", r"attributes: expected a list of texts, got text 'harmless,helpful'"),
+                         ([0, 1], r"attributes\[0\]: expected text, got 0 \(int\)")):
+        with pytest.raises(UserError, match=rf"objective 'mah_dpo': {message}"):
             build_objective("mah_dpo", {"attributes": bad})

@@ -42,7 +42,7 @@ def recipe(tmp_path, data, fields):
 
 CASES = {
     "unknown loss": ({"losses": [{"name": "dpoo"}]}, ["'dpoo'", "dpo", "kto", "simpo"]),
-    "mistyped param": ({"losses": [{"name": "dpo", "params": {"betta": 0.1}}]}, ["'betta'", "beta (default 0.1)"]),
+    "mistyped param": ({"losses": [{"name": "dpo", "params": {"betta": 0.1}}]}, ["(s) betta", "beta (default 0.1)"]),
     "bad reference mode": ({"reference": {"mode": "cached"}}, ["reference.mode", "cache, live", "'cached'"]),
     "pairs to unpaired loss": ({"losses": [{"name": "kto"}]}, ["format 'standard'", "'kto'", "data.unpair=true"]),
     "unpair already unpaired": ({"losses": [{"name": "kto"}], "data": {"unpair": True}}, ["already holds unpaired"]),

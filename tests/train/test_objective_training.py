@@ -106,7 +106,7 @@ def test_a_dataset_lacking_a_role_fails_before_the_model_loads(tmp_path, capsys,
     ("losses.0.params.beta=0.5", "remove the losses key"),
     ("reference.transform=safety_prefix", "use identity"),
     ("objective.params.alpha=-1", "alpha must be > 0"),
-    ("objective.params.gamma=1", "has no parameter 'gamma'"),
+    ("objective.params.gamma=1", "unknown parameter(s) gamma"),
     ("objective.name=reroute", "unknown objective 'reroute'; valid names: "),
 ])
 def test_recipe_mistakes_fail_before_the_model_loads(tmp_path, pairs_file, capsys, no_model_load, override,

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from safealign.errors import UserError
 from safealign.losses.base import check_keyword_params
+from safealign.params import signature_params
 from safealign.registry import RegisteredName, Registry
 
 OBJECTIVES: Registry[type["Objective"]] = Registry("objective")
@@ -125,8 +126,7 @@ def register_objective(name: str) -> Callable[[type[Objective]], type[Objective]
 
 def objective_params(name: str) -> dict[str, Any]:
     """Parameters of an objective and their defaults, in signature order."""
-    params = list(inspect.signature(OBJECTIVES.get(name).__init__).parameters.values())[1:]
-    return {p.name: p.default for p in params}
+    return signature_params(OBJECTIVES.get(name).__init__, skip=1)[0]
 
 
 def build_objective(name: str, params: Mapping[str, Any] | None = None) -> Objective:
