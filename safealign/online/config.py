@@ -199,8 +199,8 @@ class OnlineConfig:
     loss_aggregation: str = "sequence"  # grpo: token mean per sequence then mean ("grpo"), or token mean ("bnpo")
     ipo_tau: float = 0.1
     ipo_labels: str = "hard"  # hard: ±1/(2τ) from which sample scored higher; soft: σ(r_i − r_j)
-    # the reward of an empty completion (counted as empty_completions); with an lsc source, no more than the
-    # lowest non-empty completion of its prompt (LSC scores are unbounded below; docs/online.md)
+    # the reward of an empty completion (counted as empty_completions), and no more than the lowest non-empty
+    # completion of its prompt (LSC scores are unbounded below, a reward model's any real number; docs/online.md)
     empty_reward: float = -1.0
     rewards: list[SourceConfig] = field(default_factory=lambda: [SourceConfig()])
     safe_rlhf: SafeRLHFConfig = field(default_factory=SafeRLHFConfig)

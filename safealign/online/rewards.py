@@ -3,8 +3,8 @@
 Every source returns one finite float per scored completion. A source that raises, returns the wrong
 number of values, a non-number or NaN/inf stops training with a :class:`RewardError` naming the source
 and the step (docs/online.md, "Bad input"); any real number counts (numpy's too), a bool does not. Empty
-completions are never shown to a source: they score the configured floor (``empty_reward``; a cost of 0; under
-LSC no more than the lowest real completion of their prompt) and are counted.
+completions are never shown to a source: they score the configured floor (``empty_reward``, and no more than the
+lowest real completion of their prompt; a cost of 0) and are counted.
 """
 
 from __future__ import annotations
@@ -170,10 +170,11 @@ def combine(sources: Sequence[Source], batch: Batch, step: int, *, empty_value: 
             lsc_baselines: dict[str, Tensor] | None = None, groups: Sequence[int] | None = None) -> Scored:  # fmt: skip
     """``Σ_s w_s·r_s`` over non-empty completions (``empty_value`` for empty ones). ``lsc_baselines``:
     per source, r_ref(x) per completion; those sources score ``log σ(r − r_ref)`` (LSC) on the prompts their
-    ``apply_to`` selects, 0 elsewhere. LSC scores are unbounded below, so a flat ``empty_value`` is no floor
-    there: with any LSC source an empty completion scores no more than the lowest non-empty completion of its
-    group (``groups``: the prompt each completion was sampled for; default, the whole batch is one group), so
-    it never scores above a real answer of its prompt."""
+    ``apply_to`` selects, 0 elsewhere. A reward's flat ``empty_value`` is no floor when real completions can score
+    below it (LSC scores run to −∞, a reward model's to any real number): an empty completion's reward is no more
+    than the lowest non-empty completion's of its group (``groups``: the prompt each completion was sampled for;
+    default, the whole batch is one group), so it never scores above a real answer of its prompt. A cost
+    (``what="cost"``) keeps ``empty_value``."""
     empty = torch.tensor([is_empty(text) for text in batch.texts], dtype=torch.bool)
     keep = [i for i, e in enumerate(empty.tolist()) if not e]
     sub = Batch([batch.prompts[i] for i in keep], [batch.texts[i] for i in keep], [batch.harmful[i] for i in keep])
@@ -189,7 +190,7 @@ def combine(sources: Sequence[Source], batch: Batch, step: int, *, empty_value: 
         per_source[source.label] = full
         partial += source.spec.weight * raw
     total[keep] = partial
-    if lsc_baselines:
+    if what == "reward":
         total = _below_real_completions(total, empty, groups)
     return Scored(total, per_source, empty)
 

@@ -74,9 +74,14 @@ def test_under_lsc_without_groups_the_batch_is_one_group():
     assert scored.total[2] == pytest.approx(log_sigmoid(-0.9), abs=1e-6)
 
 
-def test_without_lsc_an_empty_completion_scores_empty_reward():
-    scored = combine([returning([-5.0, 2.0])], batch_of("a", "", "b"), 1, empty_value=-1.0)
-    assert scored.total.tolist() == [-5.0, -1.0, 2.0]
+def test_without_lsc_an_empty_completion_scores_no_higher_than_a_real_one_of_its_prompt_either():
+    """A reward model can score real answers below empty_reward (−5 here): the flat −1 ranked an empty completion
+    above them. A cost keeps its 0: no source saw the empty completion, and it is harmless by construction."""
+    scored = combine([returning([-5.0, 2.0, 0.5])], batch_of("a", "", "b", "c", ""), 1, empty_value=-1.0,
+                     groups=[0, 0, 1, 1, 1])
+    assert scored.total.tolist() == [-5.0, -5.0, 2.0, 0.5, -1.0]  # group 1's lowest real reward is above the floor
+    costs = combine([returning([3.0, 2.0])], batch_of("a", "", "b"), 1, empty_value=0.0, what="cost")
+    assert costs.total.tolist() == [3.0, 0.0, 2.0]
 
 
 def test_an_lsc_source_scores_0_outside_its_apply_to():
