@@ -28,6 +28,7 @@ Markers written before sizes were recorded are trusted as they are.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -269,9 +270,16 @@ def _write_marker(folder: Path, spec: EmbeddedModel, source: str) -> None:
 
 # --------------------------------------------------------------------------- hub (for hub ids: safealign.models.load)
 def hub_reachable(repo_id: str, timeout: float = HUB_TIMEOUT_S) -> bool:
-    """True when the hub answers for ``repo_id`` within ``timeout`` s; False offline or on any error."""
+    """True when the hub answers for ``repo_id`` within ``timeout`` s; False offline or on any error. Asked once per
+    process and repository: a model's identity and its load then agree on whether the hub was there (and an
+    unreachable hub costs one timeout, not one per identity, load and reference)."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
         return False
+    return _hub_answers(repo_id, timeout)
+
+
+@functools.lru_cache(maxsize=None)
+def _hub_answers(repo_id: str, timeout: float) -> bool:
     try:
         from huggingface_hub import HfApi
 

@@ -350,3 +350,27 @@ def test_concurrent_fetches_fetch_and_convert_once(cache, monkeypatch, tmp_path)
     second.join(timeout=30)
     assert results == [cached_path(DEFAULT_MODEL)] and len(conversions) == 1, conversions
     assert sorted(p.name for p in cached_path(DEFAULT_MODEL).parent.iterdir()) == [DEFAULT_MODEL]  # no lock left
+
+
+def test_the_hub_is_asked_once_per_process_and_repository(monkeypatch):
+    """An unreachable hub cost a timeout for every identity, load and reference of a run, and a hub that came back
+    between an identity and the load could load other weights than the identity named: one answer per repository."""
+    import huggingface_hub
+
+    asked = []
+
+    def model_info(self, repo_id, timeout=None):
+        asked.append(repo_id)
+        raise OSError("no network")
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(huggingface_hub.HfApi, "model_info", model_info)
+    embedded._hub_answers.cache_clear()
+    try:
+        assert not embedded.hub_reachable("org/a") and not embedded.hub_reachable("org/a")
+        assert not embedded.hub_reachable("org/b")
+        assert asked == ["org/a", "org/b"]
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+        assert not embedded.hub_reachable("org/c") and asked == ["org/a", "org/b"]  # offline: not asked at all
+    finally:
+        embedded._hub_answers.cache_clear()
