@@ -214,9 +214,29 @@ def _check_extra_names(config: DemoConfig) -> None:
                                 f"prompt): its prompts would be counted in {name}_refusal_rate; rename the file")
 
 
+# What every stage sets itself (train_config, eval_config, method_train_config): an override of one of these would
+# be accepted, fingerprinted and silently replaced, so it is refused, naming the demo key that does set it.
+SET_PER_STAGE = {
+    "train.model": "model=", "eval.model.name": "model=", "train.seed": "train_seeds=[...]",
+    "train.output_dir": "output_dir=", "eval.output_dir": "output_dir=",
+    "train.data.path": "the demo builds its own pairs; train on a file with `safealign train`",
+    "train.reference.transform": "variants= (each method sets its reference view) and prefix=",
+    "train.reference.transform_params": "variants= (each method sets its reference view) and prefix=",
+}
+
+
+def check_not_set_per_stage(key: str, source: str) -> None:
+    """UserError for an override of a key every stage sets itself (:data:`SET_PER_STAGE`)."""
+    for owned, instead in SET_PER_STAGE.items():
+        if key == owned or key.startswith(owned + "."):
+            raise UserError(f"{source}: {key}: every demo stage sets {owned} itself, so this value would be "
+                            f"silently replaced; use {instead}")
+
+
 def load_demo_config(overrides: list[str | Value]) -> DemoConfig:
     """``DemoConfig`` from ``key=value`` overrides or typed :class:`~safealign.config.Value` ones (a sweep grid's
-    YAML values), old flat keys included (see :data:`ALIASES`)."""
+    YAML values), old flat keys included (see :data:`ALIASES`); a key every stage sets itself is refused
+    (:data:`SET_PER_STAGE`)."""
     translated: list[str | Value] = []
     nll_weight = None
     for override in overrides:
@@ -229,6 +249,7 @@ def load_demo_config(overrides: list[str | Value]) -> DemoConfig:
             if not sep:
                 translated.append(override)
                 continue
+        check_not_set_per_stage(ALIASES.get(key, key), source)
         if key not in ALIASES:
             translated.append(override)
         elif key == "nll_weight":

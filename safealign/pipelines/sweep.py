@@ -66,7 +66,7 @@ from safealign.io.jsonfile import write_atomic
 from safealign.io.lockfile import ClaimedRun, Holder
 from safealign.io.summaries import Figure
 from safealign.report import numbers
-from safealign.pipelines.demo_config import ALIASES, VARIANTS, DemoConfig, load_demo_config
+from safealign.pipelines.demo_config import ALIASES, SET_PER_STAGE, VARIANTS, DemoConfig, load_demo_config
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ GRID_KEYS = ("demo", "axes", "variants", "seeds", "compare", "output_dir", "resa
 # the sweep owns these: a setting's config gets them from the grid, not from ``demo:``
 _SWEEP_OWNED = ("output_dir", "variants", "train_seeds")
 # what each stage sets itself (safealign/pipelines/demo_config.py, train_config) or the sweep shares
-_SET_PER_CELL = ("train.model", "train.output_dir", "train.seed", "train.data.path", "train.reference.transform",
-                 "train.reference.transform_params", "train.reference.cache_dir")
+_SET_PER_CELL = (*SET_PER_STAGE, "train.reference.cache_dir")
 _TRAINING_DEMO_KEYS = ("prefix",)  # demo keys that change training only (the E-variant's reference view)
 # the config paths an alias sets (the others: ALIASES); nll_weight replaces the whole loss list but keeps its β
 _ALIAS_PATHS = {"nll_weight": ("train.losses",), "lora_r": ("train.lora.r", "train.lora.alpha")}

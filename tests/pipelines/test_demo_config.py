@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 
+from safealign.errors import UserError
 from safealign.eval.config import EvalConfig
 from safealign.pipelines.demo_config import DemoConfig, eval_config, load_demo_config, objective_name, train_config
 from safealign.train.config import DataConfig, DiagnosticsConfig, LoraConfig, LossConfig, TrainConfig
@@ -253,3 +255,32 @@ def test_a_behavior_selection_set_after_the_config_loads_is_refused_before_any_m
     with pytest.raises(UserError, match="eval.behaviors.limit"):
         run_demo(config)
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, instead", [("train.seed=3", "train_seeds="), ("train.model=tiny-random", "model="),
+                                               ("eval.model.name=other", "model="),
+                                               ("eval.output_dir=x", "output_dir="),
+                                               ("train.output_dir=x", "output_dir="),
+                                               ("train.data.path=p.jsonl", "safealign train"),
+                                               ("train.reference.transform=identity", "variants="),
+                                               ("train.reference.transform_params.prefix=responsible", "prefix=")])
+def test_a_key_every_stage_sets_itself_is_refused_naming_the_demo_key(override, instead):
+    """`safealign demo train.seed=3` trained with seed 0: each stage sets its seed, model, folders, pairs and
+    reference view itself (train_config, eval_config), so such an override was fingerprinted and silently replaced."""
+    key = override.partition("=")[0]
+    with pytest.raises(UserError, match=rf"command-line overrides: {re.escape(key)}: every demo stage sets .* use "
+                                        rf".*{re.escape(instead)}"):
+        load_demo_config([override])
+
+
+def test_a_sweep_grid_refuses_them_too(tmp_path):
+    from safealign.pipelines.sweep import load_grid
+
+    grid = tmp_path / "g.yaml"
+    grid.write_text("output_dir: out\ndemo: {model: tiny-random}\naxes: {beta: [0.1]}\nvariants: [dpo]\nseeds: [0]\n")
+    with pytest.raises(UserError, match=r"train.seed: every demo stage sets train.seed itself"):
+        load_grid(grid, ["train.seed=3"]).setting_config({"beta": 0.1})
+    grid.write_text("output_dir: out\ndemo: {model: tiny-random, eval.model.name: x}\naxes: {beta: [0.1]}\n"
+                    "variants: [dpo]\nseeds: [0]\n")
+    with pytest.raises(UserError, match=r"g.yaml: demo: eval.model.name: every demo stage sets"):
+        load_grid(grid).setting_config({"beta": 0.1})
