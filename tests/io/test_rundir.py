@@ -237,3 +237,20 @@ def test_a_sweep_cell_recorded_under_the_earlier_digest_of_a_non_finite_setting_
     assert _finished(tmp_path, fingerprint) is not None
     write_json(tmp_path / "cell.json", {"fingerprint": "0" * 16, "figures": {}})
     assert _finished(tmp_path, fingerprint) is None
+
+
+def test_a_retry_budget_is_how_a_backend_is_reached_and_a_run_that_recorded_one_resumes(tmp_path):
+    """Raising model.retry_budget_s after 429s to retry the failed records (retry_errors=true) was refused: the
+    budget was fingerprinted beside the excluded timeout_s, max_retries and concurrency."""
+    from safealign.io import write_json
+    from safealign.io.rundir import differing_keys
+    config = EvalConfig()
+    base = eval_fingerprint(to_dict(config))
+    config.model.retry_budget_s = 600.0
+    assert eval_fingerprint(to_dict(config)) == base
+    recorded = make_fingerprint("eval", {**base.values, "model.retry_budget_s": 120.0})  # as runs before recorded it
+    (tmp_path / "records.jsonl").write_text("{}\n")
+    write_json(tmp_path / FINGERPRINT_NAME, recorded.to_json())
+    assert claim_run_dir(tmp_path, base, outputs=("records.jsonl",)) is True  # continues, not refused
+    changed = make_fingerprint("eval", {**recorded.values, "generation.temperature": 0.7})
+    assert differing_keys(changed, base) == ["generation.temperature"]  # other settings still compared
