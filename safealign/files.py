@@ -84,12 +84,38 @@ def check_output_file(path: str | Path, what: str = "output file") -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a directory; expected an {what} path (e.g. {path / 'pairs.jsonl'})")
-    parent = path.parent
-    if parent.exists() and not parent.is_dir():
-        raise UserError(f"{path}: {parent} is a file, not a directory")
+    _check_folders_above(path)
     if path.exists():
         read_text(path, what)  # appending to a binary or non-UTF-8 file would leave it unreadable
     return path
+
+
+def check_output_path(path: str | Path, what: str = "output file") -> Path:
+    """A file a command writes whole (or replaces): not a directory, and no file where a folder above it must be.
+    Checked before the work, which otherwise ended in a traceback from the write after it."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; name the {what} to write (a file path)")
+    _check_folders_above(path)
+    return path
+
+
+def check_output_dir(path: str | Path, what: str = "output directory") -> Path:
+    """A directory a command writes into: not an existing file, and no file where a folder above it must be."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: is a file; name the {what} to write (a directory)")
+    _check_folders_above(path)
+    return path
+
+
+def _check_folders_above(path: Path) -> None:
+    """The nearest existing folder above ``path`` must be a folder: a file there makes every write under it fail."""
+    above = path.parent
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if above.exists() and not above.is_dir():
+        raise UserError(f"{path}: {above} is a file, not a directory")
 
 
 def check_jsonl_output(path: str | Path, option: str = "--out") -> Path:

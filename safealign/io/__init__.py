@@ -10,10 +10,11 @@ from safealign.io.jsonl import (
     load_jsonl,
     parse_jsonl,
     read_jsonl,
+    read_user_jsonl,
     write_jsonl,
 )
 
 __all__ = [
     "JsonlRows", "append_jsonl", "finite_or_none", "load_jsonl", "parse_jsonl", "read_json", "read_jsonl",
-    "write_json", "write_jsonl",
+    "read_user_jsonl", "write_json", "write_jsonl",
 ]

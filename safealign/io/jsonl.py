@@ -13,7 +13,8 @@ last line cut off. The rules, shared by every run file:
   U+0085, which ``str.splitlines`` would treat as line breaks.
 
 :func:`parse_jsonl` is the strict variant for user input files (templates, questions, data), where a
-cut-off last line is not an interrupted write of ours but a broken file to report.
+cut-off last line is not an interrupted write of ours but a broken file to report; :func:`read_user_jsonl` reads
+such a file by its path (a missing one is not found, not empty).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from safealign.errors import UserError
+from safealign.files import read_text
 from safealign.io.jsonfile import dumps_json, write_atomic
 
 logger = logging.getLogger(__name__)
@@ -190,3 +192,15 @@ def numbered_jsonl(text: str, source: str | Path) -> list[tuple[int, Any]]:
         except json.JSONDecodeError as exc:
             raise UserError(f"{source}: line {lineno}: invalid JSON ({exc.msg} at column {exc.colno})") from exc
     return values
+
+
+def read_user_jsonl(path: str | Path, what: str) -> list[tuple[int, dict[str, Any]]]:
+    """``(line, object)`` for each row of a user's JSONL input file, read strictly: a missing file, a directory or
+    text that is not UTF-8 is a UserError naming ``path`` and ``what`` (say which key or option named it), as is any
+    unreadable line (the last one included) or a line that holds no JSON object. :func:`read_jsonl` is for run
+    files, where a missing file is no rows yet and a cut-off last line an interrupted write to skip."""
+    numbered = numbered_jsonl(read_text(path, what), path)
+    for lineno, value in numbered:
+        if not isinstance(value, dict):
+            raise UserError(f"{path}: line {lineno}: expected a JSON object, got {type(value).__name__}")
+    return numbered

@@ -35,28 +35,30 @@ def _builtin(config: PromptsConfig) -> list[PromptItem]:
 def _from_file(path: str) -> list[PromptItem]:
     """Every row needs ``harmful`` (true/false): it picks the reference view (E-RLHF's prefix goes on harmful
     prompts only) and which ``apply_to`` sources score the row, so a row without it would silently get plain
-    RLHF's anchor and the benign rewards. Ids (default: the row number) must be unique: LSC baselines are kept
-    per id."""
+    RLHF's anchor and the benign rewards. Ids (default: the row number, 0-based, blank lines not counted) must be
+    unique: LSC baselines are kept per id. Read strictly, as a user's file: a cut-off line is an error, not a
+    shorter prompt set."""
     from safealign.data.messages import RowDrop, parse_bool, parse_prompt
-    from safealign.io import read_jsonl
+    from safealign.io import read_user_jsonl
 
     items: list[PromptItem] = []
-    seen: dict[str, int] = {}
-    for row, record in enumerate(read_jsonl(path)):
+    seen: dict[str, str] = {}
+    for row, (line, record) in enumerate(read_user_jsonl(path, "training prompts file (prompts.path)")):
+        where = f"{path} row {row} (line {line})"
         try:
             messages = parse_prompt(record.get("prompt"))
             harmful = parse_bool(record.get("harmful"), "harmful")
         except RowDrop as exc:
-            raise UserError(f"{path} row {row}: {exc.field}: {exc.reason}") from None
+            raise UserError(f"{where}: {exc.field}: {exc.reason}") from None
         if harmful is None:
-            raise UserError(f"{path} row {row}: harmful: missing; every training prompt needs harmful: true or false "
+            raise UserError(f"{where}: harmful: missing; every training prompt needs harmful: true or false "
                             f"(it decides the reference view and which apply_to rewards score it); the row has "
                             f"{', '.join(sorted(record)) or 'no fields'}")
         item_id = str(record.get("id", row))
         if item_id in seen:
-            raise UserError(f"{path} row {row}: id: {item_id!r} is also row {seen[item_id]}'s id (an id left out is "
-                            "the row number); ids must be unique, LSC baselines are kept per id")
-        seen[item_id] = row
+            raise UserError(f"{where}: id: {item_id!r} is also the id of {seen[item_id]} (an id left out is the row "
+                            "number); ids must be unique, LSC baselines are kept per id")
+        seen[item_id] = f"row {row} (line {line})"
         items.append(PromptItem(item_id, messages, harmful))
     return items
 

@@ -34,7 +34,7 @@ from torch import Tensor
 from safealign import checks
 from safealign.config import save_config
 from safealign.errors import UserError
-from safealign.io import append_jsonl, read_jsonl, write_json
+from safealign.io import append_jsonl, read_user_jsonl, write_json
 from safealign.models.modes import eval_mode
 from safealign.online.objectives import clip_gradients
 from safealign.train.config import DataConfig, LoraConfig, check_attn_implementation, check_model_revision
@@ -178,29 +178,32 @@ def _margins(config: RewardConfig, pairs: list[PreferencePair]) -> list[float]:
 
 
 def _cost_rows(config: RewardConfig) -> list[Row]:
-    """The PKU-SafeRLHF layout from a local JSONL file (see the module docstring)."""
+    """The PKU-SafeRLHF layout from a local JSONL file (see the module docstring), read strictly as a user's file: a
+    missing file or a cut-off line is an error naming it, not fewer rows; ``row`` (0-based, as the pair's) and line
+    name a row in messages."""
     from safealign.data.messages import RowDrop, parse_bool, parse_prompt, require_text
 
     path = config.data.path
     rows, identical = [], 0
-    for index, record in enumerate(read_jsonl(path)):
+    for index, (line, record) in enumerate(read_user_jsonl(path, "cost data file (data.path)")):
         if config.data.limit is not None and len(rows) >= config.data.limit:
             break
+        where = f"{path} row {index} (line {line})"
         missing = [c for c in PKU_COLUMNS if c not in record]
         if missing:
-            raise UserError(f"{path} row {index}: missing field(s) {', '.join(missing)}; a cost model reads the "
+            raise UserError(f"{where}: missing field(s) {', '.join(missing)}; a cost model reads the "
                             f"PKU-SafeRLHF layout ({', '.join(PKU_COLUMNS)})")
         try:
             prompt = parse_prompt(record["prompt"])
             responses = [require_text(record[f"response_{i}"], f"response_{i}") for i in (0, 1)]
             safe = [parse_bool(record[f"is_response_{i}_safe"], f"is_response_{i}_safe") for i in (0, 1)]
         except RowDrop as exc:
-            raise UserError(f"{path} row {index}: {exc.field}: {exc.reason}") from None
+            raise UserError(f"{where}: {exc.field}: {exc.reason}") from None
         safer = record["safer_response_id"]
         if isinstance(safer, bool) or not isinstance(safer, int) or safer not in (0, 1):
-            raise UserError(f"{path} row {index}: safer_response_id must be the integer 0 or 1, got {safer!r}")
+            raise UserError(f"{where}: safer_response_id must be the integer 0 or 1, got {safer!r}")
         if any(s is None for s in safe):
-            raise UserError(f"{path} row {index}: is_response_0_safe and is_response_1_safe must both be set")
+            raise UserError(f"{where}: is_response_0_safe and is_response_1_safe must both be set")
         if responses[0].strip() == responses[1].strip():  # for one prompt the same text is no preference
             identical += 1  # (dropped, as the reward path drops identical pairs: safealign/data/formats.py)
             continue

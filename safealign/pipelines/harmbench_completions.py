@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from safealign.errors import UserError
+from safealign.files import check_output_dir, check_output_path
 from safealign.io.records import AttemptRecord
 
 LABELS = {1: True, 0: False, -1: None}
@@ -39,7 +40,9 @@ def import_completions(path: str | Path, behaviors: str, out: str | Path, *, att
     from safealign.io.jsonfile import read_json, write_json
     from safealign.pipelines.judge_records import load_behavior_spec
 
-    path, out = Path(path), Path(out)
+    path, out = Path(path), check_output_dir(out, "evaluation directory")  # before anything is read
+    if (out / "records.jsonl").exists():
+        raise UserError(f"{out}: already holds records.jsonl; import into a new directory")
     data = read_json(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected HarmBench completions, an object of behavior id -> list of entries")
@@ -51,8 +54,6 @@ def import_completions(path: str | Path, behaviors: str, out: str | Path, *, att
                for behavior_id, entries in data.items() for index, entry in enumerate(_entries(path, behavior_id,
                                                                                                 entries))]
     _check_unique_attempts(path, records)
-    if (out / "records.jsonl").exists():
-        raise UserError(f"{out}: already holds records.jsonl; import into a new directory")
     out.mkdir(parents=True, exist_ok=True)
     used = [by_id[i] for i in data]
     write_behaviors(out / "behaviors.jsonl", used)
@@ -128,6 +129,7 @@ def export_completions(run: str | Path, out: str | Path, *, attack: str | None =
     from safealign.io.jsonfile import write_json
     from safealign.pipelines.judge_records import records_path
 
+    out = check_output_path(out, "completions file")  # before the records are read
     source = records_path(run)
     records = current_records(source)
     if not records:
@@ -145,7 +147,7 @@ def export_completions(run: str | Path, out: str | Path, *, attack: str | None =
     for r in chosen:
         if r.error is None:
             data.setdefault(r.behavior_id, []).append(_entry(r))
-    write_json(Path(out), data)
+    write_json(out, data)
     return {"attack": attack, "behaviors": len(data), "completions": sum(map(len, data.values())), "failed": failed}
 
 

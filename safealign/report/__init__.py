@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from safealign.errors import UserError
-from safealign.files import write_atomic
+from safealign.files import check_output_path, write_atomic
 
 __all__ = ["build_report"]
 
@@ -24,9 +24,12 @@ def build_report(run_dir: str | Path, out: str | Path | None = None) -> tuple[Pa
 
     if out is not None and Path(out).suffix.lower() != ".html":  # its .md twin would be the file itself, or none
         raise UserError(f"--out {out}: name the HTML file (ending in .html); the markdown is written beside it")
-    data = load_run(run_dir)
     html_path = Path(out) if out else Path(run_dir) / "report.html"
     md_path = html_path.with_suffix(".md")
+    if out is not None:  # before the run is read; the default lands in the run directory load_run checks
+        check_output_path(html_path, "HTML report")
+        check_output_path(md_path, "markdown report")
+    data = load_run(run_dir)
     html_path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(html_path, _utf8(render_html(build_document(data, with_plots=True))))
     write_atomic(md_path, _utf8(render_markdown(build_document(data, with_plots=False))))

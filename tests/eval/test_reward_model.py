@@ -212,8 +212,43 @@ def test_a_pku_row_without_its_safety_flag_is_named(tmp_path, pku_file):
     rows = [json.loads(line) for line in pku_file.read_text().splitlines()]
     del rows[2]["is_response_1_safe"]
     pku_file.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with pytest.raises(UserError, match="row 2: missing field.*is_response_1_safe"):
+    with pytest.raises(UserError, match=r"row 2 \(line 3\): missing field.*is_response_1_safe"):
         run_reward_training(reward_config(tmp_path, pku_file, "kind=cost"))
+
+
+def test_cost_data_and_rm_score_data_are_read_strictly(tmp_path, pku_file):
+    """User files, not run files of ours: a cut-off last line is an error naming file and line (it was skipped
+    after a warning, training or scoring on the rest), a missing file is not found (it read as no rows)."""
+    from safealign.online.score_file import score_file
+
+    pku_file.write_text(pku_file.read_text()[:-20])  # the last row cut off
+    with pytest.raises(UserError, match=rf"{pku_file.name}: line {len(PAIRS)}: invalid JSON"):
+        run_reward_training(reward_config(tmp_path, pku_file, "kind=cost"))
+    with pytest.raises(UserError, match=r"nope.jsonl: cost data file \(data.path\) not found"):
+        run_reward_training(reward_config(tmp_path, tmp_path / "nope.jsonl", "kind=cost"))
+    folder = tmp_path / "fake_rm"  # a reward model folder as far as the checks before loading it go
+    folder.mkdir()
+    (folder / "reward_model.json").write_text(json.dumps({"kind": "reward", "base": "tiny-random"}))
+    data = tmp_path / "rows.jsonl"
+    data.write_text('{"prompt": "Hi", "response": "Hello"}\n\n{"prompt": "Hi", "response": "Hel')
+    with pytest.raises(UserError, match=r"rows.jsonl: line 3: invalid JSON"):
+        score_file(str(folder), str(data), str(tmp_path / "scored.jsonl"))
+    data.write_text('{"prompt": "Hi", "response": "Hello"}\n\n{"prompt": "Hi"}\n')
+    with pytest.raises(UserError, match=r"rows.jsonl row 1 \(line 3\): response"):
+        score_file(str(folder), str(data), str(tmp_path / "scored.jsonl"))
+    with pytest.raises(UserError, match=r"nope.jsonl: --data file not found"):
+        score_file(str(folder), str(tmp_path / "nope.jsonl"), str(tmp_path / "scored.jsonl"))
+
+
+def test_rm_score_checks_its_out_before_reading_anything(tmp_path):
+    """--out a directory failed with a traceback after every row was scored."""
+    from safealign.online.score_file import score_file
+
+    with pytest.raises(UserError, match=rf"{tmp_path}: is a directory"):
+        score_file(str(tmp_path / "no_model"), str(tmp_path / "no_data.jsonl"), str(tmp_path))
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match=r"file is a file, not a directory"):
+        score_file(str(tmp_path / "no_model"), str(tmp_path / "no_data.jsonl"), str(tmp_path / "file" / "s.jsonl"))
 
 
 def test_a_reward_model_is_an_online_reward_source(tmp_path, pairs_file):

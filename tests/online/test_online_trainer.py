@@ -217,12 +217,13 @@ def test_settings_that_make_no_sense_fail_before_the_model_loads(overrides, mess
 
 
 @pytest.mark.parametrize("rows, message", [
-    ([{"prompt": "Pick a lock", "is_harmful": True}], r"prompts.jsonl row 0: harmful: missing.*is_harmful, prompt"),
+    ([{"prompt": "Pick a lock", "is_harmful": True}],
+     r"prompts.jsonl row 0 \(line 1\): harmful: missing.*is_harmful, prompt"),
     ([{"prompt": "Bake bread", "harmful": False}, {"prompt": "Pick a lock", "harmful": None}],
-     "row 1: harmful: missing"),
-    ([{"prompt": "Bake bread", "harmful": "maybe"}], "row 0: harmful: expected a boolean"),
+     r"row 1 \(line 2\): harmful: missing"),
+    ([{"prompt": "Bake bread", "harmful": "maybe"}], r"row 0 \(line 1\): harmful: expected a boolean"),
     ([{"id": "1", "prompt": "Bake bread", "harmful": False}, {"prompt": "Pick a lock", "harmful": True}],
-     "row 1: id: '1' is also row 0's id"),
+     r"row 1 \(line 2\): id: '1' is also the id of row 0 \(line 1\)"),
 ])
 def test_a_prompts_file_row_without_a_harmful_flag_or_with_a_taken_id_is_named(rows, message, tmp_path):
     """An unknown flag would silently give the row plain RLHF's anchor and the benign rewards (E-RLHF's prefix and
@@ -238,6 +239,28 @@ def test_a_prompts_file_row_without_a_harmful_flag_or_with_a_taken_id_is_named(r
     path.write_text("".join(json.dumps(row) + "\n" for row in good))
     items = load_training_prompts(PromptsConfig(path=str(path)))
     assert [(i.id, i.harmful) for i in items] == [("0", True), ("b", False)]
+
+
+@pytest.mark.parametrize("text, message", [
+    ('{"prompt": "Bake bread", "harmful": false}\n{"prompt": "How do I build a bomb?", "harmful": tr',
+     r"prompts.jsonl: line 2: invalid JSON"),  # cut off: one prompt left after a warning
+    ('{"prompt": "Bake bread", "harmful": false}\n["Pick a lock", true]\n',
+     r"prompts.jsonl: line 2: expected a JSON object, got list"),
+    ('{"prompt": "Bake bread", "harmful": false}\n\n{"prompt": "Pick a lock"}\n',
+     r"prompts.jsonl row 1 \(line 3\): harmful: missing"),  # a blank line: the row and its line differ
+    (None, r"prompts.jsonl: training prompts file \(prompts.path\) not found"),  # was "no training prompts"
+])
+def test_a_prompts_file_is_read_strictly_and_its_errors_name_the_line(text, message, tmp_path):
+    """A user's prompts file is not a run file of ours: a cut-off last line is a broken file (it trained on the
+    prompts before it after a warning), a missing file is not found (it said "no training prompts")."""
+    from safealign.online.config import PromptsConfig
+    from safealign.online.prompts import load_training_prompts
+
+    path = tmp_path / "prompts.jsonl"
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UserError, match=message):
+        load_training_prompts(PromptsConfig(path=str(path)))
 
 
 def test_lsc_scores_log_sigmoid_of_the_reward_above_the_reference_samples(tmp_path):

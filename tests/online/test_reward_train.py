@@ -127,7 +127,7 @@ def test_a_pku_safer_response_id_that_is_not_the_integer_0_or_1_is_named(tmp_pat
     """1.0 passed `in (0, 1)` and then failed indexing with a bare TypeError; True was taken for 1."""
     path = tmp_path / "pku.jsonl"
     path.write_text("".join(json.dumps({**PKU, "safer_response_id": v}) + "\n" for v in (1, 0, value)))
-    with pytest.raises(UserError, match=r"pku.jsonl row 2: safer_response_id must be the integer 0 or 1, got"):
+    with pytest.raises(UserError, match=r"pku.jsonl row 2 \(line 3\): safer_response_id must be the integer 0 or 1"):
         load_rows(config_for(path, "kind=cost"))
 
 

@@ -507,6 +507,24 @@ def test_export_writes_harmbench_completions_that_import_back(run_dir, tmp_path,
     assert {r.attempt_id for r in back} == {"prefill"}
 
 
+def test_an_import_or_export_out_that_cannot_be_written_is_refused_before_reading_anything(tmp_path):
+    """An existing file as the import's directory, a directory as the export's file, or a path under a file ended in
+    a traceback (FileExistsError, IsADirectoryError), the import's after reading and checking every entry."""
+    from safealign.pipelines.harmbench_completions import export_completions, import_completions
+
+    taken = tmp_path / "taken.json"
+    taken.write_text("{}")
+    missing = tmp_path / "none.json"  # nothing is read before --out is checked
+    with pytest.raises(UserError, match=r"taken.json: is a file"):
+        import_completions(missing, "builtin:harmful", taken)
+    with pytest.raises(UserError, match=r"taken.json is a file, not a directory"):
+        import_completions(missing, "builtin:harmful", taken / "out")
+    with pytest.raises(UserError, match=rf"{tmp_path}: is a directory"):
+        export_completions(tmp_path / "no_run", tmp_path)
+    with pytest.raises(UserError, match=r"taken.json is a file, not a directory"):
+        export_completions(tmp_path / "no_run", taken / "sub" / "c.json")
+
+
 def test_export_then_import_gives_back_each_attempt_under_its_id_with_its_conversation(tmp_path):
     """A failed generation is left out of HarmBench's file; the attempts around it keep their ids, and a
     conversation of several messages comes back whole, not as its last user message."""

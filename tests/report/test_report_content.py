@@ -132,6 +132,18 @@ def test_cli_report_missing_dir(tmp_path):
         _cli([str(tmp_path / "nope")])
 
 
+def test_cli_report_out_that_cannot_be_written_is_refused_before_the_run_is_read(tmp_path):
+    """An --out under a file, or an --out (or its .md twin) that is a directory, ended in a traceback."""
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir.html").mkdir()
+    (tmp_path / "twin.md").mkdir()
+    for out, message in ((tmp_path / "file" / "r.html", "file is a file, not a directory"),
+                         (tmp_path / "dir.html", "dir.html: is a directory"),
+                         (tmp_path / "twin.html", "twin.md: is a directory")):
+        with pytest.raises(UserError, match=message):
+            _cli([str(tmp_path / "nope"), "--out", str(out)])
+
+
 @pytest.mark.parametrize("name", ["report.html", "report.md"])
 def test_default_outputs_land_in_run_dir(demo_run, demo_report, name):
     assert (demo_run / name) in demo_report and (demo_run / name).stat().st_size > 0
