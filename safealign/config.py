@@ -19,7 +19,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from safealign.errors import UserError
-from safealign.files import dump_yaml, load_yaml, read_text
+from safealign.files import TextChanged, dump_yaml, load_value, load_yaml, read_text, yaml_quoted
 
 T = TypeVar("T")
 COMMAND_LINE = "command-line overrides"  # where a text override comes from, in errors
@@ -193,7 +193,8 @@ def _parse_value(parent: Any, leaf: str, raw: str, override: str) -> Any:
     """The override's value. A text field (``model.name``, ``behaviors.rows``, ``output_dir``) or a list of texts
     takes the text as written: YAML would read `` #2`` as a comment (and YAML 1.1 ``10:50`` as the base-60 number
     650, ``0123`` as octal 83, ``No`` as false). Anything else is read as YAML by the config files' loader
-    (safealign.files.load_yaml: 1e-4, [a,b], null); a value it cannot read is a UserError naming the override."""
+    (safealign.files.load_value: 1e-4, [a,b], null); a value it cannot read, or would read as other than the text
+    written (`` #2`` a comment, ``Sure: {target}`` a mapping), is a UserError naming the override."""
     from omegaconf import ListConfig
     from omegaconf.nodes import StringNode
 
@@ -205,10 +206,14 @@ def _parse_value(parent: Any, leaf: str, raw: str, override: str) -> Any:
     if text_list and raw.startswith("[") and raw.endswith("]"):
         return _text_items(raw[1:-1], override)
     try:
-        return load_yaml(raw)
+        return load_value(raw)
     except yaml.YAMLError as exc:
         raise UserError(f"command-line overrides: {override!r}: not a readable value "
                         f"({getattr(exc, 'problem', None) or exc}); quote it, e.g. {leaf}='...'") from None
+    except TextChanged as exc:  # YAML would change the text (a `` #`` comment, ``a: b`` a mapping)
+        key = override.partition("=")[0]
+        raise UserError(f"command-line overrides: {override!r}: {exc}; to keep the text as written, quote it: "
+                        f'"{key}={yaml_quoted(raw)}"') from None
 
 
 def _text_items(inner: str, override: str) -> list[str]:

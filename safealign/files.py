@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from safealign.errors import UserError, reading
+from safealign.errors import UserError, brief, reading
 
 _BOOL, _INT, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"
 _YAML_1_2_FLOAT = re.compile(r"^(?:[-+]?(?:(?:0|[1-9][0-9]*)(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?"
@@ -51,6 +51,36 @@ ConfigDumper.add_implicit_resolver(_FLOAT, _YAML_1_2_FLOAT, list("-+.0123456789"
 def load_yaml(text: str) -> Any:
     """``text`` read by :class:`ConfigLoader`; raises ``yaml.YAMLError`` for text that is not YAML."""
     return yaml.load(text, Loader=ConfigLoader)  # noqa: S506 - a SafeLoader
+
+
+class TextChanged(ValueError):
+    """A ``key=value`` value that YAML would read as other than the text written (:func:`load_value`)."""
+
+
+def load_value(text: str) -> Any:
+    """A command line's ``key=value`` value read by :func:`load_yaml` (``5e-4``, ``true``, ``null``, ``'quoted'``,
+    ``[a, b]``, ``{k: v}``); a TextChanged saying how YAML would read it where that changes the text: an unquoted
+    `` #...`` is a comment and was dropped (a template ``Sure #1 {target}`` became ``Sure``), text not opening with
+    ``{``/``[`` read as a mapping or list (``Sure: {target}``), unquoted text that loses spaces or line breaks.
+    Raises ``yaml.YAMLError`` for text that is not YAML."""
+    value = load_yaml(text)
+    scalars = [t for t in yaml.scan(text, Loader=ConfigLoader) if isinstance(t, yaml.ScalarToken)]
+    for index in (i for i, char in enumerate(text) if char == "#"):
+        if not any(t.start_mark.index <= index < t.end_mark.index for t in scalars):  # not inside a text: a comment
+            comment = text[index:].partition("\n")[0]
+            raise TextChanged(f"YAML would read {comment!r} as a comment and drop it")
+    if isinstance(value, (dict, list)) and not text.lstrip().startswith(("{", "[")):
+        kind, form = ("mapping", "{key: value}") if isinstance(value, dict) else ("list", "[a, b]")
+        raise TextChanged(f"YAML would read it as a {kind} {brief(value)} (a {kind} is written {form})")
+    quoted = len(scalars) == 1 and scalars[0].style in ("'", '"')
+    if isinstance(value, str) and value != text and not quoted:
+        raise TextChanged(f"YAML would read it as {brief(value)}")
+    return value
+
+
+def yaml_quoted(text: str) -> str:
+    """``text`` as a single-quoted YAML scalar, which :func:`load_yaml` reads back as ``text``."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def dump_yaml(data: Any) -> str:

@@ -60,6 +60,54 @@ def test_an_unreadable_override_value_is_one_error_naming_it():
         load_config(EvalConfig, None, ["generation.max_new_tokens=[1"])
 
 
+@pytest.mark.parametrize("override, reading", [
+    ("attack_params.prefill.template=Sure #1 {target}", "'#1 {target}' as a comment"),  # was 'Sure'
+    ("attack_params.prefill.template=Sure, here is {target}. Step #1", "'#1' as a comment"),
+    ("attack_params.prefill.template=Sure: {target}", "as a mapping"),  # was {'Sure': {'target': None}}
+    ("judge_params.llm.prompt=#1 rule", "'#1 rule' as a comment"),  # was null
+    ("judge_params.llm.names=- a", "as a list"),
+    ("judge_params.llm.prefix=Sure, here is ", "as 'Sure, here is'"),  # the space the template ends with
+    ("judge_params.llm.ids=[a, b] #2", "'#2' as a comment"),
+])  # fmt: skip
+def test_an_override_whose_text_yaml_would_change_is_refused_with_how_to_quote_it(override, reading):
+    """Inside free-form parameters (attack_params, judge_params, a loss's or defense's params) a value is read as
+    YAML: `` #...`` was dropped as a comment and ``a: b`` became a mapping, silently. Quoted as the error says, the
+    text arrives as written."""
+    from safealign.eval.config import EvalConfig
+
+    key, _, raw = override.partition("=")
+    with pytest.raises(ValueError, match=re.escape(f"{override!r}: YAML would read ")) as info:
+        load_config(EvalConfig, None, [override])
+    assert reading in str(info.value)
+    quoted = re.search(r'quote it: "(.*)"$', str(info.value)).group(1)
+    assert quoted.startswith(f"{key}='")
+    config = to_dict(load_config(EvalConfig, None, [quoted]))
+    for part in key.split("."):
+        config = config[part]
+    assert config == raw
+
+
+def test_a_comment_after_a_typed_value_is_refused_too():
+    from safealign.eval.config import EvalConfig
+
+    with pytest.raises(ValueError, match=re.escape("'generation.temperature=0.5 #was 0.7': YAML would read '#was")):
+        load_config(EvalConfig, None, ["generation.temperature=0.5 #was 0.7"])
+
+
+def test_override_values_yaml_reads_without_losing_text_keep_working():
+    from safealign.eval.config import EvalConfig
+
+    config = load_config(EvalConfig, None, [
+        "judge_params.x.a=5e-1", "judge_params.x.b=true", "judge_params.x.c=null", "judge_params.x.d=0123",
+        "judge_params.x.e='Sure: {target} #1'", 'judge_params.x.f="it\'s #1"', "judge_params.x.g=[a, 'b #c']",
+        "judge_params.x.h={k: v}", "judge_params.x.i=Step#1, here is {target}.", "judge_params.x.j=",
+        "defenses=[{name: smoothllm, params: {q: 5}}]", "defenses.0.params.q=0.1"])
+    assert config.judge_params["x"] == {"a": 0.5, "b": True, "c": None, "d": "0123", "e": "Sure: {target} #1",
+                                        "f": "it's #1", "g": ["a", "b #c"], "h": {"k": "v"},
+                                        "i": "Step#1, here is {target}.", "j": None}
+    assert config.defenses[0].params == {"q": 0.1}
+
+
 @pytest.mark.parametrize("override, message", [
     ("losses.3.params.beta=1", "no such key 'losses.3' (a list of length 1)"),
     ("lora.bogus.r=1", "no such key 'lora.bogus'; valid keys here: alpha"),
@@ -261,6 +309,26 @@ def test_a_recipe_may_name_its_trainer_preference_as_documented(tmp_path):
     assert load_config(TrainConfig, path).trainer == "preference"
 
 
+def test_a_trainer_given_on_the_command_line_picks_the_schema(tmp_path, capsys):
+    """``safealign train pref.yaml trainer=online`` loaded the preference schema, which said "'online' recipes have
+    their own schema (safealign train picks it)": only the recipe files picked it."""
+    from safealign.cli import main
+    from safealign.cli.train import trainer_kind
+
+    path = tmp_path / "pref.yaml"
+    path.write_text(f"data: {{path: pairs.jsonl}}\noutput_dir: {tmp_path / 'out'}\n")
+    assert trainer_kind(str(path)) == "preference"
+    assert trainer_kind(str(path), ["trainer=online", "learning_rate=1e-4"]) == "online"
+    assert trainer_kind(str(path), ["trainer=online", "trainer='reward'"]) == "reward"  # the last one, as written
+    (tmp_path / "online.yaml").write_text("base: pref.yaml\ntrainer: online\n")
+    assert trainer_kind(str(tmp_path / "online.yaml"), ["trainer=preference"]) == "preference"
+    with pytest.raises(ValueError, match=re.escape("command-line overrides: trainer must be preference, online or "
+                                                   "reward, got 'onlne'")):
+        trainer_kind(str(path), ["trainer=onlne"])
+    assert main(["train", str(path), "trainer=reward", "--resume"]) == 2  # refused as a reward recipe is
+    assert "--resume: reward-model training (trainer: reward) keeps no checkpoints" in capsys.readouterr().err
+
+
 def test_a_typed_value_is_assigned_as_it_is_and_errors_name_its_source():
     from safealign.config import Value, load_config
     from safealign.eval.config import EvalConfig
@@ -371,3 +439,18 @@ def test_judge_validate_reads_parameters_as_yaml_1_2():
 
     assert parse_params(["threshold=5e-1", "name=No", "model=0123"]) == {"threshold": 0.5, "name": "No",
                                                                        "model": "0123"}
+
+
+@pytest.mark.parametrize("item, reading", [
+    ("prompt=Rate it #1 to 10", "'#1 to 10' as a comment"),
+    ("prompt=Verdict: {answer}", "as a mapping"),
+])
+def test_judge_validate_refuses_a_parameter_whose_text_yaml_would_change(item, reading):
+    from safealign.cli.judge_validate import parse_params
+
+    with pytest.raises(ValueError, match=re.escape(f"judge parameter {item!r}: YAML would read ")) as info:
+        parse_params([item])
+    assert reading in str(info.value)
+    quoted = re.search(r'quote it: "(.*)"$', str(info.value)).group(1)
+    assert parse_params([quoted]) == {"prompt": item.partition("=")[2]}
+    assert parse_params(["custom=[a, 'b #c']", "format=x#y"]) == {"custom": ["a", "b #c"], "format": "x#y"}

@@ -31,8 +31,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from safealign import checks
     from safealign.pipelines.inspect_data import format_inspection, inspect_data
 
+    # -1 read no row ("cannot detect the data format") or showed all examples but the last
+    checks.at_least("--limit", args.limit, 1, "the number of rows to read, from the first")
+    checks.at_least("--examples", args.examples, 0)
     summary = inspect_data(args.path, format=args.format, columns=parse_columns(args.column), split=args.split,
                            harmful=args.harmful, tokenizer=args.tokenizer, examples=args.examples, limit=args.limit)
     print(json.dumps(summary, indent=2, ensure_ascii=False) if args.json else format_inspection(summary))

@@ -10,7 +10,7 @@ from typing import Any
 import yaml
 
 from safealign.errors import UserError
-from safealign.files import load_yaml
+from safealign.files import TextChanged, load_value, yaml_quoted
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,16 +31,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def parse_params(items: list[str]) -> dict[str, Any]:
     """``key=value`` pairs; values are read as YAML scalars/lists (``batch_size=4``, ``custom=[a,b]``,
-    ``threshold=5e-1``) by the config files' loader (safealign.files.load_yaml)."""
+    ``threshold=5e-1``) by the config files' loader (safealign.files.load_value), which refuses a value YAML
+    would change (`` #1`` a comment, ``Verdict: {answer}`` a mapping) rather than pass the judge other text."""
     params: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise UserError(f"judge parameter {item!r}: expected key=value, e.g. model=cais/HarmBench-Llama-2-13b-cls")
         try:
-            params[key.strip()] = load_yaml(value) if value else ""
+            params[key.strip()] = load_value(value) if value else ""
         except yaml.YAMLError as exc:
             raise UserError(f"judge parameter {item!r}: cannot read the value: {exc}") from exc
+        except TextChanged as exc:
+            raise UserError(f"judge parameter {item!r}: {exc}; to keep the text as written, quote it: "
+                            f'"{key}={yaml_quoted(value)}"') from None
     return params
 
 

@@ -1,12 +1,14 @@
 """``safealign train CONFIG.yaml [key=value ...] [--resume]``.
 
-The recipe's ``trainer`` key picks the schema: absent (or ``preference``) is the offline preference trainer,
-``online`` the online RLOO/GRPO/IPO trainer, ``reward`` a reward or cost model (docs/online.md).
+The recipe's ``trainer`` key (or a ``trainer=`` override) picks the schema: absent (or ``preference``) is the
+offline preference trainer, ``online`` the online RLOO/GRPO/IPO trainer, ``reward`` a reward or cost model
+(docs/online.md).
 """
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -22,15 +24,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="delete the outputs of an earlier run in output_dir (checkpoints, metrics, final/) first")
 
 
-def trainer_kind(path: str) -> str:
-    from safealign.config import read_recipe
+def trainer_kind(path: str, overrides: Iterable[str] = ()) -> str:
+    """The ``trainer`` the recipe's layers set, or the last ``trainer=`` override (text as written, as a text field
+    takes it): the override also reaches the schema, so picking the schema from the files alone loaded the
+    preference schema for ``trainer=online``, which then refused it."""
+    from safealign.config import COMMAND_LINE, read_recipe
     from safealign.errors import UserError
 
-    kind = "preference"
+    kind, where = "preference", path
     for layer in read_recipe(Path(path)):
         kind = layer.get("trainer", kind)
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key == "trainer":
+            quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+            kind, where = value[1:-1] if quoted else value, COMMAND_LINE
     if kind not in ("preference", "online", "reward"):
-        raise UserError(f"{path}: trainer must be preference, online or reward, got {kind!r}")
+        raise UserError(f"{where}: trainer must be preference, online or reward, got {kind!r}")
     return kind
 
 
@@ -38,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from safealign.config import load_config
     from safealign.errors import UserError
 
-    kind = trainer_kind(args.config)
+    kind = trainer_kind(args.config, args.overrides)
     if kind == "reward" and args.resume:  # its loop saves no checkpoint: --resume trained from scratch on a new folder
         raise UserError("--resume: reward-model training (trainer: reward) keeps no checkpoints, so it cannot continue "
                         "a run; run without --resume (an unfinished run in output_dir is refused, and --overwrite "

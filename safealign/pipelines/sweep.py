@@ -59,7 +59,7 @@ import yaml
 
 from safealign.config import Value, literal_text, to_dict
 from safealign.errors import UserError
-from safealign.files import load_yaml, read_text
+from safealign.files import TextChanged, load_value, load_yaml, read_text, yaml_quoted
 from safealign.io import write_json
 from safealign.io.committable import hold_back, mark_results, release
 from safealign.io.jsonfile import write_atomic
@@ -195,8 +195,9 @@ def load_grid(path: str | Path, overrides: list[str] | None = None) -> Grid:
 
 def _override_grid(path: str | Path, data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """``data`` with the grid's ``key=value`` overrides (``seeds=[0,1]``, ``axes.beta=[0.1]``), each value read
-    as the grid file is (safealign.files.load_yaml: ``5e-4`` a number, ``0123`` text); ``output_dir`` is a
-    folder's path, taken as written (``output_dir=2024`` is no number). Text holding ``${`` stays as it is."""
+    as the grid file is (safealign.files.load_value: ``5e-4`` a number, ``0123`` text; a value YAML would change,
+    `` #1`` a comment or ``a: b`` a mapping, is refused); ``output_dir`` is a folder's path, taken as written
+    (``output_dir=2024`` is no number). Text holding ``${`` stays as it is."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -204,11 +205,14 @@ def _override_grid(path: str | Path, data: dict[str, Any], overrides: list[str])
     for override in overrides:
         key, _, raw = override.partition("=")
         try:
-            value = _unquoted(raw) if key == "output_dir" else load_yaml(raw)
+            value = _unquoted(raw) if key == "output_dir" else load_value(raw)
             OmegaConf.update(config, key, literal_text(value), merge=True)
         except (yaml.YAMLError, OmegaConfBaseException, TypeError) as exc:
             problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
             raise UserError(f"{path}: command-line override {override!r}: {problem}") from None
+        except TextChanged as exc:  # YAML would change the text
+            raise UserError(f"{path}: command-line override {override!r}: {exc}; to keep the text as written, quote "
+                            f'it: "{key}={yaml_quoted(raw)}"') from None
     return OmegaConf.to_container(config, resolve=True)  # type: ignore[return-value]
 
 

@@ -91,3 +91,15 @@ def test_duplicate_preference_rows_are_counted(tmp_path, capsys, caplog):
     assert "2 duplicate row(s) (row 2 = row 0, row 3 = row 0)" in caplog.text  # what training logs too
     assert main(["data", "inspect", str(path)]) == 0
     assert "duplicates: 2" in capsys.readouterr().out
+
+
+def test_a_negative_limit_or_example_count_is_refused_naming_the_flag(tmp_path, capsys):
+    """``--limit -1`` said the file had no rows; ``--examples -1`` showed all but the last."""
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    for flag, value, message in (("--limit", "0", "--limit must be >= 1, got 0"),
+                                 ("--limit", "-1", "--limit must be >= 1, got -1"),
+                                 ("--examples", "-1", "--examples must be >= 0, got -1")):
+        assert main(["data", "inspect", str(path), flag, value]) == 2
+        assert capsys.readouterr().err.startswith(f"safealign: error: {message}")
+    assert run_json(capsys, path, "--examples", "0", "--limit", "1")["examples"] == []

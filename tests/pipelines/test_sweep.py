@@ -826,6 +826,22 @@ def test_the_output_dir_override_is_read_as_text(tmp_path):
     assert grid.setting_config(grid.settings()[0]).prefix == "As ${model} would: "
 
 
+def test_a_grid_override_whose_text_yaml_would_change_is_refused(tmp_path):
+    """``demo.eval.attack_params.prefill.template=Sure #1 {target}`` reached every cell as ``Sure``."""
+    from safealign.pipelines.sweep import load_grid
+
+    path = tmp_path / "grid.yaml"
+    path.write_text("demo: {model: tiny-random}\naxes: {beta: [0.1]}\n")
+    key = "demo.eval.attack_params.prefill.template"  # a grid key: read by the grid, not the demo config
+    for raw, reading in (("Sure #1 {target}", "'#1 {target}' as a comment"), ("Sure: {target}", "as a mapping")):
+        with pytest.raises(ValueError, match=re.escape(f"grid.yaml: command-line override '{key}={raw}': YAML would "
+                                                       f"read ")) as info:
+            load_grid(path, [f"{key}={raw}"])
+        assert reading in str(info.value) and str(info.value).endswith(f'quote it: "{key}=\'{raw}\'"')
+        grid = load_grid(path, [f"{key}='{raw}'"])
+        assert grid.setting_config(grid.settings()[0]).eval.attack_params["prefill"]["template"] == raw
+
+
 def _trained_cell(grid, setting, variant, seed):
     """A cell of ``grid`` as a worker leaves it once training started: its fingerprint and a train/ folder."""
     from safealign.io import write_json
