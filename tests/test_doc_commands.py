@@ -142,10 +142,26 @@ def expand_braces(word: str) -> list[str]:
     return [w for item in items.split(",") for w in expand_braces(head + item + tail)]
 
 
+_QUOTED_BRACES = str.maketrans("{}", "\x01\x02")  # braces inside quotes, which bash does not expand
+
+
+def _hide_quoted_braces(command: str) -> str:
+    """``command`` with each brace inside single or double quotes replaced by a placeholder (:func:`words` puts it
+    back after expanding the others): ``'methods=[{name: a}, {name: b}]'`` is one word to bash."""
+    out, quote = [], None
+    for char in command:
+        if quote is None and char in "'\"":
+            quote = char
+        elif char == quote:
+            quote = None
+        out.append(char.translate(_QUOTED_BRACES) if quote is not None else char)
+    return "".join(out)
+
+
 def words(command: str) -> list[str]:
-    """The command's words: quotes removed, braces expanded, redirections (``> file``) dropped."""
+    """The command's words: quotes removed, braces outside quotes expanded, redirections (``> file``) dropped."""
     try:
-        tokens = shlex.split(command)
+        tokens = shlex.split(_hide_quoted_braces(command))
     except ValueError as exc:  # an unclosed quote
         raise Unresolved(str(exc)) from None
     kept: list[str] = []
@@ -156,7 +172,7 @@ def words(command: str) -> list[str]:
         elif re.fullmatch(r"\d*(>>?|<)&?", token):
             skip_next = True
         elif not re.match(r"\d*(>>?|<)", token):
-            kept.extend(expand_braces(token))
+            kept.extend(w.replace("\x01", "{").replace("\x02", "}") for w in expand_braces(token))
     while kept and kept[0] in _KEYWORDS:
         kept.pop(0)
     while kept and kept[-1] in {"}", ")"}:
@@ -240,6 +256,7 @@ for p in one two; do
   safealign diagnose anchor --prefix $p --a $c/s{0,1}/eval > log.txt &
 done
 safealign data inspect "$missing/file"
+safealign defenses d.yaml 'methods=[{name: a}, {name: b}]' s{0,1}
 ```
 
 ```
@@ -255,6 +272,7 @@ def test_extractor_reads_commands_as_bash_would():
         ("S.md:6", "sweep g.yaml --metrics a,b seeds=[0,1]"),
         ("S.md:6+2", "report out"),
         ("S.md:10", "diagnose anchor --prefix one --a runs/cell,x=1/s0/eval runs/cell,x=1/s1/eval"),
+        ("S.md:13", "defenses d.yaml methods=[{name: a}, {name: b}] s0 s1"),  # quoted braces are not expanded
     ]
     assert skipped == ['S.md:12: $missing is not set in the block: safealign data inspect "$missing/file"']
 
