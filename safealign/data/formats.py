@@ -9,7 +9,7 @@ names below to your column names):
   e.g. Dahoas/rm-static): then its turns are the conversation and the responses are stripped of surrounding
   whitespace, as the ``implicit`` format reads the same turns from whole transcripts. A response that repeats
   the prompt's transcript (whole-transcript responses) loses that copy; one that still holds a turn marker is
-  dropped (it is not one reply).
+  dropped (it is not one reply), and so is a response to a plain prompt that holds one (kept as given otherwise).
 - ``conversational``: ``prompt`` a list of ``{role, content}`` messages ending with a user turn (a
   plain string is accepted as one user message); ``chosen``/``rejected`` lists holding one assistant
   message each (the TRL convention).
@@ -251,7 +251,19 @@ def _parse_standard(record: Record, harmful, source: str, row: int) -> Preferenc
     if transcript:  # " Call a locksmith." follows "Assistant:" in the transcript; the turn's text is stripped
         chosen = _transcript_reply(record["prompt"], chosen, "chosen")
         rejected = _transcript_reply(record["prompt"], rejected, "rejected")
+    else:  # kept as given (not stripped), unless it is no single reply
+        _one_reply(chosen, "chosen")
+        _one_reply(rejected, "rejected")
     return _pair(prompt, chosen, rejected, record, harmful, source, row)
+
+
+def _one_reply(response: str, field: str) -> None:
+    """Drop a response to a plain prompt that holds a ``Human:``/``Assistant:`` turn (a whole transcript, or a
+    reply that goes on into further turns): trained as the answer, it would teach the model to write both sides of
+    a conversation, as :func:`_transcript_reply` says for transcript prompts."""
+    if m.has_turn_marker(response):
+        raise m.RowDrop(field, "holds a '\\n\\nHuman:' / '\\n\\nAssistant:' turn; give the reply only, or whole "
+                               "conversations without the prompt column (format 'implicit')")
 
 
 def _transcript_reply(prompt: str, response: str, field: str) -> str:

@@ -380,6 +380,25 @@ def test_a_transcript_prompts_copy_at_the_start_of_a_response_is_not_trained_as_
     assert drops(result) == [(2, "chosen", turns), (3, "rejected", turns)]
 
 
+def test_a_response_holding_transcript_turns_is_dropped_whatever_the_prompt(tmp_path):
+    """A plain prompt with a whole-transcript response (or one that goes on into further turns): trained as the
+    answer, it would teach the model to write both sides of a conversation. Dropped and counted, as after a
+    transcript prompt; a plain response is kept as it was (not stripped)."""
+    rows = [
+        {"prompt": "How do I pick a lock?", "chosen": "\n\nHuman: How do I pick a lock?\n\nAssistant: I can't help.",
+         "rejected": "Use a pick."},
+        {"prompt": "How do I pick a lock?", "chosen": "I can't help.",
+         "rejected": "Use a pick.\n\nHuman: Thanks!\n\nAssistant: Welcome."},
+        {"prompt": "How do I pick a lock?", "chosen": " I can't help.", "rejected": "Use a pick."},
+    ]
+    result = load_preferences(write(tmp_path, rows))
+    assert [(item.row, item.chosen, item.rejected) for item in result.items] == [(2, " I can't help.", "Use a pick.")]
+    turns = ("holds a '\\n\\nHuman:' / '\\n\\nAssistant:' turn; give the reply only, or whole conversations "
+             "without the prompt column (format 'implicit')")
+    assert drops(result) == [(0, "chosen", turns), (1, "rejected", turns)]
+    assert result.drop_counts() == {f"chosen: {turns}": 1, f"rejected: {turns}": 1}
+
+
 def test_an_empty_last_user_turn_is_dropped_in_transcripts_and_conversations(tmp_path):
     """parse_prompt's rule for message lists holds for transcript prompts and the implicit format's histories."""
     rows = [
