@@ -18,20 +18,28 @@ def inspect_data(path: str, *, format: str = "auto", columns: Optional[dict[str,
                  split: Optional[str] = None, harmful: Optional[bool] = None, tokenizer: Optional[str] = None,
                  examples: int = 3, limit: Optional[int] = None) -> dict[str, Any]:
     """A summary dict of ``path`` (a file or an HF dataset id): preference data, or a behaviors file."""
-    if format == "behaviors" or (format == "auto" and _is_behaviors(path)):
+    # a column mapping is for preference data (behaviors files take none)
+    if format == "behaviors" or (format == "auto" and not columns and _is_behaviors(path, split)):
         return _behaviors_summary(path, tokenizer, examples)
     return _preferences_summary(path, tokenizer, examples, format=format, columns=columns or {}, split=split,
                                 harmful=harmful, limit=limit)
 
 
-def _is_behaviors(path: str) -> bool:
+def _is_behaviors(path: str, split: Optional[str]) -> bool:
+    """Whether the first row (at ``split``, as the preference reader would read it) is a behaviors or benchmark
+    row and no preference format: ``prompt`` alone reads as a generic behaviors file, so PKU-SafeRLHF's
+    ``prompt, response_0, ...`` would, though ``load_preferences`` detects its format."""
     from safealign.data.behaviors import behaviors_layout, benchmark_layout
+    from safealign.data.formats import detect_format
     from safealign.data.sources import read_rows
 
-    first = next(read_rows(path, limit=1), None)
+    first = next(read_rows(path, split=split, limit=1), None)
     if first is None:
         return False
-    keys = first[1].keys()
+    record = first[1]
+    if detect_format(set(record), record) is not None:
+        return False
+    keys = record.keys()
     return behaviors_layout(keys) is not None or benchmark_layout(keys, path) is not None
 
 

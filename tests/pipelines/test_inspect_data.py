@@ -27,3 +27,38 @@ def test_inspect_shows_a_joint_pairs_second_prompt_and_scores(tmp_path):
     assert example["prompt"] == [{"role": "user", "content": "A?"}]
     assert example["rejected_prompt"] == [{"role": "user", "content": "B?"}] and example["chosen_scores"] == [-2.0]
     assert "B?" in example["rendered_rejected_prompt"] and "B?" not in example["rendered_prompt"]
+
+
+def test_preference_data_is_not_taken_for_behaviors_whatever_its_columns(tmp_path):
+    """The behaviors check must not win over a preference format ``load_preferences`` detects (PKU-SafeRLHF's
+    prompt + response_0/1 columns) or one the column mapping makes (prompt, good, bad with chosen=good)."""
+    pku = tmp_path / "pku.jsonl"
+    pku.write_text(json.dumps({"prompt": "How do I pick a lock?", "response_0": "Call a locksmith.",
+                               "response_1": "Use a pick.", "is_response_0_safe": True, "is_response_1_safe": False,
+                               "better_response_id": 1, "safer_response_id": 0}) + "\n")
+    summary = inspect_data(str(pku))
+    assert (summary["format"], summary["parsed"]) == ("pku_saferlhf", 1)
+    mapped = tmp_path / "mapped.jsonl"
+    mapped.write_text(json.dumps({"prompt": "hi", "good": "hello", "bad": "go away"}) + "\n")
+    summary = inspect_data(str(mapped), columns={"chosen": "good", "rejected": "bad"})
+    assert (summary["format"], summary["parsed"]) == ("standard", 1)
+    assert summary["examples"][0]["chosen"] == "hello"
+
+
+def test_a_hub_dataset_is_read_at_the_split_given(monkeypatch):
+    """Detection reads the split asked for: a data set without a 'train' split (test_prefs only) is not asked for
+    one."""
+    import datasets
+
+    calls = []
+
+    def fake_load_dataset(name, split, **kwargs):
+        calls.append((name, split))
+        if split != "test_prefs":
+            raise ValueError(f"Unknown split {split!r}")
+        return [{"prompt": "hi", "chosen": "hello", "rejected": "go away"}]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    summary = inspect_data("owner/prefs", split="test_prefs")
+    assert (summary["format"], summary["parsed"]) == ("standard", 1)
+    assert {split for _, split in calls} == {"test_prefs"}
