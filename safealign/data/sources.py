@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -58,7 +59,7 @@ def read_rows(
     Raises UserError naming the file (and line) when it cannot be read; ``what``, the config key that named the
     source (``behaviors.path``), is named too when there is no such file.
     """
-    path = Path(source)
+    path = Path(source).expanduser()  # "~/x.jsonl" as a shell would read it
     if path.exists():
         if path.is_dir():
             raise UserError(f"{path}: is a directory; pass a data file (jsonl, json, csv, parquet) or a dataset id")
@@ -129,6 +130,7 @@ def _parse_csv(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Rec
     try:
         if not reader.fieldnames:
             raise UserError(f"{path}: empty file (no header row)")
+        _check_unique_header(path, reader.fieldnames)
         start = reader.line_num  # lines read before the next record
         last_start = None
         for row, record in enumerate(reader):
@@ -143,6 +145,18 @@ def _parse_csv(path: Path, text: str, delimiter: str) -> Iterator[tuple[int, Rec
         raise UserError(f"{path}: malformed CSV near line {reader.line_num}: {exc}") from exc
     if last_start is not None:
         _check_closed_quotes(path, text, delimiter, last_start)
+
+
+def _check_unique_header(path: Path, names: list[str]) -> None:
+    """A name the header repeats: csv.DictReader keeps the last such column's value, so the others' would be lost
+    without a word (``prompt,chosen,rejected,chosen`` read the fourth column as the chosen response). Unnamed
+    (empty) columns may repeat: no field or mapping can name them."""
+    counts = Counter(name for name in names if name)
+    repeated = [(name, n) for name, n in counts.items() if n > 1]
+    if repeated:
+        name, n = repeated[0]
+        raise UserError(f"{path}: column {name!r} appears {n} times in the header ({', '.join(names)}); the reader "
+                        "would keep only the last one's values: rename or remove the others")
 
 
 def _check_closed_quotes(path: Path, text: str, delimiter: str, start: int) -> None:

@@ -200,3 +200,26 @@ def test_csv_extra_fields_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"d\.csv: row 1: more fields than the header has \(2\): 'b' after its "
                                          r"last column 'chosen'"):
         list(read_rows(path))
+
+
+@pytest.mark.parametrize("suffix, delimiter", [(".csv", ","), (".tsv", "\t")])
+def test_a_repeated_header_name_is_refused(tmp_path, suffix, delimiter):
+    """csv.DictReader keeps the last of two columns with one name: the first column's values would be lost
+    without a word (the second `chosen` read as the chosen response)."""
+    path = tmp_path / f"d{suffix}"
+    path.write_text(delimiter.join(["prompt", "chosen", "rejected", "chosen"]) + "\n"
+                    + delimiter.join(["q", "a", "b", "c"]) + "\n")
+    with pytest.raises(ValueError, match=rf"d\{suffix}: column 'chosen' appears 2 times in the header"):
+        list(read_rows(path))
+    path.write_text(delimiter.join(["prompt", "chosen", "rejected", "", ""]) + "\n"  # unnamed: no column to read
+                    + delimiter.join(["q", "a", "b", "", ""]) + "\n")
+    assert [r for _, r in read_rows(path)] == [{"prompt": "q", "chosen": "a", "rejected": "b", "": ""}]
+
+
+def test_a_path_under_the_home_folder_is_read(tmp_path, monkeypatch):
+    from safealign.data.formats import load_preferences
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "x.jsonl").write_text(json.dumps({"prompt": "q", "chosen": "a", "rejected": "b"}) + "\n")
+    assert [r for _, r in read_rows("~/x.jsonl")] == [{"prompt": "q", "chosen": "a", "rejected": "b"}]
+    assert len(load_preferences("~/x.jsonl").items) == 1
