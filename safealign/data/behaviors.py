@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterable
@@ -35,6 +36,8 @@ from typing import Any, Iterable
 from safealign.data.sources import Record, read_rows
 from safealign.errors import UserError
 from safealign.types import Behavior
+
+logger = logging.getLogger(__name__)
 
 TEXT_FIELDS = ("behavior", "prompt", "goal", "instruction")
 ADVBENCH_COLUMNS = {"goal", "target"}  # the upstream harmful_behaviors.csv, nothing else
@@ -254,8 +257,29 @@ def _check_unique(name: str, behaviors: list[Behavior], id_column: str) -> None:
 
 
 def with_targets(behaviors: list[Behavior], targets: str | Path) -> list[Behavior]:
-    table = _read_targets(Path(targets))
-    return [replace(b, target=table.get(b.id, b.target)) for b in behaviors]
+    """Each behavior with its target from the targets JSON (``{BehaviorID: "Sure, here is ..."}``), else its own.
+
+    A file that names none of the behaviors' ids (another benchmark's targets: AdvBench's for HarmBench's
+    behaviors) is refused naming a few ids of each, and behaviors left without a target are counted in a warning:
+    unmatched, the file was ignored without a word, PAIR then started without a target and GCG/prefill asked for
+    behaviors.targets though it was passed."""
+    path = Path(targets)
+    table = _read_targets(path)
+    if behaviors and not any(b.id in table for b in behaviors):
+        raise UserError(f"{path}: no target matches a behavior id of the {len(behaviors)} behaviors (behavior ids: "
+                        f"{_some(b.id for b in behaviors)}; target ids: {_some(table) or 'none'}); pass the targets "
+                        "file written for these behaviors")
+    out = [replace(b, target=table.get(b.id, b.target)) for b in behaviors]
+    missing = [b.id for b in out if not b.target]
+    if missing:
+        logger.warning("%s: %d of %d behaviors have no target (%s): attacks that need one (gcg, prefill) refuse "
+                       "them, pair starts without one", path, len(missing), len(out), _some(missing))
+    return out
+
+
+def _some(ids: Iterable[str], shown: int = 3) -> str:
+    ids = list(ids)
+    return ", ".join(ids[:shown]) + (f", ... ({len(ids) - shown} more)" if len(ids) > shown else "")
 
 
 def _read_targets(path: Path) -> dict[str, str]:

@@ -199,3 +199,21 @@ def test_harmbench_missing_id_column_is_named_as_missing(tmp_path):
     with pytest.raises(ValueError, match=r"hb\.csv: column 'BehaviorID' is missing \(HarmBench layout, from its "
                                          r"'Behavior' column\); columns seen: Behavior, SemanticCategory"):
         load_behaviors(path)
+
+
+def test_a_targets_file_matching_no_behavior_is_refused_and_a_partial_match_warned(tmp_path, caplog):
+    """A targets JSON keyed by another file's ids (AdvBench's targets for HarmBench's behaviors) gave no behavior a
+    target without a word, and the attacks that need one then said to pass behaviors.targets, which was passed."""
+    path = tmp_path / "b.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"Do {k}", "id": k}) + "\n" for k in ("a", "b", "c")))
+    other = tmp_path / "other_targets.json"
+    other.write_text(json.dumps({"advbench_1": "Sure, 1", "advbench_2": "Sure, 2"}))
+    with pytest.raises(ValueError, match=r"other_targets\.json: no target matches a behavior id of the 3 behaviors "
+                                         r"\(behavior ids: a, b, c; target ids: advbench_1, advbench_2\)"):
+        load_behaviors(path, targets=other)
+    some = tmp_path / "some_targets.json"
+    some.write_text(json.dumps({"a": "Sure, A", "x": "Sure, X"}))
+    with caplog.at_level("WARNING"):
+        behaviors = load_behaviors(path, targets=some)
+    assert [b.target for b in behaviors] == ["Sure, A", "", ""]
+    assert "some_targets.json: 2 of 3 behaviors have no target (b, c)" in caplog.text
