@@ -440,13 +440,15 @@ class PairEncoder:
 
 def _without_end_of_turn(rendered: str, response: str, item) -> str:
     """The rendered assistant turn up to the end of the response's own text (what the template adds after it,
-    the end-of-turn tokens, left out)."""
-    text = response.rstrip()
-    end = rendered.rfind(text)
-    if not text or end < 0:
-        raise UserError(f"{item.source} row {item.row}: the chat template changes the response text, so a side "
-                        "marked as cut (chosen_cut/rejected_cut) cannot be trained without its end-of-turn tokens")
-    return rendered[: end + len(text)]
+    the end-of-turn tokens, left out). The text is looked for as given less its trailing space, then, where a
+    template trims the content (Llama-3's ``| trim`` drops a leading space), without its leading space too: a
+    response the first finds ends where it always did."""
+    for text in dict.fromkeys((response.rstrip(), response.strip())):
+        end = rendered.rfind(text) if text else -1
+        if end >= 0:
+            return rendered[: end + len(text)]
+    raise UserError(f"{item.source} row {item.row}: the chat template changes the response text, so a side "
+                    "marked as cut (chosen_cut/rejected_cut) cannot be trained without its end-of-turn tokens")
 
 
 def _cuts_the_change(policy: Ids, ref: Ids, removed: int) -> bool:

@@ -336,3 +336,17 @@ def test_reports_of_several_encodings_add_up_every_count():
     d = TruncationReport(2, 0, 0, reference_views_over=2, reference_overrun_max=3)
     assert TruncationReport.total([c, d]) == TruncationReport(4, 0, 0, (), reference_views_over=3,
                                                               reference_overrun_max=7)
+
+
+def test_a_cut_side_is_found_in_a_template_that_trims_the_content(tiny_tokenizer):
+    """Llama-3-style templates write ``message['content'] | trim``: a cut answer " Sure, here" is rendered without
+    its leading space, and the encoder still finds where its own text ends (the end-of-turn left out)."""
+    trimmed = CHATML_TEMPLATE.replace("message['content']", "(message['content'] | trim)")
+    row = dataclasses.replace(pair(chosen=" Sure, here", rejected="No."), meta={"chosen_cut": True})
+    encoded = PairEncoder(tiny_tokenizer, chat_template=trimmed).encode(row, 0)
+    assert encoded.chosen_ids == ids(tiny_tokenizer, "Sure, here")
+    assert encoded.rejected_ids == ids(tiny_tokenizer, "No.<|im_end|>\n")
+    # a template that keeps the space: the cut side ends where it did
+    kept = PairEncoder(tiny_tokenizer).encode(row, 0)
+    assert kept.chosen_ids == ids(tiny_tokenizer, " Sure, here")
+
