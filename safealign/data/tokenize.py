@@ -3,9 +3,10 @@
 A prompt is rendered with the tokenizer's chat template (``add_generation_prompt=True``). A response is
 rendered as the suffix the template adds for an assistant turn (render prompt + assistant message and
 strip the rendered prompt; when the prompt rendering is not a prefix of it, fall back to
-``response + eos_token`` with a warning). The response is tokenized ONCE; its ids are concatenated to
-the policy prompt ids and, when the transform changes the prompt, to the reference prompt ids, so both
-models score identical response tokens. Prompt + response are never re-tokenized as one string.
+``response + eos_token``, counted per row in the :class:`TruncationReport` (``template_fallbacks``) and
+warned). The response is tokenized ONCE; its ids are concatenated to the policy prompt ids and, when the
+transform changes the prompt, to the reference prompt ids, so both models score identical response tokens.
+Prompt + response are never re-tokenized as one string.
 
 Truncation (counted in a :class:`TruncationReport` and logged, never silent): prompts longer than
 ``max_prompt_length`` keep their END (left truncation); responses are cut so that the POLICY prompt plus the
@@ -119,6 +120,9 @@ class TruncationReport:
     # policy view, so a longer (prefixed) reference prompt runs over; by at most reference_overrun_max tokens
     reference_views_over: int = 0
     reference_overrun_max: int = 0
+    # rows with a response rendered as response + eos_token: the chat template does not render the prompt as a
+    # prefix of prompt + response, so the template's own assistant turn is not what trains
+    template_fallbacks: int = 0
 
     @classmethod
     def total(cls, reports: Sequence[TruncationReport]) -> TruncationReport:
@@ -144,6 +148,9 @@ class TruncationReport:
             text += (f"; {self.reference_views_over} rows' reference view runs over max_length by up to "
                      f"{self.reference_overrun_max} tokens (responses are cut to fit the policy view, as without "
                      "a reference view; the reference scores the same response tokens after its longer prompt)")
+        if self.template_fallbacks:
+            text += (f"; {self.template_fallbacks} of {self.examples} rows' responses are response + eos_token: the "
+                     "chat template does not render the prompt as a prefix of prompt + response")
         return text
 
 
@@ -159,6 +166,7 @@ class _Counts:
     heads_cut: int = 0
     reference_over: int = 0  # rows whose reference view exceeds max_length
     overrun_max: int = 0  # by how many tokens at most
+    fallbacks: int = 0  # responses rendered as response + eos_token (PairEncoder.render_response's fallback)
 
 
 def reference_overrun_of(ref_ids: Ids, responses: Sequence[Ids], max_length: int) -> int:
@@ -207,6 +215,10 @@ class PairEncoder:
 
     def render_response(self, prompt: tuple[Message, ...], response: str) -> str:
         """The text the template adds after the rendered prompt for an assistant turn ``response``."""
+        return self._render_response(prompt, response)[0]
+
+    def _render_response(self, prompt: tuple[Message, ...], response: str) -> tuple[str, bool]:
+        """:meth:`render_response`, and whether it is the ``response + eos_token`` fallback (counted per row)."""
         # Everything the template adds is the response, so its whole end-of-turn text is scored: on ChatML
         # (SmolLM2, Qwen) "<|im_end|>" and then "\n", one token past where the model stops (generation ends at
         # <|im_end|>; the "\n" is template text before the next turn, never generated). That token is near-certain
@@ -219,13 +231,13 @@ class PairEncoder:
         rendered_prompt = self.render_prompt(prompt)
         full = self._render([*prompt, {"role": "assistant", "content": response}], add_generation_prompt=False)
         if full.startswith(rendered_prompt) and len(full) > len(rendered_prompt):
-            return full[len(rendered_prompt) :]
+            return full[len(rendered_prompt) :], False
         if not self._warned_fallback:
             log.warning(
                 "chat template does not render the prompt as a prefix of prompt+response; using response + eos_token"
             )
             self._warned_fallback = True
-        return response + (self.tokenizer.eos_token or "")
+        return response + (self.tokenizer.eos_token or ""), True
 
     def _render(self, messages: list[Message], add_generation_prompt: bool) -> str:
         return self.tokenizer.apply_chat_template(
@@ -253,18 +265,19 @@ class PairEncoder:
         return self._encode_many(list(examples), self._encode_unpaired)
 
     def _encode_many(self, items: list, encode_one) -> tuple[list, TruncationReport]:
-        counts, encoded, dropped = _Counts(), [], []
+        counts, encoded, dropped, fallback_rows = _Counts(), [], [], 0
         for index, item in enumerate(tqdm(items, desc="tokenizing", disable=len(items) < 2000)):
+            fallbacks = counts.fallbacks
             try:
                 encoded.append(encode_one(item, index, counts))
             except PromptTooLong as exc:
                 log.debug("%s", exc)
                 dropped.append(index)
+            fallback_rows += counts.fallbacks > fallbacks  # rows, not responses
         report = TruncationReport(len(items), counts.prompts, counts.responses, tuple(dropped), counts.prefixes_cut,
-                                  counts.heads_cut, counts.reference_over, counts.overrun_max)
-        (log.warning if counts.prompts or counts.responses or dropped or counts.reference_over else log.info)(
-            "tokenization: %s", report.summary()
-        )
+                                  counts.heads_cut, counts.reference_over, counts.overrun_max, fallback_rows)
+        (log.warning if counts.prompts or counts.responses or dropped or counts.reference_over or fallback_rows
+         else log.info)("tokenization: %s", report.summary())
         return encoded, report
 
     def _encode_pair(self, pair: PreferencePair, index: int, counts: _Counts) -> EncodedPair:
@@ -371,15 +384,16 @@ class PairEncoder:
                       open_end: bool = False) -> Ids:
         """Ids of the assistant text after ``prefix`` (the template's end-of-turn included, unless ``open_end``:
         an answer cut at the generation limit, whose end must not be learnt as a stop), cut to ``budget``."""
-        text = self._guarded(item, lambda: self._continuation(prompt, response, prefix, item))
+        text = self._guarded(item, lambda: self._continuation(prompt, response, prefix, item, counts))
         ids = self._ids(_without_end_of_turn(text, response, item) if open_end else text)
         if len(ids) > budget:
             counts.responses += 1
             return ids[:budget]
         return ids
 
-    def _continuation(self, prompt, response: str, prefix: str, item) -> str:
-        rendered = self.render_response(prompt, prefix + response)
+    def _continuation(self, prompt, response: str, prefix: str, item, counts: _Counts) -> str:
+        rendered, fell_back = self._render_response(prompt, prefix + response)
+        counts.fallbacks += int(fell_back)
         if not rendered.startswith(prefix):
             raise UserError(f"{item.source} row {item.row}: the chat template changes the assistant text, so the "
                             f"response cannot continue the prefix {prefix[:40]!r}")

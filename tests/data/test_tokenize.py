@@ -350,3 +350,22 @@ def test_a_cut_side_is_found_in_a_template_that_trims_the_content(tiny_tokenizer
     kept = PairEncoder(tiny_tokenizer).encode(row, 0)
     assert kept.chosen_ids == ids(tiny_tokenizer, " Sure, here")
 
+
+def test_rows_rendered_by_the_template_fallback_are_counted_and_warned(tiny_tokenizer, caplog):
+    """The response + eos fallback (the rendered prompt is no prefix of prompt + response) trains other tokens than
+    the template would; each row it is used for is counted in the report (logged, and in the train summary)."""
+    odd = (  # renders the last user turn differently once an assistant turn follows
+        "{% for m in messages %}{% if m['role'] == 'user' and not loop.last %}{{ 'U> ' + m['content'] + '\n' }}"
+        "{% else %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'ASSISTANT>' }}{% endif %}"
+    )
+    with caplog.at_level(logging.WARNING):
+        encoded, report = PairEncoder(tiny_tokenizer, chat_template=odd).encode_all([pair(), pair(chosen="Yes.")])
+    assert report.template_fallbacks == 2
+    assert [e.chosen_ids for e in encoded] == [ids(tiny_tokenizer, t + "<|im_end|>") for t in ("No.", "Yes.")]
+    assert "2 of 2 rows" in caplog.text and "response + eos_token" in caplog.text
+    assert "2 rows' responses are response + eos_token" in report.summary()
+    _, report = PairEncoder(tiny_tokenizer).encode_all([pair()])
+    assert report.template_fallbacks == 0 and "eos_token" not in report.summary()
+    assert TruncationReport.total([TruncationReport(1, 0, 0, template_fallbacks=1),
+                                   TruncationReport(2, 0, 0, template_fallbacks=2)]).template_fallbacks == 3
