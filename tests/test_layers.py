@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).parents[1] / "safealign"
 
 # bottom to top; a package may import packages of its own row and of the rows above it in this table
 LAYERS: list[tuple[str, ...]] = [
-    ("__init__", "__main__", "types", "registry", "config", "errors", "interrupt", "checks", "files"),  # foundation
+    ("__init__", "__main__", "types", "registry", "config", "errors", "interrupt", "checks", "files", "params"),
     ("io",),           # JSONL append/read, typed run records
     ("models",),       # loading weights, LoRA, model identity
     ("data",),         # formats, transforms, tokenization: pure, no model calls

@@ -40,13 +40,14 @@ _VERSION = 1
 EVAL_EXCLUDED = (
     "output_dir", "retry_errors", "generation.batch_size",
     "model.device", "model.trust_remote_code", "model.base_url_env", "model.api_key_env", "model.timeout_s",
-    "model.max_retries", "model.concurrency", "model.retry_budget_s",
+    "model.max_retries", "model.concurrency",
     "behaviors.path", "behaviors.targets", "behaviors.categories", "behaviors.ids", "behaviors.rows",
     "behaviors.sample", "behaviors.seed", "behaviors.limit", "behaviors.copyright",
 )  # fmt: skip
-# Excluded after runs recorded them: a recorded value is not compared, so such a run resumes (raising the budget
-# after rate-limit errors to retry the failed records, retry_errors=true, was refused; since 2026-12-08).
-NO_LONGER_FINGERPRINTED = {"eval": ("model.retry_budget_s",)}
+# Recorded in a fingerprint, so every digest stays as runs recorded it, but not compared: how a backend is reached,
+# like EVAL_EXCLUDED's timeouts, found after runs had recorded it (raising the retry budget after rate-limit errors
+# to retry the failed records, retry_errors=true, was refused; since 2026-12-08).
+NOT_COMPARED = {"eval": ("model.retry_budget_s",)}
 # Not part of a training run's fingerprint: where it writes, logging/checkpoint cadence, measurement-only
 # diagnostics, and settings that change speed or memory but not the numbers (cache location and batching,
 # live vs cached reference, log-prob implementation and chunking, packing, gradient checkpointing); data.path is
@@ -256,7 +257,7 @@ def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = 
     keys = set(old.values) if only_recorded else set(old.values) | set(new.values)
     if old.kind != new.kind:
         return ["kind"]
-    keys -= set(NO_LONGER_FINGERPRINTED.get(new.kind, ()))
+    keys -= set(NOT_COMPARED.get(new.kind, ()))
     unknown = {k for k in WHEN_KNOWN if old.values.get(k) is None or new.values.get(k) is None}
     if not (_layers_known(old) and _layers_known(new)):
         unknown.add(DEFENSE_LAYERS)

@@ -222,6 +222,8 @@ SET_PER_STAGE = {
     "train.data.path": "the demo builds its own pairs; train on a file with `safealign train`",
     "train.reference.transform": "variants= (each method sets its reference view) and prefix=",
     "train.reference.transform_params": "variants= (each method sets its reference view) and prefix=",
+    "eval.model.revision": "model= (each stage loads it without a revision; a local folder pins its weights)",
+    "train.model_revision": "model= (each stage loads it without a revision; a local folder pins its weights)",
 }
 
 

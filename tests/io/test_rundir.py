@@ -245,12 +245,12 @@ def test_a_retry_budget_is_how_a_backend_is_reached_and_a_run_that_recorded_one_
     from safealign.io import write_json
     from safealign.io.rundir import differing_keys
     config = EvalConfig()
-    base = eval_fingerprint(to_dict(config))
+    recorded = eval_fingerprint(to_dict(config))
+    assert recorded.values["model.retry_budget_s"] == 120.0  # still recorded: every run keeps its digest
     config.model.retry_budget_s = 600.0
-    assert eval_fingerprint(to_dict(config)) == base
-    recorded = make_fingerprint("eval", {**base.values, "model.retry_budget_s": 120.0})  # as runs before recorded it
+    raised = eval_fingerprint(to_dict(config))
     (tmp_path / "records.jsonl").write_text("{}\n")
     write_json(tmp_path / FINGERPRINT_NAME, recorded.to_json())
-    assert claim_run_dir(tmp_path, base, outputs=("records.jsonl",)) is True  # continues, not refused
-    changed = make_fingerprint("eval", {**recorded.values, "generation.temperature": 0.7})
-    assert differing_keys(changed, base) == ["generation.temperature"]  # other settings still compared
+    assert claim_run_dir(tmp_path, raised, outputs=("records.jsonl",)) is True  # continues, not refused
+    config.generation.temperature = 0.7
+    assert differing_keys(recorded, eval_fingerprint(to_dict(config))) == ["generation.temperature"]

@@ -100,8 +100,12 @@ def test_an_unpinned_run_records_no_revision_anywhere(tmp_path, pairs_file, hub_
 def test_the_demo_refuses_a_train_revision_it_would_not_use():
     from safealign.pipelines.demo_config import load_demo_config
 
+    with pytest.raises(UserError, match="train.model_revision: every demo stage sets train.model_revision itself"):
+        load_demo_config([f"model={REPO}", "train.model_revision=v1"])
+    config = load_demo_config([f"model={REPO}"])
+    config.train.model_revision = "v1"  # set in code, past the overrides: the config's own check
     with pytest.raises(UserError, match="train.model_revision: the demo trains the model named by `model`"):
-        load_demo_config([f"train.model={REPO}", "train.model_revision=v1"])
+        config.validate()
 
 
 def test_a_trained_adapter_refuses_an_unpinned_hub_base_whose_main_moved(tmp_path, pairs_file, hub_cache):
