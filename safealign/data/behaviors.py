@@ -263,7 +263,7 @@ def with_targets(behaviors: list[Behavior], targets: str | Path) -> list[Behavio
     behaviors) is refused naming a few ids of each, and behaviors left without a target are counted in a warning:
     unmatched, the file was ignored without a word, PAIR then started without a target and GCG/prefill asked for
     behaviors.targets though it was passed."""
-    path = Path(targets)
+    path = Path(targets).expanduser()  # as the behaviors file's own path (safealign.data.sources.read_rows)
     table = _read_targets(path)
     if behaviors and not any(b.id in table for b in behaviors):
         raise UserError(f"{path}: no target matches a behavior id of the {len(behaviors)} behaviors (behavior ids: "

@@ -217,3 +217,11 @@ def test_a_targets_file_matching_no_behavior_is_refused_and_a_partial_match_warn
         behaviors = load_behaviors(path, targets=some)
     assert [b.target for b in behaviors] == ["Sure, A", "", ""]
     assert "some_targets.json: 2 of 3 behaviors have no target (b, c)" in caplog.text
+
+
+def test_a_targets_file_under_the_home_folder_is_read(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = tmp_path / "b.jsonl"
+    path.write_text(json.dumps({"prompt": "Do a", "id": "a"}) + "\n")
+    (tmp_path / "t.json").write_text(json.dumps({"a": "Sure, A"}))
+    assert [b.target for b in load_behaviors("~/b.jsonl", targets="~/t.json")] == ["Sure, A"]
