@@ -70,7 +70,7 @@ def encode_judgments(encoder: PairEncoder, examples: Sequence[JudgmentExample], 
     A positive (``score >= positive_score``) gets the plain view only, so its judgment (if any) neither costs it
     response tokens nor drops it; a negative gets both views."""
     require_judgments(examples, positive_score)
-    out, dropped, prompts_cut, responses_cut = [], [], 0, 0
+    out, dropped, prompts_cut, responses_cut, fallbacks = [], [], 0, 0, 0
     limit = encoder.max_prompt_length
     for index, ex in enumerate(examples):
         negative = ex.score < positive_score
@@ -85,14 +85,15 @@ def encode_judgments(encoder: PairEncoder, examples: Sequence[JudgmentExample], 
         if budget < 1:
             dropped.append(index)
             continue
-        rendered = encoder._guarded(ex, lambda: encoder.render_response(ex.prompt, ex.completion))  # noqa: B023
+        rendered, fell_back = encoder._guarded(ex, lambda: encoder._render_response(ex.prompt, ex.completion))  # noqa: B023
+        fallbacks += int(fell_back)
         response = _ids(encoder, rendered)
         responses_cut += int(len(response) > budget)
         out.append(EncodedJudgment(index, views[0], views[1] if negative else None, response[:budget], ex.score))
-    report = TruncationReport(len(examples), prompts_cut, responses_cut, tuple(dropped))
-    # logged like the pair encoder's report: a warning when anything was cut or dropped, never silent
-    (log.warning if prompts_cut or responses_cut or dropped else log.info)("judgment tokenization: %s",
-                                                                          report.summary())
+    report = TruncationReport(len(examples), prompts_cut, responses_cut, tuple(dropped), template_fallbacks=fallbacks)
+    # logged like the pair encoder's report: a warning when anything was cut, dropped or rendered by the fallback
+    (log.warning if prompts_cut or responses_cut or dropped or fallbacks else log.info)("judgment tokenization: %s",
+                                                                                       report.summary())
     return out, report
 
 

@@ -226,3 +226,19 @@ def test_encoding_names_the_row_a_template_rejects_and_logs_what_it_cut(caplog):
     assert report.responses_truncated == 1 and report.prompts_truncated == 1
     assert any(r.levelname == "WARNING" and "judgment tokenization: 1 examples: 1 prompts left-truncated, 1 responses "
                "cut" in r.getMessage() for r in caplog.records)
+
+
+def test_judgment_rows_rendered_by_the_template_fallback_are_counted(caplog):
+    """CUT's encoder rendered a response with the response + eos_token fallback uncounted, as pairs once were
+    (safealign/data/tokenize.py, TruncationReport.template_fallbacks)."""
+    tok = tiny_tokenizer()
+    odd = (  # renders the last user turn differently once an assistant turn follows
+        "{% for m in messages %}{% if m['role'] == 'user' and not loop.last %}{{ 'U> ' + m['content'] + '\n' }}"
+        "{% else %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endif %}{% endfor %}"
+        "{% if add_generation_prompt %}{{ 'ASSISTANT>' }}{% endif %}"
+    )
+    with caplog.at_level("WARNING"):
+        _, report = encode_judgments(PairEncoder(tok, chat_template=odd), examples_of(POSITIVES))
+    assert report.template_fallbacks == len(POSITIVES) and "response + eos_token" in caplog.text
+    _, report = encode_judgments(PairEncoder(tok), examples_of(POSITIVES))
+    assert report.template_fallbacks == 0
