@@ -44,10 +44,6 @@ EVAL_EXCLUDED = (
     "behaviors.path", "behaviors.targets", "behaviors.categories", "behaviors.ids", "behaviors.rows",
     "behaviors.sample", "behaviors.seed", "behaviors.limit", "behaviors.copyright",
 )  # fmt: skip
-# Recorded in a fingerprint, so every digest stays as runs recorded it, but not compared: how a backend is reached,
-# like EVAL_EXCLUDED's timeouts, found after runs had recorded it (raising the retry budget after rate-limit errors
-# to retry the failed records, retry_errors=true, was refused; since 2026-12-08).
-NOT_COMPARED = {"eval": ("model.retry_budget_s",)}
 # Not part of a training run's fingerprint: where it writes, logging/checkpoint cadence, measurement-only
 # diagnostics, and settings that change speed or memory but not the numbers (cache location and batching,
 # live vs cached reference, log-prob implementation and chunking, packing, gradient checkpointing); data.path is
@@ -57,6 +53,14 @@ TRAIN_EXCLUDED = (
     "diagnostics", "reference.cache_dir", "reference.batch_size", "reference.batch_tokens", "reference.mode",
     "logps", "logps_chunk_size", "packing", "gradient_checkpointing", "data.path",
 )  # fmt: skip
+# Recorded in a fingerprint, so every digest stays as runs recorded it (a sweep finds its committed cells by theirs),
+# but not compared (a key or any key under it), since 2026-12-08: an eval's model.retry_budget_s, how a backend is
+# reached like EVAL_EXCLUDED's timeouts (raising it after rate-limit errors to retry the failed records was refused);
+# and in a demo or sweep cell, what its evaluations and trainings exclude, under eval. and train. (a demo or a cloned
+# sweep continued with larger batches, another device or another logging cadence was refused).
+_STAGES_NOT_COMPARED = (*(f"eval.{k}" for k in (*EVAL_EXCLUDED, "model.retry_budget_s")),
+                        *(f"train.{k}" for k in TRAIN_EXCLUDED))
+NOT_COMPARED = {"eval": ("model.retry_budget_s",), "demo": _STAGES_NOT_COMPARED, "sweep-cell": _STAGES_NOT_COMPARED}
 # Fingerprints of weights: None where they can't be seen (an endpoint, a built-in model an earlier version found
 # not fetched yet -- it is fetched first now --, a run directory from before fingerprints), so compared only when
 # both runs know them; the spec is compared anyway.
@@ -257,7 +261,8 @@ def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = 
     keys = set(old.values) if only_recorded else set(old.values) | set(new.values)
     if old.kind != new.kind:
         return ["kind"]
-    keys -= set(NOT_COMPARED.get(new.kind, ()))
+    ignored = NOT_COMPARED.get(new.kind, ())
+    keys = {k for k in keys if not any(k == e or k.startswith(e + ".") for e in ignored)}
     unknown = {k for k in WHEN_KNOWN if old.values.get(k) is None or new.values.get(k) is None}
     if not (_layers_known(old) and _layers_known(new)):
         unknown.add(DEFENSE_LAYERS)

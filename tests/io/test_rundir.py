@@ -254,3 +254,23 @@ def test_a_retry_budget_is_how_a_backend_is_reached_and_a_run_that_recorded_one_
     assert claim_run_dir(tmp_path, raised, outputs=("records.jsonl",)) is True  # continues, not refused
     config.generation.temperature = 0.7
     assert differing_keys(recorded, eval_fingerprint(to_dict(config))) == ["generation.temperature"]
+
+
+def test_a_demo_or_sweep_cell_resumes_with_settings_its_stages_exclude_changed():
+    """A demo, or a cloned sweep continued on another machine, with larger batches, another device or logging cadence
+    was refused: its fingerprint held every eval.* and train.* key. They stay recorded (digests unchanged: a sweep
+    finds its committed cells by theirs) and are not compared; what decides results still is."""
+    from safealign.io.rundir import demo_fingerprint, differing_keys, same_settings
+    from safealign.pipelines.demo_config import load_demo_config
+
+    recorded = demo_fingerprint(to_dict(load_demo_config([])))
+    moved = load_demo_config(["batch_size=8", "train.reference.batch_size=4", "train.logging_steps=5",
+                              "eval.model.device=cpu", "eval.model.retry_budget_s=600"])
+    assert demo_fingerprint(to_dict(moved)).digest != recorded.digest  # still recorded
+    assert same_settings(recorded, demo_fingerprint(to_dict(moved)))
+    cell = make_fingerprint("sweep-cell", {**recorded.values, "variant": "dpo"})
+    assert not differing_keys(cell, make_fingerprint("sweep-cell", {**demo_fingerprint(to_dict(moved)).values,
+                                                                    "variant": "dpo"}))
+    changed = load_demo_config(["batch_size=8", "learning_rate=1e-3", "train_batch_size=2"])
+    assert differing_keys(recorded, demo_fingerprint(to_dict(changed))) == [
+        "train.learning_rate", "train.per_device_train_batch_size"]
