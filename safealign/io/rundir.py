@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safealign.config import under
 from safealign.errors import UserError
 from safealign.io.jsonfile import finite_json, write_json
 from safealign.io.run_lock import lock_run_dir, unlock_run_dir
@@ -144,8 +145,7 @@ def make_fingerprint(kind: str, settings: Mapping[str, Any], *, exclude: Collect
     still matches while that setting is at its default (:func:`differing_keys`)."""
     def kept(settings: Mapping[str, Any]) -> dict[str, Any]:
         flat = _flatten(settings)
-        return {k: v for k, v in flat.items() if not any(k == e or k.startswith(e + ".") for e in exclude)
-                and not (v is None and _unset_omitted(k))}
+        return {k: v for k, v in flat.items() if under(k, exclude) is None and not (v is None and _unset_omitted(k))}
 
     return Fingerprint(kind, {**kept(settings), **(extra or {})}, kept(defaults) if defaults is not None else {})
 
@@ -261,8 +261,7 @@ def differing_keys(old: Fingerprint, new: Fingerprint, *, only_recorded: bool = 
     keys = set(old.values) if only_recorded else set(old.values) | set(new.values)
     if old.kind != new.kind:
         return ["kind"]
-    ignored = NOT_COMPARED.get(new.kind, ())
-    keys = {k for k in keys if not any(k == e or k.startswith(e + ".") for e in ignored)}
+    keys = {k for k in keys if under(k, NOT_COMPARED.get(new.kind, ())) is None}
     unknown = {k for k in WHEN_KNOWN if old.values.get(k) is None or new.values.get(k) is None}
     if not (_layers_known(old) and _layers_known(new)):
         unknown.add(DEFENSE_LAYERS)

@@ -25,7 +25,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from safealign.config import COMMAND_LINE, Value, load_config, to_dict
+from safealign.config import COMMAND_LINE, Value, load_config, to_dict, under
 from safealign.data.builtin import UNTUNED_BENIGN
 from safealign.data.safety_pairs import check_cut_answers
 from safealign.errors import UserError
@@ -229,10 +229,10 @@ SET_PER_STAGE = {
 
 def check_not_set_per_stage(key: str, source: str) -> None:
     """UserError for an override of a key every stage sets itself (:data:`SET_PER_STAGE`)."""
-    for owned, instead in SET_PER_STAGE.items():
-        if key == owned or key.startswith(owned + "."):
-            raise UserError(f"{source}: {key}: every demo stage sets {owned} itself, so this value would be "
-                            f"silently replaced; use {instead}")
+    owned = under(key, SET_PER_STAGE)
+    if owned is not None:
+        raise UserError(f"{source}: {key}: every demo stage sets {owned} itself, so this value would be silently "
+                        f"replaced; use {SET_PER_STAGE[owned]}")
 
 
 def load_demo_config(overrides: list[str | Value]) -> DemoConfig:

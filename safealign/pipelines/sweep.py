@@ -57,7 +57,7 @@ from typing import Any
 
 import yaml
 
-from safealign.config import Value, literal_text, to_dict
+from safealign.config import Value, literal_text, to_dict, under
 from safealign.errors import UserError
 from safealign.files import TextChanged, load_value, load_yaml, read_text, yaml_quoted
 from safealign.io import write_json
@@ -268,7 +268,7 @@ def _axes(path: str | Path, axes: Any) -> dict[str, list[Any]]:
             raise UserError(f"{path}: axes.{key}: a sweep varies training only (train.* keys or the aliases "
                             f"{', '.join(k for k, v in ALIASES.items() if v.startswith('train.'))}), so every "
                             "cell shares the same pairs and held-out prompts")
-        if any(target == k or target.startswith(k + ".") for k in _SET_PER_CELL):
+        if under(target, _SET_PER_CELL) is not None:
             raise UserError(f"{path}: axes.{key}: every cell sets {target} itself (from its variant, seed and "
                             "folder), so an axis on it would be silently replaced")
     return axes
@@ -418,7 +418,7 @@ def _axis_name(key: str) -> str:
     """The axis that sets the cell-fingerprint key ``key``: the demo's alias where one sets it, else the key."""
     exact = next((alias for alias, path in ALIASES.items() if path == key), None)
     return exact or next((alias for alias, paths in _ALIAS_PATHS.items()
-                          if any(key == p or key.startswith(p + ".") for p in paths)), key)
+                          if under(key, paths) is not None), key)
 
 
 def _warn_axis_order(grid: Grid) -> None:
