@@ -77,7 +77,7 @@ def listing(defaults: Mapping[str, Any]) -> str:
 
 def type_name(hint: Any) -> str:
     """The hint in words as a config file spells values: ``Optional[list[str]]`` is "a list of text or null"."""
-    origin, args = typing.get_origin(hint) or (hint if hint in (list, tuple, dict) else None), typing.get_args(hint)
+    origin, args = _origin(hint), typing.get_args(hint)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in args)
     if origin in (list, tuple):
@@ -96,6 +96,11 @@ def type_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
+def _origin(hint: Any) -> Any:
+    """``typing.get_origin(hint)``, and a bare ``list``, ``tuple`` or ``dict`` as its own (a list of anything)."""
+    return typing.get_origin(hint) or (hint if hint in (list, tuple, dict) else None)
+
+
 def _describe(path: str, expected: str, got: Any) -> str:
     if expected.startswith("a list") and isinstance(got, str):  # `files=shots.yaml` would be read a character at a time
         return f"{path}: expected {expected}, got text {got!r:.200}; write [{got!r:.200}]"
@@ -106,9 +111,7 @@ def _describe(path: str, expected: str, got: Any) -> str:
 
 def _mismatch(value: Any, hint: Any, path: str) -> tuple[str, str, Any] | None:
     """``(path, what was expected, the value there)`` of the first part of ``value`` that does not fit ``hint``."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is None and hint in (list, tuple, dict):  # a bare `list`: a list of anything
-        origin = hint
+    origin, args = _origin(hint), typing.get_args(hint)
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None

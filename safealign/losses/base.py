@@ -192,8 +192,8 @@ def loss_info(name: str) -> LossInfo:
 def validate_params(name: str, params: Mapping[str, Any]) -> dict[str, Any]:
     """Check ``params`` against the loss signature and its declared ranges; UserError naming the loss and the
     parameter (the allowed names and types, or the valid range)."""
-    checked = check_keyword_params(f"loss {name!r}", inspect.unwrap(get_loss(name)), loss_params(name), params)
-    check_ranges(name, checked)
+    checked = check_params(f"loss {name!r}", params, loss_params(name), resolved_hints(inspect.unwrap(get_loss(name))))
+    check_ranges(name, checked)  # the shared ranges and the loss's own, once
     return checked
 
 
