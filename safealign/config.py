@@ -12,7 +12,6 @@ import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import yaml
@@ -307,12 +306,6 @@ def _describe(exc: OmegaConfBaseException, schema: type) -> str:
         valid = [f.name for f in dataclasses.fields(schema)]
     hint = f"; valid keys here: {', '.join(valid)}" if valid and " not in " in msg else ""
     return f"{key}: {msg}{hint}" if key else f"{msg}{hint}"
-
-
-def under(key: str, paths: Iterable[str]) -> str | None:
-    """The first of ``paths`` (dotted config keys) that ``key`` is or lies inside (``train.lora.r`` is under
-    ``train.lora``, ``train.lora_x`` is not); None when it is under none."""
-    return next((path for path in paths if key == path or key.startswith(path + ".")), None)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -20,12 +20,11 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safealign.config import under
 from safealign.errors import UserError
 from safealign.io.jsonfile import finite_json, write_json
 from safealign.io.run_lock import lock_run_dir, unlock_run_dir
@@ -152,6 +151,12 @@ def make_fingerprint(kind: str, settings: Mapping[str, Any], *, exclude: Collect
 
 def _unset_omitted(key: str) -> bool:
     return any(key == name or key.endswith("." + name) for name in OMITTED_WHEN_UNSET)
+
+
+def under(key: str, paths: Iterable[str]) -> str | None:
+    """The first of ``paths`` (dotted config keys) that ``key`` is or lies inside (``train.lora.r`` is under
+    ``train.lora``, ``train.lora_x`` is not); None when it is under none."""
+    return next((path for path in paths if key == path or key.startswith(path + ".")), None)
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -25,11 +25,12 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from safealign.config import COMMAND_LINE, Value, load_config, to_dict, under
+from safealign.config import COMMAND_LINE, Value, load_config, to_dict
 from safealign.data.builtin import UNTUNED_BENIGN
 from safealign.data.safety_pairs import check_cut_answers
 from safealign.errors import UserError
 from safealign.eval.config import BEHAVIOR_SELECTION, BehaviorsConfig, EvalConfig
+from safealign.io.rundir import under
 from safealign.pipelines.demo_methods import METHODS, method_train_config
 from safealign.train.config import DataConfig, DiagnosticsConfig, LoraConfig, LossConfig, TrainConfig
 

@@ -57,13 +57,14 @@ from typing import Any
 
 import yaml
 
-from safealign.config import Value, literal_text, to_dict, under
+from safealign.config import Value, literal_text, to_dict
 from safealign.errors import UserError
 from safealign.files import TextChanged, load_value, load_yaml, read_text, yaml_quoted
 from safealign.io import write_json
 from safealign.io.committable import hold_back, mark_results, release
 from safealign.io.jsonfile import write_atomic
 from safealign.io.lockfile import ClaimedRun, Holder
+from safealign.io.rundir import under
 from safealign.io.summaries import Figure
 from safealign.report import numbers
 from safealign.pipelines.demo_config import ALIASES, SET_PER_STAGE, VARIANTS, DemoConfig, load_demo_config
